@@ -1,0 +1,51 @@
+# steelcup: `make demo` and `make test` work on a fresh Debian 12 machine (as root).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+BUILD := build
+APT_PACKAGES := qemu-system-x86 qemu-utils busybox-static musl-tools cpio kmod e2fsprogs \
+	erofs-utils xz-utils zstd iproute2 util-linux
+DEMO_ROOT ?= /tmp/steelcup-demo
+
+.PHONY: all deps apt venv guest images demo test test-unit test-vm lint clean
+all: guest images
+
+deps: apt venv
+
+# System packages: `apt-get update` once per machine, then install what is missing.
+apt: $(BUILD)/.apt-stamp
+$(BUILD)/.apt-stamp: Makefile
+	@mkdir -p $(BUILD)
+	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing: $$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+	@touch $@
+
+venv: $(VENV)/.stamp
+$(VENV)/.stamp: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e '.[dev]'
+	@touch $@
+
+include guest/guest.mk
+include tools/images.mk
+
+demo: deps guest images
+	@$(PY) tools/demo.py --root $(DEMO_ROOT)
+
+test: deps guest images
+	$(PY) -m pytest -q tests
+
+test-unit: venv
+	$(PY) -m pytest -q tests/unit
+
+lint: venv
+	$(VENV)/bin/ruff check src tests tools
+	$(VENV)/bin/mypy
+
+clean:
+	rm -rf $(BUILD)

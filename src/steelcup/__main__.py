@@ -1,0 +1,5 @@
+"""`python -m steelcup` runs the CLI."""
+
+from steelcup.cli.main import main
+
+raise SystemExit(main())

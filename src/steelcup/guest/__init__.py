@@ -1,0 +1,1 @@
+"""steelcup.guest package."""

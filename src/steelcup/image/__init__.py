@@ -1,0 +1,1 @@
+"""steelcup.image package."""
