@@ -1,0 +1,2 @@
+# guest assets (kernel, initrd, init): rules added by the guest work
+guest:

@@ -1,0 +1,101 @@
+/* Mounts the initramfs API filesystems and the container root (9p) with its own. */
+#include "mounts.h"
+
+#include "init.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+int mounts_mkdir_p(const char *path, unsigned mode)
+{
+	char buf[4096];
+	if (snprintf(buf, sizeof(buf), "%s", path) >= (int)sizeof(buf))
+		return -ENAMETOOLONG;
+	for (char *p = buf + 1;; p++) {
+		if (*p == '/' || *p == 0) {
+			char c = *p;
+			*p = 0;
+			if (mkdir(buf, mode) < 0 && errno != EEXIST)
+				return -errno;
+			*p = c;
+			if (c == 0)
+				break;
+		}
+	}
+	return 0;
+}
+
+static int do_mount(const char *src, const char *dst, const char *type, unsigned long flags,
+		    const char *data)
+{
+	int rc = mounts_mkdir_p(dst, 0755);
+	if (rc < 0)
+		return rc;
+	if (mount(src, dst, type, flags, data) < 0)
+		return -errno;
+	return 0;
+}
+
+int mounts_initial(void)
+{
+	const unsigned long nosuid = MS_NOSUID | MS_NOEXEC | MS_NODEV;
+	int rc = do_mount("proc", "/proc", "proc", nosuid, NULL);
+	if (rc == 0)
+		rc = do_mount("sysfs", "/sys", "sysfs", nosuid, NULL);
+	if (rc == 0) {
+		rc = do_mount("devtmpfs", "/dev", "devtmpfs", MS_NOSUID, "mode=0755");
+		if (rc == -EBUSY) /* CONFIG_DEVTMPFS_MOUNT already did it */
+			rc = 0;
+	}
+	if (rc == 0)
+		rc = do_mount("devpts", "/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC,
+			      "newinstance,ptmxmode=0666,mode=0620,gid=5");
+	if (rc == 0)
+		rc = do_mount("tmpfs", "/run", "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755");
+	return rc;
+}
+
+int mounts_setup_root(const char *tag, int readonly, char *msg, unsigned msglen)
+{
+	const char *root = INIT_ROOT;
+	char path[4200];
+	int rc = do_mount(tag, root, "9p", 0, "trans=virtio,version=9p2000.L,msize=262144");
+	if (rc < 0) {
+		snprintf(msg, msglen, "mount 9p %s: %s", tag, strerror(-rc));
+		return rc;
+	}
+	static const struct {
+		const char *src, *dir, *type;
+		unsigned long flags;
+		const char *data;
+	} subs[] = {
+		{"proc", "proc", "proc", MS_NOSUID | MS_NOEXEC | MS_NODEV, NULL},
+		{"sysfs", "sys", "sysfs", MS_NOSUID | MS_NOEXEC | MS_NODEV, NULL},
+		{"devtmpfs", "dev", "devtmpfs", MS_NOSUID, "mode=0755"},
+		{"/dev/pts", "dev/pts", NULL, MS_BIND, NULL},
+		{"shm", "dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777"},
+	};
+	for (unsigned i = 0; i < sizeof(subs) / sizeof(subs[0]); i++) {
+		snprintf(path, sizeof(path), "%s/%s", root, subs[i].dir);
+		rc = do_mount(subs[i].src, path, subs[i].type, subs[i].flags, subs[i].data);
+		if (rc < 0) {
+			snprintf(msg, msglen, "mount %s: %s", path, strerror(-rc));
+			return rc;
+		}
+	}
+	/* /dev/ptmx must open the bound devpts instance. */
+	snprintf(path, sizeof(path), "%s/dev/ptmx", root);
+	unlink(path);
+	if (symlink("pts/ptmx", path) < 0)
+		main_log("symlink %s: %s", path, strerror(errno));
+	if (readonly && mount(NULL, root, NULL, MS_REMOUNT | MS_RDONLY, NULL) < 0) {
+		rc = -errno;
+		snprintf(msg, msglen, "remount %s read-only: %s", root, strerror(errno));
+		return rc;
+	}
+	return 0;
+}

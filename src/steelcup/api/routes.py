@@ -1,0 +1,525 @@
+"""Docker Engine API routes: decode the request, call the runtime, encode the answer.
+
+Handlers are thin: no lifecycle logic lives here, and the runtime never sees a Request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import platform
+import tempfile
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from steelcup import __version__, stdcopy
+from steelcup.api import docker_codec as codec
+from steelcup.api import image_codec
+from steelcup.api.http import (
+    EmptyResponse,
+    HijackedStream,
+    HijackResponse,
+    JsonResponse,
+    RawResponse,
+    Request,
+    Response,
+    Router,
+    StreamResponse,
+)
+from steelcup.errors import InvalidArgument, SteelcupError, Unsupported
+from steelcup.image.store import ImageStore
+from steelcup.runtime import logs as logs_module
+from steelcup.runtime.containers import Live, Runtime
+from steelcup.runtime.events import EventBus
+from steelcup.runtime.execs import Exec, ExecManager
+from steelcup.runtime.model import Status
+
+log = logging.getLogger(__name__)
+
+API_VERSION = "1.43"
+MIN_API_VERSION = "1.24"
+UPLOAD_SPOOL_MAX = 64 << 30
+
+
+@dataclass(frozen=True)
+class Services:
+    """What the routes need; passed in explicitly by the daemon."""
+
+    runtime: Runtime
+    execs: ExecManager
+    images: ImageStore
+    events: EventBus
+    root: Path
+    accel: str
+
+
+def build_router(svc: Services) -> Router:
+    r = Router()
+    api = _Api(svc)
+    r.add("GET", "/_ping", api.ping)
+    r.add("HEAD", "/_ping", api.ping)
+    r.add("GET", "/version", api.version)
+    r.add("GET", "/info", api.info)
+    r.add("GET", "/events", api.events)
+    r.add("POST", "/containers/create", api.create)
+    r.add("GET", "/containers/json", api.list_containers)
+    r.add("GET", "/containers/{id}/json", api.inspect)
+    r.add("POST", "/containers/{id}/start", api.start)
+    r.add("POST", "/containers/{id}/stop", api.stop)
+    r.add("POST", "/containers/{id}/restart", api.restart)
+    r.add("POST", "/containers/{id}/kill", api.kill)
+    r.add("POST", "/containers/{id}/wait", api.wait)
+    r.add("POST", "/containers/{id}/resize", api.resize)
+    r.add("POST", "/containers/{id}/attach", api.attach)
+    r.add("GET", "/containers/{id}/logs", api.logs)
+    r.add("DELETE", "/containers/{id}", api.remove)
+    r.add("POST", "/containers/{id}/exec", api.exec_create)
+    r.add("POST", "/exec/{id}/start", api.exec_start)
+    r.add("POST", "/exec/{id}/resize", api.exec_resize)
+    r.add("GET", "/exec/{id}/json", api.exec_inspect)
+    r.add("GET", "/images/json", api.list_images)
+    r.add("POST", "/images/load", api.load_images)
+    r.add("POST", "/images/create", api.create_image)
+    r.add("GET", "/images/{name:path}/json", api.inspect_image)
+    r.add("POST", "/images/{name:path}/tag", api.tag_image)
+    r.add("DELETE", "/images/{name:path}", api.remove_image)
+    for method, path, what in _UNSUPPORTED:
+        r.add(method, path, _unsupported(what))
+    return r
+
+
+_UNSUPPORTED = [
+    ("POST", "/build", "image build"),
+    ("POST", "/containers/{id}/pause", "pause"),
+    ("POST", "/containers/{id}/unpause", "unpause"),
+    ("GET", "/containers/{id}/stats", "stats"),
+    ("GET", "/containers/{id}/top", "top"),
+    ("GET", "/containers/{id}/archive", "archive (docker cp)"),
+    ("PUT", "/containers/{id}/archive", "archive (docker cp)"),
+    ("HEAD", "/containers/{id}/archive", "archive (docker cp)"),
+    ("GET", "/containers/{id}/changes", "changes"),
+    ("GET", "/containers/{id}/export", "export"),
+    ("POST", "/containers/{id}/rename", "rename"),
+    ("POST", "/containers/{id}/update", "update"),
+    ("POST", "/containers/prune", "container prune"),
+    ("POST", "/images/{name:path}/push", "push"),
+    ("GET", "/images/{name:path}/get", "image save"),
+    ("GET", "/images/get", "image save"),
+    ("GET", "/images/{name:path}/history", "image history"),
+    ("POST", "/images/prune", "image prune"),
+    ("GET", "/networks", "networks"),
+    ("GET", "/volumes", "volumes"),
+    ("GET", "/system/df", "system df"),
+]
+
+
+def _unsupported(what: str) -> Any:
+    async def handler(req: Request) -> Response:
+        raise Unsupported(f"steelcup does not support {what} yet")
+
+    return handler
+
+
+class _Api:
+    def __init__(self, svc: Services) -> None:
+        self.svc = svc
+        self.rt = svc.runtime
+
+    # -- system ------------------------------------------------------------------------------
+
+    async def ping(self, req: Request) -> Response:
+        return RawResponse(b"OK", "text/plain; charset=utf-8",
+                           headers=[("Cache-Control", "no-cache, no-store, must-revalidate")])
+
+    async def version(self, req: Request) -> Response:
+        return JsonResponse({
+            "Platform": {"Name": "steelcup"},
+            "Components": [{"Name": "Engine", "Version": __version__,
+                            "Details": {"ApiVersion": API_VERSION, "Runtime": "steelcup-qemu",
+                                        "Accelerator": self.svc.accel}}],
+            "Version": __version__,
+            "ApiVersion": API_VERSION,
+            "MinAPIVersion": MIN_API_VERSION,
+            "Os": "linux",
+            "Arch": "amd64",
+            "KernelVersion": platform.release(),
+            "GoVersion": "n/a (python " + platform.python_version() + ")",
+            "GitCommit": "",
+            "BuildTime": "",
+        })
+
+    async def info(self, req: Request) -> Response:
+        records = self.rt.list()
+        count = {s: sum(1 for r in records if r.state.status is s) for s in Status}
+        return JsonResponse({
+            "ID": "steelcup",
+            "Name": platform.node(),
+            "Containers": len(records),
+            "ContainersRunning": count[Status.RUNNING],
+            "ContainersPaused": count[Status.PAUSED],
+            "ContainersStopped": count[Status.EXITED] + count[Status.CREATED],
+            "Images": len(self.svc.images.list()),
+            "Driver": "overlay",
+            "DockerRootDir": str(self.svc.root),
+            "OperatingSystem": "steelcup (QEMU microVMs)",
+            "OSType": "linux",
+            "Architecture": platform.machine(),
+            "KernelVersion": platform.release(),
+            "NCPU": os.cpu_count() or 1,
+            "MemTotal": os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"),
+            "ServerVersion": __version__,
+            "DefaultRuntime": "steelcup",
+            "Runtimes": {"steelcup": {"path": "qemu-system-x86_64"}},
+            "Isolation": "vm",
+            "SecurityOptions": [f"name=vm,accel={self.svc.accel}"],
+            "Warnings": [] if self.svc.accel == "kvm" else [
+                "WARNING: guests run under QEMU TCG (no usable KVM): slower, and QEMU does not "
+                "treat TCG as a security boundary"],
+            "Steelcup": {"Accelerator": self.svc.accel, "Pool": {"Enabled": False}},
+        })
+
+    async def events(self, req: Request) -> Response:
+        queue = self.svc.events.subscribe()
+        bus = self.svc.events
+
+        async def chunks() -> AsyncIterator[bytes]:
+            try:
+                while True:
+                    event = await queue.get()
+                    yield json.dumps(event).encode() + b"\n"
+            finally:
+                bus.unsubscribe(queue)
+
+        return StreamResponse(chunks())
+
+    # -- containers --------------------------------------------------------------------------
+
+    async def create(self, req: Request) -> Response:
+        config = codec.decode_create(await req.json())
+        name = req.q("name") or None
+        record = await asyncio.to_thread(self.rt.create, config, name)
+        return JsonResponse({"Id": record.id, "Warnings": []}, status=201)
+
+    async def list_containers(self, req: Request) -> Response:
+        filters = codec.decode_filters(req.q("filters"))
+        records = self.rt.list()
+        if not req.q_bool("all") and "status" not in filters:
+            records = [r for r in records if r.state.running]
+        records = [r for r in records if codec.matches(r, filters)]
+        records.sort(key=lambda r: r.created, reverse=True)
+        limit = req.q_int("limit", -1)
+        if limit is not None and limit > 0:
+            records = records[:limit]
+        return JsonResponse([codec.encode_summary(r) for r in records])
+
+    async def inspect(self, req: Request) -> Response:
+        live = self.rt.get(req.params["id"])
+        return JsonResponse(codec.encode_inspect(live.record,
+                                                 str(self.rt.log_path(live.record.id))))
+
+    async def start(self, req: Request) -> Response:
+        started = await self.rt.start(req.params["id"])
+        return EmptyResponse(204 if started else 304)
+
+    async def stop(self, req: Request) -> Response:
+        stopped = await self.rt.stop(req.params["id"], req.q_int("t"), req.q("signal"))
+        return EmptyResponse(204 if stopped else 304)
+
+    async def restart(self, req: Request) -> Response:
+        await self.rt.restart(req.params["id"], req.q_int("t"))
+        return EmptyResponse(204)
+
+    async def kill(self, req: Request) -> Response:
+        await self.rt.kill(req.params["id"], req.q("signal", "SIGKILL"))
+        return EmptyResponse(204)
+
+    async def wait(self, req: Request) -> Response:
+        condition = req.q("condition", "not-running") or "not-running"
+        waiter = self.rt.waiter(req.params["id"], condition)
+
+        async def chunks() -> AsyncIterator[bytes]:
+            code = await waiter
+            yield json.dumps({"StatusCode": code, "Error": None}).encode() + b"\n"
+
+        return StreamResponse(chunks())
+
+    async def resize(self, req: Request) -> Response:
+        await self.rt.resize(req.params["id"], req.q_int("h", 0) or 0, req.q_int("w", 0) or 0)
+        return EmptyResponse(200)
+
+    async def remove(self, req: Request) -> Response:
+        await self.rt.remove(req.params["id"], force=req.q_bool("force"))
+        return EmptyResponse(204)
+
+    async def attach(self, req: Request) -> Response:
+        want_stdin = req.q_bool("stdin")
+        want_stdout = req.q_bool("stdout")
+        want_stderr = req.q_bool("stderr")
+        replay_logs = req.q_bool("logs")
+        live, sub = self.rt.attach(req.params["id"], want_stdout, want_stderr)
+        tty = live.record.config.tty
+        rt = self.rt
+
+        async def run(conn: HijackedStream) -> None:
+            stdin_task = None
+            if want_stdin and live.record.config.open_stdin:
+                stdin_task = asyncio.create_task(_pump_stdin(rt, live, conn))
+            try:
+                if replay_logs:
+                    entries, _ = await asyncio.to_thread(
+                        logs_module.read_entries, rt.log_path(live.record.id), 0)
+                    for entry in logs_module.select(entries, stdout=want_stdout,
+                                                    stderr=want_stderr):
+                        await conn.write(_frame(tty, entry.stream, entry.data))
+                while True:
+                    item = await sub.queue.get()
+                    if item is None:
+                        break
+                    await conn.write(_frame(tty, *item))
+            except (ConnectionError, OSError):
+                pass
+            finally:
+                live.fanout.unsubscribe(sub)
+                if stdin_task is not None:
+                    stdin_task.cancel()
+                await conn.close()
+
+        return HijackResponse(run)
+
+    async def logs(self, req: Request) -> Response:
+        live = self.rt.get(req.params["id"])
+        want_stdout, want_stderr = req.q_bool("stdout"), req.q_bool("stderr")
+        if not (want_stdout or want_stderr):
+            raise InvalidArgument("Bad parameters: you must choose at least one stream")
+        follow = req.q_bool("follow")
+        timestamps = req.q_bool("timestamps")
+        tail_text = req.q("tail", "all")
+        tail = None if tail_text in ("", "all") else _int(tail_text, "tail")
+        since_ns = _time_param(req.q("since"))
+        until_ns = _time_param(req.q("until"))
+        tty = live.record.config.tty
+
+        def select(entries: list[logs_module.LogEntry]) -> list[logs_module.LogEntry]:
+            return list(logs_module.select(entries, stdout=want_stdout, stderr=want_stderr,
+                                           since_ns=since_ns, until_ns=until_ns, tail=tail))
+
+        entries = self.rt.follow_logs(live.record.id, follow=follow, select=select)
+
+        async def chunks() -> AsyncIterator[bytes]:
+            async for entry in entries:
+                if not ((entry.stream == "stdout" and want_stdout) or
+                        (entry.stream == "stderr" and want_stderr)):
+                    continue
+                if until_ns and entry.time_ns > until_ns:
+                    return
+                data = entry.data
+                if timestamps:
+                    data = logs_module.format_time_ns(entry.time_ns).encode() + b" " + data
+                yield _frame(tty, entry.stream, data)
+
+        content = stdcopy_type(tty)
+        return StreamResponse(chunks(), content_type=content)
+
+    # -- exec --------------------------------------------------------------------------------
+
+    async def exec_create(self, req: Request) -> Response:
+        config = codec.decode_exec(req.params["id"], await req.json())
+        exec_ = self.svc.execs.create(config)
+        return JsonResponse({"Id": exec_.id}, status=201)
+
+    async def exec_start(self, req: Request) -> Response:
+        body = await req.json(allow_empty=True)
+        detach = body.get("Detach", False)
+        tty = body.get("Tty")
+        if not isinstance(detach, bool) or (tty is not None and not isinstance(tty, bool)):
+            raise InvalidArgument("Detach and Tty must be booleans")
+        execs = self.svc.execs
+        exec_ = await execs.start(req.params["id"], tty)
+        use_tty = exec_.config.tty if tty is None else tty
+        if detach:
+            asyncio.create_task(_drain_exec(execs, exec_))
+            return EmptyResponse(200)
+
+        async def run(conn: HijackedStream) -> None:
+            await _relay_exec(execs, exec_, conn, use_tty)
+
+        return HijackResponse(run)
+
+    async def exec_resize(self, req: Request) -> Response:
+        await self.svc.execs.resize(req.params["id"], req.q_int("h", 0) or 0,
+                                    req.q_int("w", 0) or 0)
+        return EmptyResponse(200)
+
+    async def exec_inspect(self, req: Request) -> Response:
+        exec_ = self.svc.execs.get(req.params["id"])
+        c = exec_.config
+        return JsonResponse({
+            "ID": exec_.id,
+            "Running": exec_.running,
+            "ExitCode": exec_.exit_code,
+            "ProcessConfig": {"tty": c.tty, "entrypoint": c.cmd[0], "arguments": list(c.cmd[1:]),
+                              "privileged": False, "user": c.user},
+            "OpenStdin": c.attach_stdin,
+            "OpenStdout": c.attach_stdout,
+            "OpenStderr": c.attach_stderr,
+            "CanRemove": False,
+            "ContainerID": c.container_id,
+            "DetachKeys": "",
+            "Pid": exec_.pid,
+        })
+
+    # -- images ------------------------------------------------------------------------------
+
+    async def list_images(self, req: Request) -> Response:
+        images = await asyncio.to_thread(self.svc.images.list)
+        return JsonResponse([image_codec.encode_summary(i) for i in images])
+
+    async def inspect_image(self, req: Request) -> Response:
+        image = await asyncio.to_thread(self.svc.images.get, req.params["name"])
+        return JsonResponse(image_codec.encode_inspect(image))
+
+    async def tag_image(self, req: Request) -> Response:
+        repo = req.q("repo")
+        if not repo:
+            raise InvalidArgument("repository name must have at least one component")
+        tag = req.q("tag")
+        ref = f"{repo}:{tag}" if tag else repo
+        await asyncio.to_thread(self.svc.images.tag, req.params["name"], ref)
+        return EmptyResponse(201)
+
+    async def remove_image(self, req: Request) -> Response:
+        removed = await asyncio.to_thread(self.svc.images.remove, req.params["name"],
+                                          req.q_bool("force"))
+        return JsonResponse([{"Untagged": r} if not r.startswith("sha256:") else {"Deleted": r}
+                             for r in removed])
+
+    async def load_images(self, req: Request) -> Response:
+        spool = await _spool(req, self.svc.root)
+        try:
+            images = await asyncio.to_thread(self.svc.images.load, spool)
+        finally:
+            spool.close()
+        lines = []
+        for image in images:
+            names = image.repo_tags or [image.id]
+            for name in names:
+                what = "Loaded image" if image.repo_tags else "Loaded image ID"
+                lines.append(json.dumps({"stream": f"{what}: {name}\n"}).encode() + b"\n")
+        return RawResponse(b"".join(lines), "application/json")
+
+    async def create_image(self, req: Request) -> Response:
+        if req.q("fromImage"):
+            raise Unsupported("steelcup cannot pull from registries yet; use `steelcup load`")
+        if req.q("fromSrc") != "-":
+            raise InvalidArgument("fromSrc must be '-' (the image tarball in the request body)")
+        repo, tag = req.q("repo"), req.q("tag")
+        ref = (f"{repo}:{tag}" if tag else repo) if repo else None
+        spool = await _spool(req, self.svc.root)
+        try:
+            image = await asyncio.to_thread(self.svc.images.import_rootfs, spool, ref)
+        finally:
+            spool.close()
+        self.svc.events.publish("image", "import", image.id, {"name": ref or ""})
+        return RawResponse(json.dumps({"status": image.id}).encode() + b"\n", "application/json")
+
+
+# -- helpers -----------------------------------------------------------------------------------
+
+
+def stdcopy_type(tty: bool) -> str:
+    return "application/vnd.docker.raw-stream" if tty else "application/vnd.docker.multiplexed-stream"
+
+
+def _frame(tty: bool, stream: str, data: bytes) -> bytes:
+    if tty:
+        return data
+    return stdcopy.frame(stdcopy.STDERR if stream == "stderr" else stdcopy.STDOUT, data)
+
+
+def _int(text: str, name: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise InvalidArgument(f"invalid value for {name}: {text!r}") from None
+
+
+def _time_param(text: str) -> int:
+    """Docker's since/until: unix seconds with optional fraction; 0/empty = unset."""
+    if not text:
+        return 0
+    try:
+        secs, _, frac = text.partition(".")
+        return int(secs) * 1_000_000_000 + int((frac or "0").ljust(9, "0")[:9])
+    except ValueError:
+        try:
+            return logs_module.parse_time_ns(text)
+        except ValueError:
+            raise InvalidArgument(f"invalid time value: {text!r}") from None
+
+
+async def _pump_stdin(rt: Runtime, live: Live, conn: HijackedStream) -> None:
+    while True:
+        data = await conn.read()
+        if not data:
+            break
+        if not await rt.write_stdin(live, data):
+            return
+    if live.record.config.stdin_once:
+        await rt.close_stdin(live)
+
+
+async def _spool(req: Request, root: Path) -> IO[bytes]:
+    """Copy an uploaded body into an unlinked temp file under the root (never into memory)."""
+    tmp_dir = root / "tmp"
+    tmp_dir.mkdir(parents=True, exist_ok=True)
+    spool = tempfile.TemporaryFile(dir=tmp_dir)
+    size = 0
+    try:
+        async for chunk in req.stream():
+            size += len(chunk)
+            if size > UPLOAD_SPOOL_MAX:
+                raise InvalidArgument("upload too large")
+            await asyncio.to_thread(spool.write, chunk)
+        spool.seek(0)
+    except BaseException:
+        spool.close()
+        raise
+    return spool
+
+
+async def _relay_exec(execs: ExecManager, exec_: Exec, conn: HijackedStream, tty: bool) -> None:
+    assert exec_.process is not None
+    process = exec_.process
+    stdin_task = None
+    if exec_.config.attach_stdin:
+        async def pump() -> None:
+            with contextlib.suppress(SteelcupError):
+                while data := await conn.read():
+                    await process.write_stdin(data)
+                await process.close_stdin()
+
+        stdin_task = asyncio.create_task(pump())
+    try:
+        async for stream, data in process.output():
+            with contextlib.suppress(ConnectionError, OSError):
+                await conn.write(_frame(tty, stream.value, data))
+    except SteelcupError as exc:
+        log.warning("exec %s: %s", exec_.id[:12], exc)
+    finally:
+        await execs.finish(exec_)
+        if stdin_task is not None:
+            stdin_task.cancel()
+        await conn.close()
+
+
+async def _drain_exec(execs: ExecManager, exec_: Exec) -> None:
+    assert exec_.process is not None
+    with contextlib.suppress(SteelcupError):
+        async for _ in exec_.process.output():
+            pass
+    await execs.finish(exec_)

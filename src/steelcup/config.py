@@ -1,0 +1,38 @@
+"""Daemon settings: where state, sockets and guest assets live. Passed explicitly, never global."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_ROOT = Path("/var/lib/steelcup")
+DEFAULT_SOCKET = Path("/run/steelcup/steelcup.sock")
+
+
+def default_socket() -> Path:
+    """The API socket the CLI uses: $STEELCUP_HOST (unix://PATH or PATH) or the default."""
+    env = os.environ.get("STEELCUP_HOST", "")
+    if env:
+        return Path(env.removeprefix("unix://"))
+    return DEFAULT_SOCKET
+
+
+def default_root() -> Path:
+    """The state root: $STEELCUP_ROOT or /var/lib/steelcup."""
+    env = os.environ.get("STEELCUP_ROOT", "")
+    return Path(env) if env else DEFAULT_ROOT
+
+
+@dataclass(frozen=True)
+class DaemonOptions:
+    """Everything `steelcup daemon` needs to run."""
+
+    root: Path = DEFAULT_ROOT
+    socket: Path = DEFAULT_SOCKET
+    accel: str = "auto"  # auto | kvm | tcg
+    assets_dir: Path | None = None  # kernel + initrd; None = search the usual places
+    vm_mem_mib: int = 256
+    vm_cpus: int = 1
+    tcg_tb_mib: int = 32
+    debug: bool = False

@@ -1,0 +1,102 @@
+"""`steelcup daemon`: owns every VM and serves the Docker Engine API on a unix socket."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+from steelcup.api.http import HttpServer
+from steelcup.api.routes import Services, build_router
+from steelcup.config import DaemonOptions
+from steelcup.errors import SteelcupError
+from steelcup.image.store import ImageStore
+from steelcup.pool.direct import DirectSource
+from steelcup.runtime.containers import Defaults, Runtime
+from steelcup.runtime.events import EventBus
+from steelcup.runtime.execs import ExecManager
+from steelcup.runtime.store import ContainerStore
+from steelcup.state.db import open_db
+from steelcup.vm.accel import choose_accel
+from steelcup.vm.assets import find_assets
+
+log = logging.getLogger("steelcup.daemon")
+
+
+def run(options: DaemonOptions) -> int:
+    """Run the daemon until SIGTERM/SIGINT; returns the process exit code."""
+    logging.basicConfig(
+        level=logging.DEBUG if options.debug else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    options.root.mkdir(parents=True, exist_ok=True)
+    lock_file = open(options.root / "daemon.lock", "w")  # noqa: SIM115 - held for our lifetime
+    try:
+        fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        print(f"steelcup daemon: another daemon is already using {options.root}", file=sys.stderr)
+        return 1
+    lock_file.write(f"{os.getpid()}\n")
+    lock_file.flush()
+    try:
+        return asyncio.run(_serve(options))
+    except SteelcupError as exc:
+        print(f"steelcup daemon: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        lock_file.close()
+
+
+async def _serve(options: DaemonOptions) -> int:
+    assets = find_assets(options.assets_dir)
+    accel = await choose_accel(options.accel, options.root / "cache", assets)
+    db = open_db(options.root)
+    images = ImageStore(options.root / "images", db)
+    events = EventBus()
+    vms = DirectSource(assets=assets, accel=accel, tcg_tb_mib=options.tcg_tb_mib,
+                       run_dir=options.socket.parent / "vms")
+    runtime = Runtime(
+        options.root,
+        ContainerStore(db),
+        images,
+        vms,
+        events,
+        Defaults(mem_mib=options.vm_mem_mib, cpus=options.vm_cpus),
+    )
+    images.in_use = runtime.image_in_use
+    runtime.recover()
+    services = Services(runtime=runtime, execs=ExecManager(runtime), images=images,
+                        events=events, root=options.root, accel=accel)
+    server = HttpServer(build_router(services), unix_path=options.socket)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signo in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signo, stop.set)
+    await server.start()
+    log.info("steelcup daemon ready on %s (root %s, accelerator %s)", options.socket,
+             options.root, accel)
+    try:
+        await stop.wait()
+    finally:
+        log.info("shutting down: stopping VMs")
+        await server.close()
+        await runtime.shutdown()
+        await vms.close()
+        with contextlib.suppress(Exception):
+            db.close()
+    return 0
+
+
+def socket_dir_ok(path: Path) -> bool:
+    """Whether the socket's directory can be created (for a clear error before starting)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return False
+    return os.access(path.parent, os.W_OK)

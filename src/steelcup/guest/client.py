@@ -1,0 +1,561 @@
+"""asyncio client of the guest init: requests, processes and their stdio over `steelcup.ctl`.
+
+One reader task per connection decodes frames and dispatches them: replies to the future of their
+request id, stdio and exit events to their `GuestProcess`. If the connection drops or the guest
+breaks the protocol, every waiter fails with GuestProtocolError.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import logging
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Iterable
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+
+from steelcup.errors import (
+    GuestProtocolError,
+    InvalidArgument,
+    ProcessStartError,
+    SteelcupError,
+)
+from steelcup.guest import protocol as p
+from steelcup.guest.protocol import Frame, Op, Tag
+
+log = logging.getLogger(__name__)
+
+READ_CHUNK_BYTES = 1 << 18
+HELLO_RESEND_S = 0.25
+REQUEST_TIMEOUT_S = 30.0
+PING_TIMEOUT_S = 5.0
+POWEROFF_TIMEOUT_S = 5.0
+# Return output credit in batches of this size (and whenever the consumer has caught up).
+CREDIT_BATCH_BYTES = 65536
+_MAX_ID = 0xFFFFFFFF
+_GUEST_TO_HOST = frozenset({Op.HELLO_OK, Op.OK, Op.ERROR, Op.STDOUT, Op.STDERR, Op.CREDIT, Op.EXIT})
+
+
+class Stream(Enum):
+    STDOUT = "stdout"
+    STDERR = "stderr"
+
+
+@dataclass(frozen=True)
+class GuestInfo:
+    version: int
+    kernel: str
+    init_version: str
+
+
+@dataclass(frozen=True)
+class ExitStatus:
+    """`status` is the exit code, or 128+signal; `signal` is 0 if the process exited."""
+
+    status: int
+    signal: int
+
+
+@dataclass(frozen=True)
+class ProcessSpec:
+    args: tuple[str, ...]
+    env: tuple[str, ...] = ()
+    cwd: str = "/"
+    uid: int = 0
+    gid: int = 0
+    groups: tuple[int, ...] = ()
+    tty: bool = False
+    rows: int = 24
+    cols: int = 80
+    stdin: bool = False
+    main: bool = False
+
+    def fields(self) -> list[tuple[Tag, p.FieldValue]]:
+        if not self.args:
+            raise InvalidArgument("a process needs at least one argument (the program)")
+        out: list[tuple[Tag, p.FieldValue]] = [(Tag.ARG, a) for a in self.args]
+        out += [(Tag.ENV, e) for e in self.env]
+        out += [(Tag.CWD, self.cwd), (Tag.UID, self.uid), (Tag.GID, self.gid)]
+        out += [(Tag.GROUP, g) for g in self.groups]
+        out += [
+            (Tag.TTY, int(self.tty)),
+            (Tag.ROWS, self.rows),
+            (Tag.COLS, self.cols),
+            (Tag.STDIN, int(self.stdin)),
+            (Tag.MAIN, int(self.main)),
+        ]
+        return out
+
+
+class GuestRequestError(SteelcupError):
+    """The guest answered a request with ERROR (e.g. SETUP_ROOT could not mount)."""
+
+    def __init__(self, message: str, *, errno_value: int) -> None:
+        super().__init__(message)
+        self.errno_value = errno_value
+
+
+def start_error_exit_code(errno_value: int) -> int:
+    """Docker's exit codes for a failed exec: 127 not found, 126 not executable, else 125."""
+    if errno_value == errno.ENOENT:
+        return 127
+    if errno_value in (errno.EACCES, errno.ENOEXEC, errno.EPERM, errno.EISDIR):
+        return 126
+    return 125
+
+
+def _error_text(frame: Frame) -> tuple[int, str]:
+    fields = frame.fields()
+    err = p.get_u32(fields, Tag.ERRNO, 0) or 0
+    msg = p.get_str(fields, Tag.MESSAGE, "") or ""
+    return err, msg or (errno.errorcode.get(err, f"errno {err}"))
+
+
+class GuestProcess:
+    """A process running in the guest. Consume `output()` (or `async for` on the object).
+
+    The host buffers at most the credit window of output per process: the guest may only send
+    what the host has credited, and credit goes back as the consumer takes chunks. A process that
+    writes more than the window blocks in the guest until its output is consumed, so callers must
+    drain the output (or not ask for it) to see the process exit.
+    """
+
+    def __init__(self, client: GuestClient, id_: int, spec: ProcessSpec) -> None:
+        self._client = client
+        self.id = id_
+        self.spec = spec
+        self.pid = 0
+        self._chunks: deque[tuple[Stream, bytes]] = deque()
+        self._buffered = 0
+        self._out_credit = p.INITIAL_CREDIT_BYTES  # bytes the guest may still send us
+        self._unreported = 0  # consumed, not yet credited back
+        self._stdin_credit = p.INITIAL_CREDIT_BYTES
+        self._stdin_lock = asyncio.Lock()
+        self._stdin_closed = False
+        self._exit: ExitStatus | None = None
+        self._error: GuestProtocolError | None = None
+        self._out_event = asyncio.Event()
+        self._stdin_event = asyncio.Event()
+        self._done_event = asyncio.Event()  # exit or error
+
+    def __repr__(self) -> str:
+        return f"<GuestProcess id={self.id} pid={self.pid} args={self.spec.args!r}>"
+
+    @property
+    def buffered_bytes(self) -> int:
+        """Output bytes received and not yet taken by the consumer (never above the window)."""
+        return self._buffered
+
+    @property
+    def exit_status(self) -> ExitStatus | None:
+        return self._exit
+
+    # -- called by the client's reader --
+    def _on_data(self, stream: Stream, data: bytes) -> None:
+        if len(data) > self._out_credit:
+            raise GuestProtocolError(
+                f"guest sent {len(data)} output bytes for process {self.id} "
+                f"with only {self._out_credit} credit"
+            )
+        self._out_credit -= len(data)
+        if data:
+            self._chunks.append((stream, data))
+            self._buffered += len(data)
+            self._out_event.set()
+
+    def _on_credit(self, nbytes: int) -> None:
+        self._stdin_credit += nbytes
+        if self._stdin_credit > p.INITIAL_CREDIT_BYTES:
+            raise GuestProtocolError(f"guest returned more stdin credit than sent ({self.id})")
+        self._stdin_event.set()
+
+    def _on_exit(self, status: ExitStatus) -> None:
+        self._exit = status
+        self._wake()
+
+    def _fail(self, err: GuestProtocolError) -> None:
+        if self._exit is None and self._error is None:
+            self._error = err
+            self._wake()
+
+    def _wake(self) -> None:
+        self._out_event.set()
+        self._stdin_event.set()
+        self._done_event.set()
+
+    # -- output --
+    def __aiter__(self) -> AsyncIterator[tuple[Stream, bytes]]:
+        return self.output()
+
+    async def output(self) -> AsyncIterator[tuple[Stream, bytes]]:
+        """Ordered `(stream, bytes)` chunks until the process exited and its output is drained.
+
+        Raises GuestProtocolError if the guest connection is lost first.
+        """
+        while True:
+            if self._chunks:
+                stream, data = self._chunks.popleft()
+                self._buffered -= len(data)
+                await self._consumed(len(data))
+                yield stream, data
+                continue
+            if self._exit is not None:
+                return
+            if self._error is not None:
+                raise self._error
+            self._out_event.clear()
+            await self._out_event.wait()
+
+    async def _consumed(self, nbytes: int) -> None:
+        if self._exit is not None or self._error is not None:
+            return  # nothing more will come
+        self._unreported += nbytes
+        if self._unreported >= CREDIT_BATCH_BYTES or not self._chunks:
+            credit, self._unreported = self._unreported, 0
+            self._out_credit += credit
+            await self._client._send(p.make_frame(Op.CREDIT, self.id, [(Tag.BYTES, credit)]))
+
+    # -- input and control --
+    async def write_stdin(self, data: bytes) -> None:
+        """Send `data` to the process's stdin, waiting for the guest's credit as needed.
+
+        Raises BrokenPipeError if the process exited or stdin was closed, GuestProtocolError if
+        the connection is lost, InvalidArgument if the process was started without stdin.
+        """
+        if not self.spec.stdin:
+            raise InvalidArgument("process was started without stdin")
+        view = memoryview(data)
+        async with self._stdin_lock:
+            pos = 0
+            while pos < len(view):
+                if self._error is not None:
+                    raise self._error
+                if self._exit is not None or self._stdin_closed:
+                    raise BrokenPipeError(f"stdin of guest process {self.id} is closed")
+                if self._stdin_credit <= 0:
+                    self._stdin_event.clear()
+                    await self._stdin_event.wait()
+                    continue
+                n = min(p.MAX_DATA_BYTES, self._stdin_credit, len(view) - pos)
+                self._stdin_credit -= n
+                chunk = bytes(view[pos : pos + n])
+                await self._client._send(p.encode_frame(Frame(Op.STDIN, self.id, 0, chunk)))
+                pos += n
+
+    async def close_stdin(self) -> None:
+        """Signal end of stdin (VEOF on a tty). Idempotent; a no-op once the process exited."""
+        async with self._stdin_lock:
+            if self._stdin_closed or self._exit is not None or self._error is not None:
+                return
+            self._stdin_closed = True
+            await self._client._send(p.make_frame(Op.CLOSE_STDIN, self.id))
+
+    async def signal(self, signo: int) -> None:
+        """Deliver `signo` to the process (its group when it leads one). No-op after exit."""
+        if self._exit is None:
+            await self._client._send(p.make_frame(Op.SIGNAL, self.id, [(Tag.SIGNO, signo)]))
+
+    async def resize(self, rows: int, cols: int) -> None:
+        """Set the pty window size of a tty process."""
+        if self._exit is None:
+            fields: list[tuple[Tag, p.FieldValue]] = [(Tag.ROWS, rows), (Tag.COLS, cols)]
+            await self._client._send(p.make_frame(Op.RESIZE, self.id, fields))
+
+    async def wait(self, timeout_s: float | None = None) -> ExitStatus:
+        """The exit status; TimeoutError after `timeout_s`, GuestProtocolError if the link drops."""
+        async with asyncio.timeout(timeout_s):
+            await self._done_event.wait()
+        if self._exit is not None:
+            return self._exit
+        assert self._error is not None
+        raise self._error
+
+
+class GuestClient:
+    """One connection to a guest's init. Create with `await GuestClient.connect(...)`."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._reader = reader
+        self._writer = writer
+        self._decoder = p.FrameDecoder()
+        self._last_id = 0
+        self._pending: dict[int, asyncio.Future[Frame]] = {}
+        self._procs: dict[int, GuestProcess] = {}
+        self._lost: GuestProtocolError | None = None
+        self._lost_event = asyncio.Event()
+        self._lost_callbacks: list[Callable[[GuestProtocolError], None]] = []
+        self.info: GuestInfo | None = None
+        self.last_guest_error: str = ""  # last ERROR with id 0 (a frame the guest rejected)
+        self._reader_task = asyncio.create_task(self._read_loop(), name="guest-reader")
+
+    @classmethod
+    async def connect(
+        cls, path: Path | str, deadline_s: float, *, retry_interval_s: float = 0.02
+    ) -> GuestClient:
+        """Connect to QEMU's chardev socket, retrying until it appears or `deadline_s` passes."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + deadline_s
+        while True:
+            try:
+                reader, writer = await asyncio.open_unix_connection(str(path))
+                return cls(reader, writer)
+            except (FileNotFoundError, ConnectionRefusedError) as exc:
+                if loop.time() + retry_interval_s >= deadline:
+                    raise GuestProtocolError(
+                        f"guest control socket {path} not reachable within {deadline_s}s: {exc}"
+                    ) from exc
+            await asyncio.sleep(retry_interval_s)
+
+    # -- connection state --
+    @property
+    def lost(self) -> GuestProtocolError | None:
+        """Why the connection ended, or None while it is up."""
+        return self._lost
+
+    def add_lost_callback(self, callback: Callable[[GuestProtocolError], None]) -> None:
+        self._lost_callbacks.append(callback)
+
+    async def wait_lost(self) -> GuestProtocolError:
+        await self._lost_event.wait()
+        assert self._lost is not None
+        return self._lost
+
+    def _lose(self, err: GuestProtocolError) -> None:
+        if self._lost is not None:
+            return
+        self._lost = err
+        self._lost_event.set()
+        for fut in self._pending.values():
+            if not fut.done():
+                fut.set_exception(err)
+        for proc in self._procs.values():
+            proc._fail(err)
+        self._procs.clear()
+        self._writer.close()
+        for cb in self._lost_callbacks:
+            try:
+                cb(err)
+            except Exception:  # a callback must not break the others
+                log.exception("guest lost-callback failed")
+
+    async def close(self) -> None:
+        """Drop the connection; every waiter fails with GuestProtocolError. Idempotent."""
+        self._lose(GuestProtocolError("guest connection closed by the host"))
+        self._reader_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._reader_task
+        with contextlib.suppress(OSError, asyncio.TimeoutError):
+            async with asyncio.timeout(1.0):
+                await self._writer.wait_closed()
+
+    # -- I/O --
+    def _alloc_id(self) -> int:
+        if self._last_id >= _MAX_ID:
+            raise GuestProtocolError("request id space exhausted; reconnect")
+        self._last_id += 1
+        return self._last_id
+
+    async def _send(self, data: bytes) -> None:
+        if self._lost is not None:
+            raise self._lost
+        try:
+            self._writer.write(data)
+            await self._writer.drain()
+        except (OSError, RuntimeError) as exc:
+            err = GuestProtocolError(f"guest connection failed on write: {exc}")
+            self._lose(err)
+            raise err from exc
+
+    async def _read_loop(self) -> None:
+        try:
+            while True:
+                data = await self._reader.read(READ_CHUNK_BYTES)
+                if not data:
+                    raise GuestProtocolError("guest connection closed (VM gone?)")
+                for frame in self._decoder.feed(data):
+                    self._dispatch(frame)
+        except GuestProtocolError as err:
+            self._lose(err)
+        except OSError as exc:
+            self._lose(GuestProtocolError(f"guest connection failed: {exc}"))
+        except asyncio.CancelledError:
+            self._lose(GuestProtocolError("guest connection closed by the host"))
+            raise
+        except Exception as exc:  # a bug here must not leave waiters hanging
+            log.exception("guest reader crashed")
+            self._lose(GuestProtocolError(f"guest reader crashed: {exc!r}"))
+
+    def _dispatch(self, frame: Frame) -> None:
+        op = frame.op
+        if op not in _GUEST_TO_HOST:
+            if op in Op.__members__.values():
+                raise GuestProtocolError(f"guest sent host-only opcode {Op(op).name}")
+            log.debug("ignoring unknown opcode %d from guest", op)
+            return
+        if op in (Op.STDOUT, Op.STDERR):
+            proc = self._procs.get(frame.id)
+            if proc is None:
+                self._check_known_id(frame)
+                return
+            proc._on_data(Stream.STDOUT if op == Op.STDOUT else Stream.STDERR, frame.payload)
+            return
+        fields = frame.fields()  # validates the payload
+        if op in (Op.OK, Op.HELLO_OK, Op.ERROR):
+            if frame.id == 0:
+                if op != Op.ERROR:
+                    raise GuestProtocolError(f"guest sent {Op(op).name} with id 0")
+                _, msg = _error_text(frame)
+                self.last_guest_error = msg
+                log.warning("guest rejected a frame: %s", msg)
+                return
+            fut = self._pending.get(frame.id)
+            if fut is None:
+                self._check_known_id(frame)  # a late or duplicate reply
+            elif not fut.done():
+                fut.set_result(frame)
+            return
+        proc = self._procs.get(frame.id)
+        if proc is None:
+            self._check_known_id(frame)
+            return
+        if op == Op.CREDIT:
+            proc._on_credit(p.require_u32(fields, Tag.BYTES))
+        elif op == Op.EXIT:
+            status = ExitStatus(
+                p.require_i32(fields, Tag.STATUS), p.get_u32(fields, Tag.SIGNAL, 0) or 0
+            )
+            del self._procs[frame.id]
+            proc._on_exit(status)
+
+    def _check_known_id(self, frame: Frame) -> None:
+        if frame.id > self._last_id:
+            raise GuestProtocolError(f"guest used id {frame.id} the host never allocated")
+        log.debug("ignoring %s for finished id %d", Op(frame.op).name, frame.id)
+
+    async def _request(
+        self,
+        op: Op,
+        fields: Iterable[tuple[Tag, p.FieldValue]],
+        timeout_s: float,
+        *,
+        id_: int | None = None,
+    ) -> Frame:
+        id_ = self._alloc_id() if id_ is None else id_
+        fut: asyncio.Future[Frame] = asyncio.get_running_loop().create_future()
+        self._pending[id_] = fut
+        try:
+            await self._send(p.make_frame(op, id_, fields))
+            async with asyncio.timeout(timeout_s):
+                return await fut
+        except TimeoutError:
+            msg = f"guest did not answer {op.name} within {timeout_s}s"
+            raise GuestProtocolError(msg) from None
+        finally:
+            self._pending.pop(id_, None)
+
+    # -- requests --
+    async def hello(
+        self, deadline_s: float = REQUEST_TIMEOUT_S, *, resend_s: float = HELLO_RESEND_S
+    ) -> GuestInfo:
+        """Handshake. HELLO is resent every `resend_s` until the guest answers any of them."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + deadline_s
+        fut: asyncio.Future[Frame] = loop.create_future()
+        ids: list[int] = []
+        fields = [(Tag.VERSION, p.PROTOCOL_VERSION)]
+        try:
+            while not fut.done():
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    raise GuestProtocolError(f"guest did not answer HELLO within {deadline_s}s")
+                id_ = self._alloc_id()
+                ids.append(id_)
+                self._pending[id_] = fut
+                await self._send(p.make_frame(Op.HELLO, id_, fields))
+                await asyncio.wait({fut}, timeout=min(resend_s, remaining))
+            frame = fut.result()
+        finally:
+            for id_ in ids:
+                self._pending.pop(id_, None)
+        if frame.op == Op.ERROR:
+            _, msg = _error_text(frame)
+            raise GuestProtocolError(f"guest refused HELLO (version {p.PROTOCOL_VERSION}): {msg}")
+        if frame.op != Op.HELLO_OK:
+            raise GuestProtocolError(f"guest answered HELLO with {Op(frame.op).name}")
+        f = frame.fields()
+        info = GuestInfo(
+            version=p.require_u32(f, Tag.VERSION),
+            kernel=p.get_str(f, Tag.KERNEL, "") or "",
+            init_version=p.get_str(f, Tag.INIT_VERSION, "") or "",
+        )
+        if info.version != p.PROTOCOL_VERSION:
+            raise GuestProtocolError(f"guest speaks protocol version {info.version}, host 1")
+        self.info = info
+        return info
+
+    async def _simple(
+        self, op: Op, fields: Iterable[tuple[Tag, p.FieldValue]], timeout_s: float
+    ) -> Frame:
+        frame = await self._request(op, fields, timeout_s)
+        if frame.op == Op.ERROR:
+            err, msg = _error_text(frame)
+            raise GuestRequestError(f"guest {op.name} failed: {msg}", errno_value=err)
+        if frame.op != Op.OK:
+            raise GuestProtocolError(f"guest answered {op.name} with {Op(frame.op).name}")
+        return frame
+
+    async def setup_root(
+        self,
+        source: str,
+        hostname: str | None = None,
+        readonly: bool = False,
+        *,
+        timeout_s: float = REQUEST_TIMEOUT_S,
+    ) -> None:
+        """Mount the 9p share `source` as the container root (once per VM)."""
+        fields: list[tuple[Tag, p.FieldValue]] = [(Tag.SOURCE, source)]
+        if hostname is not None:
+            fields.append((Tag.HOSTNAME, hostname))
+        fields.append((Tag.READONLY, int(readonly)))
+        await self._simple(Op.SETUP_ROOT, fields, timeout_s)
+
+    async def start(
+        self, spec: ProcessSpec, *, timeout_s: float = REQUEST_TIMEOUT_S
+    ) -> GuestProcess:
+        """Start a process; ProcessStartError (exit_code 127/126/125) if it could not exec."""
+        fields = spec.fields()
+        id_ = self._alloc_id()
+        proc = GuestProcess(self, id_, spec)
+        self._procs[id_] = proc  # output may arrive right after OK
+        try:
+            frame = await self._request(Op.START, fields, timeout_s, id_=id_)
+        except BaseException:
+            self._procs.pop(id_, None)
+            raise
+        if frame.op == Op.ERROR:
+            self._procs.pop(id_, None)
+            err, msg = _error_text(frame)
+            raise ProcessStartError(
+                f"cannot start {spec.args[0]!r}: {msg}",
+                errno_value=err,
+                exit_code=start_error_exit_code(err),
+            )
+        if frame.op != Op.OK:
+            self._procs.pop(id_, None)
+            raise GuestProtocolError(f"guest answered START with {Op(frame.op).name}")
+        proc.pid = p.require_u32(frame.fields(), Tag.PID)
+        return proc
+
+    async def ping(self, *, timeout_s: float = PING_TIMEOUT_S) -> None:
+        await self._simple(Op.PING, [], timeout_s)
+
+    async def poweroff(self, *, timeout_s: float = POWEROFF_TIMEOUT_S) -> None:
+        """Ask the guest to stop everything, sync and power off. Connection loss counts as done."""
+        try:
+            await self._simple(Op.POWEROFF, [], timeout_s)
+        except GuestProtocolError:
+            if self._lost is None:
+                raise

@@ -1,0 +1,37 @@
+"""The VM source protocol (Kata-factory style): `acquire(request) -> Machine`, `close()`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from steelcup.vm.machine import Machine
+
+
+@dataclass(frozen=True)
+class Share:
+    """A host directory exported to the guest over 9p under `tag`."""
+
+    tag: str
+    host_path: Path
+    readonly: bool = False
+
+
+@dataclass(frozen=True)
+class VmRequest:
+    """What a container needs from its VM."""
+
+    mem_mib: int
+    cpus: int
+    shares: tuple[Share, ...] = ()
+    console_log: Path | None = None
+    name: str = ""  # for diagnostics (container id)
+
+
+class VmSource(Protocol):
+    """Hands out booted, handshaken VMs; the caller owns (and closes) what it gets."""
+
+    async def acquire(self, request: VmRequest) -> Machine: ...
+
+    async def close(self) -> None: ...

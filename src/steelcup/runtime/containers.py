@@ -1,0 +1,501 @@
+"""The container runtime: lifecycle of containers, each running in its own VM.
+
+The runtime never sees HTTP: the API adapter decodes requests into `ContainerConfig` and calls
+these methods. One `Live` object per container holds what exists only while the daemon runs
+(the VM, the guest process, attached readers); the `ContainerRecord` is what is persisted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import shutil
+import signal as signal_module
+import time
+from collections.abc import AsyncIterator, Callable, Coroutine
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from steelcup.errors import (
+    Conflict,
+    GuestProtocolError,
+    InvalidArgument,
+    NotFound,
+    ProcessStartError,
+    SteelcupError,
+)
+from steelcup.guest.client import GuestProcess, ProcessSpec
+from steelcup.image import rootfs as rootfs_module
+from steelcup.image.store import ImageStore
+from steelcup.image.users import resolve_user
+from steelcup.pool.source import Share, VmRequest, VmSource
+from steelcup.runtime import logs as logs_module
+from steelcup.runtime.events import EventBus
+from steelcup.runtime.model import ContainerConfig, ContainerRecord, Status
+from steelcup.runtime.names import new_id, random_name, validate_name
+from steelcup.runtime.output import Fanout, Subscriber
+from steelcup.runtime.spec import merge_env, parse_signal, resolve_argv
+from steelcup.runtime.store import ContainerStore
+from steelcup.vm.machine import Machine
+
+log = logging.getLogger(__name__)
+
+DEFAULT_STOP_TIMEOUT_S = 10
+EXIT_CODE_DAEMON_LOST = 255
+
+
+def now_rfc3339() -> str:
+    return logs_module.format_time_ns(time.time_ns())
+
+
+@dataclass(eq=False)
+class Live:
+    """Daemon-lifetime state of one container."""
+
+    record: ContainerRecord
+    machine: Machine | None = None
+    process: GuestProcess | None = None
+    fanout: Fanout = field(default_factory=Fanout)
+    # Set once the current run's process started (or failed to); stdin waits for it.
+    started: asyncio.Event = field(default_factory=asyncio.Event)
+    changed: asyncio.Condition = field(default_factory=asyncio.Condition)
+    exit_seq: int = 0
+    removed: bool = False
+    busy: asyncio.Lock = field(default_factory=asyncio.Lock)
+    pump: asyncio.Task[None] | None = None
+    stopping: bool = False
+
+
+@dataclass(frozen=True)
+class Defaults:
+    """Daemon-wide defaults for a container's VM."""
+
+    mem_mib: int = 256
+    cpus: int = 1
+
+
+class Runtime:
+    """Creates, runs, stops and removes containers. All methods run on the daemon's loop."""
+
+    def __init__(
+        self,
+        root: Path,
+        store: ContainerStore,
+        images: ImageStore,
+        vms: VmSource,
+        events: EventBus,
+        defaults: Defaults = Defaults(),
+    ) -> None:
+        self.root = root
+        self.store = store
+        self.images = images
+        self.vms = vms
+        self.events = events
+        self.defaults = defaults
+        self._live: dict[str, Live] = {}
+        (root / "containers").mkdir(parents=True, exist_ok=True)
+
+    # -- bookkeeping -------------------------------------------------------------------------
+
+    def recover(self) -> None:
+        """Load records after a (re)start; containers whose VM died with a daemon are exited."""
+        for record in self.store.load_all():
+            if record.state.running or record.state.status is Status.RESTARTING:
+                record = record.with_state(
+                    status=Status.EXITED,
+                    exit_code=EXIT_CODE_DAEMON_LOST,
+                    pid=0,
+                    error="the daemon stopped while the container was running",
+                    finished_at=now_rfc3339(),
+                )
+                self.store.save(record)
+            rootfs_module.release(self.container_dir(record.id))
+            self._live[record.id] = Live(record)
+
+    def container_dir(self, container_id: str) -> Path:
+        return self.root / "containers" / container_id
+
+    def log_path(self, container_id: str) -> Path:
+        return self.container_dir(container_id) / "container.log"
+
+    def get(self, ref: str) -> Live:
+        """By full id, name (with or without '/'), or unique id prefix."""
+        if ref in self._live:
+            return self._live[ref]
+        name = ref.lstrip("/")
+        for live in self._live.values():
+            if live.record.name == name:
+                return live
+        matches = [lv for cid, lv in self._live.items() if ref and cid.startswith(ref)]
+        if len(matches) == 1:
+            return matches[0]
+        if len(matches) > 1:
+            raise InvalidArgument(f"multiple IDs found with provided prefix: {ref}")
+        raise NotFound(f"No such container: {ref}")
+
+    def list(self) -> list[ContainerRecord]:
+        return [lv.record for lv in self._live.values()]
+
+    def image_in_use(self, image_id: str) -> bool:
+        return any(lv.record.config.image_id == image_id for lv in self._live.values())
+
+    def _save(self, live: Live, record: ContainerRecord) -> None:
+        live.record = record
+        self.store.save(record)
+
+    async def _notify(self, live: Live) -> None:
+        async with live.changed:
+            live.changed.notify_all()
+
+    # -- create ------------------------------------------------------------------------------
+
+    def create(self, config: ContainerConfig, name: str | None) -> ContainerRecord:
+        image = self.images.get(config.image)
+        argv = resolve_argv(
+            image.config.entrypoint, image.config.cmd, config.entrypoint, config.cmd
+        )
+        env = merge_env(image.config.env, config.env)
+        container_id = new_id()
+        final_name = validate_name(name) if name else random_name()
+        if any(lv.record.name == final_name for lv in self._live.values()):
+            raise Conflict(
+                f'Conflict. The container name "/{final_name}" is already in use by container '
+                f'"{self.get(final_name).record.id}". You have to remove (or rename) that '
+                "container to be able to reuse that name."
+            )
+        resolved = ContainerConfig(
+            **{
+                **config.__dict__,
+                "image_id": image.id,
+                "env": tuple(env),
+                "working_dir": config.working_dir or image.config.working_dir or "/",
+                "user": config.user or image.config.user,
+                "hostname": config.hostname or container_id[:12],
+                "stop_signal": config.stop_signal or image.config.stop_signal or "SIGTERM",
+                "entrypoint": config.entrypoint
+                if config.entrypoint is not None
+                else (tuple(image.config.entrypoint) if image.config.entrypoint else None),
+                "cmd": config.cmd if config.cmd else (
+                    tuple(image.config.cmd) if image.config.cmd and config.entrypoint is None
+                    else config.cmd
+                ),
+            }
+        )
+        parse_signal(resolved.stop_signal)  # reject a bad signal at create, like docker
+        record = ContainerRecord(
+            id=container_id,
+            name=final_name,
+            created=now_rfc3339(),
+            config=resolved,
+            path=argv[0],
+            args=tuple(argv[1:]),
+        )
+        cdir = self.container_dir(container_id)
+        cdir.mkdir(parents=True)
+        try:
+            self.store.insert(record)
+        except SteelcupError:
+            shutil.rmtree(cdir, ignore_errors=True)
+            raise
+        self._live[container_id] = Live(record)
+        self.events.publish("container", "create", container_id, {"name": final_name,
+                                                                   "image": config.image})
+        return record
+
+    # -- start -------------------------------------------------------------------------------
+
+    async def start(self, ref: str) -> bool:
+        """Start the container's process in a fresh VM. False if it was already running."""
+        live = self.get(ref)
+        async with live.busy:
+            if live.record.state.running:
+                return False
+            if live.removed:
+                raise NotFound(f"No such container: {ref}")
+            await self._start_locked(live)
+        return True
+
+    async def _start_locked(self, live: Live) -> None:
+        record = live.record
+        config = record.config
+        cdir = self.container_dir(record.id)
+        live.started = asyncio.Event()
+        async with contextlib.AsyncExitStack() as stack:
+            image = self.images.get(config.image_id)
+            layer_dirs = self.images.layer_dirs(image)
+            root = await asyncio.to_thread(rootfs_module.prepare, layer_dirs, cdir)
+            stack.callback(rootfs_module.release, cdir)
+            try:
+                uid, gid, groups = resolve_user(root, config.user)
+                request = VmRequest(
+                    mem_mib=config.mem_mib or self.defaults.mem_mib,
+                    cpus=max(1, int(config.cpus + 0.999)) if config.cpus else self.defaults.cpus,
+                    shares=(Share("rootfs", root),),
+                    console_log=cdir / "console.log",
+                    name=record.id[:12],
+                )
+                machine = await self.vms.acquire(request)
+                stack.push_async_callback(machine.close)
+                await machine.guest.setup_root("rootfs", config.hostname, False)
+                spec = ProcessSpec(
+                    args=(record.path, *record.args),
+                    env=config.env,
+                    cwd=config.working_dir,
+                    uid=uid,
+                    gid=gid,
+                    groups=tuple(groups),
+                    tty=config.tty,
+                    rows=24,
+                    cols=80,
+                    stdin=config.open_stdin,
+                    main=True,
+                )
+                process = await machine.guest.start(spec)
+            except ProcessStartError as exc:
+                self._save(live, record.with_state(
+                    status=Status.CREATED if record.state.status is Status.CREATED
+                    else Status.EXITED,
+                    exit_code=exc.exit_code,
+                    error=str(exc),
+                ))
+                live.started.set()
+                await live.fanout.end()
+                raise
+            except SteelcupError as exc:
+                self._save(live, record.with_state(exit_code=125, error=str(exc)))
+                live.started.set()
+                await live.fanout.end()
+                raise
+            stack.pop_all()
+        live.machine = machine
+        live.process = process
+        live.stopping = False
+        self._save(live, live.record.with_state(
+            status=Status.RUNNING, pid=process.pid, exit_code=0, error="",
+            started_at=now_rfc3339(), finished_at="0001-01-01T00:00:00Z",
+        ))
+        live.started.set()
+        live.pump = asyncio.create_task(self._run(live, machine, process), name=f"pump-{record.id[:12]}")
+        self.events.publish("container", "start", record.id, {"name": record.name,
+                                                                "image": config.image})
+
+    async def _run(self, live: Live, machine: Machine, process: GuestProcess) -> None:
+        """Relay output to the log and attached readers until the process exits; clean up."""
+        writer = logs_module.LogWriter(self.log_path(live.record.id))
+        exit_code = EXIT_CODE_DAEMON_LOST
+        error = ""
+        try:
+            async for stream, data in process.output():
+                writer.write(stream.value, data)
+                await live.fanout.publish(stream.value, data)
+            status = await process.wait()
+            exit_code = status.status
+        except GuestProtocolError as exc:
+            # The VM died or spoke nonsense: like a killed container.
+            exit_code = 128 + signal_module.SIGKILL if live.stopping else EXIT_CODE_DAEMON_LOST
+            error = "" if live.stopping else f"the container's VM failed: {exc}"
+            log.warning("container %s: %s", live.record.id[:12], exc)
+        except asyncio.CancelledError:
+            error = "the daemon shut down"
+            raise
+        finally:
+            writer.close()
+            await live.fanout.end()
+            with contextlib.suppress(Exception):
+                await machine.close()
+            await asyncio.to_thread(rootfs_module.release, self.container_dir(live.record.id))
+            live.machine = None
+            live.process = None
+            self._save(live, live.record.with_state(
+                status=Status.EXITED, pid=0, exit_code=exit_code, error=error,
+                finished_at=now_rfc3339(),
+            ))
+            live.exit_seq += 1
+            live.fanout = Fanout()
+            await self._notify(live)
+        self.events.publish("container", "die", live.record.id,
+                            {"name": live.record.name, "exitCode": str(exit_code)})
+        if live.record.config.auto_remove:
+            with contextlib.suppress(SteelcupError):
+                await self.remove(live.record.id, force=True)
+
+    # -- signals, stop, wait -----------------------------------------------------------------
+
+    async def kill(self, ref: str, signal: str | int = "SIGKILL") -> None:
+        live = self.get(ref)
+        signo = parse_signal(signal)
+        if not live.record.state.running or live.process is None:
+            raise Conflict(f"Cannot kill container: {live.record.id}: "
+                           f"Container {live.record.id} is not running")
+        if signo == signal_module.SIGKILL:
+            live.stopping = True
+        await live.process.signal(signo)
+        self.events.publish("container", "kill", live.record.id,
+                            {"name": live.record.name, "signal": str(signo)})
+
+    async def stop(self, ref: str, timeout_s: int | None = None, signal: str = "") -> bool:
+        """Stop signal, then SIGKILL after the timeout. False if it was not running."""
+        live = self.get(ref)
+        if not live.record.state.running or live.process is None:
+            return False
+        seq = live.exit_seq
+        timeout = timeout_s if timeout_s is not None else (
+            live.record.config.stop_timeout_s
+            if live.record.config.stop_timeout_s is not None else DEFAULT_STOP_TIMEOUT_S)
+        signo = parse_signal(signal or live.record.config.stop_signal, signal_module.SIGTERM)
+        with contextlib.suppress(GuestProtocolError):
+            await live.process.signal(signo)
+        if timeout != 0 and await self._wait_exit(live, seq, max(timeout, 0) if timeout >= 0
+                                                  else None):
+            return True
+        live.stopping = True
+        if live.process is not None:
+            with contextlib.suppress(GuestProtocolError):
+                await live.process.signal(signal_module.SIGKILL)
+        if not await self._wait_exit(live, seq, 5.0) and live.machine is not None:
+            await live.machine.close()  # the guest does not answer: pull the plug
+            await self._wait_exit(live, seq, 10.0)
+        self.events.publish("container", "stop", live.record.id, {"name": live.record.name})
+        return True
+
+    async def _wait_exit(self, live: Live, seq: int, timeout_s: float | None) -> bool:
+        async def exited() -> None:
+            async with live.changed:
+                await live.changed.wait_for(lambda: live.exit_seq != seq or live.removed)
+
+        try:
+            await asyncio.wait_for(exited(), timeout_s)
+        except TimeoutError:
+            return False
+        return True
+
+    def waiter(self, ref: str, condition: str = "not-running") -> Coroutine[Any, Any, int]:
+        """Docker's wait: `not-running` (default), `next-exit` or `removed`.
+
+        The container and its exit generation are captured now, so a wait registered before
+        `start` cannot miss a quick exit; the returned coroutine yields the exit code.
+        """
+        live = self.get(ref)
+        if condition not in ("not-running", "next-exit", "removed"):
+            raise InvalidArgument(f"invalid condition: {condition!r}")
+        seq = live.exit_seq
+        running = live.record.state.running
+
+        async def wait() -> int:
+            async with live.changed:
+                if condition == "removed":
+                    await live.changed.wait_for(lambda: live.removed)
+                elif condition == "not-running" and not running:
+                    pass
+                else:
+                    await live.changed.wait_for(lambda: live.exit_seq != seq or live.removed)
+            return live.record.state.exit_code
+
+        return wait()
+
+    async def restart(self, ref: str, timeout_s: int | None = None) -> None:
+        await self.stop(ref, timeout_s)
+        live = self.get(ref)
+        if live.pump is not None:
+            await asyncio.shield(live.pump)
+        await self.start(ref)
+
+    # -- remove ------------------------------------------------------------------------------
+
+    async def remove(self, ref: str, force: bool = False) -> None:
+        live = self.get(ref)
+        if live.record.state.running:
+            if not force:
+                raise Conflict(
+                    f"cannot remove container \"/{live.record.name}\": container is running: "
+                    "stop the container before removing or force remove"
+                )
+            await self.kill(live.record.id, "SIGKILL")
+            if not await self._wait_exit(live, live.exit_seq, 5.0) and live.machine is not None:
+                await live.machine.close()
+            if live.pump is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(asyncio.shield(live.pump), 15.0)
+        if live.removed:
+            return
+        live.removed = True
+        self._live.pop(live.record.id, None)
+        await asyncio.to_thread(rootfs_module.remove, self.container_dir(live.record.id))
+        self.store.delete(live.record.id)
+        await self._notify(live)
+        self.events.publish("container", "destroy", live.record.id, {"name": live.record.name})
+
+    # -- I/O ---------------------------------------------------------------------------------
+
+    def attach(self, ref: str, stdout: bool, stderr: bool) -> tuple[Live, Subscriber]:
+        """Subscribe to the output of the current (or next) run of the container."""
+        live = self.get(ref)
+        if live.record.state.status not in (Status.CREATED, Status.RUNNING, Status.EXITED):
+            raise Conflict(f"cannot attach to a {live.record.state.status.value} container")
+        return live, live.fanout.subscribe(stdout, stderr)
+
+    async def write_stdin(self, live: Live, data: bytes) -> bool:
+        """Feed stdin of the current run once it has started; False if there is no process."""
+        await live.started.wait()
+        if live.process is None or not live.record.config.open_stdin:
+            return False
+        try:
+            await live.process.write_stdin(data)
+        except GuestProtocolError:
+            return False
+        return True
+
+    async def close_stdin(self, live: Live) -> None:
+        await live.started.wait()
+        if live.process is not None:
+            with contextlib.suppress(GuestProtocolError):
+                await live.process.close_stdin()
+
+    async def resize(self, ref: str, rows: int, cols: int) -> None:
+        live = self.get(ref)
+        if live.process is None:
+            raise Conflict(f"Container {live.record.id} is not running")
+        if rows <= 0 or cols <= 0 or rows > 65535 or cols > 65535:
+            raise InvalidArgument("invalid terminal size")
+        await live.process.resize(rows, cols)
+
+    async def follow_logs(
+        self, ref: str, *, follow: bool, select: Callable[[list[logs_module.LogEntry]],
+                                                          list[logs_module.LogEntry]]
+    ) -> AsyncIterator[logs_module.LogEntry]:
+        """Entries from the log file; with `follow`, then new ones until the container stops."""
+        live = self.get(ref)
+        path = self.log_path(live.record.id)
+        entries, offset = await asyncio.to_thread(logs_module.read_entries, path, 0)
+        for entry in select(entries):
+            yield entry
+        if not follow:
+            return
+        while True:
+            seq = live.exit_seq
+            running = live.record.state.running
+            entries, offset = await asyncio.to_thread(logs_module.read_entries, path, offset)
+            for entry in entries:
+                yield entry
+            if not running or live.removed:
+                return
+            async with live.changed:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(
+                        live.changed.wait_for(lambda: live.exit_seq != seq or live.removed), 0.2
+                    )
+
+    # -- shutdown ----------------------------------------------------------------------------
+
+    async def shutdown(self) -> None:
+        """Stop every VM (the daemon is going away); records say the containers exited."""
+        for live in list(self._live.values()):
+            if live.machine is not None:
+                live.stopping = True
+                with contextlib.suppress(Exception):
+                    await live.machine.close()
+        pumps = [lv.pump for lv in self._live.values() if lv.pump is not None]
+        if pumps:
+            await asyncio.wait(pumps, timeout=15)

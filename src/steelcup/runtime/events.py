@@ -1,0 +1,49 @@
+"""The daemon's event bus: lifecycle events fanned out to `events` subscribers.
+
+Events use docker's shape (Type, Action, Actor{ID, Attributes}, time, timeNano) so the API can
+stream them unchanged. A slow subscriber loses events rather than stalling the runtime.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from typing import Any
+
+HISTORY = 1024
+QUEUE = 1024
+
+
+class EventBus:
+    """Publish from the runtime; subscribe from the API."""
+
+    def __init__(self) -> None:
+        self._subs: set[asyncio.Queue[dict[str, Any]]] = set()
+        self.history: deque[dict[str, Any]] = deque(maxlen=HISTORY)
+
+    def publish(self, kind: str, action: str, actor_id: str, attributes: dict[str, str]) -> None:
+        now_ns = time.time_ns()
+        event: dict[str, Any] = {
+            "Type": kind,
+            "Action": action,
+            "Actor": {"ID": actor_id, "Attributes": dict(attributes)},
+            "scope": "local",
+            "time": now_ns // 1_000_000_000,
+            "timeNano": now_ns,
+        }
+        if kind == "container":
+            event.update(status=action, id=actor_id, **{"from": attributes.get("image", "")})
+        self.history.append(event)
+        for queue in list(self._subs):
+            if queue.full():
+                continue  # a stalled reader misses events; it never blocks the runtime
+            queue.put_nowait(event)
+
+    def subscribe(self) -> asyncio.Queue[dict[str, Any]]:
+        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(QUEUE)
+        self._subs.add(queue)
+        return queue
+
+    def unsubscribe(self, queue: asyncio.Queue[dict[str, Any]]) -> None:
+        self._subs.discard(queue)

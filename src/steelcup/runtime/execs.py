@@ -1,0 +1,110 @@
+"""`exec`: extra processes inside a running container's VM (kept in memory, like docker)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass, field
+
+from steelcup.errors import Conflict, GuestProtocolError, NotFound, ProcessStartError
+from steelcup.guest.client import GuestProcess, ProcessSpec
+from steelcup.image.users import resolve_user
+from steelcup.runtime.containers import Runtime
+from steelcup.runtime.model import ExecConfig
+from steelcup.runtime.names import new_id
+from steelcup.runtime.spec import merge_env
+
+MAX_EXECS = 4096
+
+
+@dataclass(eq=False)
+class Exec:
+    id: str
+    config: ExecConfig
+    process: GuestProcess | None = None
+    running: bool = False
+    exit_code: int | None = None
+    pid: int = 0
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class ExecManager:
+    """Creates and runs execs; the API streams their I/O."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self._execs: dict[str, Exec] = {}
+
+    def create(self, config: ExecConfig) -> Exec:
+        live = self.runtime.get(config.container_id)
+        if not live.record.state.running:
+            raise Conflict(f"Container {live.record.id} is not running")
+        if not config.cmd:
+            raise Conflict("No exec command specified")
+        if len(self._execs) >= MAX_EXECS:
+            finished = [e.id for e in self._execs.values() if e.done.is_set()]
+            for exec_id in finished[: len(finished) // 2 + 1]:
+                del self._execs[exec_id]
+        exec_ = Exec(new_id(), ExecConfig(**{**config.__dict__, "container_id": live.record.id}))
+        self._execs[exec_.id] = exec_
+        return exec_
+
+    def get(self, exec_id: str) -> Exec:
+        try:
+            return self._execs[exec_id]
+        except KeyError:
+            raise NotFound(f"No such exec instance: {exec_id}") from None
+
+    async def start(self, exec_id: str, tty: bool | None = None) -> Exec:
+        """Start the process; afterwards `exec_.process` streams its output."""
+        exec_ = self.get(exec_id)
+        if exec_.running or exec_.done.is_set():
+            raise Conflict(f"Error: Exec command {exec_id} has already run")
+        live = self.runtime.get(exec_.config.container_id)
+        if live.machine is None or not live.record.state.running:
+            raise Conflict(f"Container {live.record.id} is not running")
+        config = exec_.config
+        use_tty = config.tty if tty is None else tty
+        root = self.runtime.container_dir(live.record.id) / "rootfs"
+        uid, gid, groups = resolve_user(root, config.user or live.record.config.user)
+        spec = ProcessSpec(
+            args=config.cmd,
+            env=tuple(merge_env(live.record.config.env, config.env)),
+            cwd=config.working_dir or live.record.config.working_dir,
+            uid=uid,
+            gid=gid,
+            groups=tuple(groups),
+            tty=use_tty,
+            rows=24,
+            cols=80,
+            stdin=config.attach_stdin,
+            main=False,
+        )
+        try:
+            exec_.process = await live.machine.guest.start(spec)
+        except ProcessStartError as exc:
+            exec_.exit_code = exc.exit_code
+            exec_.done.set()
+            raise
+        exec_.running = True
+        exec_.pid = exec_.process.pid
+        return exec_
+
+    async def finish(self, exec_: Exec) -> int:
+        """Wait for the exit status after its output was drained."""
+        assert exec_.process is not None
+        try:
+            status = await exec_.process.wait()
+            exec_.exit_code = status.status
+        except GuestProtocolError:
+            exec_.exit_code = 137
+        exec_.running = False
+        exec_.done.set()
+        return exec_.exit_code
+
+    async def resize(self, exec_id: str, rows: int, cols: int) -> None:
+        exec_ = self.get(exec_id)
+        if exec_.process is None:
+            raise Conflict(f"exec {exec_id} is not running")
+        with contextlib.suppress(GuestProtocolError):
+            await exec_.process.resize(rows, cols)

@@ -1,0 +1,146 @@
+"""Typed records of containers and execs: what the runtime stores and the API renders."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+
+class Status(enum.Enum):
+    """Docker's container status words."""
+
+    CREATED = "created"
+    RUNNING = "running"
+    PAUSED = "paused"
+    RESTARTING = "restarting"
+    REMOVING = "removing"
+    EXITED = "exited"
+    DEAD = "dead"
+
+
+@dataclass(frozen=True)
+class ContainerConfig:
+    """What a container was created with (docker's Config + the HostConfig parts we honour)."""
+
+    image: str  # the reference as the user gave it
+    image_id: str
+    entrypoint: tuple[str, ...] | None = None
+    cmd: tuple[str, ...] | None = None
+    env: tuple[str, ...] = ()
+    working_dir: str = ""
+    user: str = ""
+    hostname: str = ""
+    tty: bool = False
+    open_stdin: bool = False
+    stdin_once: bool = False
+    attach_stdin: bool = False
+    attach_stdout: bool = True
+    attach_stderr: bool = True
+    labels: tuple[tuple[str, str], ...] = ()
+    stop_signal: str = ""
+    stop_timeout_s: int | None = None
+    auto_remove: bool = False
+    mem_mib: int = 0  # 0 = daemon default
+    cpus: float = 0.0  # 0 = daemon default
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @staticmethod
+    def from_json(data: dict[str, Any]) -> ContainerConfig:
+        def tup(value: Any) -> tuple[str, ...] | None:
+            return None if value is None else tuple(str(v) for v in value)
+
+        return ContainerConfig(
+            **{
+                **data,
+                "entrypoint": tup(data.get("entrypoint")),
+                "cmd": tup(data.get("cmd")),
+                "env": tuple(data.get("env", ())),
+                "labels": tuple((str(k), str(v)) for k, v in data.get("labels", ())),
+            }
+        )
+
+
+@dataclass(frozen=True)
+class ContainerState:
+    """The mutable part of a container, replaced as a whole on every transition."""
+
+    status: Status = Status.CREATED
+    pid: int = 0
+    exit_code: int = 0
+    error: str = ""
+    started_at: str = "0001-01-01T00:00:00Z"
+    finished_at: str = "0001-01-01T00:00:00Z"
+    oom_killed: bool = False
+
+    @property
+    def running(self) -> bool:
+        return self.status in (Status.RUNNING, Status.PAUSED)
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["status"] = self.status.value
+        return data
+
+    @staticmethod
+    def from_json(data: dict[str, Any]) -> ContainerState:
+        return ContainerState(**{**data, "status": Status(data["status"])})
+
+
+@dataclass(frozen=True)
+class ContainerRecord:
+    """One container as persisted: identity, config, process argv, state."""
+
+    id: str
+    name: str
+    created: str
+    config: ContainerConfig
+    path: str  # argv[0]
+    args: tuple[str, ...]  # argv[1:]
+    state: ContainerState = field(default_factory=ContainerState)
+    restart_count: int = 0
+
+    def with_state(self, **changes: Any) -> ContainerRecord:
+        return replace(self, state=replace(self.state, **changes))
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "created": self.created,
+            "config": self.config.to_json(),
+            "path": self.path,
+            "args": list(self.args),
+            "state": self.state.to_json(),
+            "restart_count": self.restart_count,
+        }
+
+    @staticmethod
+    def from_json(data: dict[str, Any]) -> ContainerRecord:
+        return ContainerRecord(
+            id=data["id"],
+            name=data["name"],
+            created=data["created"],
+            config=ContainerConfig.from_json(data["config"]),
+            path=data["path"],
+            args=tuple(data["args"]),
+            state=ContainerState.from_json(data["state"]),
+            restart_count=int(data.get("restart_count", 0)),
+        )
+
+
+@dataclass(frozen=True)
+class ExecConfig:
+    """A `docker exec` request."""
+
+    container_id: str
+    cmd: tuple[str, ...]
+    env: tuple[str, ...] = ()
+    working_dir: str = ""
+    user: str = ""
+    tty: bool = False
+    attach_stdin: bool = False
+    attach_stdout: bool = True
+    attach_stderr: bool = True

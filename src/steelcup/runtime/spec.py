@@ -1,0 +1,79 @@
+"""Pure rules that turn an image config plus a create request into what runs: argv, env, cwd.
+
+They follow docker's: an Entrypoint given at create time drops the image's Cmd; a Cmd given at
+create time replaces the image's Cmd; env entries override the image's by key.
+"""
+
+from __future__ import annotations
+
+import signal as signal_module
+from collections.abc import Sequence
+
+from steelcup.errors import InvalidArgument
+
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def resolve_argv(
+    image_entrypoint: Sequence[str] | None,
+    image_cmd: Sequence[str] | None,
+    entrypoint: Sequence[str] | None,
+    cmd: Sequence[str] | None,
+) -> list[str]:
+    """The process argv docker would run; InvalidArgument when it comes out empty."""
+    if entrypoint is not None:
+        # `--entrypoint ""` resets the image's entrypoint; either way the image Cmd is dropped.
+        chosen_entry = [e for e in entrypoint if e != ""] if list(entrypoint) == [""] else list(
+            entrypoint
+        )
+        argv = chosen_entry + list(cmd or [])
+    else:
+        argv = list(image_entrypoint or []) + list(cmd if cmd else (image_cmd or []))
+    if not argv:
+        raise InvalidArgument("no command specified")
+    return argv
+
+
+def merge_env(image_env: Sequence[str], env: Sequence[str]) -> list[str]:
+    """Image env overridden by request env (by key), PATH defaulted; order kept stable."""
+    merged: dict[str, str] = {}
+    for entry in list(image_env) + list(env):
+        key, sep, value = entry.partition("=")
+        if not key:
+            raise InvalidArgument(f"invalid environment variable: {entry!r}")
+        merged[key] = value if sep else ""
+    merged.setdefault("PATH", DEFAULT_PATH)
+    return [f"{k}={v}" for k, v in merged.items()]
+
+
+def parse_signal(value: str | int, default: int = signal_module.SIGKILL) -> int:
+    """A signal given as a number, `KILL` or `SIGKILL` (docker accepts all three)."""
+    if isinstance(value, int):
+        signo = value
+    else:
+        text = value.strip().upper()
+        if not text:
+            return default
+        if text.isdigit():
+            signo = int(text)
+        else:
+            name = text if text.startswith("SIG") else "SIG" + text
+            try:
+                signo = int(signal_module.Signals[name])
+            except KeyError:
+                raise InvalidArgument(f"invalid signal: {value}") from None
+    if not 1 <= signo <= 64:
+        raise InvalidArgument(f"invalid signal: {value}")
+    return signo
+
+
+def parse_mem_bytes(value: int) -> int:
+    """Docker's HostConfig.Memory (bytes) -> MiB for the VM; 0 means the daemon default."""
+    if value < 0:
+        raise InvalidArgument("memory limit must not be negative")
+    if value == 0:
+        return 0
+    mib = (value + (1 << 20) - 1) >> 20
+    if mib < 64:
+        raise InvalidArgument("minimum memory limit for a steelcup VM is 64MiB")
+    return mib

@@ -1,0 +1,122 @@
+"""Pure QEMU argv builder: a `VmSpec` in, the `qemu-system-x86_64` argv list out.
+
+The one place that knows QEMU's command line for a steelcup microVM.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple
+
+from steelcup.errors import InvalidArgument
+
+QEMU_BINARY = "qemu-system-x86_64"
+CTL_PORT_NAME = "steelcup.ctl"
+BASE_CMDLINE = ("console=ttyS0", "reboot=t", "panic=-1", "quiet", "rdinit=/init")
+UNIX_PATH_MAX = 107  # sun_path is 108 bytes including the NUL
+_TAG_RE = re.compile(r"^[A-Za-z0-9_.-]{1,31}$")
+ACCELS = ("kvm", "tcg")
+
+
+class Share(NamedTuple):
+    """A host directory exported to the guest over 9p under `tag`."""
+
+    tag: str
+    host_path: Path
+    readonly: bool = False
+
+
+@dataclass(frozen=True)
+class VmSpec:
+    """Everything that decides a VM's QEMU command line."""
+
+    kernel: Path
+    initrd: Path
+    state_dir: Path
+    mem_mib: int = 256
+    cpus: int = 1
+    accel: str = "tcg"  # kvm | tcg (resolve 'auto' with vm.accel.choose_accel first)
+    tcg_tb_mib: int = 32
+    cmdline_extra: tuple[str, ...] = ()
+    shares: tuple[Share, ...] = ()
+    qemu_binary: str = QEMU_BINARY
+
+    @property
+    def ctl_socket(self) -> Path:
+        return self.state_dir / "ctl.sock"
+
+    @property
+    def qmp_socket(self) -> Path:
+        return self.state_dir / "qmp.sock"
+
+    @property
+    def console_log(self) -> Path:
+        return self.state_dir / "console.log"
+
+
+def _opt(value: str) -> str:
+    """Escape a value inside a QEMU `key=value,...` option string (commas double)."""
+    return value.replace(",", ",,")
+
+
+def _check(spec: VmSpec) -> None:
+    if spec.accel not in ACCELS:
+        raise InvalidArgument(f"accel must be one of {ACCELS}, got {spec.accel!r}")
+    if spec.mem_mib < 64:
+        raise InvalidArgument(f"mem_mib must be at least 64, got {spec.mem_mib}")
+    if not 1 <= spec.cpus <= 255:
+        raise InvalidArgument(f"cpus must be 1..255, got {spec.cpus}")
+    if spec.tcg_tb_mib < 1:
+        raise InvalidArgument(f"tcg_tb_mib must be positive, got {spec.tcg_tb_mib}")
+    # -serial file: and -qmp unix: use the legacy chardev syntax, which cannot escape commas.
+    if "," in str(spec.state_dir):
+        raise InvalidArgument(f"state dir must not contain ',': {spec.state_dir}")
+    for sock in (spec.ctl_socket, spec.qmp_socket):
+        if len(str(sock).encode()) > UNIX_PATH_MAX:
+            raise InvalidArgument(f"socket path too long for a unix socket: {sock}")
+    tags = [s.tag for s in spec.shares]
+    if len(set(tags)) != len(tags):
+        raise InvalidArgument(f"duplicate 9p share tags: {tags}")
+    for share in spec.shares:
+        if not _TAG_RE.match(share.tag):
+            raise InvalidArgument(f"bad 9p tag {share.tag!r} (1-31 chars of [A-Za-z0-9_.-])")
+    for word in spec.cmdline_extra:
+        if not word or any(c.isspace() for c in word) or '"' in word:
+            raise InvalidArgument(f"bad kernel command line word {word!r}")
+
+
+def build_argv(spec: VmSpec) -> list[str]:
+    """The QEMU argv for `spec` (argv[0] is the binary)."""
+    _check(spec)
+    if spec.accel == "kvm":
+        accel = ["-accel", "kvm", "-cpu", "host"]
+    else:
+        accel = ["-accel", f"tcg,tb-size={spec.tcg_tb_mib}", "-cpu", "max"]
+    argv = [
+        spec.qemu_binary,
+        "-M", "microvm,pit=on,pic=on,rtc=on",
+        *accel,
+        "-m", str(spec.mem_mib),
+        "-smp", str(spec.cpus),
+        "-nodefaults",
+        "-no-user-config",
+        "-nographic",
+        "-no-reboot",
+        "-kernel", str(spec.kernel),
+        "-initrd", str(spec.initrd),
+        "-append", " ".join((*BASE_CMDLINE, *spec.cmdline_extra)),
+        "-serial", f"file:{spec.console_log}",
+        "-device", "virtio-serial-device",
+        "-chardev", f"socket,id=ctl,path={_opt(str(spec.ctl_socket))},server=on,wait=off",
+        "-device", f"virtserialport,chardev=ctl,name={CTL_PORT_NAME}",
+    ]  # fmt: skip
+    for share in spec.shares:
+        fsdev = f"local,id={share.tag},path={_opt(str(share.host_path))},security_model=passthrough"
+        if share.readonly:
+            fsdev += ",readonly=on"
+        device = f"virtio-9p-device,fsdev={share.tag},mount_tag={share.tag}"
+        argv += ["-fsdev", fsdev, "-device", device]
+    argv += ["-qmp", f"unix:{spec.qmp_socket},server=on,wait=off"]
+    return argv

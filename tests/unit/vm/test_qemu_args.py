@@ -1,0 +1,94 @@
+"""Golden argv of the QEMU command line builder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from steelcup.errors import InvalidArgument
+from steelcup.vm.qemu_args import Share, VmSpec, build_argv
+
+STATE = Path("/run/steelcup/vm/abc")
+
+
+def spec(**kw: object) -> VmSpec:
+    base: dict[str, object] = {
+        "kernel": Path("/g/vmlinuz"),
+        "initrd": Path("/g/initrd.img"),
+        "state_dir": STATE,
+        "shares": (Share("rootfs", Path("/var/lib/steelcup/c1/rootfs")),),
+    }
+    base.update(kw)
+    return VmSpec(**base)  # type: ignore[arg-type]
+
+
+def test_tcg_golden() -> None:
+    assert build_argv(spec()) == [
+        "qemu-system-x86_64",
+        "-M", "microvm,pit=on,pic=on,rtc=on",
+        "-accel", "tcg,tb-size=32",
+        "-cpu", "max",
+        "-m", "256",
+        "-smp", "1",
+        "-nodefaults",
+        "-no-user-config",
+        "-nographic",
+        "-no-reboot",
+        "-kernel", "/g/vmlinuz",
+        "-initrd", "/g/initrd.img",
+        "-append", "console=ttyS0 reboot=t panic=-1 quiet rdinit=/init",
+        "-serial", "file:/run/steelcup/vm/abc/console.log",
+        "-device", "virtio-serial-device",
+        "-chardev", "socket,id=ctl,path=/run/steelcup/vm/abc/ctl.sock,server=on,wait=off",
+        "-device", "virtserialport,chardev=ctl,name=steelcup.ctl",
+        "-fsdev", "local,id=rootfs,path=/var/lib/steelcup/c1/rootfs,security_model=passthrough",
+        "-device", "virtio-9p-device,fsdev=rootfs,mount_tag=rootfs",
+        "-qmp", "unix:/run/steelcup/vm/abc/qmp.sock,server=on,wait=off",
+    ]  # fmt: skip
+
+
+def test_kvm_sizes_extras_and_readonly_share() -> None:
+    argv = build_argv(
+        spec(
+            accel="kvm",
+            mem_mib=512,
+            cpus=2,
+            cmdline_extra=("loglevel=7",),
+            shares=(Share("rootfs", Path("/r,x"), True), Share("vol0", Path("/v"))),
+        )
+    )
+    i = argv.index("-accel")
+    assert argv[i : i + 4] == ["-accel", "kvm", "-cpu", "host"]
+    assert "tcg" not in " ".join(argv)
+    assert argv[argv.index("-m") + 1] == "512"
+    assert argv[argv.index("-smp") + 1] == "2"
+    assert argv[argv.index("-append") + 1].endswith("rdinit=/init loglevel=7")
+    fsdevs = [argv[j + 1] for j, a in enumerate(argv) if a == "-fsdev"]
+    assert fsdevs == [
+        "local,id=rootfs,path=/r,,x,security_model=passthrough,readonly=on",
+        "local,id=vol0,path=/v,security_model=passthrough",
+    ]
+    assert "virtio-9p-device,fsdev=vol0,mount_tag=vol0" in argv
+
+
+def test_tb_size() -> None:
+    assert "tcg,tb-size=8" in build_argv(spec(tcg_tb_mib=8))
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {"accel": "auto"},
+        {"mem_mib": 16},
+        {"cpus": 0},
+        {"state_dir": Path("/tmp/a,b")},
+        {"state_dir": Path("/tmp/" + "x" * 120)},
+        {"shares": (Share("bad tag", Path("/x")),)},
+        {"shares": (Share("a", Path("/x")), Share("a", Path("/y")))},
+        {"cmdline_extra": ("two words",)},
+    ],
+)
+def test_invalid_specs(kw: dict[str, object]) -> None:
+    with pytest.raises(InvalidArgument):
+        build_argv(spec(**kw))

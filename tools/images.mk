@@ -1,0 +1,2 @@
+# images built from the repo (steelcup/busybox)
+images:
