@@ -74,7 +74,7 @@ void modules_load_all(const char *list, const char *dir)
 		main_log("no %s: %s", list, strerror(errno));
 		return;
 	}
-	char line[512], path[1024], name[256], params[2048];
+	char line[256], path[1024], name[256], params[2048];
 	while (fgets(line, sizeof(line), fp)) {
 		line[strcspn(line, "\r\n")] = 0;
 		if (line[0] == 0 || line[0] == '#')

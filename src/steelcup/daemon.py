@@ -55,7 +55,7 @@ def run(options: DaemonOptions) -> int:
 
 async def _serve(options: DaemonOptions) -> int:
     assets = find_assets(options.assets_dir)
-    accel = await choose_accel(options.accel, options.root / "cache", assets)
+    accel = await choose_accel(options.accel, options.root / "cache", assets=assets)
     db = open_db(options.root)
     images = ImageStore(options.root / "images", db)
     events = EventBus()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from steelcup.errors import InvalidArgument
@@ -40,12 +40,12 @@ def _kind_name(kind: type | tuple[type, ...]) -> str:
     return names.get(kind, kind.__name__)
 
 
-def _str_list(body: dict[str, Any], key: str) -> tuple[str, ...] | None:
+def _str_list(body: dict[str, Any], key: str, allow_str: bool = False) -> tuple[str, ...] | None:
     """A list of strings; docker also accepts a single string for Cmd/Entrypoint."""
     value = body.get(key)
     if value is None:
         return None
-    if isinstance(value, str):
+    if isinstance(value, str) and allow_str:
         return (value,)
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise InvalidArgument(f"{key}: expected a list of strings")
@@ -77,8 +77,8 @@ def decode_create(body: Any) -> ContainerConfig:
     return ContainerConfig(
         image=image,
         image_id="",
-        entrypoint=_str_list(body, "Entrypoint"),
-        cmd=_str_list(body, "Cmd"),
+        entrypoint=_str_list(body, "Entrypoint", allow_str=True),
+        cmd=_str_list(body, "Cmd", allow_str=True),
         env=_str_list(body, "Env") or (),
         working_dir=_get(body, "WorkingDir", str, ""),
         user=_get(body, "User", str, ""),
@@ -101,7 +101,7 @@ def decode_create(body: Any) -> ContainerConfig:
 def decode_exec(container_id: str, body: Any) -> ExecConfig:
     if not isinstance(body, dict):
         raise InvalidArgument("request body must be a JSON object")
-    cmd = _str_list(body, "Cmd")
+    cmd = _str_list(body, "Cmd", allow_str=True)
     if not cmd:
         raise InvalidArgument("No exec command specified")
     return ExecConfig(
@@ -164,7 +164,7 @@ def status_text(record: ContainerRecord, now: float | None = None) -> str:
         if state.finished_at.startswith("0001"):
             return "Created"
         return f"Exited ({state.exit_code}) {human_duration(now - _ts(state.finished_at))} ago"
-    return state.status.value.capitalize()
+    return str(state.status.value).capitalize()
 
 
 def _command(record: ContainerRecord) -> str:
@@ -293,7 +293,7 @@ def decode_filters(text: str) -> dict[str, list[str]]:
 
 def matches(record: ContainerRecord, filters: dict[str, list[str]]) -> bool:
     """Every key must match; values of one key are alternatives (docker's semantics)."""
-    checks = {
+    checks: dict[str, Callable[[str], bool]] = {
         "id": lambda v: record.id.startswith(v),
         "name": lambda v: v.lstrip("/") in record.name,
         "status": lambda v: record.state.status.value == v,

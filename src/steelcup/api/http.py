@@ -15,6 +15,7 @@ import os
 import re
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -438,7 +439,7 @@ class _Connection:
         body = json.dumps({"message": f"malformed HTTP request: {exc}"}).encode()
         status = exc.error_status_hint if 400 <= exc.error_status_hint < 500 else 400
         self.writer.write(
-            f"HTTP/1.1 {status} Bad Request\r\nContent-Type: application/json\r\n"
+            f"HTTP/1.1 {status} {_reason(status)}\r\nContent-Type: application/json\r\n"
             f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
             + body
         )
@@ -509,7 +510,11 @@ class _Connection:
         if close:
             extra.append(("Connection", "close"))
         await self._send(
-            h11.Response(status_code=response.status, headers=self._headers(response, extra))
+            h11.Response(
+                status_code=response.status,
+                headers=self._headers(response, extra),
+                reason=_reason(response.status),
+            )
         )
         if body and self.method != "HEAD" and response.status not in (204, 304):
             await self._send(h11.Data(data=body))
@@ -535,7 +540,11 @@ class _Connection:
         ok = False
         try:
             await self._send(
-                h11.Response(status_code=response.status, headers=self._headers(response, extra))
+                h11.Response(
+                    status_code=response.status,
+                    headers=self._headers(response, extra),
+                    reason=_reason(response.status),
+                )
             )
             iterator = chunks.__aiter__()
             while True:
@@ -607,6 +616,13 @@ class _Connection:
             await stream.close()
 
 
+def _reason(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return ""
+
+
 def _error_response(status: int, message: str) -> JsonResponse:
     return JsonResponse({"message": message}, status=status)
 
@@ -656,6 +672,8 @@ class HttpServer:
         self._connections.add(task)
         try:
             await _Connection(self, reader, writer).serve()
+        except asyncio.CancelledError:
+            pass  # close() ends connections; asyncio's stream callback dislikes cancelled tasks
         finally:
             self._connections.discard(task)
 

@@ -15,7 +15,7 @@ import tempfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any, BinaryIO
 
 from steelcup import __version__, stdcopy
 from steelcup.api import docker_codec as codec
@@ -432,7 +432,9 @@ class _Api:
 
 
 def stdcopy_type(tty: bool) -> str:
-    return "application/vnd.docker.raw-stream" if tty else "application/vnd.docker.multiplexed-stream"
+    if tty:
+        return "application/vnd.docker.raw-stream"
+    return "application/vnd.docker.multiplexed-stream"
 
 
 def _frame(tty: bool, stream: str, data: bytes) -> bytes:
@@ -473,11 +475,11 @@ async def _pump_stdin(rt: Runtime, live: Live, conn: HijackedStream) -> None:
         await rt.close_stdin(live)
 
 
-async def _spool(req: Request, root: Path) -> IO[bytes]:
+async def _spool(req: Request, root: Path) -> BinaryIO:
     """Copy an uploaded body into an unlinked temp file under the root (never into memory)."""
     tmp_dir = root / "tmp"
     tmp_dir.mkdir(parents=True, exist_ok=True)
-    spool = tempfile.TemporaryFile(dir=tmp_dir)
+    spool: BinaryIO = tempfile.TemporaryFile(dir=tmp_dir)  # noqa: SIM115 - returned open
     size = 0
     try:
         async for chunk in req.stream():

@@ -292,9 +292,7 @@ class ApiClient:
                     f"permission denied connecting to unix://{self.socket_path}; run as root or "
                     "use -H with a socket you can access"
                 ) from exc
-            raise DaemonUnavailable(
-                f"cannot connect to unix://{self.socket_path}: {exc}"
-            ) from exc
+            raise DaemonUnavailable(f"cannot connect to unix://{self.socket_path}: {exc}") from exc
         return sock
 
     def _send_head(

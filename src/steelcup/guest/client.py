@@ -107,6 +107,12 @@ def start_error_exit_code(errno_value: int) -> int:
     return 125
 
 
+def _mark_retrieved(fut: asyncio.Future[Frame]) -> None:
+    # A send can fail after the connection-loss handler already failed this future.
+    if fut.done() and not fut.cancelled():
+        fut.exception()
+
+
 def _error_text(frame: Frame) -> tuple[int, str]:
     fields = frame.fields()
     err = p.get_u32(fields, Tag.ERRNO, 0) or 0
@@ -455,6 +461,7 @@ class GuestClient:
             raise GuestProtocolError(msg) from None
         finally:
             self._pending.pop(id_, None)
+            _mark_retrieved(fut)
 
     # -- requests --
     async def hello(
@@ -480,6 +487,7 @@ class GuestClient:
         finally:
             for id_ in ids:
                 self._pending.pop(id_, None)
+            _mark_retrieved(fut)
         if frame.op == Op.ERROR:
             _, msg = _error_text(frame)
             raise GuestProtocolError(f"guest refused HELLO (version {p.PROTOCOL_VERSION}): {msg}")

@@ -31,6 +31,7 @@ WHITEOUT_PREFIX = ".wh."
 OPAQUE_MARKER = ".wh..wh..opq"
 OPAQUE_XATTR = "trusted.overlay.opaque"
 _CHUNK = 1 << 20
+_TAIL = 64 << 10
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _GZIP_MAGIC = b"\x1f\x8b"
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
@@ -77,7 +78,7 @@ def apply_layer(
             try:
                 tar = tarfile.open(fileobj=counter, mode="r|", errorlevel=2)
                 extractor.run(tar)
-                counter.drain()
+                counter.drain(end_offset=tar.offset)
             except (tarfile.TarError, EOFError, zlib.error, UnicodeError) as exc:
                 raise ImageError(f"invalid layer archive: {exc}") from exc
             except gzip.BadGzipFile as exc:
@@ -185,6 +186,7 @@ class _CountingReader(io.RawIOBase):
         self._limit = limit
         self.count = 0
         self.sha256 = hashlib.sha256()
+        self._tail = bytearray()  # the last bytes read, to inspect what follows the archive end
 
     def readable(self) -> bool:
         return True
@@ -196,6 +198,9 @@ class _CountingReader(io.RawIOBase):
         if self.count > self._limit:
             raise ImageError(f"layer is larger than the limit of {self._limit} bytes uncompressed")
         self.sha256.update(data)
+        self._tail += data
+        if len(self._tail) > 2 * _TAIL:
+            del self._tail[: len(self._tail) - _TAIL]
         buf[:n] = data
         return n
 
@@ -206,12 +211,17 @@ class _CountingReader(io.RawIOBase):
         n = self.readinto(memoryview(buf))
         return bytes(buf[:n])
 
-    def drain(self) -> None:
+    def drain(self, end_offset: int) -> None:
         """Read to EOF so the digest covers the trailing zero blocks too.
 
         tarfile treats a corrupt header after the first as end-of-archive; real archives only
         have zero padding after the end, so anything else means a corrupt or truncated layer.
         """
+        tail_start = self.count - len(self._tail)
+        if end_offset >= tail_start:
+            after = self._tail[end_offset - tail_start :]
+            if after.count(0) != len(after):
+                raise ImageError("invalid layer archive: corrupt header or data after the end")
         while chunk := self.read(_CHUNK):
             if chunk.count(0) != len(chunk):
                 raise ImageError("invalid layer archive: corrupt header or data after the end")

@@ -1,1 +1,1 @@
-"""VM sources: where the runtime gets a booted VM from (direct boot now; template and cache later)."""
+"""VM sources: where the runtime gets a booted VM (direct boot now; template and cache later)."""

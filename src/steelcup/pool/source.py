@@ -7,15 +7,9 @@ from pathlib import Path
 from typing import Protocol
 
 from steelcup.vm.machine import Machine
+from steelcup.vm.qemu_args import Share
 
-
-@dataclass(frozen=True)
-class Share:
-    """A host directory exported to the guest over 9p under `tag`."""
-
-    tag: str
-    host_path: Path
-    readonly: bool = False
+__all__ = ["Share", "VmRequest", "VmSource"]
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ these methods. One `Live` object per container holds what exists only while the 
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import logging
 import shutil
@@ -277,7 +278,9 @@ class Runtime:
             started_at=now_rfc3339(), finished_at="0001-01-01T00:00:00Z",
         ))
         live.started.set()
-        live.pump = asyncio.create_task(self._run(live, machine, process), name=f"pump-{record.id[:12]}")
+        live.pump = asyncio.create_task(
+            self._run(live, machine, process), name=f"pump-{record.id[:12]}"
+        )
         self.events.publish("container", "start", record.id, {"name": record.name,
                                                                 "image": config.image})
 
@@ -462,8 +465,13 @@ class Runtime:
         await live.process.resize(rows, cols)
 
     async def follow_logs(
-        self, ref: str, *, follow: bool, select: Callable[[list[logs_module.LogEntry]],
-                                                          list[logs_module.LogEntry]]
+        self,
+        ref: str,
+        *,
+        follow: bool,
+        select: Callable[
+            [builtins.list[logs_module.LogEntry]], builtins.list[logs_module.LogEntry]
+        ],
     ) -> AsyncIterator[logs_module.LogEntry]:
         """Entries from the log file; with `follow`, then new ones until the container stops."""
         live = self.get(ref)
@@ -481,11 +489,7 @@ class Runtime:
                 yield entry
             if not running or live.removed:
                 return
-            async with live.changed:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(
-                        live.changed.wait_for(lambda: live.exit_seq != seq or live.removed), 0.2
-                    )
+            await self._wait_exit(live, seq, 0.2)
 
     # -- shutdown ----------------------------------------------------------------------------
 

@@ -1,7 +1,7 @@
-"""Container logs in docker's json-file format: one JSON object per line per output line.
+"""Container logs in docker's json-file format: one JSON object per output line.
 
-`{"log": "text\\n", "stream": "stdout", "time": "2026-11-25T23:00:00.123456789Z"}`; a chunk that does
-not end in a newline is stored as a partial line, as docker does.
+`{"log": "text\\n", "stream": "stdout", "time": "2026-11-25T23:00:00.123456789Z"}`; a chunk
+that does not end in a newline is stored as a partial line, as docker does.
 """
 
 from __future__ import annotations

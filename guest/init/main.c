@@ -1,0 +1,270 @@
+/* steelcup guest init (PID 1): mounts, loads modules, serves the guest protocol on steelcup.ctl. */
+#define _GNU_SOURCE
+#include "channel.h"
+#include "init.h"
+#include "modules.h"
+#include "mounts.h"
+#include "proc.h"
+#include "proto.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/reboot.h>
+#include <sys/signalfd.h>
+#include <sys/utsname.h>
+#include <time.h>
+#include <unistd.h>
+
+#define PORT_NAME "steelcup.ctl"
+#define PORT_WAIT_MS 10000
+#define MAX_POLLFDS 3072
+
+static int sig_fd = -1;
+static int root_ready;
+static uint32_t poweroff_id;
+static long long poweroff_deadline;
+static int powering_off;
+
+long long main_now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+void main_log(const char *fmt, ...)
+{
+	char buf[512];
+	va_list ap;
+	va_start(ap, fmt);
+	int n = vsnprintf(buf, sizeof(buf) - 1, fmt, ap);
+	va_end(ap);
+	if (n < 0)
+		return;
+	if (n > (int)sizeof(buf) - 2)
+		n = (int)sizeof(buf) - 2;
+	buf[n++] = '\n';
+	static const char prefix[] = "steelcup-init: ";
+	ssize_t w = write(2, prefix, sizeof(prefix) - 1);
+	w = write(2, buf, (size_t)n);
+	(void)w;
+}
+
+/* On microvm with -no-reboot, RB_AUTOBOOT (reboot=t: triple fault) makes QEMU exit; RB_POWER_OFF
+ * is tried first for machines that implement it. */
+static void power_off(void) __attribute__((noreturn));
+static void power_off(void)
+{
+	sync();
+	reboot(RB_POWER_OFF);
+	reboot(RB_AUTOBOOT);
+	for (;;)
+		pause();
+}
+
+void main_fatal(const char *msg)
+{
+	main_log("fatal: %s", msg);
+	power_off();
+}
+
+static void handle_hello(const struct proto_frame *f)
+{
+	uint32_t version = 0;
+	if (!proto_frame_u32(f, PROTO_TAG_VERSION, &version) || version != PROTO_VERSION) {
+		channel_send_error(f->hdr.id, EPROTONOSUPPORT, "unsupported protocol version");
+		return;
+	}
+	struct utsname u;
+	if (uname(&u) < 0)
+		strcpy(u.release, "unknown");
+	uint8_t buf[512];
+	struct proto_writer w;
+	proto_writer_begin(&w, buf, sizeof(buf), PROTO_OP_HELLO_OK, f->hdr.id);
+	proto_writer_u32(&w, PROTO_TAG_VERSION, PROTO_VERSION);
+	proto_writer_str(&w, PROTO_TAG_KERNEL, u.release);
+	proto_writer_str(&w, PROTO_TAG_INIT_VERSION, INIT_VERSION);
+	channel_send(buf, proto_writer_end(&w));
+	proc_reset_credits();
+}
+
+static void copy_str(const struct proto_frame *f, uint16_t tag, char *out, size_t outlen)
+{
+	const uint8_t *v;
+	uint32_t len;
+	out[0] = 0;
+	if (proto_frame_str(f, tag, &v, &len) && len < outlen) {
+		memcpy(out, v, len);
+		out[len] = 0;
+	}
+}
+
+static void handle_setup_root(const struct proto_frame *f)
+{
+	uint32_t id = f->hdr.id, ro = 0;
+	char tag[256], host[256], msg[300];
+	if (root_ready) {
+		channel_send_error(id, EBUSY, "root already set up");
+		return;
+	}
+	copy_str(f, PROTO_TAG_SOURCE, tag, sizeof(tag));
+	copy_str(f, PROTO_TAG_HOSTNAME, host, sizeof(host));
+	proto_frame_u32(f, PROTO_TAG_READONLY, &ro);
+	if (tag[0] == 0) {
+		channel_send_error(id, EINVAL, "SETUP_ROOT needs SOURCE (at most 255 bytes)");
+		return;
+	}
+	int rc = mounts_setup_root(tag, ro != 0, msg, sizeof(msg));
+	if (rc < 0) {
+		channel_send_error(id, -rc, msg);
+		return;
+	}
+	if (host[0] && sethostname(host, strlen(host)) < 0) {
+		snprintf(msg, sizeof(msg), "sethostname: %s", strerror(errno));
+		channel_send_error(id, errno, msg);
+		return;
+	}
+	root_ready = 1;
+	channel_send_ok(id);
+}
+
+static void handle_poweroff(uint32_t id)
+{
+	if (powering_off)
+		return;
+	powering_off = 1;
+	poweroff_id = id;
+	poweroff_deadline = main_now_ms() + 1000;
+	kill(-1, SIGTERM);
+}
+
+static void finish_poweroff(void)
+{
+	sync();
+	channel_send_ok(poweroff_id);
+	channel_flush(1000);
+	power_off();
+}
+
+static void dispatch(const struct proto_frame *f)
+{
+	uint32_t id = f->hdr.id, v = 0, v2 = 0;
+	switch (f->hdr.op) {
+	case PROTO_OP_HELLO:
+		handle_hello(f);
+		break;
+	case PROTO_OP_SETUP_ROOT:
+		handle_setup_root(f);
+		break;
+	case PROTO_OP_START:
+		proc_start(f, root_ready ? INIT_ROOT : NULL);
+		break;
+	case PROTO_OP_STDIN:
+		proc_stdin(id, f->payload, f->hdr.len);
+		break;
+	case PROTO_OP_CLOSE_STDIN:
+		proc_close_stdin(id);
+		break;
+	case PROTO_OP_CREDIT:
+		if (proto_frame_u32(f, PROTO_TAG_BYTES, &v))
+			proc_credit(id, v);
+		break;
+	case PROTO_OP_SIGNAL:
+		if (proto_frame_u32(f, PROTO_TAG_SIGNO, &v))
+			proc_signal(id, (int)v);
+		break;
+	case PROTO_OP_RESIZE:
+		if (proto_frame_u32(f, PROTO_TAG_ROWS, &v) && proto_frame_u32(f, PROTO_TAG_COLS, &v2))
+			proc_resize(id, v, v2);
+		break;
+	case PROTO_OP_POWEROFF:
+		handle_poweroff(id);
+		break;
+	case PROTO_OP_PING:
+		channel_send_ok(id);
+		break;
+	default:
+		channel_send_error(id, ENOSYS, "unknown opcode");
+		break;
+	}
+}
+
+static void setup_signals(void)
+{
+	sigset_t set;
+	sigemptyset(&set);
+	sigaddset(&set, SIGCHLD);
+	sigaddset(&set, SIGIO);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGHUP);
+	sigprocmask(SIG_BLOCK, &set, NULL);
+	signal(SIGPIPE, SIG_IGN);
+	sig_fd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
+	if (sig_fd < 0)
+		main_fatal("signalfd failed");
+}
+
+static void drain_signals(void)
+{
+	struct signalfd_siginfo si;
+	while (read(sig_fd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
+		if (si.ssi_signo == SIGIO)
+			channel_recheck();
+	}
+	proc_reap();
+}
+
+static int min_timeout(int a, int b)
+{
+	if (a < 0)
+		return b;
+	if (b < 0)
+		return a;
+	return a < b ? a : b;
+}
+
+int main(void)
+{
+	if (getpid() != 1)
+		main_log("warning: not PID 1");
+	setup_signals();
+	int rc = mounts_initial();
+	if (rc < 0)
+		main_log("initial mounts: %s", strerror(-rc));
+	modules_load_all("/modules.list", "/modules");
+	rc = channel_open(PORT_NAME, PORT_WAIT_MS);
+	if (rc < 0) {
+		main_log("port %s: %s", PORT_NAME, strerror(-rc));
+		main_fatal("no control channel");
+	}
+	static struct pollfd pfds[MAX_POLLFDS];
+	for (;;) {
+		int timeout = min_timeout(proc_tick(), channel_timeout_ms());
+		if (powering_off) {
+			long long left = poweroff_deadline - main_now_ms();
+			if (left <= 0 || proc_live() == 0)
+				finish_poweroff();
+			timeout = min_timeout(timeout, (int)left);
+		}
+		pfds[0] = (struct pollfd){.fd = sig_fd, .events = POLLIN};
+		channel_pollfd(&pfds[1]);
+		size_t n = 2 + proc_pollfds(pfds + 2, MAX_POLLFDS - 2);
+		int r = poll(pfds, n, timeout);
+		if (r < 0) {
+			if (errno != EINTR)
+				main_log("poll: %s", strerror(errno));
+			continue;
+		}
+		if (pfds[0].revents)
+			drain_signals();
+		if (pfds[1].revents)
+			channel_handle(pfds[1].revents, dispatch);
+		proc_handle(pfds + 2, n - 2);
+	}
+}

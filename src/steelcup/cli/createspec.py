@@ -1,0 +1,184 @@
+"""Pure translation of `run`/`create`/`exec` flags into Docker Engine API request bodies."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from steelcup.errors import InvalidArgument
+
+_UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
+_MEM = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([bkmgt]?)b?\s*$", re.IGNORECASE)
+
+
+def parse_memory(text: str) -> int:
+    """Docker's RAMInBytes: '512m', '1g', '1.5G', '1024' (bytes) -> bytes."""
+    match = _MEM.match(text)
+    if match is None:
+        raise InvalidArgument(f"invalid size: {text!r}")
+    value = float(match.group(1)) * _UNITS[match.group(2).lower()]
+    return int(value)
+
+
+def parse_cpus(text: str) -> int:
+    """--cpus 1.5 -> NanoCpus."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise InvalidArgument(f"invalid argument {text!r} for --cpus") from None
+    if value < 0:
+        raise InvalidArgument("--cpus must be positive")
+    return int(round(value * 1e9))
+
+
+def parse_env_file(text: str, lookup: dict[str, str]) -> list[str]:
+    """Docker's env-file format: KEY=VALUE lines, '#' comments, bare KEY taken from `lookup`."""
+    out: list[str] = []
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.lstrip()
+        if not line or line.startswith("#"):
+            continue
+        key, sep, value = line.partition("=")
+        if not key or any(c.isspace() for c in key):
+            raise InvalidArgument(f"env file line {number}: variable {key!r} contains whitespace")
+        if sep:
+            out.append(f"{key}={value}")
+        elif key in lookup:
+            out.append(f"{key}={lookup[key]}")
+    return out
+
+
+def expand_env(values: Sequence[str], lookup: dict[str, str]) -> list[str]:
+    """-e KEY=VAL as is; -e KEY takes KEY from the client's environment (dropped if unset)."""
+    out: list[str] = []
+    for item in values:
+        if "=" in item:
+            if item.startswith("="):
+                raise InvalidArgument(f"invalid environment variable: {item}")
+            out.append(item)
+        elif item in lookup:
+            out.append(f"{item}={lookup[item]}")
+    return out
+
+
+def parse_labels(values: Sequence[str]) -> dict[str, str]:
+    labels: dict[str, str] = {}
+    for item in values:
+        key, _, value = item.partition("=")
+        if not key:
+            raise InvalidArgument(f"invalid label: {item!r}")
+        labels[key] = value
+    return labels
+
+
+@dataclass
+class ContainerOptions:
+    """What `run`/`create` accept, already split from argv."""
+
+    image: str
+    command: list[str] = field(default_factory=list)
+    detach: bool = False
+    interactive: bool = False
+    tty: bool = False
+    auto_remove: bool = False
+    name: str = ""
+    env: list[str] = field(default_factory=list)
+    workdir: str = ""
+    user: str = ""
+    entrypoint: str | None = None
+    hostname: str = ""
+    cpus: str | None = None
+    memory: str | None = None
+    labels: list[str] = field(default_factory=list)
+    stop_signal: str = ""
+    attach: list[str] = field(default_factory=list)  # -a stdin|stdout|stderr (create/run)
+    console_size: tuple[int, int] | None = None  # (rows, cols) when -t on a terminal
+
+
+def create_body(opts: ContainerOptions, *, for_run: bool) -> dict[str, Any]:
+    """The POST /containers/create body the docker CLI would send for these flags."""
+    streams = {s.lower() for s in opts.attach}
+    for stream in streams:
+        if stream not in ("stdin", "stdout", "stderr"):
+            raise InvalidArgument(
+                f"invalid argument {stream!r} for -a: must be stdin, stdout or stderr"
+            )
+    if for_run and opts.detach and streams:
+        raise InvalidArgument("conflicting options: cannot specify both --attach and --detach")
+    attach_stdin = "stdin" in streams or opts.interactive
+    attach_stdout = "stdout" in streams or not streams
+    attach_stderr = "stderr" in streams or not streams
+    stdin_once = False
+    if for_run:
+        if opts.detach:
+            attach_stdin = attach_stdout = attach_stderr = False
+        elif attach_stdin:
+            stdin_once = True
+    entrypoint: list[str] | None = None
+    if opts.entrypoint is not None:
+        entrypoint = [opts.entrypoint] if opts.entrypoint else [""]
+    host_config: dict[str, Any] = {"AutoRemove": opts.auto_remove}
+    if opts.memory is not None:
+        host_config["Memory"] = parse_memory(opts.memory)
+    if opts.cpus is not None:
+        host_config["NanoCpus"] = parse_cpus(opts.cpus)
+    if opts.console_size is not None and opts.tty:
+        host_config["ConsoleSize"] = list(opts.console_size)
+    body: dict[str, Any] = {
+        "Hostname": opts.hostname,
+        "Domainname": "",
+        "User": opts.user,
+        "AttachStdin": attach_stdin,
+        "AttachStdout": attach_stdout,
+        "AttachStderr": attach_stderr,
+        "Tty": opts.tty,
+        "OpenStdin": opts.interactive,
+        "StdinOnce": stdin_once,
+        "Env": list(opts.env),
+        "Cmd": list(opts.command) or None,
+        "Image": opts.image,
+        "Volumes": {},
+        "WorkingDir": opts.workdir,
+        "Entrypoint": entrypoint,
+        "OnBuild": None,
+        "Labels": parse_labels(opts.labels),
+        "HostConfig": host_config,
+        "NetworkingConfig": {"EndpointsConfig": {}},
+    }
+    if opts.stop_signal:
+        body["StopSignal"] = opts.stop_signal
+    return body
+
+
+def exec_body(
+    command: Sequence[str],
+    *,
+    detach: bool,
+    interactive: bool,
+    tty: bool,
+    env: Sequence[str] = (),
+    workdir: str = "",
+    user: str = "",
+    console_size: tuple[int, int] | None = None,
+) -> dict[str, Any]:
+    """The POST /containers/{id}/exec body of `docker exec`."""
+    if not command:
+        raise InvalidArgument("exec needs a command to run")
+    body: dict[str, Any] = {
+        "User": user,
+        "Privileged": False,
+        "Tty": tty,
+        "AttachStdin": interactive and not detach,
+        "AttachStdout": not detach,
+        "AttachStderr": not detach,
+        "Detach": detach,
+        "DetachKeys": "",
+        "Env": list(env),
+        "WorkingDir": workdir,
+        "Cmd": list(command),
+    }
+    if console_size is not None and tty:
+        body["ConsoleSize"] = list(console_size)
+    return body

@@ -1,0 +1,706 @@
+"""The local image store: content-addressed blobs, unpacked layers, image records in SQLite.
+
+Layout under `root`: `blobs/sha256/<hex>` (committed atomically, digest verified),
+`layers/<diff-id hex>/` (one unpacked layer, shared by every image that uses it).
+"""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+import datetime
+import hashlib
+import io
+import json
+import os
+import platform
+import shutil
+import sqlite3
+import tarfile
+import tempfile
+import threading
+import time
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any, BinaryIO
+
+from steelcup.errors import Conflict, ImageError, InvalidArgument, NotFound
+from steelcup.image.config import ImageConfig
+from steelcup.image.layers import LayerLimits, apply_layer, decompressed
+from steelcup.image.reference import Reference, is_full_id, is_id_prefix, parse_reference
+
+MAX_JSON_BYTES = 16 << 20
+MAX_ARCHIVE_ENTRIES = 100_000
+_CHUNK = 1 << 20
+_INDEX_TYPES = (
+    "application/vnd.oci.image.index.v1+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS image_records (
+    id TEXT PRIMARY KEY,               -- sha256:<hex of config blob>
+    raw_config BLOB NOT NULL,
+    created TEXT NOT NULL,
+    architecture TEXT NOT NULL,
+    os TEXT NOT NULL,
+    size_bytes INTEGER NOT NULL,
+    manifest_digests TEXT NOT NULL DEFAULT '[]',  -- JSON list, for name@digest lookups
+    added_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS image_layer_refs (
+    image_id TEXT NOT NULL,
+    position INTEGER NOT NULL,         -- 0 = lowest layer
+    diff_id TEXT NOT NULL,
+    PRIMARY KEY (image_id, position)
+);
+CREATE INDEX IF NOT EXISTS image_layer_refs_diff ON image_layer_refs (diff_id);
+CREATE TABLE IF NOT EXISTS image_layers (
+    diff_id TEXT PRIMARY KEY,          -- sha256:<hex of uncompressed tar>
+    blob_digest TEXT NOT NULL,         -- the blob it was unpacked from
+    size_bytes INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS image_tags (
+    ref TEXT PRIMARY KEY,              -- familiar form, e.g. busybox:latest
+    image_id TEXT NOT NULL
+);
+"""
+
+
+@dataclass(frozen=True)
+class Image:
+    """One image record. `id` is `sha256:<hex>` of `raw_config`."""
+
+    id: str
+    repo_tags: tuple[str, ...]
+    config: ImageConfig
+    created: str
+    architecture: str
+    os: str
+    diff_ids: tuple[str, ...]
+    size_bytes: int
+    raw_config: bytes
+    repo_digests: tuple[str, ...] = ()
+
+    @property
+    def short_id(self) -> str:
+        return self.id.removeprefix("sha256:")[:12]
+
+
+@dataclass(frozen=True)
+class _Blob:
+    digest: str
+    size: int
+
+
+class ImageStore:
+    """Images on this host. Thread-safe; all mutations are serialised by one lock."""
+
+    def __init__(
+        self,
+        root: Path,
+        db: sqlite3.Connection,
+        *,
+        in_use: Callable[[str], bool] | None = None,
+        limits: LayerLimits | None = None,
+    ) -> None:
+        self.root = root
+        self._db = db
+        self.in_use: Callable[[str], bool] = in_use or (lambda _image_id: False)
+        self.limits = limits or LayerLimits()
+        self._lock = threading.RLock()
+        self._blobs = root / "blobs" / "sha256"
+        self._layers = root / "layers"
+        self._tmp = root / "tmp"
+        for d in (self._blobs, self._layers, self._tmp):
+            d.mkdir(parents=True, exist_ok=True)
+        for leftover in self._tmp.iterdir():  # from a crash mid-write
+            _rmtree(leftover)
+        with self._db:
+            self._db.executescript(_SCHEMA)
+
+    # --- public API ------------------------------------------------------------------------
+    def import_rootfs(
+        self, stream: BinaryIO, ref: str | None, changes: ImageConfig | None = None
+    ) -> Image:
+        """Make a single-layer image from a rootfs tar (plain/gzip/zstd), like `docker import`."""
+        parsed = self._parse_tag_ref(ref) if ref else None
+        with self._lock:
+            blob = self._write_blob(stream)
+            diff_id, _size = self._ensure_layer(blob.digest, None)
+            now = _now()
+            doc = {
+                "architecture": _host_arch(),
+                "os": "linux",
+                "created": now,
+                "config": (changes or ImageConfig()).to_dict(),
+                "rootfs": {"type": "layers", "diff_ids": [diff_id]},
+                "history": [{"created": now, "comment": "Imported from tarball"}],
+            }
+            raw = json.dumps(doc, separators=(",", ":"), sort_keys=True).encode()
+            config_blob = self._write_blob(io.BytesIO(raw))
+            tags = [parsed.familiar()] if parsed else []
+            return self._register(config_blob.digest, raw, [blob.digest], tags, [])
+
+    def load(self, stream: BinaryIO) -> builtins.list[Image]:
+        """Load a docker-archive (manifest.json) or OCI image-layout (index.json) tarball."""
+        with self._lock:
+            created: set[str] = set()
+            try:
+                files = self._spool_archive(stream, created)
+                if "manifest.json" in files.blobs:
+                    images = self._load_docker(files)
+                elif "index.json" in files.blobs:
+                    images = self._load_oci(files)
+                else:
+                    raise ImageError(
+                        "not an image archive: neither manifest.json nor index.json found"
+                    )
+            finally:
+                self._gc_blobs(created)
+            return images
+
+    def get(self, ref_or_id: str) -> Image:
+        """Find an image by name[:tag], name@digest, full id or unique short id prefix."""
+        return self._image(self._resolve(ref_or_id))
+
+    def list(self) -> builtins.list[Image]:
+        query = "SELECT id FROM image_records ORDER BY added_at DESC, id"
+        rows = self._db.execute(query).fetchall()
+        return [self._image(r[0]) for r in rows]
+
+    def tag(self, src: str, ref: str) -> None:
+        """Point `ref` (name[:tag], default latest) at the image `src` resolves to."""
+        target = self._parse_tag_ref(ref)
+        with self._lock:
+            image_id = self._resolve(src)
+            with self._db:
+                self._db.execute(
+                    "INSERT OR REPLACE INTO image_tags (ref, image_id) VALUES (?, ?)",
+                    (target.familiar(), image_id),
+                )
+
+    def remove(self, ref_or_id: str, force: bool = False) -> builtins.list[str]:
+        """Untag and/or delete, like `docker rmi`. Returns "Untagged: X" / "Deleted: sha256:..."."""
+        with self._lock:
+            image_id = self._resolve(ref_or_id)
+            tags = self._tags_of(image_id)
+            short = image_id.removeprefix("sha256:")[:12]
+            by_tag = self._tag_key(ref_or_id)
+            if by_tag is not None and by_tag in tags:
+                if len(tags) > 1:
+                    self._untag([by_tag])
+                    return [f"Untagged: {by_tag}"]
+                if self.in_use(image_id):
+                    if not force:
+                        raise Conflict(
+                            f"conflict: unable to remove repository reference {ref_or_id!r} "
+                            f"(must force) - image {short} is used by a container"
+                        )
+                    self._untag([by_tag])
+                    return [f"Untagged: {by_tag}"]
+            else:
+                if self.in_use(image_id):
+                    raise Conflict(
+                        f"conflict: unable to delete {short} (cannot be forced) - "
+                        "image is being used by a container"
+                    )
+                if len(tags) > 1 and not force:
+                    raise Conflict(
+                        f"conflict: unable to delete {short} (must be forced) - "
+                        "image is referenced in multiple repositories"
+                    )
+            self._untag(tags)
+            self._delete(image_id)
+            return [f"Untagged: {t}" for t in tags] + [f"Deleted: {image_id}"]
+
+    def layer_dirs(self, image: Image) -> builtins.list[Path]:
+        """The unpacked layer directories of `image`, lowest first."""
+        dirs = [self._layers / d.removeprefix("sha256:") for d in image.diff_ids]
+        for d in dirs:
+            if not d.is_dir():
+                raise ImageError(f"layer {d.name[:12]} of image {image.short_id} is missing")
+        return dirs
+
+    def blob_path(self, digest: str) -> Path:
+        return self._blobs / _hex(digest)
+
+    # --- blobs ------------------------------------------------------------------------------
+    def _write_blob(self, src: IO[bytes], expected: str | None = None) -> _Blob:
+        """Copy `src` into the blob store: temp file, fsync, verify, rename."""
+        hasher = hashlib.sha256()
+        size = 0
+        fd, tmp_name = tempfile.mkstemp(dir=self._tmp, prefix="blob-")
+        tmp = Path(tmp_name)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                while chunk := src.read(_CHUNK):
+                    hasher.update(chunk)
+                    out.write(chunk)
+                    size += len(chunk)
+                out.flush()
+                os.fsync(out.fileno())
+            digest = "sha256:" + hasher.hexdigest()
+            if expected is not None and expected != digest:
+                raise ImageError(f"blob digest mismatch: expected {expected}, got {digest}")
+            final = self._blobs / hasher.hexdigest()
+            if final.exists():
+                tmp.unlink()
+            else:
+                os.chmod(tmp, 0o644)
+                os.rename(tmp, final)
+                _fsync_dir(self._blobs)
+            return _Blob(digest, size)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+
+    def _read_json(self, digest: str, what: str) -> tuple[bytes, Any]:
+        path = self.blob_path(digest)
+        if path.stat().st_size > MAX_JSON_BYTES:
+            raise ImageError(f"{what} is larger than {MAX_JSON_BYTES} bytes")
+        raw = path.read_bytes()
+        try:
+            return raw, json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ImageError(f"{what} is not valid JSON: {exc}") from exc
+
+    def _gc_blobs(self, candidates: set[str]) -> None:
+        """Delete blobs this call created that no image or layer references."""
+        for digest in candidates:
+            used = self._db.execute(
+                "SELECT 1 FROM image_layers WHERE blob_digest = ? "
+                "UNION SELECT 1 FROM image_records WHERE id = ?",
+                (digest, digest),
+            ).fetchone()
+            if used is None:
+                self.blob_path(digest).unlink(missing_ok=True)
+
+    # --- layers -----------------------------------------------------------------------------
+    def _ensure_layer(self, blob_digest: str, expected_diff_id: str | None) -> tuple[str, int]:
+        """Unpack the layer blob once into layers/<diff id hex>; returns (diff_id, size)."""
+        if expected_diff_id is not None:
+            row = self._db.execute(
+                "SELECT size_bytes FROM image_layers WHERE diff_id = ?", (expected_diff_id,)
+            ).fetchone()
+            if row is not None and (self._layers / _hex(expected_diff_id)).is_dir():
+                return expected_diff_id, int(row[0])
+        tmp = Path(tempfile.mkdtemp(dir=self._tmp, prefix="layer-"))
+        try:
+            os.chmod(tmp, 0o755)
+            with open(self.blob_path(blob_digest), "rb") as src:
+                stats = apply_layer(src, tmp, self.limits)
+            if expected_diff_id is not None and stats.diff_id != expected_diff_id:
+                raise ImageError(
+                    f"layer diff id mismatch: config says {expected_diff_id}, "
+                    f"content is {stats.diff_id}"
+                )
+            final = self._layers / _hex(stats.diff_id)
+            if final.is_dir():
+                _rmtree(tmp)
+            else:
+                os.rename(tmp, final)
+                _fsync_dir(self._layers)
+        except BaseException:
+            _rmtree(tmp)
+            raise
+        with self._db:
+            self._db.execute(
+                "INSERT OR REPLACE INTO image_layers (diff_id, blob_digest, size_bytes) "
+                "VALUES (?, ?, ?)",
+                (stats.diff_id, blob_digest, stats.size_bytes),
+            )
+        return stats.diff_id, stats.size_bytes
+
+    # --- archives ---------------------------------------------------------------------------
+    def _spool_archive(self, stream: IO[bytes], created: set[str]) -> _ArchiveFiles:
+        """Stream the outer tar once, storing every regular file as a blob."""
+        files = _ArchiveFiles()
+        try:
+            with decompressed(stream) as raw:
+                tar = tarfile.open(fileobj=raw, mode="r|")
+                count = 0
+                while (member := tar.next()) is not None:
+                    tar.members.clear()  # type: ignore[attr-defined]
+                    count += 1
+                    if count > MAX_ARCHIVE_ENTRIES:
+                        raise ImageError(f"image archive has over {MAX_ARCHIVE_ENTRIES} entries")
+                    name = _norm(member.name)
+                    if member.isreg():
+                        src = tar.extractfile(member)
+                        assert src is not None
+                        blob = self._write_blob(src)
+                        created.add(blob.digest)
+                        files.blobs[name] = blob
+                    elif member.issym():
+                        base = name.rsplit("/", 1)[0] if "/" in name else ""
+                        target = member.linkname
+                        if not target.startswith("/"):
+                            target = f"{base}/{target}" if base else target
+                        files.links[name] = _norm(target)
+                    elif member.islnk():
+                        files.links[name] = _norm(member.linkname)
+        except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
+            if isinstance(exc, ImageError):
+                raise
+            raise ImageError(f"invalid image archive: {exc}") from exc
+        return files
+
+    def _load_docker(self, files: _ArchiveFiles) -> builtins.list[Image]:
+        _, manifest = self._read_json(files.get("manifest.json").digest, "manifest.json")
+        if not isinstance(manifest, list):
+            raise ImageError("manifest.json must be a JSON list")
+        images: builtins.list[Image] = []
+        for entry in manifest:
+            if not isinstance(entry, dict):
+                raise ImageError("manifest.json entries must be objects")
+            config_path = entry.get("Config")
+            layer_paths = entry.get("Layers") or []
+            tags = entry.get("RepoTags") or []
+            if not isinstance(config_path, str) or not isinstance(layer_paths, list):
+                raise ImageError("manifest.json entry needs Config (string) and Layers (list)")
+            if not all(isinstance(p, str) for p in layer_paths) or not isinstance(tags, list):
+                raise ImageError("manifest.json: Layers and RepoTags must be lists of strings")
+            config_blob = files.get(config_path)
+            raw, _doc = self._read_json(config_blob.digest, f"image config {config_path}")
+            layer_blobs = [files.get(p).digest for p in layer_paths]
+            familiar = [self._archive_tag(t) for t in tags]
+            images.append(self._register(config_blob.digest, raw, layer_blobs, familiar, []))
+        return images
+
+    def _load_oci(self, files: _ArchiveFiles) -> builtins.list[Image]:
+        _, index = self._read_json(files.get("index.json").digest, "index.json")
+        if not isinstance(index, dict) or not isinstance(index.get("manifests"), list):
+            raise ImageError("index.json must be an object with a manifests list")
+        images: builtins.list[Image] = []
+        for desc in index["manifests"]:
+            annotations = _annotations(desc)
+            name = annotations.get("io.containerd.image.name") or annotations.get(
+                "org.opencontainers.image.ref.name", ""
+            )
+            tags: builtins.list[str] = []
+            if name and (":" in name or "/" in name):
+                with contextlib.suppress(InvalidArgument):
+                    tags.append(self._archive_tag(name))
+            manifest_digest, manifest = self._oci_manifest(files, desc, depth=0)
+            config_desc = manifest.get("config")
+            layers = manifest.get("layers") or []
+            if not isinstance(config_desc, dict) or not isinstance(layers, list):
+                raise ImageError("OCI manifest needs a config descriptor and a layers list")
+            config_blob = self._oci_blob(files, config_desc)
+            raw, _doc = self._read_json(config_blob.digest, "image config")
+            layer_blobs = [self._oci_blob(files, d).digest for d in layers]
+            images.append(
+                self._register(config_blob.digest, raw, layer_blobs, tags, [manifest_digest])
+            )
+        return images
+
+    def _oci_manifest(
+        self, files: _ArchiveFiles, desc: Any, depth: int
+    ) -> tuple[str, dict[str, Any]]:
+        if depth > 2:
+            raise ImageError("OCI index nests too deeply")
+        blob = self._oci_blob(files, desc)
+        _, doc = self._read_json(blob.digest, "OCI manifest")
+        if not isinstance(doc, dict):
+            raise ImageError("OCI manifest must be a JSON object")
+        media = desc.get("mediaType") or doc.get("mediaType", "")
+        if media in _INDEX_TYPES or "manifests" in doc:
+            choices = doc.get("manifests")
+            if not isinstance(choices, list) or not choices:
+                raise ImageError("OCI image index has no manifests")
+            want = _host_arch()
+            for choice in choices:
+                plat = choice.get("platform", {}) if isinstance(choice, dict) else {}
+                if plat.get("os", "linux") == "linux" and plat.get("architecture") == want:
+                    return self._oci_manifest(files, choice, depth + 1)
+            raise ImageError(f"OCI image index has no linux/{want} manifest")
+        return blob.digest, doc
+
+    def _oci_blob(self, files: _ArchiveFiles, desc: Any) -> _Blob:
+        if not isinstance(desc, dict) or not isinstance(desc.get("digest"), str):
+            raise ImageError("OCI descriptor without a digest")
+        digest = desc["digest"]
+        algo, _, hexpart = digest.partition(":")
+        if algo != "sha256" or not is_full_id(digest):
+            raise ImageError(f"unsupported or malformed digest {digest!r}")
+        blob = files.get(f"blobs/sha256/{hexpart}")
+        if blob.digest != digest:
+            raise ImageError(f"blob {digest} in the archive has digest {blob.digest}")
+        return blob
+
+    # --- records ----------------------------------------------------------------------------
+    def _register(
+        self,
+        config_digest: str,
+        raw: bytes,
+        layer_blobs: builtins.list[str],
+        tags: builtins.list[str],
+        manifest_digests: builtins.list[str],
+    ) -> Image:
+        try:
+            doc = json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ImageError(f"image config is not valid JSON: {exc}") from exc
+        ImageConfig.from_image_json(doc)  # validate early
+        rootfs = doc.get("rootfs")
+        diff_ids = rootfs.get("diff_ids") if isinstance(rootfs, dict) else None
+        if not isinstance(diff_ids, list) or not all(
+            isinstance(d, str) and d.startswith("sha256:") and is_full_id(d) for d in diff_ids
+        ):
+            raise ImageError("image config: rootfs.diff_ids must be a list of sha256 digests")
+        if len(diff_ids) != len(layer_blobs):
+            raise ImageError(
+                f"image has {len(layer_blobs)} layers but its config lists {len(diff_ids)}"
+            )
+        size = 0
+        for blob, diff_id in zip(layer_blobs, diff_ids, strict=True):
+            _, layer_size = self._ensure_layer(blob, diff_id)
+            size += layer_size
+        image_id = config_digest
+        with self._db:
+            old = self._db.execute(
+                "SELECT manifest_digests FROM image_records WHERE id = ?", (image_id,)
+            ).fetchone()
+            digests = sorted(set(manifest_digests) | set(json.loads(old[0]) if old else []))
+            if old is None:
+                self._db.execute(
+                    "INSERT INTO image_records (id, raw_config, created, architecture, os, "
+                    "size_bytes, manifest_digests, added_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        image_id,
+                        raw,
+                        str(doc.get("created") or ""),
+                        str(doc.get("architecture") or ""),
+                        str(doc.get("os") or ""),
+                        size,
+                        json.dumps(digests),
+                        time.time(),
+                    ),
+                )
+                self._db.executemany(
+                    "INSERT INTO image_layer_refs (image_id, position, diff_id) VALUES (?, ?, ?)",
+                    [(image_id, i, d) for i, d in enumerate(diff_ids)],
+                )
+            else:
+                self._db.execute(
+                    "UPDATE image_records SET manifest_digests = ? WHERE id = ?",
+                    (json.dumps(digests), image_id),
+                )
+            self._db.executemany(
+                "INSERT OR REPLACE INTO image_tags (ref, image_id) VALUES (?, ?)",
+                [(t, image_id) for t in tags],
+            )
+        return self._image(image_id)
+
+    def _image(self, image_id: str) -> Image:
+        row = self._db.execute(
+            "SELECT raw_config, created, architecture, os, size_bytes, manifest_digests "
+            "FROM image_records WHERE id = ?",
+            (image_id,),
+        ).fetchone()
+        if row is None:
+            raise NotFound(f"No such image: {image_id}")
+        raw = bytes(row[0])
+        diff_ids = [
+            r[0]
+            for r in self._db.execute(
+                "SELECT diff_id FROM image_layer_refs WHERE image_id = ? ORDER BY position",
+                (image_id,),
+            )
+        ]
+        tags = self._tags_of(image_id)
+        names = sorted({t.rsplit(":", 1)[0] for t in tags})
+        digests = json.loads(row[5])
+        return Image(
+            id=image_id,
+            repo_tags=tuple(tags),
+            config=ImageConfig.from_image_json(json.loads(raw)),
+            created=row[1],
+            architecture=row[2],
+            os=row[3],
+            diff_ids=tuple(diff_ids),
+            size_bytes=int(row[4]),
+            raw_config=raw,
+            repo_digests=tuple(f"{n}@{d}" for n in names for d in digests),
+        )
+
+    def _tags_of(self, image_id: str) -> builtins.list[str]:
+        rows = self._db.execute(
+            "SELECT ref FROM image_tags WHERE image_id = ? ORDER BY ref", (image_id,)
+        )
+        return [r[0] for r in rows]
+
+    def _resolve(self, text: str) -> str:
+        if not text:
+            raise NotFound("No such image: ")
+        if is_full_id(text):
+            image_id = "sha256:" + text.removeprefix("sha256:")
+            if self._exists(image_id):
+                return image_id
+            raise NotFound(f"No such image: {text}")
+        ref: Reference | None
+        try:
+            ref = parse_reference(text)
+        except InvalidArgument:
+            ref = None
+        if ref is not None and ref.digest is not None:
+            if ref.tag is None:  # name@digest: match a manifest digest or the config digest
+                for image_id, digests in self._db.execute(
+                    "SELECT id, manifest_digests FROM image_records"
+                ):
+                    if ref.digest == image_id or ref.digest in json.loads(digests):
+                        return str(image_id)
+        elif ref is not None:
+            row = self._db.execute(
+                "SELECT image_id FROM image_tags WHERE ref = ?", (ref.familiar(),)
+            ).fetchone()
+            if row is not None:
+                return str(row[0])
+        if is_id_prefix(text):
+            hexpart = text.removeprefix("sha256:")
+            rows = self._db.execute(
+                "SELECT id FROM image_records WHERE substr(id, 8, ?) = ?", (len(hexpart), hexpart)
+            ).fetchall()
+            if len(rows) == 1:
+                return str(rows[0][0])
+            if len(rows) > 1:
+                raise InvalidArgument(f"image id prefix {text!r} is ambiguous")
+        raise NotFound(f"No such image: {text}")
+
+    def _exists(self, image_id: str) -> bool:
+        row = self._db.execute("SELECT 1 FROM image_records WHERE id = ?", (image_id,))
+        return row.fetchone() is not None
+
+    def _tag_key(self, text: str) -> str | None:
+        if is_full_id(text):
+            return None
+        try:
+            ref = parse_reference(text)
+        except InvalidArgument:
+            return None
+        return ref.familiar() if ref.digest is None else None
+
+    def _parse_tag_ref(self, text: str) -> Reference:
+        ref = parse_reference(text)
+        if ref.digest is not None:
+            raise InvalidArgument(f"refusing to create a tag with a digest reference: {text}")
+        return ref
+
+    def _archive_tag(self, text: Any) -> str:
+        if not isinstance(text, str):
+            raise ImageError("image archive: tags must be strings")
+        try:
+            return self._parse_tag_ref(text).familiar()
+        except InvalidArgument as exc:
+            raise ImageError(f"image archive has an invalid tag {text!r}: {exc}") from exc
+
+    def _untag(self, tags: builtins.list[str]) -> None:
+        with self._db:
+            self._db.executemany("DELETE FROM image_tags WHERE ref = ?", [(t,) for t in tags])
+
+    def _delete(self, image_id: str) -> None:
+        diff_ids = [
+            r[0]
+            for r in self._db.execute(
+                "SELECT diff_id FROM image_layer_refs WHERE image_id = ?", (image_id,)
+            )
+        ]
+        with self._db:
+            self._db.execute("DELETE FROM image_layer_refs WHERE image_id = ?", (image_id,))
+            self._db.execute("DELETE FROM image_records WHERE id = ?", (image_id,))
+            self._db.execute("DELETE FROM image_tags WHERE image_id = ?", (image_id,))
+        blobs = {image_id}
+        for diff_id in set(diff_ids):
+            used = self._db.execute(
+                "SELECT 1 FROM image_layer_refs WHERE diff_id = ? LIMIT 1", (diff_id,)
+            ).fetchone()
+            if used is not None:
+                continue
+            row = self._db.execute(
+                "SELECT blob_digest FROM image_layers WHERE diff_id = ?", (diff_id,)
+            ).fetchone()
+            with self._db:
+                self._db.execute("DELETE FROM image_layers WHERE diff_id = ?", (diff_id,))
+            if row is not None:
+                blobs.add(row[0])
+            layer_dir = self._layers / _hex(diff_id)
+            if layer_dir.exists():
+                trash = Path(tempfile.mkdtemp(dir=self._tmp, prefix="trash-"))
+                os.rename(layer_dir, trash / "layer")
+                _rmtree(trash)
+        self._gc_blobs(blobs)
+
+
+class _ArchiveFiles:
+    """Regular files of an outer archive (stored as blobs) plus its sym/hard links."""
+
+    def __init__(self) -> None:
+        self.blobs: dict[str, _Blob] = {}
+        self.links: dict[str, str] = {}
+
+    def get(self, name: str) -> _Blob:
+        key = _norm(name)
+        for _ in range(16):
+            if key in self.blobs:
+                return self.blobs[key]
+            if key not in self.links:
+                break
+            key = self.links[key]
+        raise ImageError(f"image archive is missing {name!r}")
+
+
+def _norm(name: str) -> str:
+    parts: list[str] = []
+    for comp in name.split("/"):
+        if comp in ("", "."):
+            continue
+        if comp == "..":
+            if parts:
+                parts.pop()
+            continue
+        parts.append(comp)
+    return "/".join(parts)
+
+
+def _annotations(desc: Any) -> dict[str, str]:
+    if not isinstance(desc, dict):
+        raise ImageError("index.json: manifest descriptors must be objects")
+    ann = desc.get("annotations") or {}
+    if not isinstance(ann, dict):
+        raise ImageError("index.json: annotations must be an object")
+    return {str(k): str(v) for k, v in ann.items()}
+
+
+def _hex(digest: str) -> str:
+    algo, _, hexpart = digest.partition(":")
+    if algo != "sha256" or not is_full_id(hexpart):
+        raise ImageError(f"malformed digest {digest!r}")
+    return hexpart
+
+
+def _host_arch() -> str:
+    machine = platform.machine().lower()
+    return {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm"}.get(machine, machine)
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _rmtree(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()

@@ -1,0 +1,63 @@
+"""The `direct` VM source: boot a fresh VM for every request (the fallback of every factory)."""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import tempfile
+from pathlib import Path
+
+from steelcup.pool.source import VmRequest
+from steelcup.vm.assets import GuestAssets
+from steelcup.vm.machine import Machine
+from steelcup.vm.qemu_args import VmSpec
+
+
+class DirectSource:
+    """Boots one QEMU microVM per `acquire`; sockets live in a short per-VM dir under run_dir."""
+
+    def __init__(self, *, assets: GuestAssets, accel: str, tcg_tb_mib: int, run_dir: Path) -> None:
+        self.assets = assets
+        self.accel = accel
+        self.tcg_tb_mib = tcg_tb_mib
+        self.run_dir = run_dir
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+
+    async def acquire(self, request: VmRequest) -> Machine:
+        # Unix socket paths are limited to 107 bytes: keep the state dir short.
+        state_dir = Path(tempfile.mkdtemp(prefix=(request.name or "vm")[:12] + "-",
+                                          dir=self.run_dir))
+        spec = VmSpec(
+            kernel=self.assets.kernel,
+            initrd=self.assets.initrd,
+            state_dir=state_dir,
+            mem_mib=request.mem_mib,
+            cpus=request.cpus,
+            accel=self.accel,
+            tcg_tb_mib=self.tcg_tb_mib,
+            shares=request.shares,
+        )
+        machine = _KeepConsole(spec, keep_console_at=request.console_log)
+        try:
+            await machine.start()
+        except BaseException:
+            await machine.close()
+            raise
+        return machine
+
+    async def close(self) -> None:
+        """Nothing is pooled here; VMs handed out are owned by their callers."""
+
+
+class _KeepConsole(Machine):
+    """A Machine whose console log is copied next to the container when it closes."""
+
+    def __init__(self, spec: VmSpec, *, keep_console_at: Path | None) -> None:
+        super().__init__(spec, remove_state_dir=True)
+        self._keep_console_at = keep_console_at
+
+    async def close(self) -> None:
+        if self._keep_console_at is not None and self.spec.console_log.exists():
+            with contextlib.suppress(OSError):
+                shutil.copyfile(self.spec.console_log, self._keep_console_at)
+        await super().close()

@@ -1,0 +1,276 @@
+"""`Machine`: the one owner of a QEMU process, its state dir, sockets, logs and guest link.
+
+`start()` boots and completes the guest handshake (retrying a stalled boot), or raises
+VmLaunchError and leaves nothing running. `close()` always works and is idempotent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import logging
+import os
+import shutil
+import signal
+import subprocess
+from contextlib import AsyncExitStack
+from pathlib import Path
+
+from steelcup.errors import Conflict, GuestProtocolError, SteelcupError, VmLaunchError
+from steelcup.guest.client import GuestClient, GuestInfo
+from steelcup.vm.qemu_args import VmSpec, build_argv
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BOOT_DEADLINE_S = 30.0
+DEFAULT_BOOT_ATTEMPTS = 2  # one retry: an occasional TCG boot stalls
+POWEROFF_DEADLINE_S = 3.0
+POWEROFF_EXIT_GRACE_S = 0.5  # after the guest's OK it has synced; then we stop waiting
+REAP_DEADLINE_S = 10.0
+LOG_TAIL_BYTES = 4000
+
+_PR_SET_PDEATHSIG = 1
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _child_setup() -> None:
+    # Runs in the forked child before exec: QEMU gets SIGKILL when the daemon thread that
+    # spawned it dies, so a crashed daemon leaves no VM behind.
+    _libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+
+
+class _BootTimeout(Exception):
+    pass
+
+
+def _tail(path: Path, max_bytes: int) -> str:
+    try:
+        with path.open("rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - max_bytes))
+            return f.read().decode("utf-8", errors="replace")
+    except OSError:
+        return ""
+
+
+class Machine:
+    """One QEMU microVM. Not reusable: after `close()` create a new one."""
+
+    def __init__(
+        self,
+        spec: VmSpec,
+        *,
+        boot_attempts: int = DEFAULT_BOOT_ATTEMPTS,
+        remove_state_dir: bool = False,
+    ) -> None:
+        self.spec = spec
+        self.argv = build_argv(spec)
+        self.boot_attempts = max(1, boot_attempts)
+        self.remove_state_dir = remove_state_dir
+        self.info: GuestInfo | None = None
+        self._proc: asyncio.subprocess.Process | None = None
+        self._exit_task: asyncio.Task[int] | None = None
+        self._client: GuestClient | None = None
+        self._stack: AsyncExitStack | None = None
+        self._started = False
+        self._closing = False
+        self._closed = asyncio.Event()
+        self._close_lock = asyncio.Lock()
+
+    def __repr__(self) -> str:
+        return f"<Machine pid={self.pid} state_dir={self.spec.state_dir}>"
+
+    # -- accessors --
+    @property
+    def guest(self) -> GuestClient:
+        if self._client is None:
+            raise Conflict("machine is not running (start() it first)")
+        return self._client
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    @property
+    def returncode(self) -> int | None:
+        return self._proc.returncode if self._proc is not None else None
+
+    @property
+    def console_log(self) -> Path:
+        return self.spec.console_log
+
+    @property
+    def qemu_log(self) -> Path:
+        return self.spec.state_dir / "qemu.log"
+
+    def log_tail(self, max_bytes: int = LOG_TAIL_BYTES) -> str:
+        """Tail of the guest console, plus QEMU's own stderr if it said anything."""
+        text = _tail(self.console_log, max_bytes)
+        qemu = _tail(self.qemu_log, max_bytes // 2).strip()
+        if qemu:
+            text += "\n--- qemu stderr ---\n" + qemu
+        return text
+
+    # -- lifecycle --
+    async def start(self, deadline_s: float = DEFAULT_BOOT_DEADLINE_S) -> GuestInfo:
+        """Boot and handshake; each attempt gets `deadline_s`. VmLaunchError on failure."""
+        if self._started:
+            raise Conflict("a Machine can only be started once")
+        self._started = True
+        for attempt in range(1, self.boot_attempts + 1):
+            try:
+                info = await self._boot_once(deadline_s)
+            except _BootTimeout:
+                saved = self.console_log.with_name(f"console.attempt{attempt}.log")
+                with contextlib.suppress(OSError):
+                    self.console_log.replace(saved)
+                if attempt < self.boot_attempts:
+                    log.warning(
+                        "guest boot stalled (no HELLO_OK in %.1fs); retrying, console in %s",
+                        deadline_s,
+                        saved,
+                    )
+                    continue
+                raise VmLaunchError(
+                    f"guest did not complete the handshake within {deadline_s}s "
+                    f"({self.boot_attempts} attempt(s)); console logs in {self.spec.state_dir}",
+                    argv=self.argv,
+                    log_tail=_tail(saved, LOG_TAIL_BYTES),
+                ) from None
+            self.info = info
+            return info
+        raise AssertionError("unreachable")
+
+    async def _boot_once(self, deadline_s: float) -> GuestInfo:
+        state_dir = self.spec.state_dir
+        state_dir.mkdir(parents=True, exist_ok=True)
+        self._remove_sockets()
+        async with AsyncExitStack() as stack:
+            with self.qemu_log.open("wb") as qemu_out:
+                try:
+                    proc = await asyncio.create_subprocess_exec(
+                        *self.argv,
+                        stdin=subprocess.DEVNULL,
+                        stdout=qemu_out,
+                        stderr=subprocess.STDOUT,
+                        start_new_session=True,
+                        preexec_fn=_child_setup,
+                    )
+                except OSError as exc:
+                    raise VmLaunchError(
+                        f"cannot run {self.argv[0]}: {exc}", argv=self.argv
+                    ) from exc
+            stack.push_async_callback(self._reap, proc)
+            exit_task = asyncio.create_task(proc.wait(), name=f"qemu-{proc.pid}-wait")
+            stack.callback(exit_task.cancel)
+            handshake = asyncio.create_task(self._handshake(stack, deadline_s))
+            try:
+                done, _ = await asyncio.wait(
+                    {handshake, exit_task},
+                    timeout=deadline_s,
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+            finally:
+                if not handshake.done():
+                    handshake.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, SteelcupError):
+                        await handshake
+            if exit_task in done:
+                raise VmLaunchError(
+                    "QEMU exited during boot",
+                    exit_code=proc.returncode,
+                    argv=self.argv,
+                    log_tail=self.log_tail(),
+                )
+            if handshake not in done:
+                raise _BootTimeout()
+            try:
+                client, info = handshake.result()
+            except GuestProtocolError as exc:
+                raise VmLaunchError(
+                    f"guest handshake failed: {exc}", argv=self.argv, log_tail=self.log_tail()
+                ) from exc
+            log.debug("vm %s up: kernel %s, init %s", proc.pid, info.kernel, info.init_version)
+            client.add_lost_callback(self._on_guest_lost)
+            self._proc = proc
+            self._exit_task = exit_task
+            self._client = client
+            self._stack = stack.pop_all()
+        return info
+
+    async def _handshake(
+        self, stack: AsyncExitStack, deadline_s: float
+    ) -> tuple[GuestClient, GuestInfo]:
+        loop = asyncio.get_running_loop()
+        # The outer wait enforces deadline_s; the inner deadlines only keep these from hanging.
+        end = loop.time() + deadline_s + 1.0
+        client = await GuestClient.connect(self.spec.ctl_socket, deadline_s + 1.0)
+        stack.push_async_callback(client.close)
+        info = await client.hello(max(0.1, end - loop.time()))
+        return client, info
+
+    def _on_guest_lost(self, err: GuestProtocolError) -> None:
+        # A broken or vanished guest link is fatal for the VM (docs/guest-protocol.md).
+        if self._closing or self._proc is None or self._proc.returncode is not None:
+            return
+        log.warning("guest link of vm %s lost (%s); killing it", self._proc.pid, err)
+        self._kill(self._proc)
+
+    @staticmethod
+    def _kill(proc: asyncio.subprocess.Process) -> None:
+        if proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)  # own session: pgid == pid
+
+    async def _reap(self, proc: asyncio.subprocess.Process) -> None:
+        self._kill(proc)
+        try:
+            async with asyncio.timeout(REAP_DEADLINE_S):
+                await proc.wait()
+        except TimeoutError:
+            log.error("qemu pid %s did not die after SIGKILL", proc.pid)
+        self._remove_sockets()
+
+    def _remove_sockets(self) -> None:
+        for sock in (self.spec.ctl_socket, self.spec.qmp_socket):
+            with contextlib.suppress(FileNotFoundError):
+                sock.unlink()
+
+    async def close(self) -> None:
+        """Power off (briefly), then kill QEMU, reap it, remove sockets. Idempotent, never
+        raises for a VM that already crashed."""
+        async with self._close_lock:
+            if self._closed.is_set():
+                return
+            self._closing = True
+            try:
+                await self._graceful_poweroff()
+            finally:
+                stack, self._stack = self._stack, None
+                if stack is not None:
+                    await stack.aclose()
+                self._client = None
+                self._closed.set()
+                if self.remove_state_dir:
+                    shutil.rmtree(self.spec.state_dir, ignore_errors=True)
+
+    async def _graceful_poweroff(self) -> None:
+        client, proc = self._client, self._proc
+        if client is None or proc is None or proc.returncode is not None or client.lost:
+            return
+        try:
+            await client.poweroff(timeout_s=POWEROFF_DEADLINE_S)
+        except (SteelcupError, OSError) as exc:
+            log.info("vm %s: poweroff request failed (%s); killing it", proc.pid, exc)
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(POWEROFF_EXIT_GRACE_S):
+                await proc.wait()
+
+    async def __aenter__(self) -> Machine:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()

@@ -1,0 +1,88 @@
+"""Docker API JSON decoding (validation) and encoding."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from steelcup.api import docker_codec as codec
+from steelcup.errors import InvalidArgument
+from steelcup.runtime.logs import parse_time_ns
+from steelcup.runtime.model import ContainerConfig, ContainerRecord, ContainerState, Status
+
+
+def test_decode_create_full() -> None:
+    cfg = codec.decode_create({
+        "Image": "busybox", "Cmd": ["echo", "hi"], "Entrypoint": "sh", "Env": ["A=1"],
+        "WorkingDir": "/tmp", "User": "nobody", "Tty": True, "OpenStdin": True,
+        "StdinOnce": True, "Labels": {"a": "b"}, "StopSignal": "SIGINT", "StopTimeout": 3,
+        "HostConfig": {"AutoRemove": True, "Memory": 512 << 20, "NanoCpus": 2_000_000_000},
+    })
+    assert cfg.cmd == ("echo", "hi") and cfg.entrypoint == ("sh",)
+    assert cfg.tty and cfg.open_stdin and cfg.stdin_once and cfg.auto_remove
+    assert cfg.mem_mib == 512 and cfg.cpus == 2.0 and cfg.labels == (("a", "b"),)
+    assert cfg.stop_timeout_s == 3
+
+
+@pytest.mark.parametrize("body", [
+    [], "x", {}, {"Image": 5}, {"Image": "a", "Cmd": [1]}, {"Image": "a", "Tty": "yes"},
+    {"Image": "a", "HostConfig": []}, {"Image": "a", "HostConfig": {"Memory": "1g"}},
+    {"Image": "a", "Labels": {"a": 1}}, {"Image": "a", "Env": "A=1"},
+    {"Image": "a", "HostConfig": {"NanoCpus": -1}}, {"Image": "a", "StopTimeout": True},
+])
+def test_decode_create_rejects(body: Any) -> None:
+    with pytest.raises(InvalidArgument):
+        codec.decode_create(body)
+
+
+def _record(status: Status = Status.RUNNING, **state: Any) -> ContainerRecord:
+    return ContainerRecord(
+        id="a" * 64, name="web", created="2026-11-25T10:00:00.000000000Z",
+        config=ContainerConfig(image="busybox", image_id="sha256:" + "b" * 64,
+                               labels=(("tier", "front"),)),
+        path="sh", args=("-c", "true"),
+        state=ContainerState(status=status, started_at="2026-11-25T10:00:00.000000000Z",
+                             **state),
+    )
+
+
+def test_inspect_and_summary_shapes() -> None:
+    rec = _record(exit_code=0, pid=42)
+    doc = codec.encode_inspect(rec, "/x.log")
+    assert doc["State"]["Running"] is True and doc["State"]["Pid"] == 42
+    assert doc["Name"] == "/web" and doc["Config"]["Labels"] == {"tier": "front"}
+    json.dumps(doc)
+    summary = codec.encode_summary(rec)
+    assert summary["Names"] == ["/web"] and summary["Command"] == "sh -c true"
+
+
+def test_status_text() -> None:
+    start = parse_time_ns("2026-11-25T10:00:00Z") / 1e9
+    rec = _record()
+    assert codec.status_text(rec, start + 5) == "Up 5 seconds"
+    done = _record(Status.EXITED, exit_code=3, finished_at="2026-11-25T10:00:00.000000000Z")
+    assert codec.status_text(done, start + 120) == "Exited (3) 2 minutes ago"
+    assert codec.status_text(_record(Status.CREATED)) == "Created"
+
+
+def test_filters() -> None:
+    rec = _record()
+    f = codec.decode_filters(json.dumps({"label": ["tier=front"], "status": ["running"]}))
+    assert codec.matches(rec, f)
+    assert not codec.matches(rec, {"label": ["tier=back"]})
+    assert codec.matches(rec, {"name": ["we"]}) and codec.matches(rec, {"id": ["aaa"]})
+    assert codec.matches(rec, {"ancestor": ["busybox"]})
+    assert codec.decode_filters('{"status": {"running": true}}') == {"status": ["running"]}
+    for bad in ("{", "[]", '{"bogus": ["x"]}', '{"name": 3}'):
+        with pytest.raises(InvalidArgument):
+            codec.decode_filters(bad)
+
+
+def test_human_duration() -> None:
+    assert codec.human_duration(0.2) == "Less than a second"
+    assert codec.human_duration(1) == "1 second"
+    assert codec.human_duration(59) == "59 seconds"
+    assert codec.human_duration(90) == "About a minute"
+    assert codec.human_duration(3600 * 5) == "5 hours"

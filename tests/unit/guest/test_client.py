@@ -1,0 +1,257 @@
+"""GuestClient against a scripted fake guest on a unix socket (the real guest: tests/vm)."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import tempfile
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import pytest
+
+from steelcup.errors import GuestProtocolError, ProcessStartError
+from steelcup.guest import protocol as p
+from steelcup.guest.client import (
+    ExitStatus,
+    GuestClient,
+    GuestRequestError,
+    ProcessSpec,
+    Stream,
+)
+from steelcup.guest.protocol import Frame, Op, Tag
+
+Guest = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+async def frames(reader: asyncio.StreamReader, dec: p.FrameDecoder) -> Frame:
+    while True:
+        pending = getattr(dec, "_ready", [])
+        if pending:
+            frame: Frame = pending.pop(0)
+            return frame
+        data = await reader.read(65536)
+        if not data:
+            raise EOFError
+        dec._ready = pending + dec.feed(data)  # type: ignore[attr-defined]
+
+
+def send(writer: asyncio.StreamWriter, op: Op, id_: int, fields: list[tuple[Tag, object]]) -> None:
+    writer.write(p.make_frame(op, id_, fields))  # type: ignore[arg-type]
+
+
+async def run_with_guest(guest: Guest, body: Callable[[GuestClient], Awaitable[None]]) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "ctl.sock"
+        server = await asyncio.start_unix_server(guest, str(path))
+        try:
+            client = await GuestClient.connect(path, 2.0)
+            try:
+                await asyncio.wait_for(body(client), 10)
+            finally:
+                await client.close()
+        finally:
+            server.close()
+
+
+def basic_guest(total_out: int = 0) -> Guest:
+    """Answers HELLO (only the third one: earlier ones are 'dropped'), PING, SETUP_ROOT and
+    START; a started process echoes stdin and then emits `total_out` bytes within credit."""
+
+    async def guest(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        dec = p.FrameDecoder()
+        hellos = 0
+        credit = p.INITIAL_CREDIT_BYTES
+        credit_event = asyncio.Event()
+        tasks: list[asyncio.Task[None]] = []
+
+        async def produce(pid: int) -> None:
+            nonlocal credit
+            left = total_out
+            while left:
+                if credit == 0:
+                    credit_event.clear()
+                    await credit_event.wait()
+                    continue
+                n = min(left, credit, 65536)
+                credit -= n
+                left -= n
+                op = Op.STDOUT if left % 2 == 0 else Op.STDERR
+                writer.write(p.encode_frame(Frame(op, pid, 0, b"x" * n)))
+                await writer.drain()
+            send(writer, Op.EXIT, pid, [(Tag.STATUS, 3), (Tag.SIGNAL, 0)])
+
+        try:
+            while True:
+                f = await frames(reader, dec)
+                if f.op == Op.HELLO:
+                    hellos += 1
+                    if hellos >= 3:
+                        send(
+                            writer,
+                            Op.HELLO_OK,
+                            f.id,
+                            [(Tag.VERSION, 1), (Tag.KERNEL, "6.1-fake"), (Tag.INIT_VERSION, "t")],
+                        )
+                elif f.op in (Op.PING, Op.SETUP_ROOT):
+                    src = p.get_str(f.fields(), Tag.SOURCE)
+                    if src == "bad":
+                        send(writer, Op.ERROR, f.id, [(Tag.ERRNO, errno.EIO), (Tag.MESSAGE, "x")])
+                    else:
+                        send(writer, Op.OK, f.id, [])
+                elif f.op == Op.START:
+                    args = p.get_all(f.fields(), Tag.ARG)
+                    if args[0] == b"missing":
+                        send(writer, Op.ERROR, f.id, [(Tag.ERRNO, errno.ENOENT)])
+                    elif args[0] == b"noexec":
+                        send(writer, Op.ERROR, f.id, [(Tag.ERRNO, errno.EACCES)])
+                    elif args[0] == b"hang":
+                        pass
+                    else:
+                        send(writer, Op.OK, f.id, [(Tag.PID, 42)])
+                elif f.op == Op.STDIN:
+                    credit -= len(f.payload)  # echo within the output window
+                    writer.write(p.encode_frame(Frame(Op.STDOUT, f.id, 0, f.payload)))
+                    send(writer, Op.CREDIT, f.id, [(Tag.BYTES, len(f.payload))])
+                elif f.op == Op.CLOSE_STDIN:
+                    tasks.append(asyncio.create_task(produce(f.id)))
+                elif f.op == Op.CREDIT:
+                    credit += p.require_u32(f.fields(), Tag.BYTES)
+                    credit_event.set()
+                elif f.op == Op.POWEROFF:
+                    send(writer, Op.OK, f.id, [])
+                    await writer.drain()
+                    writer.close()
+                    return
+                await writer.drain()
+        except (EOFError, ConnectionError):
+            writer.close()
+
+    return guest
+
+
+def test_hello_resends_until_answered_and_requests_work() -> None:
+    async def body(c: GuestClient) -> None:
+        info = await c.hello(5.0, resend_s=0.05)
+        assert (info.version, info.kernel, info.init_version) == (1, "6.1-fake", "t")
+        await c.ping()
+        await c.setup_root("rootfs", "h", True)
+        with pytest.raises(GuestRequestError) as ei:
+            await c.setup_root("bad")
+        assert ei.value.errno_value == errno.EIO
+        with pytest.raises(ProcessStartError) as es:
+            await c.start(ProcessSpec(args=("missing",)))
+        assert es.value.exit_code == 127
+        with pytest.raises(ProcessStartError) as es:
+            await c.start(ProcessSpec(args=("noexec",)))
+        assert es.value.exit_code == 126
+        with pytest.raises(GuestProtocolError, match="did not answer"):
+            await c.start(ProcessSpec(args=("hang",)), timeout_s=0.2)
+        await c.poweroff()
+        with pytest.raises(GuestProtocolError):
+            await c.ping()
+
+    asyncio.run(run_with_guest(basic_guest(), body))
+
+
+def test_output_is_flow_controlled_and_stdin_echoes() -> None:
+    total = 3 * 1024 * 1024
+
+    async def body(c: GuestClient) -> None:
+        await c.hello(5.0, resend_s=0.01)
+        proc = await c.start(ProcessSpec(args=("gen",), stdin=True))
+        assert proc.pid == 42
+        await proc.write_stdin(b"hello")
+        await proc.close_stdin()
+        got = {Stream.STDOUT: 0, Stream.STDERR: 0}
+        first: bytes | None = None
+        peak = 0
+        async for stream, data in proc:
+            if first is None:
+                first = data
+            got[stream] += len(data)
+            peak = max(peak, proc.buffered_bytes)
+            await asyncio.sleep(0)  # a slow consumer
+        assert first is not None and first.startswith(b"hello")
+        assert got[Stream.STDOUT] + got[Stream.STDERR] == total + 5
+        assert got[Stream.STDERR] > 0
+        assert peak <= p.INITIAL_CREDIT_BYTES
+        assert await proc.wait(1) == ExitStatus(3, 0)
+        with pytest.raises(BrokenPipeError):
+            await proc.write_stdin(b"late")
+        await proc.close_stdin()  # idempotent
+
+    asyncio.run(run_with_guest(basic_guest(total), body))
+
+
+def test_dropped_connection_fails_every_waiter() -> None:
+    async def guest(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        dec = p.FrameDecoder()
+        while True:
+            f = await frames(reader, dec)
+            if f.op == Op.HELLO:
+                send(writer, Op.HELLO_OK, f.id, [(Tag.VERSION, 1)])
+            elif f.op == Op.START:
+                send(writer, Op.OK, f.id, [(Tag.PID, 7)])
+            elif f.op == Op.PING:
+                writer.close()  # the VM "dies" while requests and processes wait
+                return
+            await writer.drain()
+
+    async def body(c: GuestClient) -> None:
+        await c.hello(2.0)
+        proc = await c.start(ProcessSpec(args=("x",)))
+        waiter = asyncio.create_task(proc.wait())
+        reader = asyncio.create_task(anext(proc.output()))
+        with pytest.raises(GuestProtocolError):
+            await c.ping(timeout_s=5)
+        for t in (waiter, reader):
+            with pytest.raises(GuestProtocolError):
+                await asyncio.wait_for(t, 1)
+        assert c.lost is not None
+
+    asyncio.run(run_with_guest(guest, body))
+
+
+def test_guest_exceeding_credit_is_fatal() -> None:
+    async def guest(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        dec = p.FrameDecoder()
+        while True:
+            f = await frames(reader, dec)
+            if f.op == Op.HELLO:
+                send(writer, Op.HELLO_OK, f.id, [(Tag.VERSION, 1)])
+            elif f.op == Op.START:
+                send(writer, Op.OK, f.id, [(Tag.PID, 7)])
+                for _ in range(5):  # 320 KiB > 256 KiB window, without waiting for credit
+                    writer.write(p.encode_frame(Frame(Op.STDOUT, f.id, 0, b"y" * 65536)))
+            await writer.drain()
+
+    async def body(c: GuestClient) -> None:
+        await c.hello(2.0)
+        proc = await c.start(ProcessSpec(args=("x",)))
+        with pytest.raises(GuestProtocolError, match="credit"):
+            await proc.wait(5)
+
+    asyncio.run(run_with_guest(guest, body))
+
+
+def test_bad_magic_from_guest_is_fatal() -> None:
+    async def guest(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(100)
+        writer.write(b"XXXX" + b"\0" * 12)
+        await writer.drain()
+        await reader.read(100)
+
+    async def body(c: GuestClient) -> None:
+        with pytest.raises(GuestProtocolError, match="magic"):
+            await c.hello(2.0)
+
+    asyncio.run(run_with_guest(guest, body))
+
+
+def test_connect_deadline() -> None:
+    async def body() -> None:
+        with pytest.raises(GuestProtocolError, match="not reachable"):
+            await GuestClient.connect("/nonexistent/ctl.sock", 0.2)
+
+    asyncio.run(body())

@@ -1,0 +1,62 @@
+"""Docker's rules for argv, env and signals."""
+
+from __future__ import annotations
+
+import pytest
+
+from steelcup.errors import InvalidArgument
+from steelcup.runtime.spec import DEFAULT_PATH, merge_env, parse_mem_bytes, parse_signal, resolve_argv
+
+
+@pytest.mark.parametrize(
+    ("img_entry", "img_cmd", "entry", "cmd", "want"),
+    [
+        (None, ["sh"], None, None, ["sh"]),
+        (None, ["sh"], None, ["echo", "hi"], ["echo", "hi"]),
+        (["/ep"], ["a"], None, None, ["/ep", "a"]),
+        (["/ep"], ["a"], None, ["b"], ["/ep", "b"]),
+        (["/ep"], ["a"], ["/other"], None, ["/other"]),  # new entrypoint drops image Cmd
+        (["/ep"], ["a"], ["/other"], ["x"], ["/other", "x"]),
+        (["/ep"], ["a"], [""], ["ls"], ["ls"]),  # --entrypoint "" resets it
+        (None, None, None, ["true"], ["true"]),
+    ],
+)
+def test_resolve_argv(img_entry, img_cmd, entry, cmd, want) -> None:  # type: ignore[no-untyped-def]
+    assert resolve_argv(img_entry, img_cmd, entry, cmd) == want
+
+
+def test_resolve_argv_empty_is_an_error() -> None:
+    with pytest.raises(InvalidArgument, match="no command"):
+        resolve_argv(None, None, None, None)
+    with pytest.raises(InvalidArgument):
+        resolve_argv(["/ep"], ["x"], [""], None)
+
+
+def test_merge_env_overrides_by_key_and_defaults_path() -> None:
+    env = merge_env(["A=1", "B=2"], ["B=3", "C=", "D"])
+    assert env == ["A=1", "B=3", "C=", "D=", f"PATH={DEFAULT_PATH}"]
+    assert merge_env(["PATH=/x"], []) == ["PATH=/x"]
+    with pytest.raises(InvalidArgument):
+        merge_env([], ["=oops"])
+
+
+@pytest.mark.parametrize(("text", "want"), [("KILL", 9), ("SIGTERM", 15), ("10", 10),
+                                            ("usr1", 10), (2, 2), ("", 9)])
+def test_parse_signal(text: str | int, want: int) -> None:
+    assert parse_signal(text) == want
+
+
+@pytest.mark.parametrize("bad", ["SIGNOPE", "0", "99", "-1", "1.5"])
+def test_parse_signal_rejects(bad: str) -> None:
+    with pytest.raises(InvalidArgument):
+        parse_signal(bad)
+
+
+def test_parse_mem_bytes() -> None:
+    assert parse_mem_bytes(0) == 0
+    assert parse_mem_bytes(512 << 20) == 512
+    assert parse_mem_bytes((256 << 20) + 1) == 257
+    with pytest.raises(InvalidArgument):
+        parse_mem_bytes(4 << 20)
+    with pytest.raises(InvalidArgument):
+        parse_mem_bytes(-1)

@@ -1,0 +1,33 @@
+"""VM-tier fixtures: a real daemon (real QEMU guests under TCG here) and the steelcup CLI.
+
+One daemon serves the whole session (its VMs are per container, so sharing it does not weaken
+the tests); at teardown it is stopped and no QEMU process of ours may remain.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Iterator
+
+import pytest
+
+from tests.vm.support import BUSYBOX_TAR, Daemon, need_assets, our_qemus, start_daemon, stop_daemon
+
+
+@pytest.fixture(scope="session")
+def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
+    need_assets()
+    base = tmp_path_factory.mktemp("sc")
+    d = start_daemon(base / "root", base / "run" / "steelcup.sock")
+    try:
+        d.cli("load", "-i", str(BUSYBOX_TAR), check=True)
+        yield d
+    finally:
+        stop_daemon(d)
+        leftovers = our_qemus(str(base))
+        if leftovers:
+            for line in leftovers:
+                os.kill(int(line.split(":")[0]), signal.SIGKILL)
+            raise AssertionError("QEMU processes left behind after daemon shutdown:\n"
+                                 + "\n".join(leftovers))

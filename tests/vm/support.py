@@ -1,0 +1,104 @@
+"""Helpers for VM-tier tests: start/stop a real daemon, drive the steelcup CLI, find QEMUs."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+ASSETS = REPO / "build" / "guest"
+BUSYBOX_TAR = REPO / "build" / "images" / "busybox.tar"
+
+
+def need_assets() -> None:
+    missing = [p for p in (ASSETS / "vmlinuz", ASSETS / "initrd.img", BUSYBOX_TAR)
+               if not p.exists()]
+    if missing:
+        pytest.fail(f"guest assets missing ({', '.join(map(str, missing))}): run `make guest "
+                    "images` (make test does this)")
+
+
+@dataclass
+class Daemon:
+    root: Path
+    socket: Path
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+    @property
+    def env(self) -> dict[str, str]:
+        return dict(os.environ, STEELCUP_HOST=f"unix://{self.socket}",
+                    STEELCUP_ROOT=str(self.root), STEELCUP_NO_AUTOSTART="1")
+
+    def cli(self, *args: str, input: bytes | None = None, timeout: float = 180,
+            check: bool = False) -> subprocess.CompletedProcess[bytes]:
+        result = subprocess.run(
+            [sys.executable, "-m", "steelcup", *args], input=input, capture_output=True,
+            timeout=timeout, env=self.env,
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(
+                f"steelcup {' '.join(args)} -> {result.returncode}\n"
+                f"stdout: {result.stdout[-2000:]!r}\nstderr: {result.stderr[-2000:]!r}")
+        return result
+
+    def out(self, *args: str, input: bytes | None = None) -> str:
+        return self.cli(*args, input=input, check=True).stdout.decode()
+
+
+def start_daemon(root: Path, sock: Path) -> Daemon:
+    log = root / "daemon.log"
+    root.mkdir(parents=True, exist_ok=True)
+    with open(log, "ab") as log_file:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "steelcup", "daemon", "--root", str(root), "--socket",
+             str(sock), "--accel", "tcg"],
+            stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"daemon exited with {proc.returncode}:\n{log.read_text()}")
+        try:
+            with socket.socket(socket.AF_UNIX) as s:
+                s.connect(str(sock))
+            return Daemon(root, sock, proc, log)
+        except OSError:
+            time.sleep(0.05)
+    proc.kill()
+    raise AssertionError(f"daemon did not come up:\n{log.read_text()}")
+
+
+def stop_daemon(daemon: Daemon) -> None:
+    if daemon.proc.poll() is None:
+        daemon.proc.send_signal(signal.SIGTERM)
+        try:
+            daemon.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            daemon.proc.kill()
+            daemon.proc.wait()
+
+
+def our_qemus(marker: str) -> list[str]:
+    """QEMU processes whose command line mentions `marker` (our run dir)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if "qemu-system" in cmdline and marker in cmdline:
+            found.append(f"{entry.name}: {cmdline[:200]}")
+    return found
+
+

@@ -1,0 +1,218 @@
+"""End-to-end: the steelcup CLI against a real daemon whose containers run in real QEMU VMs."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import platform
+import pty
+import select
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.vm.support import Daemon, our_qemus, start_daemon, stop_daemon
+
+pytestmark = pytest.mark.vm
+IMG = "steelcup/busybox"
+
+
+def test_guest_kernel_is_not_the_hosts(daemon: Daemon) -> None:
+    out = daemon.out("run", "--rm", IMG, "sh", "-c", "uname -r; cat /proc/version")
+    release, version = out.splitlines()[:2]
+    assert release and release != platform.release()
+    assert version != Path("/proc/version").read_text().strip()
+    assert release in version
+
+
+def test_env_cwd_and_exit_code(daemon: Daemon) -> None:
+    result = daemon.cli("run", "--rm", "-e", "A=1", "-w", "/tmp", IMG, "sh", "-c",
+                        "echo $A; pwd; exit 7")
+    assert result.returncode == 7, result.stderr
+    assert result.stdout.decode().splitlines() == ["1", "/tmp"]
+
+
+def test_stdout_and_stderr_stay_apart(daemon: Daemon) -> None:
+    result = daemon.cli("run", "--rm", IMG, "sh", "-c", "echo out; echo err >&2; echo out2")
+    assert result.returncode == 0
+    assert result.stdout.decode() == "out\nout2\n"
+    assert result.stderr.decode() == "err\n"
+
+
+def test_stdin_is_piped_through(daemon: Daemon) -> None:
+    payload = b"".join(b"line %d\n" % i for i in range(20000))
+    result = daemon.cli("run", "--rm", "-i", IMG, "sh", "-c", "cat; echo done", input=payload)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == payload + b"done\n"
+
+
+def test_user_and_hostname(daemon: Daemon) -> None:
+    out = daemon.out("run", "--rm", "-u", "nobody", "-h", "box1", IMG, "sh", "-c",
+                     "id -u; id -g; hostname")
+    assert out.split() == ["65534", "65534", "box1"]
+
+
+def test_unknown_image_is_exit_125(daemon: Daemon) -> None:
+    result = daemon.cli("run", "--rm", "no/such-image:1", "true")
+    assert result.returncode == 125
+    assert b"no/such-image" in result.stderr
+
+
+def test_missing_command_is_127_not_executable_is_126(daemon: Daemon) -> None:
+    missing = daemon.cli("run", "--rm", IMG, "no-such-binary")
+    assert missing.returncode == 127, missing.stderr
+    assert b"no-such-binary" in missing.stderr
+    not_exec = daemon.cli("run", "--rm", IMG, "/etc/passwd")
+    assert not_exec.returncode == 126, not_exec.stderr
+
+
+def test_signal_exit_status(daemon: Daemon) -> None:
+    result = daemon.cli("run", "--rm", IMG, "sh", "-c", "kill -9 $$")
+    assert result.returncode == 137
+
+
+def test_large_output_streams_without_loss(daemon: Daemon, tmp_path: Path) -> None:
+    size = 50_000_000
+    out_file = tmp_path / "big"
+    with open(out_file, "wb") as sink:
+        proc = subprocess.run(
+            [sys.executable, "-m", "steelcup", "run", "--rm", IMG, "sh", "-c",
+             f"head -c {size} /dev/urandom | tee /tmp/big | md5sum >&2"],
+            stdout=sink, stderr=subprocess.PIPE, env=daemon.env, timeout=600,
+        )
+    assert proc.returncode == 0, proc.stderr
+    assert out_file.stat().st_size == size
+    digest = hashlib.md5(out_file.read_bytes()).hexdigest()
+    assert proc.stderr.decode().split()[0] == digest
+    rss_kib = int(next(line.split()[1] for line in
+                       Path(f"/proc/{daemon.proc.pid}/status").read_text().splitlines()
+                       if line.startswith("VmHWM")))
+    assert rss_kib < 400 * 1024, f"daemon peak RSS {rss_kib} KiB while streaming 50 MB"
+
+
+def test_detached_lifecycle_exec_logs_ps_inspect(daemon: Daemon) -> None:
+    cid = daemon.out("run", "-d", "--name", "web", "-l", "tier=front", IMG, "sh", "-c",
+                     "echo started; trap 'echo got-usr1' USR1; "
+                     "while true; do sleep 0.2; done").strip()
+    assert len(cid) == 64
+    try:
+        assert daemon.out("exec", "web", "cat", "/proc/1/comm").strip() == "init"
+        exec_result = daemon.cli("exec", "web", "sh", "-c", "exit 3")
+        assert exec_result.returncode == 3
+        ps = daemon.out("ps")
+        assert "web" in ps and cid[:12] in ps
+        assert daemon.out("ps", "-q", "-f", "label=tier=front").strip() == cid[:12]
+        assert daemon.out("ps", "-q", "-f", "label=tier=back").strip() == ""
+        info = json.loads(daemon.out("inspect", "web"))[0]
+        assert info["Id"] == cid and info["State"]["Running"] is True
+        assert daemon.out("inspect", "-f", "{{.State.Status}}", "web").strip() == "running"
+        daemon.out("kill", "-s", "USR1", "web")
+        deadline = time.monotonic() + 30
+        while "got-usr1" not in daemon.out("logs", "web"):
+            assert time.monotonic() < deadline, daemon.out("logs", "web")
+            time.sleep(0.2)
+        assert daemon.out("logs", "web").startswith("started\n")
+        daemon.out("stop", "-t", "1", "web")
+        assert daemon.out("inspect", "-f", "{{.State.Status}}", "web").strip() == "exited"
+        assert daemon.cli("exec", "web", "true").returncode != 0
+    finally:
+        daemon.cli("rm", "-f", "web")
+    assert daemon.cli("inspect", "web").returncode != 0
+
+
+def test_logs_follow_ends_when_container_exits(daemon: Daemon) -> None:
+    cid = daemon.out("run", "-d", IMG, "sh", "-c", "for i in 1 2 3; do echo $i; sleep 0.3; done")
+    try:
+        out = daemon.out("logs", "-f", cid.strip())
+        assert out == "1\n2\n3\n"
+        assert daemon.out("wait", cid.strip()).strip() == "0"
+    finally:
+        daemon.cli("rm", "-f", cid.strip())
+
+
+def test_interactive_tty(daemon: Daemon) -> None:
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.execve(sys.executable, [sys.executable, "-m", "steelcup", "run", "-it", "--rm",
+                                   IMG, "sh"], daemon.env)
+    transcript = b""
+
+    def read_until(marker: bytes, timeout_s: float = 120) -> None:
+        nonlocal transcript
+        deadline = time.monotonic() + timeout_s
+        while marker not in transcript:
+            remaining = deadline - time.monotonic()
+            assert remaining > 0, f"waiting for {marker!r}; got {transcript[-500:]!r}"
+            ready, _, _ = select.select([fd], [], [], remaining)
+            if ready:
+                try:
+                    chunk = os.read(fd, 4096)
+                except OSError:
+                    break
+                if not chunk:
+                    break
+                transcript += chunk
+
+    try:
+        os.write(fd, b"tty; echo TTY-$((6*7))\n")
+        read_until(b"TTY-42")
+        assert b"/dev/pts/" in transcript
+        os.write(fd, b"exit 5\n")
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 5
+    finally:
+        try:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+        except (ProcessLookupError, ChildProcessError):
+            pass
+        os.close(fd)
+
+
+def test_import_rootfs_tar(daemon: Daemon, tmp_path: Path) -> None:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        info = tarfile.TarInfo("bin/busybox")
+        data = Path("/bin/busybox").read_bytes()
+        info.size, info.mode = len(data), 0o755
+        tar.addfile(info, io.BytesIO(data))
+        link = tarfile.TarInfo("bin/sh")
+        link.type, link.linkname = tarfile.SYMTYPE, "busybox"
+        tar.addfile(link)
+        msg = b"imported!\n"
+        note = tarfile.TarInfo("etc/msg")
+        note.size = len(msg)
+        tar.addfile(note, io.BytesIO(msg))
+    path = tmp_path / "rootfs.tar"
+    path.write_bytes(buf.getvalue())
+    daemon.out("import", str(path), "myimg:1")
+    out = daemon.out("run", "--rm", "myimg:1", "/bin/busybox", "cat", "/etc/msg")
+    assert out == "imported!\n"
+    daemon.out("rmi", "myimg:1")
+
+
+def test_daemon_restart_finds_containers(daemon: Daemon, tmp_path: Path) -> None:
+    other = start_daemon(tmp_path / "root", tmp_path / "s.sock")
+    try:
+        other.out("load", "-i", str(Path(__file__).parents[2] / "build/images/busybox.tar"))
+        other.out("create", "--name", "keepme", IMG, "echo", "kept")
+        cid = other.out("run", "-d", "--name", "running", IMG, "sleep", "300").strip()
+    finally:
+        stop_daemon(other)
+    assert not our_qemus(str(tmp_path))
+    again = start_daemon(tmp_path / "root", tmp_path / "s.sock")
+    try:
+        names = again.out("ps", "-a", "--format", "{{.Names}}").split()
+        assert sorted(names) == ["keepme", "running"]
+        assert again.out("inspect", "-f", "{{.State.Status}}", cid).strip() == "exited"
+        result = again.cli("start", "-a", "keepme")
+        assert result.returncode == 0 and result.stdout == b"kept\n", result.stderr
+    finally:
+        stop_daemon(again)
+    assert not our_qemus(str(tmp_path))
