@@ -395,8 +395,11 @@ class _Api:
     async def remove_image(self, req: Request) -> Response:
         removed = await asyncio.to_thread(self.svc.images.remove, req.params["name"],
                                           req.q_bool("force"))
-        return JsonResponse([{"Untagged": r} if not r.startswith("sha256:") else {"Deleted": r}
-                             for r in removed])
+        entries = []
+        for line in removed:  # "Untagged: X" / "Deleted: sha256:..."
+            kind, _, what = line.partition(": ")
+            entries.append({kind: what})
+        return JsonResponse(entries)
 
     async def load_images(self, req: Request) -> Response:
         spool = await _spool(req, self.svc.root)

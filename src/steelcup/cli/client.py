@@ -12,7 +12,6 @@ import socket
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, BinaryIO
-from urllib.parse import quote, urlencode
 
 from steelcup.errors import (
     Conflict,
@@ -39,7 +38,9 @@ def _status_error(status: int, message: str) -> SteelcupError:
         501: Unsupported,
         503: DaemonUnavailable,
     }
-    return kinds.get(status, SteelcupError)(message)
+    err = kinds.get(status, SteelcupError)(message)
+    vars(err)["http_status"] = status  # marks "the daemon said so" for the CLI's wording
+    return err
 
 
 def _error_message(status: int, body: bytes) -> str:
@@ -51,6 +52,15 @@ def _error_message(status: int, body: bytes) -> str:
         pass
     text = body.decode("utf-8", "replace").strip()
     return text or f"HTTP {status}"
+
+
+_UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
+
+
+def _quote(text: str, safe: str = "") -> str:
+    """Percent-encode like urllib.parse.quote (which would import ipaddress: slow CLI start)."""
+    allowed = _UNRESERVED | frozenset(safe.encode())
+    return "".join(chr(b) if b in allowed else f"%{b:02X}" for b in text.encode("utf-8"))
 
 
 def encode_query(query: Query) -> str:
@@ -65,12 +75,12 @@ def encode_query(query: Query) -> str:
             pairs.append((key, "1" if value else "0"))
         else:
             pairs.append((key, str(value)))
-    return "?" + urlencode(pairs) if pairs else ""
+    return "?" + "&".join(f"{_quote(k)}={_quote(v)}" for k, v in pairs) if pairs else ""
 
 
 def path_quote(segment: str) -> str:
     """Quote a path parameter (keeps '/' so image names like library/busybox stay readable)."""
-    return quote(segment, safe="/:@")
+    return _quote(segment, safe="/:@")
 
 
 class _Reader:

@@ -86,14 +86,14 @@ def parse_time(value: Any) -> float | None:
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """docker's tabwriter layout: columns padded to their widest cell plus three spaces."""
+    """docker's tabwriter layout (minwidth 10, padding 3): widest cell + 3 spaces, at least 10."""
     widths = [len(h) for h in headers]
     for row in rows:
         for i, cell in enumerate(row):
             widths[i] = max(widths[i], len(cell))
     lines = []
     for row in [list(headers), *[list(r) for r in rows]]:
-        cells = [cell.ljust(widths[i] + 3) for i, cell in enumerate(row[:-1])]
+        cells = [cell.ljust(max(10, widths[i] + 3)) for i, cell in enumerate(row[:-1])]
         lines.append(("".join(cells) + row[-1]).rstrip() if row else "")
     return "\n".join(lines) + "\n"
 

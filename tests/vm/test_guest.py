@@ -1,0 +1,425 @@
+"""Real QEMU guests (TCG here): the host side of the guest protocol against the real init.
+
+One booted Machine is shared by the tests that do not need a fresh VM. Skips only when the
+guest assets (`make guest`) are missing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import resource
+import shutil
+import signal
+import stat
+import subprocess
+import tempfile
+import time
+from collections.abc import Coroutine, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+from steelcup.errors import GuestProtocolError, NotFound, ProcessStartError, VmLaunchError
+from steelcup.guest.client import (
+    ExitStatus,
+    GuestProcess,
+    GuestRequestError,
+    ProcessSpec,
+    Stream,
+)
+from steelcup.guest.protocol import INITIAL_CREDIT_BYTES
+from steelcup.vm.accel import choose_accel
+from steelcup.vm.assets import GuestAssets, find_assets
+from steelcup.vm.machine import Machine
+from steelcup.vm.qemu_args import Share, VmSpec
+
+pytestmark = pytest.mark.vm
+
+T = TypeVar("T")
+BOOT_DEADLINE_S = 40.0
+PATH_ENV = ("PATH=/bin:/sbin:/usr/bin:/usr/sbin", "HOME=/root")
+
+
+@dataclass
+class Vm:
+    loop: asyncio.AbstractEventLoop
+    machine: Machine
+    state_dir: Path
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout_s: float = 60.0) -> T:
+        return run(self.loop, coro, timeout_s)
+
+
+def run(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, T], timeout_s: float) -> T:
+    return loop.run_until_complete(asyncio.wait_for(coro, timeout_s))
+
+
+@pytest.fixture(scope="module")
+def assets() -> GuestAssets:
+    try:
+        return find_assets(None)
+    except NotFound as exc:
+        pytest.skip(f"guest assets missing (run `make guest`): {exc}")
+
+
+@pytest.fixture(scope="module")
+def rootfs() -> Iterator[Path]:
+    """A busybox-only container root: the host's static /bin/busybox plus applet symlinks."""
+    busybox = Path("/bin/busybox")
+    if not busybox.exists():
+        pytest.skip("/bin/busybox (busybox-static) is needed for the test rootfs")
+    root = Path(tempfile.mkdtemp(prefix="scup-rootfs-"))
+    (root / "bin").mkdir()
+    shutil.copy2(busybox, root / "bin" / "busybox")
+    applets = subprocess.run(
+        [str(busybox), "--list"], check=True, capture_output=True, text=True
+    ).stdout.split()
+    for applet in applets:
+        if applet != "busybox":
+            (root / "bin" / applet).symlink_to("busybox")
+    for d in ("root", "tmp", "etc"):
+        (root / d).mkdir()
+    notexec = root / "notexec"
+    notexec.write_text("#!/bin/sh\necho never\n")
+    notexec.chmod(stat.S_IRUSR | stat.S_IWUSR | stat.S_IRGRP | stat.S_IROTH)
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def make_spec(assets: GuestAssets, state_dir: Path, rootfs: Path | None) -> VmSpec:
+    shares = (Share("rootfs", rootfs),) if rootfs is not None else ()
+    return VmSpec(kernel=assets.kernel, initrd=assets.initrd, state_dir=state_dir, shares=shares)
+
+
+def new_state_dir() -> Path:
+    return Path(tempfile.mkdtemp(prefix="scup-vm-"))  # short: unix socket paths
+
+
+@pytest.fixture(scope="module")
+def vm(assets: GuestAssets, rootfs: Path) -> Iterator[Vm]:
+    loop = asyncio.new_event_loop()
+    state_dir = new_state_dir()
+    machine = Machine(make_spec(assets, state_dir, rootfs))
+    try:
+        run(loop, machine.start(BOOT_DEADLINE_S), 3 * BOOT_DEADLINE_S)
+        run(loop, machine.guest.setup_root("rootfs", hostname="scup-test"), 30)
+        yield Vm(loop, machine, state_dir)
+    finally:
+        run(loop, machine.close(), 30)
+        loop.close()
+        shutil.rmtree(state_dir, ignore_errors=True)
+
+
+async def collect(
+    proc: GuestProcess, stdin: bytes | None = None
+) -> tuple[bytes, bytes, ExitStatus]:
+    out = bytearray()
+    err = bytearray()
+
+    async def feed() -> None:
+        if stdin is not None:
+            await proc.write_stdin(stdin)
+            await proc.close_stdin()
+
+    feeder = asyncio.create_task(feed())
+    async for stream, data in proc:
+        (out if stream is Stream.STDOUT else err).extend(data)
+    await feeder
+    status = await proc.wait(10)
+    return bytes(out), bytes(err), status
+
+
+def sh(script: str, **kw: Any) -> ProcessSpec:
+    return ProcessSpec(args=("/bin/sh", "-c", script), env=PATH_ENV, **kw)
+
+
+async def run_proc(
+    vm: Vm, spec: ProcessSpec, stdin: bytes | None = None
+) -> tuple[bytes, bytes, ExitStatus]:
+    proc = await vm.machine.guest.start(spec)
+    return await collect(proc, stdin)
+
+
+# ---- handshake and identity -------------------------------------------------------------------
+
+
+def test_hello_reports_guest_kernel(vm: Vm) -> None:
+    info = vm.machine.info
+    assert info is not None and info.version == 1
+    assert info.kernel and info.kernel != os.uname().release
+    assert info.init_version
+    vm.run(vm.machine.guest.ping())
+
+
+def test_proc_version_is_the_guest_kernel(vm: Vm) -> None:
+    out, _, status = vm.run(run_proc(vm, ProcessSpec(args=("cat", "/proc/version"), env=PATH_ENV)))
+    assert status == ExitStatus(0, 0)
+    assert out.startswith(b"Linux version")
+    assert out != Path("/proc/version").read_bytes()
+    info = vm.machine.info
+    assert info is not None and info.kernel.encode() in out
+
+
+def test_hostname_and_second_setup_root_is_refused(vm: Vm) -> None:
+    out, _, _ = vm.run(run_proc(vm, ProcessSpec(args=("hostname",), env=PATH_ENV)))
+    assert out.strip() == b"scup-test"
+    with pytest.raises(GuestRequestError):
+        vm.run(vm.machine.guest.setup_root("rootfs"))
+
+
+# ---- processes ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "script,expected",
+    [
+        ("exit 0", ExitStatus(0, 0)),
+        ("exit 7", ExitStatus(7, 0)),
+        ("kill -9 $$", ExitStatus(128 + 9, 9)),
+    ],
+)
+def test_exit_codes(vm: Vm, script: str, expected: ExitStatus) -> None:
+    _, _, status = vm.run(run_proc(vm, sh(script)))
+    assert status == expected
+
+
+def test_sigterm_via_signal(vm: Vm) -> None:
+    async def body() -> ExitStatus:
+        proc = await vm.machine.guest.start(ProcessSpec(args=("sleep", "1000"), env=PATH_ENV))
+        assert proc.pid > 1
+        await proc.signal(signal.SIGTERM)
+        _, _, status = await collect(proc)
+        return status
+
+    assert vm.run(body()) == ExitStatus(128 + 15, 15)
+
+
+def test_stdout_and_stderr_are_separate(vm: Vm) -> None:
+    out, err, status = vm.run(run_proc(vm, sh("echo out; echo err >&2; echo out2")))
+    assert (out, err, status.status) == (b"out\nout2\n", b"err\n", 0)
+
+
+def test_env_cwd_uid(vm: Vm) -> None:
+    spec = ProcessSpec(
+        args=("/bin/sh", "-c", 'echo "$FOO $(pwd) $(id -u):$(id -g)"'),
+        env=(*PATH_ENV, "FOO=bar"),
+        cwd="/tmp",
+        uid=1000,
+        gid=1001,
+    )
+    out, err, status = vm.run(run_proc(vm, spec))
+    assert status.status == 0, err
+    assert out == b"bar /tmp 1000:1001\n"
+
+
+def test_stdin_through_cat(vm: Vm) -> None:
+    data = os.urandom(1_000_000)  # several stdin credit windows
+    out, err, status = vm.run(
+        run_proc(vm, ProcessSpec(args=("cat",), env=PATH_ENV, stdin=True), data)
+    )
+    assert status.status == 0, err
+    assert len(out) == len(data)
+    assert out == data
+
+
+def test_tty_and_resize(vm: Vm) -> None:
+    out, _, status = vm.run(run_proc(vm, ProcessSpec(args=("tty",), env=PATH_ENV, tty=True)))
+    assert status.status == 0
+    assert out.strip().startswith(b"/dev/pts/"), out
+
+    async def resize() -> bytes:
+        proc = await vm.machine.guest.start(
+            ProcessSpec(args=("/bin/sh",), env=PATH_ENV, tty=True, stdin=True, rows=24, cols=80)
+        )
+        await proc.resize(40, 100)
+        await proc.write_stdin(b"stty size\nexit 3\n")
+        buf = bytearray()
+        async for stream, data in proc:
+            assert stream is Stream.STDOUT  # a pty has one stream
+            buf += data
+        assert (await proc.wait(5)).status == 3
+        return bytes(buf)
+
+    out = vm.run(resize())
+    assert b"40 100" in out, out
+
+
+def test_missing_binary_is_127(vm: Vm) -> None:
+    with pytest.raises(ProcessStartError) as ei:
+        vm.run(vm.machine.guest.start(ProcessSpec(args=("/no/such/binary",), env=PATH_ENV)))
+    assert ei.value.exit_code == 127
+    with pytest.raises(ProcessStartError) as ei:
+        vm.run(vm.machine.guest.start(ProcessSpec(args=("nosuchcommand",), env=PATH_ENV)))
+    assert ei.value.exit_code == 127
+
+
+def test_non_executable_is_126(vm: Vm) -> None:
+    with pytest.raises(ProcessStartError) as ei:
+        vm.run(vm.machine.guest.start(ProcessSpec(args=("/notexec",), env=PATH_ENV)))
+    assert ei.value.exit_code == 126
+
+
+def test_50mb_output_streams_in_bounded_memory(vm: Vm) -> None:
+    total = 50_000_000
+    pattern = b"abcdefghijklmnopqrstuvwxyz0123456789\n"
+    expected = hashlib.sha256((pattern * (total // len(pattern) + 1))[:total]).hexdigest()
+
+    async def body() -> tuple[int, str, int, ExitStatus]:
+        proc = await vm.machine.guest.start(sh(f"yes {pattern[:-1].decode()} | head -c {total}"))
+        digest = hashlib.sha256()
+        n = 0
+        peak = 0
+        async for stream, data in proc:
+            assert stream is Stream.STDOUT
+            digest.update(data)
+            n += len(data)
+            peak = max(peak, proc.buffered_bytes)
+        return n, digest.hexdigest(), peak, await proc.wait(10)
+
+    rss_before_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    t0 = time.monotonic()
+    n, digest, peak, status = vm.run(body(), timeout_s=300)
+    elapsed = time.monotonic() - t0
+    rss_growth_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before_kib) / 1024
+    print(f"50 MB in {elapsed:.1f}s ({total / elapsed / 1e6:.1f} MB/s), peak buffered {peak}")
+    assert status.status == 0
+    assert n == total
+    assert digest == expected
+    assert peak <= INITIAL_CREDIT_BYTES
+    assert rss_growth_mib < 20, f"host RSS grew {rss_growth_mib:.0f} MiB"
+
+
+# ---- failure and cleanup: fresh VMs ------------------------------------------------------------
+
+
+def qemu_pids_for(state_dir: Path) -> list[int]:
+    """Live processes whose command line mentions `state_dir` (i.e. our QEMU)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+            state = (entry / "stat").read_text().split(")")[-1].split()[0]
+        except OSError:
+            continue
+        if str(state_dir).encode() in cmdline and state != "Z":
+            found.append(int(entry.name))
+    return found
+
+
+def test_killed_qemu_fails_waiters_fast_and_close_cleans_up(
+    assets: GuestAssets, rootfs: Path
+) -> None:
+    state_dir = new_state_dir()
+    machine = Machine(make_spec(assets, state_dir, rootfs))
+
+    async def body() -> None:
+        try:
+            await machine.start(BOOT_DEADLINE_S)
+            await machine.guest.setup_root("rootfs")
+            proc = await machine.guest.start(ProcessSpec(args=("sleep", "1000"), env=PATH_ENV))
+            waiter = asyncio.create_task(proc.wait())
+            assert machine.pid is not None
+            os.kill(machine.pid, signal.SIGKILL)
+            t0 = time.monotonic()
+            with pytest.raises(GuestProtocolError):
+                await asyncio.wait_for(waiter, 5)
+            with pytest.raises(GuestProtocolError):
+                await machine.guest.ping()
+            assert time.monotonic() - t0 < 5
+        finally:
+            await machine.close()
+            await machine.close()  # idempotent
+
+    try:
+        asyncio.run(body())
+        assert qemu_pids_for(state_dir) == []
+        assert not (state_dir / "ctl.sock").exists()
+        assert not (state_dir / "qmp.sock").exists()
+        assert (state_dir / "console.log").exists()
+    finally:
+        shutil.rmtree(state_dir, ignore_errors=True)
+
+
+def test_close_leaves_no_qemu(assets: GuestAssets) -> None:
+    state_dir = new_state_dir()
+    machine = Machine(make_spec(assets, state_dir, None), remove_state_dir=True)
+
+    async def body() -> int:
+        await machine.start(BOOT_DEADLINE_S)
+        pid = machine.pid
+        assert pid is not None and qemu_pids_for(state_dir) == [pid]
+        # no SETUP_ROOT: processes run in the initrd root
+        proc = await machine.guest.start(ProcessSpec(args=("/init",), env=PATH_ENV))
+        await collect(proc)
+        t0 = time.monotonic()
+        await machine.close()
+        print(f"close took {time.monotonic() - t0:.2f}s")
+        return pid
+
+    try:
+        asyncio.run(body())
+    except ProcessStartError:
+        pass  # starting /init again is refused or fails: fine, we only test close()
+    finally:
+        asyncio.run(machine.close())
+    assert qemu_pids_for(state_dir) == []
+    assert not state_dir.exists()
+
+
+def test_qemu_failing_to_start_is_a_launch_error(assets: GuestAssets, tmp_path: Path) -> None:
+    state_dir = new_state_dir()
+    spec = VmSpec(kernel=tmp_path / "no-kernel", initrd=assets.initrd, state_dir=state_dir)
+    machine = Machine(spec)
+    try:
+        with pytest.raises(VmLaunchError) as ei:
+            asyncio.run(machine.start(10))
+        assert ei.value.exit_code not in (None, 0)
+        assert ei.value.argv[0] == "qemu-system-x86_64"
+        assert "no-kernel" in str(ei.value)
+        assert qemu_pids_for(state_dir) == []
+        assert not (state_dir / "ctl.sock").exists()
+    finally:
+        shutil.rmtree(state_dir, ignore_errors=True)
+
+
+def test_stalled_boot_is_retried_then_reported(assets: GuestAssets) -> None:
+    state_dir = new_state_dir()
+    machine = Machine(make_spec(assets, state_dir, None), boot_attempts=2)
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(VmLaunchError) as ei:
+            asyncio.run(machine.start(0.3))  # far too short for a TCG boot: a "stall"
+        assert time.monotonic() - t0 < 10
+        assert "2 attempt" in str(ei.value)
+        assert (state_dir / "console.attempt1.log").exists()
+        assert (state_dir / "console.attempt2.log").exists()
+        assert qemu_pids_for(state_dir) == []
+    finally:
+        shutil.rmtree(state_dir, ignore_errors=True)
+
+
+def test_accel_auto_probes_once_per_boot(assets: GuestAssets, tmp_path: Path) -> None:
+    notices: list[str] = []
+    cache = Path(tempfile.mkdtemp(prefix="scup-accel-"))
+    try:
+        t0 = time.monotonic()
+        first = asyncio.run(choose_accel("auto", cache, assets=assets, notice=notices.append))
+        probe_s = time.monotonic() - t0
+        assert first in ("kvm", "tcg")
+        assert probe_s < 20
+        t0 = time.monotonic()
+        second = asyncio.run(choose_accel("auto", cache, assets=assets, notice=notices.append))
+        assert second == first
+        assert time.monotonic() - t0 < 1  # cached
+        if first == "tcg":
+            assert len(notices) == 2 and "TCG" in notices[0]
+        assert qemu_pids_for(cache) == []
+        assert asyncio.run(choose_accel("tcg", cache)) == "tcg"
+    finally:
+        shutil.rmtree(cache, ignore_errors=True)
