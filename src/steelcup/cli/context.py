@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from steelcup.cli.client import ApiClient
-from steelcup.errors import SteelcupError
+from steelcup.errors import DaemonUnavailable, SteelcupError
 
 
 class Context:
@@ -37,6 +37,11 @@ def daemon_error(exc: SteelcupError) -> bool:
 
 
 def report(exc: SteelcupError, prefix: str = "") -> None:
-    """Print an error the docker way: 'Error response from daemon: ...' for daemon errors."""
+    """Print an error the docker way: 'Error response from daemon: ...' for daemon errors.
+
+    DaemonUnavailable is not a per-item error: it is re-raised so the command ends with 125.
+    """
+    if isinstance(exc, DaemonUnavailable) and not daemon_error(exc):
+        raise exc
     text = f"Error response from daemon: {exc}" if daemon_error(exc) else str(exc)
     print(f"{prefix}{text}", file=sys.stderr)

@@ -1,7 +1,9 @@
 """The local image store: content-addressed blobs, unpacked layers, image records in SQLite.
 
 Layout under `root`: `blobs/sha256/<hex>` (committed atomically, digest verified),
-`layers/<diff-id hex>/` (one unpacked layer, shared by every image that uses it).
+`layers/<diff-id hex>/` (one unpacked layer, shared by every image that uses it), `tmp/`
+(everything in flight; emptied at start, so a crash never leaves a partial blob or layer).
+Also: registry manifests and repo digests (for push/pull), `save` and garbage collection.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import tempfile
 import threading
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, BinaryIO
@@ -29,6 +31,13 @@ from typing import IO, Any, BinaryIO
 from steelcup.errors import Conflict, ImageError, InvalidArgument, NotFound
 from steelcup.image.config import ImageConfig
 from steelcup.image.layers import LayerLimits, apply_layer, decompressed
+from steelcup.image.manifest import (
+    DOCKER_LAYER_GZIP,
+    OCI_LAYER,
+    OCI_LAYER_GZIP,
+    OCI_LAYER_ZSTD,
+    OCI_MANIFEST,
+)
 from steelcup.image.reference import Reference, is_full_id, is_id_prefix, parse_reference
 
 MAX_JSON_BYTES = 16 << 20
@@ -66,6 +75,25 @@ CREATE TABLE IF NOT EXISTS image_tags (
     ref TEXT PRIMARY KEY,              -- familiar form, e.g. busybox:latest
     image_id TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS image_manifests (
+    digest TEXT PRIMARY KEY,           -- registry manifest digest (pulled or pushed)
+    image_id TEXT NOT NULL,
+    media_type TEXT NOT NULL,
+    raw BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS image_manifests_image ON image_manifests (image_id);
+CREATE TABLE IF NOT EXISTS image_repo_digests (
+    repo TEXT NOT NULL,                -- familiar repository name, e.g. 127.0.0.1:5000/ns/app
+    digest TEXT NOT NULL,
+    image_id TEXT NOT NULL,
+    PRIMARY KEY (repo, digest)
+);
+CREATE TABLE IF NOT EXISTS blob_sources (
+    digest TEXT NOT NULL,              -- a blob known to exist in registry/repo (cross-repo mount)
+    registry TEXT NOT NULL,
+    repo TEXT NOT NULL,
+    PRIMARY KEY (digest, registry, repo)
+);
 """
 
 
@@ -95,6 +123,42 @@ class _Blob:
     size: int
 
 
+@dataclass(frozen=True)
+class StoredManifest:
+    """A registry manifest recorded for an image (kept verbatim so its digest is stable)."""
+
+    digest: str
+    media_type: str
+    raw: bytes
+
+
+@dataclass(frozen=True)
+class LayerBlob:
+    """A compressed layer blob ready to push: what goes into a manifest's `layers`."""
+
+    diff_id: str
+    digest: str
+    size: int
+    media_type: str
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    """One line of `docker history`, oldest first; `size_bytes` is 0 for empty layers."""
+
+    created: str
+    created_by: str
+    comment: str
+    size_bytes: int
+    empty_layer: bool
+
+
+@dataclass(frozen=True)
+class PruneResult:
+    deleted: builtins.list[str]  # "Untagged: X" / "Deleted: sha256:..." as `remove` returns
+    reclaimed_bytes: int
+
+
 class ImageStore:
     """Images on this host. Thread-safe; all mutations are serialised by one lock."""
 
@@ -111,6 +175,8 @@ class ImageStore:
         self.in_use: Callable[[str], bool] = in_use or (lambda _image_id: False)
         self.limits = limits or LayerLimits()
         self._lock = threading.RLock()
+        self._leases: dict[int, set[str]] = {}
+        self._lease_seq = 0
         self._blobs = root / "blobs" / "sha256"
         self._layers = root / "layers"
         self._tmp = root / "tmp"

@@ -26,7 +26,7 @@ def spec(**kw: object) -> VmSpec:
 def test_tcg_golden() -> None:
     assert build_argv(spec()) == [
         "qemu-system-x86_64",
-        "-M", "microvm,pit=on,pic=on,rtc=on",
+        "-M", "microvm,pit=on,pic=on,rtc=on,acpi=off",
         "-accel", "tcg,tb-size=32",
         "-cpu", "max",
         "-m", "256",
