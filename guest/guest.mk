@@ -1,5 +1,5 @@
 # Guest assets: kernel (Debian package), static init, initrd, and the init's C unit tests.
-#   make guest       -> build/guest/vmlinuz build/guest/initrd.img
+#   make guest       -> build/guest/vmlinuz, build/guest/vmlinux (boot this one), build/guest/initrd.img
 #   make guest-test  -> codec tests against tests/golden/guest_protocol.txt (ASan/UBSan)
 # The `cloud` flavour has no 9p (CONFIG_NET_9P unset), which the rootfs needs; hence `amd64`.
 GUEST_BUILD := $(BUILD)/guest
@@ -18,12 +18,19 @@ GUEST_SANITIZE := $(shell echo 'int main(void){return 0;}' | \
 	echo -fsanitize=address,undefined -fno-sanitize-recover=all)
 GUEST_KPKG := $(GUEST_BUILD)/kernel-pkg
 
+# Settings files rewritten only when a setting changes, so editing rules here rebuilds nothing.
+guest_setting = $(shell mkdir -p $(GUEST_BUILD) && f=$(GUEST_BUILD)/$(1); \
+	[ "$$(cat $$f 2>/dev/null)" = "$(2)" ] || echo "$(2)" > $$f; echo $$f)
+GUEST_KERNEL_CFG := $(call guest_setting,kernel.cfg,$(GUEST_KERNEL_FLAVOUR))
+GUEST_INITRD_CFG := $(call guest_setting,initrd.cfg,$(GUEST_MODULES) $(GUEST_MODULES_OPTIONAL) $(GUEST_INITRD_COMPRESS))
+GUEST_INIT_CFG := $(call guest_setting,init.cfg,$(GUEST_CFLAGS))
+
 .PHONY: guest guest-test guest-clean
-guest: $(GUEST_BUILD)/vmlinuz $(GUEST_BUILD)/initrd.img
+guest: $(GUEST_BUILD)/vmlinuz $(GUEST_BUILD)/vmlinux $(GUEST_BUILD)/initrd.img
 
 # Kernel: the versioned package the metapackage depends on, extracted (no /boot install).
 # depmod because the package ships no modules.dep (it is generated at install time).
-$(GUEST_KPKG)/.stamp: guest/guest.mk
+$(GUEST_KPKG)/.stamp: $(GUEST_KERNEL_CFG)
 	@rm -rf $(GUEST_KPKG) $(GUEST_BUILD)/deb && mkdir -p $(GUEST_BUILD)/deb
 	@pkg=$$(apt-cache depends linux-image-$(GUEST_KERNEL_FLAVOUR) | \
 	        awk '/Depends: linux-image-[0-9]/ {print $$2; exit}'); \
@@ -38,12 +45,16 @@ $(GUEST_KPKG)/.stamp: guest/guest.mk
 $(GUEST_BUILD)/vmlinuz: $(GUEST_KPKG)/.stamp
 	cp $(GUEST_KPKG)/boot/vmlinuz-* $@
 
-$(GUEST_BUILD)/init: $(GUEST_INIT_SRCS) $(GUEST_INIT_HDRS) guest/guest.mk
+# The ELF inside the bzImage: QEMU boots it through PVH without the ~9 s xz decompression (TCG).
+$(GUEST_BUILD)/vmlinux: $(GUEST_BUILD)/vmlinuz tools/guest_assets.py
+	python3 tools/guest_assets.py vmlinux $< $@
+
+$(GUEST_BUILD)/init: $(GUEST_INIT_SRCS) $(GUEST_INIT_HDRS) $(GUEST_INIT_CFG)
 	@mkdir -p $(GUEST_BUILD)
 	musl-gcc $(GUEST_CFLAGS) -DINIT_VERSION='"steelcup-init $(GUEST_INIT_VERSION)"' \
 		-o $@ $(GUEST_INIT_SRCS)
 
-$(GUEST_BUILD)/initrd.img: $(GUEST_BUILD)/init $(GUEST_KPKG)/.stamp tools/guest_assets.py guest/guest.mk
+$(GUEST_BUILD)/initrd.img: $(GUEST_BUILD)/init $(GUEST_KPKG)/.stamp tools/guest_assets.py $(GUEST_INITRD_CFG)
 	python3 tools/guest_assets.py --moddir $$(echo $(GUEST_KPKG)/lib/modules/*) \
 		--modules $(GUEST_MODULES) --optional $(GUEST_MODULES_OPTIONAL) \
 		--compress $(GUEST_INITRD_COMPRESS) --init $(GUEST_BUILD)/init --out $@

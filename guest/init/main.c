@@ -237,12 +237,17 @@ int main(void)
 	int rc = mounts_initial();
 	if (rc < 0)
 		main_log("initial mounts: %s", strerror(-rc));
+	long long t_start = main_now_ms();
 	modules_load_all("/modules.list", "/modules");
+	long long t_modules = main_now_ms();
 	rc = channel_open(PORT_NAME, PORT_WAIT_MS);
 	if (rc < 0) {
 		main_log("port %s: %s", PORT_NAME, strerror(-rc));
 		main_fatal("no control channel");
 	}
+	/* One line for the console log: where the guest's boot time went. */
+	main_log("ready at %lld ms since boot (modules %lld ms, port %lld ms)", main_now_ms(),
+		 t_modules - t_start, main_now_ms() - t_modules);
 	static struct pollfd pfds[MAX_POLLFDS];
 	for (;;) {
 		int timeout = min_timeout(proc_tick(), channel_timeout_ms());

@@ -69,6 +69,7 @@ static void params_for(const char *mod, char *out, size_t outlen)
 void modules_load_all(const char *list, const char *dir)
 {
 	read_cmdline();
+	int debug = strstr(cmdline, "steelcup.debug") != NULL;
 	FILE *fp = fopen(list, "re");
 	if (!fp) {
 		main_log("no %s: %s", list, strerror(errno));
@@ -92,8 +93,11 @@ void modules_load_all(const char *list, const char *dir)
 			main_log("module %s: %s", path, strerror(errno));
 			continue;
 		}
+		long long t = main_now_ms();
 		if (syscall(SYS_finit_module, fd, params, 0) < 0 && errno != EEXIST)
 			main_log("module %s: %s", name, strerror(errno));
+		else if (debug)
+			main_log("module %s [%s] %lld ms", name, params, main_now_ms() - t);
 		close(fd);
 	}
 	fclose(fp);

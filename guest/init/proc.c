@@ -20,6 +20,7 @@
 
 #define EXIT_GRACE_MS 500
 #define OUT_QUEUE_HIGH (1024 * 1024)
+#define STDIN_BUF_MAX (4u * PROTO_INITIAL_CREDIT)
 #define DEFAULT_PATH "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 struct proc {
@@ -400,7 +401,8 @@ void proc_stdin(uint32_t id, const uint8_t *data, size_t len)
 	struct proc *p = find(id);
 	if (!p || len == 0)
 		return;
-	if (p->fd_in < 0 || p->close_stdin) {
+	/* A host that ignores its window cannot make us buffer without bound. */
+	if (p->fd_in < 0 || p->close_stdin || p->in_len + len > STDIN_BUF_MAX) {
 		channel_send_credit(id, (uint32_t)len);
 		return;
 	}

@@ -73,6 +73,7 @@ def rootfs() -> Iterator[Path]:
     if not busybox.exists():
         pytest.skip("/bin/busybox (busybox-static) is needed for the test rootfs")
     root = Path(tempfile.mkdtemp(prefix="scup-rootfs-"))
+    root.chmod(0o755)  # mkdtemp makes it 0700: other uids could not reach /bin
     (root / "bin").mkdir()
     shutil.copy2(busybox, root / "bin" / "busybox")
     applets = subprocess.run(
@@ -83,6 +84,7 @@ def rootfs() -> Iterator[Path]:
             (root / "bin" / applet).symlink_to("busybox")
     for d in ("root", "tmp", "etc"):
         (root / d).mkdir()
+    (root / "tmp").chmod(0o1777)
     notexec = root / "notexec"
     notexec.write_text("#!/bin/sh\necho never\n")
     notexec.chmod(stat.S_IRUSR | stat.S_IWUSR | stat.S_IRGRP | stat.S_IROTH)
@@ -350,22 +352,17 @@ def test_close_leaves_no_qemu(assets: GuestAssets) -> None:
     state_dir = new_state_dir()
     machine = Machine(make_spec(assets, state_dir, None), remove_state_dir=True)
 
-    async def body() -> int:
+    async def body() -> None:
         await machine.start(BOOT_DEADLINE_S)
         pid = machine.pid
         assert pid is not None and qemu_pids_for(state_dir) == [pid]
-        # no SETUP_ROOT: processes run in the initrd root
-        proc = await machine.guest.start(ProcessSpec(args=("/init",), env=PATH_ENV))
-        await collect(proc)
+        await machine.guest.ping()
         t0 = time.monotonic()
         await machine.close()
         print(f"close took {time.monotonic() - t0:.2f}s")
-        return pid
 
     try:
         asyncio.run(body())
-    except ProcessStartError:
-        pass  # starting /init again is refused or fails: fine, we only test close()
     finally:
         asyncio.run(machine.close())
     assert qemu_pids_for(state_dir) == []

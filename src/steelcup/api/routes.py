@@ -19,7 +19,7 @@ from typing import Any, BinaryIO
 
 from steelcup import __version__, stdcopy
 from steelcup.api import docker_codec as codec
-from steelcup.api import image_codec
+from steelcup.api import image_codec, image_routes
 from steelcup.api.http import (
     EmptyResponse,
     HijackedStream,
@@ -84,12 +84,12 @@ def build_router(svc: Services) -> Router:
     r.add("GET", "/exec/{id}/json", api.exec_inspect)
     r.add("GET", "/images/json", api.list_images)
     r.add("POST", "/images/load", api.load_images)
-    r.add("POST", "/images/create", api.create_image)
     r.add("GET", "/images/{name:path}/json", api.inspect_image)
     r.add("POST", "/images/{name:path}/tag", api.tag_image)
     r.add("DELETE", "/images/{name:path}", api.remove_image)
     for method, path, what in _UNSUPPORTED:
         r.add(method, path, _unsupported(what))
+    image_routes.register(r, svc.images, svc.events, svc.root, import_handler=api.create_image)
     return r
 
 
@@ -107,11 +107,6 @@ _UNSUPPORTED = [
     ("POST", "/containers/{id}/rename", "rename"),
     ("POST", "/containers/{id}/update", "update"),
     ("POST", "/containers/prune", "container prune"),
-    ("POST", "/images/{name:path}/push", "push"),
-    ("GET", "/images/{name:path}/get", "image save"),
-    ("GET", "/images/get", "image save"),
-    ("GET", "/images/{name:path}/history", "image history"),
-    ("POST", "/images/prune", "image prune"),
     ("GET", "/networks", "networks"),
     ("GET", "/volumes", "volumes"),
     ("GET", "/system/df", "system df"),
@@ -416,8 +411,6 @@ class _Api:
         return RawResponse(b"".join(lines), "application/json")
 
     async def create_image(self, req: Request) -> Response:
-        if req.q("fromImage"):
-            raise Unsupported("steelcup cannot pull from registries yet; use `steelcup load`")
         if req.q("fromSrc") != "-":
             raise InvalidArgument("fromSrc must be '-' (the image tarball in the request body)")
         repo, tag = req.q("repo"), req.q("tag")

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from steelcup.cli.commands import containers, images, system
+from steelcup.cli.commands import containers, images, images_registry, system
 from steelcup.cli.context import Context
 from steelcup.config import default_root, default_socket
 from steelcup.errors import DaemonUnavailable, SteelcupError
@@ -48,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     containers.register(sub)
     images.register(sub)
+    images_registry.register(sub)
     system.register(sub)
     return parser
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import builtins
 import contextlib
 import datetime
+import gzip
 import hashlib
 import io
 import json
@@ -31,13 +32,7 @@ from typing import IO, Any, BinaryIO
 from steelcup.errors import Conflict, ImageError, InvalidArgument, NotFound
 from steelcup.image.config import ImageConfig
 from steelcup.image.layers import LayerLimits, apply_layer, decompressed
-from steelcup.image.manifest import (
-    DOCKER_LAYER_GZIP,
-    OCI_LAYER,
-    OCI_LAYER_GZIP,
-    OCI_LAYER_ZSTD,
-    OCI_MANIFEST,
-)
+from steelcup.image.manifest import DOCKER_LAYER_GZIP, OCI_LAYER, OCI_LAYER_ZSTD, OCI_MANIFEST
 from steelcup.image.reference import Reference, is_full_id, is_id_prefix, parse_reference
 
 MAX_JSON_BYTES = 16 << 20
@@ -151,6 +146,18 @@ class HistoryEntry:
     comment: str
     size_bytes: int
     empty_layer: bool
+
+
+class Lease:
+    """Digests (blobs, and diff ids of layers) that `prune` must not collect yet."""
+
+    def __init__(self, lock: threading.RLock) -> None:
+        self._lock = lock
+        self.digests: set[str] = set()
+
+    def add(self, digest: str) -> None:
+        with self._lock:
+            self.digests.add(digest)
 
 
 @dataclass(frozen=True)
@@ -293,8 +300,387 @@ class ImageStore:
     def blob_path(self, digest: str) -> Path:
         return self._blobs / _hex(digest)
 
+    # --- registry support (pull/push) --------------------------------------------------------
+    @contextlib.contextmanager
+    def lease(self) -> Iterator[Lease]:
+        """Protect blobs and layers a pull is working with from `prune` until it registers them."""
+        with self._lock:
+            self._lease_seq += 1
+            key = self._lease_seq
+            lease = Lease(self._lock)
+            self._leases[key] = lease.digests
+        try:
+            yield lease
+        finally:
+            with self._lock:
+                del self._leases[key]
+
+    def has_blob(self, digest: str) -> bool:
+        return self.blob_path(digest).is_file()
+
+    def write_blob(self, src: IO[bytes], expected: str, expected_size: int | None = None) -> int:
+        """Store a blob whose digest (and size) are known in advance; returns its size.
+
+        Nothing appears under the digest unless the whole content matched.
+        """
+        return self._write_blob(src, expected, expected_size).size
+
+    def has_layer(self, diff_id: str) -> bool:
+        row = self._db.execute("SELECT 1 FROM image_layers WHERE diff_id = ?", (diff_id,))
+        return row.fetchone() is not None and (self._layers / _hex(diff_id)).is_dir()
+
+    def ensure_layer(self, blob_digest: str, diff_id: str) -> int:
+        """Unpack a stored layer blob (verifying it against `diff_id`); returns the tar size.
+
+        Safe to call from several threads at once for different layers.
+        """
+        return self._ensure_layer(blob_digest, diff_id)[1]
+
+    def register_pulled(
+        self,
+        *,
+        raw_config: bytes,
+        layer_blobs: builtins.list[str],
+        tag: str | None,
+        repo: str,
+        manifest: StoredManifest,
+        repo_digest: str,
+        registry: str,
+        remote_repo: str,
+    ) -> Image:
+        """Record an image whose config and layer blobs are stored and unpacked.
+
+        `tag` is the familiar `repo:tag` to point at it (None for a pull by digest); `repo` is
+        the familiar repository name for RepoDigests.
+        """
+        config_digest = "sha256:" + hashlib.sha256(raw_config).hexdigest()
+        with self._lock:
+            image = self._register(
+                config_digest,
+                raw_config,
+                layer_blobs,
+                [tag] if tag else [],
+                [],
+                manifest=manifest,
+                repo=repo,
+                repo_digest=repo_digest,
+            )
+            self.record_blob_sources(registry, remote_repo, [config_digest, *layer_blobs])
+            return self._image(image.id)
+
+    def record_push(
+        self,
+        image_id: str,
+        repo: str,
+        manifest: StoredManifest,
+        registry: str,
+        remote_repo: str,
+        blobs: builtins.list[str],
+    ) -> None:
+        """Remember a pushed manifest: RepoDigests, and where its blobs now live (for mounts)."""
+        with self._lock, self._tx():
+            self._db.execute(
+                "INSERT OR REPLACE INTO image_manifests (digest, image_id, media_type, raw) "
+                "VALUES (?, ?, ?, ?)",
+                (manifest.digest, image_id, manifest.media_type, manifest.raw),
+            )
+            self._db.execute(
+                "INSERT OR REPLACE INTO image_repo_digests (repo, digest, image_id) "
+                "VALUES (?, ?, ?)",
+                (repo, manifest.digest, image_id),
+            )
+            self._insert_sources(registry, remote_repo, blobs)
+
+    def record_blob_sources(
+        self, registry: str, remote_repo: str, blobs: builtins.list[str]
+    ) -> None:
+        with self._lock, self._tx():
+            self._insert_sources(registry, remote_repo, blobs)
+
+    def blob_sources(self, digest: str, registry: str) -> builtins.list[str]:
+        """Repositories on `registry` known to hold blob `digest` (candidates for a mount)."""
+        rows = self._db.execute(
+            "SELECT repo FROM blob_sources WHERE digest = ? AND registry = ? ORDER BY repo",
+            (digest, registry),
+        )
+        return [r[0] for r in rows]
+
+    def manifests(self, image_id: str) -> builtins.list[StoredManifest]:
+        rows = self._db.execute(
+            "SELECT digest, media_type, raw FROM image_manifests WHERE image_id = ? "
+            "ORDER BY digest",
+            (image_id,),
+        )
+        return [StoredManifest(r[0], r[1], bytes(r[2])) for r in rows]
+
+    def push_layers(self, image: Image) -> builtins.list[LayerBlob]:
+        """The distributable (compressed) blob of every layer, gzipping uncompressed ones once.
+
+        A layer loaded from an uncompressed docker-archive is replaced by its gzip form, so the
+        same image pushes with the same digests every time.
+        """
+        out: builtins.list[LayerBlob] = []
+        for diff_id in image.diff_ids:
+            row = self._db.execute(
+                "SELECT blob_digest FROM image_layers WHERE diff_id = ?", (diff_id,)
+            ).fetchone()
+            if row is None or not self.has_blob(row[0]):
+                raise ImageError(
+                    f"layer {diff_id[7:19]} of image {image.short_id} has no stored blob"
+                )
+            digest = str(row[0])
+            with open(self.blob_path(digest), "rb") as f:
+                head = f.read(4)
+            if head.startswith(b"\x1f\x8b"):
+                media = DOCKER_LAYER_GZIP
+            elif head.startswith(b"\x28\xb5\x2f\xfd"):
+                media = OCI_LAYER_ZSTD
+            else:
+                digest = self._gzip_layer(diff_id, digest)
+                media = DOCKER_LAYER_GZIP
+            size = self.blob_path(digest).stat().st_size
+            out.append(LayerBlob(diff_id, digest, size, media))
+        return out
+
+    def _gzip_layer(self, diff_id: str, plain_digest: str) -> str:
+        fd, tmp_name = tempfile.mkstemp(dir=self._tmp, prefix="gz-")
+        try:
+            with os.fdopen(fd, "wb") as raw_out, open(self.blob_path(plain_digest), "rb") as src:
+                with gzip.GzipFile(fileobj=raw_out, mode="wb", compresslevel=6, mtime=0) as gz:
+                    shutil.copyfileobj(src, gz, _CHUNK)
+            with open(tmp_name, "rb") as packed:
+                blob = self._write_blob(packed)
+        finally:
+            Path(tmp_name).unlink(missing_ok=True)
+        with self._lock:
+            with self._tx():
+                self._db.execute(
+                    "UPDATE image_layers SET blob_digest = ? WHERE diff_id = ?",
+                    (blob.digest, diff_id),
+                )
+            self._gc_blobs({plain_digest})
+        return blob.digest
+
+    # --- save / history / prune -------------------------------------------------------------
+    def save(self, refs: builtins.list[str], out: BinaryIO) -> None:
+        """Write `refs` as one tar stream to `out` (need not be seekable).
+
+        The archive is both a docker-archive (manifest.json, read by docker/podman load and
+        skopeo docker-archive:) and an OCI image layout (index.json, oci-layout), like the one
+        docker 25+ writes. Layers are stored uncompressed, named by their diff id.
+        """
+        if not refs:
+            raise InvalidArgument("no image given to save")
+        chosen: dict[str, builtins.list[str]] = {}
+        for ref in refs:
+            image_id = self._resolve(ref)
+            tags = chosen.setdefault(image_id, [])
+            key = self._tag_key(ref)
+            if key is not None and key not in tags:
+                tags.append(key)
+        images = [(self._image(i), tags) for i, tags in chosen.items()]
+        docker_manifest: builtins.list[dict[str, Any]] = []
+        index_entries: builtins.list[dict[str, Any]] = []
+        written: set[str] = set()
+        with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+            _tar_dir(tar, "blobs")
+            _tar_dir(tar, "blobs/sha256")
+            for image, tags in images:
+                layer_descs = []
+                for diff_id in image.diff_ids:
+                    if diff_id not in written:
+                        self._save_layer(tar, diff_id)
+                        written.add(diff_id)
+                    size = self._layer_size(diff_id)
+                    layer_descs.append({"mediaType": OCI_LAYER, "size": size, "digest": diff_id})
+                config_name = f"blobs/sha256/{_hex(image.id)}"
+                if image.id not in written:
+                    _tar_bytes(tar, config_name, image.raw_config)
+                    written.add(image.id)
+                manifest = json.dumps(
+                    {
+                        "schemaVersion": 2,
+                        "mediaType": OCI_MANIFEST,
+                        "config": {
+                            "mediaType": "application/vnd.oci.image.config.v1+json",
+                            "size": len(image.raw_config),
+                            "digest": image.id,
+                        },
+                        "layers": layer_descs,
+                    },
+                    separators=(",", ":"),
+                ).encode()
+                manifest_digest = "sha256:" + hashlib.sha256(manifest).hexdigest()
+                if manifest_digest not in written:
+                    _tar_bytes(tar, f"blobs/sha256/{_hex(manifest_digest)}", manifest)
+                    written.add(manifest_digest)
+                docker_manifest.append(
+                    {
+                        "Config": config_name,
+                        "RepoTags": tags or None,
+                        "Layers": [f"blobs/sha256/{_hex(d)}" for d in image.diff_ids],
+                    }
+                )
+                desc = {
+                    "mediaType": OCI_MANIFEST,
+                    "digest": manifest_digest,
+                    "size": len(manifest),
+                }
+                for tag in tags or [""]:
+                    entry = dict(desc)
+                    if tag:
+                        parsed = parse_reference(tag)
+                        entry["annotations"] = {
+                            "io.containerd.image.name": parsed.canonical(),
+                            "org.opencontainers.image.ref.name": parsed.tag or "latest",
+                        }
+                    index_entries.append(entry)
+            _tar_bytes(tar, "oci-layout", b'{"imageLayoutVersion":"1.0.0"}')
+            index = {
+                "schemaVersion": 2,
+                "mediaType": "application/vnd.oci.image.index.v1+json",
+                "manifests": index_entries,
+            }
+            _tar_bytes(tar, "index.json", json.dumps(index, separators=(",", ":")).encode())
+            _tar_bytes(tar, "manifest.json", json.dumps(docker_manifest).encode())
+
+    def _layer_size(self, diff_id: str) -> int:
+        row = self._db.execute(
+            "SELECT size_bytes FROM image_layers WHERE diff_id = ?", (diff_id,)
+        ).fetchone()
+        if row is None:
+            raise ImageError(f"layer {diff_id[7:19]} is not in the store")
+        return int(row[0])
+
+    def _save_layer(self, tar: tarfile.TarFile, diff_id: str) -> None:
+        row = self._db.execute(
+            "SELECT blob_digest, size_bytes FROM image_layers WHERE diff_id = ?", (diff_id,)
+        ).fetchone()
+        if row is None or not self.has_blob(row[0]):
+            raise ImageError(f"layer {diff_id[7:19]} has no stored blob; pull the image again")
+        info = tarfile.TarInfo(f"blobs/sha256/{_hex(diff_id)}")
+        info.size = int(row[1])
+        info.mode = 0o644
+        with open(self.blob_path(row[0]), "rb") as blob, decompressed(blob) as plain:
+            checked = _HashingReader(plain)
+            tar.addfile(info, checked)
+        if checked.digest() != diff_id:
+            raise ImageError(f"stored layer {diff_id[7:19]} does not match its diff id")
+
+    def history(self, ref_or_id: str) -> builtins.list[HistoryEntry]:
+        """The image's build history, oldest first, with layer sizes matched to entries."""
+        image = self.get(ref_or_id)
+        doc = json.loads(image.raw_config)
+        sizes = [self._layer_size(d) for d in image.diff_ids]
+        raw_history = doc.get("history") if isinstance(doc, dict) else None
+        entries: builtins.list[HistoryEntry] = []
+        if isinstance(raw_history, list) and raw_history:
+            layer = 0
+            for item in raw_history:
+                if not isinstance(item, dict):
+                    continue
+                empty = bool(item.get("empty_layer"))
+                size = 0
+                if not empty and layer < len(sizes):
+                    size = sizes[layer]
+                    layer += 1
+                entries.append(
+                    HistoryEntry(
+                        created=str(item.get("created") or ""),
+                        created_by=str(item.get("created_by") or ""),
+                        comment=str(item.get("comment") or ""),
+                        size_bytes=size,
+                        empty_layer=empty,
+                    )
+                )
+        else:
+            entries = [HistoryEntry(image.created, "", "", s, False) for s in sizes]
+        return entries
+
+    def prune(self, *, dangling_only: bool = True) -> PruneResult:
+        """Delete unused images (only untagged ones unless `dangling_only` is False), then
+        collect every blob and layer directory nothing references. Returns what was reclaimed.
+        """
+        with self._lock:
+            deleted: builtins.list[str] = []
+            before = self._usage_bytes()
+            for image_id in [r[0] for r in self._db.execute("SELECT id FROM image_records")]:
+                tags = self._tags_of(image_id)
+                if (dangling_only and tags) or self.in_use(image_id):
+                    continue
+                self._untag(tags)
+                self._delete(image_id)
+                deleted += [f"Untagged: {t}" for t in tags] + [f"Deleted: {image_id}"]
+            orphan_bytes = self._collect_garbage()
+            return PruneResult(deleted, max(0, before - self._usage_bytes()) + orphan_bytes)
+
+    def _usage_bytes(self) -> int:
+        blobs = sum(p.stat().st_size for p in self._blobs.iterdir() if p.is_file())
+        row = self._db.execute("SELECT COALESCE(SUM(size_bytes), 0) FROM image_layers").fetchone()
+        return blobs + int(row[0])
+
+    def _collect_garbage(self) -> int:
+        """Remove unreferenced layers and blobs (not leased); returns bytes of orphan dirs."""
+        leased: set[str] = set().union(*self._leases.values()) if self._leases else set()
+        with self._tx():
+            self._db.execute(
+                "DELETE FROM image_layers WHERE diff_id NOT IN "
+                "(SELECT diff_id FROM image_layer_refs)"
+            )
+            self._db.execute(
+                "DELETE FROM image_manifests WHERE image_id NOT IN (SELECT id FROM image_records)"
+            )
+            self._db.execute(
+                "DELETE FROM image_repo_digests WHERE image_id NOT IN "
+                "(SELECT id FROM image_records)"
+            )
+        known_layers = {_hex(r[0]) for r in self._db.execute("SELECT diff_id FROM image_layers")}
+        orphan_bytes = 0
+        for layer_dir in self._layers.iterdir():
+            if layer_dir.name in known_layers or "sha256:" + layer_dir.name in leased:
+                continue
+            orphan_bytes += _tree_bytes(layer_dir)
+            trash = Path(tempfile.mkdtemp(dir=self._tmp, prefix="trash-"))
+            os.rename(layer_dir, trash / "layer")
+            _rmtree(trash)
+        keep = {r[0] for r in self._db.execute("SELECT blob_digest FROM image_layers")}
+        keep |= {r[0] for r in self._db.execute("SELECT id FROM image_records")}
+        keep |= leased
+        for blob in self._blobs.iterdir():
+            if "sha256:" + blob.name not in keep:
+                blob.unlink(missing_ok=True)
+        with self._tx():
+            self._db.execute(
+                "DELETE FROM blob_sources WHERE digest NOT IN "
+                "(SELECT blob_digest FROM image_layers UNION SELECT id FROM image_records)"
+            )
+        return orphan_bytes
+
     # --- blobs ------------------------------------------------------------------------------
-    def _write_blob(self, src: IO[bytes], expected: str | None = None) -> _Blob:
+    @contextlib.contextmanager
+    def _tx(self) -> Iterator[None]:
+        """One atomic transaction (the daemon's connection is in autocommit mode)."""
+        with self._lock:
+            if self._db.in_transaction:
+                yield
+                return
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+            except BaseException:
+                self._db.rollback()
+                raise
+            self._db.commit()
+
+    def _insert_sources(self, registry: str, remote_repo: str, blobs: builtins.list[str]) -> None:
+        self._db.executemany(
+            "INSERT OR IGNORE INTO blob_sources (digest, registry, repo) VALUES (?, ?, ?)",
+            [(b, registry, remote_repo) for b in blobs],
+        )
+
+    def _write_blob(
+        self, src: IO[bytes], expected: str | None = None, expected_size: int | None = None
+    ) -> _Blob:
         """Copy `src` into the blob store: temp file, fsync, verify, rename."""
         hasher = hashlib.sha256()
         size = 0
@@ -306,9 +692,17 @@ class ImageStore:
                     hasher.update(chunk)
                     out.write(chunk)
                     size += len(chunk)
+                    if expected_size is not None and size > expected_size:
+                        raise ImageError(
+                            f"blob {expected} is larger than the {expected_size} bytes announced"
+                        )
                 out.flush()
                 os.fsync(out.fileno())
             digest = "sha256:" + hasher.hexdigest()
+            if expected_size is not None and size != expected_size:
+                raise ImageError(
+                    f"blob {expected} is truncated: got {size} of {expected_size} bytes"
+                )
             if expected is not None and expected != digest:
                 raise ImageError(f"blob digest mismatch: expected {expected}, got {digest}")
             final = self._blobs / hasher.hexdigest()
@@ -372,7 +766,7 @@ class ImageStore:
         except BaseException:
             _rmtree(tmp)
             raise
-        with self._db:
+        with self._tx():
             self._db.execute(
                 "INSERT OR REPLACE INTO image_layers (diff_id, blob_digest, size_bytes) "
                 "VALUES (?, ?, ?)",
@@ -505,6 +899,10 @@ class ImageStore:
         layer_blobs: builtins.list[str],
         tags: builtins.list[str],
         manifest_digests: builtins.list[str],
+        *,
+        manifest: StoredManifest | None = None,
+        repo: str = "",
+        repo_digest: str = "",
     ) -> Image:
         try:
             doc = json.loads(raw)
@@ -526,7 +924,19 @@ class ImageStore:
             _, layer_size = self._ensure_layer(blob, diff_id)
             size += layer_size
         image_id = config_digest
-        with self._db:
+        with self._tx():
+            if manifest is not None:
+                self._db.execute(
+                    "INSERT OR REPLACE INTO image_manifests (digest, image_id, media_type, raw) "
+                    "VALUES (?, ?, ?, ?)",
+                    (manifest.digest, image_id, manifest.media_type, manifest.raw),
+                )
+                if repo:
+                    self._db.execute(
+                        "INSERT OR REPLACE INTO image_repo_digests (repo, digest, image_id) "
+                        "VALUES (?, ?, ?)",
+                        (repo, repo_digest or manifest.digest, image_id),
+                    )
             old = self._db.execute(
                 "SELECT manifest_digests FROM image_records WHERE id = ?", (image_id,)
             ).fetchone()
@@ -580,6 +990,13 @@ class ImageStore:
         tags = self._tags_of(image_id)
         names = sorted({t.rsplit(":", 1)[0] for t in tags})
         digests = json.loads(row[5])
+        repo_digests = {f"{n}@{d}" for n in names for d in digests}
+        repo_digests |= {
+            f"{r[0]}@{r[1]}"
+            for r in self._db.execute(
+                "SELECT repo, digest FROM image_repo_digests WHERE image_id = ?", (image_id,)
+            )
+        }
         return Image(
             id=image_id,
             repo_tags=tuple(tags),
@@ -590,7 +1007,7 @@ class ImageStore:
             diff_ids=tuple(diff_ids),
             size_bytes=int(row[4]),
             raw_config=raw,
-            repo_digests=tuple(f"{n}@{d}" for n in names for d in digests),
+            repo_digests=tuple(sorted(repo_digests)),
         )
 
     def _tags_of(self, image_id: str) -> builtins.list[str]:
@@ -614,6 +1031,12 @@ class ImageStore:
             ref = None
         if ref is not None and ref.digest is not None:
             if ref.tag is None:  # name@digest: match a manifest digest or the config digest
+                row = self._db.execute(
+                    "SELECT image_id FROM image_repo_digests WHERE repo = ? AND digest = ?",
+                    (ref.familiar_name, ref.digest),
+                ).fetchone()
+                if row is not None and self._exists(row[0]):
+                    return str(row[0])
                 for image_id, digests in self._db.execute(
                     "SELECT id, manifest_digests FROM image_records"
                 ):
@@ -674,10 +1097,12 @@ class ImageStore:
                 "SELECT diff_id FROM image_layer_refs WHERE image_id = ?", (image_id,)
             )
         ]
-        with self._db:
+        with self._tx():
             self._db.execute("DELETE FROM image_layer_refs WHERE image_id = ?", (image_id,))
             self._db.execute("DELETE FROM image_records WHERE id = ?", (image_id,))
             self._db.execute("DELETE FROM image_tags WHERE image_id = ?", (image_id,))
+            self._db.execute("DELETE FROM image_manifests WHERE image_id = ?", (image_id,))
+            self._db.execute("DELETE FROM image_repo_digests WHERE image_id = ?", (image_id,))
         blobs = {image_id}
         for diff_id in set(diff_ids):
             used = self._db.execute(
@@ -716,6 +1141,53 @@ class _ArchiveFiles:
                 break
             key = self.links[key]
         raise ImageError(f"image archive is missing {name!r}")
+
+
+class _HashingReader(io.RawIOBase):
+    """Passes reads through while hashing them (to check a layer as `save` streams it)."""
+
+    def __init__(self, inner: IO[bytes]) -> None:
+        self._inner = inner
+        self._hash = hashlib.sha256()
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._inner.read(size if size is not None and size >= 0 else _CHUNK)
+        self._hash.update(data)
+        return data
+
+    def readinto(self, buf: Any) -> int:
+        data = self.read(len(buf))
+        buf[: len(data)] = data
+        return len(data)
+
+    def digest(self) -> str:
+        return "sha256:" + self._hash.hexdigest()
+
+
+def _tar_dir(tar: tarfile.TarFile, name: str) -> None:
+    info = tarfile.TarInfo(name)
+    info.type = tarfile.DIRTYPE
+    info.mode = 0o755
+    tar.addfile(info)
+
+
+def _tar_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    info.mode = 0o644
+    tar.addfile(info, io.BytesIO(data))
+
+
+def _tree_bytes(path: Path) -> int:
+    total = 0
+    for dirpath, _dirs, files in os.walk(path):
+        for name in files:
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(dirpath, name)).st_size
+    return total
 
 
 def _norm(name: str) -> str:

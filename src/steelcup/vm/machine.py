@@ -28,6 +28,7 @@ DEFAULT_BOOT_ATTEMPTS = 2  # one retry: an occasional TCG boot stalls
 POWEROFF_DEADLINE_S = 3.0
 POWEROFF_EXIT_GRACE_S = 0.5  # after the guest's OK it has synced; then we stop waiting
 REAP_DEADLINE_S = 10.0
+EXIT_GRACE_S = 2.0  # after the guest link broke during boot, wait this long for QEMU's exit
 LOG_TAIL_BYTES = 4000
 
 _PR_SET_PDEATHSIG = 1
@@ -177,6 +178,14 @@ class Machine:
                     handshake.cancel()
                     with contextlib.suppress(asyncio.CancelledError, SteelcupError):
                         await handshake
+            if handshake.done() and not handshake.cancelled() and handshake.exception():
+                # A link that drops during boot usually means QEMU is exiting: wait briefly
+                # so the error carries its exit code and message.
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(EXIT_GRACE_S):
+                        await asyncio.shield(exit_task)
+                if exit_task.done():
+                    done = {exit_task}
             if exit_task in done:
                 raise VmLaunchError(
                     "QEMU exited during boot",

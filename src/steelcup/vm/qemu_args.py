@@ -6,7 +6,7 @@ The one place that knows QEMU's command line for a steelcup microVM.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
@@ -14,15 +14,30 @@ from steelcup.errors import InvalidArgument
 
 QEMU_BINARY = "qemu-system-x86_64"
 CTL_PORT_NAME = "steelcup.ctl"
-# pit: without it a TCG guest hangs in TSC calibration. acpi=off: with microvm's ACPI tables the
-# guest's clock never ticks under TCG here (boot stops after "Marking TSC unstable"); without ACPI
-# QEMU lists the virtio-mmio devices as virtio_mmio.device= on the kernel command line, which
-# the guest init passes to the module.
-MACHINE = "microvm,pit=on,pic=on,rtc=on,acpi=off"
+MACHINE = "microvm,pit=on,pic=on,rtc=on"
+DEFAULT_TSC_KHZ = 2_000_000
 BASE_CMDLINE = ("console=ttyS0", "reboot=t", "panic=-1", "quiet", "rdinit=/init")
 UNIX_PATH_MAX = 107  # sun_path is 108 bytes including the NUL
 _TAG_RE = re.compile(r"^[A-Za-z0-9_.-]{1,31}$")
 ACCELS = ("kvm", "tcg")
+
+
+def host_tsc_khz(cpuinfo: Path = Path("/proc/cpuinfo")) -> int:
+    """The host's TSC rate in kHz (approximated by the first `cpu MHz`), which a TCG guest's
+    TSC runs at.
+
+    Under TCG the guest's PIT calibration of the TSC fails (the timing window is too short to
+    emulate) and, with microvm's ACPI tables lacking the IRQ0 override, the timer interrupt never
+    reaches the fallback jiffies calibration: boot hangs after "Marking TSC unstable". Passing
+    `tsc_early_khz` skips calibration altogether.
+    """
+    try:
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("cpu MHz"):
+                return max(1, round(float(line.split(":", 1)[1]) * 1000))
+    except (OSError, ValueError):
+        pass
+    return DEFAULT_TSC_KHZ
 
 
 class Share(NamedTuple):
@@ -47,6 +62,8 @@ class VmSpec:
     cmdline_extra: tuple[str, ...] = ()
     shares: tuple[Share, ...] = ()
     qemu_binary: str = QEMU_BINARY
+    # TCG only: the guest's TSC rate (passed as tsc_early_khz); 0 = let the guest calibrate.
+    tsc_khz: int = field(default_factory=host_tsc_khz)
 
     @property
     def ctl_socket(self) -> Path:
@@ -95,10 +112,14 @@ def _check(spec: VmSpec) -> None:
 def build_argv(spec: VmSpec) -> list[str]:
     """The QEMU argv for `spec` (argv[0] is the binary)."""
     _check(spec)
+    cmdline = [*BASE_CMDLINE]
     if spec.accel == "kvm":
         accel = ["-accel", "kvm", "-cpu", "host"]
     else:
         accel = ["-accel", f"tcg,tb-size={spec.tcg_tb_mib}", "-cpu", "max"]
+        if spec.tsc_khz > 0:
+            cmdline.append(f"tsc_early_khz={spec.tsc_khz}")
+    cmdline += spec.cmdline_extra
     argv = [
         spec.qemu_binary,
         "-M", MACHINE,
@@ -111,7 +132,7 @@ def build_argv(spec: VmSpec) -> list[str]:
         "-no-reboot",
         "-kernel", str(spec.kernel),
         "-initrd", str(spec.initrd),
-        "-append", " ".join((*BASE_CMDLINE, *spec.cmdline_extra)),
+        "-append", " ".join(cmdline),
         "-serial", f"file:{spec.console_log}",
         "-device", "virtio-serial-device",
         "-chardev", f"socket,id=ctl,path={_opt(str(spec.ctl_socket))},server=on,wait=off",

@@ -202,12 +202,19 @@ def test_dropped_connection_fails_every_waiter() -> None:
         await c.hello(2.0)
         proc = await c.start(ProcessSpec(args=("x",)))
         waiter = asyncio.create_task(proc.wait())
-        reader = asyncio.create_task(anext(proc.output()))
+
+        async def first_chunk() -> tuple[Stream, bytes]:
+            async for chunk in proc:
+                return chunk
+            raise AssertionError("output ended without an error")
+
+        reader = asyncio.create_task(first_chunk())
         with pytest.raises(GuestProtocolError):
             await c.ping(timeout_s=5)
-        for t in (waiter, reader):
-            with pytest.raises(GuestProtocolError):
-                await asyncio.wait_for(t, 1)
+        with pytest.raises(GuestProtocolError):
+            await asyncio.wait_for(waiter, 1)
+        with pytest.raises(GuestProtocolError):
+            await asyncio.wait_for(reader, 1)
         assert c.lost is not None
 
     asyncio.run(run_with_guest(guest, body))

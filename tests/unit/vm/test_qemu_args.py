@@ -17,6 +17,7 @@ def spec(**kw: object) -> VmSpec:
         "kernel": Path("/g/vmlinuz"),
         "initrd": Path("/g/initrd.img"),
         "state_dir": STATE,
+        "tsc_khz": 1996248,
         "shares": (Share("rootfs", Path("/var/lib/steelcup/c1/rootfs")),),
     }
     base.update(kw)
@@ -26,7 +27,7 @@ def spec(**kw: object) -> VmSpec:
 def test_tcg_golden() -> None:
     assert build_argv(spec()) == [
         "qemu-system-x86_64",
-        "-M", "microvm,pit=on,pic=on,rtc=on,acpi=off",
+        "-M", "microvm,pit=on,pic=on,rtc=on",
         "-accel", "tcg,tb-size=32",
         "-cpu", "max",
         "-m", "256",
@@ -37,7 +38,8 @@ def test_tcg_golden() -> None:
         "-no-reboot",
         "-kernel", "/g/vmlinuz",
         "-initrd", "/g/initrd.img",
-        "-append", "console=ttyS0 reboot=t panic=-1 quiet rdinit=/init",
+        "-append",
+        "console=ttyS0 reboot=t panic=-1 quiet rdinit=/init tsc_early_khz=1996248",
         "-serial", "file:/run/steelcup/vm/abc/console.log",
         "-device", "virtio-serial-device",
         "-chardev", "socket,id=ctl,path=/run/steelcup/vm/abc/ctl.sock,server=on,wait=off",
@@ -61,6 +63,7 @@ def test_kvm_sizes_extras_and_readonly_share() -> None:
     i = argv.index("-accel")
     assert argv[i : i + 4] == ["-accel", "kvm", "-cpu", "host"]
     assert "tcg" not in " ".join(argv)
+    assert "tsc_early_khz" not in " ".join(argv)
     assert argv[argv.index("-m") + 1] == "512"
     assert argv[argv.index("-smp") + 1] == "2"
     assert argv[argv.index("-append") + 1].endswith("rdinit=/init loglevel=7")
@@ -92,3 +95,14 @@ def test_tb_size() -> None:
 def test_invalid_specs(kw: dict[str, object]) -> None:
     with pytest.raises(InvalidArgument):
         build_argv(spec(**kw))
+
+
+def test_tsc_khz_from_cpuinfo(tmp_path: Path) -> None:
+    from steelcup.vm.qemu_args import DEFAULT_TSC_KHZ, host_tsc_khz
+
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\ncpu MHz\t\t: 1996.248\n")
+    assert host_tsc_khz(info) == 1996248
+    assert host_tsc_khz(tmp_path / "missing") == DEFAULT_TSC_KHZ
+    argv = build_argv(spec(tsc_khz=0))
+    assert "tsc_early_khz" not in argv[argv.index("-append") + 1]
