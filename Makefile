@@ -37,7 +37,7 @@ include tools/images.mk
 demo: deps guest images
 	@$(PY) tools/demo.py --root $(DEMO_ROOT)
 
-test: deps guest images
+test: deps guest images guest-test
 	$(PY) -m pytest -q tests
 
 test-unit: venv

@@ -222,9 +222,7 @@ static void child(const struct start_req *r, const char *root, int errfd, int in
 	}
 	if (dup2(in, 0) < 0 || dup2(out, 1) < 0 || dup2(err, 2) < 0)
 		child_fail(errfd, errno);
-	for (int fd = 3; fd < 1024; fd++)
-		if (fd != errfd)
-			close(fd);
+	/* Every fd of init is O_CLOEXEC; errfd must survive until exec, so nothing to close here. */
 	if (root && (chroot(root) < 0 || chdir("/") < 0))
 		child_fail(errfd, errno);
 	if (chdir(r->cwd && r->cwd[0] ? r->cwd : "/") < 0)
@@ -262,7 +260,8 @@ void proc_start(const struct proto_frame *f, const char *root)
 		return;
 	}
 	if (id == 0 || find(id)) {
-		channel_send_error(id, EEXIST, "process id in use");
+		channel_send_error(id, id == 0 ? EINVAL : EEXIST,
+				   id == 0 ? "process id 0" : "process id in use");
 		free_req(&r);
 		return;
 	}

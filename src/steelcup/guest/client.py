@@ -178,6 +178,13 @@ class GuestProcess:
             raise GuestProtocolError(f"guest returned more stdin credit than sent ({self.id})")
         self._stdin_event.set()
 
+    def _reset_windows(self) -> None:
+        # A HELLO resets both flow-control windows of every process (docs/guest-protocol.md).
+        self._out_credit = p.INITIAL_CREDIT_BYTES
+        self._unreported = 0
+        self._stdin_credit = p.INITIAL_CREDIT_BYTES
+        self._stdin_event.set()
+
     def _on_exit(self, status: ExitStatus) -> None:
         self._exit = status
         self._wake()
@@ -501,6 +508,8 @@ class GuestClient:
         )
         if info.version != p.PROTOCOL_VERSION:
             raise GuestProtocolError(f"guest speaks protocol version {info.version}, host 1")
+        for proc in self._procs.values():
+            proc._reset_windows()
         self.info = info
         return info
 

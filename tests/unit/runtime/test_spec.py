@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 
 from steelcup.errors import InvalidArgument
-from steelcup.runtime.spec import DEFAULT_PATH, merge_env, parse_mem_bytes, parse_signal, resolve_argv
+from steelcup.runtime.spec import (
+    DEFAULT_PATH,
+    merge_env,
+    parse_mem_bytes,
+    parse_signal,
+    resolve_argv,
+)
 
 
 @pytest.mark.parametrize(

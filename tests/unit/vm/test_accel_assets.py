@@ -10,7 +10,7 @@ import pytest
 
 from steelcup.errors import InvalidArgument, NotFound
 from steelcup.vm import accel
-from steelcup.vm.assets import find_assets
+from steelcup.vm.assets import GuestAssets, find_assets
 
 
 def make_assets(d: Path) -> Path:
@@ -50,7 +50,7 @@ def test_cached_verdict_is_per_boot(tmp_path: Path, monkeypatch: pytest.MonkeyPa
         return False, "spins"
 
     monkeypatch.setattr(accel, "probe_kvm", fake_probe)
-    assets = accel.GuestAssets(tmp_path / "k", tmp_path / "i")
+    assets = GuestAssets(tmp_path / "k", tmp_path / "i")
     notices: list[str] = []
     for _ in range(2):
         got = asyncio.run(
