@@ -8,7 +8,7 @@ from pathlib import Path
 
 from steelcup.errors import NotFound
 
-KERNEL_NAME = "vmlinuz"
+KERNEL_NAME = "vmlinux"  # the unpacked kernel: QEMU boots it directly (PVH), ~6 s faster under TCG
 INITRD_NAME = "initrd.img"
 SYSTEM_DIR = Path("/usr/lib/steelcup/guest")
 ENV_VAR = "STEELCUP_ASSETS"
