@@ -63,8 +63,15 @@ $(GUEST_BUILD)/test_proto: guest/init/tests/test_proto.c guest/init/proto.c gues
 	@mkdir -p $(GUEST_BUILD)
 	gcc $(GUEST_TEST_CFLAGS) $(GUEST_SANITIZE) -o $@ guest/init/tests/test_proto.c guest/init/proto.c
 
-guest-test: $(GUEST_BUILD)/test_proto
+$(GUEST_BUILD)/test_mounts_net: guest/init/tests/test_mounts_net.c guest/init/mounts.c \
+		guest/init/net.c guest/init/mounts.h guest/init/net.h
+	@mkdir -p $(GUEST_BUILD)
+	gcc $(GUEST_TEST_CFLAGS) $(GUEST_SANITIZE) -o $@ guest/init/tests/test_mounts_net.c \
+		guest/init/mounts.c guest/init/net.c
+
+guest-test: $(GUEST_BUILD)/test_proto $(GUEST_BUILD)/test_mounts_net
 	$(GUEST_BUILD)/test_proto tests/golden/guest_protocol.txt
+	$(GUEST_BUILD)/test_mounts_net
 
 guest-clean:
 	rm -rf $(GUEST_BUILD)

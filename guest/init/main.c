@@ -4,6 +4,7 @@
 #include "init.h"
 #include "modules.h"
 #include "mounts.h"
+#include "net.h"
 #include "proc.h"
 #include "proto.h"
 
@@ -133,6 +134,53 @@ static void handle_setup_root(const struct proto_frame *f)
 	channel_send_ok(id);
 }
 
+static void handle_net_config(const struct proto_frame *f)
+{
+	struct net_req r;
+	char msg[300];
+	memset(&r, 0, sizeof(r));
+	copy_str(f, PROTO_TAG_MAC, r.mac, sizeof(r.mac));
+	copy_str(f, PROTO_TAG_IFNAME, r.ifname, sizeof(r.ifname));
+	copy_str(f, PROTO_TAG_ADDRESS, r.address, sizeof(r.address));
+	copy_str(f, PROTO_TAG_GATEWAY, r.gateway, sizeof(r.gateway));
+	proto_frame_u32(f, PROTO_TAG_PREFIX, &r.prefix);
+	proto_frame_u32(f, PROTO_TAG_MTU, &r.mtu);
+	int rc = net_config(&r, msg, sizeof(msg));
+	if (rc < 0)
+		channel_send_error(f->hdr.id, -rc, msg);
+	else
+		channel_send_ok(f->hdr.id);
+}
+
+static void handle_mount(const struct proto_frame *f)
+{
+	uint32_t id = f->hdr.id, ro = 0;
+	char source[256], fstype[16], target[4096], options[512], msg[300];
+	if (!root_ready) {
+		channel_send_error(id, EINVAL, "MOUNT before SETUP_ROOT");
+		return;
+	}
+	copy_str(f, PROTO_TAG_SOURCE, source, sizeof(source));
+	copy_str(f, PROTO_TAG_FSTYPE, fstype, sizeof(fstype));
+	copy_str(f, PROTO_TAG_TARGET, target, sizeof(target));
+	copy_str(f, PROTO_TAG_OPTIONS, options, sizeof(options));
+	proto_frame_u32(f, PROTO_TAG_READONLY, &ro);
+	if (target[0] != '/') {
+		channel_send_error(id, EINVAL, "MOUNT needs an absolute TARGET (under 4096 bytes)");
+		return;
+	}
+	const uint8_t *v;
+	uint32_t vlen;
+	if (!proto_frame_str(f, PROTO_TAG_FSTYPE, &v, &vlen))
+		snprintf(fstype, sizeof(fstype), "9p");
+	int rc = mounts_mount_into(INIT_ROOT, source, fstype, target, options, ro != 0, msg,
+				   sizeof(msg));
+	if (rc < 0)
+		channel_send_error(id, -rc, msg);
+	else
+		channel_send_ok(id);
+}
+
 static void handle_poweroff(uint32_t id)
 {
 	if (powering_off)
@@ -187,6 +235,12 @@ static void dispatch(const struct proto_frame *f)
 		break;
 	case PROTO_OP_PING:
 		channel_send_ok(id);
+		break;
+	case PROTO_OP_NET_CONFIG:
+		handle_net_config(f);
+		break;
+	case PROTO_OP_MOUNT:
+		handle_mount(f);
 		break;
 	default:
 		channel_send_error(id, ENOSYS, "unknown opcode");

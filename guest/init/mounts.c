@@ -1,9 +1,11 @@
 /* Mounts the initramfs API filesystems and the container root (9p) with its own. */
+#define _GNU_SOURCE
 #include "mounts.h"
 
 #include "init.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/mount.h>
@@ -98,4 +100,93 @@ int mounts_setup_root(const char *tag, int readonly, char *msg, unsigned msglen)
 		return rc;
 	}
 	return 0;
+}
+
+int mounts_open_target(int rootfd, const char *target)
+{
+	char buf[4096];
+	if (target[0] != '/')
+		return -EINVAL;
+	if (snprintf(buf, sizeof(buf), "%s", target) >= (int)sizeof(buf))
+		return -ENAMETOOLONG;
+	int fd = dup(rootfd);
+	if (fd < 0)
+		return -errno;
+	char *save = NULL;
+	for (char *comp = strtok_r(buf, "/", &save); comp; comp = strtok_r(NULL, "/", &save)) {
+		if (strcmp(comp, ".") == 0)
+			continue;
+		if (strcmp(comp, "..") == 0) {
+			close(fd);
+			return -EINVAL;
+		}
+		int next = openat(fd, comp, O_PATH | O_NOFOLLOW | O_DIRECTORY | O_CLOEXEC);
+		if (next < 0 && errno == ENOENT) {
+			if (mkdirat(fd, comp, 0755) < 0 && errno != EEXIST) {
+				int rc = -errno;
+				close(fd);
+				return rc;
+			}
+			next = openat(fd, comp, O_PATH | O_NOFOLLOW | O_DIRECTORY | O_CLOEXEC);
+		}
+		if (next < 0) {
+			/* O_PATH|O_NOFOLLOW on a symlink with O_DIRECTORY gives ENOTDIR: say ELOOP. */
+			int rc = -errno;
+			struct stat st;
+			if (fstatat(fd, comp, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISLNK(st.st_mode))
+				rc = -ELOOP;
+			close(fd);
+			return rc;
+		}
+		close(fd);
+		fd = next;
+	}
+	return fd;
+}
+
+int mounts_mount_into(const char *root, const char *source, const char *fstype,
+		      const char *target, const char *options, int readonly, char *msg,
+		      unsigned msglen)
+{
+	char data[1024], fdpath[64];
+	unsigned long flags = readonly ? MS_RDONLY : 0;
+	const char *src;
+	if (strcmp(fstype, "9p") == 0) {
+		if (!source[0]) {
+			snprintf(msg, msglen, "9p mount needs SOURCE (the share tag)");
+			return -EINVAL;
+		}
+		src = source;
+		snprintf(data, sizeof(data), "trans=virtio,version=9p2000.L,msize=262144%s%s",
+			 options[0] ? "," : "", options);
+	} else if (strcmp(fstype, "tmpfs") == 0) {
+		src = "tmpfs";
+		flags |= MS_NOSUID | MS_NODEV;
+		snprintf(data, sizeof(data), "%s", options);
+	} else {
+		snprintf(msg, msglen, "unsupported FSTYPE %s (9p or tmpfs)", fstype);
+		return -EINVAL;
+	}
+	int rootfd = open(root, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (rootfd < 0) {
+		int rc = -errno;
+		snprintf(msg, msglen, "open root: %s", strerror(errno));
+		return rc;
+	}
+	int fd = mounts_open_target(rootfd, target);
+	close(rootfd);
+	if (fd < 0) {
+		snprintf(msg, msglen, "mount target %s: %s", target, strerror(-fd));
+		return fd;
+	}
+	/* Mounting on the fd's magic link mounts on the directory we walked to, not on whatever
+	 * the path names by now. */
+	snprintf(fdpath, sizeof(fdpath), "/proc/self/fd/%d", fd);
+	int rc = 0;
+	if (mount(src, fdpath, fstype, flags, data[0] ? data : NULL) < 0) {
+		rc = -errno;
+		snprintf(msg, msglen, "mount %s %s on %s: %s", fstype, source, target, strerror(errno));
+	}
+	close(fd);
+	return rc;
 }

@@ -9,4 +9,14 @@ int mounts_setup_root(const char *tag, int readonly, char *msg, unsigned msglen)
 /* mkdir -p; returns 0 or -errno. */
 int mounts_mkdir_p(const char *path, unsigned mode);
 
+/* Opens (O_PATH) the directory `target` inside the directory rootfd, creating missing
+ * components (mode 0755) without following symlinks: a component that is a symlink, "..", or not
+ * a directory fails (ELOOP / EINVAL / ENOTDIR). Returns the fd or -errno. */
+int mounts_open_target(int rootfd, const char *target);
+/* Mounts a 9p share (fstype "9p", source = tag) or a tmpfs (source ignored) on target inside
+ * root; options are extra mount data (tmpfs: size=, mode=). Returns 0 or -errno with msg. */
+int mounts_mount_into(const char *root, const char *source, const char *fstype,
+		      const char *target, const char *options, int readonly, char *msg,
+		      unsigned msglen);
+
 #endif

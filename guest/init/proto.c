@@ -40,6 +40,13 @@ enum proto_type proto_tag_type(uint16_t tag)
 	case PROTO_TAG_ARG:
 	case PROTO_TAG_ENV:
 	case PROTO_TAG_CWD:
+	case PROTO_TAG_MAC:
+	case PROTO_TAG_ADDRESS:
+	case PROTO_TAG_GATEWAY:
+	case PROTO_TAG_IFNAME:
+	case PROTO_TAG_TARGET:
+	case PROTO_TAG_FSTYPE:
+	case PROTO_TAG_OPTIONS:
 		return PROTO_TYPE_STRING;
 	case PROTO_TAG_VERSION:
 	case PROTO_TAG_ERRNO:
@@ -57,6 +64,8 @@ enum proto_type proto_tag_type(uint16_t tag)
 	case PROTO_TAG_SIGNAL:
 	case PROTO_TAG_READONLY:
 	case PROTO_TAG_MAIN:
+	case PROTO_TAG_PREFIX:
+	case PROTO_TAG_MTU:
 		return PROTO_TYPE_U32;
 	default:
 		return PROTO_TYPE_UNKNOWN;

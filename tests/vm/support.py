@@ -19,7 +19,7 @@ BUSYBOX_TAR = REPO / "build" / "images" / "busybox.tar"
 
 
 def need_assets() -> None:
-    missing = [p for p in (ASSETS / "vmlinuz", ASSETS / "initrd.img", BUSYBOX_TAR)
+    missing = [p for p in (ASSETS / "vmlinux", ASSETS / "initrd.img", BUSYBOX_TAR)
                if not p.exists()]
     if missing:
         pytest.fail(f"guest assets missing ({', '.join(map(str, missing))}): run `make guest "

@@ -83,7 +83,8 @@ def test_large_output_streams_without_loss(daemon: Daemon, tmp_path: Path) -> No
     with open(out_file, "wb") as sink:
         proc = subprocess.run(
             [sys.executable, "-m", "steelcup", "run", "--rm", IMG, "sh", "-c",
-             f"head -c {size} /dev/urandom | tee /tmp/big | md5sum >&2"],
+             f"head -c {size} /dev/urandom > /dev/shm/big && md5sum /dev/shm/big >&2 && "
+             "cat /dev/shm/big"],
             stdout=sink, stderr=subprocess.PIPE, env=daemon.env, timeout=600,
         )
     assert proc.returncode == 0, proc.stderr

@@ -146,6 +146,28 @@ def ps_table(containers: Sequence[dict[str, Any]], *, now: float, no_trunc: bool
     return table(headers, rows)
 
 
+def ps_row(c: dict[str, Any], *, now: float, no_trunc: bool = False) -> dict[str, str]:
+    """The fields `docker ps --format` templates see ({{.ID}}, {{.Names}}, {{.Status}}, ...)."""
+    cid = str(c.get("Id", ""))
+    command = str(c.get("Command", ""))
+    created = c.get("Created")
+    running_for = ""
+    if isinstance(created, int | float) and created > 0:
+        running_for = human_duration(max(0.0, now - created)) + " ago"
+    labels = c.get("Labels") or {}
+    return {
+        "ID": cid if no_trunc else cid[:12],
+        "Image": str(c.get("Image", "")),
+        "Command": f'"{command if no_trunc else ellipsis(command, 20)}"',
+        "RunningFor": running_for,
+        "Status": str(c.get("Status", "")),
+        "State": str(c.get("State", "")),
+        "Ports": format_ports(c.get("Ports")),
+        "Names": ",".join(str(n).removeprefix("/") for n in c.get("Names") or []),
+        "Labels": ",".join(f"{k}={v}" for k, v in sorted(labels.items())),
+    }
+
+
 def images_table(images: Sequence[dict[str, Any]], *, now: float, no_trunc: bool = False) -> str:
     """`docker images` output from GET /images/json entries (one row per tag)."""
     rows = []

@@ -38,6 +38,11 @@ from steelcup.image.reference import Reference, is_full_id, is_id_prefix, parse_
 MAX_JSON_BYTES = 16 << 20
 MAX_ARCHIVE_ENTRIES = 100_000
 _CHUNK = 1 << 20
+# the keys of an image's inner config that `ImageConfig` models
+_CONFIG_KEYS = frozenset({
+    "User", "ExposedPorts", "Env", "Entrypoint", "Cmd", "Volumes", "WorkingDir", "Labels",
+    "StopSignal",
+})
 _INDEX_TYPES = (
     "application/vnd.oci.image.index.v1+json",
     "application/vnd.docker.distribution.manifest.list.v2+json",
@@ -216,6 +221,69 @@ class ImageStore:
             config_blob = self._write_blob(io.BytesIO(raw))
             tags = [parsed.familiar()] if parsed else []
             return self._register(config_blob.digest, raw, [blob.digest], tags, [])
+
+    def commit(
+        self,
+        base_id: str,
+        layer: BinaryIO,
+        *,
+        config: ImageConfig,
+        ref: str | None = None,
+        comment: str = "",
+        author: str = "",
+        created_by: str = "",
+    ) -> Image:
+        """A new image: the layers of image `base_id` plus the layer tar in `layer` on top.
+
+        `config` replaces the run-time keys it models (Cmd, Env, ...); other keys of the base
+        config (Healthcheck, Shell, ...) are kept. Used by `docker commit`.
+        """
+        parsed = self._parse_tag_ref(ref) if ref else None
+        with self._lock:
+            base = self._image(self._resolve(base_id))
+            base_blobs = []
+            for diff_id in base.diff_ids:
+                row = self._db.execute(
+                    "SELECT blob_digest FROM image_layers WHERE diff_id = ?", (diff_id,)
+                ).fetchone()
+                if row is None:
+                    raise ImageError(f"layer {diff_id[7:19]} of image {base.short_id} is missing")
+                base_blobs.append(str(row[0]))
+            blob = self._write_blob(layer)
+            created: set[str] = {blob.digest}
+            try:
+                diff_id, _size = self._ensure_layer(blob.digest, None)
+                doc = json.loads(base.raw_config)
+                now = _now()
+                inner = doc.get("config") if isinstance(doc.get("config"), dict) else {}
+                doc["config"] = {
+                    **{k: v for k, v in inner.items() if k not in _CONFIG_KEYS},
+                    **config.to_dict(),
+                }
+                history = doc.get("history")
+                if not isinstance(history, list) or not history:
+                    history = [{"created": base.created} for _ in base.diff_ids]
+                entry: dict[str, Any] = {"created": now, "created_by": created_by}
+                if author:
+                    entry["author"] = author
+                if comment:
+                    entry["comment"] = comment
+                doc["history"] = [*history, entry]
+                doc["rootfs"] = {"type": "layers", "diff_ids": [*base.diff_ids, diff_id]}
+                doc["created"] = now
+                if author:
+                    doc["author"] = author
+                else:
+                    doc.pop("author", None)
+                raw = json.dumps(doc, separators=(",", ":"), sort_keys=True).encode()
+                config_blob = self._write_blob(io.BytesIO(raw))
+                created.add(config_blob.digest)
+                tags = [parsed.familiar()] if parsed else []
+                return self._register(
+                    config_blob.digest, raw, [*base_blobs, blob.digest], tags, []
+                )
+            finally:
+                self._gc_blobs(created)
 
     def load(self, stream: BinaryIO) -> builtins.list[Image]:
         """Load a docker-archive (manifest.json) or OCI image-layout (index.json) tarball."""

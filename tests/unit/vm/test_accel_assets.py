@@ -15,7 +15,7 @@ from steelcup.vm.assets import GuestAssets, find_assets
 
 def make_assets(d: Path) -> Path:
     d.mkdir(parents=True, exist_ok=True)
-    (d / "vmlinuz").write_bytes(b"k")
+    (d / "vmlinux").write_bytes(b"k")
     (d / "initrd.img").write_bytes(b"i")
     return d
 
@@ -24,12 +24,12 @@ def test_explicit_then_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     explicit = make_assets(tmp_path / "a")
     env = make_assets(tmp_path / "b")
     monkeypatch.setenv("STEELCUP_ASSETS", str(env))
-    assert find_assets(explicit).kernel == explicit / "vmlinuz"
+    assert find_assets(explicit).kernel == explicit / "vmlinux"
     assert find_assets(None).initrd == env / "initrd.img"
 
 
 def test_missing_assets_say_make_guest(tmp_path: Path) -> None:
-    (tmp_path / "vmlinuz").write_bytes(b"k")  # initrd missing
+    (tmp_path / "vmlinux").write_bytes(b"k")  # initrd missing
     with pytest.raises(NotFound, match="make guest"):
         find_assets(tmp_path)
 

@@ -175,6 +175,7 @@ def register(sub: Any) -> None:
     )
     p.add_argument("-n", "--last", type=int, default=-1, help="show the n last created containers")
     p.add_argument("-l", "--latest", action="store_true", help="show the latest created container")
+    p.add_argument("--format", default="", help="template per container, e.g. '{{.ID}} {{.Names}}'")
     p.set_defaults(func=cmd_ps)
 
     p = sub.add_parser("inspect", help="low-level information on containers or images")
@@ -591,6 +592,17 @@ def cmd_ps(ctx: Context, args: argparse.Namespace) -> int:
         for c in containers:
             cid = str(c.get("Id", ""))
             print(cid if args.no_trunc else cid[:12])
+        return 0
+    if args.format:
+        from steelcup.cli.format import ps_row, render_template
+
+        try:
+            for c in containers:
+                row = ps_row(c, now=time.time(), no_trunc=args.no_trunc)
+                print(render_template(args.format, row))
+        except SteelcupError as exc:
+            report(exc)
+            return 1
         return 0
     sys.stdout.write(ps_table(containers, now=time.time(), no_trunc=args.no_trunc))
     return 0

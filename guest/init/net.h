@@ -1,0 +1,24 @@
+/* Network interfaces of the guest: loopback and the virtio-net NICs the host configures. */
+#ifndef STEELCUP_NET_H
+#define STEELCUP_NET_H
+
+#include <net/if.h>
+#include <stdint.h>
+
+struct net_req {
+	char mac[32];            /* select the NIC by MAC ("52:54:00:..."); empty: by ifname */
+	char ifname[IFNAMSIZ];   /* with mac: rename the NIC to this; without: select it */
+	char address[64];        /* IPv4 dotted quad; empty: no address */
+	uint32_t prefix;         /* 0..32 */
+	char gateway[64];        /* IPv4 default route via this; empty: none */
+	uint32_t mtu;            /* 0: leave as is */
+};
+
+/* Brings lo up, then finds, renames, addresses and brings up the NIC and adds the default
+ * route. Returns 0 or -errno with a message. */
+int net_config(const struct net_req *r, char *msg, unsigned msglen);
+
+/* Parses "aa:bb:cc:dd:ee:ff" (case-insensitive); returns 0 or -EINVAL. Pure. */
+int net_parse_mac(const char *s, uint8_t out[6]);
+
+#endif

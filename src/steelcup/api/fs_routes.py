@@ -1,0 +1,277 @@
+"""Docker Engine API routes for container filesystems: changes, archive (cp), export, commit,
+rename and container prune. Thin adapters over `runtime.filesystem`; tar streams are produced
+by a worker thread and flow to the client with backpressure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import io
+import json
+import logging
+import tempfile
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
+
+from steelcup.api.http import (
+    EmptyResponse,
+    JsonResponse,
+    Request,
+    Response,
+    Router,
+    StreamResponse,
+)
+from steelcup.errors import InvalidArgument
+from steelcup.image.store import ImageStore
+from steelcup.runtime import filesystem as fs
+from steelcup.runtime.containers import Runtime
+from steelcup.runtime.events import EventBus
+
+log = logging.getLogger(__name__)
+
+STAT_HEADER = "X-Docker-Container-Path-Stat"
+TAR = "application/x-tar"
+_QUEUE_MAX = 16
+_BUFFER = 256 << 10
+UPLOAD_MAX = 64 << 30
+
+
+def register(router: Router, runtime: Runtime, images: ImageStore, events: EventBus) -> None:
+    api = _FsApi(runtime, images, events)
+    router.add("GET", "/containers/{id}/changes", api.changes)
+    router.add("HEAD", "/containers/{id}/archive", api.archive_head)
+    router.add("GET", "/containers/{id}/archive", api.archive_get)
+    router.add("PUT", "/containers/{id}/archive", api.archive_put)
+    router.add("GET", "/containers/{id}/export", api.export)
+    router.add("POST", "/containers/{id}/rename", api.rename)
+    router.add("POST", "/containers/prune", api.prune)
+    router.add("POST", "/commit", api.commit)
+
+
+def stat_header(info: fs.PathStat) -> tuple[str, str]:
+    raw = json.dumps(info.to_json(), separators=(",", ":")).encode()
+    return STAT_HEADER, base64.b64encode(raw).decode("ascii")
+
+
+class _FsApi:
+    def __init__(self, runtime: Runtime, images: ImageStore, events: EventBus) -> None:
+        self.rt = runtime
+        self.images = images
+        self.events = events
+        self.spool_dir = runtime.root / "tmp"
+
+    async def changes(self, req: Request) -> Response:
+        found = await asyncio.to_thread(fs.container_changes, self.rt, req.params["id"])
+        return JsonResponse([{"Path": c.path, "Kind": int(c.kind)} for c in found])
+
+    # -- archive ---------------------------------------------------------------------------
+    async def _locate(self, req: Request) -> tuple[contextlib.AsyncExitStack, int, fs.Source]:
+        """Mount (if needed) and find `?path=`; the caller owns the returned exit stack."""
+        name = req.params["id"]
+        path = req.q("path")
+        live = self.rt.get(name)
+        stack = contextlib.AsyncExitStack()
+        try:
+            root_fd = await stack.enter_async_context(fs.mounted_root(self.rt, live))
+            source = await asyncio.to_thread(fs.locate, root_fd, path, name)
+        except BaseException:
+            await stack.aclose()
+            raise
+        return stack, root_fd, source
+
+    async def archive_head(self, req: Request) -> Response:
+        stack, _fd, source = await self._locate(req)
+        await stack.aclose()
+        return EmptyResponse(200, headers=[stat_header(source.stat)])
+
+    async def archive_get(self, req: Request) -> Response:
+        stack, root_fd, source = await self._locate(req)
+        chunks = _ThreadStream(lambda out: fs.write_archive(root_fd, source, out), stack)
+        return StreamResponse(chunks, content_type=TAR, headers=[stat_header(source.stat)])
+
+    async def archive_put(self, req: Request) -> Response:
+        name = req.params["id"]
+        path = req.q("path")
+        if not path:
+            raise InvalidArgument("path must not be empty")
+        no_overwrite = req.q_bool("noOverwriteDirNonDir")
+        copy_uid_gid = req.q_bool("copyUIDGID")
+        live = self.rt.get(name)
+        spool = await _spool(req, self.spool_dir)
+        try:
+            async with fs.mounted_root(self.rt, live) as root_fd:
+                await asyncio.to_thread(
+                    fs.extract_archive, root_fd, path, spool, name,
+                    no_overwrite_dir_non_dir=no_overwrite, copy_uid_gid=copy_uid_gid,
+                )
+        finally:
+            spool.close()
+        return EmptyResponse(200)
+
+    # -- export ----------------------------------------------------------------------------
+    async def export(self, req: Request) -> Response:
+        live = self.rt.get(req.params["id"])
+        stack = contextlib.AsyncExitStack()
+        try:
+            root_fd = await stack.enter_async_context(fs.mounted_root(self.rt, live))
+        except BaseException:
+            await stack.aclose()
+            raise
+        self.events.publish("container", "export", live.record.id, {"name": live.record.name})
+        return StreamResponse(_ThreadStream(lambda out: fs.write_export(root_fd, out), stack),
+                              content_type=TAR)
+
+    # -- commit, rename, prune -------------------------------------------------------------
+    async def commit(self, req: Request) -> Response:
+        container = req.q("container")
+        if not container:
+            raise InvalidArgument("container is required: use ?container=NAME")
+        repo, tag = req.q("repo"), req.q("tag")
+        if tag and not repo:
+            raise InvalidArgument("a tag needs a repository name")
+        ref = (f"{repo}:{tag}" if tag else repo) or None
+        image = await fs.commit(
+            self.rt, container, repo_tag=ref, comment=req.q("comment"),
+            author=req.q("author"), changes=req.q_all("changes"), spool_dir=self.spool_dir,
+        )
+        return JsonResponse({"Id": image.id}, status=201)
+
+    async def rename(self, req: Request) -> Response:
+        fs.rename(self.rt, req.params["id"], req.q("name"))
+        return EmptyResponse(204)
+
+    async def prune(self, req: Request) -> Response:
+        report = await fs.prune(self.rt, decode_filters(req.q("filters")))
+        return JsonResponse({"ContainersDeleted": report.deleted or None,
+                             "SpaceReclaimed": report.reclaimed_bytes})
+
+
+def decode_filters(text: str) -> dict[str, list[str]]:
+    """docker's filters: {"k": ["v"]} or the old {"k": {"v": true}}."""
+    if not text:
+        return {}
+    try:
+        doc = json.loads(text)
+    except ValueError as exc:
+        raise InvalidArgument(f"invalid filters: {exc}") from None
+    if not isinstance(doc, dict):
+        raise InvalidArgument("invalid filters: expected a JSON object")
+    out: dict[str, list[str]] = {}
+    for key, value in doc.items():
+        if isinstance(value, dict):
+            out[str(key)] = [str(k) for k, v in value.items() if v]
+        elif isinstance(value, list):
+            out[str(key)] = [str(v) for v in value]
+        else:
+            raise InvalidArgument(f"invalid filter {key!r}")
+    return out
+
+
+async def _spool(req: Request, spool_dir: Path) -> IO[bytes]:
+    """The request body in an unlinked temp file (uploads are never held in memory)."""
+    spool_dir.mkdir(parents=True, exist_ok=True)
+    spool: IO[bytes] = tempfile.TemporaryFile(dir=spool_dir)  # noqa: SIM115 - returned open
+    size = 0
+    try:
+        async for chunk in req.stream():
+            size += len(chunk)
+            if size > UPLOAD_MAX:
+                raise InvalidArgument("upload too large")
+            await asyncio.to_thread(spool.write, chunk)
+        spool.seek(0)
+    except BaseException:
+        spool.close()
+        raise
+    return spool
+
+
+class _QueueWriter(io.RawIOBase):
+    """A blocking file (worker thread side) feeding an asyncio queue, with backpressure."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        queue: asyncio.Queue[bytes | None],
+        cancel: threading.Event,
+    ) -> None:
+        self._loop = loop
+        self._queue = queue
+        self._cancel = cancel
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        if self._cancel.is_set():
+            raise BrokenPipeError("the client went away")
+        if data:
+            fut = asyncio.run_coroutine_threadsafe(self._queue.put(bytes(data)), self._loop)
+            while True:
+                try:
+                    fut.result(timeout=0.5)
+                    break
+                except TimeoutError:
+                    if self._cancel.is_set():
+                        fut.cancel()
+                        raise BrokenPipeError("the client went away") from None
+        return len(data)
+
+    def end(self) -> None:
+        asyncio.run_coroutine_threadsafe(self._queue.put(None), self._loop)
+
+
+class _ThreadStream:
+    """Chunks that `work` writes in a worker thread; `stack` (the mount) is closed at the end.
+
+    An async iterator with `aclose`, so the server releases the mount even when the client
+    goes away before the first chunk.
+    """
+
+    def __init__(
+        self, work: Callable[[IO[bytes]], None], stack: contextlib.AsyncExitStack
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        self._queue: asyncio.Queue[bytes | None] = asyncio.Queue(_QUEUE_MAX)
+        self._cancel = threading.Event()
+        self._stack = stack
+        self._closed = False
+        writer = _QueueWriter(loop, self._queue, self._cancel)
+
+        def run() -> None:
+            try:
+                with io.BufferedWriter(writer, _BUFFER) as out:
+                    work(out)
+            finally:
+                writer.end()
+
+        self._task: asyncio.Future[None] = asyncio.ensure_future(asyncio.to_thread(run))
+
+    def __aiter__(self) -> _ThreadStream:
+        return self
+
+    async def __anext__(self) -> bytes:
+        item = await self._queue.get()
+        if item is None:
+            try:
+                await self._task  # a failure mid-stream must not look like a complete tar
+            finally:
+                await self.aclose()
+            raise StopAsyncIteration
+        return item
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._cancel.set()
+        while not self._task.done():
+            while not self._queue.empty():
+                self._queue.get_nowait()
+            await asyncio.wait({self._task}, timeout=0.1)
+        if not self._task.cancelled() and self._task.exception() is not None:
+            log.warning("archive stream stopped: %s", self._task.exception())
+        await self._stack.aclose()

@@ -1,0 +1,1 @@
+"""Container networks: IPAM, links, firewall rules, DNS, port proxies."""

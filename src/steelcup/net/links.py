@@ -1,0 +1,103 @@
+"""Linux bridges and taps through `ip` argv (idempotent), optionally inside a network namespace.
+
+Each network is one bridge carrying its gateway address; each VM NIC is one persistent tap,
+created before QEMU opens it by name (`-netdev tap,ifname=...,script=no`) and deleted after.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from steelcup.errors import SteelcupError
+
+IP = "ip"
+NFT = "nft"
+IFNAME_MAX = 15
+COMMAND_TIMEOUT_S = 15.0
+
+
+class LinkError(SteelcupError):
+    """An `ip` or `nft` command failed; the message carries its argv and stderr."""
+
+
+@dataclass(frozen=True)
+class Host:
+    """Where links live: the host's namespace (netns None) or a named one (tests)."""
+
+    netns: str | None = None
+
+    def ip(self, *args: str) -> list[str]:
+        return [IP, *(["-n", self.netns] if self.netns else []), *args]
+
+    def nft(self, *args: str) -> list[str]:
+        prefix = [IP, "netns", "exec", self.netns] if self.netns else []
+        return [*prefix, NFT, *args]
+
+    def wrap(self, argv: Sequence[str]) -> list[str]:
+        """`argv` run inside this namespace (e.g. QEMU, which must open its tap there)."""
+        return [IP, "netns", "exec", self.netns, *argv] if self.netns else list(argv)
+
+
+def run(argv: Sequence[str], *, input_text: str | None = None, ok_codes: tuple[int, ...] = (0,)
+        ) -> subprocess.CompletedProcess[str]:
+    """Run one command (argv list, never a shell); LinkError unless it exits in `ok_codes`."""
+    try:
+        result = subprocess.run(
+            list(argv), input=input_text, capture_output=True, text=True,
+            timeout=COMMAND_TIMEOUT_S, check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise LinkError(f"{' '.join(argv)}: {exc}") from exc
+    if result.returncode not in ok_codes:
+        raise LinkError(f"{' '.join(argv)} failed ({result.returncode}): {result.stderr.strip()}")
+    return result
+
+
+def link_exists(host: Host, name: str) -> bool:
+    return run(host.ip("link", "show", "dev", name), ok_codes=(0, 1)).returncode == 0
+
+
+def check_ifname(name: str) -> None:
+    if not 1 <= len(name) <= IFNAME_MAX or "/" in name or any(c.isspace() for c in name):
+        raise LinkError(f"bad interface name {name!r} (1-{IFNAME_MAX} chars, no '/' or spaces)")
+
+
+def ensure_bridge(host: Host, name: str, gateway_cidr: str, mtu: int) -> None:
+    """Create (if missing) the bridge with its gateway address and bring it up."""
+    check_ifname(name)
+    if not link_exists(host, name):
+        run(host.ip("link", "add", "name", name, "type", "bridge"))
+    run(host.ip("link", "set", "dev", name, "mtu", str(mtu)))
+    addrs = run(host.ip("-o", "addr", "show", "dev", name)).stdout
+    if f" {gateway_cidr} " not in addrs:
+        run(host.ip("addr", "add", gateway_cidr, "dev", name))
+    run(host.ip("link", "set", "dev", name, "up"))
+
+
+def delete_link(host: Host, name: str) -> None:
+    """Delete a bridge or tap; a missing one is fine."""
+    if link_exists(host, name):
+        run(host.ip("link", "del", "dev", name), ok_codes=(0, 1))
+
+
+def ensure_tap(host: Host, name: str, bridge: str, mtu: int) -> None:
+    """A persistent tap enslaved to `bridge`, up, ready for QEMU to open by name."""
+    check_ifname(name)
+    if not link_exists(host, name):
+        run(host.ip("tuntap", "add", "dev", name, "mode", "tap"))
+    run(host.ip("link", "set", "dev", name, "mtu", str(mtu), "master", bridge, "up"))
+
+
+def list_links(host: Host, prefix: str) -> list[str]:
+    """Names of links starting with `prefix` (for cleanup of leftovers after a crash)."""
+    out = run(host.ip("-o", "link", "show")).stdout
+    names = []
+    for line in out.splitlines():
+        parts = line.split(":", 2)
+        if len(parts) >= 2:
+            name = parts[1].strip().split("@", 1)[0]
+            if name.startswith(prefix):
+                names.append(name)
+    return names

@@ -1,0 +1,1 @@
+"""Named and anonymous volumes, bind mounts and tmpfs: parsing and storage."""
