@@ -1,6 +1,7 @@
 /* steelcup guest init (PID 1): mounts, loads modules, serves the guest protocol on steelcup.ctl. */
 #define _GNU_SOURCE
 #include "channel.h"
+#include "fixup.h"
 #include "init.h"
 #include "modules.h"
 #include "mounts.h"
@@ -241,6 +242,9 @@ static void dispatch(const struct proto_frame *f)
 		break;
 	case PROTO_OP_MOUNT:
 		handle_mount(f);
+		break;
+	case FIXUP_OP:
+		fixup_handle(f);
 		break;
 	default:
 		channel_send_error(id, ENOSYS, "unknown opcode");

@@ -111,6 +111,22 @@ static int configure(int sock, const struct net_req *r, char *msg, unsigned msgl
 			return -EINVAL;
 		}
 		rc = find_by_mac(sock, mac, name);
+		if (rc < 0 && r->ifname[0] && if_nametoindex(r->ifname) != 0) {
+			/* A template clone keeps the template's MAC: give the named NIC this one. */
+			struct ifreq hw;
+			memset(&hw, 0, sizeof(hw));
+			snprintf(hw.ifr_name, IFNAMSIZ, "%s", r->ifname);
+			hw.ifr_hwaddr.sa_family = 1; /* ARPHRD_ETHER */
+			memcpy(hw.ifr_hwaddr.sa_data, mac, 6);
+			if (ioctl(sock, SIOCSIFHWADDR, &hw) < 0) {
+				rc = -errno;
+				snprintf(msg, msglen, "set MAC %s on %s: %s", r->mac, r->ifname,
+					 strerror(errno));
+				return rc;
+			}
+			snprintf(name, sizeof(name), "%s", r->ifname);
+			rc = 0;
+		}
 		if (rc < 0) {
 			snprintf(msg, msglen, "no interface with MAC %s", r->mac);
 			return rc;

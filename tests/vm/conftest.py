@@ -25,9 +25,14 @@ def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
         yield d
     finally:
         stop_daemon(d)
+        problems = []
         leftovers = our_qemus(str(base))
+        for line in leftovers:
+            os.kill(int(line.split(":")[0]), signal.SIGKILL)
         if leftovers:
-            for line in leftovers:
-                os.kill(int(line.split(":")[0]), signal.SIGKILL)
-            raise AssertionError("QEMU processes left behind after daemon shutdown:\n"
-                                 + "\n".join(leftovers))
+            problems.append("QEMU processes left behind:\n" + "\n".join(leftovers))
+        with open("/proc/mounts") as f:
+            mounts = [line for line in f.read().splitlines() if str(base) in line]
+        if mounts:
+            problems.append("mounts left behind:\n" + "\n".join(mounts))
+        assert not problems, "after daemon shutdown: " + "\n".join(problems)

@@ -32,6 +32,7 @@ pytestmark = pytest.mark.vm
 
 BOOT_DEADLINE_S = 40.0
 PATH_ENV = ("PATH=/bin",)
+CLONE_MAC = "52:54:00:d5:00:cc"
 
 
 class NetMachine(Machine):
@@ -130,7 +131,9 @@ def guests(assets: GuestAssets, netns: Host, rootfs: Path, volume: Path,
         await g.machine.start(BOOT_DEADLINE_S)
         await g.machine.guest.setup_root("rootfs", hostname=f"net-{key}")
         gw = plan[key][3]
-        await net_config(g.machine.guest, GuestNic(mac=g.mac, ifname="eth0", address=g.ip,
+        # c is configured like a template clone: the NIC's MAC differs from the wanted one
+        mac = CLONE_MAC if key == "c" else g.mac
+        await net_config(g.machine.guest, GuestNic(mac=mac, ifname="eth0", address=g.ip,
                                                    prefix=24, gateway=gw, mtu=1400))
 
     async def boot_all() -> None:
@@ -185,9 +188,11 @@ def test_same_bridge_ping_and_http(guests: dict[str, Guest],
     assert c2 == 0 and "hello from b" in o2, o2
 
 
-def test_gateway_reachable(guests: dict[str, Guest], loop: asyncio.AbstractEventLoop) -> None:
-    code, out = loop.run_until_complete(sh(guests["c"], "ping -c 1 -W 5 10.213.2.1"))
+def test_gateway_reachable_with_clone_style_mac(guests: dict[str, Guest],
+                                               loop: asyncio.AbstractEventLoop) -> None:
+    code, out = loop.run_until_complete(sh(guests["c"], "ifconfig eth0; ping -c 1 -W 5 10.213.2.1"))
     assert code == 0, out
+    assert CLONE_MAC.upper() in out.upper(), out
 
 
 def test_other_bridge_unreachable(guests: dict[str, Guest],

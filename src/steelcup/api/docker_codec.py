@@ -7,14 +7,16 @@ request gets a 400 and never reaches the runtime.
 from __future__ import annotations
 
 import json
+import re
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from steelcup.errors import InvalidArgument
-from steelcup.runtime.logs import parse_time_ns
+from steelcup.errors import InvalidArgument, NotFound, Unsupported
+from steelcup.runtime.logs import format_time_ns, parse_time_ns
 from steelcup.runtime.model import ContainerConfig, ContainerRecord, ExecConfig, Status
 from steelcup.runtime.spec import parse_mem_bytes
+from steelcup.runtime.vmstats import VmSample
 
 # -- decoding helpers ------------------------------------------------------------------------
 
@@ -70,6 +72,20 @@ def decode_create(body: Any) -> ContainerConfig:
     nano_cpus = _get(host, "NanoCpus", int, 0)
     if nano_cpus < 0:
         raise InvalidArgument("NanoCpus must not be negative")
+    policy, retries = decode_restart_policy(host)
+    cpu_shares = _get(host, "CpuShares", int, 0)
+    if cpu_shares < 0:
+        raise InvalidArgument("CpuShares must not be negative")
+    network_mode = _get(host, "NetworkMode", str, "")
+    health = _get(body, "Healthcheck", dict, {})
+    _str_list(health, "Test")  # type-checked; health checks are not run (yet)
+    for key in ("Binds", "Links", "Dns", "DnsSearch", "ExtraHosts", "CapAdd", "CapDrop"):
+        _str_list(host, key)
+    for key in ("PortBindings", "LogConfig", "RestartPolicy"):
+        _get(host, key, dict, {})
+    _get(host, "Mounts", list, [])
+    _get(body, "ExposedPorts", dict, {})
+    _get(body, "Volumes", dict, {})
     stop_timeout = body.get("StopTimeout")
     if stop_timeout is not None and (not isinstance(stop_timeout, int) or
                                      isinstance(stop_timeout, bool)):
@@ -95,7 +111,56 @@ def decode_create(body: Any) -> ContainerConfig:
         auto_remove=_get(host, "AutoRemove", bool, False),
         mem_mib=parse_mem_bytes(_get(host, "Memory", int, 0)),
         cpus=nano_cpus / 1e9,
+        cpu_shares=cpu_shares,
+        restart_policy=policy,
+        restart_max_retries=retries,
+        network_mode=network_mode,
     )
+
+
+def decode_restart_policy(host: dict[str, Any]) -> tuple[str, int]:
+    """HostConfig.RestartPolicy -> (name, maximum retry count); "" means "no"."""
+    value = _get(host, "RestartPolicy", dict, {})
+    name = _get(value, "Name", str, "") or "no"
+    retries = _get(value, "MaximumRetryCount", int, 0)
+    return name, retries
+
+
+def decode_update(body: Any) -> dict[str, Any]:
+    """POST /containers/{id}/update -> keyword arguments of Runtime.update."""
+    if not isinstance(body, dict):
+        raise InvalidArgument("request body must be a JSON object")
+    known = {"RestartPolicy", "Memory", "NanoCpus", "CpuShares", "MemorySwap",
+             "MemoryReservation", "CpuPeriod", "CpuQuota", "CpusetCpus", "CpusetMems",
+             "BlkioWeight", "KernelMemory", "PidsLimit", "CpuRealtimePeriod",
+             "CpuRealtimeRuntime", "OomKillDisable", "Ulimits", "Devices", "BlkioWeightDevice",
+             "BlkioDeviceReadBps", "BlkioDeviceWriteBps", "BlkioDeviceReadIOps",
+             "BlkioDeviceWriteIOps", "DeviceRequests", "DeviceCgroupRules", "MemorySwappiness",
+             "KernelMemoryTCP", "CgroupParent", "CpuCount", "CpuPercent", "IOMaximumIOps",
+             "IOMaximumBandwidth", "Init", "DiskQuota", "NanoCPUs"}
+    unsupported = [k for k, v in body.items()
+                   if k in known and k not in ("RestartPolicy", "Memory", "NanoCpus", "CpuShares")
+                   and v not in (None, 0, "", [], {}, False)]
+    if unsupported:
+        raise Unsupported(f"steelcup cannot update {', '.join(sorted(unsupported))} "
+                          "(only RestartPolicy, Memory, NanoCpus and CpuShares)")
+    changes: dict[str, Any] = {}
+    if body.get("RestartPolicy") is not None:
+        changes["restart_policy"] = decode_restart_policy(body)
+    memory = _get(body, "Memory", int, 0)
+    if memory:
+        changes["mem_mib"] = parse_mem_bytes(memory)
+    nano_cpus = _get(body, "NanoCpus", int, 0)
+    if nano_cpus < 0:
+        raise InvalidArgument("NanoCpus must not be negative")
+    if nano_cpus:
+        changes["cpus"] = nano_cpus / 1e9
+    shares = _get(body, "CpuShares", int, 0)
+    if shares < 0:
+        raise InvalidArgument("CpuShares must not be negative")
+    if shares:
+        changes["cpu_shares"] = shares
+    return changes
 
 
 def decode_exec(container_id: str, body: Any) -> ExecConfig:
@@ -160,6 +225,9 @@ def status_text(record: ContainerRecord, now: float | None = None) -> str:
         return f"Up {human_duration(now - _ts(state.started_at))}"
     if state.status is Status.PAUSED:
         return f"Up {human_duration(now - _ts(state.started_at))} (Paused)"
+    if state.status is Status.RESTARTING:
+        return (f"Restarting ({state.exit_code}) "
+                f"{human_duration(now - _ts(state.finished_at))} ago")
     if state.status is Status.EXITED:
         if state.finished_at.startswith("0001"):
             return "Created"
@@ -185,7 +253,7 @@ def encode_summary(record: ContainerRecord) -> dict[str, Any]:
         "Labels": dict(config.labels),
         "State": record.state.status.value,
         "Status": status_text(record),
-        "HostConfig": {"NetworkMode": "default"},
+        "HostConfig": {"NetworkMode": config.network_mode or "default"},
         "NetworkSettings": {"Networks": {}},
         "Mounts": [],
     }
@@ -201,7 +269,7 @@ def encode_inspect(record: ContainerRecord, log_path: str) -> dict[str, Any]:
         "Args": list(record.args),
         "State": {
             "Status": state.status.value,
-            "Running": state.status in (Status.RUNNING, Status.PAUSED),
+            "Running": state.status in (Status.RUNNING, Status.PAUSED, Status.RESTARTING),
             "Paused": state.status is Status.PAUSED,
             "Restarting": state.status is Status.RESTARTING,
             "OOMKilled": state.oom_killed,
@@ -229,8 +297,10 @@ def encode_inspect(record: ContainerRecord, log_path: str) -> dict[str, Any]:
             "AutoRemove": config.auto_remove,
             "Memory": config.mem_mib << 20,
             "NanoCpus": int(config.cpus * 1e9),
-            "RestartPolicy": {"Name": "no", "MaximumRetryCount": 0},
-            "NetworkMode": "default",
+            "RestartPolicy": {"Name": config.restart_policy,
+                              "MaximumRetryCount": config.restart_max_retries},
+            "CpuShares": config.cpu_shares,
+            "NetworkMode": config.network_mode or "default",
             "Binds": None,
             "PortBindings": {},
             "LogConfig": {"Type": "json-file", "Config": {}},
@@ -265,10 +335,15 @@ def encode_inspect(record: ContainerRecord, log_path: str) -> dict[str, Any]:
 
 # -- list filters ----------------------------------------------------------------------------
 
-_FILTER_KEYS = {"id", "name", "label", "status", "ancestor", "exited", "before", "since"}
+CONTAINER_FILTERS = frozenset({
+    "ancestor", "before", "expose", "exited", "health", "id", "isolation", "is-task", "label",
+    "name", "network", "publish", "since", "status", "volume",
+})
+_STATUSES = {s.value for s in Status}
+_HEALTH = {"starting", "healthy", "unhealthy", "none"}
 
 
-def decode_filters(text: str) -> dict[str, list[str]]:
+def decode_filters(text: str, valid: frozenset[str] = CONTAINER_FILTERS) -> dict[str, list[str]]:
     """Docker's `filters` query value: {"key": ["v", ...]} or the old {"key": {"v": true}}."""
     if not text:
         return {}
@@ -280,28 +355,88 @@ def decode_filters(text: str) -> dict[str, list[str]]:
         raise InvalidArgument("invalid filters: expected an object")
     result: dict[str, list[str]] = {}
     for key, value in raw.items():
-        if key not in _FILTER_KEYS:
+        if key not in valid:
             raise InvalidArgument(f"invalid filter '{key}'")
         if isinstance(value, dict):
             result[key] = [str(k) for k, v in value.items() if v]
-        elif isinstance(value, list):
-            result[key] = [str(v) for v in value]
+        elif isinstance(value, list) and all(isinstance(v, str) for v in value):
+            result[key] = list(value)
         else:
             raise InvalidArgument(f"invalid filter '{key}'")
+    for value in result.get("status", []):
+        if value not in _STATUSES:
+            raise InvalidArgument(f"invalid filter 'status={value}'")
+    for value in result.get("health", []):
+        if value not in _HEALTH:
+            raise InvalidArgument(f"invalid filter 'health={value}'")
+    for value in result.get("is-task", []):
+        if value not in ("true", "false"):
+            raise InvalidArgument(f"invalid filter 'is-task={value}'")
+    for value in result.get("exited", []):
+        if not value.lstrip("-").isdigit():
+            raise InvalidArgument(f"invalid filter 'exited={value}'")
     return result
+
+
+def _name_match(pattern: str, name: str) -> bool:
+    """Docker matches `name` as a regular expression against "/name"."""
+    try:
+        return re.search(pattern, "/" + name) is not None
+    except re.error:
+        return pattern.lstrip("/") in name
+
+
+def _find(records: Sequence[ContainerRecord], ref: str) -> ContainerRecord:
+    for record in records:
+        if record.id == ref or record.name == ref.lstrip("/"):
+            return record
+    found = [r for r in records if ref and r.id.startswith(ref)]
+    if len(found) == 1:
+        return found[0]
+    raise NotFound(f"No such container: {ref}")
+
+
+def select_containers(
+    records: Sequence[ContainerRecord], filters: dict[str, list[str]], *, all_: bool
+) -> list[ContainerRecord]:
+    """GET /containers/json: filter, newest first (before/since resolve against `records`)."""
+    chosen = list(records)
+    if not all_ and "status" not in filters and "exited" not in filters:
+        chosen = [r for r in chosen if r.state.status in (Status.RUNNING, Status.PAUSED,
+                                                          Status.RESTARTING)]
+    for value in filters.get("before", []):
+        before = _find(records, value).created
+        chosen = [r for r in chosen if r.created < before]
+    for value in filters.get("since", []):
+        since = _find(records, value).created
+        chosen = [r for r in chosen if r.created > since]
+    chosen = [r for r in chosen if matches(r, filters)]
+    chosen.sort(key=lambda r: r.created, reverse=True)
+    return chosen
 
 
 def matches(record: ContainerRecord, filters: dict[str, list[str]]) -> bool:
     """Every key must match; values of one key are alternatives (docker's semantics)."""
+    config = record.config
+    network = config.network_mode or "default"
     checks: dict[str, Callable[[str], bool]] = {
         "id": lambda v: record.id.startswith(v),
-        "name": lambda v: v.lstrip("/") in record.name,
+        "name": lambda v: _name_match(v, record.name),
         "status": lambda v: record.state.status.value == v,
-        "ancestor": lambda v: v in (record.config.image, record.config.image_id)
-        or record.config.image_id.startswith("sha256:" + v),
+        "ancestor": lambda v: v in (config.image, config.image_id)
+        or config.image == f"{v}:latest"
+        or config.image_id.startswith(v if v.startswith("sha256:") else "sha256:" + v),
         "exited": lambda v: record.state.status is Status.EXITED
+        and not record.state.finished_at.startswith("0001")
         and str(record.state.exit_code) == v,
-        "label": lambda v: _label_match(record.config.labels, v),
+        "label": lambda v: _label_match(config.labels, v),
+        "health": lambda v: v == "none",  # health checks are not run: every container is "none"
+        "is-task": lambda v: v == "false",
+        "isolation": lambda v: v in ("default", "vm"),
+        "network": lambda v: v in (network, "bridge" if network == "default" else network),
+        "volume": lambda v: False,  # no container has mounts yet
+        "publish": lambda v: False,  # no published ports yet
+        "expose": lambda v: False,
     }
     for key, values in filters.items():
         check = checks.get(key)
@@ -314,3 +449,105 @@ def _label_match(labels: Iterable[tuple[str, str]], want: str) -> bool:
     key, sep, value = want.partition("=")
     found = dict(labels)
     return key in found and (not sep or found[key] == value)
+
+
+# -- events ----------------------------------------------------------------------------------
+
+EVENT_FILTERS = frozenset({
+    "config", "container", "daemon", "event", "image", "label", "network", "node", "plugin",
+    "scope", "secret", "service", "type", "volume",
+})
+
+
+def event_matches(event: dict[str, Any], filters: dict[str, list[str]]) -> bool:
+    """Docker's events filter: every key must match one of its values."""
+    kind = str(event.get("Type", ""))
+    action = str(event.get("Action", ""))
+    actor = event.get("Actor", {})
+    actor_id = str(actor.get("ID", ""))
+    attrs: dict[str, str] = actor.get("Attributes", {})
+
+    def fuzzy(value: str, *names: str) -> bool:
+        return bool(value) and (actor_id.startswith(value) or value in names)
+
+    checks: dict[str, Callable[[str], bool]] = {
+        "type": lambda v: v == kind,
+        "event": lambda v: v in (action, action.split(":", 1)[0]),
+        "container": lambda v: kind == "container" and fuzzy(v, attrs.get("name", "")),
+        "image": lambda v: attrs.get("image") == v or (kind == "image" and fuzzy(
+            v, attrs.get("name", ""))),
+        "label": lambda v: _label_match(attrs.items(), v),
+        "scope": lambda v: v == event.get("scope", "local"),
+        "network": lambda v: kind == "network" and fuzzy(v, attrs.get("name", "")),
+        "volume": lambda v: kind == "volume" and fuzzy(v, attrs.get("name", "")),
+        "daemon": lambda v: kind == "daemon" and fuzzy(v, attrs.get("name", "")),
+    }
+    for key, values in filters.items():
+        check = checks.get(key)
+        if check is None or not any(check(v) for v in values):
+            return False
+    return True
+
+
+# -- top, stats ------------------------------------------------------------------------------
+
+
+def encode_top(titles: list[str], rows: list[list[str]]) -> dict[str, Any]:
+    return {"Titles": titles, "Processes": rows}
+
+
+def _cpu_stats(sample: VmSample | None) -> dict[str, Any]:
+    if sample is None:
+        return {"cpu_usage": {"total_usage": 0, "usage_in_kernelmode": 0,
+                              "usage_in_usermode": 0},
+                "throttling_data": {"periods": 0, "throttled_periods": 0, "throttled_time": 0}}
+    return {
+        "cpu_usage": {"total_usage": sample.cpu_busy_ns,
+                      "percpu_usage": list(sample.percpu_busy_ns),
+                      "usage_in_kernelmode": sample.cpu_system_ns,
+                      "usage_in_usermode": sample.cpu_user_ns},
+        "system_cpu_usage": sample.cpu_total_ns,
+        "online_cpus": sample.online_cpus,
+        "throttling_data": {"periods": 0, "throttled_periods": 0, "throttled_time": 0},
+    }
+
+
+_ZERO_TIME = "0001-01-01T00:00:00Z"
+
+
+def encode_stats(
+    record: ContainerRecord, cur: VmSample | None, pre: VmSample | None
+) -> dict[str, Any]:
+    """Docker's stats JSON from VM samples: the VM is the container, so its /proc figures are
+    the container's (CPU: busy vs. total vCPU time; memory: MemTotal - MemAvailable)."""
+    memory: dict[str, Any] = {}
+    networks: dict[str, Any] | None = None
+    if cur is not None:
+        memory = {"usage": cur.mem_used_bytes, "limit": cur.mem_total_bytes,
+                  "stats": {k.replace("(", "_").replace(")", ""): v
+                            for k, v in sorted(cur.mem_fields.items())
+                            if k != "inactive_file"}}
+        networks = {name: {
+            "rx_bytes": n.rx_bytes, "rx_packets": n.rx_packets, "rx_errors": n.rx_errors,
+            "rx_dropped": n.rx_dropped, "tx_bytes": n.tx_bytes, "tx_packets": n.tx_packets,
+            "tx_errors": n.tx_errors, "tx_dropped": n.tx_dropped,
+        } for name, n in sorted(cur.networks.items())}
+    out: dict[str, Any] = {
+        "read": format_time_ns(cur.time_ns) if cur is not None else _ZERO_TIME,
+        "preread": format_time_ns(pre.time_ns) if pre is not None else _ZERO_TIME,
+        "pids_stats": {"current": cur.pids} if cur is not None else {},
+        "blkio_stats": {"io_service_bytes_recursive": None, "io_serviced_recursive": None,
+                        "io_queue_recursive": None, "io_service_time_recursive": None,
+                        "io_wait_time_recursive": None, "io_merged_recursive": None,
+                        "io_time_recursive": None, "sectors_recursive": None},
+        "num_procs": 0,
+        "storage_stats": {},
+        "cpu_stats": _cpu_stats(cur),
+        "precpu_stats": _cpu_stats(pre),
+        "memory_stats": memory,
+        "name": "/" + record.name,
+        "id": record.id,
+    }
+    if networks is not None:
+        out["networks"] = networks
+    return out

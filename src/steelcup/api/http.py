@@ -8,12 +8,16 @@ The mapping from the exception tree to HTTP status codes lives here and nowhere 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import hashlib
 import json
 import logging
 import os
 import re
 import socket
+import ssl
+import struct
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from http import HTTPStatus
 from pathlib import Path
@@ -37,20 +41,48 @@ log = logging.getLogger(__name__)
 JSON_BODY_MAX = 16 * 1024 * 1024
 READ_CHUNK = 64 * 1024
 MAX_HEADER_BYTES = 64 * 1024
+WS_FRAME_MAX = 16 * 1024 * 1024
+WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 RAW_STREAM = "application/vnd.docker.raw-stream"
+# The Engine API versions served: the docker 28 CLI negotiates down to API_VERSION; docker-py 7
+# and compose 1.29 (API 1.25-1.41) fall inside. A prefix below MIN_API_VERSION is a 400 (as with
+# dockerd); a newer one is served as API_VERSION (dockerd would refuse it, but clients pinned by
+# DOCKER_API_VERSION keep working and every response says which version answered).
+API_VERSION = "1.43"
+MIN_API_VERSION = "1.24"
 DEFAULT_HEADERS: tuple[tuple[str, str], ...] = (
-    ("Api-Version", "1.43"),
+    ("Api-Version", API_VERSION),
     ("Docker-Experimental", "false"),
     ("Ostype", "linux"),
     ("Server", "steelcup"),
 )
-_VERSION_PREFIX = re.compile(r"^/v\d+(?:\.\d+)?(?=/)")
+_VERSION_PREFIX = re.compile(r"^/v(\d+(?:\.\d+)?)(?=/)")
 _TRUE = {"1", "true", "True", "TRUE", "yes"}
 _FALSE = {"", "0", "false", "False", "FALSE", "no"}
 
 
+class BodyTooLarge(InvalidArgument):
+    """A request body over the endpoint's limit (answered without reading it)."""
+
+
+def _version_tuple(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in text.split("."))
+
+
+def check_api_version(version: str | None) -> None:
+    """Reject a `/vX.Y` prefix older than the server speaks (dockerd's wording)."""
+    if version is None:
+        return
+    if _version_tuple(version) < _version_tuple(MIN_API_VERSION):
+        raise InvalidArgument(f"client version {version} is too old. Minimum supported API "
+                              f"version is {MIN_API_VERSION}, please upgrade your client to a "
+                              "newer version")
+
+
 def error_status(exc: BaseException) -> int:
     """The one place where an exception becomes an HTTP status code."""
+    if isinstance(exc, BodyTooLarge):
+        return 413
     if isinstance(exc, NotFound):
         return 404
     if isinstance(exc, Conflict):
@@ -85,6 +117,8 @@ class Request:
         self.method = method
         split = urlsplit(target)
         self.raw_path = split.path
+        prefix = _VERSION_PREFIX.match(split.path)
+        self.api_version: str | None = prefix.group(1) if prefix else None
         self.path = _VERSION_PREFIX.sub("", split.path, count=1) or "/"
         self.query: dict[str, list[str]] = parse_qs(split.query, keep_blank_values=True)
         self.headers: dict[str, str] = {}
@@ -140,13 +174,24 @@ class Request:
         async for chunk in self._conn.body_chunks():
             yield chunk
 
+    @property
+    def wants_websocket(self) -> bool:
+        conn = self.headers.get("connection", "").lower()
+        upgrade = self.headers.get("upgrade", "").lower()
+        return "upgrade" in conn and upgrade == "websocket"
+
     async def body(self, limit: int = JSON_BODY_MAX) -> bytes:
+        declared = self.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > limit:
+            self._conn.abandon_body = True
+            raise BodyTooLarge(f"request body larger than {limit} bytes")
         parts: list[bytes] = []
         size = 0
         async for chunk in self.stream():
             size += len(chunk)
             if size > limit:
-                raise InvalidArgument(f"request body larger than {limit} bytes")
+                self._conn.abandon_body = True
+                raise BodyTooLarge(f"request body larger than {limit} bytes")
             parts.append(chunk)
         return b"".join(parts)
 
@@ -284,10 +329,94 @@ class HijackResponse(Response):
         self,
         handler: Callable[[HijackedStream], Awaitable[None]],
         content_type: str = RAW_STREAM,
+        *,
+        websocket: bool = False,
     ) -> None:
         super().__init__(200)
         self.handler = handler
         self.content_type = content_type
+        self.websocket = websocket  # RFC 6455 handshake and framing instead of a raw stream
+
+
+class WebSocketStream(HijackedStream):
+    """A hijacked connection speaking RFC 6455: `read`/`write` carry message payloads."""
+
+    def __init__(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, pending: bytes,
+        *, binary: bool = True,
+    ) -> None:
+        super().__init__(reader, writer, pending)
+        self._buffer = b""
+        self._opcode = 0x2 if binary else 0x1
+        self._sent_close = False
+        self._peer_closed = False
+
+    async def _exact(self, n: int) -> bytes:
+        while len(self._buffer) < n:
+            data = await super().read(max(READ_CHUNK, n - len(self._buffer)))
+            if not data:
+                raise ConnectionResetError("websocket closed mid-frame")
+            self._buffer += data
+        out, self._buffer = self._buffer[:n], self._buffer[n:]
+        return out
+
+    async def read(self, n: int = READ_CHUNK) -> bytes:
+        """The next data frame's payload; b'' when the peer closes (or breaks the protocol)."""
+        if self._peer_closed:
+            return b""
+        try:
+            while True:
+                head = await self._exact(2)
+                opcode, masked, size = head[0] & 0x0F, head[1] & 0x80, head[1] & 0x7F
+                if size == 126:
+                    size = struct.unpack("!H", await self._exact(2))[0]
+                elif size == 127:
+                    size = struct.unpack("!Q", await self._exact(8))[0]
+                if size > WS_FRAME_MAX:
+                    raise ConnectionResetError("websocket frame too large")
+                mask = await self._exact(4) if masked else b""
+                payload = await self._exact(size)
+                if mask:
+                    payload = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+                if opcode == 0x8:
+                    self._peer_closed = True
+                    return b""
+                if opcode == 0x9:
+                    await self._frame(0xA, payload)
+                    continue
+                if opcode in (0x0, 0x1, 0x2) and payload:
+                    return payload
+        except (ConnectionError, OSError):
+            self._peer_closed = True
+            return b""
+
+    async def _frame(self, opcode: int, payload: bytes) -> None:
+        size = len(payload)
+        if size < 126:
+            head = struct.pack("!BB", 0x80 | opcode, size)
+        elif size < 1 << 16:
+            head = struct.pack("!BBH", 0x80 | opcode, 126, size)
+        else:
+            head = struct.pack("!BBQ", 0x80 | opcode, 127, size)
+        await super().write(head + payload)
+
+    async def write(self, data: bytes) -> None:
+        if data:
+            await self._frame(self._opcode, data)
+
+    async def close_write(self) -> None:
+        if not self._sent_close:
+            self._sent_close = True
+            with contextlib.suppress(ConnectionError, OSError):
+                await self._frame(0x8, struct.pack("!H", 1000))
+
+    async def close(self) -> None:
+        await self.close_write()
+        await super().close()
+
+
+def websocket_accept(key: str) -> str:
+    return base64.b64encode(hashlib.sha1((key + WS_GUID).encode()).digest()).decode()
 
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -359,6 +488,7 @@ class _Connection:
         self.writer = writer
         self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEADER_BYTES)
         self.method = "GET"
+        self.abandon_body = False  # the body was refused unread: answer, then close
         self._eof_task: asyncio.Task[None] | None = None
 
     async def _read_more(self) -> None:
@@ -460,6 +590,10 @@ class _Connection:
         if isinstance(response, HijackResponse):
             await self._hijack(request, response)
             return False
+        if self.abandon_body:
+            with contextlib.suppress(ConnectionError, OSError, h11.LocalProtocolError):
+                await self._send_simple(response, close=True)
+            return False
         try:
             if self.h11.their_state is h11.ERROR:
                 raise h11.RemoteProtocolError("malformed request body", 400)
@@ -485,6 +619,7 @@ class _Connection:
             return _error_response(404, "page not found")
         handler, request.params = resolved
         try:
+            check_api_version(request.api_version)
             return await handler(request)
         except (_Closed, asyncio.CancelledError):
             raise
@@ -591,7 +726,17 @@ class _Connection:
         except (_Closed, h11.RemoteProtocolError):
             return
         extra = [f"Content-Type: {response.content_type}"]
-        if request.wants_upgrade:
+        ws_key = request.headers.get("sec-websocket-key", "")
+        if response.websocket:
+            if not (request.wants_websocket and ws_key):
+                await self._send_simple(_error_response(
+                    400, "this endpoint needs a websocket upgrade (Connection: Upgrade, "
+                    "Upgrade: websocket, Sec-WebSocket-Key)"), close=True)
+                return
+            head = "HTTP/1.1 101 Switching Protocols\r\n"
+            extra = ["Upgrade: websocket", "Connection: Upgrade",
+                     f"Sec-WebSocket-Accept: {websocket_accept(ws_key)}"]
+        elif request.wants_upgrade:
             head = "HTTP/1.1 101 UPGRADED\r\n"
             extra += ["Connection: Upgrade", "Upgrade: tcp"]
         else:
@@ -603,7 +748,8 @@ class _Connection:
         except (ConnectionError, OSError):
             return
         pending, _closed = self.h11.trailing_data
-        stream = HijackedStream(self.reader, self.writer, pending)
+        stream = (WebSocketStream(self.reader, self.writer, pending) if response.websocket
+                  else HijackedStream(self.reader, self.writer, pending))
         try:
             await response.handler(stream)
         except (ConnectionError, OSError):
@@ -627,8 +773,27 @@ def _error_response(status: int, message: str) -> JsonResponse:
     return JsonResponse({"message": message}, status=status)
 
 
+def server_tls_context(ca: Path, cert: Path, key: Path) -> ssl.SSLContext:
+    """dockerd's `--tlsverify`: our certificate, and clients must present one signed by `ca`."""
+    try:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(ca))
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.verify_mode = ssl.CERT_REQUIRED
+        context.load_cert_chain(str(cert), str(key))
+    except (OSError, ssl.SSLError) as exc:
+        raise InvalidArgument(f"cannot set up TLS from {ca}, {cert}, {key}: {exc}") from exc
+    return context
+
+
+def _is_loopback(host: str) -> bool:
+    return host in ("localhost", "::1") or host.startswith("127.")
+
+
 class HttpServer:
-    """Serves a `Router` on a unix socket (mode 0660) and optionally a TCP address."""
+    """Serves a `Router` on a unix socket (mode 0660) and optionally a TCP address.
+
+    TCP needs `tls` (client certificates verified) unless it is bound to loopback.
+    """
 
     def __init__(
         self,
@@ -636,13 +801,18 @@ class HttpServer:
         *,
         unix_path: Path | None = None,
         tcp: tuple[str, int] | None = None,
+        tls: ssl.SSLContext | None = None,
         default_headers: Iterable[tuple[str, str]] = DEFAULT_HEADERS,
     ) -> None:
         if unix_path is None and tcp is None:
             raise ValueError("HttpServer needs a unix socket path or a TCP address")
+        if tcp is not None and tls is None and not _is_loopback(tcp[0]):
+            raise InvalidArgument(f"refusing plain TCP on {tcp[0]}: without TLS client "
+                                  "verification the API is only served on loopback")
         self.router = router
         self.unix_path = unix_path
         self.tcp = tcp
+        self.tls = tls
         self.default_headers = list(default_headers)
         self._servers: list[asyncio.Server] = []
         self._connections: set[asyncio.Task[None]] = set()
@@ -656,7 +826,12 @@ class HttpServer:
             self._servers.append(server)
         if self.tcp is not None:
             host, port = self.tcp
-            self._servers.append(await asyncio.start_server(self._accept, host, port))
+            if self.tls is not None:
+                server = await asyncio.start_server(
+                    self._accept, host, port, ssl=self.tls, ssl_handshake_timeout=10.0)
+            else:
+                server = await asyncio.start_server(self._accept, host, port)
+            self._servers.append(server)
 
     @property
     def tcp_port(self) -> int | None:

@@ -12,6 +12,7 @@ import logging
 import os
 import platform
 import tempfile
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,8 @@ from steelcup import __version__, stdcopy
 from steelcup.api import docker_codec as codec
 from steelcup.api import image_codec, image_routes
 from steelcup.api.http import (
+    API_VERSION,
+    MIN_API_VERSION,
     EmptyResponse,
     HijackedStream,
     HijackResponse,
@@ -41,8 +44,7 @@ from steelcup.runtime.model import Status
 
 log = logging.getLogger(__name__)
 
-API_VERSION = "1.43"
-MIN_API_VERSION = "1.24"
+STATS_INTERVAL_S = 1.0  # dockerd's collector period; also the gap of a two-sample one-shot
 UPLOAD_SPOOL_MAX = 64 << 30
 
 
@@ -78,6 +80,13 @@ def build_router(svc: Services) -> Router:
     r.add("POST", "/containers/{id}/attach", api.attach)
     r.add("GET", "/containers/{id}/logs", api.logs)
     r.add("DELETE", "/containers/{id}", api.remove)
+    r.add("POST", "/containers/{id}/pause", api.pause)
+    r.add("POST", "/containers/{id}/unpause", api.unpause)
+    r.add("GET", "/containers/{id}/top", api.top)
+    r.add("GET", "/containers/{id}/stats", api.stats)
+    r.add("POST", "/containers/{id}/update", api.update)
+    r.add("GET", "/containers/{id}/attach/ws", api.attach_ws)
+    r.add("GET", "/system/df", api.system_df)
     r.add("POST", "/containers/{id}/exec", api.exec_create)
     r.add("POST", "/exec/{id}/start", api.exec_start)
     r.add("POST", "/exec/{id}/resize", api.exec_resize)
@@ -95,21 +104,29 @@ def build_router(svc: Services) -> Router:
 
 _UNSUPPORTED = [
     ("POST", "/build", "image build"),
-    ("POST", "/containers/{id}/pause", "pause"),
-    ("POST", "/containers/{id}/unpause", "unpause"),
-    ("GET", "/containers/{id}/stats", "stats"),
-    ("GET", "/containers/{id}/top", "top"),
     ("GET", "/containers/{id}/archive", "archive (docker cp)"),
     ("PUT", "/containers/{id}/archive", "archive (docker cp)"),
     ("HEAD", "/containers/{id}/archive", "archive (docker cp)"),
     ("GET", "/containers/{id}/changes", "changes"),
     ("GET", "/containers/{id}/export", "export"),
     ("POST", "/containers/{id}/rename", "rename"),
-    ("POST", "/containers/{id}/update", "update"),
     ("POST", "/containers/prune", "container prune"),
     ("GET", "/networks", "networks"),
     ("GET", "/volumes", "volumes"),
-    ("GET", "/system/df", "system df"),
+    ("GET", "/swarm", "swarm mode"),
+    ("POST", "/swarm/init", "swarm mode"),
+    ("POST", "/swarm/join", "swarm mode"),
+    ("GET", "/nodes", "swarm mode (nodes)"),
+    ("GET", "/services", "swarm mode (services)"),
+    ("GET", "/tasks", "swarm mode (tasks)"),
+    ("GET", "/secrets", "swarm mode (secrets)"),
+    ("GET", "/configs", "swarm mode (configs)"),
+    ("GET", "/plugins", "plugins"),
+    ("POST", "/session", "build sessions"),
+    ("POST", "/build/prune", "build cache"),
+    ("GET", "/distribution/{name:path}/json", "distribution inspect"),
+    ("POST", "/containers/{id}/checkpoints", "checkpoints"),
+    ("GET", "/containers/{id}/checkpoints", "checkpoints"),
 ]
 
 
@@ -132,10 +149,16 @@ class _Api:
                            headers=[("Cache-Control", "no-cache, no-store, must-revalidate")])
 
     async def version(self, req: Request) -> Response:
+        go_version = "python" + platform.python_version()
         return JsonResponse({
             "Platform": {"Name": "steelcup"},
             "Components": [{"Name": "Engine", "Version": __version__,
-                            "Details": {"ApiVersion": API_VERSION, "Runtime": "steelcup-qemu",
+                            "Details": {"ApiVersion": API_VERSION, "MinAPIVersion": MIN_API_VERSION,
+                                        "Arch": "amd64", "Os": "linux",
+                                        "KernelVersion": platform.release(),
+                                        "GoVersion": go_version, "GitCommit": "",
+                                        "BuildTime": "", "Experimental": "false",
+                                        "Runtime": "steelcup-qemu",
                                         "Accelerator": self.svc.accel}}],
             "Version": __version__,
             "ApiVersion": API_VERSION,
@@ -143,7 +166,7 @@ class _Api:
             "Os": "linux",
             "Arch": "amd64",
             "KernelVersion": platform.release(),
-            "GoVersion": "n/a (python " + platform.python_version() + ")",
+            "GoVersion": go_version,
             "GitCommit": "",
             "BuildTime": "",
         })
@@ -179,14 +202,44 @@ class _Api:
         })
 
     async def events(self, req: Request) -> Response:
-        queue = self.svc.events.subscribe()
+        filters = codec.decode_filters(req.q("filters"), codec.EVENT_FILTERS)
+        since_ns = _time_param(req.q("since"))
+        until_ns = _time_param(req.q("until"))
         bus = self.svc.events
+        # Subscribe before reading the history, so nothing published in between is lost.
+        queue = bus.subscribe()
+        history = list(bus.history) if req.q("since") else []
+
+        def wanted(event: dict[str, Any]) -> bool:
+            return codec.event_matches(event, filters)
 
         async def chunks() -> AsyncIterator[bytes]:
             try:
+                last_ns = 0
+                for event in history:
+                    if event["timeNano"] < since_ns:
+                        continue
+                    if until_ns and event["timeNano"] > until_ns:
+                        return
+                    last_ns = event["timeNano"]
+                    if wanted(event):
+                        yield json.dumps(event).encode() + b"\n"
                 while True:
-                    event = await queue.get()
-                    yield json.dumps(event).encode() + b"\n"
+                    timeout = None
+                    if until_ns:
+                        timeout = (until_ns - time.time_ns()) / 1e9
+                        if timeout <= 0:
+                            return
+                    try:
+                        event = await asyncio.wait_for(queue.get(), timeout)
+                    except TimeoutError:
+                        return
+                    if event["timeNano"] <= last_ns:
+                        continue  # already sent from the history
+                    if until_ns and event["timeNano"] > until_ns:
+                        return
+                    if wanted(event):
+                        yield json.dumps(event).encode() + b"\n"
             finally:
                 bus.unsubscribe(queue)
 
@@ -202,12 +255,11 @@ class _Api:
 
     async def list_containers(self, req: Request) -> Response:
         filters = codec.decode_filters(req.q("filters"))
-        records = self.rt.list()
-        if not req.q_bool("all") and "status" not in filters:
-            records = [r for r in records if r.state.running]
-        records = [r for r in records if codec.matches(r, filters)]
-        records.sort(key=lambda r: r.created, reverse=True)
+        all_ = req.q_bool("all")
         limit = req.q_int("limit", -1)
+        if limit is not None and limit > 0:
+            all_ = True  # docker: a limit includes stopped containers (ps -n)
+        records = codec.select_containers(self.rt.list(), filters, all_=all_)
         if limit is not None and limit > 0:
             records = records[:limit]
         return JsonResponse([codec.encode_summary(r) for r in records])
@@ -319,6 +371,109 @@ class _Api:
 
         content = stdcopy_type(tty)
         return StreamResponse(chunks(), content_type=content)
+
+    async def attach_ws(self, req: Request) -> Response:
+        """The websocket attach: raw (never multiplexed) output, binary frames since 1.42."""
+        want_stdin = req.q_bool("stdin")
+        want_stdout = req.q_bool("stdout")
+        want_stderr = req.q_bool("stderr")
+        live, sub = self.rt.attach(req.params["id"], want_stdout, want_stderr)
+        rt = self.rt
+
+        async def run(conn: HijackedStream) -> None:
+            stdin_task = None
+            if want_stdin and live.record.config.open_stdin:
+                stdin_task = asyncio.create_task(_pump_stdin(rt, live, conn))
+            try:
+                while True:
+                    item = await sub.queue.get()
+                    if item is None:
+                        break
+                    await conn.write(item[1])
+            except (ConnectionError, OSError):
+                pass
+            finally:
+                live.fanout.unsubscribe(sub)
+                if stdin_task is not None:
+                    stdin_task.cancel()
+                await conn.close()
+
+        return HijackResponse(run, websocket=True)
+
+    async def pause(self, req: Request) -> Response:
+        await self.rt.pause(req.params["id"])
+        return EmptyResponse(204)
+
+    async def unpause(self, req: Request) -> Response:
+        await self.rt.unpause(req.params["id"])
+        return EmptyResponse(204)
+
+    async def top(self, req: Request) -> Response:
+        titles, rows = await self.rt.top(req.params["id"], req.q("ps_args"))
+        return JsonResponse(codec.encode_top(titles, rows))
+
+    async def stats(self, req: Request) -> Response:
+        live = self.rt.get(req.params["id"])
+        stream = req.q_bool("stream", True)
+        one_shot = req.q_bool("one-shot")
+        if one_shot and stream:
+            raise InvalidArgument("cannot have stream=true and one-shot=true")
+        rt = self.rt
+        ref = live.record.id
+        first = await rt.sample(ref)  # errors (no `cat` in the image, ...) become a JSON 4xx/5xx
+
+        def encode(cur: Any, pre: Any) -> bytes:
+            return json.dumps(codec.encode_stats(rt.get(ref).record, cur, pre)).encode() + b"\n"
+
+        if not stream:
+            pre = None
+            cur = first
+            if first is not None and not one_shot:
+                await asyncio.sleep(STATS_INTERVAL_S)  # a second reading for precpu_stats
+                pre, cur = first, await rt.sample(ref)
+            return RawResponse(encode(cur, pre), "application/json")
+
+        async def chunks() -> AsyncIterator[bytes]:
+            pre, cur = None, first
+            while True:
+                yield encode(cur, pre)
+                if cur is None:
+                    return  # not running: one zeroed reading, like dockerd
+                await asyncio.sleep(STATS_INTERVAL_S)
+                try:
+                    pre, cur = cur, await rt.sample(ref)
+                except SteelcupError:
+                    return  # stopped or removed meanwhile
+
+        return StreamResponse(chunks())
+
+    async def update(self, req: Request) -> Response:
+        changes = codec.decode_update(await req.json())
+        warnings = self.rt.update(req.params["id"], **changes)
+        return JsonResponse({"Warnings": warnings})
+
+    async def system_df(self, req: Request) -> Response:
+        images = await asyncio.to_thread(self.svc.images.list)
+        records = self.rt.list()
+        image_rows = []
+        for image in images:
+            row = image_codec.encode_summary(image)
+            row["Containers"] = sum(1 for r in records if r.config.image_id == image.id)
+            image_rows.append(row)
+        containers = []
+        for record in records:
+            row = codec.encode_summary(record)
+            row["SizeRw"] = await asyncio.to_thread(
+                _dir_size, self.rt.container_dir(record.id) / "upper")
+            row["SizeRootFs"] = row["SizeRw"]
+            containers.append(row)
+        return JsonResponse({
+            "LayersSize": sum(int(row.get("Size", 0)) for row in image_rows),
+            "Images": image_rows,
+            "Containers": containers,
+            "Volumes": [],
+            "BuildCache": [],
+        })
 
     # -- exec --------------------------------------------------------------------------------
 
@@ -437,6 +592,17 @@ def _frame(tty: bool, stream: str, data: bytes) -> bytes:
     if tty:
         return data
     return stdcopy.frame(stdcopy.STDERR if stream == "stderr" else stdcopy.STDOUT, data)
+
+
+def _dir_size(path: Path) -> int:
+    """Bytes used by regular files under `path` (not following symlinks); 0 if absent."""
+    total = 0
+    for dirpath, _dirs, files in os.walk(path):
+        for name in files:
+            with contextlib.suppress(OSError):
+                st = os.lstat(os.path.join(dirpath, name))
+                total += st.st_size
+    return total
 
 
 def _int(text: str, name: str) -> int:

@@ -33,6 +33,7 @@ HELLO_RESEND_S = 0.25
 REQUEST_TIMEOUT_S = 30.0
 PING_TIMEOUT_S = 5.0
 POWEROFF_TIMEOUT_S = 5.0
+FIXUP_MAX_ENTROPY_BYTES = 512
 # Return output credit in batches of this size (and whenever the consumer has caught up).
 CREDIT_BATCH_BYTES = 65536
 _MAX_ID = 0xFFFFFFFF
@@ -565,6 +566,30 @@ class GuestClient:
             raise GuestProtocolError(f"guest answered START with {Op(frame.op).name}")
         proc.pid = p.require_u32(frame.fields(), Tag.PID)
         return proc
+
+    async def fixup(
+        self,
+        *,
+        realtime_ns: int | None = None,
+        entropy: bytes = b"",
+        cpus: int = 0,
+        timeout_s: float = REQUEST_TIMEOUT_S,
+    ) -> int:
+        """Per-VM fix-ups (FIXUP): set the wall clock, mix `entropy` into the kernel RNG and
+        reseed it, online exactly `cpus` vCPUs (0 = leave them). Returns the vCPUs online (0 if
+        not asked)."""
+        if len(entropy) > FIXUP_MAX_ENTROPY_BYTES:
+            raise InvalidArgument(f"at most {FIXUP_MAX_ENTROPY_BYTES} bytes of entropy")
+        fields: list[tuple[Tag, p.FieldValue]] = []
+        if realtime_ns is not None:
+            sec, nsec = divmod(realtime_ns, 1_000_000_000)
+            fields += [(Tag.REALTIME_S, sec), (Tag.REALTIME_NS, nsec)]
+        if entropy:
+            fields.append((Tag.ENTROPY, entropy.hex()))
+        if cpus:
+            fields.append((Tag.CPUS, cpus))
+        frame = await self._simple(Op.FIXUP, fields, timeout_s)
+        return p.get_u32(frame.fields(), Tag.CPUS, 0) or 0
 
     async def ping(self, *, timeout_s: float = PING_TIMEOUT_S) -> None:
         await self._simple(Op.PING, [], timeout_s)

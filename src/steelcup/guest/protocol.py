@@ -50,6 +50,9 @@ class Op(IntEnum):
     EXIT = 14
     POWEROFF = 15
     PING = 16
+    NET_CONFIG = 17  # host side in steelcup.net.guest_ops
+    MOUNT = 18
+    FIXUP = 19
 
 
 class Tag(IntEnum):
@@ -79,11 +82,41 @@ class Tag(IntEnum):
     SIGNAL = 22
     READONLY = 23
     MAIN = 24
+    MAC = 25
+    ADDRESS = 26
+    PREFIX = 27
+    GATEWAY = 28
+    MTU = 29
+    IFNAME = 30
+    TARGET = 31
+    FSTYPE = 32
+    OPTIONS = 33
+    REALTIME_S = 34
+    REALTIME_NS = 35
+    ENTROPY = 36
+    CPUS = 37
 
 
 DATA_OPS = frozenset({Op.STDIN, Op.STDOUT, Op.STDERR})
 STRING_TAGS = frozenset(
-    {Tag.KERNEL, Tag.INIT_VERSION, Tag.MESSAGE, Tag.SOURCE, Tag.HOSTNAME, Tag.ARG, Tag.ENV, Tag.CWD}
+    {
+        Tag.KERNEL,
+        Tag.INIT_VERSION,
+        Tag.MESSAGE,
+        Tag.SOURCE,
+        Tag.HOSTNAME,
+        Tag.ARG,
+        Tag.ENV,
+        Tag.CWD,
+        Tag.MAC,
+        Tag.ADDRESS,
+        Tag.GATEWAY,
+        Tag.IFNAME,
+        Tag.TARGET,
+        Tag.FSTYPE,
+        Tag.OPTIONS,
+        Tag.ENTROPY,
+    }
 )
 SIGNED_TAGS = frozenset({Tag.STATUS})
 INT_TAGS = frozenset(t for t in Tag if t not in STRING_TAGS)

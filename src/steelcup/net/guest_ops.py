@@ -6,6 +6,7 @@ docs/guest-protocol.md); then `GuestClient.net_config`/`mount` replace these hel
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import cast
@@ -94,3 +95,18 @@ async def mount(
 ) -> None:
     """Mount a share or tmpfs inside the container root (after SETUP_ROOT)."""
     await client._simple(cast(Op, NetOp.MOUNT), m.fields(), timeout_s)  # type: ignore[arg-type]
+
+
+async def configure(
+    client: GuestClient,
+    nics: Sequence[GuestNic],
+    mounts: Sequence[GuestMount],
+    *,
+    timeout_s: float = REQUEST_TIMEOUT_S,
+) -> None:
+    """After SETUP_ROOT, before START: every NIC (loopback only when there is none), then the
+    mounts in order (parents first)."""
+    for nic in nics or [GuestNic()]:
+        await net_config(client, nic, timeout_s=timeout_s)
+    for m in mounts:
+        await mount(client, m, timeout_s=timeout_s)

@@ -15,7 +15,7 @@ import shutil
 import signal as signal_module
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +26,9 @@ from steelcup.errors import (
     NotFound,
     ProcessStartError,
     SteelcupError,
+    Unsupported,
 )
-from steelcup.guest.client import GuestProcess, ProcessSpec
+from steelcup.guest.client import GuestProcess, ProcessSpec, Stream
 from steelcup.image import rootfs as rootfs_module
 from steelcup.image.store import ImageStore
 from steelcup.image.users import resolve_user
@@ -39,12 +40,21 @@ from steelcup.runtime.names import new_id, random_name, validate_name
 from steelcup.runtime.output import Fanout, Subscriber
 from steelcup.runtime.spec import merge_env, parse_signal, resolve_argv
 from steelcup.runtime.store import ContainerStore
+from steelcup.runtime.vmstats import PS_DEFAULT_FIELDS, STAT_FILES, VmSample, parse_ps, parse_sample
+from steelcup.vm import qmp
 from steelcup.vm.machine import Machine
 
 log = logging.getLogger(__name__)
 
 DEFAULT_STOP_TIMEOUT_S = 10
 EXIT_CODE_DAEMON_LOST = 255
+RESTART_POLICIES = ("no", "always", "on-failure", "unless-stopped")
+# Docker's restart back-off: 100 ms doubling to 1 min, reset after 10 s of running.
+RESTART_DELAY_MIN_S = 0.1
+RESTART_DELAY_MAX_S = 60.0
+RESTART_RESET_AFTER_S = 10.0
+GUEST_EXEC_TIMEOUT_S = 20.0
+GUEST_EXEC_OUTPUT_MAX = 4 << 20
 
 
 def now_rfc3339() -> str:
@@ -67,6 +77,9 @@ class Live:
     busy: asyncio.Lock = field(default_factory=asyncio.Lock)
     pump: asyncio.Task[None] | None = None
     stopping: bool = False
+    restart_task: asyncio.Task[None] | None = None
+    restart_delay_s: float = 0.0
+    started_mono: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -96,6 +109,7 @@ class Runtime:
         self.events = events
         self.defaults = defaults
         self._live: dict[str, Live] = {}
+        self._shutting_down = False
         (root / "containers").mkdir(parents=True, exist_ok=True)
 
     # -- bookkeeping -------------------------------------------------------------------------
@@ -146,6 +160,12 @@ class Runtime:
         live.record = record
         self.store.save(record)
 
+    def publish_event(self, record: ContainerRecord, action: str, **extra: str) -> None:
+        """A container event with docker's attributes: labels, name, image, then `extra`."""
+        attributes = {**dict(record.config.labels), "name": record.name,
+                      "image": record.config.image, **extra}
+        self.events.publish("container", action, record.id, attributes)
+
     async def _notify(self, live: Live) -> None:
         async with live.changed:
             live.changed.notify_all()
@@ -185,6 +205,7 @@ class Runtime:
             }
         )
         parse_signal(resolved.stop_signal)  # reject a bad signal at create, like docker
+        _check_restart_policy(resolved)
         record = ContainerRecord(
             id=container_id,
             name=final_name,
@@ -201,8 +222,7 @@ class Runtime:
             shutil.rmtree(cdir, ignore_errors=True)
             raise
         self._live[container_id] = Live(record)
-        self.events.publish("container", "create", container_id, {"name": final_name,
-                                                                   "image": config.image})
+        self.publish_event(record, "create")
         return record
 
     # -- start -------------------------------------------------------------------------------
@@ -273,16 +293,17 @@ class Runtime:
         live.machine = machine
         live.process = process
         live.stopping = False
+        live.started_mono = time.monotonic()
         self._save(live, live.record.with_state(
             status=Status.RUNNING, pid=process.pid, exit_code=0, error="",
             started_at=now_rfc3339(), finished_at="0001-01-01T00:00:00Z",
+            manually_stopped=False,
         ))
         live.started.set()
         live.pump = asyncio.create_task(
             self._run(live, machine, process), name=f"pump-{record.id[:12]}"
         )
-        self.events.publish("container", "start", record.id, {"name": record.name,
-                                                                "image": config.image})
+        self.publish_event(live.record, "start")
 
     async def _run(self, live: Live, machine: Machine, process: GuestProcess) -> None:
         """Relay output to the log and attached readers until the process exits; clean up."""
@@ -318,11 +339,189 @@ class Runtime:
             live.exit_seq += 1
             live.fanout = Fanout()
             await self._notify(live)
-        self.events.publish("container", "die", live.record.id,
-                            {"name": live.record.name, "exitCode": str(exit_code)})
-        if live.record.config.auto_remove:
+        self.publish_event(live.record, "die", exitCode=str(exit_code))
+        if self._should_restart(live, exit_code):
+            self._schedule_restart(live)
+        elif live.record.config.auto_remove:
             with contextlib.suppress(SteelcupError):
                 await self.remove(live.record.id, force=True)
+
+    # -- restart policies --------------------------------------------------------------------
+
+    def _should_restart(self, live: Live, exit_code: int) -> bool:
+        """Docker's restart manager: policy, manual stops, on-failure's retry budget."""
+        record = live.record
+        if live.removed or self._shutting_down or record.state.manually_stopped:
+            return False
+        policy = record.config.restart_policy
+        if policy in ("always", "unless-stopped"):
+            return True
+        if policy == "on-failure":
+            maximum = record.config.restart_max_retries
+            return exit_code != 0 and (maximum <= 0 or record.restart_count < maximum)
+        return False
+
+    def _schedule_restart(self, live: Live) -> None:
+        ran_s = time.monotonic() - live.started_mono
+        if ran_s >= RESTART_RESET_AFTER_S or live.restart_delay_s <= 0:
+            live.restart_delay_s = RESTART_DELAY_MIN_S
+        else:
+            live.restart_delay_s = min(live.restart_delay_s * 2, RESTART_DELAY_MAX_S)
+        self._save(live, live.record.with_state(status=Status.RESTARTING))
+        live.restart_task = asyncio.create_task(
+            self._restart_later(live, live.restart_delay_s), name=f"restart-{live.record.id[:12]}"
+        )
+
+    async def _restart_later(self, live: Live, delay_s: float) -> None:
+        try:
+            await asyncio.sleep(delay_s)  # the back-off itself, not a synchronisation
+            async with live.busy:
+                state = live.record.state
+                if live.removed or state.manually_stopped or state.running:
+                    return
+                live.record = replace(live.record, restart_count=live.record.restart_count + 1)
+                await self._start_locked(live)
+            self.publish_event(live.record, "restart")
+        except SteelcupError as exc:
+            log.warning("container %s: restart failed: %s", live.record.id[:12], exc)
+            if not live.removed:
+                self._save(live, live.record.with_state(status=Status.EXITED, error=str(exc)))
+                await self._notify(live)
+        finally:
+            if live.restart_task is asyncio.current_task():
+                live.restart_task = None
+
+    def _cancel_restart(self, live: Live) -> bool:
+        """Cancel a pending restart; True if one was pending."""
+        task, live.restart_task = live.restart_task, None
+        if task is None or task.done():
+            return False
+        task.cancel()
+        if live.record.state.status is Status.RESTARTING:
+            self._save(live, live.record.with_state(status=Status.EXITED))
+        return True
+
+    async def autostart(self) -> None:
+        """After `recover()`: start containers whose policy says so (always; unless-stopped
+        unless a user stopped it), like dockerd does at boot."""
+        for live in list(self._live.values()):
+            policy = live.record.config.restart_policy
+            if policy == "always" or (policy == "unless-stopped"
+                                      and not live.record.state.manually_stopped):
+                try:
+                    await self.start(live.record.id)
+                except SteelcupError as exc:
+                    log.warning("container %s: autostart failed: %s", live.record.id[:12], exc)
+
+    # -- pause -------------------------------------------------------------------------------
+
+    async def pause(self, ref: str) -> None:
+        """Freeze every vCPU of the container's VM (QMP `stop`)."""
+        live = self.get(ref)
+        if live.record.state.status is Status.PAUSED:
+            raise Conflict(f"Container {live.record.id} is already paused")
+        if live.record.state.status is not Status.RUNNING or live.machine is None:
+            raise Conflict(f"Container {live.record.id} is not running")
+        await qmp.execute(live.machine.spec.qmp_socket, "stop")
+        self._save(live, live.record.with_state(status=Status.PAUSED))
+        self.publish_event(live.record, "pause")
+
+    async def unpause(self, ref: str) -> None:
+        live = self.get(ref)
+        if live.record.state.status is not Status.PAUSED or live.machine is None:
+            raise Conflict(f"Container {live.record.id} is not paused")
+        await self._resume(live)
+        self.publish_event(live.record, "unpause")
+
+    async def _resume(self, live: Live) -> None:
+        if live.machine is not None:
+            await qmp.execute(live.machine.spec.qmp_socket, "cont")
+        if live.record.state.status is Status.PAUSED:
+            self._save(live, live.record.with_state(status=Status.RUNNING))
+
+    # -- inside the guest: top, stats --------------------------------------------------------
+
+    async def guest_exec(
+        self, ref: str, argv: builtins.list[str], *, timeout_s: float = GUEST_EXEC_TIMEOUT_S
+    ) -> tuple[int, bytes, bytes, int]:
+        """Run a helper command in the container (as root); (exit code, stdout, stderr, pid)."""
+        live = self.get(ref)
+        if live.record.state.status is Status.PAUSED:
+            raise Conflict(f"Container {live.record.id} is paused, unpause the container first")
+        if not live.record.state.running or live.machine is None:
+            raise Conflict(f"Container {live.record.id} is not running")
+        spec = ProcessSpec(args=tuple(argv), env=live.record.config.env, cwd="/", uid=0, gid=0,
+                           groups=(), tty=False, rows=24, cols=80, stdin=False, main=False)
+        try:
+            process = await live.machine.guest.start(spec)
+        except ProcessStartError as exc:
+            raise Unsupported(f"cannot run {argv[0]!r} in the container ({exc}); this needs "
+                              f"{argv[0]} in the container's image") from exc
+        out, err = bytearray(), bytearray()
+        try:
+            async with asyncio.timeout(timeout_s):
+                async for stream, data in process.output():
+                    buf = out if stream is Stream.STDOUT else err
+                    if len(buf) < GUEST_EXEC_OUTPUT_MAX:
+                        buf += data
+                status = await process.wait()
+        except TimeoutError:
+            with contextlib.suppress(SteelcupError):
+                await process.signal(signal_module.SIGKILL)
+            raise SteelcupError(f"{argv[0]} in the container did not finish in {timeout_s}s"
+                                ) from None
+        return status.status, bytes(out), bytes(err), process.pid
+
+    async def top(self, ref: str, ps_args: str = "") -> tuple[builtins.list[str],
+                                                                builtins.list[builtins.list[str]]]:
+        """`ps` inside the VM, without the VM's own processes (init, kernel threads, ps)."""
+        args = ps_args.split()
+        if not args or args == ["-ef"]:
+            args = ["-o", PS_DEFAULT_FIELDS]  # busybox ps has no -ef; these are its columns
+        code, out, err, pid = await self.guest_exec(ref, ["ps", *args])
+        if code != 0:
+            raise InvalidArgument(f"ps failed ({code}): {err.decode(errors='replace').strip()}")
+        return parse_ps(out.decode(errors="replace"), frozenset({pid}))
+
+    async def sample(self, ref: str) -> VmSample | None:
+        """The VM's CPU/memory/network counters; None if the container is not running."""
+        live = self.get(ref)
+        if live.record.state.status is not Status.RUNNING or live.machine is None:
+            return None
+        code, out, err, _ = await self.guest_exec(ref, ["cat", *STAT_FILES])
+        if code != 0 and not out:
+            raise SteelcupError(f"reading /proc in the container failed: {err!r}")
+        return parse_sample(out.decode(errors="replace"), time.time_ns())
+
+    # -- update ------------------------------------------------------------------------------
+
+    def update(
+        self, ref: str, *, restart_policy: tuple[str, int] | None = None,
+        mem_mib: int | None = None, cpus: float | None = None, cpu_shares: int | None = None,
+    ) -> builtins.list[str]:
+        """Change settings; returns warnings. A VM's size is fixed while it runs, so memory and
+        CPUs take effect at the next start (the warning says so)."""
+        live = self.get(ref)
+        config = live.record.config
+        changes: dict[str, Any] = {}
+        if restart_policy is not None:
+            changes["restart_policy"], changes["restart_max_retries"] = restart_policy
+        if mem_mib is not None:
+            changes["mem_mib"] = mem_mib
+        if cpus is not None:
+            changes["cpus"] = cpus
+        if cpu_shares is not None:
+            changes["cpu_shares"] = cpu_shares
+        new_config = replace(config, **changes)
+        _check_restart_policy(new_config)
+        warnings = []
+        resized = (new_config.mem_mib, new_config.cpus) != (config.mem_mib, config.cpus)
+        if resized and live.record.state.running:
+            warnings.append("steelcup: memory/CPU changes of a running container take effect "
+                            "when it next starts (a running VM is not resized)")
+        self._save(live, replace(live.record, config=new_config))
+        self.publish_event(live.record, "update")
+        return warnings
 
     # -- signals, stop, wait -----------------------------------------------------------------
 
@@ -334,15 +533,24 @@ class Runtime:
                            f"Container {live.record.id} is not running")
         if signo == signal_module.SIGKILL:
             live.stopping = True
+            self._save(live, live.record.with_state(manually_stopped=True))
+        if live.record.state.status is Status.PAUSED:
+            await self._resume(live)  # a frozen guest cannot deliver the signal
         await live.process.signal(signo)
-        self.events.publish("container", "kill", live.record.id,
-                            {"name": live.record.name, "signal": str(signo)})
+        self.publish_event(live.record, "kill", signal=str(signo))
 
     async def stop(self, ref: str, timeout_s: int | None = None, signal: str = "") -> bool:
         """Stop signal, then SIGKILL after the timeout. False if it was not running."""
         live = self.get(ref)
+        if self._cancel_restart(live):
+            self._save(live, live.record.with_state(manually_stopped=True))
+            await self._notify(live)
+            return True
         if not live.record.state.running or live.process is None:
             return False
+        self._save(live, live.record.with_state(manually_stopped=True))
+        if live.record.state.status is Status.PAUSED:
+            await self._resume(live)
         seq = live.exit_seq
         timeout = timeout_s if timeout_s is not None else (
             live.record.config.stop_timeout_s
@@ -360,7 +568,7 @@ class Runtime:
         if not await self._wait_exit(live, seq, 5.0) and live.machine is not None:
             await live.machine.close()  # the guest does not answer: pull the plug
             await self._wait_exit(live, seq, 10.0)
-        self.events.publish("container", "stop", live.record.id, {"name": live.record.name})
+        self.publish_event(live.record, "stop")
         return True
 
     async def _wait_exit(self, live: Live, seq: int, timeout_s: float | None) -> bool:
@@ -409,6 +617,11 @@ class Runtime:
 
     async def remove(self, ref: str, force: bool = False) -> None:
         live = self.get(ref)
+        if force:
+            self._cancel_restart(live)
+        elif live.record.state.status is Status.RESTARTING:
+            raise Conflict(f"cannot remove container \"/{live.record.name}\": container is "
+                           "restarting: stop the container before removing or force remove")
         if live.record.state.running:
             if not force:
                 raise Conflict(
@@ -428,14 +641,15 @@ class Runtime:
         await asyncio.to_thread(rootfs_module.remove, self.container_dir(live.record.id))
         self.store.delete(live.record.id)
         await self._notify(live)
-        self.events.publish("container", "destroy", live.record.id, {"name": live.record.name})
+        self.publish_event(live.record, "destroy")
 
     # -- I/O ---------------------------------------------------------------------------------
 
     def attach(self, ref: str, stdout: bool, stderr: bool) -> tuple[Live, Subscriber]:
         """Subscribe to the output of the current (or next) run of the container."""
         live = self.get(ref)
-        if live.record.state.status not in (Status.CREATED, Status.RUNNING, Status.EXITED):
+        if live.record.state.status not in (Status.CREATED, Status.RUNNING, Status.PAUSED,
+                                            Status.EXITED, Status.RESTARTING):
             raise Conflict(f"cannot attach to a {live.record.state.status.value} container")
         return live, live.fanout.subscribe(stdout, stderr)
 
@@ -495,6 +709,11 @@ class Runtime:
 
     async def shutdown(self) -> None:
         """Stop every VM (the daemon is going away); records say the containers exited."""
+        self._shutting_down = True
+        for live in list(self._live.values()):
+            task, live.restart_task = live.restart_task, None
+            if task is not None:
+                task.cancel()
         for live in list(self._live.values()):
             if live.machine is not None:
                 live.stopping = True
@@ -503,3 +722,15 @@ class Runtime:
         pumps = [lv.pump for lv in self._live.values() if lv.pump is not None]
         if pumps:
             await asyncio.wait(pumps, timeout=15)
+
+
+def _check_restart_policy(config: ContainerConfig) -> None:
+    if config.restart_policy not in RESTART_POLICIES:
+        raise InvalidArgument(f"invalid restart policy: {config.restart_policy!r}")
+    if config.restart_max_retries < 0:
+        raise InvalidArgument("invalid restart policy: maximum retry count can't be negative")
+    if config.restart_max_retries and config.restart_policy != "on-failure":
+        raise InvalidArgument("invalid restart policy: maximum retry count can only be used "
+                              "with 'on-failure'")
+    if config.auto_remove and config.restart_policy != "no":
+        raise InvalidArgument("can't create 'AutoRemove' container with restart policy")

@@ -10,7 +10,7 @@ from steelcup.errors import Conflict, GuestProtocolError, NotFound, ProcessStart
 from steelcup.guest.client import GuestProcess, ProcessSpec
 from steelcup.image.users import resolve_user
 from steelcup.runtime.containers import Runtime
-from steelcup.runtime.model import ExecConfig
+from steelcup.runtime.model import ExecConfig, Status
 from steelcup.runtime.names import new_id
 from steelcup.runtime.spec import merge_env
 
@@ -39,6 +39,9 @@ class ExecManager:
         live = self.runtime.get(config.container_id)
         if not live.record.state.running:
             raise Conflict(f"Container {live.record.id} is not running")
+        if live.record.state.status is Status.PAUSED:
+            raise Conflict(f"Container {live.record.id} is paused, unpause the container "
+                           "before exec")
         if not config.cmd:
             raise Conflict("No exec command specified")
         if len(self._execs) >= MAX_EXECS:
@@ -47,6 +50,8 @@ class ExecManager:
                 del self._execs[exec_id]
         exec_ = Exec(new_id(), ExecConfig(**{**config.__dict__, "container_id": live.record.id}))
         self._execs[exec_.id] = exec_
+        self.runtime.publish_event(live.record, f"exec_create: {' '.join(config.cmd)}",
+                                   execID=exec_.id)
         return exec_
 
     def get(self, exec_id: str) -> Exec:
@@ -63,6 +68,9 @@ class ExecManager:
         live = self.runtime.get(exec_.config.container_id)
         if live.machine is None or not live.record.state.running:
             raise Conflict(f"Container {live.record.id} is not running")
+        if live.record.state.status is Status.PAUSED:
+            raise Conflict(f"Container {live.record.id} is paused, unpause the container "
+                           "before exec")
         config = exec_.config
         use_tty = config.tty if tty is None else tty
         root = self.runtime.container_dir(live.record.id) / "rootfs"
@@ -88,6 +96,8 @@ class ExecManager:
             raise
         exec_.running = True
         exec_.pid = exec_.process.pid
+        self.runtime.publish_event(live.record, f"exec_start: {' '.join(config.cmd)}",
+                                   execID=exec_.id)
         return exec_
 
     async def finish(self, exec_: Exec) -> int:
@@ -100,6 +110,10 @@ class ExecManager:
             exec_.exit_code = 137
         exec_.running = False
         exec_.done.set()
+        with contextlib.suppress(NotFound):
+            live = self.runtime.get(exec_.config.container_id)
+            self.runtime.publish_event(live.record, "exec_die", execID=exec_.id,
+                                       exitCode=str(exec_.exit_code))
         return exec_.exit_code
 
     async def resize(self, exec_id: str, rows: int, cols: int) -> None:

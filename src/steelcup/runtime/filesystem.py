@@ -118,6 +118,8 @@ def _is_whiteout(st: os.stat_result) -> bool:
 
 def _is_opaque(path: str | int) -> bool:
     try:
+        if isinstance(path, int):
+            return os.getxattr(path, OPAQUE_XATTR) == b"y"
         return os.getxattr(path, OPAQUE_XATTR, follow_symlinks=False) == b"y"
     except OSError:
         return False
@@ -186,8 +188,8 @@ def compute_changes(upper: Path, layers: list[Path]) -> list[Change]:
     """What the upper dir changes relative to `layers` (lowest first), sorted by path.
 
     Like docker: a whiteout is a deletion; an entry also present below is a modification
-    (directories only when their mode, owner or mtime differ, or when an entry in them was
-    added or deleted); anything else is an addition. An opaque directory that hides a lower
+    (directories only when their mode, owner or mtime differ, or when something below them
+    changed); anything else is an addition. An opaque directory that hides a lower
     one also reports the lower entries it hides as deleted.
     """
     lower = LowerView(layers)
@@ -195,9 +197,8 @@ def compute_changes(upper: Path, layers: list[Path]) -> list[Change]:
 
     def record(parts: tuple[str, ...], kind: ChangeKind) -> None:
         changes["/" + "/".join(parts)] = kind
-        if kind is not ChangeKind.MODIFIED and len(parts) > 1:
-            parent = "/" + "/".join(parts[:-1])
-            changes.setdefault(parent, ChangeKind.MODIFIED)
+        for i in range(1, len(parts)):  # the directories holding a change changed too
+            changes.setdefault("/" + "/".join(parts[:i]), ChangeKind.MODIFIED)
 
     def walk(path: str, parts: tuple[str, ...], depth: int) -> None:
         if depth > _MAX_DEPTH:

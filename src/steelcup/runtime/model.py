@@ -43,6 +43,10 @@ class ContainerConfig:
     auto_remove: bool = False
     mem_mib: int = 0  # 0 = daemon default
     cpus: float = 0.0  # 0 = daemon default
+    cpu_shares: int = 0  # recorded for inspect; a VM has its own vCPUs
+    restart_policy: str = "no"  # no | always | on-failure | unless-stopped
+    restart_max_retries: int = 0  # on-failure only; 0 = unlimited
+    network_mode: str = ""  # as given; "" = default
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -74,6 +78,9 @@ class ContainerState:
     started_at: str = "0001-01-01T00:00:00Z"
     finished_at: str = "0001-01-01T00:00:00Z"
     oom_killed: bool = False
+    # Stopped by stop/kill from a user: restart policies leave it alone (docker's
+    # HasBeenManuallyStopped).
+    manually_stopped: bool = False
 
     @property
     def running(self) -> bool:

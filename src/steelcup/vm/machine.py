@@ -11,15 +11,18 @@ import contextlib
 import ctypes
 import logging
 import os
+import shlex
 import shutil
 import signal
 import subprocess
 from contextlib import AsyncExitStack
 from pathlib import Path
+from typing import Any
 
 from steelcup.errors import Conflict, GuestProtocolError, SteelcupError, VmLaunchError
 from steelcup.guest.client import GuestClient, GuestInfo
-from steelcup.vm.qemu_args import VmSpec, build_argv
+from steelcup.vm import qmp
+from steelcup.vm.qemu_args import VmSpec, build_argv, incoming_uri
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +33,7 @@ POWEROFF_EXIT_GRACE_S = 0.5  # after the guest's OK it has synced; then we stop 
 REAP_DEADLINE_S = 10.0
 EXIT_GRACE_S = 2.0  # after the guest link broke during boot, wait this long for QEMU's exit
 LOG_TAIL_BYTES = 4000
+SAVE_STATE_DEADLINE_S = 30.0
 
 _PR_SET_PDEATHSIG = 1
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -39,6 +43,13 @@ def _child_setup() -> None:
     # Runs in the forked child before exec: QEMU gets SIGKILL when the daemon thread that
     # spawned it dies, so a crashed daemon leaves no VM behind.
     _libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+
+
+async def _wait_socket(path: Path, deadline_s: float, interval_s: float = 0.005) -> None:
+    """Wait until QEMU has created its server socket `path` (bound before it runs the VM)."""
+    async with asyncio.timeout(deadline_s):
+        while not path.exists():
+            await asyncio.sleep(interval_s)
 
 
 class _BootTimeout(Exception):
@@ -75,6 +86,7 @@ class Machine:
         self._exit_task: asyncio.Task[int] | None = None
         self._client: GuestClient | None = None
         self._stack: AsyncExitStack | None = None
+        self._detached = False  # guest link dropped on purpose (template save)
         self._started = False
         self._closing = False
         self._closed = asyncio.Event()
@@ -215,6 +227,8 @@ class Machine:
         loop = asyncio.get_running_loop()
         # The outer wait enforces deadline_s; the inner deadlines only keep these from hanging.
         end = loop.time() + deadline_s + 1.0
+        if self.spec.incoming is not None:
+            await self._restore(deadline_s)
         client = await GuestClient.connect(self.spec.ctl_socket, deadline_s + 1.0)
         stack.push_async_callback(client.close)
         info = await client.hello(max(0.1, end - loop.time()))
@@ -222,7 +236,12 @@ class Machine:
 
     def _on_guest_lost(self, err: GuestProtocolError) -> None:
         # A broken or vanished guest link is fatal for the VM (docs/guest-protocol.md).
-        if self._closing or self._proc is None or self._proc.returncode is not None:
+        if (
+            self._closing
+            or self._detached
+            or self._proc is None
+            or self._proc.returncode is not None
+        ):
             return
         log.warning("guest link of vm %s lost (%s); killing it", self._proc.pid, err)
         self._kill(self._proc)
@@ -246,6 +265,67 @@ class Machine:
         for sock in (self.spec.ctl_socket, self.spec.qmp_socket):
             with contextlib.suppress(FileNotFoundError):
                 sock.unlink()
+
+    async def _restore(self, deadline_s: float) -> None:
+        # QEMU was started with `-incoming defer`: enable x-ignore-shared (the template's
+        # stream has no RAM, the RAM file is mapped instead), then load the device state. The
+        # VM runs by itself once the state is in.
+        sock = self.spec.qmp_socket
+        try:
+            await _wait_socket(sock, deadline_s)
+            await qmp.execute(
+                sock,
+                "migrate-set-capabilities",
+                {"capabilities": [{"capability": "x-ignore-shared", "state": True}]},
+            )
+            await qmp.execute(sock, "migrate-incoming", {"uri": incoming_uri(self.spec)})
+        except qmp.QmpError as exc:
+            raise GuestProtocolError(f"restore from {self.spec.incoming} failed: {exc}") from exc
+
+    # -- QMP --
+    async def qmp(self, command: str, arguments: dict[str, Any] | None = None) -> Any:
+        """Run one QMP command on this VM (QmpError if QEMU refuses or does not answer)."""
+        if self._proc is None or self._closing:
+            raise Conflict("machine is not running")
+        return await qmp.execute(self.spec.qmp_socket, command, arguments)
+
+    async def save_state(self, path: Path, *, timeout_s: float = SAVE_STATE_DEADLINE_S) -> None:
+        """Write the VM's device state to `path` for clones to restore; the VM ends paused.
+
+        RAM is not written (`x-ignore-shared`: it lives in the share=on RAM file, which clones
+        map copy-on-write). The guest link is dropped first, on purpose: clones connect anew
+        and say HELLO. Close() the machine afterwards.
+        """
+        if self.spec.mem_path is None or not self.spec.mem_shared:
+            raise Conflict("only a VM with shared file-backed RAM can be saved as a template")
+        self._detached = True
+        client, self._client = self._client, None
+        if client is not None:
+            await client.close()
+        tmp = path.with_name(path.name + ".part")
+        try:
+            # Not paused first: a stream saved from a running VM makes the clone run as soon as
+            # its state is in (one QMP round trip less per clone than a `cont`).
+            await self.qmp(
+                "migrate-set-capabilities",
+                {"capabilities": [{"capability": "x-ignore-shared", "state": True}]},
+            )
+            await self.qmp("migrate", {"uri": f"exec:cat > {shlex.quote(str(tmp))}"})
+            loop = asyncio.get_running_loop()
+            end = loop.time() + timeout_s
+            while True:
+                status = (await self.qmp("query-migrate")).get("status")
+                if status == "completed":
+                    break
+                if status in ("failed", "cancelled") or loop.time() > end:
+                    info = await self.qmp("query-migrate")
+                    raise VmLaunchError(
+                        f"saving VM state failed: {info}", argv=self.argv, log_tail=self.log_tail()
+                    )
+                await asyncio.sleep(0.01)
+        except qmp.QmpError as exc:
+            raise VmLaunchError(f"saving VM state failed: {exc}", argv=self.argv) from exc
+        tmp.replace(path)
 
     async def close(self) -> None:
         """Power off (briefly), then kill QEMU, reap it, remove sockets. Idempotent, never

@@ -6,6 +6,7 @@ The one place that knows QEMU's command line for a steelcup microVM.
 from __future__ import annotations
 
 import re
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
@@ -64,6 +65,17 @@ class VmSpec:
     qemu_binary: str = QEMU_BINARY
     # TCG only: the guest's TSC rate (passed as tsc_early_khz); 0 = let the guest calibrate.
     tsc_khz: int = field(default_factory=host_tsc_khz)
+    # Resizable VMs: boot `max_cpus` vCPUs with only `cpus` online (kernel `maxcpus=`); the
+    # rest are onlined by the guest at hand-out. 0 = exactly `cpus`.
+    max_cpus: int = 0
+    # A virtio-balloon: RAM is `mem_mib`, the pool inflates the balloon to shrink the guest.
+    balloon: bool = False
+    # Guest RAM from a file (templates): share=on writes go to the file (the template);
+    # share=off maps it copy-on-write (clones). None = anonymous RAM.
+    mem_path: Path | None = None
+    mem_shared: bool = False
+    # Restore from saved device state (a template's) instead of booting: `-incoming exec:cat`.
+    incoming: Path | None = None
 
     @property
     def ctl_socket(self) -> Path:
@@ -90,6 +102,10 @@ def _check(spec: VmSpec) -> None:
         raise InvalidArgument(f"mem_mib must be at least 64, got {spec.mem_mib}")
     if not 1 <= spec.cpus <= 255:
         raise InvalidArgument(f"cpus must be 1..255, got {spec.cpus}")
+    if spec.max_cpus and not spec.cpus <= spec.max_cpus <= 255:
+        raise InvalidArgument(f"max_cpus must be cpus..255, got {spec.max_cpus}")
+    if spec.incoming is not None and spec.mem_path is None:
+        raise InvalidArgument("restoring from a template needs its RAM file (mem_path)")
     if spec.tcg_tb_mib < 1:
         raise InvalidArgument(f"tcg_tb_mib must be positive, got {spec.tcg_tb_mib}")
     # -serial file: and -qmp unix: use the legacy chardev syntax, which cannot escape commas.
@@ -119,13 +135,17 @@ def build_argv(spec: VmSpec) -> list[str]:
         accel = ["-accel", f"tcg,tb-size={spec.tcg_tb_mib}", "-cpu", "max"]
         if spec.tsc_khz > 0:
             cmdline.append(f"tsc_early_khz={spec.tsc_khz}")
+    vcpus = spec.cpus
+    if spec.max_cpus > spec.cpus:
+        vcpus = spec.max_cpus
+        cmdline.append(f"maxcpus={spec.cpus}")
     cmdline += spec.cmdline_extra
     argv = [
         spec.qemu_binary,
         "-M", MACHINE,
         *accel,
         "-m", str(spec.mem_mib),
-        "-smp", str(spec.cpus),
+        "-smp", str(vcpus),
         "-nodefaults",
         "-no-user-config",
         "-nographic",
@@ -144,5 +164,26 @@ def build_argv(spec: VmSpec) -> list[str]:
             fsdev += ",readonly=on"
         device = f"virtio-9p-device,fsdev={share.tag},mount_tag={share.tag}"
         argv += ["-fsdev", fsdev, "-device", device]
+    if spec.balloon:
+        argv += ["-device", "virtio-balloon-device"]
+    if spec.mem_path is not None:
+        shared = "on" if spec.mem_shared else "off"
+        argv += [
+            "-object",
+            f"memory-backend-file,id=ram,size={spec.mem_mib}M,"
+            f"mem-path={_opt(str(spec.mem_path))},share={shared}",
+            "-machine", "memory-backend=ram",
+        ]  # fmt: skip
     argv += ["-qmp", f"unix:{spec.qmp_socket},server=on,wait=off"]
+    if spec.incoming is not None:
+        # Deferred: the x-ignore-shared capability must be on before the stream is read (QEMU
+        # 7.2 has no -global for it), so Machine sends it and then `migrate-incoming`.
+        argv += ["-incoming", "defer"]
     return argv
+
+
+def incoming_uri(spec: VmSpec) -> str:
+    """The `migrate-incoming` URI restoring `spec.incoming` (QEMU runs exec: via /bin/sh)."""
+    if spec.incoming is None:
+        raise InvalidArgument("spec restores nothing")
+    return f"exec:cat {shlex.quote(str(spec.incoming))}"

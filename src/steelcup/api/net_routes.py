@@ -1,0 +1,244 @@
+"""Docker Engine API routes for networks and volumes: thin adapters from Docker's JSON shapes
+to `NetworkManager` and `VolumeManager` (the only place their CamelCase keys live)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+from steelcup.api.http import EmptyResponse, JsonResponse, Request, Response, Router
+from steelcup.errors import InvalidArgument
+from steelcup.net.manager import NetworkManager
+from steelcup.net.model import Endpoint, NetworkRecord
+from steelcup.volume.manager import Volume, VolumeManager
+
+# container reference (id, name or prefix) -> (full id, name without "/")
+ContainerResolver = Callable[[str], tuple[str, str]]
+
+NETWORK_FILTERS = frozenset({"name", "id", "label", "driver", "type", "scope", "dangling"})
+VOLUME_FILTERS = frozenset({"name", "label", "dangling", "driver"})
+
+
+def register(
+    router: Router,
+    networks: NetworkManager,
+    volumes: VolumeManager,
+    resolve_container: ContainerResolver,
+) -> None:
+    api = _NetApi(networks, volumes, resolve_container)
+    router.add("GET", "/networks", api.network_list)
+    router.add("POST", "/networks/create", api.network_create)
+    router.add("POST", "/networks/prune", api.network_prune)
+    router.add("GET", "/networks/{id}", api.network_inspect)
+    router.add("DELETE", "/networks/{id}", api.network_remove)
+    router.add("POST", "/networks/{id}/connect", api.network_connect)
+    router.add("POST", "/networks/{id}/disconnect", api.network_disconnect)
+    router.add("GET", "/volumes", api.volume_list)
+    router.add("POST", "/volumes/create", api.volume_create)
+    router.add("POST", "/volumes/prune", api.volume_prune)
+    router.add("GET", "/volumes/{name}", api.volume_inspect)
+    router.add("DELETE", "/volumes/{name}", api.volume_remove)
+
+
+def _filters(text: str, valid: frozenset[str]) -> dict[str, list[str]]:
+    if not text:
+        return {}
+    try:
+        raw = json.loads(text)
+    except ValueError as exc:
+        raise InvalidArgument(f"invalid filters: {exc}") from None
+    if not isinstance(raw, dict):
+        raise InvalidArgument("invalid filters: expected an object")
+    out: dict[str, list[str]] = {}
+    for key, value in raw.items():
+        if key not in valid:
+            raise InvalidArgument(f"invalid filter '{key}'")
+        if isinstance(value, dict):
+            out[key] = [str(k) for k, v in value.items() if v]
+        elif isinstance(value, list):
+            out[key] = [str(v) for v in value]
+        else:
+            raise InvalidArgument(f"invalid filter '{key}'")
+    return out
+
+
+def _labels_match(labels: dict[str, str], wanted: list[str]) -> bool:
+    for item in wanted:
+        key, eq, value = item.partition("=")
+        if key not in labels or (eq and labels[key] != value):
+            return False
+    return True
+
+
+def network_json(net: NetworkRecord, endpoints: list[Endpoint]) -> dict[str, Any]:
+    return {
+        "Name": net.name,
+        "Id": net.id,
+        "Created": net.created,
+        "Scope": "local",
+        "Driver": net.driver,
+        "EnableIPv6": False,
+        "IPAM": {"Driver": "default", "Options": None,
+                 "Config": [{"Subnet": net.subnet, "Gateway": net.gateway}]},
+        "Internal": net.internal,
+        "Attachable": False,
+        "Ingress": False,
+        "ConfigFrom": {"Network": ""},
+        "ConfigOnly": False,
+        "Containers": {
+            ep.container_id: {
+                "Name": ep.container_name,
+                "EndpointID": ep.endpoint_id,
+                "MacAddress": ep.mac,
+                "IPv4Address": f"{ep.address}/{net.prefix}",
+                "IPv6Address": "",
+            }
+            for ep in endpoints
+        },
+        "Options": {"com.docker.network.bridge.name": net.bridge,
+                    "com.docker.network.driver.mtu": str(net.mtu), **net.options},
+        "Labels": net.labels,
+    }
+
+
+def volume_json(vol: Volume) -> dict[str, Any]:
+    return {
+        "Name": vol.name,
+        "Driver": vol.driver,
+        "Mountpoint": str(vol.mountpoint),
+        "CreatedAt": vol.created,
+        "Labels": vol.labels or None,
+        "Scope": "local",
+        "Options": vol.options or None,
+    }
+
+
+def _str_map(value: Any, what: str) -> dict[str, str]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise InvalidArgument(f"{what} must be an object")
+    return {str(k): str(v) for k, v in value.items()}
+
+
+class _NetApi:
+    def __init__(self, networks: NetworkManager, volumes: VolumeManager,
+                 resolve_container: ContainerResolver) -> None:
+        self.networks = networks
+        self.volumes = volumes
+        self.resolve_container = resolve_container
+
+    # -- networks --
+    async def network_list(self, req: Request) -> Response:
+        f = _filters(req.q("filters"), NETWORK_FILTERS)
+        out = []
+        for net in self.networks.networks():
+            eps = self.networks.endpoints(net.id)
+            if "name" in f and not any(n in net.name for n in f["name"]):
+                continue
+            if "id" in f and not any(net.id.startswith(i) for i in f["id"]):
+                continue
+            if "label" in f and not _labels_match(net.labels, f["label"]):
+                continue
+            if "driver" in f and net.driver not in f["driver"]:
+                continue
+            if "type" in f:
+                kind = "builtin" if net.name == "bridge" else "custom"
+                if kind not in f["type"]:
+                    continue
+            if "dangling" in f and (f["dangling"][0] in ("1", "true")) == bool(eps):
+                continue
+            out.append(network_json(net, eps))
+        return JsonResponse(out)
+
+    async def network_inspect(self, req: Request) -> Response:
+        net = self.networks.get(req.params["id"])
+        return JsonResponse(network_json(net, self.networks.endpoints(net.id)))
+
+    async def network_create(self, req: Request) -> Response:
+        body = await req.json()
+        name = body.get("Name")
+        if not isinstance(name, str) or not name:
+            raise InvalidArgument("network name is required")
+        ipam_cfg = (body.get("IPAM") or {}).get("Config") or []
+        if len(ipam_cfg) > 1:
+            raise InvalidArgument("only one IPAM config (one IPv4 subnet) is supported")
+        cfg = ipam_cfg[0] if ipam_cfg else {}
+        if body.get("EnableIPv6"):
+            raise InvalidArgument("IPv6 networks are not supported")
+        net = await self.networks.create(
+            name,
+            subnet=cfg.get("Subnet") or None,
+            gateway=cfg.get("Gateway") or None,
+            internal=bool(body.get("Internal", False)),
+            labels=_str_map(body.get("Labels"), "Labels"),
+            options=_str_map(body.get("Options"), "Options"),
+            driver=str(body.get("Driver") or "bridge"),
+        )
+        return JsonResponse({"Id": net.id, "Warning": ""}, status=201)
+
+    async def network_remove(self, req: Request) -> Response:
+        await self.networks.remove(req.params["id"])
+        return EmptyResponse()
+
+    async def network_prune(self, req: Request) -> Response:
+        _filters(req.q("filters"), frozenset({"label", "until"}))
+        return JsonResponse({"NetworksDeleted": await self.networks.prune()})
+
+    async def network_connect(self, req: Request) -> Response:
+        body = await req.json()
+        cid, cname = self.resolve_container(str(body.get("Container", "")))
+        ep_cfg = body.get("EndpointConfig") or {}
+        aliases = ep_cfg.get("Aliases") or []
+        address = (ep_cfg.get("IPAMConfig") or {}).get("IPv4Address") or None
+        if not isinstance(aliases, list):
+            raise InvalidArgument("EndpointConfig.Aliases must be an array")
+        self.networks.connect(req.params["id"], cid, cname, [str(a) for a in aliases], address)
+        return EmptyResponse(200)
+
+    async def network_disconnect(self, req: Request) -> Response:
+        body = await req.json()
+        cid, _ = self.resolve_container(str(body.get("Container", "")))
+        self.networks.disconnect(req.params["id"], cid, force=bool(body.get("Force", False)))
+        return EmptyResponse(200)
+
+    # -- volumes --
+    async def volume_list(self, req: Request) -> Response:
+        f = _filters(req.q("filters"), VOLUME_FILTERS)
+        out = []
+        for vol in self.volumes.list():
+            if "name" in f and not any(n in vol.name for n in f["name"]):
+                continue
+            if "label" in f and not _labels_match(vol.labels, f["label"]):
+                continue
+            if "dangling" in f and (f["dangling"][0] in ("1", "true")) == bool(
+                    self.volumes.in_use(vol.name)):
+                continue
+            out.append(volume_json(vol))
+        return JsonResponse({"Volumes": out, "Warnings": []})
+
+    async def volume_create(self, req: Request) -> Response:
+        body = await req.json(allow_empty=True)
+        name = body.get("Name") or None
+        vol = self.volumes.create(
+            str(name) if name else None,
+            labels=_str_map(body.get("Labels"), "Labels"),
+            options=_str_map(body.get("DriverOpts"), "DriverOpts"),
+            driver=str(body.get("Driver") or "local"),
+            anonymous=False,
+        )
+        return JsonResponse(volume_json(vol), status=201)
+
+    async def volume_inspect(self, req: Request) -> Response:
+        return JsonResponse(volume_json(self.volumes.get(req.params["name"])))
+
+    async def volume_remove(self, req: Request) -> Response:
+        self.volumes.remove(req.params["name"], force=req.q_bool("force"))
+        return EmptyResponse()
+
+    async def volume_prune(self, req: Request) -> Response:
+        f = _filters(req.q("filters"), frozenset({"label", "all"}))
+        all_volumes = bool(f.get("all")) and f["all"][0] in ("1", "true")
+        removed, reclaimed = self.volumes.prune(all_volumes=all_volumes)
+        return JsonResponse({"VolumesDeleted": removed, "SpaceReclaimed": reclaimed})

@@ -1,0 +1,474 @@
+"""`NetworkManager`: networks (bridge + subnet + DNS) and the NICs of running containers.
+
+Persistent: networks and endpoints (a container's address on a network) in SQLite. Live (this
+daemon run): taps, published ports and their proxies, the per-network DNS responders, and the
+nftables table, which is re-rendered from the whole state and loaded atomically on each change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from ipaddress import IPv4Address, IPv4Network
+
+from steelcup.errors import Conflict, InvalidArgument, NotFound, Unsupported
+from steelcup.net import dns, ipam, links, nft
+from steelcup.net.guest_ops import GuestNic
+from steelcup.net.links import Host
+from steelcup.net.model import Endpoint, NetworkRecord, PortMapping
+from steelcup.net.netns import socket_in
+from steelcup.net.proxy import TcpProxy, UdpProxy
+from steelcup.net.store import NetStore
+
+log = logging.getLogger(__name__)
+
+DEFAULT_NETWORK = "bridge"
+DEFAULT_BRIDGE = "steelcup0"
+TAP_PREFIX = "sct"
+BRIDGE_PREFIX = "sc-"
+PREDEFINED_MODES = ("none", "host")
+OPTION_DNS_FORWARD = "steelcup.dns.forward"  # "false": names not on the network are REFUSED
+OPTION_MTU = "com.docker.network.driver.mtu"
+OPTION_BRIDGE_NAME = "com.docker.network.bridge.name"
+
+
+@dataclass(frozen=True)
+class NicPlan:
+    """Everything the runtime needs for one NIC of a container's VM."""
+
+    network_id: str
+    network_name: str
+    bridge: str
+    tap: str
+    netdev_id: str
+    mac: str
+    address: str
+    prefix: int
+    gateway: str
+    mtu: int
+    dns_server: str
+    ifname: str
+    default_route: bool
+    aliases: tuple[str, ...] = ()
+
+    @property
+    def qemu_argv(self) -> tuple[str, ...]:
+        return (
+            "-netdev", f"tap,id={self.netdev_id},ifname={self.tap},script=no,downscript=no",
+            "-device", f"virtio-net-device,netdev={self.netdev_id},mac={self.mac}",
+        )  # fmt: skip
+
+    def guest_nic(self) -> GuestNic:
+        return GuestNic(mac=self.mac, ifname=self.ifname, address=self.address,
+                        prefix=self.prefix, gateway=self.gateway if self.default_route else "",
+                        mtu=self.mtu)
+
+
+@dataclass(frozen=True)
+class Attachment:
+    """What `attach` returns: NICs (first = default route), published ports, guest files."""
+
+    nics: tuple[NicPlan, ...]
+    ports: tuple[nft.PublishedPort, ...]
+
+    @property
+    def qemu_argv(self) -> tuple[str, ...]:
+        return tuple(arg for nic in self.nics for arg in nic.qemu_argv)
+
+    def resolv_conf(self) -> str:
+        if not self.nics:
+            return ""
+        return f"nameserver {self.nics[0].dns_server}\noptions ndots:0\n"
+
+    def hosts_file(self, hostname: str) -> str:
+        lines = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback"]
+        for nic in self.nics:
+            lines.append(f"{nic.address}\t{hostname}")
+        return "\n".join(lines) + "\n"
+
+
+@dataclass
+class _Live:
+    """Per running container: its taps, ports and proxies."""
+
+    taps: list[str] = field(default_factory=list)
+    ports: list[nft.PublishedPort] = field(default_factory=list)
+    proxies: list[TcpProxy | UdpProxy] = field(default_factory=list)
+
+
+def _tap_name(container_id: str, network_id: str) -> str:
+    digest = hashlib.sha256(f"{container_id}/{network_id}".encode()).hexdigest()
+    return TAP_PREFIX + digest[: links.IFNAME_MAX - len(TAP_PREFIX)]
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + "Z"
+
+
+def _host_routes(host: Host) -> list[IPv4Network]:
+    out = links.run(host.ip("-4", "-o", "route", "show", "table", "all")).stdout
+    return ipam.parse_routes(out)
+
+
+class NetworkManager:
+    def __init__(
+        self,
+        store: NetStore,
+        host: Host | None = None,
+        *,
+        pool: str = ipam.DEFAULT_POOL,
+        prefix: int = ipam.DEFAULT_PREFIX,
+        mtu: int = 1500,
+        upstreams: Sequence[tuple[str, int]] | None = None,
+        host_routes: Callable[[], list[IPv4Network]] | None = None,
+        dns_port: int = 53,
+    ) -> None:
+        self.store = store
+        self.host = host or Host()
+        self.pool = ipam.parse_subnet(pool)
+        self.prefix = prefix
+        self.mtu = mtu
+        if upstreams is None:
+            try:
+                with open("/etc/resolv.conf") as f:
+                    upstreams = [(a, 53) for a in dns.read_resolv_conf(f.read())]
+            except OSError:
+                upstreams = []
+        self.upstreams = list(upstreams)
+        self._host_routes = host_routes or (lambda: _host_routes(self.host))
+        self.dns_port = dns_port
+        self._dns: dict[str, dns.DnsServer] = {}
+        self._live: dict[str, _Live] = {}
+        self._lock = asyncio.Lock()
+
+    # -- lookup --------------------------------------------------------------------------
+
+    def networks(self) -> list[NetworkRecord]:
+        return self.store.networks()
+
+    def get(self, ref: str) -> NetworkRecord:
+        """By id, name, or unique id prefix (docker's rules)."""
+        nets = self.store.networks()
+        for n in nets:
+            if n.id == ref or n.name == ref:
+                return n
+        matches = [n for n in nets if ref and n.id.startswith(ref)]
+        if len(matches) == 1:
+            return matches[0]
+        if len(matches) > 1:
+            raise InvalidArgument(f"network {ref} is ambiguous ({len(matches)} matches)")
+        raise NotFound(f"network {ref} not found")
+
+    def endpoints(self, network_id: str) -> list[Endpoint]:
+        return self.store.endpoints(network_id)
+
+    def container_endpoints(self, container_id: str) -> list[Endpoint]:
+        return [e for e in self.store.endpoints() if e.container_id == container_id]
+
+    def is_active(self, container_id: str) -> bool:
+        return container_id in self._live
+
+    # -- lifecycle of the manager -----------------------------------------------------------
+
+    async def startup(self) -> None:
+        """Recreate bridges, rules and resolvers of persisted networks; ensure the default."""
+        async with self._lock:
+            for tap in await asyncio.to_thread(links.list_links, self.host, TAP_PREFIX):
+                await asyncio.to_thread(links.delete_link, self.host, tap)  # a crashed run's
+            if not any(n.name == DEFAULT_NETWORK for n in self.store.networks()):
+                await self._create_locked(DEFAULT_NETWORK, bridge=DEFAULT_BRIDGE)
+            for net in self.store.networks():
+                await self._bring_up(net)
+            await self._apply_rules()
+
+    async def close(self) -> None:
+        """Stop resolvers, proxies and taps of this run (networks and rules stay)."""
+        async with self._lock:
+            for cid in list(self._live):
+                await self._detach_locked(cid)
+            for server in self._dns.values():
+                server.close()
+            self._dns.clear()
+
+    async def _bring_up(self, net: NetworkRecord) -> None:
+        await asyncio.to_thread(links.ensure_bridge, self.host, net.bridge,
+                                f"{net.gateway}/{net.prefix}", net.mtu)
+        if not net.internal:
+            await asyncio.to_thread(self._enable_forwarding)
+        if net.id not in self._dns:
+            self._dns[net.id] = await self._start_dns(net)
+
+    def _enable_forwarding(self) -> None:
+        links.run(self.host.wrap(["sysctl", "-q", "-w", "net.ipv4.ip_forward=1"]))
+
+    async def _start_dns(self, net: NetworkRecord) -> dns.DnsServer:
+        server = dns.DnsServer(lambda name: self._resolve(net.id, name),
+                               forward=net.dns_forward, upstreams=self.upstreams)
+        try:
+            sock = await asyncio.to_thread(socket_in, self.host.netns, socket.AF_INET,
+                                           socket.SOCK_DGRAM, (net.gateway, self.dns_port))
+            sock.setblocking(False)
+            await asyncio.get_running_loop().create_datagram_endpoint(lambda: server, sock=sock)
+        except OSError as exc:
+            log.warning("network %s: no embedded DNS on %s:%d: %s", net.name, net.gateway,
+                        self.dns_port, exc)
+        return server
+
+    def _resolve(self, network_id: str, name: str) -> list[IPv4Address] | None:
+        name = name.rstrip(".").lower()
+        out = []
+        for ep in self.store.endpoints(network_id):
+            if ep.container_id not in self._live:
+                continue
+            names = {ep.container_name.lower(), ep.container_id[:12], *map(str.lower, ep.aliases)}
+            if name in names:
+                out.append(IPv4Address(ep.address))
+        return out or None
+
+    async def _apply_rules(self) -> None:
+        ports = [p for live in self._live.values() for p in live.ports]
+        text = nft.render(self.store.networks(), ports)
+        await asyncio.to_thread(nft.apply, self.host, text)
+
+    # -- networks ----------------------------------------------------------------------------
+
+    async def create(
+        self,
+        name: str,
+        *,
+        subnet: str | None = None,
+        gateway: str | None = None,
+        internal: bool = False,
+        labels: dict[str, str] | None = None,
+        options: dict[str, str] | None = None,
+        driver: str = "bridge",
+    ) -> NetworkRecord:
+        if driver not in ("bridge", ""):
+            raise Unsupported(f"network driver {driver!r} is not supported (only bridge)")
+        if not name or name in PREDEFINED_MODES or "/" in name:
+            raise InvalidArgument(f"invalid network name {name!r}")
+        async with self._lock:
+            net = await self._create_locked(name, subnet=subnet, gateway=gateway,
+                                            internal=internal, labels=labels, options=options)
+            try:
+                await self._bring_up(net)
+                await self._apply_rules()
+            except Exception:
+                await self._teardown(net)
+                raise
+            return net
+
+    async def _create_locked(
+        self, name: str, *, subnet: str | None = None, gateway: str | None = None,
+        internal: bool = False, labels: dict[str, str] | None = None,
+        options: dict[str, str] | None = None, bridge: str | None = None,
+    ) -> NetworkRecord:
+        options = dict(options or {})
+        taken = [IPv4Network(n.subnet) for n in self.store.networks()]
+        if subnet:
+            gw = ipam.parse_address(gateway) if gateway else None
+            plan = ipam.check_subnet(ipam.parse_subnet(subnet), gw, taken)
+        else:
+            if gateway:
+                raise InvalidArgument("a gateway needs a subnet")
+            routes = await asyncio.to_thread(self._host_routes)
+            plan = ipam.choose_subnet(self.pool, self.prefix, taken, routes)
+        net_id = os.urandom(32).hex()
+        try:
+            mtu = int(options.get(OPTION_MTU, self.mtu))
+        except ValueError:
+            raise InvalidArgument(f"invalid {OPTION_MTU}: {options[OPTION_MTU]!r}") from None
+        if not 576 <= mtu <= 65535:
+            raise InvalidArgument(f"MTU {mtu} out of range 576..65535")
+        bridge = bridge or options.get(OPTION_BRIDGE_NAME) or BRIDGE_PREFIX + net_id[:12]
+        links.check_ifname(bridge)
+        net = NetworkRecord(
+            id=net_id, name=name, subnet=str(plan.subnet), gateway=str(plan.gateway),
+            bridge=bridge, mtu=mtu, internal=internal,
+            dns_forward=options.get(OPTION_DNS_FORWARD, "true").lower() != "false",
+            created=_now(), labels=dict(labels or {}), options=options,
+        )
+        self.store.insert_network(net)
+        return net
+
+    async def remove(self, ref: str) -> None:
+        """Delete a network with no endpoints: its bridge, resolver and rules go with it."""
+        async with self._lock:
+            net = self.get(ref)
+            if net.name == DEFAULT_NETWORK:
+                raise Conflict(f"{DEFAULT_NETWORK} is a pre-defined network and cannot be removed")
+            eps = self.store.endpoints(net.id)
+            if eps:
+                names = ", ".join(e.container_name for e in eps)
+                raise Conflict(f"error while removing network: network {net.name} id {net.id} "
+                               f"has active endpoints ({names})")
+            self.store.delete_network(net.id)
+            await self._teardown(net)
+
+    async def _teardown(self, net: NetworkRecord) -> None:
+        server = self._dns.pop(net.id, None)
+        if server is not None:
+            server.close()
+        with contextlib.suppress(Exception):
+            self.store.delete_network(net.id)
+        await self._apply_rules()
+        await asyncio.to_thread(links.delete_link, self.host, net.bridge)
+
+    async def prune(self) -> list[str]:
+        removed = []
+        for net in self.store.networks():
+            if net.name != DEFAULT_NETWORK and not self.store.endpoints(net.id):
+                await self.remove(net.id)
+                removed.append(net.name)
+        return removed
+
+    # -- endpoints ---------------------------------------------------------------------------
+
+    def connect(self, ref: str, container_id: str, container_name: str,
+                aliases: Sequence[str] = (), address: str | None = None) -> Endpoint:
+        """Give the container an address on the network (kept until it disconnects).
+
+        Takes effect at the container's next start: a microVM's NICs are fixed at boot.
+        """
+        net = self.get(ref)
+        if any(e.container_id == container_id for e in self.store.endpoints(net.id)):
+            raise Conflict(f"endpoint with name {container_name} already exists in network "
+                           f"{net.name}")
+        plan = ipam.SubnetPlan(IPv4Network(net.subnet), IPv4Address(net.gateway))
+        used = [IPv4Address(e.address) for e in self.store.endpoints(net.id)]
+        wanted = ipam.parse_address(address) if address else None
+        addr = ipam.allocate_address(plan, used, wanted)
+        ep = Endpoint(net.id, container_id, container_name, str(addr), ipam.mac_for(addr),
+                      tuple(aliases), os.urandom(32).hex())
+        self.store.insert_endpoint(ep)
+        return ep
+
+    def disconnect(self, ref: str, container_id: str, *, force: bool = False) -> None:
+        net = self.get(ref)
+        if not any(e.container_id == container_id for e in self.store.endpoints(net.id)):
+            if force:
+                return
+            raise NotFound(f"container {container_id[:12]} is not connected to network "
+                           f"{net.name}")
+        if container_id in self._live and not force:
+            raise Conflict("cannot disconnect a running container (steelcup VMs have no NIC "
+                           "hot-unplug): stop it first")
+        self.store.delete_endpoint(net.id, container_id)
+
+    async def release(self, container_id: str) -> None:
+        """The container is removed: stop its NICs and free all its addresses."""
+        await self.detach(container_id)
+        for ep in self.container_endpoints(container_id):
+            self.store.delete_endpoint(ep.network_id, container_id)
+
+    # -- running containers ------------------------------------------------------------------
+
+    async def attach(
+        self,
+        container_id: str,
+        container_name: str,
+        network_mode: str,
+        *,
+        aliases: Sequence[str] = (),
+        ports: Sequence[PortMapping] = (),
+    ) -> Attachment:
+        """Create the taps of every network the container is on (connecting it to
+        `network_mode` first if needed), publish its ports, and say how to boot the VM."""
+        mode = network_mode or "default"
+        if mode == "none":
+            if ports:
+                raise InvalidArgument("published ports need a network (not --network none)")
+            return Attachment((), ())
+        if mode == "host" or mode.startswith("container:"):
+            raise Unsupported(f"network mode {mode!r} is not supported by VM containers")
+        async with self._lock:
+            if container_id in self._live:
+                raise Conflict(f"container {container_id[:12]} already has NICs")
+            primary = self.get(DEFAULT_NETWORK if mode in ("default", DEFAULT_NETWORK) else mode)
+            eps = self.container_endpoints(container_id)
+            if not any(e.network_id == primary.id for e in eps):
+                self.connect(primary.id, container_id, container_name, aliases)
+                eps = self.container_endpoints(container_id)
+            eps.sort(key=lambda e: e.network_id != primary.id)  # primary first: default route
+            live = _Live()
+            self._live[container_id] = live
+            try:
+                nics = []
+                for i, ep in enumerate(eps):
+                    net = next(n for n in self.store.networks() if n.id == ep.network_id)
+                    if ep.container_name != container_name:
+                        ep = replace(ep, container_name=container_name)  # renamed container
+                        self.store.delete_endpoint(ep.network_id, container_id)
+                        self.store.insert_endpoint(ep)
+                    tap = _tap_name(container_id, net.id)
+                    await asyncio.to_thread(links.ensure_tap, self.host, tap, net.bridge, net.mtu)
+                    live.taps.append(tap)
+                    nics.append(NicPlan(
+                        network_id=net.id, network_name=net.name, bridge=net.bridge, tap=tap,
+                        netdev_id=f"net{i}", mac=ep.mac, address=ep.address, prefix=net.prefix,
+                        gateway=net.gateway, mtu=net.mtu, dns_server=net.gateway,
+                        ifname=f"eth{i}", default_route=(i == 0 and not net.internal),
+                        aliases=ep.aliases,
+                    ))
+                await self._publish(live, nics[0], ports)
+                await self._apply_rules()
+            except BaseException:
+                await self._detach_locked(container_id)
+                raise
+            return Attachment(tuple(nics), tuple(live.ports))
+
+    async def _publish(self, live: _Live, nic: NicPlan, ports: Sequence[PortMapping]) -> None:
+        for pm in ports:
+            if pm.proto not in ("tcp", "udp"):
+                raise InvalidArgument(f"unsupported protocol {pm.proto!r} (tcp or udp)")
+            host_port = pm.host_port or await asyncio.to_thread(self._free_port, pm.proto)
+            pub = nft.PublishedPort(pm.host_ip if pm.host_ip not in ("", "0.0.0.0") else "",
+                                    host_port, nic.address, pm.container_port, pm.proto)
+            if any(p.host_port == host_port and p.proto == pm.proto
+                   for other in self._live.values() for p in other.ports):
+                raise Conflict(f"Bind for {pm.host_ip or '0.0.0.0'}:{host_port} failed: port "
+                               "is already allocated")
+            # The host's loopback gets a userspace proxy: DNAT cannot reach it.
+            if pub.host_ip in ("", "127.0.0.1"):
+                proxy: TcpProxy | UdpProxy
+                cls = TcpProxy if pm.proto == "tcp" else UdpProxy
+                proxy = cls("127.0.0.1", host_port, nic.address, pm.container_port,
+                            self.host.netns)
+                try:
+                    await proxy.start()
+                except OSError as exc:
+                    raise Conflict(f"Bind for 127.0.0.1:{host_port} failed: {exc}") from exc
+                live.proxies.append(proxy)
+            live.ports.append(pub)
+
+    def _free_port(self, proto: str) -> int:
+        kind = socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM
+        with socket_in(self.host.netns, socket.AF_INET, kind, ("0.0.0.0", 0)) as s:
+            return int(s.getsockname()[1])
+
+    async def detach(self, container_id: str) -> None:
+        """The VM is gone: delete its taps, unpublish its ports. Addresses stay allocated."""
+        async with self._lock:
+            await self._detach_locked(container_id)
+
+    async def _detach_locked(self, container_id: str) -> None:
+        live = self._live.pop(container_id, None)
+        if live is None:
+            return
+        for proxy in live.proxies:
+            with contextlib.suppress(Exception):
+                await proxy.close()
+        for tap in live.taps:
+            try:
+                await asyncio.to_thread(links.delete_link, self.host, tap)
+            except links.LinkError as exc:
+                log.warning("deleting tap %s: %s", tap, exc)
+        if live.ports:
+            await self._apply_rules()

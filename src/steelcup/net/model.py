@@ -1,0 +1,69 @@
+"""Records of the network layer: networks, endpoints (a container on a network), port mappings."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class PortMapping:
+    """`-p [host_ip:]host_port:container_port[/proto]`; host_port 0 = pick one at start."""
+
+    container_port: int
+    proto: str = "tcp"  # tcp | udp
+    host_ip: str = ""  # "" = all addresses
+    host_port: int = 0
+
+
+@dataclass(frozen=True)
+class NetworkRecord:
+    id: str
+    name: str
+    subnet: str  # "10.213.0.0/24"
+    gateway: str
+    bridge: str
+    mtu: int = 1500
+    internal: bool = False  # no egress NAT, no route out
+    dns_forward: bool = True  # names not on the network: forward upstream, else REFUSED
+    driver: str = "bridge"
+    created: str = ""
+    labels: dict[str, str] = field(default_factory=dict)
+    options: dict[str, str] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> NetworkRecord:
+        data: dict[str, Any] = json.loads(text)
+        return cls(**data)
+
+    @property
+    def prefix(self) -> int:
+        return int(self.subnet.split("/", 1)[1])
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """A container connected to a network. The address is held until it disconnects."""
+
+    network_id: str
+    container_id: str
+    container_name: str
+    address: str
+    mac: str
+    aliases: tuple[str, ...] = ()
+    endpoint_id: str = ""
+
+    def to_json(self) -> str:
+        data = asdict(self)
+        data["aliases"] = list(self.aliases)
+        return json.dumps(data, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> Endpoint:
+        data: dict[str, Any] = json.loads(text)
+        data["aliases"] = tuple(data.get("aliases", ()))
+        return cls(**data)

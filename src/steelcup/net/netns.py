@@ -1,0 +1,59 @@
+"""Sockets inside a named network namespace (tests run the daemon's networks in one).
+
+setns(2) changes only the calling thread's namespace, so a short-lived thread enters the
+namespace, creates the socket and exits; the socket stays in that namespace.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import socket
+import threading
+
+CLONE_NEWNET = 0x40000000
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def socket_in(netns: str | None, family: int, type_: int,
+              bind: tuple[str, int] | None = None) -> socket.socket:
+    """A socket created (and bound) inside /run/netns/<netns>, or here when netns is None."""
+    if netns is None:
+        sock = socket.socket(family, type_)
+        if bind is not None:
+            _bind(sock, bind)
+        return sock
+    result: list[socket.socket | BaseException] = []
+
+    def work() -> None:
+        try:
+            fd = os.open(f"/run/netns/{netns}", os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                if _libc.setns(fd, CLONE_NEWNET) != 0:
+                    err = ctypes.get_errno()
+                    raise OSError(err, f"setns {netns}: {os.strerror(err)}")
+            finally:
+                os.close(fd)
+            sock = socket.socket(family, type_)
+            if bind is not None:
+                try:
+                    _bind(sock, bind)
+                except OSError:
+                    sock.close()
+                    raise
+            result.append(sock)
+        except BaseException as exc:  # handed to the caller's thread
+            result.append(exc)
+
+    thread = threading.Thread(target=work, name=f"netns-{netns}")
+    thread.start()
+    thread.join()
+    got = result[0]
+    if isinstance(got, BaseException):
+        raise got
+    return got
+
+
+def _bind(sock: socket.socket, addr: tuple[str, int]) -> None:
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(addr)

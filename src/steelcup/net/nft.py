@@ -1,0 +1,121 @@
+"""Pure render of steelcup's whole nftables ruleset (one `ip steelcup` table) from the networks
+and published ports; applied atomically with `nft -f` (see `apply`).
+
+Policy per network (bridge B, subnet S, gateway G):
+- containers on B reach each other; traffic between two steelcup bridges is dropped;
+- containers reach the host only for DNS (G:53) and ping of G: the host's services are not
+  exposed to them;
+- egress to anything else is forwarded and masqueraded, unless the network is internal;
+- published ports: DNAT from the host's non-loopback local addresses to the container (the
+  host's loopback is served by the userspace proxy, as with docker-proxy).
+Only steelcup's own table is touched: the file deletes and recreates it in one transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from steelcup.net import links
+from steelcup.net.links import Host
+from steelcup.net.model import NetworkRecord
+
+TABLE = "steelcup"
+
+
+@dataclass(frozen=True)
+class PublishedPort:
+    """A port mapping in effect: host_port resolved, container address known."""
+
+    host_ip: str  # "" = every local address
+    host_port: int
+    container_ip: str
+    container_port: int
+    proto: str = "tcp"
+
+
+def _q(name: str) -> str:
+    return f'"{name}"'
+
+
+def _set(names: Sequence[str]) -> str:
+    return "{ " + ", ".join(_q(n) for n in names) + " }"
+
+
+def render(networks: Sequence[NetworkRecord], ports: Sequence[PublishedPort] = ()) -> str:
+    """The complete `nft -f` input for `networks` (sorted by bridge: stable output)."""
+    nets = sorted(networks, key=lambda n: n.bridge)
+    for n in nets:
+        links.check_ifname(n.bridge)
+    lines = [
+        f"table ip {TABLE} {{}}",
+        f"delete table ip {TABLE}",
+        f"table ip {TABLE} {{",
+    ]
+    out = lines.append
+    bridges = [n.bridge for n in nets]
+
+    out("\tchain forward {")
+    out("\t\ttype filter hook forward priority filter; policy accept;")
+    if nets:
+        out(f"\t\toifname {_set(bridges)} ct state established,related accept")
+        for n in nets:
+            out(f"\t\tiifname {_q(n.bridge)} oifname {_q(n.bridge)} accept")
+        out(f"\t\tiifname {_set(bridges)} oifname {_set(bridges)} drop")
+        for n in nets:
+            if n.internal:
+                out(f"\t\tiifname {_q(n.bridge)} drop")
+                out(f"\t\toifname {_q(n.bridge)} drop")
+            else:
+                out(f"\t\tiifname {_q(n.bridge)} ip saddr {n.subnet} accept")
+                out(f"\t\tiifname {_q(n.bridge)} drop")
+                out(f"\t\toifname {_q(n.bridge)} ct status dnat accept")
+                out(f"\t\toifname {_q(n.bridge)} drop")
+    out("\t}")
+
+    out("\tchain input {")
+    out("\t\ttype filter hook input priority filter; policy accept;")
+    for n in nets:
+        b = _q(n.bridge)
+        out(f"\t\tiifname {b} ct state established,related accept")
+        out(f"\t\tiifname {b} ip daddr {n.gateway} udp dport 53 accept")
+        out(f"\t\tiifname {b} ip daddr {n.gateway} tcp dport 53 accept")
+        out(f"\t\tiifname {b} ip daddr {n.gateway} icmp type echo-request accept")
+        out(f"\t\tiifname {b} drop")
+    out("\t}")
+
+    out("\tchain ports {")
+    for p in sorted(ports, key=lambda p: (p.proto, p.host_port, p.host_ip)):
+        match = f"ip daddr {p.host_ip} " if p.host_ip else ""
+        out(f"\t\t{match}{p.proto} dport {p.host_port} "
+            f"dnat to {p.container_ip}:{p.container_port}")
+    out("\t}")
+
+    out("\tchain prerouting {")
+    out("\t\ttype nat hook prerouting priority dstnat; policy accept;")
+    out("\t\tfib daddr type local jump ports")
+    out("\t}")
+
+    out("\tchain output {")
+    out("\t\ttype nat hook output priority -100; policy accept;")
+    out("\t\tip daddr != 127.0.0.0/8 fib daddr type local jump ports")
+    out("\t}")
+
+    out("\tchain postrouting {")
+    out("\t\ttype nat hook postrouting priority srcnat; policy accept;")
+    for n in nets:
+        if not n.internal:
+            out(f"\t\tip saddr {n.subnet} oifname != {_q(n.bridge)} masquerade")
+    out("\t}")
+    out("}")
+    return "\n".join(lines) + "\n"
+
+
+def render_delete() -> str:
+    """Input for `nft -f` that removes steelcup's table (and only it), present or not."""
+    return f"table ip {TABLE} {{}}\ndelete table ip {TABLE}\n"
+
+
+def apply(host: Host, ruleset: str) -> None:
+    """Load `ruleset` atomically: nft applies the whole file as one transaction or nothing."""
+    links.run(host.nft("-f", "-"), input_text=ruleset)

@@ -1,0 +1,162 @@
+"""Userspace port proxy for the host's loopback (like docker-proxy): DNAT does not apply to
+127.0.0.1 without route_localnet, so `-p 8080:80` listens on 127.0.0.1:8080 here and relays
+each TCP connection / UDP flow to container_ip:container_port.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import time
+from typing import cast
+
+from steelcup.net.netns import socket_in
+
+log = logging.getLogger(__name__)
+
+CHUNK_BYTES = 65536
+CONNECT_TIMEOUT_S = 5.0
+UDP_IDLE_S = 60.0
+
+
+class TcpProxy:
+    """Listens on (listen_ip, listen_port) and relays to (target_ip, target_port)."""
+
+    def __init__(self, listen_ip: str, listen_port: int, target_ip: str, target_port: int,
+                 netns: str | None = None) -> None:
+        self.listen = (listen_ip, listen_port)
+        self.target = (target_ip, target_port)
+        self.netns = netns
+        self._server: asyncio.Server | None = None
+        self._conns: set[asyncio.Task[None]] = set()
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def start(self) -> None:
+        sock = socket_in(self.netns, socket.AF_INET, socket.SOCK_STREAM, bind=self.listen)
+        sock.listen(128)
+        sock.setblocking(False)
+        self._server = await asyncio.start_server(self._handle, sock=sock)
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._conns.add(task)
+        try:
+            sock = socket_in(self.netns, socket.AF_INET, socket.SOCK_STREAM)
+            sock.setblocking(False)
+            try:
+                async with asyncio.timeout(CONNECT_TIMEOUT_S):
+                    await asyncio.get_running_loop().sock_connect(sock, self.target)
+            except (OSError, TimeoutError) as exc:
+                sock.close()
+                log.debug("proxy %s -> %s: %s", self.listen, self.target, exc)
+                return
+            up_reader, up_writer = await asyncio.open_connection(sock=sock)
+            await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
+            up_writer.close()
+        finally:
+            writer.close()
+            self._conns.discard(task)
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for task in list(self._conns):
+            task.cancel()
+        for task in list(self._conns):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+
+async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        while data := await reader.read(CHUNK_BYTES):
+            writer.write(data)
+            await writer.drain()
+        if writer.can_write_eof():
+            writer.write_eof()
+    except OSError:
+        writer.close()
+
+
+class _UdpFlow(asyncio.DatagramProtocol):
+    def __init__(self, proxy: UdpProxy, client: tuple[str, int]) -> None:
+        self.proxy = proxy
+        self.client = client
+        self.transport: asyncio.DatagramTransport | None = None
+        self.last = time.monotonic()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # selector transports are not DatagramTransport subclasses in 3.11
+        self.transport = cast(asyncio.DatagramTransport, transport)
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.last = time.monotonic()
+        if self.proxy.transport is not None:
+            self.proxy.transport.sendto(data, self.client)
+
+
+class UdpProxy(asyncio.DatagramProtocol):
+    """One upstream socket per client address; idle flows close after UDP_IDLE_S."""
+
+    def __init__(self, listen_ip: str, listen_port: int, target_ip: str, target_port: int,
+                 netns: str | None = None) -> None:
+        self.listen = (listen_ip, listen_port)
+        self.target = (target_ip, target_port)
+        self.netns = netns
+        self.transport: asyncio.DatagramTransport | None = None
+        self._flows: dict[tuple[str, int], _UdpFlow] = {}
+        self._pending: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        sock = socket_in(self.netns, socket.AF_INET, socket.SOCK_DGRAM, bind=self.listen)
+        sock.setblocking(False)
+        await asyncio.get_running_loop().create_datagram_endpoint(lambda: self, sock=sock)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # selector transports are not DatagramTransport subclasses in 3.11
+        self.transport = cast(asyncio.DatagramTransport, transport)
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        flow = self._flows.get(addr)
+        if flow is not None and flow.transport is not None:
+            flow.last = time.monotonic()
+            flow.transport.sendto(data)
+            return
+        task = asyncio.get_running_loop().create_task(self._open(addr, data))
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def _open(self, addr: tuple[str, int], first: bytes) -> None:
+        self._expire()
+        sock = socket_in(self.netns, socket.AF_INET, socket.SOCK_DGRAM)
+        sock.setblocking(False)
+        sock.connect(self.target)
+        loop = asyncio.get_running_loop()
+        _, flow = await loop.create_datagram_endpoint(lambda: _UdpFlow(self, addr), sock=sock)
+        self._flows[addr] = flow
+        assert flow.transport is not None
+        flow.transport.sendto(first)
+
+    def _expire(self) -> None:
+        now = time.monotonic()
+        for addr, flow in list(self._flows.items()):
+            if now - flow.last > UDP_IDLE_S and flow.transport is not None:
+                flow.transport.close()
+                del self._flows[addr]
+
+    async def close(self) -> None:
+        for task in list(self._pending):
+            task.cancel()
+        for flow in self._flows.values():
+            if flow.transport is not None:
+                flow.transport.close()
+        self._flows.clear()
+        if self.transport is not None:
+            self.transport.close()

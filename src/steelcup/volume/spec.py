@@ -1,0 +1,219 @@
+"""Pure parsing of docker's mount syntaxes into `MountPlan`s: `-v`/Binds, `--mount`/Mounts
+(CLI flag text and the API's JSON), `--tmpfs`, and the image's anonymous VOLUMEs.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+from steelcup.errors import InvalidArgument, Unsupported
+
+VOLUME_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]+$")
+_IGNORED_BIND_OPTS = frozenset({"z", "Z", "rprivate", "private", "rshared", "shared", "rslave",
+                                "slave", "consistent", "cached", "delegated"})
+
+
+class MountKind(Enum):
+    VOLUME = "volume"
+    BIND = "bind"
+    TMPFS = "tmpfs"
+
+
+@dataclass(frozen=True)
+class MountPlan:
+    kind: MountKind
+    target: str
+    source: str = ""  # volume name (empty: anonymous, named at prepare) or host path
+    readonly: bool = False
+    tmpfs_size_bytes: int = 0
+    tmpfs_mode: int = 0  # 0 = default (1777)
+    nocopy: bool = False
+    create_host_path: bool = False  # -v /host/path creates it; --mount type=bind does not
+
+    def tmpfs_options(self) -> str:
+        opts = []
+        if self.tmpfs_size_bytes:
+            opts.append(f"size={self.tmpfs_size_bytes}")
+        opts.append(f"mode={self.tmpfs_mode or 0o1777:o}")
+        return ",".join(opts)
+
+
+def _target(path: str) -> str:
+    if not path.startswith("/"):
+        raise InvalidArgument(f"invalid mount path {path!r}: mount path must be absolute")
+    norm = posixpath.normpath(path)
+    if norm.startswith("//"):
+        norm = "/" + norm.lstrip("/")
+    if norm == "/":
+        raise InvalidArgument("invalid mount path '/': cannot mount over the container root")
+    if ".." in norm.split("/"):
+        raise InvalidArgument(f"invalid mount path {path!r}")
+    return norm
+
+
+def check_volume_name(name: str) -> str:
+    if not VOLUME_NAME_RE.match(name):
+        raise InvalidArgument(
+            f"{name!r} includes invalid characters for a local volume name, only "
+            "\"[a-zA-Z0-9][a-zA-Z0-9_.-]\" are allowed")
+    return name
+
+
+def parse_bind(spec: str) -> MountPlan:
+    """One `-v` / HostConfig.Binds entry: `/ctr`, `name:/ctr[:opts]`, `/host:/ctr[:opts]`."""
+    parts = spec.split(":")
+    if len(parts) == 1:
+        return MountPlan(MountKind.VOLUME, _target(parts[0]))
+    if len(parts) > 3 or not parts[0] or not parts[1]:
+        raise InvalidArgument(f"invalid volume specification: {spec!r}")
+    source, target = parts[0], _target(parts[1])
+    opts = parts[2].split(",") if len(parts) == 3 else []
+    readonly = False
+    nocopy = False
+    for opt in opts:
+        if opt == "ro":
+            readonly = True
+        elif opt == "rw":
+            readonly = False
+        elif opt == "nocopy":
+            nocopy = True
+        elif opt not in _IGNORED_BIND_OPTS:
+            raise InvalidArgument(f"invalid mode {opt!r} in volume specification {spec!r}")
+    if source.startswith("/"):
+        return MountPlan(MountKind.BIND, target, posixpath.normpath(source), readonly,
+                         create_host_path=True)
+    if source.startswith("."):
+        raise InvalidArgument(f"invalid volume specification {spec!r}: a host path must be "
+                              "absolute")
+    return MountPlan(MountKind.VOLUME, target, check_volume_name(source), readonly,
+                     nocopy=nocopy)
+
+
+def _truthy(value: str) -> bool:
+    if value.lower() in ("", "1", "true"):
+        return True
+    if value.lower() in ("0", "false"):
+        return False
+    raise InvalidArgument(f"invalid boolean {value!r}")
+
+
+def parse_mount_flag(text: str) -> dict[str, Any]:
+    """`--mount type=...,src=...,dst=...,readonly,...` -> the API's HostConfig.Mounts entry."""
+    out: dict[str, Any] = {"Type": "volume"}
+    for item in text.split(","):
+        if not item:
+            continue
+        key, eq, value = item.partition("=")
+        key = key.strip().lower()
+        if key == "type":
+            out["Type"] = value
+        elif key in ("source", "src"):
+            out["Source"] = value
+        elif key in ("target", "destination", "dst"):
+            out["Target"] = value
+        elif key in ("readonly", "ro"):
+            out["ReadOnly"] = _truthy(value if eq else "")
+        elif key == "volume-nocopy":
+            out.setdefault("VolumeOptions", {})["NoCopy"] = _truthy(value if eq else "")
+        elif key == "volume-opt" or key == "volume-label":
+            k, _, v = value.partition("=")
+            field = "Labels" if key == "volume-label" else "DriverOpts"
+            out.setdefault("VolumeOptions", {}).setdefault(field, {})[k] = v
+        elif key == "tmpfs-size":
+            out.setdefault("TmpfsOptions", {})["SizeBytes"] = parse_size(value)
+        elif key == "tmpfs-mode":
+            try:
+                out.setdefault("TmpfsOptions", {})["Mode"] = int(value, 8)
+            except ValueError:
+                raise InvalidArgument(f"invalid tmpfs-mode {value!r}") from None
+        elif key in ("bind-propagation", "consistency", "bind-nonrecursive"):
+            pass
+        else:
+            raise InvalidArgument(f"unexpected key {key!r} in {text!r}")
+    if "Target" not in out:
+        raise InvalidArgument(f"target is required in --mount {text!r}")
+    return out
+
+
+def parse_size(text: str) -> int:
+    """`64m`, `1g`, `4096` -> bytes."""
+    m = re.fullmatch(r"(\d+)([bkmg]?)b?", text.strip().lower())
+    if not m:
+        raise InvalidArgument(f"invalid size {text!r}")
+    return int(m.group(1)) * {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}[m.group(2)]
+
+
+def mount_from_json(data: Mapping[str, Any]) -> MountPlan:
+    """One HostConfig.Mounts entry (docker's JSON shape)."""
+    kind_text = str(data.get("Type", "volume"))
+    try:
+        kind = MountKind(kind_text)
+    except ValueError:
+        raise InvalidArgument(f"mount type {kind_text!r} is not supported") from None
+    target = _target(str(data.get("Target", "")))
+    source = str(data.get("Source", "") or "")
+    readonly = bool(data.get("ReadOnly", False))
+    if kind is MountKind.BIND:
+        if not source.startswith("/"):
+            raise InvalidArgument(f"invalid mount config for type \"bind\": source {source!r} "
+                                  "must be an absolute path")
+        return MountPlan(kind, target, posixpath.normpath(source), readonly)
+    if kind is MountKind.TMPFS:
+        if source:
+            raise InvalidArgument("invalid mount config for type \"tmpfs\": source must be empty")
+        topts = data.get("TmpfsOptions") or {}
+        return MountPlan(kind, target, "", readonly, int(topts.get("SizeBytes", 0) or 0),
+                         int(topts.get("Mode", 0) or 0))
+    vopts = data.get("VolumeOptions") or {}
+    if source:
+        check_volume_name(source)
+    return MountPlan(kind, target, source, readonly, nocopy=bool(vopts.get("NoCopy", False)))
+
+
+def parse_tmpfs(target: str, options: str) -> MountPlan:
+    """One HostConfig.Tmpfs entry (`--tmpfs /run:size=64m,mode=755`)."""
+    size = 0
+    mode = 0
+    readonly = False
+    for opt in filter(None, options.split(",")):
+        key, _, value = opt.partition("=")
+        if key == "size":
+            size = parse_size(value)
+        elif key == "mode":
+            mode = int(value, 8)
+        elif key == "ro":
+            readonly = True
+        elif key in ("rw", "nosuid", "nodev", "noexec", "exec", "suid", "dev"):
+            pass
+        else:
+            raise Unsupported(f"tmpfs option {key!r} is not supported")
+    return MountPlan(MountKind.TMPFS, _target(target), "", readonly, size, mode)
+
+
+def resolve_mounts(
+    binds: Sequence[str] = (),
+    mounts: Sequence[Mapping[str, Any]] = (),
+    image_volumes: Iterable[str] = (),
+    tmpfs: Mapping[str, str] | None = None,
+) -> list[MountPlan]:
+    """All mounts of a container, parents before children; image VOLUMEs not covered by an
+    explicit mount become anonymous volumes. Duplicate targets are an error, like docker."""
+    plans = [parse_bind(b) for b in binds]
+    plans += [mount_from_json(m) for m in mounts]
+    plans += [parse_tmpfs(t, o) for t, o in (tmpfs or {}).items()]
+    seen: set[str] = set()
+    for plan in plans:
+        if plan.target in seen:
+            raise InvalidArgument(f"Duplicate mount point: {plan.target}")
+        seen.add(plan.target)
+    for vol in image_volumes:
+        target = _target(vol)
+        if target not in seen:
+            plans.append(MountPlan(MountKind.VOLUME, target))
+            seen.add(target)
+    return sorted(plans, key=lambda p: (p.target.count("/"), p.target))

@@ -1,0 +1,45 @@
+"""Networks and endpoints survive a reopen of the database; an address is never handed out
+twice, even to a second daemon run."""
+
+from __future__ import annotations
+
+from ipaddress import IPv4Address, IPv4Network
+from pathlib import Path
+
+import pytest
+
+from steelcup.errors import Conflict
+from steelcup.net import ipam
+from steelcup.net.model import Endpoint, NetworkRecord
+from steelcup.net.store import NetStore
+from steelcup.state.db import open_db
+
+
+def _net() -> NetworkRecord:
+    return NetworkRecord("n" * 64, "web", "10.213.5.0/24", "10.213.5.1", "sc-nnnnnnnnnnnn",
+                         labels={"a": "b"})
+
+
+def test_reopen_keeps_allocations(tmp_path: Path) -> None:
+    store = NetStore(open_db(tmp_path))
+    store.insert_network(_net())
+    plan = ipam.SubnetPlan(IPv4Network("10.213.5.0/24"), IPv4Address("10.213.5.1"))
+    for cid in ("c1", "c2"):
+        used = [IPv4Address(e.address) for e in store.endpoints("n" * 64)]
+        addr = ipam.allocate_address(plan, used)
+        store.insert_endpoint(Endpoint("n" * 64, cid, cid, str(addr), ipam.mac_for(addr),
+                                       ("alias",)))
+    reopened = NetStore(open_db(tmp_path))  # a restarted daemon
+    assert reopened.networks() == [_net()]
+    eps = reopened.endpoints("n" * 64)
+    assert [e.address for e in eps] == ["10.213.5.2", "10.213.5.3"]
+    assert eps[0].aliases == ("alias",)
+    used = [IPv4Address(e.address) for e in eps]
+    assert ipam.allocate_address(plan, used) == IPv4Address("10.213.5.4")
+    # the database itself refuses a duplicate address
+    with pytest.raises(Conflict):
+        reopened.insert_endpoint(Endpoint("n" * 64, "c3", "c3", "10.213.5.2", "x"))
+    with pytest.raises(Conflict):
+        reopened.insert_network(_net())
+    reopened.delete_network("n" * 64)
+    assert reopened.networks() == [] and reopened.endpoints() == []

@@ -1,0 +1,91 @@
+"""docker's -v / --mount / --tmpfs syntaxes and image VOLUMEs -> MountPlans (pure)."""
+
+from __future__ import annotations
+
+import pytest
+
+from steelcup.errors import InvalidArgument, Unsupported
+from steelcup.volume.spec import (
+    MountKind,
+    MountPlan,
+    mount_from_json,
+    parse_bind,
+    parse_mount_flag,
+    parse_size,
+    parse_tmpfs,
+    resolve_mounts,
+)
+
+
+@pytest.mark.parametrize("spec,expected", [
+    ("/data", MountPlan(MountKind.VOLUME, "/data")),
+    ("cache:/var/cache", MountPlan(MountKind.VOLUME, "/var/cache", "cache")),
+    ("cache:/var/cache:ro", MountPlan(MountKind.VOLUME, "/var/cache", "cache", True)),
+    ("cache:/c:ro,nocopy", MountPlan(MountKind.VOLUME, "/c", "cache", True, nocopy=True)),
+    ("/srv/www:/www:rw,z", MountPlan(MountKind.BIND, "/www", "/srv/www",
+                                     create_host_path=True)),
+    ("/srv/../srv/www/:/www/:ro", MountPlan(MountKind.BIND, "/www", "/srv/www", True,
+                                            create_host_path=True)),
+])
+def test_parse_bind(spec: str, expected: MountPlan) -> None:
+    assert parse_bind(spec) == expected
+
+
+@pytest.mark.parametrize("spec", [
+    "data", "a:/x:ro:extra", ":/x", "vol:", "vol:relative", "vol:/x:bogus", "./rel:/x",
+    "-bad:/x", "v:/", "v:/a/../..",
+])
+def test_parse_bind_rejects(spec: str) -> None:
+    with pytest.raises(InvalidArgument):
+        parse_bind(spec)
+
+
+def test_mount_flag_to_api_json_and_back() -> None:
+    j = parse_mount_flag("type=volume,src=data,dst=/data,readonly,volume-nocopy")
+    assert j == {"Type": "volume", "Source": "data", "Target": "/data", "ReadOnly": True,
+                 "VolumeOptions": {"NoCopy": True}}
+    assert mount_from_json(j) == MountPlan(MountKind.VOLUME, "/data", "data", True, nocopy=True)
+    j = parse_mount_flag("type=tmpfs,destination=/run,tmpfs-size=64m,tmpfs-mode=1770")
+    assert mount_from_json(j) == MountPlan(MountKind.TMPFS, "/run", "", False, 64 << 20, 0o1770)
+    j = parse_mount_flag("type=bind,source=/srv,target=/srv,ro=false")
+    assert mount_from_json(j) == MountPlan(MountKind.BIND, "/srv", "/srv")
+    for bad in ("type=volume,src=x", "type=bind,src=/a,dst=/b,colour=red",
+                "dst=/x,readonly=maybe"):
+        with pytest.raises(InvalidArgument):
+            parse_mount_flag(bad)
+    for bad_json in ({"Type": "bind", "Source": "rel", "Target": "/x"},
+                     {"Type": "tmpfs", "Source": "x", "Target": "/x"},
+                     {"Type": "npipe", "Target": "/x"},
+                     {"Type": "volume", "Source": "b@d", "Target": "/x"}):
+        with pytest.raises(InvalidArgument):
+            mount_from_json(bad_json)
+
+
+def test_tmpfs_and_sizes() -> None:
+    assert parse_tmpfs("/run", "size=1g,mode=755,noexec") == MountPlan(
+        MountKind.TMPFS, "/run", "", False, 1 << 30, 0o755)
+    assert parse_tmpfs("/t", "").tmpfs_options() == "mode=1777"
+    assert parse_tmpfs("/t", "size=4k").tmpfs_options() == "size=4096,mode=1777"
+    assert parse_size("512") == 512 and parse_size("2M") == 2 << 20 and parse_size("1kb") == 1024
+    with pytest.raises(InvalidArgument):
+        parse_size("lots")
+    with pytest.raises(Unsupported):
+        parse_tmpfs("/t", "uid=1000")
+
+
+def test_resolve_orders_parents_first_and_adds_anonymous_image_volumes() -> None:
+    plans = resolve_mounts(
+        binds=["/srv:/data/srv", "logs:/data"],
+        mounts=[{"Type": "tmpfs", "Target": "/tmp"}],
+        image_volumes=["/data", "/var/lib/db"],
+        tmpfs={"/run": "size=1m"},
+    )
+    assert [p.target for p in plans] == ["/data", "/run", "/tmp", "/data/srv", "/var/lib/db"]
+    assert plans[0].source == "logs"  # the explicit mount wins over the image VOLUME
+    anon = plans[-1]
+    assert anon.kind is MountKind.VOLUME and anon.source == ""
+
+
+def test_duplicate_targets_rejected() -> None:
+    with pytest.raises(InvalidArgument, match="Duplicate mount point"):
+        resolve_mounts(binds=["aa:/x"], mounts=[{"Type": "tmpfs", "Target": "/x/"}])
