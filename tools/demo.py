@@ -47,6 +47,7 @@ def main() -> int:
         rc = cli(env, "run", "--rm", "-e", "A=1", "-w", "/tmp", "steelcup/busybox", "sh", "-c",
                  "echo A=$A; pwd; exit 7", check=False)
         print(f"(exit code {rc})")
+        subprocess.run([*STEELCUP, "rm", "-f", "demo-sleeper"], env=env, capture_output=True)
         cli(env, "run", "-d", "--name", "demo-sleeper", "steelcup/busybox", "sleep", "300")
         cli(env, "exec", "demo-sleeper", "cat", "/proc/version")
         cli(env, "ps")

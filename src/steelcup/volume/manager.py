@@ -13,7 +13,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -128,6 +128,17 @@ class VolumeManager:
                 removed.append(vol.name)
         return removed, reclaimed
 
+    def materialize(self, plans: Sequence[MountPlan]) -> builtins.list[MountPlan]:
+        """At container create: create every volume now and name the anonymous ones, so the
+        record stores names and a restarted container gets the same volumes back."""
+        out = []
+        for plan in plans:
+            if plan.kind is MountKind.VOLUME:
+                vol = self.create(plan.source or None, anonymous=not plan.source)
+                plan = replace(plan, source=vol.name)
+            out.append(plan)
+        return out
+
     def prepare(self, plans: Sequence[MountPlan], rootfs: Path | None = None
                 ) -> builtins.list[PreparedMount]:
         """Create volumes as needed (copying the image's files into a new empty volume, like
@@ -152,11 +163,10 @@ class VolumeManager:
                                       "9p shares are directories")
                 name = ""
             else:
-                existed = bool(plan.source) and (self.dir / plan.source / META).exists()
                 vol = self.create(plan.source or None, anonymous=not plan.source)
                 host = vol.mountpoint
                 name = vol.name
-                if not existed and not plan.nocopy and rootfs is not None:
+                if not plan.nocopy and rootfs is not None and not any(host.iterdir()):
                     _copy_up(rootfs, plan.target, host)
             share = Share(tag, host, plan.readonly)
             out.append(PreparedMount(plan, share, GuestMount(

@@ -67,3 +67,17 @@ def test_prepare_shares_requests_and_copy_up(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("f")
     with pytest.raises(Unsupported):
         vm.prepare(resolve_mounts(binds=[f"{tmp_path / 'file'}:/f"]))
+
+
+def test_materialize_names_anonymous_volumes_and_copy_up_later(tmp_path: Path) -> None:
+    vm = VolumeManager(tmp_path / "root")
+    rootfs = tmp_path / "rootfs"
+    (rootfs / "seed").mkdir(parents=True)
+    (rootfs / "seed" / "a").write_text("a")
+    plans = vm.materialize(resolve_mounts(binds=["/seed", "named:/n"]))
+    assert all(p.source for p in plans)
+    anon = next(p for p in plans if p.target == "/seed")
+    assert vm.get(anon.source).anonymous and not vm.get("named").anonymous
+    prepared = vm.prepare(plans, rootfs)  # first start: the empty volume is seeded
+    share = next(p.share for p in prepared if p.plan.target == "/seed")
+    assert share is not None and (share.host_path / "a").read_text() == "a"
