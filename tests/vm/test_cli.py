@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import io
 import json
@@ -9,9 +10,11 @@ import os
 import platform
 import pty
 import select
+import struct
 import subprocess
 import sys
 import tarfile
+import termios
 import time
 from pathlib import Path
 
@@ -137,6 +140,10 @@ def test_logs_follow_ends_when_container_exits(daemon: Daemon) -> None:
         daemon.cli("rm", "-f", cid.strip())
 
 
+def set_size(fd: int, rows: int, cols: int) -> None:
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+
+
 def test_interactive_tty(daemon: Daemon) -> None:
     pid, fd = pty.fork()
     if pid == 0:
@@ -144,10 +151,10 @@ def test_interactive_tty(daemon: Daemon) -> None:
                                    IMG, "sh"], daemon.env)
     transcript = b""
 
-    def read_until(marker: bytes, timeout_s: float = 120) -> None:
+    def read_until(marker: bytes, timeout_s: float = 120, start: int = 0) -> None:
         nonlocal transcript
         deadline = time.monotonic() + timeout_s
-        while marker not in transcript:
+        while marker not in transcript[start:]:
             remaining = deadline - time.monotonic()
             assert remaining > 0, f"waiting for {marker!r}; got {transcript[-500:]!r}"
             ready, _, _ = select.select([fd], [], [], remaining)
@@ -160,10 +167,25 @@ def test_interactive_tty(daemon: Daemon) -> None:
                     break
                 transcript += chunk
 
+    def stty_size() -> bytes:
+        start = len(transcript)
+        # The marker is computed by the shell, so the terminal's echo of the line never matches.
+        os.write(fd, b"echo SIZE-$(stty size)-$((1+1))END\n")
+        read_until(b"-2END", 60, start)
+        line = transcript[start:].split(b"-2END")[0]
+        return line.split(b"SIZE-")[-1]
+
     try:
+        set_size(fd, 33, 101)
         os.write(fd, b"tty; echo TTY-$((6*7))\n")
         read_until(b"TTY-42")
         assert b"/dev/pts/" in transcript
+        assert stty_size() == b"33 101"
+        set_size(fd, 40, 120)  # the kernel sends SIGWINCH to the CLI, which resizes the VM pty
+        deadline = time.monotonic() + 30
+        while (size := stty_size()) != b"40 120":
+            assert time.monotonic() < deadline, size
+            time.sleep(0.2)
         os.write(fd, b"exit 5\n")
         _, status = os.waitpid(pid, 0)
         assert os.waitstatus_to_exitcode(status) == 5
