@@ -239,3 +239,29 @@ def test_daemon_restart_finds_containers(daemon: Daemon, tmp_path: Path) -> None
     finally:
         stop_daemon(again)
     assert not our_qemus(str(tmp_path))
+
+
+def test_cp_diff_commit_with_a_running_vm(daemon: Daemon, tmp_path: Path) -> None:
+    """Files copied in on the host are seen by the guest; guest writes are seen on the host."""
+    cid = daemon.out("run", "-d", IMG, "sh", "-c",
+                     "echo from-guest > /root/made-in-vm; rm /etc/group; sleep 300").strip()
+    try:
+        deadline = time.monotonic() + 60
+        while "made-in-vm" not in daemon.out("diff", cid):
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        changes = daemon.out("diff", cid).splitlines()
+        assert "A /root/made-in-vm" in changes and "D /etc/group" in changes
+        src = tmp_path / "hello.txt"
+        src.write_text("from the host\n")
+        daemon.out("cp", str(src), f"{cid}:/tmp/hello.txt")
+        assert daemon.out("exec", cid, "cat", "/tmp/hello.txt") == "from the host\n"
+        daemon.out("cp", f"{cid}:/root/made-in-vm", str(tmp_path / "back"))
+        assert (tmp_path / "back").read_text() == "from-guest\n"
+        daemon.out("commit", cid, "committed:1")
+    finally:
+        daemon.cli("rm", "-f", cid)
+    out = daemon.out("run", "--rm", "committed:1", "sh", "-c",
+                     "cat /root/made-in-vm /tmp/hello.txt; test -e /etc/group || echo no-group")
+    assert out == "from-guest\nfrom the host\nno-group\n"
+    daemon.out("rmi", "committed:1")

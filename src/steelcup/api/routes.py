@@ -20,7 +20,7 @@ from typing import Any, BinaryIO
 
 from steelcup import __version__, stdcopy
 from steelcup.api import docker_codec as codec
-from steelcup.api import image_codec, image_routes
+from steelcup.api import fs_routes, image_codec, image_routes
 from steelcup.api.http import (
     API_VERSION,
     MIN_API_VERSION,
@@ -99,18 +99,12 @@ def build_router(svc: Services) -> Router:
     for method, path, what in _UNSUPPORTED:
         r.add(method, path, _unsupported(what))
     image_routes.register(r, svc.images, svc.events, svc.root, import_handler=api.create_image)
+    fs_routes.register(r, svc.runtime, svc.images, svc.events)
     return r
 
 
 _UNSUPPORTED = [
     ("POST", "/build", "image build"),
-    ("GET", "/containers/{id}/archive", "archive (docker cp)"),
-    ("PUT", "/containers/{id}/archive", "archive (docker cp)"),
-    ("HEAD", "/containers/{id}/archive", "archive (docker cp)"),
-    ("GET", "/containers/{id}/changes", "changes"),
-    ("GET", "/containers/{id}/export", "export"),
-    ("POST", "/containers/{id}/rename", "rename"),
-    ("POST", "/containers/prune", "container prune"),
     ("GET", "/networks", "networks"),
     ("GET", "/volumes", "volumes"),
     ("GET", "/swarm", "swarm mode"),

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from steelcup.cli.commands import containers, images, images_registry, system
+from steelcup.cli.commands import containers, fs, images, images_registry, system
 from steelcup.cli.context import Context
 from steelcup.config import default_root, default_socket
 from steelcup.errors import DaemonUnavailable, SteelcupError
@@ -50,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     images.register(sub)
     images_registry.register(sub)
     system.register(sub)
+    fs.register(sub)
     return parser
 
 

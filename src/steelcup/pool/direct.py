@@ -37,7 +37,7 @@ class DirectSource:
             tcg_tb_mib=self.tcg_tb_mib,
             shares=request.shares,
         )
-        machine = _KeepConsole(spec, keep_console_at=request.console_log)
+        machine = KeepConsoleMachine(spec, keep_console_at=request.console_log)
         try:
             await machine.start()
         except BaseException:
@@ -49,11 +49,13 @@ class DirectSource:
         """Nothing is pooled here; VMs handed out are owned by their callers."""
 
 
-class _KeepConsole(Machine):
+class KeepConsoleMachine(Machine):
     """A Machine whose console log is copied next to the container when it closes."""
 
-    def __init__(self, spec: VmSpec, *, keep_console_at: Path | None) -> None:
-        super().__init__(spec, remove_state_dir=True)
+    def __init__(
+        self, spec: VmSpec, *, keep_console_at: Path | None, boot_attempts: int = 2
+    ) -> None:
+        super().__init__(spec, remove_state_dir=True, boot_attempts=boot_attempts)
         self._keep_console_at = keep_console_at
 
     async def close(self) -> None:

@@ -6,10 +6,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from steelcup.errors import SteelcupError
 from steelcup.vm.machine import Machine
 from steelcup.vm.qemu_args import Share
 
-__all__ = ["Share", "VmRequest", "VmSource"]
+__all__ = ["Incompatible", "Share", "VmRequest", "VmSource"]
 
 
 @dataclass(frozen=True)
@@ -21,6 +22,12 @@ class VmRequest:
     shares: tuple[Share, ...] = ()
     console_log: Path | None = None
     name: str = ""  # for diagnostics (container id)
+    # Pooled and template memory is shared only within one tenant (cross-VM side channels).
+    tenant: str = ""
+
+
+class Incompatible(SteelcupError):
+    """A pooled source cannot serve this request (size, shares); the factory boots directly."""
 
 
 class VmSource(Protocol):

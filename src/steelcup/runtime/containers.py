@@ -491,7 +491,14 @@ class Runtime:
         code, out, err, _ = await self.guest_exec(ref, ["cat", *STAT_FILES])
         if code != 0 and not out:
             raise SteelcupError(f"reading /proc in the container failed: {err!r}")
-        return parse_sample(out.decode(errors="replace"), time.time_ns())
+        sample = parse_sample(out.decode(errors="replace"), time.time_ns())
+        # /proc/loadavg counts the VM's kernel threads too; ps tells the container's processes.
+        with contextlib.suppress(SteelcupError):
+            code, out, _, pid = await self.guest_exec(ref, ["ps", "-o", "pid,ppid"])
+            if code == 0:
+                _, rows = parse_ps(out.decode(errors="replace"), frozenset({pid}))
+                sample = replace(sample, pids=len(rows))
+        return sample
 
     # -- update ------------------------------------------------------------------------------
 

@@ -273,7 +273,7 @@ def _layer_members(env: Env, diff_id: str) -> dict[str, tarfile.TarInfo]:
 
 
 def test_commit_layer_and_config(env: Env) -> None:
-    cid = _changed(env, env.create("c1", user="1000", labels=(("k", "v"),)))
+    _changed(env, env.create("c1", user="1000", labels=(("k", "v"),)))
     queue = env.events.subscribe()
     image = asyncio.run(fs.commit(
         env.runtime, "c1", repo_tag="committed:v2", comment="msg", author="me",

@@ -243,11 +243,15 @@ def cmd_cp(ctx: Context, args: argparse.Namespace) -> int:
 
 def stat_path(client: ApiClient, container: str, path: str) -> dict[str, Any] | None:
     """The container path's stat (HEAD archive); None if it does not exist."""
-    try:
-        status, headers, _ = client.request("HEAD", f"{_c(container)}/archive", {"path": path})
-    except NotFound:
+    # a HEAD answer has no body, whatever its Content-Length says: never read one
+    response = client.open("HEAD", f"{_c(container)}/archive", {"path": path}, check=False)
+    response.close()
+    if response.status == 404:
         return None
-    return decode_stat(headers.get(STAT_HEADER, ""))
+    if response.status >= 400:
+        raise SteelcupError(f"Error response from daemon: HTTP {response.status} for "
+                            f"{container}:{path}")
+    return decode_stat(response.headers.get(STAT_HEADER, ""))
 
 
 def decode_stat(value: str) -> dict[str, Any]:

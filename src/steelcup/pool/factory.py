@@ -1,0 +1,107 @@
+"""The VM factory: pooled sources first, a fresh boot (`direct`) when they cannot serve.
+
+`build_factory` stacks the sources from the daemon's options: template clones when enabled,
+falling back to a direct boot for requests a clone cannot serve (size over the template's
+maximum, extra 9p shares) or when a clone fails to restore.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from steelcup.errors import VmLaunchError
+from steelcup.pool.direct import DirectSource
+from steelcup.pool.source import Incompatible, VmRequest
+from steelcup.pool.template import TemplateSource, TemplateStatus
+from steelcup.vm.assets import GuestAssets
+from steelcup.vm.machine import Machine
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PoolOptions:
+    """Daemon settings of the VM factory."""
+
+    templates: bool = True
+    base_mem_mib: int = 256  # a clone's size before resizing
+    max_mem_mib: int = 2048  # the most a clone can be resized to (template RAM)
+    max_cpus: int = 4  # vCPUs present in a clone; `--cpus` onlines up to this many
+
+
+@dataclass(frozen=True)
+class FactoryStatus:
+    accel: str
+    templates_enabled: bool
+    templates: tuple[TemplateStatus, ...]
+    clones: int
+    direct_boots: int
+    fallbacks: int
+
+
+class Factory:
+    """`acquire` from the template source; on Incompatible or a failed clone, boot directly."""
+
+    def __init__(self, *, direct: DirectSource, template: TemplateSource | None) -> None:
+        self.direct = direct
+        self.template = template
+        self.clones = 0
+        self.direct_boots = 0
+        self.fallbacks = 0
+
+    async def acquire(self, request: VmRequest) -> Machine:
+        if self.template is not None:
+            try:
+                machine = await self.template.acquire(request)
+                self.clones += 1
+                return machine
+            except Incompatible as exc:
+                log.debug("direct boot for %s: %s", request.name, exc)
+            except VmLaunchError as exc:
+                self.fallbacks += 1
+                log.warning("clone for %s failed (%s); booting directly", request.name,
+                            str(exc).splitlines()[0])
+        machine = await self.direct.acquire(request)
+        self.direct_boots += 1
+        return machine
+
+    def status(self) -> FactoryStatus:
+        return FactoryStatus(
+            accel=self.direct.accel,
+            templates_enabled=self.template is not None,
+            templates=tuple(self.template.status()) if self.template is not None else (),
+            clones=self.clones,
+            direct_boots=self.direct_boots,
+            fallbacks=self.fallbacks,
+        )
+
+    async def close(self) -> None:
+        if self.template is not None:
+            await self.template.close()
+        await self.direct.close()
+
+
+def build_factory(
+    *,
+    assets: GuestAssets,
+    accel: str,
+    tcg_tb_mib: int,
+    run_dir: Path,
+    options: PoolOptions,
+) -> Factory:
+    direct = DirectSource(assets=assets, accel=accel, tcg_tb_mib=tcg_tb_mib, run_dir=run_dir)
+    template = None
+    if options.templates:
+        template = TemplateSource(
+            assets=assets,
+            accel=accel,
+            tcg_tb_mib=tcg_tb_mib,
+            run_dir=run_dir,
+            template_dir=run_dir / "templates",
+            base_mem_mib=options.base_mem_mib,
+            max_mem_mib=max(options.base_mem_mib, options.max_mem_mib),
+            max_cpus=options.max_cpus,
+        )
+    return Factory(direct=direct, template=template)

@@ -1,0 +1,299 @@
+"""The `template` VM source: boot one VM per template key, save it, restore clones from it.
+
+A template boots once with its RAM in a file (`memory-backend-file,share=on`), shrinks to the
+base size with its balloon, and saves its device state (QMP `migrate` with `x-ignore-shared`, so
+the state file holds no RAM). Its QEMU then exits; the RAM file stays. A clone maps that file
+copy-on-write (`share=off`) and restores with `-incoming`: every clone of a template shares the
+kernel, initrd and init pages. The 9p rootfs device exists in the template but is mounted only
+at SETUP_ROOT, so each clone's `-fsdev path=` is its container's rootfs; the control socket is
+per clone too. At hand-out a clone gets its fix-ups (clock, RNG reseed, vCPUs) and its memory.
+
+The template key includes the tenant: template memory is never shared across tenants.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from steelcup.errors import SteelcupError, VmLaunchError
+from steelcup.pool.direct import KeepConsoleMachine
+from steelcup.pool.source import Incompatible, VmRequest
+from steelcup.vm.assets import GuestAssets
+from steelcup.vm.machine import Machine
+from steelcup.vm.qemu_args import Share, VmSpec
+
+log = logging.getLogger(__name__)
+
+ROOTFS_TAG = "rootfs"
+TEMPLATE_BOOT_DEADLINE_S = 30.0
+CLONE_DEADLINE_S = 10.0
+BALLOON_DEADLINE_S = 20.0
+ENTROPY_BYTES = 64
+MIB = 1 << 20
+
+
+@dataclass(frozen=True)
+class TemplateKey:
+    """What makes two VMs clonable from the same template."""
+
+    kernel: Path
+    initrd: Path
+    accel: str
+    tcg_tb_mib: int
+    base_mem_mib: int  # what a clone has before resizing (the balloon holds the rest)
+    max_mem_mib: int  # the template's RAM size: the most a clone can grow to
+    max_cpus: int
+    tenant: str
+
+    def digest(self) -> str:
+        return hashlib.sha256(repr(self).encode()).hexdigest()[:16]
+
+
+@dataclass
+class Template:
+    key: TemplateKey
+    directory: Path
+    boot_s: float = 0.0
+    clones: int = 0
+    failures: int = 0
+    created_at: float = field(default_factory=time.time)
+
+    @property
+    def mem_file(self) -> Path:
+        return self.directory / "ram"
+
+    @property
+    def state_file(self) -> Path:
+        return self.directory / "state"
+
+
+@dataclass(frozen=True)
+class TemplateStatus:
+    tenant: str
+    base_mem_mib: int
+    max_mem_mib: int
+    max_cpus: int
+    clones: int
+    failures: int
+    boot_s: float
+    ram_file_mib: float  # allocated blocks of the RAM file (what all clones share)
+
+
+class TemplateSource:
+    """Clones VMs from per-key templates; builds a template on first use (one at a time)."""
+
+    def __init__(
+        self,
+        *,
+        assets: GuestAssets,
+        accel: str,
+        tcg_tb_mib: int,
+        run_dir: Path,
+        template_dir: Path,
+        base_mem_mib: int = 256,
+        max_mem_mib: int = 1024,
+        max_cpus: int = 2,
+    ) -> None:
+        if not 64 <= base_mem_mib <= max_mem_mib:
+            raise ValueError("need 64 <= base_mem_mib <= max_mem_mib")
+        self.assets = assets
+        self.accel = accel
+        self.tcg_tb_mib = tcg_tb_mib
+        self.run_dir = run_dir
+        self.template_dir = template_dir
+        self.base_mem_mib = base_mem_mib
+        self.max_mem_mib = max_mem_mib
+        self.max_cpus = max(1, max_cpus)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.template_dir.mkdir(parents=True, exist_ok=True)
+        self._templates: dict[TemplateKey, Template] = {}
+        self._locks: dict[TemplateKey, asyncio.Lock] = {}
+        self._closed = False
+
+    def key_for(self, request: VmRequest) -> TemplateKey:
+        return TemplateKey(
+            kernel=self.assets.kernel,
+            initrd=self.assets.initrd,
+            accel=self.accel,
+            tcg_tb_mib=self.tcg_tb_mib,
+            base_mem_mib=self.base_mem_mib,
+            max_mem_mib=self.max_mem_mib,
+            max_cpus=self.max_cpus,
+            tenant=request.tenant,
+        )
+
+    def check(self, request: VmRequest) -> None:
+        """Incompatible unless a clone can serve `request`."""
+        if request.mem_mib > self.max_mem_mib or request.mem_mib < 64:
+            raise Incompatible(f"memory {request.mem_mib} MiB outside 64..{self.max_mem_mib}")
+        if request.cpus > self.max_cpus:
+            raise Incompatible(f"{request.cpus} vCPUs over the template's {self.max_cpus}")
+        if [s.tag for s in request.shares] != [ROOTFS_TAG]:
+            raise Incompatible("a clone has exactly one 9p device, the rootfs")
+
+    def status(self) -> list[TemplateStatus]:
+        out = []
+        for t in self._templates.values():
+            try:
+                blocks_mib = os.stat(t.mem_file).st_blocks * 512 / MIB
+            except OSError:
+                blocks_mib = 0.0
+            out.append(
+                TemplateStatus(
+                    tenant=t.key.tenant,
+                    base_mem_mib=t.key.base_mem_mib,
+                    max_mem_mib=t.key.max_mem_mib,
+                    max_cpus=t.key.max_cpus,
+                    clones=t.clones,
+                    failures=t.failures,
+                    boot_s=round(t.boot_s, 3),
+                    ram_file_mib=round(blocks_mib, 1),
+                )
+            )
+        return out
+
+    # -- templates --
+    def _base_spec(self, key: TemplateKey, state_dir: Path, t: Template) -> VmSpec:
+        return VmSpec(
+            kernel=key.kernel,
+            initrd=key.initrd,
+            state_dir=state_dir,
+            mem_mib=key.max_mem_mib,
+            cpus=1,
+            max_cpus=key.max_cpus,
+            balloon=True,
+            accel=key.accel,
+            tcg_tb_mib=key.tcg_tb_mib,
+            mem_path=t.mem_file,
+            # Debian kernels zero every page they allocate (init_on_alloc=1): inflating the
+            # balloon would then write the template's whole RAM file, and under TCG each
+            # zeroed page costs. Clones run one container each; the zeroing buys little.
+            cmdline_extra=("init_on_alloc=0",),
+        )
+
+    async def template(self, key: TemplateKey) -> Template:
+        """The template for `key`, booting and saving it first if there is none."""
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        async with lock:
+            found = self._templates.get(key)
+            if found is not None:
+                return found
+            built = await self._build(key)
+            self._templates[key] = built
+            return built
+
+    async def _build(self, key: TemplateKey) -> Template:
+        if self._closed:
+            raise SteelcupError("template source is closed")
+        directory = Path(tempfile.mkdtemp(prefix=f"t-{key.digest()}-", dir=self.template_dir))
+        t = Template(key, directory)
+        empty = directory / "empty-root"  # the 9p device's path in the template; never mounted
+        empty.mkdir()
+        spec = self._base_spec(key, directory / "vm", t)
+        spec = replace(spec, mem_shared=True, shares=(Share(ROOTFS_TAG, empty),))
+        machine = Machine(spec)
+        started = time.monotonic()
+        try:
+            await machine.start(TEMPLATE_BOOT_DEADLINE_S)
+            if key.base_mem_mib < key.max_mem_mib:
+                await set_balloon(machine, key.base_mem_mib, BALLOON_DEADLINE_S)
+            await machine.save_state(t.state_file)
+        except BaseException:
+            await machine.close()
+            shutil.rmtree(directory, ignore_errors=True)
+            raise
+        await machine.close()
+        t.boot_s = time.monotonic() - started
+        log.info("template %s (tenant %r) ready in %.2fs", key.digest(), key.tenant, t.boot_s)
+        return t
+
+    async def _discard(self, t: Template) -> None:
+        lock = self._locks.setdefault(t.key, asyncio.Lock())
+        async with lock:
+            if self._templates.get(t.key) is t:
+                del self._templates[t.key]
+        # Running clones keep their mapping of the unlinked RAM file.
+        shutil.rmtree(t.directory, ignore_errors=True)
+
+    # -- clones --
+    async def acquire(self, request: VmRequest) -> Machine:
+        self.check(request)
+        machine = await self.clone(request)
+        try:
+            await self.hand_out(machine, request)
+        except BaseException:
+            await machine.close()
+            raise
+        return machine
+
+    async def clone(self, request: VmRequest) -> Machine:
+        """A restored clone at the base size (not yet fixed up). A clone that fails to restore is
+        discarded; after two failures in a row the template is rebuilt on next use."""
+        key = self.key_for(request)
+        t = await self.template(key)
+        state_dir = Path(tempfile.mkdtemp(prefix=(request.name or "clone")[:12] + "-",
+                                          dir=self.run_dir))
+        spec = self._base_spec(key, state_dir, t)
+        spec = replace(spec, incoming=t.state_file, shares=request.shares)
+        machine = KeepConsoleMachine(spec, keep_console_at=request.console_log, boot_attempts=1)
+        try:
+            await machine.start(CLONE_DEADLINE_S)
+        except BaseException as exc:
+            await machine.close()
+            if isinstance(exc, VmLaunchError):
+                t.failures += 1
+                log.warning("clone of template %s failed to restore: %s", key.digest(),
+                            str(exc).splitlines()[0])
+                if t.failures >= 2:
+                    await self._discard(t)
+            raise
+        t.failures = 0
+        t.clones += 1
+        return machine
+
+    async def hand_out(self, machine: Machine, request: VmRequest) -> None:
+        """Fix-ups a clone needs before it runs anything: clock, RNG, vCPUs, memory."""
+        await machine.guest.fixup(
+            realtime_ns=time.time_ns(), entropy=os.urandom(ENTROPY_BYTES), cpus=request.cpus
+        )
+        if request.mem_mib != self.base_mem_mib:
+            await set_balloon(machine, request.mem_mib, BALLOON_DEADLINE_S)
+
+    async def close(self) -> None:
+        """Forget every template and delete its files (running clones are unaffected)."""
+        self._closed = True
+        for t in list(self._templates.values()):
+            await self._discard(t)
+        shutil.rmtree(self.template_dir, ignore_errors=True)
+
+
+async def set_balloon(machine: Machine, mem_mib: int, deadline_s: float) -> None:
+    """Resize the guest to `mem_mib` with its balloon and wait until the guest has done it."""
+    target = mem_mib * MIB
+    try:
+        await machine.qmp("balloon", {"value": target})
+        loop = asyncio.get_running_loop()
+        end = loop.time() + deadline_s
+        while True:
+            actual = int((await machine.qmp("query-balloon"))["actual"])
+            if actual == target:
+                return
+            if loop.time() > end:
+                raise VmLaunchError(
+                    f"balloon did not reach {mem_mib} MiB in {deadline_s}s "
+                    f"(at {actual // MIB} MiB)", argv=machine.argv,
+                )
+            await asyncio.sleep(0.01)
+    except SteelcupError as exc:
+        if isinstance(exc, VmLaunchError):
+            raise
+        raise VmLaunchError(f"resizing memory to {mem_mib} MiB failed: {exc}",
+                            argv=machine.argv) from exc

@@ -1,0 +1,65 @@
+"""Compat-tier fixtures: one real steelcup daemon per test module, driven by real clients.
+
+`dockerd` starts the daemon (tests/vm/support.py), loads the busybox image through the docker
+CLI and, at teardown, stops it and fails if any QEMU of ours is left behind.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.vm.support import BUSYBOX_TAR, Daemon, need_assets, our_qemus, start_daemon, stop_daemon
+
+DOCKER = shutil.which("docker", path="/usr/local/bin") or shutil.which("docker") or "docker"
+IMG = "steelcup/busybox"
+
+
+class Docker:
+    """The real docker CLI pointed at one steelcup daemon."""
+
+    def __init__(self, daemon: Daemon, home: Path) -> None:
+        self.daemon = daemon
+        self.host = f"unix://{daemon.socket}"
+        self.env = dict(os.environ, DOCKER_HOST=self.host, DOCKER_CONFIG=str(home),
+                        DOCKER_CLI_HINTS="false")
+        self.env.pop("DOCKER_API_VERSION", None)
+        self.env.pop("DOCKER_CONTEXT", None)
+
+    def run(self, *args: str, input: bytes | None = None, timeout: float = 180,
+            check: bool = False) -> subprocess.CompletedProcess[bytes]:
+        result = subprocess.run([DOCKER, *args], input=input, capture_output=True,
+                                timeout=timeout, env=self.env)
+        if check and result.returncode != 0:
+            raise AssertionError(
+                f"docker {' '.join(args)} -> {result.returncode}\n"
+                f"stdout: {result.stdout[-2000:]!r}\nstderr: {result.stderr[-2000:]!r}\n"
+                f"daemon log tail:\n{self.daemon.log.read_text()[-3000:]}")
+        return result
+
+    def out(self, *args: str, input: bytes | None = None, timeout: float = 180) -> str:
+        return self.run(*args, input=input, timeout=timeout, check=True).stdout.decode()
+
+
+@pytest.fixture(scope="module")
+def dockerd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Docker]:
+    need_assets()
+    base = tmp_path_factory.mktemp("compat")
+    daemon = start_daemon(base / "root", base / "run" / "steelcup.sock")
+    try:
+        docker = Docker(daemon, base / "docker-config")
+        docker.run("load", "-i", str(BUSYBOX_TAR), check=True)
+        yield docker
+    finally:
+        stop_daemon(daemon)
+        leftovers = our_qemus(str(base))
+        for line in leftovers:
+            os.kill(int(line.split(":")[0]), signal.SIGKILL)
+        if leftovers:
+            raise AssertionError("QEMU processes left behind:\n" + "\n".join(leftovers))
