@@ -58,7 +58,7 @@ async def _serve(options: DaemonOptions) -> int:
     accel = await choose_accel(options.accel, options.root / "cache", assets=assets)
     db = open_db(options.root)
     images = ImageStore(options.root / "images", db)
-    events = EventBus()
+    events = EventBus(asyncio.get_running_loop())
     vms = DirectSource(assets=assets, accel=accel, tcg_tb_mib=options.tcg_tb_mib,
                        run_dir=options.socket.parent / "vms")
     runtime = Runtime(

@@ -7,6 +7,7 @@ stream them unchanged. A slow subscriber loses events rather than stalling the r
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections import deque
 from typing import Any
@@ -18,9 +19,12 @@ QUEUE = 1024
 class EventBus:
     """Publish from the runtime; subscribe from the API."""
 
-    def __init__(self) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
         self._subs: set[asyncio.Queue[dict[str, Any]]] = set()
         self.history: deque[dict[str, Any]] = deque(maxlen=HISTORY)
+        # Publishers may run in worker threads (image loads, pulls); queues live on this loop.
+        self._loop = loop
+        self._lock = threading.Lock()
 
     def publish(self, kind: str, action: str, actor_id: str, attributes: dict[str, str]) -> None:
         now_ns = time.time_ns()
@@ -34,7 +38,15 @@ class EventBus:
         }
         if kind == "container":
             event.update(status=action, id=actor_id, **{"from": attributes.get("image", "")})
-        self.history.append(event)
+        with self._lock:
+            self.history.append(event)
+        loop = self._loop
+        if loop is not None and not _on_loop(loop):
+            loop.call_soon_threadsafe(self._deliver, event)
+        else:
+            self._deliver(event)
+
+    def _deliver(self, event: dict[str, Any]) -> None:
         for queue in list(self._subs):
             if queue.full():
                 continue  # a stalled reader misses events; it never blocks the runtime
@@ -47,3 +59,10 @@ class EventBus:
 
     def unsubscribe(self, queue: asyncio.Queue[dict[str, Any]]) -> None:
         self._subs.discard(queue)
+
+
+def _on_loop(loop: asyncio.AbstractEventLoop) -> bool:
+    try:
+        return asyncio.get_running_loop() is loop
+    except RuntimeError:
+        return False
