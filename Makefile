@@ -5,7 +5,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 BUILD := build
 APT_PACKAGES := qemu-system-x86 qemu-utils busybox-static musl-tools cpio kmod e2fsprogs \
-	erofs-utils xz-utils zstd iproute2 util-linux docker-registry skopeo apache2-utils
+	erofs-utils xz-utils zstd iproute2 util-linux docker-registry skopeo apache2-utils \
+	docker-compose
 DEMO_ROOT ?= /tmp/steelcup-demo
 
 .PHONY: all deps apt venv guest images demo test test-unit test-vm lint clean

@@ -36,3 +36,4 @@ class DaemonOptions:
     vm_cpus: int = 1
     tcg_tb_mib: int = 32
     debug: bool = False
+    networking: bool = True  # bridges, NAT, DNS; False = containers get loopback only

@@ -8,6 +8,7 @@ import fcntl
 import logging
 import os
 import signal
+import sqlite3
 import sys
 from pathlib import Path
 
@@ -16,14 +17,18 @@ from steelcup.api.routes import Services, build_router
 from steelcup.config import DaemonOptions
 from steelcup.errors import SteelcupError
 from steelcup.image.store import ImageStore
+from steelcup.net.manager import NetworkManager
+from steelcup.net.store import NetStore
 from steelcup.pool.direct import DirectSource
 from steelcup.runtime.containers import Defaults, Runtime
 from steelcup.runtime.events import EventBus
 from steelcup.runtime.execs import ExecManager
+from steelcup.runtime.resources import Resources, volume_users
 from steelcup.runtime.store import ContainerStore
 from steelcup.state.db import open_db
 from steelcup.vm.accel import choose_accel
 from steelcup.vm.assets import find_assets
+from steelcup.volume.manager import VolumeManager
 
 log = logging.getLogger("steelcup.daemon")
 
@@ -61,6 +66,11 @@ async def _serve(options: DaemonOptions) -> int:
     events = EventBus(asyncio.get_running_loop())
     vms = DirectSource(assets=assets, accel=accel, tcg_tb_mib=options.tcg_tb_mib,
                        run_dir=options.socket.parent / "vms")
+    networks = await _start_networking(options, db)
+    runtime_ref: list[Runtime] = []
+    volumes = VolumeManager(
+        options.root, in_use=lambda name: volume_users(runtime_ref[0].list(), name)
+    )
     runtime = Runtime(
         options.root,
         ContainerStore(db),
@@ -68,11 +78,14 @@ async def _serve(options: DaemonOptions) -> int:
         vms,
         events,
         Defaults(mem_mib=options.vm_mem_mib, cpus=options.vm_cpus),
+        Resources(networks, volumes),
     )
+    runtime_ref.append(runtime)
     images.in_use = runtime.image_in_use
     runtime.recover()
     services = Services(runtime=runtime, execs=ExecManager(runtime), images=images,
-                        events=events, root=options.root, accel=accel)
+                        events=events, root=options.root, accel=accel, networks=networks,
+                        volumes=volumes)
     server = HttpServer(build_router(services), unix_path=options.socket)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -88,9 +101,27 @@ async def _serve(options: DaemonOptions) -> int:
         await server.close()
         await runtime.shutdown()
         await vms.close()
+        if networks is not None:
+            await networks.close()
         with contextlib.suppress(Exception):
             db.close()
     return 0
+
+
+async def _start_networking(options: DaemonOptions, db: sqlite3.Connection
+                            ) -> NetworkManager | None:
+    """Bridges, NAT and DNS for container networks; None (loopback-only containers) if the
+    host does not allow it, with the reason in the log."""
+    if not options.networking:
+        log.info("networking disabled: containers get loopback only")
+        return None
+    networks = NetworkManager(NetStore(db))
+    try:
+        await networks.startup()
+    except (SteelcupError, OSError) as exc:
+        log.error("networking unavailable (%s); containers get loopback only", exc)
+        return None
+    return networks
 
 
 def socket_dir_ok(path: Path) -> bool:

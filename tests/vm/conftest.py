@@ -12,14 +12,24 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.vm.support import BUSYBOX_TAR, Daemon, need_assets, our_qemus, start_daemon, stop_daemon
+from tests.vm.support import (
+    BUSYBOX_TAR,
+    Daemon,
+    delete_netns,
+    need_assets,
+    new_netns,
+    our_qemus,
+    start_daemon,
+    stop_daemon,
+)
 
 
 @pytest.fixture(scope="session")
 def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
     need_assets()
     base = tmp_path_factory.mktemp("sc")
-    d = start_daemon(base / "root", base / "run" / "steelcup.sock")
+    netns = new_netns("main")
+    d = start_daemon(base / "root", base / "run" / "steelcup.sock", netns)
     try:
         d.cli("load", "-i", str(BUSYBOX_TAR), check=True)
         yield d
@@ -35,4 +45,5 @@ def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
             mounts = [line for line in f.read().splitlines() if str(base) in line]
         if mounts:
             problems.append("mounts left behind:\n" + "\n".join(mounts))
+        delete_netns(netns)
         assert not problems, "after daemon shutdown: " + "\n".join(problems)

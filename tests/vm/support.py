@@ -32,6 +32,7 @@ class Daemon:
     socket: Path
     proc: subprocess.Popen[bytes]
     log: Path
+    netns: str | None = None
 
     @property
     def env(self) -> dict[str, str]:
@@ -54,13 +55,35 @@ class Daemon:
         return self.cli(*args, input=input, check=True).stdout.decode()
 
 
-def start_daemon(root: Path, sock: Path) -> Daemon:
+def new_netns(tag: str) -> str:
+    """A network namespace of the test's own (loopback up); remove with `delete_netns`."""
+    name = f"sct-{os.getpid() % 100000}-{tag}"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
+    return name
+
+
+def delete_netns(name: str) -> None:
+    subprocess.run(["ip", "netns", "delete", name], check=False)
+
+
+def in_netns(netns: str, *argv: str, timeout: float = 60) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(["ip", "netns", "exec", netns, *argv], capture_output=True,
+                          timeout=timeout)
+
+
+def start_daemon(root: Path, sock: Path, netns: str | None = None) -> Daemon:
+    """A daemon whose bridges, NAT rules and VMs live in `netns` (the tests' own namespace:
+    nothing they do touches the host's network)."""
     log = root / "daemon.log"
     root.mkdir(parents=True, exist_ok=True)
+    prefix = ["ip", "netns", "exec", netns] if netns else []
+    # Without a namespace of the test's own, the daemon must not touch the host's network.
+    no_net = [] if netns else ["--no-networking"]
     with open(log, "ab") as log_file:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "steelcup", "daemon", "--root", str(root), "--socket",
-             str(sock), "--accel", "tcg"],
+            [*prefix, sys.executable, "-m", "steelcup", "daemon", "--root", str(root),
+             "--socket", str(sock), "--accel", "tcg", *no_net],
             stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
         )
     deadline = time.monotonic() + 60
@@ -70,7 +93,7 @@ def start_daemon(root: Path, sock: Path) -> Daemon:
         try:
             with socket.socket(socket.AF_UNIX) as s:
                 s.connect(str(sock))
-            return Daemon(root, sock, proc, log)
+            return Daemon(root, sock, proc, log, netns)
         except OSError:
             time.sleep(0.05)
     proc.kill()

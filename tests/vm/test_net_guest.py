@@ -21,9 +21,10 @@ from pathlib import Path
 import pytest
 
 from steelcup.guest.client import GuestRequestError, ProcessSpec, Stream
-from steelcup.net import links
+from steelcup.net import links, nft
 from steelcup.net.guest_ops import GuestMount, GuestNic, mount, net_config
 from steelcup.net.links import Host
+from steelcup.net.model import NetworkRecord
 from steelcup.vm.assets import GuestAssets, find_assets
 from steelcup.vm.machine import Machine
 from steelcup.vm.qemu_args import Share, VmSpec
@@ -73,6 +74,12 @@ def netns() -> Iterator[Host]:
         links.ensure_bridge(host, "scB", "10.213.2.1/24", 1500)
         for tap, br in (("scA-a", "scA"), ("scA-b", "scA"), ("scB-c", "scB")):
             links.ensure_tap(host, tap, br, 1500)
+        # Forwarding on (as the daemon sets it): isolation must come from steelcup's rules.
+        links.run(host.wrap(["sysctl", "-q", "-w", "net.ipv4.ip_forward=1"]))
+        nft.apply(host, nft.render([
+            NetworkRecord("a" * 64, "na", "10.213.1.0/24", "10.213.1.1", "scA"),
+            NetworkRecord("b" * 64, "nb", "10.213.2.0/24", "10.213.2.1", "scB"),
+        ]))
         yield host
     finally:
         subprocess.run(["ip", "netns", "del", name], check=False)
@@ -195,10 +202,20 @@ def test_gateway_reachable_with_clone_style_mac(guests: dict[str, Guest],
     assert CLONE_MAC.upper() in out.upper(), out
 
 
-def test_other_bridge_unreachable(guests: dict[str, Guest],
+def test_other_bridge_unreachable(guests: dict[str, Guest], netns: Host,
                                   loop: asyncio.AbstractEventLoop) -> None:
     code, out = loop.run_until_complete(sh(guests["a"], f"ping -c 2 -W 2 {guests['c'].ip}"))
     assert code != 0, out
+    # the same packets pass once the rules are gone: the rules are what isolates
+    nft.apply(netns, nft.render_delete())
+    try:
+        code, out = loop.run_until_complete(sh(guests["a"], f"ping -c 1 -W 5 {guests['c'].ip}"))
+        assert code == 0, out
+    finally:
+        nft.apply(netns, nft.render([
+            NetworkRecord("a" * 64, "na", "10.213.1.0/24", "10.213.1.1", "scA"),
+            NetworkRecord("b" * 64, "nb", "10.213.2.0/24", "10.213.2.1", "scB"),
+        ]))
 
 
 def test_mount_9p_fsync_visible_on_host(guests: dict[str, Guest], volume: Path,

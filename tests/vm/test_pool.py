@@ -6,11 +6,11 @@ One template is built per module (its boot is the slow part); every test clones 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import shutil
 import tarfile
 import time
-import functools
 from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any

@@ -14,7 +14,13 @@ from typing import Any
 
 from steelcup.errors import InvalidArgument, NotFound, Unsupported
 from steelcup.runtime.logs import format_time_ns, parse_time_ns
-from steelcup.runtime.model import ContainerConfig, ContainerRecord, ExecConfig, Status
+from steelcup.runtime.model import (
+    ContainerConfig,
+    ContainerRecord,
+    ExecConfig,
+    NetView,
+    Status,
+)
 from steelcup.runtime.spec import parse_mem_bytes
 from steelcup.runtime.vmstats import VmSample
 
@@ -83,9 +89,16 @@ def decode_create(body: Any) -> ContainerConfig:
         _str_list(host, key)
     for key in ("PortBindings", "LogConfig", "RestartPolicy"):
         _get(host, key, dict, {})
-    _get(host, "Mounts", list, [])
-    _get(body, "ExposedPorts", dict, {})
-    _get(body, "Volumes", dict, {})
+    mounts = _get(host, "Mounts", list, [])
+    if not all(isinstance(m, dict) for m in mounts):
+        raise InvalidArgument("HostConfig.Mounts: expected a list of objects")
+    port_bindings = _get(host, "PortBindings", dict, {})
+    aliases, extra_networks = decode_networking(body, network_mode)
+    auto_remove = _get(host, "AutoRemove", bool, False)
+    if auto_remove and policy != "no":
+        raise InvalidArgument("conflicting options: AutoRemove and restart policy "
+                              f"{policy!r} (can't create 'AutoRemove' container with restart "
+                              "policy)")
     stop_timeout = body.get("StopTimeout")
     if stop_timeout is not None and (not isinstance(stop_timeout, int) or
                                      isinstance(stop_timeout, bool)):
@@ -108,14 +121,46 @@ def decode_create(body: Any) -> ContainerConfig:
         labels=tuple(sorted(_str_map(body, "Labels").items())),
         stop_signal=_get(body, "StopSignal", str, ""),
         stop_timeout_s=stop_timeout,
-        auto_remove=_get(host, "AutoRemove", bool, False),
+        auto_remove=auto_remove,
         mem_mib=parse_mem_bytes(_get(host, "Memory", int, 0)),
         cpus=nano_cpus / 1e9,
         cpu_shares=cpu_shares,
         restart_policy=policy,
         restart_max_retries=retries,
         network_mode=network_mode,
+        network_aliases=aliases,
+        extra_networks=extra_networks,
+        exposed_ports=tuple(sorted(_get(body, "ExposedPorts", dict, {}))),
+        port_bindings=json.dumps(port_bindings) if port_bindings else "",
+        publish_all_ports=_get(host, "PublishAllPorts", bool, False),
+        binds=_str_list(host, "Binds") or (),
+        mounts=tuple(mounts),
+        tmpfs=tuple(sorted(_str_map(host, "Tmpfs").items())),
+        volumes=tuple(sorted(_get(body, "Volumes", dict, {}))),
     )
+
+
+def decode_networking(
+    body: dict[str, Any], network_mode: str
+) -> tuple[tuple[str, ...], tuple[tuple[str, tuple[str, ...]], ...]]:
+    """NetworkingConfig.EndpointsConfig -> (aliases on the primary network, other networks)."""
+    networking = _get(body, "NetworkingConfig", dict, {})
+    endpoints = _get(networking, "EndpointsConfig", dict, {})
+    primary = network_mode or "default"
+    aliases: tuple[str, ...] = ()
+    extra: list[tuple[str, tuple[str, ...]]] = []
+    for name, endpoint in endpoints.items():
+        if endpoint is None:
+            endpoint = {}
+        if not isinstance(endpoint, dict):
+            raise InvalidArgument(f"EndpointsConfig.{name}: expected an object")
+        names = _str_list(endpoint, "Aliases") or ()
+        if name == primary or (primary in ("default", "bridge") and name in ("default",
+                                                                                "bridge")):
+            aliases = names
+        else:
+            extra.append((name, names))
+    return aliases, tuple(extra)
 
 
 def decode_restart_policy(host: dict[str, Any]) -> tuple[str, int]:
@@ -123,6 +168,11 @@ def decode_restart_policy(host: dict[str, Any]) -> tuple[str, int]:
     value = _get(host, "RestartPolicy", dict, {})
     name = _get(value, "Name", str, "") or "no"
     retries = _get(value, "MaximumRetryCount", int, 0)
+    if name not in ("no", "always", "on-failure", "unless-stopped"):
+        raise InvalidArgument(f"invalid restart policy: {name!r}")
+    if retries < 0 or (retries and name != "on-failure"):
+        raise InvalidArgument("invalid restart policy: maximum retry count can only be used "
+                              "with 'on-failure' and can't be negative")
     return name, retries
 
 
@@ -259,7 +309,29 @@ def encode_summary(record: ContainerRecord) -> dict[str, Any]:
     }
 
 
-def encode_inspect(record: ContainerRecord, log_path: str) -> dict[str, Any]:
+def encode_mounts(config: ContainerConfig) -> list[dict[str, Any]]:
+    """Docker's `Mounts` entries from the container's resolved mount plans."""
+    out = []
+    for plan in config.mount_plans:
+        kind = str(plan.get("kind", ""))
+        entry: dict[str, Any] = {
+            "Type": kind,
+            "Destination": plan.get("target", ""),
+            "Mode": "ro" if plan.get("readonly") else "",
+            "RW": not plan.get("readonly"),
+            "Propagation": "",
+        }
+        if kind == "volume":
+            entry.update(Name=plan.get("source", ""), Driver="local", Source="")
+        else:
+            entry["Source"] = plan.get("source", "")
+        out.append(entry)
+    return out
+
+
+def encode_inspect(
+    record: ContainerRecord, log_path: str, net: NetView | None = None
+) -> dict[str, Any]:
     """GET /containers/{id}/json."""
     config, state = record.config, record.state
     return {
@@ -301,13 +373,15 @@ def encode_inspect(record: ContainerRecord, log_path: str) -> dict[str, Any]:
                               "MaximumRetryCount": config.restart_max_retries},
             "CpuShares": config.cpu_shares,
             "NetworkMode": config.network_mode or "default",
-            "Binds": None,
-            "PortBindings": {},
+            "Binds": list(config.binds) or None,
+            "PortBindings": json.loads(config.port_bindings) if config.port_bindings else {},
+            "PublishAllPorts": config.publish_all_ports,
+            "Tmpfs": dict(config.tmpfs) or None,
             "LogConfig": {"Type": "json-file", "Config": {}},
             "Runtime": "steelcup",
         },
         "GraphDriver": {"Name": "overlay", "Data": None},
-        "Mounts": [],
+        "Mounts": encode_mounts(config),
         "Config": {
             "Hostname": config.hostname,
             "Domainname": "",
@@ -321,7 +395,8 @@ def encode_inspect(record: ContainerRecord, log_path: str) -> dict[str, Any]:
             "Env": list(config.env),
             "Cmd": list(config.cmd) if config.cmd is not None else None,
             "Image": config.image,
-            "Volumes": None,
+            "Volumes": {v: {} for v in config.volumes} or None,
+            "ExposedPorts": {p: {} for p in config.exposed_ports} or None,
             "WorkingDir": config.working_dir,
             "Entrypoint": list(config.entrypoint) if config.entrypoint is not None else None,
             "OnBuild": None,
@@ -329,7 +404,40 @@ def encode_inspect(record: ContainerRecord, log_path: str) -> dict[str, Any]:
             "StopSignal": config.stop_signal,
             "StopTimeout": config.stop_timeout_s,
         },
-        "NetworkSettings": {"Bridge": "", "Ports": {}, "Networks": {}, "IPAddress": ""},
+        "NetworkSettings": _network_settings(record, net or NetView()),
+    }
+
+
+def _network_settings(record: ContainerRecord, net: NetView) -> dict[str, Any]:
+    networks = {
+        ep.network_name: {
+            "NetworkID": ep.network_id,
+            "EndpointID": ep.endpoint_id,
+            "Gateway": ep.gateway,
+            "IPAddress": ep.address,
+            "IPPrefixLen": ep.prefix_len,
+            "MacAddress": ep.mac,
+            "Aliases": list(ep.aliases) or None,
+            "DNSNames": [record.name, record.id[:12], *ep.aliases],
+        }
+        for ep in net.endpoints
+    }
+    ports: dict[str, list[dict[str, str]] | None] = {p: None for p in
+                                                     record.config.exposed_ports}
+    for pub in net.ports:
+        entries = ports.get(f"{pub.container_port}/{pub.proto}") or []
+        entries.append({"HostIp": pub.host_ip or "0.0.0.0", "HostPort": str(pub.host_port)})
+        ports[f"{pub.container_port}/{pub.proto}"] = entries
+    primary = net.endpoints[0] if net.endpoints else None
+    return {
+        "Bridge": "",
+        "SandboxID": "",
+        "Ports": ports,
+        "Networks": networks,
+        "IPAddress": primary.address if primary else "",
+        "IPPrefixLen": primary.prefix_len if primary else 0,
+        "Gateway": primary.gateway if primary else "",
+        "MacAddress": primary.mac if primary else "",
     }
 
 

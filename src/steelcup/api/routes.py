@@ -20,7 +20,7 @@ from typing import Any, BinaryIO
 
 from steelcup import __version__, stdcopy
 from steelcup.api import docker_codec as codec
-from steelcup.api import fs_routes, image_codec, image_routes
+from steelcup.api import fs_routes, image_codec, image_routes, net_routes
 from steelcup.api.http import (
     API_VERSION,
     MIN_API_VERSION,
@@ -36,11 +36,13 @@ from steelcup.api.http import (
 )
 from steelcup.errors import InvalidArgument, SteelcupError, Unsupported
 from steelcup.image.store import ImageStore
+from steelcup.net.manager import NetworkManager
 from steelcup.runtime import logs as logs_module
 from steelcup.runtime.containers import Live, Runtime
 from steelcup.runtime.events import EventBus
 from steelcup.runtime.execs import Exec, ExecManager
 from steelcup.runtime.model import Status
+from steelcup.volume.manager import VolumeManager
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +60,8 @@ class Services:
     events: EventBus
     root: Path
     accel: str
+    networks: NetworkManager | None = None
+    volumes: VolumeManager | None = None
 
 
 def build_router(svc: Services) -> Router:
@@ -100,13 +104,24 @@ def build_router(svc: Services) -> Router:
         r.add(method, path, _unsupported(what))
     image_routes.register(r, svc.images, svc.events, svc.root, import_handler=api.create_image)
     fs_routes.register(r, svc.runtime, svc.images, svc.events)
+    if svc.networks is not None and svc.volumes is not None:
+        rt = svc.runtime
+
+        def resolve_container(ref: str) -> tuple[str, str]:
+            record = rt.get(ref).record
+            return record.id, record.name
+
+        net_routes.register(r, svc.networks, svc.volumes, resolve_container)
+    else:
+        for path in ("/networks", "/networks/{id:path}", "/volumes", "/volumes/{id:path}"):
+            for method in ("GET", "POST", "DELETE"):
+                r.add(method, path, _unsupported_because(
+                    "networks and volumes: networking failed to start (see the daemon log)"))
     return r
 
 
 _UNSUPPORTED = [
     ("POST", "/build", "image build"),
-    ("GET", "/networks", "networks"),
-    ("GET", "/volumes", "volumes"),
     ("GET", "/swarm", "swarm mode"),
     ("POST", "/swarm/init", "swarm mode"),
     ("POST", "/swarm/join", "swarm mode"),
@@ -122,6 +137,13 @@ _UNSUPPORTED = [
     ("POST", "/containers/{id}/checkpoints", "checkpoints"),
     ("GET", "/containers/{id}/checkpoints", "checkpoints"),
 ]
+
+
+def _unsupported_because(why: str) -> Any:
+    async def handler(req: Request) -> Response:
+        raise Unsupported(f"steelcup cannot serve {why}")
+
+    return handler
 
 
 def _unsupported(what: str) -> Any:
@@ -261,7 +283,8 @@ class _Api:
     async def inspect(self, req: Request) -> Response:
         live = self.rt.get(req.params["id"])
         return JsonResponse(codec.encode_inspect(live.record,
-                                                 str(self.rt.log_path(live.record.id))))
+                                                 str(self.rt.log_path(live.record.id)),
+                                                 self.rt.resources.net_view(live.record)))
 
     async def start(self, req: Request) -> Response:
         started = await self.rt.start(req.params["id"])
@@ -294,7 +317,8 @@ class _Api:
         return EmptyResponse(200)
 
     async def remove(self, req: Request) -> Response:
-        await self.rt.remove(req.params["id"], force=req.q_bool("force"))
+        await self.rt.remove(req.params["id"], force=req.q_bool("force"),
+                             volumes=req.q_bool("v"))
         return EmptyResponse(204)
 
     async def attach(self, req: Request) -> Response:

@@ -9,7 +9,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from steelcup.cli.commands import containers, fs, images, images_registry, system
+from steelcup.cli.commands import (
+    containers,
+    fs,
+    images,
+    images_registry,
+    network,
+    system,
+    volume,
+)
 from steelcup.cli.context import Context
 from steelcup.config import default_root, default_socket
 from steelcup.errors import DaemonUnavailable, SteelcupError
@@ -51,6 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     images_registry.register(sub)
     system.register(sub)
     fs.register(sub)
+    network.register(sub)
+    volume.register(sub)
     return parser
 
 

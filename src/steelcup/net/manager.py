@@ -175,6 +175,11 @@ class NetworkManager:
     def is_active(self, container_id: str) -> bool:
         return container_id in self._live
 
+    def published_ports(self, container_id: str) -> list[nft.PublishedPort]:
+        """Ports published for the container's current run (empty when it is not running)."""
+        live = self._live.get(container_id)
+        return list(live.ports) if live is not None else []
+
     # -- lifecycle of the manager -----------------------------------------------------------
 
     async def startup(self) -> None:

@@ -24,6 +24,8 @@ class VmRequest:
     name: str = ""  # for diagnostics (container id)
     # Pooled and template memory is shared only within one tenant (cross-VM side channels).
     tenant: str = ""
+    # Extra QEMU device arguments (NICs); pooled sources cannot serve these yet.
+    extra_args: tuple[str, ...] = ()
 
 
 class Incompatible(SteelcupError):

@@ -138,6 +138,8 @@ class TemplateSource:
             raise Incompatible(f"{request.cpus} vCPUs over the template's {self.max_cpus}")
         if [s.tag for s in request.shares] != [ROOTFS_TAG]:
             raise Incompatible("a clone has exactly one 9p device, the rootfs")
+        if request.extra_args:
+            raise Incompatible("a clone has no NIC; networked containers boot directly")
 
     def status(self) -> list[TemplateStatus]:
         out = []

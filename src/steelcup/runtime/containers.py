@@ -38,6 +38,7 @@ from steelcup.runtime.events import EventBus
 from steelcup.runtime.model import ContainerConfig, ContainerRecord, Status
 from steelcup.runtime.names import new_id, random_name, validate_name
 from steelcup.runtime.output import Fanout, Subscriber
+from steelcup.runtime.resources import Resources
 from steelcup.runtime.spec import merge_env, parse_signal, resolve_argv
 from steelcup.runtime.store import ContainerStore
 from steelcup.runtime.vmstats import PS_DEFAULT_FIELDS, STAT_FILES, VmSample, parse_ps, parse_sample
@@ -101,8 +102,10 @@ class Runtime:
         vms: VmSource,
         events: EventBus,
         defaults: Defaults = Defaults(),
+        resources: Resources | None = None,
     ) -> None:
         self.root = root
+        self.resources = resources or Resources()
         self.store = store
         self.images = images
         self.vms = vms
@@ -206,6 +209,7 @@ class Runtime:
         )
         parse_signal(resolved.stop_signal)  # reject a bad signal at create, like docker
         _check_restart_policy(resolved)
+        resolved = self.resources.plan(resolved, image)
         record = ContainerRecord(
             id=container_id,
             name=final_name,
@@ -219,6 +223,12 @@ class Runtime:
         try:
             self.store.insert(record)
         except SteelcupError:
+            shutil.rmtree(cdir, ignore_errors=True)
+            raise
+        try:
+            self.resources.connect_extra(record)
+        except SteelcupError:
+            self.store.delete(container_id)
             shutil.rmtree(cdir, ignore_errors=True)
             raise
         self._live[container_id] = Live(record)
@@ -250,16 +260,19 @@ class Runtime:
             stack.callback(rootfs_module.release, cdir)
             try:
                 uid, gid, groups = resolve_user(root, config.user)
+                run = await self.resources.acquire(record, root, stack)
                 request = VmRequest(
                     mem_mib=config.mem_mib or self.defaults.mem_mib,
                     cpus=max(1, int(config.cpus + 0.999)) if config.cpus else self.defaults.cpus,
-                    shares=(Share("rootfs", root),),
+                    shares=(Share("rootfs", root), *run.shares),
+                    extra_args=run.extra_args,
                     console_log=cdir / "console.log",
                     name=record.id[:12],
                 )
                 machine = await self.vms.acquire(request)
                 stack.push_async_callback(machine.close)
                 await machine.guest.setup_root("rootfs", config.hostname, False)
+                await self.resources.configure_guest(machine.guest, run)
                 spec = ProcessSpec(
                     args=(record.path, *record.args),
                     env=config.env,
@@ -329,6 +342,7 @@ class Runtime:
             await live.fanout.end()
             with contextlib.suppress(Exception):
                 await machine.close()
+            await self.resources.release_run(live.record.id)
             await asyncio.to_thread(rootfs_module.release, self.container_dir(live.record.id))
             live.machine = None
             live.process = None
@@ -622,7 +636,8 @@ class Runtime:
 
     # -- remove ------------------------------------------------------------------------------
 
-    async def remove(self, ref: str, force: bool = False) -> None:
+    async def remove(self, ref: str, force: bool = False, volumes: bool = False) -> None:
+        """Delete the container; `volumes` (docker's -v) also removes its anonymous volumes."""
         live = self.get(ref)
         if force:
             self._cancel_restart(live)
@@ -646,6 +661,8 @@ class Runtime:
         live.removed = True
         self._live.pop(live.record.id, None)
         await asyncio.to_thread(rootfs_module.remove, self.container_dir(live.record.id))
+        await self.resources.release_container(
+            live.record, volumes or live.record.config.auto_remove)
         self.store.delete(live.record.id)
         await self._notify(live)
         self.publish_event(live.record, "destroy")

@@ -47,6 +47,17 @@ class ContainerConfig:
     restart_policy: str = "no"  # no | always | on-failure | unless-stopped
     restart_max_retries: int = 0  # on-failure only; 0 = unlimited
     network_mode: str = ""  # as given; "" = default
+    network_aliases: tuple[str, ...] = ()
+    extra_networks: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (network, aliases)
+    exposed_ports: tuple[str, ...] = ()  # "80/tcp"
+    port_bindings: str = ""  # HostConfig.PortBindings as JSON
+    publish_all_ports: bool = False
+    # Requested mounts as docker sent them; resolved into `mount_plans` at create.
+    binds: tuple[str, ...] = ()
+    mounts: tuple[dict[str, Any], ...] = ()
+    tmpfs: tuple[tuple[str, str], ...] = ()
+    volumes: tuple[str, ...] = ()  # Config.Volumes (anonymous volume targets)
+    mount_plans: tuple[dict[str, Any], ...] = ()  # volume.spec.MountPlan.to_json() each
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -63,6 +74,16 @@ class ContainerConfig:
                 "cmd": tup(data.get("cmd")),
                 "env": tuple(data.get("env", ())),
                 "labels": tuple((str(k), str(v)) for k, v in data.get("labels", ())),
+                "network_aliases": tuple(data.get("network_aliases", ())),
+                "extra_networks": tuple(
+                    (str(n), tuple(a)) for n, a in data.get("extra_networks", ())
+                ),
+                "exposed_ports": tuple(data.get("exposed_ports", ())),
+                "binds": tuple(data.get("binds", ())),
+                "mounts": tuple(data.get("mounts", ())),
+                "tmpfs": tuple((str(k), str(v)) for k, v in data.get("tmpfs", ())),
+                "volumes": tuple(data.get("volumes", ())),
+                "mount_plans": tuple(data.get("mount_plans", ())),
             }
         )
 
@@ -151,3 +172,35 @@ class ExecConfig:
     attach_stdin: bool = False
     attach_stdout: bool = True
     attach_stderr: bool = True
+
+
+@dataclass(frozen=True)
+class EndpointView:
+    """A container's address on one network (for inspect)."""
+
+    network_name: str
+    network_id: str
+    endpoint_id: str
+    gateway: str
+    address: str
+    prefix_len: int
+    mac: str
+    aliases: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class PortView:
+    """A published port of the current run."""
+
+    container_port: int
+    proto: str
+    host_ip: str
+    host_port: int
+
+
+@dataclass(frozen=True)
+class NetView:
+    """What the network layer knows of one container."""
+
+    endpoints: tuple[EndpointView, ...] = ()
+    ports: tuple[PortView, ...] = ()

@@ -76,6 +76,8 @@ class VmSpec:
     mem_shared: bool = False
     # Restore from saved device state (a template's) instead of booting: `-incoming exec:cat`.
     incoming: Path | None = None
+    # Device arguments owned by other layers (e.g. a NIC from steelcup.net), appended as given.
+    extra_args: tuple[str, ...] = ()
 
     @property
     def ctl_socket(self) -> Path:
@@ -174,6 +176,7 @@ def build_argv(spec: VmSpec) -> list[str]:
             f"mem-path={_opt(str(spec.mem_path))},share={shared}",
             "-machine", "memory-backend=ram",
         ]  # fmt: skip
+    argv += spec.extra_args
     argv += ["-qmp", f"unix:{spec.qmp_socket},server=on,wait=off"]
     if spec.incoming is not None:
         # Deferred: the x-ignore-shared capability must be on before the stream is read (QEMU

@@ -35,6 +35,20 @@ class MountPlan:
     nocopy: bool = False
     create_host_path: bool = False  # -v /host/path creates it; --mount type=bind does not
 
+    def to_json(self) -> dict[str, Any]:
+        """For the container record (the runtime stores resolved plans)."""
+        return {"kind": self.kind.value, "target": self.target, "source": self.source,
+                "readonly": self.readonly, "tmpfs_size_bytes": self.tmpfs_size_bytes,
+                "tmpfs_mode": self.tmpfs_mode, "nocopy": self.nocopy,
+                "create_host_path": self.create_host_path}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> MountPlan:
+        return cls(MountKind(data["kind"]), str(data["target"]), str(data.get("source", "")),
+                   bool(data.get("readonly", False)), int(data.get("tmpfs_size_bytes", 0)),
+                   int(data.get("tmpfs_mode", 0)), bool(data.get("nocopy", False)),
+                   bool(data.get("create_host_path", False)))
+
     def tmpfs_options(self) -> str:
         opts = []
         if self.tmpfs_size_bytes:

@@ -89,3 +89,8 @@ def test_resolve_orders_parents_first_and_adds_anonymous_image_volumes() -> None
 def test_duplicate_targets_rejected() -> None:
     with pytest.raises(InvalidArgument, match="Duplicate mount point"):
         resolve_mounts(binds=["aa:/x"], mounts=[{"Type": "tmpfs", "Target": "/x/"}])
+
+
+def test_plan_json_round_trip() -> None:
+    for plan in resolve_mounts(binds=["/h:/a:ro", "v1:/b", "/c"], tmpfs={"/t": "size=1k"}):
+        assert MountPlan.from_json(plan.to_json()) == plan

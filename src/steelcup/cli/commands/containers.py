@@ -32,6 +32,9 @@ def _c(name: str) -> str:
 
 
 def _add_container_flags(p: argparse.ArgumentParser, *, run: bool) -> None:
+    from steelcup.cli import netflags
+
+    netflags.add_flags(p)
     if run:
         p.add_argument("-d", "--detach", action="store_true", help="run in background, print id")
         p.add_argument("--rm", action="store_true", help="remove the container when it exits")
@@ -231,8 +234,13 @@ def register(sub: Any) -> None:
 # ----------------------------------------------------------------- run / create / start
 
 
-def _create(client: ApiClient, opts: ContainerOptions, *, for_run: bool) -> str:
+def _create(
+    client: ApiClient, opts: ContainerOptions, *, for_run: bool, args: argparse.Namespace
+) -> str:
+    from steelcup.cli import netflags
+
     body = create_body(opts, for_run=for_run)
+    netflags.apply(body, args)
     query = {"name": opts.name} if opts.name else None
     try:
         created = client.post_json("/containers/create", query, body)
@@ -248,7 +256,7 @@ def _create(client: ApiClient, opts: ContainerOptions, *, for_run: bool) -> str:
 def cmd_create(ctx: Context, args: argparse.Namespace) -> int:
     opts = _options(args, run=False)
     try:
-        cid = _create(ctx.client(), opts, for_run=False)
+        cid = _create(ctx.client(), opts, for_run=False, args=args)
     except SteelcupError as exc:
         report(exc, "steelcup: ")
         return 125
@@ -395,7 +403,7 @@ def cmd_run(ctx: Context, args: argparse.Namespace) -> int:
             print("steelcup: the input device is not a TTY", file=sys.stderr)
             return 1
         client = ctx.client()
-        cid = _create(client, opts, for_run=True)
+        cid = _create(client, opts, for_run=True, args=args)
     except SteelcupError as exc:
         report(exc, "steelcup: ")
         return 125

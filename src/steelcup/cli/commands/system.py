@@ -38,6 +38,12 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--assets", default=None, help="directory with the guest kernel and initrd")
     p.add_argument("--debug", action="store_true", help="verbose logging")
+    p.add_argument(
+        "--no-networking",
+        dest="networking",
+        action="store_false",
+        help="no bridges/NAT/DNS: containers get loopback only (networks and ports refused)",
+    )
     p.set_defaults(func=cmd_daemon, needs_daemon=False)
 
 
@@ -155,6 +161,7 @@ def cmd_daemon(ctx: Context, args: argparse.Namespace) -> int:
         accel=args.accel,
         assets_dir=Path(args.assets) if args.assets else None,
         debug=args.debug,
+        networking=args.networking,
     )
     daemon: Any = importlib.import_module("steelcup.daemon")  # written by the lead; heavy
     return int(daemon.run(options))

@@ -1,0 +1,178 @@
+"""A container's host resources beyond its rootfs: network endpoints and volumes.
+
+Mounts are resolved and named at create (so a restart gets the same volumes back); NICs, taps,
+published ports and the guest's /etc files are set up for each run and released at its end.
+Either manager may be absent (no networking on this host): then containers get loopback only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from steelcup.errors import InvalidArgument, SteelcupError
+from steelcup.guest.client import GuestClient
+from steelcup.image.store import Image
+from steelcup.net import guest_ops
+from steelcup.net.etcfiles import write_etc_files
+from steelcup.net.manager import Attachment, NetworkManager
+from steelcup.net.ports import port_mappings
+from steelcup.runtime.model import (
+    ContainerConfig,
+    ContainerRecord,
+    EndpointView,
+    NetView,
+    PortView,
+)
+from steelcup.vm.qemu_args import Share
+from steelcup.volume.manager import PreparedMount, VolumeManager
+from steelcup.volume.spec import MountKind, MountPlan, resolve_mounts
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RunResources:
+    """What one run of a container adds to its VM and guest."""
+
+    shares: tuple[Share, ...] = ()
+    extra_args: tuple[str, ...] = ()
+    nics: tuple[guest_ops.GuestNic, ...] = ()
+    mounts: tuple[guest_ops.GuestMount, ...] = ()
+
+
+class Resources:
+    """Allocates and releases networks and volumes for the runtime."""
+
+    def __init__(
+        self, networks: NetworkManager | None = None, volumes: VolumeManager | None = None
+    ) -> None:
+        self.networks = networks
+        self.volumes = volumes
+
+    # -- create ------------------------------------------------------------------------------
+
+    def plan(self, config: ContainerConfig, image: Image) -> ContainerConfig:
+        """Resolve mounts (creating named and anonymous volumes) into the config."""
+        plans = resolve_mounts(
+            config.binds,
+            config.mounts,
+            [*image.config.volumes, *config.volumes],
+            dict(config.tmpfs),
+        )
+        if plans and self.volumes is None:
+            raise InvalidArgument("volumes are not available on this daemon")
+        if self.volumes is not None:
+            plans = self.volumes.materialize(plans)
+        exposed = sorted({*image.config.exposed_ports, *config.exposed_ports})
+        return ContainerConfig(**{
+            **config.__dict__,
+            "mount_plans": tuple(p.to_json() for p in plans),
+            "exposed_ports": tuple(exposed),
+            "volumes": tuple(sorted({*image.config.volumes, *config.volumes})),
+        })
+
+    def connect_extra(self, record: ContainerRecord) -> None:
+        """Networks beyond the primary one (docker create's NetworkingConfig)."""
+        if self.networks is None:
+            if record.config.extra_networks:
+                raise InvalidArgument("networking is not available on this daemon")
+            return
+        for network, aliases in record.config.extra_networks:
+            self.networks.connect(network, record.id, record.name, aliases)
+
+    # -- each run ----------------------------------------------------------------------------
+
+    async def acquire(
+        self, record: ContainerRecord, root: Path, stack: contextlib.AsyncExitStack
+    ) -> RunResources:
+        """Volumes, NICs and /etc files for this run; undone by `stack` if the start fails."""
+        config = record.config
+        prepared: list[PreparedMount] = []
+        plans = [MountPlan.from_json(p) for p in config.mount_plans]
+        if plans and self.volumes is not None:
+            prepared = await asyncio.to_thread(self.volumes.prepare, plans, root)
+        attachment = Attachment((), ())
+        mode = config.network_mode or "default"
+        if self.networks is not None:
+            ports = port_mappings(
+                json.loads(config.port_bindings) if config.port_bindings else {},
+                config.publish_all_ports,
+                config.exposed_ports,
+            )
+            attachment = await self.networks.attach(
+                record.id, record.name, mode, aliases=config.network_aliases, ports=ports
+            )
+            stack.push_async_callback(self.networks.detach, record.id)
+        elif mode not in ("none", "default", "bridge") or config.port_bindings:
+            raise InvalidArgument("networking is not available on this daemon "
+                                  "(see the daemon log); use --network none")
+        files = {"hostname": config.hostname + "\n",
+                 "hosts": attachment.hosts_file(config.hostname)}
+        if attachment.nics:
+            files["resolv.conf"] = attachment.resolv_conf()
+        await asyncio.to_thread(write_etc_files, root, files)
+        return RunResources(
+            shares=tuple(p.share for p in prepared if p.share is not None),
+            extra_args=attachment.qemu_argv,
+            nics=tuple(n.guest_nic() for n in attachment.nics),
+            mounts=tuple(p.request for p in prepared),
+        )
+
+    async def configure_guest(self, guest: GuestClient, run: RunResources) -> None:
+        """After SETUP_ROOT, before the process starts: NICs (or loopback), then mounts."""
+        await guest_ops.configure(guest, run.nics, run.mounts)
+
+    async def release_run(self, container_id: str) -> None:
+        if self.networks is not None:
+            with contextlib.suppress(SteelcupError, OSError):
+                await self.networks.detach(container_id)
+
+    async def release_container(self, record: ContainerRecord, remove_volumes: bool) -> None:
+        """The container is removed: free its addresses; with `-v`, its anonymous volumes."""
+        if self.networks is not None:
+            with contextlib.suppress(SteelcupError, OSError):
+                await self.networks.release(record.id)
+        if remove_volumes and self.volumes is not None:
+            for plan in record.config.mount_plans:
+                if plan.get("kind") != MountKind.VOLUME.value:
+                    continue
+                with contextlib.suppress(SteelcupError, OSError):
+                    volume = self.volumes.get(str(plan.get("source", "")))
+                    if volume.anonymous:
+                        await asyncio.to_thread(self.volumes.remove, volume.name, force=True)
+
+    # -- views -------------------------------------------------------------------------------
+
+    def net_view(self, record: ContainerRecord) -> NetView:
+        """The container's endpoints and published ports, for inspect and list."""
+        if self.networks is None:
+            return NetView()
+        by_id = {n.id: n for n in self.networks.networks()}
+        endpoints = []
+        for ep in self.networks.container_endpoints(record.id):
+            net = by_id.get(ep.network_id)
+            if net is not None:
+                endpoints.append(EndpointView(
+                    network_name=net.name, network_id=net.id, endpoint_id=ep.endpoint_id,
+                    gateway=net.gateway, address=ep.address,
+                    prefix_len=int(net.subnet.split("/")[1]), mac=ep.mac, aliases=ep.aliases,
+                ))
+        ports = tuple(
+            PortView(p.container_port, p.proto, p.host_ip, p.host_port)
+            for p in self.networks.published_ports(record.id)
+        )
+        return NetView(tuple(endpoints), ports)
+
+
+def volume_users(records: list[ContainerRecord], name: str) -> list[str]:
+    """Ids of containers whose mounts use the named volume."""
+    return [
+        r.id for r in records
+        if any(p.get("kind") == MountKind.VOLUME.value and p.get("source") == name
+               for p in r.config.mount_plans)
+    ]
