@@ -36,4 +36,7 @@ class DaemonOptions:
     vm_cpus: int = 1
     tcg_tb_mib: int = 32
     debug: bool = False
+    vm_templates: bool = True  # clone VMs from per-tenant templates (RAM shared copy-on-write)
+    vm_max_mem_mib: int = 2048  # the most a clone can grow to (template RAM)
+    vm_max_cpus: int = 4  # vCPUs present in a clone (onlined at hand-out)
     networking: bool = True  # bridges, NAT, DNS; False = containers get loopback only

@@ -19,7 +19,7 @@ from steelcup.errors import SteelcupError
 from steelcup.image.store import ImageStore
 from steelcup.net.manager import NetworkManager
 from steelcup.net.store import NetStore
-from steelcup.pool.direct import DirectSource
+from steelcup.pool.factory import PoolOptions, build_factory
 from steelcup.runtime.containers import Defaults, Runtime
 from steelcup.runtime.events import EventBus
 from steelcup.runtime.execs import ExecManager
@@ -64,8 +64,14 @@ async def _serve(options: DaemonOptions) -> int:
     db = open_db(options.root)
     images = ImageStore(options.root / "images", db)
     events = EventBus(asyncio.get_running_loop())
-    vms = DirectSource(assets=assets, accel=accel, tcg_tb_mib=options.tcg_tb_mib,
-                       run_dir=options.socket.parent / "vms")
+    vms = build_factory(
+        assets=assets,
+        accel=accel,
+        tcg_tb_mib=options.tcg_tb_mib,
+        run_dir=options.socket.parent / "vms",
+        options=PoolOptions(templates=options.vm_templates, base_mem_mib=options.vm_mem_mib,
+                            max_mem_mib=options.vm_max_mem_mib, max_cpus=options.vm_max_cpus),
+    )
     networks = await _start_networking(options, db)
     runtime_ref: list[Runtime] = []
     volumes = VolumeManager(
@@ -85,7 +91,7 @@ async def _serve(options: DaemonOptions) -> int:
     runtime.recover()
     services = Services(runtime=runtime, execs=ExecManager(runtime), images=images,
                         events=events, root=options.root, accel=accel, networks=networks,
-                        volumes=volumes)
+                        volumes=volumes, pool=vms)
     server = HttpServer(build_router(services), unix_path=options.socket)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

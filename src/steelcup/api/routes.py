@@ -37,6 +37,7 @@ from steelcup.api.http import (
 from steelcup.errors import InvalidArgument, SteelcupError, Unsupported
 from steelcup.image.store import ImageStore
 from steelcup.net.manager import NetworkManager
+from steelcup.pool.factory import Factory
 from steelcup.runtime import logs as logs_module
 from steelcup.runtime.containers import Live, Runtime
 from steelcup.runtime.events import EventBus
@@ -62,6 +63,7 @@ class Services:
     accel: str
     networks: NetworkManager | None = None
     volumes: VolumeManager | None = None
+    pool: Factory | None = None
 
 
 def build_router(svc: Services) -> Router:
@@ -71,6 +73,7 @@ def build_router(svc: Services) -> Router:
     r.add("HEAD", "/_ping", api.ping)
     r.add("GET", "/version", api.version)
     r.add("GET", "/info", api.info)
+    r.add("GET", "/steelcup/pool", api.pool)  # steelcup extension: VM template/pool state
     r.add("GET", "/events", api.events)
     r.add("POST", "/containers/create", api.create)
     r.add("GET", "/containers/json", api.list_containers)
@@ -214,8 +217,29 @@ class _Api:
             "Warnings": [] if self.svc.accel == "kvm" else [
                 "WARNING: guests run under QEMU TCG (no usable KVM): slower, and QEMU does not "
                 "treat TCG as a security boundary"],
-            "Steelcup": {"Accelerator": self.svc.accel, "Pool": {"Enabled": False}},
+            "Steelcup": {"Accelerator": self.svc.accel, "Pool": self._pool_status(),
+                         "Networking": self.svc.networks is not None},
         })
+
+    def _pool_status(self) -> dict[str, Any]:
+        if self.svc.pool is None:
+            return {"Templates": False}
+        status = self.svc.pool.status()
+        return {
+            "Templates": status.templates_enabled,
+            "Clones": status.clones,
+            "DirectBoots": status.direct_boots,
+            "Fallbacks": status.fallbacks,
+            "TemplateList": [
+                {"Tenant": t.tenant, "BaseMemMiB": t.base_mem_mib, "MaxMemMiB": t.max_mem_mib,
+                 "MaxCpus": t.max_cpus, "Clones": t.clones, "Failures": t.failures,
+                 "BootSeconds": round(t.boot_s, 3), "RamFileMiB": round(t.ram_file_mib, 1)}
+                for t in status.templates
+            ],
+        }
+
+    async def pool(self, req: Request) -> Response:
+        return JsonResponse(self._pool_status())
 
     async def events(self, req: Request) -> Response:
         filters = codec.decode_filters(req.q("filters"), codec.EVENT_FILTERS)

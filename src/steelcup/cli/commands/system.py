@@ -23,6 +23,17 @@ def register(sub: Any) -> None:
     p.add_argument("-f", "--format", default="", help="Go-template subset over the info object")
     p.set_defaults(func=cmd_info)
 
+    system = sub.add_parser("system", help="manage the steelcup system")
+    system_sub = system.add_subparsers(dest="system_command", metavar="COMMAND", required=True)
+    p = system_sub.add_parser("info", help="system-wide information, accelerator and VM pool")
+    p.add_argument("-f", "--format", default="", help="Go-template subset over the info object")
+    p.set_defaults(func=cmd_info)
+
+    pool = sub.add_parser("pool", help="inspect the VM pool (templates and clones)")
+    pool_sub = pool.add_subparsers(dest="pool_command", metavar="COMMAND", required=True)
+    p = pool_sub.add_parser("ls", help="list VM templates and how many clones they served")
+    p.set_defaults(func=cmd_pool_ls)
+
     p = sub.add_parser(
         "daemon",
         help="run the steelcup daemon (serves the Docker Engine API)",
@@ -38,6 +49,16 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--assets", default=None, help="directory with the guest kernel and initrd")
     p.add_argument("--debug", action="store_true", help="verbose logging")
+    p.add_argument(
+        "--no-templates",
+        dest="templates",
+        action="store_false",
+        help="boot every VM from scratch instead of cloning a template",
+    )
+    p.add_argument("--vm-max-mem", type=int, default=2048, metavar="MIB",
+                   help="largest memory a container VM can be given (template RAM size)")
+    p.add_argument("--vm-max-cpus", type=int, default=4, metavar="N",
+                   help="vCPUs present in a cloned VM (onlined at hand-out)")
     p.add_argument(
         "--no-networking",
         dest="networking",
@@ -145,8 +166,37 @@ def cmd_info(ctx: Context, args: argparse.Namespace) -> int:
         if isinstance(value, bool):
             value = "true" if value else "false"
         print(f" {label}: {value}")
+    extra = info.get("Steelcup") or {}
+    pool = extra.get("Pool") or {}
+    print(f" Accelerator: {extra.get('Accelerator', '?')}")
+    print(f" Networking: {'on' if extra.get('Networking') else 'off (loopback only)'}")
+    print(f" VM templates: {'on' if pool.get('Templates') else 'off'}"
+          f" ({len(pool.get('TemplateList') or [])} built, {pool.get('Clones', 0)} clones,"
+          f" {pool.get('DirectBoots', 0)} direct boots, {pool.get('Fallbacks', 0)} fallbacks)")
     for warning in info.get("Warnings") or []:
         print(warning, file=sys.stderr)
+    return 0
+
+
+def cmd_pool_ls(ctx: Context, args: argparse.Namespace) -> int:
+    from steelcup.cli.format import table
+
+    try:
+        pool = ctx.client().get_json("/steelcup/pool")
+    except SteelcupError as exc:
+        report(exc)
+        return 1
+    rows = [
+        [t.get("Tenant") or "(default)", f"{t.get('BaseMemMiB')}MiB",
+         f"{t.get('MaxMemMiB')}MiB", str(t.get("MaxCpus")), str(t.get("Clones")),
+         str(t.get("Failures")), f"{t.get('BootSeconds')}s", f"{t.get('RamFileMiB')}MiB"]
+        for t in pool.get("TemplateList") or []
+    ]
+    headers = ["TENANT", "BASE MEM", "MAX MEM", "MAX CPUS", "CLONES", "FAILURES", "BOOT",
+               "SHARED RAM"]
+    sys.stdout.write(table(headers, rows))
+    if not pool.get("Templates"):
+        print("(templates are off: every VM boots from scratch)")
     return 0
 
 
@@ -162,6 +212,9 @@ def cmd_daemon(ctx: Context, args: argparse.Namespace) -> int:
         assets_dir=Path(args.assets) if args.assets else None,
         debug=args.debug,
         networking=args.networking,
+        vm_templates=args.templates,
+        vm_max_mem_mib=args.vm_max_mem,
+        vm_max_cpus=args.vm_max_cpus,
     )
     daemon: Any = importlib.import_module("steelcup.daemon")  # written by the lead; heavy
     return int(daemon.run(options))
