@@ -1,0 +1,96 @@
+"""Networks, DNS, published ports and volumes through the CLI, with containers in real VMs.
+
+The session daemon runs inside a network namespace the test suite created, so bridges, NAT
+rules and every packet stay there.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from tests.vm.support import Daemon, in_netns
+
+pytestmark = pytest.mark.vm
+IMG = "steelcup/busybox"
+
+
+def _serve(daemon: Daemon, name: str, network: str, *extra: str) -> str:
+    """A busybox httpd container answering `hello from NAME` on port 80."""
+    cid = daemon.out(
+        "run", "-d", "--name", name, "--network", network, *extra, IMG, "sh", "-c",
+        f"mkdir -p /www && echo hello from {name} > /www/index.html && "
+        "exec httpd -f -p 80 -h /www",
+    ).strip()
+    return cid
+
+
+def test_containers_reach_each_other_by_name_not_across_networks(daemon: Daemon) -> None:
+    daemon.out("network", "create", "appnet")
+    daemon.out("network", "create", "othernet")
+    try:
+        _serve(daemon, "web", "appnet", "--network-alias", "www")
+        fetch = "for i in $(seq 50); do wget -qO- http://{host}/ && exit 0; sleep 0.2; done; exit 1"
+        assert daemon.out("run", "--rm", "--network", "appnet", IMG, "sh", "-c",
+                          fetch.format(host="web")) == "hello from web\n"
+        assert daemon.out("run", "--rm", "--network", "appnet", IMG, "sh", "-c",
+                          fetch.format(host="www")) == "hello from web\n"
+        info = json.loads(daemon.out("inspect", "web"))[0]
+        address = info["NetworkSettings"]["Networks"]["appnet"]["IPAddress"]
+        assert address
+        # Another network: neither the name nor the address is reachable.
+        cross = daemon.cli("run", "--rm", "--network", "othernet", IMG, "sh", "-c",
+                           f"nslookup web >/dev/null 2>&1 && echo resolved; "
+                           f"timeout 5 wget -qO- http://{address}/ && echo reached; exit 0")
+        assert cross.returncode == 0, cross.stderr
+        assert b"resolved" not in cross.stdout and b"reached" not in cross.stdout
+    finally:
+        daemon.cli("rm", "-f", "web")
+        daemon.cli("network", "rm", "appnet")
+        daemon.cli("network", "rm", "othernet")
+    assert "appnet" not in daemon.out("network", "ls")
+
+
+def test_published_port_answers_on_the_host_side(daemon: Daemon) -> None:
+    assert daemon.netns, "the session daemon runs in its own network namespace"
+    _serve(daemon, "pub", "bridge", "-p", "18080:80")
+    try:
+        url = "http://127.0.0.1:18080/"
+        probe = ("import urllib.request,time\n"
+                 "for i in range(100):\n"
+                 "    try:\n"
+                 f"        print(urllib.request.urlopen('{url}', timeout=2).read().decode(),"
+                 " end=''); break\n"
+                 "    except OSError: time.sleep(0.2)\n")
+        result = in_netns(daemon.netns, "python3", "-c", probe)
+        assert result.stdout == b"hello from pub\n", result.stderr
+        ports = json.loads(daemon.out("inspect", "pub"))[0]["NetworkSettings"]["Ports"]
+        assert ports["80/tcp"][0]["HostPort"] == "18080"
+    finally:
+        daemon.cli("rm", "-f", "pub")
+
+
+def test_volume_persists_and_read_only_refuses_writes(daemon: Daemon) -> None:
+    daemon.out("volume", "create", "data")
+    try:
+        daemon.out("run", "--rm", "-v", "data:/data", IMG, "sh", "-c",
+                   "echo kept > /data/f && sync")
+        mountpoint = json.loads(daemon.out("volume", "inspect", "data"))[0]["Mountpoint"]
+        with open(f"{mountpoint}/f") as f:
+            assert f.read() == "kept\n"
+        ro = daemon.cli("run", "--rm", "-v", "data:/data:ro", IMG, "sh", "-c",
+                        "cat /data/f; echo x > /data/g")
+        assert ro.stdout == b"kept\n" and ro.returncode != 0
+        cid = daemon.out("run", "-d", "-v", "data:/data", IMG, "sleep", "300").strip()
+        try:
+            assert daemon.cli("volume", "rm", "data").returncode != 0  # in use
+        finally:
+            daemon.cli("rm", "-f", cid)
+        deadline = time.monotonic() + 10
+        while daemon.cli("volume", "rm", "data").returncode != 0:
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+    finally:
+        daemon.cli("volume", "rm", "-f", "data")
