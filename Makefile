@@ -5,8 +5,10 @@ VENV := .venv
 PY := $(VENV)/bin/python
 BUILD := build
 APT_PACKAGES := qemu-system-x86 qemu-utils busybox-static musl-tools cpio kmod e2fsprogs \
-	erofs-utils xz-utils zstd iproute2 util-linux docker-registry skopeo apache2-utils \
-	docker-compose
+	erofs-utils xz-utils zstd iproute2 nftables util-linux openssl docker-registry skopeo \
+	apache2-utils
+# Installed without their Recommends (docker-compose would pull in a whole docker.io engine).
+APT_PACKAGES_BARE := docker-compose
 DEMO_ROOT ?= /tmp/steelcup-demo
 
 .PHONY: all deps apt venv guest images demo test test-unit test-vm lint clean
@@ -19,10 +21,14 @@ apt: $(BUILD)/.apt-stamp
 $(BUILD)/.apt-stamp: Makefile
 	@mkdir -p $(BUILD)
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
-	if [ -n "$$missing" ]; then \
-	  echo "installing: $$missing"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
-	fi
+	bare=$$(for p in $(APT_PACKAGES_BARE); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing$$bare" ]; then \
+	  echo "installing: $$missing $$bare"; \
+	  apt-get update -qq; \
+	fi; \
+	export DEBIAN_FRONTEND=noninteractive; \
+	if [ -n "$$missing" ]; then apt-get install -y -qq $$missing >/dev/null; fi; \
+	if [ -n "$$bare" ]; then apt-get install -y -qq --no-install-recommends $$bare >/dev/null; fi
 	@touch $@
 
 venv: $(VENV)/.stamp

@@ -109,19 +109,26 @@ static void copy_str(const struct proto_frame *f, uint16_t tag, char *out, size_
 static void handle_setup_root(const struct proto_frame *f)
 {
 	uint32_t id = f->hdr.id, ro = 0;
-	char tag[256], host[256], msg[300];
+	char tag[256], host[256], subdir[1024], msg[300];
 	if (root_ready) {
 		channel_send_error(id, EBUSY, "root already set up");
 		return;
 	}
 	copy_str(f, PROTO_TAG_SOURCE, tag, sizeof(tag));
 	copy_str(f, PROTO_TAG_HOSTNAME, host, sizeof(host));
+	copy_str(f, PROTO_TAG_SUBDIR, subdir, sizeof(subdir));
 	proto_frame_u32(f, PROTO_TAG_READONLY, &ro);
 	if (tag[0] == 0) {
 		channel_send_error(id, EINVAL, "SETUP_ROOT needs SOURCE (at most 255 bytes)");
 		return;
 	}
-	int rc = mounts_setup_root(tag, ro != 0, msg, sizeof(msg));
+	const uint8_t *sv;
+	uint32_t slen;
+	if (proto_frame_str(f, PROTO_TAG_SUBDIR, &sv, &slen) && slen >= sizeof(subdir)) {
+		channel_send_error(id, EINVAL, "SETUP_ROOT SUBDIR over 1023 bytes");
+		return;
+	}
+	int rc = mounts_setup_root(tag, subdir, ro != 0, msg, sizeof(msg));
 	if (rc < 0) {
 		channel_send_error(id, -rc, msg);
 		return;

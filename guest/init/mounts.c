@@ -61,14 +61,60 @@ int mounts_initial(void)
 	return rc;
 }
 
-int mounts_setup_root(const char *tag, int readonly, char *msg, unsigned msglen)
+#define SHARE_STAGING "/run/share"
+
+/* Bind the directory subdir of the share mounted at SHARE_STAGING onto root, then drop the
+ * staging mount: the guest sees only subdir (a pooled VM's slot holds more than the root). */
+static int bind_subdir(const char *subdir, const char *root, char *msg, unsigned msglen)
+{
+	char rel[4200], fdpath[64];
+	int rc = 0;
+	if (subdir[0] == '/' || snprintf(rel, sizeof(rel), "/%s", subdir) >= (int)sizeof(rel)) {
+		snprintf(msg, msglen, "SUBDIR must be a relative path: %s", subdir);
+		return -EINVAL;
+	}
+	int sharefd = open(SHARE_STAGING, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (sharefd < 0) {
+		rc = -errno;
+		snprintf(msg, msglen, "open %s: %s", SHARE_STAGING, strerror(errno));
+		return rc;
+	}
+	/* No "..", no symlinks: the root stays inside the share. */
+	int fd = mounts_open_target(sharefd, rel);
+	close(sharefd);
+	if (fd < 0) {
+		snprintf(msg, msglen, "SUBDIR %s: %s", subdir, strerror(-fd));
+		return fd;
+	}
+	snprintf(fdpath, sizeof(fdpath), "/proc/self/fd/%d", fd);
+	rc = mounts_mkdir_p(root, 0755);
+	if (rc == 0 && mount(fdpath, root, NULL, MS_BIND, NULL) < 0)
+		rc = -errno;
+	close(fd);
+	if (rc < 0)
+		snprintf(msg, msglen, "bind %s/%s: %s", SHARE_STAGING, subdir, strerror(-rc));
+	else if (umount2(SHARE_STAGING, MNT_DETACH) < 0)
+		main_log("umount %s: %s", SHARE_STAGING, strerror(errno));
+	return rc;
+}
+
+int mounts_setup_root(const char *tag, const char *subdir, int readonly, char *msg,
+		      unsigned msglen)
 {
 	const char *root = INIT_ROOT;
 	char path[4200];
-	int rc = do_mount(tag, root, "9p", 0, "trans=virtio,version=9p2000.L,msize=262144");
+	const char *at = subdir[0] ? SHARE_STAGING : root;
+	int rc = do_mount(tag, at, "9p", 0, "trans=virtio,version=9p2000.L,msize=262144");
 	if (rc < 0) {
 		snprintf(msg, msglen, "mount 9p %s: %s", tag, strerror(-rc));
 		return rc;
+	}
+	if (subdir[0]) {
+		rc = bind_subdir(subdir, root, msg, msglen);
+		if (rc < 0) {
+			umount2(SHARE_STAGING, MNT_DETACH);
+			return rc;
+		}
 	}
 	static const struct {
 		const char *src, *dir, *type;
@@ -94,7 +140,9 @@ int mounts_setup_root(const char *tag, int readonly, char *msg, unsigned msglen)
 	unlink(path);
 	if (symlink("pts/ptmx", path) < 0)
 		main_log("symlink %s: %s", path, strerror(errno));
-	if (readonly && mount(NULL, root, NULL, MS_REMOUNT | MS_RDONLY, NULL) < 0) {
+	/* A bind (SUBDIR) is made read-only per mount, not per superblock. */
+	unsigned long ro_flags = MS_REMOUNT | MS_RDONLY | (subdir[0] ? MS_BIND : 0);
+	if (readonly && mount(NULL, root, NULL, ro_flags, NULL) < 0) {
 		rc = -errno;
 		snprintf(msg, msglen, "remount %s read-only: %s", root, strerror(errno));
 		return rc;

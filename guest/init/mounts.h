@@ -4,8 +4,10 @@
 
 /* Mounts /proc, /sys, /dev, /dev/pts, /run in the initramfs; returns 0 or -errno. */
 int mounts_initial(void);
-/* Mounts the 9p share tag at INIT_ROOT with its API filesystems; returns 0 or -errno. */
-int mounts_setup_root(const char *tag, int readonly, char *msg, unsigned msglen);
+/* Mounts the 9p share tag (or, with a non-empty subdir, the directory subdir inside it) at
+ * INIT_ROOT with its API filesystems; returns 0 or -errno. */
+int mounts_setup_root(const char *tag, const char *subdir, int readonly, char *msg,
+		      unsigned msglen);
 /* mkdir -p; returns 0 or -errno. */
 int mounts_mkdir_p(const char *path, unsigned mode);
 

@@ -47,6 +47,7 @@ enum proto_type proto_tag_type(uint16_t tag)
 	case PROTO_TAG_TARGET:
 	case PROTO_TAG_FSTYPE:
 	case PROTO_TAG_OPTIONS:
+	case PROTO_TAG_SUBDIR:
 		return PROTO_TYPE_STRING;
 	case PROTO_TAG_VERSION:
 	case PROTO_TAG_ERRNO:

@@ -71,6 +71,8 @@ enum proto_tag {
 	PROTO_TAG_TARGET = 31,
 	PROTO_TAG_FSTYPE = 32,
 	PROTO_TAG_OPTIONS = 33,
+	/* 34..37 are FIXUP's (fixup.h) */
+	PROTO_TAG_SUBDIR = 38,
 };
 
 enum proto_type { PROTO_TYPE_UNKNOWN, PROTO_TYPE_U32, PROTO_TYPE_STRING };

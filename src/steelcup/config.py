@@ -39,4 +39,11 @@ class DaemonOptions:
     vm_templates: bool = True  # clone VMs from per-tenant templates (RAM shared copy-on-write)
     vm_max_mem_mib: int = 2048  # the most a clone can grow to (template RAM)
     vm_max_cpus: int = 4  # vCPUs present in a clone (onlined at hand-out)
-    networking: bool = True  # bridges, NAT, DNS; False = containers get loopback only
+    networking: bool = True
+    # Extra listeners: TLS with client certificates (dockerd's --tlsverify), or plain TCP
+    # (loopback only, refused elsewhere).
+    tls_listen: tuple[str, int] | None = None
+    tcp_listen: tuple[str, int] | None = None
+    tls_ca: Path | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None  # bridges, NAT, DNS; False = containers get loopback only

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import hashlib
 import logging
 import os
 import signal
@@ -12,10 +13,10 @@ import sqlite3
 import sys
 from pathlib import Path
 
-from steelcup.api.http import HttpServer
+from steelcup.api.http import HttpServer, server_tls_context
 from steelcup.api.routes import Services, build_router
 from steelcup.config import DaemonOptions
-from steelcup.errors import SteelcupError
+from steelcup.errors import InvalidArgument, SteelcupError
 from steelcup.image.store import ImageStore
 from steelcup.net.manager import NetworkManager
 from steelcup.net.store import NetStore
@@ -68,7 +69,7 @@ async def _serve(options: DaemonOptions) -> int:
         assets=assets,
         accel=accel,
         tcg_tb_mib=options.tcg_tb_mib,
-        run_dir=options.socket.parent / "vms",
+        run_dir=vm_run_dir(options.root),
         options=PoolOptions(templates=options.vm_templates, base_mem_mib=options.vm_mem_mib,
                             max_mem_mib=options.vm_max_mem_mib, max_cpus=options.vm_max_cpus),
     )
@@ -92,12 +93,19 @@ async def _serve(options: DaemonOptions) -> int:
     services = Services(runtime=runtime, execs=ExecManager(runtime), images=images,
                         events=events, root=options.root, accel=accel, networks=networks,
                         volumes=volumes, pool=vms)
-    server = HttpServer(build_router(services), unix_path=options.socket)
+    tls = None
+    if options.tls_listen is not None:
+        if not (options.tls_ca and options.tls_cert and options.tls_key):
+            raise InvalidArgument("--tls-listen needs --tlscacert, --tlscert and --tlskey")
+        tls = server_tls_context(options.tls_ca, options.tls_cert, options.tls_key)
+    server = HttpServer(build_router(services), unix_path=options.socket,
+                        tcp=options.tls_listen or options.tcp_listen, tls=tls)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signo in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signo, stop.set)
     await server.start()
+    autostart = asyncio.create_task(runtime.autostart(), name="autostart")
     log.info("steelcup daemon ready on %s (root %s, accelerator %s)", options.socket,
              options.root, accel)
     try:
@@ -105,6 +113,7 @@ async def _serve(options: DaemonOptions) -> int:
     finally:
         log.info("shutting down: stopping VMs")
         await server.close()
+        autostart.cancel()
         await runtime.shutdown()
         await vms.close()
         if networks is not None:
@@ -128,6 +137,13 @@ async def _start_networking(options: DaemonOptions, db: sqlite3.Connection
         log.error("networking unavailable (%s); containers get loopback only", exc)
         return None
     return networks
+
+
+def vm_run_dir(root: Path) -> Path:
+    """Where VM sockets live: short (unix socket paths are limited to 107 bytes) and unique
+    per state root, so two daemons never share it."""
+    digest = hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:10]
+    return Path("/run/steelcup") / f"vms-{digest}"
 
 
 def socket_dir_ok(path: Path) -> bool:

@@ -225,6 +225,7 @@ def test_daemon_restart_finds_containers(daemon: Daemon, tmp_path: Path) -> None
     try:
         other.out("load", "-i", str(Path(__file__).parents[2] / "build/images/busybox.tar"))
         other.out("create", "--name", "keepme", IMG, "echo", "kept")
+        other.out("run", "--rm", "-v", "keep:/data", IMG, "sh", "-c", "echo vol > /data/f")
         cid = other.out("run", "-d", "--name", "running", IMG, "sleep", "300").strip()
     finally:
         stop_daemon(other)
@@ -236,6 +237,7 @@ def test_daemon_restart_finds_containers(daemon: Daemon, tmp_path: Path) -> None
         assert again.out("inspect", "-f", "{{.State.Status}}", cid).strip() == "exited"
         result = again.cli("start", "-a", "keepme")
         assert result.returncode == 0 and result.stdout == b"kept\n", result.stderr
+        assert again.out("run", "--rm", "-v", "keep:/data", IMG, "cat", "/data/f") == "vol\n"
     finally:
         stop_daemon(again)
     assert not our_qemus(str(tmp_path))

@@ -6,9 +6,12 @@ One template is built per module (its boot is the slow part); every test clones 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ctypes
 import functools
 import json
 import shutil
+import subprocess
 import tarfile
 import time
 from collections.abc import Callable, Coroutine, Iterator
@@ -18,12 +21,20 @@ from typing import Any
 import pytest
 
 from steelcup.guest.client import ProcessSpec
+from steelcup.net.guest_ops import GuestMount, GuestNic, configure
 from steelcup.pool.factory import Factory, PoolOptions, build_factory
-from steelcup.pool.source import VmRequest
+from steelcup.pool.source import NicSpec, VmRequest
 from steelcup.vm.assets import find_assets
 from steelcup.vm.machine import Machine
 from steelcup.vm.qemu_args import Share
-from tests.vm.support import ASSETS, BUSYBOX_TAR, need_assets, our_qemus
+from tests.vm.support import (
+    ASSETS,
+    BUSYBOX_TAR,
+    delete_netns,
+    need_assets,
+    new_netns,
+    our_qemus,
+)
 
 pytestmark = pytest.mark.vm
 
@@ -60,10 +71,10 @@ def _rootfs(base: Path, src: Path, name: str) -> Path:
     return dest
 
 
-def _factory(base: Path, **kw: object) -> Factory:
+def _factory(base: Path, run: str = "run", **kw: object) -> Factory:
     options = PoolOptions(**{"base_mem_mib": 256, "max_mem_mib": 768, "max_cpus": 2, **kw})
     return build_factory(assets=find_assets(ASSETS), accel="tcg", tcg_tb_mib=32,
-                         run_dir=base / "run", options=options)  # type: ignore[arg-type]
+                         run_dir=base / run, options=options)  # type: ignore[arg-type]
 
 
 _loop: asyncio.AbstractEventLoop | None = None
@@ -169,7 +180,12 @@ async def test_too_big_or_extra_shares_boot_directly(
     extra = VmRequest(256, 1, shares=(Share("rootfs", root), Share("vol0", root)))
     m = await factory.acquire(extra)
     await m.close()
-    assert factory.direct_boots == 2 and factory.clones == 0
+    # More volumes than the template has slots (v0, v1).
+    three = VmRequest(256, 1, shares=(Share("rootfs", root), *(Share(f"v{i}", root)
+                                                                for i in range(3))))
+    m = await factory.acquire(three)
+    await m.close()
+    assert factory.direct_boots == 3 and factory.clones == 0
 
 
 @on_loop
@@ -219,7 +235,7 @@ async def test_failed_restore_is_discarded_and_replaced(
 async def test_concurrent_clones_all_succeed_and_close_leaves_no_qemu(
     shared: Factory, base: Path, rootfs_src: Path
 ) -> None:
-    f = _factory(base)
+    f = _factory(base, "run2")  # its own templates: close() deletes them
     root = _rootfs(base, rootfs_src, "many")
     try:
         async def one(i: int) -> str:
@@ -235,4 +251,136 @@ async def test_concurrent_clones_all_succeed_and_close_leaves_no_qemu(
         assert f.clones == 20
     finally:
         await f.close()
-    assert not our_qemus(str(base / "run"))
+    assert not our_qemus(str(base / "run2"))
+
+
+_CLONE_NEWNET = 0x40000000
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+@contextlib.contextmanager
+def _thread_in_netns(name: str) -> Iterator[None]:
+    """Move this thread (and so the QEMUs it spawns) into netns `name`, and back."""
+    with open("/proc/thread-self/ns/net") as old, open(f"/run/netns/{name}") as new:
+        if _libc.setns(new.fileno(), _CLONE_NEWNET) != 0:
+            raise OSError(ctypes.get_errno(), "setns")
+        try:
+            yield
+        finally:
+            if _libc.setns(old.fileno(), _CLONE_NEWNET) != 0:
+                raise OSError(ctypes.get_errno(), "setns back")
+
+
+@pytest.fixture
+def netns() -> Iterator[str]:
+    """A namespace of this test's own with bridge br0 (10.99.0.1/24) and taps tap0, tap1."""
+    name = new_netns("pool")
+    try:
+        for cmd in (["link", "add", "br0", "type", "bridge"],
+                    ["addr", "add", "10.99.0.1/24", "dev", "br0"],
+                    ["link", "set", "br0", "up"],
+                    *([*c, t] for t in ("tap0", "tap1")
+                      for c in (["tuntap", "add", "mode", "tap", "name"],)),
+                    *(["link", "set", t, "master", "br0", "up"] for t in ("tap0", "tap1"))):
+            subprocess.run(["ip", "-n", name, *cmd], check=True)
+        yield name
+    finally:
+        delete_netns(name)
+
+
+@on_loop
+async def test_networked_clone_on_a_tap_pings_the_bridge(
+    factory: Factory, base: Path, rootfs_src: Path, netns: str
+) -> None:
+    machines = []
+    try:
+        with _thread_in_netns(netns):
+            for i in range(2):
+                root = _rootfs(base, rootfs_src, f"net{i}")
+                req = VmRequest(256, 1, shares=(Share("rootfs", root),),
+                                nics=(NicSpec(f"tap{i}", f"02:42:0a:63:00:{i + 2:02x}"),))
+                machines.append(await factory.acquire(req))
+        assert factory.clones == 2 and factory.direct_boots == 0
+        assert "tap,id=net0,ifname=tap0" in " ".join(machines[0].argv)
+        for i, m in enumerate(machines):
+            await m.guest.setup_root("rootfs")
+            mac = f"02:42:0a:63:00:{i + 2:02x}"
+            await configure(m.guest, [GuestNic(mac=mac, ifname="eth0", address=f"10.99.0.{i + 2}",
+                                               prefix=24, gateway="10.99.0.1")], [])
+        outs = []
+        for i, m in enumerate(machines):
+            # The bridge, then the other clone (its NIC must accept frames for its new MAC).
+            outs.append(await _sh(m, "ping -c 2 -W 5 10.99.0.1 >/dev/null && "
+                                     "cat /sys/class/net/eth0/address && "
+                                     f"ping -c 1 -W 5 10.99.0.{3 - i} >/dev/null && echo peer-ok"))
+        for i, out in enumerate(outs):
+            assert out.split() == [f"02:42:0a:63:00:{i + 2:02x}", "peer-ok"], out
+        # The host sees each clone under its container MAC on its own tap.
+        fdb = subprocess.run(["ip", "-n", netns, "neigh", "show", "dev", "br0"],
+                             capture_output=True, text=True, check=True).stdout
+        assert "02:42:0a:63:00:02" in fdb and "02:42:0a:63:00:03" in fdb, fdb
+    finally:
+        for m in machines:
+            await m.close()
+
+
+@on_loop
+async def test_network_none_clone_has_no_nic(
+    factory: Factory, base: Path, rootfs_src: Path
+) -> None:
+    m = await factory.acquire(_req(_rootfs(base, rootfs_src, "nonet")))
+    try:
+        await m.guest.setup_root("rootfs")
+        assert (await _sh(m, "ls /sys/class/net")).split() == ["lo"]
+    finally:
+        await m.close()
+
+
+@on_loop
+async def test_clone_mounts_volumes_from_its_slots(
+    factory: Factory, base: Path, rootfs_src: Path
+) -> None:
+    vol_a, vol_b = base / "vols" / "a", base / "vols" / "b"
+    for v in (vol_a, vol_b):
+        v.mkdir(parents=True)
+    (vol_b / "in-b").write_text("from host")
+    root = _rootfs(base, rootfs_src, "vols")
+    # Volume tags as the volume manager assigns them (v1 alone: a tmpfs took index 0).
+    for shares, expect in (((Share("v0", vol_a), Share("v1", vol_b, True)), "from host"),
+                           ((Share("v1", vol_b, True),), "from host")):
+        req = VmRequest(256, 1, shares=(Share("rootfs", root), *shares))
+        m = await factory.acquire(req)
+        try:
+            await m.guest.setup_root("rootfs")
+            mounts = [GuestMount(target=f"/mnt/{s.tag}", source=s.tag, readonly=s.readonly)
+                      for s in shares]
+            await configure(m.guest, [], mounts)
+            script = "cat /mnt/v1/in-b; ! touch /mnt/v1/x 2>/dev/null"
+            if len(shares) == 2:
+                script += "; echo hi > /mnt/v0/written"
+            assert (await _sh(m, script)).strip() == expect
+        finally:
+            await m.close()
+    assert (vol_a / "written").read_text() == "hi\n"
+    assert not (vol_b / "x").exists()
+    assert factory.clones == 2 and factory.direct_boots == 0
+
+
+@on_loop
+async def test_setup_root_subdir_sees_only_the_slot_root(
+    factory: Factory, base: Path, rootfs_src: Path
+) -> None:
+    """A pooled VM exports a slot dir; the container root is bound at `slot/root` later."""
+    slot = base / "slot"
+    slot.mkdir()
+    (slot / "secret").write_text("not for the guest")
+    m = await factory.acquire(_req(slot))
+    try:
+        shutil.copytree(rootfs_src, slot / "root", symlinks=True)  # after QEMU opened `slot`
+        (slot / "root" / "marker").write_text("in-slot")
+        await m.guest.setup_root("rootfs", "slotted", readonly=True, subdir="root")
+        out = await _sh(m, "cat /marker; ls / | grep -c secret; "
+                           "grep -c ' / ' /proc/mounts; touch /x 2>/dev/null || echo ro")
+        assert out.split() == ["in-slot", "0", "1", "ro"], out
+    finally:
+        await m.close()

@@ -531,13 +531,17 @@ class GuestClient:
         hostname: str | None = None,
         readonly: bool = False,
         *,
+        subdir: str = "",
         timeout_s: float = REQUEST_TIMEOUT_S,
     ) -> None:
-        """Mount the 9p share `source` as the container root (once per VM)."""
+        """Mount the 9p share `source` (or the directory `subdir` inside it: a pooled VM's slot)
+        as the container root (once per VM)."""
         fields: list[tuple[Tag, p.FieldValue]] = [(Tag.SOURCE, source)]
         if hostname is not None:
             fields.append((Tag.HOSTNAME, hostname))
         fields.append((Tag.READONLY, int(readonly)))
+        if subdir:
+            fields.append((Tag.SUBDIR, subdir))
         await self._simple(Op.SETUP_ROOT, fields, timeout_s)
 
     async def start(

@@ -95,6 +95,7 @@ class Tag(IntEnum):
     REALTIME_NS = 35
     ENTROPY = 36
     CPUS = 37
+    SUBDIR = 38
 
 
 DATA_OPS = frozenset({Op.STDIN, Op.STDOUT, Op.STDERR})
@@ -116,6 +117,7 @@ STRING_TAGS = frozenset(
         Tag.FSTYPE,
         Tag.OPTIONS,
         Tag.ENTROPY,
+        Tag.SUBDIR,
     }
 )
 SIGNED_TAGS = frozenset({Tag.STATUS})

@@ -36,6 +36,7 @@ class DirectSource:
             accel=self.accel,
             tcg_tb_mib=self.tcg_tb_mib,
             shares=request.shares,
+            nics=request.nics,
             extra_args=request.extra_args,
         )
         machine = KeepConsoleMachine(spec, keep_console_at=request.console_log)

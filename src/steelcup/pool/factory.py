@@ -2,7 +2,7 @@
 
 `build_factory` stacks the sources from the daemon's options: template clones when enabled,
 falling back to a direct boot for requests a clone cannot serve (size over the template's
-maximum, extra 9p shares) or when a clone fails to restore.
+maximum, more NICs or volumes than it has slots) or when a clone fails to restore.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from steelcup.errors import VmLaunchError
+from steelcup.errors import SteelcupError
 from steelcup.pool.direct import DirectSource
 from steelcup.pool.source import Incompatible, VmRequest
 from steelcup.pool.template import TemplateSource, TemplateStatus
@@ -29,6 +29,8 @@ class PoolOptions:
     base_mem_mib: int = 256  # a clone's size before resizing
     max_mem_mib: int = 2048  # the most a clone can be resized to (template RAM)
     max_cpus: int = 4  # vCPUs present in a clone; `--cpus` onlines up to this many
+    max_nics: int = 1  # NICs a clone can have (templates are kept per NIC count 0..max_nics)
+    volume_slots: int = 2  # spare 9p devices per template: volumes a clone can have
 
 
 @dataclass(frozen=True)
@@ -59,7 +61,9 @@ class Factory:
                 return machine
             except Incompatible as exc:
                 log.debug("direct boot for %s: %s", request.name, exc)
-            except VmLaunchError as exc:
+            except SteelcupError as exc:
+                # A clone or template that cannot start (VmLaunchError, or e.g. a run dir too
+                # deep for its sockets) is not the request's fault: boot it directly.
                 self.fallbacks += 1
                 log.warning("clone for %s failed (%s); booting directly", request.name,
                             str(exc).splitlines()[0])
@@ -99,9 +103,11 @@ def build_factory(
             accel=accel,
             tcg_tb_mib=tcg_tb_mib,
             run_dir=run_dir,
-            template_dir=run_dir / "templates",
+            template_dir=run_dir / "t",
             base_mem_mib=options.base_mem_mib,
             max_mem_mib=max(options.base_mem_mib, options.max_mem_mib),
             max_cpus=options.max_cpus,
+            max_nics=options.max_nics,
+            volume_slots=options.volume_slots,
         )
     return Factory(direct=direct, template=template)

@@ -8,9 +8,9 @@ from typing import Protocol
 
 from steelcup.errors import SteelcupError
 from steelcup.vm.machine import Machine
-from steelcup.vm.qemu_args import Share
+from steelcup.vm.qemu_args import NicSpec, Share
 
-__all__ = ["Incompatible", "Share", "VmRequest", "VmSource"]
+__all__ = ["Incompatible", "NicSpec", "Share", "VmRequest", "VmSource"]
 
 
 @dataclass(frozen=True)
@@ -24,7 +24,9 @@ class VmRequest:
     name: str = ""  # for diagnostics (container id)
     # Pooled and template memory is shared only within one tenant (cross-VM side channels).
     tenant: str = ""
-    # Extra QEMU device arguments (NICs); pooled sources cannot serve these yet.
+    # NICs (tap + MAC), in guest order; the guest names them eth0, eth1, ...
+    nics: tuple[NicSpec, ...] = ()
+    # Raw extra QEMU arguments (deprecated: use `nics`); pooled sources cannot serve these.
     extra_args: tuple[str, ...] = ()
 
 

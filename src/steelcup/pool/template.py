@@ -8,6 +8,17 @@ kernel, initrd and init pages. The 9p rootfs device exists in the template but i
 at SETUP_ROOT, so each clone's `-fsdev path=` is its container's rootfs; the control socket is
 per clone too. At hand-out a clone gets its fix-ups (clock, RNG reseed, vCPUs) and its memory.
 
+Devices a clone cannot add are provided by the template as slots the clone re-points:
+- NICs: a template boots with `nic_slots` virtio-net devices on placeholder backends (hub ports
+  with no peer); a clone restores the same devices on the container's taps (the device state
+  migrates; the backend is the clone's). The guest still has the template's MAC: NET_CONFIG
+  gives the NIC, selected by IFNAME, the container's MAC. Templates are kept per NIC count, so
+  a `--network none` container sees no NIC at all.
+- Volumes: every template has `volume_slots` spare 9p devices (tags v0..v{K-1}, the volume
+  manager's tags) exported from an empty read-only dir and never mounted; a clone exports each
+  volume's dir under its tag and the rest from the empty dir.
+Requests with more NICs or other share tags than there are slots boot directly.
+
 The template key includes the tenant: template memory is never shared across tenants.
 """
 
@@ -28,11 +39,24 @@ from steelcup.pool.direct import KeepConsoleMachine
 from steelcup.pool.source import Incompatible, VmRequest
 from steelcup.vm.assets import GuestAssets
 from steelcup.vm.machine import Machine
-from steelcup.vm.qemu_args import Share, VmSpec
+from steelcup.vm.qemu_args import NicSpec, Share, VmSpec
 
 log = logging.getLogger(__name__)
 
 ROOTFS_TAG = "rootfs"
+VOLUME_TAG_PREFIX = "v"  # steelcup.volume.manager.SHARE_TAG_PREFIX (volumes get v0, v1, ...)
+DEFAULT_VOLUME_SLOTS = 2
+DEFAULT_NIC_SLOTS = 1
+
+
+def template_mac(i: int) -> str:
+    """The placeholder MAC of a template's NIC i (locally administered; clones get theirs from
+    NET_CONFIG)."""
+    return f"02:5c:00:00:00:{i:02x}"
+
+
+def volume_tag(i: int) -> str:
+    return f"{VOLUME_TAG_PREFIX}{i}"
 TEMPLATE_BOOT_DEADLINE_S = 30.0
 CLONE_DEADLINE_S = 10.0
 BALLOON_DEADLINE_S = 20.0
@@ -52,6 +76,8 @@ class TemplateKey:
     max_mem_mib: int  # the template's RAM size: the most a clone can grow to
     max_cpus: int
     tenant: str
+    nic_slots: int = 0  # NICs (placeholder-backed in the template, taps in clones)
+    volume_slots: int = 0  # spare 9p devices v0..v{K-1}
 
     def digest(self) -> str:
         return hashlib.sha256(repr(self).encode()).hexdigest()[:16]
@@ -74,6 +100,11 @@ class Template:
     def state_file(self) -> Path:
         return self.directory / "state"
 
+    @property
+    def empty_dir(self) -> Path:
+        """Exported by every 9p slot a VM does not use (never mounted by the guest)."""
+        return self.directory / "empty"
+
 
 @dataclass(frozen=True)
 class TemplateStatus:
@@ -81,6 +112,8 @@ class TemplateStatus:
     base_mem_mib: int
     max_mem_mib: int
     max_cpus: int
+    nic_slots: int
+    volume_slots: int
     clones: int
     failures: int
     boot_s: float
@@ -101,6 +134,8 @@ class TemplateSource:
         base_mem_mib: int = 256,
         max_mem_mib: int = 1024,
         max_cpus: int = 2,
+        max_nics: int = DEFAULT_NIC_SLOTS,
+        volume_slots: int = DEFAULT_VOLUME_SLOTS,
     ) -> None:
         if not 64 <= base_mem_mib <= max_mem_mib:
             raise ValueError("need 64 <= base_mem_mib <= max_mem_mib")
@@ -112,6 +147,8 @@ class TemplateSource:
         self.base_mem_mib = base_mem_mib
         self.max_mem_mib = max_mem_mib
         self.max_cpus = max(1, max_cpus)
+        self.max_nics = max(0, max_nics)
+        self.volume_slots = max(0, volume_slots)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.template_dir.mkdir(parents=True, exist_ok=True)
         self._templates: dict[TemplateKey, Template] = {}
@@ -128,6 +165,8 @@ class TemplateSource:
             max_mem_mib=self.max_mem_mib,
             max_cpus=self.max_cpus,
             tenant=request.tenant,
+            nic_slots=len(request.nics),
+            volume_slots=self.volume_slots,
         )
 
     def check(self, request: VmRequest) -> None:
@@ -136,10 +175,17 @@ class TemplateSource:
             raise Incompatible(f"memory {request.mem_mib} MiB outside 64..{self.max_mem_mib}")
         if request.cpus > self.max_cpus:
             raise Incompatible(f"{request.cpus} vCPUs over the template's {self.max_cpus}")
-        if [s.tag for s in request.shares] != [ROOTFS_TAG]:
-            raise Incompatible("a clone has exactly one 9p device, the rootfs")
+        tags = [s.tag for s in request.shares]
+        if tags[:1] != [ROOTFS_TAG]:
+            raise Incompatible("a clone's first 9p device is the rootfs")
+        slots = {volume_tag(i) for i in range(self.volume_slots)}
+        if not set(tags[1:]) <= slots or len(set(tags)) != len(tags):
+            raise Incompatible(f"share tags {tags[1:]} are not a subset of the template's "
+                               f"volume slots {sorted(slots)}")
+        if len(request.nics) > self.max_nics:
+            raise Incompatible(f"{len(request.nics)} NICs over the template's {self.max_nics}")
         if request.extra_args:
-            raise Incompatible("a clone has no NIC; networked containers boot directly")
+            raise Incompatible("raw QEMU arguments cannot be added to a clone")
 
     def status(self) -> list[TemplateStatus]:
         out = []
@@ -154,6 +200,8 @@ class TemplateSource:
                     base_mem_mib=t.key.base_mem_mib,
                     max_mem_mib=t.key.max_mem_mib,
                     max_cpus=t.key.max_cpus,
+                    nic_slots=t.key.nic_slots,
+                    volume_slots=t.key.volume_slots,
                     clones=t.clones,
                     failures=t.failures,
                     boot_s=round(t.boot_s, 3),
@@ -163,7 +211,21 @@ class TemplateSource:
         return out
 
     # -- templates --
-    def _base_spec(self, key: TemplateKey, state_dir: Path, t: Template) -> VmSpec:
+    def _base_spec(self, key: TemplateKey, state_dir: Path, t: Template,
+                   request: VmRequest | None = None) -> VmSpec:
+        """The template's VM, or with `request` a clone of it: same devices in the same order,
+        the clone's rootfs, volume dirs and taps behind them."""
+        given = {s.tag: s for s in request.shares} if request is not None else {}
+        rootfs = given.get(ROOTFS_TAG, Share(ROOTFS_TAG, t.empty_dir, readonly=True))
+        shares = [rootfs]
+        for i in range(key.volume_slots):
+            tag = volume_tag(i)
+            shares.append(given.get(tag, Share(tag, t.empty_dir, readonly=True)))
+        taps = [n.tap for n in request.nics] if request is not None else []
+        nics = tuple(
+            NicSpec(taps[i] if i < len(taps) else "", template_mac(i))
+            for i in range(key.nic_slots)
+        )
         return VmSpec(
             kernel=key.kernel,
             initrd=key.initrd,
@@ -175,6 +237,9 @@ class TemplateSource:
             accel=key.accel,
             tcg_tb_mib=key.tcg_tb_mib,
             mem_path=t.mem_file,
+            shares=tuple(shares),
+            nics=nics,
+            nic_vnet_hdr=False,
             # Debian kernels zero every page they allocate (init_on_alloc=1): inflating the
             # balloon would then write the template's whole RAM file, and under TCG each
             # zeroed page costs. Clones run one container each; the zeroing buys little.
@@ -195,12 +260,12 @@ class TemplateSource:
     async def _build(self, key: TemplateKey) -> Template:
         if self._closed:
             raise SteelcupError("template source is closed")
-        directory = Path(tempfile.mkdtemp(prefix=f"t-{key.digest()}-", dir=self.template_dir))
+        # Short names: the VM's sockets live below and unix socket paths are limited.
+        directory = Path(tempfile.mkdtemp(prefix=f"{key.digest()[:8]}-", dir=self.template_dir))
         t = Template(key, directory)
-        empty = directory / "empty-root"  # the 9p device's path in the template; never mounted
-        empty.mkdir()
-        spec = self._base_spec(key, directory / "vm", t)
-        spec = replace(spec, mem_shared=True, shares=(Share(ROOTFS_TAG, empty),))
+        t.empty_dir.mkdir()
+        spec = self._base_spec(key, directory / "v", t)
+        spec = replace(spec, mem_shared=True)
         machine = Machine(spec)
         started = time.monotonic()
         try:
@@ -243,8 +308,8 @@ class TemplateSource:
         t = await self.template(key)
         state_dir = Path(tempfile.mkdtemp(prefix=(request.name or "clone")[:12] + "-",
                                           dir=self.run_dir))
-        spec = self._base_spec(key, state_dir, t)
-        spec = replace(spec, incoming=t.state_file, shares=request.shares)
+        spec = self._base_spec(key, state_dir, t, request)
+        spec = replace(spec, incoming=t.state_file)
         machine = KeepConsoleMachine(spec, keep_console_at=request.console_log, boot_attempts=1)
         try:
             await machine.start(CLONE_DEADLINE_S)

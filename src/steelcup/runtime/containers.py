@@ -265,7 +265,7 @@ class Runtime:
                     mem_mib=config.mem_mib or self.defaults.mem_mib,
                     cpus=max(1, int(config.cpus + 0.999)) if config.cpus else self.defaults.cpus,
                     shares=(Share("rootfs", root), *run.shares),
-                    extra_args=run.extra_args,
+                    nics=run.vm_nics,
                     console_log=cdir / "console.log",
                     name=record.id[:12],
                 )

@@ -28,7 +28,7 @@ from steelcup.runtime.model import (
     NetView,
     PortView,
 )
-from steelcup.vm.qemu_args import Share
+from steelcup.vm.qemu_args import NicSpec, Share
 from steelcup.volume.manager import PreparedMount, VolumeManager
 from steelcup.volume.spec import MountKind, MountPlan, resolve_mounts
 
@@ -40,7 +40,7 @@ class RunResources:
     """What one run of a container adds to its VM and guest."""
 
     shares: tuple[Share, ...] = ()
-    extra_args: tuple[str, ...] = ()
+    vm_nics: tuple[NicSpec, ...] = ()  # taps + MACs of the VM's NICs (guest order)
     nics: tuple[guest_ops.GuestNic, ...] = ()
     mounts: tuple[guest_ops.GuestMount, ...] = ()
 
@@ -118,7 +118,7 @@ class Resources:
         await asyncio.to_thread(write_etc_files, root, files)
         return RunResources(
             shares=tuple(p.share for p in prepared if p.share is not None),
-            extra_args=attachment.qemu_argv,
+            vm_nics=tuple(NicSpec(n.tap, n.mac) for n in attachment.nics),
             nics=tuple(n.guest_nic() for n in attachment.nics),
             mounts=tuple(p.request for p in prepared),
         )

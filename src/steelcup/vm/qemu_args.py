@@ -41,6 +41,19 @@ def host_tsc_khz(cpuinfo: Path = Path("/proc/cpuinfo")) -> int:
     return DEFAULT_TSC_KHZ
 
 
+_MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
+_IFNAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
+
+
+class NicSpec(NamedTuple):
+    """A virtio-net NIC: `tap` is the host tap it is plugged into; "" = a placeholder backend (a
+    hub port with no peer: the link is up, frames go nowhere) that a template clone replaces
+    with its own tap. NIC i gets netdev id `net{i}`."""
+
+    tap: str
+    mac: str
+
+
 class Share(NamedTuple):
     """A host directory exported to the guest over 9p under `tag`."""
 
@@ -76,7 +89,12 @@ class VmSpec:
     mem_shared: bool = False
     # Restore from saved device state (a template's) instead of booting: `-incoming exec:cat`.
     incoming: Path | None = None
-    # Device arguments owned by other layers (e.g. a NIC from steelcup.net), appended as given.
+    # virtio-net NICs, in guest order (eth0, eth1, ...).
+    nics: tuple[NicSpec, ...] = ()
+    # Tap NICs with IFF_VNET_HDR off: a clone's NIC must match the placeholder-backed NIC of
+    # its template, whose virtio-net device never negotiated vnet headers (offloads).
+    nic_vnet_hdr: bool = True
+    # Device arguments owned by other layers, appended as given.
     extra_args: tuple[str, ...] = ()
 
     @property
@@ -122,6 +140,11 @@ def _check(spec: VmSpec) -> None:
     for share in spec.shares:
         if not _TAG_RE.match(share.tag):
             raise InvalidArgument(f"bad 9p tag {share.tag!r} (1-31 chars of [A-Za-z0-9_.-])")
+    for nic in spec.nics:
+        if not _MAC_RE.match(nic.mac):
+            raise InvalidArgument(f"bad MAC {nic.mac!r} (lowercase aa:bb:cc:dd:ee:ff)")
+        if nic.tap and not _IFNAME_RE.match(nic.tap):
+            raise InvalidArgument(f"bad tap name {nic.tap!r}")
     for word in spec.cmdline_extra:
         if not word or any(c.isspace() for c in word) or '"' in word:
             raise InvalidArgument(f"bad kernel command line word {word!r}")
@@ -166,6 +189,14 @@ def build_argv(spec: VmSpec) -> list[str]:
             fsdev += ",readonly=on"
         device = f"virtio-9p-device,fsdev={share.tag},mount_tag={share.tag}"
         argv += ["-fsdev", fsdev, "-device", device]
+    for i, nic in enumerate(spec.nics):
+        if nic.tap:
+            netdev = f"tap,id=net{i},ifname={nic.tap},script=no,downscript=no"
+            if not spec.nic_vnet_hdr:
+                netdev += ",vnet_hdr=off"
+        else:
+            netdev = f"hubport,id=net{i},hubid={i}"
+        argv += ["-netdev", netdev, "-device", f"virtio-net-device,netdev=net{i},mac={nic.mac}"]
     if spec.balloon:
         argv += ["-device", "virtio-balloon-device"]
     if spec.mem_path is not None:

@@ -106,3 +106,28 @@ def test_tsc_khz_from_cpuinfo(tmp_path: Path) -> None:
     assert host_tsc_khz(tmp_path / "missing") == DEFAULT_TSC_KHZ
     argv = build_argv(spec(tsc_khz=0))
     assert "tsc_early_khz" not in argv[argv.index("-append") + 1]
+
+
+def test_nics_tap_and_placeholder() -> None:
+    from steelcup.vm.qemu_args import NicSpec
+
+    argv = build_argv(spec(nics=(NicSpec("sc-tap1", "02:42:ac:11:00:02"),
+                                 NicSpec("", "02:5c:00:00:00:01"))))
+    i = argv.index("-netdev")
+    assert argv[i:i + 8] == [
+        "-netdev", "tap,id=net0,ifname=sc-tap1,script=no,downscript=no",
+        "-device", "virtio-net-device,netdev=net0,mac=02:42:ac:11:00:02",
+        "-netdev", "hubport,id=net1,hubid=1",
+        "-device", "virtio-net-device,netdev=net1,mac=02:5c:00:00:00:01",
+    ]  # fmt: skip
+    argv = build_argv(spec(nics=(NicSpec("t0", "02:42:ac:11:00:02"),), nic_vnet_hdr=False))
+    assert "tap,id=net0,ifname=t0,script=no,downscript=no,vnet_hdr=off" in argv
+
+
+@pytest.mark.parametrize("nic", [("t,0", "02:42:ac:11:00:02"), ("t0", "02:42:AC:11:00:02"),
+                                 ("t0", "02:42:ac:11:00")])
+def test_bad_nics_are_rejected(nic: tuple[str, str]) -> None:
+    from steelcup.vm.qemu_args import NicSpec
+
+    with pytest.raises(InvalidArgument):
+        build_argv(spec(nics=(NicSpec(*nic),)))

@@ -59,6 +59,14 @@ def register(sub: Any) -> None:
                    help="largest memory a container VM can be given (template RAM size)")
     p.add_argument("--vm-max-cpus", type=int, default=4, metavar="N",
                    help="vCPUs present in a cloned VM (onlined at hand-out)")
+    p.add_argument("--tls-listen", metavar="HOST:PORT", default=None,
+                   help="also serve the API over TLS; clients must present a certificate "
+                        "signed by --tlscacert (dockerd's --tlsverify)")
+    p.add_argument("--tlscacert", default=None, help="CA that signs client certificates")
+    p.add_argument("--tlscert", default=None, help="the daemon's TLS certificate")
+    p.add_argument("--tlskey", default=None, help="the daemon's TLS key")
+    p.add_argument("--tcp-listen", metavar="HOST:PORT", default=None,
+                   help="also serve the API over plain TCP (loopback addresses only)")
     p.add_argument(
         "--no-networking",
         dest="networking",
@@ -200,6 +208,15 @@ def cmd_pool_ls(ctx: Context, args: argparse.Namespace) -> int:
     return 0
 
 
+def _host_port(text: str | None) -> tuple[str, int] | None:
+    if not text:
+        return None
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise SystemExit(f"steelcup daemon: expected HOST:PORT, got {text!r}")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
 def cmd_daemon(ctx: Context, args: argparse.Namespace) -> int:
     from steelcup.config import DaemonOptions
 
@@ -215,6 +232,15 @@ def cmd_daemon(ctx: Context, args: argparse.Namespace) -> int:
         vm_templates=args.templates,
         vm_max_mem_mib=args.vm_max_mem,
         vm_max_cpus=args.vm_max_cpus,
+        tls_listen=_host_port(args.tls_listen),
+        tcp_listen=_host_port(args.tcp_listen),
+        tls_ca=Path(args.tlscacert) if args.tlscacert else None,
+        tls_cert=Path(args.tlscert) if args.tlscert else None,
+        tls_key=Path(args.tlskey) if args.tlskey else None,
     )
+    if options.tls_listen and not (options.tls_ca and options.tls_cert and options.tls_key):
+        print("steelcup daemon: --tls-listen needs --tlscacert, --tlscert and --tlskey",
+              file=sys.stderr)
+        return 125
     daemon: Any = importlib.import_module("steelcup.daemon")  # written by the lead; heavy
     return int(daemon.run(options))
