@@ -70,7 +70,7 @@ async def main_async(args: argparse.Namespace) -> None:
                             options=PoolOptions(base_mem_mib=256, max_mem_mib=1024, max_cpus=2))
     template = factory.template
     assert template is not None
-    req = VmRequest(256, 1, shares=(Share("rootfs", root, True),))
+    req = VmRequest(256, 1, shares=(Share("rootfs", root),))
     try:
         t0 = time.perf_counter()
         await template.template(template.key_for(req))
@@ -105,12 +105,12 @@ async def main_async(args: argparse.Namespace) -> None:
                 if i % 2:  # a clone that sat idle in a cache first
                     await asyncio.sleep(2)
                     s = time.perf_counter()
-                    await m.guest.setup_root("rootfs", readonly=True)
+                    await m.guest.setup_root("rootfs")
                     await run_true(m)
                     steps["SETUP_ROOT+1st exec after 2 s idle"].append(time.perf_counter() - s)
                     continue
                 s = time.perf_counter()
-                await m.guest.setup_root("rootfs", readonly=True)
+                await m.guest.setup_root("rootfs")
                 steps["SETUP_ROOT"].append(time.perf_counter() - s)
                 steps["1st exec `true`"].append(await run_true(m))
                 steps["2nd exec `true`"].append(await run_true(m))

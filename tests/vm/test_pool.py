@@ -379,7 +379,7 @@ async def test_setup_root_subdir_sees_only_the_slot_root(
         shutil.copytree(rootfs_src, slot / "root", symlinks=True)  # after QEMU opened `slot`
         (slot / "root" / "marker").write_text("in-slot")
         await m.guest.setup_root("rootfs", "slotted", readonly=True, subdir="root")
-        out = await _sh(m, "cat /marker; ls / | grep -c secret; "
+        out = await _sh(m, "cat /marker; echo; ls / | grep -c secret; "
                            "grep -c ' / ' /proc/mounts; touch /x 2>/dev/null || echo ro")
         assert out.split() == ["in-slot", "0", "1", "ro"], out
     finally:
