@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from steelcup.errors import InvalidArgument, NotFound, Unsupported
+from steelcup.humanize import human_duration
 from steelcup.runtime.logs import format_time_ns, parse_time_ns
 from steelcup.runtime.model import (
     ContainerConfig,
@@ -233,34 +234,6 @@ def decode_exec(container_id: str, body: Any) -> ExecConfig:
 
 
 # -- encoding --------------------------------------------------------------------------------
-
-
-def human_duration(seconds: float) -> str:
-    """Docker's HumanDuration ("Less than a second", "5 seconds", "About a minute", ...)."""
-    s = int(seconds)
-    if s < 1:
-        return "Less than a second"
-    if s == 1:
-        return "1 second"
-    if s < 60:
-        return f"{s} seconds"
-    minutes = s // 60
-    if minutes == 1:
-        return "About a minute"
-    if minutes < 60:
-        return f"{minutes} minutes"
-    hours = round(s / 3600)
-    if hours == 1:
-        return "About an hour"
-    if hours < 48:
-        return f"{hours} hours"
-    if hours < 24 * 7 * 2:
-        return f"{hours // 24} days"
-    if hours < 24 * 30 * 2:
-        return f"{hours // 24 // 7} weeks"
-    if hours < 24 * 365 * 2:
-        return f"{hours // 24 // 30} months"
-    return f"{hours // 24 // 365} years"
 
 
 def _ts(text: str) -> float:

@@ -11,12 +11,11 @@ import contextlib
 import io
 import json
 import logging
-import tempfile
 import threading
 from collections.abc import Callable
-from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
+from steelcup.api.bodies import QueueWriter, spool_body
 from steelcup.api.http import (
     EmptyResponse,
     JsonResponse,
@@ -37,7 +36,6 @@ STAT_HEADER = "X-Docker-Container-Path-Stat"
 TAR = "application/x-tar"
 _QUEUE_MAX = 16
 _BUFFER = 256 << 10
-UPLOAD_MAX = 64 << 30
 
 
 def register(router: Router, runtime: Runtime, images: ImageStore, events: EventBus) -> None:
@@ -101,7 +99,7 @@ class _FsApi:
         no_overwrite = req.q_bool("noOverwriteDirNonDir")
         copy_uid_gid = req.q_bool("copyUIDGID")
         live = self.rt.get(name)
-        spool = await _spool(req, self.spool_dir)
+        spool = await spool_body(req, self.spool_dir)
         try:
             async with fs.mounted_root(self.rt, live) as root_fd:
                 await asyncio.to_thread(
@@ -171,59 +169,6 @@ def decode_filters(text: str) -> dict[str, list[str]]:
     return out
 
 
-async def _spool(req: Request, spool_dir: Path) -> IO[bytes]:
-    """The request body in an unlinked temp file (uploads are never held in memory)."""
-    spool_dir.mkdir(parents=True, exist_ok=True)
-    spool: IO[bytes] = tempfile.TemporaryFile(dir=spool_dir)  # noqa: SIM115 - returned open
-    size = 0
-    try:
-        async for chunk in req.stream():
-            size += len(chunk)
-            if size > UPLOAD_MAX:
-                raise InvalidArgument("upload too large")
-            await asyncio.to_thread(spool.write, chunk)
-        spool.seek(0)
-    except BaseException:
-        spool.close()
-        raise
-    return spool
-
-
-class _QueueWriter(io.RawIOBase):
-    """A blocking file (worker thread side) feeding an asyncio queue, with backpressure."""
-
-    def __init__(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        queue: asyncio.Queue[bytes | None],
-        cancel: threading.Event,
-    ) -> None:
-        self._loop = loop
-        self._queue = queue
-        self._cancel = cancel
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, data: Any) -> int:
-        if self._cancel.is_set():
-            raise BrokenPipeError("the client went away")
-        if data:
-            fut = asyncio.run_coroutine_threadsafe(self._queue.put(bytes(data)), self._loop)
-            while True:
-                try:
-                    fut.result(timeout=0.5)
-                    break
-                except TimeoutError:
-                    if self._cancel.is_set():
-                        fut.cancel()
-                        raise BrokenPipeError("the client went away") from None
-        return len(data)
-
-    def end(self) -> None:
-        asyncio.run_coroutine_threadsafe(self._queue.put(None), self._loop)
-
-
 class _ThreadStream:
     """Chunks that `work` writes in a worker thread; `stack` (the mount) is closed at the end.
 
@@ -239,7 +184,7 @@ class _ThreadStream:
         self._cancel = threading.Event()
         self._stack = stack
         self._closed = False
-        writer = _QueueWriter(loop, self._queue, self._cancel)
+        writer = QueueWriter(loop, self._queue, self._cancel)
 
         def run() -> None:
             try:

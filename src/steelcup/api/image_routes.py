@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from steelcup.api.bodies import QueueWriter
 from steelcup.api.http import JsonResponse, Request, Response, Router, StreamResponse
 from steelcup.errors import InvalidArgument, SteelcupError, Unsupported
 from steelcup.image import registry
@@ -159,14 +160,14 @@ class _ImageApi:
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[bytes | None] = asyncio.Queue(_QUEUE_MAX)
         cancel = threading.Event()
-        writer = _QueueWriter(loop, queue, cancel)
+        writer = QueueWriter(loop, queue, cancel)
 
         def run() -> None:
             try:
                 with io.BufferedWriter(writer, 1 << 20) as buffered:
                     self.images.save(names, buffered)
             finally:
-                writer.close_stream()
+                writer.end()
 
         task = asyncio.create_task(asyncio.to_thread(run))
 
@@ -317,41 +318,6 @@ def _progress_stream(
             cancel.set()
 
     return StreamResponse(chunks())
-
-
-class _QueueWriter(io.RawIOBase):
-    """A blocking file-like `write` (worker thread) feeding an asyncio queue (with backpressure)."""
-
-    def __init__(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        queue: asyncio.Queue[bytes | None],
-        cancel: threading.Event,
-    ) -> None:
-        self._loop = loop
-        self._queue = queue
-        self._cancel = cancel
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, data: Any) -> int:
-        if self._cancel.is_set():
-            raise BrokenPipeError("the client went away")
-        if data:
-            fut = asyncio.run_coroutine_threadsafe(self._queue.put(bytes(data)), self._loop)
-            while True:
-                try:
-                    fut.result(timeout=1.0)
-                    break
-                except TimeoutError:
-                    if self._cancel.is_set():
-                        fut.cancel()
-                        raise BrokenPipeError("the client went away") from None
-        return len(data)
-
-    def close_stream(self) -> None:
-        asyncio.run_coroutine_threadsafe(self._queue.put(None), self._loop)
 
 
 def _filters(text: str) -> dict[str, list[str]]:

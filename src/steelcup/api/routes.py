@@ -11,16 +11,16 @@ import json
 import logging
 import os
 import platform
-import tempfile
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 from steelcup import __version__, stdcopy
 from steelcup.api import docker_codec as codec
 from steelcup.api import fs_routes, image_codec, image_routes, net_routes
+from steelcup.api.bodies import spool_body
 from steelcup.api.http import (
     API_VERSION,
     MIN_API_VERSION,
@@ -48,7 +48,6 @@ from steelcup.volume.manager import VolumeManager
 log = logging.getLogger(__name__)
 
 STATS_INTERVAL_S = 1.0  # dockerd's collector period; also the gap of a two-sample one-shot
-UPLOAD_SPOOL_MAX = 64 << 30
 
 
 @dataclass(frozen=True)
@@ -594,7 +593,7 @@ class _Api:
         return JsonResponse(entries)
 
     async def load_images(self, req: Request) -> Response:
-        spool = await _spool(req, self.svc.root)
+        spool = await spool_body(req, self.svc.root / "tmp")
         try:
             images = await asyncio.to_thread(self.svc.images.load, spool)
         finally:
@@ -612,7 +611,7 @@ class _Api:
             raise InvalidArgument("fromSrc must be '-' (the image tarball in the request body)")
         repo, tag = req.q("repo"), req.q("tag")
         ref = (f"{repo}:{tag}" if tag else repo) if repo else None
-        spool = await _spool(req, self.svc.root)
+        spool = await spool_body(req, self.svc.root / "tmp")
         try:
             image = await asyncio.to_thread(self.svc.images.import_rootfs, spool, ref)
         finally:
@@ -677,25 +676,6 @@ async def _pump_stdin(rt: Runtime, live: Live, conn: HijackedStream) -> None:
             return
     if live.record.config.stdin_once:
         await rt.close_stdin(live)
-
-
-async def _spool(req: Request, root: Path) -> BinaryIO:
-    """Copy an uploaded body into an unlinked temp file under the root (never into memory)."""
-    tmp_dir = root / "tmp"
-    tmp_dir.mkdir(parents=True, exist_ok=True)
-    spool: BinaryIO = tempfile.TemporaryFile(dir=tmp_dir)  # noqa: SIM115 - returned open
-    size = 0
-    try:
-        async for chunk in req.stream():
-            size += len(chunk)
-            if size > UPLOAD_SPOOL_MAX:
-                raise InvalidArgument("upload too large")
-            await asyncio.to_thread(spool.write, chunk)
-        spool.seek(0)
-    except BaseException:
-        spool.close()
-        raise
-    return spool
 
 
 async def _relay_exec(execs: ExecManager, exec_: Exec, conn: HijackedStream, tty: bool) -> None:

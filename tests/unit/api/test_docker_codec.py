@@ -9,6 +9,7 @@ import pytest
 
 from steelcup.api import docker_codec as codec
 from steelcup.errors import InvalidArgument
+from steelcup.humanize import human_duration
 from steelcup.runtime.logs import parse_time_ns
 from steelcup.runtime.model import ContainerConfig, ContainerRecord, ContainerState, Status
 
@@ -81,8 +82,8 @@ def test_filters() -> None:
 
 
 def test_human_duration() -> None:
-    assert codec.human_duration(0.2) == "Less than a second"
-    assert codec.human_duration(1) == "1 second"
-    assert codec.human_duration(59) == "59 seconds"
-    assert codec.human_duration(90) == "About a minute"
-    assert codec.human_duration(3600 * 5) == "5 hours"
+    assert human_duration(0.2) == "Less than a second"
+    assert human_duration(1) == "1 second"
+    assert human_duration(59) == "59 seconds"
+    assert human_duration(90) == "About a minute"
+    assert human_duration(3600 * 5) == "5 hours"
