@@ -38,6 +38,7 @@ from steelcup.errors import InvalidArgument, SteelcupError, Unsupported
 from steelcup.image.store import ImageStore
 from steelcup.net.manager import NetworkManager
 from steelcup.pool.factory import Factory
+from steelcup.runtime import inspection
 from steelcup.runtime import logs as logs_module
 from steelcup.runtime.containers import Live, Runtime
 from steelcup.runtime.events import EventBus
@@ -450,7 +451,7 @@ class _Api:
         return EmptyResponse(204)
 
     async def top(self, req: Request) -> Response:
-        titles, rows = await self.rt.top(req.params["id"], req.q("ps_args"))
+        titles, rows = await inspection.top(self.rt, req.params["id"], req.q("ps_args"))
         return JsonResponse(codec.encode_top(titles, rows))
 
     async def stats(self, req: Request) -> Response:
@@ -461,7 +462,8 @@ class _Api:
             raise InvalidArgument("cannot have stream=true and one-shot=true")
         rt = self.rt
         ref = live.record.id
-        first = await rt.sample(ref)  # errors (no `cat` in the image, ...) become a JSON 4xx/5xx
+        # Errors (no `cat` in the image, ...) become a JSON 4xx/5xx before streaming starts.
+        first = await inspection.sample(rt, ref)
 
         def encode(cur: Any, pre: Any) -> bytes:
             return json.dumps(codec.encode_stats(rt.get(ref).record, cur, pre)).encode() + b"\n"
@@ -471,7 +473,7 @@ class _Api:
             cur = first
             if first is not None and not one_shot:
                 await asyncio.sleep(STATS_INTERVAL_S)  # a second reading for precpu_stats
-                pre, cur = first, await rt.sample(ref)
+                pre, cur = first, await inspection.sample(rt, ref)
             return RawResponse(encode(cur, pre), "application/json")
 
         async def chunks() -> AsyncIterator[bytes]:
@@ -482,7 +484,7 @@ class _Api:
                     return  # not running: one zeroed reading, like dockerd
                 await asyncio.sleep(STATS_INTERVAL_S)
                 try:
-                    pre, cur = cur, await rt.sample(ref)
+                    pre, cur = cur, await inspection.sample(rt, ref)
                 except SteelcupError:
                     return  # stopped or removed meanwhile
 

@@ -26,9 +26,8 @@ from steelcup.errors import (
     NotFound,
     ProcessStartError,
     SteelcupError,
-    Unsupported,
 )
-from steelcup.guest.client import GuestProcess, ProcessSpec, Stream
+from steelcup.guest.client import GuestProcess, ProcessSpec
 from steelcup.image import rootfs as rootfs_module
 from steelcup.image.store import ImageStore
 from steelcup.image.users import resolve_user
@@ -41,7 +40,6 @@ from steelcup.runtime.output import Fanout, Subscriber
 from steelcup.runtime.resources import Resources
 from steelcup.runtime.spec import merge_env, parse_signal, resolve_argv
 from steelcup.runtime.store import ContainerStore
-from steelcup.runtime.vmstats import PS_DEFAULT_FIELDS, STAT_FILES, VmSample, parse_ps, parse_sample
 from steelcup.vm import qmp
 from steelcup.vm.machine import Machine
 
@@ -54,8 +52,6 @@ RESTART_POLICIES = ("no", "always", "on-failure", "unless-stopped")
 RESTART_DELAY_MIN_S = 0.1
 RESTART_DELAY_MAX_S = 60.0
 RESTART_RESET_AFTER_S = 10.0
-GUEST_EXEC_TIMEOUT_S = 20.0
-GUEST_EXEC_OUTPUT_MAX = 4 << 20
 
 
 def now_rfc3339() -> str:
@@ -452,67 +448,6 @@ class Runtime:
             await qmp.execute(live.machine.spec.qmp_socket, "cont")
         if live.record.state.status is Status.PAUSED:
             self._save(live, live.record.with_state(status=Status.RUNNING))
-
-    # -- inside the guest: top, stats --------------------------------------------------------
-
-    async def guest_exec(
-        self, ref: str, argv: builtins.list[str], *, timeout_s: float = GUEST_EXEC_TIMEOUT_S
-    ) -> tuple[int, bytes, bytes, int]:
-        """Run a helper command in the container (as root); (exit code, stdout, stderr, pid)."""
-        live = self.get(ref)
-        if live.record.state.status is Status.PAUSED:
-            raise Conflict(f"Container {live.record.id} is paused, unpause the container first")
-        if not live.record.state.running or live.machine is None:
-            raise Conflict(f"Container {live.record.id} is not running")
-        spec = ProcessSpec(args=tuple(argv), env=live.record.config.env, cwd="/", uid=0, gid=0,
-                           groups=(), tty=False, rows=24, cols=80, stdin=False, main=False)
-        try:
-            process = await live.machine.guest.start(spec)
-        except ProcessStartError as exc:
-            raise Unsupported(f"cannot run {argv[0]!r} in the container ({exc}); this needs "
-                              f"{argv[0]} in the container's image") from exc
-        out, err = bytearray(), bytearray()
-        try:
-            async with asyncio.timeout(timeout_s):
-                async for stream, data in process.output():
-                    buf = out if stream is Stream.STDOUT else err
-                    if len(buf) < GUEST_EXEC_OUTPUT_MAX:
-                        buf += data
-                status = await process.wait()
-        except TimeoutError:
-            with contextlib.suppress(SteelcupError):
-                await process.signal(signal_module.SIGKILL)
-            raise SteelcupError(f"{argv[0]} in the container did not finish in {timeout_s}s"
-                                ) from None
-        return status.status, bytes(out), bytes(err), process.pid
-
-    async def top(self, ref: str, ps_args: str = "") -> tuple[builtins.list[str],
-                                                                builtins.list[builtins.list[str]]]:
-        """`ps` inside the VM, without the VM's own processes (init, kernel threads, ps)."""
-        args = ps_args.split()
-        if not args or args == ["-ef"]:
-            args = ["-o", PS_DEFAULT_FIELDS]  # busybox ps has no -ef; these are its columns
-        code, out, err, pid = await self.guest_exec(ref, ["ps", *args])
-        if code != 0:
-            raise InvalidArgument(f"ps failed ({code}): {err.decode(errors='replace').strip()}")
-        return parse_ps(out.decode(errors="replace"), frozenset({pid}))
-
-    async def sample(self, ref: str) -> VmSample | None:
-        """The VM's CPU/memory/network counters; None if the container is not running."""
-        live = self.get(ref)
-        if live.record.state.status is not Status.RUNNING or live.machine is None:
-            return None
-        code, out, err, _ = await self.guest_exec(ref, ["cat", *STAT_FILES])
-        if code != 0 and not out:
-            raise SteelcupError(f"reading /proc in the container failed: {err!r}")
-        sample = parse_sample(out.decode(errors="replace"), time.time_ns())
-        # /proc/loadavg counts the VM's kernel threads too; ps tells the container's processes.
-        with contextlib.suppress(SteelcupError):
-            code, out, _, pid = await self.guest_exec(ref, ["ps", "-o", "pid,ppid"])
-            if code == 0:
-                _, rows = parse_ps(out.decode(errors="replace"), frozenset({pid}))
-                sample = replace(sample, pids=len(rows))
-        return sample
 
     # -- update ------------------------------------------------------------------------------
 
