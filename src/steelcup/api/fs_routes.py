@@ -1,5 +1,5 @@
 """Docker Engine API routes for container filesystems: changes, archive (cp), export, commit,
-rename and container prune. Thin adapters over `runtime.filesystem`; tar streams are produced
+rename and container prune. Thin adapters over `runtime.fs_*`; tar streams are produced
 by a worker thread and flow to the client with backpressure.
 """
 
@@ -26,7 +26,7 @@ from steelcup.api.http import (
 )
 from steelcup.errors import InvalidArgument
 from steelcup.image.store import ImageStore
-from steelcup.runtime import filesystem as fs
+from steelcup.runtime import fs_admin, fs_archive, fs_changes, fs_commit, fs_paths
 from steelcup.runtime.containers import Runtime
 from steelcup.runtime.events import EventBus
 
@@ -50,7 +50,7 @@ def register(router: Router, runtime: Runtime, images: ImageStore, events: Event
     router.add("POST", "/commit", api.commit)
 
 
-def stat_header(info: fs.PathStat) -> tuple[str, str]:
+def stat_header(info: fs_archive.PathStat) -> tuple[str, str]:
     raw = json.dumps(info.to_json(), separators=(",", ":")).encode()
     return STAT_HEADER, base64.b64encode(raw).decode("ascii")
 
@@ -63,19 +63,21 @@ class _FsApi:
         self.spool_dir = runtime.root / "tmp"
 
     async def changes(self, req: Request) -> Response:
-        found = await asyncio.to_thread(fs.container_changes, self.rt, req.params["id"])
+        found = await asyncio.to_thread(fs_changes.container_changes, self.rt, req.params["id"])
         return JsonResponse([{"Path": c.path, "Kind": int(c.kind)} for c in found])
 
     # -- archive ---------------------------------------------------------------------------
-    async def _locate(self, req: Request) -> tuple[contextlib.AsyncExitStack, int, fs.Source]:
+    async def _locate(
+        self, req: Request
+    ) -> tuple[contextlib.AsyncExitStack, int, fs_archive.Source]:
         """Mount (if needed) and find `?path=`; the caller owns the returned exit stack."""
         name = req.params["id"]
         path = req.q("path")
         live = self.rt.get(name)
         stack = contextlib.AsyncExitStack()
         try:
-            root_fd = await stack.enter_async_context(fs.mounted_root(self.rt, live))
-            source = await asyncio.to_thread(fs.locate, root_fd, path, name)
+            root_fd = await stack.enter_async_context(fs_paths.mounted_root(self.rt, live))
+            source = await asyncio.to_thread(fs_archive.locate, root_fd, path, name)
         except BaseException:
             await stack.aclose()
             raise
@@ -88,7 +90,7 @@ class _FsApi:
 
     async def archive_get(self, req: Request) -> Response:
         stack, root_fd, source = await self._locate(req)
-        chunks = _ThreadStream(lambda out: fs.write_archive(root_fd, source, out), stack)
+        chunks = _ThreadStream(lambda out: fs_archive.write_archive(root_fd, source, out), stack)
         return StreamResponse(chunks, content_type=TAR, headers=[stat_header(source.stat)])
 
     async def archive_put(self, req: Request) -> Response:
@@ -101,9 +103,9 @@ class _FsApi:
         live = self.rt.get(name)
         spool = await spool_body(req, self.spool_dir)
         try:
-            async with fs.mounted_root(self.rt, live) as root_fd:
+            async with fs_paths.mounted_root(self.rt, live) as root_fd:
                 await asyncio.to_thread(
-                    fs.extract_archive, root_fd, path, spool, name,
+                    fs_archive.extract_archive, root_fd, path, spool, name,
                     no_overwrite_dir_non_dir=no_overwrite, copy_uid_gid=copy_uid_gid,
                 )
         finally:
@@ -115,13 +117,13 @@ class _FsApi:
         live = self.rt.get(req.params["id"])
         stack = contextlib.AsyncExitStack()
         try:
-            root_fd = await stack.enter_async_context(fs.mounted_root(self.rt, live))
+            root_fd = await stack.enter_async_context(fs_paths.mounted_root(self.rt, live))
         except BaseException:
             await stack.aclose()
             raise
         self.events.publish("container", "export", live.record.id, {"name": live.record.name})
-        return StreamResponse(_ThreadStream(lambda out: fs.write_export(root_fd, out), stack),
-                              content_type=TAR)
+        chunks = _ThreadStream(lambda out: fs_commit.write_export(root_fd, out), stack)
+        return StreamResponse(chunks, content_type=TAR)
 
     # -- commit, rename, prune -------------------------------------------------------------
     async def commit(self, req: Request) -> Response:
@@ -132,18 +134,18 @@ class _FsApi:
         if tag and not repo:
             raise InvalidArgument("a tag needs a repository name")
         ref = (f"{repo}:{tag}" if tag else repo) or None
-        image = await fs.commit(
+        image = await fs_commit.commit(
             self.rt, container, repo_tag=ref, comment=req.q("comment"),
             author=req.q("author"), changes=req.q_all("changes"), spool_dir=self.spool_dir,
         )
         return JsonResponse({"Id": image.id}, status=201)
 
     async def rename(self, req: Request) -> Response:
-        fs.rename(self.rt, req.params["id"], req.q("name"))
+        fs_admin.rename(self.rt, req.params["id"], req.q("name"))
         return EmptyResponse(204)
 
     async def prune(self, req: Request) -> Response:
-        report = await fs.prune(self.rt, decode_filters(req.q("filters")))
+        report = await fs_admin.prune(self.rt, decode_filters(req.q("filters")))
         return JsonResponse({"ContainersDeleted": report.deleted or None,
                              "SpaceReclaimed": report.reclaimed_bytes})
 

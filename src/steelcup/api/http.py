@@ -1,31 +1,40 @@
-"""A small HTTP/1.1 server on asyncio streams (h11 parsing) that can hijack connections.
+"""The API's HTTP/1.1 server on asyncio streams (h11 parsing): unix/TCP listeners, one task per
+connection, dispatch through a `Router`, response writing and docker's attach hijack.
 
-Serves the Docker Engine API: routing with `{name}` / `{name:path}` params, an optional
-`/vX.YZ` prefix, JSON/streamed/raw responses and docker's attach hijack (`101 UPGRADED`).
-The mapping from the exception tree to HTTP status codes lives here and nowhere else.
+The mapping from the exception tree to HTTP status codes lives here and nowhere else. The
+request/response types and the router are re-exported for the route modules.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
-import hashlib
 import json
 import logging
 import os
-import re
 import socket
 import ssl
-import struct
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Iterable
 from http import HTTPStatus
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
 
 import h11
 
+from steelcup.api.hijack import READ_CHUNK, HijackedStream, WebSocketStream, websocket_accept
+from steelcup.api.http_types import (
+    BodyTooLarge,
+    EmptyResponse,
+    HijackResponse,
+    JsonResponse,
+    RawResponse,
+    Request,
+    Response,
+    StreamResponse,
+)
+from steelcup.api.router import MethodNotAllowed, Router
+from steelcup.api.tls import is_loopback_host, server_tls_context
+from steelcup.api.versions import API_VERSION, DEFAULT_HEADERS, MIN_API_VERSION, check_api_version
 from steelcup.errors import (
     Conflict,
     DaemonUnavailable,
@@ -36,47 +45,25 @@ from steelcup.errors import (
     Unsupported,
 )
 
+__all__ = [  # the server, and what route modules import from here
+    "API_VERSION",
+    "MIN_API_VERSION",
+    "EmptyResponse",
+    "HijackResponse",
+    "HijackedStream",
+    "HttpServer",
+    "JsonResponse",
+    "RawResponse",
+    "Request",
+    "Response",
+    "Router",
+    "StreamResponse",
+    "error_status",
+    "server_tls_context",
+]
+
 log = logging.getLogger(__name__)
-
-JSON_BODY_MAX = 16 * 1024 * 1024
-READ_CHUNK = 64 * 1024
 MAX_HEADER_BYTES = 64 * 1024
-WS_FRAME_MAX = 16 * 1024 * 1024
-WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
-RAW_STREAM = "application/vnd.docker.raw-stream"
-# The Engine API versions served: the docker 28 CLI negotiates down to API_VERSION; docker-py 7
-# and compose 1.29 (API 1.25-1.41) fall inside. A prefix below MIN_API_VERSION is a 400 (as with
-# dockerd); a newer one is served as API_VERSION (dockerd would refuse it, but clients pinned by
-# DOCKER_API_VERSION keep working and every response says which version answered).
-API_VERSION = "1.43"
-MIN_API_VERSION = "1.24"
-DEFAULT_HEADERS: tuple[tuple[str, str], ...] = (
-    ("Api-Version", API_VERSION),
-    ("Docker-Experimental", "false"),
-    ("Ostype", "linux"),
-    ("Server", "steelcup"),
-)
-_VERSION_PREFIX = re.compile(r"^/v(\d+(?:\.\d+)?)(?=/)")
-_TRUE = {"1", "true", "True", "TRUE", "yes"}
-_FALSE = {"", "0", "false", "False", "FALSE", "no"}
-
-
-class BodyTooLarge(InvalidArgument):
-    """A request body over the endpoint's limit (answered without reading it)."""
-
-
-def _version_tuple(text: str) -> tuple[int, ...]:
-    return tuple(int(part) for part in text.split("."))
-
-
-def check_api_version(version: str | None) -> None:
-    """Reject a `/vX.Y` prefix older than the server speaks (dockerd's wording)."""
-    if version is None:
-        return
-    if _version_tuple(version) < _version_tuple(MIN_API_VERSION):
-        raise InvalidArgument(f"client version {version} is too old. Minimum supported API "
-                              f"version is {MIN_API_VERSION}, please upgrade your client to a "
-                              "newer version")
 
 
 def error_status(exc: BaseException) -> int:
@@ -96,382 +83,8 @@ def error_status(exc: BaseException) -> int:
     return 500
 
 
-# --------------------------------------------------------------------------- requests
-
-
 class _Closed(Exception):
     """The peer closed the connection (or broke the protocol) mid-request."""
-
-
-class Request:
-    """One parsed request. The body is read on demand: `await json()` or `stream()`."""
-
-    def __init__(
-        self,
-        conn: _Connection,
-        method: str,
-        target: str,
-        headers: list[tuple[str, str]],
-    ) -> None:
-        self._conn = conn
-        self.method = method
-        split = urlsplit(target)
-        self.raw_path = split.path
-        prefix = _VERSION_PREFIX.match(split.path)
-        self.api_version: str | None = prefix.group(1) if prefix else None
-        self.path = _VERSION_PREFIX.sub("", split.path, count=1) or "/"
-        self.query: dict[str, list[str]] = parse_qs(split.query, keep_blank_values=True)
-        self.headers: dict[str, str] = {}
-        for name, value in headers:
-            key = name.lower()
-            self.headers[key] = f"{self.headers[key]}, {value}" if key in self.headers else value
-        self.params: dict[str, str] = {}
-        self._body_started = False
-
-    # ----- query helpers
-    def q(self, name: str, default: str = "") -> str:
-        """The last value of query parameter `name` (docker reads the last one too)."""
-        values = self.query.get(name)
-        return values[-1] if values else default
-
-    def q_all(self, name: str) -> list[str]:
-        return list(self.query.get(name, []))
-
-    def q_bool(self, name: str, default: bool = False) -> bool:
-        """Docker's boolean form: 1/true/True are true, 0/false/empty are false."""
-        if name not in self.query:
-            return default
-        value = self.q(name)
-        if value in _TRUE:
-            return True
-        if value in _FALSE:
-            return False
-        raise InvalidArgument(f"invalid boolean value for query parameter {name!r}: {value!r}")
-
-    def q_int(self, name: str, default: int | None = None) -> int | None:
-        value = self.q(name)
-        if value == "":
-            return default
-        try:
-            return int(value)
-        except ValueError:
-            raise InvalidArgument(
-                f"invalid integer for query parameter {name!r}: {value!r}"
-            ) from None
-
-    @property
-    def wants_upgrade(self) -> bool:
-        conn = self.headers.get("connection", "").lower()
-        upgrade = self.headers.get("upgrade", "").lower()
-        return "upgrade" in conn and "tcp" in upgrade
-
-    # ----- body
-    async def stream(self) -> AsyncIterator[bytes]:
-        """The body in chunks as they arrive (Content-Length or chunked), never buffered whole."""
-        if self._body_started:
-            raise RuntimeError("request body already consumed")
-        self._body_started = True
-        async for chunk in self._conn.body_chunks():
-            yield chunk
-
-    @property
-    def wants_websocket(self) -> bool:
-        conn = self.headers.get("connection", "").lower()
-        upgrade = self.headers.get("upgrade", "").lower()
-        return "upgrade" in conn and upgrade == "websocket"
-
-    async def body(self, limit: int = JSON_BODY_MAX) -> bytes:
-        declared = self.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > limit:
-            self._conn.abandon_body = True
-            raise BodyTooLarge(f"request body larger than {limit} bytes")
-        parts: list[bytes] = []
-        size = 0
-        async for chunk in self.stream():
-            size += len(chunk)
-            if size > limit:
-                self._conn.abandon_body = True
-                raise BodyTooLarge(f"request body larger than {limit} bytes")
-            parts.append(chunk)
-        return b"".join(parts)
-
-    async def json(self, expect: type = dict, *, allow_empty: bool = False) -> Any:
-        """The body decoded as JSON; `expect` is the required top-level type (dict or list)."""
-        raw = await self.body()
-        if not raw.strip():
-            if allow_empty:
-                return expect()
-            raise InvalidArgument("request body is empty; expected JSON")
-        try:
-            value = json.loads(raw)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise InvalidArgument(f"invalid JSON in request body: {exc}") from None
-        if not isinstance(value, expect):
-            raise InvalidArgument(
-                f"invalid JSON in request body: expected {_json_kind(expect)} "
-                f"at top level, got {_json_kind(type(value))}"
-            )
-        return value
-
-
-def _json_kind(kind: type) -> str:
-    names: dict[type, str] = {dict: "object", list: "array", str: "string", int: "number"}
-    return names.get(kind, kind.__name__)
-
-
-# --------------------------------------------------------------------------- responses
-
-
-class Response:
-    """Base of all responses: a status and extra headers."""
-
-    def __init__(self, status: int = 200, headers: Iterable[tuple[str, str]] = ()) -> None:
-        self.status = status
-        self.headers = list(headers)
-
-
-class RawResponse(Response):
-    def __init__(
-        self,
-        body: bytes,
-        content_type: str = "application/octet-stream",
-        status: int = 200,
-        headers: Iterable[tuple[str, str]] = (),
-    ) -> None:
-        super().__init__(status, headers)
-        self.body = body
-        self.content_type = content_type
-
-
-class JsonResponse(RawResponse):
-    def __init__(
-        self, obj: Any, status: int = 200, headers: Iterable[tuple[str, str]] = ()
-    ) -> None:
-        super().__init__(
-            json.dumps(obj, separators=(",", ":")).encode() + b"\n",
-            "application/json",
-            status,
-            headers,
-        )
-        self.obj = obj
-
-
-class EmptyResponse(Response):
-    def __init__(self, status: int = 204, headers: Iterable[tuple[str, str]] = ()) -> None:
-        super().__init__(status, headers)
-
-
-class StreamResponse(Response):
-    """A chunked body produced by `chunks`; headers go out at once (docker's wait needs that)."""
-
-    def __init__(
-        self,
-        chunks: AsyncIterator[bytes],
-        content_type: str = "application/json",
-        status: int = 200,
-        headers: Iterable[tuple[str, str]] = (),
-    ) -> None:
-        super().__init__(status, headers)
-        self.chunks = chunks
-        self.content_type = content_type
-
-
-class HijackedStream:
-    """The raw connection after the HTTP exchange; bytes the parser had buffered come first."""
-
-    def __init__(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, pending: bytes
-    ) -> None:
-        self._reader = reader
-        self._writer = writer
-        self._pending = pending
-        self._closed = False
-
-    async def read(self, n: int = READ_CHUNK) -> bytes:
-        """Up to `n` bytes; b'' once the client closed or half-closed its side."""
-        if self._pending:
-            data, self._pending = self._pending[:n], self._pending[n:]
-            return data
-        try:
-            return await self._reader.read(n)
-        except (ConnectionError, OSError):
-            return b""
-
-    async def write(self, data: bytes) -> None:
-        """Send `data`; raises ConnectionError if the client went away."""
-        if self._closed:
-            raise ConnectionResetError("hijacked stream is closed")
-        self._writer.write(data)
-        await self._writer.drain()
-
-    async def close_write(self) -> None:
-        """Half-close: the client sees EOF but may keep sending."""
-        if self._closed:
-            return
-        with contextlib.suppress(OSError, RuntimeError):
-            await self._writer.drain()
-            if self._writer.can_write_eof():
-                self._writer.write_eof()
-
-    async def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        self._writer.close()
-        with contextlib.suppress(OSError, ConnectionError):
-            await self._writer.wait_closed()
-
-
-class HijackResponse(Response):
-    """Hand the connection to `handler` after `101 UPGRADED` (or `200 OK`, docker's old way)."""
-
-    def __init__(
-        self,
-        handler: Callable[[HijackedStream], Awaitable[None]],
-        content_type: str = RAW_STREAM,
-        *,
-        websocket: bool = False,
-    ) -> None:
-        super().__init__(200)
-        self.handler = handler
-        self.content_type = content_type
-        self.websocket = websocket  # RFC 6455 handshake and framing instead of a raw stream
-
-
-class WebSocketStream(HijackedStream):
-    """A hijacked connection speaking RFC 6455: `read`/`write` carry message payloads."""
-
-    def __init__(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, pending: bytes,
-        *, binary: bool = True,
-    ) -> None:
-        super().__init__(reader, writer, pending)
-        self._buffer = b""
-        self._opcode = 0x2 if binary else 0x1
-        self._sent_close = False
-        self._peer_closed = False
-
-    async def _exact(self, n: int) -> bytes:
-        while len(self._buffer) < n:
-            data = await super().read(max(READ_CHUNK, n - len(self._buffer)))
-            if not data:
-                raise ConnectionResetError("websocket closed mid-frame")
-            self._buffer += data
-        out, self._buffer = self._buffer[:n], self._buffer[n:]
-        return out
-
-    async def read(self, n: int = READ_CHUNK) -> bytes:
-        """The next data frame's payload; b'' when the peer closes (or breaks the protocol)."""
-        if self._peer_closed:
-            return b""
-        try:
-            while True:
-                head = await self._exact(2)
-                opcode, masked, size = head[0] & 0x0F, head[1] & 0x80, head[1] & 0x7F
-                if size == 126:
-                    size = struct.unpack("!H", await self._exact(2))[0]
-                elif size == 127:
-                    size = struct.unpack("!Q", await self._exact(8))[0]
-                if size > WS_FRAME_MAX:
-                    raise ConnectionResetError("websocket frame too large")
-                mask = await self._exact(4) if masked else b""
-                payload = await self._exact(size)
-                if mask:
-                    payload = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-                if opcode == 0x8:
-                    self._peer_closed = True
-                    return b""
-                if opcode == 0x9:
-                    await self._frame(0xA, payload)
-                    continue
-                if opcode in (0x0, 0x1, 0x2) and payload:
-                    return payload
-        except (ConnectionError, OSError):
-            self._peer_closed = True
-            return b""
-
-    async def _frame(self, opcode: int, payload: bytes) -> None:
-        size = len(payload)
-        if size < 126:
-            head = struct.pack("!BB", 0x80 | opcode, size)
-        elif size < 1 << 16:
-            head = struct.pack("!BBH", 0x80 | opcode, 126, size)
-        else:
-            head = struct.pack("!BBQ", 0x80 | opcode, 127, size)
-        await super().write(head + payload)
-
-    async def write(self, data: bytes) -> None:
-        if data:
-            await self._frame(self._opcode, data)
-
-    async def close_write(self) -> None:
-        if not self._sent_close:
-            self._sent_close = True
-            with contextlib.suppress(ConnectionError, OSError):
-                await self._frame(0x8, struct.pack("!H", 1000))
-
-    async def close(self) -> None:
-        await self.close_write()
-        await super().close()
-
-
-def websocket_accept(key: str) -> str:
-    return base64.b64encode(hashlib.sha1((key + WS_GUID).encode()).digest()).decode()
-
-
-Handler = Callable[[Request], Awaitable[Response]]
-
-
-# --------------------------------------------------------------------------- routing
-
-
-class Router:
-    """Method + path pattern -> handler. `{name}` is one segment, `{name:path}` one or more."""
-
-    _PARAM = re.compile(r"\{(\w+)(?::(path))?\}")
-
-    def __init__(self) -> None:
-        self._routes: list[tuple[str, re.Pattern[str], Handler]] = []
-
-    def add(self, method: str, pattern: str, handler: Handler) -> None:
-        if not pattern.startswith("/"):
-            raise ValueError(f"route pattern must start with '/': {pattern!r}")
-        regex = ""
-        pos = 0
-        for match in self._PARAM.finditer(pattern):
-            regex += re.escape(pattern[pos : match.start()])
-            body = ".+" if match.group(2) else "[^/]+"
-            regex += f"(?P<{match.group(1)}>{body})"
-            pos = match.end()
-        regex += re.escape(pattern[pos:])
-        self._routes.append((method.upper(), re.compile(regex + r"/?\Z"), handler))
-
-    def resolve(self, method: str, path: str) -> tuple[Handler, dict[str, str]] | None:
-        """The handler and decoded params; None if no path matches; NotAllowed on wrong method."""
-        path_matched = False
-        fallback: tuple[Handler, dict[str, str]] | None = None
-        for route_method, regex, handler in self._routes:
-            match = regex.match(path)
-            if match is None:
-                continue
-            path_matched = True
-            params = {k: unquote(v) for k, v in match.groupdict().items()}
-            if route_method == method:
-                return handler, params
-            if method == "HEAD" and route_method == "GET" and fallback is None:
-                fallback = (handler, params)
-        if fallback is not None:
-            return fallback
-        if path_matched:
-            raise MethodNotAllowed(method)
-        return None
-
-
-class MethodNotAllowed(Exception):
-    pass
-
-
-# --------------------------------------------------------------------------- server
 
 
 class _Connection:
@@ -773,22 +386,6 @@ def _error_response(status: int, message: str) -> JsonResponse:
     return JsonResponse({"message": message}, status=status)
 
 
-def server_tls_context(ca: Path, cert: Path, key: Path) -> ssl.SSLContext:
-    """dockerd's `--tlsverify`: our certificate, and clients must present one signed by `ca`."""
-    try:
-        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(ca))
-        context.minimum_version = ssl.TLSVersion.TLSv1_2
-        context.verify_mode = ssl.CERT_REQUIRED
-        context.load_cert_chain(str(cert), str(key))
-    except (OSError, ssl.SSLError) as exc:
-        raise InvalidArgument(f"cannot set up TLS from {ca}, {cert}, {key}: {exc}") from exc
-    return context
-
-
-def _is_loopback(host: str) -> bool:
-    return host in ("localhost", "::1") or host.startswith("127.")
-
-
 class HttpServer:
     """Serves a `Router` on a unix socket (mode 0660) and optionally a TCP address.
 
@@ -806,7 +403,7 @@ class HttpServer:
     ) -> None:
         if unix_path is None and tcp is None:
             raise ValueError("HttpServer needs a unix socket path or a TCP address")
-        if tcp is not None and tls is None and not _is_loopback(tcp[0]):
+        if tcp is not None and tls is None and not is_loopback_host(tcp[0]):
             raise InvalidArgument(f"refusing plain TCP on {tcp[0]}: without TLS client "
                                   "verification the API is only served on loopback")
         self.router = router

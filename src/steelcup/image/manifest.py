@@ -6,6 +6,7 @@ Docker schema 2 and OCI manifests/indexes are understood; schema 1 is refused cl
 from __future__ import annotations
 
 import json
+import platform
 from dataclasses import dataclass
 from typing import Any
 
@@ -137,6 +138,12 @@ def parse_platform(text: str) -> tuple[str, str, str]:
     os_name, arch = parts[0], parts[1]
     variant = parts[2] if len(parts) == 3 else ""
     return os_name, arch, variant
+
+
+def host_arch() -> str:
+    """This host's architecture in OCI terms (`amd64`, `arm64`, ...)."""
+    machine = platform.machine().lower()
+    return {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm"}.get(machine, machine)
 
 
 def select_platform(index: Index, want: tuple[str, str, str]) -> Descriptor:

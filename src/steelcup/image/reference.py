@@ -120,6 +120,14 @@ def parse_reference(text: str, *, default_tag: bool = True) -> Reference:
     return Reference(domain, path, tag, digest)
 
 
+def parse_tag_reference(text: str) -> Reference:
+    """Parse a reference to create a tag from: `parse_reference`, but a digest is refused."""
+    ref = parse_reference(text)
+    if ref.digest is not None:
+        raise InvalidArgument(f"refusing to create a tag with a digest reference: {text}")
+    return ref
+
+
 def _split_domain(name: str) -> tuple[str, str]:
     first, sep, rest = name.partition("/")
     if sep and (("." in first or ":" in first) or first == "localhost" or first != first.lower()):

@@ -30,6 +30,7 @@ from steelcup.image.auth import (
     registry_api_host,
     repository_scope,
 )
+from steelcup.image.blobs import MAX_JSON_BYTES
 from steelcup.image.manifest import (
     ACCEPT,
     SCHEMA1_TYPES,
@@ -42,7 +43,7 @@ from steelcup.image.manifest import (
     select_platform,
 )
 from steelcup.image.reference import DEFAULT_DOMAIN, Reference, parse_reference
-from steelcup.image.store import MAX_JSON_BYTES, Image, ImageStore, Lease, StoredManifest
+from steelcup.image.store import Image, ImageStore, Lease, StoredManifest
 
 CHUNK = 256 << 10
 _UNSET = object()

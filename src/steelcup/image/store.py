@@ -1,9 +1,9 @@
-"""The local image store: content-addressed blobs, unpacked layers, image records in SQLite.
+"""The local image store: image records, tags and lookups in SQLite, unpacked layers on disk.
 
-Layout under `root`: `blobs/sha256/<hex>` (committed atomically, digest verified),
-`layers/<diff-id hex>/` (one unpacked layer, shared by every image that uses it), `tmp/`
-(everything in flight; emptied at start, so a crash never leaves a partial blob or layer).
-Also: registry manifests and repo digests (for push/pull), `save` and garbage collection.
+Layout under `root`: `blobs/sha256/<hex>` (see `blobs.py`), `layers/<diff-id hex>/` (one
+unpacked layer, shared by every image that uses it), `tmp/` (everything in flight; emptied at
+start, so a crash never leaves a partial blob or layer). Also: registry manifests and repo
+digests (for push/pull), history and garbage collection; archives are in `archive.py`.
 """
 
 from __future__ import annotations
@@ -16,37 +16,35 @@ import hashlib
 import io
 import json
 import os
-import platform
 import shutil
 import sqlite3
-import tarfile
 import tempfile
 import threading
 import time
-import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, BinaryIO
 
 from steelcup.errors import Conflict, ImageError, InvalidArgument, NotFound
+from steelcup.image.archive import archive_images, spool_archive, write_archive
+from steelcup.image.blobs import COPY_CHUNK, BlobStore, digest_hex, fsync_dir
 from steelcup.image.config import ImageConfig
-from steelcup.image.layers import LayerLimits, apply_layer, decompressed
-from steelcup.image.manifest import DOCKER_LAYER_GZIP, OCI_LAYER, OCI_LAYER_ZSTD, OCI_MANIFEST
-from steelcup.image.reference import Reference, is_full_id, is_id_prefix, parse_reference
+from steelcup.image.layers import LayerLimits, apply_layer
+from steelcup.image.manifest import DOCKER_LAYER_GZIP, OCI_LAYER_ZSTD, host_arch
+from steelcup.image.reference import (
+    Reference,
+    is_full_id,
+    is_id_prefix,
+    parse_reference,
+    parse_tag_reference,
+)
 
-MAX_JSON_BYTES = 16 << 20
-MAX_ARCHIVE_ENTRIES = 100_000
-_CHUNK = 1 << 20
 # the keys of an image's inner config that `ImageConfig` models
 _CONFIG_KEYS = frozenset({
     "User", "ExposedPorts", "Env", "Entrypoint", "Cmd", "Volumes", "WorkingDir", "Labels",
     "StopSignal",
 })
-_INDEX_TYPES = (
-    "application/vnd.oci.image.index.v1+json",
-    "application/vnd.docker.distribution.manifest.list.v2+json",
-)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS image_records (
@@ -118,12 +116,6 @@ class Image:
 
 
 @dataclass(frozen=True)
-class _Blob:
-    digest: str
-    size: int
-
-
-@dataclass(frozen=True)
 class StoredManifest:
     """A registry manifest recorded for an image (kept verbatim so its digest is stable)."""
 
@@ -189,10 +181,10 @@ class ImageStore:
         self._lock = threading.RLock()
         self._leases: dict[int, set[str]] = {}
         self._lease_seq = 0
-        self._blobs = root / "blobs" / "sha256"
         self._layers = root / "layers"
         self._tmp = root / "tmp"
-        for d in (self._blobs, self._layers, self._tmp):
+        self._blobs = BlobStore(root / "blobs" / "sha256", self._tmp)
+        for d in (self._blobs.root, self._layers, self._tmp):
             d.mkdir(parents=True, exist_ok=True)
         for leftover in self._tmp.iterdir():  # from a crash mid-write
             _rmtree(leftover)
@@ -204,13 +196,13 @@ class ImageStore:
         self, stream: BinaryIO, ref: str | None, changes: ImageConfig | None = None
     ) -> Image:
         """Make a single-layer image from a rootfs tar (plain/gzip/zstd), like `docker import`."""
-        parsed = self._parse_tag_ref(ref) if ref else None
+        parsed = parse_tag_reference(ref) if ref else None
         with self._lock:
-            blob = self._write_blob(stream)
+            blob = self._blobs.write(stream)
             diff_id, _size = self._ensure_layer(blob.digest, None)
             now = _now()
             doc = {
-                "architecture": _host_arch(),
+                "architecture": host_arch(),
                 "os": "linux",
                 "created": now,
                 "config": (changes or ImageConfig()).to_dict(),
@@ -218,7 +210,7 @@ class ImageStore:
                 "history": [{"created": now, "comment": "Imported from tarball"}],
             }
             raw = json.dumps(doc, separators=(",", ":"), sort_keys=True).encode()
-            config_blob = self._write_blob(io.BytesIO(raw))
+            config_blob = self._blobs.write(io.BytesIO(raw))
             tags = [parsed.familiar()] if parsed else []
             return self._register(config_blob.digest, raw, [blob.digest], tags, [])
 
@@ -238,7 +230,7 @@ class ImageStore:
         `config` replaces the run-time keys it models (Cmd, Env, ...); other keys of the base
         config (Healthcheck, Shell, ...) are kept. Used by `docker commit`.
         """
-        parsed = self._parse_tag_ref(ref) if ref else None
+        parsed = parse_tag_reference(ref) if ref else None
         with self._lock:
             base = self._image(self._resolve(base_id))
             base_blobs = []
@@ -249,7 +241,7 @@ class ImageStore:
                 if row is None:
                     raise ImageError(f"layer {diff_id[7:19]} of image {base.short_id} is missing")
                 base_blobs.append(str(row[0]))
-            blob = self._write_blob(layer)
+            blob = self._blobs.write(layer)
             created: set[str] = {blob.digest}
             try:
                 diff_id, _size = self._ensure_layer(blob.digest, None)
@@ -276,7 +268,7 @@ class ImageStore:
                 else:
                     doc.pop("author", None)
                 raw = json.dumps(doc, separators=(",", ":"), sort_keys=True).encode()
-                config_blob = self._write_blob(io.BytesIO(raw))
+                config_blob = self._blobs.write(io.BytesIO(raw))
                 created.add(config_blob.digest)
                 tags = [parsed.familiar()] if parsed else []
                 return self._register(
@@ -290,15 +282,17 @@ class ImageStore:
         with self._lock:
             created: set[str] = set()
             try:
-                files = self._spool_archive(stream, created)
-                if "manifest.json" in files.blobs:
-                    images = self._load_docker(files)
-                elif "index.json" in files.blobs:
-                    images = self._load_oci(files)
-                else:
-                    raise ImageError(
-                        "not an image archive: neither manifest.json nor index.json found"
+                files = spool_archive(stream, self._blobs, created)
+                images = [
+                    self._register(
+                        found.config_digest,
+                        found.raw_config,
+                        found.layer_blobs,
+                        found.tags,
+                        found.manifest_digests,
                     )
+                    for found in archive_images(files, self._blobs)
+                ]
             finally:
                 self._gc_blobs(created)
             return images
@@ -314,7 +308,7 @@ class ImageStore:
 
     def tag(self, src: str, ref: str) -> None:
         """Point `ref` (name[:tag], default latest) at the image `src` resolves to."""
-        target = self._parse_tag_ref(ref)
+        target = parse_tag_reference(ref)
         with self._lock:
             image_id = self._resolve(src)
             with self._db:
@@ -366,7 +360,7 @@ class ImageStore:
         return dirs
 
     def blob_path(self, digest: str) -> Path:
-        return self._blobs / _hex(digest)
+        return self._blobs.path(digest)
 
     # --- registry support (pull/push) --------------------------------------------------------
     @contextlib.contextmanager
@@ -384,18 +378,18 @@ class ImageStore:
                 del self._leases[key]
 
     def has_blob(self, digest: str) -> bool:
-        return self.blob_path(digest).is_file()
+        return self._blobs.has(digest)
 
     def write_blob(self, src: IO[bytes], expected: str, expected_size: int | None = None) -> int:
         """Store a blob whose digest (and size) are known in advance; returns its size.
 
         Nothing appears under the digest unless the whole content matched.
         """
-        return self._write_blob(src, expected, expected_size).size
+        return self._blobs.write(src, expected, expected_size).size
 
     def has_layer(self, diff_id: str) -> bool:
         row = self._db.execute("SELECT 1 FROM image_layers WHERE diff_id = ?", (diff_id,))
-        return row.fetchone() is not None and (self._layers / _hex(diff_id)).is_dir()
+        return row.fetchone() is not None and (self._layers / digest_hex(diff_id)).is_dir()
 
     def ensure_layer(self, blob_digest: str, diff_id: str) -> int:
         """Unpack a stored layer blob (verifying it against `diff_id`); returns the tar size.
@@ -515,9 +509,9 @@ class ImageStore:
         try:
             with os.fdopen(fd, "wb") as raw_out, open(self.blob_path(plain_digest), "rb") as src:
                 with gzip.GzipFile(fileobj=raw_out, mode="wb", compresslevel=6, mtime=0) as gz:
-                    shutil.copyfileobj(src, gz, _CHUNK)
+                    shutil.copyfileobj(src, gz, COPY_CHUNK)
             with open(tmp_name, "rb") as packed:
-                blob = self._write_blob(packed)
+                blob = self._blobs.write(packed)
         finally:
             Path(tmp_name).unlink(missing_ok=True)
         with self._lock:
@@ -531,12 +525,7 @@ class ImageStore:
 
     # --- save / history / prune -------------------------------------------------------------
     def save(self, refs: builtins.list[str], out: BinaryIO) -> None:
-        """Write `refs` as one tar stream to `out` (need not be seekable).
-
-        The archive is both a docker-archive (manifest.json, read by docker/podman load and
-        skopeo docker-archive:) and an OCI image layout (index.json, oci-layout), like the one
-        docker 25+ writes. Layers are stored uncompressed, named by their diff id.
-        """
+        """Write `refs` as one tar stream to `out` (need not be seekable); see `write_archive`."""
         if not refs:
             raise InvalidArgument("no image given to save")
         chosen: dict[str, builtins.list[str]] = {}
@@ -547,70 +536,7 @@ class ImageStore:
             if key is not None and key not in tags:
                 tags.append(key)
         images = [(self._image(i), tags) for i, tags in chosen.items()]
-        docker_manifest: builtins.list[dict[str, Any]] = []
-        index_entries: builtins.list[dict[str, Any]] = []
-        written: set[str] = set()
-        with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:
-            _tar_dir(tar, "blobs")
-            _tar_dir(tar, "blobs/sha256")
-            for image, tags in images:
-                layer_descs = []
-                for diff_id in image.diff_ids:
-                    if diff_id not in written:
-                        self._save_layer(tar, diff_id)
-                        written.add(diff_id)
-                    size = self._layer_size(diff_id)
-                    layer_descs.append({"mediaType": OCI_LAYER, "size": size, "digest": diff_id})
-                config_name = f"blobs/sha256/{_hex(image.id)}"
-                if image.id not in written:
-                    _tar_bytes(tar, config_name, image.raw_config)
-                    written.add(image.id)
-                manifest = json.dumps(
-                    {
-                        "schemaVersion": 2,
-                        "mediaType": OCI_MANIFEST,
-                        "config": {
-                            "mediaType": "application/vnd.oci.image.config.v1+json",
-                            "size": len(image.raw_config),
-                            "digest": image.id,
-                        },
-                        "layers": layer_descs,
-                    },
-                    separators=(",", ":"),
-                ).encode()
-                manifest_digest = "sha256:" + hashlib.sha256(manifest).hexdigest()
-                if manifest_digest not in written:
-                    _tar_bytes(tar, f"blobs/sha256/{_hex(manifest_digest)}", manifest)
-                    written.add(manifest_digest)
-                docker_manifest.append(
-                    {
-                        "Config": config_name,
-                        "RepoTags": tags or None,
-                        "Layers": [f"blobs/sha256/{_hex(d)}" for d in image.diff_ids],
-                    }
-                )
-                desc = {
-                    "mediaType": OCI_MANIFEST,
-                    "digest": manifest_digest,
-                    "size": len(manifest),
-                }
-                for tag in tags or [""]:
-                    entry = dict(desc)
-                    if tag:
-                        parsed = parse_reference(tag)
-                        entry["annotations"] = {
-                            "io.containerd.image.name": parsed.canonical(),
-                            "org.opencontainers.image.ref.name": parsed.tag or "latest",
-                        }
-                    index_entries.append(entry)
-            _tar_bytes(tar, "oci-layout", b'{"imageLayoutVersion":"1.0.0"}')
-            index = {
-                "schemaVersion": 2,
-                "mediaType": "application/vnd.oci.image.index.v1+json",
-                "manifests": index_entries,
-            }
-            _tar_bytes(tar, "index.json", json.dumps(index, separators=(",", ":")).encode())
-            _tar_bytes(tar, "manifest.json", json.dumps(docker_manifest).encode())
+        write_archive(out, images, self._blobs, self._layer_blob)
 
     def _layer_size(self, diff_id: str) -> int:
         row = self._db.execute(
@@ -620,20 +546,12 @@ class ImageStore:
             raise ImageError(f"layer {diff_id[7:19]} is not in the store")
         return int(row[0])
 
-    def _save_layer(self, tar: tarfile.TarFile, diff_id: str) -> None:
+    def _layer_blob(self, diff_id: str) -> tuple[str, int] | None:
+        """The stored (blob digest, uncompressed size) of layer `diff_id`, if known."""
         row = self._db.execute(
             "SELECT blob_digest, size_bytes FROM image_layers WHERE diff_id = ?", (diff_id,)
         ).fetchone()
-        if row is None or not self.has_blob(row[0]):
-            raise ImageError(f"layer {diff_id[7:19]} has no stored blob; pull the image again")
-        info = tarfile.TarInfo(f"blobs/sha256/{_hex(diff_id)}")
-        info.size = int(row[1])
-        info.mode = 0o644
-        with open(self.blob_path(row[0]), "rb") as blob, decompressed(blob) as plain:
-            checked = _HashingReader(plain)
-            tar.addfile(info, checked)
-        if checked.digest() != diff_id:
-            raise ImageError(f"stored layer {diff_id[7:19]} does not match its diff id")
+        return None if row is None else (str(row[0]), int(row[1]))
 
     def history(self, ref_or_id: str) -> builtins.list[HistoryEntry]:
         """The image's build history, oldest first, with layer sizes matched to entries."""
@@ -683,7 +601,7 @@ class ImageStore:
             return PruneResult(deleted, max(0, before - self._usage_bytes()) + orphan_bytes)
 
     def _usage_bytes(self) -> int:
-        blobs = sum(p.stat().st_size for p in self._blobs.iterdir() if p.is_file())
+        blobs = self._blobs.usage_bytes()
         row = self._db.execute("SELECT COALESCE(SUM(size_bytes), 0) FROM image_layers").fetchone()
         return blobs + int(row[0])
 
@@ -702,7 +620,9 @@ class ImageStore:
                 "DELETE FROM image_repo_digests WHERE image_id NOT IN "
                 "(SELECT id FROM image_records)"
             )
-        known_layers = {_hex(r[0]) for r in self._db.execute("SELECT diff_id FROM image_layers")}
+        known_layers = {
+            digest_hex(r[0]) for r in self._db.execute("SELECT diff_id FROM image_layers")
+        }
         orphan_bytes = 0
         for layer_dir in self._layers.iterdir():
             if layer_dir.name in known_layers or "sha256:" + layer_dir.name in leased:
@@ -714,9 +634,7 @@ class ImageStore:
         keep = {r[0] for r in self._db.execute("SELECT blob_digest FROM image_layers")}
         keep |= {r[0] for r in self._db.execute("SELECT id FROM image_records")}
         keep |= leased
-        for blob in self._blobs.iterdir():
-            if "sha256:" + blob.name not in keep:
-                blob.unlink(missing_ok=True)
+        self._blobs.sweep(keep)
         with self._tx():
             self._db.execute(
                 "DELETE FROM blob_sources WHERE digest NOT IN "
@@ -746,55 +664,6 @@ class ImageStore:
             [(b, registry, remote_repo) for b in blobs],
         )
 
-    def _write_blob(
-        self, src: IO[bytes], expected: str | None = None, expected_size: int | None = None
-    ) -> _Blob:
-        """Copy `src` into the blob store: temp file, fsync, verify, rename."""
-        hasher = hashlib.sha256()
-        size = 0
-        fd, tmp_name = tempfile.mkstemp(dir=self._tmp, prefix="blob-")
-        tmp = Path(tmp_name)
-        try:
-            with os.fdopen(fd, "wb") as out:
-                while chunk := src.read(_CHUNK):
-                    hasher.update(chunk)
-                    out.write(chunk)
-                    size += len(chunk)
-                    if expected_size is not None and size > expected_size:
-                        raise ImageError(
-                            f"blob {expected} is larger than the {expected_size} bytes announced"
-                        )
-                out.flush()
-                os.fsync(out.fileno())
-            digest = "sha256:" + hasher.hexdigest()
-            if expected_size is not None and size != expected_size:
-                raise ImageError(
-                    f"blob {expected} is truncated: got {size} of {expected_size} bytes"
-                )
-            if expected is not None and expected != digest:
-                raise ImageError(f"blob digest mismatch: expected {expected}, got {digest}")
-            final = self._blobs / hasher.hexdigest()
-            if final.exists():
-                tmp.unlink()
-            else:
-                os.chmod(tmp, 0o644)
-                os.rename(tmp, final)
-                _fsync_dir(self._blobs)
-            return _Blob(digest, size)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-
-    def _read_json(self, digest: str, what: str) -> tuple[bytes, Any]:
-        path = self.blob_path(digest)
-        if path.stat().st_size > MAX_JSON_BYTES:
-            raise ImageError(f"{what} is larger than {MAX_JSON_BYTES} bytes")
-        raw = path.read_bytes()
-        try:
-            return raw, json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise ImageError(f"{what} is not valid JSON: {exc}") from exc
-
     def _gc_blobs(self, candidates: set[str]) -> None:
         """Delete blobs this call created that no image or layer references."""
         for digest in candidates:
@@ -804,7 +673,7 @@ class ImageStore:
                 (digest, digest),
             ).fetchone()
             if used is None:
-                self.blob_path(digest).unlink(missing_ok=True)
+                self._blobs.discard(digest)
 
     # --- layers -----------------------------------------------------------------------------
     def _ensure_layer(self, blob_digest: str, expected_diff_id: str | None) -> tuple[str, int]:
@@ -813,7 +682,7 @@ class ImageStore:
             row = self._db.execute(
                 "SELECT size_bytes FROM image_layers WHERE diff_id = ?", (expected_diff_id,)
             ).fetchone()
-            if row is not None and (self._layers / _hex(expected_diff_id)).is_dir():
+            if row is not None and (self._layers / digest_hex(expected_diff_id)).is_dir():
                 return expected_diff_id, int(row[0])
         tmp = Path(tempfile.mkdtemp(dir=self._tmp, prefix="layer-"))
         try:
@@ -825,12 +694,12 @@ class ImageStore:
                     f"layer diff id mismatch: config says {expected_diff_id}, "
                     f"content is {stats.diff_id}"
                 )
-            final = self._layers / _hex(stats.diff_id)
+            final = self._layers / digest_hex(stats.diff_id)
             if final.is_dir():
                 _rmtree(tmp)
             else:
                 os.rename(tmp, final)
-                _fsync_dir(self._layers)
+                fsync_dir(self._layers)
         except BaseException:
             _rmtree(tmp)
             raise
@@ -841,123 +710,6 @@ class ImageStore:
                 (stats.diff_id, blob_digest, stats.size_bytes),
             )
         return stats.diff_id, stats.size_bytes
-
-    # --- archives ---------------------------------------------------------------------------
-    def _spool_archive(self, stream: IO[bytes], created: set[str]) -> _ArchiveFiles:
-        """Stream the outer tar once, storing every regular file as a blob."""
-        files = _ArchiveFiles()
-        try:
-            with decompressed(stream) as raw:
-                tar = tarfile.open(fileobj=raw, mode="r|")
-                count = 0
-                while (member := tar.next()) is not None:
-                    tar.members.clear()  # type: ignore[attr-defined]
-                    count += 1
-                    if count > MAX_ARCHIVE_ENTRIES:
-                        raise ImageError(f"image archive has over {MAX_ARCHIVE_ENTRIES} entries")
-                    name = _norm(member.name)
-                    if member.isreg():
-                        src = tar.extractfile(member)
-                        assert src is not None
-                        blob = self._write_blob(src)
-                        created.add(blob.digest)
-                        files.blobs[name] = blob
-                    elif member.issym():
-                        base = name.rsplit("/", 1)[0] if "/" in name else ""
-                        target = member.linkname
-                        if not target.startswith("/"):
-                            target = f"{base}/{target}" if base else target
-                        files.links[name] = _norm(target)
-                    elif member.islnk():
-                        files.links[name] = _norm(member.linkname)
-        except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
-            if isinstance(exc, ImageError):
-                raise
-            raise ImageError(f"invalid image archive: {exc}") from exc
-        return files
-
-    def _load_docker(self, files: _ArchiveFiles) -> builtins.list[Image]:
-        _, manifest = self._read_json(files.get("manifest.json").digest, "manifest.json")
-        if not isinstance(manifest, list):
-            raise ImageError("manifest.json must be a JSON list")
-        images: builtins.list[Image] = []
-        for entry in manifest:
-            if not isinstance(entry, dict):
-                raise ImageError("manifest.json entries must be objects")
-            config_path = entry.get("Config")
-            layer_paths = entry.get("Layers") or []
-            tags = entry.get("RepoTags") or []
-            if not isinstance(config_path, str) or not isinstance(layer_paths, list):
-                raise ImageError("manifest.json entry needs Config (string) and Layers (list)")
-            if not all(isinstance(p, str) for p in layer_paths) or not isinstance(tags, list):
-                raise ImageError("manifest.json: Layers and RepoTags must be lists of strings")
-            config_blob = files.get(config_path)
-            raw, _doc = self._read_json(config_blob.digest, f"image config {config_path}")
-            layer_blobs = [files.get(p).digest for p in layer_paths]
-            familiar = [self._archive_tag(t) for t in tags]
-            images.append(self._register(config_blob.digest, raw, layer_blobs, familiar, []))
-        return images
-
-    def _load_oci(self, files: _ArchiveFiles) -> builtins.list[Image]:
-        _, index = self._read_json(files.get("index.json").digest, "index.json")
-        if not isinstance(index, dict) or not isinstance(index.get("manifests"), list):
-            raise ImageError("index.json must be an object with a manifests list")
-        images: builtins.list[Image] = []
-        for desc in index["manifests"]:
-            annotations = _annotations(desc)
-            name = annotations.get("io.containerd.image.name") or annotations.get(
-                "org.opencontainers.image.ref.name", ""
-            )
-            tags: builtins.list[str] = []
-            if name and (":" in name or "/" in name):
-                with contextlib.suppress(InvalidArgument):
-                    tags.append(self._archive_tag(name))
-            manifest_digest, manifest = self._oci_manifest(files, desc, depth=0)
-            config_desc = manifest.get("config")
-            layers = manifest.get("layers") or []
-            if not isinstance(config_desc, dict) or not isinstance(layers, list):
-                raise ImageError("OCI manifest needs a config descriptor and a layers list")
-            config_blob = self._oci_blob(files, config_desc)
-            raw, _doc = self._read_json(config_blob.digest, "image config")
-            layer_blobs = [self._oci_blob(files, d).digest for d in layers]
-            images.append(
-                self._register(config_blob.digest, raw, layer_blobs, tags, [manifest_digest])
-            )
-        return images
-
-    def _oci_manifest(
-        self, files: _ArchiveFiles, desc: Any, depth: int
-    ) -> tuple[str, dict[str, Any]]:
-        if depth > 2:
-            raise ImageError("OCI index nests too deeply")
-        blob = self._oci_blob(files, desc)
-        _, doc = self._read_json(blob.digest, "OCI manifest")
-        if not isinstance(doc, dict):
-            raise ImageError("OCI manifest must be a JSON object")
-        media = desc.get("mediaType") or doc.get("mediaType", "")
-        if media in _INDEX_TYPES or "manifests" in doc:
-            choices = doc.get("manifests")
-            if not isinstance(choices, list) or not choices:
-                raise ImageError("OCI image index has no manifests")
-            want = _host_arch()
-            for choice in choices:
-                plat = choice.get("platform", {}) if isinstance(choice, dict) else {}
-                if plat.get("os", "linux") == "linux" and plat.get("architecture") == want:
-                    return self._oci_manifest(files, choice, depth + 1)
-            raise ImageError(f"OCI image index has no linux/{want} manifest")
-        return blob.digest, doc
-
-    def _oci_blob(self, files: _ArchiveFiles, desc: Any) -> _Blob:
-        if not isinstance(desc, dict) or not isinstance(desc.get("digest"), str):
-            raise ImageError("OCI descriptor without a digest")
-        digest = desc["digest"]
-        algo, _, hexpart = digest.partition(":")
-        if algo != "sha256" or not is_full_id(digest):
-            raise ImageError(f"unsupported or malformed digest {digest!r}")
-        blob = files.get(f"blobs/sha256/{hexpart}")
-        if blob.digest != digest:
-            raise ImageError(f"blob {digest} in the archive has digest {blob.digest}")
-        return blob
 
     # --- records ----------------------------------------------------------------------------
     def _register(
@@ -1140,20 +892,6 @@ class ImageStore:
             return None
         return ref.familiar() if ref.digest is None else None
 
-    def _parse_tag_ref(self, text: str) -> Reference:
-        ref = parse_reference(text)
-        if ref.digest is not None:
-            raise InvalidArgument(f"refusing to create a tag with a digest reference: {text}")
-        return ref
-
-    def _archive_tag(self, text: Any) -> str:
-        if not isinstance(text, str):
-            raise ImageError("image archive: tags must be strings")
-        try:
-            return self._parse_tag_ref(text).familiar()
-        except InvalidArgument as exc:
-            raise ImageError(f"image archive has an invalid tag {text!r}: {exc}") from exc
-
     def _untag(self, tags: builtins.list[str]) -> None:
         with self._db:
             self._db.executemany("DELETE FROM image_tags WHERE ref = ?", [(t,) for t in tags])
@@ -1185,68 +923,12 @@ class ImageStore:
                 self._db.execute("DELETE FROM image_layers WHERE diff_id = ?", (diff_id,))
             if row is not None:
                 blobs.add(row[0])
-            layer_dir = self._layers / _hex(diff_id)
+            layer_dir = self._layers / digest_hex(diff_id)
             if layer_dir.exists():
                 trash = Path(tempfile.mkdtemp(dir=self._tmp, prefix="trash-"))
                 os.rename(layer_dir, trash / "layer")
                 _rmtree(trash)
         self._gc_blobs(blobs)
-
-
-class _ArchiveFiles:
-    """Regular files of an outer archive (stored as blobs) plus its sym/hard links."""
-
-    def __init__(self) -> None:
-        self.blobs: dict[str, _Blob] = {}
-        self.links: dict[str, str] = {}
-
-    def get(self, name: str) -> _Blob:
-        key = _norm(name)
-        for _ in range(16):
-            if key in self.blobs:
-                return self.blobs[key]
-            if key not in self.links:
-                break
-            key = self.links[key]
-        raise ImageError(f"image archive is missing {name!r}")
-
-
-class _HashingReader(io.RawIOBase):
-    """Passes reads through while hashing them (to check a layer as `save` streams it)."""
-
-    def __init__(self, inner: IO[bytes]) -> None:
-        self._inner = inner
-        self._hash = hashlib.sha256()
-
-    def readable(self) -> bool:
-        return True
-
-    def read(self, size: int = -1) -> bytes:
-        data = self._inner.read(size if size is not None and size >= 0 else _CHUNK)
-        self._hash.update(data)
-        return data
-
-    def readinto(self, buf: Any) -> int:
-        data = self.read(len(buf))
-        buf[: len(data)] = data
-        return len(data)
-
-    def digest(self) -> str:
-        return "sha256:" + self._hash.hexdigest()
-
-
-def _tar_dir(tar: tarfile.TarFile, name: str) -> None:
-    info = tarfile.TarInfo(name)
-    info.type = tarfile.DIRTYPE
-    info.mode = 0o755
-    tar.addfile(info)
-
-
-def _tar_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
-    info = tarfile.TarInfo(name)
-    info.size = len(data)
-    info.mode = 0o644
-    tar.addfile(info, io.BytesIO(data))
 
 
 def _tree_bytes(path: Path) -> int:
@@ -1258,50 +940,8 @@ def _tree_bytes(path: Path) -> int:
     return total
 
 
-def _norm(name: str) -> str:
-    parts: list[str] = []
-    for comp in name.split("/"):
-        if comp in ("", "."):
-            continue
-        if comp == "..":
-            if parts:
-                parts.pop()
-            continue
-        parts.append(comp)
-    return "/".join(parts)
-
-
-def _annotations(desc: Any) -> dict[str, str]:
-    if not isinstance(desc, dict):
-        raise ImageError("index.json: manifest descriptors must be objects")
-    ann = desc.get("annotations") or {}
-    if not isinstance(ann, dict):
-        raise ImageError("index.json: annotations must be an object")
-    return {str(k): str(v) for k, v in ann.items()}
-
-
-def _hex(digest: str) -> str:
-    algo, _, hexpart = digest.partition(":")
-    if algo != "sha256" or not is_full_id(hexpart):
-        raise ImageError(f"malformed digest {digest!r}")
-    return hexpart
-
-
-def _host_arch() -> str:
-    machine = platform.machine().lower()
-    return {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm"}.get(machine, machine)
-
-
 def _now() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _rmtree(path: Path) -> None:

@@ -22,7 +22,7 @@ from steelcup.image import rootfs
 from steelcup.image.config import ImageConfig
 from steelcup.image.store import ImageStore
 from steelcup.pool.source import VmSource
-from steelcup.runtime import filesystem as fs
+from steelcup.runtime import fs_admin, fs_archive, fs_changes, fs_commit, fs_paths
 from steelcup.runtime.containers import Runtime
 from steelcup.runtime.events import EventBus
 from steelcup.runtime.model import ContainerConfig, Status
@@ -137,23 +137,23 @@ def _changed(env: Env, cid: str) -> str:
 
 def test_changes_exact(env: Env) -> None:
     cid = env.create("c1")
-    assert fs.container_changes(env.runtime, "c1") == []  # never started: no upper dir
+    assert fs_changes.container_changes(env.runtime, "c1") == []  # never started: no upper dir
     _changed(env, cid)
-    got = [(c.path, int(c.kind)) for c in fs.container_changes(env.runtime, "c1")]
+    got = [(c.path, int(c.kind)) for c in fs_changes.container_changes(env.runtime, "c1")]
     assert got == EXPECTED
 
 
 def test_changes_see_lower_whiteouts(env: Env) -> None:
     """A whiteout for a file an earlier layer already deleted is not a change."""
     cid = _changed(env, env.create("c1"))
-    asyncio.run(fs.commit(env.runtime, cid, repo_tag="next:1", spool_dir=env.tmp / "spool"))
+    asyncio.run(fs_commit.commit(env.runtime, cid, repo_tag="next:1", spool_dir=env.tmp / "spool"))
     c2 = env.create("c2", image="next:1")
     root = env.mount(c2)
     assert not (root / "gone.txt").exists()
     (root / "gone.txt").write_text("back")  # re-added over a lower whiteout: an addition
     (root / "tmp/x").unlink()
     env.release(c2)
-    got = [(c.path, int(c.kind)) for c in fs.container_changes(env.runtime, c2)]
+    got = [(c.path, int(c.kind)) for c in fs_changes.container_changes(env.runtime, c2)]
     assert got == [("/gone.txt", 1), ("/tmp", 0), ("/tmp/x", 2)]
 
 
@@ -162,19 +162,19 @@ def _tar_names(data: bytes) -> dict[str, tarfile.TarInfo]:
         return {m.name: m for m in tar.getmembers()}
 
 
-async def _get(env: Env, ref: str, path: str) -> tuple[fs.Source, bytes]:
+async def _get(env: Env, ref: str, path: str) -> tuple[fs_archive.Source, bytes]:
     live = env.runtime.get(ref)
-    async with fs.mounted_root(env.runtime, live) as root_fd:
-        source = fs.locate(root_fd, path, ref)
+    async with fs_paths.mounted_root(env.runtime, live) as root_fd:
+        source = fs_archive.locate(root_fd, path, ref)
         out = io.BytesIO()
-        fs.write_archive(root_fd, source, out)
+        fs_archive.write_archive(root_fd, source, out)
     return source, out.getvalue()
 
 
 async def _put(env: Env, ref: str, path: str, data: bytes, **kw: Any) -> None:
     live = env.runtime.get(ref)
-    async with fs.mounted_root(env.runtime, live) as root_fd:
-        fs.extract_archive(root_fd, path, io.BytesIO(data), ref, **kw)
+    async with fs_paths.mounted_root(env.runtime, live) as root_fd:
+        fs_archive.extract_archive(root_fd, path, io.BytesIO(data), ref, **kw)
 
 
 def test_archive_get_stat_and_names(env: Env) -> None:
@@ -254,9 +254,9 @@ def test_export_has_lower_and_upper_files(env: Env) -> None:
     _changed(env, env.create("c1"))
 
     async def run() -> bytes:
-        async with fs.mounted_root(env.runtime, env.runtime.get("c1")) as root_fd:
+        async with fs_paths.mounted_root(env.runtime, env.runtime.get("c1")) as root_fd:
             out = io.BytesIO()
-            fs.write_export(root_fd, out)
+            fs_commit.write_export(root_fd, out)
             return out.getvalue()
 
     names = _tar_names(asyncio.run(run()))
@@ -275,7 +275,7 @@ def _layer_members(env: Env, diff_id: str) -> dict[str, tarfile.TarInfo]:
 def test_commit_layer_and_config(env: Env) -> None:
     _changed(env, env.create("c1", user="1000", labels=(("k", "v"),)))
     queue = env.events.subscribe()
-    image = asyncio.run(fs.commit(
+    image = asyncio.run(fs_commit.commit(
         env.runtime, "c1", repo_tag="committed:v2", comment="msg", author="me",
         changes=['CMD ["echo", "hi"]', "ENV A=1 B=\"two words\"", "EXPOSE 8080"],
         spool_dir=env.tmp / "spool",
@@ -305,23 +305,23 @@ def test_commit_layer_and_config(env: Env) -> None:
         assert sorted(p.name for p in (root / "var/cache").iterdir()) == ["new"]
     finally:
         env.release(c2)
-    assert fs.container_changes(env.runtime, c2) == []
+    assert fs_changes.container_changes(env.runtime, c2) == []
 
 
 def test_apply_changes() -> None:
     base = ImageConfig(cmd=("sh",), env=("A=0",), working_dir="/app")
-    out = fs.apply_changes(base, ["ENTRYPOINT /run.sh", "WORKDIR sub\nUSER nobody",
+    out = fs_commit.apply_changes(base, ["ENTRYPOINT /run.sh", "WORKDIR sub\nUSER nobody",
                                   "LABEL a=1 b=2", "ENV A 1 2", "STOPSIGNAL SIGINT",
                                   "VOLUME /v"])
     assert out.entrypoint == ("/bin/sh", "-c", "/run.sh") and out.cmd is None
     assert out.working_dir == "/app/sub" and out.user == "nobody"
     assert out.labels == {"a": "1", "b": "2"} and out.env == ("A=1 2",)
     assert out.stop_signal == "SIGINT" and out.volumes == ("/v",)
-    assert fs.apply_changes(base, ['CMD ["x"]', "ENTRYPOINT [\"e\"]"]).cmd == ("x",)
+    assert fs_commit.apply_changes(base, ['CMD ["x"]', "ENTRYPOINT [\"e\"]"]).cmd == ("x",)
     with pytest.raises(InvalidArgument, match="RUN is not a valid change command"):
-        fs.apply_changes(base, ["RUN rm -rf /"])
+        fs_commit.apply_changes(base, ["RUN rm -rf /"])
     with pytest.raises(InvalidArgument):
-        fs.apply_changes(base, ["EXPOSE notaport"])
+        fs_commit.apply_changes(base, ["EXPOSE notaport"])
 
 
 def test_rename(env: Env) -> None:
@@ -329,10 +329,10 @@ def test_rename(env: Env) -> None:
     env.create("beta")
     queue = env.events.subscribe()
     with pytest.raises(Conflict, match='"/beta" is already in use'):
-        fs.rename(env.runtime, "alpha", "beta")
+        fs_admin.rename(env.runtime, "alpha", "beta")
     with pytest.raises(InvalidArgument, match="Invalid container name"):
-        fs.rename(env.runtime, "alpha", "no spaces")
-    fs.rename(env.runtime, "alpha", "/gamma")
+        fs_admin.rename(env.runtime, "alpha", "no spaces")
+    fs_admin.rename(env.runtime, "alpha", "/gamma")
     assert env.runtime.get("gamma").record.id == a
     with pytest.raises(NotFound):
         env.runtime.get("alpha")
@@ -350,23 +350,23 @@ def test_prune(env: Env) -> None:
     root = env.mount(gone)
     (root / "tmp/big").write_bytes(b"x" * 100_000)
     env.release(gone)
-    report = asyncio.run(fs.prune(env.runtime, {"label!": ["keep"]}))
+    report = asyncio.run(fs_admin.prune(env.runtime, {"label!": ["keep"]}))
     assert report.deleted == [gone]
     assert report.reclaimed_bytes >= 100_000
     assert not env.runtime.container_dir(gone).exists()
     assert {r.id for r in env.runtime.list()} == {keep, running}
-    assert asyncio.run(fs.prune(env.runtime, {"until": ["1h"]})).deleted == []
+    assert asyncio.run(fs_admin.prune(env.runtime, {"until": ["1h"]})).deleted == []
     with pytest.raises(InvalidArgument):
-        asyncio.run(fs.prune(env.runtime, {"bogus": ["1"]}))
-    assert asyncio.run(fs.prune(env.runtime, {})).deleted == [keep]
+        asyncio.run(fs_admin.prune(env.runtime, {"bogus": ["1"]}))
+    assert asyncio.run(fs_admin.prune(env.runtime, {})).deleted == [keep]
 
 
 def test_parse_until() -> None:
-    assert fs.parse_until("1h30m", 10_000.0) == 10_000.0 - 5400
-    assert fs.parse_until("1700000000", 0) == 1_700_000_000
-    assert fs.parse_until("2024-01-01T00:00:00Z", 0) == 1_704_067_200
+    assert fs_admin.parse_until("1h30m", 10_000.0) == 10_000.0 - 5400
+    assert fs_admin.parse_until("1700000000", 0) == 1_700_000_000
+    assert fs_admin.parse_until("2024-01-01T00:00:00Z", 0) == 1_704_067_200
     with pytest.raises(InvalidArgument):
-        fs.parse_until("yesterday", 0)
+        fs_admin.parse_until("yesterday", 0)
 
 
 def test_http_and_cli_cp(env: Env, tmp_path: Path) -> None:

@@ -1,0 +1,192 @@
+"""`docker cp`: stat a path in a container (docker's path-stat header), stream it out as a
+tar, and extract a tar into a container directory with docker cp's rules.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import stat
+import tarfile
+from dataclasses import dataclass
+from typing import IO, Any
+
+from steelcup.errors import ImageError, InvalidArgument, NotFound
+from steelcup.image.layers import LayerLimits, _Extractor, decompressed
+from steelcup.runtime.fs_paths import lstat_at, open_dir, resolve, split_path
+from steelcup.runtime.fs_tar import TreeWriter, open_tar
+
+# Go's os.FileMode bits: docker's path-stat header carries a Go FileMode, not a unix mode.
+_GO_DIR = 1 << 31
+_GO_SYMLINK = 1 << 27
+_GO_DEVICE = 1 << 26
+_GO_PIPE = 1 << 25
+_GO_SOCKET = 1 << 24
+_GO_SETUID = 1 << 23
+_GO_SETGID = 1 << 22
+_GO_CHARDEV = 1 << 21
+_GO_STICKY = 1 << 20
+
+
+@dataclass(frozen=True)
+class PathStat:
+    """docker's `X-Docker-Container-Path-Stat`: what a path in the container is."""
+
+    name: str
+    size: int
+    mode: int  # a Go os.FileMode
+    mtime: str  # RFC 3339 with nanoseconds
+    link_target: str
+
+    @property
+    def is_dir(self) -> bool:
+        return bool(self.mode & _GO_DIR)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "size": self.size, "mode": self.mode, "mtime": self.mtime,
+                "linkTarget": self.link_target}
+
+
+@dataclass(frozen=True)
+class Source:
+    """A resolved archive source: where it is, what it is, and its name in the tar."""
+
+    parts: tuple[str, ...]
+    st: os.stat_result
+    arcname: str
+    stat: PathStat
+
+
+def locate(root_fd: int, path: str, container: str) -> Source:
+    """Resolve and stat an archive source; NotFound with docker's message if it is missing."""
+    if not path:
+        raise InvalidArgument("path must not be empty")
+    follow = path.endswith("/") or _wants_contents(path)
+    parts = resolve(root_fd, path, follow_last=follow)
+    st = lstat_at(root_fd, parts)
+    if st is None:
+        raise NotFound(f"Could not find the file {path} in container {container}")
+    link = ""
+    if stat.S_ISLNK(st.st_mode):
+        link = "/" + "/".join(resolve(root_fd, path, follow_last=True))
+    if _wants_contents(path):
+        if not stat.S_ISDIR(st.st_mode):
+            raise InvalidArgument(f"{path}: not a directory")
+        arcname = "."
+    else:
+        asked = split_path(path)
+        arcname = asked[-1] if asked and asked[-1] != ".." else (parts[-1] if parts else ".")
+    name = split_path(path)[-1] if split_path(path) else "/"
+    info = PathStat(name=name if not _wants_contents(path) else ".", size=st.st_size,
+                    mode=_go_mode(st), mtime=_rfc3339(st.st_mtime_ns), link_target=link)
+    return Source(parts, st, arcname, info)
+
+
+def _wants_contents(path: str) -> bool:
+    """docker: `dir/.` means the directory's contents; a trailing `/` follows a last symlink."""
+    return path == "." or path.endswith("/.")
+
+
+def _go_mode(st: os.stat_result) -> int:
+    mode = stat.S_IMODE(st.st_mode) & 0o777
+    kind = stat.S_IFMT(st.st_mode)
+    mode |= {
+        stat.S_IFDIR: _GO_DIR,
+        stat.S_IFLNK: _GO_SYMLINK,
+        stat.S_IFIFO: _GO_PIPE,
+        stat.S_IFSOCK: _GO_SOCKET,
+        stat.S_IFBLK: _GO_DEVICE,
+        stat.S_IFCHR: _GO_DEVICE | _GO_CHARDEV,
+    }.get(kind, 0)
+    if st.st_mode & stat.S_ISUID:
+        mode |= _GO_SETUID
+    if st.st_mode & stat.S_ISGID:
+        mode |= _GO_SETGID
+    if st.st_mode & stat.S_ISVTX:
+        mode |= _GO_STICKY
+    return mode
+
+
+def _rfc3339(ns: int) -> str:
+    dt = datetime.datetime.fromtimestamp(ns // 1_000_000_000, datetime.UTC)
+    return dt.strftime("%Y-%m-%dT%H:%M:%S") + f".{ns % 1_000_000_000:09d}Z"
+
+
+def write_archive(root_fd: int, source: Source, out: IO[bytes]) -> None:
+    """The tar stream of `docker cp CONTAINER:PATH -`: entries below `source.arcname`."""
+    with open_tar(out) as tar:
+        writer = TreeWriter(tar)
+        if not source.parts:
+            writer.add_dir_fd(root_fd, source.arcname)
+            return
+        parent = open_dir(root_fd, source.parts[:-1])
+        try:
+            writer.add(parent, source.parts[-1], source.arcname)
+        finally:
+            os.close(parent)
+
+
+class _CopyExtractor(_Extractor):
+    """The layer extractor with docker cp's rules: no whiteouts, optional ownership."""
+
+    def __init__(self, dest_fd: int, *, copy_uid_gid: bool, no_overwrite_dir_non_dir: bool):
+        super().__init__(dest_fd, LayerLimits(allow_setid=True, max_entries=10_000_000,
+                                              max_bytes=1 << 50))
+        self.copy_uid_gid = copy_uid_gid
+        self.no_overwrite = no_overwrite_dir_non_dir
+
+    def _apply(self, tar: tarfile.TarFile, m: tarfile.TarInfo) -> None:
+        if not self.copy_uid_gid:
+            m.uid = m.gid = 0
+        if self.no_overwrite:
+            parts = self._clean(m.name)
+            if parts:
+                st = self._existing(parts)
+                if st is not None and stat.S_ISDIR(st.st_mode) and not m.isdir():
+                    raise InvalidArgument(
+                        f"cannot overwrite directory {'/'.join(parts)!r} with non-directory")
+                if st is not None and not stat.S_ISDIR(st.st_mode) and m.isdir():
+                    raise InvalidArgument(
+                        f"cannot overwrite non-directory {'/'.join(parts)!r} with directory")
+        super()._apply(tar, m)
+
+    def _existing(self, parts: tuple[str, ...]) -> os.stat_result | None:
+        return lstat_at(self.root_fd, parts)
+
+    def _whiteout(self, dir_parts: tuple[str, ...], name: str) -> None:
+        raise InvalidArgument(f"refusing to copy the whiteout entry {name!r} into a container")
+
+
+def extract_archive(
+    root_fd: int,
+    path: str,
+    stream: IO[bytes],
+    container: str,
+    *,
+    no_overwrite_dir_non_dir: bool = False,
+    copy_uid_gid: bool = False,
+) -> None:
+    """Extract a tar (plain or compressed) into directory `path` of the container."""
+    parts = resolve(root_fd, path, follow_last=True)
+    st = lstat_at(root_fd, parts)
+    if st is None:
+        raise NotFound(f"Could not find the file {path} in container {container}")
+    if not stat.S_ISDIR(st.st_mode):
+        raise InvalidArgument("extraction point is not a directory")
+    try:
+        dest_fd = open_dir(root_fd, parts)
+    except OSError as exc:  # swapped for a symlink after resolve: refuse
+        raise InvalidArgument(f"cannot open {path} in the container: {exc.strerror}") from exc
+    try:
+        extractor = _CopyExtractor(dest_fd, copy_uid_gid=copy_uid_gid,
+                                   no_overwrite_dir_non_dir=no_overwrite_dir_non_dir)
+        with decompressed(stream) as raw:
+            try:
+                extractor.run(tarfile.open(fileobj=raw, mode="r|", errorlevel=2))
+            except (tarfile.TarError, EOFError) as exc:
+                raise InvalidArgument(f"invalid tar archive: {exc}") from exc
+            except ImageError as exc:
+                raise InvalidArgument(str(exc)) from exc
+        extractor.finish()
+    finally:
+        os.close(dest_fd)
