@@ -78,7 +78,8 @@ def qemu_split(pid: int, tb_mib: int, ram_marker: str) -> Split:
             private = int(line.split()[1])
             out.private_kib += private
             perms = head.split()[1]
-            if size_kib == tb_mib * MIB and perms.startswith("rwx"):
+            # QEMU maps tb-size MiB minus a guard page, RWX.
+            if tb_mib * MIB - 64 <= size_kib <= tb_mib * MIB and perms.startswith("rwx"):
                 out.tb_kib += private
             elif ram_marker in head or (size_kib >= 64 * MIB and "rw-" in perms
                                         and len(head.split()) < 6):
