@@ -15,7 +15,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.vm.support import BUSYBOX_TAR, Daemon, need_assets, our_qemus, start_daemon, stop_daemon
+from tests.vm.support import (
+    BUSYBOX_TAR,
+    Daemon,
+    delete_netns,
+    need_assets,
+    new_netns,
+    our_qemus,
+    start_daemon,
+    stop_daemon,
+)
 
 DOCKER = shutil.which("docker", path="/usr/local/bin") or shutil.which("docker") or "docker"
 IMG = "steelcup/busybox"
@@ -48,16 +57,25 @@ class Docker:
 
 
 @pytest.fixture(scope="module")
-def dockerd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Docker]:
+def dockerd(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[Docker]:
+    """A module sets `DAEMON_NETWORKING = True` to get a daemon with networks, which then runs
+    in a namespace of its own (so it cannot reach registries on the host's loopback)."""
     need_assets()
     base = tmp_path_factory.mktemp("compat")
-    daemon = start_daemon(base / "root", base / "run" / "steelcup.sock")
+    netns = None
+    if getattr(request.module, "DAEMON_NETWORKING", False):
+        netns = new_netns(f"c{os.urandom(3).hex()}")
+    daemon = start_daemon(base / "root", base / "run" / "steelcup.sock", netns)
     try:
         docker = Docker(daemon, base / "docker-config")
         docker.run("load", "-i", str(BUSYBOX_TAR), check=True)
         yield docker
     finally:
         stop_daemon(daemon)
+        if netns is not None:
+            delete_netns(netns)
         leftovers = our_qemus(str(base))
         for line in leftovers:
             os.kill(int(line.split(":")[0]), signal.SIGKILL)

@@ -12,34 +12,37 @@ import pytest
 from tests.compat.conftest import IMG, Docker
 
 COMPOSE = shutil.which("docker-compose")
+DAEMON_NETWORKING = True  # the services find each other by name on the project network
 pytestmark = [pytest.mark.vm,
               pytest.mark.skipif(COMPOSE is None, reason="docker-compose not installed")]
 
 
-def compose_file(networks: bool) -> str:
-    # Until the daemon serves /networks (api/net_routes.py, being built), compose would fail
-    # creating <project>_default, so the service opts out of networking.
-    network = "" if networks else "    network_mode: none\n"
+def compose_file() -> str:
+    """Two services: a busybox httpd and a client that fetches from it by service name."""
     return (
         'version: "3.7"\n'
         "services:\n"
-        "  app:\n"
+        "  web:\n"
         f"    image: {IMG}\n"
-        '    command: ["sh", "-c", "echo compose-up; while true; do sleep 1; done"]\n'
+        '    command: ["sh", "-c", "mkdir -p /www && echo hello-from-web > /www/index.html'
+        ' && echo compose-up && exec httpd -f -p 80 -h /www"]\n'
         "    environment:\n"
         "      MODE: compose\n"
         "    labels:\n"
         "      tier: compat\n"
         "    restart: unless-stopped\n"
-        f"{network}"
+        "  client:\n"
+        f"    image: {IMG}\n"
+        "    depends_on: [web]\n"
+        '    command: ["sh", "-c", "for i in $$(seq 150); do wget -qO- http://web/ && break;'
+        ' sleep 0.2; done; exec sleep 100000"]\n'
     )
 
 
 def test_up_ps_logs_down(dockerd: Docker, tmp_path: Path) -> None:
     project = tmp_path / "proj"
     project.mkdir()
-    networks = dockerd.run("network", "ls").returncode == 0
-    (project / "docker-compose.yml").write_text(compose_file(networks))
+    (project / "docker-compose.yml").write_text(compose_file())
     env = dict(dockerd.env, COMPOSE_PROJECT_NAME="sc", COMPOSE_INTERACTIVE_NO_CLI="1")
 
     def compose(*args: str, timeout: float = 240) -> subprocess.CompletedProcess[bytes]:
@@ -54,18 +57,18 @@ def test_up_ps_logs_down(dockerd: Docker, tmp_path: Path) -> None:
     try:
         compose("up", "-d")
         ps = compose("ps").stdout.decode()
-        assert "sc_app_1" in ps and "Up" in ps, ps
+        assert "sc_web_1" in ps and "sc_client_1" in ps and "Up" in ps, ps
         fmt = ('{{index .Config.Labels "com.docker.compose.project"}} {{.Config.Labels.tier}} '
                "{{.HostConfig.RestartPolicy.Name}}")
-        labels = dockerd.out("inspect", "-f", fmt, "sc_app_1").split()
+        labels = dockerd.out("inspect", "-f", fmt, "sc_web_1").split()
         assert labels == ["sc", "compat", "unless-stopped"]
         deadline = time.monotonic() + 60
         logs = ""
-        while "compose-up" not in logs and time.monotonic() < deadline:
+        while "hello-from-web" not in logs and time.monotonic() < deadline:
             logs = compose("logs", "--no-color").stdout.decode()
-            time.sleep(0.5)  # polling the guest's first line
-        assert "compose-up" in logs
-        assert dockerd.out("exec", "sc_app_1", "sh", "-c", "echo $MODE") == "compose\n"
+            time.sleep(0.5)  # polling the guests' output
+        assert "compose-up" in logs and "hello-from-web" in logs, logs
+        assert dockerd.out("exec", "sc_web_1", "sh", "-c", "echo $MODE") == "compose\n"
     finally:
         compose("down", "-t", "1")
     assert dockerd.out("ps", "-a", "--filter", "label=com.docker.compose.project=sc", "-q") == ""

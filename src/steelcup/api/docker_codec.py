@@ -521,7 +521,9 @@ def matches(record: ContainerRecord, filters: dict[str, list[str]]) -> bool:
     }
     for key, values in filters.items():
         check = checks.get(key)
-        if check is not None and not any(check(v) for v in values):
+        # Labels must all match (docker's MatchKVList); other keys' values are alternatives.
+        combine = all if key == "label" else any
+        if check is not None and not combine(check(v) for v in values):
             return False
     return True
 
@@ -565,7 +567,8 @@ def event_matches(event: dict[str, Any], filters: dict[str, list[str]]) -> bool:
     }
     for key, values in filters.items():
         check = checks.get(key)
-        if check is None or not any(check(v) for v in values):
+        combine = all if key == "label" else any  # labels: every one must match
+        if check is None or not combine(check(v) for v in values):
             return False
     return True
 

@@ -73,6 +73,9 @@ def test_filters() -> None:
     f = codec.decode_filters(json.dumps({"label": ["tier=front"], "status": ["running"]}))
     assert codec.matches(rec, f)
     assert not codec.matches(rec, {"label": ["tier=back"]})
+    # Several labels must all match (compose relies on this to count a service's containers).
+    assert not codec.matches(rec, {"label": ["tier=front", "svc=web"]})
+    assert codec.matches(rec, {"label": ["tier=front", "tier"]})
     assert codec.matches(rec, {"name": ["we"]}) and codec.matches(rec, {"id": ["aaa"]})
     assert codec.matches(rec, {"ancestor": ["busybox"]})
     assert codec.decode_filters('{"status": {"running": true}}') == {"status": ["running"]}
