@@ -267,3 +267,24 @@ def test_cp_diff_commit_with_a_running_vm(daemon: Daemon, tmp_path: Path) -> Non
                      "cat /root/made-in-vm /tmp/hello.txt; test -e /etc/group || echo no-group")
     assert out == "from-guest\nfrom the host\nno-group\n"
     daemon.out("rmi", "committed:1")
+
+
+def test_twenty_concurrent_runs_all_succeed(daemon: Daemon) -> None:
+    """Twenty `run --rm` at once (template clones on the default network): each gets its own
+    output and exit code, and none is left behind."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(i: int) -> tuple[int, bytes]:
+        result = daemon.cli("run", "--rm", "-l", "batch=twenty", IMG, "sh", "-c",
+                            f"echo run-{i}; exit {i % 7}", timeout=600)
+        return result.returncode, result.stdout
+
+    with ThreadPoolExecutor(20) as pool:
+        results = list(pool.map(one, range(20)))
+    assert results == [(i % 7, f"run-{i}\n".encode()) for i in range(20)]
+    deadline = time.monotonic() + 30
+    while daemon.out("ps", "-aq", "-f", "label=batch=twenty"):
+        assert time.monotonic() < deadline, "auto-removed containers are still listed"
+        time.sleep(0.2)
+    info = daemon.out("system", "info")
+    assert "VM templates: on" in info
