@@ -106,6 +106,9 @@ async def _serve(options: DaemonOptions) -> int:
         loop.add_signal_handler(signo, stop.set)
     await server.start()
     autostart = asyncio.create_task(runtime.autostart(), name="autostart")
+    # The default network gives each container one NIC: build that template first.
+    prewarm = asyncio.create_task(vms.prewarm((1,) if networks is not None else (0,)),
+                                  name="prewarm")
     log.info("steelcup daemon ready on %s (root %s, accelerator %s)", options.socket,
              options.root, accel)
     try:
@@ -113,7 +116,10 @@ async def _serve(options: DaemonOptions) -> int:
     finally:
         log.info("shutting down: stopping VMs")
         await server.close()
-        autostart.cancel()
+        for task in (autostart, prewarm):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
         await runtime.shutdown()
         await vms.close()
         if networks is not None:

@@ -8,7 +8,8 @@ maximum, more NICs or volumes than it has slots) or when a clone fails to restor
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from steelcup.errors import SteelcupError
@@ -70,6 +71,18 @@ class Factory:
         machine = await self.direct.acquire(request)
         self.direct_boots += 1
         return machine
+
+    async def prewarm(self, nic_slots: Sequence[int] = (0,)) -> None:
+        """Build the default tenant's templates now, so the first `run` is already a clone."""
+        if self.template is None:
+            return
+        base = self.template.key_for(VmRequest(mem_mib=self.template.base_mem_mib, cpus=1))
+        for slots in nic_slots:
+            try:
+                await self.template.template(replace(base, nic_slots=slots))
+            except SteelcupError as exc:
+                log.warning("template prewarm failed (%s); runs will build it on demand",
+                            str(exc).splitlines()[0])
 
     def status(self) -> FactoryStatus:
         return FactoryStatus(
