@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+from steelcup.api.filters import parse_filters
 from steelcup.errors import InvalidArgument, NotFound, Unsupported
 from steelcup.humanize import human_duration
 from steelcup.runtime.logs import format_time_ns, parse_time_ns
@@ -426,24 +427,7 @@ _HEALTH = {"starting", "healthy", "unhealthy", "none"}
 
 def decode_filters(text: str, valid: frozenset[str] = CONTAINER_FILTERS) -> dict[str, list[str]]:
     """Docker's `filters` query value: {"key": ["v", ...]} or the old {"key": {"v": true}}."""
-    if not text:
-        return {}
-    try:
-        raw = json.loads(text)
-    except ValueError as exc:
-        raise InvalidArgument(f"invalid filters: {exc}") from exc
-    if not isinstance(raw, dict):
-        raise InvalidArgument("invalid filters: expected an object")
-    result: dict[str, list[str]] = {}
-    for key, value in raw.items():
-        if key not in valid:
-            raise InvalidArgument(f"invalid filter '{key}'")
-        if isinstance(value, dict):
-            result[key] = [str(k) for k, v in value.items() if v]
-        elif isinstance(value, list) and all(isinstance(v, str) for v in value):
-            result[key] = list(value)
-        else:
-            raise InvalidArgument(f"invalid filter '{key}'")
+    result = parse_filters(text, valid)
     for value in result.get("status", []):
         if value not in _STATUSES:
             raise InvalidArgument(f"invalid filter 'status={value}'")

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import IO
 
 from steelcup.api.bodies import QueueWriter, spool_body
+from steelcup.api.filters import parse_filters
 from steelcup.api.http import (
     EmptyResponse,
     JsonResponse,
@@ -145,30 +146,9 @@ class _FsApi:
         return EmptyResponse(204)
 
     async def prune(self, req: Request) -> Response:
-        report = await fs_admin.prune(self.rt, decode_filters(req.q("filters")))
+        report = await fs_admin.prune(self.rt, parse_filters(req.q("filters")))
         return JsonResponse({"ContainersDeleted": report.deleted or None,
                              "SpaceReclaimed": report.reclaimed_bytes})
-
-
-def decode_filters(text: str) -> dict[str, list[str]]:
-    """docker's filters: {"k": ["v"]} or the old {"k": {"v": true}}."""
-    if not text:
-        return {}
-    try:
-        doc = json.loads(text)
-    except ValueError as exc:
-        raise InvalidArgument(f"invalid filters: {exc}") from None
-    if not isinstance(doc, dict):
-        raise InvalidArgument("invalid filters: expected a JSON object")
-    out: dict[str, list[str]] = {}
-    for key, value in doc.items():
-        if isinstance(value, dict):
-            out[str(key)] = [str(k) for k, v in value.items() if v]
-        elif isinstance(value, list):
-            out[str(key)] = [str(v) for v in value]
-        else:
-            raise InvalidArgument(f"invalid filter {key!r}")
-    return out
 
 
 class _ThreadStream:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from steelcup.api.bodies import QueueWriter
+from steelcup.api.filters import parse_filters
 from steelcup.api.http import JsonResponse, Request, Response, Router, StreamResponse
 from steelcup.errors import InvalidArgument, SteelcupError, Unsupported
 from steelcup.image import registry
@@ -203,7 +204,7 @@ class _ImageApi:
 
     # -- prune -----------------------------------------------------------------------------
     async def prune(self, req: Request) -> Response:
-        filters = _filters(req.q("filters"))
+        filters = parse_filters(req.q("filters"))
         dangling = filters.get("dangling", ["true"])
         dangling_only = not any(v.lower() in ("false", "0") for v in dangling)
         result = await asyncio.to_thread(self.images.prune, dangling_only=dangling_only)
@@ -318,26 +319,6 @@ def _progress_stream(
             cancel.set()
 
     return StreamResponse(chunks())
-
-
-def _filters(text: str) -> dict[str, list[str]]:
-    if not text:
-        return {}
-    try:
-        doc = json.loads(text)
-    except ValueError as exc:
-        raise InvalidArgument(f"invalid filters: {exc}") from None
-    if not isinstance(doc, dict):
-        raise InvalidArgument("invalid filters: expected a JSON object")
-    out: dict[str, list[str]] = {}
-    for key, value in doc.items():
-        if isinstance(value, dict):  # {"dangling": {"true": true}}
-            out[str(key)] = [str(k) for k, v in value.items() if v]
-        elif isinstance(value, list):
-            out[str(key)] = [str(v) for v in value]
-        else:
-            raise InvalidArgument(f"invalid filter {key!r}")
-    return out
 
 
 def _unix(created: str) -> int:

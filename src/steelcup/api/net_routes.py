@@ -3,10 +3,10 @@ to `NetworkManager` and `VolumeManager` (the only place their CamelCase keys liv
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from typing import Any
 
+from steelcup.api.filters import parse_filters
 from steelcup.api.http import EmptyResponse, JsonResponse, Request, Response, Router
 from steelcup.errors import InvalidArgument
 from steelcup.net.manager import NetworkManager
@@ -39,28 +39,6 @@ def register(
     router.add("POST", "/volumes/prune", api.volume_prune)
     router.add("GET", "/volumes/{name}", api.volume_inspect)
     router.add("DELETE", "/volumes/{name}", api.volume_remove)
-
-
-def _filters(text: str, valid: frozenset[str]) -> dict[str, list[str]]:
-    if not text:
-        return {}
-    try:
-        raw = json.loads(text)
-    except ValueError as exc:
-        raise InvalidArgument(f"invalid filters: {exc}") from None
-    if not isinstance(raw, dict):
-        raise InvalidArgument("invalid filters: expected an object")
-    out: dict[str, list[str]] = {}
-    for key, value in raw.items():
-        if key not in valid:
-            raise InvalidArgument(f"invalid filter '{key}'")
-        if isinstance(value, dict):
-            out[key] = [str(k) for k, v in value.items() if v]
-        elif isinstance(value, list):
-            out[key] = [str(v) for v in value]
-        else:
-            raise InvalidArgument(f"invalid filter '{key}'")
-    return out
 
 
 def _labels_match(labels: dict[str, str], wanted: list[str]) -> bool:
@@ -131,7 +109,7 @@ class _NetApi:
 
     # -- networks --
     async def network_list(self, req: Request) -> Response:
-        f = _filters(req.q("filters"), NETWORK_FILTERS)
+        f = parse_filters(req.q("filters"), NETWORK_FILTERS)
         out = []
         for net in self.networks.networks():
             eps = self.networks.endpoints(net.id)
@@ -183,7 +161,7 @@ class _NetApi:
         return EmptyResponse()
 
     async def network_prune(self, req: Request) -> Response:
-        _filters(req.q("filters"), frozenset({"label", "until"}))
+        parse_filters(req.q("filters"), frozenset({"label", "until"}))
         return JsonResponse({"NetworksDeleted": await self.networks.prune()})
 
     async def network_connect(self, req: Request) -> Response:
@@ -205,7 +183,7 @@ class _NetApi:
 
     # -- volumes --
     async def volume_list(self, req: Request) -> Response:
-        f = _filters(req.q("filters"), VOLUME_FILTERS)
+        f = parse_filters(req.q("filters"), VOLUME_FILTERS)
         out = []
         for vol in self.volumes.list():
             if "name" in f and not any(n in vol.name for n in f["name"]):
@@ -238,7 +216,7 @@ class _NetApi:
         return EmptyResponse()
 
     async def volume_prune(self, req: Request) -> Response:
-        f = _filters(req.q("filters"), frozenset({"label", "all"}))
+        f = parse_filters(req.q("filters"), frozenset({"label", "all"}))
         all_volumes = bool(f.get("all")) and f["all"][0] in ("1", "true")
         removed, reclaimed = self.volumes.prune(all_volumes=all_volumes)
         return JsonResponse({"VolumesDeleted": removed, "SpaceReclaimed": reclaimed})

@@ -1,0 +1,34 @@
+"""Docker's `filters` query parameter, parsed once for every list and prune endpoint."""
+
+from __future__ import annotations
+
+import json
+
+from steelcup.errors import InvalidArgument
+
+
+def parse_filters(text: str, valid: frozenset[str] | None = None) -> dict[str, list[str]]:
+    """`{"key": ["v", ...]}` or the older `{"key": {"v": true}}` -> key -> values.
+
+    Keys outside `valid` (when given) and values that are not strings are rejected, as docker
+    rejects them when it decodes the same JSON.
+    """
+    if not text:
+        return {}
+    try:
+        raw = json.loads(text)
+    except ValueError as exc:
+        raise InvalidArgument(f"invalid filters: {exc}") from None
+    if not isinstance(raw, dict):
+        raise InvalidArgument("invalid filters: expected a JSON object")
+    result: dict[str, list[str]] = {}
+    for key, value in raw.items():
+        if valid is not None and key not in valid:
+            raise InvalidArgument(f"invalid filter '{key}'")
+        if isinstance(value, dict):
+            result[key] = [str(k) for k, v in value.items() if v]
+        elif isinstance(value, list) and all(isinstance(v, str) for v in value):
+            result[key] = list(value)
+        else:
+            raise InvalidArgument(f"invalid filter '{key}'")
+    return result
