@@ -479,30 +479,14 @@ class ApiClient:
         json_body: Any = None,
     ) -> HijackedSocket:
         """Docker's attach: ask for `Upgrade: tcp`, accept 101 or 200, return the raw stream."""
-        body = json.dumps(json_body).encode() if json_body is not None else b""
-        hdrs = {
-            "Connection": "Upgrade",
-            "Upgrade": "tcp",
-            "Content-Length": str(len(body)),
-        }
-        if json_body is not None:
-            hdrs["Content-Type"] = "application/json"
-        sock = self._connect()
-        try:
-            self._send_head(sock, method, path, query, hdrs)
-            if body:
-                sock.sendall(body)
-            reader = _Reader(sock)
-            status, headers = self._read_head(reader)
-        except BaseException:
-            sock.close()
-            raise
-        if status >= 400:
-            self._raise_for(StreamedResponse(sock, reader, status, headers))
-        if status not in (101, 200):
-            sock.close()
-            raise SteelcupError(f"daemon answered attach with unexpected HTTP {status}")
-        return HijackedSocket(sock, bytes(reader.buf))
+        response = self.open(method, path, query, json_body,
+                             headers={"Connection": "Upgrade", "Upgrade": "tcp"})
+        if response.status not in (101, 200):
+            response.sock.close()
+            raise SteelcupError(
+                f"daemon answered attach with unexpected HTTP {response.status}")
+        # Bytes read past the headers already belong to the raw stream.
+        return HijackedSocket(response.sock, bytes(response._reader.buf))
 
     def ping(self) -> bool:
         """True if a daemon answers /_ping (no auto-start)."""
