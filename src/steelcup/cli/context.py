@@ -45,3 +45,26 @@ def report(exc: SteelcupError, prefix: str = "") -> None:
         raise exc
     text = f"Error response from daemon: {exc}" if daemon_error(exc) else str(exc)
     print(f"{prefix}{text}", file=sys.stderr)
+
+
+def inspect_each(ctx: Context, urls: list[str], template: str) -> int:
+    """`inspect` of named objects: GET each URL, print them as a JSON list (or through a
+    template); a missing one is reported and makes the exit status 1, the rest still print."""
+    import json
+
+    from steelcup.cli.format import render_template
+
+    found: list[object] = []
+    status = 0
+    for url in urls:
+        try:
+            found.append(ctx.client().get_json(url))
+        except SteelcupError as exc:
+            report(exc)
+            status = 1
+    if template:
+        for obj in found:
+            print(render_template(template, obj))
+    else:
+        print(json.dumps(found, indent=4))
+    return status

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from typing import Any
 
 from steelcup.cli.client import path_quote
-from steelcup.cli.context import Context, report
+from steelcup.cli.context import Context, inspect_each, report
 from steelcup.errors import InvalidArgument, SteelcupError
 
 
@@ -109,22 +108,7 @@ def cmd_ls(ctx: Context, args: argparse.Namespace) -> int:
 
 
 def cmd_inspect(ctx: Context, args: argparse.Namespace) -> int:
-    from steelcup.cli.format import render_template
-
-    found: list[Any] = []
-    status = 0
-    for ref in args.networks:
-        try:
-            found.append(ctx.client().get_json(f"/networks/{path_quote(ref)}"))
-        except SteelcupError as exc:
-            report(exc)
-            status = 1
-    if args.format:
-        for obj in found:
-            print(render_template(args.format, obj))
-    else:
-        print(json.dumps(found, indent=4))
-    return status
+    return inspect_each(ctx, [f"/networks/{path_quote(ref)}" for ref in args.networks], args.format)
 
 
 def cmd_rm(ctx: Context, args: argparse.Namespace) -> int:

@@ -9,7 +9,7 @@ from typing import Any
 
 from steelcup.cli.client import path_quote
 from steelcup.cli.commands.network import kv_list
-from steelcup.cli.context import Context, report
+from steelcup.cli.context import Context, inspect_each, report
 from steelcup.errors import SteelcupError
 
 
@@ -73,22 +73,7 @@ def cmd_ls(ctx: Context, args: argparse.Namespace) -> int:
 
 
 def cmd_inspect(ctx: Context, args: argparse.Namespace) -> int:
-    from steelcup.cli.format import render_template
-
-    found: list[Any] = []
-    status = 0
-    for name in args.volumes:
-        try:
-            found.append(ctx.client().get_json(f"/volumes/{path_quote(name)}"))
-        except SteelcupError as exc:
-            report(exc)
-            status = 1
-    if args.format:
-        for obj in found:
-            print(render_template(args.format, obj))
-    else:
-        print(json.dumps(found, indent=4))
-    return status
+    return inspect_each(ctx, [f"/volumes/{path_quote(name)}" for name in args.volumes], args.format)
 
 
 def cmd_rm(ctx: Context, args: argparse.Namespace) -> int:
