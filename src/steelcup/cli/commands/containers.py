@@ -187,33 +187,21 @@ def register(sub: Any) -> None:
     p.add_argument("names", nargs="+", metavar="NAME|ID")
     p.set_defaults(func=cmd_inspect)
 
-    p = sub.add_parser("stop", help="stop running containers")
-    p.add_argument(
-        "-t",
-        "--time",
-        "--timeout",
-        dest="time",
-        type=int,
-        default=None,
-        help="seconds to wait before killing",
-    )
-    p.add_argument("-s", "--signal", default="", help="signal to send first")
-    p.add_argument("containers", nargs="+", metavar="CONTAINER")
-    p.set_defaults(func=cmd_stop)
-
-    p = sub.add_parser("restart", help="restart containers")
-    p.add_argument(
-        "-t",
-        "--time",
-        "--timeout",
-        dest="time",
-        type=int,
-        default=None,
-        help="seconds to wait before killing",
-    )
-    p.add_argument("-s", "--signal", default="", help="signal to send first")
-    p.add_argument("containers", nargs="+", metavar="CONTAINER")
-    p.set_defaults(func=cmd_restart)
+    for name, what, func in (("stop", "stop running containers", cmd_stop),
+                             ("restart", "restart containers", cmd_restart)):
+        p = sub.add_parser(name, help=what)
+        p.add_argument(
+            "-t",
+            "--time",
+            "--timeout",
+            dest="time",
+            type=int,
+            default=None,
+            help="seconds to wait before killing",
+        )
+        p.add_argument("-s", "--signal", default="", help="signal to send first")
+        p.add_argument("containers", nargs="+", metavar="CONTAINER")
+        p.set_defaults(func=func)
 
     p = sub.add_parser("kill", help="kill running containers")
     p.add_argument("-s", "--signal", default="", help="signal to send (default KILL)")
