@@ -595,6 +595,18 @@ class GuestClient:
         frame = await self._simple(Op.FIXUP, fields, timeout_s)
         return p.get_u32(frame.fields(), Tag.CPUS, 0) or 0
 
+    async def net_config(
+        self, fields: Iterable[tuple[Tag, p.FieldValue]], *, timeout_s: float = REQUEST_TIMEOUT_S
+    ) -> None:
+        """NET_CONFIG: configure one NIC (or only loopback) from `fields` (MAC, IFNAME, ...)."""
+        await self._simple(Op.NET_CONFIG, fields, timeout_s)
+
+    async def mount(
+        self, fields: Iterable[tuple[Tag, p.FieldValue]], *, timeout_s: float = REQUEST_TIMEOUT_S
+    ) -> None:
+        """MOUNT: a 9p share or tmpfs inside the container root (after SETUP_ROOT)."""
+        await self._simple(Op.MOUNT, fields, timeout_s)
+
     async def ping(self, *, timeout_s: float = PING_TIMEOUT_S) -> None:
         await self._simple(Op.PING, [], timeout_s)
 

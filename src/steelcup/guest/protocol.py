@@ -50,7 +50,7 @@ class Op(IntEnum):
     EXIT = 14
     POWEROFF = 15
     PING = 16
-    NET_CONFIG = 17  # host side in steelcup.net.guest_ops
+    NET_CONFIG = 17
     MOUNT = 18
     FIXUP = 19
 

@@ -1,36 +1,14 @@
-"""Host side of the guest protocol's NET_CONFIG (17) and MOUNT (18) requests.
-
-Lives here until `steelcup.guest.protocol`/`client` carry these opcodes and tags (see
-docs/guest-protocol.md); then `GuestClient.net_config`/`mount` replace these helpers.
-"""
+"""What the network and volume layers ask of a guest: NET_CONFIG and MOUNT requests, built
+from their plans and sent through `GuestClient` (docs/guest-protocol.md, ops 17 and 18)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from enum import IntEnum
-from typing import cast
 
 from steelcup.guest import protocol as p
 from steelcup.guest.client import REQUEST_TIMEOUT_S, GuestClient
-from steelcup.guest.protocol import Op, Tag
-
-
-class NetOp(IntEnum):
-    NET_CONFIG = 17
-    MOUNT = 18
-
-
-class NetTag(IntEnum):
-    MAC = 25
-    ADDRESS = 26
-    PREFIX = 27
-    GATEWAY = 28
-    MTU = 29
-    IFNAME = 30
-    TARGET = 31
-    FSTYPE = 32
-    OPTIONS = 33
+from steelcup.guest.protocol import Tag
 
 
 @dataclass(frozen=True)
@@ -44,20 +22,20 @@ class GuestNic:
     gateway: str = ""
     mtu: int = 0
 
-    def fields(self) -> list[tuple[Tag | int, p.FieldValue]]:
-        out: list[tuple[Tag | int, p.FieldValue]] = []
+    def fields(self) -> list[tuple[Tag, p.FieldValue]]:
+        out: list[tuple[Tag, p.FieldValue]] = []
         for tag, value in (
-            (NetTag.MAC, self.mac),
-            (NetTag.IFNAME, self.ifname),
-            (NetTag.ADDRESS, self.address),
-            (NetTag.GATEWAY, self.gateway),
+            (Tag.MAC, self.mac),
+            (Tag.IFNAME, self.ifname),
+            (Tag.ADDRESS, self.address),
+            (Tag.GATEWAY, self.gateway),
         ):
             if value:
                 out.append((tag, value))
         if self.address:
-            out.append((NetTag.PREFIX, self.prefix))
+            out.append((Tag.PREFIX, self.prefix))
         if self.mtu:
-            out.append((NetTag.MTU, self.mtu))
+            out.append((Tag.MTU, self.mtu))
         return out
 
 
@@ -71,13 +49,13 @@ class GuestMount:
     options: str = ""
     readonly: bool = False
 
-    def fields(self) -> list[tuple[Tag | int, p.FieldValue]]:
-        out: list[tuple[Tag | int, p.FieldValue]] = []
+    def fields(self) -> list[tuple[Tag, p.FieldValue]]:
+        out: list[tuple[Tag, p.FieldValue]] = []
         if self.source:
             out.append((Tag.SOURCE, self.source))
-        out += [(NetTag.FSTYPE, self.fstype), (NetTag.TARGET, self.target)]
+        out += [(Tag.FSTYPE, self.fstype), (Tag.TARGET, self.target)]
         if self.options:
-            out.append((NetTag.OPTIONS, self.options))
+            out.append((Tag.OPTIONS, self.options))
         out.append((Tag.READONLY, int(self.readonly)))
         return out
 
@@ -86,15 +64,14 @@ async def net_config(
     client: GuestClient, nic: GuestNic, *, timeout_s: float = REQUEST_TIMEOUT_S
 ) -> None:
     """Configure one NIC (or only loopback). GuestRequestError if the guest refuses."""
-    # _simple only uses `.name` and the int value of the opcode.
-    await client._simple(cast(Op, NetOp.NET_CONFIG), nic.fields(), timeout_s)  # type: ignore[arg-type]
+    await client.net_config(nic.fields(), timeout_s=timeout_s)
 
 
 async def mount(
     client: GuestClient, m: GuestMount, *, timeout_s: float = REQUEST_TIMEOUT_S
 ) -> None:
     """Mount a share or tmpfs inside the container root (after SETUP_ROOT)."""
-    await client._simple(cast(Op, NetOp.MOUNT), m.fields(), timeout_s)  # type: ignore[arg-type]
+    await client.mount(m.fields(), timeout_s=timeout_s)
 
 
 async def configure(
