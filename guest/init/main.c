@@ -142,6 +142,25 @@ static void handle_setup_root(const struct proto_frame *f)
 	channel_send_ok(id);
 }
 
+static void handle_stage_root(const struct proto_frame *f)
+{
+	char tag[256], msg[300];
+	if (root_ready) {
+		channel_send_error(f->hdr.id, EBUSY, "root already set up");
+		return;
+	}
+	copy_str(f, PROTO_TAG_SOURCE, tag, sizeof(tag));
+	if (tag[0] == 0) {
+		channel_send_error(f->hdr.id, EINVAL, "STAGE_ROOT needs SOURCE (at most 255 bytes)");
+		return;
+	}
+	int rc = mounts_stage(tag, msg, sizeof(msg));
+	if (rc < 0)
+		channel_send_error(f->hdr.id, -rc, msg);
+	else
+		channel_send_ok(f->hdr.id);
+}
+
 static void handle_net_config(const struct proto_frame *f)
 {
 	struct net_req r;
@@ -253,6 +272,9 @@ static void dispatch(const struct proto_frame *f)
 	case FIXUP_OP:
 		fixup_handle(f);
 		break;
+	case PROTO_OP_STAGE_ROOT:
+		handle_stage_root(f);
+		break;
 	default:
 		channel_send_error(id, ENOSYS, "unknown opcode");
 		break;
@@ -296,8 +318,12 @@ static int min_timeout(int a, int b)
 
 int main(void)
 {
-	if (getpid() != 1)
-		main_log("warning: not PID 1");
+	/* Started as a process (a pooled VM's warm-up runs this binary): print the version, touch
+	 * nothing. Only PID 1 mounts, loads modules and opens the control port. */
+	if (getpid() != 1) {
+		puts(INIT_VERSION);
+		return 0;
+	}
 	setup_signals();
 	int rc = mounts_initial();
 	if (rc < 0)

@@ -61,7 +61,70 @@ int mounts_initial(void)
 	return rc;
 }
 
-#define SHARE_STAGING "/run/share"
+#define SHARE_STAGING MOUNTS_SHARE_STAGING
+#define SCRATCH_ROOT "/run/scratch"
+#define NINEP_OPTIONS "trans=virtio,version=9p2000.L,msize=262144"
+
+/* The tag mounted at SHARE_STAGING by STAGE_ROOT, or "" if none. */
+static char staged_tag[256];
+
+struct api_mount {
+	const char *src, *dir, *type;
+	unsigned long flags;
+	const char *data;
+};
+
+/* What a container root gets mounted inside it. */
+static const struct api_mount root_api_mounts[] = {
+	{"proc", "proc", "proc", MS_NOSUID | MS_NOEXEC | MS_NODEV, NULL},
+	{"sysfs", "sys", "sysfs", MS_NOSUID | MS_NOEXEC | MS_NODEV, NULL},
+	{"devtmpfs", "dev", "devtmpfs", MS_NOSUID, "mode=0755"},
+	{"/dev/pts", "dev/pts", NULL, MS_BIND, NULL},
+	{"shm", "dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777"},
+};
+#define N_ROOT_API_MOUNTS (sizeof(root_api_mounts) / sizeof(root_api_mounts[0]))
+
+static int mount_api(const char *root, char *msg, unsigned msglen)
+{
+	char path[4200];
+	for (unsigned i = 0; i < N_ROOT_API_MOUNTS; i++) {
+		const struct api_mount *m = &root_api_mounts[i];
+		snprintf(path, sizeof(path), "%s/%s", root, m->dir);
+		int rc = do_mount(m->src, path, m->type, m->flags, m->data);
+		if (rc < 0) {
+			snprintf(msg, msglen, "mount %s: %s", path, strerror(-rc));
+			return rc;
+		}
+	}
+	return 0;
+}
+
+int mounts_stage(const char *tag, char *msg, unsigned msglen)
+{
+	if (staged_tag[0]) {
+		snprintf(msg, msglen, "share %s already staged", staged_tag);
+		return -EBUSY;
+	}
+	if (strlen(tag) >= sizeof(staged_tag)) {
+		snprintf(msg, msglen, "SOURCE over 255 bytes");
+		return -EINVAL;
+	}
+	int rc = do_mount(tag, SHARE_STAGING, "9p", 0, NINEP_OPTIONS);
+	if (rc < 0) {
+		snprintf(msg, msglen, "mount 9p %s: %s", tag, strerror(-rc));
+		return rc;
+	}
+	strcpy(staged_tag, tag);
+	/* Rehearsal: the same mounts SETUP_ROOT makes, on a scratch tmpfs, then all detached. */
+	rc = do_mount("scratch", SCRATCH_ROOT, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0700");
+	if (rc == 0)
+		rc = mount_api(SCRATCH_ROOT, msg, msglen);
+	else
+		snprintf(msg, msglen, "mount %s: %s", SCRATCH_ROOT, strerror(-rc));
+	if (umount2(SCRATCH_ROOT, MNT_DETACH) < 0 && rc == 0)
+		main_log("umount %s: %s", SCRATCH_ROOT, strerror(errno));
+	return rc;
+}
 
 /* Bind the directory subdir of the share mounted at SHARE_STAGING onto root, then drop the
  * staging mount: the guest sees only subdir (a pooled VM's slot holds more than the root). */
@@ -103,38 +166,34 @@ int mounts_setup_root(const char *tag, const char *subdir, int readonly, char *m
 {
 	const char *root = INIT_ROOT;
 	char path[4200];
-	const char *at = subdir[0] ? SHARE_STAGING : root;
-	int rc = do_mount(tag, at, "9p", 0, "trans=virtio,version=9p2000.L,msize=262144");
-	if (rc < 0) {
-		snprintf(msg, msglen, "mount 9p %s: %s", tag, strerror(-rc));
-		return rc;
+	int rc = 0;
+	if (staged_tag[0]) {
+		/* STAGE_ROOT mounted the share already: only a directory inside it can be the root. */
+		if (!subdir[0] || strcmp(tag, staged_tag) != 0) {
+			snprintf(msg, msglen, "share %s is staged: SETUP_ROOT needs it with a SUBDIR",
+				 staged_tag);
+			return -EINVAL;
+		}
+	} else {
+		const char *at = subdir[0] ? SHARE_STAGING : root;
+		rc = do_mount(tag, at, "9p", 0, NINEP_OPTIONS);
+		if (rc < 0) {
+			snprintf(msg, msglen, "mount 9p %s: %s", tag, strerror(-rc));
+			return rc;
+		}
 	}
 	if (subdir[0]) {
 		rc = bind_subdir(subdir, root, msg, msglen);
 		if (rc < 0) {
-			umount2(SHARE_STAGING, MNT_DETACH);
+			if (!staged_tag[0])
+				umount2(SHARE_STAGING, MNT_DETACH);
 			return rc;
 		}
+		staged_tag[0] = 0; /* bind_subdir detached the staging mount */
 	}
-	static const struct {
-		const char *src, *dir, *type;
-		unsigned long flags;
-		const char *data;
-	} subs[] = {
-		{"proc", "proc", "proc", MS_NOSUID | MS_NOEXEC | MS_NODEV, NULL},
-		{"sysfs", "sys", "sysfs", MS_NOSUID | MS_NOEXEC | MS_NODEV, NULL},
-		{"devtmpfs", "dev", "devtmpfs", MS_NOSUID, "mode=0755"},
-		{"/dev/pts", "dev/pts", NULL, MS_BIND, NULL},
-		{"shm", "dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777"},
-	};
-	for (unsigned i = 0; i < sizeof(subs) / sizeof(subs[0]); i++) {
-		snprintf(path, sizeof(path), "%s/%s", root, subs[i].dir);
-		rc = do_mount(subs[i].src, path, subs[i].type, subs[i].flags, subs[i].data);
-		if (rc < 0) {
-			snprintf(msg, msglen, "mount %s: %s", path, strerror(-rc));
-			return rc;
-		}
-	}
+	rc = mount_api(root, msg, msglen);
+	if (rc < 0)
+		return rc;
 	/* /dev/ptmx must open the bound devpts instance. */
 	snprintf(path, sizeof(path), "%s/dev/ptmx", root);
 	unlink(path);

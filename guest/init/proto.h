@@ -35,6 +35,8 @@ enum proto_op {
 	PROTO_OP_PING = 16,
 	PROTO_OP_NET_CONFIG = 17,
 	PROTO_OP_MOUNT = 18,
+	/* 19 is FIXUP (fixup.h) */
+	PROTO_OP_STAGE_ROOT = 20,
 };
 
 enum proto_tag {

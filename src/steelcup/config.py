@@ -39,6 +39,7 @@ class DaemonOptions:
     vm_templates: bool = True  # clone VMs from per-tenant templates (RAM shared copy-on-write)
     vm_max_mem_mib: int = 2048  # the most a clone can grow to (template RAM)
     vm_max_cpus: int = 4  # vCPUs present in a clone (onlined at hand-out)
+    vm_pool_size: int = 2  # ready (restored, warmed) VMs kept per tenant and NIC count
     networking: bool = True
     # Extra listeners: TLS with client certificates (dockerd's --tlsverify), or plain TCP
     # (loopback only, refused elsewhere).

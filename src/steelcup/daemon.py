@@ -65,15 +65,18 @@ async def _serve(options: DaemonOptions) -> int:
     db = open_db(options.root)
     images = ImageStore(options.root / "images", db)
     events = EventBus(asyncio.get_running_loop())
+    networks = await _start_networking(options, db)
     vms = build_factory(
         assets=assets,
         accel=accel,
         tcg_tb_mib=options.tcg_tb_mib,
         run_dir=vm_run_dir(options.root),
         options=PoolOptions(templates=options.vm_templates, base_mem_mib=options.vm_mem_mib,
-                            max_mem_mib=options.vm_max_mem_mib, max_cpus=options.vm_max_cpus),
+                            max_mem_mib=options.vm_max_mem_mib, max_cpus=options.vm_max_cpus,
+                            cache_size=options.vm_pool_size),
+        warm_program=assets.init,
+        tap_host=networks.host if networks is not None else None,
     )
-    networks = await _start_networking(options, db)
     runtime_ref: list[Runtime] = []
     volumes = VolumeManager(
         options.root, in_use=lambda name: volume_users(runtime_ref[0].list(), name)
@@ -106,7 +109,8 @@ async def _serve(options: DaemonOptions) -> int:
         loop.add_signal_handler(signo, stop.set)
     await server.start()
     autostart = asyncio.create_task(runtime.autostart(), name="autostart")
-    # The default network gives each container one NIC: build that template first.
+    # The default network gives each container one NIC: build that template (and fill the
+    # warm cache of its ready VMs) first.
     prewarm = asyncio.create_task(vms.prewarm((1,) if networks is not None else (0,)),
                                   name="prewarm")
     log.info("steelcup daemon ready on %s (root %s, accelerator %s)", options.socket,

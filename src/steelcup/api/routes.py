@@ -227,6 +227,8 @@ class _Api:
         status = self.svc.pool.status()
         return {
             "Templates": status.templates_enabled,
+            "CacheSize": status.cache_size,
+            "CacheHits": status.cache_hits,
             "Clones": status.clones,
             "DirectBoots": status.direct_boots,
             "Fallbacks": status.fallbacks,
@@ -235,6 +237,12 @@ class _Api:
                  "MaxCpus": t.max_cpus, "Clones": t.clones, "Failures": t.failures,
                  "BootSeconds": round(t.boot_s, 3), "RamFileMiB": round(t.ram_file_mib, 1)}
                 for t in status.templates
+            ],
+            "Cache": [
+                {"Tenant": c.tenant, "Nics": c.nics, "Target": c.target, "Ready": c.ready,
+                 "Filling": c.filling, "HandedOut": c.handed_out, "Misses": c.misses,
+                 "Discarded": c.discarded, "WarmSeconds": c.warm_s}
+                for c in status.cache
             ],
         }
 

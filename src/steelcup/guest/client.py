@@ -544,6 +544,11 @@ class GuestClient:
             fields.append((Tag.SUBDIR, subdir))
         await self._simple(Op.SETUP_ROOT, fields, timeout_s)
 
+    async def stage_root(self, source: str, *, timeout_s: float = REQUEST_TIMEOUT_S) -> None:
+        """Mount the 9p share `source` at the guest's staging point ahead of time (a pooled VM's
+        slot) and rehearse the root's mounts; SETUP_ROOT with a SUBDIR of it then only binds."""
+        await self._simple(Op.STAGE_ROOT, [(Tag.SOURCE, source)], timeout_s)
+
     async def start(
         self, spec: ProcessSpec, *, timeout_s: float = REQUEST_TIMEOUT_S
     ) -> GuestProcess:

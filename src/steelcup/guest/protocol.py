@@ -53,6 +53,11 @@ class Op(IntEnum):
     NET_CONFIG = 17
     MOUNT = 18
     FIXUP = 19
+    STAGE_ROOT = 20
+
+
+# Where STAGE_ROOT mounts its share in the guest (processes started before SETUP_ROOT see it).
+STAGED_SHARE_PATH = "/run/share"
 
 
 class Tag(IntEnum):

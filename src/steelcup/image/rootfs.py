@@ -7,26 +7,23 @@ the mount point `rootfs/`.
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
-import ctypes.util
 import errno
 import os
 import shutil
 import subprocess
 from pathlib import Path
 
+from steelcup import sysmount
 from steelcup.errors import ImageError, SteelcupError
 
 MOUNT_TIMEOUT_S = 30.0
-_MNT_DETACH = 2
 _MAX_OPTIONS_BYTES = 4000  # the kernel copies at most one page of mount data
 
 
 def prepare(layer_dirs: list[Path], container_dir: Path) -> Path:
     """Mount the overlay (lowest layer first in `layer_dirs`) at `container_dir/rootfs`."""
     rootfs = container_dir / "rootfs"
-    if _is_mountpoint(rootfs):
+    if sysmount.is_mountpoint(rootfs):
         return rootfs
     links = container_dir / "l"
     if links.exists():
@@ -66,13 +63,13 @@ def prepare(layer_dirs: list[Path], container_dir: Path) -> Path:
 def release(container_dir: Path) -> None:
     """Unmount `container_dir/rootfs` (lazily if busy). Idempotent."""
     rootfs = container_dir / "rootfs"
-    while _is_mountpoint(rootfs):  # stacked mounts: peel them all
+    while sysmount.is_mountpoint(rootfs):  # stacked mounts: peel them all
         try:
-            _umount(rootfs, 0)
+            sysmount.umount(rootfs, 0)
         except OSError as exc:
             if exc.errno != errno.EBUSY:
                 raise SteelcupError(f"unmounting {rootfs} failed: {exc.strerror}") from exc
-            _umount(rootfs, _MNT_DETACH)
+            sysmount.umount(rootfs, sysmount.MNT_DETACH)
 
 
 def remove(container_dir: Path) -> None:
@@ -80,36 +77,3 @@ def remove(container_dir: Path) -> None:
     release(container_dir)
     if container_dir.exists():
         shutil.rmtree(container_dir)
-
-
-def _umount(path: Path, flags: int) -> None:
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-    if libc.umount2(os.fsencode(path), flags) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err), str(path))
-
-
-def _is_mountpoint(path: Path) -> bool:
-    target = os.fsencode(os.path.realpath(path)) if path.exists() else None
-    if target is None:
-        return False
-    with contextlib.suppress(OSError), open("/proc/self/mountinfo", "rb") as f:
-        for line in f:
-            fields = line.split(b" ")
-            if len(fields) > 4 and _unescape(fields[4]) == target:
-                return True
-    return False
-
-
-def _unescape(field: bytes) -> bytes:
-    """mountinfo escapes space, tab, newline and backslash as octal."""
-    out = bytearray()
-    i = 0
-    while i < len(field):
-        if field[i : i + 1] == b"\\" and field[i + 1 : i + 4].isdigit():
-            out.append(int(field[i + 1 : i + 4], 8))
-            i += 4
-        else:
-            out.append(field[i])
-            i += 1
-    return bytes(out)

@@ -6,6 +6,7 @@ created before QEMU opens it by name (`-netdev tap,ifname=...,script=no`) and de
 
 from __future__ import annotations
 
+import json
 import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -88,6 +89,23 @@ def ensure_tap(host: Host, name: str, bridge: str, mtu: int) -> None:
     if not link_exists(host, name):
         run(host.ip("tuntap", "add", "dev", name, "mode", "tap"))
     run(host.ip("link", "set", "dev", name, "mtu", str(mtu), "master", bridge, "up"))
+
+
+def adopt_tap(host: Host, spare: str, name: str) -> None:
+    """Put the tap `spare` in the place of the tap `name`: `name` (made by the network layer for
+    a container: enslaved to its bridge, with its MTU) is deleted and `spare` (already held open
+    by a pooled VM's QEMU, down, on no bridge) takes its name, bridge and MTU and comes up."""
+    check_ifname(spare)
+    check_ifname(name)
+    shown = json.loads(run(host.ip("-j", "link", "show", "dev", name)).stdout or "[]")
+    if not shown:
+        raise LinkError(f"tap {name} to adopt into does not exist")
+    master, mtu = shown[0].get("master"), shown[0].get("mtu")
+    if not master or not isinstance(mtu, int):
+        raise LinkError(f"tap {name} has no bridge or MTU to take over ({shown[0]})")
+    run(host.ip("link", "del", "dev", name))
+    run(host.ip("link", "set", "dev", spare, "name", name, "mtu", str(mtu), "master", master,
+                "up"))
 
 
 def list_links(host: Host, prefix: str) -> list[str]:

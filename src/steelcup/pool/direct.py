@@ -52,16 +52,17 @@ class DirectSource:
 
 
 class KeepConsoleMachine(Machine):
-    """A Machine whose console log is copied next to the container when it closes."""
+    """A Machine whose console log is copied next to the container when it closes (a pooled VM
+    learns where at hand-out: `keep_console_at` is public)."""
 
     def __init__(
         self, spec: VmSpec, *, keep_console_at: Path | None, boot_attempts: int = 2
     ) -> None:
         super().__init__(spec, remove_state_dir=True, boot_attempts=boot_attempts)
-        self._keep_console_at = keep_console_at
+        self.keep_console_at = keep_console_at
 
     async def close(self) -> None:
-        if self._keep_console_at is not None and self.spec.console_log.exists():
+        if self.keep_console_at is not None and self.spec.console_log.exists():
             with contextlib.suppress(OSError):
-                shutil.copyfile(self.spec.console_log, self._keep_console_at)
+                shutil.copyfile(self.spec.console_log, self.keep_console_at)
         await super().close()

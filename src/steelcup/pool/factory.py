@@ -1,8 +1,9 @@
 """The VM factory: pooled sources first, a fresh boot (`direct`) when they cannot serve.
 
-`build_factory` stacks the sources from the daemon's options: template clones when enabled,
-falling back to a direct boot for requests a clone cannot serve (size over the template's
-maximum, more NICs or volumes than it has slots) or when a clone fails to restore.
+`build_factory` stacks the sources from the daemon's options: the warm cache of ready clones
+(cache.py), then a template clone made for the request, then a direct boot. Each step passes the
+request on when it cannot serve it (no ready VM, volumes for the cache; size over the template's
+maximum, more NICs or volumes than it has slots for a clone) or when its VM fails.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from steelcup.errors import SteelcupError
+from steelcup.net.links import Host
+from steelcup.pool.cache import CacheClass, CacheSource, CacheStatus
 from steelcup.pool.direct import DirectSource
 from steelcup.pool.source import Incompatible, VmRequest
 from steelcup.pool.template import TemplateSource, TemplateStatus
@@ -32,6 +35,7 @@ class PoolOptions:
     max_cpus: int = 4  # vCPUs present in a clone; `--cpus` onlines up to this many
     max_nics: int = 1  # NICs a clone can have (templates are kept per NIC count 0..max_nics)
     volume_slots: int = 2  # spare 9p devices per template: volumes a clone can have
+    cache_size: int = 0  # ready (restored, warmed) VMs kept per class; 0 = no warm cache
 
 
 @dataclass(frozen=True)
@@ -39,22 +43,40 @@ class FactoryStatus:
     accel: str
     templates_enabled: bool
     templates: tuple[TemplateStatus, ...]
+    cache_size: int
+    cache: tuple[CacheStatus, ...]
+    cache_hits: int
     clones: int
     direct_boots: int
     fallbacks: int
 
 
 class Factory:
-    """`acquire` from the template source; on Incompatible or a failed clone, boot directly."""
+    """`acquire` from the warm cache, else a new template clone, else a direct boot."""
 
-    def __init__(self, *, direct: DirectSource, template: TemplateSource | None) -> None:
+    def __init__(
+        self,
+        *,
+        direct: DirectSource,
+        template: TemplateSource | None,
+        cache: CacheSource | None = None,
+    ) -> None:
         self.direct = direct
         self.template = template
+        self.cache = cache
+        self.cache_hits = 0
         self.clones = 0
         self.direct_boots = 0
         self.fallbacks = 0
 
     async def acquire(self, request: VmRequest) -> Machine:
+        if self.cache is not None:
+            try:
+                machine = await self.cache.acquire(request)
+                self.cache_hits += 1
+                return machine
+            except SteelcupError as exc:  # Incompatible, or nothing ready
+                log.debug("no ready VM for %s: %s", request.name, exc)
         if self.template is not None:
             try:
                 machine = await self.template.acquire(request)
@@ -73,7 +95,8 @@ class Factory:
         return machine
 
     async def prewarm(self, nic_slots: Sequence[int] = (0,)) -> None:
-        """Build the default tenant's templates now, so the first `run` is already a clone."""
+        """Build the default tenant's templates now, then fill its warm cache, so the first
+        `run` already gets a ready VM."""
         if self.template is None:
             return
         base = self.template.key_for(VmRequest(mem_mib=self.template.base_mem_mib, cpus=1))
@@ -83,18 +106,25 @@ class Factory:
             except SteelcupError as exc:
                 log.warning("template prewarm failed (%s); runs will build it on demand",
                             str(exc).splitlines()[0])
+        if self.cache is not None:
+            await self.cache.fill([CacheClass("", slots) for slots in nic_slots])
 
     def status(self) -> FactoryStatus:
         return FactoryStatus(
             accel=self.direct.accel,
             templates_enabled=self.template is not None,
             templates=tuple(self.template.status()) if self.template is not None else (),
+            cache_size=self.cache.size if self.cache is not None else 0,
+            cache=tuple(self.cache.status()) if self.cache is not None else (),
+            cache_hits=self.cache_hits,
             clones=self.clones,
             direct_boots=self.direct_boots,
             fallbacks=self.fallbacks,
         )
 
     async def close(self) -> None:
+        if self.cache is not None:
+            await self.cache.close()
         if self.template is not None:
             await self.template.close()
         await self.direct.close()
@@ -107,7 +137,12 @@ def build_factory(
     tcg_tb_mib: int,
     run_dir: Path,
     options: PoolOptions,
+    warm_program: Path | None = None,
+    tap_host: Host | None = None,
 ) -> Factory:
+    """The sources `options` ask for. `warm_program`: a static program ready VMs run once
+    (the guest init binary); `tap_host`: where the network layer's taps live (None: no
+    networking, the cache serves only NIC-less VMs)."""
     direct = DirectSource(assets=assets, accel=accel, tcg_tb_mib=tcg_tb_mib, run_dir=run_dir)
     template = None
     if options.templates:
@@ -123,4 +158,8 @@ def build_factory(
             max_nics=options.max_nics,
             volume_slots=options.volume_slots,
         )
-    return Factory(direct=direct, template=template)
+    cache = None
+    if template is not None and options.cache_size > 0:
+        cache = CacheSource(template, size=options.cache_size, slot_dir=run_dir / "s",
+                            warm_program=warm_program, tap_host=tap_host)
+    return Factory(direct=direct, template=template, cache=cache)

@@ -267,7 +267,8 @@ class Runtime:
                 )
                 machine = await self.vms.acquire(request)
                 stack.push_async_callback(machine.close)
-                await machine.guest.setup_root("rootfs", config.hostname, False)
+                await machine.guest.setup_root("rootfs", config.hostname, False,
+                                               subdir=machine.rootfs_subdir)
                 await self.resources.configure_guest(machine.guest, run)
                 spec = ProcessSpec(
                     args=(record.path, *record.args),

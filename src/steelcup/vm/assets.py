@@ -10,6 +10,7 @@ from steelcup.errors import NotFound
 
 KERNEL_NAME = "vmlinux"  # the unpacked kernel: QEMU boots it directly (PVH), ~6 s faster under TCG
 INITRD_NAME = "initrd.img"
+INIT_NAME = "init"  # the guest init binary: pooled VMs run it once as a warm-up program
 SYSTEM_DIR = Path("/usr/lib/steelcup/guest")
 ENV_VAR = "STEELCUP_ASSETS"
 
@@ -18,6 +19,7 @@ ENV_VAR = "STEELCUP_ASSETS"
 class GuestAssets:
     kernel: Path
     initrd: Path
+    init: Path | None = None  # optional: without it a pooled VM warms up with the initrd's /init
 
 
 def repo_assets_dir() -> Path:
@@ -35,7 +37,9 @@ def candidate_dirs(explicit: Path | None) -> list[Path]:
 
 
 def _complete(directory: Path) -> GuestAssets | None:
-    assets = GuestAssets(directory / KERNEL_NAME, directory / INITRD_NAME)
+    init = directory / INIT_NAME
+    assets = GuestAssets(directory / KERNEL_NAME, directory / INITRD_NAME,
+                         init if init.is_file() else None)
     if assets.kernel.is_file() and assets.initrd.is_file():
         return assets
     return None

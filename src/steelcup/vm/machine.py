@@ -15,6 +15,7 @@ import shlex
 import shutil
 import signal
 import subprocess
+from collections.abc import Callable
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
@@ -91,6 +92,10 @@ class Machine:
         self._closing = False
         self._closed = asyncio.Event()
         self._close_lock = asyncio.Lock()
+        self._on_close: list[Callable[[], None]] = []
+        # Where the container root is inside the rootfs share (SETUP_ROOT's SUBDIR): "" for a
+        # VM whose share is the root itself, a subdirectory for a pooled VM's slot.
+        self.rootfs_subdir = ""
 
     def __repr__(self) -> str:
         return f"<Machine pid={self.pid} state_dir={self.spec.state_dir}>"
@@ -327,9 +332,13 @@ class Machine:
             raise VmLaunchError(f"saving VM state failed: {exc}", argv=self.argv) from exc
         tmp.replace(path)
 
+    def on_close(self, callback: Callable[[], None]) -> None:
+        """Run `callback` once QEMU is gone (after `close()`); callbacks must not raise."""
+        self._on_close.append(callback)
+
     async def close(self) -> None:
-        """Power off (briefly), then kill QEMU, reap it, remove sockets. Idempotent, never
-        raises for a VM that already crashed."""
+        """Power off (briefly), then kill QEMU, reap it, remove sockets, run the `on_close`
+        callbacks. Idempotent, never raises for a VM that already crashed."""
         async with self._close_lock:
             if self._closed.is_set():
                 return
@@ -344,6 +353,12 @@ class Machine:
                 self._closed.set()
                 if self.remove_state_dir:
                     shutil.rmtree(self.spec.state_dir, ignore_errors=True)
+                callbacks, self._on_close = self._on_close, []
+                for callback in callbacks:
+                    try:
+                        callback()
+                    except Exception:  # a cleanup must not stop the others
+                        log.exception("vm %s: close callback failed", self.spec.state_dir)
 
     async def _graceful_poweroff(self) -> None:
         client, proc = self._client, self._proc

@@ -60,6 +60,9 @@ class Share(NamedTuple):
     tag: str
     host_path: Path
     readonly: bool = False
+    # Other filesystems are mounted below host_path (a pooled VM's slot): QEMU remaps inode
+    # numbers per device so the guest never sees two files with one inode.
+    remap_devices: bool = False
 
 
 @dataclass(frozen=True)
@@ -187,6 +190,8 @@ def build_argv(spec: VmSpec) -> list[str]:
         fsdev = f"local,id={share.tag},path={_opt(str(share.host_path))},security_model=passthrough"
         if share.readonly:
             fsdev += ",readonly=on"
+        if share.remap_devices:
+            fsdev += ",multidevs=remap"
         device = f"virtio-9p-device,fsdev={share.tag},mount_tag={share.tag}"
         argv += ["-fsdev", fsdev, "-device", device]
     for i, nic in enumerate(spec.nics):

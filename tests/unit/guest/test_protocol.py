@@ -178,5 +178,5 @@ def test_constants_match_spec() -> None:
     assert p.MAX_PAYLOAD_BYTES == 1048576
     assert p.INITIAL_CREDIT_BYTES == 262144
     assert struct.calcsize("<IHHII") == p.HEADER_SIZE
-    assert [op.value for op in p.Op] == list(range(1, 20))
+    assert [op.value for op in p.Op] == list(range(1, 21))
     assert [tag.value for tag in p.Tag] == list(range(1, 39))

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from steelcup import sysmount
 from steelcup.image import rootfs
 
 
@@ -85,7 +86,7 @@ def test_busy_mount_released_lazily(workdir: Path) -> None:
         proc = subprocess.Popen(["sleep", "30"], cwd=root)
         try:
             rootfs.release(cdir)
-            assert not rootfs._is_mountpoint(root)
+            assert not sysmount.is_mountpoint(root)
         finally:
             proc.kill()
             proc.wait()

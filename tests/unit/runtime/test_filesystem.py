@@ -17,6 +17,7 @@ from typing import Any, cast
 
 import pytest
 
+from steelcup import sysmount
 from steelcup.errors import Conflict, InvalidArgument, NotFound
 from steelcup.image import rootfs
 from steelcup.image.config import ImageConfig
@@ -201,7 +202,7 @@ def test_archive_get_stat_and_names(env: Env) -> None:
         asyncio.run(_get(env, "c1", "/nope"))
     with pytest.raises(NotFound):
         asyncio.run(_get(env, "c1", "/gone.txt"))  # deleted in the upper layer
-    assert not rootfs._is_mountpoint(env.runtime.container_dir(cid) / "rootfs")
+    assert not sysmount.is_mountpoint(env.runtime.container_dir(cid) / "rootfs")
 
 
 def test_archive_put_round_trip(env: Env) -> None:

@@ -31,7 +31,8 @@ def register(sub: Any) -> None:
 
     pool = sub.add_parser("pool", help="inspect the VM pool (templates and clones)")
     pool_sub = pool.add_subparsers(dest="pool_command", metavar="COMMAND", required=True)
-    p = pool_sub.add_parser("ls", help="list VM templates and how many clones they served")
+    p = pool_sub.add_parser(
+        "ls", help="list VM templates (clones served) and the warm cache of ready VMs")
     p.set_defaults(func=cmd_pool_ls)
 
     p = sub.add_parser(
@@ -59,6 +60,9 @@ def register(sub: Any) -> None:
                    help="largest memory a container VM can be given (template RAM size)")
     p.add_argument("--vm-max-cpus", type=int, default=4, metavar="N",
                    help="vCPUs present in a cloned VM (onlined at hand-out)")
+    p.add_argument("--pool-size", type=int, default=2, metavar="N",
+                   help="ready VMs (restored from the template and warmed up) kept per tenant "
+                        "and NIC count, so a run skips the restore; 0 turns the warm cache off")
     p.add_argument("--tls-listen", metavar="HOST:PORT", default=None,
                    help="also serve the API over TLS; clients must present a certificate "
                         "signed by --tlscacert (dockerd's --tlsverify)")
@@ -181,6 +185,9 @@ def cmd_info(ctx: Context, args: argparse.Namespace) -> int:
     print(f" VM templates: {'on' if pool.get('Templates') else 'off'}"
           f" ({len(pool.get('TemplateList') or [])} built, {pool.get('Clones', 0)} clones,"
           f" {pool.get('DirectBoots', 0)} direct boots, {pool.get('Fallbacks', 0)} fallbacks)")
+    ready = sum(c.get("Ready", 0) for c in pool.get("Cache") or [])
+    print(f" VM warm cache: {pool.get('CacheSize', 0)} per class"
+          f" ({ready} ready, {pool.get('CacheHits', 0)} handed out)")
     for warning in info.get("Warnings") or []:
         print(warning, file=sys.stderr)
     return 0
@@ -205,6 +212,19 @@ def cmd_pool_ls(ctx: Context, args: argparse.Namespace) -> int:
     sys.stdout.write(table(headers, rows))
     if not pool.get("Templates"):
         print("(templates are off: every VM boots from scratch)")
+        return 0
+    cache = [
+        [c.get("Tenant") or "(default)", str(c.get("Nics")), f"{c.get('Ready')}/{c.get('Target')}",
+         str(c.get("Filling")), str(c.get("HandedOut")), str(c.get("Misses")),
+         str(c.get("Discarded")), f"{c.get('WarmSeconds')}s"]
+        for c in pool.get("Cache") or []
+    ]
+    print()
+    if not pool.get("CacheSize"):
+        print("(the warm cache is off: each run restores a clone)")
+    else:
+        sys.stdout.write(table(["TENANT", "NICS", "READY", "FILLING", "HANDED OUT", "MISSES",
+                                "DISCARDED", "WARM-UP"], cache))
     return 0
 
 
@@ -232,6 +252,7 @@ def cmd_daemon(ctx: Context, args: argparse.Namespace) -> int:
         vm_templates=args.templates,
         vm_max_mem_mib=args.vm_max_mem,
         vm_max_cpus=args.vm_max_cpus,
+        vm_pool_size=args.pool_size,
         tls_listen=_host_port(args.tls_listen),
         tcp_listen=_host_port(args.tcp_listen),
         tls_ca=Path(args.tlscacert) if args.tlscacert else None,

@@ -1,0 +1,61 @@
+"""mount(2) and umount2(2) through libc: bind mounts and unmounts without spawning `mount`."""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import functools
+import os
+from pathlib import Path
+
+MS_BIND = 0x1000
+MNT_DETACH = 0x2
+
+
+@functools.cache
+def _libc() -> ctypes.CDLL:
+    return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+
+
+def _check(rc: int, path: Path) -> None:
+    if rc != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err), str(path))
+
+
+def bind(source: Path, target: Path) -> None:
+    """Bind-mount the directory `source` on `target` (non-recursive); OSError on failure."""
+    _check(_libc().mount(os.fsencode(source), os.fsencode(target), None, MS_BIND, None), target)
+
+
+def umount(path: Path, flags: int = 0) -> None:
+    """umount2(path, flags); OSError on failure (EINVAL: not a mount point)."""
+    _check(_libc().umount2(os.fsencode(path), flags), path)
+
+
+def is_mountpoint(path: Path) -> bool:
+    """Whether `path` (symlinks resolved) is a mount point, from /proc/self/mountinfo."""
+    target = os.fsencode(os.path.realpath(path)) if path.exists() else None
+    if target is None:
+        return False
+    with contextlib.suppress(OSError), open("/proc/self/mountinfo", "rb") as f:
+        for line in f:
+            fields = line.split(b" ")
+            if len(fields) > 4 and _unescape(fields[4]) == target:
+                return True
+    return False
+
+
+def _unescape(field: bytes) -> bytes:
+    """mountinfo escapes space, tab, newline and backslash as octal."""
+    out = bytearray()
+    i = 0
+    while i < len(field):
+        if field[i : i + 1] == b"\\" and field[i + 1 : i + 4].isdigit():
+            out.append(int(field[i + 1 : i + 4], 8))
+            i += 4
+        else:
+            out.append(field[i])
+            i += 1
+    return bytes(out)
