@@ -10,7 +10,9 @@ import contextlib
 import ctypes
 import functools
 import json
+import os
 import shutil
+import signal
 import subprocess
 import tarfile
 import time
@@ -22,6 +24,8 @@ import pytest
 
 from steelcup.guest.client import ProcessSpec
 from steelcup.net.guest_ops import GuestMount, GuestNic, configure
+from steelcup.net.links import Host
+from steelcup.pool.cache import CacheClass, CacheSource
 from steelcup.pool.factory import Factory, PoolOptions, build_factory
 from steelcup.pool.source import NicSpec, VmRequest
 from steelcup.vm.assets import find_assets
@@ -384,3 +388,175 @@ async def test_setup_root_subdir_sees_only_the_slot_root(
         assert out.split() == ["in-slot", "0", "1", "ro"], out
     finally:
         await m.close()
+
+
+# -- the warm cache ---------------------------------------------------------------------------
+
+
+def _cache_factory(shared: Factory, base: Path, name: str, *, size: int = 2,
+                   tap_host: Host | None = None) -> Factory:
+    """A factory with a warm cache over the module's shared templates."""
+    assert shared.template is not None
+    cache = CacheSource(shared.template, size=size, slot_dir=base / name,
+                        warm_program=find_assets(ASSETS).init, tap_host=tap_host)
+    return Factory(direct=shared.direct, template=shared.template, cache=cache)
+
+
+async def _until(predicate: Callable[[], bool], timeout_s: float = 120) -> None:
+    end = time.monotonic() + timeout_s
+    while not predicate():
+        assert time.monotonic() < end, "condition not reached in time"
+        await asyncio.sleep(0.1)
+
+
+def _ready(f: Factory, cls: CacheClass) -> int:
+    assert f.cache is not None
+    return len(f.cache.ready_vms(cls))
+
+
+@on_loop
+async def test_cache_hands_out_a_warmed_vm_and_refills(
+    shared: Factory, base: Path, rootfs_src: Path
+) -> None:
+    f = _cache_factory(shared, base, "slots-a")
+    assert f.cache is not None
+    cls = CacheClass("", 0)
+    try:
+        await f.cache.fill([cls])
+        assert _ready(f, cls) == 2
+        (status,) = f.cache.status()
+        assert status.warm_s > 0 and status.handed_out == 0
+        m = await f.acquire(_req(_rootfs(base, rootfs_src, "cached")))
+        try:
+            assert f.cache_hits == 1 and f.clones == 0 and f.direct_boots == 0
+            assert m.rootfs_subdir == "root"
+            await m.guest.setup_root("rootfs", "warm", subdir=m.rootfs_subdir)
+            # Its own root, hostname and clock; nothing of the slot (warm-up program, staging).
+            out = await _sh(m, "cat /marker; echo; hostname; date +%s; ls -a / | grep -c warm; "
+                               "grep -c /run/share /proc/mounts; true")
+            marker, hostname, clock, warm_files, staged = out.split()
+            assert (marker, hostname, warm_files, staged) == ("cached", "warm", "0", "0"), out
+            assert abs(time.time() - int(clock)) < 3
+        finally:
+            await m.close()
+        await _until(lambda: _ready(f, cls) == 2)  # refilled in the background
+    finally:
+        await f.cache.close()  # not f.close(): the templates are the module's
+    assert not (base / "slots-a").exists()
+    assert not our_qemus(str(base / "slots-a"))
+
+
+@on_loop
+async def test_cache_refills_under_20_concurrent_runs(
+    shared: Factory, base: Path, rootfs_src: Path
+) -> None:
+    f = _cache_factory(shared, base, "slots-b")
+    assert f.cache is not None
+    cls = CacheClass("", 0)
+    root = _rootfs(base, rootfs_src, "crowd")
+    try:
+        await f.cache.fill([cls])
+
+        async def one(i: int) -> str:
+            m = await f.acquire(_req(root))
+            try:
+                await m.guest.setup_root("rootfs", f"c{i}", readonly=True,
+                                         subdir=m.rootfs_subdir)
+                return (await _sh(m, "hostname")).strip()
+            finally:
+                await m.close()
+
+        names = await asyncio.gather(*(one(i) for i in range(20)))
+        assert sorted(names) == sorted(f"c{i}" for i in range(20))
+        # The ready VMs went first; the rest were cloned, none waited for a refill.
+        assert f.cache_hits >= 2 and f.cache_hits + f.clones == 20 and f.direct_boots == 0
+        await _until(lambda: _ready(f, cls) == 2)
+    finally:
+        await f.cache.close()  # not f.close(): the templates are the module's
+    assert not our_qemus(str(base / "slots-b"))
+
+
+@on_loop
+async def test_dead_ready_vm_is_discarded_and_replaced(
+    shared: Factory, base: Path, rootfs_src: Path
+) -> None:
+    f = _cache_factory(shared, base, "slots-c")
+    assert f.cache is not None
+    cls = CacheClass("", 0)
+    try:
+        await f.cache.fill([cls])
+        victim = f.cache.ready_vms(cls)[0]
+        assert victim.pid is not None
+        os.kill(victim.pid, signal.SIGKILL)  # a QEMU this test's cache started
+        await _until(lambda: victim.returncode is not None)
+        m = await f.acquire(_req(_rootfs(base, rootfs_src, "survivor")))
+        try:
+            assert m is not victim and m.returncode is None
+            await m.guest.setup_root("rootfs", subdir=m.rootfs_subdir)
+            assert (await _sh(m, "cat /marker")) == "survivor"
+        finally:
+            await m.close()
+        (status,) = f.cache.status()
+        assert status.discarded == 1 and status.handed_out == 1
+        await _until(lambda: _ready(f, cls) == 2)
+        assert victim not in f.cache.ready_vms(cls)
+    finally:
+        await f.cache.close()  # not f.close(): the templates are the module's
+
+
+@on_loop
+async def test_cache_never_hands_a_vm_to_another_tenant(
+    shared: Factory, base: Path, rootfs_src: Path
+) -> None:
+    f = _cache_factory(shared, base, "slots-d", size=1)
+    assert f.cache is not None
+    root = _rootfs(base, rootfs_src, "tenants")
+    machines = []
+    try:
+        await f.cache.fill([CacheClass("alice", 0)])
+        alices = set(f.cache.ready_vms(CacheClass("alice", 0)))
+        machines.append(bob := await f.acquire(_req(root, tenant="bob")))
+        assert bob not in alices and f.cache_hits == 0  # a miss: bob gets a clone of his own
+        machines.append(alice := await f.acquire(_req(root, tenant="alice")))
+        assert alice in alices and f.cache_hits == 1
+        assert bob.spec.mem_path != alice.spec.mem_path  # different templates' RAM
+        await _until(lambda: _ready(f, CacheClass("bob", 0)) == 1)  # bob's class fills too
+        bobs = f.cache.ready_vms(CacheClass("bob", 0))
+        assert all(b.spec.mem_path == bob.spec.mem_path for b in bobs)
+    finally:
+        for m in machines:
+            await m.close()
+        await f.cache.close()  # not f.close(): the templates are the module's
+
+
+@on_loop
+async def test_cached_vm_takes_over_the_containers_tap(
+    shared: Factory, base: Path, rootfs_src: Path, netns: str
+) -> None:
+    mac = "02:42:0a:63:00:07"
+    with _thread_in_netns(netns):  # the cache's QEMUs (and their taps) live in the namespace
+        f = _cache_factory(shared, base, "slots-e", size=1, tap_host=Host(netns))
+        assert f.cache is not None
+        try:
+            await f.cache.fill([CacheClass("", 1)])
+            req = VmRequest(256, 1, shares=(Share("rootfs", _rootfs(base, rootfs_src, "tap")),),
+                            nics=(NicSpec("tap0", mac),))
+            m = await f.acquire(req)
+            try:
+                assert f.cache_hits == 1
+                link = json.loads(subprocess.run(
+                    ["ip", "-n", netns, "-j", "link", "show", "dev", "tap0"],
+                    capture_output=True, text=True, check=True).stdout)[0]
+                assert link["master"] == "br0" and "UP" in link["flags"], link
+                await m.guest.setup_root("rootfs", subdir=m.rootfs_subdir)
+                await configure(m.guest, [GuestNic(mac=mac, ifname="eth0", address="10.99.0.7",
+                                                   prefix=24, gateway="10.99.0.1")], [])
+                out = await _sh(m, "ping -c 2 -W 5 10.99.0.1 >/dev/null && echo bridge-ok")
+                assert out.strip() == "bridge-ok"
+            finally:
+                await m.close()
+        finally:
+            await f.cache.close()  # not f.close(): the templates are the module's
+    links = subprocess.run(["ip", "-n", netns, "-o", "link"], capture_output=True, text=True,
+                           check=True).stdout
+    assert "tap0" not in links and "scw" not in links, links  # QEMU's tap went with it

@@ -233,6 +233,11 @@ class CacheSource:
         return Ready(machine, slot, taps)
 
     # -- status and shutdown ----------------------------------------------------------------
+    def ready_vms(self, cls: CacheClass) -> tuple[Machine, ...]:
+        """The ready VMs of `cls`, oldest first (for inspection: they stay in the cache)."""
+        state = self._classes.get(cls)
+        return tuple(r.machine for r in state.ready) if state is not None else ()
+
     def status(self) -> list[CacheStatus]:
         return [
             CacheStatus(
@@ -254,6 +259,8 @@ class CacheSource:
         for state in self._classes.values():
             while state.ready:
                 await state.ready.popleft().machine.close()
+        with contextlib.suppress(OSError):
+            self.slot_dir.rmdir()  # empty unless a VM handed out still runs
 
 
 async def warm_up(machine: Machine, slot: slots.Slot) -> None:
