@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,9 +18,9 @@ from tests.vm.support import (
     BUSYBOX_TAR,
     Daemon,
     delete_netns,
+    leftovers_of,
     need_assets,
     new_netns,
-    our_qemus,
     start_daemon,
     stop_daemon,
 )
@@ -76,8 +75,5 @@ def dockerd(
         stop_daemon(daemon)
         if netns is not None:
             delete_netns(netns)
-        leftovers = our_qemus(str(base))
-        for line in leftovers:
-            os.kill(int(line.split(":")[0]), signal.SIGKILL)
-        if leftovers:
-            raise AssertionError("QEMU processes left behind:\n" + "\n".join(leftovers))
+        problems = leftovers_of(base / "root")
+        assert not problems, "after daemon shutdown: " + "\n".join(problems)

@@ -6,8 +6,6 @@ the tests); at teardown it is stopped and no QEMU process of ours may remain.
 
 from __future__ import annotations
 
-import os
-import signal
 from collections.abc import Iterator
 
 import pytest
@@ -16,9 +14,9 @@ from tests.vm.support import (
     BUSYBOX_TAR,
     Daemon,
     delete_netns,
+    leftovers_of,
     need_assets,
     new_netns,
-    our_qemus,
     start_daemon,
     stop_daemon,
 )
@@ -35,15 +33,6 @@ def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
         yield d
     finally:
         stop_daemon(d)
-        problems = []
-        leftovers = our_qemus(str(base))
-        for line in leftovers:
-            os.kill(int(line.split(":")[0]), signal.SIGKILL)
-        if leftovers:
-            problems.append("QEMU processes left behind:\n" + "\n".join(leftovers))
-        with open("/proc/mounts") as f:
-            mounts = [line for line in f.read().splitlines() if str(base) in line]
-        if mounts:
-            problems.append("mounts left behind:\n" + "\n".join(mounts))
+        problems = leftovers_of(base / "root")
         delete_netns(netns)
         assert not problems, "after daemon shutdown: " + "\n".join(problems)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -108,6 +109,27 @@ def stop_daemon(daemon: Daemon) -> None:
         except subprocess.TimeoutExpired:
             daemon.proc.kill()
             daemon.proc.wait()
+
+
+def leftovers_of(root: Path, kill: bool = True) -> list[str]:
+    """What a stopped daemon with state root `root` left behind: QEMU processes (killed when
+    `kill`) and mounts that mention its root or its VM run dir (pooled VMs' slots live there)."""
+    from steelcup.daemon import vm_run_dir
+
+    markers = (str(root), str(vm_run_dir(root)))
+    problems = []
+    qemus = sorted({q for marker in markers for q in our_qemus(marker)})
+    for line in qemus:
+        if kill:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(line.split(":")[0]), signal.SIGKILL)
+    if qemus:
+        problems.append("QEMU processes left behind:\n" + "\n".join(qemus))
+    with open("/proc/mounts") as f:
+        mounts = [line for line in f.read().splitlines() if any(m in line for m in markers)]
+    if mounts:
+        problems.append("mounts left behind:\n" + "\n".join(mounts))
+    return problems
 
 
 def our_qemus(marker: str) -> list[str]:

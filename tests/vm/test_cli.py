@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.vm.support import Daemon, our_qemus, start_daemon, stop_daemon
+from tests.vm.support import Daemon, leftovers_of, start_daemon, stop_daemon
 
 pytestmark = pytest.mark.vm
 IMG = "steelcup/busybox"
@@ -229,7 +229,7 @@ def test_daemon_restart_finds_containers(daemon: Daemon, tmp_path: Path) -> None
         cid = other.out("run", "-d", "--name", "running", IMG, "sleep", "300").strip()
     finally:
         stop_daemon(other)
-    assert not our_qemus(str(tmp_path))
+    assert not leftovers_of(tmp_path / "root")
     again = start_daemon(tmp_path / "root", tmp_path / "s.sock")
     try:
         names = again.out("ps", "-a", "--format", "{{.Names}}").split()
@@ -240,7 +240,7 @@ def test_daemon_restart_finds_containers(daemon: Daemon, tmp_path: Path) -> None
         assert again.out("run", "--rm", "-v", "keep:/data", IMG, "cat", "/data/f") == "vol\n"
     finally:
         stop_daemon(again)
-    assert not our_qemus(str(tmp_path))
+    assert not leftovers_of(tmp_path / "root")
 
 
 def test_cp_diff_commit_with_a_running_vm(daemon: Daemon, tmp_path: Path) -> None:
@@ -288,3 +288,14 @@ def test_twenty_concurrent_runs_all_succeed(daemon: Daemon) -> None:
         time.sleep(0.2)
     info = daemon.out("system", "info")
     assert "VM templates: on" in info
+    assert "VM warm cache: 2 per class" in info
+
+
+def test_runs_get_ready_vms_from_the_warm_cache(daemon: Daemon) -> None:
+    """The daemon keeps ready VMs for the default network's containers and hands them out."""
+    before = json.loads(daemon.out("system", "info", "-f", "{{json .Steelcup.Pool}}"))
+    assert daemon.out("run", "--rm", IMG, "cat", "/etc/hostname").strip()
+    after = json.loads(daemon.out("system", "info", "-f", "{{json .Steelcup.Pool}}"))
+    assert after["CacheHits"] == before["CacheHits"] + 1, (before, after)
+    listing = daemon.out("pool", "ls")
+    assert "READY" in listing and "HANDED OUT" in listing, listing
