@@ -159,7 +159,7 @@ async def test_clones_get_their_own_rootfs_socket_clock_and_randomness(
 @on_loop
 async def test_resize_at_hand_out(factory: Factory, base: Path, rootfs_src: Path) -> None:
     sizes = {}
-    for mem, cpus in ((256, 1), (512, 2)):
+    for mem, cpus in ((256, 1), (512, 2), (192, 1)):
         m = await factory.acquire(_req(_rootfs(base, rootfs_src, f"r{mem}"), mem, cpus))
         try:
             await m.guest.setup_root("rootfs")
@@ -172,6 +172,8 @@ async def test_resize_at_hand_out(factory: Factory, base: Path, rootfs_src: Path
     assert sizes[256][0] == 1 and sizes[512][0] == 2
     grown_mib = (sizes[512][1] - sizes[256][1]) / 1024
     assert 250 <= grown_mib <= 260, sizes  # the balloon gave back exactly 256 MiB
+    shrunk_mib = (sizes[256][1] - sizes[192][1]) / 1024
+    assert 62 <= shrunk_mib <= 66, sizes  # ... and takes 64 MiB back from a small container
 
 
 @on_loop
