@@ -7,6 +7,11 @@ of wall time and time-to-first-byte of stdout as a markdown table.
     .venv/bin/python bench/run_latency.py [--runs 30] [--modes template,direct]
 
 `--modes` needs a daemon that reads STEELCUP_TEMPLATES (1 = template clones, 0 = direct boot).
+
+The CLI is run as users run it: the `steelcup` console script of this Python, with its bytecode
+cached like an installed package's (in a private PYTHONPYCACHEPREFIX, so the tree stays clean,
+even if the shell sets PYTHONDONTWRITEBYTECODE; the warm-up runs fill it). `--no-bytecode-cache`
+measures a CLI that compiles its modules on every start instead.
 """
 
 from __future__ import annotations
@@ -50,6 +55,22 @@ def timed(argv: list[str], env: dict[str, str] | None = None) -> tuple[float, fl
     return wall, ttfb, first + rest
 
 
+def steelcup_argv() -> list[str]:
+    """The console script next to this interpreter; `python -m steelcup` if there is none."""
+    script = Path(sys.executable).with_name("steelcup")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "steelcup"]
+
+
+def cli_env(daemon: Daemon, pycache: Path | None) -> dict[str, str]:
+    env = dict(daemon.env)
+    if pycache is None:
+        env["PYTHONDONTWRITEBYTECODE"] = "1"
+    else:
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        env["PYTHONPYCACHEPREFIX"] = str(pycache)
+    return env
+
+
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
@@ -60,6 +81,9 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=30)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--modes", default="template,direct")
+    ap.add_argument("--no-bytecode-cache", action="store_true",
+                    help="run the CLI without cached bytecode (as from a source tree with "
+                         "PYTHONDONTWRITEBYTECODE=1)")
     args = ap.parse_args()
     peer = peer_argv()
     results: dict[str, tuple[list[float], list[float]]] = {}
@@ -70,14 +94,14 @@ def main() -> int:
             daemon: Daemon = start_daemon(base / mode / "root", base / mode / "s.sock")
             try:
                 daemon.cli("load", "-i", str(BUSYBOX_TAR), check=True)
-                sc_argv = [sys.executable, "-m", "steelcup", "run", "--rm", "steelcup/busybox",
-                           *CMD]
+                sc_argv = [*steelcup_argv(), "run", "--rm", "steelcup/busybox", *CMD]
+                env = cli_env(daemon, None if args.no_bytecode_cache else base / "pycache")
                 walls: list[float] = []
                 ttfbs: list[float] = []
                 pw: list[float] = []
                 pt: list[float] = []
                 for i in range(args.warmup + args.runs):
-                    w, t, out = timed(sc_argv, daemon.env)
+                    w, t, out = timed(sc_argv, env)
                     assert out == b"hi\n", out
                     pw_i, pt_i, pout = timed(peer)
                     assert pout == b"hi\n", pout
@@ -95,7 +119,9 @@ def main() -> int:
         shutil.rmtree(base, ignore_errors=True)
     podman_median = statistics.median(results["podman+runc"][0])
     print(f"`run --rm busybox {' '.join(CMD)}`, {args.runs} runs per steelcup mode, "
-          "interleaved with podman (podman column pools all its runs)\n")
+          "interleaved with podman (podman column pools all its runs); CLI: "
+          f"`{' '.join(steelcup_argv())}`, bytecode "
+          f"{'not cached' if args.no_bytecode_cache else 'cached'}\n")
     print("| runtime | runs | wall median | wall p99 | TTFB median | TTFB p99 | vs podman |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     for name, (walls, ttfbs) in results.items():

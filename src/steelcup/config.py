@@ -2,26 +2,14 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
-DEFAULT_ROOT = Path("/var/lib/steelcup")
-DEFAULT_SOCKET = Path("/run/steelcup/steelcup.sock")
+from steelcup import defaults
 
-
-def default_socket() -> Path:
-    """The API socket the CLI uses: $STEELCUP_HOST (unix://PATH or PATH) or the default."""
-    env = os.environ.get("STEELCUP_HOST", "")
-    if env:
-        return Path(env.removeprefix("unix://"))
-    return DEFAULT_SOCKET
-
-
-def default_root() -> Path:
-    """The state root: $STEELCUP_ROOT or /var/lib/steelcup."""
-    env = os.environ.get("STEELCUP_ROOT", "")
-    return Path(env) if env else DEFAULT_ROOT
+# The CLI reads these on every start from steelcup.defaults (plain strings, no imports).
+DEFAULT_ROOT = Path(defaults.DEFAULT_ROOT)
+DEFAULT_SOCKET = Path(defaults.DEFAULT_SOCKET)
 
 
 @dataclass(frozen=True)

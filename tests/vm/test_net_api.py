@@ -86,13 +86,13 @@ def steelcup_cli(sock: Path, *args: str) -> tuple[int, str]:
     import contextlib
     import io
 
-    from steelcup.cli.commands import network, volume
+    from steelcup.cli.commands import COMMANDS, network, volume
     from steelcup.cli.context import Context
 
     parser = argparse.ArgumentParser(prog="steelcup")
     sub = parser.add_subparsers(dest="command")
-    network.register(sub)
-    volume.register(sub)
+    for name, module in (("network", network), ("volume", volume)):
+        module.register(sub, name, COMMANDS[name][1])
     ns = parser.parse_args(list(args))
     out = io.StringIO()
     with contextlib.redirect_stdout(out):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import threading
 
 from steelcup.cli.client import HijackedSocket
 from steelcup.stdcopy import STDOUT, Demuxer
@@ -39,6 +38,8 @@ def pump(
 ) -> None:
     """Run until the daemon ends the stream. Raw copy with a TTY, stdcopy demux without."""
     if stdin:
+        import threading
+
         threading.Thread(target=_pump_stdin, args=(conn, stdin_fd), daemon=True).start()
     demux = None if tty else Demuxer()
     try:

@@ -20,8 +20,9 @@ def _tail(path: Path, lines: int = 15) -> str:
         return ""
 
 
-def start_daemon(socket_path: Path, root: Path, *, deadline_s: float = START_DEADLINE_S) -> int:
+def start_daemon(socket_path: str, root_dir: str, *, deadline_s: float = START_DEADLINE_S) -> int:
     """Spawn `python -m steelcup daemon` detached; return its pid once /_ping answers."""
+    root = Path(root_dir)
     log_path = root / "daemon.log"
     try:
         root.mkdir(parents=True, exist_ok=True)

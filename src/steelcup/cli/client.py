@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 import socket
 from collections.abc import Callable, Iterator, Mapping
-from pathlib import Path
-from typing import Any, BinaryIO
 
 from steelcup.errors import (
     Conflict,
@@ -21,6 +20,10 @@ from steelcup.errors import (
     SteelcupError,
     Unsupported,
 )
+
+TYPE_CHECKING = False  # the CLI does not import typing at run time (start-up cost)
+if TYPE_CHECKING:
+    from typing import Any, BinaryIO
 
 API_VERSION = "1.43"
 _CHUNK = 64 * 1024
@@ -264,13 +267,13 @@ class ApiClient:
 
     def __init__(
         self,
-        socket_path: str | Path,
+        socket_path: str | os.PathLike[str],
         *,
         api_version: str = API_VERSION,
         timeout_s: float | None = None,
         on_unreachable: Callable[[], bool] | None = None,
     ) -> None:
-        self.socket_path = str(socket_path)
+        self.socket_path = os.fspath(socket_path)
         self.prefix = f"/v{api_version}"
         self.timeout_s = timeout_s
         self._on_unreachable = on_unreachable

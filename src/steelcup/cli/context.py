@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import os
 import sys
-from pathlib import Path
 
 from steelcup.cli.client import ApiClient
 from steelcup.errors import DaemonUnavailable, SteelcupError
 
 
 class Context:
-    def __init__(self, socket: Path, root: Path, *, autostart: bool = True) -> None:
-        self.socket = socket
-        self.root = root
+    def __init__(self, socket: str | os.PathLike[str], root: str | os.PathLike[str], *,
+                 autostart: bool = True) -> None:
+        self.socket = os.fspath(socket)  # plain strings: pathlib is not needed on every start
+        self.root = os.fspath(root)
         self.autostart = autostart
         self._client: ApiClient | None = None
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any
 
 from steelcup.errors import InvalidArgument
+
+TYPE_CHECKING = False  # the CLI does not import typing at run time (start-up cost)
+if TYPE_CHECKING:
+    from typing import Any
 
 _UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
 _MEM = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([bkmgt]?)b?\s*$", re.IGNORECASE)
@@ -73,28 +75,53 @@ def parse_labels(values: Sequence[str]) -> dict[str, str]:
     return labels
 
 
-@dataclass
 class ContainerOptions:
-    """What `run`/`create` accept, already split from argv."""
+    """What `run`/`create` accept, already split from argv.
 
-    image: str
-    command: list[str] = field(default_factory=list)
-    detach: bool = False
-    interactive: bool = False
-    tty: bool = False
-    auto_remove: bool = False
-    name: str = ""
-    env: list[str] = field(default_factory=list)
-    workdir: str = ""
-    user: str = ""
-    entrypoint: str | None = None
-    hostname: str = ""
-    cpus: str | None = None
-    memory: str | None = None
-    labels: list[str] = field(default_factory=list)
-    stop_signal: str = ""
-    attach: list[str] = field(default_factory=list)  # -a stdin|stdout|stderr (create/run)
-    console_size: tuple[int, int] | None = None  # (rows, cols) when -t on a terminal
+    A plain class rather than a dataclass: importing dataclasses (and inspect, ast, ...) would
+    add ~20 ms to every `steelcup run`.
+    """
+
+    def __init__(
+        self,
+        image: str,
+        *,
+        command: Sequence[str] = (),
+        detach: bool = False,
+        interactive: bool = False,
+        tty: bool = False,
+        auto_remove: bool = False,
+        name: str = "",
+        env: Sequence[str] = (),
+        workdir: str = "",
+        user: str = "",
+        entrypoint: str | None = None,
+        hostname: str = "",
+        cpus: str | None = None,
+        memory: str | None = None,
+        labels: Sequence[str] = (),
+        stop_signal: str = "",
+        attach: Sequence[str] = (),  # -a stdin|stdout|stderr (create/run)
+        console_size: tuple[int, int] | None = None,  # (rows, cols) when -t on a terminal
+    ) -> None:
+        self.image = image
+        self.command = list(command)
+        self.detach = detach
+        self.interactive = interactive
+        self.tty = tty
+        self.auto_remove = auto_remove
+        self.name = name
+        self.env = list(env)
+        self.workdir = workdir
+        self.user = user
+        self.entrypoint = entrypoint
+        self.hostname = hostname
+        self.cpus = cpus
+        self.memory = memory
+        self.labels = list(labels)
+        self.stop_signal = stop_signal
+        self.attach = list(attach)
+        self.console_size = console_size
 
 
 def create_body(opts: ContainerOptions, *, for_run: bool) -> dict[str, Any]:

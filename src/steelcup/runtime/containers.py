@@ -70,7 +70,8 @@ class Live:
     started: asyncio.Event = field(default_factory=asyncio.Event)
     changed: asyncio.Condition = field(default_factory=asyncio.Condition)
     exit_seq: int = 0
-    removed: bool = False
+    removed: bool = False  # set when removal starts: the container is no longer listed
+    removal_done: bool = False  # what `wait --condition removed` waits for
     busy: asyncio.Lock = field(default_factory=asyncio.Lock)
     pump: asyncio.Task[None] | None = None
     stopping: bool = False
@@ -114,8 +115,17 @@ class Runtime:
     # -- bookkeeping -------------------------------------------------------------------------
 
     def recover(self) -> None:
-        """Load records after a (re)start; containers whose VM died with a daemon are exited."""
-        for record in self.store.load_all():
+        """Load records after a (re)start; containers whose VM died with a daemon are exited.
+        Directories of containers without a record (a removal cut short) are deleted."""
+        records = self.store.load_all()
+        known = {record.id for record in records}
+        for cdir in (self.root / "containers").iterdir():
+            if cdir.is_dir() and cdir.name not in known:
+                try:
+                    rootfs_module.remove(cdir)
+                except (SteelcupError, OSError) as exc:
+                    log.warning("cannot delete the leftover container dir %s: %s", cdir, exc)
+        for record in records:
             if record.state.running or record.state.status is Status.RESTARTING:
                 record = record.with_state(
                     status=Status.EXITED,
@@ -320,6 +330,7 @@ class Runtime:
         writer = logs_module.LogWriter(self.log_path(live.record.id))
         exit_code = EXIT_CODE_DAEMON_LOST
         error = ""
+        cancelled = False
         try:
             async for stream, data in process.output():
                 writer.write(stream.value, data)
@@ -333,6 +344,7 @@ class Runtime:
             log.warning("container %s: %s", live.record.id[:12], exc)
         except asyncio.CancelledError:
             error = "the daemon shut down"
+            cancelled = True
             raise
         finally:
             writer.close()
@@ -340,7 +352,11 @@ class Runtime:
             with contextlib.suppress(Exception):
                 await machine.close()
             await self.resources.release_run(live.record.id)
-            await asyncio.to_thread(rootfs_module.release, self.container_dir(live.record.id))
+            if cancelled or not live.record.config.auto_remove:
+                # An auto-removed container's rootfs is unmounted by `remove` below, after its
+                # waiters were answered: the unmount syncs the host filesystem, which takes
+                # from milliseconds to a second depending on what else writes to it.
+                await asyncio.to_thread(rootfs_module.release, self.container_dir(live.record.id))
             live.machine = None
             live.process = None
             self._save(live, live.record.with_state(
@@ -554,7 +570,7 @@ class Runtime:
         async def wait() -> int:
             async with live.changed:
                 if condition == "removed":
-                    await live.changed.wait_for(lambda: live.removed)
+                    await live.changed.wait_for(lambda: live.removal_done)
                 elif condition == "not-running" and not running:
                     pass
                 else:
@@ -596,12 +612,19 @@ class Runtime:
             return
         live.removed = True
         self._live.pop(live.record.id, None)
-        await asyncio.to_thread(rootfs_module.remove, self.container_dir(live.record.id))
-        await self.resources.release_container(
-            live.record, volumes or live.record.config.auto_remove)
-        self.store.delete(live.record.id)
-        await self._notify(live)
+        try:
+            await self.resources.release_container(
+                live.record, volumes or live.record.config.auto_remove)
+            self.store.delete(live.record.id)
+        finally:
+            # Gone for every client (list, inspect, name, volumes): `wait --condition removed`
+            # returns, so `run --rm` ends before the slow part below.
+            live.removal_done = True
+            await self._notify(live)
         self.publish_event(live.record, "destroy")
+        # Its private directory last (unmounting the overlay syncs the host filesystem); if the
+        # daemon stops before this, `recover` deletes the directory.
+        await asyncio.to_thread(rootfs_module.remove, self.container_dir(live.record.id))
 
     # -- I/O ---------------------------------------------------------------------------------
 

@@ -26,7 +26,7 @@ from steelcup.errors import InvalidArgument
 
 
 def parse_run(*argv: str) -> dict[str, object]:
-    args = build_parser().parse_args(["run", *argv])
+    args = build_parser("run").parse_args(["run", *argv])
     return create_body(_options(args, run=True), for_run=True)
 
 
@@ -69,7 +69,7 @@ def test_run_detached_and_defaults() -> None:
 
 
 def test_create_keeps_stdin_once_off() -> None:
-    args = build_parser().parse_args(["create", "-i", "alpine", "sh"])
+    args = build_parser("create").parse_args(["create", "-i", "alpine", "sh"])
     body = create_body(_options(args, run=False), for_run=False)
     assert (body["OpenStdin"], body["AttachStdin"], body["StdinOnce"]) == (True, True, False)
 
@@ -206,6 +206,6 @@ def test_since_filters_and_references() -> None:
 
 def test_bad_flags_exit_125(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exc:
-        build_parser().parse_args(["ps", "--bogus"])
+        build_parser("ps").parse_args(["ps", "--bogus"])
     assert exc.value.code == 125
     assert "--bogus" in capsys.readouterr().err

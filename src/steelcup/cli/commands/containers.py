@@ -10,7 +10,6 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
-from typing import Any
 
 from steelcup.cli.client import ApiClient, HijackedSocket, StreamedResponse, path_quote
 from steelcup.cli.context import Context, report
@@ -22,6 +21,10 @@ from steelcup.cli.createspec import (
     parse_env_file,
 )
 from steelcup.errors import InvalidArgument, NotFound, SteelcupError
+
+TYPE_CHECKING = False  # the CLI does not import typing at run time (start-up cost)
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def _c(name: str) -> str:
@@ -117,79 +120,76 @@ def _options(args: argparse.Namespace, *, run: bool) -> ContainerOptions:
     )
 
 
-def register(sub: Any) -> None:
-    p = sub.add_parser(
-        "run",
-        help="create and start a container",
-        add_help=False,
-        description="Create a container from IMAGE and run COMMAND in it.",
-    )
-    p.add_argument("--help", action="help", help="show this help message and exit")
-    _add_container_flags(p, run=True)
-    p.set_defaults(func=cmd_run)
-
-    p = sub.add_parser(
-        "create",
-        help="create a container",
-        add_help=False,
-        description="Create a container from IMAGE without starting it.",
-    )
-    p.add_argument("--help", action="help", help="show this help message and exit")
-    _add_container_flags(p, run=False)
-    p.set_defaults(func=cmd_create)
-
-    p = sub.add_parser("start", help="start stopped containers")
-    p.add_argument("-a", "--attach", action="store_true", help="attach STDOUT/STDERR")
-    p.add_argument("-i", "--interactive", action="store_true", help="attach STDIN")
-    p.add_argument("containers", nargs="+", metavar="CONTAINER")
-    p.set_defaults(func=cmd_start)
-
-    p = sub.add_parser("exec", help="run a command in a running container")
-    p.add_argument("-d", "--detach", action="store_true", help="run the command in the background")
-    p.add_argument("-i", "--interactive", action="store_true", help="keep STDIN open")
-    p.add_argument("-t", "--tty", action="store_true", help="allocate a pseudo-TTY")
-    p.add_argument("-e", "--env", action="append", default=[], metavar="KEY=VAL")
-    p.add_argument("-w", "--workdir", default="", help="working directory for the command")
-    p.add_argument("-u", "--user", default="", help="user name or UID[:GID]")
-    p.add_argument("container", metavar="CONTAINER")
-    p.add_argument("command", nargs=argparse.REMAINDER, metavar="COMMAND [ARG...]")
-    p.set_defaults(func=cmd_exec)
-
-    p = sub.add_parser("logs", help="fetch the logs of a container")
-    p.add_argument("-f", "--follow", action="store_true", help="follow log output")
-    p.add_argument("-t", "--timestamps", action="store_true", help="show timestamps")
-    p.add_argument("-n", "--tail", default="all", help="lines to show from the end (default all)")
-    p.add_argument("--since", default="", help="show logs since a timestamp or relative (e.g. 42m)")
-    p.add_argument("--until", default="", help="show logs before a timestamp or relative")
-    p.add_argument("container", metavar="CONTAINER")
-    p.set_defaults(func=cmd_logs)
-
-    p = sub.add_parser("ps", help="list containers")
-    p.add_argument("-a", "--all", action="store_true", help="show all (default: running)")
-    p.add_argument("-q", "--quiet", action="store_true", help="only display container IDs")
-    p.add_argument("--no-trunc", action="store_true", help="don't truncate output")
-    p.add_argument(
-        "-f",
-        "--filter",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="filter output (e.g. status=exited, name=web, label=a=b)",
-    )
-    p.add_argument("-n", "--last", type=int, default=-1, help="show the n last created containers")
-    p.add_argument("-l", "--latest", action="store_true", help="show the latest created container")
-    p.add_argument("--format", default="", help="template per container, e.g. '{{.ID}} {{.Names}}'")
-    p.set_defaults(func=cmd_ps)
-
-    p = sub.add_parser("inspect", help="low-level information on containers or images")
-    p.add_argument("-f", "--format", default="", help="template, e.g. {{.State.ExitCode}}")
-    p.add_argument("--type", choices=["container", "image"], default=None)
-    p.add_argument("names", nargs="+", metavar="NAME|ID")
-    p.set_defaults(func=cmd_inspect)
-
-    for name, what, func in (("stop", "stop running containers", cmd_stop),
-                             ("restart", "restart containers", cmd_restart)):
-        p = sub.add_parser(name, help=what)
+def register(sub: Any, name: str, help_text: str) -> None:
+    """Add the parser of command `name` (one of this module's rows in `commands.COMMANDS`)."""
+    if name in ("run", "create"):
+        p = sub.add_parser(
+            name,
+            help=help_text,
+            add_help=False,
+            description="Create a container from IMAGE and run COMMAND in it." if name == "run"
+            else "Create a container from IMAGE without starting it.",
+        )
+        p.add_argument("--help", action="help", help="show this help message and exit")
+        _add_container_flags(p, run=name == "run")
+        p.set_defaults(func=cmd_run if name == "run" else cmd_create)
+    elif name == "start":
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument("-a", "--attach", action="store_true", help="attach STDOUT/STDERR")
+        p.add_argument("-i", "--interactive", action="store_true", help="attach STDIN")
+        p.add_argument("containers", nargs="+", metavar="CONTAINER")
+        p.set_defaults(func=cmd_start)
+    elif name == "exec":
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument("-d", "--detach", action="store_true",
+                       help="run the command in the background")
+        p.add_argument("-i", "--interactive", action="store_true", help="keep STDIN open")
+        p.add_argument("-t", "--tty", action="store_true", help="allocate a pseudo-TTY")
+        p.add_argument("-e", "--env", action="append", default=[], metavar="KEY=VAL")
+        p.add_argument("-w", "--workdir", default="", help="working directory for the command")
+        p.add_argument("-u", "--user", default="", help="user name or UID[:GID]")
+        p.add_argument("container", metavar="CONTAINER")
+        p.add_argument("command", nargs=argparse.REMAINDER, metavar="COMMAND [ARG...]")
+        p.set_defaults(func=cmd_exec)
+    elif name == "logs":
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument("-f", "--follow", action="store_true", help="follow log output")
+        p.add_argument("-t", "--timestamps", action="store_true", help="show timestamps")
+        p.add_argument("-n", "--tail", default="all",
+                       help="lines to show from the end (default all)")
+        p.add_argument("--since", default="",
+                       help="show logs since a timestamp or relative (e.g. 42m)")
+        p.add_argument("--until", default="", help="show logs before a timestamp or relative")
+        p.add_argument("container", metavar="CONTAINER")
+        p.set_defaults(func=cmd_logs)
+    elif name == "ps":
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument("-a", "--all", action="store_true", help="show all (default: running)")
+        p.add_argument("-q", "--quiet", action="store_true", help="only display container IDs")
+        p.add_argument("--no-trunc", action="store_true", help="don't truncate output")
+        p.add_argument(
+            "-f",
+            "--filter",
+            action="append",
+            default=[],
+            metavar="KEY=VALUE",
+            help="filter output (e.g. status=exited, name=web, label=a=b)",
+        )
+        p.add_argument("-n", "--last", type=int, default=-1,
+                       help="show the n last created containers")
+        p.add_argument("-l", "--latest", action="store_true",
+                       help="show the latest created container")
+        p.add_argument("--format", default="",
+                       help="template per container, e.g. '{{.ID}} {{.Names}}'")
+        p.set_defaults(func=cmd_ps)
+    elif name == "inspect":
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument("-f", "--format", default="", help="template, e.g. {{.State.ExitCode}}")
+        p.add_argument("--type", choices=["container", "image"], default=None)
+        p.add_argument("names", nargs="+", metavar="NAME|ID")
+        p.set_defaults(func=cmd_inspect)
+    elif name in ("stop", "restart"):
+        p = sub.add_parser(name, help=help_text)
         p.add_argument(
             "-t",
             "--time",
@@ -201,22 +201,26 @@ def register(sub: Any) -> None:
         )
         p.add_argument("-s", "--signal", default="", help="signal to send first")
         p.add_argument("containers", nargs="+", metavar="CONTAINER")
-        p.set_defaults(func=func)
-
-    p = sub.add_parser("kill", help="kill running containers")
-    p.add_argument("-s", "--signal", default="", help="signal to send (default KILL)")
-    p.add_argument("containers", nargs="+", metavar="CONTAINER")
-    p.set_defaults(func=cmd_kill)
-
-    p = sub.add_parser("rm", help="remove containers")
-    p.add_argument("-f", "--force", action="store_true", help="kill a running container first")
-    p.add_argument("-v", "--volumes", action="store_true", help="remove anonymous volumes too")
-    p.add_argument("containers", nargs="+", metavar="CONTAINER")
-    p.set_defaults(func=cmd_rm)
-
-    p = sub.add_parser("wait", help="block until containers stop, print their exit codes")
-    p.add_argument("containers", nargs="+", metavar="CONTAINER")
-    p.set_defaults(func=cmd_wait)
+        p.set_defaults(func=cmd_stop if name == "stop" else cmd_restart)
+    elif name == "kill":
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument("-s", "--signal", default="", help="signal to send (default KILL)")
+        p.add_argument("containers", nargs="+", metavar="CONTAINER")
+        p.set_defaults(func=cmd_kill)
+    elif name == "rm":
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument("-f", "--force", action="store_true",
+                       help="kill a running container first")
+        p.add_argument("-v", "--volumes", action="store_true",
+                       help="remove anonymous volumes too")
+        p.add_argument("containers", nargs="+", metavar="CONTAINER")
+        p.set_defaults(func=cmd_rm)
+    elif name == "wait":
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument("containers", nargs="+", metavar="CONTAINER")
+        p.set_defaults(func=cmd_wait)
+    else:
+        raise ValueError(f"{__name__} has no command {name!r}")
 
 
 # ----------------------------------------------------------------- run / create / start
@@ -286,11 +290,12 @@ class _SignalProxy:
 
     def __enter__(self) -> _SignalProxy:
         import signal
-        import threading
 
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
                 self._saved[sig] = signal.signal(sig, self._forward)
+            except ValueError:  # not the main thread (tests run main() in threads): no proxy
+                break
         return self
 
     def __exit__(self, *exc: object) -> None:

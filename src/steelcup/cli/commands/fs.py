@@ -25,54 +25,58 @@ _GO_SYMLINK = 1 << 27
 _CHUNK = 1 << 20
 
 
-def register(sub: Any) -> None:
-    p = sub.add_parser("diff", help="inspect changes to files or directories of a container")
-    p.add_argument("container", metavar="CONTAINER")
-    p.set_defaults(func=cmd_diff)
-
-    p = sub.add_parser(
-        "cp", help="copy files between a container and the local filesystem",
-        description="steelcup cp [OPTIONS] CONTAINER:SRC_PATH DEST_PATH|-\n"
-        "steelcup cp [OPTIONS] SRC_PATH|- CONTAINER:DEST_PATH\n"
-        "'-' reads or writes a tar archive on stdin/stdout; SRC_PATH/. copies the contents.",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument("-a", "--archive", action="store_true", help="keep uid/gid of the files")
-    p.add_argument("-L", "--follow-link", action="store_true",
-                   help="always follow a symbolic link in SRC_PATH")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
-    p.add_argument("src", metavar="SRC")
-    p.add_argument("dest", metavar="DEST")
-    p.set_defaults(func=cmd_cp)
-
-    p = sub.add_parser("export", help="export a container's filesystem as a tar archive")
-    p.add_argument("-o", "--output", default=None, help="write to a file instead of STDOUT")
-    p.add_argument("container", metavar="CONTAINER")
-    p.set_defaults(func=cmd_export)
-
-    p = sub.add_parser("commit", help="create a new image from a container's changes")
-    p.add_argument("-a", "--author", default="", help='author (e.g. "Jane <jane@example.com>")')
-    p.add_argument("-c", "--change", action="append", default=[],
-                   help="apply a Dockerfile instruction to the image (CMD, ENV, ...)")
-    p.add_argument("-m", "--message", default="", help="commit message")
-    p.add_argument("-p", "--pause", action=argparse.BooleanOptionalAction, default=True,
-                   help="accepted for docker compatibility (a VM is not paused)")
-    p.add_argument("container", metavar="CONTAINER")
-    p.add_argument("reference", nargs="?", default="", metavar="REPOSITORY[:TAG]")
-    p.set_defaults(func=cmd_commit)
-
-    p = sub.add_parser("rename", help="rename a container")
-    p.add_argument("container", metavar="CONTAINER")
-    p.add_argument("new_name", metavar="NEW_NAME")
-    p.set_defaults(func=cmd_rename)
-
-    container = sub.add_parser("container", help="manage containers")
-    csub = container.add_subparsers(dest="container_command", metavar="COMMAND")
-    p = csub.add_parser("prune", help="remove all stopped containers")
-    p.add_argument("-f", "--force", action="store_true", help="do not prompt for confirmation")
-    p.add_argument("--filter", action="append", default=[],
-                   help='filter values (e.g. "until=24h", "label=k=v")')
-    p.set_defaults(func=cmd_container_prune)
+def register(sub: Any, name: str, help_text: str) -> None:
+    """Add the parser of command `name` (one of this module's rows in `commands.COMMANDS`)."""
+    if name == "diff":
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument("container", metavar="CONTAINER")
+        p.set_defaults(func=cmd_diff)
+    elif name == "cp":
+        p = sub.add_parser(
+            name, help=help_text,
+            description="steelcup cp [OPTIONS] CONTAINER:SRC_PATH DEST_PATH|-\n"
+            "steelcup cp [OPTIONS] SRC_PATH|- CONTAINER:DEST_PATH\n"
+            "'-' reads or writes a tar archive on stdin/stdout; SRC_PATH/. copies the contents.",
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        p.add_argument("-a", "--archive", action="store_true", help="keep uid/gid of the files")
+        p.add_argument("-L", "--follow-link", action="store_true",
+                       help="always follow a symbolic link in SRC_PATH")
+        p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+        p.add_argument("src", metavar="SRC")
+        p.add_argument("dest", metavar="DEST")
+        p.set_defaults(func=cmd_cp)
+    elif name == "export":
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument("-o", "--output", default=None, help="write to a file instead of STDOUT")
+        p.add_argument("container", metavar="CONTAINER")
+        p.set_defaults(func=cmd_export)
+    elif name == "commit":
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument("-a", "--author", default="", help='author (e.g. "Jane <jane@example.com>")')
+        p.add_argument("-c", "--change", action="append", default=[],
+                       help="apply a Dockerfile instruction to the image (CMD, ENV, ...)")
+        p.add_argument("-m", "--message", default="", help="commit message")
+        p.add_argument("-p", "--pause", action=argparse.BooleanOptionalAction, default=True,
+                       help="accepted for docker compatibility (a VM is not paused)")
+        p.add_argument("container", metavar="CONTAINER")
+        p.add_argument("reference", nargs="?", default="", metavar="REPOSITORY[:TAG]")
+        p.set_defaults(func=cmd_commit)
+    elif name == "rename":
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument("container", metavar="CONTAINER")
+        p.add_argument("new_name", metavar="NEW_NAME")
+        p.set_defaults(func=cmd_rename)
+    elif name == "container":
+        container = sub.add_parser(name, help=help_text)
+        csub = container.add_subparsers(dest="container_command", metavar="COMMAND")
+        p = csub.add_parser("prune", help="remove all stopped containers")
+        p.add_argument("-f", "--force", action="store_true", help="do not prompt for confirmation")
+        p.add_argument("--filter", action="append", default=[],
+                       help='filter values (e.g. "until=24h", "label=k=v")')
+        p.set_defaults(func=cmd_container_prune)
+    else:
+        raise ValueError(f"{__name__} has no command {name!r}")
 
 
 def _c(name: str) -> str:

@@ -13,35 +13,39 @@ from steelcup.cli.context import Context, report
 from steelcup.errors import InvalidArgument, SteelcupError, Unsupported
 
 
-def register(sub: Any) -> None:
-    p = sub.add_parser("images", help="list images")
-    p.add_argument("-a", "--all", action="store_true", help="show all images")
-    p.add_argument("-q", "--quiet", action="store_true", help="only show image IDs")
-    p.add_argument("--no-trunc", action="store_true", help="don't truncate output")
-    p.add_argument("reference", nargs="?", default=None, metavar="REPOSITORY[:TAG]")
-    p.set_defaults(func=cmd_images)
-
-    p = sub.add_parser("rmi", help="remove images")
-    p.add_argument("-f", "--force", action="store_true", help="force removal")
-    p.add_argument("--no-prune", action="store_true", help="do not delete untagged parents")
-    p.add_argument("images", nargs="+", metavar="IMAGE")
-    p.set_defaults(func=cmd_rmi)
-
-    p = sub.add_parser("tag", help="create a tag TARGET that refers to SOURCE")
-    p.add_argument("source", metavar="SOURCE_IMAGE[:TAG]")
-    p.add_argument("target", metavar="TARGET_IMAGE[:TAG]")
-    p.set_defaults(func=cmd_tag)
-
-    p = sub.add_parser("load", help="load images from a tar archive (docker save format)")
-    p.add_argument("-i", "--input", default=None, help="read from a tar file instead of STDIN")
-    p.add_argument("-q", "--quiet", action="store_true", help="suppress the load output")
-    p.set_defaults(func=cmd_load)
-
-    p = sub.add_parser("import", help="create an image from a root filesystem tarball")
-    p.add_argument("file", metavar="file|-", help="tarball path, or - for STDIN")
-    p.add_argument("reference", nargs="?", default="", metavar="REPOSITORY[:TAG]")
-    p.add_argument("-m", "--message", default="", help="commit message for the imported image")
-    p.set_defaults(func=cmd_import)
+def register(sub: Any, name: str, help_text: str) -> None:
+    """Add the parser of command `name` (one of this module's rows in `commands.COMMANDS`)."""
+    if name == "images":
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument("-a", "--all", action="store_true", help="show all images")
+        p.add_argument("-q", "--quiet", action="store_true", help="only show image IDs")
+        p.add_argument("--no-trunc", action="store_true", help="don't truncate output")
+        p.add_argument("reference", nargs="?", default=None, metavar="REPOSITORY[:TAG]")
+        p.set_defaults(func=cmd_images)
+    elif name == "rmi":
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument("-f", "--force", action="store_true", help="force removal")
+        p.add_argument("--no-prune", action="store_true", help="do not delete untagged parents")
+        p.add_argument("images", nargs="+", metavar="IMAGE")
+        p.set_defaults(func=cmd_rmi)
+    elif name == "tag":
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument("source", metavar="SOURCE_IMAGE[:TAG]")
+        p.add_argument("target", metavar="TARGET_IMAGE[:TAG]")
+        p.set_defaults(func=cmd_tag)
+    elif name == "load":
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument("-i", "--input", default=None, help="read from a tar file instead of STDIN")
+        p.add_argument("-q", "--quiet", action="store_true", help="suppress the load output")
+        p.set_defaults(func=cmd_load)
+    elif name == "import":
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument("file", metavar="file|-", help="tarball path, or - for STDIN")
+        p.add_argument("reference", nargs="?", default="", metavar="REPOSITORY[:TAG]")
+        p.add_argument("-m", "--message", default="", help="commit message for the imported image")
+        p.set_defaults(func=cmd_import)
+    else:
+        raise ValueError(f"{__name__} has no command {name!r}")
 
 
 def split_reference(ref: str) -> tuple[str, str]:

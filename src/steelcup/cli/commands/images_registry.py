@@ -14,60 +14,64 @@ from steelcup.cli.context import Context, report
 from steelcup.errors import InvalidArgument, SteelcupError
 
 
-def register(sub: Any) -> None:
-    p = sub.add_parser("pull", help="download an image from a registry")
-    p.add_argument("-q", "--quiet", action="store_true", help="only print the image name")
-    p.add_argument("--platform", default="", help="os/arch[/variant] (default linux/amd64)")
-    p.add_argument("image", metavar="NAME[:TAG|@DIGEST]")
-    p.set_defaults(func=cmd_pull)
-
-    p = sub.add_parser("push", help="upload an image to a registry")
-    p.add_argument("-q", "--quiet", action="store_true", help="suppress progress output")
-    p.add_argument("image", metavar="NAME[:TAG]")
-    p.set_defaults(func=cmd_push)
-
-    p = sub.add_parser("login", help="log in to a registry (credentials kept by the daemon)")
-    p.add_argument("-u", "--username", default="")
-    p.add_argument("-p", "--password", default=None)
-    p.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
-    p.add_argument("server", nargs="?", default="docker.io", metavar="SERVER")
-    p.set_defaults(func=cmd_login)
-
-    p = sub.add_parser("logout", help="forget the credentials for a registry")
-    p.add_argument("server", nargs="?", default="docker.io", metavar="SERVER")
-    p.set_defaults(func=cmd_logout)
-
-    p = sub.add_parser("save", help="save images to a tar archive (docker-archive + OCI layout)")
-    p.add_argument("-o", "--output", default=None, help="write to a file instead of STDOUT")
-    p.add_argument("images", nargs="+", metavar="IMAGE")
-    p.set_defaults(func=cmd_save)
-
-    p = sub.add_parser("history", help="show the history of an image")
-    _history_args(p)
-
-    image = sub.add_parser("image", help="manage images")
-    isub = image.add_subparsers(dest="image_command", metavar="COMMAND")
-    p = isub.add_parser("inspect", help="display detailed information on images")
-    p.add_argument("-f", "--format", default=None, help="only {{.Id}} / {{json .}} supported")
-    p.add_argument("images", nargs="+", metavar="IMAGE")
-    p.set_defaults(func=cmd_image_inspect)
-    p = isub.add_parser("prune", help="remove unused images and unreferenced data")
-    p.add_argument("-a", "--all", action="store_true", help="remove all unused images")
-    p.add_argument("-f", "--force", action="store_true", help="do not prompt for confirmation")
-    p.set_defaults(func=cmd_image_prune)
-    p = isub.add_parser("history", help="show the history of an image")
-    _history_args(p)
-    for name, func in (("pull", cmd_pull), ("push", cmd_push), ("save", cmd_save)):
-        p = isub.add_parser(name, help=f"same as `steelcup {name}`")
-        if name == "save":
-            p.add_argument("-o", "--output", default=None)
-            p.add_argument("images", nargs="+", metavar="IMAGE")
-        else:
-            p.add_argument("-q", "--quiet", action="store_true")
-            p.add_argument("image")
-            if name == "pull":
-                p.add_argument("--platform", default="")
-        p.set_defaults(func=func)
+def register(sub: Any, name: str, help_text: str) -> None:
+    """Add the parser of command `name` (one of this module's rows in `commands.COMMANDS`)."""
+    if name == "pull":
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument("-q", "--quiet", action="store_true", help="only print the image name")
+        p.add_argument("--platform", default="", help="os/arch[/variant] (default linux/amd64)")
+        p.add_argument("image", metavar="NAME[:TAG|@DIGEST]")
+        p.set_defaults(func=cmd_pull)
+    elif name == "push":
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument("-q", "--quiet", action="store_true", help="suppress progress output")
+        p.add_argument("image", metavar="NAME[:TAG]")
+        p.set_defaults(func=cmd_push)
+    elif name == "login":
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument("-u", "--username", default="")
+        p.add_argument("-p", "--password", default=None)
+        p.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+        p.add_argument("server", nargs="?", default="docker.io", metavar="SERVER")
+        p.set_defaults(func=cmd_login)
+    elif name == "logout":
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument("server", nargs="?", default="docker.io", metavar="SERVER")
+        p.set_defaults(func=cmd_logout)
+    elif name == "save":
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument("-o", "--output", default=None, help="write to a file instead of STDOUT")
+        p.add_argument("images", nargs="+", metavar="IMAGE")
+        p.set_defaults(func=cmd_save)
+    elif name == "history":
+        p = sub.add_parser(name, help=help_text)
+        _history_args(p)
+    elif name == "image":
+        image = sub.add_parser(name, help=help_text)
+        isub = image.add_subparsers(dest="image_command", metavar="COMMAND")
+        p = isub.add_parser("inspect", help="display detailed information on images")
+        p.add_argument("-f", "--format", default=None, help="only {{.Id}} / {{json .}} supported")
+        p.add_argument("images", nargs="+", metavar="IMAGE")
+        p.set_defaults(func=cmd_image_inspect)
+        p = isub.add_parser("prune", help="remove unused images and unreferenced data")
+        p.add_argument("-a", "--all", action="store_true", help="remove all unused images")
+        p.add_argument("-f", "--force", action="store_true", help="do not prompt for confirmation")
+        p.set_defaults(func=cmd_image_prune)
+        p = isub.add_parser("history", help="show the history of an image")
+        _history_args(p)
+        for same, func in (("pull", cmd_pull), ("push", cmd_push), ("save", cmd_save)):
+            p = isub.add_parser(same, help=f"same as `steelcup {same}`")
+            if same == "save":
+                p.add_argument("-o", "--output", default=None)
+                p.add_argument("images", nargs="+", metavar="IMAGE")
+            else:
+                p.add_argument("-q", "--quiet", action="store_true")
+                p.add_argument("image")
+                if same == "pull":
+                    p.add_argument("--platform", default="")
+            p.set_defaults(func=func)
+    else:
+        raise ValueError(f"{__name__} has no command {name!r}")
 
 
 def _history_args(p: argparse.ArgumentParser) -> None:

@@ -11,8 +11,11 @@ from steelcup.cli.context import Context, inspect_each, report
 from steelcup.errors import InvalidArgument, SteelcupError
 
 
-def register(sub: Any) -> None:
-    net = sub.add_parser("network", help="manage networks")
+def register(sub: Any, name: str, help_text: str) -> None:
+    """Add the parser of command `name` (this module's row in `commands.COMMANDS`)."""
+    if name != "network":
+        raise ValueError(f"{__name__} has no command {name!r}")
+    net = sub.add_parser(name, help=help_text)
     nsub = net.add_subparsers(dest="network_command", metavar="COMMAND",
                               parser_class=type(net))
     net.set_defaults(func=lambda _ctx, _args: (net.print_help(), 0)[1])

@@ -4,91 +4,97 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
-from pathlib import Path
-from typing import Any
 
 from steelcup import __version__
 from steelcup.cli.client import API_VERSION
 from steelcup.cli.context import Context, report
 from steelcup.errors import SteelcupError
 
+TYPE_CHECKING = False  # the CLI does not import typing at run time (start-up cost)
+if TYPE_CHECKING:
+    from typing import Any
 
-def register(sub: Any) -> None:
-    p = sub.add_parser("version", help="show client and daemon versions")
-    p.add_argument("-f", "--format", default="", help="Go-template subset over {Client, Server}")
-    p.set_defaults(func=cmd_version)
 
-    p = sub.add_parser("info", help="show system-wide information")
-    p.add_argument("-f", "--format", default="", help="Go-template subset over the info object")
-    p.set_defaults(func=cmd_info)
-
-    system = sub.add_parser("system", help="manage the steelcup system")
-    system_sub = system.add_subparsers(dest="system_command", metavar="COMMAND", required=True)
-    p = system_sub.add_parser("info", help="system-wide information, accelerator and VM pool")
-    p.add_argument("-f", "--format", default="", help="Go-template subset over the info object")
-    p.set_defaults(func=cmd_info)
-
-    pool = sub.add_parser("pool", help="inspect the VM pool (templates and clones)")
-    pool_sub = pool.add_subparsers(dest="pool_command", metavar="COMMAND", required=True)
-    p = pool_sub.add_parser(
-        "ls", help="list VM templates (clones served) and the warm cache of ready VMs")
-    p.set_defaults(func=cmd_pool_ls)
-
-    p = sub.add_parser(
-        "daemon",
-        help="run the steelcup daemon (serves the Docker Engine API)",
-        description="Run the daemon in the foreground: it owns the VMs and serves the API.",
-    )
-    p.add_argument("--root", dest="daemon_root", default=None, help="state directory")
-    p.add_argument("--socket", default=None, help="API unix socket path")
-    p.add_argument(
-        "--accel",
-        choices=["auto", "kvm", "tcg"],
-        default="auto",
-        help="QEMU accelerator (auto probes KVM and falls back to TCG)",
-    )
-    p.add_argument("--assets", default=None, help="directory with the guest kernel and initrd")
-    p.add_argument("--debug", action="store_true", help="verbose logging")
-    p.add_argument(
-        "--no-templates",
-        dest="templates",
-        action="store_false",
-        help="boot every VM from scratch instead of cloning a template",
-    )
-    p.add_argument("--vm-max-mem", type=int, default=2048, metavar="MIB",
-                   help="largest memory a container VM can be given (template RAM size)")
-    p.add_argument("--vm-max-cpus", type=int, default=4, metavar="N",
-                   help="vCPUs present in a cloned VM (onlined at hand-out)")
-    p.add_argument("--pool-size", type=int, default=2, metavar="N",
-                   help="ready VMs (restored from the template and warmed up) kept per tenant "
-                        "and NIC count, so a run skips the restore; 0 turns the warm cache off")
-    p.add_argument("--tls-listen", metavar="HOST:PORT", default=None,
-                   help="also serve the API over TLS; clients must present a certificate "
-                        "signed by --tlscacert (dockerd's --tlsverify)")
-    p.add_argument("--tlscacert", default=None, help="CA that signs client certificates")
-    p.add_argument("--tlscert", default=None, help="the daemon's TLS certificate")
-    p.add_argument("--tlskey", default=None, help="the daemon's TLS key")
-    p.add_argument("--tcp-listen", metavar="HOST:PORT", default=None,
-                   help="also serve the API over plain TCP (loopback addresses only)")
-    p.add_argument(
-        "--no-networking",
-        dest="networking",
-        action="store_false",
-        help="no bridges/NAT/DNS: containers get loopback only (networks and ports refused)",
-    )
-    p.set_defaults(func=cmd_daemon, needs_daemon=False)
+def register(sub: Any, name: str, help_text: str) -> None:
+    """Add the parser of command `name` (one of this module's rows in `commands.COMMANDS`)."""
+    if name == "version":
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument("-f", "--format", default="",
+                       help="Go-template subset over {Client, Server}")
+        p.set_defaults(func=cmd_version)
+    elif name == "info":
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument("-f", "--format", default="", help="Go-template subset over the info object")
+        p.set_defaults(func=cmd_info)
+    elif name == "system":
+        system = sub.add_parser(name, help=help_text)
+        system_sub = system.add_subparsers(dest="system_command", metavar="COMMAND", required=True)
+        p = system_sub.add_parser("info", help="system-wide information, accelerator and VM pool")
+        p.add_argument("-f", "--format", default="", help="Go-template subset over the info object")
+        p.set_defaults(func=cmd_info)
+    elif name == "pool":
+        pool = sub.add_parser(name, help=help_text)
+        pool_sub = pool.add_subparsers(dest="pool_command", metavar="COMMAND", required=True)
+        p = pool_sub.add_parser(
+            "ls", help="list VM templates (clones served) and the warm cache of ready VMs")
+        p.set_defaults(func=cmd_pool_ls)
+    elif name == "daemon":
+        p = sub.add_parser(
+            name,
+            help=help_text,
+            description="Run the daemon in the foreground: it owns the VMs and serves the API.",
+        )
+        p.add_argument("--root", dest="daemon_root", default=None, help="state directory")
+        p.add_argument("--socket", default=None, help="API unix socket path")
+        p.add_argument(
+            "--accel",
+            choices=["auto", "kvm", "tcg"],
+            default="auto",
+            help="QEMU accelerator (auto probes KVM and falls back to TCG)",
+        )
+        p.add_argument("--assets", default=None, help="directory with the guest kernel and initrd")
+        p.add_argument("--debug", action="store_true", help="verbose logging")
+        p.add_argument(
+            "--no-templates",
+            dest="templates",
+            action="store_false",
+            help="boot every VM from scratch instead of cloning a template",
+        )
+        p.add_argument("--vm-max-mem", type=int, default=2048, metavar="MIB",
+                       help="largest memory a container VM can be given (template RAM size)")
+        p.add_argument("--vm-max-cpus", type=int, default=4, metavar="N",
+                       help="vCPUs present in a cloned VM (onlined at hand-out)")
+        p.add_argument("--pool-size", type=int, default=2, metavar="N",
+                       help="ready VMs (restored from the template and warmed up) kept per tenant "
+                            "and NIC count, so a run skips the restore; 0 turns the warm cache off")
+        p.add_argument("--tls-listen", metavar="HOST:PORT", default=None,
+                       help="also serve the API over TLS; clients must present a certificate "
+                            "signed by --tlscacert (dockerd's --tlsverify)")
+        p.add_argument("--tlscacert", default=None, help="CA that signs client certificates")
+        p.add_argument("--tlscert", default=None, help="the daemon's TLS certificate")
+        p.add_argument("--tlskey", default=None, help="the daemon's TLS key")
+        p.add_argument("--tcp-listen", metavar="HOST:PORT", default=None,
+                       help="also serve the API over plain TCP (loopback addresses only)")
+        p.add_argument(
+            "--no-networking",
+            dest="networking",
+            action="store_false",
+            help="no bridges/NAT/DNS: containers get loopback only (networks and ports refused)",
+        )
+        p.set_defaults(func=cmd_daemon, needs_daemon=False)
+    else:
+        raise ValueError(f"{__name__} has no command {name!r}")
 
 
 def _client_info() -> dict[str, Any]:
-    import platform
-
     return {
         "Version": __version__,
         "ApiVersion": API_VERSION,
-        "PythonVersion": platform.python_version(),
+        "PythonVersion": sys.version.split()[0],  # platform.python_version(), without platform
         "Os": sys.platform,
-        "Arch": platform.machine(),
+        "Arch": os.uname().machine,
     }
 
 
@@ -238,10 +244,12 @@ def _host_port(text: str | None) -> tuple[str, int] | None:
 
 
 def cmd_daemon(ctx: Context, args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from steelcup.config import DaemonOptions
 
-    root = Path(args.daemon_root) if args.daemon_root else ctx.root
-    sock = Path(args.socket) if args.socket else ctx.socket
+    root = Path(args.daemon_root or ctx.root)
+    sock = Path(args.socket or ctx.socket)
     options = DaemonOptions(
         root=root,
         socket=sock,

@@ -13,8 +13,11 @@ from steelcup.cli.context import Context, inspect_each, report
 from steelcup.errors import SteelcupError
 
 
-def register(sub: Any) -> None:
-    vol = sub.add_parser("volume", help="manage volumes")
+def register(sub: Any, name: str, help_text: str) -> None:
+    """Add the parser of command `name` (this module's row in `commands.COMMANDS`)."""
+    if name != "volume":
+        raise ValueError(f"{__name__} has no command {name!r}")
+    vol = sub.add_parser(name, help=help_text)
     vsub = vol.add_subparsers(dest="volume_command", metavar="COMMAND", parser_class=type(vol))
     vol.set_defaults(func=lambda _ctx, _args: (vol.print_help(), 0)[1])
 
