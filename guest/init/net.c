@@ -198,6 +198,16 @@ static int configure(int sock, const struct net_req *r, char *msg, unsigned msgl
 	return 0;
 }
 
+int net_loopback_up(void)
+{
+	int sock = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	if (sock < 0)
+		return -errno;
+	int rc = set_up(sock, "lo");
+	close(sock);
+	return rc;
+}
+
 int net_config(const struct net_req *r, char *msg, unsigned msglen)
 {
 	int sock = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);

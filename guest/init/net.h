@@ -17,6 +17,8 @@ struct net_req {
 /* Brings lo up, then finds, renames, addresses and brings up the NIC and adds the default
  * route. Returns 0 or -errno with a message. */
 int net_config(const struct net_req *r, char *msg, unsigned msglen);
+/* Brings lo up (at boot: a template's clones then never pay for it); 0 or -errno. */
+int net_loopback_up(void);
 
 /* Parses "aa:bb:cc:dd:ee:ff" (case-insensitive); returns 0 or -EINVAL. Pure. */
 int net_parse_mac(const char *s, uint8_t out[6]);

@@ -81,9 +81,9 @@ async def configure(
     *,
     timeout_s: float = REQUEST_TIMEOUT_S,
 ) -> None:
-    """After SETUP_ROOT, before START: every NIC (loopback only when there is none), then the
-    mounts in order (parents first)."""
-    for nic in nics or [GuestNic()]:
+    """After SETUP_ROOT, before START: every NIC, then the mounts in order (parents first).
+    Loopback needs nothing: the guest brings it up at boot."""
+    for nic in nics:
         await net_config(client, nic, timeout_s=timeout_s)
     for m in mounts:
         await mount(client, m, timeout_s=timeout_s)

@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 TAP_PREFIX = "scw"  # + 8 hex + NIC index: at most 15 characters
 INITRD_WARM_PROGRAM = "/init"  # in the initrd: used when the assets have no init binary
 WARM_DEADLINE_S = 20.0
+REFILL_DELAY_S = 1.0  # after a hand-out: let the container start before a refill competes for CPU
 RETRY_BASE_S = 1.0
 RETRY_MAX_S = 30.0
 
@@ -144,7 +145,7 @@ class CacheSource:
             state.misses += 1
             raise Incompatible(f"no ready VM for tenant {cls.tenant!r} with {cls.nics} NICs")
         finally:
-            self._fill(cls)
+            self._fill(cls, delay_s=REFILL_DELAY_S)
 
     async def _hand_out(self, ready: Ready, request: VmRequest) -> None:
         machine = ready.machine
@@ -162,14 +163,16 @@ class CacheSource:
     def _class(self, cls: CacheClass) -> _Class:
         return self._classes.setdefault(cls, _Class())
 
-    def _fill(self, cls: CacheClass) -> None:
-        """Start refills until ready + filling reaches the target (they queue on one lock)."""
+    def _fill(self, cls: CacheClass, delay_s: float = 0.0) -> None:
+        """Start refills until ready + filling reaches the target (they queue on one lock),
+        each after `delay_s`."""
         if self._closed:
             return
         state = self._class(cls)
         while len(state.ready) + state.filling < self.size:
             state.filling += 1
-            task = asyncio.create_task(self._refill(cls, state), name=f"cache-fill-{cls}")
+            task = asyncio.create_task(self._refill(cls, state, delay_s),
+                                       name=f"cache-fill-{cls}")
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
@@ -182,10 +185,11 @@ class CacheSource:
         ):
             await asyncio.sleep(0.05)
 
-    async def _refill(self, cls: CacheClass, state: _Class) -> None:
+    async def _refill(self, cls: CacheClass, state: _Class, delay_s: float) -> None:
         try:
             if state.failures:
-                await asyncio.sleep(min(RETRY_MAX_S, RETRY_BASE_S * 2 ** (state.failures - 1)))
+                delay_s = max(delay_s, min(RETRY_MAX_S, RETRY_BASE_S * 2 ** (state.failures - 1)))
+            await asyncio.sleep(delay_s)
             async with self._refill_lock:
                 started = time.monotonic()
                 ready = await self._make(cls)
