@@ -4,9 +4,13 @@ Starts a private daemon (TCG) per VM-source mode, loads the busybox image, then 
 steelcup run with one podman run (the command from `peer-run --print`). Reports median and p99
 of wall time and time-to-first-byte of stdout as a markdown table.
 
-    .venv/bin/python bench/run_latency.py [--runs 30] [--modes template,direct]
+    .venv/bin/python bench/run_latency.py [--runs 30] [--modes cache,template,direct] [--docker]
 
-`--modes` needs a daemon that reads STEELCUP_TEMPLATES (1 = template clones, 0 = direct boot).
+Modes are daemon configurations: `cache` (the default daemon: ready VMs from the warm cache),
+`template` (`--pool-size 0`: a template clone restored per run), `direct` (`--no-templates`:
+a cold boot per run). Timing starts once the daemon's templates and cache are ready. With
+`--docker`, the cache mode also times the same run through the real `docker` CLI
+(`docker -H unix://...`), interleaved too.
 
 The CLI is run as users run it: the `steelcup` console script of this Python, with its bytecode
 cached like an installed package's (in a private PYTHONPYCACHEPREFIX, so the tree stays clean,
@@ -17,7 +21,7 @@ measures a CLI that compiles its modules on every start instead.
 from __future__ import annotations
 
 import argparse
-import os
+import json
 import shutil
 import statistics
 import subprocess
@@ -33,6 +37,23 @@ from tests.vm.support import BUSYBOX_TAR, Daemon, start_daemon, stop_daemon  # n
 
 PEER_RUN = Path("/work/shared/tools/peer-run")
 CMD = ("echo", "hi")
+MODES = {"cache": (), "template": ("--pool-size", "0"), "direct": ("--no-templates",)}
+READY_TIMEOUT_S = 180
+
+
+def wait_ready(daemon: Daemon, mode: str) -> None:
+    """Until the daemon built its template and filled its warm cache (as the mode has them)."""
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while mode != "direct":
+        pool = json.loads(daemon.out("system", "info", "-f", "{{json .Steelcup.Pool}}"))
+        cache = pool.get("Cache") or []
+        built = bool(pool.get("TemplateList"))
+        filled = mode != "cache" or (cache and all(c["Ready"] >= c["Target"] for c in cache))
+        if built and filled:
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"daemon not ready after {READY_TIMEOUT_S}s: {pool}")
+        time.sleep(0.5)
 
 
 def peer_argv() -> list[str]:
@@ -80,7 +101,9 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=30)
     ap.add_argument("--warmup", type=int, default=2)
-    ap.add_argument("--modes", default="template,direct")
+    ap.add_argument("--modes", default="cache,template,direct")
+    ap.add_argument("--docker", action="store_true",
+                    help="also time the run through the real docker CLI (cache mode)")
     ap.add_argument("--no-bytecode-cache", action="store_true",
                     help="run the CLI without cached bytecode (as from a source tree with "
                          "PYTHONDONTWRITEBYTECODE=1)")
@@ -90,29 +113,30 @@ def main() -> int:
     base = Path(tempfile.mkdtemp(prefix="scb-"))
     try:
         for mode in args.modes.split(","):
-            os.environ["STEELCUP_TEMPLATES"] = "1" if mode == "template" else "0"
-            daemon: Daemon = start_daemon(base / mode / "root", base / mode / "s.sock")
+            daemon: Daemon = start_daemon(base / mode / "root", base / mode / "s.sock",
+                                          extra_args=MODES[mode])
             try:
                 daemon.cli("load", "-i", str(BUSYBOX_TAR), check=True)
-                sc_argv = [*steelcup_argv(), "run", "--rm", "steelcup/busybox", *CMD]
+                wait_ready(daemon, mode)
                 env = cli_env(daemon, None if args.no_bytecode_cache else base / "pycache")
-                walls: list[float] = []
-                ttfbs: list[float] = []
-                pw: list[float] = []
-                pt: list[float] = []
+                clients = {f"steelcup ({mode})":
+                           [*steelcup_argv(), "run", "--rm", "steelcup/busybox", *CMD]}
+                if args.docker and mode == "cache":
+                    clients[f"docker CLI ({mode})"] = [
+                        "docker", "-H", f"unix://{daemon.socket}", "run", "--rm",
+                        "steelcup/busybox", *CMD]
+                times: dict[str, tuple[list[float], list[float]]] = {
+                    name: ([], []) for name in [*clients, "podman+runc"]}
                 for i in range(args.warmup + args.runs):
-                    w, t, out = timed(sc_argv, env)
-                    assert out == b"hi\n", out
-                    pw_i, pt_i, pout = timed(peer)
-                    assert pout == b"hi\n", pout
-                    if i >= args.warmup:
-                        walls.append(w)
-                        ttfbs.append(t)
-                        pw.append(pw_i)
-                        pt.append(pt_i)
-                results[f"steelcup ({mode})"] = (walls, ttfbs)
-                prev = results.get("podman+runc", ([], []))
-                results["podman+runc"] = (prev[0] + pw, prev[1] + pt)
+                    for name, argv in [*clients.items(), ("podman+runc", peer)]:
+                        w, t, out = timed(argv, env if name != "podman+runc" else None)
+                        assert out == b"hi\n", (name, out)
+                        if i >= args.warmup:
+                            times[name][0].append(w)
+                            times[name][1].append(t)
+                for name, (walls, ttfbs) in times.items():
+                    prev = results.get(name, ([], []))
+                    results[name] = (prev[0] + walls, prev[1] + ttfbs)
             finally:
                 stop_daemon(daemon)
     finally:

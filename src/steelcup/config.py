@@ -22,12 +22,12 @@ class DaemonOptions:
     assets_dir: Path | None = None  # kernel + initrd; None = search the usual places
     vm_mem_mib: int = 256
     vm_cpus: int = 1
-    tcg_tb_mib: int = 32
+    tcg_tb_mib: int = defaults.TCG_TB_MIB
     debug: bool = False
     vm_templates: bool = True  # clone VMs from per-tenant templates (RAM shared copy-on-write)
-    vm_max_mem_mib: int = 2048  # the most a clone can grow to (template RAM)
-    vm_max_cpus: int = 4  # vCPUs present in a clone (onlined at hand-out)
-    vm_pool_size: int = 2  # ready (restored, warmed) VMs kept per tenant and NIC count
+    vm_max_mem_mib: int = defaults.VM_MAX_MEM_MIB
+    vm_max_cpus: int = defaults.VM_MAX_CPUS
+    vm_pool_size: int = defaults.VM_POOL_SIZE
     networking: bool = True
     # Extra listeners: TLS with client certificates (dockerd's --tlsverify), or plain TCP
     # (loopback only, refused elsewhere).

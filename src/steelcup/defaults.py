@@ -10,6 +10,12 @@ import os
 DEFAULT_ROOT = "/var/lib/steelcup"
 DEFAULT_SOCKET = "/run/steelcup/steelcup.sock"
 
+# Daemon settings the CLI shows in `steelcup daemon --help` (config.DaemonOptions uses them).
+VM_MAX_MEM_MIB = 2048  # the most a clone can grow to (template RAM)
+VM_MAX_CPUS = 4  # vCPUs present in a clone (onlined at hand-out)
+VM_POOL_SIZE = 2  # ready (restored, warmed) VMs kept per tenant and NIC count
+TCG_TB_MIB = 32  # TCG translation cache per VM
+
 
 def default_socket() -> str:
     """The API socket the CLI uses: $STEELCUP_HOST (unix://PATH or PATH) or the default."""

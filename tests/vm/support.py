@@ -73,9 +73,10 @@ def in_netns(netns: str, *argv: str, timeout: float = 60) -> subprocess.Complete
                           timeout=timeout)
 
 
-def start_daemon(root: Path, sock: Path, netns: str | None = None) -> Daemon:
+def start_daemon(root: Path, sock: Path, netns: str | None = None,
+                 extra_args: tuple[str, ...] = ()) -> Daemon:
     """A daemon whose bridges, NAT rules and VMs live in `netns` (the tests' own namespace:
-    nothing they do touches the host's network)."""
+    nothing they do touches the host's network); `extra_args` go to `steelcup daemon`."""
     log = root / "daemon.log"
     root.mkdir(parents=True, exist_ok=True)
     prefix = ["ip", "netns", "exec", netns] if netns else []
@@ -84,7 +85,7 @@ def start_daemon(root: Path, sock: Path, netns: str | None = None) -> Daemon:
     with open(log, "ab") as log_file:
         proc = subprocess.Popen(
             [*prefix, sys.executable, "-m", "steelcup", "daemon", "--root", str(root),
-             "--socket", str(sock), "--accel", "tcg", *no_net],
+             "--socket", str(sock), "--accel", "tcg", *no_net, *extra_args],
             stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
         )
     deadline = time.monotonic() + 60

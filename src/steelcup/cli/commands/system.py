@@ -7,7 +7,7 @@ import importlib
 import os
 import sys
 
-from steelcup import __version__
+from steelcup import __version__, defaults
 from steelcup.cli.client import API_VERSION
 from steelcup.cli.context import Context, report
 from steelcup.errors import SteelcupError
@@ -62,13 +62,20 @@ def register(sub: Any, name: str, help_text: str) -> None:
             action="store_false",
             help="boot every VM from scratch instead of cloning a template",
         )
-        p.add_argument("--vm-max-mem", type=int, default=2048, metavar="MIB",
-                       help="largest memory a container VM can be given (template RAM size)")
-        p.add_argument("--vm-max-cpus", type=int, default=4, metavar="N",
-                       help="vCPUs present in a cloned VM (onlined at hand-out)")
-        p.add_argument("--pool-size", type=int, default=2, metavar="N",
+        p.add_argument("--vm-max-mem", type=int, default=defaults.VM_MAX_MEM_MIB, metavar="MIB",
+                       help="largest memory a container VM can be given (template RAM size; "
+                            "default %(default)s)")
+        p.add_argument("--vm-max-cpus", type=int, default=defaults.VM_MAX_CPUS, metavar="N",
+                       help="vCPUs present in a cloned VM (onlined at hand-out; "
+                            "default %(default)s)")
+        p.add_argument("--pool-size", type=int, default=defaults.VM_POOL_SIZE, metavar="N",
                        help="ready VMs (restored from the template and warmed up) kept per tenant "
-                            "and NIC count, so a run skips the restore; 0 turns the warm cache off")
+                            "and NIC count, so a run skips the restore; 0 turns the warm cache off "
+                            "(default %(default)s)")
+        p.add_argument("--tcg-tb-size", type=int, default=defaults.TCG_TB_MIB, metavar="MIB",
+                       help="TCG translation cache per VM (no KVM): most of a clone's private "
+                            "memory; smaller saves memory, busy containers retranslate more "
+                            "(default %(default)s)")
         p.add_argument("--tls-listen", metavar="HOST:PORT", default=None,
                        help="also serve the API over TLS; clients must present a certificate "
                             "signed by --tlscacert (dockerd's --tlsverify)")
@@ -261,6 +268,7 @@ def cmd_daemon(ctx: Context, args: argparse.Namespace) -> int:
         vm_max_mem_mib=args.vm_max_mem,
         vm_max_cpus=args.vm_max_cpus,
         vm_pool_size=args.pool_size,
+        tcg_tb_mib=args.tcg_tb_size,
         tls_listen=_host_port(args.tls_listen),
         tcp_listen=_host_port(args.tcp_listen),
         tls_ca=Path(args.tlscacert) if args.tlscacert else None,
