@@ -42,12 +42,14 @@ def run(options: DaemonOptions) -> int:
         stream=sys.stderr,
     )
     options.root.mkdir(parents=True, exist_ok=True)
-    lock_file = open(options.root / "daemon.lock", "w")  # noqa: SIM115 - held for our lifetime
+    # "a": a second daemon must not truncate the running one's pid before failing to lock.
+    lock_file = open(options.root / "daemon.lock", "a")  # noqa: SIM115 - held for our lifetime
     try:
         fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         print(f"steelcup daemon: another daemon is already using {options.root}", file=sys.stderr)
         return 1
+    lock_file.truncate(0)
     lock_file.write(f"{os.getpid()}\n")
     lock_file.flush()
     try:
