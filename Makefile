@@ -4,9 +4,11 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 BUILD := build
+# The guest kernel's source and what building it takes (GUEST_KERNEL=source, guest/guest.mk).
+GUEST_KERNEL_APT := linux-source-6.1 gcc make flex bison bc libelf-dev
 APT_PACKAGES := qemu-system-x86 qemu-utils busybox-static musl-tools cpio kmod e2fsprogs \
 	erofs-utils xz-utils zstd iproute2 nftables util-linux openssl docker-registry skopeo \
-	apache2-utils
+	apache2-utils $(GUEST_KERNEL_APT)
 # Installed without their Recommends (docker-compose would pull in a whole docker.io engine).
 APT_PACKAGES_BARE := docker-compose
 DEMO_ROOT ?= /tmp/steelcup-demo

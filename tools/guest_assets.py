@@ -1,7 +1,8 @@
 """Build tool for the guest assets: kernel module load order and the initrd (newc cpio).
 
 The ordering logic is pure (`load_order`); `main` wires it to a Debian kernel package extracted
-with `dpkg -x` and writes `build/guest/initrd.img`. Standard library only.
+with `dpkg -x` and writes `build/guest/initrd.img`, or with `--no-modules` (the source-built
+kernel, everything built in) writes an initrd with an empty module list. Standard library only.
 """
 
 from __future__ import annotations
@@ -226,13 +227,23 @@ def main(argv: list[str] | None = None) -> int:
         tmp.replace(vargs.out)
         return 0
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--moddir", type=Path, required=True, help="lib/modules/<release> dir")
-    parser.add_argument("--modules", required=True, help="comma-separated required modules")
+    parser.add_argument("--moddir", type=Path, help="lib/modules/<release> dir")
+    parser.add_argument("--modules", default="", help="comma-separated required modules")
+    parser.add_argument("--no-modules", action="store_true",
+                        help="kernel with everything built in: an initrd without modules")
     parser.add_argument("--optional", default="", help="comma-separated optional modules")
     parser.add_argument("--init", type=Path, help="static init binary (omit to print the order)")
     parser.add_argument("--out", type=Path, help="initrd to write")
     parser.add_argument("--compress", choices=("none", "gzip"), default="none")
     args = parser.parse_args(argv)
+    if args.no_modules:
+        if args.moddir or args.modules or args.optional:
+            parser.error("--no-modules takes no --moddir, --modules or --optional")
+        if args.init is None or args.out is None:
+            parser.error("--no-modules needs --init and --out")
+        return write_initrd(args.out, build_initrd(args.init.read_bytes(), []), args.compress, 0)
+    if args.moddir is None or not args.modules:
+        parser.error("--moddir and --modules are required (or --no-modules)")
 
     deps = parse_modules_dep((args.moddir / "modules.dep").read_text())
     builtin_file = args.moddir / "modules.builtin"
@@ -255,13 +266,19 @@ def main(argv: list[str] | None = None) -> int:
     for path in plan.order:
         data = read_module(args.moddir / path)
         modules.append((module_name(path) + ".ko", data))
-    image = build_initrd(args.init.read_bytes(), modules)
-    if args.compress == "gzip":
+    return write_initrd(
+        args.out, build_initrd(args.init.read_bytes(), modules), args.compress, len(modules)
+    )
+
+
+def write_initrd(out: Path, image: bytes, compress: str, module_count: int) -> int:
+    """Writes the (optionally gzipped) initrd atomically and says what went in."""
+    if compress == "gzip":
         image = gzip.compress(image, compresslevel=9, mtime=0)
-    tmp = args.out.with_suffix(args.out.suffix + ".tmp")
+    tmp = out.with_suffix(out.suffix + ".tmp")
     tmp.write_bytes(image)
-    tmp.replace(args.out)
-    print(f"guest_assets: {args.out} ({len(image)} bytes, {len(modules)} modules)", file=sys.stderr)
+    tmp.replace(out)
+    print(f"guest_assets: {out} ({len(image)} bytes, {module_count} modules)", file=sys.stderr)
     return 0
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import lzma
+from pathlib import Path
 
 import pytest
 
@@ -12,6 +13,7 @@ from tools.guest_assets import (
     build_initrd,
     extract_vmlinux,
     load_order,
+    main,
     module_name,
     parse_builtin,
     parse_modules_dep,
@@ -136,6 +138,19 @@ def test_initrd_layout() -> None:
     for d in ("dev", "proc", "sys", "run", "modules"):
         assert entries[d][0] == 0o040755
     assert build_initrd(b"x", []) == build_initrd(b"x", [])  # deterministic
+
+
+def test_no_modules_initrd_has_the_init_and_an_empty_module_list(tmp_path: Path) -> None:
+    init = tmp_path / "init"
+    init.write_bytes(b"\x7fELFinit")
+    out = tmp_path / "initrd.img"
+    assert main(["--no-modules", "--init", str(init), "--out", str(out)]) == 0
+    entries = parse_newc(out.read_bytes())
+    assert entries["init"] == (0o100755, b"\x7fELFinit")
+    assert entries["modules.list"][1] == b""
+    assert not [name for name in entries if name.startswith("modules/")]
+    with pytest.raises(SystemExit):  # modules and --no-modules contradict each other
+        main(["--no-modules", "--modules", "9p", "--init", str(init), "--out", str(out)])
 
 
 def test_extract_vmlinux_finds_the_elf_payload() -> None:
