@@ -102,6 +102,8 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=30)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--modes", default="cache,template,direct")
+    ap.add_argument("--daemon-args", default="",
+                    help="extra `steelcup daemon` flags for every mode, e.g. '--tcg-tb-size 8'")
     ap.add_argument("--docker", action="store_true",
                     help="also time the run through the real docker CLI (cache mode)")
     ap.add_argument("--no-bytecode-cache", action="store_true",
@@ -114,7 +116,7 @@ def main() -> int:
     try:
         for mode in args.modes.split(","):
             daemon: Daemon = start_daemon(base / mode / "root", base / mode / "s.sock",
-                                          extra_args=MODES[mode])
+                                          extra_args=(*MODES[mode], *args.daemon_args.split()))
             try:
                 daemon.cli("load", "-i", str(BUSYBOX_TAR), check=True)
                 wait_ready(daemon, mode)
@@ -145,7 +147,8 @@ def main() -> int:
     print(f"`run --rm busybox {' '.join(CMD)}`, {args.runs} runs per steelcup mode, "
           "interleaved with podman (podman column pools all its runs); CLI: "
           f"`{' '.join(steelcup_argv())}`, bytecode "
-          f"{'not cached' if args.no_bytecode_cache else 'cached'}\n")
+          f"{'not cached' if args.no_bytecode_cache else 'cached'}; daemon flags: "
+          f"{args.daemon_args or '(defaults)'}\n")
     print("| runtime | runs | wall median | wall p99 | TTFB median | TTFB p99 | vs podman |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     for name, (walls, ttfbs) in results.items():

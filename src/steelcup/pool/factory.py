@@ -8,6 +8,7 @@ maximum, more NICs or volumes than it has slots for a clone) or when its VM fail
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -108,6 +109,12 @@ class Factory:
                             str(exc).splitlines()[0])
         if self.cache is not None:
             await self.cache.fill([CacheClass("", slots) for slots in nic_slots])
+        # Then the templates of containers with volumes (a first `-v` run need not wait).
+        volumes = replace(base, volume_slots=self.template.volume_slots)
+        for slots in nic_slots:
+            if volumes.volume_slots:
+                with contextlib.suppress(SteelcupError):
+                    await self.template.template(replace(volumes, nic_slots=slots))
 
     def status(self) -> FactoryStatus:
         return FactoryStatus(

@@ -14,9 +14,10 @@ Devices a clone cannot add are provided by the template as slots the clone re-po
   migrates; the backend is the clone's). The guest still has the template's MAC: NET_CONFIG
   gives the NIC, selected by IFNAME, the container's MAC. Templates are kept per NIC count, so
   a `--network none` container sees no NIC at all.
-- Volumes: every template has `volume_slots` spare 9p devices (tags v0..v{K-1}, the volume
-  manager's tags) exported from an empty read-only dir and never mounted; a clone exports each
-  volume's dir under its tag and the rest from the empty dir.
+- Volumes: a template for containers with volumes has `volume_slots` spare 9p devices (tags
+  v0..v{K-1}, the volume manager's tags) exported from an empty read-only dir and never
+  mounted; a clone exports each volume's dir under its tag and the rest from the empty dir.
+  Containers without volumes come from a template without them (each costs a clone memory).
 Requests with more NICs or other share tags than there are slots boot directly.
 
 The template key includes the tenant: template memory is never shared across tenants.
@@ -166,7 +167,9 @@ class TemplateSource:
             max_cpus=self.max_cpus,
             tenant=request.tenant,
             nic_slots=len(request.nics),
-            volume_slots=self.volume_slots,
+            # Each spare 9p device costs a clone ~1.1 MiB of QEMU memory: containers without
+            # volumes come from a template without the slots.
+            volume_slots=self.volume_slots if len(request.shares) > 1 else 0,
         )
 
     def check(self, request: VmRequest) -> None:
