@@ -44,7 +44,7 @@ log = logging.getLogger(__name__)
 TAP_PREFIX = "scw"  # + 8 hex + NIC index: at most 15 characters
 INITRD_WARM_PROGRAM = "/init"  # in the initrd: used when the assets have no init binary
 WARM_DEADLINE_S = 20.0
-REFILL_DELAY_S = 1.0  # after a hand-out: let the container start before a refill competes for CPU
+REFILL_DELAY_S = 0.5  # after a hand-out: let the container start before a refill competes for CPU
 RETRY_BASE_S = 1.0
 RETRY_MAX_S = 30.0
 
