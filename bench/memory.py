@@ -78,8 +78,9 @@ def qemu_split(pid: int, tb_mib: int, ram_marker: str) -> Split:
             private = int(line.split()[1])
             out.private_kib += private
             perms = head.split()[1]
-            # QEMU maps tb-size MiB minus a guard page, RWX.
-            if tb_mib * MIB - 64 <= size_kib <= tb_mib * MIB and perms.startswith("rwx"):
+            # The translation cache is QEMU's only anonymous RWX memory: one tb-size mapping,
+            # or (restored clones) several 2 MiB regions of it.
+            if perms.startswith("rwx") and len(head.split()) < 6:
                 out.tb_kib += private
             elif ram_marker in head or (size_kib >= 64 * MIB and "rw-" in perms
                                         and len(head.split()) < 6):
