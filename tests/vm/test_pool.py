@@ -142,15 +142,17 @@ async def test_clones_get_their_own_rootfs_socket_clock_and_randomness(
             machines.append(m)
             await m.guest.setup_root("rootfs", f"host-{name}")
             outs.append(await _sh(m, "cat /marker; echo; hostname; date +%s; "
-                                     "head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \\n'"))
+                                     "head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \\n'; "
+                                     "echo; cat /proc/sys/kernel/random/boot_id"))
             host_times.append(time.time())
         assert factory.clones == 2 and factory.direct_boots == 0
         assert machines[0].spec.ctl_socket != machines[1].spec.ctl_socket
-        (m_a, h_a, t_a, r_a), (m_b, h_b, t_b, r_b) = (o.split() for o in outs)
+        (m_a, h_a, t_a, r_a, id_a), (m_b, h_b, t_b, r_b, id_b) = (o.split() for o in outs)
         assert (m_a, h_a, m_b, h_b) == ("a", "host-a", "b", "host-b")
         assert 0 <= host_times[0] - int(t_a) < 2.5, (t_a, host_times)
         assert 0 <= host_times[1] - int(t_b) < 2.5, (t_b, host_times)
         assert len(r_a) == 64 and r_a != r_b
+        assert len(id_a) == 36 and id_a != id_b  # the kernel boot id: per VM, not per template
     finally:
         for m in machines:
             await m.close()
