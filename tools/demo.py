@@ -52,6 +52,7 @@ def main() -> int:
         cli(env, "exec", "demo-sleeper", "cat", "/proc/version")
         cli(env, "ps")
         cli(env, "rm", "-f", "demo-sleeper")
+        cli(env, "pool", "ls")  # the template the VMs were cloned from, the warm cache
     finally:
         _stop_daemon(root)
     return 0

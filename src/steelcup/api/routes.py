@@ -234,7 +234,8 @@ class _Api:
             "Fallbacks": status.fallbacks,
             "TemplateList": [
                 {"Tenant": t.tenant, "BaseMemMiB": t.base_mem_mib, "MaxMemMiB": t.max_mem_mib,
-                 "MaxCpus": t.max_cpus, "Clones": t.clones, "Failures": t.failures,
+                 "MaxCpus": t.max_cpus, "NicSlots": t.nic_slots, "VolumeSlots": t.volume_slots,
+                 "Clones": t.clones, "Failures": t.failures,
                  "BootSeconds": round(t.boot_s, 3), "RamFileMiB": round(t.ram_file_mib, 1)}
                 for t in status.templates
             ],

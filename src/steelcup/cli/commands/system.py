@@ -216,12 +216,13 @@ def cmd_pool_ls(ctx: Context, args: argparse.Namespace) -> int:
         return 1
     rows = [
         [t.get("Tenant") or "(default)", f"{t.get('BaseMemMiB')}MiB",
-         f"{t.get('MaxMemMiB')}MiB", str(t.get("MaxCpus")), str(t.get("Clones")),
-         str(t.get("Failures")), f"{t.get('BootSeconds')}s", f"{t.get('RamFileMiB')}MiB"]
+         f"{t.get('MaxMemMiB')}MiB", str(t.get("MaxCpus")), str(t.get("NicSlots", "")),
+         str(t.get("VolumeSlots", "")), str(t.get("Clones")), str(t.get("Failures")),
+         f"{t.get('BootSeconds')}s", f"{t.get('RamFileMiB')}MiB"]
         for t in pool.get("TemplateList") or []
     ]
-    headers = ["TENANT", "BASE MEM", "MAX MEM", "MAX CPUS", "CLONES", "FAILURES", "BOOT",
-               "SHARED RAM"]
+    headers = ["TENANT", "BASE MEM", "MAX MEM", "MAX CPUS", "NICS", "VOLUMES", "CLONES",
+               "FAILURES", "BOOT", "SHARED RAM"]
     sys.stdout.write(table(headers, rows))
     if not pool.get("Templates"):
         print("(templates are off: every VM boots from scratch)")
