@@ -177,11 +177,12 @@ class CacheSource:
             task.add_done_callback(self._tasks.discard)
 
     async def fill(self, classes: list[CacheClass]) -> None:
-        """Fill `classes` now and wait until they are full (the daemon's start-up)."""
+        """Fill `classes` now and wait until they are full, or failing (then they go on
+        retrying in the background with a back-off): the daemon's start-up."""
         for cls in classes:
             self._fill(cls)
         while not self._closed and any(
-            self._class(cls).filling for cls in classes
+            self._class(cls).filling and not self._class(cls).failures for cls in classes
         ):
             await asyncio.sleep(0.05)
 
