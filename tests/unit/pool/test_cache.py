@@ -1,0 +1,196 @@
+"""The warm cache's bookkeeping with a fake template source (no QEMU): classes per tenant and
+NIC count, refills, discards, fallbacks. tests/vm/test_pool.py covers it with real VMs."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from steelcup.errors import VmLaunchError
+from steelcup.guest.client import ExitStatus, ProcessSpec
+from steelcup.pool import cache as cache_module
+from steelcup.pool import slots
+from steelcup.pool.cache import CacheClass, CacheSource
+from steelcup.pool.source import Incompatible, VmRequest
+from steelcup.vm.qemu_args import NicSpec, Share
+
+
+class FakeProcess:
+    async def output(self) -> AsyncIterator[tuple[Any, bytes]]:
+        yield "stdout", b"steelcup-init test\n"
+
+    async def wait(self, timeout_s: float | None = None) -> ExitStatus:
+        return ExitStatus(0, 0)
+
+
+class FakeGuest:
+    def __init__(self) -> None:
+        self.lost: Exception | None = None
+        self.calls: list[str] = []
+
+    async def stage_root(self, source: str) -> None:
+        self.calls.append(f"stage:{source}")
+
+    async def start(self, spec: ProcessSpec) -> FakeProcess:
+        self.calls.append(f"start:{spec.args[0]}")
+        return FakeProcess()
+
+
+class FakeMachine:
+    def __init__(self, request: VmRequest) -> None:
+        self.request = request
+        self.guest = FakeGuest()
+        self.returncode: int | None = None
+        self.rootfs_subdir = ""
+        self.keep_console_at: Path | None = None
+        self.closed = False
+        self._on_close: list[Any] = []
+
+    def on_close(self, callback: Any) -> None:
+        self._on_close.append(callback)
+
+    async def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            for callback in self._on_close:
+                callback()
+
+
+class FakeTemplate:
+    base_mem_mib = 256
+
+    def __init__(self) -> None:
+        self.clones: list[FakeMachine] = []
+        self.fail_clones = 0
+        self.handed_out: list[tuple[FakeMachine, VmRequest]] = []
+
+    def check(self, request: VmRequest) -> None:
+        if request.mem_mib > 1024:
+            raise Incompatible("too big")
+
+    async def clone(self, request: VmRequest) -> FakeMachine:
+        await asyncio.sleep(0)
+        if self.fail_clones:
+            self.fail_clones -= 1
+            raise VmLaunchError("restore failed", argv=[])
+        machine = FakeMachine(request)
+        self.clones.append(machine)
+        return machine
+
+    async def hand_out(self, machine: FakeMachine, request: VmRequest) -> None:
+        self.handed_out.append((machine, request))
+
+
+@pytest.fixture
+def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[CacheSource, FakeTemplate]:
+    bound: dict[Path, Path] = {}
+
+    def bind_root(slot: slots.Slot, rootfs: Path) -> None:
+        bound[slot.directory] = rootfs
+        slot.bound = True
+
+    def release(slot: slots.Slot) -> None:
+        slot.bound = False
+
+    monkeypatch.setattr(slots, "bind_root", bind_root)
+    monkeypatch.setattr(slots, "release", release)
+    monkeypatch.setattr(cache_module, "REFILL_DELAY_S", 0.0)
+    monkeypatch.setattr(cache_module, "RETRY_BASE_S", 0.01)
+    template = FakeTemplate()
+    warm = tmp_path / "init"
+    warm.write_bytes(b"\x7fELF")
+    source = CacheSource(template, size=2, slot_dir=tmp_path / "slots",  # type: ignore[arg-type]
+                         warm_program=warm, tap_host=None)
+    return source, template
+
+
+def _req(tmp_path: Path, tenant: str = "", **kw: Any) -> VmRequest:
+    return VmRequest(mem_mib=256, cpus=1, shares=(Share("rootfs", tmp_path / "root"),),
+                     tenant=tenant, name="c", **kw)
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(asyncio.wait_for(coro, 10))
+
+
+def test_ready_vms_are_staged_warmed_and_handed_out_per_tenant(
+    env: tuple[CacheSource, FakeTemplate], tmp_path: Path
+) -> None:
+    source, template = env
+
+    async def main() -> None:
+        await source.fill([CacheClass("alice", 0)])
+        alices = source.ready_vms(CacheClass("alice", 0))
+        assert len(alices) == 2
+        for m in alices:
+            assert m.guest.calls == ["stage:rootfs", "start:/run/share/warm"]  # type: ignore
+            assert m.request.shares[0].remap_devices  # type: ignore[attr-defined]
+        with pytest.raises(Incompatible):  # bob never gets alice's VMs: a miss...
+            await source.acquire(_req(tmp_path, "bob"))
+        got = await source.acquire(_req(tmp_path, "alice"))
+        assert got is alices[0] and got.rootfs_subdir == "root"
+        assert template.handed_out[-1][0] is got
+        await asyncio.sleep(0.05)  # ... and both classes refill in the background
+        assert len(source.ready_vms(CacheClass("alice", 0))) == 2
+        assert len(source.ready_vms(CacheClass("bob", 0))) == 2
+        (alice, bob) = sorted(source.status(), key=lambda s: s.tenant)
+        assert (alice.handed_out, alice.misses, bob.misses) == (1, 0, 1)
+        await source.close()
+        assert all(m.closed for m in template.clones if m is not got)
+
+    run(main())
+
+
+def test_requests_the_cache_cannot_serve(
+    env: tuple[CacheSource, FakeTemplate], tmp_path: Path
+) -> None:
+    source, _ = env
+    volume = VmRequest(256, 1, shares=(Share("rootfs", tmp_path), Share("v0", tmp_path)))
+    with pytest.raises(Incompatible, match="volumes"):
+        source.class_of(volume)
+    with pytest.raises(Incompatible, match="network host"):  # NICs but no host for taps
+        source.class_of(_req(tmp_path, nics=(NicSpec("t0", "02:00:00:00:00:01"),)))
+    with pytest.raises(Incompatible, match="too big"):
+        source.class_of(VmRequest(4096, 1, shares=(Share("rootfs", tmp_path),)))
+
+
+def test_dead_ready_vm_is_discarded_and_a_failing_refill_backs_off(
+    env: tuple[CacheSource, FakeTemplate], tmp_path: Path
+) -> None:
+    source, template = env
+    cls = CacheClass("", 0)
+
+    async def main() -> None:
+        await source.fill([cls])
+        dead, alive = source.ready_vms(cls)
+        dead.returncode = -9  # type: ignore[misc]
+        template.fail_clones = 2  # the next two refills fail to restore
+        got = await source.acquire(_req(tmp_path))
+        assert got is alive and dead.closed  # type: ignore[attr-defined]
+        (status,) = source.status()
+        assert status.discarded == 1
+        await asyncio.sleep(0.3)  # two failures, then back-off retries succeed
+        (status,) = source.status()
+        assert status.ready == 2 and status.discarded == 3, status
+        await source.close()
+
+    run(main())
+
+
+def test_fill_returns_when_refills_keep_failing(
+    env: tuple[CacheSource, FakeTemplate], tmp_path: Path
+) -> None:
+    source, template = env
+    template.fail_clones = 10**6
+
+    async def main() -> None:
+        await source.fill([CacheClass("", 0)])  # returns (does not hang) ...
+        (status,) = source.status()
+        assert status.ready == 0 and status.discarded >= 1  # ... and says what happened
+        await source.close()
+
+    run(main())
