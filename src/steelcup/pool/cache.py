@@ -1,7 +1,8 @@
 """The `cache` VM source: template clones restored, staged and warmed before anyone asks.
 
 Per class (tenant, NIC count) the cache keeps `size` ready VMs and refills in the background,
-one VM at a time so that refills do not starve running containers of CPU. A ready VM is a
+one VM at a time, 0.5 s after a hand-out and at a lower CPU priority (nice 10 until hand-out),
+so that refills do not starve running containers. A ready VM is a
 template clone (template.py) whose
 - rootfs 9p device exports an empty slot (slots.py), staged in the guest (STAGE_ROOT);
 - NICs sit on taps of its own, created by its QEMU, on no bridge;
@@ -44,6 +45,9 @@ log = logging.getLogger(__name__)
 TAP_PREFIX = "scw"  # + 8 hex + NIC index: at most 15 characters
 INITRD_WARM_PROGRAM = "/init"  # in the initrd: used when the assets have no init binary
 WARM_DEADLINE_S = 20.0
+# A refill's QEMU runs at this priority until hand-out: on a busy host it yields the CPU to
+# running containers (nice is relative: an idle host still gives it all it wants).
+REFILL_NICE = 10
 REFILL_DELAY_S = 0.5  # after a hand-out: let the container start before a refill competes for CPU
 RETRY_BASE_S = 1.0
 RETRY_MAX_S = 30.0
@@ -154,6 +158,7 @@ class CacheSource:
         for spare, nic in zip(ready.taps, request.nics, strict=True):
             assert host is not None  # class_of refuses NICs without a host
             await asyncio.to_thread(links.adopt_tap, host, spare, nic.tap)
+        machine.set_nice(0)
         machine.rootfs_subdir = slots.ROOT_SUBDIR
         if hasattr(machine, "keep_console_at"):
             machine.keep_console_at = request.console_log
@@ -225,7 +230,7 @@ class CacheSource:
             name="cache",
         )
         try:
-            machine = await self.template.clone(request)
+            machine = await self.template.clone(request, nice=REFILL_NICE)
         except BaseException:
             slots.release(slot)
             raise

@@ -56,9 +56,10 @@ class KeepConsoleMachine(Machine):
     learns where at hand-out: `keep_console_at` is public)."""
 
     def __init__(
-        self, spec: VmSpec, *, keep_console_at: Path | None, boot_attempts: int = 2
+        self, spec: VmSpec, *, keep_console_at: Path | None, boot_attempts: int = 2,
+        nice: int = 0,
     ) -> None:
-        super().__init__(spec, remove_state_dir=True, boot_attempts=boot_attempts)
+        super().__init__(spec, remove_state_dir=True, boot_attempts=boot_attempts, nice=nice)
         self.keep_console_at = keep_console_at
 
     async def close(self) -> None:

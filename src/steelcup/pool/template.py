@@ -304,16 +304,18 @@ class TemplateSource:
             raise
         return machine
 
-    async def clone(self, request: VmRequest) -> Machine:
-        """A restored clone at the base size (not yet fixed up). A clone that fails to restore is
-        discarded; after two failures in a row the template is rebuilt on next use."""
+    async def clone(self, request: VmRequest, *, nice: int = 0) -> Machine:
+        """A restored clone at the base size (not yet fixed up), its QEMU at priority `nice`. A
+        clone that fails to restore is discarded; after two failures in a row the template is
+        rebuilt on next use."""
         key = self.key_for(request)
         t = await self.template(key)
         state_dir = Path(tempfile.mkdtemp(prefix=(request.name or "clone")[:12] + "-",
                                           dir=self.run_dir))
         spec = self._base_spec(key, state_dir, t, request)
         spec = replace(spec, incoming=t.state_file)
-        machine = KeepConsoleMachine(spec, keep_console_at=request.console_log, boot_attempts=1)
+        machine = KeepConsoleMachine(spec, keep_console_at=request.console_log, boot_attempts=1,
+                                     nice=nice)
         try:
             await machine.start(CLONE_DEADLINE_S)
         except BaseException as exc:

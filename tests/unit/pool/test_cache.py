@@ -48,7 +48,11 @@ class FakeMachine:
         self.rootfs_subdir = ""
         self.keep_console_at: Path | None = None
         self.closed = False
+        self.nice = 0
         self._on_close: list[Any] = []
+
+    def set_nice(self, nice: int) -> None:
+        self.nice = nice
 
     def on_close(self, callback: Any) -> None:
         self._on_close.append(callback)
@@ -72,12 +76,13 @@ class FakeTemplate:
         if request.mem_mib > 1024:
             raise Incompatible("too big")
 
-    async def clone(self, request: VmRequest) -> FakeMachine:
+    async def clone(self, request: VmRequest, *, nice: int = 0) -> FakeMachine:
         await asyncio.sleep(0)
         if self.fail_clones:
             self.fail_clones -= 1
             raise VmLaunchError("restore failed", argv=[])
         machine = FakeMachine(request)
+        machine.nice = nice
         self.clones.append(machine)
         return machine
 
@@ -131,8 +136,9 @@ def test_ready_vms_are_staged_warmed_and_handed_out_per_tenant(
             assert m.request.shares[0].remap_devices  # type: ignore[attr-defined]
         with pytest.raises(Incompatible):  # bob never gets alice's VMs: a miss...
             await source.acquire(_req(tmp_path, "bob"))
+        assert all(m.nice == 10 for m in alices)  # they warmed up in the background
         got = await source.acquire(_req(tmp_path, "alice"))
-        assert got is alices[0] and got.rootfs_subdir == "root"
+        assert got is alices[0] and got.rootfs_subdir == "root" and got.nice == 0
         assert template.handed_out[-1][0] is got
         await asyncio.sleep(0.05)  # ... and both classes refill in the background
         assert len(source.ready_vms(CacheClass("alice", 0))) == 2
