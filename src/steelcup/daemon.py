@@ -20,7 +20,7 @@ from steelcup.errors import InvalidArgument, SteelcupError
 from steelcup.image.store import ImageStore
 from steelcup.net.manager import NetworkManager
 from steelcup.net.store import NetStore
-from steelcup.pool.factory import PoolOptions, build_factory
+from steelcup.pool.factory import PoolOptions, build_factory, reset_run_dir
 from steelcup.runtime.containers import Defaults, Runtime
 from steelcup.runtime.events import EventBus
 from steelcup.runtime.execs import ExecManager
@@ -68,6 +68,7 @@ async def _serve(options: DaemonOptions) -> int:
     images = ImageStore(options.root / "images", db)
     events = EventBus(asyncio.get_running_loop())
     networks = await _start_networking(options, db)
+    reset_run_dir(vm_run_dir(options.root))
     vms = build_factory(
         assets=assets,
         accel=accel,

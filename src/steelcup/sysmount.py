@@ -34,6 +34,20 @@ def umount(path: Path, flags: int = 0) -> None:
     _check(_libc().umount2(os.fsencode(path), flags), path)
 
 
+def mounts_under(path: Path) -> list[Path]:
+    """Mount points strictly below `path` (symlinks resolved), deepest first."""
+    prefix = os.fsencode(os.path.realpath(path)).rstrip(b"/") + b"/"
+    found = []
+    with contextlib.suppress(OSError), open("/proc/self/mountinfo", "rb") as f:
+        for line in f:
+            fields = line.split(b" ")
+            if len(fields) > 4:
+                point = _unescape(fields[4])
+                if point.startswith(prefix):
+                    found.append(Path(os.fsdecode(point)))
+    return sorted(set(found), key=lambda p: len(p.parts), reverse=True)
+
+
 def is_mountpoint(path: Path) -> bool:
     """Whether `path` (symlinks resolved) is a mount point, from /proc/self/mountinfo."""
     target = os.fsencode(os.path.realpath(path)) if path.exists() else None

@@ -114,7 +114,8 @@ def stop_daemon(daemon: Daemon) -> None:
 
 def leftovers_of(root: Path, kill: bool = True) -> list[str]:
     """What a stopped daemon with state root `root` left behind: QEMU processes (killed when
-    `kill`) and mounts that mention its root or its VM run dir (pooled VMs' slots live there)."""
+    `kill`), mounts that mention its root or its VM run dir (pooled VMs' slots live there) and
+    files in that run dir."""
     from steelcup.daemon import vm_run_dir
 
     markers = (str(root), str(vm_run_dir(root)))
@@ -130,6 +131,12 @@ def leftovers_of(root: Path, kill: bool = True) -> list[str]:
         mounts = [line for line in f.read().splitlines() if any(m in line for m in markers)]
     if mounts:
         problems.append("mounts left behind:\n" + "\n".join(mounts))
+    files = []  # template RAM files, sockets, slots (in /run: memory); not below mounts
+    for top, dirs, names in os.walk(vm_run_dir(root)):
+        dirs[:] = [d for d in dirs if not os.path.ismount(os.path.join(top, d))]
+        files += [os.path.join(top, n) for n in names]
+    if files:
+        problems.append("files left in the VM run dir:\n" + "\n".join(sorted(files)[:40]))
     return problems
 
 

@@ -243,6 +243,44 @@ def test_daemon_restart_finds_containers(daemon: Daemon, tmp_path: Path) -> None
     assert not leftovers_of(tmp_path / "root")
 
 
+def _wait_pool_ready(d: Daemon, timeout_s: float = 120) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        pool = json.loads(d.out("system", "info", "-f", "{{json .Steelcup.Pool}}"))
+        cache = pool.get("Cache") or []
+        if cache and all(c["Ready"] >= c["Target"] for c in cache):
+            return
+        assert time.monotonic() < deadline, pool
+        time.sleep(0.3)
+
+
+def test_killed_daemon_leaves_nothing_once_restarted(tmp_path: Path) -> None:
+    """SIGKILL the daemon with a running container and a full warm cache: its QEMUs die with
+    it; the next daemon on the root clears the slot binds and template files it left."""
+    root = tmp_path / "root"
+    d = start_daemon(root, tmp_path / "s.sock")
+    try:
+        d.out("load", "-i", str(Path(__file__).parents[2] / "build/images/busybox.tar"))
+        _wait_pool_ready(d)
+        cid = d.out("run", "-d", IMG, "sleep", "300").strip()  # a ready VM: its slot is bound
+    finally:
+        d.proc.kill()
+        d.proc.wait()
+    time.sleep(1)  # PR_SET_PDEATHSIG: the QEMUs die with the daemon
+    stale = leftovers_of(root)
+    assert not [p for p in stale if p.startswith("QEMU")], stale
+    assert any("/s/" in p for p in stale if p.startswith("mounts")), stale  # the slot bind
+    assert any("/ram" in p for p in stale if p.startswith("files")), stale  # template RAM
+    again = start_daemon(root, tmp_path / "s.sock")
+    try:
+        _wait_pool_ready(again)
+        assert again.out("inspect", "-f", "{{.State.Status}}", cid).strip() == "exited"
+        assert again.out("run", "--rm", IMG, "echo", "still fine") == "still fine\n"
+    finally:
+        stop_daemon(again)
+    assert not leftovers_of(root)
+
+
 def test_cp_diff_commit_with_a_running_vm(daemon: Daemon, tmp_path: Path) -> None:
     """Files copied in on the host are seen by the guest; guest writes are seen on the host."""
     cid = daemon.out("run", "-d", IMG, "sh", "-c",

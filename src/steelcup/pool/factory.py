@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from steelcup import sysmount
 from steelcup.errors import SteelcupError
 from steelcup.net.links import Host
 from steelcup.pool.cache import CacheClass, CacheSource, CacheStatus
@@ -135,6 +137,18 @@ class Factory:
         if self.template is not None:
             await self.template.close()
         await self.direct.close()
+        with contextlib.suppress(OSError):
+            self.direct.run_dir.rmdir()  # empty now unless VMs handed out still run
+
+
+def reset_run_dir(run_dir: Path) -> None:
+    """Empty the VM run dir a previous daemon on this root left behind (it owned it alone): a
+    crash leaves template RAM files (in /run: memory) and ready VMs' slot binds there."""
+    for point in sysmount.mounts_under(run_dir):
+        with contextlib.suppress(OSError):
+            sysmount.umount(point, sysmount.MNT_DETACH)
+    if run_dir.exists() and not sysmount.mounts_under(run_dir):
+        shutil.rmtree(run_dir, ignore_errors=True)
 
 
 def build_factory(
