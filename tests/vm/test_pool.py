@@ -24,7 +24,7 @@ import pytest
 
 from steelcup.guest.client import ProcessSpec
 from steelcup.net.guest_ops import GuestMount, GuestNic, configure
-from steelcup.net.links import Host
+from steelcup.net.links import Host, LinkError, adopt_tap
 from steelcup.pool.cache import CacheClass, CacheSource
 from steelcup.pool.factory import Factory, PoolOptions, build_factory
 from steelcup.pool.source import NicSpec, VmRequest
@@ -564,3 +564,26 @@ async def test_cached_vm_takes_over_the_containers_tap(
     links = subprocess.run(["ip", "-n", netns, "-o", "link"], capture_output=True, text=True,
                            check=True).stdout
     assert "tap0" not in links and "scw" not in links, links  # QEMU's tap went with it
+
+
+def test_adopt_tap_takes_the_taps_place_or_rolls_back(netns: str) -> None:
+    def ip(*args: str) -> str:
+        return subprocess.run(["ip", "-n", netns, *args], check=True, capture_output=True,
+                              text=True).stdout
+
+    def link(name: str) -> dict[str, Any]:
+        return json.loads(ip("-j", "link", "show", "dev", name))[0]  # type: ignore[no-any-return]
+
+    host = Host(netns)
+    ip("tuntap", "add", "mode", "tap", "name", "scwdeadbeef0")  # a ready VM's own tap
+    spare = link("scwdeadbeef0")["ifindex"]
+    adopt_tap(host, "scwdeadbeef0", "tap0")
+    taken = link("tap0")
+    assert taken["ifindex"] == spare and taken["master"] == "br0" and "UP" in taken["flags"]
+    assert "xcwdeadbeef0" not in ip("-o", "link")  # the network layer's tap is gone
+    before = link("tap1")
+    with pytest.raises(LinkError):
+        adopt_tap(host, "scwmissing00", "tap1")  # no such spare: tap1 must be as it was
+    after = link("tap1")
+    assert (after["ifindex"], after["master"]) == (before["ifindex"], "br0")
+    assert "UP" in after["flags"] and "xcwmissing00" not in ip("-o", "link")

@@ -6,6 +6,7 @@ created before QEMU opens it by name (`-netdev tap,ifname=...,script=no`) and de
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 from collections.abc import Sequence
@@ -93,8 +94,9 @@ def ensure_tap(host: Host, name: str, bridge: str, mtu: int) -> None:
 
 def adopt_tap(host: Host, spare: str, name: str) -> None:
     """Put the tap `spare` in the place of the tap `name`: `name` (made by the network layer for
-    a container: enslaved to its bridge, with its MTU) is deleted and `spare` (already held open
-    by a pooled VM's QEMU, down, on no bridge) takes its name, bridge and MTU and comes up."""
+    a container: enslaved to its bridge, with its MTU) is replaced by `spare` (held open by a
+    pooled VM's QEMU, down, on no bridge), which takes its name, bridge and MTU and comes up.
+    On failure `name` is back as it was and LinkError is raised."""
     check_ifname(spare)
     check_ifname(name)
     shown = json.loads(run(host.ip("-j", "link", "show", "dev", name)).stdout or "[]")
@@ -103,9 +105,16 @@ def adopt_tap(host: Host, spare: str, name: str) -> None:
     master, mtu = shown[0].get("master"), shown[0].get("mtu")
     if not master or not isinstance(mtu, int):
         raise LinkError(f"tap {name} has no bridge or MTU to take over ({shown[0]})")
-    run(host.ip("link", "del", "dev", name))
-    run(host.ip("link", "set", "dev", spare, "name", name, "mtu", str(mtu), "master", master,
-                "up"))
+    parked = "x" + spare[1:]  # unique while `spare` is
+    run(host.ip("link", "set", "dev", name, "down", "name", parked))
+    try:
+        run(host.ip("link", "set", "dev", spare, "name", name, "mtu", str(mtu), "master",
+                    master, "up"))
+    except LinkError:
+        with contextlib.suppress(LinkError):
+            run(host.ip("link", "set", "dev", parked, "name", name, "up"))
+        raise
+    run(host.ip("link", "del", "dev", parked))
 
 
 def list_links(host: Host, prefix: str) -> list[str]:

@@ -154,15 +154,17 @@ class CacheSource:
     async def _hand_out(self, ready: Ready, request: VmRequest) -> None:
         machine = ready.machine
         await asyncio.to_thread(slots.bind_root, ready.slot, request.shares[0].host_path)
-        host = self.tap_host
-        for spare, nic in zip(ready.taps, request.nics, strict=True):
-            assert host is not None  # class_of refuses NICs without a host
-            await asyncio.to_thread(links.adopt_tap, host, spare, nic.tap)
         machine.set_nice(0)
         machine.rootfs_subdir = slots.ROOT_SUBDIR
         if hasattr(machine, "keep_console_at"):
             machine.keep_console_at = request.console_log
         await self.template.hand_out(machine, request)
+        # Taps last: until here a failure leaves the network layer's taps untouched, so the
+        # request can still go to a clone (adopt_tap itself rolls back).
+        host = self.tap_host
+        for spare, nic in zip(ready.taps, request.nics, strict=True):
+            assert host is not None  # class_of refuses NICs without a host
+            await asyncio.to_thread(links.adopt_tap, host, spare, nic.tap)
 
     # -- refill -----------------------------------------------------------------------------
     def _class(self, cls: CacheClass) -> _Class:
