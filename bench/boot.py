@@ -30,12 +30,12 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.peer import peer_argv  # noqa: E402
 from steelcup.vm.assets import find_assets  # noqa: E402
 from steelcup.vm.machine import Machine  # noqa: E402
 from steelcup.vm.qemu_args import VmSpec  # noqa: E402
 from tests.vm.support import ASSETS  # noqa: E402
 
-PEER_RUN = Path("/work/shared/tools/peer-run")
 READY_RE = re.compile(rb"ready at (\d+) ms since boot")
 
 VARIANTS: dict[str, dict[str, object]] = {
@@ -107,8 +107,7 @@ async def main_async(args: argparse.Namespace) -> None:
     finally:
         shutil.rmtree(base, ignore_errors=True)
     if not args.no_peer:
-        peer = subprocess.run([str(PEER_RUN), "--print"], capture_output=True, text=True,
-                              check=True).stdout.strip().splitlines()[-1].split() + ["true"]
+        peer = peer_argv("true")
         ptimes = []
         for _ in range(args.runs):
             t0 = time.perf_counter()

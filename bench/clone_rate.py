@@ -14,13 +14,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import shutil
 import statistics
 import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 from pathlib import Path
@@ -28,30 +26,16 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.peer import peer_argv  # noqa: E402
 from steelcup.guest.client import ProcessSpec  # noqa: E402
 from steelcup.pool.factory import PoolOptions, build_factory  # noqa: E402
 from steelcup.pool.source import VmRequest  # noqa: E402
 from steelcup.vm.assets import find_assets  # noqa: E402
 from steelcup.vm.machine import Machine  # noqa: E402
 from steelcup.vm.qemu_args import Share  # noqa: E402
-from tests.vm.support import ASSETS, BUSYBOX_TAR  # noqa: E402
+from tests.vm.support import ASSETS, unpack_busybox  # noqa: E402
 
 PEER_RUN = Path("/work/shared/tools/peer-run")
-
-
-def peer_argv(*cmd: str) -> list[str]:
-    out = subprocess.run([str(PEER_RUN), "--print"], capture_output=True, text=True, check=True)
-    return out.stdout.strip().splitlines()[-1].split() + list(cmd)
-
-
-def unpack_busybox(dest: Path) -> Path:
-    dest.mkdir(parents=True)
-    with tarfile.open(BUSYBOX_TAR) as outer:
-        manifest = json.load(outer.extractfile("manifest.json"))  # type: ignore[arg-type]
-        for layer in manifest[0]["Layers"]:
-            with tarfile.open(fileobj=outer.extractfile(layer)) as inner:
-                inner.extractall(dest, filter="tar")
-    return dest
 
 
 async def run_true(m: Machine) -> float:

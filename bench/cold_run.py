@@ -18,7 +18,9 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-PEER_RUN = REPO.parent / "shared" / "tools" / "peer-run"
+sys.path.insert(0, str(REPO))
+
+from bench.peer import peer_argv  # noqa: E402
 
 
 def timed(argv: list[str], env: dict[str, str]) -> tuple[float, float]:
@@ -38,8 +40,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=5)
     args = parser.parse_args()
-    peer = shlex.split(subprocess.run([str(PEER_RUN), "--print"], capture_output=True,
-                                      text=True, check=True).stdout.strip().splitlines()[0])
+    peer = peer_argv()
     with tempfile.TemporaryDirectory(prefix="sc-bench-") as tmp:
         root, sock = Path(tmp) / "root", Path(tmp) / "s.sock"
         env = dict(os.environ, STEELCUP_HOST=f"unix://{sock}", STEELCUP_ROOT=str(root))

@@ -29,16 +29,15 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.clone_rate import unpack_busybox  # noqa: E402
+from bench.peer import PEER_RUN, peer_argv  # noqa: E402
 from steelcup.guest.client import ProcessSpec  # noqa: E402
 from steelcup.pool.factory import PoolOptions, build_factory  # noqa: E402
 from steelcup.pool.source import VmRequest  # noqa: E402
 from steelcup.vm.assets import find_assets  # noqa: E402
 from steelcup.vm.machine import Machine  # noqa: E402
 from steelcup.vm.qemu_args import Share  # noqa: E402
-from tests.vm.support import ASSETS  # noqa: E402
+from tests.vm.support import ASSETS, unpack_busybox  # noqa: E402
 
-PEER_RUN = Path("/work/shared/tools/peer-run")
 SETTLE_S = 5.0
 MIB = 1024  # smaps and meminfo are in kB
 
@@ -148,8 +147,7 @@ def podman(count: int) -> str:
         time.sleep(SETTLE_S)
         after = mem_available_kib()
     finally:
-        peer = subprocess.run([str(PEER_RUN), "--print"], capture_output=True, text=True,
-                              check=True).stdout.strip().splitlines()[-1].split()
+        peer = peer_argv()
         base = peer[:peer.index("run")]
         subprocess.run([*base, "rm", "-f", "-t", "0", *names], capture_output=True)
     return f"| podman+runc | - | {(before - after) / count / MIB:.1f} | | | | | |"

@@ -31,6 +31,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.peer import peer_argv  # noqa: E402
 from tests.vm.support import (  # noqa: E402
     BUSYBOX_TAR,
     delete_netns,
@@ -40,7 +41,6 @@ from tests.vm.support import (  # noqa: E402
     stop_daemon,
 )
 
-PEER_RUN = Path("/work/shared/tools/peer-run")
 SC_IMAGE = "steelcup/busybox"
 PORT = 5001
 HOST_PORT = 15001
@@ -224,8 +224,7 @@ def measure(engines: Sequence[Engine], runs: int, payload_mib: int, volume_mib: 
 
 
 def peer_engine() -> Engine:
-    prefix = shlex.split(subprocess.run([str(PEER_RUN), "--print"], capture_output=True,
-                                        text=True, check=True).stdout.strip().splitlines()[-1])
+    prefix = peer_argv()
     at = prefix.index("run")
     # `--rm` stays for foreground runs; detached servers are removed with `rm -f`.
     return Engine("podman+runc", prefix[:at], prefix[at + 1:-1], prefix[-1], dict(os.environ))

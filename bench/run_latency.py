@@ -33,9 +33,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.peer import peer_argv  # noqa: E402
 from tests.vm.support import BUSYBOX_TAR, Daemon, start_daemon, stop_daemon  # noqa: E402
 
-PEER_RUN = Path("/work/shared/tools/peer-run")
 CMD = ("echo", "hi")
 MODES = {"cache": (), "template": ("--pool-size", "0"), "direct": ("--no-templates",)}
 READY_TIMEOUT_S = 180
@@ -54,11 +54,6 @@ def wait_ready(daemon: Daemon, mode: str) -> None:
         if time.monotonic() > deadline:
             raise RuntimeError(f"daemon not ready after {READY_TIMEOUT_S}s: {pool}")
         time.sleep(0.5)
-
-
-def peer_argv() -> list[str]:
-    out = subprocess.run([str(PEER_RUN), "--print"], capture_output=True, text=True, check=True)
-    return out.stdout.strip().splitlines()[-1].split() + list(CMD)
 
 
 def timed(argv: list[str], env: dict[str, str] | None = None) -> tuple[float, float, bytes]:
@@ -110,7 +105,7 @@ def main() -> int:
                     help="run the CLI without cached bytecode (as from a source tree with "
                          "PYTHONDONTWRITEBYTECODE=1)")
     args = ap.parse_args()
-    peer = peer_argv()
+    peer = peer_argv(*CMD)
     results: dict[str, tuple[list[float], list[float]]] = {}
     base = Path(tempfile.mkdtemp(prefix="scb-"))
     try:

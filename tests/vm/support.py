@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+import tarfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -110,6 +112,17 @@ def stop_daemon(daemon: Daemon) -> None:
         except subprocess.TimeoutExpired:
             daemon.proc.kill()
             daemon.proc.wait()
+
+
+def unpack_busybox(dest: Path) -> Path:
+    """The busybox image's layers unpacked into `dest` (a rootfs for pool-level VMs)."""
+    dest.mkdir(parents=True)
+    with tarfile.open(BUSYBOX_TAR) as outer:
+        manifest = json.load(outer.extractfile("manifest.json"))  # type: ignore[arg-type]
+        for layer in manifest[0]["Layers"]:
+            with tarfile.open(fileobj=outer.extractfile(layer)) as inner:
+                inner.extractall(dest, filter="tar")
+    return dest
 
 
 def leftovers_of(root: Path, kill: bool = True) -> list[str]:

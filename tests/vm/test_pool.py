@@ -14,7 +14,6 @@ import os
 import shutil
 import signal
 import subprocess
-import tarfile
 import time
 from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
@@ -33,24 +32,14 @@ from steelcup.vm.machine import Machine
 from steelcup.vm.qemu_args import Share
 from tests.vm.support import (
     ASSETS,
-    BUSYBOX_TAR,
     delete_netns,
     need_assets,
     new_netns,
     our_qemus,
+    unpack_busybox,
 )
 
 pytestmark = pytest.mark.vm
-
-
-def _unpack_busybox(dest: Path) -> Path:
-    dest.mkdir(parents=True)
-    with tarfile.open(BUSYBOX_TAR) as outer:
-        manifest = json.load(outer.extractfile("manifest.json"))  # type: ignore[arg-type]
-        for layer in manifest[0]["Layers"]:
-            with tarfile.open(fileobj=outer.extractfile(layer)) as inner:
-                inner.extractall(dest, filter="tar")
-    return dest
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +54,7 @@ def base(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 @pytest.fixture(scope="module")
 def rootfs_src(base: Path) -> Path:
-    return _unpack_busybox(base / "busybox")
+    return unpack_busybox(base / "busybox")
 
 
 def _rootfs(base: Path, src: Path, name: str) -> Path:
