@@ -37,28 +37,26 @@ def umount(path: Path, flags: int = 0) -> None:
 def mounts_under(path: Path) -> list[Path]:
     """Mount points strictly below `path` (symlinks resolved), deepest first."""
     prefix = os.fsencode(os.path.realpath(path)).rstrip(b"/") + b"/"
-    found = []
-    with contextlib.suppress(OSError), open("/proc/self/mountinfo", "rb") as f:
-        for line in f:
-            fields = line.split(b" ")
-            if len(fields) > 4:
-                point = _unescape(fields[4])
-                if point.startswith(prefix):
-                    found.append(Path(os.fsdecode(point)))
-    return sorted(set(found), key=lambda p: len(p.parts), reverse=True)
+    found = {Path(os.fsdecode(point)) for point in _mount_points() if point.startswith(prefix)}
+    return sorted(found, key=lambda p: len(p.parts), reverse=True)
 
 
 def is_mountpoint(path: Path) -> bool:
     """Whether `path` (symlinks resolved) is a mount point, from /proc/self/mountinfo."""
-    target = os.fsencode(os.path.realpath(path)) if path.exists() else None
-    if target is None:
+    if not path.exists():
         return False
+    return os.fsencode(os.path.realpath(path)) in _mount_points()
+
+
+def _mount_points() -> list[bytes]:
+    """Every mount point of this mount namespace (mountinfo's 5th field, unescaped)."""
+    points = []
     with contextlib.suppress(OSError), open("/proc/self/mountinfo", "rb") as f:
         for line in f:
             fields = line.split(b" ")
-            if len(fields) > 4 and _unescape(fields[4]) == target:
-                return True
-    return False
+            if len(fields) > 4:
+                points.append(_unescape(fields[4]))
+    return points
 
 
 def _unescape(field: bytes) -> bytes:
