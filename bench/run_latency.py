@@ -21,7 +21,6 @@ measures a CLI that compiles its modules on every start instead.
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import statistics
 import subprocess
@@ -34,26 +33,16 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.peer import peer_argv  # noqa: E402
-from tests.vm.support import BUSYBOX_TAR, Daemon, start_daemon, stop_daemon  # noqa: E402
+from tests.vm.support import (  # noqa: E402
+    BUSYBOX_TAR,
+    Daemon,
+    start_daemon,
+    stop_daemon,
+    wait_pool_ready,
+)
 
 CMD = ("echo", "hi")
 MODES = {"cache": (), "template": ("--pool-size", "0"), "direct": ("--no-templates",)}
-READY_TIMEOUT_S = 180
-
-
-def wait_ready(daemon: Daemon, mode: str) -> None:
-    """Until the daemon built its template and filled its warm cache (as the mode has them)."""
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    while mode != "direct":
-        pool = json.loads(daemon.out("system", "info", "-f", "{{json .Steelcup.Pool}}"))
-        cache = pool.get("Cache") or []
-        built = bool(pool.get("TemplateList"))
-        filled = mode != "cache" or (cache and all(c["Ready"] >= c["Target"] for c in cache))
-        if built and filled:
-            return
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"daemon not ready after {READY_TIMEOUT_S}s: {pool}")
-        time.sleep(0.5)
 
 
 def timed(argv: list[str], env: dict[str, str] | None = None) -> tuple[float, float, bytes]:
@@ -114,7 +103,8 @@ def main() -> int:
                                           extra_args=(*MODES[mode], *args.daemon_args.split()))
             try:
                 daemon.cli("load", "-i", str(BUSYBOX_TAR), check=True)
-                wait_ready(daemon, mode)
+                if mode != "direct":
+                    wait_pool_ready(daemon, cache=mode == "cache")
                 env = cli_env(daemon, None if args.no_bytecode_cache else base / "pycache")
                 clients = {f"steelcup ({mode})":
                            [*steelcup_argv(), "run", "--rm", "steelcup/busybox", *CMD]}

@@ -114,6 +114,19 @@ def stop_daemon(daemon: Daemon) -> None:
             daemon.proc.wait()
 
 
+def wait_pool_ready(daemon: Daemon, *, cache: bool = True, timeout_s: float = 180) -> None:
+    """Until the daemon has built a template and, with `cache`, filled its warm cache."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        pool = json.loads(daemon.out("system", "info", "-f", "{{json .Steelcup.Pool}}"))
+        ready = pool.get("Cache") or []
+        full = bool(ready) and all(c["Ready"] >= c["Target"] for c in ready)
+        if pool.get("TemplateList") and (full or not cache):
+            return
+        assert time.monotonic() < deadline, f"daemon pool not ready after {timeout_s}s: {pool}"
+        time.sleep(0.3)
+
+
 def unpack_busybox(dest: Path) -> Path:
     """The busybox image's layers unpacked into `dest` (a rootfs for pool-level VMs)."""
     dest.mkdir(parents=True)

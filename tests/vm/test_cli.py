@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.vm.support import Daemon, leftovers_of, start_daemon, stop_daemon
+from tests.vm.support import Daemon, leftovers_of, start_daemon, stop_daemon, wait_pool_ready
 
 pytestmark = pytest.mark.vm
 IMG = "steelcup/busybox"
@@ -243,17 +243,6 @@ def test_daemon_restart_finds_containers(daemon: Daemon, tmp_path: Path) -> None
     assert not leftovers_of(tmp_path / "root")
 
 
-def _wait_pool_ready(d: Daemon, timeout_s: float = 120) -> None:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        pool = json.loads(d.out("system", "info", "-f", "{{json .Steelcup.Pool}}"))
-        cache = pool.get("Cache") or []
-        if cache and all(c["Ready"] >= c["Target"] for c in cache):
-            return
-        assert time.monotonic() < deadline, pool
-        time.sleep(0.3)
-
-
 def test_killed_daemon_leaves_nothing_once_restarted(tmp_path: Path) -> None:
     """SIGKILL the daemon with a running container and a full warm cache: its QEMUs die with
     it; the next daemon on the root clears the slot binds and template files it left."""
@@ -261,7 +250,7 @@ def test_killed_daemon_leaves_nothing_once_restarted(tmp_path: Path) -> None:
     d = start_daemon(root, tmp_path / "s.sock")
     try:
         d.out("load", "-i", str(Path(__file__).parents[2] / "build/images/busybox.tar"))
-        _wait_pool_ready(d)
+        wait_pool_ready(d, timeout_s=120)
         cid = d.out("run", "-d", IMG, "sleep", "300").strip()  # a ready VM: its slot is bound
     finally:
         d.proc.kill()
@@ -273,7 +262,7 @@ def test_killed_daemon_leaves_nothing_once_restarted(tmp_path: Path) -> None:
     assert any("/ram" in p for p in stale if p.startswith("files")), stale  # template RAM
     again = start_daemon(root, tmp_path / "s.sock")
     try:
-        _wait_pool_ready(again)
+        wait_pool_ready(again, timeout_s=120)
         assert again.out("inspect", "-f", "{{.State.Status}}", cid).strip() == "exited"
         assert again.out("run", "--rm", IMG, "echo", "still fine") == "still fine\n"
     finally:
