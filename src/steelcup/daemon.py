@@ -68,12 +68,13 @@ async def _serve(options: DaemonOptions) -> int:
     images = ImageStore(options.root / "images", db)
     events = EventBus(asyncio.get_running_loop())
     networks = await _start_networking(options, db)
-    reset_run_dir(vm_run_dir(options.root))
+    run_dir = vm_run_dir(options.root)
+    reset_run_dir(run_dir)
     vms = build_factory(
         assets=assets,
         accel=accel,
         tcg_tb_mib=options.tcg_tb_mib,
-        run_dir=vm_run_dir(options.root),
+        run_dir=run_dir,
         options=PoolOptions(templates=options.vm_templates, base_mem_mib=options.vm_mem_mib,
                             max_mem_mib=options.vm_max_mem_mib, max_cpus=options.vm_max_cpus,
                             cache_size=options.vm_pool_size),

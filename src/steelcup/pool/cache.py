@@ -66,7 +66,6 @@ class Ready:
     machine: Machine
     slot: slots.Slot
     taps: tuple[str, ...]
-    since: float = field(default_factory=time.monotonic)
 
 
 @dataclass

@@ -112,11 +112,11 @@ class Factory:
         if self.cache is not None:
             await self.cache.fill([CacheClass("", slots) for slots in nic_slots])
         # Then the templates of containers with volumes (a first `-v` run need not wait).
-        volumes = replace(base, volume_slots=self.template.volume_slots)
-        for slots in nic_slots:
-            if volumes.volume_slots:
+        if self.template.volume_slots:
+            for slots in nic_slots:
                 with contextlib.suppress(SteelcupError):
-                    await self.template.template(replace(volumes, nic_slots=slots))
+                    await self.template.template(
+                        replace(base, nic_slots=slots, volume_slots=self.template.volume_slots))
 
     def status(self) -> FactoryStatus:
         return FactoryStatus(
