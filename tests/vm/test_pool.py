@@ -26,7 +26,9 @@ from steelcup.net.guest_ops import GuestMount, GuestNic, configure
 from steelcup.net.links import Host, LinkError, adopt_tap
 from steelcup.pool.cache import CacheClass, CacheSource
 from steelcup.pool.factory import Factory, PoolOptions, build_factory
+from steelcup.pool.integrity import content_digest, fingerprint
 from steelcup.pool.source import NicSpec, VmRequest
+from steelcup.pool.template import set_balloon
 from steelcup.vm.assets import find_assets
 from steelcup.vm.machine import Machine
 from steelcup.vm.qemu_args import Share
@@ -576,3 +578,87 @@ def test_adopt_tap_takes_the_taps_place_or_rolls_back(netns: str) -> None:
     after = link("tap1")
     assert (after["ifindex"], after["master"]) == (before["ifindex"], "br0")
     assert "UP" in after["flags"] and "xcwmissing00" not in ip("-o", "link")
+
+
+@on_loop
+async def test_a_clone_that_inflates_its_balloon_leaves_the_template_intact(
+    factory: Factory, base: Path, rootfs_src: Path
+) -> None:
+    """Issue 10 #3: a clone whose balloon inflates makes QEMU 7.2 discard the pages by punching
+    holes in the template's RAM file (every other clone's memory; after a guest OOM they panic).
+    Honest small clones come from smaller templates and never inflate; this one is inflated on
+    purpose (QMP, the same QEMU path as a guest's own driver) and then runs out of memory. The
+    seccomp filter refuses the hole punching: the file's content and fingerprint stay."""
+    template = factory.template
+    assert template is not None
+    root = _rootfs(base, rootfs_src, "oom")
+    t = await template.template(template.key_for(_req(root)))
+    saved = (fingerprint(t.mem_file), content_digest(t.mem_file))
+    assert saved[1] == t.digest
+    m = await factory.acquire(_req(root))
+    try:
+        assert m.spec.mem_path == t.mem_file
+        await set_balloon(m, 128, 30)
+        await m.guest.setup_root("rootfs")
+        # tail buffers a line that never ends: the guest's OOM killer ends it.
+        proc = await m.guest.start(ProcessSpec(args=("tail", "/dev/zero"), main=True))
+        async for _ in proc:
+            pass
+        status = await proc.wait(120)
+        assert status.status == 137, status
+    finally:
+        await m.close()
+    assert (fingerprint(t.mem_file), content_digest(t.mem_file)) == saved
+    assert not await template.verify()
+    for i in range(10):  # and plain runs still work
+        m = await factory.acquire(_req(_rootfs(base, rootfs_src, f"after{i}")))
+        try:
+            assert m.spec.mem_path == t.mem_file
+            await m.guest.setup_root("rootfs")
+            assert (await _sh(m, "cat /marker")) == f"after{i}"
+        finally:
+            await m.close()
+    assert factory.clones == 11 and factory.direct_boots == 0
+
+
+@on_loop
+async def test_a_small_clone_comes_from_a_smaller_template_and_never_inflates(
+    factory: Factory, base: Path, rootfs_src: Path
+) -> None:
+    template = factory.template
+    assert template is not None
+    root = _rootfs(base, rootfs_src, "small")
+    m = await factory.acquire(_req(root, mem=150))
+    try:
+        t = next(t for t in template._templates.values() if t.mem_file == m.spec.mem_path)
+        assert t.key.base_mem_mib == 128  # grows from 128 to 150, never shrinks
+        assert (await m.qmp("query-balloon"))["actual"] == 150 << 20
+        await m.guest.setup_root("rootfs")
+        assert (await _sh(m, "cat /marker")) == "small"
+        assert "Failed to fallocate" not in m.qemu_log.read_text()
+    finally:
+        await m.close()
+    assert factory.direct_boots == 0
+
+
+@on_loop
+async def test_a_changed_template_is_discarded_before_the_next_clone(
+    factory: Factory, base: Path, rootfs_src: Path
+) -> None:
+    template = factory.template
+    assert template is not None
+    root = _rootfs(base, rootfs_src, "tamper")
+    t = await template.template(template.key_for(_req(root, tenant="tamper")))
+    fd = os.open(t.mem_file, os.O_RDWR)
+    try:
+        os.pwrite(fd, os.pread(fd, 4096, 1 << 20), 1 << 20)  # same bytes, still a change
+    finally:
+        os.close(fd)
+    m = await factory.acquire(_req(root, tenant="tamper"))
+    try:
+        assert m.spec.mem_path != t.mem_file  # a new template was booted for it
+        assert not t.directory.exists()
+        await m.guest.setup_root("rootfs")
+        assert (await _sh(m, "cat /marker")) == "tamper"
+    finally:
+        await m.close()

@@ -118,6 +118,8 @@ class CacheSource:
     def class_of(self, request: VmRequest) -> CacheClass:
         """The request's class; Incompatible if a ready VM cannot serve it."""
         self.template.check(request)
+        if request.mem_mib < self.template.base_mem_mib:
+            raise Incompatible("ready VMs are at the base size and never shrink")
         if len(request.shares) != 1:
             raise Incompatible("volumes are attached at restore: the cache serves rootfs only")
         if request.nics and self.tap_host is None:

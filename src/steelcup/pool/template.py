@@ -37,6 +37,7 @@ from pathlib import Path
 
 from steelcup.errors import SteelcupError, VmLaunchError
 from steelcup.pool.direct import KeepConsoleMachine
+from steelcup.pool.integrity import Fingerprint, content_digest, fingerprint
 from steelcup.pool.source import Incompatible, VmRequest
 from steelcup.vm.assets import GuestAssets
 from steelcup.vm.machine import Machine
@@ -62,6 +63,8 @@ TEMPLATE_BOOT_DEADLINE_S = 30.0
 CLONE_DEADLINE_S = 10.0
 BALLOON_DEADLINE_S = 20.0
 ENTROPY_BYTES = 64
+MIN_MEM_MIB = 64
+BASE_STEP_MIB = 64  # templates for clones below the default base come in these steps
 MIB = 1 << 20
 
 
@@ -92,6 +95,9 @@ class Template:
     clones: int = 0
     failures: int = 0
     created_at: float = field(default_factory=time.time)
+    # The RAM file as saved (pool/integrity.py): clones are made only while it still matches.
+    saved: Fingerprint | None = None
+    digest: str = ""
 
     @property
     def mem_file(self) -> Path:
@@ -156,13 +162,23 @@ class TemplateSource:
         self._locks: dict[TemplateKey, asyncio.Lock] = {}
         self._closed = False
 
+    def base_for(self, mem_mib: int) -> int:
+        """The base size of the template that serves a `mem_mib` clone: the default base, or
+        for a smaller clone the next multiple of 64 MiB below its size. A clone only ever
+        grows from its base (deflates its balloon): inflating it would make QEMU 7.2 discard
+        pages, which for a clone means punching holes in the template's RAM file (refused by
+        the clone's seccomp filter, at the cost of one error line per page in its log)."""
+        if mem_mib >= self.base_mem_mib:
+            return self.base_mem_mib
+        return max(MIN_MEM_MIB, mem_mib // BASE_STEP_MIB * BASE_STEP_MIB)
+
     def key_for(self, request: VmRequest) -> TemplateKey:
         return TemplateKey(
             kernel=self.assets.kernel,
             initrd=self.assets.initrd,
             accel=self.accel,
             tcg_tb_mib=self.tcg_tb_mib,
-            base_mem_mib=self.base_mem_mib,
+            base_mem_mib=self.base_for(request.mem_mib),
             max_mem_mib=self.max_mem_mib,
             max_cpus=self.max_cpus,
             tenant=request.tenant,
@@ -174,8 +190,9 @@ class TemplateSource:
 
     def check(self, request: VmRequest) -> None:
         """Incompatible unless a clone can serve `request`."""
-        if request.mem_mib > self.max_mem_mib or request.mem_mib < 64:
-            raise Incompatible(f"memory {request.mem_mib} MiB outside 64..{self.max_mem_mib}")
+        if request.mem_mib > self.max_mem_mib or request.mem_mib < MIN_MEM_MIB:
+            raise Incompatible(f"memory {request.mem_mib} MiB outside {MIN_MEM_MIB}.."
+                               f"{self.max_mem_mib}")
         if request.cpus > self.max_cpus:
             raise Incompatible(f"{request.cpus} vCPUs over the template's {self.max_cpus}")
         tags = [s.tag for s in request.shares]
@@ -281,9 +298,49 @@ class TemplateSource:
             shutil.rmtree(directory, ignore_errors=True)
             raise
         await machine.close()
+        for path in (t.mem_file, t.state_file):
+            path.chmod(0o400)  # nothing writes them again (clones map the RAM copy-on-write)
+        t.digest = await asyncio.to_thread(content_digest, t.mem_file)
+        t.saved = fingerprint(t.mem_file)
         t.boot_s = time.monotonic() - started
         log.info("template %s (tenant %r) ready in %.2fs", key.digest(), key.tenant, t.boot_s)
         return t
+
+    def _unchanged(self, t: Template) -> bool:
+        """Whether the template's RAM file is the one it saved (one stat)."""
+        try:
+            now: Fingerprint | None = fingerprint(t.mem_file)
+        except OSError:
+            now = None
+        if now == t.saved:
+            return True
+        log.error("template %s (tenant %r): its RAM file changed since it was saved (%s, now "
+                  "%s); discarding it and booting a new one", t.key.digest(), t.key.tenant,
+                  t.saved, now)
+        return False
+
+    async def _content_intact(self, t: Template) -> bool:
+        """Whether the RAM file's data is still what was saved (reads its data extents)."""
+        try:
+            digest = await asyncio.to_thread(content_digest, t.mem_file)
+        except OSError as exc:
+            log.error("template %s: cannot read its RAM file (%s)", t.key.digest(), exc)
+            return False
+        if digest == t.digest and self._unchanged(t):
+            return True
+        log.error("template %s (tenant %r): RAM file content changed (sha256 %s, saved %s); "
+                  "discarding it", t.key.digest(), t.key.tenant, digest[:16], t.digest[:16])
+        return False
+
+    async def verify(self) -> list[str]:
+        """Check every template's RAM file content; discard the changed ones. Returns their
+        digests (key digests), for the caller's log or test."""
+        bad = []
+        for t in list(self._templates.values()):
+            if not await self._content_intact(t):
+                bad.append(t.key.digest())
+                await self._discard(t)
+        return bad
 
     async def _discard(self, t: Template) -> None:
         lock = self._locks.setdefault(t.key, asyncio.Lock())
@@ -310,6 +367,9 @@ class TemplateSource:
         rebuilt on next use."""
         key = self.key_for(request)
         t = await self.template(key)
+        if not self._unchanged(t):
+            await self._discard(t)
+            t = await self.template(key)
         state_dir = Path(tempfile.mkdtemp(prefix=(request.name or "clone")[:12] + "-",
                                           dir=self.run_dir))
         spec = self._base_spec(key, state_dir, t, request)
@@ -324,7 +384,7 @@ class TemplateSource:
                 t.failures += 1
                 log.warning("clone of template %s failed to restore: %s", key.digest(),
                             str(exc).splitlines()[0])
-                if t.failures >= 2:
+                if t.failures >= 2 or not await self._content_intact(t):
                     await self._discard(t)
             raise
         t.failures = 0
@@ -332,11 +392,23 @@ class TemplateSource:
         return machine
 
     async def hand_out(self, machine: Machine, request: VmRequest) -> None:
-        """Fix-ups a clone needs before it runs anything: clock, RNG, vCPUs, memory."""
+        """Fix-ups a clone needs before it runs anything: clock, RNG, vCPUs, memory. Refused
+        (VmLaunchError) for a clone whose template was discarded or changed since: a ready VM
+        restored earlier still maps that file."""
+        t = next((t for t in self._templates.values() if t.mem_file == machine.spec.mem_path),
+                 None)
+        if t is None or not self._unchanged(t):
+            if t is not None:
+                await self._discard(t)
+            raise VmLaunchError("the VM's template is gone or its RAM file changed",
+                                argv=machine.argv)
         await machine.guest.fixup(
             realtime_ns=time.time_ns(), entropy=os.urandom(ENTROPY_BYTES), cpus=request.cpus
         )
-        if request.mem_mib != self.base_mem_mib:
+        if request.mem_mib < t.key.base_mem_mib:
+            raise Incompatible(f"a clone of a {t.key.base_mem_mib} MiB template cannot shrink "
+                               f"to {request.mem_mib} MiB")
+        if request.mem_mib != t.key.base_mem_mib:
             await set_balloon(machine, request.mem_mib, BALLOON_DEADLINE_S)
 
     async def close(self) -> None:

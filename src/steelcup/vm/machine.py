@@ -23,7 +23,7 @@ from typing import Any
 
 from steelcup.errors import Conflict, GuestProtocolError, SteelcupError, VmLaunchError
 from steelcup.guest.client import GuestClient, GuestInfo
-from steelcup.vm import qmp
+from steelcup.vm import qmp, seccomp
 from steelcup.vm.qemu_args import VmSpec, build_argv, incoming_uri
 
 log = logging.getLogger(__name__)
@@ -40,12 +40,26 @@ _PR_SET_PDEATHSIG = 1
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
-def _child_setup(nice: int) -> None:
+def _child_setup(nice: int, filter_prog: bytes | None) -> None:
     # Runs in the forked child before exec: QEMU gets SIGKILL when the daemon thread that
     # spawned it dies, so a crashed daemon leaves no VM behind.
     _libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
     if nice:
         os.setpriority(os.PRIO_PROCESS, 0, nice)  # QEMU's threads inherit it
+    if filter_prog is not None:
+        seccomp.install(filter_prog)  # an OSError here fails the exec: QEMU never runs unfiltered
+
+
+def _filter_for(spec: VmSpec) -> bytes | None:
+    """The seccomp filter for a VM that maps a file it must not change (a template clone)."""
+    if spec.mem_path is None or spec.mem_shared:
+        return None
+    try:
+        return seccomp.program()
+    except seccomp.SeccompUnsupported as exc:
+        # Fail closed: the factory boots such VMs directly instead.
+        raise VmLaunchError(f"cannot protect the template's RAM file from a clone: {exc}",
+                            argv=build_argv(spec)) from exc
 
 
 async def _wait_socket(path: Path, deadline_s: float, interval_s: float = 0.005) -> None:
@@ -84,6 +98,7 @@ class Machine:
         self.spec = spec
         self.nice = nice  # QEMU's scheduling priority (a pooled VM warms up in the background)
         self.argv = build_argv(spec)
+        self._filter = _filter_for(spec)
         self.boot_attempts = max(1, boot_attempts)
         self.remove_state_dir = remove_state_dir
         self.info: GuestInfo | None = None
@@ -178,9 +193,10 @@ class Machine:
                         stdout=qemu_out,
                         stderr=subprocess.STDOUT,
                         start_new_session=True,
-                        preexec_fn=functools.partial(_child_setup, self.nice),
+                        preexec_fn=functools.partial(_child_setup, self.nice, self._filter),
                     )
-                except OSError as exc:
+                except (OSError, subprocess.SubprocessError) as exc:
+                    # SubprocessError: the pre-exec hook failed (e.g. the seccomp filter).
                     raise VmLaunchError(
                         f"cannot run {self.argv[0]}: {exc}", argv=self.argv
                     ) from exc
