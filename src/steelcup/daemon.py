@@ -41,7 +41,7 @@ def run(options: DaemonOptions) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    options.root.mkdir(parents=True, exist_ok=True)
+    make_private(options.root)
     # "a": a second daemon must not truncate the running one's pid before failing to lock.
     lock_file = open(options.root / "daemon.lock", "a")  # noqa: SIM115 - held for our lifetime
     try:
@@ -70,6 +70,7 @@ async def _serve(options: DaemonOptions) -> int:
     networks = await _start_networking(options, db)
     run_dir = vm_run_dir(options.root)
     reset_run_dir(run_dir)
+    make_private(run_dir)  # ready VMs' slots hold containers' root filesystems
     vms = build_factory(
         assets=assets,
         accel=accel,
@@ -151,6 +152,14 @@ async def _start_networking(options: DaemonOptions, db: sqlite3.Connection
         log.error("networking unavailable (%s); containers get loopback only", exc)
         return None
     return networks
+
+
+def make_private(path: Path) -> None:
+    """Create `path` (or take it over) as root-only, 0700: below it are containers' writable
+    layers and root filesystems, whose files a guest's root chose (setuid bits among them),
+    and host users must not be able to reach them (docs/security.md)."""
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(path, 0o700)
 
 
 def vm_run_dir(root: Path) -> Path:

@@ -9,6 +9,9 @@ import functools
 import os
 from pathlib import Path
 
+MS_NOSUID = 0x2
+MS_NODEV = 0x4
+MS_REMOUNT = 0x20
 MS_BIND = 0x1000
 MNT_DETACH = 0x2
 
@@ -25,8 +28,15 @@ def _check(rc: int, path: Path) -> None:
 
 
 def bind(source: Path, target: Path) -> None:
-    """Bind-mount the directory `source` on `target` (non-recursive); OSError on failure."""
-    _check(_libc().mount(os.fsencode(source), os.fsencode(target), None, MS_BIND, None), target)
+    """Bind-mount the directory `source` on `target` (non-recursive), nosuid and nodev (a bind
+    takes its flags from a second, remounting call); OSError on failure."""
+    libc = _libc()
+    _check(libc.mount(os.fsencode(source), os.fsencode(target), None, MS_BIND, None), target)
+    flags = MS_BIND | MS_REMOUNT | MS_NOSUID | MS_NODEV
+    if libc.mount(None, os.fsencode(target), None, flags, None) != 0:
+        err = ctypes.get_errno()
+        libc.umount2(os.fsencode(target), MNT_DETACH)
+        raise OSError(err, os.strerror(err), str(target))
 
 
 def umount(path: Path, flags: int = 0) -> None:

@@ -43,7 +43,9 @@ def prepare(layer_dirs: list[Path], container_dir: Path) -> Path:
     for i, d in enumerate(reversed(lowers)):
         os.symlink(d, links / str(i))
         names.append(f"l/{i}")
-    options = f"lowerdir={':'.join(names)},upperdir=upper,workdir=work"
+    # nosuid,nodev: whatever a guest or an image made of its files, executing or opening them
+    # through this mount grants nothing on the host.
+    options = f"nosuid,nodev,lowerdir={':'.join(names)},upperdir=upper,workdir=work"
     if len(options) > _MAX_OPTIONS_BYTES:
         raise ImageError(f"image has too many layers ({len(lowers)}) for one overlay mount")
     argv = ["mount", "-t", "overlay", "overlay", "-o", options, "rootfs"]

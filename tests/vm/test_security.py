@@ -1,0 +1,89 @@
+"""Attacks from inside a guest, each against the defence docs/security.md names for it.
+
+The attacker is root in its VM; the victims are host users, the host's services and the other
+containers. Every test performs the attack against the session's real daemon.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import stat
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from steelcup.daemon import vm_run_dir
+from tests.vm.support import Daemon
+
+pytestmark = pytest.mark.vm
+IMG = "steelcup/busybox"
+NOBODY = ("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups")
+
+
+def _as_nobody(*argv: str) -> subprocess.CompletedProcess[str]:
+    if shutil.which("setpriv") is None:
+        pytest.skip("setpriv (util-linux) is not installed")
+    # Through a shell: setpriv itself execs while it still holds root's capabilities.
+    return subprocess.run([*NOBODY, "/bin/sh", "-c", 'exec "$@"', "sh", *argv],
+                          capture_output=True, text=True, timeout=30)
+
+
+def _wait_for(path: Path, timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not path.exists():
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.2)
+
+
+@contextlib.contextmanager
+def _traversable_parents(path: Path) -> Iterator[None]:
+    """Let every user traverse the directories above `path` (pytest makes its temporary
+    directories 0700, which would hide the state root from host users whatever its mode)."""
+    saved = [(p, p.stat().st_mode) for p in path.parents if p != Path("/")]
+    try:
+        for p, mode in saved:
+            p.chmod(stat.S_IMODE(mode) | 0o111)
+        yield
+    finally:
+        for p, mode in saved:
+            p.chmod(stat.S_IMODE(mode))
+
+
+def _mount_options(daemon: Daemon, path: Path) -> set[str]:
+    """Per-mount options of `path` as the daemon sees it (`ip netns exec` gives it a mount
+    namespace of its own)."""
+    target = os.fsencode(os.path.realpath(path))
+    for line in Path(f"/proc/{daemon.proc.pid}/mountinfo").read_bytes().splitlines():
+        fields = line.split()
+        if fields[4] == target:
+            return set(fields[5].decode().split(","))
+    raise AssertionError(f"{path} is not a mount point")
+
+
+def test_a_guests_setuid_root_file_is_out_of_host_users_reach(daemon: Daemon) -> None:
+    """Issue 10 #1: the guest's root makes a setuid-root copy of a shell; a host user must be
+    unable to run it (the state root and the VM run dir are 0700; the container's rootfs and
+    a ready VM's slot are mounted nosuid,nodev)."""
+    cid = daemon.out("run", "-d", IMG, "sh", "-c",
+                     "cp /bin/busybox /suid-sh && chmod 4755 /suid-sh && touch /planted && "
+                     "sleep 300").strip()
+    try:
+        cdir = daemon.root / "containers" / cid
+        _wait_for(cdir / "upper" / "planted")
+        planted = cdir / "upper" / "suid-sh"
+        assert planted.stat().st_mode & stat.S_ISUID  # the guest did make one ...
+        with _traversable_parents(daemon.root):
+            for path in (planted, cdir / "rootfs" / "suid-sh"):
+                run = _as_nobody(str(path), "id", "-u")
+                assert run.returncode != 0 and "0" not in run.stdout.split(), run  # unreachable
+                assert "Permission denied" in run.stderr
+        assert {"nosuid", "nodev"} <= _mount_options(daemon, cdir / "rootfs")
+        for private in (daemon.root, vm_run_dir(daemon.root)):
+            assert stat.S_IMODE(private.stat().st_mode) == 0o700, private
+    finally:
+        daemon.cli("rm", "-f", cid)
