@@ -7,10 +7,13 @@ containers. Every test performs the attack against the session's real daemon.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
+import socket
 import stat
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from steelcup.daemon import vm_run_dir
+from steelcup.net.netns import socket_in
 from tests.vm.support import Daemon
 
 pytestmark = pytest.mark.vm
@@ -87,3 +91,50 @@ def test_a_guests_setuid_root_file_is_out_of_host_users_reach(daemon: Daemon) ->
             assert stat.S_IMODE(private.stat().st_mode) == 0o700, private
     finally:
         daemon.cli("rm", "-f", cid)
+
+
+def _link_local(mac: str) -> str:
+    """The EUI-64 link-local address the kernel gives an interface with this MAC."""
+    b = [int(x, 16) for x in mac.split(":")]
+    b[0] ^= 0x02
+    words = [(b[0] << 8) | b[1], (b[2] << 8) | 0xFF, 0xFE00 | b[3], (b[4] << 8) | b[5]]
+    return "fe80::" + ":".join(f"{w:x}" for w in words)
+
+
+def test_host_services_on_ipv6_are_out_of_containers_reach(daemon: Daemon) -> None:
+    """Issue 10 #4: the firewall was IPv4-only while bridges had link-local IPv6 addresses, so
+    a host service listening on `::` answered containers through fe80::...%eth0."""
+    assert daemon.netns is not None
+    shown = json.loads(subprocess.run(
+        ["ip", "-n", daemon.netns, "-j", "link", "show", "dev", "steelcup0"],
+        capture_output=True, text=True, check=True).stdout)
+    target = _link_local(shown[0]["address"])
+    listener = socket_in(daemon.netns, socket.AF_INET6, socket.SOCK_STREAM, ("::", 2323))
+    listener.listen(4)
+    listener.settimeout(30)
+    served: list[bytes] = []
+
+    def serve() -> None:
+        with contextlib.suppress(OSError):
+            conn, _ = listener.accept()
+            with conn:
+                conn.sendall(b"host-secret\n")
+                served.append(b"x")
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        # (the guest's own link-local address needs its duplicate detection done first)
+        out = daemon.out("run", "--rm", IMG, "sh", "-c",
+                         "for i in $(seq 20); do ip -6 addr show dev eth0 | grep -q tentative "
+                         "|| break; sleep 0.25; done; "
+                         f"nc -w 3 {target}%eth0 2323 </dev/null; echo rc=$?; "
+                         f"ping6 -c 1 -W 2 {target}%eth0 >/dev/null 2>&1; echo ping=$?")
+        assert "host-secret" not in out and not served, out
+        assert "ping=0" not in out, out
+    finally:
+        listener.close()
+        thread.join(5)
+    addrs = subprocess.run(["ip", "-n", daemon.netns, "-6", "addr", "show", "dev", "steelcup0"],
+                           capture_output=True, text=True).stdout
+    assert "inet6" not in addrs, addrs

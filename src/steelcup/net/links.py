@@ -71,6 +71,11 @@ def ensure_bridge(host: Host, name: str, gateway_cidr: str, mtu: int) -> None:
     check_ifname(name)
     if not link_exists(host, name):
         run(host.ip("link", "add", "name", name, "type", "bridge"))
+    # No IPv6 on the host side of a bridge (containers have none yet): with it the bridge gets
+    # a link-local address through which a container reaches host services on `::`. (The
+    # firewall drops such traffic as well; 255: the host has no IPv6 at all.)
+    run(host.wrap(["sysctl", "-q", "-w", f"net.ipv6.conf.{name}.disable_ipv6=1"]),
+        ok_codes=(0, 255))
     run(host.ip("link", "set", "dev", name, "mtu", str(mtu)))
     addrs = run(host.ip("-o", "addr", "show", "dev", name)).stdout
     if f" {gateway_cidr} " not in addrs:

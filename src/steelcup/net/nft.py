@@ -1,5 +1,9 @@
-"""Pure render of steelcup's whole nftables ruleset (one `ip steelcup` table) from the networks
+"""Pure render of steelcup's whole nftables ruleset (one `inet steelcup` table) from the networks
 and published ports; applied atomically with `nft -f` (see `apply`).
+
+The table is `inet`: its filter rules see IPv4 and IPv6 alike, so a host service listening on
+`::` is no more reachable from a container (over a bridge's link-local address) than one on
+0.0.0.0. Containers have no IPv6 of their own yet: everything IPv6 from a bridge is dropped.
 
 Policy per network (bridge B, subnet S, gateway G):
 - containers on B reach each other; traffic between two steelcup bridges is dropped;
@@ -47,11 +51,7 @@ def render(networks: Sequence[NetworkRecord], ports: Sequence[PublishedPort] = (
     nets = sorted(networks, key=lambda n: n.bridge)
     for n in nets:
         links.check_ifname(n.bridge)
-    lines = [
-        f"table ip {TABLE} {{}}",
-        f"delete table ip {TABLE}",
-        f"table ip {TABLE} {{",
-    ]
+    lines = [*_delete_lines(), f"table inet {TABLE} {{"]
     out = lines.append
     bridges = [n.bridge for n in nets]
 
@@ -88,7 +88,7 @@ def render(networks: Sequence[NetworkRecord], ports: Sequence[PublishedPort] = (
     for p in sorted(ports, key=lambda p: (p.proto, p.host_port, p.host_ip)):
         match = f"ip daddr {p.host_ip} " if p.host_ip else ""
         out(f"\t\t{match}{p.proto} dport {p.host_port} "
-            f"dnat to {p.container_ip}:{p.container_port}")
+            f"dnat ip to {p.container_ip}:{p.container_port}")
     out("\t}")
 
     out("\tchain prerouting {")
@@ -111,9 +111,15 @@ def render(networks: Sequence[NetworkRecord], ports: Sequence[PublishedPort] = (
     return "\n".join(lines) + "\n"
 
 
+def _delete_lines() -> list[str]:
+    # Also the `ip` table of daemons before the switch to `inet`.
+    return [f"table {family} {TABLE} {{}}\ndelete table {family} {TABLE}"
+            for family in ("ip", "inet")]
+
+
 def render_delete() -> str:
-    """Input for `nft -f` that removes steelcup's table (and only it), present or not."""
-    return f"table ip {TABLE} {{}}\ndelete table ip {TABLE}\n"
+    """Input for `nft -f` that removes steelcup's tables (and only them), present or not."""
+    return "\n".join(_delete_lines()) + "\n"
 
 
 def apply(host: Host, ruleset: str) -> None:
