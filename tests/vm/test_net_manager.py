@@ -9,6 +9,7 @@ the host side; tests/vm/test_net_guest.py covers the guest side).
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import os
 import shutil
 import socket
@@ -119,7 +120,7 @@ async def scenario(hostns: str, c1: str, c2: str, tmp_path: Path) -> None:
     back = await mgr.create("back", options={"steelcup.dns.forward": "false"})
     assert mgr.get("bridge").bridge == "steelcup0"
     assert front.subnet != back.subnet
-    ruleset = sh("ip", "netns", "exec", hostns, "nft", "list", "table", "ip", "steelcup")
+    ruleset = sh("ip", "netns", "exec", hostns, "nft", "list", "table", "inet", "steelcup")
     assert front.bridge in ruleset and back.bridge in ruleset
 
     att = await mgr.attach("c1" * 32, "web1", "front", aliases=["web"],
@@ -131,8 +132,8 @@ async def scenario(hostns: str, c1: str, c2: str, tmp_path: Path) -> None:
     assert nic.tap in sh("ip", "-n", hostns, "link", "show", "master", front.bridge)
     assert "nameserver " + front.gateway in att.resolv_conf()
     assert f"{nic.address}\tweb1" in att.hosts_file("web1")
-    ruleset = sh("ip", "netns", "exec", hostns, "nft", "list", "table", "ip", "steelcup")
-    assert f"dnat to {nic.address}:8000" in ruleset
+    ruleset = sh("ip", "netns", "exec", hostns, "nft", "list", "table", "inet", "steelcup")
+    assert f"dnat ip to {nic.address}:8000" in ruleset
 
     # the "container": c1's namespace holds the NIC's address and serves on :8000
     plug(hostns, c1, front.bridge, nic.address, nic.prefix, nic.gateway, "scv1")
@@ -180,8 +181,8 @@ async def scenario(hostns: str, c1: str, c2: str, tmp_path: Path) -> None:
         await mgr.remove("front")
     await mgr.release("c1" * 32)
     assert await tcp_try(hostns, "127.0.0.1", 18080, 1.0) is None  # proxy gone
-    assert "dnat to" not in sh("ip", "netns", "exec", hostns, "nft", "list", "table", "ip",
-                            "steelcup")
+    assert "dnat ip to" not in sh("ip", "netns", "exec", hostns, "nft", "list", "table",
+                                  "inet", "steelcup")
     await mgr.remove("front")
     await mgr.remove("back")
     assert not links.link_exists(host, front.bridge)
@@ -199,3 +200,51 @@ async def scenario(hostns: str, c1: str, c2: str, tmp_path: Path) -> None:
     nft.apply(host, nft.render_delete())
     for veth in ("scv1h", "scv2h"):
         links.delete_link(host, veth)
+
+
+def test_internal_network_dns_never_goes_upstream(namespaces: tuple[str, str, str],
+                                                  tmp_path: Path) -> None:
+    """Issue 10 #7: the embedded DNS forwarded unknown names upstream for --internal networks
+    too (a way out for a network that must have none). The control: an ordinary network
+    forwards the same query to the same upstream."""
+    hostns, c1, c2 = namespaces
+    asyncio.run(_internal_dns(hostns, c1, c2, tmp_path))
+
+
+async def _internal_dns(hostns: str, c1: str, c2: str, tmp_path: Path) -> None:
+    outside = ipaddress.IPv4Address("192.0.2.7")
+    upstream = dns.DnsServer(lambda name: [outside] if name == "outside.example" else None,
+                             forward=False)
+    loop = asyncio.get_running_loop()
+    transport, _ = await loop.create_datagram_endpoint(lambda: upstream,
+                                                       local_addr=("127.0.0.1", 0))
+    up_port = transport.get_extra_info("sockname")[1]
+    host = Host(hostns)
+    mgr = NetworkManager(NetStore(open_db(tmp_path)), host, upstreams=[("127.0.0.1", up_port)],
+                         host_routes=lambda: [])
+    await mgr.startup()
+    try:
+        nets = {"open": await mgr.create("open"), "sealed": await mgr.create("sealed",
+                                                                              internal=True)}
+        answers = {}
+        for ctr, name, veth in ((c1, "open", "scd1"), (c2, "sealed", "scd2")):
+            net = nets[name]
+            att = await mgr.attach(ctr * 2, ctr, name)
+            nic = att.nics[0]
+            plug(hostns, ctr, net.bridge, nic.address, nic.prefix, nic.gateway, veth)
+            answers[name] = dns.parse_answer_addresses(
+                await dns_query(ctr, net.gateway, "outside.example"))
+        assert answers["open"] == (0, [outside])
+        assert answers["sealed"][0] == dns.RCODE_REFUSED and not answers["sealed"][1]
+    finally:
+        transport.close()
+        for ctr in (c1, c2):
+            await mgr.release(ctr * 2)
+        for name in ("open", "sealed"):
+            await mgr.remove(name)
+        await mgr.close()
+        links.delete_link(host, "steelcup0")
+        from steelcup.net import nft
+        nft.apply(host, nft.render_delete())
+        for veth in ("scd1h", "scd2h"):
+            links.delete_link(host, veth)

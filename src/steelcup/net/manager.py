@@ -215,7 +215,7 @@ class NetworkManager:
 
     async def _start_dns(self, net: NetworkRecord) -> dns.DnsServer:
         server = dns.DnsServer(lambda name: self._resolve(net.id, name),
-                               forward=net.dns_forward, upstreams=self.upstreams)
+                               forward=net.forwards_dns, upstreams=self.upstreams)
         try:
             sock = await asyncio.to_thread(socket_in, self.host.netns, socket.AF_INET,
                                            socket.SOCK_DGRAM, (net.gateway, self.dns_port))

@@ -32,6 +32,12 @@ class NetworkRecord:
     labels: dict[str, str] = field(default_factory=dict)
     options: dict[str, str] = field(default_factory=dict)
 
+    @property
+    def forwards_dns(self) -> bool:
+        """Whether its DNS answers names that are not on it (from upstream): never for an
+        internal network, whose containers must not reach out, not even through DNS."""
+        return self.dns_forward and not self.internal
+
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
 
