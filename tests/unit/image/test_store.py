@@ -179,6 +179,18 @@ def test_load_rejects_bad_archives(store: ImageStore) -> None:
     assert list((store.root / "tmp").iterdir()) == []
 
 
+def test_load_refuses_deeply_nested_manifest_and_config(store: ImageStore) -> None:
+    deep = b"[" * 100_000 + b"]" * 100_000
+    with pytest.raises(ImageError, match="manifest.json: nested deeper than 100 levels"):
+        store.load(io.BytesIO(outer_tar({"manifest.json": deep})))
+    cfg = b'{"rootfs": ' + deep + b"}"
+    manifest = json.dumps([{"Config": "c.json", "RepoTags": [], "Layers": []}]).encode()
+    with pytest.raises(ImageError, match="c.json: nested deeper"):
+        store.load(io.BytesIO(outer_tar({"manifest.json": manifest, "c.json": cfg})))
+    assert store.list() == []
+    assert list((store.root / "tmp").iterdir()) == []
+
+
 def test_oci_blob_digest_verified(store: ImageStore) -> None:
     data = oci_archive([LAYER1], "a:1")
     cfg = config_for([LAYER1], Cmd=["true"])
