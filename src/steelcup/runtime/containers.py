@@ -215,6 +215,7 @@ class Runtime:
         )
         parse_signal(resolved.stop_signal)  # reject a bad signal at create, like docker
         _check_restart_policy(resolved)
+        self.resources.check_networks(resolved)
         resolved = self.resources.plan(resolved, image)
         record = ContainerRecord(
             id=container_id,
