@@ -103,6 +103,7 @@ async def _serve(options: DaemonOptions) -> int:
     runtime_ref.append(runtime)
     images.in_use = runtime.image_in_use
     runtime.recover()
+    await runtime.remove_ended_auto_remove()  # before serving: clients never see them
     services = Services(runtime=runtime, execs=ExecManager(runtime), images=images,
                         events=events, root=options.root, accel=accel, networks=networks,
                         volumes=volumes, pool=vms)
