@@ -28,6 +28,8 @@ class DaemonOptions:
     vm_max_mem_mib: int = defaults.VM_MAX_MEM_MIB
     vm_max_cpus: int = defaults.VM_MAX_CPUS
     vm_pool_size: int = defaults.VM_POOL_SIZE
+    layer_max_gib: int = defaults.LAYER_MAX_GIB
+    layer_max_ratio: int = defaults.LAYER_MAX_RATIO  # 0 = no expansion-ratio check
     networking: bool = True
     # Extra listeners: TLS with client certificates (dockerd's --tlsverify), or plain TCP
     # (loopback only, refused elsewhere).

@@ -17,6 +17,7 @@ from steelcup.api.http import HttpServer, server_tls_context
 from steelcup.api.routes import Services, build_router
 from steelcup.config import DaemonOptions
 from steelcup.errors import InvalidArgument, SteelcupError
+from steelcup.image.layers import GIB, LayerLimits
 from steelcup.image.store import ImageStore
 from steelcup.net.manager import NetworkManager
 from steelcup.net.store import NetStore
@@ -61,11 +62,16 @@ def run(options: DaemonOptions) -> int:
         lock_file.close()
 
 
+def layer_limits(options: DaemonOptions) -> LayerLimits:
+    """The operator's limits on image layers (size, expansion ratio) for the image store."""
+    return LayerLimits(max_bytes=options.layer_max_gib * GIB, max_ratio=options.layer_max_ratio)
+
+
 async def _serve(options: DaemonOptions) -> int:
     assets = find_assets(options.assets_dir)
     accel = await choose_accel(options.accel, options.root / "cache", assets=assets)
     db = open_db(options.root)
-    images = ImageStore(options.root / "images", db)
+    images = ImageStore(options.root / "images", db, limits=layer_limits(options))
     events = EventBus(asyncio.get_running_loop())
     networks = await _start_networking(options, db)
     run_dir = vm_run_dir(options.root)
@@ -98,6 +104,7 @@ async def _serve(options: DaemonOptions) -> int:
     runtime_ref.append(runtime)
     images.in_use = runtime.image_in_use
     runtime.recover()
+    await runtime.remove_ended_auto_remove()  # before serving: clients never see them
     services = Services(runtime=runtime, execs=ExecManager(runtime), images=images,
                         events=events, root=options.root, accel=accel, networks=networks,
                         volumes=volumes, pool=vms)

@@ -25,3 +25,17 @@ def test_environment_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
     assert defaults.default_root() == "/tmp/sc/root"
     monkeypatch.setenv("STEELCUP_HOST", "/tmp/sc/plain.sock")
     assert defaults.default_socket() == "/tmp/sc/plain.sock"
+
+
+def test_layer_limits_flow_from_daemon_flags_to_the_image_store(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from steelcup import daemon
+    from steelcup.cli import main as cli_main
+    from steelcup.image.layers import GIB, LayerLimits
+
+    assert daemon.layer_limits(config.DaemonOptions()) == LayerLimits()
+    seen: list[config.DaemonOptions] = []
+    monkeypatch.setattr(daemon, "run", lambda options: seen.append(options) or 0)
+    cli_main.main(["daemon", "--layer-max-size", "2", "--layer-max-ratio", "0"])
+    assert daemon.layer_limits(seen[0]) == LayerLimits(max_bytes=2 * GIB, max_ratio=0)

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import json
-
 from steelcup.errors import InvalidArgument
+from steelcup.untrusted_json import decode_json
 
 
 def parse_filters(text: str, valid: frozenset[str] | None = None) -> dict[str, list[str]]:
@@ -15,10 +14,7 @@ def parse_filters(text: str, valid: frozenset[str] | None = None) -> dict[str, l
     """
     if not text:
         return {}
-    try:
-        raw = json.loads(text)
-    except ValueError as exc:
-        raise InvalidArgument(f"invalid filters: {exc}") from None
+    raw = decode_json(text, "filters")
     if not isinstance(raw, dict):
         raise InvalidArgument("invalid filters: expected a JSON object")
     result: dict[str, list[str]] = {}

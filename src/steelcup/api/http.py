@@ -3,6 +3,11 @@ connection, dispatch through a `Router`, response writing and docker's attach hi
 
 The mapping from the exception tree to HTTP status codes lives here and nowhere else. The
 request/response types and the router are re-exported for the route modules.
+
+Only waiting for a request head has deadlines (a complete head within `head_timeout_s`, the
+first byte of the next one within `idle_timeout_s` on a kept-alive connection); once a request
+is being served, its body, streamed response or hijacked stream may run as long as it needs.
+Connections beyond `max_connections` are answered 503 and closed.
 """
 
 from __future__ import annotations
@@ -64,6 +69,9 @@ __all__ = [  # the server, and what route modules import from here
 
 log = logging.getLogger(__name__)
 MAX_HEADER_BYTES = 64 * 1024
+HEAD_TIMEOUT_S = 30.0  # from the connection (or the next request's first byte) to a full head
+IDLE_TIMEOUT_S = 120.0  # a kept-alive connection with no next request is closed after this
+MAX_CONNECTIONS = 1024  # open connections, streaming and hijacked ones included
 
 
 def error_status(exc: BaseException) -> int:
@@ -85,6 +93,10 @@ def error_status(exc: BaseException) -> int:
 
 class _Closed(Exception):
     """The peer closed the connection (or broke the protocol) mid-request."""
+
+
+class _HeadTimeout(Exception):
+    """No complete request head arrived within the server's head deadline."""
 
 
 class _Connection:
@@ -144,14 +156,39 @@ class _Connection:
     def _headers(self, response: Response, extra: list[tuple[str, str]]) -> list[tuple[str, str]]:
         return [*self.server.default_headers, *extra, *response.headers]
 
+    async def _next_request_head(self, *, first: bool) -> Any:
+        """The next h11 event of a new request cycle, within the server's deadlines.
+
+        None when a kept-alive connection stays idle too long; `_HeadTimeout` when bytes of
+        a head arrived but not the whole head in time (slow-loris)."""
+        pending, closed = self.h11.trailing_data
+        if not first and not pending and not closed:
+            try:
+                async with asyncio.timeout(self.server.idle_timeout_s):
+                    await self._read_more()
+            except TimeoutError:
+                return None
+        try:
+            async with asyncio.timeout(self.server.head_timeout_s):
+                return await self.next_event()
+        except TimeoutError:
+            raise _HeadTimeout from None
+
     async def serve(self) -> None:
+        first = True
         try:
             while True:
                 try:
-                    event = await self.next_event()
+                    event = await self._next_request_head(first=first)
                 except h11.RemoteProtocolError as exc:
                     await self._send_malformed(exc)
                     return
+                except _HeadTimeout:
+                    await self._send_head_timeout()
+                    return
+                first = False
+                if event is None:
+                    return  # idle keep-alive connection: close it quietly
                 if isinstance(event, h11.ConnectionClosed) or event is h11.PAUSED:
                     return
                 if not isinstance(event, h11.Request):
@@ -179,15 +216,15 @@ class _Connection:
     async def _send_malformed(self, exc: h11.RemoteProtocolError) -> None:
         if self.h11.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
             return
-        body = json.dumps({"message": f"malformed HTTP request: {exc}"}).encode()
         status = exc.error_status_hint if 400 <= exc.error_status_hint < 500 else 400
-        self.writer.write(
-            f"HTTP/1.1 {status} {_reason(status)}\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
-            + body
-        )
-        with contextlib.suppress(ConnectionError, OSError):
-            await self.writer.drain()
+        await _send_and_close(self.writer, status, f"malformed HTTP request: {exc}")
+
+    async def _send_head_timeout(self) -> None:
+        log.info("closing a connection that sent no complete request head within %gs",
+                 self.server.head_timeout_s)
+        await _send_and_close(
+            self.writer, 408,
+            f"no complete request head within {self.server.head_timeout_s:g} seconds")
 
     async def _handle(self, event: h11.Request) -> bool:
         """Run one request; False if the connection must not be reused."""
@@ -375,6 +412,18 @@ class _Connection:
             await stream.close()
 
 
+async def _send_and_close(writer: asyncio.StreamWriter, status: int, message: str) -> None:
+    """A complete error response written outside h11 (the request was never parsed)."""
+    body = json.dumps({"message": message}).encode()
+    writer.write(
+        f"HTTP/1.1 {status} {_reason(status)}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+        + body
+    )
+    with contextlib.suppress(ConnectionError, OSError):
+        await writer.drain()
+
+
 def _reason(status: int) -> str:
     try:
         return HTTPStatus(status).phrase
@@ -389,7 +438,8 @@ def _error_response(status: int, message: str) -> JsonResponse:
 class HttpServer:
     """Serves a `Router` on a unix socket (mode 0660) and optionally a TCP address.
 
-    TCP needs `tls` (client certificates verified) unless it is bound to loopback.
+    TCP needs `tls` (client certificates verified) unless it is bound to loopback. The
+    deadlines and the connection cap are described in the module docstring.
     """
 
     def __init__(
@@ -400,6 +450,9 @@ class HttpServer:
         tcp: tuple[str, int] | None = None,
         tls: ssl.SSLContext | None = None,
         default_headers: Iterable[tuple[str, str]] = DEFAULT_HEADERS,
+        head_timeout_s: float = HEAD_TIMEOUT_S,
+        idle_timeout_s: float = IDLE_TIMEOUT_S,
+        max_connections: int = MAX_CONNECTIONS,
     ) -> None:
         if unix_path is None and tcp is None:
             raise ValueError("HttpServer needs a unix socket path or a TCP address")
@@ -411,8 +464,12 @@ class HttpServer:
         self.tcp = tcp
         self.tls = tls
         self.default_headers = list(default_headers)
+        self.head_timeout_s = head_timeout_s
+        self.idle_timeout_s = idle_timeout_s
+        self.max_connections = max_connections
         self._servers: list[asyncio.Server] = []
         self._connections: set[asyncio.Task[None]] = set()
+        self._refusing = False  # over the cap: logged once per episode, not per connection
 
     async def start(self) -> None:
         if self.unix_path is not None:
@@ -441,6 +498,12 @@ class HttpServer:
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
+        if len(self._connections) >= self.max_connections:
+            await self._refuse(writer)
+            return
+        if self._refusing:
+            self._refusing = False
+            log.info("accepting connections again (%d open)", len(self._connections))
         self._connections.add(task)
         try:
             await _Connection(self, reader, writer).serve()
@@ -448,6 +511,19 @@ class HttpServer:
             pass  # close() ends connections; asyncio's stream callback dislikes cancelled tasks
         finally:
             self._connections.discard(task)
+
+    async def _refuse(self, writer: asyncio.StreamWriter) -> None:
+        if not self._refusing:
+            self._refusing = True
+            log.warning("refusing connections: %d open, the limit is %d",
+                        len(self._connections), self.max_connections)
+        try:
+            await _send_and_close(
+                writer, 503, f"too many open connections (limit {self.max_connections})")
+        finally:
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
 
     async def close(self) -> None:
         """Stop listening, end open connections (hijacked ones too), remove the socket file."""

@@ -12,6 +12,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from steelcup.api.hijack import HijackedStream
 from steelcup.errors import InvalidArgument
+from steelcup.untrusted_json import decode_json
 
 JSON_BODY_MAX = 16 * 1024 * 1024
 RAW_STREAM = "application/vnd.docker.raw-stream"
@@ -131,10 +132,7 @@ class Request:
             if allow_empty:
                 return expect()
             raise InvalidArgument("request body is empty; expected JSON")
-        try:
-            value = json.loads(raw)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise InvalidArgument(f"invalid JSON in request body: {exc}") from None
+        value = decode_json(raw, "request body")
         if not isinstance(value, expect):
             raise InvalidArgument(
                 f"invalid JSON in request body: expected {_json_kind(expect)} "

@@ -1,10 +1,16 @@
-"""What every command gets: where the daemon is, and a client that auto-starts one if needed."""
+"""What every command gets: where the daemon is, and a client that auto-starts one if needed.
+
+Only the default socket gets a daemon started for it: for any other address (-H,
+$STEELCUP_HOST) the user runs a daemon of their own, and starting one there with the default
+root would share (and log into) another daemon's state.
+"""
 
 from __future__ import annotations
 
 import os
 import sys
 
+from steelcup import defaults
 from steelcup.cli.client import ApiClient
 from steelcup.errors import DaemonUnavailable, SteelcupError
 
@@ -25,6 +31,12 @@ class Context:
     def _start_daemon(self) -> bool:
         if not self.autostart or os.environ.get("STEELCUP_NO_AUTOSTART") == "1":
             return False
+        if os.path.normpath(self.socket) != os.path.normpath(defaults.DEFAULT_SOCKET):
+            raise DaemonUnavailable(
+                f"no daemon answers at unix://{self.socket}. A daemon is started automatically "
+                f"only for the default socket ({defaults.DEFAULT_SOCKET}); for this address "
+                f"start one yourself: `steelcup daemon --socket {self.socket} --root DIR` "
+                "(see `steelcup daemon --help`)")
         from steelcup.cli.autostart import start_daemon
 
         start_daemon(self.socket, self.root)

@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass, field
 
 from steelcup.errors import InvalidArgument
+from steelcup.untrusted_json import decode_json
 
 DOCKER_HUB_DOMAIN = "docker.io"
 DOCKER_HUB_API_HOST = "registry-1.docker.io"
@@ -166,8 +167,8 @@ def decode_registry_auth(header: str) -> Credentials | None:
     padded = text + "=" * (-len(text) % 4)
     try:
         raw = base64.b64decode(padded.replace("-", "+").replace("_", "/"), validate=True)
-        doc = json.loads(raw) if raw.strip() else {}
-    except (binascii.Error, ValueError) as exc:
+        doc = decode_json(raw, "X-Registry-Auth header") if raw.strip() else {}
+    except binascii.Error as exc:
         raise InvalidArgument(f"invalid X-Registry-Auth header: {exc}") from None
     if not isinstance(doc, dict):
         raise InvalidArgument("invalid X-Registry-Auth header: expected a JSON object")

@@ -5,7 +5,6 @@ committed by rename; nothing appears under a digest unless its whole content mat
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import tempfile
 from dataclasses import dataclass
@@ -14,6 +13,7 @@ from typing import IO, Any
 
 from steelcup.errors import ImageError
 from steelcup.image.reference import is_full_id
+from steelcup.untrusted_json import decode_json
 
 MAX_JSON_BYTES = 16 << 20
 COPY_CHUNK = 1 << 20
@@ -82,10 +82,7 @@ class BlobStore:
         if path.stat().st_size > MAX_JSON_BYTES:
             raise ImageError(f"{what} is larger than {MAX_JSON_BYTES} bytes")
         raw = path.read_bytes()
-        try:
-            return raw, json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise ImageError(f"{what} is not valid JSON: {exc}") from exc
+        return raw, decode_json(raw, what, error=ImageError)
 
     def discard(self, digest: str) -> None:
         self.path(digest).unlink(missing_ok=True)

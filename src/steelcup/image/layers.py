@@ -22,11 +22,13 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, BinaryIO
+from typing import IO, BinaryIO, cast
 
+from steelcup import defaults
 from steelcup.errors import ImageError, Unsupported
 
 GIB = 1 << 30
+MIB = 1 << 20
 WHITEOUT_PREFIX = ".wh."
 OPAQUE_MARKER = ".wh..wh..opq"
 OPAQUE_XATTR = "trusted.overlay.opaque"
@@ -41,9 +43,15 @@ _ALLOWED_XATTRS = ("user.", "security.capability")
 
 @dataclass(frozen=True)
 class LayerLimits:
-    """Per-layer limits; exceeding one aborts the layer with ImageError."""
+    """Per-layer limits; exceeding one aborts the layer with ImageError.
 
-    max_bytes: int = 8 * GIB  # uncompressed tar bytes
+    A compressed layer may expand at most `max_ratio` times (0: no ratio check) once it is
+    past `ratio_floor_bytes`: a decompression bomb stops early, a small layer of zeros does not.
+    """
+
+    max_bytes: int = defaults.LAYER_MAX_GIB * GIB  # uncompressed tar bytes
+    max_ratio: int = defaults.LAYER_MAX_RATIO  # uncompressed bytes per compressed byte
+    ratio_floor_bytes: int = 64 * MIB
     max_entries: int = 1_000_000
     max_path_bytes: int = 4096
     max_name_bytes: int = 255
@@ -71,9 +79,10 @@ def apply_layer(
         root_fd = os.open(target, _DIR_FLAGS)
     except OSError as exc:
         raise ImageError(f"layer target {target} is not a directory: {exc.strerror}") from exc
+    source = _SourceCounter(stream)
     try:
-        with decompressed(stream) as raw:
-            counter = _CountingReader(raw, limits.max_bytes)
+        with decompressed(cast(IO[bytes], source)) as raw:  # read() is all it uses
+            counter = _CountingReader(raw, limits, source)
             extractor = _Extractor(root_fd, limits)
             try:
                 tar = tarfile.open(fileobj=counter, mode="r|", errorlevel=2)
@@ -178,12 +187,33 @@ def _zstd_reader(source: IO[bytes]) -> Iterator[IO[bytes]]:
             raise ImageError(f"invalid zstd layer: {err or f'zstd exit code {rc}'}")
 
 
-class _CountingReader(io.RawIOBase):
-    """Counts and hashes uncompressed bytes; raises ImageError past the byte limit."""
+class _SourceCounter(io.RawIOBase):
+    """Counts the (compressed) bytes read from a layer stream."""
 
-    def __init__(self, inner: IO[bytes], limit: int) -> None:
+    def __init__(self, inner: IO[bytes]) -> None:
         self._inner = inner
-        self._limit = limit
+        self.count = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buf: memoryview) -> int:  # type: ignore[override]
+        data = self._inner.read(len(buf))
+        buf[: len(data)] = data
+        self.count += len(data)
+        return len(data)
+
+
+class _CountingReader(io.RawIOBase):
+    """Counts and hashes uncompressed bytes; raises ImageError past the byte limit or when
+    they outgrow the compressed bytes read from `source` by more than the allowed ratio."""
+
+    def __init__(self, inner: IO[bytes], limits: LayerLimits, source: _SourceCounter) -> None:
+        self._inner = inner
+        self._limit = limits.max_bytes
+        self._ratio = limits.max_ratio
+        self._ratio_floor = limits.ratio_floor_bytes
+        self._source = source
         self.count = 0
         self.sha256 = hashlib.sha256()
         self._tail = bytearray()  # the last bytes read, to inspect what follows the archive end
@@ -196,7 +226,14 @@ class _CountingReader(io.RawIOBase):
         n = len(data)
         self.count += n
         if self.count > self._limit:
-            raise ImageError(f"layer is larger than the limit of {self._limit} bytes uncompressed")
+            raise ImageError(f"layer is larger than the limit of {self._limit} bytes "
+                             "uncompressed (daemon setting --layer-max-size)")
+        compressed = self._source.count
+        if self._ratio and self.count > self._ratio_floor and self.count > self._ratio * compressed:
+            raise ImageError(
+                f"layer expands more than {self._ratio} times ({compressed} compressed bytes "
+                f"gave over {self.count} bytes): refused as a likely decompression bomb "
+                "(daemon setting --layer-max-ratio)")
         self.sha256.update(data)
         self._tail += data
         if len(self._tail) > 2 * _TAIL:

@@ -12,6 +12,7 @@ from typing import Any
 
 from steelcup.errors import ImageError, Unsupported
 from steelcup.image.reference import is_full_id
+from steelcup.untrusted_json import decode_json
 
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
@@ -73,10 +74,7 @@ def parse_manifest(raw: bytes, content_type: str = "") -> Manifest | Index:
     """Parse manifest bytes; the media type comes from the body or else the Content-Type."""
     if len(raw) > MAX_MANIFEST_BYTES:
         raise ImageError(f"manifest is larger than {MAX_MANIFEST_BYTES} bytes")
-    try:
-        doc = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ImageError(f"manifest is not valid JSON: {exc}") from None
+    doc = decode_json(raw, "manifest", error=ImageError)
     if not isinstance(doc, dict):
         raise ImageError("manifest must be a JSON object")
     ctype = content_type.split(";", 1)[0].strip()

@@ -9,7 +9,6 @@ from __future__ import annotations
 import concurrent.futures
 import hashlib
 import io
-import json
 import ssl
 import threading
 import time
@@ -44,6 +43,7 @@ from steelcup.image.manifest import (
 )
 from steelcup.image.reference import DEFAULT_DOMAIN, Reference, parse_reference
 from steelcup.image.store import Image, ImageStore, Lease, StoredManifest
+from steelcup.untrusted_json import decode_json
 
 CHUNK = 256 << 10
 _UNSET = object()
@@ -221,9 +221,9 @@ class _Session:
         if resp.status_code != 200:
             raise RegistryAuthError(f"token server {realm} answered HTTP {resp.status_code}")
         try:
-            doc = resp.json()
-        except ValueError as exc:
-            raise RegistryAuthError(f"token server {realm} sent invalid JSON") from exc
+            doc = decode_json(resp.content, "token response")
+        except InvalidArgument as exc:
+            raise RegistryAuthError(f"token server {realm} sent {exc}") from exc
         token = doc.get("token") or doc.get("access_token") if isinstance(doc, dict) else None
         if not isinstance(token, str) or not token:
             raise RegistryAuthError(f"token server {realm} sent no token")
@@ -296,7 +296,7 @@ def _check(resp: httpx.Response, what: str) -> None:
 def _registry_message(resp: httpx.Response) -> str:
     try:
         body = resp.read()[:65536]
-        doc = json.loads(body)
+        doc = decode_json(body, "registry error", error=ImageError)
         errors = doc.get("errors") if isinstance(doc, dict) else None
         if isinstance(errors, list) and errors:
             parts = []
@@ -306,7 +306,7 @@ def _registry_message(resp: httpx.Response) -> str:
                     parts.append(f"{code}: {e.get('message', '')}".strip(": "))
             return "; ".join(parts)
         return body.decode(errors="replace").strip()[:200] or resp.reason_phrase
-    except (ValueError, httpx.HTTPError):
+    except (ImageError, httpx.HTTPError):
         return resp.reason_phrase
 
 
@@ -435,10 +435,7 @@ def _tag_target(store: ImageStore, tag: str | None) -> str | None:
 
 
 def _diff_ids(raw_config: bytes) -> list[str]:
-    try:
-        doc = json.loads(raw_config)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ImageError(f"image config is not valid JSON: {exc}") from None
+    doc = decode_json(raw_config, "image config", error=ImageError)
     rootfs = doc.get("rootfs") if isinstance(doc, dict) else None
     ids = rootfs.get("diff_ids") if isinstance(rootfs, dict) else None
     if not isinstance(ids, list) or not all(isinstance(d, str) for d in ids):

@@ -39,6 +39,7 @@ from steelcup.image.reference import (
     parse_reference,
     parse_tag_reference,
 )
+from steelcup.untrusted_json import decode_json
 
 # the keys of an image's inner config that `ImageConfig` models
 _CONFIG_KEYS = frozenset({
@@ -724,10 +725,7 @@ class ImageStore:
         repo: str = "",
         repo_digest: str = "",
     ) -> Image:
-        try:
-            doc = json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise ImageError(f"image config is not valid JSON: {exc}") from exc
+        doc = decode_json(raw, "image config", error=ImageError)
         ImageConfig.from_image_json(doc)  # validate early
         rootfs = doc.get("rootfs")
         diff_ids = rootfs.get("diff_ids") if isinstance(rootfs, dict) else None

@@ -34,6 +34,7 @@ DEFAULT_BRIDGE = "steelcup0"
 TAP_PREFIX = "sct"
 BRIDGE_PREFIX = "sc-"
 PREDEFINED_MODES = ("none", "host")
+NETWORK_NAME_MAX = 255
 OPTION_DNS_FORWARD = "steelcup.dns.forward"  # "false": names not on the network are REFUSED
 OPTION_MTU = "com.docker.network.driver.mtu"
 OPTION_BRIDGE_NAME = "com.docker.network.bridge.name"
@@ -115,6 +116,19 @@ def _now() -> str:
 def _host_routes(host: Host) -> list[IPv4Network]:
     out = links.run(host.ip("-4", "-o", "route", "show", "table", "all")).stdout
     return ipam.parse_routes(out)
+
+
+def check_network_name(name: str) -> str:
+    """A name `network create` accepts: 1..255 printable characters without '/', none of
+    the network modes a container's NetworkMode names instead of a network."""
+    if not name or len(name) > NETWORK_NAME_MAX:
+        raise InvalidArgument(f"invalid network name: must be 1 to {NETWORK_NAME_MAX} characters")
+    if name in (*PREDEFINED_MODES, "default") or name.startswith("container:"):
+        raise InvalidArgument(f"invalid network name {name!r}: it names a network mode")
+    if "/" in name or not name.isprintable():
+        raise InvalidArgument(
+            f"invalid network name {name!r}: control characters and '/' are not allowed")
+    return name
 
 
 class NetworkManager:
@@ -257,8 +271,7 @@ class NetworkManager:
     ) -> NetworkRecord:
         if driver not in ("bridge", ""):
             raise Unsupported(f"network driver {driver!r} is not supported (only bridge)")
-        if not name or name in PREDEFINED_MODES or "/" in name:
-            raise InvalidArgument(f"invalid network name {name!r}")
+        check_network_name(name)
         async with self._lock:
             net = await self._create_locked(name, subnet=subnet, gateway=gateway,
                                             internal=internal, labels=labels, options=options)

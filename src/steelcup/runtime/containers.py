@@ -138,6 +138,22 @@ class Runtime:
             rootfs_module.release(self.container_dir(record.id))
             self._live[record.id] = Live(record)
 
+    async def remove_ended_auto_remove(self) -> None:
+        """After `recover()`: remove the `--rm` containers whose run ended with the previous
+        daemon (dockerd does the same at start). Their exit would have removed them; an exited
+        `--rm` container only remains when the daemon died first (or while removing it). Once
+        removed the record is gone, so each is removed once."""
+        for live in list(self._live.values()):
+            record = live.record
+            if not (record.config.auto_remove and record.state.status is Status.EXITED):
+                continue
+            log.info("container %s (%s): removing this --rm container; its run ended when the "
+                     "daemon stopped", record.id[:12], record.name)
+            try:
+                await self.remove(record.id, force=True)
+            except (SteelcupError, OSError) as exc:
+                log.warning("container %s: removing it failed: %s", record.id[:12], exc)
+
     def container_dir(self, container_id: str) -> Path:
         return self.root / "containers" / container_id
 
@@ -215,6 +231,7 @@ class Runtime:
         )
         parse_signal(resolved.stop_signal)  # reject a bad signal at create, like docker
         _check_restart_policy(resolved)
+        self.resources.check_networks(resolved)
         resolved = self.resources.plan(resolved, image)
         record = ContainerRecord(
             id=container_id,

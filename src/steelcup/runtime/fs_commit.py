@@ -5,7 +5,6 @@ new image layer, with a config from the container and `--change` instructions.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import shlex
 import tempfile
@@ -21,6 +20,7 @@ from steelcup.runtime.containers import Runtime
 from steelcup.runtime.fs_paths import DIR_FLAGS
 from steelcup.runtime.fs_tar import TreeWriter, open_tar
 from steelcup.runtime.model import ContainerRecord
+from steelcup.untrusted_json import decode_json
 
 # the contents of these are the guest kernel's, never the container's
 EXPORT_SKIP_CONTENTS = frozenset({("proc",), ("sys",), ("dev",)})
@@ -157,8 +157,8 @@ _CHANGE_WORDS = ("CMD", "ENTRYPOINT", "ENV", "EXPOSE", "LABEL", "ONBUILD", "USER
 def _json_or_shell(text: str) -> tuple[str, ...]:
     if text.startswith("["):
         try:
-            value = json.loads(text)
-        except ValueError:
+            value = decode_json(text, "commit change")
+        except InvalidArgument:
             value = None
         if isinstance(value, list) and all(isinstance(v, str) for v in value):
             return tuple(value)

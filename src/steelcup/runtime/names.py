@@ -7,7 +7,9 @@ import secrets
 
 from steelcup.errors import InvalidArgument
 
-_NAME_RE = re.compile(r"^/?[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
+# Docker's rule. fullmatch, not `$`: Python's `$` also matches before a trailing newline.
+_NAME_RE = re.compile(r"/?[a-zA-Z0-9][a-zA-Z0-9_.-]+")
+NAME_MAX = 255  # a host name and a /etc/hosts entry in the other containers' guests
 
 _LEFT = (
     "brave", "calm", "eager", "fervent", "gentle", "happy", "jolly", "keen", "lucid", "merry",
@@ -30,8 +32,10 @@ def random_name() -> str:
 
 def validate_name(name: str) -> str:
     """Docker's name rule; returns the name without a leading slash."""
-    if not _NAME_RE.match(name):
+    if not _NAME_RE.fullmatch(name):
         raise InvalidArgument(
-            f'Invalid container name ({name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed'
+            f'Invalid container name ({name!r}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed'
         )
+    if len(name.lstrip("/")) > NAME_MAX:
+        raise InvalidArgument(f"Invalid container name: longer than {NAME_MAX} characters")
     return name.lstrip("/")

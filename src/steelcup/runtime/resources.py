@@ -33,6 +33,8 @@ from steelcup.volume.manager import PreparedMount, VolumeManager
 from steelcup.volume.spec import MountKind, MountPlan, resolve_mounts
 
 log = logging.getLogger(__name__)
+# NetworkMode values that are not network names (host and container: fail at start).
+NETWORK_MODES = ("", "default", "bridge", "none", "host")
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,22 @@ class Resources:
         self.volumes = volumes
 
     # -- create ------------------------------------------------------------------------------
+
+    def check_networks(self, config: ContainerConfig) -> None:
+        """NotFound for a network named by NetworkMode or EndpointsConfig that does not exist,
+        before anything is created (docker answers 404 at create; the docker CLI waits
+        forever for a container that can never start)."""
+        named = [network for network, _aliases in config.extra_networks]
+        mode = config.network_mode
+        if mode not in NETWORK_MODES and not mode.startswith("container:"):
+            named.insert(0, mode)
+        if not named:
+            return
+        if self.networks is None:
+            raise InvalidArgument("networking is not available on this daemon "
+                                  "(see the daemon log); use --network none")
+        for network in named:
+            self.networks.get(network)
 
     def plan(self, config: ContainerConfig, image: Image) -> ContainerConfig:
         """Resolve mounts (creating named and anonymous volumes) into the config."""

@@ -13,7 +13,9 @@ from typing import Any
 
 from steelcup.errors import InvalidArgument, Unsupported
 
-VOLUME_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]+$")
+# Docker's rule, matched whole (Python's `$` would let a trailing newline through).
+VOLUME_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]+")
+VOLUME_NAME_MAX = 255  # the volume's directory name
 _IGNORED_BIND_OPTS = frozenset({"z", "Z", "rprivate", "private", "rshared", "shared", "rslave",
                                 "slave", "consistent", "cached", "delegated"})
 
@@ -71,10 +73,12 @@ def _target(path: str) -> str:
 
 
 def check_volume_name(name: str) -> str:
-    if not VOLUME_NAME_RE.match(name):
+    if not VOLUME_NAME_RE.fullmatch(name):
         raise InvalidArgument(
             f"{name!r} includes invalid characters for a local volume name, only "
             "\"[a-zA-Z0-9][a-zA-Z0-9_.-]\" are allowed")
+    if len(name) > VOLUME_NAME_MAX:
+        raise InvalidArgument(f"volume name longer than {VOLUME_NAME_MAX} characters")
     return name
 
 

@@ -6,6 +6,7 @@ import asyncio
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -13,9 +14,10 @@ from steelcup.api.http import HttpServer, Router
 
 
 class ServerThread:
-    def __init__(self, router: Router, path: Path) -> None:
+    def __init__(self, router: Router, path: Path, options: dict[str, Any] | None = None) -> None:
         self.router = router
         self.path = path
+        self.options = options or {}  # HttpServer keyword arguments (deadlines, connection cap)
         self.loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
         self._ready = threading.Event()
@@ -27,7 +29,7 @@ class ServerThread:
             self.loop = asyncio.get_running_loop()
             self._stop = asyncio.Event()
             try:
-                async with HttpServer(self.router, unix_path=self.path):
+                async with HttpServer(self.router, unix_path=self.path, **self.options):
                     self._ready.set()
                     await self._stop.wait()
             except BaseException as exc:  # surfaced to the test
@@ -52,9 +54,9 @@ class ServerThread:
 def serve(tmp_path: Path) -> Iterator[object]:
     started: list[ServerThread] = []
 
-    def start(router: Router) -> Path:
-        path = tmp_path / "run" / "api.sock"
-        thread = ServerThread(router, path)
+    def start(router: Router, **options: Any) -> Path:
+        path = tmp_path / "run" / (f"api{len(started)}.sock" if started else "api.sock")
+        thread = ServerThread(router, path, options)
         thread.start()
         started.append(thread)
         return path

@@ -13,9 +13,11 @@ import tracemalloc
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 
+from steelcup.api.filters import parse_filters
 from steelcup.api.http import (
     EmptyResponse,
     HijackedStream,
@@ -177,6 +179,29 @@ def test_json_body_errors(serve: Serve) -> None:
         client.request("POST", "/echo", body=b"{not json")
     with pytest.raises(InvalidArgument, match="empty"):
         client.request("POST", "/echo", body=b"")
+
+
+def test_deeply_nested_json_is_a_400_not_a_recursion_error(serve: Serve) -> None:
+    router = basic_router()
+
+    async def listing(req: Request) -> Response:
+        return JsonResponse(parse_filters(req.q("filters")))
+
+    router.add("GET", "/list", listing)
+    path = serve(router)
+    sock = connect(path)
+    body = b"[" * 100_000
+    sock.sendall(b"POST /v1.43/echo HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                 b"Content-Length: %d\r\n\r\n" % len(body) + body)
+    status, _, reply = read_response(sock)
+    assert status == 400
+    assert json.loads(reply)["message"] == (
+        "invalid JSON in request body: nested deeper than 100 levels")
+    deep = quote('{"a":' * 3000 + "1" + "}" * 3000)  # fits the 64 KiB head limit
+    sock.sendall(f"GET /v1.43/list?filters={deep} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    status, _, reply = read_response(sock)
+    assert status == 400 and "nested deeper" in json.loads(reply)["message"]
+    sock.close()
 
 
 def test_stream_response_and_client_going_away(serve: Serve) -> None:

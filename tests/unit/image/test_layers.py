@@ -188,6 +188,28 @@ def test_gzip_bomb_limited(tmp_path: Path) -> None:
         apply_layer(io.BytesIO(data), tmp_path, LayerLimits(max_bytes=1_000_000))
 
 
+def test_gzip_bomb_refused_by_expansion_ratio(tmp_path: Path) -> None:
+    data = gzip.compress(make_tar([("file", "big", b"\0" * 5_000_000)]))
+    assert len(data) < 20_000  # expands ~500 times; under the byte limit by far
+    limits = LayerLimits(ratio_floor_bytes=1_000_000)  # default ratio (100), default byte cap
+    with pytest.raises(ImageError, match="expands more than 100 times"):
+        apply_layer(io.BytesIO(data), tmp_path, limits)
+
+
+def test_ratio_spares_small_layers_and_can_be_turned_off(tmp_path: Path) -> None:
+    zeros = make_tar([("file", "big", b"\0" * 5_000_000)])
+    data = gzip.compress(zeros)
+    for sub in "abc":
+        (tmp_path / sub).mkdir()
+    # under the default 64 MiB floor: a small layer of zeros is fine
+    assert apply_layer(io.BytesIO(data), tmp_path / "a").size_bytes == len(zeros)
+    off = LayerLimits(ratio_floor_bytes=1_000_000, max_ratio=0)
+    assert apply_layer(io.BytesIO(data), tmp_path / "b", off).size_bytes == len(zeros)
+    # an uncompressed layer never trips the ratio (it expands 1:1)
+    strict = LayerLimits(ratio_floor_bytes=0, max_ratio=1)
+    assert apply_layer(io.BytesIO(zeros), tmp_path / "c", strict).size_bytes == len(zeros)
+
+
 def test_entry_limit(tmp_path: Path) -> None:
     data = make_tar([("file", f"f{i}", b"") for i in range(20)])
     with pytest.raises(ImageError, match="more than 10 entries"):

@@ -17,6 +17,7 @@ import pytest
 
 from steelcup.errors import Conflict, ImageError, InvalidArgument, NotFound
 from steelcup.image.config import ImageConfig
+from steelcup.image.layers import LayerLimits
 from steelcup.image.store import ImageStore
 
 from .tarutil import make_tar
@@ -177,6 +178,29 @@ def test_load_rejects_bad_archives(store: ImageStore) -> None:
     assert store.list() == []
     assert list((store.root / "layers").iterdir()) == []
     assert list((store.root / "tmp").iterdir()) == []
+
+
+def test_load_refuses_deeply_nested_manifest_and_config(store: ImageStore) -> None:
+    deep = b"[" * 100_000 + b"]" * 100_000
+    with pytest.raises(ImageError, match="manifest.json: nested deeper than 100 levels"):
+        store.load(io.BytesIO(outer_tar({"manifest.json": deep})))
+    cfg = b'{"rootfs": ' + deep + b"}"
+    manifest = json.dumps([{"Config": "c.json", "RepoTags": [], "Layers": []}]).encode()
+    with pytest.raises(ImageError, match="c.json: nested deeper"):
+        store.load(io.BytesIO(outer_tar({"manifest.json": manifest, "c.json": cfg})))
+    assert store.list() == []
+    assert list((store.root / "tmp").iterdir()) == []
+
+
+def test_load_refuses_a_gzip_bomb_and_leaves_nothing(tmp_path: Path) -> None:
+    store = ImageStore(tmp_path / "root", sqlite3.connect(tmp_path / "state.db"),
+                       limits=LayerLimits(ratio_floor_bytes=1 << 20))
+    bomb = make_tar([("file", "zeros", b"\0" * 8_000_000)])
+    with pytest.raises(ImageError, match="expands more than 100 times"):
+        store.load(io.BytesIO(docker_archive([bomb], ["bomb:1"], gz=True)))
+    assert store.list() == []
+    for sub in ("layers", "tmp", "blobs/sha256"):
+        assert list((store.root / sub).iterdir()) == [], sub
 
 
 def test_oci_blob_digest_verified(store: ImageStore) -> None:

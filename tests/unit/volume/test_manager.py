@@ -81,3 +81,11 @@ def test_materialize_names_anonymous_volumes_and_copy_up_later(tmp_path: Path) -
     prepared = vm.prepare(plans, rootfs)  # first start: the empty volume is seeded
     share = next(p.share for p in prepared if p.plan.target == "/seed")
     assert share is not None and (share.host_path / "a").read_text() == "a"
+
+
+@pytest.mark.parametrize("name", ["data\n", "a\x00b", "a/b", "x" * 256])
+def test_create_refuses_bad_names(tmp_path: Path, name: str) -> None:
+    vm = VolumeManager(tmp_path, in_use=lambda name: [])
+    with pytest.raises(InvalidArgument, match="volume name"):
+        vm.create(name)
+    assert vm.list() == []

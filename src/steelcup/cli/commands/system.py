@@ -76,6 +76,13 @@ def register(sub: Any, name: str, help_text: str) -> None:
                        help="TCG translation cache per VM (no KVM): most of a clone's private "
                             "memory; smaller saves memory, busy containers retranslate more "
                             "(default %(default)s)")
+        p.add_argument("--layer-max-size", type=int, default=defaults.LAYER_MAX_GIB,
+                       metavar="GIB", help="largest uncompressed size of one image layer "
+                                           "(default %(default)s)")
+        p.add_argument("--layer-max-ratio", type=int, default=defaults.LAYER_MAX_RATIO,
+                       metavar="N", help="refuse a compressed layer that expands more than N "
+                                         "times once past 64 MiB (decompression bombs); 0 turns "
+                                         "the check off (default %(default)s)")
         p.add_argument("--tls-listen", metavar="HOST:PORT", default=None,
                        help="also serve the API over TLS; clients must present a certificate "
                             "signed by --tlscacert (dockerd's --tlsverify)")
@@ -269,6 +276,8 @@ def cmd_daemon(ctx: Context, args: argparse.Namespace) -> int:
         vm_max_mem_mib=args.vm_max_mem,
         vm_max_cpus=args.vm_max_cpus,
         vm_pool_size=args.pool_size,
+        layer_max_gib=args.layer_max_size,
+        layer_max_ratio=args.layer_max_ratio,
         tcg_tb_mib=args.tcg_tb_size,
         tls_listen=_host_port(args.tls_listen),
         tcp_listen=_host_port(args.tcp_listen),

@@ -1,0 +1,74 @@
+"""Daemon restart recovery: containers that were running are marked exited, and `--rm` ones
+among them are removed (record and private dir) exactly once, as dockerd does."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+import pytest
+
+from steelcup.errors import NotFound
+from steelcup.runtime.containers import EXIT_CODE_DAEMON_LOST, Runtime
+from steelcup.runtime.model import ContainerConfig, Status
+from steelcup.state.db import open_db
+from tests.unit.runtime.support import make_runtime
+
+
+def _create(runtime: Runtime, name: str, *, auto_remove: bool, running: bool) -> str:
+    record = runtime.create(ContainerConfig(image="base:1", image_id="", cmd=("/bin/sh",),
+                                            auto_remove=auto_remove), name)
+    upper = runtime.container_dir(record.id) / "upper"
+    upper.mkdir()
+    (upper / "written-by-the-guest").write_text("data")
+    if running:  # what the store holds when the daemon dies under a running container
+        runtime.store.save(record.with_state(status=Status.RUNNING, pid=7))
+    return record.id
+
+
+def _restart(root: Path) -> Runtime:
+    """A fresh daemon's runtime on the same state: recover, then the --rm sweep."""
+    runtime = make_runtime(root, open_db(root))
+    runtime.recover()
+    asyncio.run(runtime.remove_ended_auto_remove())
+    return runtime
+
+
+def test_rm_containers_running_at_a_crash_are_removed_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    before = make_runtime(tmp_path, open_db(tmp_path))
+    rm_running = _create(before, "rm-running", auto_remove=True, running=True)
+    rm_created = _create(before, "rm-created", auto_remove=True, running=False)
+    kept = _create(before, "kept", auto_remove=False, running=True)
+
+    with caplog.at_level(logging.INFO, logger="steelcup.runtime.containers"):
+        after = _restart(tmp_path)
+        again = _restart(tmp_path)  # a second restart finds nothing more to remove
+
+    for runtime in (after, again):
+        with pytest.raises(NotFound):
+            runtime.get(rm_running)
+        assert rm_running not in {r.id for r in runtime.store.load_all()}
+    assert not after.container_dir(rm_running).exists()
+    removals = [r for r in caplog.records if "removing this --rm container" in r.getMessage()]
+    assert [r.getMessage().split()[1] for r in removals] == [rm_running[:12]]
+
+    # never started: docker keeps it until it runs and exits
+    assert again.get(rm_created).record.state.status is Status.CREATED
+    assert (again.container_dir(rm_created) / "upper" / "written-by-the-guest").exists()
+    # not --rm: kept, marked exited by the restart recovery
+    state = again.get(kept).record.state
+    assert (state.status, state.exit_code) == (Status.EXITED, EXIT_CODE_DAEMON_LOST)
+    assert (again.container_dir(kept) / "upper" / "written-by-the-guest").exists()
+
+
+def test_rm_container_left_exited_by_a_crash_mid_removal_is_removed(tmp_path: Path) -> None:
+    before = make_runtime(tmp_path, open_db(tmp_path))
+    cid = _create(before, "half-removed", auto_remove=True, running=False)
+    record = before.get(cid).record
+    before.store.save(record.with_state(status=Status.EXITED, exit_code=0))  # exited, not removed
+    after = _restart(tmp_path)
+    assert after.list() == [] and after.store.load_all() == []
+    assert not after.container_dir(cid).exists()
