@@ -3,6 +3,8 @@
 Every path is walked component by component with directory fds opened `O_NOFOLLOW`, so no
 symlink — from this layer, an earlier entry or whatever was already in the target — is followed.
 Whiteouts are stored in overlayfs form (0/0 char device; opaque dir = `trusted.overlay.opaque`).
+No host file gets a set-id bit or a file capability from a layer: what the layer declared is
+recorded inert (see `privileges.py`) for the tar writers to emit again.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from pathlib import Path
 from typing import IO, BinaryIO
 
 from steelcup.errors import ImageError, Unsupported
+from steelcup.image.privileges import CAPABILITY_XATTR, SETID_BITS, Declared, clear, stash
 
 GIB = 1 << 30
 WHITEOUT_PREFIX = ".wh."
@@ -35,8 +38,10 @@ _TAIL = 64 << 10
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _GZIP_MAGIC = b"\x1f\x8b"
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
-# xattrs a layer may carry; everything else (trusted.*, security.selinux, ...) is dropped.
-_ALLOWED_XATTRS = ("user.", "security.capability")
+# xattrs a layer may set on host files; security.capability is recorded inert (privileges.py),
+# everything else (trusted.*, security.selinux, system.*, ...) is dropped.
+_ALLOWED_XATTRS = ("user.",)
+_XATTR_PAX = "SCHILY.xattr."
 
 
 @dataclass(frozen=True)
@@ -48,7 +53,6 @@ class LayerLimits:
     max_path_bytes: int = 4096
     max_name_bytes: int = 255
     allow_devices: bool = False
-    allow_setid: bool = False
 
 
 @dataclass(frozen=True)
@@ -385,6 +389,8 @@ class _Extractor:
             os.mkdir(name, 0o700, dir_fd=parent)
         fd = os.open(name, _DIR_FLAGS, dir_fd=parent)
         try:
+            if st is not None:
+                clear(fd)  # declared again: what an earlier entry recorded no longer holds
             self._set_meta_fd(fd, m)
         finally:
             os.close(fd)
@@ -392,15 +398,19 @@ class _Extractor:
     def _write_file(self, tar: tarfile.TarFile, parent: int, name: str, m: tarfile.TarInfo) -> None:
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
         fd = os.open(name, flags, 0o600, dir_fd=parent)
+        # the digest ties a recorded privilege to this content (privileges.py)
+        digest = hashlib.sha256() if self._declared(m).privileged else None
         try:
             src = tar.extractfile(m)
             if src is not None:
                 while chunk := src.read(_CHUNK):
+                    if digest is not None:
+                        digest.update(chunk)
                     view = memoryview(chunk)
                     while view:
                         written = os.write(fd, view)
                         view = view[written:]
-            self._set_meta_fd(fd, m)
+            self._set_meta_fd(fd, m, sha256=digest.hexdigest() if digest else "")
         finally:
             os.close(fd)
 
@@ -456,28 +466,43 @@ class _Extractor:
 
     # --- metadata ---------------------------------------------------------------------------
     def _mode(self, m: tarfile.TarInfo) -> int:
-        mode = m.mode & 0o7777
-        if not self.limits.allow_setid:
-            mode &= ~(stat.S_ISUID | stat.S_ISGID)
-        return mode
+        return m.mode & 0o7777 & ~SETID_BITS
 
     def _xattrs(self, m: tarfile.TarInfo) -> list[tuple[str, bytes]]:
         out = []
         for key, value in m.pax_headers.items():
-            if not key.startswith("SCHILY.xattr."):
+            if not key.startswith(_XATTR_PAX):
                 continue
-            name = key[len("SCHILY.xattr.") :]
+            name = key[len(_XATTR_PAX) :]
             if name.startswith(_ALLOWED_XATTRS):
                 out.append((name, value.encode("utf-8", "surrogateescape")))
         return out
 
-    def _set_meta_fd(self, fd: int, m: tarfile.TarInfo) -> None:
+    def _declared(self, m: tarfile.TarInfo, sha256: str = "") -> Declared:
+        cap = m.pax_headers.get(_XATTR_PAX + CAPABILITY_XATTR)
+        return Declared(
+            mode=m.mode & 0o7777, uid=m.uid, gid=m.gid, sha256=sha256,
+            capability=None if cap is None else cap.encode("utf-8", "surrogateescape"),
+        )
+
+    def _set_meta_fd(self, fd: int, m: tarfile.TarInfo, *, sha256: str = "") -> None:
         if self._is_root:
-            os.fchown(fd, m.uid, m.gid)  # before chmod: chown clears setuid bits
+            os.fchown(fd, m.uid, m.gid)
         os.fchmod(fd, self._mode(m))
         for key, value in self._xattrs(m):
             with contextlib.suppress(OSError):
                 os.setxattr(fd, key, value)
+        declared = self._declared(m, sha256)
+        if declared.privileged:
+            try:
+                stash(fd, declared)
+            except OSError as exc:
+                # without root the ownership is lost as well; with it, losing a declared
+                # privilege silently would corrupt the image
+                if self._is_root:
+                    raise ImageError(
+                        f"cannot record the set-id bits/capability of {m.name!r}: {exc.strerror}"
+                    ) from exc
         os.utime(fd, (int(m.mtime), int(m.mtime)))
 
     def _set_meta_path(
