@@ -14,6 +14,7 @@ import errno
 import gzip
 import hashlib
 import io
+import math
 import os
 import shutil
 import stat
@@ -42,6 +43,19 @@ _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 # everything else (trusted.*, security.selinux, system.*, ...) is dropped.
 _ALLOWED_XATTRS = ("user.",)
 _XATTR_PAX = "SCHILY.xattr."
+# pax and GNU long-name headers are read into memory whole, and each one recurses into the next
+# header: cap both (Go's archive/tar also caps such headers at 1 MiB)
+MAX_SPECIAL_HEADER_BYTES = 1 << 20
+MAX_HEADER_CHAIN = 16
+_SPECIAL_TYPES = (
+    tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE,
+    tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK,
+)
+_CHAIN_ATTR = "_steelcup_header_chain"
+_MAX_ID = 0xFFFF_FFFE  # (uid_t)-1 means "unchanged" to chown
+# mtimes are clamped into what filesystems store (like docker's Chtimes): 1901 .. 2242
+_MIN_MTIME = -(1 << 31)
+_MAX_MTIME = 1 << 33
 
 
 @dataclass(frozen=True)
@@ -80,7 +94,7 @@ def apply_layer(
             counter = _CountingReader(raw, limits.max_bytes)
             extractor = _Extractor(root_fd, limits)
             try:
-                tar = tarfile.open(fileobj=counter, mode="r|", errorlevel=2)
+                tar = open_stream(counter)
                 extractor.run(tar)
                 counter.drain(end_offset=tar.offset)
             except (tarfile.TarError, EOFError, zlib.error, UnicodeError) as exc:
@@ -97,6 +111,32 @@ def apply_layer(
             )
     finally:
         os.close(root_fd)
+
+
+def open_stream(fileobj: IO[bytes] | io.RawIOBase) -> tarfile.TarFile:
+    """A streaming tar reader with the header limits of `_LimitedTarInfo`."""
+    return tarfile.open(fileobj=fileobj, mode="r|", errorlevel=2, tarinfo=_LimitedTarInfo)
+
+
+class _LimitedTarInfo(tarfile.TarInfo):
+    """Refuses oversized pax/GNU long-name headers and over-long chains of them."""
+
+    def _proc_member(self, tar: tarfile.TarFile) -> tarfile.TarInfo:
+        if self.type not in _SPECIAL_TYPES:
+            return super()._proc_member(tar)  # type: ignore[misc, no-any-return]
+        if self.size > MAX_SPECIAL_HEADER_BYTES:
+            raise ImageError(
+                f"layer has a {self.size}-byte extended header "
+                f"(limit {MAX_SPECIAL_HEADER_BYTES})"
+            )
+        depth: int = getattr(tar, _CHAIN_ATTR, 0)
+        if depth >= MAX_HEADER_CHAIN:
+            raise ImageError(f"layer entry has more than {MAX_HEADER_CHAIN} extended headers")
+        setattr(tar, _CHAIN_ATTR, depth + 1)
+        try:
+            return super()._proc_member(tar)  # type: ignore[misc, no-any-return]
+        finally:
+            setattr(tar, _CHAIN_ATTR, depth)
 
 
 class _Prefixed(io.RawIOBase):
@@ -238,6 +278,7 @@ class _Extractor:
         self.entries = 0
         self.whiteouts = 0
         self.skipped = 0
+        self.file_bytes = 0  # declared sizes of regular files (sparse ones can exceed the tar)
         self._dir_times: dict[tuple[str, ...], int] = {}
         self._is_root = os.geteuid() == 0
 
@@ -268,10 +309,11 @@ class _Extractor:
     # --- one entry ----------------------------------------------------------------------
     def _apply(self, tar: tarfile.TarFile, m: tarfile.TarInfo) -> None:
         parts = self._clean(m.name)
+        self._check_fields(m)
         if not parts:
             if m.isdir():  # "./" itself: apply its metadata to the target root
                 self._set_meta_fd(self.root_fd, m)
-                self._dir_times[()] = int(m.mtime)
+                self._dir_times[()] = _mtime(m)
             else:
                 self.skipped += 1
             return
@@ -289,14 +331,19 @@ class _Extractor:
         try:
             if m.isdir():
                 self._make_dir(parent, name, m)
-                self._dir_times[tuple(parts)] = int(m.mtime)
+                self._dir_times[tuple(parts)] = _mtime(m)
                 return
             self._dir_times.pop(tuple(parts), None)
             self._remove(parent, name)
             if m.isreg():
+                self.file_bytes += max(m.size, 0)
+                if self.file_bytes > self.limits.max_bytes:
+                    raise ImageError(
+                        f"layer unpacks to more than the limit of {self.limits.max_bytes} bytes"
+                    )
                 self._write_file(tar, parent, name, m)
             elif m.issym():
-                self._check_len(m.linkname, m.name)
+                self._check_link(m)
                 os.symlink(m.linkname, name, dir_fd=parent)
                 self._set_meta_path(parent, name, m, symlink=True)
             elif m.islnk():
@@ -330,6 +377,19 @@ class _Extractor:
                 raise ImageError(f"layer entry name component too long: {raw[:80]!r}...")
             out.append(comp)
         return tuple(out)
+
+    def _check_fields(self, m: tarfile.TarInfo) -> None:
+        """Numbers os calls would reject (OverflowError) or misread (uid -1 = unchanged)."""
+        if m.size < 0:
+            raise ImageError(f"layer entry {m.name[:80]!r} has a negative size")
+        for what, value in (("uid", m.uid), ("gid", m.gid)):
+            if not 0 <= value <= _MAX_ID:
+                raise ImageError(f"layer entry {m.name[:80]!r} has an invalid {what} {value}")
+
+    def _check_link(self, m: tarfile.TarInfo) -> None:
+        self._check_len(m.linkname, m.name)
+        if "\0" in m.linkname:
+            raise ImageError(f"layer entry {m.name[:80]!r} has a link target containing NUL")
 
     def _check_len(self, text: str, name: str) -> None:
         if len(os.fsencode(text)) > self.limits.max_path_bytes:
@@ -415,6 +475,7 @@ class _Extractor:
             os.close(fd)
 
     def _hard_link(self, parent: int, name: str, m: tarfile.TarInfo) -> None:
+        self._check_link(m)
         target = self._clean(m.linkname)
         if not target:
             raise ImageError(f"hard link {m.name!r} points at the layer root")
@@ -503,7 +564,7 @@ class _Extractor:
                     raise ImageError(
                         f"cannot record the set-id bits/capability of {m.name!r}: {exc.strerror}"
                     ) from exc
-        os.utime(fd, (int(m.mtime), int(m.mtime)))
+        os.utime(fd, (_mtime(m), _mtime(m)))
 
     def _set_meta_path(
         self, parent: int, name: str, m: tarfile.TarInfo, *, symlink: bool = False
@@ -512,4 +573,11 @@ class _Extractor:
             os.chown(name, m.uid, m.gid, dir_fd=parent, follow_symlinks=False)
         if not symlink:  # symlink modes are meaningless; chmod would follow it
             os.chmod(name, self._mode(m), dir_fd=parent)
-        os.utime(name, (int(m.mtime), int(m.mtime)), dir_fd=parent, follow_symlinks=False)
+        os.utime(name, (_mtime(m), _mtime(m)), dir_fd=parent, follow_symlinks=False)
+
+
+def _mtime(m: tarfile.TarInfo) -> int:
+    value = m.mtime
+    if not math.isfinite(value):
+        return 0
+    return min(max(int(value), _MIN_MTIME), _MAX_MTIME)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import IO, Any
 
 from steelcup.errors import ImageError, InvalidArgument, NotFound
-from steelcup.image.layers import LayerLimits, _Extractor, decompressed
+from steelcup.image.layers import LayerLimits, _Extractor, decompressed, open_stream
 from steelcup.runtime.fs_paths import lstat_at, open_dir, resolve, split_path
 from steelcup.runtime.fs_tar import TreeWriter, open_tar
 
@@ -185,7 +185,7 @@ def extract_archive(
                                    no_overwrite_dir_non_dir=no_overwrite_dir_non_dir)
         with decompressed(stream) as raw:
             try:
-                extractor.run(tarfile.open(fileobj=raw, mode="r|", errorlevel=2))
+                extractor.run(open_stream(raw))
             except (tarfile.TarError, EOFError) as exc:
                 raise InvalidArgument(f"invalid tar archive: {exc}") from exc
             except ImageError as exc:

@@ -19,7 +19,7 @@ import pytest
 from steelcup.errors import ImageError
 from steelcup.image.layers import OPAQUE_XATTR, LayerLimits, apply_layer
 
-from .tarutil import Entry, make_tar
+from .tarutil import END, Entry, make_tar, member, patched, pax_record, special
 
 ROOT = os.geteuid() == 0
 needs_root = pytest.mark.skipif(not ROOT, reason="whiteouts/ownership need root")
@@ -174,14 +174,14 @@ def test_setid_bits_stripped(tmp_path: Path) -> None:
 
 def test_size_limit(tmp_path: Path) -> None:
     data = make_tar([("file", "big", b"\0" * 100_000)])
-    with pytest.raises(ImageError, match="larger than the limit"):
+    with pytest.raises(ImageError, match="than the limit of"):
         apply_layer(io.BytesIO(data), tmp_path, LayerLimits(max_bytes=50_000))
 
 
 def test_gzip_bomb_limited(tmp_path: Path) -> None:
     data = gzip.compress(make_tar([("file", "big", b"\0" * 5_000_000)]))
     assert len(data) < 20_000
-    with pytest.raises(ImageError, match="larger than the limit"):
+    with pytest.raises(ImageError, match="than the limit of"):
         apply_layer(io.BytesIO(data), tmp_path, LayerLimits(max_bytes=1_000_000))
 
 
@@ -213,6 +213,51 @@ def test_corrupt_and_truncated(tmp_path: Path) -> None:
         apply_layer(io.BytesIO(bytes(bad)), t2)
     with pytest.raises(ImageError):
         apply_layer(io.BytesIO(b"\x1f\x8bnot gzip at all" * 10), t2)
+
+
+def _sparse(real_size: int) -> bytes:
+    """A GNU sparse member: one 512-byte data chunk claiming a `real_size`-byte file."""
+    data = b"a" * 512
+    block = patched("sparse", 386, b"%011o\0%011o\0" % (0, 512), type_=b"S", data=data)
+    return patched("sparse", 483, tarfile.itn(real_size, 12, tarfile.GNU_FORMAT), type_=b"S",
+                   data=data)[:512] + block[512:]
+
+
+# header fields os calls would crash on, and headers tarfile would read whole into memory
+HEADER_ABUSE: list[tuple[str, bytes, str]] = [
+    ("pax-header-2mib", special(b"x", pax_record("comment", "a" * (2 << 20))) + member("f")
+     + END, "extended header"),
+    ("pax-header-chain", special(b"x", pax_record("comment", "a")) * 3000 + member("f") + END,
+     "more than 16 extended headers"),
+    ("gnu-longname-2mib", special(b"L", b"a" * (2 << 20)) + member("f") + END,
+     "extended header"),
+    # 64 MiB against a 4 MiB limit (a real attack claims terabytes: keep the test harmless
+    # when the defence is missing)
+    ("sparse-claims-64mib", _sparse(64 << 20) + END, "unpacks to more than"),
+    ("negative-size", patched("f", 124, b"\xff" * 12) + END, "negative size"),
+    ("pax-negative-size", member("f", b"abc", pax={"size": "-1"}) + END, "negative size"),
+    ("uid-over-32-bits", member("f", pax={"uid": str(1 << 40)}) + END, "invalid uid"),
+    ("uid-minus-one", patched("f", 108, b"\xff" * 8) + END, "invalid uid"),
+    ("gid-over-32-bits", member("f", pax={"gid": str(1 << 40)}) + END, "invalid gid"),
+    ("symlink-target-nul", member("l", type=tarfile.SYMTYPE, pax={"linkpath": "a\0b"}) + END,
+     "containing NUL"),
+    ("hardlink-target-nul", member("f") + member("h", type=tarfile.LNKTYPE,
+                                                 pax={"linkpath": "f\0x"}) + END,
+     "containing NUL"),
+]
+
+
+@pytest.mark.parametrize("name,data,message", HEADER_ABUSE, ids=[c[0] for c in HEADER_ABUSE])
+def test_header_abuse_refused(tmp_path: Path, name: str, data: bytes, message: str) -> None:
+    with pytest.raises(ImageError, match=message):
+        apply_layer(io.BytesIO(data), tmp_path, LayerLimits(max_bytes=4 << 20))
+
+
+def test_out_of_range_mtime_clamped(tmp_path: Path) -> None:
+    data = member("f", b"x", pax={"mtime": "1e300"}) + member("g", pax={"mtime": "nan"}) + END
+    apply_layer(io.BytesIO(data), tmp_path)
+    assert (tmp_path / "f").stat().st_mtime == 1 << 33
+    assert (tmp_path / "g").stat().st_mtime == 0
 
 
 def test_target_symlink_refused(tmp_path: Path) -> None:
