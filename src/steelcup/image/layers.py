@@ -324,8 +324,8 @@ class _Extractor:
         if not (m.isreg() or m.isdir() or m.issym() or m.islnk() or m.isfifo() or m.isdev()):
             self.skipped += 1  # volume labels, unknown types
             return
-        if m.isdev() and not self.limits.allow_devices:
-            self.skipped += 1
+        if (m.ischr() or m.isblk()) and not self.limits.allow_devices:
+            self.skipped += 1  # (tarfile's isdev() covers fifos too; they carry no privilege)
             return
         parent = self._open_path(tuple(dir_parts), create=True)
         try:
