@@ -3,6 +3,8 @@
 Every path is walked component by component with directory fds opened `O_NOFOLLOW`, so no
 symlink — from this layer, an earlier entry or whatever was already in the target — is followed.
 Whiteouts are stored in overlayfs form (0/0 char device; opaque dir = `trusted.overlay.opaque`).
+No host file gets a set-id bit or a file capability from a layer: what the layer declared is
+recorded inert (see `privileges.py`) for the tar writers to emit again.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import errno
 import gzip
 import hashlib
 import io
+import math
 import os
 import shutil
 import stat
@@ -26,6 +29,7 @@ from typing import IO, BinaryIO, cast
 
 from steelcup import defaults
 from steelcup.errors import ImageError, Unsupported
+from steelcup.image.privileges import CAPABILITY_XATTR, SETID_BITS, Declared, clear, stash
 
 GIB = 1 << 30
 MIB = 1 << 20
@@ -37,8 +41,23 @@ _TAIL = 64 << 10
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _GZIP_MAGIC = b"\x1f\x8b"
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
-# xattrs a layer may carry; everything else (trusted.*, security.selinux, ...) is dropped.
-_ALLOWED_XATTRS = ("user.", "security.capability")
+# xattrs a layer may set on host files; security.capability is recorded inert (privileges.py),
+# everything else (trusted.*, security.selinux, system.*, ...) is dropped.
+_ALLOWED_XATTRS = ("user.",)
+_XATTR_PAX = "SCHILY.xattr."
+# pax and GNU long-name headers are read into memory whole, and each one recurses into the next
+# header: cap both (Go's archive/tar also caps such headers at 1 MiB)
+MAX_SPECIAL_HEADER_BYTES = 1 << 20
+MAX_HEADER_CHAIN = 16
+_SPECIAL_TYPES = (
+    tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE,
+    tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK,
+)
+_CHAIN_ATTR = "_steelcup_header_chain"
+_MAX_ID = 0xFFFF_FFFE  # (uid_t)-1 means "unchanged" to chown
+# mtimes are clamped into what filesystems store (like docker's Chtimes): 1901 .. 2242
+_MIN_MTIME = -(1 << 31)
+_MAX_MTIME = 1 << 33
 
 
 @dataclass(frozen=True)
@@ -56,7 +75,6 @@ class LayerLimits:
     max_path_bytes: int = 4096
     max_name_bytes: int = 255
     allow_devices: bool = False
-    allow_setid: bool = False
 
 
 @dataclass(frozen=True)
@@ -85,7 +103,7 @@ def apply_layer(
             counter = _CountingReader(raw, limits, source)
             extractor = _Extractor(root_fd, limits)
             try:
-                tar = tarfile.open(fileobj=counter, mode="r|", errorlevel=2)
+                tar = open_stream(counter)
                 extractor.run(tar)
                 counter.drain(end_offset=tar.offset)
             except (tarfile.TarError, EOFError, zlib.error, UnicodeError) as exc:
@@ -102,6 +120,32 @@ def apply_layer(
             )
     finally:
         os.close(root_fd)
+
+
+def open_stream(fileobj: IO[bytes] | io.RawIOBase) -> tarfile.TarFile:
+    """A streaming tar reader with the header limits of `_LimitedTarInfo`."""
+    return tarfile.open(fileobj=fileobj, mode="r|", errorlevel=2, tarinfo=_LimitedTarInfo)
+
+
+class _LimitedTarInfo(tarfile.TarInfo):
+    """Refuses oversized pax/GNU long-name headers and over-long chains of them."""
+
+    def _proc_member(self, tar: tarfile.TarFile) -> tarfile.TarInfo:
+        if self.type not in _SPECIAL_TYPES:
+            return super()._proc_member(tar)  # type: ignore[misc, no-any-return]
+        if self.size > MAX_SPECIAL_HEADER_BYTES:
+            raise ImageError(
+                f"layer has a {self.size}-byte extended header "
+                f"(limit {MAX_SPECIAL_HEADER_BYTES})"
+            )
+        depth: int = getattr(tar, _CHAIN_ATTR, 0)
+        if depth >= MAX_HEADER_CHAIN:
+            raise ImageError(f"layer entry has more than {MAX_HEADER_CHAIN} extended headers")
+        setattr(tar, _CHAIN_ATTR, depth + 1)
+        try:
+            return super()._proc_member(tar)  # type: ignore[misc, no-any-return]
+        finally:
+            setattr(tar, _CHAIN_ATTR, depth)
 
 
 class _Prefixed(io.RawIOBase):
@@ -271,6 +315,7 @@ class _Extractor:
         self.entries = 0
         self.whiteouts = 0
         self.skipped = 0
+        self.file_bytes = 0  # declared sizes of regular files (sparse ones can exceed the tar)
         self._dir_times: dict[tuple[str, ...], int] = {}
         self._is_root = os.geteuid() == 0
 
@@ -301,10 +346,11 @@ class _Extractor:
     # --- one entry ----------------------------------------------------------------------
     def _apply(self, tar: tarfile.TarFile, m: tarfile.TarInfo) -> None:
         parts = self._clean(m.name)
+        self._check_fields(m)
         if not parts:
             if m.isdir():  # "./" itself: apply its metadata to the target root
                 self._set_meta_fd(self.root_fd, m)
-                self._dir_times[()] = int(m.mtime)
+                self._dir_times[()] = _mtime(m)
             else:
                 self.skipped += 1
             return
@@ -315,21 +361,26 @@ class _Extractor:
         if not (m.isreg() or m.isdir() or m.issym() or m.islnk() or m.isfifo() or m.isdev()):
             self.skipped += 1  # volume labels, unknown types
             return
-        if m.isdev() and not self.limits.allow_devices:
-            self.skipped += 1
+        if (m.ischr() or m.isblk()) and not self.limits.allow_devices:
+            self.skipped += 1  # (tarfile's isdev() covers fifos too; they carry no privilege)
             return
         parent = self._open_path(tuple(dir_parts), create=True)
         try:
             if m.isdir():
                 self._make_dir(parent, name, m)
-                self._dir_times[tuple(parts)] = int(m.mtime)
+                self._dir_times[tuple(parts)] = _mtime(m)
                 return
             self._dir_times.pop(tuple(parts), None)
             self._remove(parent, name)
             if m.isreg():
+                self.file_bytes += max(m.size, 0)
+                if self.file_bytes > self.limits.max_bytes:
+                    raise ImageError(
+                        f"layer unpacks to more than the limit of {self.limits.max_bytes} bytes"
+                    )
                 self._write_file(tar, parent, name, m)
             elif m.issym():
-                self._check_len(m.linkname, m.name)
+                self._check_link(m)
                 os.symlink(m.linkname, name, dir_fd=parent)
                 self._set_meta_path(parent, name, m, symlink=True)
             elif m.islnk():
@@ -363,6 +414,19 @@ class _Extractor:
                 raise ImageError(f"layer entry name component too long: {raw[:80]!r}...")
             out.append(comp)
         return tuple(out)
+
+    def _check_fields(self, m: tarfile.TarInfo) -> None:
+        """Numbers os calls would reject (OverflowError) or misread (uid -1 = unchanged)."""
+        if m.size < 0:
+            raise ImageError(f"layer entry {m.name[:80]!r} has a negative size")
+        for what, value in (("uid", m.uid), ("gid", m.gid)):
+            if not 0 <= value <= _MAX_ID:
+                raise ImageError(f"layer entry {m.name[:80]!r} has an invalid {what} {value}")
+
+    def _check_link(self, m: tarfile.TarInfo) -> None:
+        self._check_len(m.linkname, m.name)
+        if "\0" in m.linkname:
+            raise ImageError(f"layer entry {m.name[:80]!r} has a link target containing NUL")
 
     def _check_len(self, text: str, name: str) -> None:
         if len(os.fsencode(text)) > self.limits.max_path_bytes:
@@ -422,6 +486,8 @@ class _Extractor:
             os.mkdir(name, 0o700, dir_fd=parent)
         fd = os.open(name, _DIR_FLAGS, dir_fd=parent)
         try:
+            if st is not None:
+                clear(fd)  # declared again: what an earlier entry recorded no longer holds
             self._set_meta_fd(fd, m)
         finally:
             os.close(fd)
@@ -429,19 +495,24 @@ class _Extractor:
     def _write_file(self, tar: tarfile.TarFile, parent: int, name: str, m: tarfile.TarInfo) -> None:
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
         fd = os.open(name, flags, 0o600, dir_fd=parent)
+        # the digest ties a recorded privilege to this content (privileges.py)
+        digest = hashlib.sha256() if self._declared(m).privileged else None
         try:
             src = tar.extractfile(m)
             if src is not None:
                 while chunk := src.read(_CHUNK):
+                    if digest is not None:
+                        digest.update(chunk)
                     view = memoryview(chunk)
                     while view:
                         written = os.write(fd, view)
                         view = view[written:]
-            self._set_meta_fd(fd, m)
+            self._set_meta_fd(fd, m, sha256=digest.hexdigest() if digest else "")
         finally:
             os.close(fd)
 
     def _hard_link(self, parent: int, name: str, m: tarfile.TarInfo) -> None:
+        self._check_link(m)
         target = self._clean(m.linkname)
         if not target:
             raise ImageError(f"hard link {m.name!r} points at the layer root")
@@ -493,29 +564,44 @@ class _Extractor:
 
     # --- metadata ---------------------------------------------------------------------------
     def _mode(self, m: tarfile.TarInfo) -> int:
-        mode = m.mode & 0o7777
-        if not self.limits.allow_setid:
-            mode &= ~(stat.S_ISUID | stat.S_ISGID)
-        return mode
+        return m.mode & 0o7777 & ~SETID_BITS
 
     def _xattrs(self, m: tarfile.TarInfo) -> list[tuple[str, bytes]]:
         out = []
         for key, value in m.pax_headers.items():
-            if not key.startswith("SCHILY.xattr."):
+            if not key.startswith(_XATTR_PAX):
                 continue
-            name = key[len("SCHILY.xattr.") :]
+            name = key[len(_XATTR_PAX) :]
             if name.startswith(_ALLOWED_XATTRS):
                 out.append((name, value.encode("utf-8", "surrogateescape")))
         return out
 
-    def _set_meta_fd(self, fd: int, m: tarfile.TarInfo) -> None:
+    def _declared(self, m: tarfile.TarInfo, sha256: str = "") -> Declared:
+        cap = m.pax_headers.get(_XATTR_PAX + CAPABILITY_XATTR)
+        return Declared(
+            mode=m.mode & 0o7777, uid=m.uid, gid=m.gid, sha256=sha256,
+            capability=None if cap is None else cap.encode("utf-8", "surrogateescape"),
+        )
+
+    def _set_meta_fd(self, fd: int, m: tarfile.TarInfo, *, sha256: str = "") -> None:
         if self._is_root:
-            os.fchown(fd, m.uid, m.gid)  # before chmod: chown clears setuid bits
+            os.fchown(fd, m.uid, m.gid)
         os.fchmod(fd, self._mode(m))
         for key, value in self._xattrs(m):
             with contextlib.suppress(OSError):
                 os.setxattr(fd, key, value)
-        os.utime(fd, (int(m.mtime), int(m.mtime)))
+        declared = self._declared(m, sha256)
+        if declared.privileged:
+            try:
+                stash(fd, declared)
+            except OSError as exc:
+                # without root the ownership is lost as well; with it, losing a declared
+                # privilege silently would corrupt the image
+                if self._is_root:
+                    raise ImageError(
+                        f"cannot record the set-id bits/capability of {m.name!r}: {exc.strerror}"
+                    ) from exc
+        os.utime(fd, (_mtime(m), _mtime(m)))
 
     def _set_meta_path(
         self, parent: int, name: str, m: tarfile.TarInfo, *, symlink: bool = False
@@ -524,4 +610,11 @@ class _Extractor:
             os.chown(name, m.uid, m.gid, dir_fd=parent, follow_symlinks=False)
         if not symlink:  # symlink modes are meaningless; chmod would follow it
             os.chmod(name, self._mode(m), dir_fd=parent)
-        os.utime(name, (int(m.mtime), int(m.mtime)), dir_fd=parent, follow_symlinks=False)
+        os.utime(name, (_mtime(m), _mtime(m)), dir_fd=parent, follow_symlinks=False)
+
+
+def _mtime(m: tarfile.TarInfo) -> int:
+    value = m.mtime
+    if not math.isfinite(value):
+        return 0
+    return min(max(int(value), _MIN_MTIME), _MAX_MTIME)

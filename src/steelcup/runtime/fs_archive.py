@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import IO, Any
 
 from steelcup.errors import ImageError, InvalidArgument, NotFound
-from steelcup.image.layers import LayerLimits, _Extractor, decompressed
+from steelcup.image.layers import LayerLimits, _Extractor, decompressed, open_stream
 from steelcup.runtime.fs_paths import lstat_at, open_dir, resolve, split_path
 from steelcup.runtime.fs_tar import TreeWriter, open_tar
 
@@ -127,11 +127,14 @@ def write_archive(root_fd: int, source: Source, out: IO[bytes]) -> None:
 
 
 class _CopyExtractor(_Extractor):
-    """The layer extractor with docker cp's rules: no whiteouts, optional ownership."""
+    """The layer extractor with docker cp's rules: no whiteouts, optional ownership.
+
+    Set-id bits and capabilities are recorded inert like a layer's (the upper dir is a host
+    directory too); the container sees them only in what `cp`, export and commit write out.
+    """
 
     def __init__(self, dest_fd: int, *, copy_uid_gid: bool, no_overwrite_dir_non_dir: bool):
-        super().__init__(dest_fd, LayerLimits(allow_setid=True, max_entries=10_000_000,
-                                              max_bytes=1 << 50))
+        super().__init__(dest_fd, LayerLimits(max_entries=10_000_000, max_bytes=1 << 50))
         self.copy_uid_gid = copy_uid_gid
         self.no_overwrite = no_overwrite_dir_non_dir
 
@@ -182,7 +185,7 @@ def extract_archive(
                                    no_overwrite_dir_non_dir=no_overwrite_dir_non_dir)
         with decompressed(stream) as raw:
             try:
-                extractor.run(tarfile.open(fileobj=raw, mode="r|", errorlevel=2))
+                extractor.run(open_stream(raw))
             except (tarfile.TarError, EOFError) as exc:
                 raise InvalidArgument(f"invalid tar archive: {exc}") from exc
             except ImageError as exc:

@@ -1,5 +1,7 @@
 """Directory trees into tar streams through fds, never following a symlink (for cp, export
-and commit); overlay whiteouts can be written as OCI `.wh.` entries.
+and commit); overlay whiteouts can be written as OCI `.wh.` entries. Set-id bits and file
+capabilities an image or a cp declared (kept inert on the host, see `image/privileges.py`) are
+written out as declared.
 """
 
 from __future__ import annotations
@@ -13,12 +15,13 @@ from typing import IO
 
 from steelcup.errors import SteelcupError
 from steelcup.image.layers import OPAQUE_MARKER, WHITEOUT_PREFIX
+from steelcup.image.privileges import CAPABILITY_XATTR, declared_for
 from steelcup.runtime.fs_changes import is_opaque, is_whiteout
 from steelcup.runtime.fs_paths import DIR_FLAGS, MAX_DEPTH
 
 _FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _CHUNK = 1 << 20
-_XATTRS_KEPT = ("user.", "security.capability")
+_XATTRS_KEPT = ("user.", CAPABILITY_XATTR)
 
 
 def open_tar(out: IO[bytes]) -> tarfile.TarFile:
@@ -164,6 +167,13 @@ class TreeWriter:
                     with contextlib.suppress(OSError):
                         value = os.getxattr(fd, key)
                         headers["SCHILY.xattr." + key] = value.decode("utf-8", "surrogateescape")
+            declared = declared_for(fd, st)
+            if declared is not None:
+                info.mode = declared.mode
+                if declared.capability is not None:
+                    headers["SCHILY.xattr." + CAPABILITY_XATTR] = declared.capability.decode(
+                        "utf-8", "surrogateescape"
+                    )
             if headers:
                 info.pax_headers = headers
         return info

@@ -43,3 +43,49 @@ def make_tar(entries: list[Entry], *, fmt: int = tarfile.PAX_FORMAT) -> bytes:
                 raise ValueError(kind)
             tar.addfile(info, io.BytesIO(data) if kind == "file" else None)
     return buf.getvalue()
+
+
+END = b"\0" * 1024  # the two zero blocks that end an archive
+
+
+def member(name: str, data: bytes = b"", *, pax: dict[str, str] | None = None,
+           fmt: int = tarfile.PAX_FORMAT, **fields: Any) -> bytes:
+    """One archive member (header blocks + data, no end marker); `fields` set TarInfo attrs."""
+    info = tarfile.TarInfo(name)
+    info.size, info.mtime = len(data), 1_600_000_000
+    for key, value in fields.items():
+        setattr(info, key, value)
+    if pax:
+        info.pax_headers = pax
+    out = info.tobuf(fmt, "utf-8", "surrogateescape")
+    if data:
+        out += data + b"\0" * (-len(data) % tarfile.BLOCKSIZE)
+    return out
+
+
+def special(kind: bytes, payload: bytes) -> bytes:
+    """A pax (`x`/`g`) or GNU long-name (`L`/`K`) header block carrying `payload`."""
+    info = tarfile.TarInfo("././@LongLink" if kind in (b"L", b"K") else "././@PaxHeader")
+    info.type, info.size = kind, len(payload)
+    return info.tobuf(tarfile.USTAR_FORMAT) + payload + b"\0" * (-len(payload) % 512)
+
+
+def pax_record(key: str, value: str) -> bytes:
+    """One `"%d key=value\\n"` pax record (the length counts itself)."""
+    body = f" {key}={value}\n".encode("utf-8", "surrogateescape")
+    n = len(body) + 1
+    while len(str(n)) + len(body) != n:
+        n += 1
+    return str(n).encode() + body
+
+
+def patched(name: str, offset: int, field: bytes, *, type_: bytes = b"0",
+            data: bytes = b"") -> bytes:
+    """A GNU header for `name` with the raw bytes `field` at `offset`, checksum recomputed."""
+    info = tarfile.TarInfo(name)
+    info.type, info.size, info.mtime = type_, len(data), 1_600_000_000
+    block = bytearray(info.tobuf(tarfile.GNU_FORMAT))
+    block[offset : offset + len(field)] = field
+    block[148:156] = b" " * 8
+    block[148:156] = b"%06o\0 " % sum(block)
+    return bytes(block) + data + b"\0" * (-len(data) % 512)

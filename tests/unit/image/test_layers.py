@@ -1,4 +1,5 @@
-"""Safe layer application: a hostile corpus that must never touch anything outside the target."""
+"""Safe layer application: formats, whiteouts, ownership and limits (the hostile corpus and the
+benign controls are tables in test_hostile_layers.py)."""
 
 from __future__ import annotations
 
@@ -10,145 +11,17 @@ import shutil
 import stat
 import subprocess
 import tarfile
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from steelcup.errors import ImageError
 from steelcup.image.layers import OPAQUE_XATTR, LayerLimits, apply_layer
 
-from .tarutil import Entry, make_tar
+from .tarutil import END, make_tar, member
 
 ROOT = os.geteuid() == 0
 needs_root = pytest.mark.skipif(not ROOT, reason="whiteouts/ownership need root")
-
-
-def snapshot(base: Path, skip: Path) -> dict[str, Any]:
-    """Everything under `base` except `skip`: type, mode, owner, content, xattrs, mtime."""
-    result: dict[str, Any] = {}
-    for dirpath, dirnames, filenames in os.walk(base, followlinks=False):
-        here = Path(dirpath)
-        if here == skip:
-            dirnames.clear()
-            continue
-        for name in sorted(dirnames + filenames):
-            p = here / name
-            if p == skip:
-                continue
-            st = p.lstat()
-            content: Any = None
-            if stat.S_ISREG(st.st_mode):
-                content = p.read_bytes()
-            elif stat.S_ISLNK(st.st_mode):
-                content = os.readlink(p)
-            xattrs = {}
-            if not stat.S_ISLNK(st.st_mode):
-                xattrs = {k: os.getxattr(p, k) for k in os.listxattr(p)}
-            result[str(p.relative_to(base))] = (
-                st.st_mode, st.st_uid, st.st_gid, st.st_nlink, content, xattrs, st.st_mtime_ns,
-            )
-    return result
-
-
-@pytest.fixture
-def arena(tmp_path: Path) -> tuple[Path, Path]:
-    """(target, sentinel): sentinel is a directory beside the target that must stay untouched."""
-    target = tmp_path / "target"
-    target.mkdir()
-    sentinel = tmp_path / "sentinel"
-    sentinel.mkdir()
-    (sentinel / "file").write_bytes(b"precious")
-    (sentinel / "sub").mkdir()
-    os.chmod(sentinel, 0o755)
-    os.chmod(sentinel / "file", 0o644)
-    return target, sentinel
-
-
-Layers = Callable[[Path], list[list[Entry]]]
-
-# Each case: layers built from the sentinel path; "error" = must raise ImageError.
-HOSTILE: list[tuple[str, Layers, str]] = [
-    ("dotdot-file", lambda s: [[("file", "../sentinel/file", b"pwn")]], "error"),
-    ("dotdot-new-file", lambda s: [[("file", "../evil", b"pwn")]], "error"),
-    ("dotdot-nested", lambda s: [[("file", "a/../../sentinel/file", b"pwn")]], "error"),
-    ("dotdot-deep", lambda s: [[("file", "a/b/../../../sentinel/x", b"pwn")]], "error"),
-    ("absolute-dotdot", lambda s: [[("file", "/../../sentinel/file", b"pwn")]], "error"),
-    ("absolute-name-confined", lambda s: [[("file", f"{s}/file", b"pwn")]], "ok"),
-    ("dotdot-dir", lambda s: [[("dir", "../sentinel/sub", 0o777)]], "error"),
-    ("dotdot-symlink-name", lambda s: [[("sym", "../sentinel/lnk", "/etc")]], "error"),
-    ("through-rel-symlink", lambda s: [[("sym", "l", "../sentinel"), ("file", "l/pwn", b"x")]],
-     "error"),
-    ("through-abs-symlink", lambda s: [[("sym", "l", str(s)), ("file", "l/file", b"x")]],
-     "error"),
-    ("through-symlink-dir-entry",
-     lambda s: [[("sym", "l", str(s)), ("dir", "l/sub", 0o777)]], "error"),
-    ("through-chained-symlinks",
-     lambda s: [[("sym", "a", "b"), ("sym", "b", str(s)), ("file", "a/pwn", b"x")]], "error"),
-    ("through-symlink-deep",
-     lambda s: [[("dir", "d"), ("sym", "d/up", "../.."), ("file", "d/up/sentinel/file", b"x")]],
-     "error"),
-    ("through-symlink-earlier-layer",
-     lambda s: [[("sym", "etc", str(s))], [("file", "etc/file", b"x")]], "error"),
-    ("through-symlink-earlier-layer-rel",
-     lambda s: [[("sym", "etc", "../sentinel")], [("dir", "etc/sub", 0o777)]], "error"),
-    ("overwrite-symlink-with-file",
-     lambda s: [[("sym", "f", f"{s}/file"), ("file", "f", b"replaced")]], "ok"),
-    ("overwrite-symlink-next-layer",
-     lambda s: [[("sym", "f", f"{s}/file")], [("file", "f", b"replaced", 0o777)]], "ok"),
-    ("dir-entry-over-symlink",
-     lambda s: [[("sym", "d", str(s)), ("dir", "d", 0o777)]], "ok"),
-    ("hardlink-dotdot", lambda s: [[("link", "h", "../sentinel/file")]], "error"),
-    ("hardlink-absolute-outside", lambda s: [[("link", "h", f"{s}/file")]], "error"),
-    ("hardlink-through-symlink",
-     lambda s: [[("sym", "d", str(s)), ("link", "h", "d/file")]], "error"),
-    ("hardlink-to-symlink-stays-symlink",
-     lambda s: [[("sym", "l", f"{s}/file"), ("link", "h", "l"), ("file", "h2", b"x")]], "ok"),
-    ("hardlink-then-write-through",
-     lambda s: [[("sym", "l", f"{s}/file"), ("link", "h", "l"), ("file", "h/x", b"x")]],
-     "error"),
-    ("hardlink-to-dir", lambda s: [[("dir", "d"), ("link", "h", "d")]], "error"),
-    ("hardlink-missing-target", lambda s: [[("link", "h", "nope")]], "error"),
-    ("whiteout-through-symlink",
-     lambda s: [[("sym", "l", str(s)), ("file", "l/.wh.file", b"")]], "error"),
-    ("opaque-through-symlink",
-     lambda s: [[("sym", "l", str(s)), ("file", "l/.wh..wh..opq", b"")]], "error"),
-    ("whiteout-dotdot-name", lambda s: [[("dir", "d"), ("file", "d/.wh...", b"")]], "ok"),
-    ("whiteout-dot-name", lambda s: [[("file", ".wh..", b"")]], "ok"),
-    ("whiteout-escape-dir", lambda s: [[("file", "../sentinel/.wh.file", b"")]], "error"),
-    ("char-device-skipped", lambda s: [[("chr", "mem", 1, 1)]], "ok"),
-    ("block-device-skipped", lambda s: [[("blk", "vda", 253, 0)]], "ok"),
-    ("fifo-over-symlink",
-     lambda s: [[("sym", "p", f"{s}/file"), ("fifo", "p")]], "ok"),
-    ("symlink-over-dir-with-contents",
-     lambda s: [[("dir", "d"), ("file", "d/a", b"1"), ("sym", "d", str(s))]], "ok"),
-    ("file-over-dir-containing-outward-symlink",
-     lambda s: [[("dir", "d"), ("sym", "d/out", str(s)), ("file", "d", b"x")]], "ok"),
-]
-
-
-@pytest.mark.parametrize("name,build,expect", HOSTILE, ids=[c[0] for c in HOSTILE])
-def test_hostile_corpus(
-    arena: tuple[Path, Path], name: str, build: Layers, expect: str
-) -> None:
-    target, sentinel = arena
-    base = target.parent
-    before = snapshot(base, skip=target)
-    raised = False
-    for layer in build(sentinel):
-        try:
-            apply_layer(io.BytesIO(make_tar(layer)), target)
-        except ImageError:
-            raised = True
-            break
-    assert snapshot(base, skip=target) == before, "something outside the target changed"
-    assert (sentinel / "file").read_bytes() == b"precious"
-    assert raised == (expect == "error")
-
-
-def test_corpus_is_big_enough() -> None:
-    assert len(HOSTILE) >= 25
 
 
 def test_devices_skipped_unless_allowed(tmp_path: Path) -> None:
@@ -163,29 +36,13 @@ def test_devices_skipped_unless_allowed(tmp_path: Path) -> None:
         assert stat.S_ISCHR(st.st_mode) and os.major(st.st_rdev) == 1
 
 
-def test_setid_bits_stripped_unless_allowed(tmp_path: Path) -> None:
+def test_setid_bits_stripped(tmp_path: Path) -> None:
+    """Set-id bits never reach the host file (test_privileges.py: they are recorded inert)."""
     data = make_tar([("file", "su", b"x", 0o4755), ("dir", "sg", 0o2775), ("dir", "t", 0o1777)])
     apply_layer(io.BytesIO(data), tmp_path)
     assert stat.S_IMODE((tmp_path / "su").stat().st_mode) == 0o755
     assert stat.S_IMODE((tmp_path / "sg").stat().st_mode) == 0o775
     assert stat.S_IMODE((tmp_path / "t").stat().st_mode) == 0o1777  # sticky is fine
-    kept = tmp_path / "kept"
-    kept.mkdir()
-    apply_layer(io.BytesIO(data), kept, LayerLimits(allow_setid=True))
-    assert stat.S_IMODE((kept / "su").stat().st_mode) == 0o4755
-
-
-def test_size_limit(tmp_path: Path) -> None:
-    data = make_tar([("file", "big", b"\0" * 100_000)])
-    with pytest.raises(ImageError, match="larger than the limit"):
-        apply_layer(io.BytesIO(data), tmp_path, LayerLimits(max_bytes=50_000))
-
-
-def test_gzip_bomb_limited(tmp_path: Path) -> None:
-    data = gzip.compress(make_tar([("file", "big", b"\0" * 5_000_000)]))
-    assert len(data) < 20_000
-    with pytest.raises(ImageError, match="larger than the limit"):
-        apply_layer(io.BytesIO(data), tmp_path, LayerLimits(max_bytes=1_000_000))
 
 
 def test_gzip_bomb_refused_by_expansion_ratio(tmp_path: Path) -> None:
@@ -210,34 +67,11 @@ def test_ratio_spares_small_layers_and_can_be_turned_off(tmp_path: Path) -> None
     assert apply_layer(io.BytesIO(zeros), tmp_path / "c", strict).size_bytes == len(zeros)
 
 
-def test_entry_limit(tmp_path: Path) -> None:
-    data = make_tar([("file", f"f{i}", b"") for i in range(20)])
-    with pytest.raises(ImageError, match="more than 10 entries"):
-        apply_layer(io.BytesIO(data), tmp_path, LayerLimits(max_entries=10))
-
-
-def test_path_length_limits(tmp_path: Path) -> None:
-    long_path = "/".join(["d" * 50] * 100)
-    with pytest.raises(ImageError, match="longer than"):
-        apply_layer(io.BytesIO(make_tar([("file", long_path, b"")])), tmp_path)
-    with pytest.raises(ImageError, match="too long"):
-        apply_layer(io.BytesIO(make_tar([("file", "x" * 300, b"")])), tmp_path)
-    with pytest.raises(ImageError, match="longer than"):
-        apply_layer(io.BytesIO(make_tar([("sym", "s", "y" * 5000)])), tmp_path)
-
-
-def test_corrupt_and_truncated(tmp_path: Path) -> None:
-    data = make_tar([("file", "a", b"1" * 2000), ("file", "b", b"2")])
-    with pytest.raises(ImageError):
-        apply_layer(io.BytesIO(data[:1200]), tmp_path)
-    bad = bytearray(data)
-    bad[3000:3100] = b"\xff" * 100  # smash the second header
-    t2 = tmp_path / "t2"
-    t2.mkdir()
-    with pytest.raises(ImageError):
-        apply_layer(io.BytesIO(bytes(bad)), t2)
-    with pytest.raises(ImageError):
-        apply_layer(io.BytesIO(b"\x1f\x8bnot gzip at all" * 10), t2)
+def test_out_of_range_mtime_clamped(tmp_path: Path) -> None:
+    data = member("f", b"x", pax={"mtime": "1e300"}) + member("g", pax={"mtime": "nan"}) + END
+    apply_layer(io.BytesIO(data), tmp_path)
+    assert (tmp_path / "f").stat().st_mtime == 1 << 33
+    assert (tmp_path / "g").stat().st_mtime == 0
 
 
 def test_target_symlink_refused(tmp_path: Path) -> None:
@@ -250,13 +84,6 @@ def test_target_symlink_refused(tmp_path: Path) -> None:
 
 
 # --- benign controls -------------------------------------------------------------------------
-
-
-def test_absolute_symlink_kept_verbatim(tmp_path: Path) -> None:
-    data = make_tar([("dir", "bin"), ("sym", "bin/sh", "/bin/busybox"), ("sym", "r", "../..")])
-    apply_layer(io.BytesIO(data), tmp_path)
-    assert os.readlink(tmp_path / "bin" / "sh") == "/bin/busybox"
-    assert os.readlink(tmp_path / "r") == "../.."
 
 
 def test_regular_content_modes_and_diff_id(tmp_path: Path) -> None:
@@ -285,14 +112,6 @@ def test_zstd_layer(tmp_path: Path) -> None:
     stats = apply_layer(io.BytesIO(comp.stdout), tmp_path)
     assert (tmp_path / "a").read_bytes() == b"zzz" * 1000
     assert stats.diff_id == "sha256:" + hashlib.sha256(data).hexdigest()
-
-
-def test_hard_links_within_layer(tmp_path: Path) -> None:
-    data = make_tar([("dir", "bin"), ("file", "bin/a", b"same"), ("link", "bin/b", "bin/a"),
-                     ("link", "c", "./bin/a")])
-    apply_layer(io.BytesIO(data), tmp_path)
-    a, b, c = (tmp_path / "bin/a").stat(), (tmp_path / "bin/b").stat(), (tmp_path / "c").stat()
-    assert a.st_ino == b.st_ino == c.st_ino and a.st_nlink == 3
 
 
 def test_implicit_parents_and_root_entry(tmp_path: Path) -> None:
@@ -343,10 +162,3 @@ def test_ownership_applied(tmp_path: Path) -> None:
     apply_layer(io.BytesIO(buf.getvalue()), tmp_path)
     st = (tmp_path / "owned").stat()
     assert (st.st_uid, st.st_gid) == (1234, 5678)
-
-
-def test_gnu_longname_format(tmp_path: Path) -> None:
-    name = "a" * 120 + "/" + "b" * 120
-    data = make_tar([("file", name, b"long")], fmt=tarfile.GNU_FORMAT)
-    apply_layer(io.BytesIO(data), tmp_path)
-    assert (tmp_path / name).read_bytes() == b"long"

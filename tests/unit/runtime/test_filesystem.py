@@ -309,6 +309,67 @@ def test_commit_layer_and_config(env: Env) -> None:
     assert fs_changes.container_changes(env.runtime, c2) == []
 
 
+# vfs_cap_data v2: cap_net_raw (bit 13) permitted + effective
+_CAP = (0x02000001).to_bytes(4, "little") + (1 << 13).to_bytes(4, "little") + bytes(12)
+
+
+def _privileged_tar(prefix: str = "") -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name, mode, caps in (("bin/ping", 0o755, True), ("bin/su", 0o4755, False)):
+            info = tarfile.TarInfo(prefix + name)
+            info.size, info.mode = 4, mode
+            if caps:
+                info.pax_headers = {
+                    "SCHILY.xattr.security.capability": _CAP.decode("utf-8", "surrogateescape")}
+            tar.addfile(info, io.BytesIO(b"\x7fELF"))
+    return buf.getvalue()
+
+
+def _declared(members: dict[str, tarfile.TarInfo], prefix: str = "") -> None:
+    ping, su = members[prefix + "bin/ping"], members[prefix + "bin/su"]
+    assert ping.pax_headers["SCHILY.xattr.security.capability"].encode(
+        "utf-8", "surrogateescape") == _CAP
+    assert su.mode == 0o4755
+
+
+def test_declared_privileges_survive_commit_export_and_cp(env: Env) -> None:
+    """Image caps/setuid are inert on the host (lower and upper dirs), but every tar writer
+    emits them: export of the merged root, commit after an overlay copy-up, cp out and in."""
+    env.images.import_rootfs(io.BytesIO(_privileged_tar()), "privs:1")
+    cid = env.create("c1", image="privs:1")
+    root = env.mount(cid)
+    os.utime(root / "bin/ping", (1, 1))  # metadata change: copies both files up to upper/
+    os.utime(root / "bin/su", (1, 1))
+    env.release(cid)
+    upper = env.runtime.container_dir(cid) / "upper"
+    for name in ("bin/ping", "bin/su"):
+        with pytest.raises(OSError):
+            os.getxattr(upper / name, "security.capability")
+        assert not (upper / name).stat().st_mode & 0o6000
+
+    async def export() -> bytes:
+        async with fs_paths.mounted_root(env.runtime, env.runtime.get("c1")) as root_fd:
+            out = io.BytesIO()
+            fs_commit.write_export(root_fd, out)
+            return out.getvalue()
+
+    _declared(_tar_names(asyncio.run(export())))
+    _declared(_tar_names(asyncio.run(_get(env, "c1", "/bin"))[1]))
+    image = asyncio.run(fs_commit.commit(env.runtime, "c1", repo_tag="privs:2",
+                                         spool_dir=env.tmp / "spool"))
+    _declared(_layer_members(env, image.diff_ids[-1]))
+    for layer_dir in env.images.layer_dirs(image):
+        for path in layer_dir.rglob("*"):
+            assert not path.lstat().st_mode & 0o6000
+            assert "security.capability" not in os.listxattr(path, follow_symlinks=False)
+    # docker cp into the container: recorded inert in the upper dir, emitted by cp out
+    asyncio.run(_put(env, "c1", "/", _privileged_tar("cp/")))
+    assert not (upper / "cp/bin/su").stat().st_mode & 0o6000
+    assert "security.capability" not in os.listxattr(upper / "cp/bin/ping")
+    _declared(_tar_names(asyncio.run(_get(env, "c1", "/cp"))[1]), "cp/")
+
+
 def test_apply_changes() -> None:
     base = ImageConfig(cmd=("sh",), env=("A=0",), working_dir="/app")
     out = fs_commit.apply_changes(base, ["ENTRYPOINT /run.sh", "WORKDIR sub\nUSER nobody",
