@@ -1,6 +1,7 @@
 # Guest assets: kernel, static init, initrd, and the init's C unit tests.
 #   make guest       -> build/guest/vmlinux (boot this one), build/guest/initrd.img
-#   make guest-test  -> codec tests against tests/golden/guest_protocol.txt (ASan/UBSan)
+#   make guest-test  -> codec tests against tests/golden/guest_protocol.txt, mount walk and
+#                       capability tests (ASan/UBSan)
 # GUEST_KERNEL=source (default): our own kernel, built from Debian's linux-source package with
 #   guest/kernel/steelcup.config and everything built in; the initrd carries no modules.
 # GUEST_KERNEL=debian: Debian's packaged kernel (+ build/guest/vmlinuz) with its virtio/9p/overlay
@@ -107,9 +108,14 @@ $(GUEST_BUILD)/test_mounts_net: guest/init/tests/test_mounts_net.c guest/init/mo
 	gcc $(GUEST_TEST_CFLAGS) $(GUEST_SANITIZE) -o $@ guest/init/tests/test_mounts_net.c \
 		guest/init/mounts.c guest/init/net.c
 
-guest-test: $(GUEST_BUILD)/test_proto $(GUEST_BUILD)/test_mounts_net
+$(GUEST_BUILD)/test_caps: guest/init/tests/test_caps.c guest/init/caps.c guest/init/caps.h
+	@mkdir -p $(GUEST_BUILD)
+	gcc $(GUEST_TEST_CFLAGS) $(GUEST_SANITIZE) -o $@ guest/init/tests/test_caps.c guest/init/caps.c
+
+guest-test: $(GUEST_BUILD)/test_proto $(GUEST_BUILD)/test_mounts_net $(GUEST_BUILD)/test_caps
 	$(GUEST_BUILD)/test_proto tests/golden/guest_protocol.txt
 	$(GUEST_BUILD)/test_mounts_net
+	$(GUEST_BUILD)/test_caps
 
 guest-clean:
 	rm -rf $(GUEST_BUILD)

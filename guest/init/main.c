@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/reboot.h>
 #include <sys/signalfd.h>
 #include <sys/utsname.h>
@@ -324,6 +325,10 @@ int main(void)
 		puts(INIT_VERSION);
 		return 0;
 	}
+	/* Non-dumpable: reaching our fds (the control port) through pidfd_getfd, /proc/1/fd or
+	 * ptrace then needs CAP_SYS_PTRACE, which container processes do not get (caps.c). */
+	if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0)
+		main_log("prctl(PR_SET_DUMPABLE): %s", strerror(errno));
 	setup_signals();
 	int rc = mounts_initial();
 	if (rc < 0)

@@ -216,7 +216,7 @@ int mounts_open_target(int rootfd, const char *target)
 		return -EINVAL;
 	if (snprintf(buf, sizeof(buf), "%s", target) >= (int)sizeof(buf))
 		return -ENAMETOOLONG;
-	int fd = dup(rootfd);
+	int fd = fcntl(rootfd, F_DUPFD_CLOEXEC, 0); /* every fd of init is close-on-exec */
 	if (fd < 0)
 		return -errno;
 	char *save = NULL;

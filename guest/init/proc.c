@@ -2,6 +2,7 @@
 #define _GNU_SOURCE
 #include "proc.h"
 
+#include "caps.h"
 #include "channel.h"
 #include "init.h"
 
@@ -227,6 +228,11 @@ static void child(const struct start_req *r, const char *root, int errfd, int in
 		child_fail(errfd, errno);
 	if (chdir(r->cwd && r->cwd[0] ? r->cwd : "/") < 0)
 		child_fail(errfd, errno);
+	/* Docker's default capabilities, whatever the uid: above all no CAP_SYS_PTRACE, which
+	 * would let the container reach PID 1 (non-dumpable) and its control channel. */
+	int rc = caps_limit(caps_default());
+	if (rc < 0)
+		child_fail(errfd, -rc);
 	if (setgroups(r->ngroups, r->groups) < 0 || setgid(r->gid) < 0 || setuid(r->uid) < 0)
 		child_fail(errfd, errno);
 	child_fail(errfd, exec_lookup(r));

@@ -138,3 +138,53 @@ def test_host_services_on_ipv6_are_out_of_containers_reach(daemon: Daemon) -> No
     addrs = subprocess.run(["ip", "-n", daemon.netns, "-6", "addr", "show", "dev", "steelcup0"],
                            capture_output=True, text=True).stdout
     assert "inet6" not in addrs, addrs
+
+
+HELPERS = Path(__file__).parent / "helpers"
+
+
+def _static_helper(name: str, out_dir: Path) -> Path:
+    """tests/vm/helpers/<name>.c built static with musl-gcc (busybox has no pidfd tools)."""
+    if shutil.which("musl-gcc") is None:
+        pytest.skip("musl-gcc (musl-tools) is needed to build the attack helper")
+    out = out_dir / name
+    subprocess.run(["musl-gcc", "-static", "-O2", "-Wall", "-Werror", "-o", str(out),
+                    str(HELPERS / f"{name}.c")], check=True, capture_output=True, timeout=120)
+    return out
+
+
+def test_a_container_cannot_take_its_inits_control_channel(daemon: Daemon,
+                                                           tmp_path: Path) -> None:
+    """Issue #8: a container's root took PID 1's control-port fd (pidfd_getfd, /proc/1/fd/N)
+    and wrote its own EXIT frames: forged exit codes, or a half frame that left it "Up". Init
+    is non-dumpable and container processes lack CAP_SYS_PTRACE, so every way in is refused
+    and the container's exit code is the one its process returned."""
+    helper = _static_helper("steal_ctl_fd", tmp_path)
+    cid = daemon.out("create", IMG, "/steal").strip()
+    try:
+        daemon.out("cp", str(helper), f"{cid}:/steal")
+        daemon.out("start", cid)
+        code = daemon.out("wait", cid).strip()
+        logs = daemon.cli("logs", cid, check=True)
+        out = (logs.stdout + logs.stderr).decode()
+        results = {tuple(line.split()[:2]): line.split()[2:] for line in out.splitlines()
+                   if line.split()[:1] in (["getfd"], ["procfd"])}
+        other = dict(line.split(maxsplit=1) for line in out.splitlines()
+                     if line.split()[:1] in (["mem"], ["ptrace"], ["forged"], ["pidfd_open"]))
+        assert code == "3", f"exit code {code}, not the process's own 3:\n{out}"
+        assert len(results) == 2 * 65, out  # the helper ran to the end
+        assert "pidfd_open" not in other, out  # pidfd_open itself is allowed: the attack is real
+        taken = {k: v for k, v in results.items() if v[0] == "ok"}
+        assert not taken, f"init's fds reachable from the container: {taken}"
+        getfd = {v[0] for k, v in results.items() if k[0] == "getfd"}
+        assert getfd == {"EPERM"}, out
+        procfd = {v[0] for k, v in results.items() if k[0] == "procfd"}
+        # fds init does not have are ENOENT; each one it has (the port among them) is refused
+        assert procfd <= {"EACCES", "ENOENT"} and "EACCES" in procfd, out
+        assert other.get("mem") in ("EACCES", "EPERM"), out
+        assert other.get("ptrace") == "EPERM", out
+        assert other.get("forged") == "0", out
+        state = json.loads(daemon.out("inspect", cid))[0]["State"]
+        assert (state["Status"], state["ExitCode"]) == ("exited", 3), state
+    finally:
+        daemon.cli("rm", "-f", cid)

@@ -1,0 +1,40 @@
+/* Capabilities of container processes: docker's default set, applied between fork and exec. */
+#ifndef STEELCUP_CAPS_H
+#define STEELCUP_CAPS_H
+
+#include <stdint.h>
+
+/* Capability numbers (linux/capability.h; musl ships no kernel headers). */
+enum {
+	CAPS_CHOWN = 0,
+	CAPS_DAC_OVERRIDE = 1,
+	CAPS_FOWNER = 3,
+	CAPS_FSETID = 4,
+	CAPS_KILL = 5,
+	CAPS_SETGID = 6,
+	CAPS_SETUID = 7,
+	CAPS_SETPCAP = 8,
+	CAPS_NET_BIND_SERVICE = 10,
+	CAPS_NET_ADMIN = 12,
+	CAPS_NET_RAW = 13,
+	CAPS_SYS_CHROOT = 18,
+	CAPS_SYS_PTRACE = 19,
+	CAPS_SYS_ADMIN = 21,
+	CAPS_MKNOD = 27,
+	CAPS_AUDIT_WRITE = 29,
+	CAPS_SETFCAP = 31,
+};
+
+#define CAPS_BIT(c) (UINT64_C(1) << (c))
+
+/* Docker's default set (moby's oci/caps DefaultCapabilities). Without CAP_SYS_PTRACE a
+ * container's root cannot reach the non-dumpable PID 1 (pidfd_getfd, /proc/1/fd, ptrace). */
+uint64_t caps_default(void);
+
+/* Limits the calling process to the capabilities in `keep`: every other one leaves the bounding
+ * set (so no later exec, setuid binary or file capability brings it back) and the permitted and
+ * effective sets; the inheritable and ambient sets are emptied. Needs CAP_SETPCAP to shrink the
+ * bounding set. Returns 0 or -errno. */
+int caps_limit(uint64_t keep);
+
+#endif
