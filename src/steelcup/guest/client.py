@@ -2,7 +2,9 @@
 
 One reader task per connection decodes frames and dispatches them: replies to the future of their
 request id, stdio and exit events to their `GuestProcess`. If the connection drops or the guest
-breaks the protocol, every waiter fails with GuestProtocolError.
+breaks the protocol, every waiter fails with GuestProtocolError. A frame the guest begins must be
+complete within `frame_deadline_s` (the clock stands still while the VM is frozen): a guest that
+stops half-way through a frame has broken the protocol, it does not get to stall its waiters.
 """
 
 from __future__ import annotations
@@ -33,6 +35,9 @@ HELLO_RESEND_S = 0.25
 REQUEST_TIMEOUT_S = 30.0
 PING_TIMEOUT_S = 5.0
 POWEROFF_TIMEOUT_S = 5.0
+# From a frame's first byte to its last. The guest writes a frame (at most 1 MiB) in one go from
+# a buffer, so only a stuck or hostile guest takes seconds; generous for a TCG guest on a busy host.
+FRAME_DEADLINE_S = 10.0
 FIXUP_MAX_ENTROPY_BYTES = 512
 # Return output credit in batches of this size (and whenever the consumer has caught up).
 CREDIT_BATCH_BYTES = 65536
@@ -291,10 +296,19 @@ class GuestProcess:
 class GuestClient:
     """One connection to a guest's init. Create with `await GuestClient.connect(...)`."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def __init__(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        *,
+        frame_deadline_s: float = FRAME_DEADLINE_S,
+    ) -> None:
         self._reader = reader
         self._writer = writer
         self._decoder = p.FrameDecoder()
+        self._frame_deadline_s = frame_deadline_s
+        self._partial_since = 0.0  # loop time the incomplete frame's first byte arrived
+        self._frozen = False  # the VM's vCPUs are stopped: no frame can progress
         self._last_id = 0
         self._pending: dict[int, asyncio.Future[Frame]] = {}
         self._procs: dict[int, GuestProcess] = {}
@@ -307,7 +321,12 @@ class GuestClient:
 
     @classmethod
     async def connect(
-        cls, path: Path | str, deadline_s: float, *, retry_interval_s: float = 0.02
+        cls,
+        path: Path | str,
+        deadline_s: float,
+        *,
+        retry_interval_s: float = 0.02,
+        frame_deadline_s: float = FRAME_DEADLINE_S,
     ) -> GuestClient:
         """Connect to QEMU's chardev socket, retrying until it appears or `deadline_s` passes."""
         loop = asyncio.get_running_loop()
@@ -315,7 +334,7 @@ class GuestClient:
         while True:
             try:
                 reader, writer = await asyncio.open_unix_connection(str(path))
-                return cls(reader, writer)
+                return cls(reader, writer, frame_deadline_s=frame_deadline_s)
             except (FileNotFoundError, ConnectionRefusedError) as exc:
                 if loop.time() + retry_interval_s >= deadline:
                     raise GuestProtocolError(
@@ -331,6 +350,16 @@ class GuestClient:
 
     def add_lost_callback(self, callback: Callable[[GuestProtocolError], None]) -> None:
         self._lost_callbacks.append(callback)
+
+    def set_frozen(self, frozen: bool) -> None:
+        """Tell the client the VM's vCPUs are stopped (`docker pause`) or running again.
+
+        A frozen guest cannot finish a frame it began, so the partial-frame clock stands still
+        while frozen and restarts in full when the VM runs again.
+        """
+        self._frozen = frozen
+        if not frozen:
+            self._partial_since = asyncio.get_running_loop().time()
 
     async def wait_lost(self) -> GuestProtocolError:
         await self._lost_event.wait()
@@ -383,13 +412,43 @@ class GuestClient:
             self._lose(err)
             raise err from exc
 
+    async def _read_chunk(self) -> bytes:
+        """The next bytes from the guest; GuestProtocolError if a frame it began is not complete
+        within the frame deadline (not counting time the VM was frozen)."""
+        loop = asyncio.get_running_loop()
+        looked_again = False
+        while True:
+            if not self._decoder.buffered:
+                return await self._reader.read(READ_CHUNK_BYTES)
+            try:
+                async with asyncio.timeout_at(self._partial_since + self._frame_deadline_s):
+                    return await self._reader.read(READ_CHUNK_BYTES)
+            except TimeoutError:
+                pass
+            if self._frozen:
+                self._partial_since = loop.time()  # the clock does not run while frozen
+            elif loop.time() >= self._partial_since + self._frame_deadline_s:
+                # Once more with the deadline passed: bytes that arrived while this loop was too
+                # busy to read them are already buffered, and a read returns them at once.
+                if looked_again:
+                    raise GuestProtocolError(
+                        f"guest sent {self._decoder.buffered} bytes of a frame and not the rest "
+                        f"within {self._frame_deadline_s:g}s"
+                    )
+                looked_again = True
+
     async def _read_loop(self) -> None:
+        loop = asyncio.get_running_loop()
         try:
             while True:
-                data = await self._reader.read(READ_CHUNK_BYTES)
+                data = await self._read_chunk()
                 if not data:
                     raise GuestProtocolError("guest connection closed (VM gone?)")
-                for frame in self._decoder.feed(data):
+                had_partial = self._decoder.buffered > 0
+                frames = self._decoder.feed(data)
+                if self._decoder.buffered and (frames or not had_partial):
+                    self._partial_since = loop.time()  # a new frame began in this chunk
+                for frame in frames:
                     self._dispatch(frame)
         except GuestProtocolError as err:
             self._lose(err)

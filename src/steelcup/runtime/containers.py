@@ -40,7 +40,6 @@ from steelcup.runtime.output import Fanout, Subscriber
 from steelcup.runtime.resources import Resources
 from steelcup.runtime.spec import merge_env, parse_signal, resolve_argv
 from steelcup.runtime.store import ContainerStore
-from steelcup.vm import qmp
 from steelcup.vm.machine import Machine
 
 log = logging.getLogger(__name__)
@@ -466,7 +465,7 @@ class Runtime:
             raise Conflict(f"Container {live.record.id} is already paused")
         if live.record.state.status is not Status.RUNNING or live.machine is None:
             raise Conflict(f"Container {live.record.id} is not running")
-        await qmp.execute(live.machine.spec.qmp_socket, "stop")
+        await live.machine.pause()
         self._save(live, live.record.with_state(status=Status.PAUSED))
         self.publish_event(live.record, "pause")
 
@@ -479,7 +478,7 @@ class Runtime:
 
     async def _resume(self, live: Live) -> None:
         if live.machine is not None:
-            await qmp.execute(live.machine.spec.qmp_socket, "cont")
+            await live.machine.resume()
         if live.record.state.status is Status.PAUSED:
             self._save(live, live.record.with_state(status=Status.RUNNING))
 

@@ -314,6 +314,24 @@ class Machine:
             raise Conflict("machine is not running")
         return await qmp.execute(self.spec.qmp_socket, command, arguments)
 
+    async def pause(self) -> None:
+        """Stop every vCPU (QMP `stop`). The guest link's partial-frame deadline is held
+        meanwhile: a guest frozen half-way through a frame is not a guest that stalls."""
+        if self._client is not None:
+            self._client.set_frozen(True)
+        try:
+            await self.qmp("stop")
+        except BaseException:
+            if self._client is not None:
+                self._client.set_frozen(False)
+            raise
+
+    async def resume(self) -> None:
+        """Run the vCPUs again (QMP `cont`); the partial-frame deadline restarts in full."""
+        await self.qmp("cont")
+        if self._client is not None:
+            self._client.set_frozen(False)
+
     async def save_state(self, path: Path, *, timeout_s: float = SAVE_STATE_DEADLINE_S) -> None:
         """Write the VM's device state to `path` for clones to restore; the VM ends paused.
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import tempfile
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -40,12 +41,14 @@ def send(writer: asyncio.StreamWriter, op: Op, id_: int, fields: list[tuple[Tag,
     writer.write(p.make_frame(op, id_, fields))  # type: ignore[arg-type]
 
 
-async def run_with_guest(guest: Guest, body: Callable[[GuestClient], Awaitable[None]]) -> None:
+async def run_with_guest(
+    guest: Guest, body: Callable[[GuestClient], Awaitable[None]], **connect_kw: float
+) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "ctl.sock"
         server = await asyncio.start_unix_server(guest, str(path))
         try:
-            client = await GuestClient.connect(path, 2.0)
+            client = await GuestClient.connect(path, 2.0, **connect_kw)
             try:
                 await asyncio.wait_for(body(client), 10)
             finally:
@@ -262,3 +265,113 @@ def test_connect_deadline() -> None:
             await GuestClient.connect("/nonexistent/ctl.sock", 0.2)
 
     asyncio.run(body())
+
+
+# ---- a guest that stalls half-way through a frame, or forges messages -------------------------
+
+FRAME_DEADLINE_S = 0.3
+
+
+def stalling_guest(cut: int, rest: asyncio.Event | None = None) -> Guest:
+    """Answers HELLO and START; then sends the first `cut` bytes of a STDOUT frame of the
+    started process, and the rest only once `rest` is set (never without it)."""
+
+    async def guest(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        dec = p.FrameDecoder()
+        try:
+            while True:
+                f = await frames(reader, dec)
+                if f.op == Op.HELLO:
+                    send(writer, Op.HELLO_OK, f.id, [(Tag.VERSION, 1)])
+                elif f.op == Op.START:
+                    send(writer, Op.OK, f.id, [(Tag.PID, 7)])
+                    frame = p.encode_frame(Frame(Op.STDOUT, f.id, 0, b"z" * 100))
+                    writer.write(frame[:cut])
+                    await writer.drain()
+                    if rest is not None:
+                        await rest.wait()
+                        writer.write(frame[cut:])
+                        send(writer, Op.EXIT, f.id, [(Tag.STATUS, 0), (Tag.SIGNAL, 0)])
+                elif f.op == Op.PING:
+                    send(writer, Op.OK, f.id, [])
+                await writer.drain()
+        except (EOFError, ConnectionError):
+            writer.close()
+
+    return guest
+
+
+@pytest.mark.parametrize("cut", [5, p.HEADER_SIZE, p.HEADER_SIZE + 40])
+def test_half_sent_frame_is_fatal_after_the_deadline(cut: int) -> None:
+    """Issue #8: a guest that sent part of a frame (a header, or a header and some payload) and
+    nothing more left its process 'running' for ever; now the link is lost at the deadline and
+    every waiter fails (the Machine kills the VM, the container exits as for a lost guest)."""
+
+    async def body(c: GuestClient) -> None:
+        await c.hello(2.0)
+        proc = await c.start(ProcessSpec(args=("x",)))
+        started = time.monotonic()
+        with pytest.raises(GuestProtocolError, match="of a frame and not the rest within 0.3s"):
+            await proc.wait(5)
+        assert time.monotonic() - started >= FRAME_DEADLINE_S * 0.9
+        assert c.lost is not None
+
+    asyncio.run(run_with_guest(stalling_guest(cut), body, frame_deadline_s=FRAME_DEADLINE_S))
+
+
+def test_frames_slower_in_total_than_the_deadline_are_fine() -> None:
+    """The deadline is per frame, from its first byte: a guest whose frames each complete in
+    time is not cut off however long the stream runs, nor for being idle between frames."""
+
+    async def guest(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        dec = p.FrameDecoder()
+        while True:
+            f = await frames(reader, dec)
+            if f.op == Op.HELLO:
+                send(writer, Op.HELLO_OK, f.id, [(Tag.VERSION, 1)])
+            elif f.op == Op.START:
+                send(writer, Op.OK, f.id, [(Tag.PID, 7)])
+                await writer.drain()
+                for i in range(4):
+                    frame = p.encode_frame(Frame(Op.STDOUT, f.id, 0, bytes([65 + i]) * 50))
+                    writer.write(frame[:30])  # the next frame begins right after the last
+                    await writer.drain()
+                    await asyncio.sleep(FRAME_DEADLINE_S / 2)
+                    writer.write(frame[30:])
+                    await writer.drain()
+                await asyncio.sleep(FRAME_DEADLINE_S * 2)  # idle: no frame pending
+                send(writer, Op.EXIT, f.id, [(Tag.STATUS, 0), (Tag.SIGNAL, 0)])
+            await writer.drain()
+
+    async def body(c: GuestClient) -> None:
+        await c.hello(2.0)
+        proc = await c.start(ProcessSpec(args=("x",)))
+        out = b"".join([data async for _, data in proc])
+        assert out == b"A" * 50 + b"B" * 50 + b"C" * 50 + b"D" * 50
+        assert await proc.wait(1) == ExitStatus(0, 0)
+        assert c.lost is None
+
+    asyncio.run(run_with_guest(guest, body, frame_deadline_s=FRAME_DEADLINE_S))
+
+
+def test_a_frozen_vm_does_not_run_out_the_frame_deadline() -> None:
+    """`docker pause` may freeze the guest between two writes of one frame: while frozen the
+    clock stands still, and after the VM runs again the guest has a full deadline."""
+    rest = asyncio.Event()
+
+    async def body(c: GuestClient) -> None:
+        await c.hello(2.0)
+        c.set_frozen(True)
+        proc = await c.start(ProcessSpec(args=("x",)))
+        await asyncio.sleep(FRAME_DEADLINE_S * 3)
+        assert c.lost is None
+        c.set_frozen(False)
+        await asyncio.sleep(FRAME_DEADLINE_S * 0.6)
+        assert c.lost is None
+        rest.set()
+        out = b"".join([data async for _, data in proc])
+        assert out == b"z" * 100
+        assert await proc.wait(1) == ExitStatus(0, 0)
+
+    asyncio.run(run_with_guest(stalling_guest(p.HEADER_SIZE + 40, rest), body,
+                               frame_deadline_s=FRAME_DEADLINE_S))
