@@ -38,6 +38,9 @@ POWEROFF_TIMEOUT_S = 5.0
 # From a frame's first byte to its last. The guest writes a frame (at most 1 MiB) in one go from
 # a buffer, so only a stuck or hostile guest takes seconds; generous for a TCG guest on a busy host.
 FRAME_DEADLINE_S = 10.0
+# Frames for ids that are allocated but not (or no longer) waiting are ignored; the first few of
+# a connection are logged as warnings, the rest at debug level (a guest must not flood the log).
+IGNORED_FRAME_WARNINGS = 5
 FIXUP_MAX_ENTROPY_BYTES = 512
 # Return output credit in batches of this size (and whenever the consumer has caught up).
 CREDIT_BATCH_BYTES = 65536
@@ -317,6 +320,7 @@ class GuestClient:
         self._lost_callbacks: list[Callable[[GuestProtocolError], None]] = []
         self.info: GuestInfo | None = None
         self.last_guest_error: str = ""  # last ERROR with id 0 (a frame the guest rejected)
+        self.ignored_frames = 0  # output, CREDIT or EXIT for a process that is not running
         self._reader_task = asyncio.create_task(self._read_loop(), name="guest-reader")
 
     @classmethod
@@ -471,7 +475,7 @@ class GuestClient:
         if op in (Op.STDOUT, Op.STDERR):
             proc = self._procs.get(frame.id)
             if proc is None:
-                self._check_known_id(frame)
+                self._ignore(frame, "a process that is not running (exited or never started)")
                 return
             proc._on_data(Stream.STDOUT if op == Op.STDOUT else Stream.STDERR, frame.payload)
             return
@@ -485,14 +489,15 @@ class GuestClient:
                 log.warning("guest rejected a frame: %s", msg)
                 return
             fut = self._pending.get(frame.id)
-            if fut is None:
-                self._check_known_id(frame)  # a late or duplicate reply
-            elif not fut.done():
+            if fut is None or fut.done():
+                # A late reply (the request timed out) or the answer to a resent HELLO.
+                self._ignore(frame, "a request that is not waiting", expected=True)
+            else:
                 fut.set_result(frame)
             return
         proc = self._procs.get(frame.id)
         if proc is None:
-            self._check_known_id(frame)
+            self._ignore(frame, "a process that is not running (exited or never started)")
             return
         if op == Op.CREDIT:
             proc._on_credit(p.require_u32(fields, Tag.BYTES))
@@ -503,10 +508,23 @@ class GuestClient:
             del self._procs[frame.id]
             proc._on_exit(status)
 
-    def _check_known_id(self, frame: Frame) -> None:
+    def _ignore(self, frame: Frame, why: str, *, expected: bool = False) -> None:
+        """A frame for an id with nobody waiting for it: a late reply (`expected`), or output,
+        CREDIT or EXIT after the process's EXIT, which the init never sends: a forged or
+        confused message, logged and dropped (the first EXIT stands). An id the host never
+        allocated is a protocol error (fatal for the VM)."""
         if frame.id > self._last_id:
-            raise GuestProtocolError(f"guest used id {frame.id} the host never allocated")
-        log.debug("ignoring %s for finished id %d", Op(frame.op).name, frame.id)
+            raise GuestProtocolError(
+                f"guest sent {Op(frame.op).name} for id {frame.id}, which the host never "
+                "allocated"
+            )
+        level = logging.DEBUG
+        if not expected:
+            self.ignored_frames += 1
+            if self.ignored_frames <= IGNORED_FRAME_WARNINGS:
+                level = logging.WARNING
+        log.log(level, "ignoring %s from the guest for id %d: %s", Op(frame.op).name, frame.id,
+                why)
 
     async def _request(
         self,

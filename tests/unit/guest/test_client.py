@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import logging
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
@@ -375,3 +376,51 @@ def test_a_frozen_vm_does_not_run_out_the_frame_deadline() -> None:
 
     asyncio.run(run_with_guest(stalling_guest(p.HEADER_SIZE + 40, rest), body,
                                frame_deadline_s=FRAME_DEADLINE_S))
+
+
+def test_forged_exits_are_logged_and_ignored(caplog: pytest.LogCaptureFixture) -> None:
+    """A second EXIT, an EXIT for a request id and output after EXIT change nothing: the first
+    EXIT stands, the link stays up, each is a warning. An id the host never allocated is a
+    protocol error: the link is lost (the Machine kills the VM)."""
+
+    async def guest(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        dec = p.FrameDecoder()
+        hello_id = 0
+        while True:
+            f = await frames(reader, dec)
+            if f.op == Op.HELLO:
+                hello_id = f.id
+                send(writer, Op.HELLO_OK, f.id, [(Tag.VERSION, 1)])
+            elif f.op == Op.START:
+                send(writer, Op.OK, f.id, [(Tag.PID, 7)])
+                send(writer, Op.EXIT, f.id, [(Tag.STATUS, 3), (Tag.SIGNAL, 0)])
+                send(writer, Op.EXIT, f.id, [(Tag.STATUS, 42), (Tag.SIGNAL, 0)])
+                send(writer, Op.EXIT, hello_id, [(Tag.STATUS, 42), (Tag.SIGNAL, 0)])
+                writer.write(p.encode_frame(Frame(Op.STDOUT, f.id, 0, b"late")))
+            elif f.op == Op.PING:
+                send(writer, Op.OK, f.id, [])
+                send(writer, Op.EXIT, 999, [(Tag.STATUS, 42), (Tag.SIGNAL, 0)])
+            await writer.drain()
+
+    async def body(c: GuestClient) -> None:
+        await c.hello(2.0)
+        proc = await c.start(ProcessSpec(args=("x",)))
+        assert await proc.wait(1) == ExitStatus(3, 0)
+        await c.ping()  # the forged frames came before this answer, and broke nothing
+        assert c.lost is None or "999" in str(c.lost)
+        assert c.ignored_frames == 3
+        assert await proc.wait(1) == ExitStatus(3, 0)
+        err = await asyncio.wait_for(c.wait_lost(), 2)
+        assert "EXIT for id 999, which the host never allocated" in str(err)
+
+    with caplog.at_level(logging.WARNING, logger="steelcup.guest.client"):
+        asyncio.run(run_with_guest(guest, body))
+    ignored = [r.getMessage() for r in caplog.records if r.getMessage().startswith("ignoring")]
+    assert ignored == [
+        "ignoring EXIT from the guest for id 2: a process that is not running (exited or never "
+        "started)",
+        "ignoring EXIT from the guest for id 1: a process that is not running (exited or never "
+        "started)",
+        "ignoring STDOUT from the guest for id 2: a process that is not running (exited or "
+        "never started)",
+    ], ignored
