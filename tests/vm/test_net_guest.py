@@ -40,10 +40,10 @@ class NetMachine(Machine):
     """A Machine whose QEMU runs inside `host`'s namespace with one tap NIC."""
 
     def __init__(self, spec: VmSpec, host: Host, tap: str, mac: str) -> None:
-        super().__init__(spec, remove_state_dir=True)
+        super().__init__(spec, remove_state_dir=True, netns=host.netns)
         nic = ["-netdev", f"tap,id=n0,ifname={tap},script=no,downscript=no",
                "-device", f"virtio-net-device,netdev=n0,mac={mac}"]
-        self.argv = host.wrap([*self.argv[:-2], *nic, *self.argv[-2:]])
+        self.argv = [*self.argv[:-2], *nic, *self.argv[-2:]]
 
 
 @dataclass

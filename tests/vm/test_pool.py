@@ -29,6 +29,7 @@ from steelcup.pool.factory import Factory, PoolOptions, build_factory
 from steelcup.pool.integrity import content_digest, fingerprint
 from steelcup.pool.source import NicSpec, VmRequest
 from steelcup.pool.template import set_balloon
+from steelcup.vm import jail
 from steelcup.vm.assets import find_assets
 from steelcup.vm.machine import Machine
 from steelcup.vm.qemu_args import Share
@@ -660,5 +661,31 @@ async def test_a_changed_template_is_discarded_before_the_next_clone(
         assert not t.directory.exists()
         await m.guest.setup_root("rootfs")
         assert (await _sh(m, "cat /marker")) == "tamper"
+    finally:
+        await m.close()
+
+
+def _status(pid: int) -> dict[str, str]:
+    lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    return dict(line.split(":\t", 1) for line in lines if ":\t" in line)
+
+
+@on_loop
+async def test_a_clones_qemu_is_jailed(factory: Factory, base: Path, rootfs_src: Path) -> None:
+    """QEMU runs as root (9p passthrough), so what that root can do is narrowed: a bounding set
+    of six capabilities, no new privileges, QEMU's seccomp sandbox plus the clone filter, and
+    no helper process (the restore stream comes from an inherited fd, not `exec:cat`)."""
+    m = await factory.acquire(_req(_rootfs(base, rootfs_src, "jail")))
+    try:
+        assert m.pid is not None
+        status = _status(m.pid)
+        keep = sum(1 << c for c in jail.KEEP_CAPS)
+        assert int(status["CapBnd"], 16) == keep and int(status["CapEff"], 16) == keep
+        assert status["NoNewPrivs"] == "1" and status["Seccomp"] == "2"
+        assert int(status["Seccomp_filters"]) >= 2  # QEMU's -sandbox and the clone filter
+        children = Path(f"/proc/{m.pid}/task/{m.pid}/children").read_text().split()
+        assert children == []
+        await m.guest.setup_root("rootfs")
+        assert (await _sh(m, "cat /marker")) == "jail"
     finally:
         await m.close()

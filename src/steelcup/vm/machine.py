@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
-import functools
 import logging
 import os
 import shlex
@@ -24,7 +22,8 @@ from typing import Any
 from steelcup.errors import Conflict, GuestProtocolError, SteelcupError, VmLaunchError
 from steelcup.guest.client import GuestClient, GuestInfo
 from steelcup.vm import qmp, seccomp
-from steelcup.vm.qemu_args import VmSpec, build_argv, incoming_uri
+from steelcup.vm.jail import jail_for
+from steelcup.vm.qemu_args import VmSpec, build_argv
 
 log = logging.getLogger(__name__)
 
@@ -35,20 +34,6 @@ REAP_DEADLINE_S = 10.0
 EXIT_GRACE_S = 2.0  # after the guest link broke during boot, wait this long for QEMU's exit
 LOG_TAIL_BYTES = 4000
 SAVE_STATE_DEADLINE_S = 30.0
-
-_PR_SET_PDEATHSIG = 1
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-def _child_setup(nice: int, filter_prog: bytes | None) -> None:
-    # Runs in the forked child before exec: QEMU gets SIGKILL when the daemon thread that
-    # spawned it dies, so a crashed daemon leaves no VM behind.
-    _libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
-    if nice:
-        os.setpriority(os.PRIO_PROCESS, 0, nice)  # QEMU's threads inherit it
-    if filter_prog is not None:
-        seccomp.install(filter_prog)  # an OSError here fails the exec: QEMU never runs unfiltered
-
 
 def _filter_for(spec: VmSpec) -> bytes | None:
     """The seccomp filter for a VM that maps a file it must not change (a template clone)."""
@@ -94,11 +79,14 @@ class Machine:
         boot_attempts: int = DEFAULT_BOOT_ATTEMPTS,
         remove_state_dir: bool = False,
         nice: int = 0,
+        netns: str | None = None,
     ) -> None:
         self.spec = spec
+        self.netns = netns  # run QEMU in this named network namespace (its taps are there)
         self.nice = nice  # QEMU's scheduling priority (a pooled VM warms up in the background)
         self.argv = build_argv(spec)
         self._filter = _filter_for(spec)
+        self._incoming_fd = -1  # the restore stream's fd number in QEMU
         self.boot_attempts = max(1, boot_attempts)
         self.remove_state_dir = remove_state_dir
         self.info: GuestInfo | None = None
@@ -186,6 +174,11 @@ class Machine:
         self._remove_sockets()
         async with AsyncExitStack() as stack:
             with self.qemu_log.open("wb") as qemu_out:
+                jail = jail_for(nice=self.nice, filter_prog=self._filter, netns=self.netns)
+                # A clone restores from an fd it inherits (`migrate-incoming fd:N`), so its
+                # sandbox can refuse to spawn processes (no `exec:cat`).
+                incoming = (os.open(self.spec.incoming, os.O_RDONLY | os.O_CLOEXEC)
+                            if self.spec.incoming is not None else -1)
                 try:
                     proc = await asyncio.create_subprocess_exec(
                         *self.argv,
@@ -193,13 +186,18 @@ class Machine:
                         stdout=qemu_out,
                         stderr=subprocess.STDOUT,
                         start_new_session=True,
-                        preexec_fn=functools.partial(_child_setup, self.nice, self._filter),
+                        pass_fds=(incoming,) if incoming >= 0 else (),
+                        preexec_fn=jail.enter,
                     )
                 except (OSError, subprocess.SubprocessError) as exc:
                     # SubprocessError: the pre-exec hook failed (e.g. the seccomp filter).
                     raise VmLaunchError(
                         f"cannot run {self.argv[0]}: {exc}", argv=self.argv
                     ) from exc
+                finally:
+                    if incoming >= 0:
+                        os.close(incoming)
+                self._incoming_fd = incoming
             stack.push_async_callback(self._reap, proc)
             exit_task = asyncio.create_task(proc.wait(), name=f"qemu-{proc.pid}-wait")
             stack.callback(exit_task.cancel)
@@ -303,7 +301,7 @@ class Machine:
                 "migrate-set-capabilities",
                 {"capabilities": [{"capability": "x-ignore-shared", "state": True}]},
             )
-            await qmp.execute(sock, "migrate-incoming", {"uri": incoming_uri(self.spec)})
+            await qmp.execute(sock, "migrate-incoming", {"uri": f"fd:{self._incoming_fd}"})
         except qmp.QmpError as exc:
             raise GuestProtocolError(f"restore from {self.spec.incoming} failed: {exc}") from exc
 

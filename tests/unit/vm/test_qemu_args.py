@@ -46,6 +46,7 @@ def test_tcg_golden() -> None:
         "-device", "virtserialport,chardev=ctl,name=steelcup.ctl",
         "-fsdev", "local,id=rootfs,path=/var/lib/steelcup/c1/rootfs,security_model=passthrough",
         "-device", "virtio-9p-device,fsdev=rootfs,mount_tag=rootfs",
+        "-sandbox", "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny",
         "-qmp", "unix:/run/steelcup/vm/abc/qmp.sock,server=on,wait=off",
     ]  # fmt: skip
 
@@ -131,3 +132,13 @@ def test_bad_nics_are_rejected(nic: tuple[str, str]) -> None:
 
     with pytest.raises(InvalidArgument):
         build_argv(spec(nics=(NicSpec(*nic),)))
+
+
+def test_only_a_template_may_spawn() -> None:
+    """A template saves itself through `exec:cat`; every other VM's sandbox refuses spawning
+    (a clone restores from an inherited fd)."""
+    clone = VmSpec(Path("/k"), Path("/i"), Path("/s"), mem_path=Path("/t/ram"))
+    template = VmSpec(Path("/k"), Path("/i"), Path("/s"), mem_path=Path("/t/ram"),
+                      mem_shared=True)
+    assert "spawn=deny" in build_argv(clone)[build_argv(clone).index("-sandbox") + 1]
+    assert "spawn=allow" in build_argv(template)[build_argv(template).index("-sandbox") + 1]

@@ -1,0 +1,94 @@
+"""What a QEMU process may do on the host: set up in the forked child just before it execs QEMU.
+
+QEMU still runs as root (9p passthrough needs to own and chown the container's files; see
+docs/security.md for the plan to drop that), so its root is narrowed instead:
+- capability bounding set: only what 9p passthrough and opening taps need (`KEEP_CAPS`);
+  everything else (modules, mounts, ptrace, raw I/O, mknod, setuid, ...) is gone after exec
+  and cannot come back;
+- no new privileges (setuid binaries or file capabilities cannot raise them);
+- death signal: the daemon thread that spawned it dies, QEMU gets SIGKILL;
+- a clone's extra seccomp filter (vm/seccomp.py), on top of QEMU's own `-sandbox`
+  (vm/qemu_args.py).
+
+`enter()` runs between fork and exec: async-signal-safe in spirit (prctl calls with values
+computed before the fork).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+
+from steelcup.vm import seccomp
+
+_PR_SET_PDEATHSIG = 1
+_PR_CAPBSET_DROP = 24
+_PR_SET_NO_NEW_PRIVS = 38
+_CLONE_NEWNET = 0x40000000
+
+# linux/capability.h numbers
+CAP_CHOWN = 0
+CAP_DAC_OVERRIDE = 1
+CAP_DAC_READ_SEARCH = 2
+CAP_FOWNER = 3
+CAP_FSETID = 4
+CAP_NET_ADMIN = 12
+# 9p passthrough creates and chowns files as the guest's uid/gid and keeps their modes
+# (CHOWN, DAC_*, FOWNER, FSETID); NET_ADMIN attaches to a persistent tap or creates one.
+KEEP_CAPS = frozenset({CAP_CHOWN, CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, CAP_FOWNER,
+                       CAP_FSETID, CAP_NET_ADMIN})
+_CAP_LAST_CAP_FALLBACK = 40
+
+
+def last_cap(path: Path = Path("/proc/sys/kernel/cap_last_cap")) -> int:
+    try:
+        return int(path.read_text())
+    except (OSError, ValueError):
+        return _CAP_LAST_CAP_FALLBACK
+
+
+def caps_to_drop(last: int, keep: frozenset[int] = KEEP_CAPS) -> tuple[int, ...]:
+    return tuple(c for c in range(last + 1) if c not in keep)
+
+
+@dataclass(frozen=True)
+class Jail:
+    """Everything `enter` needs, computed in the parent."""
+
+    nice: int = 0
+    drop_caps: tuple[int, ...] = ()
+    filter_prog: bytes | None = None
+    netns: str | None = None  # a named network namespace (`ip netns`) to run QEMU in
+
+    def enter(self) -> None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+        if self.netns is not None:  # while we still may (CAP_SYS_ADMIN goes below)
+            fd = os.open(f"/run/netns/{self.netns}", os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                if libc.setns(fd, _CLONE_NEWNET) != 0:
+                    err = ctypes.get_errno()
+                    raise OSError(err, f"setns {self.netns}: {os.strerror(err)}")
+            finally:
+                os.close(fd)
+        if self.nice:
+            os.setpriority(os.PRIO_PROCESS, 0, self.nice)  # QEMU's threads inherit it
+        for cap in self.drop_caps:
+            if libc.prctl(_PR_CAPBSET_DROP, cap, 0, 0, 0) != 0 and os.geteuid() == 0:
+                err = ctypes.get_errno()
+                raise OSError(err, f"PR_CAPBSET_DROP {cap}: {os.strerror(err)}")
+        if libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"PR_SET_NO_NEW_PRIVS: {os.strerror(err)}")
+        if self.filter_prog is not None:
+            # an OSError here fails the exec: QEMU never runs unfiltered
+            seccomp.install(self.filter_prog)
+
+
+def jail_for(*, nice: int, filter_prog: bytes | None, netns: str | None = None) -> Jail:
+    # Without root there is no bounding set to narrow (and nothing to drop it with).
+    drops = caps_to_drop(last_cap()) if os.geteuid() == 0 else ()
+    return Jail(nice=nice, drop_caps=drops, filter_prog=filter_prog, netns=netns)
