@@ -23,7 +23,9 @@ from typing import Any
 
 from steelcup.errors import Conflict, GuestProtocolError, SteelcupError, VmLaunchError
 from steelcup.guest.client import GuestClient, GuestInfo
+from steelcup.vm import cgroup as cgroup_module
 from steelcup.vm import qmp, seccomp
+from steelcup.vm.cgroup import VmCgroup
 from steelcup.vm.qemu_args import VmSpec, build_argv, incoming_uri
 
 log = logging.getLogger(__name__)
@@ -35,14 +37,19 @@ REAP_DEADLINE_S = 10.0
 EXIT_GRACE_S = 2.0  # after the guest link broke during boot, wait this long for QEMU's exit
 LOG_TAIL_BYTES = 4000
 SAVE_STATE_DEADLINE_S = 30.0
+CGROUP_REMOVE_DEADLINE_S = 2.0
 
 _PR_SET_PDEATHSIG = 1
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
-def _child_setup(nice: int, filter_prog: bytes | None) -> None:
-    # Runs in the forked child before exec: QEMU gets SIGKILL when the daemon thread that
-    # spawned it dies, so a crashed daemon leaves no VM behind.
+def _child_setup(nice: int, filter_prog: bytes | None, cgroup_procs: str | None) -> None:
+    # Runs in the forked child before exec. Its memory cgroup first: QEMU never runs a guest
+    # instruction outside its limit (an OSError fails the exec).
+    if cgroup_procs is not None:
+        cgroup_module.join(cgroup_procs)
+    # QEMU gets SIGKILL when the daemon thread that spawned it dies, so a crashed daemon
+    # leaves no VM behind.
     _libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
     if nice:
         os.setpriority(os.PRIO_PROCESS, 0, nice)  # QEMU's threads inherit it
@@ -94,8 +101,14 @@ class Machine:
         boot_attempts: int = DEFAULT_BOOT_ATTEMPTS,
         remove_state_dir: bool = False,
         nice: int = 0,
+        cgroup: VmCgroup | None = None,
+        limit_mib: int | None = None,
     ) -> None:
         self.spec = spec
+        # The memory cgroup QEMU runs in, limited to `limit_mib` of guest RAM (default: all of
+        # it) plus the per-VM overhead; None = no host limit.
+        self.cgroup = cgroup
+        self.limit_mib = spec.mem_mib if limit_mib is None else limit_mib
         self.nice = nice  # QEMU's scheduling priority (a pooled VM warms up in the background)
         self.argv = build_argv(spec)
         self._filter = _filter_for(spec)
@@ -133,6 +146,22 @@ class Machine:
     @property
     def returncode(self) -> int | None:
         return self._proc.returncode if self._proc is not None else None
+
+    @property
+    def oom_killed(self) -> bool:
+        """Whether the host's OOM killer ended this VM's QEMU (it went over its limit)."""
+        return self.cgroup is not None and self.cgroup.oom_kills() > 0
+
+    def set_memory_limit(self, mem_mib: int) -> None:
+        """Limit the VM to `mem_mib` of guest RAM (plus overhead) from the host: before the
+        guest is resized to it (VmLaunchError if the host refuses)."""
+        if self.cgroup is not None:
+            try:
+                self.cgroup.set_limit(mem_mib)
+            except OSError as exc:
+                raise VmLaunchError(f"cannot limit the VM's memory: {exc}",
+                                    argv=self.argv) from exc
+        self.limit_mib = mem_mib
 
     @property
     def console_log(self) -> Path:
@@ -184,6 +213,14 @@ class Machine:
         state_dir = self.spec.state_dir
         state_dir.mkdir(parents=True, exist_ok=True)
         self._remove_sockets()
+        procs_file = None
+        if self.cgroup is not None:
+            try:
+                self.cgroup.create(self.limit_mib)
+            except OSError as exc:
+                raise VmLaunchError(f"cannot create the VM's memory cgroup: {exc}",
+                                    argv=self.argv) from exc
+            procs_file = self.cgroup.procs_file
         async with AsyncExitStack() as stack:
             with self.qemu_log.open("wb") as qemu_out:
                 try:
@@ -193,10 +230,11 @@ class Machine:
                         stdout=qemu_out,
                         stderr=subprocess.STDOUT,
                         start_new_session=True,
-                        preexec_fn=functools.partial(_child_setup, self.nice, self._filter),
+                        preexec_fn=functools.partial(_child_setup, self.nice, self._filter,
+                                                     procs_file),
                     )
                 except (OSError, subprocess.SubprocessError) as exc:
-                    # SubprocessError: the pre-exec hook failed (e.g. the seccomp filter).
+                    # SubprocessError: the pre-exec hook failed (seccomp filter, cgroup).
                     raise VmLaunchError(
                         f"cannot run {self.argv[0]}: {exc}", argv=self.argv
                     ) from exc
@@ -381,6 +419,7 @@ class Machine:
                 if stack is not None:
                     await stack.aclose()
                 self._client = None
+                await self._remove_cgroup()
                 self._closed.set()
                 if self.remove_state_dir:
                     shutil.rmtree(self.spec.state_dir, ignore_errors=True)
@@ -390,6 +429,20 @@ class Machine:
                         callback()
                     except Exception:  # a cleanup must not stop the others
                         log.exception("vm %s: close callback failed", self.spec.state_dir)
+
+    async def _remove_cgroup(self) -> None:
+        if self.cgroup is None:
+            return
+        loop = asyncio.get_running_loop()
+        end = loop.time() + CGROUP_REMOVE_DEADLINE_S
+        try:
+            while not self.cgroup.remove():  # EBUSY until the reaped QEMU has left it
+                if loop.time() > end:
+                    log.warning("memory cgroup %s still busy; left behind", self.cgroup.path)
+                    return
+                await asyncio.sleep(0.01)
+        except OSError as exc:
+            log.warning("cannot remove memory cgroup %s: %s", self.cgroup.path, exc)
 
     async def _graceful_poweroff(self) -> None:
         client, proc = self._client, self._proc
