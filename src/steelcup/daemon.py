@@ -143,6 +143,8 @@ async def _serve(options: DaemonOptions) -> int:
         await vms.close()
         if cgroups is not None:
             cgroups.close()
+            with contextlib.suppress(OSError):
+                run_dir.rmdir()  # empty now that the hierarchy mounted in it (if any) is gone
         if networks is not None:
             await networks.close()
         with contextlib.suppress(Exception):
