@@ -23,6 +23,9 @@ class DaemonOptions:
     vm_mem_mib: int = 256
     vm_cpus: int = 1
     tcg_tb_mib: int = defaults.TCG_TB_MIB
+    # Each VM's QEMU is limited from the host to its guest RAM plus this (0: the measured
+    # default, vm.cgroup.overhead_mib).
+    vm_mem_overhead_mib: int = defaults.VM_MEM_OVERHEAD_MIB
     debug: bool = False
     vm_templates: bool = True  # clone VMs from per-tenant templates (RAM shared copy-on-write)
     vm_max_mem_mib: int = defaults.VM_MAX_MEM_MIB

@@ -28,6 +28,7 @@ from steelcup.runtime.execs import ExecManager
 from steelcup.runtime.resources import Resources, volume_users
 from steelcup.runtime.store import ContainerStore
 from steelcup.state.db import open_db
+from steelcup.vm import cgroup
 from steelcup.vm.accel import choose_accel
 from steelcup.vm.assets import find_assets
 from steelcup.volume.manager import VolumeManager
@@ -77,6 +78,7 @@ async def _serve(options: DaemonOptions) -> int:
     run_dir = vm_run_dir(options.root)
     reset_run_dir(run_dir)
     make_private(run_dir)  # ready VMs' slots hold containers' root filesystems
+    cgroups = memory_cgroups(options, accel, run_dir.name)
     vms = build_factory(
         assets=assets,
         accel=accel,
@@ -87,6 +89,7 @@ async def _serve(options: DaemonOptions) -> int:
                             cache_size=options.vm_pool_size),
         warm_program=assets.init,
         tap_host=networks.host if networks is not None else None,
+        cgroups=cgroups,
     )
     runtime_ref: list[Runtime] = []
     volumes = VolumeManager(
@@ -138,6 +141,10 @@ async def _serve(options: DaemonOptions) -> int:
                 await task
         await runtime.shutdown()
         await vms.close()
+        if cgroups is not None:
+            cgroups.close()
+            with contextlib.suppress(OSError):
+                run_dir.rmdir()  # empty now that the hierarchy mounted in it (if any) is gone
         if networks is not None:
             await networks.close()
         with contextlib.suppress(Exception):
@@ -159,6 +166,29 @@ async def _start_networking(options: DaemonOptions, db: sqlite3.Connection
         log.error("networking unavailable (%s); containers get loopback only", exc)
         return None
     return networks
+
+
+def memory_cgroups(options: DaemonOptions, accel: str, instance: str
+                   ) -> cgroup.MemoryCgroups | None:
+    """Where each VM's memory limit is enforced (docs/security.md), with what a previous
+    daemon on this root left there removed; None, said loudly, if this host cannot."""
+    overhead = options.vm_mem_overhead_mib or cgroup.overhead_mib(accel, options.tcg_tb_mib)
+    # `mount_at`: in a mount namespace without /sys/fs/cgroup (`ip netns exec`).
+    cgroups = cgroup.MemoryCgroups.discover(instance, overhead,
+                                            mount_at=vm_run_dir(options.root) / "cg")
+    if cgroups is None:
+        log.error("no memory cgroup controller: container memory limits are NOT enforced "
+                  "from the host (a guest that unbinds its balloon driver can take up to "
+                  "--vm-max-mem)")
+        return None
+    try:
+        cgroups.setup()
+    except OSError as exc:
+        log.error("%s: container memory limits are NOT enforced from the host", exc)
+        return None
+    log.info("VM memory limits in %s cgroup %s (guest RAM + %d MiB each)",
+             cgroups.layout.value, cgroups.parent, overhead)
+    return cgroups
 
 
 def make_private(path: Path) -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 MS_NOSUID = 0x2
 MS_NODEV = 0x4
+MS_NOEXEC = 0x8
 MS_REMOUNT = 0x20
 MS_BIND = 0x1000
 MNT_DETACH = 0x2
@@ -37,6 +38,13 @@ def bind(source: Path, target: Path) -> None:
         err = ctypes.get_errno()
         libc.umount2(os.fsencode(target), MNT_DETACH)
         raise OSError(err, os.strerror(err), str(target))
+
+
+def mount(fstype: str, target: Path, options: str = "",
+          flags: int = MS_NOSUID | MS_NODEV | MS_NOEXEC) -> None:
+    """Mount a kernel filesystem (`fstype`, no device) on `target`; OSError on failure."""
+    _check(_libc().mount(fstype.encode(), os.fsencode(target), fstype.encode(), flags,
+                         options.encode() if options else None), target)
 
 
 def umount(path: Path, flags: int = 0) -> None:

@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from steelcup.errors import SteelcupError
 from steelcup.guest.client import ProcessSpec
 from steelcup.net.guest_ops import GuestMount, GuestNic, configure
 from steelcup.net.links import Host, LinkError, adopt_tap
@@ -29,7 +30,7 @@ from steelcup.pool.factory import Factory, PoolOptions, build_factory
 from steelcup.pool.integrity import content_digest, fingerprint
 from steelcup.pool.source import NicSpec, VmRequest
 from steelcup.pool.template import set_balloon
-from steelcup.vm import jail
+from steelcup.vm import cgroup, jail
 from steelcup.vm.assets import find_assets
 from steelcup.vm.machine import Machine
 from steelcup.vm.qemu_args import Share
@@ -67,21 +68,45 @@ def _rootfs(base: Path, src: Path, name: str) -> Path:
     return dest
 
 
-def _factory(base: Path, run: str = "run", **kw: object) -> Factory:
+OVERHEAD_MIB = cgroup.overhead_mib("tcg", 32)
+
+
+@pytest.fixture(scope="module")
+def cgroups(base: Path) -> Iterator[cgroup.MemoryCgroups]:
+    """The module's VM cgroups, as the daemon makes them (next to our own cgroup)."""
+    found = cgroup.MemoryCgroups.discover(f"test-{base.name}", OVERHEAD_MIB)
+    assert found is not None, "no memory cgroup controller on this host"
+    found.setup()
+    yield found
+    leftovers = [p.name for p in found.parent.iterdir() if p.is_dir()]
+    found.close()
+    assert not leftovers, f"VM cgroups left behind: {leftovers}"
+
+
+def _factory(base: Path, run: str = "run", cgroups: cgroup.MemoryCgroups | None = None,
+             **kw: object) -> Factory:
     options = PoolOptions(**{"base_mem_mib": 256, "max_mem_mib": 768, "max_cpus": 2, **kw})
     return build_factory(assets=find_assets(ASSETS), accel="tcg", tcg_tb_mib=32,
-                         run_dir=base / run, options=options)  # type: ignore[arg-type]
+                         run_dir=base / run, options=options,  # type: ignore[arg-type]
+                         cgroups=cgroups)
+
+
+def _limit_mib(m: Machine) -> int:
+    """The host's memory limit of `m`'s cgroup, less the overhead, as the kernel has it."""
+    assert m.cgroup is not None
+    name = "memory.max" if m.cgroup.layout is cgroup.Layout.V2 else "memory.limit_in_bytes"
+    return int((m.cgroup.path / name).read_text()) // cgroup.MIB - OVERHEAD_MIB
 
 
 _loop: asyncio.AbstractEventLoop | None = None
 
 
 @pytest.fixture(scope="module")
-def shared(base: Path) -> Iterator[Factory]:
+def shared(base: Path, cgroups: cgroup.MemoryCgroups) -> Iterator[Factory]:
     """One event loop and one template source for the module (templates are slow to boot)."""
     global _loop
     _loop = asyncio.new_event_loop()
-    f = _factory(base)
+    f = _factory(base, cgroups=cgroups)
     try:
         yield f
     finally:
@@ -160,6 +185,7 @@ async def test_resize_at_hand_out(factory: Factory, base: Path, rootfs_src: Path
             out = await _sh(m, "nproc; awk '/MemTotal/ {print $2}' /proc/meminfo")
             nproc, mem_kib = map(int, out.split())
             sizes[mem] = (nproc, mem_kib)
+            assert _limit_mib(m) == mem  # the host's limit follows the resize
         finally:
             await m.close()
     assert factory.direct_boots == 0
@@ -420,6 +446,7 @@ async def test_cache_hands_out_a_warmed_vm_and_refills(
     try:
         await f.cache.fill([cls])
         assert _ready(f, cls) == 2
+        assert all(_limit_mib(r) == 256 for r in f.cache.ready_vms(cls))  # the base size
         (status,) = f.cache.status()
         assert status.warm_s > 0 and status.handed_out == 0
         m = await f.acquire(_req(_rootfs(base, rootfs_src, "cached")))
@@ -689,3 +716,52 @@ async def test_a_clones_qemu_is_jailed(factory: Factory, base: Path, rootfs_src:
         assert (await _sh(m, "cat /marker")) == "jail"
     finally:
         await m.close()
+
+
+_UNBIND_BALLOON = (
+    "cd /sys/bus/virtio/drivers/virtio_balloon && dev=$(ls -d virtio* | head -n1) && "
+    "echo $dev > unbind && awk '/MemTotal/ {print $2}' /proc/meminfo")
+
+
+@on_loop
+async def test_a_clone_that_unbinds_its_balloon_is_killed_at_its_host_limit(
+    factory: Factory, base: Path, rootfs_src: Path
+) -> None:
+    """Issue finding #5: `-m` held only while the guest's balloon driver cooperated. A 128 MiB
+    clone's root unbinds the driver (the guest gets the template's whole RAM) and eats memory:
+    its QEMU is killed by the host at 128 MiB + overhead (its memory cgroup) instead of
+    growing. A control clone of the same size that does not unbind is stopped by its own
+    guest's OOM killer and goes on working."""
+    attacker = await factory.acquire(_req(_rootfs(base, rootfs_src, "unbind"), mem=128))
+    control = await factory.acquire(_req(_rootfs(base, rootfs_src, "control"), mem=128))
+    try:
+        for m in (attacker, control):
+            assert m.cgroup is not None and _limit_mib(m) == 128
+            await m.guest.setup_root("rootfs")
+        mem_kib = int(await _sh(attacker, _UNBIND_BALLOON))
+        assert mem_kib > 600 * 1024  # the attack works: the guest now has all 768 MiB
+        proc = await attacker.guest.start(ProcessSpec(args=("tail", "/dev/zero"), main=True))
+        with pytest.raises(SteelcupError):  # the VM is gone: no exit status comes
+            async for _ in proc:
+                pass
+            await proc.wait(180)
+        async with asyncio.timeout(10):
+            while attacker.returncode is None:
+                await asyncio.sleep(0.05)
+        assert attacker.returncode == -signal.SIGKILL
+        assert attacker.oom_killed
+        assert attacker.cgroup is not None
+        peak_mib = attacker.cgroup.peak_bytes() / cgroup.MIB
+        assert peak_mib <= 128 + OVERHEAD_MIB, peak_mib
+
+        proc = await control.guest.start(ProcessSpec(args=("tail", "/dev/zero"), main=True))
+        async for _ in proc:
+            pass
+        assert (await proc.wait(180)).status == 137  # the guest's own OOM killer
+        assert control.returncode is None and not control.oom_killed
+        assert (await _sh(control, "cat /marker")) == "control"
+    finally:
+        await attacker.close()
+        await control.close()
+    assert attacker.oom_killed  # still known after its cgroup is gone
+    assert attacker.cgroup is not None and not attacker.cgroup.path.exists()

@@ -188,3 +188,22 @@ def test_a_container_cannot_take_its_inits_control_channel(daemon: Daemon,
         assert (state["Status"], state["ExitCode"]) == ("exited", 3), state
     finally:
         daemon.cli("rm", "-f", cid)
+
+
+def test_a_guest_that_unbinds_its_balloon_is_oom_killed_by_the_host(daemon: Daemon) -> None:
+    """Issue finding #5: `-m` was the guest balloon driver's to keep. The container's root
+    unbinds the driver (its guest gets the template's whole RAM) and eats memory: the host kills
+    its VM at the limit, and the container ends like docker's OOM-killed ones."""
+    script = ("cd /sys/bus/virtio/drivers/virtio_balloon && echo $(ls -d virtio*) > unbind && "
+              "tail /dev/zero")
+    result = daemon.cli("run", "--name", "unbind-balloon", "-m", "128m", IMG, "sh", "-c", script)
+    try:
+        assert result.returncode == 137, result
+        state = json.loads(daemon.out("inspect", "-f", "{{json .State}}", "unbind-balloon"))
+        assert state["OOMKilled"] is True and state["ExitCode"] == 137, state
+    finally:
+        daemon.cli("rm", "-f", "unbind-balloon")
+    # A control container of the same size runs out of memory in its own guest only.
+    result = daemon.cli("run", "--rm", "-m", "128m", IMG, "sh", "-c",
+                        "tail /dev/zero; echo survived")
+    assert result.returncode == 0 and b"survived" in result.stdout, result

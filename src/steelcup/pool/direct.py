@@ -9,6 +9,7 @@ from pathlib import Path
 
 from steelcup.pool.source import VmRequest
 from steelcup.vm.assets import GuestAssets
+from steelcup.vm.cgroup import MemoryCgroups, VmCgroup
 from steelcup.vm.machine import Machine
 from steelcup.vm.qemu_args import VmSpec
 
@@ -16,8 +17,10 @@ from steelcup.vm.qemu_args import VmSpec
 class DirectSource:
     """Boots one QEMU microVM per `acquire`; sockets live in a short per-VM dir under run_dir."""
 
-    def __init__(self, *, assets: GuestAssets, accel: str, tcg_tb_mib: int, run_dir: Path) -> None:
+    def __init__(self, *, assets: GuestAssets, accel: str, tcg_tb_mib: int, run_dir: Path,
+                 cgroups: MemoryCgroups | None = None) -> None:
         self.assets = assets
+        self.cgroups = cgroups  # None: VMs run without a host memory limit
         self.accel = accel
         self.tcg_tb_mib = tcg_tb_mib
         self.run_dir = run_dir
@@ -39,7 +42,8 @@ class DirectSource:
             nics=request.nics,
             extra_args=request.extra_args,
         )
-        machine = KeepConsoleMachine(spec, keep_console_at=request.console_log)
+        cgroup = self.cgroups.vm(state_dir.name) if self.cgroups is not None else None
+        machine = KeepConsoleMachine(spec, keep_console_at=request.console_log, cgroup=cgroup)
         try:
             await machine.start()
         except BaseException:
@@ -57,9 +61,10 @@ class KeepConsoleMachine(Machine):
 
     def __init__(
         self, spec: VmSpec, *, keep_console_at: Path | None, boot_attempts: int = 2,
-        nice: int = 0,
+        nice: int = 0, cgroup: VmCgroup | None = None, limit_mib: int | None = None,
     ) -> None:
-        super().__init__(spec, remove_state_dir=True, boot_attempts=boot_attempts, nice=nice)
+        super().__init__(spec, remove_state_dir=True, boot_attempts=boot_attempts, nice=nice,
+                         cgroup=cgroup, limit_mib=limit_mib)
         self.keep_console_at = keep_console_at
 
     async def close(self) -> None:

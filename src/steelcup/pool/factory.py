@@ -23,6 +23,7 @@ from steelcup.pool.direct import DirectSource
 from steelcup.pool.source import Incompatible, VmRequest
 from steelcup.pool.template import TemplateSource, TemplateStatus
 from steelcup.vm.assets import GuestAssets
+from steelcup.vm.cgroup import MemoryCgroups
 from steelcup.vm.machine import Machine
 
 log = logging.getLogger(__name__)
@@ -160,11 +161,14 @@ def build_factory(
     options: PoolOptions,
     warm_program: Path | None = None,
     tap_host: Host | None = None,
+    cgroups: MemoryCgroups | None = None,
 ) -> Factory:
     """The sources `options` ask for. `warm_program`: a static program ready VMs run once
     (the guest init binary); `tap_host`: where the network layer's taps live (None: no
-    networking, the cache serves only NIC-less VMs)."""
-    direct = DirectSource(assets=assets, accel=accel, tcg_tb_mib=tcg_tb_mib, run_dir=run_dir)
+    networking, the cache serves only NIC-less VMs); `cgroups`: where each VM's memory limit
+    is enforced (None: nowhere, the guest's balloon driver is trusted)."""
+    direct = DirectSource(assets=assets, accel=accel, tcg_tb_mib=tcg_tb_mib, run_dir=run_dir,
+                          cgroups=cgroups)
     template = None
     if options.templates:
         template = TemplateSource(
@@ -178,6 +182,7 @@ def build_factory(
             max_cpus=options.max_cpus,
             max_nics=options.max_nics,
             volume_slots=options.volume_slots,
+            cgroups=cgroups,
         )
     cache = None
     if template is not None and options.cache_size > 0:

@@ -40,6 +40,7 @@ from steelcup.pool.direct import KeepConsoleMachine
 from steelcup.pool.integrity import Fingerprint, content_digest, fingerprint
 from steelcup.pool.source import Incompatible, VmRequest
 from steelcup.vm.assets import GuestAssets
+from steelcup.vm.cgroup import MemoryCgroups, VmCgroup
 from steelcup.vm.machine import Machine
 from steelcup.vm.qemu_args import NicSpec, Share, VmSpec
 
@@ -143,6 +144,7 @@ class TemplateSource:
         max_cpus: int = 2,
         max_nics: int = DEFAULT_NIC_SLOTS,
         volume_slots: int = DEFAULT_VOLUME_SLOTS,
+        cgroups: MemoryCgroups | None = None,
     ) -> None:
         if not 64 <= base_mem_mib <= max_mem_mib:
             raise ValueError("need 64 <= base_mem_mib <= max_mem_mib")
@@ -156,6 +158,8 @@ class TemplateSource:
         self.max_cpus = max(1, max_cpus)
         self.max_nics = max(0, max_nics)
         self.volume_slots = max(0, volume_slots)
+        # Each template and clone runs in a memory cgroup limited to its size (None: no limit).
+        self.cgroups = cgroups
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.template_dir.mkdir(parents=True, exist_ok=True)
         self._templates: dict[TemplateKey, Template] = {}
@@ -266,6 +270,9 @@ class TemplateSource:
             cmdline_extra=("init_on_alloc=0",),
         )
 
+    def _cgroup(self, name: str) -> VmCgroup | None:
+        return self.cgroups.vm(name) if self.cgroups is not None else None
+
     async def template(self, key: TemplateKey) -> Template:
         """The template for `key`, booting and saving it first if there is none."""
         lock = self._locks.setdefault(key, asyncio.Lock())
@@ -286,7 +293,10 @@ class TemplateSource:
         t.empty_dir.mkdir()
         spec = self._base_spec(key, directory / "v", t)
         spec = replace(spec, mem_shared=True)
-        machine = Machine(spec)
+        # Limited to the base size like its clones: what it writes before the balloon is up
+        # (kernel, initrd, the page array of max_mem) is a fraction of that.
+        machine = Machine(spec, cgroup=self._cgroup(f"t-{directory.name}"),
+                          limit_mib=key.base_mem_mib)
         started = time.monotonic()
         try:
             await machine.start(TEMPLATE_BOOT_DEADLINE_S)
@@ -374,8 +384,10 @@ class TemplateSource:
                                           dir=self.run_dir))
         spec = self._base_spec(key, state_dir, t, request)
         spec = replace(spec, incoming=t.state_file)
+        # Limited to the base size (its balloon holds the rest) until hand-out raises it.
         machine = KeepConsoleMachine(spec, keep_console_at=request.console_log, boot_attempts=1,
-                                     nice=nice)
+                                     nice=nice, cgroup=self._cgroup(state_dir.name),
+                                     limit_mib=key.base_mem_mib)
         try:
             await machine.start(CLONE_DEADLINE_S)
         except BaseException as exc:
@@ -409,6 +421,9 @@ class TemplateSource:
             raise Incompatible(f"a clone of a {t.key.base_mem_mib} MiB template cannot shrink "
                                f"to {request.mem_mib} MiB")
         if request.mem_mib != t.key.base_mem_mib:
+            # The host limit first: the guest may take all of `mem_mib` as soon as the balloon
+            # lets go of it.
+            machine.set_memory_limit(request.mem_mib)
             await set_balloon(machine, request.mem_mib, BALLOON_DEADLINE_S)
 
     async def close(self) -> None:

@@ -333,7 +333,7 @@ class Runtime:
         self._save(live, live.record.with_state(
             status=Status.RUNNING, pid=process.pid, exit_code=0, error="",
             started_at=now_rfc3339(), finished_at="0001-01-01T00:00:00Z",
-            manually_stopped=False,
+            manually_stopped=False, oom_killed=False,
         ))
         live.started.set()
         live.pump = asyncio.create_task(
@@ -347,6 +347,8 @@ class Runtime:
         exit_code = EXIT_CODE_DAEMON_LOST
         error = ""
         cancelled = False
+        vm_lost = False
+        oom_killed = False
         try:
             async for stream, data in process.output():
                 writer.write(stream.value, data)
@@ -357,6 +359,7 @@ class Runtime:
             # The VM died or spoke nonsense: like a killed container.
             exit_code = 128 + signal_module.SIGKILL if live.stopping else EXIT_CODE_DAEMON_LOST
             error = "" if live.stopping else f"the container's VM failed: {exc}"
+            vm_lost = True
             log.warning("container %s: %s", live.record.id[:12], exc)
         except asyncio.CancelledError:
             error = "the daemon shut down"
@@ -367,6 +370,12 @@ class Runtime:
             await live.fanout.end()
             with contextlib.suppress(Exception):
                 await machine.close()
+            if vm_lost and machine.oom_killed:
+                # The host's OOM killer ended the VM at its memory limit (docs/security.md):
+                # docker's answer for a container killed at its `-m`.
+                exit_code, error, oom_killed = 128 + signal_module.SIGKILL, "", True
+                log.warning("container %s: its VM went over its memory limit and was killed",
+                            live.record.id[:12])
             await self.resources.release_run(live.record.id)
             if cancelled or not live.record.config.auto_remove:
                 # An auto-removed container's rootfs is unmounted by `remove` below, after its
@@ -377,7 +386,7 @@ class Runtime:
             live.process = None
             self._save(live, live.record.with_state(
                 status=Status.EXITED, pid=0, exit_code=exit_code, error=error,
-                finished_at=now_rfc3339(),
+                finished_at=now_rfc3339(), oom_killed=oom_killed,
             ))
             live.exit_seq += 1
             live.fanout = Fanout()

@@ -6,6 +6,7 @@ docs/security.md for the plan to drop that), so its root is narrowed instead:
   everything else (modules, mounts, ptrace, raw I/O, mknod, setuid, ...) is gone after exec
   and cannot come back;
 - no new privileges (setuid binaries or file capabilities cannot raise them);
+- its memory cgroup (vm/cgroup.py), joined before anything else;
 - death signal: the daemon thread that spawned it dies, QEMU gets SIGKILL;
 - a clone's extra seccomp filter (vm/seccomp.py), on top of QEMU's own `-sandbox`
   (vm/qemu_args.py).
@@ -22,7 +23,7 @@ import signal
 from dataclasses import dataclass
 from pathlib import Path
 
-from steelcup.vm import seccomp
+from steelcup.vm import cgroup, seccomp
 
 _PR_SET_PDEATHSIG = 1
 _PR_CAPBSET_DROP = 24
@@ -62,8 +63,12 @@ class Jail:
     drop_caps: tuple[int, ...] = ()
     filter_prog: bytes | None = None
     netns: str | None = None  # a named network namespace (`ip netns`) to run QEMU in
+    cgroup_procs: str | None = None  # the VM's memory cgroup (its procs file) to join
 
     def enter(self) -> None:
+        # The memory cgroup first: QEMU never runs a guest instruction outside its limit.
+        if self.cgroup_procs is not None:
+            cgroup.join(self.cgroup_procs)
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
         if self.netns is not None:  # while we still may (CAP_SYS_ADMIN goes below)
@@ -88,7 +93,9 @@ class Jail:
             seccomp.install(self.filter_prog)
 
 
-def jail_for(*, nice: int, filter_prog: bytes | None, netns: str | None = None) -> Jail:
+def jail_for(*, nice: int, filter_prog: bytes | None, netns: str | None = None,
+             cgroup_procs: str | None = None) -> Jail:
     # Without root there is no bounding set to narrow (and nothing to drop it with).
     drops = caps_to_drop(last_cap()) if os.geteuid() == 0 else ()
-    return Jail(nice=nice, drop_caps=drops, filter_prog=filter_prog, netns=netns)
+    return Jail(nice=nice, drop_caps=drops, filter_prog=filter_prog, netns=netns,
+                cgroup_procs=cgroup_procs)

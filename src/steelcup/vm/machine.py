@@ -22,6 +22,7 @@ from typing import Any
 from steelcup.errors import Conflict, GuestProtocolError, SteelcupError, VmLaunchError
 from steelcup.guest.client import GuestClient, GuestInfo
 from steelcup.vm import qmp, seccomp
+from steelcup.vm.cgroup import VmCgroup
 from steelcup.vm.jail import jail_for
 from steelcup.vm.qemu_args import VmSpec, build_argv
 
@@ -34,6 +35,7 @@ REAP_DEADLINE_S = 10.0
 EXIT_GRACE_S = 2.0  # after the guest link broke during boot, wait this long for QEMU's exit
 LOG_TAIL_BYTES = 4000
 SAVE_STATE_DEADLINE_S = 30.0
+CGROUP_REMOVE_DEADLINE_S = 2.0
 
 def _filter_for(spec: VmSpec) -> bytes | None:
     """The seccomp filter for a VM that maps a file it must not change (a template clone)."""
@@ -80,9 +82,15 @@ class Machine:
         remove_state_dir: bool = False,
         nice: int = 0,
         netns: str | None = None,
+        cgroup: VmCgroup | None = None,
+        limit_mib: int | None = None,
     ) -> None:
         self.spec = spec
         self.netns = netns  # run QEMU in this named network namespace (its taps are there)
+        # The memory cgroup QEMU runs in, limited to `limit_mib` of guest RAM (default: all of
+        # it) plus the per-VM overhead; None = no host limit.
+        self.cgroup = cgroup
+        self.limit_mib = spec.mem_mib if limit_mib is None else limit_mib
         self.nice = nice  # QEMU's scheduling priority (a pooled VM warms up in the background)
         self.argv = build_argv(spec)
         self._filter = _filter_for(spec)
@@ -121,6 +129,22 @@ class Machine:
     @property
     def returncode(self) -> int | None:
         return self._proc.returncode if self._proc is not None else None
+
+    @property
+    def oom_killed(self) -> bool:
+        """Whether the host's OOM killer ended this VM's QEMU (it went over its limit)."""
+        return self.cgroup is not None and self.cgroup.oom_kills() > 0
+
+    def set_memory_limit(self, mem_mib: int) -> None:
+        """Limit the VM to `mem_mib` of guest RAM (plus overhead) from the host: before the
+        guest is resized to it (VmLaunchError if the host refuses)."""
+        if self.cgroup is not None:
+            try:
+                self.cgroup.set_limit(mem_mib)
+            except OSError as exc:
+                raise VmLaunchError(f"cannot limit the VM's memory: {exc}",
+                                    argv=self.argv) from exc
+        self.limit_mib = mem_mib
 
     @property
     def console_log(self) -> Path:
@@ -172,9 +196,18 @@ class Machine:
         state_dir = self.spec.state_dir
         state_dir.mkdir(parents=True, exist_ok=True)
         self._remove_sockets()
+        procs_file = None
+        if self.cgroup is not None:
+            try:
+                self.cgroup.create(self.limit_mib)
+            except OSError as exc:
+                raise VmLaunchError(f"cannot create the VM's memory cgroup: {exc}",
+                                    argv=self.argv) from exc
+            procs_file = self.cgroup.procs_file
         async with AsyncExitStack() as stack:
             with self.qemu_log.open("wb") as qemu_out:
-                jail = jail_for(nice=self.nice, filter_prog=self._filter, netns=self.netns)
+                jail = jail_for(nice=self.nice, filter_prog=self._filter, netns=self.netns,
+                               cgroup_procs=procs_file)
                 # A clone restores from an fd it inherits (`migrate-incoming fd:N`), so its
                 # sandbox can refuse to spawn processes (no `exec:cat`).
                 incoming = (os.open(self.spec.incoming, os.O_RDONLY | os.O_CLOEXEC)
@@ -190,7 +223,7 @@ class Machine:
                         preexec_fn=jail.enter,
                     )
                 except (OSError, subprocess.SubprocessError) as exc:
-                    # SubprocessError: the pre-exec hook failed (e.g. the seccomp filter).
+                    # SubprocessError: the pre-exec hook failed (seccomp filter, cgroup).
                     raise VmLaunchError(
                         f"cannot run {self.argv[0]}: {exc}", argv=self.argv
                     ) from exc
@@ -397,6 +430,7 @@ class Machine:
                 if stack is not None:
                     await stack.aclose()
                 self._client = None
+                await self._remove_cgroup()
                 self._closed.set()
                 if self.remove_state_dir:
                     shutil.rmtree(self.spec.state_dir, ignore_errors=True)
@@ -406,6 +440,20 @@ class Machine:
                         callback()
                     except Exception:  # a cleanup must not stop the others
                         log.exception("vm %s: close callback failed", self.spec.state_dir)
+
+    async def _remove_cgroup(self) -> None:
+        if self.cgroup is None:
+            return
+        loop = asyncio.get_running_loop()
+        end = loop.time() + CGROUP_REMOVE_DEADLINE_S
+        try:
+            while not self.cgroup.remove():  # EBUSY until the reaped QEMU has left it
+                if loop.time() > end:
+                    log.warning("memory cgroup %s still busy; left behind", self.cgroup.path)
+                    return
+                await asyncio.sleep(0.01)
+        except OSError as exc:
+            log.warning("cannot remove memory cgroup %s: %s", self.cgroup.path, exc)
 
     async def _graceful_poweroff(self) -> None:
         client, proc = self._client, self._proc

@@ -76,6 +76,11 @@ def register(sub: Any, name: str, help_text: str) -> None:
                        help="TCG translation cache per VM (no KVM): most of a clone's private "
                             "memory; smaller saves memory, busy containers retranslate more "
                             "(default %(default)s)")
+        p.add_argument("--vm-mem-overhead", type=int, default=defaults.VM_MEM_OVERHEAD_MIB,
+                       metavar="MIB",
+                       help="memory each VM's QEMU may use beyond the container's -m before the "
+                            "host kills it (0: QEMU's measured need plus the TCG cache; "
+                            "default %(default)s)")
         p.add_argument("--layer-max-size", type=int, default=defaults.LAYER_MAX_GIB,
                        metavar="GIB", help="largest uncompressed size of one image layer "
                                            "(default %(default)s)")
@@ -279,6 +284,7 @@ def cmd_daemon(ctx: Context, args: argparse.Namespace) -> int:
         layer_max_gib=args.layer_max_size,
         layer_max_ratio=args.layer_max_ratio,
         tcg_tb_mib=args.tcg_tb_size,
+        vm_mem_overhead_mib=args.vm_mem_overhead,
         tls_listen=_host_port(args.tls_listen),
         tcp_listen=_host_port(args.tcp_listen),
         tls_ca=Path(args.tlscacert) if args.tlscacert else None,
