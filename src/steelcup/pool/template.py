@@ -450,7 +450,9 @@ async def set_balloon(machine: Machine, mem_mib: int, deadline_s: float) -> None
                     f"balloon did not reach {mem_mib} MiB in {deadline_s}s "
                     f"(at {actual // MIB} MiB)", argv=machine.argv,
                 )
-            await asyncio.sleep(0.01)
+            # Polled over the VM's QMP session (a round trip, no reconnect): QEMU throttles
+            # BALLOON_CHANGE events to one a second, which would add up to a second here.
+            await asyncio.sleep(0.005)
     except SteelcupError as exc:
         if isinstance(exc, VmLaunchError):
             raise

@@ -10,7 +10,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import shlex
 import shutil
 import signal
 import subprocess
@@ -47,13 +46,6 @@ def _filter_for(spec: VmSpec) -> bytes | None:
         # Fail closed: the factory boots such VMs directly instead.
         raise VmLaunchError(f"cannot protect the template's RAM file from a clone: {exc}",
                             argv=build_argv(spec)) from exc
-
-
-async def _wait_socket(path: Path, deadline_s: float, interval_s: float = 0.005) -> None:
-    """Wait until QEMU has created its server socket `path` (bound before it runs the VM)."""
-    async with asyncio.timeout(deadline_s):
-        while not path.exists():
-            await asyncio.sleep(interval_s)
 
 
 class _BootTimeout(Exception):
@@ -101,6 +93,7 @@ class Machine:
         self._proc: asyncio.subprocess.Process | None = None
         self._exit_task: asyncio.Task[int] | None = None
         self._client: GuestClient | None = None
+        self._qmp: qmp.QmpClient | None = None  # the VM's one monitor session
         self._stack: AsyncExitStack | None = None
         self._detached = False  # guest link dropped on purpose (template save)
         self._started = False
@@ -283,8 +276,14 @@ class Machine:
         loop = asyncio.get_running_loop()
         # The outer wait enforces deadline_s; the inner deadlines only keep these from hanging.
         end = loop.time() + deadline_s + 1.0
+        try:
+            session = await qmp.QmpClient.connect(self.spec.qmp_socket, deadline_s + 1.0)
+        except qmp.QmpError as exc:
+            raise GuestProtocolError(f"QEMU's monitor did not answer: {exc}") from exc
+        stack.push_async_callback(session.close)
+        self._qmp = session
         if self.spec.incoming is not None:
-            await self._restore(deadline_s)
+            await self._restore(session)
         client = await GuestClient.connect(self.spec.ctl_socket, deadline_s + 1.0)
         stack.push_async_callback(client.close)
         info = await client.hello(max(0.1, end - loop.time()))
@@ -322,28 +321,25 @@ class Machine:
             with contextlib.suppress(FileNotFoundError):
                 sock.unlink()
 
-    async def _restore(self, deadline_s: float) -> None:
+    async def _restore(self, session: qmp.QmpClient) -> None:
         # QEMU was started with `-incoming defer`: enable x-ignore-shared (the template's
         # stream has no RAM, the RAM file is mapped instead), then load the device state. The
         # VM runs by itself once the state is in.
-        sock = self.spec.qmp_socket
         try:
-            await _wait_socket(sock, deadline_s)
-            await qmp.execute(
-                sock,
+            await session.execute(
                 "migrate-set-capabilities",
                 {"capabilities": [{"capability": "x-ignore-shared", "state": True}]},
             )
-            await qmp.execute(sock, "migrate-incoming", {"uri": f"fd:{self._incoming_fd}"})
+            await session.execute("migrate-incoming", {"uri": f"fd:{self._incoming_fd}"})
         except qmp.QmpError as exc:
             raise GuestProtocolError(f"restore from {self.spec.incoming} failed: {exc}") from exc
 
     # -- QMP --
     async def qmp(self, command: str, arguments: dict[str, Any] | None = None) -> Any:
         """Run one QMP command on this VM (QmpError if QEMU refuses or does not answer)."""
-        if self._proc is None or self._closing:
+        if self._proc is None or self._closing or self._qmp is None:
             raise Conflict("machine is not running")
-        return await qmp.execute(self.spec.qmp_socket, command, arguments)
+        return await self._qmp.execute(command, arguments)
 
     async def pause(self) -> None:
         """Stop every vCPU (QMP `stop`). The guest link's partial-frame deadline is held
@@ -382,21 +378,31 @@ class Machine:
             # its state is in (one QMP round trip less per clone than a `cont`).
             await self.qmp(
                 "migrate-set-capabilities",
-                {"capabilities": [{"capability": "x-ignore-shared", "state": True}]},
+                {"capabilities": [{"capability": "x-ignore-shared", "state": True},
+                                  {"capability": "events", "state": True}]},
             )
-            await self.qmp("migrate", {"uri": f"exec:cat > {shlex.quote(str(tmp))}"})
-            loop = asyncio.get_running_loop()
-            end = loop.time() + timeout_s
-            while True:
-                status = (await self.qmp("query-migrate")).get("status")
-                if status == "completed":
-                    break
-                if status in ("failed", "cancelled") or loop.time() > end:
-                    info = await self.qmp("query-migrate")
-                    raise VmLaunchError(
-                        f"saving VM state failed: {info}", argv=self.argv, log_tail=self.log_tail()
-                    )
-                await asyncio.sleep(0.01)
+            assert self._qmp is not None  # qmp() above checked it
+            # Straight into the file through an fd QEMU is handed (no `exec:cat` helper: QEMU
+            # reports completion before such a helper has written the last of its pipe, and
+            # its sandbox refuses to spawn one).
+            out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+            try:
+                await self._qmp.send_fd("state", out)
+            finally:
+                os.close(out)
+            async with self._qmp.events() as events:
+                await self.qmp("migrate", {"uri": "fd:state"})
+                done = await self._qmp.wait_event(
+                    events,
+                    lambda e: e["event"] == "MIGRATION"
+                    and e.get("data", {}).get("status") in ("completed", "failed", "cancelled"),
+                    timeout_s,
+                )
+            if done["data"]["status"] != "completed":
+                info = await self.qmp("query-migrate")
+                raise VmLaunchError(
+                    f"saving VM state failed: {info}", argv=self.argv, log_tail=self.log_tail()
+                )
         except qmp.QmpError as exc:
             raise VmLaunchError(f"saving VM state failed: {exc}", argv=self.argv) from exc
         tmp.replace(path)

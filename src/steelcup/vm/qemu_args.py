@@ -89,7 +89,8 @@ class VmSpec:
     # share=off maps it copy-on-write (clones). None = anonymous RAM.
     mem_path: Path | None = None
     mem_shared: bool = False
-    # Restore from saved device state (a template's) instead of booting: `-incoming exec:cat`.
+    # Restore from saved device state (a template's) instead of booting (`-incoming defer`;
+    # Machine hands QEMU the file as an fd).
     incoming: Path | None = None
     # virtio-net NICs, in guest order (eth0, eth1, ...).
     nics: tuple[NicSpec, ...] = ()
@@ -152,13 +153,7 @@ def _check(spec: VmSpec) -> None:
             raise InvalidArgument(f"bad kernel command line word {word!r}")
 
 
-def sandbox(spec: VmSpec) -> str:
-    """QEMU's own seccomp sandbox: no obsolete syscalls, no setuid/setgid, no scheduler or
-    resource control, and no spawning processes except for a template, which saves its
-    state through `exec:cat` (it runs only our init, before any container code)."""
-    spawn = "allow" if spec.mem_shared else "deny"
-    return ("on,obsolete=deny,elevateprivileges=deny,"
-            f"spawn={spawn},resourcecontrol=deny")
+SANDBOX = "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"
 
 
 def build_argv(spec: VmSpec) -> list[str]:
@@ -221,7 +216,9 @@ def build_argv(spec: VmSpec) -> list[str]:
             "-machine", "memory-backend=ram",
         ]  # fmt: skip
     argv += spec.extra_args
-    argv += ["-sandbox", sandbox(spec)]
+    # QEMU's own seccomp sandbox: no obsolete syscalls, no setuid/setgid, no scheduler or
+    # resource control, no spawning processes (restore and save go through fds).
+    argv += ["-sandbox", SANDBOX]
     argv += ["-qmp", f"unix:{spec.qmp_socket},server=on,wait=off"]
     if spec.incoming is not None:
         # Deferred: the x-ignore-shared capability must be on before the stream is read (QEMU

@@ -1,16 +1,21 @@
-"""A small asyncio QMP client (QEMU Machine Protocol): JSON lines over the VM's unix socket.
+"""An asyncio QMP session (QEMU Machine Protocol): JSON lines over the VM's unix socket.
 
-`QmpClient.connect()` reads the greeting and negotiates `qmp_capabilities`; `execute()` runs one
-command and returns its `return` value (asynchronous events in between are skipped). Every wait
-has a deadline. (Reconstructed by the API engineer after an accidental overwrite: same API as
-machine.py uses — connect/execute/close/QmpError.)
+One session per VM for its whole life (`Machine` owns it; nothing else connects: QEMU's monitor
+socket serves one client). `connect()` reads the greeting and negotiates `qmp_capabilities`; a
+reader task then routes each reply to its command by `id` and each asynchronous event to the
+subscribers (`events()`), so callers wait for `MIGRATION`, `STOP`, `RESUME` or `SHUTDOWN`
+instead of polling. Every wait has a deadline; a broken socket fails every pending command.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
+import os
+import socket
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,20 +23,28 @@ from steelcup.errors import SteelcupError
 
 QMP_TIMEOUT_S = 10.0
 LINE_MAX = 1 << 20
+EVENT_QUEUE_MAX = 1024  # events a subscriber may leave unread before it misses some
 
 
 class QmpError(SteelcupError):
     """QEMU refused a command, or its monitor socket broke or did not answer in time."""
 
 
+Event = dict[str, Any]
+
+
 class QmpClient:
-    """One QMP connection; commands are serialised (QMP answers in order)."""
+    """One QMP connection with a reader task; commands may overlap (matched by id)."""
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._reader = reader
         self._writer = writer
-        self._lock = asyncio.Lock()
+        self._ids = itertools.count(1)
+        self._pending: dict[int, asyncio.Future[Any]] = {}
+        self._subscribers: set[asyncio.Queue[Event | None]] = set()
+        self._pump: asyncio.Task[None] | None = None
         self._closed = False
+        self._broken: QmpError | None = None
 
     @classmethod
     async def connect(cls, socket_path: Path, deadline_s: float) -> QmpClient:
@@ -47,15 +60,16 @@ class QmpClient:
             except (FileNotFoundError, ConnectionRefusedError) as exc:
                 if loop.time() >= end:
                     raise QmpError(f"QMP socket {socket_path}: {exc}") from exc
-                await asyncio.sleep(0.02)  # the socket appears when QEMU has started
+                await asyncio.sleep(0.005)  # the socket appears when QEMU has started
             except OSError as exc:
                 raise QmpError(f"QMP socket {socket_path}: {exc}") from exc
         client = cls(reader, writer)
         try:
             async with asyncio.timeout(max(0.1, end - loop.time())):
                 greeting = await client._read()
-                if "QMP" not in greeting:
-                    raise QmpError(f"unexpected QMP greeting: {greeting}")
+            if "QMP" not in greeting:
+                raise QmpError(f"unexpected QMP greeting: {greeting}")
+            client._pump = asyncio.create_task(client._run(), name=f"qmp-{socket_path}")
             await client.execute("qmp_capabilities", timeout_s=max(0.1, end - loop.time()))
         except TimeoutError:
             await client.close()
@@ -65,36 +79,122 @@ class QmpClient:
             raise
         return client
 
+    @property
+    def closed(self) -> bool:
+        return self._closed or self._broken is not None
+
     async def execute(
         self, command: str, arguments: dict[str, Any] | None = None,
         *, timeout_s: float = QMP_TIMEOUT_S,
     ) -> Any:
         """Run `command`; its `return` value, or QmpError with QEMU's error class/desc."""
+        if self._broken is not None:
+            raise QmpError(f"QMP {command}: {self._broken}")
         if self._closed:
-            raise QmpError("QMP connection is closed")
-        message: dict[str, Any] = {"execute": command}
+            raise QmpError(f"QMP {command}: the session is closed")
+        ident = next(self._ids)
+        message: dict[str, Any] = {"execute": command, "id": ident}
         if arguments:
             message["arguments"] = arguments
-        async with self._lock:
-            try:
-                async with asyncio.timeout(timeout_s):
-                    self._writer.write(json.dumps(message).encode() + b"\n")
-                    await self._writer.drain()
-                    while True:
-                        reply = await self._read()
-                        if "event" in reply:
-                            continue
-                        if "error" in reply:
-                            error = reply["error"]
-                            raise QmpError(
-                                f"QMP {command}: {error.get('class')}: {error.get('desc')}"
-                            )
-                        if "return" in reply:
-                            return reply["return"]
-            except TimeoutError:
-                raise QmpError(f"QMP {command}: no answer within {timeout_s}s") from None
-            except (OSError, ConnectionError) as exc:
-                raise QmpError(f"QMP {command}: {exc}") from exc
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending[ident] = future
+        try:
+            self._writer.write(json.dumps(message).encode() + b"\n")
+            async with asyncio.timeout(timeout_s):
+                await self._writer.drain()
+                reply = await future
+        except TimeoutError:
+            raise QmpError(f"QMP {command}: no answer within {timeout_s}s") from None
+        except (OSError, ConnectionError) as exc:
+            raise QmpError(f"QMP {command}: {exc}") from exc
+        finally:
+            self._pending.pop(ident, None)
+        if "error" in reply:
+            error = reply["error"]
+            raise QmpError(f"QMP {command}: {error.get('class')}: {error.get('desc')}")
+        return reply.get("return")
+
+    async def send_fd(self, name: str, fd: int, *, timeout_s: float = QMP_TIMEOUT_S) -> None:
+        """Hand QEMU a copy of `fd` under `name` (QMP `getfd`, the fd passed with SCM_RIGHTS on
+        the monitor socket), e.g. for `migrate` to `fd:<name>`."""
+        if self.closed:
+            raise QmpError("QMP getfd: the session is closed")
+        ident = next(self._ids)
+        data = json.dumps({"execute": "getfd", "arguments": {"fdname": name},
+                           "id": ident}).encode() + b"\n"
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending[ident] = future
+        try:
+            await self._writer.drain()  # nothing of ours may be queued ahead of it
+            transport_socket = self._writer.get_extra_info("socket")
+            with socket.socket(fileno=os.dup(transport_socket.fileno())) as sock:
+                socket.send_fds(sock, [data], [fd])  # one small message: never blocks
+            async with asyncio.timeout(timeout_s):
+                reply = await future
+        except TimeoutError:
+            raise QmpError(f"QMP getfd: no answer within {timeout_s}s") from None
+        except OSError as exc:
+            raise QmpError(f"QMP getfd: {exc}") from exc
+        finally:
+            self._pending.pop(ident, None)
+        if "error" in reply:
+            error = reply["error"]
+            raise QmpError(f"QMP getfd: {error.get('class')}: {error.get('desc')}")
+
+    @contextlib.asynccontextmanager
+    async def events(self) -> AsyncIterator[asyncio.Queue[Event | None]]:
+        """Subscribe to events for the `with` block (subscribe *before* the command that causes
+        them). The queue gets each event dict; None once the session broke."""
+        queue: asyncio.Queue[Event | None] = asyncio.Queue(EVENT_QUEUE_MAX)
+        if self._broken is not None:
+            queue.put_nowait(None)
+        self._subscribers.add(queue)
+        try:
+            yield queue
+        finally:
+            self._subscribers.discard(queue)
+
+    async def wait_event(self, queue: asyncio.Queue[Event | None],
+                         match: Callable[[Event], bool], timeout_s: float) -> Event:
+        """The first event from `queue` that `match`es; QmpError on timeout or a broken
+        session."""
+        try:
+            async with asyncio.timeout(timeout_s):
+                while True:
+                    event = await queue.get()
+                    if event is None:
+                        raise QmpError(f"QMP session broke: {self._broken}")
+                    if match(event):
+                        return event
+        except TimeoutError:
+            raise QmpError(f"no matching QMP event within {timeout_s}s") from None
+
+    async def _run(self) -> None:
+        try:
+            while True:
+                message = await self._read()
+                if "event" in message:
+                    for queue in list(self._subscribers):
+                        with contextlib.suppress(asyncio.QueueFull):  # a reader that left
+                            queue.put_nowait(message)
+                    continue
+                ident = message.get("id")
+                future = self._pending.get(ident) if isinstance(ident, int) else None
+                if future is not None and not future.done():
+                    future.set_result(message)
+        except QmpError as exc:
+            self._break(exc)
+        except (OSError, ConnectionError) as exc:
+            self._break(QmpError(f"QMP socket: {exc}"))
+
+    def _break(self, exc: QmpError) -> None:
+        self._broken = exc
+        for future in self._pending.values():
+            if not future.done():
+                future.set_exception(exc)
+        for queue in list(self._subscribers):
+            with contextlib.suppress(asyncio.QueueFull):
+                queue.put_nowait(None)
 
     async def _read(self) -> dict[str, Any]:
         try:
@@ -115,18 +215,12 @@ class QmpClient:
         if self._closed:
             return
         self._closed = True
+        if self._pump is not None:
+            self._pump.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._pump
+        if self._broken is None:
+            self._break(QmpError("QMP session closed"))
         self._writer.close()
         with contextlib.suppress(OSError, ConnectionError):
             await self._writer.wait_closed()
-
-
-async def execute(
-    socket_path: Path, command: str, arguments: dict[str, Any] | None = None,
-    *, timeout_s: float = QMP_TIMEOUT_S,
-) -> Any:
-    """One-shot: connect, negotiate, run `command`, close; returns its `return` value."""
-    client = await QmpClient.connect(socket_path, timeout_s)
-    try:
-        return await client.execute(command, arguments, timeout_s=timeout_s)
-    finally:
-        await client.close()
