@@ -30,6 +30,7 @@ class DaemonOptions:
     vm_pool_size: int = defaults.VM_POOL_SIZE
     layer_max_gib: int = defaults.LAYER_MAX_GIB
     layer_max_ratio: int = defaults.LAYER_MAX_RATIO  # 0 = no expansion-ratio check
+    storage_default_bytes: int = 10 << 30  # defaults.STORAGE_SIZE_DEFAULT
     networking: bool = True
     # Extra listeners: TLS with client certificates (dockerd's --tlsverify), or plain TCP
     # (loopback only, refused elsewhere).

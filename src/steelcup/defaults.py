@@ -17,6 +17,7 @@ VM_POOL_SIZE = 2  # ready (restored, warmed) VMs kept per tenant and NIC count
 TCG_TB_MIB = 32  # TCG translation cache per VM
 LAYER_MAX_GIB = 8  # an image layer's uncompressed size
 LAYER_MAX_RATIO = 100  # how many times a compressed layer may expand (past 64 MiB)
+STORAGE_SIZE_DEFAULT = "10G"  # a container's writable layer unless it asks (--storage-opt)
 
 
 def default_socket() -> str:

@@ -1,4 +1,4 @@
-"""mount(2) and umount2(2) through libc: bind mounts and unmounts without spawning `mount`."""
+"""mount(2) and umount2(2) through libc: mounts and unmounts without spawning `mount`."""
 
 from __future__ import annotations
 
@@ -37,6 +37,12 @@ def bind(source: Path, target: Path) -> None:
         err = ctypes.get_errno()
         libc.umount2(os.fsencode(target), MNT_DETACH)
         raise OSError(err, os.strerror(err), str(target))
+
+
+def mount(source: str, target: Path, fstype: str, flags: int, data: str) -> None:
+    """mount(2) of a filesystem `fstype` from `source` on `target`; OSError on failure."""
+    _check(_libc().mount(os.fsencode(source), os.fsencode(target), fstype.encode(), flags,
+                         data.encode()), target)
 
 
 def umount(path: Path, flags: int = 0) -> None:

@@ -29,12 +29,21 @@ IMG = "steelcup/busybox"
 NOBODY = ("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups")
 
 
-def _as_nobody(*argv: str) -> subprocess.CompletedProcess[str]:
+def _as_nobody(*argv: str, mount_ns_of: int | None = None) -> subprocess.CompletedProcess[str]:
+    """Run `argv` as uid 65534, in the mount namespace of process `mount_ns_of` if given (the
+    test daemon's: `ip netns exec` gives it one, where its containers' mounts are)."""
     if shutil.which("setpriv") is None:
         pytest.skip("setpriv (util-linux) is not installed")
+    enter = ["nsenter", f"--mount=/proc/{mount_ns_of}/ns/mnt"] if mount_ns_of else []
     # Through a shell: setpriv itself execs while it still holds root's capabilities.
-    return subprocess.run([*NOBODY, "/bin/sh", "-c", 'exec "$@"', "sh", *argv],
+    return subprocess.run([*enter, *NOBODY, "/bin/sh", "-c", 'exec "$@"', "sh", *argv],
                           capture_output=True, text=True, timeout=30)
+
+
+def _in_daemon_ns(daemon: Daemon, path: Path) -> Path:
+    """`path` as the daemon sees it (a container's writable layer is mounted in its mount
+    namespace only)."""
+    return Path(f"/proc/{daemon.proc.pid}/root") / path.relative_to("/")
 
 
 def _wait_for(path: Path, timeout_s: float = 60) -> None:
@@ -78,15 +87,17 @@ def test_a_guests_setuid_root_file_is_out_of_host_users_reach(daemon: Daemon) ->
                      "sleep 300").strip()
     try:
         cdir = daemon.root / "containers" / cid
-        _wait_for(cdir / "upper" / "planted")
-        planted = cdir / "upper" / "suid-sh"
-        assert planted.stat().st_mode & stat.S_ISUID  # the guest did make one ...
+        _wait_for(_in_daemon_ns(daemon, cdir / "rw/upper/planted"))
+        planted = cdir / "rw/upper/suid-sh"
+        # the guest did make one ...
+        assert _in_daemon_ns(daemon, planted).stat().st_mode & stat.S_ISUID
         with _traversable_parents(daemon.root):
             for path in (planted, cdir / "rootfs" / "suid-sh"):
-                run = _as_nobody(str(path), "id", "-u")
+                run = _as_nobody(str(path), "id", "-u", mount_ns_of=daemon.proc.pid)
                 assert run.returncode != 0 and "0" not in run.stdout.split(), run  # unreachable
                 assert "Permission denied" in run.stderr
         assert {"nosuid", "nodev"} <= _mount_options(daemon, cdir / "rootfs")
+        assert {"nosuid", "nodev"} <= _mount_options(daemon, cdir / "rw")
         for private in (daemon.root, vm_run_dir(daemon.root)):
             assert stat.S_IMODE(private.stat().st_mode) == 0o700, private
     finally:
@@ -188,3 +199,29 @@ def test_a_container_cannot_take_its_inits_control_channel(daemon: Daemon,
         assert (state["Status"], state["ExitCode"]) == ("exited", 3), state
     finally:
         daemon.cli("rm", "-f", cid)
+
+
+def test_a_guest_filling_its_root_gets_enospc_and_nothing_else_suffers(daemon: Daemon) -> None:
+    """Finding 6, the writable layer: a guest writes past its `--storage-opt size=`. It gets
+    ENOSPC; the host file holding its layer stays within the size; the daemon, diff and the
+    next container are fine; removal leaves no mount or file. Without the bounded layer the
+    whole write lands on the host's disk and dd succeeds."""
+    result = daemon.cli("run", "--name", "filler", "--storage-opt", "size=32m", IMG, "sh", "-c",
+                        "dd if=/dev/zero of=/fill bs=1M count=64 conv=fsync; echo dd=$?; "
+                        "rm /fill; echo kept > /after; cat /after")
+    out, err = result.stdout.decode(), result.stderr.decode()
+    assert "No space left on device" in err, (out, err)
+    assert "dd=1" in out and out.endswith("kept\n"), (out, err)
+    cid = daemon.out("inspect", "-f", "{{.Id}}", "filler").strip()
+    cdir = daemon.root / "containers" / cid
+    assert (cdir / "rw.img").stat().st_blocks * 512 <= 33 << 20
+    assert "A /after" in daemon.out("diff", cid).splitlines()
+    assert daemon.out("inspect", "-f", "{{json .HostConfig.StorageOpt}}", cid).strip() == \
+        '{"size":"33554432"}'
+    # the next container (the daemon's default size) writes as it likes
+    assert daemon.out("run", "--rm", IMG, "sh", "-c",
+                      "dd if=/dev/zero of=/f bs=1M count=40 conv=fsync 2>/dev/null "
+                      "&& echo ok") == "ok\n"
+    daemon.out("rm", cid)
+    assert not cdir.exists()
+    assert cid not in Path(f"/proc/{daemon.proc.pid}/mounts").read_text()

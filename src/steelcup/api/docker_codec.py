@@ -15,6 +15,7 @@ from typing import Any
 from steelcup.api.filters import parse_filters
 from steelcup.errors import InvalidArgument, NotFound, Unsupported
 from steelcup.humanize import human_duration
+from steelcup.image import layerdisk
 from steelcup.runtime.logs import format_time_ns, parse_time_ns
 from steelcup.runtime.model import (
     ContainerConfig,
@@ -139,7 +140,18 @@ def decode_create(body: Any) -> ContainerConfig:
         mounts=tuple(mounts),
         tmpfs=tuple(sorted(_str_map(host, "Tmpfs").items())),
         volumes=tuple(sorted(_get(body, "Volumes", dict, {}))),
+        storage_bytes=decode_storage_opt(host),
     )
+
+
+def decode_storage_opt(host: dict[str, Any]) -> int:
+    """HostConfig.StorageOpt -> the writable layer's size in bytes (0 = daemon default)."""
+    options = _str_map(host, "StorageOpt")
+    for key in options:
+        if key.lower() != "size":
+            raise InvalidArgument(f"unknown storage option {key!r} (supported: size)")
+    size = next((v for k, v in options.items() if k.lower() == "size"), "")
+    return layerdisk.check_size(layerdisk.parse_size(size)) if size else 0
 
 
 def decode_networking(
@@ -351,6 +363,7 @@ def encode_inspect(
             "PortBindings": json.loads(config.port_bindings) if config.port_bindings else {},
             "PublishAllPorts": config.publish_all_ports,
             "Tmpfs": dict(config.tmpfs) or None,
+            "StorageOpt": {"size": str(config.storage_bytes)} if config.storage_bytes else None,
             "LogConfig": {"Type": "json-file", "Config": {}},
             "Runtime": "steelcup",
         },

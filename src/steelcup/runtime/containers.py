@@ -28,6 +28,7 @@ from steelcup.errors import (
     SteelcupError,
 )
 from steelcup.guest.client import GuestProcess, ProcessSpec
+from steelcup.image import layerdisk
 from steelcup.image import rootfs as rootfs_module
 from steelcup.image.store import ImageStore
 from steelcup.image.users import resolve_user
@@ -85,6 +86,9 @@ class Defaults:
 
     mem_mib: int = 256
     cpus: int = 1
+    # The size of a container's writable layer unless it asks (`--storage-opt size=`). Docker
+    # has no default limit; a guest must not be able to fill the host's disk.
+    storage_bytes: int = 10 * layerdisk.GIB
 
 
 class Runtime:
@@ -110,6 +114,7 @@ class Runtime:
         self._live: dict[str, Live] = {}
         self._shutting_down = False
         (root / "containers").mkdir(parents=True, exist_ok=True)
+        self.disks = layerdisk.DiskMaker(root / "cache" / "layer-disk", defaults.storage_bytes)
 
     # -- bookkeeping -------------------------------------------------------------------------
 
@@ -155,6 +160,12 @@ class Runtime:
 
     def container_dir(self, container_id: str) -> Path:
         return self.root / "containers" / container_id
+
+    def prepare_rootfs(self, record: ContainerRecord) -> Path:
+        """Mount the container's root (its writable layer over the image); blocking."""
+        image = self.images.get(record.config.image_id)
+        return rootfs_module.prepare(self.images.layer_dirs(image), self.container_dir(record.id),
+                                     self.disks, record.config.storage_bytes)
 
     def log_path(self, container_id: str) -> Path:
         return self.container_dir(container_id) / "container.log"
@@ -218,6 +229,7 @@ class Runtime:
                 "working_dir": config.working_dir or image.config.working_dir or "/",
                 "user": config.user or image.config.user,
                 "hostname": config.hostname or container_id[:12],
+                "storage_bytes": config.storage_bytes or self.defaults.storage_bytes,
                 "stop_signal": config.stop_signal or image.config.stop_signal or "SIGTERM",
                 "entrypoint": config.entrypoint
                 if config.entrypoint is not None
@@ -276,11 +288,9 @@ class Runtime:
         cdir = self.container_dir(record.id)
         live.started = asyncio.Event()
         async with contextlib.AsyncExitStack() as stack:
-            image = self.images.get(config.image_id)
-            layer_dirs = self.images.layer_dirs(image)
-            root = await asyncio.to_thread(rootfs_module.prepare, layer_dirs, cdir)
             stack.callback(rootfs_module.release, cdir)
             try:
+                root = await asyncio.to_thread(self.prepare_rootfs, record)
                 uid, gid, groups = resolve_user(root, config.user)
                 run = await self.resources.acquire(record, root, stack)
                 request = VmRequest(

@@ -72,3 +72,13 @@ def test_rm_container_left_exited_by_a_crash_mid_removal_is_removed(tmp_path: Pa
     after = _restart(tmp_path)
     assert after.list() == [] and after.store.load_all() == []
     assert not after.container_dir(cid).exists()
+
+
+def test_create_gives_the_writable_layer_the_default_size(tmp_path: Path) -> None:
+    runtime = make_runtime(tmp_path, open_db(tmp_path))
+    asked = runtime.create(ContainerConfig(image="base:1", image_id="", cmd=("/bin/sh",),
+                                           storage_bytes=64 << 20), "asked")
+    default = runtime.create(ContainerConfig(image="base:1", image_id="", cmd=("/bin/sh",)),
+                             "default")
+    assert asked.config.storage_bytes == 64 << 20
+    assert default.config.storage_bytes == runtime.defaults.storage_bytes == 10 << 30

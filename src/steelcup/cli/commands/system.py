@@ -83,6 +83,10 @@ def register(sub: Any, name: str, help_text: str) -> None:
                        metavar="N", help="refuse a compressed layer that expands more than N "
                                          "times once past 64 MiB (decompression bombs); 0 turns "
                                          "the check off (default %(default)s)")
+        p.add_argument("--storage-size-default", default=defaults.STORAGE_SIZE_DEFAULT,
+                       metavar="SIZE", help="size of a container's writable layer unless it "
+                                            "asks for one with --storage-opt size= (a guest "
+                                            "writing more gets ENOSPC; default %(default)s)")
         p.add_argument("--tls-listen", metavar="HOST:PORT", default=None,
                        help="also serve the API over TLS; clients must present a certificate "
                             "signed by --tlscacert (dockerd's --tlsverify)")
@@ -261,6 +265,7 @@ def _host_port(text: str | None) -> tuple[str, int] | None:
 def cmd_daemon(ctx: Context, args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from steelcup.cli.createspec import parse_memory
     from steelcup.config import DaemonOptions
 
     root = Path(args.daemon_root or ctx.root)
@@ -278,6 +283,7 @@ def cmd_daemon(ctx: Context, args: argparse.Namespace) -> int:
         vm_pool_size=args.pool_size,
         layer_max_gib=args.layer_max_size,
         layer_max_ratio=args.layer_max_ratio,
+        storage_default_bytes=parse_memory(args.storage_size_default),
         tcg_tb_mib=args.tcg_tb_size,
         tls_listen=_host_port(args.tls_listen),
         tcp_listen=_host_port(args.tcp_listen),
