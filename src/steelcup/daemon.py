@@ -99,7 +99,8 @@ async def _serve(options: DaemonOptions) -> int:
         vms,
         events,
         Defaults(mem_mib=options.vm_mem_mib, cpus=options.vm_cpus,
-                 storage_bytes=options.storage_default_bytes),
+                 storage_bytes=options.storage_default_bytes,
+                 log_max_bytes=options.log_max_bytes, log_max_files=options.log_max_files),
         Resources(networks, volumes),
     )
     runtime_ref.append(runtime)

@@ -225,3 +225,23 @@ def test_a_guest_filling_its_root_gets_enospc_and_nothing_else_suffers(daemon: D
     daemon.out("rm", cid)
     assert not cdir.exists()
     assert cid not in Path(f"/proc/{daemon.proc.pid}/mounts").read_text()
+
+
+def test_a_guest_printing_without_end_fills_only_its_rotated_logs(daemon: Daemon) -> None:
+    """Finding 6, container logs: the json-file log rotates at max-size and keeps max-file
+    files; `logs` reads across them in order. Without rotation the one file holds it all."""
+    cid = daemon.out("run", "-d", "--log-opt", "max-size=64k", "--log-opt", "max-file=3", IMG,
+                     "sh", "-c", "seq 1 200000; echo last-line").strip()
+    assert daemon.out("wait", cid).strip() == "0"
+    cdir = daemon.root / "containers" / cid
+    logs = sorted(p.name for p in cdir.glob("container.log*"))
+    assert logs == ["container.log", "container.log.1", "container.log.2"], logs
+    assert all((cdir / name).stat().st_size < 64 * 1024 + 70 * 1024 for name in logs)
+    lines = daemon.out("logs", cid).splitlines()
+    assert lines[-1] == "last-line"
+    # (the oldest file may start with the rest of a line cut across two output chunks)
+    numbers = [int(n) for n in lines[1:-1]]
+    assert numbers == list(range(numbers[0], 200001))  # in order, nothing lost in between
+    assert json.loads(daemon.out("inspect", "-f", "{{json .HostConfig.LogConfig}}", cid)) == {
+        "Type": "json-file", "Config": {"max-size": str(64 * 1024), "max-file": "3"}}
+    daemon.out("rm", cid)

@@ -370,8 +370,8 @@ class _Api:
                 stdin_task = asyncio.create_task(_pump_stdin(rt, live, conn))
             try:
                 if replay_logs:
-                    entries, _ = await asyncio.to_thread(
-                        logs_module.read_entries, rt.log_path(live.record.id), 0)
+                    entries = await asyncio.to_thread(
+                        logs_module.LogCursor(rt.log_path(live.record.id)).read_all)
                     for entry in logs_module.select(entries, stdout=want_stdout,
                                                     stderr=want_stderr):
                         await conn.write(_frame(tty, entry.stream, entry.data))

@@ -115,6 +115,8 @@ class ContainerOptions:
         attach: Sequence[str] = (),  # -a stdin|stdout|stderr (create/run)
         console_size: tuple[int, int] | None = None,  # (rows, cols) when -t on a terminal
         storage_opts: Sequence[str] = (),  # --storage-opt KEY=VAL
+        log_driver: str = "",
+        log_opts: Sequence[str] = (),  # --log-opt KEY=VAL
     ) -> None:
         self.image = image
         self.command = list(command)
@@ -135,6 +137,8 @@ class ContainerOptions:
         self.attach = list(attach)
         self.console_size = console_size
         self.storage_opts = list(storage_opts)
+        self.log_driver = log_driver
+        self.log_opts = list(log_opts)
 
 
 def create_body(opts: ContainerOptions, *, for_run: bool) -> dict[str, Any]:
@@ -168,6 +172,9 @@ def create_body(opts: ContainerOptions, *, for_run: bool) -> dict[str, Any]:
         host_config["ConsoleSize"] = list(opts.console_size)
     if opts.storage_opts:
         host_config["StorageOpt"] = parse_key_values(opts.storage_opts, "--storage-opt")
+    if opts.log_driver or opts.log_opts:
+        host_config["LogConfig"] = {"Type": opts.log_driver,
+                                    "Config": parse_key_values(opts.log_opts, "--log-opt")}
     body: dict[str, Any] = {
         "Hostname": opts.hostname,
         "Domainname": "",

@@ -89,6 +89,10 @@ class Defaults:
     # The size of a container's writable layer unless it asks (`--storage-opt size=`). Docker
     # has no default limit; a guest must not be able to fill the host's disk.
     storage_bytes: int = 10 * layerdisk.GIB
+    # json-file log rotation, and the most a container may ask for (docker keeps logs without
+    # limit by default; a guest printing forever must not fill the disk).
+    log_max_bytes: int = 20 * layerdisk.MIB
+    log_max_files: int = 5
 
 
 class Runtime:
@@ -115,6 +119,8 @@ class Runtime:
         self._shutting_down = False
         (root / "containers").mkdir(parents=True, exist_ok=True)
         self.disks = layerdisk.DiskMaker(root / "cache" / "layer-disk", defaults.storage_bytes)
+        if defaults.log_max_bytes <= 0 or defaults.log_max_files < 1:
+            raise InvalidArgument("container logs need a positive max-size and max-file")
 
     # -- bookkeeping -------------------------------------------------------------------------
 
@@ -166,6 +172,11 @@ class Runtime:
         image = self.images.get(record.config.image_id)
         return rootfs_module.prepare(self.images.layer_dirs(image), self.container_dir(record.id),
                                      self.disks, record.config.storage_bytes)
+
+    def log_rotation(self, config: ContainerConfig) -> logs_module.Rotation:
+        """A container's log rotation (the daemon's for a container made before it had one)."""
+        return logs_module.Rotation(config.log_max_bytes or self.defaults.log_max_bytes,
+                                    config.log_max_files or self.defaults.log_max_files)
 
     def log_path(self, container_id: str) -> Path:
         return self.container_dir(container_id) / "container.log"
@@ -230,6 +241,8 @@ class Runtime:
                 "user": config.user or image.config.user,
                 "hostname": config.hostname or container_id[:12],
                 "storage_bytes": config.storage_bytes or self.defaults.storage_bytes,
+                "log_max_bytes": config.log_max_bytes or self.defaults.log_max_bytes,
+                "log_max_files": config.log_max_files or self.defaults.log_max_files,
                 "stop_signal": config.stop_signal or image.config.stop_signal or "SIGTERM",
                 "entrypoint": config.entrypoint
                 if config.entrypoint is not None
@@ -241,6 +254,7 @@ class Runtime:
             }
         )
         parse_signal(resolved.stop_signal)  # reject a bad signal at create, like docker
+        self._check_log_limits(resolved)
         _check_restart_policy(resolved)
         self.resources.check_networks(resolved)
         resolved = self.resources.plan(resolved, image)
@@ -268,6 +282,15 @@ class Runtime:
         self._live[container_id] = Live(record)
         self.publish_event(record, "create")
         return record
+
+    def _check_log_limits(self, config: ContainerConfig) -> None:
+        """The daemon's log rotation is also the most a container may keep."""
+        if config.log_max_bytes > self.defaults.log_max_bytes:
+            raise InvalidArgument(f"log max-size {config.log_max_bytes} bytes exceeds this "
+                                  f"daemon's limit of {self.defaults.log_max_bytes}")
+        if config.log_max_files > self.defaults.log_max_files:
+            raise InvalidArgument(f"log max-file {config.log_max_files} exceeds this daemon's "
+                                  f"limit of {self.defaults.log_max_files}")
 
     # -- start -------------------------------------------------------------------------------
 
@@ -353,7 +376,8 @@ class Runtime:
 
     async def _run(self, live: Live, machine: Machine, process: GuestProcess) -> None:
         """Relay output to the log and attached readers until the process exits; clean up."""
-        writer = logs_module.LogWriter(self.log_path(live.record.id))
+        writer = logs_module.LogWriter(self.log_path(live.record.id),
+                                       self.log_rotation(live.record.config))
         exit_code = EXIT_CODE_DAEMON_LOST
         error = ""
         cancelled = False
@@ -698,8 +722,8 @@ class Runtime:
     ) -> AsyncIterator[logs_module.LogEntry]:
         """Entries from the log file; with `follow`, then new ones until the container stops."""
         live = self.get(ref)
-        path = self.log_path(live.record.id)
-        entries, offset = await asyncio.to_thread(logs_module.read_entries, path, 0)
+        cursor = logs_module.LogCursor(self.log_path(live.record.id))
+        entries = await asyncio.to_thread(cursor.read_all)
         for entry in select(entries):
             yield entry
         if not follow:
@@ -707,7 +731,7 @@ class Runtime:
         while True:
             seq = live.exit_seq
             running = live.record.state.running
-            entries, offset = await asyncio.to_thread(logs_module.read_entries, path, offset)
+            entries = await asyncio.to_thread(cursor.read_new)
             for entry in entries:
                 yield entry
             if not running or live.removed:
