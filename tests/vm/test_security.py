@@ -245,3 +245,23 @@ def test_a_guest_printing_without_end_fills_only_its_rotated_logs(daemon: Daemon
     assert json.loads(daemon.out("inspect", "-f", "{{json .HostConfig.LogConfig}}", cid)) == {
         "Type": "json-file", "Config": {"max-size": str(64 * 1024), "max-file": "3"}}
     daemon.out("rm", cid)
+
+
+def test_a_guest_flooding_its_console_fills_only_a_capped_log(daemon: Daemon) -> None:
+    """Finding 6, the serial console: QEMU wrote it to a file without end (`-serial file:`).
+    Now the daemon reads it from a pipe and keeps the first and the last 64 KiB with a marker
+    of what it dropped; the last words stay for diagnosis."""
+    cid = daemon.out("run", "-d", IMG, "sh", "-c",
+                     "yes 'console flood' | head -c 600000 > /dev/ttyS0; "
+                     "echo 'last words' > /dev/ttyS0").strip()
+    assert daemon.out("wait", cid).strip() == "0"
+    console = daemon.root / "containers" / cid / "console.log"
+    deadline = time.monotonic() + 30  # copied next to the container when its VM closes
+    while not console.exists():
+        assert time.monotonic() < deadline, "no console log kept"
+        time.sleep(0.2)
+    text = console.read_bytes()
+    assert len(text) < 2 * 64 * 1024 + 200, len(text)
+    assert b"bytes dropped here ---" in text
+    assert text.rstrip().endswith(b"last words")
+    daemon.out("rm", cid)

@@ -24,6 +24,7 @@ from typing import Any
 from steelcup.errors import Conflict, GuestProtocolError, SteelcupError, VmLaunchError
 from steelcup.guest.client import GuestClient, GuestInfo
 from steelcup.vm import qmp, seccomp
+from steelcup.vm.caplog import CappedLog, drain
 from steelcup.vm.qemu_args import VmSpec, build_argv, incoming_uri
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,11 @@ POWEROFF_DEADLINE_S = 3.0
 REAP_DEADLINE_S = 10.0
 EXIT_GRACE_S = 2.0  # after the guest link broke during boot, wait this long for QEMU's exit
 LOG_TAIL_BYTES = 4000
+# What a guest's console and QEMU's stderr may take on disk: the first and the last KiBs (a
+# guest can print without end, or make QEMU print one error line per balloon page).
+CONSOLE_HEAD_BYTES = CONSOLE_TAIL_BYTES = 64 * 1024
+QEMU_LOG_HEAD_BYTES = QEMU_LOG_TAIL_BYTES = 16 * 1024
+LOG_DRAIN_GRACE_S = 1.0  # after QEMU died: its children (migration's `cat`) may hold the pipes
 SAVE_STATE_DEADLINE_S = 30.0
 
 _PR_SET_PDEATHSIG = 1
@@ -71,6 +77,14 @@ async def _wait_socket(path: Path, deadline_s: float, interval_s: float = 0.005)
 
 class _BootTimeout(Exception):
     pass
+
+
+async def _finish_drains(tasks: list[asyncio.Task[None]]) -> None:
+    """Let the log copies reach EOF (QEMU is dead), briefly; then stop them."""
+    _, pending = await asyncio.wait(tasks, timeout=LOG_DRAIN_GRACE_S)
+    for task in pending:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def _tail(path: Path, max_bytes: int) -> str:
@@ -185,21 +199,28 @@ class Machine:
         state_dir.mkdir(parents=True, exist_ok=True)
         self._remove_sockets()
         async with AsyncExitStack() as stack:
-            with self.qemu_log.open("wb") as qemu_out:
-                try:
-                    proc = await asyncio.create_subprocess_exec(
-                        *self.argv,
-                        stdin=subprocess.DEVNULL,
-                        stdout=qemu_out,
-                        stderr=subprocess.STDOUT,
-                        start_new_session=True,
-                        preexec_fn=functools.partial(_child_setup, self.nice, self._filter),
-                    )
-                except (OSError, subprocess.SubprocessError) as exc:
-                    # SubprocessError: the pre-exec hook failed (e.g. the seccomp filter).
-                    raise VmLaunchError(
-                        f"cannot run {self.argv[0]}: {exc}", argv=self.argv
-                    ) from exc
+            try:
+                proc = await asyncio.create_subprocess_exec(
+                    *self.argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.PIPE,  # the serial console (-serial stdio)
+                    stderr=subprocess.PIPE,
+                    start_new_session=True,
+                    preexec_fn=functools.partial(_child_setup, self.nice, self._filter),
+                )
+            except (OSError, subprocess.SubprocessError) as exc:
+                # SubprocessError: the pre-exec hook failed (e.g. the seccomp filter).
+                raise VmLaunchError(
+                    f"cannot run {self.argv[0]}: {exc}", argv=self.argv
+                ) from exc
+            assert proc.stdout is not None and proc.stderr is not None
+            drains = [
+                asyncio.create_task(drain(proc.stdout, CappedLog(
+                    self.console_log, CONSOLE_HEAD_BYTES, CONSOLE_TAIL_BYTES))),
+                asyncio.create_task(drain(proc.stderr, CappedLog(
+                    self.qemu_log, QEMU_LOG_HEAD_BYTES, QEMU_LOG_TAIL_BYTES))),
+            ]
+            stack.push_async_callback(_finish_drains, drains)
             stack.push_async_callback(self._reap, proc)
             exit_task = asyncio.create_task(proc.wait(), name=f"qemu-{proc.pid}-wait")
             stack.callback(exit_task.cancel)
@@ -224,6 +245,7 @@ class Machine:
                 if exit_task.done():
                     done = {exit_task}
             if exit_task in done:
+                await asyncio.wait(drains, timeout=LOG_DRAIN_GRACE_S)  # QEMU's last words
                 raise VmLaunchError(
                     "QEMU exited during boot",
                     exit_code=proc.returncode,
