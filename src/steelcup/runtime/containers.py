@@ -28,6 +28,7 @@ from steelcup.errors import (
     SteelcupError,
 )
 from steelcup.guest.client import GuestProcess, ProcessSpec
+from steelcup.guestlog import clip
 from steelcup.image import layerdisk
 from steelcup.image import rootfs as rootfs_module
 from steelcup.image.store import ImageStore
@@ -391,7 +392,7 @@ class Runtime:
             # The VM died or spoke nonsense: like a killed container.
             exit_code = 128 + signal_module.SIGKILL if live.stopping else EXIT_CODE_DAEMON_LOST
             error = "" if live.stopping else f"the container's VM failed: {exc}"
-            log.warning("container %s: %s", live.record.id[:12], exc)
+            log.warning("container %s: %s", live.record.id[:12], clip(str(exc)))
         except asyncio.CancelledError:
             error = "the daemon shut down"
             cancelled = True

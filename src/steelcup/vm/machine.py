@@ -23,6 +23,7 @@ from typing import Any
 
 from steelcup.errors import Conflict, GuestProtocolError, SteelcupError, VmLaunchError
 from steelcup.guest.client import GuestClient, GuestInfo
+from steelcup.guestlog import clip
 from steelcup.vm import qmp, seccomp
 from steelcup.vm.caplog import CappedLog, drain
 from steelcup.vm.qemu_args import VmSpec, build_argv, incoming_uri
@@ -290,7 +291,7 @@ class Machine:
             or self._proc.returncode is not None
         ):
             return
-        log.warning("guest link of vm %s lost (%s); killing it", self._proc.pid, err)
+        log.warning("guest link of vm %s lost (%s); killing it", self._proc.pid, clip(str(err)))
         self._kill(self._proc)
 
     @staticmethod
