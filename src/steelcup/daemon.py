@@ -101,12 +101,15 @@ async def _serve(options: DaemonOptions) -> int:
         images,
         vms,
         events,
-        Defaults(mem_mib=options.vm_mem_mib, cpus=options.vm_cpus),
+        Defaults(mem_mib=options.vm_mem_mib, cpus=options.vm_cpus,
+                 storage_bytes=options.storage_default_bytes,
+                 log_max_bytes=options.log_max_bytes, log_max_files=options.log_max_files),
         Resources(networks, volumes),
     )
     runtime_ref.append(runtime)
     images.in_use = runtime.image_in_use
     runtime.recover()
+    await asyncio.to_thread(runtime.disks.template)  # off the first run's path
     await runtime.remove_ended_auto_remove()  # before serving: clients never see them
     services = Services(runtime=runtime, execs=ExecManager(runtime), images=images,
                         events=events, root=options.root, accel=accel, networks=networks,

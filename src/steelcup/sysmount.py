@@ -1,4 +1,4 @@
-"""mount(2) and umount2(2) through libc: bind mounts and unmounts without spawning `mount`."""
+"""mount(2) and umount2(2) through libc: mounts and unmounts without spawning `mount`."""
 
 from __future__ import annotations
 
@@ -40,11 +40,16 @@ def bind(source: Path, target: Path) -> None:
         raise OSError(err, os.strerror(err), str(target))
 
 
-def mount(fstype: str, target: Path, options: str = "",
-          flags: int = MS_NOSUID | MS_NODEV | MS_NOEXEC) -> None:
-    """Mount a kernel filesystem (`fstype`, no device) on `target`; OSError on failure."""
-    _check(_libc().mount(fstype.encode(), os.fsencode(target), fstype.encode(), flags,
-                         options.encode() if options else None), target)
+def mount(source: str, target: Path, fstype: str, flags: int, data: str) -> None:
+    """mount(2) of a filesystem `fstype` from `source` on `target`; OSError on failure."""
+    _check(_libc().mount(os.fsencode(source), os.fsencode(target), fstype.encode(), flags,
+                         data.encode() if data else None), target)
+
+
+def mount_kernel_fs(fstype: str, target: Path, options: str = "",
+                    flags: int = MS_NOSUID | MS_NODEV | MS_NOEXEC) -> None:
+    """Mount a kernel filesystem (`fstype`, no device: cgroup, cgroup2) on `target`."""
+    mount(fstype, target, fstype, flags, options)
 
 
 def umount(path: Path, flags: int = 0) -> None:

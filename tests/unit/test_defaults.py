@@ -39,3 +39,22 @@ def test_layer_limits_flow_from_daemon_flags_to_the_image_store(
     monkeypatch.setattr(daemon, "run", lambda options: seen.append(options) or 0)
     cli_main.main(["daemon", "--layer-max-size", "2", "--layer-max-ratio", "0"])
     assert daemon.layer_limits(seen[0]) == LayerLimits(max_bytes=2 * GIB, max_ratio=0)
+
+
+def test_storage_size_flows_from_the_daemon_flag(monkeypatch: pytest.MonkeyPatch) -> None:
+    from steelcup import daemon
+    from steelcup.cli import main as cli_main
+    from steelcup.cli.createspec import parse_memory
+    from steelcup.runtime.containers import Defaults
+
+    default = config.DaemonOptions().storage_default_bytes
+    assert default == parse_memory(defaults.STORAGE_SIZE_DEFAULT) == Defaults().storage_bytes
+    seen: list[config.DaemonOptions] = []
+    monkeypatch.setattr(daemon, "run", lambda options: seen.append(options) or 0)
+    cli_main.main(["daemon", "--storage-size-default", "2g", "--log-max-size", "1m",
+                   "--log-max-file", "2"])
+    assert seen[0].storage_default_bytes == 2 << 30
+    assert (seen[0].log_max_bytes, seen[0].log_max_files) == (1 << 20, 2)
+    assert (config.DaemonOptions().log_max_bytes, config.DaemonOptions().log_max_files) == (
+        parse_memory(defaults.LOG_MAX_SIZE), defaults.LOG_MAX_FILE) == (
+        Defaults().log_max_bytes, Defaults().log_max_files)

@@ -29,12 +29,21 @@ IMG = "steelcup/busybox"
 NOBODY = ("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups")
 
 
-def _as_nobody(*argv: str) -> subprocess.CompletedProcess[str]:
+def _as_nobody(*argv: str, mount_ns_of: int | None = None) -> subprocess.CompletedProcess[str]:
+    """Run `argv` as uid 65534, in the mount namespace of process `mount_ns_of` if given (the
+    test daemon's: `ip netns exec` gives it one, where its containers' mounts are)."""
     if shutil.which("setpriv") is None:
         pytest.skip("setpriv (util-linux) is not installed")
+    enter = ["nsenter", f"--mount=/proc/{mount_ns_of}/ns/mnt"] if mount_ns_of else []
     # Through a shell: setpriv itself execs while it still holds root's capabilities.
-    return subprocess.run([*NOBODY, "/bin/sh", "-c", 'exec "$@"', "sh", *argv],
+    return subprocess.run([*enter, *NOBODY, "/bin/sh", "-c", 'exec "$@"', "sh", *argv],
                           capture_output=True, text=True, timeout=30)
+
+
+def _in_daemon_ns(daemon: Daemon, path: Path) -> Path:
+    """`path` as the daemon sees it (a container's writable layer is mounted in its mount
+    namespace only)."""
+    return Path(f"/proc/{daemon.proc.pid}/root") / path.relative_to("/")
 
 
 def _wait_for(path: Path, timeout_s: float = 60) -> None:
@@ -78,15 +87,17 @@ def test_a_guests_setuid_root_file_is_out_of_host_users_reach(daemon: Daemon) ->
                      "sleep 300").strip()
     try:
         cdir = daemon.root / "containers" / cid
-        _wait_for(cdir / "upper" / "planted")
-        planted = cdir / "upper" / "suid-sh"
-        assert planted.stat().st_mode & stat.S_ISUID  # the guest did make one ...
+        _wait_for(_in_daemon_ns(daemon, cdir / "rw/upper/planted"))
+        planted = cdir / "rw/upper/suid-sh"
+        # the guest did make one ...
+        assert _in_daemon_ns(daemon, planted).stat().st_mode & stat.S_ISUID
         with _traversable_parents(daemon.root):
             for path in (planted, cdir / "rootfs" / "suid-sh"):
-                run = _as_nobody(str(path), "id", "-u")
+                run = _as_nobody(str(path), "id", "-u", mount_ns_of=daemon.proc.pid)
                 assert run.returncode != 0 and "0" not in run.stdout.split(), run  # unreachable
                 assert "Permission denied" in run.stderr
         assert {"nosuid", "nodev"} <= _mount_options(daemon, cdir / "rootfs")
+        assert {"nosuid", "nodev"} <= _mount_options(daemon, cdir / "rw")
         for private in (daemon.root, vm_run_dir(daemon.root)):
             assert stat.S_IMODE(private.stat().st_mode) == 0o700, private
     finally:
@@ -207,3 +218,69 @@ def test_a_guest_that_unbinds_its_balloon_is_oom_killed_by_the_host(daemon: Daem
     result = daemon.cli("run", "--rm", "-m", "128m", IMG, "sh", "-c",
                         "tail /dev/zero; echo survived")
     assert result.returncode == 0 and b"survived" in result.stdout, result
+
+
+def test_a_guest_filling_its_root_gets_enospc_and_nothing_else_suffers(daemon: Daemon) -> None:
+    """Finding 6, the writable layer: a guest writes past its `--storage-opt size=`. It gets
+    ENOSPC; the host file holding its layer stays within the size; the daemon, diff and the
+    next container are fine; removal leaves no mount or file. Without the bounded layer the
+    whole write lands on the host's disk and dd succeeds."""
+    result = daemon.cli("run", "--name", "filler", "--storage-opt", "size=32m", IMG, "sh", "-c",
+                        "dd if=/dev/zero of=/fill bs=1M count=64 conv=fsync; echo dd=$?; "
+                        "rm /fill; echo kept > /after; cat /after")
+    out, err = result.stdout.decode(), result.stderr.decode()
+    assert "No space left on device" in err, (out, err)
+    assert "dd=1" in out and out.endswith("kept\n"), (out, err)
+    cid = daemon.out("inspect", "-f", "{{.Id}}", "filler").strip()
+    cdir = daemon.root / "containers" / cid
+    assert (cdir / "rw.img").stat().st_blocks * 512 <= 33 << 20
+    assert "A /after" in daemon.out("diff", cid).splitlines()
+    assert daemon.out("inspect", "-f", "{{json .HostConfig.StorageOpt}}", cid).strip() == \
+        '{"size":"33554432"}'
+    # the next container (the daemon's default size) writes as it likes
+    assert daemon.out("run", "--rm", IMG, "sh", "-c",
+                      "dd if=/dev/zero of=/f bs=1M count=40 conv=fsync 2>/dev/null "
+                      "&& echo ok") == "ok\n"
+    daemon.out("rm", cid)
+    assert not cdir.exists()
+    assert cid not in Path(f"/proc/{daemon.proc.pid}/mounts").read_text()
+
+
+def test_a_guest_printing_without_end_fills_only_its_rotated_logs(daemon: Daemon) -> None:
+    """Finding 6, container logs: the json-file log rotates at max-size and keeps max-file
+    files; `logs` reads across them in order. Without rotation the one file holds it all."""
+    cid = daemon.out("run", "-d", "--log-opt", "max-size=64k", "--log-opt", "max-file=3", IMG,
+                     "sh", "-c", "seq 1 200000; echo last-line").strip()
+    assert daemon.out("wait", cid).strip() == "0"
+    cdir = daemon.root / "containers" / cid
+    logs = sorted(p.name for p in cdir.glob("container.log*"))
+    assert logs == ["container.log", "container.log.1", "container.log.2"], logs
+    assert all((cdir / name).stat().st_size < 64 * 1024 + 70 * 1024 for name in logs)
+    lines = daemon.out("logs", cid).splitlines()
+    assert lines[-1] == "last-line"
+    # (the oldest file may start with the rest of a line cut across two output chunks)
+    numbers = [int(n) for n in lines[1:-1]]
+    assert numbers == list(range(numbers[0], 200001))  # in order, nothing lost in between
+    assert json.loads(daemon.out("inspect", "-f", "{{json .HostConfig.LogConfig}}", cid)) == {
+        "Type": "json-file", "Config": {"max-size": str(64 * 1024), "max-file": "3"}}
+    daemon.out("rm", cid)
+
+
+def test_a_guest_flooding_its_console_fills_only_a_capped_log(daemon: Daemon) -> None:
+    """Finding 6, the serial console: QEMU wrote it to a file without end (`-serial file:`).
+    Now the daemon reads it from a pipe and keeps the first and the last 64 KiB with a marker
+    of what it dropped; the last words stay for diagnosis."""
+    cid = daemon.out("run", "-d", IMG, "sh", "-c",
+                     "yes 'console flood' | head -c 600000 > /dev/ttyS0; "
+                     "echo 'last words' > /dev/ttyS0").strip()
+    assert daemon.out("wait", cid).strip() == "0"
+    console = daemon.root / "containers" / cid / "console.log"
+    deadline = time.monotonic() + 30  # copied next to the container when its VM closes
+    while not console.exists():
+        assert time.monotonic() < deadline, "no console log kept"
+        time.sleep(0.2)
+    text = console.read_bytes()
+    assert len(text) < 2 * 64 * 1024 + 200, len(text)
+    assert b"bytes dropped here ---" in text
+    assert text.rstrip().endswith(b"last words")
+    daemon.out("rm", cid)

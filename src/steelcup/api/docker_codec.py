@@ -15,6 +15,7 @@ from typing import Any
 from steelcup.api.filters import parse_filters
 from steelcup.errors import InvalidArgument, NotFound, Unsupported
 from steelcup.humanize import human_duration
+from steelcup.image import layerdisk
 from steelcup.runtime.logs import format_time_ns, parse_time_ns
 from steelcup.runtime.model import (
     ContainerConfig,
@@ -95,6 +96,7 @@ def decode_create(body: Any) -> ContainerConfig:
     if not all(isinstance(m, dict) for m in mounts):
         raise InvalidArgument("HostConfig.Mounts: expected a list of objects")
     port_bindings = _get(host, "PortBindings", dict, {})
+    log_max_bytes, log_max_files = decode_log_config(host)
     aliases, extra_networks = decode_networking(body, network_mode)
     auto_remove = _get(host, "AutoRemove", bool, False)
     if auto_remove and policy != "no":
@@ -139,7 +141,48 @@ def decode_create(body: Any) -> ContainerConfig:
         mounts=tuple(mounts),
         tmpfs=tuple(sorted(_str_map(host, "Tmpfs").items())),
         volumes=tuple(sorted(_get(body, "Volumes", dict, {}))),
+        storage_bytes=decode_storage_opt(host),
+        log_max_bytes=log_max_bytes,
+        log_max_files=log_max_files,
     )
+
+
+# json-file options dockerd accepts that steelcup does not act on (they only annotate entries)
+_LOG_OPTS_IGNORED = ("labels", "labels-regex", "env", "env-regex", "tag", "compress")
+
+
+def decode_log_config(host: dict[str, Any]) -> tuple[int, int]:
+    """HostConfig.LogConfig (json-file only) -> log_max_bytes, log_max_files (0 = default)."""
+    value = _get(host, "LogConfig", dict, {})
+    kind = _get(value, "Type", str, "")
+    if kind not in ("", "json-file"):
+        raise InvalidArgument(f"logging driver {kind!r} is not supported (steelcup keeps "
+                              "json-file logs)")
+    options = _str_map(value, "Config")
+    for key in options:
+        if key not in ("max-size", "max-file", *_LOG_OPTS_IGNORED):
+            raise InvalidArgument(f"unknown log opt '{key}' for json-file log driver")
+    max_bytes = max_files = 0
+    if options.get("max-size"):
+        max_bytes = layerdisk.parse_size(options["max-size"])
+        if max_bytes <= 0:
+            raise InvalidArgument("max-size must be a positive size (logs are always capped)")
+    if options.get("max-file"):
+        text = options["max-file"]
+        if not text.isdigit() or int(text) < 1:
+            raise InvalidArgument(f"max-file must be a number of at least 1, got {text!r}")
+        max_files = int(text)
+    return max_bytes, max_files
+
+
+def decode_storage_opt(host: dict[str, Any]) -> int:
+    """HostConfig.StorageOpt -> the writable layer's size in bytes (0 = daemon default)."""
+    options = _str_map(host, "StorageOpt")
+    for key in options:
+        if key.lower() != "size":
+            raise InvalidArgument(f"unknown storage option {key!r} (supported: size)")
+    size = next((v for k, v in options.items() if k.lower() == "size"), "")
+    return layerdisk.check_size(layerdisk.parse_size(size)) if size else 0
 
 
 def decode_networking(
@@ -351,7 +394,11 @@ def encode_inspect(
             "PortBindings": json.loads(config.port_bindings) if config.port_bindings else {},
             "PublishAllPorts": config.publish_all_ports,
             "Tmpfs": dict(config.tmpfs) or None,
-            "LogConfig": {"Type": "json-file", "Config": {}},
+            "StorageOpt": {"size": str(config.storage_bytes)} if config.storage_bytes else None,
+            "LogConfig": {"Type": "json-file", "Config": {
+                key: str(value) for key, value in (("max-size", config.log_max_bytes),
+                                                   ("max-file", config.log_max_files)) if value
+            }},
             "Runtime": "steelcup",
         },
         "GraphDriver": {"Name": "overlay", "Data": None},

@@ -64,7 +64,7 @@ class _FsApi:
         self.spool_dir = runtime.root / "tmp"
 
     async def changes(self, req: Request) -> Response:
-        found = await asyncio.to_thread(fs_changes.container_changes, self.rt, req.params["id"])
+        found = await fs_changes.container_changes(self.rt, req.params["id"])
         return JsonResponse([{"Path": c.path, "Kind": int(c.kind)} for c in found])
 
     # -- archive ---------------------------------------------------------------------------

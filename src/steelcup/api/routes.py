@@ -34,7 +34,7 @@ from steelcup.api.http import (
     Router,
     StreamResponse,
 )
-from steelcup.errors import InvalidArgument, SteelcupError, Unsupported
+from steelcup.errors import InvalidArgument, NotFound, SteelcupError, Unsupported
 from steelcup.image.store import ImageStore
 from steelcup.net.manager import NetworkManager
 from steelcup.pool.factory import Factory
@@ -43,6 +43,7 @@ from steelcup.runtime import logs as logs_module
 from steelcup.runtime.containers import Live, Runtime
 from steelcup.runtime.events import EventBus
 from steelcup.runtime.execs import Exec, ExecManager
+from steelcup.runtime.fs_paths import writable_layer
 from steelcup.runtime.model import Status
 from steelcup.volume.manager import VolumeManager
 
@@ -369,8 +370,8 @@ class _Api:
                 stdin_task = asyncio.create_task(_pump_stdin(rt, live, conn))
             try:
                 if replay_logs:
-                    entries, _ = await asyncio.to_thread(
-                        logs_module.read_entries, rt.log_path(live.record.id), 0)
+                    entries = await asyncio.to_thread(
+                        logs_module.LogCursor(rt.log_path(live.record.id)).read_all)
                     for entry in logs_module.select(entries, stdout=want_stdout,
                                                     stderr=want_stderr):
                         await conn.write(_frame(tty, entry.stream, entry.data))
@@ -515,8 +516,11 @@ class _Api:
         containers = []
         for record in records:
             row = codec.encode_summary(record)
-            row["SizeRw"] = await asyncio.to_thread(
-                _dir_size, self.rt.container_dir(record.id) / "upper")
+            try:
+                async with writable_layer(self.rt, self.rt.get(record.id)) as upper:
+                    row["SizeRw"] = await asyncio.to_thread(_dir_size, upper)
+            except NotFound:
+                continue  # removed meanwhile
             row["SizeRootFs"] = row["SizeRw"]
             containers.append(row)
         return JsonResponse({

@@ -35,6 +35,17 @@ def parse_cpus(text: str) -> int:
     return int(round(value * 1e9))
 
 
+def parse_key_values(values: Sequence[str], flag: str) -> dict[str, str]:
+    """Repeated KEY=VALUE flags (--storage-opt, --log-opt) -> a map, as docker's CLI does."""
+    out: dict[str, str] = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise InvalidArgument(f"invalid {flag} {item!r}: expected KEY=VALUE")
+        out[key] = value
+    return out
+
+
 def parse_env_file(text: str, lookup: dict[str, str]) -> list[str]:
     """Docker's env-file format: KEY=VALUE lines, '#' comments, bare KEY taken from `lookup`."""
     out: list[str] = []
@@ -103,6 +114,9 @@ class ContainerOptions:
         stop_signal: str = "",
         attach: Sequence[str] = (),  # -a stdin|stdout|stderr (create/run)
         console_size: tuple[int, int] | None = None,  # (rows, cols) when -t on a terminal
+        storage_opts: Sequence[str] = (),  # --storage-opt KEY=VAL
+        log_driver: str = "",
+        log_opts: Sequence[str] = (),  # --log-opt KEY=VAL
     ) -> None:
         self.image = image
         self.command = list(command)
@@ -122,6 +136,9 @@ class ContainerOptions:
         self.stop_signal = stop_signal
         self.attach = list(attach)
         self.console_size = console_size
+        self.storage_opts = list(storage_opts)
+        self.log_driver = log_driver
+        self.log_opts = list(log_opts)
 
 
 def create_body(opts: ContainerOptions, *, for_run: bool) -> dict[str, Any]:
@@ -153,6 +170,11 @@ def create_body(opts: ContainerOptions, *, for_run: bool) -> dict[str, Any]:
         host_config["NanoCpus"] = parse_cpus(opts.cpus)
     if opts.console_size is not None and opts.tty:
         host_config["ConsoleSize"] = list(opts.console_size)
+    if opts.storage_opts:
+        host_config["StorageOpt"] = parse_key_values(opts.storage_opts, "--storage-opt")
+    if opts.log_driver or opts.log_opts:
+        host_config["LogConfig"] = {"Type": opts.log_driver,
+                                    "Config": parse_key_values(opts.log_opts, "--log-opt")}
     body: dict[str, Any] = {
         "Hostname": opts.hostname,
         "Domainname": "",

@@ -27,6 +27,7 @@ from steelcup.errors import (
 )
 from steelcup.guest import protocol as p
 from steelcup.guest.protocol import Frame, Op, Tag
+from steelcup.guestlog import GuestLog, clip
 
 log = logging.getLogger(__name__)
 
@@ -305,6 +306,7 @@ class GuestClient:
         writer: asyncio.StreamWriter,
         *,
         frame_deadline_s: float = FRAME_DEADLINE_S,
+        label: str = "",
     ) -> None:
         self._reader = reader
         self._writer = writer
@@ -321,6 +323,8 @@ class GuestClient:
         self.info: GuestInfo | None = None
         self.last_guest_error: str = ""  # last ERROR with id 0 (a frame the guest rejected)
         self.ignored_frames = 0  # output, CREDIT or EXIT for a process that is not running
+        # What the guest can make us log (rejected frames, stray ids): rate-limited, clipped.
+        self.guest_log = GuestLog(log, label or "?")
         self._reader_task = asyncio.create_task(self._read_loop(), name="guest-reader")
 
     @classmethod
@@ -338,7 +342,8 @@ class GuestClient:
         while True:
             try:
                 reader, writer = await asyncio.open_unix_connection(str(path))
-                return cls(reader, writer, frame_deadline_s=frame_deadline_s)
+                return cls(reader, writer, frame_deadline_s=frame_deadline_s,
+                           label=Path(path).parent.name)
             except (FileNotFoundError, ConnectionRefusedError) as exc:
                 if loop.time() + retry_interval_s >= deadline:
                     raise GuestProtocolError(
@@ -391,6 +396,7 @@ class GuestClient:
     async def close(self) -> None:
         """Drop the connection; every waiter fails with GuestProtocolError. Idempotent."""
         self._lose(GuestProtocolError("guest connection closed by the host"))
+        self.guest_log.close()
         self._reader_task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._reader_task
@@ -470,7 +476,7 @@ class GuestClient:
         if op not in _GUEST_TO_HOST:
             if op in Op.__members__.values():
                 raise GuestProtocolError(f"guest sent host-only opcode {Op(op).name}")
-            log.debug("ignoring unknown opcode %d from guest", op)
+            self.guest_log.log(logging.DEBUG, "ignoring unknown opcode %d from guest", op)
             return
         if op in (Op.STDOUT, Op.STDERR):
             proc = self._procs.get(frame.id)
@@ -485,8 +491,8 @@ class GuestClient:
                 if op != Op.ERROR:
                     raise GuestProtocolError(f"guest sent {Op(op).name} with id 0")
                 _, msg = _error_text(frame)
-                self.last_guest_error = msg
-                log.warning("guest rejected a frame: %s", msg)
+                self.last_guest_error = clip(msg)
+                self.guest_log.log(logging.WARNING, "guest rejected a frame: %s", msg)
                 return
             fut = self._pending.get(frame.id)
             if fut is None or fut.done():
@@ -523,8 +529,8 @@ class GuestClient:
             self.ignored_frames += 1
             if self.ignored_frames <= IGNORED_FRAME_WARNINGS:
                 level = logging.WARNING
-        log.log(level, "ignoring %s from the guest for id %d: %s", Op(frame.op).name, frame.id,
-                why)
+        self.guest_log.log(level, "ignoring %s from the guest for id %d: %s", Op(frame.op).name,
+                           frame.id, why)
 
     async def _request(
         self,

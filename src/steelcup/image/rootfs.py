@@ -1,8 +1,10 @@
 """A container's rootfs on the host: an overlayfs of the image layers plus a private upper dir.
 
 Layout of `container_dir`: `l/<n>` short symlinks to the layer dirs (keeps the mount option
-string short for images with many layers), `upper/`, `work/`, `empty/` (zero-layer images) and
-the mount point `rootfs/`.
+string short for images with many layers), `empty/` (zero-layer images), the mount point
+`rootfs/`, and the writable layer: `rw.img`, a filesystem of bounded size (image.layerdisk)
+mounted on `rw/` with `rw/upper/` and `rw/work/` inside. Containers created before layers had
+a size keep `upper/` and `work/` directly in `container_dir` (unbounded).
 """
 
 from __future__ import annotations
@@ -15,21 +17,67 @@ from pathlib import Path
 
 from steelcup import sysmount
 from steelcup.errors import ImageError, SteelcupError
+from steelcup.image import layerdisk
 
 MOUNT_TIMEOUT_S = 30.0
 _MAX_OPTIONS_BYTES = 4000  # the kernel copies at most one page of mount data
 
 
-def prepare(layer_dirs: list[Path], container_dir: Path) -> Path:
-    """Mount the overlay (lowest layer first in `layer_dirs`) at `container_dir/rootfs`."""
+DISK_IMAGE = "rw.img"
+DISK_MOUNT = "rw"
+
+
+def _bounded(container_dir: Path) -> bool:
+    """Whether the writable layer lives in a disk image (not a legacy plain upper dir)."""
+    return (container_dir / DISK_IMAGE).exists() or not (container_dir / "upper").is_dir()
+
+
+def upper_dir(container_dir: Path) -> Path:
+    """Where the container's writable layer (the overlay's upper dir) is, once mounted."""
+    if _bounded(container_dir):
+        return container_dir / DISK_MOUNT / "upper"
+    return container_dir / "upper"
+
+
+def mount_layer(container_dir: Path) -> Path:
+    """Mount the writable layer if it has a disk image that is not mounted; its upper dir (which
+    does not exist for a container that never ran). Undo with `release`."""
+    image = container_dir / DISK_IMAGE
+    if image.exists() and not sysmount.is_mountpoint(container_dir / DISK_MOUNT):
+        layerdisk.mount(image, container_dir / DISK_MOUNT)
+    return upper_dir(container_dir)
+
+
+def prepare(
+    layer_dirs: list[Path],
+    container_dir: Path,
+    disks: layerdisk.DiskMaker | None = None,
+    size_bytes: int = 0,
+) -> Path:
+    """Mount the overlay (lowest layer first in `layer_dirs`) at `container_dir/rootfs`.
+
+    With `disks` and a `size_bytes`, the writable layer is a filesystem of that size (made on
+    first use); without, or for a container made before layers had a size, a plain directory.
+    """
     rootfs = container_dir / "rootfs"
     if sysmount.is_mountpoint(rootfs):
         return rootfs
     links = container_dir / "l"
     if links.exists():
         shutil.rmtree(links)
-    for name in ("upper", "work", "rootfs", "l"):
+    for name in ("rootfs", "l"):
         (container_dir / name).mkdir(parents=True, exist_ok=True)
+    legacy = (container_dir / "upper").is_dir() and not (container_dir / DISK_IMAGE).exists()
+    if disks is not None and size_bytes and not legacy:
+        disks.make(container_dir / DISK_IMAGE, size_bytes)
+        mount_layer(container_dir)
+        rw = container_dir / DISK_MOUNT
+    else:
+        rw = container_dir
+    for name in ("upper", "work"):
+        (rw / name).mkdir(exist_ok=True)
+    upper = os.path.relpath(rw / "upper", container_dir)
+    work = os.path.relpath(rw / "work", container_dir)
     lowers = [Path(d).resolve() for d in layer_dirs]
     if not lowers:
         empty = container_dir / "empty"
@@ -45,7 +93,7 @@ def prepare(layer_dirs: list[Path], container_dir: Path) -> Path:
         names.append(f"l/{i}")
     # nosuid,nodev: whatever a guest or an image made of its files, executing or opening them
     # through this mount grants nothing on the host.
-    options = f"nosuid,nodev,lowerdir={':'.join(names)},upperdir=upper,workdir=work"
+    options = f"nosuid,nodev,lowerdir={':'.join(names)},upperdir={upper},workdir={work}"
     if len(options) > _MAX_OPTIONS_BYTES:
         raise ImageError(f"image has too many layers ({len(lowers)}) for one overlay mount")
     argv = ["mount", "-t", "overlay", "overlay", "-o", options, "rootfs"]
@@ -56,6 +104,7 @@ def prepare(layer_dirs: list[Path], container_dir: Path) -> Path:
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise SteelcupError(f"mounting the container rootfs failed: {exc}") from exc
     if proc.returncode != 0:
+        release(container_dir)
         raise SteelcupError(
             f"mounting the container rootfs failed: {proc.stderr.strip() or proc.returncode}"
         )
@@ -63,7 +112,7 @@ def prepare(layer_dirs: list[Path], container_dir: Path) -> Path:
 
 
 def release(container_dir: Path) -> None:
-    """Unmount `container_dir/rootfs` (lazily if busy). Idempotent."""
+    """Unmount `container_dir/rootfs`, then the writable layer (lazily if busy). Idempotent."""
     rootfs = container_dir / "rootfs"
     while sysmount.is_mountpoint(rootfs):  # stacked mounts: peel them all
         try:
@@ -72,6 +121,7 @@ def release(container_dir: Path) -> None:
             if exc.errno != errno.EBUSY:
                 raise SteelcupError(f"unmounting {rootfs} failed: {exc.strerror}") from exc
             sysmount.umount(rootfs, sysmount.MNT_DETACH)
+    layerdisk.unmount(container_dir / DISK_MOUNT)
 
 
 def remove(container_dir: Path) -> None:

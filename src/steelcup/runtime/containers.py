@@ -28,6 +28,8 @@ from steelcup.errors import (
     SteelcupError,
 )
 from steelcup.guest.client import GuestProcess, ProcessSpec
+from steelcup.guestlog import clip
+from steelcup.image import layerdisk
 from steelcup.image import rootfs as rootfs_module
 from steelcup.image.store import ImageStore
 from steelcup.image.users import resolve_user
@@ -85,6 +87,13 @@ class Defaults:
 
     mem_mib: int = 256
     cpus: int = 1
+    # The size of a container's writable layer unless it asks (`--storage-opt size=`). Docker
+    # has no default limit; a guest must not be able to fill the host's disk.
+    storage_bytes: int = 10 * layerdisk.GIB
+    # json-file log rotation, and the most a container may ask for (docker keeps logs without
+    # limit by default; a guest printing forever must not fill the disk).
+    log_max_bytes: int = 20 * layerdisk.MIB
+    log_max_files: int = 5
 
 
 class Runtime:
@@ -110,6 +119,9 @@ class Runtime:
         self._live: dict[str, Live] = {}
         self._shutting_down = False
         (root / "containers").mkdir(parents=True, exist_ok=True)
+        self.disks = layerdisk.DiskMaker(root / "cache" / "layer-disk", defaults.storage_bytes)
+        if defaults.log_max_bytes <= 0 or defaults.log_max_files < 1:
+            raise InvalidArgument("container logs need a positive max-size and max-file")
 
     # -- bookkeeping -------------------------------------------------------------------------
 
@@ -155,6 +167,17 @@ class Runtime:
 
     def container_dir(self, container_id: str) -> Path:
         return self.root / "containers" / container_id
+
+    def prepare_rootfs(self, record: ContainerRecord) -> Path:
+        """Mount the container's root (its writable layer over the image); blocking."""
+        image = self.images.get(record.config.image_id)
+        return rootfs_module.prepare(self.images.layer_dirs(image), self.container_dir(record.id),
+                                     self.disks, record.config.storage_bytes)
+
+    def log_rotation(self, config: ContainerConfig) -> logs_module.Rotation:
+        """A container's log rotation (the daemon's for a container made before it had one)."""
+        return logs_module.Rotation(config.log_max_bytes or self.defaults.log_max_bytes,
+                                    config.log_max_files or self.defaults.log_max_files)
 
     def log_path(self, container_id: str) -> Path:
         return self.container_dir(container_id) / "container.log"
@@ -218,6 +241,9 @@ class Runtime:
                 "working_dir": config.working_dir or image.config.working_dir or "/",
                 "user": config.user or image.config.user,
                 "hostname": config.hostname or container_id[:12],
+                "storage_bytes": config.storage_bytes or self.defaults.storage_bytes,
+                "log_max_bytes": config.log_max_bytes or self.defaults.log_max_bytes,
+                "log_max_files": config.log_max_files or self.defaults.log_max_files,
                 "stop_signal": config.stop_signal or image.config.stop_signal or "SIGTERM",
                 "entrypoint": config.entrypoint
                 if config.entrypoint is not None
@@ -229,6 +255,7 @@ class Runtime:
             }
         )
         parse_signal(resolved.stop_signal)  # reject a bad signal at create, like docker
+        self._check_log_limits(resolved)
         _check_restart_policy(resolved)
         self.resources.check_networks(resolved)
         resolved = self.resources.plan(resolved, image)
@@ -257,6 +284,15 @@ class Runtime:
         self.publish_event(record, "create")
         return record
 
+    def _check_log_limits(self, config: ContainerConfig) -> None:
+        """The daemon's log rotation is also the most a container may keep."""
+        if config.log_max_bytes > self.defaults.log_max_bytes:
+            raise InvalidArgument(f"log max-size {config.log_max_bytes} bytes exceeds this "
+                                  f"daemon's limit of {self.defaults.log_max_bytes}")
+        if config.log_max_files > self.defaults.log_max_files:
+            raise InvalidArgument(f"log max-file {config.log_max_files} exceeds this daemon's "
+                                  f"limit of {self.defaults.log_max_files}")
+
     # -- start -------------------------------------------------------------------------------
 
     async def start(self, ref: str) -> bool:
@@ -276,11 +312,9 @@ class Runtime:
         cdir = self.container_dir(record.id)
         live.started = asyncio.Event()
         async with contextlib.AsyncExitStack() as stack:
-            image = self.images.get(config.image_id)
-            layer_dirs = self.images.layer_dirs(image)
-            root = await asyncio.to_thread(rootfs_module.prepare, layer_dirs, cdir)
             stack.callback(rootfs_module.release, cdir)
             try:
+                root = await asyncio.to_thread(self.prepare_rootfs, record)
                 uid, gid, groups = resolve_user(root, config.user)
                 run = await self.resources.acquire(record, root, stack)
                 request = VmRequest(
@@ -343,7 +377,8 @@ class Runtime:
 
     async def _run(self, live: Live, machine: Machine, process: GuestProcess) -> None:
         """Relay output to the log and attached readers until the process exits; clean up."""
-        writer = logs_module.LogWriter(self.log_path(live.record.id))
+        writer = logs_module.LogWriter(self.log_path(live.record.id),
+                                       self.log_rotation(live.record.config))
         exit_code = EXIT_CODE_DAEMON_LOST
         error = ""
         cancelled = False
@@ -360,7 +395,7 @@ class Runtime:
             exit_code = 128 + signal_module.SIGKILL if live.stopping else EXIT_CODE_DAEMON_LOST
             error = "" if live.stopping else f"the container's VM failed: {exc}"
             vm_lost = True
-            log.warning("container %s: %s", live.record.id[:12], exc)
+            log.warning("container %s: %s", live.record.id[:12], clip(str(exc)))
         except asyncio.CancelledError:
             error = "the daemon shut down"
             cancelled = True
@@ -697,8 +732,8 @@ class Runtime:
     ) -> AsyncIterator[logs_module.LogEntry]:
         """Entries from the log file; with `follow`, then new ones until the container stops."""
         live = self.get(ref)
-        path = self.log_path(live.record.id)
-        entries, offset = await asyncio.to_thread(logs_module.read_entries, path, 0)
+        cursor = logs_module.LogCursor(self.log_path(live.record.id))
+        entries = await asyncio.to_thread(cursor.read_all)
         for entry in select(entries):
             yield entry
         if not follow:
@@ -706,7 +741,7 @@ class Runtime:
         while True:
             seq = live.exit_seq
             running = live.record.state.running
-            entries, offset = await asyncio.to_thread(logs_module.read_entries, path, offset)
+            entries = await asyncio.to_thread(cursor.read_new)
             for entry in entries:
                 yield entry
             if not running or live.removed:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from steelcup.errors import Conflict, InvalidArgument, NotFound
 from steelcup.runtime.containers import Runtime
+from steelcup.runtime.fs_paths import writable_layer
 from steelcup.runtime.logs import parse_time_ns
 from steelcup.runtime.model import ContainerRecord, Status
 from steelcup.runtime.names import validate_name
@@ -52,9 +53,9 @@ async def prune(runtime: Runtime, filters: dict[str, list[str]]) -> PruneReport:
     deleted: list[str] = []
     reclaimed = 0
     for record in prune_candidates(runtime.list(), filters, time.time()):
-        upper = runtime.container_dir(record.id) / "upper"
-        size = await asyncio.to_thread(_tree_bytes, upper)
         try:
+            async with writable_layer(runtime, runtime.get(record.id)) as upper:
+                size = await asyncio.to_thread(_tree_bytes, upper)
             await runtime.remove(record.id)
         except (Conflict, NotFound):
             continue  # started or removed meanwhile

@@ -1,9 +1,10 @@
 """`docker diff`: what a container's writable layer (the upper dir of its host overlay)
-changed relative to its image's read-only layers, read from disk without a mount.
+changed relative to its image's read-only layers, read from disk without an overlay mount.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import enum
 import os
@@ -14,7 +15,7 @@ from pathlib import Path
 from steelcup.errors import SteelcupError
 from steelcup.image.layers import OPAQUE_XATTR
 from steelcup.runtime.containers import Runtime
-from steelcup.runtime.fs_paths import MAX_DEPTH
+from steelcup.runtime.fs_paths import MAX_DEPTH, writable_layer
 
 
 class ChangeKind(enum.IntEnum):
@@ -35,11 +36,12 @@ class Change:
     kind: ChangeKind
 
 
-def container_changes(runtime: Runtime, ref: str) -> list[Change]:
+async def container_changes(runtime: Runtime, ref: str) -> list[Change]:
     live = runtime.get(ref)
-    image = runtime.images.get(live.record.config.image_id)
-    upper = runtime.container_dir(live.record.id) / "upper"
-    return compute_changes(upper, runtime.images.layer_dirs(image))
+    image = await asyncio.to_thread(runtime.images.get, live.record.config.image_id)
+    layers = runtime.images.layer_dirs(image)
+    async with writable_layer(runtime, live) as upper:
+        return await asyncio.to_thread(compute_changes, upper, layers)
 
 
 def compute_changes(upper: Path, layers: list[Path]) -> list[Change]:

@@ -17,7 +17,7 @@ from steelcup.errors import ImageError, InvalidArgument
 from steelcup.image.config import ImageConfig
 from steelcup.image.store import Image
 from steelcup.runtime.containers import Runtime
-from steelcup.runtime.fs_paths import DIR_FLAGS
+from steelcup.runtime.fs_paths import DIR_FLAGS, writable_layer
 from steelcup.runtime.fs_tar import TreeWriter, open_tar
 from steelcup.runtime.model import ContainerRecord
 from steelcup.untrusted_json import decode_json
@@ -62,10 +62,9 @@ async def commit(
     record = live.record
     image = await asyncio.to_thread(runtime.images.get, record.config.image_id)
     config = apply_changes(commit_config(record, image), changes)
-    upper = runtime.container_dir(record.id) / "upper"
     spool_dir.mkdir(parents=True, exist_ok=True)
 
-    def run() -> Image:
+    def run(upper: Path) -> Image:
         with tempfile.TemporaryFile(dir=spool_dir) as spool:
             write_layer(upper, spool)
             spool.seek(0)
@@ -75,7 +74,8 @@ async def commit(
                 author=author, created_by=created_by,
             )
 
-    new = await asyncio.to_thread(run)
+    async with writable_layer(runtime, live) as upper:
+        new = await asyncio.to_thread(run, upper)
     runtime.events.publish("container", "commit", record.id, {
         "name": record.name, "comment": comment, "imageID": new.id,
         "imageRef": repo_tag or "", "author": author,

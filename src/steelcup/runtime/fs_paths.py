@@ -13,6 +13,7 @@ import errno
 import os
 import stat
 from collections.abc import AsyncIterator, Iterable
+from pathlib import Path
 
 from steelcup.errors import InvalidArgument, NotFound
 from steelcup.image import rootfs as rootfs_module
@@ -34,15 +35,29 @@ async def mounted_root(runtime: Runtime, live: Live) -> AsyncIterator[int]:
         if live.removed:
             raise NotFound(f"No such container: {live.record.id}")
         cdir = runtime.container_dir(live.record.id)
-        image = await asyncio.to_thread(runtime.images.get, live.record.config.image_id)
-        layer_dirs = runtime.images.layer_dirs(image)
-        root = await asyncio.to_thread(rootfs_module.prepare, layer_dirs, cdir)
         try:
+            root = await asyncio.to_thread(runtime.prepare_rootfs, live.record)
             fd = os.open(root, DIR_FLAGS)
             try:
                 yield fd
             finally:
                 os.close(fd)
+        finally:
+            if not live.record.state.running and not live.removed:
+                await asyncio.to_thread(rootfs_module.release, cdir)
+
+
+@contextlib.asynccontextmanager
+async def writable_layer(runtime: Runtime, live: Live) -> AsyncIterator[Path]:
+    """The container's upper dir (what diff, commit and sizes read), its filesystem mounted for
+    the duration if the container is stopped. Holds `busy`, like `mounted_root`. The dir does
+    not exist for a container that never ran."""
+    async with live.busy:
+        if live.removed:
+            raise NotFound(f"No such container: {live.record.id}")
+        cdir = runtime.container_dir(live.record.id)
+        try:
+            yield await asyncio.to_thread(rootfs_module.mount_layer, cdir)
         finally:
             if not live.record.state.running and not live.removed:
                 await asyncio.to_thread(rootfs_module.release, cdir)

@@ -58,6 +58,12 @@ class ContainerConfig:
     tmpfs: tuple[tuple[str, str], ...] = ()
     volumes: tuple[str, ...] = ()  # Config.Volumes (anonymous volume targets)
     mount_plans: tuple[dict[str, Any], ...] = ()  # volume.spec.MountPlan.to_json() each
+    # The writable layer's size (HostConfig.StorageOpt size). Asked: 0 = the daemon's default,
+    # which create fills in; a stored 0 is a container made before layers had a size.
+    storage_bytes: int = 0
+    # json-file log rotation (HostConfig.LogConfig max-size, max-file); 0 = the daemon's.
+    log_max_bytes: int = 0
+    log_max_files: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

@@ -316,7 +316,7 @@ class MemoryCgroups:
             args = mount_args(proc_cgroup)
             if hierarchy is None and mount_at is not None and args is not None:
                 mount_at.mkdir(parents=True, exist_ok=True)
-                sysmount.mount(args[0], mount_at, args[1])
+                sysmount.mount_kernel_fs(args[0], mount_at, args[1])
                 mounted = mount_at
                 hierarchy = find_hierarchy(Path("/proc/self/mountinfo").read_text(),
                                            proc_cgroup, controllers)

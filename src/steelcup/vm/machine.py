@@ -20,7 +20,9 @@ from typing import Any
 
 from steelcup.errors import Conflict, GuestProtocolError, SteelcupError, VmLaunchError
 from steelcup.guest.client import GuestClient, GuestInfo
+from steelcup.guestlog import clip
 from steelcup.vm import qmp, seccomp
+from steelcup.vm.caplog import CappedLog, drain
 from steelcup.vm.cgroup import VmCgroup
 from steelcup.vm.jail import jail_for
 from steelcup.vm.qemu_args import VmSpec, build_argv
@@ -33,6 +35,11 @@ POWEROFF_DEADLINE_S = 3.0
 REAP_DEADLINE_S = 10.0
 EXIT_GRACE_S = 2.0  # after the guest link broke during boot, wait this long for QEMU's exit
 LOG_TAIL_BYTES = 4000
+# What a guest's console and QEMU's stderr may take on disk: the first and the last KiBs (a
+# guest can print without end, or make QEMU print one error line per balloon page).
+CONSOLE_HEAD_BYTES = CONSOLE_TAIL_BYTES = 64 * 1024
+QEMU_LOG_HEAD_BYTES = QEMU_LOG_TAIL_BYTES = 16 * 1024
+LOG_DRAIN_GRACE_S = 1.0  # after QEMU died: wait this long for the last of its output
 SAVE_STATE_DEADLINE_S = 30.0
 CGROUP_REMOVE_DEADLINE_S = 2.0
 
@@ -50,6 +57,14 @@ def _filter_for(spec: VmSpec) -> bytes | None:
 
 class _BootTimeout(Exception):
     pass
+
+
+async def _finish_drains(tasks: list[asyncio.Task[None]]) -> None:
+    """Let the log copies reach EOF (QEMU is dead), briefly; then stop them."""
+    _, pending = await asyncio.wait(tasks, timeout=LOG_DRAIN_GRACE_S)
+    for task in pending:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def _tail(path: Path, max_bytes: int) -> str:
@@ -198,32 +213,39 @@ class Machine:
                                     argv=self.argv) from exc
             procs_file = self.cgroup.procs_file
         async with AsyncExitStack() as stack:
-            with self.qemu_log.open("wb") as qemu_out:
-                jail = jail_for(nice=self.nice, filter_prog=self._filter, netns=self.netns,
-                               cgroup_procs=procs_file)
-                # A clone restores from an fd it inherits (`migrate-incoming fd:N`), so its
-                # sandbox can refuse to spawn processes (no `exec:cat`).
-                incoming = (os.open(self.spec.incoming, os.O_RDONLY | os.O_CLOEXEC)
-                            if self.spec.incoming is not None else -1)
-                try:
-                    proc = await asyncio.create_subprocess_exec(
-                        *self.argv,
-                        stdin=subprocess.DEVNULL,
-                        stdout=qemu_out,
-                        stderr=subprocess.STDOUT,
-                        start_new_session=True,
-                        pass_fds=(incoming,) if incoming >= 0 else (),
-                        preexec_fn=jail.enter,
-                    )
-                except (OSError, subprocess.SubprocessError) as exc:
-                    # SubprocessError: the pre-exec hook failed (seccomp filter, cgroup).
-                    raise VmLaunchError(
-                        f"cannot run {self.argv[0]}: {exc}", argv=self.argv
-                    ) from exc
-                finally:
-                    if incoming >= 0:
-                        os.close(incoming)
-                self._incoming_fd = incoming
+            jail = jail_for(nice=self.nice, filter_prog=self._filter, netns=self.netns,
+                            cgroup_procs=procs_file)
+            # A clone restores from an fd it inherits (`migrate-incoming fd:N`), so its
+            # sandbox can refuse to spawn processes (no `exec:cat`).
+            incoming = (os.open(self.spec.incoming, os.O_RDONLY | os.O_CLOEXEC)
+                        if self.spec.incoming is not None else -1)
+            try:
+                proc = await asyncio.create_subprocess_exec(
+                    *self.argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.PIPE,  # the serial console (-serial stdio)
+                    stderr=subprocess.PIPE,
+                    start_new_session=True,
+                    pass_fds=(incoming,) if incoming >= 0 else (),
+                    preexec_fn=jail.enter,
+                )
+            except (OSError, subprocess.SubprocessError) as exc:
+                # SubprocessError: the pre-exec hook failed (seccomp filter, cgroup).
+                raise VmLaunchError(
+                    f"cannot run {self.argv[0]}: {exc}", argv=self.argv
+                ) from exc
+            finally:
+                if incoming >= 0:
+                    os.close(incoming)
+            self._incoming_fd = incoming
+            assert proc.stdout is not None and proc.stderr is not None
+            drains = [
+                asyncio.create_task(drain(proc.stdout, CappedLog(
+                    self.console_log, CONSOLE_HEAD_BYTES, CONSOLE_TAIL_BYTES))),
+                asyncio.create_task(drain(proc.stderr, CappedLog(
+                    self.qemu_log, QEMU_LOG_HEAD_BYTES, QEMU_LOG_TAIL_BYTES))),
+            ]
+            stack.push_async_callback(_finish_drains, drains)
             stack.push_async_callback(self._reap, proc)
             exit_task = asyncio.create_task(proc.wait(), name=f"qemu-{proc.pid}-wait")
             stack.callback(exit_task.cancel)
@@ -248,6 +270,7 @@ class Machine:
                 if exit_task.done():
                     done = {exit_task}
             if exit_task in done:
+                await asyncio.wait(drains, timeout=LOG_DRAIN_GRACE_S)  # QEMU's last words
                 raise VmLaunchError(
                     "QEMU exited during boot",
                     exit_code=proc.returncode,
@@ -298,7 +321,7 @@ class Machine:
             or self._proc.returncode is not None
         ):
             return
-        log.warning("guest link of vm %s lost (%s); killing it", self._proc.pid, err)
+        log.warning("guest link of vm %s lost (%s); killing it", self._proc.pid, clip(str(err)))
         self._kill(self._proc)
 
     @staticmethod

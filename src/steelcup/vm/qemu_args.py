@@ -131,7 +131,7 @@ def _check(spec: VmSpec) -> None:
         raise InvalidArgument("restoring from a template needs its RAM file (mem_path)")
     if spec.tcg_tb_mib < 1:
         raise InvalidArgument(f"tcg_tb_mib must be positive, got {spec.tcg_tb_mib}")
-    # -serial file: and -qmp unix: use the legacy chardev syntax, which cannot escape commas.
+    # -qmp unix: uses the legacy chardev syntax, which cannot escape commas.
     if "," in str(spec.state_dir):
         raise InvalidArgument(f"state dir must not contain ',': {spec.state_dir}")
     for sock in (spec.ctl_socket, spec.qmp_socket):
@@ -184,7 +184,9 @@ def build_argv(spec: VmSpec) -> list[str]:
         "-kernel", str(spec.kernel),
         "-initrd", str(spec.initrd),
         "-append", " ".join(cmdline),
-        "-serial", f"file:{spec.console_log}",
+        # The console goes to QEMU's stdout, a pipe the Machine reads into a capped log: a
+        # `file:` backend would grow as long as the guest prints.
+        "-serial", "stdio",
         "-device", "virtio-serial-device",
         "-chardev", f"socket,id=ctl,path={_opt(str(spec.ctl_socket))},server=on,wait=off",
         "-device", f"virtserialport,chardev=ctl,name={CTL_PORT_NAME}",

@@ -38,6 +38,42 @@ def test_decode_create_rejects(body: Any) -> None:
         codec.decode_create(body)
 
 
+def test_storage_opt_size() -> None:
+    def decode(host: dict[str, Any]) -> ContainerConfig:
+        return codec.decode_create({"Image": "a", "HostConfig": host})
+
+    assert decode({}).storage_bytes == 0  # the daemon's default, filled in at create
+    assert decode({"StorageOpt": None}).storage_bytes == 0
+    assert decode({"StorageOpt": {"size": "20G"}}).storage_bytes == 20 << 30
+    assert decode({"StorageOpt": {"Size": "64m"}}).storage_bytes == 64 << 20
+    for bad in ({"size": "1k"}, {"size": "lots"}, {"inodes": "5"}, {"size": 5}):
+        with pytest.raises(InvalidArgument):
+            decode({"StorageOpt": bad})
+    record = _record()
+    sized = record.__class__(**{**record.__dict__, "config": decode(
+        {"StorageOpt": {"size": "1g"}})})
+    assert codec.encode_inspect(sized, "/x.log")["HostConfig"]["StorageOpt"] == {
+        "size": str(1 << 30)}
+
+
+def test_log_config_json_file_rotation() -> None:
+    def decode(log_config: Any) -> ContainerConfig:
+        return codec.decode_create({"Image": "a", "HostConfig": {"LogConfig": log_config}})
+
+    assert decode({"Type": "", "Config": {}}).log_max_bytes == 0  # the daemon's
+    cfg = decode({"Type": "json-file", "Config": {"max-size": "10m", "max-file": "3",
+                                                  "tag": "x"}})
+    assert (cfg.log_max_bytes, cfg.log_max_files) == (10 << 20, 3)
+    for bad in ({"Type": "syslog"}, {"Config": {"max-size": "-1"}}, {"Config": {"max-file": "0"}},
+                {"Config": {"max-file": "two"}}, {"Config": {"mode": "non-blocking"}}):
+        with pytest.raises(InvalidArgument):
+            decode(bad)
+    record = _record()
+    rotated = record.__class__(**{**record.__dict__, "config": cfg})
+    assert codec.encode_inspect(rotated, "/x.log")["HostConfig"]["LogConfig"] == {
+        "Type": "json-file", "Config": {"max-size": str(10 << 20), "max-file": "3"}}
+
+
 def _record(status: Status = Status.RUNNING, **state: Any) -> ContainerRecord:
     return ContainerRecord(
         id="a" * 64, name="web", created="2026-11-25T10:00:00.000000000Z",

@@ -68,6 +68,20 @@ def test_run_detached_and_defaults() -> None:
     assert parse_run("--entrypoint", "", "alpine")["Entrypoint"] == [""]
 
 
+def test_storage_opt_flag() -> None:
+    body = parse_run("--storage-opt", "size=20G", "alpine")
+    assert body["HostConfig"]["StorageOpt"] == {"size": "20G"}  # type: ignore[index]
+    with pytest.raises(InvalidArgument, match="KEY=VALUE"):
+        parse_run("--storage-opt", "20G", "alpine")
+
+
+def test_log_flags() -> None:
+    body = parse_run("--log-driver", "json-file", "--log-opt", "max-size=1m", "--log-opt",
+                     "max-file=2", "alpine")
+    assert body["HostConfig"]["LogConfig"] == {  # type: ignore[index]
+        "Type": "json-file", "Config": {"max-size": "1m", "max-file": "2"}}
+
+
 def test_create_keeps_stdin_once_off() -> None:
     args = build_parser("create").parse_args(["create", "-i", "alpine", "sh"])
     body = create_body(_options(args, run=False), for_run=False)

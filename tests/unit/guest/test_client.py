@@ -415,7 +415,9 @@ def test_forged_exits_are_logged_and_ignored(caplog: pytest.LogCaptureFixture) -
 
     with caplog.at_level(logging.WARNING, logger="steelcup.guest.client"):
         asyncio.run(run_with_guest(guest, body))
-    ignored = [r.getMessage() for r in caplog.records if r.getMessage().startswith("ignoring")]
+    # (each line says which VM first: "vm <state dir>: ignoring ...")
+    ignored = [m.split(": ", 1)[1] for m in (r.getMessage() for r in caplog.records)
+               if m.split(": ", 1)[-1].startswith("ignoring")]
     assert ignored == [
         "ignoring EXIT from the guest for id 2: a process that is not running (exited or never "
         "started)",
@@ -424,3 +426,30 @@ def test_forged_exits_are_logged_and_ignored(caplog: pytest.LogCaptureFixture) -
         "ignoring STDOUT from the guest for id 2: a process that is not running (exited or "
         "never started)",
     ], ignored
+
+
+def test_a_flood_of_rejected_frames_logs_little(caplog: pytest.LogCaptureFixture) -> None:
+    """The attack: a guest sends ERROR frames with id 0 (each logged at WARNING, in full) as
+    fast as it can: 120 MB of daemon log in 2 s before. Now a burst of clipped lines."""
+    count = 2000
+
+    async def guest(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        frame = p.make_frame(Op.ERROR, 0, [(Tag.ERRNO, errno.EINVAL),
+                                           (Tag.MESSAGE, "z" * 60_000)])
+        for _ in range(count):
+            writer.write(frame)
+            await writer.drain()
+        await reader.read()
+
+    async def body(client: GuestClient) -> None:
+        while client.last_guest_error == "" or caplog_bytes() == 0:
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.5)  # the rest of the flood arrives
+
+    def caplog_bytes() -> int:
+        return sum(len(r.getMessage()) for r in caplog.records)
+
+    with caplog.at_level(logging.WARNING, "steelcup.guest.client"):
+        asyncio.run(run_with_guest(guest, body))
+    assert 0 < caplog_bytes() < 20 * 1000
+    assert "suppressed" in caplog.records[-1].getMessage()

@@ -84,9 +84,11 @@ class Env:
         return self.runtime.create(config, name).id
 
     def mount(self, cid: str) -> Path:
-        live = self.runtime.get(cid)
-        image = self.images.get(live.record.config.image_id)
-        return rootfs.prepare(self.images.layer_dirs(image), self.runtime.container_dir(cid))
+        return self.runtime.prepare_rootfs(self.runtime.get(cid).record)
+
+    def upper(self, cid: str) -> Path:
+        """The upper dir, in the container's writable-layer filesystem (mounted for the test)."""
+        return rootfs.mount_layer(self.runtime.container_dir(cid))
 
     def release(self, cid: str) -> None:
         rootfs.release(self.runtime.container_dir(cid))
@@ -138,9 +140,11 @@ def _changed(env: Env, cid: str) -> str:
 
 def test_changes_exact(env: Env) -> None:
     cid = env.create("c1")
-    assert fs_changes.container_changes(env.runtime, "c1") == []  # never started: no upper dir
+    # never started: no upper dir
+    assert asyncio.run(fs_changes.container_changes(env.runtime, "c1")) == []
     _changed(env, cid)
-    got = [(c.path, int(c.kind)) for c in fs_changes.container_changes(env.runtime, "c1")]
+    found = asyncio.run(fs_changes.container_changes(env.runtime, "c1"))
+    got = [(c.path, int(c.kind)) for c in found]
     assert got == EXPECTED
 
 
@@ -154,7 +158,8 @@ def test_changes_see_lower_whiteouts(env: Env) -> None:
     (root / "gone.txt").write_text("back")  # re-added over a lower whiteout: an addition
     (root / "tmp/x").unlink()
     env.release(c2)
-    got = [(c.path, int(c.kind)) for c in fs_changes.container_changes(env.runtime, c2)]
+    found = asyncio.run(fs_changes.container_changes(env.runtime, c2))
+    got = [(c.path, int(c.kind)) for c in found]
     assert got == [("/gone.txt", 1), ("/tmp", 0), ("/tmp/x", 2)]
 
 
@@ -209,12 +214,11 @@ def test_archive_put_round_trip(env: Env) -> None:
     cid = _changed(env, env.create("c1"))
     _, data = asyncio.run(_get(env, "c1", "/etc"))
     asyncio.run(_put(env, "c1", "/tmp", data))
-    upper = env.runtime.container_dir(cid) / "upper"
-    assert (upper / "tmp/etc/passwd").read_text() == "root:x:0:0\napp:x:1000:1000\n"
-    assert (upper / "tmp/etc/hosts").stat().st_uid == 0
+    assert (env.upper(cid) / "tmp/etc/passwd").read_text() == "root:x:0:0\napp:x:1000:1000\n"
+    assert (env.upper(cid) / "tmp/etc/hosts").stat().st_uid == 0
     # through a symlink in the container: lands in the container's /etc
     asyncio.run(_put(env, "c1", "/etclink", _make_tar([("file", "added", b"1")])))
-    assert (upper / "etc/added").read_text() == "1"
+    assert (env.upper(cid) / "etc/added").read_text() == "1"
     with pytest.raises(InvalidArgument, match="not a directory"):
         asyncio.run(_put(env, "c1", "/etc/passwd", _make_tar([("file", "x", b"")])))
     with pytest.raises(NotFound, match="Could not find the file /nodir in container c1"):
@@ -222,7 +226,7 @@ def test_archive_put_round_trip(env: Env) -> None:
     with pytest.raises(InvalidArgument, match="cannot overwrite directory"):
         asyncio.run(_put(env, "c1", "/", _make_tar([("file", "etc", b"")]),
                          no_overwrite_dir_non_dir=True))
-    assert (upper / "etc").is_dir()
+    assert (env.upper(cid) / "etc").is_dir()
 
 
 @pytest.mark.parametrize("entries", [
@@ -247,7 +251,7 @@ def test_archive_put_through_absolute_link_stays_inside(env: Env) -> None:
     os.symlink("/", root / "data/rootlink")
     env.release(cid)
     asyncio.run(_put(env, "c1", "/data/rootlink/etc", _make_tar([("file", "x-added", b"1")])))
-    assert (env.runtime.container_dir(cid) / "upper/etc/x-added").exists()
+    assert (env.upper(cid) / "etc/x-added").exists()
     assert not Path("/etc/x-added").exists()
 
 
@@ -306,7 +310,7 @@ def test_commit_layer_and_config(env: Env) -> None:
         assert sorted(p.name for p in (root / "var/cache").iterdir()) == ["new"]
     finally:
         env.release(c2)
-    assert fs_changes.container_changes(env.runtime, c2) == []
+    assert asyncio.run(fs_changes.container_changes(env.runtime, c2)) == []
 
 
 # vfs_cap_data v2: cap_net_raw (bit 13) permitted + effective
@@ -342,11 +346,10 @@ def test_declared_privileges_survive_commit_export_and_cp(env: Env) -> None:
     os.utime(root / "bin/ping", (1, 1))  # metadata change: copies both files up to upper/
     os.utime(root / "bin/su", (1, 1))
     env.release(cid)
-    upper = env.runtime.container_dir(cid) / "upper"
     for name in ("bin/ping", "bin/su"):
         with pytest.raises(OSError):
-            os.getxattr(upper / name, "security.capability")
-        assert not (upper / name).stat().st_mode & 0o6000
+            os.getxattr(env.upper(cid) / name, "security.capability")
+        assert not (env.upper(cid) / name).stat().st_mode & 0o6000
 
     async def export() -> bytes:
         async with fs_paths.mounted_root(env.runtime, env.runtime.get("c1")) as root_fd:
@@ -365,8 +368,8 @@ def test_declared_privileges_survive_commit_export_and_cp(env: Env) -> None:
             assert "security.capability" not in os.listxattr(path, follow_symlinks=False)
     # docker cp into the container: recorded inert in the upper dir, emitted by cp out
     asyncio.run(_put(env, "c1", "/", _privileged_tar("cp/")))
-    assert not (upper / "cp/bin/su").stat().st_mode & 0o6000
-    assert "security.capability" not in os.listxattr(upper / "cp/bin/ping")
+    assert not (env.upper(cid) / "cp/bin/su").stat().st_mode & 0o6000
+    assert "security.capability" not in os.listxattr(env.upper(cid) / "cp/bin/ping")
     _declared(_tar_names(asyncio.run(_get(env, "c1", "/cp"))[1]), "cp/")
 
 
@@ -467,12 +470,11 @@ def test_http_and_cli_cp(env: Env, tmp_path: Path) -> None:
         os.symlink("/etc/shadow", src / "abs-link")
         assert cli_fs.copy_to(client, str(src), "web", "/data", follow=False,
                               keep_owner=False) == 0
-        upper = env.runtime.container_dir(cid) / "upper"
-        assert (upper / "data/src/deep/file").read_text() == "payload"
-        assert os.readlink(upper / "data/src/abs-link") == "/etc/shadow"
+        assert (env.upper(cid) / "data/src/deep/file").read_text() == "payload"
+        assert os.readlink(env.upper(cid) / "data/src/abs-link") == "/etc/shadow"
         assert cli_fs.copy_to(client, str(src / "deep/file"), "web", "/data/new-name",
                               follow=False, keep_owner=False) == 0
-        assert (upper / "data/new-name").read_text() == "payload"
+        assert (env.upper(cid) / "data/new-name").read_text() == "payload"
         with pytest.raises(InvalidArgument, match="cannot copy a directory to a file"):
             cli_fs.copy_to(client, str(src), "web", "/etc/passwd", follow=False,
                            keep_owner=False)

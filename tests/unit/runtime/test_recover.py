@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from steelcup.errors import NotFound
+from steelcup.errors import InvalidArgument, NotFound
+from steelcup.runtime import logs
 from steelcup.runtime.containers import EXIT_CODE_DAEMON_LOST, Runtime
 from steelcup.runtime.model import ContainerConfig, Status
 from steelcup.state.db import open_db
@@ -72,3 +73,25 @@ def test_rm_container_left_exited_by_a_crash_mid_removal_is_removed(tmp_path: Pa
     after = _restart(tmp_path)
     assert after.list() == [] and after.store.load_all() == []
     assert not after.container_dir(cid).exists()
+
+
+def test_create_gives_the_writable_layer_the_default_size(tmp_path: Path) -> None:
+    runtime = make_runtime(tmp_path, open_db(tmp_path))
+    asked = runtime.create(ContainerConfig(image="base:1", image_id="", cmd=("/bin/sh",),
+                                           storage_bytes=64 << 20), "asked")
+    default = runtime.create(ContainerConfig(image="base:1", image_id="", cmd=("/bin/sh",)),
+                             "default")
+    assert asked.config.storage_bytes == 64 << 20
+    assert default.config.storage_bytes == runtime.defaults.storage_bytes == 10 << 30
+
+
+def test_create_caps_logs_at_the_daemons_rotation(tmp_path: Path) -> None:
+    runtime = make_runtime(tmp_path, open_db(tmp_path))
+    made = runtime.create(ContainerConfig(image="base:1", image_id="", cmd=("/bin/sh",),
+                                          log_max_bytes=1 << 20), "small")
+    assert (made.config.log_max_bytes, made.config.log_max_files) == (1 << 20, 5)
+    assert runtime.log_rotation(made.config) == logs.Rotation(1 << 20, 5)
+    for too_much in ({"log_max_bytes": 1 << 30}, {"log_max_files": 6}):
+        with pytest.raises(InvalidArgument, match="exceeds this daemon's limit"):
+            runtime.create(ContainerConfig(image="base:1", image_id="", cmd=("/bin/sh",),
+                                           **too_much), None)

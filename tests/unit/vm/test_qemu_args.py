@@ -40,7 +40,7 @@ def test_tcg_golden() -> None:
         "-initrd", "/g/initrd.img",
         "-append",
         "console=ttyS0 reboot=t panic=-1 quiet rdinit=/init tsc_early_khz=1996248",
-        "-serial", "file:/run/steelcup/vm/abc/console.log",
+        "-serial", "stdio",
         "-device", "virtio-serial-device",
         "-chardev", "socket,id=ctl,path=/run/steelcup/vm/abc/ctl.sock,server=on,wait=off",
         "-device", "virtserialport,chardev=ctl,name=steelcup.ctl",

@@ -79,6 +79,11 @@ def _add_container_flags(p: argparse.ArgumentParser, *, run: bool) -> None:
         "-l", "--label", action="append", default=[], metavar="KEY=VAL", help="set a label"
     )
     p.add_argument("--stop-signal", default="", help="signal to stop the container")
+    p.add_argument("--storage-opt", action="append", default=[], metavar="size=SIZE",
+                   help="storage driver options: size of the writable layer (e.g. size=20G)")
+    p.add_argument("--log-driver", default="", help="logging driver (json-file only)")
+    p.add_argument("--log-opt", action="append", default=[], metavar="KEY=VAL",
+                   help="log driver options: max-size=SIZE, max-file=N (rotation)")
     p.add_argument("image", metavar="IMAGE")
     p.add_argument("command", nargs=argparse.REMAINDER, metavar="COMMAND [ARG...]")
 
@@ -117,6 +122,9 @@ def _options(args: argparse.Namespace, *, run: bool) -> ContainerOptions:
         stop_signal=args.stop_signal,
         attach=args.attach,
         console_size=console,
+        storage_opts=args.storage_opt,
+        log_driver=args.log_driver,
+        log_opts=args.log_opt,
     )
 
 

@@ -88,6 +88,16 @@ def register(sub: Any, name: str, help_text: str) -> None:
                        metavar="N", help="refuse a compressed layer that expands more than N "
                                          "times once past 64 MiB (decompression bombs); 0 turns "
                                          "the check off (default %(default)s)")
+        p.add_argument("--storage-size-default", default=defaults.STORAGE_SIZE_DEFAULT,
+                       metavar="SIZE", help="size of a container's writable layer unless it "
+                                            "asks for one with --storage-opt size= (a guest "
+                                            "writing more gets ENOSPC; default %(default)s)")
+        p.add_argument("--log-max-size", default=defaults.LOG_MAX_SIZE, metavar="SIZE",
+                       help="container logs rotate at this size (json-file max-size); also "
+                            "the most a container may ask for (default %(default)s)")
+        p.add_argument("--log-max-file", type=int, default=defaults.LOG_MAX_FILE, metavar="N",
+                       help="log files kept per container (json-file max-file); also the most "
+                            "a container may ask for (default %(default)s)")
         p.add_argument("--tls-listen", metavar="HOST:PORT", default=None,
                        help="also serve the API over TLS; clients must present a certificate "
                             "signed by --tlscacert (dockerd's --tlsverify)")
@@ -266,6 +276,7 @@ def _host_port(text: str | None) -> tuple[str, int] | None:
 def cmd_daemon(ctx: Context, args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from steelcup.cli.createspec import parse_memory
     from steelcup.config import DaemonOptions
 
     root = Path(args.daemon_root or ctx.root)
@@ -283,6 +294,9 @@ def cmd_daemon(ctx: Context, args: argparse.Namespace) -> int:
         vm_pool_size=args.pool_size,
         layer_max_gib=args.layer_max_size,
         layer_max_ratio=args.layer_max_ratio,
+        storage_default_bytes=parse_memory(args.storage_size_default),
+        log_max_bytes=parse_memory(args.log_max_size),
+        log_max_files=args.log_max_file,
         tcg_tb_mib=args.tcg_tb_size,
         vm_mem_overhead_mib=args.vm_mem_overhead,
         tls_listen=_host_port(args.tls_listen),
