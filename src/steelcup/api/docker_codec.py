@@ -139,6 +139,9 @@ def decode_create(body: Any) -> ContainerConfig:
         mounts=tuple(mounts),
         tmpfs=tuple(sorted(_str_map(host, "Tmpfs").items())),
         volumes=tuple(sorted(_get(body, "Volumes", dict, {}))),
+        cap_add=_str_list(host, "CapAdd") or (),
+        cap_drop=_str_list(host, "CapDrop") or (),
+        privileged=_get(host, "Privileged", bool, False),
     )
 
 
@@ -231,6 +234,7 @@ def decode_exec(container_id: str, body: Any) -> ExecConfig:
         attach_stdin=_get(body, "AttachStdin", bool, False),
         attach_stdout=_get(body, "AttachStdout", bool, True),
         attach_stderr=_get(body, "AttachStderr", bool, True),
+        privileged=_get(body, "Privileged", bool, False),
     )
 
 
@@ -351,6 +355,9 @@ def encode_inspect(
             "PortBindings": json.loads(config.port_bindings) if config.port_bindings else {},
             "PublishAllPorts": config.publish_all_ports,
             "Tmpfs": dict(config.tmpfs) or None,
+            "CapAdd": list(config.cap_add) or None,
+            "CapDrop": list(config.cap_drop) or None,
+            "Privileged": config.privileged,
             "LogConfig": {"Type": "json-file", "Config": {}},
             "Runtime": "steelcup",
         },

@@ -103,6 +103,9 @@ class ContainerOptions:
         stop_signal: str = "",
         attach: Sequence[str] = (),  # -a stdin|stdout|stderr (create/run)
         console_size: tuple[int, int] | None = None,  # (rows, cols) when -t on a terminal
+        cap_add: Sequence[str] = (),
+        cap_drop: Sequence[str] = (),
+        privileged: bool = False,
     ) -> None:
         self.image = image
         self.command = list(command)
@@ -122,6 +125,9 @@ class ContainerOptions:
         self.stop_signal = stop_signal
         self.attach = list(attach)
         self.console_size = console_size
+        self.cap_add = list(cap_add)
+        self.cap_drop = list(cap_drop)
+        self.privileged = privileged
 
 
 def create_body(opts: ContainerOptions, *, for_run: bool) -> dict[str, Any]:
@@ -153,6 +159,13 @@ def create_body(opts: ContainerOptions, *, for_run: bool) -> dict[str, Any]:
         host_config["NanoCpus"] = parse_cpus(opts.cpus)
     if opts.console_size is not None and opts.tty:
         host_config["ConsoleSize"] = list(opts.console_size)
+    # As given: the daemon validates the names and applies docker's rules (ALL, case, CAP_).
+    if opts.cap_add:
+        host_config["CapAdd"] = list(opts.cap_add)
+    if opts.cap_drop:
+        host_config["CapDrop"] = list(opts.cap_drop)
+    if opts.privileged:
+        host_config["Privileged"] = True
     body: dict[str, Any] = {
         "Hostname": opts.hostname,
         "Domainname": "",
@@ -189,13 +202,14 @@ def exec_body(
     workdir: str = "",
     user: str = "",
     console_size: tuple[int, int] | None = None,
+    privileged: bool = False,
 ) -> dict[str, Any]:
     """The POST /containers/{id}/exec body of `docker exec`."""
     if not command:
         raise InvalidArgument("exec needs a command to run")
     body: dict[str, Any] = {
         "User": user,
-        "Privileged": False,
+        "Privileged": privileged,
         "Tty": tty,
         "AttachStdin": interactive and not detach,
         "AttachStdout": not detach,

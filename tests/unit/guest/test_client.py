@@ -424,3 +424,13 @@ def test_forged_exits_are_logged_and_ignored(caplog: pytest.LogCaptureFixture) -
         "ignoring STDOUT from the guest for id 2: a process that is not running (exited or "
         "never started)",
     ], ignored
+
+
+def test_start_carries_caps_only_when_the_host_chose_a_set() -> None:
+    """No CAPS field means docker's default to the init (and to an init that predates it)."""
+    plain = p.decode_fields(p.encode_fields(ProcessSpec(args=("sh",)).fields()))
+    assert p.get_u64(plain, Tag.CAPS) is None
+    every = (1 << 41) - 1
+    for caps in (0, every):
+        fields = p.decode_fields(p.encode_fields(ProcessSpec(args=("sh",), caps=caps).fields()))
+        assert p.get_u64(fields, Tag.CAPS) == caps
