@@ -1,4 +1,5 @@
-/* Capabilities of container processes: docker's default set, applied between fork and exec. */
+/* Capabilities of container processes: the set the host sent (docker's default when it sent
+ * none), applied between fork and exec. */
 #define _GNU_SOURCE
 #include "caps.h"
 
@@ -32,7 +33,7 @@ uint64_t caps_default(void)
 	return mask;
 }
 
-int caps_limit(uint64_t keep)
+int caps_bound(uint64_t keep)
 {
 	/* The bounding set first: shrinking it needs CAP_SETPCAP, which `keep` may not hold. A
 	 * number past the kernel's last capability is EINVAL: the end of the set. */
@@ -48,6 +49,11 @@ int caps_limit(uint64_t keep)
 	/* EINVAL: a kernel without ambient capabilities (before 4.3) has none to clear. */
 	if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) < 0 && errno != EINVAL)
 		return -errno;
+	return 0;
+}
+
+int caps_limit(uint64_t keep)
+{
 	struct caps_header h = {.version = CAPS_VERSION_3, .pid = 0};
 	struct caps_data d[2];
 	if (syscall(SYS_capget, &h, d) < 0)

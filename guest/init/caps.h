@@ -1,4 +1,5 @@
-/* Capabilities of container processes: docker's default set, applied between fork and exec. */
+/* Capabilities of container processes: the set the host sent (docker's default when it sent
+ * none), applied between fork and exec. */
 #ifndef STEELCUP_CAPS_H
 #define STEELCUP_CAPS_H
 
@@ -31,10 +32,16 @@ enum {
  * container's root cannot reach the non-dumpable PID 1 (pidfd_getfd, /proc/1/fd, ptrace). */
 uint64_t caps_default(void);
 
-/* Limits the calling process to the capabilities in `keep`: every other one leaves the bounding
- * set (so no later exec, setuid binary or file capability brings it back) and the permitted and
- * effective sets; the inheritable and ambient sets are emptied. Needs CAP_SETPCAP to shrink the
- * bounding set. Returns 0 or -errno. */
+/* First half of limiting the calling process to `keep`, done before it changes uid: every other
+ * capability leaves the bounding set (so no later exec, setuid binary or file capability brings
+ * it back) and the ambient set is emptied. The permitted and effective sets are untouched, so
+ * setuid/setgid still work when `keep` lacks CAP_SETUID (runc's order). Needs CAP_SETPCAP.
+ * Returns 0 or -errno. */
+int caps_bound(uint64_t keep);
+
+/* Second half, after the uid change: the permitted and effective sets keep only `keep` (for a
+ * non-root uid the kernel has already emptied them: what execve gives a non-root user, as docker
+ * does), the inheritable set is emptied. Returns 0 or -errno. */
 int caps_limit(uint64_t keep);
 
 #endif

@@ -326,7 +326,8 @@ int main(void)
 		return 0;
 	}
 	/* Non-dumpable: reaching our fds (the control port) through pidfd_getfd, /proc/1/fd or
-	 * ptrace then needs CAP_SYS_PTRACE, which container processes do not get (caps.c). */
+	 * ptrace then needs CAP_SYS_PTRACE, which container processes get only when the host says
+	 * so (--cap-add SYS_PTRACE, --privileged: docs/security.md). */
 	if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0)
 		main_log("prctl(PR_SET_DUMPABLE): %s", strerror(errno));
 	setup_signals();

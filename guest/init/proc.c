@@ -105,6 +105,7 @@ struct start_req {
 	gid_t *groups;
 	size_t ngroups;
 	int tty, rows, cols, use_stdin, main;
+	uint64_t caps;
 };
 
 static void free_req(struct start_req *r)
@@ -122,6 +123,7 @@ static void free_req(struct start_req *r)
 static int parse_req(const struct proto_frame *f, struct start_req *r)
 {
 	memset(r, 0, sizeof(*r));
+	r->caps = caps_default(); /* a host that sends no CAPS predates it: docker's default */
 	r->argv = calloc(f->nfields + 1, sizeof(char *));
 	r->envp = calloc(f->nfields + 1, sizeof(char *));
 	r->groups = calloc(f->nfields + 1, sizeof(gid_t));
@@ -152,6 +154,7 @@ static int parse_req(const struct proto_frame *f, struct start_req *r)
 		case PROTO_TAG_COLS: r->cols = (int)v; break;
 		case PROTO_TAG_STDIN: r->use_stdin = v != 0; break;
 		case PROTO_TAG_MAIN: r->main = v != 0; break;
+		case PROTO_TAG_CAPS: r->caps = proto_get64(fl->val); break; /* 8 bytes: decoder */
 		default: break;
 		}
 	}
@@ -228,13 +231,19 @@ static void child(const struct start_req *r, const char *root, int errfd, int in
 		child_fail(errfd, errno);
 	if (chdir(r->cwd && r->cwd[0] ? r->cwd : "/") < 0)
 		child_fail(errfd, errno);
-	/* Docker's default capabilities, whatever the uid: above all no CAP_SYS_PTRACE, which
-	 * would let the container reach PID 1 (non-dumpable) and its control channel. */
-	int rc = caps_limit(caps_default());
+	/* The host's set (docker's default unless --cap-add/--cap-drop/--privileged): without
+	 * CAP_SYS_PTRACE the container cannot reach PID 1 (non-dumpable) and its control channel.
+	 * The bounding set shrinks before the uid changes and the rest after it, as runc does, so a
+	 * set without CAP_SETUID still runs as another user, and a non-root user gets what execve
+	 * gives one: nothing permitted or effective. */
+	int rc = caps_bound(r->caps);
 	if (rc < 0)
 		child_fail(errfd, -rc);
 	if (setgroups(r->ngroups, r->groups) < 0 || setgid(r->gid) < 0 || setuid(r->uid) < 0)
 		child_fail(errfd, errno);
+	rc = caps_limit(r->caps);
+	if (rc < 0)
+		child_fail(errfd, -rc);
 	child_fail(errfd, exec_lookup(r));
 }
 

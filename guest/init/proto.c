@@ -10,6 +10,11 @@ uint32_t proto_get32(const uint8_t *p)
 	return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
 }
 
+uint64_t proto_get64(const uint8_t *p)
+{
+	return (uint64_t)proto_get32(p) | ((uint64_t)proto_get32(p + 4) << 32);
+}
+
 void proto_put16(uint8_t *p, uint16_t v)
 {
 	p[0] = (uint8_t)v;
@@ -22,6 +27,12 @@ void proto_put32(uint8_t *p, uint32_t v)
 	p[1] = (uint8_t)(v >> 8);
 	p[2] = (uint8_t)(v >> 16);
 	p[3] = (uint8_t)(v >> 24);
+}
+
+void proto_put64(uint8_t *p, uint64_t v)
+{
+	proto_put32(p, (uint32_t)v);
+	proto_put32(p + 4, (uint32_t)(v >> 32));
 }
 
 bool proto_is_data_op(uint16_t op)
@@ -68,6 +79,8 @@ enum proto_type proto_tag_type(uint16_t tag)
 	case PROTO_TAG_PREFIX:
 	case PROTO_TAG_MTU:
 		return PROTO_TYPE_U32;
+	case PROTO_TAG_CAPS:
+		return PROTO_TYPE_U64;
 	default:
 		return PROTO_TYPE_UNKNOWN;
 	}
@@ -81,7 +94,7 @@ const char *proto_strerror(int res)
 	case PROTO_RES_BAD_MAGIC: return "bad magic";
 	case PROTO_RES_TOO_LONG: return "frame length over cap";
 	case PROTO_RES_FIELD_PAST_END: return "field runs past end of payload";
-	case PROTO_RES_INT_SIZE: return "integer field is not 4 bytes";
+	case PROTO_RES_INT_SIZE: return "integer field of the wrong size";
 	case PROTO_RES_NUL_IN_STRING: return "NUL byte in string field";
 	case PROTO_RES_STRING_TOO_LONG: return "string field over 65536 bytes";
 	case PROTO_RES_TOO_MANY_FIELDS: return "more than 4096 fields";
@@ -130,6 +143,10 @@ int proto_decode_payload(uint16_t op, const uint8_t *payload, uint32_t len,
 			if (flen != 4)
 				return PROTO_RES_INT_SIZE;
 			break;
+		case PROTO_TYPE_U64:
+			if (flen != 8)
+				return PROTO_RES_INT_SIZE;
+			break;
 		case PROTO_TYPE_STRING:
 			if (flen > PROTO_MAX_STRING)
 				return PROTO_RES_STRING_TOO_LONG;
@@ -170,6 +187,18 @@ bool proto_frame_u32(const struct proto_frame *f, uint16_t tag, uint32_t *out)
 	for (size_t i = 0; i < f->nfields; i++) {
 		if (f->fields[i].tag == tag && f->fields[i].len == 4) {
 			*out = proto_get32(f->fields[i].val);
+			found = true;
+		}
+	}
+	return found;
+}
+
+bool proto_frame_u64(const struct proto_frame *f, uint16_t tag, uint64_t *out)
+{
+	bool found = false;
+	for (size_t i = 0; i < f->nfields; i++) {
+		if (f->fields[i].tag == tag && f->fields[i].len == 8) {
+			*out = proto_get64(f->fields[i].val);
 			found = true;
 		}
 	}
@@ -230,6 +259,13 @@ void proto_writer_u32(struct proto_writer *w, uint16_t tag, uint32_t v)
 	uint8_t b[4];
 	proto_put32(b, v);
 	proto_writer_bytes(w, tag, b, 4);
+}
+
+void proto_writer_u64(struct proto_writer *w, uint16_t tag, uint64_t v)
+{
+	uint8_t b[8];
+	proto_put64(b, v);
+	proto_writer_bytes(w, tag, b, 8);
 }
 
 void proto_writer_str(struct proto_writer *w, uint16_t tag, const char *s)

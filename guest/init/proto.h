@@ -75,9 +75,10 @@ enum proto_tag {
 	PROTO_TAG_OPTIONS = 33,
 	/* 34..37 are FIXUP's (fixup.h) */
 	PROTO_TAG_SUBDIR = 38,
+	PROTO_TAG_CAPS = 39,
 };
 
-enum proto_type { PROTO_TYPE_UNKNOWN, PROTO_TYPE_U32, PROTO_TYPE_STRING };
+enum proto_type { PROTO_TYPE_UNKNOWN, PROTO_TYPE_U32, PROTO_TYPE_STRING, PROTO_TYPE_U64 };
 
 /* Decoder results: 0 is success, negative values are errors. */
 enum proto_result {
@@ -86,7 +87,7 @@ enum proto_result {
 	PROTO_RES_BAD_MAGIC = -2,
 	PROTO_RES_TOO_LONG = -3,     /* length over the frame cap */
 	PROTO_RES_FIELD_PAST_END = -4,
-	PROTO_RES_INT_SIZE = -5,
+	PROTO_RES_INT_SIZE = -5,     /* u32 field not 4 bytes, u64 field not 8 */
 	PROTO_RES_NUL_IN_STRING = -6,
 	PROTO_RES_STRING_TOO_LONG = -7,
 	PROTO_RES_TOO_MANY_FIELDS = -8,
@@ -121,8 +122,10 @@ const char *proto_strerror(int res);
 
 uint16_t proto_get16(const uint8_t *p);
 uint32_t proto_get32(const uint8_t *p);
+uint64_t proto_get64(const uint8_t *p);
 void proto_put16(uint8_t *p, uint16_t v);
 void proto_put32(uint8_t *p, uint32_t v);
+void proto_put64(uint8_t *p, uint64_t v);
 
 /* Parses and checks a header from n bytes: OK, SHORT, BAD_MAGIC or TOO_LONG. */
 int proto_parse_header(const uint8_t *buf, size_t n, struct proto_header *h);
@@ -132,8 +135,9 @@ int proto_decode_payload(uint16_t op, const uint8_t *payload, uint32_t len,
 /* Decodes exactly one frame that occupies all n bytes. */
 int proto_decode_frame(const uint8_t *buf, size_t n, struct proto_frame *f);
 
-/* Last occurrence of a u32 / string tag; false if absent. */
+/* Last occurrence of a u32 / u64 / string tag; false if absent. */
 bool proto_frame_u32(const struct proto_frame *f, uint16_t tag, uint32_t *out);
+bool proto_frame_u64(const struct proto_frame *f, uint16_t tag, uint64_t *out);
 bool proto_frame_str(const struct proto_frame *f, uint16_t tag, const uint8_t **val, uint32_t *len);
 
 /* Encoder into a caller buffer; any overflow sets .overflow and makes proto_writer_end fail. */
@@ -146,6 +150,7 @@ struct proto_writer {
 
 void proto_writer_begin(struct proto_writer *w, uint8_t *buf, size_t cap, uint16_t op, uint32_t id);
 void proto_writer_u32(struct proto_writer *w, uint16_t tag, uint32_t v);
+void proto_writer_u64(struct proto_writer *w, uint16_t tag, uint64_t v);
 void proto_writer_bytes(struct proto_writer *w, uint16_t tag, const void *val, size_t len);
 void proto_writer_str(struct proto_writer *w, uint16_t tag, const char *s);
 void proto_writer_data(struct proto_writer *w, const void *data, size_t len);

@@ -37,6 +37,25 @@ def test_run_rm_exit_code_and_streams(dockerd: Docker) -> None:
     assert dockerd.out("ps", "-aq") == ""  # --rm removed it
 
 
+def test_cap_add_cap_drop_privileged(dockerd: Docker) -> None:
+    """docker run --cap-add/--cap-drop reach the process; inspect shows them (the CLI sends
+    them normalized); an unknown one is refused with dockerd's message."""
+    probe = ("grep CapEff /proc/self/status; ip link set lo mtu 1000 && echo mtu-ok; "
+             "touch /dev/shm/f; chown 1 /dev/shm/f || echo chown-refused")
+    out = dockerd.out("run", "--name", "caps", "--cap-add", "NET_ADMIN", "--cap-drop", "chown",
+                      IMG, "sh", "-c", probe)
+    assert "mtu-ok" in out and "chown-refused" in out, out
+    host = json.loads(dockerd.out("inspect", "caps"))[0]["HostConfig"]
+    assert (host["CapAdd"], host["CapDrop"], host["Privileged"]) == (
+        ["CAP_NET_ADMIN"], ["CAP_CHOWN"], False)
+    dockerd.run("rm", "caps")
+    full = dockerd.out("run", "--rm", "--privileged", IMG, "grep", "CapEff", "/proc/self/status")
+    assert full.split() == ["CapEff:", "000001ffffffffff"], full
+    bad = dockerd.run("run", "--rm", "--cap-add", "NOPE", IMG, "true")
+    assert bad.returncode == 125
+    assert b'unknown capability: "CAP_NOPE"' in bad.stderr, bad.stderr
+
+
 def _pty_run(argv: list[str], env: dict[str, str], send: list[tuple[bytes, bytes]],
              timeout: float = 120) -> tuple[int, bytes]:
     """Run `argv` on a pty; for each (expect, reply) wait for `expect`, then type `reply`."""

@@ -284,3 +284,22 @@ def test_a_guest_flooding_its_console_fills_only_a_capped_log(daemon: Daemon) ->
     assert b"bytes dropped here ---" in text
     assert text.rstrip().endswith(b"last words")
     daemon.out("rm", cid)
+
+
+def test_cap_add_sys_ptrace_hands_over_the_channel_and_nothing_more(daemon: Daemon,
+                                                                     tmp_path: Path) -> None:
+    """The documented consequence (docs/security.md): CAP_SYS_PTRACE passes the check the
+    non-dumpable init relies on, so the same helper takes the port and forges its own exit
+    code (42 for the 3 it returns). That is all it gets: the daemon and the next container are
+    unaffected. If this starts failing because the channel is out of reach, update the doc."""
+    helper = _static_helper("steal_ctl_fd", tmp_path)
+    cid = daemon.out("create", "--cap-add", "SYS_PTRACE", IMG, "/steal").strip()
+    try:
+        daemon.out("cp", str(helper), f"{cid}:/steal")
+        daemon.out("start", cid)
+        assert daemon.out("wait", cid).strip() == "42"
+        state = json.loads(daemon.out("inspect", cid))[0]["State"]
+        assert (state["Status"], state["ExitCode"]) == ("exited", 42), state
+    finally:
+        daemon.cli("rm", "-f", cid)
+    assert daemon.out("run", "--rm", IMG, "echo", "still-fine").strip() == "still-fine"

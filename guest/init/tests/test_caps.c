@@ -47,32 +47,78 @@ struct data {
 	uint32_t effective, permitted, inheritable;
 };
 
-/* In a child: limit, then check every set. Returns the number of failures as exit status. */
-static int limited_child(void)
+static uint64_t get_caps(int which)
 {
-	uint64_t keep = caps_default();
-	int rc = caps_limit(keep);
+	struct hdr h = {.version = 0x20080522, .pid = 0};
+	struct data d[2];
+	if (syscall(SYS_capget, &h, d) < 0)
+		return ~UINT64_C(0);
+	if (which == 'e')
+		return d[0].effective | (uint64_t)d[1].effective << 32;
+	if (which == 'p')
+		return d[0].permitted | (uint64_t)d[1].permitted << 32;
+	return d[0].inheritable | (uint64_t)d[1].inheritable << 32;
+}
+
+/* The capabilities this process may hold: its bounding set (every capability the kernel knows,
+ * unless the test itself runs confined, as in a container). */
+static uint64_t kernel_caps(void)
+{
+	uint64_t all = 0;
+	for (int cap = 0; cap < 64; cap++) {
+		int in = prctl(PR_CAPBSET_READ, cap, 0, 0, 0);
+		if (in < 0)
+			break;
+		if (in)
+			all |= CAPS_BIT(cap);
+	}
+	return all;
+}
+
+/* In a child, as proc.c does: bound, switch to uid (and gid), limit; then check every set.
+ * Returns the number of failures as exit status. */
+static int limited_child(uint64_t keep, uid_t uid)
+{
+	failed = 0; /* count this child's failures only */
+	uint64_t known = kernel_caps();
+	int rc = caps_bound(keep);
+	CHECK(rc == 0, "caps_bound(%llx): %s", (unsigned long long)keep, strerror(-rc));
+	if (uid != 0)
+		CHECK(setgid(uid) == 0 && setuid(uid) == 0, "setuid(%d) with %llx: %s", (int)uid,
+		      (unsigned long long)keep, strerror(errno));
+	rc = caps_limit(keep);
 	CHECK(rc == 0, "caps_limit: %s", strerror(-rc));
 	for (int cap = 0; cap < 64; cap++) {
 		int in = prctl(PR_CAPBSET_READ, cap, 0, 0, 0);
 		if (in < 0)
 			break;
-		CHECK(in == !!(keep & CAPS_BIT(cap)), "bounding set: cap %d is %d", cap, in);
+		CHECK(in == !!(keep & known & CAPS_BIT(cap)), "bounding set: cap %d is %d", cap, in);
 		int amb = prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_IS_SET, cap, 0, 0);
 		CHECK(amb <= 0, "ambient cap %d still set", cap);
 	}
-	struct hdr h = {.version = 0x20080522, .pid = 0};
-	struct data d[2];
-	CHECK(syscall(SYS_capget, &h, d) == 0, "capget: %s", strerror(errno));
-	uint64_t eff = d[0].effective | (uint64_t)d[1].effective << 32;
-	uint64_t perm = d[0].permitted | (uint64_t)d[1].permitted << 32;
-	CHECK(eff == keep && perm == keep, "effective %llx permitted %llx, want %llx",
-	      (unsigned long long)eff, (unsigned long long)perm, (unsigned long long)keep);
-	CHECK(d[0].inheritable == 0 && d[1].inheritable == 0, "inheritable set not empty");
-	/* What the set is for: no ptrace-class access, but setuid still works. */
-	CHECK(prctl(PR_CAPBSET_READ, CAPS_SYS_PTRACE, 0, 0, 0) == 0, "CAP_SYS_PTRACE kept");
-	CHECK(setuid(65534) == 0, "setuid with the default set: %s", strerror(errno));
+	/* root keeps the set; anyone else has nothing permitted or effective (docker, runc) */
+	uint64_t want = uid == 0 ? keep & known : 0;
+	uint64_t eff = get_caps('e'), perm = get_caps('p');
+	CHECK(eff == want && perm == want, "uid %d: effective %llx permitted %llx, want %llx",
+	      (int)uid, (unsigned long long)eff, (unsigned long long)perm, (unsigned long long)want);
+	CHECK(get_caps('i') == 0, "inheritable set not empty");
+	if (uid == 0 && keep == caps_default()) {
+		/* What the default set is for: no ptrace-class access, but setuid still works. */
+		CHECK(prctl(PR_CAPBSET_READ, CAPS_SYS_PTRACE, 0, 0, 0) == 0, "CAP_SYS_PTRACE kept");
+		CHECK(setuid(65534) == 0, "setuid with the default set: %s", strerror(errno));
+	}
 	return failed;
+}
+
+static void in_child(uint64_t keep, uid_t uid)
+{
+	pid_t pid = fork();
+	if (pid == 0)
+		_exit(limited_child(keep, uid) ? 1 : 0);
+	int st = 0;
+	CHECK(pid > 0 && waitpid(pid, &st, 0) == pid, "fork/wait");
+	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0, "set %llx uid %d: the child found failures "
+	      "(above)", (unsigned long long)keep, (int)uid);
 }
 
 static void test_limit_for_real(void)
@@ -81,13 +127,16 @@ static void test_limit_for_real(void)
 		fprintf(stderr, "test_caps: not root, skipping the drop itself\n");
 		return;
 	}
-	pid_t pid = fork();
-	if (pid == 0)
-		_exit(limited_child() ? 1 : 0);
-	int st = 0;
-	CHECK(pid > 0 && waitpid(pid, &st, 0) == pid, "fork/wait");
-	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0, "the limited child found failures (above)");
-	passed++;
+	uint64_t d = caps_default();
+	in_child(d, 0);
+	in_child(d | CAPS_BIT(CAPS_SYS_PTRACE) | CAPS_BIT(CAPS_NET_ADMIN), 0); /* --cap-add */
+	in_child(d & ~CAPS_BIT(CAPS_CHOWN), 0);                                /* --cap-drop */
+	in_child(0, 0);            /* --cap-drop ALL */
+	in_child(~UINT64_C(0), 0); /* --privileged: bits past the kernel's last one are ignored */
+	in_child(d, 65534);        /* --user: bounding set only */
+	/* --cap-drop SETUID --user 65534 (and --cap-drop ALL): the uid still changes */
+	in_child(d & ~(CAPS_BIT(CAPS_SETUID) | CAPS_BIT(CAPS_SETGID)), 65534);
+	in_child(0, 65534);
 }
 
 int main(void)

@@ -203,6 +203,27 @@ static void test_last_wins(void)
 	CHECK(!proto_frame_u32(&f, PROTO_TAG_UID, &u), "absent tag found");
 }
 
+static void test_u64(void)
+{
+	uint8_t buf[128];
+	struct proto_writer w;
+	proto_writer_begin(&w, buf, sizeof(buf), PROTO_OP_START, 9);
+	proto_writer_u64(&w, PROTO_TAG_CAPS, 1);
+	proto_writer_u64(&w, PROTO_TAG_CAPS, UINT64_C(0x1ffffffffff));
+	size_t n = proto_writer_end(&w);
+	struct proto_frame f = {.fields = fields};
+	CHECK(proto_decode_frame(buf, n, &f) == 0, "decode u64");
+	uint64_t v = 0;
+	CHECK(proto_frame_u64(&f, PROTO_TAG_CAPS, &v) && v == UINT64_C(0x1ffffffffff),
+	      "last u64: %llx", (unsigned long long)v);
+	CHECK(!proto_frame_u64(&f, PROTO_TAG_UID, &v), "absent u64 tag found");
+	/* a u32 in a u64 tag is malformed */
+	proto_writer_begin(&w, buf, sizeof(buf), PROTO_OP_START, 9);
+	proto_writer_u32(&w, PROTO_TAG_CAPS, 1);
+	n = proto_writer_end(&w);
+	CHECK(proto_decode_frame(buf, n, &f) == PROTO_RES_INT_SIZE, "4-byte CAPS accepted");
+}
+
 static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
 static uint32_t rnd(void)
 {
@@ -286,6 +307,7 @@ int main(int argc, char **argv)
 	CHECK(run_golden(golden, &corpus, &corpus_len, &ncorpus) == 0, "golden file readable");
 	test_writer_overflow();
 	test_last_wins();
+	test_u64();
 	fuzz(corpus, corpus_len, ncorpus, rounds);
 	for (size_t i = 0; i < ncorpus; i++)
 		free(corpus[i]);

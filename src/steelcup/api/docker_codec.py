@@ -144,6 +144,9 @@ def decode_create(body: Any) -> ContainerConfig:
         storage_bytes=decode_storage_opt(host),
         log_max_bytes=log_max_bytes,
         log_max_files=log_max_files,
+        cap_add=_str_list(host, "CapAdd") or (),
+        cap_drop=_str_list(host, "CapDrop") or (),
+        privileged=_get(host, "Privileged", bool, False),
     )
 
 
@@ -274,6 +277,7 @@ def decode_exec(container_id: str, body: Any) -> ExecConfig:
         attach_stdin=_get(body, "AttachStdin", bool, False),
         attach_stdout=_get(body, "AttachStdout", bool, True),
         attach_stderr=_get(body, "AttachStderr", bool, True),
+        privileged=_get(body, "Privileged", bool, False),
     )
 
 
@@ -399,6 +403,9 @@ def encode_inspect(
                 key: str(value) for key, value in (("max-size", config.log_max_bytes),
                                                    ("max-file", config.log_max_files)) if value
             }},
+            "CapAdd": list(config.cap_add) or None,
+            "CapDrop": list(config.cap_drop) or None,
+            "Privileged": config.privileged,
             "Runtime": "steelcup",
         },
         "GraphDriver": {"Name": "overlay", "Data": None},

@@ -569,7 +569,7 @@ class _Api:
             "Running": exec_.running,
             "ExitCode": exec_.exit_code,
             "ProcessConfig": {"tty": c.tty, "entrypoint": c.cmd[0], "arguments": list(c.cmd[1:]),
-                              "privileged": False, "user": c.user},
+                              "privileged": c.privileged, "user": c.user},
             "OpenStdin": c.attach_stdin,
             "OpenStdout": c.attach_stdout,
             "OpenStderr": c.attach_stderr,

@@ -117,6 +117,9 @@ class ContainerOptions:
         storage_opts: Sequence[str] = (),  # --storage-opt KEY=VAL
         log_driver: str = "",
         log_opts: Sequence[str] = (),  # --log-opt KEY=VAL
+        cap_add: Sequence[str] = (),
+        cap_drop: Sequence[str] = (),
+        privileged: bool = False,
     ) -> None:
         self.image = image
         self.command = list(command)
@@ -139,6 +142,9 @@ class ContainerOptions:
         self.storage_opts = list(storage_opts)
         self.log_driver = log_driver
         self.log_opts = list(log_opts)
+        self.cap_add = list(cap_add)
+        self.cap_drop = list(cap_drop)
+        self.privileged = privileged
 
 
 def create_body(opts: ContainerOptions, *, for_run: bool) -> dict[str, Any]:
@@ -175,6 +181,13 @@ def create_body(opts: ContainerOptions, *, for_run: bool) -> dict[str, Any]:
     if opts.log_driver or opts.log_opts:
         host_config["LogConfig"] = {"Type": opts.log_driver,
                                     "Config": parse_key_values(opts.log_opts, "--log-opt")}
+    # As given: the daemon validates the names and applies docker's rules (ALL, case, CAP_).
+    if opts.cap_add:
+        host_config["CapAdd"] = list(opts.cap_add)
+    if opts.cap_drop:
+        host_config["CapDrop"] = list(opts.cap_drop)
+    if opts.privileged:
+        host_config["Privileged"] = True
     body: dict[str, Any] = {
         "Hostname": opts.hostname,
         "Domainname": "",
@@ -211,13 +224,14 @@ def exec_body(
     workdir: str = "",
     user: str = "",
     console_size: tuple[int, int] | None = None,
+    privileged: bool = False,
 ) -> dict[str, Any]:
     """The POST /containers/{id}/exec body of `docker exec`."""
     if not command:
         raise InvalidArgument("exec needs a command to run")
     body: dict[str, Any] = {
         "User": user,
-        "Privileged": False,
+        "Privileged": privileged,
         "Tty": tty,
         "AttachStdin": interactive and not detach,
         "AttachStdout": not detach,

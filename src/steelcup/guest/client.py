@@ -82,6 +82,7 @@ class ProcessSpec:
     cols: int = 80
     stdin: bool = False
     main: bool = False
+    caps: int | None = None  # capability mask (runtime.capabilities); None: docker's default
 
     def fields(self) -> list[tuple[Tag, p.FieldValue]]:
         if not self.args:
@@ -97,6 +98,8 @@ class ProcessSpec:
             (Tag.STDIN, int(self.stdin)),
             (Tag.MAIN, int(self.main)),
         ]
+        if self.caps is not None:
+            out.append((Tag.CAPS, self.caps))
         return out
 
 

@@ -24,10 +24,12 @@ INITIAL_CREDIT_BYTES = 262144  # per process and direction
 EXIT_GRACE_S = 0.5  # guest sends EXIT at most this long after reaping if pipes stay open
 FIELD_HEADER_SIZE = 6
 INT_FIELD_SIZE = 4
+U64_FIELD_SIZE = 8
 
 _HEADER = struct.Struct("<IHHII")
 _FIELD_HEADER = struct.Struct("<HI")
 _U32 = struct.Struct("<I")
+_U64 = struct.Struct("<Q")
 _I32 = struct.Struct("<i")
 
 
@@ -101,6 +103,7 @@ class Tag(IntEnum):
     ENTROPY = 36
     CPUS = 37
     SUBDIR = 38
+    CAPS = 39
 
 
 DATA_OPS = frozenset({Op.STDIN, Op.STDOUT, Op.STDERR})
@@ -126,7 +129,8 @@ STRING_TAGS = frozenset(
     }
 )
 SIGNED_TAGS = frozenset({Tag.STATUS})
-INT_TAGS = frozenset(t for t in Tag if t not in STRING_TAGS)
+U64_TAGS = frozenset({Tag.CAPS})
+INT_TAGS = frozenset(t for t in Tag if t not in STRING_TAGS and t not in U64_TAGS)  # u32/i32
 
 FieldValue = int | bytes | str
 Field = tuple[int, bytes]
@@ -154,7 +158,7 @@ class Frame:
 
 
 def encode_fields(fields: Iterable[tuple[Tag | int, FieldValue]]) -> bytes:
-    """Encode (tag, value) pairs: ints as u32 (i32 for signed tags), str as UTF-8, bytes raw."""
+    """Encode (tag, value) pairs: ints as u32 (i32, u64 by tag), str as UTF-8, bytes raw."""
     out = bytearray()
     count = 0
     for tag, value in fields:
@@ -167,7 +171,11 @@ def encode_fields(fields: Iterable[tuple[Tag | int, FieldValue]]) -> bytes:
         if isinstance(value, int):
             if tag in STRING_TAGS:
                 raise GuestProtocolError(f"tag {tag} is a string field, got int")
-            if tag in SIGNED_TAGS:
+            if tag in U64_TAGS:
+                if not 0 <= value < (1 << 64):
+                    raise GuestProtocolError(f"value {value} out of u64 range for tag {tag}")
+                raw = _U64.pack(value)
+            elif tag in SIGNED_TAGS:
                 if not -(1 << 31) <= value < (1 << 31):
                     raise GuestProtocolError(f"value {value} out of i32 range for tag {tag}")
                 raw = _I32.pack(value)
@@ -179,6 +187,8 @@ def encode_fields(fields: Iterable[tuple[Tag | int, FieldValue]]) -> bytes:
             raw = value.encode("utf-8") if isinstance(value, str) else bytes(value)
             if tag in INT_TAGS and len(raw) != INT_FIELD_SIZE:
                 raise GuestProtocolError(f"tag {tag} is an integer field of 4 bytes")
+            if tag in U64_TAGS and len(raw) != U64_FIELD_SIZE:
+                raise GuestProtocolError(f"tag {tag} is an integer field of 8 bytes")
             if tag in STRING_TAGS:
                 _check_string(tag, raw)
         out += _FIELD_HEADER.pack(tag, len(raw))
@@ -214,6 +224,8 @@ def decode_fields(payload: bytes) -> list[Field]:
         pos += length
         if tag in INT_TAGS and length != INT_FIELD_SIZE:
             raise GuestProtocolError(f"int field {tag} of wrong size {length}")
+        if tag in U64_TAGS and length != U64_FIELD_SIZE:
+            raise GuestProtocolError(f"u64 field {tag} of wrong size {length}")
         if tag in STRING_TAGS:
             _check_string(tag, raw)
         fields.append((tag, raw))
@@ -235,6 +247,16 @@ def get_u32(fields: Sequence[Field], tag: Tag, default: int | None = None) -> in
     if len(raw) != INT_FIELD_SIZE:
         raise GuestProtocolError(f"int field {tag.name} of wrong size {len(raw)}")
     return int(_U32.unpack(raw)[0])
+
+
+def get_u64(fields: Sequence[Field], tag: Tag, default: int | None = None) -> int | None:
+    """The last value of a 64-bit unsigned integer field, or `default`."""
+    raw = _last(fields, tag)
+    if raw is None:
+        return default
+    if len(raw) != U64_FIELD_SIZE:
+        raise GuestProtocolError(f"u64 field {tag.name} of wrong size {len(raw)}")
+    return int(_U64.unpack(raw)[0])
 
 
 def get_i32(fields: Sequence[Field], tag: Tag, default: int | None = None) -> int | None:

@@ -35,6 +35,7 @@ from steelcup.image.store import ImageStore
 from steelcup.image.users import resolve_user
 from steelcup.pool.source import Share, VmRequest, VmSource
 from steelcup.runtime import logs as logs_module
+from steelcup.runtime.capabilities import capability_set
 from steelcup.runtime.events import EventBus
 from steelcup.runtime.model import ContainerConfig, ContainerRecord, Status
 from steelcup.runtime.names import new_id, random_name, validate_name
@@ -220,6 +221,9 @@ class Runtime:
     # -- create ------------------------------------------------------------------------------
 
     def create(self, config: ContainerConfig, name: str | None) -> ContainerRecord:
+        # Settings first, then the image, as dockerd: a bad CapAdd is a 400 even for an image
+        # that still has to be pulled.
+        caps = capability_set(config.cap_add, config.cap_drop, config.privileged)
         image = self.images.get(config.image)
         argv = resolve_argv(
             image.config.entrypoint, image.config.cmd, config.entrypoint, config.cmd
@@ -238,6 +242,7 @@ class Runtime:
                 **config.__dict__,
                 "image_id": image.id,
                 "env": tuple(env),
+                "caps": caps,
                 "working_dir": config.working_dir or image.config.working_dir or "/",
                 "user": config.user or image.config.user,
                 "hostname": config.hostname or container_id[:12],
@@ -342,6 +347,7 @@ class Runtime:
                     cols=80,
                     stdin=config.open_stdin,
                     main=True,
+                    caps=config.caps,
                 )
                 process = await machine.guest.start(spec)
             except ProcessStartError as exc:

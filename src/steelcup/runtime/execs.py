@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from steelcup.errors import Conflict, GuestProtocolError, NotFound, ProcessStartError
 from steelcup.guest.client import GuestProcess, ProcessSpec
 from steelcup.image.users import resolve_user
+from steelcup.runtime.capabilities import ALL_CAPS
 from steelcup.runtime.containers import Runtime
 from steelcup.runtime.model import ExecConfig, Status
 from steelcup.runtime.names import new_id
@@ -87,6 +88,8 @@ class ExecManager:
             cols=80,
             stdin=config.attach_stdin,
             main=False,
+            # docker exec --privileged: every capability, whatever the container was given
+            caps=ALL_CAPS if config.privileged else live.record.config.caps,
         )
         try:
             exec_.process = await live.machine.guest.start(spec)

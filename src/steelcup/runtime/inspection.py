@@ -31,8 +31,11 @@ async def guest_exec(
         raise Conflict(f"Container {live.record.id} is paused, unpause the container first")
     if not live.record.state.running or live.machine is None:
         raise Conflict(f"Container {live.record.id} is not running")
+    # The container's own capabilities: the helper is the image's binary, which the container
+    # may have replaced, so it must not run with more than the container has.
     spec = ProcessSpec(args=tuple(argv), env=live.record.config.env, cwd="/", uid=0, gid=0,
-                       groups=(), tty=False, rows=24, cols=80, stdin=False, main=False)
+                       groups=(), tty=False, rows=24, cols=80, stdin=False, main=False,
+                       caps=live.record.config.caps)
     try:
         process = await live.machine.guest.start(spec)
     except ProcessStartError as exc:

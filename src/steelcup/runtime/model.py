@@ -6,6 +6,8 @@ import enum
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+from steelcup.runtime.capabilities import DEFAULT_CAPS
+
 
 class Status(enum.Enum):
     """Docker's container status words."""
@@ -64,6 +66,12 @@ class ContainerConfig:
     # json-file log rotation (HostConfig.LogConfig max-size, max-file); 0 = the daemon's.
     log_max_bytes: int = 0
     log_max_files: int = 0
+    # Capabilities: the request as given (for inspect) and the set it resolved to at create
+    # (runtime.capabilities), which every start and exec of the container runs with.
+    cap_add: tuple[str, ...] = ()
+    cap_drop: tuple[str, ...] = ()
+    privileged: bool = False
+    caps: int = DEFAULT_CAPS  # records from before CapAdd/CapDrop were honoured had these
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -90,6 +98,8 @@ class ContainerConfig:
                 "tmpfs": tuple((str(k), str(v)) for k, v in data.get("tmpfs", ())),
                 "volumes": tuple(data.get("volumes", ())),
                 "mount_plans": tuple(data.get("mount_plans", ())),
+                "cap_add": tuple(data.get("cap_add", ())),
+                "cap_drop": tuple(data.get("cap_drop", ())),
             }
         )
 
@@ -178,6 +188,7 @@ class ExecConfig:
     attach_stdin: bool = False
     attach_stdout: bool = True
     attach_stderr: bool = True
+    privileged: bool = False  # every capability, whatever the container's set
 
 
 @dataclass(frozen=True)

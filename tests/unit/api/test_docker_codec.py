@@ -95,6 +95,32 @@ def test_inspect_and_summary_shapes() -> None:
     assert summary["Names"] == ["/web"] and summary["Command"] == "sh -c true"
 
 
+def test_capabilities_decode_and_inspect_as_given() -> None:
+    cfg = codec.decode_create({"Image": "a", "HostConfig": {
+        "CapAdd": ["net_admin", "CAP_SYS_PTRACE"], "CapDrop": ["ALL"], "Privileged": True}})
+    assert cfg.cap_add == ("net_admin", "CAP_SYS_PTRACE") and cfg.cap_drop == ("ALL",)
+    assert cfg.privileged
+    plain = codec.decode_create({"Image": "a", "HostConfig": {"CapAdd": None}})
+    assert (plain.cap_add, plain.cap_drop, plain.privileged) == ((), (), False)
+    for bad in ({"CapAdd": "NET_ADMIN"}, {"CapDrop": [1]}, {"Privileged": "yes"}):
+        with pytest.raises(InvalidArgument):
+            codec.decode_create({"Image": "a", "HostConfig": bad})
+    rec = _record()
+    host = codec.encode_inspect(rec, "/x.log")["HostConfig"]
+    assert (host["CapAdd"], host["CapDrop"], host["Privileged"]) == (None, None, False)
+    given = ContainerRecord(**{**rec.__dict__, "config": cfg})
+    host = codec.encode_inspect(given, "/x.log")["HostConfig"]
+    assert host["CapAdd"] == ["net_admin", "CAP_SYS_PTRACE"] and host["CapDrop"] == ["ALL"]
+    assert host["Privileged"] is True
+
+
+def test_exec_privileged() -> None:
+    assert codec.decode_exec("c", {"Cmd": ["sh"], "Privileged": True}).privileged
+    assert not codec.decode_exec("c", {"Cmd": ["sh"]}).privileged
+    with pytest.raises(InvalidArgument):
+        codec.decode_exec("c", {"Cmd": ["sh"], "Privileged": 1})
+
+
 def test_status_text() -> None:
     start = parse_time_ns("2026-11-25T10:00:00Z") / 1e9
     rec = _record()

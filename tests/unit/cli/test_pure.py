@@ -82,6 +82,22 @@ def test_log_flags() -> None:
         "Type": "json-file", "Config": {"max-size": "1m", "max-file": "2"}}
 
 
+def test_capability_flags_go_to_host_config_as_given() -> None:
+    body = parse_run("--cap-add", "NET_ADMIN", "--cap-add", "sys_ptrace", "--cap-drop", "CHOWN",
+                     "busybox")
+    assert body["HostConfig"] == {"AutoRemove": False, "CapAdd": ["NET_ADMIN", "sys_ptrace"],
+                                  "CapDrop": ["CHOWN"]}
+    assert parse_run("--privileged", "busybox")["HostConfig"] == {"AutoRemove": False,
+                                                                  "Privileged": True}
+    args = build_parser("create").parse_args(["create", "--cap-drop", "ALL", "alpine"])
+    assert create_body(_options(args, run=False), for_run=False)["HostConfig"]["CapDrop"] == [
+        "ALL"]
+    args = build_parser("exec").parse_args(["exec", "--privileged", "c1", "id"])
+    assert args.privileged and args.command == ["id"]
+    assert exec_body(["id"], detach=False, interactive=False, tty=False,
+                     privileged=True)["Privileged"] is True
+
+
 def test_create_keeps_stdin_once_off() -> None:
     args = build_parser("create").parse_args(["create", "-i", "alpine", "sh"])
     body = create_body(_options(args, run=False), for_run=False)

@@ -453,3 +453,13 @@ def test_a_flood_of_rejected_frames_logs_little(caplog: pytest.LogCaptureFixture
         asyncio.run(run_with_guest(guest, body))
     assert 0 < caplog_bytes() < 20 * 1000
     assert "suppressed" in caplog.records[-1].getMessage()
+
+
+def test_start_carries_caps_only_when_the_host_chose_a_set() -> None:
+    """No CAPS field means docker's default to the init (and to an init that predates it)."""
+    plain = p.decode_fields(p.encode_fields(ProcessSpec(args=("sh",)).fields()))
+    assert p.get_u64(plain, Tag.CAPS) is None
+    every = (1 << 41) - 1
+    for caps in (0, every):
+        fields = p.decode_fields(p.encode_fields(ProcessSpec(args=("sh",), caps=caps).fields()))
+        assert p.get_u64(fields, Tag.CAPS) == caps

@@ -152,6 +152,9 @@ def test_typed_getters_last_wins_and_repeats_keep_order() -> None:
         [(p.Tag.UID, 1 << 32)],
         [(p.Tag.STATUS, 1 << 31)],
         [(p.Tag.UID, b"\x01\x02")],
+        [(p.Tag.CAPS, -1)],
+        [(p.Tag.CAPS, 1 << 64)],
+        [(p.Tag.CAPS, b"\x01\x00\x00\x00")],
         [(p.Tag.ARG, 5)],
         [(p.Tag.ENV, "A=1")] * (p.MAX_FIELDS + 1),
     ],
@@ -179,4 +182,12 @@ def test_constants_match_spec() -> None:
     assert p.INITIAL_CREDIT_BYTES == 262144
     assert struct.calcsize("<IHHII") == p.HEADER_SIZE
     assert [op.value for op in p.Op] == list(range(1, 21))
-    assert [tag.value for tag in p.Tag] == list(range(1, 39))
+    assert [tag.value for tag in p.Tag] == list(range(1, 40))
+
+
+def test_u64_field_round_trips_past_32_bits() -> None:
+    every = (1 << 41) - 1
+    fields = p.decode_fields(p.encode_fields([(p.Tag.CAPS, 1), (p.Tag.CAPS, every)]))
+    assert fields[-1] == (p.Tag.CAPS, every.to_bytes(8, "little"))
+    assert p.get_u64(fields, p.Tag.CAPS) == every  # last one wins
+    assert p.get_u64(fields, p.Tag.UID) is None

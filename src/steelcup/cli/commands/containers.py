@@ -84,6 +84,20 @@ def _add_container_flags(p: argparse.ArgumentParser, *, run: bool) -> None:
     p.add_argument("--log-driver", default="", help="logging driver (json-file only)")
     p.add_argument("--log-opt", action="append", default=[], metavar="KEY=VAL",
                    help="log driver options: max-size=SIZE, max-file=N (rotation)")
+    p.add_argument(
+        "--cap-add", action="append", default=[], metavar="CAP",
+        help="add a Linux capability to docker's default set (e.g. NET_ADMIN, SYS_PTRACE; "
+        "ALL for every one); repeatable",
+    )
+    p.add_argument(
+        "--cap-drop", action="append", default=[], metavar="CAP",
+        help="drop a Linux capability from the default set (e.g. CHOWN; ALL: keep only "
+        "--cap-add's); repeatable",
+    )
+    p.add_argument(
+        "--privileged", action="store_true",
+        help="give the container's processes every Linux capability",
+    )
     p.add_argument("image", metavar="IMAGE")
     p.add_argument("command", nargs=argparse.REMAINDER, metavar="COMMAND [ARG...]")
 
@@ -125,6 +139,9 @@ def _options(args: argparse.Namespace, *, run: bool) -> ContainerOptions:
         storage_opts=args.storage_opt,
         log_driver=args.log_driver,
         log_opts=args.log_opt,
+        cap_add=args.cap_add,
+        cap_drop=args.cap_drop,
+        privileged=args.privileged,
     )
 
 
@@ -156,6 +173,8 @@ def register(sub: Any, name: str, help_text: str) -> None:
         p.add_argument("-e", "--env", action="append", default=[], metavar="KEY=VAL")
         p.add_argument("-w", "--workdir", default="", help="working directory for the command")
         p.add_argument("-u", "--user", default="", help="user name or UID[:GID]")
+        p.add_argument("--privileged", action="store_true",
+                       help="give the command every capability, whatever the container has")
         p.add_argument("container", metavar="CONTAINER")
         p.add_argument("command", nargs=argparse.REMAINDER, metavar="COMMAND [ARG...]")
         p.set_defaults(func=cmd_exec)
@@ -484,6 +503,7 @@ def cmd_exec(ctx: Context, args: argparse.Namespace) -> int:
             workdir=args.workdir,
             user=args.user,
             console_size=console,
+            privileged=args.privileged,
         )
         created = client.post_json(f"{_c(args.container)}/exec", None, body)
         exec_id = str(created["Id"])
