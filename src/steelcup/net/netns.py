@@ -6,13 +6,10 @@ namespace, creates the socket and exits; the socket stays in that namespace.
 
 from __future__ import annotations
 
-import ctypes
-import os
 import socket
 import threading
 
-CLONE_NEWNET = 0x40000000
-_libc = ctypes.CDLL(None, use_errno=True)
+from steelcup import namespaces
 
 
 def socket_in(netns: str | None, family: int, type_: int,
@@ -27,13 +24,7 @@ def socket_in(netns: str | None, family: int, type_: int,
 
     def work() -> None:
         try:
-            fd = os.open(f"/run/netns/{netns}", os.O_RDONLY | os.O_CLOEXEC)
-            try:
-                if _libc.setns(fd, CLONE_NEWNET) != 0:
-                    err = ctypes.get_errno()
-                    raise OSError(err, f"setns {netns}: {os.strerror(err)}")
-            finally:
-                os.close(fd)
+            namespaces.enter_netns(netns)
             sock = socket.socket(family, type_)
             if bind is not None:
                 try:

@@ -23,12 +23,12 @@ import signal
 from dataclasses import dataclass
 from pathlib import Path
 
+from steelcup import namespaces
 from steelcup.vm import cgroup, seccomp
 
 _PR_SET_PDEATHSIG = 1
 _PR_CAPBSET_DROP = 24
 _PR_SET_NO_NEW_PRIVS = 38
-_CLONE_NEWNET = 0x40000000
 
 # linux/capability.h numbers
 CAP_CHOWN = 0
@@ -72,13 +72,7 @@ class Jail:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
         if self.netns is not None:  # while we still may (CAP_SYS_ADMIN goes below)
-            fd = os.open(f"/run/netns/{self.netns}", os.O_RDONLY | os.O_CLOEXEC)
-            try:
-                if libc.setns(fd, _CLONE_NEWNET) != 0:
-                    err = ctypes.get_errno()
-                    raise OSError(err, f"setns {self.netns}: {os.strerror(err)}")
-            finally:
-                os.close(fd)
+            namespaces.enter_netns(self.netns)
         if self.nice:
             os.setpriority(os.PRIO_PROCESS, 0, self.nice)  # QEMU's threads inherit it
         for cap in self.drop_caps:

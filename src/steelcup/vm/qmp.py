@@ -109,10 +109,7 @@ class QmpClient:
             raise QmpError(f"QMP {command}: {exc}") from exc
         finally:
             self._pending.pop(ident, None)
-        if "error" in reply:
-            error = reply["error"]
-            raise QmpError(f"QMP {command}: {error.get('class')}: {error.get('desc')}")
-        return reply.get("return")
+        return _result(command, reply)
 
     async def send_fd(self, name: str, fd: int, *, timeout_s: float = QMP_TIMEOUT_S) -> None:
         """Hand QEMU a copy of `fd` under `name` (QMP `getfd`, the fd passed with SCM_RIGHTS on
@@ -137,9 +134,7 @@ class QmpClient:
             raise QmpError(f"QMP getfd: {exc}") from exc
         finally:
             self._pending.pop(ident, None)
-        if "error" in reply:
-            error = reply["error"]
-            raise QmpError(f"QMP getfd: {error.get('class')}: {error.get('desc')}")
+        _result("getfd", reply)
 
     @contextlib.asynccontextmanager
     async def events(self) -> AsyncIterator[asyncio.Queue[Event | None]]:
@@ -224,3 +219,11 @@ class QmpClient:
         self._writer.close()
         with contextlib.suppress(OSError, ConnectionError):
             await self._writer.wait_closed()
+
+
+def _result(command: str, reply: dict[str, Any]) -> Any:
+    """A reply's `return` value, or QmpError with QEMU's error class and description."""
+    if "error" in reply:
+        error = reply["error"]
+        raise QmpError(f"QMP {command}: {error.get('class')}: {error.get('desc')}")
+    return reply.get("return")
