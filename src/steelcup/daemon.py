@@ -91,6 +91,8 @@ async def _serve(options: DaemonOptions) -> int:
         tap_host=networks.host if networks is not None else None,
         cgroups=cgroups,
     )
+    if vms.cache is not None:
+        await asyncio.to_thread(vms.cache.remove_leftover_taps)  # a killed daemon's
     runtime_ref: list[Runtime] = []
     volumes = VolumeManager(
         options.root, in_use=lambda name: volume_users(runtime_ref[0].list(), name)

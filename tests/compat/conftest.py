@@ -73,7 +73,7 @@ def dockerd(
         yield docker
     finally:
         stop_daemon(daemon)
+        problems = leftovers_of(base / "root", netns=netns)
         if netns is not None:
             delete_netns(netns)
-        problems = leftovers_of(base / "root")
         assert not problems, "after daemon shutdown: " + "\n".join(problems)

@@ -33,6 +33,6 @@ def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
         yield d
     finally:
         stop_daemon(d)
-        problems = leftovers_of(base / "root")
+        problems = leftovers_of(base / "root", netns=netns)
         delete_netns(netns)
         assert not problems, "after daemon shutdown: " + "\n".join(problems)

@@ -138,10 +138,11 @@ def unpack_busybox(dest: Path) -> Path:
     return dest
 
 
-def leftovers_of(root: Path, kill: bool = True) -> list[str]:
+def leftovers_of(root: Path, kill: bool = True, netns: str | None = None) -> list[str]:
     """What a stopped daemon with state root `root` left behind: QEMU processes (killed when
-    `kill`), mounts that mention its root or its VM run dir (pooled VMs' slots live there) and
-    files in that run dir."""
+    `kill`), mounts that mention its root or its VM run dir (pooled VMs' slots live there),
+    files in that run dir and, given its network namespace, taps (containers' and spares of the
+    warm cache: they are persistent)."""
     from steelcup.daemon import vm_run_dir
 
     markers = (str(root), str(vm_run_dir(root)))
@@ -163,6 +164,13 @@ def leftovers_of(root: Path, kill: bool = True) -> list[str]:
         files += [os.path.join(top, n) for n in names]
     if files:
         problems.append("files left in the VM run dir:\n" + "\n".join(sorted(files)[:40]))
+    if netns is not None:
+        out = subprocess.run(["ip", "-n", netns, "-o", "link", "show"], capture_output=True,
+                             text=True).stdout
+        taps = [line.split(":")[1].strip() for line in out.splitlines()
+                if line.split(":")[1].strip().startswith(("sct", "scw"))]
+        if taps:
+            problems.append("taps left behind: " + ", ".join(taps))
     return problems
 
 

@@ -89,18 +89,30 @@ def delete_link(host: Host, name: str) -> None:
         run(host.ip("link", "del", "dev", name), ok_codes=(0, 1))
 
 
+# The uid whose processes may attach to our taps without CAP_NET_ADMIN: QEMU's. (QEMU keeps
+# no CAP_NET_ADMIN, so it cannot reconfigure the host's network; docs/security.md.)
+TAP_OWNER_UID = 0
+
+
+def create_tap(host: Host, name: str) -> None:
+    """A persistent tap, down and on no bridge, that QEMU (TAP_OWNER_UID) may open by name."""
+    check_ifname(name)
+    run(host.ip("tuntap", "add", "dev", name, "mode", "tap", "user", str(TAP_OWNER_UID)))
+
+
 def ensure_tap(host: Host, name: str, bridge: str, mtu: int) -> None:
     """A persistent tap enslaved to `bridge`, up, ready for QEMU to open by name."""
     check_ifname(name)
     if not link_exists(host, name):
-        run(host.ip("tuntap", "add", "dev", name, "mode", "tap"))
+        create_tap(host, name)
     run(host.ip("link", "set", "dev", name, "mtu", str(mtu), "master", bridge, "up"))
 
 
 def adopt_tap(host: Host, spare: str, name: str) -> None:
     """Put the tap `spare` in the place of the tap `name`: `name` (made by the network layer for
-    a container: enslaved to its bridge, with its MTU) is replaced by `spare` (held open by a
-    pooled VM's QEMU, down, on no bridge), which takes its name, bridge and MTU and comes up.
+    a container: enslaved to its bridge, with its MTU) is replaced by `spare` (made by
+    `create_tap` for a pooled VM, held open by its QEMU, down, on no bridge), which takes its
+    name, bridge and MTU and comes up.
     On failure `name` is back as it was and LinkError is raised."""
     check_ifname(spare)
     check_ifname(name)

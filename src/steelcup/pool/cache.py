@@ -5,7 +5,7 @@ one VM at a time, 0.5 s after a hand-out and at a lower CPU priority (nice 10 un
 so that refills do not starve running containers. A ready VM is a
 template clone (template.py) whose
 - rootfs 9p device exports an empty slot (slots.py), staged in the guest (STAGE_ROOT);
-- NICs sit on taps of its own, created by its QEMU, on no bridge;
+- NICs sit on taps of its own (made by the cache, owned by QEMU's uid), on no bridge;
 - guest has run the warm-up program once from the slot share. Under TCG every clone starts with
   an empty translation cache, so the first SETUP_ROOT and exec in a clone pay for translating
   the guest kernel's mount, exec, page-fault and 9p paths: measured 320 ms cold vs 120 ms
@@ -66,6 +66,7 @@ class Ready:
     machine: Machine
     slot: slots.Slot
     taps: tuple[str, ...]
+    handed_out: bool = False  # its taps now carry a container's names
 
 
 @dataclass
@@ -166,6 +167,7 @@ class CacheSource:
         for spare, nic in zip(ready.taps, request.nics, strict=True):
             assert host is not None  # class_of refuses NICs without a host
             await asyncio.to_thread(links.adopt_tap, host, spare, nic.tap)
+        ready.handed_out = True
 
     # -- refill -----------------------------------------------------------------------------
     def _class(self, cls: CacheClass) -> _Class:
@@ -224,6 +226,16 @@ class CacheSource:
         slot = await asyncio.to_thread(slots.create, self.slot_dir, self.warm_program)
         token = secrets.token_hex(4)
         taps = tuple(f"{TAP_PREFIX}{token}{i}" for i in range(cls.nics))
+        try:
+            # Made here, not by QEMU: QEMU may attach to a tap its uid owns, but it has no
+            # CAP_NET_ADMIN to create one.
+            for tap in taps:
+                assert self.tap_host is not None  # class_of refuses NICs without a host
+                await asyncio.to_thread(links.create_tap, self.tap_host, tap)
+        except BaseException:
+            await asyncio.to_thread(self._delete_taps, taps)
+            slots.release(slot)
+            raise
         request = VmRequest(
             mem_mib=self.template.base_mem_mib,
             cpus=1,
@@ -235,15 +247,38 @@ class CacheSource:
         try:
             machine = await self.template.clone(request, nice=REFILL_NICE)
         except BaseException:
+            await asyncio.to_thread(self._delete_taps, taps)
             slots.release(slot)
             raise
-        machine.on_close(lambda: slots.release(slot))
+        ready = Ready(machine, slot, taps)
+        machine.on_close(lambda: self._release(ready))
         try:
             await warm_up(machine, slot)
         except BaseException:
             await machine.close()
             raise
-        return Ready(machine, slot, taps)
+        return ready
+
+    def _release(self, ready: Ready) -> None:
+        """A ready VM's QEMU is gone: its slot goes, and its taps unless a container took them
+        over (then they carry the container's names and are the network layer's)."""
+        slots.release(ready.slot)
+        if not ready.handed_out:
+            self._delete_taps(ready.taps)
+
+    def _delete_taps(self, taps: tuple[str, ...]) -> None:
+        if self.tap_host is None:
+            return
+        for tap in taps:
+            with contextlib.suppress(links.LinkError):
+                links.delete_link(self.tap_host, tap)
+
+    def remove_leftover_taps(self) -> None:
+        """Delete spare taps a killed daemon left behind (they are persistent); at start-up."""
+        if self.tap_host is None:
+            return
+        with contextlib.suppress(links.LinkError):
+            self._delete_taps(tuple(links.list_links(self.tap_host, TAP_PREFIX)))
 
     # -- status and shutdown ----------------------------------------------------------------
     def ready_vms(self, cls: CacheClass) -> tuple[Machine, ...]:

@@ -2,7 +2,7 @@
 
 QEMU still runs as root (9p passthrough needs to own and chown the container's files; see
 docs/security.md for the plan to drop that), so its root is narrowed instead:
-- capability bounding set: only what 9p passthrough and opening taps need (`KEEP_CAPS`);
+- capability bounding set: only what 9p passthrough needs (`KEEP_CAPS`);
   everything else (modules, mounts, ptrace, raw I/O, mknod, setuid, ...) is gone after exec
   and cannot come back;
 - no new privileges (setuid binaries or file capabilities cannot raise them);
@@ -36,11 +36,12 @@ CAP_DAC_OVERRIDE = 1
 CAP_DAC_READ_SEARCH = 2
 CAP_FOWNER = 3
 CAP_FSETID = 4
-CAP_NET_ADMIN = 12
 # 9p passthrough creates and chowns files as the guest's uid/gid and keeps their modes
-# (CHOWN, DAC_*, FOWNER, FSETID); NET_ADMIN attaches to a persistent tap or creates one.
+# (CHOWN, DAC_*, FOWNER, FSETID). No NET_ADMIN: QEMU attaches to taps its uid owns
+# (net/links.py TAP_OWNER_UID), and a QEMU that could reconfigure the host's network could
+# flush the firewall between tenants.
 KEEP_CAPS = frozenset({CAP_CHOWN, CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, CAP_FOWNER,
-                       CAP_FSETID, CAP_NET_ADMIN})
+                       CAP_FSETID})
 _CAP_LAST_CAP_FALLBACK = 40
 
 
