@@ -63,6 +63,14 @@ def parse_size(text: str) -> int:
     return int(float(match.group(1)) * _UNITS[match.group(2).lower()])
 
 
+def format_size(size_bytes: int) -> str:
+    """The shortest exact text `parse_size` reads back: 10737418240 -> '10G'."""
+    for unit in "ptgmk":
+        if size_bytes and size_bytes % _UNITS[unit] == 0:
+            return f"{size_bytes // _UNITS[unit]}{unit.upper()}"
+    return str(size_bytes)
+
+
 def check_size(size_bytes: int, what: str = "storage size") -> int:
     if not MIN_BYTES <= size_bytes <= MAX_BYTES:
         raise InvalidArgument(

@@ -89,3 +89,10 @@ def test_empty_root_images_have_no_lost_and_found(tmp_path: Path) -> None:
     layers = boundedfs.DiskMaker(tmp_path / "lcache", 64 * MIB)
     layers.make(tmp_path / "layer.img", 32 * MIB)
     assert "lost+found" in _root_entries(tmp_path / "layer.img")
+
+
+@pytest.mark.parametrize(("size", "text"), [
+    (10 << 30, "10G"), (32 * MIB, "32M"), (1536 * MIB, "1536M"), (4097, "4097"), (2048, "2K"),
+])
+def test_format_size_reads_back(size: int, text: str) -> None:
+    assert boundedfs.format_size(size) == text and boundedfs.parse_size(text) == size

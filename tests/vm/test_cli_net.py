@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import pytest
 
@@ -77,14 +78,18 @@ def test_volume_persists_and_read_only_refuses_writes(daemon: Daemon) -> None:
     try:
         daemon.out("run", "--rm", "-v", "data:/data", IMG, "sh", "-c",
                    "echo kept > /data/f && sync")
-        mountpoint = json.loads(daemon.out("volume", "inspect", "data"))[0]["Mountpoint"]
-        with open(f"{mountpoint}/f") as f:
-            assert f.read() == "kept\n"
+        info = json.loads(daemon.out("volume", "inspect", "data"))[0]
+        mountpoint = Path(info["Mountpoint"])
+        assert info["Options"] == {"size": "10G"}  # the daemon's default
+        assert not mountpoint.exists()  # its filesystem is mounted only while in use
         ro = daemon.cli("run", "--rm", "-v", "data:/data:ro", IMG, "sh", "-c",
                         "cat /data/f; echo x > /data/g")
         assert ro.stdout == b"kept\n" and ro.returncode != 0
         cid = daemon.out("run", "-d", "-v", "data:/data", IMG, "sleep", "300").strip()
         try:
+            # the host sees the files at Mountpoint meanwhile (in the daemon's mount namespace)
+            kept = Path(f"/proc/{daemon.proc.pid}/root{mountpoint}/f")
+            assert kept.read_text() == "kept\n"
             assert daemon.cli("volume", "rm", "data").returncode != 0  # in use
         finally:
             daemon.cli("rm", "-f", cid)
@@ -94,3 +99,4 @@ def test_volume_persists_and_read_only_refuses_writes(daemon: Daemon) -> None:
             time.sleep(0.2)
     finally:
         daemon.cli("volume", "rm", "-f", "data")
+
