@@ -253,7 +253,8 @@ class VolumeManager:
         out = []
         for plan in plans:
             if plan.kind is MountKind.VOLUME:
-                vol = self.create(plan.source or None, anonymous=not plan.source)
+                vol = self.create(plan.source or None, anonymous=not plan.source,
+                                  options=dict(plan.volume_options))
                 plan = replace(plan, source=vol.name)
             out.append(plan)
         return out
@@ -291,7 +292,8 @@ class VolumeManager:
                                       "9p shares are directories")
                 name = ""
             else:
-                vol = self.create(plan.source or None, anonymous=not plan.source)
+                vol = self.create(plan.source or None, anonymous=not plan.source,
+                                  options=dict(plan.volume_options))
                 host = vol.mountpoint
                 name = vol.name
                 if vol.size_bytes:

@@ -125,6 +125,10 @@ def test_size_options_like_the_local_driver(tmp_path: Path) -> None:
         VolumeManager(tmp_path / "plain").create("p", options={"size": "1g"})
     assert {v.name for v in vm.list()} >= {"sized", "default"}
     assert not (tmp_path / "volumes/tiny").exists()
+    plans = vm.materialize(resolve_mounts(mounts=[
+        {"Target": "/m", "Source": "bymount",
+         "VolumeOptions": {"DriverConfig": {"Options": {"size": "48m"}}}}]))
+    assert vm.get(plans[0].source).size_bytes == 48 * MIB  # --mount volume-opt=size=
 
 
 def _mounts_under(path: Path) -> list[str]:
