@@ -34,6 +34,7 @@ class DaemonOptions:
     layer_max_gib: int = defaults.LAYER_MAX_GIB
     layer_max_ratio: int = defaults.LAYER_MAX_RATIO  # 0 = no expansion-ratio check
     storage_default_bytes: int = 10 << 30  # defaults.STORAGE_SIZE_DEFAULT
+    volume_default_bytes: int = 10 << 30  # defaults.VOLUME_SIZE_DEFAULT
     log_max_bytes: int = 20 << 20  # defaults.LOG_MAX_SIZE; also the most a container may ask
     log_max_files: int = defaults.LOG_MAX_FILE
     networking: bool = True

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from steelcup.api.http import HttpServer, server_tls_context
 from steelcup.api.routes import Services, build_router
+from steelcup.boundedfs import DiskMaker, check_size
 from steelcup.config import DaemonOptions
 from steelcup.errors import InvalidArgument, SteelcupError
 from steelcup.image.layers import GIB, LayerLimits
@@ -95,8 +96,12 @@ async def _serve(options: DaemonOptions) -> int:
         await asyncio.to_thread(vms.cache.remove_leftover_taps)  # a killed daemon's
     runtime_ref: list[Runtime] = []
     volumes = VolumeManager(
-        options.root, in_use=lambda name: volume_users(runtime_ref[0].list(), name)
+        options.root, in_use=lambda name: volume_users(runtime_ref[0].list(), name),
+        disks=DiskMaker(options.root / "cache" / "volume-disk",
+                        check_size(options.volume_default_bytes, "the default volume size"),
+                        label="steelcup-vol", empty_root=True),
     )
+    volumes.recover()
     runtime = Runtime(
         options.root,
         ContainerStore(db),
@@ -112,6 +117,8 @@ async def _serve(options: DaemonOptions) -> int:
     images.in_use = runtime.image_in_use
     runtime.recover()
     await asyncio.to_thread(runtime.disks.template)  # off the first run's path
+    if volumes.disks is not None:
+        await asyncio.to_thread(volumes.disks.template)
     await runtime.remove_ended_auto_remove()  # before serving: clients never see them
     services = Services(runtime=runtime, execs=ExecManager(runtime), images=images,
                         events=events, root=options.root, accel=accel, networks=networks,
@@ -146,6 +153,7 @@ async def _serve(options: DaemonOptions) -> int:
                 await task
         await runtime.shutdown()
         await vms.close()
+        await asyncio.to_thread(volumes.recover)  # any run that did not end in time
         if cgroups is not None:
             cgroups.close()
             with contextlib.suppress(OSError):

@@ -52,8 +52,11 @@ def test_storage_size_flows_from_the_daemon_flag(monkeypatch: pytest.MonkeyPatch
     seen: list[config.DaemonOptions] = []
     monkeypatch.setattr(daemon, "run", lambda options: seen.append(options) or 0)
     cli_main.main(["daemon", "--storage-size-default", "2g", "--log-max-size", "1m",
-                   "--log-max-file", "2"])
+                   "--log-max-file", "2", "--volume-size-default", "64m"])
     assert seen[0].storage_default_bytes == 2 << 30
+    assert seen[0].volume_default_bytes == 64 << 20
+    assert config.DaemonOptions().volume_default_bytes == parse_memory(
+        defaults.VOLUME_SIZE_DEFAULT)
     assert (seen[0].log_max_bytes, seen[0].log_max_files) == (1 << 20, 2)
     assert (config.DaemonOptions().log_max_bytes, config.DaemonOptions().log_max_files) == (
         parse_memory(defaults.LOG_MAX_SIZE), defaults.LOG_MAX_FILE) == (

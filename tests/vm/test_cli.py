@@ -244,14 +244,17 @@ def test_daemon_restart_finds_containers(daemon: Daemon, tmp_path: Path) -> None
 
 
 def test_killed_daemon_leaves_nothing_once_restarted(tmp_path: Path) -> None:
-    """SIGKILL the daemon with a running container and a full warm cache: its QEMUs die with
-    it; the next daemon on the root clears the slot binds and template files it left."""
+    """SIGKILL the daemon with running containers (one with a volume) and a full warm cache:
+    its QEMUs die with it; the next daemon on the root clears the slot binds, template files
+    and volume mounts it left, and the volume's data is still there."""
     root = tmp_path / "root"
     d = start_daemon(root, tmp_path / "s.sock")
     try:
         d.out("load", "-i", str(Path(__file__).parents[2] / "build/images/busybox.tar"))
         wait_pool_ready(d, timeout_s=120)
         cid = d.out("run", "-d", IMG, "sleep", "300").strip()  # a ready VM: its slot is bound
+        vcid = d.out("run", "-d", "-v", "crashvol:/data", IMG, "sleep", "300").strip()
+        d.out("exec", vcid, "sh", "-c", "echo survived > /data/f && sync")
     finally:
         d.proc.kill()
         d.proc.wait()
@@ -259,15 +262,20 @@ def test_killed_daemon_leaves_nothing_once_restarted(tmp_path: Path) -> None:
     stale = leftovers_of(root)
     assert not [p for p in stale if p.startswith("QEMU")], stale
     assert any("/s/" in p for p in stale if p.startswith("mounts")), stale  # the slot bind
+    assert any("/volumes/crashvol/_data" in p for p in stale if p.startswith("mounts")), stale
     assert any("/ram" in p for p in stale if p.startswith("files")), stale  # template RAM
     again = start_daemon(root, tmp_path / "s.sock")
     try:
         wait_pool_ready(again, timeout_s=120)
         assert again.out("inspect", "-f", "{{.State.Status}}", cid).strip() == "exited"
         assert again.out("run", "--rm", IMG, "echo", "still fine") == "still fine\n"
+        assert again.out("run", "--rm", "-v", "crashvol:/data", IMG, "cat", "/data/f") == \
+            "survived\n"
     finally:
         stop_daemon(again)
     assert not leftovers_of(root)
+    loops = subprocess.run(["losetup", "-a"], capture_output=True, text=True, timeout=30)
+    assert str(root) not in loops.stdout
 
 
 def test_cp_diff_commit_with_a_running_vm(daemon: Daemon, tmp_path: Path) -> None:

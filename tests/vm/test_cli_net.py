@@ -7,7 +7,10 @@ rules and every packet stay there.
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -77,14 +80,18 @@ def test_volume_persists_and_read_only_refuses_writes(daemon: Daemon) -> None:
     try:
         daemon.out("run", "--rm", "-v", "data:/data", IMG, "sh", "-c",
                    "echo kept > /data/f && sync")
-        mountpoint = json.loads(daemon.out("volume", "inspect", "data"))[0]["Mountpoint"]
-        with open(f"{mountpoint}/f") as f:
-            assert f.read() == "kept\n"
+        info = json.loads(daemon.out("volume", "inspect", "data"))[0]
+        mountpoint = Path(info["Mountpoint"])
+        assert info["Options"] == {"size": "10G"}  # the daemon's default
+        assert not mountpoint.exists()  # its filesystem is mounted only while in use
         ro = daemon.cli("run", "--rm", "-v", "data:/data:ro", IMG, "sh", "-c",
                         "cat /data/f; echo x > /data/g")
         assert ro.stdout == b"kept\n" and ro.returncode != 0
         cid = daemon.out("run", "-d", "-v", "data:/data", IMG, "sleep", "300").strip()
         try:
+            # the host sees the files at Mountpoint meanwhile (in the daemon's mount namespace)
+            kept = Path(f"/proc/{daemon.proc.pid}/root{mountpoint}/f")
+            assert kept.read_text() == "kept\n"
             assert daemon.cli("volume", "rm", "data").returncode != 0  # in use
         finally:
             daemon.cli("rm", "-f", cid)
@@ -94,3 +101,41 @@ def test_volume_persists_and_read_only_refuses_writes(daemon: Daemon) -> None:
             time.sleep(0.2)
     finally:
         daemon.cli("volume", "rm", "-f", "data")
+
+
+def _docker(daemon: Daemon, *args: str) -> subprocess.CompletedProcess[str]:
+    """The real docker CLI against the session daemon (which has networks and volumes)."""
+    if shutil.which("docker") is None:
+        pytest.skip("docker CLI not installed")
+    return subprocess.run(["docker", "-H", f"unix://{daemon.socket}", *args],
+                          capture_output=True, text=True, timeout=180)
+
+
+def test_docker_cli_volume_size_inspect_and_system_df(daemon: Daemon) -> None:
+    """`docker volume create --opt size=` bounds the volume the guest sees (statfs through 9p
+    is the volume's own filesystem, in a cloned VM); inspect shows the size; `system df`
+    lists the volume; the local driver's mount options are refused with a reason; `--mount
+    volume-opt=size=` sizes the volume it creates."""
+    assert _docker(daemon, "volume", "create", "--opt", "size=64m", "sized").returncode == 0
+    try:
+        info = json.loads(_docker(daemon, "volume", "inspect", "sized").stdout)[0]
+        assert info["Options"] == {"size": "64m"} and info["Driver"] == "local"
+        ran = _docker(daemon, "run", "--rm", "-v", "sized:/data", IMG, "sh", "-c",
+                      "echo x > /data/f && stat -f -c '%b %S' /data")
+        total_blocks, block_size = (int(n) for n in ran.stdout.split())
+        assert 40 << 20 < total_blocks * block_size <= 64 << 20, ran
+        df = _docker(daemon, "system", "df")
+        assert df.returncode == 0 and "Local Volumes" in df.stdout, df
+        verbose = _docker(daemon, "system", "df", "-v")
+        assert verbose.returncode == 0 and "sized" in verbose.stdout, verbose
+        refused = _docker(daemon, "volume", "create", "--opt", "type=tmpfs", "--opt",
+                          "device=tmpfs", "tmp")
+        assert refused.returncode != 0 and "not supported" in refused.stderr, refused
+        created = _docker(daemon, "create", "--mount",
+                          "type=volume,src=bymount,dst=/d,volume-opt=size=48m", IMG, "true")
+        assert created.returncode == 0, created
+        _docker(daemon, "rm", created.stdout.strip())
+        info = json.loads(_docker(daemon, "volume", "inspect", "bymount").stdout)[0]
+        assert info["Options"] == {"size": "48m"}
+    finally:
+        _docker(daemon, "volume", "rm", "sized", "bymount")

@@ -16,6 +16,7 @@ import pytest
 
 from steelcup.api import net_routes
 from steelcup.api.http import HttpServer, Router
+from steelcup.boundedfs import DiskMaker
 from steelcup.errors import NotFound
 from steelcup.net.links import Host
 from steelcup.net.manager import NetworkManager
@@ -50,7 +51,9 @@ def api(tmp_path: Path) -> Iterator[Path]:
         mgr = NetworkManager(NetStore(open_db(tmp_path)), Host(ns), upstreams=[],
                              host_routes=lambda: [])
         await mgr.startup()
-        vols = VolumeManager(tmp_path, in_use=lambda n: VOLUME_USERS.get(n, []))
+        disks = DiskMaker(tmp_path / "vcache", 64 << 20, label="steelcup-vol",
+                          empty_root=True)
+        vols = VolumeManager(tmp_path, in_use=lambda n: VOLUME_USERS.get(n, []), disks=disks)
         router = Router()
         net_routes.register(router, mgr, vols, resolve)
         stop.append(asyncio.Event())
@@ -134,6 +137,16 @@ def test_docker_cli_volumes_and_own_cli(api: Path) -> None:
     assert docker(api, "volume", "create", "--label", "k=v", "data").stdout.strip() == "data"
     info = json.loads(docker(api, "volume", "inspect", "data").stdout)[0]
     assert info["Mountpoint"].endswith("/volumes/data/_data") and info["Labels"] == {"k": "v"}
+    assert info["Options"] == {"size": "64M"}  # the default size, shown
+    docker(api, "volume", "create", "--opt", "size=32m", "sized")
+    info = json.loads(docker(api, "volume", "inspect", "sized").stdout)[0]
+    assert info["Options"] == {"size": "32m"}
+    nfs = docker(api, "volume", "create", "--opt", "type=nfs", "--opt", "o=addr=10.0.0.1",
+                 "--opt", "device=:/x", "nfs", check=False)
+    assert nfs.returncode != 0 and "not supported" in nfs.stderr, nfs.stderr
+    small = docker(api, "volume", "create", "--opt", "size=1m", "small", check=False)
+    assert small.returncode != 0 and "volume size must be between" in small.stderr
+    docker(api, "volume", "rm", "sized")
     assert "data" in docker(api, "volume", "ls", "-q").stdout.split()
     VOLUME_USERS["data"] = ["c" * 64]
     busy = docker(api, "volume", "rm", "data", check=False)

@@ -246,6 +246,58 @@ def test_a_guest_filling_its_root_gets_enospc_and_nothing_else_suffers(daemon: D
     assert cid not in Path(f"/proc/{daemon.proc.pid}/mounts").read_text()
 
 
+def _loop_devices_of(path: Path) -> list[str]:
+    """Loop devices backed by `path` (also once it is deleted)."""
+    listing = subprocess.run(["losetup", "-a"], capture_output=True, text=True, timeout=30)
+    return [line for line in listing.stdout.splitlines() if str(path) in line]
+
+
+def test_a_guest_filling_a_volume_gets_enospc_and_nothing_else_suffers(daemon: Daemon) -> None:
+    """Finding 6, volumes: a guest writes past its volume's `size=`. It gets ENOSPC; the host
+    file holding the volume stays within the size; the daemon and a bystander container are
+    fine; what the guest wrote survives its container's restart, and a second container
+    mounting the volume meanwhile keeps it when the first stops; removal leaves no mount,
+    loop device or file. Without bounded volumes `size=` was refused, and were it ignored the
+    whole write would land on the host's disk and dd would succeed."""
+    daemon.out("volume", "create", "--opt", "size=32m", "vfill")
+    image = daemon.root / "volumes" / "vfill" / "disk.img"
+    mounts = Path(f"/proc/{daemon.proc.pid}/mounts")  # the daemon's mount namespace
+    bystander = daemon.out("run", "-d", IMG, "sleep", "300").strip()
+    holder = ""
+    try:
+        fill = ("cat /data/log 2>/dev/null; echo run >> /data/log; "
+                "dd if=/dev/zero of=/data/fill bs=1M count=64 conv=fsync; echo dd=$?; "
+                "rm /data/fill; echo after > /data/after; cat /data/after")
+        result = daemon.cli("run", "--name", "vfiller", "-v", "vfill:/data", IMG, "sh", "-c",
+                            fill)
+        out, err = result.stdout.decode(), result.stderr.decode()
+        assert "No space left on device" in err, (out, err)
+        assert "dd=1" in out and out.endswith("after\n"), (out, err)
+        assert image.stat().st_blocks * 512 <= 33 << 20
+        assert "/volumes/vfill/" not in mounts.read_text()  # its only user stopped
+        # a second container mounts it; the first runs again (a restart) and stops again
+        holder = daemon.out("run", "-d", "-v", "vfill:/data", IMG, "sleep", "300").strip()
+        again = daemon.cli("start", "-a", "vfiller")
+        assert again.stdout.decode().startswith("run\n"), again  # the first run's line
+        assert "No space left on device" in again.stderr.decode(), again
+        assert daemon.out("exec", holder, "cat", "/data/log", "/data/after") == \
+            "run\nrun\nafter\n"
+        assert "/volumes/vfill/_data" in mounts.read_text()  # still held by the second
+        assert daemon.out("exec", bystander, "echo", "fine") == "fine\n"
+        assert json.loads(daemon.out("volume", "inspect", "vfill"))[0]["Options"] == {
+            "size": "32m"}
+    finally:
+        daemon.cli("rm", "-f", bystander, *([holder] if holder else []))
+        daemon.cli("rm", "-f", "vfiller")
+    deadline = time.monotonic() + 30  # `rm -f` answers before the run's cleanup ends
+    while (removed := daemon.cli("volume", "rm", "vfill")).returncode != 0:
+        assert time.monotonic() < deadline, removed
+        time.sleep(0.2)
+    assert not image.parent.exists()
+    assert "/volumes/vfill/" not in mounts.read_text()
+    assert _loop_devices_of(image) == []
+
+
 def test_a_guest_printing_without_end_fills_only_its_rotated_logs(daemon: Daemon) -> None:
     """Finding 6, container logs: the json-file log rotates at max-size and keeps max-file
     files; `logs` reads across them in order. Without rotation the one file holds it all."""

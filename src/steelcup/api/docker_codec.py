@@ -12,10 +12,10 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+from steelcup import boundedfs
 from steelcup.api.filters import parse_filters
 from steelcup.errors import InvalidArgument, NotFound, Unsupported
 from steelcup.humanize import human_duration
-from steelcup.image import layerdisk
 from steelcup.runtime.logs import format_time_ns, parse_time_ns
 from steelcup.runtime.model import (
     ContainerConfig,
@@ -167,7 +167,7 @@ def decode_log_config(host: dict[str, Any]) -> tuple[int, int]:
             raise InvalidArgument(f"unknown log opt '{key}' for json-file log driver")
     max_bytes = max_files = 0
     if options.get("max-size"):
-        max_bytes = layerdisk.parse_size(options["max-size"])
+        max_bytes = boundedfs.parse_size(options["max-size"])
         if max_bytes <= 0:
             raise InvalidArgument("max-size must be a positive size (logs are always capped)")
     if options.get("max-file"):
@@ -185,7 +185,7 @@ def decode_storage_opt(host: dict[str, Any]) -> int:
         if key.lower() != "size":
             raise InvalidArgument(f"unknown storage option {key!r} (supported: size)")
     size = next((v for k, v in options.items() if k.lower() == "size"), "")
-    return layerdisk.check_size(layerdisk.parse_size(size)) if size else 0
+    return boundedfs.check_size(boundedfs.parse_size(size)) if size else 0
 
 
 def decode_networking(

@@ -523,11 +523,19 @@ class _Api:
                 continue  # removed meanwhile
             row["SizeRootFs"] = row["SizeRw"]
             containers.append(row)
+        volumes = []
+        if self.svc.volumes is not None:
+            manager = self.svc.volumes
+            for vol in await asyncio.to_thread(manager.list):
+                row = net_routes.volume_json(vol)
+                row["UsageData"] = {"Size": await asyncio.to_thread(manager.usage, vol),
+                                    "RefCount": len(manager.in_use(vol.name))}
+                volumes.append(row)
         return JsonResponse({
             "LayersSize": sum(int(row.get("Size", 0)) for row in image_rows),
             "Images": image_rows,
             "Containers": containers,
-            "Volumes": [],
+            "Volumes": volumes,
             "BuildCache": [],
         })
 

@@ -2,7 +2,7 @@
 
 Layout of `container_dir`: `l/<n>` short symlinks to the layer dirs (keeps the mount option
 string short for images with many layers), `empty/` (zero-layer images), the mount point
-`rootfs/`, and the writable layer: `rw.img`, a filesystem of bounded size (image.layerdisk)
+`rootfs/`, and the writable layer: `rw.img`, a filesystem of bounded size (steelcup.boundedfs)
 mounted on `rw/` with `rw/upper/` and `rw/work/` inside. Containers created before layers had
 a size keep `upper/` and `work/` directly in `container_dir` (unbounded).
 """
@@ -15,9 +15,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from steelcup import sysmount
+from steelcup import boundedfs, sysmount
 from steelcup.errors import ImageError, SteelcupError
-from steelcup.image import layerdisk
 
 MOUNT_TIMEOUT_S = 30.0
 _MAX_OPTIONS_BYTES = 4000  # the kernel copies at most one page of mount data
@@ -44,14 +43,14 @@ def mount_layer(container_dir: Path) -> Path:
     does not exist for a container that never ran). Undo with `release`."""
     image = container_dir / DISK_IMAGE
     if image.exists() and not sysmount.is_mountpoint(container_dir / DISK_MOUNT):
-        layerdisk.mount(image, container_dir / DISK_MOUNT)
+        boundedfs.mount(image, container_dir / DISK_MOUNT)
     return upper_dir(container_dir)
 
 
 def prepare(
     layer_dirs: list[Path],
     container_dir: Path,
-    disks: layerdisk.DiskMaker | None = None,
+    disks: boundedfs.DiskMaker | None = None,
     size_bytes: int = 0,
 ) -> Path:
     """Mount the overlay (lowest layer first in `layer_dirs`) at `container_dir/rootfs`.
@@ -121,7 +120,7 @@ def release(container_dir: Path) -> None:
             if exc.errno != errno.EBUSY:
                 raise SteelcupError(f"unmounting {rootfs} failed: {exc.strerror}") from exc
             sysmount.umount(rootfs, sysmount.MNT_DETACH)
-    layerdisk.unmount(container_dir / DISK_MOUNT)
+    boundedfs.unmount(container_dir / DISK_MOUNT)
 
 
 def remove(container_dir: Path) -> None:

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from steelcup import boundedfs
 from steelcup.errors import (
     Conflict,
     GuestProtocolError,
@@ -29,7 +30,6 @@ from steelcup.errors import (
 )
 from steelcup.guest.client import GuestProcess, ProcessSpec
 from steelcup.guestlog import clip
-from steelcup.image import layerdisk
 from steelcup.image import rootfs as rootfs_module
 from steelcup.image.store import ImageStore
 from steelcup.image.users import resolve_user
@@ -90,10 +90,10 @@ class Defaults:
     cpus: int = 1
     # The size of a container's writable layer unless it asks (`--storage-opt size=`). Docker
     # has no default limit; a guest must not be able to fill the host's disk.
-    storage_bytes: int = 10 * layerdisk.GIB
+    storage_bytes: int = 10 * boundedfs.GIB
     # json-file log rotation, and the most a container may ask for (docker keeps logs without
     # limit by default; a guest printing forever must not fill the disk).
-    log_max_bytes: int = 20 * layerdisk.MIB
+    log_max_bytes: int = 20 * boundedfs.MIB
     log_max_files: int = 5
 
 
@@ -120,7 +120,7 @@ class Runtime:
         self._live: dict[str, Live] = {}
         self._shutting_down = False
         (root / "containers").mkdir(parents=True, exist_ok=True)
-        self.disks = layerdisk.DiskMaker(root / "cache" / "layer-disk", defaults.storage_bytes)
+        self.disks = boundedfs.DiskMaker(root / "cache" / "layer-disk", defaults.storage_bytes)
         if defaults.log_max_bytes <= 0 or defaults.log_max_files < 1:
             raise InvalidArgument("container logs need a positive max-size and max-file")
 

@@ -112,8 +112,12 @@ class Resources:
         config = record.config
         prepared: list[PreparedMount] = []
         plans = [MountPlan.from_json(p) for p in config.mount_plans]
-        if plans and self.volumes is not None:
-            prepared = await asyncio.to_thread(self.volumes.prepare, plans, root)
+        volumes = self.volumes
+        if plans and volumes is not None:
+            prepared = await asyncio.to_thread(
+                lambda: volumes.prepare(plans, root, holder=record.id))
+            # after the VM is closed (the stack unwinds in reverse): QEMU holds the mounts
+            stack.push_async_callback(asyncio.to_thread, volumes.release, record.id)
         attachment = Attachment((), ())
         mode = config.network_mode or "default"
         if self.networks is not None:
@@ -146,9 +150,16 @@ class Resources:
         await guest_ops.configure(guest, run.nics, run.mounts)
 
     async def release_run(self, container_id: str) -> None:
+        """The run ended and its VM is gone: detach its NICs, unmount the volumes it held."""
         if self.networks is not None:
             with contextlib.suppress(SteelcupError, OSError):
                 await self.networks.detach(container_id)
+        if self.volumes is not None:
+            try:
+                await asyncio.to_thread(self.volumes.release, container_id)
+            except (SteelcupError, OSError) as exc:
+                log.warning("container %s: releasing its volumes failed: %s",
+                            container_id[:12], exc)
 
     async def release_container(self, record: ContainerRecord, remove_volumes: bool) -> None:
         """The container is removed: free its addresses; with `-v`, its anonymous volumes."""

@@ -1,5 +1,10 @@
-"""`VolumeManager`: local volumes under ROOT/volumes/NAME/_data that outlive containers, and
-the preparation of a container's mounts into 9p shares plus guest MOUNT requests.
+"""`VolumeManager`: local volumes under ROOT/volumes/NAME that outlive containers, and the
+preparation of a container's mounts into 9p shares plus guest MOUNT requests.
+
+A volume is a filesystem of bounded size (steelcup.boundedfs): `disk.img`, loop-mounted on
+`_data` while a container that uses it runs, and `_data` exists only then, so an unmounted
+volume can never be exported by mistake. The 9p share is `_data`, the filesystem's root.
+Volumes made before volumes had a size are a plain `_data` directory (unbounded).
 
 Why 9p: it is served inside QEMU (no shared guest RAM), so it also works for template clones
 whose RAM is a private copy-on-write mapping; see docs/networking.md.
@@ -8,22 +13,32 @@ whose RAM is a private copy-on-write mapping; see docs/networking.md.
 from __future__ import annotations
 
 import builtins
+import contextlib
+import errno
 import json
+import logging
 import os
 import shutil
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from steelcup.errors import Conflict, InvalidArgument, NotFound, Unsupported
+from steelcup import boundedfs, sysmount
+from steelcup.errors import Conflict, InvalidArgument, NotFound, SteelcupError, Unsupported
 from steelcup.net.guest_ops import GuestMount
 from steelcup.vm.qemu_args import Share
 from steelcup.volume.spec import MountKind, MountPlan, check_volume_name
 
+log = logging.getLogger(__name__)
 META = "meta.json"
 DATA = "_data"
+DISK = "disk.img"
+SIZE_OPTION = "size"
+# dockerd's local driver options for mounting something else (nfs, a device, tmpfs)
+_MOUNT_OPTIONS = ("type", "device", "o")
 SHARE_TAG_PREFIX = "v"
 InUse = Callable[[str], list[str]]  # volume name -> ids of containers that use it
 
@@ -37,6 +52,7 @@ class Volume:
     options: dict[str, str] = field(default_factory=dict)
     anonymous: bool = False
     driver: str = "local"
+    size_bytes: int = 0  # its filesystem's size; 0: unbounded (made before volumes had one)
 
 
 @dataclass(frozen=True)
@@ -50,10 +66,18 @@ class PreparedMount:
 
 
 class VolumeManager:
-    def __init__(self, root: Path, in_use: InUse | None = None) -> None:
+    """Volumes under `root`/volumes. With `disks`, new volumes are filesystems of bounded size
+    (`disks.default_bytes` unless a `size` option asks), mounted for the containers that
+    `hold` them; without, plain directories."""
+
+    def __init__(self, root: Path, in_use: InUse | None = None,
+                 disks: boundedfs.DiskMaker | None = None) -> None:
         self.dir = root / "volumes"
         self.dir.mkdir(parents=True, exist_ok=True)
         self.in_use: InUse = in_use or (lambda _name: [])
+        self.disks = disks
+        self._lock = threading.Lock()  # guards _holders and every mount and unmount
+        self._holders: dict[str, builtins.list[str]] = {}  # holder -> bounded volumes it holds
 
     def _load(self, name: str) -> Volume:
         vdir = self.dir / name
@@ -63,7 +87,22 @@ class VolumeManager:
             raise NotFound(f"get {name}: no such volume") from None
         return Volume(name=name, mountpoint=vdir / DATA, created=meta.get("CreatedAt", ""),
                       labels=meta.get("Labels") or {}, options=meta.get("Options") or {},
-                      anonymous=bool(meta.get("Anonymous", False)))
+                      anonymous=bool(meta.get("Anonymous", False)),
+                      size_bytes=int(meta.get("SizeBytes", 0) or 0))
+
+    def _size(self, options: dict[str, str]) -> int:
+        """The size the options ask for, else the default (0: an unbounded directory)."""
+        for key in options:
+            if key in _MOUNT_OPTIONS:
+                raise Unsupported(f"local volume option {key!r} is not supported: volumes "
+                                  "are the daemon's own filesystems (only size is)")
+            if key != SIZE_OPTION:
+                raise InvalidArgument(f"invalid option: {key!r}")
+        if SIZE_OPTION not in options:
+            return self.disks.default_bytes if self.disks is not None else 0
+        if self.disks is None:
+            raise Unsupported("volume sizes are not available on this daemon")
+        return boundedfs.check_size(boundedfs.parse_size(options[SIZE_OPTION]), "volume size")
 
     def create(self, name: str | None = None, *, labels: dict[str, str] | None = None,
                options: dict[str, str] | None = None, driver: str = "local",
@@ -71,20 +110,32 @@ class VolumeManager:
         """Create, or return the existing volume of that name (docker's create is idempotent)."""
         if driver not in ("local", ""):
             raise Unsupported(f"volume driver {driver!r} is not supported (only local)")
-        if options:
-            raise Unsupported("local volume options (type/device/o) are not supported yet")
+        options = dict(options or {})
+        size_bytes = self._size(options)
+        if size_bytes:
+            # inspect shows every volume's size, also the default's
+            options.setdefault(SIZE_OPTION, boundedfs.format_size(size_bytes))
         if name is None:
             name = os.urandom(32).hex()
         check_volume_name(name)
         vdir = self.dir / name
         if (vdir / META).exists():
             return self._load(name)
-        tmp = self.dir / f".tmp-{name}-{os.getpid()}"
+        tmp = self.dir / f".tmp-{name}-{os.getpid()}-{threading.get_ident()}"
         shutil.rmtree(tmp, ignore_errors=True)
-        (tmp / DATA).mkdir(parents=True)
-        (tmp / DATA).chmod(0o755)
+        tmp.mkdir()
+        try:
+            if size_bytes and self.disks is not None:
+                self.disks.make(tmp / DISK, size_bytes)  # `_data` appears when it is mounted
+            else:
+                (tmp / DATA).mkdir()
+                (tmp / DATA).chmod(0o755)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
         meta = {"CreatedAt": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                "Labels": labels or {}, "Options": options or {}, "Anonymous": anonymous}
+                "Labels": labels or {}, "Options": options, "Anonymous": anonymous,
+                "SizeBytes": size_bytes}
         (tmp / META).write_text(json.dumps(meta))
         try:
             tmp.rename(vdir)  # atomic: a volume is either complete or absent
@@ -109,13 +160,28 @@ class VolumeManager:
     def remove(self, name: str, *, force: bool = False) -> None:
         vol = self._load(name)
         users = self.in_use(name)
-        if users:
-            raise Conflict(f"remove {name}: volume is in use - "
-                           f"[{', '.join(u for u in users)}]")
-        del force  # docker's force only ignores "not found" for local volumes
-        doomed = self.dir / f".rm-{vol.name}"
-        (self.dir / vol.name).rename(doomed)
+        with self._lock:
+            if not users:
+                users = [h for h, names in self._holders.items() if name in names]
+            if users:
+                raise Conflict(f"remove {name}: volume is in use - "
+                               f"[{', '.join(u for u in users)}]")
+            del force  # docker's force only ignores "not found" for local volumes
+            if vol.size_bytes:
+                self._unmount(vol)  # never delete through a mount point
+            doomed = self.dir / f".rm-{vol.name}"
+            (self.dir / vol.name).rename(doomed)
         shutil.rmtree(doomed, ignore_errors=True)
+
+    def usage(self, vol: Volume) -> int:
+        """Host bytes the volume takes: its image's allocated blocks (read without mounting
+        it), or for an unbounded volume the size of its files."""
+        if vol.size_bytes:
+            try:
+                return (self.dir / vol.name / DISK).stat().st_blocks * 512
+            except FileNotFoundError:
+                return 0
+        return _du(vol.mountpoint)
 
     def prune(self, *, all_volumes: bool = False) -> tuple[builtins.list[str], int]:
         """Remove unused volumes (anonymous only unless all_volumes, like docker 23+)."""
@@ -123,10 +189,63 @@ class VolumeManager:
         reclaimed = 0
         for vol in self.list():
             if (vol.anonymous or all_volumes) and not self.in_use(vol.name):
-                reclaimed += _du(vol.mountpoint)
+                reclaimed += self.usage(vol)
                 self.remove(vol.name)
                 removed.append(vol.name)
         return removed, reclaimed
+
+    # -- mounts ------------------------------------------------------------------------------
+
+    def _mount(self, vol: Volume) -> None:
+        """Mount a bounded volume's filesystem on `_data` unless it is (under the lock)."""
+        if not sysmount.is_mountpoint(vol.mountpoint):
+            boundedfs.mount(self.dir / vol.name / DISK, vol.mountpoint)
+
+    def _unmount(self, vol: Volume) -> None:
+        """Unmount a bounded volume and remove the empty `_data` (under the lock)."""
+        boundedfs.unmount(vol.mountpoint)
+        try:
+            vol.mountpoint.rmdir()
+        except FileNotFoundError:
+            pass
+        except OSError as exc:  # files in the bare mount point: kept, never exported
+            if exc.errno != errno.ENOTEMPTY:
+                raise SteelcupError(f"removing {vol.mountpoint} failed: {exc}") from exc
+            log.warning("volume %s: files below its unmounted mount point %s", vol.name,
+                        vol.mountpoint)
+
+    def _hold(self, holder: str, vol: Volume) -> None:
+        with self._lock:
+            self._mount(vol)
+            self._holders.setdefault(holder, []).append(vol.name)
+
+    def release(self, holder: str) -> None:
+        """`holder` (a container's run) is done with its volumes: unmount those nobody else
+        holds. Idempotent."""
+        with self._lock:
+            names = self._holders.pop(holder, [])
+            still = {n for held in self._holders.values() for n in held}
+            for name in sorted(set(names) - still):
+                with contextlib.suppress(NotFound):
+                    self._unmount(self._load(name))
+
+    def recover(self) -> None:
+        """At daemon start (no container runs): unmount what a previous daemon left mounted,
+        and finish the creations and removals it cut short. Also at daemon exit."""
+        with self._lock:
+            self._holders.clear()
+            for entry in sorted(self.dir.iterdir()):
+                if not entry.is_dir():
+                    continue
+                try:
+                    boundedfs.unmount(entry / DATA)
+                    if entry.name.startswith("."):  # .tmp-* and .rm-*
+                        shutil.rmtree(entry)
+                    elif (entry / DISK).exists():
+                        with contextlib.suppress(FileNotFoundError):
+                            (entry / DATA).rmdir()
+                except (SteelcupError, OSError) as exc:
+                    log.warning("cleaning up volume dir %s failed: %s", entry, exc)
 
     def materialize(self, plans: Sequence[MountPlan]) -> builtins.list[MountPlan]:
         """At container create: create every volume now and name the anonymous ones, so the
@@ -134,15 +253,25 @@ class VolumeManager:
         out = []
         for plan in plans:
             if plan.kind is MountKind.VOLUME:
-                vol = self.create(plan.source or None, anonymous=not plan.source)
+                vol = self.create(plan.source or None, anonymous=not plan.source,
+                                  options=dict(plan.volume_options))
                 plan = replace(plan, source=vol.name)
             out.append(plan)
         return out
 
-    def prepare(self, plans: Sequence[MountPlan], rootfs: Path | None = None
-                ) -> builtins.list[PreparedMount]:
+    def prepare(self, plans: Sequence[MountPlan], rootfs: Path | None = None, *,
+                holder: str) -> builtins.list[PreparedMount]:
         """Create volumes as needed (copying the image's files into a new empty volume, like
-        docker) and check binds; returns shares and guest requests in mount order."""
+        docker), mount them for `holder` (undo with `release(holder)`, done here if this
+        fails) and check binds; returns shares and guest requests in mount order."""
+        try:
+            return self._prepare(plans, rootfs, holder)
+        except BaseException:
+            self.release(holder)
+            raise
+
+    def _prepare(self, plans: Sequence[MountPlan], rootfs: Path | None, holder: str
+                 ) -> builtins.list[PreparedMount]:
         out: builtins.list[PreparedMount] = []
         for i, plan in enumerate(plans):
             tag = f"{SHARE_TAG_PREFIX}{i}"
@@ -163,11 +292,18 @@ class VolumeManager:
                                       "9p shares are directories")
                 name = ""
             else:
-                vol = self.create(plan.source or None, anonymous=not plan.source)
+                vol = self.create(plan.source or None, anonymous=not plan.source,
+                                  options=dict(plan.volume_options))
                 host = vol.mountpoint
                 name = vol.name
+                if vol.size_bytes:
+                    self._hold(holder, vol)
                 if not plan.nocopy and rootfs is not None and not any(host.iterdir()):
-                    _copy_up(rootfs, plan.target, host)
+                    try:
+                        _copy_up(rootfs, plan.target, host)
+                    except OSError as exc:  # shutil.Error lists every file: keep it short
+                        raise SteelcupError(f"copying the image's {plan.target} into volume "
+                                            f"{name} failed: {str(exc)[:300]}") from exc
             share = Share(tag, host, plan.readonly)
             out.append(PreparedMount(plan, share, GuestMount(
                 target=plan.target, fstype="9p", source=tag, readonly=plan.readonly), name))

@@ -36,20 +36,24 @@ class MountPlan:
     tmpfs_mode: int = 0  # 0 = default (1777)
     nocopy: bool = False
     create_host_path: bool = False  # -v /host/path creates it; --mount type=bind does not
+    # --mount volume-opt=K=V (VolumeOptions.DriverConfig.Options): for the volume it creates
+    volume_options: tuple[tuple[str, str], ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         """For the container record (the runtime stores resolved plans)."""
         return {"kind": self.kind.value, "target": self.target, "source": self.source,
                 "readonly": self.readonly, "tmpfs_size_bytes": self.tmpfs_size_bytes,
                 "tmpfs_mode": self.tmpfs_mode, "nocopy": self.nocopy,
-                "create_host_path": self.create_host_path}
+                "create_host_path": self.create_host_path,
+                "volume_options": dict(self.volume_options)}
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> MountPlan:
         return cls(MountKind(data["kind"]), str(data["target"]), str(data.get("source", "")),
                    bool(data.get("readonly", False)), int(data.get("tmpfs_size_bytes", 0)),
                    int(data.get("tmpfs_mode", 0)), bool(data.get("nocopy", False)),
-                   bool(data.get("create_host_path", False)))
+                   bool(data.get("create_host_path", False)),
+                   tuple(sorted((data.get("volume_options") or {}).items())))
 
     def tmpfs_options(self) -> str:
         opts = []
@@ -138,10 +142,13 @@ def parse_mount_flag(text: str) -> dict[str, Any]:
             out["ReadOnly"] = _truthy(value if eq else "")
         elif key == "volume-nocopy":
             out.setdefault("VolumeOptions", {})["NoCopy"] = _truthy(value if eq else "")
-        elif key == "volume-opt" or key == "volume-label":
+        elif key == "volume-label":
             k, _, v = value.partition("=")
-            field = "Labels" if key == "volume-label" else "DriverOpts"
-            out.setdefault("VolumeOptions", {}).setdefault(field, {})[k] = v
+            out.setdefault("VolumeOptions", {}).setdefault("Labels", {})[k] = v
+        elif key == "volume-opt":
+            k, _, v = value.partition("=")
+            driver = out.setdefault("VolumeOptions", {}).setdefault("DriverConfig", {})
+            driver.setdefault("Options", {})[k] = v
         elif key == "tmpfs-size":
             out.setdefault("TmpfsOptions", {})["SizeBytes"] = parse_size(value)
         elif key == "tmpfs-mode":
@@ -190,7 +197,15 @@ def mount_from_json(data: Mapping[str, Any]) -> MountPlan:
     vopts = data.get("VolumeOptions") or {}
     if source:
         check_volume_name(source)
-    return MountPlan(kind, target, source, readonly, nocopy=bool(vopts.get("NoCopy", False)))
+    driver = vopts.get("DriverConfig") or {}
+    driver_opts = driver.get("Options") or {} if isinstance(driver, Mapping) else None
+    if not isinstance(driver, Mapping) or not isinstance(driver_opts, Mapping):
+        raise InvalidArgument("VolumeOptions.DriverConfig.Options must be an object")
+    if str(driver.get("Name") or "local") != "local":
+        raise Unsupported(f"volume driver {driver.get('Name')!r} is not supported (only local)")
+    return MountPlan(kind, target, source, readonly, nocopy=bool(vopts.get("NoCopy", False)),
+                     volume_options=tuple(sorted((str(k), str(v))
+                                                 for k, v in driver_opts.items())))
 
 
 def parse_tmpfs(target: str, options: str) -> MountPlan:

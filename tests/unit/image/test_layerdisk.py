@@ -1,5 +1,5 @@
-"""The writable layer's bounded filesystem: sizes, sparse images, and (root only) the limit
-itself, met through the container's overlay like a guest's writes."""
+"""The writable layer's bounded filesystem (root only): the limit met through the container's
+overlay like a guest's writes, the plain upper dir of older containers, no loop device left."""
 
 from __future__ import annotations
 
@@ -11,68 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from steelcup import sysmount
-from steelcup.errors import InvalidArgument
-from steelcup.image import layerdisk, rootfs
+from steelcup import boundedfs, sysmount
+from steelcup.image import rootfs
 
 MIB = 1 << 20
-
-
-@pytest.mark.parametrize(("text", "expected"), [
-    ("20G", 20 << 30), ("512m", 512 * MIB), ("1.5g", 3 << 29), ("4096", 4096),
-    ("64MB", 64 * MIB), ("2GiB", 2 << 30), ("1t", 1 << 40),
-])
-def test_parse_size_like_docker(text: str, expected: int) -> None:
-    assert layerdisk.parse_size(text) == expected
-
-
-@pytest.mark.parametrize("text", ["", "g", "-1g", "10x", "1 g b"])
-def test_parse_size_rejects(text: str) -> None:
-    with pytest.raises(InvalidArgument):
-        layerdisk.parse_size(text)
-
-
-def test_size_bounds() -> None:
-    assert layerdisk.check_size(16 * MIB) == 16 * MIB
-    for bad in (0, 16 * MIB - 1, layerdisk.MAX_BYTES + 1):
-        with pytest.raises(InvalidArgument, match="storage size must be between"):
-            layerdisk.check_size(bad)
-
-
-def test_sparse_copy_keeps_data_and_holes(tmp_path: Path) -> None:
-    src = tmp_path / "src"
-    with open(src, "wb") as f:
-        f.truncate(256 * MIB)
-        f.seek(100 * MIB)
-        f.write(b"middle")
-        f.seek(256 * MIB - 3)
-        f.write(b"end")
-    dst = tmp_path / "dst"
-    layerdisk.sparse_copy(src, dst)
-    assert dst.stat().st_size == 256 * MIB
-    assert dst.stat().st_blocks * 512 < 4 * MIB  # holes stayed holes
-    with open(dst, "rb") as f:
-        f.seek(100 * MIB)
-        assert f.read(6) == b"middle"
-        f.seek(256 * MIB - 3)
-        assert f.read() == b"end"
-
-
-def test_default_size_images_are_sparse_copies_of_one_template(tmp_path: Path) -> None:
-    maker = layerdisk.DiskMaker(tmp_path / "cache", 10 << 30)
-    maker.make(tmp_path / "a.img", 10 << 30)
-    template = maker.template()
-    made = template.stat().st_mtime_ns
-    maker.make(tmp_path / "b.img", 10 << 30)
-    assert template.stat().st_mtime_ns == made  # made once
-    for name in ("a.img", "b.img"):
-        st = (tmp_path / name).stat()
-        assert st.st_size == 10 << 30
-        assert st.st_blocks * 512 < 32 * MIB  # a 10 GiB filesystem costs a few MiB of host disk
-    # another size: its own filesystem, and no template kept for it
-    maker.make(tmp_path / "c.img", 64 * MIB)
-    assert (tmp_path / "c.img").stat().st_size == 64 * MIB
-    assert [p.name for p in (tmp_path / "cache").iterdir()] == [template.name]
 
 
 def _mounts_under(path: Path) -> list[str]:
@@ -95,7 +37,7 @@ def test_writes_past_the_size_get_enospc_through_the_overlay(root_dir: Path) -> 
     layer = root_dir / "layer"
     layer.mkdir()
     (layer / "etc").mkdir()
-    maker = layerdisk.DiskMaker(root_dir / "cache", 10 << 30)
+    maker = boundedfs.DiskMaker(root_dir / "cache", 10 << 30)
     cdir = root_dir / "c1"
     cdir.mkdir()
     root = rootfs.prepare([layer], cdir, maker, 32 * MIB)
@@ -129,7 +71,7 @@ def test_container_dirs_from_before_sizes_keep_their_plain_upper(root_dir: Path)
     cdir = root_dir / "c1"
     (cdir / "upper").mkdir(parents=True)
     (cdir / "upper/old").write_text("kept")
-    maker = layerdisk.DiskMaker(root_dir / "cache", 10 << 30)
+    maker = boundedfs.DiskMaker(root_dir / "cache", 10 << 30)
     root = rootfs.prepare([layer], cdir, maker, 32 * MIB)
     assert (root / "old").read_text() == "kept"
     assert not (cdir / "rw.img").exists() and rootfs.upper_dir(cdir) == cdir / "upper"
@@ -137,7 +79,7 @@ def test_container_dirs_from_before_sizes_keep_their_plain_upper(root_dir: Path)
 
 
 def test_no_loop_device_outlives_the_mount(root_dir: Path) -> None:
-    maker = layerdisk.DiskMaker(root_dir / "cache", 10 << 30)
+    maker = boundedfs.DiskMaker(root_dir / "cache", 10 << 30)
     cdir = root_dir / "c1"
     cdir.mkdir()
     image = cdir / "rw.img"

@@ -1,14 +1,22 @@
-"""VolumeManager on a temp root: lifecycle, in-use refusal, prune, and mount preparation."""
+"""VolumeManager on a temp root: lifecycle, in-use refusal, prune, mount preparation, and
+(root only) volumes of bounded size: mounted while held, full at their size, recovered."""
 
 from __future__ import annotations
 
+import errno
+import os
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from steelcup.errors import Conflict, InvalidArgument, NotFound, Unsupported
+from steelcup import boundedfs, sysmount
+from steelcup.errors import Conflict, InvalidArgument, NotFound, SteelcupError, Unsupported
 from steelcup.volume.manager import VolumeManager
 from steelcup.volume.spec import resolve_mounts
+
+MIB = 1 << 20
 
 
 def test_lifecycle_in_use_and_prune(tmp_path: Path) -> None:
@@ -48,7 +56,7 @@ def test_prepare_shares_requests_and_copy_up(tmp_path: Path) -> None:
                            mounts=[{"Type": "tmpfs", "Target": "/scratch",
                                     "TmpfsOptions": {"SizeBytes": 1 << 20}}],
                            image_volumes=["/var/lib/db"])
-    prepared = vm.prepare(plans, rootfs)
+    prepared = vm.prepare(plans, rootfs, holder="c1")
     by_target = {p.plan.target: p for p in prepared}
     assert host_dir.is_dir()  # -v creates a missing host dir, like docker
     host = by_target["/mnt/host"]
@@ -63,10 +71,10 @@ def test_prepare_shares_requests_and_copy_up(tmp_path: Path) -> None:
     missing = resolve_mounts(mounts=[{"Type": "bind", "Source": str(tmp_path / "nope"),
                                       "Target": "/x"}])
     with pytest.raises(InvalidArgument, match="does not exist"):
-        vm.prepare(missing)
+        vm.prepare(missing, holder="c1")
     (tmp_path / "file").write_text("f")
     with pytest.raises(Unsupported):
-        vm.prepare(resolve_mounts(binds=[f"{tmp_path / 'file'}:/f"]))
+        vm.prepare(resolve_mounts(binds=[f"{tmp_path / 'file'}:/f"]), holder="c1")
 
 
 def test_materialize_names_anonymous_volumes_and_copy_up_later(tmp_path: Path) -> None:
@@ -78,7 +86,7 @@ def test_materialize_names_anonymous_volumes_and_copy_up_later(tmp_path: Path) -
     assert all(p.source for p in plans)
     anon = next(p for p in plans if p.target == "/seed")
     assert vm.get(anon.source).anonymous and not vm.get("named").anonymous
-    prepared = vm.prepare(plans, rootfs)  # first start: the empty volume is seeded
+    prepared = vm.prepare(plans, rootfs, holder="c1")  # first start: the empty volume is seeded
     share = next(p.share for p in prepared if p.plan.target == "/seed")
     assert share is not None and (share.host_path / "a").read_text() == "a"
 
@@ -89,3 +97,137 @@ def test_create_refuses_bad_names(tmp_path: Path, name: str) -> None:
     with pytest.raises(InvalidArgument, match="volume name"):
         vm.create(name)
     assert vm.list() == []
+
+
+def _sized(root: Path) -> VolumeManager:
+    disks = boundedfs.DiskMaker(root / "cache", 64 * MIB, label="steelcup-vol",
+                                empty_root=True)
+    return VolumeManager(root, disks=disks)
+
+
+def test_size_options_like_the_local_driver(tmp_path: Path) -> None:
+    vm = _sized(tmp_path)
+    sized = vm.create("sized", options={"size": "32m"})
+    assert sized.size_bytes == 32 * MIB and sized.options == {"size": "32m"}
+    assert (tmp_path / "volumes/sized/disk.img").stat().st_size == 32 * MIB
+    assert not sized.mountpoint.exists()  # only while mounted: never exported unbounded
+    default = vm.create("default")
+    assert default.size_bytes == 64 * MIB and default.options == {"size": "64M"}
+    assert vm.create(anonymous=True).size_bytes == 64 * MIB
+    with pytest.raises(Unsupported, match="'type'"):
+        vm.create("nfs", options={"type": "nfs", "o": "addr=10.0.0.1", "device": ":/x"})
+    with pytest.raises(InvalidArgument, match="invalid option"):
+        vm.create("typo", options={"sise": "1g"})
+    for bad in ("1m", "lots"):
+        with pytest.raises(InvalidArgument):
+            vm.create("tiny", options={"size": bad})
+    with pytest.raises(Unsupported, match="not available"):
+        VolumeManager(tmp_path / "plain").create("p", options={"size": "1g"})
+    assert {v.name for v in vm.list()} >= {"sized", "default"}
+    assert not (tmp_path / "volumes/tiny").exists()
+    plans = vm.materialize(resolve_mounts(mounts=[
+        {"Target": "/m", "Source": "bymount",
+         "VolumeOptions": {"DriverConfig": {"Options": {"size": "48m"}}}}]))
+    assert vm.get(plans[0].source).size_bytes == 48 * MIB  # --mount volume-opt=size=
+
+
+def _mounts_under(path: Path) -> list[str]:
+    return [line for line in Path("/proc/self/mounts").read_text().splitlines()
+            if str(path) in line]
+
+
+@pytest.fixture
+def sized_root(tmp_path: Path) -> Iterator[Path]:
+    if os.geteuid() != 0:
+        pytest.skip("loop mounts need root")
+    yield tmp_path
+    VolumeManager(tmp_path).recover()  # a failed test leaves no mount behind
+
+
+def _fill(path: Path, mib: int) -> int:
+    """Write up to `mib` MiB to `path` like a guest would; what was written before ENOSPC."""
+    written = 0
+    with pytest.raises(OSError) as caught, open(path, "wb") as f:  # noqa: PT012
+        for _ in range(mib):
+            f.write(b"x" * MIB)
+            f.flush()
+            written += MIB
+        os.fsync(f.fileno())
+    assert caught.value.errno == errno.ENOSPC
+    return written
+
+
+def test_a_sized_volume_is_mounted_while_held_and_bounded(sized_root: Path) -> None:
+    """The attack, on the host: write past a volume's size. Without a bounded volume the write
+    succeeds (and the host's disk is what fills)."""
+    vm = _sized(sized_root)
+    vol = vm.create("data", options={"size": "32m"})
+    image = sized_root / "volumes/data/disk.img"
+    plans = vm.materialize(resolve_mounts(binds=["data:/data"]))
+    [first] = vm.prepare(plans, holder="c1")
+    assert first.share is not None and first.share.host_path == vol.mountpoint
+    assert sysmount.is_mountpoint(vol.mountpoint) and not any(vol.mountpoint.iterdir())
+    assert "nosuid" in "".join(_mounts_under(vol.mountpoint))
+    assert _fill(vol.mountpoint / "fill", 64) <= 32 * MIB
+    assert image.stat().st_blocks * 512 <= 33 * MIB
+    (vol.mountpoint / "fill").unlink()
+    (vol.mountpoint / "kept").write_text("data")
+    vm.prepare(plans, holder="c2")  # a second container shares the mount
+    vm.release("c1")
+    assert (vol.mountpoint / "kept").read_text() == "data"
+    with pytest.raises(Conflict, match="in use"):
+        vm.remove("data")
+    vm.release("c2")
+    vm.release("c2")  # idempotent
+    assert not vol.mountpoint.exists() and not _mounts_under(sized_root)
+    assert 0 < vm.usage(vol) <= 33 * MIB  # read from the image, without mounting it
+    vm.prepare(plans, holder="c3")
+    assert (vol.mountpoint / "kept").read_text() == "data"
+    vm.release("c3")
+    assert vm.prune(all_volumes=True)[0] == ["data"]
+    assert not image.exists() and not _mounts_under(sized_root)
+    loops = subprocess.run(["losetup", "-j", str(image)], capture_output=True, text=True)
+    assert loops.stdout.strip() == ""
+
+
+def test_copy_up_into_a_sized_volume_and_failure_releases(sized_root: Path) -> None:
+    vm = _sized(sized_root)
+    rootfs = sized_root / "rootfs"
+    (rootfs / "seed").mkdir(parents=True)
+    (rootfs / "seed/a").write_text("a")
+    (rootfs / "big").mkdir()
+    with open(rootfs / "big/blob", "wb") as f:
+        f.truncate(40 * MIB)  # sparse in the image, 40 MiB once copied
+    plans = vm.materialize(resolve_mounts(binds=["/seed"]))
+    [seeded] = vm.prepare(plans, rootfs, holder="c1")
+    assert seeded.share is not None and (seeded.share.host_path / "a").read_text() == "a"
+    vm.release("c1")
+    vm.create("small", options={"size": "16m"})
+    too_big = vm.materialize(resolve_mounts(binds=["/seed", "small:/big"]))
+    with pytest.raises(SteelcupError, match="into volume small"):
+        vm.prepare(too_big, rootfs, holder="c2")
+    assert not _mounts_under(sized_root)  # what it had mounted is released
+
+
+def test_recover_unmounts_what_a_dead_daemon_left(sized_root: Path) -> None:
+    vm = _sized(sized_root)
+    plans = vm.materialize(resolve_mounts(binds=["va:/a", "vb:/b"]))
+    vm.prepare(plans, holder="c1")
+    (sized_root / "volumes/.rm-gone").mkdir()
+    legacy = sized_root / "volumes/old"  # a volume from before volumes had a size
+    (legacy / "_data").mkdir(parents=True)
+    (legacy / "_data/f").write_text("old")
+    (legacy / "meta.json").write_text('{"CreatedAt": "x", "Labels": {}, "Options": {}}')
+    assert len(_mounts_under(sized_root)) == 2
+    again = _sized(sized_root)
+    again.recover()
+    assert not _mounts_under(sized_root)
+    assert not (sized_root / "volumes/va/_data").exists()
+    assert not (sized_root / "volumes/.rm-gone").exists()
+    old = again.get("old")
+    assert old.size_bytes == 0 and not old.options
+    [prepared] = again.prepare(resolve_mounts(binds=["old:/o"]), holder="c2")
+    assert prepared.share is not None and (prepared.share.host_path / "f").read_text() == "old"
+    assert not _mounts_under(sized_root)  # unbounded: a plain directory, nothing mounted
+    again.release("c2")
+    assert (legacy / "_data/f").exists()

@@ -47,6 +47,14 @@ def test_mount_flag_to_api_json_and_back() -> None:
     assert mount_from_json(j) == MountPlan(MountKind.VOLUME, "/data", "data", True, nocopy=True)
     j = parse_mount_flag("type=tmpfs,destination=/run,tmpfs-size=64m,tmpfs-mode=1770")
     assert mount_from_json(j) == MountPlan(MountKind.TMPFS, "/run", "", False, 64 << 20, 0o1770)
+    j = parse_mount_flag("type=volume,src=sized,dst=/s,volume-opt=size=64m,volume-label=a=b")
+    assert j["VolumeOptions"] == {"DriverConfig": {"Options": {"size": "64m"}},
+                                  "Labels": {"a": "b"}}  # docker's shape
+    plan = mount_from_json(j)
+    assert plan.volume_options == (("size", "64m"),)
+    assert MountPlan.from_json(plan.to_json()) == plan
+    with pytest.raises(Unsupported):
+        mount_from_json({"Target": "/x", "VolumeOptions": {"DriverConfig": {"Name": "nfs"}}})
     j = parse_mount_flag("type=bind,source=/srv,target=/srv,ro=false")
     assert mount_from_json(j) == MountPlan(MountKind.BIND, "/srv", "/srv")
     for bad in ("type=volume,src=x", "type=bind,src=/a,dst=/b,colour=red",

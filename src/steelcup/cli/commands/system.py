@@ -92,6 +92,12 @@ def register(sub: Any, name: str, help_text: str) -> None:
                        metavar="SIZE", help="size of a container's writable layer unless it "
                                             "asks for one with --storage-opt size= (a guest "
                                             "writing more gets ENOSPC; default %(default)s)")
+        p.add_argument("--volume-size-default", default=defaults.VOLUME_SIZE_DEFAULT,
+                       metavar="SIZE", help="size of a new volume, named or anonymous, unless "
+                                            "it asks for one with `volume create --opt size=` "
+                                            "(a guest writing more gets ENOSPC; volumes made "
+                                            "before volumes had a size stay unbounded; "
+                                            "default %(default)s)")
         p.add_argument("--log-max-size", default=defaults.LOG_MAX_SIZE, metavar="SIZE",
                        help="container logs rotate at this size (json-file max-size); also "
                             "the most a container may ask for (default %(default)s)")
@@ -295,6 +301,7 @@ def cmd_daemon(ctx: Context, args: argparse.Namespace) -> int:
         layer_max_gib=args.layer_max_size,
         layer_max_ratio=args.layer_max_ratio,
         storage_default_bytes=parse_memory(args.storage_size_default),
+        volume_default_bytes=parse_memory(args.volume_size_default),
         log_max_bytes=parse_memory(args.log_max_size),
         log_max_files=args.log_max_file,
         tcg_tb_mib=args.tcg_tb_size,

@@ -1,5 +1,5 @@
-"""A container's writable layer as a filesystem of bounded size: a sparse ext4 image file,
-loop-mounted while the layer is in use, holding the overlay's upper and work dirs.
+"""Filesystems of bounded size: a sparse ext4 image file, loop-mounted while in use. A
+container's writable layer (image.rootfs) and a named volume (volume.manager) each live in one.
 
 The host filesystem need not support quotas: a guest that writes past the size gets ENOSPC
 from the ext4 inside the image, whatever the host's filesystem is. The image costs host space
@@ -35,8 +35,12 @@ _FORMAT = "v1"
 # lazy_itable_init + the `noinit_itable` mount option: inode tables are never zeroed, neither
 # by mkfs nor by the kernel's lazyinit thread (which would write ~16 MiB per GiB of size into
 # every container's image); the kernel does not read inodes of unused groups.
-_MKFS = ("mkfs.ext4", "-q", "-F", "-m", "0", "-L", "steelcup-rw",
+_MKFS = ("mkfs.ext4", "-q", "-F", "-m", "0",
          "-E", "lazy_itable_init=1,lazy_journal_init=1,nodiscard,root_owner=0:0")
+# An empty root has no lost+found: a volume's root is what the container sees at its mount
+# point, and programs refuse a non-empty data dir (postgres' initdb) or seed only an empty one
+# (docker's copy-up). e2fsck makes lost+found again should it ever need one.
+_EMPTY_ROOT = ("debugfs", "-w", "-R", "rmdir lost+found")
 # nosuid,nodev: nothing written in a container becomes privileged on the host. `discard`: a
 # file the guest deletes gives its blocks back to the host (holes punched in the image).
 MOUNT_FLAGS = sysmount.MS_NOSUID | sysmount.MS_NODEV
@@ -59,20 +63,33 @@ def parse_size(text: str) -> int:
     return int(float(match.group(1)) * _UNITS[match.group(2).lower()])
 
 
-def check_size(size_bytes: int) -> int:
+def format_size(size_bytes: int) -> str:
+    """The shortest exact text `parse_size` reads back: 10737418240 -> '10G'."""
+    for unit in "ptgmk":
+        if size_bytes and size_bytes % _UNITS[unit] == 0:
+            return f"{size_bytes // _UNITS[unit]}{unit.upper()}"
+    return str(size_bytes)
+
+
+def check_size(size_bytes: int, what: str = "storage size") -> int:
     if not MIN_BYTES <= size_bytes <= MAX_BYTES:
         raise InvalidArgument(
-            f"storage size must be between {MIN_BYTES // MIB} MiB and {MAX_BYTES // GIB} GiB, "
+            f"{what} must be between {MIN_BYTES // MIB} MiB and {MAX_BYTES // GIB} GiB, "
             f"got {size_bytes} bytes")
     return size_bytes
 
 
 class DiskMaker:
-    """Makes writable-layer images; keeps the template of `default_bytes` in `cache_dir`."""
+    """Makes filesystem images labelled `label`; keeps the template of `default_bytes` in
+    `cache_dir` (one maker, and one cache dir, per kind of image). With `empty_root`, the root
+    directory of each image is empty (no lost+found)."""
 
-    def __init__(self, cache_dir: Path, default_bytes: int) -> None:
+    def __init__(self, cache_dir: Path, default_bytes: int, *, label: str = "steelcup-rw",
+                 empty_root: bool = False) -> None:
         self.cache_dir = cache_dir
         self.default_bytes = check_size(default_bytes)
+        self.label = label
+        self.empty_root = empty_root
         self._lock = threading.Lock()
 
     def template(self) -> Path:
@@ -82,7 +99,7 @@ class DiskMaker:
             if not path.exists():
                 self.cache_dir.mkdir(parents=True, exist_ok=True)
                 tmp = path.with_name(path.name + ".part")
-                _mkfs(tmp, self.default_bytes)
+                self._mkfs(tmp, self.default_bytes)
                 os.replace(tmp, path)
         return path
 
@@ -94,14 +111,21 @@ class DiskMaker:
         if size_bytes == self.default_bytes:
             sparse_copy(self.template(), tmp)
         else:
-            _mkfs(tmp, check_size(size_bytes))
+            self._mkfs(tmp, check_size(size_bytes))
         os.replace(tmp, image)
 
-
-def _mkfs(path: Path, size_bytes: int) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        path.unlink()
-    _run([*_MKFS, str(path), f"{size_bytes // 1024}k"], "making the writable layer")
+    def _mkfs(self, path: Path, size_bytes: int) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        _run([*_MKFS, "-L", self.label, str(path), f"{size_bytes // 1024}k"],
+             f"making a filesystem of {size_bytes} bytes")
+        if self.empty_root:
+            # debugfs exits 0 whatever its request did: what it says beyond its banner is
+            # the failure.
+            said = _run([*_EMPTY_ROOT, str(path)], "emptying the new filesystem's root")
+            errors = [line for line in said.splitlines() if not line.startswith("debugfs ")]
+            if errors:
+                raise SteelcupError(f"emptying the new filesystem's root failed: {errors[0]}")
 
 
 def sparse_copy(src: Path, dst: Path) -> None:
@@ -141,12 +165,12 @@ def mount(image: Path, target: Path) -> None:
         if exc.errno not in (errno.EINVAL, errno.ENOTTY, errno.ENOENT):
             raise SteelcupError(f"attaching {image} to a loop device failed: {exc}") from exc
         _run(["mount", "-t", "ext4", "-o", f"loop,nosuid,nodev,{MOUNT_DATA}", str(image),
-              str(target)], "mounting the writable layer")
+              str(target)], f"mounting {image}")
         return
     try:
         sysmount.mount(device, target, "ext4", MOUNT_FLAGS, MOUNT_DATA)
     except OSError as exc:
-        raise SteelcupError(f"mounting the writable layer {image} failed: {exc}") from exc
+        raise SteelcupError(f"mounting {image} failed: {exc}") from exc
     finally:
         os.close(loop_fd)  # autoclear: unconfigured now if the mount failed, else at unmount
 
@@ -190,10 +214,12 @@ def unmount(target: Path) -> None:
             sysmount.umount(target, sysmount.MNT_DETACH)
 
 
-def _run(argv: list[str], what: str) -> None:
+def _run(argv: list[str], what: str) -> str:
+    """Run a tool to completion; its stderr."""
     try:
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=TOOL_TIMEOUT_S)
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise SteelcupError(f"{what} failed: {exc}") from exc
     if proc.returncode != 0:
         raise SteelcupError(f"{what} failed: {proc.stderr.strip() or proc.returncode}")
+    return proc.stderr
