@@ -29,7 +29,8 @@ enum {
 #define CAPS_BIT(c) (UINT64_C(1) << (c))
 
 /* Docker's default set (moby's oci/caps DefaultCapabilities). Without CAP_SYS_PTRACE a
- * container's root cannot reach the non-dumpable PID 1 (pidfd_getfd, /proc/1/fd, ptrace). */
+ * container's root cannot reach a non-dumpable process's fds or memory (pidfd_getfd,
+ * /proc/N/fd, ptrace), should it see one. */
 uint64_t caps_default(void);
 
 /* First half of limiting the calling process to `keep`, done before it changes uid: every other

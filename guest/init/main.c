@@ -325,9 +325,9 @@ int main(void)
 		puts(INIT_VERSION);
 		return 0;
 	}
-	/* Non-dumpable: reaching our fds (the control port) through pidfd_getfd, /proc/1/fd or
-	 * ptrace then needs CAP_SYS_PTRACE, which container processes get only when the host says
-	 * so (--cap-add SYS_PTRACE, --privileged: docs/security.md). */
+	/* Container processes cannot name us: they run in PID namespaces of their own (proc.c).
+	 * Non-dumpable as a second line: reaching our fds (the control port) through pidfd_getfd,
+	 * /proc/1/fd or ptrace needs CAP_SYS_PTRACE besides (docs/security.md). */
 	if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0)
 		main_log("prctl(PR_SET_DUMPABLE): %s", strerror(errno));
 	setup_signals();

@@ -1,4 +1,5 @@
-/* Mounts the initramfs API filesystems and the container root (9p) with its own. */
+/* Mounts the initramfs API filesystems and the container root (9p) with its own; pivots a
+ * container's mount namespace into that root. */
 #define _GNU_SOURCE
 #include "mounts.h"
 
@@ -10,6 +11,7 @@
 #include <string.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 int mounts_mkdir_p(const char *path, unsigned mode)
@@ -72,25 +74,31 @@ struct api_mount {
 	const char *src, *dir, *type;
 	unsigned long flags;
 	const char *data;
+	int per_pidns; /* mounted by each process tree in its PID namespace (mounts_pivot) */
 };
+
+#define PROC_FLAGS (MS_NOSUID | MS_NOEXEC | MS_NODEV)
 
 /* What a container root gets mounted inside it. */
 static const struct api_mount root_api_mounts[] = {
-	{"proc", "proc", "proc", MS_NOSUID | MS_NOEXEC | MS_NODEV, NULL},
-	{"sysfs", "sys", "sysfs", MS_NOSUID | MS_NOEXEC | MS_NODEV, NULL},
-	{"devtmpfs", "dev", "devtmpfs", MS_NOSUID, "mode=0755"},
-	{"/dev/pts", "dev/pts", NULL, MS_BIND, NULL},
-	{"shm", "dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777"},
+	{"proc", "proc", "proc", PROC_FLAGS, NULL, 1},
+	{"sysfs", "sys", "sysfs", MS_NOSUID | MS_NOEXEC | MS_NODEV, NULL, 0},
+	{"devtmpfs", "dev", "devtmpfs", MS_NOSUID, "mode=0755", 0},
+	{"/dev/pts", "dev/pts", NULL, MS_BIND, NULL, 0},
+	{"shm", "dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777", 0},
 };
 #define N_ROOT_API_MOUNTS (sizeof(root_api_mounts) / sizeof(root_api_mounts[0]))
 
-static int mount_api(const char *root, char *msg, unsigned msglen)
+/* The API mounts under root; a per-PID-namespace one (proc) only gets its directory, unless
+ * `all` (the rehearsal, which runs the same kernel paths a START will). */
+static int mount_api(const char *root, int all, char *msg, unsigned msglen)
 {
 	char path[4200];
 	for (unsigned i = 0; i < N_ROOT_API_MOUNTS; i++) {
 		const struct api_mount *m = &root_api_mounts[i];
 		snprintf(path, sizeof(path), "%s/%s", root, m->dir);
-		int rc = do_mount(m->src, path, m->type, m->flags, m->data);
+		int rc = m->per_pidns && !all ? mounts_mkdir_p(path, 0755)
+					      : do_mount(m->src, path, m->type, m->flags, m->data);
 		if (rc < 0) {
 			snprintf(msg, msglen, "mount %s: %s", path, strerror(-rc));
 			return rc;
@@ -118,7 +126,7 @@ int mounts_stage(const char *tag, char *msg, unsigned msglen)
 	/* Rehearsal: the same mounts SETUP_ROOT makes, on a scratch tmpfs, then all detached. */
 	rc = do_mount("scratch", SCRATCH_ROOT, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0700");
 	if (rc == 0)
-		rc = mount_api(SCRATCH_ROOT, msg, msglen);
+		rc = mount_api(SCRATCH_ROOT, 1, msg, msglen);
 	else
 		snprintf(msg, msglen, "mount %s: %s", SCRATCH_ROOT, strerror(-rc));
 	if (umount2(SCRATCH_ROOT, MNT_DETACH) < 0 && rc == 0)
@@ -191,7 +199,7 @@ int mounts_setup_root(const char *tag, const char *subdir, int readonly, char *m
 		}
 		staged_tag[0] = 0; /* bind_subdir detached the staging mount */
 	}
-	rc = mount_api(root, msg, msglen);
+	rc = mount_api(root, 0, msg, msglen);
 	if (rc < 0)
 		return rc;
 	/* /dev/ptmx must open the bound devpts instance. */
@@ -296,4 +304,53 @@ int mounts_mount_into(const char *root, const char *source, const char *fstype,
 	}
 	close(fd);
 	return rc;
+}
+
+int mounts_pivot(const char *root, const char *pivot_dir, const char *const *detach,
+		 const char **what)
+{
+	char inner[4200];
+	*what = "make mounts private";
+	/* Nothing done here may reach the namespace we came from (the init's). */
+	if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
+		return -errno;
+	/* pivot_root refuses a root without a parent mount, which the initramfs (rootfs) is. So a
+	 * tmpfs holding the container root is moved over "/" and becomes the root to pivot from:
+	 * the container root then sits on top of the rootfs, as the root of a system booted from
+	 * a disk does, and ".." from it leads back to it. */
+	*what = "mount the pivot tmpfs";
+	if (snprintf(inner, sizeof(inner), "%s/root", pivot_dir) >= (int)sizeof(inner))
+		return -ENAMETOOLONG;
+	int rc = do_mount("pivot", pivot_dir, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=0700");
+	if (rc < 0)
+		return rc;
+	*what = "move the root";
+	if (mkdir(inner, 0700) < 0 || mount(root, inner, NULL, MS_MOVE, NULL) < 0)
+		return -errno;
+	/* The initramfs's own mounts leave this namespace while they can still be named. */
+	*what = "detach the initramfs mounts";
+	for (; detach && *detach; detach++)
+		if (umount2(*detach, MNT_DETACH) < 0 && errno != EINVAL && errno != ENOENT)
+			return -errno;
+	*what = "move the pivot tmpfs over /";
+	if (chdir(pivot_dir) < 0 || mount(".", "/", NULL, MS_MOVE, NULL) < 0 || chroot(".") < 0)
+		return -errno;
+	/* runc's sequence: pivot with new root == put_old, then detach the old root stacked on
+	 * top, reached through an fd of it (the kernel promises nothing about "." there). */
+	*what = "pivot_root";
+	int oldroot = open("/", O_DIRECTORY | O_RDONLY | O_CLOEXEC);
+	if (oldroot < 0)
+		return -errno;
+	if (chdir("/root") < 0 || syscall(SYS_pivot_root, ".", ".") < 0 || fchdir(oldroot) < 0) {
+		rc = -errno;
+		close(oldroot);
+		return rc;
+	}
+	close(oldroot);
+	*what = "detach the old root";
+	if (umount2(".", MNT_DETACH) < 0 || chdir("/") < 0)
+		return -errno;
+	/* A procfs of the caller's PID namespace: it shows the container's processes only. */
+	*what = "mount /proc";
+	return do_mount("proc", "/proc", "proc", PROC_FLAGS, NULL);
 }

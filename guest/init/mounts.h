@@ -5,7 +5,8 @@
 /* Mounts /proc, /sys, /dev, /dev/pts, /run in the initramfs; returns 0 or -errno. */
 int mounts_initial(void);
 /* Mounts the 9p share tag (or, with a non-empty subdir, the directory subdir inside it) at
- * INIT_ROOT with its API filesystems; returns 0 or -errno. */
+ * INIT_ROOT with its API filesystems (/proc only as a directory: each process tree mounts its
+ * own, mounts_pivot); returns 0 or -errno. */
 int mounts_setup_root(const char *tag, const char *subdir, int readonly, char *msg,
 		      unsigned msglen);
 /* STAGE_ROOT: mounts the 9p share tag at the staging point (kept for a later SETUP_ROOT with a
@@ -26,5 +27,14 @@ int mounts_open_target(int rootfd, const char *target);
 int mounts_mount_into(const char *root, const char *source, const char *fstype,
 		      const char *target, const char *options, int readonly, char *msg,
 		      unsigned msglen);
+
+/* Run by a container's first process in a mount namespace of its own (and a PID namespace whose
+ * PID 1 it is): makes the mount `root` the root of that namespace with pivot_root, through the
+ * empty directory pivot_dir outside it (created if missing), detaches the mounts listed in
+ * `detach` (NULL-terminated; may be NULL) and every other way back to the old root, then mounts
+ * a procfs of the caller's PID namespace at /proc. The cwd is then "/". Returns 0, or -errno
+ * with *what naming the step that failed. */
+int mounts_pivot(const char *root, const char *pivot_dir, const char *const *detach,
+		 const char **what);
 
 #endif

@@ -1,20 +1,30 @@
-/* Process table: starts processes, relays stdio under credit flow control, reaps, reports EXIT. */
+/* Process table: starts processes, relays stdio under credit flow control, reaps, reports EXIT.
+ *
+ * A container's processes never share a PID or mount namespace with the init, which holds the
+ * control port: the first one (MAIN) is PID 1 of new ones, pivoted into the container root, and
+ * every other one joins those of the live MAIN process (docker's and runc's layout). Each is
+ * started through a launcher, a child of the init that drops every fd but its stdio before it
+ * enters a namespace, and forks the process there: the process is reparented to the init when
+ * the launcher exits, and nothing that holds the port ever has a pid in the container. */
 #define _GNU_SOURCE
 #include "proc.h"
 
 #include "caps.h"
 #include "channel.h"
 #include "init.h"
+#include "mounts.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <termios.h>
 #include <unistd.h>
@@ -23,6 +33,27 @@
 #define OUT_QUEUE_HIGH (1024 * 1024)
 #define STDIN_BUF_MAX (4u * PROTO_INITIAL_CREDIT)
 #define DEFAULT_PATH "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+/* An empty directory on the initramfs root for mounts_pivot. */
+#define PIVOT_DIR "/pivot"
+#ifndef SYS_close_range
+#define SYS_close_range 436
+#endif
+
+/* The launcher's fds: stdio 0-2, then these (everything else is closed before any namespace). */
+enum { FD_REPORT = 3, FD_PIDNS = 4, FD_MNTNS = 5 };
+
+/* Where a process runs: the VM's namespaces (no container root yet: a pooled VM's warm-up), new
+ * ones of which it is PID 1 (a MAIN process, or any process while none is live), or those of
+ * the live MAIN process. */
+enum ns_mode { NS_NONE, NS_NEW, NS_JOIN };
+
+/* What the launcher and the process tell the init over the report pipe, one write each (under
+ * PIPE_BUF: atomic); end of file means the process called exec successfully. */
+enum { REPORT_PID = 1, REPORT_NSPID = 2, REPORT_ERRNO = 3 };
+struct report {
+	int32_t kind, value;
+	char what[56]; /* REPORT_ERRNO: the setup step that failed, "" for exec itself */
+};
 
 struct proc {
 	struct proc *next;
@@ -30,6 +61,7 @@ struct proc {
 	pid_t pid;
 	int tty;
 	int main;
+	int ns_init; /* PID 1 of its PID namespace: signals go to it alone, as docker's do */
 	int fd_in;  /* pipe write end, or the pty master (shared with fd_out) */
 	int fd_out; /* stdout pipe read end, or the pty master */
 	int fd_err;
@@ -199,52 +231,140 @@ static int exec_lookup(const struct start_req *r)
 	return err;
 }
 
-static void child_fail(int errfd, int err)
+static void report(int fd, int kind, int value, const char *what)
 {
-	ssize_t w = write(errfd, &err, sizeof(err));
-	(void)w;
+	struct report m = {.kind = kind, .value = value};
+	snprintf(m.what, sizeof(m.what), "%s", what);
+	ssize_t w;
+	do
+		w = write(fd, &m, sizeof(m));
+	while (w < 0 && errno == EINTR);
+}
+
+static void child_fail_at(const char *what, int err) __attribute__((noreturn));
+static void child_fail_at(const char *what, int err)
+{
+	report(FD_REPORT, REPORT_ERRNO, err, what);
 	_exit(127);
 }
 
-static void child(const struct start_req *r, const char *root, int errfd, int in, int out, int err,
-		  const char *slave)
+static void child_fail(int err) __attribute__((noreturn));
+static void child_fail(int err)
+{
+	child_fail_at("", err);
+}
+
+/* Moves `fds` (stdin, stdout, stderr, then the launcher's, n in all) to 0..n-1 and closes every
+ * other fd: the control port and the init's other fds must be gone before the launcher enters
+ * a namespace where a container process could take them (pidfd_getfd with CAP_SYS_PTRACE). */
+static int keep_only(int *fds, int n)
+{
+	for (int i = 0; i < n; i++) /* first out of the way of the low numbers */
+		if (fds[i] >= 0 && (fds[i] = fcntl(fds[i], F_DUPFD_CLOEXEC, 64)) < 0)
+			return -errno;
+	for (int i = 0; i < n; i++) {
+		if (fds[i] < 0)
+			continue;
+		/* stdio survives exec; what the launcher itself uses does not */
+		if ((i < 3 ? dup2(fds[i], i) : dup3(fds[i], i, O_CLOEXEC)) < 0)
+			return -errno;
+	}
+	if (syscall(SYS_close_range, n, ~0U, 0) < 0)
+		return -errno;
+	return 0;
+}
+
+/* The process's cwd and identity, before exec (or, joining a container, before it forks into
+ * the container's PID namespace: nothing there can then catch it holding more). */
+static void set_identity(const struct start_req *r)
+{
+	if (chdir(r->cwd && r->cwd[0] ? r->cwd : "/") < 0)
+		child_fail(errno);
+	/* The host's set (docker's default unless --cap-add/--cap-drop/--privileged). The bounding
+	 * set shrinks before the uid changes and the rest after it, as runc does, so a set without
+	 * CAP_SETUID still runs as another user, and a non-root user gets what execve gives one:
+	 * nothing permitted or effective. */
+	int rc = caps_bound(r->caps);
+	if (rc < 0)
+		child_fail(-rc);
+	if (setgroups(r->ngroups, r->groups) < 0 || setgid(r->gid) < 0 || setuid(r->uid) < 0)
+		child_fail(errno);
+	rc = caps_limit(r->caps);
+	if (rc < 0)
+		child_fail(-rc);
+}
+
+static void new_session(int tty)
+{
+	if (setsid() < 0)
+		child_fail(errno);
+	if (tty && ioctl(0, TIOCSCTTY, 0) < 0)
+		child_fail(errno);
+}
+
+/* In the launcher: forks the process (in the PID namespace the launcher set up or joined),
+ * reports its pid as the init sees it and exits; the process carries on. */
+static void fork_process(void)
+{
+	pid_t pid = fork();
+	if (pid < 0)
+		child_fail_at("fork", errno);
+	if (pid > 0) {
+		report(FD_REPORT, REPORT_PID, pid, "");
+		_exit(0);
+	}
+	report(FD_REPORT, REPORT_NSPID, getpid(), "");
+}
+
+/* The initramfs's mounts, which a container's mount namespace drops (mounts_pivot). */
+static const char *const initramfs_mounts[] = {"/run", "/dev", "/sys", "/proc", NULL};
+
+/* The launcher: a child of the init. fds are stdin, stdout, stderr (the same pty slave for a
+ * tty), the report pipe, and for NS_JOIN the PID and mount namespaces of the MAIN process. */
+static void launcher(const struct start_req *r, enum ns_mode mode, const char *root, int *fds,
+		     int nfds) __attribute__((noreturn));
+static void launcher(const struct start_req *r, enum ns_mode mode, const char *root, int *fds,
+		     int nfds)
 {
 	sigset_t all;
 	sigfillset(&all);
 	for (int s = 1; s < NSIG; s++)
 		signal(s, SIG_DFL);
 	sigprocmask(SIG_UNBLOCK, &all, NULL);
-	if (setsid() < 0)
-		child_fail(errfd, errno);
-	if (slave) {
-		int fd = open(slave, O_RDWR);
-		if (fd < 0)
-			child_fail(errfd, errno);
-		if (ioctl(fd, TIOCSCTTY, 0) < 0)
-			child_fail(errfd, errno);
-		in = out = err = fd;
+	int rc = keep_only(fds, nfds);
+	if (rc < 0) {
+		/* the report pipe may not be at FD_REPORT yet: say it on the original one */
+		report(fds[FD_REPORT], REPORT_ERRNO, -rc, "fds");
+		_exit(127);
 	}
-	if (dup2(in, 0) < 0 || dup2(out, 1) < 0 || dup2(err, 2) < 0)
-		child_fail(errfd, errno);
-	/* Every fd of init is O_CLOEXEC; errfd must survive until exec, so nothing to close here. */
-	if (root && (chroot(root) < 0 || chdir("/") < 0))
-		child_fail(errfd, errno);
-	if (chdir(r->cwd && r->cwd[0] ? r->cwd : "/") < 0)
-		child_fail(errfd, errno);
-	/* The host's set (docker's default unless --cap-add/--cap-drop/--privileged): without
-	 * CAP_SYS_PTRACE the container cannot reach PID 1 (non-dumpable) and its control channel.
-	 * The bounding set shrinks before the uid changes and the rest after it, as runc does, so a
-	 * set without CAP_SETUID still runs as another user, and a non-root user gets what execve
-	 * gives one: nothing permitted or effective. */
-	int rc = caps_bound(r->caps);
-	if (rc < 0)
-		child_fail(errfd, -rc);
-	if (setgroups(r->ngroups, r->groups) < 0 || setgid(r->gid) < 0 || setuid(r->uid) < 0)
-		child_fail(errfd, errno);
-	rc = caps_limit(r->caps);
-	if (rc < 0)
-		child_fail(errfd, -rc);
-	child_fail(errfd, exec_lookup(r));
+	switch (mode) {
+	case NS_NONE: /* the VM's own namespaces, before any container root: a warm-up */
+		new_session(r->tty);
+		set_identity(r);
+		break;
+	case NS_NEW:
+		if (unshare(CLONE_NEWPID | CLONE_NEWNS) < 0)
+			child_fail_at("unshare", errno);
+		fork_process(); /* PID 1 of the new namespace from here on */
+		new_session(r->tty);
+		const char *what;
+		rc = mounts_pivot(root, PIVOT_DIR, initramfs_mounts, &what);
+		if (rc < 0)
+			child_fail_at(what, -rc);
+		set_identity(r);
+		break;
+	case NS_JOIN:
+		/* The mount namespace's root is the pivoted container root. */
+		if (setns(FD_PIDNS, CLONE_NEWPID) < 0 || setns(FD_MNTNS, CLONE_NEWNS) < 0)
+			child_fail_at("setns", errno);
+		close(FD_PIDNS);
+		close(FD_MNTNS);
+		set_identity(r);
+		fork_process();
+		new_session(r->tty);
+		break;
+	}
+	child_fail(exec_lookup(r));
 }
 
 static int open_pty(int *master, char *slave, size_t slavelen, int rows, int cols)
@@ -262,6 +382,24 @@ static int open_pty(int *master, char *slave, size_t slavelen, int rows, int col
 		ioctl(*master, TIOCSWINSZ, &ws);
 	}
 	return 0;
+}
+
+/* The live MAIN process whose namespaces a process joins, or NULL. */
+static struct proc *live_main(void)
+{
+	for (struct proc *p = procs; p; p = p->next)
+		if (p->main && p->ns_init && !p->reaped)
+			return p;
+	return NULL;
+}
+
+/* Opens /proc/<pid>/ns/<name> of the init's view (the init's procfs). */
+static int open_ns(pid_t pid, const char *name)
+{
+	char path[64];
+	snprintf(path, sizeof(path), "/proc/%d/ns/%s", (int)pid, name);
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	return fd < 0 ? -errno : fd;
 }
 
 void proc_start(const struct proto_frame *f, const char *root)
@@ -282,13 +420,26 @@ void proc_start(const struct proto_frame *f, const char *root)
 	}
 	struct proc *p = calloc(1, sizeof(*p));
 	int in[2] = {-1, -1}, out[2] = {-1, -1}, err[2] = {-1, -1}, ep[2] = {-1, -1};
+	int slave_fd = -1, pidns = -1, mntns = -1;
 	char slave[128];
 	int master = -1;
 	const char *what = "pipe";
+	enum ns_mode mode = NS_NONE;
 	if (!p) {
 		rc = -ENOMEM;
 		goto fail;
 	}
+	if (root) {
+		struct proc *m = r.main ? NULL : live_main();
+		mode = m ? NS_JOIN : NS_NEW;
+		if (m) {
+			what = "namespaces of the main process";
+			if ((rc = pidns = open_ns(m->pid, "pid")) < 0 ||
+			    (rc = mntns = open_ns(m->pid, "mnt")) < 0)
+				goto fail;
+		}
+	}
+	what = "pipe";
 	if (pipe2(ep, O_CLOEXEC) < 0)
 		goto fail_errno;
 	if (r.tty) {
@@ -296,6 +447,9 @@ void proc_start(const struct proto_frame *f, const char *root)
 		rc = open_pty(&master, slave, sizeof(slave), r.rows, r.cols);
 		if (rc < 0)
 			goto fail;
+		/* O_NOCTTY: the init must not get it as its own terminal; the process takes it. */
+		if ((slave_fd = open(slave, O_RDWR | O_NOCTTY | O_CLOEXEC)) < 0)
+			goto fail_errno;
 	} else {
 		if (pipe2(out, O_CLOEXEC) < 0 || pipe2(err, O_CLOEXEC) < 0)
 			goto fail_errno;
@@ -311,35 +465,64 @@ void proc_start(const struct proto_frame *f, const char *root)
 	pid_t pid = fork();
 	if (pid < 0)
 		goto fail_errno;
-	if (pid == 0)
-		child(&r, root, ep[1], in[0], out[1], err[1], r.tty ? slave : NULL);
-	close_fd(&ep[1]);
-	close_fd(&in[0]);
-	close_fd(&out[1]);
-	close_fd(&err[1]);
+	if (pid == 0) {
+		int fds[] = {r.tty ? slave_fd : in[0], r.tty ? slave_fd : out[1],
+			     r.tty ? slave_fd : err[1], ep[1], pidns, mntns};
+		launcher(&r, mode, root, fds, mode == NS_JOIN ? 6 : 4);
+	}
+	int *mine[] = {&ep[1], &in[0], &out[1], &err[1], &slave_fd, &pidns, &mntns};
+	for (size_t i = 0; i < sizeof(mine) / sizeof(mine[0]); i++)
+		close_fd(mine[i]);
+	/* The launcher says where the process is (NS_NONE: it is the process), the process says
+	 * its pid in its namespace, or why it failed; end of file: it called exec. */
+	pid_t gpid = mode == NS_NONE ? pid : 0, nspid = mode == NS_NONE ? pid : 0;
+	struct report m;
 	int child_err = 0;
+	char child_what[sizeof(m.what)] = "";
 	ssize_t n;
-	do
-		n = read(ep[0], &child_err, sizeof(child_err));
-	while (n < 0 && errno == EINTR);
+	for (;;) {
+		n = read(ep[0], &m, sizeof(m));
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n != (ssize_t)sizeof(m))
+			break;
+		if (m.kind == REPORT_PID)
+			gpid = m.value;
+		else if (m.kind == REPORT_NSPID)
+			nspid = m.value;
+		else if (m.kind == REPORT_ERRNO && !child_err) {
+			child_err = m.value > 0 ? m.value : EIO;
+			memcpy(child_what, m.what, sizeof(child_what));
+			child_what[sizeof(child_what) - 1] = 0;
+		}
+	}
 	close_fd(&ep[0]);
-	if (n == (ssize_t)sizeof(child_err)) {
+	if (mode != NS_NONE) /* the launcher is done: the process (if any) is our child now */
 		waitpid(pid, NULL, 0);
+	if (!child_err && (gpid <= 0 || nspid <= 0)) {
+		child_err = EIO; /* a launcher killed before it could say anything */
+		snprintf(child_what, sizeof(child_what), "launcher");
+	}
+	if (child_err) {
+		if (gpid > 0)
+			waitpid(gpid, NULL, 0);
 		close_fd(&in[1]);
 		close_fd(&out[0]);
 		close_fd(&err[0]);
 		close_fd(&master);
 		char msg[600];
-		snprintf(msg, sizeof(msg), "%s: %s", r.argv[0], strerror(child_err));
+		snprintf(msg, sizeof(msg), "%s: %s", child_what[0] ? child_what : r.argv[0],
+			 strerror(child_err));
 		channel_send_error(id, child_err, msg);
 		free(p);
 		free_req(&r);
 		return;
 	}
 	p->id = id;
-	p->pid = pid;
+	p->pid = gpid;
 	p->tty = r.tty;
 	p->main = r.main;
+	p->ns_init = mode == NS_NEW;
 	p->credit = PROTO_INITIAL_CREDIT;
 	if (r.tty) {
 		p->fd_in = r.use_stdin ? master : -1;
@@ -356,7 +539,7 @@ void proc_start(const struct proto_frame *f, const char *root)
 	}
 	p->next = procs;
 	procs = p;
-	channel_send_ok_pid(id, (uint32_t)pid);
+	channel_send_ok_pid(id, (uint32_t)nspid);
 	free_req(&r);
 	return;
 fail_errno:
@@ -365,7 +548,8 @@ fail: {
 	char msg[128];
 	snprintf(msg, sizeof(msg), "%s: %s", what, strerror(-rc));
 	channel_send_error(id, -rc, msg);
-	int *fds[] = {&in[0], &in[1], &out[0], &out[1], &err[0], &err[1], &ep[0], &ep[1], &master};
+	int *fds[] = {&in[0], &in[1], &out[0], &out[1], &err[0], &err[1], &ep[0], &ep[1], &master,
+		      &slave_fd, &pidns, &mntns};
 	for (size_t i = 0; i < sizeof(fds) / sizeof(fds[0]); i++)
 		close_fd(fds[i]);
 	free(p);
@@ -470,6 +654,12 @@ void proc_signal(uint32_t id, int signo)
 	struct proc *p = find(id);
 	if (!p || p->reaped || signo <= 0 || signo >= NSIG)
 		return;
+	/* PID 1 of a container gets the signal alone (docker's `kill`, `stop`), and from here, its
+	 * parent namespace: the kernel delivers SIGKILL, and other signals only if it handles them. */
+	if (p->ns_init) {
+		kill(p->pid, signo);
+		return;
+	}
 	if (kill(-p->pid, signo) < 0)
 		kill(p->pid, signo);
 }

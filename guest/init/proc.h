@@ -8,7 +8,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* Handles START; root is the container root or NULL for "/". Replies OK+PID or ERROR. */
+/* Handles START; root is the container root (the process runs in the container's PID and mount
+ * namespaces, new ones pivoted into root for a MAIN process) or NULL ("/", the VM's namespaces).
+ * Replies OK+PID (its pid in its PID namespace) or ERROR. */
 void proc_start(const struct proto_frame *f, const char *root);
 void proc_stdin(uint32_t id, const uint8_t *data, size_t len);
 void proc_close_stdin(uint32_t id);

@@ -49,6 +49,7 @@ class Vm:
     loop: asyncio.AbstractEventLoop
     machine: Machine
     state_dir: Path
+    main: GuestProcess  # the container's main process: the others are execs beside it
 
     def run(self, coro: Coroutine[Any, Any, T], timeout_s: float = 60.0) -> T:
         return run(self.loop, coro, timeout_s)
@@ -109,7 +110,10 @@ def vm(assets: GuestAssets, rootfs: Path) -> Iterator[Vm]:
     try:
         run(loop, machine.start(BOOT_DEADLINE_S), 3 * BOOT_DEADLINE_S)
         run(loop, machine.guest.setup_root("rootfs", hostname="scup-test"), 30)
-        yield Vm(loop, machine, state_dir)
+        main = run(loop, machine.guest.start(ProcessSpec(
+            args=("sh", "-c", "echo main=$$; exec sleep 1000000"), env=PATH_ENV, main=True)),
+            30)
+        yield Vm(loop, machine, state_dir, main)
     finally:
         run(loop, machine.close(), 30)
         loop.close()
@@ -174,6 +178,20 @@ def test_hostname_and_second_setup_root_is_refused(vm: Vm) -> None:
 
 
 # ---- processes ---------------------------------------------------------------------------------
+
+
+def test_main_is_pid_1_and_other_processes_join_its_namespaces(vm: Vm) -> None:
+    """Docker's layout: the MAIN process is PID 1 of a PID namespace of its own (its /proc
+    shows the container's processes, nothing of the VM's), and every other process joins it."""
+    assert vm.main.pid == 1  # as the container sees it
+    out, err, status = vm.run(run_proc(vm, sh(
+        "echo $$; cat /proc/1/comm; set -- /proc/[0-9]*; echo $#; readlink /proc/1/root; "
+        "test -e /init || echo no-initramfs")))
+    assert status.status == 0, err
+    pid, comm, count, root, initramfs = out.decode().split()
+    assert int(pid) > 1
+    # the main process (sleep) and this shell; not the init, its launcher, kernel threads
+    assert (comm, count, root, initramfs) == ("sleep", "2", "/", "no-initramfs"), out
 
 
 @pytest.mark.parametrize(

@@ -1,6 +1,7 @@
 """Looking inside a running container's VM: `top` and `stats` run helper commands in the guest.
 
-The figures come from the guest itself (its /proc), so they describe the VM, not the host.
+The figures come from the guest itself (its /proc), so they describe the VM, not the host. The
+helpers run in the container's PID namespace: `ps` sees the container's processes only.
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ async def guest_exec(
     return status.status, bytes(out), bytes(err), process.pid
 
 async def top(rt: Runtime, ref: str, ps_args: str = "") -> tuple[list[str], list[list[str]]]:
-    """`ps` inside the VM, without the VM's own processes (init, kernel threads, ps)."""
+    """`ps` in the container's PID namespace, without the ps itself."""
     args = ps_args.split()
     if not args or args == ["-ef"]:
         args = ["-o", PS_DEFAULT_FIELDS]  # busybox ps has no -ef; these are its columns
@@ -75,7 +76,7 @@ async def sample(rt: Runtime, ref: str) -> VmSample | None:
     if code != 0 and not out:
         raise SteelcupError(f"reading /proc in the container failed: {err!r}")
     sample = parse_sample(out.decode(errors="replace"), time.time_ns())
-    # /proc/loadavg counts the VM's kernel threads too; ps tells the container's processes.
+    # /proc/loadavg counts the VM's processes and kernel threads too; ps tells the container's.
     with contextlib.suppress(SteelcupError):
         code, out, _, pid = await guest_exec(rt, ref, ["ps", "-o", "pid,ppid"])
         if code == 0:

@@ -109,26 +109,21 @@ def parse_ps(
 ) -> tuple[list[str], list[list[str]]]:
     """`ps -o ...` output -> (titles, rows). The last column (COMMAND) keeps its spaces.
 
-    Rows of the guest's init (pid 1), kernel threads (pid 2 and its children) and `hide_pids`
-    (the ps itself) are left out: they are the VM's, not the container's.
+    `ps` runs in the container's PID namespace, which shows the container's processes only (its
+    main process is PID 1); the rows of `hide_pids` (the ps itself) are left out.
     """
     lines = [line for line in text.splitlines() if line.strip()]
     if not lines:
         return [], []
     titles = lines[0].split()
     pid_col = titles.index("PID") if "PID" in titles else -1
-    ppid_col = titles.index("PPID") if "PPID" in titles else -1
     rows: list[list[str]] = []
     for line in lines[1:]:
         row = line.split(None, len(titles) - 1)
         if len(row) < len(titles):
             row += [""] * (len(titles) - len(row))
-        pid = _int_or(row[pid_col], -1) if pid_col >= 0 else -1
-        ppid = _int_or(row[ppid_col], -1) if ppid_col >= 0 else -1
-        if pid in (1, 2) or ppid == 2 or pid in hide_pids:
+        if pid_col >= 0 and _int_or(row[pid_col], -1) in hide_pids:
             continue
-        if pid_col >= 0 and ppid_col < 0 and row[-1].startswith("[") and row[-1].endswith("]"):
-            continue  # a kernel thread, when PPID was not asked for
         rows.append(row)
     return titles, rows
 

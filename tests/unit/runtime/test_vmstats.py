@@ -47,27 +47,26 @@ def test_parse_sample_tolerates_garbage() -> None:
 
 PS = """\
 USER     PID   PPID  STAT COMMAND
-root         1     0 S    /init
-root         2     0 SW   [kthreadd]
-root         3     2 IW<  [rcu_gp]
-root        81     1 S    sh -c i=0; while true; do sleep 1; done
-root       136    81 S    sleep 1
-root       137     1 R    ps -o user,pid,ppid,stat,args
+root         1     0 S    sh -c i=0; while true; do sleep 1; done
+root         2     1 S    sleep 1
+root         7     0 R    ps -o user,pid,ppid,stat,args
 """
 
 
-def test_parse_ps_hides_the_vm_and_itself() -> None:
-    titles, rows = parse_ps(PS, frozenset({137}))
+def test_parse_ps_hides_itself_and_keeps_the_main_process() -> None:
+    """The container's PID namespace: its main process is PID 1, an exec's parent is outside
+    (PPID 0), a child of the main process may be PID 2."""
+    titles, rows = parse_ps(PS, frozenset({7}))
     assert titles == ["USER", "PID", "PPID", "STAT", "COMMAND"]
     assert rows == [
-        ["root", "81", "1", "S", "sh -c i=0; while true; do sleep 1; done"],
-        ["root", "136", "81", "S", "sleep 1"],
+        ["root", "1", "0", "S", "sh -c i=0; while true; do sleep 1; done"],
+        ["root", "2", "1", "S", "sleep 1"],
     ]
 
 
 def test_parse_ps_without_ppid_column() -> None:
-    titles, rows = parse_ps("PID   USER     COMMAND\n    1 root /init\n   5 root [kworker/0:0]\n"
-                            "   80 root sleep 9\n")
+    titles, rows = parse_ps("PID   USER     COMMAND\n    1 root sleep 9\n   5 root ps -o pid\n",
+                            frozenset({5}))
     assert titles == ["PID", "USER", "COMMAND"]
-    assert rows == [["80", "root", "sleep 9"]]
+    assert rows == [["1", "root", "sleep 9"]]
     assert parse_ps("") == ([], [])

@@ -1,16 +1,20 @@
-/* Attack helper for tests/vm/test_security.py, built static with musl-gcc at test time and run as
- * a container's main process: tries to reach PID 1's control-channel fd (pidfd_getfd, the
- * /proc/1/fd links, /proc/1/mem, ptrace) and, with any fd that is a virtio-serial port, forges an
- * EXIT (status 42) for every process id a host can have allocated by now. One line per attempt:
- *   getfd N <errno name>|ok <link>   procfd N <errno name>|ok <link>   ...
+/* Attack helper for tests/vm/test_security.py, built static with musl-gcc at test time and run in
+ * a container (as its main process or with `exec`): tries to reach the guest init's
+ * control-channel fd in every process its /proc shows but itself (pidfd_getfd and the
+ * /proc/PID/fd links, fds 0-64) and, with any fd that is a virtio-serial port, forges an EXIT
+ * (status 42) for every process id a host can have allocated by now. Output:
+ *   scanned PID             a process it tried
+ *   pidfd_open PID ERRNO    when it could not even name it
+ *   taken PID getfd|procfd N LINK    an fd it got
  * and finally "forged K" (frames written). Exits 3: the status the host must report. */
 #define _GNU_SOURCE
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
-#include <sys/ptrace.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -25,19 +29,6 @@
 #define FORGE_IDS 24 /* a container's main process has a small id (HELLOs, setup, START) */
 
 static int forged;
-
-static const char *err_name(int e)
-{
-	switch (e) {
-	case EPERM: return "EPERM";
-	case EACCES: return "EACCES";
-	case EBADF: return "EBADF";
-	case ENOENT: return "ENOENT";
-	case ENOSYS: return "ENOSYS";
-	case ESRCH: return "ESRCH";
-	default: return strerror(e);
-	}
-}
 
 static void put32(uint8_t *p, uint32_t v)
 {
@@ -67,42 +58,50 @@ static void forge_exits(int fd)
 	}
 }
 
-/* Reports what fd `got` (or errno) and forges on it if it is the control port. */
-static void got_fd(const char *how, int n, int got)
+/* Reports an fd it got and forges on it if it is the control port. */
+static void got_fd(int pid, const char *how, int n, int got)
 {
-	if (got < 0) {
-		printf("%s %d %s\n", how, n, err_name(errno));
+	if (got < 0)
 		return;
-	}
 	char path[64], link[256];
 	snprintf(path, sizeof(path), "/proc/self/fd/%d", got);
 	ssize_t len = readlink(path, link, sizeof(link) - 1);
 	link[len > 0 ? len : 0] = 0;
-	printf("%s %d ok %s\n", how, n, link);
+	printf("taken %d %s %d %s\n", pid, how, n, link);
 	if (strncmp(link, "/dev/vport", 10) == 0)
 		forge_exits(got);
 	close(got);
 }
 
+static void attack(int pid)
+{
+	printf("scanned %d\n", pid);
+	int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+	if (pidfd < 0)
+		printf("pidfd_open %d %s\n", pid, strerror(errno));
+	for (int n = 0; n <= MAX_FD; n++) {
+		if (pidfd >= 0)
+			got_fd(pid, "getfd", n, (int)syscall(SYS_pidfd_getfd, pidfd, n, 0));
+		char path[64];
+		snprintf(path, sizeof(path), "/proc/%d/fd/%d", pid, n);
+		got_fd(pid, "procfd", n, open(path, O_RDWR | O_NONBLOCK | O_CLOEXEC));
+	}
+	if (pidfd >= 0)
+		close(pidfd);
+}
+
 int main(void)
 {
 	setvbuf(stdout, NULL, _IOLBF, 0);
-	int pidfd = (int)syscall(SYS_pidfd_open, 1, 0);
-	if (pidfd < 0) {
-		printf("pidfd_open %s\n", err_name(errno));
-	} else {
-		for (int n = 0; n <= MAX_FD; n++)
-			got_fd("getfd", n, (int)syscall(SYS_pidfd_getfd, pidfd, n, 0));
+	DIR *d = opendir("/proc");
+	struct dirent *e;
+	while (d && (e = readdir(d))) {
+		int pid = atoi(e->d_name);
+		if (pid > 0 && pid != getpid())
+			attack(pid);
 	}
-	for (int n = 0; n <= MAX_FD; n++) {
-		char path[64];
-		snprintf(path, sizeof(path), "/proc/1/fd/%d", n);
-		got_fd("procfd", n, open(path, O_RDWR | O_NONBLOCK | O_CLOEXEC));
-	}
-	int mem = open("/proc/1/mem", O_RDONLY | O_CLOEXEC);
-	printf("mem %s\n", mem < 0 ? err_name(errno) : "ok");
-	long r = ptrace(PTRACE_SEIZE, 1, NULL, NULL);
-	printf("ptrace %s\n", r < 0 ? err_name(errno) : "ok");
+	if (d)
+		closedir(d);
 	printf("forged %d\n", forged);
 	return 3;
 }
