@@ -553,13 +553,23 @@ class _Api:
         if not isinstance(detach, bool) or (tty is not None and not isinstance(tty, bool)):
             raise InvalidArgument("Detach and Tty must be booleans")
         execs = self.svc.execs
-        exec_ = await execs.start(req.params["id"], tty)
-        use_tty = exec_.config.tty if tty is None else tty
         if detach:
+            exec_ = await execs.start(req.params["id"], tty)
             asyncio.create_task(_drain_exec(execs, exec_))
             return EmptyResponse(200)
+        exec_, spec = execs.prepare(req.params["id"], tty)
+        use_tty = exec_.config.tty if tty is None else tty
 
         async def run(conn: HijackedStream) -> None:
+            # Started once the client has the upgraded stream (as dockerd does); a start
+            # failure goes into the stream, its exit code (126/127) to exec inspect.
+            try:
+                await execs.launch(exec_, spec)
+            except SteelcupError as exc:
+                with contextlib.suppress(ConnectionError, OSError):
+                    await conn.write(_frame(use_tty, "stderr", f"{exc}\r\n".encode()))
+                await conn.close()
+                return
             await _relay_exec(execs, exec_, conn, use_tty)
 
         return HijackResponse(run)

@@ -63,6 +63,15 @@ class ExecManager:
 
     async def start(self, exec_id: str, tty: bool | None = None) -> Exec:
         """Start the process; afterwards `exec_.process` streams its output."""
+        exec_, spec = self.prepare(exec_id, tty)
+        return await self.launch(exec_, spec)
+
+    def prepare(self, exec_id: str, tty: bool | None = None) -> tuple[Exec, ProcessSpec]:
+        """Check that the exec may start now (NotFound, Conflict) and what it will run; `launch`
+        starts it. Apart so that an attached client's stream is set up in between: a process
+        that had already written would otherwise have its output follow the HTTP upgrade in
+        the same read, where clients that parse the response with a buffered reader (docker-py)
+        lose it."""
         exec_ = self.get(exec_id)
         if exec_.running or exec_.done.is_set():
             raise Conflict(f"Error: Exec command {exec_id} has already run")
@@ -91,6 +100,17 @@ class ExecManager:
             # docker exec --privileged: every capability, whatever the container was given
             caps=ALL_CAPS if config.privileged else live.record.config.caps,
         )
+        return exec_, spec
+
+    async def launch(self, exec_: Exec, spec: ProcessSpec) -> Exec:
+        """Start what `prepare` checked; ProcessStartError (exit code 126/127 recorded) if the
+        guest could not."""
+        if exec_.running or exec_.done.is_set():
+            raise Conflict(f"Error: Exec command {exec_.id} has already run")
+        live = self.runtime.get(exec_.config.container_id)
+        if live.machine is None or not live.record.state.running:
+            raise Conflict(f"Container {live.record.id} is not running")
+        config = exec_.config
         try:
             exec_.process = await live.machine.guest.start(spec)
         except ProcessStartError as exc:
