@@ -98,17 +98,19 @@ $(GUEST_BUILD)/initrd.img: $(GUEST_BUILD)/init $(GUEST_KPKG)/.stamp tools/guest_
 		--compress $(GUEST_INITRD_COMPRESS) --init $(GUEST_BUILD)/init --out $@
 endif
 
-$(GUEST_BUILD)/test_proto: guest/init/tests/test_proto.c guest/init/proto.c guest/init/proto.h
+$(GUEST_BUILD)/test_proto: guest/init/tests/test_proto.c guest/init/proto.c guest/init/proto.h \
+		guest/init/tests/check.h
 	@mkdir -p $(GUEST_BUILD)
 	gcc $(GUEST_TEST_CFLAGS) $(GUEST_SANITIZE) -o $@ guest/init/tests/test_proto.c guest/init/proto.c
 
 $(GUEST_BUILD)/test_mounts_net: guest/init/tests/test_mounts_net.c guest/init/mounts.c \
-		guest/init/net.c guest/init/mounts.h guest/init/net.h
+		guest/init/net.c guest/init/mounts.h guest/init/net.h guest/init/tests/check.h
 	@mkdir -p $(GUEST_BUILD)
 	gcc $(GUEST_TEST_CFLAGS) $(GUEST_SANITIZE) -o $@ guest/init/tests/test_mounts_net.c \
 		guest/init/mounts.c guest/init/net.c
 
-$(GUEST_BUILD)/test_caps: guest/init/tests/test_caps.c guest/init/caps.c guest/init/caps.h
+$(GUEST_BUILD)/test_caps: guest/init/tests/test_caps.c guest/init/caps.c guest/init/caps.h \
+		guest/init/tests/check.h
 	@mkdir -p $(GUEST_BUILD)
 	gcc $(GUEST_TEST_CFLAGS) $(GUEST_SANITIZE) -o $@ guest/init/tests/test_caps.c guest/init/caps.c
 
