@@ -204,14 +204,11 @@ def _attach_loop(image: Path) -> tuple[str, int]:
 
 
 def unmount(target: Path) -> None:
-    """Unmount `target` (lazily if busy). Idempotent."""
-    while sysmount.is_mountpoint(target):
-        try:
-            sysmount.umount(target, 0)
-        except OSError as exc:
-            if exc.errno != errno.EBUSY:
-                raise SteelcupError(f"unmounting {target} failed: {exc.strerror}") from exc
-            sysmount.umount(target, sysmount.MNT_DETACH)
+    """Unmount `target` (every mount stacked there, lazily if busy). Idempotent."""
+    try:
+        sysmount.unmount_all(target)
+    except OSError as exc:
+        raise SteelcupError(f"unmounting {target} failed: {exc.strerror}") from exc
 
 
 def _run(argv: list[str], what: str) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import errno
 import functools
 import os
 from pathlib import Path
@@ -55,6 +56,18 @@ def mount_kernel_fs(fstype: str, target: Path, options: str = "",
 def umount(path: Path, flags: int = 0) -> None:
     """umount2(path, flags); OSError on failure (EINVAL: not a mount point)."""
     _check(_libc().umount2(os.fsencode(path), flags), path)
+
+
+def unmount_all(path: Path) -> None:
+    """Unmount every mount stacked on `path`, each lazily if busy (EBUSY); OSError otherwise.
+    Idempotent."""
+    while is_mountpoint(path):
+        try:
+            umount(path, 0)
+        except OSError as exc:
+            if exc.errno != errno.EBUSY:
+                raise
+            umount(path, MNT_DETACH)
 
 
 def mounts_under(path: Path) -> list[Path]:

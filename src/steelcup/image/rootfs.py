@@ -9,7 +9,6 @@ a size keep `upper/` and `work/` directly in `container_dir` (unbounded).
 
 from __future__ import annotations
 
-import errno
 import os
 import shutil
 import subprocess
@@ -112,14 +111,7 @@ def prepare(
 
 def release(container_dir: Path) -> None:
     """Unmount `container_dir/rootfs`, then the writable layer (lazily if busy). Idempotent."""
-    rootfs = container_dir / "rootfs"
-    while sysmount.is_mountpoint(rootfs):  # stacked mounts: peel them all
-        try:
-            sysmount.umount(rootfs, 0)
-        except OSError as exc:
-            if exc.errno != errno.EBUSY:
-                raise SteelcupError(f"unmounting {rootfs} failed: {exc.strerror}") from exc
-            sysmount.umount(rootfs, sysmount.MNT_DETACH)
+    boundedfs.unmount(container_dir / "rootfs")
     boundedfs.unmount(container_dir / DISK_MOUNT)
 
 
