@@ -1,8 +1,8 @@
 """What every command gets: where the daemon is, and a client that auto-starts one if needed.
 
-Only the default socket gets a daemon started for it: for any other address (-H,
-$STEELCUP_HOST) the user runs a daemon of their own, and starting one there with the default
-root would share (and log into) another daemon's state.
+A daemon is started for the default socket, or for another address (-H, $STEELCUP_HOST) when
+the user also named its state root (--root, $STEELCUP_ROOT): starting one at another address
+with the default root would share (and log into) another daemon's state.
 """
 
 from __future__ import annotations
@@ -17,10 +17,11 @@ from steelcup.errors import DaemonUnavailable, SteelcupError
 
 class Context:
     def __init__(self, socket: str | os.PathLike[str], root: str | os.PathLike[str], *,
-                 autostart: bool = True) -> None:
+                 autostart: bool = True, root_given: bool = False) -> None:
         self.socket = os.fspath(socket)  # plain strings: pathlib is not needed on every start
         self.root = os.fspath(root)
         self.autostart = autostart
+        self.root_given = root_given  # the user named the state root (not the default)
         self._client: ApiClient | None = None
 
     def client(self) -> ApiClient:
@@ -31,11 +32,13 @@ class Context:
     def _start_daemon(self) -> bool:
         if not self.autostart or os.environ.get("STEELCUP_NO_AUTOSTART") == "1":
             return False
-        if os.path.normpath(self.socket) != os.path.normpath(defaults.DEFAULT_SOCKET):
+        default = os.path.normpath(self.socket) == os.path.normpath(defaults.DEFAULT_SOCKET)
+        if not default and not self.root_given:
             raise DaemonUnavailable(
                 f"no daemon answers at unix://{self.socket}. A daemon is started automatically "
-                f"only for the default socket ({defaults.DEFAULT_SOCKET}); for this address "
-                f"start one yourself: `steelcup daemon --socket {self.socket} --root DIR` "
+                f"only for the default socket ({defaults.DEFAULT_SOCKET}) or with a state root "
+                "you name ($STEELCUP_ROOT or --root); for this address start one yourself: "
+                f"`steelcup daemon --socket {self.socket} --root DIR` "
                 "(see `steelcup daemon --help`)")
         from steelcup.cli.autostart import start_daemon
 

@@ -107,6 +107,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         socket=args.host.removeprefix("unix://") if args.host else default_socket(),
         root=args.root or default_root(),
         autostart=os.environ.get("STEELCUP_NO_AUTOSTART") != "1",
+        root_given=bool(args.root or os.environ.get("STEELCUP_ROOT")),
     )
     try:
         return int(args.func(ctx, args))

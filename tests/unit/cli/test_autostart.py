@@ -58,3 +58,14 @@ def test_default_socket_still_autostarts(
     assert main(["ps"]) == 125  # the fake start leaves nobody listening: the retry fails
     assert starts == [(defaults.DEFAULT_SOCKET, defaults.DEFAULT_ROOT)]
     assert "cannot connect to the steelcup daemon" in capfd.readouterr().err
+
+
+def test_another_host_with_a_named_root_autostarts_there(
+    starts: list[tuple[str, str]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`make demo` and private daemons: the user named both the address and the root."""
+    sock, root = tmp_path / "mine.sock", tmp_path / "mine-root"
+    monkeypatch.setenv("STEELCUP_HOST", f"unix://{sock}")
+    monkeypatch.setenv("STEELCUP_ROOT", str(root))
+    assert main(["ps"]) == 125  # the fake start leaves nobody listening
+    assert starts == [(str(sock), str(root))]
