@@ -248,3 +248,42 @@ async def _internal_dns(hostns: str, c1: str, c2: str, tmp_path: Path) -> None:
         nft.apply(host, nft.render_delete())
         for veth in ("scd1h", "scd2h"):
             links.delete_link(host, veth)
+
+
+def test_a_run_without_ports_loads_no_ruleset(namespaces: tuple[str, str, str], tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """The ruleset depends on networks and published ports only: attaching and detaching a
+    container without ports runs no `nft` (one process less per run); with ports, both do."""
+    from steelcup.net import nft
+
+    hostns = namespaces[0]
+    loads: list[str] = []
+    real_apply = nft.apply
+
+    def counting_apply(host: Host, text: str) -> None:
+        loads.append(text)
+        real_apply(host, text)
+
+    monkeypatch.setattr(nft, "apply", counting_apply)
+
+    async def run() -> None:
+        host = Host(hostns)
+        mgr = NetworkManager(NetStore(open_db(tmp_path)), host, upstreams=[],
+                             host_routes=lambda: [])
+        await mgr.startup()
+        try:
+            before = len(loads)
+            await mgr.attach("d1" * 32, "plain", "default")
+            await mgr.detach("d1" * 32)
+            assert len(loads) == before
+            await mgr.attach("d2" * 32, "web", "default", ports=[PortMapping(80, "tcp", "",
+                                                                             18081)])
+            assert len(loads) == before + 1 and "dnat ip to" in loads[-1]
+            await mgr.detach("d2" * 32)
+            assert len(loads) == before + 2 and "dnat ip to" not in loads[-1]
+        finally:
+            await mgr.close()
+            links.delete_link(host, "steelcup0")
+            real_apply(host, nft.render_delete())
+
+    asyncio.run(run())

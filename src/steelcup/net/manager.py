@@ -158,6 +158,7 @@ class NetworkManager:
         self.upstreams = list(upstreams)
         self._host_routes = host_routes or (lambda: _host_routes(self.host))
         self.dns_port = dns_port
+        self._applied: str | None = None  # the ruleset this manager loaded last
         self._dns: dict[str, dns.DnsServer] = {}
         self._live: dict[str, _Live] = {}
         self._lock = asyncio.Lock()
@@ -252,9 +253,15 @@ class NetworkManager:
         return out or None
 
     async def _apply_rules(self) -> None:
+        """Load the ruleset for the current networks and published ports, unless it is the
+        one this manager loaded last (a run without ports leaves it as it was: no `nft`)."""
         ports = [p for live in self._live.values() for p in live.ports]
         text = nft.render(self.store.networks(), ports)
+        if text == self._applied:
+            return
+        self._applied = None  # unknown until the load succeeds
         await asyncio.to_thread(nft.apply, self.host, text)
+        self._applied = text
 
     # -- networks ----------------------------------------------------------------------------
 
