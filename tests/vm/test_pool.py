@@ -24,11 +24,11 @@ import pytest
 from steelcup.errors import SteelcupError
 from steelcup.guest.client import ProcessSpec
 from steelcup.net.guest_ops import GuestMount, GuestNic, configure
-from steelcup.net.links import Host, LinkError, adopt_tap
+from steelcup.net.links import Host, LinkError, take_place
 from steelcup.pool.cache import CacheClass, CacheSource
 from steelcup.pool.factory import Factory, PoolOptions, build_factory
 from steelcup.pool.integrity import content_digest, fingerprint
-from steelcup.pool.source import NicSpec, VmRequest
+from steelcup.pool.source import NicSpec, TapPlace, VmRequest
 from steelcup.pool.template import set_balloon
 from steelcup.vm import cgroup, jail
 from steelcup.vm.assets import find_assets
@@ -421,7 +421,8 @@ def _cache_factory(shared: Factory, base: Path, name: str, *, size: int = 2,
     assert shared.template is not None
     cache = CacheSource(shared.template, size=size, slot_dir=base / name,
                         warm_program=find_assets(ASSETS).init, tap_host=tap_host)
-    return Factory(direct=shared.direct, template=shared.template, cache=cache)
+    return Factory(direct=shared.direct, template=shared.template, cache=cache,
+                   tap_host=tap_host)
 
 
 async def _until(predicate: Callable[[], bool], timeout_s: float = 120) -> None:
@@ -556,35 +557,48 @@ async def test_cache_never_hands_a_vm_to_another_tenant(
 async def test_cached_vm_takes_over_the_containers_tap(
     shared: Factory, base: Path, rootfs_src: Path, netns: str
 ) -> None:
-    mac = "02:42:0a:63:00:07"
+    """The network layer only plans a container's taps (name, bridge, MTU): a ready VM's own
+    tap takes the planned place in one `ip` call; a run the cache cannot serve gets the tap
+    made by the factory for its clone."""
+    macs = ("02:42:0a:63:00:07", "02:42:0a:63:00:08")
+
+    def link(name: str) -> dict[str, Any]:
+        return json.loads(subprocess.run(  # type: ignore[no-any-return]
+            ["ip", "-n", netns, "-j", "link", "show", "dev", name],
+            capture_output=True, text=True, check=True).stdout)[0]
+
     with _thread_in_netns(netns):  # the cache's QEMUs (and their taps) live in the namespace
         f = _cache_factory(shared, base, "slots-e", size=1, tap_host=Host(netns))
         assert f.cache is not None
         try:
             await f.cache.fill([CacheClass("", 1)])
-            req = VmRequest(256, 1, shares=(Share("rootfs", _rootfs(base, rootfs_src, "tap")),),
-                            nics=(NicSpec("tap0", mac),))
-            m = await f.acquire(req)
+            machines = []
+            for i, tap in enumerate(("sctplan0", "sctplan1")):
+                req = VmRequest(256, 1, shares=(Share("rootfs", _rootfs(base, rootfs_src,
+                                                                        f"tap{i}")),),
+                                nics=(NicSpec(tap, macs[i]),),
+                                tap_places=(TapPlace("br0", 1500),))
+                machines.append(await f.acquire(req))  # the 2nd: no refill yet, a clone
             try:
-                assert f.cache_hits == 1
-                link = json.loads(subprocess.run(
-                    ["ip", "-n", netns, "-j", "link", "show", "dev", "tap0"],
-                    capture_output=True, text=True, check=True).stdout)[0]
-                assert link["master"] == "br0" and "UP" in link["flags"], link
-                await m.guest.setup_root("rootfs", subdir=m.rootfs_subdir)
-                await configure(m.guest, [GuestNic(mac=mac, ifname="eth0", address="10.99.0.7",
-                                                   prefix=24, gateway="10.99.0.1")], [])
-                out = await _sh(m, "ping -c 2 -W 5 10.99.0.1 >/dev/null && echo bridge-ok")
-                assert out.strip() == "bridge-ok"
+                assert (f.cache_hits, f.clones) == (1, 1)
+                for i, (m, tap) in enumerate(zip(machines, ("sctplan0", "sctplan1"), strict=True)):
+                    assert link(tap)["master"] == "br0" and "UP" in link(tap)["flags"]
+                    await m.guest.setup_root("rootfs", subdir=m.rootfs_subdir)
+                    await configure(m.guest, [GuestNic(mac=macs[i], ifname="eth0",
+                                                       address=f"10.99.0.{7 + i}", prefix=24,
+                                                       gateway="10.99.0.1")], [])
+                    out = await _sh(m, "ping -c 2 -W 5 10.99.0.1 >/dev/null && echo bridge-ok")
+                    assert out.strip() == "bridge-ok"
             finally:
-                await m.close()
+                for m in machines:
+                    await m.close()
         finally:
             await f.cache.close()  # not f.close(): the templates are the module's
     links = subprocess.run(["ip", "-n", netns, "-o", "link"], capture_output=True, text=True,
                            check=True).stdout
-    # The adopted tap carries the container's name: the network layer deletes it at release
-    # (taps are persistent: QEMU may not make its own); no spare of the cache is left.
-    assert "tap0" in links and "scw" not in links, links
+    # The taps carry the container's names: the network layer deletes them at release (taps
+    # are persistent: QEMU may not make its own); no spare of the cache is left.
+    assert "sctplan0" in links and "sctplan1" in links and "scw" not in links, links
 
 
 @on_loop
@@ -615,7 +629,7 @@ async def test_spare_taps_are_the_caches_and_a_killed_daemons_are_removed(
         await f.cache.close()
 
 
-def test_adopt_tap_takes_the_taps_place_or_rolls_back(netns: str) -> None:
+def test_a_spare_tap_takes_the_planned_place_or_stays_as_it_was(netns: str) -> None:
     def ip(*args: str) -> str:
         return subprocess.run(["ip", "-n", netns, *args], check=True, capture_output=True,
                               text=True).stdout
@@ -624,18 +638,21 @@ def test_adopt_tap_takes_the_taps_place_or_rolls_back(netns: str) -> None:
         return json.loads(ip("-j", "link", "show", "dev", name))[0]  # type: ignore[no-any-return]
 
     host = Host(netns)
-    ip("tuntap", "add", "mode", "tap", "user", "0", "name", "scwdeadbeef0")  # a ready VM's
-    spare = link("scwdeadbeef0")["ifindex"]
-    adopt_tap(host, "scwdeadbeef0", "tap0")
-    taken = link("tap0")
-    assert taken["ifindex"] == spare and taken["master"] == "br0" and "UP" in taken["flags"]
-    assert "xcwdeadbeef0" not in ip("-o", "link")  # the network layer's tap is gone
-    before = link("tap1")
-    with pytest.raises(LinkError):
-        adopt_tap(host, "scwmissing00", "tap1")  # no such spare: tap1 must be as it was
-    after = link("tap1")
-    assert (after["ifindex"], after["master"]) == (before["ifindex"], "br0")
-    assert "UP" in after["flags"] and "xcwmissing00" not in ip("-o", "link")
+    for spare in ("scwdeadbeef0", "scwdeadbeef1"):  # ready VMs' spares
+        ip("tuntap", "add", "mode", "tap", "user", "0", "name", spare)
+    before = link("scwdeadbeef0")["ifindex"]
+    take_place(host, "scwdeadbeef0", "sctplanned0", "br0", 1400)
+    taken = link("sctplanned0")
+    assert taken["ifindex"] == before and taken["master"] == "br0" and "UP" in taken["flags"]
+    assert taken["mtu"] == 1400
+    with pytest.raises(LinkError):  # the name is taken (tap0 exists): nothing changes
+        take_place(host, "scwdeadbeef1", "tap0", "br0", 1500)
+    assert "master" not in link("scwdeadbeef1") and link("tap0")["master"] == "br0"
+    with pytest.raises(LinkError):  # no such bridge: renamed, then put back
+        take_place(host, "scwdeadbeef1", "sctplanned1", "nobr0", 1500)
+    spare = link("scwdeadbeef1")
+    assert "master" not in spare and "UP" not in spare["flags"]
+    assert "sctplanned1" not in ip("-o", "link")
 
 
 @on_loop

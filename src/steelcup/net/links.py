@@ -7,7 +7,6 @@ created before QEMU opens it by name (`-netdev tap,ifname=...,script=no`) and de
 from __future__ import annotations
 
 import contextlib
-import json
 import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -84,9 +83,9 @@ def ensure_bridge(host: Host, name: str, gateway_cidr: str, mtu: int) -> None:
 
 
 def delete_link(host: Host, name: str) -> None:
-    """Delete a bridge or tap; a missing one is fine."""
-    if link_exists(host, name):
-        run(host.ip("link", "del", "dev", name), ok_codes=(0, 1))
+    """Delete a bridge or tap; a missing one is fine (one `ip` call)."""
+    check_ifname(name)
+    run(host.ip("link", "del", "dev", name), ok_codes=(0, 1))
 
 
 # The uid whose processes may attach to our taps without CAP_NET_ADMIN: QEMU's. (QEMU keeps
@@ -108,30 +107,21 @@ def ensure_tap(host: Host, name: str, bridge: str, mtu: int) -> None:
     run(host.ip("link", "set", "dev", name, "mtu", str(mtu), "master", bridge, "up"))
 
 
-def adopt_tap(host: Host, spare: str, name: str) -> None:
-    """Put the tap `spare` in the place of the tap `name`: `name` (made by the network layer for
-    a container: enslaved to its bridge, with its MTU) is replaced by `spare` (made by
-    `create_tap` for a pooled VM, held open by its QEMU, down, on no bridge), which takes its
-    name, bridge and MTU and comes up.
-    On failure `name` is back as it was and LinkError is raised."""
+def take_place(host: Host, spare: str, name: str, bridge: str, mtu: int) -> None:
+    """Give the tap `spare` (a pooled VM's, down, on no bridge) the name `name`, the MTU and
+    the bridge the network layer planned for a container's NIC, and bring it up: one `ip`
+    call. On failure `spare` is back as it was (as far as it can be) and LinkError is raised."""
     check_ifname(spare)
     check_ifname(name)
-    shown = json.loads(run(host.ip("-j", "link", "show", "dev", name)).stdout or "[]")
-    if not shown:
-        raise LinkError(f"tap {name} to adopt into does not exist")
-    master, mtu = shown[0].get("master"), shown[0].get("mtu")
-    if not master or not isinstance(mtu, int):
-        raise LinkError(f"tap {name} has no bridge or MTU to take over ({shown[0]})")
-    parked = "x" + spare[1:]  # unique while `spare` is
-    run(host.ip("link", "set", "dev", name, "down", "name", parked))
+    check_ifname(bridge)
     try:
         run(host.ip("link", "set", "dev", spare, "name", name, "mtu", str(mtu), "master",
-                    master, "up"))
+                    bridge, "up"))
     except LinkError:
-        with contextlib.suppress(LinkError):
-            run(host.ip("link", "set", "dev", parked, "name", name, "up"))
+        if link_exists(host, name) and not link_exists(host, spare):
+            with contextlib.suppress(LinkError):  # renamed, then failed: undo the rename
+                run(host.ip("link", "set", "dev", name, "down", "nomaster", "name", spare))
         raise
-    run(host.ip("link", "del", "dev", parked))
 
 
 def list_links(host: Host, prefix: str) -> list[str]:

@@ -404,8 +404,10 @@ class NetworkManager:
         aliases: Sequence[str] = (),
         ports: Sequence[PortMapping] = (),
     ) -> Attachment:
-        """Create the taps of every network the container is on (connecting it to
-        `network_mode` first if needed), publish its ports, and say how to boot the VM."""
+        """Plan the NICs of every network the container is on (connecting it to
+        `network_mode` first if needed: tap names, bridges, MTUs, addresses), publish its ports,
+        and say how to boot the VM. The taps themselves are the pool's to make (a ready VM
+        brings its own); `detach` deletes whatever carries their names."""
         mode = network_mode or "default"
         if mode == "none":
             if ports:
@@ -432,8 +434,8 @@ class NetworkManager:
                         ep = replace(ep, container_name=container_name)  # renamed container
                         self.store.delete_endpoint(ep.network_id, container_id)
                         self.store.insert_endpoint(ep)
+                    # Planned, not made: the pool makes it, or names a ready VM's tap so.
                     tap = _tap_name(container_id, net.id)
-                    await asyncio.to_thread(links.ensure_tap, self.host, tap, net.bridge, net.mtu)
                     live.taps.append(tap)
                     nics.append(NicPlan(
                         network_id=net.id, network_name=net.name, bridge=net.bridge, tap=tap,

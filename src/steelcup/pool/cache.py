@@ -12,8 +12,8 @@ template clone (template.py) whose
   after the warm-up (docs/benchmarks.md).
 
 Hand-out (`acquire`): take a ready VM of the request's class (never another tenant's: the class
-includes the tenant), bind the container's rootfs into its slot, put its taps in the places of
-the taps the network layer made for the container (same name, bridge, MTU), then the template's
+includes the tenant), bind the container's rootfs into its slot, give its taps the names,
+bridges and MTUs the network layer planned for the container's NICs, then the template's
 hand-out fix-ups (clock, fresh entropy, vCPUs, memory). A run never waits for a refill: with no
 ready VM, or a request the cache cannot serve (volumes), `Incompatible` sends it on to a
 template clone. A ready VM found dead, or one whose hand-out fails, is discarded and replaced.
@@ -125,6 +125,8 @@ class CacheSource:
             raise Incompatible("volumes are attached at restore: the cache serves rootfs only")
         if request.nics and self.tap_host is None:
             raise Incompatible("no network host to move a ready VM's taps on")
+        if len(request.tap_places) != len(request.nics):
+            raise Incompatible("the request's taps exist already: a ready VM brings its own")
         return CacheClass(request.tenant, len(request.nics))
 
     async def acquire(self, request: VmRequest) -> Machine:
@@ -161,12 +163,13 @@ class CacheSource:
         if hasattr(machine, "keep_console_at"):
             machine.keep_console_at = request.console_log
         await self.template.hand_out(machine, request)
-        # Taps last: until here a failure leaves the network layer's taps untouched, so the
-        # request can still go to a clone (adopt_tap itself rolls back).
+        # Taps last: until here a failure leaves the container's tap names free, so the request
+        # can still go to a clone (take_place itself rolls back).
         host = self.tap_host
-        for spare, nic in zip(ready.taps, request.nics, strict=True):
+        for spare, nic, place in zip(ready.taps, request.nics, request.tap_places, strict=True):
             assert host is not None  # class_of refuses NICs without a host
-            await asyncio.to_thread(links.adopt_tap, host, spare, nic.tap)
+            await asyncio.to_thread(links.take_place, host, spare, nic.tap, place.bridge,
+                                    place.mtu)
         ready.handed_out = True
 
     # -- refill -----------------------------------------------------------------------------

@@ -8,6 +8,7 @@ maximum, more NICs or volumes than it has slots for a clone) or when its VM fail
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import shutil
@@ -17,6 +18,7 @@ from pathlib import Path
 
 from steelcup import sysmount
 from steelcup.errors import SteelcupError
+from steelcup.net import links
 from steelcup.net.links import Host
 from steelcup.pool.cache import CacheClass, CacheSource, CacheStatus
 from steelcup.pool.direct import DirectSource
@@ -64,10 +66,12 @@ class Factory:
         direct: DirectSource,
         template: TemplateSource | None,
         cache: CacheSource | None = None,
+        tap_host: Host | None = None,
     ) -> None:
         self.direct = direct
         self.template = template
         self.cache = cache
+        self.tap_host = tap_host  # where the taps of `VmRequest.tap_places` are made
         self.cache_hits = 0
         self.clones = 0
         self.direct_boots = 0
@@ -81,6 +85,7 @@ class Factory:
                 return machine
             except SteelcupError as exc:  # Incompatible, or nothing ready
                 log.debug("no ready VM for %s: %s", request.name, exc)
+        await self._make_taps(request)
         if self.template is not None:
             try:
                 machine = await self.template.acquire(request)
@@ -97,6 +102,17 @@ class Factory:
         machine = await self.direct.acquire(request)
         self.direct_boots += 1
         return machine
+
+    async def _make_taps(self, request: VmRequest) -> None:
+        """The request's taps where the network layer planned them: a clone or a fresh boot
+        opens them by name (a ready VM brought its own)."""
+        if not request.tap_places:
+            return
+        if self.tap_host is None:
+            raise SteelcupError("taps were planned but this pool has no network host")
+        for nic, place in zip(request.nics, request.tap_places, strict=True):
+            await asyncio.to_thread(links.ensure_tap, self.tap_host, nic.tap, place.bridge,
+                                    place.mtu)
 
     async def prewarm(self, nic_slots: Sequence[int] = (0,)) -> None:
         """Build the default tenant's templates now, then fill its warm cache, so the first
@@ -188,4 +204,4 @@ def build_factory(
     if template is not None and options.cache_size > 0:
         cache = CacheSource(template, size=options.cache_size, slot_dir=run_dir / "s",
                             warm_program=warm_program, tap_host=tap_host)
-    return Factory(direct=direct, template=template, cache=cache)
+    return Factory(direct=direct, template=template, cache=cache, tap_host=tap_host)

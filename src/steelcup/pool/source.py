@@ -4,13 +4,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from steelcup.errors import SteelcupError
 from steelcup.vm.machine import Machine
 from steelcup.vm.qemu_args import NicSpec, Share
 
-__all__ = ["Incompatible", "NicSpec", "Share", "VmRequest", "VmSource"]
+__all__ = ["Incompatible", "NicSpec", "Share", "TapPlace", "VmRequest", "VmSource"]
+
+
+class TapPlace(NamedTuple):
+    """The bridge and MTU of a NIC's tap on the host (the network layer's plan for it)."""
+
+    bridge: str
+    mtu: int
 
 
 @dataclass(frozen=True)
@@ -26,6 +33,9 @@ class VmRequest:
     tenant: str = ""
     # NICs (tap + MAC), in guest order; the guest names them eth0, eth1, ...
     nics: tuple[NicSpec, ...] = ()
+    # Where each NIC's tap goes (same order): the pool makes it there, or puts a ready VM's
+    # own tap in its place. Empty: the taps exist already.
+    tap_places: tuple[TapPlace, ...] = ()
     # Raw extra QEMU arguments (deprecated: use `nics`); pooled sources cannot serve these.
     extra_args: tuple[str, ...] = ()
 

@@ -327,6 +327,7 @@ class Runtime:
                     cpus=max(1, int(config.cpus + 0.999)) if config.cpus else self.defaults.cpus,
                     shares=(Share("rootfs", root), *run.shares),
                     nics=run.vm_nics,
+                    tap_places=run.tap_places,
                     console_log=cdir / "console.log",
                     name=record.id[:12],
                 )

@@ -21,6 +21,7 @@ from steelcup.net import guest_ops
 from steelcup.net.etcfiles import write_etc_files
 from steelcup.net.manager import Attachment, NetworkManager
 from steelcup.net.ports import port_mappings
+from steelcup.pool.source import TapPlace
 from steelcup.runtime.model import (
     ContainerConfig,
     ContainerRecord,
@@ -43,6 +44,7 @@ class RunResources:
 
     shares: tuple[Share, ...] = ()
     vm_nics: tuple[NicSpec, ...] = ()  # taps + MACs of the VM's NICs (guest order)
+    tap_places: tuple[TapPlace, ...] = ()  # where the pool puts those taps
     nics: tuple[guest_ops.GuestNic, ...] = ()
     mounts: tuple[guest_ops.GuestMount, ...] = ()
 
@@ -141,6 +143,7 @@ class Resources:
         return RunResources(
             shares=tuple(p.share for p in prepared if p.share is not None),
             vm_nics=tuple(NicSpec(n.tap, n.mac) for n in attachment.nics),
+            tap_places=tuple(TapPlace(n.bridge, n.mtu) for n in attachment.nics),
             nics=tuple(n.guest_nic() for n in attachment.nics),
             mounts=tuple(p.request for p in prepared),
         )
