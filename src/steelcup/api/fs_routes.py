@@ -70,19 +70,19 @@ class _FsApi:
     # -- archive ---------------------------------------------------------------------------
     async def _locate(
         self, req: Request
-    ) -> tuple[contextlib.AsyncExitStack, int, fs_archive.Source]:
+    ) -> tuple[contextlib.AsyncExitStack, fs_paths.ContainerTree, fs_archive.Source]:
         """Mount (if needed) and find `?path=`; the caller owns the returned exit stack."""
         name = req.params["id"]
         path = req.q("path")
         live = self.rt.get(name)
         stack = contextlib.AsyncExitStack()
         try:
-            root_fd = await stack.enter_async_context(fs_paths.mounted_root(self.rt, live))
-            source = await asyncio.to_thread(fs_archive.locate, root_fd, path, name)
+            tree = await stack.enter_async_context(fs_paths.mounted_tree(self.rt, live))
+            source = await asyncio.to_thread(fs_archive.locate, tree, path, name)
         except BaseException:
             await stack.aclose()
             raise
-        return stack, root_fd, source
+        return stack, tree, source
 
     async def archive_head(self, req: Request) -> Response:
         stack, _fd, source = await self._locate(req)
@@ -90,8 +90,8 @@ class _FsApi:
         return EmptyResponse(200, headers=[stat_header(source.stat)])
 
     async def archive_get(self, req: Request) -> Response:
-        stack, root_fd, source = await self._locate(req)
-        chunks = _ThreadStream(lambda out: fs_archive.write_archive(root_fd, source, out), stack)
+        stack, tree, source = await self._locate(req)
+        chunks = _ThreadStream(lambda out: fs_archive.write_archive(tree, source, out), stack)
         return StreamResponse(chunks, content_type=TAR, headers=[stat_header(source.stat)])
 
     async def archive_put(self, req: Request) -> Response:
@@ -104,9 +104,9 @@ class _FsApi:
         live = self.rt.get(name)
         spool = await spool_body(req, self.spool_dir)
         try:
-            async with fs_paths.mounted_root(self.rt, live) as root_fd:
+            async with fs_paths.mounted_tree(self.rt, live) as tree:
                 await asyncio.to_thread(
-                    fs_archive.extract_archive, root_fd, path, spool, name,
+                    fs_archive.extract_archive, tree, path, spool, name,
                     no_overwrite_dir_non_dir=no_overwrite, copy_uid_gid=copy_uid_gid,
                 )
         finally:

@@ -370,10 +370,9 @@ class _Api:
                 stdin_task = asyncio.create_task(_pump_stdin(rt, live, conn))
             try:
                 if replay_logs:
-                    entries = await asyncio.to_thread(
-                        logs_module.LogCursor(rt.log_path(live.record.id)).read_all)
-                    for entry in logs_module.select(entries, stdout=want_stdout,
-                                                    stderr=want_stderr):
+                    want = logs_module.LogFilter(stdout=want_stdout, stderr=want_stderr)
+                    async for entry in rt.follow_logs(live.record.id, follow=False,
+                                                      want=want):
                         await conn.write(_frame(tty, entry.stream, entry.data))
                 while True:
                     item = await sub.queue.get()
@@ -403,11 +402,9 @@ class _Api:
         until_ns = _time_param(req.q("until"))
         tty = live.record.config.tty
 
-        def select(entries: list[logs_module.LogEntry]) -> list[logs_module.LogEntry]:
-            return list(logs_module.select(entries, stdout=want_stdout, stderr=want_stderr,
-                                           since_ns=since_ns, until_ns=until_ns, tail=tail))
-
-        entries = self.rt.follow_logs(live.record.id, follow=follow, select=select)
+        want = logs_module.LogFilter(stdout=want_stdout, stderr=want_stderr,
+                                     since_ns=since_ns, until_ns=until_ns, tail=tail)
+        entries = self.rt.follow_logs(live.record.id, follow=follow, want=want)
 
         async def chunks() -> AsyncIterator[bytes]:
             async for entry in entries:

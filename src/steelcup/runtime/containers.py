@@ -10,11 +10,12 @@ from __future__ import annotations
 import asyncio
 import builtins
 import contextlib
+import itertools
 import logging
 import shutil
 import signal as signal_module
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Coroutine, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -729,27 +730,21 @@ class Runtime:
         await live.process.resize(rows, cols)
 
     async def follow_logs(
-        self,
-        ref: str,
-        *,
-        follow: bool,
-        select: Callable[
-            [builtins.list[logs_module.LogEntry]], builtins.list[logs_module.LogEntry]
-        ],
+        self, ref: str, *, follow: bool, want: logs_module.LogFilter
     ) -> AsyncIterator[logs_module.LogEntry]:
-        """Entries from the log file; with `follow`, then new ones until the container stops."""
+        """The entries `want` selects from the log files; with `follow`, then new ones until
+        the container stops. Files are read in a worker thread a batch at a time, so a large
+        log is never held in memory."""
         live = self.get(ref)
         cursor = logs_module.LogCursor(self.log_path(live.record.id))
-        entries = await asyncio.to_thread(cursor.read_all)
-        for entry in select(entries):
+        async for entry in _batches_in_thread(cursor.iter_selected(want)):
             yield entry
         if not follow:
             return
         while True:
             seq = live.exit_seq
             running = live.record.state.running
-            entries = await asyncio.to_thread(cursor.read_new)
-            for entry in entries:
+            async for entry in _batches_in_thread(cursor.iter_new()):
                 yield entry
             if not running or live.removed:
                 return
@@ -772,6 +767,27 @@ class Runtime:
         pumps = [lv.pump for lv in self._live.values() if lv.pump is not None]
         if pumps:
             await asyncio.wait(pumps, timeout=15)
+
+
+# Log entries handed from the reading thread at a time (each at most a 64 KiB line).
+LOG_BATCH_ENTRIES = 64
+
+
+async def _batches_in_thread(
+    entries: Iterator[logs_module.LogEntry],
+) -> AsyncIterator[logs_module.LogEntry]:
+    """Drive a blocking iterator in worker threads, one batch per hop."""
+    def take() -> builtins.list[logs_module.LogEntry]:
+        return builtins.list(itertools.islice(entries, LOG_BATCH_ENTRIES))
+
+    try:
+        while batch := await asyncio.to_thread(take):
+            for entry in batch:
+                yield entry
+    finally:
+        close = getattr(entries, "close", None)
+        if close is not None:
+            close()  # a generator left early closes its open file now
 
 
 def _check_restart_policy(config: ContainerConfig) -> None:

@@ -13,7 +13,7 @@ from typing import IO, Any
 
 from steelcup.errors import ImageError, InvalidArgument, NotFound
 from steelcup.image.layers import LayerLimits, _Extractor, decompressed, open_stream
-from steelcup.runtime.fs_paths import lstat_at, open_dir, resolve, split_path
+from steelcup.runtime.fs_paths import ContainerTree, lstat_at, open_dir, resolve, split_path
 from steelcup.runtime.fs_tar import TreeWriter, open_tar
 
 # Go's os.FileMode bits: docker's path-stat header carries a Go FileMode, not a unix mode.
@@ -57,18 +57,19 @@ class Source:
     stat: PathStat
 
 
-def locate(root_fd: int, path: str, container: str) -> Source:
-    """Resolve and stat an archive source; NotFound with docker's message if it is missing."""
+def locate(tree: ContainerTree, path: str, container: str) -> Source:
+    """Resolve and stat an archive source (in a volume or bind mount if it is under one);
+    NotFound with docker's message if it is missing."""
     if not path:
         raise InvalidArgument("path must not be empty")
     follow = path.endswith("/") or _wants_contents(path)
-    parts = resolve(root_fd, path, follow_last=follow)
-    st = lstat_at(root_fd, parts)
+    parts = resolve(tree, path, follow_last=follow)
+    st = tree.lstat(parts)
     if st is None:
         raise NotFound(f"Could not find the file {path} in container {container}")
     link = ""
     if stat.S_ISLNK(st.st_mode):
-        link = "/" + "/".join(resolve(root_fd, path, follow_last=True))
+        link = "/" + "/".join(resolve(tree, path, follow_last=True))
     if _wants_contents(path):
         if not stat.S_ISDIR(st.st_mode):
             raise InvalidArgument(f"{path}: not a directory")
@@ -112,16 +113,17 @@ def _rfc3339(ns: int) -> str:
     return dt.strftime("%Y-%m-%dT%H:%M:%S") + f".{ns % 1_000_000_000:09d}Z"
 
 
-def write_archive(root_fd: int, source: Source, out: IO[bytes]) -> None:
+def write_archive(tree: ContainerTree, source: Source, out: IO[bytes]) -> None:
     """The tar stream of `docker cp CONTAINER:PATH -`: entries below `source.arcname`."""
+    fd, rest, _ = tree.locate(source.parts)
     with open_tar(out) as tar:
         writer = TreeWriter(tar)
-        if not source.parts:
-            writer.add_dir_fd(root_fd, source.arcname)
+        if not rest:  # the root or a mount's root
+            writer.add_dir_fd(fd, source.arcname)
             return
-        parent = open_dir(root_fd, source.parts[:-1])
+        parent = open_dir(fd, rest[:-1])
         try:
-            writer.add(parent, source.parts[-1], source.arcname)
+            writer.add(parent, rest[-1], source.arcname)
         finally:
             os.close(parent)
 
@@ -161,7 +163,7 @@ class _CopyExtractor(_Extractor):
 
 
 def extract_archive(
-    root_fd: int,
+    tree: ContainerTree,
     path: str,
     stream: IO[bytes],
     container: str,
@@ -169,15 +171,19 @@ def extract_archive(
     no_overwrite_dir_non_dir: bool = False,
     copy_uid_gid: bool = False,
 ) -> None:
-    """Extract a tar (plain or compressed) into directory `path` of the container."""
-    parts = resolve(root_fd, path, follow_last=True)
-    st = lstat_at(root_fd, parts)
+    """Extract a tar (plain or compressed) into directory `path` of the container (into the
+    volume or bind mount it is under, if any)."""
+    parts = resolve(tree, path, follow_last=True)
+    st = tree.lstat(parts)
     if st is None:
         raise NotFound(f"Could not find the file {path} in container {container}")
     if not stat.S_ISDIR(st.st_mode):
         raise InvalidArgument("extraction point is not a directory")
+    fd, rest, readonly = tree.locate(parts)
+    if readonly:
+        raise InvalidArgument(f"mounted volume is marked read-only: {path}")
     try:
-        dest_fd = open_dir(root_fd, parts)
+        dest_fd = open_dir(fd, rest)
     except OSError as exc:  # swapped for a symlink after resolve: refuse
         raise InvalidArgument(f"cannot open {path} in the container: {exc.strerror}") from exc
     try:

@@ -1,5 +1,7 @@
 """Confined access to a container's root filesystem: an fd of its merged root, and paths
-resolved below it like docker does (symlinks followed relative to the container root).
+resolved below it like docker does (symlinks followed relative to the container root). A path
+under one of the container's volume or bind mounts is found in the mounted host directory
+(longest mount target first), as the container sees it, not in the rootfs beneath.
 
 Every file is then opened through directory fds with `O_NOFOLLOW`, so a guest that swaps a
 directory for a symlink meanwhile cannot make the daemon read or write outside the container.
@@ -12,12 +14,15 @@ import contextlib
 import errno
 import os
 import stat
-from collections.abc import AsyncIterator, Iterable
+import uuid
+from collections.abc import AsyncIterator, Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from steelcup.errors import InvalidArgument, NotFound
 from steelcup.image import rootfs as rootfs_module
 from steelcup.runtime.containers import Live, Runtime
+from steelcup.volume.spec import MountKind, MountPlan
 
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _MAX_LINKS = 40  # symlinks followed while resolving one path (Linux's limit)
@@ -45,6 +50,85 @@ async def mounted_root(runtime: Runtime, live: Live) -> AsyncIterator[int]:
         finally:
             if not live.record.state.running and not live.removed:
                 await asyncio.to_thread(rootfs_module.release, cdir)
+
+
+@dataclass(frozen=True)
+class MountedDir:
+    """A volume or bind mount of the container: its target's components, an fd of the host
+    directory mounted there."""
+
+    target: tuple[str, ...]
+    fd: int
+    readonly: bool = False
+
+
+def mount_at(
+    targets: Sequence[tuple[str, ...]], parts: tuple[str, ...]
+) -> tuple[int | None, tuple[str, ...]]:
+    """Which mount (index into `targets`, None: the rootfs) holds the resolved container path
+    `parts`, and the path's components below it. The longest target that is a whole-component
+    prefix wins, so a mount nested in another is seen through it."""
+    best: int | None = None
+    for index, target in enumerate(targets):
+        if parts[:len(target)] == target and (best is None or len(target) > len(targets[best])):
+            best = index
+    if best is None:
+        return None, parts
+    return best, parts[len(targets[best]):]
+
+
+class ContainerTree:
+    """The container's filesystem as its processes see it: the rootfs fd with the host
+    directories of its volume and bind mounts over their targets. Paths are resolved
+    components (`resolve`); below a mount they are walked from the mount's fd, never above."""
+
+    def __init__(self, root_fd: int, mounts: Sequence[MountedDir] = ()) -> None:
+        self.root_fd = root_fd
+        self.mounts = tuple(mounts)
+
+    def locate(self, parts: tuple[str, ...]) -> tuple[int, tuple[str, ...], bool]:
+        """The fd to walk from, the components below it and whether that is read-only."""
+        index, rest = mount_at([m.target for m in self.mounts], parts)
+        if index is None:
+            return self.root_fd, rest, False
+        mount = self.mounts[index]
+        return mount.fd, rest, mount.readonly
+
+    def lstat(self, parts: tuple[str, ...]) -> os.stat_result | None:
+        fd, rest, _ = self.locate(parts)
+        return lstat_at(fd, rest)
+
+    def open_dir(self, parts: tuple[str, ...]) -> int:
+        fd, rest, _ = self.locate(parts)
+        return open_dir(fd, rest)
+
+
+@contextlib.asynccontextmanager
+async def mounted_tree(runtime: Runtime, live: Live) -> AsyncIterator[ContainerTree]:
+    """`mounted_root` with the container's volumes (mounted for the duration, as for a run)
+    and binds over their targets: what `docker cp` reads and writes."""
+    async with mounted_root(runtime, live) as root_fd, contextlib.AsyncExitStack() as stack:
+        plans = [MountPlan.from_json(p) for p in live.record.config.mount_plans]
+        volumes = runtime.resources.volumes
+        holder = f"cp-{uuid.uuid4().hex}"  # its own hold: the run's release is not ours
+        mounts: list[MountedDir] = []
+        if volumes is not None:
+            stack.push_async_callback(asyncio.to_thread, volumes.release, holder)
+        for plan in plans:
+            if plan.kind is MountKind.BIND:
+                host = Path(plan.source)
+            elif plan.kind is MountKind.VOLUME and volumes is not None:
+                host = await asyncio.to_thread(volumes.hold, holder, plan.source)
+            else:
+                continue  # tmpfs lives in the guest only
+            try:
+                fd = os.open(host, DIR_FLAGS)
+            except OSError as exc:
+                raise InvalidArgument(f"cannot open the mount source of {plan.target}: "
+                                      f"{exc.strerror}") from exc
+            stack.callback(os.close, fd)
+            mounts.append(MountedDir(tuple(split_path(plan.target)), fd, plan.readonly))
+        yield ContainerTree(root_fd, mounts)
 
 
 @contextlib.asynccontextmanager
@@ -101,10 +185,14 @@ def lstat_at(root_fd: int, parts: tuple[str, ...]) -> os.stat_result | None:
         os.close(parent)
 
 
-def resolve(root_fd: int, path: str, *, follow_last: bool) -> tuple[str, ...]:
+def resolve(
+    root: int | ContainerTree, path: str, *, follow_last: bool
+) -> tuple[str, ...]:
     """Resolve `path` in the container: symlinks are followed relative to the container root
     (an absolute target restarts at the root, `..` stops at the root). The last component is
-    followed only if `follow_last`. The result may not exist."""
+    followed only if `follow_last`. The result may not exist. With a tree, components under a
+    mount are looked up in its host directory (a symlink there is still the container's)."""
+    tree = root if isinstance(root, ContainerTree) else ContainerTree(root)
     pending = path.split("/")
     done: list[str] = []
     links = 0
@@ -118,12 +206,12 @@ def resolve(root_fd: int, path: str, *, follow_last: bool) -> tuple[str, ...]:
             continue
         last = not any(c not in ("", ".") for c in pending)
         if not last or follow_last:
-            st = lstat_at(root_fd, (*done, comp))
+            st = tree.lstat((*done, comp))
             if st is not None and stat.S_ISLNK(st.st_mode):
                 links += 1
                 if links > _MAX_LINKS:
                     raise InvalidArgument(f"too many levels of symbolic links: {path}")
-                parent = open_dir(root_fd, done)
+                parent = tree.open_dir(tuple(done))
                 try:
                     target = os.readlink(comp, dir_fd=parent)
                 finally:

@@ -114,9 +114,32 @@ class LogWriter:
         self._file.close()
 
 
+@dataclass(frozen=True)
+class LogFilter:
+    """Docker's logs filters: streams, since/until (ns, 0 = open), tail (last N lines)."""
+
+    stdout: bool = True
+    stderr: bool = True
+    since_ns: int = 0
+    until_ns: int = 0
+    tail: int | None = None
+
+    def accepts(self, entry: LogEntry) -> bool:
+        """The stream and time filters (the tail is the reader's job)."""
+        return (((entry.stream == "stdout" and self.stdout)
+                 or (entry.stream == "stderr" and self.stderr))
+                and entry.time_ns >= self.since_ns
+                and (self.until_ns == 0 or entry.time_ns <= self.until_ns))
+
+
+# Bytes read at a time when scanning a file backwards for its last lines.
+TAIL_BLOCK_BYTES = 64 * 1024
+
+
 class LogCursor:
     """Reads a container's log across its rotated files, oldest first, then follows the live
-    file through later rotations (the file it was reading is found again by inode)."""
+    file through later rotations (the file it was reading is found again by inode). Reads
+    stream line by line, so memory stays bounded whatever the size of the files."""
 
     # Rotated files a reader looks for; a daemon default or a container's max-file beyond
     # this would be unreadable past it.
@@ -138,39 +161,81 @@ class LogCursor:
 
     def read_all(self) -> list[LogEntry]:
         """Every entry there is now: rotated files oldest first, then the live file."""
-        entries: list[LogEntry] = []
+        return list(self.iter_all())
+
+    def iter_all(self) -> Iterator[LogEntry]:
+        """`read_all` one entry at a time; afterwards `read_new` continues from there."""
         for old in reversed(self._rotated_files()):
-            entries += read_entries(old)[0]
-        entries += self._read_live()
-        return entries
+            for entry, _ in iter_entries(old):
+                if entry is not None:
+                    yield entry
+        yield from self._iter_live()
+
+    def iter_selected(self, want: LogFilter) -> Iterator[LogEntry]:
+        """The entries `want` selects, oldest first. With a tail, only the end of the log is
+        read: the files are scanned backwards, newest first, until enough lines matched."""
+        if want.tail is None:
+            return (entry for entry in self.iter_all() if want.accepts(entry))
+        return iter(self._tail(want, want.tail))
+
+    def _tail(self, want: LogFilter, count: int) -> list[LogEntry]:
+        found: list[LogEntry] = []
+        try:
+            live = open(self.path, "rb")  # noqa: SIM115 - closed below
+        except FileNotFoundError:
+            self._inode, self._offset = None, 0
+        else:
+            with live:
+                self._inode = os.fstat(live.fileno()).st_ino
+                self._offset = _complete_end(live)
+                _collect_backwards(live, self._offset, want, count, found)
+        for old in self._rotated_files():  # newest rotated first
+            if len(found) >= count:
+                break
+            try:
+                with open(old, "rb") as f:
+                    _collect_backwards(f, _complete_end(f), want, count, found)
+            except FileNotFoundError:
+                continue
+        found.reverse()
+        return found
 
     def read_new(self) -> list[LogEntry]:
         """Entries written since the last read (through any rotations meanwhile)."""
-        entries: list[LogEntry] = []
-        try:
-            inode: int | None = os.stat(self.path).st_ino
-        except FileNotFoundError:
-            inode = None
+        return list(self.iter_new())
+
+    def iter_new(self) -> Iterator[LogEntry]:
+        """`read_new` one entry at a time."""
+        inode = _inode(self.path)
         if self._inode is not None and inode != self._inode:
             # Rotated: finish the file we were reading, then the ones rotated after it.
             older = self._rotated_files()
             at = next((i for i, p in enumerate(older) if _inode(p) == self._inode), None)
-            if at is not None:
-                entries += read_entries(older[at], self._offset)[0]
-                for newer in reversed(older[:at]):
-                    entries += read_entries(newer)[0]
+            offset = self._offset
             self._inode, self._offset = None, 0
-        return entries + self._read_live()
+            if at is not None:
+                for entry, _ in iter_entries(older[at], offset):
+                    if entry is not None:
+                        yield entry
+                for newer in reversed(older[:at]):
+                    for entry, _ in iter_entries(newer):
+                        if entry is not None:
+                            yield entry
+        yield from self._iter_live()
 
-    def _read_live(self) -> list[LogEntry]:
+    def _iter_live(self) -> Iterator[LogEntry]:
         try:
-            inode = os.stat(self.path).st_ino
+            live = open(self.path, "rb")  # noqa: SIM115 - closed below
         except FileNotFoundError:
-            return []
-        if inode != self._inode:
-            self._inode, self._offset = inode, 0
-        entries, self._offset = read_entries(self.path, self._offset)
-        return entries
+            return
+        with live:
+            inode = os.fstat(live.fileno()).st_ino
+            if inode != self._inode:
+                self._inode, self._offset = inode, 0
+            for entry, offset in _iter_open(live, self._offset):
+                self._offset = offset
+                if entry is not None:
+                    yield entry
 
 
 def _inode(path: Path) -> int | None:
@@ -180,16 +245,81 @@ def _inode(path: Path) -> int | None:
         return None
 
 
+def _complete_end(f: BinaryIO) -> int:
+    """The offset just past the file's last newline (a torn last line is not read yet)."""
+    end = f.seek(0, os.SEEK_END)
+    while end > 0:
+        start = max(0, end - TAIL_BLOCK_BYTES)
+        f.seek(start)
+        block = f.read(end - start)
+        at = block.rfind(b"\n")
+        if at >= 0:
+            return start + at + 1
+        end = start
+    return 0
+
+
+def _lines_backwards(f: BinaryIO, end: int) -> Iterator[bytes]:
+    """The non-empty lines of `f[:end]`, last first, read in blocks from the end."""
+    rest = b""
+    pos = end
+    while pos > 0:
+        start = max(0, pos - TAIL_BLOCK_BYTES)
+        f.seek(start)
+        pieces = (f.read(pos - start) + rest).split(b"\n")
+        pos = start
+        rest = pieces[0]
+        for line in reversed(pieces[1:]):
+            if line:
+                yield line
+    if rest:
+        yield rest
+
+
+def _collect_backwards(
+    f: BinaryIO, end: int, want: LogFilter, count: int, found: list[LogEntry]
+) -> None:
+    """Append to `found` (newest first) the entries of `f[:end]` `want` accepts, up to
+    `count` in all."""
+    if len(found) >= count:
+        return
+    for line in _lines_backwards(f, end):
+        entry = _decode_line(line)
+        if entry is not None and want.accepts(entry):
+            found.append(entry)
+            if len(found) >= count:
+                return
+
+
+def _iter_open(f: BinaryIO, offset: int) -> Iterator[tuple[LogEntry | None, int]]:
+    """Each complete line from byte `offset`, decoded (None if torn or foreign), with the
+    offset just past it."""
+    f.seek(offset)
+    for line in f:
+        if not line.endswith(b"\n"):
+            return  # still being written
+        offset += len(line)
+        yield (_decode_line(line) if line.strip() else None), offset
+
+
+def iter_entries(path: Path, offset: int = 0) -> Iterator[tuple[LogEntry | None, int]]:
+    """`_iter_open` over the file at `path` (nothing if it is gone)."""
+    try:
+        f = open(path, "rb")  # noqa: SIM115 - closed below
+    except FileNotFoundError:
+        return
+    with f:
+        yield from _iter_open(f, offset)
+
+
 def read_entries(path: Path, offset: int = 0) -> tuple[list[LogEntry], int]:
     """Entries from byte `offset` to the last complete line; returns them and the new offset."""
-    if not path.exists():
-        return [], offset
-    with open(path, "rb") as f:
-        f.seek(offset)
-        blob = f.read()
-    end = blob.rfind(b"\n") + 1
-    entries = [_decode_line(line) for line in blob[:end].splitlines() if line]
-    return [e for e in entries if e is not None], offset + end
+    entries: list[LogEntry] = []
+    end = offset
+    for entry, end in iter_entries(path, offset):  # noqa: B007 - the last one is returned
+        if entry is not None:
+            entries.append(entry)
+    return entries, end
 
 
 def _decode_line(line: bytes) -> LogEntry | None:
@@ -210,13 +340,8 @@ def select(
     tail: int | None = None,
 ) -> Iterator[LogEntry]:
     """Docker's logs filters: streams, since/until (ns, 0 = open), tail (last N lines)."""
-    chosen = [
-        e
-        for e in entries
-        if ((e.stream == "stdout" and stdout) or (e.stream == "stderr" and stderr))
-        and e.time_ns >= since_ns
-        and (until_ns == 0 or e.time_ns <= until_ns)
-    ]
+    want = LogFilter(stdout, stderr, since_ns, until_ns, tail)
+    chosen = [e for e in entries if want.accepts(e)]
     if tail is not None:
         chosen = chosen[-tail:] if tail > 0 else []
     return iter(chosen)

@@ -219,6 +219,14 @@ class VolumeManager:
             self._mount(vol)
             self._holders.setdefault(holder, []).append(vol.name)
 
+    def hold(self, holder: str, name: str) -> Path:
+        """An existing volume's data dir, mounted for `holder` until `release(holder)` (as for
+        a run; `docker cp` into a stopped container's volume holds it this way)."""
+        vol = self._load(name)
+        if vol.size_bytes:
+            self._hold(holder, vol)
+        return vol.mountpoint
+
     def release(self, holder: str) -> None:
         """`holder` (a container's run) is done with its volumes: unmount those nobody else
         holds. Idempotent."""

@@ -170,17 +170,17 @@ def _tar_names(data: bytes) -> dict[str, tarfile.TarInfo]:
 
 async def _get(env: Env, ref: str, path: str) -> tuple[fs_archive.Source, bytes]:
     live = env.runtime.get(ref)
-    async with fs_paths.mounted_root(env.runtime, live) as root_fd:
-        source = fs_archive.locate(root_fd, path, ref)
+    async with fs_paths.mounted_tree(env.runtime, live) as tree:
+        source = fs_archive.locate(tree, path, ref)
         out = io.BytesIO()
-        fs_archive.write_archive(root_fd, source, out)
+        fs_archive.write_archive(tree, source, out)
     return source, out.getvalue()
 
 
 async def _put(env: Env, ref: str, path: str, data: bytes, **kw: Any) -> None:
     live = env.runtime.get(ref)
-    async with fs_paths.mounted_root(env.runtime, live) as root_fd:
-        fs_archive.extract_archive(root_fd, path, io.BytesIO(data), ref, **kw)
+    async with fs_paths.mounted_tree(env.runtime, live) as tree:
+        fs_archive.extract_archive(tree, path, io.BytesIO(data), ref, **kw)
 
 
 def test_archive_get_stat_and_names(env: Env) -> None:

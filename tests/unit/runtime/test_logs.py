@@ -107,3 +107,97 @@ def test_reopened_writer_continues_the_size(tmp_path: Path) -> None:
     w.close()
     assert (tmp_path / "container.log.1").read_bytes().startswith(b"x")
     assert _texts(logs.read_entries(path)[0]) == ["new"]
+
+
+def _chatty_log(path: Path, lines: int) -> None:
+    w = logs.LogWriter(path, logs.Rotation(max_bytes=2000, max_files=4))
+    for i in range(lines):
+        w.write("stderr" if i % 3 == 0 else "stdout", f"{i}\n".encode())
+    w.close()
+
+
+def test_streamed_selection_matches_the_filters(tmp_path: Path) -> None:
+    path = tmp_path / "container.log"
+    _chatty_log(path, 400)
+    with open(path, "ab") as f:
+        f.write(b'{"log": "torn')  # a line still being written is not read yet
+    everything = logs.LogCursor(path).read_all()
+    middle = everything[len(everything) // 2].time_ns
+    for want in (
+        logs.LogFilter(),
+        logs.LogFilter(stderr=False),
+        logs.LogFilter(stdout=False, tail=7),
+        logs.LogFilter(tail=3),
+        logs.LogFilter(tail=0),
+        logs.LogFilter(tail=10_000),  # more than there is: all of it, across rotated files
+        logs.LogFilter(since_ns=middle, tail=5),
+        logs.LogFilter(until_ns=middle, tail=5),
+        logs.LogFilter(since_ns=middle + 1),
+    ):
+        expected = list(logs.select(everything, stdout=want.stdout, stderr=want.stderr,
+                                    since_ns=want.since_ns, until_ns=want.until_ns,
+                                    tail=want.tail))
+        assert list(logs.LogCursor(path).iter_selected(want)) == expected, want
+
+
+def test_follow_after_a_tail_starts_at_the_end(tmp_path: Path) -> None:
+    path = tmp_path / "container.log"
+    w = logs.LogWriter(path, logs.Rotation(max_bytes=300, max_files=30))
+    for i in range(40):
+        w.write("stdout", f"{i}\n".encode())
+    cursor = logs.LogCursor(path)
+    assert _texts(list(cursor.iter_selected(logs.LogFilter(tail=2)))) == ["38", "39"]
+    for i in range(40, 80):  # rotates on the way
+        w.write("stdout", f"{i}\n".encode())
+    w.close()
+    assert _texts(cursor.read_new()) == [str(i) for i in range(40, 80)]
+
+
+class _CountingReads:
+    """Counts the bytes read through every file the log module opens."""
+
+    def __init__(self) -> None:
+        self.read_bytes = 0
+
+    def open(self, path: object, mode: str = "r") -> object:
+        f = open(path, mode)  # type: ignore[call-overload]  # noqa: SIM115
+        counter = self
+
+        class Wrapped:
+            def __enter__(self) -> Wrapped:
+                return self
+
+            def __exit__(self, *exc: object) -> None:
+                f.close()
+
+            def fileno(self) -> int:
+                return int(f.fileno())
+
+            def seek(self, *args: int) -> int:
+                return int(f.seek(*args))
+
+            def read(self, size: int = -1) -> bytes:
+                data: bytes = f.read(size)
+                counter.read_bytes += len(data)
+                return data
+
+        return Wrapped()
+
+
+def test_tail_of_a_large_log_reads_only_its_end(tmp_path: Path, monkeypatch: object) -> None:
+    """The defect: `docker logs --tail 5` read the whole file (up to ~100 MiB) into memory."""
+    import pytest
+
+    assert isinstance(monkeypatch, pytest.MonkeyPatch)
+    path = tmp_path / "container.log"
+    line = logs.encode_entry(logs.LogEntry("stdout", b"y" * 400 + b"\n", 1_000_000_000))
+    block = line * 1000
+    with open(path, "wb") as f:
+        while f.tell() < 50 * 1024 * 1024:
+            f.write(block)
+        f.write(logs.encode_entry(logs.LogEntry("stdout", b"last\n", 2_000_000_000)))
+    counting = _CountingReads()
+    monkeypatch.setattr(logs, "open", counting.open, raising=False)
+    got = list(logs.LogCursor(path).iter_selected(logs.LogFilter(tail=5)))
+    assert [e.data for e in got] == [b"y" * 400 + b"\n"] * 4 + [b"last\n"]
+    assert counting.read_bytes < 4 * logs.TAIL_BLOCK_BYTES
