@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -93,8 +94,15 @@ def test_volume_persists_and_read_only_refuses_writes(daemon: Daemon) -> None:
             kept = Path(f"/proc/{daemon.proc.pid}/root{mountpoint}/f")
             assert kept.read_text() == "kept\n"
             assert daemon.cli("volume", "rm", "data").returncode != 0  # in use
+            # cp reaches the volume, not the container's root beneath its mount point
+            src = Path(tempfile.mkdtemp()) / "copied"
+            src.write_text("via cp\n")
+            daemon.out("cp", str(src), f"{cid}:/data/copied")
+            assert daemon.out("exec", cid, "cat", "/data/copied") == "via cp\n"
         finally:
             daemon.cli("rm", "-f", cid)
+        assert daemon.out("run", "--rm", "-v", "data:/data", IMG, "cat", "/data/copied") == \
+            "via cp\n"
         deadline = time.monotonic() + 10
         while daemon.cli("volume", "rm", "data").returncode != 0:
             assert time.monotonic() < deadline
