@@ -88,6 +88,15 @@ class QmpClient:
         *, timeout_s: float = QMP_TIMEOUT_S,
     ) -> Any:
         """Run `command`; its `return` value, or QmpError with QEMU's error class/desc."""
+        return await self._call(command, arguments, timeout_s)
+
+    async def send_fd(self, name: str, fd: int, *, timeout_s: float = QMP_TIMEOUT_S) -> None:
+        """Hand QEMU a copy of `fd` under `name` (QMP `getfd`, the fd passed with SCM_RIGHTS on
+        the monitor socket), e.g. for `migrate` to `fd:<name>`."""
+        await self._call("getfd", {"fdname": name}, timeout_s, fd=fd)
+
+    async def _call(self, command: str, arguments: dict[str, Any] | None, timeout_s: float,
+                    *, fd: int | None = None) -> Any:
         if self._broken is not None:
             raise QmpError(f"QMP {command}: {self._broken}")
         if self._closed:
@@ -96,11 +105,18 @@ class QmpClient:
         message: dict[str, Any] = {"execute": command, "id": ident}
         if arguments:
             message["arguments"] = arguments
+        data = json.dumps(message).encode() + b"\n"
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending[ident] = future
         try:
-            self._writer.write(json.dumps(message).encode() + b"\n")
             async with asyncio.timeout(timeout_s):
+                if fd is None:
+                    self._writer.write(data)
+                else:
+                    await self._writer.drain()  # nothing of ours may be queued ahead of it
+                    transport_socket = self._writer.get_extra_info("socket")
+                    with socket.socket(fileno=os.dup(transport_socket.fileno())) as sock:
+                        socket.send_fds(sock, [data], [fd])  # one small message: never blocks
                 await self._writer.drain()
                 reply = await future
         except TimeoutError:
@@ -110,31 +126,6 @@ class QmpClient:
         finally:
             self._pending.pop(ident, None)
         return _result(command, reply)
-
-    async def send_fd(self, name: str, fd: int, *, timeout_s: float = QMP_TIMEOUT_S) -> None:
-        """Hand QEMU a copy of `fd` under `name` (QMP `getfd`, the fd passed with SCM_RIGHTS on
-        the monitor socket), e.g. for `migrate` to `fd:<name>`."""
-        if self.closed:
-            raise QmpError("QMP getfd: the session is closed")
-        ident = next(self._ids)
-        data = json.dumps({"execute": "getfd", "arguments": {"fdname": name},
-                           "id": ident}).encode() + b"\n"
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._pending[ident] = future
-        try:
-            await self._writer.drain()  # nothing of ours may be queued ahead of it
-            transport_socket = self._writer.get_extra_info("socket")
-            with socket.socket(fileno=os.dup(transport_socket.fileno())) as sock:
-                socket.send_fds(sock, [data], [fd])  # one small message: never blocks
-            async with asyncio.timeout(timeout_s):
-                reply = await future
-        except TimeoutError:
-            raise QmpError(f"QMP getfd: no answer within {timeout_s}s") from None
-        except OSError as exc:
-            raise QmpError(f"QMP getfd: {exc}") from exc
-        finally:
-            self._pending.pop(ident, None)
-        _result("getfd", reply)
 
     @contextlib.asynccontextmanager
     async def events(self) -> AsyncIterator[asyncio.Queue[Event | None]]:
