@@ -79,7 +79,7 @@ async def _serve(options: DaemonOptions) -> int:
     run_dir = vm_run_dir(options.root)
     reset_run_dir(run_dir)
     make_private(run_dir)  # ready VMs' slots hold containers' root filesystems
-    cgroups = memory_cgroups(options, accel, run_dir.name)
+    cgroups = memory_cgroups(options, accel, run_dir)
     vms = build_factory(
         assets=assets,
         accel=accel,
@@ -181,14 +181,14 @@ async def _start_networking(options: DaemonOptions, db: sqlite3.Connection
     return networks
 
 
-def memory_cgroups(options: DaemonOptions, accel: str, instance: str
+def memory_cgroups(options: DaemonOptions, accel: str, run_dir: Path
                    ) -> cgroup.MemoryCgroups | None:
     """Where each VM's memory limit is enforced (docs/security.md), with what a previous
     daemon on this root left there removed; None, said loudly, if this host cannot."""
     overhead = options.vm_mem_overhead_mib or cgroup.overhead_mib(accel, options.tcg_tb_mib)
     # `mount_at`: in a mount namespace without /sys/fs/cgroup (`ip netns exec`).
-    cgroups = cgroup.MemoryCgroups.discover(instance, overhead,
-                                            mount_at=vm_run_dir(options.root) / "cg")
+    # One instance per VM run dir (per state root), like the run dir itself.
+    cgroups = cgroup.MemoryCgroups.discover(run_dir.name, overhead, mount_at=run_dir / "cg")
     if cgroups is None:
         log.error("no memory cgroup controller: container memory limits are NOT enforced "
                   "from the host (a guest that unbinds its balloon driver can take up to "

@@ -18,6 +18,7 @@ computed before the fork).
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import signal
 from dataclasses import dataclass
@@ -45,7 +46,9 @@ KEEP_CAPS = frozenset({CAP_CHOWN, CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, CAP_FOW
 _CAP_LAST_CAP_FALLBACK = 40
 
 
+@functools.cache
 def last_cap(path: Path = Path("/proc/sys/kernel/cap_last_cap")) -> int:
+    """The highest capability number this kernel knows (read once: it cannot change)."""
     try:
         return int(path.read_text())
     except (OSError, ValueError):

@@ -43,7 +43,7 @@ LOG_DRAIN_GRACE_S = 1.0  # after QEMU died: wait this long for the last of its o
 SAVE_STATE_DEADLINE_S = 30.0
 CGROUP_REMOVE_DEADLINE_S = 2.0
 
-def _filter_for(spec: VmSpec) -> bytes | None:
+def _filter_for(spec: VmSpec, argv: list[str]) -> bytes | None:
     """The seccomp filter for a VM that maps a file it must not change (a template clone)."""
     if spec.mem_path is None or spec.mem_shared:
         return None
@@ -52,7 +52,7 @@ def _filter_for(spec: VmSpec) -> bytes | None:
     except seccomp.SeccompUnsupported as exc:
         # Fail closed: the factory boots such VMs directly instead.
         raise VmLaunchError(f"cannot protect the template's RAM file from a clone: {exc}",
-                            argv=build_argv(spec)) from exc
+                            argv=argv) from exc
 
 
 class _BootTimeout(Exception):
@@ -100,7 +100,7 @@ class Machine:
         self.limit_mib = spec.mem_mib if limit_mib is None else limit_mib
         self.nice = nice  # QEMU's scheduling priority (a pooled VM warms up in the background)
         self.argv = build_argv(spec)
-        self._filter = _filter_for(spec)
+        self._filter = _filter_for(spec, self.argv)
         self._incoming_fd = -1  # the restore stream's fd number in QEMU
         self.boot_attempts = max(1, boot_attempts)
         self.remove_state_dir = remove_state_dir
