@@ -11,6 +11,7 @@ import subprocess
 import sys
 import tarfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -112,6 +113,15 @@ def stop_daemon(daemon: Daemon) -> None:
         except subprocess.TimeoutExpired:
             daemon.proc.kill()
             daemon.proc.wait()
+
+
+def wait_until(predicate: Callable[[], object], what: str, timeout_s: float = 30,
+               interval_s: float = 0.2) -> None:
+    """Poll `predicate` until it is true; AssertionError naming `what` after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        assert time.monotonic() < deadline, f"not in {timeout_s}s: {what}"
+        time.sleep(interval_s)
 
 
 def wait_pool_ready(daemon: Daemon, *, cache: bool = True, timeout_s: float = 180) -> None:

@@ -23,7 +23,7 @@ import pytest
 
 from steelcup.daemon import vm_run_dir
 from steelcup.net.netns import socket_in
-from tests.vm.support import Daemon
+from tests.vm.support import Daemon, wait_until
 
 pytestmark = pytest.mark.vm
 IMG = "steelcup/busybox"
@@ -45,13 +45,6 @@ def _in_daemon_ns(daemon: Daemon, path: Path) -> Path:
     """`path` as the daemon sees it (a container's writable layer is mounted in its mount
     namespace only)."""
     return Path(f"/proc/{daemon.proc.pid}/root") / path.relative_to("/")
-
-
-def _wait_for(path: Path, timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not path.exists():
-        assert time.monotonic() < deadline, f"{path} never appeared"
-        time.sleep(0.2)
 
 
 @contextlib.contextmanager
@@ -88,7 +81,8 @@ def test_a_guests_setuid_root_file_is_out_of_host_users_reach(daemon: Daemon) ->
                      "sleep 300").strip()
     try:
         cdir = daemon.root / "containers" / cid
-        _wait_for(_in_daemon_ns(daemon, cdir / "rw/upper/planted"))
+        planted_flag = _in_daemon_ns(daemon, cdir / "rw/upper/planted")
+        wait_until(planted_flag.exists, f"{planted_flag} appears", timeout_s=60)
         planted = cdir / "rw/upper/suid-sh"
         # the guest did make one ...
         assert _in_daemon_ns(daemon, planted).stat().st_mode & stat.S_ISUID
@@ -291,10 +285,8 @@ def test_a_guest_filling_a_volume_gets_enospc_and_nothing_else_suffers(daemon: D
     finally:
         daemon.cli("rm", "-f", bystander, *([holder] if holder else []))
         daemon.cli("rm", "-f", "vfiller")
-    deadline = time.monotonic() + 30  # `rm -f` answers before the run's cleanup ends
-    while (removed := daemon.cli("volume", "rm", "vfill")).returncode != 0:
-        assert time.monotonic() < deadline, removed
-        time.sleep(0.2)
+    # `rm -f` answers before the run's cleanup ends
+    wait_until(lambda: daemon.cli("volume", "rm", "vfill").returncode == 0, "volume rm vfill")
     assert not image.parent.exists()
     assert "/volumes/vfill/" not in mounts.read_text()
     assert _loop_devices_of(image) == []
@@ -329,10 +321,8 @@ def test_a_guest_flooding_its_console_fills_only_a_capped_log(daemon: Daemon) ->
                      "echo 'last words' > /dev/ttyS0").strip()
     assert daemon.out("wait", cid).strip() == "0"
     console = daemon.root / "containers" / cid / "console.log"
-    deadline = time.monotonic() + 30  # copied next to the container when its VM closes
-    while not console.exists():
-        assert time.monotonic() < deadline, "no console log kept"
-        time.sleep(0.2)
+    # copied next to the container when its VM closes
+    wait_until(console.exists, "console log kept")
     text = console.read_bytes()
     assert len(text) < 2 * 64 * 1024 + 200, len(text)
     assert b"bytes dropped here ---" in text
@@ -376,10 +366,7 @@ def test_a_container_sees_only_its_own_processes(daemon: Daemon) -> None:
     cid = daemon.out("run", "-d", IMG, "sh", "-c",
                      "echo main=$$; sleep 1000 & wait").strip()
     try:
-        deadline = time.monotonic() + 30
-        while "main=" not in daemon.out("logs", cid):
-            assert time.monotonic() < deadline
-            time.sleep(0.2)
+        wait_until(lambda: "main=" in daemon.out("logs", cid), "main= logged")
         assert daemon.out("logs", cid) == "main=1\n"
         listing = daemon.out("exec", cid, "sh", "-c",
                              "echo self=$$; for d in /proc/[0-9]*; do "
