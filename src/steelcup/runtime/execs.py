@@ -10,7 +10,7 @@ from steelcup.errors import Conflict, GuestProtocolError, NotFound, ProcessStart
 from steelcup.guest.client import GuestProcess, ProcessSpec
 from steelcup.image.users import resolve_user
 from steelcup.runtime.capabilities import ALL_CAPS
-from steelcup.runtime.containers import Runtime
+from steelcup.runtime.containers import Live, Runtime
 from steelcup.runtime.model import ExecConfig, Status
 from steelcup.runtime.names import new_id
 from steelcup.runtime.spec import merge_env
@@ -73,14 +73,7 @@ class ExecManager:
         the same read, where clients that parse the response with a buffered reader (docker-py)
         lose it."""
         exec_ = self.get(exec_id)
-        if exec_.running or exec_.done.is_set():
-            raise Conflict(f"Error: Exec command {exec_id} has already run")
-        live = self.runtime.get(exec_.config.container_id)
-        if live.machine is None or not live.record.state.running:
-            raise Conflict(f"Container {live.record.id} is not running")
-        if live.record.state.status is Status.PAUSED:
-            raise Conflict(f"Container {live.record.id} is paused, unpause the container "
-                           "before exec")
+        live = self._startable(exec_)
         config = exec_.config
         use_tty = config.tty if tty is None else tty
         root = self.runtime.container_dir(live.record.id) / "rootfs"
@@ -102,14 +95,23 @@ class ExecManager:
         )
         return exec_, spec
 
-    async def launch(self, exec_: Exec, spec: ProcessSpec) -> Exec:
-        """Start what `prepare` checked; ProcessStartError (exit code 126/127 recorded) if the
-        guest could not."""
+    def _startable(self, exec_: Exec) -> Live:
+        """The exec's container, if the exec may start in it now; Conflict as docker says."""
         if exec_.running or exec_.done.is_set():
             raise Conflict(f"Error: Exec command {exec_.id} has already run")
         live = self.runtime.get(exec_.config.container_id)
         if live.machine is None or not live.record.state.running:
             raise Conflict(f"Container {live.record.id} is not running")
+        if live.record.state.status is Status.PAUSED:
+            raise Conflict(f"Container {live.record.id} is paused, unpause the container "
+                           "before exec")
+        return live
+
+    async def launch(self, exec_: Exec, spec: ProcessSpec) -> Exec:
+        """Start what `prepare` checked; ProcessStartError (exit code 126/127 recorded) if the
+        guest could not."""
+        live = self._startable(exec_)  # again: the client's stream was set up meanwhile
+        assert live.machine is not None  # _startable checked it
         config = exec_.config
         try:
             exec_.process = await live.machine.guest.start(spec)
