@@ -65,8 +65,7 @@ def prepare(
         shutil.rmtree(links)
     for name in ("rootfs", "l"):
         (container_dir / name).mkdir(parents=True, exist_ok=True)
-    legacy = (container_dir / "upper").is_dir() and not (container_dir / DISK_IMAGE).exists()
-    if disks is not None and size_bytes and not legacy:
+    if disks is not None and size_bytes and _bounded(container_dir):
         disks.make(container_dir / DISK_IMAGE, size_bytes)
         mount_layer(container_dir)
         rw = container_dir / DISK_MOUNT
