@@ -38,6 +38,10 @@ class DaemonOptions:
     log_max_bytes: int = 20 << 20  # defaults.LOG_MAX_SIZE; also the most a container may ask
     log_max_files: int = defaults.LOG_MAX_FILE
     networking: bool = True
+    # QEMU runs as root of a user namespace whose guest ids are host ids userns_base+k
+    # (steelcup.idmap); False: QEMU runs as (jailed) host root, as before.
+    userns: bool = True
+    userns_base: int = defaults.USERNS_BASE
     # Extra listeners: TLS with client certificates (dockerd's --tlsverify), or plain TCP
     # (loopback only, refused elsewhere).
     tls_listen: tuple[str, int] | None = None

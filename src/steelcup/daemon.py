@@ -13,11 +13,13 @@ import sqlite3
 import sys
 from pathlib import Path
 
+from steelcup import userns
 from steelcup.api.http import HttpServer, server_tls_context
 from steelcup.api.routes import Services, build_router
 from steelcup.boundedfs import DiskMaker, check_size
 from steelcup.config import DaemonOptions
 from steelcup.errors import InvalidArgument, SteelcupError
+from steelcup.idmap import IdRange
 from steelcup.image.layers import GIB, LayerLimits
 from steelcup.image.store import ImageStore
 from steelcup.net.manager import NetworkManager
@@ -76,6 +78,7 @@ async def _serve(options: DaemonOptions) -> int:
     images = ImageStore(options.root / "images", db, limits=layer_limits(options))
     events = EventBus(asyncio.get_running_loop())
     networks = await _start_networking(options, db)
+    ids = vm_ids(options)
     run_dir = vm_run_dir(options.root)
     reset_run_dir(run_dir)
     make_private(run_dir)  # ready VMs' slots hold containers' root filesystems
@@ -91,6 +94,7 @@ async def _serve(options: DaemonOptions) -> int:
         warm_program=assets.init,
         tap_host=networks.host if networks is not None else None,
         cgroups=cgroups,
+        ids=ids,
     )
     if vms.cache is not None:
         await asyncio.to_thread(vms.cache.remove_leftover_taps)  # a killed daemon's
@@ -100,6 +104,7 @@ async def _serve(options: DaemonOptions) -> int:
         disks=DiskMaker(options.root / "cache" / "volume-disk",
                         check_size(options.volume_default_bytes, "the default volume size"),
                         label="steelcup-vol", empty_root=True),
+        ids=ids,
     )
     volumes.recover()
     runtime = Runtime(
@@ -110,8 +115,9 @@ async def _serve(options: DaemonOptions) -> int:
         events,
         Defaults(mem_mib=options.vm_mem_mib, cpus=options.vm_cpus,
                  storage_bytes=options.storage_default_bytes,
-                 log_max_bytes=options.log_max_bytes, log_max_files=options.log_max_files),
-        Resources(networks, volumes),
+                 log_max_bytes=options.log_max_bytes, log_max_files=options.log_max_files,
+                 ids=ids),
+        Resources(networks, volumes, ids),
     )
     runtime_ref.append(runtime)
     images.in_use = runtime.image_in_use
@@ -154,6 +160,7 @@ async def _serve(options: DaemonOptions) -> int:
         await runtime.shutdown()
         await vms.close()
         await asyncio.to_thread(volumes.recover)  # any run that did not end in time
+        images.close()
         if cgroups is not None:
             cgroups.close()
             with contextlib.suppress(OSError):
@@ -163,6 +170,24 @@ async def _serve(options: DaemonOptions) -> int:
         with contextlib.suppress(Exception):
             db.close()
     return 0
+
+
+def vm_ids(options: DaemonOptions) -> IdRange | None:
+    """The user namespace every QEMU runs in (docs/security.md); None, said loudly, if it
+    is turned off or this host cannot."""
+    if not options.userns:
+        log.warning("--no-userns: QEMU runs as host root; a guest's root is host root in "
+                    "bind-mounted directories")
+        return None
+    try:
+        ids = IdRange(options.userns_base)
+    except ValueError as exc:
+        raise InvalidArgument(f"--userns-base: {exc}") from exc
+    if not userns.supported():
+        log.error("this host has no idmapped mounts or user namespaces: QEMU runs as host "
+                  "root (a guest's root is host root in bind-mounted directories)")
+        return None
+    return ids
 
 
 async def _start_networking(options: DaemonOptions, db: sqlite3.Connection

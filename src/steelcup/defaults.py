@@ -19,6 +19,9 @@ VM_MEM_OVERHEAD_MIB = 0  # a VM's memory limit beyond -m; 0 = QEMU's measured ne
 LAYER_MAX_GIB = 8  # an image layer's uncompressed size
 LAYER_MAX_RATIO = 100  # how many times a compressed layer may expand (past 64 MiB)
 STORAGE_SIZE_DEFAULT = "10G"  # a container's writable layer unless it asks (--storage-opt)
+# QEMU runs as root of a user namespace whose ids 0..65535 are host ids from here on
+# (steelcup.idmap): a range no host user or subuid allocation uses.
+USERNS_BASE = 1_000_000_000
 VOLUME_SIZE_DEFAULT = "10G"  # a new volume unless it asks (volume create --opt size=)
 LOG_MAX_SIZE = "20m"  # a container log file's size before it rotates (json-file max-size)
 LOG_MAX_FILE = 5  # log files kept per container (json-file max-file)

@@ -21,6 +21,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from steelcup import defaults
 from steelcup.daemon import vm_run_dir
 from steelcup.net.netns import socket_in
 from tests.vm.support import Daemon, wait_until
@@ -95,6 +96,67 @@ def test_a_guests_setuid_root_file_is_out_of_host_users_reach(daemon: Daemon) ->
         assert {"nosuid", "nodev"} <= _mount_options(daemon, cdir / "rw")
         for private in (daemon.root, vm_run_dir(daemon.root)):
             assert stat.S_IMODE(private.stat().st_mode) == 0o700, private
+    finally:
+        daemon.cli("rm", "-f", cid)
+
+
+QEMU_ROOT = defaults.USERNS_BASE  # the host uid of a guest's root (the test daemon's default)
+
+
+def _qemu_pids_of(daemon: Daemon) -> list[int]:
+    """The test daemon's QEMU processes (its children named qemu-system-*)."""
+    out = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            status = (entry / "status").read_text()
+            fields = dict(line.split(":\t", 1) for line in status.splitlines() if ":\t" in line)
+            if fields.get("Name", "").startswith("qemu-system") and \
+                    int(fields["PPid"]) == daemon.proc.pid:
+                out.append(int(entry.name))
+    return out
+
+
+def test_a_guests_root_is_an_unprivileged_host_uid_in_its_files_and_in_bind_mounts(
+        daemon: Daemon, tmp_path: Path) -> None:
+    """Issue 10 #1: QEMU ran as host root, so a guest's root made root-owned setuid files in
+    a bind-mounted host directory (and its upper dir). Now QEMU is root of a user namespace:
+    on the host, the guest's root is the unprivileged uid QEMU_ROOT. In a bind mount, host
+    ids other than root are the guest's same ids (a user's files stay theirs and writable);
+    host-root files show as nobody and the guest's root cannot change them."""
+    share = tmp_path / "share"
+    share.mkdir()
+    share.chmod(0o777)
+    (share / "users").write_text("u\n")
+    os.chown(share / "users", 1000, 1000)
+    (share / "roots").write_text("r\n")
+    (share / "roots").chmod(0o644)
+    script = ("mkdir /h/b && cp /bin/busybox /h/b/busybox && chmod 4755 /h/b/busybox && "
+              "cp /bin/busybox /suid-sh && chmod 4755 /suid-sh && "
+              "echo more >> /h/users && stat -c '%u:%g' /h/users /h/roots /suid-sh; "
+              "echo x >> /h/roots 2>/dev/null; echo roots=$?; touch /planted; sleep 300")
+    cid = daemon.out("run", "-d", "-v", f"{share}:/h", IMG, "sh", "-c", script).strip()
+    try:
+        cdir = daemon.root / "containers" / cid
+        planted_flag = _in_daemon_ns(daemon, cdir / "rw/upper/planted")
+        wait_until(planted_flag.exists, f"{planted_flag} appears", timeout_s=60)
+        logs = daemon.out("logs", cid).split()
+        # the guest sees the user's file as theirs, root's as nobody's, its own as root's
+        assert logs[:3] == ["1000:1000", "65534:65534", "0:0"], logs
+        assert "roots=1" in logs, logs  # and cannot write host root's file
+        assert (share / "roots").read_text() == "r\n"
+        assert (share / "users").read_text() == "u\nmore\n"
+        assert (share / "users").stat().st_uid == 1000
+        for planted in (share / "b/busybox", _in_daemon_ns(daemon, cdir / "rw/upper/suid-sh")):
+            st = planted.stat()
+            assert st.st_mode & stat.S_ISUID, planted  # the guest did make one ...
+            assert (st.st_uid, st.st_gid) == (QEMU_ROOT, QEMU_ROOT), planted  # ... not root's
+        pids = _qemu_pids_of(daemon)
+        assert pids
+        for pid in pids:
+            uids = Path(f"/proc/{pid}/status").read_text().split("Uid:")[1].split("\n")[0]
+            assert uids.split() == [str(QEMU_ROOT)] * 4, (pid, uids)
     finally:
         daemon.cli("rm", "-f", cid)
 

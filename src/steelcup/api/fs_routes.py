@@ -123,7 +123,8 @@ class _FsApi:
             await stack.aclose()
             raise
         self.events.publish("container", "export", live.record.id, {"name": live.record.name})
-        chunks = _ThreadStream(lambda out: fs_commit.write_export(root_fd, out), stack)
+        ids = fs_paths.stored_ids(self.rt, live)
+        chunks = _ThreadStream(lambda out: fs_commit.write_export(root_fd, out, ids), stack)
         return StreamResponse(chunks, content_type=TAR)
 
     # -- commit, rename, prune -------------------------------------------------------------

@@ -5,6 +5,10 @@ string short for images with many layers), `empty/` (zero-layer images), the mou
 `rootfs/`, and the writable layer: `rw.img`, a filesystem of bounded size (steelcup.boundedfs)
 mounted on `rw/` with `rw/upper/` and `rw/work/` inside. Containers created before layers had
 a size keep `upper/` and `work/` directly in `container_dir` (unbounded).
+
+With a VM id range (steelcup.idmap) the layers come in idmapped and the writable layer holds
+shifted ids; `ids` records which range it holds (none: unshifted, a container made before),
+and a writable layer made under another range is shifted to the new one before mounting.
 """
 
 from __future__ import annotations
@@ -14,8 +18,9 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from steelcup import boundedfs, sysmount
+from steelcup import boundedfs, sysmount, userns
 from steelcup.errors import ImageError, SteelcupError
+from steelcup.idmap import IdRange
 
 MOUNT_TIMEOUT_S = 30.0
 _MAX_OPTIONS_BYTES = 4000  # the kernel copies at most one page of mount data
@@ -23,6 +28,31 @@ _MAX_OPTIONS_BYTES = 4000  # the kernel copies at most one page of mount data
 
 DISK_IMAGE = "rw.img"
 DISK_MOUNT = "rw"
+IDS_FILE = "ids"
+
+
+def ids_of(container_dir: Path) -> IdRange | None:
+    """The id range the container's writable layer is stored with (None: guest ids)."""
+    try:
+        base, count = (container_dir / IDS_FILE).read_text().split()
+        return IdRange(int(base), int(count))
+    except (OSError, ValueError):
+        return None
+
+
+def _store_ids(container_dir: Path, upper: Path, ids: IdRange | None) -> None:
+    """Make the writable layer hold `ids` (shifting what it has) and record that."""
+    old = ids_of(container_dir)
+    if old == ids:
+        return
+    userns.shift_tree(upper, old, ids)
+    marker = container_dir / IDS_FILE
+    if ids is None:
+        marker.unlink(missing_ok=True)
+    else:
+        tmp = marker.with_suffix(".tmp")
+        tmp.write_text(f"{ids.base} {ids.count}\n")
+        tmp.replace(marker)
 
 
 def _bounded(container_dir: Path) -> bool:
@@ -51,11 +81,14 @@ def prepare(
     container_dir: Path,
     disks: boundedfs.DiskMaker | None = None,
     size_bytes: int = 0,
+    ids: IdRange | None = None,
 ) -> Path:
     """Mount the overlay (lowest layer first in `layer_dirs`) at `container_dir/rootfs`.
 
     With `disks` and a `size_bytes`, the writable layer is a filesystem of that size (made on
     first use); without, or for a container made before layers had a size, a plain directory.
+    With `ids`, `layer_dirs` are the idmapped view of the layers for that range
+    (ImageStore.layer_dirs) and the writable layer holds ids shifted to it.
     """
     rootfs = container_dir / "rootfs"
     if sysmount.is_mountpoint(rootfs):
@@ -71,8 +104,18 @@ def prepare(
         rw = container_dir / DISK_MOUNT
     else:
         rw = container_dir
+    fresh = not (rw / "upper").exists()
     for name in ("upper", "work"):
         (rw / name).mkdir(exist_ok=True)
+    if fresh and ids is not None:
+        os.chown(rw / "upper", ids.base, ids.base)  # the root dir, as the guest's root's
+        (container_dir / IDS_FILE).write_text(f"{ids.base} {ids.count}\n")
+    try:
+        _store_ids(container_dir, rw / "upper", ids)
+    except OSError as exc:
+        release(container_dir)
+        raise SteelcupError(f"re-storing the container's files for its VM failed: {exc}"
+                            ) from exc
     upper = os.path.relpath(rw / "upper", container_dir)
     work = os.path.relpath(rw / "work", container_dir)
     lowers = [Path(d).resolve() for d in layer_dirs]

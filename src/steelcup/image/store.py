@@ -26,7 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, BinaryIO
 
+from steelcup import sysmount, userns
 from steelcup.errors import Conflict, ImageError, InvalidArgument, NotFound
+from steelcup.idmap import IdRange
 from steelcup.image.archive import archive_images, spool_archive, write_archive
 from steelcup.image.blobs import COPY_CHUNK, BlobStore, digest_hex, fsync_dir
 from steelcup.image.config import ImageConfig
@@ -183,6 +185,9 @@ class ImageStore:
         self._leases: dict[int, set[str]] = {}
         self._lease_seq = 0
         self._layers = root / "layers"
+        # The layers as a VM's QEMU sees them: one idmapped bind of `layers/` per id range.
+        self._views_dir = root / "idmapped"
+        self._views: dict[IdRange, Path] = {}
         self._tmp = root / "tmp"
         self._blobs = BlobStore(root / "blobs" / "sha256", self._tmp)
         for d in (self._blobs.root, self._layers, self._tmp):
@@ -352,13 +357,41 @@ class ImageStore:
             self._delete(image_id)
             return [f"Untagged: {t}" for t in tags] + [f"Deleted: {image_id}"]
 
-    def layer_dirs(self, image: Image) -> builtins.list[Path]:
-        """The unpacked layer directories of `image`, lowest first."""
+    def layer_dirs(self, image: Image, ids: IdRange | None = None) -> builtins.list[Path]:
+        """The unpacked layer directories of `image`, lowest first; with `ids`, as a QEMU
+        in that user namespace is to see them (the file of uid k shows as `ids.to_host(k)`)."""
         dirs = [self._layers / d.removeprefix("sha256:") for d in image.diff_ids]
         for d in dirs:
             if not d.is_dir():
                 raise ImageError(f"layer {d.name[:12]} of image {image.short_id} is missing")
-        return dirs
+        if ids is None:
+            return dirs
+        view = self._view(ids)
+        return [view / d.name for d in dirs]
+
+    def _view(self, ids: IdRange) -> Path:
+        with self._lock:
+            view = self._views.get(ids)
+            if view is None:
+                view = self._views_dir / str(ids.base)
+                view.mkdir(parents=True, exist_ok=True)
+                if sysmount.is_mountpoint(view):  # a previous daemon's, maybe another map
+                    sysmount.umount(view, sysmount.MNT_DETACH)
+                try:
+                    userns.idmapped_bind(self._layers, view, ids.ns_map())
+                except OSError as exc:
+                    raise ImageError(f"cannot map image layers into the VMs' user namespace: "
+                                     f"{exc}") from exc
+                self._views[ids] = view
+            return view
+
+    def close(self) -> None:
+        """Undo the layer views (overlays still using one keep it until they go)."""
+        with self._lock:
+            for view in self._views.values():
+                with contextlib.suppress(OSError):
+                    sysmount.umount(view, sysmount.MNT_DETACH)
+            self._views.clear()
 
     def blob_path(self, digest: str) -> Path:
         return self._blobs.path(digest)

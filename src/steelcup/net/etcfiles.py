@@ -12,12 +12,15 @@ from pathlib import Path
 from steelcup.errors import InvalidArgument
 
 
-def write_etc_files(rootfs: Path, files: Mapping[str, str]) -> None:
-    """`files` maps names inside /etc (e.g. "hosts") to their content."""
+def write_etc_files(rootfs: Path, files: Mapping[str, str], owner: int | None = None) -> None:
+    """`files` maps names inside /etc (e.g. "hosts") to their content; `owner`: the host uid
+    and gid they (and an /etc made for them) get, the guest root's (None: the daemon's)."""
     root_fd = os.open(rootfs, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         try:
             os.mkdir("etc", 0o755, dir_fd=root_fd)
+            if owner is not None:
+                os.chown("etc", owner, owner, dir_fd=root_fd, follow_symlinks=False)
         except FileExistsError:
             pass
         try:
@@ -35,6 +38,8 @@ def write_etc_files(rootfs: Path, files: Mapping[str, str]) -> None:
                 fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
                              | os.O_CLOEXEC, 0o644, dir_fd=etc_fd)
                 with os.fdopen(fd, "w") as f:
+                    if owner is not None:
+                        os.fchown(f.fileno(), owner, owner)
                     f.write(content)
         finally:
             os.close(etc_fd)

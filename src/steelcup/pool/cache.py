@@ -226,7 +226,9 @@ class CacheSource:
             self._fill(cls)  # try again, after the back-off
 
     async def _make(self, cls: CacheClass) -> Ready:
-        slot = await asyncio.to_thread(slots.create, self.slot_dir, self.warm_program)
+        ids = self.template.ids
+        slot = await asyncio.to_thread(slots.create, self.slot_dir, self.warm_program,
+                                       ids.base if ids is not None else None)
         token = secrets.token_hex(4)
         taps = tuple(f"{TAP_PREFIX}{token}{i}" for i in range(cls.nics))
         try:

@@ -38,8 +38,9 @@ class Slot:
         return self.directory / WARM_NAME
 
 
-def create(parent: Path, warm_program: Path | None) -> Slot:
-    """A new slot under `parent` with an empty `root/` and, if given, the warm-up program."""
+def create(parent: Path, warm_program: Path | None, owner: int | None = None) -> Slot:
+    """A new slot under `parent` with an empty `root/` and, if given, the warm-up program;
+    owned by `owner` (QEMU's uid, which opens the slot itself) when given."""
     parent.mkdir(parents=True, exist_ok=True)
     slot = Slot(Path(tempfile.mkdtemp(prefix="s", dir=parent)))
     try:
@@ -48,6 +49,9 @@ def create(parent: Path, warm_program: Path | None) -> Slot:
             shutil.copyfile(warm_program, slot.warm)
             os.chmod(slot.warm, 0o755)
             slot.has_warm = True
+        if owner is not None:
+            for path in (slot.directory, slot.root, *([slot.warm] if slot.has_warm else [])):
+                os.chown(path, owner, owner)
     except BaseException:
         shutil.rmtree(slot.directory, ignore_errors=True)
         raise

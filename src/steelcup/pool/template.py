@@ -36,6 +36,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from steelcup.errors import SteelcupError, VmLaunchError
+from steelcup.idmap import IdRange
 from steelcup.pool.direct import KeepConsoleMachine
 from steelcup.pool.integrity import Fingerprint, content_digest, fingerprint
 from steelcup.pool.source import Incompatible, VmRequest
@@ -145,6 +146,7 @@ class TemplateSource:
         max_nics: int = DEFAULT_NIC_SLOTS,
         volume_slots: int = DEFAULT_VOLUME_SLOTS,
         cgroups: MemoryCgroups | None = None,
+        ids: IdRange | None = None,
     ) -> None:
         if not 64 <= base_mem_mib <= max_mem_mib:
             raise ValueError("need 64 <= base_mem_mib <= max_mem_mib")
@@ -160,6 +162,7 @@ class TemplateSource:
         self.volume_slots = max(0, volume_slots)
         # Each template and clone runs in a memory cgroup limited to its size (None: no limit).
         self.cgroups = cgroups
+        self.ids = ids  # QEMU's user namespace (steelcup.idmap); None: QEMU is host root
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.template_dir.mkdir(parents=True, exist_ok=True)
         self._templates: dict[TemplateKey, Template] = {}
@@ -268,6 +271,7 @@ class TemplateSource:
             # balloon would then write the template's whole RAM file, and under TCG each
             # zeroed page costs. Clones run one container each; the zeroing buys little.
             cmdline_extra=("init_on_alloc=0",),
+            ids=self.ids,
         )
 
     def _cgroup(self, name: str) -> VmCgroup | None:

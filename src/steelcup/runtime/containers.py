@@ -31,6 +31,7 @@ from steelcup.errors import (
 )
 from steelcup.guest.client import GuestProcess, ProcessSpec
 from steelcup.guestlog import clip
+from steelcup.idmap import IdRange
 from steelcup.image import rootfs as rootfs_module
 from steelcup.image.store import ImageStore
 from steelcup.image.users import resolve_user
@@ -96,6 +97,9 @@ class Defaults:
     # limit by default; a guest printing forever must not fill the disk).
     log_max_bytes: int = 20 * boundedfs.MIB
     log_max_files: int = 5
+    # The VMs' user namespace (steelcup.idmap): the ids a container's files are stored with.
+    # None: QEMU runs as host root and files hold the guest's own ids.
+    ids: IdRange | None = None
 
 
 class Runtime:
@@ -173,8 +177,10 @@ class Runtime:
     def prepare_rootfs(self, record: ContainerRecord) -> Path:
         """Mount the container's root (its writable layer over the image); blocking."""
         image = self.images.get(record.config.image_id)
-        return rootfs_module.prepare(self.images.layer_dirs(image), self.container_dir(record.id),
-                                     self.disks, record.config.storage_bytes)
+        ids = self.defaults.ids
+        return rootfs_module.prepare(self.images.layer_dirs(image, ids),
+                                     self.container_dir(record.id), self.disks,
+                                     record.config.storage_bytes, ids)
 
     def log_rotation(self, config: ContainerConfig) -> logs_module.Rotation:
         """A container's log rotation (the daemon's for a container made before it had one)."""

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import IO, Any
 
 from steelcup.errors import ImageError, InvalidArgument, NotFound
+from steelcup.idmap import IdRange
 from steelcup.image.layers import LayerLimits, _Extractor, decompressed, open_stream
 from steelcup.runtime.fs_paths import ContainerTree, lstat_at, open_dir, resolve, split_path
 from steelcup.runtime.fs_tar import TreeWriter, open_tar
@@ -117,7 +118,7 @@ def write_archive(tree: ContainerTree, source: Source, out: IO[bytes]) -> None:
     """The tar stream of `docker cp CONTAINER:PATH -`: entries below `source.arcname`."""
     fd, rest, _ = tree.locate(source.parts)
     with open_tar(out) as tar:
-        writer = TreeWriter(tar)
+        writer = TreeWriter(tar, ids=tree.ids_at(source.parts))
         if not rest:  # the root or a mount's root
             writer.add_dir_fd(fd, source.arcname)
             return
@@ -135,14 +136,18 @@ class _CopyExtractor(_Extractor):
     directory too); the container sees them only in what `cp`, export and commit write out.
     """
 
-    def __init__(self, dest_fd: int, *, copy_uid_gid: bool, no_overwrite_dir_non_dir: bool):
+    def __init__(self, dest_fd: int, *, copy_uid_gid: bool, no_overwrite_dir_non_dir: bool,
+                 ids: IdRange | None = None):
         super().__init__(dest_fd, LayerLimits(max_entries=10_000_000, max_bytes=1 << 50))
         self.copy_uid_gid = copy_uid_gid
         self.no_overwrite = no_overwrite_dir_non_dir
+        self.ids = ids  # the destination stores ids shifted to this range
 
     def _apply(self, tar: tarfile.TarFile, m: tarfile.TarInfo) -> None:
         if not self.copy_uid_gid:
             m.uid = m.gid = 0
+        if self.ids is not None:
+            m.uid, m.gid = self.ids.to_host(m.uid), self.ids.to_host(m.gid)
         if self.no_overwrite:
             parts = self._clean(m.name)
             if parts:
@@ -188,7 +193,8 @@ def extract_archive(
         raise InvalidArgument(f"cannot open {path} in the container: {exc.strerror}") from exc
     try:
         extractor = _CopyExtractor(dest_fd, copy_uid_gid=copy_uid_gid,
-                                   no_overwrite_dir_non_dir=no_overwrite_dir_non_dir)
+                                   no_overwrite_dir_non_dir=no_overwrite_dir_non_dir,
+                                   ids=tree.ids_at(parts))
         with decompressed(stream) as raw:
             try:
                 extractor.run(open_stream(raw))

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from steelcup.errors import SteelcupError
+from steelcup.idmap import IdRange
+from steelcup.image import rootfs as rootfs_module
 from steelcup.image.layers import OPAQUE_XATTR
 from steelcup.runtime.containers import Runtime
 from steelcup.runtime.fs_paths import MAX_DEPTH, writable_layer
@@ -41,16 +43,19 @@ async def container_changes(runtime: Runtime, ref: str) -> list[Change]:
     image = await asyncio.to_thread(runtime.images.get, live.record.config.image_id)
     layers = runtime.images.layer_dirs(image)
     async with writable_layer(runtime, live) as upper:
-        return await asyncio.to_thread(compute_changes, upper, layers)
+        ids = rootfs_module.ids_of(runtime.container_dir(live.record.id))
+        return await asyncio.to_thread(compute_changes, upper, layers, ids)
 
 
-def compute_changes(upper: Path, layers: list[Path]) -> list[Change]:
+def compute_changes(upper: Path, layers: list[Path], ids: IdRange | None = None
+                    ) -> list[Change]:
     """What the upper dir changes relative to `layers` (lowest first), sorted by path.
 
     Like docker: a whiteout is a deletion; an entry also present below is a modification
     (directories only when their mode, owner or mtime differ, or when something below them
     changed); anything else is an addition. An opaque directory that hides a lower
-    one also reports the lower entries it hides as deleted.
+    one also reports the lower entries it hides as deleted. `ids`: the range the upper dir's
+    ids are stored with (the layers hold guest ids).
     """
     lower = LowerView(layers)
     changes: dict[str, ChangeKind] = {}
@@ -82,7 +87,7 @@ def compute_changes(upper: Path, layers: list[Path]) -> list[Change]:
                     present = {e.name for e in os.scandir(entry.path)}
                     for name in sorted(lower.children(child) - present):
                         record((*child, name), ChangeKind.DELETED)
-                if opaque or _meta_differs(st, below):
+                if opaque or _meta_differs(st, below, ids):
                     record(child, ChangeKind.MODIFIED)
             else:
                 record(child, ChangeKind.MODIFIED)
@@ -94,11 +99,15 @@ def compute_changes(upper: Path, layers: list[Path]) -> list[Change]:
     return [Change(path, kind) for path, kind in sorted(changes.items())]
 
 
-def _meta_differs(a: os.stat_result, b: os.stat_result) -> bool:
+def _meta_differs(a: os.stat_result, b: os.stat_result, ids: IdRange | None) -> bool:
+    """Whether upper entry `a` changed lower entry `b`'s metadata."""
+    a_uid, a_gid = a.st_uid, a.st_gid
+    if ids is not None:
+        a_uid, a_gid = ids.to_guest(a_uid), ids.to_guest(a_gid)
     return (
         stat.S_IMODE(a.st_mode) != stat.S_IMODE(b.st_mode)
-        or a.st_uid != b.st_uid
-        or a.st_gid != b.st_gid
+        or a_uid != b.st_uid
+        or a_gid != b.st_gid
         or a.st_mtime_ns != b.st_mtime_ns
     )
 

@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import IO
 
 from steelcup.errors import ImageError, InvalidArgument
+from steelcup.idmap import IdRange
+from steelcup.image import rootfs as rootfs_module
 from steelcup.image.config import ImageConfig
 from steelcup.image.store import Image
 from steelcup.runtime.containers import Runtime
@@ -26,23 +28,25 @@ from steelcup.untrusted_json import decode_json
 EXPORT_SKIP_CONTENTS = frozenset({("proc",), ("sys",), ("dev",)})
 
 
-def write_export(root_fd: int, out: IO[bytes]) -> None:
-    """The whole root filesystem, without what is under /proc, /sys and /dev."""
+def write_export(root_fd: int, out: IO[bytes], ids: IdRange | None = None) -> None:
+    """The whole root filesystem, without what is under /proc, /sys and /dev (`ids`: the
+    range its ids are stored with)."""
     with open_tar(out) as tar:
-        TreeWriter(tar).add_dir_fd(
+        TreeWriter(tar, ids=ids).add_dir_fd(
             root_fd, "", include_self=False,
             skip_contents=lambda rel: rel in EXPORT_SKIP_CONTENTS,
         )
 
 
-def write_layer(upper: Path, out: IO[bytes]) -> None:
-    """An OCI layer tar from an overlay upper dir (whiteouts converted to `.wh.` entries)."""
+def write_layer(upper: Path, out: IO[bytes], ids: IdRange | None = None) -> None:
+    """An OCI layer tar from an overlay upper dir (whiteouts converted to `.wh.` entries;
+    `ids`: the range its ids are stored with)."""
     with open_tar(out) as tar:
         if not upper.is_dir():
             return
         fd = os.open(upper, DIR_FLAGS)
         try:
-            TreeWriter(tar, overlay_whiteouts=True).add_dir_fd(fd, "", include_self=False)
+            TreeWriter(tar, overlay_whiteouts=True, ids=ids).add_dir_fd(fd, "", include_self=False)
         finally:
             os.close(fd)
 
@@ -66,7 +70,7 @@ async def commit(
 
     def run(upper: Path) -> Image:
         with tempfile.TemporaryFile(dir=spool_dir) as spool:
-            write_layer(upper, spool)
+            write_layer(upper, spool, ids)
             spool.seek(0)
             created_by = " ".join(shlex.quote(a) for a in (record.path, *record.args))
             return runtime.images.commit(
@@ -75,6 +79,7 @@ async def commit(
             )
 
     async with writable_layer(runtime, live) as upper:
+        ids = rootfs_module.ids_of(runtime.container_dir(record.id))
         new = await asyncio.to_thread(run, upper)
     runtime.events.publish("container", "commit", record.id, {
         "name": record.name, "comment": comment, "imageID": new.id,

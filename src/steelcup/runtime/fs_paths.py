@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from steelcup.errors import InvalidArgument, NotFound
+from steelcup.idmap import IdRange
 from steelcup.image import rootfs as rootfs_module
 from steelcup.runtime.containers import Live, Runtime
 from steelcup.volume.spec import MountKind, MountPlan
@@ -60,6 +61,7 @@ class MountedDir:
     target: tuple[str, ...]
     fd: int
     readonly: bool = False
+    ids: IdRange | None = None  # the range its ids are stored with (None: host ids as-is)
 
 
 def mount_at(
@@ -82,9 +84,16 @@ class ContainerTree:
     directories of its volume and bind mounts over their targets. Paths are resolved
     components (`resolve`); below a mount they are walked from the mount's fd, never above."""
 
-    def __init__(self, root_fd: int, mounts: Sequence[MountedDir] = ()) -> None:
+    def __init__(self, root_fd: int, mounts: Sequence[MountedDir] = (),
+                 root_ids: IdRange | None = None) -> None:
         self.root_fd = root_fd
         self.mounts = tuple(mounts)
+        self.root_ids = root_ids  # the range the rootfs's ids are stored with
+
+    def ids_at(self, parts: tuple[str, ...]) -> IdRange | None:
+        """The id range of the files at `parts` (the rootfs's or its mount's)."""
+        index, _ = mount_at([m.target for m in self.mounts], parts)
+        return self.root_ids if index is None else self.mounts[index].ids
 
     def locate(self, parts: tuple[str, ...]) -> tuple[int, tuple[str, ...], bool]:
         """The fd to walk from, the components below it and whether that is read-only."""
@@ -115,10 +124,12 @@ async def mounted_tree(runtime: Runtime, live: Live) -> AsyncIterator[ContainerT
         if volumes is not None:
             stack.push_async_callback(asyncio.to_thread, volumes.release, holder)
         for plan in plans:
+            ids: IdRange | None = None  # a bind: the host's own files
             if plan.kind is MountKind.BIND:
                 host = Path(plan.source)
             elif plan.kind is MountKind.VOLUME and volumes is not None:
                 host = await asyncio.to_thread(volumes.hold, holder, plan.source)
+                ids = volumes.ids_of(plan.source)
             else:
                 continue  # tmpfs lives in the guest only
             try:
@@ -127,8 +138,13 @@ async def mounted_tree(runtime: Runtime, live: Live) -> AsyncIterator[ContainerT
                 raise InvalidArgument(f"cannot open the mount source of {plan.target}: "
                                       f"{exc.strerror}") from exc
             stack.callback(os.close, fd)
-            mounts.append(MountedDir(tuple(split_path(plan.target)), fd, plan.readonly))
-        yield ContainerTree(root_fd, mounts)
+            mounts.append(MountedDir(tuple(split_path(plan.target)), fd, plan.readonly, ids))
+        yield ContainerTree(root_fd, mounts, stored_ids(runtime, live))
+
+
+def stored_ids(runtime: Runtime, live: Live) -> IdRange | None:
+    """The id range the container's writable layer is stored with."""
+    return rootfs_module.ids_of(runtime.container_dir(live.record.id))
 
 
 @contextlib.asynccontextmanager

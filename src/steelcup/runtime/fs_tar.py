@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import IO
 
 from steelcup.errors import SteelcupError
+from steelcup.idmap import IdRange
 from steelcup.image.layers import OPAQUE_MARKER, WHITEOUT_PREFIX
 from steelcup.image.privileges import CAPABILITY_XATTR, declared_for
 from steelcup.runtime.fs_changes import is_opaque, is_whiteout
@@ -35,9 +36,11 @@ class TreeWriter:
     entries and opaque directories get a `.wh..wh..opq` entry (a layer from an upper dir).
     """
 
-    def __init__(self, tar: tarfile.TarFile, *, overlay_whiteouts: bool = False) -> None:
+    def __init__(self, tar: tarfile.TarFile, *, overlay_whiteouts: bool = False,
+                 ids: IdRange | None = None) -> None:
         self.tar = tar
         self.overlay_whiteouts = overlay_whiteouts
+        self.ids = ids  # the tree holds ids shifted to this range: entries get guest ids
         self._links: dict[tuple[int, int], str] = {}
 
     def add(
@@ -157,6 +160,8 @@ class TreeWriter:
         info = tarfile.TarInfo(arcname)
         info.mode = stat.S_IMODE(st.st_mode)
         info.uid, info.gid = st.st_uid, st.st_gid
+        if self.ids is not None:
+            info.uid, info.gid = self.ids.to_guest(st.st_uid), self.ids.to_guest(st.st_gid)
         info.mtime = st.st_mtime_ns // 1_000_000_000
         if stat.S_ISDIR(st.st_mode):
             info.type = tarfile.DIRTYPE

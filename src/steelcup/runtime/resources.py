@@ -16,6 +16,7 @@ from pathlib import Path
 
 from steelcup.errors import InvalidArgument, SteelcupError
 from steelcup.guest.client import GuestClient
+from steelcup.idmap import IdRange
 from steelcup.image.store import Image
 from steelcup.net import guest_ops
 from steelcup.net.etcfiles import write_etc_files
@@ -53,10 +54,12 @@ class Resources:
     """Allocates and releases networks and volumes for the runtime."""
 
     def __init__(
-        self, networks: NetworkManager | None = None, volumes: VolumeManager | None = None
+        self, networks: NetworkManager | None = None, volumes: VolumeManager | None = None,
+        ids: IdRange | None = None,
     ) -> None:
         self.networks = networks
         self.volumes = volumes
+        self.ids = ids  # the VMs' id range: the /etc files written are the guest root's
 
     # -- create ------------------------------------------------------------------------------
 
@@ -139,7 +142,8 @@ class Resources:
                  "hosts": attachment.hosts_file(config.hostname)}
         if attachment.nics:
             files["resolv.conf"] = attachment.resolv_conf()
-        await asyncio.to_thread(write_etc_files, root, files)
+        owner = self.ids.to_host(0) if self.ids is not None else None
+        await asyncio.to_thread(write_etc_files, root, files, owner)
         return RunResources(
             shares=tuple(p.share for p in prepared if p.share is not None),
             vm_nics=tuple(NicSpec(n.tap, n.mac) for n in attachment.nics),

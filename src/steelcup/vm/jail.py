@@ -1,7 +1,8 @@
 """What a QEMU process may do on the host: set up in the forked child just before it execs QEMU.
 
-QEMU still runs as root (9p passthrough needs to own and chown the container's files; see
-docs/security.md for the plan to drop that), so its root is narrowed instead:
+QEMU runs as root of a user namespace (steelcup.userns): an unprivileged host uid, whose
+capabilities reach only the files stored with the VM's shifted ids (steelcup.idmap). Without one
+(`--userns off`) it runs as host root. Either way its root is narrowed:
 - capability bounding set: only what 9p passthrough needs (`KEEP_CAPS`);
   everything else (modules, mounts, ptrace, raw I/O, mknod, setuid, ...) is gone after exec
   and cannot come back;
@@ -24,7 +25,7 @@ import signal
 from dataclasses import dataclass
 from pathlib import Path
 
-from steelcup import namespaces
+from steelcup import namespaces, userns
 from steelcup.vm import cgroup, seccomp
 
 _PR_SET_PDEATHSIG = 1
@@ -39,7 +40,7 @@ CAP_FOWNER = 3
 CAP_FSETID = 4
 # 9p passthrough creates and chowns files as the guest's uid/gid and keeps their modes
 # (CHOWN, DAC_*, FOWNER, FSETID). No NET_ADMIN: QEMU attaches to taps its uid owns
-# (net/links.py TAP_OWNER_UID), and a QEMU that could reconfigure the host's network could
+# (net/links.py create_tap), and a QEMU that could reconfigure the host's network could
 # flush the firewall between tenants.
 KEEP_CAPS = frozenset({CAP_CHOWN, CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, CAP_FOWNER,
                        CAP_FSETID})
@@ -68,6 +69,8 @@ class Jail:
     filter_prog: bytes | None = None
     netns: str | None = None  # a named network namespace (`ip netns`) to run QEMU in
     cgroup_procs: str | None = None  # the VM's memory cgroup (its procs file) to join
+    # A user namespace (steelcup.userns) whose root QEMU becomes: an unprivileged host uid.
+    userns_fd: int | None = None
 
     def enter(self) -> None:
         # The memory cgroup first: QEMU never runs a guest instruction outside its limit.
@@ -79,6 +82,11 @@ class Jail:
             namespaces.enter_netns(self.netns)
         if self.nice:
             os.setpriority(os.PRIO_PROCESS, 0, self.nice)  # QEMU's threads inherit it
+        if self.userns_fd is not None:
+            # Last of what needs host root; joining resets the bounding set (narrowed below)
+            # and the id change clears the death signal (set again).
+            userns.enter(self.userns_fd)
+            libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
         for cap in self.drop_caps:
             if libc.prctl(_PR_CAPBSET_DROP, cap, 0, 0, 0) != 0 and os.geteuid() == 0:
                 err = ctypes.get_errno()
@@ -92,8 +100,8 @@ class Jail:
 
 
 def jail_for(*, nice: int, filter_prog: bytes | None, netns: str | None = None,
-             cgroup_procs: str | None = None) -> Jail:
+             cgroup_procs: str | None = None, userns_fd: int | None = None) -> Jail:
     # Without root there is no bounding set to narrow (and nothing to drop it with).
     drops = caps_to_drop(last_cap()) if os.geteuid() == 0 else ()
     return Jail(nice=nice, drop_caps=drops, filter_prog=filter_prog, netns=netns,
-                cgroup_procs=cgroup_procs)
+                cgroup_procs=cgroup_procs, userns_fd=userns_fd)

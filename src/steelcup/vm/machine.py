@@ -12,20 +12,22 @@ import logging
 import os
 import shutil
 import signal
+import socket
 import subprocess
 from collections.abc import Callable
-from contextlib import AsyncExitStack
+from contextlib import AsyncExitStack, ExitStack
 from pathlib import Path
 from typing import Any
 
+from steelcup import userns
 from steelcup.errors import Conflict, GuestProtocolError, SteelcupError, VmLaunchError
 from steelcup.guest.client import GuestClient, GuestInfo
 from steelcup.guestlog import clip
-from steelcup.vm import qmp, seccomp
+from steelcup.vm import qmp, seccomp, tap
 from steelcup.vm.caplog import CappedLog, drain
 from steelcup.vm.cgroup import VmCgroup
 from steelcup.vm.jail import jail_for
-from steelcup.vm.qemu_args import VmSpec, build_argv
+from steelcup.vm.qemu_args import PassedFds, VmSpec, build_argv
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +55,50 @@ def _filter_for(spec: VmSpec, argv: list[str]) -> bytes | None:
         # Fail closed: the factory boots such VMs directly instead.
         raise VmLaunchError(f"cannot protect the template's RAM file from a clone: {exc}",
                             argv=argv) from exc
+
+
+def _listen(path: Path, stack: ExitStack) -> int:
+    sock = stack.enter_context(socket.socket(socket.AF_UNIX, socket.SOCK_STREAM))
+    sock.bind(str(path))
+    sock.listen(1)
+    return sock.fileno()
+
+
+def _open(path: Path, flags: int, stack: ExitStack) -> int:
+    fd = os.open(path, flags | os.O_CLOEXEC)
+    stack.callback(os.close, fd)
+    return fd
+
+
+def _pass_to_qemu(spec: VmSpec, stack: ExitStack, netns: str | None) -> PassedFds:
+    """For a QEMU without host root: open what it needs (kept open until `stack` closes) and
+    name it by fd. Its sockets listen before it runs; its taps are attached here (they stay
+    root's: no QEMU can open another VM's); a RAM file it is to fill is made here, owned by
+    the VM's root."""
+    assert spec.ids is not None
+    mem = -1
+    if spec.mem_path is not None:
+        mem = _open(spec.mem_path, os.O_RDONLY | os.O_CREAT, stack)
+        if os.fstat(mem).st_uid != spec.ids.base:
+            os.fchown(mem, spec.ids.base, spec.ids.base)
+            os.fchmod(mem, 0o600)
+    taps = []
+    for nic in spec.nics:
+        taps.append(-1)
+        if nic.tap:
+            fd = tap.attach(nic.tap, vnet_hdr=spec.nic_vnet_hdr, netns=netns)
+            stack.callback(os.close, fd)
+            taps[-1] = fd
+    return PassedFds(
+        taps=tuple(taps),
+        ctl=_listen(spec.ctl_socket, stack),
+        qmp=_listen(spec.qmp_socket, stack),
+        kernel=_open(spec.kernel, os.O_RDONLY, stack),
+        initrd=_open(spec.initrd, os.O_RDONLY, stack),
+        shares=tuple(_open(s.host_path, os.O_PATH | os.O_DIRECTORY, stack)
+                     for s in spec.shares),
+        mem=mem,
+    )
 
 
 class _BootTimeout(Exception):
@@ -213,30 +259,8 @@ class Machine:
                                     argv=self.argv) from exc
             procs_file = self.cgroup.procs_file
         async with AsyncExitStack() as stack:
-            jail = jail_for(nice=self.nice, filter_prog=self._filter, netns=self.netns,
-                            cgroup_procs=procs_file)
-            # A clone restores from an fd it inherits (`migrate-incoming fd:N`), so its
-            # sandbox can refuse to spawn processes (no `exec:cat`).
-            incoming = (os.open(self.spec.incoming, os.O_RDONLY | os.O_CLOEXEC)
-                        if self.spec.incoming is not None else -1)
-            try:
-                proc = await asyncio.create_subprocess_exec(
-                    *self.argv,
-                    stdin=subprocess.DEVNULL,
-                    stdout=subprocess.PIPE,  # the serial console (-serial stdio)
-                    stderr=subprocess.PIPE,
-                    start_new_session=True,
-                    pass_fds=(incoming,) if incoming >= 0 else (),
-                    preexec_fn=jail.enter,
-                )
-            except (OSError, subprocess.SubprocessError) as exc:
-                # SubprocessError: the pre-exec hook failed (seccomp filter, cgroup).
-                raise VmLaunchError(
-                    f"cannot run {self.argv[0]}: {exc}", argv=self.argv
-                ) from exc
-            finally:
-                if incoming >= 0:
-                    os.close(incoming)
+            with ExitStack() as passed:
+                proc, incoming = await self._spawn(procs_file, passed)
             self._incoming_fd = incoming
             assert proc.stdout is not None and proc.stderr is not None
             drains = [
@@ -292,6 +316,47 @@ class Machine:
             self._client = client
             self._stack = stack.pop_all()
         return info
+
+    async def _spawn(self, procs_file: str | None, passed: ExitStack
+                     ) -> tuple[asyncio.subprocess.Process, int]:
+        """Fork QEMU into its jail with the fds it inherits (open until `passed` closes);
+        returns it and the fd number of its restore stream (-1: none)."""
+        try:
+            ns_fd = None
+            fds: tuple[int, ...] = ()
+            if self.spec.ids is not None:
+                given = _pass_to_qemu(self.spec, passed, self.netns)
+                self.argv = build_argv(self.spec, given)
+                fds = (given.ctl, given.qmp, given.kernel, given.initrd, *given.shares,
+                       *(fd for fd in given.taps if fd >= 0))
+                if given.mem >= 0:
+                    fds += (given.mem,)
+                ns_fd = userns.qemu_namespace_fd(self.spec.ids)
+            # A clone restores from an fd it inherits (`migrate-incoming fd:N`), so its
+            # sandbox can refuse to spawn processes (no `exec:cat`).
+            incoming = -1
+            if self.spec.incoming is not None:
+                incoming = _open(self.spec.incoming, os.O_RDONLY, passed)
+                fds += (incoming,)
+        except OSError as exc:
+            raise VmLaunchError(f"cannot prepare the VM's files: {exc}",
+                                argv=self.argv) from exc
+        jail = jail_for(nice=self.nice, filter_prog=self._filter, netns=self.netns,
+                        cgroup_procs=procs_file, userns_fd=ns_fd)
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *self.argv,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,  # the serial console (-serial stdio)
+                stderr=subprocess.PIPE,
+                start_new_session=True,
+                pass_fds=fds,
+                preexec_fn=jail.enter,
+            )
+        except (OSError, subprocess.SubprocessError) as exc:
+            # SubprocessError: the pre-exec hook failed (seccomp filter, cgroup, namespace).
+            raise VmLaunchError(f"cannot run {self.argv[0]}: {exc}", argv=self.argv) from exc
+        return proc, incoming
 
     async def _handshake(
         self, stack: AsyncExitStack, deadline_s: float

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from steelcup.errors import InvalidArgument
+from steelcup.idmap import IdRange
 
 QEMU_BINARY = "qemu-system-x86_64"
 CTL_PORT_NAME = "steelcup.ctl"
@@ -99,6 +100,10 @@ class VmSpec:
     nic_vnet_hdr: bool = True
     # Device arguments owned by other layers, appended as given.
     extra_args: tuple[str, ...] = ()
+    # QEMU runs as root of a user namespace with these ids (steelcup.idmap); None = host root.
+    # Such a QEMU can reach nothing by path below the 0700 state root: Machine hands it every
+    # file, directory and socket as an fd (`PassedFds`).
+    ids: IdRange | None = None
 
     @property
     def ctl_socket(self) -> Path:
@@ -111,6 +116,23 @@ class VmSpec:
     @property
     def console_log(self) -> Path:
         return self.state_dir / "console.log"
+
+
+class PassedFds(NamedTuple):
+    """Fd numbers (inherited by QEMU) standing in for the spec's paths."""
+
+    ctl: int  # listening unix sockets
+    qmp: int
+    kernel: int
+    initrd: int
+    shares: tuple[int, ...]  # one O_PATH directory fd per share, in spec order
+    mem: int = -1  # the RAM file, when the spec has one
+    taps: tuple[int, ...] = ()  # one attached tap fd per NIC (-1: a placeholder NIC)
+
+
+def _fd_path(fd: int) -> str:
+    # A magic link: QEMU reopens the object itself, whatever the permissions of its path.
+    return f"/proc/self/fd/{fd}"
 
 
 def _opt(value: str) -> str:
@@ -156,9 +178,13 @@ def _check(spec: VmSpec) -> None:
 SANDBOX = "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"
 
 
-def build_argv(spec: VmSpec) -> list[str]:
-    """The QEMU argv for `spec` (argv[0] is the binary)."""
+def build_argv(spec: VmSpec, fds: PassedFds | None = None) -> list[str]:
+    """The QEMU argv for `spec` (argv[0] is the binary); with `fds`, QEMU opens nothing by path
+    but gets what `fds` names instead."""
     _check(spec)
+    if fds is not None and (len(fds.shares) != len(spec.shares)
+                            or len(fds.taps) != len(spec.nics)):
+        raise InvalidArgument("one fd per share and per NIC")
     cmdline = [*BASE_CMDLINE]
     if spec.accel == "kvm":
         accel = ["-accel", "kvm", "-cpu", "host"]
@@ -181,18 +207,20 @@ def build_argv(spec: VmSpec) -> list[str]:
         "-no-user-config",
         "-nographic",
         "-no-reboot",
-        "-kernel", str(spec.kernel),
-        "-initrd", str(spec.initrd),
+        "-kernel", str(spec.kernel) if fds is None else _fd_path(fds.kernel),
+        "-initrd", str(spec.initrd) if fds is None else _fd_path(fds.initrd),
         "-append", " ".join(cmdline),
         # The console goes to QEMU's stdout, a pipe the Machine reads into a capped log: a
         # `file:` backend would grow as long as the guest prints.
         "-serial", "stdio",
         "-device", "virtio-serial-device",
-        "-chardev", f"socket,id=ctl,path={_opt(str(spec.ctl_socket))},server=on,wait=off",
+        "-chardev", (f"socket,id=ctl,path={_opt(str(spec.ctl_socket))},server=on,wait=off"
+                     if fds is None else f"socket,id=ctl,fd={fds.ctl},server=on,wait=off"),
         "-device", f"virtserialport,chardev=ctl,name={CTL_PORT_NAME}",
     ]  # fmt: skip
-    for share in spec.shares:
-        fsdev = f"local,id={share.tag},path={_opt(str(share.host_path))},security_model=passthrough"
+    for i, share in enumerate(spec.shares):
+        path = _opt(str(share.host_path)) if fds is None else _fd_path(fds.shares[i])
+        fsdev = f"local,id={share.tag},path={path},security_model=passthrough"
         if share.readonly:
             fsdev += ",readonly=on"
         if share.remap_devices:
@@ -200,7 +228,10 @@ def build_argv(spec: VmSpec) -> list[str]:
         device = f"virtio-9p-device,fsdev={share.tag},mount_tag={share.tag}"
         argv += ["-fsdev", fsdev, "-device", device]
     for i, nic in enumerate(spec.nics):
-        if nic.tap:
+        if nic.tap and fds is not None:
+            # attached by the daemon, with or without vnet headers (QEMU reads which)
+            netdev = f"tap,id=net{i},fd={fds.taps[i]}"
+        elif nic.tap:
             netdev = f"tap,id=net{i},ifname={nic.tap},script=no,downscript=no"
             if not spec.nic_vnet_hdr:
                 netdev += ",vnet_hdr=off"
@@ -211,17 +242,22 @@ def build_argv(spec: VmSpec) -> list[str]:
         argv += ["-device", "virtio-balloon-device"]
     if spec.mem_path is not None:
         shared = "on" if spec.mem_shared else "off"
+        mem_path = _opt(str(spec.mem_path)) if fds is None else _fd_path(fds.mem)
         argv += [
             "-object",
             f"memory-backend-file,id=ram,size={spec.mem_mib}M,"
-            f"mem-path={_opt(str(spec.mem_path))},share={shared}",
+            f"mem-path={mem_path},share={shared}",
             "-machine", "memory-backend=ram",
         ]  # fmt: skip
     argv += spec.extra_args
     # QEMU's own seccomp sandbox: no obsolete syscalls, no setuid/setgid, no scheduler or
     # resource control, no spawning processes (restore and save go through fds).
     argv += ["-sandbox", SANDBOX]
-    argv += ["-qmp", f"unix:{spec.qmp_socket},server=on,wait=off"]
+    if fds is None:
+        argv += ["-qmp", f"unix:{spec.qmp_socket},server=on,wait=off"]
+    else:
+        argv += ["-chardev", f"socket,id=qmp,fd={fds.qmp},server=on,wait=off",
+                 "-mon", "chardev=qmp,mode=control"]
     if spec.incoming is not None:
         # Deferred: the x-ignore-shared capability must be on before the stream is read (QEMU
         # 7.2 has no -global for it), so Machine sends it and then `migrate-incoming`.

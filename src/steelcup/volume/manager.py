@@ -6,6 +6,11 @@ A volume is a filesystem of bounded size (steelcup.boundedfs): `disk.img`, loop-
 volume can never be exported by mistake. The 9p share is `_data`, the filesystem's root.
 Volumes made before volumes had a size are a plain `_data` directory (unbounded).
 
+With a VM id range (steelcup.idmap) a volume's files hold shifted ids (meta.json `Ids`; none:
+guest ids as-is, shifted on the next use), and a bind-mounted host dir reaches QEMU through an
+idmapped mount under ROOT/binds/HOLDER (`IdRange.bind_map`: the guest's root is never host
+root there).
+
 Why 9p: it is served inside QEMU (no shared guest RAM), so it also works for template clones
 whose RAM is a private copy-on-write mapping; see docs/networking.md.
 """
@@ -19,6 +24,7 @@ import json
 import logging
 import os
 import shutil
+import stat
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -26,8 +32,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from steelcup import boundedfs, sysmount
+from steelcup import boundedfs, sysmount, userns
 from steelcup.errors import Conflict, InvalidArgument, NotFound, SteelcupError, Unsupported
+from steelcup.idmap import IdRange
 from steelcup.net.guest_ops import GuestMount
 from steelcup.vm.qemu_args import Share
 from steelcup.volume.spec import MountKind, MountPlan, check_volume_name
@@ -71,11 +78,13 @@ class VolumeManager:
     `hold` them; without, plain directories."""
 
     def __init__(self, root: Path, in_use: InUse | None = None,
-                 disks: boundedfs.DiskMaker | None = None) -> None:
+                 disks: boundedfs.DiskMaker | None = None, ids: IdRange | None = None) -> None:
         self.dir = root / "volumes"
         self.dir.mkdir(parents=True, exist_ok=True)
+        self.binds_dir = root / "binds"  # idmapped binds, per holder (only with `ids`)
         self.in_use: InUse = in_use or (lambda _name: [])
         self.disks = disks
+        self.ids = ids  # the VMs' id range (None: QEMU is host root, no shifting)
         self._lock = threading.Lock()  # guards _holders and every mount and unmount
         self._holders: dict[str, builtins.list[str]] = {}  # holder -> bounded volumes it holds
 
@@ -148,6 +157,28 @@ class VolumeManager:
 
     def get(self, name: str) -> Volume:
         return self._load(name)
+
+    def ids_of(self, name: str) -> IdRange | None:
+        """The id range the volume's files are stored with (None: guest ids as-is)."""
+        try:
+            base, count = json.loads((self.dir / name / META).read_text())["Ids"]
+            return IdRange(int(base), int(count))
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def _adopt(self, vol: Volume) -> None:
+        """Store the (mounted) volume's ids for this daemon's range, shifting them if it
+        was used under another (or none)."""
+        old = self.ids_of(vol.name)
+        if old == self.ids:
+            return
+        userns.shift_tree(vol.mountpoint, old, self.ids)
+        meta_path = self.dir / vol.name / META
+        meta = json.loads(meta_path.read_text())
+        meta["Ids"] = [self.ids.base, self.ids.count] if self.ids is not None else None
+        tmp = meta_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(meta))
+        tmp.replace(meta_path)
 
     def list(self) -> list[Volume]:
         out = []
@@ -227,21 +258,40 @@ class VolumeManager:
             self._hold(holder, vol)
         return vol.mountpoint
 
+    def _idmapped_bind(self, holder: str, index: int, host: Path) -> Path:
+        """`host` as the VM's QEMU is to see it (`IdRange.bind_map`), mounted for `holder`
+        until `release(holder)`."""
+        assert self.ids is not None
+        point = self.binds_dir / holder / str(index)
+        with self._lock:
+            point.mkdir(parents=True, exist_ok=True)
+            self._holders.setdefault(holder, [])
+            try:
+                userns.idmapped_bind(host, point, self.ids.bind_map())
+            except OSError as exc:
+                raise SteelcupError(f"cannot map {host} into the VM's user namespace: {exc}"
+                                    ) from exc
+        return point
+
     def release(self, holder: str) -> None:
         """`holder` (a container's run) is done with its volumes: unmount those nobody else
-        holds. Idempotent."""
+        holds, and its binds. Idempotent."""
         with self._lock:
             names = self._holders.pop(holder, [])
             still = {n for held in self._holders.values() for n in held}
             for name in sorted(set(names) - still):
                 with contextlib.suppress(NotFound):
                     self._unmount(self._load(name))
+            _remove_binds(self.binds_dir / holder)
 
     def recover(self) -> None:
         """At daemon start (no container runs): unmount what a previous daemon left mounted,
         and finish the creations and removals it cut short. Also at daemon exit."""
         with self._lock:
             self._holders.clear()
+            if self.binds_dir.is_dir():
+                for entry in sorted(self.binds_dir.iterdir()):
+                    _remove_binds(entry)
             for entry in sorted(self.dir.iterdir()):
                 if not entry.is_dir():
                     continue
@@ -295,9 +345,13 @@ class VolumeManager:
                         raise InvalidArgument(f"invalid mount config for type \"bind\": bind "
                                               f"source path does not exist: {host}")
                     host.mkdir(parents=True, exist_ok=True)
+                    if self.ids is not None:  # the container's root made it: it is theirs
+                        os.chown(host, self.ids.base, self.ids.base)
                 if not host.is_dir():
                     raise Unsupported(f"bind-mounting a single file ({host}) is not supported: "
                                       "9p shares are directories")
+                if self.ids is not None:
+                    host = self._idmapped_bind(holder, i, host)
                 name = ""
             else:
                 vol = self.create(plan.source or None, anonymous=not plan.source,
@@ -306,6 +360,11 @@ class VolumeManager:
                 name = vol.name
                 if vol.size_bytes:
                     self._hold(holder, vol)
+                try:
+                    self._adopt(vol)
+                except OSError as exc:
+                    raise SteelcupError(f"re-storing volume {name}'s files for the VM failed: "
+                                        f"{exc}") from exc
                 if not plan.nocopy and rootfs is not None and not any(host.iterdir()):
                     try:
                         _copy_up(rootfs, plan.target, host)
@@ -318,8 +377,25 @@ class VolumeManager:
         return out
 
 
+def _remove_binds(holder_dir: Path) -> None:
+    """Unmount a holder's idmapped binds and remove their (then empty) mount points. Never
+    deletes recursively: a bind still mounted is the host's own directory."""
+    if not holder_dir.is_dir():
+        return
+    for point in sorted(holder_dir.iterdir()):
+        with contextlib.suppress(OSError):
+            sysmount.umount(point, sysmount.MNT_DETACH)
+        try:
+            point.rmdir()
+        except OSError as exc:
+            log.warning("bind mount point %s not removed: %s", point, exc)
+    with contextlib.suppress(OSError):
+        holder_dir.rmdir()
+
+
 def _copy_up(rootfs: Path, target: str, dest: Path) -> None:
-    """Image content at the mount point seeds a new volume (no symlink is followed)."""
+    """Image content at the mount point seeds a new volume (no symlink is followed), owners
+    and modes included (as the rootfs shows them: stored ids)."""
     src = rootfs / target.lstrip("/")
     cur = rootfs
     for part in target.strip("/").split("/"):
@@ -328,6 +404,24 @@ def _copy_up(rootfs: Path, target: str, dest: Path) -> None:
             return
     if src.is_dir() and not any(dest.iterdir()):
         shutil.copytree(src, dest, symlinks=True, dirs_exist_ok=True)
+        _copy_owners(src, dest)
+
+
+def _copy_owners(src: Path, dest: Path) -> None:
+    """Give every entry below `dest` the owner (and set-id bits, which chown drops) of its
+    namesake below `src`; the root too."""
+    def one(rel: str) -> None:
+        st = os.lstat(os.path.join(src, rel))
+        target = os.path.join(dest, rel)
+        os.chown(target, st.st_uid, st.st_gid, follow_symlinks=False)
+        if not stat.S_ISLNK(st.st_mode):
+            os.chmod(target, stat.S_IMODE(st.st_mode))
+
+    one("")
+    for top, dirs, files in os.walk(src):
+        rel_top = os.path.relpath(top, src)
+        for name in (*dirs, *files):
+            one(os.path.normpath(os.path.join(rel_top, name)))
 
 
 def _du(path: Path) -> int:

@@ -66,6 +66,7 @@ class FakeMachine:
 
 class FakeTemplate:
     base_mem_mib = 256
+    ids = None  # QEMU as host root: slots and taps keep the daemon's uid
 
     def __init__(self) -> None:
         self.clones: list[FakeMachine] = []

@@ -142,3 +142,27 @@ def test_no_vm_may_spawn() -> None:
                       mem_shared=shared)
         argv = build_argv(spec)
         assert "spawn=deny" in argv[argv.index("-sandbox") + 1]
+
+
+def test_a_qemu_without_host_root_gets_everything_as_fds() -> None:
+    """With `ids` the Machine opens the files, sockets and taps and QEMU names them by fd
+    (it could not reach them below the 0700 state root)."""
+    from steelcup.vm.qemu_args import NicSpec, PassedFds
+
+    s = spec(nics=(NicSpec("sctap0", "52:54:00:00:00:01"), NicSpec("", "52:54:00:00:00:02")),
+             mem_path=Path("/t/ram"))
+    fds = PassedFds(ctl=3, qmp=4, kernel=5, initrd=6, shares=(7,), mem=8, taps=(9, -1))
+    argv = build_argv(s, fds)
+    text = " ".join(argv)
+    assert argv[argv.index("-kernel") + 1] == "/proc/self/fd/5"
+    assert argv[argv.index("-initrd") + 1] == "/proc/self/fd/6"
+    assert "socket,id=ctl,fd=3,server=on,wait=off" in argv
+    assert argv[-4:] == ["-chardev", "socket,id=qmp,fd=4,server=on,wait=off",
+                         "-mon", "chardev=qmp,mode=control"]
+    assert "local,id=rootfs,path=/proc/self/fd/7,security_model=passthrough" in argv
+    assert "tap,id=net0,fd=9" in argv and "hubport,id=net1,hubid=1" in argv
+    assert "mem-path=/proc/self/fd/8,share=off" in text
+    for path in ("/g/", "/t/ram", str(STATE), "/var/lib", "ifname="):
+        assert path not in text
+    with pytest.raises(InvalidArgument):
+        build_argv(s, fds._replace(taps=(9,)))

@@ -231,3 +231,47 @@ def test_recover_unmounts_what_a_dead_daemon_left(sized_root: Path) -> None:
     assert not _mounts_under(sized_root)  # unbounded: a plain directory, nothing mounted
     again.release("c2")
     assert (legacy / "_data/f").exists()
+
+
+def test_with_a_vm_id_range_volumes_hold_its_ids_and_binds_are_idmapped(tmp_path: Path) -> None:
+    """A volume's files are stored as the VMs' range (copied from the image with their owners,
+    an older volume shifted on its next use); a bind reaches QEMU through an idmapped mount
+    that is gone after release, the host dir untouched."""
+    from steelcup import userns
+    from steelcup.idmap import IdRange
+
+    if os.geteuid() != 0 or not userns.supported():
+        pytest.skip("needs root and idmapped mounts")
+    ids = IdRange(1_000_000_000)
+    B = ids.base
+    old = VolumeManager(tmp_path / "root")  # an older daemon: no range
+    old.create("older")
+    (old.get("older").mountpoint / "f").write_text("x")
+    vm = VolumeManager(tmp_path / "root", ids=ids)
+    rootfs = tmp_path / "rootfs"
+    (rootfs / "data").mkdir(parents=True)
+    (rootfs / "data" / "seed").write_text("seed")
+    os.chown(rootfs / "data", B, B)  # as the idmapped layers show the image
+    os.chown(rootfs / "data" / "seed", B + 1000, B + 1000)
+    os.chmod(rootfs / "data" / "seed", 0o4750)
+    host_dir = tmp_path / "host"
+    host_dir.mkdir()
+    plans = resolve_mounts(binds=[f"{host_dir}:/h", "older:/older"], image_volumes=["/data"])
+    prepared = {p.plan.target: p for p in vm.prepare(plans, rootfs, holder="c1")}
+    try:
+        data = prepared["/data"].share
+        assert data is not None
+        seed = (data.host_path / "seed").stat()
+        assert (seed.st_uid, seed.st_gid, seed.st_mode & 0o7777) == (B + 1000, B + 1000, 0o4750)
+        assert data.host_path.stat().st_uid == B
+        assert vm.ids_of(prepared["/data"].volume) == ids
+        older = vm.get("older").mountpoint
+        assert (older / "f").stat().st_uid == B and vm.ids_of("older") == ids
+        bind = prepared["/h"].share
+        assert bind is not None and bind.host_path != host_dir
+        assert sysmount.is_mountpoint(bind.host_path)
+        assert bind.host_path.stat().st_uid not in range(B, B + 65536)  # host root: nobody
+    finally:
+        vm.release("c1")  # a failed assertion leaves no bind mounted
+    assert not bind.host_path.exists() and host_dir.is_dir()
+    assert not (tmp_path / "root" / "binds" / "c1").exists()

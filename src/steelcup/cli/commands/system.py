@@ -112,6 +112,13 @@ def register(sub: Any, name: str, help_text: str) -> None:
         p.add_argument("--tlskey", default=None, help="the daemon's TLS key")
         p.add_argument("--tcp-listen", metavar="HOST:PORT", default=None,
                        help="also serve the API over plain TCP (loopback addresses only)")
+        p.add_argument("--userns-base", type=int, default=defaults.USERNS_BASE, metavar="UID",
+                       help="QEMU runs as root of a user namespace: guest uid/gid k is host "
+                            "id UID+k (k < 65536), for containers' files too; pick a range "
+                            "no host user has (default %(default)s)")
+        p.add_argument("--no-userns", dest="userns", action="store_false",
+                       help="run QEMU as (jailed) host root with no id mapping: a guest's root "
+                            "is then host root in bind-mounted directories, as with docker")
         p.add_argument(
             "--no-networking",
             dest="networking",
@@ -294,6 +301,8 @@ def cmd_daemon(ctx: Context, args: argparse.Namespace) -> int:
         assets_dir=Path(args.assets) if args.assets else None,
         debug=args.debug,
         networking=args.networking,
+        userns=args.userns,
+        userns_base=args.userns_base,
         vm_templates=args.templates,
         vm_max_mem_mib=args.vm_max_mem,
         vm_max_cpus=args.vm_max_cpus,

@@ -1,0 +1,179 @@
+"""User namespaces and idmapped mounts (Linux >= 5.12): the effects behind steelcup.idmap.
+
+- `namespace_fd(ids)`: an fd of a user namespace mapping `ids` (made once per range: a short-
+  lived child unshares, the daemon writes its maps, the namespace lives on through the fd).
+- `enter(fd)`: between fork and exec, become root of that namespace (host id `ids.base`).
+- `idmapped_bind(source, target, fd)`: `source` appears at `target` with its ids mapped through
+  the namespace's map (`open_tree` + `mount_setattr(MOUNT_ATTR_IDMAP)` + `move_mount`).
+- `shift_tree(path, old, new)`: re-store every id below `path` for another range.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import os
+import threading
+from pathlib import Path
+
+from steelcup.idmap import IdRange, shift
+
+CLONE_NEWUSER = 0x10000000
+_SYS_OPEN_TREE = 428
+_SYS_MOVE_MOUNT = 429
+_SYS_MOUNT_SETATTR = 442
+_OPEN_TREE_CLONE = 1
+_AT_FDCWD = -100
+_AT_EMPTY_PATH = 0x1000
+_AT_RECURSIVE = 0x8000
+_MOVE_MOUNT_F_EMPTY_PATH = 4
+_MOUNT_ATTR_NOSUID = 0x2
+_MOUNT_ATTR_NODEV = 0x4
+_MOUNT_ATTR_IDMAP = 0x0010_0000
+_PR_SET_PDEATHSIG = 1
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.syscall.restype = ctypes.c_long
+_lock = threading.Lock()
+
+
+class _MountAttr(ctypes.Structure):
+    _fields_ = [("attr_set", ctypes.c_uint64), ("attr_clr", ctypes.c_uint64),
+                ("propagation", ctypes.c_uint64), ("userns_fd", ctypes.c_uint64)]
+
+
+def _raise(what: str, path: object = None) -> None:
+    err = ctypes.get_errno()
+    if path is None:
+        raise OSError(err, f"{what}: {os.strerror(err)}")
+    raise OSError(err, f"{what}: {os.strerror(err)}", str(path))
+
+
+def make_namespace(uid_map: str, gid_map: str) -> int:
+    """A new user namespace with these maps, as an O_CLOEXEC fd (OSError if the kernel or our
+    privileges refuse)."""
+    ready_r, ready_w = os.pipe()
+    done_r, done_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child only unshares and waits
+        try:
+            os.close(ready_r)
+            os.close(done_w)
+            ok = _libc.unshare(CLONE_NEWUSER) == 0
+            _libc.prctl(_PR_SET_PDEATHSIG, 9, 0, 0, 0)
+            os.write(ready_w, b"1" if ok else b"0")
+            os.read(done_r, 1)
+        finally:
+            os._exit(0)
+    os.close(ready_w)
+    os.close(done_r)
+    try:
+        if os.read(ready_r, 1) != b"1":
+            raise OSError("cannot create a user namespace (unshare CLONE_NEWUSER refused)")
+        Path(f"/proc/{pid}/uid_map").write_text(uid_map)
+        Path(f"/proc/{pid}/gid_map").write_text(gid_map)
+        return os.open(f"/proc/{pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
+    finally:
+        os.close(ready_r)
+        os.close(done_w)
+        os.waitpid(pid, 0)
+
+
+_namespaces: dict[str, int] = {}
+
+
+def namespace_fd(uid_map: str) -> int:
+    """The daemon's one user namespace for this map (uids and gids alike), made on first use."""
+    with _lock:
+        fd = _namespaces.get(uid_map)
+        if fd is None:
+            fd = _namespaces[uid_map] = make_namespace(uid_map, uid_map)
+        return fd
+
+
+def qemu_namespace_fd(ids: IdRange) -> int:
+    return namespace_fd(ids.ns_map())
+
+
+def enter(ns_fd: int) -> None:
+    """In a forked child before exec: join the namespace and become its root (the host id of
+    its guest id 0). OSError if refused. The death signal is reset by the id change: callers
+    set it again after."""
+    if _libc.setns(ns_fd, CLONE_NEWUSER) != 0:
+        _raise("setns user namespace")
+    os.setgroups([])
+    os.setresgid(0, 0, 0)
+    os.setresuid(0, 0, 0)
+
+
+def idmapped_bind(source: Path, target: Path, uid_map: str, *, recursive: bool = False) -> None:
+    """Attach a copy of the mount tree at `source` on `target`, nosuid and nodev, its ids seen
+    through `uid_map` (file id k shows as the map's host id for k). OSError if refused."""
+    flags = _OPEN_TREE_CLONE | os.O_CLOEXEC | (_AT_RECURSIVE if recursive else 0)
+    fd = _libc.syscall(_SYS_OPEN_TREE, _AT_FDCWD, os.fsencode(source), flags)
+    if fd < 0:
+        _raise("open_tree", source)
+    try:
+        attr = _MountAttr(_MOUNT_ATTR_IDMAP | _MOUNT_ATTR_NOSUID | _MOUNT_ATTR_NODEV, 0, 0,
+                          namespace_fd(uid_map))
+        if _libc.syscall(_SYS_MOUNT_SETATTR, fd, b"", _AT_EMPTY_PATH | (
+                _AT_RECURSIVE if recursive else 0), ctypes.byref(attr),
+                ctypes.sizeof(attr)) != 0:
+            _raise("idmapping a mount", source)
+        if _libc.syscall(_SYS_MOVE_MOUNT, fd, b"", _AT_FDCWD, os.fsencode(target),
+                         _MOVE_MOUNT_F_EMPTY_PATH) != 0:
+            _raise("move_mount", target)
+    finally:
+        os.close(fd)
+
+
+@functools.cache
+def supported() -> bool:
+    """Whether this kernel and our privileges allow user namespaces and idmapped mounts."""
+    import tempfile
+
+    try:
+        with tempfile.TemporaryDirectory(prefix="steelcup-idmap-") as tmp:
+            src, dst = Path(tmp, "s"), Path(tmp, "d")
+            src.mkdir()
+            dst.mkdir()
+            idmapped_bind(src, dst, IdRange(1 << 20).ns_map())
+            try:
+                return dst.stat().st_uid == (1 << 20) + src.stat().st_uid
+            finally:
+                _libc.umount2(os.fsencode(dst), 2)
+    except OSError:
+        return False
+
+
+def shift_tree(path: Path, old: IdRange | None, new: IdRange | None) -> int:
+    """Re-store the owner of `path` and everything below it (symlinks themselves, no
+    crossing into other filesystems) from `old` to `new`; the number of entries changed.
+    chown drops set-id bits, so each file's mode is put back after."""
+    if old == new:
+        return 0
+    changed = 0
+    dev = path.lstat().st_dev
+
+    def fix(p: str) -> None:
+        nonlocal changed
+        st = os.lstat(p)
+        uid, gid = shift(st.st_uid, old, new), shift(st.st_gid, old, new)
+        if (uid, gid) != (st.st_uid, st.st_gid):
+            os.chown(p, uid, gid, follow_symlinks=False)
+            if not os.path.islink(p) and st.st_mode & 0o6000:
+                os.chmod(p, st.st_mode & 0o7777)
+            changed += 1
+
+    fix(str(path))
+    for top, dirs, files in os.walk(path):
+        for name in files:
+            fix(os.path.join(top, name))
+        keep = []
+        for name in dirs:
+            full = os.path.join(top, name)
+            fix(full)
+            if os.lstat(full).st_dev == dev and not os.path.islink(full):
+                keep.append(name)
+        dirs[:] = keep
+    return changed
