@@ -2,7 +2,7 @@
 
 QEMU runs as root of a user namespace (steelcup.userns): an unprivileged host uid, whose
 capabilities reach only the files stored with the VM's shifted ids (steelcup.idmap). Without one
-(`--userns off`) it runs as host root. Either way its root is narrowed:
+(`--no-userns`) it runs as host root. Either way its root is narrowed:
 - capability bounding set: only what 9p passthrough needs (`KEEP_CAPS`);
   everything else (modules, mounts, ptrace, raw I/O, mknod, setuid, ...) is gone after exec
   and cannot come back;
