@@ -31,6 +31,9 @@ from steelcup.runtime.execs import ExecManager
 from steelcup.runtime.resources import Resources, volume_users
 from steelcup.runtime.store import ContainerStore
 from steelcup.state.db import open_db
+from steelcup.tenancy.credentials import Authority
+from steelcup.tenancy.manager import Tenants
+from steelcup.tenancy.store import TenantStore
 from steelcup.vm import cgroup
 from steelcup.vm.accel import choose_accel
 from steelcup.vm.assets import find_assets
@@ -126,9 +129,10 @@ async def _serve(options: DaemonOptions) -> int:
     if volumes.disks is not None:
         await asyncio.to_thread(volumes.disks.template)
     await runtime.remove_ended_auto_remove()  # before serving: clients never see them
+    tenants = Tenants(TenantStore(db), Authority(options.root / "tls"))
     services = Services(runtime=runtime, execs=ExecManager(runtime), images=images,
                         events=events, root=options.root, accel=accel, networks=networks,
-                        volumes=volumes, pool=vms)
+                        volumes=volumes, pool=vms, tenants=tenants)
     tls = None
     if options.tls_listen is not None:
         if not (options.tls_ca and options.tls_cert and options.tls_key):

@@ -19,7 +19,7 @@ from typing import Any
 
 from steelcup import __version__, stdcopy
 from steelcup.api import docker_codec as codec
-from steelcup.api import fs_routes, image_codec, image_routes, net_routes
+from steelcup.api import fs_routes, image_codec, image_routes, net_routes, tenant_routes
 from steelcup.api.bodies import spool_body
 from steelcup.api.http import (
     API_VERSION,
@@ -45,6 +45,7 @@ from steelcup.runtime.events import EventBus
 from steelcup.runtime.execs import Exec, ExecManager
 from steelcup.runtime.fs_paths import writable_layer
 from steelcup.runtime.model import Status
+from steelcup.tenancy.manager import Tenants
 from steelcup.volume.manager import VolumeManager
 
 log = logging.getLogger(__name__)
@@ -65,6 +66,7 @@ class Services:
     networks: NetworkManager | None = None
     volumes: VolumeManager | None = None
     pool: Factory | None = None
+    tenants: Tenants | None = None  # the operator's tenant administration
 
 
 def build_router(svc: Services) -> Router:
@@ -75,6 +77,8 @@ def build_router(svc: Services) -> Router:
     r.add("GET", "/version", api.version)
     r.add("GET", "/info", api.info)
     r.add("GET", "/steelcup/pool", api.pool)  # steelcup extension: VM template/pool state
+    if svc.tenants is not None:
+        tenant_routes.register(r, svc.tenants)
     r.add("GET", "/events", api.events)
     r.add("POST", "/containers/create", api.create)
     r.add("GET", "/containers/json", api.list_containers)

@@ -43,4 +43,5 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "container": ("fs", "manage containers"),
     "network": ("network", "manage networks"),
     "volume": ("volume", "manage volumes"),
+    "tenant": ("tenant", "manage tenants and their credentials (operator)"),
 }

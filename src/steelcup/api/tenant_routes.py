@@ -1,0 +1,95 @@
+"""The operator's tenant administration (steelcup extension, `/steelcup/tenants...`): thin
+adapters from JSON to `Tenants`. Served to the operator only (the unix socket): never on a
+tenant listener."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from steelcup.api.http import EmptyResponse, JsonResponse, Request, Response, Router
+from steelcup.errors import InvalidArgument
+from steelcup.tenancy.manager import Tenants
+from steelcup.tenancy.model import Tenant
+from steelcup.tenancy.store import TenantKey
+
+
+def register(router: Router, tenants: Tenants) -> None:
+    api = _TenantApi(tenants)
+    router.add("GET", "/steelcup/tenants", api.list)
+    router.add("POST", "/steelcup/tenants", api.create)
+    router.add("GET", "/steelcup/tenants/{name}", api.inspect)
+    router.add("POST", "/steelcup/tenants/{name}/update", api.update)
+    router.add("DELETE", "/steelcup/tenants/{name}", api.remove)
+    router.add("GET", "/steelcup/tenants/{name}/keys", api.keys)
+    router.add("POST", "/steelcup/tenants/{name}/keys", api.key_create)
+    router.add("DELETE", "/steelcup/tenants/{name}/keys/{key}", api.key_remove)
+
+
+def tenant_json(t: Tenant) -> dict[str, Any]:
+    return {"Name": t.name, "Id": t.id, "Created": t.created, "SizeDefault": t.size_default,
+            "Quotas": t.quotas.to_json()}
+
+
+def key_json(k: TenantKey) -> dict[str, Any]:
+    return {"KeyId": k.key_id, "Tenant": k.tenant, "Created": k.created,
+            "NotAfter": k.not_after, "CertSha256": k.cert_sha256}
+
+
+def _words(body: dict[str, Any]) -> list[str]:
+    words = body.get("Quotas") or []
+    if not isinstance(words, list) or not all(isinstance(w, str) for w in words):
+        raise InvalidArgument("Quotas must be a list of KEY=VALUE strings")
+    return words
+
+
+def _string(body: dict[str, Any], key: str) -> str | None:
+    value = body.get(key)
+    if value is not None and not isinstance(value, str):
+        raise InvalidArgument(f"{key} must be a string")
+    return value
+
+
+class _TenantApi:
+    def __init__(self, tenants: Tenants) -> None:
+        self.tenants = tenants
+
+    async def list(self, req: Request) -> Response:
+        return JsonResponse([tenant_json(t) for t in self.tenants.list()])
+
+    async def create(self, req: Request) -> Response:
+        body = await req.json(allow_empty=True)
+        name = _string(body, "Name") or ""
+        tenant = self.tenants.create(name, _words(body),
+                                     _string(body, "SizeDefault") or "s4")
+        return JsonResponse(tenant_json(tenant), 201)
+
+    async def inspect(self, req: Request) -> Response:
+        return JsonResponse(tenant_json(self.tenants.get(req.params["name"])))
+
+    async def update(self, req: Request) -> Response:
+        body = await req.json(allow_empty=True)
+        tenant = self.tenants.update(req.params["name"], _words(body),
+                                     _string(body, "SizeDefault"))
+        return JsonResponse(tenant_json(tenant))
+
+    async def remove(self, req: Request) -> Response:
+        self.tenants.remove(req.params["name"])
+        return EmptyResponse(204)
+
+    async def keys(self, req: Request) -> Response:
+        return JsonResponse([key_json(k) for k in self.tenants.keys(req.params["name"])])
+
+    async def key_create(self, req: Request) -> Response:
+        body = await req.json(allow_empty=True)
+        days = body.get("Days", 365)
+        if not isinstance(days, int) or isinstance(days, bool):
+            raise InvalidArgument("Days must be a number")
+        issued = self.tenants.issue_key(req.params["name"], days)
+        return JsonResponse({**key_json(issued.key), "Ca": issued.ca_pem.decode(),
+                                  "Cert": issued.credential.cert_pem.decode(),
+                                  "Key": issued.credential.key_pem.decode(),
+                                  "Token": issued.token}, 201)
+
+    async def key_remove(self, req: Request) -> Response:
+        self.tenants.remove_key(req.params["name"], req.params["key"])
+        return EmptyResponse(204)

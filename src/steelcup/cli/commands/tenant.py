@@ -1,0 +1,182 @@
+"""`steelcup tenant ...`: the operator's tenant administration (on the daemon's unix socket)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from steelcup.cli.client import path_quote
+from steelcup.cli.context import Context, inspect_each, report
+from steelcup.errors import SteelcupError
+
+_QUOTA_HELP = ("KEY=VALUE quota (repeatable): containers, cpus, memory (e.g. 8G), volumes, "
+               "volume-size (e.g. 500G), images, networks, services, fips, func-calls")
+
+
+def register(sub: Any, name: str, help_text: str) -> None:
+    if name != "tenant":
+        raise ValueError(f"{__name__} has no command {name!r}")
+    top = sub.add_parser(name, help=help_text)
+    tsub = top.add_subparsers(dest="tenant_command", metavar="COMMAND", parser_class=type(top))
+    top.set_defaults(func=lambda _ctx, _args: (top.print_help(), 0)[1])
+
+    p = tsub.add_parser("create", help="create a tenant")
+    p.add_argument("name")
+    p.add_argument("--quota", action="append", default=[], metavar="KEY=VALUE",
+                   help=_QUOTA_HELP)
+    p.add_argument("--size-default", default="s4", metavar="CLASS",
+                   help="size class of its containers unless they ask (s1..l3; default s4)")
+    p.set_defaults(func=cmd_create)
+
+    p = tsub.add_parser("ls", aliases=["list"], help="list tenants")
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.set_defaults(func=cmd_ls)
+
+    p = tsub.add_parser("inspect", help="show tenants in detail")
+    p.add_argument("tenants", nargs="+")
+    p.add_argument("-f", "--format", default="")
+    p.set_defaults(func=cmd_inspect)
+
+    p = tsub.add_parser("update", help="change a tenant's quotas or default size")
+    p.add_argument("name")
+    p.add_argument("--quota", action="append", default=[], metavar="KEY=VALUE",
+                   help=_QUOTA_HELP)
+    p.add_argument("--size-default", default=None, metavar="CLASS")
+    p.set_defaults(func=cmd_update)
+
+    p = tsub.add_parser("rm", aliases=["remove"],
+                        help="remove tenants (refused while they own objects)")
+    p.add_argument("tenants", nargs="+")
+    p.set_defaults(func=cmd_rm)
+
+    key = tsub.add_parser("key", help="a tenant's credentials")
+    ksub = key.add_subparsers(dest="key_command", metavar="COMMAND", parser_class=type(top))
+    key.set_defaults(func=lambda _ctx, _args: (key.print_help(), 0)[1])
+    p = ksub.add_parser("create", help="make a client credential: DIR/ca.pem, cert.pem, "
+                                       "key.pem (docker's DOCKER_CERT_PATH layout) and token")
+    p.add_argument("name")
+    p.add_argument("--out", required=True, metavar="DIR",
+                   help="directory to write the credential to (created, mode 0700)")
+    p.add_argument("--days", type=int, default=365, help="validity (default %(default)s)")
+    p.set_defaults(func=cmd_key_create)
+    p = ksub.add_parser("ls", aliases=["list"], help="list a tenant's keys")
+    p.add_argument("name")
+    p.set_defaults(func=cmd_key_ls)
+    p = ksub.add_parser("rm", aliases=["remove"],
+                        help="remove a key: refused from its very next request")
+    p.add_argument("name")
+    p.add_argument("key_ids", nargs="+", metavar="KEYID")
+    p.set_defaults(func=cmd_key_rm)
+
+
+def _base(name: str) -> str:
+    return f"/steelcup/tenants/{path_quote(name)}"
+
+
+def cmd_create(ctx: Context, args: argparse.Namespace) -> int:
+    try:
+        out = ctx.client().post_json("/steelcup/tenants", json_body={
+            "Name": args.name, "Quotas": args.quota, "SizeDefault": args.size_default})
+    except SteelcupError as exc:
+        report(exc)
+        return 1
+    print(out["Name"])
+    return 0
+
+
+def cmd_ls(ctx: Context, args: argparse.Namespace) -> int:
+    from steelcup.cli.format import table
+
+    rows = ctx.client().get_json("/steelcup/tenants")
+    if args.quiet:
+        for t in rows:
+            print(t["Name"])
+        return 0
+    sys.stdout.write(table(
+        ["NAME", "SIZE", "CONTAINERS", "CPUS", "MEMORY", "CREATED"],
+        [[t["Name"], t["SizeDefault"], str(t["Quotas"]["containers"]),
+          str(t["Quotas"]["cpus"]), f"{t['Quotas']['memory_mib']}MiB", t["Created"]]
+         for t in rows]))
+    return 0
+
+
+def cmd_inspect(ctx: Context, args: argparse.Namespace) -> int:
+    return inspect_each(ctx, [_base(n) for n in args.tenants], args.format)
+
+
+def cmd_update(ctx: Context, args: argparse.Namespace) -> int:
+    body: dict[str, Any] = {"Quotas": args.quota}
+    if args.size_default is not None:
+        body["SizeDefault"] = args.size_default
+    try:
+        out = ctx.client().post_json(_base(args.name) + "/update", json_body=body)
+    except SteelcupError as exc:
+        report(exc)
+        return 1
+    print(out["Name"])
+    return 0
+
+
+def cmd_rm(ctx: Context, args: argparse.Namespace) -> int:
+    status = 0
+    for name in args.tenants:
+        try:
+            ctx.client().delete(_base(name))
+            print(name)
+        except SteelcupError as exc:
+            report(exc)
+            status = 1
+    return status
+
+
+def _write(path: Path, text: str, mode: int) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+
+
+def cmd_key_create(ctx: Context, args: argparse.Namespace) -> int:
+    out_dir = Path(args.out)
+    if out_dir.exists() and any(out_dir.iterdir()):
+        print(f"steelcup: {out_dir} is not empty: refusing to overwrite a credential",
+              file=sys.stderr)
+        return 1
+    try:
+        key = ctx.client().post_json(_base(args.name) + "/keys", json_body={"Days": args.days})
+    except SteelcupError as exc:
+        report(exc)
+        return 1
+    out_dir.mkdir(parents=True, exist_ok=True)
+    os.chmod(out_dir, 0o700)
+    _write(out_dir / "ca.pem", key["Ca"], 0o644)
+    _write(out_dir / "cert.pem", key["Cert"], 0o644)
+    _write(out_dir / "key.pem", key["Key"], 0o600)
+    _write(out_dir / "token", key["Token"] + "\n", 0o600)
+    print(key["KeyId"])
+    print(f"credential for tenant {args.name} in {out_dir} (valid until {key['NotAfter']}); "
+          f"use it with DOCKER_TLS_VERIFY=1 DOCKER_CERT_PATH={out_dir}", file=sys.stderr)
+    return 0
+
+
+def cmd_key_ls(ctx: Context, args: argparse.Namespace) -> int:
+    from steelcup.cli.format import table
+
+    rows = ctx.client().get_json(_base(args.name) + "/keys")
+    sys.stdout.write(table(["KEY ID", "CREATED", "NOT AFTER"],
+                           [[k["KeyId"], k["Created"], k["NotAfter"]] for k in rows]))
+    return 0
+
+
+def cmd_key_rm(ctx: Context, args: argparse.Namespace) -> int:
+    status = 0
+    for key_id in args.key_ids:
+        try:
+            ctx.client().delete(_base(args.name) + f"/keys/{path_quote(key_id)}")
+            print(key_id)
+        except SteelcupError as exc:
+            report(exc)
+            status = 1
+    return status
