@@ -15,6 +15,14 @@ class NotFound(SteelcupError):
     """A named thing (container, image, exec, file) does not exist."""
 
 
+class Unauthorized(SteelcupError):
+    """The request does not say who it speaks for (no or an unknown credential)."""
+
+
+class Forbidden(SteelcupError):
+    """Who the request speaks for may not do this (an operator-only endpoint, a quota)."""
+
+
 class Conflict(SteelcupError):
     """The request clashes with current state (name in use, container running, ...)."""
 

@@ -19,7 +19,7 @@ import logging
 import os
 import socket
 import ssl
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from http import HTTPStatus
 from pathlib import Path
 from typing import Any
@@ -32,6 +32,7 @@ from steelcup.api.http_types import (
     EmptyResponse,
     HijackResponse,
     JsonResponse,
+    Principal,
     RawResponse,
     Request,
     Response,
@@ -43,10 +44,12 @@ from steelcup.api.versions import API_VERSION, DEFAULT_HEADERS, MIN_API_VERSION,
 from steelcup.errors import (
     Conflict,
     DaemonUnavailable,
+    Forbidden,
     ImageError,
     InvalidArgument,
     NotFound,
     SteelcupError,
+    Unauthorized,
     Unsupported,
 )
 
@@ -57,15 +60,36 @@ __all__ = [  # the server, and what route modules import from here
     "HijackResponse",
     "HijackedStream",
     "HttpServer",
+    "Identify",
     "JsonResponse",
+    "Principal",
     "RawResponse",
     "Request",
     "Response",
     "Router",
     "StreamResponse",
     "error_status",
+    "operator_only",
     "server_tls_context",
 ]
+# The TCP listener's authentication: (the verified client certificate in DER form, the bearer
+# token of the Authorization header) -> who the request speaks for, None to refuse it (401).
+Identify = Callable[[bytes | None, str | None], Principal | None]
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+def operator_only(handler: Handler) -> Handler:
+    """A route only the operator may use: a tenant gets 403, whatever it names."""
+    async def guarded(req: Request) -> Response:
+        if not req.principal.is_operator:
+            raise Forbidden(f"{req.method} {req.path} is for the operator only")
+        return await handler(req)
+    return guarded
+
+
+def _bearer(request: Request) -> str | None:
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
 
 log = logging.getLogger(__name__)
 MAX_HEADER_BYTES = 64 * 1024
@@ -80,6 +104,10 @@ def error_status(exc: BaseException) -> int:
         return 413
     if isinstance(exc, NotFound):
         return 404
+    if isinstance(exc, Unauthorized):
+        return 401
+    if isinstance(exc, Forbidden):
+        return 403
     if isinstance(exc, Conflict):
         return 409
     if isinstance(exc, InvalidArgument | ImageError):
@@ -114,6 +142,11 @@ class _Connection:
         self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEADER_BYTES)
         self.method = "GET"
         self.abandon_body = False  # the body was refused unread: answer, then close
+        # Unix-socket peers are the operator; TCP peers are whoever `server.identify` says.
+        self.tcp = not isinstance(writer.get_extra_info("sockname"), str | bytes)
+        ssl_object = writer.get_extra_info("ssl_object")
+        self.peer_cert: bytes | None = (ssl_object.getpeercert(binary_form=True)
+                                        if ssl_object is not None else None)
         self._eof_task: asyncio.Task[None] | None = None
 
     async def _read_more(self) -> None:
@@ -269,6 +302,12 @@ class _Connection:
             return _error_response(404, "page not found")
         handler, request.params = resolved
         try:
+            if self.tcp and self.server.identify is not None:
+                principal = self.server.identify(self.peer_cert, _bearer(request))
+                if principal is None:
+                    raise Unauthorized("authentication required: present a client certificate "
+                                       "or a bearer token of a tenant key")
+                request.principal = principal
             check_api_version(request.api_version)
             return await handler(request)
         except (_Closed, asyncio.CancelledError):
@@ -453,6 +492,7 @@ class HttpServer:
         head_timeout_s: float = HEAD_TIMEOUT_S,
         idle_timeout_s: float = IDLE_TIMEOUT_S,
         max_connections: int = MAX_CONNECTIONS,
+        identify: Identify | None = None,
     ) -> None:
         if unix_path is None and tcp is None:
             raise ValueError("HttpServer needs a unix socket path or a TCP address")
@@ -467,6 +507,8 @@ class HttpServer:
         self.head_timeout_s = head_timeout_s
         self.idle_timeout_s = idle_timeout_s
         self.max_connections = max_connections
+        # None: every TCP peer TLS let in is the operator (dockerd's --tlsverify)
+        self.identify = identify
         self._servers: list[asyncio.Server] = []
         self._connections: set[asyncio.Task[None]] = set()
         self._refusing = False  # over the cap: logged once per episode, not per connection

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import parse_qs, urlsplit
 
@@ -33,6 +34,20 @@ class BodySource(Protocol):
     def body_chunks(self) -> AsyncIterator[bytes]: ...
 
 
+@dataclass(frozen=True)
+class Principal:
+    """Who a request speaks for: a tenant, or (tenant None) the operator."""
+
+    tenant: str | None = None
+
+    @property
+    def is_operator(self) -> bool:
+        return self.tenant is None
+
+
+OPERATOR = Principal()
+
+
 class Request:
     """One parsed request. The body is read on demand: `await json()` or `stream()`."""
 
@@ -56,6 +71,7 @@ class Request:
             key = name.lower()
             self.headers[key] = f"{self.headers[key]}, {value}" if key in self.headers else value
         self.params: dict[str, str] = {}
+        self.principal = OPERATOR  # the listener's authentication may say otherwise
         self._body_started = False
 
     # ----- query helpers

@@ -6,7 +6,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from steelcup.api.http import EmptyResponse, JsonResponse, Request, Response, Router
+from steelcup.api.http import (
+    EmptyResponse,
+    Identify,
+    JsonResponse,
+    Principal,
+    Request,
+    Response,
+    Router,
+    operator_only,
+)
 from steelcup.errors import InvalidArgument
 from steelcup.tenancy.manager import Tenants
 from steelcup.tenancy.model import Tenant
@@ -15,14 +24,26 @@ from steelcup.tenancy.store import TenantKey
 
 def register(router: Router, tenants: Tenants) -> None:
     api = _TenantApi(tenants)
-    router.add("GET", "/steelcup/tenants", api.list)
-    router.add("POST", "/steelcup/tenants", api.create)
-    router.add("GET", "/steelcup/tenants/{name}", api.inspect)
-    router.add("POST", "/steelcup/tenants/{name}/update", api.update)
-    router.add("DELETE", "/steelcup/tenants/{name}", api.remove)
-    router.add("GET", "/steelcup/tenants/{name}/keys", api.keys)
-    router.add("POST", "/steelcup/tenants/{name}/keys", api.key_create)
-    router.add("DELETE", "/steelcup/tenants/{name}/keys/{key}", api.key_remove)
+    for method, path, handler in (
+        ("GET", "/steelcup/tenants", api.list),
+        ("POST", "/steelcup/tenants", api.create),
+        ("GET", "/steelcup/tenants/{name}", api.inspect),
+        ("POST", "/steelcup/tenants/{name}/update", api.update),
+        ("DELETE", "/steelcup/tenants/{name}", api.remove),
+        ("GET", "/steelcup/tenants/{name}/keys", api.keys),
+        ("POST", "/steelcup/tenants/{name}/keys", api.key_create),
+        ("DELETE", "/steelcup/tenants/{name}/keys/{key}", api.key_remove),
+    ):
+        router.add(method, path, operator_only(handler))
+
+
+def identify_with(tenants: Tenants) -> Identify:
+    """The tenant listener's authentication: a live key's certificate or token names its
+    tenant; anything else is refused."""
+    def identify(cert_der: bytes | None, bearer: str | None) -> Principal | None:
+        tenant = tenants.authenticate(cert_der=cert_der, bearer=bearer)
+        return Principal(tenant.name) if tenant is not None else None
+    return identify
 
 
 def tenant_json(t: Tenant) -> dict[str, Any]:

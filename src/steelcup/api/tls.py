@@ -10,12 +10,15 @@ from pathlib import Path
 from steelcup.errors import InvalidArgument
 
 
-def server_tls_context(ca: Path, cert: Path, key: Path) -> ssl.SSLContext:
-    """dockerd's `--tlsverify`: our certificate, and clients must present one signed by `ca`."""
+def server_tls_context(ca: Path, cert: Path, key: Path, *,
+                       client_cert_optional: bool = False) -> ssl.SSLContext:
+    """dockerd's `--tlsverify`: our certificate, and clients must present one signed by `ca`.
+    With `client_cert_optional` (the tenant listener) a client may present none and say who it
+    is with a bearer token instead; one it presents must still be signed by `ca`."""
     try:
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(ca))
         context.minimum_version = ssl.TLSVersion.TLSv1_2
-        context.verify_mode = ssl.CERT_REQUIRED
+        context.verify_mode = ssl.CERT_OPTIONAL if client_cert_optional else ssl.CERT_REQUIRED
         context.load_cert_chain(str(cert), str(key))
     except (OSError, ssl.SSLError) as exc:
         raise InvalidArgument(f"cannot set up TLS from {ca}, {cert}, {key}: {exc}") from exc
