@@ -19,6 +19,7 @@ from steelcup.image.store import Image
 from steelcup.runtime.containers import Runtime
 from steelcup.runtime.fs_paths import DIR_FLAGS, writable_layer
 from steelcup.runtime.fs_tar import TreeWriter, open_tar
+from steelcup.runtime.lifecycle import Op
 from steelcup.runtime.model import ContainerRecord
 from steelcup.untrusted_json import decode_json
 
@@ -58,8 +59,7 @@ async def commit(
     spool_dir: Path,
 ) -> Image:
     """`docker commit`: the container's image plus its upper dir as a new layer."""
-    live = runtime.get(ref)
-    record = live.record
+    record = runtime.check(ref, Op.COMMIT)
     image = await asyncio.to_thread(runtime.images.get, record.config.image_id)
     config = apply_changes(commit_config(record, image), changes)
     spool_dir.mkdir(parents=True, exist_ok=True)
@@ -74,7 +74,7 @@ async def commit(
                 author=author, created_by=created_by,
             )
 
-    async with writable_layer(runtime, live) as upper:
+    async with writable_layer(runtime, record.id, Op.COMMIT) as upper:
         new = await asyncio.to_thread(run, upper)
     runtime.events.publish("container", "commit", record.id, {
         "name": record.name, "comment": comment, "imageID": new.id,
