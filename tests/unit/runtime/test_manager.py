@@ -357,3 +357,30 @@ def test_a_daemon_stopped_mid_removal_leaves_it_dead(tmp_path: Path) -> None:
     after = make_runtime(tmp_path, open_db(tmp_path))
     after.recover()
     assert after.record("web").state.status is Status.DEAD
+
+
+def test_kill_of_a_restarting_container_cancels_its_restart(tmp_path: Path) -> None:
+    """As dockerd: the kill is accepted, the pending restart never comes."""
+    async def body(rt: Runtime, vms: FakeVms) -> None:
+        create(rt, restart_policy="always")
+        process = await started(rt, vms)
+        process.exit(1)
+        await eventually(lambda: rt.record("web").state.status is Status.RESTARTING)
+        await rt.kill("web")
+        state = rt.record("web").state
+        assert (state.status, state.manually_stopped) == (Status.EXITED, True)
+        await asyncio.sleep(0.5)
+        assert vms.started.empty()
+
+    run(tmp_path, body)
+
+
+def test_force_removal_of_a_paused_container_thaws_it_first(tmp_path: Path) -> None:
+    async def body(rt: Runtime, vms: FakeVms) -> None:
+        create(rt)
+        process = await started(rt, vms)
+        await rt.pause("web")
+        await rt.remove("web", force=True)  # the fake refuses a signal to a frozen VM
+        assert process.signals == [signal.SIGKILL] and rt.list() == []
+
+    run(tmp_path, body)
