@@ -67,7 +67,6 @@ Outcome = Status | NotModified | Refusal
 
 C, R, P, RS, RM, X, D = (Status.CREATED, Status.RUNNING, Status.PAUSED, Status.RESTARTING,
                          Status.REMOVING, Status.EXITED, Status.DEAD)
-ALL = frozenset(Status)
 
 NOT_RUNNING = Refusal("Container {id} is not running")
 IS_RESTARTING = Refusal("Container {id} is restarting, wait until the container is running")
@@ -77,9 +76,9 @@ MARKED_FOR_REMOVAL = Refusal("container is marked for removal and cannot be star
 IMPOSSIBLE = Refusal("container {id} is {status}: this cannot happen in that state")
 
 
-def _same(states: frozenset[Status]) -> dict[Status, Outcome]:
-    """Allowed in `states`, status unchanged."""
-    return {s: s for s in states}
+def _unchanged(*states: Status) -> dict[str, Outcome]:
+    """Cells for `_row`: allowed in `states`, which it leaves as they are."""
+    return {s.name: s for s in states}
 
 
 def _row(default: Outcome, **cells: Outcome) -> dict[Status, Outcome]:
@@ -103,7 +102,7 @@ TABLE: dict[Op, dict[Status, Outcome]] = {
                    RESTARTING=IS_RESTARTING, REMOVING=REMOVAL_IN_PROGRESS),
     Op.UNPAUSE: _row(Refusal("Container {id} is not paused"), PAUSED=R,
                      REMOVING=REMOVAL_IN_PROGRESS),
-    Op.RESTART: _row(MARKED_FOR_REMOVAL, **{s.name: s for s in (C, R, P, RS, X)}),
+    Op.RESTART: _row(MARKED_FOR_REMOVAL, **_unchanged(C, R, P, RS, X)),
     Op.REMOVE: _row(
         RM, REMOVING=REMOVAL_IN_PROGRESS,
         RUNNING=Refusal('cannot remove container "/{name}": container is running: stop the '
@@ -113,29 +112,29 @@ TABLE: dict[Op, dict[Status, Outcome]] = {
         RESTARTING=Refusal('cannot remove container "/{name}": container is restarting: stop '
                            "the container before removing or force remove")),
     Op.REMOVE_FORCE: _row(RM, REMOVING=REMOVAL_IN_PROGRESS),
-    Op.WAIT: _same(ALL),
+    Op.WAIT: _row(C, **_unchanged(*Status)),
     Op.EXEC: _row(NOT_RUNNING, RUNNING=R, RESTARTING=IS_RESTARTING,
                   PAUSED=Refusal("Container {id} is paused, unpause the container before exec"),
                   REMOVING=REMOVAL_IN_PROGRESS),
     Op.TOP: _row(NOT_RUNNING, RUNNING=R, RESTARTING=IS_RESTARTING,
                  PAUSED=Refusal("Container {id} is paused, unpause the container first")),
     Op.ATTACH: _row(Refusal("cannot attach to a {status} container"),
-                    **{s.name: s for s in (C, R, P, RS, X)}),
+                    **_unchanged(C, R, P, RS, X)),
     Op.RESIZE: _row(NOT_RUNNING, RUNNING=R, PAUSED=P),
     Op.UPDATE: _row(
         Refusal('Cannot update container {id}: container is marked for removal and cannot '
-                'be "update"'), **{s.name: s for s in (C, R, P, RS, X)}),
-    Op.RENAME: _row(REMOVAL_IN_PROGRESS, **{s.name: s for s in (C, R, P, RS, X, D)}),
+                'be "update"'), **_unchanged(C, R, P, RS, X)),
+    Op.RENAME: _row(REMOVAL_IN_PROGRESS, **_unchanged(C, R, P, RS, X, D)),
     Op.COMMIT: _row(Refusal("You cannot commit container {id} which is being removed"),
                     DEAD=Refusal("You cannot commit container {id} which is Dead"),
-                    **{s.name: s for s in (C, R, P, RS, X)}),
+                    **_unchanged(C, R, P, RS, X)),
     Op.EXPORT: _row(Refusal("You cannot export container {id} which is being removed"),
                     DEAD=Refusal("You cannot export container {id} which is Dead"),
-                    **{s.name: s for s in (C, R, P, RS, X)}),
+                    **_unchanged(C, R, P, RS, X)),
     Op.FILES: _row(Refusal("You cannot access the files of container {id} which is being "
                            "removed"),
                    DEAD=Refusal("You cannot access the files of container {id} which is Dead"),
-                   **{s.name: s for s in (C, R, P, RS, X)}),
+                   **_unchanged(C, R, P, RS, X)),
     # A start that finds the container being removed meanwhile is abandoned.
     Op.STARTED: _row(IMPOSSIBLE, CREATED=R, EXITED=R, RESTARTING=R,
                      REMOVING=MARKED_FOR_REMOVAL),
