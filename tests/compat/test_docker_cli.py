@@ -37,6 +37,19 @@ def test_run_rm_exit_code_and_streams(dockerd: Docker) -> None:
     assert dockerd.out("ps", "-aq") == ""  # --rm removed it
 
 
+def test_run_rm_failed_start_leaves_nothing(dockerd: Docker) -> None:
+    """A `--rm` container whose start fails is removed before start answers, so the docker CLI
+    (which then waits for `wait?condition=removed`) ends, with dockerd's status read from the
+    error: 127 not found, 126 not executable. It once hung forever, leaving it "Created"."""
+    before = set(dockerd.out("ps", "-aq").split())
+    missing = dockerd.run("run", "--rm", IMG, "no-such-binary", timeout=60)
+    assert missing.returncode == 127, missing.stderr
+    assert b"no-such-binary" in missing.stderr
+    not_exec = dockerd.run("run", "--rm", IMG, "/etc/passwd", timeout=60)
+    assert not_exec.returncode == 126, not_exec.stderr
+    assert set(dockerd.out("ps", "-aq").split()) == before
+
+
 def test_cap_add_cap_drop_privileged(dockerd: Docker) -> None:
     """docker run --cap-add/--cap-drop reach the process; inspect shows them (the CLI sends
     them normalized); an unknown one is refused with dockerd's message."""

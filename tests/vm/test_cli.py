@@ -68,11 +68,14 @@ def test_unknown_image_is_exit_125(daemon: Daemon) -> None:
 
 
 def test_missing_command_is_127_not_executable_is_126(daemon: Daemon) -> None:
+    """With `--rm`, nothing is left behind (the daemon removes it before start answers)."""
+    before = set(daemon.out("ps", "-aq").split())
     missing = daemon.cli("run", "--rm", IMG, "no-such-binary")
     assert missing.returncode == 127, missing.stderr
     assert b"no-such-binary" in missing.stderr
     not_exec = daemon.cli("run", "--rm", IMG, "/etc/passwd")
     assert not_exec.returncode == 126, not_exec.stderr
+    assert set(daemon.out("ps", "-aq").split()) == before
 
 
 def test_signal_exit_status(daemon: Daemon) -> None:

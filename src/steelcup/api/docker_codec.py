@@ -303,6 +303,8 @@ def status_text(record: ContainerRecord, now: float | None = None) -> str:
         if state.finished_at.startswith("0001"):
             return "Created"
         return f"Exited ({state.exit_code}) {human_duration(now - _ts(state.finished_at))} ago"
+    if state.status is Status.REMOVING:
+        return "Removal In Progress"
     return str(state.status.value).capitalize()
 
 

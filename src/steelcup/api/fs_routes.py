@@ -30,6 +30,7 @@ from steelcup.image.store import ImageStore
 from steelcup.runtime import fs_admin, fs_archive, fs_changes, fs_commit, fs_paths
 from steelcup.runtime.containers import Runtime
 from steelcup.runtime.events import EventBus
+from steelcup.runtime.lifecycle import Op
 
 log = logging.getLogger(__name__)
 
@@ -74,10 +75,9 @@ class _FsApi:
         """Mount (if needed) and find `?path=`; the caller owns the returned exit stack."""
         name = req.params["id"]
         path = req.q("path")
-        live = self.rt.get(name)
         stack = contextlib.AsyncExitStack()
         try:
-            tree = await stack.enter_async_context(fs_paths.mounted_tree(self.rt, live))
+            tree = await stack.enter_async_context(fs_paths.mounted_tree(self.rt, name))
             source = await asyncio.to_thread(fs_archive.locate, tree, path, name)
         except BaseException:
             await stack.aclose()
@@ -101,10 +101,10 @@ class _FsApi:
             raise InvalidArgument("path must not be empty")
         no_overwrite = req.q_bool("noOverwriteDirNonDir")
         copy_uid_gid = req.q_bool("copyUIDGID")
-        live = self.rt.get(name)
+        self.rt.record(name)  # 404 before reading the body
         spool = await spool_body(req, self.spool_dir)
         try:
-            async with fs_paths.mounted_tree(self.rt, live) as tree:
+            async with fs_paths.mounted_tree(self.rt, name) as tree:
                 await asyncio.to_thread(
                     fs_archive.extract_archive, tree, path, spool, name,
                     no_overwrite_dir_non_dir=no_overwrite, copy_uid_gid=copy_uid_gid,
@@ -115,15 +115,17 @@ class _FsApi:
 
     # -- export ----------------------------------------------------------------------------
     async def export(self, req: Request) -> Response:
-        live = self.rt.get(req.params["id"])
+        ref = req.params["id"]
         stack = contextlib.AsyncExitStack()
         try:
-            root_fd = await stack.enter_async_context(fs_paths.mounted_root(self.rt, live))
+            root_fd = await stack.enter_async_context(
+                fs_paths.mounted_root(self.rt, ref, Op.EXPORT))
+            record = self.rt.record(ref)
         except BaseException:
             await stack.aclose()
             raise
-        self.events.publish("container", "export", live.record.id, {"name": live.record.name})
-        ids = fs_paths.stored_ids(self.rt, live)
+        self.events.publish("container", "export", record.id, {"name": record.name})
+        ids = fs_paths.stored_ids(self.rt, record.id)
         chunks = _ThreadStream(lambda out: fs_commit.write_export(root_fd, out, ids), stack)
         return StreamResponse(chunks, content_type=TAR)
 
@@ -143,7 +145,7 @@ class _FsApi:
         return JsonResponse({"Id": image.id}, status=201)
 
     async def rename(self, req: Request) -> Response:
-        fs_admin.rename(self.rt, req.params["id"], req.q("name"))
+        self.rt.rename(req.params["id"], req.q("name"))
         return EmptyResponse(204)
 
     async def prune(self, req: Request) -> Response:

@@ -34,13 +34,13 @@ from steelcup.api.http import (
     Router,
     StreamResponse,
 )
-from steelcup.errors import InvalidArgument, NotFound, SteelcupError, Unsupported
+from steelcup.errors import Conflict, InvalidArgument, NotFound, SteelcupError, Unsupported
 from steelcup.image.store import ImageStore
 from steelcup.net.manager import NetworkManager
 from steelcup.pool.factory import Factory
 from steelcup.runtime import inspection
 from steelcup.runtime import logs as logs_module
-from steelcup.runtime.containers import Live, Runtime
+from steelcup.runtime.containers import Attached, Runtime
 from steelcup.runtime.events import EventBus
 from steelcup.runtime.execs import Exec, ExecManager
 from steelcup.runtime.fs_paths import writable_layer
@@ -116,7 +116,7 @@ def build_router(svc: Services) -> Router:
         rt = svc.runtime
 
         def resolve_container(ref: str) -> tuple[str, str]:
-            record = rt.get(ref).record
+            record = rt.record(ref)
             return record.id, record.name
 
         net_routes.register(r, svc.networks, svc.volumes, resolve_container)
@@ -319,10 +319,9 @@ class _Api:
         return JsonResponse([codec.encode_summary(r) for r in records])
 
     async def inspect(self, req: Request) -> Response:
-        live = self.rt.get(req.params["id"])
-        return JsonResponse(codec.encode_inspect(live.record,
-                                                 str(self.rt.log_path(live.record.id)),
-                                                 self.rt.resources.net_view(live.record)))
+        record = self.rt.record(req.params["id"])
+        return JsonResponse(codec.encode_inspect(record, str(self.rt.log_path(record.id)),
+                                                 self.rt.resources.net_view(record)))
 
     async def start(self, req: Request) -> Response:
         started = await self.rt.start(req.params["id"])
@@ -364,29 +363,29 @@ class _Api:
         want_stdout = req.q_bool("stdout")
         want_stderr = req.q_bool("stderr")
         replay_logs = req.q_bool("logs")
-        live, sub = self.rt.attach(req.params["id"], want_stdout, want_stderr)
-        tty = live.record.config.tty
+        attached = self.rt.attach(req.params["id"], want_stdout, want_stderr)
+        tty = attached.record.config.tty
         rt = self.rt
 
         async def run(conn: HijackedStream) -> None:
             stdin_task = None
-            if want_stdin and live.record.config.open_stdin:
-                stdin_task = asyncio.create_task(_pump_stdin(rt, live, conn))
+            if want_stdin and attached.record.config.open_stdin:
+                stdin_task = asyncio.create_task(_pump_stdin(attached, conn))
             try:
                 if replay_logs:
                     want = logs_module.LogFilter(stdout=want_stdout, stderr=want_stderr)
-                    async for entry in rt.follow_logs(live.record.id, follow=False,
+                    async for entry in rt.follow_logs(attached.record.id, follow=False,
                                                       want=want):
                         await conn.write(_frame(tty, entry.stream, entry.data))
                 while True:
-                    item = await sub.queue.get()
+                    item = await attached.subscriber.queue.get()
                     if item is None:
                         break
                     await conn.write(_frame(tty, *item))
             except (ConnectionError, OSError):
                 pass
             finally:
-                live.fanout.unsubscribe(sub)
+                attached.detach()
                 if stdin_task is not None:
                     stdin_task.cancel()
                 await conn.close()
@@ -394,7 +393,7 @@ class _Api:
         return HijackResponse(run)
 
     async def logs(self, req: Request) -> Response:
-        live = self.rt.get(req.params["id"])
+        record = self.rt.record(req.params["id"])
         want_stdout, want_stderr = req.q_bool("stdout"), req.q_bool("stderr")
         if not (want_stdout or want_stderr):
             raise InvalidArgument("Bad parameters: you must choose at least one stream")
@@ -404,11 +403,11 @@ class _Api:
         tail = None if tail_text in ("", "all") else _int(tail_text, "tail")
         since_ns = _time_param(req.q("since"))
         until_ns = _time_param(req.q("until"))
-        tty = live.record.config.tty
+        tty = record.config.tty
 
         want = logs_module.LogFilter(stdout=want_stdout, stderr=want_stderr,
                                      since_ns=since_ns, until_ns=until_ns, tail=tail)
-        entries = self.rt.follow_logs(live.record.id, follow=follow, want=want)
+        entries = self.rt.follow_logs(record.id, follow=follow, want=want)
 
         async def chunks() -> AsyncIterator[bytes]:
             async for entry in entries:
@@ -430,23 +429,22 @@ class _Api:
         want_stdin = req.q_bool("stdin")
         want_stdout = req.q_bool("stdout")
         want_stderr = req.q_bool("stderr")
-        live, sub = self.rt.attach(req.params["id"], want_stdout, want_stderr)
-        rt = self.rt
+        attached = self.rt.attach(req.params["id"], want_stdout, want_stderr)
 
         async def run(conn: HijackedStream) -> None:
             stdin_task = None
-            if want_stdin and live.record.config.open_stdin:
-                stdin_task = asyncio.create_task(_pump_stdin(rt, live, conn))
+            if want_stdin and attached.record.config.open_stdin:
+                stdin_task = asyncio.create_task(_pump_stdin(attached, conn))
             try:
                 while True:
-                    item = await sub.queue.get()
+                    item = await attached.subscriber.queue.get()
                     if item is None:
                         break
                     await conn.write(item[1])
             except (ConnectionError, OSError):
                 pass
             finally:
-                live.fanout.unsubscribe(sub)
+                attached.detach()
                 if stdin_task is not None:
                     stdin_task.cancel()
                 await conn.close()
@@ -466,18 +464,18 @@ class _Api:
         return JsonResponse(codec.encode_top(titles, rows))
 
     async def stats(self, req: Request) -> Response:
-        live = self.rt.get(req.params["id"])
+        record = self.rt.record(req.params["id"])
         stream = req.q_bool("stream", True)
         one_shot = req.q_bool("one-shot")
         if one_shot and stream:
             raise InvalidArgument("cannot have stream=true and one-shot=true")
         rt = self.rt
-        ref = live.record.id
+        ref = record.id
         # Errors (no `cat` in the image, ...) become a JSON 4xx/5xx before streaming starts.
         first = await inspection.sample(rt, ref)
 
         def encode(cur: Any, pre: Any) -> bytes:
-            return json.dumps(codec.encode_stats(rt.get(ref).record, cur, pre)).encode() + b"\n"
+            return json.dumps(codec.encode_stats(rt.record(ref), cur, pre)).encode() + b"\n"
 
         if not stream:
             pre = None
@@ -518,10 +516,10 @@ class _Api:
         for record in records:
             row = codec.encode_summary(record)
             try:
-                async with writable_layer(self.rt, self.rt.get(record.id)) as upper:
+                async with writable_layer(self.rt, record.id) as upper:
                     row["SizeRw"] = await asyncio.to_thread(_dir_size, upper)
-            except NotFound:
-                continue  # removed meanwhile
+            except (NotFound, Conflict):
+                continue  # being removed, or removed meanwhile
             row["SizeRootFs"] = row["SizeRw"]
             containers.append(row)
         volumes = []
@@ -701,15 +699,15 @@ def _time_param(text: str) -> int:
             raise InvalidArgument(f"invalid time value: {text!r}") from None
 
 
-async def _pump_stdin(rt: Runtime, live: Live, conn: HijackedStream) -> None:
+async def _pump_stdin(attached: Attached, conn: HijackedStream) -> None:
     while True:
         data = await conn.read()
         if not data:
             break
-        if not await rt.write_stdin(live, data):
+        if not await attached.write_stdin(data):
             return
-    if live.record.config.stdin_once:
-        await rt.close_stdin(live)
+    if attached.record.config.stdin_once:
+        await attached.close_stdin()
 
 
 async def _relay_exec(execs: ExecManager, exec_: Exec, conn: HijackedStream, tty: bool) -> None:

@@ -1,8 +1,10 @@
 """The container runtime: lifecycle of containers, each running in its own VM.
 
 The runtime never sees HTTP: the API adapter decodes requests into `ContainerConfig` and calls
-these methods. One `Live` object per container holds what exists only while the daemon runs
-(the VM, the guest process, attached readers); the `ContainerRecord` is what is persisted.
+these methods. One private `_Live` object per container holds what exists only while the daemon
+runs (the VM, the guest process, attached readers); the `ContainerRecord` is what is persisted.
+Every status change goes through `lifecycle.transition`; other modules ask the runtime
+(`record`, `check`, `holding_files`, `start_in`, `attach`) and never touch a `_Live`.
 """
 
 from __future__ import annotations
@@ -39,11 +41,12 @@ from steelcup.pool.source import Share, VmRequest, VmSource
 from steelcup.runtime import logs as logs_module
 from steelcup.runtime.capabilities import capability_set
 from steelcup.runtime.events import EventBus
+from steelcup.runtime.lifecycle import NOT_MODIFIED, NotModified, Op, Refusal, transition
 from steelcup.runtime.model import ContainerConfig, ContainerRecord, Status
 from steelcup.runtime.names import new_id, random_name, validate_name
 from steelcup.runtime.output import Fanout, Subscriber
 from steelcup.runtime.resources import Resources
-from steelcup.runtime.spec import merge_env, parse_signal, resolve_argv
+from steelcup.runtime.spec import merge_env, parse_signal, resolve_argv, start_failure_text
 from steelcup.runtime.store import ContainerStore
 from steelcup.vm.machine import Machine
 
@@ -51,11 +54,15 @@ log = logging.getLogger(__name__)
 
 DEFAULT_STOP_TIMEOUT_S = 10
 EXIT_CODE_DAEMON_LOST = 255
+EXIT_CODE_DAEMON_ERROR = 125  # docker's: the container never ran because the daemon failed
 RESTART_POLICIES = ("no", "always", "on-failure", "unless-stopped")
 # Docker's restart back-off: 100 ms doubling to 1 min, reset after 10 s of running.
 RESTART_DELAY_MIN_S = 0.1
 RESTART_DELAY_MAX_S = 60.0
 RESTART_RESET_AFTER_S = 10.0
+# How long a force removal waits for the killed process, then for its output relay.
+REMOVE_KILL_WAIT_S = 5.0
+REMOVE_PUMP_WAIT_S = 15.0
 
 
 def now_rfc3339() -> str:
@@ -63,10 +70,12 @@ def now_rfc3339() -> str:
 
 
 @dataclass(eq=False)
-class Live:
-    """Daemon-lifetime state of one container."""
+class _Live:
+    """Daemon-lifetime state of one container; private to the runtime."""
 
     record: ContainerRecord
+    # Set together with the RUNNING status and cleared with EXITED (a REMOVING container may
+    # still have them while its removal ends the run).
     machine: Machine | None = None
     process: GuestProcess | None = None
     fanout: Fanout = field(default_factory=Fanout)
@@ -74,14 +83,49 @@ class Live:
     started: asyncio.Event = field(default_factory=asyncio.Event)
     changed: asyncio.Condition = field(default_factory=asyncio.Condition)
     exit_seq: int = 0
-    removed: bool = False  # set when removal starts: the container is no longer listed
-    removal_done: bool = False  # what `wait --condition removed` waits for
+    removal_done: bool = False  # its record is gone: what `wait --condition removed` waits for
+    # Held by start and by file access: a removal waits for them, they never see half a removal.
     busy: asyncio.Lock = field(default_factory=asyncio.Lock)
     pump: asyncio.Task[None] | None = None
     stopping: bool = False
     restart_task: asyncio.Task[None] | None = None
     restart_delay_s: float = 0.0
     started_mono: float = 0.0
+
+    def ended(self, seq: int) -> bool:
+        """The run of generation `seq` ended, or the container is gone (or dead)."""
+        return (self.exit_seq != seq or self.removal_done
+                or self.record.state.status is Status.DEAD)
+
+
+@dataclass(eq=False)
+class Attached:
+    """A client attached to a container's output (and maybe its stdin)."""
+
+    record: ContainerRecord  # as it was when the client attached
+    subscriber: Subscriber
+    _live: _Live
+
+    async def write_stdin(self, data: bytes) -> bool:
+        """Feed stdin of the current run once it has started; False if there is no process."""
+        live = self._live
+        await live.started.wait()
+        if live.process is None or not live.record.config.open_stdin:
+            return False
+        try:
+            await live.process.write_stdin(data)
+        except GuestProtocolError:
+            return False
+        return True
+
+    async def close_stdin(self) -> None:
+        await self._live.started.wait()
+        if self._live.process is not None:
+            with contextlib.suppress(GuestProtocolError):
+                await self._live.process.close_stdin()
+
+    def detach(self) -> None:
+        self._live.fanout.unsubscribe(self.subscriber)
 
 
 @dataclass(frozen=True)
@@ -122,7 +166,7 @@ class Runtime:
         self.vms = vms
         self.events = events
         self.defaults = defaults
-        self._live: dict[str, Live] = {}
+        self._containers: dict[str, _Live] = {}
         self._shutting_down = False
         (root / "containers").mkdir(parents=True, exist_ok=True)
         self.disks = boundedfs.DiskMaker(root / "cache" / "layer-disk", defaults.storage_bytes)
@@ -143,26 +187,33 @@ class Runtime:
                 except (SteelcupError, OSError) as exc:
                     log.warning("cannot delete the leftover container dir %s: %s", cdir, exc)
         for record in records:
-            if record.state.running or record.state.status is Status.RESTARTING:
+            status = transition(record.state.status, Op.DAEMON_LOST)
+            assert isinstance(status, Status)  # total over every status
+            if status is Status.EXITED and record.state.status is not Status.EXITED:
                 record = record.with_state(
-                    status=Status.EXITED,
+                    status=status,
                     exit_code=EXIT_CODE_DAEMON_LOST,
                     pid=0,
                     error="the daemon stopped while the container was running",
                     finished_at=now_rfc3339(),
                 )
                 self.store.save(record)
+            elif status is not record.state.status:  # removal cut short: dead, as dockerd
+                record = record.with_state(
+                    status=status, pid=0, error="the daemon stopped while removing it")
+                self.store.save(record)
             rootfs_module.release(self.container_dir(record.id))
-            self._live[record.id] = Live(record)
+            self._containers[record.id] = _Live(record)
 
     async def remove_ended_auto_remove(self) -> None:
         """After `recover()`: remove the `--rm` containers whose run ended with the previous
         daemon (dockerd does the same at start). Their exit would have removed them; an exited
-        `--rm` container only remains when the daemon died first (or while removing it). Once
-        removed the record is gone, so each is removed once."""
-        for live in list(self._live.values()):
+        (or dead) `--rm` container only remains when the daemon died first (or while removing
+        it). Once removed the record is gone, so each is removed once."""
+        for live in list(self._containers.values()):
             record = live.record
-            if not (record.config.auto_remove and record.state.status is Status.EXITED):
+            if not (record.config.auto_remove
+                    and record.state.status in (Status.EXITED, Status.DEAD)):
                 continue
             log.info("container %s (%s): removing this --rm container; its run ended when the "
                      "daemon stopped", record.id[:12], record.name)
@@ -190,30 +241,59 @@ class Runtime:
     def log_path(self, container_id: str) -> Path:
         return self.container_dir(container_id) / "container.log"
 
-    def get(self, ref: str) -> Live:
+    def _find(self, ref: str) -> _Live:
         """By full id, name (with or without '/'), or unique id prefix."""
-        if ref in self._live:
-            return self._live[ref]
+        if ref in self._containers:
+            return self._containers[ref]
         name = ref.lstrip("/")
-        for live in self._live.values():
+        for live in self._containers.values():
             if live.record.name == name:
                 return live
-        matches = [lv for cid, lv in self._live.items() if ref and cid.startswith(ref)]
+        matches = [lv for cid, lv in self._containers.items() if ref and cid.startswith(ref)]
         if len(matches) == 1:
             return matches[0]
         if len(matches) > 1:
             raise InvalidArgument(f"multiple IDs found with provided prefix: {ref}")
         raise NotFound(f"No such container: {ref}")
 
-    def list(self) -> list[ContainerRecord]:
-        return [lv.record for lv in self._live.values()]
+    def record(self, ref: str) -> ContainerRecord:
+        """The container's record as it is now (NotFound, InvalidArgument for an ambiguous
+        prefix)."""
+        return self._find(ref).record
+
+    def check(self, ref: str, op: Op) -> ContainerRecord:
+        """The container's record if its status allows `op` now; docker's refusal if not."""
+        live = self._find(ref)
+        self._outcome(live, op, ref)
+        return live.record
+
+    def list(self) -> builtins.list[ContainerRecord]:
+        return [lv.record for lv in self._containers.values()]
 
     def image_in_use(self, image_id: str) -> bool:
-        return any(lv.record.config.image_id == image_id for lv in self._live.values())
+        return any(lv.record.config.image_id == image_id for lv in self._containers.values())
 
-    def _save(self, live: Live, record: ContainerRecord) -> None:
+    def _save(self, live: _Live, record: ContainerRecord) -> None:
         live.record = record
-        self.store.save(record)
+        if not live.removal_done:  # a late write must not bring a removed record back
+            self.store.save(record)
+
+    def _outcome(self, live: _Live, op: Op, ref: str = "") -> Status | NotModified:
+        """What `op` does now (lifecycle table); raises docker's refusal (Conflict)."""
+        record = live.record
+        outcome = transition(record.state.status, op)
+        if isinstance(outcome, Refusal):
+            raise outcome.error(id=record.id, name=record.name, ref=ref or record.id,
+                                status=record.state.status)
+        return outcome
+
+    def _apply(self, live: _Live, op: Op, ref: str = "", **changes: Any) -> Status | NotModified:
+        """The one place a status changes: `op`'s outcome, saved with `changes` (state
+        fields) unless the table says not modified."""
+        outcome = self._outcome(live, op, ref)
+        if isinstance(outcome, Status) and (outcome is not live.record.state.status or changes):
+            self._save(live, live.record.with_state(status=outcome, **changes))
+        return outcome
 
     def publish_event(self, record: ContainerRecord, action: str, **extra: str) -> None:
         """A container event with docker's attributes: labels, name, image, then `extra`."""
@@ -221,7 +301,7 @@ class Runtime:
                       "image": record.config.image, **extra}
         self.events.publish("container", action, record.id, attributes)
 
-    async def _notify(self, live: Live) -> None:
+    async def _notify(self, live: _Live) -> None:
         async with live.changed:
             live.changed.notify_all()
 
@@ -238,10 +318,10 @@ class Runtime:
         env = merge_env(image.config.env, config.env)
         container_id = new_id()
         final_name = validate_name(name) if name else random_name()
-        if any(lv.record.name == final_name for lv in self._live.values()):
+        if any(lv.record.name == final_name for lv in self._containers.values()):
             raise Conflict(
                 f'Conflict. The container name "/{final_name}" is already in use by container '
-                f'"{self.get(final_name).record.id}". You have to remove (or rename) that '
+                f'"{self._find(final_name).record.id}". You have to remove (or rename) that '
                 "container to be able to reuse that name."
             )
         resolved = ContainerConfig(
@@ -292,7 +372,7 @@ class Runtime:
             self.store.delete(container_id)
             shutil.rmtree(cdir, ignore_errors=True)
             raise
-        self._live[container_id] = Live(record)
+        self._containers[container_id] = _Live(record)
         self.publish_event(record, "create")
         return record
 
@@ -308,17 +388,30 @@ class Runtime:
     # -- start -------------------------------------------------------------------------------
 
     async def start(self, ref: str) -> bool:
-        """Start the container's process in a fresh VM. False if it was already running."""
-        live = self.get(ref)
+        """Start the container's process in a fresh VM. False if it was already running.
+
+        A `--rm` container whose start fails is removed before the error is raised, as dockerd
+        does: nothing is left behind and `wait --condition removed` returns."""
+        live = self._find(ref)
+        failed: SteelcupError | None = None
+        self._outcome(live, Op.START, ref)  # refused at once, not after a start in progress
         async with live.busy:
-            if live.record.state.running:
+            if self._outcome(live, Op.START, ref) is NOT_MODIFIED:
                 return False
-            if live.removed:
-                raise NotFound(f"No such container: {ref}")
-            await self._start_locked(live)
+            self._cancel_restart(live)  # `start` of a restarting container: now
+            try:
+                await self._start_locked(live)
+            except SteelcupError as exc:
+                if not live.record.config.auto_remove:
+                    raise
+                failed = exc
+        if failed is not None:
+            with contextlib.suppress(Conflict):  # already being removed
+                await self._remove(live, ref, force=True, volumes=True)
+            raise failed
         return True
 
-    async def _start_locked(self, live: Live) -> None:
+    async def _start_locked(self, live: _Live) -> None:
         record = live.record
         config = record.config
         cdir = self.container_dir(record.id)
@@ -359,17 +452,16 @@ class Runtime:
                 )
                 process = await machine.guest.start(spec)
             except ProcessStartError as exc:
-                self._save(live, record.with_state(
-                    status=Status.CREATED if record.state.status is Status.CREATED
-                    else Status.EXITED,
-                    exit_code=exc.exit_code,
-                    error=str(exc),
-                ))
-                live.started.set()
-                await live.fanout.end()
-                raise
+                text = start_failure_text(record.path, exc.exit_code, str(exc))
+                await self._start_failed(live, exc.exit_code, text)
+                raise ProcessStartError(text, errno_value=exc.errno_value,
+                                        exit_code=exc.exit_code) from exc
             except SteelcupError as exc:
-                self._save(live, record.with_state(exit_code=125, error=str(exc)))
+                await self._start_failed(live, EXIT_CODE_DAEMON_ERROR, str(exc))
+                raise
+            try:
+                self._outcome(live, Op.STARTED)
+            except Conflict:  # removed meanwhile: the stack closes the VM it got
                 live.started.set()
                 await live.fanout.end()
                 raise
@@ -378,18 +470,22 @@ class Runtime:
         live.process = process
         live.stopping = False
         live.started_mono = time.monotonic()
-        self._save(live, live.record.with_state(
-            status=Status.RUNNING, pid=process.pid, exit_code=0, error="",
-            started_at=now_rfc3339(), finished_at="0001-01-01T00:00:00Z",
-            manually_stopped=False, oom_killed=False,
-        ))
+        self._apply(live, Op.STARTED, pid=process.pid, exit_code=0, error="",
+                    started_at=now_rfc3339(), finished_at="0001-01-01T00:00:00Z",
+                    manually_stopped=False, oom_killed=False)
         live.started.set()
         live.pump = asyncio.create_task(
             self._run(live, machine, process), name=f"pump-{record.id[:12]}"
         )
         self.publish_event(live.record, "start")
 
-    async def _run(self, live: Live, machine: Machine, process: GuestProcess) -> None:
+    async def _start_failed(self, live: _Live, exit_code: int, error: str) -> None:
+        self._apply(live, Op.START_FAILED, exit_code=exit_code, error=error)
+        live.started.set()
+        await live.fanout.end()
+        await self._notify(live)
+
+    async def _run(self, live: _Live, machine: Machine, process: GuestProcess) -> None:
         """Relay output to the log and attached readers until the process exits; clean up."""
         writer = logs_module.LogWriter(self.log_path(live.record.id),
                                        self.log_rotation(live.record.config))
@@ -433,10 +529,8 @@ class Runtime:
                 await asyncio.to_thread(rootfs_module.release, self.container_dir(live.record.id))
             live.machine = None
             live.process = None
-            self._save(live, live.record.with_state(
-                status=Status.EXITED, pid=0, exit_code=exit_code, error=error,
-                finished_at=now_rfc3339(), oom_killed=oom_killed,
-            ))
+            self._apply(live, Op.EXITED, pid=0, exit_code=exit_code, error=error,
+                        finished_at=now_rfc3339(), oom_killed=oom_killed)
             live.exit_seq += 1
             live.fanout = Fanout()
             await self._notify(live)
@@ -445,14 +539,15 @@ class Runtime:
             self._schedule_restart(live)
         elif live.record.config.auto_remove:
             with contextlib.suppress(SteelcupError):
-                await self.remove(live.record.id, force=True)
+                await self._remove(live, live.record.id, force=True, volumes=True)
 
     # -- restart policies --------------------------------------------------------------------
 
-    def _should_restart(self, live: Live, exit_code: int) -> bool:
+    def _should_restart(self, live: _Live, exit_code: int) -> bool:
         """Docker's restart manager: policy, manual stops, on-failure's retry budget."""
         record = live.record
-        if live.removed or self._shutting_down or record.state.manually_stopped:
+        if (isinstance(transition(record.state.status, Op.RESTART_DUE), Refusal)
+                or self._shutting_down or record.state.manually_stopped):
             return False
         policy = record.config.restart_policy
         if policy in ("always", "unless-stopped"):
@@ -462,50 +557,43 @@ class Runtime:
             return exit_code != 0 and (maximum <= 0 or record.restart_count < maximum)
         return False
 
-    def _schedule_restart(self, live: Live) -> None:
+    def _schedule_restart(self, live: _Live) -> None:
         ran_s = time.monotonic() - live.started_mono
         if ran_s >= RESTART_RESET_AFTER_S or live.restart_delay_s <= 0:
             live.restart_delay_s = RESTART_DELAY_MIN_S
         else:
             live.restart_delay_s = min(live.restart_delay_s * 2, RESTART_DELAY_MAX_S)
-        self._save(live, live.record.with_state(status=Status.RESTARTING))
+        self._apply(live, Op.RESTART_DUE)
         live.restart_task = asyncio.create_task(
             self._restart_later(live, live.restart_delay_s), name=f"restart-{live.record.id[:12]}"
         )
 
-    async def _restart_later(self, live: Live, delay_s: float) -> None:
+    async def _restart_later(self, live: _Live, delay_s: float) -> None:
         try:
             await asyncio.sleep(delay_s)  # the back-off itself, not a synchronisation
             async with live.busy:
-                state = live.record.state
-                if live.removed or state.manually_stopped or state.running:
+                # stopped, started by a client, or being removed meanwhile: not ours to start
+                if live.record.state.status is not Status.RESTARTING:
                     return
                 live.record = replace(live.record, restart_count=live.record.restart_count + 1)
                 await self._start_locked(live)
             self.publish_event(live.record, "restart")
         except SteelcupError as exc:
             log.warning("container %s: restart failed: %s", live.record.id[:12], exc)
-            if not live.removed:
-                self._save(live, live.record.with_state(status=Status.EXITED, error=str(exc)))
-                await self._notify(live)
         finally:
             if live.restart_task is asyncio.current_task():
                 live.restart_task = None
 
-    def _cancel_restart(self, live: Live) -> bool:
-        """Cancel a pending restart; True if one was pending."""
+    def _cancel_restart(self, live: _Live) -> None:
+        """Cancel a pending restart (the caller's transition says what the container is)."""
         task, live.restart_task = live.restart_task, None
-        if task is None or task.done():
-            return False
-        task.cancel()
-        if live.record.state.status is Status.RESTARTING:
-            self._save(live, live.record.with_state(status=Status.EXITED))
-        return True
+        if task is not None and not task.done() and task is not asyncio.current_task():
+            task.cancel()
 
     async def autostart(self) -> None:
         """After `recover()`: start containers whose policy says so (always; unless-stopped
         unless a user stopped it), like dockerd does at boot."""
-        for live in list(self._live.values()):
+        for live in list(self._containers.values()):
             policy = live.record.config.restart_policy
             if policy == "always" or (policy == "unless-stopped"
                                       and not live.record.state.manually_stopped):
@@ -518,29 +606,32 @@ class Runtime:
 
     async def pause(self, ref: str) -> None:
         """Freeze every vCPU of the container's VM (QMP `stop`)."""
-        live = self.get(ref)
-        if live.record.state.status is Status.PAUSED:
-            raise Conflict(f"Container {live.record.id} is already paused")
-        if live.record.state.status is not Status.RUNNING or live.machine is None:
-            raise Conflict(f"Container {live.record.id} is not running")
-        await live.machine.pause()
-        self._save(live, live.record.with_state(status=Status.PAUSED))
+        live = self._find(ref)
+        self._outcome(live, Op.PAUSE, ref)
+        machine, _ = self._run_parts(live)
+        await machine.pause()
+        self._apply(live, Op.PAUSE, ref)
         self.publish_event(live.record, "pause")
 
     async def unpause(self, ref: str) -> None:
-        live = self.get(ref)
-        if live.record.state.status is not Status.PAUSED or live.machine is None:
-            raise Conflict(f"Container {live.record.id} is not paused")
+        live = self._find(ref)
+        self._outcome(live, Op.UNPAUSE, ref)
         await self._resume(live)
         self.publish_event(live.record, "unpause")
 
-    async def _resume(self, live: Live) -> None:
-        if live.machine is not None:
-            await live.machine.resume()
-        if live.record.state.status is Status.PAUSED:
-            self._save(live, live.record.with_state(status=Status.RUNNING))
+    async def _resume(self, live: _Live) -> None:
+        machine, _ = self._run_parts(live)
+        await machine.resume()
+        self._apply(live, Op.UNPAUSE)
 
-    # -- update ------------------------------------------------------------------------------
+    def _run_parts(self, live: _Live) -> tuple[Machine, GuestProcess]:
+        """The current run's VM and process; a status that allowed the caller's operation has
+        them (they are set and cleared with RUNNING)."""
+        if live.machine is None or live.process is None:
+            raise Conflict(f"Container {live.record.id} is not running")
+        return live.machine, live.process
+
+    # -- update, rename ----------------------------------------------------------------------
 
     def update(
         self, ref: str, *, restart_policy: tuple[str, int] | None = None,
@@ -548,7 +639,8 @@ class Runtime:
     ) -> builtins.list[str]:
         """Change settings; returns warnings. A VM's size is fixed while it runs, so memory and
         CPUs take effect at the next start (the warning says so)."""
-        live = self.get(ref)
+        live = self._find(ref)
+        self._outcome(live, Op.UPDATE, ref)
         config = live.record.config
         changes: dict[str, Any] = {}
         if restart_policy is not None:
@@ -570,33 +662,63 @@ class Runtime:
         self.publish_event(live.record, "update")
         return warnings
 
+    def rename(self, ref: str, new_name: str) -> None:
+        """`docker rename`; Conflict if another container has the name."""
+        live = self._find(ref)
+        if not new_name:
+            raise InvalidArgument("Neither old nor new names may be empty")
+        name = validate_name(new_name)
+        self._outcome(live, Op.RENAME, ref)
+        old = live.record.name
+        if name == old:
+            raise InvalidArgument("Renaming a container with the same name as its current name")
+        for other in self._containers.values():
+            if other.record.name == name and other is not live:
+                raise Conflict(
+                    f'Conflict. The container name "/{name}" is already in use by container '
+                    f'"{other.record.id}". You have to remove (or rename) that container to be '
+                    "able to reuse that name."
+                )
+        self._save(live, replace(live.record, name=name))
+        self.events.publish("container", "rename", live.record.id,
+                            {"name": name, "oldName": "/" + old})
+
     # -- signals, stop, wait -----------------------------------------------------------------
 
     async def kill(self, ref: str, signal: str | int = "SIGKILL") -> None:
-        live = self.get(ref)
+        live = self._find(ref)
         signo = parse_signal(signal)
-        if not live.record.state.running or live.process is None:
-            raise Conflict(f"Cannot kill container: {live.record.id}: "
-                           f"Container {live.record.id} is not running")
+        outcome = self._outcome(live, Op.KILL, ref)
+        if outcome is Status.EXITED:  # restarting: the kill cancels the pending restart
+            await self._stop_restarting(live, Op.KILL)
+            self.publish_event(live.record, "kill", signal=str(signo))
+            return
+        _, process = self._run_parts(live)
         if signo == signal_module.SIGKILL:
             live.stopping = True
             self._save(live, live.record.with_state(manually_stopped=True))
-        if live.record.state.status is Status.PAUSED:
+        if outcome is Status.PAUSED:
             await self._resume(live)  # a frozen guest cannot deliver the signal
-        await live.process.signal(signo)
+        await process.signal(signo)
         self.publish_event(live.record, "kill", signal=str(signo))
+
+    async def _stop_restarting(self, live: _Live, op: Op) -> None:
+        self._cancel_restart(live)
+        self._apply(live, op, manually_stopped=True)
+        await self._notify(live)
 
     async def stop(self, ref: str, timeout_s: int | None = None, signal: str = "") -> bool:
         """Stop signal, then SIGKILL after the timeout. False if it was not running."""
-        live = self.get(ref)
-        if self._cancel_restart(live):
-            self._save(live, live.record.with_state(manually_stopped=True))
-            await self._notify(live)
-            return True
-        if not live.record.state.running or live.process is None:
+        live = self._find(ref)
+        outcome = self._outcome(live, Op.STOP, ref)
+        if outcome is NOT_MODIFIED:
             return False
+        if outcome is Status.EXITED:  # restarting: the stop cancels the pending restart
+            await self._stop_restarting(live, Op.STOP)
+            return True
+        _, process = self._run_parts(live)
         self._save(live, live.record.with_state(manually_stopped=True))
-        if live.record.state.status is Status.PAUSED:
+        if outcome is Status.PAUSED:
             await self._resume(live)
         seq = live.exit_seq
         timeout = timeout_s if timeout_s is not None else (
@@ -604,24 +726,28 @@ class Runtime:
             if live.record.config.stop_timeout_s is not None else DEFAULT_STOP_TIMEOUT_S)
         signo = parse_signal(signal or live.record.config.stop_signal, signal_module.SIGTERM)
         with contextlib.suppress(GuestProtocolError):
-            await live.process.signal(signo)
+            await process.signal(signo)
         if timeout != 0 and await self._wait_exit(live, seq, max(timeout, 0) if timeout >= 0
                                                   else None):
             return True
+        await self._kill_run(live, seq)
+        self.publish_event(live.record, "stop")
+        return True
+
+    async def _kill_run(self, live: _Live, seq: int) -> None:
+        """SIGKILL the run of generation `seq`; pull the plug if the guest does not answer."""
         live.stopping = True
         if live.process is not None:
             with contextlib.suppress(GuestProtocolError):
                 await live.process.signal(signal_module.SIGKILL)
-        if not await self._wait_exit(live, seq, 5.0) and live.machine is not None:
+        if not await self._wait_exit(live, seq, REMOVE_KILL_WAIT_S) and live.machine is not None:
             await live.machine.close()  # the guest does not answer: pull the plug
             await self._wait_exit(live, seq, 10.0)
-        self.publish_event(live.record, "stop")
-        return True
 
-    async def _wait_exit(self, live: Live, seq: int, timeout_s: float | None) -> bool:
+    async def _wait_exit(self, live: _Live, seq: int, timeout_s: float | None) -> bool:
         async def exited() -> None:
             async with live.changed:
-                await live.changed.wait_for(lambda: live.exit_seq != seq or live.removed)
+                await live.changed.wait_for(lambda: live.ended(seq))
 
         try:
             await asyncio.wait_for(exited(), timeout_s)
@@ -635,9 +761,10 @@ class Runtime:
         The container and its exit generation are captured now, so a wait registered before
         `start` cannot miss a quick exit; the returned coroutine yields the exit code.
         """
-        live = self.get(ref)
+        live = self._find(ref)
         if condition not in ("not-running", "next-exit", "removed"):
             raise InvalidArgument(f"invalid condition: {condition!r}")
+        self._outcome(live, Op.WAIT, ref)
         seq = live.exit_seq
         running = live.record.state.running
 
@@ -648,14 +775,15 @@ class Runtime:
                 elif condition == "not-running" and not running:
                     pass
                 else:
-                    await live.changed.wait_for(lambda: live.exit_seq != seq or live.removed)
+                    await live.changed.wait_for(lambda: live.ended(seq))
             return live.record.state.exit_code
 
         return wait()
 
     async def restart(self, ref: str, timeout_s: int | None = None) -> None:
+        live = self._find(ref)
+        self._outcome(live, Op.RESTART, ref)
         await self.stop(ref, timeout_s)
-        live = self.get(ref)
         if live.pump is not None:
             await asyncio.shield(live.pump)
         await self.start(ref)
@@ -664,76 +792,85 @@ class Runtime:
 
     async def remove(self, ref: str, force: bool = False, volumes: bool = False) -> None:
         """Delete the container; `volumes` (docker's -v) also removes its anonymous volumes."""
-        live = self.get(ref)
-        if force:
-            self._cancel_restart(live)
-        elif live.record.state.status is Status.RESTARTING:
-            raise Conflict(f"cannot remove container \"/{live.record.name}\": container is "
-                           "restarting: stop the container before removing or force remove")
-        if live.record.state.running:
-            if not force:
-                raise Conflict(
-                    f"cannot remove container \"/{live.record.name}\": container is running: "
-                    "stop the container before removing or force remove"
-                )
-            await self.kill(live.record.id, "SIGKILL")
-            if not await self._wait_exit(live, live.exit_seq, 5.0) and live.machine is not None:
-                await live.machine.close()
-            if live.pump is not None:
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(asyncio.shield(live.pump), 15.0)
-        if live.removed:
-            return
-        live.removed = True
-        self._live.pop(live.record.id, None)
+        live = self._find(ref)
+        await self._remove(live, ref, force=force,
+                           volumes=volumes or live.record.config.auto_remove)
+
+    async def _remove(self, live: _Live, ref: str, *, force: bool, volumes: bool) -> None:
+        was = live.record.state.status
+        self._apply(live, Op.REMOVE_FORCE if force else Op.REMOVE, ref)
+        self._cancel_restart(live)
+        record = live.record
         try:
-            await self.resources.release_container(
-                live.record, volumes or live.record.config.auto_remove)
-            self.store.delete(live.record.id)
-        finally:
-            # Gone for every client (list, inspect, name, volumes): `wait --condition removed`
-            # returns, so `run --rm` ends before the slow part below.
-            live.removal_done = True
+            if live.process is not None:  # running or paused: end the run first
+                if was is Status.PAUSED and live.machine is not None:
+                    await live.machine.resume()  # a frozen guest cannot deliver the signal
+                self._save(live, record.with_state(manually_stopped=True))
+                self.publish_event(record, "kill", signal=str(int(signal_module.SIGKILL)))
+                await self._kill_run(live, live.exit_seq)
+                if live.pump is not None:
+                    with contextlib.suppress(Exception):
+                        await asyncio.wait_for(asyncio.shield(live.pump), REMOVE_PUMP_WAIT_S)
+            # A start in progress finds the container removing (the table refuses its
+            # STARTED) and gives up its VM; file access finishes first.
+            async with live.busy:
+                await self.resources.release_container(live.record, volumes)
+                self.store.delete(record.id)
+        except (SteelcupError, OSError) as exc:
+            log.warning("container %s: removal failed, it is dead: %s", record.id[:12], exc)
+            self._apply(live, Op.REMOVAL_FAILED, error=f"removal failed: {exc}")
             await self._notify(live)
+            raise
+        # Gone for every client (list, inspect, name, volumes): `wait --condition removed`
+        # returns, so `run --rm` ends before the slow part below.
+        live.removal_done = True
+        self._containers.pop(record.id, None)
+        await self._notify(live)
         self.publish_event(live.record, "destroy")
         # Its private directory last (unmounting the overlay syncs the host filesystem); if the
         # daemon stops before this, `recover` deletes the directory.
-        await asyncio.to_thread(rootfs_module.remove, self.container_dir(live.record.id))
+        await asyncio.to_thread(rootfs_module.remove, self.container_dir(record.id))
+
+    # -- extra processes, files --------------------------------------------------------------
+
+    async def start_in(self, ref: str, op: Op, spec: ProcessSpec) -> GuestProcess:
+        """Start an extra process (exec, a helper) in the container's VM if `op` is allowed
+        now. ProcessStartError if the guest could not."""
+        live = self._find(ref)
+        self._outcome(live, op, ref)
+        machine, _ = self._run_parts(live)
+        return await machine.guest.start(spec)
+
+    @contextlib.asynccontextmanager
+    async def holding_files(self, ref: str, op: Op = Op.FILES) -> AsyncIterator[ContainerRecord]:
+        """Hold the container for `op` on its files: a start waits, a removal waits. On the
+        way out, a filesystem the caller mounted is unmounted unless the container runs."""
+        live = self._find(ref)
+        async with live.busy:
+            self._outcome(live, op, ref)
+            try:
+                yield live.record
+            finally:
+                state = live.record.state
+                if not state.running and state.status is not Status.REMOVING:
+                    await asyncio.to_thread(rootfs_module.release,
+                                            self.container_dir(live.record.id))
 
     # -- I/O ---------------------------------------------------------------------------------
 
-    def attach(self, ref: str, stdout: bool, stderr: bool) -> tuple[Live, Subscriber]:
+    def attach(self, ref: str, stdout: bool, stderr: bool) -> Attached:
         """Subscribe to the output of the current (or next) run of the container."""
-        live = self.get(ref)
-        if live.record.state.status not in (Status.CREATED, Status.RUNNING, Status.PAUSED,
-                                            Status.EXITED, Status.RESTARTING):
-            raise Conflict(f"cannot attach to a {live.record.state.status.value} container")
-        return live, live.fanout.subscribe(stdout, stderr)
-
-    async def write_stdin(self, live: Live, data: bytes) -> bool:
-        """Feed stdin of the current run once it has started; False if there is no process."""
-        await live.started.wait()
-        if live.process is None or not live.record.config.open_stdin:
-            return False
-        try:
-            await live.process.write_stdin(data)
-        except GuestProtocolError:
-            return False
-        return True
-
-    async def close_stdin(self, live: Live) -> None:
-        await live.started.wait()
-        if live.process is not None:
-            with contextlib.suppress(GuestProtocolError):
-                await live.process.close_stdin()
+        live = self._find(ref)
+        self._outcome(live, Op.ATTACH, ref)
+        return Attached(live.record, live.fanout.subscribe(stdout, stderr), live)
 
     async def resize(self, ref: str, rows: int, cols: int) -> None:
-        live = self.get(ref)
-        if live.process is None:
-            raise Conflict(f"Container {live.record.id} is not running")
+        live = self._find(ref)
+        self._outcome(live, Op.RESIZE, ref)
+        _, process = self._run_parts(live)
         if rows <= 0 or cols <= 0 or rows > 65535 or cols > 65535:
             raise InvalidArgument("invalid terminal size")
-        await live.process.resize(rows, cols)
+        await process.resize(rows, cols)
 
     async def follow_logs(
         self, ref: str, *, follow: bool, want: logs_module.LogFilter
@@ -741,7 +878,7 @@ class Runtime:
         """The entries `want` selects from the log files; with `follow`, then new ones until
         the container stops. Files are read in a worker thread a batch at a time, so a large
         log is never held in memory."""
-        live = self.get(ref)
+        live = self._find(ref)
         cursor = logs_module.LogCursor(self.log_path(live.record.id))
         async for entry in _batches_in_thread(cursor.iter_selected(want)):
             yield entry
@@ -752,7 +889,7 @@ class Runtime:
             running = live.record.state.running
             async for entry in _batches_in_thread(cursor.iter_new()):
                 yield entry
-            if not running or live.removed:
+            if not running or live.removal_done:
                 return
             await self._wait_exit(live, seq, 0.2)
 
@@ -761,16 +898,14 @@ class Runtime:
     async def shutdown(self) -> None:
         """Stop every VM (the daemon is going away); records say the containers exited."""
         self._shutting_down = True
-        for live in list(self._live.values()):
-            task, live.restart_task = live.restart_task, None
-            if task is not None:
-                task.cancel()
-        for live in list(self._live.values()):
+        for live in list(self._containers.values()):
+            self._cancel_restart(live)
+        for live in list(self._containers.values()):
             if live.machine is not None:
                 live.stopping = True
                 with contextlib.suppress(Exception):
                     await live.machine.close()
-        pumps = [lv.pump for lv in self._live.values() if lv.pump is not None]
+        pumps = [lv.pump for lv in self._containers.values() if lv.pump is not None]
         if pumps:
             await asyncio.wait(pumps, timeout=15)
 

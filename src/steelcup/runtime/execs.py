@@ -10,8 +10,9 @@ from steelcup.errors import Conflict, GuestProtocolError, NotFound, ProcessStart
 from steelcup.guest.client import GuestProcess, ProcessSpec
 from steelcup.image.users import resolve_user
 from steelcup.runtime.capabilities import ALL_CAPS
-from steelcup.runtime.containers import Live, Runtime
-from steelcup.runtime.model import ExecConfig, Status
+from steelcup.runtime.containers import Runtime
+from steelcup.runtime.lifecycle import Op
+from steelcup.runtime.model import ContainerRecord, ExecConfig
 from steelcup.runtime.names import new_id
 from steelcup.runtime.spec import merge_env
 
@@ -37,21 +38,16 @@ class ExecManager:
         self._execs: dict[str, Exec] = {}
 
     def create(self, config: ExecConfig) -> Exec:
-        live = self.runtime.get(config.container_id)
-        if not live.record.state.running:
-            raise Conflict(f"Container {live.record.id} is not running")
-        if live.record.state.status is Status.PAUSED:
-            raise Conflict(f"Container {live.record.id} is paused, unpause the container "
-                           "before exec")
+        record = self.runtime.check(config.container_id, Op.EXEC)
         if not config.cmd:
             raise Conflict("No exec command specified")
         if len(self._execs) >= MAX_EXECS:
             finished = [e.id for e in self._execs.values() if e.done.is_set()]
             for exec_id in finished[: len(finished) // 2 + 1]:
                 del self._execs[exec_id]
-        exec_ = Exec(new_id(), ExecConfig(**{**config.__dict__, "container_id": live.record.id}))
+        exec_ = Exec(new_id(), ExecConfig(**{**config.__dict__, "container_id": record.id}))
         self._execs[exec_.id] = exec_
-        self.runtime.publish_event(live.record, f"exec_create: {' '.join(config.cmd)}",
+        self.runtime.publish_event(record, f"exec_create: {' '.join(config.cmd)}",
                                    execID=exec_.id)
         return exec_
 
@@ -73,15 +69,15 @@ class ExecManager:
         the same read, where clients that parse the response with a buffered reader (docker-py)
         lose it."""
         exec_ = self.get(exec_id)
-        live = self._startable(exec_)
+        record = self._startable(exec_)
         config = exec_.config
         use_tty = config.tty if tty is None else tty
-        root = self.runtime.container_dir(live.record.id) / "rootfs"
-        uid, gid, groups = resolve_user(root, config.user or live.record.config.user)
+        root = self.runtime.container_dir(record.id) / "rootfs"
+        uid, gid, groups = resolve_user(root, config.user or record.config.user)
         spec = ProcessSpec(
             args=config.cmd,
-            env=tuple(merge_env(live.record.config.env, config.env)),
-            cwd=config.working_dir or live.record.config.working_dir,
+            env=tuple(merge_env(record.config.env, config.env)),
+            cwd=config.working_dir or record.config.working_dir,
             uid=uid,
             gid=gid,
             groups=tuple(groups),
@@ -91,37 +87,30 @@ class ExecManager:
             stdin=config.attach_stdin,
             main=False,
             # docker exec --privileged: every capability, whatever the container was given
-            caps=ALL_CAPS if config.privileged else live.record.config.caps,
+            caps=ALL_CAPS if config.privileged else record.config.caps,
         )
         return exec_, spec
 
-    def _startable(self, exec_: Exec) -> Live:
+    def _startable(self, exec_: Exec) -> ContainerRecord:
         """The exec's container, if the exec may start in it now; Conflict as docker says."""
         if exec_.running or exec_.done.is_set():
             raise Conflict(f"Error: Exec command {exec_.id} has already run")
-        live = self.runtime.get(exec_.config.container_id)
-        if live.machine is None or not live.record.state.running:
-            raise Conflict(f"Container {live.record.id} is not running")
-        if live.record.state.status is Status.PAUSED:
-            raise Conflict(f"Container {live.record.id} is paused, unpause the container "
-                           "before exec")
-        return live
+        return self.runtime.check(exec_.config.container_id, Op.EXEC)
 
     async def launch(self, exec_: Exec, spec: ProcessSpec) -> Exec:
         """Start what `prepare` checked; ProcessStartError (exit code 126/127 recorded) if the
         guest could not."""
-        live = self._startable(exec_)  # again: the client's stream was set up meanwhile
-        assert live.machine is not None  # _startable checked it
+        record = self._startable(exec_)  # again: the client's stream was set up meanwhile
         config = exec_.config
         try:
-            exec_.process = await live.machine.guest.start(spec)
+            exec_.process = await self.runtime.start_in(record.id, Op.EXEC, spec)
         except ProcessStartError as exc:
             exec_.exit_code = exc.exit_code
             exec_.done.set()
             raise
         exec_.running = True
         exec_.pid = exec_.process.pid
-        self.runtime.publish_event(live.record, f"exec_start: {' '.join(config.cmd)}",
+        self.runtime.publish_event(record, f"exec_start: {' '.join(config.cmd)}",
                                    execID=exec_.id)
         return exec_
 
@@ -136,8 +125,8 @@ class ExecManager:
         exec_.running = False
         exec_.done.set()
         with contextlib.suppress(NotFound):
-            live = self.runtime.get(exec_.config.container_id)
-            self.runtime.publish_event(live.record, "exec_die", execID=exec_.id,
+            record = self.runtime.record(exec_.config.container_id)
+            self.runtime.publish_event(record, "exec_die", execID=exec_.id,
                                        exitCode=str(exec_.exit_code))
         return exec_.exit_code
 

@@ -1,4 +1,4 @@
-"""`docker rename` and `docker container prune` (with docker's until and label filters)."""
+"""`docker container prune` (with docker's until and label filters)."""
 
 from __future__ import annotations
 
@@ -8,15 +8,15 @@ import os
 import re
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 from steelcup.errors import Conflict, InvalidArgument, NotFound
 from steelcup.runtime.containers import Runtime
 from steelcup.runtime.fs_paths import writable_layer
+from steelcup.runtime.lifecycle import Op, allows
 from steelcup.runtime.logs import parse_time_ns
-from steelcup.runtime.model import ContainerRecord, Status
-from steelcup.runtime.names import validate_name
+from steelcup.runtime.model import ContainerRecord
 
 
 @dataclass(frozen=True)
@@ -25,36 +25,13 @@ class PruneReport:
     reclaimed_bytes: int
 
 
-def rename(runtime: Runtime, ref: str, new_name: str) -> None:
-    """`docker rename`; Conflict if another container has the name."""
-    live = runtime.get(ref)
-    if not new_name:
-        raise InvalidArgument("Neither old nor new names may be empty")
-    name = validate_name(new_name)
-    old = live.record.name
-    if name == old:
-        raise InvalidArgument("Renaming a container with the same name as its current name")
-    for other in runtime.list():
-        if other.name == name and other.id != live.record.id:
-            raise Conflict(
-                f'Conflict. The container name "/{name}" is already in use by container '
-                f'"{other.id}". You have to remove (or rename) that container to be able to '
-                "reuse that name."
-            )
-    record = replace(live.record, name=name)
-    runtime.store.save(record)
-    live.record = record
-    runtime.events.publish("container", "rename", record.id,
-                           {"name": name, "oldName": "/" + old})
-
-
 async def prune(runtime: Runtime, filters: dict[str, list[str]]) -> PruneReport:
     """Remove stopped containers matching `filters`; the space is their upper dirs."""
     deleted: list[str] = []
     reclaimed = 0
     for record in prune_candidates(runtime.list(), filters, time.time()):
         try:
-            async with writable_layer(runtime, runtime.get(record.id)) as upper:
+            async with writable_layer(runtime, record.id) as upper:
                 size = await asyncio.to_thread(_tree_bytes, upper)
             await runtime.remove(record.id)
         except (Conflict, NotFound):
@@ -68,14 +45,15 @@ async def prune(runtime: Runtime, filters: dict[str, list[str]]) -> PruneReport:
 def prune_candidates(
     records: Iterable[ContainerRecord], filters: dict[str, list[str]], now_s: float
 ) -> list[ContainerRecord]:
-    """Stopped containers that match docker's prune filters (until, label, label!)."""
+    """Stopped containers (those a plain `rm` may remove) that match docker's prune filters
+    (until, label, label!)."""
     for key in filters:
         if key not in ("until", "label", "label!"):
             raise InvalidArgument(f"invalid filter '{key}'")
     untils = [parse_until(v, now_s) for v in filters.get("until", [])]
     out = []
     for record in records:
-        if record.state.status not in (Status.CREATED, Status.EXITED, Status.DEAD):
+        if not allows(record.state.status, Op.REMOVE):
             continue
         created = parse_time_ns(record.created) / 1e9
         if any(created >= u for u in untils):

@@ -39,11 +39,11 @@ class Change:
 
 
 async def container_changes(runtime: Runtime, ref: str) -> list[Change]:
-    live = runtime.get(ref)
-    image = await asyncio.to_thread(runtime.images.get, live.record.config.image_id)
+    record = runtime.record(ref)
+    image = await asyncio.to_thread(runtime.images.get, record.config.image_id)
     layers = runtime.images.layer_dirs(image)
-    async with writable_layer(runtime, live) as upper:
-        ids = rootfs_module.ids_of(runtime.container_dir(live.record.id))
+    async with writable_layer(runtime, record.id) as upper:
+        ids = rootfs_module.ids_of(runtime.container_dir(record.id))
         return await asyncio.to_thread(compute_changes, upper, layers, ids)
 
 

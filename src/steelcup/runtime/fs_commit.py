@@ -21,6 +21,7 @@ from steelcup.image.store import Image
 from steelcup.runtime.containers import Runtime
 from steelcup.runtime.fs_paths import DIR_FLAGS, writable_layer
 from steelcup.runtime.fs_tar import TreeWriter, open_tar
+from steelcup.runtime.lifecycle import Op
 from steelcup.runtime.model import ContainerRecord
 from steelcup.untrusted_json import decode_json
 
@@ -62,8 +63,7 @@ async def commit(
     spool_dir: Path,
 ) -> Image:
     """`docker commit`: the container's image plus its upper dir as a new layer."""
-    live = runtime.get(ref)
-    record = live.record
+    record = runtime.check(ref, Op.COMMIT)
     image = await asyncio.to_thread(runtime.images.get, record.config.image_id)
     config = apply_changes(commit_config(record, image), changes)
     spool_dir.mkdir(parents=True, exist_ok=True)
@@ -78,7 +78,7 @@ async def commit(
                 author=author, created_by=created_by,
             )
 
-    async with writable_layer(runtime, live) as upper:
+    async with writable_layer(runtime, record.id, Op.COMMIT) as upper:
         ids = rootfs_module.ids_of(runtime.container_dir(record.id))
         new = await asyncio.to_thread(run, upper)
     runtime.events.publish("container", "commit", record.id, {

@@ -19,10 +19,11 @@ from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from steelcup.errors import InvalidArgument, NotFound
+from steelcup.errors import InvalidArgument
 from steelcup.idmap import IdRange
 from steelcup.image import rootfs as rootfs_module
-from steelcup.runtime.containers import Live, Runtime
+from steelcup.runtime.containers import Runtime
+from steelcup.runtime.lifecycle import Op
 from steelcup.volume.spec import MountKind, MountPlan
 
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -31,26 +32,19 @@ MAX_DEPTH = 1024
 
 
 @contextlib.asynccontextmanager
-async def mounted_root(runtime: Runtime, live: Live) -> AsyncIterator[int]:
+async def mounted_root(runtime: Runtime, ref: str, op: Op = Op.FILES) -> AsyncIterator[int]:
     """An fd of the container's merged root, mounting it for the duration if it is stopped.
 
-    Holds the container's `busy` lock, so a concurrent `start` waits instead of racing the
-    temporary mount (and the mount is released only if the container is not running).
+    Holds the container (`Runtime.holding_files`), so a concurrent `start` waits instead of
+    racing the temporary mount, and a removal waits for the caller to finish.
     """
-    async with live.busy:
-        if live.removed:
-            raise NotFound(f"No such container: {live.record.id}")
-        cdir = runtime.container_dir(live.record.id)
+    async with runtime.holding_files(ref, op) as record:
+        root = await asyncio.to_thread(runtime.prepare_rootfs, record)
+        fd = os.open(root, DIR_FLAGS)
         try:
-            root = await asyncio.to_thread(runtime.prepare_rootfs, live.record)
-            fd = os.open(root, DIR_FLAGS)
-            try:
-                yield fd
-            finally:
-                os.close(fd)
+            yield fd
         finally:
-            if not live.record.state.running and not live.removed:
-                await asyncio.to_thread(rootfs_module.release, cdir)
+            os.close(fd)
 
 
 @dataclass(frozen=True)
@@ -113,11 +107,11 @@ class ContainerTree:
 
 
 @contextlib.asynccontextmanager
-async def mounted_tree(runtime: Runtime, live: Live) -> AsyncIterator[ContainerTree]:
+async def mounted_tree(runtime: Runtime, ref: str) -> AsyncIterator[ContainerTree]:
     """`mounted_root` with the container's volumes (mounted for the duration, as for a run)
     and binds over their targets: what `docker cp` reads and writes."""
-    async with mounted_root(runtime, live) as root_fd, contextlib.AsyncExitStack() as stack:
-        plans = [MountPlan.from_json(p) for p in live.record.config.mount_plans]
+    async with mounted_root(runtime, ref) as root_fd, contextlib.AsyncExitStack() as stack:
+        plans = [MountPlan.from_json(p) for p in runtime.record(ref).config.mount_plans]
         volumes = runtime.resources.volumes
         holder = f"cp-{uuid.uuid4().hex}"  # its own hold: the run's release is not ours
         mounts: list[MountedDir] = []
@@ -139,28 +133,22 @@ async def mounted_tree(runtime: Runtime, live: Live) -> AsyncIterator[ContainerT
                                       f"{exc.strerror}") from exc
             stack.callback(os.close, fd)
             mounts.append(MountedDir(tuple(split_path(plan.target)), fd, plan.readonly, ids))
-        yield ContainerTree(root_fd, mounts, stored_ids(runtime, live))
+        yield ContainerTree(root_fd, mounts, stored_ids(runtime, runtime.record(ref).id))
 
 
-def stored_ids(runtime: Runtime, live: Live) -> IdRange | None:
+def stored_ids(runtime: Runtime, container_id: str) -> IdRange | None:
     """The id range the container's writable layer is stored with."""
-    return rootfs_module.ids_of(runtime.container_dir(live.record.id))
+    return rootfs_module.ids_of(runtime.container_dir(container_id))
 
 
 @contextlib.asynccontextmanager
-async def writable_layer(runtime: Runtime, live: Live) -> AsyncIterator[Path]:
+async def writable_layer(runtime: Runtime, ref: str, op: Op = Op.FILES) -> AsyncIterator[Path]:
     """The container's upper dir (what diff, commit and sizes read), its filesystem mounted for
-    the duration if the container is stopped. Holds `busy`, like `mounted_root`. The dir does
-    not exist for a container that never ran."""
-    async with live.busy:
-        if live.removed:
-            raise NotFound(f"No such container: {live.record.id}")
-        cdir = runtime.container_dir(live.record.id)
-        try:
-            yield await asyncio.to_thread(rootfs_module.mount_layer, cdir)
-        finally:
-            if not live.record.state.running and not live.removed:
-                await asyncio.to_thread(rootfs_module.release, cdir)
+    the duration if the container is stopped. Holds the container, like `mounted_root`. The
+    dir does not exist for a container that never ran."""
+    async with runtime.holding_files(ref, op) as record:
+        yield await asyncio.to_thread(rootfs_module.mount_layer,
+                                      runtime.container_dir(record.id))
 
 
 def split_path(path: str) -> list[str]:

@@ -12,10 +12,10 @@ import signal as signal_module
 import time
 from dataclasses import replace
 
-from steelcup.errors import Conflict, InvalidArgument, ProcessStartError, SteelcupError, Unsupported
+from steelcup.errors import InvalidArgument, ProcessStartError, SteelcupError, Unsupported
 from steelcup.guest.client import ProcessSpec, Stream
 from steelcup.runtime.containers import Runtime
-from steelcup.runtime.model import Status
+from steelcup.runtime.lifecycle import Op, allows
 from steelcup.runtime.vmstats import PS_DEFAULT_FIELDS, STAT_FILES, VmSample, parse_ps, parse_sample
 
 GUEST_EXEC_TIMEOUT_S = 20.0
@@ -27,18 +27,14 @@ async def guest_exec(
     rt: Runtime, ref: str, argv: list[str], *, timeout_s: float = GUEST_EXEC_TIMEOUT_S
 ) -> tuple[int, bytes, bytes, int]:
     """Run a helper command in the container (as root); (exit code, stdout, stderr, pid)."""
-    live = rt.get(ref)
-    if live.record.state.status is Status.PAUSED:
-        raise Conflict(f"Container {live.record.id} is paused, unpause the container first")
-    if not live.record.state.running or live.machine is None:
-        raise Conflict(f"Container {live.record.id} is not running")
+    record = rt.check(ref, Op.TOP)
     # The container's own capabilities: the helper is the image's binary, which the container
     # may have replaced, so it must not run with more than the container has.
-    spec = ProcessSpec(args=tuple(argv), env=live.record.config.env, cwd="/", uid=0, gid=0,
+    spec = ProcessSpec(args=tuple(argv), env=record.config.env, cwd="/", uid=0, gid=0,
                        groups=(), tty=False, rows=24, cols=80, stdin=False, main=False,
-                       caps=live.record.config.caps)
+                       caps=record.config.caps)
     try:
-        process = await live.machine.guest.start(spec)
+        process = await rt.start_in(record.id, Op.TOP, spec)
     except ProcessStartError as exc:
         raise Unsupported(f"cannot run {argv[0]!r} in the container ({exc}); this needs "
                           f"{argv[0]} in the container's image") from exc
@@ -69,8 +65,7 @@ async def top(rt: Runtime, ref: str, ps_args: str = "") -> tuple[list[str], list
 
 async def sample(rt: Runtime, ref: str) -> VmSample | None:
     """The VM's CPU/memory/network counters; None if the container is not running."""
-    live = rt.get(ref)
-    if live.record.state.status is not Status.RUNNING or live.machine is None:
+    if not allows(rt.record(ref).state.status, Op.TOP):
         return None
     code, out, err, _ = await guest_exec(rt, ref, ["cat", *STAT_FILES])
     if code != 0 and not out:

@@ -77,3 +77,15 @@ def parse_mem_bytes(value: int) -> int:
     if mib < 64:
         raise InvalidArgument("minimum memory limit for a steelcup VM is 64MiB")
     return mib
+
+
+def start_failure_text(argv0: str, exit_code: int, detail: str) -> str:
+    """Why a container's process could not start, in dockerd's words, which clients read the
+    exit status from (the docker CLI: 127 not found, 126 not executable, else 125)."""
+    if exit_code == 127:
+        why = "no such file or directory" if "/" in argv0 else "executable file not found in $PATH"
+    elif exit_code == 126:
+        why = "permission denied"
+    else:
+        return detail
+    return f'exec: "{argv0}": {why} ({detail})'

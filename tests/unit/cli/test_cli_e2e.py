@@ -39,6 +39,7 @@ class FakeDaemon:
         self.created: list[dict[str, Any]] = []
         self.exit = asyncio.Event()  # set in the server loop when "the process exits"
         self.start_error: str | None = None
+        self.removed_after_start_error = False  # a --rm container, as dockerd does
         self.loaded = 0
         self.stdin = b""
 
@@ -91,8 +92,9 @@ class FakeDaemon:
 
         async def inspect(req: Request) -> Response:
             note(req)
-            if req.params["id"] == "nope":
-                raise NotFound("No such container: nope")
+            if req.params["id"] == "nope" or (self.start_error
+                                               and self.removed_after_start_error):
+                raise NotFound(f"No such container: {req.params['id']}")
             code = 127 if self.start_error else 0
             return JsonResponse(
                 {"Id": "c" * 64, "State": {"ExitCode": code}, "Config": {"Tty": False}}
@@ -230,6 +232,23 @@ def test_run_start_failure_uses_126_127(
     fake.start_error = 'exec: "nosuch": executable file not found in $PATH'
     assert main(["-H", sock, "run", "busybox", "nosuch"]) == 127
     assert "executable file not found" in capfd.readouterr().err
+
+
+@pytest.mark.parametrize(("error", "code"), [
+    ('exec: "nosuch": executable file not found in $PATH', 127),
+    ('exec: "/etc/passwd": permission denied', 126),
+    ("the VM did not boot", 125),
+])
+def test_run_rm_start_failure_exits_with_dockers_status(
+    daemon: tuple[FakeDaemon, str], capfd: pytest.CaptureFixture[str], error: str, code: int
+) -> None:
+    """The daemon removed the --rm container before answering: the status comes from the
+    error's words, as the docker CLI reads it."""
+    fake, sock = daemon
+    fake.start_error = error
+    fake.removed_after_start_error = True
+    assert main(["-H", sock, "run", "--rm", "busybox", "x"]) == code
+    assert error in capfd.readouterr().err
 
 
 def test_run_detached_prints_id(

@@ -1,5 +1,5 @@
-"""A Runtime on a temp root with one tiny image ("base:1") and no VM source: enough for
-create, inspect, recover and remove, which never boot a VM."""
+"""A Runtime on a temp root with one tiny image ("base:1"); without a VM source (`vms`) enough
+for create, inspect, recover and remove, which never boot a VM."""
 
 from __future__ import annotations
 
@@ -18,10 +18,10 @@ from tests.unit.image.tarutil import make_tar
 
 
 def make_runtime(root: Path, db: sqlite3.Connection,
-                 resources: Resources | None = None) -> Runtime:
+                 resources: Resources | None = None, vms: VmSource | None = None) -> Runtime:
     """A runtime over `db` (reuse the same db and root to simulate a daemon restart)."""
     images = ImageStore(root / "images", db)
     if not images.list():
         images.import_rootfs(io.BytesIO(make_tar([("dir", "bin")])), "base:1")
-    return Runtime(root / "rt", ContainerStore(db), images, cast(VmSource, None), EventBus(),
+    return Runtime(root / "rt", ContainerStore(db), images, cast(VmSource, vms), EventBus(),
                    resources=resources)

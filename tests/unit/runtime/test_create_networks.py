@@ -59,7 +59,7 @@ def test_unknown_endpoints_config_network_is_not_found_at_create(runtime: Runtim
                                   "front", "f" * 12])
 def test_modes_and_existing_networks_are_accepted(runtime: Runtime, mode: str) -> None:
     record = runtime.create(_config(mode), "web")
-    assert runtime.get("web").record.id == record.id
+    assert runtime.record("web").id == record.id
 
 
 def test_named_network_without_networking_is_refused_at_create(tmp_path: Path) -> None:

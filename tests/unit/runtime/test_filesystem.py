@@ -26,9 +26,10 @@ from steelcup.pool.source import VmSource
 from steelcup.runtime import fs_admin, fs_archive, fs_changes, fs_commit, fs_paths
 from steelcup.runtime.containers import Runtime
 from steelcup.runtime.events import EventBus
-from steelcup.runtime.model import ContainerConfig, Status
+from steelcup.runtime.model import ContainerConfig
 from steelcup.runtime.store import ContainerStore
 from steelcup.state.db import open_db
+from tests.unit.runtime.fakevm import FakeVms
 
 
 def _make_tar(entries: list[tuple[Any, ...]]) -> bytes:
@@ -84,7 +85,7 @@ class Env:
         return self.runtime.create(config, name).id
 
     def mount(self, cid: str) -> Path:
-        return self.runtime.prepare_rootfs(self.runtime.get(cid).record)
+        return self.runtime.prepare_rootfs(self.runtime.record(cid))
 
     def upper(self, cid: str) -> Path:
         """The upper dir, in the container's writable-layer filesystem (mounted for the test)."""
@@ -169,8 +170,7 @@ def _tar_names(data: bytes) -> dict[str, tarfile.TarInfo]:
 
 
 async def _get(env: Env, ref: str, path: str) -> tuple[fs_archive.Source, bytes]:
-    live = env.runtime.get(ref)
-    async with fs_paths.mounted_tree(env.runtime, live) as tree:
+    async with fs_paths.mounted_tree(env.runtime, ref) as tree:
         source = fs_archive.locate(tree, path, ref)
         out = io.BytesIO()
         fs_archive.write_archive(tree, source, out)
@@ -178,8 +178,7 @@ async def _get(env: Env, ref: str, path: str) -> tuple[fs_archive.Source, bytes]
 
 
 async def _put(env: Env, ref: str, path: str, data: bytes, **kw: Any) -> None:
-    live = env.runtime.get(ref)
-    async with fs_paths.mounted_tree(env.runtime, live) as tree:
+    async with fs_paths.mounted_tree(env.runtime, ref) as tree:
         fs_archive.extract_archive(tree, path, io.BytesIO(data), ref, **kw)
 
 
@@ -259,7 +258,7 @@ def test_export_has_lower_and_upper_files(env: Env) -> None:
     _changed(env, env.create("c1"))
 
     async def run() -> bytes:
-        async with fs_paths.mounted_root(env.runtime, env.runtime.get("c1")) as root_fd:
+        async with fs_paths.mounted_root(env.runtime, "c1") as root_fd:
             out = io.BytesIO()
             fs_commit.write_export(root_fd, out)
             return out.getvalue()
@@ -352,7 +351,7 @@ def test_declared_privileges_survive_commit_export_and_cp(env: Env) -> None:
         assert not (env.upper(cid) / name).stat().st_mode & 0o6000
 
     async def export() -> bytes:
-        async with fs_paths.mounted_root(env.runtime, env.runtime.get("c1")) as root_fd:
+        async with fs_paths.mounted_root(env.runtime, "c1") as root_fd:
             out = io.BytesIO()
             fs_commit.write_export(root_fd, out)
             return out.getvalue()
@@ -394,13 +393,13 @@ def test_rename(env: Env) -> None:
     env.create("beta")
     queue = env.events.subscribe()
     with pytest.raises(Conflict, match='"/beta" is already in use'):
-        fs_admin.rename(env.runtime, "alpha", "beta")
+        env.runtime.rename("alpha", "beta")
     with pytest.raises(InvalidArgument, match="Invalid container name"):
-        fs_admin.rename(env.runtime, "alpha", "no spaces")
-    fs_admin.rename(env.runtime, "alpha", "/gamma")
-    assert env.runtime.get("gamma").record.id == a
+        env.runtime.rename("alpha", "no spaces")
+    env.runtime.rename("alpha", "/gamma")
+    assert env.runtime.record("gamma").id == a
     with pytest.raises(NotFound):
-        env.runtime.get("alpha")
+        env.runtime.record("alpha")
     assert [r.name for r in env.runtime.store.load_all()] == ["gamma", "beta"]
     event = queue.get_nowait()
     assert event["Action"] == "rename" and event["Actor"]["Attributes"]["oldName"] == "/alpha"
@@ -410,20 +409,28 @@ def test_prune(env: Env) -> None:
     keep = env.create("keep", labels=(("keep", "1"),))
     running = env.create("running")
     gone = env.create("gone")
-    live = env.runtime.get(running)
-    live.record = live.record.with_state(status=Status.RUNNING)
     root = env.mount(gone)
     (root / "tmp/big").write_bytes(b"x" * 100_000)
     env.release(gone)
-    report = asyncio.run(fs_admin.prune(env.runtime, {"label!": ["keep"]}))
-    assert report.deleted == [gone]
-    assert report.reclaimed_bytes >= 100_000
-    assert not env.runtime.container_dir(gone).exists()
-    assert {r.id for r in env.runtime.list()} == {keep, running}
-    assert asyncio.run(fs_admin.prune(env.runtime, {"until": ["1h"]})).deleted == []
-    with pytest.raises(InvalidArgument):
-        asyncio.run(fs_admin.prune(env.runtime, {"bogus": ["1"]}))
-    assert asyncio.run(fs_admin.prune(env.runtime, {})).deleted == [keep]
+    runtime = env.runtime
+
+    async def body() -> None:
+        runtime.vms = FakeVms()
+        await runtime.start(running)
+        try:
+            report = await fs_admin.prune(runtime, {"label!": ["keep"]})
+            assert report.deleted == [gone]
+            assert report.reclaimed_bytes >= 100_000
+            assert not runtime.container_dir(gone).exists()
+            assert {r.id for r in runtime.list()} == {keep, running}
+            assert (await fs_admin.prune(runtime, {"until": ["1h"]})).deleted == []
+            with pytest.raises(InvalidArgument):
+                await fs_admin.prune(runtime, {"bogus": ["1"]})
+            assert (await fs_admin.prune(runtime, {})).deleted == [keep]
+        finally:
+            await runtime.shutdown()
+
+    asyncio.run(body())
 
 
 def test_parse_until() -> None:

@@ -72,7 +72,7 @@ def _guest_session(root: Path) -> None:
 def test_the_image_shows_as_the_ranges_and_tools_speak_guest_ids(env: Env) -> None:
     cid = env.create("c1")
     cdir = env.runtime.container_dir(cid)
-    root = env.runtime.prepare_rootfs(env.runtime.get(cid).record)
+    root = env.runtime.prepare_rootfs(env.runtime.record(cid))
     assert root.stat().st_uid == B and (root / "etc/passwd").stat().st_uid == B
     assert rootfs.ids_of(cdir) == IDS
     _guest_session(root)
@@ -83,10 +83,9 @@ def test_the_image_shows_as_the_ranges_and_tools_speak_guest_ids(env: Env) -> No
     assert [c.path for c in changes] == ["/etc", "/etc/passwd", "/tmp", "/tmp/x"]  # not /var
 
     async def export() -> bytes:
-        live = env.runtime.get("c1")
-        async with fs_paths.mounted_root(env.runtime, live) as root_fd:
+        async with fs_paths.mounted_root(env.runtime, "c1") as root_fd:
             out = io.BytesIO()
-            fs_commit.write_export(root_fd, out, fs_paths.stored_ids(env.runtime, live))
+            fs_commit.write_export(root_fd, out, fs_paths.stored_ids(env.runtime, cid))
             return out.getvalue()
 
     names = _tar_names(asyncio.run(export()))
@@ -105,12 +104,12 @@ def test_cp_in_stores_the_ranges_ids_and_cp_out_gives_guest_ids(env: Env) -> Non
     cdir = env.runtime.container_dir(cid)
 
     async def put(data: bytes, copy_uid_gid: bool) -> None:
-        async with fs_paths.mounted_tree(env.runtime, env.runtime.get("c1")) as tree:
+        async with fs_paths.mounted_tree(env.runtime, "c1") as tree:
             fs_archive.extract_archive(tree, "/tmp", io.BytesIO(data), "c1",
                                        copy_uid_gid=copy_uid_gid)
 
     async def get(path: str) -> dict[str, tarfile.TarInfo]:
-        async with fs_paths.mounted_tree(env.runtime, env.runtime.get("c1")) as tree:
+        async with fs_paths.mounted_tree(env.runtime, "c1") as tree:
             out = io.BytesIO()
             fs_archive.write_archive(tree, fs_archive.locate(tree, path, "c1"), out)
             return _tar_names(out.getvalue())

@@ -50,17 +50,17 @@ def test_rm_containers_running_at_a_crash_are_removed_once(
 
     for runtime in (after, again):
         with pytest.raises(NotFound):
-            runtime.get(rm_running)
+            runtime.record(rm_running)
         assert rm_running not in {r.id for r in runtime.store.load_all()}
     assert not after.container_dir(rm_running).exists()
     removals = [r for r in caplog.records if "removing this --rm container" in r.getMessage()]
     assert [r.getMessage().split()[1] for r in removals] == [rm_running[:12]]
 
     # never started: docker keeps it until it runs and exits
-    assert again.get(rm_created).record.state.status is Status.CREATED
+    assert again.record(rm_created).state.status is Status.CREATED
     assert (again.container_dir(rm_created) / "upper" / "written-by-the-guest").exists()
     # not --rm: kept, marked exited by the restart recovery
-    state = again.get(kept).record.state
+    state = again.record(kept).state
     assert (state.status, state.exit_code) == (Status.EXITED, EXIT_CODE_DAEMON_LOST)
     assert (again.container_dir(kept) / "upper" / "written-by-the-guest").exists()
 
@@ -68,7 +68,7 @@ def test_rm_containers_running_at_a_crash_are_removed_once(
 def test_rm_container_left_exited_by_a_crash_mid_removal_is_removed(tmp_path: Path) -> None:
     before = make_runtime(tmp_path, open_db(tmp_path))
     cid = _create(before, "half-removed", auto_remove=True, running=False)
-    record = before.get(cid).record
+    record = before.record(cid)
     before.store.save(record.with_state(status=Status.EXITED, exit_code=0))  # exited, not removed
     after = _restart(tmp_path)
     assert after.list() == [] and after.store.load_all() == []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from steelcup.cli.commands.containers import start_failure_code
 from steelcup.errors import InvalidArgument
 from steelcup.runtime.spec import (
     DEFAULT_PATH,
@@ -11,6 +12,7 @@ from steelcup.runtime.spec import (
     parse_mem_bytes,
     parse_signal,
     resolve_argv,
+    start_failure_text,
 )
 
 
@@ -66,3 +68,13 @@ def test_parse_mem_bytes() -> None:
         parse_mem_bytes(4 << 20)
     with pytest.raises(InvalidArgument):
         parse_mem_bytes(-1)
+
+
+@pytest.mark.parametrize(("argv0", "code"), [
+    ("nosuch", 127), ("/bin/nosuch", 127), ("/etc/passwd", 126), ("sh", 125)])
+def test_start_failure_text_gives_clients_the_exit_status(argv0: str, code: int) -> None:
+    """The daemon's words carry the status to clients that read it the docker CLI's way (ours
+    included): a --rm container is gone before they could inspect it."""
+    text = start_failure_text(argv0, code, f"cannot start {argv0!r}: the guest said no")
+    assert start_failure_code(text) == code
+    assert text.endswith(f"cannot start {argv0!r}: the guest said no)") or code == 125

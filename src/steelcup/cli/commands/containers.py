@@ -283,8 +283,22 @@ def cmd_create(ctx: Context, args: argparse.Namespace) -> int:
     return 0
 
 
-def _start_failure_code(client: ApiClient, cid: str) -> int:
-    """docker's rule: 126/127 from the container's state if that is what failed, else 125."""
+def start_failure_code(message: str) -> int:
+    """The docker CLI's rule for a failed start: 127 (not found) or 126 (not executable) from
+    the daemon's words, else 125."""
+    if any(words in message for words in ("executable file not found",
+                                            "no such file or directory")):
+        return 127
+    if "permission denied" in message:
+        return 126
+    return 125
+
+
+def _start_failure_code(client: ApiClient, cid: str, exc: SteelcupError) -> int:
+    """From the error (a `--rm` container is gone by now), else from the container's state."""
+    code = start_failure_code(str(exc))
+    if code != 125:
+        return code
     try:
         info = client.get_json(f"{_c(cid)}/json")
         code = int(info.get("State", {}).get("ExitCode", 0))
@@ -404,7 +418,7 @@ def _run_attached(
             conn.close()
             waiter.close()
             report(exc, "steelcup: ")
-            return _start_failure_code(client, cid)
+            return _start_failure_code(client, cid, exc)
     _attached_session(
         client,
         conn,
@@ -432,7 +446,7 @@ def cmd_run(ctx: Context, args: argparse.Namespace) -> int:
             client.post(f"{_c(cid)}/start")
         except SteelcupError as exc:
             report(exc, "steelcup: ")
-            return _start_failure_code(client, cid)
+            return _start_failure_code(client, cid, exc)
         print(cid)
         return 0
     streams = {s.lower() for s in opts.attach}

@@ -1,0 +1,155 @@
+"""A VM source with the pool's interface (`acquire(request) -> Machine`, `close()`) and no
+QEMU: machines whose guest starts scripted processes. For unit tests of the runtime above it.
+
+A process runs until the test ends it (`exit`) or a signal does: any signal ends it with
+128+signal unless the signal is in `FakeVms.ignored`; SIGKILL always does. Closing a machine
+ends its processes the way a dead VM does (the output stream fails).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import itertools
+import signal as signal_module
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import cast
+
+from steelcup.errors import GuestProtocolError, ProcessStartError, SteelcupError
+from steelcup.guest.client import ExitStatus, GuestProcess, ProcessSpec, Stream
+from steelcup.pool.source import VmRequest, VmSource
+from steelcup.vm.machine import Machine
+
+_pids = itertools.count(100)
+
+
+class FakeProcess:
+    def __init__(self, machine: FakeMachine, spec: ProcessSpec) -> None:
+        self.machine = machine
+        self.spec = spec
+        self.pid = next(_pids)
+        self.stdin = bytearray()
+        self.stdin_closed = False
+        self.signals: list[int] = []
+        self._output: asyncio.Queue[tuple[Stream, bytes] | None] = asyncio.Queue()
+        self._status: asyncio.Future[ExitStatus] = asyncio.get_running_loop().create_future()
+        self._lost = False
+
+    def write(self, data: bytes, stream: Stream = Stream.STDOUT) -> None:
+        self._output.put_nowait((stream, data))
+
+    def exit(self, code: int, signo: int = 0) -> None:
+        if not self._status.done():
+            self._status.set_result(ExitStatus(code, signo))
+            self._output.put_nowait(None)
+
+    def lose(self) -> None:
+        """The VM went away under the process."""
+        self._lost = True
+        self._output.put_nowait(None)
+
+    async def output(self) -> AsyncIterator[tuple[Stream, bytes]]:
+        while (item := await self._output.get()) is not None:
+            yield item
+        if self._lost:
+            raise GuestProtocolError("the guest went away")
+
+    async def wait(self) -> ExitStatus:
+        return await self._status
+
+    async def signal(self, signo: int) -> None:
+        if self.machine.closed:
+            raise GuestProtocolError("the guest went away")
+        assert not self.machine.paused, "a signal sent to a frozen VM"
+        self.signals.append(signo)
+        if signo == signal_module.SIGKILL or signo not in self.machine.vms.ignored:
+            self.exit(128 + signo, signo)
+
+    async def write_stdin(self, data: bytes) -> None:
+        self.stdin += data
+
+    async def close_stdin(self) -> None:
+        self.stdin_closed = True
+
+    async def resize(self, rows: int, cols: int) -> None:
+        pass
+
+
+class FakeGuest:
+    def __init__(self, machine: FakeMachine) -> None:
+        self.machine = machine
+
+    async def setup_root(self, source: str, hostname: str, readonly: bool,
+                         subdir: str = "") -> None:
+        pass
+
+    async def start(self, spec: ProcessSpec) -> GuestProcess:
+        vms = self.machine.vms
+        if vms.start_gate is not None:
+            await vms.start_gate.wait()
+        name = spec.args[0]
+        if name in vms.missing:
+            raise ProcessStartError(f"cannot start {name!r}: {name}: No such file or directory",
+                                    errno_value=errno.ENOENT, exit_code=127)
+        process = FakeProcess(self.machine, spec)
+        self.machine.processes.append(process)
+        vms.started.put_nowait(process)
+        return cast(GuestProcess, process)
+
+
+@dataclass(eq=False)
+class FakeMachine:
+    vms: FakeVms
+    request: VmRequest
+    rootfs_subdir: str = ""
+    oom_killed: bool = False
+    closed: bool = False
+    paused: bool = False
+    processes: list[FakeProcess] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.guest = FakeGuest(self)
+
+    async def pause(self) -> None:
+        self.paused = True
+
+    async def resume(self) -> None:
+        self.paused = False
+
+    async def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            for process in self.processes:
+                process.lose()
+
+
+@dataclass(eq=False)
+class FakeVms:
+    """The VM source. `fail_with` makes `acquire` fail (a VM that does not boot), `missing`
+    names commands the guest cannot find (exit 127), `start_gate` holds every process start
+    until set, `ignored` are signals processes survive."""
+
+    fail_with: SteelcupError | None = None
+    missing: set[str] = field(default_factory=set)
+    start_gate: asyncio.Event | None = None
+    ignored: set[int] = field(default_factory=set)
+    machines: list[FakeMachine] = field(default_factory=list)
+    started: asyncio.Queue[FakeProcess] = field(default_factory=asyncio.Queue)
+
+    async def acquire(self, request: VmRequest) -> Machine:
+        if self.fail_with is not None:
+            raise self.fail_with
+        machine = FakeMachine(self, request)
+        self.machines.append(machine)
+        return cast(Machine, machine)
+
+    async def close(self) -> None:
+        for machine in self.machines:
+            await machine.close()
+
+    def source(self) -> VmSource:
+        return self
+
+    async def next_process(self, timeout_s: float = 5.0) -> FakeProcess:
+        return await asyncio.wait_for(self.started.get(), timeout_s)
