@@ -316,7 +316,9 @@ class Runtime:
         record = live.record
         config = record.config
         cdir = self.container_dir(record.id)
-        live.started = asyncio.Event()
+        # Cleared, not replaced: stdin that arrived before start (the docker CLI sends it and
+        # its EOF before it calls start) waits on this very event.
+        live.started.clear()
         async with contextlib.AsyncExitStack() as stack:
             stack.callback(rootfs_module.release, cdir)
             try:
@@ -427,6 +429,7 @@ class Runtime:
                 await asyncio.to_thread(rootfs_module.release, self.container_dir(live.record.id))
             live.machine = None
             live.process = None
+            live.started.clear()  # stdin attached from now on is for the next run
             self._save(live, live.record.with_state(
                 status=Status.EXITED, pid=0, exit_code=exit_code, error=error,
                 finished_at=now_rfc3339(), oom_killed=oom_killed,

@@ -1,0 +1,34 @@
+"""What a new user hits first with the real docker CLI (issue 21): piped stdin, `ps` ports,
+exec errors, `top`, the built-in networks. One networked daemon for the module."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from tests.compat.conftest import IMG, Docker
+
+pytestmark = pytest.mark.vm
+
+DAEMON_NETWORKING = True  # `-p`, `--network none` and the bridge's list entries need networks
+
+
+def test_piped_stdin_reaches_the_process_with_its_eof(dockerd: Docker) -> None:
+    """The CLI sends stdin and its EOF on the attach connection before it calls start: the
+    daemon must keep both for the process (it used to hang here for ever)."""
+    echoed = dockerd.run("run", "-i", "--rm", IMG, "cat", input=b"hi\n", timeout=60)
+    assert (echoed.returncode, echoed.stdout) == (0, b"hi\n"), echoed.stderr
+    lines = b"".join(b"%d\n" % i for i in range(1, 100001))
+    counted = dockerd.run("run", "-i", "--rm", IMG, "wc", "-l", input=lines, timeout=60)
+    assert (counted.returncode, counted.stdout.strip()) == (0, b"100000"), counted.stderr
+    script = dockerd.run("run", "-i", "--rm", IMG, "sh", input=b"echo from-script\nexit 4\n",
+                         timeout=60)
+    assert (script.returncode, script.stdout) == (4, b"from-script\n"), script.stderr
+    # A stopped container started again with -ai gets the new stdin, EOF included.
+    dockerd.out("create", "-i", "--name", "again", IMG, "cat")
+    for text in (b"one\n", b"two\n"):
+        again = dockerd.run("start", "-ai", "again", input=text, timeout=60)
+        assert (again.returncode, again.stdout) == (0, text), again.stderr
+    dockerd.out("rm", "again")
