@@ -4,7 +4,7 @@ exec errors, `top`, the built-in networks. One networked daemon for the module."
 from __future__ import annotations
 
 import json
-import time
+from pathlib import Path
 
 import pytest
 
@@ -32,3 +32,28 @@ def test_piped_stdin_reaches_the_process_with_its_eof(dockerd: Docker) -> None:
         again = dockerd.run("start", "-ai", "again", input=text, timeout=60)
         assert (again.returncode, again.stdout) == (0, text), again.stderr
     dockerd.out("rm", "again")
+
+
+def test_ps_shows_ports_networks_and_mounts(dockerd: Docker, tmp_path: Path) -> None:
+    """`docker ps` reads Ports, NetworkSettings.Networks and Mounts from the list API."""
+    dockerd.out("run", "-d", "--name", "web", "-p", "8080:80", "-p", "127.0.0.1:9090:90/udp",
+                "--expose", "7000", "-v", f"{tmp_path}:/data", "-v", "listvol:/vol",
+                IMG, "sleep", "1000")
+    try:
+        fmt = "{{.Ports}}|{{.Networks}}|{{.Mounts}}"
+        ports, networks, mounts = dockerd.out("ps", "--no-trunc", "--filter", "name=web",
+                                              "--format", fmt).strip().split("|")
+        assert sorted(ports.split(", ")) == [
+            "0.0.0.0:8080->80/tcp", "127.0.0.1:9090->90/udp", "7000/tcp"], ports
+        assert networks == "bridge"
+        assert sorted(mounts.split(",")) == sorted([str(tmp_path), "listvol"]), mounts
+        listed = json.loads(dockerd.out("ps", "--filter", "name=web", "--format",
+                                        "{{json .}}"))
+        assert listed["Names"] == "web"
+        dockerd.out("stop", "-t", "0", "web")
+        # dockerd releases a stopped container's ports; its networks and mounts stay listed
+        stopped = dockerd.out("ps", "-a", "--filter", "name=web", "--format", fmt).strip()
+        assert stopped.split("|")[0] == "" and "bridge" in stopped, stopped
+    finally:
+        dockerd.run("rm", "-f", "web")
+        dockerd.run("volume", "rm", "listvol")

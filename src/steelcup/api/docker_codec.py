@@ -310,9 +310,10 @@ def _command(record: ContainerRecord) -> str:
     return " ".join([record.path, *record.args])
 
 
-def encode_summary(record: ContainerRecord) -> dict[str, Any]:
-    """One entry of GET /containers/json."""
+def encode_summary(record: ContainerRecord, net: NetView | None = None) -> dict[str, Any]:
+    """One entry of GET /containers/json: what `docker ps` shows, ports included."""
     config = record.config
+    net = net or NetView()
     return {
         "Id": record.id,
         "Names": [f"/{record.name}"],
@@ -320,14 +321,31 @@ def encode_summary(record: ContainerRecord) -> dict[str, Any]:
         "ImageID": config.image_id,
         "Command": _command(record),
         "Created": int(_ts(record.created)),
-        "Ports": [],
+        "Ports": _summary_ports(record, net),
         "Labels": dict(config.labels),
         "State": record.state.status.value,
         "Status": status_text(record),
         "HostConfig": {"NetworkMode": config.network_mode or "default"},
-        "NetworkSettings": {"Networks": {}},
-        "Mounts": [],
+        "NetworkSettings": {"Networks": _endpoints(record, net)},
+        "Mounts": encode_mounts(config),
     }
+
+
+def _summary_ports(record: ContainerRecord, net: NetView) -> list[dict[str, Any]]:
+    """dockerd's list entries: each published port, and the exposed ones nothing publishes
+    (those only while the container runs, as dockerd clears its ports at stop)."""
+    out: list[dict[str, Any]] = [
+        {"IP": p.host_ip or "0.0.0.0", "PrivatePort": p.container_port,
+         "PublicPort": p.host_port, "Type": p.proto}
+        for p in net.ports
+    ]
+    if record.state.running:
+        published = {(p.container_port, p.proto) for p in net.ports}
+        for spec in record.config.exposed_ports:
+            port, _, proto = spec.partition("/")
+            if port.isdigit() and (int(port), proto or "tcp") not in published:
+                out.append({"PrivatePort": int(port), "Type": proto or "tcp"})
+    return out
 
 
 def encode_mounts(config: ContainerConfig) -> list[dict[str, Any]]:
@@ -436,8 +454,9 @@ def encode_inspect(
     }
 
 
-def _network_settings(record: ContainerRecord, net: NetView) -> dict[str, Any]:
-    networks = {
+def _endpoints(record: ContainerRecord, net: NetView) -> dict[str, Any]:
+    """`NetworkSettings.Networks`, alike in inspect and list."""
+    return {
         ep.network_name: {
             "NetworkID": ep.network_id,
             "EndpointID": ep.endpoint_id,
@@ -450,6 +469,10 @@ def _network_settings(record: ContainerRecord, net: NetView) -> dict[str, Any]:
         }
         for ep in net.endpoints
     }
+
+
+def _network_settings(record: ContainerRecord, net: NetView) -> dict[str, Any]:
+    networks = _endpoints(record, net)
     ports: dict[str, list[dict[str, str]] | None] = {p: None for p in
                                                      record.config.exposed_ports}
     for pub in net.ports:

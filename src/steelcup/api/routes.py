@@ -312,7 +312,8 @@ class _Api:
         records = codec.select_containers(self.rt.list(), filters, all_=all_)
         if limit is not None and limit > 0:
             records = records[:limit]
-        return JsonResponse([codec.encode_summary(r) for r in records])
+        net_view = self.rt.resources.net_view
+        return JsonResponse([codec.encode_summary(r, net_view(r)) for r in records])
 
     async def inspect(self, req: Request) -> Response:
         live = self.rt.get(req.params["id"])
