@@ -57,3 +57,24 @@ def test_ps_shows_ports_networks_and_mounts(dockerd: Docker, tmp_path: Path) -> 
     finally:
         dockerd.run("rm", "-f", "web")
         dockerd.run("volume", "rm", "listvol")
+
+
+def test_exec_of_a_missing_or_unrunnable_program_says_so_like_dockerd(dockerd: Docker) -> None:
+    dockerd.out("run", "-d", "--name", "execd", IMG, "sleep", "1000")
+    try:
+        missing = dockerd.run("exec", "execd", "nosuchcmd")
+        assert missing.returncode == 127, missing
+        assert b'exec: "nosuchcmd": executable file not found in $PATH' in missing.stderr + \
+            missing.stdout, missing
+        nopath = dockerd.run("exec", "execd", "/no/such")
+        assert nopath.returncode == 127, nopath
+        assert b'exec: "/no/such": stat /no/such: no such file or directory' in \
+            nopath.stderr + nopath.stdout, nopath
+        unrunnable = dockerd.run("exec", "execd", "/etc/passwd")
+        assert unrunnable.returncode == 126, unrunnable
+        assert b'exec: "/etc/passwd": permission denied' in \
+            unrunnable.stderr + unrunnable.stdout, unrunnable
+        # nothing broke: the container and the daemon go on
+        assert dockerd.out("exec", "execd", "echo", "alive") == "alive\n"
+    finally:
+        dockerd.run("rm", "-f", "execd")
