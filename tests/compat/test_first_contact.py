@@ -78,3 +78,26 @@ def test_exec_of_a_missing_or_unrunnable_program_says_so_like_dockerd(dockerd: D
         assert dockerd.out("exec", "execd", "echo", "alive") == "alive\n"
     finally:
         dockerd.run("rm", "-f", "execd")
+
+
+def test_network_ls_lists_bridge_host_none_and_host_is_refused_at_create(
+    dockerd: Docker,
+) -> None:
+    listed = dockerd.out("network", "ls", "--format", "{{.Name}} {{.Driver}} {{.Scope}}")
+    assert sorted(listed.splitlines()) == [
+        "bridge bridge local", "host host local", "none null local"], listed
+    assert dockerd.out("network", "inspect", "none", "--format", "{{.Driver}}") == "null\n"
+    refused = dockerd.run("network", "rm", "host")
+    assert refused.returncode != 0 and b"pre-defined network" in refused.stderr, refused
+    # none: a VM with loopback only
+    links = dockerd.out("run", "--rm", "--network", "none", IMG, "ls", "/sys/class/net")
+    assert links.split() == ["lo"], links
+    # host: refused by create itself, so nothing is left behind and `run --rm` ends at once
+    before = dockerd.out("ps", "-aq")
+    for argv, code in ((("create", "--network", "host", IMG, "true"), 1),
+                       (("run", "--rm", "--network", "host", IMG, "true"), 125)):
+        result = dockerd.run(*argv, timeout=60)
+        assert result.returncode == code, result
+        assert b"network mode 'host' is not supported" in result.stderr, result
+    assert dockerd.out("ps", "-aq") == before
+    assert dockerd.out("run", "--rm", IMG, "echo", "daemon-ok") == "daemon-ok\n"
