@@ -79,6 +79,9 @@ async def _serve(options: DaemonOptions) -> int:
     run_dir = vm_run_dir(options.root)
     reset_run_dir(run_dir)
     make_private(run_dir)  # ready VMs' slots hold containers' root filesystems
+    link_run_dir(options.root, run_dir)
+    log.info("VM run dir %s (for root %s; %s links to it)", run_dir, options.root,
+             options.root / RUN_DIR_LINK)
     cgroups = memory_cgroups(options, accel, run_dir)
     vms = build_factory(
         assets=assets,
@@ -122,7 +125,7 @@ async def _serve(options: DaemonOptions) -> int:
     await runtime.remove_ended_auto_remove()  # before serving: clients never see them
     services = Services(runtime=runtime, execs=ExecManager(runtime), images=images,
                         events=events, root=options.root, accel=accel, networks=networks,
-                        volumes=volumes, pool=vms)
+                        volumes=volumes, pool=vms, vm_run_dir=run_dir)
     tls = None
     if options.tls_listen is not None:
         if not (options.tls_ca and options.tls_cert and options.tls_key):
@@ -212,11 +215,26 @@ def make_private(path: Path) -> None:
     os.chmod(path, 0o700)
 
 
+VM_RUN_BASE = Path("/run/steelcup")
+RUN_DIR_LINK = "vm-run-dir"  # in the state root: which run dir is this root's
+
+
 def vm_run_dir(root: Path) -> Path:
     """Where VM sockets live: short (unix socket paths are limited to 107 bytes) and unique
-    per state root, so two daemons never share it."""
+    per state root, so two daemons never share it. `--help` and `<root>/vm-run-dir` say so."""
     digest = hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:10]
-    return Path("/run/steelcup") / f"vms-{digest}"
+    return VM_RUN_BASE / f"vms-{digest}"
+
+
+def link_run_dir(root: Path, run_dir: Path) -> None:
+    """`<root>/vm-run-dir` -> the run dir, so an operator tells two daemons' run dirs (and
+    what to clean up after one) apart without hashing paths."""
+    link = root / RUN_DIR_LINK
+    tmp = root / f".{RUN_DIR_LINK}.tmp"
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()
+    tmp.symlink_to(run_dir)
+    tmp.replace(link)
 
 
 def socket_dir_ok(path: Path) -> bool:

@@ -4,6 +4,8 @@ exec errors, `top`, the built-in networks. One networked daemon for the module."
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -101,3 +103,26 @@ def test_network_ls_lists_bridge_host_none_and_host_is_refused_at_create(
         assert b"network mode 'host' is not supported" in result.stderr, result
     assert dockerd.out("ps", "-aq") == before
     assert dockerd.out("run", "--rm", IMG, "echo", "daemon-ok") == "daemon-ok\n"
+
+
+def test_the_vm_run_dir_is_told_by_the_root_info_and_help(dockerd: Docker) -> None:
+    """Two daemons (and what to clean up after one) are told apart without hashing paths: the
+    root links to its VM run dir, the API's info names it and `daemon --help` explains it."""
+    docker = pytest.importorskip("docker")
+    root = dockerd.daemon.root
+    run_dir = (root / "vm-run-dir").resolve(strict=True)
+    assert run_dir.parent == Path("/run/steelcup") and run_dir.name.startswith("vms-")
+    # the running VMs' sockets are there
+    dockerd.out("run", "-d", "--name", "rundir", IMG, "sleep", "1000")
+    try:
+        assert any(p.is_socket() for p in run_dir.rglob("*")), sorted(run_dir.rglob("*"))
+    finally:
+        dockerd.run("rm", "-f", "rundir")
+    client = docker.APIClient(base_url=dockerd.host, version="auto")
+    try:
+        assert client.info()["Steelcup"]["VmRunDir"] == str(run_dir)
+    finally:
+        client.close()
+    helped = subprocess.run([sys.executable, "-m", "steelcup", "daemon", "--help"],
+                            capture_output=True, text=True, check=True, timeout=60).stdout
+    assert "/run/steelcup/vms-HASH" in " ".join(helped.split()) and "vm-run-dir" in helped

@@ -65,6 +65,7 @@ class Services:
     networks: NetworkManager | None = None
     volumes: VolumeManager | None = None
     pool: Factory | None = None
+    vm_run_dir: Path | None = None
 
 
 def build_router(svc: Services) -> Router:
@@ -219,7 +220,8 @@ class _Api:
                 "WARNING: guests run under QEMU TCG (no usable KVM): slower, and QEMU does not "
                 "treat TCG as a security boundary"],
             "Steelcup": {"Accelerator": self.svc.accel, "Pool": self._pool_status(),
-                         "Networking": self.svc.networks is not None},
+                         "Networking": self.svc.networks is not None,
+                         "VmRunDir": str(self.svc.vm_run_dir or "")},
         })
 
     def _pool_status(self) -> dict[str, Any]:
