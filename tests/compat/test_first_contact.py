@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.compat.conftest import IMG, Docker
+from tests.vm.support import wait_until
 
 pytestmark = pytest.mark.vm
 
@@ -126,3 +127,29 @@ def test_the_vm_run_dir_is_told_by_the_root_info_and_help(dockerd: Docker) -> No
     helped = subprocess.run([sys.executable, "-m", "steelcup", "daemon", "--help"],
                             capture_output=True, text=True, check=True, timeout=60).stdout
     assert "/run/steelcup/vms-HASH" in " ".join(helped.split()) and "vm-run-dir" in helped
+
+
+def test_top_lists_the_containers_processes_and_honours_ps_arguments(dockerd: Docker) -> None:
+    """Every process of the container (a child too, as nginx's worker), none of the VM's
+    (its init, kernel threads) nor the ps itself; ps arguments reach ps, as with dockerd."""
+    dockerd.out("run", "-d", "--name", "tops", IMG, "sh", "-c",
+                "sleep 1000 & sleep 1001 & wait")
+    try:
+        wait_until(lambda: len(dockerd.out("top", "tops").splitlines()) == 4, "both sleeps")
+        titles, *rows = dockerd.out("top", "tops").splitlines()
+        assert titles.split()[:3] == ["USER", "PID", "PPID"], titles
+        by_pid = {row.split()[1]: row.split(None, 4) for row in rows}
+        assert by_pid["1"][4].startswith("sh -c sleep 1000"), rows
+        assert sorted(r[4] for r in by_pid.values() if r[2] == "1") == [
+            "sleep 1000", "sleep 1001"], rows
+        assert dockerd.out("top", "tops", "-ef").splitlines()[1:] == rows
+        chosen = dockerd.out("top", "tops", "-o", "pid,args").splitlines()
+        assert chosen[0].split() == ["PID", "COMMAND"] and len(chosen) == 4, chosen
+        # dockerd's answer when ps prints no PIDs (the ps itself would be listed)
+        no_pid = dockerd.run("top", "tops", "-o", "args")
+        assert no_pid.returncode != 0, no_pid
+        assert b"Couldn't find PID field in ps output" in no_pid.stderr, no_pid
+        bad = dockerd.run("top", "tops", "-x")
+        assert bad.returncode != 0 and b"invalid option" in bad.stderr, bad
+    finally:
+        dockerd.run("rm", "-f", "tops")

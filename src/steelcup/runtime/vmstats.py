@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from steelcup.errors import InvalidArgument
+
 # Linux reports /proc/stat in USER_HZ ticks, which is 100 on every architecture we boot.
 USER_HZ = 100
 NS_PER_TICK = 1_000_000_000 // USER_HZ
@@ -116,13 +118,16 @@ def parse_ps(
     if not lines:
         return [], []
     titles = lines[0].split()
-    pid_col = titles.index("PID") if "PID" in titles else -1
+    if "PID" not in titles:
+        # dockerd's answer: without PIDs, the ps itself could not be told from the container's
+        raise InvalidArgument("Couldn't find PID field in ps output")
+    pid_col = titles.index("PID")
     rows: list[list[str]] = []
     for line in lines[1:]:
         row = line.split(None, len(titles) - 1)
         if len(row) < len(titles):
             row += [""] * (len(titles) - len(row))
-        if pid_col >= 0 and _int_or(row[pid_col], -1) in hide_pids:
+        if _int_or(row[pid_col], -1) in hide_pids:
             continue
         rows.append(row)
     return titles, rows
