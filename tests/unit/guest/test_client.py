@@ -448,13 +448,17 @@ def test_a_flood_of_rejected_frames_logs_little(caplog: pytest.LogCaptureFixture
             await asyncio.sleep(0.01)
         await asyncio.sleep(0.5)  # the rest of the flood arrives
 
+    def ours() -> list[logging.LogRecord]:
+        # asyncio may log the cancelled fake guest at teardown, depending on GC timing
+        return [r for r in caplog.records if r.name == "steelcup.guest.client"]
+
     def caplog_bytes() -> int:
-        return sum(len(r.getMessage()) for r in caplog.records)
+        return sum(len(r.getMessage()) for r in ours())
 
     with caplog.at_level(logging.WARNING, "steelcup.guest.client"):
         asyncio.run(run_with_guest(guest, body))
     assert 0 < caplog_bytes() < 20 * 1000
-    assert "suppressed" in caplog.records[-1].getMessage()
+    assert "suppressed" in ours()[-1].getMessage()
 
 
 def test_start_carries_caps_only_when_the_host_chose_a_set() -> None:
