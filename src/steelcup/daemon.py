@@ -26,6 +26,7 @@ from steelcup.pool.factory import PoolOptions, build_factory, reset_run_dir
 from steelcup.runtime.containers import Defaults, Runtime
 from steelcup.runtime.events import EventBus
 from steelcup.runtime.execs import ExecManager
+from steelcup.runtime.inspection import CpuSampler
 from steelcup.runtime.resources import Resources, volume_users
 from steelcup.runtime.store import ContainerStore
 from steelcup.state.db import open_db
@@ -123,9 +124,11 @@ async def _serve(options: DaemonOptions) -> int:
     if volumes.disks is not None:
         await asyncio.to_thread(volumes.disks.template)
     await runtime.remove_ended_auto_remove()  # before serving: clients never see them
+    cpu_sampler = CpuSampler(runtime)
     services = Services(runtime=runtime, execs=ExecManager(runtime), images=images,
                         events=events, root=options.root, accel=accel, networks=networks,
-                        volumes=volumes, pool=vms, vm_run_dir=run_dir)
+                        volumes=volumes, pool=vms, vm_run_dir=run_dir,
+                        cpu_sampler=cpu_sampler)
     tls = None
     if options.tls_listen is not None:
         if not (options.tls_ca and options.tls_cert and options.tls_key):
@@ -139,6 +142,7 @@ async def _serve(options: DaemonOptions) -> int:
         loop.add_signal_handler(signo, stop.set)
     await server.start()
     autostart = asyncio.create_task(runtime.autostart(), name="autostart")
+    sampler = asyncio.create_task(cpu_sampler.run(), name="cpu-sampler")
     # The default network gives each container one NIC: build that template (and fill the
     # warm cache of its ready VMs) first.
     prewarm = asyncio.create_task(vms.prewarm((1,) if networks is not None else (0,)),
@@ -150,7 +154,7 @@ async def _serve(options: DaemonOptions) -> int:
     finally:
         log.info("shutting down: stopping VMs")
         await server.close()
-        for task in (autostart, prewarm):
+        for task in (autostart, prewarm, sampler):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task

@@ -4,8 +4,10 @@ exec errors, `top`, the built-in networks. One networked daemon for the module."
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -153,3 +155,36 @@ def test_top_lists_the_containers_processes_and_honours_ps_arguments(dockerd: Do
         assert bad.returncode != 0 and b"invalid option" in bad.stderr, bad
     finally:
         dockerd.run("rm", "-f", "tops")
+
+
+def test_stats_no_stream_is_quick_and_shows_the_hosts_cost(dockerd: Docker) -> None:
+    """CPU is what QEMU costs the host (so online_cpus are the host's, not the VM's one vCPU),
+    PIDs are the container's processes, and a single answer does not wait a second reading
+    of the guest (the docker CLI itself waits 0.5 s before it prints)."""
+    docker = pytest.importorskip("docker")
+    dockerd.out("run", "-d", "--name", "statsd", IMG, "sh", "-c",
+                "sleep 1000 & sleep 1001 & wait")
+    dockerd.out("run", "-d", "--name", "spin", IMG, "sh", "-c", "while :; do :; done")
+    try:
+        wait_until(lambda: len(dockerd.out("top", "statsd").splitlines()) == 4, "both sleeps")
+        took = []
+        for _ in range(3):
+            start = time.monotonic()
+            out = dockerd.out("stats", "--no-stream", "--format",
+                              "{{.Name}} {{.CPUPerc}} {{.PIDs}}", "statsd", "spin")
+            took.append(time.monotonic() - start)
+        rows = {line.split()[0]: line.split()[1:] for line in out.splitlines()}
+        assert rows["statsd"][1] == "3" and rows["spin"][1] == "1", out
+        idle_pct, busy_pct = (float(rows[n][0].rstrip("%")) for n in ("statsd", "spin"))
+        assert idle_pct < 30 and busy_pct > 50, out
+        # before: a second guest reading a second later, 1.5 s at the least
+        assert min(took) < 1.2, took
+        client = docker.APIClient(base_url=dockerd.host, version="auto")
+        try:
+            doc = client.stats("spin", stream=False)
+        finally:
+            client.close()
+        assert doc["cpu_stats"]["online_cpus"] == os.cpu_count(), doc["cpu_stats"]
+        assert doc["pids_stats"]["current"] == 1
+    finally:
+        dockerd.run("rm", "-f", "statsd", "spin")

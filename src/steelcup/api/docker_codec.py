@@ -646,6 +646,18 @@ def _cpu_stats(sample: VmSample | None) -> dict[str, Any]:
         return {"cpu_usage": {"total_usage": 0, "usage_in_kernelmode": 0,
                               "usage_in_usermode": 0},
                 "throttling_data": {"periods": 0, "throttled_periods": 0, "throttled_time": 0}}
+    host = sample.host_cpu
+    if host is not None:
+        # The container's cost to the host: QEMU's CPU time against the host's (dockerd's own
+        # figures: cgroup CPU time against /proc/stat), not the guest's view of its vCPUs.
+        return {
+            "cpu_usage": {"total_usage": host.vm_ns,
+                          "usage_in_kernelmode": host.vm_system_ns,
+                          "usage_in_usermode": host.vm_user_ns},
+            "system_cpu_usage": host.host_total_ns,
+            "online_cpus": host.host_cpus,
+            "throttling_data": {"periods": 0, "throttled_periods": 0, "throttled_time": 0},
+        }
     return {
         "cpu_usage": {"total_usage": sample.cpu_busy_ns,
                       "percpu_usage": list(sample.percpu_busy_ns),
@@ -664,7 +676,8 @@ def encode_stats(
     record: ContainerRecord, cur: VmSample | None, pre: VmSample | None
 ) -> dict[str, Any]:
     """Docker's stats JSON from VM samples: the VM is the container, so its /proc figures are
-    the container's (CPU: busy vs. total vCPU time; memory: MemTotal - MemAvailable)."""
+    the container's (memory: MemTotal - MemAvailable); CPU is QEMU's on the host when known,
+    else the guest's busy vs. total vCPU time."""
     memory: dict[str, Any] = {}
     networks: dict[str, Any] | None = None
     if cur is not None:

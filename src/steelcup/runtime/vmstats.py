@@ -1,4 +1,5 @@
-"""Pure parsers for figures read inside a container's VM: `docker top` and `docker stats`.
+"""Pure parsers for figures read inside a container's VM: `docker top` and `docker stats`
+(whose CPU figures come from the host when it can tell them: `HostCpu`).
 
 The guest is asked with one exec (`ps ...`, `cat /proc/stat /proc/meminfo /proc/net/dev
 /proc/loadavg`); these functions turn that text into typed samples. Nothing here does I/O.
@@ -30,6 +31,18 @@ class NetCounters:
 
 
 @dataclass(frozen=True)
+class HostCpu:
+    """The host's view of a VM's CPU use at one moment: what it costs, against what the host
+    has (docker's cpu_usage and system_cpu_usage)."""
+
+    vm_ns: int  # QEMU's CPU time, all threads
+    vm_user_ns: int
+    vm_system_ns: int
+    host_total_ns: int  # /proc/stat, every CPU
+    host_cpus: int
+
+
+@dataclass(frozen=True)
 class VmSample:
     """One reading of the VM's counters; `time_ns` is the host clock when it was taken."""
 
@@ -44,6 +57,7 @@ class VmSample:
     mem_fields: dict[str, int] = field(default_factory=dict)  # meminfo, bytes, lower-case keys
     networks: dict[str, NetCounters] = field(default_factory=dict)
     pids: int = 0
+    host_cpu: HostCpu | None = None  # when set, the CPU figures docker shows
 
     @property
     def online_cpus(self) -> int:
