@@ -28,6 +28,7 @@ from steelcup.pool.factory import PoolOptions, build_factory, reset_run_dir
 from steelcup.runtime.containers import Defaults, Runtime
 from steelcup.runtime.events import EventBus
 from steelcup.runtime.execs import ExecManager
+from steelcup.runtime.inspection import CpuSampler
 from steelcup.runtime.resources import Resources, volume_users
 from steelcup.runtime.store import ContainerStore
 from steelcup.state.db import open_db
@@ -85,6 +86,9 @@ async def _serve(options: DaemonOptions) -> int:
     run_dir = vm_run_dir(options.root)
     reset_run_dir(run_dir)
     make_private(run_dir)  # ready VMs' slots hold containers' root filesystems
+    link_run_dir(options.root, run_dir)
+    log.info("VM run dir %s (for root %s; %s links to it)", run_dir, options.root,
+             options.root / RUN_DIR_LINK)
     cgroups = memory_cgroups(options, accel, run_dir)
     vms = build_factory(
         assets=assets,
@@ -130,9 +134,11 @@ async def _serve(options: DaemonOptions) -> int:
         await asyncio.to_thread(volumes.disks.template)
     await runtime.remove_ended_auto_remove()  # before serving: clients never see them
     tenants = Tenants(TenantStore(db), Authority(options.root / "tls"))
+    cpu_sampler = CpuSampler(runtime)
     services = Services(runtime=runtime, execs=ExecManager(runtime), images=images,
                         events=events, root=options.root, accel=accel, networks=networks,
-                        volumes=volumes, pool=vms, tenants=tenants)
+                        volumes=volumes, pool=vms, tenants=tenants, vm_run_dir=run_dir,
+                        cpu_sampler=cpu_sampler)
     tls = None
     if options.tls_listen is not None:
         if not (options.tls_ca and options.tls_cert and options.tls_key):
@@ -146,6 +152,7 @@ async def _serve(options: DaemonOptions) -> int:
         loop.add_signal_handler(signo, stop.set)
     await server.start()
     autostart = asyncio.create_task(runtime.autostart(), name="autostart")
+    sampler = asyncio.create_task(cpu_sampler.run(), name="cpu-sampler")
     # The default network gives each container one NIC: build that template (and fill the
     # warm cache of its ready VMs) first.
     prewarm = asyncio.create_task(vms.prewarm((1,) if networks is not None else (0,)),
@@ -157,7 +164,7 @@ async def _serve(options: DaemonOptions) -> int:
     finally:
         log.info("shutting down: stopping VMs")
         await server.close()
-        for task in (autostart, prewarm):
+        for task in (autostart, prewarm, sampler):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
@@ -241,11 +248,26 @@ def make_private(path: Path) -> None:
     os.chmod(path, 0o700)
 
 
+VM_RUN_BASE = Path("/run/steelcup")
+RUN_DIR_LINK = "vm-run-dir"  # in the state root: which run dir is this root's
+
+
 def vm_run_dir(root: Path) -> Path:
     """Where VM sockets live: short (unix socket paths are limited to 107 bytes) and unique
-    per state root, so two daemons never share it."""
+    per state root, so two daemons never share it. `--help` and `<root>/vm-run-dir` say so."""
     digest = hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:10]
-    return Path("/run/steelcup") / f"vms-{digest}"
+    return VM_RUN_BASE / f"vms-{digest}"
+
+
+def link_run_dir(root: Path, run_dir: Path) -> None:
+    """`<root>/vm-run-dir` -> the run dir, so an operator tells two daemons' run dirs (and
+    what to clean up after one) apart without hashing paths."""
+    link = root / RUN_DIR_LINK
+    tmp = root / f".{RUN_DIR_LINK}.tmp"
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()
+    tmp.symlink_to(run_dir)
+    tmp.replace(link)
 
 
 def socket_dir_ok(path: Path) -> bool:

@@ -312,9 +312,10 @@ def _command(record: ContainerRecord) -> str:
     return " ".join([record.path, *record.args])
 
 
-def encode_summary(record: ContainerRecord) -> dict[str, Any]:
-    """One entry of GET /containers/json."""
+def encode_summary(record: ContainerRecord, net: NetView | None = None) -> dict[str, Any]:
+    """One entry of GET /containers/json: what `docker ps` shows, ports included."""
     config = record.config
+    net = net or NetView()
     return {
         "Id": record.id,
         "Names": [f"/{record.name}"],
@@ -322,14 +323,31 @@ def encode_summary(record: ContainerRecord) -> dict[str, Any]:
         "ImageID": config.image_id,
         "Command": _command(record),
         "Created": int(_ts(record.created)),
-        "Ports": [],
+        "Ports": _summary_ports(record, net),
         "Labels": dict(config.labels),
         "State": record.state.status.value,
         "Status": status_text(record),
         "HostConfig": {"NetworkMode": config.network_mode or "default"},
-        "NetworkSettings": {"Networks": {}},
-        "Mounts": [],
+        "NetworkSettings": {"Networks": _endpoints(record, net)},
+        "Mounts": encode_mounts(config),
     }
+
+
+def _summary_ports(record: ContainerRecord, net: NetView) -> list[dict[str, Any]]:
+    """dockerd's list entries: each published port, and the exposed ones nothing publishes
+    (those only while the container runs, as dockerd clears its ports at stop)."""
+    out: list[dict[str, Any]] = [
+        {"IP": p.host_ip or "0.0.0.0", "PrivatePort": p.container_port,
+         "PublicPort": p.host_port, "Type": p.proto}
+        for p in net.ports
+    ]
+    if record.state.running:
+        published = {(p.container_port, p.proto) for p in net.ports}
+        for spec in record.config.exposed_ports:
+            port, _, proto = spec.partition("/")
+            if port.isdigit() and (int(port), proto or "tcp") not in published:
+                out.append({"PrivatePort": int(port), "Type": proto or "tcp"})
+    return out
 
 
 def encode_mounts(config: ContainerConfig) -> list[dict[str, Any]]:
@@ -438,8 +456,9 @@ def encode_inspect(
     }
 
 
-def _network_settings(record: ContainerRecord, net: NetView) -> dict[str, Any]:
-    networks = {
+def _endpoints(record: ContainerRecord, net: NetView) -> dict[str, Any]:
+    """`NetworkSettings.Networks`, alike in inspect and list."""
+    return {
         ep.network_name: {
             "NetworkID": ep.network_id,
             "EndpointID": ep.endpoint_id,
@@ -452,6 +471,10 @@ def _network_settings(record: ContainerRecord, net: NetView) -> dict[str, Any]:
         }
         for ep in net.endpoints
     }
+
+
+def _network_settings(record: ContainerRecord, net: NetView) -> dict[str, Any]:
+    networks = _endpoints(record, net)
     ports: dict[str, list[dict[str, str]] | None] = {p: None for p in
                                                      record.config.exposed_ports}
     for pub in net.ports:
@@ -625,6 +648,18 @@ def _cpu_stats(sample: VmSample | None) -> dict[str, Any]:
         return {"cpu_usage": {"total_usage": 0, "usage_in_kernelmode": 0,
                               "usage_in_usermode": 0},
                 "throttling_data": {"periods": 0, "throttled_periods": 0, "throttled_time": 0}}
+    host = sample.host_cpu
+    if host is not None:
+        # The container's cost to the host: QEMU's CPU time against the host's (dockerd's own
+        # figures: cgroup CPU time against /proc/stat), not the guest's view of its vCPUs.
+        return {
+            "cpu_usage": {"total_usage": host.vm_ns,
+                          "usage_in_kernelmode": host.vm_system_ns,
+                          "usage_in_usermode": host.vm_user_ns},
+            "system_cpu_usage": host.host_total_ns,
+            "online_cpus": host.host_cpus,
+            "throttling_data": {"periods": 0, "throttled_periods": 0, "throttled_time": 0},
+        }
     return {
         "cpu_usage": {"total_usage": sample.cpu_busy_ns,
                       "percpu_usage": list(sample.percpu_busy_ns),
@@ -643,7 +678,8 @@ def encode_stats(
     record: ContainerRecord, cur: VmSample | None, pre: VmSample | None
 ) -> dict[str, Any]:
     """Docker's stats JSON from VM samples: the VM is the container, so its /proc figures are
-    the container's (CPU: busy vs. total vCPU time; memory: MemTotal - MemAvailable)."""
+    the container's (memory: MemTotal - MemAvailable); CPU is QEMU's on the host when known,
+    else the guest's busy vs. total vCPU time."""
     memory: dict[str, Any] = {}
     networks: dict[str, Any] | None = None
     if cur is not None:

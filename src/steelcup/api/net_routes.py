@@ -3,12 +3,13 @@ to `NetworkManager` and `VolumeManager` (the only place their CamelCase keys liv
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from typing import Any
 
 from steelcup.api.filters import parse_filters
 from steelcup.api.http import EmptyResponse, JsonResponse, Request, Response, Router
-from steelcup.errors import InvalidArgument
+from steelcup.errors import Conflict, InvalidArgument
 from steelcup.net.manager import NetworkManager
 from steelcup.net.model import Endpoint, NetworkRecord
 from steelcup.volume.manager import Volume, VolumeManager
@@ -17,6 +18,10 @@ from steelcup.volume.manager import Volume, VolumeManager
 ContainerResolver = Callable[[str], tuple[str, str]]
 
 NETWORK_FILTERS = frozenset({"name", "id", "label", "driver", "type", "scope", "dangling"})
+# dockerd's pre-defined networks besides `bridge`, which are network modes here, not networks
+# the network layer keeps: `none` (a VM with loopback only) and `host` (listed as dockerd does;
+# refused at create). name -> driver; their ids are fixed.
+PREDEFINED = {"host": "host", "none": "null"}
 VOLUME_FILTERS = frozenset({"name", "label", "dangling", "driver"})
 
 
@@ -80,6 +85,38 @@ def network_json(net: NetworkRecord, endpoints: list[Endpoint]) -> dict[str, Any
     }
 
 
+def predefined_id(name: str) -> str:
+    return hashlib.sha256(f"steelcup-predefined-network-{name}".encode()).hexdigest()
+
+
+def predefined_name(ref: str) -> str | None:
+    """The pre-defined mode network `ref` (name, id or id prefix) names, if any."""
+    for name in PREDEFINED:
+        if ref == name or (ref and predefined_id(name).startswith(ref)):
+            return name
+    return None
+
+
+def predefined_json(name: str) -> dict[str, Any]:
+    return {
+        "Name": name,
+        "Id": predefined_id(name),
+        "Created": "0001-01-01T00:00:00Z",
+        "Scope": "local",
+        "Driver": PREDEFINED[name],
+        "EnableIPv6": False,
+        "IPAM": {"Driver": "default", "Options": None, "Config": []},
+        "Internal": False,
+        "Attachable": False,
+        "Ingress": False,
+        "ConfigFrom": {"Network": ""},
+        "ConfigOnly": False,
+        "Containers": {},
+        "Options": {},
+        "Labels": {},
+    }
+
+
 def volume_json(vol: Volume) -> dict[str, Any]:
     return {
         "Name": vol.name,
@@ -128,9 +165,22 @@ class _NetApi:
             if "dangling" in f and (f["dangling"][0] in ("1", "true")) == bool(eps):
                 continue
             out.append(network_json(net, eps))
+        for name, driver in PREDEFINED.items():
+            if "name" in f and not any(n in name for n in f["name"]):
+                continue
+            if "id" in f and not any(predefined_id(name).startswith(i) for i in f["id"]):
+                continue
+            if ("label" in f or "dangling" in f
+                    or ("driver" in f and driver not in f["driver"])
+                    or ("type" in f and "builtin" not in f["type"])):
+                continue
+            out.append(predefined_json(name))
         return JsonResponse(out)
 
     async def network_inspect(self, req: Request) -> Response:
+        name = predefined_name(req.params["id"])
+        if name is not None:
+            return JsonResponse(predefined_json(name))
         net = self.networks.get(req.params["id"])
         return JsonResponse(network_json(net, self.networks.endpoints(net.id)))
 
@@ -157,6 +207,9 @@ class _NetApi:
         return JsonResponse({"Id": net.id, "Warning": ""}, status=201)
 
     async def network_remove(self, req: Request) -> Response:
+        name = predefined_name(req.params["id"])
+        if name is not None:
+            raise Conflict(f"{name} is a pre-defined network and cannot be removed")
         await self.networks.remove(req.params["id"])
         return EmptyResponse()
 
@@ -166,6 +219,10 @@ class _NetApi:
 
     async def network_connect(self, req: Request) -> Response:
         body = await req.json()
+        name = predefined_name(req.params["id"])
+        if name is not None:
+            raise InvalidArgument(f"a container cannot be connected to {name!r}, a network "
+                                  f"mode: create it with --network {name} instead")
         cid, cname = self.resolve_container(str(body.get("Container", "")))
         ep_cfg = body.get("EndpointConfig") or {}
         aliases = ep_cfg.get("Aliases") or []

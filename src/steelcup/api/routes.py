@@ -13,7 +13,7 @@ import os
 import platform
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -45,12 +45,17 @@ from steelcup.runtime.events import EventBus
 from steelcup.runtime.execs import Exec, ExecManager
 from steelcup.runtime.fs_paths import writable_layer
 from steelcup.runtime.model import Status
+from steelcup.runtime.vmstats import VmSample
 from steelcup.tenancy.manager import Tenants
 from steelcup.volume.manager import VolumeManager
 
 log = logging.getLogger(__name__)
 
 STATS_INTERVAL_S = 1.0  # dockerd's collector period; also the gap of a two-sample one-shot
+# A single (stream=false) answer's CPU figure spans at least PRECPU_MIN_S: the daemon's sampler
+# has a reading from before the request; without one, it measures PRECPU_WINDOW_S itself.
+PRECPU_MIN_S = 0.2
+PRECPU_WINDOW_S = 0.25
 
 
 @dataclass(frozen=True)
@@ -67,6 +72,8 @@ class Services:
     volumes: VolumeManager | None = None
     pool: Factory | None = None
     tenants: Tenants | None = None  # the operator's tenant administration
+    vm_run_dir: Path | None = None
+    cpu_sampler: inspection.CpuSampler | None = None
 
 
 def build_router(svc: Services) -> Router:
@@ -223,7 +230,8 @@ class _Api:
                 "WARNING: guests run under QEMU TCG (no usable KVM): slower, and QEMU does not "
                 "treat TCG as a security boundary"],
             "Steelcup": {"Accelerator": self.svc.accel, "Pool": self._pool_status(),
-                         "Networking": self.svc.networks is not None},
+                         "Networking": self.svc.networks is not None,
+                         "VmRunDir": str(self.svc.vm_run_dir or "")},
         })
 
     def _pool_status(self) -> dict[str, Any]:
@@ -316,7 +324,8 @@ class _Api:
         records = codec.select_containers(self.rt.list(), filters, all_=all_)
         if limit is not None and limit > 0:
             records = records[:limit]
-        return JsonResponse([codec.encode_summary(r) for r in records])
+        net_view = self.rt.resources.net_view
+        return JsonResponse([codec.encode_summary(r, net_view(r)) for r in records])
 
     async def inspect(self, req: Request) -> Response:
         record = self.rt.record(req.params["id"])
@@ -471,6 +480,17 @@ class _Api:
             raise InvalidArgument("cannot have stream=true and one-shot=true")
         rt = self.rt
         ref = record.id
+        # The host's CPU reading comes before the guest is asked anything: the guest's helpers
+        # keep QEMU busy, and that is the stats call's cost, not the container's.
+        host_now = inspection.with_host_cpu(rt, ref, VmSample(time_ns=time.time_ns()))
+        precpu = None
+        if not stream and not one_shot and host_now.host_cpu is not None:
+            sampler = self.svc.cpu_sampler
+            precpu = sampler.previous(ref, PRECPU_MIN_S) if sampler is not None else None
+            if precpu is None:  # nothing sampled it yet: measure a window now
+                precpu = host_now
+                await asyncio.sleep(PRECPU_WINDOW_S)  # the measuring window itself
+                host_now = inspection.with_host_cpu(rt, ref, VmSample(time_ns=time.time_ns()))
         # Errors (no `cat` in the image, ...) become a JSON 4xx/5xx before streaming starts.
         first = await inspection.sample(rt, ref)
 
@@ -481,8 +501,12 @@ class _Api:
             pre = None
             cur = first
             if first is not None and not one_shot:
-                await asyncio.sleep(STATS_INTERVAL_S)  # a second reading for precpu_stats
-                pre, cur = first, await inspection.sample(rt, ref)
+                if precpu is not None and host_now.host_cpu is not None:
+                    pre = precpu
+                    cur = replace(first, time_ns=host_now.time_ns, host_cpu=host_now.host_cpu)
+                else:
+                    await asyncio.sleep(STATS_INTERVAL_S)  # a second reading for precpu_stats
+                    pre, cur = first, await inspection.sample(rt, ref)
             return RawResponse(encode(cur, pre), "application/json")
 
         async def chunks() -> AsyncIterator[bytes]:

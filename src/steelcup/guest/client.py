@@ -12,7 +12,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import json
 import logging
+import os
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
@@ -118,6 +120,21 @@ def start_error_exit_code(errno_value: int) -> int:
     if errno_value in (errno.EACCES, errno.ENOEXEC, errno.EPERM, errno.EISDIR):
         return 126
     return 125
+
+
+def start_error_message(program: str, errno_value: int, guest_message: str) -> str:
+    """What dockerd (runc, Go's exec.LookPath) says when a process cannot start, so users and
+    scripts see the same text: `exec: "x": executable file not found in $PATH`."""
+    quoted = json.dumps(program, ensure_ascii=False)
+    if errno_value == errno.ENOENT and "/" not in program:
+        return f"exec: {quoted}: executable file not found in $PATH"
+    if errno_value in (errno.ENOENT, errno.ENOTDIR):
+        return f"exec: {quoted}: stat {program}: {os.strerror(errno_value).lower()}"
+    if errno_value in (errno.EACCES, errno.EISDIR):
+        return f"exec: {quoted}: permission denied"
+    if errno_value == errno.ENOEXEC:
+        return f"exec: {quoted}: exec format error"
+    return f"unable to start container process: exec: {quoted}: {guest_message}"
 
 
 def _mark_retrieved(fut: asyncio.Future[Frame]) -> None:
@@ -652,7 +669,7 @@ class GuestClient:
             self._procs.pop(id_, None)
             err, msg = _error_text(frame)
             raise ProcessStartError(
-                f"cannot start {spec.args[0]!r}: {msg}",
+                start_error_message(spec.args[0], err, msg),
                 errno_value=err,
                 exit_code=start_error_exit_code(err),
             )

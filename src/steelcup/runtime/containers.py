@@ -48,6 +48,7 @@ from steelcup.runtime.output import Fanout, Subscriber
 from steelcup.runtime.resources import Resources
 from steelcup.runtime.spec import merge_env, parse_signal, resolve_argv, start_failure_text
 from steelcup.runtime.store import ContainerStore
+from steelcup.vm.cputime import QemuCpuTime
 from steelcup.vm.machine import Machine
 
 log = logging.getLogger(__name__)
@@ -270,6 +271,11 @@ class Runtime:
     def list(self) -> builtins.list[ContainerRecord]:
         return [lv.record for lv in self._containers.values()]
 
+    def vm_cpu_time(self, ref: str) -> QemuCpuTime | None:
+        """The host CPU time the container's running VM has cost; None without one."""
+        machine = self._find(ref).machine
+        return machine.cpu_time() if machine is not None else None
+
     def image_in_use(self, image_id: str) -> bool:
         return any(lv.record.config.image_id == image_id for lv in self._containers.values())
 
@@ -415,7 +421,9 @@ class Runtime:
         record = live.record
         config = record.config
         cdir = self.container_dir(record.id)
-        live.started = asyncio.Event()
+        # Cleared, not replaced: stdin that arrived before start (the docker CLI sends it and
+        # its EOF before it calls start) waits on this very event.
+        live.started.clear()
         async with contextlib.AsyncExitStack() as stack:
             stack.callback(rootfs_module.release, cdir)
             try:
@@ -529,6 +537,7 @@ class Runtime:
                 await asyncio.to_thread(rootfs_module.release, self.container_dir(live.record.id))
             live.machine = None
             live.process = None
+            live.started.clear()  # stdin attached from now on is for the next run
             self._apply(live, Op.EXITED, pid=0, exit_code=exit_code, error=error,
                         finished_at=now_rfc3339(), oom_killed=oom_killed)
             live.exit_seq += 1

@@ -1,13 +1,14 @@
 """Looking inside a running container's VM: `top` and `stats` run helper commands in the guest.
 
-The figures come from the guest itself (its /proc), so they describe the VM, not the host. The
-helpers run in the container's PID namespace: `ps` sees the container's processes only.
+Memory, network and processes come from the guest itself (its /proc, its `ps`, run in the
+container's PID namespace: the container's processes only); CPU from the host (what QEMU costs).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal as signal_module
 import time
 from dataclasses import replace
@@ -16,9 +17,19 @@ from steelcup.errors import InvalidArgument, ProcessStartError, SteelcupError, U
 from steelcup.guest.client import ProcessSpec, Stream
 from steelcup.runtime.containers import Runtime
 from steelcup.runtime.lifecycle import Op, allows
-from steelcup.runtime.vmstats import PS_DEFAULT_FIELDS, STAT_FILES, VmSample, parse_ps, parse_sample
+from steelcup.runtime.model import Status
+from steelcup.runtime.vmstats import (
+    PS_DEFAULT_FIELDS,
+    STAT_FILES,
+    HostCpu,
+    VmSample,
+    parse_ps,
+    parse_sample,
+)
+from steelcup.vm.cputime import host_cpu_total_ns
 
 GUEST_EXEC_TIMEOUT_S = 20.0
+SAMPLER_KEEP = 3  # readings kept per container: at 1 s, a 2-3 s CPU window for a single answer
 GUEST_EXEC_OUTPUT_MAX = 4 << 20
 
 
@@ -64,17 +75,89 @@ async def top(rt: Runtime, ref: str, ps_args: str = "") -> tuple[list[str], list
     return parse_ps(out.decode(errors="replace"), frozenset({pid}))
 
 async def sample(rt: Runtime, ref: str) -> VmSample | None:
-    """The VM's CPU/memory/network counters; None if the container is not running."""
+    """The VM's memory/network counters and the container's PID count, read in the guest, and
+    its CPU cost read on the host; None if the container is not running."""
     if not allows(rt.record(ref).state.status, Op.TOP):
         return None
-    code, out, err, _ = await guest_exec(rt, ref, ["cat", *STAT_FILES])
+    # Both helpers at once: each is a round trip to the guest, and nothing orders them.
+    stat_result, ps_result = await asyncio.gather(
+        guest_exec(rt, ref, ["cat", *STAT_FILES]),
+        guest_exec(rt, ref, ["ps", "-o", "pid,ppid"]),
+        return_exceptions=True,
+    )
+    if isinstance(stat_result, BaseException):
+        raise stat_result
+    code, out, err, cat_pid = stat_result
     if code != 0 and not out:
         raise SteelcupError(f"reading /proc in the container failed: {err!r}")
-    sample = parse_sample(out.decode(errors="replace"), time.time_ns())
+    reading = parse_sample(out.decode(errors="replace"), time.time_ns())
     # /proc/loadavg counts the VM's processes and kernel threads too; ps tells the container's.
-    with contextlib.suppress(SteelcupError):
-        code, out, _, pid = await guest_exec(rt, ref, ["ps", "-o", "pid,ppid"])
-        if code == 0:
-            _, rows = parse_ps(out.decode(errors="replace"), frozenset({pid}))
-            sample = replace(sample, pids=len(rows))
-    return sample
+    if not isinstance(ps_result, BaseException) and ps_result[0] == 0:
+        with contextlib.suppress(SteelcupError):
+            # neither helper is the container's (the cat may still be running)
+            _, rows = parse_ps(ps_result[1].decode(errors="replace"),
+                               frozenset({ps_result[3], cat_pid}))
+            reading = replace(reading, pids=len(rows))
+    elif isinstance(ps_result, BaseException) and not isinstance(ps_result, SteelcupError):
+        raise ps_result
+    return with_host_cpu(rt, ref, reading)
+
+
+def with_host_cpu(rt: Runtime, ref: str, reading: VmSample) -> VmSample:
+    """`reading` with the host's view of the VM's CPU use as of now (a /proc read, no guest
+    round trip); unchanged if QEMU cannot be read."""
+    vm = rt.vm_cpu_time(ref)
+    if vm is None:
+        return reading
+    try:
+        with open("/proc/stat") as f:
+            host_total_ns = host_cpu_total_ns(f.read())
+    except OSError:
+        return reading
+    return replace(reading, time_ns=time.time_ns(), host_cpu=HostCpu(
+        vm_ns=vm.total_ns, vm_user_ns=vm.user_ns, vm_system_ns=vm.system_ns,
+        host_total_ns=host_total_ns, host_cpus=os.cpu_count() or 1))
+
+
+class CpuSampler:
+    """The host's CPU reading of every running container, refreshed each `interval_s`, so a
+    single stats answer (`docker stats --no-stream`) has a reading from before it at hand, as
+    dockerd's collector does, instead of measuring a window of its own. Reading QEMU's /proc
+    costs the host microseconds and the guest nothing."""
+
+    def __init__(self, rt: Runtime, interval_s: float = 1.0) -> None:
+        self.rt = rt
+        self.interval_s = interval_s
+        self._readings: dict[str, list[VmSample]] = {}  # id -> the last few, oldest first
+
+    def sample_all(self) -> None:
+        running = set()
+        for record in self.rt.list():
+            if record.state.status is not Status.RUNNING:
+                continue
+            try:
+                reading = with_host_cpu(self.rt, record.id, VmSample(time_ns=time.time_ns()))
+            except SteelcupError:
+                continue  # removed meanwhile
+            if reading.host_cpu is None:
+                continue
+            running.add(record.id)
+            kept = self._readings.setdefault(record.id, [])
+            kept.append(reading)
+            del kept[:-SAMPLER_KEEP]
+        for gone in set(self._readings) - running:
+            del self._readings[gone]
+
+    def previous(self, container_id: str, min_age_s: float) -> VmSample | None:
+        """The oldest reading kept if it is at least `min_age_s` old (None: none yet). The
+        longest window: the guest's stats helpers, which a previous stats call ran inside it,
+        weigh least there."""
+        kept = self._readings.get(container_id, [])
+        if kept and kept[0].time_ns <= time.time_ns() - int(min_age_s * 1e9):
+            return kept[0]
+        return None
+
+    async def run(self) -> None:
+        while True:
+            self.sample_all()
+            await asyncio.sleep(self.interval_s)  # the sampling period, not a synchronisation

@@ -35,7 +35,7 @@ from steelcup.volume.manager import PreparedMount, VolumeManager
 from steelcup.volume.spec import MountKind, MountPlan, resolve_mounts
 
 log = logging.getLogger(__name__)
-# NetworkMode values that are not network names (host and container: fail at start).
+# NetworkMode values that are not network names (host and container: are refused at create).
 NETWORK_MODES = ("", "default", "bridge", "none", "host")
 
 
@@ -69,6 +69,16 @@ class Resources:
         forever for a container that can never start)."""
         named = [network for network, _aliases in config.extra_networks]
         mode = config.network_mode
+        if mode == "host" or mode.startswith("container:"):
+            # Refused here, not at start: a container that can never start is a trap (the
+            # docker CLI's `run --rm` waits for its removal).
+            raise InvalidArgument(
+                f"network mode {mode!r} is not supported: each steelcup container runs in a VM "
+                "of its own, which cannot share another network stack; publish ports with -p "
+                "instead")
+        if mode == "none" and config.port_bindings and json.loads(config.port_bindings):
+            raise InvalidArgument("published ports need a network: -p cannot be used with "
+                                  "--network none")
         if mode not in NETWORK_MODES and not mode.startswith("container:"):
             named.insert(0, mode)
         if not named:

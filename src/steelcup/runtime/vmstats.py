@@ -1,4 +1,5 @@
-"""Pure parsers for figures read inside a container's VM: `docker top` and `docker stats`.
+"""Pure parsers for figures read inside a container's VM: `docker top` and `docker stats`
+(whose CPU figures come from the host when it can tell them: `HostCpu`).
 
 The guest is asked with one exec (`ps ...`, `cat /proc/stat /proc/meminfo /proc/net/dev
 /proc/loadavg`); these functions turn that text into typed samples. Nothing here does I/O.
@@ -7,6 +8,8 @@ The guest is asked with one exec (`ps ...`, `cat /proc/stat /proc/meminfo /proc/
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
+from steelcup.errors import InvalidArgument
 
 # Linux reports /proc/stat in USER_HZ ticks, which is 100 on every architecture we boot.
 USER_HZ = 100
@@ -28,6 +31,18 @@ class NetCounters:
 
 
 @dataclass(frozen=True)
+class HostCpu:
+    """The host's view of a VM's CPU use at one moment: what it costs, against what the host
+    has (docker's cpu_usage and system_cpu_usage)."""
+
+    vm_ns: int  # QEMU's CPU time, all threads
+    vm_user_ns: int
+    vm_system_ns: int
+    host_total_ns: int  # /proc/stat, every CPU
+    host_cpus: int
+
+
+@dataclass(frozen=True)
 class VmSample:
     """One reading of the VM's counters; `time_ns` is the host clock when it was taken."""
 
@@ -42,6 +57,7 @@ class VmSample:
     mem_fields: dict[str, int] = field(default_factory=dict)  # meminfo, bytes, lower-case keys
     networks: dict[str, NetCounters] = field(default_factory=dict)
     pids: int = 0
+    host_cpu: HostCpu | None = None  # when set, the CPU figures docker shows
 
     @property
     def online_cpus(self) -> int:
@@ -116,13 +132,16 @@ def parse_ps(
     if not lines:
         return [], []
     titles = lines[0].split()
-    pid_col = titles.index("PID") if "PID" in titles else -1
+    if "PID" not in titles:
+        # dockerd's answer: without PIDs, the ps itself could not be told from the container's
+        raise InvalidArgument("Couldn't find PID field in ps output")
+    pid_col = titles.index("PID")
     rows: list[list[str]] = []
     for line in lines[1:]:
         row = line.split(None, len(titles) - 1)
         if len(row) < len(titles):
             row += [""] * (len(titles) - len(row))
-        if pid_col >= 0 and _int_or(row[pid_col], -1) in hide_pids:
+        if _int_or(row[pid_col], -1) in hide_pids:
             continue
         rows.append(row)
     return titles, rows

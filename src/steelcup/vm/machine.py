@@ -23,9 +23,10 @@ from steelcup import userns
 from steelcup.errors import Conflict, GuestProtocolError, SteelcupError, VmLaunchError
 from steelcup.guest.client import GuestClient, GuestInfo
 from steelcup.guestlog import clip
-from steelcup.vm import qmp, seccomp, tap
+from steelcup.vm import cputime, qmp, seccomp, tap
 from steelcup.vm.caplog import CappedLog, drain
 from steelcup.vm.cgroup import VmCgroup
+from steelcup.vm.cputime import QemuCpuTime
 from steelcup.vm.jail import jail_for
 from steelcup.vm.qemu_args import PassedFds, VmSpec, build_argv
 
@@ -162,6 +163,7 @@ class Machine:
         self._closed = asyncio.Event()
         self._close_lock = asyncio.Lock()
         self._on_close: list[Callable[[], None]] = []
+        self._threads = cputime.ThreadTimes()  # QEMU's threads' CPU time, for cpu_time()
         # Where the container root is inside the rootfs share (SETUP_ROOT's SUBDIR): "" for a
         # VM whose share is the root itself, a subdirectory for a pooled VM's slot.
         self.rootfs_subdir = ""
@@ -505,6 +507,28 @@ class Machine:
                 with contextlib.suppress(OSError):
                     os.setpriority(os.PRIO_PROCESS, int(tid), nice)
         self.nice = nice
+
+    def cpu_time(self) -> QemuCpuTime | None:
+        """The host CPU time QEMU has used (what the VM costs the host): exact ns from its
+        threads' schedstat, ended threads included; the user/kernel split from /proc/PID/stat's
+        ticks. None once QEMU is gone."""
+        pid = self.pid
+        if pid is None or self.returncode is not None:
+            return None
+        now: dict[int, int] = {}
+        try:
+            for tid in os.listdir(f"/proc/{pid}/task"):
+                with contextlib.suppress(OSError):  # a thread that just ended
+                    with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                        ns = cputime.schedstat_ns(f.read())
+                    if ns is not None:
+                        now[int(tid)] = ns
+            with open(f"/proc/{pid}/stat") as f:
+                user_ns, system_ns = cputime.user_system_ns(f.read())
+        except OSError:
+            return None
+        self._threads = cputime.accumulate(self._threads, now)
+        return QemuCpuTime(self._threads.total_ns, user_ns, system_ns)
 
     def on_close(self, callback: Callable[[], None]) -> None:
         """Run `callback` once QEMU is gone (after `close()`); callbacks must not raise."""

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 
 from steelcup.api import docker_codec as codec
 from steelcup.errors import InvalidArgument, NotFound, Unsupported
 from steelcup.runtime.model import ContainerConfig, ContainerRecord, Status
-from steelcup.runtime.vmstats import parse_sample
+from steelcup.runtime.vmstats import HostCpu, parse_sample
 
 
 def record(cid: str, name: str, created: str, status: Status = Status.RUNNING,
@@ -99,3 +100,22 @@ def test_stats_document_feeds_the_cli_formula() -> None:
     assert doc["name"] == "/s" and doc["read"].startswith("1970-01-01T00:00:02")
     stopped = codec.encode_stats(r, None, None)
     assert stopped["memory_stats"] == {} and stopped["read"].startswith("0001")
+
+
+def test_stats_cpu_is_the_hosts_view_when_known() -> None:
+    """QEMU's CPU time against the host's: the docker CLI's formula then gives the share of
+    one host core the VM costs (here 0.03 s of 1 s wall on a 2-CPU host: 3%), whatever the
+    guest thinks of its vCPUs."""
+    r = record("d" * 64, "s", "2024-01-01T00:00:00Z")
+    guest = parse_sample("cpu  150 0 100 850 0 0 0 0\ncpu0 150 0 100 850 0 0 0 0\n", 0)
+    pre = replace(guest, host_cpu=HostCpu(vm_ns=10_000_000_000, vm_user_ns=0, vm_system_ns=0,
+                                          host_total_ns=500_000_000_000, host_cpus=2))
+    cur = replace(guest, host_cpu=HostCpu(vm_ns=10_030_000_000, vm_user_ns=20_000_000,
+                                          vm_system_ns=10_000_000,
+                                          host_total_ns=502_000_000_000, host_cpus=2))
+    doc = json.loads(json.dumps(codec.encode_stats(r, cur, pre)))
+    cpu, precpu = doc["cpu_stats"], doc["precpu_stats"]
+    delta = cpu["cpu_usage"]["total_usage"] - precpu["cpu_usage"]["total_usage"]
+    system = cpu["system_cpu_usage"] - precpu["system_cpu_usage"]
+    assert delta / system * cpu["online_cpus"] * 100 == pytest.approx(3.0)
+    assert cpu["cpu_usage"]["usage_in_usermode"] == 20_000_000

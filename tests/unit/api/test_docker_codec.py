@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -11,7 +12,15 @@ from steelcup.api import docker_codec as codec
 from steelcup.errors import InvalidArgument
 from steelcup.humanize import human_duration
 from steelcup.runtime.logs import parse_time_ns
-from steelcup.runtime.model import ContainerConfig, ContainerRecord, ContainerState, Status
+from steelcup.runtime.model import (
+    ContainerConfig,
+    ContainerRecord,
+    ContainerState,
+    EndpointView,
+    NetView,
+    PortView,
+    Status,
+)
 
 
 def test_decode_create_full() -> None:
@@ -93,6 +102,25 @@ def test_inspect_and_summary_shapes() -> None:
     json.dumps(doc)
     summary = codec.encode_summary(rec)
     assert summary["Names"] == ["/web"] and summary["Command"] == "sh -c true"
+
+
+def test_summary_lists_ports_networks_and_mounts() -> None:
+    """What `docker ps` prints under PORTS, and `--format {{.Networks}}`/`{{.Mounts}}`."""
+    rec = _record()
+    rec = replace(rec, config=replace(rec.config, exposed_ports=("80/tcp", "7000/tcp"),
+                                      mount_plans=({"kind": "bind", "source": "/srv",
+                                                    "target": "/data"},)))
+    net = NetView(endpoints=(EndpointView("bridge", "n1", "e1", "10.0.0.1", "10.0.0.2", 24,
+                                          "02:42:0a:00:00:02"),),
+                  ports=(PortView(80, "tcp", "", 8080),))
+    summary = codec.encode_summary(rec, net)
+    assert summary["Ports"] == [
+        {"IP": "0.0.0.0", "PrivatePort": 80, "PublicPort": 8080, "Type": "tcp"},
+        {"PrivatePort": 7000, "Type": "tcp"}]
+    assert summary["NetworkSettings"]["Networks"]["bridge"]["IPAddress"] == "10.0.0.2"
+    assert [m["Source"] for m in summary["Mounts"]] == ["/srv"]
+    stopped = codec.encode_summary(_record(Status.EXITED), NetView())
+    assert stopped["Ports"] == [] and stopped["NetworkSettings"]["Networks"] == {}
 
 
 def test_capabilities_decode_and_inspect_as_given() -> None:

@@ -32,9 +32,10 @@ def runtime(tmp_path: Path) -> Runtime:
     return _runtime(tmp_path, NetworkManager(store, upstreams=[]))
 
 
-def _config(network_mode: str = "", extra: tuple[str, ...] = ()) -> ContainerConfig:
+def _config(network_mode: str = "", extra: tuple[str, ...] = (),
+            port_bindings: str = "") -> ContainerConfig:
     return ContainerConfig(image="base:1", image_id="", cmd=("/bin/sh",),
-                           network_mode=network_mode,
+                           network_mode=network_mode, port_bindings=port_bindings,
                            extra_networks=tuple((n, ()) for n in extra))
 
 
@@ -55,8 +56,7 @@ def test_unknown_endpoints_config_network_is_not_found_at_create(runtime: Runtim
     assert _nothing_created(runtime)
 
 
-@pytest.mark.parametrize("mode", ["", "default", "bridge", "none", "host", "container:other",
-                                  "front", "f" * 12])
+@pytest.mark.parametrize("mode", ["", "default", "bridge", "none", "front", "f" * 12])
 def test_modes_and_existing_networks_are_accepted(runtime: Runtime, mode: str) -> None:
     record = runtime.create(_config(mode), "web")
     assert runtime.record("web").id == record.id
@@ -68,3 +68,24 @@ def test_named_network_without_networking_is_refused_at_create(tmp_path: Path) -
         runtime.create(_config("front"), "web")
     assert _nothing_created(runtime)
     runtime.create(_config("none"), "quiet")
+
+
+@pytest.mark.parametrize("networking", [True, False])
+@pytest.mark.parametrize("mode", ["host", "container:other"])
+def test_modes_a_vm_cannot_honour_are_refused_at_create(
+    tmp_path: Path, runtime: Runtime, networking: bool, mode: str
+) -> None:
+    """Not at start: a container that can never start is left behind (and `run --rm` waits
+    for ever for its removal)."""
+    target = runtime if networking else _runtime(tmp_path / "off", None)
+    with pytest.raises(InvalidArgument, match=f"network mode '{mode}' is not supported"):
+        target.create(_config(mode), "web")
+    assert _nothing_created(target)
+
+
+def test_published_ports_without_a_network_are_refused_at_create(runtime: Runtime) -> None:
+    with pytest.raises(InvalidArgument, match="-p cannot be used with --network none"):
+        runtime.create(_config("none", port_bindings='{"80/tcp": [{"HostPort": "8080"}]}'),
+                       "web")
+    assert _nothing_created(runtime)
+    runtime.create(_config("none", port_bindings="{}"), "quiet")

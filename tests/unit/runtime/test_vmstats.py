@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+import pytest
+
+from steelcup.errors import InvalidArgument
 from steelcup.runtime.vmstats import NS_PER_TICK, parse_ps, parse_sample
 
 PROC = """\
@@ -70,3 +73,9 @@ def test_parse_ps_without_ppid_column() -> None:
     assert titles == ["PID", "USER", "COMMAND"]
     assert rows == [["1", "root", "sleep 9"]]
     assert parse_ps("") == ([], [])
+
+
+def test_parse_ps_without_a_pid_column_is_refused_like_dockerd() -> None:
+    """Without PIDs the ps itself would be listed as one of the container's processes."""
+    with pytest.raises(InvalidArgument, match="Couldn't find PID field in ps output"):
+        parse_ps("COMMAND\nsleep 9\nps -o args\n", frozenset({5}))

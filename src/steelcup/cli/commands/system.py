@@ -46,7 +46,12 @@ def register(sub: Any, name: str, help_text: str) -> None:
             help=help_text,
             description="Run the daemon in the foreground: it owns the VMs and serves the API.",
         )
-        p.add_argument("--root", dest="daemon_root", default=None, help="state directory")
+        p.add_argument(
+            "--root", dest="daemon_root", default=None, metavar="ROOT",
+            help="state directory. VM sockets, template RAM and ready VMs live apart from it, "
+                 "in /run/steelcup/vms-HASH (HASH: the first 10 hex digits of the SHA-256 of "
+                 "the resolved root; unix socket paths must stay short); ROOT/vm-run-dir links "
+                 "to it and `docker info` shows it (Steelcup.VmRunDir)")
         p.add_argument("--socket", default=None, help="API unix socket path")
         p.add_argument(
             "--accel",
