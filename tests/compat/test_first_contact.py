@@ -41,6 +41,7 @@ def test_piped_stdin_reaches_the_process_with_its_eof(dockerd: Docker) -> None:
 
 def test_ps_shows_ports_networks_and_mounts(dockerd: Docker, tmp_path: Path) -> None:
     """`docker ps` reads Ports, NetworkSettings.Networks and Mounts from the list API."""
+    tmp_path.chmod(0o755)  # the container's root is not host root: it needs o+rx to mount it
     dockerd.out("run", "-d", "--name", "web", "-p", "8080:80", "-p", "127.0.0.1:9090:90/udp",
                 "--expose", "7000", "-v", f"{tmp_path}:/data", "-v", "listvol:/vol",
                 IMG, "sleep", "1000")

@@ -351,6 +351,7 @@ class VolumeManager:
                     raise Unsupported(f"bind-mounting a single file ({host}) is not supported: "
                                       "9p shares are directories")
                 if self.ids is not None:
+                    _check_reachable(host, self.ids)
                     host = self._idmapped_bind(holder, i, host)
                 name = ""
             else:
@@ -375,6 +376,27 @@ class VolumeManager:
             out.append(PreparedMount(plan, share, GuestMount(
                 target=plan.target, fstype="9p", source=tag, readonly=plan.readonly), name))
         return out
+
+
+def _check_reachable(host: Path, ids: IdRange) -> None:
+    """InvalidArgument, saying what to do, if the container's root could not even open the
+    bind-mounted dir: its root is an unprivileged host uid, whose capabilities reach only
+    files whose owner and group the bind map maps (host ids 1..65535, and its own)."""
+    st = host.stat()
+
+    def mapped(n: int) -> bool:
+        return 0 < n < ids.count or n == ids.base
+
+    if mapped(st.st_uid) and mapped(st.st_gid):
+        return
+    bits = stat.S_IRGRP | stat.S_IXGRP if st.st_gid == ids.base else stat.S_IROTH | stat.S_IXOTH
+    if st.st_mode & bits == bits:
+        return
+    raise InvalidArgument(
+        f"bind source {host} is out of the container's reach: it belongs to host root "
+        f"(mode {stat.S_IMODE(st.st_mode):o}) and the container's root is the unprivileged "
+        f"host uid {ids.base}. Let others read it (chmod o+rx), give it to a user, or run the "
+        "daemon with --no-userns (then a container's root is host root in its binds)")
 
 
 def _remove_binds(holder_dir: Path) -> None:

@@ -275,3 +275,30 @@ def test_with_a_vm_id_range_volumes_hold_its_ids_and_binds_are_idmapped(tmp_path
         vm.release("c1")  # a failed assertion leaves no bind mounted
     assert not bind.host_path.exists() and host_dir.is_dir()
     assert not (tmp_path / "root" / "binds" / "c1").exists()
+
+
+def test_a_bind_the_containers_root_cannot_reach_is_refused_with_what_to_do(
+        tmp_path: Path) -> None:
+    """With a VM id range the container's root is an unprivileged host uid: a host-root dir
+    of mode 0700 is out of its reach, said before any VM boots (not as a QEMU failure)."""
+    from steelcup import userns
+    from steelcup.idmap import IdRange
+
+    if os.geteuid() != 0 or not userns.supported():
+        pytest.skip("needs root and idmapped mounts")
+    vm = VolumeManager(tmp_path / "root", ids=IdRange(1_000_000_000))
+    closed = tmp_path / "closed"
+    closed.mkdir(mode=0o700)
+    with pytest.raises(InvalidArgument, match=r"out of the container's reach.*chmod o\+rx"):
+        vm.prepare(resolve_mounts(binds=[f"{closed}:/c"]), holder="c1")
+    assert not (tmp_path / "root" / "binds" / "c1").exists()
+    closed.chmod(0o755)
+    users = tmp_path / "users"
+    users.mkdir(mode=0o700)
+    os.chown(users, 1000, 1000)  # a user's private dir: the guest's uid 1000 is that user
+    try:
+        prepared = vm.prepare(resolve_mounts(binds=[f"{closed}:/c", f"{users}:/u"]),
+                              holder="c1")
+        assert len(prepared) == 2
+    finally:
+        vm.release("c1")
