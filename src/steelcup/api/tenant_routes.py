@@ -48,7 +48,7 @@ def identify_with(tenants: Tenants) -> Identify:
 
 def tenant_json(t: Tenant) -> dict[str, Any]:
     return {"Name": t.name, "Id": t.id, "Created": t.created, "SizeDefault": t.size_default,
-            "Quotas": t.quotas.to_json()}
+            "Quotas": t.quotas.to_json(), "IdSlot": t.id_slot}
 
 
 def key_json(k: TenantKey) -> dict[str, Any]:

@@ -56,8 +56,7 @@ class Tenants:
         quotas = parse_quotas(quota_words)
         tenant = Tenant(name, secrets.token_hex(16), _rfc3339(datetime.datetime.now(
             datetime.UTC)), quotas, size_default)
-        self.store.add(tenant)
-        return tenant
+        return self.store.add(tenant)
 
     def get(self, name: str) -> Tenant:
         return self.store.get(name)

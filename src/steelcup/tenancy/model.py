@@ -13,6 +13,7 @@ from typing import Any
 
 from steelcup import boundedfs
 from steelcup.errors import InvalidArgument
+from steelcup.idmap import DEFAULT_COUNT, IdRange
 
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
 
@@ -108,6 +109,15 @@ class Tenant:
     created: str  # RFC 3339
     quotas: Quotas = Quotas()
     size_default: str = DEFAULT_SIZE
+    # Which id range its VMs run in (steelcup.idmap): `--userns-base` + slot x 65536. Slot 0 is
+    # the operator's own (single-user) containers; tenants get 1, 2, ... (never reused while
+    # the tenant exists), so no two tenants' QEMUs share a uid or reach each other's files.
+    id_slot: int = 0
+
+
+def id_range(userns_base: int, slot: int) -> IdRange:
+    """The id range of id slot `slot` above `userns_base`."""
+    return IdRange(userns_base + slot * DEFAULT_COUNT)
 
 
 def check_tenant_name(name: str) -> str:

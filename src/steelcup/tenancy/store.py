@@ -12,7 +12,7 @@ import hashlib
 import json
 import sqlite3
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from steelcup.errors import Conflict, NotFound
 from steelcup.tenancy.model import Quotas, Tenant
@@ -23,7 +23,8 @@ CREATE TABLE IF NOT EXISTS tenants (
     id TEXT NOT NULL UNIQUE,
     created TEXT NOT NULL,
     quotas TEXT NOT NULL,
-    size_default TEXT NOT NULL
+    size_default TEXT NOT NULL,
+    id_slot INTEGER NOT NULL UNIQUE CHECK (id_slot > 0)
 );
 CREATE TABLE IF NOT EXISTS tenant_keys (
     key_id TEXT PRIMARY KEY,
@@ -58,16 +59,20 @@ class TenantStore:
             self._db.executescript(_SCHEMA)
 
     # -- tenants -----------------------------------------------------------------------------
-    def add(self, tenant: Tenant) -> None:
+    def add(self, tenant: Tenant) -> Tenant:
+        """Store a new tenant with the lowest free id slot (its `id_slot` is ignored)."""
         with self._lock:
             try:
                 with self._db:
+                    used = {r[0] for r in self._db.execute("SELECT id_slot FROM tenants")}
+                    slot = next(n for n in range(1, len(used) + 2) if n not in used)
                     self._db.execute(
-                        "INSERT INTO tenants VALUES (?, ?, ?, ?, ?)",
+                        "INSERT INTO tenants VALUES (?, ?, ?, ?, ?, ?)",
                         (tenant.name, tenant.id, tenant.created,
-                         json.dumps(tenant.quotas.to_json()), tenant.size_default))
+                         json.dumps(tenant.quotas.to_json()), tenant.size_default, slot))
             except sqlite3.IntegrityError:
                 raise Conflict(f"tenant {tenant.name!r} already exists") from None
+        return replace(tenant, id_slot=slot)
 
     def get(self, name: str) -> Tenant:
         row = self._db.execute("SELECT * FROM tenants WHERE name = ?", (name,)).fetchone()
@@ -125,6 +130,7 @@ class TenantStore:
         return TenantKey(*row) if row is not None else None
 
 
-def _tenant(row: tuple[str, str, str, str, str]) -> Tenant:
-    name, id_, created, quotas, size_default = row
-    return Tenant(name, id_, created, Quotas.from_json(json.loads(quotas)), size_default)
+def _tenant(row: tuple[str, str, str, str, str, int]) -> Tenant:
+    name, id_, created, quotas, size_default, id_slot = row
+    return Tenant(name, id_, created, Quotas.from_json(json.loads(quotas)), size_default,
+                  id_slot)

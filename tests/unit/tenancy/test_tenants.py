@@ -128,3 +128,22 @@ def test_the_ca_is_made_once_and_private(tmp_path: Path) -> None:
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ctx.load_cert_chain(cert, key)
     assert a.server_files(["127.0.0.1", "localhost"]) == (cert, key)
+
+
+def test_each_tenant_gets_its_own_id_range_and_a_freed_slot_is_reused_only_after_removal(
+        tenants: Tenants) -> None:
+    from steelcup.idmap import IdRange
+    from steelcup.tenancy.model import id_range
+
+    a, b, c = (tenants.create(n) for n in ("a", "b", "c"))
+    assert (a.id_slot, b.id_slot, c.id_slot) == (1, 2, 3)
+    base = 1_000_000_000
+    ranges = [id_range(base, t.id_slot) for t in (a, b, c)]
+    assert ranges[0] == IdRange(base + 65536)
+    for i, r in enumerate(ranges):  # disjoint, and none is the operator's slot 0
+        assert not r.contains(base)
+        for other in ranges[i + 1:]:
+            assert not r.contains(other.base) and not other.contains(r.base)
+    tenants.remove("b")
+    assert tenants.create("d").id_slot == 2
+    assert tenants.get("c").id_slot == 3
