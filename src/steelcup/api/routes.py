@@ -19,7 +19,14 @@ from typing import Any
 
 from steelcup import __version__, stdcopy
 from steelcup.api import docker_codec as codec
-from steelcup.api import fs_routes, image_codec, image_routes, net_routes, tenant_routes
+from steelcup.api import (
+    fs_routes,
+    image_codec,
+    image_routes,
+    net_routes,
+    snapshot_routes,
+    tenant_routes,
+)
 from steelcup.api.bodies import spool_body
 from steelcup.api.http import (
     API_VERSION,
@@ -127,6 +134,8 @@ def build_router(svc: Services) -> Router:
             return record.id, record.name
 
         net_routes.register(r, svc.networks, svc.volumes, resolve_container)
+    if svc.volumes is not None:
+        snapshot_routes.register(r, svc.volumes)
     else:
         for path in ("/networks", "/networks/{id:path}", "/volumes", "/volumes/{id:path}"):
             for method in ("GET", "POST", "DELETE"):

@@ -37,13 +37,17 @@ from steelcup.errors import Conflict, InvalidArgument, NotFound, SteelcupError, 
 from steelcup.idmap import IdRange
 from steelcup.net.guest_ops import GuestMount
 from steelcup.vm.qemu_args import Share
+from steelcup.volume import snapshots as snapshots_module
+from steelcup.volume.snapshots import SnapshotStore, VolumeState
 from steelcup.volume.spec import MountKind, MountPlan, check_volume_name
+from steelcup.volume.treecopy import copy_owners
 
 log = logging.getLogger(__name__)
 META = "meta.json"
 DATA = "_data"
 DISK = "disk.img"
 SIZE_OPTION = "size"
+SNAPSHOT_OPTION = "snapshot"  # `volume create --snapshot N`: a new volume from snapshot N
 # dockerd's local driver options for mounting something else (nfs, a device, tmpfs)
 _MOUNT_OPTIONS = ("type", "device", "o")
 SHARE_TAG_PREFIX = "v"
@@ -87,6 +91,7 @@ class VolumeManager:
         self.ids = ids  # the VMs' id range (None: QEMU is host root, no shifting)
         self._lock = threading.Lock()  # guards _holders and every mount and unmount
         self._holders: dict[str, builtins.list[str]] = {}  # holder -> bounded volumes it holds
+        self.snapshots = SnapshotStore(root, self.volume_state)
 
     def _load(self, name: str) -> Volume:
         vdir = self.dir / name
@@ -105,8 +110,12 @@ class VolumeManager:
             if key in _MOUNT_OPTIONS:
                 raise Unsupported(f"local volume option {key!r} is not supported: volumes "
                                   "are the daemon's own filesystems (only size is)")
-            if key != SIZE_OPTION:
+            if key not in (SIZE_OPTION, SNAPSHOT_OPTION):
                 raise InvalidArgument(f"invalid option: {key!r}")
+        if SNAPSHOT_OPTION in options:
+            if SIZE_OPTION in options:
+                raise InvalidArgument("a volume made from a snapshot has the snapshot's size")
+            return self.snapshots.get(options[SNAPSHOT_OPTION]).size_bytes
         if SIZE_OPTION not in options:
             return self.disks.default_bytes if self.disks is not None else 0
         if self.disks is None:
@@ -133,8 +142,16 @@ class VolumeManager:
         tmp = self.dir / f".tmp-{name}-{os.getpid()}-{threading.get_ident()}"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
+        ids: builtins.list[int] | None = None
         try:
-            if size_bytes and self.disks is not None:
+            if SNAPSHOT_OPTION in options:
+                snap, copy = self.snapshots.source(options[SNAPSHOT_OPTION])
+                ids = list(snap.ids) if snap.ids else None
+                if snap.size_bytes:
+                    snapshots_module.clone_file(copy, tmp / DISK)
+                else:
+                    snapshots_module.copy_tree(copy, tmp / DATA)
+            elif size_bytes and self.disks is not None:
                 self.disks.make(tmp / DISK, size_bytes)  # `_data` appears when it is mounted
             else:
                 (tmp / DATA).mkdir()
@@ -144,7 +161,7 @@ class VolumeManager:
             raise
         meta = {"CreatedAt": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                 "Labels": labels or {}, "Options": options, "Anonymous": anonymous,
-                "SizeBytes": size_bytes}
+                "SizeBytes": size_bytes, "Ids": ids}
         (tmp / META).write_text(json.dumps(meta))
         try:
             tmp.rename(vdir)  # atomic: a volume is either complete or absent
@@ -157,6 +174,18 @@ class VolumeManager:
 
     def get(self, name: str) -> Volume:
         return self._load(name)
+
+    def volume_state(self, name: str) -> VolumeState:
+        """What a snapshot of the volume needs to know (SnapshotStore)."""
+        vol = self._load(name)
+        ids = self.ids_of(name)
+        with self._lock:
+            held = any(name in names for names in self._holders.values())
+            mounted = bool(vol.size_bytes) and sysmount.is_mountpoint(vol.mountpoint)
+        return VolumeState(
+            data=vol.mountpoint, disk=self.dir / name / DISK if vol.size_bytes else None,
+            mounted=mounted, in_use=held or bool(self.in_use(name)),
+            size_bytes=vol.size_bytes, ids=(ids.base, ids.count) if ids else None)
 
     def ids_of(self, name: str) -> IdRange | None:
         """The id range the volume's files are stored with (None: guest ids as-is)."""
@@ -190,6 +219,10 @@ class VolumeManager:
 
     def remove(self, name: str, *, force: bool = False) -> None:
         vol = self._load(name)
+        snaps = [s.name for s in self.snapshots.list(name)]
+        if snaps:  # hyper.sh's rule: a snapshot's volume stays until its snapshots go
+            raise Conflict(f"remove {name}: volume has snapshots - [{', '.join(snaps)}]: "
+                           "remove them first (steelcup snapshot rm)")
         users = self.in_use(name)
         with self._lock:
             if not users:
@@ -287,6 +320,7 @@ class VolumeManager:
     def recover(self) -> None:
         """At daemon start (no container runs): unmount what a previous daemon left mounted,
         and finish the creations and removals it cut short. Also at daemon exit."""
+        self.snapshots.recover()
         with self._lock:
             self._holders.clear()
             if self.binds_dir.is_dir():
@@ -426,24 +460,8 @@ def _copy_up(rootfs: Path, target: str, dest: Path) -> None:
             return
     if src.is_dir() and not any(dest.iterdir()):
         shutil.copytree(src, dest, symlinks=True, dirs_exist_ok=True)
-        _copy_owners(src, dest)
+        copy_owners(src, dest)
 
-
-def _copy_owners(src: Path, dest: Path) -> None:
-    """Give every entry below `dest` the owner (and set-id bits, which chown drops) of its
-    namesake below `src`; the root too."""
-    def one(rel: str) -> None:
-        st = os.lstat(os.path.join(src, rel))
-        target = os.path.join(dest, rel)
-        os.chown(target, st.st_uid, st.st_gid, follow_symlinks=False)
-        if not stat.S_ISLNK(st.st_mode):
-            os.chmod(target, stat.S_IMODE(st.st_mode))
-
-    one("")
-    for top, dirs, files in os.walk(src):
-        rel_top = os.path.relpath(top, src)
-        for name in (*dirs, *files):
-            one(os.path.normpath(os.path.join(rel_top, name)))
 
 
 def _du(path: Path) -> int:

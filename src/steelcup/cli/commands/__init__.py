@@ -43,5 +43,6 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "container": ("fs", "manage containers"),
     "network": ("network", "manage networks"),
     "volume": ("volume", "manage volumes"),
+    "snapshot": ("snapshot", "snapshot volumes and make volumes from snapshots"),
     "tenant": ("tenant", "manage tenants and their credentials (operator)"),
 }

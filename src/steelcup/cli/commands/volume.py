@@ -26,6 +26,8 @@ def register(sub: Any, name: str, help_text: str) -> None:
     p.add_argument("-d", "--driver", default="local")
     p.add_argument("--label", action="append", default=[])
     p.add_argument("-o", "--opt", action="append", default=[])
+    p.add_argument("--snapshot", default=None, metavar="NAME",
+                   help="make the volume from this snapshot (steelcup snapshot ls)")
     p.set_defaults(func=cmd_create)
 
     p = vsub.add_parser("ls", aliases=["list"], help="list volumes")
@@ -50,8 +52,11 @@ def register(sub: Any, name: str, help_text: str) -> None:
 
 
 def cmd_create(ctx: Context, args: argparse.Namespace) -> int:
+    opts = kv_list(args.opt, "option")
+    if args.snapshot:
+        opts["snapshot"] = args.snapshot
     body = {"Name": args.name, "Driver": args.driver, "Labels": kv_list(args.label, "label"),
-            "DriverOpts": kv_list(args.opt, "option")}
+            "DriverOpts": opts}
     try:
         out = ctx.client().post_json("/volumes/create", json_body=body)
     except SteelcupError as exc:
