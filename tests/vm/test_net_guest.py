@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 
 from steelcup.guest.client import GuestRequestError, ProcessSpec, Stream
+from steelcup.guest.ops import GuestMount, GuestNic, mount, net_config
 from steelcup.net import links, nft
-from steelcup.net.guest_ops import GuestMount, GuestNic, mount, net_config
 from steelcup.net.links import Host
 from steelcup.net.model import NetworkRecord
 from steelcup.vm.assets import GuestAssets, find_assets

@@ -23,7 +23,7 @@ import pytest
 
 from steelcup.errors import SteelcupError
 from steelcup.guest.client import ProcessSpec
-from steelcup.net.guest_ops import GuestMount, GuestNic, configure
+from steelcup.guest.ops import GuestMount, GuestNic, configure
 from steelcup.net.links import Host, LinkError, take_place
 from steelcup.pool.cache import CacheClass, CacheSource
 from steelcup.pool.factory import Factory, PoolOptions, build_factory

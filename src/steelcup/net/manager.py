@@ -19,8 +19,8 @@ from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address, IPv4Network
 
 from steelcup.errors import Conflict, InvalidArgument, NotFound, Unsupported
+from steelcup.guest.ops import GuestNic
 from steelcup.net import dns, ipam, links, nft
-from steelcup.net.guest_ops import GuestNic
 from steelcup.net.links import Host
 from steelcup.net.model import Endpoint, NetworkRecord, PortMapping
 from steelcup.net.netns import socket_in

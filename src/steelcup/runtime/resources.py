@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from steelcup.errors import InvalidArgument, SteelcupError
+from steelcup.guest import ops as guest_ops
 from steelcup.guest.client import GuestClient
 from steelcup.idmap import IdRange
 from steelcup.image.store import Image
-from steelcup.net import guest_ops
 from steelcup.net.etcfiles import write_etc_files
 from steelcup.net.manager import Attachment, NetworkManager
 from steelcup.net.ports import port_mappings

@@ -34,8 +34,8 @@ from typing import Any
 
 from steelcup import boundedfs, sysmount, userns
 from steelcup.errors import Conflict, InvalidArgument, NotFound, SteelcupError, Unsupported
+from steelcup.guest.ops import GuestMount
 from steelcup.idmap import IdRange
-from steelcup.net.guest_ops import GuestMount
 from steelcup.vm.qemu_args import Share
 from steelcup.volume import snapshots as snapshots_module
 from steelcup.volume.snapshots import SnapshotStore, VolumeState
