@@ -138,6 +138,7 @@ class _FsApi:
         if tag and not repo:
             raise InvalidArgument("a tag needs a repository name")
         ref = (f"{repo}:{tag}" if tag else repo) or None
+        container = self.rt.resolve(container, req.principal.tenant)
         image = await fs_commit.commit(
             self.rt, container, repo_tag=ref, comment=req.q("comment"),
             author=req.q("author"), changes=req.q_all("changes"), spool_dir=self.spool_dir,
@@ -149,7 +150,8 @@ class _FsApi:
         return EmptyResponse(204)
 
     async def prune(self, req: Request) -> Response:
-        report = await fs_admin.prune(self.rt, parse_filters(req.q("filters")))
+        report = await fs_admin.prune(self.rt, parse_filters(req.q("filters")),
+                                      req.principal.tenant)
         return JsonResponse({"ContainersDeleted": report.deleted or None,
                              "SpaceReclaimed": report.reclaimed_bytes})
 

@@ -3,22 +3,56 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 from urllib.parse import unquote
 
-from steelcup.api.http_types import Handler
+from steelcup.api.http_types import Handler, Principal, Request
+
+# (who asks, the reference in the path) -> the object's full id if they may see it; NotFound
+# exactly as for a missing object if not (no existence oracle across tenants).
+Resolver = Callable[[Principal, str], str]
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Routes whose pattern starts with `prefix` name an object of `kind` in `param`."""
+
+    prefix: str
+    param: str
+    kind: str
+    resolve: Resolver
 
 
 class Router:
-    """Method + path pattern -> handler. `{name}` is one segment, `{name:path}` one or more."""
+    """Method + path pattern -> handler. `{name}` is one segment, `{name:path}` one or more.
+
+    Object scopes (`scope`) are the spine of tenancy: a route added under a scoped prefix gets
+    its object reference resolved for the request's principal before its handler runs, so a
+    handler only ever sees the full id of an object the caller owns."""
 
     _PARAM = re.compile(r"\{(\w+)(?::(path))?\}")
 
     def __init__(self) -> None:
         self._routes: list[tuple[str, re.Pattern[str], Handler]] = []
+        self._scopes: list[Scope] = []
+        self.table: list[tuple[str, str, str]] = []  # (method, pattern, scope kind or "")
+
+    def scope(self, prefix: str, param: str, kind: str, resolve: Resolver) -> None:
+        """Scope every route added from now on whose pattern starts with `prefix`."""
+        self._scopes.append(Scope(prefix, param, kind, resolve))
 
     def add(self, method: str, pattern: str, handler: Handler) -> None:
         if not pattern.startswith("/"):
             raise ValueError(f"route pattern must start with '/': {pattern!r}")
+        kind = ""
+        for scope in self._scopes:
+            if pattern.startswith(scope.prefix):
+                handler = _scoped(handler, scope)
+                kind = scope.kind
+                break
+        self.table.append((method.upper(), pattern, kind))
         regex = ""
         pos = 0
         for match in self._PARAM.finditer(pattern):
@@ -52,3 +86,10 @@ class Router:
 
 class MethodNotAllowed(Exception):
     pass
+
+
+def _scoped(handler: Handler, scope: Scope) -> Handler:
+    async def scoped(req: Request) -> Any:
+        req.params[scope.param] = scope.resolve(req.principal, req.params[scope.param])
+        return await handler(req)
+    return scoped

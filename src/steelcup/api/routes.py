@@ -35,6 +35,7 @@ from steelcup.api.http import (
     HijackedStream,
     HijackResponse,
     JsonResponse,
+    Principal,
     RawResponse,
     Request,
     Response,
@@ -65,6 +66,16 @@ PRECPU_MIN_S = 0.2
 PRECPU_WINDOW_S = 0.25
 
 
+def _own_exec(svc: Services, who: Principal, exec_id: str) -> str:
+    """An exec is its container's: another tenant's is as missing as a missing one."""
+    exec_ = svc.execs.get(exec_id)
+    try:
+        svc.runtime.resolve(exec_.config.container_id, who.tenant)
+    except NotFound:
+        raise NotFound(f"No such exec instance: {exec_id}") from None
+    return exec_id
+
+
 @dataclass(frozen=True)
 class Services:
     """What the routes need; passed in explicitly by the daemon."""
@@ -86,6 +97,11 @@ class Services:
 def build_router(svc: Services) -> Router:
     r = Router()
     api = _Api(svc)
+    # The tenancy spine (docs/tenancy.md): every route naming a container or an exec gets it
+    # resolved for the caller first; another tenant's is answered as a missing one.
+    r.scope("/containers/{id}", "id", "container",
+            lambda who, ref: svc.runtime.resolve(ref, who.tenant))
+    r.scope("/exec/{id}", "id", "exec", lambda who, ref: _own_exec(svc, who, ref))
     r.add("GET", "/_ping", api.ping)
     r.add("HEAD", "/_ping", api.ping)
     r.add("GET", "/version", api.version)
@@ -320,6 +336,7 @@ class _Api:
 
     async def create(self, req: Request) -> Response:
         config = codec.decode_create(await req.json())
+        config = replace(config, tenant=req.principal.tenant or "")
         name = req.q("name") or None
         record = self.rt.create(config, name)  # quick; it touches loop-owned state
         return JsonResponse({"Id": record.id, "Warnings": []}, status=201)
@@ -330,7 +347,8 @@ class _Api:
         limit = req.q_int("limit", -1)
         if limit is not None and limit > 0:
             all_ = True  # docker: a limit includes stopped containers (ps -n)
-        records = codec.select_containers(self.rt.list(), filters, all_=all_)
+        records = codec.select_containers(self.rt.list(req.principal.tenant), filters,
+                                          all_=all_)
         if limit is not None and limit > 0:
             records = records[:limit]
         net_view = self.rt.resources.net_view

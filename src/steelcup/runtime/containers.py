@@ -247,12 +247,32 @@ class Runtime:
         if ref in self._containers:
             return self._containers[ref]
         name = ref.lstrip("/")
-        for live in self._containers.values():
-            if live.record.name == name:
-                return live
+        named = [lv for lv in self._containers.values() if lv.record.name == name]
+        if named:  # names are per tenant: the operator's own first, else the only one
+            own = [lv for lv in named if not lv.record.config.tenant]
+            if own or len(named) == 1:
+                return (own or named)[0]
+            raise InvalidArgument(f"{len(named)} containers of different tenants are named "
+                                  f"{name!r}: use the id")
         matches = [lv for cid, lv in self._containers.items() if ref and cid.startswith(ref)]
         if len(matches) == 1:
             return matches[0]
+        if len(matches) > 1:
+            raise InvalidArgument(f"multiple IDs found with provided prefix: {ref}")
+        raise NotFound(f"No such container: {ref}")
+
+    def resolve(self, ref: str, tenant: str | None) -> str:
+        """The full id of the container `ref` names for `tenant` (None: the operator, who sees
+        every tenant's); another tenant's container is exactly as missing as a missing one."""
+        if tenant is None:
+            return self._find(ref).record.id
+        own = [lv for lv in self._containers.values() if lv.record.config.tenant == tenant]
+        for live in own:
+            if live.record.id == ref or live.record.name == ref.lstrip("/"):
+                return live.record.id
+        matches = [lv for lv in own if ref and lv.record.id.startswith(ref)]
+        if len(matches) == 1:
+            return matches[0].record.id
         if len(matches) > 1:
             raise InvalidArgument(f"multiple IDs found with provided prefix: {ref}")
         raise NotFound(f"No such container: {ref}")
@@ -268,8 +288,10 @@ class Runtime:
         self._outcome(live, op, ref)
         return live.record
 
-    def list(self) -> builtins.list[ContainerRecord]:
-        return [lv.record for lv in self._containers.values()]
+    def list(self, tenant: str | None = None) -> builtins.list[ContainerRecord]:
+        """Every container (the operator's view), or only `tenant`'s."""
+        return [lv.record for lv in self._containers.values()
+                if tenant is None or lv.record.config.tenant == tenant]
 
     def vm_cpu_time(self, ref: str) -> QemuCpuTime | None:
         """The host CPU time the container's running VM has cost; None without one."""
@@ -324,10 +346,12 @@ class Runtime:
         env = merge_env(image.config.env, config.env)
         container_id = new_id()
         final_name = validate_name(name) if name else random_name()
-        if any(lv.record.name == final_name for lv in self._containers.values()):
+        holder = next((lv for lv in self._containers.values() if lv.record.name == final_name
+                       and lv.record.config.tenant == config.tenant), None)
+        if holder is not None:  # names are per tenant
             raise Conflict(
                 f'Conflict. The container name "/{final_name}" is already in use by container '
-                f'"{self._find(final_name).record.id}". You have to remove (or rename) that '
+                f'"{holder.record.id}". You have to remove (or rename) that '
                 "container to be able to reuse that name."
             )
         resolved = ContainerConfig(
@@ -682,7 +706,8 @@ class Runtime:
         if name == old:
             raise InvalidArgument("Renaming a container with the same name as its current name")
         for other in self._containers.values():
-            if other.record.name == name and other is not live:
+            if other.record.name == name and other is not live and \
+                    other.record.config.tenant == live.record.config.tenant:  # per tenant
                 raise Conflict(
                     f'Conflict. The container name "/{name}" is already in use by container '
                     f'"{other.record.id}". You have to remove (or rename) that container to be '

@@ -25,11 +25,12 @@ class PruneReport:
     reclaimed_bytes: int
 
 
-async def prune(runtime: Runtime, filters: dict[str, list[str]]) -> PruneReport:
+async def prune(runtime: Runtime, filters: dict[str, list[str]],
+                tenant: str | None = None) -> PruneReport:
     """Remove stopped containers matching `filters`; the space is their upper dirs."""
     deleted: list[str] = []
     reclaimed = 0
-    for record in prune_candidates(runtime.list(), filters, time.time()):
+    for record in prune_candidates(runtime.list(tenant), filters, time.time()):
         try:
             async with writable_layer(runtime, record.id) as upper:
                 size = await asyncio.to_thread(_tree_bytes, upper)

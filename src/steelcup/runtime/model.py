@@ -72,6 +72,7 @@ class ContainerConfig:
     cap_drop: tuple[str, ...] = ()
     privileged: bool = False
     caps: int = DEFAULT_CAPS  # records from before CapAdd/CapDrop were honoured had these
+    tenant: str = ""  # who owns it ("" = the operator's own: single-user use)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

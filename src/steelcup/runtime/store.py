@@ -8,23 +8,41 @@ import sqlite3
 from steelcup.errors import Conflict
 from steelcup.runtime.model import ContainerRecord
 
+_TABLE = ("CREATE TABLE IF NOT EXISTS containers ("
+          " id TEXT PRIMARY KEY, tenant TEXT NOT NULL DEFAULT '', name TEXT NOT NULL,"
+          " data TEXT NOT NULL, UNIQUE (tenant, name))")
+
 
 class ContainerStore:
-    """Atomic save/load/delete of `ContainerRecord`s; names are unique."""
+    """Atomic save/load/delete of `ContainerRecord`s; names are unique per tenant."""
 
     def __init__(self, db: sqlite3.Connection) -> None:
         self._db = db
-        self._db.execute(
-            "CREATE TABLE IF NOT EXISTS containers ("
-            " id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, data TEXT NOT NULL)"
-        )
+        columns = [r[1] for r in self._db.execute("PRAGMA table_info(containers)")]
+        if columns and "tenant" not in columns:
+            # names were unique daemon-wide: rebuild the table with (tenant, name) unique,
+            # every existing container being the operator's ("")
+            self._db.execute("BEGIN IMMEDIATE")  # autocommit connection: one transaction
+            try:
+                self._db.execute("ALTER TABLE containers RENAME TO containers_v1")
+                self._db.execute(_TABLE)
+                self._db.execute("INSERT INTO containers (id, tenant, name, data) "
+                                 "SELECT id, '', name, data FROM containers_v1 ORDER BY rowid")
+                self._db.execute("DROP TABLE containers_v1")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+        else:
+            self._db.execute(_TABLE)
 
     def insert(self, record: ContainerRecord) -> None:
         try:
             with self._db:
                 self._db.execute(
-                    "INSERT INTO containers (id, name, data) VALUES (?, ?, ?)",
-                    (record.id, record.name, json.dumps(record.to_json())),
+                    "INSERT INTO containers (id, tenant, name, data) VALUES (?, ?, ?, ?)",
+                    (record.id, record.config.tenant, record.name,
+                     json.dumps(record.to_json())),
                 )
         except sqlite3.IntegrityError as exc:
             raise Conflict(

@@ -8,10 +8,12 @@ is deleted, so the next lookup of it fails: the listener checks on every request
 from __future__ import annotations
 
 import builtins
+import contextlib
 import hashlib
 import json
 import sqlite3
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
 from steelcup.errors import Conflict, NotFound
@@ -55,23 +57,34 @@ class TenantStore:
     def __init__(self, db: sqlite3.Connection) -> None:
         self._db = db
         self._lock = threading.Lock()
-        with self._lock, self._db:
+        with self._lock:
             self._db.executescript(_SCHEMA)
+
+    @contextlib.contextmanager
+    def _tx(self) -> Iterator[None]:
+        """One atomic transaction under the lock (the daemon's connection autocommits)."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
 
     # -- tenants -----------------------------------------------------------------------------
     def add(self, tenant: Tenant) -> Tenant:
         """Store a new tenant with the lowest free id slot (its `id_slot` is ignored)."""
-        with self._lock:
-            try:
-                with self._db:
-                    used = {r[0] for r in self._db.execute("SELECT id_slot FROM tenants")}
-                    slot = next(n for n in range(1, len(used) + 2) if n not in used)
-                    self._db.execute(
-                        "INSERT INTO tenants VALUES (?, ?, ?, ?, ?, ?)",
-                        (tenant.name, tenant.id, tenant.created,
-                         json.dumps(tenant.quotas.to_json()), tenant.size_default, slot))
-            except sqlite3.IntegrityError:
-                raise Conflict(f"tenant {tenant.name!r} already exists") from None
+        try:
+            with self._tx():
+                used = {r[0] for r in self._db.execute("SELECT id_slot FROM tenants")}
+                slot = next(n for n in range(1, len(used) + 2) if n not in used)
+                self._db.execute(
+                    "INSERT INTO tenants VALUES (?, ?, ?, ?, ?, ?)",
+                    (tenant.name, tenant.id, tenant.created,
+                     json.dumps(tenant.quotas.to_json()), tenant.size_default, slot))
+        except sqlite3.IntegrityError:
+            raise Conflict(f"tenant {tenant.name!r} already exists") from None
         return replace(tenant, id_slot=slot)
 
     def get(self, name: str) -> Tenant:
@@ -84,7 +97,7 @@ class TenantStore:
         return [_tenant(r) for r in self._db.execute("SELECT * FROM tenants ORDER BY name")]
 
     def update(self, name: str, quotas: Quotas, size_default: str) -> Tenant:
-        with self._lock, self._db:
+        with self._lock:
             cur = self._db.execute(
                 "UPDATE tenants SET quotas = ?, size_default = ? WHERE name = ?",
                 (json.dumps(quotas.to_json()), size_default, name))
@@ -94,7 +107,7 @@ class TenantStore:
 
     def remove(self, name: str) -> None:
         """The tenant and every key of it (their next request is refused)."""
-        with self._lock, self._db:
+        with self._tx():
             self._db.execute("DELETE FROM tenant_keys WHERE tenant = ?", (name,))
             cur = self._db.execute("DELETE FROM tenants WHERE name = ?", (name,))
             if cur.rowcount == 0:
@@ -102,7 +115,7 @@ class TenantStore:
 
     # -- keys --------------------------------------------------------------------------------
     def add_key(self, key: TenantKey) -> None:
-        with self._lock, self._db:
+        with self._lock:
             self._db.execute("INSERT INTO tenant_keys VALUES (?, ?, ?, ?, ?, ?)",
                              (key.key_id, key.tenant, key.created, key.not_after,
                               key.cert_sha256, key.token_sha256))
@@ -113,7 +126,7 @@ class TenantStore:
             "SELECT * FROM tenant_keys WHERE tenant = ? ORDER BY created, key_id", (tenant,))]
 
     def remove_key(self, tenant: str, key_id: str) -> None:
-        with self._lock, self._db:
+        with self._lock:
             cur = self._db.execute("DELETE FROM tenant_keys WHERE tenant = ? AND key_id = ?",
                                    (tenant, key_id))
             if cur.rowcount == 0:

@@ -147,3 +147,34 @@ def test_each_tenant_gets_its_own_id_range_and_a_freed_slot_is_reused_only_after
     tenants.remove("b")
     assert tenants.create("d").id_slot == 2
     assert tenants.get("c").id_slot == 3
+
+
+def test_a_container_table_of_before_tenants_is_migrated_keeping_every_row(
+        tmp_path: Path) -> None:
+    """Names were unique daemon-wide; now per tenant. Old rows become the operator's."""
+    import json
+
+    from steelcup.runtime.model import ContainerConfig, ContainerRecord, ContainerState
+    from steelcup.runtime.store import ContainerStore
+
+    db = open_db(tmp_path)
+    db.execute("CREATE TABLE containers (id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, "
+               "data TEXT NOT NULL)")
+    old = ContainerRecord(id="a" * 64, name="web", created="2026-01-01T00:00:00Z", path="sh",
+                          args=(), config=ContainerConfig(image="x", image_id="sha256:x"),
+                          state=ContainerState())
+    data = old.to_json()
+    data["config"].pop("tenant")  # as an older daemon wrote it
+    db.execute("INSERT INTO containers VALUES (?, ?, ?)", (old.id, "web", json.dumps(data)))
+    store = ContainerStore(db)
+    assert [r.id for r in store.load_all()] == [old.id]
+    assert store.load_all()[0].config.tenant == ""
+    other = ContainerRecord(id="b" * 64, name="web", created=old.created, path="sh", args=(),
+                            config=ContainerConfig(image="x", image_id="sha256:x",
+                                                   tenant="alice"),
+                            state=ContainerState())
+    store.insert(other)  # the same name in another tenant
+    with pytest.raises(Conflict):
+        store.insert(ContainerRecord(id="c" * 64, name="web", created=old.created, path="sh",
+                                     args=(), config=ContainerConfig(image="x", image_id="y"),
+                                     state=ContainerState()))
