@@ -19,7 +19,7 @@ from steelcup.api.routes import Services, build_router
 from steelcup.boundedfs import DiskMaker, check_size
 from steelcup.config import DaemonOptions
 from steelcup.errors import InvalidArgument, SteelcupError
-from steelcup.idmap import IdRange
+from steelcup.idmap import IdRange, IdsFor
 from steelcup.image.layers import GIB, LayerLimits
 from steelcup.image.store import ImageStore
 from steelcup.net.manager import NetworkManager
@@ -34,6 +34,7 @@ from steelcup.runtime.store import ContainerStore
 from steelcup.state.db import open_db
 from steelcup.tenancy.credentials import Authority
 from steelcup.tenancy.manager import Tenants
+from steelcup.tenancy.model import id_range
 from steelcup.tenancy.store import TenantStore
 from steelcup.vm import cgroup
 from steelcup.vm.accel import choose_accel
@@ -83,6 +84,8 @@ async def _serve(options: DaemonOptions) -> int:
     events = EventBus(asyncio.get_running_loop())
     networks = await _start_networking(options, db)
     ids = vm_ids(options)
+    tenants = Tenants(TenantStore(db), Authority(options.root / "tls"))
+    ids_for = tenant_ids(ids, tenants)
     run_dir = vm_run_dir(options.root)
     reset_run_dir(run_dir)
     make_private(run_dir)  # ready VMs' slots hold containers' root filesystems
@@ -101,7 +104,7 @@ async def _serve(options: DaemonOptions) -> int:
         warm_program=assets.init,
         tap_host=networks.host if networks is not None else None,
         cgroups=cgroups,
-        ids=ids,
+        ids_for=ids_for,
     )
     if vms.cache is not None:
         await asyncio.to_thread(vms.cache.remove_leftover_taps)  # a killed daemon's
@@ -124,8 +127,9 @@ async def _serve(options: DaemonOptions) -> int:
                  storage_bytes=options.storage_default_bytes,
                  log_max_bytes=options.log_max_bytes, log_max_files=options.log_max_files,
                  ids=ids),
-        Resources(networks, volumes, ids),
+        Resources(networks, volumes, ids_for),
     )
+    runtime.ids_for = ids_for
     runtime_ref.append(runtime)
     images.in_use = runtime.image_in_use
     runtime.recover()
@@ -133,7 +137,6 @@ async def _serve(options: DaemonOptions) -> int:
     if volumes.disks is not None:
         await asyncio.to_thread(volumes.disks.template)
     await runtime.remove_ended_auto_remove()  # before serving: clients never see them
-    tenants = Tenants(TenantStore(db), Authority(options.root / "tls"))
     cpu_sampler = CpuSampler(runtime)
     services = Services(runtime=runtime, execs=ExecManager(runtime), images=images,
                         events=events, root=options.root, accel=accel, networks=networks,
@@ -181,6 +184,16 @@ async def _serve(options: DaemonOptions) -> int:
         with contextlib.suppress(Exception):
             db.close()
     return 0
+
+
+def tenant_ids(ids: IdRange | None, tenants: Tenants) -> IdsFor:
+    """Each tenant's VMs in its own id range (its slot above the daemon's); the operator's
+    containers in the daemon's."""
+    def ids_for(tenant: str) -> IdRange | None:
+        if ids is None or not tenant:
+            return ids
+        return id_range(ids.base, tenants.get(tenant).id_slot)
+    return ids_for
 
 
 def vm_ids(options: DaemonOptions) -> IdRange | None:

@@ -14,6 +14,7 @@ host-root file there (docker's userns-remap does the same; host-root files show 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 NOBODY = 65534  # what an id outside the range shows as (the kernel's overflow id)
@@ -64,6 +65,20 @@ class IdRange:
         under an idmapped mount whose map lacks id 0)."""
         return (f"0 {UNUSED_ID} 1\n1 {self.base + 1} {self.count - 1}\n"
                 f"{self.base} {self.base} 1\n")
+
+
+# A tenant's name ("" = the operator's) -> the id range its VMs run in (None: QEMU is host root).
+IdsFor = Callable[[str], "IdRange | None"]
+
+
+def one_range(ids: IdRange | None) -> IdsFor:
+    """Every tenant in the same range (a daemon without tenants, tests)."""
+    return lambda _tenant: ids
+
+
+def host_root(_tenant: str) -> IdRange | None:
+    """No user namespace for anyone: QEMU runs as (jailed) host root."""
+    return None
 
 
 def shift(host_id: int, old: IdRange | None, new: IdRange | None) -> int:

@@ -21,9 +21,11 @@ from typing import Any
 
 import pytest
 
+from steelcup import userns
 from steelcup.errors import SteelcupError
 from steelcup.guest.client import ProcessSpec
 from steelcup.guest.ops import GuestMount, GuestNic, configure
+from steelcup.idmap import IdRange, IdsFor, host_root
 from steelcup.net.links import Host, LinkError, take_place
 from steelcup.pool.cache import CacheClass, CacheSource
 from steelcup.pool.factory import Factory, PoolOptions, build_factory
@@ -84,11 +86,11 @@ def cgroups(base: Path) -> Iterator[cgroup.MemoryCgroups]:
 
 
 def _factory(base: Path, run: str = "run", cgroups: cgroup.MemoryCgroups | None = None,
-             **kw: object) -> Factory:
+             ids_for: IdsFor = host_root, **kw: object) -> Factory:
     options = PoolOptions(**{"base_mem_mib": 256, "max_mem_mib": 768, "max_cpus": 2, **kw})
     return build_factory(assets=find_assets(ASSETS), accel="tcg", tcg_tb_mib=32,
                          run_dir=base / run, options=options,  # type: ignore[arg-type]
-                         cgroups=cgroups)
+                         cgroups=cgroups, ids_for=ids_for)
 
 
 def _limit_mib(m: Machine) -> int:
@@ -763,6 +765,36 @@ async def test_a_clones_qemu_is_jailed(factory: Factory, base: Path, rootfs_src:
         assert (await _sh(m, "cat /marker")) == "jail"
     finally:
         await m.close()
+
+
+@on_loop
+async def test_each_tenants_qemus_and_template_are_its_own_unprivileged_uid(
+        shared: Factory, base: Path, rootfs_src: Path, cgroups: cgroup.MemoryCgroups) -> None:
+    """With tenants in their own id ranges (steelcup.idmap), a tenant's clone and its template
+    run as that tenant's unprivileged uid, its template's RAM file is that uid's, and neither is
+    another tenant's: no QEMU can reach another tenant's files or template memory."""
+    ranges = {"alice": IdRange(2_000_065_536), "bob": IdRange(2_000_131_072)}
+    f = _factory(base, "tenants", cgroups=cgroups, ids_for=ranges.get)
+    try:
+        for tenant, ids in ranges.items():
+            root = _rootfs(base, rootfs_src, f"t-{tenant}")
+            userns.shift_tree(root, None, ids)  # as the tenant's container files are stored
+            m = await f.acquire(_req(root, tenant=tenant))
+            try:
+                assert m.pid is not None
+                assert _status(m.pid)["Uid"].split() == [str(ids.base)] * 4
+                await m.guest.setup_root("rootfs")
+                assert (await _sh(m, "cat /marker; echo; touch /mine; id -u")).split() == [
+                    f"t-{tenant}", "0"]
+                assert (root / "mine").stat().st_uid == ids.base
+            finally:
+                await m.close()
+        assert f.template is not None
+        owners = {t.key.tenant: t.mem_file.stat().st_uid
+                  for t in f.template._templates.values()}
+        assert owners == {t: ids.base for t, ids in ranges.items()}
+    finally:
+        await f.close()
 
 
 _UNBIND_BALLOON = (

@@ -226,7 +226,7 @@ class CacheSource:
             self._fill(cls)  # try again, after the back-off
 
     async def _make(self, cls: CacheClass) -> Ready:
-        ids = self.template.ids
+        ids = self.template.ids_for(cls.tenant)
         slot = await asyncio.to_thread(slots.create, self.slot_dir, self.warm_program,
                                        ids.base if ids is not None else None)
         token = secrets.token_hex(4)

@@ -7,7 +7,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from steelcup.idmap import IdRange
+from steelcup.idmap import IdsFor, host_root
 from steelcup.pool.source import VmRequest
 from steelcup.vm.assets import GuestAssets
 from steelcup.vm.cgroup import MemoryCgroups, VmCgroup
@@ -19,9 +19,11 @@ class DirectSource:
     """Boots one QEMU microVM per `acquire`; sockets live in a short per-VM dir under run_dir."""
 
     def __init__(self, *, assets: GuestAssets, accel: str, tcg_tb_mib: int, run_dir: Path,
-                 cgroups: MemoryCgroups | None = None, ids: IdRange | None = None) -> None:
+                 cgroups: MemoryCgroups | None = None, ids_for: IdsFor = host_root
+                 ) -> None:
         self.assets = assets
-        self.ids = ids  # QEMU's user namespace (steelcup.idmap); None: QEMU is host root
+        # Each tenant's QEMUs run in its user namespace (steelcup.idmap); None: host root.
+        self.ids_for = ids_for
         self.cgroups = cgroups  # None: VMs run without a host memory limit
         self.accel = accel
         self.tcg_tb_mib = tcg_tb_mib
@@ -43,7 +45,7 @@ class DirectSource:
             shares=request.shares,
             nics=request.nics,
             extra_args=request.extra_args,
-            ids=self.ids,
+            ids=self.ids_for(request.tenant),
         )
         cgroup = self.cgroups.vm(state_dir.name) if self.cgroups is not None else None
         machine = KeepConsoleMachine(spec, keep_console_at=request.console_log, cgroup=cgroup)

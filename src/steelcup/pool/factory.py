@@ -18,7 +18,7 @@ from pathlib import Path
 
 from steelcup import sysmount
 from steelcup.errors import SteelcupError
-from steelcup.idmap import IdRange
+from steelcup.idmap import IdsFor, host_root
 from steelcup.net import links
 from steelcup.net.links import Host
 from steelcup.pool.cache import CacheClass, CacheSource, CacheStatus
@@ -179,15 +179,15 @@ def build_factory(
     warm_program: Path | None = None,
     tap_host: Host | None = None,
     cgroups: MemoryCgroups | None = None,
-    ids: IdRange | None = None,
+    ids_for: IdsFor = host_root,
 ) -> Factory:
     """The sources `options` ask for. `warm_program`: a static program ready VMs run once
     (the guest init binary); `tap_host`: where the network layer's taps live (None: no
     networking, the cache serves only NIC-less VMs); `cgroups`: where each VM's memory limit
     is enforced (None: nowhere, the guest's balloon driver is trusted); `ids`: the user
-    namespace every QEMU runs in (None: QEMU runs as host root)."""
+    namespace each tenant's QEMUs run in (None: QEMU runs as host root)."""
     direct = DirectSource(assets=assets, accel=accel, tcg_tb_mib=tcg_tb_mib, run_dir=run_dir,
-                          cgroups=cgroups, ids=ids)
+                          cgroups=cgroups, ids_for=ids_for)
     template = None
     if options.templates:
         template = TemplateSource(
@@ -202,7 +202,7 @@ def build_factory(
             max_nics=options.max_nics,
             volume_slots=options.volume_slots,
             cgroups=cgroups,
-            ids=ids,
+            ids_for=ids_for,
         )
     cache = None
     if template is not None and options.cache_size > 0:

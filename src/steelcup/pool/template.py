@@ -36,7 +36,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from steelcup.errors import SteelcupError, VmLaunchError
-from steelcup.idmap import IdRange
+from steelcup.idmap import IdRange, IdsFor, host_root
 from steelcup.pool.direct import KeepConsoleMachine
 from steelcup.pool.integrity import Fingerprint, content_digest, fingerprint
 from steelcup.pool.source import Incompatible, VmRequest
@@ -83,7 +83,9 @@ class TemplateKey:
     max_cpus: int
     tenant: str
     nic_slots: int = 0  # NICs (placeholder-backed in the template, taps in clones)
+    # The tenant's user namespace: its template's RAM file is its QEMU's, no other's.
     volume_slots: int = 0  # spare 9p devices v0..v{K-1}
+    ids: IdRange | None = None
 
     def digest(self) -> str:
         return hashlib.sha256(repr(self).encode()).hexdigest()[:16]
@@ -146,7 +148,7 @@ class TemplateSource:
         max_nics: int = DEFAULT_NIC_SLOTS,
         volume_slots: int = DEFAULT_VOLUME_SLOTS,
         cgroups: MemoryCgroups | None = None,
-        ids: IdRange | None = None,
+        ids_for: IdsFor = host_root,
     ) -> None:
         if not 64 <= base_mem_mib <= max_mem_mib:
             raise ValueError("need 64 <= base_mem_mib <= max_mem_mib")
@@ -162,7 +164,8 @@ class TemplateSource:
         self.volume_slots = max(0, volume_slots)
         # Each template and clone runs in a memory cgroup limited to its size (None: no limit).
         self.cgroups = cgroups
-        self.ids = ids  # QEMU's user namespace (steelcup.idmap); None: QEMU is host root
+        # Each tenant's QEMUs run in its user namespace (steelcup.idmap); None: host root.
+        self.ids_for = ids_for
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.template_dir.mkdir(parents=True, exist_ok=True)
         self._templates: dict[TemplateKey, Template] = {}
@@ -190,6 +193,7 @@ class TemplateSource:
             max_cpus=self.max_cpus,
             tenant=request.tenant,
             nic_slots=len(request.nics),
+            ids=self.ids_for(request.tenant),
             # Each spare 9p device costs a clone ~1.1 MiB of QEMU memory: containers without
             # volumes come from a template without the slots.
             volume_slots=self.volume_slots if len(request.shares) > 1 else 0,
@@ -271,7 +275,7 @@ class TemplateSource:
             # balloon would then write the template's whole RAM file, and under TCG each
             # zeroed page costs. Clones run one container each; the zeroing buys little.
             cmdline_extra=("init_on_alloc=0",),
-            ids=self.ids,
+            ids=key.ids,
         )
 
     def _cgroup(self, name: str) -> VmCgroup | None:

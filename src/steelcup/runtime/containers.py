@@ -33,7 +33,7 @@ from steelcup.errors import (
 )
 from steelcup.guest.client import GuestProcess, ProcessSpec
 from steelcup.guestlog import clip
-from steelcup.idmap import IdRange
+from steelcup.idmap import IdRange, IdsFor, one_range
 from steelcup.image import rootfs as rootfs_module
 from steelcup.image.store import ImageStore
 from steelcup.image.users import resolve_user
@@ -167,6 +167,8 @@ class Runtime:
         self.vms = vms
         self.events = events
         self.defaults = defaults
+        # Each tenant's VM id range (the daemon sets it; without tenants, the daemon's own)
+        self.ids_for: IdsFor = one_range(defaults.ids)
         self._containers: dict[str, _Live] = {}
         self._shutting_down = False
         (root / "containers").mkdir(parents=True, exist_ok=True)
@@ -229,7 +231,7 @@ class Runtime:
     def prepare_rootfs(self, record: ContainerRecord) -> Path:
         """Mount the container's root (its writable layer over the image); blocking."""
         image = self.images.get(record.config.image_id)
-        ids = self.defaults.ids
+        ids = self.ids_for(record.config.tenant)
         return rootfs_module.prepare(self.images.layer_dirs(image, ids),
                                      self.container_dir(record.id), self.disks,
                                      record.config.storage_bytes, ids)
@@ -462,6 +464,7 @@ class Runtime:
                     tap_places=run.tap_places,
                     console_log=cdir / "console.log",
                     name=record.id[:12],
+                    tenant=config.tenant,
                 )
                 machine = await self.vms.acquire(request)
                 stack.push_async_callback(machine.close)

@@ -17,7 +17,7 @@ from pathlib import Path
 from steelcup.errors import InvalidArgument, SteelcupError
 from steelcup.guest import ops as guest_ops
 from steelcup.guest.client import GuestClient
-from steelcup.idmap import IdRange
+from steelcup.idmap import IdsFor, host_root
 from steelcup.image.store import Image
 from steelcup.net.etcfiles import write_etc_files
 from steelcup.net.manager import Attachment, NetworkManager
@@ -55,11 +55,12 @@ class Resources:
 
     def __init__(
         self, networks: NetworkManager | None = None, volumes: VolumeManager | None = None,
-        ids: IdRange | None = None,
+        ids_for: IdsFor = host_root,
     ) -> None:
         self.networks = networks
         self.volumes = volumes
-        self.ids = ids  # the VMs' id range: the /etc files written are the guest root's
+        # Each tenant's VM id range: volumes are stored for it, /etc files are its root's.
+        self.ids_for = ids_for
 
     # -- create ------------------------------------------------------------------------------
 
@@ -130,7 +131,8 @@ class Resources:
         volumes = self.volumes
         if plans and volumes is not None:
             prepared = await asyncio.to_thread(
-                lambda: volumes.prepare(plans, root, holder=record.id))
+                lambda: volumes.prepare(plans, root, holder=record.id,
+                                        ids=self.ids_for(config.tenant)))
             # after the VM is closed (the stack unwinds in reverse): QEMU holds the mounts
             stack.push_async_callback(asyncio.to_thread, volumes.release, record.id)
         attachment = Attachment((), ())
@@ -152,7 +154,8 @@ class Resources:
                  "hosts": attachment.hosts_file(config.hostname)}
         if attachment.nics:
             files["resolv.conf"] = attachment.resolv_conf()
-        owner = self.ids.to_host(0) if self.ids is not None else None
+        ids = self.ids_for(config.tenant)
+        owner = ids.to_host(0) if ids is not None else None
         await asyncio.to_thread(write_etc_files, root, files, owner)
         return RunResources(
             shares=tuple(p.share for p in prepared if p.share is not None),

@@ -76,6 +76,13 @@ class PreparedMount:
     volume: str = ""  # the volume's name (also for anonymous ones), "" for binds/tmpfs
 
 
+class _DaemonIds:
+    """`prepare`'s default: the daemon's own id range."""
+
+
+DAEMON_IDS = _DaemonIds()
+
+
 class VolumeManager:
     """Volumes under `root`/volumes. With `disks`, new volumes are filesystems of bounded size
     (`disks.default_bytes` unless a `size` option asks), mounted for the containers that
@@ -195,16 +202,16 @@ class VolumeManager:
         except (OSError, ValueError, KeyError, TypeError):
             return None
 
-    def _adopt(self, vol: Volume) -> None:
-        """Store the (mounted) volume's ids for this daemon's range, shifting them if it
-        was used under another (or none)."""
+    def _adopt(self, vol: Volume, ids: IdRange | None) -> None:
+        """Store the (mounted) volume's ids for the range `ids`, shifting them if it was used
+        under another (or none)."""
         old = self.ids_of(vol.name)
-        if old == self.ids:
+        if old == ids:
             return
-        userns.shift_tree(vol.mountpoint, old, self.ids)
+        userns.shift_tree(vol.mountpoint, old, ids)
         meta_path = self.dir / vol.name / META
         meta = json.loads(meta_path.read_text())
-        meta["Ids"] = [self.ids.base, self.ids.count] if self.ids is not None else None
+        meta["Ids"] = [ids.base, ids.count] if ids is not None else None
         tmp = meta_path.with_suffix(".tmp")
         tmp.write_text(json.dumps(meta))
         tmp.replace(meta_path)
@@ -291,16 +298,15 @@ class VolumeManager:
             self._hold(holder, vol)
         return vol.mountpoint
 
-    def _idmapped_bind(self, holder: str, index: int, host: Path) -> Path:
+    def _idmapped_bind(self, holder: str, index: int, host: Path, ids: IdRange) -> Path:
         """`host` as the VM's QEMU is to see it (`IdRange.bind_map`), mounted for `holder`
         until `release(holder)`."""
-        assert self.ids is not None
         point = self.binds_dir / holder / str(index)
         with self._lock:
             point.mkdir(parents=True, exist_ok=True)
             self._holders.setdefault(holder, [])
             try:
-                userns.idmapped_bind(host, point, self.ids.bind_map())
+                userns.idmapped_bind(host, point, ids.bind_map())
             except OSError as exc:
                 raise SteelcupError(f"cannot map {host} into the VM's user namespace: {exc}"
                                     ) from exc
@@ -352,18 +358,21 @@ class VolumeManager:
         return out
 
     def prepare(self, plans: Sequence[MountPlan], rootfs: Path | None = None, *,
-                holder: str) -> builtins.list[PreparedMount]:
+                holder: str, ids: IdRange | None | _DaemonIds = DAEMON_IDS
+                ) -> builtins.list[PreparedMount]:
         """Create volumes as needed (copying the image's files into a new empty volume, like
         docker), mount them for `holder` (undo with `release(holder)`, done here if this
-        fails) and check binds; returns shares and guest requests in mount order."""
+        fails) and check binds; returns shares and guest requests in mount order. `ids`: the
+        id range of the VM that mounts them (its tenant's; default the daemon's)."""
+        vm_ids = self.ids if isinstance(ids, _DaemonIds) else ids
         try:
-            return self._prepare(plans, rootfs, holder)
+            return self._prepare(plans, rootfs, holder, vm_ids)
         except BaseException:
             self.release(holder)
             raise
 
-    def _prepare(self, plans: Sequence[MountPlan], rootfs: Path | None, holder: str
-                 ) -> builtins.list[PreparedMount]:
+    def _prepare(self, plans: Sequence[MountPlan], rootfs: Path | None, holder: str,
+                 ids: IdRange | None) -> builtins.list[PreparedMount]:
         out: builtins.list[PreparedMount] = []
         for i, plan in enumerate(plans):
             tag = f"{SHARE_TAG_PREFIX}{i}"
@@ -379,14 +388,14 @@ class VolumeManager:
                         raise InvalidArgument(f"invalid mount config for type \"bind\": bind "
                                               f"source path does not exist: {host}")
                     host.mkdir(parents=True, exist_ok=True)
-                    if self.ids is not None:  # the container's root made it: it is theirs
-                        os.chown(host, self.ids.base, self.ids.base)
+                    if ids is not None:  # the container's root made it: it is theirs
+                        os.chown(host, ids.base, ids.base)
                 if not host.is_dir():
                     raise Unsupported(f"bind-mounting a single file ({host}) is not supported: "
                                       "9p shares are directories")
-                if self.ids is not None:
-                    _check_reachable(host, self.ids)
-                    host = self._idmapped_bind(holder, i, host)
+                if ids is not None:
+                    _check_reachable(host, ids)
+                    host = self._idmapped_bind(holder, i, host, ids)
                 name = ""
             else:
                 vol = self.create(plan.source or None, anonymous=not plan.source,
@@ -396,7 +405,7 @@ class VolumeManager:
                 if vol.size_bytes:
                     self._hold(holder, vol)
                 try:
-                    self._adopt(vol)
+                    self._adopt(vol, ids)
                 except OSError as exc:
                     raise SteelcupError(f"re-storing volume {name}'s files for the VM failed: "
                                         f"{exc}") from exc

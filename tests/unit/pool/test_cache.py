@@ -66,7 +66,10 @@ class FakeMachine:
 
 class FakeTemplate:
     base_mem_mib = 256
-    ids = None  # QEMU as host root: slots and taps keep the daemon's uid
+
+    @staticmethod
+    def ids_for(_tenant: str) -> None:  # QEMU as host root: slots keep the daemon's uid
+        return None
 
     def __init__(self) -> None:
         self.clones: list[FakeMachine] = []
