@@ -209,7 +209,8 @@ def test_stop_kill_and_wait_race_to_one_exit(tmp_path: Path, obeys_sigterm: bool
         process = await started(rt, vms)
         wait = asyncio.ensure_future(rt.waiter("web"))
         stop = asyncio.ensure_future(rt.stop("web", timeout_s=1))
-        await asyncio.sleep(0.05)
+        # the kill comes once stop's SIGTERM is in (a fixed sleep raced a loaded machine)
+        await eventually(lambda: bool(process.signals))
         kill = asyncio.ensure_future(rt.kill("web", "SIGKILL"))
         results = await asyncio.gather(wait, stop, kill, return_exceptions=True)
         code = results[0]
