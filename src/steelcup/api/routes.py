@@ -20,7 +20,6 @@ from typing import Any
 from steelcup import __version__, stdcopy
 from steelcup.api import docker_codec as codec
 from steelcup.api import fs_routes, image_codec, image_routes, net_routes, tenant_routes
-from steelcup.api.bodies import spool_body
 from steelcup.api.http import (
     API_VERSION,
     MIN_API_VERSION,
@@ -38,7 +37,7 @@ from steelcup.errors import Conflict, InvalidArgument, NotFound, SteelcupError, 
 from steelcup.image.store import ImageStore
 from steelcup.net.manager import NetworkManager
 from steelcup.pool.factory import Factory
-from steelcup.runtime import inspection
+from steelcup.runtime import fs_commit, inspection
 from steelcup.runtime import logs as logs_module
 from steelcup.runtime.containers import Attached, Runtime
 from steelcup.runtime.events import EventBus
@@ -110,14 +109,13 @@ def build_router(svc: Services) -> Router:
     r.add("POST", "/exec/{id}/start", api.exec_start)
     r.add("POST", "/exec/{id}/resize", api.exec_resize)
     r.add("GET", "/exec/{id}/json", api.exec_inspect)
-    r.add("GET", "/images/json", api.list_images)
-    r.add("POST", "/images/load", api.load_images)
     r.add("GET", "/images/{name:path}/json", api.inspect_image)
     r.add("POST", "/images/{name:path}/tag", api.tag_image)
     r.add("DELETE", "/images/{name:path}", api.remove_image)
     for method, path, what in _UNSUPPORTED:
         r.add(method, path, _unsupported(what))
-    image_routes.register(r, svc.images, svc.events, svc.root, import_handler=api.create_image)
+    image_routes.register(r, svc.images, svc.events, svc.root,
+                          apply_changes=fs_commit.apply_changes)
     fs_routes.register(r, svc.runtime, svc.images, svc.events)
     if svc.networks is not None and svc.volumes is not None:
         rt = svc.runtime
@@ -622,10 +620,6 @@ class _Api:
 
     # -- images ------------------------------------------------------------------------------
 
-    async def list_images(self, req: Request) -> Response:
-        images = await asyncio.to_thread(self.svc.images.list)
-        return JsonResponse([image_codec.encode_summary(i) for i in images])
-
     async def inspect_image(self, req: Request) -> Response:
         image = await asyncio.to_thread(self.svc.images.get, req.params["name"])
         return JsonResponse(image_codec.encode_inspect(image))
@@ -647,33 +641,6 @@ class _Api:
             kind, _, what = line.partition(": ")
             entries.append({kind: what})
         return JsonResponse(entries)
-
-    async def load_images(self, req: Request) -> Response:
-        spool = await spool_body(req, self.svc.root / "tmp")
-        try:
-            images = await asyncio.to_thread(self.svc.images.load, spool)
-        finally:
-            spool.close()
-        lines = []
-        for image in images:
-            names = image.repo_tags or [image.id]
-            for name in names:
-                what = "Loaded image" if image.repo_tags else "Loaded image ID"
-                lines.append(json.dumps({"stream": f"{what}: {name}\n"}).encode() + b"\n")
-        return RawResponse(b"".join(lines), "application/json")
-
-    async def create_image(self, req: Request) -> Response:
-        if req.q("fromSrc") != "-":
-            raise InvalidArgument("fromSrc must be '-' (the image tarball in the request body)")
-        repo, tag = req.q("repo"), req.q("tag")
-        ref = (f"{repo}:{tag}" if tag else repo) if repo else None
-        spool = await spool_body(req, self.svc.root / "tmp")
-        try:
-            image = await asyncio.to_thread(self.svc.images.import_rootfs, spool, ref)
-        finally:
-            spool.close()
-        self.svc.events.publish("image", "import", image.id, {"name": ref or ""})
-        return RawResponse(json.dumps({"status": image.id}).encode() + b"\n", "application/json")
 
 
 # -- helpers -----------------------------------------------------------------------------------
