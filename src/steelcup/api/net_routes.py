@@ -261,7 +261,7 @@ class _NetApi:
             labels=_str_map(body.get("Labels"), "Labels"),
             options=_str_map(body.get("DriverOpts"), "DriverOpts"),
             driver=str(body.get("Driver") or "local"),
-            anonymous=False,
+            anonymous=not name,  # as dockerd: an unnamed volume is anonymous, so prune takes it
         )
         return JsonResponse(volume_json(vol), status=201)
 

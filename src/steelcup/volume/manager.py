@@ -47,6 +47,7 @@ SIZE_OPTION = "size"
 # dockerd's local driver options for mounting something else (nfs, a device, tmpfs)
 _MOUNT_OPTIONS = ("type", "device", "o")
 SHARE_TAG_PREFIX = "v"
+ANONYMOUS_LABEL = "com.docker.volume.anonymous"
 InUse = Callable[[str], list[str]]  # volume name -> ids of containers that use it
 
 
@@ -120,6 +121,8 @@ class VolumeManager:
         if driver not in ("local", ""):
             raise Unsupported(f"volume driver {driver!r} is not supported (only local)")
         options = dict(options or {})
+        if anonymous:  # dockerd's mark: `volume prune` removes only these unless --all
+            labels = {**(labels or {}), ANONYMOUS_LABEL: ""}
         size_bytes = self._size(options)
         if size_bytes:
             # inspect shows every volume's size, also the default's
