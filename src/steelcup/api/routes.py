@@ -19,7 +19,14 @@ from typing import Any
 
 from steelcup import __version__, stdcopy
 from steelcup.api import docker_codec as codec
-from steelcup.api import fs_routes, image_codec, image_routes, net_routes, tenant_routes
+from steelcup.api import (
+    fs_routes,
+    image_codec,
+    image_routes,
+    net_routes,
+    system_info,
+    tenant_routes,
+)
 from steelcup.api.http import (
     API_VERSION,
     MIN_API_VERSION,
@@ -33,7 +40,14 @@ from steelcup.api.http import (
     Router,
     StreamResponse,
 )
-from steelcup.errors import Conflict, InvalidArgument, NotFound, SteelcupError, Unsupported
+from steelcup.errors import (
+    Conflict,
+    InvalidArgument,
+    NotFound,
+    NotInSwarm,
+    SteelcupError,
+    Unsupported,
+)
 from steelcup.image.store import ImageStore
 from steelcup.net.manager import NetworkManager
 from steelcup.pool.factory import Factory
@@ -114,6 +128,8 @@ def build_router(svc: Services) -> Router:
     r.add("DELETE", "/images/{name:path}", api.remove_image)
     for method, path, what in _UNSUPPORTED:
         r.add(method, path, _unsupported(what))
+    r.add("POST", "/swarm/leave", _not_in_swarm)
+    r.add("GET", "/swarm", _not_a_manager)
     image_routes.register(r, svc.images, svc.events, svc.root,
                           apply_changes=fs_commit.apply_changes)
     fs_routes.register(r, svc.runtime, svc.images, svc.events)
@@ -135,7 +151,6 @@ def build_router(svc: Services) -> Router:
 
 _UNSUPPORTED = [
     ("POST", "/build", "image build"),
-    ("GET", "/swarm", "swarm mode"),
     ("POST", "/swarm/init", "swarm mode"),
     ("POST", "/swarm/join", "swarm mode"),
     ("GET", "/nodes", "swarm mode (nodes)"),
@@ -150,6 +165,17 @@ _UNSUPPORTED = [
     ("POST", "/containers/{id}/checkpoints", "checkpoints"),
     ("GET", "/containers/{id}/checkpoints", "checkpoints"),
 ]
+
+
+async def _not_in_swarm(req: Request) -> Response:
+    """dockerd's answer to leaving a swarm this node is not part of (503)."""
+    raise NotInSwarm("This node is not part of a swarm")
+
+
+async def _not_a_manager(req: Request) -> Response:
+    """dockerd's answer to inspecting the swarm from a node outside one (503)."""
+    raise NotInSwarm('This node is not a swarm manager. Use "docker swarm init" or "docker '
+                     'swarm join" to connect this node to swarm and try again.')
 
 
 def _unsupported_because(why: str) -> Any:
@@ -203,22 +229,20 @@ class _Api:
     async def info(self, req: Request) -> Response:
         records = self.rt.list()
         count = {s: sum(1 for r in records if r.state.status is s) for s in Status}
-        return JsonResponse({
+        networks = self.svc.networks
+        pool = str(networks.pool) if networks is not None else ""
+        facts = await asyncio.to_thread(system_info.host_facts)
+        info = {
+            **system_info.fixed_facts(pool, self.svc.events.listeners),
+            **facts,
             "ID": "steelcup",
-            "Name": platform.node(),
             "Containers": len(records),
             "ContainersRunning": count[Status.RUNNING],
             "ContainersPaused": count[Status.PAUSED],
             "ContainersStopped": count[Status.EXITED] + count[Status.CREATED],
             "Images": len(self.svc.images.list()),
-            "Driver": "overlay",
             "DockerRootDir": str(self.svc.root),
             "OperatingSystem": "steelcup (QEMU microVMs)",
-            "OSType": "linux",
-            "Architecture": platform.machine(),
-            "KernelVersion": platform.release(),
-            "NCPU": os.cpu_count() or 1,
-            "MemTotal": os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"),
             "ServerVersion": __version__,
             "DefaultRuntime": "steelcup",
             "Runtimes": {"steelcup": {"path": "qemu-system-x86_64"}},
@@ -227,6 +251,11 @@ class _Api:
             "Warnings": [] if self.svc.accel == "kvm" else [
                 "WARNING: guests run under QEMU TCG (no usable KVM): slower, and QEMU does not "
                 "treat TCG as a security boundary"],
+        }
+        if networks is None:
+            info["DefaultAddressPools"] = []
+        return JsonResponse({
+            **{key: info[key] for key in system_info.SCHEMA_KEYS},
             "Steelcup": {"Accelerator": self.svc.accel, "Pool": self._pool_status(),
                          "Networking": self.svc.networks is not None,
                          "VmRunDir": str(self.svc.vm_run_dir or "")},
