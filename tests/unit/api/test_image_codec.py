@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from steelcup.api.image_codec import (
@@ -56,7 +58,7 @@ def test_no_filter_lists_everything_with_all_tags() -> None:
 def test_reference_globs_like_path_match_and_narrow_the_tags(
     pattern: str, want: list[tuple[str, list[str]]]
 ) -> None:
-    assert _select('{"reference": ["%s"]}' % pattern) == want
+    assert _select(json.dumps({"reference": [pattern]})) == want
 
 
 def test_dangling_label_before_since_until() -> None:
@@ -72,7 +74,7 @@ def test_dangling_label_before_since_until() -> None:
     assert [i for i, _ in _select('{"until": ["2024-01-02T12:00:00Z"]}')] == ["2", "1"]
     jan3 = 1704240000.0  # 2024-01-03T00:00:00Z
     assert [i for i, _ in _select('{"until": ["30h"]}', now_s=jan3)] == ["1"]
-    assert [i for i, _ in _select('{"until": ["%d"]}' % (jan3 - 3600))] == ["2", "1"]
+    assert [i for i, _ in _select(json.dumps({"until": [str(jan3 - 3600)]}))] == ["2", "1"]
 
 
 @pytest.mark.parametrize(("text", "message"), [
