@@ -315,7 +315,8 @@ class VolumeManager:
         for plan in plans:
             if plan.kind is MountKind.VOLUME:
                 vol = self.create(plan.source or None, anonymous=not plan.source,
-                                  options=dict(plan.volume_options))
+                                  options=dict(plan.volume_options),
+                                  labels=dict(plan.volume_labels))
                 plan = replace(plan, source=vol.name)
             out.append(plan)
         return out
@@ -359,7 +360,8 @@ class VolumeManager:
                 name = ""
             else:
                 vol = self.create(plan.source or None, anonymous=not plan.source,
-                                  options=dict(plan.volume_options))
+                                  options=dict(plan.volume_options),
+                                  labels=dict(plan.volume_labels))
                 host = vol.mountpoint
                 name = vol.name
                 if vol.size_bytes:
