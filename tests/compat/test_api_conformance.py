@@ -163,3 +163,53 @@ def test_info_has_the_whole_schema_and_swarm_leave_is_503(
     assert "This node is not part of a swarm" in str(caught.value)
     result = dockerd.run("swarm", "leave")
     assert b"This node is not part of a swarm" in result.stderr
+
+
+@pytest.mark.parametrize(("flags", "named"), [
+    (("--dns", "192.0.2.53"), "HostConfig.Dns"),
+    (("--add-host", "db:192.0.2.9"), "HostConfig.ExtraHosts"),
+    (("--pid", "host"), "HostConfig.PidMode"),
+    (("--uts", "host"), "HostConfig.UTSMode"),
+    (("--link", "db:database"), "HostConfig.Links"),
+    (("--volumes-from", "other"), "HostConfig.VolumesFrom"),
+    (("--group-add", "audio"), "HostConfig.GroupAdd"),
+    (("--cpuset-cpus", "0"), "HostConfig.CpusetCpus"),
+    (("-m", "64m", "--memory-swap", "-1"), "HostConfig.MemorySwap"),
+    (("--runtime", "runc"), "HostConfig.Runtime"),
+    (("--cgroupns", "host"), "HostConfig.CgroupnsMode"),
+    (("--device-cgroup-rule", "c 10:229 rwm"), "HostConfig.DeviceCgroupRules"),
+    (("--log-opt", "tag=web"), "log opt 'tag'"),
+    (("-v", "/tmp:/t:rshared"), "propagation mode 'rshared'"),
+    (("--mount", "type=bind,src=/tmp,dst=/t,bind-propagation=rslave"),
+     "BindOptions.Propagation"),
+])
+def test_a_setting_steelcup_would_ignore_is_refused_naming_it(
+    dockerd: Docker, flags: tuple[str, ...], named: str
+) -> None:
+    result = dockerd.run("create", *flags, IMG, "true")
+    assert result.returncode != 0, result
+    assert named.encode() in result.stderr, result.stderr
+    assert b"Error response from daemon" in result.stderr
+
+
+def test_settings_a_vm_has_anyway_are_accepted(dockerd: Docker) -> None:
+    for flags in (("--init",), ("--ipc", "private"), ("-m", "64m", "--memory-swap", "64m"),
+                  ("-v", "/tmp:/t:ro,rprivate")):
+        cid = dockerd.out("create", *flags, IMG, "true").strip()
+        dockerd.out("rm", cid)
+
+
+def test_docker_py_settings_and_ipam_refusals(
+    dockerd: Docker, client: docker.DockerClient
+) -> None:
+    with pytest.raises(docker.errors.APIError) as caught:
+        client.containers.create(IMG, "true", mac_address="02:42:ac:11:00:02")
+    assert caught.value.response.status_code == 400 and "MacAddress" in str(caught.value)
+    with pytest.raises(docker.errors.APIError) as caught:
+        client.containers.create(IMG, "true", ulimits=[docker.types.Ulimit(name="nofile",
+                                                                           soft=1, hard=2)])
+    assert caught.value.response.status_code == 400 and "HostConfig.Ulimits" in str(caught.value)
+    for flag in ("--ip-range=10.77.0.0/25", "--aux-address=a=10.77.0.5"):
+        result = dockerd.run("network", "create", "--subnet", "10.77.0.0/24", flag, "conf-ipam")
+        assert result.returncode != 0 and b"is not supported by steelcup" in result.stderr
+    assert client.ping()
