@@ -30,10 +30,10 @@ from steelcup.image.credentials import FILE_NAME, CredentialStore
 from steelcup.image.reference import Reference, parse_reference
 from steelcup.image.store import ImageStore
 from steelcup.runtime.events import EventBus
+from steelcup.runtime.fs_commit import apply_changes
 from steelcup.runtime.logs import parse_time_ns
 
 Handler = Callable[[Request], Awaitable[Response]]
-ApplyChanges = Callable[[ImageConfig, list[str]], ImageConfig]
 _QUEUE_MAX = 16  # chunks buffered between a worker thread and the HTTP stream
 _BAR_WIDTH = 50
 
@@ -44,12 +44,10 @@ def register(
     events: EventBus,
     root: Path,
     *,
-    apply_changes: ApplyChanges,
     options: registry.RegistryOptions | None = None,
 ) -> None:
-    """Add the routes. `apply_changes` applies `docker import --change` (Dockerfile
-    instructions) to the imported image's config."""
-    api = _ImageApi(images, events, root, apply_changes, options or registry.RegistryOptions())
+    """Add the routes."""
+    api = _ImageApi(images, events, root, options or registry.RegistryOptions())
     router.add("GET", "/images/json", api.list_images)
     router.add("POST", "/images/load", api.load)
     router.add("POST", "/images/create", api.create)
@@ -68,14 +66,12 @@ class _ImageApi:
         images: ImageStore,
         events: EventBus,
         root: Path,
-        apply_changes: ApplyChanges,
         options: registry.RegistryOptions,
     ) -> None:
         self.images = images
         self.events = events
         self.credentials = CredentialStore(root / FILE_NAME)
         self.spool_dir = root / "tmp"
-        self.apply_changes = apply_changes
         self.options = options
 
     def _publisher(self) -> Callable[[str, str], None]:
@@ -129,7 +125,7 @@ class _ImageApi:
             raise InvalidArgument("fromSrc must be '-' (the image tarball in the request body)")
         repo, tag = req.q("repo"), req.q("tag")
         ref = (f"{repo}:{tag}" if tag else repo) if repo else None
-        config = self.apply_changes(ImageConfig(), req.q_all("changes"))
+        config = apply_changes(ImageConfig(), req.q_all("changes"))
         spool = await spool_body(req, self.spool_dir)
         try:
             image = await asyncio.to_thread(self.images.import_rootfs, spool, ref, config)

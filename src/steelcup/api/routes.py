@@ -51,7 +51,7 @@ from steelcup.errors import (
 from steelcup.image.store import ImageStore
 from steelcup.net.manager import NetworkManager
 from steelcup.pool.factory import Factory
-from steelcup.runtime import fs_commit, inspection
+from steelcup.runtime import inspection
 from steelcup.runtime import logs as logs_module
 from steelcup.runtime.containers import Attached, Runtime
 from steelcup.runtime.events import EventBus
@@ -130,8 +130,7 @@ def build_router(svc: Services) -> Router:
         r.add(method, path, _unsupported(what))
     r.add("POST", "/swarm/leave", _not_in_swarm)
     r.add("GET", "/swarm", _not_a_manager)
-    image_routes.register(r, svc.images, svc.events, svc.root,
-                          apply_changes=fs_commit.apply_changes)
+    image_routes.register(r, svc.images, svc.events, svc.root)
     fs_routes.register(r, svc.runtime, svc.images, svc.events)
     if svc.networks is not None and svc.volumes is not None:
         rt = svc.runtime
