@@ -35,6 +35,15 @@ class Unsupported(SteelcupError):
     """A feature steelcup does not implement (yet)."""
 
 
+class Unavailable(SteelcupError):
+    """The daemon cannot do this in its present role (dockerd's 503), e.g. swarm calls on a
+    node that is not in a swarm."""
+
+
+class NotInSwarm(Unavailable):
+    """A swarm operation on a node that is not part of a swarm."""
+
+
 class ImageError(SteelcupError):
     """An image or layer archive is malformed, unsafe or over a limit."""
 

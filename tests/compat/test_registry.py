@@ -183,8 +183,8 @@ def new_store(path: Path) -> ImageStore:
 def loaded_store(path: Path) -> tuple[ImageStore, str]:
     store = new_store(path)
     with open(BUSYBOX, "rb") as f:
-        (image,) = store.load(f)
-    return store, image.id
+        (entry,) = store.load(f)
+    return store, entry.image.id
 
 
 def skopeo(*args: str) -> str:
@@ -364,7 +364,8 @@ def test_save_roundtrip_and_skopeo_reads_it(tmp_path: Path) -> None:
         src.save(["app:1.0"], f)
     dst = new_store(tmp_path / "b")
     with open(out, "rb") as f:
-        (loaded,) = dst.load(f)
+        (entry,) = dst.load(f)
+    loaded = entry.image
     assert loaded.id == image_id and loaded.repo_tags == ("app:1.0",)
     inspected = json.loads(skopeo("inspect", f"docker-archive:{out}"))
     assert len(inspected["Layers"]) == len(loaded.diff_ids)

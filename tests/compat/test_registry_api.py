@@ -117,7 +117,7 @@ def test_push_pull_stream_format(
     assert status == 200 and headers["content-type"] == "application/x-tar"
     dst = new_store(daemon[1].parent / "dst")
     (loaded,) = dst.load(io.BytesIO(body))
-    assert loaded.id == image_id
+    assert loaded.image.id == image_id
 
     reply = client.post_json("/images/prune", {"filters": json.dumps({"dangling": ["true"]})})
     assert reply["ImagesDeleted"] is None and reply["SpaceReclaimed"] >= 0

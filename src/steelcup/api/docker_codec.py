@@ -10,6 +10,7 @@ import json
 import re
 import time
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from steelcup import boundedfs
@@ -70,6 +71,175 @@ def _str_map(body: dict[str, Any], key: str) -> dict[str, str]:
     return dict(value)
 
 
+# -- HostConfig: every field the API defines, and what steelcup does with it -----------------
+#
+# No setting is accepted and ignored. Each HostConfig field (Engine API 1.43, Resources
+# included) is one of:
+#   applied  - decoded into ContainerConfig and acted on;
+#   always   - what every VM does anyway (its own PID/IPC/cgroup namespaces, an init as PID 1):
+#              the values asking for that are accepted, any other value is refused;
+#   shown    - recorded and shown by inspect, with no effect on a VM;
+#   client   - for the client (dockerd does not act on it either);
+#   refused  - any value but the empty one is refused with a 400 naming the field.
+# docs/api-settings.md is the same table for people; tests/unit/api/test_api_settings.py
+# walks both, so a field cannot drift back to "accepted and ignored".
+
+
+@dataclass(frozen=True)
+class Setting:
+    status: str  # applied | always | shown | client | refused
+    note: str
+    accepted: tuple[Any, ...] = ()  # `always`/`refused`: values accepted besides empty ones
+
+
+_NOT_YET = "not applied yet"
+HOST_SETTINGS: dict[str, Setting] = {
+    "Binds": Setting("applied", "volumes and host paths, shared into the VM"),
+    "ContainerIDFile": Setting("client", "the docker CLI writes the file; dockerd ignores it"),
+    "LogConfig": Setting("applied", "json-file with max-size and max-file; other drivers and "
+                                    "options are refused"),
+    "NetworkMode": Setting("applied", "default/bridge, none or a network; host and "
+                                      "container:ID are refused"),
+    "PortBindings": Setting("applied", "published on the host"),
+    "RestartPolicy": Setting("applied", "no, always, on-failure[:N], unless-stopped"),
+    "AutoRemove": Setting("applied", "removed when it exits"),
+    "VolumeDriver": Setting("always", "only the local volume driver exists", ("local",)),
+    "VolumesFrom": Setting("refused", _NOT_YET + ": name the volumes with -v/--mount"),
+    "Mounts": Setting("applied", "bind, volume and tmpfs; propagation other than "
+                                 "(r)private, Subpath, non-recursive binds and tmpfs Options "
+                                 "are refused"),
+    "ConsoleSize": Setting("client", "the CLI sizes the TTY through /resize once attached, "
+                                     "which is applied"),
+    "Annotations": Setting("refused", "OCI annotations have no runtime to read them"),
+    "CapAdd": Setting("applied", "capabilities of the container's processes in the guest"),
+    "CapDrop": Setting("applied", "capabilities of the container's processes in the guest"),
+    "CgroupnsMode": Setting("always", "a VM has its own cgroup namespace; host is refused",
+                            ("private",)),
+    "Dns": Setting("refused", _NOT_YET + ": the guest's resolv.conf comes from its networks"),
+    "DnsOptions": Setting("refused", _NOT_YET + ": the guest's resolv.conf comes from its "
+                                                "networks"),
+    "DnsSearch": Setting("refused", _NOT_YET + ": the guest's resolv.conf comes from its "
+                                               "networks"),
+    "ExtraHosts": Setting("refused", _NOT_YET + ": the guest's /etc/hosts comes from its "
+                                                "networks"),
+    "GroupAdd": Setting("refused", _NOT_YET + ": the guest init takes the user's groups "
+                                              "from the image"),
+    "IpcMode": Setting("always", "a VM has its own IPC namespace; host and container:ID are "
+                                 "refused", ("private", "shareable")),
+    "Cgroup": Setting("refused", "a VM has its own cgroups"),
+    "Links": Setting("refused", _NOT_YET + ": containers on a user network find each other "
+                                           "by name"),
+    "OomScoreAdj": Setting("refused", "the host's OOM killer sees the VM, not its processes"),
+    "PidMode": Setting("refused", "a VM has its own PID namespace"),
+    "Privileged": Setting("applied", "all capabilities in the guest; never host access"),
+    "PublishAllPorts": Setting("applied", "every exposed port on a free host port"),
+    "ReadonlyRootfs": Setting("refused", _NOT_YET),
+    "SecurityOpt": Setting("refused", "seccomp, AppArmor and SELinux profiles are not applied "
+                                      "inside the guest; the VM is the boundary"),
+    "StorageOpt": Setting("applied", "size of the writable layer"),
+    "Tmpfs": Setting("applied", "tmpfs mounts in the guest"),
+    "UTSMode": Setting("refused", "a VM has its own hostname"),
+    "UsernsMode": Setting("refused", "the VM's ids are mapped by steelcup"),
+    "ShmSize": Setting("refused", _NOT_YET + ": the guest's /dev/shm is sized by its memory"),
+    "Sysctls": Setting("refused", _NOT_YET),
+    "Runtime": Setting("always", "every container is a steelcup VM", ("steelcup",)),
+    "Isolation": Setting("always", "every container is isolated as a VM", ("default",)),
+    "MaskedPaths": Setting("refused", "the guest's /proc and /sys are the VM's own"),
+    "ReadonlyPaths": Setting("refused", "the guest's /proc and /sys are the VM's own"),
+    # Resources
+    "CpuShares": Setting("shown", "recorded; a VM's vCPUs are its CPU limit"),
+    "Memory": Setting("applied", "the VM's RAM"),
+    "CgroupParent": Setting("refused", "QEMU's cgroup is steelcup's"),
+    "BlkioWeight": Setting("refused", "block I/O limits are not applied"),
+    "BlkioWeightDevice": Setting("refused", "block I/O limits are not applied"),
+    "BlkioDeviceReadBps": Setting("refused", "block I/O limits are not applied"),
+    "BlkioDeviceWriteBps": Setting("refused", "block I/O limits are not applied"),
+    "BlkioDeviceReadIOps": Setting("refused", "block I/O limits are not applied"),
+    "BlkioDeviceWriteIOps": Setting("refused", "block I/O limits are not applied"),
+    "CpuPeriod": Setting("refused", "use NanoCpus (--cpus): the VM's vCPUs"),
+    "CpuQuota": Setting("refused", "use NanoCpus (--cpus): the VM's vCPUs"),
+    "CpuRealtimePeriod": Setting("refused", "no real-time scheduling for VMs"),
+    "CpuRealtimeRuntime": Setting("refused", "no real-time scheduling for VMs"),
+    "CpusetCpus": Setting("refused", "vCPUs are not pinned to host CPUs"),
+    "CpusetMems": Setting("refused", "guest memory is not pinned to host NUMA nodes"),
+    "Devices": Setting("refused", "host devices are not passed into VMs"),
+    "DeviceCgroupRules": Setting("refused", "host devices are not passed into VMs"),
+    "DeviceRequests": Setting("refused", "host devices (GPUs) are not passed into VMs"),
+    "KernelMemoryTCP": Setting("refused", "the guest kernel's memory is the VM's"),
+    "MemoryReservation": Setting("refused", "a VM's memory is reserved whole"),
+    "MemorySwap": Setting("always", "a VM has no swap: 0, or equal to Memory"),
+    "MemorySwappiness": Setting("always", "a VM has no swap", (-1,)),
+    "NanoCpus": Setting("applied", "the VM's vCPUs"),
+    "OomKillDisable": Setting("refused", "the guest kernel's OOM killer is the VM's"),
+    "Init": Setting("always", "steelcup's init is PID 1 of every VM, reaping zombies and "
+                              "forwarding signals (false asks for dockerd's default: the same)",
+                    (True,)),
+    "PidsLimit": Setting("refused", _NOT_YET, (-1,)),
+    "Ulimits": Setting("refused", _NOT_YET),
+    "CpuCount": Setting("refused", "Windows only"),
+    "CpuPercent": Setting("refused", "Windows only"),
+    "IOMaximumIOps": Setting("refused", "Windows only"),
+    "IOMaximumBandwidth": Setting("refused", "Windows only"),
+}
+
+# NetworkingConfig.EndpointsConfig.*: settings refused unless empty (Aliases and IPAMConfig are
+# decoded in decode_networking; the rest are dockerd's output fields, which it ignores too).
+ENDPOINT_REFUSED: dict[str, str] = {
+    "Links": _NOT_YET + ": containers on a user network find each other by name",
+    "MacAddress": _NOT_YET + ": steelcup chooses each NIC's MAC",
+    "DriverOpts": "the bridge driver takes no endpoint options",
+    "GwPriority": _NOT_YET,
+}
+IPAM_REFUSED: dict[str, str] = {
+    "IPv6Address": "IPv6 networks are not supported",
+    "LinkLocalIPs": _NOT_YET,
+}
+
+
+def _empty(value: Any) -> bool:
+    return value is None or value in ("", 0, False, [], {}) and value is not True
+
+
+def check_host_settings(host: dict[str, Any]) -> None:
+    """Refuse, naming it, every HostConfig setting steelcup would otherwise not honour."""
+    for key, value in host.items():
+        setting = HOST_SETTINGS.get(key)
+        if setting is None:
+            if not _empty(value):
+                raise InvalidArgument(f"HostConfig.{key} is not a setting steelcup knows; it "
+                                      "is refused rather than ignored")
+            continue
+        if setting.status not in ("refused", "always") or _empty(value):
+            continue
+        if key == "MemorySwap" and value == host.get("Memory"):
+            continue
+        if key == "ConsoleSize" or any(value == a and type(value) is type(a)
+                                       for a in setting.accepted):
+            continue
+        raise InvalidArgument(f"HostConfig.{key}={json.dumps(value)} is not supported by "
+                              f"steelcup ({setting.note})")
+
+
+def check_endpoint_settings(body: dict[str, Any]) -> None:
+    """Refuse the endpoint settings of NetworkingConfig that steelcup would not honour."""
+    networking = body.get("NetworkingConfig")
+    endpoints = networking.get("EndpointsConfig") if isinstance(networking, dict) else None
+    if not isinstance(endpoints, dict):
+        return
+    for name, endpoint in endpoints.items():
+        if not isinstance(endpoint, dict):
+            continue
+        for key, why in ENDPOINT_REFUSED.items():
+            if not _empty(endpoint.get(key)):
+                raise InvalidArgument(f"EndpointsConfig.{name}.{key} is not supported by "
+                                      f"steelcup ({why})")
+        ipam = endpoint.get("IPAMConfig")
+        for key, why in IPAM_REFUSED.items():
+            if isinstance(ipam, dict) and not _empty(ipam.get(key)):
+                raise InvalidArgument(f"EndpointsConfig.{name}.IPAMConfig.{key} is not "
+                                      f"supported by steelcup ({why})")
+
+
 def decode_create(body: Any) -> ContainerConfig:
     """POST /containers/create body -> ContainerConfig (image not resolved yet)."""
     if not isinstance(body, dict):
@@ -78,6 +248,11 @@ def decode_create(body: Any) -> ContainerConfig:
     if not image:
         raise InvalidArgument("Config cannot be empty in order to create a container")
     host = _get(body, "HostConfig", dict, {})
+    check_host_settings(host)
+    check_endpoint_settings(body)
+    if body.get("MacAddress"):  # where clients before API 1.44 put --mac-address
+        raise InvalidArgument("MacAddress is not supported by steelcup (" +
+                              ENDPOINT_REFUSED["MacAddress"] + ")")
     nano_cpus = _get(host, "NanoCpus", int, 0)
     if nano_cpus < 0:
         raise InvalidArgument("NanoCpus must not be negative")
@@ -150,10 +325,6 @@ def decode_create(body: Any) -> ContainerConfig:
     )
 
 
-# json-file options dockerd accepts that steelcup does not act on (they only annotate entries)
-_LOG_OPTS_IGNORED = ("labels", "labels-regex", "env", "env-regex", "tag", "compress")
-
-
 def decode_log_config(host: dict[str, Any]) -> tuple[int, int]:
     """HostConfig.LogConfig (json-file only) -> log_max_bytes, log_max_files (0 = default)."""
     value = _get(host, "LogConfig", dict, {})
@@ -163,7 +334,10 @@ def decode_log_config(host: dict[str, Any]) -> tuple[int, int]:
                               "json-file logs)")
     options = _str_map(value, "Config")
     for key in options:
-        if key not in ("max-size", "max-file", *_LOG_OPTS_IGNORED):
+        if key in ("labels", "labels-regex", "env", "env-regex", "tag", "compress"):
+            raise InvalidArgument(f"log opt '{key}' is not supported by steelcup (only "
+                                  "max-size and max-file)")
+        if key not in ("max-size", "max-file"):
             raise InvalidArgument(f"unknown log opt '{key}' for json-file log driver")
     max_bytes = max_files = 0
     if options.get("max-size"):

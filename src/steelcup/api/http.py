@@ -50,6 +50,7 @@ from steelcup.errors import (
     NotFound,
     SteelcupError,
     Unauthorized,
+    Unavailable,
     Unsupported,
 )
 
@@ -114,7 +115,7 @@ def error_status(exc: BaseException) -> int:
         return 400
     if isinstance(exc, Unsupported):
         return 501
-    if isinstance(exc, DaemonUnavailable):
+    if isinstance(exc, DaemonUnavailable | Unavailable):
         return 503
     return 500
 

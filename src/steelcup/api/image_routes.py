@@ -1,6 +1,6 @@
-"""Docker Engine API routes for registries and image archives: pull, push, save, history,
-prune and login. Thin adapters: decode the request, run the image code in a thread, stream
-docker's JSON-lines progress format back.
+"""Docker Engine API routes for images, registries and archives: list, pull, push, save,
+load, import, history, prune and login. Thin adapters: decode the request, run the image code
+in a thread, stream docker's JSON-lines progress format back.
 """
 
 from __future__ import annotations
@@ -13,10 +13,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from steelcup.api.bodies import QueueWriter
+from steelcup.api import image_codec
+from steelcup.api.bodies import QueueWriter, spool_body
 from steelcup.api.filters import parse_filters
 from steelcup.api.http import JsonResponse, Request, Response, Router, StreamResponse
-from steelcup.errors import InvalidArgument, SteelcupError, Unsupported
+from steelcup.errors import InvalidArgument, SteelcupError
 from steelcup.image import registry
 from steelcup.image.auth import (
     Credentials,
@@ -24,10 +25,12 @@ from steelcup.image.auth import (
     decode_registry_auth,
     normalize_server_address,
 )
+from steelcup.image.config import ImageConfig
 from steelcup.image.credentials import FILE_NAME, CredentialStore
 from steelcup.image.reference import Reference, parse_reference
 from steelcup.image.store import ImageStore
 from steelcup.runtime.events import EventBus
+from steelcup.runtime.fs_commit import apply_changes
 from steelcup.runtime.logs import parse_time_ns
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -41,11 +44,12 @@ def register(
     events: EventBus,
     root: Path,
     *,
-    import_handler: Handler | None = None,
     options: registry.RegistryOptions | None = None,
 ) -> None:
-    """Add the routes. `import_handler` serves `POST /images/create?fromSrc=-` (docker import)."""
-    api = _ImageApi(images, events, root, import_handler, options or registry.RegistryOptions())
+    """Add the routes."""
+    api = _ImageApi(images, events, root, options or registry.RegistryOptions())
+    router.add("GET", "/images/json", api.list_images)
+    router.add("POST", "/images/load", api.load)
     router.add("POST", "/images/create", api.create)
     router.add("POST", "/images/prune", api.prune)
     router.add("GET", "/images/get", api.save_many)
@@ -62,13 +66,12 @@ class _ImageApi:
         images: ImageStore,
         events: EventBus,
         root: Path,
-        import_handler: Handler | None,
         options: registry.RegistryOptions,
     ) -> None:
         self.images = images
         self.events = events
         self.credentials = CredentialStore(root / FILE_NAME)
-        self.import_handler = import_handler
+        self.spool_dir = root / "tmp"
         self.options = options
 
     def _publisher(self) -> Callable[[str, str], None]:
@@ -86,13 +89,56 @@ class _ImageApi:
             return given
         return self.credentials.get(ref.domain)
 
+    # -- list ------------------------------------------------------------------------------
+    async def list_images(self, req: Request) -> Response:
+        filters = image_codec.decode_image_filters(req.q("filters"))
+        images = await asyncio.to_thread(self.images.list)
+        chosen = await asyncio.to_thread(image_codec.select_images, images, filters,
+                                         self.images.get)
+        return JsonResponse([image_codec.encode_summary(i, tags) for i, tags in chosen])
+
+    # -- load and import -------------------------------------------------------------------
+    async def load(self, req: Request) -> Response:
+        """docker load: JSON lines streamed as dockerd streams them; a bad archive is an error
+        message in the stream (clients raise their load error from it), not an HTTP status."""
+        spool = await spool_body(req, self.spool_dir)
+        publish = self._publisher()
+
+        def run(emit: _Emit, cancel: threading.Event) -> None:
+            try:
+                loaded = self.images.load(spool)
+            finally:
+                spool.close()
+            for entry in loaded:
+                for name in entry.tags:
+                    emit(_Stream(f"Loaded image: {name}\n"))
+                    publish("load", name)
+                if not entry.tags:
+                    emit(_Stream(f"Loaded image ID: {entry.image.id}\n"))
+                    publish("load", entry.image.id)
+
+        return _progress_stream(run)
+
+    async def _import(self, req: Request) -> Response:
+        """docker import: a rootfs tar in the body, `changes` applied to its config."""
+        if req.q("fromSrc") != "-":
+            raise InvalidArgument("fromSrc must be '-' (the image tarball in the request body)")
+        repo, tag = req.q("repo"), req.q("tag")
+        ref = (f"{repo}:{tag}" if tag else repo) if repo else None
+        config = apply_changes(ImageConfig(), req.q_all("changes"))
+        spool = await spool_body(req, self.spool_dir)
+        try:
+            image = await asyncio.to_thread(self.images.import_rootfs, spool, ref, config)
+        finally:
+            spool.close()
+        self.events.publish("image", "import", image.id, {"name": ref or ""})
+        return JsonResponse({"status": image.id})
+
     # -- pull ------------------------------------------------------------------------------
     async def create(self, req: Request) -> Response:
         from_image = req.q("fromImage")
         if not from_image:
-            if self.import_handler is None:
-                raise Unsupported("image import (fromSrc) is not available")
-            return await self.import_handler(req)
+            return await self._import(req)
         tag = req.q("tag")
         text = from_image
         if tag:
@@ -244,7 +290,14 @@ class _Aux:
         self.aux = aux
 
 
-_Emit = Callable[[registry.ProgressEvent | _Aux], None]
+class _Stream:
+    """A `stream` message (load's "Loaded image: ...") travelling through the callback."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+
+_Emit = Callable[[registry.ProgressEvent | _Aux | _Stream], None]
 
 
 def encode_progress(event: registry.ProgressEvent) -> dict[str, Any]:
@@ -291,9 +344,11 @@ def _progress_stream(
     def put(item: bytes | None) -> None:
         loop.call_soon_threadsafe(queue.put_nowait, item)
 
-    def emit(event: registry.ProgressEvent | _Aux) -> None:
+    def emit(event: registry.ProgressEvent | _Aux | _Stream) -> None:
         if isinstance(event, _Aux):
             msg: dict[str, Any] = {"progressDetail": {}, "aux": event.aux}
+        elif isinstance(event, _Stream):
+            msg = {"stream": event.text}
         else:
             msg = encode_progress(event)
         put(json.dumps(msg, separators=(",", ":")).encode() + b"\r\n")

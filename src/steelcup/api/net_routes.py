@@ -129,6 +129,21 @@ def volume_json(vol: Volume) -> dict[str, Any]:
     }
 
 
+def check_ipam(ipam: Any, cfg: Any) -> None:
+    """Refuse, naming it, every IPAM setting steelcup would not honour (it allocates each
+    address from the whole subnet, with the gateway its only reserved one)."""
+    if not isinstance(ipam, dict) or not isinstance(cfg, dict):
+        raise InvalidArgument("IPAM and IPAM.Config entries must be objects")
+    if (ipam.get("Driver") or "default") != "default":
+        raise InvalidArgument(f"IPAM driver {ipam['Driver']!r} is not supported (only default)")
+    if ipam.get("Options"):
+        raise InvalidArgument("IPAM.Options are not supported by steelcup")
+    for key in ("IPRange", "AuxiliaryAddresses"):
+        if cfg.get(key):
+            raise InvalidArgument(f"IPAM.Config.{key} is not supported by steelcup yet: "
+                                  "addresses come from the whole subnet")
+
+
 def _str_map(value: Any, what: str) -> dict[str, str]:
     if value is None:
         return {}
@@ -193,6 +208,7 @@ class _NetApi:
         if len(ipam_cfg) > 1:
             raise InvalidArgument("only one IPAM config (one IPv4 subnet) is supported")
         cfg = ipam_cfg[0] if ipam_cfg else {}
+        check_ipam(body.get("IPAM") or {}, cfg)
         if body.get("EnableIPv6"):
             raise InvalidArgument("IPv6 networks are not supported")
         net = await self.networks.create(
@@ -261,7 +277,7 @@ class _NetApi:
             labels=_str_map(body.get("Labels"), "Labels"),
             options=_str_map(body.get("DriverOpts"), "DriverOpts"),
             driver=str(body.get("Driver") or "local"),
-            anonymous=False,
+            anonymous=not name,  # as dockerd: an unnamed volume is anonymous, so prune takes it
         )
         return JsonResponse(volume_json(vol), status=201)
 

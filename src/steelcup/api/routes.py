@@ -25,9 +25,9 @@ from steelcup.api import (
     image_routes,
     net_routes,
     snapshot_routes,
+    system_info,
     tenant_routes,
 )
-from steelcup.api.bodies import spool_body
 from steelcup.api.http import (
     API_VERSION,
     MIN_API_VERSION,
@@ -42,7 +42,14 @@ from steelcup.api.http import (
     Router,
     StreamResponse,
 )
-from steelcup.errors import Conflict, InvalidArgument, NotFound, SteelcupError, Unsupported
+from steelcup.errors import (
+    Conflict,
+    InvalidArgument,
+    NotFound,
+    NotInSwarm,
+    SteelcupError,
+    Unsupported,
+)
 from steelcup.image.store import ImageStore
 from steelcup.net.manager import NetworkManager
 from steelcup.pool.factory import Factory
@@ -133,14 +140,14 @@ def build_router(svc: Services) -> Router:
     r.add("POST", "/exec/{id}/start", api.exec_start)
     r.add("POST", "/exec/{id}/resize", api.exec_resize)
     r.add("GET", "/exec/{id}/json", api.exec_inspect)
-    r.add("GET", "/images/json", api.list_images)
-    r.add("POST", "/images/load", api.load_images)
     r.add("GET", "/images/{name:path}/json", api.inspect_image)
     r.add("POST", "/images/{name:path}/tag", api.tag_image)
     r.add("DELETE", "/images/{name:path}", api.remove_image)
     for method, path, what in _UNSUPPORTED:
         r.add(method, path, _unsupported(what))
-    image_routes.register(r, svc.images, svc.events, svc.root, import_handler=api.create_image)
+    r.add("POST", "/swarm/leave", _not_in_swarm)
+    r.add("GET", "/swarm", _not_a_manager)
+    image_routes.register(r, svc.images, svc.events, svc.root)
     fs_routes.register(r, svc.runtime, svc.images, svc.events)
     if svc.networks is not None and svc.volumes is not None:
         rt = svc.runtime
@@ -162,7 +169,6 @@ def build_router(svc: Services) -> Router:
 
 _UNSUPPORTED = [
     ("POST", "/build", "image build"),
-    ("GET", "/swarm", "swarm mode"),
     ("POST", "/swarm/init", "swarm mode"),
     ("POST", "/swarm/join", "swarm mode"),
     ("GET", "/nodes", "swarm mode (nodes)"),
@@ -177,6 +183,17 @@ _UNSUPPORTED = [
     ("POST", "/containers/{id}/checkpoints", "checkpoints"),
     ("GET", "/containers/{id}/checkpoints", "checkpoints"),
 ]
+
+
+async def _not_in_swarm(req: Request) -> Response:
+    """dockerd's answer to leaving a swarm this node is not part of (503)."""
+    raise NotInSwarm("This node is not part of a swarm")
+
+
+async def _not_a_manager(req: Request) -> Response:
+    """dockerd's answer to inspecting the swarm from a node outside one (503)."""
+    raise NotInSwarm('This node is not a swarm manager. Use "docker swarm init" or "docker '
+                     'swarm join" to connect this node to swarm and try again.')
 
 
 def _unsupported_because(why: str) -> Any:
@@ -230,22 +247,20 @@ class _Api:
     async def info(self, req: Request) -> Response:
         records = self.rt.list()
         count = {s: sum(1 for r in records if r.state.status is s) for s in Status}
-        return JsonResponse({
+        networks = self.svc.networks
+        pool = str(networks.pool) if networks is not None else ""
+        facts = await asyncio.to_thread(system_info.host_facts)
+        info = {
+            **system_info.fixed_facts(pool, self.svc.events.listeners),
+            **facts,
             "ID": "steelcup",
-            "Name": platform.node(),
             "Containers": len(records),
             "ContainersRunning": count[Status.RUNNING],
             "ContainersPaused": count[Status.PAUSED],
             "ContainersStopped": count[Status.EXITED] + count[Status.CREATED],
             "Images": len(self.svc.images.list()),
-            "Driver": "overlay",
             "DockerRootDir": str(self.svc.root),
             "OperatingSystem": "steelcup (QEMU microVMs)",
-            "OSType": "linux",
-            "Architecture": platform.machine(),
-            "KernelVersion": platform.release(),
-            "NCPU": os.cpu_count() or 1,
-            "MemTotal": os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"),
             "ServerVersion": __version__,
             "DefaultRuntime": "steelcup",
             "Runtimes": {"steelcup": {"path": "qemu-system-x86_64"}},
@@ -254,6 +269,11 @@ class _Api:
             "Warnings": [] if self.svc.accel == "kvm" else [
                 "WARNING: guests run under QEMU TCG (no usable KVM): slower, and QEMU does not "
                 "treat TCG as a security boundary"],
+        }
+        if networks is None:
+            info["DefaultAddressPools"] = []
+        return JsonResponse({
+            **{key: info[key] for key in system_info.SCHEMA_KEYS},
             "Steelcup": {"Accelerator": self.svc.accel, "Pool": self._pool_status(),
                          "Networking": self.svc.networks is not None,
                          "VmRunDir": str(self.svc.vm_run_dir or "")},
@@ -649,10 +669,6 @@ class _Api:
 
     # -- images ------------------------------------------------------------------------------
 
-    async def list_images(self, req: Request) -> Response:
-        images = await asyncio.to_thread(self.svc.images.list)
-        return JsonResponse([image_codec.encode_summary(i) for i in images])
-
     async def inspect_image(self, req: Request) -> Response:
         image = await asyncio.to_thread(self.svc.images.get, req.params["name"])
         return JsonResponse(image_codec.encode_inspect(image))
@@ -674,33 +690,6 @@ class _Api:
             kind, _, what = line.partition(": ")
             entries.append({kind: what})
         return JsonResponse(entries)
-
-    async def load_images(self, req: Request) -> Response:
-        spool = await spool_body(req, self.svc.root / "tmp")
-        try:
-            images = await asyncio.to_thread(self.svc.images.load, spool)
-        finally:
-            spool.close()
-        lines = []
-        for image in images:
-            names = image.repo_tags or [image.id]
-            for name in names:
-                what = "Loaded image" if image.repo_tags else "Loaded image ID"
-                lines.append(json.dumps({"stream": f"{what}: {name}\n"}).encode() + b"\n")
-        return RawResponse(b"".join(lines), "application/json")
-
-    async def create_image(self, req: Request) -> Response:
-        if req.q("fromSrc") != "-":
-            raise InvalidArgument("fromSrc must be '-' (the image tarball in the request body)")
-        repo, tag = req.q("repo"), req.q("tag")
-        ref = (f"{repo}:{tag}" if tag else repo) if repo else None
-        spool = await spool_body(req, self.svc.root / "tmp")
-        try:
-            image = await asyncio.to_thread(self.svc.images.import_rootfs, spool, ref)
-        finally:
-            spool.close()
-        self.svc.events.publish("image", "import", image.id, {"name": ref or ""})
-        return RawResponse(json.dumps({"status": image.id}).encode() + b"\n", "application/json")
 
 
 # -- helpers -----------------------------------------------------------------------------------

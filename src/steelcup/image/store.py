@@ -119,6 +119,15 @@ class Image:
 
 
 @dataclass(frozen=True)
+class LoadedImage:
+    """An image `load` stored, and the tags the archive itself gave it (the image may have
+    others from before, which `docker load` does not report)."""
+
+    image: Image
+    tags: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class StoredManifest:
     """A registry manifest recorded for an image (kept verbatim so its digest is stable)."""
 
@@ -283,19 +292,22 @@ class ImageStore:
             finally:
                 self._gc_blobs(created)
 
-    def load(self, stream: BinaryIO) -> builtins.list[Image]:
+    def load(self, stream: BinaryIO) -> builtins.list[LoadedImage]:
         """Load a docker-archive (manifest.json) or OCI image-layout (index.json) tarball."""
         with self._lock:
             created: set[str] = set()
             try:
                 files = spool_archive(stream, self._blobs, created)
                 images = [
-                    self._register(
-                        found.config_digest,
-                        found.raw_config,
-                        found.layer_blobs,
-                        found.tags,
-                        found.manifest_digests,
+                    LoadedImage(
+                        self._register(
+                            found.config_digest,
+                            found.raw_config,
+                            found.layer_blobs,
+                            found.tags,
+                            found.manifest_digests,
+                        ),
+                        tuple(found.tags),
                     )
                     for found in archive_images(files, self._blobs)
                 ]

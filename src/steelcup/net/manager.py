@@ -378,9 +378,8 @@ class NetworkManager:
     def disconnect(self, ref: str, container_id: str, *, force: bool = False) -> None:
         net = self.get(ref)
         if not any(e.container_id == container_id for e in self.store.endpoints(net.id)):
-            if force:
-                return
-            raise NotFound(f"container {container_id[:12]} is not connected to network "
+            # dockerd refuses this with or without force
+            raise NotFound(f"container {container_id} is not connected to the network "
                            f"{net.name}")
         if container_id in self._live and not force:
             raise Conflict("cannot disconnect a running container (steelcup VMs have no NIC "

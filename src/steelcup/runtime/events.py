@@ -60,6 +60,11 @@ class EventBus:
     def unsubscribe(self, queue: asyncio.Queue[dict[str, Any]]) -> None:
         self._subs.discard(queue)
 
+    @property
+    def listeners(self) -> int:
+        """How many `events` streams are open now."""
+        return len(self._subs)
+
 
 def _on_loop(loop: asyncio.AbstractEventLoop) -> bool:
     try:

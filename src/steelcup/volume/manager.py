@@ -51,6 +51,7 @@ SNAPSHOT_OPTION = "snapshot"  # `volume create --snapshot N`: a new volume from 
 # dockerd's local driver options for mounting something else (nfs, a device, tmpfs)
 _MOUNT_OPTIONS = ("type", "device", "o")
 SHARE_TAG_PREFIX = "v"
+ANONYMOUS_LABEL = "com.docker.volume.anonymous"
 InUse = Callable[[str], list[str]]  # volume name -> ids of containers that use it
 
 
@@ -136,6 +137,8 @@ class VolumeManager:
         if driver not in ("local", ""):
             raise Unsupported(f"volume driver {driver!r} is not supported (only local)")
         options = dict(options or {})
+        if anonymous:  # dockerd's mark: `volume prune` removes only these unless --all
+            labels = {**(labels or {}), ANONYMOUS_LABEL: ""}
         size_bytes = self._size(options)
         if size_bytes:
             # inspect shows every volume's size, also the default's
@@ -352,7 +355,8 @@ class VolumeManager:
         for plan in plans:
             if plan.kind is MountKind.VOLUME:
                 vol = self.create(plan.source or None, anonymous=not plan.source,
-                                  options=dict(plan.volume_options))
+                                  options=dict(plan.volume_options),
+                                  labels=dict(plan.volume_labels))
                 plan = replace(plan, source=vol.name)
             out.append(plan)
         return out
@@ -399,7 +403,8 @@ class VolumeManager:
                 name = ""
             else:
                 vol = self.create(plan.source or None, anonymous=not plan.source,
-                                  options=dict(plan.volume_options))
+                                  options=dict(plan.volume_options),
+                                  labels=dict(plan.volume_labels))
                 host = vol.mountpoint
                 name = vol.name
                 if vol.size_bytes:

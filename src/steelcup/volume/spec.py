@@ -16,8 +16,14 @@ from steelcup.errors import InvalidArgument, Unsupported
 # Docker's rule, matched whole (Python's `$` would let a trailing newline through).
 VOLUME_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]+")
 VOLUME_NAME_MAX = 255  # the volume's directory name
-_IGNORED_BIND_OPTS = frozenset({"z", "Z", "rprivate", "private", "rshared", "shared", "rslave",
-                                "slave", "consistent", "cached", "delegated"})
+# Bind options with nothing to do in a VM: SELinux relabelling (the host's files keep their
+# labels; dockerd skips it too without SELinux), macOS consistency hints, and the private
+# propagation every 9p share has.
+_NO_OP_BIND_OPTS = frozenset({"z", "Z", "rprivate", "private", "consistent", "cached",
+                              "delegated"})
+_PRIVATE = ("", "rprivate", "private")
+_NO_PROPAGATION = ("mount propagation into or out of a VM does not exist: a share is always "
+                   "rprivate")
 
 
 class MountKind(Enum):
@@ -38,6 +44,8 @@ class MountPlan:
     create_host_path: bool = False  # -v /host/path creates it; --mount type=bind does not
     # --mount volume-opt=K=V (VolumeOptions.DriverConfig.Options): for the volume it creates
     volume_options: tuple[tuple[str, str], ...] = ()
+    # --mount volume-label=K=V (VolumeOptions.Labels): for the volume it creates
+    volume_labels: tuple[tuple[str, str], ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         """For the container record (the runtime stores resolved plans)."""
@@ -45,7 +53,8 @@ class MountPlan:
                 "readonly": self.readonly, "tmpfs_size_bytes": self.tmpfs_size_bytes,
                 "tmpfs_mode": self.tmpfs_mode, "nocopy": self.nocopy,
                 "create_host_path": self.create_host_path,
-                "volume_options": dict(self.volume_options)}
+                "volume_options": dict(self.volume_options),
+                "volume_labels": dict(self.volume_labels)}
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> MountPlan:
@@ -53,7 +62,8 @@ class MountPlan:
                    bool(data.get("readonly", False)), int(data.get("tmpfs_size_bytes", 0)),
                    int(data.get("tmpfs_mode", 0)), bool(data.get("nocopy", False)),
                    bool(data.get("create_host_path", False)),
-                   tuple(sorted((data.get("volume_options") or {}).items())))
+                   tuple(sorted((data.get("volume_options") or {}).items())),
+                   tuple(sorted((data.get("volume_labels") or {}).items())))
 
     def tmpfs_options(self) -> str:
         opts = []
@@ -104,7 +114,10 @@ def parse_bind(spec: str) -> MountPlan:
             readonly = False
         elif opt == "nocopy":
             nocopy = True
-        elif opt not in _IGNORED_BIND_OPTS:
+        elif opt in ("shared", "rshared", "slave", "rslave"):
+            raise InvalidArgument(f"propagation mode {opt!r} in {spec!r} is not supported: "
+                                  + _NO_PROPAGATION)
+        elif opt not in _NO_OP_BIND_OPTS:
             raise InvalidArgument(f"invalid mode {opt!r} in volume specification {spec!r}")
     if source.startswith("/"):
         return MountPlan(MountKind.BIND, target, posixpath.normpath(source), readonly,
@@ -156,8 +169,12 @@ def parse_mount_flag(text: str) -> dict[str, Any]:
                 out.setdefault("TmpfsOptions", {})["Mode"] = int(value, 8)
             except ValueError:
                 raise InvalidArgument(f"invalid tmpfs-mode {value!r}") from None
-        elif key in ("bind-propagation", "consistency", "bind-nonrecursive"):
-            pass
+        elif key == "bind-propagation":
+            out.setdefault("BindOptions", {})["Propagation"] = value
+        elif key == "bind-nonrecursive":
+            out.setdefault("BindOptions", {})["NonRecursive"] = _truthy(value if eq else "")
+        elif key == "consistency":
+            out["Consistency"] = value
         else:
             raise InvalidArgument(f"unexpected key {key!r} in {text!r}")
     if "Target" not in out:
@@ -183,18 +200,40 @@ def mount_from_json(data: Mapping[str, Any]) -> MountPlan:
     target = _target(str(data.get("Target", "")))
     source = str(data.get("Source", "") or "")
     readonly = bool(data.get("ReadOnly", False))
+    bopts = _options(data, "BindOptions")
+    topts = _options(data, "TmpfsOptions")
+    vopts = _options(data, "VolumeOptions")
+    if kind is not MountKind.BIND and bopts:
+        raise InvalidArgument(f"BindOptions cannot be used with mount type {kind.value!r}")
+    if kind is not MountKind.TMPFS and topts:
+        raise InvalidArgument(f"TmpfsOptions cannot be used with mount type {kind.value!r}")
+    if kind is not MountKind.VOLUME and vopts:
+        raise InvalidArgument(f"VolumeOptions cannot be used with mount type {kind.value!r}")
     if kind is MountKind.BIND:
         if not source.startswith("/"):
             raise InvalidArgument(f"invalid mount config for type \"bind\": source {source!r} "
                                   "must be an absolute path")
-        return MountPlan(kind, target, posixpath.normpath(source), readonly)
+        propagation = bopts.get("Propagation") or ""
+        if propagation not in _PRIVATE:
+            raise InvalidArgument(f"BindOptions.Propagation {propagation!r} is not supported: "
+                                  + _NO_PROPAGATION)
+        for key in ("NonRecursive", "ReadOnlyNonRecursive"):
+            if bopts.get(key):
+                raise InvalidArgument(f"BindOptions.{key} is not supported: a bind is shared "
+                                      "into the VM whole, with the mounts below it")
+        return MountPlan(kind, target, posixpath.normpath(source), readonly,
+                         create_host_path=bool(bopts.get("CreateMountpoint", False)))
     if kind is MountKind.TMPFS:
         if source:
             raise InvalidArgument("invalid mount config for type \"tmpfs\": source must be empty")
-        topts = data.get("TmpfsOptions") or {}
+        if topts.get("Options"):
+            raise InvalidArgument("TmpfsOptions.Options is not supported (SizeBytes and Mode "
+                                  "are)")
         return MountPlan(kind, target, "", readonly, int(topts.get("SizeBytes", 0) or 0),
                          int(topts.get("Mode", 0) or 0))
-    vopts = data.get("VolumeOptions") or {}
+    if vopts.get("Subpath"):
+        raise InvalidArgument("VolumeOptions.Subpath is not supported yet: mount the whole "
+                              "volume")
     if source:
         check_volume_name(source)
     driver = vopts.get("DriverConfig") or {}
@@ -203,9 +242,20 @@ def mount_from_json(data: Mapping[str, Any]) -> MountPlan:
         raise InvalidArgument("VolumeOptions.DriverConfig.Options must be an object")
     if str(driver.get("Name") or "local") != "local":
         raise Unsupported(f"volume driver {driver.get('Name')!r} is not supported (only local)")
+    labels = vopts.get("Labels") or {}
+    if not isinstance(labels, Mapping):
+        raise InvalidArgument("VolumeOptions.Labels must be an object")
     return MountPlan(kind, target, source, readonly, nocopy=bool(vopts.get("NoCopy", False)),
                      volume_options=tuple(sorted((str(k), str(v))
-                                                 for k, v in driver_opts.items())))
+                                                 for k, v in driver_opts.items())),
+                     volume_labels=tuple(sorted((str(k), str(v)) for k, v in labels.items())))
+
+
+def _options(data: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+    value = data.get(key) or {}
+    if not isinstance(value, Mapping):
+        raise InvalidArgument(f"{key} must be an object")
+    return value
 
 
 def parse_tmpfs(target: str, options: str) -> MountPlan:

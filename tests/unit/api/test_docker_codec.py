@@ -70,11 +70,11 @@ def test_log_config_json_file_rotation() -> None:
         return codec.decode_create({"Image": "a", "HostConfig": {"LogConfig": log_config}})
 
     assert decode({"Type": "", "Config": {}}).log_max_bytes == 0  # the daemon's
-    cfg = decode({"Type": "json-file", "Config": {"max-size": "10m", "max-file": "3",
-                                                  "tag": "x"}})
+    cfg = decode({"Type": "json-file", "Config": {"max-size": "10m", "max-file": "3"}})
     assert (cfg.log_max_bytes, cfg.log_max_files) == (10 << 20, 3)
     for bad in ({"Type": "syslog"}, {"Config": {"max-size": "-1"}}, {"Config": {"max-file": "0"}},
-                {"Config": {"max-file": "two"}}, {"Config": {"mode": "non-blocking"}}):
+                {"Config": {"max-file": "two"}}, {"Config": {"mode": "non-blocking"}},
+                {"Config": {"tag": "x"}}, {"Config": {"labels": "a"}}):  # not ignored
         with pytest.raises(InvalidArgument):
             decode(bad)
     record = _record()

@@ -18,7 +18,7 @@ import pytest
 from steelcup.errors import Conflict, ImageError, InvalidArgument, NotFound
 from steelcup.image.config import ImageConfig
 from steelcup.image.layers import LayerLimits
-from steelcup.image.store import ImageStore
+from steelcup.image.store import Image, ImageStore, LoadedImage
 
 from .tarutil import make_tar
 
@@ -123,10 +123,14 @@ def test_import_rootfs(store: ImageStore) -> None:
     assert store.layer_dirs(untagged) == [layer]  # layer shared, unpacked once
 
 
+def _images(loaded: list[LoadedImage]) -> list[Image]:
+    return [entry.image for entry in loaded]
+
+
 def test_load_docker_archive_multi_layer(store: ImageStore) -> None:
     data = docker_archive([LAYER1, LAYER2], ["busybox:latest", "docker.io/library/x:1"],
                           Cmd=["sh"], Env=["PATH=/bin"])
-    (img,) = store.load(io.BytesIO(data))
+    (img,) = _images(store.load(io.BytesIO(data)))
     assert img.repo_tags == ("busybox:latest", "x:1")
     assert img.config.cmd == ("sh",)
     dirs = store.layer_dirs(img)
@@ -135,8 +139,12 @@ def test_load_docker_archive_multi_layer(store: ImageStore) -> None:
     assert img.size_bytes == len(LAYER1) + len(LAYER2)
     assert store.get("docker.io/library/busybox") == img
     assert store.get("busybox") == img
+    # what docker load reports: the archive's tags, not others the image has since
+    store.tag("busybox", "mine:1")
+    (loaded,) = store.load(io.BytesIO(data))
+    assert loaded.tags == ("busybox:latest", "x:1") and "mine:1" in loaded.image.repo_tags
     # loading again is idempotent
-    (again,) = store.load(io.BytesIO(data))
+    (again,) = _images(store.load(io.BytesIO(data)))
     assert again.id == img.id and len(store.list()) == 1
     # no stray files: manifest.json blob garbage-collected, tmp empty
     assert list((store.root / "tmp").iterdir()) == []
@@ -146,14 +154,14 @@ def test_load_docker_archive_multi_layer(store: ImageStore) -> None:
 
 def test_load_gzip_layers_and_gzip_archive(store: ImageStore) -> None:
     data = gzip.compress(docker_archive([LAYER1], ["gz:1"], gz=True))
-    (img,) = store.load(io.BytesIO(data))
+    (img,) = _images(store.load(io.BytesIO(data)))
     assert (store.layer_dirs(img)[0] / "etc/os").read_bytes() == b"one"
 
 
 @pytest.mark.parametrize("wrap", [False, True])
 def test_load_oci_layout(store: ImageStore, wrap: bool) -> None:
-    (img,) = store.load(io.BytesIO(oci_archive([LAYER1, LAYER2], "127.0.0.1:5000/ns/app:1.0",
-                                              wrap_index=wrap)))
+    data = oci_archive([LAYER1, LAYER2], "127.0.0.1:5000/ns/app:1.0", wrap_index=wrap)
+    (img,) = _images(store.load(io.BytesIO(data)))
     assert img.repo_tags == ("127.0.0.1:5000/ns/app:1.0",)
     assert img.config.cmd == ("true",)
     assert len(store.layer_dirs(img)) == 2
@@ -219,7 +227,7 @@ def test_get_not_found_message(store: ImageStore) -> None:
 
 
 def test_tag_and_remove_semantics(store: ImageStore) -> None:
-    (img,) = store.load(io.BytesIO(docker_archive([LAYER1, LAYER2], ["a:1"])))
+    (img,) = _images(store.load(io.BytesIO(docker_archive([LAYER1, LAYER2], ["a:1"]))))
     store.tag("a:1", "b")
     assert store.get("b:latest").id == img.id
     assert store.get(img.id).repo_tags == ("a:1", "b:latest")
@@ -243,8 +251,8 @@ def test_tag_and_remove_semantics(store: ImageStore) -> None:
 
 
 def test_remove_keeps_shared_layers(store: ImageStore) -> None:
-    (a,) = store.load(io.BytesIO(docker_archive([LAYER1], ["a:1"])))
-    (b,) = store.load(io.BytesIO(docker_archive([LAYER1, LAYER2], ["b:1"])))
+    (a,) = _images(store.load(io.BytesIO(docker_archive([LAYER1], ["a:1"]))))
+    (b,) = _images(store.load(io.BytesIO(docker_archive([LAYER1, LAYER2], ["b:1"]))))
     store.remove("a:1")
     assert [d.exists() for d in store.layer_dirs(b)] == [True, True]
     with pytest.raises(NotFound):
@@ -268,7 +276,7 @@ def test_busybox_image_from_tool(store: ImageStore, tmp_path: Path) -> None:
     spec.loader.exec_module(mod)
     data = mod.build_archive(Path("/bin/busybox"), "steelcup/busybox:latest")
     assert data == mod.build_archive(Path("/bin/busybox"), "steelcup/busybox:latest")
-    (img,) = store.load(io.BytesIO(data))
+    (img,) = _images(store.load(io.BytesIO(data)))
     assert img.repo_tags == ("steelcup/busybox:latest",)
     assert img.config.cmd == ("sh",)
     (layer,) = store.layer_dirs(img)

@@ -102,3 +102,43 @@ def test_duplicate_targets_rejected() -> None:
 def test_plan_json_round_trip() -> None:
     for plan in resolve_mounts(binds=["/h:/a:ro", "v1:/b", "/c"], tmpfs={"/t": "size=1k"}):
         assert MountPlan.from_json(plan.to_json()) == plan
+
+
+@pytest.mark.parametrize("spec", ["/h:/c:shared", "/h:/c:rslave", "/h:/c:ro,rshared"])
+def test_bind_propagation_a_vm_cannot_have_is_refused(spec: str) -> None:
+    with pytest.raises(InvalidArgument, match="propagation"):
+        parse_bind(spec)
+
+
+def test_private_propagation_and_no_op_bind_options_are_accepted() -> None:
+    assert parse_bind("/h:/c:ro,rprivate,z").readonly
+
+
+@pytest.mark.parametrize(("mount", "named"), [
+    ({"Type": "bind", "Source": "/h", "Target": "/c",
+      "BindOptions": {"Propagation": "rshared"}}, "BindOptions.Propagation"),
+    ({"Type": "bind", "Source": "/h", "Target": "/c", "BindOptions": {"NonRecursive": True}},
+     "BindOptions.NonRecursive"),
+    ({"Type": "volume", "Source": "vol", "Target": "/c", "VolumeOptions": {"Subpath": "a"}},
+     "VolumeOptions.Subpath"),
+    ({"Type": "tmpfs", "Target": "/c", "TmpfsOptions": {"Options": [["noexec"]]}},
+     "TmpfsOptions.Options"),
+    ({"Type": "tmpfs", "Target": "/c", "BindOptions": {"Propagation": "rprivate"}},
+     "BindOptions cannot be used"),
+])
+def test_mount_settings_not_honoured_are_refused(mount: dict[str, object], named: str) -> None:
+    with pytest.raises(InvalidArgument, match=named):
+        mount_from_json(mount)
+
+
+def test_mount_create_mountpoint_and_volume_labels_are_applied() -> None:
+    bind = mount_from_json({"Type": "bind", "Source": "/h", "Target": "/c",
+                            "BindOptions": {"Propagation": "rprivate", "CreateMountpoint": True}})
+    assert bind.create_host_path
+    vol = mount_from_json({"Type": "volume", "Source": "vol", "Target": "/c",
+                           "VolumeOptions": {"Labels": {"tier": "gold"}}})
+    assert vol.volume_labels == (("tier", "gold"),)
+    assert MountPlan.from_json(vol.to_json()) == vol
+    flag = parse_mount_flag("type=bind,src=/h,dst=/c,bind-propagation=rshared")
+    with pytest.raises(InvalidArgument, match="Propagation"):
+        mount_from_json(flag)

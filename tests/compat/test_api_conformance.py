@@ -1,0 +1,215 @@
+"""Issue 20, the image, volume, network and system calls: where real clients (docker CLI,
+docker-py) found steelcup answering differently from dockerd. One networked daemon."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.compat.conftest import IMG, Docker
+from tests.vm.support import BUSYBOX_TAR
+
+docker = pytest.importorskip("docker")
+pytestmark = pytest.mark.vm
+
+DAEMON_NETWORKING = True  # volumes and networks need it
+
+
+@pytest.fixture(scope="module")
+def client(dockerd: Docker) -> Iterator[docker.DockerClient]:
+    c = docker.DockerClient(base_url=dockerd.host, version="auto", timeout=180)
+    yield c
+    c.close()
+
+
+def _rootfs_tar() -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        info = tarfile.TarInfo("hello.txt")
+        data = b"hi\n"
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def test_load_streams_lines_reports_the_archives_tags_and_errors_in_band(
+    dockerd: Docker, client: docker.DockerClient, tmp_path: Path
+) -> None:
+    dockerd.out("tag", IMG, "conf/other:1")
+    # docker-py reads a chunked body line by line; a fixed-length one it cannot parse
+    loaded = client.api.load_image(BUSYBOX_TAR.read_bytes())
+    messages = list(loaded)
+    assert messages == [{"stream": f"Loaded image: {IMG}:latest\n"}], messages
+    assert "conf/other:1" not in dockerd.out("load", "-i", str(BUSYBOX_TAR))
+    bad = tmp_path / "bad.tar"
+    bad.write_bytes(b"not an image archive\n" * 40)
+    with pytest.raises(docker.errors.ImageLoadError, match="invalid image archive"):
+        client.images.load(bad.read_bytes())
+    result = dockerd.run("load", "-i", str(bad))
+    assert result.returncode == 1 and b"invalid image archive" in result.stderr
+    assert client.ping()  # the daemon keeps running
+
+
+def test_image_list_honours_filters(dockerd: Docker, client: docker.DockerClient) -> None:
+    dockerd.out("tag", IMG, "conf/filtered:1")
+    dangling_id = json.loads(client.api.import_image_from_data(_rootfs_tar()))["status"]
+    labelled = "conf/labelled:1"
+    dockerd.out("import", "-c", "LABEL tier=gold", "-", labelled, input=_rootfs_tar())
+
+    def names(*args: str) -> set[str]:
+        return set(dockerd.out("images", "--format", "{{.Repository}}:{{.Tag}}", *args).split())
+
+    assert names("--filter", "reference=conf/filtered") == {"conf/filtered:1"}
+    assert names("--filter", "reference=conf/*:1") >= {"conf/filtered:1", labelled}
+    assert IMG + ":latest" not in names("--filter", "reference=conf/*")
+    assert names("--filter", "dangling=true") == {"<none>:<none>"}
+    assert "<none>:<none>" not in names("--filter", "dangling=false")
+    assert names("--filter", "label=tier=gold") == {labelled}
+    assert names("--filter", "label=tier=silver") == set()
+    assert IMG + ":latest" in names("--filter", f"before={labelled}")
+    assert labelled not in names("--filter", f"before={labelled}")
+    assert names("--filter", f"since={IMG}") >= {labelled}
+    assert IMG + ":latest" not in names("--filter", f"since={IMG}")
+    ids = {i.id for i in client.images.list(filters={"dangling": True})}
+    assert ids == {dangling_id}
+    bad = dockerd.run("images", "--filter", "dangling=maybe")
+    assert bad.returncode != 0 and b"Invalid filter 'dangling=maybe'" in bad.stderr
+    bad = dockerd.run("images", "--filter", "colour=red")
+    assert bad.returncode != 0 and b"invalid filter 'colour'" in bad.stderr
+
+
+def test_import_applies_changes_to_the_image_config(
+    dockerd: Docker, client: docker.DockerClient
+) -> None:
+    dockerd.out("import", "-c", 'CMD ["/hello", "world"]', "-c", "ENV A=b C=d",
+                "-c", "WORKDIR /srv", "-c", "EXPOSE 8080", "-", "conf/imported:1",
+                input=_rootfs_tar())
+    config = client.api.inspect_image("conf/imported:1")["Config"]
+    assert config["Cmd"] == ["/hello", "world"]
+    assert config["Env"] == ["A=b", "C=d"]
+    assert config["WorkingDir"] == "/srv"
+    assert config["ExposedPorts"] == {"8080/tcp": {}}
+    plain_id = dockerd.out("import", "-", input=_rootfs_tar()).strip()
+    plain = client.api.inspect_image(plain_id)["Config"]
+    assert "Cmd" in plain and plain["Cmd"] is None and plain["Entrypoint"] is None
+    bad = dockerd.run("import", "-c", "FROB x", "-", input=_rootfs_tar())
+    assert bad.returncode != 0 and b"FROB is not a valid change command" in bad.stderr
+
+
+def test_an_unnamed_volume_is_anonymous_and_prune_removes_it(
+    dockerd: Docker, client: docker.DockerClient
+) -> None:
+    name = dockerd.out("volume", "create").strip()
+    named = dockerd.out("volume", "create", "conf-named").strip()
+    labels = client.volumes.get(name).attrs["Labels"]
+    assert labels == {"com.docker.volume.anonymous": ""}
+    pruned = dockerd.out("volume", "prune", "-f")
+    assert name in pruned and named not in pruned
+    listed = dockerd.out("volume", "ls", "-q").split()
+    assert name not in listed and named in listed
+
+
+def test_disconnect_of_a_container_not_on_the_network_errors_even_forced(
+    dockerd: Docker
+) -> None:
+    dockerd.out("network", "create", "conf-net")
+    cid = dockerd.out("create", "--name", "conf-nonet", IMG, "true").strip()
+    try:
+        for args in (("-f",), ()):
+            result = dockerd.run("network", "disconnect", *args, "conf-net", "conf-nonet")
+            assert result.returncode == 1, result
+            assert (f"container {cid} is not connected to the network conf-net".encode()
+                    in result.stderr), result.stderr
+    finally:
+        dockerd.run("rm", "-f", "conf-nonet")
+        dockerd.run("network", "rm", "conf-net")
+
+
+SCHEMA_1_43_INFO_KEYS = {
+    "ID", "Containers", "ContainersRunning", "ContainersPaused", "ContainersStopped", "Images",
+    "Driver", "DriverStatus", "DockerRootDir", "Plugins", "MemoryLimit", "SwapLimit",
+    "KernelMemoryTCP", "CpuCfsPeriod", "CpuCfsQuota", "CPUShares", "CPUSet", "PidsLimit",
+    "OomKillDisable", "IPv4Forwarding", "BridgeNfIptables", "BridgeNfIp6tables", "Debug", "NFd",
+    "NGoroutines", "SystemTime", "LoggingDriver", "CgroupDriver", "CgroupVersion",
+    "NEventsListener", "KernelVersion", "OperatingSystem", "OSVersion", "OSType", "Architecture",
+    "NCPU", "MemTotal", "IndexServerAddress", "RegistryConfig", "GenericResources", "HttpProxy",
+    "HttpsProxy", "NoProxy", "Name", "Labels", "ExperimentalBuild", "ServerVersion", "Runtimes",
+    "DefaultRuntime", "Swarm", "LiveRestoreEnabled", "Isolation", "InitBinary",
+    "ContainerdCommit", "RuncCommit", "InitCommit", "SecurityOptions", "ProductLicense",
+    "DefaultAddressPools", "Warnings",
+}
+
+
+def test_info_has_the_whole_schema_and_swarm_leave_is_503(
+    dockerd: Docker, client: docker.DockerClient
+) -> None:
+    info = client.info()
+    assert SCHEMA_1_43_INFO_KEYS <= set(info), SCHEMA_1_43_INFO_KEYS - set(info)
+    assert info["Debug"] is False and info["ExperimentalBuild"] is False
+    assert info["Swarm"]["LocalNodeState"] == "inactive"
+    assert info["LoggingDriver"] == "json-file" and info["MemoryLimit"] is True
+    assert info["NFd"] > 0 and info["NGoroutines"] > 0
+    # the CLI's own rendering of those keys works
+    assert dockerd.out("info", "-f", "{{.Debug}} {{.Swarm.LocalNodeState}}").split() == [
+        "false", "inactive"]
+    with pytest.raises(docker.errors.APIError) as caught:
+        client.swarm.leave()
+    assert caught.value.response.status_code == 503
+    assert "This node is not part of a swarm" in str(caught.value)
+    result = dockerd.run("swarm", "leave")
+    assert b"This node is not part of a swarm" in result.stderr
+
+
+@pytest.mark.parametrize(("flags", "named"), [
+    (("--dns", "192.0.2.53"), "HostConfig.Dns"),
+    (("--add-host", "db:192.0.2.9"), "HostConfig.ExtraHosts"),
+    (("--pid", "host"), "HostConfig.PidMode"),
+    (("--uts", "host"), "HostConfig.UTSMode"),
+    (("--link", "db:database"), "HostConfig.Links"),
+    (("--volumes-from", "other"), "HostConfig.VolumesFrom"),
+    (("--group-add", "audio"), "HostConfig.GroupAdd"),
+    (("--cpuset-cpus", "0"), "HostConfig.CpusetCpus"),
+    (("-m", "64m", "--memory-swap", "-1"), "HostConfig.MemorySwap"),
+    (("--runtime", "runc"), "HostConfig.Runtime"),
+    (("--cgroupns", "host"), "HostConfig.CgroupnsMode"),
+    (("--device-cgroup-rule", "c 10:229 rwm"), "HostConfig.DeviceCgroupRules"),
+    (("--log-opt", "tag=web"), "log opt 'tag'"),
+    (("-v", "/tmp:/t:rshared"), "propagation mode 'rshared'"),
+    (("--mount", "type=bind,src=/tmp,dst=/t,bind-propagation=rslave"),
+     "BindOptions.Propagation"),
+])
+def test_a_setting_steelcup_would_ignore_is_refused_naming_it(
+    dockerd: Docker, flags: tuple[str, ...], named: str
+) -> None:
+    result = dockerd.run("create", *flags, IMG, "true")
+    assert result.returncode != 0, result
+    assert named.encode() in result.stderr, result.stderr
+    assert b"Error response from daemon" in result.stderr
+
+
+def test_settings_a_vm_has_anyway_are_accepted(dockerd: Docker) -> None:
+    for flags in (("--init",), ("--ipc", "private"), ("-m", "64m", "--memory-swap", "64m"),
+                  ("-v", "/tmp:/t:ro,rprivate")):
+        cid = dockerd.out("create", *flags, IMG, "true").strip()
+        dockerd.out("rm", cid)
+
+
+def test_docker_py_settings_and_ipam_refusals(
+    dockerd: Docker, client: docker.DockerClient
+) -> None:
+    with pytest.raises(docker.errors.APIError) as caught:
+        client.containers.create(IMG, "true", mac_address="02:42:ac:11:00:02")
+    assert caught.value.response.status_code == 400 and "MacAddress" in str(caught.value)
+    with pytest.raises(docker.errors.APIError) as caught:
+        client.containers.create(IMG, "true", ulimits=[docker.types.Ulimit(name="nofile",
+                                                                           soft=1, hard=2)])
+    assert caught.value.response.status_code == 400 and "HostConfig.Ulimits" in str(caught.value)
+    for flag in ("--ip-range=10.77.0.0/25", "--aux-address=a=10.77.0.5"):
+        result = dockerd.run("network", "create", "--subnet", "10.77.0.0/24", flag, "conf-ipam")
+        assert result.returncode != 0 and b"is not supported by steelcup" in result.stderr
+    assert client.ping()
