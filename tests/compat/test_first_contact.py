@@ -183,3 +183,24 @@ def test_stats_no_stream_is_quick_and_shows_the_hosts_cost(dockerd: Docker) -> N
         assert doc["pids_stats"]["current"] == 1
     finally:
         dockerd.run("rm", "-f", "statsd", "spin")
+
+
+def test_add_host_and_dns_flags_reach_the_guests_etc_files(dockerd: Docker) -> None:
+    """--add-host, --dns, --dns-search, --dns-option (compose's extra_hosts, dns, dns_search)
+    were refused or dropped; they are lines of the guest's /etc/hosts and resolv.conf, and
+    inspect shows them."""
+    out = dockerd.out("run", "--rm", "--name", "etcs", "--add-host", "db:192.0.2.9",
+                      "--add-host", "v6=[2001:db8::7]", "--dns", "192.0.2.53",
+                      "--dns-search", "example.org", "--dns-option", "ndots:2", IMG, "sh", "-c",
+                      "cat /etc/hosts; echo ---; cat /etc/resolv.conf")
+    hosts, resolv = out.split("---")
+    assert "192.0.2.9\tdb" in hosts and "2001:db8::7\tv6" in hosts, hosts
+    assert "nameserver 192.0.2.53" in resolv and "search example.org" in resolv, resolv
+    assert "ndots:2" in resolv and "ndots:0" not in resolv, resolv
+    dockerd.out("create", "--name", "shown", "--add-host", "db:192.0.2.9", "--dns",
+                "192.0.2.53", IMG, "true")
+    try:
+        host = json.loads(dockerd.out("inspect", "shown"))[0]["HostConfig"]
+        assert host["ExtraHosts"] == ["db:192.0.2.9"] and host["Dns"] == ["192.0.2.53"]
+    finally:
+        dockerd.run("rm", "-f", "shown")

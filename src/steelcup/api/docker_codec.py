@@ -6,6 +6,7 @@ request gets a 400 and never reaches the runtime.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 import time
@@ -19,6 +20,7 @@ from steelcup.errors import InvalidArgument, NotFound, Unsupported
 from steelcup.humanize import human_duration
 from steelcup.runtime.logs import format_time_ns, parse_time_ns
 from steelcup.runtime.model import (
+    HOST_GATEWAY,
     ContainerConfig,
     ContainerRecord,
     ExecConfig,
@@ -71,6 +73,33 @@ def _str_map(body: dict[str, Any], key: str) -> dict[str, str]:
     return dict(value)
 
 
+def _ip(text: str, what: str) -> str:
+    try:
+        return str(ipaddress.ip_address(text.strip("[]")))
+    except ValueError:
+        raise InvalidArgument(f"{what}: {text!r} is not an IP address") from None
+
+
+def _words(values: Iterable[str], what: str) -> tuple[str, ...]:
+    for value in values:
+        if not value or any(c.isspace() for c in value):
+            raise InvalidArgument(f"{what}: {value!r} must be one word")
+    return tuple(values)
+
+
+def decode_extra_hosts(entries: Iterable[str]) -> tuple[tuple[str, str], ...]:
+    """docker's --add-host NAME:IP (or NAME=IP; IPv6 may be bracketed); IP may be
+    host-gateway."""
+    out = []
+    for entry in entries:
+        name, sep, address = entry.partition("=") if "=" in entry else entry.partition(":")
+        if not sep or not name or any(c.isspace() for c in name):
+            raise InvalidArgument(f"HostConfig.ExtraHosts: bad entry {entry!r} (NAME:IP)")
+        address = address if address == HOST_GATEWAY else _ip(address, "HostConfig.ExtraHosts")
+        out.append((name, address))
+    return tuple(out)
+
+
 # -- HostConfig: every field the API defines, and what steelcup does with it -----------------
 #
 # No setting is accepted and ignored. Each HostConfig field (Engine API 1.43, Resources
@@ -115,13 +144,11 @@ HOST_SETTINGS: dict[str, Setting] = {
     "CapDrop": Setting("applied", "capabilities of the container's processes in the guest"),
     "CgroupnsMode": Setting("always", "a VM has its own cgroup namespace; host is refused",
                             ("private",)),
-    "Dns": Setting("refused", _NOT_YET + ": the guest's resolv.conf comes from its networks"),
-    "DnsOptions": Setting("refused", _NOT_YET + ": the guest's resolv.conf comes from its "
-                                                "networks"),
-    "DnsSearch": Setting("refused", _NOT_YET + ": the guest's resolv.conf comes from its "
-                                               "networks"),
-    "ExtraHosts": Setting("refused", _NOT_YET + ": the guest's /etc/hosts comes from its "
-                                                "networks"),
+    "Dns": Setting("applied", "nameservers in the guest's resolv.conf, after its network's"),
+    "DnsOptions": Setting("applied", "options in the guest's resolv.conf"),
+    "DnsSearch": Setting("applied", "search domains in the guest's resolv.conf"),
+    "ExtraHosts": Setting("applied", "lines of the guest's /etc/hosts (NAME:IP, IP may be "
+                                     "host-gateway)"),
     "GroupAdd": Setting("refused", _NOT_YET + ": the guest init takes the user's groups "
                                               "from the image"),
     "IpcMode": Setting("always", "a VM has its own IPC namespace; host and container:ID are "
@@ -321,6 +348,10 @@ def decode_create(body: Any) -> ContainerConfig:
         log_max_files=log_max_files,
         cap_add=_str_list(host, "CapAdd") or (),
         cap_drop=_str_list(host, "CapDrop") or (),
+        extra_hosts=decode_extra_hosts(_str_list(host, "ExtraHosts") or ()),
+        dns=tuple(_ip(a, "HostConfig.Dns") for a in _str_list(host, "Dns") or ()),
+        dns_search=_words(_str_list(host, "DnsSearch") or (), "HostConfig.DnsSearch"),
+        dns_options=_words(_str_list(host, "DnsOptions") or (), "HostConfig.DnsOptions"),
         privileged=_get(host, "Privileged", bool, False),
     )
 
@@ -599,6 +630,10 @@ def encode_inspect(
             }},
             "CapAdd": list(config.cap_add) or None,
             "CapDrop": list(config.cap_drop) or None,
+            "ExtraHosts": [f"{h}:{a}" for h, a in config.extra_hosts] or None,
+            "Dns": list(config.dns),
+            "DnsSearch": list(config.dns_search),
+            "DnsOptions": list(config.dns_options),
             "Privileged": config.privileged,
             "Runtime": "steelcup",
         },

@@ -120,6 +120,10 @@ class ContainerOptions:
         cap_add: Sequence[str] = (),
         cap_drop: Sequence[str] = (),
         privileged: bool = False,
+        add_hosts: Sequence[str] = (),  # --add-host NAME:IP
+        dns: Sequence[str] = (),
+        dns_search: Sequence[str] = (),
+        dns_options: Sequence[str] = (),
     ) -> None:
         self.image = image
         self.command = list(command)
@@ -145,6 +149,10 @@ class ContainerOptions:
         self.cap_add = list(cap_add)
         self.cap_drop = list(cap_drop)
         self.privileged = privileged
+        self.add_hosts = list(add_hosts)
+        self.dns = list(dns)
+        self.dns_search = list(dns_search)
+        self.dns_options = list(dns_options)
 
 
 def create_body(opts: ContainerOptions, *, for_run: bool) -> dict[str, Any]:
@@ -188,6 +196,10 @@ def create_body(opts: ContainerOptions, *, for_run: bool) -> dict[str, Any]:
         host_config["CapDrop"] = list(opts.cap_drop)
     if opts.privileged:
         host_config["Privileged"] = True
+    for key, values in (("ExtraHosts", opts.add_hosts), ("Dns", opts.dns),
+                        ("DnsSearch", opts.dns_search), ("DnsOptions", opts.dns_options)):
+        if values:
+            host_config[key] = list(values)
     body: dict[str, Any] = {
         "Hostname": opts.hostname,
         "Domainname": "",

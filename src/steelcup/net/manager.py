@@ -26,6 +26,7 @@ from steelcup.net.model import Endpoint, NetworkRecord, PortMapping
 from steelcup.net.netns import socket_in
 from steelcup.net.proxy import TcpProxy, UdpProxy
 from steelcup.net.store import NetStore
+from steelcup.runtime.model import HOST_GATEWAY
 
 log = logging.getLogger(__name__)
 
@@ -83,15 +84,35 @@ class Attachment:
     def qemu_argv(self) -> tuple[str, ...]:
         return tuple(arg for nic in self.nics for arg in nic.qemu_argv)
 
-    def resolv_conf(self) -> str:
-        if not self.nics:
+    def resolv_conf(self, dns: Sequence[str] = (), search: Sequence[str] = (),
+                    options: Sequence[str] = ()) -> str:
+        """The guest's resolv.conf: the network's DNS (which knows the containers by name)
+        first, then `--dns` servers, `--dns-search` and `--dns-option`; "" if there is
+        nothing to say (no network, no --dns)."""
+        servers = [self.nics[0].dns_server] if self.nics else []
+        servers += [s for s in dns if s not in servers]
+        if not servers:
             return ""
-        return f"nameserver {self.nics[0].dns_server}\noptions ndots:0\n"
+        lines = [f"nameserver {s}" for s in servers]
+        if search:
+            lines.append("search " + " ".join(search))
+        opts = [] if any(o.startswith("ndots:") for o in options) else ["ndots:0"]
+        lines.append("options " + " ".join([*opts, *options]))
+        return "\n".join(lines) + "\n"
 
-    def hosts_file(self, hostname: str) -> str:
+    def hosts_file(self, hostname: str, extra: Sequence[tuple[str, str]] = ()) -> str:
+        """The guest's /etc/hosts; `extra` are `--add-host` (NAME, IP) pairs, IP possibly
+        host-gateway (the first network's gateway, or refused without a network)."""
         lines = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback"]
         for nic in self.nics:
             lines.append(f"{nic.address}\t{hostname}")
+        for name, address in extra:
+            if address == HOST_GATEWAY:
+                if not self.nics:
+                    raise InvalidArgument(f"--add-host {name}:{HOST_GATEWAY} needs a network "
+                                          "(this container has none)")
+                address = self.nics[0].gateway
+            lines.append(f"{address}\t{name}")
         return "\n".join(lines) + "\n"
 
 

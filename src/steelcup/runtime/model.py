@@ -21,6 +21,9 @@ class Status(enum.Enum):
     DEAD = "dead"
 
 
+HOST_GATEWAY = "host-gateway"  # --add-host NAME:host-gateway: the network's gateway
+
+
 @dataclass(frozen=True)
 class ContainerConfig:
     """What a container was created with (docker's Config + the HostConfig parts we honour)."""
@@ -72,6 +75,12 @@ class ContainerConfig:
     cap_drop: tuple[str, ...] = ()
     privileged: bool = False
     caps: int = DEFAULT_CAPS  # records from before CapAdd/CapDrop were honoured had these
+    # /etc/hosts and /etc/resolv.conf additions (--add-host NAME:IP, --dns, --dns-search,
+    # --dns-option); an ExtraHosts IP may be "host-gateway" (the network's gateway).
+    extra_hosts: tuple[tuple[str, str], ...] = ()
+    dns: tuple[str, ...] = ()
+    dns_search: tuple[str, ...] = ()
+    dns_options: tuple[str, ...] = ()
     tenant: str = ""  # who owns it ("" = the operator's own: single-user use)
 
     def to_json(self) -> dict[str, Any]:
@@ -101,6 +110,10 @@ class ContainerConfig:
                 "mount_plans": tuple(data.get("mount_plans", ())),
                 "cap_add": tuple(data.get("cap_add", ())),
                 "cap_drop": tuple(data.get("cap_drop", ())),
+                "extra_hosts": tuple((str(h), str(a)) for h, a in data.get("extra_hosts", ())),
+                "dns": tuple(data.get("dns", ())),
+                "dns_search": tuple(data.get("dns_search", ())),
+                "dns_options": tuple(data.get("dns_options", ())),
             }
         )
 

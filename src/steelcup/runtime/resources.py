@@ -151,9 +151,10 @@ class Resources:
             raise InvalidArgument("networking is not available on this daemon "
                                   "(see the daemon log); use --network none")
         files = {"hostname": config.hostname + "\n",
-                 "hosts": attachment.hosts_file(config.hostname)}
-        if attachment.nics:
-            files["resolv.conf"] = attachment.resolv_conf()
+                 "hosts": attachment.hosts_file(config.hostname, config.extra_hosts)}
+        resolv = attachment.resolv_conf(config.dns, config.dns_search, config.dns_options)
+        if resolv:
+            files["resolv.conf"] = resolv
         ids = self.ids_for(config.tenant)
         owner = ids.to_host(0) if ids is not None else None
         await asyncio.to_thread(write_etc_files, root, files, owner)

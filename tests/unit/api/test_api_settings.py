@@ -184,3 +184,17 @@ def test_the_doc_names_every_refused_endpoint_setting() -> None:
     text = DOC.read_text()
     for key in [*codec.ENDPOINT_REFUSED, *codec.IPAM_REFUSED]:
         assert f"`{key}`" in text or f"`IPAMConfig.{key}`" in text, key
+
+
+def test_extra_hosts_and_dns_are_checked_and_kept() -> None:
+    config = _decode({"ExtraHosts": ["db:192.0.2.9", "gw:host-gateway", "v6=[2001:db8::1]"],
+                      "Dns": ["192.0.2.53"], "DnsSearch": ["example.org"],
+                      "DnsOptions": ["ndots:2"]})
+    assert config.extra_hosts == (("db", "192.0.2.9"), ("gw", "host-gateway"),
+                                  ("v6", "2001:db8::1"))
+    assert (config.dns, config.dns_search, config.dns_options) == (
+        ("192.0.2.53",), ("example.org",), ("ndots:2",))
+    for bad in ({"ExtraHosts": ["nocolon"]}, {"ExtraHosts": ["db:999.1.1.1"]},
+                {"Dns": ["dns.example"]}, {"DnsSearch": ["two words"]}):
+        with pytest.raises(InvalidArgument):
+            _decode(bad)

@@ -94,6 +94,15 @@ def _add_container_flags(p: argparse.ArgumentParser, *, run: bool) -> None:
         help="drop a Linux capability from the default set (e.g. CHOWN; ALL: keep only "
         "--cap-add's); repeatable",
     )
+    p.add_argument("--add-host", action="append", default=[], metavar="NAME:IP",
+                   help="add a line to the container's /etc/hosts (IP may be host-gateway: "
+                        "its network's gateway); repeatable")
+    p.add_argument("--dns", action="append", default=[], metavar="IP",
+                   help="a nameserver for the container (after its network's); repeatable")
+    p.add_argument("--dns-search", action="append", default=[], metavar="DOMAIN",
+                   help="a DNS search domain; repeatable")
+    p.add_argument("--dns-option", action="append", default=[], metavar="OPT",
+                   help="a resolv.conf option (e.g. ndots:2); repeatable")
     p.add_argument(
         "--privileged", action="store_true",
         help="give the container's processes every Linux capability",
@@ -140,6 +149,10 @@ def _options(args: argparse.Namespace, *, run: bool) -> ContainerOptions:
         log_driver=args.log_driver,
         log_opts=args.log_opt,
         cap_add=args.cap_add,
+        add_hosts=args.add_host,
+        dns=args.dns,
+        dns_search=args.dns_search,
+        dns_options=args.dns_option,
         cap_drop=args.cap_drop,
         privileged=args.privileged,
     )
