@@ -11,6 +11,7 @@ import ctypes
 import functools
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -173,6 +174,59 @@ async def test_clones_get_their_own_rootfs_socket_clock_and_randomness(
     finally:
         for m in machines:
             await m.close()
+
+
+CLOCK_SCRIPT = ("cat /sys/devices/system/clocksource/clocksource0/current_clocksource; "
+                "adjtimex; cat /proc/uptime; sleep 1; cat /proc/uptime")
+
+
+async def _check_clock(machine: Machine) -> str:
+    """Assert the guest's wall clock is within a second of the host's and that `sleep 1` in it
+    takes about a second, by its own monotonic clock and by the host's; its clocksource."""
+    start = time.time()
+    out = await _sh(machine, CLOCK_SCRIPT)
+    took = time.time() - start
+    guest = int(re.search(r"tv_sec:\s*(\d+)", out)[1])  # type: ignore[index]
+    guest += int(re.search(r"tv_usec:\s*(\d+)", out)[1]) / 1e6  # type: ignore[index]
+    up_before, up_after = (float(line.split()[0]) for line in out.splitlines()[-2:])
+    # The guest read its clock after `start` and before the shell went on to sleep.
+    assert start - 1 < guest < start + took - 0.9, (start, guest, took, out)
+    assert 0.95 <= up_after - up_before < 1.5, out  # its monotonic clock ran at the host's pace
+    assert 1.0 <= took < 4.0, (took, out)  # and its `sleep 1` neither ended early nor hung
+    return out.split()[0]
+
+
+def _qemu_cpu_s(pid: int) -> float:
+    total = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with contextlib.suppress(OSError):
+            total += int(Path(f"/proc/{pid}/task/{tid}/schedstat").read_text().split()[0])
+    return total / 1e9
+
+
+@on_loop
+async def test_a_clone_keeps_time_tickless_and_idles_near_zero_cpu(
+    factory: Factory, base: Path, rootfs_src: Path
+) -> None:
+    template = factory.template
+    assert template is not None
+    await template.template(template.key_for(_req(rootfs_src)))
+    await asyncio.sleep(3)  # the template's clocks stood still meanwhile; FIXUP sets the wall
+    m = await factory.acquire(_req(_rootfs(base, rootfs_src, "clock")))
+    try:
+        await m.guest.setup_root("rootfs", "clock")
+        # A TSC the guest trusts, not refined-jiffies (which keeps the periodic tick alive).
+        assert await _check_clock(m) == "tsc"
+        await m.guest.start(ProcessSpec(args=("sleep", "86400"), main=True))
+        assert m.pid is not None
+        await asyncio.sleep(2)
+        before, t0 = _qemu_cpu_s(m.pid), time.monotonic()
+        await asyncio.sleep(10)
+        share = (_qemu_cpu_s(m.pid) - before) / (time.monotonic() - t0)
+        # ~0.15% of a core measured; a periodic tick or QEMU's PIT timer costs >= 0.4% each.
+        assert share < 0.01, f"an idle clone used {share:.2%} of a host core"
+    finally:
+        await m.close()
 
 
 @on_loop
