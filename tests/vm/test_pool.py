@@ -230,6 +230,21 @@ async def test_a_clone_keeps_time_tickless_and_idles_near_zero_cpu(
 
 
 @on_loop
+async def test_a_clones_clock_is_right_after_pause_and_resume(
+    factory: Factory, base: Path, rootfs_src: Path
+) -> None:
+    m = await factory.acquire(_req(_rootfs(base, rootfs_src, "paused")))
+    try:
+        await m.guest.setup_root("rootfs", "paused")
+        await m.pause()
+        await asyncio.sleep(3)  # the guest's clocks stand still while its vCPUs do
+        await m.resume()
+        await _check_clock(m)
+    finally:
+        await m.close()
+
+
+@on_loop
 async def test_resize_at_hand_out(factory: Factory, base: Path, rootfs_src: Path) -> None:
     sizes = {}
     for mem, cpus in ((256, 1), (512, 2), (192, 1)):
