@@ -75,7 +75,9 @@ OVERHEAD_MIB = cgroup.overhead_mib("tcg", 32)
 @pytest.fixture(scope="module")
 def cgroups(base: Path) -> Iterator[cgroup.MemoryCgroups]:
     """The module's VM cgroups, as the daemon makes them (next to our own cgroup)."""
-    found = cgroup.MemoryCgroups.discover(f"test-{base.name}", OVERHEAD_MIB)
+    # The pid too: every concurrent pytest's base is `pool0`, and a parent of the same name is
+    # a previous daemon's to the next one, which kills its VMs (remove_stale).
+    found = cgroup.MemoryCgroups.discover(f"test-{os.getpid()}-{base.name}", OVERHEAD_MIB)
     assert found is not None, "no memory cgroup controller on this host"
     found.setup()
     yield found
