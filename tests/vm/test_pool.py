@@ -225,8 +225,9 @@ async def test_a_clone_keeps_time_tickless_and_idles_near_zero_cpu(
         before, t0 = _qemu_cpu_s(m.pid), time.monotonic()
         await asyncio.sleep(10)
         share = (_qemu_cpu_s(m.pid) - before) / (time.monotonic() - t0)
-        # ~0.15% of a core measured; a periodic tick or QEMU's PIT timer costs >= 0.4% each.
-        assert share < 0.01, f"an idle clone used {share:.2%} of a host core"
+        # 0.00-0.04% measured; the periodic tick costs ~2%, QEMU's PIT timer ~0.25%, the
+        # guest's proactive compaction ~0.15-0.2% (issue 19's target: at most 0.2% in all).
+        assert share < 0.001, f"an idle clone used {share:.3%} of a host core"
     finally:
         await m.close()
 
