@@ -19,7 +19,9 @@ misses); the host's total busy share in the same windows is printed as the conte
 `--trees` runs the steelcup part once per source tree (a `src` directory; its daemon and CLI
 import from there), e.g. the tree before a change exported with `git archive`, so before and
 after are measured in one sitting against the same podman. Daemons run `--no-networking` (no
-NIC per VM), as in bench/run_latency.py; the guest assets are this tree's build/.
+NIC per VM), as in bench/run_latency.py, or with `--network` on the default bridge inside a
+network namespace the benchmark makes (as the VM tests do); the guest assets are this tree's
+build/.
 """
 
 from __future__ import annotations
@@ -44,6 +46,8 @@ from bench.peer import PEER_RUN, peer_argv  # noqa: E402
 from tests.vm.support import (  # noqa: E402
     BUSYBOX_TAR,
     Daemon,
+    delete_netns,
+    new_netns,
     start_daemon,
     stop_daemon,
     wait_pool_ready,
@@ -179,7 +183,8 @@ def steelcup(tree: Path, args: argparse.Namespace, base: Path, peer_rm: list[str
     label = f"steelcup ({tree})"
     res = Result(label, args.count)
     work = base / f"t{len(list(base.iterdir()))}"
-    daemon: Daemon = start_daemon(work / "root", work / "s.sock",
+    netns = new_netns(f"dens{len(list(base.iterdir()))}") if args.network else None
+    daemon: Daemon = start_daemon(work / "root", work / "s.sock", netns,
                                   extra_args=tuple(args.daemon_args.split()))
     try:
         daemon.cli("load", "-i", str(BUSYBOX_TAR), check=True)
@@ -211,6 +216,8 @@ def steelcup(tree: Path, args: argparse.Namespace, base: Path, peer_rm: list[str
                 podman.run_rm_s.append(theirs)
     finally:
         stop_daemon(daemon)
+        if netns is not None:
+            delete_netns(netns)
     return res
 
 
@@ -264,6 +271,9 @@ def main() -> int:
                     help="comma-separated steelcup source trees to measure, in order")
     ap.add_argument("--daemon-args", default="", help="extra `steelcup daemon` flags")
     ap.add_argument("--no-podman", action="store_true")
+    ap.add_argument("--network", action="store_true",
+                    help="daemons with networking (a NIC per VM) in a network namespace of "
+                         "the benchmark's own; default --no-networking")
     args = ap.parse_args()
     peer_rm = peer_argv("true")
     base = Path(tempfile.mkdtemp(prefix="scd-"))
@@ -281,7 +291,8 @@ def main() -> int:
     print(f"{args.count} idle `sleep 1d` containers per runtime; CPU over {args.reps} x "
           f"{args.window:.0f} s windows (each listed); `run --rm busybox true` {args.runs} runs "
           f"with the idle ones in the background; daemon flags: "
-          f"{args.daemon_args or '(defaults)'}, --no-networking\n")
+          f"{args.daemon_args or '(defaults)'}, "
+          f"{'networking in a namespace of its own' if args.network else '--no-networking'}\n")
     print("| runtime | start N (s) | MemAvailable drop / container (MiB) | QEMU Pss (MiB) "
           "| QEMU private (MiB) | processes watched | idle CPU / VM or container (% of a core) "
           "| daemon CPU (%) | host busy (%) | run --rm p50 (ms) | p90 (ms) | p50 vs podman |")
