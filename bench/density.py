@@ -44,6 +44,7 @@ sys.path.insert(0, str(REPO))
 
 from bench.peer import PEER_RUN, peer_argv  # noqa: E402
 from tests.vm.support import (  # noqa: E402
+    ASSETS,
     BUSYBOX_TAR,
     Daemon,
     delete_netns,
@@ -180,6 +181,7 @@ def in_parallel(jobs: list[Callable[[], object]], parallel: int) -> float:
 def steelcup(tree: Path, args: argparse.Namespace, base: Path, peer_rm: list[str],
              podman: Result) -> Result:
     os.environ["PYTHONPATH"] = str(tree)  # the daemon and the CLI import this tree
+    os.environ.setdefault("STEELCUP_ASSETS", str(ASSETS))  # one guest for every tree
     label = f"steelcup ({tree})"
     res = Result(label, args.count)
     work = base / f"t{len(list(base.iterdir()))}"
