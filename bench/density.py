@@ -280,11 +280,15 @@ def main() -> int:
     peer_rm = peer_argv("true")
     base = Path(tempfile.mkdtemp(prefix="scd-"))
     rows: list[Result] = []
-    podman_alongside = Result("podman+runc (alongside steelcup's idle)", args.count)
+    # {steelcup row: the podman runs interleaved with its runs}: the same machine, minute by
+    # minute, is what its latency compares with.
+    alongside: dict[str, Result] = {}
     try:
         for tree in args.trees.split(","):
-            rows.append(steelcup(Path(tree).resolve(), args, base, peer_rm, podman_alongside))
-        rows.append(podman_alongside)
+            podman = Result("podman+runc, interleaved with the row above", args.count)
+            res = steelcup(Path(tree).resolve(), args, base, peer_rm, podman)
+            alongside[res.name] = podman
+            rows += [res, podman]
         if not args.no_podman:
             rows.append(podman_idle(args, peer_rm))
     finally:
@@ -297,12 +301,13 @@ def main() -> int:
           f"{'networking in a namespace of its own' if args.network else '--no-networking'}\n")
     print("| runtime | start N (s) | MemAvailable drop / container (MiB) | QEMU Pss (MiB) "
           "| QEMU private (MiB) | processes watched | idle CPU / VM or container (% of a core) "
-          "| daemon CPU (%) | host busy (%) | run --rm p50 (ms) | p90 (ms) | p50 vs podman |")
+          "| daemon CPU (%) | host busy (%) | run --rm p50 (ms) | p90 (ms) "
+          "| p50 vs podman interleaved |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-    # Against the podman runs interleaved with steelcup's: the same machine, minute by minute.
-    podman_p50 = statistics.median(podman_alongside.run_rm_s)
     for r in rows:
         p50 = statistics.median(r.run_rm_s) if r.run_rm_s else None
+        peer = alongside.get(r.name)
+        podman_p50 = statistics.median(peer.run_rm_s) if peer and peer.run_rm_s else None
         cpu = " / ".join(f"{v:.3f}" for v in r.cpu_pct_per)
         print(f"| {r.name} | {fmt(r.start_batch_s or None, '.1f')} "
               f"| {fmt(r.mem_drop_mib or None, '.1f')} | {fmt(r.pss_mib, '.1f')} "
@@ -313,7 +318,9 @@ def main() -> int:
               f"| {fmt(r.run_rm_s and pct(r.run_rm_s, 0.9) * 1000, '.0f')} "
               f"| {ratio(p50, podman_p50)} |")
     if ref is not None and ref.cpu_pct_per:
-        for r in rows[:-2]:
+        for r in rows:
+            if r.name not in alongside:
+                continue
             ratio_mem = r.mem_drop_mib / ref.mem_drop_mib if ref.mem_drop_mib > 0 else None
             print(f"\n{r.name}: idle CPU per container "
                   f"{statistics.median(r.cpu_pct_per):.3f}% of a core vs podman's "
