@@ -23,7 +23,7 @@ MACHINE_NO_PIT = "microvm,pit=off,pic=on,rtc=on"
 DEFAULT_TSC_KHZ = 2_000_000
 BASE_CMDLINE = ("console=ttyS0", "reboot=t", "panic=-1", "quiet", "rdinit=/init",
                 # kcompactd otherwise wakes every 500 ms to check fragmentation, whatever the
-                # guest does: ~2 of an idle guest's ~2.5 timer interrupts a second, ~0.2% of a
+                # guest does: most of a tickless idle guest's timer interrupts, ~0.15% of a
                 # host core per idle VM under TCG. Our guests have no huge pages to make;
                 # compaction on demand (balloon, allocations) is unchanged.
                 "sysctl.vm.compaction_proactiveness=0")
@@ -107,7 +107,7 @@ class VmSpec:
     # TCG with `tsc_khz`: the guest keeps time with its TSC (`tsc=reliable`) and boots without
     # a PIT. Otherwise the kernel marks the TSC unstable (no invariant-TSC flag under TCG and
     # two possible vCPUs) and falls back to refined-jiffies, which needs the periodic tick:
-    # ~2.3% of a host core per idle VM, against ~0.15% tickless (docs/benchmarks.md).
+    # ~2% of a host core per idle VM, against ~0.01% now (docs/benchmarks.md, issue 19).
     tsc_clock: bool = field(default_factory=host_tsc_invariant)
     # Resizable VMs: boot `max_cpus` vCPUs with only `cpus` online (kernel `maxcpus=`); the
     # rest are onlined by the guest at hand-out. 0 = exactly `cpus`.
