@@ -11,6 +11,7 @@ import ctypes
 import functools
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -76,7 +77,9 @@ OVERHEAD_MIB = cgroup.overhead_mib("tcg", 32)
 @pytest.fixture(scope="module")
 def cgroups(base: Path) -> Iterator[cgroup.MemoryCgroups]:
     """The module's VM cgroups, as the daemon makes them (next to our own cgroup)."""
-    found = cgroup.MemoryCgroups.discover(f"test-{base.name}", OVERHEAD_MIB)
+    # The pid too: every concurrent pytest's base is `pool0`, and a parent of the same name is
+    # a previous daemon's to the next one, which kills its VMs (remove_stale).
+    found = cgroup.MemoryCgroups.discover(f"test-{os.getpid()}-{base.name}", OVERHEAD_MIB)
     assert found is not None, "no memory cgroup controller on this host"
     found.setup()
     yield found
@@ -175,6 +178,76 @@ async def test_clones_get_their_own_rootfs_socket_clock_and_randomness(
     finally:
         for m in machines:
             await m.close()
+
+
+CLOCK_SCRIPT = ("cat /sys/devices/system/clocksource/clocksource0/current_clocksource; "
+                "adjtimex; cat /proc/uptime; sleep 1; cat /proc/uptime")
+
+
+async def _check_clock(machine: Machine) -> str:
+    """Assert the guest's wall clock is within a second of the host's and that `sleep 1` in it
+    takes about a second, by its own monotonic clock and by the host's; its clocksource."""
+    start = time.time()
+    out = await _sh(machine, CLOCK_SCRIPT)
+    took = time.time() - start
+    guest = int(re.search(r"tv_sec:\s*(\d+)", out)[1])  # type: ignore[index]
+    guest += int(re.search(r"tv_usec:\s*(\d+)", out)[1]) / 1e6  # type: ignore[index]
+    up_before, up_after = (float(line.split()[0]) for line in out.splitlines()[-2:])
+    # The guest read its clock after `start` and before the shell went on to sleep.
+    assert start - 1 < guest < start + took - 0.9, (start, guest, took, out)
+    assert 0.95 <= up_after - up_before < 1.5, out  # its monotonic clock ran at the host's pace
+    assert 1.0 <= took < 4.0, (took, out)  # and its `sleep 1` neither ended early nor hung
+    return out.split()[0]
+
+
+def _qemu_cpu_s(pid: int) -> float:
+    total = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with contextlib.suppress(OSError):
+            total += int(Path(f"/proc/{pid}/task/{tid}/schedstat").read_text().split()[0])
+    return total / 1e9
+
+
+@on_loop
+async def test_a_clone_keeps_time_tickless_and_idles_near_zero_cpu(
+    factory: Factory, base: Path, rootfs_src: Path
+) -> None:
+    template = factory.template
+    assert template is not None
+    await template.template(template.key_for(_req(rootfs_src)))
+    await asyncio.sleep(3)  # the template's clocks stood still meanwhile; FIXUP sets the wall
+    m = await factory.acquire(_req(_rootfs(base, rootfs_src, "clock")))
+    try:
+        await m.guest.setup_root("rootfs", "clock")
+        # A TSC the guest trusts, not refined-jiffies (which keeps the periodic tick alive);
+        # tsc-early until the kernel's delayed switch to `tsc` ~1 s into the template's boot.
+        assert await _check_clock(m) in ("tsc", "tsc-early")
+        await m.guest.start(ProcessSpec(args=("sleep", "86400"), main=True))
+        assert m.pid is not None
+        await asyncio.sleep(2)
+        before, t0 = _qemu_cpu_s(m.pid), time.monotonic()
+        await asyncio.sleep(10)
+        share = (_qemu_cpu_s(m.pid) - before) / (time.monotonic() - t0)
+        # 0.00-0.04% measured; the periodic tick costs ~2%, QEMU's PIT timer ~0.25%, the
+        # guest's proactive compaction ~0.15-0.2% (issue 19's target: at most 0.2% in all).
+        assert share < 0.001, f"an idle clone used {share:.3%} of a host core"
+    finally:
+        await m.close()
+
+
+@on_loop
+async def test_a_clones_clock_is_right_after_pause_and_resume(
+    factory: Factory, base: Path, rootfs_src: Path
+) -> None:
+    m = await factory.acquire(_req(_rootfs(base, rootfs_src, "paused")))
+    try:
+        await m.guest.setup_root("rootfs", "paused")
+        await m.pause()
+        await asyncio.sleep(3)  # the guest's clocks stand still while its vCPUs do
+        await m.resume()
+        await _check_clock(m)
+    finally:
+        await m.close()
 
 
 @on_loop

@@ -14,6 +14,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import time
 from collections.abc import Callable
 from contextlib import AsyncExitStack, ExitStack
 from pathlib import Path
@@ -44,6 +45,7 @@ CONSOLE_HEAD_BYTES = CONSOLE_TAIL_BYTES = 64 * 1024
 QEMU_LOG_HEAD_BYTES = QEMU_LOG_TAIL_BYTES = 16 * 1024
 LOG_DRAIN_GRACE_S = 1.0  # after QEMU died: wait this long for the last of its output
 SAVE_STATE_DEADLINE_S = 30.0
+RESUME_CLOCK_DEADLINE_S = 5.0
 CGROUP_REMOVE_DEADLINE_S = 2.0
 
 def _filter_for(spec: VmSpec, argv: list[str]) -> bytes | None:
@@ -444,10 +446,20 @@ class Machine:
             raise
 
     async def resume(self) -> None:
-        """Run the vCPUs again (QMP `cont`); the partial-frame deadline restarts in full."""
+        """Run the vCPUs again (QMP `cont`); the partial-frame deadline restarts in full.
+
+        The guest's clocks stood still while it was frozen (QEMU stops the TSC and the virtual
+        clock with the vCPUs, under TCG and kvm-clock alike): its wall clock is set again, as
+        for a clone restored from a template, or it would lag by the pause for good."""
         await self.qmp("cont")
         if self._client is not None:
             self._client.set_frozen(False)
+            try:
+                await self._client.fixup(realtime_ns=time.time_ns(),
+                                         timeout_s=RESUME_CLOCK_DEADLINE_S)
+            except SteelcupError as exc:  # running again is what was asked; say the rest
+                log.warning("VM %s: setting the clock after resume failed: %s",
+                            self.spec.state_dir.name, exc)
 
     async def save_state(self, path: Path, *, timeout_s: float = SAVE_STATE_DEADLINE_S) -> None:
         """Write the VM's device state to `path` for clones to restore; the VM ends paused.

@@ -16,8 +16,17 @@ from steelcup.idmap import IdRange
 QEMU_BINARY = "qemu-system-x86_64"
 CTL_PORT_NAME = "steelcup.ctl"
 MACHINE = "microvm,pit=on,pic=on,rtc=on"
+# No PIT: QEMU's i8254 comes out of reset counting (channel 0, mode 3) and our guest never
+# reprograms it, so its timer woke QEMU's main loop ~36 times a second in every idle VM. The
+# guest needs it only to calibrate the TSC, which `tsc_early_khz` skips.
+MACHINE_NO_PIT = "microvm,pit=off,pic=on,rtc=on"
 DEFAULT_TSC_KHZ = 2_000_000
-BASE_CMDLINE = ("console=ttyS0", "reboot=t", "panic=-1", "quiet", "rdinit=/init")
+BASE_CMDLINE = ("console=ttyS0", "reboot=t", "panic=-1", "quiet", "rdinit=/init",
+                # kcompactd otherwise wakes every 500 ms to check fragmentation, whatever the
+                # guest does: most of a tickless idle guest's timer interrupts, ~0.15% of a
+                # host core per idle VM under TCG. Our guests have no huge pages to make;
+                # compaction on demand (balloon, allocations) is unchanged.
+                "sysctl.vm.compaction_proactiveness=0")
 UNIX_PATH_MAX = 107  # sun_path is 108 bytes including the NUL
 _TAG_RE = re.compile(r"^[A-Za-z0-9_.-]{1,31}$")
 ACCELS = ("kvm", "tcg")
@@ -39,6 +48,20 @@ def host_tsc_khz(cpuinfo: Path = Path("/proc/cpuinfo")) -> int:
     except (OSError, ValueError):
         pass
     return DEFAULT_TSC_KHZ
+
+
+def host_tsc_invariant(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
+    """Whether the host's TSC runs at one rate in every CPU state (`constant_tsc` and
+    `nonstop_tsc`): then a TCG guest's TSC, which is the host's, is a clock it can keep time
+    with."""
+    try:
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                return {"constant_tsc", "nonstop_tsc"} <= flags
+    except (OSError, ValueError):
+        pass
+    return False
 
 
 _MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
@@ -81,6 +104,11 @@ class VmSpec:
     qemu_binary: str = QEMU_BINARY
     # TCG only: the guest's TSC rate (passed as tsc_early_khz); 0 = let the guest calibrate.
     tsc_khz: int = field(default_factory=host_tsc_khz)
+    # TCG with `tsc_khz`: the guest keeps time with its TSC (`tsc=reliable`) and boots without
+    # a PIT. Otherwise the kernel marks the TSC unstable (no invariant-TSC flag under TCG and
+    # two possible vCPUs) and falls back to refined-jiffies, which needs the periodic tick:
+    # ~2% of a host core per idle VM, against ~0.01% now (docs/benchmarks.md, issue 19).
+    tsc_clock: bool = field(default_factory=host_tsc_invariant)
     # Resizable VMs: boot `max_cpus` vCPUs with only `cpus` online (kernel `maxcpus=`); the
     # rest are onlined by the guest at hand-out. 0 = exactly `cpus`.
     max_cpus: int = 0
@@ -186,12 +214,16 @@ def build_argv(spec: VmSpec, fds: PassedFds | None = None) -> list[str]:
                             or len(fds.taps) != len(spec.nics)):
         raise InvalidArgument("one fd per share and per NIC")
     cmdline = [*BASE_CMDLINE]
+    machine = MACHINE
     if spec.accel == "kvm":
         accel = ["-accel", "kvm", "-cpu", "host"]
     else:
         accel = ["-accel", f"tcg,tb-size={spec.tcg_tb_mib}", "-cpu", "max"]
         if spec.tsc_khz > 0:
             cmdline.append(f"tsc_early_khz={spec.tsc_khz}")
+            if spec.tsc_clock:
+                cmdline.append("tsc=reliable")
+                machine = MACHINE_NO_PIT
     vcpus = spec.cpus
     if spec.max_cpus > spec.cpus:
         vcpus = spec.max_cpus
@@ -199,7 +231,7 @@ def build_argv(spec: VmSpec, fds: PassedFds | None = None) -> list[str]:
     cmdline += spec.cmdline_extra
     argv = [
         spec.qemu_binary,
-        "-M", MACHINE,
+        "-M", machine,
         *accel,
         "-m", str(spec.mem_mib),
         "-smp", str(vcpus),

@@ -18,6 +18,7 @@ def spec(**kw: object) -> VmSpec:
         "initrd": Path("/g/initrd.img"),
         "state_dir": STATE,
         "tsc_khz": 1996248,
+        "tsc_clock": True,
         "shares": (Share("rootfs", Path("/var/lib/steelcup/c1/rootfs")),),
     }
     base.update(kw)
@@ -27,7 +28,7 @@ def spec(**kw: object) -> VmSpec:
 def test_tcg_golden() -> None:
     assert build_argv(spec()) == [
         "qemu-system-x86_64",
-        "-M", "microvm,pit=on,pic=on,rtc=on",
+        "-M", "microvm,pit=off,pic=on,rtc=on",
         "-accel", "tcg,tb-size=32",
         "-cpu", "max",
         "-m", "256",
@@ -39,7 +40,8 @@ def test_tcg_golden() -> None:
         "-kernel", "/g/vmlinuz",
         "-initrd", "/g/initrd.img",
         "-append",
-        "console=ttyS0 reboot=t panic=-1 quiet rdinit=/init tsc_early_khz=1996248",
+        "console=ttyS0 reboot=t panic=-1 quiet rdinit=/init sysctl.vm.compaction_proactiveness=0"
+        " tsc_early_khz=1996248 tsc=reliable",
         "-serial", "stdio",
         "-device", "virtio-serial-device",
         "-chardev", "socket,id=ctl,path=/run/steelcup/vm/abc/ctl.sock,server=on,wait=off",
@@ -65,9 +67,11 @@ def test_kvm_sizes_extras_and_readonly_share() -> None:
     assert argv[i : i + 4] == ["-accel", "kvm", "-cpu", "host"]
     assert "tcg" not in " ".join(argv)
     assert "tsc_early_khz" not in " ".join(argv)
+    assert "tsc=reliable" not in " ".join(argv)  # KVM guests keep time with kvm-clock
+    assert argv[argv.index("-M") + 1] == "microvm,pit=on,pic=on,rtc=on"
     assert argv[argv.index("-m") + 1] == "512"
     assert argv[argv.index("-smp") + 1] == "2"
-    assert argv[argv.index("-append") + 1].endswith("rdinit=/init loglevel=7")
+    assert argv[argv.index("-append") + 1].endswith("proactiveness=0 loglevel=7")
     fsdevs = [argv[j + 1] for j, a in enumerate(argv) if a == "-fsdev"]
     assert fsdevs == [
         "local,id=rootfs,path=/r,,x,security_model=passthrough,readonly=on",
@@ -107,6 +111,23 @@ def test_tsc_khz_from_cpuinfo(tmp_path: Path) -> None:
     assert host_tsc_khz(tmp_path / "missing") == DEFAULT_TSC_KHZ
     argv = build_argv(spec(tsc_khz=0))
     assert "tsc_early_khz" not in argv[argv.index("-append") + 1]
+    # A guest that calibrates its TSC needs the PIT for it, and cannot trust the result.
+    assert "tsc=reliable" not in argv[argv.index("-append") + 1]
+    assert argv[argv.index("-M") + 1] == "microvm,pit=on,pic=on,rtc=on"
+
+
+def test_tsc_clock_only_with_an_invariant_host_tsc(tmp_path: Path) -> None:
+    from steelcup.vm.qemu_args import host_tsc_invariant
+
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nflags\t\t: fpu tsc constant_tsc nonstop_tsc\n")
+    assert host_tsc_invariant(info)
+    info.write_text("processor\t: 0\nflags\t\t: fpu tsc constant_tsc\n")
+    assert not host_tsc_invariant(info)
+    assert not host_tsc_invariant(tmp_path / "missing")
+    argv = build_argv(spec(tsc_clock=False))
+    assert "tsc=reliable" not in argv[argv.index("-append") + 1]
+    assert argv[argv.index("-M") + 1] == "microvm,pit=on,pic=on,rtc=on"
 
 
 def test_nics_tap_and_placeholder() -> None:
