@@ -1,0 +1,36 @@
+"""Where steelcup once answered differently from dockerd (issue 20), driven by the real docker
+CLI and docker-py: each test failed before its fix."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import pytest
+
+from tests.compat.conftest import IMG, Docker
+
+docker = pytest.importorskip("docker")
+pytestmark = pytest.mark.vm
+
+
+@pytest.fixture(scope="module")
+def client(dockerd: Docker) -> Iterator[docker.DockerClient]:
+    c = docker.DockerClient(base_url=dockerd.host, version="auto", timeout=180)
+    yield c
+    c.close()
+
+
+def inspect(dockerd: Docker, ref: str) -> dict:  # type: ignore[type-arg]
+    return json.loads(dockerd.out("inspect", ref))[0]  # type: ignore[no-any-return]
+
+
+def test_kill_answers_once_the_container_is_dead(dockerd: Docker) -> None:
+    """dockerd's SIGKILL waits for the exit: `rm` right after `kill` once got 409 "container
+    is running", and inspect still showed it running."""
+    for _ in range(3):
+        cid = dockerd.out("run", "-d", IMG, "sleep", "1000").strip()
+        dockerd.out("kill", cid)
+        state = inspect(dockerd, cid)["State"]
+        assert (state["Status"], state["Running"], state["ExitCode"]) == ("exited", False, 137)
+        dockerd.out("rm", cid)
