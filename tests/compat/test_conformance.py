@@ -34,3 +34,20 @@ def test_kill_answers_once_the_container_is_dead(dockerd: Docker) -> None:
         state = inspect(dockerd, cid)["State"]
         assert (state["Status"], state["Running"], state["ExitCode"]) == ("exited", False, 137)
         dockerd.out("rm", cid)
+
+
+def test_attach_without_stream_returns_the_logs_and_closes(dockerd: Docker) -> None:
+    """`attach?stream=0` once waited for a next run's output that never came: the client hung
+    for minutes. dockerd replays the logs (logs=1) and closes; without logs, it closes."""
+    quick = docker.APIClient(base_url=dockerd.host, version="auto", timeout=20)
+    try:
+        cid = quick.create_container(IMG, ["sh", "-c", "echo out; echo err >&2"])["Id"]
+        quick.start(cid)
+        assert quick.wait(cid)["StatusCode"] == 0
+        out = quick.attach(cid, stdout=True, stderr=True, stream=False, logs=True)
+        assert sorted(out.split()) == [b"err", b"out"], out
+        assert quick.attach(cid, stdout=True, stderr=False, stream=False, logs=True) == b"out\n"
+        assert quick.attach(cid, stream=False, logs=False) == b""
+        quick.remove_container(cid)
+    finally:
+        quick.close()

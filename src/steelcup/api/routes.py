@@ -372,13 +372,15 @@ class _Api:
         want_stdout = req.q_bool("stdout")
         want_stderr = req.q_bool("stderr")
         replay_logs = req.q_bool("logs")
+        # dockerd's default: without stream=1 the attach only replays the logs (if asked)
+        stream = req.q_bool("stream")
         attached = self.rt.attach(req.params["id"], want_stdout, want_stderr)
         tty = attached.record.config.tty
         rt = self.rt
 
         async def run(conn: HijackedStream) -> None:
             stdin_task = None
-            if want_stdin and attached.record.config.open_stdin:
+            if stream and want_stdin and attached.record.config.open_stdin:
                 stdin_task = asyncio.create_task(_pump_stdin(attached, conn))
             try:
                 if replay_logs:
@@ -386,7 +388,7 @@ class _Api:
                     async for entry in rt.follow_logs(attached.record.id, follow=False,
                                                       want=want):
                         await conn.write(_frame(tty, entry.stream, entry.data))
-                while True:
+                while stream:
                     item = await attached.subscriber.queue.get()
                     if item is None:
                         break
