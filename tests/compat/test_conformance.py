@@ -51,3 +51,29 @@ def test_attach_without_stream_returns_the_logs_and_closes(dockerd: Docker) -> N
         quick.remove_container(cid)
     finally:
         quick.close()
+
+
+def test_exec_tty_is_decided_by_create(client: docker.DockerClient, dockerd: Docker) -> None:
+    """An exec created with Tty=true runs on a terminal even when its start says Tty=false
+    (docker-py's default): start's flag only chooses the framing, as dockerd. A start's false
+    once took the terminal away (no \\r\\n, stderr apart)."""
+    c = client.containers.run(IMG, ["sleep", "1000"], detach=True)
+    try:
+        api = client.api
+        eid = api.exec_create(c.id, ["sh", "-c", "echo out; echo err >&2; [ -t 1 ] && echo tty"],
+                              tty=True)["Id"]
+        assert api.exec_start(eid, tty=False) == b"out\r\nerr\r\ntty\r\n"
+        info = api.exec_inspect(eid)
+        assert (info["ExitCode"], info["ProcessConfig"]["tty"]) == (0, True)
+        # a missing or non-executable binary starts and exits as with dockerd; inspect says so
+        for argv, code in ((["no-such-binary"], 127), (["/etc/passwd"], 126)):
+            result = dockerd.run("exec", c.id, *argv)
+            assert result.returncode == code, (argv, result)
+            assert argv[0].encode() in result.stdout + result.stderr, result
+            eid = api.exec_create(c.id, argv)["Id"]
+            out = api.exec_start(eid)
+            assert argv[0].encode() in out, out
+            info = api.exec_inspect(eid)
+            assert (info["Running"], info["ExitCode"]) == (False, code), info
+    finally:
+        c.remove(force=True)

@@ -579,10 +579,12 @@ class _Api:
             raise InvalidArgument("Detach and Tty must be booleans")
         execs = self.svc.execs
         if detach:
-            exec_ = await execs.start(req.params["id"], tty)
+            exec_ = await execs.start(req.params["id"])
             asyncio.create_task(_drain_exec(execs, exec_))
             return EmptyResponse(200)
-        exec_, spec = execs.prepare(req.params["id"], tty)
+        exec_, spec = execs.prepare(req.params["id"])
+        # The process's terminal was decided at create; start's Tty says how the client wants
+        # the output framed (dockerd: raw with Tty, multiplexed without).
         use_tty = exec_.config.tty if tty is None else tty
 
         async def run(conn: HijackedStream) -> None:
