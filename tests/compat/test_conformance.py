@@ -77,3 +77,17 @@ def test_exec_tty_is_decided_by_create(client: docker.DockerClient, dockerd: Doc
             assert (info["Running"], info["ExitCode"]) == (False, code), info
     finally:
         c.remove(force=True)
+
+
+def test_env_entry_without_value_is_dropped(client: docker.DockerClient) -> None:
+    """dockerd drops an `Env` entry without `=` (taking the value from the client's
+    environment is the CLI's job); steelcup once stored it as `Foo=`."""
+    c = client.containers.run(IMG, ["sleep", "1000"], environment=["Foo", "A=1"], detach=True)
+    try:
+        env = c.attrs["Config"]["Env"]
+        assert "A=1" in env and not any(e.partition("=")[0] == "Foo" for e in env), env
+        code, out = c.exec_run(["env"], environment=["A", "B=2", "Bare"])
+        names = [line.partition("=")[0] for line in out.decode().splitlines()]
+        assert code == 0 and "B" in names and not {"A", "Foo", "Bare"} & set(names), out
+    finally:
+        c.remove(force=True)
