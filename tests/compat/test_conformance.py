@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -91,3 +92,16 @@ def test_env_entry_without_value_is_dropped(client: docker.DockerClient) -> None
         assert code == 0 and "B" in names and not {"A", "Foo", "Bare"} & set(names), out
     finally:
         c.remove(force=True)
+
+
+def test_bind_mounts_show_rprivate_propagation(dockerd: Docker, tmp_path: Path) -> None:
+    """dockerd shows `Propagation: rprivate` for binds (steelcup showed "")."""
+    cid = dockerd.out("create", "-v", f"{tmp_path}:/data", "-v", "vol-prop:/v", IMG,
+                      "true").strip()
+    try:
+        mounts = {m["Destination"]: m for m in inspect(dockerd, cid)["Mounts"]}
+        assert mounts["/data"]["Type"] == "bind" and mounts["/data"]["Propagation"] == "rprivate"
+        assert mounts["/v"]["Type"] == "volume" and mounts["/v"]["Propagation"] == ""
+    finally:
+        dockerd.out("rm", "-v", cid)
+        dockerd.run("volume", "rm", "vol-prop")

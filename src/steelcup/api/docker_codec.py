@@ -366,6 +366,10 @@ def encode_mounts(config: ContainerConfig) -> list[dict[str, Any]]:
             entry.update(Name=plan.get("source", ""), Driver="local", Source="")
         else:
             entry["Source"] = plan.get("source", "")
+        if kind == "bind":
+            # what a VM's bind is (nothing propagates between host and guest), and dockerd's
+            # default
+            entry["Propagation"] = "rprivate"
         out.append(entry)
     return out
 
