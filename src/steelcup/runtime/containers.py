@@ -373,7 +373,7 @@ class Runtime:
             shutil.rmtree(cdir, ignore_errors=True)
             raise
         try:
-            self.resources.connect_extra(record)
+            self.resources.connect(record)
         except SteelcupError:
             self.store.delete(container_id)
             shutil.rmtree(cdir, ignore_errors=True)
