@@ -3,7 +3,9 @@ CLI and docker-py: each test failed before its fix."""
 
 from __future__ import annotations
 
+import io
 import json
+import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -105,3 +107,31 @@ def test_bind_mounts_show_rprivate_propagation(dockerd: Docker, tmp_path: Path) 
     finally:
         dockerd.out("rm", "-v", cid)
         dockerd.run("volume", "rm", "vol-prop")
+
+
+def test_diff_commit_export_hide_what_steelcup_made(dockerd: Docker, tmp_path: Path) -> None:
+    """`docker diff` once listed /dev, /proc, /sys, /etc/hosts, /etc/hostname (steelcup's own
+    for each run); dockerd hides them, and keeps them out of commit and export."""
+    cid = dockerd.out("run", "-d", IMG, "sh", "-c", "echo hi > /tmp/x").strip()
+    try:
+        assert dockerd.out("wait", cid).strip() == "0"
+        assert dockerd.out("diff", cid).splitlines() == ["C /tmp", "A /tmp/x"]
+        dockerd.out("export", "-o", str(tmp_path / "fs.tar"), cid)
+        with tarfile.open(tmp_path / "fs.tar") as tar:
+            exported = {m.name.rstrip("/"): m.size for m in tar.getmembers()}
+        assert "tmp/x" in exported and "dev" in exported
+        # as in dockerd's export: its mount points, empty
+        assert exported["etc/hosts"] == exported["etc/hostname"] == 0, exported
+        dockerd.out("commit", cid, "conf-committed:1")
+        dockerd.out("save", "-o", str(tmp_path / "img.tar"), "conf-committed:1")
+        with tarfile.open(tmp_path / "img.tar") as outer:
+            manifest = json.load(outer.extractfile("manifest.json"))  # type: ignore[arg-type]
+            top = outer.extractfile(manifest[0]["Layers"][-1])
+            assert top is not None
+            with tarfile.open(fileobj=io.BytesIO(top.read())) as layer:
+                names = {m.name.rstrip("/") for m in layer.getmembers()}
+        assert "tmp/x" in names and not names & {"dev", "proc", "sys", "etc/hosts",
+                                                 "etc/hostname"}, names
+    finally:
+        dockerd.run("rm", "-f", cid)
+        dockerd.run("rmi", "conf-committed:1")
