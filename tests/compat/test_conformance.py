@@ -5,13 +5,17 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import pty
+import select
 import tarfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.compat.conftest import IMG, Docker
+from tests.compat.conftest import DOCKER, IMG, Docker
 
 docker = pytest.importorskip("docker")
 pytestmark = pytest.mark.vm
@@ -135,3 +139,103 @@ def test_diff_commit_export_hide_what_steelcup_made(dockerd: Docker, tmp_path: P
     finally:
         dockerd.run("rm", "-f", cid)
         dockerd.run("rmi", "conf-committed:1")
+
+
+def _on_pty(argv: list[str], env: dict[str, str], steps: list[tuple[bytes, bytes]],
+            timeout_s: float = 60) -> tuple[int | None, bytes]:
+    """Run `argv` on a pty; for each (expect, keys) wait for `expect` (b"": two seconds after
+    the start, or half a second after the previous keys), then type `keys`. Detach keys are
+    typed one at a time, as a person does: the docker CLI only sees them so.
+    The exit code, or None (after killing it) if it had not ended by `timeout_s`."""
+    pid, fd = pty.fork()
+    if pid == 0:  # child
+        os.execve(argv[0], argv, env)
+    output = seen = b""
+    started = last = time.monotonic()
+    deadline = started + timeout_s
+    try:
+        while time.monotonic() < deadline:
+            if steps and (steps[0][0] in seen if steps[0][0] else
+                          time.monotonic() > last + (0.5 if last > started else 2)):
+                seen = seen.split(steps[0][0], 1)[1] if steps[0][0] else b""
+                os.write(fd, steps.pop(0)[1])
+                last = time.monotonic()
+            ready, _, _ = select.select([fd], [], [], 0.3)
+            if ready:
+                try:
+                    data = os.read(fd, 4096)
+                except OSError:
+                    data = b""
+                if not data:
+                    break
+                output += data
+                seen += data
+        while True:  # the pty reads EOF a moment before the process has exited
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        if done == 0:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+            return None, output
+        return os.waitstatus_to_exitcode(status), output
+    finally:
+        os.close(fd)
+
+
+def test_detach_keys_detach_run_it_and_attach(dockerd: Docker) -> None:
+    """ctrl-p ctrl-q (or --detach-keys) leaves the container running and the client ends, as
+    with dockerd. The client's going once closed the terminal's input (StdinOnce), so the
+    next attach found a shell that no longer read anything."""
+    name = "detachable"
+    code, out = _on_pty([DOCKER, "run", "-it", "--name", name, IMG, "sh"], dockerd.env,
+                        [(b"# ", b"echo ready-$((1+1))\r"), (b"ready-2\r\n/ # ", b"\x10"),
+                         (b"", b"\x11")])
+    try:
+        assert code == 0, (code, out)
+        assert inspect(dockerd, name)["State"]["Running"] is True
+        code, out = _on_pty([DOCKER, "attach", "--detach-keys", "ctrl-x,y", name], dockerd.env,
+                            [(b"", b"\r"), (b"# ", b"echo again-$((2+2))\r"),
+                             (b"again-4\r\n/ # ", b"\x18"), (b"", b"y")])
+        # dockerd's CLI says so and exits 1 when `attach` detaches (nerdctl issue 3571)
+        assert code == 1 and b"read escape sequence" in out, (code, out)
+        assert inspect(dockerd, name)["State"]["Running"] is True
+        # the container's shell still answers: detaching did not end or wedge it
+        code, out = _on_pty([DOCKER, "attach", name], dockerd.env,
+                            [(b"", b"\r"), (b"# ", b"echo third-$((3+3))\r"),
+                             (b"third-6\r\n/ # ", b"exit 7\r")])
+        assert code == 7, (code, out)
+    finally:
+        dockerd.run("rm", "-f", name)
+
+
+def test_detach_keys_sent_to_the_daemon_end_the_session(client: docker.DockerClient) -> None:
+    """A client that sends the detach keys over the stream (docker-py's socket; the docker
+    CLI watches for them itself) is detached by the daemon, as dockerd: it once hung."""
+    c = client.containers.run(IMG, ["sh"], tty=True, stdin_open=True, detach=True)
+    try:
+        for keys, typed in ((None, b"\x10\x11"), ("ctrl-x,y", b"\x18y")):
+            params = {"stdin": 1, "stdout": 1, "stream": 1}
+            if keys:
+                params["detachKeys"] = keys
+            sock = client.api.attach_socket(c.id, params=params)
+            raw = sock._sock
+            raw.settimeout(30)
+            raw.sendall(b"echo hi-$((20+1))\r")
+            seen = b""
+            while b"hi-21" not in seen:
+                data = raw.recv(4096)
+                assert data, seen
+                seen += data
+            raw.sendall(typed)
+            while raw.recv(4096):  # the daemon ends the session: EOF, not a timeout
+                pass
+            sock.close()
+            c.reload()
+            assert c.status == "running"
+        bad = client.api._post(client.api._url("/containers/{0}/attach", c.id),
+                               params={"stream": 1, "stdout": 1, "detachKeys": "ctrl-pp"})
+        assert bad.status_code == 400 and "Invalid detach keys" in bad.text, bad.text
+    finally:
+        c.remove(force=True)

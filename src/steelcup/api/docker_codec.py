@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from steelcup import boundedfs
+from steelcup.api.detach_keys import parse_detach_keys
 from steelcup.api.filters import parse_filters
 from steelcup.errors import InvalidArgument, NotFound, Unsupported
 from steelcup.humanize import human_duration
@@ -286,6 +287,7 @@ def decode_exec(container_id: str, body: Any) -> ExecConfig:
         attach_stdout=_get(body, "AttachStdout", bool, True),
         attach_stderr=_get(body, "AttachStderr", bool, True),
         privileged=_get(body, "Privileged", bool, False),
+        detach_keys=parse_detach_keys(_get(body, "DetachKeys", str, "")),
     )
 
 

@@ -195,6 +195,7 @@ class ExecConfig:
     attach_stdout: bool = True
     attach_stderr: bool = True
     privileged: bool = False  # every capability, whatever the container's set
+    detach_keys: bytes = b""  # on a terminal, end the client's session (the API's parsing)
 
 
 @dataclass(frozen=True)
