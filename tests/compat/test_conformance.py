@@ -239,3 +239,29 @@ def test_detach_keys_sent_to_the_daemon_end_the_session(client: docker.DockerCli
         assert bad.status_code == 400 and "Invalid detach keys" in bad.text, bad.text
     finally:
         c.remove(force=True)
+
+
+def test_detach_keys_end_an_exec_session(client: docker.DockerClient) -> None:
+    """A terminal exec's detach keys (DetachKeys at create, ctrl-p ctrl-q by default) end the
+    client's session and leave the process running, as dockerd."""
+    c = client.containers.run(IMG, ["sleep", "1000"], detach=True)
+    try:
+        api = client.api
+        for keys, typed in ((None, b"\x10\x11"), ("ctrl-x,y", b"\x18y")):
+            eid = api.exec_create(c.id, ["sh"], tty=True, stdin=True, detach_keys=keys)["Id"]
+            sock = api.exec_start(eid, tty=True, socket=True)
+            raw = sock._sock
+            raw.settimeout(30)
+            raw.sendall(b"echo ex-$((40+2))\r")
+            seen = b""
+            while b"ex-42" not in seen:
+                data = raw.recv(4096)
+                assert data, seen
+                seen += data
+            raw.sendall(typed)
+            while raw.recv(4096):  # the daemon ends the session: EOF, not a timeout
+                pass
+            sock.close()
+            assert api.exec_inspect(eid)["Running"] is True
+    finally:
+        c.remove(force=True)

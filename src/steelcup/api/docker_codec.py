@@ -287,7 +287,9 @@ def decode_exec(container_id: str, body: Any) -> ExecConfig:
         attach_stdout=_get(body, "AttachStdout", bool, True),
         attach_stderr=_get(body, "AttachStderr", bool, True),
         privileged=_get(body, "Privileged", bool, False),
-        detach_keys=parse_detach_keys(_get(body, "DetachKeys", str, "")),
+        # docker-py spells it detachKeys; dockerd's JSON decoding ignores case
+        detach_keys=parse_detach_keys(_get(body, "DetachKeys", str, "")
+                                      or _get(body, "detachKeys", str, "")),
     )
 
 

@@ -197,3 +197,12 @@ def test_decode_create_static_addresses_by_network() -> None:
     with pytest.raises(InvalidArgument):
         codec.decode_create({"Image": "a", "NetworkingConfig": {"EndpointsConfig": {
             "x": {"IPAMConfig": {"IPv4Address": 5}}}}})
+
+
+def test_decode_exec_detach_keys_in_either_spelling() -> None:
+    """docker-py sends `detachKeys`, the docker CLI `DetachKeys`; unset is ctrl-p ctrl-q."""
+    assert codec.decode_exec("c", {"Cmd": ["sh"]}).detach_keys == b"\x10\x11"
+    assert codec.decode_exec("c", {"Cmd": ["sh"], "DetachKeys": "ctrl-a,b"}).detach_keys == b"\x01b"
+    assert codec.decode_exec("c", {"Cmd": ["sh"], "detachKeys": "ctrl-x,y"}).detach_keys == b"\x18y"
+    with pytest.raises(InvalidArgument, match="Invalid detach keys"):
+        codec.decode_exec("c", {"Cmd": ["sh"], "DetachKeys": "nope"})
