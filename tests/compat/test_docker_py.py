@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import time
 from collections.abc import Iterator
 
@@ -105,16 +106,27 @@ def test_restart_policy_and_update(client: docker.DockerClient) -> None:
 
 
 def test_exec_output_is_never_lost_and_start_errors_have_dockers_codes(
-    client: docker.DockerClient,
+    client: docker.DockerClient, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A quick exec's output once followed the HTTP upgrade in the same read, where docker-py's
-    buffered response reader swallowed it (1 in 7 under load): the process now starts once
-    the stream is set up, as with dockerd. A command that cannot start says why in the stream
-    and exits 127, as docker does."""
+    buffered response reader swallowed it (1 in 5 under load, when the client was descheduled
+    between its request and reading the head): the stream's first bytes now wait until the
+    client has read the head. The slowed client below lost every output before that. A
+    command that cannot start says why in the stream and exits 127, as docker does."""
     c = client.containers.run(IMG, ["sleep", "1000"], detach=True)
     try:
         for i in range(12):
             assert tuple(c.exec_run(["echo", f"n{i}"])) == (0, f"n{i}\n".encode())
+        begin = http.client.HTTPResponse.begin
+
+        def slow_begin(self: http.client.HTTPResponse) -> None:
+            time.sleep(0.2)
+            begin(self)
+
+        monkeypatch.setattr(http.client.HTTPResponse, "begin", slow_begin)
+        for i in range(3):
+            assert tuple(c.exec_run(["echo", f"s{i}"])) == (0, f"s{i}\n".encode())
+        monkeypatch.undo()
         code, out = c.exec_run(["no-such-binary"])
         assert code == 127 and b"no-such-binary" in out, (code, out)
     finally:

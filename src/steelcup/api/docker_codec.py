@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from steelcup import boundedfs
+from steelcup.api.detach_keys import parse_detach_keys
 from steelcup.api.filters import parse_filters
 from steelcup.errors import InvalidArgument, NotFound, Unsupported
 from steelcup.humanize import human_duration
@@ -299,7 +300,7 @@ def decode_create(body: Any) -> ContainerConfig:
         raise InvalidArgument("HostConfig.Mounts: expected a list of objects")
     port_bindings = _get(host, "PortBindings", dict, {})
     log_max_bytes, log_max_files = decode_log_config(host)
-    aliases, extra_networks = decode_networking(body, network_mode)
+    aliases, extra_networks, network_ipv4 = decode_networking(body, network_mode)
     auto_remove = _get(host, "AutoRemove", bool, False)
     if auto_remove and policy != "no":
         raise InvalidArgument("conflicting options: AutoRemove and restart policy "
@@ -336,6 +337,7 @@ def decode_create(body: Any) -> ContainerConfig:
         network_mode=network_mode,
         network_aliases=aliases,
         extra_networks=extra_networks,
+        network_ipv4=network_ipv4,
         exposed_ports=tuple(sorted(_get(body, "ExposedPorts", dict, {}))),
         port_bindings=json.dumps(port_bindings) if port_bindings else "",
         publish_all_ports=_get(host, "PublishAllPorts", bool, False),
@@ -395,25 +397,32 @@ def decode_storage_opt(host: dict[str, Any]) -> int:
 
 def decode_networking(
     body: dict[str, Any], network_mode: str
-) -> tuple[tuple[str, ...], tuple[tuple[str, tuple[str, ...]], ...]]:
-    """NetworkingConfig.EndpointsConfig -> (aliases on the primary network, other networks)."""
+) -> tuple[tuple[str, ...], tuple[tuple[str, tuple[str, ...]], ...], tuple[tuple[str, str], ...]]:
+    """NetworkingConfig.EndpointsConfig -> (aliases on the primary network, other networks,
+    static IPv4 addresses by network; the primary's under `network_mode or "default"`)."""
     networking = _get(body, "NetworkingConfig", dict, {})
     endpoints = _get(networking, "EndpointsConfig", dict, {})
     primary = network_mode or "default"
     aliases: tuple[str, ...] = ()
     extra: list[tuple[str, tuple[str, ...]]] = []
+    addresses: list[tuple[str, str]] = []
     for name, endpoint in endpoints.items():
         if endpoint is None:
             endpoint = {}
         if not isinstance(endpoint, dict):
             raise InvalidArgument(f"EndpointsConfig.{name}: expected an object")
         names = _str_list(endpoint, "Aliases") or ()
-        if name == primary or (primary in ("default", "bridge") and name in ("default",
-                                                                                "bridge")):
+        ipam = _get(endpoint, "IPAMConfig", dict, {})
+        address = _get(ipam, "IPv4Address", str, "")
+        is_primary = name == primary or (primary in ("default", "bridge")
+                                         and name in ("default", "bridge"))
+        if is_primary:
             aliases = names
         else:
             extra.append((name, names))
-    return aliases, tuple(extra)
+        if address:
+            addresses.append((primary if is_primary else name, address))
+    return aliases, tuple(extra), tuple(addresses)
 
 
 def decode_restart_policy(host: dict[str, Any]) -> tuple[str, int]:
@@ -483,6 +492,9 @@ def decode_exec(container_id: str, body: Any) -> ExecConfig:
         attach_stdout=_get(body, "AttachStdout", bool, True),
         attach_stderr=_get(body, "AttachStderr", bool, True),
         privileged=_get(body, "Privileged", bool, False),
+        # docker-py spells it detachKeys; dockerd's JSON decoding ignores case
+        detach_keys=parse_detach_keys(_get(body, "DetachKeys", str, "")
+                                      or _get(body, "detachKeys", str, "")),
     )
 
 
@@ -571,6 +583,10 @@ def encode_mounts(config: ContainerConfig) -> list[dict[str, Any]]:
             entry.update(Name=plan.get("source", ""), Driver="local", Source="")
         else:
             entry["Source"] = plan.get("source", "")
+        if kind == "bind":
+            # what a VM's bind is (nothing propagates between host and guest), and dockerd's
+            # default
+            entry["Propagation"] = "rprivate"
         out.append(entry)
     return out
 
@@ -676,6 +692,7 @@ def _endpoints(record: ContainerRecord, net: NetView) -> dict[str, Any]:
             "IPPrefixLen": ep.prefix_len,
             "MacAddress": ep.mac,
             "Aliases": list(ep.aliases) or None,
+            "IPAMConfig": {"IPv4Address": ep.static_ipv4} if ep.static_ipv4 else None,
             "DNSNames": [record.name, record.id[:12], *ep.aliases],
         }
         for ep in net.endpoints

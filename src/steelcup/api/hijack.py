@@ -7,16 +7,27 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import fcntl
 import hashlib
+import socket
 import struct
+import termios
+import time
 
 READ_CHUNK = 64 * 1024
+# How long the first write waits for the client to read the response head (see `_head_read`).
+HEAD_READ_TIMEOUT_S = 2.0
 WS_FRAME_MAX = 16 * 1024 * 1024
 WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 
 class HijackedStream:
-    """The raw connection after the HTTP exchange; bytes the parser had buffered come first."""
+    """The raw connection after the HTTP exchange; bytes the parser had buffered come first.
+
+    The first write waits until the client has read the response head: docker-py parses the
+    head through a buffered reader and then reads the raw socket, so stream bytes that arrive
+    before it read the head land in that buffer and are lost (a quick exec's whole output, when
+    the client was descheduled for a moment)."""
 
     def __init__(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, pending: bytes
@@ -25,6 +36,7 @@ class HijackedStream:
         self._writer = writer
         self._pending = pending
         self._closed = False
+        self._head_read = False
 
     async def read(self, n: int = READ_CHUNK) -> bytes:
         """Up to `n` bytes; b'' once the client closed or half-closed its side."""
@@ -40,8 +52,33 @@ class HijackedStream:
         """Send `data`; raises ConnectionError if the client went away."""
         if self._closed:
             raise ConnectionResetError("hijacked stream is closed")
+        if not self._head_read:
+            self._head_read = True
+            await self._wait_head_read(HEAD_READ_TIMEOUT_S)
         self._writer.write(data)
         await self._writer.drain()
+
+    async def _wait_head_read(self, timeout_s: float) -> None:
+        """Until the peer has read everything sent so far (the response head), or `timeout_s`.
+
+        On a unix socket the kernel counts the bytes the peer has not read yet (SIOCOUTQ): that
+        is the signal. Over TCP it counts only unacknowledged bytes, which says nothing about
+        the client's reads, so there is nothing to wait for."""
+        sock = self._writer.get_extra_info("socket")
+        if sock is None or sock.family != socket.AF_UNIX:
+            return
+        deadline = time.monotonic() + timeout_s
+        pause_s = 0.0005
+        while time.monotonic() < deadline:
+            try:
+                unread = fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0")
+            except OSError:
+                return
+            if (int.from_bytes(unread, "little") == 0
+                    and self._writer.transport.get_write_buffer_size() == 0):
+                return
+            await asyncio.sleep(pause_s)
+            pause_s = min(pause_s * 2, 0.02)
 
     async def close_write(self) -> None:
         """Half-close: the client sees EOF but may keep sending."""

@@ -28,6 +28,7 @@ from steelcup.api import (
     system_info,
     tenant_routes,
 )
+from steelcup.api.detach_keys import DetachScanner, parse_detach_keys
 from steelcup.api.http import (
     API_VERSION,
     MIN_API_VERSION,
@@ -419,21 +420,25 @@ class _Api:
         want_stdout = req.q_bool("stdout")
         want_stderr = req.q_bool("stderr")
         replay_logs = req.q_bool("logs")
+        # dockerd's default: without stream=1 the attach only replays the logs (if asked)
+        stream = req.q_bool("stream")
+        keys = parse_detach_keys(req.q("detachKeys"))
         attached = self.rt.attach(req.params["id"], want_stdout, want_stderr)
         tty = attached.record.config.tty
         rt = self.rt
 
         async def run(conn: HijackedStream) -> None:
             stdin_task = None
-            if want_stdin and attached.record.config.open_stdin:
-                stdin_task = asyncio.create_task(_pump_stdin(attached, conn))
+            if stream and want_stdin and attached.record.config.open_stdin:
+                stdin_task = asyncio.create_task(
+                    _pump_stdin(attached, conn, keys if tty else b""))
             try:
                 if replay_logs:
                     want = logs_module.LogFilter(stdout=want_stdout, stderr=want_stderr)
                     async for entry in rt.follow_logs(attached.record.id, follow=False,
                                                       want=want):
                         await conn.write(_frame(tty, entry.stream, entry.data))
-                while True:
+                while stream:
                     item = await attached.subscriber.queue.get()
                     if item is None:
                         break
@@ -485,12 +490,15 @@ class _Api:
         want_stdin = req.q_bool("stdin")
         want_stdout = req.q_bool("stdout")
         want_stderr = req.q_bool("stderr")
+        keys = parse_detach_keys(req.q("detachKeys"))
         attached = self.rt.attach(req.params["id"], want_stdout, want_stderr)
+        tty = attached.record.config.tty
 
         async def run(conn: HijackedStream) -> None:
             stdin_task = None
             if want_stdin and attached.record.config.open_stdin:
-                stdin_task = asyncio.create_task(_pump_stdin(attached, conn))
+                stdin_task = asyncio.create_task(
+                    _pump_stdin(attached, conn, keys if tty else b""))
             try:
                 while True:
                     item = await attached.subscriber.queue.get()
@@ -624,10 +632,12 @@ class _Api:
             raise InvalidArgument("Detach and Tty must be booleans")
         execs = self.svc.execs
         if detach:
-            exec_ = await execs.start(req.params["id"], tty)
+            exec_ = await execs.start(req.params["id"])
             asyncio.create_task(_drain_exec(execs, exec_))
             return EmptyResponse(200)
-        exec_, spec = execs.prepare(req.params["id"], tty)
+        exec_, spec = execs.prepare(req.params["id"])
+        # The process's terminal was decided at create; start's Tty says how the client wants
+        # the output framed (dockerd: raw with Tty, multiplexed without).
         use_tty = exec_.config.tty if tty is None else tty
 
         async def run(conn: HijackedStream) -> None:
@@ -739,14 +749,23 @@ def _time_param(text: str) -> int:
             raise InvalidArgument(f"invalid time value: {text!r}") from None
 
 
-async def _pump_stdin(attached: Attached, conn: HijackedStream) -> None:
+async def _pump_stdin(attached: Attached, conn: HijackedStream, detach_keys: bytes) -> None:
+    """The client's stdin to the container's. `detach_keys` (a terminal's; b"": none) end the
+    client's session and leave the container running, as dockerd."""
+    scanner = DetachScanner(detach_keys)
     while True:
         data = await conn.read()
         if not data:
             break
-        if not await attached.write_stdin(data):
+        data, detach = scanner.feed(data)
+        if data and not await attached.write_stdin(data):
             return
-    if attached.record.config.stdin_once:
+        if detach:
+            attached.detach()
+            attached.subscriber.queue.put_nowait(None)  # ends the output relay: the session
+            return
+    # As dockerd: a terminal's input stays open when its client goes (it may attach again).
+    if attached.record.config.stdin_once and not attached.record.config.tty:
         await attached.close_stdin()
 
 
@@ -754,16 +773,29 @@ async def _relay_exec(execs: ExecManager, exec_: Exec, conn: HijackedStream, tty
     assert exec_.process is not None
     process = exec_.process
     stdin_task = None
+    detached = asyncio.Event()
     if exec_.config.attach_stdin:
         async def pump() -> None:
+            # On a terminal, the detach keys end the client's session (the process runs on,
+            # its output drained), and its input stays open when the client goes: dockerd's.
+            scanner = DetachScanner(exec_.config.detach_keys if exec_.config.tty else b"")
             with contextlib.suppress(SteelcupError):
                 while data := await conn.read():
-                    await process.write_stdin(data)
-                await process.close_stdin()
+                    data, detach = scanner.feed(data)
+                    if data:
+                        await process.write_stdin(data)
+                    if detach:
+                        detached.set()
+                        await conn.close()
+                        return
+                if not exec_.config.tty:
+                    await process.close_stdin()
 
         stdin_task = asyncio.create_task(pump())
     try:
         async for stream, data in process.output():
+            if detached.is_set():
+                continue  # drained: the process must not block on its output
             with contextlib.suppress(ConnectionError, OSError):
                 await conn.write(_frame(tty, stream.value, data))
     except SteelcupError as exc:

@@ -392,7 +392,7 @@ class NetworkManager:
         wanted = ipam.parse_address(address) if address else None
         addr = ipam.allocate_address(plan, used, wanted)
         ep = Endpoint(net.id, container_id, container_name, str(addr), ipam.mac_for(addr),
-                      tuple(aliases), os.urandom(32).hex())
+                      tuple(aliases), os.urandom(32).hex(), static=wanted is not None)
         self.store.insert_endpoint(ep)
         return ep
 

@@ -62,6 +62,7 @@ class Endpoint:
     mac: str
     aliases: tuple[str, ...] = ()
     endpoint_id: str = ""
+    static: bool = False  # `address` was asked for (docker's IPAMConfig), not allocated
 
     def to_json(self) -> str:
         data = asdict(self)

@@ -399,7 +399,7 @@ class Runtime:
             shutil.rmtree(cdir, ignore_errors=True)
             raise
         try:
-            self.resources.connect_extra(record)
+            self.resources.connect(record)
         except SteelcupError:
             self.store.delete(container_id)
             shutil.rmtree(cdir, ignore_errors=True)
@@ -736,8 +736,14 @@ class Runtime:
             self._save(live, live.record.with_state(manually_stopped=True))
         if outcome is Status.PAUSED:
             await self._resume(live)  # a frozen guest cannot deliver the signal
-        await process.signal(signo)
+        if signo != signal_module.SIGKILL:
+            await process.signal(signo)
+            self.publish_event(live.record, "kill", signal=str(signo))
+            return
+        # As dockerd: SIGKILL answers once the container is dead, so a `rm` or `inspect` right
+        # after sees it exited.
         self.publish_event(live.record, "kill", signal=str(signo))
+        await self._kill_run(live, live.exit_seq)
 
     async def _stop_restarting(self, live: _Live, op: Op) -> None:
         self._cancel_restart(live)

@@ -57,12 +57,12 @@ class ExecManager:
         except KeyError:
             raise NotFound(f"No such exec instance: {exec_id}") from None
 
-    async def start(self, exec_id: str, tty: bool | None = None) -> Exec:
+    async def start(self, exec_id: str) -> Exec:
         """Start the process; afterwards `exec_.process` streams its output."""
-        exec_, spec = self.prepare(exec_id, tty)
+        exec_, spec = self.prepare(exec_id)
         return await self.launch(exec_, spec)
 
-    def prepare(self, exec_id: str, tty: bool | None = None) -> tuple[Exec, ProcessSpec]:
+    def prepare(self, exec_id: str) -> tuple[Exec, ProcessSpec]:
         """Check that the exec may start now (NotFound, Conflict) and what it will run; `launch`
         starts it. Apart so that an attached client's stream is set up in between: a process
         that had already written would otherwise have its output follow the HTTP upgrade in
@@ -71,7 +71,6 @@ class ExecManager:
         exec_ = self.get(exec_id)
         record = self._startable(exec_)
         config = exec_.config
-        use_tty = config.tty if tty is None else tty
         root = self.runtime.container_dir(record.id) / "rootfs"
         uid, gid, groups = resolve_user(root, config.user or record.config.user)
         spec = ProcessSpec(
@@ -81,7 +80,7 @@ class ExecManager:
             uid=uid,
             gid=gid,
             groups=tuple(groups),
-            tty=use_tty,
+            tty=config.tty,  # decided at create, as dockerd; start's Tty only frames output
             rows=24,
             cols=80,
             stdin=config.attach_stdin,

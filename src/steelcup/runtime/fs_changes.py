@@ -17,7 +17,7 @@ from steelcup.idmap import IdRange
 from steelcup.image import rootfs as rootfs_module
 from steelcup.image.layers import OPAQUE_XATTR
 from steelcup.runtime.containers import Runtime
-from steelcup.runtime.fs_paths import MAX_DEPTH, writable_layer
+from steelcup.runtime.fs_paths import MAX_DEPTH, RUNTIME_PARENTS, RUNTIME_PATHS, writable_layer
 
 
 class ChangeKind(enum.IntEnum):
@@ -55,7 +55,8 @@ def compute_changes(upper: Path, layers: list[Path], ids: IdRange | None = None
     (directories only when their mode, owner or mtime differ, or when something below them
     changed); anything else is an addition. An opaque directory that hides a lower
     one also reports the lower entries it hides as deleted. `ids`: the range the upper dir's
-    ids are stored with (the layers hold guest ids).
+    ids are stored with (the layers hold guest ids). What steelcup itself made for the run
+    (`RUNTIME_PATHS`) is not the container's change, nor the new mtime of /etc it gave.
     """
     lower = LowerView(layers)
     changes: dict[str, ChangeKind] = {}
@@ -72,6 +73,8 @@ def compute_changes(upper: Path, layers: list[Path], ids: IdRange | None = None
             entries = sorted(it, key=lambda e: e.name)
         for entry in entries:
             child = (*parts, entry.name)
+            if child in RUNTIME_PATHS:
+                continue
             st = entry.stat(follow_symlinks=False)
             if is_whiteout(st):
                 if lower.lstat(child) is not None:
@@ -87,7 +90,8 @@ def compute_changes(upper: Path, layers: list[Path], ids: IdRange | None = None
                     present = {e.name for e in os.scandir(entry.path)}
                     for name in sorted(lower.children(child) - present):
                         record((*child, name), ChangeKind.DELETED)
-                if opaque or _meta_differs(st, below, ids):
+                if opaque or _meta_differs(st, below, ids,
+                                           mtime=child not in RUNTIME_PARENTS):
                     record(child, ChangeKind.MODIFIED)
             else:
                 record(child, ChangeKind.MODIFIED)
@@ -99,8 +103,9 @@ def compute_changes(upper: Path, layers: list[Path], ids: IdRange | None = None
     return [Change(path, kind) for path, kind in sorted(changes.items())]
 
 
-def _meta_differs(a: os.stat_result, b: os.stat_result, ids: IdRange | None) -> bool:
-    """Whether upper entry `a` changed lower entry `b`'s metadata."""
+def _meta_differs(a: os.stat_result, b: os.stat_result, ids: IdRange | None,
+                  *, mtime: bool = True) -> bool:
+    """Whether upper entry `a` changed lower entry `b`'s metadata (`mtime`: counting it)."""
     a_uid, a_gid = a.st_uid, a.st_gid
     if ids is not None:
         a_uid, a_gid = ids.to_guest(a_uid), ids.to_guest(a_gid)
@@ -108,7 +113,7 @@ def _meta_differs(a: os.stat_result, b: os.stat_result, ids: IdRange | None) -> 
         stat.S_IMODE(a.st_mode) != stat.S_IMODE(b.st_mode)
         or a_uid != b.st_uid
         or a_gid != b.st_gid
-        or a.st_mtime_ns != b.st_mtime_ns
+        or (mtime and a.st_mtime_ns != b.st_mtime_ns)
     )
 
 

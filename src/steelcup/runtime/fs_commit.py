@@ -19,7 +19,7 @@ from steelcup.image import rootfs as rootfs_module
 from steelcup.image.config import ImageConfig
 from steelcup.image.store import Image
 from steelcup.runtime.containers import Runtime
-from steelcup.runtime.fs_paths import DIR_FLAGS, writable_layer
+from steelcup.runtime.fs_paths import DIR_FLAGS, RUNTIME_PATHS, writable_layer
 from steelcup.runtime.fs_tar import TreeWriter, open_tar
 from steelcup.runtime.lifecycle import Op
 from steelcup.runtime.model import ContainerRecord
@@ -30,24 +30,27 @@ EXPORT_SKIP_CONTENTS = frozenset({("proc",), ("sys",), ("dev",)})
 
 
 def write_export(root_fd: int, out: IO[bytes], ids: IdRange | None = None) -> None:
-    """The whole root filesystem, without what is under /proc, /sys and /dev (`ids`: the
+    """The whole root filesystem, without what is under /proc, /sys and /dev; the /etc files
+    steelcup wrote for the run are empty, as the mount points of dockerd's export (`ids`: the
     range its ids are stored with)."""
     with open_tar(out) as tar:
         TreeWriter(tar, ids=ids).add_dir_fd(
             root_fd, "", include_self=False,
             skip_contents=lambda rel: rel in EXPORT_SKIP_CONTENTS,
+            blank=lambda rel: rel in RUNTIME_PATHS,
         )
 
 
 def write_layer(upper: Path, out: IO[bytes], ids: IdRange | None = None) -> None:
     """An OCI layer tar from an overlay upper dir (whiteouts converted to `.wh.` entries;
-    `ids`: the range its ids are stored with)."""
+    `ids`: the range its ids are stored with), without what steelcup made for the run."""
     with open_tar(out) as tar:
         if not upper.is_dir():
             return
         fd = os.open(upper, DIR_FLAGS)
         try:
-            TreeWriter(tar, overlay_whiteouts=True, ids=ids).add_dir_fd(fd, "", include_self=False)
+            TreeWriter(tar, overlay_whiteouts=True, ids=ids).add_dir_fd(
+                fd, "", include_self=False, exclude=lambda rel: rel in RUNTIME_PATHS)
         finally:
             os.close(fd)
 

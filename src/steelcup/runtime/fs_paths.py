@@ -29,6 +29,14 @@ from steelcup.volume.spec import MountKind, MountPlan
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _MAX_LINKS = 40  # symlinks followed while resolving one path (Linux's limit)
 MAX_DEPTH = 1024
+# What steelcup itself puts in a container's writable layer for each run: mount points for the
+# guest kernel's filesystems and the /etc files it writes (runtime.resources). They are never
+# the container's changes: `diff` hides them and `commit` leaves them out, as dockerd (whose
+# init layer holds them). Relative paths, as tuples of names.
+RUNTIME_PATHS = frozenset({("dev",), ("proc",), ("sys",), ("etc", "hosts"), ("etc", "hostname"),
+                           ("etc", "resolv.conf")})
+# Directories holding such files: their mtime moved when steelcup wrote them.
+RUNTIME_PARENTS = frozenset(p[:-1] for p in RUNTIME_PATHS if len(p) > 1)
 
 
 @contextlib.asynccontextmanager

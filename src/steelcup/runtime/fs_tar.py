@@ -42,6 +42,8 @@ class TreeWriter:
         self.overlay_whiteouts = overlay_whiteouts
         self.ids = ids  # the tree holds ids shifted to this range: entries get guest ids
         self._links: dict[tuple[int, int], str] = {}
+        self._exclude: Callable[[tuple[str, ...]], bool] = _nothing
+        self._blank: Callable[[tuple[str, ...]], bool] = _nothing
 
     def add(
         self,
@@ -62,12 +64,20 @@ class TreeWriter:
         *,
         skip_contents: Callable[[tuple[str, ...]], bool] = lambda _p: False,
         include_self: bool = True,
+        exclude: Callable[[tuple[str, ...]], bool] = lambda _p: False,
+        blank: Callable[[tuple[str, ...]], bool] = lambda _p: False,
     ) -> None:
-        """Add the open directory `fd` and its contents (names below `arcname`)."""
+        """Add the open directory `fd` and its contents (names below `arcname`); entries
+        whose relative path `exclude` names are left out altogether, regular files that
+        `blank` names are added empty."""
         st = os.fstat(fd)
         if include_self:
             self.tar.addfile(self._info(arcname, st, fd=fd))
-        self._children(fd, arcname, (), skip_contents, 0)
+        self._exclude, self._blank = exclude, blank
+        try:
+            self._children(fd, arcname, (), skip_contents, 0)
+        finally:
+            self._exclude = self._blank = _nothing
 
     def _entry(
         self,
@@ -95,6 +105,10 @@ class TreeWriter:
                     self._children(fd, arcname, rel, skip, depth + 1)
             finally:
                 os.close(fd)
+        elif stat.S_ISREG(mode) and self._blank(rel):
+            info = self._info(arcname, st)
+            info.size = 0
+            self.tar.addfile(info)
         elif stat.S_ISREG(mode):
             key = (st.st_dev, st.st_ino)
             if st.st_nlink > 1 and key in self._links:
@@ -150,6 +164,8 @@ class TreeWriter:
         with os.scandir(fd) as it:
             names = sorted(e.name for e in it)
         for name in names:
+            if self._exclude((*rel, name)):
+                continue
             try:
                 st = os.stat(name, dir_fd=fd, follow_symlinks=False)
             except FileNotFoundError:
@@ -200,6 +216,10 @@ class _SizedReader:
             data = b"\0" * min(want, _CHUNK)
         self._left -= len(data)
         return data
+
+
+def _nothing(_rel: tuple[str, ...]) -> bool:
+    return False
 
 
 def _listxattr(fd: int) -> list[str]:

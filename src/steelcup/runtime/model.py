@@ -54,6 +54,9 @@ class ContainerConfig:
     network_mode: str = ""  # as given; "" = default
     network_aliases: tuple[str, ...] = ()
     extra_networks: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (network, aliases)
+    # Static addresses asked at create (EndpointsConfig...IPAMConfig.IPv4Address), by the
+    # network as named there; the primary network under `network_mode or "default"`.
+    network_ipv4: tuple[tuple[str, str], ...] = ()
     exposed_ports: tuple[str, ...] = ()  # "80/tcp"
     port_bindings: str = ""  # HostConfig.PortBindings as JSON
     publish_all_ports: bool = False
@@ -101,6 +104,9 @@ class ContainerConfig:
                 "network_aliases": tuple(data.get("network_aliases", ())),
                 "extra_networks": tuple(
                     (str(n), tuple(a)) for n, a in data.get("extra_networks", ())
+                ),
+                "network_ipv4": tuple(
+                    (str(n), str(a)) for n, a in data.get("network_ipv4", ())
                 ),
                 "exposed_ports": tuple(data.get("exposed_ports", ())),
                 "binds": tuple(data.get("binds", ())),
@@ -203,6 +209,7 @@ class ExecConfig:
     attach_stdout: bool = True
     attach_stderr: bool = True
     privileged: bool = False  # every capability, whatever the container's set
+    detach_keys: bytes = b""  # on a terminal, end the client's session (the API's parsing)
 
 
 @dataclass(frozen=True)
@@ -217,6 +224,7 @@ class EndpointView:
     prefix_len: int
     mac: str
     aliases: tuple[str, ...] = ()
+    static_ipv4: str = ""  # the address asked for (IPAMConfig), if one was
 
 
 @dataclass(frozen=True)

@@ -19,8 +19,9 @@ from steelcup.guest import ops as guest_ops
 from steelcup.guest.client import GuestClient
 from steelcup.idmap import IdsFor, host_root
 from steelcup.image.store import Image
+from steelcup.net import ipam
 from steelcup.net.etcfiles import write_etc_files
-from steelcup.net.manager import Attachment, NetworkManager
+from steelcup.net.manager import DEFAULT_NETWORK, Attachment, NetworkManager
 from steelcup.net.ports import port_mappings
 from steelcup.pool.source import TapPlace
 from steelcup.runtime.model import (
@@ -82,6 +83,13 @@ class Resources:
                                   "--network none")
         if mode not in NETWORK_MODES and not mode.startswith("container:"):
             named.insert(0, mode)
+        primary = mode or "default"
+        for network, address in config.network_ipv4:
+            ipam.parse_address(address)
+            if network == primary and primary in ("default", "bridge", "none"):
+                # dockerd's rule: the default bridge hands out its addresses itself
+                raise InvalidArgument("user specified IP address is supported on user defined "
+                                      "networks only")
         if not named:
             return
         if self.networks is None:
@@ -110,14 +118,31 @@ class Resources:
             "volumes": tuple(sorted({*image.config.volumes, *config.volumes})),
         })
 
-    def connect_extra(self, record: ContainerRecord) -> None:
-        """Networks beyond the primary one (docker create's NetworkingConfig)."""
-        if self.networks is None:
-            if record.config.extra_networks:
+    def connect(self, record: ContainerRecord) -> None:
+        """Join, at create, the networks the container will be on: the primary one
+        (NetworkMode) and those of NetworkingConfig, each with its aliases and the static
+        address asked for. Inspect shows them before the first start, as dockerd; the
+        addresses are held until the container is removed. All or nothing."""
+        config = record.config
+        networks = self.networks
+        if networks is None:
+            if config.extra_networks:
                 raise InvalidArgument("networking is not available on this daemon")
             return
-        for network, aliases in record.config.extra_networks:
-            self.networks.connect(network, record.id, record.name, aliases)
+        static = dict(config.network_ipv4)
+        mode = config.network_mode or "default"
+        wanted: list[tuple[str, str, tuple[str, ...]]] = [
+            (network, network, aliases) for network, aliases in config.extra_networks]
+        if mode not in NETWORK_MODES or mode in ("default", "bridge"):
+            wanted.insert(0, (mode, DEFAULT_NETWORK if mode == "default" else mode,
+                              config.network_aliases))
+        try:
+            for key, network, aliases in wanted:
+                networks.connect(network, record.id, record.name, aliases, static.get(key))
+        except SteelcupError:
+            for ep in networks.container_endpoints(record.id):
+                networks.disconnect(ep.network_id, record.id, force=True)
+            raise
 
     # -- each run ----------------------------------------------------------------------------
 
@@ -211,6 +236,7 @@ class Resources:
                     network_name=net.name, network_id=net.id, endpoint_id=ep.endpoint_id,
                     gateway=net.gateway, address=ep.address,
                     prefix_len=int(net.subnet.split("/")[1]), mac=ep.mac, aliases=ep.aliases,
+                    static_ipv4=ep.address if ep.static else "",
                 ))
         ports = tuple(
             PortView(p.container_port, p.proto, p.host_ip, p.host_port)

@@ -35,13 +35,19 @@ def resolve_argv(
 
 
 def merge_env(image_env: Sequence[str], env: Sequence[str]) -> list[str]:
-    """Image env overridden by request env (by key), PATH defaulted; order kept stable."""
+    """Image env overridden by request env (by key), PATH defaulted; order kept stable.
+
+    A request entry without `=` unsets the variable, as dockerd: filling in its value from
+    the client's environment is the client's job (the docker CLI's `-e NAME`)."""
     merged: dict[str, str] = {}
     for entry in list(image_env) + list(env):
         key, sep, value = entry.partition("=")
         if not key:
             raise InvalidArgument(f"invalid environment variable: {entry!r}")
-        merged[key] = value if sep else ""
+        if sep:
+            merged[key] = value
+        else:
+            merged.pop(key, None)
     merged.setdefault("PATH", DEFAULT_PATH)
     return [f"{k}={v}" for k, v in merged.items()]
 

@@ -180,3 +180,29 @@ def test_human_duration() -> None:
     assert human_duration(59) == "59 seconds"
     assert human_duration(90) == "About a minute"
     assert human_duration(3600 * 5) == "5 hours"
+
+
+def test_decode_create_static_addresses_by_network() -> None:
+    """IPAMConfig.IPv4Address was dropped: the primary network's is kept under NetworkMode."""
+    cfg = codec.decode_create({
+        "Image": "a", "HostConfig": {"NetworkMode": "front"},
+        "NetworkingConfig": {"EndpointsConfig": {
+            "front": {"Aliases": ["web"], "IPAMConfig": {"IPv4Address": "10.1.0.5"}},
+            "back": {"IPAMConfig": {"IPv4Address": "10.2.0.5"}},
+            "other": {"IPAMConfig": None},
+        }},
+    })
+    assert cfg.network_aliases == ("web",)
+    assert cfg.network_ipv4 == (("front", "10.1.0.5"), ("back", "10.2.0.5"))
+    with pytest.raises(InvalidArgument):
+        codec.decode_create({"Image": "a", "NetworkingConfig": {"EndpointsConfig": {
+            "x": {"IPAMConfig": {"IPv4Address": 5}}}}})
+
+
+def test_decode_exec_detach_keys_in_either_spelling() -> None:
+    """docker-py sends `detachKeys`, the docker CLI `DetachKeys`; unset is ctrl-p ctrl-q."""
+    assert codec.decode_exec("c", {"Cmd": ["sh"]}).detach_keys == b"\x10\x11"
+    assert codec.decode_exec("c", {"Cmd": ["sh"], "DetachKeys": "ctrl-a,b"}).detach_keys == b"\x01b"
+    assert codec.decode_exec("c", {"Cmd": ["sh"], "detachKeys": "ctrl-x,y"}).detach_keys == b"\x18y"
+    with pytest.raises(InvalidArgument, match="Invalid detach keys"):
+        codec.decode_exec("c", {"Cmd": ["sh"], "DetachKeys": "nope"})

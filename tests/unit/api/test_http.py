@@ -369,6 +369,19 @@ def test_hijack_hands_over_buffered_bytes_and_plain_200(serve: Serve) -> None:
     assert data.endswith(b"\r\n\r\nhello you\nEARLY")
 
 
+def test_hijacked_stream_bytes_never_share_a_read_with_the_response_head(serve: Serve) -> None:
+    """docker-py reads the head through a buffered reader and then the raw socket: stream bytes
+    that arrived with the head were lost (a quick exec's output, when the client was slow)."""
+    sock = connect(serve(hijack_router([])))
+    sock.sendall(b"POST /containers/c1/attach HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\n"
+                 b"Upgrade: tcp\r\n\r\n")
+    time.sleep(0.3)  # a descheduled client: the server has long written its first bytes
+    head = sock.recv(65536)
+    assert head.startswith(b"HTTP/1.1 101 UPGRADED\r\n") and head.endswith(b"\r\n\r\n"), head
+    assert sock.recv(65536) == b"hello you\n"
+    sock.close()
+
+
 @pytest.mark.parametrize(
     "garbage",
     [

@@ -42,7 +42,9 @@ def test_resolve_argv_empty_is_an_error() -> None:
 
 def test_merge_env_overrides_by_key_and_defaults_path() -> None:
     env = merge_env(["A=1", "B=2"], ["B=3", "C=", "D"])
-    assert env == ["A=1", "B=3", "C=", "D=", f"PATH={DEFAULT_PATH}"]
+    assert env == ["A=1", "B=3", "C=", f"PATH={DEFAULT_PATH}"]
+    # a bare name unsets, as dockerd (it once became "D=")
+    assert merge_env(["A=1", "B=2"], ["A", "C=3", "C"]) == ["B=2", f"PATH={DEFAULT_PATH}"]
     assert merge_env(["PATH=/x"], []) == ["PATH=/x"]
     with pytest.raises(InvalidArgument):
         merge_env([], ["=oops"])
