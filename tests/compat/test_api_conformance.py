@@ -166,8 +166,7 @@ def test_info_has_the_whole_schema_and_swarm_leave_is_503(
 
 
 @pytest.mark.parametrize(("flags", "named"), [
-    (("--dns", "192.0.2.53"), "HostConfig.Dns"),
-    (("--add-host", "db:192.0.2.9"), "HostConfig.ExtraHosts"),
+    (("--group-add", "audio"), "HostConfig.GroupAdd"),
     (("--pid", "host"), "HostConfig.PidMode"),
     (("--uts", "host"), "HostConfig.UTSMode"),
     (("--link", "db:database"), "HostConfig.Links"),
