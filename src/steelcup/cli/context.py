@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 
 from steelcup import defaults
-from steelcup.cli.client import ApiClient
+from steelcup.cli.client import ApiClient, Query
 from steelcup.errors import DaemonUnavailable, SteelcupError
 
 
@@ -82,4 +83,31 @@ def inspect_each(ctx: Context, urls: list[str], template: str) -> int:
             print(render_template(template, obj))
     else:
         print(json.dumps(found, indent=4))
+    return status
+
+
+def post_and_print(ctx: Context, url: str, body: dict[str, object], key: str = "Name") -> int:
+    """POST `body` as JSON and print the answer's `key` (a create); a daemon error is
+    reported and makes the status 1."""
+    try:
+        out = ctx.client().post_json(url, json_body=body)
+    except SteelcupError as exc:
+        report(exc)
+        return 1
+    print(out[key])
+    return 0
+
+
+def delete_each(ctx: Context, names: list[str], url_of: Callable[[str], str],
+                query: Query = None) -> int:
+    """DELETE each named object, printing its name; a failure is reported, the rest go on,
+    and the status is 1 if any failed (docker's rm)."""
+    status = 0
+    for name in names:
+        try:
+            ctx.client().delete(url_of(name), query)
+            print(name)
+        except SteelcupError as exc:
+            report(exc)
+            status = 1
     return status

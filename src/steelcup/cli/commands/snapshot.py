@@ -8,8 +8,7 @@ import sys
 from typing import Any
 
 from steelcup.cli.client import path_quote
-from steelcup.cli.context import Context, inspect_each, report
-from steelcup.errors import SteelcupError
+from steelcup.cli.context import Context, delete_each, inspect_each, post_and_print
 
 
 def register(sub: Any, name: str, help_text: str) -> None:
@@ -43,14 +42,8 @@ def register(sub: Any, name: str, help_text: str) -> None:
 
 
 def cmd_create(ctx: Context, args: argparse.Namespace) -> int:
-    try:
-        out = ctx.client().post_json("/steelcup/snapshots", json_body={
-            "Volume": args.volume, "Name": args.name, "Force": args.force})
-    except SteelcupError as exc:
-        report(exc)
-        return 1
-    print(out["Name"])
-    return 0
+    return post_and_print(ctx, "/steelcup/snapshots", {
+        "Volume": args.volume, "Name": args.name, "Force": args.force})
 
 
 def cmd_ls(ctx: Context, args: argparse.Namespace) -> int:
@@ -79,12 +72,4 @@ def cmd_inspect(ctx: Context, args: argparse.Namespace) -> int:
 
 
 def cmd_rm(ctx: Context, args: argparse.Namespace) -> int:
-    status = 0
-    for name in args.snapshots:
-        try:
-            ctx.client().delete(f"/steelcup/snapshots/{path_quote(name)}")
-            print(name)
-        except SteelcupError as exc:
-            report(exc)
-            status = 1
-    return status
+    return delete_each(ctx, args.snapshots, lambda n: f"/steelcup/snapshots/{path_quote(n)}")

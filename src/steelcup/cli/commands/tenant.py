@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from steelcup.cli.client import path_quote
-from steelcup.cli.context import Context, inspect_each, report
+from steelcup.cli.context import Context, delete_each, inspect_each, post_and_print, report
 from steelcup.errors import SteelcupError
 
 _QUOTA_HELP = ("KEY=VALUE quota (repeatable): containers, cpus, memory (e.g. 8G), volumes, "
@@ -77,14 +77,8 @@ def _base(name: str) -> str:
 
 
 def cmd_create(ctx: Context, args: argparse.Namespace) -> int:
-    try:
-        out = ctx.client().post_json("/steelcup/tenants", json_body={
-            "Name": args.name, "Quotas": args.quota, "SizeDefault": args.size_default})
-    except SteelcupError as exc:
-        report(exc)
-        return 1
-    print(out["Name"])
-    return 0
+    return post_and_print(ctx, "/steelcup/tenants", {
+        "Name": args.name, "Quotas": args.quota, "SizeDefault": args.size_default})
 
 
 def cmd_ls(ctx: Context, args: argparse.Namespace) -> int:
@@ -111,25 +105,11 @@ def cmd_update(ctx: Context, args: argparse.Namespace) -> int:
     body: dict[str, Any] = {"Quotas": args.quota}
     if args.size_default is not None:
         body["SizeDefault"] = args.size_default
-    try:
-        out = ctx.client().post_json(_base(args.name) + "/update", json_body=body)
-    except SteelcupError as exc:
-        report(exc)
-        return 1
-    print(out["Name"])
-    return 0
+    return post_and_print(ctx, _base(args.name) + "/update", body)
 
 
 def cmd_rm(ctx: Context, args: argparse.Namespace) -> int:
-    status = 0
-    for name in args.tenants:
-        try:
-            ctx.client().delete(_base(name))
-            print(name)
-        except SteelcupError as exc:
-            report(exc)
-            status = 1
-    return status
+    return delete_each(ctx, args.tenants, _base)
 
 
 def _write(path: Path, text: str, mode: int) -> None:
@@ -171,12 +151,5 @@ def cmd_key_ls(ctx: Context, args: argparse.Namespace) -> int:
 
 
 def cmd_key_rm(ctx: Context, args: argparse.Namespace) -> int:
-    status = 0
-    for key_id in args.key_ids:
-        try:
-            ctx.client().delete(_base(args.name) + f"/keys/{path_quote(key_id)}")
-            print(key_id)
-        except SteelcupError as exc:
-            report(exc)
-            status = 1
-    return status
+    return delete_each(ctx, args.key_ids,
+                       lambda key_id: _base(args.name) + f"/keys/{path_quote(key_id)}")

@@ -9,7 +9,7 @@ from typing import Any
 
 from steelcup.cli.client import path_quote
 from steelcup.cli.commands.network import kv_list
-from steelcup.cli.context import Context, inspect_each, report
+from steelcup.cli.context import Context, delete_each, inspect_each, report
 from steelcup.errors import SteelcupError
 
 
@@ -85,15 +85,8 @@ def cmd_inspect(ctx: Context, args: argparse.Namespace) -> int:
 
 
 def cmd_rm(ctx: Context, args: argparse.Namespace) -> int:
-    status = 0
-    for name in args.volumes:
-        try:
-            ctx.client().delete(f"/volumes/{path_quote(name)}", {"force": args.force})
-            print(name)
-        except SteelcupError as exc:
-            report(exc)
-            status = 1
-    return status
+    return delete_each(ctx, args.volumes, lambda n: f"/volumes/{path_quote(n)}",
+                       {"force": args.force})
 
 
 def cmd_prune(ctx: Context, args: argparse.Namespace) -> int:
