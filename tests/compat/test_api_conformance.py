@@ -166,12 +166,11 @@ def test_info_has_the_whole_schema_and_swarm_leave_is_503(
 
 
 @pytest.mark.parametrize(("flags", "named"), [
-    (("--group-add", "audio"), "HostConfig.GroupAdd"),
+    (("--shm-size", "128m"), "HostConfig.ShmSize"),
     (("--pid", "host"), "HostConfig.PidMode"),
     (("--uts", "host"), "HostConfig.UTSMode"),
     (("--link", "db:database"), "HostConfig.Links"),
     (("--volumes-from", "other"), "HostConfig.VolumesFrom"),
-    (("--group-add", "audio"), "HostConfig.GroupAdd"),
     (("--cpuset-cpus", "0"), "HostConfig.CpusetCpus"),
     (("-m", "64m", "--memory-swap", "-1"), "HostConfig.MemorySwap"),
     (("--runtime", "runc"), "HostConfig.Runtime"),

@@ -204,3 +204,19 @@ def test_add_host_and_dns_flags_reach_the_guests_etc_files(dockerd: Docker) -> N
         assert host["ExtraHosts"] == ["db:192.0.2.9"] and host["Dns"] == ["192.0.2.53"]
     finally:
         dockerd.run("rm", "-f", "shown")
+
+
+def test_group_add_gives_the_containers_processes_the_groups(dockerd: Docker) -> None:
+    """--group-add was refused; its gids (or names of the image's /etc/group) are
+    supplementary groups of the container's process and of its execs, as with dockerd."""
+    cid = dockerd.out("run", "-d", "--group-add", "1234", "--group-add", "4321", IMG,
+                      "sh", "-c", "id -G; sleep 1000").strip()
+    try:
+        wait_until(lambda: "1234" in dockerd.out("logs", cid), "the main process's groups")
+        assert {"1234", "4321"} <= set(dockerd.out("logs", cid).split())
+        assert {"1234", "4321"} <= set(dockerd.out("exec", cid, "id", "-G").split())
+        missing = dockerd.run("run", "--rm", "--group-add", "nosuchgroup", IMG, "true")
+        assert missing.returncode != 0
+        assert b"Unable to find group nosuchgroup" in missing.stderr, missing
+    finally:
+        dockerd.run("rm", "-f", cid)

@@ -150,8 +150,8 @@ HOST_SETTINGS: dict[str, Setting] = {
     "DnsSearch": Setting("applied", "search domains in the guest's resolv.conf"),
     "ExtraHosts": Setting("applied", "lines of the guest's /etc/hosts (NAME:IP, IP may be "
                                      "host-gateway)"),
-    "GroupAdd": Setting("refused", _NOT_YET + ": the guest init takes the user's groups "
-                                              "from the image"),
+    "GroupAdd": Setting("applied", "supplementary groups of the container's processes "
+                                   "(names of its /etc/group or gids)"),
     "IpcMode": Setting("always", "a VM has its own IPC namespace; host and container:ID are "
                                  "refused", ("private", "shareable")),
     "Cgroup": Setting("refused", "a VM has its own cgroups"),
@@ -354,6 +354,7 @@ def decode_create(body: Any) -> ContainerConfig:
         dns=tuple(_ip(a, "HostConfig.Dns") for a in _str_list(host, "Dns") or ()),
         dns_search=_words(_str_list(host, "DnsSearch") or (), "HostConfig.DnsSearch"),
         dns_options=_words(_str_list(host, "DnsOptions") or (), "HostConfig.DnsOptions"),
+        group_add=_words(_str_list(host, "GroupAdd") or (), "HostConfig.GroupAdd"),
         privileged=_get(host, "Privileged", bool, False),
     )
 
@@ -650,6 +651,7 @@ def encode_inspect(
             "Dns": list(config.dns),
             "DnsSearch": list(config.dns_search),
             "DnsOptions": list(config.dns_options),
+            "GroupAdd": list(config.group_add) or None,
             "Privileged": config.privileged,
             "Runtime": "steelcup",
         },

@@ -124,6 +124,7 @@ class ContainerOptions:
         dns: Sequence[str] = (),
         dns_search: Sequence[str] = (),
         dns_options: Sequence[str] = (),
+        group_add: Sequence[str] = (),
     ) -> None:
         self.image = image
         self.command = list(command)
@@ -153,6 +154,7 @@ class ContainerOptions:
         self.dns = list(dns)
         self.dns_search = list(dns_search)
         self.dns_options = list(dns_options)
+        self.group_add = list(group_add)
 
 
 def create_body(opts: ContainerOptions, *, for_run: bool) -> dict[str, Any]:
@@ -197,7 +199,8 @@ def create_body(opts: ContainerOptions, *, for_run: bool) -> dict[str, Any]:
     if opts.privileged:
         host_config["Privileged"] = True
     for key, values in (("ExtraHosts", opts.add_hosts), ("Dns", opts.dns),
-                        ("DnsSearch", opts.dns_search), ("DnsOptions", opts.dns_options)):
+                        ("DnsSearch", opts.dns_search), ("DnsOptions", opts.dns_options),
+                        ("GroupAdd", opts.group_add)):
         if values:
             host_config[key] = list(values)
     body: dict[str, Any] = {

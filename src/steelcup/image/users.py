@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
+from collections.abc import Sequence
 from pathlib import Path
 
 from steelcup.errors import InvalidArgument
@@ -18,8 +19,11 @@ MAX_FILE_BYTES = 16 << 20
 _MAX_SYMLINKS = 40
 
 
-def resolve_user(rootfs: Path, user: str) -> tuple[int, int, list[int]]:
-    """`user` is "", "name", "uid", "name:group" or "uid:gid"; returns (uid, gid, groups)."""
+def resolve_user(rootfs: Path, user: str, group_add: Sequence[str] = ()
+                 ) -> tuple[int, int, list[int]]:
+    """`user` is "", "name", "uid", "name:group" or "uid:gid"; returns (uid, gid, groups).
+    `group_add` (docker's --group-add: names of the container's /etc/group or gids) are
+    supplementary groups on top."""
     spec_user, has_group, spec_group = user.partition(":")
     if has_group and not spec_group:
         raise InvalidArgument(f"invalid user spec {user!r}: empty group")
@@ -63,6 +67,17 @@ def resolve_user(rootfs: Path, user: str) -> tuple[int, int, list[int]]:
                 gid_value = _id(g[2], user)
                 if gid_value not in groups:
                     groups.append(gid_value)
+    for extra in group_add:
+        if extra.isdigit():
+            value = _id(extra, extra)
+        else:
+            entry = next((g for g in groups_db if g[0] == extra), None)
+            if entry is None:
+                raise InvalidArgument(
+                    f"Unable to find group {extra}: no matching entries in group file")
+            value = _id(entry[2], extra)
+        if value not in groups:
+            groups.append(value)
     return uid, gid, groups
 
 

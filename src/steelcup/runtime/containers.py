@@ -454,7 +454,7 @@ class Runtime:
             stack.callback(rootfs_module.release, cdir)
             try:
                 root = await asyncio.to_thread(self.prepare_rootfs, record)
-                uid, gid, groups = resolve_user(root, config.user)
+                uid, gid, groups = resolve_user(root, config.user, config.group_add)
                 run = await self.resources.acquire(record, root, stack)
                 request = VmRequest(
                     mem_mib=config.mem_mib or self.defaults.mem_mib,

@@ -72,7 +72,8 @@ class ExecManager:
         record = self._startable(exec_)
         config = exec_.config
         root = self.runtime.container_dir(record.id) / "rootfs"
-        uid, gid, groups = resolve_user(root, config.user or record.config.user)
+        uid, gid, groups = resolve_user(root, config.user or record.config.user,
+                                        record.config.group_add)
         spec = ProcessSpec(
             args=config.cmd,
             env=tuple(merge_env(record.config.env, config.env)),

@@ -84,6 +84,7 @@ class ContainerConfig:
     dns: tuple[str, ...] = ()
     dns_search: tuple[str, ...] = ()
     dns_options: tuple[str, ...] = ()
+    group_add: tuple[str, ...] = ()  # --group-add: supplementary groups (names or gids)
     tenant: str = ""  # who owns it ("" = the operator's own: single-user use)
 
     def to_json(self) -> dict[str, Any]:
@@ -120,6 +121,7 @@ class ContainerConfig:
                 "dns": tuple(data.get("dns", ())),
                 "dns_search": tuple(data.get("dns_search", ())),
                 "dns_options": tuple(data.get("dns_options", ())),
+                "group_add": tuple(data.get("group_add", ())),
             }
         )
 

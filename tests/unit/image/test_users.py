@@ -80,3 +80,14 @@ def test_etc_symlink_to_host(tmp_path: Path) -> None:
     (root / "etc").symlink_to("/etc")  # /etc inside the rootfs = rootfs/etc = itself: a loop
     with pytest.raises(InvalidArgument):
         resolve_user(root, "root")
+
+
+def test_group_add_appends_gids_and_names_of_the_containers_group_file(tmp_path: Path) -> None:
+    from steelcup.image.users import resolve_user
+
+    (tmp_path / "etc").mkdir(exist_ok=True)
+    (tmp_path / "etc/passwd").write_text("root:x:0:0:root:/root:/bin/sh\n")
+    (tmp_path / "etc/group").write_text("root:x:0:\naudio:x:29:\n")
+    assert resolve_user(tmp_path, "", ("audio", "1234", "29")) == (0, 0, [29, 1234])
+    with pytest.raises(InvalidArgument, match="Unable to find group video"):
+        resolve_user(tmp_path, "", ("video",))

@@ -103,6 +103,9 @@ def _add_container_flags(p: argparse.ArgumentParser, *, run: bool) -> None:
                    help="a DNS search domain; repeatable")
     p.add_argument("--dns-option", action="append", default=[], metavar="OPT",
                    help="a resolv.conf option (e.g. ndots:2); repeatable")
+    p.add_argument("--group-add", action="append", default=[], metavar="GROUP",
+                   help="a supplementary group (a name of the image's /etc/group, or a gid) "
+                        "for the container's processes; repeatable")
     p.add_argument(
         "--privileged", action="store_true",
         help="give the container's processes every Linux capability",
@@ -153,6 +156,7 @@ def _options(args: argparse.Namespace, *, run: bool) -> ContainerOptions:
         dns=args.dns,
         dns_search=args.dns_search,
         dns_options=args.dns_option,
+        group_add=args.group_add,
         cap_drop=args.cap_drop,
         privileged=args.privileged,
     )
