@@ -48,4 +48,9 @@ class DaemonOptions:
     tcp_listen: tuple[str, int] | None = None
     tls_ca: Path | None = None
     tls_cert: Path | None = None
-    tls_key: Path | None = None  # bridges, NAT, DNS; False = containers get loopback only
+    tls_key: Path | None = None
+    # The TLS listener serves tenants (each request authenticates as one) instead of the
+    # operator; its certificate names tls_names too. allow_tcg: serve tenants without KVM.
+    multi_tenant: bool = False
+    allow_tcg: bool = False
+    tls_names: tuple[str, ...] = ()  # bridges, NAT, DNS; False = containers get loopback only

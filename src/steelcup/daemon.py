@@ -14,8 +14,11 @@ import sys
 from pathlib import Path
 
 from steelcup import userns
+from steelcup.api import tenant_listener, tenant_routes
 from steelcup.api.http import HttpServer, server_tls_context
+from steelcup.api.router import Router
 from steelcup.api.routes import Services, build_router
+from steelcup.api.versions import DEFAULT_HEADERS
 from steelcup.boundedfs import DiskMaker, check_size
 from steelcup.config import DaemonOptions
 from steelcup.errors import InvalidArgument, SteelcupError
@@ -142,13 +145,8 @@ async def _serve(options: DaemonOptions) -> int:
                         events=events, root=options.root, accel=accel, networks=networks,
                         volumes=volumes, pool=vms, tenants=tenants, vm_run_dir=run_dir,
                         cpu_sampler=cpu_sampler)
-    tls = None
-    if options.tls_listen is not None:
-        if not (options.tls_ca and options.tls_cert and options.tls_key):
-            raise InvalidArgument("--tls-listen needs --tlscacert, --tlscert and --tlskey")
-        tls = server_tls_context(options.tls_ca, options.tls_cert, options.tls_key)
-    server = HttpServer(build_router(services), unix_path=options.socket,
-                        tcp=options.tls_listen or options.tcp_listen, tls=tls)
+    router = build_router(services)
+    server = _server(options, accel, router, tenants)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signo in (signal.SIGTERM, signal.SIGINT):
@@ -184,6 +182,39 @@ async def _serve(options: DaemonOptions) -> int:
         with contextlib.suppress(Exception):
             db.close()
     return 0
+
+
+def _server(options: DaemonOptions, accel: str, router: Router, tenants: Tenants) -> HttpServer:
+    """The unix socket (the operator's) and the TCP listener: the operator's with dockerd's
+    --tlsverify, or with --multi-tenant the tenants' (docs/tenancy.md)."""
+    if options.multi_tenant:
+        if options.tls_listen is None:
+            raise InvalidArgument("--multi-tenant needs --tls-listen ADDR:PORT (tenants reach "
+                                  "the daemon only over TLS; the unix socket is the operator's)")
+        why = tenant_listener.refusal(accel, options.allow_tcg, router.table)
+        if why is not None:
+            raise InvalidArgument(why)
+        names = tenant_listener.server_names(options.tls_listen[0], list(options.tls_names))
+        tls = tenant_listener.tls_for_tenants(tenants.authority, names, options.tls_ca,
+                                              options.tls_cert, options.tls_key)
+        headers = list(DEFAULT_HEADERS)
+        if accel != "kvm":
+            log.warning("serving tenants without KVM (--allow-tcg): %s",
+                        tenant_listener.TCG_WARNING)
+            headers.append((tenant_listener.WARNING_HEADER, tenant_listener.TCG_WARNING))
+        log.info("tenant listener on %s:%d (certificate names: %s; CA %s)",
+                 *options.tls_listen, ", ".join(names), tenants.authority.ca_pem_path)
+        return HttpServer(router, unix_path=options.socket, tcp=options.tls_listen, tls=tls,
+                          identify=tenant_routes.identify_with(tenants),
+                          default_headers=headers)
+    operator_tls = None
+    if options.tls_listen is not None:
+        if not (options.tls_ca and options.tls_cert and options.tls_key):
+            raise InvalidArgument("--tls-listen needs --tlscacert, --tlscert and --tlskey "
+                                  "(or --multi-tenant, which makes its own)")
+        operator_tls = server_tls_context(options.tls_ca, options.tls_cert, options.tls_key)
+    return HttpServer(router, unix_path=options.socket,
+                      tcp=options.tls_listen or options.tcp_listen, tls=operator_tls)
 
 
 def tenant_ids(ids: IdRange | None, tenants: Tenants) -> IdsFor:

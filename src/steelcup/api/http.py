@@ -26,6 +26,7 @@ from typing import Any
 
 import h11
 
+from steelcup.api import tls_stream
 from steelcup.api.hijack import READ_CHUNK, HijackedStream, WebSocketStream, websocket_accept
 from steelcup.api.http_types import (
     BodyTooLarge,
@@ -38,7 +39,7 @@ from steelcup.api.http_types import (
     Response,
     StreamResponse,
 )
-from steelcup.api.router import MethodNotAllowed, Router
+from steelcup.api.router import MethodNotAllowed, Router, operator_only
 from steelcup.api.tls import is_loopback_host, server_tls_context
 from steelcup.api.versions import API_VERSION, DEFAULT_HEADERS, MIN_API_VERSION, check_api_version
 from steelcup.errors import (
@@ -77,15 +78,6 @@ __all__ = [  # the server, and what route modules import from here
 # token of the Authorization header) -> who the request speaks for, None to refuse it (401).
 Identify = Callable[[bytes | None, str | None], Principal | None]
 Handler = Callable[[Request], Awaitable[Response]]
-
-
-def operator_only(handler: Handler) -> Handler:
-    """A route only the operator may use: a tenant gets 403, whatever it names."""
-    async def guarded(req: Request) -> Response:
-        if not req.principal.is_operator:
-            raise Forbidden(f"{req.method} {req.path} is for the operator only")
-        return await handler(req)
-    return guarded
 
 
 def _bearer(request: Request) -> str | None:
@@ -524,8 +516,9 @@ class HttpServer:
         if self.tcp is not None:
             host, port = self.tcp
             if self.tls is not None:
-                server = await asyncio.start_server(
-                    self._accept, host, port, ssl=self.tls, ssl_handshake_timeout=10.0)
+                # TLS of our own over the TCP stream: asyncio's ends the whole connection on
+                # a client's close_notify, and docker's attach half-closes (tls_stream.py).
+                server = await asyncio.start_server(self._accept_tls, host, port)
             else:
                 server = await asyncio.start_server(self._accept, host, port)
             self._servers.append(server)
@@ -554,6 +547,20 @@ class HttpServer:
             pass  # close() ends connections; asyncio's stream callback dislikes cancelled tasks
         finally:
             self._connections.discard(task)
+
+    async def _accept_tls(self, reader: asyncio.StreamReader,
+                          writer: asyncio.StreamWriter) -> None:
+        assert self.tls is not None
+        try:
+            reader, writer = await tls_stream.accept(reader, writer, self.tls)
+        except (ssl.SSLError, ConnectionError, OSError, TimeoutError) as exc:
+            log.debug("TLS handshake with %s failed: %s", writer.get_extra_info("peername"),
+                      exc)
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+            return
+        await self._accept(reader, writer)
 
     async def _refuse(self, writer: asyncio.StreamWriter) -> None:
         if not self._refusing:

@@ -9,10 +9,22 @@ from typing import Any
 from urllib.parse import unquote
 
 from steelcup.api.http_types import Handler, Principal, Request
+from steelcup.errors import Forbidden
 
 # (who asks, the reference in the path) -> the object's full id if they may see it; NotFound
 # exactly as for a missing object if not (no existence oracle across tenants).
 Resolver = Callable[[Principal, str], str]
+
+OPERATOR = "operator"  # the table's kind of a route only the operator may use
+
+
+def operator_only(handler: Handler) -> Handler:
+    """A route only the operator may use: a tenant gets 403, whatever it names."""
+    async def guarded(req: Request) -> Any:
+        if not req.principal.is_operator:
+            raise Forbidden(f"{req.method} {req.path} is for the operator only")
+        return await handler(req)
+    return guarded
 
 
 @dataclass(frozen=True)
@@ -37,17 +49,23 @@ class Router:
     def __init__(self) -> None:
         self._routes: list[tuple[str, re.Pattern[str], Handler]] = []
         self._scopes: list[Scope] = []
-        self.table: list[tuple[str, str, str]] = []  # (method, pattern, scope kind or "")
+        # (method, pattern, scope kind, OPERATOR, or "" for a route naming no object)
+        self.table: list[tuple[str, str, str]] = []
 
     def scope(self, prefix: str, param: str, kind: str, resolve: Resolver) -> None:
         """Scope every route added from now on whose pattern starts with `prefix`."""
         self._scopes.append(Scope(prefix, param, kind, resolve))
 
-    def add(self, method: str, pattern: str, handler: Handler) -> None:
+    def add(self, method: str, pattern: str, handler: Handler, *,
+            operator: bool = False) -> None:
+        """Route `method pattern` to `handler`; `operator`: for the operator only (a tenant
+        gets 403 whatever it names)."""
         if not pattern.startswith("/"):
             raise ValueError(f"route pattern must start with '/': {pattern!r}")
         kind = ""
-        for scope in self._scopes:
+        if operator:
+            handler, kind = operator_only(handler), OPERATOR
+        for scope in self._scopes if not operator else ():
             if pattern.startswith(scope.prefix):
                 handler = _scoped(handler, scope)
                 kind = scope.kind
@@ -93,3 +111,11 @@ def _scoped(handler: Handler, scope: Scope) -> Handler:
         req.params[scope.param] = scope.resolve(req.principal, req.params[scope.param])
         return await handler(req)
     return scoped
+
+
+def unscoped(table: list[tuple[str, str, str]]) -> list[str]:
+    """Routes of `table` that name an object in their path but neither resolve it for the
+    caller's tenant nor are the operator's: a tenant listener must not serve while any exists."""
+    return [f"{method} {pattern}" for method, pattern, kind in table
+            if "{" in pattern and not kind]
+

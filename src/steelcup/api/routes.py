@@ -114,7 +114,8 @@ def build_router(svc: Services) -> Router:
     r.add("HEAD", "/_ping", api.ping)
     r.add("GET", "/version", api.version)
     r.add("GET", "/info", api.info)
-    r.add("GET", "/steelcup/pool", api.pool)  # steelcup extension: VM template/pool state
+    # steelcup extension: VM template/pool state, every tenant's: the operator's
+    r.add("GET", "/steelcup/pool", api.pool, operator=True)
     if svc.tenants is not None:
         tenant_routes.register(r, svc.tenants)
     r.add("GET", "/events", api.events)
@@ -246,7 +247,7 @@ class _Api:
         })
 
     async def info(self, req: Request) -> Response:
-        records = self.rt.list()
+        records = self.rt.list(req.principal.tenant)
         count = {s: sum(1 for r in records if r.state.status is s) for s in Status}
         networks = self.svc.networks
         pool = str(networks.pool) if networks is not None else ""
@@ -315,8 +316,9 @@ class _Api:
         until_ns = _time_param(req.q("until"))
         bus = self.svc.events
         # Subscribe before reading the history, so nothing published in between is lost.
-        queue = bus.subscribe()
-        history = list(bus.history) if req.q("since") else []
+        tenant = req.principal.tenant
+        queue = bus.subscribe(tenant)
+        history = bus.history(tenant) if req.q("since") else []
 
         def wanted(event: dict[str, Any]) -> bool:
             return codec.event_matches(event, filters)

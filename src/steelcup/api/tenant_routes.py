@@ -14,7 +14,6 @@ from steelcup.api.http import (
     Request,
     Response,
     Router,
-    operator_only,
 )
 from steelcup.errors import InvalidArgument
 from steelcup.tenancy.manager import Tenants
@@ -34,7 +33,7 @@ def register(router: Router, tenants: Tenants) -> None:
         ("POST", "/steelcup/tenants/{name}/keys", api.key_create),
         ("DELETE", "/steelcup/tenants/{name}/keys/{key}", api.key_remove),
     ):
-        router.add(method, path, operator_only(handler))
+        router.add(method, path, handler, operator=True)
 
 
 def identify_with(tenants: Tenants) -> Identify:

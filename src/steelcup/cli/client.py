@@ -1,4 +1,4 @@
-"""A lean, blocking Docker Engine API client over a unix socket (stdlib only).
+"""A lean, blocking Docker Engine API client over a unix socket or TLS (stdlib only).
 
 Imported on every CLI start, so it stays small: one connection per request, HTTP/1.1 with
 Content-Length or chunked bodies, streamed responses, and docker's attach hijack.
@@ -10,8 +10,10 @@ import errno
 import json
 import os
 import socket
+import sys
 from collections.abc import Callable, Iterator, Mapping
 
+from steelcup.cli.endpoint import Endpoint
 from steelcup.errors import (
     Conflict,
     DaemonUnavailable,
@@ -28,6 +30,9 @@ if TYPE_CHECKING:
 API_VERSION = "1.43"
 _CHUNK = 64 * 1024
 _MAX_HEADER = 64 * 1024
+
+# A daemon's standing warning for its users (e.g. a multi-tenant daemon without KVM).
+WARNING_HEADER = "steelcup-warning"
 
 Query = Mapping[str, str | int | bool | None] | None
 Headers = dict[str, str]
@@ -259,7 +264,8 @@ class HijackedSocket:
 
 
 class ApiClient:
-    """Speaks the Docker Engine API (prefix /v1.43) to one unix socket.
+    """Speaks the Docker Engine API (prefix /v1.43) to one daemon: a unix socket path or an
+    `Endpoint` (TCP with TLS, a bearer token).
 
     `on_unreachable` is called once when the socket is absent or refuses connections; if it
     returns True (it started a daemon) the connection is retried.
@@ -267,16 +273,22 @@ class ApiClient:
 
     def __init__(
         self,
-        socket_path: str | os.PathLike[str],
+        address: Endpoint | str | os.PathLike[str],
         *,
         api_version: str = API_VERSION,
         timeout_s: float | None = None,
         on_unreachable: Callable[[], bool] | None = None,
     ) -> None:
-        self.socket_path = os.fspath(socket_path)
+        self.endpoint = address if isinstance(address, Endpoint) else Endpoint(
+            unix_path=os.fspath(address))
+        self.socket_path = self.endpoint.unix_path
         self.prefix = f"/v{api_version}"
         self.timeout_s = timeout_s
         self._on_unreachable = on_unreachable
+        self._warned = False
+        self._tls: Any = None  # ssl.SSLContext, made on the first TLS connection
+        self._auth = ({"Authorization": f"Bearer {self.endpoint.token}"}
+                      if self.endpoint.token and self.endpoint.tls else {})
 
     # ----- connection
     def _connect(self) -> socket.socket:
@@ -289,6 +301,8 @@ class ApiClient:
             return self._connect_once()
 
     def _connect_once(self) -> socket.socket:
+        if not self.endpoint.is_unix:
+            return self._connect_tcp()
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.settimeout(self.timeout_s)
         try:
@@ -308,6 +322,31 @@ class ApiClient:
             raise DaemonUnavailable(f"cannot connect to unix://{self.socket_path}: {exc}") from exc
         return sock
 
+    def _connect_tcp(self) -> socket.socket:
+        where = str(self.endpoint)
+        try:
+            sock = socket.create_connection((self.endpoint.host, self.endpoint.port),
+                                            timeout=self.timeout_s or 30.0)
+        except OSError as exc:
+            raise DaemonUnavailable(f"cannot connect to the steelcup daemon at {where}: "
+                                    f"{exc.strerror or exc}. Is the daemon running?") from exc
+        sock.settimeout(self.timeout_s)
+        if self.endpoint.tls is None:
+            return sock
+        import ssl
+
+        from steelcup.cli.endpoint import tls_context
+        from steelcup.cli.tls_socket import TlsSocket
+
+        if self._tls is None:
+            self._tls = tls_context(self.endpoint.tls)
+        try:
+            # duck-typed: the subset of a socket this client uses, with a TLS half-close
+            return TlsSocket(sock, self._tls, self.endpoint.host)  # type: ignore[return-value]
+        except (ssl.SSLError, OSError) as exc:
+            sock.close()
+            raise DaemonUnavailable(f"TLS with {where} failed: {exc}") from exc
+
     def _send_head(
         self,
         sock: socket.socket,
@@ -317,7 +356,7 @@ class ApiClient:
         headers: Mapping[str, str],
     ) -> None:
         lines = [f"{method} {self.prefix}{path}{encode_query(query)} HTTP/1.1", "Host: steelcup"]
-        lines += [f"{k}: {v}" for k, v in headers.items()]
+        lines += [f"{k}: {v}" for k, v in {**self._auth, **headers}.items()]
         sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
 
     @staticmethod
@@ -368,6 +407,10 @@ class ApiClient:
         except BaseException:
             sock.close()
             raise
+        warning = rheaders.get(WARNING_HEADER)
+        if warning and not self._warned:
+            self._warned = True  # once per CLI session, on stderr (stdout is the output)
+            print(f"WARNING: {warning}", file=sys.stderr)
         response = StreamedResponse(sock, reader, status, rheaders)
         if check and status >= 400:
             self._raise_for(response)

@@ -13,13 +13,17 @@ from collections.abc import Callable
 
 from steelcup import defaults
 from steelcup.cli.client import ApiClient, Query
+from steelcup.cli.endpoint import Endpoint
 from steelcup.errors import DaemonUnavailable, SteelcupError
 
 
 class Context:
     def __init__(self, socket: str | os.PathLike[str], root: str | os.PathLike[str], *,
-                 autostart: bool = True, root_given: bool = False) -> None:
+                 autostart: bool = True, root_given: bool = False,
+                 endpoint: Endpoint | None = None) -> None:
         self.socket = os.fspath(socket)  # plain strings: pathlib is not needed on every start
+        # where the daemon is: this socket unless the user named a tcp:// address
+        self.endpoint = endpoint or Endpoint(unix_path=self.socket)
         self.root = os.fspath(root)
         self.autostart = autostart
         self.root_given = root_given  # the user named the state root (not the default)
@@ -27,7 +31,8 @@ class Context:
 
     def client(self) -> ApiClient:
         if self._client is None:
-            self._client = ApiClient(self.socket, on_unreachable=self._start_daemon)
+            hook = self._start_daemon if self.endpoint.is_unix else None
+            self._client = ApiClient(self.endpoint, on_unreachable=hook)
         return self._client
 
     def _start_daemon(self) -> bool:

@@ -50,9 +50,21 @@ def _add_global_options(parser: argparse.ArgumentParser) -> None:
         "-H",
         "--host",
         default=None,
-        metavar="SOCKET",
-        help=f"daemon socket: unix://PATH or PATH (default: $STEELCUP_HOST or {default_socket()})",
+        metavar="ADDRESS",
+        help="daemon address: unix://PATH, PATH or tcp://HOST:PORT (default: $STEELCUP_HOST, "
+        f"else a tcp:// $DOCKER_HOST, else {default_socket()})",
     )
+    parser.add_argument("--tls", action="store_true",
+                        help="use TLS to a tcp:// daemon (implied by --tlsverify)")
+    parser.add_argument("--tlsverify", action="store_true",
+                        help="use TLS and verify the daemon (or set $DOCKER_TLS_VERIFY)")
+    parser.add_argument("--tlscacert", metavar="FILE", default=None,
+                        help="CA the daemon's certificate is checked against "
+                        "(default: $DOCKER_CERT_PATH/ca.pem)")
+    parser.add_argument("--tlscert", metavar="FILE", default=None,
+                        help="client certificate (default: $DOCKER_CERT_PATH/cert.pem)")
+    parser.add_argument("--tlskey", metavar="FILE", default=None,
+                        help="client key (default: $DOCKER_CERT_PATH/key.pem)")
     parser.add_argument(
         "--root",
         default=None,
@@ -103,8 +115,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):  # no command, or a group like `image` without one
         (parser if args.command is None else build_parser()).print_help()
         return 0
+    from steelcup.cli.endpoint import TlsFlags, resolve
+
+    try:
+        endpoint = resolve(args.host, TlsFlags(args.tls, args.tlsverify, args.tlscacert,
+                                               args.tlscert, args.tlskey),
+                           os.environ, default_socket())
+    except SteelcupError as exc:
+        print(f"steelcup: {exc}", file=sys.stderr)
+        return EXIT_CLI_ERROR
     ctx = Context(
-        socket=args.host.removeprefix("unix://") if args.host else default_socket(),
+        socket=endpoint.unix_path or default_socket(),
+        endpoint=endpoint,
         root=args.root or default_root(),
         autostart=os.environ.get("STEELCUP_NO_AUTOSTART") != "1",
         root_given=bool(args.root or os.environ.get("STEELCUP_ROOT")),

@@ -329,7 +329,7 @@ class Runtime:
         """A container event with docker's attributes: labels, name, image, then `extra`."""
         attributes = {**dict(record.config.labels), "name": record.name,
                       "image": record.config.image, **extra}
-        self.events.publish("container", action, record.id, attributes)
+        self.events.publish("container", action, record.id, attributes, record.config.tenant)
 
     async def _notify(self, live: _Live) -> None:
         async with live.changed:
@@ -718,7 +718,7 @@ class Runtime:
                 )
         self._save(live, replace(live.record, name=name))
         self.events.publish("container", "rename", live.record.id,
-                            {"name": name, "oldName": "/" + old})
+                            {"name": name, "oldName": "/" + old}, live.record.config.tenant)
 
     # -- signals, stop, wait -----------------------------------------------------------------
 

@@ -1,7 +1,9 @@
 """The daemon's event bus: lifecycle events fanned out to `events` subscribers.
 
 Events use docker's shape (Type, Action, Actor{ID, Attributes}, time, timeNano) so the API can
-stream them unchanged. A slow subscriber loses events rather than stalling the runtime.
+stream them unchanged. A slow subscriber loses events rather than stalling the runtime. Each
+event is its tenant's ("" = the operator's): a tenant's subscription sees only its own; the
+operator's (tenant None) sees all.
 """
 
 from __future__ import annotations
@@ -20,13 +22,15 @@ class EventBus:
     """Publish from the runtime; subscribe from the API."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
-        self._subs: set[asyncio.Queue[dict[str, Any]]] = set()
-        self.history: deque[dict[str, Any]] = deque(maxlen=HISTORY)
+        # each subscriber's queue -> the tenant it sees (None: every tenant's)
+        self._subs: dict[asyncio.Queue[dict[str, Any]], str | None] = {}
+        self._history: deque[tuple[str, dict[str, Any]]] = deque(maxlen=HISTORY)
         # Publishers may run in worker threads (image loads, pulls); queues live on this loop.
         self._loop = loop
         self._lock = threading.Lock()
 
-    def publish(self, kind: str, action: str, actor_id: str, attributes: dict[str, str]) -> None:
+    def publish(self, kind: str, action: str, actor_id: str, attributes: dict[str, str],
+                tenant: str = "") -> None:
         now_ns = time.time_ns()
         event: dict[str, Any] = {
             "Type": kind,
@@ -39,26 +43,34 @@ class EventBus:
         if kind == "container":
             event.update(status=action, id=actor_id, **{"from": attributes.get("image", "")})
         with self._lock:
-            self.history.append(event)
+            self._history.append((tenant, event))
         loop = self._loop
         if loop is not None and not _on_loop(loop):
-            loop.call_soon_threadsafe(self._deliver, event)
+            loop.call_soon_threadsafe(self._deliver, event, tenant)
         else:
-            self._deliver(event)
+            self._deliver(event, tenant)
 
-    def _deliver(self, event: dict[str, Any]) -> None:
-        for queue in list(self._subs):
+    def _deliver(self, event: dict[str, Any], tenant: str) -> None:
+        for queue, sees in list(self._subs.items()):
+            if sees is not None and sees != tenant:
+                continue
             if queue.full():
                 continue  # a stalled reader misses events; it never blocks the runtime
             queue.put_nowait(event)
 
-    def subscribe(self) -> asyncio.Queue[dict[str, Any]]:
+    def subscribe(self, tenant: str | None = None) -> asyncio.Queue[dict[str, Any]]:
+        """A queue of the events published from now on: `tenant`'s, or all (None)."""
         queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(QUEUE)
-        self._subs.add(queue)
+        self._subs[queue] = tenant
         return queue
 
     def unsubscribe(self, queue: asyncio.Queue[dict[str, Any]]) -> None:
-        self._subs.discard(queue)
+        self._subs.pop(queue, None)
+
+    def history(self, tenant: str | None = None) -> list[dict[str, Any]]:
+        """The last events kept (oldest first): `tenant`'s, or all (None)."""
+        with self._lock:
+            return [e for t, e in self._history if tenant is None or t == tenant]
 
     @property
     def listeners(self) -> int:

@@ -39,7 +39,8 @@ async def prune(runtime: Runtime, filters: dict[str, list[str]],
             continue  # started or removed meanwhile
         deleted.append(record.id)
         reclaimed += size
-    runtime.events.publish("container", "prune", "", {"reclaimed": str(reclaimed)})
+    runtime.events.publish("container", "prune", "", {"reclaimed": str(reclaimed)},
+                           tenant or "")
     return PruneReport(deleted, reclaimed)
 
 

@@ -87,7 +87,7 @@ async def commit(
     runtime.events.publish("container", "commit", record.id, {
         "name": record.name, "comment": comment, "imageID": new.id,
         "imageRef": repo_tag or "", "author": author,
-    })
+    }, record.config.tenant)
     return new
 
 

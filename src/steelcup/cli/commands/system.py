@@ -111,7 +111,23 @@ def register(sub: Any, name: str, help_text: str) -> None:
                             "a container may ask for (default %(default)s)")
         p.add_argument("--tls-listen", metavar="HOST:PORT", default=None,
                        help="also serve the API over TLS; clients must present a certificate "
-                            "signed by --tlscacert (dockerd's --tlsverify)")
+                            "signed by --tlscacert (dockerd's --tlsverify), or with "
+                            "--multi-tenant authenticate as a tenant")
+        p.add_argument("--multi-tenant", action="store_true",
+                       help="the --tls-listen listener serves tenants: every request must "
+                            "present a tenant's key (`steelcup tenant key create`) and sees "
+                            "only that tenant's objects; the unix socket stays the "
+                            "operator's. The daemon makes its own CA and server certificate "
+                            "under ROOT/tls unless --tlscert/--tlskey are given")
+        p.add_argument("--allow-tcg", action="store_true",
+                       help="with --multi-tenant: serve tenants even without KVM (QEMU does "
+                            "not treat TCG as a security boundary; info and every CLI "
+                            "session say so)")
+        p.add_argument("--tls-name", action="append", default=[], metavar="NAME",
+                       help="with --multi-tenant: a host name or address tenants reach the "
+                            "listener by, added to the certificate the daemon makes "
+                            "(repeatable; localhost, 127.0.0.1 and this host's name are "
+                            "always in it)")
         p.add_argument("--tlscacert", default=None, help="CA that signs client certificates")
         p.add_argument("--tlscert", default=None, help="the daemon's TLS certificate")
         p.add_argument("--tlskey", default=None, help="the daemon's TLS key")
@@ -325,10 +341,17 @@ def cmd_daemon(ctx: Context, args: argparse.Namespace) -> int:
         tls_ca=Path(args.tlscacert) if args.tlscacert else None,
         tls_cert=Path(args.tlscert) if args.tlscert else None,
         tls_key=Path(args.tlskey) if args.tlskey else None,
+        multi_tenant=args.multi_tenant,
+        allow_tcg=args.allow_tcg,
+        tls_names=tuple(args.tls_name),
     )
-    if options.tls_listen and not (options.tls_ca and options.tls_cert and options.tls_key):
-        print("steelcup daemon: --tls-listen needs --tlscacert, --tlscert and --tlskey",
-              file=sys.stderr)
+    if options.multi_tenant and not options.tls_listen:
+        print("steelcup daemon: --multi-tenant needs --tls-listen ADDR:PORT", file=sys.stderr)
+        return 125
+    if options.tls_listen and not options.multi_tenant and not (
+            options.tls_ca and options.tls_cert and options.tls_key):
+        print("steelcup daemon: --tls-listen needs --tlscacert, --tlscert and --tlskey "
+              "(or --multi-tenant, which makes its own)", file=sys.stderr)
         return 125
     daemon: Any = importlib.import_module("steelcup.daemon")  # written by the lead; heavy
     return int(daemon.run(options))
