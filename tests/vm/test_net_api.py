@@ -21,6 +21,7 @@ from steelcup.errors import NotFound
 from steelcup.net.links import Host
 from steelcup.net.manager import NetworkManager
 from steelcup.net.store import NetStore
+from steelcup.runtime.model import ContainerConfig, ContainerRecord
 from steelcup.state.db import open_db
 from steelcup.volume.manager import VolumeManager
 
@@ -29,10 +30,11 @@ CONTAINERS = {"c" * 64: "web"}
 VOLUME_USERS: dict[str, list[str]] = {}
 
 
-def resolve(ref: str) -> tuple[str, str]:
+def resolve(ref: str, tenant: str | None) -> ContainerRecord:
     for cid, name in CONTAINERS.items():
         if ref in (cid, name) or cid.startswith(ref):
-            return cid, name
+            return ContainerRecord(cid, name, "", ContainerConfig(image="base", image_id=""),
+                                   "sh", ())
     raise NotFound(f"No such container: {ref}")
 
 

@@ -9,13 +9,16 @@ from typing import Any
 
 from steelcup.api.filters import parse_filters
 from steelcup.api.http import EmptyResponse, JsonResponse, Request, Response, Router
+from steelcup.api.http_types import Principal
 from steelcup.errors import Conflict, InvalidArgument
-from steelcup.net.manager import NetworkManager
+from steelcup.net.manager import DEFAULT_NETWORK, NetworkManager
 from steelcup.net.model import Endpoint, NetworkRecord
+from steelcup.runtime.model import ContainerRecord
 from steelcup.volume.manager import Volume, VolumeManager
 
-# container reference (id, name or prefix) -> (full id, name without "/")
-ContainerResolver = Callable[[str], tuple[str, str]]
+# (container reference: id, name or prefix; the caller's tenant, None = the operator) -> the
+# container's record; another tenant's is NotFound exactly as a missing one
+ContainerResolver = Callable[[str, str | None], ContainerRecord]
 
 NETWORK_FILTERS = frozenset({"name", "id", "label", "driver", "type", "scope", "dangling"})
 # dockerd's pre-defined networks besides `bridge`, which are network modes here, not networks
@@ -32,6 +35,10 @@ def register(
     resolve_container: ContainerResolver,
 ) -> None:
     api = _NetApi(networks, volumes, resolve_container)
+    # The tenancy spine (docs/tenancy.md): every route under /networks/{id} gets the network
+    # resolved in the caller's namespace first; another tenant's answers as a missing one.
+    router.scope("/networks/{id}", "id", "network",
+                 lambda who, ref: resolve_network(networks, who, ref))
     router.add("GET", "/networks", api.network_list)
     router.add("POST", "/networks/create", api.network_create)
     router.add("POST", "/networks/prune", api.network_prune)
@@ -44,6 +51,15 @@ def register(
     router.add("POST", "/volumes/prune", api.volume_prune)
     router.add("GET", "/volumes/{name}", api.volume_inspect)
     router.add("DELETE", "/volumes/{name}", api.volume_remove)
+
+
+def resolve_network(networks: NetworkManager, who: Principal, ref: str) -> str:
+    """The full id of the network `ref` names for `who` (a pre-defined mode network's name
+    for `host` and `none`, which every tenant has); NotFound as for a missing network."""
+    name = predefined_name(ref)
+    if name is not None:
+        return name
+    return networks.resolve(ref, who.tenant).id
 
 
 def _labels_match(labels: dict[str, str], wanted: list[str]) -> bool:
@@ -162,8 +178,11 @@ class _NetApi:
     # -- networks --
     async def network_list(self, req: Request) -> Response:
         f = parse_filters(req.q("filters"), NETWORK_FILTERS)
+        tenant = req.principal.tenant
+        if tenant is not None:
+            self.networks.default_network(tenant)  # a tenant's `bridge` is always listed
         out = []
-        for net in self.networks.networks():
+        for net in self.networks.networks(tenant):
             eps = self.networks.endpoints(net.id)
             if "name" in f and not any(n in net.name for n in f["name"]):
                 continue
@@ -174,7 +193,7 @@ class _NetApi:
             if "driver" in f and net.driver not in f["driver"]:
                 continue
             if "type" in f:
-                kind = "builtin" if net.name == "bridge" else "custom"
+                kind = "builtin" if net.name == DEFAULT_NETWORK else "custom"
                 if kind not in f["type"]:
                     continue
             if "dangling" in f and (f["dangling"][0] in ("1", "true")) == bool(eps):
@@ -219,6 +238,7 @@ class _NetApi:
             labels=_str_map(body.get("Labels"), "Labels"),
             options=_str_map(body.get("Options"), "Options"),
             driver=str(body.get("Driver") or "bridge"),
+            tenant=req.principal.tenant or "",
         )
         return JsonResponse({"Id": net.id, "Warning": ""}, status=201)
 
@@ -231,7 +251,8 @@ class _NetApi:
 
     async def network_prune(self, req: Request) -> Response:
         parse_filters(req.q("filters"), frozenset({"label", "until"}))
-        return JsonResponse({"NetworksDeleted": await self.networks.prune()})
+        return JsonResponse(
+            {"NetworksDeleted": await self.networks.prune(req.principal.tenant)})
 
     async def network_connect(self, req: Request) -> Response:
         body = await req.json()
@@ -239,19 +260,29 @@ class _NetApi:
         if name is not None:
             raise InvalidArgument(f"a container cannot be connected to {name!r}, a network "
                                   f"mode: create it with --network {name} instead")
-        cid, cname = self.resolve_container(str(body.get("Container", "")))
+        record = self.resolve_container(str(body.get("Container", "")),
+                                        req.principal.tenant)
+        net = self.networks.get(req.params["id"])
+        if net.tenant != record.config.tenant:  # only the operator, who sees both, gets here
+            raise InvalidArgument(
+                f"container {record.name} (tenant {record.config.tenant or 'operator'!r}) "
+                f"cannot join network {net.name} of tenant {net.tenant or 'operator'!r}: a "
+                "container joins only its own tenant's networks")
         ep_cfg = body.get("EndpointConfig") or {}
         aliases = ep_cfg.get("Aliases") or []
         address = (ep_cfg.get("IPAMConfig") or {}).get("IPv4Address") or None
         if not isinstance(aliases, list):
             raise InvalidArgument("EndpointConfig.Aliases must be an array")
-        self.networks.connect(req.params["id"], cid, cname, [str(a) for a in aliases], address)
+        self.networks.connect(net.id, record.id, record.name, [str(a) for a in aliases],
+                              address, tenant=record.config.tenant)
         return EmptyResponse(200)
 
     async def network_disconnect(self, req: Request) -> Response:
         body = await req.json()
-        cid, _ = self.resolve_container(str(body.get("Container", "")))
-        self.networks.disconnect(req.params["id"], cid, force=bool(body.get("Force", False)))
+        record = self.resolve_container(str(body.get("Container", "")),
+                                        req.principal.tenant)
+        self.networks.disconnect(req.params["id"], record.id,
+                                 force=bool(body.get("Force", False)))
         return EmptyResponse(200)
 
     # -- volumes --

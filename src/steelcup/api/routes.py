@@ -153,12 +153,8 @@ def build_router(svc: Services) -> Router:
     fs_routes.register(r, svc.runtime, svc.images, svc.events)
     if svc.networks is not None and svc.volumes is not None:
         rt = svc.runtime
-
-        def resolve_container(ref: str) -> tuple[str, str]:
-            record = rt.record(ref)
-            return record.id, record.name
-
-        net_routes.register(r, svc.networks, svc.volumes, resolve_container)
+        net_routes.register(r, svc.networks, svc.volumes,
+                            lambda ref, tenant: rt.record(rt.resolve(ref, tenant)))
     if svc.volumes is not None:
         snapshot_routes.register(r, svc.volumes)
     else:

@@ -80,15 +80,29 @@ def choose_subnet(
     raise Conflict(f"no free /{prefix} subnet left in pool {pool}")
 
 
+def check_tenant_subnet(
+    subnet: IPv4Network, pool: IPv4Network, host_routes: Iterable[IPv4Network]
+) -> None:
+    """A tenant's own choice of subnet: inside the daemon's pool and clear of every route of
+    the host, so a tenant's bridge can never shadow a network the host reaches."""
+    if not subnet.subnet_of(pool):
+        raise InvalidArgument(f"subnet {subnet} is outside this daemon's pool {pool}: a "
+                              "tenant's networks take their subnets from it")
+    for route in host_routes:
+        if subnet.overlaps(route):
+            raise Conflict(f"subnet {subnet} overlaps a network the host reaches: pick another")
+
+
 def check_subnet(
     subnet: IPv4Network,
     gateway: IPv4Address | None,
     taken: Iterable[IPv4Network],
 ) -> SubnetPlan:
-    """A user-chosen subnet: must not overlap another network; gateway defaults to .1."""
+    """A user-chosen subnet: must not overlap another network (of any tenant: they share the
+    host's routing table); gateway defaults to .1. The message names no other network."""
     for other in taken:
         if subnet.overlaps(other):
-            raise Conflict(f"subnet {subnet} overlaps the subnet {other} of another network")
+            raise Conflict(f"subnet {subnet} overlaps a subnet already in use: pick another")
     gw = gateway if gateway is not None else next(subnet.hosts())
     if gw not in subnet or gw in (subnet.network_address, subnet.broadcast_address):
         raise InvalidArgument(f"gateway {gw} is not a host address of {subnet}")

@@ -186,21 +186,51 @@ class NetworkManager:
 
     # -- lookup --------------------------------------------------------------------------
 
-    def networks(self) -> list[NetworkRecord]:
-        return self.store.networks()
+    def networks(self, tenant: str | None = None) -> list[NetworkRecord]:
+        """Every tenant's networks (None: the operator's view), or only `tenant`'s."""
+        return self.store.networks(tenant)
 
     def get(self, ref: str) -> NetworkRecord:
-        """By id, name, or unique id prefix (docker's rules)."""
-        nets = self.store.networks()
-        for n in nets:
-            if n.id == ref or n.name == ref:
-                return n
+        """By id, name, or unique id prefix, as the operator sees them (every tenant's)."""
+        return self.resolve(ref, None)
+
+    def resolve(self, ref: str, tenant: str | None) -> NetworkRecord:
+        """The network `ref` (id, name or unique id prefix: docker's rules) names for `tenant`;
+        another tenant's is exactly as missing as a missing one (no existence oracle).
+
+        A tenant's `bridge` is its own default network, made on first use. None is the operator,
+        who sees every tenant's: a name several tenants use is the operator's own if it has one,
+        else refused as ambiguous."""
+        if tenant is not None and ref == DEFAULT_NETWORK:
+            return self.default_network(tenant)
+        nets = self.store.networks(tenant)
+        by_id = [n for n in nets if n.id == ref]
+        if by_id:
+            return by_id[0]
+        named = [n for n in nets if n.name == ref]
+        if named:
+            own = [n for n in named if not n.tenant]
+            if own or len(named) == 1:
+                return (own or named)[0]
+            raise InvalidArgument(f"{len(named)} networks of different tenants are named "
+                                  f"{ref!r}: use the id")
         matches = [n for n in nets if ref and n.id.startswith(ref)]
         if len(matches) == 1:
             return matches[0]
         if len(matches) > 1:
             raise InvalidArgument(f"network {ref} is ambiguous ({len(matches)} matches)")
         raise NotFound(f"network {ref} not found")
+
+    def default_network(self, tenant: str) -> NetworkRecord:
+        """`tenant`'s `bridge`: its own bridge and subnet, made (recorded) on first use; the
+        bridge itself comes up with the first container that attaches to it."""
+        for net in self.store.networks(tenant):
+            if net.name == DEFAULT_NETWORK:
+                return net
+        # No await between choosing the subnet and recording it: atomic on the event loop.
+        routes = self._host_routes()
+        return self._record_network(DEFAULT_NETWORK, tenant, routes,
+                                    bridge=DEFAULT_BRIDGE if not tenant else None)
 
     def endpoints(self, network_id: str) -> list[Endpoint]:
         return self.store.endpoints(network_id)
@@ -223,7 +253,7 @@ class NetworkManager:
         async with self._lock:
             for tap in await asyncio.to_thread(links.list_links, self.host, TAP_PREFIX):
                 await asyncio.to_thread(links.delete_link, self.host, tap)  # a crashed run's
-            if not any(n.name == DEFAULT_NETWORK for n in self.store.networks()):
+            if not any(n.name == DEFAULT_NETWORK for n in self.store.networks("")):
                 await self._create_locked(DEFAULT_NETWORK, bridge=DEFAULT_BRIDGE)
             for net in self.store.networks():
                 await self._bring_up(net)
@@ -296,13 +326,24 @@ class NetworkManager:
         labels: dict[str, str] | None = None,
         options: dict[str, str] | None = None,
         driver: str = "bridge",
+        tenant: str = "",
     ) -> NetworkRecord:
+        """A network of `tenant` ("" = the operator's) with its bridge up and its rules
+        loaded. A tenant's subnet, if it names one, must lie in the daemon's pool and clear
+        the host's routes (a tenant's bridge must never shadow a network the host reaches),
+        and a tenant cannot name the bridge interface."""
         if driver not in ("bridge", ""):
             raise Unsupported(f"network driver {driver!r} is not supported (only bridge)")
         check_network_name(name)
+        if name == DEFAULT_NETWORK:  # every tenant's exists (made on first use)
+            raise Conflict(f"network with name {name} already exists")
+        if tenant and OPTION_BRIDGE_NAME in (options or {}):
+            raise InvalidArgument(f"option {OPTION_BRIDGE_NAME} is the operator's to set: "
+                                  "a tenant's bridge is named by steelcup")
         async with self._lock:
             net = await self._create_locked(name, subnet=subnet, gateway=gateway,
-                                            internal=internal, labels=labels, options=options)
+                                            internal=internal, labels=labels, options=options,
+                                            tenant=tenant)
             try:
                 await self._bring_up(net)
                 await self._apply_rules()
@@ -314,17 +355,33 @@ class NetworkManager:
     async def _create_locked(
         self, name: str, *, subnet: str | None = None, gateway: str | None = None,
         internal: bool = False, labels: dict[str, str] | None = None,
-        options: dict[str, str] | None = None, bridge: str | None = None,
+        options: dict[str, str] | None = None, bridge: str | None = None, tenant: str = "",
     ) -> NetworkRecord:
+        routes = await asyncio.to_thread(self._host_routes) if tenant or not subnet else []
+        return self._record_network(name, tenant, routes, subnet=subnet, gateway=gateway,
+                                    internal=internal, labels=labels, options=options,
+                                    bridge=bridge)
+
+    def _record_network(
+        self, name: str, tenant: str, routes: Sequence[IPv4Network], *,
+        subnet: str | None = None, gateway: str | None = None, internal: bool = False,
+        labels: dict[str, str] | None = None, options: dict[str, str] | None = None,
+        bridge: str | None = None,
+    ) -> NetworkRecord:
+        """Choose the subnet and bridge name and record the network; no await in here, so
+        two creates cannot take the same subnet or bridge."""
         options = dict(options or {})
-        taken = [IPv4Network(n.subnet) for n in self.store.networks()]
+        existing = self.store.networks()
+        taken = [IPv4Network(n.subnet) for n in existing]
         if subnet:
             gw = ipam.parse_address(gateway) if gateway else None
-            plan = ipam.check_subnet(ipam.parse_subnet(subnet), gw, taken)
+            wanted = ipam.parse_subnet(subnet)
+            if tenant:
+                ipam.check_tenant_subnet(wanted, self.pool, routes)
+            plan = ipam.check_subnet(wanted, gw, taken)
         else:
             if gateway:
                 raise InvalidArgument("a gateway needs a subnet")
-            routes = await asyncio.to_thread(self._host_routes)
             plan = ipam.choose_subnet(self.pool, self.prefix, taken, routes)
         net_id = os.urandom(32).hex()
         try:
@@ -335,19 +392,21 @@ class NetworkManager:
             raise InvalidArgument(f"MTU {mtu} out of range 576..65535")
         bridge = bridge or options.get(OPTION_BRIDGE_NAME) or BRIDGE_PREFIX + net_id[:12]
         links.check_ifname(bridge)
+        if bridge.startswith(TAP_PREFIX) or any(n.bridge == bridge for n in existing):
+            raise Conflict(f"bridge {bridge} is taken (by another network or steelcup's taps)")
         net = NetworkRecord(
             id=net_id, name=name, subnet=str(plan.subnet), gateway=str(plan.gateway),
             bridge=bridge, mtu=mtu, internal=internal,
             dns_forward=options.get(OPTION_DNS_FORWARD, "true").lower() != "false",
-            created=_now(), labels=dict(labels or {}), options=options,
+            created=_now(), labels=dict(labels or {}), options=options, tenant=tenant,
         )
         self.store.insert_network(net)
         return net
 
-    async def remove(self, ref: str) -> None:
+    async def remove(self, ref: str, tenant: str | None = None) -> None:
         """Delete a network with no endpoints: its bridge, resolver and rules go with it."""
         async with self._lock:
-            net = self.get(ref)
+            net = self.resolve(ref, tenant)
             if net.name == DEFAULT_NETWORK:
                 raise Conflict(f"{DEFAULT_NETWORK} is a pre-defined network and cannot be removed")
             eps = self.store.endpoints(net.id)
@@ -367,9 +426,10 @@ class NetworkManager:
         await self._apply_rules()
         await asyncio.to_thread(links.delete_link, self.host, net.bridge)
 
-    async def prune(self) -> list[str]:
+    async def prune(self, tenant: str | None = None) -> list[str]:
+        """Remove `tenant`'s unused networks (None: every tenant's), never a default one."""
         removed = []
-        for net in self.store.networks():
+        for net in self.store.networks(tenant):
             if net.name != DEFAULT_NETWORK and not self.store.endpoints(net.id):
                 await self.remove(net.id)
                 removed.append(net.name)
@@ -378,12 +438,15 @@ class NetworkManager:
     # -- endpoints ---------------------------------------------------------------------------
 
     def connect(self, ref: str, container_id: str, container_name: str,
-                aliases: Sequence[str] = (), address: str | None = None) -> Endpoint:
-        """Give the container an address on the network (kept until it disconnects).
+                aliases: Sequence[str] = (), address: str | None = None, *,
+                tenant: str = "") -> Endpoint:
+        """Give the container, of `tenant`, an address on the network (kept until it
+        disconnects); `ref` is looked up among that tenant's networks only, so a container
+        never joins another tenant's network.
 
         Takes effect at the container's next start: a microVM's NICs are fixed at boot.
         """
-        net = self.get(ref)
+        net = self.resolve(ref, tenant)
         if any(e.container_id == container_id for e in self.store.endpoints(net.id)):
             raise Conflict(f"endpoint with name {container_name} already exists in network "
                            f"{net.name}")
@@ -397,7 +460,7 @@ class NetworkManager:
         return ep
 
     def disconnect(self, ref: str, container_id: str, *, force: bool = False) -> None:
-        net = self.get(ref)
+        net = self.get(ref)  # by id from callers that resolved it for the caller
         if not any(e.container_id == container_id for e in self.store.endpoints(net.id)):
             # dockerd refuses this with or without force
             raise NotFound(f"container {container_id} is not connected to the network "
@@ -423,6 +486,7 @@ class NetworkManager:
         *,
         aliases: Sequence[str] = (),
         ports: Sequence[PortMapping] = (),
+        tenant: str = "",
     ) -> Attachment:
         """Plan the NICs of every network the container is on (connecting it to
         `network_mode` first if needed: tap names, bridges, MTUs, addresses), publish its ports,
@@ -438,10 +502,11 @@ class NetworkManager:
         async with self._lock:
             if container_id in self._live:
                 raise Conflict(f"container {container_id[:12]} already has NICs")
-            primary = self.get(DEFAULT_NETWORK if mode in ("default", DEFAULT_NETWORK) else mode)
+            primary = self.resolve(
+                DEFAULT_NETWORK if mode in ("default", DEFAULT_NETWORK) else mode, tenant)
             eps = self.container_endpoints(container_id)
             if not any(e.network_id == primary.id for e in eps):
-                self.connect(primary.id, container_id, container_name, aliases)
+                self.connect(primary.id, container_id, container_name, aliases, tenant=tenant)
                 eps = self.container_endpoints(container_id)
             eps.sort(key=lambda e: e.network_id != primary.id)  # primary first: default route
             live = _Live()
@@ -450,6 +515,11 @@ class NetworkManager:
                 nics = []
                 for i, ep in enumerate(eps):
                     net = next(n for n in self.store.networks() if n.id == ep.network_id)
+                    if net.tenant != tenant:  # connect never allows it: a corrupted record
+                        raise Conflict(f"container {container_id[:12]} is on network "
+                                       f"{net.name} of another tenant")
+                    if net.id not in self._dns:  # a default network made since startup
+                        await self._bring_up(net)
                     if ep.container_name != container_name:
                         ep = replace(ep, container_name=container_name)  # renamed container
                         self.store.delete_endpoint(ep.network_id, container_id)

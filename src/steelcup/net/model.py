@@ -31,6 +31,7 @@ class NetworkRecord:
     created: str = ""
     labels: dict[str, str] = field(default_factory=dict)
     options: dict[str, str] = field(default_factory=dict)
+    tenant: str = ""  # the owner ("" = the operator's); names are unique per tenant
 
     @property
     def forwards_dns(self) -> bool:

@@ -6,6 +6,9 @@ The table is `inet`: its filter rules see IPv4 and IPv6 alike, so a host service
 0.0.0.0. Containers have no IPv6 of their own yet: everything IPv6 from a bridge is dropped.
 
 Policy per network (bridge B, subnet S, gateway G):
+- tenants first: nothing from the bridges of one tenant goes to another tenant's bridges or
+  subnets (published ports included: a DNATed packet has the container's address), before any
+  other rule, conntrack's included, and counted (`counter`), so an operator sees attempts;
 - containers on B reach each other; traffic between two steelcup bridges is dropped;
 - containers reach the host only for DNS (G:53) and ping of G: the host's services are not
   exposed to them;
@@ -57,6 +60,7 @@ def render(networks: Sequence[NetworkRecord], ports: Sequence[PublishedPort] = (
 
     out("\tchain forward {")
     out("\t\ttype filter hook forward priority filter; policy accept;")
+    lines.extend(_tenant_isolation(nets))
     if nets:
         out(f"\t\toifname {_set(bridges)} ct state established,related accept")
         for n in nets:
@@ -109,6 +113,23 @@ def render(networks: Sequence[NetworkRecord], ports: Sequence[PublishedPort] = (
     out("\t}")
     out("}")
     return "\n".join(lines) + "\n"
+
+
+def _tenant_isolation(nets: Sequence[NetworkRecord]) -> list[str]:
+    """Per tenant owning networks (the operator's "" included), when there are several: drop
+    what its bridges send to the bridges or subnets of every other tenant. Holds on its own,
+    whatever the per-network rules after it allow."""
+    tenants = sorted({n.tenant for n in nets})
+    if len(tenants) < 2:
+        return []
+    out = []
+    for tenant in tenants:
+        own = _set([n.bridge for n in nets if n.tenant == tenant])
+        others = [n for n in nets if n.tenant != tenant]
+        subnets = "{ " + ", ".join(n.subnet for n in others) + " }"
+        out.append(f"\t\tiifname {own} oifname {_set([n.bridge for n in others])} counter drop")
+        out.append(f"\t\tiifname {own} ip daddr {subnets} counter drop")
+    return out
 
 
 def _delete_lines() -> list[str]:

@@ -1,7 +1,7 @@
 """Persistence of networks and endpoints in the daemon's SQLite database.
 
 The (network, address) uniqueness constraint is what guarantees no duplicate address, also
-across daemon restarts and concurrent connects.
+across daemon restarts and concurrent connects; (tenant, name) that names are unique per tenant.
 """
 
 from __future__ import annotations
@@ -11,15 +11,19 @@ import sqlite3
 from steelcup.errors import Conflict
 from steelcup.net.model import Endpoint, NetworkRecord
 
+_NETWORKS = ("CREATE TABLE IF NOT EXISTS networks ("
+             " id TEXT PRIMARY KEY, tenant TEXT NOT NULL DEFAULT '', name TEXT NOT NULL,"
+             " data TEXT NOT NULL, UNIQUE (tenant, name))")
+
 
 class NetStore:
     def __init__(self, db: sqlite3.Connection) -> None:
         self._db = db
+        columns = [r[1] for r in self._db.execute("PRAGMA table_info(networks)")]
+        if columns and "tenant" not in columns:
+            self._migrate_to_tenants()
         with self._db:
-            self._db.execute(
-                "CREATE TABLE IF NOT EXISTS networks ("
-                " id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, data TEXT NOT NULL)"
-            )
+            self._db.execute(_NETWORKS)
             self._db.execute(
                 "CREATE TABLE IF NOT EXISTS net_endpoints ("
                 " network_id TEXT NOT NULL REFERENCES networks(id),"
@@ -27,11 +31,35 @@ class NetStore:
                 " PRIMARY KEY (network_id, container_id), UNIQUE (network_id, address))"
             )
 
+    def _migrate_to_tenants(self) -> None:
+        """Names were unique daemon-wide: rebuild the table with (tenant, name) unique, every
+        existing network being the operator's (""). SQLite's own recipe for a changed
+        constraint (new table, copy, drop, rename) with foreign keys off, so the endpoints that
+        reference `networks` keep referencing it; one transaction."""
+        self._db.execute("PRAGMA foreign_keys=OFF")  # no effect inside a transaction
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.execute(_NETWORKS.replace("networks (", "networks_v2 (", 1))
+                self._db.execute("INSERT INTO networks_v2 (id, tenant, name, data) "
+                                 "SELECT id, '', name, data FROM networks ORDER BY rowid")
+                self._db.execute("DROP TABLE networks")
+                self._db.execute("ALTER TABLE networks_v2 RENAME TO networks")
+                if self._db.execute("PRAGMA foreign_key_check").fetchall():
+                    raise sqlite3.IntegrityError("network endpoints lost their network")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+        finally:
+            self._db.execute("PRAGMA foreign_keys=ON")
+
     def insert_network(self, rec: NetworkRecord) -> None:
         try:
             with self._db:
-                self._db.execute("INSERT INTO networks (id, name, data) VALUES (?, ?, ?)",
-                                 (rec.id, rec.name, rec.to_json()))
+                self._db.execute(
+                    "INSERT INTO networks (id, tenant, name, data) VALUES (?, ?, ?, ?)",
+                    (rec.id, rec.tenant, rec.name, rec.to_json()))
         except sqlite3.IntegrityError as exc:
             raise Conflict(f"network with name {rec.name} already exists") from exc
 
@@ -40,8 +68,13 @@ class NetStore:
             self._db.execute("DELETE FROM net_endpoints WHERE network_id = ?", (network_id,))
             self._db.execute("DELETE FROM networks WHERE id = ?", (network_id,))
 
-    def networks(self) -> list[NetworkRecord]:
-        rows = self._db.execute("SELECT data FROM networks ORDER BY rowid").fetchall()
+    def networks(self, tenant: str | None = None) -> list[NetworkRecord]:
+        """Every network (None), or only `tenant`'s."""
+        if tenant is None:
+            rows = self._db.execute("SELECT data FROM networks ORDER BY rowid").fetchall()
+        else:
+            rows = self._db.execute("SELECT data FROM networks WHERE tenant = ? ORDER BY rowid",
+                                    (tenant,)).fetchall()
         return [NetworkRecord.from_json(r[0]) for r in rows]
 
     def insert_endpoint(self, ep: Endpoint) -> None:

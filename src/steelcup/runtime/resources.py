@@ -95,8 +95,8 @@ class Resources:
         if self.networks is None:
             raise InvalidArgument("networking is not available on this daemon "
                                   "(see the daemon log); use --network none")
-        for network in named:
-            self.networks.get(network)
+        for network in named:  # the container's tenant's networks only
+            self.networks.resolve(network, config.tenant)
 
     def plan(self, config: ContainerConfig, image: Image) -> ContainerConfig:
         """Resolve mounts (creating named and anonymous volumes) into the config."""
@@ -138,7 +138,8 @@ class Resources:
                               config.network_aliases))
         try:
             for key, network, aliases in wanted:
-                networks.connect(network, record.id, record.name, aliases, static.get(key))
+                networks.connect(network, record.id, record.name, aliases, static.get(key),
+                                 tenant=config.tenant)
         except SteelcupError:
             for ep in networks.container_endpoints(record.id):
                 networks.disconnect(ep.network_id, record.id, force=True)
@@ -169,7 +170,8 @@ class Resources:
                 config.exposed_ports,
             )
             attachment = await self.networks.attach(
-                record.id, record.name, mode, aliases=config.network_aliases, ports=ports
+                record.id, record.name, mode, aliases=config.network_aliases, ports=ports,
+                tenant=config.tenant,
             )
             stack.push_async_callback(self.networks.detach, record.id)
         elif mode not in ("none", "default", "bridge") or config.port_bindings:

@@ -84,6 +84,12 @@ class FakeGuest:
                          subdir: str = "") -> None:
         pass
 
+    async def net_config(self, fields: object, *, timeout_s: float) -> None:
+        self.machine.nics.append(fields)  # NET_CONFIG as the guest got it
+
+    async def mount(self, fields: object, *, timeout_s: float) -> None:
+        self.machine.mounts.append(fields)
+
     async def start(self, spec: ProcessSpec) -> GuestProcess:
         vms = self.machine.vms
         if vms.start_gate is not None:
@@ -107,6 +113,8 @@ class FakeMachine:
     closed: bool = False
     paused: bool = False
     processes: list[FakeProcess] = field(default_factory=list)
+    nics: list[object] = field(default_factory=list)
+    mounts: list[object] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.guest = FakeGuest(self)

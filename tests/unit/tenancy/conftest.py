@@ -1,14 +1,16 @@
 """Shared by the cross-tenant tests: two tenants (alice, bob) with bearer tokens on a real TLS
-listener in front of the real router and runtime, with a fake VM source and plain directories
-for rootfs (docs/tenancy.md)."""
+listener in front of the real router, runtime, network and volume managers, with a fake VM
+source, plain directories for rootfs, and `ip`/`nft` commands recorded instead of run
+(`Cloud.host_commands`: the real kernel side is tests/vm's) (docs/tenancy.md)."""
 
 from __future__ import annotations
 
 import asyncio
 import shutil
 import ssl
+import subprocess
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,11 +23,16 @@ from steelcup.api.http import HttpServer
 from steelcup.api.routes import Services, build_router
 from steelcup.api.tls import server_tls_context
 from steelcup.image import rootfs
+from steelcup.net import links
+from steelcup.net.manager import NetworkManager
+from steelcup.net.store import NetStore
 from steelcup.runtime.execs import ExecManager
+from steelcup.runtime.resources import Resources
 from steelcup.state.db import open_db
 from steelcup.tenancy.credentials import Authority
 from steelcup.tenancy.manager import Tenants
 from steelcup.tenancy.store import TenantStore
+from steelcup.volume.manager import VolumeManager
 from tests.unit.runtime.fakevm import FakeVms
 from tests.unit.runtime.support import make_runtime
 
@@ -49,6 +56,11 @@ class Cloud:
     tls: ssl.SSLContext
     tokens: dict[str, str]
     table: list[tuple[str, str, str]]
+    host_commands: list[list[str]]  # every `ip`/`nft` argv (+ its input) the daemon ran
+
+    def last_ruleset(self) -> str:
+        """The nftables ruleset loaded last."""
+        return next(cmd[-1] for cmd in reversed(self.host_commands) if "nft" in cmd)
 
     def client(self, tenant: str) -> httpx.Client:
         return httpx.Client(base_url=self.url, verify=self.tls, timeout=20,
@@ -56,7 +68,15 @@ class Cloud:
 
 
 @pytest.fixture
-def cloud(tmp_path: Path) -> Iterator[Cloud]:
+def cloud(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Cloud]:
+    host_commands: list[list[str]] = []
+
+    def record(argv: Sequence[str], *, input_text: str | None = None,
+               ok_codes: tuple[int, ...] = (0,)) -> subprocess.CompletedProcess[str]:
+        host_commands.append([*argv, *([input_text] if input_text is not None else [])])
+        return subprocess.CompletedProcess(list(argv), 0, "", "")
+
+    monkeypatch.setattr(links, "run", record)
     tenants = Tenants(TenantStore(open_db(tmp_path / "t")), Authority(tmp_path / "tls"))
     tokens = {}
     for name in ("alice", "bob"):
@@ -69,9 +89,15 @@ def cloud(tmp_path: Path) -> Iterator[Cloud]:
     box: list[Any] = []
 
     async def run() -> None:
-        runtime = make_runtime(tmp_path, open_db(tmp_path), vms=FakeVms().source())
+        networks = NetworkManager(NetStore(open_db(tmp_path)), upstreams=[],
+                                  host_routes=lambda: [])
+        await networks.startup()
+        volumes = VolumeManager(tmp_path)
+        runtime = make_runtime(tmp_path, open_db(tmp_path), Resources(networks, volumes),
+                               vms=FakeVms().source())
         svc = Services(runtime=runtime, execs=ExecManager(runtime), images=runtime.images,
-                       events=runtime.events, root=tmp_path, accel="tcg", tenants=tenants)
+                       events=runtime.events, root=tmp_path, accel="tcg", tenants=tenants,
+                       networks=networks, volumes=volumes)
         router = build_router(svc)
         server = HttpServer(router, tcp=("127.0.0.1", 0), tls=server_tls,
                             identify=tenant_routes.identify_with(tenants))
@@ -82,6 +108,7 @@ def cloud(tmp_path: Path) -> Iterator[Cloud]:
         await stop.wait()
         await server.close()
         await runtime.shutdown()
+        await networks.close()
 
     thread = threading.Thread(target=asyncio.run, args=(run(),), daemon=True)
     thread.start()
@@ -89,6 +116,6 @@ def cloud(tmp_path: Path) -> Iterator[Cloud]:
     loop, stop, server, router = box
     yield Cloud(f"https://127.0.0.1:{server.tcp_port}",
                 ssl.create_default_context(cafile=str(tenants.authority.ca_pem_path)), tokens,
-                router.table)
+                router.table, host_commands)
     loop.call_soon_threadsafe(stop.set)
     thread.join(20)
