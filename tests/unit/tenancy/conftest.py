@@ -5,6 +5,7 @@ for rootfs (docs/tenancy.md)."""
 from __future__ import annotations
 
 import asyncio
+import io
 import shutil
 import ssl
 import threading
@@ -26,6 +27,7 @@ from steelcup.state.db import open_db
 from steelcup.tenancy.credentials import Authority
 from steelcup.tenancy.manager import Tenants
 from steelcup.tenancy.store import TenantStore
+from tests.unit.image.tarutil import make_tar
 from tests.unit.runtime.fakevm import FakeVms
 from tests.unit.runtime.support import make_runtime
 
@@ -70,6 +72,9 @@ def cloud(tmp_path: Path) -> Iterator[Cloud]:
 
     async def run() -> None:
         runtime = make_runtime(tmp_path, open_db(tmp_path), vms=FakeVms().source())
+        for name in tokens:  # images are per tenant: each imports a "base:1" of its own
+            runtime.images.import_rootfs(io.BytesIO(make_tar([("dir", "bin")])), "base:1",
+                                         tenant=name)
         svc = Services(runtime=runtime, execs=ExecManager(runtime), images=runtime.images,
                        events=runtime.events, root=tmp_path, accel="tcg", tenants=tenants)
         router = build_router(svc)
