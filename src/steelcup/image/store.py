@@ -417,9 +417,15 @@ class ImageStore:
         is the same either way, so it tells nothing of other tenants."""
         with self._lock:
             image_id = self._resolve(ref_or_id, tenant)
+            by_tag = self._tag_key(ref_or_id)
+            if tenant is None and by_tag is not None:  # the operator removes a tag as its
+                holders = {str(r[0]) for r in self._db.execute(  # holder: "" first
+                    "SELECT tenant FROM image_tags WHERE ref = ? AND image_id = ?",
+                    (by_tag, image_id))}
+                if "" in holders or len(holders) == 1:
+                    tenant = "" if "" in holders else holders.pop()
             tags = self._tags_of(image_id, tenant)
             short = image_id.removeprefix("sha256:")[:12]
-            by_tag = self._tag_key(ref_or_id)
             in_use = self.in_use(image_id, tenant)
             if by_tag is not None and by_tag in tags:
                 if len(tags) > 1:

@@ -162,3 +162,18 @@ def test_a_store_from_before_tenants_becomes_the_operators(tmp_path: Path) -> No
     assert [i.id for i in store.list("")] == [image.id]
     ImageStore(tmp_path / "root", db)  # a second open migrates nothing again
     assert store.remove("app:1", tenant="") == ["Untagged: app:1"]
+
+
+def test_the_operator_removes_a_tag_as_its_holder(store: ImageStore) -> None:
+    archive = docker_archive([LAYER1], ["app:1"])
+    image = load(store, archive, "alice")
+    load(store, archive, None)
+    assert store.get("app:1").repo_tags == ("app:1",)
+    # its own "app:1" goes; alice's, on the same image, stays hers
+    assert store.remove("app:1") == ["Untagged: app:1", f"Deleted: {image.id}"]
+    assert store.get("app:1", "alice").id == image.id
+    with pytest.raises(NotFound):
+        store.get("app:1", "")
+    # by id, the operator removes the image for every tenant
+    assert store.remove(image.id) == ["Untagged: app:1", f"Deleted: {image.id}"]
+    assert store.list() == []
