@@ -593,7 +593,8 @@ def push(
         def work(desc: Descriptor, short: str, show: bool) -> None:
             if cancel is not None and cancel.is_set():
                 raise Cancelled("cancelled")
-            _push_blob(session, parsed, desc, store, emit if show else _no_progress, short, cancel)
+            _push_blob(session, parsed, desc, store, emit if show else _no_progress, short, cancel,
+                       tenant)
 
         with concurrent.futures.ThreadPoolExecutor(
             max_workers=max(1, opts.max_concurrent), thread_name_prefix="push"
@@ -660,6 +661,7 @@ def _push_blob(
     emit: ProgressFn,
     short: str,
     cancel: threading.Event | None,
+    tenant: str | None,
 ) -> None:
     repo = ref.path
     scope = repository_scope(repo, ("pull", "push"))
@@ -669,7 +671,7 @@ def _push_blob(
         emit(ProgressEvent("Layer already exists", short))
         return
     location: str | None = None
-    for source in store.blob_sources(desc.digest, ref.domain):
+    for source in store.blob_sources(desc.digest, ref.domain, tenant):
         if source == repo:
             continue
         mount_scope = f"{scope} {repository_scope(source, ('pull',))}"

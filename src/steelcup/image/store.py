@@ -79,12 +79,6 @@ CREATE TABLE IF NOT EXISTS image_manifests (
     raw BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS image_manifests_image ON image_manifests (image_id);
-CREATE TABLE IF NOT EXISTS blob_sources (
-    digest TEXT NOT NULL,              -- a blob known to exist in registry/repo (cross-repo mount)
-    registry TEXT NOT NULL,
-    repo TEXT NOT NULL,
-    PRIMARY KEY (digest, registry, repo)
-);
 """
 
 # What is per tenant ("" = the operator's): the names (tags, repo digests) and which images a
@@ -110,7 +104,23 @@ _TENANT_TABLES = (
     PRIMARY KEY (tenant, image_id)
 )""",
     "CREATE INDEX IF NOT EXISTS image_owners_image ON image_owners (image_id)",
+    """CREATE TABLE IF NOT EXISTS blob_sources (
+    tenant TEXT NOT NULL,              -- whose pull or push saw it there
+    digest TEXT NOT NULL,              -- a blob known to exist in registry/repo (cross-repo mount)
+    registry TEXT NOT NULL,
+    repo TEXT NOT NULL,
+    PRIMARY KEY (tenant, digest, registry, repo)
+)""",
 )
+# A store from before tenants: how each table's rows become the operator's.
+_TO_OPERATOR = {
+    "image_tags": "INSERT INTO image_tags (tenant, ref, image_id) "
+                  "SELECT '', ref, image_id FROM image_tags_v1",
+    "image_repo_digests": "INSERT INTO image_repo_digests (tenant, repo, digest, image_id) "
+                          "SELECT '', repo, digest, image_id FROM image_repo_digests_v1",
+    "blob_sources": "INSERT INTO blob_sources (tenant, digest, registry, repo) "
+                    "SELECT '', digest, registry, repo FROM blob_sources_v1",
+}
 
 
 @dataclass(frozen=True)
@@ -229,23 +239,18 @@ class ImageStore:
         def columns(table: str) -> set[str]:
             return {str(r[1]) for r in self._db.execute(f"PRAGMA table_info({table})")}
 
-        old = [t for t in ("image_tags", "image_repo_digests")
-               if columns(t) and "tenant" not in columns(t)]
+        old = [t for t in _TO_OPERATOR if columns(t) and "tenant" not in columns(t)]
         with self._tx():
             for table in old:
                 self._db.execute(f"ALTER TABLE {table} RENAME TO {table}_v1")
             for statement in _TENANT_TABLES:
                 self._db.execute(statement)
+            for table in old:
+                self._db.execute(_TO_OPERATOR[table])
+                self._db.execute(f"DROP TABLE {table}_v1")
             if "image_tags" in old:
-                self._db.execute("INSERT INTO image_tags (tenant, ref, image_id) "
-                                 "SELECT '', ref, image_id FROM image_tags_v1")
                 self._db.execute("INSERT OR IGNORE INTO image_owners (tenant, image_id) "
                                  "SELECT '', id FROM image_records")
-            if "image_repo_digests" in old:
-                self._db.execute("INSERT INTO image_repo_digests (tenant, repo, digest, image_id) "
-                                 "SELECT '', repo, digest, image_id FROM image_repo_digests_v1")
-            for table in old:
-                self._db.execute(f"DROP TABLE {table}_v1")
 
     # --- public API ------------------------------------------------------------------------
     def import_rootfs(
@@ -560,7 +565,8 @@ class ImageStore:
                 repo_digest=repo_digest,
                 tenant=tenant,
             )
-            self.record_blob_sources(registry, remote_repo, [config_digest, *layer_blobs])
+            self.record_blob_sources(registry, remote_repo, [config_digest, *layer_blobs],
+                                     tenant)
             return self._image(image.id, tenant)
 
     def record_push(
@@ -586,19 +592,26 @@ class ImageStore:
                 "VALUES (?, ?, ?, ?)",
                 (tenant or "", repo, manifest.digest, image_id),
             )
-            self._insert_sources(registry, remote_repo, blobs)
+            self._insert_sources(registry, remote_repo, blobs, tenant)
 
     def record_blob_sources(
-        self, registry: str, remote_repo: str, blobs: builtins.list[str]
+        self, registry: str, remote_repo: str, blobs: builtins.list[str],
+        tenant: str | None = None,
     ) -> None:
         with self._lock, self._tx():
-            self._insert_sources(registry, remote_repo, blobs)
+            self._insert_sources(registry, remote_repo, blobs, tenant)
 
-    def blob_sources(self, digest: str, registry: str) -> builtins.list[str]:
-        """Repositories on `registry` known to hold blob `digest` (candidates for a mount)."""
+    def blob_sources(
+        self, digest: str, registry: str, tenant: str | None = None
+    ) -> builtins.list[str]:
+        """Repositories on `registry` that `tenant`'s pulls and pushes (None: anyone's) saw
+        holding blob `digest`: candidates for a mount. Never another tenant's, whose
+        repository names a push would otherwise show to the registry and in its progress."""
+        where, args = _tenant_is(tenant)
         rows = self._db.execute(
-            "SELECT repo FROM blob_sources WHERE digest = ? AND registry = ? ORDER BY repo",
-            (digest, registry),
+            f"SELECT DISTINCT repo FROM blob_sources WHERE digest = ? AND registry = ? {where} "
+            "ORDER BY repo",
+            (digest, registry, *args),
         )
         return [r[0] for r in rows]
 
@@ -804,10 +817,13 @@ class ImageStore:
                 raise
             self._db.commit()
 
-    def _insert_sources(self, registry: str, remote_repo: str, blobs: builtins.list[str]) -> None:
+    def _insert_sources(
+        self, registry: str, remote_repo: str, blobs: builtins.list[str], tenant: str | None
+    ) -> None:
         self._db.executemany(
-            "INSERT OR IGNORE INTO blob_sources (digest, registry, repo) VALUES (?, ?, ?)",
-            [(b, registry, remote_repo) for b in blobs],
+            "INSERT OR IGNORE INTO blob_sources (tenant, digest, registry, repo) "
+            "VALUES (?, ?, ?, ?)",
+            [(tenant or "", b, registry, remote_repo) for b in blobs],
         )
 
     def _gc_blobs(self, candidates: set[str]) -> None:

@@ -151,6 +151,10 @@ def test_a_store_from_before_tenants_becomes_the_operators(tmp_path: Path) -> No
             image_id TEXT NOT NULL, PRIMARY KEY (repo, digest));
         INSERT INTO image_repo_digests VALUES ('reg.example/app', 'sha256:' || hex(zeroblob(32)),
                                                (SELECT id FROM image_records));
+        DROP TABLE blob_sources;
+        CREATE TABLE blob_sources (digest TEXT NOT NULL, registry TEXT NOT NULL,
+            repo TEXT NOT NULL, PRIMARY KEY (digest, registry, repo));
+        INSERT INTO blob_sources VALUES ((SELECT id FROM image_records), 'reg.example', 'app');
     """)
     store = ImageStore(tmp_path / "root", db)
     for tenant in (None, ""):
@@ -160,6 +164,7 @@ def test_a_store_from_before_tenants_becomes_the_operators(tmp_path: Path) -> No
     with pytest.raises(NotFound):
         store.get("app:1", "alice")
     assert [i.id for i in store.list("")] == [image.id]
+    assert store.blob_sources(image.id, "reg.example", "") == ["app"]
     ImageStore(tmp_path / "root", db)  # a second open migrates nothing again
     assert store.remove("app:1", tenant="") == ["Untagged: app:1"]
 
@@ -177,3 +182,13 @@ def test_the_operator_removes_a_tag_as_its_holder(store: ImageStore) -> None:
     # by id, the operator removes the image for every tenant
     assert store.remove(image.id) == ["Untagged: app:1", f"Deleted: {image.id}"]
     assert store.list() == []
+
+
+def test_blob_mount_sources_are_per_tenant(store: ImageStore) -> None:
+    blob = "sha256:" + "1" * 64
+    store.record_blob_sources("reg.example", "alice/private", [blob], "alice")
+    store.record_blob_sources("reg.example", "bob/app", [blob], "bob")
+    assert store.blob_sources(blob, "reg.example", "alice") == ["alice/private"]
+    assert store.blob_sources(blob, "reg.example", "bob") == ["bob/app"]
+    assert store.blob_sources(blob, "reg.example", "carol") == []
+    assert store.blob_sources(blob, "reg.example") == ["alice/private", "bob/app"]
