@@ -6,13 +6,20 @@ image of his own; A's image is unchanged after all of it."""
 
 from __future__ import annotations
 
+import base64
 import io
 import json
+import os
+import shutil
+import subprocess
 import tarfile
+from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
+from tests.compat.test_registry import BUSYBOX, REGISTRY_BIN, start_registry, stop
 from tests.unit.image.tarutil import make_tar
 from tests.unit.tenancy.conftest import Cloud
 
@@ -100,6 +107,69 @@ def test_a_shared_image_survives_the_other_tenants_rmi(cloud: Cloud) -> None:
         assert saved.status_code == 200 and archive_configs(saved.content)
         made = alice.post("/containers/create", json={"Image": "shared:1", "Cmd": ["x"]})
         assert made.status_code == 201, made.text
+
+
+@pytest.mark.skipif(not Path(REGISTRY_BIN).exists() or shutil.which("htpasswd") is None,
+                    reason="docker-registry and htpasswd (apache2-utils) not installed")
+@pytest.mark.skipif(not BUSYBOX.exists(), reason="run `make images` first")
+@pytest.mark.skipif(os.geteuid() != 0, reason="layer extraction needs root (whiteouts)")
+def test_a_pull_goes_to_the_registry_with_the_callers_credentials(
+        cloud: Cloud, tmp_path: Path) -> None:
+    """A real registry with TLS and a password: bob knows the digest of alice's private image,
+    and every blob is on the host, yet his pull is refused and he gets nothing; alice's saved
+    login is hers alone."""
+    htpasswd = tmp_path / "htpasswd"
+    subprocess.run(["htpasswd", "-Bbc", str(htpasswd), "alice", "s3cret"], check=True,
+                   capture_output=True)
+    reg = start_registry(tmp_path, tls=True, htpasswd=htpasswd)
+    try:
+        ref = f"{reg.host}/private/app"
+        with cloud.client("alice") as alice, cloud.client("bob") as bob:
+            loaded = alice.post("/images/load", content=BUSYBOX.read_bytes())
+            image_id = loaded_id(alice, loaded.text)
+            assert alice.post(f"/images/{image_id}/tag",
+                              params={"repo": ref, "tag": "1"}).status_code == 201
+            pushed = alice.post(f"/images/{ref}:1/push", headers=auth_header("alice", "s3cret"))
+            digest = next(m["aux"]["Digest"] for m in lines(pushed.text) if "aux" in m)
+
+            for who in ({}, auth_header("alice", "guess")):
+                pulled = bob.post("/images/create", params={"fromImage": ref, "tag": digest},
+                                  headers=who)
+                errors = [m["error"] for m in lines(pulled.text) if "error" in m]
+                assert len(errors) == 1 and "unauthorized" in errors[0], errors
+            assert bob.get("/images/json").json()[0]["RepoTags"] == ["base:1"]  # only his
+            assert_missing(bob.get(f"/images/{ref}@{digest}/json"), f"{ref}@{digest}", "pull")
+
+            # alice's saved login serves her pulls, never bob's
+            login = alice.post("/auth", json={"username": "alice", "password": "s3cret",
+                                              "serveraddress": reg.host})
+            assert login.status_code == 200, login.text
+            mine = alice.post("/images/create", params={"fromImage": ref, "tag": digest})
+            assert not [m for m in lines(mine.text) if "error" in m], mine.text
+            refused = bob.post("/images/create", params={"fromImage": ref, "tag": digest})
+            assert "unauthorized" in refused.text, refused.text
+            assert image_id not in [i["Id"] for i in bob.get("/images/json").json()]
+            # with the password, bob may: the registry let him read it
+            allowed = bob.post("/images/create", params={"fromImage": ref, "tag": digest},
+                               headers=auth_header("alice", "s3cret"))
+            assert not [m for m in lines(allowed.text) if "error" in m], allowed.text
+            assert bob.get(f"/images/{ref}@{digest}/json").json()["Id"] == image_id
+    finally:
+        stop(reg)
+
+
+def auth_header(user: str, password: str) -> dict[str, str]:
+    doc = json.dumps({"username": user, "password": password}).encode()
+    return {"X-Registry-Auth": base64.urlsafe_b64encode(doc).decode()}
+
+
+def lines(stream: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in stream.splitlines() if line.strip()]
+
+
+def loaded_id(client: httpx.Client, stream: str) -> str:
+    name = next(m["stream"] for m in lines(stream) if "stream" in m).split(": ", 1)[1].strip()
+    return str(client.get(f"/images/{name}/json").json()["Id"])
 
 
 def archive_configs(data: bytes) -> list[str]:
