@@ -40,7 +40,8 @@ def test_another_tenants_image_is_missing_everywhere(cloud: Cloud) -> None:
     with cloud.client("alice") as alice, cloud.client("bob") as bob:
         image_id = import_image(alice, "app", "1", b"alice's")
         before = alice.get("/images/app:1/json").json()
-        refs = [image_id, image_id[7:], image_id[7:19], "app:1", f"app@{image_id}"]
+        # ids, name:tag, digest, and the bare repository (docker push NAME?tag=1)
+        refs = [image_id, image_id[7:], image_id[7:19], "app:1", f"app@{image_id}", "app"]
 
         routes = [(m, p) for m, p, kind in cloud.table if kind == "image"]
         assert len(routes) >= 7, routes  # json, tag, rm, get, history, push, distribution
