@@ -389,7 +389,7 @@ def test_prune_collects_only_garbage(plain: Registry, tmp_path: Path) -> None:
     assert not any(blobs.iterdir())
     store2, image_id = loaded_store(tmp_path / "b")
     (tag,) = store2.get(image_id).repo_tags
-    store2._untag([tag])  # dangling now
+    store2._untag(image_id, [tag], None)  # dangling now
     result = store2.prune()
     assert f"Deleted: {image_id}" in result.deleted and result.reclaimed_bytes > 1_000_000
     assert not any((store2.root / "layers").iterdir())

@@ -142,6 +142,7 @@ class _FsApi:
         image = await fs_commit.commit(
             self.rt, container, repo_tag=ref, comment=req.q("comment"),
             author=req.q("author"), changes=req.q_all("changes"), spool_dir=self.spool_dir,
+            tenant=req.principal.tenant,
         )
         return JsonResponse({"Id": image.id}, status=201)
 

@@ -26,7 +26,7 @@ from steelcup.image.auth import (
     normalize_server_address,
 )
 from steelcup.image.config import ImageConfig
-from steelcup.image.credentials import FILE_NAME, CredentialStore
+from steelcup.image.credentials import TenantCredentials
 from steelcup.image.reference import Reference, parse_reference
 from steelcup.image.store import ImageStore
 from steelcup.runtime.events import EventBus
@@ -70,7 +70,7 @@ class _ImageApi:
     ) -> None:
         self.images = images
         self.events = events
-        self.credentials = CredentialStore(root / FILE_NAME)
+        self.credentials = TenantCredentials(root)
         self.spool_dir = root / "tmp"
         self.options = options
 
@@ -84,17 +84,19 @@ class _ImageApi:
         return publish
 
     def _creds(self, req: Request, ref: Reference) -> Credentials | None:
+        """The request's own registry credentials, else the ones its tenant logged in with."""
         given = decode_registry_auth(req.headers.get("x-registry-auth", ""))
         if given is not None and not given.anonymous:
             return given
-        return self.credentials.get(ref.domain)
+        return self.credentials.of(req.principal.tenant).get(ref.domain)
 
     # -- list ------------------------------------------------------------------------------
     async def list_images(self, req: Request) -> Response:
         filters = image_codec.decode_image_filters(req.q("filters"))
-        images = await asyncio.to_thread(self.images.list)
+        tenant = req.principal.tenant
+        images = await asyncio.to_thread(self.images.list, tenant)
         chosen = await asyncio.to_thread(image_codec.select_images, images, filters,
-                                         self.images.get)
+                                         lambda ref: self.images.get(ref, tenant))
         return JsonResponse([image_codec.encode_summary(i, tags) for i, tags in chosen])
 
     # -- load and import -------------------------------------------------------------------
@@ -103,10 +105,11 @@ class _ImageApi:
         message in the stream (clients raise their load error from it), not an HTTP status."""
         spool = await spool_body(req, self.spool_dir)
         publish = self._publisher()
+        tenant = req.principal.tenant
 
         def run(emit: _Emit, cancel: threading.Event) -> None:
             try:
-                loaded = self.images.load(spool)
+                loaded = self.images.load(spool, tenant=tenant)
             finally:
                 spool.close()
             for entry in loaded:
@@ -128,7 +131,8 @@ class _ImageApi:
         config = apply_changes(ImageConfig(), req.q_all("changes"))
         spool = await spool_body(req, self.spool_dir)
         try:
-            image = await asyncio.to_thread(self.images.import_rootfs, spool, ref, config)
+            image = await asyncio.to_thread(self.images.import_rootfs, spool, ref, config,
+                                            tenant=req.principal.tenant)
         finally:
             spool.close()
         self.events.publish("image", "import", image.id, {"name": ref or ""})
@@ -150,8 +154,13 @@ class _ImageApi:
         if req.q("platform"):
             opts = registry.RegistryOptions(**{**vars(self.options), "platform": req.q("platform")})
 
+        tenant = req.principal.tenant
+
         def run(emit: _Emit, cancel: threading.Event) -> None:
-            registry.pull(ref, self.images, emit, credentials=creds, options=opts, cancel=cancel)
+            # always from the registry, with the caller's credentials, even when every blob is
+            # here: holding another tenant's image locally grants nothing (docs/tenancy.md)
+            registry.pull(ref, self.images, emit, credentials=creds, options=opts, cancel=cancel,
+                          tenant=tenant)
             publish("pull", ref.familiar())
 
         return _progress_stream(run)
@@ -159,6 +168,7 @@ class _ImageApi:
     # -- push ------------------------------------------------------------------------------
     async def push(self, req: Request) -> Response:
         name = req.params["name"]
+        tenant = req.principal.tenant
         tag = req.q("tag")
         base = parse_reference(name, default_tag=False)
         if base.digest is not None:
@@ -168,7 +178,7 @@ class _ImageApi:
         elif base.tag is not None:
             refs = [base]
         else:
-            images = await asyncio.to_thread(self.images.list)
+            images = await asyncio.to_thread(self.images.list, tenant)
             prefix = base.familiar_name + ":"
             tags = sorted({t for i in images for t in i.repo_tags if t.startswith(prefix)})
             if not tags:
@@ -180,9 +190,10 @@ class _ImageApi:
         def run(emit: _Emit, cancel: threading.Event) -> None:
             for ref in refs:
                 digest = registry.push(
-                    ref, self.images, emit, credentials=creds, options=self.options, cancel=cancel
+                    ref, self.images, emit, credentials=creds, options=self.options, cancel=cancel,
+                    tenant=tenant,
                 )
-                image = self.images.get(ref.familiar())
+                image = self.images.get(ref.familiar(), tenant)
                 size = next(
                     (len(m.raw) for m in self.images.manifests(image.id) if m.digest == digest), 0
                 )
@@ -193,17 +204,17 @@ class _ImageApi:
 
     # -- save ------------------------------------------------------------------------------
     async def save_one(self, req: Request) -> Response:
-        return await self._save([req.params["name"]])
+        return await self._save([req.params["name"]], req.principal.tenant)
 
     async def save_many(self, req: Request) -> Response:
         names = req.q_all("names")
         if not names:
             raise InvalidArgument("no images given: use ?names=IMAGE")
-        return await self._save(names)
+        return await self._save(names, req.principal.tenant)
 
-    async def _save(self, names: list[str]) -> Response:
+    async def _save(self, names: list[str], tenant: str | None) -> Response:
         for name in names:  # fail with a proper status before the stream starts
-            await asyncio.to_thread(self.images.get, name)
+            await asyncio.to_thread(self.images.get, name, tenant)
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[bytes | None] = asyncio.Queue(_QUEUE_MAX)
         cancel = threading.Event()
@@ -212,7 +223,7 @@ class _ImageApi:
         def run() -> None:
             try:
                 with io.BufferedWriter(writer, 1 << 20) as buffered:
-                    self.images.save(names, buffered)
+                    self.images.save(names, buffered, tenant)
             finally:
                 writer.end()
 
@@ -231,8 +242,8 @@ class _ImageApi:
     # -- history ---------------------------------------------------------------------------
     async def history(self, req: Request) -> Response:
         name = req.params["name"]
-        image = await asyncio.to_thread(self.images.get, name)
-        entries = await asyncio.to_thread(self.images.history, name)
+        image = await asyncio.to_thread(self.images.get, name, req.principal.tenant)
+        entries = await asyncio.to_thread(self.images.history, image.id, req.principal.tenant)
         out: list[dict[str, Any]] = []
         for i, entry in enumerate(reversed(entries)):
             top = i == 0
@@ -253,7 +264,8 @@ class _ImageApi:
         filters = parse_filters(req.q("filters"))
         dangling = filters.get("dangling", ["true"])
         dangling_only = not any(v.lower() in ("false", "0") for v in dangling)
-        result = await asyncio.to_thread(self.images.prune, dangling_only=dangling_only)
+        result = await asyncio.to_thread(self.images.prune, dangling_only=dangling_only,
+                                         tenant=req.principal.tenant)
         deleted = []
         for line in result.deleted:
             kind, _, what = line.partition(": ")
@@ -271,12 +283,12 @@ class _ImageApi:
         creds = credentials_from_json(body)
         server = normalize_server_address(str(body.get("serveraddress") or ""))
         await asyncio.to_thread(registry.login, server, creds, self.options)
-        await asyncio.to_thread(self.credentials.set, server, creds)
+        await asyncio.to_thread(self.credentials.of(req.principal.tenant).set, server, creds)
         return JsonResponse({"Status": "Login Succeeded", "IdentityToken": ""})
 
     async def logout(self, req: Request) -> Response:
         server = normalize_server_address(req.q("serveraddress"))
-        removed = await asyncio.to_thread(self.credentials.remove, server)
+        removed = await asyncio.to_thread(self.credentials.of(req.principal.tenant).remove, server)
         return JsonResponse({"Status": "Removed login credentials" if removed else "Not logged in"})
 
 

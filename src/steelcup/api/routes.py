@@ -110,6 +110,8 @@ def build_router(svc: Services) -> Router:
     r.scope("/containers/{id}", "id", "container",
             lambda who, ref: svc.runtime.resolve(ref, who.tenant))
     r.scope("/exec/{id}", "id", "exec", lambda who, ref: _own_exec(svc, who, ref))
+    for prefix in ("/images/{name", "/distribution/{name"):  # {name:path}; images/json etc. not
+        r.scope(prefix, "name", "image", lambda who, ref: svc.images.scoped_ref(ref, who.tenant))
     r.add("GET", "/_ping", api.ping)
     r.add("HEAD", "/_ping", api.ping)
     r.add("GET", "/version", api.version)
@@ -256,7 +258,7 @@ class _Api:
             "ContainersRunning": count[Status.RUNNING],
             "ContainersPaused": count[Status.PAUSED],
             "ContainersStopped": count[Status.EXITED] + count[Status.CREATED],
-            "Images": len(self.svc.images.list()),
+            "Images": len(self.svc.images.list(req.principal.tenant)),
             "DockerRootDir": str(self.svc.root),
             "OperatingSystem": "steelcup (QEMU microVMs)",
             "ServerVersion": __version__,
@@ -582,8 +584,8 @@ class _Api:
         return JsonResponse({"Warnings": warnings})
 
     async def system_df(self, req: Request) -> Response:
-        images = await asyncio.to_thread(self.svc.images.list)
-        records = self.rt.list()
+        images = await asyncio.to_thread(self.svc.images.list, req.principal.tenant)
+        records = self.rt.list(req.principal.tenant)
         image_rows = []
         for image in images:
             row = image_codec.encode_summary(image)
@@ -678,7 +680,8 @@ class _Api:
     # -- images ------------------------------------------------------------------------------
 
     async def inspect_image(self, req: Request) -> Response:
-        image = await asyncio.to_thread(self.svc.images.get, req.params["name"])
+        image = await asyncio.to_thread(self.svc.images.get, req.params["name"],
+                                        req.principal.tenant)
         return JsonResponse(image_codec.encode_inspect(image))
 
     async def tag_image(self, req: Request) -> Response:
@@ -687,12 +690,13 @@ class _Api:
             raise InvalidArgument("repository name must have at least one component")
         tag = req.q("tag")
         ref = f"{repo}:{tag}" if tag else repo
-        await asyncio.to_thread(self.svc.images.tag, req.params["name"], ref)
+        await asyncio.to_thread(self.svc.images.tag, req.params["name"], ref,
+                                req.principal.tenant)
         return EmptyResponse(201)
 
     async def remove_image(self, req: Request) -> Response:
         removed = await asyncio.to_thread(self.svc.images.remove, req.params["name"],
-                                          req.q_bool("force"))
+                                          req.q_bool("force"), req.principal.tenant)
         entries = []
         for line in removed:  # "Untagged: X" / "Deleted: sha256:..."
             kind, _, what = line.partition(": ")

@@ -1,4 +1,5 @@
-"""Per-registry credentials saved by `steelcup login`: one JSON file under the daemon root, 0600.
+"""Per-registry credentials saved by `steelcup login`: one JSON file per tenant under the
+daemon root, 0600 (the operator's `registry-auth.json`, tenant T's `registry-auth/T.json`).
 
 The format follows docker's config.json `auths` section (`{"auths": {"host": {"auth": b64}}}`),
 so a person reading it recognises it. Writes are atomic (temp file + rename).
@@ -16,8 +17,10 @@ from pathlib import Path
 
 from steelcup.errors import SteelcupError
 from steelcup.image.auth import Credentials, credentials_from_json, normalize_server_address
+from steelcup.tenancy.model import check_tenant_name
 
 FILE_NAME = "registry-auth.json"
+TENANT_DIR = "registry-auth"
 
 
 class CredentialStore:
@@ -86,3 +89,23 @@ class CredentialStore:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+
+
+class TenantCredentials:
+    """Each tenant's own `CredentialStore`: a login by one tenant is never used for another's
+    pull or push. The operator (tenant None or "") keeps the single-user file."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._lock = threading.Lock()
+        self._stores: dict[str, CredentialStore] = {}
+
+    def of(self, tenant: str | None) -> CredentialStore:
+        key = tenant or ""
+        with self._lock:
+            store = self._stores.get(key)
+            if store is None:
+                path = (self.root / FILE_NAME if not key
+                        else self.root / TENANT_DIR / f"{check_tenant_name(key)}.json")
+                store = self._stores[key] = CredentialStore(path)
+            return store

@@ -368,8 +368,12 @@ def pull(
     options: RegistryOptions | None = None,
     cancel: threading.Event | None = None,
     transport: httpx.BaseTransport | None = None,
+    tenant: str | None = None,
 ) -> PullResult:
-    """Pull `ref` (name:tag or name@digest) into `store`; the image is registered last."""
+    """Pull `ref` (name:tag or name@digest) into `store` as `tenant`'s (None: the operator's);
+    the image is registered last. The manifest always comes from the registry with
+    `credentials`, so blobs already here (another tenant's) are used only once the registry has
+    let this caller read an image made of them."""
     parsed = parse_reference(ref) if isinstance(ref, str) else ref
     opts = options or RegistryOptions()
     emit = progress or _no_progress
@@ -396,10 +400,10 @@ def pull(
                 f"manifest lists {len(doc.layers)} layers but the image config {len(diff_ids)}"
             )
         config_digest = doc.config.digest
-        already = _image_exists(store, config_digest)
+        already = _image_exists(store, config_digest, tenant)
         _fetch_layers(session, parsed.path, doc, diff_ids, store, lease, emit, opts, cancel, scope)
         tag = parsed.familiar() if parsed.digest is None else None
-        previous = _tag_target(store, tag)
+        previous = _tag_target(store, tag, tenant)
         image = store.register_pulled(
             raw_config=raw_config,
             layer_blobs=[d.digest for d in doc.layers],
@@ -409,6 +413,7 @@ def pull(
             repo_digest=top_digest,
             registry=parsed.domain,
             remote_repo=parsed.path,
+            tenant=tenant,
         )
         downloaded = not already or (tag is not None and previous != image.id)
         emit(ProgressEvent(f"Digest: {top_digest}"))
@@ -417,19 +422,19 @@ def pull(
         return PullResult(image, top_digest, downloaded)
 
 
-def _image_exists(store: ImageStore, image_id: str) -> bool:
+def _image_exists(store: ImageStore, image_id: str, tenant: str | None) -> bool:
     try:
-        store.get(image_id)
+        store.get(image_id, tenant)
     except NotFound:
         return False
     return True
 
 
-def _tag_target(store: ImageStore, tag: str | None) -> str | None:
+def _tag_target(store: ImageStore, tag: str | None, tenant: str | None) -> str | None:
     if tag is None:
         return None
     try:
-        return store.get(tag).id
+        return store.get(tag, tenant).id
     except (NotFound, InvalidArgument):
         return None
 
@@ -565,14 +570,16 @@ def push(
     options: RegistryOptions | None = None,
     cancel: threading.Event | None = None,
     transport: httpx.BaseTransport | None = None,
+    tenant: str | None = None,
 ) -> str:
-    """Push the local image `ref` (name:tag) to its registry; returns the manifest digest."""
+    """Push `tenant`'s local image `ref` (name:tag) to its registry; returns the manifest
+    digest."""
     parsed = parse_reference(ref) if isinstance(ref, str) else ref
     if parsed.digest is not None or parsed.tag is None:
         raise InvalidArgument(f"cannot push {parsed}: push needs a name:tag reference")
     opts = options or RegistryOptions()
     emit = progress or _no_progress
-    image = store.get(parsed.familiar())
+    image = store.get(parsed.familiar(), tenant)
     shown = parsed.name if parsed.domain != DEFAULT_DOMAIN else f"docker.io/{parsed.path}"
     emit(ProgressEvent(f"The push refers to repository [{shown}]"))
     layers = store.push_layers(image)
@@ -586,7 +593,8 @@ def push(
         def work(desc: Descriptor, short: str, show: bool) -> None:
             if cancel is not None and cancel.is_set():
                 raise Cancelled("cancelled")
-            _push_blob(session, parsed, desc, store, emit if show else _no_progress, short, cancel)
+            _push_blob(session, parsed, desc, store, emit if show else _no_progress, short, cancel,
+                       tenant)
 
         with concurrent.futures.ThreadPoolExecutor(
             max_workers=max(1, opts.max_concurrent), thread_name_prefix="push"
@@ -621,6 +629,7 @@ def push(
         parsed.domain,
         parsed.path,
         [image.id, *(d.digest for d in descs)],
+        tenant=tenant,
     )
     emit(ProgressEvent(f"{parsed.tag}: digest: {digest} size: {len(raw)}"))
     return digest
@@ -652,6 +661,7 @@ def _push_blob(
     emit: ProgressFn,
     short: str,
     cancel: threading.Event | None,
+    tenant: str | None,
 ) -> None:
     repo = ref.path
     scope = repository_scope(repo, ("pull", "push"))
@@ -661,7 +671,7 @@ def _push_blob(
         emit(ProgressEvent("Layer already exists", short))
         return
     location: str | None = None
-    for source in store.blob_sources(desc.digest, ref.domain):
+    for source in store.blob_sources(desc.digest, ref.domain, tenant):
         if source == repo:
             continue
         mount_scope = f"{scope} {repository_scope(source, ('pull',))}"

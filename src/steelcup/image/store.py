@@ -72,10 +72,6 @@ CREATE TABLE IF NOT EXISTS image_layers (
     blob_digest TEXT NOT NULL,         -- the blob it was unpacked from
     size_bytes INTEGER NOT NULL
 );
-CREATE TABLE IF NOT EXISTS image_tags (
-    ref TEXT PRIMARY KEY,              -- familiar form, e.g. busybox:latest
-    image_id TEXT NOT NULL
-);
 CREATE TABLE IF NOT EXISTS image_manifests (
     digest TEXT PRIMARY KEY,           -- registry manifest digest (pulled or pushed)
     image_id TEXT NOT NULL,
@@ -83,19 +79,48 @@ CREATE TABLE IF NOT EXISTS image_manifests (
     raw BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS image_manifests_image ON image_manifests (image_id);
-CREATE TABLE IF NOT EXISTS image_repo_digests (
+"""
+
+# What is per tenant ("" = the operator's): the names (tags, repo digests) and which images a
+# tenant has. Records, layers and blobs are shared and content-addressed underneath.
+_TENANT_TABLES = (
+    """CREATE TABLE IF NOT EXISTS image_tags (
+    tenant TEXT NOT NULL,
+    ref TEXT NOT NULL,                 -- familiar form, e.g. busybox:latest
+    image_id TEXT NOT NULL,
+    PRIMARY KEY (tenant, ref)
+)""",
+    "CREATE INDEX IF NOT EXISTS image_tags_image ON image_tags (image_id)",
+    """CREATE TABLE IF NOT EXISTS image_repo_digests (
+    tenant TEXT NOT NULL,
     repo TEXT NOT NULL,                -- familiar repository name, e.g. 127.0.0.1:5000/ns/app
     digest TEXT NOT NULL,
     image_id TEXT NOT NULL,
-    PRIMARY KEY (repo, digest)
-);
-CREATE TABLE IF NOT EXISTS blob_sources (
+    PRIMARY KEY (tenant, repo, digest)
+)""",
+    """CREATE TABLE IF NOT EXISTS image_owners (
+    tenant TEXT NOT NULL,              -- pulled, loaded, imported, committed or tagged by it
+    image_id TEXT NOT NULL,
+    PRIMARY KEY (tenant, image_id)
+)""",
+    "CREATE INDEX IF NOT EXISTS image_owners_image ON image_owners (image_id)",
+    """CREATE TABLE IF NOT EXISTS blob_sources (
+    tenant TEXT NOT NULL,              -- whose pull or push saw it there
     digest TEXT NOT NULL,              -- a blob known to exist in registry/repo (cross-repo mount)
     registry TEXT NOT NULL,
     repo TEXT NOT NULL,
-    PRIMARY KEY (digest, registry, repo)
-);
-"""
+    PRIMARY KEY (tenant, digest, registry, repo)
+)""",
+)
+# A store from before tenants: how each table's rows become the operator's.
+_TO_OPERATOR = {
+    "image_tags": "INSERT INTO image_tags (tenant, ref, image_id) "
+                  "SELECT '', ref, image_id FROM image_tags_v1",
+    "image_repo_digests": "INSERT INTO image_repo_digests (tenant, repo, digest, image_id) "
+                          "SELECT '', repo, digest, image_id FROM image_repo_digests_v1",
+    "blob_sources": "INSERT INTO blob_sources (tenant, digest, registry, repo) "
+                    "SELECT '', digest, registry, repo FROM blob_sources_v1",
+}
 
 
 @dataclass(frozen=True)
@@ -183,12 +208,13 @@ class ImageStore:
         root: Path,
         db: sqlite3.Connection,
         *,
-        in_use: Callable[[str], bool] | None = None,
+        in_use: Callable[[str, str | None], bool] | None = None,
         limits: LayerLimits | None = None,
     ) -> None:
         self.root = root
         self._db = db
-        self.in_use: Callable[[str], bool] = in_use or (lambda _image_id: False)
+        # (image id, tenant) -> whether a container of `tenant` (None: of anyone) uses it
+        self.in_use: Callable[[str, str | None], bool] = in_use or (lambda _id, _tenant: False)
         self.limits = limits or LayerLimits()
         self._lock = threading.RLock()
         self._leases: dict[int, set[str]] = {}
@@ -205,12 +231,40 @@ class ImageStore:
             _rmtree(leftover)
         with self._db:
             self._db.executescript(_SCHEMA)
+        self._open_tenant_tables()
+
+    def _open_tenant_tables(self) -> None:
+        """Create the per-tenant tables. A store from before tenants: its tags and repo digests
+        become the operator's (""), and so do all its images, in one transaction."""
+        def columns(table: str) -> set[str]:
+            return {str(r[1]) for r in self._db.execute(f"PRAGMA table_info({table})")}
+
+        old = [t for t in _TO_OPERATOR if columns(t) and "tenant" not in columns(t)]
+        with self._tx():
+            for table in old:
+                self._db.execute(f"ALTER TABLE {table} RENAME TO {table}_v1")
+            for statement in _TENANT_TABLES:
+                self._db.execute(statement)
+            for table in old:
+                self._db.execute(_TO_OPERATOR[table])
+                self._db.execute(f"DROP TABLE {table}_v1")
+            if "image_tags" in old:
+                self._db.execute("INSERT OR IGNORE INTO image_owners (tenant, image_id) "
+                                 "SELECT '', id FROM image_records")
 
     # --- public API ------------------------------------------------------------------------
     def import_rootfs(
-        self, stream: BinaryIO, ref: str | None, changes: ImageConfig | None = None
+        self,
+        stream: BinaryIO,
+        ref: str | None,
+        changes: ImageConfig | None = None,
+        *,
+        tenant: str | None = None,
     ) -> Image:
-        """Make a single-layer image from a rootfs tar (plain/gzip/zstd), like `docker import`."""
+        """Make a single-layer image from a rootfs tar (plain/gzip/zstd), like `docker import`.
+
+        Here and below, `tenant` is whose names a call reads and writes: None is the operator,
+        who writes as "" and reads every tenant's (see `_resolve`)."""
         parsed = parse_tag_reference(ref) if ref else None
         with self._lock:
             blob = self._blobs.write(stream)
@@ -227,7 +281,7 @@ class ImageStore:
             raw = json.dumps(doc, separators=(",", ":"), sort_keys=True).encode()
             config_blob = self._blobs.write(io.BytesIO(raw))
             tags = [parsed.familiar()] if parsed else []
-            return self._register(config_blob.digest, raw, [blob.digest], tags, [])
+            return self._register(config_blob.digest, raw, [blob.digest], tags, [], tenant=tenant)
 
     def commit(
         self,
@@ -239,15 +293,17 @@ class ImageStore:
         comment: str = "",
         author: str = "",
         created_by: str = "",
+        tenant: str | None = None,
     ) -> Image:
-        """A new image: the layers of image `base_id` plus the layer tar in `layer` on top.
+        """A new image: the layers of image `base_id` plus the layer tar in `layer` on top;
+        it (and its tag) are `tenant`'s. `base_id` is the full id of the container's image.
 
         `config` replaces the run-time keys it models (Cmd, Env, ...); other keys of the base
         config (Healthcheck, Shell, ...) are kept. Used by `docker commit`.
         """
         parsed = parse_tag_reference(ref) if ref else None
         with self._lock:
-            base = self._image(self._resolve(base_id))
+            base = self._image(self._resolve(base_id, None), None)
             base_blobs = []
             for diff_id in base.diff_ids:
                 row = self._db.execute(
@@ -287,12 +343,12 @@ class ImageStore:
                 created.add(config_blob.digest)
                 tags = [parsed.familiar()] if parsed else []
                 return self._register(
-                    config_blob.digest, raw, [*base_blobs, blob.digest], tags, []
+                    config_blob.digest, raw, [*base_blobs, blob.digest], tags, [], tenant=tenant
                 )
             finally:
                 self._gc_blobs(created)
 
-    def load(self, stream: BinaryIO) -> builtins.list[LoadedImage]:
+    def load(self, stream: BinaryIO, *, tenant: str | None = None) -> builtins.list[LoadedImage]:
         """Load a docker-archive (manifest.json) or OCI image-layout (index.json) tarball."""
         with self._lock:
             created: set[str] = set()
@@ -306,6 +362,7 @@ class ImageStore:
                             found.layer_blobs,
                             found.tags,
                             found.manifest_digests,
+                            tenant=tenant,
                         ),
                         tuple(found.tags),
                     )
@@ -315,47 +372,80 @@ class ImageStore:
                 self._gc_blobs(created)
             return images
 
-    def get(self, ref_or_id: str) -> Image:
-        """Find an image by name[:tag], name@digest, full id or unique short id prefix."""
-        return self._image(self._resolve(ref_or_id))
+    def get(self, ref_or_id: str, tenant: str | None = None) -> Image:
+        """Find an image by name[:tag], name@digest, full id or unique short id prefix, among
+        `tenant`'s (None: anyone's); another tenant's is exactly as missing as a missing one."""
+        return self._image(self._resolve(ref_or_id, tenant), tenant)
 
-    def list(self) -> builtins.list[Image]:
-        query = "SELECT id FROM image_records ORDER BY added_at DESC, id"
-        rows = self._db.execute(query).fetchall()
-        return [self._image(r[0]) for r in rows]
+    def scoped_ref(self, ref: str, tenant: str | None) -> str:
+        """`ref` itself if it names one of `tenant`'s images (None: anyone's), or is a bare
+        repository name in which `tenant` has a tag (a push of all its tags); else NotFound
+        exactly as for a missing image. The API's one lookup for `/images/{name}` routes: a
+        reference stays a reference (rmi, save and push treat a tag and an id differently)."""
+        if tenant is None:
+            return ref
+        try:
+            self._resolve(ref, tenant)
+        except NotFound:
+            with contextlib.suppress(InvalidArgument):
+                parsed = parse_reference(ref, default_tag=False)
+                if parsed.tag is None and parsed.digest is None and self._db.execute(
+                    "SELECT 1 FROM image_tags WHERE tenant = ? AND substr(ref, 1, ?) = ?",
+                    (tenant, len(parsed.familiar_name) + 1, parsed.familiar_name + ":"),
+                ).fetchone():
+                    return ref
+            raise
+        return ref
 
-    def tag(self, src: str, ref: str) -> None:
-        """Point `ref` (name[:tag], default latest) at the image `src` resolves to."""
+    def list(self, tenant: str | None = None) -> builtins.list[Image]:
+        """Every image (the operator's view), or the ones `tenant` has."""
+        where, args = _owned_by(tenant)
+        query = f"SELECT id FROM image_records WHERE 1 {where} ORDER BY added_at DESC, id"
+        rows = self._db.execute(query, args).fetchall()
+        return [self._image(r[0], tenant) for r in rows]
+
+    def tag(self, src: str, ref: str, tenant: str | None = None) -> None:
+        """Point `tenant`'s `ref` (name[:tag], default latest) at the image `src` resolves to."""
         target = parse_tag_reference(ref)
         with self._lock:
-            image_id = self._resolve(src)
-            with self._db:
-                self._db.execute(
-                    "INSERT OR REPLACE INTO image_tags (ref, image_id) VALUES (?, ?)",
-                    (target.familiar(), image_id),
-                )
+            image_id = self._resolve(src, tenant)
+            with self._tx():
+                self._add_names(image_id, [target.familiar()], tenant or "")
 
-    def remove(self, ref_or_id: str, force: bool = False) -> builtins.list[str]:
-        """Untag and/or delete, like `docker rmi`. Returns "Untagged: X" / "Deleted: sha256:..."."""
+    def remove(
+        self, ref_or_id: str, force: bool = False, tenant: str | None = None
+    ) -> builtins.list[str]:
+        """Untag and/or delete, like `docker rmi`. Returns "Untagged: X" / "Deleted: sha256:...".
+
+        A tenant's rmi removes its names and its hold on the image; the image's record, layers
+        and blobs go only when no tenant has it any more (and no container uses it). The answer
+        is the same either way, so it tells nothing of other tenants."""
         with self._lock:
-            image_id = self._resolve(ref_or_id)
-            tags = self._tags_of(image_id)
-            short = image_id.removeprefix("sha256:")[:12]
+            image_id = self._resolve(ref_or_id, tenant)
             by_tag = self._tag_key(ref_or_id)
+            if tenant is None and by_tag is not None:  # the operator removes a tag as its
+                holders = {str(r[0]) for r in self._db.execute(  # holder: "" first
+                    "SELECT tenant FROM image_tags WHERE ref = ? AND image_id = ?",
+                    (by_tag, image_id))}
+                if "" in holders or len(holders) == 1:
+                    tenant = "" if "" in holders else holders.pop()
+            tags = self._tags_of(image_id, tenant)
+            short = image_id.removeprefix("sha256:")[:12]
+            in_use = self.in_use(image_id, tenant)
             if by_tag is not None and by_tag in tags:
                 if len(tags) > 1:
-                    self._untag([by_tag])
+                    self._untag(image_id, [by_tag], tenant)
                     return [f"Untagged: {by_tag}"]
-                if self.in_use(image_id):
+                if in_use:
                     if not force:
                         raise Conflict(
                             f"conflict: unable to remove repository reference {ref_or_id!r} "
                             f"(must force) - image {short} is used by a container"
                         )
-                    self._untag([by_tag])
+                    self._untag(image_id, [by_tag], tenant)
                     return [f"Untagged: {by_tag}"]
             else:
-                if self.in_use(image_id):
+                if in_use:
                     raise Conflict(
                         f"conflict: unable to delete {short} (cannot be forced) - "
                         "image is being used by a container"
@@ -365,8 +455,8 @@ class ImageStore:
                         f"conflict: unable to delete {short} (must be forced) - "
                         "image is referenced in multiple repositories"
                     )
-            self._untag(tags)
-            self._delete(image_id)
+            self._untag(image_id, tags, tenant)
+            self._disown(image_id, tenant)
             return [f"Untagged: {t}" for t in tags] + [f"Deleted: {image_id}"]
 
     def layer_dirs(self, image: Image, ids: IdRange | None = None) -> builtins.list[Path]:
@@ -455,8 +545,9 @@ class ImageStore:
         repo_digest: str,
         registry: str,
         remote_repo: str,
+        tenant: str | None = None,
     ) -> Image:
-        """Record an image whose config and layer blobs are stored and unpacked.
+        """Record an image whose config and layer blobs are stored and unpacked, as `tenant`'s.
 
         `tag` is the familiar `repo:tag` to point at it (None for a pull by digest); `repo` is
         the familiar repository name for RepoDigests.
@@ -472,9 +563,11 @@ class ImageStore:
                 manifest=manifest,
                 repo=repo,
                 repo_digest=repo_digest,
+                tenant=tenant,
             )
-            self.record_blob_sources(registry, remote_repo, [config_digest, *layer_blobs])
-            return self._image(image.id)
+            self.record_blob_sources(registry, remote_repo, [config_digest, *layer_blobs],
+                                     tenant)
+            return self._image(image.id, tenant)
 
     def record_push(
         self,
@@ -484,8 +577,10 @@ class ImageStore:
         registry: str,
         remote_repo: str,
         blobs: builtins.list[str],
+        tenant: str | None = None,
     ) -> None:
-        """Remember a pushed manifest: RepoDigests, and where its blobs now live (for mounts)."""
+        """Remember a pushed manifest: `tenant`'s RepoDigests, and where its blobs now live
+        (for mounts)."""
         with self._lock, self._tx():
             self._db.execute(
                 "INSERT OR REPLACE INTO image_manifests (digest, image_id, media_type, raw) "
@@ -493,23 +588,30 @@ class ImageStore:
                 (manifest.digest, image_id, manifest.media_type, manifest.raw),
             )
             self._db.execute(
-                "INSERT OR REPLACE INTO image_repo_digests (repo, digest, image_id) "
-                "VALUES (?, ?, ?)",
-                (repo, manifest.digest, image_id),
+                "INSERT OR REPLACE INTO image_repo_digests (tenant, repo, digest, image_id) "
+                "VALUES (?, ?, ?, ?)",
+                (tenant or "", repo, manifest.digest, image_id),
             )
-            self._insert_sources(registry, remote_repo, blobs)
+            self._insert_sources(registry, remote_repo, blobs, tenant)
 
     def record_blob_sources(
-        self, registry: str, remote_repo: str, blobs: builtins.list[str]
+        self, registry: str, remote_repo: str, blobs: builtins.list[str],
+        tenant: str | None = None,
     ) -> None:
         with self._lock, self._tx():
-            self._insert_sources(registry, remote_repo, blobs)
+            self._insert_sources(registry, remote_repo, blobs, tenant)
 
-    def blob_sources(self, digest: str, registry: str) -> builtins.list[str]:
-        """Repositories on `registry` known to hold blob `digest` (candidates for a mount)."""
+    def blob_sources(
+        self, digest: str, registry: str, tenant: str | None = None
+    ) -> builtins.list[str]:
+        """Repositories on `registry` that `tenant`'s pulls and pushes (None: anyone's) saw
+        holding blob `digest`: candidates for a mount. Never another tenant's, whose
+        repository names a push would otherwise show to the registry and in its progress."""
+        where, args = _tenant_is(tenant)
         rows = self._db.execute(
-            "SELECT repo FROM blob_sources WHERE digest = ? AND registry = ? ORDER BY repo",
-            (digest, registry),
+            f"SELECT DISTINCT repo FROM blob_sources WHERE digest = ? AND registry = ? {where} "
+            "ORDER BY repo",
+            (digest, registry, *args),
         )
         return [r[0] for r in rows]
 
@@ -570,18 +672,20 @@ class ImageStore:
         return blob.digest
 
     # --- save / history / prune -------------------------------------------------------------
-    def save(self, refs: builtins.list[str], out: BinaryIO) -> None:
+    def save(
+        self, refs: builtins.list[str], out: BinaryIO, tenant: str | None = None
+    ) -> None:
         """Write `refs` as one tar stream to `out` (need not be seekable); see `write_archive`."""
         if not refs:
             raise InvalidArgument("no image given to save")
         chosen: dict[str, builtins.list[str]] = {}
         for ref in refs:
-            image_id = self._resolve(ref)
+            image_id = self._resolve(ref, tenant)
             tags = chosen.setdefault(image_id, [])
             key = self._tag_key(ref)
             if key is not None and key not in tags:
                 tags.append(key)
-        images = [(self._image(i), tags) for i, tags in chosen.items()]
+        images = [(self._image(i, tenant), tags) for i, tags in chosen.items()]
         write_archive(out, images, self._blobs, self._layer_blob)
 
     def _layer_size(self, diff_id: str) -> int:
@@ -599,9 +703,9 @@ class ImageStore:
         ).fetchone()
         return None if row is None else (str(row[0]), int(row[1]))
 
-    def history(self, ref_or_id: str) -> builtins.list[HistoryEntry]:
+    def history(self, ref_or_id: str, tenant: str | None = None) -> builtins.list[HistoryEntry]:
         """The image's build history, oldest first, with layer sizes matched to entries."""
-        image = self.get(ref_or_id)
+        image = self.get(ref_or_id, tenant)
         doc = json.loads(image.raw_config)
         sizes = [self._layer_size(d) for d in image.diff_ids]
         raw_history = doc.get("history") if isinstance(doc, dict) else None
@@ -629,21 +733,30 @@ class ImageStore:
             entries = [HistoryEntry(image.created, "", "", s, False) for s in sizes]
         return entries
 
-    def prune(self, *, dangling_only: bool = True) -> PruneResult:
-        """Delete unused images (only untagged ones unless `dangling_only` is False), then
-        collect every blob and layer directory nothing references. Returns what was reclaimed.
-        """
+    def prune(self, *, dangling_only: bool = True, tenant: str | None = None) -> PruneResult:
+        """Delete `tenant`'s (None: anyone's) unused images (only untagged ones unless
+        `dangling_only` is False), then collect every blob and layer directory nothing
+        references. Returns what was reclaimed: for a tenant, the size of the images it no
+        longer has (what the disk gained depends on other tenants, so it is not told)."""
         with self._lock:
             deleted: builtins.list[str] = []
             before = self._usage_bytes()
-            for image_id in [r[0] for r in self._db.execute("SELECT id FROM image_records")]:
-                tags = self._tags_of(image_id)
-                if (dangling_only and tags) or self.in_use(image_id):
+            dropped_bytes = 0
+            where, args = _owned_by(tenant)
+            rows = self._db.execute(
+                f"SELECT id, size_bytes FROM image_records WHERE 1 {where}", args
+            ).fetchall()
+            for image_id, size_bytes in rows:
+                tags = self._tags_of(image_id, tenant)
+                if (dangling_only and tags) or self.in_use(image_id, tenant):
                     continue
-                self._untag(tags)
-                self._delete(image_id)
+                dropped_bytes += int(size_bytes)
+                self._untag(image_id, tags, tenant)
+                self._disown(image_id, tenant)
                 deleted += [f"Untagged: {t}" for t in tags] + [f"Deleted: {image_id}"]
             orphan_bytes = self._collect_garbage()
+            if tenant is not None:
+                return PruneResult(deleted, dropped_bytes)
             return PruneResult(deleted, max(0, before - self._usage_bytes()) + orphan_bytes)
 
     def _usage_bytes(self) -> int:
@@ -662,10 +775,10 @@ class ImageStore:
             self._db.execute(
                 "DELETE FROM image_manifests WHERE image_id NOT IN (SELECT id FROM image_records)"
             )
-            self._db.execute(
-                "DELETE FROM image_repo_digests WHERE image_id NOT IN "
-                "(SELECT id FROM image_records)"
-            )
+            for table in ("image_repo_digests", "image_tags", "image_owners"):
+                self._db.execute(
+                    f"DELETE FROM {table} WHERE image_id NOT IN (SELECT id FROM image_records)"
+                )
         known_layers = {
             digest_hex(r[0]) for r in self._db.execute("SELECT diff_id FROM image_layers")
         }
@@ -704,10 +817,13 @@ class ImageStore:
                 raise
             self._db.commit()
 
-    def _insert_sources(self, registry: str, remote_repo: str, blobs: builtins.list[str]) -> None:
+    def _insert_sources(
+        self, registry: str, remote_repo: str, blobs: builtins.list[str], tenant: str | None
+    ) -> None:
         self._db.executemany(
-            "INSERT OR IGNORE INTO blob_sources (digest, registry, repo) VALUES (?, ?, ?)",
-            [(b, registry, remote_repo) for b in blobs],
+            "INSERT OR IGNORE INTO blob_sources (tenant, digest, registry, repo) "
+            "VALUES (?, ?, ?, ?)",
+            [(tenant or "", b, registry, remote_repo) for b in blobs],
         )
 
     def _gc_blobs(self, candidates: set[str]) -> None:
@@ -769,7 +885,9 @@ class ImageStore:
         manifest: StoredManifest | None = None,
         repo: str = "",
         repo_digest: str = "",
+        tenant: str | None = None,
     ) -> Image:
+        owner = tenant or ""
         doc = decode_json(raw, "image config", error=ImageError)
         ImageConfig.from_image_json(doc)  # validate early
         rootfs = doc.get("rootfs")
@@ -796,9 +914,9 @@ class ImageStore:
                 )
                 if repo:
                     self._db.execute(
-                        "INSERT OR REPLACE INTO image_repo_digests (repo, digest, image_id) "
-                        "VALUES (?, ?, ?)",
-                        (repo, repo_digest or manifest.digest, image_id),
+                        "INSERT OR REPLACE INTO image_repo_digests "
+                        "(tenant, repo, digest, image_id) VALUES (?, ?, ?, ?)",
+                        (owner, repo, repo_digest or manifest.digest, image_id),
                     )
             old = self._db.execute(
                 "SELECT manifest_digests FROM image_records WHERE id = ?", (image_id,)
@@ -828,13 +946,21 @@ class ImageStore:
                     "UPDATE image_records SET manifest_digests = ? WHERE id = ?",
                     (json.dumps(digests), image_id),
                 )
-            self._db.executemany(
-                "INSERT OR REPLACE INTO image_tags (ref, image_id) VALUES (?, ?)",
-                [(t, image_id) for t in tags],
-            )
-        return self._image(image_id)
+            self._add_names(image_id, tags, owner)
+        return self._image(image_id, tenant)
 
-    def _image(self, image_id: str) -> Image:
+    def _add_names(self, image_id: str, tags: builtins.list[str], owner: str) -> None:
+        """`owner` has the image, with `tags` pointing at it (moved from any other image)."""
+        self._db.execute(
+            "INSERT OR IGNORE INTO image_owners (tenant, image_id) VALUES (?, ?)",
+            (owner, image_id),
+        )
+        self._db.executemany(
+            "INSERT OR REPLACE INTO image_tags (tenant, ref, image_id) VALUES (?, ?, ?)",
+            [(owner, t, image_id) for t in tags],
+        )
+
+    def _image(self, image_id: str, tenant: str | None) -> Image:
         row = self._db.execute(
             "SELECT raw_config, created, architecture, os, size_bytes, manifest_digests "
             "FROM image_records WHERE id = ?",
@@ -850,14 +976,16 @@ class ImageStore:
                 (image_id,),
             )
         ]
-        tags = self._tags_of(image_id)
+        tags = self._tags_of(image_id, tenant)
         names = sorted({t.rsplit(":", 1)[0] for t in tags})
         digests = json.loads(row[5])
         repo_digests = {f"{n}@{d}" for n in names for d in digests}
+        where, args = _tenant_is(tenant)
         repo_digests |= {
             f"{r[0]}@{r[1]}"
             for r in self._db.execute(
-                "SELECT repo, digest FROM image_repo_digests WHERE image_id = ?", (image_id,)
+                f"SELECT repo, digest FROM image_repo_digests WHERE image_id = ? {where}",
+                (image_id, *args),
             )
         }
         return Image(
@@ -873,18 +1001,41 @@ class ImageStore:
             repo_digests=tuple(sorted(repo_digests)),
         )
 
-    def _tags_of(self, image_id: str) -> builtins.list[str]:
+    def _tags_of(self, image_id: str, tenant: str | None) -> builtins.list[str]:
+        """`tenant`'s tags on the image (None: every tenant's)."""
+        where, args = _tenant_is(tenant)
         rows = self._db.execute(
-            "SELECT ref FROM image_tags WHERE image_id = ? ORDER BY ref", (image_id,)
+            f"SELECT DISTINCT ref FROM image_tags WHERE image_id = ? {where} ORDER BY ref",
+            (image_id, *args),
         )
         return [r[0] for r in rows]
 
-    def _resolve(self, text: str) -> str:
+    def _tagged(self, key: str, tenant: str | None) -> str | None:
+        """The image `tenant`'s tag `key` points at. The operator (None) sees every tenant's
+        tags: its own ("") first, else the one image all tenants using the tag agree on."""
+        if tenant is not None:
+            row = self._db.execute(
+                "SELECT image_id FROM image_tags WHERE tenant = ? AND ref = ?", (tenant, key)
+            ).fetchone()
+            return None if row is None else str(row[0])
+        rows = self._db.execute(
+            "SELECT tenant, image_id FROM image_tags WHERE ref = ?", (key,)
+        ).fetchall()
+        own = [str(r[1]) for r in rows if r[0] == ""]
+        targets = {str(r[1]) for r in rows}
+        if own or len(targets) <= 1:
+            return own[0] if own else next(iter(targets), None)
+        raise InvalidArgument(f"tag {key!r} names different images of {len(rows)} tenants: "
+                              "name the image by id")
+
+    def _resolve(self, text: str, tenant: str | None) -> str:
+        """The id of the image `text` names among `tenant`'s (None: anyone's)."""
         if not text:
             raise NotFound("No such image: ")
+        where, args = _owned_by(tenant)
         if is_full_id(text):
             image_id = "sha256:" + text.removeprefix("sha256:")
-            if self._exists(image_id):
+            if self._exists(image_id, tenant):
                 return image_id
             raise NotFound(f"No such image: {text}")
         ref: Reference | None
@@ -894,27 +1045,28 @@ class ImageStore:
             ref = None
         if ref is not None and ref.digest is not None:
             if ref.tag is None:  # name@digest: match a manifest digest or the config digest
-                row = self._db.execute(
-                    "SELECT image_id FROM image_repo_digests WHERE repo = ? AND digest = ?",
-                    (ref.familiar_name, ref.digest),
-                ).fetchone()
-                if row is not None and self._exists(row[0]):
-                    return str(row[0])
+                tenant_where, tenant_args = _tenant_is(tenant)
+                for row in self._db.execute(
+                    "SELECT image_id FROM image_repo_digests WHERE repo = ? AND digest = ? "
+                    f"{tenant_where}",
+                    (ref.familiar_name, ref.digest, *tenant_args),
+                ).fetchall():
+                    if self._exists(row[0], tenant):
+                        return str(row[0])
                 for image_id, digests in self._db.execute(
-                    "SELECT id, manifest_digests FROM image_records"
+                    f"SELECT id, manifest_digests FROM image_records WHERE 1 {where}", args
                 ):
                     if ref.digest == image_id or ref.digest in json.loads(digests):
                         return str(image_id)
         elif ref is not None:
-            row = self._db.execute(
-                "SELECT image_id FROM image_tags WHERE ref = ?", (ref.familiar(),)
-            ).fetchone()
-            if row is not None:
-                return str(row[0])
+            tagged = self._tagged(ref.familiar(), tenant)
+            if tagged is not None:
+                return tagged
         if is_id_prefix(text):
             hexpart = text.removeprefix("sha256:")
             rows = self._db.execute(
-                "SELECT id FROM image_records WHERE substr(id, 8, ?) = ?", (len(hexpart), hexpart)
+                f"SELECT id FROM image_records WHERE substr(id, 8, ?) = ? {where}",
+                (len(hexpart), hexpart, *args),
             ).fetchall()
             if len(rows) == 1:
                 return str(rows[0][0])
@@ -922,8 +1074,11 @@ class ImageStore:
                 raise InvalidArgument(f"image id prefix {text!r} is ambiguous")
         raise NotFound(f"No such image: {text}")
 
-    def _exists(self, image_id: str) -> bool:
-        row = self._db.execute("SELECT 1 FROM image_records WHERE id = ?", (image_id,))
+    def _exists(self, image_id: str, tenant: str | None) -> bool:
+        where, args = _owned_by(tenant)
+        row = self._db.execute(
+            f"SELECT 1 FROM image_records WHERE id = ? {where}", (image_id, *args)
+        )
         return row.fetchone() is not None
 
     def _tag_key(self, text: str) -> str | None:
@@ -935,9 +1090,29 @@ class ImageStore:
             return None
         return ref.familiar() if ref.digest is None else None
 
-    def _untag(self, tags: builtins.list[str]) -> None:
-        with self._db:
-            self._db.executemany("DELETE FROM image_tags WHERE ref = ?", [(t,) for t in tags])
+    def _untag(self, image_id: str, tags: builtins.list[str], tenant: str | None) -> None:
+        """Remove `tenant`'s (None: every tenant's) `tags` from the image."""
+        where, args = _tenant_is(tenant)
+        with self._tx():
+            self._db.executemany(
+                f"DELETE FROM image_tags WHERE image_id = ? AND ref = ? {where}",
+                [(image_id, t, *args) for t in tags],
+            )
+
+    def _disown(self, image_id: str, tenant: str | None) -> None:
+        """`tenant` (None: every tenant) no longer has the image; once no tenant has it and no
+        container uses it, its record goes, and with it the layers no other image uses."""
+        where, args = _tenant_is(tenant)
+        with self._tx():
+            for table in ("image_tags", "image_repo_digests", "image_owners"):
+                self._db.execute(
+                    f"DELETE FROM {table} WHERE image_id = ? {where}", (image_id, *args)
+                )
+        held = self._db.execute(
+            "SELECT 1 FROM image_owners WHERE image_id = ? LIMIT 1", (image_id,)
+        ).fetchone()
+        if held is None and not self.in_use(image_id, None):
+            self._delete(image_id)
 
     def _delete(self, image_id: str) -> None:
         diff_ids = [
@@ -950,6 +1125,7 @@ class ImageStore:
             self._db.execute("DELETE FROM image_layer_refs WHERE image_id = ?", (image_id,))
             self._db.execute("DELETE FROM image_records WHERE id = ?", (image_id,))
             self._db.execute("DELETE FROM image_tags WHERE image_id = ?", (image_id,))
+            self._db.execute("DELETE FROM image_owners WHERE image_id = ?", (image_id,))
             self._db.execute("DELETE FROM image_manifests WHERE image_id = ?", (image_id,))
             self._db.execute("DELETE FROM image_repo_digests WHERE image_id = ?", (image_id,))
         blobs = {image_id}
@@ -972,6 +1148,18 @@ class ImageStore:
                 os.rename(layer_dir, trash / "layer")
                 _rmtree(trash)
         self._gc_blobs(blobs)
+
+
+def _tenant_is(tenant: str | None) -> tuple[str, tuple[str, ...]]:
+    """An SQL condition (and its argument) on a `tenant` column: none for the operator."""
+    return ("", ()) if tenant is None else ("AND tenant = ?", (tenant,))
+
+
+def _owned_by(tenant: str | None) -> tuple[str, tuple[str, ...]]:
+    """An SQL condition on an image `id` column: one `tenant` has (none for the operator)."""
+    if tenant is None:
+        return "", ()
+    return "AND id IN (SELECT image_id FROM image_owners WHERE tenant = ?)", (tenant,)
 
 
 def _tree_bytes(path: Path) -> int:

@@ -300,8 +300,11 @@ class Runtime:
         machine = self._find(ref).machine
         return machine.cpu_time() if machine is not None else None
 
-    def image_in_use(self, image_id: str) -> bool:
-        return any(lv.record.config.image_id == image_id for lv in self._containers.values())
+    def image_in_use(self, image_id: str, tenant: str | None = None) -> bool:
+        """Whether a container of `tenant` (None: of anyone) uses the image."""
+        return any(lv.record.config.image_id == image_id
+                   and (tenant is None or lv.record.config.tenant == tenant)
+                   for lv in self._containers.values())
 
     def _save(self, live: _Live, record: ContainerRecord) -> None:
         live.record = record
@@ -341,7 +344,7 @@ class Runtime:
         # Settings first, then the image, as dockerd: a bad CapAdd is a 400 even for an image
         # that still has to be pulled.
         caps = capability_set(config.cap_add, config.cap_drop, config.privileged)
-        image = self.images.get(config.image)
+        image = self.images.get(config.image, config.tenant or None)  # in its tenant's names
         argv = resolve_argv(
             image.config.entrypoint, image.config.cmd, config.entrypoint, config.cmd
         )

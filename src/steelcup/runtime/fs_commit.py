@@ -64,8 +64,10 @@ async def commit(
     author: str = "",
     changes: Iterable[str] = (),
     spool_dir: Path,
+    tenant: str | None = None,
 ) -> Image:
-    """`docker commit`: the container's image plus its upper dir as a new layer."""
+    """`docker commit`: the container's image plus its upper dir as a new layer; the new image
+    and its tag are `tenant`'s (None: the operator's)."""
     record = runtime.check(ref, Op.COMMIT)
     image = await asyncio.to_thread(runtime.images.get, record.config.image_id)
     config = apply_changes(commit_config(record, image), changes)
@@ -78,7 +80,7 @@ async def commit(
             created_by = " ".join(shlex.quote(a) for a in (record.path, *record.args))
             return runtime.images.commit(
                 record.config.image_id, spool, config=config, ref=repo_tag, comment=comment,
-                author=author, created_by=created_by,
+                author=author, created_by=created_by, tenant=tenant,
             )
 
     async with writable_layer(runtime, record.id, Op.COMMIT) as upper:

@@ -237,7 +237,7 @@ def test_tag_and_remove_semantics(store: ImageStore) -> None:
         store.remove(img.short_id)
     assert store.remove("b") == ["Untagged: b:latest"]
     in_use = {img.id}
-    store.in_use = lambda image_id: image_id in in_use
+    store.in_use = lambda image_id, _tenant: image_id in in_use
     with pytest.raises(Conflict):
         store.remove("a:1")
     with pytest.raises(Conflict):

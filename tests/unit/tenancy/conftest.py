@@ -6,6 +6,7 @@ source, plain directories for rootfs, and `ip`/`nft` commands recorded instead o
 from __future__ import annotations
 
 import asyncio
+import io
 import shutil
 import ssl
 import subprocess
@@ -33,6 +34,7 @@ from steelcup.tenancy.credentials import Authority
 from steelcup.tenancy.manager import Tenants
 from steelcup.tenancy.store import TenantStore
 from steelcup.volume.manager import VolumeManager
+from tests.unit.image.tarutil import make_tar
 from tests.unit.runtime.fakevm import FakeVms
 from tests.unit.runtime.support import make_runtime
 
@@ -95,6 +97,9 @@ def cloud(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Cloud]:
         volumes = VolumeManager(tmp_path)
         runtime = make_runtime(tmp_path, open_db(tmp_path), Resources(networks, volumes),
                                vms=FakeVms().source())
+        for name in tokens:  # images are per tenant: each imports a "base:1" of its own
+            runtime.images.import_rootfs(io.BytesIO(make_tar([("dir", "bin")])), "base:1",
+                                         tenant=name)
         svc = Services(runtime=runtime, execs=ExecManager(runtime), images=runtime.images,
                        events=runtime.events, root=tmp_path, accel="tcg", tenants=tenants,
                        networks=networks, volumes=volumes)
