@@ -124,7 +124,8 @@ class _FsApi:
         except BaseException:
             await stack.aclose()
             raise
-        self.events.publish("container", "export", record.id, {"name": record.name})
+        self.events.publish("container", "export", record.id, {"name": record.name},
+                            record.config.tenant)
         ids = fs_paths.stored_ids(self.rt, record.id)
         chunks = _ThreadStream(lambda out: fs_commit.write_export(root_fd, out, ids), stack)
         return StreamResponse(chunks, content_type=TAR)

@@ -74,12 +74,15 @@ class _ImageApi:
         self.spool_dir = root / "tmp"
         self.options = options
 
-    def _publisher(self) -> Callable[[str, str], None]:
-        """An image-event publisher callable from worker threads (the bus is loop-bound)."""
+    def _publisher(self, req: Request) -> Callable[[str, str], None]:
+        """An image-event publisher callable from worker threads (the bus is loop-bound); the
+        events are the caller's tenant's."""
         loop = asyncio.get_running_loop()
+        tenant = req.principal.tenant or ""
 
         def publish(action: str, name: str) -> None:
-            loop.call_soon_threadsafe(self.events.publish, "image", action, name, {"name": name})
+            loop.call_soon_threadsafe(self.events.publish, "image", action, name, {"name": name},
+                                      tenant)
 
         return publish
 
@@ -104,7 +107,7 @@ class _ImageApi:
         """docker load: JSON lines streamed as dockerd streams them; a bad archive is an error
         message in the stream (clients raise their load error from it), not an HTTP status."""
         spool = await spool_body(req, self.spool_dir)
-        publish = self._publisher()
+        publish = self._publisher(req)
         tenant = req.principal.tenant
 
         def run(emit: _Emit, cancel: threading.Event) -> None:
@@ -135,7 +138,8 @@ class _ImageApi:
                                             tenant=req.principal.tenant)
         finally:
             spool.close()
-        self.events.publish("image", "import", image.id, {"name": ref or ""})
+        self.events.publish("image", "import", image.id, {"name": ref or ""},
+                            req.principal.tenant or "")
         return JsonResponse({"status": image.id})
 
     # -- pull ------------------------------------------------------------------------------
@@ -149,7 +153,7 @@ class _ImageApi:
             text += ("@" if tag.startswith("sha256:") else ":") + tag
         ref = parse_reference(text)
         creds = self._creds(req, ref)
-        publish = self._publisher()
+        publish = self._publisher(req)
         opts = self.options
         if req.q("platform"):
             opts = registry.RegistryOptions(**{**vars(self.options), "platform": req.q("platform")})
@@ -185,7 +189,7 @@ class _ImageApi:
                 raise InvalidArgument(f"An image does not exist locally with the tag: {name}")
             refs = [parse_reference(t) for t in tags]
         creds = self._creds(req, refs[0])
-        publish = self._publisher()
+        publish = self._publisher(req)
 
         def run(emit: _Emit, cancel: threading.Event) -> None:
             for ref in refs:
@@ -271,8 +275,9 @@ class _ImageApi:
             kind, _, what = line.partition(": ")
             deleted.append({kind: what})
             if kind == "Deleted":
-                self.events.publish("image", "delete", what, {})
-        self.events.publish("image", "prune", "", {"reclaimed": str(result.reclaimed_bytes)})
+                self.events.publish("image", "delete", what, {}, req.principal.tenant or "")
+        self.events.publish("image", "prune", "", {"reclaimed": str(result.reclaimed_bytes)},
+                            req.principal.tenant or "")
         return JsonResponse(
             {"ImagesDeleted": deleted or None, "SpaceReclaimed": result.reclaimed_bytes}
         )

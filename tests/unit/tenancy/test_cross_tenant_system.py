@@ -38,3 +38,15 @@ def test_the_pool_and_tenant_admin_are_the_operators(cloud: Cloud) -> None:
             answer = bob.request(method, path, json={} if method == "POST" else None)
             assert answer.status_code == 403, (path, answer.text)
             assert "operator only" in answer.json()["message"]
+
+
+def test_image_events_are_the_callers_own(cloud: Cloud) -> None:
+    since = time.time() - 1
+    with cloud.client("alice") as alice, cloud.client("bob") as bob:
+        assert alice.post("/images/base:1/tag", params={"repo": "mine", "tag": "2"}
+                          ).status_code == 201
+        assert alice.delete("/images/mine:2").status_code == 200
+        assert bob.post("/images/prune").status_code == 200
+        assert {e["Type"] for e in _events(bob, since)} <= {"image"}
+        assert all(e["Action"] == "prune" for e in _events(bob, since))
+        assert "prune" not in [e["Action"] for e in _events(alice, since)]
