@@ -10,7 +10,10 @@ Modes are daemon configurations: `cache` (the default daemon: ready VMs from the
 `template` (`--pool-size 0`: a template clone restored per run), `direct` (`--no-templates`:
 a cold boot per run). Timing starts once the daemon's templates and cache are ready. With
 `--docker`, the cache mode also times the same run through the real `docker` CLI
-(`docker -H unix://...`), interleaved too.
+(`docker -H unix://...`), interleaved too. With `--tenant`, the cache-mode daemon also serves
+tenants (`--multi-tenant --allow-tcg --tls-listen`), and the same run is timed as a tenant
+over TLS (a client certificate from `tenant key create`, checked on every request) next to
+the operator's over the unix socket: the cost of authentication and TLS per run.
 
 The CLI is run as users run it: the `steelcup` console script of this Python, with its bytecode
 cached like an installed package's (in a private PYTHONPYCACHEPREFIX, so the tree stays clean,
@@ -76,6 +79,28 @@ def cli_env(daemon: Daemon, pycache: Path | None) -> dict[str, str]:
     return env
 
 
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def tenant_env(daemon: Daemon, env: dict[str, str], port: int, certs: Path
+               ) -> dict[str, str]:
+    """A tenant with a key, its own busybox and a warm template: the CLI's environment."""
+    daemon.cli("tenant", "create", "bench", check=True)
+    daemon.cli("tenant", "key", "create", "bench", "--out", str(certs), check=True)
+    tenant = dict(env, DOCKER_HOST=f"tcp://127.0.0.1:{port}", DOCKER_TLS_VERIFY="1",
+                  DOCKER_CERT_PATH=str(certs))
+    tenant.pop("STEELCUP_HOST", None)
+    for argv in (["load", "-i", str(BUSYBOX_TAR)], ["run", "--rm", "steelcup/busybox", "true"]):
+        subprocess.run([*steelcup_argv(), *argv], env=tenant, check=True, capture_output=True)
+    wait_pool_ready(daemon, cache=True)
+    return tenant
+
+
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
@@ -90,6 +115,8 @@ def main() -> int:
                     help="extra `steelcup daemon` flags for every mode, e.g. '--tcg-tb-size 8'")
     ap.add_argument("--docker", action="store_true",
                     help="also time the run through the real docker CLI (cache mode)")
+    ap.add_argument("--tenant", action="store_true",
+                    help="also time the run as a tenant over the TLS listener (cache mode)")
     ap.add_argument("--no-bytecode-cache", action="store_true",
                     help="run the CLI without cached bytecode (as from a source tree with "
                          "PYTHONDONTWRITEBYTECODE=1)")
@@ -99,15 +126,25 @@ def main() -> int:
     base = Path(tempfile.mkdtemp(prefix="scb-"))
     try:
         for mode in args.modes.split(","):
+            tenant = args.tenant and mode == "cache"
+            port = free_port()
+            listener = ("--multi-tenant", "--allow-tcg", "--tls-listen",
+                        f"127.0.0.1:{port}") if tenant else ()
             daemon: Daemon = start_daemon(base / mode / "root", base / mode / "s.sock",
-                                          extra_args=(*MODES[mode], *args.daemon_args.split()))
+                                          extra_args=(*MODES[mode], *args.daemon_args.split(),
+                                                      *listener))
             try:
                 daemon.cli("load", "-i", str(BUSYBOX_TAR), check=True)
                 if mode != "direct":
                     wait_pool_ready(daemon, cache=mode == "cache")
                 env = cli_env(daemon, None if args.no_bytecode_cache else base / "pycache")
-                clients = {f"steelcup ({mode})":
-                           [*steelcup_argv(), "run", "--rm", "steelcup/busybox", *CMD]}
+                run_argv = [*steelcup_argv(), "run", "--rm", "steelcup/busybox", *CMD]
+                clients = {f"steelcup ({mode})": run_argv}
+                envs: dict[str, dict[str, str]] = {}
+                if tenant:
+                    envs["steelcup, tenant over TLS"] = tenant_env(daemon, env, port,
+                                                                  base / "bench-tenant")
+                    clients["steelcup, tenant over TLS"] = run_argv
                 if args.docker and mode == "cache":
                     clients[f"docker CLI ({mode})"] = [
                         "docker", "-H", f"unix://{daemon.socket}", "run", "--rm",
@@ -116,7 +153,8 @@ def main() -> int:
                     name: ([], []) for name in [*clients, "podman+runc"]}
                 for i in range(args.warmup + args.runs):
                     for name, argv in [*clients.items(), ("podman+runc", peer)]:
-                        w, t, out = timed(argv, env if name != "podman+runc" else None)
+                        w, t, out = timed(argv, None if name == "podman+runc"
+                                          else envs.get(name, env))
                         assert out == b"hi\n", (name, out)
                         if i >= args.warmup:
                             times[name][0].append(w)
