@@ -115,15 +115,18 @@ def test_the_docker_cli_as_two_tenants(cloud: Cloud) -> None:
     assert _ok(bob.docker("images", "-q")) == ""
     missing = bob.docker("inspect", "web")
     assert missing.returncode == 1 and b"No such object: web" in missing.stderr
-    assert bob.docker("rm", "-f", "web").returncode != 0
+    assert b"No such container: web" in bob.docker("rm", "-f", "web").stderr
     # alice's container is as it was
     assert _ok(alice.docker("inspect", "-f", "{{.Name}} {{.State.ExitCode}}", "web")) == \
         "/web 0\n"
     assert _ok(alice.docker("logs", "web")) == "hello-alice\n"
 
 
-def test_docker_py_as_a_tenant(cloud: Cloud) -> None:
+def test_docker_py_as_a_tenant(cloud: Cloud, monkeypatch: pytest.MonkeyPatch) -> None:
     bob = cloud.bob
+    # requests takes these over docker-py's own CA (a requests quirk, not the daemon's)
+    monkeypatch.delenv("REQUESTS_CA_BUNDLE", raising=False)
+    monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
     client = docker.from_env(environment=bob.env)
     try:
         with open(BUSYBOX_TAR, "rb") as f:
@@ -132,10 +135,8 @@ def test_docker_py_as_a_tenant(cloud: Cloud) -> None:
         names = sorted(c.name for c in client.containers.list(all=True))
         assert names == ["web"]  # bob's own "web": names are per tenant
         assert client.containers.get("web").attrs["Config"]["Cmd"] == ["echo", "hello-bob"]
-        with pytest.raises(docker.errors.APIError) as refused:
-            client.api.get(client.api._url("/steelcup/tenants")).raise_for_status()
-        assert refused.value.response is not None
-        assert refused.value.response.status_code == 403
+        # the operator's routes are not a tenant's
+        assert client.api.get(client.api._url("/steelcup/tenants")).status_code == 403
     finally:
         client.close()
     alice_web = _ok(cloud.alice.docker("inspect", "-f", "{{.Config.Cmd}}", "web"))
