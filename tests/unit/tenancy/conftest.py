@@ -1,6 +1,6 @@
 """Shared by the cross-tenant tests: two tenants (alice, bob) with bearer tokens on a real TLS
-listener in front of the real router and runtime, with a fake VM source and plain directories
-for rootfs (docs/tenancy.md)."""
+listener in front of the real router and runtime, with a fake VM source, plain directories
+for rootfs and a volume manager of plain-directory volumes (docs/tenancy.md)."""
 
 from __future__ import annotations
 
@@ -21,11 +21,14 @@ from steelcup.api.http import HttpServer
 from steelcup.api.routes import Services, build_router
 from steelcup.api.tls import server_tls_context
 from steelcup.image import rootfs
+from steelcup.runtime.containers import Runtime
 from steelcup.runtime.execs import ExecManager
+from steelcup.runtime.resources import Resources, volume_users
 from steelcup.state.db import open_db
 from steelcup.tenancy.credentials import Authority
 from steelcup.tenancy.manager import Tenants
 from steelcup.tenancy.store import TenantStore
+from steelcup.volume.manager import VolumeManager
 from tests.unit.runtime.fakevm import FakeVms
 from tests.unit.runtime.support import make_runtime
 
@@ -69,9 +72,15 @@ def cloud(tmp_path: Path) -> Iterator[Cloud]:
     box: list[Any] = []
 
     async def run() -> None:
-        runtime = make_runtime(tmp_path, open_db(tmp_path), vms=FakeVms().source())
+        runtimes: list[Runtime] = []
+        volumes = VolumeManager(tmp_path, in_use=lambda key: volume_users(runtimes[0].list(),
+                                                                          key))
+        runtime = make_runtime(tmp_path, open_db(tmp_path), resources=Resources(volumes=volumes),
+                               vms=FakeVms().source())
+        runtimes.append(runtime)
         svc = Services(runtime=runtime, execs=ExecManager(runtime), images=runtime.images,
-                       events=runtime.events, root=tmp_path, accel="tcg", tenants=tenants)
+                       events=runtime.events, root=tmp_path, accel="tcg", tenants=tenants,
+                       volumes=volumes)
         router = build_router(svc)
         server = HttpServer(router, tcp=("127.0.0.1", 0), tls=server_tls,
                             identify=tenant_routes.identify_with(tenants))
