@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import ssl
+import tempfile
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -52,10 +53,15 @@ class Cloud:
     tls: ssl.SSLContext
     tokens: dict[str, str]
     table: list[tuple[str, str, str]]
+    socket: Path  # the operator's unix socket
 
     def client(self, tenant: str) -> httpx.Client:
         return httpx.Client(base_url=self.url, verify=self.tls, timeout=20,
                             headers={"Authorization": f"Bearer {self.tokens[tenant]}"})
+
+    def operator(self) -> httpx.Client:
+        return httpx.Client(base_url="http://steelcup", timeout=20,
+                            transport=httpx.HTTPTransport(uds=str(self.socket)))
 
 
 @pytest.fixture
@@ -70,6 +76,8 @@ def cloud(tmp_path: Path) -> Iterator[Cloud]:
                                     client_cert_optional=True)
     ready = threading.Event()
     box: list[Any] = []
+    socket_dir = Path(tempfile.mkdtemp(prefix="scup-"))  # short: a socket path has a limit
+    socket = socket_dir / "api.sock"
 
     async def run() -> None:
         runtimes: list[Runtime] = []
@@ -82,7 +90,7 @@ def cloud(tmp_path: Path) -> Iterator[Cloud]:
                        events=runtime.events, root=tmp_path, accel="tcg", tenants=tenants,
                        volumes=volumes)
         router = build_router(svc)
-        server = HttpServer(router, tcp=("127.0.0.1", 0), tls=server_tls,
+        server = HttpServer(router, unix_path=socket, tcp=("127.0.0.1", 0), tls=server_tls,
                             identify=tenant_routes.identify_with(tenants))
         await server.start()
         stop = asyncio.Event()
@@ -98,6 +106,7 @@ def cloud(tmp_path: Path) -> Iterator[Cloud]:
     loop, stop, server, router = box
     yield Cloud(f"https://127.0.0.1:{server.tcp_port}",
                 ssl.create_default_context(cafile=str(tenants.authority.ca_pem_path)), tokens,
-                router.table)
+                router.table, socket)
     loop.call_soon_threadsafe(stop.set)
     thread.join(20)
+    shutil.rmtree(socket_dir, ignore_errors=True)

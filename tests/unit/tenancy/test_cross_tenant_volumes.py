@@ -130,3 +130,27 @@ def test_a_tenant_cannot_bind_a_host_directory(cloud: Cloud, tmp_path: Path) -> 
                 refused.json()["message"])
         assert _ok(bob.get("/containers/json", params={"all": 1})) == []
         assert _ok(bob.get("/volumes"))["Volumes"] == []
+
+
+def test_the_operator_sees_every_tenants_by_key_and_may_bind(cloud: Cloud,
+                                                              tmp_path: Path) -> None:
+    with cloud.client("alice") as alice, cloud.client("bob") as bob, \
+            cloud.operator() as operator:
+        _ok(alice.post("/volumes/create", json={"Name": "data"}), 201)
+        _ok(bob.post("/volumes/create", json={"Name": "data"}), 201)
+        _ok(bob.post("/steelcup/snapshots", json={"Volume": "data", "Name": "s1"}), 201)
+        assert sorted(v["Name"] for v in _ok(operator.get("/volumes"))["Volumes"]) == [
+            "alice/data", "bob/data"]
+        # as the docker CLI sends a name: the key unescaped in the path
+        assert _ok(operator.get("/volumes/bob/data"))["Name"] == "bob/data"
+        ambiguous = operator.get("/volumes/data")
+        assert ambiguous.status_code == 400 and "bob/data" not in ambiguous.text
+        assert [s["Volume"] for s in _ok(operator.get("/steelcup/snapshots"))] == ["bob/data"]
+        assert _ok(operator.get("/steelcup/snapshots/bob/s1"))["Name"] == "bob/s1"
+        assert operator.delete("/volumes/alice/data").status_code == 204
+        assert _ok(alice.get("/volumes"))["Volumes"] == []
+        assert _ok(bob.get("/volumes/data"))["Name"] == "data"
+        host = tmp_path / "host-dir"
+        host.mkdir()
+        _ok(operator.post("/containers/create", json={
+            "Image": "base:1", "Cmd": ["true"], "HostConfig": {"Binds": [f"{host}:/h"]}}), 201)
