@@ -113,7 +113,7 @@ async def _serve(options: DaemonOptions) -> int:
         await asyncio.to_thread(vms.cache.remove_leftover_taps)  # a killed daemon's
     runtime_ref: list[Runtime] = []
     volumes = VolumeManager(
-        options.root, in_use=lambda name: volume_users(runtime_ref[0].list(), name),
+        options.root, in_use=lambda key: volume_users(runtime_ref[0].list(), key),
         disks=DiskMaker(options.root / "cache" / "volume-disk",
                         check_size(options.volume_default_bytes, "the default volume size"),
                         label="steelcup-vol", empty_root=True),

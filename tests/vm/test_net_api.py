@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from steelcup.api import net_routes
+from steelcup.api import net_routes, volume_routes
 from steelcup.api.http import HttpServer, Router
 from steelcup.boundedfs import DiskMaker
 from steelcup.errors import NotFound
@@ -57,7 +57,9 @@ def api(tmp_path: Path) -> Iterator[Path]:
                           empty_root=True)
         vols = VolumeManager(tmp_path, in_use=lambda n: VOLUME_USERS.get(n, []), disks=disks)
         router = Router()
-        net_routes.register(router, mgr, vols, resolve)
+        volume_routes.scope(router, vols)
+        net_routes.register(router, mgr, resolve)
+        volume_routes.register(router, vols)
         stop.append(asyncio.Event())
         loop_box.append(asyncio.get_running_loop())
         async with HttpServer(router, unix_path=sock):

@@ -1,6 +1,9 @@
-"""Docker's `filters` query parameter, parsed once for every list and prune endpoint."""
+"""Docker's `filters` query parameter, parsed once for every list and prune endpoint, and the
+label maps of create bodies that its `label` filter matches."""
 
 from __future__ import annotations
+
+from typing import Any
 
 from steelcup.errors import InvalidArgument
 from steelcup.untrusted_json import decode_json
@@ -28,3 +31,21 @@ def parse_filters(text: str, valid: frozenset[str] | None = None) -> dict[str, l
         else:
             raise InvalidArgument(f"invalid filter '{key}'")
     return result
+
+
+def labels_match(labels: dict[str, str], wanted: list[str]) -> bool:
+    """Docker's `label` filter: every `KEY` is present and every `KEY=VALUE` equal."""
+    for item in wanted:
+        key, eq, value = item.partition("=")
+        if key not in labels or (eq and labels[key] != value):
+            return False
+    return True
+
+
+def str_map(value: Any, what: str) -> dict[str, str]:
+    """A create body's Labels or Options object as strings ({} for null)."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise InvalidArgument(f"{what} must be an object")
+    return {str(k): str(v) for k, v in value.items()}

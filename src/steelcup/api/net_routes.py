@@ -1,5 +1,5 @@
-"""Docker Engine API routes for networks and volumes: thin adapters from Docker's JSON shapes
-to `NetworkManager` and `VolumeManager` (the only place their CamelCase keys live)."""
+"""Docker Engine API routes for networks: thin adapters from Docker's JSON shapes to
+`NetworkManager` (the only place their CamelCase keys live). Volumes: volume_routes."""
 
 from __future__ import annotations
 
@@ -7,14 +7,13 @@ import hashlib
 from collections.abc import Callable
 from typing import Any
 
-from steelcup.api.filters import parse_filters
+from steelcup.api.filters import labels_match, parse_filters, str_map
 from steelcup.api.http import EmptyResponse, JsonResponse, Request, Response, Router
 from steelcup.api.http_types import Principal
 from steelcup.errors import Conflict, InvalidArgument
 from steelcup.net.manager import DEFAULT_NETWORK, NetworkManager
 from steelcup.net.model import Endpoint, NetworkRecord
 from steelcup.runtime.model import ContainerRecord
-from steelcup.volume.manager import Volume, VolumeManager
 
 # (container reference: id, name or prefix; the caller's tenant, None = the operator) -> the
 # container's record; another tenant's is NotFound exactly as a missing one
@@ -25,16 +24,14 @@ NETWORK_FILTERS = frozenset({"name", "id", "label", "driver", "type", "scope", "
 # the network layer keeps: `none` (a VM with loopback only) and `host` (listed as dockerd does;
 # refused at create). name -> driver; their ids are fixed.
 PREDEFINED = {"host": "host", "none": "null"}
-VOLUME_FILTERS = frozenset({"name", "label", "dangling", "driver"})
 
 
 def register(
     router: Router,
     networks: NetworkManager,
-    volumes: VolumeManager,
     resolve_container: ContainerResolver,
 ) -> None:
-    api = _NetApi(networks, volumes, resolve_container)
+    api = _NetApi(networks, resolve_container)
     # The tenancy spine (docs/tenancy.md): every route under /networks/{id} gets the network
     # resolved in the caller's namespace first; another tenant's answers as a missing one.
     router.scope("/networks/{id}", "id", "network",
@@ -46,13 +43,6 @@ def register(
     router.add("DELETE", "/networks/{id}", api.network_remove)
     router.add("POST", "/networks/{id}/connect", api.network_connect)
     router.add("POST", "/networks/{id}/disconnect", api.network_disconnect)
-    router.add("GET", "/volumes", api.volume_list)
-    router.add("POST", "/volumes/create", api.volume_create)
-    router.add("POST", "/volumes/prune", api.volume_prune)
-    router.add("GET", "/volumes/{name}", api.volume_inspect)
-    router.add("DELETE", "/volumes/{name}", api.volume_remove)
-
-
 def resolve_network(networks: NetworkManager, who: Principal, ref: str) -> str:
     """The full id of the network `ref` names for `who` (a pre-defined mode network's name
     for `host` and `none`, which every tenant has); NotFound as for a missing network."""
@@ -60,14 +50,6 @@ def resolve_network(networks: NetworkManager, who: Principal, ref: str) -> str:
     if name is not None:
         return name
     return networks.resolve(ref, who.tenant).id
-
-
-def _labels_match(labels: dict[str, str], wanted: list[str]) -> bool:
-    for item in wanted:
-        key, eq, value = item.partition("=")
-        if key not in labels or (eq and labels[key] != value):
-            return False
-    return True
 
 
 def network_json(net: NetworkRecord, endpoints: list[Endpoint]) -> dict[str, Any]:
@@ -133,18 +115,6 @@ def predefined_json(name: str) -> dict[str, Any]:
     }
 
 
-def volume_json(vol: Volume) -> dict[str, Any]:
-    return {
-        "Name": vol.name,
-        "Driver": vol.driver,
-        "Mountpoint": str(vol.mountpoint),
-        "CreatedAt": vol.created,
-        "Labels": vol.labels or None,
-        "Scope": "local",
-        "Options": vol.options or None,
-    }
-
-
 def check_ipam(ipam: Any, cfg: Any) -> None:
     """Refuse, naming it, every IPAM setting steelcup would not honour (it allocates each
     address from the whole subnet, with the gateway its only reserved one)."""
@@ -160,19 +130,9 @@ def check_ipam(ipam: Any, cfg: Any) -> None:
                                   "addresses come from the whole subnet")
 
 
-def _str_map(value: Any, what: str) -> dict[str, str]:
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise InvalidArgument(f"{what} must be an object")
-    return {str(k): str(v) for k, v in value.items()}
-
-
 class _NetApi:
-    def __init__(self, networks: NetworkManager, volumes: VolumeManager,
-                 resolve_container: ContainerResolver) -> None:
+    def __init__(self, networks: NetworkManager, resolve_container: ContainerResolver) -> None:
         self.networks = networks
-        self.volumes = volumes
         self.resolve_container = resolve_container
 
     # -- networks --
@@ -188,7 +148,7 @@ class _NetApi:
                 continue
             if "id" in f and not any(net.id.startswith(i) for i in f["id"]):
                 continue
-            if "label" in f and not _labels_match(net.labels, f["label"]):
+            if "label" in f and not labels_match(net.labels, f["label"]):
                 continue
             if "driver" in f and net.driver not in f["driver"]:
                 continue
@@ -235,8 +195,8 @@ class _NetApi:
             subnet=cfg.get("Subnet") or None,
             gateway=cfg.get("Gateway") or None,
             internal=bool(body.get("Internal", False)),
-            labels=_str_map(body.get("Labels"), "Labels"),
-            options=_str_map(body.get("Options"), "Options"),
+            labels=str_map(body.get("Labels"), "Labels"),
+            options=str_map(body.get("Options"), "Options"),
             driver=str(body.get("Driver") or "bridge"),
             tenant=req.principal.tenant or "",
         )
@@ -284,43 +244,3 @@ class _NetApi:
         self.networks.disconnect(req.params["id"], record.id,
                                  force=bool(body.get("Force", False)))
         return EmptyResponse(200)
-
-    # -- volumes --
-    async def volume_list(self, req: Request) -> Response:
-        f = parse_filters(req.q("filters"), VOLUME_FILTERS)
-        out = []
-        for vol in self.volumes.list():
-            if "name" in f and not any(n in vol.name for n in f["name"]):
-                continue
-            if "label" in f and not _labels_match(vol.labels, f["label"]):
-                continue
-            if "dangling" in f and (f["dangling"][0] in ("1", "true")) == bool(
-                    self.volumes.in_use(vol.name)):
-                continue
-            out.append(volume_json(vol))
-        return JsonResponse({"Volumes": out, "Warnings": []})
-
-    async def volume_create(self, req: Request) -> Response:
-        body = await req.json(allow_empty=True)
-        name = body.get("Name") or None
-        vol = self.volumes.create(
-            str(name) if name else None,
-            labels=_str_map(body.get("Labels"), "Labels"),
-            options=_str_map(body.get("DriverOpts"), "DriverOpts"),
-            driver=str(body.get("Driver") or "local"),
-            anonymous=not name,  # as dockerd: an unnamed volume is anonymous, so prune takes it
-        )
-        return JsonResponse(volume_json(vol), status=201)
-
-    async def volume_inspect(self, req: Request) -> Response:
-        return JsonResponse(volume_json(self.volumes.get(req.params["name"])))
-
-    async def volume_remove(self, req: Request) -> Response:
-        self.volumes.remove(req.params["name"], force=req.q_bool("force"))
-        return EmptyResponse()
-
-    async def volume_prune(self, req: Request) -> Response:
-        f = parse_filters(req.q("filters"), frozenset({"label", "all"}))
-        all_volumes = bool(f.get("all")) and f["all"][0] in ("1", "true")
-        removed, reclaimed = self.volumes.prune(all_volumes=all_volumes)
-        return JsonResponse({"VolumesDeleted": removed, "SpaceReclaimed": reclaimed})

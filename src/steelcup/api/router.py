@@ -16,6 +16,7 @@ from steelcup.errors import Forbidden
 Resolver = Callable[[Principal, str], str]
 
 OPERATOR = "operator"  # the table's kind of a route only the operator may use
+ANY = "any"  # ... of a route that answers alike whatever its path names (e.g. "unsupported")
 
 
 def operator_only(handler: Handler) -> Handler:
@@ -57,15 +58,18 @@ class Router:
         self._scopes.append(Scope(prefix, param, kind, resolve))
 
     def add(self, method: str, pattern: str, handler: Handler, *,
-            operator: bool = False) -> None:
+            operator: bool = False, names_nothing: bool = False) -> None:
         """Route `method pattern` to `handler`; `operator`: for the operator only (a tenant
-        gets 403 whatever it names)."""
+        gets 403 whatever it names); `names_nothing`: its answer does not depend on what its
+        path names, so it needs no scope."""
         if not pattern.startswith("/"):
             raise ValueError(f"route pattern must start with '/': {pattern!r}")
         kind = ""
         if operator:
             handler, kind = operator_only(handler), OPERATOR
-        for scope in self._scopes if not operator else ():
+        elif names_nothing:
+            kind = ANY
+        for scope in self._scopes if not kind else ():
             if pattern.startswith(scope.prefix):
                 handler = _scoped(handler, scope)
                 kind = scope.kind

@@ -27,6 +27,7 @@ from steelcup.api import (
     snapshot_routes,
     system_info,
     tenant_routes,
+    volume_routes,
 )
 from steelcup.api.detach_keys import DetachScanner, parse_detach_keys
 from steelcup.api.http import (
@@ -112,6 +113,9 @@ def build_router(svc: Services) -> Router:
     r.scope("/exec/{id}", "id", "exec", lambda who, ref: _own_exec(svc, who, ref))
     for prefix in ("/images/{name", "/distribution/{name"):  # {name:path}; images/json etc. not
         r.scope(prefix, "name", "image", lambda who, ref: svc.images.scoped_ref(ref, who.tenant))
+    if svc.volumes is not None:
+        volume_routes.scope(r, svc.volumes)
+        snapshot_routes.scope(r, svc.volumes)
     r.add("GET", "/_ping", api.ping)
     r.add("HEAD", "/_ping", api.ping)
     r.add("GET", "/version", api.version)
@@ -153,17 +157,19 @@ def build_router(svc: Services) -> Router:
     r.add("GET", "/swarm", _not_a_manager)
     image_routes.register(r, svc.images, svc.events, svc.root)
     fs_routes.register(r, svc.runtime, svc.images, svc.events)
-    if svc.networks is not None and svc.volumes is not None:
+    if svc.networks is not None:
         rt = svc.runtime
-        net_routes.register(r, svc.networks, svc.volumes,
+        net_routes.register(r, svc.networks,
                             lambda ref, tenant: rt.record(rt.resolve(ref, tenant)))
-    if svc.volumes is not None:
-        snapshot_routes.register(r, svc.volumes)
     else:
-        for path in ("/networks", "/networks/{id:path}", "/volumes", "/volumes/{id:path}"):
+        for path in ("/networks", "/networks/{id:path}"):
             for method in ("GET", "POST", "DELETE"):
                 r.add(method, path, _unsupported_because(
-                    "networks and volumes: networking failed to start (see the daemon log)"))
+                    "networks: networking failed to start (see the daemon log)"),
+                    names_nothing=True)
+    if svc.volumes is not None:
+        volume_routes.register(r, svc.volumes)
+        snapshot_routes.register(r, svc.volumes)
     return r
 
 
@@ -604,10 +610,10 @@ class _Api:
         volumes = []
         if self.svc.volumes is not None:
             manager = self.svc.volumes
-            for vol in await asyncio.to_thread(manager.list):
-                row = net_routes.volume_json(vol)
+            for vol in await asyncio.to_thread(manager.list, req.principal.tenant):
+                row = volume_routes.volume_json(vol, req.principal)
                 row["UsageData"] = {"Size": await asyncio.to_thread(manager.usage, vol),
-                                    "RefCount": len(manager.in_use(vol.name))}
+                                    "RefCount": len(manager.in_use(vol.key))}
                 volumes.append(row)
         return JsonResponse({
             "LayersSize": sum(int(row.get("Size", 0)) for row in image_rows),

@@ -24,6 +24,7 @@ from steelcup.idmap import IdRange
 from steelcup.image import rootfs as rootfs_module
 from steelcup.runtime.containers import Runtime
 from steelcup.runtime.lifecycle import Op
+from steelcup.volume.namespace import key as volume_key
 from steelcup.volume.spec import MountKind, MountPlan
 
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -119,7 +120,8 @@ async def mounted_tree(runtime: Runtime, ref: str) -> AsyncIterator[ContainerTre
     """`mounted_root` with the container's volumes (mounted for the duration, as for a run)
     and binds over their targets: what `docker cp` reads and writes."""
     async with mounted_root(runtime, ref) as root_fd, contextlib.AsyncExitStack() as stack:
-        plans = [MountPlan.from_json(p) for p in runtime.record(ref).config.mount_plans]
+        config = runtime.record(ref).config
+        plans = [MountPlan.from_json(p) for p in config.mount_plans]
         volumes = runtime.resources.volumes
         holder = f"cp-{uuid.uuid4().hex}"  # its own hold: the run's release is not ours
         mounts: list[MountedDir] = []
@@ -130,8 +132,9 @@ async def mounted_tree(runtime: Runtime, ref: str) -> AsyncIterator[ContainerTre
             if plan.kind is MountKind.BIND:
                 host = Path(plan.source)
             elif plan.kind is MountKind.VOLUME and volumes is not None:
-                host = await asyncio.to_thread(volumes.hold, holder, plan.source)
-                ids = volumes.ids_of(plan.source)
+                key = volume_key(config.tenant, plan.source)  # its tenant's volume
+                host = await asyncio.to_thread(volumes.hold, holder, key)
+                ids = volumes.ids_of(key)
             else:
                 continue  # tmpfs lives in the guest only
             try:

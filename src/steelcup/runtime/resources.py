@@ -32,7 +32,8 @@ from steelcup.runtime.model import (
     PortView,
 )
 from steelcup.vm.qemu_args import NicSpec, Share
-from steelcup.volume.manager import PreparedMount, VolumeManager
+from steelcup.volume.manager import PreparedMount, VolumeManager, check_tenant_mounts
+from steelcup.volume.namespace import key as volume_key
 from steelcup.volume.spec import MountKind, MountPlan, resolve_mounts
 
 log = logging.getLogger(__name__)
@@ -99,17 +100,19 @@ class Resources:
             self.networks.resolve(network, config.tenant)
 
     def plan(self, config: ContainerConfig, image: Image) -> ContainerConfig:
-        """Resolve mounts (creating named and anonymous volumes) into the config."""
+        """Resolve mounts (creating named and anonymous volumes, in the container's tenant's
+        namespace) into the config; a tenant's bind of a host path is Forbidden."""
         plans = resolve_mounts(
             config.binds,
             config.mounts,
             [*image.config.volumes, *config.volumes],
             dict(config.tmpfs),
         )
+        check_tenant_mounts(plans, config.tenant)
         if plans and self.volumes is None:
             raise InvalidArgument("volumes are not available on this daemon")
         if self.volumes is not None:
-            plans = self.volumes.materialize(plans)
+            plans = self.volumes.materialize(plans, config.tenant)
         exposed = sorted({*image.config.exposed_ports, *config.exposed_ports})
         return ContainerConfig(**{
             **config.__dict__,
@@ -158,7 +161,8 @@ class Resources:
         if plans and volumes is not None:
             prepared = await asyncio.to_thread(
                 lambda: volumes.prepare(plans, root, holder=record.id,
-                                        ids=self.ids_for(config.tenant)))
+                                        ids=self.ids_for(config.tenant),
+                                        tenant=config.tenant))
             # after the VM is closed (the stack unwinds in reverse): QEMU holds the mounts
             stack.push_async_callback(asyncio.to_thread, volumes.release, record.id)
         attachment = Attachment((), ())
@@ -219,9 +223,10 @@ class Resources:
                 if plan.get("kind") != MountKind.VOLUME.value:
                     continue
                 with contextlib.suppress(SteelcupError, OSError):
-                    volume = self.volumes.get(str(plan.get("source", "")))
+                    volume = self.volumes.get(
+                        volume_key(record.config.tenant, str(plan.get("source", ""))))
                     if volume.anonymous:
-                        await asyncio.to_thread(self.volumes.remove, volume.name, force=True)
+                        await asyncio.to_thread(self.volumes.remove, volume.key, force=True)
 
     # -- views -------------------------------------------------------------------------------
 
@@ -247,10 +252,12 @@ class Resources:
         return NetView(tuple(endpoints), ports)
 
 
-def volume_users(records: list[ContainerRecord], name: str) -> list[str]:
-    """Ids of containers whose mounts use the named volume."""
+def volume_users(records: list[ContainerRecord], key: str) -> list[str]:
+    """Ids of containers whose mounts use the volume with key `key` (their mounts name
+    volumes of their own tenant's namespace)."""
     return [
         r.id for r in records
-        if any(p.get("kind") == MountKind.VOLUME.value and p.get("source") == name
+        if any(p.get("kind") == MountKind.VOLUME.value
+               and volume_key(r.config.tenant, str(p.get("source", ""))) == key
                for p in r.config.mount_plans)
     ]

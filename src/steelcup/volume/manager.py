@@ -1,5 +1,10 @@
-"""`VolumeManager`: local volumes under ROOT/volumes/NAME that outlive containers, and the
-preparation of a container's mounts into 9p shares plus guest MOUNT requests.
+"""`VolumeManager`: local volumes that outlive containers, and the preparation of a
+container's mounts into 9p shares plus guest MOUNT requests.
+
+Volumes are per tenant (steelcup.volume.namespace): the operator's under ROOT/volumes/NAME, a
+tenant's under ROOT/volumes/@TENANT/NAME (meta.json `Tenant`). One volume is named daemon-wide
+by its key (`NAME` or `TENANT/NAME`): every method that takes one volume takes its key, and
+`resolve` turns what a caller typed into the key of a volume it may see.
 
 A volume is a filesystem of bounded size (steelcup.boundedfs): `disk.img`, loop-mounted on
 `_data` while a container that uses it runs, and `_data` exists only then, so an unmounted
@@ -33,10 +38,18 @@ from pathlib import Path
 from typing import Any
 
 from steelcup import boundedfs, sysmount, userns
-from steelcup.errors import Conflict, InvalidArgument, NotFound, SteelcupError, Unsupported
+from steelcup.errors import (
+    Conflict,
+    Forbidden,
+    InvalidArgument,
+    NotFound,
+    SteelcupError,
+    Unsupported,
+)
 from steelcup.guest.ops import GuestMount
 from steelcup.idmap import IdRange
 from steelcup.vm.qemu_args import Share
+from steelcup.volume import namespace
 from steelcup.volume import snapshots as snapshots_module
 from steelcup.volume.snapshots import SnapshotStore, VolumeState
 from steelcup.volume.spec import MountKind, MountPlan, check_volume_name
@@ -52,7 +65,7 @@ SNAPSHOT_OPTION = "snapshot"  # `volume create --snapshot N`: a new volume from 
 _MOUNT_OPTIONS = ("type", "device", "o")
 SHARE_TAG_PREFIX = "v"
 ANONYMOUS_LABEL = "com.docker.volume.anonymous"
-InUse = Callable[[str], list[str]]  # volume name -> ids of containers that use it
+InUse = Callable[[str], list[str]]  # volume key -> ids of containers that use it
 
 
 @dataclass(frozen=True)
@@ -65,6 +78,12 @@ class Volume:
     anonymous: bool = False
     driver: str = "local"
     size_bytes: int = 0  # its filesystem's size; 0: unbounded (made before volumes had one)
+    tenant: str = ""  # its owner ("": the operator's)
+
+    @property
+    def key(self) -> str:
+        """Its daemon-wide name (`NAME`, or `TENANT/NAME` for a tenant's)."""
+        return namespace.key(self.tenant, self.name)
 
 
 @dataclass(frozen=True)
@@ -74,7 +93,7 @@ class PreparedMount:
     plan: MountPlan
     share: Share | None
     request: GuestMount
-    volume: str = ""  # the volume's name (also for anonymous ones), "" for binds/tmpfs
+    volume: str = ""  # the volume's key (also for anonymous ones), "" for binds/tmpfs
 
 
 class _DaemonIds:
@@ -101,18 +120,51 @@ class VolumeManager:
         self._holders: dict[str, builtins.list[str]] = {}  # holder -> bounded volumes it holds
         self.snapshots = SnapshotStore(root, self.volume_state)
 
-    def _load(self, name: str) -> Volume:
-        vdir = self.dir / name
+    def _vdir(self, ref: str) -> Path:
+        """The dir of the volume with key `ref` (NotFound for a key no volume can have)."""
+        try:
+            tenant, name = namespace.split(ref)
+        except InvalidArgument:
+            raise NotFound(f"get {ref}: no such volume") from None
+        return namespace.tenant_dir(self.dir, tenant) / name
+
+    def _load(self, ref: str) -> Volume:
+        vdir = self._vdir(ref)
+        tenant, name = namespace.split(ref)
         try:
             meta: dict[str, Any] = json.loads((vdir / META).read_text())
         except (OSError, ValueError):
-            raise NotFound(f"get {name}: no such volume") from None
+            raise NotFound(f"get {ref}: no such volume") from None
+        if (meta.get("Tenant") or "") != tenant:  # moved by hand: never another's by mistake
+            log.warning("volume dir %s belongs to tenant %r: ignored", vdir, meta.get("Tenant"))
+            raise NotFound(f"get {ref}: no such volume")
         return Volume(name=name, mountpoint=vdir / DATA, created=meta.get("CreatedAt", ""),
                       labels=meta.get("Labels") or {}, options=meta.get("Options") or {},
                       anonymous=bool(meta.get("Anonymous", False)),
-                      size_bytes=int(meta.get("SizeBytes", 0) or 0))
+                      size_bytes=int(meta.get("SizeBytes", 0) or 0), tenant=tenant)
 
-    def _size(self, options: dict[str, str]) -> int:
+    def resolve(self, ref: str, tenant: str | None) -> str:
+        """The key of the volume `ref` names for `tenant` (None: the operator, who sees every
+        tenant's: a key, its own volume, else the only tenant's of that name). Another
+        tenant's volume is exactly as missing as a missing one."""
+        if tenant is not None:
+            if "/" not in ref:
+                with contextlib.suppress(NotFound):
+                    return self._load(namespace.key(tenant, ref)).key
+            raise NotFound(f"get {ref}: no such volume")
+        if "/" in ref:
+            return self._load(ref).key
+        with contextlib.suppress(NotFound):
+            return self._load(ref).key
+        named = [vol for vol in self.list() if vol.name == ref]
+        if len(named) > 1:
+            raise InvalidArgument(f"{len(named)} volumes of different tenants are named "
+                                  f"{ref!r}: use TENANT/{ref}")
+        if named:
+            return named[0].key
+        raise NotFound(f"get {ref}: no such volume")
+
+    def _size(self, options: dict[str, str], tenant: str) -> int:
         """The size the options ask for, else the default (0: an unbounded directory)."""
         for key in options:
             if key in _MOUNT_OPTIONS:
@@ -123,39 +175,45 @@ class VolumeManager:
         if SNAPSHOT_OPTION in options:
             if SIZE_OPTION in options:
                 raise InvalidArgument("a volume made from a snapshot has the snapshot's size")
-            return self.snapshots.get(options[SNAPSHOT_OPTION]).size_bytes
+            snapshot = self.snapshots.resolve(options[SNAPSHOT_OPTION], tenant)
+            return self.snapshots.get(snapshot).size_bytes
         if SIZE_OPTION not in options:
             return self.disks.default_bytes if self.disks is not None else 0
         if self.disks is None:
             raise Unsupported("volume sizes are not available on this daemon")
         return boundedfs.check_size(boundedfs.parse_size(options[SIZE_OPTION]), "volume size")
 
-    def create(self, name: str | None = None, *, labels: dict[str, str] | None = None,
-               options: dict[str, str] | None = None, driver: str = "local",
-               anonymous: bool = False) -> Volume:
-        """Create, or return the existing volume of that name (docker's create is idempotent)."""
+    def create(self, name: str | None = None, *, tenant: str = "",
+               labels: dict[str, str] | None = None, options: dict[str, str] | None = None,
+               driver: str = "local", anonymous: bool = False) -> Volume:
+        """Create, or return the existing volume of that name in `tenant`'s namespace (docker's
+        create is idempotent). A `snapshot` option names one of `tenant`'s snapshots."""
         if driver not in ("local", ""):
             raise Unsupported(f"volume driver {driver!r} is not supported (only local)")
         options = dict(options or {})
         if anonymous:  # dockerd's mark: `volume prune` removes only these unless --all
             labels = {**(labels or {}), ANONYMOUS_LABEL: ""}
-        size_bytes = self._size(options)
+        size_bytes = self._size(options, tenant)
         if size_bytes:
             # inspect shows every volume's size, also the default's
             options.setdefault(SIZE_OPTION, boundedfs.format_size(size_bytes))
         if name is None:
             name = os.urandom(32).hex()
         check_volume_name(name)
-        vdir = self.dir / name
+        ref = namespace.key(tenant, name)
+        space = namespace.tenant_dir(self.dir, tenant)
+        vdir = space / name
         if (vdir / META).exists():
-            return self._load(name)
-        tmp = self.dir / f".tmp-{name}-{os.getpid()}-{threading.get_ident()}"
+            return self._load(ref)
+        space.mkdir(exist_ok=True)
+        tmp = space / f".tmp-{name}-{os.getpid()}-{threading.get_ident()}"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
         ids: builtins.list[int] | None = None
         try:
             if SNAPSHOT_OPTION in options:
-                snap, copy = self.snapshots.source(options[SNAPSHOT_OPTION])
+                snap, copy = self.snapshots.source(
+                    self.snapshots.resolve(options[SNAPSHOT_OPTION], tenant))
                 ids = list(snap.ids) if snap.ids else None
                 if snap.size_bytes:
                     snapshots_module.clone_file(copy, tmp / DISK)
@@ -171,80 +229,89 @@ class VolumeManager:
             raise
         meta = {"CreatedAt": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                 "Labels": labels or {}, "Options": options, "Anonymous": anonymous,
-                "SizeBytes": size_bytes, "Ids": ids}
+                "SizeBytes": size_bytes, "Ids": ids, "Tenant": tenant}
         (tmp / META).write_text(json.dumps(meta))
         try:
             tmp.rename(vdir)  # atomic: a volume is either complete or absent
         except OSError:
             shutil.rmtree(tmp, ignore_errors=True)
             if (vdir / META).exists():
-                return self._load(name)
+                return self._load(ref)
             raise
-        return self._load(name)
+        return self._load(ref)
 
-    def get(self, name: str) -> Volume:
-        return self._load(name)
+    def get(self, ref: str) -> Volume:
+        """The volume with key `ref` (NotFound)."""
+        return self._load(ref)
 
-    def volume_state(self, name: str) -> VolumeState:
+    def volume_state(self, ref: str) -> VolumeState:
         """What a snapshot of the volume needs to know (SnapshotStore)."""
-        vol = self._load(name)
-        ids = self.ids_of(name)
+        vol = self._load(ref)
+        ids = self.ids_of(ref)
         with self._lock:
-            held = any(name in names for names in self._holders.values())
+            held = any(ref in keys for keys in self._holders.values())
             mounted = bool(vol.size_bytes) and sysmount.is_mountpoint(vol.mountpoint)
         return VolumeState(
-            data=vol.mountpoint, disk=self.dir / name / DISK if vol.size_bytes else None,
-            mounted=mounted, in_use=held or bool(self.in_use(name)),
+            data=vol.mountpoint, disk=self._vdir(ref) / DISK if vol.size_bytes else None,
+            mounted=mounted, in_use=held or bool(self.in_use(ref)),
             size_bytes=vol.size_bytes, ids=(ids.base, ids.count) if ids else None)
 
-    def ids_of(self, name: str) -> IdRange | None:
+    def ids_of(self, ref: str) -> IdRange | None:
         """The id range the volume's files are stored with (None: guest ids as-is)."""
         try:
-            base, count = json.loads((self.dir / name / META).read_text())["Ids"]
+            base, count = json.loads((self._vdir(ref) / META).read_text())["Ids"]
             return IdRange(int(base), int(count))
-        except (OSError, ValueError, KeyError, TypeError):
+        except (NotFound, OSError, ValueError, KeyError, TypeError):
             return None
 
     def _adopt(self, vol: Volume, ids: IdRange | None) -> None:
         """Store the (mounted) volume's ids for the range `ids`, shifting them if it was used
         under another (or none)."""
-        old = self.ids_of(vol.name)
+        old = self.ids_of(vol.key)
         if old == ids:
             return
         userns.shift_tree(vol.mountpoint, old, ids)
-        meta_path = self.dir / vol.name / META
+        meta_path = self._vdir(vol.key) / META
         meta = json.loads(meta_path.read_text())
         meta["Ids"] = [ids.base, ids.count] if ids is not None else None
         tmp = meta_path.with_suffix(".tmp")
         tmp.write_text(json.dumps(meta))
         tmp.replace(meta_path)
 
-    def list(self) -> list[Volume]:
+    def list(self, tenant: str | None = None) -> list[Volume]:
+        """`tenant`'s volumes, or (None) every tenant's: the operator's view."""
         out = []
-        for entry in sorted(self.dir.iterdir()):
-            if entry.name.startswith(".") or not (entry / META).exists():
+        for owner, space in namespace.namespaces(self.dir):
+            if tenant is not None and owner != tenant:
                 continue
-            out.append(self._load(entry.name))
+            for entry in sorted(space.iterdir()):
+                if (entry.name.startswith(".") or namespace.is_namespace_dir(entry)
+                        or not (entry / META).exists()):
+                    continue
+                with contextlib.suppress(NotFound):  # removed meanwhile, or not its own
+                    out.append(self._load(namespace.key(owner, entry.name)))
         return out
 
-    def remove(self, name: str, *, force: bool = False) -> None:
-        vol = self._load(name)
-        snaps = [s.name for s in self.snapshots.list(name)]
+    def remove(self, ref: str, *, force: bool = False) -> None:
+        vol = self._load(ref)
+        shown = vol.name  # as its owner knows it
+        snaps = [s.name for s in self.snapshots.list(vol.tenant, vol.name)]
         if snaps:  # hyper.sh's rule: a snapshot's volume stays until its snapshots go
-            raise Conflict(f"remove {name}: volume has snapshots - [{', '.join(snaps)}]: "
+            raise Conflict(f"remove {shown}: volume has snapshots - [{', '.join(snaps)}]: "
                            "remove them first (steelcup snapshot rm)")
-        users = self.in_use(name)
+        users = self.in_use(ref)
         with self._lock:
             if not users:
-                users = [h for h, names in self._holders.items() if name in names]
+                users = [h for h, keys in self._holders.items() if ref in keys]
             if users:
-                raise Conflict(f"remove {name}: volume is in use - "
+                raise Conflict(f"remove {shown}: volume is in use - "
                                f"[{', '.join(u for u in users)}]")
             del force  # docker's force only ignores "not found" for local volumes
             if vol.size_bytes:
                 self._unmount(vol)  # never delete through a mount point
-            doomed = self.dir / f".rm-{vol.name}"
-            (self.dir / vol.name).rename(doomed)
+            vdir = self._vdir(ref)
+            doomed = vdir.with_name(f".rm-{vol.name}")
+            vdir.rename(doomed)
         shutil.rmtree(doomed, ignore_errors=True)
 
     def usage(self, vol: Volume) -> int:
@@ -252,20 +319,22 @@ class VolumeManager:
         it), or for an unbounded volume the size of its files."""
         if vol.size_bytes:
             try:
-                return (self.dir / vol.name / DISK).stat().st_blocks * 512
+                return (self._vdir(vol.key) / DISK).stat().st_blocks * 512
             except FileNotFoundError:
                 return 0
         return _du(vol.mountpoint)
 
-    def prune(self, *, all_volumes: bool = False) -> tuple[builtins.list[str], int]:
-        """Remove unused volumes (anonymous only unless all_volumes, like docker 23+)."""
-        removed: builtins.list[str] = []
+    def prune(self, tenant: str | None = None, *, all_volumes: bool = False
+              ) -> tuple[builtins.list[Volume], int]:
+        """Remove `tenant`'s (None: every tenant's) unused volumes (anonymous only unless
+        all_volumes, like docker 23+); the volumes removed and the bytes freed."""
+        removed: builtins.list[Volume] = []
         reclaimed = 0
-        for vol in self.list():
-            if (vol.anonymous or all_volumes) and not self.in_use(vol.name):
+        for vol in self.list(tenant):
+            if (vol.anonymous or all_volumes) and not self.in_use(vol.key):
                 reclaimed += self.usage(vol)
-                self.remove(vol.name)
-                removed.append(vol.name)
+                self.remove(vol.key)
+                removed.append(vol)
         return removed, reclaimed
 
     # -- mounts ------------------------------------------------------------------------------
@@ -273,7 +342,7 @@ class VolumeManager:
     def _mount(self, vol: Volume) -> None:
         """Mount a bounded volume's filesystem on `_data` unless it is (under the lock)."""
         if not sysmount.is_mountpoint(vol.mountpoint):
-            boundedfs.mount(self.dir / vol.name / DISK, vol.mountpoint)
+            boundedfs.mount(self._vdir(vol.key) / DISK, vol.mountpoint)
 
     def _unmount(self, vol: Volume) -> None:
         """Unmount a bounded volume and remove the empty `_data` (under the lock)."""
@@ -291,12 +360,12 @@ class VolumeManager:
     def _hold(self, holder: str, vol: Volume) -> None:
         with self._lock:
             self._mount(vol)
-            self._holders.setdefault(holder, []).append(vol.name)
+            self._holders.setdefault(holder, []).append(vol.key)
 
-    def hold(self, holder: str, name: str) -> Path:
+    def hold(self, holder: str, ref: str) -> Path:
         """An existing volume's data dir, mounted for `holder` until `release(holder)` (as for
         a run; `docker cp` into a stopped container's volume holds it this way)."""
-        vol = self._load(name)
+        vol = self._load(ref)
         if vol.size_bytes:
             self._hold(holder, vol)
         return vol.mountpoint
@@ -319,11 +388,11 @@ class VolumeManager:
         """`holder` (a container's run) is done with its volumes: unmount those nobody else
         holds, and its binds. Idempotent."""
         with self._lock:
-            names = self._holders.pop(holder, [])
-            still = {n for held in self._holders.values() for n in held}
-            for name in sorted(set(names) - still):
+            keys = self._holders.pop(holder, [])
+            still = {k for held in self._holders.values() for k in held}
+            for ref in sorted(set(keys) - still):
                 with contextlib.suppress(NotFound):
-                    self._unmount(self._load(name))
+                    self._unmount(self._load(ref))
             _remove_binds(self.binds_dir / holder)
 
     def recover(self) -> None:
@@ -335,26 +404,22 @@ class VolumeManager:
             if self.binds_dir.is_dir():
                 for entry in sorted(self.binds_dir.iterdir()):
                     _remove_binds(entry)
-            for entry in sorted(self.dir.iterdir()):
-                if not entry.is_dir():
-                    continue
-                try:
-                    boundedfs.unmount(entry / DATA)
-                    if entry.name.startswith("."):  # .tmp-* and .rm-*
-                        shutil.rmtree(entry)
-                    elif (entry / DISK).exists():
-                        with contextlib.suppress(FileNotFoundError):
-                            (entry / DATA).rmdir()
-                except (SteelcupError, OSError) as exc:
-                    log.warning("cleaning up volume dir %s failed: %s", entry, exc)
+            for _tenant, space in namespace.namespaces(self.dir):
+                for entry in sorted(space.iterdir()):
+                    if entry.is_dir() and not namespace.is_namespace_dir(entry):
+                        _recover_dir(entry)
 
-    def materialize(self, plans: Sequence[MountPlan]) -> builtins.list[MountPlan]:
-        """At container create: create every volume now and name the anonymous ones, so the
-        record stores names and a restarted container gets the same volumes back."""
+    def materialize(self, plans: Sequence[MountPlan], tenant: str = ""
+                    ) -> builtins.list[MountPlan]:
+        """At container create: create every volume now, in the container's `tenant`'s
+        namespace, and name the anonymous ones, so the record stores names and a restarted
+        container gets the same volumes back. A tenant's bind of a host path is Forbidden."""
+        check_tenant_mounts(plans, tenant)
         out = []
         for plan in plans:
             if plan.kind is MountKind.VOLUME:
-                vol = self.create(plan.source or None, anonymous=not plan.source,
+                vol = self.create(plan.source or None, tenant=tenant,
+                                  anonymous=not plan.source,
                                   options=dict(plan.volume_options),
                                   labels=dict(plan.volume_labels))
                 plan = replace(plan, source=vol.name)
@@ -362,21 +427,24 @@ class VolumeManager:
         return out
 
     def prepare(self, plans: Sequence[MountPlan], rootfs: Path | None = None, *,
-                holder: str, ids: IdRange | None | _DaemonIds = DAEMON_IDS
+                holder: str, ids: IdRange | None | _DaemonIds = DAEMON_IDS, tenant: str = ""
                 ) -> builtins.list[PreparedMount]:
         """Create volumes as needed (copying the image's files into a new empty volume, like
         docker), mount them for `holder` (undo with `release(holder)`, done here if this
-        fails) and check binds; returns shares and guest requests in mount order. `ids`: the
-        id range of the VM that mounts them (its tenant's; default the daemon's)."""
+        fails) and check binds; returns shares and guest requests in mount order. `tenant`:
+        the container's, whose namespace the volume names are in (and who may not bind host
+        dirs); `ids`: the id range of the VM that mounts them (its tenant's; default the
+        daemon's), which its volumes are stored with."""
         vm_ids = self.ids if isinstance(ids, _DaemonIds) else ids
+        check_tenant_mounts(plans, tenant)
         try:
-            return self._prepare(plans, rootfs, holder, vm_ids)
+            return self._prepare(plans, rootfs, holder, vm_ids, tenant)
         except BaseException:
             self.release(holder)
             raise
 
     def _prepare(self, plans: Sequence[MountPlan], rootfs: Path | None, holder: str,
-                 ids: IdRange | None) -> builtins.list[PreparedMount]:
+                 ids: IdRange | None, tenant: str) -> builtins.list[PreparedMount]:
         out: builtins.list[PreparedMount] = []
         for i, plan in enumerate(plans):
             tag = f"{SHARE_TAG_PREFIX}{i}"
@@ -402,11 +470,12 @@ class VolumeManager:
                     host = self._idmapped_bind(holder, i, host, ids)
                 name = ""
             else:
-                vol = self.create(plan.source or None, anonymous=not plan.source,
+                vol = self.create(plan.source or None, tenant=tenant,
+                                  anonymous=not plan.source,
                                   options=dict(plan.volume_options),
                                   labels=dict(plan.volume_labels))
                 host = vol.mountpoint
-                name = vol.name
+                name = vol.key
                 if vol.size_bytes:
                     self._hold(holder, vol)
                 try:
@@ -424,6 +493,32 @@ class VolumeManager:
             out.append(PreparedMount(plan, share, GuestMount(
                 target=plan.target, fstype="9p", source=tag, readonly=plan.readonly), name))
         return out
+
+
+def check_tenant_mounts(plans: Sequence[MountPlan], tenant: str) -> None:
+    """Forbidden for a tenant's bind of a host path: the host's directories are the
+    operator's, never a tenant's (the operator on the unix socket may bind them)."""
+    if not tenant:
+        return
+    for plan in plans:
+        if plan.kind is MountKind.BIND:
+            raise Forbidden(f"bind mounts of host paths are not available to tenants "
+                            f"({plan.source}:{plan.target}): use a volume instead, "
+                            f"-v NAME:{plan.target} or --mount type=volume")
+
+
+def _recover_dir(entry: Path) -> None:
+    """Unmount what a dead daemon left mounted in one volume dir; finish a cut-short creation
+    or removal (.tmp-*, .rm-*)."""
+    try:
+        boundedfs.unmount(entry / DATA)
+        if entry.name.startswith("."):
+            shutil.rmtree(entry)
+        elif (entry / DISK).exists():
+            with contextlib.suppress(FileNotFoundError):
+                (entry / DATA).rmdir()
+    except (SteelcupError, OSError) as exc:
+        log.warning("cleaning up volume dir %s failed: %s", entry, exc)
 
 
 def _check_reachable(host: Path, ids: IdRange) -> None:

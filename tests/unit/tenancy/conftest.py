@@ -1,7 +1,8 @@
 """Shared by the cross-tenant tests: two tenants (alice, bob) with bearer tokens on a real TLS
-listener in front of the real router, runtime, network and volume managers, with a fake VM
-source, plain directories for rootfs, and `ip`/`nft` commands recorded instead of run
-(`Cloud.host_commands`: the real kernel side is tests/vm's) (docs/tenancy.md)."""
+listener (and the operator's unix socket) in front of the real router, runtime, network and
+volume managers, with a fake VM source, plain directories for rootfs and volumes, and `ip`/`nft`
+commands recorded instead of run (`Cloud.host_commands`: the real kernel side is tests/vm's)
+(docs/tenancy.md)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import io
 import shutil
 import ssl
 import subprocess
+import tempfile
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -27,8 +29,9 @@ from steelcup.image import rootfs
 from steelcup.net import links
 from steelcup.net.manager import NetworkManager
 from steelcup.net.store import NetStore
+from steelcup.runtime.containers import Runtime
 from steelcup.runtime.execs import ExecManager
-from steelcup.runtime.resources import Resources
+from steelcup.runtime.resources import Resources, volume_users
 from steelcup.state.db import open_db
 from steelcup.tenancy.credentials import Authority
 from steelcup.tenancy.manager import Tenants
@@ -64,6 +67,12 @@ class Cloud:
         """The nftables ruleset loaded last."""
         return next(cmd[-1] for cmd in reversed(self.host_commands) if "nft" in cmd)
 
+    socket: Path  # the operator's unix socket
+
+    def operator(self) -> httpx.Client:
+        return httpx.Client(base_url="http://steelcup", timeout=20,
+                            transport=httpx.HTTPTransport(uds=str(self.socket)))
+
     def client(self, tenant: str) -> httpx.Client:
         return httpx.Client(base_url=self.url, verify=self.tls, timeout=20,
                             headers={"Authorization": f"Bearer {self.tokens[tenant]}"})
@@ -89,14 +98,19 @@ def cloud(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Cloud]:
                                     client_cert_optional=True)
     ready = threading.Event()
     box: list[Any] = []
+    socket_dir = Path(tempfile.mkdtemp(prefix="scup-"))  # short: a socket path has a limit
+    socket = socket_dir / "api.sock"
 
     async def run() -> None:
         networks = NetworkManager(NetStore(open_db(tmp_path)), upstreams=[],
                                   host_routes=lambda: [])
         await networks.startup()
-        volumes = VolumeManager(tmp_path)
+        runtimes: list[Runtime] = []
+        volumes = VolumeManager(tmp_path, in_use=lambda key: volume_users(runtimes[0].list(),
+                                                                          key))
         runtime = make_runtime(tmp_path, open_db(tmp_path), Resources(networks, volumes),
                                vms=FakeVms().source())
+        runtimes.append(runtime)
         for name in tokens:  # images are per tenant: each imports a "base:1" of its own
             runtime.images.import_rootfs(io.BytesIO(make_tar([("dir", "bin")])), "base:1",
                                          tenant=name)
@@ -104,7 +118,7 @@ def cloud(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Cloud]:
                        events=runtime.events, root=tmp_path, accel="tcg", tenants=tenants,
                        networks=networks, volumes=volumes)
         router = build_router(svc)
-        server = HttpServer(router, tcp=("127.0.0.1", 0), tls=server_tls,
+        server = HttpServer(router, unix_path=socket, tcp=("127.0.0.1", 0), tls=server_tls,
                             identify=tenant_routes.identify_with(tenants))
         await server.start()
         stop = asyncio.Event()
@@ -121,6 +135,7 @@ def cloud(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Cloud]:
     loop, stop, server, router = box
     yield Cloud(f"https://127.0.0.1:{server.tcp_port}",
                 ssl.create_default_context(cafile=str(tenants.authority.ca_pem_path)), tokens,
-                router.table, host_commands)
+                router.table, host_commands, socket)
     loop.call_soon_threadsafe(stop.set)
     thread.join(20)
+    shutil.rmtree(socket_dir, ignore_errors=True)

@@ -34,10 +34,11 @@ def test_lifecycle_in_use_and_prune(tmp_path: Path) -> None:
     with pytest.raises(Conflict, match="in use"):
         vm.remove("data")
     removed, _ = vm.prune()
-    assert removed == [anon.name]  # named volumes survive a default prune
+    assert [v.name for v in removed] == [anon.name]  # named volumes survive a default prune
     assert vm.prune(all_volumes=True) == ([], 0)  # data is still in use
     users.clear()
-    assert vm.prune(all_volumes=True) == (["data"], 1)
+    removed, reclaimed = vm.prune(all_volumes=True)
+    assert [v.name for v in removed] == ["data"] and reclaimed == 1
     with pytest.raises(NotFound):
         vm.get("data")
     with pytest.raises(InvalidArgument):
@@ -184,7 +185,7 @@ def test_a_sized_volume_is_mounted_while_held_and_bounded(sized_root: Path) -> N
     vm.prepare(plans, holder="c3")
     assert (vol.mountpoint / "kept").read_text() == "data"
     vm.release("c3")
-    assert vm.prune(all_volumes=True)[0] == ["data"]
+    assert [v.name for v in vm.prune(all_volumes=True)[0]] == ["data"]
     assert not image.exists() and not _mounts_under(sized_root)
     loops = subprocess.run(["losetup", "-j", str(image)], capture_output=True, text=True)
     assert loops.stdout.strip() == ""

@@ -77,8 +77,8 @@ def test_a_volume_with_snapshots_stays_and_names_are_checked(root: Path) -> None
         vm.snapshots.create("data", "s1")
     with pytest.raises(Conflict, match="has snapshots - \\[s1\\]"):
         vm.remove("data")
-    assert [s.name for s in vm.snapshots.list("data")] == ["s1"]
-    assert vm.snapshots.list("other") == []
+    assert [s.name for s in vm.snapshots.list("", "data")] == ["s1"]
+    assert vm.snapshots.list("", "other") == []
     for bad in ("../x", "a/b", ""):
         with pytest.raises(InvalidArgument):
             vm.snapshots.create("data", bad)
