@@ -18,13 +18,14 @@ from steelcup.api.http import HttpServer, server_tls_context
 from steelcup.api.routes import Services, build_router
 from steelcup.boundedfs import DiskMaker, check_size
 from steelcup.config import DaemonOptions
-from steelcup.errors import InvalidArgument, SteelcupError
+from steelcup.errors import InvalidArgument, NotFound, SteelcupError
 from steelcup.idmap import IdRange, IdsFor
 from steelcup.image.layers import GIB, LayerLimits
 from steelcup.image.store import ImageStore
 from steelcup.net.manager import NetworkManager
 from steelcup.net.store import NetStore
 from steelcup.pool.factory import PoolOptions, build_factory, reset_run_dir
+from steelcup.runtime.admission import metered_by
 from steelcup.runtime.containers import Defaults, Runtime
 from steelcup.runtime.events import EventBus
 from steelcup.runtime.execs import ExecManager
@@ -36,6 +37,7 @@ from steelcup.tenancy.credentials import Authority
 from steelcup.tenancy.manager import Tenants
 from steelcup.tenancy.model import id_range
 from steelcup.tenancy.store import TenantStore
+from steelcup.tenancy.usage import Meter, UsageLedger
 from steelcup.vm import cgroup
 from steelcup.vm.accel import choose_accel
 from steelcup.vm.assets import find_assets
@@ -84,7 +86,8 @@ async def _serve(options: DaemonOptions) -> int:
     events = EventBus(asyncio.get_running_loop())
     networks = await _start_networking(options, db)
     ids = vm_ids(options)
-    tenants = Tenants(TenantStore(db), Authority(options.root / "tls"))
+    tenants = Tenants(TenantStore(db), Authority(options.root / "tls"),
+                      usage=UsageLedger(db))
     ids_for = tenant_ids(ids, tenants)
     run_dir = vm_run_dir(options.root)
     reset_run_dir(run_dir)
@@ -133,6 +136,7 @@ async def _serve(options: DaemonOptions) -> int:
     runtime_ref.append(runtime)
     images.in_use = runtime.image_in_use
     runtime.recover()
+    meter = start_metering(runtime, tenants)
     await asyncio.to_thread(runtime.disks.template)  # off the first run's path
     if volumes.disks is not None:
         await asyncio.to_thread(volumes.disks.template)
@@ -156,6 +160,7 @@ async def _serve(options: DaemonOptions) -> int:
     await server.start()
     autostart = asyncio.create_task(runtime.autostart(), name="autostart")
     sampler = asyncio.create_task(cpu_sampler.run(), name="cpu-sampler")
+    heartbeats = asyncio.create_task(meter.heartbeats(), name="usage-heartbeats")
     # The default network gives each container one NIC: build that template (and fill the
     # warm cache of its ready VMs) first.
     prewarm = asyncio.create_task(vms.prewarm((1,) if networks is not None else (0,)),
@@ -167,7 +172,7 @@ async def _serve(options: DaemonOptions) -> int:
     finally:
         log.info("shutting down: stopping VMs")
         await server.close()
-        for task in (autostart, prewarm, sampler):
+        for task in (autostart, prewarm, sampler, heartbeats):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
@@ -184,6 +189,27 @@ async def _serve(options: DaemonOptions) -> int:
         with contextlib.suppress(Exception):
             db.close()
     return 0
+
+
+def start_metering(runtime: Runtime, tenants: Tenants) -> Meter:
+    """After `recover()`: end the usage rows a crashed daemon left open (at their last
+    heartbeat; a container still running keeps its row), then meter every start and stop."""
+    assert tenants.usage is not None
+    ledger = tenants.usage
+
+    def running(container_id: str) -> bool:
+        try:
+            return runtime.record(container_id).state.running
+        except NotFound:
+            return False
+
+    ended = ledger.reconcile(running)
+    if ended:
+        log.info("usage: ended %d runs at their last heartbeat (the previous daemon stopped "
+                 "without ending them)", ended)
+    meter = Meter(ledger, metered_by(runtime))
+    runtime.events.listen(meter.observe)
+    return meter
 
 
 def tenant_ids(ids: IdRange | None, tenants: Tenants) -> IdsFor:

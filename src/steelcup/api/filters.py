@@ -1,8 +1,10 @@
-"""Docker's `filters` query parameter, parsed once for every list and prune endpoint."""
+"""Docker's `filters` query parameter, parsed once for every list and prune endpoint, and its
+`since`/`until` times."""
 
 from __future__ import annotations
 
 from steelcup.errors import InvalidArgument
+from steelcup.runtime.logs import parse_time_ns
 from steelcup.untrusted_json import decode_json
 
 
@@ -28,3 +30,17 @@ def parse_filters(text: str, valid: frozenset[str] | None = None) -> dict[str, l
         else:
             raise InvalidArgument(f"invalid filter '{key}'")
     return result
+
+
+def time_param(text: str) -> int:
+    """Docker's since/until: unix seconds with optional fraction; 0/empty = unset."""
+    if not text:
+        return 0
+    try:
+        secs, _, frac = text.partition(".")
+        return int(secs) * 1_000_000_000 + int((frac or "0").ljust(9, "0")[:9])
+    except ValueError:
+        try:
+            return parse_time_ns(text)
+        except ValueError:
+            raise InvalidArgument(f"invalid time value: {text!r}") from None
