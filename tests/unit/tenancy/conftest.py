@@ -21,13 +21,19 @@ from steelcup.api.http import HttpServer
 from steelcup.api.routes import Services, build_router
 from steelcup.api.tls import server_tls_context
 from steelcup.image import rootfs
+from steelcup.runtime.admission import metered_by
 from steelcup.runtime.execs import ExecManager
 from steelcup.state.db import open_db
 from steelcup.tenancy.credentials import Authority
 from steelcup.tenancy.manager import Tenants
+from steelcup.tenancy.sizing import HostCapacity
 from steelcup.tenancy.store import TenantStore
+from steelcup.tenancy.usage import Meter, UsageLedger
 from tests.unit.runtime.fakevm import FakeVms
 from tests.unit.runtime.support import make_runtime
+
+# The host the cloud's size checks see (whatever this machine is): l2 fits, l3 does not.
+CAPACITY = HostCapacity(cpus=4, mem_mib=8192)
 
 
 @pytest.fixture(autouse=True)
@@ -49,6 +55,8 @@ class Cloud:
     tls: ssl.SSLContext
     tokens: dict[str, str]
     table: list[tuple[str, str, str]]
+    tenants: Tenants  # the operator's side (quotas, usage)
+    vms: FakeVms  # the VMs containers got (their requests' sizes)
 
     def client(self, tenant: str) -> httpx.Client:
         return httpx.Client(base_url=self.url, verify=self.tls, timeout=20,
@@ -57,7 +65,9 @@ class Cloud:
 
 @pytest.fixture
 def cloud(tmp_path: Path) -> Iterator[Cloud]:
-    tenants = Tenants(TenantStore(open_db(tmp_path / "t")), Authority(tmp_path / "tls"))
+    tenant_db = open_db(tmp_path / "t")
+    tenants = Tenants(TenantStore(tenant_db), Authority(tmp_path / "tls"),
+                      usage=UsageLedger(tenant_db))
     tokens = {}
     for name in ("alice", "bob"):
         tenants.create(name)
@@ -67,11 +77,15 @@ def cloud(tmp_path: Path) -> Iterator[Cloud]:
                                     client_cert_optional=True)
     ready = threading.Event()
     box: list[Any] = []
+    vms = FakeVms()
 
     async def run() -> None:
-        runtime = make_runtime(tmp_path, open_db(tmp_path), vms=FakeVms().source())
+        runtime = make_runtime(tmp_path, open_db(tmp_path), vms=vms.source())
+        assert tenants.usage is not None
+        runtime.events.listen(Meter(tenants.usage, metered_by(runtime)).observe)
         svc = Services(runtime=runtime, execs=ExecManager(runtime), images=runtime.images,
-                       events=runtime.events, root=tmp_path, accel="tcg", tenants=tenants)
+                       events=runtime.events, root=tmp_path, accel="tcg", tenants=tenants,
+                       capacity=CAPACITY)
         router = build_router(svc)
         server = HttpServer(router, tcp=("127.0.0.1", 0), tls=server_tls,
                             identify=tenant_routes.identify_with(tenants))
@@ -89,6 +103,6 @@ def cloud(tmp_path: Path) -> Iterator[Cloud]:
     loop, stop, server, router = box
     yield Cloud(f"https://127.0.0.1:{server.tcp_port}",
                 ssl.create_default_context(cafile=str(tenants.authority.ca_pem_path)), tokens,
-                router.table)
+                router.table, tenants, vms)
     loop.call_soon_threadsafe(stop.set)
     thread.join(20)
