@@ -62,7 +62,7 @@ def exceeded_message(tenant: str, usage: Usage, wanted: int) -> str:
     word, unit = _SHOWN.get(usage.quota, (usage.quota, ""))
     text = f"quota exceeded: {word} {usage.used}{unit} of {usage.limit}{unit} in use"
     if wanted != 1 or unit:
-        text += f", {wanted}{unit} more asked"
+        text += f", {wanted}{unit.rstrip('s') if wanted == 1 else unit} more asked"
     return text + f" (tenant {tenant})"
 
 

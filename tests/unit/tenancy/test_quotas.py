@@ -71,7 +71,7 @@ def test_vcpus_and_memory_of_existing_containers_count_running_or_not(cloud: Clo
         refused = create(alice, {SIZE_LABEL: "s1"})
         assert refused.status_code == 403
         assert refused.json()["message"] == (
-            "quota exceeded: cpus 3 vCPUs of 3 vCPUs in use, 1 vCPUs more asked (tenant alice)")
+            "quota exceeded: cpus 3 vCPUs of 3 vCPUs in use, 1 vCPU more asked (tenant alice)")
         cloud.tenants.update("alice", ["cpus=10"])  # a quota change applies at once
         refused = create(alice, Memory=GIB)
         assert refused.json()["message"] == ("quota exceeded: memory 3072 MiB of 3072 MiB in "
