@@ -21,13 +21,14 @@ from steelcup.api.routes import Services, build_router
 from steelcup.api.versions import DEFAULT_HEADERS
 from steelcup.boundedfs import DiskMaker, check_size
 from steelcup.config import DaemonOptions
-from steelcup.errors import InvalidArgument, SteelcupError
+from steelcup.errors import InvalidArgument, NotFound, SteelcupError
 from steelcup.idmap import IdRange, IdsFor
 from steelcup.image.layers import GIB, LayerLimits
 from steelcup.image.store import ImageStore
 from steelcup.net.manager import NetworkManager
 from steelcup.net.store import NetStore
 from steelcup.pool.factory import PoolOptions, build_factory, reset_run_dir
+from steelcup.runtime.admission import metered_by
 from steelcup.runtime.containers import Defaults, Runtime
 from steelcup.runtime.events import EventBus
 from steelcup.runtime.execs import ExecManager
@@ -39,6 +40,7 @@ from steelcup.tenancy.credentials import Authority
 from steelcup.tenancy.manager import Tenants
 from steelcup.tenancy.model import id_range
 from steelcup.tenancy.store import TenantStore
+from steelcup.tenancy.usage import Meter, UsageLedger
 from steelcup.vm import cgroup
 from steelcup.vm.accel import choose_accel
 from steelcup.vm.assets import find_assets
@@ -87,7 +89,8 @@ async def _serve(options: DaemonOptions) -> int:
     events = EventBus(asyncio.get_running_loop())
     networks = await _start_networking(options, db)
     ids = vm_ids(options)
-    tenants = Tenants(TenantStore(db), Authority(options.root / "tls"))
+    tenants = Tenants(TenantStore(db), Authority(options.root / "tls"),
+                      usage=UsageLedger(db))
     ids_for = tenant_ids(ids, tenants)
     run_dir = vm_run_dir(options.root)
     reset_run_dir(run_dir)
@@ -136,6 +139,7 @@ async def _serve(options: DaemonOptions) -> int:
     runtime_ref.append(runtime)
     images.in_use = runtime.image_in_use
     runtime.recover()
+    meter = start_metering(runtime, tenants)
     await asyncio.to_thread(runtime.disks.template)  # off the first run's path
     if volumes.disks is not None:
         await asyncio.to_thread(volumes.disks.template)
@@ -154,6 +158,7 @@ async def _serve(options: DaemonOptions) -> int:
     await server.start()
     autostart = asyncio.create_task(runtime.autostart(), name="autostart")
     sampler = asyncio.create_task(cpu_sampler.run(), name="cpu-sampler")
+    heartbeats = asyncio.create_task(meter.heartbeats(), name="usage-heartbeats")
     # The default network gives each container one NIC: build that template (and fill the
     # warm cache of its ready VMs) first.
     prewarm = asyncio.create_task(vms.prewarm((1,) if networks is not None else (0,)),
@@ -165,7 +170,7 @@ async def _serve(options: DaemonOptions) -> int:
     finally:
         log.info("shutting down: stopping VMs")
         await server.close()
-        for task in (autostart, prewarm, sampler):
+        for task in (autostart, prewarm, sampler, heartbeats):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
@@ -215,6 +220,27 @@ def _server(options: DaemonOptions, accel: str, router: Router, tenants: Tenants
         operator_tls = server_tls_context(options.tls_ca, options.tls_cert, options.tls_key)
     return HttpServer(router, unix_path=options.socket,
                       tcp=options.tls_listen or options.tcp_listen, tls=operator_tls)
+
+
+def start_metering(runtime: Runtime, tenants: Tenants) -> Meter:
+    """After `recover()`: end the usage rows a crashed daemon left open (at their last
+    heartbeat; a container still running keeps its row), then meter every start and stop."""
+    assert tenants.usage is not None
+    ledger = tenants.usage
+
+    def running(container_id: str) -> bool:
+        try:
+            return runtime.record(container_id).state.running
+        except NotFound:
+            return False
+
+    ended = ledger.reconcile(running)
+    if ended:
+        log.info("usage: ended %d runs at their last heartbeat (the previous daemon stopped "
+                 "without ending them)", ended)
+    meter = Meter(ledger, metered_by(runtime))
+    runtime.events.listen(meter.observe)
+    return meter
 
 
 def tenant_ids(ids: IdRange | None, tenants: Tenants) -> IdsFor:

@@ -25,6 +25,9 @@ USERNS_BASE = 1_000_000_000
 VOLUME_SIZE_DEFAULT = "10G"  # a new volume unless it asks (volume create --opt size=)
 LOG_MAX_SIZE = "20m"  # a container log file's size before it rotates (json-file max-size)
 LOG_MAX_FILE = 5  # log files kept per container (json-file max-file)
+# The label a container asks its size class with (`steelcup run --size m1` sends it; the docker
+# CLI: `-l sh.steelcup.size=m1`); steelcup.tenancy.sizing.
+SIZE_LABEL = "sh.steelcup.size"
 
 
 def default_socket() -> str:

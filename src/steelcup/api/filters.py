@@ -1,11 +1,12 @@
-"""Docker's `filters` query parameter, parsed once for every list and prune endpoint, and the
-label maps of create bodies that its `label` filter matches."""
+"""Docker's `filters` query parameter, parsed once for every list and prune endpoint, the
+label maps of create bodies that its `label` filter matches, and its `since`/`until` times."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from steelcup.errors import InvalidArgument
+from steelcup.runtime.logs import parse_time_ns
 from steelcup.untrusted_json import decode_json
 
 
@@ -49,3 +50,17 @@ def str_map(value: Any, what: str) -> dict[str, str]:
     if not isinstance(value, dict):
         raise InvalidArgument(f"{what} must be an object")
     return {str(k): str(v) for k, v in value.items()}
+
+
+def time_param(text: str) -> int:
+    """Docker's since/until: unix seconds with optional fraction; 0/empty = unset."""
+    if not text:
+        return 0
+    try:
+        secs, _, frac = text.partition(".")
+        return int(secs) * 1_000_000_000 + int((frac or "0").ljust(9, "0")[:9])
+    except ValueError:
+        try:
+            return parse_time_ns(text)
+        except ValueError:
+            raise InvalidArgument(f"invalid time value: {text!r}") from None

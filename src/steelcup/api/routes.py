@@ -30,6 +30,7 @@ from steelcup.api import (
     volume_routes,
 )
 from steelcup.api.detach_keys import DetachScanner, parse_detach_keys
+from steelcup.api.filters import time_param as _time_param
 from steelcup.api.http import (
     API_VERSION,
     MIN_API_VERSION,
@@ -57,6 +58,7 @@ from steelcup.net.manager import NetworkManager
 from steelcup.pool.factory import Factory
 from steelcup.runtime import inspection
 from steelcup.runtime import logs as logs_module
+from steelcup.runtime.admission import ContainerAdmission
 from steelcup.runtime.containers import Attached, Runtime
 from steelcup.runtime.events import EventBus
 from steelcup.runtime.execs import Exec, ExecManager
@@ -64,6 +66,7 @@ from steelcup.runtime.fs_paths import writable_layer
 from steelcup.runtime.model import Status
 from steelcup.runtime.vmstats import VmSample
 from steelcup.tenancy.manager import Tenants
+from steelcup.tenancy.sizing import HostCapacity
 from steelcup.volume.manager import VolumeManager
 
 log = logging.getLogger(__name__)
@@ -101,6 +104,8 @@ class Services:
     tenants: Tenants | None = None  # the operator's tenant administration
     vm_run_dir: Path | None = None
     cpu_sampler: inspection.CpuSampler | None = None
+    # The largest VM the host can give (size classes beyond it are refused); None: probed.
+    capacity: HostCapacity | None = None
 
 
 def build_router(svc: Services) -> Router:
@@ -220,6 +225,9 @@ class _Api:
     def __init__(self, svc: Services) -> None:
         self.svc = svc
         self.rt = svc.runtime
+        # Sizes and quotas of creates and resizes (it registers the container quota counts).
+        self.admission = ContainerAdmission(svc.runtime, svc.tenants,
+                                            svc.capacity or HostCapacity.probe())
 
     # -- system ------------------------------------------------------------------------------
 
@@ -365,7 +373,8 @@ class _Api:
         config = codec.decode_create(await req.json())
         config = replace(config, tenant=req.principal.tenant or "")
         name = req.q("name") or None
-        record = self.rt.create(config, name)  # quick; it touches loop-owned state
+        # quick, and counted against the tenant's quotas atomically; it touches loop-owned state
+        record = self.admission.create(config, name)
         return JsonResponse({"Id": record.id, "Warnings": []}, status=201)
 
     async def list_containers(self, req: Request) -> Response:
@@ -586,7 +595,7 @@ class _Api:
 
     async def update(self, req: Request) -> Response:
         changes = codec.decode_update(await req.json())
-        warnings = self.rt.update(req.params["id"], **changes)
+        warnings = self.admission.update(req.params["id"], **changes)
         return JsonResponse({"Warnings": warnings})
 
     async def system_df(self, req: Request) -> Response:
@@ -741,20 +750,6 @@ def _int(text: str, name: str) -> int:
         return int(text)
     except ValueError:
         raise InvalidArgument(f"invalid value for {name}: {text!r}") from None
-
-
-def _time_param(text: str) -> int:
-    """Docker's since/until: unix seconds with optional fraction; 0/empty = unset."""
-    if not text:
-        return 0
-    try:
-        secs, _, frac = text.partition(".")
-        return int(secs) * 1_000_000_000 + int((frac or "0").ljust(9, "0")[:9])
-    except ValueError:
-        try:
-            return logs_module.parse_time_ns(text)
-        except ValueError:
-            raise InvalidArgument(f"invalid time value: {text!r}") from None
 
 
 async def _pump_stdin(attached: Attached, conn: HijackedStream, detach_keys: bytes) -> None:

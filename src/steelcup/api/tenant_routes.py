@@ -4,8 +4,10 @@ tenant listener."""
 
 from __future__ import annotations
 
+import datetime
 from typing import Any
 
+from steelcup.api.filters import time_param
 from steelcup.api.http import (
     EmptyResponse,
     Identify,
@@ -19,6 +21,7 @@ from steelcup.errors import InvalidArgument
 from steelcup.tenancy.manager import Tenants
 from steelcup.tenancy.model import Tenant
 from steelcup.tenancy.store import TenantKey
+from steelcup.tenancy.usage import UsageLine
 
 
 def register(router: Router, tenants: Tenants) -> None:
@@ -32,6 +35,7 @@ def register(router: Router, tenants: Tenants) -> None:
         ("GET", "/steelcup/tenants/{name}/keys", api.keys),
         ("POST", "/steelcup/tenants/{name}/keys", api.key_create),
         ("DELETE", "/steelcup/tenants/{name}/keys/{key}", api.key_remove),
+        ("GET", "/steelcup/tenants/{name}/usage", api.usage),
     ):
         router.add(method, path, handler, operator=True)
 
@@ -53,6 +57,17 @@ def tenant_json(t: Tenant) -> dict[str, Any]:
 def key_json(k: TenantKey) -> dict[str, Any]:
     return {"KeyId": k.key_id, "Tenant": k.tenant, "Created": k.created,
             "NotAfter": k.not_after, "CertSha256": k.cert_sha256}
+
+
+def usage_json(name: str, since_ns: int, until_ns: int, lines: list[UsageLine]
+               ) -> dict[str, Any]:
+    def when(ns: int) -> str:  # RFC 3339; "" = unbounded
+        return datetime.datetime.fromtimestamp(ns / 1e9, datetime.UTC).strftime(
+            "%Y-%m-%dT%H:%M:%SZ") if ns else ""
+
+    return {"Tenant": name, "Since": when(since_ns), "Until": when(until_ns),
+            "Lines": [line.to_json() for line in lines],
+            "TotalSeconds": sum(line.seconds for line in lines)}
 
 
 def _words(body: dict[str, Any]) -> list[str]:
@@ -113,3 +128,10 @@ class _TenantApi:
     async def key_remove(self, req: Request) -> Response:
         self.tenants.remove_key(req.params["name"], req.params["key"])
         return EmptyResponse(204)
+
+    async def usage(self, req: Request) -> Response:
+        """Container-seconds per size class (`since`/`until`: docker's time values)."""
+        name = req.params["name"]
+        since_ns, until_ns = time_param(req.q("since")), time_param(req.q("until"))
+        lines = self.tenants.usage_report(name, since_ns, until_ns)
+        return JsonResponse(usage_json(name, since_ns, until_ns, lines))

@@ -48,6 +48,7 @@ from steelcup.runtime.output import Fanout, Subscriber
 from steelcup.runtime.resources import Resources
 from steelcup.runtime.spec import merge_env, parse_signal, resolve_argv, start_failure_text
 from steelcup.runtime.store import ContainerStore
+from steelcup.tenancy.sizing import vm_cpus
 from steelcup.vm.cputime import QemuCpuTime
 from steelcup.vm.machine import Machine
 
@@ -300,6 +301,11 @@ class Runtime:
         machine = self._find(ref).machine
         return machine.cpu_time() if machine is not None else None
 
+    def vm_size(self, config: ContainerConfig) -> tuple[int, int]:
+        """The vCPUs and memory (MiB) of the container's VM (the daemon's defaults for what
+        it did not ask)."""
+        return vm_cpus(config.cpus, self.defaults.cpus), config.mem_mib or self.defaults.mem_mib
+
     def image_in_use(self, image_id: str, tenant: str | None = None) -> bool:
         """Whether a container of `tenant` (None: of anyone) uses the image."""
         return any(lv.record.config.image_id == image_id
@@ -459,9 +465,10 @@ class Runtime:
                 root = await asyncio.to_thread(self.prepare_rootfs, record)
                 uid, gid, groups = resolve_user(root, config.user, config.group_add)
                 run = await self.resources.acquire(record, root, stack)
+                cpus, mem_mib = self.vm_size(config)
                 request = VmRequest(
-                    mem_mib=config.mem_mib or self.defaults.mem_mib,
-                    cpus=max(1, int(config.cpus + 0.999)) if config.cpus else self.defaults.cpus,
+                    mem_mib=mem_mib,
+                    cpus=cpus,
                     shares=(Share("rootfs", root), *run.shares),
                     nics=run.vm_nics,
                     tap_places=run.tap_places,

@@ -9,10 +9,14 @@ operator's (tenant None) sees all.
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 HISTORY = 1024
 QUEUE = 1024
@@ -28,6 +32,12 @@ class EventBus:
         # Publishers may run in worker threads (image loads, pulls); queues live on this loop.
         self._loop = loop
         self._lock = threading.Lock()
+        # Called with every event as it is published (the usage meter), unlike subscribers,
+        # which may miss events: a listener must be quick and must not raise.
+        self._listeners: list[Callable[[dict[str, Any]], None]] = []
+
+    def listen(self, callback: Callable[[dict[str, Any]], None]) -> None:
+        self._listeners.append(callback)
 
     def publish(self, kind: str, action: str, actor_id: str, attributes: dict[str, str],
                 tenant: str = "") -> None:
@@ -44,6 +54,11 @@ class EventBus:
             event.update(status=action, id=actor_id, **{"from": attributes.get("image", "")})
         with self._lock:
             self._history.append((tenant, event))
+        for listener in self._listeners:
+            try:
+                listener(event)
+            except Exception:  # a listener's bug must not break the runtime's transition
+                log.exception("event listener failed on %s %s", kind, action)
         loop = self._loop
         if loop is not None and not _on_loop(loop):
             loop.call_soon_threadsafe(self._deliver, event, tenant)

@@ -9,7 +9,7 @@ import secrets
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from steelcup.errors import Conflict, InvalidArgument, NotFound
+from steelcup.errors import Conflict, InvalidArgument, NotFound, Unsupported
 from steelcup.tenancy.credentials import CLIENT_DAYS_DEFAULT, Authority, ClientCredential
 from steelcup.tenancy.model import (
     DEFAULT_SIZE,
@@ -19,7 +19,9 @@ from steelcup.tenancy.model import (
     parse_quotas,
     size_class,
 )
+from steelcup.tenancy.quota import QuotaGate
 from steelcup.tenancy.store import TenantKey, TenantStore, sha256_hex
+from steelcup.tenancy.usage import UsageLedger, UsageLine
 
 TOKEN_BYTES = 32
 KEY_ID_BYTES = 6
@@ -43,11 +45,15 @@ class IssuedKey:
 
 class Tenants:
     def __init__(self, store: TenantStore, authority: Authority,
-                 owned: Owned | None = None) -> None:
+                 owned: Owned | None = None, usage: UsageLedger | None = None) -> None:
         self.store = store
         self.authority = authority
         # What a tenant still owns (refuses `remove`); every object type registers here.
         self.owned: Owned = owned or (lambda _name: [])
+        # Quota admission: every object type registers how it counts and admits its creates.
+        self.quotas = QuotaGate(self.store.get)
+        # Container-seconds by size (None: this daemon does not meter).
+        self.usage = usage
 
     def create(self, name: str, quota_words: Iterable[str] = (),
                size_default: str = DEFAULT_SIZE) -> Tenant:
@@ -81,6 +87,17 @@ class Tenants:
                                              else "")
             raise Conflict(f"tenant {name} still owns {shown}: remove them first")
         self.store.remove(name)
+
+    def usage_report(self, name: str, since_ns: int = 0, until_ns: int = 0
+                     ) -> builtins.list[UsageLine]:
+        """A tenant's container-seconds per size in the window (also a removed tenant's)."""
+        if self.usage is None:
+            raise Unsupported("this daemon does not meter usage")
+        if since_ns and until_ns and until_ns <= since_ns:
+            raise InvalidArgument("until must be after since")
+        if not self.usage.has_runs(name):
+            self.store.get(name)  # NotFound for a name that never ran anything
+        return self.usage.report(name, since_ns, until_ns)
 
     # -- keys ---------------------------------------------------------------------------------
     def issue_key(self, name: str, days: int = CLIENT_DAYS_DEFAULT) -> IssuedKey:

@@ -29,17 +29,23 @@ from steelcup.image import rootfs
 from steelcup.net import links
 from steelcup.net.manager import NetworkManager
 from steelcup.net.store import NetStore
+from steelcup.runtime.admission import metered_by
 from steelcup.runtime.containers import Runtime
 from steelcup.runtime.execs import ExecManager
 from steelcup.runtime.resources import Resources, volume_users
 from steelcup.state.db import open_db
 from steelcup.tenancy.credentials import Authority
 from steelcup.tenancy.manager import Tenants
+from steelcup.tenancy.sizing import HostCapacity
 from steelcup.tenancy.store import TenantStore
+from steelcup.tenancy.usage import Meter, UsageLedger
 from steelcup.volume.manager import VolumeManager
 from tests.unit.image.tarutil import make_tar
 from tests.unit.runtime.fakevm import FakeVms
 from tests.unit.runtime.support import make_runtime
+
+# The host the cloud's size checks see (whatever this machine is): l2 fits, l3 does not.
+CAPACITY = HostCapacity(cpus=4, mem_mib=8192)
 
 
 @pytest.fixture(autouse=True)
@@ -62,12 +68,13 @@ class Cloud:
     tokens: dict[str, str]
     table: list[tuple[str, str, str]]
     host_commands: list[list[str]]  # every `ip`/`nft` argv (+ its input) the daemon ran
+    socket: Path  # the operator's unix socket
+    tenants: Tenants  # the operator's side (quotas, usage)
+    vms: FakeVms  # the VMs containers got (their requests' sizes)
 
     def last_ruleset(self) -> str:
         """The nftables ruleset loaded last."""
         return next(cmd[-1] for cmd in reversed(self.host_commands) if "nft" in cmd)
-
-    socket: Path  # the operator's unix socket
 
     def operator(self) -> httpx.Client:
         return httpx.Client(base_url="http://steelcup", timeout=20,
@@ -88,7 +95,9 @@ def cloud(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Cloud]:
         return subprocess.CompletedProcess(list(argv), 0, "", "")
 
     monkeypatch.setattr(links, "run", record)
-    tenants = Tenants(TenantStore(open_db(tmp_path / "t")), Authority(tmp_path / "tls"))
+    tenant_db = open_db(tmp_path / "t")
+    tenants = Tenants(TenantStore(tenant_db), Authority(tmp_path / "tls"),
+                      usage=UsageLedger(tenant_db))
     tokens = {}
     for name in ("alice", "bob"):
         tenants.create(name)
@@ -101,6 +110,8 @@ def cloud(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Cloud]:
     socket_dir = Path(tempfile.mkdtemp(prefix="scup-"))  # short: a socket path has a limit
     socket = socket_dir / "api.sock"
 
+    vms = FakeVms()
+
     async def run() -> None:
         networks = NetworkManager(NetStore(open_db(tmp_path)), upstreams=[],
                                   host_routes=lambda: [])
@@ -109,14 +120,16 @@ def cloud(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Cloud]:
         volumes = VolumeManager(tmp_path, in_use=lambda key: volume_users(runtimes[0].list(),
                                                                           key))
         runtime = make_runtime(tmp_path, open_db(tmp_path), Resources(networks, volumes),
-                               vms=FakeVms().source())
+                               vms=vms.source())
         runtimes.append(runtime)
+        assert tenants.usage is not None
+        runtime.events.listen(Meter(tenants.usage, metered_by(runtime)).observe)
         for name in tokens:  # images are per tenant: each imports a "base:1" of its own
             runtime.images.import_rootfs(io.BytesIO(make_tar([("dir", "bin")])), "base:1",
                                          tenant=name)
         svc = Services(runtime=runtime, execs=ExecManager(runtime), images=runtime.images,
                        events=runtime.events, root=tmp_path, accel="tcg", tenants=tenants,
-                       networks=networks, volumes=volumes)
+                       networks=networks, volumes=volumes, capacity=CAPACITY)
         router = build_router(svc)
         server = HttpServer(router, unix_path=socket, tcp=("127.0.0.1", 0), tls=server_tls,
                             identify=tenant_routes.identify_with(tenants))
@@ -135,7 +148,7 @@ def cloud(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Cloud]:
     loop, stop, server, router = box
     yield Cloud(f"https://127.0.0.1:{server.tcp_port}",
                 ssl.create_default_context(cafile=str(tenants.authority.ca_pem_path)), tokens,
-                router.table, host_commands, socket)
+                router.table, host_commands, socket, tenants, vms)
     loop.call_soon_threadsafe(stop.set)
     thread.join(20)
     shutil.rmtree(socket_dir, ignore_errors=True)

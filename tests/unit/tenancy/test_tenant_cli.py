@@ -20,11 +20,13 @@ from steelcup.state.db import open_db
 from steelcup.tenancy.credentials import Authority
 from steelcup.tenancy.manager import Tenants
 from steelcup.tenancy.store import TenantStore
+from steelcup.tenancy.usage import NS, Metered, UsageLedger
 
 
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[tuple[Tenants, str]]:
-    tenants = Tenants(TenantStore(open_db(tmp_path)), Authority(tmp_path / "tls"))
+    db = open_db(tmp_path)
+    tenants = Tenants(TenantStore(db), Authority(tmp_path / "tls"), usage=UsageLedger(db))
     router = Router()
     tenant_routes.register(router, tenants)
     sock = tmp_path / "d.sock"
@@ -93,3 +95,32 @@ def test_the_operator_manages_tenants_and_keys_from_the_cli(
     capfd.readouterr()
     assert cli(host, "inspect", "alice") == 1
     assert "no such tenant" in capfd.readouterr().err
+
+
+def test_tenant_usage_prints_a_bill_per_size_class(
+        served: tuple[Tenants, str], capfd: pytest.CaptureFixture[str]) -> None:
+    tenants, host = served
+    tenants.create("alice")
+    ledger = tenants.usage
+    assert ledger is not None
+    t0 = 1_700_000_000 * NS
+    ledger.started("c1", Metered("alice", 2, 2048), t0)
+    ledger.stopped("c1", t0 + 3600 * NS)
+    ledger.started("c2", Metered("alice", 1, 300), t0 + 100 * NS)
+    ledger.stopped("c2", t0 + 160 * NS)
+    assert cli(host, "usage", "alice") == 0
+    out = capfd.readouterr().out.splitlines()
+    assert out[0] == "tenant alice, the beginning .. now"
+    assert out[1].split() == ["CLASS", "VCPUS", "MEMORY", "CONTAINERS", "CONTAINER-SECONDS"]
+    assert [line.split() for line in out[2:]] == [["m2", "2", "2048MiB", "1", "3600"],
+                                                  ["-", "1", "300MiB", "1", "60"],
+                                                  ["TOTAL", "3660"]]
+    assert cli(host, "usage", "alice", "--since", "1700000130", "--until",
+               "2023-11-14T22:21:40Z", "--format", "json") == 0  # t0+130 .. t0+500
+    bill = json.loads(capfd.readouterr().out)
+    assert bill["Since"] == "2023-11-14T22:15:30Z" and bill["Until"] == "2023-11-14T22:21:40Z"
+    assert [(ln["Size"], ln["Seconds"]) for ln in bill["Lines"]] == [("m2", 370), ("", 30)]
+    assert cli(host, "usage", "nobody") == 1
+    assert "no such tenant" in capfd.readouterr().err
+    assert cli(host, "usage", "alice", "--since", "soon") == 1
+    assert "invalid value for --since" in capfd.readouterr().err

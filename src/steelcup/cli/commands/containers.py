@@ -20,6 +20,7 @@ from steelcup.cli.createspec import (
     expand_env,
     parse_env_file,
 )
+from steelcup.defaults import SIZE_LABEL
 from steelcup.errors import InvalidArgument, NotFound, SteelcupError
 
 TYPE_CHECKING = False  # the CLI does not import typing at run time (start-up cost)
@@ -75,6 +76,11 @@ def _add_container_flags(p: argparse.ArgumentParser, *, run: bool) -> None:
     p.add_argument("-h", "--hostname", default="", help="container host name")
     p.add_argument("--cpus", default=None, help="number of CPUs (e.g. 1.5)")
     p.add_argument("-m", "--memory", default=None, help="memory limit (e.g. 512m, 1g)")
+    p.add_argument("--size", default=None, metavar="CLASS",
+                   help="the VM's size class instead of -m/--cpus: s1 (1 vCPU, 64 MiB), s2 "
+                        "(128 MiB), s3 (256 MiB), s4 (512 MiB), m1 (1 GiB), m2 (2 vCPUs, 2 GiB),"
+                        " m3 (2, 4 GiB), l1 (4, 4 GiB), l2 (4, 8 GiB), l3 (8, 16 GiB); sent as "
+                        "the label sh.steelcup.size. A tenant's default: its --size-default")
     p.add_argument(
         "-l", "--label", action="append", default=[], metavar="KEY=VAL", help="set a label"
     )
@@ -144,7 +150,7 @@ def _options(args: argparse.Namespace, *, run: bool) -> ContainerOptions:
         hostname=args.hostname,
         cpus=args.cpus,
         memory=args.memory,
-        labels=args.label,
+        labels=args.label + ([f"{SIZE_LABEL}={args.size}"] if args.size else []),
         stop_signal=args.stop_signal,
         attach=args.attach,
         console_size=console,

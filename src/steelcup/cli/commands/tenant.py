@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from pathlib import Path
@@ -51,6 +52,21 @@ def register(sub: Any, name: str, help_text: str) -> None:
                         help="remove tenants (refused while they own objects)")
     p.add_argument("tenants", nargs="+")
     p.set_defaults(func=cmd_rm)
+
+    p = tsub.add_parser("usage", help="a tenant's container-seconds per size class, like a "
+                                      "bill",
+                        description="Container-seconds per size class (or per vCPUs/memory for "
+                                    "containers of no class) of the tenant's containers that "
+                                    "ran in the window; a container still running counts up "
+                                    "to now. Created and exited containers cost nothing here "
+                                    "(they count against quotas only).")
+    p.add_argument("name")
+    p.add_argument("--since", default="", help="from a unix time, an RFC 3339 date or time, "
+                   "or a duration before now (e.g. 24h); default: the beginning")
+    p.add_argument("--until", default="", help="up to a time as --since; default: now")
+    p.add_argument("--format", default="", choices=["", "json"],
+                   help="json: the daemon's answer as it is")
+    p.set_defaults(func=cmd_usage)
 
     key = tsub.add_parser("key", help="a tenant's credentials")
     ksub = key.add_subparsers(dest="key_command", metavar="COMMAND", parser_class=type(top))
@@ -106,6 +122,33 @@ def cmd_update(ctx: Context, args: argparse.Namespace) -> int:
     if args.size_default is not None:
         body["SizeDefault"] = args.size_default
     return post_and_print(ctx, _base(args.name) + "/update", body)
+
+
+def cmd_usage(ctx: Context, args: argparse.Namespace) -> int:
+    import time
+
+    from steelcup.cli.commands.containers import parse_since
+    from steelcup.cli.format import table
+
+    now = time.time()
+    try:
+        query = {k: v for k, v in (("since", parse_since(args.since, now)),
+                                   ("until", parse_since(args.until, now))) if v}
+        usage = ctx.client().get_json(_base(args.name) + "/usage", query or None)
+    except SteelcupError as exc:
+        report(exc)
+        return 1
+    if args.format == "json":
+        print(json.dumps(usage, indent=4))
+        return 0
+    rows = [[line["Size"] or "-", str(line["Cpus"]), f"{line['MemoryMiB']}MiB",
+             str(line["Containers"]), str(line["Seconds"])] for line in usage["Lines"]]
+    rows.append(["TOTAL", "", "", "", str(usage["TotalSeconds"])])
+    window = f"{usage['Since'] or 'the beginning'} .. {usage['Until'] or 'now'}"
+    print(f"tenant {usage['Tenant']}, {window}")
+    sys.stdout.write(table(["CLASS", "VCPUS", "MEMORY", "CONTAINERS", "CONTAINER-SECONDS"],
+                           rows))
+    return 0
 
 
 def cmd_rm(ctx: Context, args: argparse.Namespace) -> int:
