@@ -36,6 +36,7 @@ from steelcup.runtime.inspection import CpuSampler
 from steelcup.runtime.resources import Resources, volume_users
 from steelcup.runtime.store import ContainerStore
 from steelcup.state.db import open_db
+from steelcup.tenancy import objects as tenant_objects
 from steelcup.tenancy.credentials import Authority
 from steelcup.tenancy.manager import Tenants
 from steelcup.tenancy.model import id_range
@@ -139,6 +140,7 @@ async def _serve(options: DaemonOptions) -> int:
     runtime_ref.append(runtime)
     images.in_use = runtime.image_in_use
     runtime.recover()
+    tenant_objects.wire(tenants, runtime, images, networks, volumes)
     meter = start_metering(runtime, tenants)
     await asyncio.to_thread(runtime.disks.template)  # off the first run's path
     if volumes.disks is not None:

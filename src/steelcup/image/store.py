@@ -41,6 +41,7 @@ from steelcup.image.reference import (
     parse_reference,
     parse_tag_reference,
 )
+from steelcup.tenancy.quota import QuotaExceeded, Usage, exceeded_message
 from steelcup.untrusted_json import decode_json
 
 # the keys of an image's inner config that `ImageConfig` models
@@ -216,6 +217,8 @@ class ImageStore:
         # (image id, tenant) -> whether a container of `tenant` (None: of anyone) uses it
         self.in_use: Callable[[str, str | None], bool] = in_use or (lambda _id, _tenant: False)
         self.limits = limits or LayerLimits()
+        # a tenant's `images` quota (None: unlimited, a single-user daemon)
+        self.images_quota: Callable[[str], int] | None = None
         self._lock = threading.RLock()
         self._leases: dict[int, set[str]] = {}
         self._lease_seq = 0
@@ -950,7 +953,17 @@ class ImageStore:
         return self._image(image_id, tenant)
 
     def _add_names(self, image_id: str, tags: builtins.list[str], owner: str) -> None:
-        """`owner` has the image, with `tags` pointing at it (moved from any other image)."""
+        """`owner` has the image, with `tags` pointing at it (moved from any other image).
+        A tenant's new image counts against its `images` quota, checked inside the store's
+        transaction, so concurrent pulls cannot overshoot it."""
+        if owner and self.images_quota is not None and not self._db.execute(
+                "SELECT 1 FROM image_owners WHERE tenant = ? AND image_id = ?",
+                (owner, image_id)).fetchone():
+            held = int(self._db.execute("SELECT COUNT(*) FROM image_owners WHERE tenant = ?",
+                                        (owner,)).fetchone()[0])
+            limit = self.images_quota(owner)
+            if held >= limit:
+                raise QuotaExceeded(exceeded_message(owner, Usage("images", limit, held), 1))
         self._db.execute(
             "INSERT OR IGNORE INTO image_owners (tenant, image_id) VALUES (?, ?)",
             (owner, image_id),

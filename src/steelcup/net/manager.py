@@ -27,6 +27,7 @@ from steelcup.net.netns import socket_in
 from steelcup.net.proxy import TcpProxy, UdpProxy
 from steelcup.net.store import NetStore
 from steelcup.runtime.model import HOST_GATEWAY
+from steelcup.tenancy.quota import Admit, unlimited
 
 log = logging.getLogger(__name__)
 
@@ -183,6 +184,8 @@ class NetworkManager:
         self._dns: dict[str, dns.DnsServer] = {}
         self._live: dict[str, _Live] = {}
         self._lock = asyncio.Lock()
+        # the tenant's quota gate around a creation (steelcup.tenancy.quota; none: unlimited)
+        self.admit: Admit = unlimited
 
     # -- lookup --------------------------------------------------------------------------
 
@@ -341,9 +344,10 @@ class NetworkManager:
             raise InvalidArgument(f"option {OPTION_BRIDGE_NAME} is the operator's to set: "
                                   "a tenant's bridge is named by steelcup")
         async with self._lock:
-            net = await self._create_locked(name, subnet=subnet, gateway=gateway,
-                                            internal=internal, labels=labels, options=options,
-                                            tenant=tenant)
+            with self.admit(tenant, {"networks": 1}):
+                net = await self._create_locked(name, subnet=subnet, gateway=gateway,
+                                                internal=internal, labels=labels,
+                                                options=options, tenant=tenant)
             try:
                 await self._bring_up(net)
                 await self._apply_rules()

@@ -27,6 +27,14 @@ from steelcup.errors import Forbidden, SteelcupError
 from steelcup.tenancy.model import Quotas, Tenant
 
 Count = Callable[[str], int]  # tenant name -> how much of one quota it holds now
+# What an object layer calls around a creation: `QuotaGate.admit`, or `unlimited`.
+Admit = Callable[[str | None, Mapping[str, int]], contextlib.AbstractContextManager[None]]
+
+
+@contextlib.contextmanager
+def unlimited(tenant: str | None, wanted: Mapping[str, int]) -> Iterator[None]:
+    """The admission of a layer no quota gate was given (a single-user daemon, tests)."""
+    yield
 
 # How each quota reads in a message (the operator's `--quota` words, with units).
 _SHOWN = {"containers": ("containers", ""), "cpus": ("cpus", " vCPUs"),

@@ -48,6 +48,7 @@ from steelcup.errors import (
 )
 from steelcup.guest.ops import GuestMount
 from steelcup.idmap import IdRange
+from steelcup.tenancy.quota import Admit, unlimited
 from steelcup.vm.qemu_args import Share
 from steelcup.volume import namespace
 from steelcup.volume import snapshots as snapshots_module
@@ -56,6 +57,7 @@ from steelcup.volume.spec import MountKind, MountPlan, check_volume_name
 from steelcup.volume.treecopy import copy_owners
 
 log = logging.getLogger(__name__)
+GIB = 1 << 30
 META = "meta.json"
 DATA = "_data"
 DISK = "disk.img"
@@ -119,6 +121,8 @@ class VolumeManager:
         self._lock = threading.Lock()  # guards _holders and every mount and unmount
         self._holders: dict[str, builtins.list[str]] = {}  # holder -> bounded volumes it holds
         self.snapshots = SnapshotStore(root, self.volume_state)
+        # the tenant's quota gate around a creation (steelcup.tenancy.quota; none: unlimited)
+        self.admit: Admit = unlimited
 
     def _vdir(self, ref: str) -> Path:
         """The dir of the volume with key `ref` (NotFound for a key no volume can have)."""
@@ -205,6 +209,13 @@ class VolumeManager:
         vdir = space / name
         if (vdir / META).exists():
             return self._load(ref)
+        with self.admit(tenant, {"volumes": 1, "volume_gib": -(-size_bytes // GIB)}):
+            return self._make(name, tenant, ref, space, vdir, labels, options, anonymous,
+                              size_bytes)
+
+    def _make(self, name: str, tenant: str, ref: str, space: Path, vdir: Path,
+              labels: dict[str, str] | None, options: dict[str, str], anonymous: bool,
+              size_bytes: int) -> Volume:
         space.mkdir(exist_ok=True)
         tmp = space / f".tmp-{name}-{os.getpid()}-{threading.get_ident()}"
         shutil.rmtree(tmp, ignore_errors=True)

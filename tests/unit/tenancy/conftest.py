@@ -34,6 +34,7 @@ from steelcup.runtime.containers import Runtime
 from steelcup.runtime.execs import ExecManager
 from steelcup.runtime.resources import Resources, volume_users
 from steelcup.state.db import open_db
+from steelcup.tenancy import objects as tenant_objects
 from steelcup.tenancy.credentials import Authority
 from steelcup.tenancy.manager import Tenants
 from steelcup.tenancy.sizing import HostCapacity
@@ -127,6 +128,7 @@ def cloud(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Cloud]:
         for name in tokens:  # images are per tenant: each imports a "base:1" of its own
             runtime.images.import_rootfs(io.BytesIO(make_tar([("dir", "bin")])), "base:1",
                                          tenant=name)
+        tenant_objects.wire(tenants, runtime, runtime.images, networks, volumes)
         svc = Services(runtime=runtime, execs=ExecManager(runtime), images=runtime.images,
                        events=runtime.events, root=tmp_path, accel="tcg", tenants=tenants,
                        networks=networks, volumes=volumes, capacity=CAPACITY)

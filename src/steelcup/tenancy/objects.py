@@ -1,0 +1,41 @@
+"""What each object layer tells tenancy: how much of each quota a tenant holds (the counts the
+quota gate adds to), the gate around each layer's creations, and what a tenant still owns
+(`tenant rm` refuses while it owns anything). Wired once by the daemon."""
+
+from __future__ import annotations
+
+from steelcup.image.store import ImageStore
+from steelcup.net.manager import DEFAULT_NETWORK, NetworkManager
+from steelcup.runtime.containers import Runtime
+from steelcup.tenancy.manager import Tenants
+from steelcup.volume.manager import GIB, VolumeManager
+
+
+def wire(tenants: Tenants, runtime: Runtime, images: ImageStore,
+         networks: NetworkManager | None, volumes: VolumeManager) -> None:
+    """Register the counts of images, networks and volumes (containers, vCPUs and memory are
+    `runtime.admission`'s), hand each layer the gate, and say what a tenant owns."""
+    gate = tenants.quotas
+    gate.register("images", lambda t: len(images.list(t)))
+    images.images_quota = lambda t: tenants.get(t).quotas.images
+    gate.register("volumes", lambda t: len(volumes.list(t)))
+    gate.register("volume_gib",
+                  lambda t: sum(-(-v.size_bytes // GIB) for v in volumes.list(t)))
+    volumes.admit = gate.admit
+    if networks is not None:
+        gate.register("networks", lambda t: len(own_networks(networks, t)))
+        networks.admit = gate.admit
+
+    def owned(tenant: str) -> list[str]:
+        return ([f"container {c.name}" for c in runtime.list(tenant)]
+                + [f"image {(i.repo_tags or [i.id[:19]])[0]}" for i in images.list(tenant)]
+                + [f"volume {v.name}" for v in volumes.list(tenant)]
+                + ([f"network {n}" for n in own_networks(networks, tenant)]
+                   if networks is not None else []))
+
+    tenants.owned = owned
+
+
+def own_networks(networks: NetworkManager, tenant: str) -> list[str]:
+    """The networks a tenant made (its default `bridge`, made by steelcup, is not one)."""
+    return [n.name for n in networks.networks(tenant) if n.name != DEFAULT_NETWORK]
