@@ -167,8 +167,12 @@ def build_router(svc: Services) -> Router:
         net_routes.register(r, svc.networks,
                             lambda ref, tenant: rt.record(rt.resolve(ref, tenant)))
     else:
+        # Without networking there are no networks: lookups answer as for any missing one
+        # (`docker inspect NAME` tries every kind), changes say why they cannot be made.
+        r.add("GET", "/networks", _no_networks)
+        r.add("GET", "/networks/{id:path}", _no_such_network, names_nothing=True)
         for path in ("/networks", "/networks/{id:path}"):
-            for method in ("GET", "POST", "DELETE"):
+            for method in ("POST", "DELETE"):
                 r.add(method, path, _unsupported_because(
                     "networks: networking failed to start (see the daemon log)"),
                     names_nothing=True)
@@ -205,6 +209,14 @@ async def _not_a_manager(req: Request) -> Response:
     """dockerd's answer to inspecting the swarm from a node outside one (503)."""
     raise NotInSwarm('This node is not a swarm manager. Use "docker swarm init" or "docker '
                      'swarm join" to connect this node to swarm and try again.')
+
+
+async def _no_networks(req: Request) -> Response:
+    return JsonResponse([])
+
+
+async def _no_such_network(req: Request) -> Response:
+    raise NotFound(f"network {req.params['id']} not found")
 
 
 def _unsupported_because(why: str) -> Any:
