@@ -170,8 +170,10 @@ def test_requests_without_a_live_key_are_refused_and_create_nothing(
     issued = Authority(other).issue_client("alice", "k-other")
     (other / "c.pem").write_bytes(issued.cert_pem)
     (other / "k.pem").write_bytes(issued.key_pem)
+    context = ssl.create_default_context(cafile=str(alice.certs / "ca.pem"))
+    context.load_cert_chain(str(other / "c.pem"), str(other / "k.pem"))
     with pytest.raises((httpx.ConnectError, httpx.ReadError, httpx.RemoteProtocolError)), \
-            alice.http(cert=(str(other / "c.pem"), str(other / "k.pem"))) as stranger:
+            httpx.Client(base_url=alice.url, verify=context, timeout=30) as stranger:
         stranger.get("/containers/json")
     # a removed key is refused on its very next request
     extra = tmp_path / "extra"
