@@ -53,6 +53,7 @@ from steelcup.errors import (
     SteelcupError,
     Unsupported,
 )
+from steelcup.image.credentials import TenantCredentials
 from steelcup.image.store import ImageStore
 from steelcup.net.manager import NetworkManager
 from steelcup.pool.factory import Factory
@@ -66,6 +67,7 @@ from steelcup.runtime.fs_paths import writable_layer
 from steelcup.runtime.model import Status
 from steelcup.runtime.vmstats import VmSample
 from steelcup.tenancy.manager import Tenants
+from steelcup.tenancy.objects import Teardown
 from steelcup.tenancy.sizing import HostCapacity
 from steelcup.volume.manager import VolumeManager
 
@@ -128,7 +130,8 @@ def build_router(svc: Services) -> Router:
     # steelcup extension: VM template/pool state, every tenant's: the operator's
     r.add("GET", "/steelcup/pool", api.pool, operator=True)
     if svc.tenants is not None:
-        tenant_routes.register(r, svc.tenants)
+        tenant_routes.register(r, svc.tenants, Teardown(
+            svc.runtime, svc.images, svc.networks, svc.volumes, TenantCredentials(svc.root)))
     r.add("GET", "/events", api.events)
     r.add("POST", "/containers/create", api.create)
     r.add("GET", "/containers/json", api.list_containers)

@@ -20,12 +20,13 @@ from steelcup.api.http import (
 from steelcup.errors import InvalidArgument
 from steelcup.tenancy.manager import Tenants
 from steelcup.tenancy.model import Tenant
+from steelcup.tenancy.objects import Teardown
 from steelcup.tenancy.store import TenantKey
 from steelcup.tenancy.usage import UsageLine
 
 
-def register(router: Router, tenants: Tenants) -> None:
-    api = _TenantApi(tenants)
+def register(router: Router, tenants: Tenants, teardown: Teardown | None = None) -> None:
+    api = _TenantApi(tenants, teardown)
     for method, path, handler in (
         ("GET", "/steelcup/tenants", api.list),
         ("POST", "/steelcup/tenants", api.create),
@@ -85,8 +86,9 @@ def _string(body: dict[str, Any], key: str) -> str | None:
 
 
 class _TenantApi:
-    def __init__(self, tenants: Tenants) -> None:
+    def __init__(self, tenants: Tenants, teardown: Teardown | None) -> None:
         self.tenants = tenants
+        self.teardown = teardown
 
     async def list(self, req: Request) -> Response:
         return JsonResponse([tenant_json(t) for t in self.tenants.list()])
@@ -108,7 +110,14 @@ class _TenantApi:
         return JsonResponse(tenant_json(tenant))
 
     async def remove(self, req: Request) -> Response:
-        self.tenants.remove(req.params["name"])
+        """Refused while the tenant owns objects; `force`: they are removed first."""
+        name = req.params["name"]
+        self.tenants.get(name)
+        if req.q_bool("force") and self.teardown is not None:
+            await self.teardown.purge(name)
+        self.tenants.remove(name)
+        if self.teardown is not None:
+            await self.teardown.forget(name)
         return EmptyResponse(204)
 
     async def keys(self, req: Request) -> Response:

@@ -109,3 +109,9 @@ class TenantCredentials:
                         else self.root / TENANT_DIR / f"{check_tenant_name(key)}.json")
                 store = self._stores[key] = CredentialStore(path)
             return store
+
+    def forget(self, tenant: str) -> None:
+        """A removed tenant's saved logins go with it."""
+        with self._lock:
+            self._stores.pop(tenant, None)
+            (self.root / TENANT_DIR / f"{check_tenant_name(tenant)}.json").unlink(missing_ok=True)

@@ -421,6 +421,18 @@ class NetworkManager:
             self.store.delete_network(net.id)
             await self._teardown(net)
 
+    async def remove_tenant(self, tenant: str) -> None:
+        """Every network of a removed tenant, its default `bridge` too (none may have
+        endpoints left: its containers are gone first)."""
+        if not tenant:
+            raise ValueError("the operator's networks are not a tenant's")
+        async with self._lock:
+            for net in self.store.networks(tenant):
+                if self.store.endpoints(net.id):
+                    raise Conflict(f"network {net.name} of tenant {tenant} still has endpoints")
+                self.store.delete_network(net.id)
+                await self._teardown(net)
+
     async def _teardown(self, net: NetworkRecord) -> None:
         server = self._dns.pop(net.id, None)
         if server is not None:

@@ -4,11 +4,17 @@ quota gate adds to), the gate around each layer's creations, and what a tenant s
 
 from __future__ import annotations
 
+import asyncio
+import logging
+
+from steelcup.image.credentials import TenantCredentials
 from steelcup.image.store import ImageStore
 from steelcup.net.manager import DEFAULT_NETWORK, NetworkManager
 from steelcup.runtime.containers import Runtime
 from steelcup.tenancy.manager import Tenants
 from steelcup.volume.manager import GIB, VolumeManager
+
+log = logging.getLogger(__name__)
 
 
 def wire(tenants: Tenants, runtime: Runtime, images: ImageStore,
@@ -39,3 +45,41 @@ def wire(tenants: Tenants, runtime: Runtime, images: ImageStore,
 def own_networks(networks: NetworkManager, tenant: str) -> list[str]:
     """The networks a tenant made (its default `bridge`, made by steelcup, is not one)."""
     return [n.name for n in networks.networks(tenant) if n.name != DEFAULT_NETWORK]
+
+
+class Teardown:
+    """A tenant's end: `purge` removes everything it owns (`tenant rm --force`: its
+    containers and their VMs, snapshots, volumes, networks, its hold on images), `forget` what
+    steelcup made for it (its default bridge, its saved registry logins) once it is removed.
+    Nothing of another tenant's is touched: every call names the tenant."""
+
+    def __init__(self, runtime: Runtime, images: ImageStore, networks: NetworkManager | None,
+                 volumes: VolumeManager | None, credentials: TenantCredentials) -> None:
+        self.runtime = runtime
+        self.images = images
+        self.networks = networks
+        self.volumes = volumes
+        self.credentials = credentials
+
+    async def purge(self, tenant: str) -> None:
+        for record in self.runtime.list(tenant):
+            await self.runtime.remove(record.id, force=True)
+        if self.volumes is not None:
+            volumes = self.volumes
+            for snap in volumes.snapshots.list(tenant):
+                await asyncio.to_thread(volumes.snapshots.remove, snap.key)
+            for vol in volumes.list(tenant):
+                await asyncio.to_thread(volumes.remove, vol.key, force=True)
+        if self.networks is not None:
+            for name in own_networks(self.networks, tenant):
+                await self.networks.remove(name, tenant)
+        for image in self.images.list(tenant):
+            await asyncio.to_thread(self.images.remove, image.id, True, tenant)
+
+    async def forget(self, tenant: str) -> None:
+        try:
+            if self.networks is not None:
+                await self.networks.remove_tenant(tenant)
+            self.credentials.forget(tenant)
+        except Exception:  # the tenant is gone already: say what is left, never fail
+            log.exception("tenant %s removed, but not all it left behind", tenant)

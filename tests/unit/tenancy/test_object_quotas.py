@@ -76,3 +76,33 @@ def test_tenant_rm_is_refused_while_it_owns_anything(cloud: Cloud) -> None:
         assert bob.delete("/volumes/keep").status_code == 204
         assert bob.delete("/images/base:1").status_code == 200
         assert operator.delete("/steelcup/tenants/bob").status_code == 204
+
+
+def test_tenant_rm_force_removes_all_it_owns_and_nothing_of_others(cloud: Cloud) -> None:
+    with cloud.client("alice") as alice, cloud.client("bob") as bob, \
+            cloud.operator() as operator:
+        for client in (alice, bob):
+            assert client.post("/volumes/create", json={"Name": "data"}).status_code == 201
+            assert client.post("/networks/create", json={"Name": "appnet"}).status_code == 201
+            made = client.post("/containers/create", params={"name": "web"}, json={
+                "Image": "base:1", "Cmd": ["x"], "HostConfig": {"Binds": ["data:/d"]}})
+            assert made.status_code == 201, made.text
+            assert client.post(f"/containers/{made.json()['Id']}/start").status_code == 204
+        before = {path: alice.get(path).json() for path in (
+            "/containers/json?all=1", "/volumes", "/networks", "/images/json")}
+        assert operator.delete("/steelcup/tenants/bob").status_code == 409
+        gone = operator.delete("/steelcup/tenants/bob", params={"force": "1"})
+        assert gone.status_code == 204, gone.text
+        assert operator.get("/steelcup/tenants/bob").status_code == 404
+        after = {path: alice.get(path).json() for path in before}
+        for path in before:  # alice's objects as they were (containers' status may move on)
+            ids = [o.get("Id") or o.get("Name") for o in (
+                before[path]["Volumes"] if path == "/volumes" else before[path])]
+            now = [o.get("Id") or o.get("Name") for o in (
+                after[path]["Volumes"] if path == "/volumes" else after[path])]
+            assert ids == now, path
+        everyone = operator.get("/containers/json", params={"all": 1}).json()
+        assert [c["Names"] for c in everyone] == [["/web"]]
+        # bob's appnet and default bridge went with him; alice's (and the operator's) stay
+        names = sorted(n["Name"] for n in operator.get("/networks").json())
+        assert names.count("appnet") == 1 and names.count("bridge") == 2

@@ -50,6 +50,9 @@ def register(sub: Any, name: str, help_text: str) -> None:
 
     p = tsub.add_parser("rm", aliases=["remove"],
                         help="remove tenants (refused while they own objects)")
+    p.add_argument("-f", "--force", action="store_true",
+                   help="remove everything the tenant owns first: its containers (their VMs "
+                        "stop), snapshots, volumes, networks and images")
     p.add_argument("tenants", nargs="+")
     p.set_defaults(func=cmd_rm)
 
@@ -152,7 +155,7 @@ def cmd_usage(ctx: Context, args: argparse.Namespace) -> int:
 
 
 def cmd_rm(ctx: Context, args: argparse.Namespace) -> int:
-    return delete_each(ctx, args.tenants, _base)
+    return delete_each(ctx, args.tenants, _base, {"force": True} if args.force else None)
 
 
 def _write(path: Path, text: str, mode: int) -> None:
