@@ -39,7 +39,7 @@ from steelcup.state.db import open_db
 from steelcup.tenancy import objects as tenant_objects
 from steelcup.tenancy.credentials import Authority
 from steelcup.tenancy.manager import Tenants
-from steelcup.tenancy.model import id_range
+from steelcup.tenancy.model import id_range, size_class
 from steelcup.tenancy.store import TenantStore
 from steelcup.tenancy.usage import Meter, UsageLedger
 from steelcup.vm import cgroup
@@ -112,6 +112,7 @@ async def _serve(options: DaemonOptions) -> int:
         tap_host=networks.host if networks is not None else None,
         cgroups=cgroups,
         ids_for=ids_for,
+        tenant_base_mib=lambda t: size_class(tenants.get(t).size_default).mem_mib,
     )
     if vms.cache is not None:
         await asyncio.to_thread(vms.cache.remove_leftover_taps)  # a killed daemon's

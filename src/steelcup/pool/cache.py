@@ -119,7 +119,7 @@ class CacheSource:
     def class_of(self, request: VmRequest) -> CacheClass:
         """The request's class; Incompatible if a ready VM cannot serve it."""
         self.template.check(request)
-        if request.mem_mib < self.template.base_mem_mib:
+        if request.mem_mib < self.template.base_of(request.tenant):
             raise Incompatible("ready VMs are at the base size and never shrink")
         if len(request.shares) != 1:
             raise Incompatible("volumes are attached at restore: the cache serves rootfs only")
@@ -242,7 +242,7 @@ class CacheSource:
             slots.release(slot)
             raise
         request = VmRequest(
-            mem_mib=self.template.base_mem_mib,
+            mem_mib=self.template.base_of(cls.tenant),
             cpus=1,
             shares=(Share(ROOTFS_TAG, slot.directory, remap_devices=True),),
             nics=tuple(NicSpec(tap, template_mac(i)) for i, tap in enumerate(taps)),

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -180,6 +180,7 @@ def build_factory(
     tap_host: Host | None = None,
     cgroups: MemoryCgroups | None = None,
     ids_for: IdsFor = host_root,
+    tenant_base_mib: Callable[[str], int] | None = None,
 ) -> Factory:
     """The sources `options` ask for. `warm_program`: a static program ready VMs run once
     (the guest init binary); `tap_host`: where the network layer's taps live (None: no
@@ -203,6 +204,7 @@ def build_factory(
             volume_slots=options.volume_slots,
             cgroups=cgroups,
             ids_for=ids_for,
+            tenant_base_mib=tenant_base_mib,
         )
     cache = None
     if template is not None and options.cache_size > 0:

@@ -32,6 +32,7 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -149,6 +150,7 @@ class TemplateSource:
         volume_slots: int = DEFAULT_VOLUME_SLOTS,
         cgroups: MemoryCgroups | None = None,
         ids_for: IdsFor = host_root,
+        tenant_base_mib: Callable[[str], int] | None = None,
     ) -> None:
         if not 64 <= base_mem_mib <= max_mem_mib:
             raise ValueError("need 64 <= base_mem_mib <= max_mem_mib")
@@ -166,20 +168,33 @@ class TemplateSource:
         self.cgroups = cgroups
         # Each tenant's QEMUs run in its user namespace (steelcup.idmap); None: host root.
         self.ids_for = ids_for
+        # A tenant's default size (its size class's memory): its clones start there, so its
+        # usual container needs no resize at hand-out. None: every tenant's is base_mem_mib.
+        self.tenant_base_mib = tenant_base_mib
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.template_dir.mkdir(parents=True, exist_ok=True)
         self._templates: dict[TemplateKey, Template] = {}
         self._locks: dict[TemplateKey, asyncio.Lock] = {}
         self._closed = False
 
-    def base_for(self, mem_mib: int) -> int:
-        """The base size of the template that serves a `mem_mib` clone: the default base, or
-        for a smaller clone the next multiple of 64 MiB below its size. A clone only ever
+    def base_of(self, tenant: str) -> int:
+        """The base size of `tenant`'s clones: its default size (a multiple of 64 MiB within
+        the template's RAM), or the daemon's base."""
+        if self.tenant_base_mib is None or not tenant:
+            return self.base_mem_mib
+        wanted = self.tenant_base_mib(tenant) // BASE_STEP_MIB * BASE_STEP_MIB
+        return min(self.max_mem_mib, max(MIN_MEM_MIB, wanted))
+
+    def base_for(self, mem_mib: int, tenant: str = "") -> int:
+        """The base size of the template that serves a `mem_mib` clone of `tenant`: its base
+        (`base_of`), or for a smaller clone the next multiple of 64 MiB below its size. A
+        clone only ever
         grows from its base (deflates its balloon): inflating it would make QEMU 7.2 discard
         pages, which for a clone means punching holes in the template's RAM file (refused by
         the clone's seccomp filter, at the cost of one error line per page in its log)."""
-        if mem_mib >= self.base_mem_mib:
-            return self.base_mem_mib
+        base = self.base_of(tenant)
+        if mem_mib >= base:
+            return base
         return max(MIN_MEM_MIB, mem_mib // BASE_STEP_MIB * BASE_STEP_MIB)
 
     def key_for(self, request: VmRequest) -> TemplateKey:
@@ -188,7 +203,7 @@ class TemplateSource:
             initrd=self.assets.initrd,
             accel=self.accel,
             tcg_tb_mib=self.tcg_tb_mib,
-            base_mem_mib=self.base_for(request.mem_mib),
+            base_mem_mib=self.base_for(request.mem_mib, request.tenant),
             max_mem_mib=self.max_mem_mib,
             max_cpus=self.max_cpus,
             tenant=request.tenant,

@@ -71,6 +71,9 @@ class FakeTemplate:
     def ids_for(_tenant: str) -> None:  # QEMU as host root: slots keep the daemon's uid
         return None
 
+    def base_of(self, tenant: str) -> int:  # tenant "big"'s default size is 512 MiB
+        return 512 if tenant == "big" else self.base_mem_mib
+
     def __init__(self) -> None:
         self.clones: list[FakeMachine] = []
         self.fail_clones = 0
@@ -166,6 +169,12 @@ def test_requests_the_cache_cannot_serve(
         source.class_of(_req(tmp_path, nics=(NicSpec("t0", "02:00:00:00:00:01"),)))
     with pytest.raises(Incompatible, match="too big"):
         source.class_of(VmRequest(4096, 1, shares=(Share("rootfs", tmp_path),)))
+    # a tenant's ready VMs start at its default size and never shrink below it
+    big = VmRequest(256, 1, shares=(Share("rootfs", tmp_path),), tenant="big")
+    with pytest.raises(Incompatible, match="never shrink"):
+        source.class_of(big)
+    assert source.class_of(VmRequest(512, 1, shares=(Share("rootfs", tmp_path),),
+                                     tenant="big")) == CacheClass("big", 0)
 
 
 def test_dead_ready_vm_is_discarded_and_a_failing_refill_backs_off(
