@@ -6,6 +6,7 @@ requests without a live key are refused and create nothing.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import ssl
@@ -74,6 +75,11 @@ class Cloud:
     daemon: Daemon
     alice: Tenant
     bob: Tenant
+    args: tuple[str, ...]  # the daemon's listener flags
+
+    def restart(self) -> None:
+        stop_daemon(self.daemon)
+        self.daemon = start_daemon(self.daemon.root, self.daemon.socket, extra_args=self.args)
 
 
 def _ok(result: subprocess.CompletedProcess[bytes]) -> str:
@@ -86,8 +92,10 @@ def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cloud]:
     need_assets()
     base = tmp_path_factory.mktemp("cloud")
     port = _free_port()
-    daemon = start_daemon(base / "root", base / "run" / "steelcup.sock", extra_args=(
-        "--multi-tenant", "--allow-tcg", "--tls-listen", f"127.0.0.1:{port}"))
+    args = ("--multi-tenant", "--allow-tcg", "--tls-listen", f"127.0.0.1:{port}")
+    cloud = Cloud(start_daemon(base / "root", base / "run" / "steelcup.sock", extra_args=args),
+                  *[None] * 2, args)  # type: ignore[arg-type]
+    daemon = cloud.daemon
     try:
         tenants = []
         for name in ("alice", "bob"):
@@ -96,9 +104,10 @@ def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cloud]:
                                     str(base / f"{name}-certs"))).strip()
             tenants.append(Tenant(name, base / f"{name}-certs", key_id,
                                   f"https://127.0.0.1:{port}"))
-        yield Cloud(daemon, *tenants)
+        cloud.alice, cloud.bob = tenants
+        yield cloud
     finally:
-        stop_daemon(daemon)
+        stop_daemon(cloud.daemon)
         problems = leftovers_of(base / "root")
         assert not problems, "after daemon shutdown: " + "\n".join(problems)
 
@@ -186,3 +195,18 @@ def test_requests_without_a_live_key_are_refused_and_create_nothing(
     assert gone.returncode != 0
     names = _ok(alice.docker("ps", "-a", "--format", "{{.Names}}")).split()
     assert "anon" not in names and "after-removal" not in names
+
+
+def test_a_daemon_restart_keeps_tenants_keys_quotas_ownership_and_usage(cloud: Cloud) -> None:
+    alice, bob = cloud.alice, cloud.bob
+    _ok(cloud.daemon.cli("tenant", "update", "alice", "--quota", "containers=7"))
+    before = _ok(cloud.daemon.cli("tenant", "usage", "alice", "--format", "json"))
+    cloud.restart()
+    assert "web" in _ok(alice.docker("ps", "-a", "--format", "{{.Names}}")).split()
+    assert _ok(alice.docker("logs", "web")) == "hello-alice\n"
+    bobs = _ok(bob.docker("ps", "-a", "--format", "{{.Names}} {{.Command}}"))
+    assert "hello-bob" in bobs and "hello-alice" not in bobs
+    quotas = _ok(cloud.daemon.cli("tenant", "inspect", "-f", "{{.Quotas.containers}}", "alice"))
+    assert quotas.strip() == "7"
+    after = _ok(cloud.daemon.cli("tenant", "usage", "alice", "--format", "json"))
+    assert json.loads(after) == json.loads(before) and json.loads(after)  # billed, and kept
