@@ -21,6 +21,9 @@ class DaemonOptions:
     accel: str = "auto"  # auto | kvm | tcg
     assets_dir: Path | None = None  # kernel + initrd; None = search the usual places
     vm_mem_mib: int = 256
+    # A container with no -m starts at vm_mem_mib and grows on demand up to vm_max_mem_mib
+    # (its VM's balloon deflates on OOM); False: vm_mem_mib is its limit.
+    vm_mem_grows: bool = True
     vm_cpus: int = 1
     tcg_tb_mib: int = defaults.TCG_TB_MIB
     # Each VM's QEMU is limited from the host to its guest RAM plus this (0: the measured

@@ -132,6 +132,7 @@ async def _serve(options: DaemonOptions) -> int:
         vms,
         events,
         Defaults(mem_mib=options.vm_mem_mib, cpus=options.vm_cpus,
+                 mem_grows=options.vm_mem_grows and options.vm_templates,
                  storage_bytes=options.storage_default_bytes,
                  log_max_bytes=options.log_max_bytes, log_max_files=options.log_max_files,
                  ids=ids),
@@ -164,7 +165,8 @@ async def _serve(options: DaemonOptions) -> int:
     heartbeats = asyncio.create_task(meter.heartbeats(), name="usage-heartbeats")
     # The default network gives each container one NIC: build that template (and fill the
     # warm cache of its ready VMs) first.
-    prewarm = asyncio.create_task(vms.prewarm((1,) if networks is not None else (0,)),
+    prewarm = asyncio.create_task(vms.prewarm((1,) if networks is not None else (0,),
+                                              grows=options.vm_mem_grows),
                                   name="prewarm")
     log.info("steelcup daemon ready on %s (root %s, accelerator %s)", options.socket,
              options.root, accel)

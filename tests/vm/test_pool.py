@@ -17,6 +17,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Callable, Coroutine, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -264,6 +265,26 @@ async def test_resize_at_hand_out(factory: Factory, base: Path, rootfs_src: Path
     assert 250 <= grown_mib <= 260, sizes  # the balloon gave back exactly 256 MiB
     shrunk_mib = (sizes[256][1] - sizes[192][1]) / 1024
     assert 62 <= shrunk_mib <= 66, sizes  # ... and takes 64 MiB back from a small container
+
+
+@on_loop
+async def test_memory_that_grows_on_demand(factory: Factory, base: Path,
+                                           rootfs_src: Path) -> None:
+    """A container that asked for no limit starts at the base size and takes memory back
+    from its balloon when it runs out (deflate-on-oom), up to the template's RAM, which is
+    also its host limit. 350 MiB in a 256 MiB VM's /dev/shm, no OOM kill."""
+    request = replace(_req(_rootfs(base, rootfs_src, "grows")), grows=True)
+    m = await factory.acquire(request)
+    try:
+        assert _limit_mib(m) == 768  # the template's RAM: the most it may grow to
+        await m.guest.setup_root("rootfs")
+        out = await _sh(m, "dd if=/dev/zero of=/dev/shm/x bs=1M count=350 2>&1 | tail -1; "
+                           "ls -l /dev/shm/x | awk '{print $5}'; grep -c '' /proc/meminfo")
+        assert f"{350 << 20}" in out.split(), out
+        balloon = await m.qmp("query-balloon")
+        assert int(balloon["actual"]) >= (256 + 80) << 20  # it grew past its start
+    finally:
+        await m.close()
 
 
 @on_loop

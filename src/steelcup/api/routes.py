@@ -67,6 +67,7 @@ from steelcup.runtime.fs_paths import writable_layer
 from steelcup.runtime.model import Status
 from steelcup.runtime.vmstats import VmSample
 from steelcup.tenancy.manager import Tenants
+from steelcup.tenancy.model import size_class
 from steelcup.tenancy.objects import Teardown
 from steelcup.tenancy.sizing import HostCapacity
 from steelcup.volume.manager import VolumeManager
@@ -301,12 +302,27 @@ class _Api:
         }
         if networks is None:
             info["DefaultAddressPools"] = []
+        info["Labels"] = [self._default_size_label(req.principal.tenant)]
         return JsonResponse({
             **{key: info[key] for key in system_info.SCHEMA_KEYS},
             "Steelcup": {"Accelerator": self.svc.accel, "Pool": self._pool_status(),
                          "Networking": self.svc.networks is not None,
                          "VmRunDir": str(self.svc.vm_run_dir or "")},
         })
+
+    def _default_size_label(self, tenant: str | None) -> str:
+        """What a container that asks for no size gets, as `docker info` lists it."""
+        if tenant and self.svc.tenants is not None:
+            name = self.svc.tenants.get(tenant).size_default
+            size = size_class(name)
+            return (f"sh.steelcup.default-size={name} ({size.cpus} vCPU, {size.mem_mib} MiB; "
+                    "--size or -m/--cpus ask for another)")
+        defaults = self.rt.defaults
+        template = self.svc.pool.template if self.svc.pool is not None else None
+        if defaults.mem_grows and template is not None:
+            return (f"sh.steelcup.default-memory={defaults.mem_mib} MiB, growing on demand up "
+                    f"to {template.max_mem_mib} MiB (-m sets a limit)")
+        return f"sh.steelcup.default-memory={defaults.mem_mib} MiB (-m asks for another)"
 
     def _pool_status(self) -> dict[str, Any]:
         if self.svc.pool is None:

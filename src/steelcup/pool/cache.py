@@ -59,6 +59,7 @@ class CacheClass:
 
     tenant: str
     nics: int
+    grows: bool = False  # memory that grows on demand (VmRequest.grows)
 
 
 @dataclass
@@ -127,7 +128,7 @@ class CacheSource:
             raise Incompatible("no network host to move a ready VM's taps on")
         if len(request.tap_places) != len(request.nics):
             raise Incompatible("the request's taps exist already: a ready VM brings its own")
-        return CacheClass(request.tenant, len(request.nics))
+        return CacheClass(request.tenant, len(request.nics), request.grows)
 
     async def acquire(self, request: VmRequest) -> Machine:
         cls = self.class_of(request)
@@ -247,6 +248,7 @@ class CacheSource:
             shares=(Share(ROOTFS_TAG, slot.directory, remap_devices=True),),
             nics=tuple(NicSpec(tap, template_mac(i)) for i, tap in enumerate(taps)),
             tenant=cls.tenant,
+            grows=cls.grows,
             name="cache",
         )
         try:

@@ -115,12 +115,14 @@ class Factory:
             await asyncio.to_thread(links.ensure_tap, self.tap_host, nic.tap, place.bridge,
                                     place.mtu)
 
-    async def prewarm(self, nic_slots: Sequence[int] = (0,)) -> None:
+    async def prewarm(self, nic_slots: Sequence[int] = (0,), grows: bool = False) -> None:
         """Build the default tenant's templates now, then fill its warm cache, so the first
-        `run` already gets a ready VM."""
+        `run` already gets a ready VM (`grows`: the daemon's default memory grows on demand,
+        VmRequest.grows)."""
         if self.template is None:
             return
-        base = self.template.key_for(VmRequest(mem_mib=self.template.base_mem_mib, cpus=1))
+        base = self.template.key_for(VmRequest(mem_mib=self.template.base_mem_mib, cpus=1,
+                                               grows=grows))
         for slots in nic_slots:
             try:
                 await self.template.template(replace(base, nic_slots=slots))
@@ -128,7 +130,7 @@ class Factory:
                 log.warning("template prewarm failed (%s); runs will build it on demand",
                             str(exc).splitlines()[0])
         if self.cache is not None:
-            await self.cache.fill([CacheClass("", slots) for slots in nic_slots])
+            await self.cache.fill([CacheClass("", slots, grows) for slots in nic_slots])
         # Then the templates of containers with volumes (a first `-v` run need not wait).
         if self.template.volume_slots:
             for slots in nic_slots:

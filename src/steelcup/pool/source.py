@@ -27,6 +27,9 @@ class VmRequest:
     mem_mib: int
     cpus: int
     shares: tuple[Share, ...] = ()
+    # No memory limit was asked: the VM starts at `mem_mib` and grows on demand, up to the
+    # template's RAM, when the guest runs out (a pooled VM's balloon deflates on OOM).
+    grows: bool = False
     console_log: Path | None = None
     name: str = ""  # for diagnostics (container id)
     # Pooled and template memory is shared only within one tenant (cross-VM side channels).

@@ -87,6 +87,7 @@ class TemplateKey:
     # The tenant's user namespace: its template's RAM file is its QEMU's, no other's.
     volume_slots: int = 0  # spare 9p devices v0..v{K-1}
     ids: IdRange | None = None
+    grows: bool = False  # its balloon deflates when the guest runs out of memory
 
     def digest(self) -> str:
         return hashlib.sha256(repr(self).encode()).hexdigest()[:16]
@@ -212,6 +213,7 @@ class TemplateSource:
             # Each spare 9p device costs a clone ~1.1 MiB of QEMU memory: containers without
             # volumes come from a template without the slots.
             volume_slots=self.volume_slots if len(request.shares) > 1 else 0,
+            grows=request.grows,
         )
 
     def check(self, request: VmRequest) -> None:
@@ -280,6 +282,7 @@ class TemplateSource:
             cpus=1,
             max_cpus=key.max_cpus,
             balloon=True,
+            balloon_grows=key.grows,
             accel=key.accel,
             tcg_tb_mib=key.tcg_tb_mib,
             mem_path=t.mem_file,
@@ -443,7 +446,13 @@ class TemplateSource:
         if request.mem_mib < t.key.base_mem_mib:
             raise Incompatible(f"a clone of a {t.key.base_mem_mib} MiB template cannot shrink "
                                f"to {request.mem_mib} MiB")
-        if request.mem_mib != t.key.base_mem_mib:
+        if request.grows:
+            # It starts at its size and takes memory back from its balloon when it runs out:
+            # the host limit is the template's RAM.
+            machine.set_memory_limit(t.key.max_mem_mib)
+            if request.mem_mib != t.key.base_mem_mib:
+                await set_balloon(machine, request.mem_mib, BALLOON_DEADLINE_S)
+        elif request.mem_mib != t.key.base_mem_mib:
             # The host limit first: the guest may take all of `mem_mib` as soon as the balloon
             # lets go of it.
             machine.set_memory_limit(request.mem_mib)

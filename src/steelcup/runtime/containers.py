@@ -136,6 +136,10 @@ class Defaults:
 
     mem_mib: int = 256
     cpus: int = 1
+    # A container that asks for no memory limit starts at `mem_mib` and grows on demand up to
+    # the VM templates' RAM (VmRequest.grows); False: `mem_mib` is its limit. Tenants'
+    # containers always have a size (their size class).
+    mem_grows: bool = False
     # The size of a container's writable layer unless it asks (`--storage-opt size=`). Docker
     # has no default limit; a guest must not be able to fill the host's disk.
     storage_bytes: int = 10 * boundedfs.GIB
@@ -306,6 +310,11 @@ class Runtime:
         it did not ask)."""
         return vm_cpus(config.cpus, self.defaults.cpus), config.mem_mib or self.defaults.mem_mib
 
+    def memory_grows(self, config: ContainerConfig) -> bool:
+        """Whether the container's memory grows on demand (it asked for no limit and is the
+        operator's: a tenant's has its size class)."""
+        return self.defaults.mem_grows and not config.mem_mib and not config.tenant
+
     def image_in_use(self, image_id: str, tenant: str | None = None) -> bool:
         """Whether a container of `tenant` (None: of anyone) uses the image."""
         return any(lv.record.config.image_id == image_id
@@ -469,6 +478,7 @@ class Runtime:
                 request = VmRequest(
                     mem_mib=mem_mib,
                     cpus=cpus,
+                    grows=self.memory_grows(config),
                     shares=(Share("rootfs", root), *run.shares),
                     nics=run.vm_nics,
                     tap_places=run.tap_places,

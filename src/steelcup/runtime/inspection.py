@@ -91,6 +91,7 @@ async def sample(rt: Runtime, ref: str) -> VmSample | None:
     if code != 0 and not out:
         raise SteelcupError(f"reading /proc in the container failed: {err!r}")
     reading = parse_sample(out.decode(errors="replace"), time.time_ns())
+    reading = replace(reading, grows=rt.memory_grows(rt.record(ref).config))
     # /proc/loadavg counts the VM's processes and kernel threads too; ps tells the container's.
     if not isinstance(ps_result, BaseException) and ps_result[0] == 0:
         with contextlib.suppress(SteelcupError):

@@ -14,7 +14,8 @@ from steelcup.errors import InvalidArgument
 # Linux reports /proc/stat in USER_HZ ticks, which is 100 on every architecture we boot.
 USER_HZ = 100
 NS_PER_TICK = 1_000_000_000 // USER_HZ
-STAT_FILES = ("/proc/stat", "/proc/meminfo", "/proc/net/dev", "/proc/loadavg")
+STAT_FILES = ("/proc/stat", "/proc/meminfo", "/proc/net/dev", "/proc/loadavg", "/proc/vmstat")
+PAGE = 4096
 PS_DEFAULT_FIELDS = "user,pid,ppid,stat,args"
 
 
@@ -58,6 +59,10 @@ class VmSample:
     networks: dict[str, NetCounters] = field(default_factory=dict)
     pids: int = 0
     host_cpu: HostCpu | None = None  # when set, the CPU figures docker shows
+    # Pages the balloon holds now (/proc/vmstat balloon_inflate - balloon_deflate). A VM whose
+    # memory grows on demand keeps them in MemTotal, so they are not the container's use.
+    balloon_bytes: int = 0
+    grows: bool = False
 
     @property
     def online_cpus(self) -> int:
@@ -65,7 +70,8 @@ class VmSample:
 
     @property
     def mem_used_bytes(self) -> int:
-        return max(0, self.mem_total_bytes - self.mem_available_bytes)
+        held = self.balloon_bytes if self.grows else 0
+        return max(0, self.mem_total_bytes - self.mem_available_bytes - held)
 
 
 def _cpu_line(fields: list[str]) -> tuple[int, int, int, int]:
@@ -85,6 +91,7 @@ def parse_sample(text: str, time_ns: int) -> VmSample:
     mem: dict[str, int] = {}
     nets: dict[str, NetCounters] = {}
     pids = 0
+    balloon = {"balloon_inflate": 0, "balloon_deflate": 0}
     for line in text.splitlines():
         parts = line.split()
         if not parts:
@@ -106,6 +113,8 @@ def parse_sample(text: str, time_ns: int) -> VmSample:
                     nets[name.strip()] = NetCounters(
                         rx_bytes=n[0], rx_packets=n[1], rx_errors=n[2], rx_dropped=n[3],
                         tx_bytes=n[8], tx_packets=n[9], tx_errors=n[10], tx_dropped=n[11])
+            elif head in balloon and len(parts) == 2:
+                balloon[head] = int(parts[1])
             elif len(parts) == 5 and "/" in parts[3]:
                 pids = int(parts[3].partition("/")[2])  # /proc/loadavg: running/total tasks
         except ValueError:
@@ -117,6 +126,7 @@ def parse_sample(text: str, time_ns: int) -> VmSample:
         mem_total_bytes=mem.get("memtotal", 0),
         mem_available_bytes=mem.get("memavailable", mem.get("memfree", 0)),
         mem_fields=mem, networks=nets, pids=pids,
+        balloon_bytes=max(0, balloon["balloon_inflate"] - balloon["balloon_deflate"]) * PAGE,
     )
 
 

@@ -114,6 +114,9 @@ class VmSpec:
     max_cpus: int = 0
     # A virtio-balloon: RAM is `mem_mib`, the pool inflates the balloon to shrink the guest.
     balloon: bool = False
+    # The balloon gives pages back to a guest out of memory (virtio's DEFLATE_ON_OOM, 1 MiB
+    # per OOM): a container with no -m grows on demand up to `mem_mib` (docs/architecture.md).
+    balloon_grows: bool = False
     # Guest RAM from a file (templates): share=on writes go to the file (the template);
     # share=off maps it copy-on-write (clones). None = anonymous RAM.
     mem_path: Path | None = None
@@ -271,7 +274,8 @@ def build_argv(spec: VmSpec, fds: PassedFds | None = None) -> list[str]:
             netdev = f"hubport,id=net{i},hubid={i}"
         argv += ["-netdev", netdev, "-device", f"virtio-net-device,netdev=net{i},mac={nic.mac}"]
     if spec.balloon:
-        argv += ["-device", "virtio-balloon-device"]
+        grows = ",deflate-on-oom=on" if spec.balloon_grows else ""
+        argv += ["-device", f"virtio-balloon-device{grows}"]
     if spec.mem_path is not None:
         shared = "on" if spec.mem_shared else "off"
         mem_path = _opt(str(spec.mem_path)) if fds is None else _fd_path(fds.mem)

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from steelcup.errors import InvalidArgument
@@ -41,6 +43,16 @@ def test_parse_sample() -> None:
     assert (eth0.rx_bytes, eth0.rx_packets, eth0.rx_errors, eth0.rx_dropped) == (5000, 40, 1, 2)
     assert (eth0.tx_bytes, eth0.tx_packets, eth0.tx_errors, eth0.tx_dropped) == (7000, 50, 3, 4)
     assert s.pids == 49
+
+
+def test_a_growing_vms_balloon_is_not_the_containers_memory() -> None:
+    vmstat = "nr_free_pages 37500\nballoon_inflate 460800\nballoon_deflate 10240\n"
+    s = parse_sample(PROC + vmstat, 1)
+    assert s.balloon_bytes == (460800 - 10240) * 4096
+    assert s.mem_used_bytes == (210848 - 172424) * 1024  # a fixed-size VM: MemTotal lacks them
+    grown = replace(s, mem_total_bytes=2048 << 20, mem_available_bytes=(2048 << 20) - (
+        s.balloon_bytes + (30 << 20)), grows=True)
+    assert grown.mem_used_bytes == 30 << 20  # deflate-on-oom keeps them in MemTotal
 
 
 def test_parse_sample_tolerates_garbage() -> None:

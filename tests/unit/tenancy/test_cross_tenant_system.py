@@ -50,3 +50,12 @@ def test_image_events_are_the_callers_own(cloud: Cloud) -> None:
         assert {e["Type"] for e in _events(bob, since)} <= {"image"}
         assert all(e["Action"] == "prune" for e in _events(bob, since))
         assert "prune" not in [e["Action"] for e in _events(alice, since)]
+
+
+def test_info_says_what_a_container_that_asks_for_no_size_gets(cloud: Cloud) -> None:
+    with cloud.client("alice") as alice, cloud.operator() as operator:
+        assert alice.get("/info").json()["Labels"] == [
+            "sh.steelcup.default-size=s4 (1 vCPU, 512 MiB; --size or -m/--cpus ask for "
+            "another)"]
+        assert operator.get("/info").json()["Labels"] == [
+            "sh.steelcup.default-memory=256 MiB (-m asks for another)"]

@@ -70,6 +70,11 @@ def register(sub: Any, name: str, help_text: str) -> None:
         p.add_argument("--vm-max-mem", type=int, default=defaults.VM_MAX_MEM_MIB, metavar="MIB",
                        help="largest memory a container VM can be given (template RAM size; "
                             "default %(default)s)")
+        p.add_argument("--no-memory-growth", dest="memory_grows", action="store_false",
+                       help="a container with no -m gets exactly the default 256 MiB; by "
+                            "default it starts there and grows on demand up to --vm-max-mem "
+                            "(the host limits it to that), as a docker container without -m "
+                            "may use what it needs"),
         p.add_argument("--vm-max-cpus", type=int, default=defaults.VM_MAX_CPUS, metavar="N",
                        help="vCPUs present in a cloned VM (onlined at hand-out; "
                             "default %(default)s)")
@@ -326,6 +331,7 @@ def cmd_daemon(ctx: Context, args: argparse.Namespace) -> int:
         userns_base=args.userns_base,
         vm_templates=args.templates,
         vm_max_mem_mib=args.vm_max_mem,
+        vm_mem_grows=args.memory_grows,
         vm_max_cpus=args.vm_max_cpus,
         vm_pool_size=args.pool_size,
         layer_max_gib=args.layer_max_size,
