@@ -101,6 +101,31 @@ def decode_extra_hosts(entries: Iterable[str]) -> tuple[tuple[str, str], ...]:
     return tuple(out)
 
 
+def decode_links(entries: Iterable[str]) -> tuple[tuple[str, str], ...]:
+    """docker's --link NAME[:ALIAS] (also `/NAME:/CONTAINER/ALIAS`, as inspect shows them)
+    -> (linked container's name, alias) pairs."""
+    out = []
+    for entry in entries:
+        parts = entry.split(":")
+        if not entry or len(parts) > 2:
+            raise InvalidArgument(f"HostConfig.Links: bad format for links: {entry!r} "
+                                  "(NAME:ALIAS)")
+        name, alias = (parts[0], parts[-1]) if len(parts) == 2 else (entry, entry)
+        name, alias = name.lstrip("/"), alias.rsplit("/", 1)[-1]
+        if not name or not alias or any(c.isspace() or c == "/" for c in name + alias):
+            raise InvalidArgument(f"HostConfig.Links: bad link {entry!r} (NAME:ALIAS)")
+        out.append((name, alias))
+    return tuple(out)
+
+
+def decode_shm_size(host: dict[str, Any]) -> int:
+    """HostConfig.ShmSize in bytes (0 = the default)."""
+    size = _get(host, "ShmSize", int, 0)
+    if size < 0:
+        raise InvalidArgument("SHM size can not be less than 0")
+    return int(size)
+
+
 # -- HostConfig: every field the API defines, and what steelcup does with it -----------------
 #
 # No setting is accepted and ignored. Each HostConfig field (Engine API 1.43, Resources
@@ -155,20 +180,21 @@ HOST_SETTINGS: dict[str, Setting] = {
     "IpcMode": Setting("always", "a VM has its own IPC namespace; host and container:ID are "
                                  "refused", ("private", "shareable")),
     "Cgroup": Setting("refused", "a VM has its own cgroups"),
-    "Links": Setting("refused", _NOT_YET + ": containers on a user network find each other "
-                                           "by name"),
+    "Links": Setting("applied", "/etc/hosts lines naming a running container it shares a "
+                                "network with (no link environment variables)"),
     "OomScoreAdj": Setting("refused", "the host's OOM killer sees the VM, not its processes"),
     "PidMode": Setting("refused", "a VM has its own PID namespace"),
     "Privileged": Setting("applied", "all capabilities in the guest; never host access"),
     "PublishAllPorts": Setting("applied", "every exposed port on a free host port"),
-    "ReadonlyRootfs": Setting("refused", _NOT_YET),
+    "ReadonlyRootfs": Setting("applied", "the rootfs is mounted read-only in the guest"),
     "SecurityOpt": Setting("refused", "seccomp, AppArmor and SELinux profiles are not applied "
                                       "inside the guest; the VM is the boundary"),
     "StorageOpt": Setting("applied", "size of the writable layer"),
     "Tmpfs": Setting("applied", "tmpfs mounts in the guest"),
     "UTSMode": Setting("refused", "a VM has its own hostname"),
     "UsernsMode": Setting("refused", "the VM's ids are mapped by steelcup"),
-    "ShmSize": Setting("refused", _NOT_YET + ": the guest's /dev/shm is sized by its memory"),
+    "ShmSize": Setting("applied", "size of the guest's /dev/shm tmpfs (default: the kernel's, "
+                                  "half the VM's memory)"),
     "Sysctls": Setting("refused", _NOT_YET),
     "Runtime": Setting("always", "every container is a steelcup VM", ("steelcup",)),
     "Isolation": Setting("always", "every container is isolated as a VM", ("default",)),
@@ -356,6 +382,9 @@ def decode_create(body: Any) -> ContainerConfig:
         dns_options=_words(_str_list(host, "DnsOptions") or (), "HostConfig.DnsOptions"),
         group_add=_words(_str_list(host, "GroupAdd") or (), "HostConfig.GroupAdd"),
         privileged=_get(host, "Privileged", bool, False),
+        read_only=_get(host, "ReadonlyRootfs", bool, False),
+        shm_size_bytes=decode_shm_size(host),
+        links=decode_links(_str_list(host, "Links") or ()),
     )
 
 
@@ -653,6 +682,9 @@ def encode_inspect(
             "DnsOptions": list(config.dns_options),
             "GroupAdd": list(config.group_add) or None,
             "Privileged": config.privileged,
+            "ReadonlyRootfs": config.read_only,
+            "ShmSize": config.shm_size_bytes,
+            "Links": [f"/{name}:/{record.name}/{alias}" for name, alias in config.links] or None,
             "Runtime": "steelcup",
         },
         "GraphDriver": {"Name": "overlay", "Data": None},

@@ -82,7 +82,7 @@ class FakeGuest:
 
     async def setup_root(self, source: str, hostname: str, readonly: bool,
                          subdir: str = "") -> None:
-        pass
+        self.machine.root_readonly = readonly
 
     async def net_config(self, fields: object, *, timeout_s: float) -> None:
         self.machine.nics.append(fields)  # NET_CONFIG as the guest got it
@@ -115,6 +115,7 @@ class FakeMachine:
     processes: list[FakeProcess] = field(default_factory=list)
     nics: list[object] = field(default_factory=list)
     mounts: list[object] = field(default_factory=list)
+    root_readonly: bool | None = None  # as SETUP_ROOT got it (None: not set up)
 
     def __post_init__(self) -> None:
         self.guest = FakeGuest(self)
