@@ -166,10 +166,10 @@ def test_info_has_the_whole_schema_and_swarm_leave_is_503(
 
 
 @pytest.mark.parametrize(("flags", "named"), [
-    (("--shm-size", "128m"), "HostConfig.ShmSize"),
+    (("--sysctl", "net.core.somaxconn=1024"), "HostConfig.Sysctls"),
     (("--pid", "host"), "HostConfig.PidMode"),
     (("--uts", "host"), "HostConfig.UTSMode"),
-    (("--link", "db:database"), "HostConfig.Links"),
+    (("--oom-score-adj", "500"), "HostConfig.OomScoreAdj"),
     (("--volumes-from", "other"), "HostConfig.VolumesFrom"),
     (("--cpuset-cpus", "0"), "HostConfig.CpusetCpus"),
     (("-m", "64m", "--memory-swap", "-1"), "HostConfig.MemorySwap"),
@@ -211,3 +211,69 @@ def test_docker_py_settings_and_ipam_refusals(
         result = dockerd.run("network", "create", "--subnet", "10.77.0.0/24", flag, "conf-ipam")
         assert result.returncode != 0 and b"is not supported by steelcup" in result.stderr
     assert client.ping()
+
+
+def test_read_only_rootfs_refuses_writes_but_not_to_mounts(dockerd: Docker) -> None:
+    """--read-only as dockerd: the root and its /etc files are read-only, /tmp too; a volume
+    and a tmpfs at paths the image lacks (their mount points are made on the host), /dev and
+    /dev/shm are writable; docker cp into the root is refused, into the volume it works."""
+    script = ("for p in /new /tmp/t /etc/hosts /scratch/a /data/b /dev/shm/c; do "
+              "if touch $p 2>/dev/null; then echo $p=rw; else echo $p=ro; fi; done; "
+              "touch /x 2>&1; grep ' / ' /proc/mounts")
+    out = dockerd.out("run", "--rm", "--read-only", "--tmpfs", "/scratch", "-v",
+                      "conf-ro-data:/data", IMG, "sh", "-c", script)
+    assert "/new=ro\n/tmp/t=ro\n/etc/hosts=ro\n/scratch/a=rw\n/data/b=rw\n/dev/shm/c=rw" in out
+    assert "Read-only file system" in out
+    assert any(line.split()[1:2] == ["/"] and " ro," in line for line in out.splitlines())
+    cid = dockerd.out("create", "--read-only", "-v", "conf-ro-data:/data", IMG, "true").strip()
+    try:
+        assert dockerd.out("inspect", "-f", "{{.HostConfig.ReadonlyRootfs}}", cid).strip() == "true"
+        refused = dockerd.run("cp", str(BUSYBOX_TAR), f"{cid}:/")
+        assert refused.returncode != 0
+        assert b"container rootfs is marked read-only" in refused.stderr
+        dockerd.out("cp", str(BUSYBOX_TAR), f"{cid}:/data/")
+    finally:
+        dockerd.run("rm", "-f", cid)
+        dockerd.run("volume", "rm", "conf-ro-data")
+    # without --read-only the root stays writable
+    assert dockerd.out("run", "--rm", IMG, "sh", "-c", "touch /new && echo rw").strip() == "rw"
+
+
+def test_shm_size_sizes_dev_shm(dockerd: Docker, client: docker.DockerClient) -> None:
+    out = dockerd.out("run", "--rm", "--shm-size", "16m", IMG, "df", "-k", "/dev/shm")
+    assert out.splitlines()[-1].split()[1] == "16384", out
+    container = client.containers.create(IMG, "true", shm_size="8m")
+    try:
+        assert container.attrs["HostConfig"]["ShmSize"] == 8 << 20
+    finally:
+        container.remove()
+
+
+def test_links_name_a_running_container_in_etc_hosts(dockerd: Docker) -> None:
+    db = dockerd.out("run", "-d", "--name", "conf-db", IMG, "sleep", "600").strip()
+    try:
+        address = dockerd.out("inspect", "-f",
+                              "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+                              db).strip()
+        hosts = dockerd.out("run", "--rm", "--link", "conf-db:database", IMG, "sh", "-c",
+                            "cat /etc/hosts; ping -c 1 -W 10 database >/dev/null && "
+                            "echo reached")
+        assert f"{address}\tdatabase {db[:12]} conf-db" in hosts, hosts
+        assert hosts.strip().endswith("reached")
+        cid = dockerd.out("create", "--link", "conf-db", IMG, "true").strip()
+        links, name = dockerd.out("inspect", "-f", "{{json .HostConfig.Links}} {{.Name}}",
+                                  cid).split()
+        dockerd.out("rm", cid)
+        assert json.loads(links) == [f"/conf-db:{name}/conf-db"]
+    finally:
+        dockerd.run("rm", "-f", db)
+    missing = dockerd.run("create", "--link", "conf-nope:db", IMG, "true")
+    assert missing.returncode != 0
+    assert b"could not get container for conf-nope" in missing.stderr
+    dockerd.out("create", "--name", "conf-stopped", IMG, "true")
+    try:
+        stopped = dockerd.run("run", "--rm", "--link", "conf-stopped:db", IMG, "true")
+        assert stopped.returncode != 0
+        assert b"Cannot link to a non running container: /conf-stopped AS /" in stopped.stderr
+    finally:
+        dockerd.run("rm", "-f", "conf-stopped")
