@@ -204,9 +204,8 @@ def test_docker_py_settings_and_ipam_refusals(
         client.containers.create(IMG, "true", mac_address="02:42:ac:11:00:02")
     assert caught.value.response.status_code == 400 and "MacAddress" in str(caught.value)
     with pytest.raises(docker.errors.APIError) as caught:
-        client.containers.create(IMG, "true", ulimits=[docker.types.Ulimit(name="nofile",
-                                                                           soft=1, hard=2)])
-    assert caught.value.response.status_code == 400 and "HostConfig.Ulimits" in str(caught.value)
+        client.containers.create(IMG, "true", cpuset_cpus="0")
+    assert caught.value.response.status_code == 400 and "HostConfig.CpusetCpus" in str(caught.value)
     for flag in ("--ip-range=10.77.0.0/25", "--aux-address=a=10.77.0.5"):
         result = dockerd.run("network", "create", "--subnet", "10.77.0.0/24", flag, "conf-ipam")
         assert result.returncode != 0 and b"is not supported by steelcup" in result.stderr

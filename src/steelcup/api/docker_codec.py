@@ -126,6 +126,66 @@ def decode_shm_size(host: dict[str, Any]) -> int:
     return int(size)
 
 
+# dockerd's namespaced sysctls (what runc lets a container set): the VM's own here too.
+SYSCTLS_ALLOWED = frozenset({"kernel.msgmax", "kernel.msgmnb", "kernel.msgmni", "kernel.sem",
+                             "kernel.shmall", "kernel.shmmax", "kernel.shmmni",
+                             "kernel.shm_rmid_forced"})
+SYSCTL_PREFIXES_ALLOWED = ("fs.mqueue.", "net.")
+_SYSCTL_KEY = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)+")
+ULIMIT_NAMES = frozenset({"as", "core", "cpu", "data", "fsize", "locks", "memlock", "msgqueue",
+                          "nice", "nofile", "nproc", "rss", "rtprio", "rttime", "sigpending",
+                          "stack"})
+PIDS_LIMIT_MAX = 0xFFFFFFFF
+
+
+def decode_sysctls(host: dict[str, Any]) -> tuple[tuple[str, str], ...]:
+    """HostConfig.Sysctls -> (key, value) pairs, docker's namespaced ones only."""
+    out = []
+    for key, value in sorted(_str_map(host, "Sysctls").items()):
+        if not _SYSCTL_KEY.fullmatch(key):
+            raise InvalidArgument(f"HostConfig.Sysctls: bad sysctl name {key!r} (dotted, "
+                                  "e.g. net.core.somaxconn)")
+        if key not in SYSCTLS_ALLOWED and not key.startswith(SYSCTL_PREFIXES_ALLOWED):
+            raise InvalidArgument(f"HostConfig.Sysctls: sysctl '{key}' is not allowed (only "
+                                  "docker's namespaced ones: kernel.msg*, kernel.sem, "
+                                  "kernel.shm*, fs.mqueue.*, net.*)")
+        if not value or "\n" in value or "\x00" in value:
+            raise InvalidArgument(f"HostConfig.Sysctls: bad value for {key}: {value!r}")
+        out.append((key, value))
+    return tuple(out)
+
+
+def decode_ulimits(host: dict[str, Any]) -> tuple[tuple[str, int, int], ...]:
+    """HostConfig.Ulimits ([{Name, Soft, Hard}]) -> (name, soft, hard), -1 = unlimited."""
+    entries = _get(host, "Ulimits", list, [])
+    out: dict[str, tuple[str, int, int]] = {}
+    for entry in entries:
+        if not isinstance(entry, dict):
+            raise InvalidArgument("HostConfig.Ulimits: expected a list of objects")
+        name = _get(entry, "Name", str, "")
+        soft, hard = _get(entry, "Soft", int, 0), _get(entry, "Hard", int, 0)
+        if name not in ULIMIT_NAMES:
+            raise InvalidArgument(f"HostConfig.Ulimits: invalid ulimit type: {name!r}")
+        for value in (soft, hard):
+            if value < -1 or value >= 1 << 63:
+                raise InvalidArgument(f"HostConfig.Ulimits: bad {name} limit {value} (a "
+                                      "number, -1 for unlimited)")
+        unlimited = 1 << 64  # -1 compares above every number
+        if (unlimited if soft == -1 else soft) > (unlimited if hard == -1 else hard):
+            raise InvalidArgument(f"HostConfig.Ulimits: ulimit soft limit must be less than "
+                                  f"or equal to hard limit: {soft} > {hard} ({name})")
+        out[name] = (name, soft, hard)  # the last one of a name wins, as in dockerd
+    return tuple(out.values())
+
+
+def decode_pids_limit(host: dict[str, Any]) -> int:
+    """HostConfig.PidsLimit: > 0 a limit; 0, -1 (or any negative, as dockerd) none."""
+    limit = _get(host, "PidsLimit", int, 0)
+    if limit > PIDS_LIMIT_MAX:
+        raise InvalidArgument(f"HostConfig.PidsLimit: at most {PIDS_LIMIT_MAX}")
+    return max(int(limit), 0)
+
+
 # -- HostConfig: every field the API defines, and what steelcup does with it -----------------
 #
 # No setting is accepted and ignored. Each HostConfig field (Engine API 1.43, Resources
@@ -195,7 +255,9 @@ HOST_SETTINGS: dict[str, Setting] = {
     "UsernsMode": Setting("refused", "the VM's ids are mapped by steelcup"),
     "ShmSize": Setting("applied", "size of the guest's /dev/shm tmpfs (default: the kernel's, "
                                   "half the VM's memory)"),
-    "Sysctls": Setting("refused", _NOT_YET),
+    "Sysctls": Setting("applied", "written in the guest before the process starts; docker's "
+                                  "namespaced ones only (kernel.msg*, kernel.sem, kernel.shm*, "
+                                  "fs.mqueue.*, net.*)"),
     "Runtime": Setting("always", "every container is a steelcup VM", ("steelcup",)),
     "Isolation": Setting("always", "every container is isolated as a VM", ("default",)),
     "MaskedPaths": Setting("refused", "the guest's /proc and /sys are the VM's own"),
@@ -228,8 +290,9 @@ HOST_SETTINGS: dict[str, Setting] = {
     "Init": Setting("always", "steelcup's init is PID 1 of every VM, reaping zombies and "
                               "forwarding signals (false asks for dockerd's default: the same)",
                     (True,)),
-    "PidsLimit": Setting("refused", _NOT_YET, (-1,)),
-    "Ulimits": Setting("refused", _NOT_YET),
+    "PidsLimit": Setting("applied", "a pids cgroup in the guest for the container's processes "
+                                    "(execs included); 0 or -1: none"),
+    "Ulimits": Setting("applied", "rlimits of the container's processes (execs included)"),
     "CpuCount": Setting("refused", "Windows only"),
     "CpuPercent": Setting("refused", "Windows only"),
     "IOMaximumIOps": Setting("refused", "Windows only"),
@@ -385,6 +448,9 @@ def decode_create(body: Any) -> ContainerConfig:
         read_only=_get(host, "ReadonlyRootfs", bool, False),
         shm_size_bytes=decode_shm_size(host),
         links=decode_links(_str_list(host, "Links") or ()),
+        sysctls=decode_sysctls(host),
+        ulimits=decode_ulimits(host),
+        pids_limit=decode_pids_limit(host),
     )
 
 
@@ -685,6 +751,9 @@ def encode_inspect(
             "ReadonlyRootfs": config.read_only,
             "ShmSize": config.shm_size_bytes,
             "Links": [f"/{name}:/{record.name}/{alias}" for name, alias in config.links] or None,
+            "Sysctls": dict(config.sysctls) or None,
+            "Ulimits": [{"Name": n, "Soft": s, "Hard": h} for n, s, h in config.ulimits] or None,
+            "PidsLimit": config.pids_limit or None,
             "Runtime": "steelcup",
         },
         "GraphDriver": {"Name": "overlay", "Data": None},

@@ -497,7 +497,10 @@ class Runtime:
                 machine = await self.vms.acquire(request)
                 stack.push_async_callback(machine.close)
                 await machine.guest.setup_root("rootfs", config.hostname, config.read_only,
-                                               subdir=machine.rootfs_subdir)
+                                               subdir=machine.rootfs_subdir,
+                                               pids_max=config.pids_limit)
+                if config.sysctls:
+                    await machine.guest.sysctl(f"{k}={v}" for k, v in config.sysctls)
                 await self.resources.configure_guest(machine.guest, run)
                 spec = ProcessSpec(
                     args=(record.path, *record.args),
@@ -512,6 +515,7 @@ class Runtime:
                     stdin=config.open_stdin,
                     main=True,
                     caps=config.caps,
+                    rlimits=config.rlimits(),
                 )
                 process = await machine.guest.start(spec)
             except ProcessStartError as exc:
