@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import tarfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -166,7 +167,7 @@ def test_info_has_the_whole_schema_and_swarm_leave_is_503(
 
 
 @pytest.mark.parametrize(("flags", "named"), [
-    (("--sysctl", "net.core.somaxconn=1024"), "HostConfig.Sysctls"),
+    (("--cgroup-parent", "/mine"), "HostConfig.CgroupParent"),
     (("--pid", "host"), "HostConfig.PidMode"),
     (("--uts", "host"), "HostConfig.UTSMode"),
     (("--oom-score-adj", "500"), "HostConfig.OomScoreAdj"),
@@ -276,3 +277,55 @@ def test_links_name_a_running_container_in_etc_hosts(dockerd: Docker) -> None:
         assert b"Cannot link to a non running container: /conf-stopped AS /" in stopped.stderr
     finally:
         dockerd.run("rm", "-f", "conf-stopped")
+
+
+def test_sysctls_are_written_in_the_guest_and_others_refused(
+    dockerd: Docker, client: docker.DockerClient
+) -> None:
+    out = dockerd.out("run", "--rm", "--sysctl", "net.core.somaxconn=1234", "--sysctl",
+                      "kernel.shmmni=4000", IMG, "sh", "-c",
+                      "cat /proc/sys/net/core/somaxconn /proc/sys/kernel/shmmni")
+    assert out.split() == ["1234", "4000"]
+    # the docker CLI refuses it itself; the daemon does too
+    with pytest.raises(docker.errors.APIError) as caught:
+        client.containers.create(IMG, "true", sysctls={"kernel.panic": "1"})
+    assert caught.value.response.status_code == 400
+    assert "sysctl 'kernel.panic' is not allowed" in str(caught.value)
+    missing = dockerd.run("run", "--rm", "--sysctl", "net.core.no_such_thing=1", IMG, "true")
+    assert missing.returncode != 0 and b"net/core/no_such_thing" in missing.stderr
+
+
+def test_ulimits_apply_to_the_process_and_execs(
+    dockerd: Docker, client: docker.DockerClient
+) -> None:
+    cid = dockerd.out("run", "-d", "--ulimit", "nofile=512:1024", "--ulimit", "core=-1",
+                      IMG, "sh", "-c", "ulimit -n -H; ulimit -n; ulimit -c; sleep 600").strip()
+    try:
+        deadline = time.monotonic() + 60
+        while len(dockerd.out("logs", cid).split()) < 3 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert dockerd.out("logs", cid).split() == ["1024", "512", "unlimited"]
+        assert dockerd.out("exec", cid, "sh", "-c", "ulimit -n").strip() == "512"
+        ulimits = client.containers.get(cid).attrs["HostConfig"]["Ulimits"]
+        assert {u["Name"]: (u["Soft"], u["Hard"]) for u in ulimits} == {
+            "nofile": (512, 1024), "core": (-1, -1)}
+    finally:
+        dockerd.run("rm", "-f", cid)
+
+
+def test_pids_limit_stops_a_fork_bomb_at_the_limit(
+    dockerd: Docker, client: docker.DockerClient
+) -> None:
+    # the shell counts the sleepers it started until a fork fails (busybox sh then gives up)
+    script = "for i in $(seq 20); do sleep 30 & echo $i; done; echo all"
+    out = dockerd.run("run", "--rm", "--pids-limit", "10", IMG, "sh", "-c", script)
+    assert out.returncode != 0
+    assert b"can't fork: Resource temporarily unavailable" in out.stderr, out
+    assert out.stdout.split()[-1] == b"9", out  # the shell and 9 sleepers are 10 tasks
+    free = dockerd.out("run", "--rm", "--pids-limit", "30", IMG, "sh", "-c", script)
+    assert free.split()[-1] == "all"
+    container = client.containers.create(IMG, "true", pids_limit=10)
+    try:
+        assert container.attrs["HostConfig"]["PidsLimit"] == 10
+    finally:
+        container.remove()

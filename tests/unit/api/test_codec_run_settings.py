@@ -3,13 +3,14 @@ shown by inspect as dockerd shows them."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
 
 from steelcup.api import docker_codec as codec
 from steelcup.errors import InvalidArgument
-from steelcup.runtime.model import ContainerRecord, ContainerState, Status
+from steelcup.runtime.model import ContainerConfig, ContainerRecord, ContainerState, Status
 
 
 def _decode(**host: Any) -> Any:
@@ -53,3 +54,58 @@ def test_inspect_shows_them_as_dockerd() -> None:
         id="b" * 64, name="x", created="2026-01-01T00:00:00Z", config=_decode(), path="true",
         args=(), state=ContainerState()), "/x.log")["HostConfig"]
     assert (plain["ShmSize"], plain["ReadonlyRootfs"], plain["Links"]) == (0, False, None)
+
+
+def test_sysctls_docker_allows_and_those_it_refuses() -> None:
+    config = _decode(Sysctls={"net.ipv4.ip_forward": "1", "kernel.shmmax": "4096",
+                              "fs.mqueue.msg_max": "20"})
+    assert config.sysctls == (("fs.mqueue.msg_max", "20"), ("kernel.shmmax", "4096"),
+                              ("net.ipv4.ip_forward", "1"))
+    for key in ("kernel.panic", "vm.swappiness", "fs.file-max"):
+        with pytest.raises(InvalidArgument, match=f"sysctl '{key}' is not allowed"):
+            _decode(Sysctls={key: "1"})
+    for key in ("net..core", "net/core/somaxconn", "net", "net.core.a b"):
+        with pytest.raises(InvalidArgument, match="bad sysctl name"):
+            _decode(Sysctls={key: "1"})
+    with pytest.raises(InvalidArgument, match="bad value"):
+        _decode(Sysctls={"net.core.somaxconn": "1\n2"})
+
+
+def test_ulimits() -> None:
+    config = _decode(Ulimits=[{"Name": "nofile", "Soft": 1024, "Hard": 2048},
+                              {"Name": "core", "Soft": -1, "Hard": -1},
+                              {"Name": "nofile", "Soft": 10, "Hard": 20}])
+    assert config.ulimits == (("nofile", 10, 20), ("core", -1, -1))
+    assert config.rlimits() == ("nofile=10:20", "core=-1:-1")
+    for bad, text in (({"Name": "bogus", "Soft": 1, "Hard": 1}, "invalid ulimit type"),
+                      ({"Name": "nofile", "Soft": 2, "Hard": 1}, "soft limit must be less"),
+                      ({"Name": "nofile", "Soft": -1, "Hard": 1}, "soft limit must be less"),
+                      ({"Name": "nofile", "Soft": -2, "Hard": 1}, "bad nofile limit")):
+        with pytest.raises(InvalidArgument, match=text):
+            _decode(Ulimits=[bad])
+
+
+def test_pids_limit() -> None:
+    assert _decode(PidsLimit=100).pids_limit == 100
+    assert _decode(PidsLimit=-1).pids_limit == 0
+    assert _decode(PidsLimit=0).pids_limit == 0
+    with pytest.raises(InvalidArgument, match="PidsLimit"):
+        _decode(PidsLimit=1 << 40)
+
+
+def test_inspect_shows_limits() -> None:
+    config = _decode(Sysctls={"net.core.somaxconn": "1024"}, PidsLimit=7,
+                     Ulimits=[{"Name": "nofile", "Soft": 1, "Hard": 2}])
+    record = ContainerRecord(id="a" * 64, name="web", created="2026-01-01T00:00:00Z",
+                             config=config, path="true", args=(), state=ContainerState())
+    host = codec.encode_inspect(record, "/x.log")["HostConfig"]
+    assert host["Sysctls"] == {"net.core.somaxconn": "1024"}
+    assert host["PidsLimit"] == 7
+    assert host["Ulimits"] == [{"Name": "nofile", "Soft": 1, "Hard": 2}]
+
+
+def test_the_new_settings_survive_the_record_store() -> None:
+    config = _decode(Sysctls={"net.core.somaxconn": "1024"}, PidsLimit=7, ReadonlyRootfs=True,
+                     ShmSize=1 << 20, Links=["db:database"],
+                     Ulimits=[{"Name": "nofile", "Soft": 1, "Hard": 2}])
+    assert ContainerConfig.from_json(json.loads(json.dumps(config.to_json()))) == config

@@ -113,3 +113,21 @@ def test_a_link_to_a_stopped_container_fails_the_start(tmp_path: Path) -> None:
         assert vms.machines == []  # refused before a VM was asked for
 
     run(tmp_path, body)
+
+
+def test_sysctls_ulimits_and_pids_limit_reach_the_guest(tmp_path: Path) -> None:
+    async def body(runtime: Runtime, vms: FakeVms) -> None:
+        record = create(runtime, "lim", sysctls=(("kernel.shmmni", "8192"),
+                                                 ("net.core.somaxconn", "1024")),
+                        ulimits=(("nofile", 1024, 2048), ("core", -1, -1)), pids_limit=50)
+        await runtime.start(record.id)
+        await runtime.start(create(runtime, "plain").id)
+        limited, plain = vms.machines
+        assert limited.pids_max == 50 and plain.pids_max == 0
+        assert limited.sysctls == ["kernel.shmmni=8192", "net.core.somaxconn=1024"]
+        assert plain.sysctls == []
+        main = limited.processes[0].spec
+        assert main.rlimits == ("nofile=1024:2048", "core=-1:-1")
+        assert plain.processes[0].spec.rlimits == ()
+
+    run(tmp_path, body)
