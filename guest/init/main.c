@@ -3,6 +3,7 @@
 #include "channel.h"
 #include "fixup.h"
 #include "init.h"
+#include "ctlimits.h"
 #include "modules.h"
 #include "mounts.h"
 #include "net.h"
@@ -109,7 +110,7 @@ static void copy_str(const struct proto_frame *f, uint16_t tag, char *out, size_
 
 static void handle_setup_root(const struct proto_frame *f)
 {
-	uint32_t id = f->hdr.id, ro = 0;
+	uint32_t id = f->hdr.id, ro = 0, pids_max = 0;
 	char tag[256], host[256], subdir[1024], msg[300];
 	if (root_ready) {
 		channel_send_error(id, EBUSY, "root already set up");
@@ -119,6 +120,7 @@ static void handle_setup_root(const struct proto_frame *f)
 	copy_str(f, PROTO_TAG_HOSTNAME, host, sizeof(host));
 	copy_str(f, PROTO_TAG_SUBDIR, subdir, sizeof(subdir));
 	proto_frame_u32(f, PROTO_TAG_READONLY, &ro);
+	proto_frame_u32(f, PROTO_TAG_PIDS_MAX, &pids_max);
 	if (tag[0] == 0) {
 		channel_send_error(id, EINVAL, "SETUP_ROOT needs SOURCE (at most 255 bytes)");
 		return;
@@ -137,6 +139,10 @@ static void handle_setup_root(const struct proto_frame *f)
 	if (host[0] && sethostname(host, strlen(host)) < 0) {
 		snprintf(msg, sizeof(msg), "sethostname: %s", strerror(errno));
 		channel_send_error(id, errno, msg);
+		return;
+	}
+	if (pids_max && (rc = ctlimits_pids_setup(pids_max, msg, sizeof(msg))) < 0) {
+		channel_send_error(id, -rc, msg);
 		return;
 	}
 	root_ready = 1;
@@ -209,6 +215,30 @@ static void handle_mount(const struct proto_frame *f)
 		channel_send_ok(id);
 }
 
+/* SYSCTL: each SYSCTL field in wire order; the first failure answers ERROR (those before it
+ * stay written). */
+static void handle_sysctl(const struct proto_frame *f)
+{
+	char spec[4096], msg[300];
+	for (size_t i = 0; i < f->nfields; i++) {
+		const struct proto_field *fl = &f->fields[i];
+		if (fl->tag != PROTO_TAG_SYSCTL)
+			continue;
+		if (fl->len >= sizeof(spec)) {
+			channel_send_error(f->hdr.id, ENAMETOOLONG, "SYSCTL over 4095 bytes");
+			return;
+		}
+		memcpy(spec, fl->val, fl->len);
+		spec[fl->len] = 0;
+		int rc = ctlimits_sysctl_write(spec, msg, sizeof(msg));
+		if (rc < 0) {
+			channel_send_error(f->hdr.id, -rc, msg);
+			return;
+		}
+	}
+	channel_send_ok(f->hdr.id);
+}
+
 static void handle_poweroff(uint32_t id)
 {
 	if (powering_off)
@@ -275,6 +305,9 @@ static void dispatch(const struct proto_frame *f)
 		break;
 	case PROTO_OP_STAGE_ROOT:
 		handle_stage_root(f);
+		break;
+	case PROTO_OP_SYSCTL:
+		handle_sysctl(f);
 		break;
 	default:
 		channel_send_error(id, ENOSYS, "unknown opcode");

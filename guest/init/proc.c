@@ -12,6 +12,7 @@
 #include "caps.h"
 #include "channel.h"
 #include "init.h"
+#include "ctlimits.h"
 #include "mounts.h"
 
 #include <errno.h>
@@ -138,6 +139,9 @@ struct start_req {
 	size_t ngroups;
 	int tty, rows, cols, use_stdin, main;
 	uint64_t caps;
+	struct rlimit *rlimits; /* RLIMIT fields, in wire order */
+	int *resources;
+	size_t nrlimits;
 };
 
 static void free_req(struct start_req *r)
@@ -150,6 +154,8 @@ static void free_req(struct start_req *r)
 	free(r->envp);
 	free(r->cwd);
 	free(r->groups);
+	free(r->rlimits);
+	free(r->resources);
 }
 
 static int parse_req(const struct proto_frame *f, struct start_req *r)
@@ -159,7 +165,9 @@ static int parse_req(const struct proto_frame *f, struct start_req *r)
 	r->argv = calloc(f->nfields + 1, sizeof(char *));
 	r->envp = calloc(f->nfields + 1, sizeof(char *));
 	r->groups = calloc(f->nfields + 1, sizeof(gid_t));
-	if (!r->argv || !r->envp || !r->groups)
+	r->rlimits = calloc(f->nfields + 1, sizeof(struct rlimit));
+	r->resources = calloc(f->nfields + 1, sizeof(int));
+	if (!r->argv || !r->envp || !r->groups || !r->rlimits || !r->resources)
 		return -ENOMEM;
 	for (size_t i = 0; i < f->nfields; i++) {
 		const struct proto_field *fl = &f->fields[i];
@@ -187,6 +195,18 @@ static int parse_req(const struct proto_frame *f, struct start_req *r)
 		case PROTO_TAG_STDIN: r->use_stdin = v != 0; break;
 		case PROTO_TAG_MAIN: r->main = v != 0; break;
 		case PROTO_TAG_CAPS: r->caps = proto_get64(fl->val); break; /* 8 bytes: decoder */
+		case PROTO_TAG_RLIMIT: {
+			char *spec = dup_field(fl);
+			if (!spec)
+				return -ENOMEM;
+			int rc = ctlimits_parse_rlimit(spec, &r->resources[r->nrlimits],
+						     &r->rlimits[r->nrlimits]);
+			free(spec);
+			if (rc < 0)
+				return -EDOM; /* told apart from a missing ARG in the reply */
+			r->nrlimits++;
+			break;
+		}
 		default: break;
 		}
 	}
@@ -280,6 +300,10 @@ static void set_identity(const struct start_req *r)
 {
 	if (chdir(r->cwd && r->cwd[0] ? r->cwd : "/") < 0)
 		child_fail(errno);
+	/* While the capabilities allow raising a hard limit (CAP_SYS_RESOURCE). */
+	for (size_t i = 0; i < r->nrlimits; i++)
+		if (setrlimit(r->resources[i], &r->rlimits[i]) < 0)
+			child_fail_at("setrlimit", errno);
 	/* The host's set (docker's default unless --cap-add/--cap-drop/--privileged). The bounding
 	 * set shrinks before the uid changes and the rest after it, as runc does, so a set without
 	 * CAP_SETUID still runs as another user, and a non-root user gets what execve gives one:
@@ -343,6 +367,8 @@ static void launcher(const struct start_req *r, enum ns_mode mode, const char *r
 		set_identity(r);
 		break;
 	case NS_NEW:
+		if ((rc = ctlimits_pids_join()) < 0)
+			child_fail_at("join the pids cgroup", -rc);
 		if (unshare(CLONE_NEWPID | CLONE_NEWNS) < 0)
 			child_fail_at("unshare", errno);
 		fork_process(); /* PID 1 of the new namespace from here on */
@@ -354,6 +380,8 @@ static void launcher(const struct start_req *r, enum ns_mode mode, const char *r
 		set_identity(r);
 		break;
 	case NS_JOIN:
+		if ((rc = ctlimits_pids_join()) < 0)
+			child_fail_at("join the pids cgroup", -rc);
 		/* The mount namespace's root is the pivoted container root. */
 		if (setns(FD_PIDNS, CLONE_NEWPID) < 0 || setns(FD_MNTNS, CLONE_NEWNS) < 0)
 			child_fail_at("setns", errno);
@@ -408,7 +436,10 @@ void proc_start(const struct proto_frame *f, const char *root)
 	struct start_req r;
 	int rc = parse_req(f, &r);
 	if (rc < 0) {
-		channel_send_error(id, -rc, rc == -EINVAL ? "START needs a non-empty ARG" : "out of memory");
+		channel_send_error(id, rc == -EDOM ? EINVAL : -rc,
+				   rc == -EINVAL  ? "START needs a non-empty ARG"
+				   : rc == -EDOM ? "bad RLIMIT (NAME=SOFT:HARD, docker's names)"
+						  : "out of memory");
 		free_req(&r);
 		return;
 	}

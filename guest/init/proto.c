@@ -59,6 +59,8 @@ enum proto_type proto_tag_type(uint16_t tag)
 	case PROTO_TAG_FSTYPE:
 	case PROTO_TAG_OPTIONS:
 	case PROTO_TAG_SUBDIR:
+	case PROTO_TAG_RLIMIT:
+	case PROTO_TAG_SYSCTL:
 		return PROTO_TYPE_STRING;
 	case PROTO_TAG_VERSION:
 	case PROTO_TAG_ERRNO:
@@ -78,6 +80,7 @@ enum proto_type proto_tag_type(uint16_t tag)
 	case PROTO_TAG_MAIN:
 	case PROTO_TAG_PREFIX:
 	case PROTO_TAG_MTU:
+	case PROTO_TAG_PIDS_MAX:
 		return PROTO_TYPE_U32;
 	case PROTO_TAG_CAPS:
 		return PROTO_TYPE_U64;

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import tarfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -166,10 +167,10 @@ def test_info_has_the_whole_schema_and_swarm_leave_is_503(
 
 
 @pytest.mark.parametrize(("flags", "named"), [
-    (("--shm-size", "128m"), "HostConfig.ShmSize"),
+    (("--cgroup-parent", "/mine"), "HostConfig.CgroupParent"),
     (("--pid", "host"), "HostConfig.PidMode"),
     (("--uts", "host"), "HostConfig.UTSMode"),
-    (("--link", "db:database"), "HostConfig.Links"),
+    (("--oom-score-adj", "500"), "HostConfig.OomScoreAdj"),
     (("--volumes-from", "other"), "HostConfig.VolumesFrom"),
     (("--cpuset-cpus", "0"), "HostConfig.CpusetCpus"),
     (("-m", "64m", "--memory-swap", "-1"), "HostConfig.MemorySwap"),
@@ -204,10 +205,127 @@ def test_docker_py_settings_and_ipam_refusals(
         client.containers.create(IMG, "true", mac_address="02:42:ac:11:00:02")
     assert caught.value.response.status_code == 400 and "MacAddress" in str(caught.value)
     with pytest.raises(docker.errors.APIError) as caught:
-        client.containers.create(IMG, "true", ulimits=[docker.types.Ulimit(name="nofile",
-                                                                           soft=1, hard=2)])
-    assert caught.value.response.status_code == 400 and "HostConfig.Ulimits" in str(caught.value)
+        client.containers.create(IMG, "true", cpuset_cpus="0")
+    assert caught.value.response.status_code == 400 and "HostConfig.CpusetCpus" in str(caught.value)
     for flag in ("--ip-range=10.77.0.0/25", "--aux-address=a=10.77.0.5"):
         result = dockerd.run("network", "create", "--subnet", "10.77.0.0/24", flag, "conf-ipam")
         assert result.returncode != 0 and b"is not supported by steelcup" in result.stderr
     assert client.ping()
+
+
+def test_read_only_rootfs_refuses_writes_but_not_to_mounts(dockerd: Docker) -> None:
+    """--read-only as dockerd: the root and its /etc files are read-only, /tmp too; a volume
+    and a tmpfs at paths the image lacks (their mount points are made on the host), /dev and
+    /dev/shm are writable; docker cp into the root is refused, into the volume it works."""
+    script = ("for p in /new /tmp/t /etc/hosts /scratch/a /data/b /dev/shm/c; do "
+              "if touch $p 2>/dev/null; then echo $p=rw; else echo $p=ro; fi; done; "
+              "touch /x 2>&1; grep ' / ' /proc/mounts")
+    out = dockerd.out("run", "--rm", "--read-only", "--tmpfs", "/scratch", "-v",
+                      "conf-ro-data:/data", IMG, "sh", "-c", script)
+    assert "/new=ro\n/tmp/t=ro\n/etc/hosts=ro\n/scratch/a=rw\n/data/b=rw\n/dev/shm/c=rw" in out
+    assert "Read-only file system" in out
+    assert any(line.split()[1:2] == ["/"] and " ro," in line for line in out.splitlines())
+    cid = dockerd.out("create", "--read-only", "-v", "conf-ro-data:/data", IMG, "true").strip()
+    try:
+        assert dockerd.out("inspect", "-f", "{{.HostConfig.ReadonlyRootfs}}", cid).strip() == "true"
+        refused = dockerd.run("cp", str(BUSYBOX_TAR), f"{cid}:/")
+        assert refused.returncode != 0
+        assert b"container rootfs is marked read-only" in refused.stderr
+        dockerd.out("cp", str(BUSYBOX_TAR), f"{cid}:/data/")
+    finally:
+        dockerd.run("rm", "-f", cid)
+        dockerd.run("volume", "rm", "conf-ro-data")
+    # without --read-only the root stays writable
+    assert dockerd.out("run", "--rm", IMG, "sh", "-c", "touch /new && echo rw").strip() == "rw"
+
+
+def test_shm_size_sizes_dev_shm(dockerd: Docker, client: docker.DockerClient) -> None:
+    out = dockerd.out("run", "--rm", "--shm-size", "16m", IMG, "df", "-k", "/dev/shm")
+    assert out.splitlines()[-1].split()[1] == "16384", out
+    container = client.containers.create(IMG, "true", shm_size="8m")
+    try:
+        assert container.attrs["HostConfig"]["ShmSize"] == 8 << 20
+    finally:
+        container.remove()
+
+
+def test_links_name_a_running_container_in_etc_hosts(dockerd: Docker) -> None:
+    db = dockerd.out("run", "-d", "--name", "conf-db", IMG, "sleep", "600").strip()
+    try:
+        address = dockerd.out("inspect", "-f",
+                              "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+                              db).strip()
+        hosts = dockerd.out("run", "--rm", "--link", "conf-db:database", IMG, "sh", "-c",
+                            "cat /etc/hosts; ping -c 1 -W 10 database >/dev/null && "
+                            "echo reached")
+        assert f"{address}\tdatabase {db[:12]} conf-db" in hosts, hosts
+        assert hosts.strip().endswith("reached")
+        cid = dockerd.out("create", "--link", "conf-db", IMG, "true").strip()
+        links, name = dockerd.out("inspect", "-f", "{{json .HostConfig.Links}} {{.Name}}",
+                                  cid).split()
+        dockerd.out("rm", cid)
+        assert json.loads(links) == [f"/conf-db:{name}/conf-db"]
+    finally:
+        dockerd.run("rm", "-f", db)
+    missing = dockerd.run("create", "--link", "conf-nope:db", IMG, "true")
+    assert missing.returncode != 0
+    assert b"could not get container for conf-nope" in missing.stderr
+    dockerd.out("create", "--name", "conf-stopped", IMG, "true")
+    try:
+        stopped = dockerd.run("run", "--rm", "--link", "conf-stopped:db", IMG, "true")
+        assert stopped.returncode != 0
+        assert b"Cannot link to a non running container: /conf-stopped AS /" in stopped.stderr
+    finally:
+        dockerd.run("rm", "-f", "conf-stopped")
+
+
+def test_sysctls_are_written_in_the_guest_and_others_refused(
+    dockerd: Docker, client: docker.DockerClient
+) -> None:
+    out = dockerd.out("run", "--rm", "--sysctl", "net.core.somaxconn=1234", "--sysctl",
+                      "kernel.shmmni=4000", IMG, "sh", "-c",
+                      "cat /proc/sys/net/core/somaxconn /proc/sys/kernel/shmmni")
+    assert out.split() == ["1234", "4000"]
+    # the docker CLI refuses it itself; the daemon does too
+    with pytest.raises(docker.errors.APIError) as caught:
+        client.containers.create(IMG, "true", sysctls={"kernel.panic": "1"})
+    assert caught.value.response.status_code == 400
+    assert "sysctl 'kernel.panic' is not allowed" in str(caught.value)
+    missing = dockerd.run("run", "--rm", "--sysctl", "net.core.no_such_thing=1", IMG, "true")
+    assert missing.returncode != 0 and b"net/core/no_such_thing" in missing.stderr
+
+
+def test_ulimits_apply_to_the_process_and_execs(
+    dockerd: Docker, client: docker.DockerClient
+) -> None:
+    cid = dockerd.out("run", "-d", "--ulimit", "nofile=512:1024", "--ulimit", "core=-1",
+                      IMG, "sh", "-c", "ulimit -n -H; ulimit -n; ulimit -c; sleep 600").strip()
+    try:
+        deadline = time.monotonic() + 60
+        while len(dockerd.out("logs", cid).split()) < 3 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert dockerd.out("logs", cid).split() == ["1024", "512", "unlimited"]
+        assert dockerd.out("exec", cid, "sh", "-c", "ulimit -n").strip() == "512"
+        ulimits = client.containers.get(cid).attrs["HostConfig"]["Ulimits"]
+        assert {u["Name"]: (u["Soft"], u["Hard"]) for u in ulimits} == {
+            "nofile": (512, 1024), "core": (-1, -1)}
+    finally:
+        dockerd.run("rm", "-f", cid)
+
+
+def test_pids_limit_stops_a_fork_bomb_at_the_limit(
+    dockerd: Docker, client: docker.DockerClient
+) -> None:
+    # the shell counts the sleepers it started until a fork fails (busybox sh then gives up)
+    script = "for i in $(seq 20); do sleep 30 & echo $i; done; echo all"
+    out = dockerd.run("run", "--rm", "--pids-limit", "10", IMG, "sh", "-c", script)
+    assert out.returncode != 0
+    assert b"can't fork: Resource temporarily unavailable" in out.stderr, out
+    assert out.stdout.split()[-1] == b"9", out  # the shell and 9 sleepers are 10 tasks
+    free = dockerd.out("run", "--rm", "--pids-limit", "30", IMG, "sh", "-c", script)
+    assert free.split()[-1] == "all"
+    container = client.containers.create(IMG, "true", pids_limit=10)
+    try:
+        assert container.attrs["HostConfig"]["PidsLimit"] == 10
+    finally:
+        container.remove()

@@ -7,6 +7,7 @@ guest assets (`make guest`) are missing.
 from __future__ import annotations
 
 import asyncio
+import errno
 import hashlib
 import os
 import resource
@@ -281,6 +282,31 @@ def test_non_executable_is_126(vm: Vm) -> None:
     with pytest.raises(ProcessStartError) as ei:
         vm.run(vm.machine.guest.start(ProcessSpec(args=("/notexec",), env=PATH_ENV)))
     assert ei.value.exit_code == 126
+
+
+def test_rlimits_are_set_in_wire_order_and_a_malformed_one_is_einval(vm: Vm) -> None:
+    spec = sh("ulimit -n; ulimit -H -n; ulimit -c", uid=1000, gid=1000,
+              rlimits=("nofile=100:200", "nofile=300:400", "core=-1:-1"))
+    out, err, status = vm.run(run_proc(vm, spec))
+    assert status.status == 0, err
+    assert out.split() == [b"300", b"400", b"unlimited"]  # the last one wins, past the uid
+    with pytest.raises(ProcessStartError) as ei:
+        vm.run(vm.machine.guest.start(sh("true", rlimits=("nofile=2:1",))))
+    assert ei.value.errno_value == errno.EINVAL and "RLIMIT" in str(ei.value)
+
+
+def test_sysctl_writes_in_order_and_names_the_one_that_fails(vm: Vm) -> None:
+    vm.run(vm.machine.guest.sysctl(["net.core.somaxconn=777", "kernel.shmmni=1234"]))
+    out, _, _ = vm.run(run_proc(vm, sh("cat /proc/sys/net/core/somaxconn "
+                                       "/proc/sys/kernel/shmmni")))
+    assert out.split() == [b"777", b"1234"]
+    with pytest.raises(GuestRequestError) as ei:
+        vm.run(vm.machine.guest.sysctl(["net.core.somaxconn=778", "net.core.nope=1"]))
+    assert ei.value.errno_value == errno.ENOENT and "net/core/nope" in str(ei.value)
+    for bad in ("net..core=1", "net/core/somaxconn=1", "net.core.somaxconn="):
+        with pytest.raises(GuestRequestError) as ei:
+            vm.run(vm.machine.guest.sysctl([bad]))
+        assert ei.value.errno_value == errno.EINVAL
 
 
 def test_50mb_output_streams_in_bounded_memory(vm: Vm) -> None:

@@ -101,6 +101,91 @@ def decode_extra_hosts(entries: Iterable[str]) -> tuple[tuple[str, str], ...]:
     return tuple(out)
 
 
+def decode_links(entries: Iterable[str]) -> tuple[tuple[str, str], ...]:
+    """docker's --link NAME[:ALIAS] (also `/NAME:/CONTAINER/ALIAS`, as inspect shows them)
+    -> (linked container's name, alias) pairs."""
+    out = []
+    for entry in entries:
+        parts = entry.split(":")
+        if not entry or len(parts) > 2:
+            raise InvalidArgument(f"HostConfig.Links: bad format for links: {entry!r} "
+                                  "(NAME:ALIAS)")
+        name, alias = (parts[0], parts[-1]) if len(parts) == 2 else (entry, entry)
+        name, alias = name.lstrip("/"), alias.rsplit("/", 1)[-1]
+        if not name or not alias or any(c.isspace() or c == "/" for c in name + alias):
+            raise InvalidArgument(f"HostConfig.Links: bad link {entry!r} (NAME:ALIAS)")
+        out.append((name, alias))
+    return tuple(out)
+
+
+def decode_shm_size(host: dict[str, Any]) -> int:
+    """HostConfig.ShmSize in bytes (0 = the default)."""
+    size = _get(host, "ShmSize", int, 0)
+    if size < 0:
+        raise InvalidArgument("SHM size can not be less than 0")
+    return int(size)
+
+
+# dockerd's namespaced sysctls (what runc lets a container set): the VM's own here too.
+SYSCTLS_ALLOWED = frozenset({"kernel.msgmax", "kernel.msgmnb", "kernel.msgmni", "kernel.sem",
+                             "kernel.shmall", "kernel.shmmax", "kernel.shmmni",
+                             "kernel.shm_rmid_forced"})
+SYSCTL_PREFIXES_ALLOWED = ("fs.mqueue.", "net.")
+_SYSCTL_KEY = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)+")
+ULIMIT_NAMES = frozenset({"as", "core", "cpu", "data", "fsize", "locks", "memlock", "msgqueue",
+                          "nice", "nofile", "nproc", "rss", "rtprio", "rttime", "sigpending",
+                          "stack"})
+PIDS_LIMIT_MAX = 0xFFFFFFFF
+
+
+def decode_sysctls(host: dict[str, Any]) -> tuple[tuple[str, str], ...]:
+    """HostConfig.Sysctls -> (key, value) pairs, docker's namespaced ones only."""
+    out = []
+    for key, value in sorted(_str_map(host, "Sysctls").items()):
+        if not _SYSCTL_KEY.fullmatch(key):
+            raise InvalidArgument(f"HostConfig.Sysctls: bad sysctl name {key!r} (dotted, "
+                                  "e.g. net.core.somaxconn)")
+        if key not in SYSCTLS_ALLOWED and not key.startswith(SYSCTL_PREFIXES_ALLOWED):
+            raise InvalidArgument(f"HostConfig.Sysctls: sysctl '{key}' is not allowed (only "
+                                  "docker's namespaced ones: kernel.msg*, kernel.sem, "
+                                  "kernel.shm*, fs.mqueue.*, net.*)")
+        if not value or "\n" in value or "\x00" in value:
+            raise InvalidArgument(f"HostConfig.Sysctls: bad value for {key}: {value!r}")
+        out.append((key, value))
+    return tuple(out)
+
+
+def decode_ulimits(host: dict[str, Any]) -> tuple[tuple[str, int, int], ...]:
+    """HostConfig.Ulimits ([{Name, Soft, Hard}]) -> (name, soft, hard), -1 = unlimited."""
+    entries = _get(host, "Ulimits", list, [])
+    out: dict[str, tuple[str, int, int]] = {}
+    for entry in entries:
+        if not isinstance(entry, dict):
+            raise InvalidArgument("HostConfig.Ulimits: expected a list of objects")
+        name = _get(entry, "Name", str, "")
+        soft, hard = _get(entry, "Soft", int, 0), _get(entry, "Hard", int, 0)
+        if name not in ULIMIT_NAMES:
+            raise InvalidArgument(f"HostConfig.Ulimits: invalid ulimit type: {name!r}")
+        for value in (soft, hard):
+            if value < -1 or value >= 1 << 63:
+                raise InvalidArgument(f"HostConfig.Ulimits: bad {name} limit {value} (a "
+                                      "number, -1 for unlimited)")
+        unlimited = 1 << 64  # -1 compares above every number
+        if (unlimited if soft == -1 else soft) > (unlimited if hard == -1 else hard):
+            raise InvalidArgument(f"HostConfig.Ulimits: ulimit soft limit must be less than "
+                                  f"or equal to hard limit: {soft} > {hard} ({name})")
+        out[name] = (name, soft, hard)  # the last one of a name wins, as in dockerd
+    return tuple(out.values())
+
+
+def decode_pids_limit(host: dict[str, Any]) -> int:
+    """HostConfig.PidsLimit: > 0 a limit; 0, -1 (or any negative, as dockerd) none."""
+    limit = _get(host, "PidsLimit", int, 0)
+    if limit > PIDS_LIMIT_MAX:
+        raise InvalidArgument(f"HostConfig.PidsLimit: at most {PIDS_LIMIT_MAX}")
+    return max(int(limit), 0)
+
+
 # -- HostConfig: every field the API defines, and what steelcup does with it -----------------
 #
 # No setting is accepted and ignored. Each HostConfig field (Engine API 1.43, Resources
@@ -155,21 +240,24 @@ HOST_SETTINGS: dict[str, Setting] = {
     "IpcMode": Setting("always", "a VM has its own IPC namespace; host and container:ID are "
                                  "refused", ("private", "shareable")),
     "Cgroup": Setting("refused", "a VM has its own cgroups"),
-    "Links": Setting("refused", _NOT_YET + ": containers on a user network find each other "
-                                           "by name"),
+    "Links": Setting("applied", "/etc/hosts lines naming a running container it shares a "
+                                "network with (no link environment variables)"),
     "OomScoreAdj": Setting("refused", "the host's OOM killer sees the VM, not its processes"),
     "PidMode": Setting("refused", "a VM has its own PID namespace"),
     "Privileged": Setting("applied", "all capabilities in the guest; never host access"),
     "PublishAllPorts": Setting("applied", "every exposed port on a free host port"),
-    "ReadonlyRootfs": Setting("refused", _NOT_YET),
+    "ReadonlyRootfs": Setting("applied", "the rootfs is mounted read-only in the guest"),
     "SecurityOpt": Setting("refused", "seccomp, AppArmor and SELinux profiles are not applied "
                                       "inside the guest; the VM is the boundary"),
     "StorageOpt": Setting("applied", "size of the writable layer"),
     "Tmpfs": Setting("applied", "tmpfs mounts in the guest"),
     "UTSMode": Setting("refused", "a VM has its own hostname"),
     "UsernsMode": Setting("refused", "the VM's ids are mapped by steelcup"),
-    "ShmSize": Setting("refused", _NOT_YET + ": the guest's /dev/shm is sized by its memory"),
-    "Sysctls": Setting("refused", _NOT_YET),
+    "ShmSize": Setting("applied", "size of the guest's /dev/shm tmpfs (default: the kernel's, "
+                                  "half the VM's memory)"),
+    "Sysctls": Setting("applied", "written in the guest before the process starts; docker's "
+                                  "namespaced ones only (kernel.msg*, kernel.sem, kernel.shm*, "
+                                  "fs.mqueue.*, net.*)"),
     "Runtime": Setting("always", "every container is a steelcup VM", ("steelcup",)),
     "Isolation": Setting("always", "every container is isolated as a VM", ("default",)),
     "MaskedPaths": Setting("refused", "the guest's /proc and /sys are the VM's own"),
@@ -202,8 +290,9 @@ HOST_SETTINGS: dict[str, Setting] = {
     "Init": Setting("always", "steelcup's init is PID 1 of every VM, reaping zombies and "
                               "forwarding signals (false asks for dockerd's default: the same)",
                     (True,)),
-    "PidsLimit": Setting("refused", _NOT_YET, (-1,)),
-    "Ulimits": Setting("refused", _NOT_YET),
+    "PidsLimit": Setting("applied", "a pids cgroup in the guest for the container's processes "
+                                    "(execs included); 0 or -1: none"),
+    "Ulimits": Setting("applied", "rlimits of the container's processes (execs included)"),
     "CpuCount": Setting("refused", "Windows only"),
     "CpuPercent": Setting("refused", "Windows only"),
     "IOMaximumIOps": Setting("refused", "Windows only"),
@@ -356,6 +445,12 @@ def decode_create(body: Any) -> ContainerConfig:
         dns_options=_words(_str_list(host, "DnsOptions") or (), "HostConfig.DnsOptions"),
         group_add=_words(_str_list(host, "GroupAdd") or (), "HostConfig.GroupAdd"),
         privileged=_get(host, "Privileged", bool, False),
+        read_only=_get(host, "ReadonlyRootfs", bool, False),
+        shm_size_bytes=decode_shm_size(host),
+        links=decode_links(_str_list(host, "Links") or ()),
+        sysctls=decode_sysctls(host),
+        ulimits=decode_ulimits(host),
+        pids_limit=decode_pids_limit(host),
     )
 
 
@@ -653,6 +748,12 @@ def encode_inspect(
             "DnsOptions": list(config.dns_options),
             "GroupAdd": list(config.group_add) or None,
             "Privileged": config.privileged,
+            "ReadonlyRootfs": config.read_only,
+            "ShmSize": config.shm_size_bytes,
+            "Links": [f"/{name}:/{record.name}/{alias}" for name, alias in config.links] or None,
+            "Sysctls": dict(config.sysctls) or None,
+            "Ulimits": [{"Name": n, "Soft": s, "Hard": h} for n, s, h in config.ulimits] or None,
+            "PidsLimit": config.pids_limit or None,
             "Runtime": "steelcup",
         },
         "GraphDriver": {"Name": "overlay", "Data": None},

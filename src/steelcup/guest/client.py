@@ -85,6 +85,7 @@ class ProcessSpec:
     stdin: bool = False
     main: bool = False
     caps: int | None = None  # capability mask (runtime.capabilities); None: docker's default
+    rlimits: tuple[str, ...] = ()  # "NAME=SOFT:HARD" each (docker's ulimit names; -1: unlimited)
 
     def fields(self) -> list[tuple[Tag, p.FieldValue]]:
         if not self.args:
@@ -102,6 +103,7 @@ class ProcessSpec:
         ]
         if self.caps is not None:
             out.append((Tag.CAPS, self.caps))
+        out += [(Tag.RLIMIT, r) for r in self.rlimits]
         return out
 
 
@@ -635,17 +637,28 @@ class GuestClient:
         readonly: bool = False,
         *,
         subdir: str = "",
+        pids_max: int = 0,
         timeout_s: float = REQUEST_TIMEOUT_S,
     ) -> None:
         """Mount the 9p share `source` (or the directory `subdir` inside it: a pooled VM's slot)
-        as the container root (once per VM)."""
+        as the container root (once per VM); `pids_max` > 0 puts the container's processes in
+        a pids cgroup of that limit."""
         fields: list[tuple[Tag, p.FieldValue]] = [(Tag.SOURCE, source)]
         if hostname is not None:
             fields.append((Tag.HOSTNAME, hostname))
         fields.append((Tag.READONLY, int(readonly)))
         if subdir:
             fields.append((Tag.SUBDIR, subdir))
+        if pids_max:
+            fields.append((Tag.PIDS_MAX, pids_max))
         await self._simple(Op.SETUP_ROOT, fields, timeout_s)
+
+    async def sysctl(
+        self, settings: Iterable[str], *, timeout_s: float = REQUEST_TIMEOUT_S
+    ) -> None:
+        """Write "KEY=VALUE" sysctls of the VM, in order (GuestRequestError names the first
+        that fails)."""
+        await self._simple(Op.SYSCTL, [(Tag.SYSCTL, s) for s in settings], timeout_s)
 
     async def stage_root(self, source: str, *, timeout_s: float = REQUEST_TIMEOUT_S) -> None:
         """Mount the 9p share `source` at the guest's staging point ahead of time (a pooled VM's

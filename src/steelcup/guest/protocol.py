@@ -56,6 +56,7 @@ class Op(IntEnum):
     MOUNT = 18
     FIXUP = 19
     STAGE_ROOT = 20
+    SYSCTL = 21
 
 
 # Where STAGE_ROOT mounts its share in the guest (processes started before SETUP_ROOT see it).
@@ -104,6 +105,9 @@ class Tag(IntEnum):
     CPUS = 37
     SUBDIR = 38
     CAPS = 39
+    RLIMIT = 40
+    SYSCTL = 41
+    PIDS_MAX = 42
 
 
 DATA_OPS = frozenset({Op.STDIN, Op.STDOUT, Op.STDERR})
@@ -126,6 +130,8 @@ STRING_TAGS = frozenset(
         Tag.OPTIONS,
         Tag.ENTROPY,
         Tag.SUBDIR,
+        Tag.RLIMIT,
+        Tag.SYSCTL,
     }
 )
 SIGNED_TAGS = frozenset({Tag.STATUS})

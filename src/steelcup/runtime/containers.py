@@ -42,6 +42,7 @@ from steelcup.runtime import logs as logs_module
 from steelcup.runtime.capabilities import capability_set
 from steelcup.runtime.events import EventBus
 from steelcup.runtime.lifecycle import NOT_MODIFIED, NotModified, Op, Refusal, transition
+from steelcup.runtime.links import LinkTarget, hosts_lines, not_found_text
 from steelcup.runtime.model import ContainerConfig, ContainerRecord, Status
 from steelcup.runtime.names import new_id, random_name, validate_name
 from steelcup.runtime.output import Fanout, Subscriber
@@ -359,6 +360,8 @@ class Runtime:
         # Settings first, then the image, as dockerd: a bad CapAdd is a 400 even for an image
         # that still has to be pulled.
         caps = capability_set(config.cap_add, config.cap_drop, config.privileged)
+        for linked, _alias in config.links:
+            self._linked(linked, config.tenant)
         image = self.images.get(config.image, config.tenant or None)  # in its tenant's names
         argv = resolve_argv(
             image.config.entrypoint, image.config.cmd, config.entrypoint, config.cmd
@@ -426,6 +429,27 @@ class Runtime:
         self.publish_event(record, "create")
         return record
 
+    def _linked(self, name: str, tenant: str) -> ContainerRecord:
+        """The container a link names, among its tenant's; dockerd's 400 if there is none."""
+        try:
+            return self._containers[self.resolve(name, tenant)].record
+        except NotFound as exc:
+            raise InvalidArgument(not_found_text(name, str(exc))) from exc
+
+    def _link_hosts(self, record: ContainerRecord) -> tuple[tuple[str, str], ...]:
+        """/etc/hosts lines for the container's links, from the linked containers as they are
+        now (each must be running and share a network with it)."""
+        if not record.config.links:
+            return ()
+        targets = []
+        for name, alias in record.config.links:
+            other = self._linked(name, record.config.tenant)
+            targets.append((alias, LinkTarget(
+                name=other.name, hostname=other.config.hostname, running=other.state.running,
+                addresses=self.resources.endpoint_addresses(other.id))))
+        own = [network for network, _ in self.resources.endpoint_addresses(record.id)]
+        return hosts_lines(record.name, own, targets)
+
     def _check_log_limits(self, config: ContainerConfig) -> None:
         """The daemon's log rotation is also the most a container may keep."""
         if config.log_max_bytes > self.defaults.log_max_bytes:
@@ -473,7 +497,8 @@ class Runtime:
             try:
                 root = await asyncio.to_thread(self.prepare_rootfs, record)
                 uid, gid, groups = resolve_user(root, config.user, config.group_add)
-                run = await self.resources.acquire(record, root, stack)
+                run = await self.resources.acquire(record, root, stack,
+                                                   self._link_hosts(record))
                 cpus, mem_mib = self.vm_size(config)
                 request = VmRequest(
                     mem_mib=mem_mib,
@@ -488,8 +513,11 @@ class Runtime:
                 )
                 machine = await self.vms.acquire(request)
                 stack.push_async_callback(machine.close)
-                await machine.guest.setup_root("rootfs", config.hostname, False,
-                                               subdir=machine.rootfs_subdir)
+                await machine.guest.setup_root("rootfs", config.hostname, config.read_only,
+                                               subdir=machine.rootfs_subdir,
+                                               pids_max=config.pids_limit)
+                if config.sysctls:
+                    await machine.guest.sysctl(f"{k}={v}" for k, v in config.sysctls)
                 await self.resources.configure_guest(machine.guest, run)
                 spec = ProcessSpec(
                     args=(record.path, *record.args),
@@ -504,6 +532,7 @@ class Runtime:
                     stdin=config.open_stdin,
                     main=True,
                     caps=config.caps,
+                    rlimits=config.rlimits(),
                 )
                 process = await machine.guest.start(spec)
             except ProcessStartError as exc:

@@ -88,6 +88,7 @@ class ExecManager:
             main=False,
             # docker exec --privileged: every capability, whatever the container was given
             caps=ALL_CAPS if config.privileged else record.config.caps,
+            rlimits=record.config.rlimits(),  # runc gives an exec the container's rlimits
         )
         return exec_, spec
 

@@ -185,8 +185,9 @@ def extract_archive(
     if not stat.S_ISDIR(st.st_mode):
         raise InvalidArgument("extraction point is not a directory")
     fd, rest, readonly = tree.locate(parts)
-    if readonly:
-        raise InvalidArgument(f"mounted volume is marked read-only: {path}")
+    if readonly:  # dockerd's texts
+        raise InvalidArgument("container rootfs is marked read-only" if fd == tree.root_fd
+                              else f"mounted volume is marked read-only: {path}")
     try:
         dest_fd = open_dir(fd, rest)
     except OSError as exc:  # swapped for a symlink after resolve: refuse

@@ -88,10 +88,11 @@ class ContainerTree:
     components (`resolve`); below a mount they are walked from the mount's fd, never above."""
 
     def __init__(self, root_fd: int, mounts: Sequence[MountedDir] = (),
-                 root_ids: IdRange | None = None) -> None:
+                 root_ids: IdRange | None = None, root_readonly: bool = False) -> None:
         self.root_fd = root_fd
         self.mounts = tuple(mounts)
         self.root_ids = root_ids  # the range the rootfs's ids are stored with
+        self.root_readonly = root_readonly  # --read-only
 
     def ids_at(self, parts: tuple[str, ...]) -> IdRange | None:
         """The id range of the files at `parts` (the rootfs's or its mount's)."""
@@ -102,7 +103,7 @@ class ContainerTree:
         """The fd to walk from, the components below it and whether that is read-only."""
         index, rest = mount_at([m.target for m in self.mounts], parts)
         if index is None:
-            return self.root_fd, rest, False
+            return self.root_fd, rest, self.root_readonly
         mount = self.mounts[index]
         return mount.fd, rest, mount.readonly
 
@@ -144,7 +145,9 @@ async def mounted_tree(runtime: Runtime, ref: str) -> AsyncIterator[ContainerTre
                                       f"{exc.strerror}") from exc
             stack.callback(os.close, fd)
             mounts.append(MountedDir(tuple(split_path(plan.target)), fd, plan.readonly, ids))
-        yield ContainerTree(root_fd, mounts, stored_ids(runtime, runtime.record(ref).id))
+        record = runtime.record(ref)
+        yield ContainerTree(root_fd, mounts, stored_ids(runtime, record.id),
+                            root_readonly=record.config.read_only)
 
 
 def stored_ids(runtime: Runtime, container_id: str) -> IdRange | None:

@@ -85,6 +85,17 @@ class ContainerConfig:
     dns_search: tuple[str, ...] = ()
     dns_options: tuple[str, ...] = ()
     group_add: tuple[str, ...] = ()  # --group-add: supplementary groups (names or gids)
+    read_only: bool = False  # --read-only: the rootfs is mounted read-only in the guest
+    shm_size_bytes: int = 0  # --shm-size: /dev/shm's size; 0 = the guest kernel's default
+    # --link NAME:ALIAS (legacy links): /etc/hosts lines for the linked container, by name
+    links: tuple[tuple[str, str], ...] = ()
+    sysctls: tuple[tuple[str, str], ...] = ()  # --sysctl KEY=VALUE, written in the guest
+    ulimits: tuple[tuple[str, int, int], ...] = ()  # --ulimit NAME=SOFT:HARD (-1: unlimited)
+    pids_limit: int = 0  # --pids-limit: the guest's pids cgroup for its processes; 0 = none
+
+    def rlimits(self) -> tuple[str, ...]:
+        """The ulimits as the guest protocol's RLIMIT fields."""
+        return tuple(f"{name}={soft}:{hard}" for name, soft, hard in self.ulimits)
     tenant: str = ""  # who owns it ("" = the operator's own: single-user use)
 
     def to_json(self) -> dict[str, Any]:
@@ -122,6 +133,9 @@ class ContainerConfig:
                 "dns_search": tuple(data.get("dns_search", ())),
                 "dns_options": tuple(data.get("dns_options", ())),
                 "group_add": tuple(data.get("group_add", ())),
+                "links": tuple((str(n), str(a)) for n, a in data.get("links", ())),
+                "sysctls": tuple((str(k), str(v)) for k, v in data.get("sysctls", ())),
+                "ulimits": tuple((str(n), int(s), int(h)) for n, s, h in data.get("ulimits", ())),
             }
         )
 

@@ -31,6 +31,7 @@ from steelcup.runtime.model import (
     NetView,
     PortView,
 )
+from steelcup.runtime.mountpoints import make_mount_points
 from steelcup.vm.qemu_args import NicSpec, Share
 from steelcup.volume.manager import PreparedMount, VolumeManager, check_tenant_mounts
 from steelcup.volume.namespace import key as volume_key
@@ -151,9 +152,11 @@ class Resources:
     # -- each run ----------------------------------------------------------------------------
 
     async def acquire(
-        self, record: ContainerRecord, root: Path, stack: contextlib.AsyncExitStack
+        self, record: ContainerRecord, root: Path, stack: contextlib.AsyncExitStack,
+        link_hosts: tuple[tuple[str, str], ...] = (),
     ) -> RunResources:
-        """Volumes, NICs and /etc files for this run; undone by `stack` if the start fails."""
+        """Volumes, NICs and /etc files for this run; undone by `stack` if the start fails.
+        `link_hosts`: /etc/hosts lines (names, address) of its links (runtime.links)."""
         config = record.config
         prepared: list[PreparedMount] = []
         plans = [MountPlan.from_json(p) for p in config.mount_plans]
@@ -182,19 +185,23 @@ class Resources:
             raise InvalidArgument("networking is not available on this daemon "
                                   "(see the daemon log); use --network none")
         files = {"hostname": config.hostname + "\n",
-                 "hosts": attachment.hosts_file(config.hostname, config.extra_hosts)}
+                 "hosts": attachment.hosts_file(config.hostname,
+                                                (*config.extra_hosts, *link_hosts))}
         resolv = attachment.resolv_conf(config.dns, config.dns_search, config.dns_options)
         if resolv:
             files["resolv.conf"] = resolv
         ids = self.ids_for(config.tenant)
         owner = ids.to_host(0) if ids is not None else None
         await asyncio.to_thread(write_etc_files, root, files, owner)
+        mounts = tuple(p.request for p in prepared)
+        if config.read_only:  # the guest cannot make them in a read-only root
+            await asyncio.to_thread(make_mount_points, root, [m.target for m in mounts], owner)
         return RunResources(
             shares=tuple(p.share for p in prepared if p.share is not None),
             vm_nics=tuple(NicSpec(n.tap, n.mac) for n in attachment.nics),
             tap_places=tuple(TapPlace(n.bridge, n.mtu) for n in attachment.nics),
             nics=tuple(n.guest_nic() for n in attachment.nics),
-            mounts=tuple(p.request for p in prepared),
+            mounts=(*shm_mount(config), *mounts),
         )
 
     async def configure_guest(self, guest: GuestClient, run: RunResources) -> None:
@@ -228,6 +235,14 @@ class Resources:
                     if volume.anonymous:
                         await asyncio.to_thread(self.volumes.remove, volume.key, force=True)
 
+    def endpoint_addresses(self, container_id: str) -> tuple[tuple[str, str], ...]:
+        """(network id, IPv4 address) of the container's endpoints, in the order it joined
+        them (its primary network first)."""
+        if self.networks is None:
+            return ()
+        return tuple((ep.network_id, ep.address)
+                     for ep in self.networks.container_endpoints(container_id))
+
     # -- views -------------------------------------------------------------------------------
 
     def net_view(self, record: ContainerRecord) -> NetView:
@@ -250,6 +265,16 @@ class Resources:
             for p in self.networks.published_ports(record.id)
         )
         return NetView(tuple(endpoints), ports)
+
+
+def shm_mount(config: ContainerConfig) -> tuple[guest_ops.GuestMount, ...]:
+    """--shm-size: a tmpfs of that size over the guest's /dev/shm (dockerd's flags: nosuid,
+    nodev, mode 1777), before the container's own mounts so that one of theirs on /dev/shm
+    wins, as with dockerd. Without it /dev/shm is the guest's default (SETUP_ROOT)."""
+    if not config.shm_size_bytes:
+        return ()
+    return (guest_ops.GuestMount(target="/dev/shm", fstype="tmpfs",
+                                 options=f"size={config.shm_size_bytes},mode=1777"),)
 
 
 def volume_users(records: list[ContainerRecord], key: str) -> list[str]:

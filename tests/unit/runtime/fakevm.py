@@ -12,7 +12,7 @@ import asyncio
 import errno
 import itertools
 import signal as signal_module
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from typing import cast
 
@@ -81,8 +81,12 @@ class FakeGuest:
         self.machine = machine
 
     async def setup_root(self, source: str, hostname: str, readonly: bool,
-                         subdir: str = "") -> None:
-        pass
+                         subdir: str = "", pids_max: int = 0) -> None:
+        self.machine.root_readonly = readonly
+        self.machine.pids_max = pids_max
+
+    async def sysctl(self, settings: Iterable[str], *, timeout_s: float = 30.0) -> None:
+        self.machine.sysctls.extend(settings)
 
     async def net_config(self, fields: object, *, timeout_s: float) -> None:
         self.machine.nics.append(fields)  # NET_CONFIG as the guest got it
@@ -115,6 +119,9 @@ class FakeMachine:
     processes: list[FakeProcess] = field(default_factory=list)
     nics: list[object] = field(default_factory=list)
     mounts: list[object] = field(default_factory=list)
+    root_readonly: bool | None = None  # as SETUP_ROOT got it (None: not set up)
+    pids_max: int = 0
+    sysctls: list[str] = field(default_factory=list)  # SYSCTL requests, in order
 
     def __post_init__(self) -> None:
         self.guest = FakeGuest(self)
