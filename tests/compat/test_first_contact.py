@@ -220,3 +220,21 @@ def test_group_add_gives_the_containers_processes_the_groups(dockerd: Docker) ->
         assert b"Unable to find group nosuchgroup" in missing.stderr, missing
     finally:
         dockerd.run("rm", "-f", cid)
+
+
+def test_a_container_without_m_has_the_memory_it_needs_and_m_still_limits(
+        dockerd: Docker) -> None:
+    """300 MiB of tmpfs data in a container that asked for no memory: it grows past its 256 MiB
+    start instead of being OOM-killed; with -m 200m the guest's OOM killer stops it part way
+    (the writer, or the shell too), as dockerd's does; `docker info` says what the default
+    is."""
+    fill = ("dd if=/dev/zero of=/big/x bs=1M count=300 2>/dev/null; "
+            "ls -l /big/x | awk '{print $5}'")
+    grown = dockerd.run("run", "--rm", "--tmpfs", "/big:size=1g", IMG, "sh", "-c", fill,
+                        timeout=120)
+    assert grown.returncode == 0 and grown.stdout.decode().split() == [str(300 << 20)], grown
+    limited = dockerd.run("run", "--rm", "-m", "200m", "--tmpfs", "/big:size=1g", IMG, "sh",
+                          "-c", fill, timeout=120)
+    assert limited.stdout.decode().split() != [str(300 << 20)], limited
+    labels = dockerd.out("info", "--format", "{{json .Labels}}")
+    assert "sh.steelcup.default-memory=256 MiB, growing on demand up to" in labels
