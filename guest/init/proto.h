@@ -37,6 +37,7 @@ enum proto_op {
 	PROTO_OP_MOUNT = 18,
 	/* 19 is FIXUP (fixup.h) */
 	PROTO_OP_STAGE_ROOT = 20,
+	PROTO_OP_RESUME = 21,
 };
 
 enum proto_tag {
@@ -76,6 +77,9 @@ enum proto_tag {
 	/* 34..37 are FIXUP's (fixup.h) */
 	PROTO_TAG_SUBDIR = 38,
 	PROTO_TAG_CAPS = 39,
+	PROTO_TAG_LAST_ID = 40,
+	PROTO_TAG_PROC = 41,
+	PROTO_TAG_RECEIVED = 42,
 };
 
 enum proto_type { PROTO_TYPE_UNKNOWN, PROTO_TYPE_U32, PROTO_TYPE_STRING, PROTO_TYPE_U64 };

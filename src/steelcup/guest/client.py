@@ -61,6 +61,9 @@ class GuestInfo:
     version: int
     kernel: str
     init_version: str
+    # The highest id any host used on this guest (0: none, or an init that predates LAST_ID):
+    # this connection allocates above it, so a re-attached process keeps its id.
+    last_id: int = 0
 
 
 @dataclass(frozen=True)
@@ -167,6 +170,9 @@ class GuestProcess:
         self._chunks: deque[tuple[Stream, bytes]] = deque()
         self._buffered = 0
         self._out_credit = p.INITIAL_CREDIT_BYTES  # bytes the guest may still send us
+        # Output bytes received from the guest since the process started (over every
+        # connection): what a host that re-attaches says it has (RESUME's RECEIVED).
+        self.received_bytes = 0
         self._unreported = 0  # consumed, not yet credited back
         self._stdin_credit = p.INITIAL_CREDIT_BYTES
         self._stdin_lock = asyncio.Lock()
@@ -197,6 +203,7 @@ class GuestProcess:
                 f"with only {self._out_credit} credit"
             )
         self._out_credit -= len(data)
+        self.received_bytes += len(data)
         if data:
             self._chunks.append((stream, data))
             self._buffered += len(data)
@@ -206,13 +213,6 @@ class GuestProcess:
         self._stdin_credit += nbytes
         if self._stdin_credit > p.INITIAL_CREDIT_BYTES:
             raise GuestProtocolError(f"guest returned more stdin credit than sent ({self.id})")
-        self._stdin_event.set()
-
-    def _reset_windows(self) -> None:
-        # A HELLO resets both flow-control windows of every process (docs/guest-protocol.md).
-        self._out_credit = p.INITIAL_CREDIT_BYTES
-        self._unreported = 0
-        self._stdin_credit = p.INITIAL_CREDIT_BYTES
         self._stdin_event.set()
 
     def _on_exit(self, status: ExitStatus) -> None:
@@ -259,7 +259,10 @@ class GuestProcess:
         if self._unreported >= CREDIT_BATCH_BYTES or not self._chunks:
             credit, self._unreported = self._unreported, 0
             self._out_credit += credit
-            await self._client._send(p.make_frame(Op.CREDIT, self.id, [(Tag.BYTES, credit)]))
+            # A lost connection surfaces at the next read: the chunk taken is still handed to
+            # the consumer (live restore counts what reached the log).
+            with contextlib.suppress(GuestProtocolError):
+                await self._client._send(p.make_frame(Op.CREDIT, self.id, [(Tag.BYTES, credit)]))
 
     # -- input and control --
     async def write_stdin(self, data: bytes) -> None:
@@ -609,11 +612,13 @@ class GuestClient:
             version=p.require_u32(f, Tag.VERSION),
             kernel=p.get_str(f, Tag.KERNEL, "") or "",
             init_version=p.get_str(f, Tag.INIT_VERSION, "") or "",
+            last_id=p.get_u32(f, Tag.LAST_ID, 0) or 0,
         )
         if info.version != p.PROTOCOL_VERSION:
             raise GuestProtocolError(f"guest speaks protocol version {info.version}, host 1")
-        for proc in self._procs.values():
-            proc._reset_windows()
+        # A HELLO detaches the guest's processes from any connection (RESUME re-attaches one);
+        # ids continue above every id an earlier host used.
+        self._last_id = max(self._last_id, info.last_id)
         self.info = info
         return info
 
@@ -677,6 +682,31 @@ class GuestClient:
             self._procs.pop(id_, None)
             raise GuestProtocolError(f"guest answered START with {Op(frame.op).name}")
         proc.pid = p.require_u32(frame.fields(), Tag.PID)
+        return proc
+
+    async def resume(
+        self, process_id: int, received_bytes: int, spec: ProcessSpec, *, pid: int = 0,
+        timeout_s: float = REQUEST_TIMEOUT_S,
+    ) -> GuestProcess:
+        """Re-attach to a process an earlier connection started (after `hello`): the guest
+        replays its output after the first `received_bytes` bytes, then its EXIT if it ended.
+        GuestRequestError (ESRCH) if the guest no longer knows it."""
+        if not 0 < process_id <= self._last_id:
+            raise InvalidArgument(f"process id {process_id} was not used on this guest")
+        if process_id in self._procs:
+            raise InvalidArgument(f"process {process_id} is attached already")
+        proc = GuestProcess(self, process_id, spec)
+        proc.pid = pid
+        proc.received_bytes = received_bytes
+        self._procs[process_id] = proc  # the replay follows the OK at once
+        fields: list[tuple[Tag, p.FieldValue]] = [(Tag.PROC, process_id),
+                                                  (Tag.RECEIVED, received_bytes)]
+        try:
+            await self._simple(Op.RESUME, fields, timeout_s)
+        except BaseException:
+            if self._procs.get(process_id) is proc:
+                del self._procs[process_id]
+            raise
         return proc
 
     async def fixup(

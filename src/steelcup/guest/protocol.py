@@ -56,6 +56,7 @@ class Op(IntEnum):
     MOUNT = 18
     FIXUP = 19
     STAGE_ROOT = 20
+    RESUME = 21
 
 
 # Where STAGE_ROOT mounts its share in the guest (processes started before SETUP_ROOT see it).
@@ -104,6 +105,9 @@ class Tag(IntEnum):
     CPUS = 37
     SUBDIR = 38
     CAPS = 39
+    LAST_ID = 40
+    PROC = 41
+    RECEIVED = 42
 
 
 DATA_OPS = frozenset({Op.STDIN, Op.STDOUT, Op.STDERR})
@@ -129,7 +133,7 @@ STRING_TAGS = frozenset(
     }
 )
 SIGNED_TAGS = frozenset({Tag.STATUS})
-U64_TAGS = frozenset({Tag.CAPS})
+U64_TAGS = frozenset({Tag.CAPS, Tag.RECEIVED})
 INT_TAGS = frozenset(t for t in Tag if t not in STRING_TAGS and t not in U64_TAGS)  # u32/i32
 
 FieldValue = int | bytes | str
