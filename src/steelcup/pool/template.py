@@ -149,6 +149,7 @@ class TemplateSource:
         volume_slots: int = DEFAULT_VOLUME_SLOTS,
         cgroups: MemoryCgroups | None = None,
         ids_for: IdsFor = host_root,
+        outlive_daemon: bool = False,
     ) -> None:
         if not 64 <= base_mem_mib <= max_mem_mib:
             raise ValueError("need 64 <= base_mem_mib <= max_mem_mib")
@@ -166,6 +167,8 @@ class TemplateSource:
         self.cgroups = cgroups
         # Each tenant's QEMUs run in its user namespace (steelcup.idmap); None: host root.
         self.ids_for = ids_for
+        # Live restore: clones survive the daemon (templates do not: they are rebuilt).
+        self.outlive_daemon = outlive_daemon
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.template_dir.mkdir(parents=True, exist_ok=True)
         self._templates: dict[TemplateKey, Template] = {}
@@ -395,7 +398,8 @@ class TemplateSource:
         # Limited to the base size (its balloon holds the rest) until hand-out raises it.
         machine = KeepConsoleMachine(spec, keep_console_at=request.console_log, boot_attempts=1,
                                      nice=nice, cgroup=self._cgroup(state_dir.name),
-                                     limit_mib=key.base_mem_mib)
+                                     limit_mib=key.base_mem_mib,
+                                     outlive_daemon=self.outlive_daemon)
         try:
             await machine.start(CLONE_DEADLINE_S)
         except BaseException as exc:
