@@ -142,6 +142,7 @@ async def _serve(options: DaemonOptions) -> int:
         Resources(networks, volumes, ids_for),
     )
     runtime.ids_for = ids_for
+    runtime.live_restore = options.live_restore
     runtime_ref.append(runtime)
     images.in_use = runtime.image_in_use
     runtime.recover(kept=set(left))
@@ -184,7 +185,7 @@ async def _serve(options: DaemonOptions) -> int:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        left_running = await runtime.shutdown(live_restore=options.live_restore)
+        left_running = await runtime.shutdown(live_restore=runtime.live_restore)
         await vms.close()
         await asyncio.to_thread(volumes.recover)  # any run that did not end in time
         images.close()

@@ -101,6 +101,7 @@ def test_containers_outlive_a_live_restore_restart(tmp_path: Path) -> None:
 
         daemon = start_daemon(root, sock, netns, args)
         daemon.out("ps")
+        assert daemon.out("system", "info", "-f", "{{json .LiveRestoreEnabled}}").strip() == "true"
         gap_s = time.monotonic() - stopped_at - 6
         print(f"\nlive restore: API back {gap_s:.2f} s after the stop began (4 containers, "
               "minus the 6 s the test waited)")

@@ -48,6 +48,8 @@ FIXUP_MAX_ENTROPY_BYTES = 512
 # Return output credit in batches of this size (and whenever the consumer has caught up).
 CREDIT_BATCH_BYTES = 65536
 _MAX_ID = 0xFFFFFFFF
+# A HELLO_OK's LAST_ID must leave this many ids to allocate (a guest cannot exhaust them).
+LAST_ID_HEADROOM = 1 << 24
 _GUEST_TO_HOST = frozenset({Op.HELLO_OK, Op.OK, Op.ERROR, Op.STDOUT, Op.STDERR, Op.CREDIT, Op.EXIT})
 
 
@@ -616,6 +618,8 @@ class GuestClient:
         )
         if info.version != p.PROTOCOL_VERSION:
             raise GuestProtocolError(f"guest speaks protocol version {info.version}, host 1")
+        if info.last_id > _MAX_ID - LAST_ID_HEADROOM:
+            raise GuestProtocolError(f"guest says ids up to {info.last_id} are used: no room")
         # A HELLO detaches the guest's processes from any connection (RESUME re-attaches one);
         # ids continue above every id an earlier host used.
         self._last_id = max(self._last_id, info.last_id)

@@ -186,6 +186,8 @@ class Runtime:
         self.ids_for: IdsFor = one_range(defaults.ids)
         self._containers: dict[str, _Live] = {}
         self._shutting_down = False
+        # The daemon's --live-restore (it passes the same to `shutdown`); said by /info.
+        self.live_restore = False
         (root / "containers").mkdir(parents=True, exist_ok=True)
         self.disks = boundedfs.DiskMaker(root / "cache" / "layer-disk", defaults.storage_bytes)
         if defaults.log_max_bytes <= 0 or defaults.log_max_files < 1:
