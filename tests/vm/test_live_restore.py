@@ -72,6 +72,7 @@ def test_containers_outlive_a_live_restore_restart(tmp_path: Path) -> None:
     root, sock = tmp_path / "root", tmp_path / "run" / "steelcup.sock"
     args = ("--live-restore",)
     daemon = start_daemon(root, sock, netns, args)
+    cids: list[str] = []
     try:
         daemon.cli("load", "-i", str(BUSYBOX_TAR), check=True)
         # A counter across the restart: every line once, in order, in the log.
@@ -87,6 +88,7 @@ def test_containers_outlive_a_live_restore_restart(tmp_path: Path) -> None:
         # Exits while no daemon runs: its status and last words wait in the guest.
         early = daemon.out("run", "-d", IMG, "sh", "-c",
                            "echo started; sleep 5; echo bye; exit 5").strip()
+        cids += [counter, web, doomed, early]
         assert _fetch(netns, f"http://127.0.0.1:{PORT}/") == "hello from web\n"
         wait_until(lambda: b"line 20" in daemon.cli("logs", counter).stdout, "counter output")
 
@@ -130,6 +132,8 @@ def test_containers_outlive_a_live_restore_restart(tmp_path: Path) -> None:
         for cid in (counter, web, doomed, early):
             daemon.out("rm", cid)
     finally:
+        if daemon.proc.poll() is None and cids:  # a live-restore stop would keep them
+            daemon.cli("rm", "-f", *cids)
         stop_daemon(daemon)
         problems = leftovers_of(root, netns=netns)
         delete_netns(netns)

@@ -498,6 +498,12 @@ class GuestClient:
 
     def _dispatch(self, frame: Frame) -> None:
         op = frame.op
+        if self.info is None and frame.id != 0 and frame.id not in self._pending:
+            # Before the handshake: what the guest had queued for an earlier connection
+            # (docs/guest-protocol.md, Transport); the guest replays it on RESUME if wanted.
+            self.guest_log.log(logging.DEBUG, "ignoring %s for id %d before HELLO_OK",
+                               Op(op).name if op in Op.__members__.values() else op, frame.id)
+            return
         if op not in _GUEST_TO_HOST:
             if op in Op.__members__.values():
                 raise GuestProtocolError(f"guest sent host-only opcode {Op(op).name}")

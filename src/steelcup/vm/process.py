@@ -22,7 +22,8 @@ RETURNCODE_UNKNOWN = -255
 
 def start_time(pid: int) -> int | None:
     """The process's start time (clock ticks since boot, /proc/PID/stat field 22): with the pid,
-    it names one process for the life of the host. None if there is no such process."""
+    it names one process for the life of the host. None if there is no such process, or it has
+    ended and waits to be reaped (a zombie: an orphaned QEMU whose new parent is slow to reap)."""
     try:
         with open(f"/proc/{pid}/stat") as f:
             stat = f.read()
@@ -31,6 +32,8 @@ def start_time(pid: int) -> int | None:
     # The command name (field 2) may hold spaces and parentheses: fields after its last ')'.
     fields = stat.rsplit(")", 1)[-1].split()
     try:
+        if fields[0] in ("Z", "X"):
+            return None
         return int(fields[19])
     except (IndexError, ValueError):
         return None

@@ -537,3 +537,30 @@ def test_resume_replays_what_the_host_lacks_and_ids_continue_above_last_id() -> 
     assert p.get_u64(resume.fields(), Tag.RECEIVED) == 3
     later = [f.id for f in seen if f.op in (Op.PING, Op.RESUME)]
     assert later and all(i > 5 for i in later)  # requests after HELLO_OK allocate above 5
+
+
+def test_frames_queued_for_an_earlier_connection_are_ignored_before_hello_ok() -> None:
+    """A guest that was writing to the previous daemon when it left sends that output to the
+    new connection first: not a protocol error (the id is not the new host's yet)."""
+
+    async def guest(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(p.encode_frame(Frame(Op.STDOUT, 10, 0, b"stale")))
+        send(writer, Op.EXIT, 10, [(Tag.STATUS, 0), (Tag.SIGNAL, 0)])
+        dec = p.FrameDecoder()
+        while True:
+            try:
+                f = await frames(reader, dec)
+            except EOFError:
+                return
+            if f.op == Op.HELLO:
+                send(writer, Op.HELLO_OK, f.id, [(Tag.VERSION, 1), (Tag.LAST_ID, 12)])
+            elif f.op == Op.PING:
+                send(writer, Op.OK, f.id, [])
+            await writer.drain()
+
+    async def body(client: GuestClient) -> None:
+        await client.hello(2.0)
+        await client.ping()
+        assert client.lost is None and client.ignored_frames == 0
+
+    asyncio.run(run_with_guest(guest, body))

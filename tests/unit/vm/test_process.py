@@ -7,6 +7,8 @@ import asyncio
 import os
 import signal
 import subprocess
+import time
+from pathlib import Path
 
 import pytest
 
@@ -53,3 +55,17 @@ def test_release_leaves_it_running_and_adopt_checks_the_start_time() -> None:
             popen.wait()
 
     asyncio.run(body())
+
+
+def test_an_ended_process_not_yet_reaped_has_no_start_time() -> None:
+    popen = subprocess.Popen(["sleep", "30"])
+    try:
+        assert start_time(popen.pid) is not None
+        os.kill(popen.pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while start_time(popen.pid) is not None:  # a zombie until reaped below
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        assert Path(f"/proc/{popen.pid}").exists()
+    finally:
+        popen.wait()
