@@ -7,7 +7,7 @@ counter line every 50 ms, stops the daemon gracefully, starts a new one at once 
 - gap: the sum, the time during which the container API is unavailable.
 Then every counter container is waited for and its log checked: each line once, in order.
 
-    .venv/bin/python bench/live_restore.py [--containers 20] [--lines 400]
+    .venv/bin/python bench/live_restore.py [--containers 20] [--lines 1200] [--rounds 1]
 """
 
 from __future__ import annotations
@@ -48,11 +48,12 @@ def main() -> int:
     daemon = start_daemon(root, sock, netns, ("--live-restore",))
     script = (f"i=0; while [ $i -lt {args.lines} ]; do echo line $i; i=$((i+1)); sleep 0.05; "
               "done")
+    cids: list[str] = []
     try:
         daemon.out("load", "-i", str(BUSYBOX_TAR))
         t_run = time.perf_counter()
-        cids = [daemon.out("run", "-d", IMG, "sh", "-c", script).strip()
-                for _ in range(args.containers)]
+        for _ in range(args.containers):
+            cids.append(daemon.out("run", "-d", IMG, "sh", "-c", script).strip())
         print(f"{args.containers} containers started in {time.perf_counter() - t_run:.1f} s")
         stops, starts = [], []
         for _ in range(args.rounds):
@@ -86,6 +87,8 @@ def main() -> int:
         print(f"containers whose log lost or doubled a line: {lost}")
         return 1 if lost else 0
     finally:
+        if daemon.proc.poll() is None and cids:  # a live-restore stop would keep them
+            daemon.cli("rm", "-f", *cids)
         stop_daemon(daemon)
         problems = leftovers_of(root, netns=netns)
         delete_netns(netns)

@@ -123,6 +123,13 @@ def test_containers_outlive_a_live_restore_restart(tmp_path: Path) -> None:
         lines = daemon.out("logs", counter).splitlines()
         assert lines == [f"line {i}" for i in range(COUNT)]
 
+        # A second restart: a re-attached VM is left running and re-attached again.
+        stop_daemon(daemon)
+        assert daemon.proc.returncode == 0, daemon.log.read_text()[-3000:]
+        assert _alive(pids[web])
+        daemon = start_daemon(root, sock, netns, args)
+        assert _state(daemon, web)["Running"] is True
+
         # The re-attached web container: its port, exec, stop.
         assert _fetch(netns, f"http://127.0.0.1:{PORT}/") == "hello from web\n"
         assert daemon.out("exec", web, "cat", "/www/index.html") == "hello from web\n"

@@ -107,6 +107,7 @@ class _Live:
     # the run (its VM keeps running: the pump stops without ending it).
     logged_bytes: int = 0
     handing_over: bool = False
+    slot_dir: str = ""  # a pooled VM's rootfs slot on the host (kept with the VM)
 
     def ended(self, seq: int) -> bool:
         """The run of generation `seq` ended, or the container is gone (or dead)."""
@@ -524,6 +525,8 @@ class Runtime:
             stack.pop_all()
         live.machine = machine
         live.process = process
+        live.logged_bytes = 0
+        live.slot_dir = str(machine.spec.shares[0].host_path) if machine.rootfs_subdir else ""
         live.stopping = False
         live.started_mono = time.monotonic()
         self._apply(live, Op.STARTED, pid=process.pid, exit_code=0, error="",
@@ -981,8 +984,12 @@ class Runtime:
         kept = []
         if live_restore:
             for live in list(self._containers.values()):
-                if await self._hand_over(live):
-                    kept.append(live.record.id)
+                try:
+                    if await self._hand_over(live):
+                        kept.append(live.record.id)
+                except Exception:  # a bug here must not leave the others unstopped
+                    log.exception("container %s: leaving it running failed; stopping it",
+                                  live.record.id[:12])
         for live in list(self._containers.values()):
             if live.record.id in kept:
                 continue
@@ -1017,16 +1024,15 @@ class Runtime:
             return False
         with contextlib.suppress(Exception):  # it ends once the released link is drained
             await asyncio.wait_for(asyncio.shield(live.pump), HAND_OVER_PUMP_WAIT_S)
-        taps, ports = self.resources.kept_network(record.id)
-        slot = str(machine.spec.shares[0].host_path) if machine.rootfs_subdir else ""
-        kept = restore_module.Kept(
-            container_id=record.id, vm=handle, process_id=process.id,
-            pid=record.state.pid, logged_bytes=live.logged_bytes, slot_dir=slot,
-            taps=taps, ports=ports)
         try:
+            taps, ports = self.resources.kept_network(record.id)
+            kept = restore_module.Kept(
+                container_id=record.id, vm=handle, process_id=process.id,
+                pid=record.state.pid, logged_bytes=live.logged_bytes, slot_dir=live.slot_dir,
+                taps=taps, ports=ports)
             await asyncio.to_thread(restore_module.save, self.container_dir(record.id), kept)
-        except OSError as exc:  # the next daemon would not find it: do not leave it behind
-            log.error("container %s: cannot write its restore record (%s); stopping it",
+        except Exception as exc:  # the next daemon would not find it: do not leave it behind
+            log.error("container %s: cannot write its restore record (%s); its VM is killed",
                       record.id[:12], exc)
             await self._kill_released(handle)
             return False
@@ -1085,6 +1091,7 @@ class Runtime:
         live.machine = machine
         live.process = process
         live.logged_bytes = entry.logged_bytes
+        live.slot_dir = entry.slot_dir
         live.stopping = False
         live.started_mono = time.monotonic()
         live.started.set()
