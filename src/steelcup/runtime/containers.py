@@ -70,6 +70,7 @@ REMOVE_KILL_WAIT_S = 5.0
 REMOVE_PUMP_WAIT_S = 15.0
 # Live restore: how long a released run's relay may take to log what it had received.
 HAND_OVER_PUMP_WAIT_S = 5.0
+RESTORE_CONCURRENCY = 8
 
 # Makes the (not yet adopted) Machine for a VM an earlier daemon left running; its console log
 # is kept at the path given (pool.direct.DirectSource.adoptable).
@@ -983,13 +984,15 @@ class Runtime:
             self._cancel_restart(live)
         kept = []
         if live_restore:
-            for live in list(self._containers.values()):
-                try:
-                    if await self._hand_over(live):
-                        kept.append(live.record.id)
-                except Exception:  # a bug here must not leave the others unstopped
-                    log.exception("container %s: leaving it running failed; stopping it",
-                                  live.record.id[:12])
+            lives = list(self._containers.values())
+            outcomes = await asyncio.gather(*(self._hand_over(lv) for lv in lives),
+                                            return_exceptions=True)
+            for live, outcome in zip(lives, outcomes, strict=True):
+                if outcome is True:
+                    kept.append(live.record.id)
+                elif isinstance(outcome, BaseException):  # a bug: stop it as before
+                    log.error("container %s: leaving it running failed (%r); stopping it",
+                              live.record.id[:12], outcome)
         for live in list(self._containers.values()):
             if live.record.id in kept:
                 continue
@@ -1051,21 +1054,31 @@ class Runtime:
     async def restore(self, kept: dict[str, restore_module.Kept], adopt: Adopter) -> None:
         """After `recover(kept)`: re-attach each container the previous daemon left running
         (its VM, main process, log, network); one whose VM is gone or does not answer is
-        exited (255: its exit status is lost with it). Every restore record is consumed."""
-        for container_id, entry in kept.items():
-            live = self._containers.get(container_id)
-            cdir = self.container_dir(container_id)
-            if live is None or live.record.state.status is not Status.RUNNING:
-                await self._kill_released(entry.vm)  # nobody's container now
-                restore_module.forget(cdir)
-                continue
-            try:
-                await self._restore_one(live, entry, adopt)
-            except (SteelcupError, OSError) as exc:
-                log.warning("container %s: cannot re-attach it: %s", container_id[:12], exc)
-                await self._restore_failed(live, entry, str(exc))
-            finally:
-                restore_module.forget(cdir)
+        exited (255: its exit status is lost with it). Every restore record is consumed.
+        `RESTORE_CONCURRENCY` at a time: each waits mostly on its guest's answers."""
+        slots = asyncio.Semaphore(RESTORE_CONCURRENCY)
+
+        async def one(container_id: str, entry: restore_module.Kept) -> None:
+            async with slots:
+                await self._restore_entry(container_id, entry, adopt)
+
+        await asyncio.gather(*(one(cid, entry) for cid, entry in kept.items()))
+
+    async def _restore_entry(self, container_id: str, entry: restore_module.Kept,
+                             adopt: Adopter) -> None:
+        live = self._containers.get(container_id)
+        cdir = self.container_dir(container_id)
+        if live is None or live.record.state.status is not Status.RUNNING:
+            await self._kill_released(entry.vm)  # nobody's container now
+            restore_module.forget(cdir)
+            return
+        try:
+            await self._restore_one(live, entry, adopt)
+        except (SteelcupError, OSError) as exc:
+            log.warning("container %s: cannot re-attach it: %s", container_id[:12], exc)
+            await self._restore_failed(live, entry, str(exc))
+        finally:
+            restore_module.forget(cdir)
 
     async def _restore_one(self, live: _Live, entry: restore_module.Kept,
                            adopt: Adopter) -> None:
