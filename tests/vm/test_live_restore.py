@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from steelcup.daemon import vm_run_dir
 from tests.vm.support import (
     BUSYBOX_TAR,
     Daemon,
@@ -24,6 +25,7 @@ from tests.vm.support import (
     leftovers_of,
     need_assets,
     new_netns,
+    our_qemus,
     start_daemon,
     stop_daemon,
     wait_until,
@@ -141,6 +143,36 @@ def test_containers_outlive_a_live_restore_restart(tmp_path: Path) -> None:
     finally:
         if daemon.proc.poll() is None and cids:  # a live-restore stop would keep them
             daemon.cli("rm", "-f", *cids)
+        stop_daemon(daemon)
+        problems = leftovers_of(root, netns=netns)
+        delete_netns(netns)
+    assert not problems, "after daemon shutdown: " + "\n".join(problems)
+
+
+def test_a_killed_live_restore_daemon_leaves_no_vm_behind_once_restarted(tmp_path: Path) -> None:
+    """kill -9 writes no restore records: the VMs (no death signal with --live-restore) run on
+    until the next daemon's start-up sweep kills them (their memory cgroups), and their
+    containers are exited as after any crash (docs/live-restore.md, Limits)."""
+    need_assets()
+    netns = new_netns("lrk")
+    root, sock = tmp_path / "root", tmp_path / "run" / "steelcup.sock"
+    args = ("--live-restore",)
+    daemon = start_daemon(root, sock, netns, args)
+    try:
+        daemon.cli("load", "-i", str(BUSYBOX_TAR), check=True)
+        cid = daemon.out("run", "-d", IMG, "sleep", "1000").strip()
+        qemus = our_qemus(str(vm_run_dir(root)))
+        assert qemus, "the container's VM is found by its cgroup"
+        daemon.proc.kill()  # no graceful stop
+        daemon.proc.wait()
+        pids = [int(line.split(":")[0]) for line in qemus]
+        assert any(_alive(pid) for pid in pids), "with --live-restore VMs outlive a crash"
+        daemon = start_daemon(root, sock, netns, args)
+        state = _state(daemon, cid)
+        assert state["Running"] is False and state["ExitCode"] == 255
+        assert not any(_alive(pid) for pid in pids)
+        daemon.out("rm", cid)
+    finally:
         stop_daemon(daemon)
         problems = leftovers_of(root, netns=netns)
         delete_netns(netns)
