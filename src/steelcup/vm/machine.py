@@ -403,13 +403,18 @@ class Machine:
         assert popen.stdout is not None and popen.stderr is not None
         readers = []
         loop = asyncio.get_running_loop()
-        for pipe in (popen.stdout, popen.stderr):
-            reader = asyncio.StreamReader()
-            transport, _ = await loop.connect_read_pipe(
-                lambda r=reader: asyncio.StreamReaderProtocol(r), pipe)  # type: ignore[misc]
-            stack.callback(transport.close)
-            readers.append(reader)
-        proc = QemuProcess(popen.pid, popen)
+        try:
+            proc = QemuProcess(popen.pid, popen)
+            for pipe in (popen.stdout, popen.stderr):
+                reader = asyncio.StreamReader()
+                transport, _ = await loop.connect_read_pipe(
+                    lambda r=reader: asyncio.StreamReaderProtocol(r), pipe)  # type: ignore[misc]
+                stack.callback(transport.close)
+                readers.append(reader)
+        except BaseException:
+            popen.kill()  # owned by nobody yet
+            popen.wait()
+            raise
         return proc, incoming, (readers[0], readers[1])
 
     async def _handshake(
