@@ -11,7 +11,7 @@ import os
 import signal
 import sqlite3
 import sys
-from collections.abc import Collection
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 
 from steelcup import userns
@@ -24,6 +24,7 @@ from steelcup.idmap import IdRange, IdsFor
 from steelcup.image.layers import GIB, LayerLimits
 from steelcup.image.store import ImageStore
 from steelcup.net.manager import NetworkManager
+from steelcup.net.nft import PublishedPort
 from steelcup.net.store import NetStore
 from steelcup.pool.factory import PoolOptions, build_factory, reset_run_dir
 from steelcup.runtime import restore as restore_module
@@ -92,7 +93,7 @@ async def _serve(options: DaemonOptions) -> int:
         log.info("live restore: %d container(s) left running by the previous daemon, %d of "
                  "them still running", len(left), len(kept))
     networks = await _start_networking(options, db,
-                                       keep_taps={t for k in kept.values() for t in k.taps})
+                                       {cid: (k.taps, k.ports) for cid, k in kept.items()})
     ids = vm_ids(options)
     tenants = Tenants(TenantStore(db), Authority(options.root / "tls"))
     ids_for = tenant_ids(ids, tenants)
@@ -230,8 +231,10 @@ def vm_ids(options: DaemonOptions) -> IdRange | None:
     return ids
 
 
-async def _start_networking(options: DaemonOptions, db: sqlite3.Connection,
-                            keep_taps: Collection[str] = ()) -> NetworkManager | None:
+async def _start_networking(
+    options: DaemonOptions, db: sqlite3.Connection,
+    kept: Mapping[str, tuple[Sequence[str], Sequence[PublishedPort]]],
+) -> NetworkManager | None:
     """Bridges, NAT and DNS for container networks; None (loopback-only containers) if the
     host does not allow it, with the reason in the log."""
     if not options.networking:
@@ -239,7 +242,7 @@ async def _start_networking(options: DaemonOptions, db: sqlite3.Connection,
         return None
     networks = NetworkManager(NetStore(db))
     try:
-        await networks.startup(keep_taps)
+        await networks.startup(kept)
     except (SteelcupError, OSError) as exc:
         log.error("networking unavailable (%s); containers get loopback only", exc)
         return None

@@ -1070,6 +1070,7 @@ class Runtime:
         cdir = self.container_dir(container_id)
         if live is None or live.record.state.status is not Status.RUNNING:
             await self._kill_released(entry.vm)  # nobody's container now
+            await self.resources.release_run(container_id)
             restore_module.forget(cdir)
             return
         try:
@@ -1086,7 +1087,6 @@ class Runtime:
         config = record.config
         if not entry.alive():
             raise VmLaunchError("its VM ended while no daemon ran")
-        await self.resources.readopt_network(record.id, entry.taps, entry.ports)
         machine = adopt(entry.vm, self.container_dir(record.id) / "console.log")
         if entry.slot_dir:
             slot = Path(entry.slot_dir)

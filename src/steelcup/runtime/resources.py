@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -214,12 +213,6 @@ class Resources:
         if self.networks is None:
             return (), ()
         return self.networks.run_state(container_id)
-
-    async def readopt_network(self, container_id: str, taps: Sequence[str],
-                              ports: Sequence[PublishedPort]) -> None:
-        """Take back a running container's taps and published ports (live restore)."""
-        if self.networks is not None and (taps or ports):
-            await self.networks.readopt(container_id, taps, ports)
 
     async def release_container(self, record: ContainerRecord, remove_volumes: bool) -> None:
         """The container is removed: free its addresses; with `-v`, its anonymous volumes."""
