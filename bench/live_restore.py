@@ -86,6 +86,10 @@ def main() -> int:
               "with all re-attached)")
         print(f"gap    median {statistics.median(gaps):.2f} s  max {max(gaps):.2f} s")
         print(f"containers whose log lost or doubled a line: {lost}")
+        marks = ("live restore", "re-attached", "daemon ready", "shutting down", "left running")
+        for line in daemon.log.read_text().splitlines():
+            if any(m in line for m in marks):
+                print("  log:", line[:160])
         return 1 if lost else 0
     finally:
         if daemon.proc.poll() is None and cids:  # a live-restore stop would keep them
