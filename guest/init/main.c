@@ -33,6 +33,7 @@ static int root_ready;
 static uint32_t poweroff_id;
 static long long poweroff_deadline;
 static int powering_off;
+static uint32_t last_id; /* the highest id any host used: a new host starts above it */
 
 long long main_now_ms(void)
 {
@@ -93,8 +94,9 @@ static void handle_hello(const struct proto_frame *f)
 	proto_writer_u32(&w, PROTO_TAG_VERSION, PROTO_VERSION);
 	proto_writer_str(&w, PROTO_TAG_KERNEL, u.release);
 	proto_writer_str(&w, PROTO_TAG_INIT_VERSION, INIT_VERSION);
+	proto_writer_u32(&w, PROTO_TAG_LAST_ID, last_id);
 	channel_send(buf, proto_writer_end(&w));
-	proc_reset_credits();
+	proc_detach_all();
 }
 
 static void copy_str(const struct proto_frame *f, uint16_t tag, char *out, size_t outlen)
@@ -260,6 +262,8 @@ static void finish_poweroff(void)
 static void dispatch(const struct proto_frame *f)
 {
 	uint32_t id = f->hdr.id, v = 0, v2 = 0;
+	if (id > last_id)
+		last_id = id;
 	switch (f->hdr.op) {
 	case PROTO_OP_HELLO:
 		handle_hello(f);
@@ -308,6 +312,9 @@ static void dispatch(const struct proto_frame *f)
 		break;
 	case PROTO_OP_SYSCTL:
 		handle_sysctl(f);
+		break;
+	case PROTO_OP_RESUME:
+		proc_resume(f);
 		break;
 	default:
 		channel_send_error(id, ENOSYS, "unknown opcode");

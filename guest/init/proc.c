@@ -33,6 +33,9 @@
 #define EXIT_GRACE_MS 500
 #define OUT_QUEUE_HIGH (1024 * 1024)
 #define STDIN_BUF_MAX (4u * PROTO_INITIAL_CREDIT)
+/* Processes whose EXIT is kept for a host that re-attaches (RESUME), with their unacknowledged
+ * output: the most recent this many. */
+#define FINISHED_MAX 8
 #define DEFAULT_PATH "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 /* An empty directory on the initramfs root for mounts_pivot. */
 #define PIVOT_DIR "/pivot"
@@ -75,6 +78,15 @@ struct proc {
 	long long reaped_ms;
 	long long waited_ms; /* time spent without credit after the reap, not counted */
 	long long nocredit_since;
+	/* Re-attach (RESUME): every output frame sent (or due while no host listened) stays in
+	 * `ret` until the host credits its bytes, at most the credit window. */
+	int claimed;  /* a host asked for this process (START or RESUME) since the last HELLO */
+	int finished; /* EXIT is due or sent; kept for a RESUME until FINISHED_MAX newer ones */
+	unsigned long long finished_seq;
+	uint64_t sent, acked; /* output bytes taken from the process; credited by the host */
+	uint8_t *ret;         /* retained STDOUT/STDERR frames, from ret_off */
+	size_t ret_off, ret_len, ret_cap;
+	size_t in_nocredit; /* stdin bytes from an earlier host: written without CREDIT */
 };
 
 static struct proc *procs;
@@ -116,7 +128,64 @@ static void free_proc(struct proc *p)
 	close_fd(&p->fd_out);
 	close_fd(&p->fd_err);
 	free(p->in_buf);
+	free(p->ret);
 	free(p);
+}
+
+/* Keeps a copy of an output frame until the host credits it; 0, or -1 without memory. */
+static int retain(struct proc *p, uint16_t op, const uint8_t *data, size_t n)
+{
+	size_t need = PROTO_HDR_SIZE + n;
+	if (p->ret_off > 0 && p->ret_off == p->ret_len)
+		p->ret_off = p->ret_len = 0;
+	if (p->ret_cap - p->ret_len < need && p->ret_off > 0) {
+		memmove(p->ret, p->ret + p->ret_off, p->ret_len - p->ret_off);
+		p->ret_len -= p->ret_off;
+		p->ret_off = 0;
+	}
+	if (p->ret_cap - p->ret_len < need) {
+		size_t cap = p->ret_cap ? p->ret_cap : 65536;
+		while (cap - p->ret_len < need)
+			cap *= 2;
+		uint8_t *b = realloc(p->ret, cap);
+		if (!b)
+			return -1;
+		p->ret = b;
+		p->ret_cap = cap;
+	}
+	uint8_t *h = p->ret + p->ret_len;
+	proto_put32(h, PROTO_MAGIC);
+	proto_put16(h + 4, op);
+	proto_put16(h + 6, 0);
+	proto_put32(h + 8, p->id);
+	proto_put32(h + 12, (uint32_t)n);
+	memcpy(h + PROTO_HDR_SIZE, data, n);
+	p->ret_len += need;
+	return 0;
+}
+
+/* The host has `n` more output bytes: drop them from the front of the retained frames (a frame
+ * it has in part keeps its tail, under a header of its own). */
+static void forget(struct proc *p, uint64_t n)
+{
+	while (n > 0 && p->ret_off < p->ret_len) {
+		uint8_t *h = p->ret + p->ret_off;
+		uint32_t len = proto_get32(h + 12);
+		if (n >= len) {
+			p->ret_off += PROTO_HDR_SIZE + len;
+			n -= len;
+			continue;
+		}
+		uint16_t op = (uint16_t)(h[4] | h[5] << 8);
+		uint8_t *nh = h + n;
+		proto_put32(nh, PROTO_MAGIC);
+		proto_put16(nh + 4, op);
+		proto_put16(nh + 6, 0);
+		proto_put32(nh + 8, p->id);
+		proto_put32(nh + 12, len - (uint32_t)n);
+		p->ret_off += n;
+		n = 0;
+	}
 }
 
 static char *dup_field(const struct proto_field *fl)
@@ -416,7 +485,7 @@ static int open_pty(int *master, char *slave, size_t slavelen, int rows, int col
 static struct proc *live_main(void)
 {
 	for (struct proc *p = procs; p; p = p->next)
-		if (p->main && p->ns_init && !p->reaped)
+		if (p->main && p->ns_init && !p->reaped && !p->finished)
 			return p;
 	return NULL;
 }
@@ -555,6 +624,7 @@ void proc_start(const struct proto_frame *f, const char *root)
 	p->main = r.main;
 	p->ns_init = mode == NS_NEW;
 	p->credit = PROTO_INITIAL_CREDIT;
+	p->claimed = 1;
 	if (r.tty) {
 		p->fd_in = r.use_stdin ? master : -1;
 		p->fd_out = master;
@@ -610,7 +680,11 @@ static void flush_stdin(struct proc *p)
 	if (done > 0) {
 		memmove(p->in_buf, p->in_buf + done, p->in_len - done);
 		p->in_len -= done;
-		channel_send_credit(p->id, (uint32_t)done);
+		/* an earlier host's bytes: the one connected now never sent them */
+		size_t old = done < p->in_nocredit ? done : p->in_nocredit;
+		p->in_nocredit -= old;
+		if (done > old)
+			channel_send_credit(p->id, (uint32_t)(done - old));
 	}
 	if (p->close_stdin && p->in_len == 0 && p->fd_in >= 0) {
 		if (p->tty) {
@@ -666,6 +740,11 @@ void proc_credit(uint32_t id, uint32_t bytes)
 	struct proc *p = find(id);
 	if (!p)
 		return;
+	uint64_t out = p->sent - p->acked, n = bytes < out ? bytes : out;
+	forget(p, n);
+	p->acked += n;
+	if (p->finished)
+		return;
 	uint64_t c = (uint64_t)p->credit + bytes;
 	p->credit = c > UINT32_MAX ? UINT32_MAX : (uint32_t)c;
 	if (p->credit > 0 && p->nocredit_since) {
@@ -674,16 +753,66 @@ void proc_credit(uint32_t id, uint32_t bytes)
 	}
 }
 
-void proc_reset_credits(void)
+void proc_detach_all(void)
 {
-	for (struct proc *p = procs; p; p = p->next)
-		proc_credit(p->id, PROTO_INITIAL_CREDIT > p->credit ? PROTO_INITIAL_CREDIT - p->credit : 0);
+	for (struct proc *p = procs; p; p = p->next) {
+		p->claimed = 0;
+		p->in_nocredit = p->in_len;
+	}
+}
+
+static void queue_exit(struct proc *p)
+{
+	uint8_t buf[64];
+	struct proto_writer w;
+	proto_writer_begin(&w, buf, sizeof(buf), PROTO_OP_EXIT, p->id);
+	proto_writer_u32(&w, PROTO_TAG_STATUS, (uint32_t)p->status);
+	proto_writer_u32(&w, PROTO_TAG_SIGNAL, (uint32_t)p->signo);
+	channel_send(buf, proto_writer_end(&w));
+}
+
+void proc_resume(const struct proto_frame *f)
+{
+	uint32_t id = f->hdr.id, pid_id = 0;
+	uint64_t received = 0;
+	if (!proto_frame_u32(f, PROTO_TAG_PROC, &pid_id) ||
+	    !proto_frame_u64(f, PROTO_TAG_RECEIVED, &received)) {
+		channel_send_error(id, EINVAL, "RESUME needs PROC and RECEIVED");
+		return;
+	}
+	struct proc *p = find(pid_id);
+	if (!p) {
+		channel_send_error(id, ESRCH, "no such process (never started, or its EXIT is gone)");
+		return;
+	}
+	if (received < p->acked || received > p->sent) {
+		char msg[160];
+		snprintf(msg, sizeof(msg), "RECEIVED %llu outside the retained output %llu..%llu",
+			 (unsigned long long)received, (unsigned long long)p->acked,
+			 (unsigned long long)p->sent);
+		channel_send_error(id, ERANGE, msg);
+		return;
+	}
+	forget(p, received - p->acked);
+	p->acked = received;
+	p->claimed = 1;
+	channel_send_ok(id);
+	/* What the host does not have, in order; the new window counts it as unacknowledged. */
+	channel_send(p->ret + p->ret_off, p->ret_len - p->ret_off);
+	uint64_t out = p->sent - p->acked;
+	p->credit = out < PROTO_INITIAL_CREDIT ? PROTO_INITIAL_CREDIT - (uint32_t)out : 0;
+	if (p->finished) {
+		queue_exit(p);
+	} else if (p->credit > 0 && p->nocredit_since) {
+		p->waited_ms += main_now_ms() - p->nocredit_since;
+		p->nocredit_since = 0;
+	}
 }
 
 void proc_signal(uint32_t id, int signo)
 {
 	struct proc *p = find(id);
-	if (!p || p->reaped || signo <= 0 || signo >= NSIG)
+	if (!p || p->reaped || p->finished || signo <= 0 || signo >= NSIG)
 		return;
 	/* PID 1 of a container gets the signal alone (docker's `kill`, `stop`), and from here, its
 	 * parent namespace: the kernel delivers SIGKILL, and other signals only if it handles them. */
@@ -698,7 +827,7 @@ void proc_signal(uint32_t id, int signo)
 void proc_resize(uint32_t id, unsigned rows, unsigned cols)
 {
 	struct proc *p = find(id);
-	if (!p || !p->tty || p->fd_out < 0)
+	if (!p || p->finished || !p->tty || p->fd_out < 0)
 		return;
 	struct winsize ws = {.ws_row = (unsigned short)rows, .ws_col = (unsigned short)cols};
 	ioctl(p->fd_out, TIOCSWINSZ, &ws);
@@ -710,7 +839,7 @@ void proc_reap(void)
 	pid_t pid;
 	while ((pid = waitpid(-1, &st, WNOHANG)) > 0) {
 		for (struct proc *p = procs; p; p = p->next) {
-			if (p->pid != pid || p->reaped)
+			if (p->pid != pid || p->reaped || p->finished)
 				continue;
 			p->reaped = 1;
 			p->reaped_ms = main_now_ms();
@@ -768,7 +897,11 @@ static int relay(struct proc *p, int *fd, uint16_t op)
 		return 1;
 	ssize_t n = read(*fd, buf, max);
 	if (n > 0) {
-		channel_data_commit(op, p->id, (size_t)n);
+		if (retain(p, op, buf, (size_t)n) < 0)
+			main_log("out of memory: output of process %u not kept for a re-attach", p->id);
+		p->sent += (uint64_t)n;
+		/* without a host that asked for it, the output waits in `ret` for a RESUME */
+		channel_data_commit(op, p->id, p->claimed ? (size_t)n : 0);
 		p->credit -= (uint32_t)n;
 		if (p->credit == 0 && p->reaped)
 			p->nocredit_since = main_now_ms();
@@ -802,16 +935,43 @@ void proc_handle(const struct pollfd *pfds, size_t n)
 	}
 }
 
-static void send_exit(struct proc *p)
+static unsigned long long finished_count;
+
+/* The process's EXIT is due: send it to a host that asked for the process, and keep the record
+ * (the EXIT and the output not yet credited) for a host that re-attaches; the oldest record
+ * beyond FINISHED_MAX goes. */
+static void finish(struct proc *p)
 {
 	if (p->main)
 		sync();
-	uint8_t buf[64];
-	struct proto_writer w;
-	proto_writer_begin(&w, buf, sizeof(buf), PROTO_OP_EXIT, p->id);
-	proto_writer_u32(&w, PROTO_TAG_STATUS, (uint32_t)p->status);
-	proto_writer_u32(&w, PROTO_TAG_SIGNAL, (uint32_t)p->signo);
-	channel_send(buf, proto_writer_end(&w));
+	if (p->claimed)
+		queue_exit(p);
+	if (p->tty)
+		p->fd_in = -1;
+	close_fd(&p->fd_in);
+	close_fd(&p->fd_out);
+	close_fd(&p->fd_err);
+	free(p->in_buf);
+	p->in_buf = NULL;
+	p->in_len = p->in_cap = 0;
+	p->finished = 1;
+	p->finished_seq = ++finished_count;
+}
+
+/* Frees the oldest finished records beyond FINISHED_MAX (not while walking the table). */
+static void evict_finished(void)
+{
+	size_t n = 0;
+	struct proc *oldest = NULL;
+	for (struct proc *q = procs; q; q = q->next) {
+		if (!q->finished)
+			continue;
+		n++;
+		if (!oldest || q->finished_seq < oldest->finished_seq)
+			oldest = q;
+	}
+	if (n > FINISHED_MAX)
+		free_proc(oldest);
 }
 
 int proc_tick(void)
@@ -821,13 +981,12 @@ int proc_tick(void)
 	struct proc *p = procs;
 	while (p) {
 		struct proc *nx = p->next;
-		if (p->reaped) {
+		if (p->reaped && !p->finished) {
 			int eof = p->fd_out < 0 && p->fd_err < 0;
 			long long waited = p->waited_ms + (p->nocredit_since ? now - p->nocredit_since : 0);
 			long long due = p->reaped_ms + EXIT_GRACE_MS + waited;
 			if (eof || (!p->nocredit_since && now >= due)) {
-				send_exit(p);
-				free_proc(p);
+				finish(p);
 			} else if (!p->nocredit_since) {
 				int left = (int)(due - now);
 				if (next < 0 || left < next)
@@ -836,5 +995,6 @@ int proc_tick(void)
 		}
 		p = nx;
 	}
+	evict_finished();
 	return next;
 }

@@ -17,8 +17,10 @@ void proc_close_stdin(uint32_t id);
 void proc_credit(uint32_t id, uint32_t bytes);
 void proc_signal(uint32_t id, int signo);
 void proc_resize(uint32_t id, unsigned rows, unsigned cols);
-/* A new host connection: windows start again at the initial credit. */
-void proc_reset_credits(void);
+/* A new host connection (HELLO): no process is the host's until it START's or RESUMEs it. */
+void proc_detach_all(void);
+/* Handles RESUME: replays what the host does not have of a process's output (and its EXIT). */
+void proc_resume(const struct proto_frame *f);
 /* Reaps every exited child, ours or not. */
 void proc_reap(void);
 /* Adds pollfds of live streams; returns how many were added (at most max). */

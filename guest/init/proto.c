@@ -81,8 +81,11 @@ enum proto_type proto_tag_type(uint16_t tag)
 	case PROTO_TAG_PREFIX:
 	case PROTO_TAG_MTU:
 	case PROTO_TAG_PIDS_MAX:
+	case PROTO_TAG_LAST_ID:
+	case PROTO_TAG_PROC:
 		return PROTO_TYPE_U32;
 	case PROTO_TAG_CAPS:
+	case PROTO_TAG_RECEIVED:
 		return PROTO_TYPE_U64;
 	default:
 		return PROTO_TYPE_UNKNOWN;

@@ -38,6 +38,7 @@ enum proto_op {
 	/* 19 is FIXUP (fixup.h) */
 	PROTO_OP_STAGE_ROOT = 20,
 	PROTO_OP_SYSCTL = 21,
+	PROTO_OP_RESUME = 22,
 };
 
 enum proto_tag {
@@ -80,6 +81,9 @@ enum proto_tag {
 	PROTO_TAG_RLIMIT = 40,
 	PROTO_TAG_SYSCTL = 41,
 	PROTO_TAG_PIDS_MAX = 42,
+	PROTO_TAG_LAST_ID = 43,
+	PROTO_TAG_PROC = 44,
+	PROTO_TAG_RECEIVED = 45,
 };
 
 enum proto_type { PROTO_TYPE_UNKNOWN, PROTO_TYPE_U32, PROTO_TYPE_STRING, PROTO_TYPE_U64 };

@@ -11,6 +11,7 @@ import os
 import signal
 import sqlite3
 import sys
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 
 from steelcup import userns
@@ -26,8 +27,10 @@ from steelcup.idmap import IdRange, IdsFor
 from steelcup.image.layers import GIB, LayerLimits
 from steelcup.image.store import ImageStore
 from steelcup.net.manager import NetworkManager
+from steelcup.net.nft import PublishedPort
 from steelcup.net.store import NetStore
 from steelcup.pool.factory import PoolOptions, build_factory, reset_run_dir
+from steelcup.runtime import restore as restore_module
 from steelcup.runtime.admission import metered_by
 from steelcup.runtime.containers import Defaults, Runtime
 from steelcup.runtime.events import EventBus
@@ -88,18 +91,27 @@ async def _serve(options: DaemonOptions) -> int:
     db = open_db(options.root)
     images = ImageStore(options.root / "images", db, limits=layer_limits(options))
     events = EventBus(asyncio.get_running_loop())
-    networks = await _start_networking(options, db)
+    # Containers a live-restore stop left running: what they use survives the clean-ups below.
+    # (Those whose VM has died meanwhile are exited by `runtime.restore`.)
+    left = restore_module.load_all(options.root / "containers")
+    kept = {cid: k for cid, k in left.items() if k.alive()}
+    if left:
+        log.info("live restore: %d container(s) left running by the previous daemon, %d of "
+                 "them still running", len(left), len(kept))
+    networks = await _start_networking(options, db,
+                                       {cid: (k.taps, k.ports) for cid, k in kept.items()})
     ids = vm_ids(options)
     tenants = Tenants(TenantStore(db), Authority(options.root / "tls"),
                       usage=UsageLedger(db))
     ids_for = tenant_ids(ids, tenants)
     run_dir = vm_run_dir(options.root)
-    reset_run_dir(run_dir)
+    reset_run_dir(run_dir, keep=[p for k in kept.values() for p in k.run_dir_paths()])
     make_private(run_dir)  # ready VMs' slots hold containers' root filesystems
     link_run_dir(options.root, run_dir)
     log.info("VM run dir %s (for root %s; %s links to it)", run_dir, options.root,
              options.root / RUN_DIR_LINK)
-    cgroups = memory_cgroups(options, accel, run_dir)
+    cgroups = memory_cgroups(options, accel, run_dir,
+                             keep={Path(k.vm.state_dir).name for k in kept.values()})
     vms = build_factory(
         assets=assets,
         accel=accel,
@@ -113,6 +125,7 @@ async def _serve(options: DaemonOptions) -> int:
         cgroups=cgroups,
         ids_for=ids_for,
         tenant_base_mib=lambda t: size_class(tenants.get(t).size_default).mem_mib,
+        outlive_daemon=options.live_restore,
     )
     if vms.cache is not None:
         await asyncio.to_thread(vms.cache.remove_leftover_taps)  # a killed daemon's
@@ -139,9 +152,11 @@ async def _serve(options: DaemonOptions) -> int:
         Resources(networks, volumes, ids_for),
     )
     runtime.ids_for = ids_for
+    runtime.live_restore = options.live_restore
     runtime_ref.append(runtime)
     images.in_use = runtime.image_in_use
-    runtime.recover()
+    runtime.recover(kept=set(left))
+    await runtime.restore(left, vms.direct.adoptable)
     tenant_objects.wire(tenants, runtime, images, networks, volumes)
     meter = start_metering(runtime, tenants)
     await asyncio.to_thread(runtime.disks.template)  # off the first run's path
@@ -179,7 +194,7 @@ async def _serve(options: DaemonOptions) -> int:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        await runtime.shutdown()
+        left_running = await runtime.shutdown(live_restore=runtime.live_restore)
         await vms.close()
         await asyncio.to_thread(volumes.recover)  # any run that did not end in time
         images.close()
@@ -188,7 +203,9 @@ async def _serve(options: DaemonOptions) -> int:
             with contextlib.suppress(OSError):
                 run_dir.rmdir()  # empty now that the hierarchy mounted in it (if any) is gone
         if networks is not None:
-            await networks.close()
+            await networks.close(keep=left_running)
+        if left_running:
+            log.info("live restore: %d container(s) left running", len(left_running))
         with contextlib.suppress(Exception):
             db.close()
     return 0
@@ -276,8 +293,10 @@ def vm_ids(options: DaemonOptions) -> IdRange | None:
     return ids
 
 
-async def _start_networking(options: DaemonOptions, db: sqlite3.Connection
-                            ) -> NetworkManager | None:
+async def _start_networking(
+    options: DaemonOptions, db: sqlite3.Connection,
+    kept: Mapping[str, tuple[Sequence[str], Sequence[PublishedPort]]],
+) -> NetworkManager | None:
     """Bridges, NAT and DNS for container networks; None (loopback-only containers) if the
     host does not allow it, with the reason in the log."""
     if not options.networking:
@@ -285,15 +304,15 @@ async def _start_networking(options: DaemonOptions, db: sqlite3.Connection
         return None
     networks = NetworkManager(NetStore(db))
     try:
-        await networks.startup()
+        await networks.startup(kept)
     except (SteelcupError, OSError) as exc:
         log.error("networking unavailable (%s); containers get loopback only", exc)
         return None
     return networks
 
 
-def memory_cgroups(options: DaemonOptions, accel: str, run_dir: Path
-                   ) -> cgroup.MemoryCgroups | None:
+def memory_cgroups(options: DaemonOptions, accel: str, run_dir: Path,
+                   keep: Collection[str] = ()) -> cgroup.MemoryCgroups | None:
     """Where each VM's memory limit is enforced (docs/security.md), with what a previous
     daemon on this root left there removed; None, said loudly, if this host cannot."""
     overhead = options.vm_mem_overhead_mib or cgroup.overhead_mib(accel, options.tcg_tb_mib)
@@ -306,7 +325,7 @@ def memory_cgroups(options: DaemonOptions, accel: str, run_dir: Path
                   "--vm-max-mem)")
         return None
     try:
-        cgroups.setup()
+        cgroups.setup(keep)
     except OSError as exc:
         log.error("%s: container memory limits are NOT enforced from the host", exc)
         return None

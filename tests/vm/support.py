@@ -185,7 +185,8 @@ def leftovers_of(root: Path, kill: bool = True, netns: str | None = None) -> lis
 
 
 def our_qemus(marker: str) -> list[str]:
-    """QEMU processes whose command line mentions `marker` (our run dir)."""
+    """QEMU processes whose command line or memory cgroup mentions `marker` (our run dir: a
+    QEMU in a user namespace gets its paths as fds, but its cgroup is named for the run dir)."""
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -194,7 +195,14 @@ def our_qemus(marker: str) -> list[str]:
             cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
         except OSError:
             continue
-        if "qemu-system" in cmdline and marker in cmdline:
+        if "qemu-system" not in cmdline:
+            continue
+        cgroups = ""
+        with contextlib.suppress(OSError):
+            cgroups = (entry / "cgroup").read_text()
+        run_dir_name = Path(marker).name  # vms-<digest>: its VMs' cgroups are under it
+        if marker in cmdline or (run_dir_name.startswith("vms-")
+                                 and f"/{run_dir_name}/" in cgroups):
             found.append(f"{entry.name}: {cmdline[:200]}")
     return found
 

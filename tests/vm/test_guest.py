@@ -7,6 +7,7 @@ guest assets (`make guest`) are missing.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import hashlib
 import os
@@ -35,7 +36,7 @@ from steelcup.guest.client import (
 from steelcup.guest.protocol import INITIAL_CREDIT_BYTES
 from steelcup.vm.accel import choose_accel
 from steelcup.vm.assets import GuestAssets, find_assets
-from steelcup.vm.machine import Machine
+from steelcup.vm.machine import Machine, VmHandle
 from steelcup.vm.qemu_args import Share, VmSpec
 
 pytestmark = pytest.mark.vm
@@ -464,3 +465,63 @@ def test_accel_auto_probes_once_per_boot(assets: GuestAssets, tmp_path: Path) ->
         assert asyncio.run(choose_accel("tcg", cache)) == "tcg"
     finally:
         shutil.rmtree(cache, ignore_errors=True)
+
+
+# ---- re-attach (live restore) -----------------------------------------------------------------
+
+
+def test_a_new_connection_resumes_a_process_without_losing_or_doubling_output(
+    assets: GuestAssets, rootfs: Path
+) -> None:
+    """The init keeps a process's uncredited output and its EXIT while no host listens; RESUME
+    on a new connection (a new Machine adopting the released VM) replays exactly the rest."""
+    loop = asyncio.new_event_loop()
+    state_dir = new_state_dir()
+    spec = make_spec(assets, state_dir, rootfs)
+    first = Machine(spec, outlive_daemon=True)
+    second: Machine | None = None
+    released: VmHandle | None = None
+    script = "i=0; while [ $i -lt 60 ]; do echo n$i; i=$((i+1)); usleep 20000; done; exit 7"
+    try:
+        run(loop, first.start(BOOT_DEADLINE_S), 3 * BOOT_DEADLINE_S)
+        run(loop, first.guest.setup_root("rootfs"), 30)
+        proc = run(loop, first.guest.start(sh(script, main=True)), 30)
+
+        async def take_some() -> bytes:
+            got = bytearray()
+            async for _, data in proc:
+                got += data
+                if b"n5\n" in got:
+                    return bytes(got)
+            raise AssertionError(f"ended early: {bytes(got)!r}")
+
+        head = run(loop, take_some(), 60)
+        released = run(loop, first.release(), 30)
+        time.sleep(3)  # the process ends while no host is connected
+        second = Machine(spec, outlive_daemon=True)
+        info = run(loop, second.adopt(released), 30)
+        assert info.last_id >= proc.id
+        # Below what the host already credited: the guest no longer has it.
+        with pytest.raises(GuestRequestError) as err:
+            run(loop, second.guest.resume(proc.id, len(head) - 2, sh(script)), 30)
+        assert err.value.errno_value == errno.ERANGE
+        with pytest.raises(GuestRequestError) as err:
+            run(loop, second.guest.resume(1, 0, sh(script)), 30)  # HELLO's id, never a process
+        assert err.value.errno_value == errno.ESRCH
+        again = run(loop, second.guest.resume(proc.id, len(head), sh(script), pid=proc.pid), 30)
+        tail, _, status = run(loop, collect(again), 60)
+        assert head + tail == b"".join(b"n%d\n" % i for i in range(60))
+        assert status.status == 7
+        # The connection works on as any other: a new process gets an id above the old ones.
+        extra = run(loop, second.guest.start(sh("echo more")), 30)
+        assert extra.id > info.last_id
+        assert run(loop, collect(extra), 30)[0] == b"more\n"
+    finally:
+        for machine in (second, first):
+            if machine is not None:
+                run(loop, machine.close(), 30)
+        if released is not None and second is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(released.pid, signal.SIGKILL)
+        loop.close()
+        shutil.rmtree(state_dir, ignore_errors=True)

@@ -281,7 +281,8 @@ class _Api:
         pool = str(networks.pool) if networks is not None else ""
         facts = await asyncio.to_thread(system_info.host_facts)
         info = {
-            **system_info.fixed_facts(pool, self.svc.events.listeners),
+            **system_info.fixed_facts(pool, self.svc.events.listeners,
+                                      self.svc.runtime.live_restore),
             **facts,
             "ID": "steelcup",
             "Containers": len(records),

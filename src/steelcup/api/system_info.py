@@ -53,7 +53,8 @@ def host_facts() -> dict[str, Any]:
     }
 
 
-def fixed_facts(address_pool: str, event_listeners: int) -> dict[str, Any]:
+def fixed_facts(address_pool: str, event_listeners: int, live_restore: bool = False
+                ) -> dict[str, Any]:
     """The keys that say what steelcup enforces: limits are per VM, from the host."""
     return {
         "Driver": "overlay",
@@ -86,7 +87,7 @@ def fixed_facts(address_pool: str, event_listeners: int) -> dict[str, Any]:
         "ExperimentalBuild": False,
         "Swarm": {"NodeID": "", "NodeAddr": "", "LocalNodeState": "inactive",
                   "ControlAvailable": False, "Error": "", "RemoteManagers": None},
-        "LiveRestoreEnabled": False,
+        "LiveRestoreEnabled": live_restore,  # --live-restore (docs/live-restore.md)
         "InitBinary": "",  # the guest's own init is every container's PID 1
         "ContainerdCommit": {"ID": "", "Expected": ""},
         "RuncCommit": {"ID": "", "Expected": ""},

@@ -48,6 +48,8 @@ FIXUP_MAX_ENTROPY_BYTES = 512
 # Return output credit in batches of this size (and whenever the consumer has caught up).
 CREDIT_BATCH_BYTES = 65536
 _MAX_ID = 0xFFFFFFFF
+# A HELLO_OK's LAST_ID must leave this many ids to allocate (a guest cannot exhaust them).
+LAST_ID_HEADROOM = 1 << 24
 _GUEST_TO_HOST = frozenset({Op.HELLO_OK, Op.OK, Op.ERROR, Op.STDOUT, Op.STDERR, Op.CREDIT, Op.EXIT})
 
 
@@ -61,6 +63,9 @@ class GuestInfo:
     version: int
     kernel: str
     init_version: str
+    # The highest id any host used on this guest (0: none, or an init that predates LAST_ID):
+    # this connection allocates above it, so a re-attached process keeps its id.
+    last_id: int = 0
 
 
 @dataclass(frozen=True)
@@ -169,6 +174,9 @@ class GuestProcess:
         self._chunks: deque[tuple[Stream, bytes]] = deque()
         self._buffered = 0
         self._out_credit = p.INITIAL_CREDIT_BYTES  # bytes the guest may still send us
+        # Output bytes received from the guest since the process started (over every
+        # connection): what a host that re-attaches says it has (RESUME's RECEIVED).
+        self.received_bytes = 0
         self._unreported = 0  # consumed, not yet credited back
         self._stdin_credit = p.INITIAL_CREDIT_BYTES
         self._stdin_lock = asyncio.Lock()
@@ -199,6 +207,7 @@ class GuestProcess:
                 f"with only {self._out_credit} credit"
             )
         self._out_credit -= len(data)
+        self.received_bytes += len(data)
         if data:
             self._chunks.append((stream, data))
             self._buffered += len(data)
@@ -208,13 +217,6 @@ class GuestProcess:
         self._stdin_credit += nbytes
         if self._stdin_credit > p.INITIAL_CREDIT_BYTES:
             raise GuestProtocolError(f"guest returned more stdin credit than sent ({self.id})")
-        self._stdin_event.set()
-
-    def _reset_windows(self) -> None:
-        # A HELLO resets both flow-control windows of every process (docs/guest-protocol.md).
-        self._out_credit = p.INITIAL_CREDIT_BYTES
-        self._unreported = 0
-        self._stdin_credit = p.INITIAL_CREDIT_BYTES
         self._stdin_event.set()
 
     def _on_exit(self, status: ExitStatus) -> None:
@@ -261,7 +263,10 @@ class GuestProcess:
         if self._unreported >= CREDIT_BATCH_BYTES or not self._chunks:
             credit, self._unreported = self._unreported, 0
             self._out_credit += credit
-            await self._client._send(p.make_frame(Op.CREDIT, self.id, [(Tag.BYTES, credit)]))
+            # A lost connection surfaces at the next read: the chunk taken is still handed to
+            # the consumer (live restore counts what reached the log).
+            with contextlib.suppress(GuestProtocolError):
+                await self._client._send(p.make_frame(Op.CREDIT, self.id, [(Tag.BYTES, credit)]))
 
     # -- input and control --
     async def write_stdin(self, data: bytes) -> None:
@@ -495,6 +500,12 @@ class GuestClient:
 
     def _dispatch(self, frame: Frame) -> None:
         op = frame.op
+        if self.info is None and frame.id != 0 and frame.id not in self._pending:
+            # Before the handshake: what the guest had queued for an earlier connection
+            # (docs/guest-protocol.md, Transport); the guest replays it on RESUME if wanted.
+            self.guest_log.log(logging.DEBUG, "ignoring %s for id %d before HELLO_OK",
+                               Op(op).name if op in Op.__members__.values() else op, frame.id)
+            return
         if op not in _GUEST_TO_HOST:
             if op in Op.__members__.values():
                 raise GuestProtocolError(f"guest sent host-only opcode {Op(op).name}")
@@ -611,11 +622,15 @@ class GuestClient:
             version=p.require_u32(f, Tag.VERSION),
             kernel=p.get_str(f, Tag.KERNEL, "") or "",
             init_version=p.get_str(f, Tag.INIT_VERSION, "") or "",
+            last_id=p.get_u32(f, Tag.LAST_ID, 0) or 0,
         )
         if info.version != p.PROTOCOL_VERSION:
             raise GuestProtocolError(f"guest speaks protocol version {info.version}, host 1")
-        for proc in self._procs.values():
-            proc._reset_windows()
+        if info.last_id > _MAX_ID - LAST_ID_HEADROOM:
+            raise GuestProtocolError(f"guest says ids up to {info.last_id} are used: no room")
+        # A HELLO detaches the guest's processes from any connection (RESUME re-attaches one);
+        # ids continue above every id an earlier host used.
+        self._last_id = max(self._last_id, info.last_id)
         self.info = info
         return info
 
@@ -690,6 +705,31 @@ class GuestClient:
             self._procs.pop(id_, None)
             raise GuestProtocolError(f"guest answered START with {Op(frame.op).name}")
         proc.pid = p.require_u32(frame.fields(), Tag.PID)
+        return proc
+
+    async def resume(
+        self, process_id: int, received_bytes: int, spec: ProcessSpec, *, pid: int = 0,
+        timeout_s: float = REQUEST_TIMEOUT_S,
+    ) -> GuestProcess:
+        """Re-attach to a process an earlier connection started (after `hello`): the guest
+        replays its output after the first `received_bytes` bytes, then its EXIT if it ended.
+        GuestRequestError (ESRCH) if the guest no longer knows it."""
+        if not 0 < process_id <= self._last_id:
+            raise InvalidArgument(f"process id {process_id} was not used on this guest")
+        if process_id in self._procs:
+            raise InvalidArgument(f"process {process_id} is attached already")
+        proc = GuestProcess(self, process_id, spec)
+        proc.pid = pid
+        proc.received_bytes = received_bytes
+        self._procs[process_id] = proc  # the replay follows the OK at once
+        fields: list[tuple[Tag, p.FieldValue]] = [(Tag.PROC, process_id),
+                                                  (Tag.RECEIVED, received_bytes)]
+        try:
+            await self._simple(Op.RESUME, fields, timeout_s)
+        except BaseException:
+            if self._procs.get(process_id) is proc:
+                del self._procs[process_id]
+            raise
         return proc
 
     async def fixup(

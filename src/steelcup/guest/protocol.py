@@ -57,6 +57,7 @@ class Op(IntEnum):
     FIXUP = 19
     STAGE_ROOT = 20
     SYSCTL = 21
+    RESUME = 22
 
 
 # Where STAGE_ROOT mounts its share in the guest (processes started before SETUP_ROOT see it).
@@ -108,6 +109,9 @@ class Tag(IntEnum):
     RLIMIT = 40
     SYSCTL = 41
     PIDS_MAX = 42
+    LAST_ID = 43
+    PROC = 44
+    RECEIVED = 45
 
 
 DATA_OPS = frozenset({Op.STDIN, Op.STDOUT, Op.STDERR})
@@ -135,7 +139,7 @@ STRING_TAGS = frozenset(
     }
 )
 SIGNED_TAGS = frozenset({Tag.STATUS})
-U64_TAGS = frozenset({Tag.CAPS})
+U64_TAGS = frozenset({Tag.CAPS, Tag.RECEIVED})
 INT_TAGS = frozenset(t for t in Tag if t not in STRING_TAGS and t not in U64_TAGS)  # u32/i32
 
 FieldValue = int | bytes | str

@@ -14,7 +14,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address, IPv4Network
 
@@ -251,21 +251,60 @@ class NetworkManager:
 
     # -- lifecycle of the manager -----------------------------------------------------------
 
-    async def startup(self) -> None:
-        """Recreate bridges, rules and resolvers of persisted networks; ensure the default."""
+    async def startup(self, kept: Mapping[str, tuple[Sequence[str],
+                                                     Sequence[nft.PublishedPort]]] | None = None
+                      ) -> None:
+        """Recreate bridges, rules and resolvers of persisted networks; ensure the default.
+        `kept`: the taps and published ports of running containers whose VMs outlived the
+        previous daemon (live restore), by container id: they are this run's from the start,
+        so their NAT rules never go away and their loopback proxies are back at once (the
+        runtime `detach`es one it cannot re-attach)."""
+        kept = kept or {}
         async with self._lock:
+            keep_taps = {t for taps, _ in kept.values() for t in taps}
             for tap in await asyncio.to_thread(links.list_links, self.host, TAP_PREFIX):
+                if tap in keep_taps:
+                    continue
                 await asyncio.to_thread(links.delete_link, self.host, tap)  # a crashed run's
             if not any(n.name == DEFAULT_NETWORK for n in self.store.networks("")):
                 await self._create_locked(DEFAULT_NETWORK, bridge=DEFAULT_BRIDGE)
             for net in self.store.networks():
                 await self._bring_up(net)
+            for container_id, (taps, ports) in kept.items():
+                live = _Live(taps=list(taps), ports=list(ports))
+                self._live[container_id] = live
+                await self._start_proxies(container_id, live)
             await self._apply_rules()
 
-    async def close(self) -> None:
-        """Stop resolvers, proxies and taps of this run (networks and rules stay)."""
+    async def _start_proxies(self, container_id: str, live: _Live) -> None:
+        """The loopback proxies of a kept container's published ports (a port taken
+        meanwhile is logged: that port refuses connections)."""
+        for pub in live.ports:
+            if pub.host_ip not in ("", "127.0.0.1"):
+                continue
+            cls = TcpProxy if pub.proto == "tcp" else UdpProxy
+            proxy: TcpProxy | UdpProxy = cls("127.0.0.1", pub.host_port, pub.container_ip,
+                                             pub.container_port, self.host.netns)
+            try:
+                await proxy.start()
+            except OSError as exc:
+                log.warning("container %s: no proxy for 127.0.0.1:%d: %s", container_id[:12],
+                            pub.host_port, exc)
+                continue
+            live.proxies.append(proxy)
+
+    async def close(self, keep: Collection[str] = ()) -> None:
+        """Stop resolvers, proxies and taps of this run (networks and rules stay). Containers
+        in `keep` run on without the daemon (live restore): their taps and NAT rules stay,
+        only their loopback proxies go (published ports on 127.0.0.1 refuse connections until
+        the next daemon re-adopts them)."""
         async with self._lock:
             for cid in list(self._live):
+                if cid in keep:
+                    for proxy in self._live.pop(cid).proxies:
+                        with contextlib.suppress(Exception):
+                            await proxy.close()
+                    continue
                 await self._detach_locked(cid)
             for server in self._dns.values():
                 server.close()
@@ -580,6 +619,13 @@ class NetworkManager:
                     raise Conflict(f"Bind for 127.0.0.1:{host_port} failed: {exc}") from exc
                 live.proxies.append(proxy)
             live.ports.append(pub)
+
+    def run_state(self, container_id: str) -> tuple[tuple[str, ...], tuple[nft.PublishedPort, ...]]:
+        """The taps and published ports of the container's current run."""
+        live = self._live.get(container_id)
+        if live is None:
+            return (), ()
+        return tuple(live.taps), tuple(live.ports)
 
     def _free_port(self, proto: str) -> int:
         kind = socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM

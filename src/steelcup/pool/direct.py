@@ -11,7 +11,7 @@ from steelcup.idmap import IdsFor, host_root
 from steelcup.pool.source import VmRequest
 from steelcup.vm.assets import GuestAssets
 from steelcup.vm.cgroup import MemoryCgroups, VmCgroup
-from steelcup.vm.machine import Machine
+from steelcup.vm.machine import Machine, VmHandle
 from steelcup.vm.qemu_args import VmSpec
 
 
@@ -19,9 +19,10 @@ class DirectSource:
     """Boots one QEMU microVM per `acquire`; sockets live in a short per-VM dir under run_dir."""
 
     def __init__(self, *, assets: GuestAssets, accel: str, tcg_tb_mib: int, run_dir: Path,
-                 cgroups: MemoryCgroups | None = None, ids_for: IdsFor = host_root
-                 ) -> None:
+                 cgroups: MemoryCgroups | None = None, ids_for: IdsFor = host_root,
+                 outlive_daemon: bool = False) -> None:
         self.assets = assets
+        self.outlive_daemon = outlive_daemon  # live restore: VMs survive the daemon
         # Each tenant's QEMUs run in its user namespace (steelcup.idmap); None: host root.
         self.ids_for = ids_for
         self.cgroups = cgroups  # None: VMs run without a host memory limit
@@ -48,13 +49,26 @@ class DirectSource:
             ids=self.ids_for(request.tenant),
         )
         cgroup = self.cgroups.vm(state_dir.name) if self.cgroups is not None else None
-        machine = KeepConsoleMachine(spec, keep_console_at=request.console_log, cgroup=cgroup)
+        machine = KeepConsoleMachine(spec, keep_console_at=request.console_log, cgroup=cgroup,
+                                     outlive_daemon=self.outlive_daemon)
         try:
             await machine.start()
         except BaseException:
             await machine.close()
             raise
         return machine
+
+    def adoptable(self, handle: VmHandle, keep_console_at: Path) -> Machine:
+        """A Machine (to `adopt`) for the VM an earlier daemon left running, whatever source
+        made it: its state dir and memory cgroup are named as this source names them."""
+        state_dir = Path(handle.state_dir)
+        spec = VmSpec(kernel=self.assets.kernel, initrd=self.assets.initrd, state_dir=state_dir,
+                      mem_mib=handle.mem_mib, accel=self.accel, tcg_tb_mib=self.tcg_tb_mib)
+        cgroup = None
+        if handle.cgroup and self.cgroups is not None:
+            cgroup = self.cgroups.vm(state_dir.name)
+        return KeepConsoleMachine(spec, keep_console_at=keep_console_at, cgroup=cgroup,
+                                  limit_mib=handle.limit_mib, outlive_daemon=True)
 
     async def close(self) -> None:
         """Nothing is pooled here; VMs handed out are owned by their callers."""
@@ -67,9 +81,10 @@ class KeepConsoleMachine(Machine):
     def __init__(
         self, spec: VmSpec, *, keep_console_at: Path | None, boot_attempts: int = 2,
         nice: int = 0, cgroup: VmCgroup | None = None, limit_mib: int | None = None,
+        outlive_daemon: bool = False,
     ) -> None:
         super().__init__(spec, remove_state_dir=True, boot_attempts=boot_attempts, nice=nice,
-                         cgroup=cgroup, limit_mib=limit_mib)
+                         cgroup=cgroup, limit_mib=limit_mib, outlive_daemon=outlive_daemon)
         self.keep_console_at = keep_console_at
 
     async def close(self) -> None:

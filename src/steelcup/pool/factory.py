@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -161,14 +161,42 @@ class Factory:
             self.direct.run_dir.rmdir()  # empty now unless VMs handed out still run
 
 
-def reset_run_dir(run_dir: Path) -> None:
+def reset_run_dir(run_dir: Path, keep: Collection[Path] = ()) -> None:
     """Empty the VM run dir a previous daemon on this root left behind (it owned it alone): a
-    crash leaves template RAM files (in /run: memory) and ready VMs' slot binds there."""
+    crash leaves template RAM files (in /run: memory) and ready VMs' slot binds there. `keep`:
+    the state dirs and slots of VMs that outlived that daemon (live restore) stay, with the
+    mounts below them; a template RAM file their clones map is only unlinked."""
+    kept = [Path(k) for k in keep]
+
+    def holds_kept(path: Path) -> bool:  # is, is below or is above something kept
+        return any(path == k or k in path.parents or path in k.parents for k in kept)
+
     for point in sysmount.mounts_under(run_dir):
+        if holds_kept(point):
+            continue
         with contextlib.suppress(OSError):
             sysmount.umount(point, sysmount.MNT_DETACH)
-    if run_dir.exists() and not sysmount.mounts_under(run_dir):
-        shutil.rmtree(run_dir, ignore_errors=True)
+    if not run_dir.exists():
+        return
+    if not kept:
+        if not sysmount.mounts_under(run_dir):
+            shutil.rmtree(run_dir, ignore_errors=True)
+        return
+    _remove_except(run_dir, kept)
+
+
+def _remove_except(directory: Path, kept: list[Path]) -> None:
+    for child in directory.iterdir():
+        if child in kept:
+            continue
+        if any(child in k.parents for k in kept):
+            _remove_except(child, kept)
+        elif child.is_dir() and not child.is_symlink():
+            if not sysmount.mounts_under(child):  # never through a mount still there
+                shutil.rmtree(child, ignore_errors=True)
+        else:
+            with contextlib.suppress(OSError):
+                child.unlink()
 
 
 def build_factory(
@@ -183,6 +211,7 @@ def build_factory(
     cgroups: MemoryCgroups | None = None,
     ids_for: IdsFor = host_root,
     tenant_base_mib: Callable[[str], int] | None = None,
+    outlive_daemon: bool = False,
 ) -> Factory:
     """The sources `options` ask for. `warm_program`: a static program ready VMs run once
     (the guest init binary); `tap_host`: where the network layer's taps live (None: no
@@ -190,7 +219,7 @@ def build_factory(
     is enforced (None: nowhere, the guest's balloon driver is trusted); `ids`: the user
     namespace each tenant's QEMUs run in (None: QEMU runs as host root)."""
     direct = DirectSource(assets=assets, accel=accel, tcg_tb_mib=tcg_tb_mib, run_dir=run_dir,
-                          cgroups=cgroups, ids_for=ids_for)
+                          cgroups=cgroups, ids_for=ids_for, outlive_daemon=outlive_daemon)
     template = None
     if options.templates:
         template = TemplateSource(
@@ -207,6 +236,7 @@ def build_factory(
             cgroups=cgroups,
             ids_for=ids_for,
             tenant_base_mib=tenant_base_mib,
+            outlive_daemon=outlive_daemon,
         )
     cache = None
     if template is not None and options.cache_size > 0:

@@ -66,6 +66,12 @@ def bind_root(slot: Slot, rootfs: Path) -> None:
     slot.bound = True
 
 
+def release_dir(directory: Path) -> None:
+    """`release` for a slot known only by its directory (a VM adopted after a daemon restart),
+    whose root is bound."""
+    release(Slot(directory, bound=True))
+
+
 def release(slot: Slot) -> None:
     """Unbind the root (lazily: QEMU may still hold files) and delete the slot. Idempotent."""
     if slot.bound:

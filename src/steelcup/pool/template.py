@@ -152,6 +152,7 @@ class TemplateSource:
         cgroups: MemoryCgroups | None = None,
         ids_for: IdsFor = host_root,
         tenant_base_mib: Callable[[str], int] | None = None,
+        outlive_daemon: bool = False,
     ) -> None:
         if not 64 <= base_mem_mib <= max_mem_mib:
             raise ValueError("need 64 <= base_mem_mib <= max_mem_mib")
@@ -172,6 +173,8 @@ class TemplateSource:
         # A tenant's default size (its size class's memory): its clones start there, so its
         # usual container needs no resize at hand-out. None: every tenant's is base_mem_mib.
         self.tenant_base_mib = tenant_base_mib
+        # Live restore: clones survive the daemon (templates do not: they are rebuilt).
+        self.outlive_daemon = outlive_daemon
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.template_dir.mkdir(parents=True, exist_ok=True)
         self._templates: dict[TemplateKey, Template] = {}
@@ -413,7 +416,8 @@ class TemplateSource:
         # Limited to the base size (its balloon holds the rest) until hand-out raises it.
         machine = KeepConsoleMachine(spec, keep_console_at=request.console_log, boot_attempts=1,
                                      nice=nice, cgroup=self._cgroup(state_dir.name),
-                                     limit_mib=key.base_mem_mib)
+                                     limit_mib=key.base_mem_mib,
+                                     outlive_daemon=self.outlive_daemon)
         try:
             await machine.start(CLONE_DEADLINE_S)
         except BaseException as exc:

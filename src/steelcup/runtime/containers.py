@@ -17,7 +17,7 @@ import logging
 import shutil
 import signal as signal_module
 import time
-from collections.abc import AsyncIterator, Coroutine, Iterator
+from collections.abc import AsyncIterator, Callable, Collection, Coroutine, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,7 @@ from steelcup.errors import (
     NotFound,
     ProcessStartError,
     SteelcupError,
+    VmLaunchError,
 )
 from steelcup.guest.client import GuestProcess, ProcessSpec
 from steelcup.guestlog import clip
@@ -37,8 +38,10 @@ from steelcup.idmap import IdRange, IdsFor, one_range
 from steelcup.image import rootfs as rootfs_module
 from steelcup.image.store import ImageStore
 from steelcup.image.users import resolve_user
+from steelcup.pool.slots import release_dir as release_slot
 from steelcup.pool.source import Share, VmRequest, VmSource
 from steelcup.runtime import logs as logs_module
+from steelcup.runtime import restore as restore_module
 from steelcup.runtime.capabilities import capability_set
 from steelcup.runtime.events import EventBus
 from steelcup.runtime.lifecycle import NOT_MODIFIED, NotModified, Op, Refusal, transition
@@ -51,7 +54,8 @@ from steelcup.runtime.spec import merge_env, parse_signal, resolve_argv, start_f
 from steelcup.runtime.store import ContainerStore
 from steelcup.tenancy.sizing import vm_cpus
 from steelcup.vm.cputime import QemuCpuTime
-from steelcup.vm.machine import Machine
+from steelcup.vm.machine import Machine, VmHandle
+from steelcup.vm.process import QemuProcess
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +70,13 @@ RESTART_RESET_AFTER_S = 10.0
 # How long a force removal waits for the killed process, then for its output relay.
 REMOVE_KILL_WAIT_S = 5.0
 REMOVE_PUMP_WAIT_S = 15.0
+# Live restore: how long a released run's relay may take to log what it had received.
+HAND_OVER_PUMP_WAIT_S = 5.0
+RESTORE_CONCURRENCY = 8
+
+# Makes the (not yet adopted) Machine for a VM an earlier daemon left running; its console log
+# is kept at the path given (pool.direct.DirectSource.adoptable).
+Adopter = Callable[[VmHandle, Path], Machine]
 
 
 def now_rfc3339() -> str:
@@ -94,6 +105,12 @@ class _Live:
     restart_task: asyncio.Task[None] | None = None
     restart_delay_s: float = 0.0
     started_mono: float = 0.0
+    # Live restore: output bytes of the current run's process written to the log (what a
+    # re-attaching daemon tells the guest it has), and whether the daemon is letting go of
+    # the run (its VM keeps running: the pump stops without ending it).
+    logged_bytes: int = 0
+    handing_over: bool = False
+    slot_dir: str = ""  # a pooled VM's rootfs slot on the host (kept with the VM)
 
     def ended(self, seq: int) -> bool:
         """The run of generation `seq` ended, or the container is gone (or dead)."""
@@ -177,6 +194,8 @@ class Runtime:
         self.ids_for: IdsFor = one_range(defaults.ids)
         self._containers: dict[str, _Live] = {}
         self._shutting_down = False
+        # The daemon's --live-restore (it passes the same to `shutdown`); said by /info.
+        self.live_restore = False
         (root / "containers").mkdir(parents=True, exist_ok=True)
         self.disks = boundedfs.DiskMaker(root / "cache" / "layer-disk", defaults.storage_bytes)
         if defaults.log_max_bytes <= 0 or defaults.log_max_files < 1:
@@ -184,9 +203,10 @@ class Runtime:
 
     # -- bookkeeping -------------------------------------------------------------------------
 
-    def recover(self) -> None:
-        """Load records after a (re)start; containers whose VM died with a daemon are exited.
-        Directories of containers without a record (a removal cut short) are deleted."""
+    def recover(self, kept: Collection[str] = ()) -> None:
+        """Load records after a (re)start; containers whose VM died with a daemon are exited,
+        except those in `kept` (their VM outlived it: `restore` re-attaches them). Directories
+        of containers without a record (a removal cut short) are deleted."""
         records = self.store.load_all()
         known = {record.id for record in records}
         for cdir in (self.root / "containers").iterdir():
@@ -196,6 +216,9 @@ class Runtime:
                 except (SteelcupError, OSError) as exc:
                     log.warning("cannot delete the leftover container dir %s: %s", cdir, exc)
         for record in records:
+            if record.id in kept and record.state.status is Status.RUNNING:
+                self._containers[record.id] = _Live(record)
+                continue
             status = transition(record.state.status, Op.DAEMON_LOST)
             assert isinstance(status, Status)  # total over every status
             if status is Status.EXITED and record.state.status is not Status.EXITED:
@@ -552,6 +575,8 @@ class Runtime:
             stack.pop_all()
         live.machine = machine
         live.process = process
+        live.logged_bytes = 0
+        live.slot_dir = str(machine.spec.shares[0].host_path) if machine.rootfs_subdir else ""
         live.stopping = False
         live.started_mono = time.monotonic()
         self._apply(live, Op.STARTED, pid=process.pid, exit_code=0, error="",
@@ -577,10 +602,10 @@ class Runtime:
         error = ""
         cancelled = False
         vm_lost = False
-        oom_killed = False
         try:
             async for stream, data in process.output():
                 writer.write(stream.value, data)
+                live.logged_bytes += len(data)
                 await live.fanout.publish(stream.value, data)
             status = await process.wait()
             exit_code = status.status
@@ -597,34 +622,46 @@ class Runtime:
         finally:
             writer.close()
             await live.fanout.end()
-            with contextlib.suppress(Exception):
-                await machine.close()
-            if vm_lost and machine.oom_killed:
-                # The host's OOM killer ended the VM at its memory limit (docs/security.md):
-                # docker's answer for a container killed at its `-m`.
-                exit_code, error, oom_killed = 128 + signal_module.SIGKILL, "", True
-                log.warning("container %s: its VM went over its memory limit and was killed",
-                            live.record.id[:12])
-            await self.resources.release_run(live.record.id)
-            if cancelled or not live.record.config.auto_remove:
-                # An auto-removed container's rootfs is unmounted by `remove` below, after its
-                # waiters were answered: the unmount syncs the host filesystem, which takes
-                # from milliseconds to a second depending on what else writes to it.
-                await asyncio.to_thread(rootfs_module.release, self.container_dir(live.record.id))
-            live.machine = None
-            live.process = None
-            live.started.clear()  # stdin attached from now on is for the next run
-            self._apply(live, Op.EXITED, pid=0, exit_code=exit_code, error=error,
-                        finished_at=now_rfc3339(), oom_killed=oom_killed)
-            live.exit_seq += 1
-            live.fanout = Fanout()
-            await self._notify(live)
+            if not live.handing_over:  # else the VM runs on for the next daemon (_hand_over)
+                exit_code = await self._end_run(live, machine, exit_code, error, vm_lost=vm_lost,
+                                                cancelled=cancelled)
+        if live.handing_over:
+            return
         self.publish_event(live.record, "die", exitCode=str(exit_code))
         if self._should_restart(live, exit_code):
             self._schedule_restart(live)
         elif live.record.config.auto_remove:
             with contextlib.suppress(SteelcupError):
                 await self._remove(live, live.record.id, force=True, volumes=True)
+
+    async def _end_run(self, live: _Live, machine: Machine, exit_code: int, error: str, *,
+                       vm_lost: bool, cancelled: bool) -> int:
+        """The run's VM is closed and its resources released; the container is exited with
+        `exit_code` (or docker's code for an OOM kill, which is returned)."""
+        oom_killed = False
+        with contextlib.suppress(Exception):
+            await machine.close()
+        if vm_lost and machine.oom_killed:
+            # The host's OOM killer ended the VM at its memory limit (docs/security.md):
+            # docker's answer for a container killed at its `-m`.
+            exit_code, error, oom_killed = 128 + signal_module.SIGKILL, "", True
+            log.warning("container %s: its VM went over its memory limit and was killed",
+                        live.record.id[:12])
+        await self.resources.release_run(live.record.id)
+        if cancelled or not live.record.config.auto_remove:
+            # An auto-removed container's rootfs is unmounted by `remove` below, after its
+            # waiters were answered: the unmount syncs the host filesystem, which takes
+            # from milliseconds to a second depending on what else writes to it.
+            await asyncio.to_thread(rootfs_module.release, self.container_dir(live.record.id))
+        live.machine = None
+        live.process = None
+        live.started.clear()  # stdin attached from now on is for the next run
+        self._apply(live, Op.EXITED, pid=0, exit_code=exit_code, error=error,
+                    finished_at=now_rfc3339(), oom_killed=oom_killed)
+        live.exit_seq += 1
+        live.fanout = Fanout()
+        await self._notify(live)
+        return exit_code
 
     # -- restart policies --------------------------------------------------------------------
 
@@ -987,19 +1024,152 @@ class Runtime:
 
     # -- shutdown ----------------------------------------------------------------------------
 
-    async def shutdown(self) -> None:
-        """Stop every VM (the daemon is going away); records say the containers exited."""
+    async def shutdown(self, live_restore: bool = False) -> builtins.list[str]:
+        """Stop every VM (the daemon is going away); records say the containers exited. With
+        `live_restore`, running containers are left running for the next daemon instead (those
+        it can keep, docs/live-restore.md); returns their ids."""
         self._shutting_down = True
         for live in list(self._containers.values()):
             self._cancel_restart(live)
+        kept = []
+        if live_restore:
+            lives = list(self._containers.values())
+            outcomes = await asyncio.gather(*(self._hand_over(lv) for lv in lives),
+                                            return_exceptions=True)
+            for live, outcome in zip(lives, outcomes, strict=True):
+                if outcome is True:
+                    kept.append(live.record.id)
+                elif isinstance(outcome, BaseException):  # a bug: stop it as before
+                    log.error("container %s: leaving it running failed (%r); stopping it",
+                              live.record.id[:12], outcome)
         for live in list(self._containers.values()):
+            if live.record.id in kept:
+                continue
             if live.machine is not None:
                 live.stopping = True
                 with contextlib.suppress(Exception):
                     await live.machine.close()
-        pumps = [lv.pump for lv in self._containers.values() if lv.pump is not None]
+        pumps = [lv.pump for lv in self._containers.values()
+                 if lv.pump is not None and lv.record.id not in kept]
         if pumps:
             await asyncio.wait(pumps, timeout=15)
+        return kept
+
+    async def _hand_over(self, live: _Live) -> bool:
+        """Leave the container running for the next daemon: its VM is released (not stopped),
+        its output relay ends after the last chunk it took reached the log, and a restore
+        record says where to pick it up. False (nothing changed) for a container that cannot
+        be kept: not running, paused, or with volumes or binds (their host mounts are the
+        daemon's, undone at its exit)."""
+        record = live.record
+        machine, process = live.machine, live.process
+        if (record.state.status is not Status.RUNNING or machine is None or process is None
+                or process.exit_status is not None or record.config.mount_plans
+                or live.pump is None or live.pump.done()):
+            return False
+        live.handing_over = True
+        try:
+            handle = await machine.release()
+        except SteelcupError as exc:
+            live.handing_over = False
+            log.info("container %s: not kept running: %s", record.id[:12], exc)
+            return False
+        with contextlib.suppress(Exception):  # it ends once the released link is drained
+            await asyncio.wait_for(asyncio.shield(live.pump), HAND_OVER_PUMP_WAIT_S)
+        try:
+            taps, ports = self.resources.kept_network(record.id)
+            kept = restore_module.Kept(
+                container_id=record.id, vm=handle, process_id=process.id,
+                pid=record.state.pid, logged_bytes=live.logged_bytes, slot_dir=live.slot_dir,
+                taps=taps, ports=ports)
+            await asyncio.to_thread(restore_module.save, self.container_dir(record.id), kept)
+        except Exception as exc:  # the next daemon would not find it: do not leave it behind
+            log.error("container %s: cannot write its restore record (%s); its VM is killed",
+                      record.id[:12], exc)
+            await self._kill_released(handle)
+            return False
+        log.info("container %s: left running (VM pid %d) for the next daemon", record.id[:12],
+                 handle.pid)
+        return True
+
+    @staticmethod
+    async def _kill_released(handle: VmHandle) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            proc = QemuProcess.adopt(handle.pid, handle.started)
+            proc.kill()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(proc.wait(), REMOVE_KILL_WAIT_S)
+
+    async def restore(self, kept: dict[str, restore_module.Kept], adopt: Adopter) -> None:
+        """After `recover(kept)`: re-attach each container the previous daemon left running
+        (its VM, main process, log, network); one whose VM is gone or does not answer is
+        exited (255: its exit status is lost with it). Every restore record is consumed.
+        `RESTORE_CONCURRENCY` at a time: each waits mostly on its guest's answers."""
+        slots = asyncio.Semaphore(RESTORE_CONCURRENCY)
+
+        async def one(container_id: str, entry: restore_module.Kept) -> None:
+            async with slots:
+                await self._restore_entry(container_id, entry, adopt)
+
+        await asyncio.gather(*(one(cid, entry) for cid, entry in kept.items()))
+
+    async def _restore_entry(self, container_id: str, entry: restore_module.Kept,
+                             adopt: Adopter) -> None:
+        live = self._containers.get(container_id)
+        cdir = self.container_dir(container_id)
+        if live is None or live.record.state.status is not Status.RUNNING:
+            await self._kill_released(entry.vm)  # nobody's container now
+            await self.resources.release_run(container_id)
+            restore_module.forget(cdir)
+            return
+        try:
+            await self._restore_one(live, entry, adopt)
+        except (SteelcupError, OSError) as exc:
+            log.warning("container %s: cannot re-attach it: %s", container_id[:12], exc)
+            await self._restore_failed(live, entry, str(exc))
+        finally:
+            restore_module.forget(cdir)
+
+    async def _restore_one(self, live: _Live, entry: restore_module.Kept,
+                           adopt: Adopter) -> None:
+        record = live.record
+        config = record.config
+        if not entry.alive():
+            raise VmLaunchError("its VM ended while no daemon ran")
+        machine = adopt(entry.vm, self.container_dir(record.id) / "console.log")
+        if entry.slot_dir:
+            slot = Path(entry.slot_dir)
+            machine.on_close(lambda: release_slot(slot))
+        try:
+            await machine.adopt(entry.vm)
+            spec = ProcessSpec(args=(record.path, *record.args), env=config.env,
+                               cwd=config.working_dir, tty=config.tty, stdin=config.open_stdin,
+                               main=True, caps=config.caps)
+            process = await machine.guest.resume(entry.process_id, entry.logged_bytes, spec,
+                                                 pid=entry.pid)
+        except BaseException:
+            await machine.close()
+            raise
+        live.machine = machine
+        live.process = process
+        live.logged_bytes = entry.logged_bytes
+        live.slot_dir = entry.slot_dir
+        live.stopping = False
+        live.started_mono = time.monotonic()
+        live.started.set()
+        live.pump = asyncio.create_task(self._run(live, machine, process),
+                                        name=f"pump-{record.id[:12]}")
+        log.info("container %s: re-attached (VM pid %d, %d output bytes logged before)",
+                 record.id[:12], entry.vm.pid, entry.logged_bytes)
+
+    async def _restore_failed(self, live: _Live, entry: restore_module.Kept, why: str) -> None:
+        await self._kill_released(entry.vm)
+        if entry.slot_dir:
+            await asyncio.to_thread(release_slot, Path(entry.slot_dir))
+        await self.resources.release_run(live.record.id)
+        await asyncio.to_thread(rootfs_module.release, self.container_dir(live.record.id))
+        self._apply(live, Op.DAEMON_LOST, pid=0, exit_code=EXIT_CODE_DAEMON_LOST,
+                    error=f"live restore failed: {why}", finished_at=now_rfc3339())
 
 
 # Log entries handed from the reading thread at a time (each at most a 64 KiB line).

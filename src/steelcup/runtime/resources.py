@@ -22,6 +22,7 @@ from steelcup.image.store import Image
 from steelcup.net import ipam
 from steelcup.net.etcfiles import write_etc_files
 from steelcup.net.manager import DEFAULT_NETWORK, Attachment, NetworkManager
+from steelcup.net.nft import PublishedPort
 from steelcup.net.ports import port_mappings
 from steelcup.pool.source import TapPlace
 from steelcup.runtime.model import (
@@ -219,6 +220,12 @@ class Resources:
             except (SteelcupError, OSError) as exc:
                 log.warning("container %s: releasing its volumes failed: %s",
                             container_id[:12], exc)
+
+    def kept_network(self, container_id: str) -> tuple[tuple[str, ...], tuple[PublishedPort, ...]]:
+        """The taps and published ports of a running container the daemon leaves running."""
+        if self.networks is None:
+            return (), ()
+        return self.networks.run_state(container_id)
 
     async def release_container(self, record: ContainerRecord, remove_volumes: bool) -> None:
         """The container is removed: free its addresses; with `-v`, its anonymous volumes."""

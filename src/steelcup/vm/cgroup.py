@@ -17,7 +17,7 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path, PurePosixPath
@@ -327,10 +327,11 @@ class MemoryCgroups:
             return None
         return cls(hierarchy.layout, vm_parent(hierarchy, instance), overhead_mib, mounted)
 
-    def setup(self) -> None:
+    def setup(self, keep: Collection[str] = ()) -> None:
         """Create the parent, removing what a previous daemon with the same instance left
-        (its QEMUs, if any survived it, are killed: they were ours). CgroupError if the parent
-        cannot be made (read-only cgroupfs, no permission)."""
+        (its QEMUs, if any survived it, are killed: they were ours), except the VM cgroups
+        named in `keep` (live restore). CgroupError if the parent cannot be made (read-only
+        cgroupfs, no permission)."""
         try:
             self.parent.mkdir(parents=True, exist_ok=True)
             if self.layout is Layout.V2:
@@ -340,12 +341,14 @@ class MemoryCgroups:
         except OSError as exc:
             raise CgroupError(exc.errno, f"cannot create memory cgroup {self.parent}: "
                                          f"{exc.strerror}") from exc
-        self.remove_stale()
+        self.remove_stale(keep)
 
-    def remove_stale(self) -> list[str]:
-        """Remove every VM cgroup under the parent (a previous daemon's); returns their names."""
+    def remove_stale(self, keep: Collection[str] = ()) -> list[str]:
+        """Remove every VM cgroup under the parent (a previous daemon's) but those named in
+        `keep`; returns their names."""
         removed = []
-        for child in sorted(p for p in self.parent.iterdir() if p.is_dir()):
+        for child in sorted(p for p in self.parent.iterdir()
+                            if p.is_dir() and p.name not in keep):
             deadline = time.monotonic() + STALE_KILL_DEADLINE_S
             while True:
                 try:

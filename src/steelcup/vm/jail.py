@@ -8,7 +8,8 @@ capabilities reach only the files stored with the VM's shifted ids (steelcup.idm
   and cannot come back;
 - no new privileges (setuid binaries or file capabilities cannot raise them);
 - its memory cgroup (vm/cgroup.py), joined before anything else;
-- death signal: the daemon thread that spawned it dies, QEMU gets SIGKILL;
+- death signal: the daemon thread that spawned it dies, QEMU gets SIGKILL (not with live
+  restore, `die_with_daemon=False`: the VM outlives the daemon, docs/live-restore.md);
 - a clone's extra seccomp filter (vm/seccomp.py), on top of QEMU's own `-sandbox`
   (vm/qemu_args.py).
 
@@ -71,13 +72,15 @@ class Jail:
     cgroup_procs: str | None = None  # the VM's memory cgroup (its procs file) to join
     # A user namespace (steelcup.userns) whose root QEMU becomes: an unprivileged host uid.
     userns_fd: int | None = None
+    die_with_daemon: bool = True  # PR_SET_PDEATHSIG SIGKILL
 
     def enter(self) -> None:
         # The memory cgroup first: QEMU never runs a guest instruction outside its limit.
         if self.cgroup_procs is not None:
             cgroup.join(self.cgroup_procs)
         libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+        death = int(signal.SIGKILL) if self.die_with_daemon else 0
+        libc.prctl(_PR_SET_PDEATHSIG, death, 0, 0, 0)
         if self.netns is not None:  # while we still may (CAP_SYS_ADMIN goes below)
             namespaces.enter_netns(self.netns)
         if self.nice:
@@ -86,7 +89,7 @@ class Jail:
             # Last of what needs host root; joining resets the bounding set (narrowed below)
             # and the id change clears the death signal (set again).
             userns.enter(self.userns_fd)
-            libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+            libc.prctl(_PR_SET_PDEATHSIG, death, 0, 0, 0)
         for cap in self.drop_caps:
             if libc.prctl(_PR_CAPBSET_DROP, cap, 0, 0, 0) != 0 and os.geteuid() == 0:
                 err = ctypes.get_errno()
@@ -100,8 +103,10 @@ class Jail:
 
 
 def jail_for(*, nice: int, filter_prog: bytes | None, netns: str | None = None,
-             cgroup_procs: str | None = None, userns_fd: int | None = None) -> Jail:
+             cgroup_procs: str | None = None, userns_fd: int | None = None,
+             die_with_daemon: bool = True) -> Jail:
     # Without root there is no bounding set to narrow (and nothing to drop it with).
     drops = caps_to_drop(last_cap()) if os.geteuid() == 0 else ()
     return Jail(nice=nice, drop_caps=drops, filter_prog=filter_prog, netns=netns,
-                cgroup_procs=cgroup_procs, userns_fd=userns_fd)
+                cgroup_procs=cgroup_procs, userns_fd=userns_fd,
+                die_with_daemon=die_with_daemon)

@@ -11,12 +11,12 @@ import contextlib
 import logging
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import time
 from collections.abc import Callable
 from contextlib import AsyncExitStack, ExitStack
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ from steelcup.vm.caplog import CappedLog, drain
 from steelcup.vm.cgroup import VmCgroup
 from steelcup.vm.cputime import QemuCpuTime
 from steelcup.vm.jail import jail_for
+from steelcup.vm.process import QemuProcess, start_time
 from steelcup.vm.qemu_args import PassedFds, VmSpec, build_argv
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,36 @@ LOG_DRAIN_GRACE_S = 1.0  # after QEMU died: wait this long for the last of its o
 SAVE_STATE_DEADLINE_S = 30.0
 RESUME_CLOCK_DEADLINE_S = 5.0
 CGROUP_REMOVE_DEADLINE_S = 2.0
+ADOPT_DEADLINE_S = 10.0  # a live VM's QMP and guest channel answer within this
+
+
+@dataclass(frozen=True)
+class VmHandle:
+    """What a daemon that starts later needs to adopt a VM that outlived the one before it
+    (`Machine.release` / `Machine.adopt`); JSON-ready."""
+
+    pid: int
+    started: int  # the process's start time (/proc/PID/stat): a reused pid is not this QEMU
+    state_dir: str  # its sockets (qmp.sock, ctl.sock, which QEMU listens on) and logs
+    mem_mib: int
+    limit_mib: int
+    cgroup: str = ""  # its memory cgroup's path, "" = none
+    rootfs_subdir: str = ""
+
+    def to_json(self) -> dict[str, object]:
+        return dict(asdict(self))
+
+    @classmethod
+    def from_json(cls, data: dict[str, object]) -> VmHandle:
+        try:
+            return cls(pid=int(data["pid"]), started=int(data["started"]),  # type: ignore[call-overload]
+                       state_dir=str(data["state_dir"]),
+                       mem_mib=int(data["mem_mib"]),  # type: ignore[call-overload]
+                       limit_mib=int(data["limit_mib"]),  # type: ignore[call-overload]
+                       cgroup=str(data.get("cgroup", "")),
+                       rootfs_subdir=str(data.get("rootfs_subdir", "")))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"bad VM handle: {exc}") from exc
 
 def _filter_for(spec: VmSpec, argv: list[str]) -> bytes | None:
     """The seccomp filter for a VM that maps a file it must not change (a template clone)."""
@@ -140,8 +171,14 @@ class Machine:
         netns: str | None = None,
         cgroup: VmCgroup | None = None,
         limit_mib: int | None = None,
+        outlive_daemon: bool = False,
     ) -> None:
         self.spec = spec
+        # Live restore: QEMU does not die with the daemon (no death signal), so a running
+        # container's VM can be `release`d and `adopt`ed by the next daemon.
+        self.outlive_daemon = outlive_daemon
+        self._released = False
+        self._drains: list[asyncio.Task[None]] = []
         self.netns = netns  # run QEMU in this named network namespace (its taps are there)
         # The memory cgroup QEMU runs in, limited to `limit_mib` of guest RAM (default: all of
         # it) plus the per-VM overhead; None = no host limit.
@@ -154,7 +191,7 @@ class Machine:
         self.boot_attempts = max(1, boot_attempts)
         self.remove_state_dir = remove_state_dir
         self.info: GuestInfo | None = None
-        self._proc: asyncio.subprocess.Process | None = None
+        self._proc: QemuProcess | None = None
         self._exit_task: asyncio.Task[int] | None = None
         self._client: GuestClient | None = None
         self._qmp: qmp.QmpClient | None = None  # the VM's one monitor session
@@ -264,17 +301,17 @@ class Machine:
             procs_file = self.cgroup.procs_file
         async with AsyncExitStack() as stack:
             with ExitStack() as passed:
-                proc, incoming = await self._spawn(procs_file, passed)
+                proc, incoming, (stdout, stderr) = await self._spawn(procs_file, passed, stack)
             self._incoming_fd = incoming
-            assert proc.stdout is not None and proc.stderr is not None
             drains = [
-                asyncio.create_task(drain(proc.stdout, CappedLog(
+                asyncio.create_task(drain(stdout, CappedLog(
                     self.console_log, CONSOLE_HEAD_BYTES, CONSOLE_TAIL_BYTES))),
-                asyncio.create_task(drain(proc.stderr, CappedLog(
+                asyncio.create_task(drain(stderr, CappedLog(
                     self.qemu_log, QEMU_LOG_HEAD_BYTES, QEMU_LOG_TAIL_BYTES))),
             ]
+            self._drains = drains
             stack.push_async_callback(_finish_drains, drains)
-            stack.push_async_callback(self._reap, proc)
+            stack.push_async_callback(self._reap_unless_released, proc)
             exit_task = asyncio.create_task(proc.wait(), name=f"qemu-{proc.pid}-wait")
             stack.callback(exit_task.cancel)
             handshake = asyncio.create_task(self._handshake(stack, deadline_s))
@@ -321,10 +358,12 @@ class Machine:
             self._stack = stack.pop_all()
         return info
 
-    async def _spawn(self, procs_file: str | None, passed: ExitStack
-                     ) -> tuple[asyncio.subprocess.Process, int]:
+    async def _spawn(self, procs_file: str | None, passed: ExitStack, stack: AsyncExitStack
+                     ) -> tuple[QemuProcess, int,
+                                tuple[asyncio.StreamReader, asyncio.StreamReader]]:
         """Fork QEMU into its jail with the fds it inherits (open until `passed` closes);
-        returns it and the fd number of its restore stream (-1: none)."""
+        returns it, the fd number of its restore stream (-1: none) and readers of its stdout
+        (the console) and stderr (their pipes close with `stack`)."""
         try:
             ns_fd = None
             fds: tuple[int, ...] = ()
@@ -346,21 +385,37 @@ class Machine:
             raise VmLaunchError(f"cannot prepare the VM's files: {exc}",
                                 argv=self.argv) from exc
         jail = jail_for(nice=self.nice, filter_prog=self._filter, netns=self.netns,
-                        cgroup_procs=procs_file, userns_fd=ns_fd)
+                        cgroup_procs=procs_file, userns_fd=ns_fd,
+                        die_with_daemon=not self.outlive_daemon)
         try:
-            proc = await asyncio.create_subprocess_exec(
-                *self.argv,
+            popen = subprocess.Popen(
+                self.argv,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,  # the serial console (-serial stdio)
                 stderr=subprocess.PIPE,
-                start_new_session=True,
+                start_new_session=True,  # its own process group: killpg, and no tty signals
                 pass_fds=fds,
                 preexec_fn=jail.enter,
             )
         except (OSError, subprocess.SubprocessError) as exc:
             # SubprocessError: the pre-exec hook failed (seccomp filter, cgroup, namespace).
             raise VmLaunchError(f"cannot run {self.argv[0]}: {exc}", argv=self.argv) from exc
-        return proc, incoming
+        assert popen.stdout is not None and popen.stderr is not None
+        readers = []
+        loop = asyncio.get_running_loop()
+        try:
+            proc = QemuProcess(popen.pid, popen)
+            for pipe in (popen.stdout, popen.stderr):
+                reader = asyncio.StreamReader()
+                transport, _ = await loop.connect_read_pipe(
+                    lambda r=reader: asyncio.StreamReaderProtocol(r), pipe)  # type: ignore[misc]
+                stack.callback(transport.close)
+                readers.append(reader)
+        except BaseException:
+            popen.kill()  # owned by nobody yet
+            popen.wait()
+            raise
+        return proc, incoming, (readers[0], readers[1])
 
     async def _handshake(
         self, stack: AsyncExitStack, deadline_s: float
@@ -381,6 +436,74 @@ class Machine:
         info = await client.hello(max(0.1, end - loop.time()))
         return client, info
 
+    # -- live restore --
+    async def release(self) -> VmHandle:
+        """Let go of the running VM without stopping it (the daemon stops with live restore):
+        the guest link and QMP session close, QEMU runs on with its sockets, cgroup and state
+        dir, and the handle says how the next daemon finds it (`adopt`). The console is no
+        longer collected. Conflict if the VM cannot outlive the daemon or is not running."""
+        async with self._close_lock:
+            proc = self._proc
+            if not self.outlive_daemon:
+                raise Conflict("this VM dies with the daemon (started without live restore)")
+            if self._closed.is_set() or proc is None or proc.returncode is not None:
+                raise Conflict("machine is not running")
+            started = start_time(proc.pid)
+            if started is None:
+                raise Conflict("machine is not running")
+            self._closing = True  # the guest link's drop below is on purpose
+            self._released = True
+            proc.release()
+            for task in self._drains:
+                task.cancel()
+            stack, self._stack = self._stack, None
+            if stack is not None:
+                await stack.aclose()
+            self._client = None
+            self._qmp = None
+            self._closed.set()
+            self._on_close.clear()  # nothing is gone: what they would clean up is in use
+            return VmHandle(
+                pid=proc.pid, started=started, state_dir=str(self.spec.state_dir),
+                mem_mib=self.spec.mem_mib, limit_mib=self.limit_mib,
+                cgroup=str(self.cgroup.path) if self.cgroup is not None else "",
+                rootfs_subdir=self.rootfs_subdir,
+            )
+
+    async def adopt(self, handle: VmHandle, deadline_s: float = ADOPT_DEADLINE_S) -> GuestInfo:
+        """Take over the running VM an earlier daemon `release`d (this Machine's spec names its
+        state dir): check it is the same QEMU process, connect its QMP and guest channel and say
+        HELLO. VmLaunchError if it is gone or does not answer (it is then killed)."""
+        if self._started:
+            raise Conflict("a Machine can only be started once")
+        self._started = True
+        self.limit_mib = handle.limit_mib
+        self.rootfs_subdir = handle.rootfs_subdir
+        try:
+            proc = QemuProcess.adopt(handle.pid, handle.started)
+        except ProcessLookupError as exc:
+            raise VmLaunchError(f"the VM's QEMU (pid {handle.pid}) is gone: {exc}",
+                                argv=self.argv) from exc
+        async with AsyncExitStack() as stack:
+            stack.push_async_callback(self._reap_unless_released, proc)
+            try:
+                async with asyncio.timeout(deadline_s):
+                    session = await qmp.QmpClient.connect(self.spec.qmp_socket, deadline_s)
+                    stack.push_async_callback(session.close)
+                    client = await GuestClient.connect(self.spec.ctl_socket, deadline_s)
+                    stack.push_async_callback(client.close)
+                    info = await client.hello(deadline_s)
+            except (TimeoutError, qmp.QmpError, GuestProtocolError) as exc:
+                raise VmLaunchError(f"the VM (pid {handle.pid}) does not answer: {exc}",
+                                    argv=self.argv, log_tail=self.log_tail()) from exc
+            client.add_lost_callback(self._on_guest_lost)
+            self._proc = proc
+            self._qmp = session
+            self._client = client
+            self.info = info
+            self._stack = stack.pop_all()
+        return info
+
     def _on_guest_lost(self, err: GuestProtocolError) -> None:
         # A broken or vanished guest link is fatal for the VM (docs/guest-protocol.md).
         if (
@@ -394,12 +517,14 @@ class Machine:
         self._kill(self._proc)
 
     @staticmethod
-    def _kill(proc: asyncio.subprocess.Process) -> None:
-        if proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(proc.pid, signal.SIGKILL)  # own session: pgid == pid
+    def _kill(proc: QemuProcess) -> None:
+        proc.kill()  # its session: pgid == pid
 
-    async def _reap(self, proc: asyncio.subprocess.Process) -> None:
+    async def _reap_unless_released(self, proc: QemuProcess) -> None:
+        if not self._released:
+            await self._reap(proc)
+
+    async def _reap(self, proc: QemuProcess) -> None:
         self._kill(proc)
         try:
             async with asyncio.timeout(REAP_DEADLINE_S):

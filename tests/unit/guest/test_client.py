@@ -483,3 +483,84 @@ def test_start_error_messages_are_dockerds() -> None:
         'exec: "/bin/x": exec format error')
     assert start_error_message("a", errno.EPERM, "setting capabilities failed") == (
         'unable to start container process: exec: "a": setting capabilities failed')
+
+
+def resuming_guest(seen: list[Frame]) -> Guest:
+    """A guest that an earlier host used up to id 5: process 5 wrote b"hello" (the host had
+    3 bytes of it) and exited 7; RESUME of any other process is ESRCH."""
+
+    async def guest(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        dec = p.FrameDecoder()
+        while True:
+            try:
+                f = await frames(reader, dec)
+            except EOFError:
+                return
+            seen.append(f)
+            fields = f.fields()
+            if f.op == Op.HELLO:
+                send(writer, Op.HELLO_OK, f.id, [(Tag.VERSION, 1), (Tag.LAST_ID, 5)])
+            elif f.op == Op.RESUME:
+                if p.get_u32(fields, Tag.PROC) != 5:
+                    send(writer, Op.ERROR, f.id, [(Tag.ERRNO, errno.ESRCH),
+                                                  (Tag.MESSAGE, "no such process")])
+                    continue
+                received = p.get_u64(fields, Tag.RECEIVED) or 0
+                send(writer, Op.OK, f.id, [])
+                writer.write(p.encode_frame(Frame(Op.STDOUT, 5, 0, b"hello"[received:])))
+                send(writer, Op.EXIT, 5, [(Tag.STATUS, 7), (Tag.SIGNAL, 0)])
+            elif f.op == Op.PING:
+                send(writer, Op.OK, f.id, [])
+            await writer.drain()
+
+    return guest
+
+
+def test_resume_replays_what_the_host_lacks_and_ids_continue_above_last_id() -> None:
+    seen: list[Frame] = []
+
+    async def body(client: GuestClient) -> None:
+        info = await client.hello(2.0)
+        assert info.last_id == 5
+        proc = await client.resume(5, 3, ProcessSpec(args=("sh",)), pid=1)
+        chunks = [data async for _, data in proc.output()]
+        assert b"".join(chunks) == b"lo"
+        assert (await proc.wait(2.0)).status == 7
+        assert proc.received_bytes == 5 and proc.pid == 1
+        await client.ping()
+        with pytest.raises(GuestRequestError) as err:
+            await client.resume(4, 0, ProcessSpec(args=("sh",)))
+        assert err.value.errno_value == errno.ESRCH
+
+    asyncio.run(run_with_guest(resuming_guest(seen), body))
+    resume = next(f for f in seen if f.op == Op.RESUME)
+    assert p.get_u64(resume.fields(), Tag.RECEIVED) == 3
+    later = [f.id for f in seen if f.op in (Op.PING, Op.RESUME)]
+    assert later and all(i > 5 for i in later)  # requests after HELLO_OK allocate above 5
+
+
+def test_frames_queued_for_an_earlier_connection_are_ignored_before_hello_ok() -> None:
+    """A guest that was writing to the previous daemon when it left sends that output to the
+    new connection first: not a protocol error (the id is not the new host's yet)."""
+
+    async def guest(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(p.encode_frame(Frame(Op.STDOUT, 10, 0, b"stale")))
+        send(writer, Op.EXIT, 10, [(Tag.STATUS, 0), (Tag.SIGNAL, 0)])
+        dec = p.FrameDecoder()
+        while True:
+            try:
+                f = await frames(reader, dec)
+            except EOFError:
+                return
+            if f.op == Op.HELLO:
+                send(writer, Op.HELLO_OK, f.id, [(Tag.VERSION, 1), (Tag.LAST_ID, 12)])
+            elif f.op == Op.PING:
+                send(writer, Op.OK, f.id, [])
+            await writer.drain()
+
+    async def body(client: GuestClient) -> None:
+        await client.hello(2.0)
+        await client.ping()
+        assert client.lost is None and client.ignored_frames == 0
+
+    asyncio.run(run_with_guest(guest, body))

@@ -95,3 +95,33 @@ def test_create_caps_logs_at_the_daemons_rotation(tmp_path: Path) -> None:
         with pytest.raises(InvalidArgument, match="exceeds this daemon's limit"):
             runtime.create(ContainerConfig(image="base:1", image_id="", cmd=("/bin/sh",),
                                            **too_much), None)
+
+
+def test_a_kept_container_whose_vm_died_while_no_daemon_ran_is_exited_255(
+    tmp_path: Path,
+) -> None:
+    """Live restore: the record stays running through `recover`; `restore` finds its QEMU gone
+    (the pid's start time differs), exits it with 255 and consumes the record."""
+    from steelcup.runtime import restore
+    from steelcup.vm.machine import VmHandle
+
+    before = make_runtime(tmp_path, open_db(tmp_path))
+    cid = _create(before, "kept-vm", auto_remove=False, running=True)
+    entry = restore.Kept(container_id=cid,
+                         vm=VmHandle(pid=2**22 + 7, started=1, state_dir="/nonexistent/x",
+                                     mem_mib=256, limit_mib=256),
+                         process_id=3, pid=1, logged_bytes=0)
+    restore.save(before.container_dir(cid), entry)
+    after = make_runtime(tmp_path, open_db(tmp_path))
+    left = restore.load_all(after.root / "containers")
+    after.recover(kept=set(left))
+    assert after.record(cid).state.status is Status.RUNNING
+
+    def never_adopt(*_: object) -> object:
+        raise AssertionError("a dead VM is not adopted")
+
+    asyncio.run(after.restore(left, never_adopt))  # type: ignore[arg-type]
+    state = after.record(cid).state
+    assert state.status is Status.EXITED and state.exit_code == EXIT_CODE_DAEMON_LOST
+    assert "VM ended while no daemon ran" in state.error
+    assert restore.load_all(after.root / "containers") == {}

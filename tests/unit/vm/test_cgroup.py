@@ -163,3 +163,11 @@ def test_mount_args_for_a_namespace_without_cgroup_mounts() -> None:
     assert cgroup.mount_args(HYBRID_SELF) == ("cgroup", "memory")
     assert cgroup.mount_args(V2_SELF) == ("cgroup2", "")
     assert cgroup.mount_args("") is None
+
+
+def test_stale_sweep_keeps_the_cgroups_of_vms_that_outlived_the_daemon(tmp_path: Path) -> None:
+    cgs = MemoryCgroups(Layout.V1, tmp_path / "parent", overhead_mib=64)
+    for name in ("kept-1", "stale-1"):
+        (tmp_path / "parent" / name).mkdir(parents=True)
+    assert cgs.remove_stale(keep={"kept-1"}) == ["stale-1"]
+    assert (tmp_path / "parent" / "kept-1").is_dir()

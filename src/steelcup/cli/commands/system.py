@@ -151,6 +151,10 @@ def register(sub: Any, name: str, help_text: str) -> None:
             action="store_false",
             help="no bridges/NAT/DNS: containers get loopback only (networks and ports refused)",
         )
+        p.add_argument("--live-restore", action="store_true",
+                       help="keep running containers running while the daemon stops (their VMs "
+                            "outlive it); the next daemon re-attaches them "
+                            "(docs/live-restore.md), as dockerd's live-restore")
         p.set_defaults(func=cmd_daemon, needs_daemon=False)
     else:
         raise ValueError(f"{__name__} has no command {name!r}")
@@ -327,6 +331,7 @@ def cmd_daemon(ctx: Context, args: argparse.Namespace) -> int:
         assets_dir=Path(args.assets) if args.assets else None,
         debug=args.debug,
         networking=args.networking,
+        live_restore=args.live_restore,
         userns=args.userns,
         userns_base=args.userns_base,
         vm_templates=args.templates,

@@ -1,0 +1,179 @@
+"""Live restore with real VMs: containers outlive a daemon stopped with --live-restore, and the
+next daemon re-attaches them (output, exit codes, exec, stop, published ports).
+
+The daemons here run in a network namespace of the test's own, like the session daemon; each
+`ip netns exec` gives its daemon a new mount namespace, which the QEMUs of the first keep
+alive (their root filesystems stay mounted there).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from steelcup.daemon import vm_run_dir
+from tests.vm.support import (
+    BUSYBOX_TAR,
+    Daemon,
+    delete_netns,
+    in_netns,
+    leftovers_of,
+    need_assets,
+    new_netns,
+    our_qemus,
+    start_daemon,
+    stop_daemon,
+    wait_until,
+)
+
+pytestmark = pytest.mark.vm
+IMG = "steelcup/busybox"
+COUNT = 300
+PORT = 18181
+
+
+def _restore_record(root: Path, cid: str) -> dict[str, object]:
+    data: dict[str, object] = json.loads(
+        (root / "containers" / cid / "restore.json").read_text())
+    return data
+
+
+def _alive(pid: int) -> bool:
+    """Running, not a zombie (a QEMU the first daemon spawned is reaped by whoever inherited
+    it, maybe late)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
+
+
+def _fetch(netns: str, url: str) -> str:
+    probe = ("import urllib.request,time\n"
+             "for i in range(100):\n"
+             "    try:\n"
+             f"        print(urllib.request.urlopen('{url}', timeout=2).read().decode(),"
+             " end=''); break\n"
+             "    except OSError: time.sleep(0.2)\n")
+    return in_netns(netns, "python3", "-c", probe).stdout.decode()
+
+
+def _state(daemon: Daemon, cid: str) -> dict[str, object]:
+    state: dict[str, object] = json.loads(daemon.out("inspect", cid))[0]["State"]
+    return state
+
+
+def test_containers_outlive_a_live_restore_restart(tmp_path: Path) -> None:
+    need_assets()
+    netns = new_netns("lr")
+    root, sock = tmp_path / "root", tmp_path / "run" / "steelcup.sock"
+    args = ("--live-restore",)
+    daemon = start_daemon(root, sock, netns, args)
+    cids: list[str] = []
+    try:
+        daemon.cli("load", "-i", str(BUSYBOX_TAR), check=True)
+        # A counter across the restart: every line once, in order, in the log.
+        counter = daemon.out(
+            "run", "-d", IMG, "sh", "-c",
+            f"i=0; while [ $i -lt {COUNT} ]; do echo line $i; i=$((i+1)); sleep 0.05; done; "
+            "exit 3").strip()
+        web = daemon.out(
+            "run", "-d", "-p", f"127.0.0.1:{PORT}:80", IMG, "sh", "-c",
+            "mkdir -p /www && echo hello from web > /www/index.html && "
+            "exec httpd -f -p 80 -h /www").strip()
+        doomed = daemon.out("run", "-d", IMG, "sleep", "1000").strip()
+        # Exits while no daemon runs: its status and last words wait in the guest.
+        early = daemon.out("run", "-d", IMG, "sh", "-c",
+                           "echo started; sleep 5; echo bye; exit 5").strip()
+        cids += [counter, web, doomed, early]
+        assert _fetch(netns, f"http://127.0.0.1:{PORT}/") == "hello from web\n"
+        wait_until(lambda: b"line 20" in daemon.cli("logs", counter).stdout, "counter output")
+
+        stopped_at = time.monotonic()
+        stop_daemon(daemon)
+        assert daemon.proc.returncode == 0, daemon.log.read_text()[-3000:]
+        records = {cid: _restore_record(root, cid) for cid in (counter, web, doomed, early)}
+        pids = {cid: int(rec["vm"]["pid"]) for cid, rec in records.items()}  # type: ignore[index]
+        assert all(_alive(pid) for pid in pids.values()), "a VM died with the daemon"
+        os.kill(pids[doomed], signal.SIGKILL)  # a VM that dies while no daemon runs
+        time.sleep(6)  # `early` exits meanwhile; `counter` keeps printing
+
+        daemon = start_daemon(root, sock, netns, args)
+        daemon.out("ps")
+        assert daemon.out("system", "info", "-f", "{{json .LiveRestoreEnabled}}").strip() == "true"
+        gap_s = time.monotonic() - stopped_at - 6
+        print(f"\nlive restore: API back {gap_s:.2f} s after the stop began (4 containers, "
+              "minus the 6 s the test waited)")
+        for cid in (counter, web, doomed, early):
+            assert not (root / "containers" / cid / "restore.json").exists()
+
+        assert _state(daemon, web)["Running"] is True
+        assert _state(daemon, counter)["Running"] is True
+        assert _state(daemon, counter)["Pid"] == 1
+        doomed_state = _state(daemon, doomed)
+        assert doomed_state["Running"] is False and doomed_state["ExitCode"] == 255
+        assert daemon.out("wait", early).strip() == "5"
+        assert daemon.out("logs", early) == "started\nbye\n"
+
+        # Output produced while no daemon ran is in the log, nothing twice, nothing missing.
+        assert daemon.out("wait", counter).strip() == "3"
+        lines = daemon.out("logs", counter).splitlines()
+        assert lines == [f"line {i}" for i in range(COUNT)]
+
+        # A second restart: a re-attached VM is left running and re-attached again.
+        stop_daemon(daemon)
+        assert daemon.proc.returncode == 0, daemon.log.read_text()[-3000:]
+        assert _alive(pids[web])
+        daemon = start_daemon(root, sock, netns, args)
+        assert _state(daemon, web)["Running"] is True
+
+        # The re-attached web container: its port, exec, stop.
+        assert _fetch(netns, f"http://127.0.0.1:{PORT}/") == "hello from web\n"
+        assert daemon.out("exec", web, "cat", "/www/index.html") == "hello from web\n"
+        daemon.out("stop", "-t", "1", web)
+        assert _state(daemon, web)["ExitCode"] == 137
+        assert all(not _alive(pid) for pid in pids.values())
+        for cid in (counter, web, doomed, early):
+            daemon.out("rm", cid)
+    finally:
+        if daemon.proc.poll() is None and cids:  # a live-restore stop would keep them
+            daemon.cli("rm", "-f", *cids)
+        stop_daemon(daemon)
+        problems = leftovers_of(root, netns=netns)
+        delete_netns(netns)
+    assert not problems, "after daemon shutdown: " + "\n".join(problems)
+
+
+def test_a_killed_live_restore_daemon_leaves_no_vm_behind_once_restarted(tmp_path: Path) -> None:
+    """kill -9 writes no restore records: the VMs (no death signal with --live-restore) run on
+    until the next daemon's start-up sweep kills them (their memory cgroups), and their
+    containers are exited as after any crash (docs/live-restore.md, Limits)."""
+    need_assets()
+    netns = new_netns("lrk")
+    root, sock = tmp_path / "root", tmp_path / "run" / "steelcup.sock"
+    args = ("--live-restore",)
+    daemon = start_daemon(root, sock, netns, args)
+    try:
+        daemon.cli("load", "-i", str(BUSYBOX_TAR), check=True)
+        cid = daemon.out("run", "-d", IMG, "sleep", "1000").strip()
+        qemus = our_qemus(str(vm_run_dir(root)))
+        assert qemus, "the container's VM is found by its cgroup"
+        daemon.proc.kill()  # no graceful stop
+        daemon.proc.wait()
+        pids = [int(line.split(":")[0]) for line in qemus]
+        assert any(_alive(pid) for pid in pids), "with --live-restore VMs outlive a crash"
+        daemon = start_daemon(root, sock, netns, args)
+        state = _state(daemon, cid)
+        assert state["Running"] is False and state["ExitCode"] == 255
+        assert not any(_alive(pid) for pid in pids)
+        daemon.out("rm", cid)
+    finally:
+        stop_daemon(daemon)
+        problems = leftovers_of(root, netns=netns)
+        delete_netns(netns)
+    assert not problems, "after daemon shutdown: " + "\n".join(problems)
