@@ -106,6 +106,17 @@ static void close_fd(int *fd)
 	*fd = -1;
 }
 
+/* The process's pipes (or pty: one fd, closed once) and its pending stdin. */
+static void close_stdio(struct proc *p)
+{
+	if (p->tty)
+		p->fd_in = -1;
+	close_fd(&p->fd_in);
+	close_fd(&p->fd_out);
+	close_fd(&p->fd_err);
+	free(p->in_buf);
+}
+
 static void close_in(struct proc *p)
 {
 	if (p->tty) {
@@ -122,12 +133,7 @@ static void free_proc(struct proc *p)
 		pp = &(*pp)->next;
 	if (*pp)
 		*pp = p->next;
-	if (p->tty)
-		p->fd_in = -1;
-	close_fd(&p->fd_in);
-	close_fd(&p->fd_out);
-	close_fd(&p->fd_err);
-	free(p->in_buf);
+	close_stdio(p);
 	free(p->ret);
 	free(p);
 }
@@ -946,12 +952,7 @@ static void finish(struct proc *p)
 		sync();
 	if (p->claimed)
 		queue_exit(p);
-	if (p->tty)
-		p->fd_in = -1;
-	close_fd(&p->fd_in);
-	close_fd(&p->fd_out);
-	close_fd(&p->fd_err);
-	free(p->in_buf);
+	close_stdio(p);
 	p->in_buf = NULL;
 	p->in_len = p->in_cap = 0;
 	p->finished = 1;

@@ -5,17 +5,22 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import tarfile
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from steelcup.errors import NotFound
+from steelcup.vm.assets import GuestAssets, find_assets
 
 REPO = Path(__file__).resolve().parents[2]
 ASSETS = REPO / "build" / "guest"
@@ -28,6 +33,36 @@ def need_assets() -> None:
     if missing:
         pytest.fail(f"guest assets missing ({', '.join(map(str, missing))}): run `make guest "
                     "images` (make test does this)")
+
+
+def guest_assets() -> GuestAssets:
+    """The built kernel and initrd (the test is skipped if they are not built)."""
+    try:
+        return find_assets(None)
+    except NotFound as exc:
+        pytest.skip(f"guest assets missing (run `make guest`): {exc}")
+
+
+@contextlib.contextmanager
+def busybox_root(prefix: str, applets: Sequence[str], dirs: Sequence[str] = ("tmp", "etc")
+                 ) -> Iterator[Path]:
+    """A container root of the host's static /bin/busybox with `applets` linked to it."""
+    busybox = Path("/bin/busybox")
+    if not busybox.exists():
+        pytest.skip("/bin/busybox (busybox-static) is needed for the test rootfs")
+    root = Path(tempfile.mkdtemp(prefix=prefix))
+    root.chmod(0o755)  # mkdtemp makes it 0700: other uids could not reach /bin
+    try:
+        (root / "bin").mkdir()
+        shutil.copy2(busybox, root / "bin" / "busybox")
+        for applet in applets:
+            if applet != "busybox":
+                (root / "bin" / applet).symlink_to("busybox")
+        for d in dirs:
+            (root / d).mkdir()
+        yield root
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @dataclass

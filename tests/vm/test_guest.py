@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from steelcup.errors import GuestProtocolError, NotFound, ProcessStartError, VmLaunchError
+from steelcup.errors import GuestProtocolError, ProcessStartError, VmLaunchError
 from steelcup.guest.client import (
     ExitStatus,
     GuestProcess,
@@ -35,9 +35,10 @@ from steelcup.guest.client import (
 )
 from steelcup.guest.protocol import INITIAL_CREDIT_BYTES
 from steelcup.vm.accel import choose_accel
-from steelcup.vm.assets import GuestAssets, find_assets
+from steelcup.vm.assets import GuestAssets
 from steelcup.vm.machine import Machine, VmHandle
 from steelcup.vm.qemu_args import Share, VmSpec
+from tests.vm.support import busybox_root, guest_assets
 
 pytestmark = pytest.mark.vm
 
@@ -63,36 +64,21 @@ def run(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, T], timeout_s
 
 @pytest.fixture(scope="module")
 def assets() -> GuestAssets:
-    try:
-        return find_assets(None)
-    except NotFound as exc:
-        pytest.skip(f"guest assets missing (run `make guest`): {exc}")
+    return guest_assets()
 
 
 @pytest.fixture(scope="module")
 def rootfs() -> Iterator[Path]:
     """A busybox-only container root: the host's static /bin/busybox plus applet symlinks."""
-    busybox = Path("/bin/busybox")
-    if not busybox.exists():
-        pytest.skip("/bin/busybox (busybox-static) is needed for the test rootfs")
-    root = Path(tempfile.mkdtemp(prefix="scup-rootfs-"))
-    root.chmod(0o755)  # mkdtemp makes it 0700: other uids could not reach /bin
-    (root / "bin").mkdir()
-    shutil.copy2(busybox, root / "bin" / "busybox")
     applets = subprocess.run(
-        [str(busybox), "--list"], check=True, capture_output=True, text=True
-    ).stdout.split()
-    for applet in applets:
-        if applet != "busybox":
-            (root / "bin" / applet).symlink_to("busybox")
-    for d in ("root", "tmp", "etc"):
-        (root / d).mkdir()
-    (root / "tmp").chmod(0o1777)
-    notexec = root / "notexec"
-    notexec.write_text("#!/bin/sh\necho never\n")
-    notexec.chmod(stat.S_IRUSR | stat.S_IWUSR | stat.S_IRGRP | stat.S_IROTH)
-    yield root
-    shutil.rmtree(root, ignore_errors=True)
+        ["/bin/busybox", "--list"], check=True, capture_output=True, text=True
+    ).stdout.split() if Path("/bin/busybox").exists() else []
+    with busybox_root("scup-rootfs-", applets, ("root", "tmp", "etc")) as root:
+        (root / "tmp").chmod(0o1777)
+        notexec = root / "notexec"
+        notexec.write_text("#!/bin/sh\necho never\n")
+        notexec.chmod(stat.S_IRUSR | stat.S_IWUSR | stat.S_IRGRP | stat.S_IROTH)
+        yield root
 
 
 def make_spec(assets: GuestAssets, state_dir: Path, rootfs: Path | None) -> VmSpec:

@@ -25,9 +25,10 @@ from steelcup.guest.ops import GuestMount, GuestNic, mount, net_config
 from steelcup.net import links, nft
 from steelcup.net.links import Host
 from steelcup.net.model import NetworkRecord
-from steelcup.vm.assets import GuestAssets, find_assets
+from steelcup.vm.assets import GuestAssets
 from steelcup.vm.machine import Machine
 from steelcup.vm.qemu_args import Share, VmSpec
+from tests.vm.support import busybox_root, guest_assets
 
 pytestmark = pytest.mark.vm
 
@@ -55,10 +56,7 @@ class Guest:
 
 @pytest.fixture(scope="module")
 def assets() -> GuestAssets:
-    try:
-        return find_assets(None)
-    except Exception as exc:  # noqa: BLE001 - any reason means: not built
-        pytest.skip(f"guest assets missing (run `make guest`): {exc}")
+    return guest_assets()
 
 
 @pytest.fixture(scope="module")
@@ -87,19 +85,13 @@ def netns() -> Iterator[Host]:
 
 @pytest.fixture(scope="module")
 def rootfs() -> Iterator[Path]:
-    root = Path(tempfile.mkdtemp(prefix="scup-netroot-"))
-    root.chmod(0o755)
-    (root / "bin").mkdir()
-    shutil.copy2("/bin/busybox", root / "bin" / "busybox")
-    for applet in ("sh", "ping", "wget", "httpd", "ifconfig", "ip", "cat", "dd", "ls", "sleep",
-                   "echo", "touch", "mount", "route"):
-        (root / "bin" / applet).symlink_to("busybox")
-    for d in ("tmp", "etc", "www", "escape-target"):
-        (root / d).mkdir()
-    (root / "www" / "index.html").write_text("hello from b\n")
-    (root / "evil").symlink_to("/escape-target")
-    yield root
-    shutil.rmtree(root, ignore_errors=True)
+    applets = ("sh", "ping", "wget", "httpd", "ifconfig", "ip", "cat", "dd", "ls", "sleep",
+               "echo", "touch", "mount", "route")
+    with busybox_root("scup-netroot-", applets,
+                      ("tmp", "etc", "www", "escape-target")) as root:
+        (root / "www" / "index.html").write_text("hello from b\n")
+        (root / "evil").symlink_to("/escape-target")
+        yield root
 
 
 @pytest.fixture(scope="module")

@@ -30,9 +30,10 @@ from steelcup.net.links import Host
 from steelcup.net.manager import NetworkManager, NicPlan
 from steelcup.net.store import NetStore
 from steelcup.state.db import open_db
-from steelcup.vm.assets import GuestAssets, find_assets
+from steelcup.vm.assets import GuestAssets
 from steelcup.vm.machine import Machine
 from steelcup.vm.qemu_args import NicSpec, Share, VmSpec
+from tests.vm.support import busybox_root, guest_assets
 
 pytestmark = pytest.mark.vm
 
@@ -50,10 +51,7 @@ class Container:
 
 @pytest.fixture(scope="module")
 def assets() -> GuestAssets:
-    try:
-        return find_assets(None)
-    except Exception as exc:  # noqa: BLE001 - any reason means: not built
-        pytest.skip(f"guest assets missing (run `make guest`): {exc}")
+    return guest_assets()
 
 
 @pytest.fixture(scope="module")
@@ -71,16 +69,8 @@ def host() -> Iterator[Host]:
 
 @pytest.fixture(scope="module")
 def rootfs() -> Iterator[Path]:
-    root = Path(tempfile.mkdtemp(prefix="scup-tenantroot-"))
-    root.chmod(0o755)
-    (root / "bin").mkdir()
-    shutil.copy2("/bin/busybox", root / "bin" / "busybox")
-    for applet in ("sh", "ping"):
-        (root / "bin" / applet).symlink_to("busybox")
-    for d in ("tmp", "etc"):
-        (root / d).mkdir()
-    yield root
-    shutil.rmtree(root, ignore_errors=True)
+    with busybox_root("scup-tenantroot-", ("sh", "ping")) as root:
+        yield root
 
 
 @pytest.fixture(scope="module")
