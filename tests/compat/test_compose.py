@@ -18,7 +18,8 @@ pytestmark = [pytest.mark.vm,
 
 
 def compose_file() -> str:
-    """Two services: a busybox httpd and a client that fetches from it by service name."""
+    """Two services: a busybox httpd and a client that fetches from it by service name (and
+    links to it, as older compose files do)."""
     return (
         'version: "3.7"\n'
         "services:\n"
@@ -34,8 +35,10 @@ def compose_file() -> str:
         "  client:\n"
         f"    image: {IMG}\n"
         "    depends_on: [web]\n"
+        "    links: [web]\n"  # compose sends these as the endpoint's Links
         '    command: ["sh", "-c", "for i in $$(seq 150); do wget -qO- http://web/ && break;'
-        ' sleep 0.2; done; exec sleep 100000"]\n'
+        ' sleep 0.2; done; wget -qO- http://web_1/ && echo by-link;'
+        ' exec sleep 100000"]\n'
     )
 
 
@@ -64,10 +67,11 @@ def test_up_ps_logs_down(dockerd: Docker, tmp_path: Path) -> None:
         assert labels == ["sc", "compat", "unless-stopped"]
         deadline = time.monotonic() + 60
         logs = ""
-        while "hello-from-web" not in logs and time.monotonic() < deadline:
+        while "by-link" not in logs and time.monotonic() < deadline:
             logs = compose("logs", "--no-color").stdout.decode()
             time.sleep(0.5)  # polling the guests' output
         assert "compose-up" in logs and "hello-from-web" in logs, logs
+        assert "by-link" in logs, logs  # web_1: a link alias, answered to the client alone
         assert dockerd.out("exec", "sc_web_1", "sh", "-c", "echo $MODE") == "compose\n"
     finally:
         compose("down", "-t", "1")

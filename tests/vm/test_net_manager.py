@@ -215,7 +215,7 @@ def test_internal_network_dns_never_goes_upstream(namespaces: tuple[str, str, st
 
 async def _internal_dns(hostns: str, c1: str, c2: str, tmp_path: Path) -> None:
     outside = ipaddress.IPv4Address("192.0.2.7")
-    upstream = dns.DnsServer(lambda name: [outside] if name == "outside.example" else None,
+    upstream = dns.DnsServer(lambda name, _client: [outside] if name == "outside.example" else None,
                              forward=False)
     loop = asyncio.get_running_loop()
     transport, _ = await loop.create_datagram_endpoint(lambda: upstream,

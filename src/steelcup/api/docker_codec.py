@@ -302,7 +302,6 @@ HOST_SETTINGS: dict[str, Setting] = {
 # NetworkingConfig.EndpointsConfig.*: settings refused unless empty (Aliases and IPAMConfig are
 # decoded in decode_networking; the rest are dockerd's output fields, which it ignores too).
 ENDPOINT_REFUSED: dict[str, str] = {
-    "Links": _NOT_YET + ": containers on a user network find each other by name",
     "MacAddress": _NOT_YET + ": steelcup chooses each NIC's MAC",
     "DriverOpts": "the bridge driver takes no endpoint options",
     "GwPriority": _NOT_YET,
@@ -350,6 +349,7 @@ def check_endpoint_settings(body: dict[str, Any]) -> None:
             if not _empty(endpoint.get(key)):
                 raise InvalidArgument(f"EndpointsConfig.{name}.{key} is not supported by "
                                       f"steelcup ({why})")
+        parse_links(endpoint.get("Links"), f"EndpointsConfig.{name}")
         ipam = endpoint.get("IPAMConfig")
         for key, why in IPAM_REFUSED.items():
             if isinstance(ipam, dict) and not _empty(ipam.get(key)):
@@ -519,6 +519,29 @@ def decode_networking(
         if address:
             addresses.append((primary if is_primary else name, address))
     return aliases, tuple(extra), tuple(addresses)
+
+
+def parse_links(value: Any, where: str) -> tuple[tuple[str, str], ...]:
+    """An endpoint's `Links` (["TARGET:ALIAS" or "TARGET"]) -> ((target, alias), ...)."""
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise InvalidArgument(f"{where}.Links must be an array of NAME[:ALIAS] strings")
+    out = []
+    for item in value:
+        target, _, alias = item.partition(":")
+        out.append((target.lstrip("/"), (alias or target).lstrip("/")))
+    return tuple(out)
+
+
+def endpoint_links(body: dict[str, Any]) -> dict[str, tuple[tuple[str, str], ...]]:
+    """NetworkingConfig.EndpointsConfig.*.Links of a create body, by network name."""
+    networking = body.get("NetworkingConfig")
+    endpoints = networking.get("EndpointsConfig") if isinstance(networking, dict) else None
+    if not isinstance(endpoints, dict):
+        return {}
+    return {name: links for name, ep in endpoints.items() if isinstance(ep, dict)
+            if (links := parse_links(ep.get("Links"), f"EndpointsConfig.{name}"))}
 
 
 def decode_restart_policy(host: dict[str, Any]) -> tuple[str, int]:

@@ -7,6 +7,7 @@ import hashlib
 from collections.abc import Callable
 from typing import Any
 
+from steelcup.api import docker_codec as codec
 from steelcup.api.filters import labels_match, parse_filters, str_map
 from steelcup.api.http import EmptyResponse, JsonResponse, Request, Response, Router
 from steelcup.api.http_types import Principal
@@ -233,8 +234,19 @@ class _NetApi:
         address = (ep_cfg.get("IPAMConfig") or {}).get("IPv4Address") or None
         if not isinstance(aliases, list):
             raise InvalidArgument("EndpointConfig.Aliases must be an array")
+        codec.check_endpoint_settings({"NetworkingConfig": {"EndpointsConfig": {
+            net.name: ep_cfg}}})
+        tenant = record.config.tenant
+
+        def container_of(ref: str) -> tuple[str, str]:
+            target = self.resolve_container(ref, tenant)
+            return target.id, target.name
+
+        links = self.networks.link_targets(
+            net.id, tenant, codec.parse_links(ep_cfg.get("Links"), "EndpointConfig"),
+            container_of)
         self.networks.connect(net.id, record.id, record.name, [str(a) for a in aliases],
-                              address, tenant=record.config.tenant)
+                              address, tenant=record.config.tenant, links=links)
         return EmptyResponse(200)
 
     async def network_disconnect(self, req: Request) -> Response:

@@ -402,12 +402,34 @@ class _Api:
     # -- containers --------------------------------------------------------------------------
 
     async def create(self, req: Request) -> Response:
-        config = codec.decode_create(await req.json())
+        body = await req.json()
+        config = codec.decode_create(body)
         config = replace(config, tenant=req.principal.tenant or "")
+        config = replace(config, network_links=self._link_targets(codec.endpoint_links(body),
+                                                                  config.tenant))
         name = req.q("name") or None
         # quick, and counted against the tenant's quotas atomically; it touches loop-owned state
         record = self.admission.create(config, name)
         return JsonResponse({"Id": record.id, "Warnings": []}, status=201)
+
+    def _link_targets(self, links: dict[str, tuple[tuple[str, str], ...]], tenant: str
+                      ) -> tuple[tuple[str, str, str], ...]:
+        """Each network's legacy links of a create as (network, target id, alias)
+        (NetworkManager.link_targets)."""
+        if not links:
+            return ()
+        networks = self.svc.networks
+        if networks is None:
+            raise InvalidArgument("links need networks, and networking is off on this daemon")
+
+        def container_of(ref: str) -> tuple[str, str]:
+            record = self.rt.record(self.rt.resolve(ref, tenant))
+            return record.id, record.name
+
+        return tuple((network, target, alias) for network, network_links in links.items()
+                     for target, alias in networks.link_targets(
+                         "bridge" if network == "default" else network, tenant,
+                         network_links, container_of))
 
     async def list_containers(self, req: Request) -> Response:
         filters = codec.decode_filters(req.q("filters"))

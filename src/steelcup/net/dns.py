@@ -156,11 +156,13 @@ def read_resolv_conf(text: str) -> list[str]:
     return out
 
 
-Resolver = Callable[[str], list[IPv4Address] | None]
+# (name, the asking client's address) -> its addresses, or None (not ours)
+Resolver = Callable[[str, str], list[IPv4Address] | None]
 
 
 class DnsServer(asyncio.DatagramProtocol):
-    """Answers one network's queries. `resolve(name)` gives addresses or None (not ours)."""
+    """Answers one network's queries. `resolve(name, client)` gives addresses or None (not
+    ours); the client's address matters for names only it may see (legacy links)."""
 
     def __init__(self, resolve: Resolver, *, forward: bool,
                  upstreams: Sequence[tuple[str, int]] = ()) -> None:
@@ -175,7 +177,7 @@ class DnsServer(asyncio.DatagramProtocol):
         self.transport = cast(asyncio.DatagramTransport, transport)
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        reply = self.answer(data)
+        reply = self.answer(data, addr[0])
         if reply is not None:
             self._send(reply, addr)
             return
@@ -183,13 +185,13 @@ class DnsServer(asyncio.DatagramProtocol):
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def answer(self, data: bytes) -> bytes | None:
-        """The reply, or None when the query must be forwarded."""
+    def answer(self, data: bytes, client: str = "") -> bytes | None:
+        """The reply to `client`, or None when the query must be forwarded."""
         try:
             query = parse_query(data)
         except DnsFormatError:
             return build_formerr(data)
-        addresses = self.resolve(query.name)
+        addresses = self.resolve(query.name, client)
         if addresses is not None:
             return build_answer(query, addresses, recursion_available=self.forward)
         if self.forward:

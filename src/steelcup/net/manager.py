@@ -322,7 +322,7 @@ class NetworkManager:
         links.run(self.host.wrap(["sysctl", "-q", "-w", "net.ipv4.ip_forward=1"]))
 
     async def _start_dns(self, net: NetworkRecord) -> dns.DnsServer:
-        server = dns.DnsServer(lambda name: self._resolve(net.id, name),
+        server = dns.DnsServer(lambda name, client: self._resolve(net.id, name, client),
                                forward=net.forwards_dns, upstreams=self.upstreams)
         try:
             sock = await asyncio.to_thread(socket_in, self.host.netns, socket.AF_INET,
@@ -334,16 +334,22 @@ class NetworkManager:
                         self.dns_port, exc)
         return server
 
-    def _resolve(self, network_id: str, name: str) -> list[IPv4Address] | None:
+    def _resolve(self, network_id: str, name: str, client: str = ""
+                 ) -> list[IPv4Address] | None:
+        """The live containers the name means on the network: their names, short ids and
+        aliases for anyone, and the asking container's own link aliases for it alone."""
         name = name.rstrip(".").lower()
         out = []
-        for ep in self.store.endpoints(network_id):
-            if ep.container_id not in self._live:
-                continue
+        live = [ep for ep in self.store.endpoints(network_id) if ep.container_id in self._live]
+        for ep in live:
             names = {ep.container_name.lower(), ep.container_id[:12], *map(str.lower, ep.aliases)}
             if name in names:
                 out.append(IPv4Address(ep.address))
-        return out or None
+        if out or not client:
+            return out or None
+        asker = next((ep for ep in live if ep.address == client), None)
+        targets = {t for t, alias in (asker.links if asker else ()) if alias.lower() == name}
+        return [IPv4Address(ep.address) for ep in live if ep.container_id in targets] or None
 
     async def _apply_rules(self) -> None:
         """Load the ruleset for the current networks and published ports, unless it is the
@@ -494,7 +500,7 @@ class NetworkManager:
 
     def connect(self, ref: str, container_id: str, container_name: str,
                 aliases: Sequence[str] = (), address: str | None = None, *,
-                tenant: str = "") -> Endpoint:
+                tenant: str = "", links: Sequence[tuple[str, str]] = ()) -> Endpoint:
         """Give the container, of `tenant`, an address on the network (kept until it
         disconnects); `ref` is looked up among that tenant's networks only, so a container
         never joins another tenant's network.
@@ -510,9 +516,31 @@ class NetworkManager:
         wanted = ipam.parse_address(address) if address else None
         addr = ipam.allocate_address(plan, used, wanted)
         ep = Endpoint(net.id, container_id, container_name, str(addr), ipam.mac_for(addr),
-                      tuple(aliases), os.urandom(32).hex(), static=wanted is not None)
+                      tuple(aliases), os.urandom(32).hex(), static=wanted is not None,
+                      links=tuple(links))
         self.store.insert_endpoint(ep)
         return ep
+
+    def link_targets(self, ref: str, tenant: str, links: Sequence[tuple[str, str]],
+                     container_of: Callable[[str], tuple[str, str]]
+                     ) -> tuple[tuple[str, str], ...]:
+        """An endpoint's legacy links on a network (what docker-compose sends for `links:`)
+        as (target container id, alias): each target must be on the network (dockerd's
+        rule). `container_of(ref)` -> (id, name) among the linking container's tenant's,
+        NotFound otherwise. The network's DNS then answers each alias to the linking
+        container alone (`_resolve`)."""
+        if not links:
+            return ()
+        net = self.resolve(ref, tenant)
+        on_it = {e.container_id for e in self.store.endpoints(net.id)}
+        out = []
+        for target, alias in links:
+            target_id, target_name = container_of(target)
+            if target_id not in on_it:
+                raise InvalidArgument(f"cannot link to {target_name}: it is not on network "
+                                      f"{net.name}")
+            out.append((target_id, alias))
+        return tuple(out)
 
     def disconnect(self, ref: str, container_id: str, *, force: bool = False) -> None:
         net = self.get(ref)  # by id from callers that resolved it for the caller

@@ -64,14 +64,19 @@ class Endpoint:
     aliases: tuple[str, ...] = ()
     endpoint_id: str = ""
     static: bool = False  # `address` was asked for (docker's IPAMConfig), not allocated
+    # Legacy links on this network, (target container id, alias): the network's DNS answers
+    # the alias with the target's address to this container alone, as dockerd's does.
+    links: tuple[tuple[str, str], ...] = ()
 
     def to_json(self) -> str:
         data = asdict(self)
         data["aliases"] = list(self.aliases)
+        data["links"] = [list(link) for link in self.links]
         return json.dumps(data, sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str) -> Endpoint:
         data: dict[str, Any] = json.loads(text)
         data["aliases"] = tuple(data.get("aliases", ()))
+        data["links"] = tuple((str(t), str(a)) for t, a in data.get("links", ()))
         return cls(**data)

@@ -57,6 +57,8 @@ class ContainerConfig:
     # Static addresses asked at create (EndpointsConfig...IPAMConfig.IPv4Address), by the
     # network as named there; the primary network under `network_mode or "default"`.
     network_ipv4: tuple[tuple[str, str], ...] = ()
+    # Legacy links of its endpoints (network as named at create, target container id, alias)
+    network_links: tuple[tuple[str, str, str], ...] = ()
     exposed_ports: tuple[str, ...] = ()  # "80/tcp"
     port_bindings: str = ""  # HostConfig.PortBindings as JSON
     publish_all_ports: bool = False
@@ -116,6 +118,9 @@ class ContainerConfig:
                 "network_aliases": tuple(data.get("network_aliases", ())),
                 "extra_networks": tuple(
                     (str(n), tuple(a)) for n, a in data.get("extra_networks", ())
+                ),
+                "network_links": tuple(
+                    (str(n), str(t), str(a)) for n, t, a in data.get("network_links", ())
                 ),
                 "network_ipv4": tuple(
                     (str(n), str(a)) for n, a in data.get("network_ipv4", ())

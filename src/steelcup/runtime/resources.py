@@ -143,8 +143,10 @@ class Resources:
                               config.network_aliases))
         try:
             for key, network, aliases in wanted:
+                links = [(t, a) for n, t, a in config.network_links
+                         if n == key or (key == "default" and n == "bridge")]
                 networks.connect(network, record.id, record.name, aliases, static.get(key),
-                                 tenant=config.tenant)
+                                 tenant=config.tenant, links=links)
         except SteelcupError:
             for ep in networks.container_endpoints(record.id):
                 networks.disconnect(ep.network_id, record.id, force=True)

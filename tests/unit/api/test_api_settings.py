@@ -159,7 +159,7 @@ def test_memory_swap_equal_to_memory_means_no_swap_and_is_accepted() -> None:
 @pytest.mark.parametrize(("endpoint", "named"), [
     ({"MacAddress": "02:42:ac:11:00:02"}, "EndpointsConfig.n1.MacAddress"),
     ({"DriverOpts": {"com.example": "x"}}, "EndpointsConfig.n1.DriverOpts"),
-    ({"Links": ["db:database"]}, "EndpointsConfig.n1.Links"),
+    ({"Links": "db:database"}, "EndpointsConfig.n1.Links must be an array"),
     ({"IPAMConfig": {"LinkLocalIPs": ["169.254.0.9"]}}, "IPAMConfig.LinkLocalIPs"),
     ({"IPAMConfig": {"IPv6Address": "fd00::9"}}, "IPAMConfig.IPv6Address"),
 ])

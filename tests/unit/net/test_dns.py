@@ -14,7 +14,9 @@ from steelcup.net import dns
 ADDR = IPv4Address("10.213.0.2")
 
 
-def resolver(name: str) -> list[IPv4Address] | None:
+def resolver(name: str, client: str) -> list[IPv4Address] | None:
+    if name == "linked" and client == "10.0.0.9":  # a name one client alone may see
+        return [ADDR]
     return [ADDR] if name in ("web", "db-alias") else None
 
 
@@ -54,6 +56,10 @@ def test_policy_refuse_or_forward() -> None:
     assert reply is not None and dns.parse_answer_addresses(reply)[0] == dns.RCODE_REFUSED
     hit = refusing.answer(dns.build_query("db-alias"))
     assert hit is not None and dns.parse_answer_addresses(hit) == (0, [ADDR])
+    only_for = refusing.answer(dns.build_query("linked"), "10.0.0.9")
+    assert only_for is not None and dns.parse_answer_addresses(only_for) == (0, [ADDR])
+    others = refusing.answer(dns.build_query("linked"), "10.0.0.8")
+    assert others is not None and dns.parse_answer_addresses(others)[0] == dns.RCODE_REFUSED
     forwarding = dns.DnsServer(resolver, forward=True, upstreams=[("127.0.0.1", 9)])
     assert forwarding.answer(dns.build_query("example.com")) is None
     formerr = refusing.answer(struct.pack("!HHHHHH", 7, 0x0100, 2, 0, 0, 0))

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from ipaddress import IPv4Network
+from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 
 import pytest
 
 from steelcup.errors import Conflict, InvalidArgument, NotFound
-from steelcup.net.manager import DEFAULT_BRIDGE, NetworkManager
+from steelcup.net.manager import DEFAULT_BRIDGE, NetworkManager, _Live
 from steelcup.net.model import Endpoint, NetworkRecord
 from steelcup.net.store import NetStore
 from steelcup.state.db import open_db
@@ -116,3 +116,23 @@ def test_a_tenant_cannot_name_its_bridge_or_step_on_the_hosts_routes(
         asyncio.run(manager.create("n", options={"com.docker.network.bridge.name":
                                                  "sc-" + "a" * 12}))
     assert [n.name for n in manager.networks("alice")] == ["appnet"]
+
+
+def test_a_link_alias_is_answered_to_the_linking_container_alone(
+        manager: NetworkManager) -> None:
+    """docker-compose's `links:` on a user network: the alias resolves to the target for the
+    container that linked, for nobody else; names and aliases resolve for everyone."""
+    net = "a" * 64
+    db = manager.connect(net, "d" * 64, "proj_db_1", ("db",), tenant="alice")
+    web = manager.connect(net, "e" * 64, "proj_web_1", tenant="alice",
+                          links=manager.link_targets(net, "alice", [("proj_db_1", "db_1")],
+                                                     lambda ref: ("d" * 64, ref)))
+    other = manager.connect(net, "f" * 64, "other", tenant="alice")
+    for cid in ("d" * 64, "e" * 64, "f" * 64):
+        manager._live[cid] = _Live()  # running: only running containers are answered
+    assert manager._resolve(net, "db_1", web.address) == [IPv4Address(db.address)]
+    assert manager._resolve(net, "db_1", other.address) is None
+    assert manager._resolve(net, "db", other.address) == [IPv4Address(db.address)]
+    assert manager.store.endpoints(net)[1].links == (("d" * 64, "db_1"),)  # kept in the store
+    with pytest.raises(InvalidArgument, match="cannot link to x: it is not on network appnet"):
+        manager.link_targets(net, "alice", [("x", "x")], lambda ref: ("9" * 64, ref))
