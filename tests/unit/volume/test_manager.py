@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,7 +14,9 @@ import pytest
 
 from steelcup import boundedfs, sysmount
 from steelcup.errors import Conflict, InvalidArgument, NotFound, SteelcupError, Unsupported
-from steelcup.volume.manager import VolumeManager
+from steelcup.tenancy.model import Quotas, Tenant
+from steelcup.tenancy.quota import QuotaExceeded, QuotaGate
+from steelcup.volume.manager import GIB, VolumeManager
 from steelcup.volume.spec import resolve_mounts
 
 MIB = 1 << 20
@@ -303,3 +306,22 @@ def test_a_bind_the_containers_root_cannot_reach_is_refused_with_what_to_do(
         assert len(prepared) == 2
     finally:
         vm.release("c1")
+
+
+def test_a_tenants_volume_sizes_count_against_its_volume_size_quota(tmp_path: Path) -> None:
+    """The quota gate around every creation (tenancy/objects.py wires the same counts)."""
+    vm = _sized(tmp_path)
+    gate = QuotaGate(lambda name: Tenant(name, "x", "", Quotas(volumes=10, volume_gib=3)))
+    gate.register("volumes", lambda t: len(vm.list(t)))
+    gate.register("volume_gib", lambda t: sum(-(-v.size_bytes // GIB) for v in vm.list(t)))
+    vm.admit = gate.admit
+    vm.create("big", tenant="alice", options={"size": "2g"})
+    with pytest.raises(QuotaExceeded, match=re.escape(
+            "quota exceeded: volume-size 2 GiB of 3 GiB in use, 2 GiB more asked "
+            "(tenant alice)")):
+        vm.create("more", tenant="alice", options={"size": "2g"})
+    assert [v.name for v in vm.list("alice")] == ["big"]  # nothing half-made
+    vm.create("small", tenant="alice", options={"size": "1g"})  # exactly at the quota
+    vm.create("same", options={"size": "2g"})  # the operator's own: never limited
+    vm.remove("alice/big")
+    vm.create("more", tenant="alice", options={"size": "2g"})  # removal freed its share
