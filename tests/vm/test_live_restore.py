@@ -169,9 +169,12 @@ def test_containers_outlive_a_killed_live_restore_daemon(tmp_path: Path) -> None
     cids: list[str] = []
     try:
         daemon.cli("load", "-i", str(BUSYBOX_TAR), check=True)
-        # Prints until stopped; SIGTERM ends it with 7 (its trap: a code only it gives).
+        # Serves a page and prints until stopped; SIGTERM ends it with 7 (its trap: a code
+        # only it gives).
         counter = daemon.out(
-            "run", "-d", IMG, "sh", "-c",
+            "run", "-d", "-p", f"127.0.0.1:{PORT + 1}:80", IMG, "sh", "-c",
+            "mkdir -p /www && echo hello from counter > /www/index.html && "
+            "httpd -p 80 -h /www && "
             "trap 'exit 7' TERM; i=0; while true; do echo line $i; i=$((i+1)); "
             "sleep 0.02; done").strip()
         early = daemon.out("run", "-d", IMG, "sh", "-c",
@@ -182,8 +185,12 @@ def test_containers_outlive_a_killed_live_restore_daemon(tmp_path: Path) -> None
             assert (root / "containers" / cid / "restore.json").exists()
         assert not (root / "containers" / with_volume / "restore.json").exists()
         wait_until(lambda: b"line 50" in daemon.cli("logs", counter).stdout, "counter output")
+        assert _fetch(netns, f"http://127.0.0.1:{PORT + 1}/") == "hello from counter\n"
         before = set(our_qemus(str(vm_run_dir(root))))
-        kept_pid = int(_restore_record(root, counter)["vm"]["pid"])  # type: ignore[index]
+        record = _restore_record(root, counter)
+        kept_pid = int(record["vm"]["pid"])  # type: ignore[index]
+        kept_taps = set(record["taps"])  # type: ignore[call-overload]
+        assert kept_taps
 
         daemon.proc.kill()  # no graceful stop: mid-output, mid-everything
         daemon.proc.wait()
@@ -199,6 +206,12 @@ def test_containers_outlive_a_killed_live_restore_daemon(tmp_path: Path) -> None
         # Every VM of the killed daemon but the re-attached one is gone (swept or exited).
         survivors = {q for q in before if _alive(int(q.split(":")[0]))}
         assert {int(q.split(":")[0]) for q in survivors} == {kept_pid}, survivors
+        assert _fetch(netns, f"http://127.0.0.1:{PORT + 1}/") == "hello from counter\n"
+        # Of the killed daemon's taps only the re-attached container's are left.
+        links = in_netns(netns, "ip", "-o", "link", "show").stdout.decode()
+        taps = {line.split(":")[1].strip().split("@")[0] for line in links.splitlines()
+                if line.split(":")[1].strip().startswith(("sct", "scw"))}
+        assert kept_taps <= taps and not {t for t in taps - kept_taps if t.startswith("sct")}
 
         # Output from before the kill, from while no daemon ran, and from now: each line once.
         logged = _counted(daemon.out("logs", counter).splitlines())
