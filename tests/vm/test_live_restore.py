@@ -109,8 +109,9 @@ def test_containers_outlive_a_live_restore_restart(tmp_path: Path) -> None:
         gap_s = time.monotonic() - stopped_at - 6
         print(f"\nlive restore: API back {gap_s:.2f} s after the stop began (4 containers, "
               "minus the 6 s the test waited)")
-        for cid in (counter, web, doomed, early):
-            assert not (root / "containers" / cid / "restore.json").exists()
+        # The records of the re-attached stay (a kill -9 of this daemon would need them).
+        assert not (root / "containers" / doomed / "restore.json").exists()
+        assert (root / "containers" / web / "restore.json").exists()
 
         assert _state(daemon, web)["Running"] is True
         assert _state(daemon, counter)["Running"] is True
@@ -119,6 +120,7 @@ def test_containers_outlive_a_live_restore_restart(tmp_path: Path) -> None:
         assert doomed_state["Running"] is False and doomed_state["ExitCode"] == 255
         assert daemon.out("wait", early).strip() == "5"
         assert daemon.out("logs", early) == "started\nbye\n"
+        assert not (root / "containers" / early / "restore.json").exists()
 
         # Output produced while no daemon ran is in the log, nothing twice, nothing missing.
         assert daemon.out("wait", counter).strip() == "3"
@@ -149,30 +151,87 @@ def test_containers_outlive_a_live_restore_restart(tmp_path: Path) -> None:
     assert not problems, "after daemon shutdown: " + "\n".join(problems)
 
 
-def test_a_killed_live_restore_daemon_leaves_no_vm_behind_once_restarted(tmp_path: Path) -> None:
-    """kill -9 writes no restore records: the VMs (no death signal with --live-restore) run on
-    until the next daemon's start-up sweep kills them (their memory cgroups), and their
-    containers are exited as after any crash (docs/live-restore.md, Limits)."""
+def _counted(lines: list[str]) -> list[int]:
+    return [int(line.split()[1]) for line in lines]
+
+
+def test_containers_outlive_a_killed_live_restore_daemon(tmp_path: Path) -> None:
+    """kill -9 of a --live-restore daemon: each running container's restore record was written
+    at its start, so the next daemon re-attaches it as after a graceful stop; its output is
+    counted from the log (nothing lost or doubled); a container that exited meanwhile gets its
+    real exit code; VMs without a record (a container with a volume, the warm cache's) are
+    swept, leaving nothing behind (docs/live-restore.md)."""
     need_assets()
     netns = new_netns("lrk")
     root, sock = tmp_path / "root", tmp_path / "run" / "steelcup.sock"
     args = ("--live-restore",)
     daemon = start_daemon(root, sock, netns, args)
+    cids: list[str] = []
     try:
         daemon.cli("load", "-i", str(BUSYBOX_TAR), check=True)
-        cid = daemon.out("run", "-d", IMG, "sleep", "1000").strip()
-        qemus = our_qemus(str(vm_run_dir(root)))
-        assert qemus, "the container's VM is found by its cgroup"
-        daemon.proc.kill()  # no graceful stop
+        # Serves a page and prints until stopped; SIGTERM ends it with 7 (its trap: a code
+        # only it gives).
+        counter = daemon.out(
+            "run", "-d", "-p", f"127.0.0.1:{PORT + 1}:80", IMG, "sh", "-c",
+            "mkdir -p /www && echo hello from counter > /www/index.html && "
+            "httpd -p 80 -h /www && "
+            "trap 'exit 7' TERM; i=0; while true; do echo line $i; i=$((i+1)); "
+            "sleep 0.02; done").strip()
+        early = daemon.out("run", "-d", IMG, "sh", "-c",
+                           "echo started; sleep 4; echo bye; exit 5").strip()
+        with_volume = daemon.out("run", "-d", "-v", "/data", IMG, "sleep", "1000").strip()
+        cids += [counter, early, with_volume]
+        for cid in (counter, early):
+            assert (root / "containers" / cid / "restore.json").exists()
+        assert not (root / "containers" / with_volume / "restore.json").exists()
+        wait_until(lambda: b"line 50" in daemon.cli("logs", counter).stdout, "counter output")
+        assert _fetch(netns, f"http://127.0.0.1:{PORT + 1}/") == "hello from counter\n"
+        before = set(our_qemus(str(vm_run_dir(root))))
+        record = _restore_record(root, counter)
+        kept_pid = int(record["vm"]["pid"])  # type: ignore[index]
+        kept_taps = set(record["taps"])  # type: ignore[call-overload]
+        assert kept_taps
+
+        daemon.proc.kill()  # no graceful stop: mid-output, mid-everything
         daemon.proc.wait()
-        pids = [int(line.split(":")[0]) for line in qemus]
-        assert any(_alive(pid) for pid in pids), "with --live-restore VMs outlive a crash"
+        assert _alive(kept_pid), "with --live-restore VMs outlive a crash"
+        time.sleep(6)  # `early` exits meanwhile; `counter` keeps printing into the guest
+
         daemon = start_daemon(root, sock, netns, args)
-        state = _state(daemon, cid)
-        assert state["Running"] is False and state["ExitCode"] == 255
-        assert not any(_alive(pid) for pid in pids)
-        daemon.out("rm", cid)
+        assert _state(daemon, counter)["Running"] is True
+        assert daemon.out("wait", early).strip() == "5"
+        assert daemon.out("logs", early) == "started\nbye\n"
+        vol_state = _state(daemon, with_volume)
+        assert vol_state["Running"] is False and vol_state["ExitCode"] == 255
+        # Every VM of the killed daemon but the re-attached one is gone (swept or exited).
+        survivors = {q for q in before if _alive(int(q.split(":")[0]))}
+        assert {int(q.split(":")[0]) for q in survivors} == {kept_pid}, survivors
+        assert _fetch(netns, f"http://127.0.0.1:{PORT + 1}/") == "hello from counter\n"
+        # Of the killed daemon's taps only the re-attached container's are left.
+        links = in_netns(netns, "ip", "-o", "link", "show").stdout.decode()
+        taps = {line.split(":")[1].strip().split("@")[0] for line in links.splitlines()
+                if line.split(":")[1].strip().startswith(("sct", "scw"))}
+        assert kept_taps <= taps and not {t for t in taps - kept_taps if t.startswith("sct")}
+
+        # Output from before the kill, from while no daemon ran, and from now: each line once.
+        logged = _counted(daemon.out("logs", counter).splitlines())
+        wait_until(lambda: len(daemon.out("logs", counter).splitlines()) > len(logged) + 20,
+                   "counter output after the re-attach")
+        logged = _counted(daemon.out("logs", counter).splitlines())
+        assert logged == list(range(len(logged))), "a gap or a duplicate in the log"
+        assert daemon.out("exec", counter, "echo", "in the guest") == "in the guest\n"
+
+        daemon.out("stop", "-t", "5", counter)
+        assert _state(daemon, counter)["ExitCode"] == 7
+        assert not _alive(kept_pid)
+        logged = _counted(daemon.out("logs", counter).splitlines())
+        assert logged == list(range(len(logged)))
+        for cid in cids:
+            assert not (root / "containers" / cid / "restore.json").exists()
+            daemon.out("rm", "-v", cid)
     finally:
+        if daemon.proc.poll() is None and cids:
+            daemon.cli("rm", "-f", *cids)
         stop_daemon(daemon)
         problems = leftovers_of(root, netns=netns)
         delete_netns(netns)

@@ -239,6 +239,7 @@ class GuestProcess:
 
     async def output(self) -> AsyncIterator[tuple[Stream, bytes]]:
         """Ordered `(stream, bytes)` chunks until the process exited and its output is drained.
+        A chunk is credited to the guest when the consumer asks for the next one.
 
         Raises GuestProtocolError if the guest connection is lost first.
         """
@@ -246,8 +247,11 @@ class GuestProcess:
             if self._chunks:
                 stream, data = self._chunks.popleft()
                 self._buffered -= len(data)
-                await self._consumed(len(data))
                 yield stream, data
+                # Credited only once the consumer is done with the chunk (the runtime has
+                # written it to the log): the guest forgets what is credited, so a host that
+                # dies before then gets the chunk again from the guest (docs/live-restore.md).
+                await self._consumed(len(data))
                 continue
             if self._exit is not None:
                 return

@@ -105,10 +105,13 @@ class _Live:
     restart_task: asyncio.Task[None] | None = None
     restart_delay_s: float = 0.0
     started_mono: float = 0.0
-    # Live restore: output bytes of the current run's process written to the log (what a
-    # re-attaching daemon tells the guest it has), and whether the daemon is letting go of
-    # the run (its VM keeps running: the pump stops without ending it).
+    # Live restore: output bytes of the current run's process written to the log, the time
+    # stamp of the last chunk logged (a later one is stamped after it), where the run's output
+    # begins in the log (None: the run has no restore record), and whether the daemon is
+    # letting go of the run (its VM keeps running: the pump stops without ending it).
     logged_bytes: int = 0
+    log_last_ns: int = 0
+    log_mark: restore_module.LogMark | None = None
     handing_over: bool = False
     slot_dir: str = ""  # a pooled VM's rootfs slot on the host (kept with the VM)
 
@@ -576,6 +579,9 @@ class Runtime:
         live.machine = machine
         live.process = process
         live.logged_bytes = 0
+        live.log_mark = None
+        if self.live_restore and not record.config.mount_plans:
+            live.log_mark = restore_module.LogMark(max(time.time_ns(), live.log_last_ns + 1))
         live.slot_dir = str(machine.spec.shares[0].host_path) if machine.rootfs_subdir else ""
         live.stopping = False
         live.started_mono = time.monotonic()
@@ -587,6 +593,7 @@ class Runtime:
             self._run(live, machine, process), name=f"pump-{record.id[:12]}"
         )
         self.publish_event(live.record, "start")
+        await self._save_record(live)
 
     async def _start_failed(self, live: _Live, exit_code: int, error: str) -> None:
         self._apply(live, Op.START_FAILED, exit_code=exit_code, error=error)
@@ -597,15 +604,23 @@ class Runtime:
     async def _run(self, live: _Live, machine: Machine, process: GuestProcess) -> None:
         """Relay output to the log and attached readers until the process exits; clean up."""
         writer = logs_module.LogWriter(self.log_path(live.record.id),
-                                       self.log_rotation(live.record.config))
+                                       self.log_rotation(live.record.config),
+                                       not_before_ns=live.log_last_ns + 1)
         exit_code = EXIT_CODE_DAEMON_LOST
         error = ""
         cancelled = False
         vm_lost = False
         try:
             async for stream, data in process.output():
+                rotations = writer.rotations
                 writer.write(stream.value, data)
                 live.logged_bytes += len(data)
+                live.log_last_ns = writer.last_ns
+                if writer.rotations != rotations and live.log_mark is not None:
+                    # The file holding the run's start may go with a later rotation: the
+                    # record counts from here on (before the chunk is credited to the guest).
+                    live.log_mark = restore_module.LogMark(writer.last_ns + 1, live.logged_bytes)
+                    await self._save_record(live)
                 await live.fanout.publish(stream.value, data)
             status = await process.wait()
             exit_code = status.status
@@ -639,6 +654,8 @@ class Runtime:
         """The run's VM is closed and its resources released; the container is exited with
         `exit_code` (or docker's code for an OOM kill, which is returned)."""
         oom_killed = False
+        live.log_mark = None
+        restore_module.forget(self.container_dir(live.record.id))  # nothing to re-attach
         with contextlib.suppress(Exception):
             await machine.close()
         if vm_lost and machine.oom_killed:
@@ -1065,7 +1082,7 @@ class Runtime:
         machine, process = live.machine, live.process
         if (record.state.status is not Status.RUNNING or machine is None or process is None
                 or process.exit_status is not None or record.config.mount_plans
-                or live.pump is None or live.pump.done()):
+                or live.log_mark is None or live.pump is None or live.pump.done()):
             return False
         live.handing_over = True
         try:
@@ -1077,12 +1094,9 @@ class Runtime:
         with contextlib.suppress(Exception):  # it ends once the released link is drained
             await asyncio.wait_for(asyncio.shield(live.pump), HAND_OVER_PUMP_WAIT_S)
         try:
-            taps, ports = self.resources.kept_network(record.id)
-            kept = restore_module.Kept(
-                container_id=record.id, vm=handle, process_id=process.id,
-                pid=record.state.pid, logged_bytes=live.logged_bytes, slot_dir=live.slot_dir,
-                taps=taps, ports=ports)
-            await asyncio.to_thread(restore_module.save, self.container_dir(record.id), kept)
+            # Written again (as at the start): the VM's handle and network are the same, the
+            # log is what the next daemon counts the output in.
+            await self._write_record(live, handle, process, live.log_mark)
         except Exception as exc:  # the next daemon would not find it: do not leave it behind
             log.error("container %s: cannot write its restore record (%s); its VM is killed",
                       record.id[:12], exc)
@@ -1091,6 +1105,34 @@ class Runtime:
         log.info("container %s: left running (VM pid %d) for the next daemon", record.id[:12],
                  handle.pid)
         return True
+
+    async def _save_record(self, live: _Live) -> None:
+        """(Re)write the restore record of the container's current run (docs/live-restore.md):
+        if the daemon is killed, the next one finds the VM and re-attaches it. A record that
+        cannot be written is logged: the container runs on, and would not outlive a kill."""
+        machine, process, mark = live.machine, live.process, live.log_mark
+        if machine is None or process is None or mark is None:
+            return
+        handle = machine.handle()
+        if handle is None:
+            return
+        try:
+            await self._write_record(live, handle, process, mark)
+        except (OSError, SteelcupError) as exc:
+            log.error("container %s: cannot write its restore record (%s); it will not "
+                      "survive a daemon killed outright", live.record.id[:12], exc)
+
+    async def _write_record(self, live: _Live, handle: VmHandle, process: GuestProcess,
+                            mark: restore_module.LogMark) -> None:
+        record = live.record
+        taps, ports = self.resources.kept_network(record.id)
+        kept = restore_module.Kept(
+            container_id=record.id, vm=handle, process_id=process.id, pid=record.state.pid,
+            log_mark=mark, slot_dir=live.slot_dir, taps=taps, ports=ports)
+        cdir = self.container_dir(record.id)
+        await asyncio.to_thread(restore_module.save, cdir, kept)
+        if live.process is not process and not live.handing_over:
+            restore_module.forget(cdir)  # the run ended while it was written
 
     @staticmethod
     async def _kill_released(handle: VmHandle) -> None:
@@ -1126,8 +1168,10 @@ class Runtime:
             await self._restore_one(live, entry, adopt)
         except (SteelcupError, OSError) as exc:
             log.warning("container %s: cannot re-attach it: %s", container_id[:12], exc)
+            restore_module.forget(cdir)
             await self._restore_failed(live, entry, str(exc))
-        finally:
+            return
+        if not self.live_restore:  # this daemon stops it when it stops: nothing to find later
             restore_module.forget(cdir)
 
     async def _restore_one(self, live: _Live, entry: restore_module.Kept,
@@ -1142,17 +1186,23 @@ class Runtime:
             machine.on_close(lambda: release_slot(slot))
         try:
             await machine.adopt(entry.vm)
+            # The log is the truth about what output the host has: what the previous daemon
+            # wrote before it stopped or was killed (the guest kept everything not credited,
+            # and nothing is credited before it is in the log).
+            logged, not_before_ns = await asyncio.to_thread(
+                self._logged_output, record.id, entry.log_mark)
             spec = ProcessSpec(args=(record.path, *record.args), env=config.env,
                                cwd=config.working_dir, tty=config.tty, stdin=config.open_stdin,
                                main=True, caps=config.caps)
-            process = await machine.guest.resume(entry.process_id, entry.logged_bytes, spec,
-                                                 pid=entry.pid)
+            process = await machine.guest.resume(entry.process_id, logged, spec, pid=entry.pid)
         except BaseException:
             await machine.close()
             raise
         live.machine = machine
         live.process = process
-        live.logged_bytes = entry.logged_bytes
+        live.logged_bytes = logged
+        live.log_last_ns = not_before_ns - 1
+        live.log_mark = entry.log_mark if self.live_restore else None
         live.slot_dir = entry.slot_dir
         live.stopping = False
         live.started_mono = time.monotonic()
@@ -1160,7 +1210,15 @@ class Runtime:
         live.pump = asyncio.create_task(self._run(live, machine, process),
                                         name=f"pump-{record.id[:12]}")
         log.info("container %s: re-attached (VM pid %d, %d output bytes logged before)",
-                 record.id[:12], entry.vm.pid, entry.logged_bytes)
+                 record.id[:12], entry.vm.pid, logged)
+
+    def _logged_output(self, container_id: str,
+                       mark: restore_module.LogMark) -> tuple[int, int]:
+        """The main process's output bytes in the container's log, and the time stamp its
+        writer must stay above; a line torn by a killed daemon is cut off first. Blocking."""
+        path = self.log_path(container_id)
+        logs_module.trim_torn_end(path)
+        return mark.logged_bytes(path)
 
     async def _restore_failed(self, live: _Live, entry: restore_module.Kept, why: str) -> None:
         await self._kill_released(entry.vm)

@@ -50,12 +50,14 @@ def split_lines(data: bytes) -> list[bytes]:
 
 
 def encode_entry(entry: LogEntry) -> bytes:
-    text = entry.data.decode("utf-8", errors="surrogateescape")
-    record = {
-        "log": text.encode("utf-8", errors="surrogateescape").decode("utf-8", errors="replace"),
-        "stream": entry.stream,
-        "time": format_time_ns(entry.time_ns),
-    }
+    """One json-file line. Bytes that are not UTF-8 are stored as U+FFFD (as docker does);
+    such a line also says how many bytes of output it stands for ("bytes"), so that the
+    output's length can be counted from the log (live restore: `count_output`)."""
+    text = entry.data.decode("utf-8", errors="replace")
+    record: dict[str, object] = {"log": text, "stream": entry.stream,
+                                 "time": format_time_ns(entry.time_ns)}
+    if len(text.encode()) != len(entry.data):
+        record["bytes"] = len(entry.data)
     return json.dumps(record, ensure_ascii=False).encode() + b"\n"
 
 
@@ -75,22 +77,32 @@ def rotated(path: Path, index: int) -> Path:
 class LogWriter:
     """Appends entries to a container's log file; flushes after each chunk. With `rotation`,
     a file that reached `max_bytes` is rotated before the next entry (so a file exceeds the
-    size by at most one entry: one line, at most a guest output frame of 64 KiB, encoded)."""
+    size by at most one entry: one line, at most a guest output frame of 64 KiB, encoded).
 
-    def __init__(self, path: Path, rotation: Rotation | None = None) -> None:
+    Each chunk's time stamp is later than the one before and not before `not_before_ns`
+    (the wall clock, nudged by a nanosecond where it has not moved or went back): live
+    restore tells one run's output from another's, and what was logged before a point from
+    what came after it, by time stamp (`count_output`)."""
+
+    def __init__(self, path: Path, rotation: Rotation | None = None,
+                 not_before_ns: int = 0) -> None:
         self.path = path
         self.rotation = rotation
         self._file: BinaryIO = open(path, "ab")  # noqa: SIM115 - owned, closed in close()
         self._size = self._file.tell()
+        self.last_ns = not_before_ns - 1  # the time stamp of the last chunk written
+        self.rotations = 0  # how often the file was rotated
 
     def write(self, stream: str, data: bytes) -> None:
-        now = time.time_ns()
+        now = max(time.time_ns(), self.last_ns + 1)
+        self.last_ns = now
         pending: list[bytes] = []
         for line in split_lines(data):
             if self.rotation is not None and self._size >= self.rotation.max_bytes:
                 self._file.write(b"".join(pending))
                 pending = []
                 self._rotate(self.rotation.max_files)
+                self.rotations += 1
             entry = encode_entry(LogEntry(stream, line, now))
             pending.append(entry)
             self._size += len(entry)
@@ -320,6 +332,59 @@ def read_entries(path: Path, offset: int = 0) -> tuple[list[LogEntry], int]:
         if entry is not None:
             entries.append(entry)
     return entries, end
+
+
+def count_output(path: Path, since_ns: int) -> tuple[int, int]:
+    """Bytes of output in the entries of the log at `path` (its rotated files, oldest first,
+    then the live file) stamped `since_ns` or later, counted as the output had them ("bytes"
+    where the line stored U+FFFD), and the time stamp of the last of them (`since_ns` - 1 if
+    none). A torn last line (a writer killed mid-write) is not counted: `trim_torn_end`
+    removes it before a writer appends again."""
+    total = 0
+    last_ns = since_ns - 1
+    files = [*reversed(LogCursor(path)._rotated_files()), path]
+    for name in files:
+        for counted in _iter_counts(name):
+            if counted is not None and counted[0] >= since_ns:
+                total += counted[1]
+                last_ns = max(last_ns, counted[0])
+    return total, last_ns
+
+
+def _iter_counts(path: Path) -> Iterator[tuple[int, int] | None]:
+    """Each complete line's (time stamp, output bytes), None for a foreign one."""
+    try:
+        f = open(path, "rb")  # noqa: SIM115 - closed below
+    except FileNotFoundError:
+        return
+    with f:
+        for line in f:
+            if not line.endswith(b"\n"):
+                return
+            yield _line_count(line)
+
+
+def _line_count(line: bytes) -> tuple[int, int] | None:
+    try:
+        record = json.loads(line)
+        nbytes = record.get("bytes")
+        if nbytes is None:
+            nbytes = len(record["log"].encode())
+        return parse_time_ns(record["time"]), int(nbytes)
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
+def trim_torn_end(path: Path) -> None:
+    """Cut a torn last line (no newline: its writer was killed mid-write) off the live log."""
+    try:
+        f = open(path, "r+b")  # noqa: SIM115 - closed below
+    except FileNotFoundError:
+        return
+    with f:
+        end = _complete_end(f)
+        if end != f.seek(0, os.SEEK_END):
+            f.truncate(end)
 
 
 def _decode_line(line: bytes) -> LogEntry | None:

@@ -1,10 +1,12 @@
 """Live restore's record of a running container that outlived the daemon (docs/live-restore.md).
 
-A daemon stopping with `--live-restore` writes one `restore.json` into the directory of each
-container it leaves running: how to find its VM (`VmHandle`), which guest process is its main
-one and how much of that process's output reached the log, and the host side of its network
-(taps, published ports). The next daemon reads them before it cleans up anything, keeps what the
-live ones use, re-attaches them, and deletes every record it read.
+A `--live-restore` daemon keeps one `restore.json` in the directory of each running container
+it could leave running, from the container's start to the end of its run (so a daemon killed
+outright leaves them too): how to find its VM (`VmHandle`), which guest process is its main
+one, where that process's output begins in the log (`LogMark`), and the host side of its
+network (taps, published ports). The next daemon reads them before it cleans up anything, keeps
+what the live ones use and re-attaches them; how much output the log has is counted from the
+log itself.
 """
 
 from __future__ import annotations
@@ -17,13 +19,31 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from steelcup.net.nft import PublishedPort
+from steelcup.runtime import logs
 from steelcup.vm.machine import VmHandle
 from steelcup.vm.process import start_time
 
 log = logging.getLogger(__name__)
 
 RESTORE_FILE = "restore.json"
-FORMAT = 1
+FORMAT = 2
+
+
+@dataclass(frozen=True)
+class LogMark:
+    """Where the main process's output stands in the container's log: `base_bytes` of it are
+    in entries stamped before `since_ns`, the rest in entries stamped `since_ns` or later (the
+    log writer's stamps only go forward). Set at the run's start (since = then, base = 0) and
+    moved on at each rotation of the log (which may delete the file that held the start)."""
+
+    since_ns: int
+    base_bytes: int = 0
+
+    def logged_bytes(self, log_path: Path) -> tuple[int, int]:
+        """The process's output bytes in the log (RESUME's RECEIVED), and the time stamp a
+        writer that goes on appending must stay above. Blocking (reads the log)."""
+        counted, last_ns = logs.count_output(log_path, self.since_ns)
+        return self.base_bytes + counted, last_ns + 1
 
 
 @dataclass(frozen=True)
@@ -34,7 +54,7 @@ class Kept:
     vm: VmHandle
     process_id: int  # the guest protocol's id of the container's main process
     pid: int  # that process's pid in the container
-    logged_bytes: int  # of its output, written to the container's log (RESUME's RECEIVED)
+    log_mark: LogMark
     slot_dir: str = ""  # a pooled VM's rootfs slot (its bind of the container's root stays)
     taps: tuple[str, ...] = ()
     ports: tuple[PublishedPort, ...] = ()
@@ -54,7 +74,8 @@ class Kept:
             "vm": self.vm.to_json(),
             "process_id": self.process_id,
             "pid": self.pid,
-            "logged_bytes": self.logged_bytes,
+            "log_since_ns": self.log_mark.since_ns,
+            "log_base_bytes": self.log_mark.base_bytes,
             "slot_dir": self.slot_dir,
             "taps": list(self.taps),
             "ports": [[p.host_ip, p.host_port, p.container_ip, p.container_port, p.proto]
@@ -73,7 +94,8 @@ class Kept:
                 vm=VmHandle.from_json(data["vm"]),  # type: ignore[arg-type]
                 process_id=int(data["process_id"]),  # type: ignore[call-overload]
                 pid=int(data["pid"]),  # type: ignore[call-overload]
-                logged_bytes=int(data["logged_bytes"]),  # type: ignore[call-overload]
+                log_mark=LogMark(int(data["log_since_ns"]),  # type: ignore[call-overload]
+                                 int(data["log_base_bytes"])),  # type: ignore[call-overload]
                 slot_dir=str(data.get("slot_dir", "")),
                 taps=tuple(str(t) for t in data.get("taps", [])),  # type: ignore[attr-defined]
                 ports=ports,
@@ -114,6 +136,6 @@ def load_all(containers_dir: Path) -> dict[str, Kept]:
 
 
 def forget(container_dir: Path) -> None:
-    """The record was read: a later start must not act on it again."""
+    """The run ended (or was not re-attached): a later start must not act on the record."""
     with contextlib.suppress(FileNotFoundError):
         (container_dir / RESTORE_FILE).unlink()

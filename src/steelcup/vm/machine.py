@@ -448,8 +448,8 @@ class Machine:
                 raise Conflict("this VM dies with the daemon (started without live restore)")
             if self._closed.is_set() or proc is None or proc.returncode is not None:
                 raise Conflict("machine is not running")
-            started = start_time(proc.pid)
-            if started is None:
+            handle = self.handle()
+            if handle is None:
                 raise Conflict("machine is not running")
             self._closing = True  # the guest link's drop below is on purpose
             self._released = True
@@ -463,12 +463,25 @@ class Machine:
             self._qmp = None
             self._closed.set()
             self._on_close.clear()  # nothing is gone: what they would clean up is in use
-            return VmHandle(
-                pid=proc.pid, started=started, state_dir=str(self.spec.state_dir),
-                mem_mib=self.spec.mem_mib, limit_mib=self.limit_mib,
-                cgroup=str(self.cgroup.path) if self.cgroup is not None else "",
-                rootfs_subdir=self.rootfs_subdir,
-            )
+            return handle
+
+    def handle(self) -> VmHandle | None:
+        """How a later daemon finds this running VM (`adopt`), without letting go of it: what
+        a live restore record holds from the container's start on, so that a daemon killed
+        outright leaves it too. None if the VM dies with the daemon or is not running."""
+        proc = self._proc
+        if (not self.outlive_daemon or self._closed.is_set() or proc is None
+                or proc.returncode is not None):
+            return None
+        started = start_time(proc.pid)
+        if started is None:
+            return None
+        return VmHandle(
+            pid=proc.pid, started=started, state_dir=str(self.spec.state_dir),
+            mem_mib=self.spec.mem_mib, limit_mib=self.limit_mib,
+            cgroup=str(self.cgroup.path) if self.cgroup is not None else "",
+            rootfs_subdir=self.rootfs_subdir,
+        )
 
     async def adopt(self, handle: VmHandle, deadline_s: float = ADOPT_DEADLINE_S) -> GuestInfo:
         """Take over the running VM an earlier daemon `release`d (this Machine's spec names its

@@ -564,3 +564,39 @@ def test_frames_queued_for_an_earlier_connection_are_ignored_before_hello_ok() -
         assert client.lost is None and client.ignored_frames == 0
 
     asyncio.run(run_with_guest(guest, body))
+
+
+def test_output_is_credited_only_once_the_consumer_is_done_with_it() -> None:
+    """The guest forgets output the host credits; live restore needs each chunk in the log
+    first: the credit for a chunk goes out when the consumer asks for the next one."""
+    credits: list[int] = []
+
+    async def guest(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        dec = p.FrameDecoder()
+        try:
+            while True:
+                f = await frames(reader, dec)
+                if f.op == Op.HELLO:
+                    send(writer, Op.HELLO_OK, f.id, [(Tag.VERSION, 1)])
+                elif f.op == Op.START:
+                    send(writer, Op.OK, f.id, [(Tag.PID, 42)])
+                    writer.write(p.encode_frame(Frame(Op.STDOUT, f.id, 0, b"0123456789")))
+                elif f.op == Op.CREDIT:
+                    credits.append(p.require_u32(f.fields(), Tag.BYTES))
+                    send(writer, Op.EXIT, f.id, [(Tag.STATUS, 0), (Tag.SIGNAL, 0)])
+                await writer.drain()
+        except (EOFError, ConnectionError):
+            writer.close()
+
+    async def body(c: GuestClient) -> None:
+        await c.hello(5.0)
+        proc = await c.start(ProcessSpec(args=("x",)))
+        chunks = proc.output()
+        assert await chunks.__anext__() == (Stream.STDOUT, b"0123456789")
+        await asyncio.sleep(0.2)  # the consumer is still writing it somewhere
+        assert credits == []
+        with pytest.raises(StopAsyncIteration):
+            await chunks.__anext__()
+        assert credits == [10]
+
+    asyncio.run(run_with_guest(guest, body))

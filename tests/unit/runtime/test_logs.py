@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from steelcup.runtime import logs
 
 
@@ -201,3 +203,53 @@ def test_tail_of_a_large_log_reads_only_its_end(tmp_path: Path, monkeypatch: obj
     got = list(logs.LogCursor(path).iter_selected(logs.LogFilter(tail=5)))
     assert [e.data for e in got] == [b"y" * 400 + b"\n"] * 4 + [b"last\n"]
     assert counting.read_bytes < 4 * logs.TAIL_BLOCK_BYTES
+
+
+def test_output_is_counted_from_the_log_as_it_was_written(tmp_path: Path) -> None:
+    """Live restore's RECEIVED: the bytes of one run's output, from the log alone, across
+    rotations, with bytes stored as U+FFFD counted as the output had them."""
+    path = tmp_path / "container.log"
+    w = logs.LogWriter(path, logs.Rotation(max_bytes=300, max_files=3))
+    w.write("stdout", b"an earlier run\n")
+    since = w.last_ns + 1
+    written = 0
+    for chunk in (b"\xff\xfe\xe2\x82", b"partial", b" line\nand more\n", b"caf\xc3\xa9\n"):
+        w.write("stderr", chunk)
+        written += len(chunk)
+    assert logs.count_output(path, since) == (written, w.last_ns)
+    assert logs.count_output(path, w.last_ns + 1) == (0, w.last_ns)
+    # A rotation that deletes the start: a mark taken after it counts from there.
+    for i in range(40):
+        w.write("stdout", f"line {i}\n".encode())
+    assert w.rotations >= 3
+    mark_ns = w.last_ns + 1
+    w.write("stdout", b"after the mark\n")
+    w.close()
+    assert logs.count_output(path, mark_ns) == (len(b"after the mark\n"), w.last_ns)
+
+
+def test_stamps_only_go_forward(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(logs.time, "time_ns", lambda: 5)  # a clock that stands (or went back)
+    w = logs.LogWriter(tmp_path / "c.log", not_before_ns=100)
+    w.write("stdout", b"a\n")
+    w.write("stdout", b"b\n")
+    w.close()
+    assert [e.time_ns for e in logs.LogCursor(tmp_path / "c.log").read_all()] == [100, 101]
+
+
+def test_a_torn_last_line_is_not_counted_and_is_cut_off(tmp_path: Path) -> None:
+    """A daemon killed mid-write leaves half a line: not counted (the guest sends it again),
+    removed before the next writer appends."""
+    path = tmp_path / "container.log"
+    w = logs.LogWriter(path)
+    w.write("stdout", b"whole\n")
+    w.close()
+    whole = path.read_bytes()
+    torn = logs.encode_entry(logs.LogEntry("stdout", b"torn\n", 1 << 62))[:-5]
+    path.write_bytes(whole + torn)
+    assert logs.count_output(path, 0)[0] == len(b"whole\n")
+    logs.trim_torn_end(path)
+    assert path.read_bytes() == whole
+    logs.trim_torn_end(path)  # a whole file is left alone
+    assert path.read_bytes() == whole
+    logs.trim_torn_end(tmp_path / "missing.log")

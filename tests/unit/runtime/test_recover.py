@@ -110,7 +110,7 @@ def test_a_kept_container_whose_vm_died_while_no_daemon_ran_is_exited_255(
     entry = restore.Kept(container_id=cid,
                          vm=VmHandle(pid=2**22 + 7, started=1, state_dir="/nonexistent/x",
                                      mem_mib=256, limit_mib=256),
-                         process_id=3, pid=1, logged_bytes=0)
+                         process_id=3, pid=1, log_mark=restore.LogMark(1))
     restore.save(before.container_dir(cid), entry)
     after = make_runtime(tmp_path, open_db(tmp_path))
     left = restore.load_all(after.root / "containers")

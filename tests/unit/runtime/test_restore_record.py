@@ -17,7 +17,7 @@ def _kept(cid: str, pid: int, started: int) -> restore.Kept:
         container_id=cid,
         vm=VmHandle(pid=pid, started=started, state_dir="/run/x/abc", mem_mib=256,
                     limit_mib=512, cgroup="/sys/fs/cgroup/x/abc", rootfs_subdir="root"),
-        process_id=9, pid=1, logged_bytes=1 << 33, slot_dir="/run/x/s/s1",
+        process_id=9, pid=1, log_mark=restore.LogMark(1 << 62, 1 << 33), slot_dir="/run/x/s/s1",
         taps=("sct0123",), ports=(PublishedPort("", 8080, "10.0.0.2", 80, "tcp"),))
 
 
@@ -49,3 +49,16 @@ def test_alive_means_the_same_process() -> None:
     assert started is not None
     assert _kept("c", me, started).alive()
     assert not _kept("c", me, started + 1).alive()  # the pid is someone else's now
+
+
+def test_the_mark_counts_the_log_from_its_point_on(tmp_path: Path) -> None:
+    from steelcup.runtime import logs
+
+    path = tmp_path / "container.log"
+    w = logs.LogWriter(path)
+    w.write("stdout", b"before the mark\n")
+    mark = restore.LogMark(w.last_ns + 1, base_bytes=1000)
+    w.write("stdout", b"12345\n")
+    w.close()
+    assert mark.logged_bytes(path) == (1006, w.last_ns + 1)
+    assert restore.LogMark(w.last_ns + 1, 7).logged_bytes(path) == (7, w.last_ns + 1)
