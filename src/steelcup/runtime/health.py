@@ -22,7 +22,7 @@ from steelcup.guest.client import ProcessSpec
 from steelcup.image.users import resolve_user
 from steelcup.runtime import healthcheck
 from steelcup.runtime.containers import Runtime
-from steelcup.runtime.healthcheck import HealthResult, HealthState, Probe
+from steelcup.runtime.healthcheck import HealthResult, HealthState, HealthStatus, Probe
 from steelcup.runtime.lifecycle import Op
 from steelcup.runtime.logs import format_time_ns, parse_time_ns
 from steelcup.runtime.model import ContainerRecord, Status
@@ -49,6 +49,8 @@ class HealthMonitor:
         for record in runtime.list():
             if record.state.status is Status.RUNNING:
                 monitor._watch(record.id, reset=False)
+            elif record.state.health is not None:  # its run ended with an earlier daemon
+                monitor._mark_stopped(record.id)
         return monitor
 
     def observe(self, event: dict[str, Any]) -> None:
@@ -95,7 +97,8 @@ class HealthMonitor:
         with contextlib.suppress(NotFound):
             record = self.runtime.record(container_id)
             health = record.state.health
-            if health is not None and healthcheck.probe(record.config.healthcheck) is not None:
+            if (health is not None and health.status is not HealthStatus.UNHEALTHY
+                    and healthcheck.probe(record.config.healthcheck) is not None):
                 self.runtime.set_health(container_id, healthcheck.stopped(health))
 
     async def _probe_loop(self, container_id: str, probe: Probe, seq: int) -> None:

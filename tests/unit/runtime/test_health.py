@@ -5,6 +5,7 @@ and start interval, the log of 5, the timeout, the events, and what is persisted
 from __future__ import annotations
 
 import asyncio
+import io
 import signal
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -16,8 +17,9 @@ from steelcup.image.config import HealthConfig
 from steelcup.runtime.containers import Runtime
 from steelcup.runtime.health import HealthMonitor
 from steelcup.runtime.healthcheck import HealthState, HealthStatus
-from steelcup.runtime.model import ContainerRecord
+from steelcup.runtime.model import ContainerConfig, ContainerRecord
 from steelcup.state.db import open_db
+from tests.unit.image.tarutil import make_tar
 from tests.unit.runtime.fakevm import FakeProcess, FakeVms
 from tests.unit.runtime.support import make_runtime
 from tests.unit.runtime.test_manager import actions, create, eventually, plain_dirs
@@ -94,6 +96,24 @@ def test_starting_healthy_then_unhealthy_after_retries(tmp_path: Path) -> None:
         await probe(vms, 0)  # recovers
         await eventually(lambda: health(runtime, record.id).status is HealthStatus.HEALTHY)
         assert health(runtime, record.id).failing_streak == 0
+
+    run(tmp_path, body)
+
+
+def test_health_events_are_the_containers_tenants(tmp_path: Path) -> None:
+    async def body(runtime: Runtime, vms: FakeVms, monitor: HealthMonitor) -> None:
+        runtime.images.import_rootfs(io.BytesIO(make_tar([("dir", "bin")])), "base:1",
+                                     tenant="t1")
+        record = runtime.create(ContainerConfig(
+            image="base:1", image_id="", cmd=("serve",), tenant="t1",
+            healthcheck=HealthConfig(("CMD", "check", "--now"), interval_ns=10 * MS)), "web")
+        own, other = runtime.events.subscribe("t1"), runtime.events.subscribe("t2")
+        await runtime.start(record.id)
+        await vms.next_process()
+        await probe(vms, 0)
+        await eventually(lambda: health(runtime, record.id).status is HealthStatus.HEALTHY)
+        assert "health_status: healthy" in actions(own)
+        assert actions(other) == []
 
     run(tmp_path, body)
 
@@ -273,8 +293,27 @@ def test_health_is_persisted_and_a_new_runtime_reads_it(tmp_path: Path) -> None:
     assert [(r.exit_code, r.output) for r in state.log] == [(0, "ok"), (2, "no")]
 
 
+def test_a_run_that_ended_with_the_daemon_is_unhealthy_for_the_next(tmp_path: Path) -> None:
+    async def body(runtime: Runtime, vms: FakeVms, monitor: HealthMonitor) -> None:
+        record = checked()(runtime)
+        await runtime.start(record.id)
+        await vms.next_process()
+        await probe(vms, 0)
+        await eventually(lambda: health(runtime, record.id).status is HealthStatus.HEALTHY)
+        monitor.close()
+        reopened = make_runtime(tmp_path, open_db(tmp_path))
+        reopened.recover()  # the daemon died: the container exited with it
+        assert reopened.record(record.id).state.health.status is HealthStatus.HEALTHY  # type: ignore[union-attr]
+        HealthMonitor.attach(reopened)
+        after = reopened.record(record.id).state.health
+        assert after is not None and after.status is HealthStatus.UNHEALTHY
+        assert len(after.log) == 1
+
+    run(tmp_path, body)
+
+
 def test_old_records_without_health_still_load(tmp_path: Path) -> None:
-    from steelcup.runtime.model import ContainerConfig, ContainerState
+    from steelcup.runtime.model import ContainerState
     config = ContainerConfig(image="base:1", image_id="x").to_json()
     del config["healthcheck"]
     assert ContainerConfig.from_json(config).healthcheck is None
