@@ -35,6 +35,7 @@ from steelcup.runtime.admission import metered_by
 from steelcup.runtime.containers import Defaults, Runtime
 from steelcup.runtime.events import EventBus
 from steelcup.runtime.execs import ExecManager
+from steelcup.runtime.health import HealthMonitor
 from steelcup.runtime.inspection import CpuSampler
 from steelcup.runtime.resources import Resources, volume_users
 from steelcup.runtime.store import ContainerStore
@@ -163,6 +164,7 @@ async def _serve(options: DaemonOptions) -> int:
     if volumes.disks is not None:
         await asyncio.to_thread(volumes.disks.template)
     await runtime.remove_ended_auto_remove()  # before serving: clients never see them
+    health = HealthMonitor.attach(runtime)  # probes health checks, driven by events
     cpu_sampler = CpuSampler(runtime)
     services = Services(runtime=runtime, execs=ExecManager(runtime), images=images,
                         events=events, root=options.root, accel=accel, networks=networks,
@@ -194,6 +196,7 @@ async def _serve(options: DaemonOptions) -> int:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        health.close()
         left_running = await runtime.shutdown(live_restore=runtime.live_restore)
         await vms.close()
         await asyncio.to_thread(volumes.recover)  # any run that did not end in time

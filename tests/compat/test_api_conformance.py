@@ -9,11 +9,12 @@ import tarfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.compat.conftest import IMG, Docker
-from tests.vm.support import BUSYBOX_TAR
+from tests.vm.support import BUSYBOX_TAR, wait_until
 
 docker = pytest.importorskip("docker")
 pytestmark = pytest.mark.vm
@@ -329,3 +330,37 @@ def test_pids_limit_stops_a_fork_bomb_at_the_limit(
         assert container.attrs["HostConfig"]["PidsLimit"] == 10
     finally:
         container.remove()
+
+
+def test_a_health_check_goes_from_starting_to_healthy(dockerd: Docker) -> None:
+    """Issue 13's first item through the real CLI: --health-cmd probes in the guest, the
+    container is starting until /tmp/ok exists, then healthy in inspect, `ps` and its filter,
+    with health_status events."""
+    since = str(int(time.time()))
+    dockerd.out("run", "-d", "--name", "hc", "--health-cmd", "test -f /tmp/ok",
+                "--health-interval", "1s", IMG, "sh", "-c",
+                "sleep 2; touch /tmp/ok; exec sleep 100")
+    try:
+        def health() -> dict[str, Any]:
+            return json.loads(dockerd.out("inspect", "-f", "{{json .State.Health}}", "hc"))
+
+        assert health()["Status"] == "starting"
+        configured = json.loads(dockerd.out("inspect", "-f", "{{json .Config.Healthcheck}}",
+                                            "hc"))
+        assert configured == {"Test": ["CMD-SHELL", "test -f /tmp/ok"],
+                              "Interval": 1_000_000_000}
+        wait_until(lambda: health()["Status"] == "healthy", "the container turns healthy",
+                   timeout_s=60)
+        log = health()["Log"]
+        assert log[0]["ExitCode"] == 1 and log[-1]["ExitCode"] == 0, log
+        assert health()["FailingStreak"] == 0
+        status = dockerd.out("ps", "--filter", "name=hc", "--format", "{{.Status}}").strip()
+        assert status.endswith("(healthy)"), status
+        names = dockerd.out("ps", "--filter", "health=healthy", "--format", "{{.Names}}")
+        assert names.split() == ["hc"]
+        assert dockerd.out("ps", "-q", "--filter", "health=starting").strip() == ""
+        events = dockerd.out("events", "--since", since, "--until", str(int(time.time()) + 1),
+                             "--filter", "event=health_status", "--format", "{{.Action}}")
+        assert "health_status: healthy" in events.splitlines(), events
+    finally:
+        dockerd.run("rm", "-f", "hc")

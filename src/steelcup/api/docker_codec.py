@@ -19,6 +19,9 @@ from steelcup.api.detach_keys import parse_detach_keys
 from steelcup.api.filters import parse_filters
 from steelcup.errors import InvalidArgument, NotFound, Unsupported
 from steelcup.humanize import human_duration
+from steelcup.image.config import HealthConfig
+from steelcup.runtime import healthcheck as health_rules
+from steelcup.runtime.healthcheck import HealthState, HealthStatus
 from steelcup.runtime.logs import format_time_ns, parse_time_ns
 from steelcup.runtime.model import (
     HOST_GATEWAY,
@@ -378,8 +381,7 @@ def decode_create(body: Any) -> ContainerConfig:
     if cpu_shares < 0:
         raise InvalidArgument("CpuShares must not be negative")
     network_mode = _get(host, "NetworkMode", str, "")
-    health = _get(body, "Healthcheck", dict, {})
-    _str_list(health, "Test")  # type-checked; health checks are not run (yet)
+    healthcheck = decode_healthcheck(body)
     for key in ("Binds", "Links", "Dns", "DnsSearch", "ExtraHosts", "CapAdd", "CapDrop"):
         _str_list(host, key)
     for key in ("PortBindings", "LogConfig", "RestartPolicy"):
@@ -451,7 +453,21 @@ def decode_create(body: Any) -> ContainerConfig:
         sysctls=decode_sysctls(host),
         ulimits=decode_ulimits(host),
         pids_limit=decode_pids_limit(host),
+        healthcheck=healthcheck,
     )
+
+
+def decode_healthcheck(body: dict[str, Any]) -> HealthConfig | None:
+    """Config.Healthcheck, refused as dockerd refuses it (None: the image's, if any)."""
+    value = body.get("Healthcheck")
+    if value is None:
+        return None
+    try:
+        config = HealthConfig.from_dict(value)
+    except ValueError as exc:
+        raise InvalidArgument(str(exc)) from None
+    health_rules.validate(config)
+    return config
 
 
 def decode_log_config(host: dict[str, Any]) -> tuple[int, int]:
@@ -629,7 +645,12 @@ def status_text(record: ContainerRecord, now: float | None = None) -> str:
     now = time.time() if now is None else now
     state = record.state
     if state.status is Status.RUNNING:
-        return f"Up {human_duration(now - _ts(state.started_at))}"
+        up = f"Up {human_duration(now - _ts(state.started_at))}"
+        if state.health is None:
+            return up
+        if state.health.status is HealthStatus.STARTING:
+            return f"{up} (health: starting)"
+        return f"{up} ({state.health.status.value})"
     if state.status is Status.PAUSED:
         return f"Up {human_duration(now - _ts(state.started_at))} (Paused)"
     if state.status is Status.RESTARTING:
@@ -732,6 +753,7 @@ def encode_inspect(
             "Error": state.error,
             "StartedAt": state.started_at,
             "FinishedAt": state.finished_at,
+            **({"Health": encode_health(state.health)} if state.health is not None else {}),
         },
         "Image": config.image_id,
         "ResolvConfPath": "",
@@ -802,9 +824,26 @@ def encode_inspect(
             "Labels": dict(config.labels),
             "StopSignal": config.stop_signal,
             "StopTimeout": config.stop_timeout_s,
+            **({"Healthcheck": config.healthcheck.to_dict()} if config.healthcheck else {}),
         },
         "NetworkSettings": _network_settings(record, net or NetView()),
     }
+
+
+def encode_health(health: HealthState) -> dict[str, Any]:
+    """State.Health of inspect."""
+    return {
+        "Status": health.status.value,
+        "FailingStreak": health.failing_streak,
+        "Log": [{"Start": r.start, "End": r.end, "ExitCode": r.exit_code, "Output": r.output}
+                for r in health.log],
+    }
+
+
+def health_word(record: ContainerRecord) -> str:
+    """What the `health` filter matches: starting, healthy, unhealthy or none."""
+    health = record.state.health
+    return "none" if health is None else health.status.value
 
 
 def _endpoints(record: ContainerRecord, net: NetView) -> dict[str, Any]:
@@ -926,7 +965,7 @@ def matches(record: ContainerRecord, filters: dict[str, list[str]]) -> bool:
         and not record.state.finished_at.startswith("0001")
         and str(record.state.exit_code) == v,
         "label": lambda v: _label_match(config.labels, v),
-        "health": lambda v: v == "none",  # health checks are not run: every container is "none"
+        "health": lambda v: health_word(record) == v,
         "is-task": lambda v: v == "false",
         "isolation": lambda v: v in ("default", "vm"),
         "network": lambda v: v in (network, "bridge" if network == "default" else network),

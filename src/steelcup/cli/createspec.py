@@ -86,6 +86,55 @@ def parse_labels(values: Sequence[str]) -> dict[str, str]:
     return labels
 
 
+_DURATION_UNITS = {"ns": 1, "us": 1_000, "µs": 1_000, "ms": 1_000_000, "s": 1_000_000_000,
+                   "m": 60_000_000_000, "h": 3_600_000_000_000}
+_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
+
+
+def parse_duration(text: str, flag: str) -> int:
+    """A Go duration as docker's flags take it ("30s", "1m30s", "500ms", "0") -> ns."""
+    body = text.strip()
+    sign = -1 if body.startswith("-") else 1
+    body = body.lstrip("+-")
+    if body == "0":
+        return 0
+    total, pos = 0.0, 0
+    for match in _DURATION_PART.finditer(body):
+        if match.start() != pos:
+            break
+        total += float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+        pos = match.end()
+    if not body or pos != len(body):
+        raise InvalidArgument(f"invalid argument {text!r} for {flag}: expected a duration "
+                              "such as 30s, 1m30s or 500ms")
+    return sign * int(round(total))
+
+
+def health_config(*, cmd: str = "", interval: str = "", timeout: str = "",
+                  start_period: str = "", start_interval: str = "", retries: int = 0,
+                  disabled: bool = False) -> dict[str, Any] | None:
+    """Config.Healthcheck for the --health-* flags and --no-healthcheck, as the docker CLI
+    builds it (None: the image's)."""
+    durations = {}
+    for key, flag, value in (("Interval", "--health-interval", interval),
+                             ("Timeout", "--health-timeout", timeout),
+                             ("StartPeriod", "--health-start-period", start_period),
+                             ("StartInterval", "--health-start-interval", start_interval)):
+        durations[key] = parse_duration(value, flag) if value else 0
+        if durations[key] < 0:
+            raise InvalidArgument(f"{flag} cannot be negative")
+    if retries < 0:
+        raise InvalidArgument("--health-retries cannot be negative")
+    any_setting = bool(cmd) or retries != 0 or any(durations.values())
+    if disabled:
+        if any_setting:
+            raise InvalidArgument("--no-healthcheck conflicts with --health-* options")
+        return {"Test": ["NONE"]}
+    if not any_setting:
+        return None
+    return {"Test": ["CMD-SHELL", cmd] if cmd else None, **durations, "Retries": retries}
+
+
 class ContainerOptions:
     """What `run`/`create` accept, already split from argv.
 
@@ -125,6 +174,7 @@ class ContainerOptions:
         dns_search: Sequence[str] = (),
         dns_options: Sequence[str] = (),
         group_add: Sequence[str] = (),
+        healthcheck: dict[str, Any] | None = None,  # Config.Healthcheck (health_config)
     ) -> None:
         self.image = image
         self.command = list(command)
@@ -155,6 +205,7 @@ class ContainerOptions:
         self.dns_search = list(dns_search)
         self.dns_options = list(dns_options)
         self.group_add = list(group_add)
+        self.healthcheck = healthcheck
 
 
 def create_body(opts: ContainerOptions, *, for_run: bool) -> dict[str, Any]:
@@ -226,6 +277,8 @@ def create_body(opts: ContainerOptions, *, for_run: bool) -> dict[str, Any]:
     }
     if opts.stop_signal:
         body["StopSignal"] = opts.stop_signal
+    if opts.healthcheck is not None:
+        body["Healthcheck"] = opts.healthcheck
     return body
 
 

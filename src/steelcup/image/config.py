@@ -8,6 +8,74 @@ from typing import Any
 
 from steelcup.errors import ImageError
 
+HEALTH_KINDS = ("NONE", "CMD", "CMD-SHELL")
+
+
+@dataclass(frozen=True)
+class HealthConfig:
+    """Docker's HealthConfig, as images and create bodies carry it. Durations in ns; 0 (and
+    an empty `test`) means "not set": the image's value, else dockerd's default."""
+
+    test: tuple[str, ...] = ()  # () inherit | ("NONE",) | ("CMD", argv...) | ("CMD-SHELL", cmd)
+    interval_ns: int = 0
+    timeout_ns: int = 0
+    start_period_ns: int = 0
+    start_interval_ns: int = 0
+    retries: int = 0
+
+    @property
+    def disabled(self) -> bool:
+        """No probe runs: none was set, or NONE turned off the image's."""
+        return not self.test or self.test[0] == "NONE"
+
+    @classmethod
+    def from_dict(cls, obj: Any) -> HealthConfig:
+        """Docker's `Healthcheck` object; ValueError naming the bad field."""
+        if not isinstance(obj, dict):
+            raise ValueError("Healthcheck must be an object")
+        test = obj.get("Test")
+        if test is None:
+            test = []
+        if not isinstance(test, list) or not all(isinstance(t, str) for t in test):
+            raise ValueError("Healthcheck.Test must be a list of strings")
+        if test and test[0] not in HEALTH_KINDS:
+            raise ValueError(f"Healthcheck.Test: unknown kind {test[0]!r} (expected NONE, CMD "
+                             "or CMD-SHELL)")
+        if test and test[0] != "NONE" and len(test) < 2:
+            raise ValueError(f"Healthcheck.Test: {test[0]} needs a command")
+
+        def number(key: str) -> int:
+            value = obj.get(key)
+            if value is None:
+                return 0
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise ValueError(f"Healthcheck.{key} must be an integer")
+            return value
+
+        return cls(test=tuple(test), interval_ns=number("Interval"),
+                   timeout_ns=number("Timeout"), start_period_ns=number("StartPeriod"),
+                   start_interval_ns=number("StartInterval"), retries=number("Retries"))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Docker's shape (zero durations and retries left out, as its omitempty does)."""
+        out: dict[str, Any] = {"Test": list(self.test)}
+        for key, value in (("Interval", self.interval_ns), ("Timeout", self.timeout_ns),
+                           ("StartPeriod", self.start_period_ns),
+                           ("StartInterval", self.start_interval_ns),
+                           ("Retries", self.retries)):
+            if value:
+                out[key] = value
+        return out
+
+    def to_json(self) -> dict[str, Any]:
+        return {"test": list(self.test), "interval_ns": self.interval_ns,
+                "timeout_ns": self.timeout_ns, "start_period_ns": self.start_period_ns,
+                "start_interval_ns": self.start_interval_ns, "retries": self.retries}
+
+    @staticmethod
+    def from_json(data: dict[str, Any]) -> HealthConfig:
+        return HealthConfig(**{**data, "test": tuple(str(t) for t in data.get("test", ()))})
+
 
 @dataclass(frozen=True)
 class ImageConfig:
@@ -22,6 +90,7 @@ class ImageConfig:
     volumes: tuple[str, ...] = ()
     labels: Mapping[str, str] = field(default_factory=dict)
     stop_signal: str = ""
+    healthcheck: HealthConfig | None = None  # HEALTHCHECK
 
     @classmethod
     def from_image_json(cls, doc: Any) -> ImageConfig:
@@ -50,6 +119,7 @@ class ImageConfig:
             volumes=_key_set(obj, "Volumes"),
             labels=_labels(obj),
             stop_signal=_str(obj, "StopSignal"),
+            healthcheck=_healthcheck(obj),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -73,6 +143,8 @@ class ImageConfig:
             out["Labels"] = dict(self.labels)
         if self.stop_signal:
             out["StopSignal"] = self.stop_signal
+        if self.healthcheck is not None:
+            out["Healthcheck"] = self.healthcheck.to_dict()
         return out
 
     def env_dict(self) -> dict[str, str]:
@@ -147,3 +219,13 @@ def _labels(obj: dict[str, Any]) -> dict[str, str]:
     ):
         raise ImageError("image config: Labels must map strings to strings")
     return dict(value)
+
+
+def _healthcheck(obj: dict[str, Any]) -> HealthConfig | None:
+    value = obj.get("Healthcheck")
+    if value is None:
+        return None
+    try:
+        return HealthConfig.from_dict(value)
+    except ValueError as exc:
+        raise ImageError(f"image config: {exc}") from None

@@ -40,6 +40,7 @@ from steelcup.image.store import ImageStore
 from steelcup.image.users import resolve_user
 from steelcup.pool.slots import release_dir as release_slot
 from steelcup.pool.source import Share, VmRequest, VmSource
+from steelcup.runtime import healthcheck
 from steelcup.runtime import logs as logs_module
 from steelcup.runtime import restore as restore_module
 from steelcup.runtime.capabilities import capability_set
@@ -370,6 +371,20 @@ class Runtime:
             self._save(live, live.record.with_state(status=outcome, **changes))
         return outcome
 
+    def set_health(self, ref: str, health: healthcheck.HealthState,
+                   seq: int | None = None) -> bool:
+        """Record the health monitor's verdict on run `seq` (`run_seq`; None: whichever) of
+        the container; False (nothing changed) if that run is over or the container is gone."""
+        live = self._find(ref)
+        if (seq is not None and live.exit_seq != seq) or live.removal_done:
+            return False
+        self._save(live, live.record.with_state(health=health))
+        return True
+
+    def run_seq(self, ref: str) -> int:
+        """The generation of the container's current (or next) run: it changes as each ends."""
+        return self._find(ref).exit_seq
+
     def publish_event(self, record: ContainerRecord, action: str, **extra: str) -> None:
         """A container event with docker's attributes: labels, name, image, then `extra`."""
         attributes = {**dict(record.config.labels), "name": record.name,
@@ -416,6 +431,7 @@ class Runtime:
                 "log_max_bytes": config.log_max_bytes or self.defaults.log_max_bytes,
                 "log_max_files": config.log_max_files or self.defaults.log_max_files,
                 "stop_signal": config.stop_signal or image.config.stop_signal or "SIGTERM",
+                "healthcheck": healthcheck.merge(config.healthcheck, image.config.healthcheck),
                 "entrypoint": config.entrypoint
                 if config.entrypoint is not None
                 else (tuple(image.config.entrypoint) if image.config.entrypoint else None),

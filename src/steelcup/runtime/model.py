@@ -6,7 +6,9 @@ import enum
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+from steelcup.image.config import HealthConfig
 from steelcup.runtime.capabilities import DEFAULT_CAPS
+from steelcup.runtime.healthcheck import HealthState
 
 
 class Status(enum.Enum):
@@ -94,6 +96,8 @@ class ContainerConfig:
     sysctls: tuple[tuple[str, str], ...] = ()  # --sysctl KEY=VALUE, written in the guest
     ulimits: tuple[tuple[str, int, int], ...] = ()  # --ulimit NAME=SOFT:HARD (-1: unlimited)
     pids_limit: int = 0  # --pids-limit: the guest's pids cgroup for its processes; 0 = none
+    # Config.Healthcheck: the request, merged with the image's HEALTHCHECK at create
+    healthcheck: HealthConfig | None = None
 
     def rlimits(self) -> tuple[str, ...]:
         """The ulimits as the guest protocol's RLIMIT fields."""
@@ -101,7 +105,9 @@ class ContainerConfig:
     tenant: str = ""  # who owns it ("" = the operator's own: single-user use)
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        data["healthcheck"] = self.healthcheck.to_json() if self.healthcheck else None
+        return data
 
     @staticmethod
     def from_json(data: dict[str, Any]) -> ContainerConfig:
@@ -141,6 +147,8 @@ class ContainerConfig:
                 "links": tuple((str(n), str(a)) for n, a in data.get("links", ())),
                 "sysctls": tuple((str(k), str(v)) for k, v in data.get("sysctls", ())),
                 "ulimits": tuple((str(n), int(s), int(h)) for n, s, h in data.get("ulimits", ())),
+                "healthcheck": HealthConfig.from_json(data["healthcheck"])
+                if data.get("healthcheck") else None,
             }
         )
 
@@ -159,6 +167,7 @@ class ContainerState:
     # Stopped by stop/kill from a user: restart policies leave it alone (docker's
     # HasBeenManuallyStopped).
     manually_stopped: bool = False
+    health: HealthState | None = None  # State.Health: set by the health monitor
 
     @property
     def running(self) -> bool:
@@ -167,11 +176,14 @@ class ContainerState:
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["status"] = self.status.value
+        data["health"] = self.health.to_json() if self.health else None
         return data
 
     @staticmethod
     def from_json(data: dict[str, Any]) -> ContainerState:
-        return ContainerState(**{**data, "status": Status(data["status"])})
+        health = data.get("health")
+        return ContainerState(**{**data, "status": Status(data["status"]),
+                                 "health": HealthState.from_json(health) if health else None})
 
 
 @dataclass(frozen=True)

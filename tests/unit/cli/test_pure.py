@@ -239,3 +239,42 @@ def test_bad_flags_exit_125(capsys: pytest.CaptureFixture[str]) -> None:
         build_parser("ps").parse_args(["ps", "--bogus"])
     assert exc.value.code == 125
     assert "--bogus" in capsys.readouterr().err
+
+
+def test_health_flags_become_the_docker_clis_healthcheck() -> None:
+    body = parse_run("--health-cmd", "test -f /tmp/ok", "--health-interval", "1s",
+                     "--health-timeout", "1m30s", "--health-retries", "5",
+                     "--health-start-period", "500ms", "--health-start-interval", "1.5s",
+                     "busybox")
+    assert body["Healthcheck"] == {
+        "Test": ["CMD-SHELL", "test -f /tmp/ok"], "Interval": 1_000_000_000,
+        "Timeout": 90_000_000_000, "StartPeriod": 500_000_000,
+        "StartInterval": 1_500_000_000, "Retries": 5}
+    # timing alone keeps the image's test (Test null), as the docker CLI sends it
+    assert parse_run("--health-interval", "2s", "busybox")["Healthcheck"]["Test"] is None  # type: ignore[index]
+    assert parse_run("--no-healthcheck", "busybox")["Healthcheck"] == {"Test": ["NONE"]}
+    args = build_parser("create").parse_args(["create", "--health-cmd", "true", "alpine"])
+    created = create_body(_options(args, run=False), for_run=False)
+    assert created["Healthcheck"]["Test"] == ["CMD-SHELL", "true"]
+    assert "Healthcheck" not in parse_run("busybox")
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--no-healthcheck", "--health-cmd", "true"], "conflicts with --health-"),
+    (["--health-interval=-1s"], "--health-interval cannot be negative"),
+    (["--health-retries", "-2"], "--health-retries cannot be negative"),
+    (["--health-timeout", "10"], "invalid argument '10' for --health-timeout"),
+    (["--health-start-period", "1x"], "for --health-start-period"),
+])
+def test_bad_health_flags_are_refused(argv: list[str], message: str) -> None:
+    with pytest.raises(InvalidArgument, match=message):
+        parse_run(*argv, "busybox")
+
+
+def test_health_flags_have_help(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        build_parser("run").parse_args(["run", "--help"])
+    text = capsys.readouterr().out
+    for flag in ("--health-cmd", "--health-interval", "--health-timeout", "--health-retries",
+                 "--health-start-period", "--health-start-interval", "--no-healthcheck"):
+        assert flag in text

@@ -18,6 +18,7 @@ from steelcup.cli.createspec import (
     create_body,
     exec_body,
     expand_env,
+    health_config,
     parse_env_file,
 )
 from steelcup.defaults import SIZE_LABEL
@@ -85,6 +86,22 @@ def _add_container_flags(p: argparse.ArgumentParser, *, run: bool) -> None:
         "-l", "--label", action="append", default=[], metavar="KEY=VAL", help="set a label"
     )
     p.add_argument("--stop-signal", default="", help="signal to stop the container")
+    p.add_argument("--health-cmd", default="", metavar="CMD",
+                   help="command to run in the container to check its health (by /bin/sh -c; "
+                        "exit 0: healthy)")
+    p.add_argument("--health-interval", default="", metavar="DURATION",
+                   help="time between health checks (e.g. 30s, 1m; default 30s)")
+    p.add_argument("--health-timeout", default="", metavar="DURATION",
+                   help="longest a health check may run before it counts as failed "
+                        "(default 30s)")
+    p.add_argument("--health-retries", type=int, default=0, metavar="N",
+                   help="consecutive failures that make the container unhealthy (default 3)")
+    p.add_argument("--health-start-period", default="", metavar="DURATION",
+                   help="time after start in which failures do not count (default 0s)")
+    p.add_argument("--health-start-interval", default="", metavar="DURATION",
+                   help="time between health checks during the start period (default 5s)")
+    p.add_argument("--no-healthcheck", action="store_true",
+                   help="disable any health check, the image's HEALTHCHECK included")
     p.add_argument("--storage-opt", action="append", default=[], metavar="size=SIZE",
                    help="storage driver options: size of the writable layer (e.g. size=20G)")
     p.add_argument("--log-driver", default="", help="logging driver (json-file only)")
@@ -165,6 +182,10 @@ def _options(args: argparse.Namespace, *, run: bool) -> ContainerOptions:
         group_add=args.group_add,
         cap_drop=args.cap_drop,
         privileged=args.privileged,
+        healthcheck=health_config(
+            cmd=args.health_cmd, interval=args.health_interval, timeout=args.health_timeout,
+            start_period=args.health_start_period, start_interval=args.health_start_interval,
+            retries=args.health_retries, disabled=args.no_healthcheck),
     )
 
 
