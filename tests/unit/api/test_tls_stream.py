@@ -4,6 +4,7 @@ half-close, as docker's CloseWrite needs, and everything else works as on plain 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import threading
 from collections.abc import Iterator
@@ -122,3 +123,24 @@ def test_a_failed_handshake_leaves_the_listener_serving(tls: Tls) -> None:
         plain.recv(1024)  # whatever comes back (a TLS alert), then the end
     for _ in range(3):
         assert tls.client().get_json("/ping") == {"ok": True}
+
+
+def test_a_client_stalling_in_the_handshake_or_sending_garbage_blocks_nobody(tls: Tls) -> None:
+    """Attacks on the listener before authentication: a connection that never finishes its
+    TLS handshake, one that sends random bytes, one that closes mid-handshake."""
+    stalled = socket.create_connection(("127.0.0.1", tls.port), timeout=10)
+    garbage = socket.create_connection(("127.0.0.1", tls.port), timeout=10)
+    garbage.sendall(bytes(range(256)) * 64)
+    half = socket.create_connection(("127.0.0.1", tls.port), timeout=10)
+    half.sendall(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03")  # a ClientHello's start
+    half.close()
+    try:
+        for _ in range(3):  # served while the others hang or fail
+            assert tls.client().get_json("/ping") == {"ok": True}
+        garbage.settimeout(10)
+        with contextlib.suppress(ConnectionResetError):
+            while garbage.recv(4096):  # an alert, then the end: the server closed it
+                pass
+    finally:
+        stalled.close()
+        garbage.close()
