@@ -292,15 +292,9 @@ class VolumeManager:
     def list(self, tenant: str | None = None) -> list[Volume]:
         """`tenant`'s volumes, or (None) every tenant's: the operator's view."""
         out = []
-        for owner, space in namespace.namespaces(self.dir):
-            if tenant is not None and owner != tenant:
-                continue
-            for entry in sorted(space.iterdir()):
-                if (entry.name.startswith(".") or namespace.is_namespace_dir(entry)
-                        or not (entry / META).exists()):
-                    continue
-                with contextlib.suppress(NotFound):  # removed meanwhile, or not its own
-                    out.append(self._load(namespace.key(owner, entry.name)))
+        for ref in namespace.object_keys(self.dir, META, tenant):
+            with contextlib.suppress(NotFound):  # removed meanwhile, or not its own
+                out.append(self._load(ref))
         return out
 
     def remove(self, ref: str, *, force: bool = False) -> None:

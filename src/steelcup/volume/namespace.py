@@ -46,6 +46,19 @@ def namespaces(base: Path) -> Iterator[tuple[str, Path]]:
             yield entry.name[len(TENANT_DIR_PREFIX):], entry
 
 
+def object_keys(base: Path, meta: str, tenant: str | None = None) -> Iterator[str]:
+    """The keys of the complete objects (dirs holding `meta`) under `base`: `tenant`'s, or
+    (None) every tenant's, the operator's first; names in order."""
+    for owner, space in namespaces(base):
+        if tenant is not None and owner != tenant:
+            continue
+        for entry in sorted(space.iterdir()):
+            if (entry.name.startswith(".") or is_namespace_dir(entry)
+                    or not (entry / meta).exists()):
+                continue
+            yield key(owner, entry.name)
+
+
 def is_namespace_dir(entry: Path) -> bool:
     """True for a tenant's namespace dir (not an object of the operator's)."""
     return entry.name.startswith(TENANT_DIR_PREFIX)

@@ -135,17 +135,11 @@ class SnapshotStore:
         """`tenant`'s snapshots (None: every tenant's); with `volume`, only those of the
         volume of that name (in `tenant`'s namespace)."""
         out = []
-        for owner, space in namespace.namespaces(self.dir):
-            if tenant is not None and owner != tenant:
-                continue
-            for entry in sorted(space.iterdir()):
-                if (entry.name.startswith(".") or namespace.is_namespace_dir(entry)
-                        or not (entry / META).exists()):
-                    continue
-                with contextlib.suppress(NotFound):
-                    snap = self._load(namespace.key(owner, entry.name))
-                    if volume is None or snap.volume == volume:
-                        out.append(snap)
+        for ref in namespace.object_keys(self.dir, META, tenant):
+            with contextlib.suppress(NotFound):  # removed meanwhile
+                snap = self._load(ref)
+                if volume is None or snap.volume == volume:
+                    out.append(snap)
         return out
 
     def create(self, volume: str, name: str | None = None, *, force: bool = False) -> Snapshot:
