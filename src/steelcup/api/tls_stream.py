@@ -19,6 +19,8 @@ import contextlib
 import ssl
 from typing import Any
 
+from steelcup.tls_bio import read_available
+
 HANDSHAKE_TIMEOUT_S = 10.0
 READ_CHUNK = 64 * 1024
 STREAM_LIMIT = 2 ** 16  # asyncio's default StreamReader limit
@@ -87,19 +89,9 @@ async def _pump(raw_reader: asyncio.StreamReader, incoming: ssl.MemoryBIO,
 
 def _decrypt(transport: _TlsTransport, reader: asyncio.StreamReader) -> bool:
     """Feed `reader` what has arrived; True once the client's close_notify came."""
-    closed = False
-    while True:
-        try:
-            chunk = transport.tls.read(READ_CHUNK)
-        except ssl.SSLWantReadError:
-            break
-        except ssl.SSLZeroReturnError:
-            closed = True
-            break
-        if not chunk:
-            closed = True
-            break
-        reader.feed_data(chunk)
+    data, closed = read_available(transport.tls, READ_CHUNK)
+    if data:
+        reader.feed_data(data)
     transport.flush()  # what reading produced (TLS 1.3 tickets, key updates)
     return closed
 

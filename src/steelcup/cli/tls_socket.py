@@ -16,6 +16,8 @@ import socket
 import ssl
 import threading
 
+from steelcup.tls_bio import read_available
+
 _CHUNK = 64 * 1024
 
 
@@ -94,17 +96,9 @@ class TlsSocket:
         with self._lock:
             # What has arrived is decrypted first: unwrap() reads on after sending and would
             # discard it (only a partial record can be left, and reading completes it).
-            while True:
-                try:
-                    chunk = self._tls.read(_CHUNK)
-                except ssl.SSLWantReadError:
-                    break
-                except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
-                    self._ended = True
-                    break
-                if not chunk:
-                    break
-                self._plain += chunk
+            data, ended = read_available(self._tls, _CHUNK)
+            self._plain += data
+            self._ended = self._ended or ended
             try:
                 self._tls.unwrap()
             except ssl.SSLWantReadError:
