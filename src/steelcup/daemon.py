@@ -26,6 +26,7 @@ from steelcup.errors import InvalidArgument, NotFound, SteelcupError
 from steelcup.idmap import IdRange, IdsFor
 from steelcup.image.layers import GIB, LayerLimits
 from steelcup.image.store import ImageStore
+from steelcup.net.keeper import PortKeeper
 from steelcup.net.manager import NetworkManager
 from steelcup.net.nft import PublishedPort
 from steelcup.net.store import NetStore
@@ -305,7 +306,8 @@ async def _start_networking(
     if not options.networking:
         log.info("networking disabled: containers get loopback only")
         return None
-    networks = NetworkManager(NetStore(db))
+    # Loopback proxies live in the port keeper, which outlives the daemon (live restore).
+    networks = NetworkManager(NetStore(db), ports=PortKeeper(options.root / "ports", None))
     try:
         await networks.startup(kept)
     except (SteelcupError, OSError) as exc:

@@ -199,6 +199,13 @@ def leftovers_of(root: Path, kill: bool = True, netns: str | None = None) -> lis
                 os.kill(int(line.split(":")[0]), signal.SIGKILL)
     if qemus:
         problems.append("QEMU processes left behind:\n" + "\n".join(qemus))
+    keepers = port_keepers(root)
+    for pid in keepers:
+        if kill:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    if keepers:
+        problems.append(f"port keepers left running: {keepers}")
     with open("/proc/mounts") as f:
         mounts = [line for line in f.read().splitlines() if any(m in line for m in markers)]
     if mounts:
@@ -217,6 +224,22 @@ def leftovers_of(root: Path, kill: bool = True, netns: str | None = None) -> lis
         if taps:
             problems.append("taps left behind: " + ", ".join(taps))
     return problems
+
+
+def port_keepers(root: Path) -> list[int]:
+    """Pids of port keeper processes serving state root `root` (net/portkeeper.py)."""
+    control = str(root / "ports" / "keeper.sock")
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"steelcup.net.portkeeper" in argv and control.encode() in argv:
+            found.append(int(entry.name))
+    return found
 
 
 def our_qemus(marker: str) -> list[str]:

@@ -100,6 +100,8 @@ def test_containers_outlive_a_live_restore_restart(tmp_path: Path) -> None:
         records = {cid: _restore_record(root, cid) for cid in (counter, web, doomed, early)}
         pids = {cid: int(rec["vm"]["pid"]) for cid, rec in records.items()}  # type: ignore[index]
         assert all(_alive(pid) for pid in pids.values()), "a VM died with the daemon"
+        # No daemon runs: the port keeper still serves the loopback port.
+        assert _fetch(netns, f"http://127.0.0.1:{PORT}/") == "hello from web\n"
         os.kill(pids[doomed], signal.SIGKILL)  # a VM that dies while no daemon runs
         time.sleep(6)  # `early` exits meanwhile; `counter` keeps printing
 
@@ -195,6 +197,7 @@ def test_containers_outlive_a_killed_live_restore_daemon(tmp_path: Path) -> None
         daemon.proc.kill()  # no graceful stop: mid-output, mid-everything
         daemon.proc.wait()
         assert _alive(kept_pid), "with --live-restore VMs outlive a crash"
+        assert _fetch(netns, f"http://127.0.0.1:{PORT + 1}/") == "hello from counter\n"
         time.sleep(6)  # `early` exits meanwhile; `counter` keeps printing into the guest
 
         daemon = start_daemon(root, sock, netns, args)

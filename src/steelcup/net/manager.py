@@ -21,10 +21,11 @@ from ipaddress import IPv4Address, IPv4Network
 from steelcup.errors import Conflict, InvalidArgument, NotFound, Unsupported
 from steelcup.guest.ops import GuestNic
 from steelcup.net import dns, ipam, links, nft
+from steelcup.net.keeper import Ports
 from steelcup.net.links import Host
 from steelcup.net.model import Endpoint, NetworkRecord, PortMapping
 from steelcup.net.netns import socket_in
-from steelcup.net.proxy import TcpProxy, UdpProxy
+from steelcup.net.portkeeper import InProcessPorts
 from steelcup.net.store import NetStore
 from steelcup.runtime.model import HOST_GATEWAY
 from steelcup.tenancy.quota import Admit, unlimited
@@ -119,16 +120,21 @@ class Attachment:
 
 @dataclass
 class _Live:
-    """Per running container: its taps, ports and proxies."""
+    """Per running container: its taps, ports and the keys of its loopback proxies."""
 
     taps: list[str] = field(default_factory=list)
     ports: list[nft.PublishedPort] = field(default_factory=list)
-    proxies: list[TcpProxy | UdpProxy] = field(default_factory=list)
+    proxies: list[str] = field(default_factory=list)
 
 
 def _tap_name(container_id: str, network_id: str) -> str:
     digest = hashlib.sha256(f"{container_id}/{network_id}".encode()).hexdigest()
     return TAP_PREFIX + digest[: links.IFNAME_MAX - len(TAP_PREFIX)]
+
+
+def _proxy_key(container_id: str, pub: nft.PublishedPort) -> str:
+    """How the port keeper knows one loopback proxy: the container and the port."""
+    return f"{container_id}/{pub.proto}/{pub.host_port}"
 
 
 def _now() -> str:
@@ -165,9 +171,13 @@ class NetworkManager:
         upstreams: Sequence[tuple[str, int]] | None = None,
         host_routes: Callable[[], list[IPv4Network]] | None = None,
         dns_port: int = 53,
+        ports: Ports | None = None,
     ) -> None:
         self.store = store
         self.host = host or Host()
+        # The loopback proxies of published ports: the daemon's port keeper process, which
+        # outlives it (live restore); by default this process's own.
+        self.ports: Ports = ports or InProcessPorts(self.host.netns)
         self.pool = ipam.parse_subnet(pool)
         self.prefix = prefix
         self.mtu = mtu
@@ -271,44 +281,52 @@ class NetworkManager:
             for net in self.store.networks():
                 await self._bring_up(net)
             for container_id, (taps, ports) in kept.items():
-                live = _Live(taps=list(taps), ports=list(ports))
-                self._live[container_id] = live
-                await self._start_proxies(container_id, live)
+                self._live[container_id] = _Live(taps=list(taps), ports=list(ports))
+            await self._adopt_proxies()
             await self._apply_rules()
 
-    async def _start_proxies(self, container_id: str, live: _Live) -> None:
-        """The loopback proxies of a kept container's published ports (a port taken
-        meanwhile is logged: that port refuses connections)."""
-        for pub in live.ports:
-            if pub.host_ip not in ("", "127.0.0.1"):
-                continue
-            cls = TcpProxy if pub.proto == "tcp" else UdpProxy
-            proxy: TcpProxy | UdpProxy = cls("127.0.0.1", pub.host_port, pub.container_ip,
-                                             pub.container_port, self.host.netns)
+    async def _adopt_proxies(self) -> None:
+        """The loopback proxies of the kept containers' published ports: those the port
+        keeper still serves (they answered throughout the restart) stay, the rest of what it
+        serves closes, and a kept port it lacks (the keeper died) opens again; a port taken
+        meanwhile is logged: that port refuses connections."""
+        wanted = {_proxy_key(cid, pub): pub for cid, live in self._live.items()
+                  for pub in live.ports if pub.host_ip in ("", "127.0.0.1")}
+        for opened in await self.ports.listing():
+            if opened.key not in wanted:
+                await self.ports.close(opened.key)
+        for key, pub in wanted.items():
+            cid = key.split("/", 1)[0]
             try:
-                await proxy.start()
-            except OSError as exc:
-                log.warning("container %s: no proxy for 127.0.0.1:%d: %s", container_id[:12],
+                await self.ports.open(key, pub.proto, pub.host_port,
+                                      (pub.container_ip, pub.container_port))
+            except (Conflict, OSError) as exc:
+                log.warning("container %s: no proxy for 127.0.0.1:%d: %s", cid[:12],
                             pub.host_port, exc)
                 continue
-            live.proxies.append(proxy)
+            self._live[cid].proxies.append(key)
+        if not wanted:
+            await self.ports.stop()  # an idle keeper a killed daemon left; made again on need
 
     async def close(self, keep: Collection[str] = ()) -> None:
         """Stop resolvers, proxies and taps of this run (networks and rules stay). Containers
-        in `keep` run on without the daemon (live restore): their taps and NAT rules stay,
-        only their loopback proxies go (published ports on 127.0.0.1 refuse connections until
-        the next daemon re-adopts them)."""
+        in `keep` run on without the daemon (live restore): their taps, NAT rules and loopback
+        proxies (in the port keeper) stay for the next daemon to adopt; with none kept the
+        port keeper exits."""
         async with self._lock:
+            kept_proxies = False
             for cid in list(self._live):
                 if cid in keep:
-                    for proxy in self._live.pop(cid).proxies:
-                        with contextlib.suppress(Exception):
-                            await proxy.close()
+                    kept_proxies |= bool(self._live.pop(cid).proxies)
                     continue
                 await self._detach_locked(cid)
             for server in self._dns.values():
                 server.close()
             self._dns.clear()
+            if kept_proxies:
+                await self.ports.detach()
+            else:
+                await self.ports.stop()
 
     async def _bring_up(self, net: NetworkRecord) -> None:
         await asyncio.to_thread(links.ensure_bridge, self.host, net.bridge,
@@ -617,14 +635,15 @@ class NetworkManager:
                         ifname=f"eth{i}", default_route=(i == 0 and not net.internal),
                         aliases=ep.aliases,
                     ))
-                await self._publish(live, nics[0], ports)
+                await self._publish(container_id, live, nics[0], ports)
                 await self._apply_rules()
             except BaseException:
                 await self._detach_locked(container_id)
                 raise
             return Attachment(tuple(nics), tuple(live.ports))
 
-    async def _publish(self, live: _Live, nic: NicPlan, ports: Sequence[PortMapping]) -> None:
+    async def _publish(self, container_id: str, live: _Live, nic: NicPlan,
+                       ports: Sequence[PortMapping]) -> None:
         for pm in ports:
             if pm.proto not in ("tcp", "udp"):
                 raise InvalidArgument(f"unsupported protocol {pm.proto!r} (tcp or udp)")
@@ -635,17 +654,12 @@ class NetworkManager:
                    for other in self._live.values() for p in other.ports):
                 raise Conflict(f"Bind for {pm.host_ip or '0.0.0.0'}:{host_port} failed: port "
                                "is already allocated")
-            # The host's loopback gets a userspace proxy: DNAT cannot reach it.
+            # The host's loopback gets a userspace proxy (in the port keeper): DNAT cannot
+            # reach it.
             if pub.host_ip in ("", "127.0.0.1"):
-                proxy: TcpProxy | UdpProxy
-                cls = TcpProxy if pm.proto == "tcp" else UdpProxy
-                proxy = cls("127.0.0.1", host_port, nic.address, pm.container_port,
-                            self.host.netns)
-                try:
-                    await proxy.start()
-                except OSError as exc:
-                    raise Conflict(f"Bind for 127.0.0.1:{host_port} failed: {exc}") from exc
-                live.proxies.append(proxy)
+                key = _proxy_key(container_id, pub)
+                await self.ports.open(key, pm.proto, host_port, (nic.address, pm.container_port))
+                live.proxies.append(key)
             live.ports.append(pub)
 
     def run_state(self, container_id: str) -> tuple[tuple[str, ...], tuple[nft.PublishedPort, ...]]:
@@ -669,9 +683,8 @@ class NetworkManager:
         live = self._live.pop(container_id, None)
         if live is None:
             return
-        for proxy in live.proxies:
-            with contextlib.suppress(Exception):
-                await proxy.close()
+        for key in live.proxies:
+            await self.ports.close(key)
         for tap in live.taps:
             try:
                 await asyncio.to_thread(links.delete_link, self.host, tap)
