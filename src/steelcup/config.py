@@ -41,9 +41,10 @@ class DaemonOptions:
     log_max_bytes: int = 20 << 20  # defaults.LOG_MAX_SIZE; also the most a container may ask
     log_max_files: int = defaults.LOG_MAX_FILE
     networking: bool = True
-    # A graceful stop leaves running containers running (their VMs outlive the daemon) for the
-    # next daemon to re-attach (docs/live-restore.md); False: they are stopped, as before.
-    live_restore: bool = False
+    # A graceful stop (or a crash) leaves running containers running (their VMs outlive the
+    # daemon) for the next daemon to re-attach (docs/live-restore.md); False
+    # (--no-live-restore): a stop stops them, and the next daemon exits what a crash left.
+    live_restore: bool = True
     # QEMU runs as root of a user namespace whose guest ids are host ids userns_base+k
     # (steelcup.idmap); False: QEMU runs as (jailed) host root, as before.
     userns: bool = True

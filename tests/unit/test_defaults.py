@@ -61,3 +61,16 @@ def test_storage_size_flows_from_the_daemon_flag(monkeypatch: pytest.MonkeyPatch
     assert (config.DaemonOptions().log_max_bytes, config.DaemonOptions().log_max_files) == (
         parse_memory(defaults.LOG_MAX_SIZE), defaults.LOG_MAX_FILE) == (
         Defaults().log_max_bytes, Defaults().log_max_files)
+
+
+def test_live_restore_is_on_unless_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    from steelcup import daemon
+    from steelcup.cli import main as cli_main
+
+    seen: list[config.DaemonOptions] = []
+    monkeypatch.setattr(daemon, "run", lambda options: seen.append(options) or 0)
+    cli_main.main(["daemon"])
+    cli_main.main(["daemon", "--no-live-restore"])
+    cli_main.main(["daemon", "--live-restore"])
+    assert [o.live_restore for o in seen] == [True, False, True]
+    assert config.DaemonOptions().live_restore

@@ -120,6 +120,10 @@ def start_daemon(root: Path, sock: Path, netns: str | None = None,
     prefix = ["ip", "netns", "exec", netns] if netns else []
     # Without a namespace of the test's own, the daemon must not touch the host's network.
     no_net = [] if netns else ["--no-networking"]
+    # A test's daemon stops what it ran when it stops (the fixtures check nothing is left),
+    # unless the test is about live restore (the default for users).
+    if not any(a.endswith("live-restore") for a in extra_args):
+        no_net.append("--no-live-restore")
     with open(log, "ab") as log_file:
         proc = subprocess.Popen(
             [*prefix, sys.executable, "-m", "steelcup", "daemon", "--root", str(root),

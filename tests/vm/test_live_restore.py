@@ -72,7 +72,7 @@ def test_containers_outlive_a_live_restore_restart(tmp_path: Path) -> None:
     need_assets()
     netns = new_netns("lr")
     root, sock = tmp_path / "root", tmp_path / "run" / "steelcup.sock"
-    args = ("--live-restore",)
+    args = ("--live-restore",)  # the default: said only because test daemons say --no-...
     daemon = start_daemon(root, sock, netns, args)
     cids: list[str] = []
     try:

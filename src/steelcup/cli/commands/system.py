@@ -151,10 +151,12 @@ def register(sub: Any, name: str, help_text: str) -> None:
             action="store_false",
             help="no bridges/NAT/DNS: containers get loopback only (networks and ports refused)",
         )
-        p.add_argument("--live-restore", action="store_true",
-                       help="keep running containers running while the daemon stops (their VMs "
-                            "outlive it); the next daemon re-attaches them "
-                            "(docs/live-restore.md), as dockerd's live-restore")
+        p.add_argument("--live-restore", action=argparse.BooleanOptionalAction, default=True,
+                       help="keep running containers running while the daemon stops or after it "
+                            "crashes (their VMs and published ports outlive it); the next daemon "
+                            "re-attaches them (docs/live-restore.md), as dockerd's "
+                            "live-restore; on by default, --no-live-restore stops them with the "
+                            "daemon")
         p.set_defaults(func=cmd_daemon, needs_daemon=False)
     else:
         raise ValueError(f"{__name__} has no command {name!r}")
