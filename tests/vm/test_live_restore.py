@@ -9,8 +9,11 @@ alive (their root filesystems stay mounted there).
 from __future__ import annotations
 
 import json
+import operator
 import os
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -239,3 +242,75 @@ def test_containers_outlive_a_killed_live_restore_daemon(tmp_path: Path) -> None
         problems = leftovers_of(root, netns=netns)
         delete_netns(netns)
     assert not problems, "after daemon shutdown: " + "\n".join(problems)
+
+
+# How long after the order the daemon is killed: inside the request, the VM's boot, the
+# guest's start of the process, and after the run has begun.
+RUN_KILL_POINTS_S = (0.15, 0.5, 1.0, 2.5)
+RM_KILL_POINTS_S = (0.05, 0.3, 1.0)
+
+
+def test_a_daemon_killed_at_any_point_of_run_or_rm_leaves_no_orphans(tmp_path: Path) -> None:
+    """kill -9 of the daemon at several points of `run -d -p` and of `rm -f`: once the next
+    daemon has started, each container is either running with a live VM (re-attached) or not
+    running, with no VM; removing them all leaves no VM, tap, mount, NAT rule, port keeper or
+    run-dir file behind (issue 11's crash points; the delays stand for them, since each
+    outcome must leave nothing, whichever point the kill hit)."""
+    need_assets()
+    netns = new_netns("lrc")
+    root, sock = tmp_path / "root", tmp_path / "run" / "steelcup.sock"
+    args = ("--live-restore", "--pool-size", "0", "--no-templates")  # no VM but the runs'
+
+    daemon = start_daemon(root, sock, netns, args)
+    try:
+        daemon.cli("load", "-i", str(BUSYBOX_TAR), check=True)
+        cli_argv = [*(["ip", "netns", "exec", netns]), sys.executable, "-m", "steelcup",
+                    "-H", f"unix://{sock}"]
+
+        def killed_during(*order: str, after_s: float) -> None:
+            nonlocal daemon
+            client = subprocess.Popen([*cli_argv, *order], stdout=subprocess.DEVNULL,
+                                      stderr=subprocess.DEVNULL)
+            time.sleep(after_s)
+            daemon.proc.kill()
+            daemon.proc.wait()
+            client.wait(timeout=30)
+            daemon = start_daemon(root, sock, netns, args)
+            _consistent(daemon, root)
+
+        for i, after_s in enumerate(RUN_KILL_POINTS_S):
+            killed_during("run", "-d", "--name", f"run{i}", "-p", f"127.0.0.1:{PORT + 10 + i}:80",
+                          IMG, "sleep", "1000", after_s=after_s)
+        victims = [daemon.out("run", "-d", "-p", f"{PORT + 20 + i}:80", IMG, "sleep",
+                              "1000").strip() for i in range(len(RM_KILL_POINTS_S))]
+        for victim, after_s in zip(victims, RM_KILL_POINTS_S, strict=True):
+            killed_during("rm", "-f", victim, after_s=after_s)
+
+        everything = daemon.out("ps", "-aq").split()
+        if everything:
+            daemon.out("rm", "-f", *everything)
+        assert our_qemus(str(vm_run_dir(root))) == []
+        rules = in_netns(netns, "nft", "list", "table", "inet", "steelcup").stdout.decode()
+        assert "dnat ip to" not in rules, rules
+    finally:
+        stop_daemon(daemon)
+        problems = leftovers_of(root, netns=netns)
+        delete_netns(netns)
+    assert not problems, "after daemon shutdown: " + "\n".join(problems)
+
+
+def _consistent(daemon: Daemon, root: Path) -> None:
+    """Each container's state matches its VM: running ones have a live QEMU, and (once the
+    next daemon's sweep has taken effect) no QEMU runs that is not a running container's."""
+    def vms_and_kept() -> tuple[set[int], set[int]]:
+        running = daemon.out("ps", "-q", "--no-trunc").split()
+        vms = {int(q.split(":")[0]) for q in our_qemus(str(vm_run_dir(root)))
+               if _alive(int(q.split(":")[0]))}
+        kept = {int(_restore_record(root, cid)["vm"]["pid"])  # type: ignore[index]
+                for cid in running}
+        return vms, kept
+
+    wait_until(lambda: operator.eq(*vms_and_kept()), "QEMUs = running containers' VMs",
+               timeout_s=10)
+    vms, kept = vms_and_kept()
+    assert all(_alive(pid) for pid in kept)
