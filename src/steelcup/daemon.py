@@ -139,7 +139,7 @@ async def _serve(options: DaemonOptions) -> int:
                         label="steelcup-vol", empty_root=True),
         ids=ids,
     )
-    volumes.recover()
+    volumes.recover(keep={cid: k.volumes for cid, k in kept.items()})
     runtime = Runtime(
         options.root,
         ContainerStore(db),
@@ -200,7 +200,9 @@ async def _serve(options: DaemonOptions) -> int:
         health.close()
         left_running = await runtime.shutdown(live_restore=runtime.live_restore)
         await vms.close()
-        await asyncio.to_thread(volumes.recover)  # any run that did not end in time
+        # Any run that did not end in time; the kept containers' volumes stay mounted.
+        await asyncio.to_thread(volumes.recover, {cid: volumes.held_by(cid)
+                                                  for cid in left_running})
         images.close()
         if cgroups is not None:
             cgroups.close()

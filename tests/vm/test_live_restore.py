@@ -164,8 +164,8 @@ def test_containers_outlive_a_killed_live_restore_daemon(tmp_path: Path) -> None
     """kill -9 of a --live-restore daemon: each running container's restore record was written
     at its start, so the next daemon re-attaches it as after a graceful stop; its output is
     counted from the log (nothing lost or doubled); a container that exited meanwhile gets its
-    real exit code; VMs without a record (a container with a volume, the warm cache's) are
-    swept, leaving nothing behind (docs/live-restore.md)."""
+    real exit code; a container with a volume is kept with its volume mounted; VMs without a
+    record (the warm cache's) are swept, leaving nothing behind (docs/live-restore.md)."""
     need_assets()
     netns = new_netns("lrk")
     root, sock = tmp_path / "root", tmp_path / "run" / "steelcup.sock"
@@ -184,17 +184,21 @@ def test_containers_outlive_a_killed_live_restore_daemon(tmp_path: Path) -> None
             "sleep 0.02; done").strip()
         early = daemon.out("run", "-d", IMG, "sh", "-c",
                            "echo started; sleep 4; echo bye; exit 5").strip()
-        with_volume = daemon.out("run", "-d", "-v", "/data", IMG, "sleep", "1000").strip()
+        with_volume = daemon.out("run", "-d", "-v", "/data", IMG, "sh", "-c",
+                                 "echo before > /data/f; exec sleep 1000").strip()
         cids += [counter, early, with_volume]
-        for cid in (counter, early):
+        for cid in (counter, early, with_volume):
             assert (root / "containers" / cid / "restore.json").exists()
-        assert not (root / "containers" / with_volume / "restore.json").exists()
+        wait_until(lambda: daemon.out("exec", with_volume, "cat", "/data/f") == "before\n",
+                   "the volume written")
         wait_until(lambda: b"line 50" in daemon.cli("logs", counter).stdout, "counter output")
         assert _fetch(netns, f"http://127.0.0.1:{PORT + 1}/") == "hello from counter\n"
         before = set(our_qemus(str(vm_run_dir(root))))
         record = _restore_record(root, counter)
         kept_pid = int(record["vm"]["pid"])  # type: ignore[index]
-        kept_taps = set(record["taps"])  # type: ignore[call-overload]
+        vol_pid = int(_restore_record(root, with_volume)["vm"]["pid"])  # type: ignore[index]
+        kept_taps = set(record["taps"]) | set(  # type: ignore[call-overload]
+            _restore_record(root, with_volume)["taps"])  # type: ignore[call-overload]
         assert kept_taps
 
         daemon.proc.kill()  # no graceful stop: mid-output, mid-everything
@@ -207,11 +211,13 @@ def test_containers_outlive_a_killed_live_restore_daemon(tmp_path: Path) -> None
         assert _state(daemon, counter)["Running"] is True
         assert daemon.out("wait", early).strip() == "5"
         assert daemon.out("logs", early) == "started\nbye\n"
-        vol_state = _state(daemon, with_volume)
-        assert vol_state["Running"] is False and vol_state["ExitCode"] == 255
-        # Every VM of the killed daemon but the re-attached one is gone (swept or exited).
+        # A container with a volume is kept too: its volume stayed mounted for it.
+        assert _state(daemon, with_volume)["Running"] is True
+        assert daemon.out("exec", with_volume, "sh", "-c",
+                          "echo after >> /data/f; cat /data/f") == "before\nafter\n"
+        # Every VM of the killed daemon but the re-attached ones is gone (swept or exited).
         survivors = {q for q in before if _alive(int(q.split(":")[0]))}
-        assert {int(q.split(":")[0]) for q in survivors} == {kept_pid}, survivors
+        assert {int(q.split(":")[0]) for q in survivors} == {kept_pid, vol_pid}, survivors
         assert _fetch(netns, f"http://127.0.0.1:{PORT + 1}/") == "hello from counter\n"
         # Of the killed daemon's taps only the re-attached container's are left.
         links = in_netns(netns, "ip", "-o", "link", "show").stdout.decode()
@@ -232,6 +238,7 @@ def test_containers_outlive_a_killed_live_restore_daemon(tmp_path: Path) -> None
         assert not _alive(kept_pid)
         logged = _counted(daemon.out("logs", counter).splitlines())
         assert logged == list(range(len(logged)))
+        daemon.out("stop", "-t", "1", with_volume)
         for cid in cids:
             assert not (root / "containers" / cid / "restore.json").exists()
             daemon.out("rm", "-v", cid)

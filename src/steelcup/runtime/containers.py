@@ -596,7 +596,7 @@ class Runtime:
         live.process = process
         live.logged_bytes = 0
         live.log_mark = None
-        if self.live_restore and not record.config.mount_plans:
+        if self.live_restore:
             live.log_mark = restore_module.LogMark(max(time.time_ns(), live.log_last_ns + 1))
         live.slot_dir = str(machine.spec.shares[0].host_path) if machine.rootfs_subdir else ""
         live.stopping = False
@@ -1092,12 +1092,12 @@ class Runtime:
         """Leave the container running for the next daemon: its VM is released (not stopped),
         its output relay ends after the last chunk it took reached the log, and a restore
         record says where to pick it up. False (nothing changed) for a container that cannot
-        be kept: not running, paused, or with volumes or binds (their host mounts are the
-        daemon's, undone at its exit)."""
+        be kept: not running, or paused (its VM is stopped: the next daemon could not tell a
+        VM it left paused from a hung one)."""
         record = live.record
         machine, process = live.machine, live.process
         if (record.state.status is not Status.RUNNING or machine is None or process is None
-                or process.exit_status is not None or record.config.mount_plans
+                or process.exit_status is not None
                 or live.log_mark is None or live.pump is None or live.pump.done()):
             return False
         live.handing_over = True
@@ -1144,7 +1144,8 @@ class Runtime:
         taps, ports = self.resources.kept_network(record.id)
         kept = restore_module.Kept(
             container_id=record.id, vm=handle, process_id=process.id, pid=record.state.pid,
-            log_mark=mark, slot_dir=live.slot_dir, taps=taps, ports=ports)
+            log_mark=mark, slot_dir=live.slot_dir, taps=taps, ports=ports,
+            volumes=self.resources.kept_volumes(record.id))
         cdir = self.container_dir(record.id)
         await asyncio.to_thread(restore_module.save, cdir, kept)
         if live.process is not process and not live.handing_over:

@@ -229,6 +229,10 @@ class Resources:
             return (), ()
         return self.networks.run_state(container_id)
 
+    def kept_volumes(self, container_id: str) -> tuple[str, ...]:
+        """The volumes (keys) mounted for a running container the daemon leaves running."""
+        return self.volumes.held_by(container_id) if self.volumes is not None else ()
+
     async def release_container(self, record: ContainerRecord, remove_volumes: bool) -> None:
         """The container is removed: free its addresses; with `-v`, its anonymous volumes."""
         if self.networks is not None:

@@ -58,6 +58,7 @@ class Kept:
     slot_dir: str = ""  # a pooled VM's rootfs slot (its bind of the container's root stays)
     taps: tuple[str, ...] = ()
     ports: tuple[PublishedPort, ...] = ()
+    volumes: tuple[str, ...] = ()  # the volumes (keys) mounted on the host for it
 
     def alive(self) -> bool:
         """Whether the VM's QEMU is still the process the record names."""
@@ -80,6 +81,7 @@ class Kept:
             "taps": list(self.taps),
             "ports": [[p.host_ip, p.host_port, p.container_ip, p.container_port, p.proto]
                       for p in self.ports],
+            "volumes": list(self.volumes),
         }
 
     @classmethod
@@ -99,6 +101,7 @@ class Kept:
                 slot_dir=str(data.get("slot_dir", "")),
                 taps=tuple(str(t) for t in data.get("taps", [])),  # type: ignore[attr-defined]
                 ports=ports,
+                volumes=tuple(str(v) for v in data.get("volumes", [])),  # type: ignore[attr-defined]
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"bad restore record: {exc!r}") from exc

@@ -32,7 +32,7 @@ import shutil
 import stat
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -400,18 +400,30 @@ class VolumeManager:
                     self._unmount(self._load(ref))
             _remove_binds(self.binds_dir / holder)
 
-    def recover(self) -> None:
-        """At daemon start (no container runs): unmount what a previous daemon left mounted,
-        and finish the creations and removals it cut short. Also at daemon exit."""
+    def held_by(self, holder: str) -> tuple[str, ...]:
+        """The volumes (keys) mounted for `holder`."""
+        with self._lock:
+            return tuple(self._holders.get(holder, ()))
+
+    def recover(self, keep: Mapping[str, Sequence[str]] | None = None) -> None:
+        """At daemon start: unmount what a previous daemon left mounted, and finish the
+        creations and removals it cut short. Also at daemon exit. `keep`: the holders (running
+        containers that outlive the daemon: live restore) whose volumes (keys) and binds stay
+        mounted; at a start they are this daemon's holders from then on."""
+        keep = keep or {}
         self.snapshots.recover()
         with self._lock:
-            self._holders.clear()
+            self._holders = {h: list(keys) for h, keys in keep.items()}
+            kept_keys = {k for keys in keep.values() for k in keys}
             if self.binds_dir.is_dir():
                 for entry in sorted(self.binds_dir.iterdir()):
-                    _remove_binds(entry)
-            for _tenant, space in namespace.namespaces(self.dir):
+                    if entry.name not in keep:
+                        _remove_binds(entry)
+            for tenant, space in namespace.namespaces(self.dir):
                 for entry in sorted(space.iterdir()):
                     if entry.is_dir() and not namespace.is_namespace_dir(entry):
+                        if namespace.key(tenant, entry.name) in kept_keys:
+                            continue
                         _recover_dir(entry)
 
     def materialize(self, plans: Sequence[MountPlan], tenant: str = ""
