@@ -93,14 +93,20 @@ def test_containers_outlive_a_live_restore_restart(tmp_path: Path) -> None:
         # Exits while no daemon runs: its status and last words wait in the guest.
         early = daemon.out("run", "-d", IMG, "sh", "-c",
                            "echo started; sleep 5; echo bye; exit 5").strip()
-        cids += [counter, web, doomed, early]
+        paused = daemon.out("run", "-d", IMG, "sh", "-c",
+                            "i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.1; done"
+                            ).strip()
+        cids += [counter, web, doomed, early, paused]
+        wait_until(lambda: b"tick 3" in daemon.cli("logs", paused).stdout, "ticks")
+        daemon.out("pause", paused)
         assert _fetch(netns, f"http://127.0.0.1:{PORT}/") == "hello from web\n"
         wait_until(lambda: b"line 20" in daemon.cli("logs", counter).stdout, "counter output")
 
         stopped_at = time.monotonic()
         stop_daemon(daemon)
         assert daemon.proc.returncode == 0, daemon.log.read_text()[-3000:]
-        records = {cid: _restore_record(root, cid) for cid in (counter, web, doomed, early)}
+        records = {cid: _restore_record(root, cid)
+                   for cid in (counter, web, doomed, early, paused)}
         pids = {cid: int(rec["vm"]["pid"]) for cid, rec in records.items()}  # type: ignore[index]
         assert all(_alive(pid) for pid in pids.values()), "a VM died with the daemon"
         # No daemon runs: the port keeper still serves the loopback port.
@@ -121,6 +127,15 @@ def test_containers_outlive_a_live_restore_restart(tmp_path: Path) -> None:
         assert _state(daemon, web)["Running"] is True
         assert _state(daemon, counter)["Running"] is True
         assert _state(daemon, counter)["Pid"] == 1
+        # A paused container is kept paused; it ticks on once unpaused, no tick lost or twice.
+        assert _state(daemon, paused)["Status"] == "paused"
+        daemon.out("unpause", paused)
+        ticks = len(daemon.out("logs", paused).splitlines())
+        wait_until(lambda: len(daemon.out("logs", paused).splitlines()) > ticks + 3,
+                   "ticks after unpause")
+        logged = _counted(daemon.out("logs", paused).splitlines())
+        assert logged == list(range(len(logged))), "a gap or a duplicate in the log"
+        daemon.out("rm", "-f", paused)
         doomed_state = _state(daemon, doomed)
         assert doomed_state["Running"] is False and doomed_state["ExitCode"] == 255
         assert daemon.out("wait", early).strip() == "5"
@@ -147,6 +162,7 @@ def test_containers_outlive_a_live_restore_restart(tmp_path: Path) -> None:
         assert all(not _alive(pid) for pid in pids.values())
         for cid in (counter, web, doomed, early):
             daemon.out("rm", cid)
+        cids = []
     finally:
         if daemon.proc.poll() is None and cids:  # a live-restore stop would keep them
             daemon.cli("rm", "-f", *cids)

@@ -220,7 +220,7 @@ class Runtime:
                 except (SteelcupError, OSError) as exc:
                     log.warning("cannot delete the leftover container dir %s: %s", cdir, exc)
         for record in records:
-            if record.id in kept and record.state.status is Status.RUNNING:
+            if record.id in kept and record.state.status in (Status.RUNNING, Status.PAUSED):
                 self._containers[record.id] = _Live(record)
                 continue
             status = transition(record.state.status, Op.DAEMON_LOST)
@@ -1092,11 +1092,11 @@ class Runtime:
         """Leave the container running for the next daemon: its VM is released (not stopped),
         its output relay ends after the last chunk it took reached the log, and a restore
         record says where to pick it up. False (nothing changed) for a container that cannot
-        be kept: not running, or paused (its VM is stopped: the next daemon could not tell a
-        VM it left paused from a hung one)."""
+        be kept: not running or paused, or its process has ended."""
         record = live.record
         machine, process = live.machine, live.process
-        if (record.state.status is not Status.RUNNING or machine is None or process is None
+        if (record.state.status not in (Status.RUNNING, Status.PAUSED) or machine is None
+                or process is None
                 or process.exit_status is not None
                 or live.log_mark is None or live.pump is None or live.pump.done()):
             return False
@@ -1176,7 +1176,7 @@ class Runtime:
                              adopt: Adopter) -> None:
         live = self._containers.get(container_id)
         cdir = self.container_dir(container_id)
-        if live is None or live.record.state.status is not Status.RUNNING:
+        if live is None or live.record.state.status not in (Status.RUNNING, Status.PAUSED):
             await self._kill_released(entry.vm)  # nobody's container now
             await self.resources.release_run(container_id)
             restore_module.forget(cdir)
@@ -1212,6 +1212,8 @@ class Runtime:
                                cwd=config.working_dir, tty=config.tty, stdin=config.open_stdin,
                                main=True, caps=config.caps)
             process = await machine.guest.resume(entry.process_id, logged, spec, pid=entry.pid)
+            if record.state.status is Status.PAUSED:
+                await machine.pause()  # it ran for the re-attach (`Machine.adopt`)
         except BaseException:
             await machine.close()
             raise

@@ -486,7 +486,8 @@ class Machine:
     async def adopt(self, handle: VmHandle, deadline_s: float = ADOPT_DEADLINE_S) -> GuestInfo:
         """Take over the running VM an earlier daemon `release`d (this Machine's spec names its
         state dir): check it is the same QEMU process, connect its QMP and guest channel and say
-        HELLO. VmLaunchError if it is gone or does not answer (it is then killed)."""
+        HELLO. A VM left paused runs again for that (its vCPUs must answer): the caller pauses
+        it again. VmLaunchError if it is gone or does not answer (it is then killed)."""
         if self._started:
             raise Conflict("a Machine can only be started once")
         self._started = True
@@ -503,6 +504,9 @@ class Machine:
                 async with asyncio.timeout(deadline_s):
                     session = await qmp.QmpClient.connect(self.spec.qmp_socket, deadline_s)
                     stack.push_async_callback(session.close)
+                    status = await session.execute("query-status")
+                    if isinstance(status, dict) and status.get("status") == "paused":
+                        await session.execute("cont")
                     client = await GuestClient.connect(self.spec.ctl_socket, deadline_s)
                     stack.push_async_callback(client.close)
                     info = await client.hello(deadline_s)

@@ -16,6 +16,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "stop": ("containers", "stop running containers"),
     "restart": ("containers", "restart containers"),
     "kill": ("containers", "kill running containers"),
+    "pause": ("containers", "freeze every process of containers (their VMs' vCPUs stop)"),
+    "unpause": ("containers", "let paused containers run again"),
     "rm": ("containers", "remove containers"),
     "wait": ("containers", "block until containers stop, print their exit codes"),
     "images": ("images", "list images"),

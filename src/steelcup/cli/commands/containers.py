@@ -273,6 +273,10 @@ def register(sub: Any, name: str, help_text: str) -> None:
         p.add_argument("-s", "--signal", default="", help="signal to send first")
         p.add_argument("containers", nargs="+", metavar="CONTAINER")
         p.set_defaults(func=cmd_stop if name == "stop" else cmd_restart)
+    elif name in ("pause", "unpause"):
+        p = sub.add_parser(name, help=help_text, description=help_text + ".")
+        p.add_argument("containers", nargs="+", metavar="CONTAINER")
+        p.set_defaults(func=cmd_pause_unpause, action=name)
     elif name == "kill":
         p = sub.add_parser(name, help=help_text)
         p.add_argument("-s", "--signal", default="", help="signal to send (default KILL)")
@@ -768,6 +772,11 @@ def cmd_restart(ctx: Context, args: argparse.Namespace) -> int:
 def cmd_kill(ctx: Context, args: argparse.Namespace) -> int:
     query = {"signal": args.signal or None}
     return _each(ctx, args.containers, lambda c, n: c.post(f"{_c(n)}/kill", query) and None)
+
+
+def cmd_pause_unpause(ctx: Context, args: argparse.Namespace) -> int:
+    return _each(ctx, args.containers,
+                 lambda c, n: c.post(f"{_c(n)}/{args.action}") and None)
 
 
 def cmd_rm(ctx: Context, args: argparse.Namespace) -> int:
