@@ -53,6 +53,9 @@ class DaemonOptions:
     # (loopback only, refused elsewhere).
     tls_listen: tuple[str, int] | None = None
     tcp_listen: tuple[str, int] | None = None
+    # A plain HTTP listener serving only GET /metrics (docs/operations.md); None: the
+    # operator's socket serves it alone.
+    metrics_listen: tuple[str, int] | None = None
     tls_ca: Path | None = None
     tls_cert: Path | None = None
     tls_key: Path | None = None

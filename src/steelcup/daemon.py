@@ -18,7 +18,7 @@ from steelcup import userns
 from steelcup.api import tenant_listener, tenant_routes
 from steelcup.api.http import HttpServer, server_tls_context
 from steelcup.api.router import Router
-from steelcup.api.routes import Services, build_router
+from steelcup.api.routes import Services, build_router, metrics_handler
 from steelcup.api.versions import DEFAULT_HEADERS
 from steelcup.boundedfs import DiskMaker, check_size
 from steelcup.config import DaemonOptions
@@ -26,6 +26,7 @@ from steelcup.errors import InvalidArgument, NotFound, SteelcupError
 from steelcup.idmap import IdRange, IdsFor
 from steelcup.image.layers import GIB, LayerLimits
 from steelcup.image.store import ImageStore
+from steelcup.metrics import Metrics, StateCollector
 from steelcup.net.keeper import PortKeeper
 from steelcup.net.manager import NetworkManager
 from steelcup.net.nft import PublishedPort
@@ -167,20 +168,28 @@ async def _serve(options: DaemonOptions) -> int:
     await runtime.remove_ended_auto_remove()  # before serving: clients never see them
     health = HealthMonitor.attach(runtime)  # probes health checks, driven by events
     cpu_sampler = CpuSampler(runtime)
+    metrics = Metrics()
+    metrics.watch(StateCollector(runtime, vms, tenants, networks))
+    vms.observe = metrics.observe_vm_start
     services = Services(runtime=runtime, execs=ExecManager(runtime), images=images,
                         events=events, root=options.root, accel=accel, networks=networks,
                         volumes=volumes, pool=vms, tenants=tenants, vm_run_dir=run_dir,
-                        cpu_sampler=cpu_sampler)
+                        cpu_sampler=cpu_sampler, metrics=metrics)
     router = build_router(services)
     server = _server(options, accel, router, tenants)
+    server.observe = metrics.observe_request
+    metrics_server = _metrics_server(options, metrics)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signo in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signo, stop.set)
     await server.start()
+    if metrics_server is not None:
+        await metrics_server.start()
     autostart = asyncio.create_task(runtime.autostart(), name="autostart")
     sampler = asyncio.create_task(cpu_sampler.run(), name="cpu-sampler")
     heartbeats = asyncio.create_task(meter.heartbeats(), name="usage-heartbeats")
+    loop_lag = asyncio.create_task(metrics.measure_loop_lag(), name="loop-lag")
     # The default network gives each container one NIC: build that template (and fill the
     # warm cache of its ready VMs) first.
     prewarm = asyncio.create_task(vms.prewarm((1,) if networks is not None else (0,),
@@ -193,7 +202,9 @@ async def _serve(options: DaemonOptions) -> int:
     finally:
         log.info("shutting down: stopping VMs")
         await server.close()
-        for task in (autostart, prewarm, sampler, heartbeats):
+        if metrics_server is not None:
+            await metrics_server.close()
+        for task in (autostart, prewarm, sampler, heartbeats, loop_lag):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
@@ -248,6 +259,18 @@ def _server(options: DaemonOptions, accel: str, router: Router, tenants: Tenants
         operator_tls = server_tls_context(options.tls_ca, options.tls_cert, options.tls_key)
     return HttpServer(router, unix_path=options.socket,
                       tcp=options.tls_listen or options.tcp_listen, tls=operator_tls)
+
+
+def _metrics_server(options: DaemonOptions, metrics: Metrics) -> HttpServer | None:
+    """`--metrics-listen`: a plain HTTP listener with one route, GET /metrics. Plain on any
+    address (a scraper elsewhere needs it): the figures name every tenant's containers, so
+    the operator puts it on an address only the scraper reaches."""
+    if options.metrics_listen is None:
+        return None
+    router = Router()
+    router.add("GET", "/metrics", metrics_handler(metrics), names_nothing=True)
+    log.info("metrics on http://%s:%d/metrics", *options.metrics_listen)
+    return HttpServer(router, tcp=options.metrics_listen, plain_tcp_anywhere=True)
 
 
 def start_metering(runtime: Runtime, tenants: Tenants) -> Meter:

@@ -19,6 +19,7 @@ import logging
 import os
 import socket
 import ssl
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from http import HTTPStatus
 from pathlib import Path
@@ -78,6 +79,8 @@ __all__ = [  # the server, and what route modules import from here
 # token of the Authorization header) -> who the request speaks for, None to refuse it (401).
 Identify = Callable[[bytes | None, str | None], Principal | None]
 Handler = Callable[[Request], Awaitable[Response]]
+# Told each answer: method, route pattern, status, seconds (steelcup.metrics).
+Observe = Callable[[str, str, int, float], None]
 
 
 def _bearer(request: Request) -> str | None:
@@ -287,13 +290,27 @@ class _Connection:
         return True
 
     async def _dispatch(self, request: Request) -> Response:
+        """The route's answer; the server's `observe` is told the method, the route's pattern
+        ("other" for a path no route matches), the status and the seconds it took."""
+        began = time.monotonic()
+        route = "other"
+        response: Response
         try:
             resolved = self.server.router.resolve(request.method, request.path)
         except MethodNotAllowed:
-            return _error_response(405, f"method {request.method} not allowed")
-        if resolved is None:
-            return _error_response(404, "page not found")
-        handler, request.params = resolved
+            response = _error_response(405, f"method {request.method} not allowed")
+        else:
+            if resolved is None:
+                response = _error_response(404, "page not found")
+            else:
+                handler, request.params, route = resolved
+                response = await self._call(handler, request)
+        if self.server.observe is not None:
+            self.server.observe(request.method, route, response.status,
+                                time.monotonic() - began)
+        return response
+
+    async def _call(self, handler: Handler, request: Request) -> Response:
         try:
             if self.tcp and self.server.identify is not None:
                 principal = self.server.identify(self.peer_cert, _bearer(request))
@@ -486,10 +503,13 @@ class HttpServer:
         idle_timeout_s: float = IDLE_TIMEOUT_S,
         max_connections: int = MAX_CONNECTIONS,
         identify: Identify | None = None,
+        observe: Observe | None = None,
+        plain_tcp_anywhere: bool = False,
     ) -> None:
         if unix_path is None and tcp is None:
             raise ValueError("HttpServer needs a unix socket path or a TCP address")
-        if tcp is not None and tls is None and not is_loopback_host(tcp[0]):
+        if (tcp is not None and tls is None and not is_loopback_host(tcp[0])
+                and not plain_tcp_anywhere):
             raise InvalidArgument(f"refusing plain TCP on {tcp[0]}: without TLS client "
                                   "verification the API is only served on loopback")
         self.router = router
@@ -502,6 +522,7 @@ class HttpServer:
         self.max_connections = max_connections
         # None: every TCP peer TLS let in is the operator (dockerd's --tlsverify)
         self.identify = identify
+        self.observe = observe  # told every answer (steelcup.metrics)
         self._servers: list[asyncio.Server] = []
         self._connections: set[asyncio.Task[None]] = set()
         self._refusing = False  # over the cap: logged once per episode, not per connection

@@ -48,7 +48,7 @@ class Router:
     _PARAM = re.compile(r"\{(\w+)(?::(path))?\}")
 
     def __init__(self) -> None:
-        self._routes: list[tuple[str, re.Pattern[str], Handler]] = []
+        self._routes: list[tuple[str, re.Pattern[str], Handler, str]] = []
         self._scopes: list[Scope] = []
         # (method, pattern, scope kind, OPERATOR, or "" for a route naming no object)
         self.table: list[tuple[str, str, str]] = []
@@ -83,22 +83,23 @@ class Router:
             regex += f"(?P<{match.group(1)}>{body})"
             pos = match.end()
         regex += re.escape(pattern[pos:])
-        self._routes.append((method.upper(), re.compile(regex + r"/?\Z"), handler))
+        self._routes.append((method.upper(), re.compile(regex + r"/?\Z"), handler, pattern))
 
-    def resolve(self, method: str, path: str) -> tuple[Handler, dict[str, str]] | None:
-        """The handler and decoded params; None if no path matches; NotAllowed on wrong method."""
+    def resolve(self, method: str, path: str) -> tuple[Handler, dict[str, str], str] | None:
+        """The handler, decoded params and the route's pattern (what metrics are labelled
+        with); None if no path matches; NotAllowed on wrong method."""
         path_matched = False
-        fallback: tuple[Handler, dict[str, str]] | None = None
-        for route_method, regex, handler in self._routes:
+        fallback: tuple[Handler, dict[str, str], str] | None = None
+        for route_method, regex, handler, pattern in self._routes:
             match = regex.match(path)
             if match is None:
                 continue
             path_matched = True
             params = {k: unquote(v) for k, v in match.groupdict().items()}
             if route_method == method:
-                return handler, params
+                return handler, params, pattern
             if method == "HEAD" and route_method == "GET" and fallback is None:
-                fallback = (handler, params)
+                fallback = (handler, params, pattern)
         if fallback is not None:
             return fallback
         if path_matched:

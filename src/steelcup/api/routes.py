@@ -12,7 +12,7 @@ import logging
 import os
 import platform
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -55,6 +55,8 @@ from steelcup.errors import (
 )
 from steelcup.image.credentials import TenantCredentials
 from steelcup.image.store import ImageStore
+from steelcup.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from steelcup.metrics import Metrics
 from steelcup.net.manager import NetworkManager
 from steelcup.pool.factory import Factory
 from steelcup.runtime import inspection
@@ -109,6 +111,15 @@ class Services:
     cpu_sampler: inspection.CpuSampler | None = None
     # The largest VM the host can give (size classes beyond it are refused); None: probed.
     capacity: HostCapacity | None = None
+    metrics: Metrics | None = None  # GET /metrics (the operator's)
+
+
+def metrics_handler(metrics: Metrics) -> Callable[[Request], Awaitable[Response]]:
+    """`GET /metrics`: the Prometheus text of `metrics` (read in a thread: a scrape reads
+    /proc and /sys for every running container)."""
+    async def handler(req: Request) -> Response:
+        return RawResponse(await asyncio.to_thread(metrics.render), METRICS_CONTENT_TYPE)
+    return handler
 
 
 def build_router(svc: Services) -> Router:
@@ -127,6 +138,8 @@ def build_router(svc: Services) -> Router:
     r.add("GET", "/_ping", api.ping)
     r.add("HEAD", "/_ping", api.ping)
     r.add("GET", "/version", api.version)
+    if svc.metrics is not None:
+        r.add("GET", "/metrics", metrics_handler(svc.metrics), operator=True)
     r.add("GET", "/info", api.info)
     # steelcup extension: VM template/pool state, every tenant's: the operator's
     r.add("GET", "/steelcup/pool", api.pool, operator=True)

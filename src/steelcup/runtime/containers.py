@@ -333,6 +333,11 @@ class Runtime:
         machine = self._find(ref).machine
         return machine.cpu_time() if machine is not None else None
 
+    def vm_pid(self, ref: str) -> int | None:
+        """The host pid of the container's running VM (its QEMU); None without one."""
+        machine = self._find(ref).machine
+        return machine.pid if machine is not None else None
+
     def vm_size(self, config: ContainerConfig) -> tuple[int, int]:
         """The vCPUs and memory (MiB) of the container's VM (the daemon's defaults for what
         it did not ask)."""

@@ -122,9 +122,13 @@ class FakeMachine:
     root_readonly: bool | None = None  # as SETUP_ROOT got it (None: not set up)
     pids_max: int = 0
     sysctls: list[str] = field(default_factory=list)  # SYSCTL requests, in order
+    pid: int | None = None  # no QEMU: no host figures (steelcup.metrics)
 
     def __post_init__(self) -> None:
         self.guest = FakeGuest(self)
+
+    def cpu_time(self) -> None:
+        return None
 
     async def pause(self) -> None:
         self.paused = True

@@ -26,6 +26,7 @@ from steelcup.api.http import HttpServer
 from steelcup.api.routes import Services, build_router
 from steelcup.api.tls import server_tls_context
 from steelcup.image import rootfs
+from steelcup.metrics import Metrics, StateCollector
 from steelcup.net import links
 from steelcup.net.manager import NetworkManager
 from steelcup.net.store import NetStore
@@ -129,9 +130,11 @@ def cloud(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Cloud]:
             runtime.images.import_rootfs(io.BytesIO(make_tar([("dir", "bin")])), "base:1",
                                          tenant=name)
         tenant_objects.wire(tenants, runtime, runtime.images, networks, volumes)
+        metrics = Metrics()
+        metrics.watch(StateCollector(runtime, None, tenants, networks))
         svc = Services(runtime=runtime, execs=ExecManager(runtime), images=runtime.images,
                        events=runtime.events, root=tmp_path, accel="tcg", tenants=tenants,
-                       networks=networks, volumes=volumes, capacity=CAPACITY)
+                       networks=networks, volumes=volumes, capacity=CAPACITY, metrics=metrics)
         router = build_router(svc)
         server = HttpServer(router, unix_path=socket, tcp=("127.0.0.1", 0), tls=server_tls,
                             identify=tenant_routes.identify_with(tenants))

@@ -151,6 +151,10 @@ def register(sub: Any, name: str, help_text: str) -> None:
             action="store_false",
             help="no bridges/NAT/DNS: containers get loopback only (networks and ports refused)",
         )
+        p.add_argument("--metrics-listen", metavar="HOST:PORT", default=None,
+                       help="also serve GET /metrics (Prometheus text, every tenant's figures) "
+                            "as plain HTTP on HOST:PORT, for a scraper; the operator's socket "
+                            "always serves it (docs/operations.md)")
         p.add_argument("--live-restore", action=argparse.BooleanOptionalAction, default=True,
                        help="keep running containers running while the daemon stops or after it "
                             "crashes (their VMs and published ports outlive it); the next daemon "
@@ -351,6 +355,7 @@ def cmd_daemon(ctx: Context, args: argparse.Namespace) -> int:
         vm_mem_overhead_mib=args.vm_mem_overhead,
         tls_listen=_host_port(args.tls_listen),
         tcp_listen=_host_port(args.tcp_listen),
+        metrics_listen=_host_port(args.metrics_listen),
         tls_ca=Path(args.tlscacert) if args.tlscacert else None,
         tls_cert=Path(args.tlscert) if args.tlscert else None,
         tls_key=Path(args.tlskey) if args.tlskey else None,
