@@ -41,6 +41,7 @@ def test_stats_row_of_a_stopped_container_has_dashes() -> None:
 
 
 def test_event_line_as_docker_prints_it() -> None:
-    line = event_line({"Type": "container", "Action": "start", "timeNano": 1_700_000_000_000_000_005,
+    line = event_line({"Type": "container", "Action": "start",
+                       "timeNano": 1_700_000_000_000_000_005,
                        "Actor": {"ID": "abc", "Attributes": {"name": "web", "image": "b"}}})
     assert line == "2023-11-14T22:13:20.000000005Z container start abc (image=b, name=web)"
