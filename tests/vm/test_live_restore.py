@@ -198,12 +198,13 @@ def test_containers_outlive_a_killed_live_restore_daemon(tmp_path: Path) -> None
             "httpd -p 80 -h /www && "
             "trap 'exit 7' TERM; i=0; while true; do echo line $i; i=$((i+1)); "
             "sleep 0.02; done").strip()
-        early = daemon.out("run", "-d", IMG, "sh", "-c",
-                           "echo started; sleep 4; echo bye; exit 5").strip()
         with_volume = daemon.out("run", "-d", "-v", "/data", IMG, "sh", "-c",
                                  "echo before > /data/f; exec sleep 1000").strip()
+        early = daemon.out("run", "-d", IMG, "sh", "-c",
+                           "echo started; sleep 4; echo bye; exit 5").strip()
         cids += [counter, early, with_volume]
-        for cid in (counter, early, with_volume):
+        # (`early` first: it ends 4 s after its start, its record with it.)
+        for cid in (early, counter, with_volume):
             assert (root / "containers" / cid / "restore.json").exists()
         wait_until(lambda: daemon.out("exec", with_volume, "cat", "/data/f") == "before\n",
                    "the volume written")
