@@ -82,6 +82,29 @@ def ensure_bridge(host: Host, name: str, gateway_cidr: str, mtu: int) -> None:
     run(host.ip("link", "set", "dev", name, "up"))
 
 
+def add_address(host: Host, dev: str, cidr: str) -> None:
+    """An extra address on `dev` (a virtual IP's /32 on its bridge); present already is fine."""
+    check_ifname(dev)
+    addrs = run(host.ip("-o", "addr", "show", "dev", dev)).stdout
+    if f" {cidr} " not in addrs:
+        run(host.ip("addr", "add", cidr, "dev", dev))
+
+
+def delete_address(host: Host, dev: str, cidr: str) -> None:
+    """Remove an address from `dev`; a missing address or device is fine."""
+    check_ifname(dev)
+    run(host.ip("addr", "del", cidr, "dev", dev), ok_codes=(0, 1, 2))
+
+
+def set_hairpin(host: Host, tap: str) -> None:
+    """Let the bridge send a frame back out of the port it came in on. With br_netfilter
+    loaded (bridge-nf-call-iptables), a container's connection to a virtual IP is DNATed at
+    the bridge; when the pick is the container itself (a backend reaching its own VIP), the
+    frame must go back out of its own port. (`ip` cannot set this in the call that enslaves.)"""
+    check_ifname(tap)
+    run(host.ip("link", "set", "dev", tap, "type", "bridge_slave", "hairpin", "on"))
+
+
 def delete_link(host: Host, name: str) -> None:
     """Delete a bridge or tap; a missing one is fine (one `ip` call)."""
     check_ifname(name)
@@ -105,6 +128,7 @@ def ensure_tap(host: Host, name: str, bridge: str, mtu: int) -> None:
     if not link_exists(host, name):
         create_tap(host, name)
     run(host.ip("link", "set", "dev", name, "mtu", str(mtu), "master", bridge, "up"))
+    set_hairpin(host, name)
 
 
 def take_place(host: Host, spare: str, name: str, bridge: str, mtu: int) -> None:
@@ -121,6 +145,12 @@ def take_place(host: Host, spare: str, name: str, bridge: str, mtu: int) -> None
         if link_exists(host, name) and not link_exists(host, spare):
             with contextlib.suppress(LinkError):  # renamed, then failed: undo the rename
                 run(host.ip("link", "set", "dev", name, "down", "nomaster", "name", spare))
+        raise
+    try:
+        set_hairpin(host, name)
+    except LinkError:
+        with contextlib.suppress(LinkError):
+            run(host.ip("link", "set", "dev", name, "down", "nomaster", "name", spare))
         raise
 
 
