@@ -96,8 +96,12 @@ def _refuse(prefix: str, vips: Sequence[VipTarget]) -> list[str]:
     empty = [v for v in vips if not v.backends]
     if not empty:
         return []
+    # Only a connection's first packet (a SYN, a datagram): the host's own connection to a
+    # VIP has the VIP as source, so the reset or ICMP error it gets back is addressed to the VIP
+    # as well and must not be refused in turn.
     match = f"\t\t{prefix}ip daddr {_addresses(empty)}"
-    return [f"{match} meta l4proto tcp reject with tcp reset", f"{match} reject"]
+    return [f"{match} tcp flags & (syn | ack) == syn reject with tcp reset",
+            f"{match} meta l4proto udp reject"]
 
 
 def input_rules(bridge: str, vips: Sequence[VipTarget]) -> list[str]:

@@ -84,10 +84,10 @@ def test_balancing_is_per_connection_and_covers_every_backend() -> None:
     # anywhere else (the host's loopback proxy), and has no DNAT
     assert "10.213.1.100 dnat" not in text and "dport 5432" not in text
     inp = text.split("\tchain input {\n", 1)[1].split("\t}\n", 1)[0].splitlines()
-    own = inp.index('\t\tiifname "sc-bbbbbbbbbbbb" ip daddr { 10.213.1.100 } meta l4proto tcp '
-                    "reject with tcp reset")
+    own = inp.index('\t\tiifname "sc-bbbbbbbbbbbb" ip daddr { 10.213.1.100 } tcp flags & '
+                    "(syn | ack) == syn reject with tcp reset")
     assert inp[own + 2] == '\t\tiifname "sc-bbbbbbbbbbbb" drop'
-    assert inp[-1] == "\t\tip daddr { 10.213.1.100 } reject"
+    assert inp[-1] == "\t\tip daddr { 10.213.1.100 } meta l4proto udp reject"
 
 
 def test_tenant_rules_stay_first_and_cover_a_vip() -> None:
