@@ -509,3 +509,20 @@ def test_a_vip_survives_a_daemon_restart(loop: asyncio.AbstractEventLoop,
                 c.close()
             loop.run_until_complete(setup.manager.close())
         drop_host(host)
+
+
+def test_both_ways_a_tap_joins_a_bridge_set_hairpin_mode() -> None:
+    """The pool makes a container's tap (`ensure_tap`) or renames a ready VM's spare
+    (`take_place`): either way in hairpin mode, which a backend reaching its own VIP needs
+    when br_netfilter DNATs at the bridge (test_a_backend_reaches_its_own_vip)."""
+    host = new_host("tap")
+    try:
+        links.ensure_bridge(host, "br0", "10.213.9.1/24", 1500)
+        links.ensure_tap(host, "sctmade", "br0", 1500)
+        links.create_tap(host, "scwspare")
+        links.take_place(host, "scwspare", "sctplaced", "br0", 1500)
+        for tap in ("sctmade", "sctplaced"):
+            info = links.run(host.ip("-d", "link", "show", "dev", tap)).stdout
+            assert "hairpin on" in info, info
+    finally:
+        drop_host(host)
