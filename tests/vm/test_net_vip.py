@@ -487,7 +487,8 @@ def test_a_vip_survives_a_daemon_restart(loop: asyncio.AbstractEventLoop,
         vip = loop.run_until_complete(mgr.reserve_vip("echonet", "echo"))
         loop.run_until_complete(mgr.set_backends(vip.id, [c.address for c in
                                                           setup.backends.values()]))
-        vip = loop.run_until_complete(mgr.publish_vip(vip.id, [PortMapping(7000)]))
+        vip = loop.run_until_complete(mgr.publish_vip(vip.id, [PortMapping(7000),
+                                                               PortMapping(7000, "udp")]))
         kept = {_cid(n): mgr.run_state(_cid(n)) for n in ("r1", "r2", "cli")}
         loop.run_until_complete(mgr.close(keep=kept))
         # the daemon is gone: its loopback proxy too
@@ -503,11 +504,13 @@ def test_a_vip_survives_a_daemon_restart(loop: asyncio.AbstractEventLoop,
                        for _ in range(30))
         assert set(seen) == {"r1", "r2"}, seen
 
-        def through_proxy() -> set[str]:
-            return {ask(host.netns, "127.0.0.1", vip.ports[0].host_port).split(":")[0]
+        def through_proxy(port: PortMapping) -> set[str]:
+            return {ask(host.netns, "127.0.0.1", port.host_port, port.proto).split(":")[0]
                     for _ in range(30)}
 
-        assert loop.run_until_complete(asyncio.to_thread(through_proxy)) == {"r1", "r2"}
+        for port in vip.ports:  # tcp, and udp flows (one per client socket)
+            assert loop.run_until_complete(asyncio.to_thread(through_proxy, port)) == {
+                "r1", "r2"}, port
         loop.run_until_complete(mgr2.release_vip(vip.id))
         assert ask(setup.client.netns, vip.address, 7000, timeout_s=1) in (
             "TimeoutError", "ConnectionRefusedError")

@@ -44,6 +44,7 @@ OPTION_DNS_FORWARD = "steelcup.dns.forward"  # "false": names not on the network
 OPTION_MTU = "com.docker.network.driver.mtu"
 OPTION_BRIDGE_NAME = "com.docker.network.bridge.name"
 TASKS_PREFIX = "tasks."  # `tasks.NAME`: every live backend of the virtual IP NAME (dnsrr)
+VIP_MODES = ("vip", "dnsrr")  # docker's endpoint modes
 _VIP_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
 
 
@@ -339,8 +340,9 @@ class NetworkManager:
         await asyncio.to_thread(links.ensure_bridge, self.host, net.bridge,
                                 f"{net.gateway}/{net.prefix}", net.mtu)
         for vip in self.store.vips(net.id):
-            await asyncio.to_thread(links.add_address, self.host, net.bridge,
-                                    f"{vip.address}/32")
+            if vip.address:
+                await asyncio.to_thread(links.add_address, self.host, net.bridge,
+                                        f"{vip.address}/32")
         if not net.internal:
             await asyncio.to_thread(self._enable_forwarding)
         if net.id not in self._dns:
@@ -380,9 +382,10 @@ class NetworkManager:
         up = {ep.address for ep in live}
         for vip in self.store.vips(network_id):
             vip_names = {vip.name.lower(), *map(str.lower, vip.aliases)}
-            if name in vip_names:
+            if name in vip_names and vip.address:
                 return [IPv4Address(vip.address)]
-            if name.startswith(TASKS_PREFIX) and name[len(TASKS_PREFIX):] in vip_names:
+            if name in vip_names or (name.startswith(TASKS_PREFIX)
+                                     and name[len(TASKS_PREFIX):] in vip_names):
                 return [IPv4Address(b) for b in vip.backends if b in up]
         if not client:
             return None
@@ -582,7 +585,8 @@ class NetworkManager:
     def _used_addresses(self, network_id: str) -> list[IPv4Address]:
         """Addresses taken on the network: its containers' and its virtual IPs'."""
         return [IPv4Address(a) for a in (*(e.address for e in self.store.endpoints(network_id)),
-                                         *(v.address for v in self.store.vips(network_id)))]
+                                         *(v.address for v in self.store.vips(network_id)
+                                           if v.address))]
 
     def link_targets(self, ref: str, tenant: str, links: Sequence[tuple[str, str]],
                      container_of: Callable[[str], tuple[str, str]]
@@ -779,33 +783,40 @@ class NetworkManager:
         raise NotFound(f"virtual IP {vip_id} not found")
 
     async def reserve_vip(self, network: str, name: str, tenant: str = "", *,
-                          aliases: Sequence[str] = (), address: str | None = None
-                          ) -> VipRecord:
+                          aliases: Sequence[str] = (), address: str | None = None,
+                          mode: str = "vip") -> VipRecord:
         """A virtual IP on `tenant`'s `network` (id or name, looked up in that tenant's only),
         answered by the network's DNS as `name` and `aliases` (and `tasks.NAME` for its
         backends): an address of the subnet (`address` if free, else the lowest free one)
         held on the bridge until `release_vip`. It has no backends yet: connections to it are
-        refused until `set_backends`."""
+        refused until `set_backends`. Mode "dnsrr": no address, the names answer the
+        backends themselves (docker's endpoint mode dnsrr)."""
         check_vip_name(name)
         for alias in aliases:
             check_vip_name(alias)
+        if mode not in VIP_MODES:
+            raise InvalidArgument(f"invalid endpoint mode {mode!r} (vip or dnsrr)")
+        if mode == "dnsrr" and address:
+            raise InvalidArgument("endpoint mode dnsrr has no virtual IP: no address to ask for")
         async with self._lock:
             net = self.resolve(network, tenant)
             plan = ipam.SubnetPlan(IPv4Network(net.subnet), IPv4Address(net.gateway))
             wanted = ipam.parse_address(address) if address else None
             # No await between choosing the address and recording it (as in `connect`).
-            addr = ipam.allocate_address(plan, self._used_addresses(net.id), wanted)
-            vip = VipRecord(os.urandom(32).hex(), net.id, name, str(addr), net.tenant,
-                            tuple(aliases), created=_now())
+            addr = "" if mode == "dnsrr" else str(
+                ipam.allocate_address(plan, self._used_addresses(net.id), wanted))
+            vip = VipRecord(os.urandom(32).hex(), net.id, name, addr, net.tenant,
+                            tuple(aliases), created=_now(), mode=mode)
             self.store.insert_vip(vip)
             try:
                 await self._bring_up(net)  # also puts the address on the bridge
                 await self._apply_rules()
             except BaseException:
                 self.store.delete_vip(vip.id)
-                with contextlib.suppress(Exception):
-                    await asyncio.to_thread(links.delete_address, self.host, net.bridge,
-                                            f"{vip.address}/32")
+                if vip.address:
+                    with contextlib.suppress(Exception):
+                        await asyncio.to_thread(links.delete_address, self.host, net.bridge,
+                                                f"{vip.address}/32")
                 raise
             return vip
 
@@ -836,6 +847,9 @@ class NetworkManager:
         DNAT from the host's other addresses, a proxy to the VIP on 127.0.0.1."""
         async with self._lock:
             vip = self.get_vip(vip_id)
+            if not vip.address and ports:
+                raise InvalidArgument(f"{vip.name} has endpoint mode dnsrr: no virtual IP to "
+                                      "publish ports from (publish the containers' own)")
             taken = self._ports_taken(but_vip=vip.id)
             resolved: list[PortMapping] = []
             for pm in ports:
@@ -874,9 +888,10 @@ class NetworkManager:
                     await proxy.close()
             self.store.delete_vip(vip.id)
             await self._apply_rules()
-            net = self.get(vip.network_id)
-            await asyncio.to_thread(links.delete_address, self.host, net.bridge,
-                                    f"{vip.address}/32")
+            if vip.address:
+                net = self.get(vip.network_id)
+                await asyncio.to_thread(links.delete_address, self.host, net.bridge,
+                                        f"{vip.address}/32")
 
     async def _vip_loopback(self, vip: VipRecord, *, strict: bool
                             ) -> list[TcpProxy | UdpProxy]:

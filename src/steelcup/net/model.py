@@ -88,7 +88,10 @@ class VipRecord:
     network's subnet, held until released, whose connections the host spreads over
     `backends` (addresses of containers on the same network; net/vip.py). The network's DNS
     answers `name` and `aliases` with the address and `tasks.NAME` with the backends. `ports`
-    are published on the host (host_port resolved when published)."""
+    are published on the host (host_port resolved when published).
+
+    Mode "dnsrr" (docker's endpoint mode of that name) holds no address ("") and no ports:
+    the name itself answers the backends."""
 
     id: str
     network_id: str
@@ -99,6 +102,7 @@ class VipRecord:
     backends: tuple[str, ...] = ()
     ports: tuple[PortMapping, ...] = ()
     created: str = ""
+    mode: str = "vip"  # vip | dnsrr
 
     def to_json(self) -> str:
         data = asdict(self)

@@ -35,7 +35,7 @@ class NetStore:
             self._db.execute(
                 "CREATE TABLE IF NOT EXISTS net_vips ("
                 " id TEXT PRIMARY KEY, network_id TEXT NOT NULL REFERENCES networks(id),"
-                " name TEXT NOT NULL, address TEXT NOT NULL, data TEXT NOT NULL,"
+                " name TEXT NOT NULL, address TEXT, data TEXT NOT NULL,"  # NULL: dnsrr
                 " UNIQUE (network_id, name), UNIQUE (network_id, address))"
             )
 
@@ -123,10 +123,11 @@ class NetStore:
                 self._db.execute(
                     "INSERT INTO net_vips (id, network_id, name, address, data)"
                     " VALUES (?, ?, ?, ?, ?)",
-                    (vip.id, vip.network_id, vip.name, vip.address, vip.to_json()))
+                    (vip.id, vip.network_id, vip.name, vip.address or None, vip.to_json()))
         except sqlite3.IntegrityError as exc:
-            raise Conflict(f"a virtual IP named {vip.name} or with address {vip.address} "
-                           "already exists on the network") from exc
+            at = f" or with address {vip.address}" if vip.address else ""
+            raise Conflict(f"a virtual IP named {vip.name}{at} already exists on the "
+                           "network") from exc
 
     def update_vip(self, vip: VipRecord) -> None:
         """Its backends, aliases or ports (its network, name and address never change)."""

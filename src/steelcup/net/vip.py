@@ -48,6 +48,8 @@ def targets(vips: Sequence[VipRecord], networks: Sequence[NetworkRecord],
     by_id = {n.id: n for n in networks}
     out = []
     for v in vips:
+        if not v.address:  # dnsrr: a name only, nothing to balance
+            continue
         net = by_id[v.network_id]
         up = live.get(v.network_id, ())
         backends = sorted((b for b in set(v.backends) if b in up), key=_ip_key)

@@ -56,6 +56,8 @@ def test_targets_keep_live_backends_only_in_address_order() -> None:
     assert by_address["10.213.1.100"].bridge == "sc-bbbbbbbbbbbb"
     assert by_address["10.213.1.100"].gateway == "10.213.1.1"
     assert [t.backends for t in vip.targets(VIPS, NETS, {})] == [(), (), ()]
+    dnsrr = VipRecord("4" * 64, "a" * 64, "db", "", backends=("10.213.0.3",), mode="dnsrr")
+    assert vip.targets([dnsrr], NETS, LIVE) == []  # a name only: nothing to balance
 
 
 def test_a_corrupt_address_never_reaches_the_ruleset() -> None:

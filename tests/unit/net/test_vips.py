@@ -197,3 +197,28 @@ def test_vips_survive_a_restart_and_hold_their_network(tmp_path: Path) -> None:
             await mgr.close()
 
     asyncio.run(second(asyncio.run(first())))
+
+
+def test_dnsrr_holds_no_address_and_its_name_answers_the_backends(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        mgr = _manager(tmp_path)
+        db = await mgr.reserve_vip("appnet", "db", "alice", mode="dnsrr")
+        other = await mgr.reserve_vip("appnet", "cache", "alice", mode="dnsrr")
+        assert db.address == other.address == "" and db.mode == "dnsrr"
+        one = await _run(mgr, "1", "db.1")
+        assert one == "10.213.1.2"  # no address was taken
+        await mgr.set_backends(db.id, [one])
+        assert mgr._resolve(ALICE, "db") == [IPv4Address(one)]
+        assert mgr._resolve(ALICE, "tasks.db") == [IPv4Address(one)]
+        assert mgr._resolve(ALICE, "cache") == []
+        with pytest.raises(InvalidArgument, match="dnsrr"):
+            await mgr.publish_vip(db.id, [PortMapping(80)])
+        with pytest.raises(InvalidArgument, match="dnsrr"):
+            await mgr.reserve_vip("appnet", "x", "alice", mode="dnsrr", address="10.213.1.9")
+        with pytest.raises(InvalidArgument, match="endpoint mode"):
+            await mgr.reserve_vip("appnet", "x", "alice", mode="ingress")
+        with pytest.raises(Conflict, match="named db"):
+            await mgr.reserve_vip("appnet", "db", "alice")
+        await mgr.release_vip(db.id)
+        assert mgr._resolve(ALICE, "db") is None
+    asyncio.run(scenario())
