@@ -82,6 +82,35 @@ def ensure_bridge(host: Host, name: str, gateway_cidr: str, mtu: int) -> None:
     run(host.ip("link", "set", "dev", name, "up"))
 
 
+def add_address(host: Host, dev: str, cidr: str) -> None:
+    """An extra address on `dev` (a virtual IP's /32 on its bridge); present already is fine."""
+    check_ifname(dev)
+    addrs = run(host.ip("-o", "addr", "show", "dev", dev)).stdout
+    if f" {cidr} " not in addrs:
+        run(host.ip("addr", "add", cidr, "dev", dev))
+
+
+def delete_address(host: Host, dev: str, cidr: str) -> None:
+    """Remove an address from `dev`; a missing address or device is fine."""
+    check_ifname(dev)
+    run(host.ip("addr", "del", cidr, "dev", dev), ok_codes=(0, 1, 2))
+
+
+def _hairpin(tap: str) -> str:
+    """The `ip -batch` line that lets the bridge send a frame back out of the port it came in
+    on. With br_netfilter loaded (bridge-nf-call-iptables), a container's connection to a
+    virtual IP is DNATed at the bridge; when the pick is the container itself (a backend
+    reaching its own VIP), the frame must go back out of its own port. (`ip` cannot set this
+    in the same line that enslaves the tap, hence a batch of two.)"""
+    return f"link set dev {tap} type bridge_slave hairpin on\n"
+
+
+def set_hairpin(host: Host, dev: str) -> None:
+    """Hairpin on for a port already on a bridge (one `ip` call)."""
+    check_ifname(dev)
+    run(host.ip("-batch", "-"), input_text=_hairpin(dev))
+
+
 def delete_link(host: Host, name: str) -> None:
     """Delete a bridge or tap; a missing one is fine (one `ip` call)."""
     check_ifname(name)
@@ -102,21 +131,25 @@ def create_tap(host: Host, name: str) -> None:
 def ensure_tap(host: Host, name: str, bridge: str, mtu: int) -> None:
     """A persistent tap enslaved to `bridge`, up, ready for QEMU to open by name."""
     check_ifname(name)
+    check_ifname(bridge)
     if not link_exists(host, name):
         create_tap(host, name)
-    run(host.ip("link", "set", "dev", name, "mtu", str(mtu), "master", bridge, "up"))
+    run(host.ip("-batch", "-"),
+        input_text=f"link set dev {name} mtu {mtu} master {bridge} up\n" + _hairpin(name))
 
 
 def take_place(host: Host, spare: str, name: str, bridge: str, mtu: int) -> None:
     """Give the tap `spare` (a pooled VM's, down, on no bridge) the name `name`, the MTU and
-    the bridge the network layer planned for a container's NIC, and bring it up: one `ip`
-    call. On failure `spare` is back as it was (as far as it can be) and LinkError is raised."""
+    the bridge the network layer planned for a container's NIC, turn on hairpin and bring it
+    up: one `ip` process (a batch). On failure `spare` is back as it was (as far as it can be)
+    and LinkError is raised."""
     check_ifname(spare)
     check_ifname(name)
     check_ifname(bridge)
     try:
-        run(host.ip("link", "set", "dev", spare, "name", name, "mtu", str(mtu), "master",
-                    bridge, "up"))
+        run(host.ip("-batch", "-"),
+            input_text=(f"link set dev {spare} name {name} mtu {mtu} master {bridge} up\n"
+                        + _hairpin(name)))
     except LinkError:
         if link_exists(host, name) and not link_exists(host, spare):
             with contextlib.suppress(LinkError):  # renamed, then failed: undo the rename

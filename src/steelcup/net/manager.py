@@ -1,8 +1,9 @@
 """`NetworkManager`: networks (bridge + subnet + DNS) and the NICs of running containers.
 
-Persistent: networks and endpoints (a container's address on a network) in SQLite. Live (this
-daemon run): taps, published ports and their proxies, the per-network DNS responders, and the
-nftables table, which is re-rendered from the whole state and loaded atomically on each change.
+Persistent: networks, endpoints (a container's address on a network) and virtual IPs (a
+service's balanced address on a network) in SQLite. Live (this daemon run): taps, published
+ports and their proxies, the per-network DNS responders, and the nftables table, which is
+re-rendered from the whole state and loaded atomically on each change.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import contextlib
 import hashlib
 import logging
 import os
+import re
 import socket
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
@@ -21,9 +23,10 @@ from ipaddress import IPv4Address, IPv4Network
 from steelcup.errors import Conflict, InvalidArgument, NotFound, Unsupported
 from steelcup.guest.ops import GuestNic
 from steelcup.net import dns, ipam, links, nft
+from steelcup.net import vip as vip_rules
 from steelcup.net.keeper import Ports
 from steelcup.net.links import Host
-from steelcup.net.model import Endpoint, NetworkRecord, PortMapping
+from steelcup.net.model import Endpoint, NetworkRecord, PortMapping, VipRecord
 from steelcup.net.netns import socket_in
 from steelcup.net.portkeeper import InProcessPorts
 from steelcup.net.store import NetStore
@@ -41,6 +44,9 @@ NETWORK_NAME_MAX = 255
 OPTION_DNS_FORWARD = "steelcup.dns.forward"  # "false": names not on the network are REFUSED
 OPTION_MTU = "com.docker.network.driver.mtu"
 OPTION_BRIDGE_NAME = "com.docker.network.bridge.name"
+TASKS_PREFIX = "tasks."  # `tasks.NAME`: every live backend of the virtual IP NAME (dnsrr)
+VIP_MODES = ("vip", "dnsrr")  # docker's endpoint modes
+_VIP_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
 
 
 @dataclass(frozen=True)
@@ -137,6 +143,16 @@ def _proxy_key(container_id: str, pub: nft.PublishedPort) -> str:
     return f"{container_id}/{pub.proto}/{pub.host_port}"
 
 
+VIP_KEY_PREFIX = "vip:"
+
+
+def _vip_proxies(vip: VipRecord) -> dict[str, tuple[str, int, tuple[str, int]]]:
+    """The port keeper's loopback proxies of a VIP's published ports, by key."""
+    return {f"{VIP_KEY_PREFIX}{vip.id}/{pm.proto}/{pm.host_port}":
+            (pm.proto, pm.host_port, (vip.address, pm.container_port))
+            for pm in vip.ports if pm.host_ip in ("", "127.0.0.1") and vip.address}
+
+
 def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + "Z"
 
@@ -144,6 +160,18 @@ def _now() -> str:
 def _host_routes(host: Host) -> list[IPv4Network]:
     out = links.run(host.ip("-4", "-o", "route", "show", "table", "all")).stdout
     return ipam.parse_routes(out)
+
+
+def check_vip_name(name: str) -> str:
+    """A name the network's DNS answers with a virtual IP: a DNS-safe 1..63 characters, not
+    `tasks.*` (that names the backends of another one)."""
+    if not _VIP_NAME.fullmatch(name):
+        raise InvalidArgument(f"invalid virtual IP name {name!r}: 1 to 63 letters, digits, "
+                              "'_', '.' or '-', starting with a letter or digit")
+    if name.lower().startswith(TASKS_PREFIX):
+        raise InvalidArgument(f"invalid virtual IP name {name!r}: {TASKS_PREFIX}NAME names "
+                              "the backends of the virtual IP NAME")
+    return name
 
 
 def check_network_name(name: str) -> str:
@@ -193,6 +221,7 @@ class NetworkManager:
         self._applied: str | None = None  # the ruleset this manager loaded last
         self._dns: dict[str, dns.DnsServer] = {}
         self._live: dict[str, _Live] = {}
+        self._vip_proxies: dict[str, list[str]] = {}  # port keeper keys, by VIP id
         self._lock = asyncio.Lock()
         # the tenant's quota gate around a creation (steelcup.tenancy.quota; none: unlimited)
         self.admit: Admit = unlimited
@@ -286,25 +315,31 @@ class NetworkManager:
             await self._apply_rules()
 
     async def _adopt_proxies(self) -> None:
-        """The loopback proxies of the kept containers' published ports: those the port
-        keeper still serves (they answered throughout the restart) stay, the rest of what it
-        serves closes, and a kept port it lacks (the keeper died) opens again; a port taken
-        meanwhile is logged: that port refuses connections."""
-        wanted = {_proxy_key(cid, pub): pub for cid, live in self._live.items()
-                  for pub in live.ports if pub.host_ip in ("", "127.0.0.1")}
+        """The loopback proxies of the kept containers' and the virtual IPs' published ports:
+        those the port keeper still serves (they answered throughout the restart) stay, the
+        rest of what it serves closes, and a port it lacks (the keeper died, or its VIP is
+        new) opens again; a port taken meanwhile is logged: that port refuses connections."""
+        wanted: dict[str, tuple[str, int, tuple[str, int]]] = {
+            _proxy_key(cid, pub): (pub.proto, pub.host_port,
+                                   (pub.container_ip, pub.container_port))
+            for cid, live in self._live.items()
+            for pub in live.ports if pub.host_ip in ("", "127.0.0.1")}
+        for vip in self.store.vips():
+            wanted.update(_vip_proxies(vip))
         for opened in await self.ports.listing():
             if opened.key not in wanted:
                 await self.ports.close(opened.key)
-        for key, pub in wanted.items():
-            cid = key.split("/", 1)[0]
+        for key, (proto, port, target) in wanted.items():
+            owner = key.split("/", 1)[0]
             try:
-                await self.ports.open(key, pub.proto, pub.host_port,
-                                      (pub.container_ip, pub.container_port))
+                await self.ports.open(key, proto, port, target)
             except (Conflict, OSError) as exc:
-                log.warning("container %s: no proxy for 127.0.0.1:%d: %s", cid[:12],
-                            pub.host_port, exc)
+                log.warning("%s: no proxy for 127.0.0.1:%d: %s", owner[:16], port, exc)
                 continue
-            self._live[cid].proxies.append(key)
+            if owner.startswith(VIP_KEY_PREFIX):
+                self._vip_proxies.setdefault(owner[len(VIP_KEY_PREFIX):], []).append(key)
+            else:
+                self._live[owner].proxies.append(key)
         if not wanted:
             await self.ports.stop()  # an idle keeper a killed daemon left; made again on need
 
@@ -320,6 +355,10 @@ class NetworkManager:
                     kept_proxies |= bool(self._live.pop(cid).proxies)
                     continue
                 await self._detach_locked(cid)
+            # A VIP's ports stay with kept containers (its backends may be among them).
+            if keep:
+                kept_proxies |= any(self._vip_proxies.values())
+            self._vip_proxies.clear()
             for server in self._dns.values():
                 server.close()
             self._dns.clear()
@@ -331,6 +370,10 @@ class NetworkManager:
     async def _bring_up(self, net: NetworkRecord) -> None:
         await asyncio.to_thread(links.ensure_bridge, self.host, net.bridge,
                                 f"{net.gateway}/{net.prefix}", net.mtu)
+        for vip in self.store.vips(net.id):
+            if vip.address:
+                await asyncio.to_thread(links.add_address, self.host, net.bridge,
+                                        f"{vip.address}/32")
         if not net.internal:
             await asyncio.to_thread(self._enable_forwarding)
         if net.id not in self._dns:
@@ -355,7 +398,9 @@ class NetworkManager:
     def _resolve(self, network_id: str, name: str, client: str = ""
                  ) -> list[IPv4Address] | None:
         """The live containers the name means on the network: their names, short ids and
-        aliases for anyone, and the asking container's own link aliases for it alone."""
+        aliases for anyone; a virtual IP's name and aliases (its address) and `tasks.NAME`
+        (its live backends, maybe none); and the asking container's own link aliases for it
+        alone."""
         name = name.rstrip(".").lower()
         out = []
         live = [ep for ep in self.store.endpoints(network_id) if ep.container_id in self._live]
@@ -363,8 +408,18 @@ class NetworkManager:
             names = {ep.container_name.lower(), ep.container_id[:12], *map(str.lower, ep.aliases)}
             if name in names:
                 out.append(IPv4Address(ep.address))
-        if out or not client:
-            return out or None
+        if out:
+            return out
+        up = {ep.address for ep in live}
+        for vip in self.store.vips(network_id):
+            vip_names = {vip.name.lower(), *map(str.lower, vip.aliases)}
+            if name in vip_names and vip.address:
+                return [IPv4Address(vip.address)]
+            if name in vip_names or (name.startswith(TASKS_PREFIX)
+                                     and name[len(TASKS_PREFIX):] in vip_names):
+                return [IPv4Address(b) for b in vip.backends if b in up]
+        if not client:
+            return None
         asker = next((ep for ep in live if ep.address == client), None)
         targets = {t for t, alias in (asker.links if asker else ()) if alias.lower() == name}
         return [IPv4Address(ep.address) for ep in live if ep.container_id in targets] or None
@@ -373,12 +428,22 @@ class NetworkManager:
         """Load the ruleset for the current networks and published ports, unless it is the
         one this manager loaded last (a run without ports leaves it as it was: no `nft`)."""
         ports = [p for live in self._live.values() for p in live.ports]
-        text = nft.render(self.store.networks(), ports)
+        nets = self.store.networks()
+        vips = vip_rules.targets(self.store.vips(), nets, self._live_addresses())
+        text = nft.render(nets, ports, vips)
         if text == self._applied:
             return
         self._applied = None  # unknown until the load succeeds
         await asyncio.to_thread(nft.apply, self.host, text)
         self._applied = text
+
+    def _live_addresses(self) -> dict[str, set[str]]:
+        """Addresses of running containers, by network id."""
+        out: dict[str, set[str]] = {}
+        for ep in self.store.endpoints():
+            if ep.container_id in self._live:
+                out.setdefault(ep.network_id, set()).add(ep.address)
+        return out
 
     # -- networks ----------------------------------------------------------------------------
 
@@ -481,6 +546,7 @@ class NetworkManager:
                 names = ", ".join(e.container_name for e in eps)
                 raise Conflict(f"error while removing network: network {net.name} id {net.id} "
                                f"has active endpoints ({names})")
+            self._refuse_with_vips(net)
             self.store.delete_network(net.id)
             await self._teardown(net)
 
@@ -493,8 +559,16 @@ class NetworkManager:
             for net in self.store.networks(tenant):
                 if self.store.endpoints(net.id):
                     raise Conflict(f"network {net.name} of tenant {tenant} still has endpoints")
+                self._refuse_with_vips(net)
                 self.store.delete_network(net.id)
                 await self._teardown(net)
+
+    def _refuse_with_vips(self, net: NetworkRecord) -> None:
+        vips = self.store.vips(net.id)
+        if vips:
+            names = ", ".join(v.name for v in vips)
+            raise Conflict(f"network {net.name} has virtual IPs of services ({names}): remove "
+                           "the services first")
 
     async def _teardown(self, net: NetworkRecord) -> None:
         server = self._dns.pop(net.id, None)
@@ -509,7 +583,8 @@ class NetworkManager:
         """Remove `tenant`'s unused networks (None: every tenant's), never a default one."""
         removed = []
         for net in self.store.networks(tenant):
-            if net.name != DEFAULT_NETWORK and not self.store.endpoints(net.id):
+            if (net.name != DEFAULT_NETWORK and not self.store.endpoints(net.id)
+                    and not self.store.vips(net.id)):
                 await self.remove(net.id)
                 removed.append(net.name)
         return removed
@@ -530,14 +605,19 @@ class NetworkManager:
             raise Conflict(f"endpoint with name {container_name} already exists in network "
                            f"{net.name}")
         plan = ipam.SubnetPlan(IPv4Network(net.subnet), IPv4Address(net.gateway))
-        used = [IPv4Address(e.address) for e in self.store.endpoints(net.id)]
         wanted = ipam.parse_address(address) if address else None
-        addr = ipam.allocate_address(plan, used, wanted)
+        addr = ipam.allocate_address(plan, self._used_addresses(net.id), wanted)
         ep = Endpoint(net.id, container_id, container_name, str(addr), ipam.mac_for(addr),
                       tuple(aliases), os.urandom(32).hex(), static=wanted is not None,
                       links=tuple(links))
         self.store.insert_endpoint(ep)
         return ep
+
+    def _used_addresses(self, network_id: str) -> list[IPv4Address]:
+        """Addresses taken on the network: its containers' and its virtual IPs'."""
+        return [IPv4Address(a) for a in (*(e.address for e in self.store.endpoints(network_id)),
+                                         *(v.address for v in self.store.vips(network_id)
+                                           if v.address))]
 
     def link_targets(self, ref: str, tenant: str, links: Sequence[tuple[str, str]],
                      container_of: Callable[[str], tuple[str, str]]
@@ -569,13 +649,24 @@ class NetworkManager:
         if container_id in self._live and not force:
             raise Conflict("cannot disconnect a running container (steelcup VMs have no NIC "
                            "hot-unplug): stop it first")
-        self.store.delete_endpoint(net.id, container_id)
+        self._delete_endpoint(net.id, container_id)
+
+    def _delete_endpoint(self, network_id: str, container_id: str) -> None:
+        """Free the container's address, and take it out of the network's virtual IPs: the
+        address may go to another container next."""
+        eps = [e for e in self.store.endpoints(network_id) if e.container_id == container_id]
+        self.store.delete_endpoint(network_id, container_id)
+        for ep in eps:
+            for vip in self.store.vips(network_id):
+                if ep.address in vip.backends:
+                    self.store.update_vip(replace(
+                        vip, backends=tuple(b for b in vip.backends if b != ep.address)))
 
     async def release(self, container_id: str) -> None:
         """The container is removed: stop its NICs and free all its addresses."""
         await self.detach(container_id)
         for ep in self.container_endpoints(container_id):
-            self.store.delete_endpoint(ep.network_id, container_id)
+            self._delete_endpoint(ep.network_id, container_id)
 
     # -- running containers ------------------------------------------------------------------
 
@@ -650,8 +741,7 @@ class NetworkManager:
             host_port = pm.host_port or await asyncio.to_thread(self._free_port, pm.proto)
             pub = nft.PublishedPort(pm.host_ip if pm.host_ip not in ("", "0.0.0.0") else "",
                                     host_port, nic.address, pm.container_port, pm.proto)
-            if any(p.host_port == host_port and p.proto == pm.proto
-                   for other in self._live.values() for p in other.ports):
+            if (host_port, pm.proto) in self._ports_taken():
                 raise Conflict(f"Bind for {pm.host_ip or '0.0.0.0'}:{host_port} failed: port "
                                "is already allocated")
             # The host's loopback gets a userspace proxy (in the port keeper): DNAT cannot
@@ -661,6 +751,14 @@ class NetworkManager:
                 await self.ports.open(key, pm.proto, host_port, (nic.address, pm.container_port))
                 live.proxies.append(key)
             live.ports.append(pub)
+
+    def _ports_taken(self, but_vip: str = "") -> set[tuple[int, str]]:
+        """(host port, proto) published now: by running containers and by virtual IPs (but
+        `but_vip`'s, which it is replacing)."""
+        taken = {(p.host_port, p.proto) for live in self._live.values() for p in live.ports}
+        taken |= {(p.host_port, p.proto) for v in self.store.vips() if v.id != but_vip
+                  for p in v.ports}
+        return taken
 
     def run_state(self, container_id: str) -> tuple[tuple[str, ...], tuple[nft.PublishedPort, ...]]:
         """The taps and published ports of the container's current run."""
@@ -690,5 +788,150 @@ class NetworkManager:
                 await asyncio.to_thread(links.delete_link, self.host, tap)
             except links.LinkError as exc:
                 log.warning("deleting tap %s: %s", tap, exc)
-        if live.ports:
+        if live.ports or self._is_backend(container_id):
             await self._apply_rules()
+
+    def _is_backend(self, container_id: str) -> bool:
+        addresses = {(e.network_id, e.address) for e in self.container_endpoints(container_id)}
+        return any((v.network_id, b) in addresses for v in self.store.vips() for b in v.backends)
+
+    # -- virtual IPs (service addresses) -----------------------------------------------------
+
+    def vips(self, network_id: str | None = None, tenant: str | None = None) -> list[VipRecord]:
+        """Every virtual IP (None: the operator's view), or a network's, or `tenant`'s."""
+        return [v for v in self.store.vips(network_id) if tenant is None or v.tenant == tenant]
+
+    def get_vip(self, vip_id: str, tenant: str | None = None) -> VipRecord:
+        """By id; another tenant's is as missing as a missing one."""
+        for vip in self.store.vips():
+            if vip.id == vip_id and (tenant is None or vip.tenant == tenant):
+                return vip
+        raise NotFound(f"virtual IP {vip_id} not found")
+
+    async def reserve_vip(self, network: str, name: str, tenant: str = "", *,
+                          aliases: Sequence[str] = (), address: str | None = None,
+                          mode: str = "vip") -> VipRecord:
+        """A virtual IP on `tenant`'s `network` (id or name, looked up in that tenant's only),
+        answered by the network's DNS as `name` and `aliases` (and `tasks.NAME` for its
+        backends): an address of the subnet (`address` if free, else the lowest free one)
+        held on the bridge until `release_vip`. It has no backends yet: connections to it are
+        refused until `set_backends`. Mode "dnsrr": no address, the names answer the
+        backends themselves (docker's endpoint mode dnsrr)."""
+        check_vip_name(name)
+        for alias in aliases:
+            check_vip_name(alias)
+        if mode not in VIP_MODES:
+            raise InvalidArgument(f"invalid endpoint mode {mode!r} (vip or dnsrr)")
+        if mode == "dnsrr" and address:
+            raise InvalidArgument("endpoint mode dnsrr has no virtual IP: no address to ask for")
+        async with self._lock:
+            net = self.resolve(network, tenant)
+            plan = ipam.SubnetPlan(IPv4Network(net.subnet), IPv4Address(net.gateway))
+            wanted = ipam.parse_address(address) if address else None
+            # No await between choosing the address and recording it (as in `connect`).
+            addr = "" if mode == "dnsrr" else str(
+                ipam.allocate_address(plan, self._used_addresses(net.id), wanted))
+            vip = VipRecord(os.urandom(32).hex(), net.id, name, addr, net.tenant,
+                            tuple(aliases), created=_now(), mode=mode)
+            self.store.insert_vip(vip)
+            try:
+                await self._bring_up(net)  # also puts the address on the bridge
+                await self._apply_rules()
+            except BaseException:
+                self.store.delete_vip(vip.id)
+                if vip.address:
+                    with contextlib.suppress(Exception):
+                        await asyncio.to_thread(links.delete_address, self.host, net.bridge,
+                                                f"{vip.address}/32")
+                raise
+            return vip
+
+    async def set_backends(self, vip_id: str, backends: Sequence[str]) -> VipRecord:
+        """Spread new connections to the VIP over `backends` (addresses of containers on its
+        network; the whole set, replacing the previous one). Connections already made keep
+        their backend; a backend whose container is not running gets none until it runs."""
+        async with self._lock:
+            vip = self.get_vip(vip_id)
+            net = self.get(vip.network_id)
+            on_net = {e.address for e in self.store.endpoints(net.id)}
+            chosen = set()
+            for text in backends:
+                backend = str(ipam.parse_address(text))
+                if backend not in on_net:
+                    raise InvalidArgument(f"{backend} is not the address of a container on "
+                                          f"network {net.name}")
+                chosen.add(backend)
+            new = replace(vip, backends=tuple(sorted(chosen, key=IPv4Address)))
+            if new != vip:
+                self.store.update_vip(new)
+            await self._apply_rules()
+            return new
+
+    async def publish_vip(self, vip_id: str, ports: Sequence[PortMapping]) -> VipRecord:
+        """Publish the VIP's ports on the host (all of them: replaces the previous set;
+        `container_port` is the port on the VIP and its backends; host_port 0 = a free one):
+        DNAT from the host's other addresses, a proxy to the VIP on 127.0.0.1."""
+        async with self._lock:
+            vip = self.get_vip(vip_id)
+            if not vip.address and ports:
+                raise InvalidArgument(f"{vip.name} has endpoint mode dnsrr: no virtual IP to "
+                                      "publish ports from (publish the containers' own)")
+            taken = self._ports_taken(but_vip=vip.id)
+            resolved: list[PortMapping] = []
+            for pm in ports:
+                if pm.proto not in ("tcp", "udp"):
+                    raise InvalidArgument(f"unsupported protocol {pm.proto!r} (tcp or udp)")
+                if not 1 <= pm.container_port <= 65535 or not 0 <= pm.host_port <= 65535:
+                    raise InvalidArgument(f"invalid port mapping {pm.host_port}:"
+                                          f"{pm.container_port}")
+                host_ip = "" if pm.host_ip in ("", "0.0.0.0") else str(
+                    ipam.parse_address(pm.host_ip))
+                host_port = pm.host_port or await asyncio.to_thread(self._free_port, pm.proto)
+                if (host_port, pm.proto) in taken:
+                    raise Conflict(f"Bind for {host_ip or '0.0.0.0'}:{host_port} failed: port "
+                                   "is already allocated")
+                taken.add((host_port, pm.proto))
+                resolved.append(PortMapping(pm.container_port, pm.proto, host_ip, host_port))
+            new = replace(vip, ports=tuple(resolved))
+            for key in self._vip_proxies.pop(vip.id, []):
+                await self.ports.close(key)
+            try:
+                self._vip_proxies[vip.id] = await self._vip_loopback(new, strict=True)
+            except BaseException:
+                self._vip_proxies[vip.id] = await self._vip_loopback(vip, strict=False)
+                raise
+            self.store.update_vip(new)
+            await self._apply_rules()
+            return new
+
+    async def release_vip(self, vip_id: str) -> None:
+        """The VIP's name, address, rules and published ports go."""
+        async with self._lock:
+            vip = self.get_vip(vip_id)
+            for key in self._vip_proxies.pop(vip.id, []):
+                await self.ports.close(key)
+            self.store.delete_vip(vip.id)
+            await self._apply_rules()
+            if vip.address:
+                net = self.get(vip.network_id)
+                await asyncio.to_thread(links.delete_address, self.host, net.bridge,
+                                        f"{vip.address}/32")
+
+    async def _vip_loopback(self, vip: VipRecord, *, strict: bool) -> list[str]:
+        """Proxies (in the port keeper) from 127.0.0.1 to the VIP for its published ports
+        (DNAT cannot serve the loopback; the host's connection to the VIP is balanced by the
+        `vips` chain). A port that cannot be bound: Conflict when `strict` (none is left
+        open), else logged."""
+        opened: list[str] = []
+        for key, (proto, port, target) in _vip_proxies(vip).items():
+            try:
+                await self.ports.open(key, proto, port, target)
+            except (Conflict, OSError) as exc:
+                if strict:
+                    for done in opened:
+                        await self.ports.close(done)
+                    raise
+                log.warning("virtual IP %s: no proxy for 127.0.0.1:%d: %s", vip.name, port, exc)
+                continue
+            opened.append(key)
+        return opened

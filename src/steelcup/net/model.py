@@ -80,3 +80,41 @@ class Endpoint:
         data["aliases"] = tuple(data.get("aliases", ()))
         data["links"] = tuple((str(t), str(a)) for t, a in data.get("links", ()))
         return cls(**data)
+
+
+@dataclass(frozen=True)
+class VipRecord:
+    """A virtual service address on a network (docker's service VIP): an address of the
+    network's subnet, held until released, whose connections the host spreads over
+    `backends` (addresses of containers on the same network; net/vip.py). The network's DNS
+    answers `name` and `aliases` with the address and `tasks.NAME` with the backends. `ports`
+    are published on the host (host_port resolved when published).
+
+    Mode "dnsrr" (docker's endpoint mode of that name) holds no address ("") and no ports:
+    the name itself answers the backends."""
+
+    id: str
+    network_id: str
+    name: str
+    address: str
+    tenant: str = ""
+    aliases: tuple[str, ...] = ()
+    backends: tuple[str, ...] = ()
+    ports: tuple[PortMapping, ...] = ()
+    created: str = ""
+    mode: str = "vip"  # vip | dnsrr
+
+    def to_json(self) -> str:
+        data = asdict(self)
+        data["aliases"] = list(self.aliases)
+        data["backends"] = list(self.backends)
+        data["ports"] = [asdict(p) for p in self.ports]
+        return json.dumps(data, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> VipRecord:
+        data: dict[str, Any] = json.loads(text)
+        data["aliases"] = tuple(data.get("aliases", ()))
+        data["backends"] = tuple(data.get("backends", ()))
+        data["ports"] = tuple(PortMapping(**p) for p in data.get("ports", ()))
+        return cls(**data)

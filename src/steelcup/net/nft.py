@@ -14,7 +14,8 @@ Policy per network (bridge B, subnet S, gateway G):
   exposed to them;
 - egress to anything else is forwarded and masqueraded, unless the network is internal;
 - published ports: DNAT from the host's non-loopback local addresses to the container (the
-  host's loopback is served by the userspace proxy, as with docker-proxy).
+  host's loopback is served by the userspace proxy, as with docker-proxy);
+- virtual IPs (net/vip.py): connections to a VIP are spread over its live backends.
 Only steelcup's own table is touched: the file deletes and recreates it in one transaction.
 """
 
@@ -23,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from steelcup.net import links
+from steelcup.net import links, vip
 from steelcup.net.links import Host
 from steelcup.net.model import NetworkRecord
 
@@ -49,11 +50,16 @@ def _set(names: Sequence[str]) -> str:
     return "{ " + ", ".join(_q(n) for n in names) + " }"
 
 
-def render(networks: Sequence[NetworkRecord], ports: Sequence[PublishedPort] = ()) -> str:
-    """The complete `nft -f` input for `networks` (sorted by bridge: stable output)."""
+def render(networks: Sequence[NetworkRecord], ports: Sequence[PublishedPort] = (),
+           vips: Sequence[vip.VipTarget] = ()) -> str:
+    """The complete `nft -f` input for `networks` (sorted by bridge: stable output), their
+    containers' published `ports` and their virtual IPs (`vip.targets`)."""
     nets = sorted(networks, key=lambda n: n.bridge)
     for n in nets:
         links.check_ifname(n.bridge)
+    unknown = {v.bridge for v in vips} - {n.bridge for n in nets}
+    if unknown:
+        raise ValueError(f"virtual IPs on bridges of no network: {sorted(unknown)}")
     lines = [*_delete_lines(), f"table inet {TABLE} {{"]
     out = lines.append
     bridges = [n.bridge for n in nets]
@@ -85,28 +91,39 @@ def render(networks: Sequence[NetworkRecord], ports: Sequence[PublishedPort] = (
         out(f"\t\tiifname {b} ip daddr {n.gateway} udp dport 53 accept")
         out(f"\t\tiifname {b} ip daddr {n.gateway} tcp dport 53 accept")
         out(f"\t\tiifname {b} ip daddr {n.gateway} icmp type echo-request accept")
+        lines.extend(vip.input_rules(n.bridge, vips))
         out(f"\t\tiifname {b} drop")
+    lines.extend(vip.input_tail(vips))
     out("\t}")
+
+    if vips:
+        lines.extend(vip.chain(vips))
 
     out("\tchain ports {")
     for p in sorted(ports, key=lambda p: (p.proto, p.host_port, p.host_ip)):
         match = f"ip daddr {p.host_ip} " if p.host_ip else ""
         out(f"\t\t{match}{p.proto} dport {p.host_port} "
             f"dnat ip to {p.container_ip}:{p.container_port}")
+    lines.extend(vip.port_rules(vips))
     out("\t}")
 
     out("\tchain prerouting {")
     out("\t\ttype nat hook prerouting priority dstnat; policy accept;")
+    if vips:  # a VIP before the ports: a published port must not capture VIP:port
+        out(f"\t\tiifname {_set(bridges)} jump {vip.CHAIN}")
     out("\t\tfib daddr type local jump ports")
     out("\t}")
 
     out("\tchain output {")
     out("\t\ttype nat hook output priority -100; policy accept;")
+    if vips:
+        out(f"\t\tjump {vip.CHAIN}")
     out("\t\tip daddr != 127.0.0.0/8 fib daddr type local jump ports")
     out("\t}")
 
     out("\tchain postrouting {")
     out("\t\ttype nat hook postrouting priority srcnat; policy accept;")
+    lines.extend(vip.snat_rules(vips))
     for n in nets:
         if not n.internal:
             out(f"\t\tip saddr {n.subnet} oifname != {_q(n.bridge)} masquerade")

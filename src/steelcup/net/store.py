@@ -1,7 +1,9 @@
-"""Persistence of networks and endpoints in the daemon's SQLite database.
+"""Persistence of networks, endpoints and virtual IPs in the daemon's SQLite database.
 
 The (network, address) uniqueness constraint is what guarantees no duplicate address, also
 across daemon restarts and concurrent connects; (tenant, name) that names are unique per tenant.
+A virtual IP's address is taken from the same subnet: the manager allocates both kinds from
+the union of the two tables.
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 import sqlite3
 
 from steelcup.errors import Conflict
-from steelcup.net.model import Endpoint, NetworkRecord
+from steelcup.net.model import Endpoint, NetworkRecord, VipRecord
 
 _NETWORKS = ("CREATE TABLE IF NOT EXISTS networks ("
              " id TEXT PRIMARY KEY, tenant TEXT NOT NULL DEFAULT '', name TEXT NOT NULL,"
@@ -29,6 +31,12 @@ class NetStore:
                 " network_id TEXT NOT NULL REFERENCES networks(id),"
                 " container_id TEXT NOT NULL, address TEXT NOT NULL, data TEXT NOT NULL,"
                 " PRIMARY KEY (network_id, container_id), UNIQUE (network_id, address))"
+            )
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS net_vips ("
+                " id TEXT PRIMARY KEY, network_id TEXT NOT NULL REFERENCES networks(id),"
+                " name TEXT NOT NULL, address TEXT, data TEXT NOT NULL,"  # NULL: dnsrr
+                " UNIQUE (network_id, name), UNIQUE (network_id, address))"
             )
 
     def _migrate_to_tenants(self) -> None:
@@ -66,6 +74,7 @@ class NetStore:
     def delete_network(self, network_id: str) -> None:
         with self._db:
             self._db.execute("DELETE FROM net_endpoints WHERE network_id = ?", (network_id,))
+            self._db.execute("DELETE FROM net_vips WHERE network_id = ?", (network_id,))
             self._db.execute("DELETE FROM networks WHERE id = ?", (network_id,))
 
     def networks(self, tenant: str | None = None) -> list[NetworkRecord]:
@@ -107,3 +116,33 @@ class NetStore:
                 (network_id,),
             ).fetchall()
         return [Endpoint.from_json(r[0]) for r in rows]
+
+    def insert_vip(self, vip: VipRecord) -> None:
+        try:
+            with self._db:
+                self._db.execute(
+                    "INSERT INTO net_vips (id, network_id, name, address, data)"
+                    " VALUES (?, ?, ?, ?, ?)",
+                    (vip.id, vip.network_id, vip.name, vip.address or None, vip.to_json()))
+        except sqlite3.IntegrityError as exc:
+            at = f" or with address {vip.address}" if vip.address else ""
+            raise Conflict(f"a virtual IP named {vip.name}{at} already exists on the "
+                           "network") from exc
+
+    def update_vip(self, vip: VipRecord) -> None:
+        """Its backends, aliases or ports (its network, name and address never change)."""
+        with self._db:
+            self._db.execute("UPDATE net_vips SET data = ? WHERE id = ?",
+                             (vip.to_json(), vip.id))
+
+    def delete_vip(self, vip_id: str) -> None:
+        with self._db:
+            self._db.execute("DELETE FROM net_vips WHERE id = ?", (vip_id,))
+
+    def vips(self, network_id: str | None = None) -> list[VipRecord]:
+        if network_id is None:
+            rows = self._db.execute("SELECT data FROM net_vips ORDER BY rowid").fetchall()
+        else:
+            rows = self._db.execute("SELECT data FROM net_vips WHERE network_id = ?"
+                                    " ORDER BY rowid", (network_id,)).fetchall()
+        return [VipRecord.from_json(r[0]) for r in rows]
