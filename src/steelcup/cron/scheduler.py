@@ -171,7 +171,8 @@ class Crons:
         else:
             self._spawn(self._replace(spec, fire, active))
 
-    async def _replace(self, spec: CronSpec, fire: datetime, active: builtins.list[_Active]) -> None:
+    async def _replace(self, spec: CronSpec, fire: datetime,
+                       active: builtins.list[_Active]) -> None:
         for running in active:
             running.stopping = True
         await asyncio.gather(*(self._stop(spec, a) for a in active))
