@@ -124,7 +124,10 @@ class CronStore:
             if "/" in ref:
                 raise missing(ref)
             key = f"{tenant}/{ref}" if tenant else ref
-            self.get(key)
+            try:
+                self.get(key)
+            except NotFound:
+                raise missing(ref) from None  # the reference as given, never the key
             return key
         if "/" in ref:
             self.get(ref)
