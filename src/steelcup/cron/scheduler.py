@@ -233,9 +233,10 @@ class Crons:
                     await self.jobs.start(cid)
                 code = await self.jobs.wait(cid)
                 status = (RunStatus.STOPPED if active.stopping else
-                          RunStatus.SUCCEEDED if code == 0 and not interrupted else
-                          RunStatus.FAILED)
-                error = "the daemon stopped during the run" if interrupted else ""
+                          RunStatus.SUCCEEDED if code == 0 else RunStatus.FAILED)
+                # A run that ended well just before the daemon stopped is a success.
+                error = ("the daemon stopped during the run" if interrupted and code != 0
+                         else "")
                 ended = run.ended(status, self.clock(), exit_code=code, error=error,
                                   logs=await self._logs(cid))
             except SteelcupError as exc:

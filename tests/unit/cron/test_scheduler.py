@@ -212,13 +212,20 @@ async def test_a_restart_follows_runs_left_running_and_fails_vanished_ones(w: Wo
     w.crons.create(w.spec("other"))
     w.tick(5)
     await settle()
-    job, other = sorted(w.jobs.live(), key=lambda c: w.jobs.containers[c].spec.name)
+    w.crons.create(w.spec("done"))
+    w.crons.run_now("done")
+    await settle()
+    done, job, other = sorted(w.jobs.live(), key=lambda c: w.jobs.containers[c].spec.name)
     await w.crons.close()  # the daemon stops; its runs are still recorded as running
     w.jobs.exit(job, 137, "killed with the daemon\n")  # its container stopped with it
+    w.jobs.exit(done, 0, "finished first\n")  # this one ended just before the daemon did
     w.jobs.containers[other].removed = True  # this one is gone altogether
     w.crons = w.daemon()
     w.crons.recover()
     await settle()
+    [ended] = w.history("done")
+    assert (ended.status, ended.error, ended.logs) == (RunStatus.SUCCEEDED, "",
+                                                       ("finished first",))
     [ran] = w.history("job")
     assert (ran.status, ran.exit_code, ran.logs) == (RunStatus.FAILED, 137,
                                                      ("killed with the daemon",))
