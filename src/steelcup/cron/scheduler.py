@@ -147,12 +147,15 @@ class Crons:
             except SteelcupError as exc:  # a stored spec this version cannot read
                 log.error("cron %s: %s", spec.key, exc)
                 continue
-            if decided.run is not None or decided.missed:
-                self.store.set_state(spec.key, replace(state, considered=now))
-            if decided.missed and decided.last_missed is not None:
-                self._missed(spec, decided.last_missed, decided.missed, now)
-            if decided.run is not None:
-                self._fire(spec, decided.run)
+            try:
+                if decided.run is not None or decided.missed:
+                    self.store.set_state(spec.key, replace(state, considered=now))
+                if decided.missed and decided.last_missed is not None:
+                    self._missed(spec, decided.last_missed, decided.missed, now)
+                if decided.run is not None:
+                    self._fire(spec, decided.run)
+            except Exception:  # one cron's trouble (a bug, the disk) must not stop the others
+                log.exception("cron %s: deciding its runs failed", spec.key)
             if soonest is None or decided.next_fire < soonest:
                 soonest = decided.next_fire
         return soonest

@@ -26,6 +26,7 @@ class FakeJobs:
     def __init__(self) -> None:
         self.containers: dict[str, FakeContainer] = {}
         self.fail_create: str = ""  # an error message to refuse creates with
+        self.crash_for: str = ""  # the name of a cron whose creates hit a bug (RuntimeError)
 
     def _get(self, container_id: str) -> FakeContainer:
         c = self.containers.get(container_id)
@@ -36,6 +37,8 @@ class FakeJobs:
     def create(self, spec: CronSpec, run_id: str) -> str:
         if self.fail_create:
             raise SteelcupError(self.fail_create)
+        if spec.name == self.crash_for:
+            raise RuntimeError("a bug")
         cid = f"c{len(self.containers) + 1:02d}"
         self.containers[cid] = FakeContainer(spec, run_id,
                                              exited=asyncio.get_running_loop().create_future())

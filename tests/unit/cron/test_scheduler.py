@@ -176,6 +176,21 @@ async def test_a_run_whose_container_cannot_be_made_is_a_failed_run(w: World) ->
 
 
 @scenario
+async def test_one_crons_bug_does_not_stop_the_others(w: World) -> None:
+    w.crons.create(w.spec("broken"))
+    w.crons.create(w.spec("fine"))
+    w.jobs.crash_for = "broken"
+    assert w.tick(5) == T0 + timedelta(seconds=10)
+    await settle()
+    assert [w.jobs.containers[c].spec.name for c in w.jobs.live()] == ["fine"]
+    w.jobs.crash_for = ""
+    w.tick(10)  # the broken one's fire time was decided: it runs at its next one only
+    await settle()
+    assert sorted(w.jobs.containers[c].spec.name for c in w.jobs.live()) == [
+        "broken", "fine", "fine"]
+
+
+@scenario
 async def test_past_the_starting_deadline_a_run_is_missed(w: World) -> None:
     w.crons.create(w.spec(starting_deadline_s=2))
     w.tick(7.5)  # the 5 s fire time, 2.5 s late
