@@ -75,11 +75,17 @@ def _at(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
+def _cache_hits(d: Daemon) -> int:
+    pool = json.loads(d.out("system", "info", "-f", "{{json .Steelcup.Pool}}"))
+    return int(pool["CacheHits"])
+
+
 def _no_job_containers(d: Daemon) -> bool:
     return d.out("ps", "-aq").strip() == ""
 
 
 def test_every_5s_records_runs_with_exit_codes_and_log_lines(cron: CronDaemon) -> None:
+    hits = _cache_hits(cron.d)
     cron.create("tick", "--schedule", "@every 5s", "--concurrency", "allow",
                 "echo hello from $(hostname); echo second line; exit 3")
     try:
@@ -94,6 +100,7 @@ def test_every_5s_records_runs_with_exit_codes_and_log_lines(cron: CronDaemon) -
         assert run["ContainerId"] and _at(run["Finished"]) >= _at(run["Started"])
     assert runs[0]["ContainerId"] != runs[1]["ContainerId"]  # a new container each time
     assert runs[0]["Logs"][0] != runs[1]["Logs"][0]  # ... with its own host name
+    assert _cache_hits(cron.d) > hits  # job VMs come from the warm pool like any run's
     listed = cron.d.out("cron", "ls")
     assert "tick" in listed and "@every 5s" in listed and "suspended" in listed
     shown = cron.d.out("cron", "history", "--logs", "tick")

@@ -38,6 +38,10 @@ def register(router: Router, crons: Crons) -> None:
     router.add("GET", "/crons/{name}/history", api.history)
 
 
+_KINDS = {str: "a string", int: "an integer", float: "a number", bool: "true or false",
+          dict: "an object"}
+
+
 def _field(body: dict[str, Any], key: str, kind: type, default: Any) -> Any:
     value = body.get(key, default)
     if value is None:
@@ -45,7 +49,7 @@ def _field(body: dict[str, Any], key: str, kind: type, default: Any) -> Any:
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise InvalidArgument(f"{key} must be a {kind.__name__}")
+        raise InvalidArgument(f"{key} must be {_KINDS[kind]}")
     return value
 
 

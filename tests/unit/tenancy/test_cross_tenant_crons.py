@@ -113,7 +113,8 @@ def test_bad_crons_are_refused_with_what_is_wrong(cloud: Cloud) -> None:
             ({"Name": "x", "Schedule": "@hourly", "Container": {"Cmd": ["x"]}},
              "Config cannot be empty"),
             (_cron("x", StartingDeadlineSeconds=-1), "must not be negative"),
-            (_cron("x", HistoryLimit={"Succeeded": "many"}), "Succeeded must be a int"),
+            (_cron("x", StartingDeadlineSeconds="soon"), "must be a number"),
+            (_cron("x", HistoryLimit={"Succeeded": "many"}), "Succeeded must be an integer"),
         ]:
             answer = alice.post("/crons", json=body)
             assert answer.status_code == 400, (body, answer.text)
