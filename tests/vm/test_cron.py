@@ -52,8 +52,9 @@ class CronDaemon:
         return [r for r in self.history(name) if r["Status"] != "running"]
 
     def create(self, name: str, *args: str) -> None:
+        """A cron of `args` (its flags, then the shell command its runs run)."""
         assert self.d.out("cron", "create", "--name", name, *args[:-1], "--network", "none",
-                          "--size", "s3", IMG, "sh", "-c", args[-1]).strip() == name
+                          IMG, "sh", "-c", args[-1]).strip() == name
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +88,8 @@ def _no_job_containers(d: Daemon) -> bool:
 def test_every_5s_records_runs_with_exit_codes_and_log_lines(cron: CronDaemon) -> None:
     hits = _cache_hits(cron.d)
     cron.create("tick", "--schedule", "@every 5s", "--concurrency", "allow",
-                "echo hello from $(hostname); echo second line; exit 3")
+                "-e", "GREETING=hello",  # a run flag: part of the job's container
+                "echo $GREETING from $(hostname); echo second line; exit 3")
     try:
         wait_until(lambda: len(cron.ended("tick")) >= 2, "two ended runs", timeout_s=120,
                    interval_s=1)

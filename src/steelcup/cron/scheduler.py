@@ -39,6 +39,7 @@ class _Active:
     run: CronRun
     task: asyncio.Task[None] | None = None
     stopping: bool = False  # stopped on purpose (replace, rm --force): its status is STOPPED
+    removed: bool = False  # its container was removed already (rm --force)
 
 
 class Crons:
@@ -89,7 +90,7 @@ class Crons:
         self.store.remove(key)
         if force:
             for active in list(self._active.get(key, {}).values()):
-                active.stopping = True
+                active.stopping = active.removed = True
                 await self.jobs.remove(active.run.container_id)
         self._event(spec, "remove")
 
@@ -241,16 +242,24 @@ class Crons:
                 error = ("the daemon stopped during the run" if interrupted and code != 0
                          else "")
                 ended = run.ended(status, self.clock(), exit_code=code, error=error,
-                                  logs=await self._logs(cid))
+                                  logs=await self._logs(active))
             except SteelcupError as exc:
                 ended = run.ended(RunStatus.STOPPED if active.stopping else RunStatus.FAILED,
-                                  self.clock(), error=str(exc), logs=await self._logs(cid))
-            await self.jobs.remove(cid)
+                                  self.clock(), error=str(exc), logs=await self._logs(active))
+            if not active.removed:
+                try:
+                    await self.jobs.remove(cid)
+                except SteelcupError as exc:  # recorded all the same; `cron ls` shows it
+                    log.warning("cron %s: removing job container %s: %s", spec.key, cid[:12],
+                                exc)
         finally:
             self._active.get(run.cron, {}).pop(run.id, None)
         self._record_end(spec, ended, "finish")
 
-    async def _logs(self, container_id: str) -> tuple[str, ...]:
+    async def _logs(self, active: _Active) -> tuple[str, ...]:
+        container_id = active.run.container_id
+        if active.removed:
+            return ()
         try:
             return await self.jobs.logs(container_id)
         except (SteelcupError, OSError) as exc:

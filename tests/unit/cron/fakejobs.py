@@ -7,7 +7,7 @@ import asyncio
 from dataclasses import dataclass, field
 
 from steelcup.cron.model import CronSpec
-from steelcup.errors import NotFound, SteelcupError
+from steelcup.errors import Conflict, NotFound, SteelcupError
 
 
 @dataclass
@@ -69,10 +69,15 @@ class FakeJobs:
         return tuple(self._get(container_id).output.splitlines())
 
     async def remove(self, container_id: str) -> None:
+        """As the runtime's forced removal: a second removal of one container is refused
+        (the runtime's "removal ... already in progress"), one that is gone is a no-op."""
         c = self.containers.get(container_id)
-        if c is not None:
-            self.exit(container_id, 137, "")
-            c.removed = True
+        if c is None:
+            return
+        if c.removed:
+            raise Conflict(f"removal of container {container_id} is already in progress")
+        self.exit(container_id, 137, "")
+        c.removed = True
 
     def labelled(self) -> list[tuple[str, str]]:
         return [(cid, c.run_id) for cid, c in self.containers.items() if not c.removed]

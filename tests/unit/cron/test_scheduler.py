@@ -70,15 +70,21 @@ async def settle() -> None:
         await asyncio.sleep(0)
 
 
-def scenario(test: Callable[[World], Awaitable[None]]) -> Callable[[Path], None]:
-    def run(tmp_path: Path) -> None:
+def scenario(test: Callable[[World], Awaitable[None]]
+             ) -> Callable[[Path, pytest.LogCaptureFixture], None]:
+    """A test on a world of its own; no task of the scheduler may have failed."""
+    def run(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
         async def body() -> None:
             world = World(tmp_path)
             try:
                 await test(world)
+                await settle()
             finally:
                 await world.crons.close()
         asyncio.run(body())
+        failed = [r for r in caplog.records if r.levelname == "ERROR"
+                  and r.getMessage() == "cron task failed"]
+        assert not failed, failed[0].exc_info
     run.__name__ = test.__name__
     return run
 
