@@ -257,6 +257,25 @@ async def test_a_restart_follows_runs_left_running_and_fails_vanished_ones(w: Wo
 
 
 @scenario
+async def test_a_run_a_live_restore_kept_running_is_followed_to_its_end(w: World) -> None:
+    w.crons.create(w.spec())
+    w.tick(5)
+    await settle()
+    [kept] = w.jobs.live()
+    await w.crons.close()
+    w.crons = w.daemon()
+    w.crons.recover()
+    await settle()
+    assert [r.id for r in w.crons.active("job")] == [w.history()[0].id]
+    w.jobs.exit(kept, 0, "done after the restart\n")
+    await settle()
+    [run] = w.history()
+    assert (run.status, run.error, run.logs) == (RunStatus.SUCCEEDED, "",
+                                                 ("done after the restart",))
+    assert w.jobs.containers[kept].removed and w.crons.active("job") == []
+
+
+@scenario
 async def test_suspend_and_resume(w: World) -> None:
     w.crons.create(w.spec())
     w.crons.suspend("job")
