@@ -286,7 +286,8 @@ class Crons:
     # -- after a restart ---------------------------------------------------------------------
     def recover(self) -> None:
         """Runs the previous daemon left: followed to their end if their container is still
-        there, failed if it is gone; job containers of removed crons are removed."""
+        there, failed if it is gone; job containers of removed crons are removed once they
+        end."""
         known = set()
         for run in self.store.running():
             known.add(run.id)
@@ -306,9 +307,14 @@ class Crons:
             active.task = self._spawn(self._follow(spec, active, start=False,
                                                    interrupted=not running))
         for container_id, run_id in self.jobs.labelled():
-            if run_id not in known and not self.jobs.running(container_id):
-                log.info("removing job container %s of a removed cron", container_id[:12])
-                self._spawn(self.jobs.remove(container_id))
+            if run_id not in known:
+                self._spawn(self._reap(container_id))
+
+    async def _reap(self, container_id: str) -> None:
+        """A job container of a cron removed while it ran: removed once it ends."""
+        await self.jobs.wait(container_id)
+        log.info("removing job container %s of a removed cron", container_id[:12])
+        await self.jobs.remove(container_id)
 
     # -- helpers -----------------------------------------------------------------------------
     def _spawn(self, work: Any) -> asyncio.Task[None]:

@@ -306,11 +306,22 @@ async def test_rm_leaves_running_jobs_to_finish_and_force_removes_them(w: World)
     assert w.jobs.containers[forced].removed
     with pytest.raises(NotFound, match="no such cron: job"):
         w.crons.history("job")
+    await w.crons.close()  # a restart while it still runs: the next daemon reaps it
+    w.crons = w.daemon()
+    w.crons.recover()
+    await settle()
+    assert w.jobs.live() == [left]
     w.jobs.exit(left, 0, "")
     await settle()
     assert w.jobs.containers[left].removed  # removed once done, its history gone with it
     w.crons.create(w.spec())  # the name is free again, with an empty history
     assert w.history() == []
+    run = w.crons.run_now("job")  # without a restart: its follower removes it at its end
+    await settle()
+    await w.crons.remove("job")
+    w.jobs.exit(run.container_id, 0, "")
+    await settle()
+    assert w.jobs.containers[run.container_id].removed
 
 
 @scenario
