@@ -22,6 +22,9 @@ from steelcup.api.routes import Services, build_router, metrics_handler
 from steelcup.api.versions import DEFAULT_HEADERS
 from steelcup.boundedfs import DiskMaker, check_size
 from steelcup.config import DaemonOptions
+from steelcup.cron.jobs import RuntimeJobs
+from steelcup.cron.scheduler import Crons
+from steelcup.cron.store import CronStore
 from steelcup.errors import InvalidArgument, NotFound, SteelcupError
 from steelcup.idmap import IdRange, IdsFor
 from steelcup.image.layers import GIB, LayerLimits
@@ -33,7 +36,7 @@ from steelcup.net.nft import PublishedPort
 from steelcup.net.store import NetStore
 from steelcup.pool.factory import PoolOptions, build_factory, reset_run_dir
 from steelcup.runtime import restore as restore_module
-from steelcup.runtime.admission import metered_by
+from steelcup.runtime.admission import ContainerAdmission, metered_by
 from steelcup.runtime.containers import Defaults, Runtime
 from steelcup.runtime.events import EventBus
 from steelcup.runtime.execs import ExecManager
@@ -46,6 +49,7 @@ from steelcup.tenancy import objects as tenant_objects
 from steelcup.tenancy.credentials import Authority
 from steelcup.tenancy.manager import Tenants
 from steelcup.tenancy.model import id_range, size_class
+from steelcup.tenancy.sizing import HostCapacity
 from steelcup.tenancy.store import TenantStore
 from steelcup.tenancy.usage import Meter, UsageLedger
 from steelcup.vm import cgroup
@@ -160,7 +164,11 @@ async def _serve(options: DaemonOptions) -> int:
     images.in_use = runtime.image_in_use
     runtime.recover(kept=set(left))
     await runtime.restore(left, vms.direct.adoptable)
-    tenant_objects.wire(tenants, runtime, images, networks, volumes)
+    # Cron jobs' containers are made as POST /containers/create makes them: sized and
+    # counted against their tenant's quotas (docs/cron.md).
+    crons = Crons(CronStore(db), RuntimeJobs(runtime, ContainerAdmission(
+        runtime, tenants, HostCapacity.probe())), events)
+    tenant_objects.wire(tenants, runtime, images, networks, volumes, crons)
     meter = start_metering(runtime, tenants)
     await asyncio.to_thread(runtime.disks.template)  # off the first run's path
     if volumes.disks is not None:
@@ -174,7 +182,7 @@ async def _serve(options: DaemonOptions) -> int:
     services = Services(runtime=runtime, execs=ExecManager(runtime), images=images,
                         events=events, root=options.root, accel=accel, networks=networks,
                         volumes=volumes, pool=vms, tenants=tenants, vm_run_dir=run_dir,
-                        cpu_sampler=cpu_sampler, metrics=metrics)
+                        cpu_sampler=cpu_sampler, metrics=metrics, crons=crons)
     router = build_router(services)
     server = _server(options, accel, router, tenants)
     server.observe = metrics.observe_request
@@ -190,6 +198,7 @@ async def _serve(options: DaemonOptions) -> int:
     sampler = asyncio.create_task(cpu_sampler.run(), name="cpu-sampler")
     heartbeats = asyncio.create_task(meter.heartbeats(), name="usage-heartbeats")
     loop_lag = asyncio.create_task(metrics.measure_loop_lag(), name="loop-lag")
+    scheduler = asyncio.create_task(crons.run(), name="cron-scheduler")
     # The default network gives each container one NIC: build that template (and fill the
     # warm cache of its ready VMs) first.
     prewarm = asyncio.create_task(vms.prewarm((1,) if networks is not None else (0,),
@@ -204,7 +213,8 @@ async def _serve(options: DaemonOptions) -> int:
         await server.close()
         if metrics_server is not None:
             await metrics_server.close()
-        for task in (autostart, prewarm, sampler, heartbeats, loop_lag):
+        # The scheduler first: no job container starts while the runtime stops them all.
+        for task in (scheduler, autostart, prewarm, sampler, heartbeats, loop_lag):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task

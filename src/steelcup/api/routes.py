@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from steelcup import __version__, stdcopy
-from steelcup.api import docker_codec as codec
 from steelcup.api import (
+    cron_routes,
     fs_routes,
     image_codec,
     image_routes,
@@ -29,6 +29,7 @@ from steelcup.api import (
     tenant_routes,
     volume_routes,
 )
+from steelcup.api import docker_codec as codec
 from steelcup.api.detach_keys import DetachScanner, parse_detach_keys
 from steelcup.api.filters import time_param as _time_param
 from steelcup.api.http import (
@@ -45,6 +46,7 @@ from steelcup.api.http import (
     Router,
     StreamResponse,
 )
+from steelcup.cron.scheduler import Crons
 from steelcup.errors import (
     Conflict,
     InvalidArgument,
@@ -111,6 +113,7 @@ class Services:
     cpu_sampler: inspection.CpuSampler | None = None
     # The largest VM the host can give (size classes beyond it are refused); None: probed.
     capacity: HostCapacity | None = None
+    crons: Crons | None = None  # cron jobs (docs/cron.md)
     metrics: Metrics | None = None  # GET /metrics (the operator's)
 
 
@@ -135,6 +138,8 @@ def build_router(svc: Services) -> Router:
     if svc.volumes is not None:
         volume_routes.scope(r, svc.volumes)
         snapshot_routes.scope(r, svc.volumes)
+    if svc.crons is not None:
+        cron_routes.scope(r, svc.crons)
     r.add("GET", "/_ping", api.ping)
     r.add("HEAD", "/_ping", api.ping)
     r.add("GET", "/version", api.version)
@@ -145,7 +150,8 @@ def build_router(svc: Services) -> Router:
     r.add("GET", "/steelcup/pool", api.pool, operator=True)
     if svc.tenants is not None:
         tenant_routes.register(r, svc.tenants, Teardown(
-            svc.runtime, svc.images, svc.networks, svc.volumes, TenantCredentials(svc.root)))
+            svc.runtime, svc.images, svc.networks, svc.volumes, TenantCredentials(svc.root),
+            svc.crons))
     r.add("GET", "/events", api.events)
     r.add("POST", "/containers/create", api.create)
     r.add("GET", "/containers/json", api.list_containers)
@@ -196,6 +202,8 @@ def build_router(svc: Services) -> Router:
     if svc.volumes is not None:
         volume_routes.register(r, svc.volumes)
         snapshot_routes.register(r, svc.volumes)
+    if svc.crons is not None:
+        cron_routes.register(r, svc.crons)
     return r
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from steelcup.cron.scheduler import Crons
 from steelcup.image.credentials import TenantCredentials
 from steelcup.image.store import ImageStore
 from steelcup.net.manager import DEFAULT_NETWORK, NetworkManager
@@ -18,9 +19,10 @@ log = logging.getLogger(__name__)
 
 
 def wire(tenants: Tenants, runtime: Runtime, images: ImageStore,
-         networks: NetworkManager | None, volumes: VolumeManager) -> None:
-    """Register the counts of images, networks and volumes (containers, vCPUs and memory are
-    `runtime.admission`'s), hand each layer the gate, and say what a tenant owns."""
+         networks: NetworkManager | None, volumes: VolumeManager,
+         crons: Crons | None = None) -> None:
+    """Register the counts of images, networks, volumes and crons (containers, vCPUs and
+    memory are `runtime.admission`'s), hand each layer the gate, and say what a tenant owns."""
     gate = tenants.quotas
     gate.register("images", lambda t: len(images.list(t)))
     images.images_quota = lambda t: tenants.get(t).quotas.images
@@ -31,13 +33,19 @@ def wire(tenants: Tenants, runtime: Runtime, images: ImageStore,
     if networks is not None:
         gate.register("networks", lambda t: len(own_networks(networks, t)))
         networks.admit = gate.admit
+    if crons is not None:
+        store = crons.store
+        gate.register("crons", lambda t: len(store.list(t)))
+        crons.admit = gate.admit
 
     def owned(tenant: str) -> list[str]:
         return ([f"container {c.name}" for c in runtime.list(tenant)]
                 + [f"image {(i.repo_tags or [i.id[:19]])[0]}" for i in images.list(tenant)]
                 + [f"volume {v.name}" for v in volumes.list(tenant)]
                 + ([f"network {n}" for n in own_networks(networks, tenant)]
-                   if networks is not None else []))
+                   if networks is not None else [])
+                + ([f"cron {spec.name}" for spec, _ in crons.list(tenant)]
+                   if crons is not None else []))
 
     tenants.owned = owned
 
@@ -48,20 +56,26 @@ def own_networks(networks: NetworkManager, tenant: str) -> list[str]:
 
 
 class Teardown:
-    """A tenant's end: `purge` removes everything it owns (`tenant rm --force`: its
-    containers and their VMs, snapshots, volumes, networks, its hold on images), `forget` what
-    steelcup made for it (its default bridge, its saved registry logins) once it is removed.
+    """A tenant's end: `purge` removes everything it owns (`tenant rm --force`: its crons
+    and their running jobs, its containers and their VMs, snapshots, volumes, networks, its
+    hold on images), `forget` what steelcup made for it (its default bridge, its saved
+    registry logins) once it is removed.
     Nothing of another tenant's is touched: every call names the tenant."""
 
     def __init__(self, runtime: Runtime, images: ImageStore, networks: NetworkManager | None,
-                 volumes: VolumeManager | None, credentials: TenantCredentials) -> None:
+                 volumes: VolumeManager | None, credentials: TenantCredentials,
+                 crons: Crons | None = None) -> None:
         self.runtime = runtime
+        self.crons = crons
         self.images = images
         self.networks = networks
         self.volumes = volumes
         self.credentials = credentials
 
     async def purge(self, tenant: str) -> None:
+        if self.crons is not None:  # first: no new job container appears meanwhile
+            for spec, _ in self.crons.list(tenant):
+                await self.crons.remove(spec.key, force=True)
         for record in self.runtime.list(tenant):
             await self.runtime.remove(record.id, force=True)
         if self.volumes is not None:

@@ -25,12 +25,15 @@ from steelcup.api import tenant_routes
 from steelcup.api.http import HttpServer
 from steelcup.api.routes import Services, build_router
 from steelcup.api.tls import server_tls_context
+from steelcup.cron.jobs import RuntimeJobs
+from steelcup.cron.scheduler import Crons
+from steelcup.cron.store import CronStore
 from steelcup.image import rootfs
 from steelcup.metrics import Metrics, StateCollector
 from steelcup.net import links
 from steelcup.net.manager import NetworkManager
 from steelcup.net.store import NetStore
-from steelcup.runtime.admission import metered_by
+from steelcup.runtime.admission import ContainerAdmission, metered_by
 from steelcup.runtime.containers import Runtime
 from steelcup.runtime.execs import ExecManager
 from steelcup.runtime.resources import Resources, volume_users
@@ -73,6 +76,7 @@ class Cloud:
     socket: Path  # the operator's unix socket
     tenants: Tenants  # the operator's side (quotas, usage)
     vms: FakeVms  # the VMs containers got (their requests' sizes)
+    crons: Crons  # the cron scheduler (its loop is not running: tests call `tick`)
 
     def last_ruleset(self) -> str:
         """The nftables ruleset loaded last."""
@@ -129,31 +133,35 @@ def cloud(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Cloud]:
         for name in tokens:  # images are per tenant: each imports a "base:1" of its own
             runtime.images.import_rootfs(io.BytesIO(make_tar([("dir", "bin")])), "base:1",
                                          tenant=name)
-        tenant_objects.wire(tenants, runtime, runtime.images, networks, volumes)
+        crons = Crons(CronStore(open_db(tmp_path)), RuntimeJobs(runtime, ContainerAdmission(
+            runtime, tenants, CAPACITY)), runtime.events)
+        tenant_objects.wire(tenants, runtime, runtime.images, networks, volumes, crons)
         metrics = Metrics()
         metrics.watch(StateCollector(runtime, None, tenants, networks))
         svc = Services(runtime=runtime, execs=ExecManager(runtime), images=runtime.images,
                        events=runtime.events, root=tmp_path, accel="tcg", tenants=tenants,
-                       networks=networks, volumes=volumes, capacity=CAPACITY, metrics=metrics)
+                       networks=networks, volumes=volumes, capacity=CAPACITY, crons=crons,
+                       metrics=metrics)
         router = build_router(svc)
         server = HttpServer(router, unix_path=socket, tcp=("127.0.0.1", 0), tls=server_tls,
                             identify=tenant_routes.identify_with(tenants))
         await server.start()
         stop = asyncio.Event()
-        box.extend([asyncio.get_running_loop(), stop, server, router])
+        box.extend([asyncio.get_running_loop(), stop, server, router, crons])
         ready.set()
         await stop.wait()
         await server.close()
+        await crons.close()
         await runtime.shutdown()
         await networks.close()
 
     thread = threading.Thread(target=asyncio.run, args=(run(),), daemon=True)
     thread.start()
     assert ready.wait(10)
-    loop, stop, server, router = box
+    loop, stop, server, router, crons = box
     yield Cloud(f"https://127.0.0.1:{server.tcp_port}",
                 ssl.create_default_context(cafile=str(tenants.authority.ca_pem_path)), tokens,
-                router.table, host_commands, socket, tenants, vms)
+                router.table, host_commands, socket, tenants, vms, crons)
     loop.call_soon_threadsafe(stop.set)
     thread.join(20)
     shutil.rmtree(socket_dir, ignore_errors=True)

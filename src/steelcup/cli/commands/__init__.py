@@ -50,5 +50,6 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "network": ("network", "manage networks"),
     "volume": ("volume", "manage volumes"),
     "snapshot": ("snapshot", "snapshot volumes and make volumes from snapshots"),
+    "cron": ("cron", "run containers on a schedule, with a history of runs"),
     "tenant": ("tenant", "manage tenants and their credentials (operator)"),
 }

@@ -36,26 +36,14 @@ def _c(name: str) -> str:
 # ----------------------------------------------------------------- argument definitions
 
 
-def _add_container_flags(p: argparse.ArgumentParser, *, run: bool) -> None:
+def add_container_flags(p: argparse.ArgumentParser, *, run: bool, job: bool = False) -> None:
+    """The flags of `run` (`create`: no -d); `job`: those of a container nobody attaches to
+    and steelcup names and removes (a cron job's): no -d, --rm, -a, -i, -t, --name."""
     from steelcup.cli import netflags
 
     netflags.add_flags(p)
-    if run:
-        p.add_argument("-d", "--detach", action="store_true", help="run in background, print id")
-        p.add_argument("--rm", action="store_true", help="remove the container when it exits")
-    else:
-        p.add_argument("--rm", action="store_true", help="remove the container when it exits")
-    p.add_argument(
-        "-a",
-        "--attach",
-        action="append",
-        default=[],
-        metavar="STREAM",
-        help="attach to STDIN, STDOUT or STDERR",
-    )
-    p.add_argument("-i", "--interactive", action="store_true", help="keep STDIN open")
-    p.add_argument("-t", "--tty", action="store_true", help="allocate a pseudo-TTY")
-    p.add_argument("--name", default="", help="assign a name to the container")
+    if not job:
+        _add_attach_flags(p, run=run)
     p.add_argument(
         "-e",
         "--env",
@@ -137,6 +125,33 @@ def _add_container_flags(p: argparse.ArgumentParser, *, run: bool) -> None:
     p.add_argument("command", nargs=argparse.REMAINDER, metavar="COMMAND [ARG...]")
 
 
+def _add_attach_flags(p: argparse.ArgumentParser, *, run: bool) -> None:
+    if run:
+        p.add_argument("-d", "--detach", action="store_true", help="run in background, print id")
+    p.add_argument("--rm", action="store_true", help="remove the container when it exits")
+    p.add_argument(
+        "-a",
+        "--attach",
+        action="append",
+        default=[],
+        metavar="STREAM",
+        help="attach to STDIN, STDOUT or STDERR",
+    )
+    p.add_argument("-i", "--interactive", action="store_true", help="keep STDIN open")
+    p.add_argument("-t", "--tty", action="store_true", help="allocate a pseudo-TTY")
+    p.add_argument("--name", default="", help="assign a name to the container")
+
+
+def options(args: argparse.Namespace, *, run: bool, job: bool = False) -> ContainerOptions:
+    """The parsed flags of `add_container_flags` as ContainerOptions (`job`: a detached
+    container of no name of its own)."""
+    if job:
+        return _options(argparse.Namespace(**{
+            **vars(args), "detach": True, "interactive": False, "tty": False, "rm": False,
+            "name": "", "attach": []}), run=run)
+    return _options(args, run=run)
+
+
 def _options(args: argparse.Namespace, *, run: bool) -> ContainerOptions:
     lookup = dict(os.environ)
     env: list[str] = []
@@ -200,7 +215,7 @@ def register(sub: Any, name: str, help_text: str) -> None:
             else "Create a container from IMAGE without starting it.",
         )
         p.add_argument("--help", action="help", help="show this help message and exit")
-        _add_container_flags(p, run=name == "run")
+        add_container_flags(p, run=name == "run")
         p.set_defaults(func=cmd_run if name == "run" else cmd_create)
     elif name == "start":
         p = sub.add_parser(name, help=help_text)

@@ -14,7 +14,7 @@ from steelcup.cli.context import Context, delete_each, inspect_each, post_and_pr
 from steelcup.errors import SteelcupError
 
 _QUOTA_HELP = ("KEY=VALUE quota (repeatable): containers, cpus, memory (e.g. 8G), volumes, "
-               "volume-size (e.g. 500G), images, networks, services, fips, func-calls")
+               "volume-size (e.g. 500G), images, networks, services, fips, func-calls, crons")
 
 
 def register(sub: Any, name: str, help_text: str) -> None:
