@@ -15,7 +15,7 @@ from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 
 from steelcup import userns
-from steelcup.api import tenant_listener, tenant_routes
+from steelcup.api import func_routes, tenant_listener, tenant_routes
 from steelcup.api.http import HttpServer, server_tls_context
 from steelcup.api.router import Router
 from steelcup.api.routes import Services, build_router
@@ -23,6 +23,8 @@ from steelcup.api.versions import DEFAULT_HEADERS
 from steelcup.boundedfs import DiskMaker, check_size
 from steelcup.config import DaemonOptions
 from steelcup.errors import InvalidArgument, NotFound, SteelcupError
+from steelcup.funcs.service import Funcs
+from steelcup.funcs.store import FuncStore
 from steelcup.idmap import IdRange, IdsFor
 from steelcup.image.layers import GIB, LayerLimits
 from steelcup.image.store import ImageStore
@@ -31,7 +33,7 @@ from steelcup.net.nft import PublishedPort
 from steelcup.net.store import NetStore
 from steelcup.pool.factory import PoolOptions, build_factory, reset_run_dir
 from steelcup.runtime import restore as restore_module
-from steelcup.runtime.admission import metered_by
+from steelcup.runtime.admission import ContainerAdmission, metered_by
 from steelcup.runtime.containers import Defaults, Runtime
 from steelcup.runtime.events import EventBus
 from steelcup.runtime.execs import ExecManager
@@ -44,6 +46,7 @@ from steelcup.tenancy import objects as tenant_objects
 from steelcup.tenancy.credentials import Authority
 from steelcup.tenancy.manager import Tenants
 from steelcup.tenancy.model import id_range, size_class
+from steelcup.tenancy.sizing import HostCapacity
 from steelcup.tenancy.store import TenantStore
 from steelcup.tenancy.usage import Meter, UsageLedger
 from steelcup.vm import cgroup
@@ -166,17 +169,28 @@ async def _serve(options: DaemonOptions) -> int:
     await runtime.remove_ended_auto_remove()  # before serving: clients never see them
     health = HealthMonitor.attach(runtime)  # probes health checks, driven by events
     cpu_sampler = CpuSampler(runtime)
+    capacity = HostCapacity.probe()
+    funcs = Funcs(FuncStore(db), runtime,
+                  ContainerAdmission(runtime, tenants, capacity).create, events, tenants)
+    await funcs.recover()
+    tenant_objects.wire_funcs(tenants, funcs)
     services = Services(runtime=runtime, execs=ExecManager(runtime), images=images,
                         events=events, root=options.root, accel=accel, networks=networks,
                         volumes=volumes, pool=vms, tenants=tenants, vm_run_dir=run_dir,
-                        cpu_sampler=cpu_sampler)
+                        cpu_sampler=cpu_sampler, capacity=capacity, funcs=funcs)
     router = build_router(services)
     server = _server(options, accel, router, tenants)
+    gateway = (HttpServer(func_routes.gateway_router(funcs, tenants), tcp=options.func_listen,
+                          default_headers=(), public=True)
+               if options.func_listen is not None else None)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signo in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signo, stop.set)
     await server.start()
+    if gateway is not None:
+        await gateway.start()
+        log.info("func gateway on port %d", gateway.tcp_port or 0)
     autostart = asyncio.create_task(runtime.autostart(), name="autostart")
     sampler = asyncio.create_task(cpu_sampler.run(), name="cpu-sampler")
     heartbeats = asyncio.create_task(meter.heartbeats(), name="usage-heartbeats")
@@ -192,6 +206,9 @@ async def _serve(options: DaemonOptions) -> int:
     finally:
         log.info("shutting down: stopping VMs")
         await server.close()
+        if gateway is not None:
+            await gateway.close()
+        await funcs.close()
         for task in (autostart, prewarm, sampler, heartbeats):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):

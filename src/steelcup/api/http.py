@@ -50,6 +50,7 @@ from steelcup.errors import (
     InvalidArgument,
     NotFound,
     SteelcupError,
+    TooBusy,
     Unauthorized,
     Unavailable,
     Unsupported,
@@ -105,6 +106,8 @@ def error_status(exc: BaseException) -> int:
         return 409
     if isinstance(exc, InvalidArgument | ImageError):
         return 400
+    if isinstance(exc, TooBusy):
+        return 429
     if isinstance(exc, Unsupported):
         return 501
     if isinstance(exc, DaemonUnavailable | Unavailable):
@@ -486,10 +489,13 @@ class HttpServer:
         idle_timeout_s: float = IDLE_TIMEOUT_S,
         max_connections: int = MAX_CONNECTIONS,
         identify: Identify | None = None,
+        public: bool = False,
     ) -> None:
         if unix_path is None and tcp is None:
             raise ValueError("HttpServer needs a unix socket path or a TCP address")
-        if tcp is not None and tls is None and not is_loopback_host(tcp[0]):
+        # `public`: a router that authenticates each request itself (the func gateway), so
+        # plain TCP is allowed anywhere.
+        if tcp is not None and tls is None and not public and not is_loopback_host(tcp[0]):
             raise InvalidArgument(f"refusing plain TCP on {tcp[0]}: without TLS client "
                                   "verification the API is only served on loopback")
         self.router = router

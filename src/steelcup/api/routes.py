@@ -21,6 +21,7 @@ from steelcup import __version__, stdcopy
 from steelcup.api import docker_codec as codec
 from steelcup.api import (
     fs_routes,
+    func_routes,
     image_codec,
     image_routes,
     net_routes,
@@ -53,6 +54,7 @@ from steelcup.errors import (
     SteelcupError,
     Unsupported,
 )
+from steelcup.funcs.service import Funcs
 from steelcup.image.credentials import TenantCredentials
 from steelcup.image.store import ImageStore
 from steelcup.net.manager import NetworkManager
@@ -109,6 +111,7 @@ class Services:
     cpu_sampler: inspection.CpuSampler | None = None
     # The largest VM the host can give (size classes beyond it are refused); None: probed.
     capacity: HostCapacity | None = None
+    funcs: Funcs | None = None  # HTTP-triggered containers (docs/funcs.md)
 
 
 def build_router(svc: Services) -> Router:
@@ -124,6 +127,8 @@ def build_router(svc: Services) -> Router:
     if svc.volumes is not None:
         volume_routes.scope(r, svc.volumes)
         snapshot_routes.scope(r, svc.volumes)
+    if svc.funcs is not None:
+        func_routes.scope(r, svc.funcs)
     r.add("GET", "/_ping", api.ping)
     r.add("HEAD", "/_ping", api.ping)
     r.add("GET", "/version", api.version)
@@ -132,7 +137,8 @@ def build_router(svc: Services) -> Router:
     r.add("GET", "/steelcup/pool", api.pool, operator=True)
     if svc.tenants is not None:
         tenant_routes.register(r, svc.tenants, Teardown(
-            svc.runtime, svc.images, svc.networks, svc.volumes, TenantCredentials(svc.root)))
+            svc.runtime, svc.images, svc.networks, svc.volumes, TenantCredentials(svc.root),
+            svc.funcs))
     r.add("GET", "/events", api.events)
     r.add("POST", "/containers/create", api.create)
     r.add("GET", "/containers/json", api.list_containers)
@@ -183,6 +189,8 @@ def build_router(svc: Services) -> Router:
     if svc.volumes is not None:
         volume_routes.register(r, svc.volumes)
         snapshot_routes.register(r, svc.volumes)
+    if svc.funcs is not None:
+        func_routes.register(r, svc.funcs)
     return r
 
 

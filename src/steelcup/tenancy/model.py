@@ -55,6 +55,7 @@ class Quotas:
     services: int = 5
     fips: int = 2
     func_calls: int = 10  # concurrent func calls
+    funcs: int = 20
 
     def to_json(self) -> dict[str, int]:
         return asdict(self)
@@ -70,6 +71,7 @@ _QUOTA_WORDS = {
     "containers": "containers", "cpus": "cpus", "memory": "memory_mib", "volumes": "volumes",
     "volume-size": "volume_gib", "images": "images", "networks": "networks",
     "services": "services", "fips": "fips", "func-calls": "func_calls",
+    "funcs": "funcs",
 }
 
 

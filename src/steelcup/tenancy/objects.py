@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from steelcup.funcs.service import Funcs
 from steelcup.image.credentials import TenantCredentials
 from steelcup.image.store import ImageStore
 from steelcup.net.manager import DEFAULT_NETWORK, NetworkManager
@@ -42,6 +43,14 @@ def wire(tenants: Tenants, runtime: Runtime, images: ImageStore,
     tenants.owned = owned
 
 
+def wire_funcs(tenants: Tenants, funcs: Funcs) -> None:
+    """A tenant's funcs are among what it owns (`tenant rm` refuses while it has any); their
+    count quota is registered by `Funcs` itself."""
+    owned = tenants.owned
+    tenants.owned = lambda tenant: [*owned(tenant),
+                                    *(f"func {f.name}" for f in funcs.list(tenant))]
+
+
 def own_networks(networks: NetworkManager, tenant: str) -> list[str]:
     """The networks a tenant made (its default `bridge`, made by steelcup, is not one)."""
     return [n.name for n in networks.networks(tenant) if n.name != DEFAULT_NETWORK]
@@ -54,7 +63,9 @@ class Teardown:
     Nothing of another tenant's is touched: every call names the tenant."""
 
     def __init__(self, runtime: Runtime, images: ImageStore, networks: NetworkManager | None,
-                 volumes: VolumeManager | None, credentials: TenantCredentials) -> None:
+                 volumes: VolumeManager | None, credentials: TenantCredentials,
+                 funcs: Funcs | None = None) -> None:
+        self.funcs = funcs
         self.runtime = runtime
         self.images = images
         self.networks = networks
@@ -62,6 +73,9 @@ class Teardown:
         self.credentials = credentials
 
     async def purge(self, tenant: str) -> None:
+        if self.funcs is not None:  # before its containers: no new call starts
+            for func in self.funcs.list(tenant):
+                self.funcs.remove(func.key)
         for record in self.runtime.list(tenant):
             await self.runtime.remove(record.id, force=True)
         if self.volumes is not None:

@@ -45,4 +45,5 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "volume": ("volume", "manage volumes"),
     "snapshot": ("snapshot", "snapshot volumes and make volumes from snapshots"),
     "tenant": ("tenant", "manage tenants and their credentials (operator)"),
+    "func": ("func", "manage funcs: containers started by HTTP calls"),
 }
