@@ -21,6 +21,9 @@ from steelcup.image import rootfs
 from steelcup.runtime.containers import Runtime
 from steelcup.runtime.model import ContainerConfig
 from steelcup.state.db import open_db
+from steelcup.tenancy.credentials import Authority
+from steelcup.tenancy.manager import Tenants
+from steelcup.tenancy.store import TenantStore
 from tests.unit.runtime.fakevm import FakeProcess, FakeVms
 from tests.unit.runtime.support import make_runtime
 
@@ -217,5 +220,27 @@ def test_recover_fails_unfinished_calls_and_removes_their_containers(tmp_path: P
         old = funcs.call("old")
         assert old.status is CallStatus.FAILED and "daemon stopped" in old.error
         assert [r.name for r in rt.list()] == ["keep"]
+
+    run(tmp_path, body)
+
+
+def test_a_tenants_func_calls_quota_spans_its_funcs(tmp_path: Path) -> None:
+    async def body(unlimited: Funcs, rt: Runtime, vms: FakeVms) -> None:
+        tenants = Tenants(TenantStore(open_db(tmp_path / "t")), Authority(tmp_path / "tls"))
+        tenants.create("alice", ["func-calls=1"])
+        funcs = Funcs(unlimited.store, rt, rt.create, rt.events, tenants)
+        image = rt.images.get("base:1")
+        rt.images.get = lambda ref, tenant=None: image  # type: ignore[method-assign]
+        one = funcs.create("alice", "one", SPEC, Auth.SECRET, Limits())
+        two = funcs.create("alice", "two", SPEC, Auth.SECRET, Limits())
+        first = funcs.submit(one, b"1", [])
+        second = funcs.submit(two, b"2", [])
+        process = await vms.next_process()
+        await asyncio.sleep(0.05)
+        assert vms.started.empty() and funcs.call(second.id).status is CallStatus.QUEUED
+        await echo(process)
+        await echo(await vms.next_process())
+        assert [(await funcs.wait(c.id)).stdout for c in (first, second)] == [b"1", b"2"]
+        await funcs.close()
 
     run(tmp_path, body)

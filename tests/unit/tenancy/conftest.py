@@ -25,6 +25,8 @@ from steelcup.api import tenant_routes
 from steelcup.api.http import HttpServer
 from steelcup.api.routes import Services, build_router
 from steelcup.api.tls import server_tls_context
+from steelcup.funcs.service import Funcs
+from steelcup.funcs.store import FuncStore
 from steelcup.image import rootfs
 from steelcup.net import links
 from steelcup.net.manager import NetworkManager
@@ -129,9 +131,12 @@ def cloud(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Cloud]:
             runtime.images.import_rootfs(io.BytesIO(make_tar([("dir", "bin")])), "base:1",
                                          tenant=name)
         tenant_objects.wire(tenants, runtime, runtime.images, networks, volumes)
+        funcs = Funcs(FuncStore(open_db(tmp_path)), runtime, runtime.create, runtime.events,
+                      tenants)
+        tenant_objects.wire_funcs(tenants, funcs)
         svc = Services(runtime=runtime, execs=ExecManager(runtime), images=runtime.images,
                        events=runtime.events, root=tmp_path, accel="tcg", tenants=tenants,
-                       networks=networks, volumes=volumes, capacity=CAPACITY)
+                       networks=networks, volumes=volumes, capacity=CAPACITY, funcs=funcs)
         router = build_router(svc)
         server = HttpServer(router, unix_path=socket, tcp=("127.0.0.1", 0), tls=server_tls,
                             identify=tenant_routes.identify_with(tenants))
