@@ -5,10 +5,9 @@ concurrency limit and the queue, tenants' scoping and the recovery after a daemo
 from __future__ import annotations
 
 import asyncio
-import shutil
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import pytest
 
@@ -17,7 +16,6 @@ from steelcup.funcs.model import FUNC_LABEL, Auth, Call, CallStatus, Limits
 from steelcup.funcs.service import Funcs
 from steelcup.funcs.store import FuncStore
 from steelcup.guest.client import Stream
-from steelcup.image import rootfs
 from steelcup.runtime.containers import Runtime
 from steelcup.runtime.model import ContainerConfig
 from steelcup.state.db import open_db
@@ -29,19 +27,6 @@ from tests.unit.runtime.support import make_runtime
 
 T = TypeVar("T")
 SPEC = {"Image": "base:1", "Cmd": ["cat"], "Env": ["MINE=1"]}
-
-
-@pytest.fixture(autouse=True)
-def plain_dirs(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    def prepare(layers: Any, cdir: Path, disks: Any = None, size_bytes: int = 0,
-                ids: Any = None) -> Path:
-        (cdir / "rootfs").mkdir(exist_ok=True)
-        return cdir / "rootfs"
-
-    monkeypatch.setattr(rootfs, "prepare", prepare)
-    monkeypatch.setattr(rootfs, "release", lambda cdir: None)
-    monkeypatch.setattr(rootfs, "remove", lambda cdir: shutil.rmtree(cdir, ignore_errors=True))
-    yield
 
 
 def run(tmp_path: Path, body: Callable[[Funcs, Runtime, FakeVms], Awaitable[T]]) -> T:
