@@ -11,6 +11,7 @@ import json
 import os
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -64,7 +65,6 @@ class Env:
 
     def as_tenant(self, env: dict[str, str], *args: str, input: bytes | None = None
                   ) -> subprocess.CompletedProcess[bytes]:
-        import sys
         return subprocess.run([sys.executable, "-m", "steelcup", *args], input=input,
                               capture_output=True, timeout=180, env=env)
 
@@ -220,6 +220,9 @@ def test_an_async_call_is_fetched_once_done(env: Env) -> None:
                           content=b"done later", timeout=60)
     assert accepted.status_code == 202
     call_id = accepted.json()["CallId"]
+    follow = subprocess.Popen([sys.executable, "-m", "steelcup", "func", "logs", "later",
+                               "--call", call_id, "-f"], stdout=subprocess.PIPE,
+                              env=env.daemon.env)
     pending = httpx.get(f"{env.gateway}/calls/{call_id}", params={"secret": func["Secret"]},
                         timeout=30)
     assert pending.status_code == 202 and pending.json()["Status"] in ("queued", "running")
@@ -227,6 +230,8 @@ def test_an_async_call_is_fetched_once_done(env: Env) -> None:
                      params={"secret": func["Secret"], "wait": "1"}, timeout=300)
     assert done.status_code == 200 and done.content == b"done later"
     assert done.headers["steelcup-call-status"] == "done"
+    followed, _ = follow.communicate(timeout=120)  # `func logs -f --call ID`: once it ends
+    assert follow.returncode == 0 and followed == b"done later"
     # without the func's secret, the call is not there
     assert httpx.get(f"{env.gateway}/calls/{call_id}", timeout=30).status_code == 404
 

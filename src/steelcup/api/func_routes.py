@@ -7,6 +7,8 @@ How a call's end becomes an HTTP answer lives here (`call_answer`) and nowhere e
 
 from __future__ import annotations
 
+import json
+from collections.abc import AsyncIterator
 from typing import Any
 
 from steelcup.api.http import (
@@ -16,6 +18,7 @@ from steelcup.api.http import (
     Request,
     Response,
     Router,
+    StreamResponse,
 )
 from steelcup.errors import InvalidArgument, NotFound
 from steelcup.funcs.model import Auth, Call, CallStatus, Func, Limits, request_env
@@ -121,6 +124,10 @@ def call_log_json(call: Call) -> dict[str, Any]:
             "Stderr": call.stderr.decode("utf-8", "replace")}
 
 
+def _line(call: Call) -> bytes:
+    return json.dumps(call_log_json(call)).encode() + b"\n"
+
+
 async def _start_call(funcs: Funcs, func: Func, req: Request, *, exit_is_error: bool
                       ) -> Response:
     env = request_env(req.headers.items(), req.query, func.spec.get("Env") or ())
@@ -177,13 +184,32 @@ class _FuncApi:
         return await _start_call(self.funcs, func, req, exit_is_error=False)
 
     async def logs(self, req: Request) -> Response:
-        calls = self.funcs.calls(req.params["name"])
+        """The kept calls (`call`: the one whose id starts so); `follow`: as JSON lines, then
+        each call as it finishes until the func is removed."""
+        key = req.params["name"]
         wanted = req.q("call")
-        if wanted:
-            calls = [c for c in calls if c.id == wanted or c.id.startswith(wanted)]
-            if not calls:
-                raise NotFound(f"no such call of this func: {wanted}")
-        return JsonResponse([call_log_json(c) for c in calls])
+        if not req.q_bool("follow"):
+            calls = self.funcs.calls(key)
+            if wanted:
+                calls = [c for c in calls if c.id.startswith(wanted)]
+                if not calls:
+                    raise NotFound(f"no such call of this func: {wanted}")
+            return JsonResponse([call_log_json(c) for c in calls])
+        self.funcs.get(key)
+
+        async def chunks() -> AsyncIterator[bytes]:
+            feed = self.funcs.follow(key)  # subscribed before the history is read
+            try:
+                for kept in self.funcs.calls(key):
+                    if kept.status.finished and kept.id.startswith(wanted):
+                        yield _line(kept)
+                while (call := await feed.next()) is not None:
+                    if call.id.startswith(wanted):
+                        yield _line(call)
+            finally:
+                feed.close()
+
+        return StreamResponse(chunks())
 
 
 class _Gateway:

@@ -36,6 +36,7 @@ from steelcup.tenancy.manager import Tenants
 from steelcup.tenancy.quota import need, unlimited
 
 log = logging.getLogger(__name__)
+_ENDS = frozenset(s.value for s in CallStatus if s.finished)  # the events of a call's end
 
 
 @dataclass(eq=False)
@@ -249,6 +250,10 @@ class Funcs:
         kept = self.store.calls(func.tenant, func.name)
         return [self._live[c.id].call if c.id in self._live else c for c in kept]
 
+    def follow(self, key: str) -> CallFeed:
+        """The func's calls as they finish, from now on (`CallFeed`)."""
+        return CallFeed(self, self.get(key))
+
     # -- the daemon's start and stop ---------------------------------------------------------
 
     async def recover(self) -> None:
@@ -270,3 +275,28 @@ class Funcs:
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+
+
+class CallFeed:
+    """One func's calls as they finish: subscribed to the events on creation (so a call that
+    ends while the caller reads the history is not missed); `close` ends the subscription."""
+
+    def __init__(self, funcs: Funcs, func: Func) -> None:
+        self._funcs = funcs
+        self._func = func
+        self._queue = funcs.events.subscribe(func.tenant)
+
+    async def next(self) -> Call | None:
+        """The next call to finish; None once the func is removed."""
+        while True:
+            event = await self._queue.get()
+            if event["Type"] != "func" or event["Actor"]["ID"] != self._func.name:
+                continue
+            if event["Action"] == "destroy":
+                return None
+            if event["Action"] in _ENDS:
+                with contextlib.suppress(NotFound):  # out of the history already
+                    return self._funcs.call(event["Actor"]["Attributes"]["callId"])
+
+    def close(self) -> None:
+        self._funcs.events.unsubscribe(self._queue)

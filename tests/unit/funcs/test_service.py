@@ -229,3 +229,23 @@ def test_a_tenants_func_calls_quota_spans_its_funcs(tmp_path: Path) -> None:
         await funcs.close()
 
     run(tmp_path, body)
+
+
+def test_follow_gives_each_call_as_it_finishes_until_the_func_goes(tmp_path: Path) -> None:
+    async def body(funcs: Funcs, rt: Runtime, vms: FakeVms) -> None:
+        func = funcs.create("", "echo", SPEC, Auth.SECRET, Limits())
+        other = funcs.create("", "other", SPEC, Auth.SECRET, Limits())
+        feed = funcs.follow(func.key)
+        try:
+            funcs.submit(other, b"o", [])
+            await echo(await vms.next_process())
+            call = funcs.submit(func, b"e", [])
+            await echo(await vms.next_process())
+            got = await feed.next()
+            assert got is not None and (got.id, got.stdout) == (call.id, b"e")
+            funcs.remove(func.key)
+            assert await feed.next() is None
+        finally:
+            feed.close()
+
+    run(tmp_path, body)

@@ -86,6 +86,8 @@ def register(sub: Any, name: str, help_text: str) -> None:
     p = fsub.add_parser("logs", help="the recent calls of a func and their output")
     p.add_argument("--call", default="", metavar="ID", help="only this call (id or prefix)")
     p.add_argument("--format", choices=["table", "json"], default="table")
+    p.add_argument("-f", "--follow", action="store_true",
+                   help="then each call as it finishes (with --call: wait for that call)")
     p.add_argument("name", metavar="NAME")
     p.set_defaults(func=cmd_logs)
 
@@ -207,28 +209,52 @@ def cmd_call(ctx: Context, args: argparse.Namespace) -> int:
     return int(code) if code.isdigit() and int(code) else EXIT_NO_RESULT
 
 
+def _row(c: dict[str, Any]) -> list[str]:
+    last = c["Error"] or (c["Stderr"].strip().splitlines() or [""])[-1]
+    return [c["Id"][:12], c["Status"], "" if c["ExitCode"] is None else str(c["ExitCode"]),
+            c["Created"][:19], c["Finished"][:19], str(c["InputBytes"]), str(c["OutputBytes"]),
+            last[:60]]
+
+
+_HEADERS = ["CALL", "STATUS", "EXIT", "CREATED", "FINISHED", "IN", "OUT", "ERROR / LAST STDERR"]
+
+
+def _show(call: dict[str, Any], args: argparse.Namespace) -> None:
+    if args.format == "json":
+        print(json.dumps(call))
+    elif args.call:
+        sys.stdout.write(call["Stdout"])
+        sys.stdout.flush()
+        sys.stderr.write(call["Stderr"])
+    else:
+        print("   ".join(_row(call)), flush=True)
+
+
 def cmd_logs(ctx: Context, args: argparse.Namespace) -> int:
     from steelcup.cli.format import table
 
+    query = {"call": args.call} if args.call else {}
     try:
-        calls = ctx.client().get_json(f"{_f(args.name)}/logs",
-                                      {"call": args.call} if args.call else None)
+        if args.follow:
+            if not args.call and args.format == "table":
+                print("   ".join(_HEADERS))
+            for call in ctx.client().stream_json("GET", f"{_f(args.name)}/logs",
+                                                 {**query, "follow": "1"}):
+                _show(call, args)
+                if args.call:
+                    return 0  # the one call asked for
+            return 0
+        calls = ctx.client().get_json(f"{_f(args.name)}/logs", query or None)
     except SteelcupError as exc:
         report(exc)
         return 1
+    except KeyboardInterrupt:
+        return 130
     if args.format == "json":
         print(json.dumps(calls, indent=2))
-        return 0
-    if args.call:
+    elif args.call:
         for call in calls:
-            sys.stdout.write(call["Stdout"])
-            sys.stderr.write(call["Stderr"])
-        return 0
-    rows = [[c["Id"][:12], c["Status"], "" if c["ExitCode"] is None else str(c["ExitCode"]),
-             c["Created"][:19], c["Finished"][:19], str(c["InputBytes"]), str(c["OutputBytes"]),
-             (c["Error"] or c["Stderr"].strip().splitlines()[-1:] or [""])[0][:60]
-             if c["Error"] or c["Stderr"].strip() else ""]
-            for c in calls]
-    sys.stdout.write(table(["CALL", "STATUS", "EXIT", "CREATED", "FINISHED", "IN", "OUT",
-                            "ERROR / LAST STDERR"], rows))
+            _show(call, args)
+    else:
+        sys.stdout.write(table(_HEADERS, [_row(c) for c in calls]))
     return 0
