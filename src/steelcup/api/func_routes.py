@@ -229,7 +229,11 @@ class _Gateway:
         return self.funcs.for_gateway(name, secret=secret, tenant=self._bearer_tenant(req))
 
     async def call(self, req: Request) -> Response:
-        func = self._func(req, req.params["name"])
+        try:
+            func = self._func(req, req.params["name"])
+        except NotFound:
+            req.refuse_body()  # nobody's upload is read before it is authenticated
+            raise
         return await _start_call(self.funcs, func, req, exit_is_error=True)
 
     async def result(self, req: Request) -> Response:

@@ -102,3 +102,22 @@ def test_the_gateway_authenticates_each_call_and_answers_its_end(tmp_path: Path)
         assert seen.count("failed") == 1 and seen.count("done") == 4
 
     run(tmp_path, body)
+
+
+def test_a_refused_call_is_answered_without_reading_its_upload(tmp_path: Path) -> None:
+    async def body(funcs: Funcs, rt: Runtime, vms: FakeVms) -> None:
+        server = HttpServer(gateway_router(funcs, None), tcp=("127.0.0.1", 0),
+                            default_headers=(), public=True)
+        await server.start()
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", server.tcp_port)
+            writer.write(b"POST /call/nothing/x HTTP/1.1\r\nHost: g\r\n"
+                         b"Content-Length: 1000000000\r\n\r\n" + b"x" * 1000)
+            await writer.drain()
+            answer = await asyncio.wait_for(reader.read(), 5)  # to EOF: closed after it
+            assert answer.startswith(b"HTTP/1.1 404 ") and b"no such func" in answer
+            writer.close()
+        finally:
+            await server.close()
+
+    run(tmp_path, body)
