@@ -46,3 +46,11 @@ def test_funcs_quota_and_tenant_rm(cloud: Cloud) -> None:
             assert kept.status_code == 409 and "func one" in kept.text, kept.text
         assert alice.delete("/funcs/one").status_code == 204
         assert alice.post("/funcs", json={"Name": "two", "Spec": SPEC}).status_code == 201
+
+
+def test_tenant_rm_force_removes_its_funcs(cloud: Cloud) -> None:
+    with cloud.client("alice") as alice:
+        assert alice.post("/funcs", json={"Name": "f", "Spec": SPEC}).status_code == 201
+    with cloud.operator() as op:
+        assert op.delete("/steelcup/tenants/alice", params={"force": "1"}).status_code == 204
+        assert op.get("/funcs").json() == []
