@@ -64,3 +64,6 @@ class DaemonOptions:
     multi_tenant: bool = False
     allow_tcg: bool = False
     tls_names: tuple[str, ...] = ()  # bridges, NAT, DNS; False = containers get loopback only
+    # The func gateway (docs/funcs.md): plain HTTP, each call authenticated by its func's
+    # secret or a tenant's bearer token.
+    func_listen: tuple[str, int] | None = None

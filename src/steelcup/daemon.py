@@ -15,7 +15,7 @@ from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 
 from steelcup import userns
-from steelcup.api import tenant_listener, tenant_routes
+from steelcup.api import func_routes, tenant_listener, tenant_routes
 from steelcup.api.http import HttpServer, server_tls_context
 from steelcup.api.router import Router
 from steelcup.api.routes import Services, build_router, metrics_handler
@@ -26,6 +26,8 @@ from steelcup.cron.jobs import RuntimeJobs
 from steelcup.cron.scheduler import Crons
 from steelcup.cron.store import CronStore
 from steelcup.errors import InvalidArgument, NotFound, SteelcupError
+from steelcup.funcs.service import Funcs
+from steelcup.funcs.store import FuncStore
 from steelcup.idmap import IdRange, IdsFor
 from steelcup.image.layers import GIB, LayerLimits
 from steelcup.image.store import ImageStore
@@ -166,8 +168,9 @@ async def _serve(options: DaemonOptions) -> int:
     await runtime.restore(left, vms.direct.adoptable)
     # Cron jobs' containers are made as POST /containers/create makes them: sized and
     # counted against their tenant's quotas (docs/cron.md).
-    crons = Crons(CronStore(db), RuntimeJobs(runtime, ContainerAdmission(
-        runtime, tenants, HostCapacity.probe())), events)
+    capacity = HostCapacity.probe()
+    admission = ContainerAdmission(runtime, tenants, capacity)
+    crons = Crons(CronStore(db), RuntimeJobs(runtime, admission), events)
     tenant_objects.wire(tenants, runtime, images, networks, volumes, crons)
     meter = start_metering(runtime, tenants)
     await asyncio.to_thread(runtime.disks.template)  # off the first run's path
@@ -176,17 +179,25 @@ async def _serve(options: DaemonOptions) -> int:
     await runtime.remove_ended_auto_remove()  # before serving: clients never see them
     health = HealthMonitor.attach(runtime)  # probes health checks, driven by events
     cpu_sampler = CpuSampler(runtime)
+    # Funcs' containers too: one admission, the same quotas (docs/funcs.md).
+    funcs = Funcs(FuncStore(db), runtime, admission.create, events, tenants)
+    await funcs.recover()
+    tenant_objects.wire_funcs(tenants, funcs)
     metrics = Metrics()
     metrics.watch(StateCollector(runtime, vms, tenants, networks))
     vms.observe = metrics.observe_vm_start
     services = Services(runtime=runtime, execs=ExecManager(runtime), images=images,
                         events=events, root=options.root, accel=accel, networks=networks,
                         volumes=volumes, pool=vms, tenants=tenants, vm_run_dir=run_dir,
-                        cpu_sampler=cpu_sampler, metrics=metrics, crons=crons)
+                        cpu_sampler=cpu_sampler, capacity=capacity, metrics=metrics,
+                        crons=crons, funcs=funcs)
     router = build_router(services)
     server = _server(options, accel, router, tenants)
     server.observe = metrics.observe_request
     metrics_server = _metrics_server(options, metrics)
+    gateway = (HttpServer(func_routes.gateway_router(funcs, tenants), tcp=options.func_listen,
+                          default_headers=(), plain_tcp_anywhere=True)
+               if options.func_listen is not None else None)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signo in (signal.SIGTERM, signal.SIGINT):
@@ -194,6 +205,9 @@ async def _serve(options: DaemonOptions) -> int:
     await server.start()
     if metrics_server is not None:
         await metrics_server.start()
+    if gateway is not None:
+        await gateway.start()
+        log.info("func gateway on port %d", gateway.tcp_port or 0)
     autostart = asyncio.create_task(runtime.autostart(), name="autostart")
     sampler = asyncio.create_task(cpu_sampler.run(), name="cpu-sampler")
     heartbeats = asyncio.create_task(meter.heartbeats(), name="usage-heartbeats")
@@ -213,6 +227,9 @@ async def _serve(options: DaemonOptions) -> int:
         await server.close()
         if metrics_server is not None:
             await metrics_server.close()
+        if gateway is not None:
+            await gateway.close()
+        await funcs.close()
         # The scheduler first: no job container starts while the runtime stops them all.
         for task in (scheduler, autostart, prewarm, sampler, heartbeats, loop_lag):
             task.cancel()

@@ -88,3 +88,7 @@ class ProcessStartError(SteelcupError):
 
 class DaemonUnavailable(SteelcupError):
     """The CLI could not reach or start a daemon."""
+
+
+class TooBusy(SteelcupError):
+    """Too many requests of one kind wait already (a func's full call queue): retry later."""

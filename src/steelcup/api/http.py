@@ -51,6 +51,7 @@ from steelcup.errors import (
     InvalidArgument,
     NotFound,
     SteelcupError,
+    TooBusy,
     Unauthorized,
     Unavailable,
     Unsupported,
@@ -108,6 +109,8 @@ def error_status(exc: BaseException) -> int:
         return 409
     if isinstance(exc, InvalidArgument | ImageError):
         return 400
+    if isinstance(exc, TooBusy):
+        return 429
     if isinstance(exc, Unsupported):
         return 501
     if isinstance(exc, DaemonUnavailable | Unavailable):
@@ -508,6 +511,8 @@ class HttpServer:
     ) -> None:
         if unix_path is None and tcp is None:
             raise ValueError("HttpServer needs a unix socket path or a TCP address")
+        # `plain_tcp_anywhere`: a router that authenticates each request itself (the func
+        # gateway) or serves only what its operator chose to publish (--metrics-listen).
         if (tcp is not None and tls is None and not is_loopback_host(tcp[0])
                 and not plain_tcp_anywhere):
             raise InvalidArgument(f"refusing plain TCP on {tcp[0]}: without TLS client "

@@ -126,6 +126,11 @@ class Request:
         upgrade = self.headers.get("upgrade", "").lower()
         return "upgrade" in conn and upgrade == "websocket"
 
+    def refuse_body(self) -> None:
+        """The answer goes out without the body being read; the connection closes after it
+        (for a refusal that must not cost the server the upload: the func gateway's 404)."""
+        self._conn.abandon_body = True
+
     async def body(self, limit: int = JSON_BODY_MAX) -> bytes:
         declared = self.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > limit:

@@ -21,6 +21,7 @@ from steelcup import __version__, stdcopy
 from steelcup.api import (
     cron_routes,
     fs_routes,
+    func_routes,
     image_codec,
     image_routes,
     net_routes,
@@ -55,6 +56,7 @@ from steelcup.errors import (
     SteelcupError,
     Unsupported,
 )
+from steelcup.funcs.service import Funcs
 from steelcup.image.credentials import TenantCredentials
 from steelcup.image.store import ImageStore
 from steelcup.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
@@ -114,6 +116,7 @@ class Services:
     # The largest VM the host can give (size classes beyond it are refused); None: probed.
     capacity: HostCapacity | None = None
     crons: Crons | None = None  # cron jobs (docs/cron.md)
+    funcs: Funcs | None = None  # HTTP-triggered containers (docs/funcs.md)
     metrics: Metrics | None = None  # GET /metrics (the operator's)
 
 
@@ -140,6 +143,8 @@ def build_router(svc: Services) -> Router:
         snapshot_routes.scope(r, svc.volumes)
     if svc.crons is not None:
         cron_routes.scope(r, svc.crons)
+    if svc.funcs is not None:
+        func_routes.scope(r, svc.funcs)
     r.add("GET", "/_ping", api.ping)
     r.add("HEAD", "/_ping", api.ping)
     r.add("GET", "/version", api.version)
@@ -151,7 +156,7 @@ def build_router(svc: Services) -> Router:
     if svc.tenants is not None:
         tenant_routes.register(r, svc.tenants, Teardown(
             svc.runtime, svc.images, svc.networks, svc.volumes, TenantCredentials(svc.root),
-            svc.crons))
+            crons=svc.crons, funcs=svc.funcs))
     r.add("GET", "/events", api.events)
     r.add("POST", "/containers/create", api.create)
     r.add("GET", "/containers/json", api.list_containers)
@@ -204,6 +209,8 @@ def build_router(svc: Services) -> Router:
         snapshot_routes.register(r, svc.volumes)
     if svc.crons is not None:
         cron_routes.register(r, svc.crons)
+    if svc.funcs is not None:
+        func_routes.register(r, svc.funcs)
     return r
 
 

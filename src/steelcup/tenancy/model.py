@@ -56,6 +56,7 @@ class Quotas:
     fips: int = 2
     func_calls: int = 10  # concurrent func calls
     crons: int = 10  # cron jobs (their runs' containers count as containers)
+    funcs: int = 20
 
     def to_json(self) -> dict[str, int]:
         return asdict(self)
@@ -72,6 +73,7 @@ _QUOTA_WORDS = {
     "volume-size": "volume_gib", "images": "images", "networks": "networks",
     "services": "services", "fips": "fips", "func-calls": "func_calls",
     "crons": "crons",
+    "funcs": "funcs",
 }
 
 

@@ -8,6 +8,7 @@ import asyncio
 import logging
 
 from steelcup.cron.scheduler import Crons
+from steelcup.funcs.service import Funcs
 from steelcup.image.credentials import TenantCredentials
 from steelcup.image.store import ImageStore
 from steelcup.net.manager import DEFAULT_NETWORK, NetworkManager
@@ -50,6 +51,14 @@ def wire(tenants: Tenants, runtime: Runtime, images: ImageStore,
     tenants.owned = owned
 
 
+def wire_funcs(tenants: Tenants, funcs: Funcs) -> None:
+    """A tenant's funcs are among what it owns (`tenant rm` refuses while it has any); their
+    count quota is registered by `Funcs` itself."""
+    owned = tenants.owned
+    tenants.owned = lambda tenant: [*owned(tenant),
+                                    *(f"func {f.name}" for f in funcs.list(tenant))]
+
+
 def own_networks(networks: NetworkManager, tenant: str) -> list[str]:
     """The networks a tenant made (its default `bridge`, made by steelcup, is not one)."""
     return [n.name for n in networks.networks(tenant) if n.name != DEFAULT_NETWORK]
@@ -64,7 +73,8 @@ class Teardown:
 
     def __init__(self, runtime: Runtime, images: ImageStore, networks: NetworkManager | None,
                  volumes: VolumeManager | None, credentials: TenantCredentials,
-                 crons: Crons | None = None) -> None:
+                 crons: Crons | None = None, funcs: Funcs | None = None) -> None:
+        self.funcs = funcs
         self.runtime = runtime
         self.crons = crons
         self.images = images
@@ -76,6 +86,9 @@ class Teardown:
         if self.crons is not None:  # first: no new job container appears meanwhile
             for spec, _ in self.crons.list(tenant):
                 await self.crons.remove(spec.key, force=True)
+        if self.funcs is not None:  # before its containers: no new call starts
+            for func in self.funcs.list(tenant):
+                self.funcs.remove(func.key)
         for record in self.runtime.list(tenant):
             await self.runtime.remove(record.id, force=True)
         if self.volumes is not None:

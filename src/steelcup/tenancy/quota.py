@@ -41,7 +41,8 @@ _SHOWN = {"containers": ("containers", ""), "cpus": ("cpus", " vCPUs"),
           "memory_mib": ("memory", " MiB"), "volumes": ("volumes", ""),
           "volume_gib": ("volume-size", " GiB"), "images": ("images", ""),
           "networks": ("networks", ""), "services": ("services", ""), "fips": ("fips", ""),
-          "func_calls": ("func-calls", ""), "crons": ("crons", "")}
+          "func_calls": ("func-calls", ""), "crons": ("crons", ""),
+          "funcs": ("funcs", "")}
 
 
 class QuotaExceeded(Forbidden):

@@ -28,6 +28,8 @@ from steelcup.api.tls import server_tls_context
 from steelcup.cron.jobs import RuntimeJobs
 from steelcup.cron.scheduler import Crons
 from steelcup.cron.store import CronStore
+from steelcup.funcs.service import Funcs
+from steelcup.funcs.store import FuncStore
 from steelcup.image import rootfs
 from steelcup.metrics import Metrics, StateCollector
 from steelcup.net import links
@@ -136,12 +138,15 @@ def cloud(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Cloud]:
         crons = Crons(CronStore(open_db(tmp_path)), RuntimeJobs(runtime, ContainerAdmission(
             runtime, tenants, CAPACITY)), runtime.events)
         tenant_objects.wire(tenants, runtime, runtime.images, networks, volumes, crons)
+        funcs = Funcs(FuncStore(open_db(tmp_path)), runtime, runtime.create, runtime.events,
+                      tenants)
+        tenant_objects.wire_funcs(tenants, funcs)
         metrics = Metrics()
         metrics.watch(StateCollector(runtime, None, tenants, networks))
         svc = Services(runtime=runtime, execs=ExecManager(runtime), images=runtime.images,
                        events=runtime.events, root=tmp_path, accel="tcg", tenants=tenants,
                        networks=networks, volumes=volumes, capacity=CAPACITY, crons=crons,
-                       metrics=metrics)
+                       funcs=funcs, metrics=metrics)
         router = build_router(svc)
         server = HttpServer(router, unix_path=socket, tcp=("127.0.0.1", 0), tls=server_tls,
                             identify=tenant_routes.identify_with(tenants))

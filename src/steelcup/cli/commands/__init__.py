@@ -52,4 +52,5 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "snapshot": ("snapshot", "snapshot volumes and make volumes from snapshots"),
     "cron": ("cron", "run containers on a schedule, with a history of runs"),
     "tenant": ("tenant", "manage tenants and their credentials (operator)"),
+    "func": ("func", "manage funcs: containers started by HTTP calls"),
 }

@@ -138,6 +138,10 @@ def register(sub: Any, name: str, help_text: str) -> None:
         p.add_argument("--tlskey", default=None, help="the daemon's TLS key")
         p.add_argument("--tcp-listen", metavar="HOST:PORT", default=None,
                        help="also serve the API over plain TCP (loopback addresses only)")
+        p.add_argument("--func-listen", metavar="HOST:PORT", default=None,
+                       help="serve the func gateway here (POST /call/NAME, GET /calls/ID; "
+                            "plain HTTP, each call authenticated by its func's secret or a "
+                            "tenant's bearer token; docs/funcs.md)")
         p.add_argument("--userns-base", type=int, default=defaults.USERNS_BASE, metavar="UID",
                        help="QEMU runs as root of a user namespace: guest uid/gid k is host "
                             "id UID+k (k < 65536), for containers' files too; pick a range "
@@ -362,6 +366,7 @@ def cmd_daemon(ctx: Context, args: argparse.Namespace) -> int:
         multi_tenant=args.multi_tenant,
         allow_tcg=args.allow_tcg,
         tls_names=tuple(args.tls_name),
+        func_listen=_host_port(args.func_listen),
     )
     if options.multi_tenant and not options.tls_listen:
         print("steelcup daemon: --multi-tenant needs --tls-listen ADDR:PORT", file=sys.stderr)

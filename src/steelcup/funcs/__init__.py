@@ -1,0 +1,1 @@
+"""Funcs: HTTP-triggered containers (docs/funcs.md)."""
