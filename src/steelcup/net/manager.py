@@ -20,7 +20,7 @@ from ipaddress import IPv4Address, IPv4Network
 
 from steelcup.errors import Conflict, InvalidArgument, NotFound, Unsupported
 from steelcup.guest.ops import GuestNic
-from steelcup.net import dns, ipam, links, nft
+from steelcup.net import antispoof, dns, ipam, links, nft
 from steelcup.net.links import Host
 from steelcup.net.model import Endpoint, NetworkRecord, PortMapping
 from steelcup.net.netns import socket_in
@@ -356,11 +356,23 @@ class NetworkManager:
         one this manager loaded last (a run without ports leaves it as it was: no `nft`)."""
         ports = [p for live in self._live.values() for p in live.ports]
         text = nft.render(self.store.networks(), ports)
+        text += antispoof.render(self._tap_guards(), TAP_PREFIX)
         if text == self._applied:
             return
         self._applied = None  # unknown until the load succeeds
         await asyncio.to_thread(nft.apply, self.host, text)
         self._applied = text
+
+    def _tap_guards(self) -> list[antispoof.TapGuard]:
+        """The taps of this run's containers with the one MAC and address each may send from
+        (a tap's name is a function of container and network: kept taps are found alike)."""
+        out = []
+        for ep in self.store.endpoints():
+            live = self._live.get(ep.container_id)
+            tap = _tap_name(ep.container_id, ep.network_id)
+            if live is not None and tap in live.taps:
+                out.append(antispoof.TapGuard(tap, ep.mac, ep.address))
+        return out
 
     # -- networks ----------------------------------------------------------------------------
 
@@ -677,5 +689,4 @@ class NetworkManager:
                 await asyncio.to_thread(links.delete_link, self.host, tap)
             except links.LinkError as exc:
                 log.warning("deleting tap %s: %s", tap, exc)
-        if live.ports:
-            await self._apply_rules()
+        await self._apply_rules()  # its taps' guards (and ports) go with it
