@@ -25,6 +25,8 @@ from steelcup.net.links import Host
 from steelcup.net.model import Endpoint, NetworkRecord, PortMapping
 from steelcup.net.netns import socket_in
 from steelcup.net.proxy import TcpProxy, UdpProxy
+from steelcup.net.sgmanager import SecurityGroups
+from steelcup.net.sgstore import SecurityGroupStore
 from steelcup.net.store import NetStore
 from steelcup.runtime.model import HOST_GATEWAY
 from steelcup.tenancy.quota import Admit, unlimited
@@ -186,6 +188,9 @@ class NetworkManager:
         self._lock = asyncio.Lock()
         # the tenant's quota gate around a creation (steelcup.tenancy.quota; none: unlimited)
         self.admit: Admit = unlimited
+        self.security_groups = SecurityGroups(SecurityGroupStore(store.connection),
+                                              self.reload_rules, self._addresses_of)
+        self._bridge_netfilter = False  # br_netfilter's IPv4 hook checked on (for groups)
 
     # -- lookup --------------------------------------------------------------------------
 
@@ -357,11 +362,46 @@ class NetworkManager:
         ports = [p for live in self._live.values() for p in live.ports]
         text = nft.render(self.store.networks(), ports)
         text += antispoof.render(self._tap_guards(), TAP_PREFIX)
+        live_nics = self._live_nics()
+        if any(self.security_groups.groups_of(cid) for cid in live_nics):
+            await asyncio.to_thread(self._ensure_bridge_netfilter)
+        text += self.security_groups.render(live_nics)
         if text == self._applied:
             return
         self._applied = None  # unknown until the load succeeds
         await asyncio.to_thread(nft.apply, self.host, text)
         self._applied = text
+
+    async def reload_rules(self) -> None:
+        """Re-render and load the ruleset (security groups or memberships changed)."""
+        async with self._lock:
+            await self._apply_rules()
+
+    def _addresses_of(self, container_id: str) -> list[str]:
+        return [ep.address for ep in self.container_endpoints(container_id)]
+
+    def _live_nics(self) -> dict[str, list[tuple[str, str]]]:
+        """(address, gateway) of every NIC of this run's containers, by container id."""
+        gateways = {n.id: n.gateway for n in self.store.networks()}
+        out: dict[str, list[tuple[str, str]]] = {cid: [] for cid in self._live}
+        for ep in self.store.endpoints():
+            live = self._live.get(ep.container_id)
+            if live is not None and _tap_name(ep.container_id, ep.network_id) in live.taps:
+                out[ep.container_id].append((ep.address, gateways[ep.network_id]))
+        return out
+
+    def _ensure_bridge_netfilter(self) -> None:
+        """Security groups filter traffic between containers of one bridge in the IP hooks:
+        br_netfilter must hand bridged IPv4 to them (as docker also requires)."""
+        if self._bridge_netfilter:
+            return
+        try:
+            links.run(self.host.wrap(["sysctl", "-q", "-w",
+                                      "net.bridge.bridge-nf-call-iptables=1"]))
+        except links.LinkError as exc:
+            raise Unsupported("security groups need the kernel's br_netfilter (modprobe "
+                              f"br_netfilter), which is not available: {exc}") from exc
+        self._bridge_netfilter = True
 
     def _tap_guards(self) -> list[antispoof.TapGuard]:
         """The taps of this run's containers with the one MAC and address each may send from
@@ -570,6 +610,8 @@ class NetworkManager:
         await self.detach(container_id)
         for ep in self.container_endpoints(container_id):
             self.store.delete_endpoint(ep.network_id, container_id)
+        if self.security_groups.forget(container_id):
+            await self.reload_rules()  # its addresses leave its groups' remote_group rules
 
     # -- running containers ------------------------------------------------------------------
 

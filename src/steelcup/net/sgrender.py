@@ -1,0 +1,125 @@
+"""Pure render of the security-group table (`inet steelcup_sg`) from the running containers that
+are in groups. Loaded in the same `nft -f` transaction as the other steelcup tables.
+
+A container's traffic is recognised by its addresses: the anti-spoofing table
+(net/antispoof.py) drops, on the container's own tap, anything it sends from another address,
+so `ip saddr` is the sender and `ip daddr` the receiver. Bridged traffic between containers of
+one network reaches these IP hooks through br_netfilter (the daemon checks it is on), with
+connection tracking, which the bridge family lacks on these kernels.
+
+- ingress: postrouting (after DNAT: the container's own port), per container address a chain:
+  replies of its connections, then its groups' ingress rules, else counted drop;
+- egress: prerouting after conntrack (-150, before DNAT: the address it asked for), replies,
+  its networks' DNS (gateway:53), its groups' egress rules, else counted drop; a container
+  none of whose groups has an egress rule has no egress chain (all egress allowed).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from steelcup.net.secgroups import Rule, SecurityGroup
+
+TABLE = "steelcup_sg"
+
+
+@dataclass(frozen=True)
+class Guarded:
+    """A running container in at least one group."""
+
+    container_id: str
+    addresses: tuple[str, ...]  # its NICs' addresses
+    dns: tuple[str, ...]  # its networks' gateways (the embedded DNS)
+    groups: tuple[SecurityGroup, ...]
+
+
+def delete_lines() -> list[str]:
+    return [f"table inet {TABLE} {{}}", f"delete table inet {TABLE}"]
+
+
+def render(guarded: Sequence[Guarded], members: Mapping[tuple[str, str], Sequence[str]]) -> str:
+    """The table for `guarded`; `members[(tenant, group)]` are the addresses of that group's
+    members (for remote_group rules: a group with none matches nothing)."""
+    items = sorted(guarded, key=lambda g: g.container_id)
+    lines = [*delete_lines(), f"table inet {TABLE} {{"]
+    out = lines.append
+    ingress = [(a, g) for g in items for a in g.addresses]
+    egress = [(a, g) for g in items for a in g.addresses
+              if any(grp.has_egress_rules for grp in g.groups)]
+    out("\tchain ingress {")
+    out("\t\ttype filter hook postrouting priority filter; policy accept;")
+    if ingress:
+        out("\t\tip daddr vmap { " + ", ".join(
+            f"{a} : goto in_{_key(g)}" for a, g in sorted(ingress, key=_addr_key)) + " }")
+    out("\t}")
+    out("\tchain egress {")
+    out("\t\ttype filter hook prerouting priority -150; policy accept;")
+    if egress:
+        out("\t\tip saddr vmap { " + ", ".join(
+            f"{a} : goto out_{_key(g)}" for a, g in sorted(egress, key=_addr_key)) + " }")
+    out("\t}")
+    for g in items:
+        out(f"\tchain in_{_key(g)} {{")
+        out("\t\tct state established,related accept")
+        for rule in _rules(g, "ingress"):
+            lines.extend(_rule_lines(rule, g, members, "saddr"))
+        out("\t\tcounter drop")
+        out("\t}")
+        if any(grp.has_egress_rules for grp in g.groups):
+            out(f"\tchain out_{_key(g)} {{")
+            out("\t\tct state established,related accept")
+            for gw in sorted(set(g.dns)):
+                out(f"\t\tip daddr {gw} udp dport 53 accept")
+                out(f"\t\tip daddr {gw} tcp dport 53 accept")
+            for rule in _rules(g, "egress"):
+                lines.extend(_rule_lines(rule, g, members, "daddr"))
+            out("\t\tcounter drop")
+            out("\t}")
+    out("}")
+    return "\n".join(lines) + "\n"
+
+
+def _key(g: Guarded) -> str:
+    key = g.container_id[:12]
+    if not key.isascii() or not key.isalnum():  # ids are hex: this names a chain
+        raise ValueError(f"container id {g.container_id!r} cannot name a chain")
+    return key
+
+
+def _addr_key(item: tuple[str, Guarded]) -> tuple[int, ...]:
+    return tuple(int(part) for part in item[0].split("."))
+
+
+def _rules(g: Guarded, direction: str) -> list[Rule]:
+    """The union of its groups' rules of `direction`, duplicates once, in a stable order."""
+    seen: dict[Rule, None] = {}
+    for grp in sorted(g.groups, key=lambda grp: grp.name):
+        for rule in grp.rules:
+            if rule.direction == direction:
+                seen.setdefault(rule, None)
+    return list(seen)
+
+
+def _rule_lines(rule: Rule, g: Guarded, members: Mapping[tuple[str, str], Sequence[str]],
+                field: str) -> list[str]:
+    match = []
+    if rule.remote_group:
+        tenant = g.groups[0].tenant
+        addresses = sorted(set(members.get((tenant, rule.remote_group), ())),
+                           key=lambda a: tuple(int(p) for p in a.split(".")))
+        if not addresses:
+            return []  # a group without members: nobody to allow
+        match.append(f"ip {field} {{ {', '.join(addresses)} }}")
+    elif rule.remote and rule.remote != "0.0.0.0/0":
+        match.append(f"ip {field} {rule.remote}")
+    if rule.protocol in ("tcp", "udp"):
+        if rule.port_min:
+            ports = (str(rule.port_min) if rule.port_min == rule.port_max
+                     else f"{rule.port_min}-{rule.port_max}")
+            match.append(f"{rule.protocol} dport {ports}")
+        else:
+            match.append(f"meta l4proto {rule.protocol}")
+    elif rule.protocol == "icmp":
+        match.append("meta l4proto icmp")
+    return ["\t\t" + " ".join([*match, "accept"])]
