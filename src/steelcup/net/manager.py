@@ -520,7 +520,7 @@ class NetworkManager:
 
     async def remove_tenant(self, tenant: str) -> None:
         """Every network of a removed tenant, its default `bridge` too (none may have
-        endpoints left: its containers are gone first)."""
+        endpoints left: its containers are gone first), and its security groups."""
         if not tenant:
             raise ValueError("the operator's networks are not a tenant's")
         async with self._lock:
@@ -529,6 +529,7 @@ class NetworkManager:
                     raise Conflict(f"network {net.name} of tenant {tenant} still has endpoints")
                 self.store.delete_network(net.id)
                 await self._teardown(net)
+            self.security_groups.store.delete_tenant(tenant)
 
     async def _teardown(self, net: NetworkRecord) -> None:
         server = self._dns.pop(net.id, None)

@@ -47,6 +47,12 @@ class SecurityGroupStore:
         except sqlite3.IntegrityError as exc:  # the caller checks first; a race lands here
             raise Conflict(f"security group {name} is in use") from exc
 
+    def delete_tenant(self, tenant: str) -> None:
+        """Every group of a removed tenant, with any membership left."""
+        with self._db:
+            self._db.execute("DELETE FROM security_group_members WHERE tenant = ?", (tenant,))
+            self._db.execute("DELETE FROM security_groups WHERE tenant = ?", (tenant,))
+
     def get(self, tenant: str, name: str) -> SecurityGroup:
         row = self._db.execute("SELECT data FROM security_groups WHERE tenant = ? AND name = ?",
                                (tenant, name)).fetchone()
