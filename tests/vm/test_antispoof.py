@@ -5,8 +5,8 @@ daemon (inside the tests' own network namespace).
 Three containers on `spoofnet`: `victim` serves HTTP, `other` is a bystander, `mallory` has
 CAP_NET_ADMIN. Mallory reaches the victim as itself; with the bystander's address or a forged
 MAC nothing it sends arrives (and the guard table's counters say it was dropped there); its
-gratuitous ARP claiming the victim's address does not divert the victim's traffic; back on its
-own addresses it reaches the victim again.
+claim to the victim's address (ARP answers, packets from it), or frames with the victim's MAC,
+do not divert the victim's traffic; back on its own addresses it reaches the victim again.
 """
 
 from __future__ import annotations
@@ -56,7 +56,8 @@ def spoofnet(daemon: Daemon) -> dict[str, str]:
         daemon.out("run", "-d", "--name", "victim", "--network", NET, IMG, "sh", "-c",
                    "mkdir -p /www && echo hello from victim > /www/index.html && "
                    "exec httpd -f -p 80 -h /www")
-        daemon.out("run", "-d", "--name", "other", "--network", NET, IMG, "sleep", "600")
+        daemon.out("run", "-d", "--name", "other", "--network", NET, "--cap-add", "NET_ADMIN",
+                   IMG, "sleep", "600")  # to flush its ARP cache
         daemon.out("run", "-d", "--name", "mallory", "--network", NET, "--cap-add", "NET_ADMIN",
                    IMG, "sleep", "600")
         yield {name: _address(daemon, name) for name in ("victim", "other", "mallory")}
@@ -104,15 +105,36 @@ def test_a_forged_mac_sends_nothing(daemon: Daemon, spoofnet: dict[str, str]) ->
 
 def test_claiming_the_victims_address_diverts_nothing(daemon: Daemon,
                                                       spoofnet: dict[str, str]) -> None:
-    """Mallory answers for the victim's address (gratuitous ARP, its own MAC): the bystander's
-    requests still reach the victim, and Mallory's forged replies are dropped."""
+    """Mallory holds the victim's address too, so its kernel answers ARP for it and sends from
+    it: dropped. The bystander, its ARP cache flushed so that it must ask, still reaches the
+    victim. (busybox arping needs AF_PACKET, which the guest kernel lacks.)"""
     victim = spoofnet["victim"]
     before = _guard_drops(daemon)
     code, out = _mallory(
+        daemon, f"ip addr add {victim}/32 dev eth0 && "
+                f"ping -c 2 -W 1 -I {victim} {spoofnet['other']}; exit 0")
+    assert code == 0, out
+    try:
+        assert _guard_drops(daemon) > before
+        got = daemon.cli("exec", "other", "sh", "-c",
+                         "ip neigh flush dev eth0 && " + FETCH.format(ip=victim), timeout=120)
+        assert got.returncode == 0 and b"hello from victim" in got.stdout, got.stderr
+    finally:
+        _mallory(daemon, f"ip addr del {victim}/32 dev eth0")
+
+
+def test_taking_the_victims_mac_diverts_nothing(daemon: Daemon, spoofnet: dict[str, str]) -> None:
+    """Mallory sends with the victim's MAC (so the bridge would learn the victim on Mallory's
+    port): dropped on its tap, and the bystander's requests still reach the victim."""
+    victim, own = _mac(daemon, "victim"), _mac(daemon, "mallory")
+    before = _guard_drops(daemon)
+    code, out = _mallory(
         daemon,
-        f"ip addr add {victim}/32 dev eth0 && arping -U -c 3 -I eth0 {victim}; "
-        f"ip addr del {victim}/32 dev eth0; exit 0")
+        f"ifconfig eth0 down && ifconfig eth0 hw ether {victim} && ifconfig eth0 up && "
+        f"ping -c 3 -W 1 {spoofnet['other']}; "
+        f"ifconfig eth0 down; ifconfig eth0 hw ether {own}; ifconfig eth0 up; exit 0")
     assert code == 0, out
     assert _guard_drops(daemon) > before
-    got = daemon.cli("exec", "other", "sh", "-c", FETCH.format(ip=victim), timeout=120)
+    got = daemon.cli("exec", "other", "sh", "-c", FETCH.format(ip=spoofnet["victim"]),
+                     timeout=120)
     assert got.returncode == 0 and b"hello from victim" in got.stdout, got.stderr

@@ -7,6 +7,7 @@ so `ip saddr` is the sender and `ip daddr` the receiver. Bridged traffic between
 one network reaches these IP hooks through br_netfilter (the daemon checks it is on), with
 connection tracking, which the bridge family lacks on these kernels.
 
+- a remote_group is a named set of its members' addresses (one lookup per rule);
 - ingress: postrouting (after DNAT: the container's own port), per container address a chain:
   replies of its connections, then its groups' ingress rules, else counted drop;
 - egress: prerouting after conntrack (-150, before DNAT: the address it asked for), replies,
@@ -16,6 +17,7 @@ connection tracking, which the bridge family lacks on these kernels.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -44,6 +46,15 @@ def render(guarded: Sequence[Guarded], members: Mapping[tuple[str, str], Sequenc
     items = sorted(guarded, key=lambda g: g.container_id)
     lines = [*delete_lines(), f"table inet {TABLE} {{"]
     out = lines.append
+    # one named set per remote group in use: a rule is one lookup, whatever the member count
+    used = sorted({(g.groups[0].tenant, r.remote_group) for g in items for grp in g.groups
+                   for r in grp.rules if r.remote_group})
+    sets = {key: _set_name(*key) for key in used if members.get(key)}
+    for key, set_name in sets.items():
+        out(f"\tset {set_name} {{")
+        out("\t\ttype ipv4_addr")
+        out("\t\telements = { " + ", ".join(sorted(set(members[key]), key=_ip_key)) + " }")
+        out("\t}")
     ingress = [(a, g) for g in items for a in g.addresses]
     egress = [(a, g) for g in items for a in g.addresses
               if any(grp.has_egress_rules for grp in g.groups)]
@@ -63,7 +74,7 @@ def render(guarded: Sequence[Guarded], members: Mapping[tuple[str, str], Sequenc
         out(f"\tchain in_{_key(g)} {{")
         out("\t\tct state established,related accept")
         for rule in _rules(g, "ingress"):
-            lines.extend(_rule_lines(rule, g, members, "saddr"))
+            lines.extend(_rule_lines(rule, g, sets, "saddr"))
         out("\t\tcounter drop")
         out("\t}")
         if any(grp.has_egress_rules for grp in g.groups):
@@ -73,7 +84,7 @@ def render(guarded: Sequence[Guarded], members: Mapping[tuple[str, str], Sequenc
                 out(f"\t\tip daddr {gw} udp dport 53 accept")
                 out(f"\t\tip daddr {gw} tcp dport 53 accept")
             for rule in _rules(g, "egress"):
-                lines.extend(_rule_lines(rule, g, members, "daddr"))
+                lines.extend(_rule_lines(rule, g, sets, "daddr"))
             out("\t\tcounter drop")
             out("\t}")
     out("}")
@@ -88,7 +99,7 @@ def _key(g: Guarded) -> str:
 
 
 def _addr_key(item: tuple[str, Guarded]) -> tuple[int, ...]:
-    return tuple(int(part) for part in item[0].split("."))
+    return _ip_key(item[0])
 
 
 def _rules(g: Guarded, direction: str) -> list[Rule]:
@@ -101,16 +112,23 @@ def _rules(g: Guarded, direction: str) -> list[Rule]:
     return list(seen)
 
 
-def _rule_lines(rule: Rule, g: Guarded, members: Mapping[tuple[str, str], Sequence[str]],
+def _set_name(tenant: str, group: str) -> str:
+    """A set's name: nft identifiers cannot hold every group name, a digest can."""
+    return "members_" + hashlib.sha256(f"{tenant}/{group}".encode()).hexdigest()[:16]
+
+
+def _ip_key(address: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in address.split("."))
+
+
+def _rule_lines(rule: Rule, g: Guarded, sets: Mapping[tuple[str, str], str],
                 field: str) -> list[str]:
     match = []
     if rule.remote_group:
-        tenant = g.groups[0].tenant
-        addresses = sorted(set(members.get((tenant, rule.remote_group), ())),
-                           key=lambda a: tuple(int(p) for p in a.split(".")))
-        if not addresses:
+        set_name = sets.get((g.groups[0].tenant, rule.remote_group))
+        if set_name is None:
             return []  # a group without members: nobody to allow
-        match.append(f"ip {field} {{ {', '.join(addresses)} }}")
+        match.append(f"ip {field} @{set_name}")
     elif rule.remote and rule.remote != "0.0.0.0/0":
         match.append(f"ip {field} {rule.remote}")
     if rule.protocol in ("tcp", "udp"):
