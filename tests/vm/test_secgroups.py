@@ -1,6 +1,7 @@
 """Security groups (issue 15) with real containers in real VMs on one network of the session
 daemon, driven through the CLI: ingress allowed only from a CIDR, a live `sg update`, a live
-`update --sg-add`, an egress rule that leaves one port open, and `sg rm` refused while in use.
+`update --sg-add`, an egress rule that leaves one port open, a remote group that follows its
+members, and `sg rm` refused while in use.
 
 Containers on `sgnet`: `srv` (httpd :80, in group `web`), `open` (httpd :80 and :81, in no
 group), clients `inside` and `outside` (in no group at first).
@@ -71,7 +72,7 @@ def sgnet(daemon: Daemon, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         yield ips
     finally:
         daemon.cli("rm", "-f", *names)
-        for group in ("web", "from-outside", "out80"):
+        for group in ("web", "from-outside", "out80", "clients"):
             daemon.cli("sg", "rm", group)
         daemon.cli("network", "rm", NET)
 
@@ -122,3 +123,18 @@ def test_an_egress_rule_leaves_only_its_port(daemon: Daemon, sgnet: dict[str, st
     assert not _get(daemon, "inside", "http://open:81/")
     assert _get(daemon, "inside", "http://open:80/")
     assert not _get(daemon, "inside", f"http://{sgnet['open']}:81/")
+
+
+def test_a_remote_group_follows_its_members(daemon: Daemon, sgnet: dict[str, str]) -> None:
+    """srv lets in tcp 80 from members of `clients` only: `inside` gets in while it is one."""
+    tmp = Path(sgnet["tmp"])
+    url = f"http://{sgnet['srv']}/"
+    _group(daemon, tmp, "create", "clients", [])
+    _group(daemon, tmp, "update", "web", [
+        {"direction": "ingress", "protocol": "tcp", "ports": 80, "remote_group": "clients"}])
+    assert not _get(daemon, "inside", url)
+    daemon.out("update", "--sg-add", "clients", "inside")
+    assert _get(daemon, "inside", url)
+    assert not _get(daemon, "outside", url)
+    daemon.out("update", "--sg-rm", "clients", "inside")
+    assert not _get(daemon, "inside", url)
