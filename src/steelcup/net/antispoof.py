@@ -10,11 +10,14 @@ port) it may send only:
 - IPv4 whose source is the NIC's address; no other ethertype (IPv6, VLAN tags, ...).
 Anything else is dropped and counted per tap (`nft list table bridge steelcup_guard`).
 
-A tap steelcup does not know (a leftover, or a tap on a bridge before its container's rules are
-loaded) sends nothing. Towards a tap, unicast frames for another MAC are dropped: the bridge
-floods unicast to unknown MACs (after its forwarding entry ages out) to every port, and a guest
-in promiscuous mode would read a neighbour's traffic. Broadcast and multicast still reach every
-port of the bridge, as on any LAN.
+The guards are rendered for every endpoint (a container's address on a network, kept while it
+exists): a tap's rules are loaded before the tap is made and stay across stop and start. A
+`sct*` tap of no endpoint (a leftover) sends nothing.
+
+Towards a tap, unicast frames for another MAC are dropped: the bridge floods unicast to unknown
+MACs (after its forwarding entry ages out) to every port, and a guest in promiscuous mode would
+read a neighbour's traffic. Broadcast and multicast still reach every port of the bridge, as on
+any LAN.
 
 The maps `goto` the per-tap chains: a frame a tap's chain does not drop ends there (the base
 chain's policy accepts it) instead of returning to the catch-all drop of unknown taps.

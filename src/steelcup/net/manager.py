@@ -357,15 +357,16 @@ class NetworkManager:
         return [IPv4Address(ep.address) for ep in live if ep.container_id in targets] or None
 
     async def _apply_rules(self) -> None:
-        """Load the ruleset for the current networks and published ports, unless it is the
-        one this manager loaded last (a run without ports leaves it as it was: no `nft`)."""
+        """Load the ruleset for the current networks, endpoints, published ports and security
+        groups, unless it is the one this manager loaded last (a run without ports of a
+        container that ran before leaves it as it was: no `nft`)."""
         ports = [p for live in self._live.values() for p in live.ports]
         text = nft.render(self.store.networks(), ports)
         text += antispoof.render(self._tap_guards(), TAP_PREFIX)
-        live_nics = self._live_nics()
-        if any(self.security_groups.groups_of(cid) for cid in live_nics):
+        nics = self._endpoint_nics()
+        if any(self.security_groups.groups_of(cid) for cid in nics):
             await asyncio.to_thread(self._ensure_bridge_netfilter)
-        text += self.security_groups.render(live_nics)
+        text += self.security_groups.render(nics)
         if text == self._applied:
             return
         self._applied = None  # unknown until the load succeeds
@@ -380,14 +381,13 @@ class NetworkManager:
     def _addresses_of(self, container_id: str) -> list[str]:
         return [ep.address for ep in self.container_endpoints(container_id)]
 
-    def _live_nics(self) -> dict[str, list[tuple[str, str]]]:
-        """(address, gateway) of every NIC of this run's containers, by container id."""
+    def _endpoint_nics(self) -> dict[str, list[tuple[str, str]]]:
+        """(address, gateway) of every endpoint, by container id: a stopped container's
+        address stays its own, so its rules can stay too (a start or stop loads nothing)."""
         gateways = {n.id: n.gateway for n in self.store.networks()}
-        out: dict[str, list[tuple[str, str]]] = {cid: [] for cid in self._live}
+        out: dict[str, list[tuple[str, str]]] = {}
         for ep in self.store.endpoints():
-            live = self._live.get(ep.container_id)
-            if live is not None and _tap_name(ep.container_id, ep.network_id) in live.taps:
-                out[ep.container_id].append((ep.address, gateways[ep.network_id]))
+            out.setdefault(ep.container_id, []).append((ep.address, gateways[ep.network_id]))
         return out
 
     def _ensure_bridge_netfilter(self) -> None:
@@ -404,15 +404,12 @@ class NetworkManager:
         self._bridge_netfilter = True
 
     def _tap_guards(self) -> list[antispoof.TapGuard]:
-        """The taps of this run's containers with the one MAC and address each may send from
-        (a tap's name is a function of container and network: kept taps are found alike)."""
-        out = []
-        for ep in self.store.endpoints():
-            live = self._live.get(ep.container_id)
-            tap = _tap_name(ep.container_id, ep.network_id)
-            if live is not None and tap in live.taps:
-                out.append(antispoof.TapGuard(tap, ep.mac, ep.address))
-        return out
+        """Every endpoint's tap with the one MAC and address it may send from. A tap's name is
+        a function of container and network, and an endpoint keeps its address while it
+        exists: the guard is there before the tap is made, and stays across stop and start,
+        so only a new endpoint changes this part of the ruleset."""
+        return [antispoof.TapGuard(_tap_name(ep.container_id, ep.network_id), ep.mac,
+                                   ep.address) for ep in self.store.endpoints()]
 
     # -- networks ----------------------------------------------------------------------------
 
@@ -732,4 +729,5 @@ class NetworkManager:
                 await asyncio.to_thread(links.delete_link, self.host, tap)
             except links.LinkError as exc:
                 log.warning("deleting tap %s: %s", tap, exc)
-        await self._apply_rules()  # its taps' guards (and ports) go with it
+        if live.ports:
+            await self._apply_rules()

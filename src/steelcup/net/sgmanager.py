@@ -1,7 +1,7 @@
 """`SecurityGroups`: a tenant's security groups and memberships (persisted), and the
-`inet steelcup_sg` table for the running containers in groups (rendered by net/sgrender.py,
+`inet steelcup_sg` table for the containers in groups (rendered by net/sgrender.py,
 loaded by the NetworkManager with its other tables, atomically, whenever groups, memberships or
-running containers change).
+endpoints change).
 
 Everything is per tenant: a group's name is looked up in the caller's tenant only, and a
 `remote_group` names a group of the same tenant, so no tenant can name (or learn of) another's.
@@ -18,8 +18,8 @@ from steelcup.net import sgrender
 from steelcup.net.secgroups import Rule, SecurityGroup, check_name, parse_document
 from steelcup.net.sgstore import SecurityGroupStore
 
-# (container id -> [(address, gateway)] of the NICs of its current run)
-LiveNics = Mapping[str, Sequence[tuple[str, str]]]
+# container id -> [(address, gateway)] of its endpoints (its addresses on its networks)
+Nics = Mapping[str, Sequence[tuple[str, str]]]
 
 
 def requested(labels: Mapping[str, str]) -> list[str]:
@@ -129,8 +129,8 @@ class SecurityGroups:
 
     # -- rules --------------------------------------------------------------------------------
 
-    def render(self, live: LiveNics) -> str:
-        """The `inet steelcup_sg` table for the running containers in `live`."""
+    def render(self, nics: Nics) -> str:
+        """The `inet steelcup_sg` table for the containers of `nics` that are in groups."""
         by_container: dict[str, list[str]] = {}
         tenants: dict[str, str] = {}
         for tenant, name, cid in self.store.memberships():
@@ -143,11 +143,11 @@ class SecurityGroups:
             for name in names:
                 members.setdefault((tenants[cid], name), []).extend(addresses)
         guarded = []
-        for cid, nics in live.items():
-            if cid not in by_container or not nics:
+        for cid, own in nics.items():
+            if cid not in by_container or not own:
                 continue
             guarded.append(sgrender.Guarded(
-                cid, tuple(a for a, _ in nics), tuple(gw for _, gw in nics),
+                cid, tuple(a for a, _ in own), tuple(gw for _, gw in own),
                 tuple(groups[(tenants[cid], n)] for n in by_container[cid])))
         return sgrender.render(guarded, members)
 

@@ -1,5 +1,6 @@
-"""Pure render of the security-group table (`inet steelcup_sg`) from the running containers that
-are in groups. Loaded in the same `nft -f` transaction as the other steelcup tables.
+"""Pure render of the security-group table (`inet steelcup_sg`) from the containers that are in
+groups, by their endpoints' addresses (held while they exist, running or not). Loaded in the
+same `nft -f` transaction as the other steelcup tables.
 
 A container's traffic is recognised by its addresses: the anti-spoofing table
 (net/antispoof.py) drops, on the container's own tap, anything it sends from another address,
@@ -28,7 +29,7 @@ TABLE = "steelcup_sg"
 
 @dataclass(frozen=True)
 class Guarded:
-    """A running container in at least one group."""
+    """A container in at least one group, with its addresses."""
 
     container_id: str
     addresses: tuple[str, ...]  # its NICs' addresses
