@@ -1,7 +1,8 @@
 """Security groups (issue 15) with real containers in real VMs on one network of the session
 daemon, driven through the CLI: ingress allowed only from a CIDR, a live `sg update`, a live
 `update --sg-add`, an egress rule that leaves one port open, a remote group that follows its
-members, and `sg rm` refused while in use.
+members, and `sg rm` refused while in use; and, with a daemon of its own, groups, members and
+rules across a daemon restart.
 
 Containers on `sgnet`: `srv` (httpd :80, in group `web`), `open` (httpd :80 and :81, in no
 group), clients `inside` and `outside` (in no group at first).
@@ -16,7 +17,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.vm.support import Daemon
+from tests.vm.support import (
+    BUSYBOX_TAR,
+    Daemon,
+    delete_netns,
+    leftovers_of,
+    need_assets,
+    new_netns,
+    start_daemon,
+    stop_daemon,
+)
 
 pytestmark = pytest.mark.vm
 IMG = "steelcup/busybox"
@@ -138,3 +148,39 @@ def test_a_remote_group_follows_its_members(daemon: Daemon, sgnet: dict[str, str
     assert not _get(daemon, "outside", url)
     daemon.out("update", "--sg-rm", "clients", "inside")
     assert not _get(daemon, "inside", url)
+
+
+def test_groups_and_rules_survive_a_daemon_restart(tmp_path: Path) -> None:
+    """A daemon of its own: a group and its member are in the state database, and the next
+    daemon loads the member's rules before it starts again (nothing is open meanwhile)."""
+    need_assets()
+    netns = new_netns("sgr")
+    root, sock = tmp_path / "root", tmp_path / "run" / "steelcup.sock"
+    daemon = start_daemon(root, sock, netns)
+    try:
+        daemon.cli("load", "-i", str(BUSYBOX_TAR), check=True)
+        daemon.out("network", "create", NET)
+        daemon.out("run", "-d", "--name", "client", "--network", NET, IMG, "sleep", "900")
+        _group(daemon, tmp_path, "create", "web", [
+            {"direction": "ingress", "protocol": "tcp", "ports": 80, "remote": "192.0.2.0/24"}])
+        daemon.out("run", "-d", "--name", "srv", "--network", NET, "--sg", "web", IMG, "sh",
+                   "-c", SERVE.format(name="srv") + "exec httpd -f -p 80 -h /www")
+        url = f"http://{_address(daemon, 'srv')}/"
+        assert not _get(daemon, "client", url)  # the client is not in 192.0.2.0/24
+
+        stop_daemon(daemon)
+        daemon = start_daemon(root, sock, netns)
+        group = json.loads(daemon.out("sg", "inspect", "web"))[0]
+        assert group["Rules"] == [{"direction": "ingress", "protocol": "tcp", "ports": "80",
+                                   "remote": "192.0.2.0/24"}]
+        assert group["Members"] == [json.loads(daemon.out("inspect", "srv"))[0]["Id"]]
+        daemon.out("start", "client", "srv")
+        assert not _get(daemon, "client", url)
+        daemon.out("update", "--sg-rm", "web", "srv")
+        _until(daemon, "client", url, True, 60)  # the server was refusing, not down
+    finally:
+        daemon.cli("rm", "-f", "client", "srv")
+        stop_daemon(daemon)
+        problems = leftovers_of(root, netns=netns)
+        delete_netns(netns)
+        assert not problems, "\n".join(problems)
