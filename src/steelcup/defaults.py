@@ -28,6 +28,9 @@ LOG_MAX_FILE = 5  # log files kept per container (json-file max-file)
 # The label a container asks its size class with (`steelcup run --size m1` sends it; the docker
 # CLI: `-l sh.steelcup.size=m1`); steelcup.tenancy.sizing.
 SIZE_LABEL = "sh.steelcup.size"
+# `run --sg A --sg B` sends the groups a new container joins as this label ("A,B"):
+# docs/networking.md, security groups
+SECURITY_GROUPS_LABEL = "sh.steelcup.security-groups"
 
 
 def default_socket() -> str:

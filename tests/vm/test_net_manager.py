@@ -254,8 +254,10 @@ async def _internal_dns(hostns: str, c1: str, c2: str, tmp_path: Path) -> None:
 
 def test_a_run_without_ports_loads_no_ruleset(namespaces: tuple[str, str, str], tmp_path: Path,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    """The ruleset depends on networks and published ports only: attaching and detaching a
-    container without ports runs no `nft` (one process less per run); with ports, both do."""
+    """The ruleset depends on networks, endpoints (their taps' anti-spoofing guards) and
+    published ports: a container's first run loads it once (its new endpoint), and stopping
+    and starting it again without ports runs no `nft` (one process less per run); with ports,
+    attach and detach both do."""
     from steelcup.net import nft
 
     hostns = namespaces[0]
@@ -276,13 +278,16 @@ def test_a_run_without_ports_loads_no_ruleset(namespaces: tuple[str, str, str], 
         try:
             before = len(loads)
             await mgr.attach("d1" * 32, "plain", "default")
+            assert len(loads) == before + 1  # its new endpoint's guard
             await mgr.detach("d1" * 32)
-            assert len(loads) == before
+            await mgr.attach("d1" * 32, "plain", "default")
+            await mgr.detach("d1" * 32)
+            assert len(loads) == before + 1
             await mgr.attach("d2" * 32, "web", "default", ports=[PortMapping(80, "tcp", "",
                                                                              18081)])
-            assert len(loads) == before + 1 and "dnat ip to" in loads[-1]
+            assert len(loads) == before + 2 and "dnat ip to" in loads[-1]
             await mgr.detach("d2" * 32)
-            assert len(loads) == before + 2 and "dnat ip to" not in loads[-1]
+            assert len(loads) == before + 3 and "dnat ip to" not in loads[-1]
         finally:
             await mgr.close()
             links.delete_link(host, "steelcup0")

@@ -25,6 +25,7 @@ from steelcup.api import (
     image_codec,
     image_routes,
     net_routes,
+    sg_routes,
     snapshot_routes,
     system_info,
     tenant_routes,
@@ -62,6 +63,7 @@ from steelcup.image.store import ImageStore
 from steelcup.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from steelcup.metrics import Metrics
 from steelcup.net.manager import NetworkManager
+from steelcup.net.sgmanager import requested as requested_groups
 from steelcup.pool.factory import Factory
 from steelcup.runtime import inspection
 from steelcup.runtime import logs as logs_module
@@ -70,7 +72,7 @@ from steelcup.runtime.containers import Attached, Runtime
 from steelcup.runtime.events import EventBus
 from steelcup.runtime.execs import Exec, ExecManager
 from steelcup.runtime.fs_paths import writable_layer
-from steelcup.runtime.model import Status
+from steelcup.runtime.model import ContainerConfig, Status
 from steelcup.runtime.vmstats import VmSample
 from steelcup.tenancy.manager import Tenants
 from steelcup.tenancy.model import size_class
@@ -194,6 +196,8 @@ def build_router(svc: Services) -> Router:
         rt = svc.runtime
         net_routes.register(r, svc.networks,
                             lambda ref, tenant: rt.record(rt.resolve(ref, tenant)))
+        sg_routes.scope(r, svc.networks)
+        sg_routes.register(r, svc.networks, lambda cid: rt.record(cid).config.tenant)
     else:
         # Without networking there are no networks: lookups answer as for any missing one
         # (`docker inspect NAME` tries every kind), changes say why they cannot be made.
@@ -436,9 +440,22 @@ class _Api:
         config = replace(config, network_links=self._link_targets(codec.endpoint_links(body),
                                                                   config.tenant))
         name = req.q("name") or None
+        groups = self._security_groups(config)
         # quick, and counted against the tenant's quotas atomically; it touches loop-owned state
         record = self.admission.create(config, name)
+        if groups and self.svc.networks is not None:  # no await since the check: still there
+            await self.svc.networks.security_groups.join(record.id, config.tenant, groups)
         return JsonResponse({"Id": record.id, "Warnings": []}, status=201)
+
+    def _security_groups(self, config: ContainerConfig) -> list[str]:
+        """The groups the create asks for (`run --sg`: a label), each one of the tenant's."""
+        names = requested_groups(dict(config.labels))
+        if not names:
+            return []
+        if self.svc.networks is None:
+            raise InvalidArgument("security groups need networks, and networking is off on "
+                                  "this daemon")
+        return self.svc.networks.security_groups.check(names, config.tenant)
 
     def _link_targets(self, links: dict[str, tuple[tuple[str, str], ...]], tenant: str
                       ) -> tuple[tuple[str, str, str], ...]:

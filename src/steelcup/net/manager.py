@@ -22,13 +22,15 @@ from ipaddress import IPv4Address, IPv4Network
 
 from steelcup.errors import Conflict, InvalidArgument, NotFound, Unsupported
 from steelcup.guest.ops import GuestNic
-from steelcup.net import dns, ipam, links, nft
+from steelcup.net import antispoof, dns, ipam, links, nft
 from steelcup.net import vip as vip_rules
 from steelcup.net.keeper import Ports
 from steelcup.net.links import Host
 from steelcup.net.model import Endpoint, NetworkRecord, PortMapping, VipRecord
 from steelcup.net.netns import socket_in
 from steelcup.net.portkeeper import InProcessPorts
+from steelcup.net.sgmanager import SecurityGroups
+from steelcup.net.sgstore import SecurityGroupStore
 from steelcup.net.store import NetStore
 from steelcup.runtime.model import HOST_GATEWAY
 from steelcup.tenancy.quota import Admit, unlimited
@@ -225,6 +227,9 @@ class NetworkManager:
         self._lock = asyncio.Lock()
         # the tenant's quota gate around a creation (steelcup.tenancy.quota; none: unlimited)
         self.admit: Admit = unlimited
+        self.security_groups = SecurityGroups(SecurityGroupStore(store.connection),
+                                              self.reload_rules, self._addresses_of)
+        self._bridge_netfilter = False  # br_netfilter's IPv4 hook checked on (for groups)
 
     # -- lookup --------------------------------------------------------------------------
 
@@ -425,12 +430,18 @@ class NetworkManager:
         return [IPv4Address(ep.address) for ep in live if ep.container_id in targets] or None
 
     async def _apply_rules(self) -> None:
-        """Load the ruleset for the current networks and published ports, unless it is the
-        one this manager loaded last (a run without ports leaves it as it was: no `nft`)."""
+        """Load the ruleset for the current networks, endpoints, published ports and security
+        groups, unless it is the one this manager loaded last (a run without ports of a
+        container that ran before leaves it as it was: no `nft`)."""
         ports = [p for live in self._live.values() for p in live.ports]
         nets = self.store.networks()
         vips = vip_rules.targets(self.store.vips(), nets, self._live_addresses())
         text = nft.render(nets, ports, vips)
+        text += antispoof.render(self._tap_guards(), TAP_PREFIX)
+        nics = self._endpoint_nics()
+        if any(self.security_groups.groups_of(cid) for cid in nics):
+            await asyncio.to_thread(self._ensure_bridge_netfilter)
+        text += self.security_groups.render(nics)
         if text == self._applied:
             return
         self._applied = None  # unknown until the load succeeds
@@ -444,6 +455,44 @@ class NetworkManager:
             if ep.container_id in self._live:
                 out.setdefault(ep.network_id, set()).add(ep.address)
         return out
+
+    async def reload_rules(self) -> None:
+        """Re-render and load the ruleset (security groups or memberships changed)."""
+        async with self._lock:
+            await self._apply_rules()
+
+    def _addresses_of(self, container_id: str) -> list[str]:
+        return [ep.address for ep in self.container_endpoints(container_id)]
+
+    def _endpoint_nics(self) -> dict[str, list[tuple[str, str]]]:
+        """(address, gateway) of every endpoint, by container id: a stopped container's
+        address stays its own, so its rules can stay too (a start or stop loads nothing)."""
+        gateways = {n.id: n.gateway for n in self.store.networks()}
+        out: dict[str, list[tuple[str, str]]] = {}
+        for ep in self.store.endpoints():
+            out.setdefault(ep.container_id, []).append((ep.address, gateways[ep.network_id]))
+        return out
+
+    def _ensure_bridge_netfilter(self) -> None:
+        """Security groups filter traffic between containers of one bridge in the IP hooks:
+        br_netfilter must hand bridged IPv4 to them (as docker also requires)."""
+        if self._bridge_netfilter:
+            return
+        try:
+            links.run(self.host.wrap(["sysctl", "-q", "-w",
+                                      "net.bridge.bridge-nf-call-iptables=1"]))
+        except links.LinkError as exc:
+            raise Unsupported("security groups need the kernel's br_netfilter (modprobe "
+                              f"br_netfilter), which is not available: {exc}") from exc
+        self._bridge_netfilter = True
+
+    def _tap_guards(self) -> list[antispoof.TapGuard]:
+        """Every endpoint's tap with the one MAC and address it may send from. A tap's name is
+        a function of container and network, and an endpoint keeps its address while it
+        exists: the guard is there before the tap is made, and stays across stop and start,
+        so only a new endpoint changes this part of the ruleset."""
+        return [antispoof.TapGuard(_tap_name(ep.container_id, ep.network_id), ep.mac,
+                                   ep.address) for ep in self.store.endpoints()]
 
     # -- networks ----------------------------------------------------------------------------
 
@@ -552,7 +601,7 @@ class NetworkManager:
 
     async def remove_tenant(self, tenant: str) -> None:
         """Every network of a removed tenant, its default `bridge` too (none may have
-        endpoints left: its containers are gone first)."""
+        endpoints left: its containers are gone first), and its security groups."""
         if not tenant:
             raise ValueError("the operator's networks are not a tenant's")
         async with self._lock:
@@ -562,6 +611,7 @@ class NetworkManager:
                 self._refuse_with_vips(net)
                 self.store.delete_network(net.id)
                 await self._teardown(net)
+            self.security_groups.store.delete_tenant(tenant)
 
     def _refuse_with_vips(self, net: NetworkRecord) -> None:
         vips = self.store.vips(net.id)
@@ -667,6 +717,8 @@ class NetworkManager:
         await self.detach(container_id)
         for ep in self.container_endpoints(container_id):
             self._delete_endpoint(ep.network_id, container_id)
+        if self.security_groups.forget(container_id):
+            await self.reload_rules()  # its addresses leave its groups' remote_group rules
 
     # -- running containers ------------------------------------------------------------------
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from steelcup.net import links, vip
+from steelcup.net import antispoof, links, sgrender, vip
 from steelcup.net.links import Host
 from steelcup.net.model import NetworkRecord
 
@@ -156,8 +156,10 @@ def _delete_lines() -> list[str]:
 
 
 def render_delete() -> str:
-    """Input for `nft -f` that removes steelcup's tables (and only them), present or not."""
-    return "\n".join(_delete_lines()) + "\n"
+    """Input for `nft -f` that removes steelcup's tables (and only them), present or not:
+    this one and those loaded with it (anti-spoofing, security groups)."""
+    return "\n".join([*_delete_lines(), *antispoof.delete_lines(),
+                      *sgrender.delete_lines()]) + "\n"
 
 
 def apply(host: Host, ruleset: str) -> None:

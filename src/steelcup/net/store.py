@@ -39,6 +39,11 @@ class NetStore:
                 " UNIQUE (network_id, name), UNIQUE (network_id, address))"
             )
 
+    @property
+    def connection(self) -> sqlite3.Connection:
+        """The database, for the network layer's other stores (security groups)."""
+        return self._db
+
     def _migrate_to_tenants(self) -> None:
         """Names were unique daemon-wide: rebuild the table with (tenant, name) unique, every
         existing network being the operator's (""). SQLite's own recipe for a changed

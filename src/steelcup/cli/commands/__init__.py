@@ -48,6 +48,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "rename": ("fs", "rename a container"),
     "container": ("fs", "manage containers"),
     "network": ("network", "manage networks"),
+    "sg": ("secgroup", "manage security groups"),
+    "update": ("secgroup", "change a container's security groups (--sg-add, --sg-rm)"),
     "volume": ("volume", "manage volumes"),
     "snapshot": ("snapshot", "snapshot volumes and make volumes from snapshots"),
     "cron": ("cron", "run containers on a schedule, with a history of runs"),

@@ -21,7 +21,7 @@ from steelcup.cli.createspec import (
     health_config,
     parse_env_file,
 )
-from steelcup.defaults import SIZE_LABEL
+from steelcup.defaults import SECURITY_GROUPS_LABEL, SIZE_LABEL
 from steelcup.errors import InvalidArgument, NotFound, SteelcupError
 
 TYPE_CHECKING = False  # the CLI does not import typing at run time (start-up cost)
@@ -73,6 +73,9 @@ def add_container_flags(p: argparse.ArgumentParser, *, run: bool, job: bool = Fa
     p.add_argument(
         "-l", "--label", action="append", default=[], metavar="KEY=VAL", help="set a label"
     )
+    p.add_argument("--sg", action="append", default=[], metavar="GROUP",
+                   help="join a security group (repeatable); sent as the label "
+                        f"{SECURITY_GROUPS_LABEL}")
     p.add_argument("--stop-signal", default="", help="signal to stop the container")
     p.add_argument("--health-cmd", default="", metavar="CMD",
                    help="command to run in the container to check its health (by /bin/sh -c; "
@@ -182,7 +185,8 @@ def _options(args: argparse.Namespace, *, run: bool) -> ContainerOptions:
         hostname=args.hostname,
         cpus=args.cpus,
         memory=args.memory,
-        labels=args.label + ([f"{SIZE_LABEL}={args.size}"] if args.size else []),
+        labels=args.label + ([f"{SIZE_LABEL}={args.size}"] if args.size else [])
+        + ([f"{SECURITY_GROUPS_LABEL}={','.join(args.sg)}"] if args.sg else []),
         stop_signal=args.stop_signal,
         attach=args.attach,
         console_size=console,
