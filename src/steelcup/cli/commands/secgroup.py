@@ -7,7 +7,6 @@ with PyYAML); the CLI sends it as JSON and the daemon checks it."""
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from typing import Any
 
@@ -55,15 +54,9 @@ def register(sub: Any, name: str, help_text: str) -> None:
 
 
 def load_document(text: str, source: str) -> object:
-    """The group document in `text`: YAML if PyYAML is installed, else JSON."""
-    try:
-        import yaml  # type: ignore[import-untyped]
-    except ImportError:
-        try:
-            return json.loads(text)
-        except ValueError as exc:
-            raise InvalidArgument(f"{source}: not JSON ({exc}); YAML needs PyYAML, which is "
-                                  "not installed: write the group as JSON") from None
+    """The group document in `text`: YAML (JSON is YAML too)."""
+    import yaml
+
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as exc:
