@@ -93,6 +93,12 @@ MAX_HEADER_BYTES = 64 * 1024
 HEAD_TIMEOUT_S = 30.0  # from the connection (or the next request's first byte) to a full head
 IDLE_TIMEOUT_S = 120.0  # a kept-alive connection with no next request is closed after this
 MAX_CONNECTIONS = 1024  # open connections, streaming and hijacked ones included
+# After an answer to a request whose body was refused unread (413, the func gateway's 404):
+# what the client still sends is read and dropped for this long, at most this much, before
+# the connection closes. Closing with unread data would reset the connection, and a client
+# still sending its body would lose the answer with it (a lingering close, as nginx does).
+LINGER_S = 2.0
+LINGER_BYTES = 8 << 20
 
 
 def error_status(exc: BaseException) -> int:
@@ -275,6 +281,7 @@ class _Connection:
         if self.abandon_body:
             with contextlib.suppress(ConnectionError, OSError, h11.LocalProtocolError):
                 await self._send_simple(response, close=True)
+                await self._linger()
             return False
         try:
             if self.h11.their_state is h11.ERROR:
@@ -291,6 +298,20 @@ class _Connection:
             return await self._send_stream(response)
         await self._send_simple(response)
         return True
+
+    async def _linger(self) -> None:
+        """Our side is done: say so (half-close), then drop what the client still sends, for
+        LINGER_S or LINGER_BYTES at most, so the answer reaches it before the close."""
+        if self.writer.can_write_eof():
+            self.writer.write_eof()
+        dropped = 0
+        with contextlib.suppress(TimeoutError, ConnectionError, OSError):
+            async with asyncio.timeout(LINGER_S):
+                while dropped < LINGER_BYTES:
+                    data = await self.reader.read(READ_CHUNK)
+                    if not data:
+                        break
+                    dropped += len(data)
 
     async def _dispatch(self, request: Request) -> Response:
         """The route's answer; the server's `observe` is told the method, the route's pattern

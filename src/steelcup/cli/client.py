@@ -401,7 +401,10 @@ class ApiClient:
         try:
             self._send_head(sock, method, path, query, hdrs)
             if body:
-                sock.sendall(body)
+                try:
+                    sock.sendall(body)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # refused before it was all read (413): the answer says why
             reader = _Reader(sock)
             status, rheaders = self._read_head(reader)
         except BaseException:
