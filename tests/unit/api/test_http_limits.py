@@ -47,7 +47,11 @@ def router() -> Router:
 
         return HijackResponse(run)
 
+    async def small(req: Request) -> Response:
+        return RawResponse(await req.body(limit=1024), "text/plain")
+
     r.add("GET", "/_ping", ping)
+    r.add("POST", "/small", small)
     r.add("GET", "/slow", slow_stream)
     r.add("POST", "/attach", attach)
     return r
@@ -166,3 +170,25 @@ def test_connections_over_the_cap_are_refused_with_503(serve: Serve) -> None:
         time.sleep(0.05)
     again.close()
     held[0].close()
+
+
+def test_a_refused_body_still_gets_its_answer_while_the_client_sends_it(serve: Serve) -> None:
+    """413 before the body is read: the server drops what the client still sends (a lingering
+    close) instead of resetting the connection under it, so the client reads the 413."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    serve(router(), tcp=("127.0.0.1", port))  # TCP: a close with unread data resets it
+    sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+    body = b"x" * (4 << 20)
+    sock.sendall(b"POST /small HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\n"
+                 b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n")
+    sent = 0
+    try:
+        while sent < len(body):
+            sent += sock.send(body[sent:sent + 65536])
+    except (BrokenPipeError, ConnectionResetError):
+        pass  # the server may stop reading after a while: the answer is what matters
+    answer = read_until_closed(sock)
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+    assert b"larger than 1024 bytes" in answer
