@@ -151,14 +151,43 @@ def prepare(
     return rootfs
 
 
+HOST_LAYER = "host-root"
+
+
+def host_dir_layer(source: Path, container_dir: Path, ids: IdRange | None = None) -> Path:
+    """An existing host directory (an OCI bundle's rootfs, which its engine mounted) as the
+    one read-only layer of the container's overlay, in place of an image's layers: with
+    `ids`, an idmapped view at `container_dir/host-root`, so the VM's root owns what host root
+    owns there, as the same container under runc would (an operator's choice: tenants cannot
+    ask for it). The container's writes go to its own writable layer, not to `source`."""
+    if not source.is_absolute() or not source.is_dir():
+        raise ImageError(f"the container's root directory {source} does not exist")
+    if ids is None:
+        return source
+    view = container_dir / HOST_LAYER
+    if sysmount.is_mountpoint(view):
+        return view
+    view.mkdir(parents=True, exist_ok=True)
+    try:
+        userns.idmapped_bind(source, view, ids.ns_map())
+    except OSError as exc:
+        raise SteelcupError(f"mapping the container's root directory {source} into the VMs' "
+                            f"user namespace failed: {exc.strerror or exc}") from exc
+    return view
+
+
 def release(container_dir: Path) -> None:
     """Unmount `container_dir/rootfs`, then the writable layer (lazily if busy). Idempotent."""
     boundedfs.unmount(container_dir / "rootfs")
     boundedfs.unmount(container_dir / DISK_MOUNT)
+    boundedfs.unmount(container_dir / HOST_LAYER)
 
 
 def remove(container_dir: Path) -> None:
     """Release the rootfs and delete the whole container dir (upper layer included)."""
     release(container_dir)
+    if sysmount.is_mountpoint(container_dir / HOST_LAYER):
+        # Never delete through a mount of a host directory (host_dir_layer)
+        raise SteelcupError(f"{container_dir / HOST_LAYER} is still mounted; not deleting it")
     if container_dir.exists():
         shutil.rmtree(container_dir)
