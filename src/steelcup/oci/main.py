@@ -286,7 +286,7 @@ def cmd_exec(rt: Runtime, a: argparse.Namespace) -> int:
         except (OSError, ValueError) as exc:
             raise InvalidArgument(f"cannot read the process file {a.process}: {exc}") from exc
     else:
-        process = {"args": a.command, "env": a.env or [], "cwd": a.cwd or "",
+        process = {"args": a.exec_args, "env": a.env or [], "cwd": a.cwd or "",
                    "terminal": a.tty}
     if not isinstance(process, dict) or not process.get("args"):
         raise InvalidArgument("exec: the process needs args")
@@ -399,7 +399,7 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--apparmor", default="")
     e.add_argument("--preserve-fds", type=int, default=0)
     e.add_argument("id")
-    e.add_argument("command", nargs="*")
+    e.add_argument("exec_args", nargs="*", metavar="command")
     sub.add_parser("features")
     return p
 
