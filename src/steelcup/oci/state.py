@@ -21,7 +21,7 @@ from steelcup.errors import InvalidArgument, NotFound
 OCI_VERSION = "1.1.0"
 STATE_FILE = "state.json"
 # runc's rule for container ids
-_ID = re.compile(r"^[\w+\-.]+$")
+_ID = re.compile(r"[\w+\-.]+")
 
 # docker's status words as the runtime spec's (created, running, paused, stopped)
 _STATUS = {
@@ -58,7 +58,7 @@ class Record:
 
 
 def check_id(container_id: str) -> str:
-    if not container_id or not _ID.match(container_id) or container_id in (".", ".."):
+    if not container_id or not _ID.fullmatch(container_id) or container_id in (".", ".."):
         raise InvalidArgument(f"invalid container id format: {container_id!r}")
     return container_id
 

@@ -114,3 +114,54 @@ def test_whiteouts_and_opaque_dirs_through_overlay(workdir: Path) -> None:
     assert sorted(p.name for p in root.iterdir()) == ["cache", "kept"]
     assert sorted(p.name for p in (root / "cache").iterdir()) == ["new"]
     rootfs.remove(workdir / "c4")
+
+
+def test_a_host_directory_is_the_lower_layer_and_is_never_written(workdir: Path) -> None:
+    from steelcup import userns
+    from steelcup.idmap import IdRange
+
+    host = workdir / "bundle-rootfs"
+    (host / "etc").mkdir(parents=True)
+    (host / "etc" / "motd").write_text("from the engine")
+    os.chown(host / "etc" / "motd", 0, 0)
+    ids = IdRange(1_000_000_000) if userns.supported() else None
+    cdir = workdir / "c-host"
+    lower = rootfs.host_dir_layer(host, cdir, ids)
+    root = rootfs.prepare([lower], cdir, ids=ids)
+    assert (root / "etc" / "motd").read_text() == "from the engine"
+    if ids is not None:  # the VM's root (host id base) owns what host root owns
+        assert lower == cdir / rootfs.HOST_LAYER
+        assert (root / "etc" / "motd").stat().st_uid == ids.base
+    (root / "etc" / "motd").write_text("the container's")
+    (root / "new").write_text("x")
+    assert (host / "etc" / "motd").read_text() == "from the engine"
+    assert not (host / "new").exists()
+    rootfs.remove(cdir)
+    assert not cdir.exists()
+    assert (host / "etc" / "motd").read_text() == "from the engine"
+
+
+def test_a_missing_host_directory_is_refused(workdir: Path) -> None:
+    from steelcup.errors import ImageError
+
+    with pytest.raises(ImageError, match="does not exist"):
+        rootfs.host_dir_layer(workdir / "absent", workdir / "c-absent")
+
+
+def test_remove_refuses_to_delete_through_a_mounted_host_directory(
+        workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from steelcup.errors import SteelcupError
+
+    host = workdir / "kept"
+    host.mkdir()
+    (host / "precious").write_text("keep")
+    cdir = workdir / "c-guard"
+    (cdir / rootfs.HOST_LAYER).mkdir(parents=True)
+    sysmount.bind(host, cdir / rootfs.HOST_LAYER)
+    monkeypatch.setattr(rootfs, "release", lambda _cdir: None)  # an unmount that did not happen
+    try:
+        with pytest.raises(SteelcupError, match="still mounted"):
+            rootfs.remove(cdir)
+    finally:
+        sysmount.unmount_all(cdir / rootfs.HOST_LAYER)
+    assert (host / "precious").read_text() == "keep"
