@@ -1,0 +1,180 @@
+"""podman with `--runtime steelcup-runtime`: each container in a steelcup VM, through the OCI
+runtime CLI (steelcup.oci) and a real daemon. podman's storage, run dir and the runtime's
+state live under the test's tmp dir; containers use `--network none` (podman's own networks
+would touch the host's), and the settings are the peer tool's (cgroupfs, explicit rlimits).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.vm.support import (
+    BUSYBOX_TAR,
+    REPO,
+    Daemon,
+    leftovers_of,
+    need_assets,
+    start_daemon,
+    stop_daemon,
+)
+
+pytestmark = pytest.mark.vm
+
+IMG = "localhost/steelcup/busybox:latest"
+PODMAN = shutil.which("podman") or "podman"
+
+
+@dataclass
+class Podman:
+    daemon: Daemon
+    base: Path
+    runtime: Path  # the wrapper podman runs as its OCI runtime
+    runtime_root: Path
+
+    def argv(self, *args: str) -> list[str]:
+        return [PODMAN, "--root", str(self.base / "storage"), "--runroot",
+                str(self.base / "run"), "--tmpdir", str(self.base / "libpod"),
+                "--storage-driver", "vfs", "--cgroup-manager", "cgroupfs",
+                "--events-backend", "file", "--runtime", str(self.runtime), *args]
+
+    def run(self, *args: str, input: bytes | None = None, timeout: float = 180,
+            check: bool = False) -> subprocess.CompletedProcess[bytes]:
+        result = subprocess.run(self.argv(*args), input=input, capture_output=True,
+                                timeout=timeout)
+        if check and result.returncode != 0:
+            raise AssertionError(
+                f"podman {' '.join(args)} -> {result.returncode}\n"
+                f"stdout: {result.stdout[-2000:]!r}\nstderr: {result.stderr[-2000:]!r}\n"
+                f"daemon log tail:\n{self.daemon.log.read_text()[-3000:]}")
+        return result
+
+    def container(self, *args: str, **kw: object) -> subprocess.CompletedProcess[bytes]:
+        """`podman run` with the peer tool's settings and no network."""
+        return self.run("run", "--network", "none", "--ulimit", "nofile=1024:1024",
+                        "--ulimit", "nproc=1024:1024", *args, **kw)  # type: ignore[arg-type]
+
+    def oci(self, *args: str) -> subprocess.CompletedProcess[bytes]:
+        """steelcup-runtime itself, as podman calls it."""
+        return subprocess.run([str(self.runtime), *args], capture_output=True, timeout=60)
+
+    def oci_json(self, *args: str) -> object:
+        result = self.oci(*args)
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout)
+
+
+def write_runtime_wrapper(path: Path, socket: Path, root: Path) -> Path:
+    """An executable that runs this worktree's steelcup-runtime against the test's daemon."""
+    path.write_text(
+        "#!/bin/sh\n"
+        f"PYTHONPATH={REPO / 'src'} exec {sys.executable} -m steelcup.oci "
+        f"--host {socket} --root {root} \"$@\"\n")
+    path.chmod(0o755)
+    return path
+
+
+def keepers_of(root: Path) -> list[int]:
+    """Keeper processes serving the runtime state root `root`."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"_keeper" in argv and str(root).encode() in argv:
+            found.append(int(entry.name))
+    return found
+
+
+@pytest.fixture(scope="module")
+def podman(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Podman]:
+    need_assets()
+    if shutil.which("podman") is None:
+        pytest.fail("podman is needed (apt-get install podman)")
+    base = tmp_path_factory.mktemp("podman")
+    daemon = start_daemon(base / "sc", base / "sc-run" / "steelcup.sock")
+    runtime_root = base / "oci"
+    try:
+        daemon.cli("load", "-i", str(BUSYBOX_TAR), check=True)
+        wrapper = write_runtime_wrapper(base / "steelcup-runtime", daemon.socket, runtime_root)
+        p = Podman(daemon, base, wrapper, runtime_root)
+        p.run("load", "-i", str(BUSYBOX_TAR), check=True)
+        yield p
+    finally:
+        subprocess.run(Podman(daemon, base, base / "steelcup-runtime", runtime_root).argv(
+            "rm", "-a", "-f", "-t", "0"), capture_output=True, timeout=120)
+        stop_daemon(daemon)
+        problems = leftovers_of(base / "sc")
+        keepers = keepers_of(runtime_root)
+        for pid in keepers:
+            os.kill(pid, 9)
+        assert not keepers, f"keeper processes left running: {keepers}"
+        assert not problems, "after daemon shutdown: " + "\n".join(problems)
+
+
+def test_podman_run_prints_the_guest_kernel(podman: Podman) -> None:
+    result = podman.container("--rm", IMG, "uname", "-r", check=True)
+    guest = result.stdout.decode().strip()
+    assert guest == podman.daemon.out("run", "--rm", "steelcup/busybox", "uname", "-r").strip()
+    assert guest != os.uname().release
+    assert podman.run("ps", "-aq", check=True).stdout == b""  # --rm removed it
+    assert list(podman.runtime_root.iterdir()) == []  # and the runtime's record of it
+
+
+def test_exit_code_stdout_stderr_and_stdin(podman: Podman) -> None:
+    result = podman.container("--rm", IMG, "sh", "-c", "echo out; echo err >&2; exit 3")
+    assert result.returncode == 3, result.stderr
+    assert result.stdout == b"out\n"
+    assert b"err\n" in result.stderr
+    piped = podman.container("--rm", "-i", IMG, "sh", "-c", "cat; echo done",
+                             input=b"hello\n", check=True)
+    assert piped.stdout == b"hello\ndone\n"
+
+
+def test_a_terminal_through_the_console_socket(podman: Podman) -> None:
+    """`-it`: conmon gets the pty master over the console socket; what is typed reaches the
+    shell in the VM and its exit status comes back."""
+    command = " ".join(podman.argv("run", "--rm", "-it", "--network", "none", "--ulimit",
+                                   "nofile=1024:1024", "--ulimit", "nproc=1024:1024", IMG,
+                                   "sh"))
+    result = subprocess.run(["script", "-qec", command, "/dev/null"],
+                            input=b"tty; echo typed-$((6*7))\nexit 5\n", capture_output=True,
+                            timeout=180)
+    out = result.stdout.decode(errors="replace")
+    assert "typed-42" in out and "/dev/pts/" in out, out
+    assert result.returncode == 5, out
+
+
+def test_detached_exec_state_stop_and_remove(podman: Podman) -> None:
+    cid = podman.container("-d", IMG, "sleep", "1000", check=True).stdout.decode().strip()
+    state = podman.oci_json("state", cid)
+    assert isinstance(state, dict)
+    assert state["status"] == "running" and state["id"] == cid
+    assert Path(f"/proc/{state['pid']}").exists()  # the keeper: the pid conmon reaps
+    ran = podman.run("exec", cid, "sh", "-c", "echo in-exec; exit 4")
+    assert ran.returncode == 4 and ran.stdout == b"in-exec\n", ran.stderr
+    ps = podman.oci_json("ps", "--format", "json", cid)
+    assert ps == [state["pid"]]
+    podman.run("stop", "-t", "1", cid, check=True)
+    deadline = time.monotonic() + 30
+    while Path(f"/proc/{state['pid']}").exists():  # reaped by conmon
+        assert time.monotonic() < deadline, "the keeper outlived the container"
+        time.sleep(0.1)
+    # podman's cleanup has deleted the runtime's container by now (runc's error for it)
+    gone = podman.oci("state", cid)
+    assert gone.returncode == 1 and b"container does not exist" in gone.stderr
+    status = podman.run("inspect", "-f", "{{.State.Status}} {{.State.ExitCode}}", cid,
+                        check=True).stdout.decode().split()
+    assert status[0] == "exited" and status[1] in ("137", "143"), status
+    podman.run("rm", cid, check=True)
+    assert list(podman.runtime_root.iterdir()) == []
