@@ -1,6 +1,7 @@
 """podman pointed at steelcup-runtime: the tests' and the benchmark's way to drive it.
 
-podman's storage, run dir and tmp dir live under `base` (vfs driver: plain directories), with
+podman's storage, run dir and tmp dir live under `base` (overlay driver, podman's default: the
+runtime's root is then an overlay mount, which the daemon takes apart into layers), with
 the peer tool's settings (cgroupfs, explicit rlimits), and containers use `--network none`:
 podman's own networks would touch the host's.
 """
@@ -30,7 +31,7 @@ class Podman:
     def argv(self, *args: str) -> list[str]:
         return [PODMAN, "--root", str(self.base / "storage"), "--runroot",
                 str(self.base / "run"), "--tmpdir", str(self.base / "libpod"),
-                "--storage-driver", "vfs", "--cgroup-manager", "cgroupfs",
+                "--storage-driver", "overlay", "--cgroup-manager", "cgroupfs",
                 "--events-backend", "file", "--runtime", str(self.runtime), *args]
 
     def run(self, *args: str, input: bytes | None = None, timeout: float = 180,

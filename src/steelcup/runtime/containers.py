@@ -268,8 +268,8 @@ class Runtime:
         operator's host directory: HostConfig.SteelcupRootfs); blocking."""
         ids = self.ids_for(record.config.tenant)
         if record.config.rootfs_dir:
-            layers = [rootfs_module.host_dir_layer(Path(record.config.rootfs_dir),
-                                                   self.container_dir(record.id), ids)]
+            layers = rootfs_module.host_dir_layers(Path(record.config.rootfs_dir),
+                                                   self.container_dir(record.id), ids)
         else:
             layers = self.images.layer_dirs(self.images.get(record.config.image_id), ids)
         return rootfs_module.prepare(layers,
