@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +20,7 @@ import pytest
 from tests.compat.podmanutil import IMG, Podman, keepers_of, write_runtime_wrapper
 from tests.vm.support import (
     BUSYBOX_TAR,
+    REPO,
     leftovers_of,
     need_assets,
     start_daemon,
@@ -109,3 +112,51 @@ def test_detached_exec_state_stop_and_remove(podman: Podman) -> None:
     assert status[0] == "exited" and status[1] in ("137", "143"), status
     podman.run("rm", cid, check=True)
     assert list(podman.runtime_root.iterdir()) == []
+
+
+def daemons_below(root: Path) -> list[int]:
+    """Pids of `steelcup daemon` processes whose state root is below `root`."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"daemon" in argv and b"steelcup" in argv and any(
+                a.startswith(str(root).encode()) for a in argv):
+            found.append(int(entry.name))
+    return found
+
+
+def test_without_a_daemon_the_runtime_starts_one_below_its_root(podman: Podman) -> None:
+    """No --host: the runtime's first `create` starts a daemon with state below its --root
+    (options through --daemon-arg), which then serves the next containers too."""
+    root = podman.base / "auto"
+    options = [f"--daemon-arg={a}" for a in ("--no-networking", "--accel", "tcg",
+                                               "--no-live-restore")]
+    own = podman.runtime
+    podman.runtime = podman.base / "steelcup-runtime-auto"
+    podman.runtime.write_text(
+        "#!/bin/sh\n"
+        f"PYTHONPATH={REPO / 'src'} exec {sys.executable} -m steelcup.oci --root {root} "
+        f"{' '.join(options)} \"$@\"\n")
+    podman.runtime.chmod(0o755)
+    try:
+        first = podman.container("--rm", IMG, "uname", "-r", check=True)
+        assert (root / "daemon.sock").exists()
+        daemons = daemons_below(root)
+        assert len(daemons) == 1, daemons
+        again = podman.container("--rm", IMG, "sh", "-c", "exit 7")
+        assert again.returncode == 7
+        assert daemons_below(root) == daemons  # the same daemon served it
+        assert first.stdout.decode().strip() != os.uname().release
+    finally:
+        podman.runtime = own
+        for pid in daemons_below(root):
+            os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 60
+        while daemons_below(root) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        problems = leftovers_of(root / "daemon")
+        assert not daemons_below(root)
+        assert not problems, problems
