@@ -75,6 +75,17 @@ def test_exit_code_stdout_stderr_and_stdin(podman: Podman) -> None:
     assert piped.stdout == b"hello\ndone\n"
 
 
+def test_a_missing_program_is_127_and_one_not_executable_126(podman: Podman) -> None:
+    """As with runc: `create` fails with runc's words, which podman maps to the exit code."""
+    missing = podman.container("--rm", IMG, "no-such-program")
+    assert missing.returncode == 127, missing.stderr
+    assert b'"no-such-program": executable file not found in $PATH' in missing.stderr
+    not_exec = podman.container("--rm", IMG, "/etc/passwd")
+    assert not_exec.returncode == 126, not_exec.stderr
+    assert podman.run("ps", "-aq", check=True).stdout == b""
+    assert list(podman.runtime_root.iterdir()) == []
+
+
 def test_a_terminal_through_the_console_socket(podman: Podman) -> None:
     """`-it`: conmon gets the pty master over the console socket; what is typed reaches the
     shell in the VM and its exit status comes back."""

@@ -27,6 +27,7 @@ from steelcup.errors import Conflict, InvalidArgument, NotFound, SteelcupError
 from steelcup.oci import bundle as bundle_module
 from steelcup.oci.console import open_console
 from steelcup.oci.keeper import Keeper, make_controlling_tty, ready_writer
+from steelcup.oci.lookup import check_program
 from steelcup.oci.state import OCI_VERSION, Record, StateDir, check_id, oci_state, oci_status
 
 DEFAULT_ROOT = "/run/steelcup-runtime"
@@ -154,6 +155,11 @@ def cmd_create(rt: Runtime, a: argparse.Namespace) -> int:
     except (OSError, ValueError) as exc:
         raise InvalidArgument(f"cannot read {bundle_dir}/config.json: {exc}") from exc
     spec = bundle_module.translate(doc, bundle_dir)
+    try:  # as runc, so that engines tell a missing program (127) from one not executable (126)
+        check_program(Path(spec.body["HostConfig"]["SteelcupRootfs"]), spec.body["Entrypoint"][0],
+                      spec.body["Env"], spec.body["WorkingDir"])
+    except InvalidArgument as exc:
+        raise RuntimeError_(f"unable to start container process: {exc}") from None
     if spec.terminal and not a.console_socket:
         raise InvalidArgument("cannot allocate tty if runc will detach without setting "
                               "console socket")
