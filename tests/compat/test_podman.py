@@ -25,6 +25,7 @@ from tests.vm.support import (
     need_assets,
     start_daemon,
     stop_daemon,
+    wait_until,
 )
 
 pytestmark = pytest.mark.vm
@@ -171,3 +172,37 @@ def test_without_a_daemon_the_runtime_starts_one_below_its_root(podman: Podman) 
         problems = leftovers_of(root / "daemon")
         assert not daemons_below(root)
         assert not problems, problems
+
+
+def test_a_live_restore_restart_of_the_daemon_does_not_end_the_container(
+        podman: Podman) -> None:
+    """The keeper outlives a daemon restart that keeps the VM (live restore, the default):
+    it attaches again, so output after the restart still arrives and the exit code too."""
+    base = podman.base / "lr"
+    args = ("--live-restore",)
+    daemon = start_daemon(base / "sc", base / "steelcup.sock", extra_args=args)
+    own = podman.runtime, podman.runtime_root
+    podman.runtime = write_runtime_wrapper(base / "steelcup-runtime", daemon.socket,
+                                           base / "oci")
+    podman.runtime_root = base / "oci"
+    try:
+        cid = podman.container("-d", IMG, "sh", "-c",
+                               "echo before; while [ ! -e /tmp/go ]; do sleep 0.2; done; "
+                               "echo after; exit 4", check=True).stdout.decode().strip()
+        wait_until(lambda: b"before" in podman.run("logs", cid).stdout, "output before")
+        keeper = podman.oci_json("state", cid)["pid"]  # type: ignore[index]
+        stop_daemon(daemon)
+        assert Path(f"/proc/{keeper}").exists(), "the keeper ended with the daemon"
+        daemon = start_daemon(base / "sc", base / "steelcup.sock", extra_args=args)
+        ran = podman.run("exec", cid, "touch", "/tmp/go")
+        assert ran.returncode == 0, ran.stderr
+        waited = podman.run("wait", cid, check=True, timeout=120)
+        assert waited.stdout.strip() == b"4"
+        assert podman.run("logs", cid, check=True).stdout == b"before\nafter\n"
+        podman.run("rm", cid, check=True)
+    finally:
+        podman.run("rm", "-a", "-f", "-t", "0")
+        podman.runtime, podman.runtime_root = own
+        stop_daemon(daemon)
+        problems = leftovers_of(base / "sc")  # and kills them (a failure's live-restore VMs)
+    assert not problems, problems

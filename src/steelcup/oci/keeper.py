@@ -3,6 +3,8 @@
 It attaches to the container through the daemon before `start` (so no output is lost), relays
 its stdio (the engine's pipes, or a pty's slave with --console-socket), forwards the signals it
 gets, and exits with the process's exit status once it ends: the engine reaps it for that.
+A daemon restart (live restore keeps the VM running) does not end it: it waits for the daemon
+to come back and attaches again; what the container printed meanwhile is only in its log.
 """
 
 from __future__ import annotations
@@ -18,12 +20,15 @@ from collections.abc import Callable
 
 from steelcup.cli.attach import pump
 from steelcup.cli.client import ApiClient, HijackedSocket, path_quote
-from steelcup.errors import SteelcupError
+from steelcup.errors import NotFound, SteelcupError
 
 FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
              signal.SIGUSR2)
 EXEC_EXIT_DEADLINE_S = 30.0
 RESIZE_RETRY_S = 10.0
+DAEMON_BACK_S = 120.0  # how long a restarting daemon may take to answer again
+EXIT_REMOVED = 128 + signal.SIGKILL  # the container was removed under it (delete --force)
+EXIT_DAEMON_LOST = 255  # the daemon did not come back
 
 
 def _window(fd: int) -> tuple[int, int] | None:
@@ -95,6 +100,23 @@ class Keeper:
                 time.sleep(0.2)
         threading.Thread(target=retry, daemon=True).start()
 
+    def _back(self) -> HijackedSocket | None:
+        """After the daemon went away: once it answers again, a new attach if the container
+        still runs (None: it does not, or the daemon did not come back)."""
+        deadline = time.monotonic() + DAEMON_BACK_S
+        while time.monotonic() < deadline:
+            try:
+                info = self.client.get_json(f"/containers/{path_quote(self.container)}/json")
+                state = info.get("State") if isinstance(info, dict) else None
+                if isinstance(state, dict) and state.get("Running"):
+                    return self.attach()
+                return None
+            except NotFound:
+                return None
+            except (SteelcupError, OSError):
+                time.sleep(0.5)  # not back yet
+        return None
+
     def run(self, ready: Callable[[], None]) -> int:
         """Attach, call `ready`, relay until the process ends; its exit status."""
         conn = self.attach()
@@ -104,8 +126,26 @@ class Keeper:
             signal.signal(signal.SIGWINCH, lambda _n, _f: self._resize_soon(0))
             self._resize_soon(0)
         ready()
-        pump(conn, tty=self.tty, stdin=True)
-        return self.exit_code()
+        stdin = True  # through the first attach only: a daemon restart ends its stdin
+        while True:
+            pump(conn, tty=self.tty, stdin=stdin)
+            stdin = False
+            try:
+                return self.exit_code()
+            except NotFound:
+                return EXIT_REMOVED
+            except (SteelcupError, OSError):
+                if self.exec_id:
+                    return EXIT_DAEMON_LOST  # an exec's stream cannot be attached again
+            again = self._back()
+            if again is None:
+                try:
+                    return self.exit_code()
+                except NotFound:
+                    return EXIT_REMOVED
+                except (SteelcupError, OSError):
+                    return EXIT_DAEMON_LOST
+            conn = again
 
 
 def make_controlling_tty(fd: int) -> None:
