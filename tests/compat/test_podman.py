@@ -201,6 +201,8 @@ def test_a_live_restore_restart_of_the_daemon_does_not_end_the_container(
         assert podman.run("logs", cid, check=True).stdout == b"before\nafter\n"
         podman.run("rm", cid, check=True)
     finally:
+        if daemon.proc.poll() is not None:  # failed while stopped: its VMs and mounts wait
+            daemon = start_daemon(base / "sc", base / "steelcup.sock", extra_args=args)
         podman.run("rm", "-a", "-f", "-t", "0")
         podman.runtime, podman.runtime_root = own
         stop_daemon(daemon)
