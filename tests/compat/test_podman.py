@@ -111,6 +111,12 @@ def test_detached_exec_state_stop_and_remove(podman: Podman) -> None:
     assert ran.returncode == 4 and ran.stdout == b"in-exec\n", ran.stderr
     ps = podman.oci_json("ps", "--format", "json", cid)
     assert ps == [state["pid"]]
+    podman.run("pause", cid, check=True)
+    assert podman.oci_json("state", cid)["status"] == "paused"  # type: ignore[index]
+    podman.run("unpause", cid, check=True)
+    assert podman.oci_json("state", cid)["status"] == "running"  # type: ignore[index]
+    again = podman.run("exec", cid, "echo", "unpaused")
+    assert again.stdout == b"unpaused\n", again.stderr
     podman.run("stop", "-t", "1", cid, check=True)
     deadline = time.monotonic() + 30
     while Path(f"/proc/{state['pid']}").exists():  # reaped by conmon
