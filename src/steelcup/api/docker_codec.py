@@ -808,6 +808,8 @@ def encode_inspect(
             "Ulimits": [{"Name": n, "Soft": s, "Hard": h} for n, s, h in config.ulimits] or None,
             "PidsLimit": config.pids_limit or None,
             "Runtime": "steelcup",
+            # steelcup's own, only when set (a container of steelcup-runtime's)
+            **({"SteelcupRootfs": config.rootfs_dir} if config.rootfs_dir else {}),
         },
         "GraphDriver": {"Name": "overlay", "Data": None},
         "Mounts": encode_mounts(config),

@@ -30,6 +30,11 @@ def test_a_host_directory_root_needs_no_image_and_is_kept(tmp_path: Path) -> Non
     restarted = make_runtime(tmp_path, db)
     restarted.recover()
     assert restarted.record("oci1").config.rootfs_dir == str(bundle_root)
+    shown = codec.encode_inspect(restarted.record("oci1"), "/x.log")["HostConfig"]
+    assert shown["SteelcupRootfs"] == str(bundle_root)
+    plain = runtime.create(ContainerConfig(image="base:1", image_id="", cmd=("true",),
+                                           network_mode="none"), "plain")
+    assert "SteelcupRootfs" not in codec.encode_inspect(plain, "/x.log")["HostConfig"]
 
 
 def test_a_tenant_cannot_use_a_host_directory_as_root(tmp_path: Path) -> None:
