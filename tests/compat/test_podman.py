@@ -76,6 +76,24 @@ def test_exit_code_stdout_stderr_and_stdin(podman: Podman) -> None:
     assert piped.stdout == b"hello\ndone\n"
 
 
+def test_podmans_settings_reach_the_vm(podman: Podman, tmp_path: Path) -> None:
+    """What podman writes into config.json for these flags arrives in the guest."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    (shared / "hello").write_text("from the host\n")
+    script = ("nproc; id -u; id -g; pwd; hostname; echo $FOO; cat /data/hello; "
+              "df -k /scratch | tail -1 | awk '{print $2}'; ulimit -n; "
+              "touch /data/x 2>/dev/null || echo read-only; "
+              "awk '/MemTotal/ {print int($2 / 1024)}' /proc/meminfo")
+    out = podman.container("--rm", "--cpus", "2", "--memory", "300m", "-u", "1000:1000",
+                           "-w", "/tmp", "--hostname", "hh", "-e", "FOO=bar", "-v",
+                           f"{shared}:/data:ro", "--tmpfs", "/scratch:size=1m", IMG, "sh",
+                           "-c", script, check=True).stdout.decode().split("\n")
+    assert out[:10] == ["2", "1000", "1000", "/tmp", "hh", "bar", "from the host", "1024",
+                        "1024", "read-only"], out
+    assert 200 <= int(out[10]) <= 300, out  # the VM's memory is the limit
+
+
 def test_a_missing_program_is_127_and_one_not_executable_126(podman: Podman) -> None:
     """As with runc: `create` fails with runc's words, which podman maps to the exit code."""
     missing = podman.container("--rm", IMG, "no-such-program")
