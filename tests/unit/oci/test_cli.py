@@ -58,12 +58,29 @@ def test_a_missing_container_is_runcs_error_in_the_json_log(
 
 def test_no_daemon_is_an_error_a_person_can_act_on(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    bundle = tmp_path / "b"
-    (bundle / "rootfs").mkdir(parents=True)
-    (bundle / "config.json").write_text(json.dumps(
-        {"process": {"args": ["true"]}, "root": {"path": "rootfs"}}))
+    bundle = _bundle(tmp_path)
     with pytest.raises(SystemExit):
         main(["--root", str(tmp_path / "root"), "--host", str(tmp_path / "no.sock"),
               "create", "--bundle", str(bundle), "c1"])
     assert "cannot connect to the steelcup daemon" in capsys.readouterr().err
     assert not (tmp_path / "root" / "c1").exists()
+
+
+def test_a_missing_program_fails_create_with_runcs_words_before_any_daemon(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bundle = _bundle(tmp_path, program="no-such-program")
+    with pytest.raises(SystemExit):
+        main(["--root", str(tmp_path / "root"), "--host", str(tmp_path / "no.sock"),
+              "create", "--bundle", str(bundle), "c1"])
+    assert ('exec: "no-such-program": executable file not found in $PATH'
+            in capsys.readouterr().err)
+
+
+def _bundle(tmp_path: Path, program: str = "true") -> Path:
+    bundle = tmp_path / "b"
+    (bundle / "rootfs" / "bin").mkdir(parents=True)
+    (bundle / "rootfs" / "bin" / "true").write_text("#!")
+    (bundle / "rootfs" / "bin" / "true").chmod(0o755)
+    (bundle / "config.json").write_text(json.dumps(
+        {"process": {"args": [program], "env": ["PATH=/bin"]}, "root": {"path": "rootfs"}}))
+    return bundle
