@@ -129,6 +129,9 @@ def test_detached_exec_state_stop_and_remove(podman: Podman) -> None:
     assert ran.returncode == 4 and ran.stdout == b"in-exec\n", ran.stderr
     ps = podman.oci_json("ps", "--format", "json", cid)
     assert ps == [state["pid"]]
+    podman.run("update", "--memory", "400m", cid, check=True)  # the runtime's `update`
+    assert podman.daemon.out("inspect", "-f", "{{.HostConfig.Memory}}",
+                             state["id"]).strip() == str(400 << 20)
     podman.run("pause", cid, check=True)
     assert podman.oci_json("state", cid)["status"] == "paused"  # type: ignore[index]
     podman.run("unpause", cid, check=True)

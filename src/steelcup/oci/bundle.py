@@ -143,7 +143,12 @@ def _network_mode(linux: Mapping[str, Any]) -> str:
 
 
 def _resources(linux: Mapping[str, Any]) -> dict[str, Any]:
-    resources = _obj(linux, "resources", "linux.")
+    return resources_body(_obj(linux, "resources", "linux."))
+
+
+def resources_body(resources: Mapping[str, Any]) -> dict[str, Any]:
+    """The runtime spec's LinuxResources (config.json's, or `update --resources`') as the
+    Engine API's HostConfig resource fields steelcup acts on."""
     out: dict[str, Any] = {}
     memory = _obj(resources, "memory", "linux.resources.")
     limit = memory.get("limit")

@@ -325,6 +325,21 @@ def cmd_exec(rt: Runtime, a: argparse.Namespace) -> int:
     return keeper.run(lambda: _write_pid_file(a.pid_file, os.getpid()))
 
 
+def cmd_update(rt: Runtime, a: argparse.Namespace) -> int:
+    record = rt.states.load(a.id)
+    try:
+        text = sys.stdin.read() if a.resources == "-" else Path(a.resources).read_text()
+        resources = json.loads(text)
+    except (OSError, ValueError) as exc:
+        raise InvalidArgument(f"cannot read the resources {a.resources}: {exc}") from exc
+    if not isinstance(resources, dict):
+        raise InvalidArgument("the resources must be a JSON object (LinuxResources)")
+    body = bundle_module.resources_body(resources)
+    if body:
+        rt.client().post(f"/containers/{path_quote(record.container)}/update", None, body)
+    return 0
+
+
 def cmd_features(_rt: Runtime, _a: argparse.Namespace) -> int:
     print(json.dumps({
         "ociVersionMin": "1.0.0",
@@ -406,6 +421,10 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--preserve-fds", type=int, default=0)
     e.add_argument("id")
     e.add_argument("exec_args", nargs="*", metavar="command")
+    u = sub.add_parser("update")
+    u.add_argument("--resources", "-r", required=True,
+                   help="a LinuxResources JSON file, or - for stdin")
+    u.add_argument("id")
     sub.add_parser("features")
     return p
 
@@ -442,7 +461,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands: dict[str, Callable[[Runtime, argparse.Namespace], int]] = {
         "create": cmd_create, "_keeper": cmd_keeper, "start": cmd_start, "state": cmd_state,
         "kill": cmd_kill, "delete": cmd_delete, "ps": cmd_ps, "exec": cmd_exec,
-        "features": cmd_features,
+        "features": cmd_features, "update": cmd_update,
         "pause": lambda r, a: cmd_pause(r, a, "pause"),
         "resume": lambda r, a: cmd_pause(r, a, "unpause"),
     }

@@ -133,3 +133,12 @@ def test_what_cannot_be_honoured_is_refused_by_name(change: Any, message: str) -
 def test_a_document_that_is_not_an_object_is_refused() -> None:
     with pytest.raises(InvalidArgument, match="JSON object"):
         translate([], BUNDLE)
+
+
+def test_update_resources_take_what_steelcup_acts_on() -> None:
+    from steelcup.oci.bundle import resources_body
+
+    assert resources_body({"memory": {"limit": 400 << 20, "swap": 800 << 20},
+                           "cpu": {"quota": 200000, "period": 100000}}) == {
+        "Memory": 400 << 20, "NanoCpus": 2_000_000_000}
+    assert resources_body({}) == {}
