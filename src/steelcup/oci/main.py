@@ -29,6 +29,7 @@ from steelcup.oci.console import open_console
 from steelcup.oci.keeper import Keeper, make_controlling_tty, ready_writer
 from steelcup.oci.lookup import check_program
 from steelcup.oci.state import OCI_VERSION, Record, StateDir, check_id, oci_state, oci_status
+from steelcup.runtime.names import validate_name
 
 DEFAULT_ROOT = "/run/steelcup-runtime"
 SOCKET_NAME = "daemon.sock"
@@ -136,6 +137,15 @@ def _spawn_keeper(rt: Runtime, record: Record, argv_tail: Sequence[str],
     return proc.pid
 
 
+def daemon_name(container_id: str) -> str | None:
+    """The daemon's name for the container: its OCI id where docker's name rule allows it
+    (podman's and containerd's ids do), else none (the daemon picks one)."""
+    try:
+        return validate_name(container_id)
+    except InvalidArgument:
+        return None
+
+
 def _write_pid_file(path: str | None, pid: int) -> None:
     if not path:
         return
@@ -169,7 +179,8 @@ def cmd_create(rt: Runtime, a: argparse.Namespace) -> int:
     except NotFound:
         pass
     client = rt.client()
-    created = client.post_json("/containers/create", {"name": container_id}, spec.body)
+    created = client.post_json("/containers/create", {"name": daemon_name(container_id)},
+                               spec.body)
     record = Record(id=container_id, container=str(created["Id"]), bundle=bundle_dir,
                     created=_now(), annotations=spec.annotations, terminal=spec.terminal)
     try:

@@ -84,3 +84,11 @@ def _bundle(tmp_path: Path, program: str = "true") -> Path:
     (bundle / "config.json").write_text(json.dumps(
         {"process": {"args": [program], "env": ["PATH=/bin"]}, "root": {"path": "rootfs"}}))
     return bundle
+
+
+def test_the_daemons_name_is_the_id_where_dockers_rule_allows() -> None:
+    from steelcup.oci.main import daemon_name
+
+    assert daemon_name("9c8344e31f86") == "9c8344e31f86"
+    assert daemon_name("k8s_pod.1-a") == "k8s_pod.1-a"
+    assert daemon_name("a+b") is None  # runc allows '+', docker names do not
