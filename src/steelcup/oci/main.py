@@ -157,8 +157,15 @@ def _write_pid_file(path: str | None, pid: int) -> None:
 
 # -- commands ------------------------------------------------------------------------------
 
+def _no_fds(count: int) -> None:
+    if count > 0:
+        raise InvalidArgument("--preserve-fds: steelcup cannot pass host file descriptors "
+                              "into a VM")
+
+
 def cmd_create(rt: Runtime, a: argparse.Namespace) -> int:
     container_id = check_id(a.id)
+    _no_fds(a.preserve_fds)
     bundle_dir = os.path.abspath(a.bundle or ".")
     try:
         doc = json.loads(Path(bundle_dir, "config.json").read_text())
@@ -294,6 +301,7 @@ def cmd_ps(rt: Runtime, a: argparse.Namespace) -> int:
 
 
 def cmd_exec(rt: Runtime, a: argparse.Namespace) -> int:
+    _no_fds(a.preserve_fds)
     record = rt.states.load(a.id)
     if rt.status(record) != "running":
         raise RuntimeError_("cannot exec in a stopped container")

@@ -92,3 +92,11 @@ def test_the_daemons_name_is_the_id_where_dockers_rule_allows() -> None:
     assert daemon_name("9c8344e31f86") == "9c8344e31f86"
     assert daemon_name("k8s_pod.1-a") == "k8s_pod.1-a"
     assert daemon_name("a+b") is None  # runc allows '+', docker names do not
+
+
+def test_host_fds_cannot_be_preserved_into_a_vm(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["--root", str(tmp_path), "--host", str(tmp_path / "no.sock"), "create",
+              "--preserve-fds", "2", "--bundle", str(_bundle(tmp_path)), "c1"])
+    assert "cannot pass host file descriptors" in capsys.readouterr().err
