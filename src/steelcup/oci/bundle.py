@@ -171,6 +171,10 @@ def translate(doc: Any, bundle: str) -> Bundle:
     """config.json (parsed) of the bundle directory `bundle` -> the create request."""
     if not isinstance(doc, dict):
         raise InvalidArgument("config.json must be a JSON object")
+    hooks = _obj(doc, "hooks", "")
+    if any(hooks.values()):
+        raise InvalidArgument("config.json: hooks are not supported by steelcup (they would "
+                              f"run in namespaces a VM does not have): {', '.join(hooks)}")
     process = _obj(doc, "process", "")
     args = _strings(process, "args", "process.")
     if not args:

@@ -106,6 +106,12 @@ def test_a_relative_root_is_in_the_bundle_and_readonly_and_terminal_are_kept() -
     assert spec.terminal and spec.body["Tty"] is True
 
 
+def test_empty_hooks_are_fine() -> None:
+    doc = copy.deepcopy(PODMAN)
+    doc["hooks"] = {"prestart": []}
+    assert translate(doc, BUNDLE).body["Entrypoint"] == ["uname", "-r"]
+
+
 def test_no_capabilities_means_none() -> None:
     doc = copy.deepcopy(PODMAN)
     del doc["process"]["capabilities"]
@@ -122,6 +128,7 @@ def test_no_capabilities_means_none() -> None:
     (lambda d: d.pop("root"), "root.path"),
     (lambda d: d["process"]["user"].update(uid="root"), "uid and gid"),
     (lambda d: d.update(mounts={"a": 1}), "mounts must be a list"),
+    (lambda d: d.update(hooks={"prestart": [{"path": "/bin/true"}]}), "hooks"),
 ])
 def test_what_cannot_be_honoured_is_refused_by_name(change: Any, message: str) -> None:
     doc = copy.deepcopy(PODMAN)
