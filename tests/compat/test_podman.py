@@ -94,6 +94,16 @@ def test_podmans_settings_reach_the_vm(podman: Podman, tmp_path: Path) -> None:
     assert 200 <= int(out[10]) <= 300, out  # the VM's memory is the limit
 
 
+def test_privileged_is_every_capability_in_the_vm_and_host_devices_are_refused(
+        podman: Podman) -> None:
+    caps = podman.container("--rm", "--privileged", IMG, "sh", "-c",
+                            "grep CapEff /proc/self/status", check=True).stdout.split()[-1]
+    assert int(caps, 16) == (1 << 41) - 1, caps  # capabilities 0..40, all of them
+    device = podman.container("--rm", "--device", "/dev/fuse", IMG, "true")
+    assert device.returncode != 0
+    assert b"linux.devices is not supported by steelcup" in device.stderr
+
+
 def test_a_missing_program_is_127_and_one_not_executable_126(podman: Podman) -> None:
     """As with runc: `create` fails with runc's words, which podman maps to the exit code."""
     missing = podman.container("--rm", IMG, "no-such-program")

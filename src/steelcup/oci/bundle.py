@@ -25,6 +25,7 @@ ENGINE_FILES = frozenset({"/etc/hosts", "/etc/hostname", "/etc/resolv.conf",
                           "/run/.containerenv"})
 _TMPFS_OPTIONS = ("size=", "mode=")
 _RLIMIT_PREFIX = "RLIMIT_"
+PODMAN_PRIVILEGED = "io.podman.annotations.privileged"
 
 
 @dataclass(frozen=True)
@@ -183,8 +184,19 @@ def translate(doc: Any, bundle: str) -> Bundle:
     cap_add, cap_drop = _caps(process)
     binds, tmpfs = _mounts(doc)
     linux = _obj(doc, "linux", "")
-    sysctls = _obj(linux, "sysctl", "linux.")
+    # The engine's privileged mode (podman says so in an annotation; otherwise every
+    # capability): docker's Privileged in steelcup, whose devices are the VM's own, never the
+    # host's the engine lists.
     annotations = {str(k): str(v) for k, v in _obj(doc, "annotations", "").items()}
+    privileged = annotations.get(PODMAN_PRIVILEGED, "").upper() == "TRUE" or set(NAMES) <= set(
+        _strings(_obj(process, "capabilities", "process."), "bounding", "process.capabilities."))
+    for key, why in (("devices", "a VM has no host devices"),
+                     ("uidMappings", "a VM has its own ids (the daemon maps them)"),
+                     ("gidMappings", "a VM has its own ids (the daemon maps them)")):
+        if _list(linux, key, "linux.") and not (key == "devices" and privileged):
+            raise InvalidArgument(f"config.json: linux.{key} is not supported by steelcup "
+                                  f"({why})")
+    sysctls = _obj(linux, "sysctl", "linux.")
     terminal = process.get("terminal") is True
     host: dict[str, Any] = {
         "SteelcupRootfs": root_path(doc, bundle),
@@ -192,8 +204,9 @@ def translate(doc: Any, bundle: str) -> Bundle:
         "Binds": binds or None,
         "Tmpfs": tmpfs or None,
         "NetworkMode": _network_mode(linux),
-        "CapAdd": cap_add or None,
-        "CapDrop": cap_drop or None,
+        "Privileged": privileged,
+        "CapAdd": None if privileged else cap_add or None,
+        "CapDrop": None if privileged else cap_drop or None,
         "GroupAdd": groups or None,
         "Ulimits": _ulimits(process) or None,
         "Sysctls": {str(k): str(v) for k, v in sysctls.items()} or None,

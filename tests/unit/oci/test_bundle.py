@@ -106,6 +106,22 @@ def test_a_relative_root_is_in_the_bundle_and_readonly_and_terminal_are_kept() -
     assert spec.terminal and spec.body["Tty"] is True
 
 
+def test_every_capability_is_privileged_and_its_devices_are_the_vms() -> None:
+    from steelcup.runtime.capabilities import NAMES
+
+    doc = copy.deepcopy(PODMAN)
+    doc["process"]["capabilities"] = {"bounding": list(NAMES)}
+    doc["linux"]["devices"] = [{"path": "/dev/fuse", "type": "c", "major": 10, "minor": 229}]
+    host = translate(doc, BUNDLE).body["HostConfig"]
+    assert host["Privileged"] is True and "CapAdd" not in host and "CapDrop" not in host
+    assert translate(PODMAN, BUNDLE).body["HostConfig"]["Privileged"] is False
+    # podman --privileged: its annotation (its bounding set may lack a capability or two)
+    doc = copy.deepcopy(PODMAN)
+    doc["annotations"]["io.podman.annotations.privileged"] = "TRUE"
+    doc["linux"]["devices"] = [{"path": "/dev/fuse", "type": "c", "major": 10, "minor": 229}]
+    assert translate(doc, BUNDLE).body["HostConfig"]["Privileged"] is True
+
+
 def test_empty_hooks_are_fine() -> None:
     doc = copy.deepcopy(PODMAN)
     doc["hooks"] = {"prestart": []}
@@ -129,6 +145,10 @@ def test_no_capabilities_means_none() -> None:
     (lambda d: d["process"]["user"].update(uid="root"), "uid and gid"),
     (lambda d: d.update(mounts={"a": 1}), "mounts must be a list"),
     (lambda d: d.update(hooks={"prestart": [{"path": "/bin/true"}]}), "hooks"),
+    (lambda d: d["linux"].update(devices=[{"path": "/dev/fuse", "type": "c"}]),
+     "linux.devices"),
+    (lambda d: d["linux"].update(uidMappings=[{"containerID": 0, "hostID": 1000,
+                                              "size": 1}]), "linux.uidMappings"),
 ])
 def test_what_cannot_be_honoured_is_refused_by_name(change: Any, message: str) -> None:
     doc = copy.deepcopy(PODMAN)
