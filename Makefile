@@ -8,9 +8,10 @@ BUILD := build
 GUEST_KERNEL_APT := linux-source-6.1 gcc make flex bison bc libelf-dev
 APT_PACKAGES := qemu-system-x86 qemu-utils busybox-static musl-tools cpio kmod e2fsprogs \
 	erofs-utils xz-utils zstd iproute2 nftables util-linux openssl docker-registry skopeo \
-	apache2-utils $(GUEST_KERNEL_APT)
+	apache2-utils podman runc $(GUEST_KERNEL_APT)
 # Installed without their Recommends (docker-compose would pull in a whole docker.io engine).
-APT_PACKAGES_BARE := docker-compose
+# containerd: the engine steelcup-runtime is tested under besides podman (its runc shim).
+APT_PACKAGES_BARE := docker-compose containerd
 DEMO_ROOT ?= /tmp/steelcup-demo
 
 .PHONY: all deps apt venv guest images demo test test-unit test-vm lint clean

@@ -95,6 +95,21 @@ def _mount_points() -> list[bytes]:
     return points
 
 
+def filesystem_at(path: Path) -> tuple[str, str] | None:
+    """(filesystem type, its super options) of the topmost mount whose mount point is `path`
+    (symlinks resolved); None if `path` is not a mount point."""
+    target = os.fsencode(os.path.realpath(path))
+    found = None
+    with contextlib.suppress(OSError), open("/proc/self/mountinfo", "rb") as f:
+        for line in f:
+            fields = line.rstrip(b"\n").split(b" ")
+            if len(fields) > 4 and _unescape(fields[4]) == target and b"-" in fields[6:]:
+                tail = fields[fields.index(b"-", 6) + 1:]
+                if len(tail) >= 3:
+                    found = (os.fsdecode(tail[0]), os.fsdecode(_unescape(tail[2])))
+    return found
+
+
 def _unescape(field: bytes) -> bytes:
     """mountinfo escapes space, tab, newline and backslash as octal."""
     out = bytearray()

@@ -365,9 +365,16 @@ def decode_create(body: Any) -> ContainerConfig:
     if not isinstance(body, dict):
         raise InvalidArgument("request body must be a JSON object")
     image = _get(body, "Image", str, "")
-    if not image:
+    host = dict(_get(body, "HostConfig", dict, {}))
+    # steelcup's own field, not docker's (so not in HOST_SETTINGS): a host directory as the
+    # root, for steelcup-runtime; the runtime refuses it to tenants (docs/oci-runtime.md).
+    rootfs_dir = _get(host, "SteelcupRootfs", str, "")
+    host.pop("SteelcupRootfs", None)
+    if rootfs_dir and not rootfs_dir.startswith("/"):
+        raise InvalidArgument(f"HostConfig.SteelcupRootfs must be an absolute path, not "
+                              f"{rootfs_dir!r}")
+    if not image and not rootfs_dir:
         raise InvalidArgument("Config cannot be empty in order to create a container")
-    host = _get(body, "HostConfig", dict, {})
     check_host_settings(host)
     check_endpoint_settings(body)
     if body.get("MacAddress"):  # where clients before API 1.44 put --mac-address
@@ -454,6 +461,7 @@ def decode_create(body: Any) -> ContainerConfig:
         ulimits=decode_ulimits(host),
         pids_limit=decode_pids_limit(host),
         healthcheck=healthcheck,
+        rootfs_dir=rootfs_dir,
     )
 
 
@@ -800,6 +808,8 @@ def encode_inspect(
             "Ulimits": [{"Name": n, "Soft": s, "Hard": h} for n, s, h in config.ulimits] or None,
             "PidsLimit": config.pids_limit or None,
             "Runtime": "steelcup",
+            # steelcup's own, only when set (a container of steelcup-runtime's)
+            **({"SteelcupRootfs": config.rootfs_dir} if config.rootfs_dir else {}),
         },
         "GraphDriver": {"Name": "overlay", "Data": None},
         "Mounts": encode_mounts(config),

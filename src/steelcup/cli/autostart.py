@@ -20,8 +20,10 @@ def _tail(path: Path, lines: int = 15) -> str:
         return ""
 
 
-def start_daemon(socket_path: str, root_dir: str, *, deadline_s: float = START_DEADLINE_S) -> int:
-    """Spawn `python -m steelcup daemon` detached; return its pid once /_ping answers."""
+def start_daemon(socket_path: str, root_dir: str, *, deadline_s: float = START_DEADLINE_S,
+                 extra_args: tuple[str, ...] = ()) -> int:
+    """Spawn `python -m steelcup daemon` detached (with `extra_args`); return its pid once
+    /_ping answers."""
     root = Path(root_dir)
     log_path = root / "daemon.log"
     try:
@@ -33,7 +35,7 @@ def start_daemon(socket_path: str, root_dir: str, *, deadline_s: float = START_D
             "--root DIR and -H SOCKET to places you can write, or start `steelcup daemon`."
         ) from exc
     argv = [sys.executable, "-m", "steelcup", "daemon", "--root", str(root)]
-    argv += ["--socket", str(socket_path)]
+    argv += ["--socket", str(socket_path), *extra_args]
     try:
         with log:
             proc = subprocess.Popen(

@@ -151,14 +151,85 @@ def prepare(
     return rootfs
 
 
+HOST_LAYER = "host-root"
+
+
+def overlay_layers(options: str) -> list[str]:
+    """The directories of an overlay mount, topmost first (upper, then the lowers), from its
+    super options as mountinfo shows them. InvalidArgument for what cannot be taken apart:
+    relative or escaped paths, data-only layers."""
+    upper: list[str] = []
+    lowers: list[str] = []
+    for option in options.split(","):
+        key, _, value = option.partition("=")
+        if key == "upperdir":
+            upper = [value]
+        elif key == "lowerdir":
+            lowers += value.split(":")
+        elif key == "lowerdir+":
+            lowers.append(value)
+        elif key == "datadir+":
+            raise ImageError("an overlay with data-only layers cannot be a container's root")
+    layers = upper + lowers
+    if not lowers or any(not d.startswith("/") or "\\" in d for d in layers):
+        raise ImageError(f"cannot take the overlay apart into its layers ({options})")
+    return layers
+
+
+def host_dir_layers(source: Path, container_dir: Path, ids: IdRange | None = None
+                    ) -> list[Path]:
+    """An existing host directory (an OCI bundle's rootfs, which its engine mounted) as the
+    read-only layers of the container's overlay, lowest first, in place of an image's layers.
+
+    Without `ids`, the directory itself. With `ids`, idmapped views under
+    `container_dir/host-root/N`, so that the VM's root owns what host root owns there, as the
+    same container under runc would (an operator's choice: tenants cannot ask for it). An
+    overlay cannot be idmapped, so an overlay mounted there (podman's overlay driver) is
+    taken apart: its upper and lower directories, each mapped. The container's writes go to
+    its own writable layer, never to `source`."""
+    if not source.is_absolute() or not source.is_dir():
+        raise ImageError(f"the container's root directory {source} does not exist")
+    if ids is None:
+        return [source]
+    mounted = sysmount.filesystem_at(source)
+    parts = ([Path(d) for d in overlay_layers(mounted[1])]
+             if mounted is not None and mounted[0] == "overlay" else [source])
+    views = []
+    for n, part in enumerate(parts):
+        view = container_dir / HOST_LAYER / str(n)
+        views.append(view)
+        if sysmount.is_mountpoint(view):
+            continue
+        view.mkdir(parents=True, exist_ok=True)
+        try:
+            userns.idmapped_bind(Path(os.path.realpath(part)), view, ids.ns_map())
+        except OSError as exc:
+            release(container_dir)
+            raise SteelcupError(f"mapping {part} (of the container's root directory {source}) "
+                                f"into the VMs' user namespace failed: {exc.strerror or exc}"
+                                ) from exc
+    return list(reversed(views))
+
+
+def _host_views(container_dir: Path) -> list[Path]:
+    base = container_dir / HOST_LAYER
+    return sorted(base.iterdir()) if base.is_dir() else []
+
+
 def release(container_dir: Path) -> None:
     """Unmount `container_dir/rootfs`, then the writable layer (lazily if busy). Idempotent."""
     boundedfs.unmount(container_dir / "rootfs")
     boundedfs.unmount(container_dir / DISK_MOUNT)
+    for view in _host_views(container_dir):
+        boundedfs.unmount(view)
 
 
 def remove(container_dir: Path) -> None:
     """Release the rootfs and delete the whole container dir (upper layer included)."""
     release(container_dir)
+    for view in _host_views(container_dir):
+        if sysmount.is_mountpoint(view):
+            # Never delete through a mount of a host directory (host_dir_layers)
+            raise SteelcupError(f"{view} is still mounted; not deleting the container's files")
     if container_dir.exists():
         shutil.rmtree(container_dir)

@@ -25,6 +25,7 @@ from typing import Any
 from steelcup import boundedfs
 from steelcup.errors import (
     Conflict,
+    Forbidden,
     GuestProtocolError,
     InvalidArgument,
     NotFound,
@@ -36,7 +37,8 @@ from steelcup.guest.client import GuestProcess, ProcessSpec
 from steelcup.guestlog import clip
 from steelcup.idmap import IdRange, IdsFor, one_range
 from steelcup.image import rootfs as rootfs_module
-from steelcup.image.store import ImageStore
+from steelcup.image.config import ImageConfig
+from steelcup.image.store import Image, ImageStore
 from steelcup.image.users import resolve_user
 from steelcup.pool.slots import release_dir as release_slot
 from steelcup.pool.source import Share, VmRequest, VmSource
@@ -262,10 +264,15 @@ class Runtime:
         return self.root / "containers" / container_id
 
     def prepare_rootfs(self, record: ContainerRecord) -> Path:
-        """Mount the container's root (its writable layer over the image); blocking."""
-        image = self.images.get(record.config.image_id)
+        """Mount the container's root (its writable layer over the image, or over the
+        operator's host directory: HostConfig.SteelcupRootfs); blocking."""
         ids = self.ids_for(record.config.tenant)
-        return rootfs_module.prepare(self.images.layer_dirs(image, ids),
+        if record.config.rootfs_dir:
+            layers = rootfs_module.host_dir_layers(Path(record.config.rootfs_dir),
+                                                   self.container_dir(record.id), ids)
+        else:
+            layers = self.images.layer_dirs(self.images.get(record.config.image_id), ids)
+        return rootfs_module.prepare(layers,
                                      self.container_dir(record.id), self.disks,
                                      record.config.storage_bytes, ids)
 
@@ -408,7 +415,7 @@ class Runtime:
         caps = capability_set(config.cap_add, config.cap_drop, config.privileged)
         for linked, _alias in config.links:
             self._linked(linked, config.tenant)
-        image = self.images.get(config.image, config.tenant or None)  # in its tenant's names
+        image = self._image_for(config)
         argv = resolve_argv(
             image.config.entrypoint, image.config.cmd, config.entrypoint, config.cmd
         )
@@ -475,6 +482,20 @@ class Runtime:
         self._containers[container_id] = _Live(record)
         self.publish_event(record, "create")
         return record
+
+    def _image_for(self, config: ContainerConfig) -> Image:
+        """The image a container is made from, in its tenant's names; for a root directory
+        of the operator's (steelcup-runtime's bundles), none: an empty image config."""
+        if not config.rootfs_dir:
+            return self.images.get(config.image, config.tenant or None)
+        if config.tenant:
+            raise Forbidden("a host directory as a container's root is for the operator "
+                            "only, not for a tenant")
+        if not Path(config.rootfs_dir).is_dir():
+            raise InvalidArgument(f"the container's root directory {config.rootfs_dir} does "
+                                  "not exist")
+        return Image(id="", repo_tags=(), config=ImageConfig(), created="", architecture="",
+                     os="linux", diff_ids=(), size_bytes=0, raw_config=b"")
 
     def _linked(self, name: str, tenant: str) -> ContainerRecord:
         """The container a link names, among its tenant's; dockerd's 400 if there is none."""

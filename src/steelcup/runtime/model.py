@@ -98,6 +98,9 @@ class ContainerConfig:
     pids_limit: int = 0  # --pids-limit: the guest's pids cgroup for its processes; 0 = none
     # Config.Healthcheck: the request, merged with the image's HEALTHCHECK at create
     healthcheck: HealthConfig | None = None
+    # An existing host directory as the root instead of the image's layers (HostConfig.
+    # SteelcupRootfs, the operator's only: steelcup-runtime's OCI bundles); "" = the image's.
+    rootfs_dir: str = ""
 
     def rlimits(self) -> tuple[str, ...]:
         """The ulimits as the guest protocol's RLIMIT fields."""

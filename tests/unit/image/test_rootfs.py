@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from steelcup import sysmount
+from steelcup import sysmount, userns
+from steelcup.errors import ImageError, SteelcupError
+from steelcup.idmap import IdRange
 from steelcup.image import rootfs
 
 
@@ -114,3 +116,107 @@ def test_whiteouts_and_opaque_dirs_through_overlay(workdir: Path) -> None:
     assert sorted(p.name for p in root.iterdir()) == ["cache", "kept"]
     assert sorted(p.name for p in (root / "cache").iterdir()) == ["new"]
     rootfs.remove(workdir / "c4")
+
+
+def _engine_root(base: Path) -> Path:
+    host = base / "bundle-rootfs"
+    (host / "etc").mkdir(parents=True)
+    (host / "etc" / "motd").write_text("from the engine")
+    os.chown(host / "etc" / "motd", 0, 0)
+    return host
+
+
+def _ids() -> IdRange | None:
+    return IdRange(1_000_000_000) if userns.supported() else None
+
+
+def _check_layered_root(host: Path, cdir: Path, layers: list[Path], ids: IdRange | None,
+                        seen: Path) -> None:
+    root = rootfs.prepare(layers, cdir, ids=ids)
+    assert (root / "etc" / "motd").read_text() == "from the engine"
+    if ids is not None:  # the VM's root (host id base) owns what host root owns
+        assert (root / "etc" / "motd").stat().st_uid == ids.base
+    (root / "etc" / "motd").write_text("the container's")
+    (root / "new").write_text("x")
+    assert (seen / "etc" / "motd").read_text() == "from the engine"
+    assert not (seen / "new").exists()
+    rootfs.remove(cdir)
+    assert not cdir.exists()
+    assert (seen / "etc" / "motd").read_text() == "from the engine"
+
+
+def test_a_host_directory_is_the_lower_layer_and_is_never_written(workdir: Path) -> None:
+    host = _engine_root(workdir)
+    ids = _ids()
+    cdir = workdir / "c-host"
+    layers = rootfs.host_dir_layers(host, cdir, ids)
+    assert layers == ([cdir / rootfs.HOST_LAYER / "0"] if ids else [host])
+    _check_layered_root(host, cdir, layers, ids, host)
+
+
+def test_an_engines_overlay_is_taken_apart_into_mapped_layers(workdir: Path) -> None:
+    """podman's overlay driver mounts the root as an overlay, which cannot be idmapped: its
+    upper and lower dirs are mapped one by one, in the same order."""
+    ids = _ids()
+    if ids is None:
+        pytest.skip("no idmapped mounts here")
+    lower = _engine_root(workdir / "image")
+    upper = workdir / "engine" / "diff"
+    work = workdir / "engine" / "work"
+    merged = workdir / "engine" / "merged"
+    for d in (upper, work, merged):
+        d.mkdir(parents=True)
+    (upper / "added-by-engine").write_text("top")
+    subprocess.run(["mount", "-t", "overlay", "overlay", "-o",
+                    f"lowerdir={lower},upperdir={upper},workdir={work}", str(merged)],
+                   check=True)
+    try:
+        cdir = workdir / "c-overlay"
+        layers = rootfs.host_dir_layers(merged, cdir, ids)
+        assert layers == [cdir / rootfs.HOST_LAYER / "1", cdir / rootfs.HOST_LAYER / "0"]
+        root = rootfs.prepare(layers, cdir, ids=ids)
+        assert (root / "added-by-engine").read_text() == "top"
+        rootfs.release(cdir)
+        _check_layered_root(merged, cdir, rootfs.host_dir_layers(merged, cdir, ids), ids,
+                            merged)
+    finally:
+        sysmount.unmount_all(merged)
+
+
+@pytest.mark.parametrize(("options", "layers"), [
+    ("rw,lowerdir=/s/l/A:/s/l/B,upperdir=/s/c/diff,workdir=/s/c/work,uuid=on",
+     ["/s/c/diff", "/s/l/A", "/s/l/B"]),
+    ("rw,lowerdir+=/a,lowerdir+=/b", ["/a", "/b"]),
+])
+def test_overlay_options_give_the_layers_topmost_first(options: str, layers: list[str]) -> None:
+    assert rootfs.overlay_layers(options) == layers
+
+
+@pytest.mark.parametrize("options", ["rw,lowerdir=l/A:l/B,upperdir=c/diff", "rw",
+                                     "rw,lowerdir=/a,datadir+=/d"])
+def test_overlays_that_cannot_be_taken_apart_are_refused(options: str) -> None:
+    with pytest.raises(ImageError):
+        rootfs.overlay_layers(options)
+
+
+def test_a_missing_host_directory_is_refused(workdir: Path) -> None:
+    with pytest.raises(ImageError, match="does not exist"):
+        rootfs.host_dir_layers(workdir / "absent", workdir / "c-absent")
+
+
+def test_remove_refuses_to_delete_through_a_mounted_host_directory(
+        workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    host = workdir / "kept"
+    host.mkdir()
+    (host / "precious").write_text("keep")
+    cdir = workdir / "c-guard"
+    view = cdir / rootfs.HOST_LAYER / "0"
+    view.mkdir(parents=True)
+    sysmount.bind(host, view)
+    monkeypatch.setattr(rootfs, "release", lambda _cdir: None)  # an unmount that did not happen
+    try:
+        with pytest.raises(SteelcupError, match="still mounted"):
+            rootfs.remove(cdir)
+    finally:
+        sysmount.unmount_all(view)
+    assert (host / "precious").read_text() == "keep"

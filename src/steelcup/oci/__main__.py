@@ -1,0 +1,5 @@
+"""`python -m steelcup.oci` is `steelcup-runtime`."""
+
+from steelcup.oci.main import main
+
+raise SystemExit(main())
