@@ -101,3 +101,14 @@ def test_tenant_removal_is_refused_while_it_holds_fips(cloud: Cloud) -> None:
     with cloud.client("alice") as alice:
         ip = _allocate(alice).json()[0]["Address"]
     assert ip in " ".join(cloud.tenants.owned("alice"))
+
+
+def test_leaving_the_fips_network_detaches_it_at_once(cloud: Cloud) -> None:
+    with cloud.client("alice") as alice:
+        ip = _allocate(alice).json()[0]["Address"]
+        cid = _container(alice, "web", ip).json()["Id"]
+        assert f"ip daddr {ip} dnat" in cloud.last_ruleset()
+        left = alice.post("/networks/bridge/disconnect", json={"Container": cid})
+        assert left.status_code == 200, left.text
+        assert alice.get(f"/fips/{ip}").json()["Container"] == ""
+        assert f"ip daddr {ip} dnat" not in cloud.last_ruleset()  # reloaded, not at next start
