@@ -67,3 +67,7 @@ class DaemonOptions:
     # The func gateway (docs/funcs.md): plain HTTP, each call authenticated by its func's
     # secret or a tenant's bearer token.
     func_listen: tuple[str, int] | None = None
+    # Floating IPs (docs/networking.md): the operator's pool (a CIDR) and the host interface
+    # its addresses are answered on; None: no FIPs.
+    fip_pool: str | None = None
+    fip_interface: str | None = None

@@ -359,7 +359,8 @@ async def _start_networking(
         log.info("networking disabled: containers get loopback only")
         return None
     # Loopback proxies live in the port keeper, which outlives the daemon (live restore).
-    networks = NetworkManager(NetStore(db), ports=PortKeeper(options.root / "ports", None))
+    networks = NetworkManager(NetStore(db), ports=PortKeeper(options.root / "ports", None),
+                              fip_pool=options.fip_pool, fip_interface=options.fip_interface)
     try:
         await networks.startup(kept)
     except (SteelcupError, OSError) as exc:

@@ -31,6 +31,8 @@ SIZE_LABEL = "sh.steelcup.size"
 # `run --sg A --sg B` sends the groups a new container joins as this label ("A,B"):
 # docs/networking.md, security groups
 SECURITY_GROUPS_LABEL = "sh.steelcup.security-groups"
+# docs/networking.md, floating IPs: `run --fip IP` attaches the tenant's FIP IP at create
+FIP_LABEL = "sh.steelcup.fip"
 
 
 def default_socket() -> str:

@@ -1,6 +1,7 @@
 """Security groups (issue 15) with real containers in real VMs on one network of the session
 daemon, driven through the CLI: ingress allowed only from a CIDR, a live `sg update`, a live
-`update --sg-add`, an egress rule that leaves one port open, a remote group that follows its
+`update --sg-add`, no egress rule allowing nothing out but DNS, an egress rule that leaves one
+port open, a remote group that follows its
 members, and `sg rm` refused while in use; and, with a daemon of its own, groups, members and
 rules across a daemon restart.
 
@@ -96,6 +97,16 @@ def test_ingress_only_from_the_allowed_cidr(daemon: Daemon, sgnet: dict[str, str
     srv_id = json.loads(daemon.out("inspect", "srv"))[0]["Id"]
     assert group["Members"] == [srv_id]
     assert "in use" in daemon.cli("sg", "rm", "web").stderr.decode()
+
+
+def test_no_egress_rule_means_no_way_out_but_dns(daemon: Daemon,
+                                                 sgnet: dict[str, str]) -> None:
+    """srv's only group (`web`) has no egress rule: hyper.sh's semantics, nothing goes out but
+    DNS (and replies, which the previous test's page came back as)."""
+    lookup = daemon.cli("exec", "srv", "nslookup", "open", timeout=60)
+    assert lookup.returncode == 0 and sgnet["open"] in lookup.stdout.decode()
+    assert not _get(daemon, "srv", f"http://{sgnet['open']}/")
+    assert _get(daemon, "inside", f"http://{sgnet['open']}/")  # open itself answers
 
 
 def test_update_sg_add_applies_live(daemon: Daemon, sgnet: dict[str, str]) -> None:

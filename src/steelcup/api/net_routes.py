@@ -255,4 +255,7 @@ class _NetApi:
                                         req.principal.tenant)
         self.networks.disconnect(req.params["id"], record.id,
                                  force=bool(body.get("Force", False)))
+        # its address may go to another container next: its guard and a floating IP's NAT to
+        # it go now (a no-op when the ruleset is the same)
+        await self.networks.reload_rules()
         return EmptyResponse(200)

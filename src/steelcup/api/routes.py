@@ -20,6 +20,7 @@ from typing import Any
 from steelcup import __version__, stdcopy
 from steelcup.api import (
     cron_routes,
+    fip_routes,
     fs_routes,
     func_routes,
     image_codec,
@@ -49,6 +50,7 @@ from steelcup.api.http import (
     StreamResponse,
 )
 from steelcup.cron.scheduler import Crons
+from steelcup.defaults import FIP_LABEL
 from steelcup.errors import (
     Conflict,
     InvalidArgument,
@@ -198,6 +200,7 @@ def build_router(svc: Services) -> Router:
                             lambda ref, tenant: rt.record(rt.resolve(ref, tenant)))
         sg_routes.scope(r, svc.networks)
         sg_routes.register(r, svc.networks, lambda cid: rt.record(cid).config.tenant)
+        fip_routes.register(r, svc.networks.fips, rt.resolve, svc.events)
     else:
         # Without networking there are no networks: lookups answer as for any missing one
         # (`docker inspect NAME` tries every kind), changes say why they cannot be made.
@@ -441,11 +444,33 @@ class _Api:
                                                                   config.tenant))
         name = req.q("name") or None
         groups = self._security_groups(config)
+        fip = self._floating_ip(config)
         # quick, and counted against the tenant's quotas atomically; it touches loop-owned state
         record = self.admission.create(config, name)
         if groups and self.svc.networks is not None:  # no await since the check: still there
             await self.svc.networks.security_groups.join(record.id, config.tenant, groups)
+        if fip and self.svc.networks is not None:
+            try:
+                await self.svc.networks.fips.attach(fip, record.id, config.tenant)
+            except BaseException:
+                await self.svc.runtime.remove(record.id, force=True)  # all or nothing
+                raise
         return JsonResponse({"Id": record.id, "Warnings": []}, status=201)
+
+    def _floating_ip(self, config: ContainerConfig) -> str:
+        """The FIP a create asks for (`run --fip IP`: a label), one of the tenant's that is
+        not attached yet; "" if none."""
+        address = dict(config.labels).get(FIP_LABEL, "").strip()
+        if not address:
+            return ""
+        if self.svc.networks is None:
+            raise InvalidArgument("floating IPs need networks, and networking is off on this "
+                                  "daemon")
+        rec = self.svc.networks.fips.get(address, config.tenant)
+        if rec.attached:
+            raise Conflict(f"floating IP {rec.address} is attached to container "
+                           f"{rec.container_id[:12]}: detach it first")
+        return rec.address
 
     def _security_groups(self, config: ContainerConfig) -> list[str]:
         """The groups the create asks for (`run --sg`: a label), each one of the tenant's."""

@@ -1,9 +1,10 @@
 """`NetworkManager`: networks (bridge + subnet + DNS) and the NICs of running containers.
 
-Persistent: networks, endpoints (a container's address on a network) and virtual IPs (a
-service's balanced address on a network) in SQLite. Live (this daemon run): taps, published
-ports and their proxies, the per-network DNS responders, and the nftables table, which is
-re-rendered from the whole state and loaded atomically on each change.
+Persistent: networks, endpoints (a container's address on a network), virtual IPs (a
+service's balanced address on a network) and floating IPs (net/fipmanager.py) in SQLite.
+Live (this daemon run): taps, published ports and their proxies, the per-network DNS
+responders, and the nftables table, which is re-rendered from the whole state and loaded
+atomically on each change.
 """
 
 from __future__ import annotations
@@ -22,8 +23,10 @@ from ipaddress import IPv4Address, IPv4Network
 
 from steelcup.errors import Conflict, InvalidArgument, NotFound, Unsupported
 from steelcup.guest.ops import GuestNic
-from steelcup.net import antispoof, dns, ipam, links, nft
+from steelcup.net import antispoof, dns, fip, ipam, links, nft
 from steelcup.net import vip as vip_rules
+from steelcup.net.fipmanager import FloatingIps
+from steelcup.net.fipstore import FipStore
 from steelcup.net.keeper import Ports
 from steelcup.net.links import Host
 from steelcup.net.model import Endpoint, NetworkRecord, PortMapping, VipRecord
@@ -202,7 +205,11 @@ class NetworkManager:
         host_routes: Callable[[], list[IPv4Network]] | None = None,
         dns_port: int = 53,
         ports: Ports | None = None,
+        fip_pool: str | None = None,
+        fip_interface: str | None = None,
     ) -> None:
+        """`fip_pool`, `fip_interface`: the operator's floating IP pool (a CIDR outside
+        `pool`) and the host interface its addresses are answered on (None: no FIPs)."""
         self.store = store
         self.host = host or Host()
         # The loopback proxies of published ports: the daemon's port keeper process, which
@@ -230,6 +237,9 @@ class NetworkManager:
         self.security_groups = SecurityGroups(SecurityGroupStore(store.connection),
                                               self.reload_rules, self._addresses_of)
         self._bridge_netfilter = False  # br_netfilter's IPv4 hook checked on (for groups)
+        self.fips = FloatingIps(
+            FipStore(store.connection), store, self.host, self.reload_rules,
+            fip.parse_pool(fip_pool, [self.pool]) if fip_pool else None, fip_interface)
 
     # -- lookup --------------------------------------------------------------------------
 
@@ -436,17 +446,21 @@ class NetworkManager:
         ports = [p for live in self._live.values() for p in live.ports]
         nets = self.store.networks()
         vips = vip_rules.targets(self.store.vips(), nets, self._live_addresses())
-        text = nft.render(nets, ports, vips)
+        bridges = {n.id: n.bridge for n in nets}
+        fips = self.fips.targets({(ep.container_id, ep.network_id): (ep.address,
+                                                                    bridges[ep.network_id])
+                                  for ep in self.store.endpoints()})
+        text = nft.render(nets, ports, vips, fips, self.fips.pool)
         text += antispoof.render(self._tap_guards(), TAP_PREFIX)
         nics = self._endpoint_nics()
         if any(self.security_groups.groups_of(cid) for cid in nics):
             await asyncio.to_thread(self._ensure_bridge_netfilter)
         text += self.security_groups.render(nics)
-        if text == self._applied:
-            return
-        self._applied = None  # unknown until the load succeeds
-        await asyncio.to_thread(nft.apply, self.host, text)
-        self._applied = text
+        if text != self._applied:
+            self._applied = None  # unknown until the load succeeds
+            await asyncio.to_thread(nft.apply, self.host, text)
+            self._applied = text
+        await self.fips.sync_addresses(fips)  # after the rules: no address before its DNAT
 
     def _live_addresses(self) -> dict[str, set[str]]:
         """Addresses of running containers, by network id."""
@@ -612,6 +626,7 @@ class NetworkManager:
                 self.store.delete_network(net.id)
                 await self._teardown(net)
             self.security_groups.store.delete_tenant(tenant)
+            self.fips.forget_tenant(tenant)
 
     def _refuse_with_vips(self, net: NetworkRecord) -> None:
         vips = self.store.vips(net.id)
@@ -706,6 +721,7 @@ class NetworkManager:
         address may go to another container next."""
         eps = [e for e in self.store.endpoints(network_id) if e.container_id == container_id]
         self.store.delete_endpoint(network_id, container_id)
+        self.fips.forget_container(container_id, network_id)  # its FIP stays allocated
         for ep in eps:
             for vip in self.store.vips(network_id):
                 if ep.address in vip.backends:
@@ -715,9 +731,10 @@ class NetworkManager:
     async def release(self, container_id: str) -> None:
         """The container is removed: stop its NICs and free all its addresses."""
         await self.detach(container_id)
+        had_fip = self.fips.of_container(container_id) is not None
         for ep in self.container_endpoints(container_id):
             self._delete_endpoint(ep.network_id, container_id)
-        if self.security_groups.forget(container_id):
+        if self.security_groups.forget(container_id) or had_fip:
             await self.reload_rules()  # its addresses leave its groups' remote_group rules
 
     # -- running containers ------------------------------------------------------------------

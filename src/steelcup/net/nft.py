@@ -15,7 +15,9 @@ Policy per network (bridge B, subnet S, gateway G):
 - egress to anything else is forwarded and masqueraded, unless the network is internal;
 - published ports: DNAT from the host's non-loopback local addresses to the container (the
   host's loopback is served by the userspace proxy, as with docker-proxy);
-- virtual IPs (net/vip.py): connections to a VIP are spread over its live backends.
+- virtual IPs (net/vip.py): connections to a VIP are spread over its live backends;
+- floating IPs (net/fip.py): 1:1 NAT between an attached FIP and its container; no container
+  reaches the pool directly.
 Only steelcup's own table is touched: the file deletes and recreates it in one transaction.
 """
 
@@ -23,8 +25,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from ipaddress import IPv4Network
 
-from steelcup.net import antispoof, links, sgrender, vip
+from steelcup.net import antispoof, fip, links, sgrender, vip
 from steelcup.net.links import Host
 from steelcup.net.model import NetworkRecord
 
@@ -51,15 +54,20 @@ def _set(names: Sequence[str]) -> str:
 
 
 def render(networks: Sequence[NetworkRecord], ports: Sequence[PublishedPort] = (),
-           vips: Sequence[vip.VipTarget] = ()) -> str:
+           vips: Sequence[vip.VipTarget] = (), fips: Sequence[fip.FipTarget] = (),
+           fip_pool: IPv4Network | None = None) -> str:
     """The complete `nft -f` input for `networks` (sorted by bridge: stable output), their
-    containers' published `ports` and their virtual IPs (`vip.targets`)."""
+    containers' published `ports`, their virtual IPs (`vip.targets`) and the attached
+    floating IPs of the pool `fip_pool` (`fip.targets`; None: the daemon has no pool)."""
     nets = sorted(networks, key=lambda n: n.bridge)
     for n in nets:
         links.check_ifname(n.bridge)
-    unknown = {v.bridge for v in vips} - {n.bridge for n in nets}
+    unknown = {v.bridge for v in vips} | {f.bridge for f in fips}
+    unknown -= {n.bridge for n in nets}
     if unknown:
-        raise ValueError(f"virtual IPs on bridges of no network: {sorted(unknown)}")
+        raise ValueError(f"virtual or floating IPs on bridges of no network: {sorted(unknown)}")
+    if fips and fip_pool is None:
+        raise ValueError("floating IPs without a pool")
     lines = [*_delete_lines(), f"table inet {TABLE} {{"]
     out = lines.append
     bridges = [n.bridge for n in nets]
@@ -67,6 +75,7 @@ def render(networks: Sequence[NetworkRecord], ports: Sequence[PublishedPort] = (
     out("\tchain forward {")
     out("\t\ttype filter hook forward priority filter; policy accept;")
     lines.extend(_tenant_isolation(nets))
+    lines.extend(fip.forward_rules(fip_pool))
     if nets:
         out(f"\t\toifname {_set(bridges)} ct state established,related accept")
         for n in nets:
@@ -94,10 +103,14 @@ def render(networks: Sequence[NetworkRecord], ports: Sequence[PublishedPort] = (
         lines.extend(vip.input_rules(n.bridge, vips))
         out(f"\t\tiifname {b} drop")
     lines.extend(vip.input_tail(vips))
+    lines.extend(fip.input_rules(fip_pool))
     out("\t}")
 
+    lines.extend(fip.flow_chains(fip_pool, fips))
     if vips:
         lines.extend(vip.chain(vips))
+    if fips:
+        lines.extend(fip.nat_chain(fips))
 
     out("\tchain ports {")
     for p in sorted(ports, key=lambda p: (p.proto, p.host_port, p.host_ip)):
@@ -111,6 +124,8 @@ def render(networks: Sequence[NetworkRecord], ports: Sequence[PublishedPort] = (
     out("\t\ttype nat hook prerouting priority dstnat; policy accept;")
     if vips:  # a VIP before the ports: a published port must not capture VIP:port
         out(f"\t\tiifname {_set(bridges)} jump {vip.CHAIN}")
+    if fips:  # before the ports: a port published on every address must not capture a FIP
+        out(f"\t\tiifname != {_set(bridges)} jump {fip.NAT_CHAIN}")
     out("\t\tfib daddr type local jump ports")
     out("\t}")
 
@@ -124,6 +139,7 @@ def render(networks: Sequence[NetworkRecord], ports: Sequence[PublishedPort] = (
     out("\tchain postrouting {")
     out("\t\ttype nat hook postrouting priority srcnat; policy accept;")
     lines.extend(vip.snat_rules(vips))
+    lines.extend(fip.snat_rules(fips))
     for n in nets:
         if not n.internal:
             out(f"\t\tip saddr {n.subnet} oifname != {_q(n.bridge)} masquerade")

@@ -13,10 +13,10 @@ The document is a mapping (YAML or JSON; the API takes it as JSON):
         protocol: any
         remote_group: web               # ... or the addresses of that group's members
 
-Semantics (docs/networking.md): rules only allow. A container in no group is as open as any
-other; in one or more groups, ingress is the union of their ingress rules, egress the union of
-their egress rules, or open when none of its groups has an egress rule (the AWS/OpenStack
-default). Replies of allowed connections and the network's DNS always pass.
+Semantics (docs/networking.md), hyper.sh's: rules only allow. A container in no group is as
+open as any other; in one or more groups, ingress is the union of their ingress rules and
+egress the union of their egress rules (none: no egress at all). Replies of allowed
+connections and the network's DNS always pass.
 """
 
 from __future__ import annotations
@@ -64,10 +64,6 @@ class SecurityGroup:
     description: str = ""
     rules: tuple[Rule, ...] = ()
     created: str = ""
-
-    @property
-    def has_egress_rules(self) -> bool:
-        return any(r.direction == "egress" for r in self.rules)
 
     def to_json(self) -> str:
         data = asdict(self)

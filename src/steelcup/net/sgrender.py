@@ -13,7 +13,8 @@ connection tracking, which the bridge family lacks on these kernels.
   replies of its connections, then its groups' ingress rules, else counted drop;
 - egress: prerouting after conntrack (-150, before DNAT: the address it asked for), replies,
   its networks' DNS (gateway:53), its groups' egress rules, else counted drop; a container
-  none of whose groups has an egress rule has no egress chain (all egress allowed).
+  none of whose groups has an egress rule sends nothing but replies and DNS (hyper.sh's
+  semantics, issue 15).
 """
 
 from __future__ import annotations
@@ -56,20 +57,19 @@ def render(guarded: Sequence[Guarded], members: Mapping[tuple[str, str], Sequenc
         out("\t\ttype ipv4_addr")
         out("\t\telements = { " + ", ".join(sorted(set(members[key]), key=_ip_key)) + " }")
         out("\t}")
-    ingress = [(a, g) for g in items for a in g.addresses]
-    egress = [(a, g) for g in items for a in g.addresses
-              if any(grp.has_egress_rules for grp in g.groups)]
+    # every member has both chains: with no egress rule, nothing but replies and DNS goes out
+    addressed = sorted(((a, g) for g in items for a in g.addresses), key=_addr_key)
     out("\tchain ingress {")
     out("\t\ttype filter hook postrouting priority filter; policy accept;")
-    if ingress:
+    if addressed:
         out("\t\tip daddr vmap { " + ", ".join(
-            f"{a} : goto in_{_key(g)}" for a, g in sorted(ingress, key=_addr_key)) + " }")
+            f"{a} : goto in_{_key(g)}" for a, g in addressed) + " }")
     out("\t}")
     out("\tchain egress {")
     out("\t\ttype filter hook prerouting priority -150; policy accept;")
-    if egress:
+    if addressed:
         out("\t\tip saddr vmap { " + ", ".join(
-            f"{a} : goto out_{_key(g)}" for a, g in sorted(egress, key=_addr_key)) + " }")
+            f"{a} : goto out_{_key(g)}" for a, g in addressed) + " }")
     out("\t}")
     for g in items:
         out(f"\tchain in_{_key(g)} {{")
@@ -78,16 +78,15 @@ def render(guarded: Sequence[Guarded], members: Mapping[tuple[str, str], Sequenc
             lines.extend(_rule_lines(rule, g, sets, "saddr"))
         out("\t\tcounter drop")
         out("\t}")
-        if any(grp.has_egress_rules for grp in g.groups):
-            out(f"\tchain out_{_key(g)} {{")
-            out("\t\tct state established,related accept")
-            for gw in sorted(set(g.dns)):
-                out(f"\t\tip daddr {gw} udp dport 53 accept")
-                out(f"\t\tip daddr {gw} tcp dport 53 accept")
-            for rule in _rules(g, "egress"):
-                lines.extend(_rule_lines(rule, g, sets, "daddr"))
-            out("\t\tcounter drop")
-            out("\t}")
+        out(f"\tchain out_{_key(g)} {{")
+        out("\t\tct state established,related accept")
+        for gw in sorted(set(g.dns)):
+            out(f"\t\tip daddr {gw} udp dport 53 accept")
+            out(f"\t\tip daddr {gw} tcp dport 53 accept")
+        for rule in _rules(g, "egress"):
+            lines.extend(_rule_lines(rule, g, sets, "daddr"))
+        out("\t\tcounter drop")
+        out("\t}")
     out("}")
     return "\n".join(lines) + "\n"
 

@@ -22,8 +22,9 @@ log = logging.getLogger(__name__)
 def wire(tenants: Tenants, runtime: Runtime, images: ImageStore,
          networks: NetworkManager | None, volumes: VolumeManager,
          crons: Crons | None = None) -> None:
-    """Register the counts of images, networks, volumes and crons (containers, vCPUs and
-    memory are `runtime.admission`'s), hand each layer the gate, and say what a tenant owns."""
+    """Register the counts of images, networks, floating IPs, volumes and crons (containers,
+    vCPUs and memory are `runtime.admission`'s), hand each layer the gate, and say what a
+    tenant owns."""
     gate = tenants.quotas
     gate.register("images", lambda t: len(images.list(t)))
     images.images_quota = lambda t: tenants.get(t).quotas.images
@@ -34,6 +35,8 @@ def wire(tenants: Tenants, runtime: Runtime, images: ImageStore,
     if networks is not None:
         gate.register("networks", lambda t: len(own_networks(networks, t)))
         networks.admit = gate.admit
+        gate.register("fips", lambda t: len(networks.fips.list(t)))
+        networks.fips.admit = gate.admit
     if crons is not None:
         store = crons.store
         gate.register("crons", lambda t: len(store.list(t)))
@@ -44,6 +47,7 @@ def wire(tenants: Tenants, runtime: Runtime, images: ImageStore,
                 + [f"image {(i.repo_tags or [i.id[:19]])[0]}" for i in images.list(tenant)]
                 + [f"volume {v.name}" for v in volumes.list(tenant)]
                 + ([f"network {n}" for n in own_networks(networks, tenant)]
+                   + [f"floating IP {f.address}" for f in networks.fips.list(tenant)]
                    if networks is not None else [])
                 + ([f"cron {spec.name}" for spec, _ in crons.list(tenant)]
                    if crons is not None else []))
@@ -67,7 +71,7 @@ def own_networks(networks: NetworkManager, tenant: str) -> list[str]:
 class Teardown:
     """A tenant's end: `purge` removes everything it owns (`tenant rm --force`: its crons
     and their running jobs, its containers and their VMs, snapshots, volumes, networks, its
-    hold on images), `forget` what steelcup made for it (its default bridge, its saved
+    floating IPs, hold on images), `forget` what steelcup made for it (its default bridge, its saved
     registry logins) once it is removed.
     Nothing of another tenant's is touched: every call names the tenant."""
 
@@ -98,6 +102,8 @@ class Teardown:
             for vol in volumes.list(tenant):
                 await asyncio.to_thread(volumes.remove, vol.key, force=True)
         if self.networks is not None:
+            for rec in self.networks.fips.list(tenant):
+                await self.networks.fips.release(rec.address, tenant)
             for name in own_networks(self.networks, tenant):
                 await self.networks.remove(name, tenant)
         for image in self.images.list(tenant):

@@ -48,9 +48,16 @@ def test_golden_secgroup_table() -> None:
     assert text == GOLDEN.read_text()
 
 
-def test_no_egress_rule_leaves_egress_open_and_dns_always_passes() -> None:
+def test_no_egress_rule_allows_only_replies_and_dns() -> None:
     text = _render()
-    assert "chain out_aaaaaaaaaaaa" not in text  # web has no egress rule: open
+    # web has no egress rule: hyper.sh's semantics, nothing goes out but replies and DNS
+    out_a = text.split("chain out_aaaaaaaaaaaa {", 1)[1].split("}", 1)[0]
+    assert [line.strip() for line in out_a.strip().splitlines()] == [
+        "ct state established,related accept",
+        "ip daddr 10.213.1.1 udp dport 53 accept", "ip daddr 10.213.1.1 tcp dport 53 accept",
+        "ip daddr 10.213.2.1 udp dport 53 accept", "ip daddr 10.213.2.1 tcp dport 53 accept",
+        "counter drop"]
+    assert "10.213.2.2 : goto out_aaaaaaaaaaaa" in text
     out_b = text.split("chain out_bbbbbbbbbbbb {", 1)[1].split("}", 1)[0]
     assert "ip daddr 10.213.1.1 udp dport 53 accept" in out_b
     assert out_b.rstrip().endswith("counter drop")

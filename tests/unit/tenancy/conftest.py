@@ -93,6 +93,9 @@ class Cloud:
                             headers={"Authorization": f"Bearer {self.tokens[tenant]}"})
 
 
+FIP_POOL = "203.0.113.16/29"  # the operator's floating IPs (6 usable)
+
+
 @pytest.fixture
 def cloud(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Cloud]:
     host_commands: list[list[str]] = []
@@ -122,7 +125,8 @@ def cloud(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Cloud]:
 
     async def run() -> None:
         networks = NetworkManager(NetStore(open_db(tmp_path)), upstreams=[],
-                                  host_routes=lambda: [])
+                                  host_routes=lambda: [], fip_pool=FIP_POOL,
+                                  fip_interface="fipx0")
         await networks.startup()
         runtimes: list[Runtime] = []
         volumes = VolumeManager(tmp_path, in_use=lambda key: volume_users(runtimes[0].list(),

@@ -49,6 +49,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "container": ("fs", "manage containers"),
     "network": ("network", "manage networks"),
     "sg": ("secgroup", "manage security groups"),
+    "fip": ("fip", "manage floating IPs (public addresses of the operator's pool)"),
     "update": ("secgroup", "change a container's security groups (--sg-add, --sg-rm)"),
     "volume": ("volume", "manage volumes"),
     "snapshot": ("snapshot", "snapshot volumes and make volumes from snapshots"),

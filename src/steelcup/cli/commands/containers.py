@@ -21,7 +21,7 @@ from steelcup.cli.createspec import (
     health_config,
     parse_env_file,
 )
-from steelcup.defaults import SECURITY_GROUPS_LABEL, SIZE_LABEL
+from steelcup.defaults import FIP_LABEL, SECURITY_GROUPS_LABEL, SIZE_LABEL
 from steelcup.errors import InvalidArgument, NotFound, SteelcupError
 
 TYPE_CHECKING = False  # the CLI does not import typing at run time (start-up cost)
@@ -76,6 +76,9 @@ def add_container_flags(p: argparse.ArgumentParser, *, run: bool, job: bool = Fa
     p.add_argument("--sg", action="append", default=[], metavar="GROUP",
                    help="join a security group (repeatable); sent as the label "
                         f"{SECURITY_GROUPS_LABEL}")
+    p.add_argument("--fip", default="", metavar="IP",
+                   help="attach one of your floating IPs (steelcup fip allocate); sent as the "
+                        f"label {FIP_LABEL}")
     p.add_argument("--stop-signal", default="", help="signal to stop the container")
     p.add_argument("--health-cmd", default="", metavar="CMD",
                    help="command to run in the container to check its health (by /bin/sh -c; "
@@ -186,7 +189,8 @@ def _options(args: argparse.Namespace, *, run: bool) -> ContainerOptions:
         cpus=args.cpus,
         memory=args.memory,
         labels=args.label + ([f"{SIZE_LABEL}={args.size}"] if args.size else [])
-        + ([f"{SECURITY_GROUPS_LABEL}={','.join(args.sg)}"] if args.sg else []),
+        + ([f"{SECURITY_GROUPS_LABEL}={','.join(args.sg)}"] if args.sg else [])
+        + ([f"{FIP_LABEL}={args.fip}"] if args.fip else []),
         stop_signal=args.stop_signal,
         attach=args.attach,
         console_size=console,

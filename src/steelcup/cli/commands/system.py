@@ -155,6 +155,12 @@ def register(sub: Any, name: str, help_text: str) -> None:
             action="store_false",
             help="no bridges/NAT/DNS: containers get loopback only (networks and ports refused)",
         )
+        p.add_argument("--fip-pool", metavar="CIDR", default=None,
+                       help="floating IPs: the pool of public addresses tenants allocate "
+                            "(`steelcup fip`); needs --fip-interface (docs/networking.md)")
+        p.add_argument("--fip-interface", metavar="IFACE", default=None,
+                       help="the host interface the pool's addresses are routed to (or "
+                            "answered on): the daemon holds each attached FIP there as a /32")
         p.add_argument("--metrics-listen", metavar="HOST:PORT", default=None,
                        help="also serve GET /metrics (Prometheus text, every tenant's figures) "
                             "as plain HTTP on HOST:PORT, for a scraper; the operator's socket "
@@ -367,7 +373,12 @@ def cmd_daemon(ctx: Context, args: argparse.Namespace) -> int:
         allow_tcg=args.allow_tcg,
         tls_names=tuple(args.tls_name),
         func_listen=_host_port(args.func_listen),
+        fip_pool=args.fip_pool,
+        fip_interface=args.fip_interface,
     )
+    if (options.fip_pool is None) != (options.fip_interface is None):
+        print("steelcup daemon: --fip-pool and --fip-interface go together", file=sys.stderr)
+        return 125
     if options.multi_tenant and not options.tls_listen:
         print("steelcup daemon: --multi-tenant needs --tls-listen ADDR:PORT", file=sys.stderr)
         return 125
