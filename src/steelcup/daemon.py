@@ -19,6 +19,7 @@ from steelcup.api import tenant_listener, tenant_routes
 from steelcup.api.http import HttpServer, server_tls_context
 from steelcup.api.router import Router
 from steelcup.api.routes import Services, build_router
+from steelcup.api.swarm_routes import Swarm
 from steelcup.api.versions import DEFAULT_HEADERS
 from steelcup.boundedfs import DiskMaker, check_size
 from steelcup.config import DaemonOptions
@@ -31,7 +32,7 @@ from steelcup.net.nft import PublishedPort
 from steelcup.net.store import NetStore
 from steelcup.pool.factory import PoolOptions, build_factory, reset_run_dir
 from steelcup.runtime import restore as restore_module
-from steelcup.runtime.admission import metered_by
+from steelcup.runtime.admission import ContainerAdmission, metered_by
 from steelcup.runtime.containers import Defaults, Runtime
 from steelcup.runtime.events import EventBus
 from steelcup.runtime.execs import ExecManager
@@ -39,11 +40,15 @@ from steelcup.runtime.health import HealthMonitor
 from steelcup.runtime.inspection import CpuSampler
 from steelcup.runtime.resources import Resources, volume_users
 from steelcup.runtime.store import ContainerStore
+from steelcup.services.manager import ServiceManager
+from steelcup.services.orchestrator import Orchestrator
+from steelcup.services.store import ServiceStore
 from steelcup.state.db import open_db
 from steelcup.tenancy import objects as tenant_objects
 from steelcup.tenancy.credentials import Authority
 from steelcup.tenancy.manager import Tenants
 from steelcup.tenancy.model import id_range, size_class
+from steelcup.tenancy.sizing import HostCapacity
 from steelcup.tenancy.store import TenantStore
 from steelcup.tenancy.usage import Meter, UsageLedger
 from steelcup.vm import cgroup
@@ -158,7 +163,9 @@ async def _serve(options: DaemonOptions) -> int:
     images.in_use = runtime.image_in_use
     runtime.recover(kept=set(left))
     await runtime.restore(left, vms.direct.adoptable)
-    tenant_objects.wire(tenants, runtime, images, networks, volumes)
+    service_store = ServiceStore(db)
+    service_manager = ServiceManager(service_store, events)
+    tenant_objects.wire(tenants, runtime, images, networks, volumes, service_manager)
     meter = start_metering(runtime, tenants)
     await asyncio.to_thread(runtime.disks.template)  # off the first run's path
     if volumes.disks is not None:
@@ -166,10 +173,15 @@ async def _serve(options: DaemonOptions) -> int:
     await runtime.remove_ended_auto_remove()  # before serving: clients never see them
     health = HealthMonitor.attach(runtime)  # probes health checks, driven by events
     cpu_sampler = CpuSampler(runtime)
+    admission = ContainerAdmission(runtime, tenants, HostCapacity.probe())
+    # Services' tasks, reconciled from what the store and a live restore left (events-driven)
+    orchestrator = Orchestrator(service_manager, service_store, runtime, admission.create)
+    orchestrator.start()
     services = Services(runtime=runtime, execs=ExecManager(runtime), images=images,
                         events=events, root=options.root, accel=accel, networks=networks,
                         volumes=volumes, pool=vms, tenants=tenants, vm_run_dir=run_dir,
-                        cpu_sampler=cpu_sampler)
+                        cpu_sampler=cpu_sampler, admission=admission,
+                        swarm=Swarm(service_manager, orchestrator, runtime))
     router = build_router(services)
     server = _server(options, accel, router, tenants)
     stop = asyncio.Event()
@@ -196,6 +208,7 @@ async def _serve(options: DaemonOptions) -> int:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        await orchestrator.close()  # the VMs stopping now are not tasks failing
         health.close()
         left_running = await runtime.shutdown(live_restore=runtime.live_restore)
         await vms.close()

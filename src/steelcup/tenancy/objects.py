@@ -11,6 +11,7 @@ from steelcup.image.credentials import TenantCredentials
 from steelcup.image.store import ImageStore
 from steelcup.net.manager import DEFAULT_NETWORK, NetworkManager
 from steelcup.runtime.containers import Runtime
+from steelcup.services.manager import ServiceManager
 from steelcup.tenancy.manager import Tenants
 from steelcup.volume.manager import GIB, VolumeManager
 
@@ -18,10 +19,15 @@ log = logging.getLogger(__name__)
 
 
 def wire(tenants: Tenants, runtime: Runtime, images: ImageStore,
-         networks: NetworkManager | None, volumes: VolumeManager) -> None:
-    """Register the counts of images, networks and volumes (containers, vCPUs and memory are
-    `runtime.admission`'s), hand each layer the gate, and say what a tenant owns."""
+         networks: NetworkManager | None, volumes: VolumeManager,
+         services: ServiceManager | None = None) -> None:
+    """Register the counts of images, networks, volumes and services (containers, vCPUs and
+    memory are `runtime.admission`'s), hand each layer the gate, and say what a tenant
+    owns."""
     gate = tenants.quotas
+    if services is not None:
+        gate.register("services", lambda t: len(services.list(t)))
+        services.admit = gate.admit
     gate.register("images", lambda t: len(images.list(t)))
     images.images_quota = lambda t: tenants.get(t).quotas.images
     gate.register("volumes", lambda t: len(volumes.list(t)))
@@ -33,7 +39,8 @@ def wire(tenants: Tenants, runtime: Runtime, images: ImageStore,
         networks.admit = gate.admit
 
     def owned(tenant: str) -> list[str]:
-        return ([f"container {c.name}" for c in runtime.list(tenant)]
+        return ([f"service {s.name}" for s in (services.list(tenant) if services else [])]
+                + [f"container {c.name}" for c in runtime.list(tenant)]
                 + [f"image {(i.repo_tags or [i.id[:19]])[0]}" for i in images.list(tenant)]
                 + [f"volume {v.name}" for v in volumes.list(tenant)]
                 + ([f"network {n}" for n in own_networks(networks, tenant)]
@@ -54,7 +61,9 @@ class Teardown:
     Nothing of another tenant's is touched: every call names the tenant."""
 
     def __init__(self, runtime: Runtime, images: ImageStore, networks: NetworkManager | None,
-                 volumes: VolumeManager | None, credentials: TenantCredentials) -> None:
+                 volumes: VolumeManager | None, credentials: TenantCredentials,
+                 services: ServiceManager | None = None) -> None:
+        self.services = services
         self.runtime = runtime
         self.images = images
         self.networks = networks
@@ -62,6 +71,9 @@ class Teardown:
         self.credentials = credentials
 
     async def purge(self, tenant: str) -> None:
+        if self.services is not None:  # first: their orchestrator would replace containers
+            for service in self.services.list(tenant):
+                self.services.remove(service.id)
         for record in self.runtime.list(tenant):
             await self.runtime.remove(record.id, force=True)
         if self.volumes is not None:
