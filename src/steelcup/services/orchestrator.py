@@ -200,7 +200,7 @@ class Orchestrator:
         return wake_at
 
     def _desired(self, service: ServiceRecord | None) -> reconcile.Desired | None:
-        if service is None or not self.manager.active(service.tenant):
+        if service is None:
             return None
         plan = service.plan
         slots = (0,) if plan.mode is Mode.GLOBAL else tuple(range(1, plan.replicas + 1))
