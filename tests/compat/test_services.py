@@ -1,0 +1,137 @@
+"""Swarm mode on one node with the real docker CLI and docker-py (docs/services.md): swarm
+init, a 3-replica service whose tasks each run in a VM, a task's container removed and
+replaced, scale, update, logs, removal; docker-py's swarm.init and services.create/list."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import pytest
+
+from tests.compat.conftest import IMG, Docker
+from tests.vm.support import wait_until
+
+docker = pytest.importorskip("docker")
+pytestmark = pytest.mark.vm
+
+
+def running_tasks(d: Docker, service: str) -> list[dict[str, str]]:
+    out = d.out("service", "ps", "--no-trunc", service, "--filter", "desired-state=running",
+                "--format", "{{json .}}")
+    return [row for row in map(json.loads, out.splitlines())
+            if row["CurrentState"].startswith("Running")]
+
+
+def containers(d: Docker, service: str) -> list[str]:
+    return d.out("ps", "-q", "--filter", f"label=com.docker.swarm.service.name={service}"
+                 ).split()
+
+
+@pytest.fixture(scope="module")
+def swarm(dockerd: Docker) -> Iterator[Docker]:
+    result = dockerd.run("service", "ls")
+    assert result.returncode != 0 and b"not a swarm manager" in result.stderr
+    out = dockerd.out("swarm", "init")
+    assert "Swarm initialized: current node" in out
+    info = json.loads(dockerd.out("info", "--format", "{{json .Swarm}}"))
+    assert info["LocalNodeState"] == "active" and info["ControlAvailable"] is True
+    assert info["Nodes"] == 1 and info["Managers"] == 1
+    yield dockerd
+    dockerd.run("swarm", "leave", "--force")
+
+
+def test_node_ls_shows_this_node_as_leader(swarm: Docker) -> None:
+    rows = [json.loads(line) for line in
+            swarm.out("node", "ls", "--format", "{{json .}}").splitlines()]
+    assert len(rows) == 1
+    assert rows[0]["Self"] is True and rows[0]["ManagerStatus"] == "Leader"
+    assert rows[0]["Status"] == "Ready" and rows[0]["Availability"] == "Active"
+    again = swarm.run("swarm", "init")
+    assert again.returncode != 0 and b"already part of a swarm" in again.stderr
+    join = swarm.run("swarm", "join", "--token", "SWMTKN-1-x", "10.9.9.9:2377")
+    assert join.returncode != 0 and b"one node" in join.stderr
+
+
+def test_replicas_replacement_scale_update_and_removal(swarm: Docker) -> None:
+    # Without --detach the CLI follows the tasks until all 3 run (and stay up 5 s).
+    swarm.out("service", "create", "--name", "web", "--replicas", "3", "--restart-delay",
+              "1s", "--stop-grace-period", "1s", "--label", "tier=front", IMG,
+              "sleep", "1000", timeout=300)
+    assert len(running_tasks(swarm, "web")) == 3
+    assert len(containers(swarm, "web")) == 3
+    ls = json.loads(swarm.out("service", "ls", "--format", "{{json .}}"))
+    assert ls["Name"] == "web" and ls["Replicas"] == "3/3" and ls["Mode"] == "replicated"
+    spec = json.loads(swarm.out("service", "inspect", "web", "--format", "{{json .Spec}}"))
+    assert spec["Labels"] == {"tier": "front"}
+    assert spec["TaskTemplate"]["RestartPolicy"]["Delay"] == 1_000_000_000
+    assert spec["Mode"] == {"Replicated": {"Replicas": 3}}
+
+    # docker rm -f of one task's container: a new task takes its slot
+    victim = running_tasks(swarm, "web")[0]
+    cid = swarm.out("ps", "-q", "--filter", f"label=com.docker.swarm.task.id={victim['ID']}"
+                    ).strip()
+    assert cid
+    swarm.out("rm", "-f", cid)
+    wait_until(lambda: len(running_tasks(swarm, "web")) == 3
+               and victim["ID"] not in {t["ID"] for t in running_tasks(swarm, "web")},
+               "a replacement task running", timeout_s=90)
+    history = swarm.out("service", "ps", "--no-trunc", "web", "--format",
+                        "{{.ID}} {{.CurrentState}}")
+    assert any(line.startswith(victim["ID"]) and "Failed" in line
+               for line in history.splitlines())
+
+    swarm.out("service", "scale", "web=1", timeout=300)
+    wait_until(lambda: len(containers(swarm, "web")) == 1, "scaled down to 1 container",
+               timeout_s=60)
+    assert len(running_tasks(swarm, "web")) == 1
+
+    before = {t["ID"] for t in running_tasks(swarm, "web")}
+    swarm.out("service", "update", "--detach", "--env-add", "COLOUR=blue", "web")
+    wait_until(lambda: (now := running_tasks(swarm, "web")) != []
+               and not before & {t["ID"] for t in now}, "the updated task running",
+               timeout_s=90)
+    cid = containers(swarm, "web")[0]
+    env = json.loads(swarm.out("inspect", "--format", "{{json .Config.Env}}", cid))
+    assert "COLOUR=blue" in env
+
+    swarm.out("service", "rm", "web")
+    assert swarm.out("service", "ls", "-q") == ""
+    wait_until(lambda: not swarm.out("ps", "-aq", "--filter",
+                                     "label=com.docker.swarm.service.name=web").strip(),
+               "the service's containers removed", timeout_s=60)
+
+
+def test_service_logs_carry_task_context(swarm: Docker) -> None:
+    swarm.out("service", "create", "--detach", "--name", "hello", "--restart-condition",
+              "none", IMG, "sh", "-c", "echo hello from a task")
+    wait_until(lambda: "hello from a task" in swarm.out("service", "logs", "hello"),
+               "the task's output in service logs", timeout_s=90)
+    line = swarm.out("service", "logs", "hello").splitlines()[0]
+    assert line.startswith("hello.1.") and "@" in line and line.endswith(
+        "| hello from a task")
+    raw = swarm.out("service", "logs", "--raw", "hello")
+    assert raw.strip() == "hello from a task"
+    swarm.out("service", "rm", "hello")
+
+
+def test_docker_py_services(swarm: Docker) -> None:
+    client = docker.DockerClient(base_url=swarm.host, version="auto", timeout=180)
+    try:
+        swarm.out("swarm", "leave", "--force")
+        assert swarm.run("service", "ls").returncode != 0
+        node_id = client.swarm.init()
+        assert node_id == client.info()["Swarm"]["NodeID"]
+        assert client.swarm.attrs["JoinTokens"]["Worker"].startswith("SWMTKN-1-")
+        service = client.services.create(IMG, command=["sleep", "1000"], name="py",
+                                         labels={"via": "docker-py"})
+        assert service.name == "py"
+        assert [s.name for s in client.services.list(filters={"label": "via=docker-py"})] == [
+            "py"]
+        wait_until(lambda: any(t["Status"]["State"] == "running"
+                               for t in service.tasks()), "docker-py's task running",
+                   timeout_s=90)
+        service.remove()
+        assert client.services.list() == []
+    finally:
+        client.close()
