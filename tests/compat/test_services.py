@@ -1,16 +1,25 @@
 """Swarm mode on one node with the real docker CLI and docker-py (docs/services.md): swarm
 init, a 3-replica service whose tasks each run in a VM, a task's container removed and
-replaced, scale, update, logs, removal; docker-py's swarm.init and services.create/list."""
+replaced, scale, update, logs, removal; docker-py's swarm.init and services.create/list;
+reconciliation across daemon restarts (with and without live restore)."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from tests.compat.conftest import IMG, Docker
-from tests.vm.support import wait_until
+from tests.vm.support import (
+    BUSYBOX_TAR,
+    leftovers_of,
+    need_assets,
+    start_daemon,
+    stop_daemon,
+    wait_until,
+)
 
 docker = pytest.importorskip("docker")
 pytestmark = pytest.mark.vm
@@ -135,3 +144,48 @@ def test_docker_py_services(swarm: Docker) -> None:
         assert client.services.list() == []
     finally:
         client.close()
+
+
+def test_reconciliation_resumes_after_daemon_restarts(tmp_path: Path) -> None:
+    """A --live-restore restart keeps the running tasks (their VMs outlived the daemon) and
+    reconciling goes on; after a plain restart (VMs stopped with the daemon) each task is
+    replaced."""
+    need_assets()
+    root, sock = tmp_path / "root", tmp_path / "run" / "steelcup.sock"
+    live = ("--live-restore",)
+    daemon = start_daemon(root, sock, None, live)
+    try:
+        d = Docker(daemon, tmp_path / "docker-config")
+        d.out("load", "-i", str(BUSYBOX_TAR))
+        d.out("swarm", "init")
+        d.out("service", "create", "--detach", "--name", "kept", "--replicas", "2",
+              "--restart-delay", "1s", "--stop-grace-period", "1s", IMG, "sleep", "1000")
+        wait_until(lambda: len(running_tasks(d, "kept")) == 2, "2 tasks running", 120)
+        before = {t["ID"] for t in running_tasks(d, "kept")}
+
+        stop_daemon(daemon)  # --live-restore: the tasks' VMs keep running
+        daemon = start_daemon(root, sock, None, live)
+        d = Docker(daemon, tmp_path / "docker-config")
+        assert {t["ID"] for t in running_tasks(d, "kept")} == before
+        victim = sorted(before)[0]
+        d.out("rm", "-f", d.out("ps", "-q", "--filter",
+                                f"label=com.docker.swarm.task.id={victim}").strip())
+        wait_until(lambda: len(running_tasks(d, "kept")) == 2
+                   and victim not in {t["ID"] for t in running_tasks(d, "kept")},
+                   "the removed task's replacement running", 120)
+        kept = {t["ID"] for t in running_tasks(d, "kept")}
+
+        stop_daemon(daemon)  # still kept; the next daemon stops them when it stops
+        daemon = start_daemon(root, sock, None)
+        stop_daemon(daemon)
+        daemon = start_daemon(root, sock, None)
+        d = Docker(daemon, tmp_path / "docker-config")
+        wait_until(lambda: len(running_tasks(d, "kept")) == 2
+                   and not kept & {t["ID"] for t in running_tasks(d, "kept")},
+                   "the tasks the stop ended replaced", 120)
+        d.out("service", "rm", "kept")
+        wait_until(lambda: not d.out("ps", "-aq").strip(), "the service's containers gone", 60)
+    finally:
+        stop_daemon(daemon)
+        problems = leftovers_of(root)
+    assert not problems, "after daemon shutdown: " + "\n".join(problems)
