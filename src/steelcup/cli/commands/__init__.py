@@ -45,4 +45,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "volume": ("volume", "manage volumes"),
     "snapshot": ("snapshot", "snapshot volumes and make volumes from snapshots"),
     "tenant": ("tenant", "manage tenants and their credentials (operator)"),
+    "service": ("service", "manage services (replicas kept running, one VM each)"),
+    "swarm": ("service", "manage the swarm (one node: this daemon)"),
+    "node": ("service", "list the swarm's node"),
 }
