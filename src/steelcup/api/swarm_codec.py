@@ -113,14 +113,20 @@ def decode_swarm_init(body: Any) -> tuple[str, str, dict[str, Any]]:
 
 
 def merge_swarm_spec(base: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
-    """`given` over `base`, one level deep (docker's swarm spec sections)."""
+    """`given` over `base`, one level deep (docker's swarm spec sections). A zero or empty
+    value is "not set", as dockerd reads the docker CLI's (it sends 0 for flags not given)."""
     out = copy.deepcopy(base)
     for key, value in given.items():
         if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = {**out[key], **{k: v for k, v in value.items() if v is not None}}
-        elif value is not None:
+            out[key] = {**out[key], **{k: v for k, v in value.items()
+                                       if not _unset(v) or k not in out[key]}}
+        elif not _unset(value) or key not in out:
             out[key] = value
     return out
+
+
+def _unset(value: Any) -> bool:
+    return value is None or (value in (0, "", [], {}) and value is not False)
 
 
 def encode_swarm(state: SwarmState, tenant: bool) -> dict[str, Any]:
