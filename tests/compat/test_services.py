@@ -103,6 +103,12 @@ def test_replicas_replacement_scale_update_and_removal(swarm: Docker) -> None:
     cid = containers(swarm, "web")[0]
     env = json.loads(swarm.out("inspect", "--format", "{{json .Config.Env}}", cid))
     assert "COLOUR=blue" in env
+    swarm.out("service", "rollback", "web", timeout=300)  # follows it until converged
+    cid = containers(swarm, "web")[0]
+    env = json.loads(swarm.out("inspect", "--format", "{{json .Config.Env}}", cid))
+    assert "COLOUR=blue" not in env
+    again = swarm.run("service", "rollback", "web")
+    assert again.returncode != 0 and b"does not have a previous spec" in again.stderr
 
     swarm.out("service", "rm", "web")
     assert swarm.out("service", "ls", "-q") == ""

@@ -239,6 +239,10 @@ def decode_service(body: Any, node: dict[str, Any]) -> DecodedService:
                        parallelism=parallelism, stop_grace_s=stop_grace_s)
     spec_doc = copy.deepcopy(spec)
     spec_doc["Name"] = name
+    if mode is Mode.REPLICATED:  # dockerd stores the default it applied (1 replica)
+        spec_doc["Mode"] = {**_dict(spec.get("Mode"), "Mode"), "Replicated": {
+            **_dict(_dict(spec.get("Mode"), "Mode").get("Replicated"), "Mode.Replicated"),
+            "Replicas": replicas}}
     return DecodedService(name=name, labels=tuple(sorted(labels.items())), spec_doc=spec_doc,
                           task_doc=copy.deepcopy(task), plan=plan, endpoint_mode=endpoint_mode,
                           force_update=_int(task, "ForceUpdate", "TaskTemplate"))

@@ -162,9 +162,10 @@ class ServiceManager:
 
     def update(self, service_id: str, version: int, *, spec_doc: dict[str, Any],
                task_doc: dict[str, Any], plan: ServicePlan, force_changed: bool,
-               labels: tuple[tuple[str, str], ...] = (), endpoint_mode: str = "vip"
-               ) -> ServiceRecord:
-        """docker's optimistic update: `version` must be the service's current one."""
+               labels: tuple[tuple[str, str], ...] = (), endpoint_mode: str = "vip",
+               rollback: bool = False) -> ServiceRecord:
+        """docker's optimistic update: `version` must be the service's current one. A
+        `rollback` goes back to the previous spec (given decoded), which then has none."""
         old = self.get(service_id)
         if version != old.version:
             raise Conflict("update out of sequence: the service changed since version "
@@ -177,7 +178,8 @@ class ServiceManager:
                     or plan.mode is not old.plan.mode)
         record = replace(old, version=old.version + 1, updated_at=now_rfc3339(),
                          spec_doc=spec_doc, task_doc=task_doc, plan=plan,
-                         previous_spec_doc=old.spec_doc, labels=labels,
+                         previous_spec_doc=None if rollback else old.spec_doc,
+                         labels=labels,
                          endpoint_mode=endpoint_mode,
                          generation=old.generation + (1 if outdated else 0))
         self.store.save_service(record)

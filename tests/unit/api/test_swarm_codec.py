@@ -76,6 +76,7 @@ def test_defaults_of_a_minimal_spec() -> None:
     assert decoded.name  # a random name, as dockerd gives one
     assert decoded.plan.replicas == 1 and decoded.plan.restart.delay_s == 5.0
     assert decoded.plan.restart.condition is Condition.ANY
+    assert decoded.spec_doc["Mode"] == {"Replicated": {"Replicas": 1}}  # stored, as dockerd
     assert codec.decode_service({"Name": "g", "Mode": {"Global": {}}, "TaskTemplate": {
         "ContainerSpec": {"Image": "x"}}}, NODE).plan.mode is Mode.GLOBAL
 
