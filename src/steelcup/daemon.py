@@ -42,6 +42,7 @@ from steelcup.runtime.resources import Resources, volume_users
 from steelcup.runtime.store import ContainerStore
 from steelcup.services.manager import ServiceManager
 from steelcup.services.orchestrator import Orchestrator
+from steelcup.services.pull import puller
 from steelcup.services.store import ServiceStore
 from steelcup.state.db import open_db
 from steelcup.tenancy import objects as tenant_objects
@@ -175,7 +176,8 @@ async def _serve(options: DaemonOptions) -> int:
     cpu_sampler = CpuSampler(runtime)
     admission = ContainerAdmission(runtime, tenants, HostCapacity.probe())
     # Services' tasks, reconciled from what the store and a live restore left (events-driven)
-    orchestrator = Orchestrator(service_manager, service_store, runtime, admission.create)
+    orchestrator = Orchestrator(service_manager, service_store, runtime, admission.create,
+                                pull_image=puller(images, options.root))
     orchestrator.start()
     services = Services(runtime=runtime, execs=ExecManager(runtime), images=images,
                         events=events, root=options.root, accel=accel, networks=networks,

@@ -27,6 +27,7 @@ from steelcup.runtime.model import ContainerConfig, ContainerRecord
 from steelcup.services import reconcile
 from steelcup.services.manager import ServiceManager, now_rfc3339
 from steelcup.services.model import Mode, ServiceRecord, TaskRecord, TaskState, new_object_id
+from steelcup.services.pull import PullImage, has_image
 from steelcup.services.store import ServiceStore
 
 log = logging.getLogger(__name__)
@@ -65,8 +66,10 @@ def task_config(service: ServiceRecord, task: TaskRecord) -> ContainerConfig:
 class Orchestrator:
     def __init__(self, manager: ServiceManager, store: ServiceStore, runtime: Runtime,
                  create_container: CreateContainer,
-                 clock_ns: Callable[[], int] = time.time_ns) -> None:
+                 clock_ns: Callable[[], int] = time.time_ns,
+                 pull_image: PullImage | None = None) -> None:
         self.manager = manager
+        self.pull_image = pull_image  # None: a missing image rejects the task
         self.store = store
         self.runtime = runtime
         self.create_container = create_container
@@ -263,6 +266,15 @@ class Orchestrator:
     async def _create_and_start(self, service: ServiceRecord, task_id: str) -> None:
         task = self._set(self.tasks[task_id], state=TaskState.PREPARING, message="preparing")
         name = f"{task_name(service, task)}.{task.id}"
+        image = service.plan.template.image
+        if self.pull_image is not None and not has_image(self.runtime.images, image,
+                                                         service.tenant):
+            task = self._set(task, message=f"pulling {image}")
+            try:
+                await self.pull_image(image, service.tenant)
+            except SteelcupError as exc:
+                self._end(task, why=f"pulling {image}: {exc}", state=TaskState.REJECTED)
+                return
         try:
             record = self.create_container(task_config(service, task), name)
         except SteelcupError as exc:  # no such image, over a quota, bad settings

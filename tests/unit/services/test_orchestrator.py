@@ -5,12 +5,14 @@ restart policy; scaling and removal; a restarted orchestrator resumes from the s
 from __future__ import annotations
 
 import asyncio
+import io
 import sqlite3
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
+from steelcup.errors import NotFound
 from steelcup.runtime.containers import Runtime
 from steelcup.runtime.model import ContainerConfig, ContainerRecord
 from steelcup.services.manager import ServiceManager
@@ -26,6 +28,7 @@ from steelcup.services.model import (
 from steelcup.services.orchestrator import Orchestrator
 from steelcup.services.store import ServiceStore
 from steelcup.state.db import open_db
+from tests.unit.image.tarutil import make_tar
 from tests.unit.runtime.fakevm import FakeProcess, FakeVms
 from tests.unit.runtime.support import make_runtime
 from tests.unit.runtime.test_manager import eventually, plain_dirs
@@ -230,6 +233,45 @@ def test_a_restarted_orchestrator_resumes(tmp_path: Path) -> None:
                              and tasks[0].id not in {t.id for t in live(orch)})
             assert tasks[1].id in {t.id for t in live(orch)}  # kept, not replaced
             assert orch.get(tasks[0].id).state is TaskState.FAILED
+        finally:
+            await orch.close()
+            await runtime.shutdown()
+
+    asyncio.run(asyncio.wait_for(main(), 20))
+
+
+def test_a_missing_image_is_pulled_for_the_tenant_else_the_task_is_rejected(
+        tmp_path: Path) -> None:
+    async def main() -> None:
+        vms = FakeVms()
+        db = open_db(tmp_path)
+        runtime = make_runtime(tmp_path, db, vms=vms.source())
+        pulled: list[tuple[str, str]] = []
+
+        async def pull(ref: str, tenant: str) -> None:  # a registry that has only fresh:1
+            pulled.append((ref, tenant))
+            if ref != "fresh:1":
+                raise NotFound("manifest unknown")
+            runtime.images.import_rootfs(io.BytesIO(make_tar([("dir", "bin")])), ref)
+
+        store = ServiceStore(db)
+        manager = ServiceManager(store, runtime.events)
+        orch = Orchestrator(manager, store, runtime, runtime.create, pull_image=pull)
+        orch.start()
+        try:
+            plan = ServicePlan(mode=Mode.REPLICATED, replicas=1,
+                               template=ContainerConfig(image="fresh:1", image_id="",
+                                                        cmd=("serve",)),
+                               restart=RestartPolicy(condition=Condition.NONE))
+            manager.create("", "fresh", spec_doc={}, task_doc={}, plan=plan)
+            await running(orch, 1)
+            assert pulled == [("fresh:1", "")]
+            manager.create("", "lost", spec_doc={}, task_doc={}, plan=replace(
+                plan, template=replace(plan.template, image="nowhere:1")))
+            await eventually(lambda: any(t.state is TaskState.REJECTED
+                                         for t in orch.list(None)))
+            [rejected] = [t for t in orch.list(None) if t.state is TaskState.REJECTED]
+            assert rejected.err == "pulling nowhere:1: manifest unknown"
         finally:
             await orch.close()
             await runtime.shutdown()
