@@ -21,7 +21,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import replace
 from typing import Any
 
-from steelcup.errors import Conflict, NotFound, SteelcupError
+from steelcup.errors import Conflict, InvalidArgument, NotFound, SteelcupError
 from steelcup.runtime.containers import Runtime
 from steelcup.runtime.model import ContainerConfig, ContainerRecord
 from steelcup.services import reconcile
@@ -138,7 +138,7 @@ class Orchestrator:
         if len(matches) == 1:
             return matches[0].id
         if len(matches) > 1:
-            raise NotFound(f"task {ref} is ambiguous ({len(matches)} matches found)")
+            raise InvalidArgument(f"task {ref} is ambiguous ({len(matches)} matches found)")
         raise NotFound(f"task {ref} not found")
 
     # -- runtime events ----------------------------------------------------------------------

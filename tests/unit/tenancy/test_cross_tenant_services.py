@@ -8,6 +8,7 @@ The real router, TLS listener, tenant tokens, runtime and orchestrator; a fake V
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -65,6 +66,13 @@ def test_another_tenants_services_and_tasks_are_missing(cloud: Cloud) -> None:
         assert own.status_code == 201, own.text
         assert [s["ID"] for s in bob.get("/services").json()] == [own.json()["ID"]]
         assert alice.get("/services/web").json()["ID"] == sid
+        # service events are their tenant's
+        until = str(time.time() + 0.5)
+        seen = {name: [json.loads(line) for line in client.get("/events", params={
+            "since": "1", "until": until, "filters": '{"type": ["service"]}'}).text.splitlines()]
+            for name, client in (("alice", alice), ("bob", bob))}
+        assert [(e["Action"], e["Actor"]["ID"]) for e in seen["alice"]] == [("create", sid)]
+        assert [e["Actor"]["ID"] for e in seen["bob"]] == [own.json()["ID"]]
 
 
 def test_services_quota(cloud: Cloud) -> None:
