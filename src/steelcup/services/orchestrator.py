@@ -115,6 +115,8 @@ class Orchestrator:
             elif record.state.running:
                 if task.state is not TaskState.RUNNING:
                     self._set(task, state=TaskState.RUNNING, message="started")
+            elif task.state is not TaskState.RUNNING:  # made, never started
+                self._end(task, why="the daemon stopped while the task was starting")
             else:
                 self._ended(task, record.state.exit_code)
 
@@ -242,8 +244,11 @@ class Orchestrator:
                 await effect
             except asyncio.CancelledError:
                 raise
-            except Exception:
+            except Exception as exc:  # a bug: the task fails (and is replaced), not stuck
                 log.exception("task %s: the orchestrator's action failed", task_id)
+                task = self.tasks.get(task_id)
+                if task is not None and not task.state.terminal:
+                    self._end(task, why=f"internal error: {exc!r}")
             finally:
                 self._acting.discard(task_id)
                 self._wake.set()
