@@ -224,6 +224,9 @@ def decode_service(body: Any, node: dict[str, Any]) -> DecodedService:
     mode, replicas = decode_mode(spec)
     update = _dict(spec.get("UpdateConfig"), "UpdateConfig")
     parallelism = _int(update, "Parallelism", "UpdateConfig", 1) if update else 1
+    order = update.get("Order") or "stop-first"
+    if order not in ("stop-first", "start-first"):
+        raise InvalidArgument(f"UpdateConfig.Order {order!r}: stop-first or start-first")
     endpoint = _dict(spec.get("EndpointSpec"), "EndpointSpec")
     endpoint_mode = str(endpoint.get("Mode") or "vip")
     if endpoint_mode not in ("vip", "dnsrr"):
@@ -236,7 +239,9 @@ def decode_service(body: Any, node: dict[str, Any]) -> DecodedService:
     plan = ServicePlan(mode=mode, replicas=replicas, template=template,
                        restart=decode_restart(_dict(task.get("RestartPolicy"),
                                                     "RestartPolicy")),
-                       parallelism=parallelism, stop_grace_s=stop_grace_s)
+                       parallelism=parallelism, stop_grace_s=stop_grace_s,
+                       update_start_first=order == "start-first",
+                       update_delay_s=_int(update, "Delay", "UpdateConfig") / NS)
     spec_doc = copy.deepcopy(spec)
     spec_doc["Name"] = name
     if mode is Mode.REPLICATED:  # dockerd stores the default it applied (1 replica)

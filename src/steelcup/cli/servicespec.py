@@ -61,6 +61,8 @@ class ServiceOptions:
     stop_signal: str = ""
     tty: bool = False
     update_parallelism: int | None = None
+    update_order: str = ""
+    update_delay: str = ""
     endpoint_mode: str = "vip"
 
 
@@ -110,8 +112,18 @@ def service_spec(opts: ServiceOptions, environ: dict[str, str]) -> dict[str, Any
     spec["Mode"] = ({"Global": {}} if opts.mode == "global" else
                     {"Replicated": {"Replicas": 1 if opts.replicas is None
                                     else opts.replicas}})
+    update: dict[str, Any] = {}
     if opts.update_parallelism is not None:
-        spec["UpdateConfig"] = {"Parallelism": opts.update_parallelism}
+        update["Parallelism"] = opts.update_parallelism
+    if opts.update_order:
+        if opts.update_order not in ("stop-first", "start-first"):
+            raise InvalidArgument(f"invalid --update-order {opts.update_order!r}: "
+                                  "stop-first or start-first")
+        update["Order"] = opts.update_order
+    if opts.update_delay:
+        update["Delay"] = parse_duration(opts.update_delay, "--update-delay")
+    if update:
+        spec["UpdateConfig"] = update
     endpoint: dict[str, Any] = {"Mode": opts.endpoint_mode}
     if opts.publish:
         endpoint["Ports"] = [parse_publish(p) for p in opts.publish]

@@ -89,6 +89,8 @@ class ServicePlan:
     restart: RestartPolicy = RestartPolicy()
     parallelism: int = 1
     stop_grace_s: int | None = None
+    update_start_first: bool = False  # UpdateConfig.Order start-first
+    update_delay_s: float = 0.0  # UpdateConfig.Delay
 
     def to_json(self) -> dict[str, Any]:
         return {"mode": self.mode.value, "replicas": self.replicas,
@@ -97,7 +99,9 @@ class ServicePlan:
                             "delay_s": self.restart.delay_s,
                             "max_attempts": self.restart.max_attempts,
                             "window_s": self.restart.window_s},
-                "parallelism": self.parallelism, "stop_grace_s": self.stop_grace_s}
+                "parallelism": self.parallelism, "stop_grace_s": self.stop_grace_s,
+                "update_start_first": self.update_start_first,
+                "update_delay_s": self.update_delay_s}
 
     @staticmethod
     def from_json(data: dict[str, Any]) -> ServicePlan:
@@ -107,7 +111,9 @@ class ServicePlan:
             template=ContainerConfig.from_json(data["template"]),
             restart=RestartPolicy(Condition(restart["condition"]), float(restart["delay_s"]),
                                   int(restart["max_attempts"]), float(restart["window_s"])),
-            parallelism=int(data["parallelism"]), stop_grace_s=data.get("stop_grace_s"))
+            parallelism=int(data["parallelism"]), stop_grace_s=data.get("stop_grace_s"),
+            update_start_first=bool(data.get("update_start_first", False)),
+            update_delay_s=float(data.get("update_delay_s", 0.0)))
 
 
 @dataclass(frozen=True)

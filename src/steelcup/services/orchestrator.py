@@ -23,6 +23,7 @@ from typing import Any
 
 from steelcup.errors import Conflict, InvalidArgument, NotFound, SteelcupError
 from steelcup.runtime.containers import Runtime
+from steelcup.runtime.logs import parse_time_ns
 from steelcup.runtime.model import ContainerConfig, ContainerRecord
 from steelcup.services import reconcile
 from steelcup.services.manager import ServiceManager, now_rfc3339
@@ -210,13 +211,16 @@ class Orchestrator:
         plan = service.plan
         slots = (0,) if plan.mode is Mode.GLOBAL else tuple(range(1, plan.replicas + 1))
         return reconcile.Desired(slots=slots, generation=service.generation,
-                                 restart=plan.restart, parallelism=plan.parallelism)
+                                 restart=plan.restart, parallelism=plan.parallelism,
+                                 start_first=plan.update_start_first,
+                                 update_delay_s=plan.update_delay_s)
 
     def _view(self, task: TaskRecord) -> reconcile.TaskView:
         return reconcile.TaskView(
             id=task.id, slot=task.slot, generation=task.generation, desired=task.desired,
             state=task.state, ended_ns=task.ended_ns,
-            container_gone=self._container(task.container_id) is None)
+            container_gone=self._container(task.container_id) is None,
+            since_ns=parse_time_ns(task.state_at) if task.state_at else 0)
 
     def _apply(self, service: ServiceRecord | None, decided: reconcile.Plan) -> bool:
         for task_id in decided.forget:

@@ -9,8 +9,10 @@ Rules (swarmkit's, on one node):
   its health check) is replaced per the restart policy: condition any / on-failure (only a
   failed or rejected task) / none, after `delay` from its end, at most `max_attempts`
   restarts counted within `window` (0: over the slot's whole life);
-- a task of an older generation (the service's image, env, ... changed) is shut down,
-  `parallelism` slots at a time (0: all), the next only once the slot's new task runs;
+- a task of an older generation (the service's image, env, ... changed) is replaced,
+  `parallelism` slots at a time (0: all), the next batch once the slot's new task runs and
+  `update_delay` after that: stop-first (the old task is shut down, then the new one starts)
+  or start-first (the new one starts, the old one is shut down once it runs);
 - slots above the replica count, and every task of a removed service, are removed;
 - a task that ended keeps its container (its logs) while it is its slot's task; once
   replaced or removed, its container goes (docker keeps those too; here they would count
@@ -35,6 +37,8 @@ class Desired:
     generation: int
     restart: RestartPolicy = RestartPolicy()
     parallelism: int = 1
+    start_first: bool = False  # UpdateConfig.Order start-first: the new task runs first
+    update_delay_s: float = 0.0  # UpdateConfig.Delay: between one batch running and the next
 
 
 @dataclass(frozen=True)
@@ -46,6 +50,7 @@ class TaskView:
     state: TaskState
     ended_ns: int = 0
     container_gone: bool = True  # no container (never made, or removed)
+    since_ns: int = 0  # when it reached its state
 
 
 @dataclass
@@ -80,17 +85,26 @@ def plan(desired: Desired | None, tasks: Sequence[TaskView], now_ns: int,
             _remove(task, out)
         else:
             by_slot.setdefault(task.slot, []).append(task)
-    outdated: list[TaskView] = []
+    outdated: list[tuple[int, TaskView]] = []
     in_flight = 0
+    updated_at_ns = 0  # when the last task of the current generation began to run
     for slot in desired.slots:
         slot_tasks = by_slot.get(slot, [])
         stopping = any(t.desired is not TaskState.RUNNING and not t.state.terminal
                        for t in slot_tasks)
         live = sorted((t for t in slot_tasks if t.desired is TaskState.RUNNING),
                       key=lambda t: (t.generation, t.id))
-        for extra in live[:-1]:  # one task per slot: the newest stays
-            out.shut.append(extra.id)
         current = live[-1] if live else None
+        if current is not None and current.generation == desired.generation and (
+                current.state is TaskState.RUNNING):
+            updated_at_ns = max(updated_at_ns, current.since_ns)
+        if live[:-1]:  # one task per slot: the newest stays
+            assert current is not None
+            if (desired.start_first and current.generation == desired.generation
+                    and not current.state.terminal and current.state is not TaskState.RUNNING):
+                in_flight += 1  # start-first: the old one serves until the new one runs
+                continue
+            out.shut.extend(extra.id for extra in live[:-1])
         _prune_history(slot_tasks, current, history, out)
         if current is None:
             if stopping:
@@ -99,7 +113,7 @@ def plan(desired: Desired | None, tasks: Sequence[TaskView], now_ns: int,
                 out.start.append(slot)
             continue
         if current.generation < desired.generation:
-            outdated.append(current)
+            outdated.append((slot, current))
         elif current.state.terminal:
             if _restart_due(desired.restart, current, slot_tasks, now_ns, out) and not stopping:
                 out.shut.append(current.id)
@@ -107,8 +121,15 @@ def plan(desired: Desired | None, tasks: Sequence[TaskView], now_ns: int,
         elif current.state is not TaskState.RUNNING or stopping:
             in_flight += 1
     room = len(outdated) if desired.parallelism <= 0 else desired.parallelism - in_flight
-    for task in outdated[:max(room, 0)]:
-        out.shut.append(task.id)
+    next_batch_ns = updated_at_ns + int(desired.update_delay_s * NS) if updated_at_ns else 0
+    if outdated and room > 0 and now_ns < next_batch_ns:
+        out.wake(next_batch_ns)
+        room = 0
+    for slot, task in outdated[:max(room, 0)]:
+        if desired.start_first and not task.state.terminal:
+            out.start.append(slot)  # the old task is shut once the new one runs
+        else:
+            out.shut.append(task.id)
     return out
 
 

@@ -21,7 +21,8 @@ def test_flags_to_spec() -> None:
         restart_max_attempts=4, restart_window="1m", health_cmd="true",
         health_interval="1s", limit_memory="512m", limit_cpu="2",
         mounts=["type=volume,source=data,target=/d,readonly"], publish=["8080:80"],
-        stop_grace_period="3s", update_parallelism=2)
+        stop_grace_period="3s", update_parallelism=2, update_order="start-first",
+        update_delay="5s")
     spec = service_spec(opts, {"HOME": "/root"})
     container = spec["TaskTemplate"]["ContainerSpec"]
     assert container["Args"] == ["sleep", "1000"] and container["Env"] == ["A=1",
@@ -36,7 +37,8 @@ def test_flags_to_spec() -> None:
     assert spec["TaskTemplate"]["Resources"]["Limits"] == {"MemoryBytes": 512 << 20,
                                                            "NanoCPUs": 2_000_000_000}
     assert spec["Mode"] == {"Replicated": {"Replicas": 3}}
-    assert spec["UpdateConfig"] == {"Parallelism": 2}
+    assert spec["UpdateConfig"] == {"Parallelism": 2, "Order": "start-first",
+                                    "Delay": 5_000_000_000}
     assert spec["EndpointSpec"]["Ports"] == [{"Protocol": "tcp", "PublishMode": "ingress",
                                               "TargetPort": 80, "PublishedPort": 8080}]
     assert spec["Labels"] == {"tier": "front"}
@@ -55,6 +57,7 @@ def test_global_mode() -> None:
     ServiceOptions(image="x", restart_max_attempts=-1),
     ServiceOptions(image="x", mounts=["source=data"]),
     ServiceOptions(image="x", publish=["80000"]),
+    ServiceOptions(image="x", update_order="whenever"),
 ])
 def test_bad_flags_are_refused(bad: ServiceOptions) -> None:
     with pytest.raises(InvalidArgument):

@@ -277,3 +277,24 @@ def test_a_missing_image_is_pulled_for_the_tenant_else_the_task_is_rejected(
             await runtime.shutdown()
 
     asyncio.run(asyncio.wait_for(main(), 20))
+
+
+def test_a_start_first_update_runs_both_then_the_new_one(tmp_path: Path) -> None:
+    async def body(rt: Runtime, vms: FakeVms, manager: ServiceManager,
+                   orch: Orchestrator) -> None:
+        svc = service(manager, 1)
+        [old] = await running(orch, 1)
+        plan = replace(svc.plan, update_start_first=True,
+                       template=replace(svc.plan.template, env=("V=2",)))
+        vms.start_gate = asyncio.Event()  # the new task's process waits to start
+        manager.update(svc.id, svc.version, spec_doc=svc.spec_doc, task_doc={}, plan=plan,
+                       force_changed=False)
+        await eventually(lambda: len(orch.list(None)) == 2)
+        await asyncio.sleep(0.1)
+        assert container_of(rt, orch.get(old.id)).state.running  # still serving
+        vms.start_gate.set()
+        await eventually(lambda: orch.get(old.id).state is TaskState.SHUTDOWN)
+        [new] = live(orch)
+        assert new.generation == 2 and "V=2" in container_of(rt, new).config.env
+
+    run(tmp_path, body)

@@ -107,3 +107,24 @@ def test_history_keeps_the_newest() -> None:
 
 def test_global_service_has_one_slot_zero() -> None:
     assert plan(Desired(slots=(0,), generation=1), [], NOW).start == [0]
+
+
+def test_start_first_update_keeps_the_old_task_until_the_new_one_runs() -> None:
+    want = Desired(slots=(1, 2), generation=2, start_first=True)
+    old = [task("a", 1), task("b", 2)]
+    first = plan(want, old, NOW)
+    assert first.start == [1] and first.shut == []  # a keeps serving
+    starting = [*old, task("c", 1, TaskState.STARTING, gen=2)]
+    assert plan(want, starting, NOW).shut == [] and plan(want, starting, NOW).start == []
+    running = [*old, task("c", 1, R, gen=2)]
+    decided = plan(want, running, NOW)
+    assert decided.shut == ["a"] and decided.start == [2]  # then the next slot
+
+
+def test_update_delay_between_batches() -> None:
+    want = Desired(slots=(1, 2), generation=2, update_delay_s=10.0)
+    done_first = [task("a", 1, S, desired=S, ended_s=990), TaskView(
+        id="c", slot=1, generation=2, desired=R, state=R, since_ns=995 * NS), task("b", 2)]
+    early = plan(want, done_first, NOW)
+    assert early.shut == [] and early.wake_at_ns == 1005 * NS
+    assert plan(want, done_first, 1005 * NS).shut == ["b"]

@@ -95,6 +95,10 @@ def _register_service(sub: Any, name: str, help_text: str) -> None:
     p.add_argument("-t", "--tty", action="store_true")
     p.add_argument("--update-parallelism", type=int, default=None,
                    help="tasks replaced at a time by an update (default 1, 0: all)")
+    p.add_argument("--update-order", default="", metavar="stop-first|start-first",
+                   help="stop the old task first (default) or start the new one first")
+    p.add_argument("--update-delay", default="", metavar="DURATION",
+                   help="wait between updated batches (default 0s)")
     p.add_argument("--endpoint-mode", default="vip", choices=("vip", "dnsrr"))
     p.add_argument("-d", "--detach", action="store_true",
                    help="do not wait for the tasks to run")
