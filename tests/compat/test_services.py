@@ -110,6 +110,17 @@ def test_replicas_replacement_scale_update_and_removal(swarm: Docker) -> None:
     again = swarm.run("service", "rollback", "web")
     assert again.returncode != 0 and b"does not have a previous spec" in again.stderr
 
+    # An update whose task cannot start rolls itself back (--update-failure-action rollback)
+    swarm.run("service", "update", "--update-failure-action", "rollback", "--update-monitor",
+              "1s", "--args", "no-such-command", "web", timeout=300)
+    wait_until(lambda: swarm.out("service", "inspect", "web", "--format",
+                                 "{{.UpdateStatus.State}}").strip() == "rollback_completed",
+               "the failed update rolled back", timeout_s=90)
+    args = swarm.out("service", "inspect", "web", "--format",
+                     "{{json .Spec.TaskTemplate.ContainerSpec.Args}}")
+    assert json.loads(args) == ["sleep", "1000"]
+    assert len(running_tasks(swarm, "web")) == 1
+
     swarm.out("service", "rm", "web")
     assert swarm.out("service", "ls", "-q") == ""
     wait_until(lambda: not swarm.out("ps", "-aq", "--filter",

@@ -22,6 +22,8 @@ from steelcup.runtime.model import ContainerConfig
 from steelcup.runtime.names import random_name
 from steelcup.services.model import (
     Condition,
+    FailureAction,
+    FailurePolicy,
     Mode,
     RestartPolicy,
     ServicePlan,
@@ -241,7 +243,8 @@ def decode_service(body: Any, node: dict[str, Any]) -> DecodedService:
                                                     "RestartPolicy")),
                        parallelism=parallelism, stop_grace_s=stop_grace_s,
                        update_start_first=order == "start-first",
-                       update_delay_s=_int(update, "Delay", "UpdateConfig") / NS)
+                       update_delay_s=_int(update, "Delay", "UpdateConfig") / NS,
+                       failure=decode_failure_policy(update))
     spec_doc = copy.deepcopy(spec)
     spec_doc["Name"] = name
     if mode is Mode.REPLICATED:  # dockerd stores the default it applied (1 replica)
@@ -251,6 +254,21 @@ def decode_service(body: Any, node: dict[str, Any]) -> DecodedService:
     return DecodedService(name=name, labels=tuple(sorted(labels.items())), spec_doc=spec_doc,
                           task_doc=copy.deepcopy(task), plan=plan, endpoint_mode=endpoint_mode,
                           force_update=_int(task, "ForceUpdate", "TaskTemplate"))
+
+
+def decode_failure_policy(update: dict[str, Any]) -> FailurePolicy:
+    action = update.get("FailureAction") or "pause"
+    try:
+        parsed = FailureAction(action)
+    except ValueError:
+        raise InvalidArgument(f"UpdateConfig.FailureAction {action!r}: pause, continue or "
+                              "rollback") from None
+    ratio = update.get("MaxFailureRatio") or 0
+    if isinstance(ratio, bool) or not isinstance(ratio, int | float) or not 0 <= ratio <= 1:
+        raise InvalidArgument("UpdateConfig.MaxFailureRatio: a number from 0 to 1")
+    monitor_ns = update.get("Monitor")
+    return FailurePolicy(parsed, 5.0 if not monitor_ns else _int(
+        update, "Monitor", "UpdateConfig") / NS, float(ratio))
 
 
 def decode_mode(spec: dict[str, Any]) -> tuple[Mode, int]:
@@ -395,6 +413,12 @@ def encode_service(service: ServiceRecord, status: dict[str, int] | None = None
     }
     if service.previous_spec_doc is not None:
         out["PreviousSpec"] = service.previous_spec_doc
+    update = service.update_status
+    if update is not None:
+        out["UpdateStatus"] = {"State": update.state.value, "StartedAt": update.started_at,
+                               "Message": update.message,
+                               **({"CompletedAt": update.completed_at}
+                                  if update.completed_at else {})}
     if status is not None:
         out["ServiceStatus"] = status
     return out

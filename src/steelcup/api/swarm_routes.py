@@ -210,19 +210,15 @@ class _SwarmApi:
             raise InvalidArgument("service update needs ?version= (the Version.Index it was "
                                   "read at)")
         old = self.manager.get(req.params["id"])
-        rollback = req.q("rollback") == "previous"
-        body = await req.json(allow_empty=rollback)
-        if rollback:  # `docker service rollback`: the spec before the last update
-            if old.previous_spec_doc is None:
-                raise InvalidArgument(f"service {old.name} does not have a previous spec")
-            body = old.previous_spec_doc
-        decoded = codec.decode_service(body, self.swarm.node())
+        if req.q("rollback") == "previous":  # `docker service rollback`
+            self.manager.rollback(old.id, version, "manually requested rollback")
+            return JsonResponse({"Warnings": None})
+        decoded = codec.decode_service(await req.json(), self.swarm.node())
         old_force = int(old.task_doc.get("ForceUpdate") or 0)
         self.manager.update(old.id, version, spec_doc=decoded.spec_doc,
                             task_doc=decoded.task_doc, plan=decoded.plan,
                             force_changed=decoded.force_update != old_force,
-                            labels=decoded.labels, endpoint_mode=decoded.endpoint_mode,
-                            rollback=rollback)
+                            labels=decoded.labels, endpoint_mode=decoded.endpoint_mode)
         return JsonResponse({"Warnings": None})
 
     async def service_remove(self, req: Request) -> Response:

@@ -63,6 +63,9 @@ class ServiceOptions:
     update_parallelism: int | None = None
     update_order: str = ""
     update_delay: str = ""
+    update_failure_action: str = ""
+    update_monitor: str = ""
+    update_max_failure_ratio: float | None = None
     endpoint_mode: str = "vip"
 
 
@@ -122,6 +125,18 @@ def service_spec(opts: ServiceOptions, environ: dict[str, str]) -> dict[str, Any
         update["Order"] = opts.update_order
     if opts.update_delay:
         update["Delay"] = parse_duration(opts.update_delay, "--update-delay")
+    if opts.update_failure_action:
+        if opts.update_failure_action not in ("pause", "continue", "rollback"):
+            raise InvalidArgument(f"invalid --update-failure-action "
+                                  f"{opts.update_failure_action!r}: pause, continue or "
+                                  "rollback")
+        update["FailureAction"] = opts.update_failure_action
+    if opts.update_monitor:
+        update["Monitor"] = parse_duration(opts.update_monitor, "--update-monitor")
+    if opts.update_max_failure_ratio is not None:
+        if not 0 <= opts.update_max_failure_ratio <= 1:
+            raise InvalidArgument("--update-max-failure-ratio: a number from 0 to 1")
+        update["MaxFailureRatio"] = opts.update_max_failure_ratio
     if update:
         spec["UpdateConfig"] = update
     endpoint: dict[str, Any] = {"Mode": opts.endpoint_mode}

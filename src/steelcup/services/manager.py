@@ -22,7 +22,14 @@ from typing import Any
 from steelcup.errors import Conflict, InvalidArgument, NotFound, NotInSwarm, Unavailable
 from steelcup.runtime.events import EventBus
 from steelcup.runtime.logs import format_time_ns
-from steelcup.services.model import ServicePlan, ServiceRecord, SwarmState, new_object_id
+from steelcup.services.model import (
+    ServicePlan,
+    ServiceRecord,
+    SwarmState,
+    UpdateState,
+    UpdateStatus,
+    new_object_id,
+)
 from steelcup.services.store import ServiceStore
 from steelcup.tenancy.quota import Admit, need, unlimited
 
@@ -162,31 +169,79 @@ class ServiceManager:
 
     def update(self, service_id: str, version: int, *, spec_doc: dict[str, Any],
                task_doc: dict[str, Any], plan: ServicePlan, force_changed: bool,
-               labels: tuple[tuple[str, str], ...] = (), endpoint_mode: str = "vip",
-               rollback: bool = False) -> ServiceRecord:
-        """docker's optimistic update: `version` must be the service's current one. A
-        `rollback` goes back to the previous spec (given decoded), which then has none."""
+               labels: tuple[tuple[str, str], ...] = (), endpoint_mode: str = "vip"
+               ) -> ServiceRecord:
+        """docker's optimistic update: `version` must be the service's current one. What it
+        replaces is kept for a rollback."""
+        old = self._at_version(service_id, version)
+        name = str(spec_doc.get("Name") or old.name)
+        if name != old.name:
+            raise InvalidArgument("renaming services is not supported")
+        return self._change(old, spec_doc=spec_doc, task_doc=task_doc, plan=plan,
+                            labels=labels, endpoint_mode=endpoint_mode,
+                            force_changed=force_changed, rollback="")
+
+    def rollback(self, service_id: str, version: int | None, why: str) -> ServiceRecord:
+        """Back to the spec the last update replaced (`docker service rollback`, or an update
+        whose failure action is rollback); afterwards there is none to go back to."""
+        old = self.get(service_id) if version is None else self._at_version(service_id,
+                                                                             version)
+        if (old.previous_spec_doc is None or old.previous_plan is None
+                or old.previous_task_doc is None):
+            raise InvalidArgument(f"service {old.name} does not have a previous spec")
+        previous_force = int(old.previous_task_doc.get("ForceUpdate") or 0)
+        return self._change(old, spec_doc=old.previous_spec_doc,
+                            task_doc=old.previous_task_doc, plan=old.previous_plan,
+                            labels=old.labels, endpoint_mode=old.endpoint_mode,
+                            force_changed=previous_force != int(
+                                old.task_doc.get("ForceUpdate") or 0), rollback=why)
+
+    def _at_version(self, service_id: str, version: int) -> ServiceRecord:
         old = self.get(service_id)
         if version != old.version:
             raise Conflict("update out of sequence: the service changed since version "
                            f"{version} was read (it is at {old.version}); read it again")
-        name = str(spec_doc.get("Name") or old.name)
-        if name != old.name:
-            raise InvalidArgument("renaming services is not supported")
-        # What each task runs changed: its tasks are replaced (docker's rolling update).
+        return old
+
+    def _change(self, old: ServiceRecord, *, spec_doc: dict[str, Any],
+                task_doc: dict[str, Any], plan: ServicePlan,
+                labels: tuple[tuple[str, str], ...], endpoint_mode: str,
+                force_changed: bool, rollback: str) -> ServiceRecord:
+        # What each task runs changed: its tasks are replaced (a rolling update).
         outdated = (force_changed or plan.template != old.plan.template
                     or plan.mode is not old.plan.mode)
-        record = replace(old, version=old.version + 1, updated_at=now_rfc3339(),
-                         spec_doc=spec_doc, task_doc=task_doc, plan=plan,
-                         previous_spec_doc=None if rollback else old.spec_doc,
-                         labels=labels,
+        top = max(old.top_generation, old.generation)
+        if rollback and old.previous_generation:
+            generation = old.previous_generation  # the tasks of that template are current
+        else:
+            generation = top + 1 if outdated else old.generation
+        now = now_rfc3339()
+        status = old.update_status
+        if rollback:
+            status = UpdateStatus(UpdateState.ROLLBACK_STARTED, now, message=rollback)
+        elif outdated:
+            status = UpdateStatus(UpdateState.UPDATING, now, message="update in progress")
+        record = replace(old, version=old.version + 1, updated_at=now, spec_doc=spec_doc,
+                         task_doc=task_doc, plan=plan, labels=labels,
                          endpoint_mode=endpoint_mode,
-                         generation=old.generation + (1 if outdated else 0))
+                         previous_spec_doc=None if rollback else old.spec_doc,
+                         previous_task_doc=None if rollback else old.task_doc,
+                         previous_plan=None if rollback else old.plan,
+                         update_status=status, generation=generation,
+                         top_generation=max(top, generation),
+                         previous_generation=0 if rollback else old.generation)
         self.store.save_service(record)
         self.services[record.id] = record
         self._event(record, "update")
         self.changed()
         return record
+
+    def set_update_status(self, service_id: str, status: UpdateStatus) -> None:
+        """The orchestrator's verdict on a rolling update (completed, paused)."""
+        record = replace(self.get(service_id), update_status=status)
+        self.store.save_service(record)
+        self.services[record.id] = record
+        self.changed()
 
     def set_virtual_ips(self, service_id: str, vips: tuple[tuple[str, str], ...]) -> None:
         """For the VIP layer: the service's address on each of its networks."""

@@ -77,6 +77,53 @@ class RestartPolicy:
     window_s: float = 0.0  # 0: attempts are counted over the task's whole life
 
 
+class FailureAction(enum.Enum):
+    """UpdateConfig.FailureAction: what an update does when its new tasks fail."""
+
+    PAUSE = "pause"
+    CONTINUE = "continue"
+    ROLLBACK = "rollback"
+
+
+@dataclass(frozen=True)
+class FailurePolicy:
+    action: FailureAction = FailureAction.PAUSE
+    monitor_s: float = 5.0  # a new task failing this long after it runs still counts
+    max_failure_ratio: float = 0.0  # failed / updated tasks tolerated
+
+
+class UpdateState(enum.Enum):
+    UPDATING = "updating"
+    PAUSED = "paused"
+    COMPLETED = "completed"
+    ROLLBACK_STARTED = "rollback_started"
+    ROLLBACK_PAUSED = "rollback_paused"
+    ROLLBACK_COMPLETED = "rollback_completed"
+
+    @property
+    def in_progress(self) -> bool:
+        return self in (UpdateState.UPDATING, UpdateState.ROLLBACK_STARTED)
+
+
+@dataclass(frozen=True)
+class UpdateStatus:
+    """A service's last update (docker's UpdateStatus)."""
+
+    state: UpdateState
+    started_at: str
+    completed_at: str = ""
+    message: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"state": self.state.value, "started_at": self.started_at,
+                "completed_at": self.completed_at, "message": self.message}
+
+    @staticmethod
+    def from_json(data: dict[str, Any]) -> UpdateStatus:
+        return UpdateStatus(UpdateState(data["state"]), data["started_at"],
+                            data.get("completed_at", ""), data.get("message", ""))
+
+
 @dataclass(frozen=True)
 class ServicePlan:
     """What the orchestrator does for a service: how many tasks, each a container made from
@@ -91,6 +138,7 @@ class ServicePlan:
     stop_grace_s: int | None = None
     update_start_first: bool = False  # UpdateConfig.Order start-first
     update_delay_s: float = 0.0  # UpdateConfig.Delay
+    failure: FailurePolicy = FailurePolicy()  # UpdateConfig's FailureAction, Monitor, ratio
 
     def to_json(self) -> dict[str, Any]:
         return {"mode": self.mode.value, "replicas": self.replicas,
@@ -101,7 +149,10 @@ class ServicePlan:
                             "window_s": self.restart.window_s},
                 "parallelism": self.parallelism, "stop_grace_s": self.stop_grace_s,
                 "update_start_first": self.update_start_first,
-                "update_delay_s": self.update_delay_s}
+                "update_delay_s": self.update_delay_s,
+                "failure": {"action": self.failure.action.value,
+                            "monitor_s": self.failure.monitor_s,
+                            "max_failure_ratio": self.failure.max_failure_ratio}}
 
     @staticmethod
     def from_json(data: dict[str, Any]) -> ServicePlan:
@@ -113,7 +164,10 @@ class ServicePlan:
                                   int(restart["max_attempts"]), float(restart["window_s"])),
             parallelism=int(data["parallelism"]), stop_grace_s=data.get("stop_grace_s"),
             update_start_first=bool(data.get("update_start_first", False)),
-            update_delay_s=float(data.get("update_delay_s", 0.0)))
+            update_delay_s=float(data.get("update_delay_s", 0.0)),
+            failure=FailurePolicy(FailureAction(failure["action"]), float(failure["monitor_s"]),
+                                  float(failure["max_failure_ratio"]))
+            if (failure := data.get("failure")) else FailurePolicy())
 
 
 @dataclass(frozen=True)
@@ -127,8 +181,17 @@ class ServiceRecord:
     spec_doc: dict[str, Any]  # the ServiceSpec as the client sent it (the API's document)
     task_doc: dict[str, Any]  # its TaskTemplate, copied into each task made from it
     plan: ServicePlan
-    generation: int = 1  # bumped when what a task runs changes: older tasks are outdated
+    # Which task template tasks must run: a new number (above `top_generation`, every
+    # number used so far) when what a task runs changes; a rollback goes back to
+    # `previous_generation`, so the tasks still running the old template are kept.
+    generation: int = 1
+    top_generation: int = 1
+    previous_generation: int = 0
+    # What the last update replaced (a rollback goes back to it), as kept for this one.
     previous_spec_doc: dict[str, Any] | None = None
+    previous_task_doc: dict[str, Any] | None = None
+    previous_plan: ServicePlan | None = None
+    update_status: UpdateStatus | None = None
     # Service addressing (filled in by the VIP layer): "vip" or "dnsrr", and per network
     # (network id, "ADDR/PREFIX").
     endpoint_mode: str = "vip"
@@ -140,7 +203,12 @@ class ServiceRecord:
                 "version": self.version, "created_at": self.created_at,
                 "updated_at": self.updated_at, "spec_doc": self.spec_doc,
                 "task_doc": self.task_doc, "plan": self.plan.to_json(),
-                "generation": self.generation, "previous_spec_doc": self.previous_spec_doc,
+                "generation": self.generation, "top_generation": self.top_generation,
+                "previous_generation": self.previous_generation,
+                "previous_spec_doc": self.previous_spec_doc,
+                "previous_task_doc": self.previous_task_doc,
+                "previous_plan": self.previous_plan.to_json() if self.previous_plan else None,
+                "update_status": self.update_status.to_json() if self.update_status else None,
                 "endpoint_mode": self.endpoint_mode,
                 "virtual_ips": [list(v) for v in self.virtual_ips],
                 "labels": [list(kv) for kv in self.labels]}
@@ -152,7 +220,15 @@ class ServiceRecord:
             version=int(data["version"]), created_at=data["created_at"],
             updated_at=data["updated_at"], spec_doc=data["spec_doc"],
             task_doc=data["task_doc"], plan=ServicePlan.from_json(data["plan"]),
-            generation=int(data["generation"]), previous_spec_doc=data.get("previous_spec_doc"),
+            generation=int(data["generation"]),
+            top_generation=int(data.get("top_generation", data["generation"])),
+            previous_generation=int(data.get("previous_generation", 0)),
+            previous_spec_doc=data.get("previous_spec_doc"),
+            previous_task_doc=data.get("previous_task_doc"),
+            previous_plan=ServicePlan.from_json(data["previous_plan"])
+            if data.get("previous_plan") else None,
+            update_status=UpdateStatus.from_json(data["update_status"])
+            if data.get("update_status") else None,
             endpoint_mode=data.get("endpoint_mode", "vip"),
             virtual_ips=tuple((str(n), str(a)) for n, a in data.get("virtual_ips", ())),
             labels=tuple((str(k), str(v)) for k, v in data.get("labels", ())))

@@ -25,9 +25,16 @@ from steelcup.errors import Conflict, InvalidArgument, NotFound, SteelcupError
 from steelcup.runtime.containers import Runtime
 from steelcup.runtime.logs import parse_time_ns
 from steelcup.runtime.model import ContainerConfig, ContainerRecord
-from steelcup.services import reconcile
+from steelcup.services import reconcile, rollout
 from steelcup.services.manager import ServiceManager, now_rfc3339
-from steelcup.services.model import Mode, ServiceRecord, TaskRecord, TaskState, new_object_id
+from steelcup.services.model import (
+    Mode,
+    ServiceRecord,
+    TaskRecord,
+    TaskState,
+    UpdateState,
+    new_object_id,
+)
 from steelcup.services.pull import PullImage, has_image
 from steelcup.services.store import ServiceStore
 
@@ -196,14 +203,44 @@ class Orchestrator:
         for service_id in {*self.manager.services, *by_service}:
             service = self.manager.services.get(service_id)
             tasks = by_service.get(service_id, [])
-            decided = reconcile.plan(self._desired(service), [self._view(t) for t in tasks],
-                                     now)
+            views = [self._view(t) for t in tasks]
+            # The update's verdict first: a failure it acts on (pause, rollback) must stop
+            # the replacing before this pass goes on to the next slot.
+            judged_wake = self._judge(service, self._desired(service), views, now)
+            service = self.manager.services.get(service_id)
+            decided = reconcile.plan(self._desired(service), views, now)
             changed |= self._apply(service, decided)
-            if decided.wake_at_ns is not None:
-                wake_at = min(wake_at or decided.wake_at_ns, decided.wake_at_ns)
+            for when in (decided.wake_at_ns, judged_wake):
+                if when is not None:
+                    wake_at = min(wake_at or when, when)
         if changed:
             self._wake.set()  # look again at once: a decision may allow the next one
         return wake_at
+
+    def _judge(self, service: ServiceRecord | None, desired: reconcile.Desired | None,
+               views: builtins.list[reconcile.TaskView], now: int) -> int | None:
+        """How the service's rolling update stands (rollout.judge), told to the manager;
+        when to judge again."""
+        status = service.update_status if service is not None else None
+        if service is None or desired is None or status is None:
+            return None
+        verdict, wake_at = rollout.judge(status.state, service.plan.failure, desired, views,
+                                         now, parse_time_ns(status.started_at))
+        if verdict is None:
+            return wake_at
+        log.info("service %s (%s): %s", service.id[:12], service.name, verdict.message)
+        if verdict.rollback:
+            try:
+                self.manager.rollback(service.id, None, verdict.message)
+                return None
+            except SteelcupError:  # nothing to go back to: stop where it is
+                verdict = rollout.Verdict(UpdateState.PAUSED, verdict.message.replace(
+                    "rolled back", "paused") + " (no previous spec to roll back to)")
+        done = verdict.state in (UpdateState.COMPLETED, UpdateState.ROLLBACK_COMPLETED)
+        self.manager.set_update_status(service.id, replace(
+            status, state=verdict.state, message=verdict.message,
+            completed_at=now_rfc3339() if done else ""))
+        return None
 
     def _desired(self, service: ServiceRecord | None) -> reconcile.Desired | None:
         if service is None:
@@ -213,7 +250,10 @@ class Orchestrator:
         return reconcile.Desired(slots=slots, generation=service.generation,
                                  restart=plan.restart, parallelism=plan.parallelism,
                                  start_first=plan.update_start_first,
-                                 update_delay_s=plan.update_delay_s)
+                                 update_delay_s=plan.update_delay_s,
+                                 paused=service.update_status is not None
+                                 and service.update_status.state in (
+                                     UpdateState.PAUSED, UpdateState.ROLLBACK_PAUSED))
 
     def _view(self, task: TaskRecord) -> reconcile.TaskView:
         return reconcile.TaskView(

@@ -9,7 +9,8 @@ Rules (swarmkit's, on one node):
   its health check) is replaced per the restart policy: condition any / on-failure (only a
   failed or rejected task) / none, after `delay` from its end, at most `max_attempts`
   restarts counted within `window` (0: over the slot's whole life);
-- a task of an older generation (the service's image, env, ... changed) is replaced,
+- a task of another generation (the service's image, env, ... changed, or a rollback went
+  back to an earlier generation) is replaced,
   `parallelism` slots at a time (0: all), the next batch once the slot's new task runs and
   `update_delay` after that: stop-first (the old task is shut down, then the new one starts)
   or start-first (the new one starts, the old one is shut down once it runs);
@@ -39,6 +40,7 @@ class Desired:
     parallelism: int = 1
     start_first: bool = False  # UpdateConfig.Order start-first: the new task runs first
     update_delay_s: float = 0.0  # UpdateConfig.Delay: between one batch running and the next
+    paused: bool = False  # the update was paused (its failure action): no more replacing
 
 
 @dataclass(frozen=True)
@@ -93,7 +95,7 @@ def plan(desired: Desired | None, tasks: Sequence[TaskView], now_ns: int,
         stopping = any(t.desired is not TaskState.RUNNING and not t.state.terminal
                        for t in slot_tasks)
         live = sorted((t for t in slot_tasks if t.desired is TaskState.RUNNING),
-                      key=lambda t: (t.generation, t.id))
+                      key=lambda t: (t.generation == desired.generation, t.since_ns, t.id))
         current = live[-1] if live else None
         if current is not None and current.generation == desired.generation and (
                 current.state is TaskState.RUNNING):
@@ -107,12 +109,11 @@ def plan(desired: Desired | None, tasks: Sequence[TaskView], now_ns: int,
             out.shut.extend(extra.id for extra in live[:-1])
         _prune_history(slot_tasks, current, history, out)
         if current is None:
-            if stopping:
-                in_flight += 1
-            else:
+            in_flight += 1  # stopping, or starting now: not running yet
+            if not stopping:
                 out.start.append(slot)
             continue
-        if current.generation < desired.generation:
+        if current.generation != desired.generation:
             outdated.append((slot, current))
         elif current.state.terminal:
             if _restart_due(desired.restart, current, slot_tasks, now_ns, out) and not stopping:
@@ -121,6 +122,8 @@ def plan(desired: Desired | None, tasks: Sequence[TaskView], now_ns: int,
         elif current.state is not TaskState.RUNNING or stopping:
             in_flight += 1
     room = len(outdated) if desired.parallelism <= 0 else desired.parallelism - in_flight
+    if desired.paused:
+        room = 0
     next_batch_ns = updated_at_ns + int(desired.update_delay_s * NS) if updated_at_ns else 0
     if outdated and room > 0 and now_ns < next_batch_ns:
         out.wake(next_batch_ns)

@@ -22,7 +22,8 @@ def test_flags_to_spec() -> None:
         health_interval="1s", limit_memory="512m", limit_cpu="2",
         mounts=["type=volume,source=data,target=/d,readonly"], publish=["8080:80"],
         stop_grace_period="3s", update_parallelism=2, update_order="start-first",
-        update_delay="5s")
+        update_delay="5s", update_failure_action="rollback", update_monitor="2s",
+        update_max_failure_ratio=0.5)
     spec = service_spec(opts, {"HOME": "/root"})
     container = spec["TaskTemplate"]["ContainerSpec"]
     assert container["Args"] == ["sleep", "1000"] and container["Env"] == ["A=1",
@@ -38,7 +39,8 @@ def test_flags_to_spec() -> None:
                                                            "NanoCPUs": 2_000_000_000}
     assert spec["Mode"] == {"Replicated": {"Replicas": 3}}
     assert spec["UpdateConfig"] == {"Parallelism": 2, "Order": "start-first",
-                                    "Delay": 5_000_000_000}
+                                    "Delay": 5_000_000_000, "FailureAction": "rollback",
+                                    "Monitor": 2_000_000_000, "MaxFailureRatio": 0.5}
     assert spec["EndpointSpec"]["Ports"] == [{"Protocol": "tcp", "PublishMode": "ingress",
                                               "TargetPort": 80, "PublishedPort": 8080}]
     assert spec["Labels"] == {"tier": "front"}
@@ -58,6 +60,8 @@ def test_global_mode() -> None:
     ServiceOptions(image="x", mounts=["source=data"]),
     ServiceOptions(image="x", publish=["80000"]),
     ServiceOptions(image="x", update_order="whenever"),
+    ServiceOptions(image="x", update_failure_action="shrug"),
+    ServiceOptions(image="x", update_max_failure_ratio=2.0),
 ])
 def test_bad_flags_are_refused(bad: ServiceOptions) -> None:
     with pytest.raises(InvalidArgument):

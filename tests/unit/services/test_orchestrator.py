@@ -18,12 +18,15 @@ from steelcup.runtime.model import ContainerConfig, ContainerRecord
 from steelcup.services.manager import ServiceManager
 from steelcup.services.model import (
     Condition,
+    FailureAction,
+    FailurePolicy,
     Mode,
     RestartPolicy,
     ServicePlan,
     ServiceRecord,
     TaskRecord,
     TaskState,
+    UpdateState,
 )
 from steelcup.services.orchestrator import Orchestrator
 from steelcup.services.store import ServiceStore
@@ -226,7 +229,9 @@ def test_a_restarted_orchestrator_resumes(tmp_path: Path) -> None:
             tasks = await running(orch, 2)
             await orch.close()
             # While no orchestrator ran: one container exited, the other kept running.
-            vms.machines[0].processes[0].exit(1)
+            [machine] = [m for m in vms.machines
+                         if m.request.name == tasks[0].container_id[:12]]
+            machine.processes[0].exit(1)
             await eventually(lambda: not container_of(runtime, tasks[0]).state.running)
             manager, orch = make(db, runtime)  # from the store, as a new daemon would
             await eventually(lambda: len(live(orch)) == 2
@@ -296,5 +301,30 @@ def test_a_start_first_update_runs_both_then_the_new_one(tmp_path: Path) -> None
         await eventually(lambda: orch.get(old.id).state is TaskState.SHUTDOWN)
         [new] = live(orch)
         assert new.generation == 2 and "V=2" in container_of(rt, new).config.env
+
+    run(tmp_path, body)
+
+
+def test_an_update_whose_tasks_fail_is_rolled_back(tmp_path: Path) -> None:
+    async def body(rt: Runtime, vms: FakeVms, manager: ServiceManager,
+                   orch: Orchestrator) -> None:
+        svc = service(manager, 2)
+        before = await running(orch, 2)
+        vms.missing.add("broken")  # the new command cannot start: exit 127, task failed
+        bad = replace(svc.plan, template=replace(svc.plan.template, cmd=("broken",)),
+                      failure=FailurePolicy(FailureAction.ROLLBACK, monitor_s=0.1))
+        manager.update(svc.id, svc.version, spec_doc={"Name": "web", "v": 2}, task_doc={},
+                       plan=bad, force_changed=False)
+        await eventually(lambda: manager.get(svc.id).update_status is not None
+                         and manager.get(svc.id).update_status.state  # type: ignore[union-attr]
+                         is UpdateState.ROLLBACK_COMPLETED, timeout_s=10)
+        after = manager.get(svc.id)
+        assert after.spec_doc == {"Name": "web"} and after.previous_spec_doc is None
+        assert after.plan.template.cmd == ("serve",)
+        now = live(orch)
+        assert [container_of(rt, t).config.cmd for t in now] == [("serve",), ("serve",)]
+        assert now[1].id == before[1].id  # slot 2 was not updated yet: kept as it was
+        assert after.update_status is not None and after.update_status.message == (
+            "rollback completed")
 
     run(tmp_path, body)

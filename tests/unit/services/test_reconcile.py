@@ -85,6 +85,7 @@ def test_update_is_stop_first_one_slot_at_a_time() -> None:
     assert plan(desired(3, gen=2), stopping, NOW).shut == []  # slot 1 still in flight
     stopped = [task("a", 1, S, desired=S, ended_s=999), task("b", 2), task("c", 3)]
     assert plan(desired(3, gen=2), stopped, NOW).start == [1]
+    assert plan(desired(3, gen=2), stopped, NOW).shut == []  # slot 1's new task first
     starting = [*stopped, task("d", 1, TaskState.STARTING, gen=2)]
     assert plan(desired(3, gen=2), starting, NOW).shut == []
     done = [*stopped, task("d", 1, R, gen=2)]

@@ -99,6 +99,12 @@ def _register_service(sub: Any, name: str, help_text: str) -> None:
                    help="stop the old task first (default) or start the new one first")
     p.add_argument("--update-delay", default="", metavar="DURATION",
                    help="wait between updated batches (default 0s)")
+    p.add_argument("--update-failure-action", default="", metavar="pause|continue|rollback",
+                   help="when an update's new tasks fail (default pause)")
+    p.add_argument("--update-monitor", default="", metavar="DURATION",
+                   help="how long a new task must run to count as a success (default 5s)")
+    p.add_argument("--update-max-failure-ratio", type=float, default=None,
+                   help="failed/updated tasks tolerated (default 0)")
     p.add_argument("--endpoint-mode", default="vip", choices=("vip", "dnsrr"))
     p.add_argument("-d", "--detach", action="store_true",
                    help="do not wait for the tasks to run")
