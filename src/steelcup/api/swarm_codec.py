@@ -114,6 +114,13 @@ def decode_swarm_init(body: Any) -> tuple[str, str, dict[str, Any]]:
     return listen, host, merge_swarm_spec(DEFAULT_SWARM_SPEC, _dict(body.get("Spec"), "Spec"))
 
 
+def history_limit(spec: dict[str, Any]) -> int:
+    """Orchestration.TaskHistoryRetentionLimit of a swarm spec (replaced tasks kept per
+    slot)."""
+    orchestration = _dict(spec.get("Orchestration"), "Spec.Orchestration")
+    return _int(orchestration, "TaskHistoryRetentionLimit", "Spec.Orchestration", 5)
+
+
 def merge_swarm_spec(base: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
     """`given` over `base`, one level deep (docker's swarm spec sections). A zero or empty
     value is "not set", as dockerd reads the docker CLI's (it sends 0 for flags not given)."""

@@ -116,7 +116,8 @@ class _SwarmApi:
     async def swarm_init(self, req: Request) -> Response:
         listen, advertise, spec = codec.decode_swarm_init(await req.json(allow_empty=True))
         node_id = self.manager.init(req.principal.tenant, listen_addr=listen,
-                                    advertise_addr=advertise, spec_doc=spec)
+                                    advertise_addr=advertise, spec_doc=spec,
+                                    history_limit=codec.history_limit(spec))
         return JsonResponse(node_id)
 
     async def swarm_join(self, req: Request) -> Response:
@@ -139,7 +140,7 @@ class _SwarmApi:
             raise InvalidArgument("swarm update needs ?version= (the version it was read at)")
         spec = codec.merge_swarm_spec(self.manager.swarm.spec_doc or codec.DEFAULT_SWARM_SPEC,
                                       await req.json())
-        self.manager.update_swarm(version, spec)
+        self.manager.update_swarm(version, spec, codec.history_limit(spec))
         return EmptyResponse(200)
 
     async def swarm_unlockkey(self, req: Request) -> Response:

@@ -79,7 +79,7 @@ class ServiceManager:
             raise NotInSwarm(NOT_A_MANAGER)
 
     def init(self, tenant: str | None, *, listen_addr: str, advertise_addr: str,
-             spec_doc: dict[str, Any]) -> str:
+             spec_doc: dict[str, Any], history_limit: int = 5) -> str:
         """`swarm init`: the node's id. A tenant's always succeeds (its swarm exists)."""
         if tenant:
             return self.swarm.node_id
@@ -90,7 +90,7 @@ class ServiceManager:
                              created_at=now, updated_at=now, version=self.swarm.version + 1,
                              spec_doc=spec_doc, worker_token=join_token("w"),
                              manager_token=join_token("m"), listen_addr=listen_addr,
-                             advertise_addr=advertise_addr)
+                             advertise_addr=advertise_addr, history_limit=history_limit)
         self.store.save_swarm(self.swarm)
         return self.swarm.node_id
 
@@ -109,11 +109,13 @@ class ServiceManager:
         self.store.save_swarm(self.swarm)
         return gone
 
-    def update_swarm(self, version: int, spec_doc: dict[str, Any]) -> None:
+    def update_swarm(self, version: int, spec_doc: dict[str, Any], history_limit: int
+                     ) -> None:
         if version != self.swarm.version:
             raise Conflict("update out of sequence")
         self.swarm = replace(self.swarm, spec_doc=spec_doc, version=self.swarm.version + 1,
-                             updated_at=now_rfc3339())
+                             updated_at=now_rfc3339(), history_limit=history_limit)
+        self.changed()
         self.store.save_swarm(self.swarm)
 
     # -- services ----------------------------------------------------------------------------

@@ -299,13 +299,15 @@ class SwarmState:
     manager_token: str = ""
     listen_addr: str = "0.0.0.0:2377"
     advertise_addr: str = "127.0.0.1:2377"
+    history_limit: int = 5  # Orchestration.TaskHistoryRetentionLimit: replaced tasks kept
 
     def to_json(self) -> dict[str, Any]:
         return {"node_id": self.node_id, "cluster_id": self.cluster_id, "active": self.active,
                 "created_at": self.created_at, "updated_at": self.updated_at,
                 "version": self.version, "spec_doc": self.spec_doc,
                 "worker_token": self.worker_token, "manager_token": self.manager_token,
-                "listen_addr": self.listen_addr, "advertise_addr": self.advertise_addr}
+                "listen_addr": self.listen_addr, "advertise_addr": self.advertise_addr,
+                "history_limit": self.history_limit}
 
     @staticmethod
     def from_json(data: dict[str, Any]) -> SwarmState:

@@ -208,7 +208,8 @@ class Orchestrator:
             # the replacing before this pass goes on to the next slot.
             judged_wake = self._judge(service, self._desired(service), views, now)
             service = self.manager.services.get(service_id)
-            decided = reconcile.plan(self._desired(service), views, now)
+            decided = reconcile.plan(self._desired(service), views, now,
+                                     history=self.manager.swarm.history_limit)
             changed |= self._apply(service, decided)
             for when in (decided.wake_at_ns, judged_wake):
                 if when is not None:

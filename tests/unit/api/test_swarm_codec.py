@@ -147,6 +147,9 @@ def test_swarm_init_and_info() -> None:
     assert (listen, advertise) == ("0.0.0.0:2377", "127.0.0.1:2377")
     assert spec["Raft"]["ElectionTick"] == 10  # the CLI's 0: not set
     assert spec["Orchestration"]["TaskHistoryRetentionLimit"] == 5
+    assert codec.history_limit(spec) == 5
+    assert codec.history_limit(codec.merge_swarm_spec(spec, {"Orchestration": {
+        "TaskHistoryRetentionLimit": 2}})) == 2
     state = SwarmState(node_id="n" * 25, active=True, spec_doc=spec, worker_token="W",
                        advertise_addr=advertise)
     info = codec.info_section(state, True, tenant=False)
