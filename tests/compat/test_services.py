@@ -6,12 +6,13 @@ reconciliation across daemon restarts (with and without live restore)."""
 from __future__ import annotations
 
 import json
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.compat.conftest import IMG, Docker
+from tests.compat.conftest import DOCKER, IMG, Docker
 from tests.vm.support import (
     BUSYBOX_TAR,
     leftovers_of,
@@ -139,6 +140,22 @@ def test_service_logs_carry_task_context(swarm: Docker) -> None:
     raw = swarm.out("service", "logs", "--raw", "hello")
     assert raw.strip() == "hello from a task"
     swarm.out("service", "rm", "hello")
+
+    # -f follows the tasks started after it began too, until the service is removed
+    swarm.out("service", "create", "--detach", "--name", "again", "--restart-delay", "0s",
+              IMG, "sh", "-c", "echo run of $HOSTNAME; sleep 2; exit 1")
+    wait_until(lambda: running_tasks(swarm, "again") != [], "the first task running", 90)
+    follower = subprocess.Popen([DOCKER, "service", "logs", "-f", "--raw", "again"],
+                                stdout=subprocess.PIPE, env=swarm.env)
+    try:
+        wait_until(lambda: len(swarm.out("service", "ps", "-q", "again").split()) >= 3,
+                   "two replacements", 90)
+        swarm.out("service", "rm", "again")
+        out, _ = follower.communicate(timeout=30)  # ends with the service
+    finally:
+        follower.kill()
+    runs = {line for line in out.decode().splitlines() if line.startswith("run of ")}
+    assert len(runs) >= 2, out  # a task started after `logs -f` began is in it too
 
 
 def test_docker_py_services(swarm: Docker) -> None:

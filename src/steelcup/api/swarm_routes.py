@@ -229,7 +229,7 @@ class _SwarmApi:
     async def service_logs(self, req: Request) -> Response:
         service = self.manager.get(req.params["id"])
         tasks = [t for t in self.tasks.list(None) if t.service_id == service.id]
-        return self._logs(req, tasks, bool(service.plan.template.tty))
+        return self._logs(req, tasks, bool(service.plan.template.tty), service.id)
 
     # -- tasks -------------------------------------------------------------------------------
 
@@ -273,7 +273,8 @@ class _SwarmApi:
 
     # -- logs --------------------------------------------------------------------------------
 
-    def _logs(self, req: Request, tasks: list[TaskRecord], tty: bool) -> Response:
+    def _logs(self, req: Request, tasks: list[TaskRecord], tty: bool,
+              service_id: str = "") -> Response:
         """The output of the tasks' containers, merged in time order; each line prefixed
         with its node, service and task ids when `details` is asked (the docker CLI does)."""
         want_stdout, want_stderr = req.q_bool("stdout"), req.q_bool("stderr")
@@ -318,23 +319,59 @@ class _SwarmApi:
                     yield data
                 return
             queue: asyncio.Queue[bytes | None] = asyncio.Queue(256)
-            readers = [asyncio.create_task(_pump(rt, task, want, queue, line))
-                       for task in sources]
+            readers: dict[str, asyncio.Task[None]] = {}
+
+            def read(task: TaskRecord) -> None:
+                if task.container_id and task.container_id not in readers:
+                    readers[task.container_id] = asyncio.create_task(
+                        _pump(rt, task, want, queue, line))
+
+            for task in sources:
+                read(task)
+            # A service's logs follow its new tasks too, until the service is removed.
+            gone = asyncio.Event()
+            watcher = (asyncio.create_task(self._new_tasks(service_id, read, queue, gone))
+                       if service_id else None)
             try:
-                left = len(readers)
-                while left:
+                ended = 0
+                while True:
                     item = await queue.get()
-                    if item is None:
-                        left -= 1
-                    else:
+                    if item is not None:
                         yield item
+                    elif gone.is_set():
+                        return
+                    else:
+                        ended += 1
+                        if watcher is None and ended == len(readers):
+                            return
             finally:
-                for reader in readers:
+                for reader in (*readers.values(), *([watcher] if watcher else [])):
                     reader.cancel()
 
         content = ("application/vnd.docker.multiplexed-stream" if multiplexed
                    else "application/vnd.docker.raw-stream")
         return StreamResponse(chunks(), content_type=content)
+
+    async def _new_tasks(self, service_id: str, read: Callable[[TaskRecord], None],
+                         queue: asyncio.Queue[bytes | None], gone: asyncio.Event) -> None:
+        """Hand each task container the service starts to `read`; end the stream when the
+        service is removed. Driven by the daemon's events."""
+        events = self.rt.events.subscribe(None)
+        try:
+            while True:
+                event = await events.get()
+                attributes = event["Actor"]["Attributes"]
+                if event["Type"] == "service" and event["Action"] == "remove" and event[
+                        "Actor"]["ID"] == service_id:
+                    gone.set()
+                    await queue.put(None)
+                    return
+                if (event["Type"] == "container" and event["Action"] == "start"
+                        and attributes.get("com.docker.swarm.service.id") == service_id):
+                    with contextlib.suppress(NotFound):
+                        read(self.tasks.get(attributes.get("com.docker.swarm.task.id", "")))
+        finally:
+            self.rt.events.unsubscribe(events)
 
     def _exists(self, container_id: str) -> bool:
         if not container_id:
