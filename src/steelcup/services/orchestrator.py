@@ -362,7 +362,7 @@ class Orchestrator:
         if record is not None and record.state.running:
             grace = self.manager.services[task.service_id].plan.stop_grace_s \
                 if task.service_id in self.manager.services else None
-            with contextlib.suppress(NotFound):
+            with contextlib.suppress(NotFound, Conflict):  # Conflict: being removed
                 await self.runtime.stop(record.id, grace)
         task = self.tasks.get(task_id)
         if task is not None and not task.state.terminal:  # no die event came (not running)

@@ -5,8 +5,10 @@ quota gate adds to), the gate around each layer's creations, and what a tenant s
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
+from steelcup.errors import Conflict, NotFound
 from steelcup.image.credentials import TenantCredentials
 from steelcup.image.store import ImageStore
 from steelcup.net.manager import DEFAULT_NETWORK, NetworkManager
@@ -75,7 +77,13 @@ class Teardown:
             for service in self.services.list(tenant):
                 self.services.remove(service.id)
         for record in self.runtime.list(tenant):
-            await self.runtime.remove(record.id, force=True)
+            try:
+                await self.runtime.remove(record.id, force=True)
+            except Conflict:  # being removed already (a removed service's task): wait for it
+                with contextlib.suppress(NotFound):
+                    await self.runtime.waiter(record.id, "removed")
+            except NotFound:
+                pass
         if self.volumes is not None:
             volumes = self.volumes
             for snap in volumes.snapshots.list(tenant):

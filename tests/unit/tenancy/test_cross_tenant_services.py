@@ -104,3 +104,19 @@ def test_the_swarm_is_active_for_tenants_and_the_operators_to_init(cloud: Cloud)
         assert [s["Spec"]["Name"] for s in operator.get("/services").json()] == ["web"]
         assert operator.post("/swarm/leave", params={"force": 1}).status_code == 200
         assert alice.get("/services").json()[0]["Spec"]["Name"] == "web"  # not the operator's
+
+
+def test_tenant_rm_needs_force_with_services_and_force_removes_them(cloud: Cloud) -> None:
+    with cloud.client("bob") as bob, cloud.operator() as operator:
+        assert bob.post("/services/create", json=spec("web", replicas=3)).status_code == 201
+        deadline = time.monotonic() + 10
+        while len(running_tasks(bob, "web")) < 3:
+            assert time.monotonic() < deadline, "3 tasks running"
+            time.sleep(0.05)
+        refused = operator.delete("/steelcup/tenants/bob")
+        assert refused.status_code == 409 and "service web" in refused.json()["message"]
+        gone = operator.delete("/steelcup/tenants/bob", params={"force": "1"})
+        assert gone.status_code == 204, gone.text
+        assert operator.get("/containers/json", params={"all": 1}).json() == []
+        operator.post("/swarm/init", json={})
+        assert operator.get("/services").json() == []
