@@ -242,8 +242,12 @@ def cmd_ls(ctx: Context, args: argparse.Namespace) -> int:
     from steelcup.cli.commands.containers import filters_json
     from steelcup.cli.format import table
 
-    services = ctx.client().get_json("/services", {"filters": filters_json(args.filter),
-                                                   "status": True})
+    try:
+        services = ctx.client().get_json("/services", {"filters": filters_json(args.filter),
+                                                       "status": True})
+    except SteelcupError as exc:
+        report(exc)
+        return 1
     if args.quiet:
         for s in services:
             print(s["ID"])
@@ -276,7 +280,11 @@ def cmd_ps(ctx: Context, args: argparse.Namespace) -> int:
     for item in args.filter:
         key, _, value = item.partition("=")
         filters.setdefault(key, []).append(value)
-    tasks = client.get_json("/tasks", {"filters": json.dumps(filters)})
+    try:
+        tasks = client.get_json("/tasks", {"filters": json.dumps(filters)})
+    except SteelcupError as exc:
+        report(exc)
+        return 1
     names = {s["ID"]: s["Spec"]["Name"] for s in services.values()}
     tasks.sort(key=lambda t: str(t["CreatedAt"]), reverse=True)  # newest first, then:
     tasks.sort(key=lambda t: (names.get(t["ServiceID"], ""), t.get("Slot", 0),
