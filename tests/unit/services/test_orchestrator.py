@@ -328,3 +328,17 @@ def test_an_update_whose_tasks_fail_is_rolled_back(tmp_path: Path) -> None:
             "rollback completed")
 
     run(tmp_path, body)
+
+
+def test_a_global_service_runs_one_task_on_the_one_node(tmp_path: Path) -> None:
+    async def body(rt: Runtime, vms: FakeVms, manager: ServiceManager,
+                   orch: Orchestrator) -> None:
+        plan = ServicePlan(mode=Mode.GLOBAL, replicas=1,
+                           template=ContainerConfig(image="base:1", image_id="", cmd=("a",)))
+        manager.create("", "agent", spec_doc={}, task_doc={}, plan=plan)
+        [task] = await running(orch, 1)
+        node = manager.swarm.node_id
+        assert task.slot == 0 and task.node_id == node
+        assert container_of(rt, task).name == f"agent.{node}.{task.id}"
+
+    run(tmp_path, body)
