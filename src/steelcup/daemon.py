@@ -19,6 +19,7 @@ from steelcup.api import func_routes, tenant_listener, tenant_routes
 from steelcup.api.http import HttpServer, server_tls_context
 from steelcup.api.router import Router
 from steelcup.api.routes import Services, build_router, metrics_handler
+from steelcup.api.swarm_routes import Swarm
 from steelcup.api.versions import DEFAULT_HEADERS
 from steelcup.boundedfs import DiskMaker, check_size
 from steelcup.config import DaemonOptions
@@ -46,6 +47,10 @@ from steelcup.runtime.health import HealthMonitor
 from steelcup.runtime.inspection import CpuSampler
 from steelcup.runtime.resources import Resources, volume_users
 from steelcup.runtime.store import ContainerStore
+from steelcup.services.manager import ServiceManager
+from steelcup.services.orchestrator import Orchestrator
+from steelcup.services.pull import puller
+from steelcup.services.store import ServiceStore
 from steelcup.state.db import open_db
 from steelcup.tenancy import objects as tenant_objects
 from steelcup.tenancy.credentials import Authority
@@ -166,12 +171,15 @@ async def _serve(options: DaemonOptions) -> int:
     images.in_use = runtime.image_in_use
     runtime.recover(kept=set(left))
     await runtime.restore(left, vms.direct.adoptable)
-    # Cron jobs' containers are made as POST /containers/create makes them: sized and
-    # counted against their tenant's quotas (docs/cron.md).
+    # Cron jobs', funcs' and services' containers are made as POST /containers/create makes
+    # them: one admission, sized and counted against their tenant's quotas.
     capacity = HostCapacity.probe()
     admission = ContainerAdmission(runtime, tenants, capacity)
     crons = Crons(CronStore(db), RuntimeJobs(runtime, admission), events)
-    tenant_objects.wire(tenants, runtime, images, networks, volumes, crons)
+    service_store = ServiceStore(db)
+    service_manager = ServiceManager(service_store, events)
+    tenant_objects.wire(tenants, runtime, images, networks, volumes, crons,
+                        services=service_manager)
     meter = start_metering(runtime, tenants)
     await asyncio.to_thread(runtime.disks.template)  # off the first run's path
     if volumes.disks is not None:
@@ -179,10 +187,13 @@ async def _serve(options: DaemonOptions) -> int:
     await runtime.remove_ended_auto_remove()  # before serving: clients never see them
     health = HealthMonitor.attach(runtime)  # probes health checks, driven by events
     cpu_sampler = CpuSampler(runtime)
-    # Funcs' containers too: one admission, the same quotas (docs/funcs.md).
     funcs = Funcs(FuncStore(db), runtime, admission.create, events, tenants)
     await funcs.recover()
     tenant_objects.wire_funcs(tenants, funcs)
+    # Services' tasks, reconciled from what the store and a live restore left (events-driven)
+    orchestrator = Orchestrator(service_manager, service_store, runtime, admission.create,
+                                pull_image=puller(images, options.root))
+    orchestrator.start()
     metrics = Metrics()
     metrics.watch(StateCollector(runtime, vms, tenants, networks))
     vms.observe = metrics.observe_vm_start
@@ -190,7 +201,8 @@ async def _serve(options: DaemonOptions) -> int:
                         events=events, root=options.root, accel=accel, networks=networks,
                         volumes=volumes, pool=vms, tenants=tenants, vm_run_dir=run_dir,
                         cpu_sampler=cpu_sampler, capacity=capacity, metrics=metrics,
-                        crons=crons, funcs=funcs)
+                        crons=crons, funcs=funcs, admission=admission,
+                        swarm=Swarm(service_manager, orchestrator, runtime))
     router = build_router(services)
     server = _server(options, accel, router, tenants)
     server.observe = metrics.observe_request
@@ -235,6 +247,7 @@ async def _serve(options: DaemonOptions) -> int:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        await orchestrator.close()  # the VMs stopping now are not tasks failing
         health.close()
         left_running = await runtime.shutdown(live_restore=runtime.live_restore)
         await vms.close()

@@ -1028,6 +1028,8 @@ def event_matches(event: dict[str, Any], filters: dict[str, list[str]]) -> bool:
         "network": lambda v: kind == "network" and fuzzy(v, attrs.get("name", "")),
         "volume": lambda v: kind == "volume" and fuzzy(v, attrs.get("name", "")),
         "daemon": lambda v: kind == "daemon" and fuzzy(v, attrs.get("name", "")),
+        "service": lambda v: kind == "service" and fuzzy(v, attrs.get("name", "")),
+        "node": lambda v: kind == "node" and fuzzy(v, attrs.get("name", "")),
     }
     for key, values in filters.items():
         check = checks.get(key)

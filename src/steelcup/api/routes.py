@@ -28,6 +28,7 @@ from steelcup.api import (
     net_routes,
     sg_routes,
     snapshot_routes,
+    swarm_routes,
     system_info,
     tenant_routes,
     volume_routes,
@@ -122,6 +123,10 @@ class Services:
     crons: Crons | None = None  # cron jobs (docs/cron.md)
     funcs: Funcs | None = None  # HTTP-triggered containers (docs/funcs.md)
     metrics: Metrics | None = None  # GET /metrics (the operator's)
+    # Container creates' sizes and quotas (the daemon's one, shared with the services'
+    # orchestrator); None: the routes make their own.
+    admission: ContainerAdmission | None = None
+    swarm: swarm_routes.Swarm | None = None  # swarm mode (services, tasks); None: refused
 
 
 def metrics_handler(metrics: Metrics) -> Callable[[Request], Awaitable[Response]]:
@@ -160,7 +165,8 @@ def build_router(svc: Services) -> Router:
     if svc.tenants is not None:
         tenant_routes.register(r, svc.tenants, Teardown(
             svc.runtime, svc.images, svc.networks, svc.volumes, TenantCredentials(svc.root),
-            crons=svc.crons, funcs=svc.funcs))
+            crons=svc.crons, funcs=svc.funcs,
+            services=svc.swarm.manager if svc.swarm is not None else None))
     r.add("GET", "/events", api.events)
     r.add("POST", "/containers/create", api.create)
     r.add("GET", "/containers/json", api.list_containers)
@@ -190,8 +196,13 @@ def build_router(svc: Services) -> Router:
     r.add("DELETE", "/images/{name:path}", api.remove_image)
     for method, path, what in _UNSUPPORTED:
         r.add(method, path, _unsupported(what))
-    r.add("POST", "/swarm/leave", _not_in_swarm)
-    r.add("GET", "/swarm", _not_a_manager)
+    if svc.swarm is not None:
+        swarm_routes.register(r, svc.swarm)
+    else:
+        for method, path, what in _UNSUPPORTED_SWARM:
+            r.add(method, path, _unsupported(what))
+        r.add("POST", "/swarm/leave", _not_in_swarm)
+        r.add("GET", "/swarm", _not_a_manager)
     image_routes.register(r, svc.images, svc.events, svc.root)
     fs_routes.register(r, svc.runtime, svc.images, svc.events)
     if svc.networks is not None:
@@ -223,11 +234,6 @@ def build_router(svc: Services) -> Router:
 
 _UNSUPPORTED = [
     ("POST", "/build", "image build"),
-    ("POST", "/swarm/init", "swarm mode"),
-    ("POST", "/swarm/join", "swarm mode"),
-    ("GET", "/nodes", "swarm mode (nodes)"),
-    ("GET", "/services", "swarm mode (services)"),
-    ("GET", "/tasks", "swarm mode (tasks)"),
     ("GET", "/secrets", "swarm mode (secrets)"),
     ("GET", "/configs", "swarm mode (configs)"),
     ("GET", "/plugins", "plugins"),
@@ -236,6 +242,16 @@ _UNSUPPORTED = [
     ("GET", "/distribution/{name:path}/json", "distribution inspect"),
     ("POST", "/containers/{id}/checkpoints", "checkpoints"),
     ("GET", "/containers/{id}/checkpoints", "checkpoints"),
+]
+
+
+# Without the services layer (a router built without `Services.swarm`)
+_UNSUPPORTED_SWARM = [
+    ("POST", "/swarm/init", "swarm mode"),
+    ("POST", "/swarm/join", "swarm mode"),
+    ("GET", "/nodes", "swarm mode (nodes)"),
+    ("GET", "/services", "swarm mode (services)"),
+    ("GET", "/tasks", "swarm mode (tasks)"),
 ]
 
 
@@ -277,14 +293,16 @@ class _Api:
         self.svc = svc
         self.rt = svc.runtime
         # Sizes and quotas of creates and resizes (it registers the container quota counts).
-        self.admission = ContainerAdmission(svc.runtime, svc.tenants,
-                                            svc.capacity or HostCapacity.probe())
+        self.admission = svc.admission or ContainerAdmission(
+            svc.runtime, svc.tenants, svc.capacity or HostCapacity.probe())
 
     # -- system ------------------------------------------------------------------------------
 
     async def ping(self, req: Request) -> Response:
-        return RawResponse(b"OK", "text/plain; charset=utf-8",
-                           headers=[("Cache-Control", "no-cache, no-store, must-revalidate")])
+        headers = [("Cache-Control", "no-cache, no-store, must-revalidate")]
+        if self.svc.swarm is not None:
+            headers.append(("Swarm", self.svc.swarm.ping_header(req.principal)))
+        return RawResponse(b"OK", "text/plain; charset=utf-8", headers=headers)
 
     async def version(self, req: Request) -> Response:
         go_version = "python" + platform.python_version()
@@ -338,6 +356,8 @@ class _Api:
         }
         if networks is None:
             info["DefaultAddressPools"] = []
+        if self.svc.swarm is not None:
+            info["Swarm"] = self.svc.swarm.info(req.principal)
         info["Labels"] = [self._default_size_label(req.principal.tenant)]
         return JsonResponse({
             **{key: info[key] for key in system_info.SCHEMA_KEYS},

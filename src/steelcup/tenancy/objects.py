@@ -5,14 +5,17 @@ quota gate adds to), the gate around each layer's creations, and what a tenant s
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 from steelcup.cron.scheduler import Crons
+from steelcup.errors import Conflict, NotFound
 from steelcup.funcs.service import Funcs
 from steelcup.image.credentials import TenantCredentials
 from steelcup.image.store import ImageStore
 from steelcup.net.manager import DEFAULT_NETWORK, NetworkManager
 from steelcup.runtime.containers import Runtime
+from steelcup.services.manager import ServiceManager
 from steelcup.tenancy.manager import Tenants
 from steelcup.volume.manager import GIB, VolumeManager
 
@@ -21,11 +24,14 @@ log = logging.getLogger(__name__)
 
 def wire(tenants: Tenants, runtime: Runtime, images: ImageStore,
          networks: NetworkManager | None, volumes: VolumeManager,
-         crons: Crons | None = None) -> None:
-    """Register the counts of images, networks, floating IPs, volumes and crons (containers,
-    vCPUs and memory are `runtime.admission`'s), hand each layer the gate, and say what a
-    tenant owns."""
+         crons: Crons | None = None, services: ServiceManager | None = None) -> None:
+    """Register the counts of images, networks, floating IPs, volumes, crons and services
+    (containers, vCPUs and memory are `runtime.admission`'s), hand each layer the gate, and
+    say what a tenant owns."""
     gate = tenants.quotas
+    if services is not None:
+        gate.register("services", lambda t: len(services.list(t)))
+        services.admit = gate.admit
     gate.register("images", lambda t: len(images.list(t)))
     images.images_quota = lambda t: tenants.get(t).quotas.images
     gate.register("volumes", lambda t: len(volumes.list(t)))
@@ -43,7 +49,8 @@ def wire(tenants: Tenants, runtime: Runtime, images: ImageStore,
         crons.admit = gate.admit
 
     def owned(tenant: str) -> list[str]:
-        return ([f"container {c.name}" for c in runtime.list(tenant)]
+        return ([f"service {s.name}" for s in (services.list(tenant) if services else [])]
+                + [f"container {c.name}" for c in runtime.list(tenant)]
                 + [f"image {(i.repo_tags or [i.id[:19]])[0]}" for i in images.list(tenant)]
                 + [f"volume {v.name}" for v in volumes.list(tenant)]
                 + ([f"network {n}" for n in own_networks(networks, tenant)]
@@ -77,8 +84,10 @@ class Teardown:
 
     def __init__(self, runtime: Runtime, images: ImageStore, networks: NetworkManager | None,
                  volumes: VolumeManager | None, credentials: TenantCredentials,
-                 crons: Crons | None = None, funcs: Funcs | None = None) -> None:
+                 crons: Crons | None = None, funcs: Funcs | None = None,
+                 services: ServiceManager | None = None) -> None:
         self.funcs = funcs
+        self.services = services
         self.runtime = runtime
         self.crons = crons
         self.images = images
@@ -87,6 +96,9 @@ class Teardown:
         self.credentials = credentials
 
     async def purge(self, tenant: str) -> None:
+        if self.services is not None:  # first: their orchestrator would replace containers
+            for service in self.services.list(tenant):
+                self.services.remove(service.id)
         if self.crons is not None:  # first: no new job container appears meanwhile
             for spec, _ in self.crons.list(tenant):
                 await self.crons.remove(spec.key, force=True)
@@ -94,7 +106,13 @@ class Teardown:
             for func in self.funcs.list(tenant):
                 self.funcs.remove(func.key)
         for record in self.runtime.list(tenant):
-            await self.runtime.remove(record.id, force=True)
+            try:
+                await self.runtime.remove(record.id, force=True)
+            except Conflict:  # being removed already (a removed service's task): wait for it
+                with contextlib.suppress(NotFound):
+                    await self.runtime.waiter(record.id, "removed")
+            except NotFound:
+                pass
         if self.volumes is not None:
             volumes = self.volumes
             for snap in volumes.snapshots.list(tenant):

@@ -24,6 +24,7 @@ import pytest
 from steelcup.api import tenant_routes
 from steelcup.api.http import HttpServer
 from steelcup.api.routes import Services, build_router
+from steelcup.api.swarm_routes import Swarm
 from steelcup.api.tls import server_tls_context
 from steelcup.cron.jobs import RuntimeJobs
 from steelcup.cron.scheduler import Crons
@@ -39,6 +40,9 @@ from steelcup.runtime.admission import ContainerAdmission, metered_by
 from steelcup.runtime.containers import Runtime
 from steelcup.runtime.execs import ExecManager
 from steelcup.runtime.resources import Resources, volume_users
+from steelcup.services.manager import ServiceManager
+from steelcup.services.orchestrator import Orchestrator
+from steelcup.services.store import ServiceStore
 from steelcup.state.db import open_db
 from steelcup.tenancy import objects as tenant_objects
 from steelcup.tenancy.credentials import Authority
@@ -139,18 +143,25 @@ def cloud(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Cloud]:
         for name in tokens:  # images are per tenant: each imports a "base:1" of its own
             runtime.images.import_rootfs(io.BytesIO(make_tar([("dir", "bin")])), "base:1",
                                          tenant=name)
-        crons = Crons(CronStore(open_db(tmp_path)), RuntimeJobs(runtime, ContainerAdmission(
-            runtime, tenants, CAPACITY)), runtime.events)
-        tenant_objects.wire(tenants, runtime, runtime.images, networks, volumes, crons)
+        service_store = ServiceStore(open_db(tmp_path))
+        services = ServiceManager(service_store, runtime.events)
+        admission = ContainerAdmission(runtime, tenants, CAPACITY)
+        crons = Crons(CronStore(open_db(tmp_path)), RuntimeJobs(runtime, admission),
+                      runtime.events)
+        tenant_objects.wire(tenants, runtime, runtime.images, networks, volumes, crons,
+                            services=services)
         funcs = Funcs(FuncStore(open_db(tmp_path)), runtime, runtime.create, runtime.events,
                       tenants)
         tenant_objects.wire_funcs(tenants, funcs)
+        orchestrator = Orchestrator(services, service_store, runtime, admission.create)
+        orchestrator.start()
         metrics = Metrics()
         metrics.watch(StateCollector(runtime, None, tenants, networks))
         svc = Services(runtime=runtime, execs=ExecManager(runtime), images=runtime.images,
                        events=runtime.events, root=tmp_path, accel="tcg", tenants=tenants,
                        networks=networks, volumes=volumes, capacity=CAPACITY, crons=crons,
-                       funcs=funcs, metrics=metrics)
+                       funcs=funcs, metrics=metrics, admission=admission,
+                       swarm=Swarm(services, orchestrator, runtime))
         router = build_router(svc)
         server = HttpServer(router, unix_path=socket, tcp=("127.0.0.1", 0), tls=server_tls,
                             identify=tenant_routes.identify_with(tenants))
@@ -160,6 +171,7 @@ def cloud(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Cloud]:
         ready.set()
         await stop.wait()
         await server.close()
+        await orchestrator.close()
         await crons.close()
         await runtime.shutdown()
         await networks.close()

@@ -56,4 +56,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "cron": ("cron", "run containers on a schedule, with a history of runs"),
     "tenant": ("tenant", "manage tenants and their credentials (operator)"),
     "func": ("func", "manage funcs: containers started by HTTP calls"),
+    "service": ("service", "manage services (replicas kept running, one VM each)"),
+    "swarm": ("service", "manage the swarm (one node: this daemon)"),
+    "node": ("service", "list the swarm's node"),
 }

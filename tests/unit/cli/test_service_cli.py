@@ -1,0 +1,55 @@
+"""`steelcup swarm|node|service ...` end to end against the real router, services layer and
+runtime (a fake VM source), on the operator's unix socket."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from steelcup.cli.main import main
+from tests.unit.tenancy.conftest import Cloud, cloud, plain_dirs
+
+__all__ = ["cloud", "plain_dirs"]  # the fixtures, shared with the cross-tenant tests
+
+
+def cli(c: Cloud, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    code = main(["-H", f"unix://{c.socket}", *args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_service_commands(cloud: Cloud, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = cli(cloud, capsys, "service", "ls")
+    assert code == 1 and "not a swarm manager" in err
+    code, out, _ = cli(cloud, capsys, "swarm", "init")
+    assert code == 0 and "Swarm initialized" in out
+    code, out, _ = cli(cloud, capsys, "node", "ls")
+    assert code == 0 and "Leader" in out and "Ready" in out
+    code, out, err = cli(cloud, capsys, "service", "create", "--name", "web", "--replicas",
+                         "2", "-e", "A=1", "--label", "tier=front", "--restart-delay", "0s",
+                         "--stop-grace-period", "0s", "base:1", "serve", "--port", "80")
+    assert code == 0, err
+    assert "overall progress: 2 out of 2 tasks" in out and "converged" in out
+    code, out, _ = cli(cloud, capsys, "service", "ls")
+    assert "web" in out and "2/2" in out and "replicated" in out
+    code, out, _ = cli(cloud, capsys, "service", "inspect", "web")
+    spec = json.loads(out)[0]["Spec"]
+    assert spec["TaskTemplate"]["ContainerSpec"]["Args"] == ["serve", "--port", "80"]
+    assert spec["Labels"] == {"tier": "front"}
+    code, out, _ = cli(cloud, capsys, "service", "ps", "web")
+    rows = out.splitlines()[1:]
+    assert [r.split()[1] for r in rows] == ["web.1", "web.2"]
+    assert all("Running" in r for r in rows)
+    code, out, _ = cli(cloud, capsys, "service", "scale", "web=1")
+    assert code == 0 and "web scaled to 1" in out
+    code, out, _ = cli(cloud, capsys, "service", "ls")
+    assert "1/1" in out
+    code, out, err = cli(cloud, capsys, "service", "scale", "web")
+    assert code == 1 and "SERVICE=REPLICAS" in err
+    code, out, _ = cli(cloud, capsys, "service", "rm", "web")
+    assert code == 0 and out.strip() == "web"
+    code, out, _ = cli(cloud, capsys, "service", "ls", "-q")
+    assert out == ""
+    code, out, _ = cli(cloud, capsys, "swarm", "leave", "--force")
+    assert code == 0
