@@ -47,6 +47,7 @@ from steelcup.runtime.health import HealthMonitor
 from steelcup.runtime.inspection import CpuSampler
 from steelcup.runtime.resources import Resources, volume_users
 from steelcup.runtime.store import ContainerStore
+from steelcup.services.addressing import ServiceAddressing
 from steelcup.services.manager import ServiceManager
 from steelcup.services.orchestrator import Orchestrator
 from steelcup.services.pull import puller
@@ -193,7 +194,12 @@ async def _serve(options: DaemonOptions) -> int:
     # Services' tasks, reconciled from what the store and a live restore left (events-driven)
     orchestrator = Orchestrator(service_manager, service_store, runtime, admission.create,
                                 pull_image=puller(images, options.root))
+    # Their virtual IPs and published ports (a daemon with networking)
+    addressing = (ServiceAddressing.attach(orchestrator, networks) if networks is not None
+                  else None)
     orchestrator.start()
+    if addressing is not None:
+        addressing.start()
     metrics = Metrics()
     metrics.watch(StateCollector(runtime, vms, tenants, networks))
     vms.observe = metrics.observe_vm_start
@@ -202,7 +208,8 @@ async def _serve(options: DaemonOptions) -> int:
                         volumes=volumes, pool=vms, tenants=tenants, vm_run_dir=run_dir,
                         cpu_sampler=cpu_sampler, capacity=capacity, metrics=metrics,
                         crons=crons, funcs=funcs, admission=admission,
-                        swarm=Swarm(service_manager, orchestrator, runtime))
+                        swarm=Swarm(service_manager, orchestrator, runtime,
+                                    addressing=addressing is not None))
     router = build_router(services)
     server = _server(options, accel, router, tenants)
     server.observe = metrics.observe_request
@@ -247,6 +254,8 @@ async def _serve(options: DaemonOptions) -> int:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        if addressing is not None:
+            await addressing.close()  # the VIPs stay, with their services
         await orchestrator.close()  # the VMs stopping now are not tasks failing
         health.close()
         left_running = await runtime.shutdown(live_restore=runtime.live_restore)

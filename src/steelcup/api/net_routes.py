@@ -11,7 +11,7 @@ from steelcup.api import docker_codec as codec
 from steelcup.api.filters import labels_match, parse_filters, str_map
 from steelcup.api.http import EmptyResponse, JsonResponse, Request, Response, Router
 from steelcup.api.http_types import Principal
-from steelcup.errors import Conflict, InvalidArgument
+from steelcup.errors import Conflict, InvalidArgument, NotFound
 from steelcup.net.manager import DEFAULT_NETWORK, NetworkManager
 from steelcup.net.model import Endpoint, NetworkRecord
 from steelcup.runtime.model import ContainerRecord
@@ -58,13 +58,13 @@ def network_json(net: NetworkRecord, endpoints: list[Endpoint]) -> dict[str, Any
         "Name": net.name,
         "Id": net.id,
         "Created": net.created,
-        "Scope": "local",
+        "Scope": net.scope,
         "Driver": net.driver,
         "EnableIPv6": False,
         "IPAM": {"Driver": "default", "Options": None,
                  "Config": [{"Subnet": net.subnet, "Gateway": net.gateway}]},
         "Internal": net.internal,
-        "Attachable": False,
+        "Attachable": net.attachable,
         "Ingress": False,
         "ConfigFrom": {"Network": ""},
         "ConfigOnly": False,
@@ -153,6 +153,8 @@ class _NetApi:
                 continue
             if "driver" in f and net.driver not in f["driver"]:
                 continue
+            if "scope" in f and net.scope not in f["scope"]:
+                continue
             if "type" in f:
                 kind = "builtin" if net.name == DEFAULT_NETWORK else "custom"
                 if kind not in f["type"]:
@@ -167,6 +169,7 @@ class _NetApi:
                 continue
             if ("label" in f or "dangling" in f
                     or ("driver" in f and driver not in f["driver"])
+                    or ("scope" in f and "local" not in f["scope"])
                     or ("type" in f and "builtin" not in f["type"])):
                 continue
             out.append(predefined_json(name))
@@ -177,6 +180,10 @@ class _NetApi:
         if name is not None:
             return JsonResponse(predefined_json(name))
         net = self.networks.get(req.params["id"])
+        scope = req.q("scope")
+        if scope and scope != net.scope:  # the docker CLI asks for swarm-scoped ones
+            raise NotFound(f"network {req.params['id']} not found (its scope is {net.scope}, "
+                           f"not {scope}: create it with --driver overlay for services)")
         return JsonResponse(network_json(net, self.networks.endpoints(net.id)))
 
     async def network_create(self, req: Request) -> Response:
@@ -199,6 +206,7 @@ class _NetApi:
             labels=str_map(body.get("Labels"), "Labels"),
             options=str_map(body.get("Options"), "Options"),
             driver=str(body.get("Driver") or "bridge"),
+            attachable=bool(body.get("Attachable", False)),
             tenant=req.principal.tenant or "",
         )
         return JsonResponse({"Id": net.id, "Warning": ""}, status=201)

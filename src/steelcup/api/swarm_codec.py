@@ -240,6 +240,7 @@ def decode_service(body: Any, node: dict[str, Any]) -> DecodedService:
     endpoint_mode = str(endpoint.get("Mode") or "vip")
     if endpoint_mode not in ("vip", "dnsrr"):
         raise InvalidArgument(f"EndpointSpec.Mode {endpoint_mode!r}: expected vip or dnsrr")
+    check_endpoint_ports(endpoint, endpoint_mode)
     networks = task.get("Networks") or spec.get("Networks") or []
     grace = container.get("StopGracePeriod")
     stop_grace_s = None if grace is None else _int(container, "StopGracePeriod",
@@ -261,6 +262,36 @@ def decode_service(body: Any, node: dict[str, Any]) -> DecodedService:
     return DecodedService(name=name, labels=tuple(sorted(labels.items())), spec_doc=spec_doc,
                           task_doc=copy.deepcopy(task), plan=plan, endpoint_mode=endpoint_mode,
                           force_update=_int(task, "ForceUpdate", "TaskTemplate"))
+
+
+def check_endpoint_ports(endpoint: dict[str, Any], mode: str) -> None:
+    """`EndpointSpec.Ports`: published on the service's virtual IP (docker's ingress mode);
+    what steelcup cannot publish is refused naming the field."""
+    ports = endpoint.get("Ports") or []
+    if not isinstance(ports, list):
+        raise InvalidArgument("EndpointSpec.Ports: expected a list")
+    if ports and mode == "dnsrr":
+        raise InvalidArgument("EndpointSpec.Ports: a service with endpoint mode dnsrr has no "
+                              "virtual IP to publish ports from")
+    seen: set[tuple[int, str]] = set()
+    for port in ports:
+        port = _dict(port, "EndpointSpec.Ports[]")
+        target = _int(port, "TargetPort", "EndpointSpec.Ports[]")
+        published = _int(port, "PublishedPort", "EndpointSpec.Ports[]")
+        proto = port.get("Protocol") or "tcp"
+        if proto not in ("tcp", "udp"):
+            raise InvalidArgument(f"EndpointSpec.Ports[].Protocol {proto!r}: tcp or udp "
+                                  "(sctp is not supported)")
+        if (port.get("PublishMode") or "ingress") != "ingress":
+            raise InvalidArgument(f"EndpointSpec.Ports[].PublishMode {port['PublishMode']!r} "
+                                  "is not supported: ports are published on the service's "
+                                  "virtual IP (ingress)")
+        if not 1 <= target <= 65535 or not 0 <= published <= 65535:
+            raise InvalidArgument(f"EndpointSpec.Ports[]: invalid port {published}:{target}")
+        if (target, proto) in seen:
+            raise InvalidArgument(f"EndpointSpec.Ports[]: target port {target}/{proto} is "
+                                  "published twice")
+        seen.add((target, proto))
 
 
 def decode_failure_policy(update: dict[str, Any]) -> FailurePolicy:
@@ -410,6 +441,10 @@ def encode_service(service: ServiceRecord, status: dict[str, int] | None = None
     endpoint: dict[str, Any] = {"Spec": endpoint_spec}
     if service.virtual_ips:
         endpoint["VirtualIPs"] = [{"NetworkID": n, "Addr": a} for n, a in service.virtual_ips]
+    if service.published_ports:
+        endpoint["Ports"] = [{"Protocol": p.proto, "TargetPort": p.container_port,
+                              "PublishedPort": p.host_port, "PublishMode": "ingress"}
+                             for p in service.published_ports]
     out: dict[str, Any] = {
         "ID": service.id,
         "Version": {"Index": service.version},

@@ -43,6 +43,7 @@ class Swarm:
     manager: ServiceManager
     orchestrator: Orchestrator
     runtime: Runtime
+    addressing: bool = False  # services get virtual IPs (a daemon with networking)
 
     def node(self) -> dict[str, Any]:
         return codec.encode_node(self.manager.swarm, hostname=platform.node(),
@@ -197,9 +198,9 @@ class _SwarmApi:
             task_doc=decoded.task_doc, plan=decoded.plan, labels=decoded.labels,
             endpoint_mode=decoded.endpoint_mode)
         warnings = []
-        if decoded.spec_doc.get("EndpointSpec", {}).get("Ports"):
-            warnings.append("steelcup: published ports of services are recorded, not "
-                            "published yet (docs/services.md)")
+        if not self.swarm.addressing and decoded.spec_doc.get("EndpointSpec", {}).get("Ports"):
+            warnings.append("steelcup: this daemon runs without networking: the service's "
+                            "ports are recorded, not published")
         return JsonResponse({"ID": service.id, "Warnings": warnings or None}, status=201)
 
     async def service_inspect(self, req: Request) -> Response:

@@ -48,6 +48,9 @@ PREDEFINED_MODES = ("none", "host")
 NETWORK_NAME_MAX = 255
 OPTION_DNS_FORWARD = "steelcup.dns.forward"  # "false": names not on the network are REFUSED
 OPTION_MTU = "com.docker.network.driver.mtu"
+# "overlay" (docker's swarm-scoped driver) is a bridge network here, reported as an overlay
+# of scope "swarm" so the docker CLI lets services join it (one node: nothing to overlay).
+NETWORK_DRIVERS = ("bridge", "overlay", "")
 OPTION_BRIDGE_NAME = "com.docker.network.bridge.name"
 TASKS_PREFIX = "tasks."  # `tasks.NAME`: every live backend of the virtual IP NAME (dnsrr)
 VIP_MODES = ("vip", "dnsrr")  # docker's endpoint modes
@@ -520,14 +523,16 @@ class NetworkManager:
         labels: dict[str, str] | None = None,
         options: dict[str, str] | None = None,
         driver: str = "bridge",
+        attachable: bool = False,
         tenant: str = "",
     ) -> NetworkRecord:
         """A network of `tenant` ("" = the operator's) with its bridge up and its rules
         loaded. A tenant's subnet, if it names one, must lie in the daemon's pool and clear
         the host's routes (a tenant's bridge must never shadow a network the host reaches),
         and a tenant cannot name the bridge interface."""
-        if driver not in ("bridge", ""):
-            raise Unsupported(f"network driver {driver!r} is not supported (only bridge)")
+        if driver not in NETWORK_DRIVERS:
+            raise Unsupported(f"network driver {driver!r} is not supported (bridge, or overlay: "
+                              "a bridge network that services can join)")
         check_network_name(name)
         if name == DEFAULT_NETWORK:  # every tenant's exists (made on first use)
             raise Conflict(f"network with name {name} already exists")
@@ -538,7 +543,9 @@ class NetworkManager:
             with self.admit(tenant, {"networks": 1}):
                 net = await self._create_locked(name, subnet=subnet, gateway=gateway,
                                                 internal=internal, labels=labels,
-                                                options=options, tenant=tenant)
+                                                options=options, tenant=tenant,
+                                                driver=driver or "bridge",
+                                                attachable=attachable)
             try:
                 await self._bring_up(net)
                 await self._apply_rules()
@@ -551,17 +558,18 @@ class NetworkManager:
         self, name: str, *, subnet: str | None = None, gateway: str | None = None,
         internal: bool = False, labels: dict[str, str] | None = None,
         options: dict[str, str] | None = None, bridge: str | None = None, tenant: str = "",
+        driver: str = "bridge", attachable: bool = False,
     ) -> NetworkRecord:
         routes = await asyncio.to_thread(self._host_routes) if tenant or not subnet else []
         return self._record_network(name, tenant, routes, subnet=subnet, gateway=gateway,
                                     internal=internal, labels=labels, options=options,
-                                    bridge=bridge)
+                                    bridge=bridge, driver=driver, attachable=attachable)
 
     def _record_network(
         self, name: str, tenant: str, routes: Sequence[IPv4Network], *,
         subnet: str | None = None, gateway: str | None = None, internal: bool = False,
         labels: dict[str, str] | None = None, options: dict[str, str] | None = None,
-        bridge: str | None = None,
+        bridge: str | None = None, driver: str = "bridge", attachable: bool = False,
     ) -> NetworkRecord:
         """Choose the subnet and bridge name and record the network; no await in here, so
         two creates cannot take the same subnet or bridge."""
@@ -594,6 +602,7 @@ class NetworkManager:
             bridge=bridge, mtu=mtu, internal=internal,
             dns_forward=options.get(OPTION_DNS_FORWARD, "true").lower() != "false",
             created=_now(), labels=dict(labels or {}), options=options, tenant=tenant,
+            driver=driver, attachable=attachable,
         )
         self.store.insert_network(net)
         return net

@@ -27,11 +27,16 @@ class NetworkRecord:
     mtu: int = 1500
     internal: bool = False  # no egress NAT, no route out
     dns_forward: bool = True  # names not on the network: forward upstream, else REFUSED
-    driver: str = "bridge"
+    driver: str = "bridge"  # or "overlay": a bridge network of scope "swarm" (services)
+    attachable: bool = False  # an overlay plain containers may join too (as reported)
     created: str = ""
     labels: dict[str, str] = field(default_factory=dict)
     options: dict[str, str] = field(default_factory=dict)
     tenant: str = ""  # the owner ("" = the operator's); names are unique per tenant
+
+    @property
+    def scope(self) -> str:
+        return "swarm" if self.driver == "overlay" else "local"
 
     @property
     def forwards_dns(self) -> bool:

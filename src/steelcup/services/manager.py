@@ -20,6 +20,7 @@ from dataclasses import replace
 from typing import Any
 
 from steelcup.errors import Conflict, InvalidArgument, NotFound, NotInSwarm, Unavailable
+from steelcup.net.model import PortMapping
 from steelcup.runtime.events import EventBus
 from steelcup.runtime.logs import format_time_ns
 from steelcup.services.model import (
@@ -245,9 +246,11 @@ class ServiceManager:
         self.services[record.id] = record
         self.changed()
 
-    def set_virtual_ips(self, service_id: str, vips: tuple[tuple[str, str], ...]) -> None:
-        """For the VIP layer: the service's address on each of its networks."""
-        record = replace(self.get(service_id), virtual_ips=vips)
+    def set_virtual_ips(self, service_id: str, vips: tuple[tuple[str, str], ...],
+                        ports: tuple[PortMapping, ...] = ()) -> None:
+        """For the VIP layer: the service's address on each of its networks, and its ports
+        as published."""
+        record = replace(self.get(service_id), virtual_ips=vips, published_ports=ports)
         self.store.save_service(record)
         self.services[record.id] = record
 

@@ -12,6 +12,7 @@ import secrets
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from steelcup.net.model import PortMapping
 from steelcup.runtime.model import ContainerConfig
 
 _ID_ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyz"
@@ -196,6 +197,7 @@ class ServiceRecord:
     # (network id, "ADDR/PREFIX").
     endpoint_mode: str = "vip"
     virtual_ips: tuple[tuple[str, str], ...] = ()
+    published_ports: tuple[PortMapping, ...] = ()  # as published (host ports chosen)
     labels: tuple[tuple[str, str], ...] = ()
 
     def to_json(self) -> dict[str, Any]:
@@ -211,6 +213,8 @@ class ServiceRecord:
                 "update_status": self.update_status.to_json() if self.update_status else None,
                 "endpoint_mode": self.endpoint_mode,
                 "virtual_ips": [list(v) for v in self.virtual_ips],
+                "published_ports": [[p.container_port, p.proto, p.host_ip, p.host_port]
+                                    for p in self.published_ports],
                 "labels": [list(kv) for kv in self.labels]}
 
     @staticmethod
@@ -231,6 +235,8 @@ class ServiceRecord:
             if data.get("update_status") else None,
             endpoint_mode=data.get("endpoint_mode", "vip"),
             virtual_ips=tuple((str(n), str(a)) for n, a in data.get("virtual_ips", ())),
+            published_ports=tuple(PortMapping(int(c), str(p), str(h), int(hp))
+                                  for c, p, h, hp in data.get("published_ports", ())),
             labels=tuple((str(k), str(v)) for k, v in data.get("labels", ())))
 
 

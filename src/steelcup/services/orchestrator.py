@@ -17,12 +17,13 @@ import builtins
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import replace
 from typing import Any
 
 from steelcup.errors import Conflict, InvalidArgument, NotFound, SteelcupError
 from steelcup.runtime.containers import Runtime
+from steelcup.runtime.healthcheck import HealthStatus, probe
 from steelcup.runtime.logs import parse_time_ns
 from steelcup.runtime.model import ContainerConfig, ContainerRecord
 from steelcup.services import reconcile, rollout
@@ -44,6 +45,20 @@ log = logging.getLogger(__name__)
 CreateContainer = Callable[[ContainerConfig, str | None], ContainerRecord]
 
 UNHEALTHY = "unhealthy container"
+WAITING_HEALTHY = "started, waiting for its health check to pass"
+
+
+def awaits_health(record: ContainerRecord) -> bool:
+    """Whether the container has a health check it has not passed yet: its task stays
+    starting until it does (as swarmkit's), so an update does not go on and the service's
+    virtual IP does not send it connections before it serves."""
+    health = record.state.health
+    return probe(record.config.healthcheck) is not None and (
+        health is None or health.status is not HealthStatus.HEALTHY)
+
+
+async def _nothing(task: TaskRecord) -> None:
+    return None
 
 
 def task_name(service: ServiceRecord, task: TaskRecord) -> str:
@@ -90,6 +105,10 @@ class Orchestrator:
         self._effects: set[asyncio.Task[None]] = set()
         self._loop: asyncio.Task[None] | None = None
         self._closed = False
+        # The service addressing layer's hooks: told of every task change, and awaited before
+        # a task's container is stopped (it leaves the service's virtual IP first).
+        self.task_changed: Callable[[TaskRecord], None] = lambda task: None
+        self.before_stop: Callable[[TaskRecord], Awaitable[None]] = _nothing
         manager.changed = self._wake.set
         runtime.events.listen(self.observe)
 
@@ -121,7 +140,10 @@ class Orchestrator:
                           "container was made" if not task.container_id else
                           f"No such container: {task.container_id}")
             elif record.state.running:
-                if task.state is not TaskState.RUNNING:
+                if awaits_health(record):
+                    if task.state is not TaskState.STARTING:
+                        self._set(task, state=TaskState.STARTING, message=WAITING_HEALTHY)
+                elif task.state is not TaskState.RUNNING:
                     self._set(task, state=TaskState.RUNNING, message="started")
             elif task.state is not TaskState.RUNNING:  # made, never started
                 self._end(task, why="the daemon stopped while the task was starting")
@@ -174,6 +196,12 @@ class Orchestrator:
             if task.desired is TaskState.RUNNING and not task.state.terminal:
                 task = self._set(task, unhealthy=True)
                 self._spawn(task.id, self._stop_container(task.id))
+        elif action == "health_status: healthy":
+            if (task.state is TaskState.STARTING and task.desired is TaskState.RUNNING
+                    and task.id not in self._acting):
+                self._set(task, state=TaskState.RUNNING, message="started")
+            else:
+                self.task_changed(task)  # serving again: back behind the virtual IP
         else:
             return
         self._wake.set()
@@ -343,10 +371,13 @@ class Orchestrator:
                 return
         task = self.tasks.get(task_id, task)
         if task.state is TaskState.STARTING:
-            if task.desired is TaskState.RUNNING:
-                self._set(task, state=TaskState.RUNNING, message="started")
-            else:  # shut down while it was starting
+            started = self._container(record.id)
+            if task.desired is not TaskState.RUNNING:  # shut down while it was starting
                 await self._stop_container(task_id)
+            elif started is not None and awaits_health(started):
+                self._set(task, message=WAITING_HEALTHY)  # running once healthy (observe)
+            else:
+                self._set(task, state=TaskState.RUNNING, message="started")
 
     def _shut(self, task: TaskRecord, desired: TaskState) -> None:
         task = self._set(task, desired=desired)
@@ -358,6 +389,7 @@ class Orchestrator:
         task = self.tasks.get(task_id)
         if task is None:
             return
+        await self.before_stop(task)
         record = self._container(task.container_id)
         if record is not None and record.state.running:
             grace = self.manager.services[task.service_id].plan.stop_grace_s \
@@ -377,6 +409,10 @@ class Orchestrator:
 
     # -- task records ------------------------------------------------------------------------
 
+    def container(self, container_id: str) -> ContainerRecord | None:
+        """A task's container as the runtime has it now (None: gone)."""
+        return self._container(container_id)
+
     def _container(self, container_id: str) -> ContainerRecord | None:
         if not container_id:
             return None
@@ -395,6 +431,7 @@ class Orchestrator:
         task = current.bump(updated_at=now, **changes)
         self.tasks[task.id] = task
         self.store.save_task(task)
+        self.task_changed(task)
         return task
 
     def _ended(self, task: TaskRecord, exit_code: int | None) -> None:

@@ -15,6 +15,10 @@ _TABLES = (
     " name TEXT NOT NULL, data TEXT NOT NULL, UNIQUE (tenant, name))",
     "CREATE TABLE IF NOT EXISTS tasks (id TEXT PRIMARY KEY, service_id TEXT NOT NULL,"
     " data TEXT NOT NULL)",
+    # Which virtual IP is a service's on which network (services/addressing.py); kept after
+    # the service's removal until its VIPs are released.
+    "CREATE TABLE IF NOT EXISTS service_vips (service_id TEXT NOT NULL,"
+    " network_id TEXT NOT NULL, vip_id TEXT NOT NULL, PRIMARY KEY (service_id, network_id))",
 )
 
 
@@ -76,3 +80,24 @@ class ServiceStore:
     def load_tasks(self) -> list[TaskRecord]:
         rows = self._db.execute("SELECT data FROM tasks ORDER BY rowid").fetchall()
         return [TaskRecord.from_json(json.loads(r[0])) for r in rows]
+
+    # -- virtual IPs -----------------------------------------------------------------------
+    def service_vips(self, service_id: str) -> dict[str, str]:
+        """network id -> vip id, for one service."""
+        rows = self._db.execute("SELECT network_id, vip_id FROM service_vips WHERE "
+                                "service_id = ?", (service_id,)).fetchall()
+        return {str(n): str(v) for n, v in rows}
+
+    def vip_owners(self) -> list[str]:
+        rows = self._db.execute("SELECT DISTINCT service_id FROM service_vips").fetchall()
+        return [str(r[0]) for r in rows]
+
+    def save_service_vip(self, service_id: str, network_id: str, vip_id: str) -> None:
+        with self._db:
+            self._db.execute("INSERT OR REPLACE INTO service_vips (service_id, network_id, "
+                             "vip_id) VALUES (?, ?, ?)", (service_id, network_id, vip_id))
+
+    def delete_service_vip(self, service_id: str, network_id: str) -> None:
+        with self._db:
+            self._db.execute("DELETE FROM service_vips WHERE service_id = ? AND "
+                             "network_id = ?", (service_id, network_id))

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from steelcup.errors import NotFound
+from steelcup.image.config import HealthConfig
 from steelcup.runtime.containers import Runtime
 from steelcup.runtime.model import ContainerConfig, ContainerRecord
 from steelcup.services.manager import ServiceManager
@@ -28,7 +29,7 @@ from steelcup.services.model import (
     TaskState,
     UpdateState,
 )
-from steelcup.services.orchestrator import Orchestrator
+from steelcup.services.orchestrator import WAITING_HEALTHY, Orchestrator
 from steelcup.services.store import ServiceStore
 from steelcup.state.db import open_db
 from tests.unit.image.tarutil import make_tar
@@ -340,5 +341,57 @@ def test_a_global_service_runs_one_task_on_the_one_node(tmp_path: Path) -> None:
         node = manager.swarm.node_id
         assert task.slot == 0 and task.node_id == node
         assert container_of(rt, task).name == f"agent.{node}.{task.id}"
+
+    run(tmp_path, body)
+
+
+def checked_service(manager: ServiceManager, replicas: int = 1) -> ServiceRecord:
+    template = ContainerConfig(image="base:1", image_id="", cmd=("serve",),
+                               healthcheck=HealthConfig(test=("CMD", "true")))
+    plan = ServicePlan(mode=Mode.REPLICATED, replicas=replicas, template=template,
+                       restart=RestartPolicy(delay_s=0.0), stop_grace_s=0)
+    return manager.create("", "web", spec_doc={"Name": "web"}, task_doc={}, plan=plan)
+
+
+def test_a_task_with_a_health_check_runs_once_healthy(tmp_path: Path) -> None:
+    async def body(rt: Runtime, vms: FakeVms, manager: ServiceManager,
+                   orch: Orchestrator) -> None:
+        checked_service(manager)
+        await eventually(lambda: any(t.message == WAITING_HEALTHY
+                                     for t in live(orch, TaskState.STARTING)))
+        [task] = live(orch, TaskState.STARTING)
+        assert container_of(rt, task).state.running
+        rt.publish_event(container_of(rt, task), "health_status: healthy")
+        await running(orch, 1)
+
+    run(tmp_path, body)
+
+
+def test_a_start_first_update_keeps_the_old_task_until_the_new_is_healthy(
+        tmp_path: Path) -> None:
+    async def body(rt: Runtime, vms: FakeVms, manager: ServiceManager,
+                   orch: Orchestrator) -> None:
+        svc = checked_service(manager)
+        await eventually(lambda: bool(live(orch, TaskState.STARTING)))
+        [old] = live(orch, TaskState.STARTING)
+        rt.publish_event(container_of(rt, old), "health_status: healthy")
+        await running(orch, 1)
+        plan = replace(svc.plan, update_start_first=True,
+                       template=replace(svc.plan.template, env=("V=2",)))
+        stopped: list[str] = []
+
+        async def before_stop(task: TaskRecord) -> None:
+            stopped.append(task.id)
+        orch.before_stop = before_stop
+        manager.update(svc.id, svc.version, spec_doc=svc.spec_doc, task_doc={}, plan=plan,
+                       force_changed=False)
+        await eventually(lambda: bool(live(orch, TaskState.STARTING)))
+        [new] = live(orch, TaskState.STARTING)
+        await asyncio.sleep(0.2)
+        assert orch.get(old.id).state is TaskState.RUNNING  # the new one is not healthy yet
+        assert stopped == []
+        rt.publish_event(container_of(rt, new), "health_status: healthy")
+        await eventually(lambda: orch.get(old.id).state is TaskState.SHUTDOWN)
+        assert stopped == [old.id]  # told before its container stopped
 
     run(tmp_path, body)

@@ -1,0 +1,219 @@
+"""Service addressing: a virtual IP per service on each of its networks (docs/services.md).
+
+What a service should have is decided by pure functions (`wanted_networks`, `is_backend`,
+`endpoint_ports`); `ServiceAddressing` carries it out with the network layer's VIP API
+(`NetworkManager.reserve_vip`, `set_backends`, `publish_vip`, `release_vip`): the VIP is
+named after the service (its DNS name; `tasks.NAME` answers the replicas), its backends are
+the addresses of the service's running, healthy tasks' containers, its published ports are
+the service's `EndpointSpec.Ports`. Which VIP is whose is kept in the service store, so a
+restarted daemon picks up where it was and a removed service's VIPs are released.
+
+Driven by the orchestrator's task changes (and service changes); the orchestrator awaits
+`withdraw` before it stops a task's container, so the task leaves the VIP before its server
+goes away (what makes a start-first update lose no connection).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from steelcup.errors import NotFound, SteelcupError
+from steelcup.net.manager import NetworkManager
+from steelcup.net.model import PortMapping, VipRecord
+from steelcup.runtime.healthcheck import HealthStatus
+from steelcup.runtime.model import ContainerConfig, ContainerRecord
+from steelcup.services.manager import ServiceManager
+from steelcup.services.model import ServiceRecord, TaskRecord, TaskState
+from steelcup.services.orchestrator import Orchestrator
+from steelcup.services.store import ServiceStore
+
+log = logging.getLogger(__name__)
+
+NO_NETWORK_MODES = ("none", "host")
+DEFAULT_MODES = ("", "default", "bridge")
+
+
+def wanted_networks(template: ContainerConfig) -> tuple[str, ...]:
+    """The networks (as named in the template) a service's tasks join: the primary one
+    ("" when it is the tenant's default network) and the extra ones; none for the network
+    modes without a network (`none`, `host`) or another container's."""
+    mode = template.network_mode
+    if mode in NO_NETWORK_MODES or mode.startswith("container:"):
+        return ()
+    primary = "" if mode in DEFAULT_MODES else mode
+    names = [primary, *(name for name, _aliases in template.extra_networks)]
+    return tuple(dict.fromkeys(names))
+
+
+def is_backend(task: TaskRecord, container: ContainerRecord | None) -> bool:
+    """A task whose container receives the service's connections: running (and healthy,
+    when it has a health check: the orchestrator keeps it starting until it passed), not
+    on its way out."""
+    if (container is None or not container.state.running or task.unhealthy
+            or task.desired is not TaskState.RUNNING or task.state is not TaskState.RUNNING):
+        return False
+    health = container.state.health
+    return health is None or health.status is not HealthStatus.UNHEALTHY
+
+
+def endpoint_ports(spec_doc: dict[str, Any]) -> tuple[PortMapping, ...]:
+    """`EndpointSpec.Ports` (checked by the codec) as the VIP's published ports."""
+    ports = (spec_doc.get("EndpointSpec") or {}).get("Ports") or []
+    return tuple(PortMapping(int(p["TargetPort"]), str(p.get("Protocol") or "tcp"), "",
+                             int(p.get("PublishedPort") or 0)) for p in ports)
+
+
+def ports_differ(wanted: Iterable[PortMapping], have: Iterable[PortMapping]) -> bool:
+    """Whether the VIP must be published again: a port asked, gone or moved (a port asked
+    as 0 is satisfied by whichever host port was chosen for it)."""
+    def key(pm: PortMapping) -> tuple[int, str]:
+        return pm.container_port, pm.proto
+    have_by = {key(pm): pm.host_port for pm in have}
+    wanted_list = list(wanted)
+    if {key(pm) for pm in wanted_list} != set(have_by):
+        return True
+    return any(pm.host_port and pm.host_port != have_by[key(pm)] for pm in wanted_list)
+
+
+class ServiceAddressing:
+    """Keeps every service's VIPs in step with its spec and its tasks."""
+
+    def __init__(self, manager: ServiceManager, store: ServiceStore,
+                 networks: NetworkManager, tasks: Callable[[], Iterable[TaskRecord]],
+                 container: Callable[[str], ContainerRecord | None]) -> None:
+        self.manager = manager
+        self.store = store
+        self.networks = networks
+        self.tasks = tasks
+        self.container = container
+        self._lock = asyncio.Lock()
+        self._wake = asyncio.Event()
+        self._loop: asyncio.Task[None] | None = None
+
+    @classmethod
+    def attach(cls, orchestrator: Orchestrator, networks: NetworkManager) -> ServiceAddressing:
+        """Follow `orchestrator`'s tasks and services (before it starts: its resume counts)."""
+        addressing = cls(orchestrator.manager, orchestrator.store, networks,
+                         lambda: orchestrator.tasks.values(), orchestrator.container)
+        orchestrator.task_changed = lambda task: addressing.wake()
+        orchestrator.before_stop = addressing.withdraw
+        told = orchestrator.manager.changed
+
+        def changed() -> None:
+            told()
+            addressing.wake()
+        orchestrator.manager.changed = changed
+        return addressing
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def start(self) -> None:
+        self._wake.set()  # a first pass: what changed while the daemon was down
+        self._loop = asyncio.create_task(self._run(), name="service-addressing")
+
+    async def close(self) -> None:
+        """Stop following (the VIPs stay: they are the services', kept across restarts)."""
+        if self._loop is not None:
+            self._loop.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop
+
+    async def withdraw(self, task: TaskRecord) -> None:
+        """Before `task`'s container stops: its service's VIPs stop sending it connections
+        (the orchestrator has already marked it as going)."""
+        await self.sync(task.service_id)
+
+    async def _run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            try:
+                await self.sync()
+            except Exception:  # a bug must not end every service's addressing
+                log.exception("service addressing failed; trying again at the next change")
+
+    async def sync(self, service_id: str | None = None) -> None:
+        """Bring one service's VIPs (None: every service's, and release removed ones')."""
+        async with self._lock:
+            ids = ([service_id] if service_id is not None
+                   else list(dict.fromkeys([*self.manager.services, *self.store.vip_owners()])))
+            for sid in ids:
+                try:
+                    await self._sync_one(sid)
+                except SteelcupError as exc:
+                    log.warning("service %s: its virtual IPs: %s", sid[:12], exc)
+
+    async def _sync_one(self, service_id: str) -> None:
+        service = self.manager.services.get(service_id)
+        held = self.store.service_vips(service_id)  # network id -> vip id
+        if service is None:
+            for network_id, vip_id in held.items():
+                await self._release(service_id, network_id, vip_id)
+            return
+        wanted = self._network_ids(service)
+        vips: dict[str, VipRecord] = {}
+        for network_id, vip_id in held.items():
+            vip = self._vip(vip_id)
+            if vip is None or network_id not in wanted or vip.mode != service.endpoint_mode:
+                await self._release(service_id, network_id, vip_id)
+            else:
+                vips[network_id] = vip
+        for network_id in wanted:
+            if network_id not in vips:
+                vip = await self.networks.reserve_vip(network_id, service.name,
+                                                      service.tenant,
+                                                      mode=service.endpoint_mode)
+                self.store.save_service_vip(service_id, network_id, vip.id)
+                vips[network_id] = vip
+        backends = self._backends(service)
+        for network_id, vip in vips.items():
+            chosen = sorted(backends.get(network_id, ()))
+            if sorted(vip.backends) != chosen:
+                vips[network_id] = await self.networks.set_backends(vip.id, chosen)
+        ports = endpoint_ports(service.spec_doc) if service.endpoint_mode == "vip" else ()
+        first = next((vips[n] for n in wanted if n in vips), None)
+        if first is not None and ports_differ(ports, first.ports):
+            first = await self.networks.publish_vip(first.id, ports)
+            vips[first.network_id] = first
+        addresses = tuple((n, f"{vips[n].address}/{self.networks.get(n).prefix}")
+                          for n in wanted if n in vips and vips[n].address)
+        published = first.ports if first is not None else ()
+        if addresses != service.virtual_ips or published != service.published_ports:
+            self.manager.set_virtual_ips(service_id, addresses, published)
+
+    def _network_ids(self, service: ServiceRecord) -> list[str]:
+        out: list[str] = []
+        for name in wanted_networks(service.plan.template):
+            net = (self.networks.default_network(service.tenant) if not name
+                   else self.networks.resolve(name, service.tenant))
+            if net.id not in out:
+                out.append(net.id)
+        return out
+
+    def _backends(self, service: ServiceRecord) -> dict[str, set[str]]:
+        """Network id -> the addresses of the service's serving tasks' containers on it."""
+        out: dict[str, set[str]] = {}
+        for task in self.tasks():
+            if task.service_id != service.id or not task.container_id:
+                continue
+            if not is_backend(task, self.container(task.container_id)):
+                continue
+            for endpoint in self.networks.container_endpoints(task.container_id):
+                out.setdefault(endpoint.network_id, set()).add(endpoint.address)
+        return out
+
+    def _vip(self, vip_id: str) -> VipRecord | None:
+        try:
+            return self.networks.get_vip(vip_id)
+        except NotFound:
+            return None
+
+    async def _release(self, service_id: str, network_id: str, vip_id: str) -> None:
+        with contextlib.suppress(NotFound):
+            await self.networks.release_vip(vip_id)
+        self.store.delete_service_vip(service_id, network_id)
