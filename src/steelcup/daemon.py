@@ -209,7 +209,7 @@ async def _serve(options: DaemonOptions) -> int:
                         cpu_sampler=cpu_sampler, capacity=capacity, metrics=metrics,
                         crons=crons, funcs=funcs, admission=admission,
                         swarm=Swarm(service_manager, orchestrator, runtime,
-                                    addressing=addressing is not None))
+                                    addressing=addressing))
     router = build_router(services)
     server = _server(options, accel, router, tenants)
     server.observe = metrics.observe_request

@@ -71,8 +71,15 @@ def poll(d: Docker, count: int) -> dict[str, object]:
 
 
 @pytest.fixture(scope="module")
-def web(dockerd: Docker) -> Iterator[Docker]:
+def swarm(dockerd: Docker) -> Iterator[Docker]:
     dockerd.out("swarm", "init")
+    yield dockerd
+    dockerd.run("swarm", "leave", "--force")
+
+
+@pytest.fixture(scope="module")
+def web(swarm: Docker) -> Iterator[Docker]:
+    dockerd = swarm
     dockerd.out("network", "create", "-d", "overlay", "--attachable", "appnet")
     net = json.loads(dockerd.out("network", "inspect", "appnet"))[0]
     assert net["Scope"] == "swarm" and net["Driver"] == "overlay" and net["Attachable"]
@@ -85,7 +92,6 @@ def web(dockerd: Docker) -> Iterator[Docker]:
     dockerd.run("service", "rm", "web")
     wait_until(lambda: not task_containers(dockerd, "web"), "web's containers removed", 120)
     dockerd.run("network", "rm", "appnet")
-    dockerd.run("swarm", "leave", "--force")
 
 
 def test_the_published_port_reaches_more_than_one_replica(web: Docker) -> None:
@@ -168,3 +174,86 @@ def test_a_replica_failing_its_health_check_leaves_and_is_replaced(web: Docker) 
                and victim not in task_containers(web, "web"), "its replacement", 180)
     answer = poll(web, 20)
     assert answer["failed"] == 0, answer
+
+
+# -- stacks ------------------------------------------------------------------------------------
+
+STACK_PORT = 18081
+
+
+def cgi_server(line: str) -> list[str]:
+    """A busybox httpd whose /cgi-bin/x answers `line` (shell-expanded per request)."""
+    script = ("#!/bin/sh\\necho Content-Type: text/plain\\necho\\n"
+              f"echo {line}\\n")
+    return ["sh", "-c", "mkdir -p /www/cgi-bin && printf '" + script + "' > /www/cgi-bin/x"
+            " && chmod +x /www/cgi-bin/x && exec httpd -f -p 80 -h /www"]
+
+
+def stack_file(path: Path, **extra: object) -> Path:
+    """proxy -> app -> store on the stack's overlay network, each found by its service
+    name; the proxy published on STACK_PORT. (JSON is YAML.)"""
+    services: dict[str, object] = {
+        "store": {"image": IMG, "networks": ["backend"], "command": [
+            "sh", "-c", "mkdir -p /www && echo stored-value > /www/index.html"
+            " && exec httpd -f -p 80 -h /www"]},
+        "app": {"image": IMG, "networks": ["backend"],
+                "command": cgi_server("app+$$(wget -qO- http://store/)"),
+                "deploy": {"replicas": 1, "restart_policy": {"condition": "any",
+                                                             "delay": "0s"}}},
+        "proxy": {"image": IMG, "networks": ["backend"], "ports": [f"{STACK_PORT}:80"],
+                  "command": cgi_server("proxy+$$(wget -qO- http://app/cgi-bin/x)"),
+                  "environment": {"ROLE": "proxy"}, "labels": {"tier": "edge"}},
+    }
+    doc = {"version": "3.8", "services": services,
+           "networks": {"backend": {"driver": "overlay"}}, **extra}
+    path.write_text(json.dumps(doc, indent=1))
+    return path
+
+
+def test_a_stack_of_three_services_by_name(swarm: Docker, tmp_path: Path) -> None:
+    compose = stack_file(tmp_path / "compose.yml")
+    swarm.out("stack", "deploy", "-c", str(compose), "demo", timeout=300)
+    assert swarm.out("stack", "ls", "--format", "{{.Name}} {{.Services}}").split() == [
+        "demo", "3"]
+    names = sorted(swarm.out("stack", "services", "demo", "--format", "{{.Name}}").split())
+    assert names == ["demo_app", "demo_proxy", "demo_store"]
+    net = json.loads(swarm.out("network", "inspect", "demo_backend"))[0]
+    assert net["Driver"] == "overlay" and net["Labels"] == {
+        "com.docker.stack.namespace": "demo"}
+    wait_until(lambda: all(len(running_tasks(swarm, f"demo_{n}")) == 1
+                           for n in ("store", "app", "proxy")), "the stack's tasks", 300)
+    assert len(swarm.out("stack", "ps", "demo", "-q").split()) == 3
+    assert swarm.daemon.netns is not None
+
+    def answer() -> str:
+        result = in_netns(swarm.daemon.netns or "", sys.executable, "-c",
+                          "import urllib.request,sys; print(urllib.request.urlopen("
+                          f"'http://127.0.0.1:{STACK_PORT}/cgi-bin/x', timeout=5)"
+                          ".read().decode().strip())")
+        return result.stdout.decode().strip()
+    wait_until(lambda: answer() == "proxy+app+stored-value", "proxy -> app -> store", 60)
+    swarm.out("stack", "rm", "demo")
+    wait_until(lambda: not swarm.out("stack", "ls", "--format", "{{.Name}}").strip()
+               and not task_containers(swarm, "demo_proxy"), "the stack removed", 120)
+    wait_until(lambda: swarm.run("network", "inspect", "demo_backend").returncode != 0,
+               "the stack's network removed", 60)
+
+
+@pytest.mark.parametrize(("extra", "service_keys", "named"), [
+    ({"secrets": {"token": {"file": "token.txt"}}}, {"secrets": ["token"]},
+     "swarm secrets are not supported"),
+    ({}, {"deploy": {"placement": {"max_replicas_per_node": 1}}}, "max replicas"),
+    ({}, {"deploy": {"endpoint_mode": "dnsrr"}}, "dnsrr has no virtual IP"),
+])
+def test_stack_keys_steelcup_cannot_honour_are_named(
+        swarm: Docker, tmp_path: Path, extra: dict[str, object],
+        service_keys: dict[str, object], named: str) -> None:
+    (tmp_path / "token.txt").write_text("s3cret\n")
+    compose = stack_file(tmp_path / "compose.yml", **extra)
+    doc = json.loads(compose.read_text())
+    doc["services"]["proxy"].update(service_keys)
+    compose.write_text(json.dumps(doc))
+    result = swarm.run("stack", "deploy", "-c", str(compose), "bad")
+    assert result.returncode != 0 and named.encode() in result.stderr, result.stderr
+    swarm.run("stack", "rm", "bad")
+    wait_until(lambda: not swarm.out("stack", "ls", "--format", "{{.Name}}").strip(), "no stack left", 120)

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from steelcup.api import docker_codec as codec
@@ -20,6 +20,9 @@ from steelcup.runtime.model import ContainerRecord
 # container's record; another tenant's is NotFound exactly as a missing one
 ContainerResolver = Callable[[str, str | None], ContainerRecord]
 
+# (network id) -> when removed services' tasks and virtual IPs have left it
+Settle = Callable[[str], Awaitable[None]]
+
 NETWORK_FILTERS = frozenset({"name", "id", "label", "driver", "type", "scope", "dangling"})
 # dockerd's pre-defined networks besides `bridge`, which are network modes here, not networks
 # the network layer keeps: `none` (a VM with loopback only) and `host` (listed as dockerd does;
@@ -31,8 +34,10 @@ def register(
     router: Router,
     networks: NetworkManager,
     resolve_container: ContainerResolver,
+    settle: Settle | None = None,
 ) -> None:
-    api = _NetApi(networks, resolve_container)
+    """`settle`: awaited before a network is removed (removed services leaving it)."""
+    api = _NetApi(networks, resolve_container, settle)
     # The tenancy spine (docs/tenancy.md): every route under /networks/{id} gets the network
     # resolved in the caller's namespace first; another tenant's answers as a missing one.
     router.scope("/networks/{id}", "id", "network",
@@ -132,9 +137,11 @@ def check_ipam(ipam: Any, cfg: Any) -> None:
 
 
 class _NetApi:
-    def __init__(self, networks: NetworkManager, resolve_container: ContainerResolver) -> None:
+    def __init__(self, networks: NetworkManager, resolve_container: ContainerResolver,
+                 settle: Settle | None) -> None:
         self.networks = networks
         self.resolve_container = resolve_container
+        self.settle = settle
 
     # -- networks --
     async def network_list(self, req: Request) -> Response:
@@ -215,6 +222,8 @@ class _NetApi:
         name = predefined_name(req.params["id"])
         if name is not None:
             raise Conflict(f"{name} is a pre-defined network and cannot be removed")
+        if self.settle is not None:
+            await self.settle(req.params["id"])
         await self.networks.remove(req.params["id"])
         return EmptyResponse()
 

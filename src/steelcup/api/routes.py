@@ -207,8 +207,10 @@ def build_router(svc: Services) -> Router:
     fs_routes.register(r, svc.runtime, svc.images, svc.events)
     if svc.networks is not None:
         rt = svc.runtime
+        addressing = svc.swarm.addressing if svc.swarm is not None else None
         net_routes.register(r, svc.networks,
-                            lambda ref, tenant: rt.record(rt.resolve(ref, tenant)))
+                            lambda ref, tenant: rt.record(rt.resolve(ref, tenant)),
+                            settle=addressing.settle_network if addressing else None)
         sg_routes.scope(r, svc.networks)
         sg_routes.register(r, svc.networks, lambda cid: rt.record(cid).config.tenant)
         fip_routes.register(r, svc.networks.fips, rt.resolve, svc.events)
@@ -234,8 +236,6 @@ def build_router(svc: Services) -> Router:
 
 _UNSUPPORTED = [
     ("POST", "/build", "image build"),
-    ("GET", "/secrets", "swarm mode (secrets)"),
-    ("GET", "/configs", "swarm mode (configs)"),
     ("GET", "/plugins", "plugins"),
     ("POST", "/session", "build sessions"),
     ("POST", "/build/prune", "build cache"),
@@ -252,6 +252,8 @@ _UNSUPPORTED_SWARM = [
     ("GET", "/nodes", "swarm mode (nodes)"),
     ("GET", "/services", "swarm mode (services)"),
     ("GET", "/tasks", "swarm mode (tasks)"),
+    ("GET", "/secrets", "swarm mode (secrets)"),
+    ("GET", "/configs", "swarm mode (configs)"),
 ]
 
 

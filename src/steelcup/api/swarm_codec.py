@@ -416,7 +416,11 @@ def decode_task_container(container: dict[str, Any], task: dict[str, Any],
             raise InvalidArgument("TaskTemplate.Networks[].Target: a network name or id")
         if attachment.get("DriverOpts"):
             raise InvalidArgument("TaskTemplate.Networks[].DriverOpts are not supported")
-        endpoints[target] = {"Aliases": attachment.get("Aliases") or []}
+        aliases = attachment.get("Aliases") or []
+        if not isinstance(aliases, list) or not all(isinstance(a, str) for a in aliases):
+            raise InvalidArgument("TaskTemplate.Networks[].Aliases: a list of names")
+        # A service's aliases name its virtual IP (services/addressing.py), not its tasks.
+        endpoints[target] = {}
     if endpoints:
         host["NetworkMode"] = next(iter(endpoints))
         body["NetworkingConfig"] = {"EndpointsConfig": endpoints}
@@ -520,9 +524,11 @@ def check_desired_states(values: list[str]) -> None:
 
 
 def task_matches(task: TaskRecord, name: str, filters: dict[str, list[str]],
-                 generation: int | None) -> bool:
+                 generation: int | None, service_labels: dict[str, str] | None = None
+                 ) -> bool:
     """`name`: the task's name (SERVICE.SLOT); `filters["service"]` holds service ids;
-    `generation`: its service's (None: the service is gone)."""
+    `generation`: its service's (None: the service is gone); `label` matches its service's
+    labels, as swarmkit's (`docker stack ps` filters by the stack's namespace label)."""
     checks: dict[str, Callable[[str], bool]] = {
         "id": lambda v: task.id.startswith(v),
         "name": lambda v: name.startswith(v),
@@ -534,7 +540,7 @@ def task_matches(task: TaskRecord, name: str, filters: dict[str, list[str]],
     }
     for key, values in filters.items():
         if key == "label":
-            if not labels_match({}, values):
+            if not labels_match(service_labels or {}, values):
                 return False
         elif not any(checks[key](v) for v in values):
             return False

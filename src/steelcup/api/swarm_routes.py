@@ -28,6 +28,7 @@ from steelcup.api.http_types import Principal
 from steelcup.errors import InvalidArgument, NotFound, SteelcupError, Unsupported
 from steelcup.runtime import logs as logs_module
 from steelcup.runtime.containers import Runtime
+from steelcup.services.addressing import ServiceAddressing
 from steelcup.services.manager import ServiceManager
 from steelcup.services.model import Mode, TaskRecord, TaskState
 from steelcup.services.orchestrator import Orchestrator, task_name
@@ -43,7 +44,8 @@ class Swarm:
     manager: ServiceManager
     orchestrator: Orchestrator
     runtime: Runtime
-    addressing: bool = False  # services get virtual IPs (a daemon with networking)
+    # Services' virtual IPs (a daemon with networking; None: ports are not published)
+    addressing: ServiceAddressing | None = None
 
     def node(self) -> dict[str, Any]:
         return codec.encode_node(self.manager.swarm, hostname=platform.node(),
@@ -100,6 +102,10 @@ def register(router: Router, swarm: Swarm) -> None:
     router.add("POST", "/services/{id}/update", api.service_update)
     router.add("DELETE", "/services/{id}", api.service_remove)
     router.add("GET", "/services/{id}/logs", api.service_logs)
+    for kind in ("secrets", "configs"):  # none exist: made ones are refused, naming why
+        router.add("GET", f"/{kind}", api.no_objects)
+        router.add("GET", f"/{kind}/{{name}}", api.no_object)
+        router.add("POST", f"/{kind}/create", api.refuse_object)
     router.add("GET", "/tasks", api.task_list)
     router.add("GET", "/tasks/{id}", api.task_inspect)
     router.add("GET", "/tasks/{id}/logs", api.task_logs)
@@ -232,6 +238,22 @@ class _SwarmApi:
         tasks = [t for t in self.tasks.list(None) if t.service_id == service.id]
         return self._logs(req, tasks, bool(service.plan.template.tty), service.id)
 
+    # -- secrets and configs: not supported ------------------------------------------------
+
+    async def no_objects(self, req: Request) -> Response:
+        self.manager.require(req.principal.tenant)
+        return JsonResponse([])
+
+    async def no_object(self, req: Request) -> Response:
+        kind = req.path.strip("/").split("/")[0].removesuffix("s")
+        raise NotFound(f"{kind} {req.params['name']} not found")
+
+    async def refuse_object(self, req: Request) -> Response:
+        kind = req.path.strip("/").split("/")[0]
+        raise Unsupported(f"swarm {kind} are not supported by steelcup (compose: top-level "
+                          f"and service `{kind}`); use a volume or bind mount, or "
+                          "environment variables")
+
     # -- tasks -------------------------------------------------------------------------------
 
     async def task_list(self, req: Request) -> Response:
@@ -252,7 +274,8 @@ class _SwarmApi:
             service = self.manager.services.get(task.service_id)
             name = task_name(service, task) if service is not None else task.id
             if codec.task_matches(task, name, filters,
-                                  service.generation if service is not None else None):
+                                  service.generation if service is not None else None,
+                                  dict(service.labels) if service is not None else None):
                 out.append(codec.encode_task(task, pid=self._pid(task)))
         return JsonResponse(out)
 

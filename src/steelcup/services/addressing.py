@@ -49,6 +49,16 @@ def wanted_networks(template: ContainerConfig) -> tuple[str, ...]:
     return tuple(dict.fromkeys(names))
 
 
+def network_aliases(service: ServiceRecord) -> dict[str, tuple[str, ...]]:
+    """Network (as named in the spec) -> the service's aliases on it (its VIP's other names:
+    a stack's services are known by their short names on the stack's networks)."""
+    attachments = (service.task_doc.get("Networks") or service.spec_doc.get("Networks")
+                   or [])
+    return {str(a["Target"]): tuple(dict.fromkeys(
+        str(alias) for alias in a.get("Aliases") or [] if alias != service.name))
+        for a in attachments if isinstance(a, dict) and a.get("Target")}
+
+
 def is_backend(task: TaskRecord, container: ContainerRecord | None) -> bool:
     """A task whose container receives the service's connections: running (and healthy,
     when it has a health check: the orchestrator keeps it starting until it passed), not
@@ -92,6 +102,7 @@ class ServiceAddressing:
         self.container = container
         self._lock = asyncio.Lock()
         self._wake = asyncio.Event()
+        self._moved = asyncio.Event()  # a sync or a container removal happened
         self._loop: asyncio.Task[None] | None = None
 
     @classmethod
@@ -100,6 +111,7 @@ class ServiceAddressing:
         addressing = cls(orchestrator.manager, orchestrator.store, networks,
                          lambda: orchestrator.tasks.values(), orchestrator.container)
         orchestrator.task_changed = lambda task: addressing.wake()
+        orchestrator.runtime.events.listen(addressing._observe)
         orchestrator.before_stop = addressing.withdraw
         told = orchestrator.manager.changed
 
@@ -111,6 +123,33 @@ class ServiceAddressing:
 
     def wake(self) -> None:
         self._wake.set()
+
+    def _observe(self, event: dict[str, Any]) -> None:
+        if event.get("Type") == "container" and event.get("Action") == "destroy":
+            self._moved.set()
+
+    def leaving(self, network_id: str) -> bool:
+        """Whether removed services still hold `network_id`: their tasks' containers, not
+        removed yet, or their VIPs, not released yet."""
+        gone = {t.container_id for t in self.tasks()
+                if t.container_id and (t.service_id not in self.manager.services
+                                       or t.desired is TaskState.REMOVE)}
+        if any(e.container_id in gone for e in self.networks.endpoints(network_id)):
+            return True
+        return any(network_id in self.store.service_vips(sid)
+                   for sid in self.store.vip_owners() if sid not in self.manager.services)
+
+    async def settle_network(self, network_id: str, timeout_s: float = 60.0) -> None:
+        """Before `network_id` is removed: wait (at most `timeout_s`) until removed services
+        have left it. `docker stack rm` removes a stack's services, then at once its
+        networks, which dockerd allows as the tasks go; here their VMs must stop first."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while self.leaving(network_id) and loop.time() < deadline:
+            self._moved.clear()
+            self._wake.set()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._moved.wait(), deadline - loop.time())
 
     def start(self) -> None:
         self._wake.set()  # a first pass: what changed while the daemon was down
@@ -139,6 +178,12 @@ class ServiceAddressing:
 
     async def sync(self, service_id: str | None = None) -> None:
         """Bring one service's VIPs (None: every service's, and release removed ones')."""
+        try:
+            await self._sync(service_id)
+        finally:
+            self._moved.set()
+
+    async def _sync(self, service_id: str | None) -> None:
         async with self._lock:
             ids = ([service_id] if service_id is not None
                    else list(dict.fromkeys([*self.manager.services, *self.store.vip_owners()])))
@@ -155,18 +200,19 @@ class ServiceAddressing:
             for network_id, vip_id in held.items():
                 await self._release(service_id, network_id, vip_id)
             return
-        wanted = self._network_ids(service)
+        wanted = self._network_ids(service)  # network id -> aliases
         vips: dict[str, VipRecord] = {}
         for network_id, vip_id in held.items():
             vip = self._vip(vip_id)
-            if vip is None or network_id not in wanted or vip.mode != service.endpoint_mode:
+            if (vip is None or network_id not in wanted or vip.mode != service.endpoint_mode
+                    or vip.aliases != wanted[network_id]):
                 await self._release(service_id, network_id, vip_id)
             else:
                 vips[network_id] = vip
-        for network_id in wanted:
+        for network_id, aliases in wanted.items():
             if network_id not in vips:
                 vip = await self.networks.reserve_vip(network_id, service.name,
-                                                      service.tenant,
+                                                      service.tenant, aliases=aliases,
                                                       mode=service.endpoint_mode)
                 self.store.save_service_vip(service_id, network_id, vip.id)
                 vips[network_id] = vip
@@ -186,13 +232,14 @@ class ServiceAddressing:
         if addresses != service.virtual_ips or published != service.published_ports:
             self.manager.set_virtual_ips(service_id, addresses, published)
 
-    def _network_ids(self, service: ServiceRecord) -> list[str]:
-        out: list[str] = []
+    def _network_ids(self, service: ServiceRecord) -> dict[str, tuple[str, ...]]:
+        """The ids of the service's networks (in order) and its aliases on each."""
+        aliases = network_aliases(service)
+        out: dict[str, tuple[str, ...]] = {}
         for name in wanted_networks(service.plan.template):
             net = (self.networks.default_network(service.tenant) if not name
                    else self.networks.resolve(name, service.tenant))
-            if net.id not in out:
-                out.append(net.id)
+            out.setdefault(net.id, aliases.get(name, ()))
         return out
 
     def _backends(self, service: ServiceRecord) -> dict[str, set[str]]:

@@ -116,12 +116,13 @@ class FakeNetworks:
         return self.endpoints.get(container_id, [])
 
     async def reserve_vip(self, network: str, name: str, tenant: str = "", *,
-                          mode: str = "vip") -> VipRecord:
+                          aliases: tuple[str, ...] = (), mode: str = "vip") -> VipRecord:
         vip = VipRecord(f"v{len(self.calls)}", network, name,
                         "" if mode == "dnsrr" else f"10.0.0.{100 + len(self.vips)}", tenant,
-                        mode=mode)
+                        aliases=aliases, mode=mode)
         self.vips[vip.id] = vip
-        self.calls.append(f"reserve {network} {name} {mode}")
+        self.calls.append(f"reserve {network} {name} {mode}" + "".join(
+            f" +{a}" for a in aliases))
         return vip
 
     async def set_backends(self, vip_id: str, backends: list[str]) -> VipRecord:
@@ -203,5 +204,30 @@ def test_dnsrr_has_names_but_no_address(tmp_path: Path) -> None:
         await addressing.sync()
         assert nets.calls == ["reserve n-default db dnsrr"]
         assert manager.get(svc.id).virtual_ips == ()
+
+    asyncio.run(main())
+
+
+def test_a_stack_service_is_known_by_its_alias_on_its_network(tmp_path: Path) -> None:
+    async def main() -> None:
+        store = ServiceStore(open_db(tmp_path))
+        manager = ServiceManager(store, EventBus())
+        nets = FakeNetworks()
+        addressing = ServiceAddressing(manager, store, cast(NetworkManager, nets),
+                                       lambda: [], lambda cid: None)
+        plan = ServicePlan(mode=Mode.REPLICATED, replicas=1, restart=RestartPolicy(),
+                           template=ContainerConfig(image="x", image_id="",
+                                                    network_mode="n-app"))
+        task_doc = {"Networks": [{"Target": "n-app", "Aliases": ["app", "st_app"]}]}
+        svc = manager.create("", "st_app", spec_doc={"Name": "st_app"}, task_doc=task_doc,
+                             plan=plan)
+        await addressing.sync()
+        assert nets.calls == ["reserve n-app st_app vip +app"]
+        nets.calls.clear()
+        manager.update(svc.id, svc.version, spec_doc=svc.spec_doc, plan=plan,
+                       task_doc={"Networks": [{"Target": "n-app", "Aliases": ["api"]}]},
+                       force_changed=False)
+        await addressing.sync()  # other names: a VIP with them (the address may change)
+        assert nets.calls == ["release n-app", "reserve n-app st_app vip +api"]
 
     asyncio.run(main())
