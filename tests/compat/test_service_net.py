@@ -256,4 +256,5 @@ def test_stack_keys_steelcup_cannot_honour_are_named(
     result = swarm.run("stack", "deploy", "-c", str(compose), "bad")
     assert result.returncode != 0 and named.encode() in result.stderr, result.stderr
     swarm.run("stack", "rm", "bad")
-    wait_until(lambda: not swarm.out("stack", "ls", "--format", "{{.Name}}").strip(), "no stack left", 120)
+    wait_until(lambda: not swarm.out("stack", "ls", "--format", "{{.Name}}").strip(),
+               "no stack left", 120)

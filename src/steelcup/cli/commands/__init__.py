@@ -59,4 +59,5 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "service": ("service", "manage services (replicas kept running, one VM each)"),
     "swarm": ("service", "manage the swarm (one node: this daemon)"),
     "node": ("service", "list the swarm's node"),
+    "stack": ("stack", "deploy a compose file as services, list and remove stacks"),
 }
