@@ -258,3 +258,40 @@ def test_stack_keys_steelcup_cannot_honour_are_named(
     swarm.run("stack", "rm", "bad")
     wait_until(lambda: not swarm.out("stack", "ls", "--format", "{{.Name}}").strip(),
                "no stack left", 120)
+
+
+def test_the_steelcup_cli_deploys_the_same_stack(swarm: Docker, tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    from steelcup.cli.main import main
+
+    def steelcup(*args: str) -> str:
+        code = main(["-H", swarm.host, *args])
+        out, err = capsys.readouterr()
+        assert code == 0, err
+        return out
+
+    compose = stack_file(tmp_path / "compose.yml")
+    out = steelcup("stack", "deploy", "-c", str(compose), "mine")
+    assert "Creating network mine_backend" in out and "Creating service mine_proxy" in out
+    assert steelcup("stack", "ls").splitlines()[1].split() == ["mine", "3"]
+    assert swarm.out("stack", "ls", "--format", "{{.Name}}").split() == ["mine"]
+    wait_until(lambda: all(len(running_tasks(swarm, f"mine_{n}")) == 1
+                           for n in ("store", "app", "proxy")), "the stack's tasks", 300)
+    assert len(steelcup("stack", "ps", "-q", "mine").split()) == 3
+    assert "mine_app" in steelcup("stack", "services", "mine")
+
+    def answer() -> str:
+        result = in_netns(swarm.daemon.netns or "", sys.executable, "-c",
+                          "import urllib.request; print(urllib.request.urlopen("
+                          f"'http://127.0.0.1:{STACK_PORT}/cgi-bin/x', timeout=5)"
+                          ".read().decode().strip())")
+        return result.stdout.decode().strip()
+    wait_until(lambda: answer() == "proxy+app+stored-value", "proxy -> app -> store", 60)
+    # Deployed again: its services are updated in place (none changed: no task replaced).
+    before = set(steelcup("stack", "ps", "-q", "mine").split())
+    assert "Updating service mine_app" in steelcup("stack", "deploy", "-c", str(compose),
+                                                   "mine")
+    assert set(steelcup("stack", "ps", "-q", "mine").split()) == before
+    out = steelcup("stack", "rm", "mine")
+    assert "Removing network mine_backend" in out
+    assert swarm.run("network", "inspect", "mine_backend").returncode != 0
