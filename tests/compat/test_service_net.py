@@ -11,6 +11,7 @@ are), by a small Python poller."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -20,7 +21,17 @@ from pathlib import Path
 import pytest
 
 from tests.compat.conftest import IMG, Docker
-from tests.vm.support import in_netns, wait_until
+from tests.vm.support import (
+    BUSYBOX_TAR,
+    delete_netns,
+    in_netns,
+    leftovers_of,
+    need_assets,
+    new_netns,
+    start_daemon,
+    stop_daemon,
+    wait_until,
+)
 
 DAEMON_NETWORKING = True
 pytestmark = pytest.mark.vm
@@ -295,3 +306,56 @@ def test_the_steelcup_cli_deploys_the_same_stack(swarm: Docker, tmp_path: Path,
     out = steelcup("stack", "rm", "mine")
     assert "Removing network mine_backend" in out
     assert swarm.run("network", "inspect", "mine_backend").returncode != 0
+
+
+def test_a_service_keeps_its_address_across_daemon_restarts(tmp_path: Path) -> None:
+    """A --live-restore restart keeps the replicas and their VIP; after a plain restart the
+    replicas are new tasks and the same VIP and published port reach them."""
+    need_assets()
+    netns = new_netns(f"r{os.urandom(2).hex()}")
+    root, sock = tmp_path / "root", tmp_path / "run" / "steelcup.sock"
+    live = ("--live-restore",)
+    port = 18082
+    daemon = start_daemon(root, sock, netns, live)
+    try:
+        d = Docker(daemon, tmp_path / "docker-config")
+        d.out("load", "-i", str(BUSYBOX_TAR))
+        d.out("swarm", "init")
+        d.out("service", "create", "--name", "kept", "--replicas", "2", "-p", f"{port}:80",
+              "--restart-delay", "0s", "--stop-grace-period", "1s", IMG, "sh", "-c", SERVE,
+              timeout=300)
+        vip = d.out("service", "inspect", "kept", "--format", "{{json .Endpoint.VirtualIPs}}")
+
+        def answers() -> set[str]:
+            result = in_netns(netns, sys.executable, "-c", POLLER,
+                              f"http://127.0.0.1:{port}/", "/nonexistent", "20")
+            reply = json.loads(result.stdout)
+            return set(reply["seen"]) if reply["failed"] == 0 else set()
+        first = {c[:12] for c in task_containers(d, "kept")}
+        wait_until(lambda: answers() == first, "both replicas answering", 60)
+
+        stop_daemon(daemon)  # --live-restore: the replicas keep running
+        daemon = start_daemon(root, sock, netns, live)
+        d = Docker(daemon, tmp_path / "docker-config")
+        wait_until(lambda: answers() == first, "the same replicas, through the same port", 60)
+        assert d.out("service", "inspect", "kept", "--format",
+                     "{{json .Endpoint.VirtualIPs}}") == vip
+
+        stop_daemon(daemon)  # still kept; the next daemon stops them when it stops
+        daemon = start_daemon(root, sock, netns)
+        stop_daemon(daemon)
+        daemon = start_daemon(root, sock, netns)
+        d = Docker(daemon, tmp_path / "docker-config")
+        wait_until(lambda: len(running_tasks(d, "kept")) == 2, "replacements running", 180)
+        second = {c[:12] for c in task_containers(d, "kept")}
+        assert not first & second
+        wait_until(lambda: answers() == second, "the new replicas behind the same port", 60)
+        assert d.out("service", "inspect", "kept", "--format",
+                     "{{json .Endpoint.VirtualIPs}}") == vip
+        d.out("service", "rm", "kept")
+        wait_until(lambda: not task_containers(d, "kept"), "the service's containers gone", 60)
+    finally:
+        stop_daemon(daemon)
+        problems = leftovers_of(root, netns=netns)
+        delete_netns(netns)
+    assert not problems, "after daemon shutdown: " + "\n".join(problems)
