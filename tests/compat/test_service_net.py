@@ -120,6 +120,14 @@ def test_the_published_port_reaches_more_than_one_replica(web: Docker) -> None:
     assert isinstance(seen, dict) and len(seen) >= 2, answer
 
 
+def test_a_published_port_taken_fails_the_create(web: Docker) -> None:
+    result = web.run("service", "create", "-d", "--name", "clash", "-p", f"{PORT}:80", IMG,
+                     "sleep", "1000")
+    assert result.returncode != 0 and b"already allocated" in result.stderr, result.stderr
+    assert "clash" not in web.out("service", "ls", "--format", "{{.Name}}").split()
+    wait_until(lambda: not task_containers(web, "clash"), "its tasks gone", 120)
+
+
 def test_names_resolve_to_the_vip_and_the_replicas(web: Docker) -> None:
     vip = json.loads(web.out("service", "inspect", "web", "--format",
                              "{{json .Endpoint.VirtualIPs}}"))[0]["Addr"].split("/")[0]

@@ -103,8 +103,9 @@ def register(router: Router, swarm: Swarm) -> None:
     router.add("DELETE", "/services/{id}", api.service_remove)
     router.add("GET", "/services/{id}/logs", api.service_logs)
     for kind in ("secrets", "configs"):  # none exist: made ones are refused, naming why
+        router.scope(f"/{kind}/{{id}}", "id", kind.removesuffix("s"), _none_of(kind))
         router.add("GET", f"/{kind}", api.no_objects)
-        router.add("GET", f"/{kind}/{{name}}", api.no_object)
+        router.add("GET", f"/{kind}/{{id}}", api.no_object)
         router.add("POST", f"/{kind}/create", api.refuse_object)
     router.add("GET", "/tasks", api.task_list)
     router.add("GET", "/tasks/{id}", api.task_inspect)
@@ -203,6 +204,12 @@ class _SwarmApi:
             req.principal.tenant or "", decoded.name, spec_doc=decoded.spec_doc,
             task_doc=decoded.task_doc, plan=decoded.plan, labels=decoded.labels,
             endpoint_mode=decoded.endpoint_mode)
+        if self.swarm.addressing is not None:
+            try:  # its address and ports now: a port already taken fails the create
+                await self.swarm.addressing.sync(service.id, strict=True)
+            except SteelcupError:
+                self.manager.remove(service.id)  # its tasks and VIPs go with it
+                raise
         warnings = []
         if not self.swarm.addressing and decoded.spec_doc.get("EndpointSpec", {}).get("Ports"):
             warnings.append("steelcup: this daemon runs without networking: the service's "
@@ -245,8 +252,7 @@ class _SwarmApi:
         return JsonResponse([])
 
     async def no_object(self, req: Request) -> Response:
-        kind = req.path.strip("/").split("/")[0].removesuffix("s")
-        raise NotFound(f"{kind} {req.params['name']} not found")
+        raise NotFound(f"{req.params['id']} not found")  # the scope answered before this
 
     async def refuse_object(self, req: Request) -> Response:
         kind = req.path.strip("/").split("/")[0]
@@ -405,6 +411,13 @@ class _SwarmApi:
         except NotFound:
             return False
         return True
+
+
+def _none_of(kind: str) -> Callable[[Principal, str], str]:
+    """The scope of /secrets/{id} and /configs/{id}: there are none, for any caller."""
+    def resolve(who: Principal, ref: str) -> str:
+        raise NotFound(f"{kind.removesuffix('s')} {ref} not found")
+    return resolve
 
 
 async def _pump(rt: Runtime, task: TaskRecord, want: logs_module.LogFilter,

@@ -176,14 +176,15 @@ class ServiceAddressing:
             except Exception:  # a bug must not end every service's addressing
                 log.exception("service addressing failed; trying again at the next change")
 
-    async def sync(self, service_id: str | None = None) -> None:
-        """Bring one service's VIPs (None: every service's, and release removed ones')."""
+    async def sync(self, service_id: str | None = None, *, strict: bool = False) -> None:
+        """Bring one service's VIPs (None: every service's, and release removed ones') in
+        step. `strict`: a failure (a published port taken) is raised, else logged."""
         try:
-            await self._sync(service_id)
+            await self._sync(service_id, strict)
         finally:
             self._moved.set()
 
-    async def _sync(self, service_id: str | None) -> None:
+    async def _sync(self, service_id: str | None, strict: bool) -> None:
         async with self._lock:
             ids = ([service_id] if service_id is not None
                    else list(dict.fromkeys([*self.manager.services, *self.store.vip_owners()])))
@@ -191,6 +192,8 @@ class ServiceAddressing:
                 try:
                     await self._sync_one(sid)
                 except SteelcupError as exc:
+                    if strict:
+                        raise
                     log.warning("service %s: its virtual IPs: %s", sid[:12], exc)
 
     async def _sync_one(self, service_id: str) -> None:
