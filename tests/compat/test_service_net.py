@@ -15,12 +15,12 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.compat.conftest import IMG, Docker
+from tests.compat.conftest import DOCKER, IMG, Docker
 from tests.vm.support import (
     BUSYBOX_TAR,
     delete_netns,
@@ -362,6 +362,72 @@ def test_a_service_keeps_its_address_across_daemon_restarts(tmp_path: Path) -> N
                      "{{json .Endpoint.VirtualIPs}}") == vip
         d.out("service", "rm", "kept")
         wait_until(lambda: not task_containers(d, "kept"), "the service's containers gone", 60)
+    finally:
+        stop_daemon(daemon)
+        problems = leftovers_of(root, netns=netns)
+        delete_netns(netns)
+    assert not problems, "after daemon shutdown: " + "\n".join(problems)
+
+
+def test_tenants_services_and_their_addresses_are_their_own(tmp_path: Path) -> None:
+    """Two tenants over TLS each run a service named `web` with a published port: each
+    reaches its own replica through its port and by name, and sees nothing of the other's
+    service, tasks or network."""
+    need_assets()
+    netns = new_netns(f"t{os.urandom(2).hex()}")
+    root, sock = tmp_path / "root", tmp_path / "run" / "steelcup.sock"
+    daemon = start_daemon(root, sock, netns, ("--multi-tenant", "--allow-tcg", "--tls-listen",
+                                              "127.0.0.1:2376"))
+    try:
+        def tenant(name: str) -> Callable[..., str]:
+            certs = tmp_path / f"{name}-certs"
+            subprocess.run([sys.executable, "-m", "steelcup", "tenant", "create", name],
+                           env=daemon.env, check=True, capture_output=True)
+            subprocess.run([sys.executable, "-m", "steelcup", "tenant", "key", "create", name,
+                            "--out", str(certs)], env=daemon.env, check=True,
+                           capture_output=True)
+            env = dict(os.environ, DOCKER_HOST="tcp://127.0.0.1:2376", DOCKER_TLS_VERIFY="1",
+                       DOCKER_CERT_PATH=str(certs), DOCKER_CLI_HINTS="false",
+                       DOCKER_CONFIG=str(tmp_path / f"{name}-config"))
+            for key in ("DOCKER_API_VERSION", "DOCKER_CONTEXT"):
+                env.pop(key, None)
+
+            def run(*args: str, ok: bool = True) -> str:
+                result = subprocess.run(["ip", "netns", "exec", netns, DOCKER, *args],
+                                        capture_output=True, env=env, timeout=300)
+                if ok:
+                    assert result.returncode == 0, (args, result.stderr[-2000:])
+                return (result.stdout + result.stderr).decode()
+            return run
+
+        alice, bob = tenant("alice"), tenant("bob")
+        for who, port in ((alice, 18091), (bob, 18092)):
+            who("load", "-i", str(BUSYBOX_TAR))
+            who("service", "create", "--name", "web", "-p", f"{port}:80",
+                "--restart-delay", "0s", IMG, "sh", "-c", SERVE)
+        alice("network", "create", "-d", "overlay", "--attachable", "anet")
+        alice("service", "update", "--network-add", "anet", "web")
+
+        def answer(port: int) -> str:
+            result = in_netns(netns, sys.executable, "-c", POLLER,
+                              f"http://127.0.0.1:{port}/", "/nonexistent", "5")
+            reply = json.loads(result.stdout)
+            return next(iter(reply["seen"])) if reply["seen"] and not reply["failed"] else ""
+
+        def hostname(who: Callable[..., str]) -> str:
+            return who("ps", "-q", "--filter",
+                       "label=com.docker.swarm.service.name=web").split()[0][:12]
+        wait_until(lambda: answer(18091) == hostname(alice) != "", "alice's web", 120)
+        wait_until(lambda: answer(18092) == hostname(bob) != "", "bob's web", 120)
+        # By name on alice's network: her service, not bob's.
+        fetched = alice("run", "--rm", "--network", "anet", IMG, "wget", "-qO-", "http://web/")
+        assert fetched.strip() == hostname(alice)
+        alice_id = alice("service", "inspect", "web", "--format", "{{.ID}}").strip()
+        assert "no such service" in bob("service", "inspect", alice_id, ok=False)
+        assert "anet" not in bob("network", "ls", "--format", "{{.Name}}")
+        assert len(bob("service", "ps", "-q", "web").split()) == 1  # bob's own task only
+        for who in (alice, bob):
+            who("service", "rm", "web")
     finally:
         stop_daemon(daemon)
         problems = leftovers_of(root, netns=netns)
