@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from steelcup import __version__, stdcopy
-from steelcup.api import docker_codec as codec
 from steelcup.api import (
+    build_routes,
     fs_routes,
     image_codec,
     image_routes,
@@ -29,6 +29,7 @@ from steelcup.api import (
     tenant_routes,
     volume_routes,
 )
+from steelcup.api import docker_codec as codec
 from steelcup.api.detach_keys import DetachScanner, parse_detach_keys
 from steelcup.api.filters import time_param as _time_param
 from steelcup.api.http import (
@@ -165,6 +166,7 @@ def build_router(svc: Services) -> Router:
     r.add("POST", "/swarm/leave", _not_in_swarm)
     r.add("GET", "/swarm", _not_a_manager)
     image_routes.register(r, svc.images, svc.events, svc.root)
+    build_routes.register(r, svc.runtime, svc.root, api.admission.create)
     fs_routes.register(r, svc.runtime, svc.images, svc.events)
     if svc.networks is not None:
         rt = svc.runtime
@@ -187,7 +189,6 @@ def build_router(svc: Services) -> Router:
 
 
 _UNSUPPORTED = [
-    ("POST", "/build", "image build"),
     ("POST", "/swarm/init", "swarm mode"),
     ("POST", "/swarm/join", "swarm mode"),
     ("GET", "/nodes", "swarm mode (nodes)"),
@@ -197,7 +198,6 @@ _UNSUPPORTED = [
     ("GET", "/configs", "swarm mode (configs)"),
     ("GET", "/plugins", "plugins"),
     ("POST", "/session", "build sessions"),
-    ("POST", "/build/prune", "build cache"),
     ("GET", "/distribution/{name:path}/json", "distribution inspect"),
     ("POST", "/containers/{id}/checkpoints", "checkpoints"),
     ("GET", "/containers/{id}/checkpoints", "checkpoints"),

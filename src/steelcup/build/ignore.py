@@ -23,7 +23,8 @@ class _Pattern:
     depth: int  # components of the pattern
 
 
-def _compile(pattern: str) -> re.Pattern[str]:
+def compile_pattern(pattern: str) -> re.Pattern[str]:
+    """A regex for one cleaned pattern (docker's filepath.Match with `**`)."""
     out, i = ["^"], 0
     while i < len(pattern):
         ch = pattern[i]
@@ -80,7 +81,7 @@ class IgnoreRules:
                 text = text.lstrip("/") or "/"
             if text == ".":
                 continue
-            self.patterns.append(_Pattern(text, _compile(text), exclusion,
+            self.patterns.append(_Pattern(text, compile_pattern(text), exclusion,
                                           len(text.split("/"))))
 
     @classmethod

@@ -1,0 +1,154 @@
+"""`docker build` with the real docker CLI's classic builder (DOCKER_BUILDKIT=0): every RUN
+step runs in a VM, the cache makes an unchanged rebuild instant, and errors read like docker's.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from tests.compat.conftest import IMG, Docker
+
+pytestmark = pytest.mark.vm
+
+MULTI_STAGE = f"""\
+# syntax=docker/dockerfile:1
+FROM {IMG} AS build
+ARG GREETING=hello
+WORKDIR /work
+COPY msg.txt ./
+COPY lib/ ./lib/
+RUN echo "$GREETING from $(cat msg.txt) and $(cat lib/part.txt)" > out.txt && echo step-ran
+FROM scratch
+COPY --from=build /bin/busybox /bin/busybox
+COPY --from=build /work/out.txt /out.txt
+ENTRYPOINT ["/bin/busybox"]
+CMD ["cat", "/out.txt"]
+"""
+
+
+def build(docker: Docker, context: Path, *args: str, timeout: float = 600,
+          ) -> tuple[int, str]:
+    env = dict(docker.env, DOCKER_BUILDKIT="0")
+    import subprocess
+
+    from tests.compat.conftest import DOCKER
+    result = subprocess.run([DOCKER, "build", *args, str(context)], capture_output=True,
+                            timeout=timeout, env=env)
+    return result.returncode, (result.stdout + result.stderr).decode()
+
+
+def write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
+@pytest.fixture
+def context(tmp_path: Path) -> Path:
+    ctx = tmp_path / "ctx"
+    write(ctx / "Dockerfile", MULTI_STAGE)
+    write(ctx / "msg.txt", "the context")
+    write(ctx / "lib" / "part.txt", "a part")
+    return ctx
+
+
+def test_multi_stage_build_runs_then_is_cached_then_rebuilds_from_the_change(
+        dockerd: Docker, context: Path) -> None:
+    code, out = build(dockerd, context, "-t", "built:1", "--build-arg", "GREETING=hi")
+    assert code == 0, out
+    assert "Step 1/11 : FROM steelcup/busybox AS build" in out
+    assert "step-ran" in out and "Successfully tagged built:1" in out, out
+    assert dockerd.out("run", "--rm", "built:1") == "hi from the context and a part\n"
+    history = dockerd.out("history", "--no-trunc", "--format", "{{.CreatedBy}}", "built:1")
+    assert history.splitlines()[0] == '/bin/sh -c #(nop)  CMD ["cat", "/out.txt"]', history
+    assert len(history.splitlines()) == 4, history  # the last stage's: scratch + 4 steps
+
+    code, again = build(dockerd, context, "-t", "built:1", "--build-arg", "GREETING=hi")
+    assert code == 0, again
+    assert "Running in" not in again and again.count("Using cache") == 9, again
+    first_id = dockerd.out("image", "inspect", "-f", "{{.Id}}", "built:1")
+
+    write(context / "lib" / "part.txt", "a changed part")
+    code, changed = build(dockerd, context, "-t", "built:1", "--build-arg", "GREETING=hi")
+    assert code == 0, changed
+    steps = changed.split("Step ")
+    assert all("Using cache" in s for s in steps[2:5]), changed  # ARG, WORKDIR, COPY msg.txt
+    assert "Using cache" not in steps[5] and "Running in" in steps[6], changed
+    assert dockerd.out("image", "inspect", "-f", "{{.Id}}", "built:1") != first_id
+    assert dockerd.out("run", "--rm", "built:1") == "hi from the context and a changed part\n"
+    # no step container is left; intermediate images are not listed, the image that lost
+    # its tag is (dangling, as docker's)
+    assert dockerd.out("ps", "-aq") == ""
+    untagged = [line for line in dockerd.out("images").splitlines() if "<none>" in line]
+    assert len(untagged) == 1 and first_id[7:19] in untagged[0], untagged
+
+
+def test_dockerignore_and_build_args_and_labels(dockerd: Docker, tmp_path: Path) -> None:
+    ctx = tmp_path / "ign"
+    write(ctx / "Dockerfile", f"FROM {IMG}\nARG WHO\nCOPY . /src/\n"
+          'RUN echo "who=$WHO" && find /src | sort\n')
+    write(ctx / ".dockerignore", "secret*\n**/*.log\nkeep/\n!keep/this.txt\n")
+    write(ctx / "secret.key", "no")
+    write(ctx / "a.txt", "yes")
+    write(ctx / "deep" / "x.log", "no")
+    write(ctx / "keep" / "this.txt", "yes")
+    write(ctx / "keep" / "not.txt", "no")
+    code, out = build(dockerd, ctx, "-t", "ign", "--build-arg", "WHO=tester",
+                      "--label", "made.by=test")
+    assert code == 0, out
+    assert "who=tester" in out
+    listed = [line for line in out.splitlines() if line.startswith("/src")]
+    assert "/src/a.txt" in listed and "/src/keep/this.txt" in listed, out
+    for gone in ("/src/secret.key", "/src/deep/x.log", "/src/keep/not.txt"):
+        assert gone not in listed, out
+    labels = json.loads(dockerd.out("image", "inspect", "-f", "{{json .Config.Labels}}", "ign"))
+    assert labels == {"made.by": "test"}
+
+
+def test_errors_name_the_line_and_the_exit_code(dockerd: Docker, tmp_path: Path) -> None:
+    images_before = dockerd.out("images", "-q")
+    ctx = tmp_path / "bad"
+    write(ctx / "Dockerfile", f"FROM {IMG}\nRUN echo before\nRUN exit 3\n")
+    code, out = build(dockerd, ctx)
+    assert code == 3, out
+    assert "The command '/bin/sh -c exit 3' returned a non-zero code: 3" in out, out
+
+    write(ctx / "Dockerfile", f"FROM {IMG}\nFROBNICATE x\n")
+    code, out = build(dockerd, ctx)
+    assert code != 0 and "line 2: unknown instruction: FROBNICATE" in out, out
+
+    write(ctx / "Dockerfile", f"FROM {IMG}\nCOPY ../outside /x\n")
+    code, out = build(dockerd, ctx)
+    assert code != 0 and "forbidden path outside the build context" in out, out
+
+    write(ctx / "Dockerfile", f"FROM {IMG}\nCOPY --from=nostage /x /x\n")
+    code, out = build(dockerd, ctx)
+    assert code != 0 and "nostage" in out, out
+
+    code, out = build(dockerd, ctx, "--target", "nope")
+    assert code != 0 and "failed to reach build target nope" in out, out
+    # nothing half-made is left: no container, no new image listed
+    assert dockerd.out("ps", "-aq") == ""
+    assert dockerd.out("images", "-q") == images_before
+
+
+def test_docker_py_build_from_a_fileobj(dockerd: Docker) -> None:
+    docker = pytest.importorskip("docker")
+    client = docker.DockerClient(base_url=dockerd.host, version="1.43")
+    data = f"FROM {IMG}\nRUN echo made-by-docker-py > /made\nCMD [\"cat\", \"/made\"]\n"
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        info = tarfile.TarInfo("Dockerfile")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data.encode()))
+    buf.seek(0)
+    image, logs = client.images.build(fileobj=buf, custom_context=True, tag="frompy:1",
+                                      timeout=600)
+    assert "frompy:1" in image.tags
+    assert any("made-by-docker-py" in str(chunk.get("stream", "")) for chunk in logs)
+    assert dockerd.out("run", "--rm", "frompy:1") == "made-by-docker-py\n"
+    client.close()
