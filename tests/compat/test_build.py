@@ -152,3 +152,63 @@ def test_docker_py_build_from_a_fileobj(dockerd: Docker) -> None:
     assert any("made-by-docker-py" in str(chunk.get("stream", "")) for chunk in logs)
     assert dockerd.out("run", "--rm", "frompy:1") == "made-by-docker-py\n"
     client.close()
+
+
+def steelcup(docker: Docker, *args: str, stdin: bytes | None = None) -> tuple[int, str, str]:
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "steelcup", "-H", docker.host, *args],
+                            input=stdin, capture_output=True, timeout=600,
+                            env=dict(docker.env, STEELCUP_NO_AUTOSTART="1"))
+    return result.returncode, result.stdout.decode(), result.stderr.decode()
+
+
+def test_steelcup_cli_build_with_dockerfile_outside_and_quiet(
+        dockerd: Docker, tmp_path: Path) -> None:
+    ctx = tmp_path / "cli"
+    write(ctx / "data.txt", "from-cli")
+    write(ctx / "skip.me", "no")
+    write(ctx / ".dockerignore", "*.me\n")
+    outside = tmp_path / "elsewhere.Dockerfile"
+    write(outside, f"FROM {IMG}\nARG N\nCOPY . /c/\nRUN ls /c && echo n=$N\n"
+          "LABEL via=cli\n")
+    code, out, err = steelcup(dockerd, "build", "-t", "cli:1", "-t", "cli:2", "-f", str(outside),
+                              "--build-arg", "N=7", "--label", "extra=yes", str(ctx))
+    assert code == 0, err
+    assert "data.txt" in out and "skip.me" not in out and "n=7" in out, out
+    assert "Successfully tagged cli:1" in out and "Successfully tagged cli:2" in out, out
+    labels = json.loads(dockerd.out("image", "inspect", "-f", "{{json .Config.Labels}}",
+                                    "cli:2"))
+    assert labels == {"via": "cli", "extra": "yes"}
+    code, out, err = steelcup(dockerd, "build", "-q", "-f", "-", str(ctx),
+                              stdin=f"FROM {IMG}\nRUN exit 7\n".encode())
+    assert code == 7 and "returned a non-zero code: 7" in err, (out, err)
+    code, out, err = steelcup(dockerd, "build", "-q", "-f", str(outside), str(ctx))
+    assert code == 0 and out.startswith("sha256:") and len(out.split()) == 1, (out, err)
+
+
+def test_onbuild_add_tar_chown_chmod(dockerd: Docker, tmp_path: Path) -> None:
+    base = tmp_path / "base"
+    write(base / "Dockerfile", f"FROM {IMG}\nONBUILD COPY trigger.txt /from-trigger\n"
+          "ONBUILD RUN echo trigger-ran\n")
+    code, out = build(dockerd, base, "-t", "onbuild-base")
+    assert code == 0, out
+    child = tmp_path / "child"
+    write(child / "trigger.txt", "triggered")
+    write(child / "f.txt", "owned")
+    archive = child / "bundle.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        data = b"unpacked"
+        info = tarfile.TarInfo("inner/file.txt")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    write(child / "Dockerfile", "FROM onbuild-base\nADD bundle.tar.gz /opt/\n"
+          "COPY --chown=1:2 --chmod=640 f.txt /owned/\n"
+          "RUN cat /from-trigger /opt/inner/file.txt && stat -c '%u:%g %a' /owned/f.txt\n")
+    code, out = build(dockerd, child, "-t", "onbuild-child")
+    assert code == 0, out
+    assert "# Executing 2 build triggers" in out and "trigger-ran" in out, out
+    assert "triggeredunpacked" in out and "1:2 640" in out, out
+    onbuild = dockerd.out("image", "inspect", "-f", "{{json .Config.OnBuild}}", "onbuild-child")
+    assert onbuild.strip() in ("null", "[]")  # triggers run once, in the child only
