@@ -6,12 +6,16 @@ from __future__ import annotations
 
 import io
 import json
+import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
 import pytest
 
-from tests.compat.conftest import IMG, Docker
+from tests.compat.conftest import DOCKER, IMG, Docker
+from tests.compat.test_tenant_cloud import Cloud, _ok, cloud  # noqa: F401 - the fixture
+from tests.vm.support import BUSYBOX_TAR
 
 pytestmark = pytest.mark.vm
 
@@ -34,9 +38,6 @@ CMD ["cat", "/out.txt"]
 def build(docker: Docker, context: Path, *args: str, timeout: float = 600,
           ) -> tuple[int, str]:
     env = dict(docker.env, DOCKER_BUILDKIT="0")
-    import subprocess
-
-    from tests.compat.conftest import DOCKER
     result = subprocess.run([DOCKER, "build", *args, str(context)], capture_output=True,
                             timeout=timeout, env=env)
     return result.returncode, (result.stdout + result.stderr).decode()
@@ -155,9 +156,6 @@ def test_docker_py_build_from_a_fileobj(dockerd: Docker) -> None:
 
 
 def steelcup(docker: Docker, *args: str, stdin: bytes | None = None) -> tuple[int, str, str]:
-    import subprocess
-    import sys
-
     result = subprocess.run([sys.executable, "-m", "steelcup", "-H", docker.host, *args],
                             input=stdin, capture_output=True, timeout=600,
                             env=dict(docker.env, STEELCUP_NO_AUTOSTART="1"))
@@ -212,3 +210,31 @@ def test_onbuild_add_tar_chown_chmod(dockerd: Docker, tmp_path: Path) -> None:
     assert "triggeredunpacked" in out and "1:2 640" in out, out
     onbuild = dockerd.out("image", "inspect", "-f", "{{json .Config.OnBuild}}", "onbuild-child")
     assert onbuild.strip() in ("null", "[]")  # triggers run once, in the child only
+
+
+def test_a_tenants_build_is_its_own(cloud: Cloud, tmp_path: Path) -> None:  # noqa: F811
+    """Over TLS as two tenants: alice's build makes alice's image; bob sees neither it nor
+    its steps, and the same Dockerfile built by bob runs its steps again (caches are per
+    tenant)."""
+    alice, bob = cloud.alice, cloud.bob
+    ctx = tmp_path / "tenant"
+    write(ctx / "Dockerfile", f"FROM {IMG}\nRUN echo built-by-$(hostname | wc -c) > /who\n")
+    for tenant in (alice, bob):
+        loaded = tenant.docker("load", "-i", str(BUSYBOX_TAR))
+        assert loaded.returncode == 0, loaded.stderr
+    env = dict(alice.env, DOCKER_BUILDKIT="0")
+    built = subprocess.run([DOCKER, "build", "-t", "mine", str(ctx)], capture_output=True,
+                           timeout=600, env=env)
+    assert built.returncode == 0, built.stderr
+    image_id = _ok(alice.docker("image", "inspect", "-f", "{{.Id}}", "mine")).strip()
+    assert _ok(bob.docker("images", "-q", "mine")) == ""
+    assert bob.docker("image", "inspect", image_id).returncode != 0
+    write(ctx / "Dockerfile", f"FROM {image_id}\n")
+    stolen = subprocess.run([DOCKER, "build", str(ctx)], capture_output=True, timeout=600,
+                            env=dict(bob.env, DOCKER_BUILDKIT="0"))
+    assert stolen.returncode != 0 and b"No such image" in stolen.stdout + stolen.stderr
+    write(ctx / "Dockerfile", f"FROM {IMG}\nRUN echo built-by-$(hostname | wc -c) > /who\n")
+    again = subprocess.run([DOCKER, "build", "-t", "mine", str(ctx)], capture_output=True,
+                           timeout=600, env=dict(bob.env, DOCKER_BUILDKIT="0"))
+    assert again.returncode == 0 and b"Running in" in again.stdout, again.stdout
+    assert b"Using cache" not in again.stdout

@@ -42,6 +42,7 @@ from steelcup.build.words import expand_word, expand_words
 from steelcup.errors import InvalidArgument, NotFound, SteelcupError
 from steelcup.image import rootfs as rootfs_module
 from steelcup.image.layers import apply_layer
+from steelcup.image.reference import is_full_id
 from steelcup.image.store import Image
 from steelcup.image.users import resolve_user
 from steelcup.runtime import fs_archive
@@ -209,7 +210,7 @@ class Builder:
                 return await asyncio.to_thread(self.images.get, ref, tenant)
             except NotFound:
                 pass
-        if self._pull is None:
+        if self._pull is None or is_full_id(ref) or ref.startswith("sha256:"):
             raise BuildFailed(f"Dockerfile line {instr.line}: No such image: {ref}")
         await self.say(f"Pulling {ref}\n")
         await self._pull(ref)
