@@ -72,6 +72,9 @@ def test_multi_stage_build_runs_then_is_cached_then_rebuilds_from_the_change(
     assert code == 0, again
     assert "Running in" not in again and again.count("Using cache") == 9, again
     first_id = dockerd.out("image", "inspect", "-f", "{{.Id}}", "built:1")
+    code, uncached = build(dockerd, context, "--no-cache", "-t", "uncached",
+                           "--build-arg", "GREETING=hi")
+    assert code == 0 and "Using cache" not in uncached and "step-ran" in uncached, uncached
 
     write(context / "lib" / "part.txt", "a changed part")
     code, changed = build(dockerd, context, "-t", "built:1", "--build-arg", "GREETING=hi")

@@ -424,9 +424,14 @@ class ImageStore:
                 with self._tx():
                     image = self._register(config_blob.digest, raw, layer_blobs, [], [],
                                            own=False)
+                    old = self._db.execute(
+                        "SELECT image_id FROM build_cache WHERE tenant = ? AND key = ?",
+                        (cache[0] or "", cache[1])).fetchone()
                     self._db.execute(
                         "INSERT OR REPLACE INTO build_cache (tenant, key, image_id) "
                         "VALUES (?, ?, ?)", (cache[0] or "", cache[1], image.id))
+                if old is not None and old[0] != image.id:
+                    self._drop_unheld(str(old[0]))  # a --no-cache build replaced it
                 return image
             finally:
                 self._gc_blobs(created)
@@ -461,17 +466,21 @@ class ImageStore:
             before = self._usage_bytes()
             with self._tx():
                 self._db.execute(f"DELETE FROM build_cache WHERE 1 {where}", args)
-            deleted = []
-            for (image_id,) in rows:
-                held = self._db.execute(
-                    "SELECT 1 FROM image_owners WHERE image_id = ? "
-                    "UNION SELECT 1 FROM build_cache WHERE image_id = ? LIMIT 1",
-                    (image_id, image_id)).fetchone()
-                if held is None and not self.in_use(image_id, None):
-                    self._delete(image_id)
-                    deleted.append(f"Deleted: {image_id}")
+            deleted = [f"Deleted: {image_id}" for (image_id,) in rows
+                       if self._drop_unheld(image_id)]
             self._collect_garbage()
             return PruneResult(deleted, max(0, before - self._usage_bytes()))
+
+    def _drop_unheld(self, image_id: str) -> bool:
+        """Delete an image no tenant has, no build cache holds and no container uses."""
+        held = self._db.execute(
+            "SELECT 1 FROM image_owners WHERE image_id = ? "
+            "UNION SELECT 1 FROM build_cache WHERE image_id = ? LIMIT 1",
+            (image_id, image_id)).fetchone()
+        if held is not None or self.in_use(image_id, None):
+            return False
+        self._delete(image_id)
+        return True
 
     def load(self, stream: BinaryIO, *, tenant: str | None = None) -> builtins.list[LoadedImage]:
         """Load a docker-archive (manifest.json) or OCI image-layout (index.json) tarball."""

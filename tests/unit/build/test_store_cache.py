@@ -81,3 +81,15 @@ def test_removing_an_adopted_image_forgets_its_cache_row(store: ImageStore) -> N
     assert store.cached(None, "k") is None
     with pytest.raises(NotFound):
         store.get(img.id)
+
+
+def test_a_step_built_again_replaces_and_drops_the_old_one(store: ImageStore) -> None:
+    old = step(store, None, None, "k", b"old")
+    new = step(store, None, None, "k", b"new")  # --no-cache: the same key, a new image
+    assert store.cached(None, "k") == new
+    with pytest.raises(NotFound):
+        store.get(old.id)
+    kept = step(store, None, None, "k2", b"kept")
+    store.adopt(kept.id, ["kept:1"], None)
+    step(store, None, None, "k2", b"other")
+    assert store.get("kept:1").id == kept.id  # an adopted image stays
