@@ -241,3 +241,17 @@ def test_a_tenants_build_is_its_own(cloud: Cloud, tmp_path: Path) -> None:  # no
                            timeout=600, env=dict(bob.env, DOCKER_BUILDKIT="0"))
     assert again.returncode == 0 and b"Running in" in again.stdout, again.stdout
     assert b"Using cache" not in again.stdout
+
+
+def test_builder_prune_empties_the_cache(dockerd: Docker, tmp_path: Path) -> None:
+    ctx = tmp_path / "prune"
+    write(ctx / "Dockerfile", f"FROM {IMG}\nRUN echo é-split-safe > /f\n")
+    code, out = build(dockerd, ctx, "-t", "prunable")
+    assert code == 0 and "Running in" in out, out
+    code, out = build(dockerd, ctx, "-t", "prunable")
+    assert "Using cache" in out, out
+    pruned = dockerd.out("builder", "prune", "-f")
+    assert "Total reclaimed space" in pruned, pruned
+    code, out = build(dockerd, ctx, "-t", "prunable")
+    assert code == 0 and "Running in" in out and "Using cache" not in out, out
+    assert dockerd.out("run", "--rm", "prunable", "cat", "/f") == "é-split-safe\n"

@@ -9,6 +9,7 @@ whole (a step's image is held by its cache entry until the build adopts the last
 from __future__ import annotations
 
 import asyncio
+import codecs
 import contextlib
 import json
 import os
@@ -284,6 +285,7 @@ class Builder:
     async def _execute(self, cid: str) -> int:
         """Start the container, stream its output to the build, return its exit code."""
         attached = self.rt.attach(cid, True, True)
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         try:
             waiter = self.rt.waiter(cid, "next-exit")
             await self.rt.start(cid)
@@ -291,7 +293,12 @@ class Builder:
                 item = await attached.subscriber.queue.get()
                 if item is None:
                     break
-                await self.say(item[1].decode("utf-8", errors="replace"))
+                text = decoder.decode(item[1])  # a character split between chunks waits
+                if text:
+                    await self.say(text)
+            tail = decoder.decode(b"", final=True)
+            if tail:
+                await self.say(tail)
             return await waiter
         finally:
             attached.detach()
