@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -120,6 +121,8 @@ class _BuildApi:
         self.rt = runtime
         self.create = create
         self.spool_dir = root / "tmp" / "build"
+        # contexts and spools of builds a previous daemon was running when it stopped
+        shutil.rmtree(self.spool_dir, ignore_errors=True)
         self.credentials = TenantCredentials(root)
 
     async def _pull(self, ref_text: str, tenant: str | None) -> None:
