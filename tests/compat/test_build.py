@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -255,3 +256,20 @@ def test_builder_prune_empties_the_cache(dockerd: Docker, tmp_path: Path) -> Non
     code, out = build(dockerd, ctx, "-t", "prunable")
     assert code == 0 and "Running in" in out and "Using cache" not in out, out
     assert dockerd.out("run", "--rm", "prunable", "cat", "/f") == "é-split-safe\n"
+
+
+def test_docker_compose_build_section(dockerd: Docker, tmp_path: Path) -> None:
+    compose = shutil.which("docker-compose")
+    if compose is None:
+        pytest.skip("docker-compose not installed")
+    project = tmp_path / "composed"
+    write(project / "app" / "Dockerfile",
+          f"FROM {IMG}\nARG FLAVOUR\nRUN echo compose-$FLAVOUR > /flavour\n"
+          'CMD ["cat", "/flavour"]\n')
+    write(project / "docker-compose.yml",
+          'version: "3.7"\nservices:\n  app:\n    image: composebuilt:1\n'
+          "    build:\n      context: ./app\n      args:\n        FLAVOUR: vanilla\n")
+    result = subprocess.run([compose, "build"], cwd=project, capture_output=True, timeout=600,
+                            env=dict(dockerd.env, COMPOSE_PROJECT_NAME="cb"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert dockerd.out("run", "--rm", "composebuilt:1") == "compose-vanilla\n"
