@@ -90,6 +90,7 @@ def test_multi_stage_build_runs_then_is_cached_then_rebuilds_from_the_change(
     assert dockerd.out("ps", "-aq") == ""
     untagged = [line for line in dockerd.out("images").splitlines() if "<none>" in line]
     assert len(untagged) == 1 and first_id[7:19] in untagged[0], untagged
+    assert len(dockerd.out("images", "-a", "-q").split()) > 10  # the steps' images too
 
 
 def test_dockerignore_and_build_args_and_labels(dockerd: Docker, tmp_path: Path) -> None:

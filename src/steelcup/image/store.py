@@ -531,12 +531,14 @@ class ImageStore:
             raise
         return ref
 
-    def list(self, tenant: str | None = None) -> builtins.list[Image]:
-        """Every image (the operator's view), or the ones `tenant` has."""
+    def list(self, tenant: str | None = None, *,
+             intermediates: bool = False) -> builtins.list[Image]:
+        """Every image (the operator's view), or the ones `tenant` has; a build's intermediate
+        images (held only by a build cache) only with `intermediates` (docker's `images -a`)."""
         where, args = _owned_by(tenant)
-        # a build's intermediate images are listed by no one (docker lists them with -a only)
-        where += (" AND (id IN (SELECT image_id FROM image_owners) "
-                  "OR id NOT IN (SELECT image_id FROM build_cache))")
+        if not intermediates:
+            where += (" AND (id IN (SELECT image_id FROM image_owners) "
+                      "OR id NOT IN (SELECT image_id FROM build_cache))")
         query = f"SELECT id FROM image_records WHERE 1 {where} ORDER BY added_at DESC, id"
         rows = self._db.execute(query, args).fetchall()
         return [self._image(r[0], tenant) for r in rows]

@@ -46,6 +46,8 @@ def test_cache_is_per_tenant_and_intermediates_are_not_listed(store: ImageStore)
     with pytest.raises(NotFound):
         store.get(img.id, "bob")
     assert store.list("alice") == [] and store.list() == []
+    assert store.list("alice", intermediates=True) == [img]  # docker images -a
+    assert store.list("bob", intermediates=True) == []
     final = store.adopt(img.id, ["app:1"], "alice")
     assert final.repo_tags == ("app:1",)
     assert [i.id for i in store.list("alice")] == [img.id] and store.list("bob") == []
