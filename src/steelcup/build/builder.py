@@ -12,6 +12,7 @@ import asyncio
 import codecs
 import contextlib
 import json
+import logging
 import os
 import posixpath
 import shutil
@@ -54,6 +55,7 @@ from steelcup.runtime.fs_tar import open_tar
 from steelcup.runtime.lifecycle import Op
 from steelcup.runtime.model import ContainerConfig, ContainerRecord
 
+log = logging.getLogger(__name__)
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 Pull = Callable[[str], Awaitable[None]]
 Create = Callable[[ContainerConfig, str | None], ContainerRecord]
@@ -167,7 +169,7 @@ class Builder:
                      escape: str) -> _Built:
         assert self._plan is not None
         await self._announce(stage.from_instruction)
-        earlier = self._plan.stage_by_ref(stage.base, stage.index)
+        earlier = self._plan.stage_by_ref(stage.base, stage.index, by_index=False)
         if earlier is not None:
             base = built[earlier.index].image
         elif stage.base == "scratch":
@@ -286,8 +288,8 @@ class Builder:
         """Start the container, stream its output to the build, return its exit code."""
         attached = self.rt.attach(cid, True, True)
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        waiter = self.rt.waiter(cid, "next-exit")  # before start: a quick exit is not missed
         try:
-            waiter = self.rt.waiter(cid, "next-exit")
             await self.rt.start(cid)
             while True:
                 item = await attached.subscriber.queue.get()
@@ -301,6 +303,7 @@ class Builder:
                 await self.say(tail)
             return await waiter
         finally:
+            waiter.close()  # not awaited when start failed
             attached.detach()
 
     @contextlib.asynccontextmanager
@@ -319,8 +322,12 @@ class Builder:
         try:
             yield record.id
         finally:
-            with contextlib.suppress(NotFound):
+            try:
                 await self.rt.remove(record.id, force=True, volumes=True)
+            except NotFound:
+                pass
+            except SteelcupError as exc:  # the runtime marked it dead; the step's error stands
+                log.warning("build step container %s: removal failed: %s", record.id[:12], exc)
 
     async def _commit_container(self, cid: str, parent: Image, state: StageState,
                                 created_by: str, key: str) -> Image:

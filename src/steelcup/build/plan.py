@@ -59,12 +59,13 @@ class Plan:
     escape: str
     steps_total: int  # what "Step N/M" counts
 
-    def stage_by_ref(self, ref: str, before: int) -> Stage | None:
-        """The earlier stage `--from=`/`FROM` names (by name or index), None for an image."""
+    def stage_by_ref(self, ref: str, before: int, *, by_index: bool = True) -> Stage | None:
+        """The earlier stage `--from=` (by name or index) or `FROM` (by name: `FROM 0` is an
+        image) names; None for an image."""
         for stage in self.stages[:before]:
             if stage.name and stage.name == ref.lower():
                 return stage
-        if ref.isdigit():
+        if by_index and ref.isdigit():
             index = int(ref)
             if index < before:
                 return self.stages[index]

@@ -35,6 +35,9 @@ def test_stages_and_global_args() -> None:
     assert p.stage_by_ref("build", 1) is p.stages[0]
     assert p.stage_by_ref("0", 1) is p.stages[0]
     assert p.stage_by_ref("alpine", 1) is None
+    assert p.stage_by_ref("0", 1, by_index=False) is None  # FROM 0 names an image
+    with pytest.raises(InvalidArgument, match="current build stage or a later one"):
+        p.stage_by_ref("1", 1)
 
 
 def test_target_stops_at_its_stage() -> None:
