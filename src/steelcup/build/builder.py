@@ -142,6 +142,7 @@ class Builder:
             self.prepare(ctx, req)
         assert self._plan is not None and self._df is not None
         req = self.req
+        self.spool_dir.mkdir(parents=True, exist_ok=True)
         for note in self._df.notes:
             await self.say(f"Note: {note}\n")
         built: list[_Built] = []
@@ -332,7 +333,6 @@ class Builder:
     async def _commit_container(self, cid: str, parent: Image, state: StageState,
                                 created_by: str, key: str) -> Image:
         """The container's writable layer as the step's layer, as `docker commit`."""
-        self.spool_dir.mkdir(parents=True, exist_ok=True)
         async with writable_layer(self.rt, cid, Op.COMMIT) as upper:
             ids = rootfs_module.ids_of(self.rt.container_dir(cid))
 
@@ -449,7 +449,6 @@ class Builder:
                        files: contextlib.ExitStack) -> list[_Source]:
         """Each source as a tar spool (entries relative to it) and whether it is a directory
         (whose contents are copied)."""
-        self.spool_dir.mkdir(parents=True, exist_ok=True)
         if from_image is None:
             root_fd = os.open(ctx.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
             files.callback(os.close, root_fd)
