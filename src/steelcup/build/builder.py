@@ -408,6 +408,9 @@ class Builder:
         if source_from is not None:
             ref = expand_word(source_from, scope, escape)
             earlier = self._plan.stage_by_ref(ref, len(built))
+            if earlier is None and any(st.name == ref.lower()
+                                       for st in self._plan.stages[len(built):]):
+                raise fail(instr, f"--from={ref}: the stage {ref!r} comes after this one")
             from_image = built[earlier.index].image if earlier is not None else \
                 await self._base_image(ref, instr)
         for src in srcs:

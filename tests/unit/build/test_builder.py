@@ -187,6 +187,8 @@ def test_errors_name_the_line(env: Env) -> None:
         ("FROM base:1\nCOPY missing /x\n", "file not found in build context"),
         ("FROM base:1\nADD https://example.invalid/f /f\n", "line 2: ADD: source https://"),
         ("FROM nope:1\n", "line 1: No such image: nope:1"),
+        ("FROM base:1 AS a\nCOPY --from=b /x /x\nFROM base:1 AS b\n",
+         "line 2: COPY: --from=b: the stage 'b' comes after this one"),
     ]:
         failed, _ = build(env, context(env, dockerfile))
         assert isinstance(failed, Exception) and message in str(failed), (dockerfile, failed)
