@@ -37,10 +37,10 @@ CMD ["cat", "/out.txt"]
 
 
 def build(docker: Docker, context: Path, *args: str, timeout: float = 600,
-          ) -> tuple[int, str]:
+          stdin: bytes | None = None) -> tuple[int, str]:
     env = dict(docker.env, DOCKER_BUILDKIT="0")
     result = subprocess.run([DOCKER, "build", *args, str(context)], capture_output=True,
-                            timeout=timeout, env=env)
+                            timeout=timeout, env=env, input=stdin)
     return result.returncode, (result.stdout + result.stderr).decode()
 
 
@@ -113,6 +113,11 @@ def test_dockerignore_and_build_args_and_labels(dockerd: Docker, tmp_path: Path)
         assert gone not in listed, out
     labels = json.loads(dockerd.out("image", "inspect", "-f", "{{json .Config.Labels}}", "ign"))
     assert labels == {"made.by": "test"}
+    # the Dockerfile from STDIN (-f -): the CLI puts it into the context under its own name
+    code, out = build(dockerd, ctx, "-f", "-", "-t", "stdin-df",
+                      stdin=f"FROM {IMG}\nCOPY a.txt /\nCMD [\"cat\", \"/a.txt\"]\n".encode())
+    assert code == 0, out
+    assert dockerd.out("run", "--rm", "stdin-df") == "yes"
 
 
 def test_errors_name_the_line_and_the_exit_code(dockerd: Docker, tmp_path: Path) -> None:

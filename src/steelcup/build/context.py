@@ -5,6 +5,7 @@ read from inside it. The directory goes when the build ends (`close`).
 
 from __future__ import annotations
 
+import io
 import os
 import posixpath
 import shutil
@@ -18,7 +19,7 @@ from typing import IO
 from steelcup.boundedfs import GIB
 from steelcup.build.ignore import IgnoreRules
 from steelcup.errors import ImageError, InvalidArgument
-from steelcup.image.layers import LayerLimits, _Extractor, apply_layer
+from steelcup.image.layers import LayerLimits, _Extractor, apply_layer, decompressed
 from steelcup.runtime.fs_paths import DIR_FLAGS, open_dir, resolve
 
 CONTEXT_MAX_BYTES = 4 * GIB  # unpacked
@@ -49,6 +50,34 @@ class _ContextExtractor(_Extractor):
                          "refused")
 
 
+class _Completed(io.RawIOBase):
+    """A tar stream whose end may be missing: the docker CLI's context for `-f -` stops right
+    after the last file's data, without its padding or the two zero blocks that end a tar (Go's
+    reader accepts that). At the end of `inner`, zeros up to the next 512-byte block and the
+    end blocks follow; a tar that has them reads the same."""
+
+    def __init__(self, inner: IO[bytes]) -> None:
+        self._inner = inner
+        self._count = 0
+        self._tail: bytes | None = None
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buf: memoryview) -> int:  # type: ignore[override]
+        if self._tail is None:
+            data = self._inner.read(len(buf))
+            if data:
+                self._count += len(data)
+                buf[:len(data)] = data
+                return len(data)
+            self._tail = bytes(-self._count % 512 + 1024)
+        n = min(len(buf), len(self._tail))
+        buf[:n] = self._tail[:n]
+        self._tail = self._tail[n:]
+        return n
+
+
 def unpack(stream: IO[bytes], work_dir: Path, dockerfile: str = "",
            max_bytes: int = CONTEXT_MAX_BYTES) -> Context:
     """Unpack the context tar (plain or compressed) under `work_dir`, read its Dockerfile
@@ -60,7 +89,9 @@ def unpack(stream: IO[bytes], work_dir: Path, dockerfile: str = "",
     try:
         limits = LayerLimits(max_bytes=max_bytes, max_entries=1_000_000)
         try:
-            apply_layer(stream, root, limits, extractor_class=_ContextExtractor)
+            with decompressed(stream) as raw:
+                completed = io.BufferedReader(_Completed(raw))
+                apply_layer(completed, root, limits, extractor_class=_ContextExtractor)
         except ImageError as exc:
             raise InvalidArgument(f"invalid build context: {exc}") from exc
         name = dockerfile or DEFAULT_DOCKERFILE

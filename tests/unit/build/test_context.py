@@ -81,3 +81,16 @@ def test_dockerfile_location(tmp_path: Path) -> None:
     # a symlink is resolved inside the context: /etc/passwd there does not exist
     with pytest.raises(InvalidArgument, match="Cannot locate"):
         unpack(io.BytesIO(tar), tmp_path / "w", "out")
+
+
+def test_a_tar_without_its_end_as_the_docker_cli_sends_for_f_dash(tmp_path: Path) -> None:
+    """docker build -f - sends the context without the last file's padding or end blocks."""
+    full = make_tar([("file", ".dockerfile.x", b"FROM a\n"), ("file", "last", b"47 bytes")])
+    cut = full[:512 * 3 + len(b"47 bytes")]  # header, data block, header, then the data only
+    ctx = unpack(io.BytesIO(cut), tmp_path / "work", ".dockerfile.x")
+    try:
+        assert (ctx.root / "last").read_bytes() == b"47 bytes"
+    finally:
+        ctx.close()
+    ctx = unpack(io.BytesIO(gzip.compress(cut)), tmp_path / "work", ".dockerfile.x")
+    ctx.close()
