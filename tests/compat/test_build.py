@@ -68,6 +68,10 @@ def test_multi_stage_build_runs_then_is_cached_then_rebuilds_from_the_change(
     history = dockerd.out("history", "--no-trunc", "--format", "{{.CreatedBy}}", "built:1")
     assert history.splitlines()[0] == '/bin/sh -c #(nop)  CMD ["cat", "/out.txt"]', history
     assert len(history.splitlines()) == 4, history  # the last stage's: scratch + 4 steps
+    saved = dockerd.run("save", "built:1", check=True).stdout  # an ordinary image
+    with tarfile.open(fileobj=io.BytesIO(saved)) as tar:
+        manifest = json.load(tar.extractfile("manifest.json"))  # type: ignore[arg-type]
+    assert manifest[0]["RepoTags"] == ["built:1"] and len(manifest[0]["Layers"]) == 2
 
     code, again = build(dockerd, context, "-t", "built:1", "--build-arg", "GREETING=hi")
     assert code == 0, again
