@@ -201,3 +201,27 @@ def test_labels_and_quiet(env: Env) -> None:
     assert isinstance(image, Image)
     assert out == image.id + "\n"
     assert json.loads(image.raw_config)["config"]["Labels"] == {"a": "1", "b": "2"}
+
+
+def test_a_cancelled_build_removes_its_running_step(env: Env) -> None:
+    """The client going away cancels the build: the RUN's container (and so its VM) goes."""
+    async def main() -> None:
+        env.vms = FakeVms()
+        env.runtime.vms = cast(VmSource, env.vms)
+
+        async def send(msg: dict[str, Any]) -> None:
+            pass
+
+        ctx = context(env, "FROM base:1\nRUN sleep forever\n")
+        task = asyncio.create_task(
+            Builder(env.runtime, env.tmp / "spool", send).build(ctx, BuildRequest()))
+        process = await env.vms.next_process(timeout_s=60)
+        assert len(env.runtime.list()) == 1
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert process.signals  # killed, not left running
+        assert env.runtime.list() == []
+        assert all(m.closed for m in env.vms.machines)
+
+    asyncio.run(main())
