@@ -19,6 +19,7 @@ import re
 import struct
 import subprocess
 import threading
+import time
 from pathlib import Path
 
 from steelcup import sysmount
@@ -49,6 +50,9 @@ _LOOP_CTL_GET_FREE = 0x4C82
 _LOOP_CONFIGURE = 0x4C0A  # Linux 5.8
 _LO_FLAGS_AUTOCLEAR = 4
 _LOOP_ATTEMPTS = 16  # another process may take the free device between query and configure
+# How long a mount waits for an earlier, lazily detached mount of the same image to go.
+RELEASE_DEADLINE_S = 30.0
+_RELEASE_POLL_S = 0.01
 
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgtp]?)(?:i?b)?\s*$", re.IGNORECASE)
@@ -159,6 +163,7 @@ def mount(image: Path, target: Path) -> None:
     mount(8) remains the fallback for kernels without LOOP_CONFIGURE.
     """
     target.mkdir(exist_ok=True)
+    wait_released(image)
     try:
         device, loop_fd = _attach_loop(image)
     except OSError as exc:
@@ -173,6 +178,44 @@ def mount(image: Path, target: Path) -> None:
         raise SteelcupError(f"mounting {image} failed: {exc}") from exc
     finally:
         os.close(loop_fd)  # autoclear: unconfigured now if the mount failed, else at unmount
+
+
+def wait_released(image: Path, deadline_s: float = RELEASE_DEADLINE_S) -> None:
+    """Wait until no loop device is backed by `image` any more.
+
+    An unmount that found the filesystem busy detached it lazily. Its superblock, with data
+    not yet written back, lives until the last user goes (a VM that has just exited, the
+    kernel's deferred release), and the loop device is cleared after that. Mounting the image
+    again before then would make a second ext4 of the same disk. That mount would read what
+    the first had not yet written (a container's fresh files missing at a commit right after
+    its run), and both would then write. SteelcupError if the device is still bound at
+    `deadline_s`."""
+    deadline = time.monotonic() + deadline_s
+    while _loops_backed_by(image):
+        if time.monotonic() > deadline:
+            raise SteelcupError(f"{image} is still in use by an earlier mount")
+        time.sleep(_RELEASE_POLL_S)  # the kernel tells no one when it is done
+
+
+def _loops_backed_by(image: Path) -> list[str]:
+    """The bound loop devices whose backing file is `image`."""
+    want = os.path.realpath(image)
+    found = []
+    try:
+        entries = os.listdir("/sys/block")
+    except OSError:
+        return []
+    for name in entries:
+        if not name.startswith("loop"):
+            continue
+        try:
+            with open(f"/sys/block/{name}/loop/backing_file", encoding="utf-8") as f:
+                backing = f.read().strip()
+        except OSError:  # not bound (no loop/ dir), or gone meanwhile
+            continue
+        if backing == want:
+            found.append(name)
+    return found
 
 
 def _attach_loop(image: Path) -> tuple[str, int]:

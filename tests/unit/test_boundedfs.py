@@ -96,3 +96,35 @@ def test_empty_root_images_have_no_lost_and_found(tmp_path: Path) -> None:
 ])
 def test_format_size_reads_back(size: int, text: str) -> None:
     assert boundedfs.format_size(size) == text and boundedfs.parse_size(text) == size
+
+
+def test_a_mount_waits_for_a_lazily_detached_earlier_mount_of_the_image(tmp_path: Path) -> None:
+    """An unmount that found the filesystem busy detaches it lazily: its data is written back
+    only when its last user goes. A second mount before then would be another ext4 of the same
+    disk, missing what the first had not written yet. `mount` waits for the first to go."""
+    import os
+    import threading
+
+    if os.geteuid() != 0:
+        pytest.skip("loop devices need root")
+    image = tmp_path / "rw.img"
+    boundedfs.DiskMaker(tmp_path / "cache", 64 * MIB).make(image, 64 * MIB)
+    first, second = tmp_path / "first", tmp_path / "second"
+    boundedfs.mount(image, first)
+    held = open(first / "written-late", "w")  # noqa: SIM115 - the user that keeps it busy
+    held.write("data")
+    held.flush()
+    boundedfs.unmount(first)  # busy: detached lazily, still alive through `held`
+    mounted = threading.Event()
+    worker = threading.Thread(target=lambda: (boundedfs.mount(image, second), mounted.set()))
+    worker.start()
+    try:
+        assert not mounted.wait(0.5)  # waiting for the first mount to go, not mounting
+        held.close()
+        worker.join(timeout=30)
+        assert mounted.is_set()
+        assert (second / "written-late").read_text() == "data"
+    finally:
+        held.close()
+        worker.join(timeout=30)
+        boundedfs.unmount(second)

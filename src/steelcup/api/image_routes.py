@@ -6,6 +6,7 @@ in a thread, stream docker's JSON-lines progress format back.
 from __future__ import annotations
 
 import asyncio
+import functools
 import io
 import json
 import threading
@@ -97,7 +98,8 @@ class _ImageApi:
     async def list_images(self, req: Request) -> Response:
         filters = image_codec.decode_image_filters(req.q("filters"))
         tenant = req.principal.tenant
-        images = await asyncio.to_thread(self.images.list, tenant)
+        images = await asyncio.to_thread(
+            functools.partial(self.images.list, tenant, intermediates=req.q_bool("all")))
         chosen = await asyncio.to_thread(image_codec.select_images, images, filters,
                                          lambda ref: self.images.get(ref, tenant))
         return JsonResponse([image_codec.encode_summary(i, tags) for i, tags in chosen])

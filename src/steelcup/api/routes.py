@@ -19,6 +19,7 @@ from typing import Any
 
 from steelcup import __version__, stdcopy
 from steelcup.api import (
+    build_routes,
     cron_routes,
     fip_routes,
     fs_routes,
@@ -204,6 +205,7 @@ def build_router(svc: Services) -> Router:
         r.add("POST", "/swarm/leave", _not_in_swarm)
         r.add("GET", "/swarm", _not_a_manager)
     image_routes.register(r, svc.images, svc.events, svc.root)
+    build_routes.register(r, svc.runtime, svc.root, api.admission.create)
     fs_routes.register(r, svc.runtime, svc.images, svc.events)
     if svc.networks is not None:
         rt = svc.runtime
@@ -235,10 +237,8 @@ def build_router(svc: Services) -> Router:
 
 
 _UNSUPPORTED = [
-    ("POST", "/build", "image build"),
     ("GET", "/plugins", "plugins"),
     ("POST", "/session", "build sessions"),
-    ("POST", "/build/prune", "build cache"),
     ("GET", "/distribution/{name:path}/json", "distribution inspect"),
     ("POST", "/containers/{id}/checkpoints", "checkpoints"),
     ("GET", "/containers/{id}/checkpoints", "checkpoints"),

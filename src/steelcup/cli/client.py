@@ -34,7 +34,8 @@ _MAX_HEADER = 64 * 1024
 # A daemon's standing warning for its users (e.g. a multi-tenant daemon without KVM).
 WARNING_HEADER = "steelcup-warning"
 
-Query = Mapping[str, str | int | bool | None] | None
+# a tuple value: the key repeated, once per item (docker build's `t`)
+Query = Mapping[str, str | int | bool | tuple[str, ...] | None] | None
 Headers = dict[str, str]
 
 
@@ -81,6 +82,8 @@ def encode_query(query: Query) -> str:
             continue
         if isinstance(value, bool):
             pairs.append((key, "1" if value else "0"))
+        elif isinstance(value, tuple):
+            pairs.extend((key, str(item)) for item in value)
         else:
             pairs.append((key, str(value)))
     return "?" + "&".join(f"{_quote(k)}={_quote(v)}" for k, v in pairs) if pairs else ""

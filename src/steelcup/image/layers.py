@@ -89,9 +89,11 @@ class LayerStats:
 
 
 def apply_layer(
-    stream: BinaryIO | IO[bytes], target: Path, limits: LayerLimits | None = None
+    stream: BinaryIO | IO[bytes], target: Path, limits: LayerLimits | None = None,
+    extractor_class: type[_Extractor] | None = None,
 ) -> LayerStats:
-    """Extract the layer tar in `stream` into the existing directory `target`."""
+    """Extract the layer tar in `stream` into the existing directory `target` (with
+    `extractor_class`, a subclass with other rules for some entries: a build context's)."""
     limits = limits or LayerLimits()
     try:
         root_fd = os.open(target, _DIR_FLAGS)
@@ -101,7 +103,7 @@ def apply_layer(
     try:
         with decompressed(cast(IO[bytes], source)) as raw:  # read() is all it uses
             counter = _CountingReader(raw, limits, source)
-            extractor = _Extractor(root_fd, limits)
+            extractor = (extractor_class or _Extractor)(root_fd, limits)
             try:
                 tar = open_stream(counter)
                 extractor.run(tar)

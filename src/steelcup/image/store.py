@@ -80,6 +80,13 @@ CREATE TABLE IF NOT EXISTS image_manifests (
     raw BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS image_manifests_image ON image_manifests (image_id);
+CREATE TABLE IF NOT EXISTS build_cache (
+    tenant TEXT NOT NULL,              -- whose builds may reuse it ("" = the operator's)
+    key TEXT NOT NULL,                 -- build.plan.cache_key of the step
+    image_id TEXT NOT NULL,            -- the step's image (held by this row alone, or owned)
+    PRIMARY KEY (tenant, key)
+);
+CREATE INDEX IF NOT EXISTS build_cache_image ON build_cache (image_id);
 """
 
 # What is per tenant ("" = the operator's): the names (tags, repo digests) and which images a
@@ -351,6 +358,130 @@ class ImageStore:
             finally:
                 self._gc_blobs(created)
 
+    def derive(
+        self,
+        base_id: str | None,
+        layer: BinaryIO | None,
+        *,
+        config: dict[str, Any],
+        history: dict[str, Any] | None,
+        cache: tuple[str | None, str],
+    ) -> Image:
+        """A build step's image: the layers of `base_id` (none: scratch) plus the tar `layer`
+        if given, `config` as its whole inner config, `history` appended to the base's (None:
+        the empty image of FROM scratch). The build cache entry `cache` (tenant, key) holds
+        it, in the same transaction: until a build `adopt`s it, no tenant has it, and
+        `prune_build_cache` collects it."""
+        with self._lock:
+            base_doc: dict[str, Any] = {}
+            base_blobs: builtins.list[str] = []
+            base_diff_ids: tuple[str, ...] = ()
+            if base_id is not None:
+                base = self._image(self._resolve(base_id, None), None)
+                base_doc = json.loads(base.raw_config)
+                base_diff_ids = base.diff_ids
+                for diff_id in base.diff_ids:
+                    found = self._layer_blob(diff_id)
+                    if found is None:
+                        raise ImageError(f"layer {diff_id[7:19]} of image {base.short_id} is "
+                                         "missing")
+                    base_blobs.append(found[0])
+            created: set[str] = set()
+            try:
+                layer_blobs = list(base_blobs)
+                diff_ids = list(base_diff_ids)
+                if layer is not None:
+                    blob = self._blobs.write(layer)
+                    created.add(blob.digest)
+                    diff_id, _size = self._ensure_layer(blob.digest, None)
+                    layer_blobs.append(blob.digest)
+                    diff_ids.append(diff_id)
+                now = _now()
+                old_history = base_doc.get("history")
+                if not isinstance(old_history, list):
+                    old_history = []
+                entries = list(old_history)
+                if history is not None:
+                    entry = {"created": now, **history}
+                    if layer is None:
+                        entry["empty_layer"] = True
+                    entries.append(entry)
+                    if entry.get("author"):
+                        base_doc["author"] = entry["author"]
+                doc = {
+                    "architecture": base_doc.get("architecture") or host_arch(),
+                    "os": "linux",
+                    "created": now,
+                    "config": config,
+                    "rootfs": {"type": "layers", "diff_ids": diff_ids},
+                    "history": entries,
+                }
+                if base_doc.get("author"):
+                    doc["author"] = base_doc["author"]
+                raw = json.dumps(doc, separators=(",", ":"), sort_keys=True).encode()
+                config_blob = self._blobs.write(io.BytesIO(raw))
+                created.add(config_blob.digest)
+                with self._tx():
+                    image = self._register(config_blob.digest, raw, layer_blobs, [], [],
+                                           own=False)
+                    old = self._db.execute(
+                        "SELECT image_id FROM build_cache WHERE tenant = ? AND key = ?",
+                        (cache[0] or "", cache[1])).fetchone()
+                    self._db.execute(
+                        "INSERT OR REPLACE INTO build_cache (tenant, key, image_id) "
+                        "VALUES (?, ?, ?)", (cache[0] or "", cache[1], image.id))
+                if old is not None and old[0] != image.id:
+                    self._drop_unheld(str(old[0]))  # a --no-cache build replaced it
+                return image
+            finally:
+                self._gc_blobs(created)
+
+    def cached(self, tenant: str | None, key: str) -> Image | None:
+        """The image of build step `key` in `tenant`'s build cache, if there is one."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT image_id FROM build_cache WHERE tenant = ? AND key = ?",
+                (tenant or "", key)).fetchone()
+            if row is None:
+                return None
+            try:
+                return self._image(str(row[0]), None)
+            except NotFound:
+                return None
+
+    def adopt(self, image_id: str, tags: builtins.list[str], tenant: str | None) -> Image:
+        """A build's result becomes `tenant`'s image with `tags` (its `images` quota applies)."""
+        names = [parse_tag_reference(t).familiar() for t in tags]
+        with self._lock, self._tx():
+            self._add_names(image_id, names, tenant or "")
+        return self._image(image_id, tenant)
+
+    def prune_build_cache(self, tenant: str | None) -> PruneResult:
+        """Forget `tenant`'s (None: everyone's) build cache; the intermediate images it alone
+        held are deleted. Returns their ids and the bytes freed on disk."""
+        with self._lock:
+            where, args = _tenant_is(tenant)
+            rows = self._db.execute(f"SELECT DISTINCT image_id FROM build_cache WHERE 1 {where}",
+                                    args).fetchall()
+            before = self._usage_bytes()
+            with self._tx():
+                self._db.execute(f"DELETE FROM build_cache WHERE 1 {where}", args)
+            deleted = [f"Deleted: {image_id}" for (image_id,) in rows
+                       if self._drop_unheld(image_id)]
+            self._collect_garbage()
+            return PruneResult(deleted, max(0, before - self._usage_bytes()))
+
+    def _drop_unheld(self, image_id: str) -> bool:
+        """Delete an image no tenant has, no build cache holds and no container uses."""
+        held = self._db.execute(
+            "SELECT 1 FROM image_owners WHERE image_id = ? "
+            "UNION SELECT 1 FROM build_cache WHERE image_id = ? LIMIT 1",
+            (image_id, image_id)).fetchone()
+        if held is not None or self.in_use(image_id, None):
+            return False
+        self._delete(image_id)
+        return True
+
     def load(self, stream: BinaryIO, *, tenant: str | None = None) -> builtins.list[LoadedImage]:
         """Load a docker-archive (manifest.json) or OCI image-layout (index.json) tarball."""
         with self._lock:
@@ -400,9 +531,14 @@ class ImageStore:
             raise
         return ref
 
-    def list(self, tenant: str | None = None) -> builtins.list[Image]:
-        """Every image (the operator's view), or the ones `tenant` has."""
+    def list(self, tenant: str | None = None, *,
+             intermediates: bool = False) -> builtins.list[Image]:
+        """Every image (the operator's view), or the ones `tenant` has; a build's intermediate
+        images (held only by a build cache) only with `intermediates` (docker's `images -a`)."""
         where, args = _owned_by(tenant)
+        if not intermediates:
+            where += (" AND (id IN (SELECT image_id FROM image_owners) "
+                      "OR id NOT IN (SELECT image_id FROM build_cache))")
         query = f"SELECT id FROM image_records WHERE 1 {where} ORDER BY added_at DESC, id"
         rows = self._db.execute(query, args).fetchall()
         return [self._image(r[0], tenant) for r in rows]
@@ -889,7 +1025,10 @@ class ImageStore:
         repo: str = "",
         repo_digest: str = "",
         tenant: str | None = None,
+        own: bool = True,
     ) -> Image:
+        """Record an image whose blobs are stored; `tenant` has it (unless not `own`: a build
+        step's image, which its build cache row holds) and `tags` name it."""
         owner = tenant or ""
         doc = decode_json(raw, "image config", error=ImageError)
         ImageConfig.from_image_json(doc)  # validate early
@@ -949,8 +1088,9 @@ class ImageStore:
                     "UPDATE image_records SET manifest_digests = ? WHERE id = ?",
                     (json.dumps(digests), image_id),
                 )
-            self._add_names(image_id, tags, owner)
-        return self._image(image_id, tenant)
+            if own:
+                self._add_names(image_id, tags, owner)
+        return self._image(image_id, tenant if own else None)
 
     def _add_names(self, image_id: str, tags: builtins.list[str], owner: str) -> None:
         """`owner` has the image, with `tags` pointing at it (moved from any other image).
@@ -1117,12 +1257,13 @@ class ImageStore:
         container uses it, its record goes, and with it the layers no other image uses."""
         where, args = _tenant_is(tenant)
         with self._tx():
-            for table in ("image_tags", "image_repo_digests", "image_owners"):
+            for table in ("image_tags", "image_repo_digests", "image_owners", "build_cache"):
                 self._db.execute(
                     f"DELETE FROM {table} WHERE image_id = ? {where}", (image_id, *args)
                 )
         held = self._db.execute(
-            "SELECT 1 FROM image_owners WHERE image_id = ? LIMIT 1", (image_id,)
+            "SELECT 1 FROM image_owners WHERE image_id = ? "
+            "UNION SELECT 1 FROM build_cache WHERE image_id = ? LIMIT 1", (image_id, image_id)
         ).fetchone()
         if held is None and not self.in_use(image_id, None):
             self._delete(image_id)
@@ -1139,6 +1280,7 @@ class ImageStore:
             self._db.execute("DELETE FROM image_records WHERE id = ?", (image_id,))
             self._db.execute("DELETE FROM image_tags WHERE image_id = ?", (image_id,))
             self._db.execute("DELETE FROM image_owners WHERE image_id = ?", (image_id,))
+            self._db.execute("DELETE FROM build_cache WHERE image_id = ?", (image_id,))
             self._db.execute("DELETE FROM image_manifests WHERE image_id = ?", (image_id,))
             self._db.execute("DELETE FROM image_repo_digests WHERE image_id = ?", (image_id,))
         blobs = {image_id}
@@ -1169,10 +1311,12 @@ def _tenant_is(tenant: str | None) -> tuple[str, tuple[str, ...]]:
 
 
 def _owned_by(tenant: str | None) -> tuple[str, tuple[str, ...]]:
-    """An SQL condition on an image `id` column: one `tenant` has (none for the operator)."""
+    """An SQL condition on an image `id` column: one `tenant` has, or holds in its build cache
+    (none for the operator)."""
     if tenant is None:
         return "", ()
-    return "AND id IN (SELECT image_id FROM image_owners WHERE tenant = ?)", (tenant,)
+    return ("AND (id IN (SELECT image_id FROM image_owners WHERE tenant = ?) "
+            "OR id IN (SELECT image_id FROM build_cache WHERE tenant = ?))", (tenant, tenant))
 
 
 def _tree_bytes(path: Path) -> int:

@@ -29,6 +29,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "tag": ("images", "create a tag TARGET that refers to SOURCE"),
     "load": ("images", "load images from a tar archive (docker save format)"),
     "import": ("images", "create an image from a root filesystem tarball"),
+    "build": ("build", "build an image from a Dockerfile (each RUN step in a fresh VM)"),
     "pull": ("images_registry", "download an image from a registry"),
     "push": ("images_registry", "upload an image to a registry"),
     "login": ("images_registry", "log in to a registry (credentials kept by the daemon)"),

@@ -1,0 +1,285 @@
+"""`docker build` with the real docker CLI's classic builder (DOCKER_BUILDKIT=0): every RUN
+step runs in a VM, the cache makes an unchanged rebuild instant, and errors read like docker's.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from tests.compat.conftest import DOCKER, IMG, Docker
+from tests.compat.test_tenant_cloud import Cloud, _ok, cloud  # noqa: F401 - the fixture
+from tests.vm.support import BUSYBOX_TAR
+
+pytestmark = pytest.mark.vm
+
+MULTI_STAGE = f"""\
+# syntax=docker/dockerfile:1
+FROM {IMG} AS build
+ARG GREETING=hello
+WORKDIR /work
+COPY msg.txt ./
+COPY lib/ ./lib/
+RUN echo "$GREETING from $(cat msg.txt) and $(cat lib/part.txt)" > out.txt && echo step-ran
+FROM scratch
+COPY --from=build /bin/busybox /bin/busybox
+COPY --from=build /work/out.txt /out.txt
+ENTRYPOINT ["/bin/busybox"]
+CMD ["cat", "/out.txt"]
+"""
+
+
+def build(docker: Docker, context: Path, *args: str, timeout: float = 600,
+          stdin: bytes | None = None) -> tuple[int, str]:
+    env = dict(docker.env, DOCKER_BUILDKIT="0")
+    result = subprocess.run([DOCKER, "build", *args, str(context)], capture_output=True,
+                            timeout=timeout, env=env, input=stdin)
+    return result.returncode, (result.stdout + result.stderr).decode()
+
+
+def write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
+@pytest.fixture
+def context(tmp_path: Path) -> Path:
+    ctx = tmp_path / "ctx"
+    write(ctx / "Dockerfile", MULTI_STAGE)
+    write(ctx / "msg.txt", "the context")
+    write(ctx / "lib" / "part.txt", "a part")
+    return ctx
+
+
+def test_multi_stage_build_runs_then_is_cached_then_rebuilds_from_the_change(
+        dockerd: Docker, context: Path) -> None:
+    code, out = build(dockerd, context, "-t", "built:1", "--build-arg", "GREETING=hi")
+    assert code == 0, out
+    assert "Step 1/11 : FROM steelcup/busybox AS build" in out
+    assert "step-ran" in out and "Successfully tagged built:1" in out, out
+    assert dockerd.out("run", "--rm", "built:1") == "hi from the context and a part\n"
+    history = dockerd.out("history", "--no-trunc", "--format", "{{.CreatedBy}}", "built:1")
+    assert history.splitlines()[0] == '/bin/sh -c #(nop)  CMD ["cat", "/out.txt"]', history
+    assert len(history.splitlines()) == 4, history  # the last stage's: scratch + 4 steps
+    saved = dockerd.run("save", "built:1", check=True).stdout  # an ordinary image
+    with tarfile.open(fileobj=io.BytesIO(saved)) as tar:
+        manifest = json.load(tar.extractfile("manifest.json"))  # type: ignore[arg-type]
+    assert manifest[0]["RepoTags"] == ["built:1"] and len(manifest[0]["Layers"]) == 2
+
+    code, again = build(dockerd, context, "-t", "built:1", "--build-arg", "GREETING=hi")
+    assert code == 0, again
+    assert "Running in" not in again and again.count("Using cache") == 9, again
+    first_id = dockerd.out("image", "inspect", "-f", "{{.Id}}", "built:1")
+    code, uncached = build(dockerd, context, "--no-cache", "-t", "uncached",
+                           "--build-arg", "GREETING=hi")
+    assert code == 0 and "Using cache" not in uncached and "step-ran" in uncached, uncached
+
+    write(context / "lib" / "part.txt", "a changed part")
+    code, changed = build(dockerd, context, "-t", "built:1", "--build-arg", "GREETING=hi")
+    assert code == 0, changed
+    steps = changed.split("Step ")
+    assert all("Using cache" in s for s in steps[2:5]), changed  # ARG, WORKDIR, COPY msg.txt
+    assert "Using cache" not in steps[5] and "Running in" in steps[6], changed
+    assert dockerd.out("image", "inspect", "-f", "{{.Id}}", "built:1") != first_id
+    assert dockerd.out("run", "--rm", "built:1") == "hi from the context and a changed part\n"
+    # no step container is left; intermediate images are not listed, the image that lost
+    # its tag is (dangling, as docker's)
+    assert dockerd.out("ps", "-aq") == ""
+    untagged = [line for line in dockerd.out("images").splitlines() if "<none>" in line]
+    assert len(untagged) == 1 and first_id[7:19] in untagged[0], untagged
+    assert len(dockerd.out("images", "-a", "-q").split()) > 10  # the steps' images too
+
+
+def test_dockerignore_and_build_args_and_labels(dockerd: Docker, tmp_path: Path) -> None:
+    ctx = tmp_path / "ign"
+    write(ctx / "Dockerfile", f"FROM {IMG}\nARG WHO\nCOPY . /src/\n"
+          'RUN echo "who=$WHO" && find /src | sort\n')
+    write(ctx / ".dockerignore", "secret*\n**/*.log\nkeep/\n!keep/this.txt\n")
+    write(ctx / "secret.key", "no")
+    write(ctx / "a.txt", "yes")
+    write(ctx / "deep" / "x.log", "no")
+    write(ctx / "keep" / "this.txt", "yes")
+    write(ctx / "keep" / "not.txt", "no")
+    code, out = build(dockerd, ctx, "-t", "ign", "--build-arg", "WHO=tester",
+                      "--label", "made.by=test")
+    assert code == 0, out
+    assert "who=tester" in out
+    listed = [line for line in out.splitlines() if line.startswith("/src")]
+    assert "/src/a.txt" in listed and "/src/keep/this.txt" in listed, out
+    for gone in ("/src/secret.key", "/src/deep/x.log", "/src/keep/not.txt"):
+        assert gone not in listed, out
+    labels = json.loads(dockerd.out("image", "inspect", "-f", "{{json .Config.Labels}}", "ign"))
+    assert labels == {"made.by": "test"}
+    # the Dockerfile from STDIN (-f -): the CLI puts it into the context under its own name
+    code, out = build(dockerd, ctx, "-f", "-", "-t", "stdin-df",
+                      stdin=f"FROM {IMG}\nCOPY a.txt /\nCMD [\"cat\", \"/a.txt\"]\n".encode())
+    assert code == 0, out
+    assert dockerd.out("run", "--rm", "stdin-df") == "yes"
+
+
+def test_errors_name_the_line_and_the_exit_code(dockerd: Docker, tmp_path: Path) -> None:
+    images_before = dockerd.out("images", "-q")
+    ctx = tmp_path / "bad"
+    write(ctx / "Dockerfile", f"FROM {IMG}\nRUN echo before\nRUN exit 3\n")
+    code, out = build(dockerd, ctx)
+    assert code == 3, out
+    assert "The command '/bin/sh -c exit 3' returned a non-zero code: 3" in out, out
+
+    write(ctx / "Dockerfile", f"FROM {IMG}\nFROBNICATE x\n")
+    code, out = build(dockerd, ctx)
+    assert code != 0 and "line 2: unknown instruction: FROBNICATE" in out, out
+
+    write(ctx / "Dockerfile", f"FROM {IMG}\nCOPY ../outside /x\n")
+    code, out = build(dockerd, ctx)
+    assert code != 0 and "forbidden path outside the build context" in out, out
+
+    write(ctx / "Dockerfile", f"FROM {IMG}\nCOPY --from=nostage /x /x\n")
+    code, out = build(dockerd, ctx)
+    assert code != 0 and "nostage" in out, out
+
+    code, out = build(dockerd, ctx, "--target", "nope")
+    assert code != 0 and "failed to reach build target nope" in out, out
+    # nothing half-made is left: no container, no new image listed
+    assert dockerd.out("ps", "-aq") == ""
+    assert dockerd.out("images", "-q") == images_before
+
+
+def test_docker_py_build_from_a_fileobj(dockerd: Docker) -> None:
+    docker = pytest.importorskip("docker")
+    client = docker.DockerClient(base_url=dockerd.host, version="1.43")
+    data = f"FROM {IMG}\nRUN echo made-by-docker-py > /made\nCMD [\"cat\", \"/made\"]\n"
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        info = tarfile.TarInfo("Dockerfile")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data.encode()))
+    buf.seek(0)
+    image, logs = client.images.build(fileobj=buf, custom_context=True, tag="frompy:1",
+                                      timeout=600)
+    assert "frompy:1" in image.tags
+    assert any("made-by-docker-py" in str(chunk.get("stream", "")) for chunk in logs)
+    assert dockerd.out("run", "--rm", "frompy:1") == "made-by-docker-py\n"
+    client.close()
+
+
+def steelcup(docker: Docker, *args: str, stdin: bytes | None = None) -> tuple[int, str, str]:
+    result = subprocess.run([sys.executable, "-m", "steelcup", "-H", docker.host, *args],
+                            input=stdin, capture_output=True, timeout=600,
+                            env=dict(docker.env, STEELCUP_NO_AUTOSTART="1"))
+    return result.returncode, result.stdout.decode(), result.stderr.decode()
+
+
+def test_steelcup_cli_build_with_dockerfile_outside_and_quiet(
+        dockerd: Docker, tmp_path: Path) -> None:
+    ctx = tmp_path / "cli"
+    write(ctx / "data.txt", "from-cli")
+    write(ctx / "skip.me", "no")
+    write(ctx / ".dockerignore", "*.me\n")
+    outside = tmp_path / "elsewhere.Dockerfile"
+    write(outside, f"FROM {IMG}\nARG N\nCOPY . /c/\nRUN ls /c && echo n=$N\n"
+          "LABEL via=cli\n")
+    code, out, err = steelcup(dockerd, "build", "-t", "cli:1", "-t", "cli:2", "-f", str(outside),
+                              "--build-arg", "N=7", "--label", "extra=yes", str(ctx))
+    assert code == 0, err
+    assert "data.txt" in out and "skip.me" not in out and "n=7" in out, out
+    assert "Successfully tagged cli:1" in out and "Successfully tagged cli:2" in out, out
+    labels = json.loads(dockerd.out("image", "inspect", "-f", "{{json .Config.Labels}}",
+                                    "cli:2"))
+    assert labels == {"via": "cli", "extra": "yes"}
+    code, out, err = steelcup(dockerd, "build", "-q", "-f", "-", str(ctx),
+                              stdin=f"FROM {IMG}\nRUN exit 7\n".encode())
+    assert code == 7 and "returned a non-zero code: 7" in err, (out, err)
+    code, out, err = steelcup(dockerd, "build", "-q", "-f", str(outside), str(ctx))
+    assert code == 0 and out.startswith("sha256:") and len(out.split()) == 1, (out, err)
+
+
+def test_onbuild_add_tar_chown_chmod(dockerd: Docker, tmp_path: Path) -> None:
+    base = tmp_path / "base"
+    write(base / "Dockerfile", f"FROM {IMG}\nONBUILD COPY trigger.txt /from-trigger\n"
+          "ONBUILD RUN echo trigger-ran\n")
+    code, out = build(dockerd, base, "-t", "onbuild-base")
+    assert code == 0, out
+    child = tmp_path / "child"
+    write(child / "trigger.txt", "triggered")
+    write(child / "f.txt", "owned")
+    archive = child / "bundle.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        data = b"unpacked"
+        info = tarfile.TarInfo("inner/file.txt")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    write(child / "Dockerfile", "FROM onbuild-base\nADD bundle.tar.gz /opt/\n"
+          "COPY --chown=1:2 --chmod=640 f.txt /owned/\n"
+          "RUN cat /from-trigger /opt/inner/file.txt && stat -c '%u:%g %a' /owned/f.txt\n")
+    code, out = build(dockerd, child, "-t", "onbuild-child")
+    assert code == 0, out
+    assert "# Executing 2 build triggers" in out and "trigger-ran" in out, out
+    assert "triggeredunpacked" in out and "1:2 640" in out, out
+    onbuild = dockerd.out("image", "inspect", "-f", "{{json .Config.OnBuild}}", "onbuild-child")
+    assert onbuild.strip() in ("null", "[]")  # triggers run once, in the child only
+
+
+def test_a_tenants_build_is_its_own(cloud: Cloud, tmp_path: Path) -> None:  # noqa: F811
+    """Over TLS as two tenants: alice's build makes alice's image; bob sees neither it nor
+    its steps, and the same Dockerfile built by bob runs its steps again (caches are per
+    tenant)."""
+    alice, bob = cloud.alice, cloud.bob
+    ctx = tmp_path / "tenant"
+    write(ctx / "Dockerfile", f"FROM {IMG}\nRUN echo built-by-$(hostname | wc -c) > /who\n")
+    for tenant in (alice, bob):
+        loaded = tenant.docker("load", "-i", str(BUSYBOX_TAR))
+        assert loaded.returncode == 0, loaded.stderr
+    env = dict(alice.env, DOCKER_BUILDKIT="0")
+    built = subprocess.run([DOCKER, "build", "-t", "mine", str(ctx)], capture_output=True,
+                           timeout=600, env=env)
+    assert built.returncode == 0, built.stderr
+    image_id = _ok(alice.docker("image", "inspect", "-f", "{{.Id}}", "mine")).strip()
+    assert _ok(bob.docker("images", "-q", "mine")) == ""
+    assert bob.docker("image", "inspect", image_id).returncode != 0
+    write(ctx / "Dockerfile", f"FROM {image_id}\n")
+    stolen = subprocess.run([DOCKER, "build", str(ctx)], capture_output=True, timeout=600,
+                            env=dict(bob.env, DOCKER_BUILDKIT="0"))
+    assert stolen.returncode != 0 and b"No such image" in stolen.stdout + stolen.stderr
+    write(ctx / "Dockerfile", f"FROM {IMG}\nRUN echo built-by-$(hostname | wc -c) > /who\n")
+    again = subprocess.run([DOCKER, "build", "-t", "mine", str(ctx)], capture_output=True,
+                           timeout=600, env=dict(bob.env, DOCKER_BUILDKIT="0"))
+    assert again.returncode == 0 and b"Running in" in again.stdout, again.stdout
+    assert b"Using cache" not in again.stdout
+
+
+def test_builder_prune_empties_the_cache(dockerd: Docker, tmp_path: Path) -> None:
+    ctx = tmp_path / "prune"
+    write(ctx / "Dockerfile", f"FROM {IMG}\nRUN echo é-split-safe > /f\n")
+    code, out = build(dockerd, ctx, "-t", "prunable")
+    assert code == 0 and "Running in" in out, out
+    code, out = build(dockerd, ctx, "-t", "prunable")
+    assert "Using cache" in out, out
+    pruned = dockerd.out("builder", "prune", "-f")
+    assert "Total reclaimed space" in pruned, pruned
+    code, out = build(dockerd, ctx, "-t", "prunable")
+    assert code == 0 and "Running in" in out and "Using cache" not in out, out
+    assert dockerd.out("run", "--rm", "prunable", "cat", "/f") == "é-split-safe\n"
+
+
+def test_docker_compose_build_section(dockerd: Docker, tmp_path: Path) -> None:
+    compose = shutil.which("docker-compose")
+    if compose is None:
+        pytest.skip("docker-compose not installed")
+    project = tmp_path / "composed"
+    write(project / "app" / "Dockerfile",
+          f"FROM {IMG}\nARG FLAVOUR\nRUN echo compose-$FLAVOUR > /flavour\n"
+          'CMD ["cat", "/flavour"]\n')
+    write(project / "docker-compose.yml",
+          'version: "3.7"\nservices:\n  app:\n    image: composebuilt:1\n'
+          "    build:\n      context: ./app\n      args:\n        FLAVOUR: vanilla\n")
+    result = subprocess.run([compose, "build"], cwd=project, capture_output=True, timeout=600,
+                            env=dict(dockerd.env, COMPOSE_PROJECT_NAME="cb"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert dockerd.out("run", "--rm", "composebuilt:1") == "compose-vanilla\n"
