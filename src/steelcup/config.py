@@ -67,3 +67,6 @@ class DaemonOptions:
     # The func gateway (docs/funcs.md): plain HTTP, each call authenticated by its func's
     # secret or a tenant's bearer token.
     func_listen: tuple[str, int] | None = None
+    # The web console (docs/console.md): its pages and the API, a bearer token per request;
+    # TLS unless on loopback.
+    console_listen: tuple[str, int] | None = None
