@@ -54,9 +54,11 @@ def bearer_of(headers: dict[str, str]) -> str | None:
         if offered.startswith(WS_BEARER_PREFIX):
             encoded = offered[len(WS_BEARER_PREFIX):]
             try:
-                return base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)).decode()
+                token = base64.b64decode(encoded + "=" * (-len(encoded) % 4), altchars=b"-_",
+                                         validate=True).decode()
             except (binascii.Error, UnicodeDecodeError):
                 return None
+            return token or None
     return None
 
 
