@@ -269,6 +269,7 @@
       this.values.push(value);
       if (this.values.length > this.points) this.values.shift();
       this.max = max;
+      this.canvas.dataset.points = String(this.values.length);
       this.draw();
     }
     draw() {
@@ -280,7 +281,8 @@
       g.scale(ratio, ratio);
       const w = c.clientWidth;
       const ht = c.clientHeight;
-      const top = Math.max(this.max || 0, ...this.values, 1e-9);
+      // Scaled to what was seen (the limit is in the label: a 2 GiB limit would flatten it).
+      const top = Math.max(...this.values, 1e-9) * 1.25;
       g.clearRect(0, 0, w, ht);
       g.strokeStyle = "#e3e6ea";
       for (let i = 1; i < 4; i++) {
