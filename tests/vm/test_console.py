@@ -14,6 +14,7 @@ import socket
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.vm.browser import Browser
@@ -155,3 +156,62 @@ def test_console_runs_watches_and_removes_a_container(
     if docs:
         for name in ("login", "containers", "container", "terminal", "images"):
             shutil.copy(shots / f"{name}.png", Path(docs) / f"{name}.png")
+
+
+def operator_api(daemon: Daemon) -> httpx.Client:
+    return httpx.Client(base_url="http://steelcup", timeout=60,
+                        transport=httpx.HTTPTransport(uds=str(daemon.socket)))
+
+
+def tenant_token(daemon: Daemon, name: str) -> str:
+    with operator_api(daemon) as api:
+        api.post("/steelcup/tenants", json={"Name": name}).raise_for_status()
+        key = api.post(f"/steelcup/tenants/{name}/keys", json={})
+        key.raise_for_status()
+        return str(key.json()["Token"])
+
+
+def test_single_user_console_refuses_tenant_keys(console: tuple[Daemon, str]) -> None:
+    """Without --multi-tenant only the console token logs in (tenant keys are honoured only
+    where the daemon checked every route is scoped)."""
+    daemon, url = console
+    alice = tenant_token(daemon, "alice")
+    with httpx.Client(base_url=url, timeout=60) as web:
+        assert web.get("/info", headers={"Authorization": f"Bearer {alice}"}
+                       ).status_code == 401
+        assert web.get("/", headers={"Authorization": f"Bearer {alice}"}).status_code == 200
+
+
+def test_multi_tenant_console_scopes_each_token(tmp_path: Path) -> None:
+    """With --multi-tenant the console answers a tenant's token as the TLS tenant listener
+    does: its own objects only, no operator route; the console token is the operator."""
+    need_assets()
+    port, tls_port = free_port(), free_port()
+    d = start_daemon(tmp_path / "root", tmp_path / "run" / "s.sock", extra_args=(
+        "--console-listen", f"127.0.0.1:{port}", "--multi-tenant", "--allow-tcg",
+        "--tls-listen", f"127.0.0.1:{tls_port}"))
+    try:
+        d.cli("load", "-i", str(BUSYBOX_TAR), check=True)
+        with operator_api(d) as api:
+            made = api.post("/containers/create", json={"Image": "steelcup/busybox",
+                                                        "Cmd": ["true"]})
+            made.raise_for_status()
+        theirs = made.json()["Id"]
+        alice = {"Authorization": f"Bearer {tenant_token(d, 'alice')}"}
+        console_token = (d.root / "console-token").read_text().strip()
+        operator = {"Authorization": f"Bearer {console_token}"}
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as web:
+            assert web.get("/containers/json?all=1", headers=alice).json() == []
+            assert web.get(f"/containers/{theirs}/json", headers=alice).status_code == 404
+            assert web.get("/steelcup/tenants", headers=alice).status_code == 403
+            assert web.get("/info", headers=alice).json()["Containers"] == 0
+            listed = web.get("/containers/json?all=1", headers=operator).json()
+            assert [c["Id"] for c in listed] == [theirs]
+            assert web.get("/info", headers={"Authorization": "Bearer nope"}
+                           ).status_code == 401
+            assert web.get("/info", headers={**alice, "Origin": "http://evil.example"}
+                           ).status_code == 403
+            with operator_api(d) as api:
+                api.delete(f"/containers/{theirs}").raise_for_status()
+    finally:
+        stop_daemon(d)

@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import httpx
+import pytest
 
 from steelcup.api.http import HttpServer, JsonResponse, Principal, Request, Response, Router
 from steelcup.api.http_types import HijackedStream, HijackResponse
@@ -201,3 +202,27 @@ def test_served_pages_exist_in_the_package() -> None:
         assert (STATIC_DIR / name).stat().st_size > 0
 
 
+
+
+def test_tls_is_optional_only_on_loopback(tmp_path: Path) -> None:
+    from steelcup.console.server import console_tls
+    from steelcup.errors import InvalidArgument
+    from steelcup.tenancy.credentials import Authority
+
+    made: list[list[str]] = []
+    authority = Authority(tmp_path / "tls")
+    authority.ca_pem()
+
+    def made_for() -> tuple[Path, Path]:
+        made.append(["0.0.0.0"])
+        return authority.server_files(["localhost", "127.0.0.1"])
+
+    assert console_tls("127.0.0.1", None, None, made_for) is None
+    assert console_tls("localhost", None, None, made_for) is None
+    assert made == []
+    context = console_tls("0.0.0.0", None, None, made_for)
+    assert context is not None and made  # off loopback: a certificate from the daemon's CA
+    cert, key = authority.server_files(["localhost", "127.0.0.1"])
+    assert console_tls("127.0.0.1", cert, key, made_for) is not None  # given: used anywhere
+    with pytest.raises(InvalidArgument, match="both --tlscert and --tlskey"):
+        console_tls("0.0.0.0", cert, None, made_for)

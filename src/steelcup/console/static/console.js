@@ -637,5 +637,7 @@
 
   document.getElementById("logout").addEventListener("click", () => logout());
   window.addEventListener("hashchange", route);
+  // Leaving the page ends its streams and its terminal's shell (a pty's shell would wait).
+  window.addEventListener("pagehide", () => { for (const f of cleanups.splice(0)) f(); });
   route();
 })();
