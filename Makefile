@@ -13,9 +13,12 @@ APT_PACKAGES := qemu-system-x86 qemu-utils busybox-static musl-tools cpio kmod e
 APT_PACKAGES_BARE := docker-compose
 DEMO_ROOT ?= /tmp/steelcup-demo
 # The web console's terminal emulator, from the npm registry at build time (docs/console.md):
-# never committed, never fetched by the browser from anywhere but the daemon.
+# never committed, never fetched by the browser from anywhere but the daemon; the tarballs'
+# hashes are pinned.
 XTERM_VERSION := 5.5.0
 XTERM_FIT_VERSION := 0.10.0
+XTERM_SHA256 := bd954fa721872170188cc5d7e83e88db3c83c9a18a4e8d24c2783d26491f59d2
+XTERM_FIT_SHA256 := 917ac44972453d5eed52edc1e50260c76398ce48cf2290c2e60671102bba0b33
 CONSOLE_VENDOR := src/steelcup/console/static/vendor
 
 .PHONY: all deps apt venv guest images console demo test test-unit test-vm lint clean
@@ -49,6 +52,8 @@ console: $(CONSOLE_VENDOR)/.stamp
 $(CONSOLE_VENDOR)/.stamp: Makefile | apt
 	rm -rf $(BUILD)/npm $(CONSOLE_VENDOR) && mkdir -p $(BUILD)/npm/xterm $(BUILD)/npm/fit $(CONSOLE_VENDOR)
 	cd $(BUILD)/npm && npm pack --silent @xterm/xterm@$(XTERM_VERSION) @xterm/addon-fit@$(XTERM_FIT_VERSION)
+	cd $(BUILD)/npm && printf '%s  %s\n' $(XTERM_SHA256) xterm-xterm-$(XTERM_VERSION).tgz \
+	  $(XTERM_FIT_SHA256) xterm-addon-fit-$(XTERM_FIT_VERSION).tgz | sha256sum -c --quiet
 	tar -xzf $(BUILD)/npm/xterm-xterm-$(XTERM_VERSION).tgz -C $(BUILD)/npm/xterm
 	tar -xzf $(BUILD)/npm/xterm-addon-fit-$(XTERM_FIT_VERSION).tgz -C $(BUILD)/npm/fit
 	cp $(BUILD)/npm/xterm/package/lib/xterm.js $(BUILD)/npm/xterm/package/css/xterm.css \
