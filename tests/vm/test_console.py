@@ -118,6 +118,13 @@ def test_console_runs_watches_and_removes_a_container(
     browser.wait_js("document.getElementById('logs').textContent"
                     ".includes('console-marker-4711')", "the marker line in the log pane")
     shot("container")
+    # The search box keeps the matching lines, the match highlighted.
+    search = ("(s => { s.value = %s; s.dispatchEvent(new Event('input')); return true; })"
+              "(document.getElementById('log-search'))")
+    browser.js(search % "'marker-47'")
+    assert browser.js("document.querySelector('#logs mark.hit').textContent") == "marker-47"
+    browser.js(search % "'no-such-line'")
+    assert browser.js("document.getElementById('logs').textContent") == ""
 
     # The terminal: sh through exec with a pty, over the websocket.
     browser.js(click("#tab-terminal"))
