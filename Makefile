@@ -8,13 +8,21 @@ BUILD := build
 GUEST_KERNEL_APT := linux-source-6.1 gcc make flex bison bc libelf-dev
 APT_PACKAGES := qemu-system-x86 qemu-utils busybox-static musl-tools cpio kmod e2fsprogs \
 	erofs-utils xz-utils zstd iproute2 nftables util-linux openssl docker-registry skopeo \
-	apache2-utils podman runc $(GUEST_KERNEL_APT)
+	apache2-utils podman runc npm chromium chromium-driver $(GUEST_KERNEL_APT)
 # Installed without their Recommends (docker-compose would pull in a whole docker.io engine).
 # containerd: the engine steelcup-runtime is tested under besides podman (its runc shim).
 APT_PACKAGES_BARE := docker-compose containerd
 DEMO_ROOT ?= /tmp/steelcup-demo
+# The web console's terminal emulator, from the npm registry at build time (docs/console.md):
+# never committed, never fetched by the browser from anywhere but the daemon; the tarballs'
+# hashes are pinned.
+XTERM_VERSION := 5.5.0
+XTERM_FIT_VERSION := 0.10.0
+XTERM_SHA256 := bd954fa721872170188cc5d7e83e88db3c83c9a18a4e8d24c2783d26491f59d2
+XTERM_FIT_SHA256 := 917ac44972453d5eed52edc1e50260c76398ce48cf2290c2e60671102bba0b33
+CONSOLE_VENDOR := src/steelcup/console/static/vendor
 
-.PHONY: all deps apt venv guest images demo test test-unit test-vm lint clean
+.PHONY: all deps apt venv guest images console demo test test-unit test-vm lint clean
 all: guest images
 
 deps: apt venv
@@ -41,13 +49,25 @@ $(VENV)/.stamp: pyproject.toml
 	$(VENV)/bin/pip install -q -e '.[dev]'
 	@touch $@
 
+console: $(CONSOLE_VENDOR)/.stamp
+$(CONSOLE_VENDOR)/.stamp: Makefile | apt
+	rm -rf $(BUILD)/npm $(CONSOLE_VENDOR) && mkdir -p $(BUILD)/npm/xterm $(BUILD)/npm/fit $(CONSOLE_VENDOR)
+	cd $(BUILD)/npm && npm pack --silent @xterm/xterm@$(XTERM_VERSION) @xterm/addon-fit@$(XTERM_FIT_VERSION)
+	cd $(BUILD)/npm && printf '%s  %s\n' $(XTERM_SHA256) xterm-xterm-$(XTERM_VERSION).tgz \
+	  $(XTERM_FIT_SHA256) xterm-addon-fit-$(XTERM_FIT_VERSION).tgz | sha256sum -c --quiet
+	tar -xzf $(BUILD)/npm/xterm-xterm-$(XTERM_VERSION).tgz -C $(BUILD)/npm/xterm
+	tar -xzf $(BUILD)/npm/xterm-addon-fit-$(XTERM_FIT_VERSION).tgz -C $(BUILD)/npm/fit
+	cp $(BUILD)/npm/xterm/package/lib/xterm.js $(BUILD)/npm/xterm/package/css/xterm.css \
+	   $(BUILD)/npm/fit/package/lib/addon-fit.js $(CONSOLE_VENDOR)/
+	@touch $@
+
 include guest/guest.mk
 include tools/images.mk
 
-demo: deps guest images
+demo: deps guest images console
 	@$(PY) tools/demo.py --root $(DEMO_ROOT)
 
-test: deps guest images guest-test
+test: deps guest images console guest-test
 	$(PY) -m pytest -q tests
 
 test-unit: venv

@@ -71,3 +71,6 @@ class DaemonOptions:
     # its addresses are answered on; None: no FIPs.
     fip_pool: str | None = None
     fip_interface: str | None = None
+    # The web console (docs/console.md): its pages and the API, a bearer token per request;
+    # TLS unless on loopback.
+    console_listen: tuple[str, int] | None = None

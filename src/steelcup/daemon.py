@@ -16,13 +16,15 @@ from pathlib import Path
 
 from steelcup import userns
 from steelcup.api import func_routes, tenant_listener, tenant_routes
-from steelcup.api.http import HttpServer, server_tls_context
+from steelcup.api.http import HttpServer, Principal, server_tls_context
 from steelcup.api.router import Router
 from steelcup.api.routes import Services, build_router, metrics_handler
 from steelcup.api.swarm_routes import Swarm
 from steelcup.api.versions import DEFAULT_HEADERS
 from steelcup.boundedfs import DiskMaker, check_size
 from steelcup.config import DaemonOptions
+from steelcup.console import auth as console_auth
+from steelcup.console.server import STATIC_DIR, ConsoleRouter, StaticFiles, console_tls
 from steelcup.cron.jobs import RuntimeJobs
 from steelcup.cron.scheduler import Crons
 from steelcup.cron.store import CronStore
@@ -214,6 +216,9 @@ async def _serve(options: DaemonOptions) -> int:
     server = _server(options, accel, router, tenants)
     server.observe = metrics.observe_request
     metrics_server = _metrics_server(options, metrics)
+    console = _console_server(options, router, tenants)
+    if console is not None:
+        console.observe = metrics.observe_request
     gateway = (HttpServer(func_routes.gateway_router(funcs, tenants), tcp=options.func_listen,
                           default_headers=(), plain_tcp_anywhere=True)
                if options.func_listen is not None else None)
@@ -224,6 +229,8 @@ async def _serve(options: DaemonOptions) -> int:
     await server.start()
     if metrics_server is not None:
         await metrics_server.start()
+    if console is not None:
+        await console.start()
     if gateway is not None:
         await gateway.start()
         log.info("func gateway on port %d", gateway.tcp_port or 0)
@@ -248,6 +255,8 @@ async def _serve(options: DaemonOptions) -> int:
             await metrics_server.close()
         if gateway is not None:
             await gateway.close()
+        if console is not None:
+            await console.close()
         await funcs.close()
         # The scheduler first: no job container starts while the runtime stops them all.
         for task in (scheduler, autostart, prewarm, sampler, heartbeats, loop_lag):
@@ -320,6 +329,32 @@ def _metrics_server(options: DaemonOptions, metrics: Metrics) -> HttpServer | No
     router.add("GET", "/metrics", metrics_handler(metrics), names_nothing=True)
     log.info("metrics on http://%s:%d/metrics", *options.metrics_listen)
     return HttpServer(router, tcp=options.metrics_listen, plain_tcp_anywhere=True)
+
+
+def _console_server(options: DaemonOptions, router: Router,
+                    tenants: Tenants) -> HttpServer | None:
+    """`--console-listen`: the web console's pages and, behind each request's bearer token,
+    the same API router (docs/console.md). Tenants' tokens log in only with --multi-tenant
+    (whose refusals the router already passed); the console token, kept in ROOT and printed
+    here, is the operator's (single-user installs)."""
+    if options.console_listen is None:
+        return None
+    host, port = options.console_listen
+    token = console_auth.load_or_create_token(options.root)
+
+    def tenant_of(bearer: str) -> Principal | None:
+        return tenant_routes.identify_with(tenants)(None, bearer)
+
+    auth = console_auth.ConsoleAuth(token, tenant_of if options.multi_tenant else
+                                    lambda _bearer: None)
+    names = tenant_listener.server_names(host, list(options.tls_names))
+    tls = console_tls(host, options.tls_cert, options.tls_key,
+                      lambda: tenants.authority.server_files(names))
+    scheme = "https" if tls is not None else "http"
+    log.info("web console on %s://%s:%d/ (console token, the operator's: %s; kept in %s)",
+             scheme, host, port, token, options.root / console_auth.TOKEN_FILE)
+    return HttpServer(ConsoleRouter(router, auth, StaticFiles(STATIC_DIR)),
+                      tcp=options.console_listen, tls=tls)
 
 
 def start_metering(runtime: Runtime, tenants: Tenants) -> Meter:

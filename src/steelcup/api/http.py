@@ -464,7 +464,8 @@ class _Connection:
             extra += ["Connection: Upgrade", "Upgrade: tcp"]
         else:
             head = "HTTP/1.1 200 OK\r\n"
-        lines = [f"{k}: {v}" for k, v in self.server.default_headers] + extra
+        lines = ([f"{k}: {v}" for k, v in self.server.default_headers] + extra
+                 + [f"{k}: {v}" for k, v in response.headers])
         self.writer.write((head + "".join(line + "\r\n" for line in lines) + "\r\n").encode())
         try:
             await self.writer.drain()

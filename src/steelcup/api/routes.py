@@ -192,6 +192,7 @@ def build_router(svc: Services) -> Router:
     r.add("POST", "/exec/{id}/start", api.exec_start)
     r.add("POST", "/exec/{id}/resize", api.exec_resize)
     r.add("GET", "/exec/{id}/json", api.exec_inspect)
+    r.add("GET", "/exec/{id}/start/ws", api.exec_start_ws)  # steelcup extension (browsers)
     r.add("GET", "/images/{name:path}/json", api.inspect_image)
     r.add("POST", "/images/{name:path}/tag", api.tag_image)
     r.add("DELETE", "/images/{name:path}", api.remove_image)
@@ -814,6 +815,25 @@ class _Api:
             await _relay_exec(execs, exec_, conn, use_tty)
 
         return HijackResponse(run)
+
+    async def exec_start_ws(self, req: Request) -> Response:
+        """steelcup extension: start an exec over a websocket (a browser cannot hijack a
+        POST): raw output in binary frames, as the websocket attach, input from its frames."""
+        execs = self.svc.execs
+        exec_, spec = execs.prepare(req.params["id"])
+        use_tty = exec_.config.tty
+
+        async def run(conn: HijackedStream) -> None:
+            try:
+                await execs.launch(exec_, spec)
+            except SteelcupError as exc:
+                with contextlib.suppress(ConnectionError, OSError):
+                    await conn.write(_frame(use_tty, "stderr", f"{exc}\r\n".encode()))
+                await conn.close()
+                return
+            await _relay_exec(execs, exec_, conn, use_tty)
+
+        return HijackResponse(run, websocket=True)
 
     async def exec_resize(self, req: Request) -> Response:
         await self.svc.execs.resize(req.params["id"], req.q_int("h", 0) or 0,

@@ -165,6 +165,12 @@ def register(sub: Any, name: str, help_text: str) -> None:
                        help="also serve GET /metrics (Prometheus text, every tenant's figures) "
                             "as plain HTTP on HOST:PORT, for a scraper; the operator's socket "
                             "always serves it (docs/operations.md)")
+        p.add_argument("--console-listen", metavar="HOST:PORT", default=None,
+                       help="serve the web console and the API behind it on HOST:PORT: TLS "
+                            "(--tlscert/--tlskey, else a certificate from the daemon's CA) "
+                            "unless on loopback; log in with a tenant key's token (with "
+                            "--multi-tenant) or the console token the daemon prints at start "
+                            "(docs/console.md)")
         p.add_argument("--live-restore", action=argparse.BooleanOptionalAction, default=True,
                        help="keep running containers running while the daemon stops or after it "
                             "crashes (their VMs and published ports outlive it); the next daemon "
@@ -375,6 +381,7 @@ def cmd_daemon(ctx: Context, args: argparse.Namespace) -> int:
         func_listen=_host_port(args.func_listen),
         fip_pool=args.fip_pool,
         fip_interface=args.fip_interface,
+        console_listen=_host_port(args.console_listen),
     )
     if (options.fip_pool is None) != (options.fip_interface is None):
         print("steelcup daemon: --fip-pool and --fip-interface go together", file=sys.stderr)
