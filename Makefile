@@ -8,7 +8,9 @@ BUILD := build
 GUEST_KERNEL_APT := linux-source-6.1 gcc make flex bison bc libelf-dev
 APT_PACKAGES := qemu-system-x86 qemu-utils busybox-static musl-tools cpio kmod e2fsprogs \
 	erofs-utils xz-utils zstd iproute2 nftables util-linux openssl docker-registry skopeo \
-	apache2-utils podman runc npm chromium chromium-driver $(GUEST_KERNEL_APT)
+	apache2-utils podman runc chromium chromium-driver $(GUEST_KERNEL_APT)
+# npm (for `make console`) only where no npm is installed: NodeSource's nodejs ships its own
+# and conflicts with Debian's npm package.
 # Installed without their Recommends (docker-compose would pull in a whole docker.io engine).
 # containerd: the engine steelcup-runtime is tested under besides podman (its runc shim).
 APT_PACKAGES_BARE := docker-compose containerd
@@ -33,6 +35,7 @@ $(BUILD)/.apt-stamp: Makefile
 	@mkdir -p $(BUILD)
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	bare=$$(for p in $(APT_PACKAGES_BARE); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	command -v npm >/dev/null || missing="$$missing npm"; \
 	if [ -n "$$missing$$bare" ]; then \
 	  echo "installing: $$missing $$bare"; \
 	  apt-get update -qq; \
