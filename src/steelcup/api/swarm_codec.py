@@ -12,10 +12,10 @@ from __future__ import annotations
 import copy
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
-from steelcup.api import docker_codec
+from steelcup.api import docker_codec, object_codec
 from steelcup.api.filters import labels_match, str_map
 from steelcup.errors import InvalidArgument, Unsupported
 from steelcup.runtime.model import ContainerConfig
@@ -245,7 +245,8 @@ def decode_service(body: Any, node: dict[str, Any]) -> DecodedService:
     grace = container.get("StopGracePeriod")
     stop_grace_s = None if grace is None else _int(container, "StopGracePeriod",
                                                    "ContainerSpec") // NS
-    template = decode_task_container(container, task, networks)
+    template = replace(decode_task_container(container, task, networks),
+                       swarm_files=object_codec.decode_references(container))
     plan = ServicePlan(mode=mode, replicas=replicas, template=template,
                        restart=decode_restart(_dict(task.get("RestartPolicy"),
                                                     "RestartPolicy")),
@@ -371,10 +372,6 @@ def decode_task_container(container: dict[str, Any], task: dict[str, Any],
     if unknown:
         raise InvalidArgument(f"ContainerSpec.{unknown[0]} is not supported by steelcup; it "
                               "is refused rather than ignored")
-    for key in ("Secrets", "Configs"):
-        if container.get(key):
-            raise Unsupported(f"ContainerSpec.{key}: swarm {key.lower()} are not supported "
-                              "by steelcup yet")
     privileges = _dict(container.get("Privileges"), "ContainerSpec.Privileges")
     if any(privileges.values()):
         raise InvalidArgument("ContainerSpec.Privileges (credential spec, SELinux, seccomp, "

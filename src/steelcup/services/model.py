@@ -318,3 +318,37 @@ class SwarmState:
     @staticmethod
     def from_json(data: dict[str, Any]) -> SwarmState:
         return SwarmState(**data)
+
+
+class Kind(enum.Enum):
+    SECRET = "secret"
+    CONFIG = "config"
+
+    @property
+    def max_bytes(self) -> int:
+        """swarmkit's size limits: 500 KB for a secret, 1000 KB for a config."""
+        return 500 * 1024 if self is Kind.SECRET else 1000 * 1024
+
+
+@dataclass(frozen=True)
+class SwarmObject:
+    id: str
+    kind: Kind
+    tenant: str
+    name: str
+    version: int
+    created_at: str
+    updated_at: str
+    labels: tuple[tuple[str, str], ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, "kind": self.kind.value, "tenant": self.tenant,
+                "name": self.name, "version": self.version, "created_at": self.created_at,
+                "updated_at": self.updated_at, "labels": [list(kv) for kv in self.labels]}
+
+    @staticmethod
+    def from_json(data: dict[str, Any]) -> SwarmObject:
+        return SwarmObject(id=data["id"], kind=Kind(data["kind"]), tenant=data["tenant"],
+                           name=data["name"], version=int(data["version"]),
+                           created_at=data["created_at"], updated_at=data["updated_at"],
+                           labels=tuple((str(k), str(v)) for k, v in data.get("labels", ())))

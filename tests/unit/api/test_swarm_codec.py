@@ -86,7 +86,26 @@ def test_defaults_of_a_minimal_spec() -> None:
     ({"TaskTemplate": {"ContainerSpec": {}}}, InvalidArgument, "image reference"),
     ({"Mode": {"ReplicatedJob": {}}}, Unsupported, "ReplicatedJob"),
     ({"TaskTemplate": {"ContainerSpec": {"Image": "x", "Secrets": [{"SecretName": "s"}]}}},
-     Unsupported, "Secrets"),
+     InvalidArgument, "Secrets.*File is needed"),
+    ({"TaskTemplate": {"ContainerSpec": {"Image": "x", "Secrets": [
+        {"SecretID": "a", "SecretName": "s", "File": {"Name": "../../etc/passwd"}}]}}},
+     InvalidArgument, "secret target"),
+    ({"TaskTemplate": {"ContainerSpec": {"Image": "x", "Configs": [
+        {"ConfigID": "a", "ConfigName": "c", "File": {"Name": "/etc/../../x"}}]}}},
+     InvalidArgument, "'..' is not allowed"),
+    ({"TaskTemplate": {"ContainerSpec": {"Image": "x", "Configs": [
+        {"ConfigID": "a", "ConfigName": "c", "File": {"Name": "/proc/sys/kernel/x"}}]}}},
+     InvalidArgument, "guest's own"),
+    ({"TaskTemplate": {"ContainerSpec": {"Image": "x", "Configs": [
+        {"ConfigID": "a", "ConfigName": "c", "File": {"Name": "/c", "Mode": 0o10000}}]}}},
+     InvalidArgument, "File.Mode"),
+    ({"TaskTemplate": {"ContainerSpec": {"Image": "x", "Secrets": [
+        {"SecretID": "a", "SecretName": "s", "File": {"Name": "s", "UID": "root"}}]}}},
+     InvalidArgument, "numeric id"),
+    ({"TaskTemplate": {"ContainerSpec": {"Image": "x", "Secrets": [
+        {"SecretID": "a", "SecretName": "s", "File": {"Name": "s"}},
+        {"SecretID": "b", "SecretName": "t", "File": {"Name": "/run/secrets/s"}}]}}},
+     InvalidArgument, "target of two"),
     ({"TaskTemplate": {"ContainerSpec": {"Image": "x", "Bogus": 1}}}, InvalidArgument,
      "ContainerSpec.Bogus"),
     ({"TaskTemplate": {"ContainerSpec": {"Image": "x"},
