@@ -26,6 +26,7 @@ from steelcup.services.model import (
     FailurePolicy,
     Mode,
     RestartPolicy,
+    RollbackPolicy,
     ServicePlan,
     ServiceRecord,
     SwarmState,
@@ -253,7 +254,9 @@ def decode_service(body: Any, node: dict[str, Any]) -> DecodedService:
                        parallelism=parallelism, stop_grace_s=stop_grace_s,
                        update_start_first=order == "start-first",
                        update_delay_s=_int(update, "Delay", "UpdateConfig") / NS,
-                       failure=decode_failure_policy(update))
+                       failure=decode_failure_policy(update),
+                       rollback=decode_rollback_policy(_dict(spec.get("RollbackConfig"),
+                                                             "RollbackConfig")))
     spec_doc = copy.deepcopy(spec)
     spec_doc["Name"] = name
     if mode is Mode.REPLICATED:  # dockerd stores the default it applied (1 replica)
@@ -295,19 +298,36 @@ def check_endpoint_ports(endpoint: dict[str, Any], mode: str) -> None:
         seen.add((target, proto))
 
 
-def decode_failure_policy(update: dict[str, Any]) -> FailurePolicy:
+def decode_failure_policy(update: dict[str, Any], what: str = "UpdateConfig"
+                          ) -> FailurePolicy:
     action = update.get("FailureAction") or "pause"
     try:
         parsed = FailureAction(action)
     except ValueError:
-        raise InvalidArgument(f"UpdateConfig.FailureAction {action!r}: pause, continue or "
+        raise InvalidArgument(f"{what}.FailureAction {action!r}: pause, continue or "
                               "rollback") from None
     ratio = update.get("MaxFailureRatio") or 0
     if isinstance(ratio, bool) or not isinstance(ratio, int | float) or not 0 <= ratio <= 1:
-        raise InvalidArgument("UpdateConfig.MaxFailureRatio: a number from 0 to 1")
+        raise InvalidArgument(f"{what}.MaxFailureRatio: a number from 0 to 1")
     monitor_ns = update.get("Monitor")
     return FailurePolicy(parsed, 5.0 if not monitor_ns else _int(
-        update, "Monitor", "UpdateConfig") / NS, float(ratio))
+        update, "Monitor", what) / NS, float(ratio))
+
+
+def decode_rollback_policy(config: dict[str, Any]) -> RollbackPolicy:
+    """RollbackConfig: as UpdateConfig, but a rollback's failure action is pause or
+    continue (there is nothing to roll a rollback back to)."""
+    what = "RollbackConfig"
+    order = config.get("Order") or "stop-first"
+    if order not in ("stop-first", "start-first"):
+        raise InvalidArgument(f"{what}.Order {order!r}: stop-first or start-first")
+    failure = decode_failure_policy(config, what)
+    if failure.action is FailureAction.ROLLBACK:
+        raise InvalidArgument(f"{what}.FailureAction 'rollback': a rollback pauses or "
+                              "continues on failure")
+    return RollbackPolicy(parallelism=_int(config, "Parallelism", what, 1) if config else 1,
+                          start_first=order == "start-first",
+                          delay_s=_int(config, "Delay", what) / NS, failure=failure)
 
 
 def decode_mode(spec: dict[str, Any]) -> tuple[Mode, int]:
