@@ -122,3 +122,12 @@ def _file_id(value: Any, what: str) -> int:
     if not text.isdigit() or int(text) > 0xFFFFFFFE:
         raise InvalidArgument(f"ContainerSpec.{what}: a numeric id (names are not resolved)")
     return int(text)
+
+
+def fill_ids(container: dict[str, Any], files: tuple[SwarmFile, ...]) -> None:
+    """Write each resolved object's id and name into the ContainerSpec it came from (a
+    reference by name alone, as steelcup's CLI sends, is stored as dockerd stores one)."""
+    refs = [*(container.get("Secrets") or []), *(container.get("Configs") or [])]
+    for ref, f in zip(refs, files, strict=True):
+        prefix = "Secret" if f.kind == Kind.SECRET.value else "Config"
+        ref[f"{prefix}ID"], ref[f"{prefix}Name"] = f.object_id, f.object_name

@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from steelcup import __version__, stdcopy
-from steelcup.api import object_routes
+from steelcup.api import object_codec, object_routes
 from steelcup.api import swarm_codec as codec
 from steelcup.api.filters import parse_filters
 from steelcup.api.filters import time_param as _time_param
@@ -221,8 +221,10 @@ class _SwarmApi:
         files = decoded.plan.template.swarm_files
         if not files:
             return decoded
-        template = replace(decoded.plan.template, swarm_files=object_routes.resolve_files(
-            self.swarm.objects, files, tenant))
+        resolved = object_routes.resolve_files(self.swarm.objects, files, tenant)
+        template = replace(decoded.plan.template, swarm_files=resolved)
+        object_codec.fill_ids(decoded.task_doc["ContainerSpec"], resolved)
+        object_codec.fill_ids(decoded.spec_doc["TaskTemplate"]["ContainerSpec"], resolved)
         return replace(decoded, plan=replace(decoded.plan, template=template))
 
     async def service_inspect(self, req: Request) -> Response:
