@@ -89,3 +89,12 @@ def test_a_symlinked_directory_in_the_image_is_not_followed(tmp_path: Path) -> N
     with pytest.raises(InvalidArgument, match="not a directory"):
         write_configs(root, [SwarmFile("config", "c1", "c", "/etc/app.conf")], data_of, None)
     assert list(outside.iterdir()) == []
+
+
+def test_a_container_config_keeps_its_files_across_the_store() -> None:
+    from steelcup.runtime.model import ContainerConfig
+
+    files = (SwarmFile("secret", "s1", "db", "/run/secrets/db", 1, 2, 0o400),
+             SwarmFile("config", "c1", "c", "/etc/c"))
+    config = ContainerConfig(image="x", image_id="sha256:1", swarm_files=files)
+    assert ContainerConfig.from_json(config.to_json()) == config
