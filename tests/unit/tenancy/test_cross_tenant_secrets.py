@@ -178,3 +178,16 @@ def test_operator_sees_but_tenants_secret_is_not_an_operator_service_secret(
         assert [s["ID"] for s in op.get("/secrets").json()] == [sid]
         used = op.post("/services/create", json=service("opweb", [secret_ref(sid, "t")]))
         assert used.status_code == 404, used.text
+
+
+def test_tenant_rm_needs_force_with_secrets_and_force_removes_them(cloud: Cloud) -> None:
+    with cloud.client("bob") as bob, cloud.operator() as operator:
+        sid = bob.post("/secrets/create", json={"Name": "pw", "Data": b64(b"1")}).json()["ID"]
+        assert bob.post("/services/create", json=service(
+            "web", [secret_ref(sid, "pw")])).status_code == 201
+        refused = operator.delete("/steelcup/tenants/bob")
+        assert refused.status_code == 409 and "secret pw" in refused.json()["message"]
+        gone = operator.delete("/steelcup/tenants/bob", params={"force": "1"})
+        assert gone.status_code == 204, gone.text  # its service first, then its secret
+        operator.post("/swarm/init", json={})
+        assert operator.get("/secrets").json() == []
