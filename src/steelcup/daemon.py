@@ -51,6 +51,8 @@ from steelcup.runtime.resources import Resources, volume_users
 from steelcup.runtime.store import ContainerStore
 from steelcup.services.addressing import ServiceAddressing
 from steelcup.services.manager import ServiceManager
+from steelcup.services.object_store import ObjectStore
+from steelcup.services.objects import ObjectManager, users_of
 from steelcup.services.orchestrator import Orchestrator
 from steelcup.services.pull import puller
 from steelcup.services.store import ServiceStore
@@ -181,8 +183,12 @@ async def _serve(options: DaemonOptions) -> int:
     crons = Crons(CronStore(db), RuntimeJobs(runtime, admission), events)
     service_store = ServiceStore(db)
     service_manager = ServiceManager(service_store, events)
+    # Swarm secrets and configs: their data in 0600 files under the (0700) root
+    swarm_objects = ObjectManager(ObjectStore(db, options.root / "swarm-objects"), events)
+    swarm_objects.users = users_of(service_manager)
+    runtime.resources.swarm_data = lambda _kind, object_id: swarm_objects.data(object_id)
     tenant_objects.wire(tenants, runtime, images, networks, volumes, crons,
-                        services=service_manager)
+                        services=service_manager, swarm_objects=swarm_objects)
     meter = start_metering(runtime, tenants)
     await asyncio.to_thread(runtime.disks.template)  # off the first run's path
     if volumes.disks is not None:
@@ -210,7 +216,7 @@ async def _serve(options: DaemonOptions) -> int:
                         volumes=volumes, pool=vms, tenants=tenants, vm_run_dir=run_dir,
                         cpu_sampler=cpu_sampler, capacity=capacity, metrics=metrics,
                         crons=crons, funcs=funcs, admission=admission,
-                        swarm=Swarm(service_manager, orchestrator, runtime,
+                        swarm=Swarm(service_manager, orchestrator, runtime, swarm_objects,
                                     addressing=addressing))
     router = build_router(services)
     server = _server(options, accel, router, tenants)

@@ -259,8 +259,6 @@ def test_a_stack_of_three_services_by_name(swarm: Docker, tmp_path: Path) -> Non
 
 
 @pytest.mark.parametrize(("extra", "service_keys", "named"), [
-    ({"secrets": {"token": {"file": "token.txt"}}}, {"secrets": ["token"]},
-     "swarm secrets are not supported"),
     ({}, {"deploy": {"placement": {"max_replicas_per_node": 1}}}, "max replicas"),
     ({}, {"deploy": {"endpoint_mode": "dnsrr"}}, "dnsrr has no virtual IP"),
 ])

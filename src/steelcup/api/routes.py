@@ -167,7 +167,8 @@ def build_router(svc: Services) -> Router:
         tenant_routes.register(r, svc.tenants, Teardown(
             svc.runtime, svc.images, svc.networks, svc.volumes, TenantCredentials(svc.root),
             crons=svc.crons, funcs=svc.funcs,
-            services=svc.swarm.manager if svc.swarm is not None else None))
+            services=svc.swarm.manager if svc.swarm is not None else None,
+            swarm_objects=svc.swarm.objects if svc.swarm is not None else None))
     r.add("GET", "/events", api.events)
     r.add("POST", "/containers/create", api.create)
     r.add("GET", "/containers/json", api.list_containers)

@@ -12,10 +12,10 @@ from __future__ import annotations
 import copy
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
-from steelcup.api import docker_codec
+from steelcup.api import docker_codec, object_codec
 from steelcup.api.filters import labels_match, str_map
 from steelcup.errors import InvalidArgument, Unsupported
 from steelcup.runtime.model import ContainerConfig
@@ -26,6 +26,7 @@ from steelcup.services.model import (
     FailurePolicy,
     Mode,
     RestartPolicy,
+    RollbackPolicy,
     ServicePlan,
     ServiceRecord,
     SwarmState,
@@ -245,14 +246,17 @@ def decode_service(body: Any, node: dict[str, Any]) -> DecodedService:
     grace = container.get("StopGracePeriod")
     stop_grace_s = None if grace is None else _int(container, "StopGracePeriod",
                                                    "ContainerSpec") // NS
-    template = decode_task_container(container, task, networks)
+    template = replace(decode_task_container(container, task, networks),
+                       swarm_files=object_codec.decode_references(container))
     plan = ServicePlan(mode=mode, replicas=replicas, template=template,
                        restart=decode_restart(_dict(task.get("RestartPolicy"),
                                                     "RestartPolicy")),
                        parallelism=parallelism, stop_grace_s=stop_grace_s,
                        update_start_first=order == "start-first",
                        update_delay_s=_int(update, "Delay", "UpdateConfig") / NS,
-                       failure=decode_failure_policy(update))
+                       failure=decode_failure_policy(update),
+                       rollback=decode_rollback_policy(_dict(spec.get("RollbackConfig"),
+                                                             "RollbackConfig")))
     spec_doc = copy.deepcopy(spec)
     spec_doc["Name"] = name
     if mode is Mode.REPLICATED:  # dockerd stores the default it applied (1 replica)
@@ -294,19 +298,36 @@ def check_endpoint_ports(endpoint: dict[str, Any], mode: str) -> None:
         seen.add((target, proto))
 
 
-def decode_failure_policy(update: dict[str, Any]) -> FailurePolicy:
+def decode_failure_policy(update: dict[str, Any], what: str = "UpdateConfig"
+                          ) -> FailurePolicy:
     action = update.get("FailureAction") or "pause"
     try:
         parsed = FailureAction(action)
     except ValueError:
-        raise InvalidArgument(f"UpdateConfig.FailureAction {action!r}: pause, continue or "
+        raise InvalidArgument(f"{what}.FailureAction {action!r}: pause, continue or "
                               "rollback") from None
     ratio = update.get("MaxFailureRatio") or 0
     if isinstance(ratio, bool) or not isinstance(ratio, int | float) or not 0 <= ratio <= 1:
-        raise InvalidArgument("UpdateConfig.MaxFailureRatio: a number from 0 to 1")
+        raise InvalidArgument(f"{what}.MaxFailureRatio: a number from 0 to 1")
     monitor_ns = update.get("Monitor")
     return FailurePolicy(parsed, 5.0 if not monitor_ns else _int(
-        update, "Monitor", "UpdateConfig") / NS, float(ratio))
+        update, "Monitor", what) / NS, float(ratio))
+
+
+def decode_rollback_policy(config: dict[str, Any]) -> RollbackPolicy:
+    """RollbackConfig: as UpdateConfig, but a rollback's failure action is pause or
+    continue (there is nothing to roll a rollback back to)."""
+    what = "RollbackConfig"
+    order = config.get("Order") or "stop-first"
+    if order not in ("stop-first", "start-first"):
+        raise InvalidArgument(f"{what}.Order {order!r}: stop-first or start-first")
+    failure = decode_failure_policy(config, what)
+    if failure.action is FailureAction.ROLLBACK:
+        raise InvalidArgument(f"{what}.FailureAction 'rollback': a rollback pauses or "
+                              "continues on failure")
+    return RollbackPolicy(parallelism=_int(config, "Parallelism", what, 1) if config else 1,
+                          start_first=order == "start-first",
+                          delay_s=_int(config, "Delay", what) / NS, failure=failure)
 
 
 def decode_mode(spec: dict[str, Any]) -> tuple[Mode, int]:
@@ -371,10 +392,6 @@ def decode_task_container(container: dict[str, Any], task: dict[str, Any],
     if unknown:
         raise InvalidArgument(f"ContainerSpec.{unknown[0]} is not supported by steelcup; it "
                               "is refused rather than ignored")
-    for key in ("Secrets", "Configs"):
-        if container.get(key):
-            raise Unsupported(f"ContainerSpec.{key}: swarm {key.lower()} are not supported "
-                              "by steelcup yet")
     privileges = _dict(container.get("Privileges"), "ContainerSpec.Privileges")
     if any(privileges.values()):
         raise InvalidArgument("ContainerSpec.Privileges (credential spec, SELinux, seccomp, "

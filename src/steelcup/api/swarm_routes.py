@@ -9,10 +9,11 @@ import contextlib
 import os
 import platform
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from steelcup import __version__, stdcopy
+from steelcup.api import object_codec, object_routes
 from steelcup.api import swarm_codec as codec
 from steelcup.api.filters import parse_filters
 from steelcup.api.filters import time_param as _time_param
@@ -31,6 +32,7 @@ from steelcup.runtime.containers import Runtime
 from steelcup.services.addressing import ServiceAddressing
 from steelcup.services.manager import ServiceManager
 from steelcup.services.model import Mode, TaskRecord, TaskState
+from steelcup.services.objects import ObjectManager
 from steelcup.services.orchestrator import Orchestrator, task_name
 
 DETAIL_KEYS = ("com.docker.swarm.node.id", "com.docker.swarm.service.id",
@@ -44,6 +46,7 @@ class Swarm:
     manager: ServiceManager
     orchestrator: Orchestrator
     runtime: Runtime
+    objects: ObjectManager  # secrets and configs
     # Services' virtual IPs (a daemon with networking; None: ports are not published)
     addressing: ServiceAddressing | None = None
 
@@ -102,11 +105,7 @@ def register(router: Router, swarm: Swarm) -> None:
     router.add("POST", "/services/{id}/update", api.service_update)
     router.add("DELETE", "/services/{id}", api.service_remove)
     router.add("GET", "/services/{id}/logs", api.service_logs)
-    for kind in ("secrets", "configs"):  # none exist: made ones are refused, naming why
-        router.scope(f"/{kind}/{{id}}", "id", kind.removesuffix("s"), _none_of(kind))
-        router.add("GET", f"/{kind}", api.no_objects)
-        router.add("GET", f"/{kind}/{{id}}", api.no_object)
-        router.add("POST", f"/{kind}/create", api.refuse_object)
+    object_routes.register(router, swarm.objects, manager)
     router.add("GET", "/tasks", api.task_list)
     router.add("GET", "/tasks/{id}", api.task_inspect)
     router.add("GET", "/tasks/{id}/logs", api.task_logs)
@@ -199,7 +198,7 @@ class _SwarmApi:
 
     async def service_create(self, req: Request) -> Response:
         self.manager.require(req.principal.tenant)
-        decoded = codec.decode_service(await req.json(), self.swarm.node())
+        decoded = self._decode(await req.json(), req.principal.tenant or "")
         service = self.manager.create(
             req.principal.tenant or "", decoded.name, spec_doc=decoded.spec_doc,
             task_doc=decoded.task_doc, plan=decoded.plan, labels=decoded.labels,
@@ -216,6 +215,18 @@ class _SwarmApi:
                             "ports are recorded, not published")
         return JsonResponse({"ID": service.id, "Warnings": warnings or None}, status=201)
 
+    def _decode(self, body: Any, tenant: str) -> codec.DecodedService:
+        """A ServiceSpec, its secrets and configs resolved among its tenant's."""
+        decoded = codec.decode_service(body, self.swarm.node())
+        files = decoded.plan.template.swarm_files
+        if not files:
+            return decoded
+        resolved = object_routes.resolve_files(self.swarm.objects, files, tenant)
+        template = replace(decoded.plan.template, swarm_files=resolved)
+        object_codec.fill_ids(decoded.task_doc["ContainerSpec"], resolved)
+        object_codec.fill_ids(decoded.spec_doc["TaskTemplate"]["ContainerSpec"], resolved)
+        return replace(decoded, plan=replace(decoded.plan, template=template))
+
     async def service_inspect(self, req: Request) -> Response:
         return JsonResponse(codec.encode_service(self.manager.get(req.params["id"])))
 
@@ -228,7 +239,7 @@ class _SwarmApi:
         if req.q("rollback") == "previous":  # `docker service rollback`
             self.manager.rollback(old.id, version, "manually requested rollback")
             return JsonResponse({"Warnings": None})
-        decoded = codec.decode_service(await req.json(), self.swarm.node())
+        decoded = self._decode(await req.json(), old.tenant)
         old_force = int(old.task_doc.get("ForceUpdate") or 0)
         self.manager.update(old.id, version, spec_doc=decoded.spec_doc,
                             task_doc=decoded.task_doc, plan=decoded.plan,
@@ -244,21 +255,6 @@ class _SwarmApi:
         service = self.manager.get(req.params["id"])
         tasks = [t for t in self.tasks.list(None) if t.service_id == service.id]
         return self._logs(req, tasks, bool(service.plan.template.tty), service.id)
-
-    # -- secrets and configs: not supported ------------------------------------------------
-
-    async def no_objects(self, req: Request) -> Response:
-        self.manager.require(req.principal.tenant)
-        return JsonResponse([])
-
-    async def no_object(self, req: Request) -> Response:
-        raise NotFound(f"{req.params['id']} not found")  # the scope answered before this
-
-    async def refuse_object(self, req: Request) -> Response:
-        kind = req.path.strip("/").split("/")[0]
-        raise Unsupported(f"swarm {kind} are not supported by steelcup (compose: top-level "
-                          f"and service `{kind}`); use a volume or bind mount, or "
-                          "environment variables")
 
     # -- tasks -------------------------------------------------------------------------------
 
@@ -411,13 +407,6 @@ class _SwarmApi:
         except NotFound:
             return False
         return True
-
-
-def _none_of(kind: str) -> Callable[[Principal, str], str]:
-    """The scope of /secrets/{id} and /configs/{id}: there are none, for any caller."""
-    def resolve(who: Principal, ref: str) -> str:
-        raise NotFound(f"{kind.removesuffix('s')} {ref} not found")
-    return resolve
 
 
 async def _pump(rt: Runtime, task: TaskRecord, want: logs_module.LogFilter,

@@ -66,7 +66,15 @@ class ServiceOptions:
     update_failure_action: str = ""
     update_monitor: str = ""
     update_max_failure_ratio: float | None = None
+    rollback_parallelism: int | None = None
+    rollback_order: str = ""
+    rollback_delay: str = ""
+    rollback_failure_action: str = ""
+    rollback_monitor: str = ""
+    rollback_max_failure_ratio: float | None = None
     endpoint_mode: str = "vip"
+    secrets: list[str] = field(default_factory=list)  # --secret source=,target=,uid=,gid=,mode=
+    configs: list[str] = field(default_factory=list)  # --config, the same fields
 
 
 def service_spec(opts: ServiceOptions, environ: dict[str, str]) -> dict[str, Any]:
@@ -115,35 +123,79 @@ def service_spec(opts: ServiceOptions, environ: dict[str, str]) -> dict[str, Any
     spec["Mode"] = ({"Global": {}} if opts.mode == "global" else
                     {"Replicated": {"Replicas": 1 if opts.replicas is None
                                     else opts.replicas}})
-    update: dict[str, Any] = {}
-    if opts.update_parallelism is not None:
-        update["Parallelism"] = opts.update_parallelism
-    if opts.update_order:
-        if opts.update_order not in ("stop-first", "start-first"):
-            raise InvalidArgument(f"invalid --update-order {opts.update_order!r}: "
-                                  "stop-first or start-first")
-        update["Order"] = opts.update_order
-    if opts.update_delay:
-        update["Delay"] = parse_duration(opts.update_delay, "--update-delay")
-    if opts.update_failure_action:
-        if opts.update_failure_action not in ("pause", "continue", "rollback"):
-            raise InvalidArgument(f"invalid --update-failure-action "
-                                  f"{opts.update_failure_action!r}: pause, continue or "
-                                  "rollback")
-        update["FailureAction"] = opts.update_failure_action
-    if opts.update_monitor:
-        update["Monitor"] = parse_duration(opts.update_monitor, "--update-monitor")
-    if opts.update_max_failure_ratio is not None:
-        if not 0 <= opts.update_max_failure_ratio <= 1:
-            raise InvalidArgument("--update-max-failure-ratio: a number from 0 to 1")
-        update["MaxFailureRatio"] = opts.update_max_failure_ratio
+    update = roll_config("update", opts.update_parallelism, opts.update_order,
+                         opts.update_delay, opts.update_failure_action, opts.update_monitor,
+                         opts.update_max_failure_ratio)
     if update:
         spec["UpdateConfig"] = update
+    rollback = roll_config("rollback", opts.rollback_parallelism, opts.rollback_order,
+                           opts.rollback_delay, opts.rollback_failure_action,
+                           opts.rollback_monitor, opts.rollback_max_failure_ratio)
+    if rollback:
+        spec["RollbackConfig"] = rollback
+    if opts.secrets:
+        container["Secrets"] = [file_reference("secret", text) for text in opts.secrets]
+    if opts.configs:
+        container["Configs"] = [file_reference("config", text) for text in opts.configs]
     endpoint: dict[str, Any] = {"Mode": opts.endpoint_mode}
     if opts.publish:
         endpoint["Ports"] = [parse_publish(p) for p in opts.publish]
     spec["EndpointSpec"] = endpoint
     return spec
+
+
+def roll_config(kind: str, parallelism: int | None, order: str, delay: str, action: str,
+                monitor: str, ratio: float | None) -> dict[str, Any]:
+    """UpdateConfig (kind "update") or RollbackConfig ("rollback") from the --KIND-* flags;
+    a rollback's failure action is pause or continue."""
+    out: dict[str, Any] = {}
+    if parallelism is not None:
+        out["Parallelism"] = parallelism
+    if order:
+        if order not in ("stop-first", "start-first"):
+            raise InvalidArgument(f"invalid --{kind}-order {order!r}: stop-first or "
+                                  "start-first")
+        out["Order"] = order
+    if delay:
+        out["Delay"] = parse_duration(delay, f"--{kind}-delay")
+    if action:
+        actions = ("pause", "continue", "rollback") if kind == "update" else ("pause",
+                                                                             "continue")
+        if action not in actions:
+            raise InvalidArgument(f"invalid --{kind}-failure-action {action!r}: "
+                                  f"{' or '.join(actions)}")
+        out["FailureAction"] = action
+    if monitor:
+        out["Monitor"] = parse_duration(monitor, f"--{kind}-monitor")
+    if ratio is not None:
+        if not 0 <= ratio <= 1:
+            raise InvalidArgument(f"--{kind}-max-failure-ratio: a number from 0 to 1")
+        out["MaxFailureRatio"] = ratio
+    return out
+
+
+def file_reference(kind: str, text: str) -> dict[str, Any]:
+    """--secret / --config NAME or source=NAME[,target=T][,uid=U][,gid=G][,mode=0440] -> a
+    SecretReference / ConfigReference by name (the daemon resolves it among the caller's).
+    A secret's target defaults to its name (in /run/secrets), a config's to /NAME."""
+    fields = dict(_csv_fields(text, f"--{kind}")) if "=" in text else {"source": text}
+    unknown = set(fields) - {"source", "src", "target", "uid", "gid", "mode"}
+    if unknown:
+        raise InvalidArgument(f"--{kind} {text!r}: unsupported field {sorted(unknown)[0]!r} "
+                              "(source, target, uid, gid, mode)")
+    source = fields.get("source") or fields.get("src") or ""
+    if not source:
+        raise InvalidArgument(f"--{kind} {text!r}: source is required")
+    mode_text = fields.get("mode") or "0444"
+    try:
+        mode = int(mode_text, 8)
+    except ValueError:
+        raise InvalidArgument(f"--{kind} {text!r}: mode {mode_text!r} is not octal") from None
+    target = fields.get("target") or (source if kind == "secret" else f"/{source}")
+    prefix = "Secret" if kind == "secret" else "Config"
+    return {f"{prefix}ID": "", f"{prefix}Name": source,
+            "File": {"Name": target, "UID": fields.get("uid") or "0",
+                     "GID": fields.get("gid") or "0", "Mode": mode}}
 
 
 def resources(opts: ServiceOptions) -> dict[str, Any]:

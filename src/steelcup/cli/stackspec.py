@@ -20,15 +20,20 @@ if TYPE_CHECKING:
     from typing import Any
 
 NAMESPACE = "com.docker.stack.namespace"
-TOP_KEYS = frozenset({"version", "name", "services", "networks", "volumes"})
+TOP_KEYS = frozenset({"version", "name", "services", "networks", "volumes", "secrets",
+                      "configs"})
 SERVICE_KEYS = frozenset({"image", "command", "entrypoint", "environment", "env_file", "ports",
                           "volumes", "networks", "deploy", "healthcheck", "labels",
                           "working_dir", "user", "hostname", "stop_grace_period",
-                          "stop_signal", "tty"})
+                          "stop_signal", "tty", "secrets", "configs"})
 # What docker's stack deploy itself ignores (it says so): warned about, not refused.
 IGNORED_SERVICE_KEYS = ("build", "container_name", "depends_on", "links", "restart")
-DEPLOY_KEYS = frozenset({"mode", "replicas", "update_config", "restart_policy", "resources",
-                         "labels", "endpoint_mode", "placement"})
+DEPLOY_KEYS = frozenset({"mode", "replicas", "update_config", "rollback_config",
+                         "restart_policy", "resources", "labels", "endpoint_mode", "placement"})
+ROLL_KEYS = frozenset({"parallelism", "delay", "order", "failure_action", "monitor",
+                       "max_failure_ratio"})
+OBJECT_KEYS = frozenset({"file", "external", "name", "labels"})
+FILE_REF_KEYS = frozenset({"source", "target", "uid", "gid", "mode"})
 NETWORK_KEYS = frozenset({"driver", "attachable", "labels", "external", "name"})
 VOLUME_KEYS = frozenset({"driver", "labels", "external", "name"})
 _VAR = re.compile(r"\$(?:(\$)|\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?-)([^}]*))?\}|"
@@ -39,6 +44,8 @@ _VAR = re.compile(r"\$(?:(\$)|\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?-)([^}]*))?\}|"
 class StackPlan:
     networks: list[dict[str, Any]] = field(default_factory=list)  # network create bodies
     services: list[dict[str, Any]] = field(default_factory=list)  # ServiceSpecs
+    # Secrets and configs to create: {"kind", "Name", "Labels", "file" (its path)}
+    objects: list[dict[str, Any]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
 
@@ -108,13 +115,7 @@ def stack_plan(doc: Any, stack: str, environ: dict[str, str], base_dir: str,
     `read_file(path) -> str` reads env_files (relative to `base_dir`)."""
     if not re.fullmatch(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*", stack):
         raise InvalidArgument(f"invalid stack name {stack!r}")
-    doc = interpolate(_check_keys(doc, TOP_KEYS | {"secrets", "configs"}, "compose file"),
-                      environ)
-    for kind in ("secrets", "configs"):
-        if doc.get(kind):
-            raise InvalidArgument(f"{kind} is not supported by steelcup stacks (swarm {kind} "
-                                  "are not served): use a volume, a bind mount or environment "
-                                  "variables")
+    doc = interpolate(_check_keys(doc, TOP_KEYS, "compose file"), environ)
     services = _check_keys(doc.get("services"), frozenset(doc.get("services") or {}),
                            "services")
     if not services:
@@ -122,10 +123,18 @@ def stack_plan(doc: Any, stack: str, environ: dict[str, str], base_dir: str,
     plan = StackPlan()
     networks = _networks(doc.get("networks"), stack, plan)
     volumes = _volumes(doc.get("volumes"), stack)
+    objects = {kind: _objects(doc.get(f"{kind}s"), kind, stack, base_dir, plan)
+               for kind in ("secret", "config")}
     used_default = False
     for name, svc in services.items():
         spec, uses_default = _service(name, svc, stack, networks, volumes, environ,
                                       base_dir, read_file, plan)
+        container = spec["TaskTemplate"]["ContainerSpec"]
+        for kind in ("secret", "config"):
+            refs = [_file_ref(kind, ref, objects[kind], f"services.{name}.{kind}s")
+                    for ref in (svc or {}).get(f"{kind}s") or []]
+            if refs:
+                container[f"{kind.capitalize()}s"] = refs
         used_default |= uses_default
         plan.services.append(spec)
     if used_default and "default" not in networks:
@@ -155,6 +164,54 @@ def _networks(top: Any, stack: str, plan: StackPlan) -> dict[str, str]:
                                                     f"networks.{name}.labels"),
                                          NAMESPACE: stack}})
     return out
+
+
+def _objects(top: Any, kind: str, stack: str, base_dir: str, plan: StackPlan
+             ) -> dict[str, str]:
+    """Top-level secrets or configs: name in the file -> the object's name; those read
+    from a `file:` are planned for creation (as STACK_NAME, labelled with the stack)."""
+    out: dict[str, str] = {}
+    where = f"{kind}s"
+    for name, obj in _check_keys(top, frozenset(top or {}), where).items():
+        obj = _check_keys(obj, OBJECT_KEYS, f"{where}.{name}")
+        if obj.get("external"):
+            out[name] = str(obj.get("name") or name)
+            continue
+        if not obj.get("file"):
+            raise InvalidArgument(f"{where}.{name}: `file:` or `external: true` is needed "
+                                  "(steelcup stacks read secrets and configs from files)")
+        full = str(obj.get("name") or f"{stack}_{name}")
+        out[name] = full
+        plan.objects.append({
+            "kind": kind, "Name": full,
+            "Labels": {**_str_map(obj.get("labels"), f"{where}.{name}.labels"),
+                       NAMESPACE: stack},
+            "file": os.path.normpath(os.path.join(base_dir, os.path.expanduser(
+                str(obj["file"]))))})
+    return out
+
+
+def _file_ref(kind: str, value: Any, declared: dict[str, str], where: str
+              ) -> dict[str, Any]:
+    """A service's secret or config (short: its name; long: source, target, uid, gid, mode)
+    as a reference by name; the target defaults to the name (a config's to /NAME)."""
+    ref = {"source": value} if isinstance(value, str) else _check_keys(
+        value, FILE_REF_KEYS, f"{where}[]")
+    source = str(ref.get("source") or "")
+    if source not in declared:
+        raise InvalidArgument(f"{where}: {kind} {source!r} is not declared in the top-level "
+                              f"{kind}s")
+    target = str(ref.get("target") or (source if kind == "secret" else f"/{source}"))
+    mode = ref.get("mode", 0o444)
+    if isinstance(mode, str):
+        try:
+            mode = int(mode, 8)
+        except ValueError:
+            raise InvalidArgument(f"{where}: mode {mode!r} is not octal") from None
+    prefix = kind.capitalize()
+    return {f"{prefix}ID": "", f"{prefix}Name": declared[source],
+            "File": {"Name": target, "UID": str(ref.get("uid") or "0"),
+                     "GID": str(ref.get("gid") or "0"), "Mode": int(mode)}}
 
 
 def _volumes(top: Any, stack: str) -> dict[str, str]:
@@ -270,18 +327,17 @@ def _deploy(deploy: dict[str, Any], opts: ServiceOptions, where: str) -> None:
         opts.replicas = int(deploy["replicas"])
     if deploy.get("endpoint_mode"):
         opts.endpoint_mode = str(deploy["endpoint_mode"])
-    update = _check_keys(deploy.get("update_config"), frozenset({
-        "parallelism", "delay", "order", "failure_action", "monitor", "max_failure_ratio"}),
-        f"{where}.update_config")
-    if update.get("parallelism") is not None:
-        opts.update_parallelism = int(update["parallelism"])
-    for key, attr in (("delay", "update_delay"), ("monitor", "update_monitor")):
-        if update.get(key) is not None:
-            setattr(opts, attr, _duration(update[key]))
-    opts.update_order = str(update.get("order") or "")
-    opts.update_failure_action = str(update.get("failure_action") or "")
-    if update.get("max_failure_ratio") is not None:
-        opts.update_max_failure_ratio = float(update["max_failure_ratio"])
+    for kind in ("update", "rollback"):
+        roll = _check_keys(deploy.get(f"{kind}_config"), ROLL_KEYS, f"{where}.{kind}_config")
+        if roll.get("parallelism") is not None:
+            setattr(opts, f"{kind}_parallelism", int(roll["parallelism"]))
+        for key in ("delay", "monitor"):
+            if roll.get(key) is not None:
+                setattr(opts, f"{kind}_{key}", _duration(roll[key]))
+        setattr(opts, f"{kind}_order", str(roll.get("order") or ""))
+        setattr(opts, f"{kind}_failure_action", str(roll.get("failure_action") or ""))
+        if roll.get("max_failure_ratio") is not None:
+            setattr(opts, f"{kind}_max_failure_ratio", float(roll["max_failure_ratio"]))
     restart = _check_keys(deploy.get("restart_policy"), frozenset({
         "condition", "delay", "max_attempts", "window"}), f"{where}.restart_policy")
     opts.restart_condition = str(restart.get("condition") or "")

@@ -566,7 +566,7 @@ class Runtime:
                 root = await asyncio.to_thread(self.prepare_rootfs, record)
                 uid, gid, groups = resolve_user(root, config.user, config.group_add)
                 run = await self.resources.acquire(record, root, stack,
-                                                   self._link_hosts(record))
+                                                   self._link_hosts(record), run_dir=cdir)
                 cpus, mem_mib = self.vm_size(config)
                 request = VmRequest(
                     mem_mib=mem_mib,

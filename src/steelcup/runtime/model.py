@@ -9,6 +9,7 @@ from typing import Any
 from steelcup.image.config import HealthConfig
 from steelcup.runtime.capabilities import DEFAULT_CAPS
 from steelcup.runtime.healthcheck import HealthState
+from steelcup.runtime.swarmfiles import SwarmFile
 
 
 class Status(enum.Enum):
@@ -101,6 +102,8 @@ class ContainerConfig:
     # An existing host directory as the root instead of the image's layers (HostConfig.
     # SteelcupRootfs, the operator's only: steelcup-runtime's OCI bundles); "" = the image's.
     rootfs_dir: str = ""
+    # Swarm secrets and configs of a service's task (runtime.swarmfiles), placed each run.
+    swarm_files: tuple[SwarmFile, ...] = ()
 
     def rlimits(self) -> tuple[str, ...]:
         """The ulimits as the guest protocol's RLIMIT fields."""
@@ -152,6 +155,8 @@ class ContainerConfig:
                 "ulimits": tuple((str(n), int(s), int(h)) for n, s, h in data.get("ulimits", ())),
                 "healthcheck": HealthConfig.from_json(data["healthcheck"])
                 if data.get("healthcheck") else None,
+                "swarm_files": tuple(SwarmFile.from_json(f)
+                                     for f in data.get("swarm_files", ())),
             }
         )
 

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +34,13 @@ from steelcup.runtime.model import (
     PortView,
 )
 from steelcup.runtime.mountpoints import make_mount_points
+from steelcup.runtime.swarmfiles import (
+    SECRETS_DIR,
+    SECRETS_TAG,
+    DataOf,
+    write_configs,
+    write_secrets,
+)
 from steelcup.vm.qemu_args import NicSpec, Share
 from steelcup.volume.manager import PreparedMount, VolumeManager, check_tenant_mounts
 from steelcup.volume.namespace import key as volume_key
@@ -65,6 +73,10 @@ class Resources:
         self.volumes = volumes
         # Each tenant's VM id range: volumes are stored for it, /etc files are its root's.
         self.ids_for = ids_for
+        # The content of swarm secrets and configs (the daemon's services layer); None: a
+        # container that uses some cannot start.
+        self.swarm_data: DataOf | None = None
+        self._secret_dirs: dict[str, Path] = {}  # container id -> its run's secrets
 
     # -- create ------------------------------------------------------------------------------
 
@@ -156,10 +168,12 @@ class Resources:
 
     async def acquire(
         self, record: ContainerRecord, root: Path, stack: contextlib.AsyncExitStack,
-        link_hosts: tuple[tuple[str, str], ...] = (),
+        link_hosts: tuple[tuple[str, str], ...] = (), run_dir: Path | None = None,
     ) -> RunResources:
-        """Volumes, NICs and /etc files for this run; undone by `stack` if the start fails.
-        `link_hosts`: /etc/hosts lines (names, address) of its links (runtime.links)."""
+        """Volumes, NICs, /etc files, swarm secrets and configs for this run; undone by
+        `stack` if the start fails. `link_hosts`: /etc/hosts lines (names, address) of its
+        links (runtime.links); `run_dir`: the container's own directory (its secrets go
+        there for the run)."""
         config = record.config
         prepared: list[PreparedMount] = []
         plans = [MountPlan.from_json(p) for p in config.mount_plans]
@@ -197,22 +211,58 @@ class Resources:
         owner = ids.to_host(0) if ids is not None else None
         await asyncio.to_thread(write_etc_files, root, files, owner)
         mounts = tuple(p.request for p in prepared)
+        secret_shares: tuple[Share, ...] = ()
+        if config.swarm_files:
+            secret_dir = await asyncio.to_thread(self._place_swarm_files, record, root,
+                                                 run_dir)
+            if secret_dir is not None:
+                stack.callback(self._drop_secrets, record.id)
+                secret_shares = (Share(SECRETS_TAG, secret_dir, True),)
+                mounts = (*mounts, guest_ops.GuestMount(target=SECRETS_DIR, fstype="9p",
+                                                        source=SECRETS_TAG, readonly=True))
         if config.read_only:  # the guest cannot make them in a read-only root
             await asyncio.to_thread(make_mount_points, root, [m.target for m in mounts], owner)
         return RunResources(
-            shares=tuple(p.share for p in prepared if p.share is not None),
+            shares=(*(p.share for p in prepared if p.share is not None), *secret_shares),
             vm_nics=tuple(NicSpec(n.tap, n.mac) for n in attachment.nics),
             tap_places=tuple(TapPlace(n.bridge, n.mtu) for n in attachment.nics),
             nics=tuple(n.guest_nic() for n in attachment.nics),
             mounts=(*shm_mount(config), *mounts),
         )
 
+    def _place_swarm_files(self, record: ContainerRecord, root: Path,
+                           run_dir: Path | None) -> Path | None:
+        """Configs written into the root, secrets into a directory for the read-only share
+        (returned; None when there are none). Blocking."""
+        config = record.config
+        if self.swarm_data is None or run_dir is None:
+            raise InvalidArgument("this container uses swarm secrets or configs, which this "
+                                  "daemon cannot place")
+        ids = self.ids_for(config.tenant)
+        write_configs(root, [f for f in config.swarm_files if f.kind == "config"],
+                      self.swarm_data, ids)
+        secrets = [f for f in config.swarm_files if f.kind == "secret"]
+        if not secrets:
+            return None
+        host = run_dir / "secrets"
+        write_secrets(host, secrets, self.swarm_data, ids)
+        self._secret_dirs[record.id] = host
+        return host
+
+    def _drop_secrets(self, container_id: str) -> None:
+        """The run's copy of its secrets goes when the run ends (or fails to start)."""
+        host = self._secret_dirs.pop(container_id, None)
+        if host is not None:
+            shutil.rmtree(host, ignore_errors=True)
+
     async def configure_guest(self, guest: GuestClient, run: RunResources) -> None:
         """After SETUP_ROOT, before the process starts: NICs (or loopback), then mounts."""
         await guest_ops.configure(guest, run.nics, run.mounts)
 
     async def release_run(self, container_id: str) -> None:
-        """The run ended and its VM is gone: detach its NICs, unmount the volumes it held."""
+        """The run ended and its VM is gone: detach its NICs, unmount the volumes it held,
+        remove its secrets' copy."""
+        await asyncio.to_thread(self._drop_secrets, container_id)
         if self.networks is not None:
             with contextlib.suppress(SteelcupError, OSError):
                 await self.networks.detach(container_id)

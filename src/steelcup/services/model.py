@@ -93,6 +93,31 @@ class FailurePolicy:
     max_failure_ratio: float = 0.0  # failed / updated tasks tolerated
 
 
+@dataclass(frozen=True)
+class RollbackPolicy:
+    """RollbackConfig: how a rollback replaces tasks (docker's defaults: one at a time,
+    stop-first, no delay, pause on any failure, monitored 5 s)."""
+
+    parallelism: int = 1
+    start_first: bool = False
+    delay_s: float = 0.0
+    failure: FailurePolicy = FailurePolicy()  # action pause or continue
+
+    def to_json(self) -> dict[str, Any]:
+        return {"parallelism": self.parallelism, "start_first": self.start_first,
+                "delay_s": self.delay_s, "action": self.failure.action.value,
+                "monitor_s": self.failure.monitor_s,
+                "max_failure_ratio": self.failure.max_failure_ratio}
+
+    @staticmethod
+    def from_json(data: dict[str, Any]) -> RollbackPolicy:
+        return RollbackPolicy(int(data["parallelism"]), bool(data["start_first"]),
+                              float(data["delay_s"]),
+                              FailurePolicy(FailureAction(data["action"]),
+                                            float(data["monitor_s"]),
+                                            float(data["max_failure_ratio"])))
+
+
 class UpdateState(enum.Enum):
     UPDATING = "updating"
     PAUSED = "paused"
@@ -140,6 +165,7 @@ class ServicePlan:
     update_start_first: bool = False  # UpdateConfig.Order start-first
     update_delay_s: float = 0.0  # UpdateConfig.Delay
     failure: FailurePolicy = FailurePolicy()  # UpdateConfig's FailureAction, Monitor, ratio
+    rollback: RollbackPolicy = RollbackPolicy()  # RollbackConfig: a rollback to this spec
 
     def to_json(self) -> dict[str, Any]:
         return {"mode": self.mode.value, "replicas": self.replicas,
@@ -153,7 +179,8 @@ class ServicePlan:
                 "update_delay_s": self.update_delay_s,
                 "failure": {"action": self.failure.action.value,
                             "monitor_s": self.failure.monitor_s,
-                            "max_failure_ratio": self.failure.max_failure_ratio}}
+                            "max_failure_ratio": self.failure.max_failure_ratio},
+                "rollback": self.rollback.to_json()}
 
     @staticmethod
     def from_json(data: dict[str, Any]) -> ServicePlan:
@@ -168,7 +195,9 @@ class ServicePlan:
             update_delay_s=float(data.get("update_delay_s", 0.0)),
             failure=FailurePolicy(FailureAction(failure["action"]), float(failure["monitor_s"]),
                                   float(failure["max_failure_ratio"]))
-            if (failure := data.get("failure")) else FailurePolicy())
+            if (failure := data.get("failure")) else FailurePolicy(),
+            rollback=RollbackPolicy.from_json(data["rollback"])
+            if data.get("rollback") else RollbackPolicy())
 
 
 @dataclass(frozen=True)
@@ -318,3 +347,37 @@ class SwarmState:
     @staticmethod
     def from_json(data: dict[str, Any]) -> SwarmState:
         return SwarmState(**data)
+
+
+class Kind(enum.Enum):
+    SECRET = "secret"
+    CONFIG = "config"
+
+    @property
+    def max_bytes(self) -> int:
+        """swarmkit's size limits: 500 KB for a secret, 1000 KB for a config."""
+        return 500 * 1024 if self is Kind.SECRET else 1000 * 1024
+
+
+@dataclass(frozen=True)
+class SwarmObject:
+    id: str
+    kind: Kind
+    tenant: str
+    name: str
+    version: int
+    created_at: str
+    updated_at: str
+    labels: tuple[tuple[str, str], ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, "kind": self.kind.value, "tenant": self.tenant,
+                "name": self.name, "version": self.version, "created_at": self.created_at,
+                "updated_at": self.updated_at, "labels": [list(kv) for kv in self.labels]}
+
+    @staticmethod
+    def from_json(data: dict[str, Any]) -> SwarmObject:
+        return SwarmObject(id=data["id"], kind=Kind(data["kind"]), tenant=data["tenant"],
+                           name=data["name"], version=int(data["version"]),
+                           created_at=data["created_at"], updated_at=data["updated_at"],
+                           labels=tuple((str(k), str(v)) for k, v in data.get("labels", ())))

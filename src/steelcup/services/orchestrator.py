@@ -253,7 +253,9 @@ class Orchestrator:
         status = service.update_status if service is not None else None
         if service is None or desired is None or status is None:
             return None
-        verdict, wake_at = rollout.judge(status.state, service.plan.failure, desired, views,
+        policy = (service.plan.rollback.failure
+                  if status.state is UpdateState.ROLLBACK_STARTED else service.plan.failure)
+        verdict, wake_at = rollout.judge(status.state, policy, desired, views,
                                          now, parse_time_ns(status.started_at))
         if verdict is None:
             return wake_at
@@ -276,13 +278,21 @@ class Orchestrator:
             return None
         plan = service.plan
         slots = (0,) if plan.mode is Mode.GLOBAL else tuple(range(1, plan.replicas + 1))
+        state = service.update_status.state if service.update_status is not None else None
+        # A rollback replaces tasks per the RollbackConfig of the spec it goes back to (as
+        # swarmkit); an update per its UpdateConfig.
+        if state in (UpdateState.ROLLBACK_STARTED, UpdateState.ROLLBACK_PAUSED):
+            parallelism, start_first, delay_s = (plan.rollback.parallelism,
+                                                 plan.rollback.start_first,
+                                                 plan.rollback.delay_s)
+        else:
+            parallelism, start_first, delay_s = (plan.parallelism, plan.update_start_first,
+                                                 plan.update_delay_s)
         return reconcile.Desired(slots=slots, generation=service.generation,
-                                 restart=plan.restart, parallelism=plan.parallelism,
-                                 start_first=plan.update_start_first,
-                                 update_delay_s=plan.update_delay_s,
-                                 paused=service.update_status is not None
-                                 and service.update_status.state in (
-                                     UpdateState.PAUSED, UpdateState.ROLLBACK_PAUSED))
+                                 restart=plan.restart, parallelism=parallelism,
+                                 start_first=start_first, update_delay_s=delay_s,
+                                 paused=state in (UpdateState.PAUSED,
+                                                  UpdateState.ROLLBACK_PAUSED))
 
     def _view(self, task: TaskRecord) -> reconcile.TaskView:
         return reconcile.TaskView(

@@ -1,8 +1,9 @@
 """The verdict on a rolling update in progress (pure): its new tasks failing beyond
 `UpdateConfig.MaxFailureRatio` trigger its FailureAction (pause, or rollback to the previous
 spec; continue ignores failures); once every slot runs a new task for `Monitor`, it is
-completed. A rollback is judged the same way, and pauses on failure (docker's default
-RollbackConfig). `reconcile.plan` does the replacing; this only says how the update stands.
+completed. A rollback is judged the same way with its RollbackConfig's policy: it pauses on
+failure (the default) or continues. `reconcile.plan` does the replacing; this only says how
+the update stands.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ def judge(state: UpdateState, policy: FailurePolicy, desired: Desired,
            and (not t.state.terminal or t.ended_ns >= started_ns)]
     failed = [t for t in new if t.state in _FAILED]
     if failed and len(failed) / len(new) > policy.max_failure_ratio and (
-            rolling_back or policy.action is not FailureAction.CONTINUE):
+            policy.action is not FailureAction.CONTINUE):
         why = f"failure or early termination of task {failed[0].id}"
         if rolling_back:
             return Verdict(UpdateState.ROLLBACK_PAUSED, f"rollback paused due to {why}"), None

@@ -53,6 +53,7 @@ class Quotas:
     images: int = 20
     networks: int = 10
     services: int = 5
+    secrets: int = 50  # swarm secrets and configs together
     fips: int = 2
     func_calls: int = 10  # concurrent func calls
     crons: int = 10  # cron jobs (their runs' containers count as containers)
@@ -71,7 +72,7 @@ class Quotas:
 _QUOTA_WORDS = {
     "containers": "containers", "cpus": "cpus", "memory": "memory_mib", "volumes": "volumes",
     "volume-size": "volume_gib", "images": "images", "networks": "networks",
-    "services": "services", "fips": "fips", "func-calls": "func_calls",
+    "services": "services", "secrets": "secrets", "fips": "fips", "func-calls": "func_calls",
     "crons": "crons",
     "funcs": "funcs",
 }

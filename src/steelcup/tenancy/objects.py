@@ -16,6 +16,7 @@ from steelcup.image.store import ImageStore
 from steelcup.net.manager import DEFAULT_NETWORK, NetworkManager
 from steelcup.runtime.containers import Runtime
 from steelcup.services.manager import ServiceManager
+from steelcup.services.objects import ObjectManager
 from steelcup.tenancy.manager import Tenants
 from steelcup.volume.manager import GIB, VolumeManager
 
@@ -24,14 +25,19 @@ log = logging.getLogger(__name__)
 
 def wire(tenants: Tenants, runtime: Runtime, images: ImageStore,
          networks: NetworkManager | None, volumes: VolumeManager,
-         crons: Crons | None = None, services: ServiceManager | None = None) -> None:
-    """Register the counts of images, networks, floating IPs, volumes, crons and services
+         crons: Crons | None = None, services: ServiceManager | None = None,
+         swarm_objects: ObjectManager | None = None) -> None:
+    """Register the counts of images, networks, floating IPs, volumes, crons, services and
+    swarm secrets and configs (together, the `secrets` quota)
     (containers, vCPUs and memory are `runtime.admission`'s), hand each layer the gate, and
     say what a tenant owns."""
     gate = tenants.quotas
     if services is not None:
         gate.register("services", lambda t: len(services.list(t)))
         services.admit = gate.admit
+    if swarm_objects is not None:
+        gate.register("secrets", lambda t: len(swarm_objects.list(None, t)))
+        swarm_objects.admit = gate.admit
     gate.register("images", lambda t: len(images.list(t)))
     images.images_quota = lambda t: tenants.get(t).quotas.images
     gate.register("volumes", lambda t: len(volumes.list(t)))
@@ -50,6 +56,8 @@ def wire(tenants: Tenants, runtime: Runtime, images: ImageStore,
 
     def owned(tenant: str) -> list[str]:
         return ([f"service {s.name}" for s in (services.list(tenant) if services else [])]
+                + [f"{o.kind.value} {o.name}" for o in (
+                    swarm_objects.list(None, tenant) if swarm_objects else [])]
                 + [f"container {c.name}" for c in runtime.list(tenant)]
                 + [f"image {(i.repo_tags or [i.id[:19]])[0]}" for i in images.list(tenant)]
                 + [f"volume {v.name}" for v in volumes.list(tenant)]
@@ -85,9 +93,11 @@ class Teardown:
     def __init__(self, runtime: Runtime, images: ImageStore, networks: NetworkManager | None,
                  volumes: VolumeManager | None, credentials: TenantCredentials,
                  crons: Crons | None = None, funcs: Funcs | None = None,
-                 services: ServiceManager | None = None) -> None:
+                 services: ServiceManager | None = None,
+                 swarm_objects: ObjectManager | None = None) -> None:
         self.funcs = funcs
         self.services = services
+        self.swarm_objects = swarm_objects
         self.runtime = runtime
         self.crons = crons
         self.images = images
@@ -99,6 +109,9 @@ class Teardown:
         if self.services is not None:  # first: their orchestrator would replace containers
             for service in self.services.list(tenant):
                 self.services.remove(service.id)
+        if self.swarm_objects is not None:  # no service of the tenant uses them now
+            for obj in self.swarm_objects.list(None, tenant):
+                self.swarm_objects.remove(obj.id)
         if self.crons is not None:  # first: no new job container appears meanwhile
             for spec, _ in self.crons.list(tenant):
                 await self.crons.remove(spec.key, force=True)

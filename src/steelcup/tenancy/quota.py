@@ -40,7 +40,8 @@ def unlimited(tenant: str | None, wanted: Mapping[str, int]) -> Iterator[None]:
 _SHOWN = {"containers": ("containers", ""), "cpus": ("cpus", " vCPUs"),
           "memory_mib": ("memory", " MiB"), "volumes": ("volumes", ""),
           "volume_gib": ("volume-size", " GiB"), "images": ("images", ""),
-          "networks": ("networks", ""), "services": ("services", ""), "fips": ("fips", ""),
+          "networks": ("networks", ""), "services": ("services", ""),
+          "secrets": ("secrets", ""), "fips": ("fips", ""),
           "func_calls": ("func-calls", ""), "crons": ("crons", ""),
           "funcs": ("funcs", "")}
 

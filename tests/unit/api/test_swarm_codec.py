@@ -13,6 +13,8 @@ from steelcup.api import swarm_codec as codec
 from steelcup.errors import InvalidArgument, Unsupported
 from steelcup.services.model import (
     Condition,
+    FailureAction,
+    FailurePolicy,
     Mode,
     SwarmState,
     TaskRecord,
@@ -86,7 +88,26 @@ def test_defaults_of_a_minimal_spec() -> None:
     ({"TaskTemplate": {"ContainerSpec": {}}}, InvalidArgument, "image reference"),
     ({"Mode": {"ReplicatedJob": {}}}, Unsupported, "ReplicatedJob"),
     ({"TaskTemplate": {"ContainerSpec": {"Image": "x", "Secrets": [{"SecretName": "s"}]}}},
-     Unsupported, "Secrets"),
+     InvalidArgument, "Secrets.*File is needed"),
+    ({"TaskTemplate": {"ContainerSpec": {"Image": "x", "Secrets": [
+        {"SecretID": "a", "SecretName": "s", "File": {"Name": "../../etc/passwd"}}]}}},
+     InvalidArgument, "secret target"),
+    ({"TaskTemplate": {"ContainerSpec": {"Image": "x", "Configs": [
+        {"ConfigID": "a", "ConfigName": "c", "File": {"Name": "/etc/../../x"}}]}}},
+     InvalidArgument, "'..' is not allowed"),
+    ({"TaskTemplate": {"ContainerSpec": {"Image": "x", "Configs": [
+        {"ConfigID": "a", "ConfigName": "c", "File": {"Name": "/proc/sys/kernel/x"}}]}}},
+     InvalidArgument, "guest's own"),
+    ({"TaskTemplate": {"ContainerSpec": {"Image": "x", "Configs": [
+        {"ConfigID": "a", "ConfigName": "c", "File": {"Name": "/c", "Mode": 0o10000}}]}}},
+     InvalidArgument, "File.Mode"),
+    ({"TaskTemplate": {"ContainerSpec": {"Image": "x", "Secrets": [
+        {"SecretID": "a", "SecretName": "s", "File": {"Name": "s", "UID": "root"}}]}}},
+     InvalidArgument, "numeric id"),
+    ({"TaskTemplate": {"ContainerSpec": {"Image": "x", "Secrets": [
+        {"SecretID": "a", "SecretName": "s", "File": {"Name": "s"}},
+        {"SecretID": "b", "SecretName": "t", "File": {"Name": "/run/secrets/s"}}]}}},
+     InvalidArgument, "target of two"),
     ({"TaskTemplate": {"ContainerSpec": {"Image": "x", "Bogus": 1}}}, InvalidArgument,
      "ContainerSpec.Bogus"),
     ({"TaskTemplate": {"ContainerSpec": {"Image": "x"},
@@ -160,3 +181,20 @@ def test_swarm_init_and_info() -> None:
         "Worker"] == ""
     assert codec.info_section(state, False, tenant=False)["LocalNodeState"] == "inactive"
     assert NODE["ManagerStatus"]["Leader"] is True and NODE["Status"]["State"] == "ready"
+
+
+def test_rollback_config_is_decoded_and_a_rollback_of_a_rollback_refused() -> None:
+    spec = {"Name": "web", "TaskTemplate": {"ContainerSpec": {"Image": "x"}},
+            "RollbackConfig": {"Parallelism": 0, "Delay": 2 * codec.NS, "Order": "start-first",
+                               "FailureAction": "continue", "Monitor": 3 * codec.NS,
+                               "MaxFailureRatio": 0.5}}
+    rollback = codec.decode_service(spec, NODE).plan.rollback
+    assert (rollback.parallelism, rollback.start_first, rollback.delay_s) == (0, True, 2.0)
+    assert rollback.failure == FailurePolicy(FailureAction.CONTINUE, 3.0, 0.5)
+    default = codec.decode_service({**spec, "RollbackConfig": None}, NODE).plan.rollback
+    assert (default.parallelism, default.start_first, default.failure.action) == (
+        1, False, FailureAction.PAUSE)
+    with pytest.raises(InvalidArgument, match="RollbackConfig.FailureAction 'rollback'"):
+        codec.decode_service({**spec, "RollbackConfig": {"FailureAction": "rollback"}}, NODE)
+    with pytest.raises(InvalidArgument, match="RollbackConfig.Order"):
+        codec.decode_service({**spec, "RollbackConfig": {"Order": "sideways"}}, NODE)

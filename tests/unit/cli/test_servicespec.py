@@ -77,3 +77,30 @@ def test_composite_flags() -> None:
     assert scale_targets(["web=3", "api=0"]) == [("web", 3), ("api", 0)]
     with pytest.raises(InvalidArgument, match="SERVICE=REPLICAS"):
         scale_targets(["web"])
+
+
+def test_rollback_flags_and_file_references() -> None:
+    spec = service_spec(ServiceOptions(
+        image="x", rollback_parallelism=0, rollback_order="start-first", rollback_delay="1s",
+        rollback_failure_action="continue", rollback_monitor="3s",
+        rollback_max_failure_ratio=0.2,
+        secrets=["db", "source=tls,target=key.pem,uid=100,gid=101,mode=0400"],
+        configs=["app", "source=nginx,target=/etc/nginx/nginx.conf"]), {})
+    assert spec["RollbackConfig"] == {"Parallelism": 0, "Order": "start-first",
+                                      "Delay": 1_000_000_000, "FailureAction": "continue",
+                                      "Monitor": 3_000_000_000, "MaxFailureRatio": 0.2}
+    container = spec["TaskTemplate"]["ContainerSpec"]
+    assert container["Secrets"] == [
+        {"SecretID": "", "SecretName": "db",
+         "File": {"Name": "db", "UID": "0", "GID": "0", "Mode": 0o444}},
+        {"SecretID": "", "SecretName": "tls",
+         "File": {"Name": "key.pem", "UID": "100", "GID": "101", "Mode": 0o400}}]
+    assert [c["File"]["Name"] for c in container["Configs"]] == ["/app",
+                                                                 "/etc/nginx/nginx.conf"]
+    for bad, words in ((ServiceOptions(image="x", rollback_failure_action="rollback"),
+                        "--rollback-failure-action"),
+                       (ServiceOptions(image="x", secrets=["source=a,mode=rw"]), "octal"),
+                       (ServiceOptions(image="x", configs=["target=/x"]), "source"),
+                       (ServiceOptions(image="x", secrets=["source=a,driver=v"]), "driver")):
+        with pytest.raises(InvalidArgument, match=words):
+            service_spec(bad, {})

@@ -80,10 +80,12 @@ def test_environment_env_files_and_interpolation() -> None:
 
 @pytest.mark.parametrize(("doc", "named"), [
     ({"services": {"web": {"image": "x", "cap_add": ["NET_ADMIN"]}}}, "services.web.cap_add"),
-    ({"services": {"web": {"image": "x", "deploy": {"rollback_config": {}}}}},
-     "services.web.deploy.rollback_config"),
-    ({"services": {"web": {"image": "x"}}, "secrets": {"s": {"file": "f"}}}, "secrets"),
-    ({"services": {"web": {"image": "x"}}, "configs": {"c": {"file": "f"}}}, "configs"),
+    ({"services": {"web": {"image": "x", "deploy": {"rollback_config": {"x": 1}}}}},
+     "services.web.deploy.rollback_config.x"),
+    ({"services": {"web": {"image": "x"}}, "secrets": {"s": {"environment": "E"}}},
+     "secrets.s.environment"),
+    ({"services": {"web": {"image": "x"}}, "configs": {"c": {}}}, "configs.c: `file:`"),
+    ({"services": {"web": {"image": "x", "secrets": ["nope"]}}}, "secret 'nope' is not"),
     ({"services": {"web": {"image": "x", "networks": ["nope"]}}}, "network 'nope'"),
     ({"services": {"web": {"image": "x", "volumes": ["nope:/d"]}}}, "volume 'nope'"),
     ({"services": {"web": {"image": "x", "ports": ["8000-8010:80"]}}}, "port ranges"),
@@ -100,3 +102,31 @@ def test_keys_steelcup_cannot_honour_are_refused_by_name(doc: dict[str, Any],
 def test_keys_docker_stack_ignores_are_warned_about_by_name() -> None:
     p = plan({"services": {"web": {"image": "x", "depends_on": ["db"], "restart": "always"}}})
     assert p.warnings == ["Ignoring unsupported options of services.web: depends_on, restart"]
+
+
+def test_secrets_configs_and_rollback_config() -> None:
+    p = plan({"services": {"web": {
+        "image": "x", "secrets": ["token", {"source": "tls", "target": "key.pem",
+                                            "uid": "100", "mode": "0400"}],
+        "configs": [{"source": "motd", "target": "/etc/motd", "mode": 0o440}],
+        "deploy": {"rollback_config": {"parallelism": 0, "order": "start-first",
+                                       "failure_action": "continue", "delay": "1s"}}}},
+        "secrets": {"token": {"file": "./token.txt", "labels": {"a": "1"}},
+                    "tls": {"external": True, "name": "site-tls"}},
+        "configs": {"motd": {"file": "motd.txt"}}})
+    assert p.objects == [
+        {"kind": "secret", "Name": "st_token", "Labels": {"a": "1", NAMESPACE: "st"},
+         "file": "/srv/app/token.txt"},
+        {"kind": "config", "Name": "st_motd", "Labels": {NAMESPACE: "st"},
+         "file": "/srv/app/motd.txt"}]  # the external one is not made
+    spec = p.services[0]
+    container = spec["TaskTemplate"]["ContainerSpec"]
+    assert container["Secrets"] == [
+        {"SecretID": "", "SecretName": "st_token",
+         "File": {"Name": "token", "UID": "0", "GID": "0", "Mode": 0o444}},
+        {"SecretID": "", "SecretName": "site-tls",
+         "File": {"Name": "key.pem", "UID": "100", "GID": "0", "Mode": 0o400}}]
+    assert container["Configs"] == [{"ConfigID": "", "ConfigName": "st_motd", "File": {
+        "Name": "/etc/motd", "UID": "0", "GID": "0", "Mode": 0o440}}]
+    assert spec["RollbackConfig"] == {"Parallelism": 0, "Order": "start-first",
+                                      "Delay": 1_000_000_000, "FailureAction": "continue"}

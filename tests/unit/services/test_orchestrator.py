@@ -23,6 +23,7 @@ from steelcup.services.model import (
     FailurePolicy,
     Mode,
     RestartPolicy,
+    RollbackPolicy,
     ServicePlan,
     ServiceRecord,
     TaskRecord,
@@ -327,6 +328,44 @@ def test_an_update_whose_tasks_fail_is_rolled_back(tmp_path: Path) -> None:
         assert now[1].id == before[1].id  # slot 2 was not updated yet: kept as it was
         assert after.update_status is not None and after.update_status.message == (
             "rollback completed")
+
+    run(tmp_path, body)
+
+
+def test_a_rollback_replaces_tasks_per_its_rollback_config(tmp_path: Path) -> None:
+    """The spec rolled back to says how: RollbackConfig parallelism 0 (all at once) while its
+    UpdateConfig's is 1; the update itself went one slot at a time."""
+    async def body(rt: Runtime, vms: FakeVms, manager: ServiceManager,
+                   orch: Orchestrator) -> None:
+        plan = ServicePlan(mode=Mode.REPLICATED, replicas=2, template=ContainerConfig(
+            image="base:1", image_id="", cmd=("serve",)), stop_grace_s=0,
+            rollback=RollbackPolicy(parallelism=0, failure=FailurePolicy(monitor_s=0.1)))
+        created = manager.create("", "web", spec_doc={"Name": "web"}, task_doc={}, plan=plan)
+        await running(orch, 2)
+        new = replace(created.plan, template=replace(created.plan.template, env=("V=2",)),
+                      failure=FailurePolicy(monitor_s=0.1))
+        vms.start_gate = asyncio.Event()
+        svc = manager.update(created.id, created.version, spec_doc={"Name": "web", "v": 2},
+                             task_doc={}, plan=new, force_changed=False)
+
+        def starting(generation: int) -> int:
+            return sum(1 for t in orch.list(None) if t.service_id == created.id
+                       and t.generation == generation and t.desired is TaskState.RUNNING
+                       and not t.state.terminal)
+        await eventually(lambda: starting(2) == 1)
+        await asyncio.sleep(0.2)
+        assert starting(2) == 1  # UpdateConfig: one slot at a time
+        vms.start_gate.set()
+        await eventually(lambda: manager.get(svc.id).update_status is not None
+                         and manager.get(svc.id).update_status.state  # type: ignore[union-attr]
+                         is UpdateState.COMPLETED, timeout_s=10)
+        vms.start_gate = asyncio.Event()
+        manager.rollback(svc.id, manager.get(svc.id).version, "manually requested rollback")
+        await eventually(lambda: starting(1) == 2)  # RollbackConfig: both slots at once
+        vms.start_gate.set()
+        await eventually(lambda: manager.get(svc.id).update_status is not None
+                         and manager.get(svc.id).update_status.state  # type: ignore[union-attr]
+                         is UpdateState.ROLLBACK_COMPLETED, timeout_s=10)
 
     run(tmp_path, body)
 

@@ -1,6 +1,6 @@
 """How a rolling update stands (pure): failures beyond the ratio trigger the failure action
-(pause, rollback, or continue), a rollback pauses on failure, and an update whose slots all
-run a new task for `Monitor` is completed."""
+(pause, rollback, or continue), a rollback pauses or continues per its RollbackConfig, and
+an update whose slots all run a new task for `Monitor` is completed."""
 
 from __future__ import annotations
 
@@ -47,9 +47,13 @@ def test_failure_actions() -> None:
     tolerated, _ = judge(UpdateState.UPDATING, FailurePolicy(max_failure_ratio=0.5), WANT,
                          tasks, NOW)  # 1 failed of 3 new
     assert tolerated is not None and tolerated.state is UpdateState.COMPLETED
-    stuck, _ = judge(UpdateState.ROLLBACK_STARTED, FailurePolicy(FailureAction.CONTINUE),
-                     WANT, tasks, NOW)
+    stuck, _ = judge(UpdateState.ROLLBACK_STARTED, FailurePolicy(), WANT, tasks, NOW)
     assert stuck is not None and stuck.state is UpdateState.ROLLBACK_PAUSED
+    assert stuck.message == "rollback paused due to failure or early termination of task b"
+    # RollbackConfig.FailureAction continue: the rollback goes on to its end
+    onward, _ = judge(UpdateState.ROLLBACK_STARTED, FailurePolicy(FailureAction.CONTINUE),
+                      WANT, tasks, NOW)
+    assert onward is not None and onward.state is UpdateState.ROLLBACK_COMPLETED
 
 
 def test_nothing_to_judge_when_no_update_is_in_progress() -> None:

@@ -41,6 +41,8 @@ from steelcup.runtime.containers import Runtime
 from steelcup.runtime.execs import ExecManager
 from steelcup.runtime.resources import Resources, volume_users
 from steelcup.services.manager import ServiceManager
+from steelcup.services.object_store import ObjectStore
+from steelcup.services.objects import ObjectManager, users_of
 from steelcup.services.orchestrator import Orchestrator
 from steelcup.services.store import ServiceStore
 from steelcup.state.db import open_db
@@ -145,11 +147,15 @@ def cloud(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Cloud]:
                                          tenant=name)
         service_store = ServiceStore(open_db(tmp_path))
         services = ServiceManager(service_store, runtime.events)
+        swarm_objects = ObjectManager(ObjectStore(open_db(tmp_path), tmp_path / "objects"),
+                                      runtime.events)
+        swarm_objects.users = users_of(services)
+        runtime.resources.swarm_data = lambda _kind, oid: swarm_objects.data(oid)
         admission = ContainerAdmission(runtime, tenants, CAPACITY)
         crons = Crons(CronStore(open_db(tmp_path)), RuntimeJobs(runtime, admission),
                       runtime.events)
         tenant_objects.wire(tenants, runtime, runtime.images, networks, volumes, crons,
-                            services=services)
+                            services=services, swarm_objects=swarm_objects)
         funcs = Funcs(FuncStore(open_db(tmp_path)), runtime, runtime.create, runtime.events,
                       tenants)
         tenant_objects.wire_funcs(tenants, funcs)
@@ -161,7 +167,7 @@ def cloud(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Cloud]:
                        events=runtime.events, root=tmp_path, accel="tcg", tenants=tenants,
                        networks=networks, volumes=volumes, capacity=CAPACITY, crons=crons,
                        funcs=funcs, metrics=metrics, admission=admission,
-                       swarm=Swarm(services, orchestrator, runtime))
+                       swarm=Swarm(services, orchestrator, runtime, swarm_objects))
         router = build_router(svc)
         server = HttpServer(router, unix_path=socket, tcp=("127.0.0.1", 0), tls=server_tls,
                             identify=tenant_routes.identify_with(tenants))

@@ -61,4 +61,6 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "swarm": ("service", "manage the swarm (one node: this daemon)"),
     "node": ("service", "list the swarm's node"),
     "stack": ("stack", "deploy a compose file as services, list and remove stacks"),
+    "secret": ("swarmobject", "manage swarm secrets (files mounted into services' replicas)"),
+    "config": ("swarmobject", "manage swarm configs (files placed into services' replicas)"),
 }

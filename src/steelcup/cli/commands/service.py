@@ -105,6 +105,19 @@ def _register_service(sub: Any, name: str, help_text: str) -> None:
                    help="how long a new task must run to count as a success (default 5s)")
     p.add_argument("--update-max-failure-ratio", type=float, default=None,
                    help="failed/updated tasks tolerated (default 0)")
+    p.add_argument("--rollback-parallelism", type=int, default=None,
+                   help="tasks replaced at a time by a rollback (default 1, 0: all)")
+    p.add_argument("--rollback-order", default="", metavar="stop-first|start-first")
+    p.add_argument("--rollback-delay", default="", metavar="DURATION",
+                   help="wait between rolled-back batches (default 0s)")
+    p.add_argument("--rollback-failure-action", default="", metavar="pause|continue",
+                   help="when a rollback's tasks fail (default pause)")
+    p.add_argument("--rollback-monitor", default="", metavar="DURATION")
+    p.add_argument("--rollback-max-failure-ratio", type=float, default=None)
+    p.add_argument("--secret", action="append", default=[],
+                   help="NAME or source=NAME,target=FILE,uid=,gid=,mode= (in /run/secrets)")
+    p.add_argument("--config", action="append", default=[],
+                   help="NAME or source=NAME,target=/PATH,uid=,gid=,mode=")
     p.add_argument("--endpoint-mode", default="vip", choices=("vip", "dnsrr"))
     p.add_argument("-d", "--detach", action="store_true",
                    help="do not wait for the tasks to run")
@@ -195,6 +208,7 @@ def cmd_create(ctx: Context, args: argparse.Namespace) -> int:
     options["env"], options["labels"] = args.env, args.label
     options["mounts"], options["networks"] = args.mount, args.network
     options["constraints"] = args.constraint
+    options["secrets"], options["configs"] = args.secret, args.config
     args_list = list(args.args)
     if args_list and args_list[0] == "--":
         args_list = args_list[1:]

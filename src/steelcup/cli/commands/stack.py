@@ -77,6 +77,7 @@ def cmd_deploy(ctx: Context, args: argparse.Namespace) -> int:
             if body["Name"] not in have:
                 print(f"Creating network {body['Name']}")
                 client.post_json("/networks/create", json_body=body)
+        _create_objects(client, plan.objects, args.stack)
         existing = {s["Spec"]["Name"]: s for s in client.get_json("/services", _of(args.stack))}
         for spec in plan.services:
             old = existing.get(spec["Name"])
@@ -99,6 +100,27 @@ def cmd_deploy(ctx: Context, args: argparse.Namespace) -> int:
         report(exc)
         return 1
     return 0
+
+
+def _create_objects(client: Any, objects: list[dict[str, Any]], stack: str) -> None:
+    """The stack's secrets and configs read from their files (kept if they exist: only
+    their labels could change)."""
+    import base64
+
+    have = {(kind, o["Spec"]["Name"]) for kind in ("secret", "config")
+            for o in client.get_json(f"/{kind}s", _of(stack))}
+    for obj in objects:
+        if (obj["kind"], obj["Name"]) in have:
+            continue
+        try:
+            with open(obj["file"], "rb") as f:
+                data = f.read()
+        except OSError as exc:
+            raise InvalidArgument(f"{obj['kind']} {obj['Name']}: {exc}") from None
+        print(f"Creating {obj['kind']} {obj['Name']}")
+        client.post_json(f"/{obj['kind']}s/create", json_body={
+            "Name": obj["Name"], "Labels": obj["Labels"],
+            "Data": base64.b64encode(data).decode()})
 
 
 def cmd_ls(ctx: Context, args: argparse.Namespace) -> int:
@@ -150,12 +172,17 @@ def cmd_rm(ctx: Context, args: argparse.Namespace) -> int:
         try:
             services = client.get_json("/services", _of(stack))
             networks = client.get_json("/networks", _of(stack))
-            if not services and not networks:
+            objects = [(kind, o) for kind in ("secret", "config")
+                       for o in client.get_json(f"/{kind}s", _of(stack))]
+            if not services and not networks and not objects:
                 print(f"Nothing found in stack: {stack}", file=sys.stderr)
                 continue
             for s in services:
                 print(f"Removing service {s['Spec']['Name']}")
                 client.delete(f"/services/{path_quote(s['ID'])}")
+            for kind, o in objects:  # no service of the stack uses them now
+                print(f"Removing {kind} {o['Spec']['Name']}")
+                client.delete(f"/{kind}s/{path_quote(o['ID'])}")
             for n in networks:
                 print(f"Removing network {n['Name']}")
                 client.delete(f"/networks/{path_quote(n['Id'])}")
