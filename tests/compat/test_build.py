@@ -10,12 +10,14 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import time
 from pathlib import Path
 
 import pytest
 
 from tests.compat.conftest import DOCKER, IMG, Docker
 from tests.compat.test_tenant_cloud import Cloud, _ok, cloud  # noqa: F401 - the fixture
+from tests.compat.toolchain import PATH_ENV, make_toolchain_tar
 from tests.vm.support import BUSYBOX_TAR
 
 pytestmark = pytest.mark.vm
@@ -95,6 +97,93 @@ def test_multi_stage_build_runs_then_is_cached_then_rebuilds_from_the_change(
     untagged = [line for line in dockerd.out("images").splitlines() if "<none>" in line]
     assert len(untagged) == 1 and first_id[7:19] in untagged[0], untagged
     assert len(dockerd.out("images", "-a", "-q").split()) > 10  # the steps' images too
+
+
+HELLO_C = """\
+#include <stdio.h>
+#include "greeting.h"
+
+int main(void)
+{
+    printf("%s from a static binary\\n", GREETING);
+    return 0;
+}
+"""
+
+TOOLCHAIN_BUILD = """\
+FROM toolchain:musl AS toolchain
+WORKDIR /src
+COPY hello.c ./
+COPY greeting.h ./
+RUN musl-gcc -static -Os -o hello hello.c && ./hello
+FROM scratch
+COPY --from=toolchain /src/hello /hello
+ENTRYPOINT ["/hello"]
+"""
+
+
+@pytest.fixture(scope="session")
+def toolchain_tar(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The toolchain image's rootfs, made once per session (tests/compat/toolchain.py)."""
+    return make_toolchain_tar(tmp_path_factory.mktemp("toolchain"))
+
+
+@pytest.fixture(scope="module")
+def toolchain(dockerd: Docker, toolchain_tar: Path) -> str:
+    dockerd.out("import", "--change", f"ENV {PATH_ENV}", str(toolchain_tar), "toolchain:musl",
+                timeout=600)
+    return "toolchain:musl"
+
+
+def container_events(docker: Docker, since: float) -> list[str]:
+    """The container events (action and id) the daemon published since `since`."""
+    out = docker.out("events", "--since", f"{since:.3f}", "--until", f"{time.time():.3f}",
+                     "--filter", "type=container", "--format", "{{.Action}} {{.ID}}")
+    return out.splitlines()
+
+
+def test_static_c_program_compiled_in_a_toolchain_stage_runs_from_scratch(
+        dockerd: Docker, toolchain: str, tmp_path: Path) -> None:
+    """The issue's headline: musl-gcc runs in a VM in the toolchain stage, the binary is
+    copied into a scratch stage, and `docker run` runs it; an unchanged rebuild starts no
+    VM; a changed header rebuilds from its COPY on."""
+    ctx = tmp_path / "hello"
+    write(ctx / "Dockerfile", TOOLCHAIN_BUILD)
+    write(ctx / "hello.c", HELLO_C)
+    write(ctx / "greeting.h", '#define GREETING "hello"\n')
+    since = time.time()
+    code, out = build(dockerd, ctx, "-t", "hello:static")
+    assert code == 0, out
+    assert "Step 8/8 : ENTRYPOINT" in out and "hello from a static binary" in out, out
+    assert any(e.startswith("start ") for e in container_events(dockerd, since))
+    assert dockerd.out("run", "--rm", "hello:static") == "hello from a static binary\n"
+    layers = dockerd.out("image", "inspect", "-f", "{{len .RootFS.Layers}}", "hello:static")
+    assert layers.strip() == "1"  # the binary alone: nothing of the toolchain came along
+    first_id = dockerd.out("image", "inspect", "-f", "{{.Id}}", "hello:static")
+
+    since = time.time()
+    code, again = build(dockerd, ctx, "-t", "hello:static")
+    assert code == 0, again
+    steps = again.split("Step ")[1:]
+    assert len(steps) == 8, again
+    for step in steps:
+        assert step.startswith(("1/8 : FROM", "6/8 : FROM")) or "Using cache" in step, again
+    assert "Running in" not in again
+    # no VM: nothing started (COPY --from reads its stage's files through a created, never
+    # started, container, as a cache check must checksum them)
+    assert {e.split()[0] for e in container_events(dockerd, since)} <= {"create", "destroy"}
+    assert dockerd.out("image", "inspect", "-f", "{{.Id}}", "hello:static") == first_id
+
+    write(ctx / "greeting.h", '#define GREETING "bonjour"\n')
+    code, changed = build(dockerd, ctx, "-t", "hello:static")
+    assert code == 0, changed
+    steps = changed.split("Step ")[1:]
+    assert "Using cache" in steps[1] and "Using cache" in steps[2], changed  # WORKDIR, hello.c
+    assert "Using cache" not in steps[3], changed  # COPY greeting.h: the change
+    assert "Running in" in steps[4] and "bonjour from a static binary" in steps[4], changed
+    assert "Using cache" not in steps[6], changed  # a new binary to copy
+    assert dockerd.out("run", "--rm", "hello:static") == "bonjour from a static binary\n"
+    assert dockerd.out("ps", "-aq") == ""
 
 
 def test_dockerignore_and_build_args_and_labels(dockerd: Docker, tmp_path: Path) -> None:
