@@ -15,10 +15,11 @@ from pathlib import Path
 
 import pytest
 
+from steelcup.daemon import vm_run_dir
 from tests.compat.conftest import DOCKER, IMG, Docker
 from tests.compat.test_tenant_cloud import Cloud, _ok, cloud  # noqa: F401 - the fixture
 from tests.compat.toolchain import PATH_ENV, make_toolchain_tar
-from tests.vm.support import BUSYBOX_TAR
+from tests.vm.support import BUSYBOX_TAR, our_qemus, wait_pool_ready, wait_until
 
 pytestmark = pytest.mark.vm
 
@@ -213,13 +214,41 @@ def test_dockerignore_and_build_args_and_labels(dockerd: Docker, tmp_path: Path)
     assert dockerd.out("run", "--rm", "stdin-df") == "yes"
 
 
+def qemu_count(docker: Docker) -> int:
+    root = docker.daemon.root
+    markers = (str(root), str(vm_run_dir(root)))
+    return len({q for marker in markers for q in our_qemus(marker)})
+
+
+def container_mounts(docker: Docker) -> list[str]:
+    where = str(docker.daemon.root / "containers")
+    with open("/proc/mounts") as f:
+        return [line for line in f.read().splitlines() if where in line]
+
+
 def test_errors_name_the_line_and_the_exit_code(dockerd: Docker, tmp_path: Path) -> None:
     images_before = dockerd.out("images", "-q")
+    all_before = set(dockerd.out("images", "-a", "-q", "--no-trunc").split())
+    wait_pool_ready(dockerd.daemon)
+    vms_before = qemu_count(dockerd)
     ctx = tmp_path / "bad"
-    write(ctx / "Dockerfile", f"FROM {IMG}\nRUN echo before\nRUN exit 3\n")
+    write(ctx / "Dockerfile", f"FROM {IMG}\nRUN echo before\nRUN echo failing; exit 3\n")
     code, out = build(dockerd, ctx)
     assert code == 3, out
-    assert "The command '/bin/sh -c exit 3' returned a non-zero code: 3" in out, out
+    assert "The command '/bin/sh -c echo failing; exit 3' returned a non-zero code: 3" in out
+    step = out.split("Step 3/3")[1].split("Running in ")[1][:12]
+    # the failed step left no VM (the warm cache refills to what it was), no mount, no
+    # container directory, and no image: the one new image is the cached step before it
+    wait_pool_ready(dockerd.daemon)
+    wait_until(lambda: qemu_count(dockerd) == vms_before,
+               f"QEMU processes back to {vms_before} (now {qemu_count(dockerd)})", 60)
+    assert container_mounts(dockerd) == []
+    assert not [d for d in (dockerd.daemon.root / "containers").iterdir()
+                if d.name.startswith(step)]
+    new = set(dockerd.out("images", "-a", "-q", "--no-trunc").split()) - all_before
+    assert len(new) == 1, new
+    made_by = dockerd.out("history", "--no-trunc", "--format", "{{.CreatedBy}}", new.pop())
+    assert made_by.splitlines()[0] == "/bin/sh -c echo before", made_by
 
     write(ctx / "Dockerfile", f"FROM {IMG}\nFROBNICATE x\n")
     code, out = build(dockerd, ctx)
@@ -256,6 +285,33 @@ def test_docker_py_build_from_a_fileobj(dockerd: Docker) -> None:
     assert any("made-by-docker-py" in str(chunk.get("stream", "")) for chunk in logs)
     assert dockerd.out("run", "--rm", "frompy:1") == "made-by-docker-py\n"
     client.close()
+
+
+def test_docker_py_build_from_a_path_honours_dockerignore(dockerd: Docker,
+                                                           tmp_path: Path) -> None:
+    docker = pytest.importorskip("docker")
+    ctx = tmp_path / "pyctx"
+    write(ctx / "Dockerfile", f"FROM {IMG}\nARG STAMP\nCOPY . /ctx/\n"
+          'RUN echo "stamp=$STAMP" && ls -a /ctx | sort | tr "\\n" " "\n')
+    write(ctx / ".dockerignore", "*.secret\nbuild/\n")
+    write(ctx / "kept.txt", "kept")
+    write(ctx / "token.secret", "never sent")
+    write(ctx / "build" / "artifact.o", "never sent")
+    client = docker.DockerClient(base_url=dockerd.host, version="1.43")
+    try:
+        image, logs = client.images.build(path=str(ctx), tag="frompath:1",
+                                          buildargs={"STAMP": "py"}, timeout=600)
+        text = "".join(str(chunk.get("stream", "")) for chunk in logs)
+        assert "frompath:1" in image.tags
+        assert "stamp=py" in text, text
+        assert "kept.txt" in text and "Dockerfile" in text, text
+        assert "token.secret" not in text and "build" not in text.split("stamp=py")[1], text
+        with pytest.raises(docker.errors.BuildError) as failed:
+            client.images.build(fileobj=io.BytesIO(f"FROM {IMG}\nRUN exit 5\n".encode()),
+                                timeout=600)
+        assert "returned a non-zero code: 5" in str(failed.value)
+    finally:
+        client.close()
 
 
 def steelcup(docker: Docker, *args: str, stdin: bytes | None = None) -> tuple[int, str, str]:
@@ -368,7 +424,23 @@ def test_docker_compose_build_section(dockerd: Docker, tmp_path: Path) -> None:
     write(project / "docker-compose.yml",
           'version: "3.7"\nservices:\n  app:\n    image: composebuilt:1\n'
           "    build:\n      context: ./app\n      args:\n        FLAVOUR: vanilla\n")
+    env = dict(dockerd.env, COMPOSE_PROJECT_NAME="cb")
     result = subprocess.run([compose, "build"], cwd=project, capture_output=True, timeout=600,
-                            env=dict(dockerd.env, COMPOSE_PROJECT_NAME="cb"))
+                            env=env)
     assert result.returncode == 0, result.stdout + result.stderr
     assert dockerd.out("run", "--rm", "composebuilt:1") == "compose-vanilla\n"
+    # `up` builds a service's missing image (named for the project) before running it
+    write(project / "greeter" / "Dockerfile",
+          f"FROM {IMG}\nARG WORD\nRUN echo compose-up-$WORD > /said\nCMD [\"cat\", \"/said\"]\n")
+    write(project / "docker-compose.yml",
+          'version: "3.7"\nservices:\n  greeter:\n    build:\n      context: ./greeter\n'
+          "      args:\n        WORD: built\n    network_mode: none\n")  # this daemon: no networks
+    result = subprocess.run([compose, "up", "--no-color", "--abort-on-container-exit"],
+                            cwd=project, capture_output=True, timeout=600, env=env)
+    said = (result.stdout + result.stderr).decode()
+    assert result.returncode == 0, said
+    assert "Running in" in said and "compose-up-built" in said, said
+    assert dockerd.out("images", "-q", "cb_greeter") != ""
+    down = subprocess.run([compose, "down"], cwd=project, capture_output=True, timeout=300,
+                          env=env)
+    assert down.returncode == 0, down.stdout + down.stderr
