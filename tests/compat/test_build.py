@@ -4,12 +4,15 @@ step runs in a VM, the cache makes an unchanged rebuild instant, and errors read
 
 from __future__ import annotations
 
+import functools
+import http.server
 import io
 import json
 import shutil
 import subprocess
 import sys
 import tarfile
+import threading
 import time
 from pathlib import Path
 
@@ -392,11 +395,49 @@ def test_a_tenants_build_is_its_own(cloud: Cloud, tmp_path: Path) -> None:  # no
     stolen = subprocess.run([DOCKER, "build", str(ctx)], capture_output=True, timeout=600,
                             env=dict(bob.env, DOCKER_BUILDKIT="0"))
     assert stolen.returncode != 0 and b"No such image" in stolen.stdout + stolen.stderr
+    # the builder fetches ADD's URLs on the host: a tenant's may not reach its loopback
+    write(ctx / "Dockerfile", f"FROM {IMG}\nADD http://127.0.0.1:2375/info /info\n")
+    probe = subprocess.run([DOCKER, "build", str(ctx)], capture_output=True, timeout=600,
+                           env=dict(bob.env, DOCKER_BUILDKIT="0"))
+    assert probe.returncode != 0, probe.stdout
+    assert b"which a tenant's build may not reach" in probe.stdout + probe.stderr
     write(ctx / "Dockerfile", f"FROM {IMG}\nRUN echo built-by-$(hostname | wc -c) > /who\n")
     again = subprocess.run([DOCKER, "build", "-t", "mine", str(ctx)], capture_output=True,
                            timeout=600, env=dict(bob.env, DOCKER_BUILDKIT="0"))
     assert again.returncode == 0 and b"Running in" in again.stdout, again.stdout
     assert b"Using cache" not in again.stdout
+
+
+def test_add_of_a_url_served_on_loopback(dockerd: Docker, tmp_path: Path) -> None:
+    """The operator's build fetches what the host reaches (here a server on 127.0.0.1), as
+    dockerd's: the file lands with mode 0600 and its checksum decides the cache."""
+    served = tmp_path / "served"
+    served.mkdir()
+    (served / "notes.txt").write_text("fetched over http")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        ctx = tmp_path / "addurl"
+        write(ctx / "Dockerfile", f"FROM {IMG}\nADD {url}/notes.txt /got/\n"
+              "RUN stat -c '%a %u' /got/notes.txt && cat /got/notes.txt\n")
+        code, out = build(dockerd, ctx, "-t", "addurl")
+        assert code == 0, out
+        assert "600 0\nfetched over http" in out, out
+        code, out = build(dockerd, ctx, "-t", "addurl")
+        assert code == 0 and out.count("Using cache") == 2, out
+        (served / "notes.txt").write_text("changed on the server")
+        code, out = build(dockerd, ctx, "-t", "addurl")
+        assert code == 0 and "Using cache" not in out and "changed on the server" in out, out
+        write(ctx / "Dockerfile", f"FROM {IMG}\nADD {url}/absent /x\n")
+        code, out = build(dockerd, ctx)
+        assert code != 0 and "line 2: ADD failed" in out and "404" in out, out
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
 
 
 def test_builder_prune_empties_the_cache(dockerd: Docker, tmp_path: Path) -> None:
