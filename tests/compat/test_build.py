@@ -139,6 +139,11 @@ def toolchain(dockerd: Docker, toolchain_tar: Path) -> str:
     return "toolchain:musl"
 
 
+def explain(docker: Docker, out: str) -> str:
+    """A failed build's output with the daemon log's tail (why a step's VM failed)."""
+    return f"{out}\n--- daemon log tail:\n{docker.daemon.log.read_text()[-4000:]}"
+
+
 def container_events(docker: Docker, since: float) -> list[str]:
     """The container events (action and id) the daemon published since `since`."""
     out = docker.out("events", "--since", f"{since:.3f}", "--until", f"{time.time():.3f}",
@@ -157,7 +162,7 @@ def test_static_c_program_compiled_in_a_toolchain_stage_runs_from_scratch(
     write(ctx / "greeting.h", '#define GREETING "hello"\n')
     since = time.time()
     code, out = build(dockerd, ctx, "-t", "hello:static")
-    assert code == 0, out
+    assert code == 0, explain(dockerd, out)
     assert "Step 8/8 : ENTRYPOINT" in out and "hello from a static binary" in out, out
     assert any(e.startswith("start ") for e in container_events(dockerd, since))
     assert dockerd.out("run", "--rm", "hello:static") == "hello from a static binary\n"
@@ -167,7 +172,7 @@ def test_static_c_program_compiled_in_a_toolchain_stage_runs_from_scratch(
 
     since = time.time()
     code, again = build(dockerd, ctx, "-t", "hello:static")
-    assert code == 0, again
+    assert code == 0, explain(dockerd, again)
     steps = again.split("Step ")[1:]
     assert len(steps) == 8, again
     for step in steps:
@@ -180,7 +185,7 @@ def test_static_c_program_compiled_in_a_toolchain_stage_runs_from_scratch(
 
     write(ctx / "greeting.h", '#define GREETING "bonjour"\n')
     code, changed = build(dockerd, ctx, "-t", "hello:static")
-    assert code == 0, changed
+    assert code == 0, explain(dockerd, changed)
     steps = changed.split("Step ")[1:]
     assert "Using cache" in steps[1] and "Using cache" in steps[2], changed  # WORKDIR, hello.c
     assert "Using cache" not in steps[3], changed  # COPY greeting.h: the change
