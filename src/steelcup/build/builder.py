@@ -467,7 +467,9 @@ class Builder:
         if checksum is not None:
             if not all(fetch_module.is_url(s) for s in srcs):
                 raise fail(instr, "--checksum can only be used with an HTTP(S) source")
-            if not checksum.startswith("sha256:") or len(checksum) != 71:
+            digits = checksum.removeprefix("sha256:")
+            if not checksum.startswith("sha256:") or len(digits) != 64 or \
+                    not all(c in "0123456789abcdef" for c in digits):
                 raise fail(instr, f"--checksum={checksum}: sha256:<64 hex digits> expected")
 
     async def _sources(self, ctx: Context, instr: Instruction, srcs: list[str],

@@ -195,6 +195,8 @@ def test_errors_name_the_line(env: Env) -> None:
          "line 2: COPY: source can't be a URL for COPY"),
         ("FROM base:1\nADD --checksum=sha256:00 f /f\n",
          "--checksum can only be used with an HTTP(S) source"),
+        (f"FROM base:1\nADD --checksum=sha256:{'g' * 64} http://h/f /f\n",
+         "sha256:<64 hex digits> expected"),
         ("FROM nope:1\n", "line 1: No such image: nope:1"),
         ("FROM base:1 AS a\nCOPY --from=b /x /x\nFROM base:1 AS b\n",
          "line 2: COPY: --from=b: the stage 'b' comes after this one"),
