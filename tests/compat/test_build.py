@@ -4,19 +4,25 @@ step runs in a VM, the cache makes an unchanged rebuild instant, and errors read
 
 from __future__ import annotations
 
+import functools
+import http.server
 import io
 import json
 import shutil
 import subprocess
 import sys
 import tarfile
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
+from steelcup.daemon import vm_run_dir
 from tests.compat.conftest import DOCKER, IMG, Docker
 from tests.compat.test_tenant_cloud import Cloud, _ok, cloud  # noqa: F401 - the fixture
-from tests.vm.support import BUSYBOX_TAR
+from tests.compat.toolchain import PATH_ENV, make_toolchain_tar
+from tests.vm.support import BUSYBOX_TAR, our_qemus, wait_pool_ready, wait_until
 
 pytestmark = pytest.mark.vm
 
@@ -97,6 +103,98 @@ def test_multi_stage_build_runs_then_is_cached_then_rebuilds_from_the_change(
     assert len(dockerd.out("images", "-a", "-q").split()) > 10  # the steps' images too
 
 
+HELLO_C = """\
+#include <stdio.h>
+#include "greeting.h"
+
+int main(void)
+{
+    printf("%s from a static binary\\n", GREETING);
+    return 0;
+}
+"""
+
+TOOLCHAIN_BUILD = """\
+FROM toolchain:musl AS toolchain
+WORKDIR /src
+COPY hello.c ./
+COPY greeting.h ./
+RUN musl-gcc -static -Os -o hello hello.c && ./hello
+FROM scratch
+COPY --from=toolchain /src/hello /hello
+ENTRYPOINT ["/hello"]
+"""
+
+
+@pytest.fixture(scope="session")
+def toolchain_tar(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The toolchain image's rootfs, made once per session (tests/compat/toolchain.py)."""
+    return make_toolchain_tar(tmp_path_factory.mktemp("toolchain"))
+
+
+@pytest.fixture(scope="module")
+def toolchain(dockerd: Docker, toolchain_tar: Path) -> str:
+    dockerd.out("import", "--change", f"ENV {PATH_ENV}", str(toolchain_tar), "toolchain:musl",
+                timeout=600)
+    return "toolchain:musl"
+
+
+def explain(docker: Docker, out: str) -> str:
+    """A failed build's output with the daemon log's tail (why a step's VM failed)."""
+    return f"{out}\n--- daemon log tail:\n{docker.daemon.log.read_text()[-4000:]}"
+
+
+def container_events(docker: Docker, since: float) -> list[str]:
+    """The container events (action and id) the daemon published since `since`."""
+    out = docker.out("events", "--since", f"{since:.3f}", "--until", f"{time.time():.3f}",
+                     "--filter", "type=container", "--format", "{{.Action}} {{.ID}}")
+    return out.splitlines()
+
+
+def test_static_c_program_compiled_in_a_toolchain_stage_runs_from_scratch(
+        dockerd: Docker, toolchain: str, tmp_path: Path) -> None:
+    """The issue's headline: musl-gcc runs in a VM in the toolchain stage, the binary is
+    copied into a scratch stage, and `docker run` runs it; an unchanged rebuild starts no
+    VM; a changed header rebuilds from its COPY on."""
+    ctx = tmp_path / "hello"
+    write(ctx / "Dockerfile", TOOLCHAIN_BUILD)
+    write(ctx / "hello.c", HELLO_C)
+    write(ctx / "greeting.h", '#define GREETING "hello"\n')
+    since = time.time()
+    code, out = build(dockerd, ctx, "-t", "hello:static")
+    assert code == 0, explain(dockerd, out)
+    assert "Step 8/8 : ENTRYPOINT" in out and "hello from a static binary" in out, out
+    assert any(e.startswith("start ") for e in container_events(dockerd, since))
+    assert dockerd.out("run", "--rm", "hello:static") == "hello from a static binary\n"
+    layers = dockerd.out("image", "inspect", "-f", "{{len .RootFS.Layers}}", "hello:static")
+    assert layers.strip() == "1"  # the binary alone: nothing of the toolchain came along
+    first_id = dockerd.out("image", "inspect", "-f", "{{.Id}}", "hello:static")
+
+    since = time.time()
+    code, again = build(dockerd, ctx, "-t", "hello:static")
+    assert code == 0, explain(dockerd, again)
+    steps = again.split("Step ")[1:]
+    assert len(steps) == 8, again
+    for step in steps:
+        assert step.startswith(("1/8 : FROM", "6/8 : FROM")) or "Using cache" in step, again
+    assert "Running in" not in again
+    # no VM: nothing started (COPY --from reads its stage's files through a created, never
+    # started, container, as a cache check must checksum them)
+    assert {e.split()[0] for e in container_events(dockerd, since)} <= {"create", "destroy"}
+    assert dockerd.out("image", "inspect", "-f", "{{.Id}}", "hello:static") == first_id
+
+    write(ctx / "greeting.h", '#define GREETING "bonjour"\n')
+    code, changed = build(dockerd, ctx, "-t", "hello:static")
+    assert code == 0, explain(dockerd, changed)
+    steps = changed.split("Step ")[1:]
+    assert "Using cache" in steps[1] and "Using cache" in steps[2], changed  # WORKDIR, hello.c
+    assert "Using cache" not in steps[3], changed  # COPY greeting.h: the change
+    assert "Running in" in steps[4] and "bonjour from a static binary" in steps[4], changed
+    assert "Using cache" not in steps[6], changed  # a new binary to copy
+    assert dockerd.out("run", "--rm", "hello:static") == "bonjour from a static binary\n"
+    assert dockerd.out("ps", "-aq") == ""
+
+
 def test_dockerignore_and_build_args_and_labels(dockerd: Docker, tmp_path: Path) -> None:
     ctx = tmp_path / "ign"
     write(ctx / "Dockerfile", f"FROM {IMG}\nARG WHO\nCOPY . /src/\n"
@@ -124,13 +222,41 @@ def test_dockerignore_and_build_args_and_labels(dockerd: Docker, tmp_path: Path)
     assert dockerd.out("run", "--rm", "stdin-df") == "yes"
 
 
+def qemu_count(docker: Docker) -> int:
+    root = docker.daemon.root
+    markers = (str(root), str(vm_run_dir(root)))
+    return len({q for marker in markers for q in our_qemus(marker)})
+
+
+def container_mounts(docker: Docker) -> list[str]:
+    where = str(docker.daemon.root / "containers")
+    with open("/proc/mounts") as f:
+        return [line for line in f.read().splitlines() if where in line]
+
+
 def test_errors_name_the_line_and_the_exit_code(dockerd: Docker, tmp_path: Path) -> None:
     images_before = dockerd.out("images", "-q")
+    all_before = set(dockerd.out("images", "-a", "-q", "--no-trunc").split())
+    wait_pool_ready(dockerd.daemon)
+    vms_before = qemu_count(dockerd)
     ctx = tmp_path / "bad"
-    write(ctx / "Dockerfile", f"FROM {IMG}\nRUN echo before\nRUN exit 3\n")
+    write(ctx / "Dockerfile", f"FROM {IMG}\nRUN echo before\nRUN echo failing; exit 3\n")
     code, out = build(dockerd, ctx)
     assert code == 3, out
-    assert "The command '/bin/sh -c exit 3' returned a non-zero code: 3" in out, out
+    assert "The command '/bin/sh -c echo failing; exit 3' returned a non-zero code: 3" in out
+    step = out.split("Step 3/3")[1].split("Running in ")[1][:12]
+    # the failed step left no VM (the warm cache refills to what it was), no mount, no
+    # container directory, and no image: the one new image is the cached step before it
+    wait_pool_ready(dockerd.daemon)
+    wait_until(lambda: qemu_count(dockerd) == vms_before,
+               f"QEMU processes back to {vms_before} (now {qemu_count(dockerd)})", 60)
+    assert container_mounts(dockerd) == []
+    assert not [d for d in (dockerd.daemon.root / "containers").iterdir()
+                if d.name.startswith(step)]
+    new = set(dockerd.out("images", "-a", "-q", "--no-trunc").split()) - all_before
+    assert len(new) == 1, new
+    made_by = dockerd.out("history", "--no-trunc", "--format", "{{.CreatedBy}}", new.pop())
+    assert made_by.splitlines()[0] == "/bin/sh -c echo before", made_by
 
     write(ctx / "Dockerfile", f"FROM {IMG}\nFROBNICATE x\n")
     code, out = build(dockerd, ctx)
@@ -167,6 +293,33 @@ def test_docker_py_build_from_a_fileobj(dockerd: Docker) -> None:
     assert any("made-by-docker-py" in str(chunk.get("stream", "")) for chunk in logs)
     assert dockerd.out("run", "--rm", "frompy:1") == "made-by-docker-py\n"
     client.close()
+
+
+def test_docker_py_build_from_a_path_honours_dockerignore(dockerd: Docker,
+                                                           tmp_path: Path) -> None:
+    docker = pytest.importorskip("docker")
+    ctx = tmp_path / "pyctx"
+    write(ctx / "Dockerfile", f"FROM {IMG}\nARG STAMP\nCOPY . /ctx/\n"
+          'RUN echo "stamp=$STAMP" && ls -a /ctx | sort | tr "\\n" " "\n')
+    write(ctx / ".dockerignore", "*.secret\nbuild/\n")
+    write(ctx / "kept.txt", "kept")
+    write(ctx / "token.secret", "never sent")
+    write(ctx / "build" / "artifact.o", "never sent")
+    client = docker.DockerClient(base_url=dockerd.host, version="1.43")
+    try:
+        image, logs = client.images.build(path=str(ctx), tag="frompath:1",
+                                          buildargs={"STAMP": "py"}, timeout=600)
+        text = "".join(str(chunk.get("stream", "")) for chunk in logs)
+        assert "frompath:1" in image.tags
+        assert "stamp=py" in text, text
+        assert "kept.txt" in text and "Dockerfile" in text, text
+        assert "token.secret" not in text and "build" not in text.split("stamp=py")[1], text
+        with pytest.raises(docker.errors.BuildError) as failed:
+            client.images.build(fileobj=io.BytesIO(f"FROM {IMG}\nRUN exit 5\n".encode()),
+                                timeout=600)
+        assert "returned a non-zero code: 5" in str(failed.value)
+    finally:
+        client.close()
 
 
 def steelcup(docker: Docker, *args: str, stdin: bytes | None = None) -> tuple[int, str, str]:
@@ -247,11 +400,49 @@ def test_a_tenants_build_is_its_own(cloud: Cloud, tmp_path: Path) -> None:  # no
     stolen = subprocess.run([DOCKER, "build", str(ctx)], capture_output=True, timeout=600,
                             env=dict(bob.env, DOCKER_BUILDKIT="0"))
     assert stolen.returncode != 0 and b"No such image" in stolen.stdout + stolen.stderr
+    # the builder fetches ADD's URLs on the host: a tenant's may not reach its loopback
+    write(ctx / "Dockerfile", f"FROM {IMG}\nADD http://127.0.0.1:2375/info /info\n")
+    probe = subprocess.run([DOCKER, "build", str(ctx)], capture_output=True, timeout=600,
+                           env=dict(bob.env, DOCKER_BUILDKIT="0"))
+    assert probe.returncode != 0, probe.stdout
+    assert b"which a tenant's build may not reach" in probe.stdout + probe.stderr
     write(ctx / "Dockerfile", f"FROM {IMG}\nRUN echo built-by-$(hostname | wc -c) > /who\n")
     again = subprocess.run([DOCKER, "build", "-t", "mine", str(ctx)], capture_output=True,
                            timeout=600, env=dict(bob.env, DOCKER_BUILDKIT="0"))
     assert again.returncode == 0 and b"Running in" in again.stdout, again.stdout
     assert b"Using cache" not in again.stdout
+
+
+def test_add_of_a_url_served_on_loopback(dockerd: Docker, tmp_path: Path) -> None:
+    """The operator's build fetches what the host reaches (here a server on 127.0.0.1), as
+    dockerd's: the file lands with mode 0600 and its checksum decides the cache."""
+    served = tmp_path / "served"
+    served.mkdir()
+    (served / "notes.txt").write_text("fetched over http")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        ctx = tmp_path / "addurl"
+        write(ctx / "Dockerfile", f"FROM {IMG}\nADD {url}/notes.txt /got/\n"
+              "RUN stat -c '%a %u' /got/notes.txt && cat /got/notes.txt\n")
+        code, out = build(dockerd, ctx, "-t", "addurl")
+        assert code == 0, out
+        assert "600 0\nfetched over http" in out, out
+        code, out = build(dockerd, ctx, "-t", "addurl")
+        assert code == 0 and out.count("Using cache") == 2, out
+        (served / "notes.txt").write_text("changed on the server")
+        code, out = build(dockerd, ctx, "-t", "addurl")
+        assert code == 0 and "Using cache" not in out and "changed on the server" in out, out
+        write(ctx / "Dockerfile", f"FROM {IMG}\nADD {url}/absent /x\n")
+        code, out = build(dockerd, ctx)
+        assert code != 0 and "line 2: ADD failed" in out and "404" in out, out
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
 
 
 def test_builder_prune_empties_the_cache(dockerd: Docker, tmp_path: Path) -> None:
@@ -279,7 +470,23 @@ def test_docker_compose_build_section(dockerd: Docker, tmp_path: Path) -> None:
     write(project / "docker-compose.yml",
           'version: "3.7"\nservices:\n  app:\n    image: composebuilt:1\n'
           "    build:\n      context: ./app\n      args:\n        FLAVOUR: vanilla\n")
+    env = dict(dockerd.env, COMPOSE_PROJECT_NAME="cb")
     result = subprocess.run([compose, "build"], cwd=project, capture_output=True, timeout=600,
-                            env=dict(dockerd.env, COMPOSE_PROJECT_NAME="cb"))
+                            env=env)
     assert result.returncode == 0, result.stdout + result.stderr
     assert dockerd.out("run", "--rm", "composebuilt:1") == "compose-vanilla\n"
+    # `up` builds a service's missing image (named for the project) before running it
+    write(project / "greeter" / "Dockerfile",
+          f"FROM {IMG}\nARG WORD\nRUN echo compose-up-$WORD > /said\nCMD [\"cat\", \"/said\"]\n")
+    write(project / "docker-compose.yml",
+          'version: "3.7"\nservices:\n  greeter:\n    build:\n      context: ./greeter\n'
+          "      args:\n        WORD: built\n    network_mode: none\n")  # this daemon: no networks
+    result = subprocess.run([compose, "up", "--no-color", "--abort-on-container-exit"],
+                            cwd=project, capture_output=True, timeout=600, env=env)
+    said = (result.stdout + result.stderr).decode()
+    assert result.returncode == 0, said
+    assert "Running in" in said and "compose-up-built" in said, said
+    assert dockerd.out("images", "-q", "cb_greeter") != ""
+    down = subprocess.run([compose, "down"], cwd=project, capture_output=True, timeout=300,
+                          env=env)
+    assert down.returncode == 0, down.stdout + down.stderr

@@ -17,13 +17,16 @@ import os
 import posixpath
 import shutil
 import stat
+import tarfile
 import tempfile
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
 from steelcup.build import copy as copy_module
+from steelcup.build import fetch as fetch_module
 from steelcup.build.context import Context
 from steelcup.build.dockerfile import Dockerfile, Instruction, parse, parse_trigger
 from steelcup.build.plan import (
@@ -63,7 +66,7 @@ METADATA = frozenset({"ENV", "LABEL", "CMD", "ENTRYPOINT", "USER", "EXPOSE", "VO
                       "STOPSIGNAL", "SHELL", "HEALTHCHECK", "ONBUILD", "MAINTAINER"})
 # what each instruction accepts as --flags
 _FLAGS = {"COPY": frozenset({"from", "chown", "chmod", "link"}),
-          "ADD": frozenset({"chown", "chmod", "link"}), "RUN": frozenset()}
+          "ADD": frozenset({"chown", "chmod", "link", "checksum"}), "RUN": frozenset()}
 _IDLE_ARGV = ("/.steelcup-build-never-started",)  # a files-only container is never started
 
 
@@ -111,8 +114,10 @@ class Builder:
     """One build of one context."""
 
     def __init__(self, runtime: Runtime, spool_dir: Path, send: Send,
-                 pull: Pull | None = None, create: Create | None = None) -> None:
+                 pull: Pull | None = None, create: Create | None = None,
+                 fetch_limits: fetch_module.FetchLimits | None = None) -> None:
         self.rt = runtime
+        self.fetch_limits = fetch_limits or fetch_module.FetchLimits()
         # how a step's container is made: with the tenant's sizes and quotas (the API's
         # admission), or the runtime's own create
         self._create: Create = create or runtime.create
@@ -413,14 +418,11 @@ class Builder:
                 raise fail(instr, f"--from={ref}: the stage {ref!r} comes after this one")
             from_image = built[earlier.index].image if earlier is not None else \
                 await self._base_image(ref, instr)
-        for src in srcs:
-            if src.startswith(("http://", "https://", "git@")):
-                raise fail(instr, f"source {src}: ADD and COPY of URLs are not supported by "
-                           "steelcup's builder (fetch it in a RUN, or put it in the context)")
+        self._check_remote(instr, srcs, from_image is not None)
         workdir = str(state.config.get("WorkingDir") or "/")
         dest_path = posixpath.join(workdir, dest)
-        if (len(srcs) > 1 or any(copy_module.has_wildcard(s) for s in srcs)) and \
-                not dest.endswith("/"):
+        if (len(srcs) > 1 or any(copy_module.has_wildcard(s) for s in srcs
+                                 if not fetch_module.is_url(s))) and not dest.endswith("/"):
             raise fail(instr, "When using COPY with more than one source file, the destination "
                        "must be a directory and end with a /")
         with contextlib.ExitStack() as files:
@@ -447,6 +449,29 @@ class Builder:
         await self.say(f" ---> {image.short_id}\n")
         return image
 
+    def _check_remote(self, instr: Instruction, srcs: list[str], from_stage: bool) -> None:
+        """URL sources: ADD fetches http(s) files; git sources and COPY of a URL are
+        refused, and --checksum needs a URL."""
+        for src in srcs:
+            if fetch_module.is_git(src):
+                raise fail(instr, f"source {src}: git sources are not supported by steelcup's "
+                           "builder (clone it in a RUN, or put it in the context)")
+            if fetch_module.is_url(src) and (instr.cmd == "COPY" or from_stage):
+                raise fail(instr, f"source can't be a URL for COPY: {src} (use ADD)")
+            if fetch_module.is_url(src):
+                try:
+                    fetch_module.check_url(src)
+                except fetch_module.FetchError as exc:
+                    raise fail(instr, str(exc)) from None
+        checksum = instr.flag("checksum")
+        if checksum is not None:
+            if not all(fetch_module.is_url(s) for s in srcs):
+                raise fail(instr, "--checksum can only be used with an HTTP(S) source")
+            digits = checksum.removeprefix("sha256:")
+            if not checksum.startswith("sha256:") or len(digits) != 64 or \
+                    not all(c in "0123456789abcdef" for c in digits):
+                raise fail(instr, f"--checksum={checksum}: sha256:<64 hex digits> expected")
+
     async def _sources(self, ctx: Context, instr: Instruction, srcs: list[str],
                        from_image: Image | None,
                        files: contextlib.ExitStack) -> list[_Source]:
@@ -464,22 +489,49 @@ class Builder:
 
     def _context_sources(self, tree: ContainerTree, instr: Instruction, srcs: list[str],
                          files: contextlib.ExitStack) -> list[_Source]:
-        names: list[str] = []
+        out: list[_Source] = []
         for src in srcs:
+            if fetch_module.is_url(src):
+                out.append(self._url_source(src, instr, files))
+                continue
             if copy_module.outside_context(src):
                 raise BuildFailed(f"{instr.cmd} failed: forbidden path outside the build "
                                   f"context: {src} ()")
+            names = [src]
             if copy_module.has_wildcard(src):
-                found = copy_module.match_sources(tree.root_fd, src)
-                if not found:
+                names = copy_module.match_sources(tree.root_fd, src)
+                if not names:
                     raise BuildFailed(f"{instr.cmd} failed: no source files were specified")
-                names += found
-            else:
-                names.append(src)
-        out = self._tree_sources(tree, "context", instr, names, files)
-        if instr.cmd == "ADD":
-            out = [self._unpack_local_tar(tree, src, files) for src in out]
+            found = self._tree_sources(tree, "context", instr, names, files)
+            if instr.cmd == "ADD":
+                found = [self._unpack_local_tar(tree, one, files) for one in found]
+            out += found
         return out
+
+    def _url_source(self, url: str, instr: Instruction,
+                    files: contextlib.ExitStack) -> _Source:
+        """ADD of a URL: the file fetched on the host (the operator's builds reach what the
+        host reaches, a tenant's only public addresses), mode 0600 and the server's
+        Last-Modified as docker's; never unpacked."""
+        body = files.enter_context(tempfile.TemporaryFile(dir=self.spool_dir))
+        try:
+            got = fetch_module.fetch(url, body, self.fetch_limits,
+                                     private_ok=self.req.tenant is None)
+        except fetch_module.FetchError as exc:
+            raise BuildFailed(f"Dockerfile line {instr.line}: ADD failed: {exc}") from None
+        expected = instr.flag("checksum")
+        if expected is not None and expected != got.digest:
+            raise BuildFailed(f"Dockerfile line {instr.line}: ADD failed: {url}: checksum "
+                              f"mismatch: expected {expected}, got {got.digest}")
+        body.seek(0)
+        spool = files.enter_context(tempfile.TemporaryFile(dir=self.spool_dir))
+        with open_tar(spool) as tar:
+            info = tarfile.TarInfo(got.name or "download")
+            info.size, info.mode = got.size, 0o600
+            info.mtime = int(got.mtime if got.mtime is not None else time.time())
+            tar.addfile(info, body)
+        spool.seek(0)
+        return _Source(spool, False, got.name)
 
     def _tree_sources(self, tree: ContainerTree, where: str, instr: Instruction,
                       names: list[str], files: contextlib.ExitStack
@@ -542,6 +594,9 @@ class Builder:
         dir_path = dest_path if into_dir else posixpath.dirname(dest_path.rstrip("/")) or "/"
         self._make_dirs(tree, cid, dir_path, owner if into_dir else None)
         base_name = posixpath.basename(dest_path.rstrip("/"))
+        if into_dir and any(not src.name for src in spools):
+            raise fail(instr, "cannot determine filename from url: its path ends in / "
+                       "(give the destination a file name)")
         for src in spools:
             def rename(name: str, src: _Source = src) -> str | None:
                 if not name:

@@ -5,9 +5,13 @@ failed step leaves no container and no image of the caller. (The real VMs: the c
 from __future__ import annotations
 
 import asyncio
+import functools
+import hashlib
+import http.server
 import io
 import json
 import os
+import threading
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -185,7 +189,14 @@ def test_errors_name_the_line(env: Env) -> None:
     for dockerfile, message in [
         ("FROM base:1\nCOPY ../x /x\n", "forbidden path outside the build context: ../x"),
         ("FROM base:1\nCOPY missing /x\n", "file not found in build context"),
-        ("FROM base:1\nADD https://example.invalid/f /f\n", "line 2: ADD: source https://"),
+        ("FROM base:1\nADD git@example.invalid:r.git /r\n",
+         "line 2: ADD: source git@example.invalid:r.git: git sources are not supported"),
+        ("FROM base:1\nCOPY http://example.invalid/f /f\n",
+         "line 2: COPY: source can't be a URL for COPY"),
+        ("FROM base:1\nADD --checksum=sha256:00 f /f\n",
+         "--checksum can only be used with an HTTP(S) source"),
+        (f"FROM base:1\nADD --checksum=sha256:{'g' * 64} http://h/f /f\n",
+         "sha256:<64 hex digits> expected"),
         ("FROM nope:1\n", "line 1: No such image: nope:1"),
         ("FROM base:1 AS a\nCOPY --from=b /x /x\nFROM base:1 AS b\n",
          "line 2: COPY: --from=b: the stage 'b' comes after this one"),
@@ -225,3 +236,66 @@ def test_a_cancelled_build_removes_its_running_step(env: Env) -> None:
         assert all(m.closed for m in env.vms.machines)
 
     asyncio.run(main())
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[tuple[Path, str]]:
+    """A directory served over HTTP on 127.0.0.1, and its base URL."""
+    root = tmp_path / "served"
+    root.mkdir()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield root, f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def test_add_of_a_url_fetches_it_and_its_checksum_keys_the_cache(
+        env: Env, served: tuple[Path, str]) -> None:
+    root, base = served
+    (root / "tool.tar").write_bytes(make_tar([("file", "inner", b"x")]))  # never unpacked
+    (root / "f.txt").write_text("first")
+    dockerfile = f"FROM base:1\nADD {base}/f.txt {base}/tool.tar /got/\nADD {base}/f.txt /one\n"
+    image, out = build(env, context(env, dockerfile), tags=("fetched:1",))
+    assert isinstance(image, Image), out
+    got = layer_files(env, image, -2)
+    assert got["got/f.txt"] == b"first" and got["got/tool.tar"].startswith(b"inner")
+    assert layer_files(env, image) == {"one": b"first"}
+    assert (env.images.layer_dirs(image)[-1] / "one").stat().st_mode & 0o777 == 0o600
+
+    again, out = build(env, context(env, dockerfile))
+    assert isinstance(again, Image) and again.id == image.id and out.count("Using cache") == 2
+    (root / "f.txt").write_text("second")
+    changed, out = build(env, context(env, dockerfile))
+    assert isinstance(changed, Image) and "Using cache" not in out, out
+    assert layer_files(env, changed) == {"one": b"second"}
+
+    digest = "sha256:" + hashlib.sha256(b"second").hexdigest()
+    pinned, out = build(env, context(env, f"FROM base:1\nADD --checksum={digest} "
+                                     f"{base}/f.txt /p\n"))
+    assert isinstance(pinned, Image), out
+    wrong, _ = build(env, context(env, f"FROM base:1\nADD --checksum=sha256:{'0' * 64} "
+                                  f"{base}/f.txt /p\n"))
+    assert isinstance(wrong, BuildFailed) and "checksum mismatch" in str(wrong)
+    missing, _ = build(env, context(env, f"FROM base:1\nADD {base}/nothing /n\n"))
+    assert isinstance(missing, BuildFailed) and "line 2: ADD failed" in str(missing)
+    assert "404" in str(missing)
+    assert not env.runtime.list()
+
+
+def test_a_tenants_add_may_not_reach_the_hosts_loopback(
+        env: Env, served: tuple[Path, str]) -> None:
+    """The attack: a tenant's Dockerfile asks the builder, which runs on the host, for a
+    URL on the host's loopback (the daemon's own API, a metadata service...)."""
+    root, base = served
+    (root / "secret").write_text("host-only")
+    failed, _ = build(env, context(env, f"FROM scratch\nADD {base}/secret /s\n"),
+                      tenant="mallory")
+    assert isinstance(failed, BuildFailed), failed
+    assert "127.0.0.1, which a tenant's build may not reach" in str(failed)
+    assert not env.runtime.list()
