@@ -406,6 +406,13 @@ def test_a_task_with_a_health_check_runs_once_healthy(tmp_path: Path) -> None:
     run(tmp_path, body)
 
 
+async def launched(orch: Orchestrator, task_id: str) -> None:
+    """Until the task's start is done and it waits for its health check. (Starting is set
+    before the container's start returns; the fake's health event carries no state, so one
+    published earlier would be lost where the real runtime's record says healthy.)"""
+    await eventually(lambda: orch.get(task_id).message == WAITING_HEALTHY)
+
+
 def test_a_start_first_update_keeps_the_old_task_until_the_new_is_healthy(
         tmp_path: Path) -> None:
     async def body(rt: Runtime, vms: FakeVms, manager: ServiceManager,
@@ -413,6 +420,7 @@ def test_a_start_first_update_keeps_the_old_task_until_the_new_is_healthy(
         svc = checked_service(manager)
         await eventually(lambda: bool(live(orch, TaskState.STARTING)))
         [old] = live(orch, TaskState.STARTING)
+        await launched(orch, old.id)
         rt.publish_event(container_of(rt, old), "health_status: healthy")
         await running(orch, 1)
         plan = replace(svc.plan, update_start_first=True,
@@ -426,6 +434,7 @@ def test_a_start_first_update_keeps_the_old_task_until_the_new_is_healthy(
                        force_changed=False)
         await eventually(lambda: bool(live(orch, TaskState.STARTING)))
         [new] = live(orch, TaskState.STARTING)
+        await launched(orch, new.id)
         await asyncio.sleep(0.2)
         assert orch.get(old.id).state is TaskState.RUNNING  # the new one is not healthy yet
         assert stopped == []
