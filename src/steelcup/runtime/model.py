@@ -101,6 +101,11 @@ class ContainerConfig:
     # An existing host directory as the root instead of the image's layers (HostConfig.
     # SteelcupRootfs, the operator's only: steelcup-runtime's OCI bundles); "" = the image's.
     rootfs_dir: str = ""
+    # Pods in one VM (HostConfig.SteelcupPodSandbox / SteelcupPodOf, the operator's only:
+    # steelcup-runtime's pods): a sandbox's VM can take further containers; a member runs in
+    # the VM of the sandbox container `pod_of` (its full id) instead of a VM of its own.
+    pod_sandbox: bool = False
+    pod_of: str = ""
 
     def rlimits(self) -> tuple[str, ...]:
         """The ulimits as the guest protocol's RLIMIT fields."""
