@@ -226,6 +226,7 @@ class Runtime:
         for cdir in (self.root / "containers").iterdir():
             if cdir.is_dir() and cdir.name not in known:
                 try:
+                    _unbind_members_of(cdir)
                     rootfs_module.remove(cdir)
                 except (SteelcupError, OSError) as exc:
                     log.warning("cannot delete the leftover container dir %s: %s", cdir, exc)
@@ -248,6 +249,7 @@ class Runtime:
                 record = record.with_state(
                     status=status, pid=0, error="the daemon stopped while removing it")
                 self.store.save(record)
+            _unbind_members_of(self.container_dir(record.id))  # their runs ended with the VM
             rootfs_module.release(self.container_dir(record.id))
             self._containers[record.id] = _Live(record)
 
@@ -1116,6 +1118,9 @@ class Runtime:
         self.publish_event(live.record, "destroy")
         # Its private directory last (unmounting the overlay syncs the host filesystem); if the
         # daemon stops before this, `recover` deletes the directory.
+        # A member whose run is still ending may not have unbound its root from this sandbox's
+        # share: never delete through it.
+        await asyncio.to_thread(_unbind_members_of, self.container_dir(record.id))
         await asyncio.to_thread(rootfs_module.remove, self.container_dir(record.id))
 
     # -- extra processes, files --------------------------------------------------------------
@@ -1416,6 +1421,14 @@ def _unbind_member(target: Path) -> None:
         sysmount.umount(target, sysmount.MNT_DETACH)
     with contextlib.suppress(OSError):
         target.rmdir()
+
+
+def _unbind_members_of(container_dir: Path) -> None:
+    """Unbind every member root still bound in a sandbox's share (none for other containers)."""
+    pod = container_dir / POD_DIR
+    if pod.is_dir():
+        for target in pod.iterdir():
+            _unbind_member(target)
 
 
 def _check_restart_policy(config: ContainerConfig) -> None:

@@ -160,3 +160,24 @@ def test_the_codec_takes_the_pod_fields_and_shows_them() -> None:
     assert config.pod_of == "abc" and not config.pod_sandbox
     with pytest.raises(InvalidArgument, match="SteelcupPodOf"):
         codec.decode_create({"Image": "x", "HostConfig": {"SteelcupPodOf": 3}})
+
+
+def test_a_sandboxs_removal_and_recovery_never_leave_a_members_root_bound(
+        tmp_path: Path, binds: Binds) -> None:
+    from steelcup.runtime import containers
+
+    sandbox_dir = tmp_path / "sandbox"
+    (sandbox_dir / POD_DIR / "m1").mkdir(parents=True)
+    binds[sandbox_dir / POD_DIR / "m1"] = tmp_path / "member-root"
+    containers._unbind_members_of(sandbox_dir)
+    assert binds == {} and list((sandbox_dir / POD_DIR).iterdir()) == []
+    containers._unbind_members_of(tmp_path / "plain")  # no share: nothing to do
+    # a daemon that died with a member bound: the next one unbinds it before anything else
+    db = open_db(tmp_path)
+    runtime = make_runtime(tmp_path, db)
+    record = create(runtime, "infra", pod_sandbox=True)
+    left = runtime.container_dir(record.id) / POD_DIR / "m2"
+    left.mkdir(parents=True)
+    binds[left] = tmp_path / "member-root"
+    make_runtime(tmp_path, db).recover()
+    assert binds == {} and not left.exists()
