@@ -7,6 +7,7 @@
 #include "modules.h"
 #include "mounts.h"
 #include "net.h"
+#include "pods.h"
 #include "proc.h"
 #include "proto.h"
 
@@ -114,7 +115,9 @@ static void handle_setup_root(const struct proto_frame *f)
 {
 	uint32_t id = f->hdr.id, ro = 0, pids_max = 0;
 	char tag[256], host[256], subdir[1024], msg[300];
-	if (root_ready) {
+	uint32_t container = 0;
+	proto_frame_u32(f, PROTO_TAG_CONTAINER, &container);
+	if (root_ready && container == 0) {
 		channel_send_error(id, EBUSY, "root already set up");
 		return;
 	}
@@ -133,7 +136,21 @@ static void handle_setup_root(const struct proto_frame *f)
 		channel_send_error(id, EINVAL, "SETUP_ROOT SUBDIR over 1023 bytes");
 		return;
 	}
-	int rc = mounts_setup_root(tag, subdir, ro != 0, msg, sizeof(msg));
+	int rc;
+	if (container != 0) {
+		/* A pod member: the VM (its hostname, pids cgroup) is the first container's. */
+		if (!root_ready) {
+			channel_send_error(id, EINVAL, "a pod member's SETUP_ROOT before the VM's root");
+			return;
+		}
+		rc = pods_setup(container, tag, subdir, ro != 0, msg, sizeof(msg));
+		if (rc < 0)
+			channel_send_error(id, -rc, msg);
+		else
+			channel_send_ok(id);
+		return;
+	}
+	rc = mounts_setup_root(tag, subdir, ro != 0, msg, sizeof(msg));
 	if (rc < 0) {
 		channel_send_error(id, -rc, msg);
 		return;
@@ -188,14 +205,42 @@ static void handle_net_config(const struct proto_frame *f)
 		channel_send_ok(f->hdr.id);
 }
 
-static void handle_mount(const struct proto_frame *f)
+/* The root of the CONTAINER a frame names (0 if absent) into root; false (and ERROR EINVAL sent)
+ * if that container has no root. */
+static int container_root(const struct proto_frame *f, uint32_t *container, char *root,
+			  size_t rootlen)
 {
-	uint32_t id = f->hdr.id, ro = 0;
-	char source[256], fstype[16], target[4096], options[512], msg[300];
-	if (!root_ready) {
-		channel_send_error(id, EINVAL, "MOUNT before SETUP_ROOT");
+	*container = 0;
+	proto_frame_u32(f, PROTO_TAG_CONTAINER, container);
+	if (*container == 0 ? !root_ready : !pods_ready(*container)) {
+		char msg[96];
+		snprintf(msg, sizeof(msg), "container %u has no root (SETUP_ROOT first)",
+			 (unsigned)*container);
+		channel_send_error(f->hdr.id, EINVAL, msg);
+		return 0;
+	}
+	return pods_root_path(*container, root, rootlen) == 0;
+}
+
+static void handle_start(const struct proto_frame *f)
+{
+	uint32_t container = 0;
+	char root[256];
+	proto_frame_u32(f, PROTO_TAG_CONTAINER, &container);
+	if (container == 0 && !root_ready) {
+		proc_start(f, NULL, 0); /* the VM's own namespaces: a pooled VM's warm-up */
 		return;
 	}
+	if (container_root(f, &container, root, sizeof(root)))
+		proc_start(f, root, container);
+}
+
+static void handle_mount(const struct proto_frame *f)
+{
+	uint32_t id = f->hdr.id, ro = 0, container;
+	char source[256], fstype[16], target[4096], options[512], msg[300], root[256];
+	if (!container_root(f, &container, root, sizeof(root)))
+		return;
 	copy_str(f, PROTO_TAG_SOURCE, source, sizeof(source));
 	copy_str(f, PROTO_TAG_FSTYPE, fstype, sizeof(fstype));
 	copy_str(f, PROTO_TAG_TARGET, target, sizeof(target));
@@ -209,7 +254,7 @@ static void handle_mount(const struct proto_frame *f)
 	uint32_t vlen;
 	if (!proto_frame_str(f, PROTO_TAG_FSTYPE, &v, &vlen))
 		snprintf(fstype, sizeof(fstype), "9p");
-	int rc = mounts_mount_into(INIT_ROOT, source, fstype, target, options, ro != 0, msg,
+	int rc = mounts_mount_into(root, source, fstype, target, options, ro != 0, msg,
 				   sizeof(msg));
 	if (rc < 0)
 		channel_send_error(id, -rc, msg);
@@ -272,7 +317,7 @@ static void dispatch(const struct proto_frame *f)
 		handle_setup_root(f);
 		break;
 	case PROTO_OP_START:
-		proc_start(f, root_ready ? INIT_ROOT : NULL);
+		handle_start(f);
 		break;
 	case PROTO_OP_STDIN:
 		proc_stdin(id, f->payload, f->hdr.len);

@@ -134,9 +134,9 @@ int mounts_stage(const char *tag, char *msg, unsigned msglen)
 	return rc;
 }
 
-/* Bind the directory subdir of the share mounted at SHARE_STAGING onto root, then drop the
- * staging mount: the guest sees only subdir (a pooled VM's slot holds more than the root). */
-static int bind_subdir(const char *subdir, const char *root, char *msg, unsigned msglen)
+/* Bind the directory subdir of the share mounted at share onto root. */
+static int bind_subdir_of(const char *share, const char *subdir, const char *root, char *msg,
+			  unsigned msglen)
 {
 	char rel[4200], fdpath[64];
 	int rc = 0;
@@ -144,10 +144,10 @@ static int bind_subdir(const char *subdir, const char *root, char *msg, unsigned
 		snprintf(msg, msglen, "SUBDIR must be a relative path: %s", subdir);
 		return -EINVAL;
 	}
-	int sharefd = open(SHARE_STAGING, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	int sharefd = open(share, O_PATH | O_DIRECTORY | O_CLOEXEC);
 	if (sharefd < 0) {
 		rc = -errno;
-		snprintf(msg, msglen, "open %s: %s", SHARE_STAGING, strerror(errno));
+		snprintf(msg, msglen, "open %s: %s", share, strerror(errno));
 		return rc;
 	}
 	/* No "..", no symlinks: the root stays inside the share. */
@@ -163,9 +163,51 @@ static int bind_subdir(const char *subdir, const char *root, char *msg, unsigned
 		rc = -errno;
 	close(fd);
 	if (rc < 0)
-		snprintf(msg, msglen, "bind %s/%s: %s", SHARE_STAGING, subdir, strerror(-rc));
-	else if (umount2(SHARE_STAGING, MNT_DETACH) < 0)
+		snprintf(msg, msglen, "bind %s/%s: %s", share, subdir, strerror(-rc));
+	return rc;
+}
+
+/* Bind the directory subdir of the share mounted at SHARE_STAGING onto root, then drop the
+ * staging mount: the guest sees only subdir (a pooled VM's slot holds more than the root). */
+static int bind_subdir(const char *subdir, const char *root, char *msg, unsigned msglen)
+{
+	int rc = bind_subdir_of(SHARE_STAGING, subdir, root, msg, msglen);
+	if (rc == 0 && umount2(SHARE_STAGING, MNT_DETACH) < 0)
 		main_log("umount %s: %s", SHARE_STAGING, strerror(errno));
+	return rc;
+}
+
+/* The API mounts of a root that is mounted (or bound) at root, its /dev/ptmx, and read-only
+ * on request (bound: a bind is made read-only per mount, not per superblock). */
+static int finish_root(const char *root, int bound, int readonly, char *msg, unsigned msglen)
+{
+	char path[4200];
+	int rc = mount_api(root, 0, msg, msglen);
+	if (rc < 0)
+		return rc;
+	/* /dev/ptmx must open the bound devpts instance. */
+	snprintf(path, sizeof(path), "%s/dev/ptmx", root);
+	unlink(path);
+	if (symlink("pts/ptmx", path) < 0)
+		main_log("symlink %s: %s", path, strerror(errno));
+	unsigned long ro_flags = MS_REMOUNT | MS_RDONLY | (bound ? MS_BIND : 0);
+	if (readonly && mount(NULL, root, NULL, ro_flags, NULL) < 0) {
+		rc = -errno;
+		snprintf(msg, msglen, "remount %s read-only: %s", root, strerror(errno));
+		return rc;
+	}
+	return 0;
+}
+
+int mounts_member_root(const char *share, const char *subdir, const char *root, int readonly,
+		       char *msg, unsigned msglen)
+{
+	int rc = bind_subdir_of(share, subdir, root, msg, msglen);
+	if (rc < 0)
+		return rc;
+	rc = finish_root(root, 1, readonly, msg, msglen);
+	if (rc < 0 && umount2(root, MNT_DETACH) < 0)
+		main_log("umount %s: %s", root, strerror(errno));
 	return rc;
 }
 
@@ -173,7 +215,6 @@ int mounts_setup_root(const char *tag, const char *subdir, int readonly, char *m
 		      unsigned msglen)
 {
 	const char *root = INIT_ROOT;
-	char path[4200];
 	int rc = 0;
 	if (staged_tag[0]) {
 		/* STAGE_ROOT mounted the share already: only a directory inside it can be the root. */
@@ -199,22 +240,7 @@ int mounts_setup_root(const char *tag, const char *subdir, int readonly, char *m
 		}
 		staged_tag[0] = 0; /* bind_subdir detached the staging mount */
 	}
-	rc = mount_api(root, 0, msg, msglen);
-	if (rc < 0)
-		return rc;
-	/* /dev/ptmx must open the bound devpts instance. */
-	snprintf(path, sizeof(path), "%s/dev/ptmx", root);
-	unlink(path);
-	if (symlink("pts/ptmx", path) < 0)
-		main_log("symlink %s: %s", path, strerror(errno));
-	/* A bind (SUBDIR) is made read-only per mount, not per superblock. */
-	unsigned long ro_flags = MS_REMOUNT | MS_RDONLY | (subdir[0] ? MS_BIND : 0);
-	if (readonly && mount(NULL, root, NULL, ro_flags, NULL) < 0) {
-		rc = -errno;
-		snprintf(msg, msglen, "remount %s read-only: %s", root, strerror(errno));
-		return rc;
-	}
-	return 0;
+	return finish_root(root, subdir[0] != 0, readonly, msg, msglen);
 }
 
 int mounts_open_target(int rootfd, const char *target)

@@ -9,6 +9,11 @@ int mounts_initial(void);
  * own, mounts_pivot); returns 0 or -errno. */
 int mounts_setup_root(const char *tag, const char *subdir, int readonly, char *msg,
 		      unsigned msglen);
+/* A pod member's root: binds the directory subdir (walked as mounts_open_target does) of the share
+ * mounted at share onto root, with the root's API filesystems; read-only on request. Returns 0,
+ * or -errno with msg (nothing is left mounted at root). */
+int mounts_member_root(const char *share, const char *subdir, const char *root, int readonly,
+		       char *msg, unsigned msglen);
 /* STAGE_ROOT: mounts the 9p share tag at the staging point (kept for a later SETUP_ROOT with a
  * SUBDIR of the same tag) and rehearses the root's API mounts in a scratch dir, so that a
  * pooled VM has run those code paths before it is handed out. Returns 0 or -errno with msg. */

@@ -8,6 +8,7 @@
  * the launcher exits, and nothing that holds the port ever has a pid in the container. */
 #define _GNU_SOURCE
 #include "proc.h"
+#include "pods.h"
 
 #include "caps.h"
 #include "channel.h"
@@ -66,6 +67,7 @@ struct proc {
 	int tty;
 	int main;
 	int ns_init; /* PID 1 of its PID namespace: signals go to it alone, as docker's do */
+	uint32_t container; /* CONTAINER: 0, or the pod member whose namespaces it is in */
 	int fd_in;  /* pipe write end, or the pty master (shared with fd_out) */
 	int fd_out; /* stdout pipe read end, or the pty master */
 	int fd_err;
@@ -487,11 +489,11 @@ static int open_pty(int *master, char *slave, size_t slavelen, int rows, int col
 	return 0;
 }
 
-/* The live MAIN process whose namespaces a process joins, or NULL. */
-static struct proc *live_main(void)
+/* The live MAIN process of a container, whose namespaces a process joins, or NULL. */
+static struct proc *live_main(uint32_t container)
 {
 	for (struct proc *p = procs; p; p = p->next)
-		if (p->main && p->ns_init && !p->reaped && !p->finished)
+		if (p->main && p->ns_init && p->container == container && !p->reaped && !p->finished)
 			return p;
 	return NULL;
 }
@@ -505,7 +507,7 @@ static int open_ns(pid_t pid, const char *name)
 	return fd < 0 ? -errno : fd;
 }
 
-void proc_start(const struct proto_frame *f, const char *root)
+void proc_start(const struct proto_frame *f, const char *root, uint32_t container)
 {
 	uint32_t id = f->hdr.id;
 	struct start_req r;
@@ -536,7 +538,7 @@ void proc_start(const struct proto_frame *f, const char *root)
 		goto fail;
 	}
 	if (root) {
-		struct proc *m = r.main ? NULL : live_main();
+		struct proc *m = r.main ? NULL : live_main(container);
 		mode = m ? NS_JOIN : NS_NEW;
 		if (m) {
 			what = "namespaces of the main process";
@@ -629,6 +631,7 @@ void proc_start(const struct proto_frame *f, const char *root)
 	p->tty = r.tty;
 	p->main = r.main;
 	p->ns_init = mode == NS_NEW;
+	p->container = container;
 	p->credit = PROTO_INITIAL_CREDIT;
 	p->claimed = 1;
 	if (r.tty) {
@@ -857,6 +860,9 @@ void proc_reap(void)
 			}
 			if (p->credit == 0)
 				p->nocredit_since = p->reaped_ms;
+			/* A member's PID 1 took its namespace with it: its root goes too. */
+			if (p->main && p->ns_init && p->container)
+				pods_release(p->container);
 			break;
 		}
 	}

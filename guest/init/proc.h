@@ -8,10 +8,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* Handles START; root is the container root (the process runs in the container's PID and mount
- * namespaces, new ones pivoted into root for a MAIN process) or NULL ("/", the VM's namespaces).
- * Replies OK+PID (its pid in its PID namespace) or ERROR. */
-void proc_start(const struct proto_frame *f, const char *root);
+/* Handles START; root is the root of container `container` (the process runs in that container's
+ * PID and mount namespaces, new ones pivoted into root for a MAIN process) or NULL ("/", the VM's
+ * namespaces). Replies OK+PID (its pid in its PID namespace) or ERROR. */
+void proc_start(const struct proto_frame *f, const char *root, uint32_t container);
 void proc_stdin(uint32_t id, const uint8_t *data, size_t len);
 void proc_close_stdin(uint32_t id);
 void proc_credit(uint32_t id, uint32_t bytes);

@@ -375,6 +375,11 @@ def decode_create(body: Any) -> ContainerConfig:
                               f"{rootfs_dir!r}")
     if not image and not rootfs_dir:
         raise InvalidArgument("Config cannot be empty in order to create a container")
+    # steelcup's own as well (steelcup-runtime's pods; the runtime refuses them to tenants)
+    pod_sandbox = _get(host, "SteelcupPodSandbox", bool, False)
+    pod_of = _get(host, "SteelcupPodOf", str, "")
+    host.pop("SteelcupPodSandbox", None)
+    host.pop("SteelcupPodOf", None)
     check_host_settings(host)
     check_endpoint_settings(body)
     if body.get("MacAddress"):  # where clients before API 1.44 put --mac-address
@@ -462,6 +467,8 @@ def decode_create(body: Any) -> ContainerConfig:
         pids_limit=decode_pids_limit(host),
         healthcheck=healthcheck,
         rootfs_dir=rootfs_dir,
+        pod_sandbox=pod_sandbox,
+        pod_of=pod_of,
     )
 
 
@@ -810,6 +817,8 @@ def encode_inspect(
             "Runtime": "steelcup",
             # steelcup's own, only when set (a container of steelcup-runtime's)
             **({"SteelcupRootfs": config.rootfs_dir} if config.rootfs_dir else {}),
+            **({"SteelcupPodSandbox": True} if config.pod_sandbox else {}),
+            **({"SteelcupPodOf": config.pod_of} if config.pod_of else {}),
         },
         "GraphDriver": {"Name": "overlay", "Data": None},
         "Mounts": encode_mounts(config),

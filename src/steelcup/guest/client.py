@@ -91,6 +91,7 @@ class ProcessSpec:
     main: bool = False
     caps: int | None = None  # capability mask (runtime.capabilities); None: docker's default
     rlimits: tuple[str, ...] = ()  # "NAME=SOFT:HARD" each (docker's ulimit names; -1: unlimited)
+    container: int = 0  # 0: the VM's first container; n > 0: the pod member set up as n
 
     def fields(self) -> list[tuple[Tag, p.FieldValue]]:
         if not self.args:
@@ -109,6 +110,8 @@ class ProcessSpec:
         if self.caps is not None:
             out.append((Tag.CAPS, self.caps))
         out += [(Tag.RLIMIT, r) for r in self.rlimits]
+        if self.container:
+            out.append((Tag.CONTAINER, self.container))
         return out
 
 
@@ -657,11 +660,18 @@ class GuestClient:
         *,
         subdir: str = "",
         pids_max: int = 0,
+        container: int = 0,
         timeout_s: float = REQUEST_TIMEOUT_S,
     ) -> None:
         """Mount the 9p share `source` (or the directory `subdir` inside it: a pooled VM's slot)
         as the container root (once per VM); `pids_max` > 0 puts the container's processes in
-        a pids cgroup of that limit."""
+        a pids cgroup of that limit. With `container` n > 0, the root of pod member n instead:
+        the directory `subdir` of the share (the VM's hostname and pids cgroup stay the first
+        container's, so neither is sent)."""
+        if container:
+            if not subdir or hostname is not None or pids_max:
+                raise InvalidArgument("a pod member's root is a SUBDIR of a share, without a "
+                                      "hostname or pids limit of its own")
         fields: list[tuple[Tag, p.FieldValue]] = [(Tag.SOURCE, source)]
         if hostname is not None:
             fields.append((Tag.HOSTNAME, hostname))
@@ -670,6 +680,8 @@ class GuestClient:
             fields.append((Tag.SUBDIR, subdir))
         if pids_max:
             fields.append((Tag.PIDS_MAX, pids_max))
+        if container:
+            fields.append((Tag.CONTAINER, container))
         await self._simple(Op.SETUP_ROOT, fields, timeout_s)
 
     async def sysctl(

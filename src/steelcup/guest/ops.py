@@ -48,6 +48,7 @@ class GuestMount:
     source: str = ""
     options: str = ""
     readonly: bool = False
+    container: int = 0  # 0: the VM's first container; n > 0: pod member n
 
     def fields(self) -> list[tuple[Tag, p.FieldValue]]:
         out: list[tuple[Tag, p.FieldValue]] = []
@@ -57,6 +58,8 @@ class GuestMount:
         if self.options:
             out.append((Tag.OPTIONS, self.options))
         out.append((Tag.READONLY, int(self.readonly)))
+        if self.container:
+            out.append((Tag.CONTAINER, self.container))
         return out
 
 

@@ -112,6 +112,7 @@ class Tag(IntEnum):
     LAST_ID = 43
     PROC = 44
     RECEIVED = 45
+    CONTAINER = 46
 
 
 DATA_OPS = frozenset({Op.STDIN, Op.STDOUT, Op.STDERR})

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from steelcup.errors import InvalidArgument
+from steelcup.oci.pods import PodRole, pod_role
 from steelcup.runtime.capabilities import DEFAULT_NAMES, NAMES
 
 # Mount types the guest makes itself, and targets it fills (its own /dev, /dev/shm).
@@ -35,6 +36,8 @@ class Bundle:
     body: dict[str, Any]
     annotations: Mapping[str, str] = field(default_factory=dict)
     terminal: bool = False
+    # a pod's sandbox (the body says so) or member (its sandbox's OCI id: main.py resolves it)
+    pod: PodRole = PodRole()
 
 
 def _obj(doc: Mapping[str, Any], key: str, where: str) -> dict[str, Any]:
@@ -198,8 +201,11 @@ def translate(doc: Any, bundle: str) -> Bundle:
                                   f"({why})")
     sysctls = _obj(linux, "sysctl", "linux.")
     terminal = process.get("terminal") is True
+    cgroups_path = linux.get("cgroupsPath")
+    pod = pod_role(annotations, cgroups_path if isinstance(cgroups_path, str) else "")
     host: dict[str, Any] = {
         "SteelcupRootfs": root_path(doc, bundle),
+        "SteelcupPodSandbox": True if pod.sandbox else None,
         "ReadonlyRootfs": _obj(doc, "root", "").get("readonly") is True,
         "Binds": binds or None,
         "Tmpfs": tmpfs or None,
@@ -228,4 +234,4 @@ def translate(doc: Any, bundle: str) -> Bundle:
         "AttachStdin": True,
         "HostConfig": {k: v for k, v in host.items() if v is not None},
     }
-    return Bundle(body=body, annotations=annotations, terminal=terminal)
+    return Bundle(body=body, annotations=annotations, terminal=terminal, pod=pod)

@@ -185,6 +185,14 @@ def cmd_create(rt: Runtime, a: argparse.Namespace) -> int:
         raise RuntimeError_(f"container with id exists: {container_id}")
     except NotFound:
         pass
+    if spec.pod.sandbox_id:  # a pod member: the VM of its sandbox (docs/oci-runtime.md)
+        try:
+            sandbox = rt.states.load(check_id(spec.pod.sandbox_id))
+        except NotFound:
+            raise InvalidArgument(f"the pod's sandbox {spec.pod.sandbox_id} is not a container "
+                                  "of this steelcup-runtime (--root): a pod's containers must "
+                                  "all use it") from None
+        spec.body["HostConfig"]["SteelcupPodOf"] = sandbox.container
     client = rt.client()
     created = client.post_json("/containers/create", {"name": daemon_name(container_id)},
                                spec.body)

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from steelcup import boundedfs
+from steelcup import boundedfs, sysmount
 from steelcup.errors import (
     Conflict,
     Forbidden,
@@ -33,6 +33,7 @@ from steelcup.errors import (
     SteelcupError,
     VmLaunchError,
 )
+from steelcup.guest import ops as guest_ops
 from steelcup.guest.client import GuestProcess, ProcessSpec
 from steelcup.guestlog import clip
 from steelcup.idmap import IdRange, IdsFor, one_range
@@ -52,7 +53,7 @@ from steelcup.runtime.links import LinkTarget, hosts_lines, not_found_text
 from steelcup.runtime.model import ContainerConfig, ContainerRecord, Status
 from steelcup.runtime.names import new_id, random_name, validate_name
 from steelcup.runtime.output import Fanout, Subscriber
-from steelcup.runtime.resources import Resources
+from steelcup.runtime.resources import Resources, RunResources
 from steelcup.runtime.spec import merge_env, parse_signal, resolve_argv, start_failure_text
 from steelcup.runtime.store import ContainerStore
 from steelcup.tenancy.sizing import vm_cpus
@@ -76,6 +77,11 @@ REMOVE_PUMP_WAIT_S = 15.0
 # Live restore: how long a released run's relay may take to log what it had received.
 HAND_OVER_PUMP_WAIT_S = 5.0
 RESTORE_CONCURRENCY = 8
+# Pods in one VM (docs/oci-runtime.md): a sandbox's VM exports its container dir's `pod/`
+# as the 9p share `pod`; each member's root is bound at pod/<member id> once the VM runs.
+POD_TAG = "pod"
+POD_DIR = "pod"
+POD_MAX_MEMBERS = 63  # the guest's CONTAINER numbers 1..63
 
 # Makes the (not yet adopted) Machine for a VM an earlier daemon left running; its console log
 # is kept at the path given (pool.direct.DirectSource.adoptable).
@@ -117,6 +123,8 @@ class _Live:
     log_mark: restore_module.LogMark | None = None
     handing_over: bool = False
     slot_dir: str = ""  # a pooled VM's rootfs slot on the host (kept with the VM)
+    pod_index: int = 0  # a pod member's CONTAINER number in its sandbox's VM (this run's)
+    pod_next: int = 1  # a sandbox's next CONTAINER number for a member (per run of its VM)
 
     def ended(self, seq: int) -> bool:
         """The run of generation `seq` ended, or the container is gone (or dead)."""
@@ -218,6 +226,7 @@ class Runtime:
         for cdir in (self.root / "containers").iterdir():
             if cdir.is_dir() and cdir.name not in known:
                 try:
+                    _unbind_members_of(cdir)
                     rootfs_module.remove(cdir)
                 except (SteelcupError, OSError) as exc:
                     log.warning("cannot delete the leftover container dir %s: %s", cdir, exc)
@@ -240,6 +249,7 @@ class Runtime:
                 record = record.with_state(
                     status=status, pid=0, error="the daemon stopped while removing it")
                 self.store.save(record)
+            _unbind_members_of(self.container_dir(record.id))  # their runs ended with the VM
             rootfs_module.release(self.container_dir(record.id))
             self._containers[record.id] = _Live(record)
 
@@ -412,6 +422,7 @@ class Runtime:
     def create(self, config: ContainerConfig, name: str | None) -> ContainerRecord:
         # Settings first, then the image, as dockerd: a bad CapAdd is a 400 even for an image
         # that still has to be pulled.
+        config = self._pod_config(config)
         caps = capability_set(config.cap_add, config.cap_drop, config.privileged)
         for linked, _alias in config.links:
             self._linked(linked, config.tenant)
@@ -482,6 +493,33 @@ class Runtime:
         self._containers[container_id] = _Live(record)
         self.publish_event(record, "create")
         return record
+
+    def _pod_config(self, config: ContainerConfig) -> ContainerConfig:
+        """A pod member's settings checked against its sandbox (named by its full id from
+        now on); it has no network of its own: the VM's is the pod's."""
+        if not (config.pod_sandbox or config.pod_of):
+            return config
+        if config.tenant:
+            raise Forbidden("pods in one VM are for the operator only (steelcup-runtime), "
+                            "not for a tenant")
+        if not config.pod_of:
+            return config
+        if config.pod_sandbox:
+            raise InvalidArgument("a container is a pod's sandbox or a member of one, not both")
+        try:
+            sandbox = self._find(config.pod_of).record
+        except NotFound as exc:
+            raise InvalidArgument(f"the pod's sandbox container {config.pod_of} does not "
+                                  "exist") from exc
+        if not sandbox.config.pod_sandbox:
+            raise InvalidArgument(f"container {config.pod_of} is not a pod sandbox "
+                                  "(HostConfig.SteelcupPodSandbox): its VM cannot take "
+                                  "further containers")
+        if (config.port_bindings or config.publish_all_ports or config.extra_networks
+                or config.network_mode not in ("", "none", "default", "bridge")):
+            raise InvalidArgument("a pod member shares its sandbox's network: give ports and "
+                                  "networks to the sandbox")
+        return replace(config, pod_of=sandbox.id, network_mode="none")
 
     def _image_for(self, config: ContainerConfig) -> Image:
         """The image a container is made from, in its tenant's names; for a root directory
@@ -567,26 +605,6 @@ class Runtime:
                 uid, gid, groups = resolve_user(root, config.user, config.group_add)
                 run = await self.resources.acquire(record, root, stack,
                                                    self._link_hosts(record), run_dir=cdir)
-                cpus, mem_mib = self.vm_size(config)
-                request = VmRequest(
-                    mem_mib=mem_mib,
-                    cpus=cpus,
-                    grows=self.memory_grows(config),
-                    shares=(Share("rootfs", root), *run.shares),
-                    nics=run.vm_nics,
-                    tap_places=run.tap_places,
-                    console_log=cdir / "console.log",
-                    name=record.id[:12],
-                    tenant=config.tenant,
-                )
-                machine = await self.vms.acquire(request)
-                stack.push_async_callback(machine.close)
-                await machine.guest.setup_root("rootfs", config.hostname, config.read_only,
-                                               subdir=machine.rootfs_subdir,
-                                               pids_max=config.pids_limit)
-                if config.sysctls:
-                    await machine.guest.sysctl(f"{k}={v}" for k, v in config.sysctls)
-                await self.resources.configure_guest(machine.guest, run)
                 spec = ProcessSpec(
                     args=(record.path, *record.args),
                     env=config.env,
@@ -602,7 +620,10 @@ class Runtime:
                     caps=config.caps,
                     rlimits=config.rlimits(),
                 )
-                process = await machine.guest.start(spec)
+                if config.pod_of:
+                    machine, process = await self._start_in_pod(live, root, run, spec, stack)
+                else:
+                    machine, process = await self._start_in_vm(live, root, run, spec, stack)
             except ProcessStartError as exc:
                 text = start_failure_text(record.path, exc.exit_code, str(exc))
                 await self._start_failed(live, exc.exit_code, text)
@@ -622,9 +643,10 @@ class Runtime:
         live.process = process
         live.logged_bytes = 0
         live.log_mark = None
-        if self.live_restore:
+        if self.live_restore and not config.pod_of:  # a member is not kept (live-restore.md)
             live.log_mark = restore_module.LogMark(max(time.time_ns(), live.log_last_ns + 1))
-        live.slot_dir = str(machine.spec.shares[0].host_path) if machine.rootfs_subdir else ""
+        live.slot_dir = (str(machine.spec.shares[0].host_path)
+                         if machine.rootfs_subdir and not config.pod_of else "")
         live.stopping = False
         live.started_mono = time.monotonic()
         self._apply(live, Op.STARTED, pid=process.pid, exit_code=0, error="",
@@ -636,6 +658,75 @@ class Runtime:
         )
         self.publish_event(live.record, "start")
         await self._save_record(live)
+
+    async def _start_in_vm(self, live: _Live, root: Path, run: RunResources, spec: ProcessSpec,
+                           stack: contextlib.AsyncExitStack) -> tuple[Machine, GuestProcess]:
+        """A VM of the container's own (its sandbox's share, `pod/`, for a pod sandbox), set
+        up and its main process started."""
+        record, config = live.record, live.record.config
+        cdir = self.container_dir(record.id)
+        pod_shares: tuple[Share, ...] = ()
+        if config.pod_sandbox:
+            (cdir / POD_DIR).mkdir(mode=0o755, exist_ok=True)
+            # remap: the members' roots are other filesystems bound below it (as a slot's)
+            pod_shares = (Share(POD_TAG, cdir / POD_DIR, remap_devices=True),)
+        cpus, mem_mib = self.vm_size(config)
+        request = VmRequest(
+            mem_mib=mem_mib,
+            cpus=cpus,
+            grows=self.memory_grows(config),
+            shares=(Share("rootfs", root), *run.shares, *pod_shares),
+            nics=run.vm_nics,
+            tap_places=run.tap_places,
+            console_log=cdir / "console.log",
+            name=record.id[:12],
+            tenant=config.tenant,
+        )
+        machine = await self.vms.acquire(request)
+        stack.push_async_callback(machine.close)
+        live.pod_next = 1
+        await machine.guest.setup_root("rootfs", config.hostname, config.read_only,
+                                       subdir=machine.rootfs_subdir,
+                                       pids_max=config.pids_limit)
+        if config.sysctls:
+            await machine.guest.sysctl(f"{k}={v}" for k, v in config.sysctls)
+        await self.resources.configure_guest(machine.guest, run)
+        return machine, await machine.guest.start(spec)
+
+    def _member_dir(self, record: ContainerRecord) -> Path:
+        """Where a pod member's root is bound in its sandbox's share."""
+        return self.container_dir(record.config.pod_of) / POD_DIR / record.id
+
+    async def _start_in_pod(self, live: _Live, root: Path, run: RunResources, spec: ProcessSpec,
+                            stack: contextlib.AsyncExitStack) -> tuple[Machine, GuestProcess]:
+        """The member's root bound into its running sandbox's share, set up in that VM as a
+        further container, and its main process started there."""
+        record, config = live.record, live.record.config
+        sandbox = self._containers.get(config.pod_of)
+        if sandbox is None or sandbox.machine is None or sandbox.stopping or \
+                sandbox.record.state.status is not Status.RUNNING:
+            raise Conflict(f"the pod's sandbox container {config.pod_of[:12]} is not running: "
+                           "start it first")
+        machine = sandbox.machine
+        if run.shares or run.vm_nics:
+            raise InvalidArgument("a pod member cannot have volumes or bind mounts of its own "
+                                  "(its pod's VM takes no new 9p devices once it runs); give "
+                                  "them to a container with a VM of its own")
+        if sandbox.pod_next > POD_MAX_MEMBERS:
+            raise Conflict(f"the pod's VM has run {POD_MAX_MEMBERS} members: restart the pod")
+        index, sandbox.pod_next = sandbox.pod_next, sandbox.pod_next + 1
+        target = self._member_dir(record)
+        await asyncio.to_thread(_bind_member, root, target)
+        stack.callback(_unbind_member, target)
+        await machine.guest.setup_root(POD_TAG, readonly=config.read_only, subdir=record.id,
+                                       container=index)
+        if config.sysctls:  # the VM's network and IPC namespaces are the whole pod's
+            await machine.guest.sysctl(f"{k}={v}" for k, v in config.sysctls)
+        for mount in run.mounts:
+            await guest_ops.mount(machine.guest, replace(mount, container=index))
+        process = await machine.guest.start(replace(spec, container=index))
+        live.pod_index = index
+        return machine, process
 
     async def _start_failed(self, live: _Live, exit_code: int, error: str) -> None:
         self._apply(live, Op.START_FAILED, exit_code=exit_code, error=error)
@@ -667,9 +758,11 @@ class Runtime:
             status = await process.wait()
             exit_code = status.status
         except GuestProtocolError as exc:
-            # The VM died or spoke nonsense: like a killed container.
-            exit_code = 128 + signal_module.SIGKILL if live.stopping else EXIT_CODE_DAEMON_LOST
-            error = "" if live.stopping else f"the container's VM failed: {exc}"
+            # The VM died or spoke nonsense: like a killed container. A pod member's VM goes
+            # when its sandbox's run ends: the pod stopped, and it with it.
+            killed = live.stopping or bool(live.record.config.pod_of)
+            exit_code = 128 + signal_module.SIGKILL if killed else EXIT_CODE_DAEMON_LOST
+            error = "" if killed else f"the container's VM failed: {exc}"
             vm_lost = True
             log.warning("container %s: %s", live.record.id[:12], clip(str(exc)))
         except asyncio.CancelledError:
@@ -698,8 +791,12 @@ class Runtime:
         oom_killed = False
         live.log_mark = None
         restore_module.forget(self.container_dir(live.record.id))  # nothing to re-attach
-        with contextlib.suppress(Exception):
-            await machine.close()
+        if live.record.config.pod_of:  # the VM is the sandbox's: only the member's root goes
+            live.pod_index = 0
+            await asyncio.to_thread(_unbind_member, self._member_dir(live.record))
+        else:
+            with contextlib.suppress(Exception):
+                await machine.close()
         if vm_lost and machine.oom_killed:
             # The host's OOM killer ended the VM at its memory limit (docs/security.md):
             # docker's answer for a container killed at its `-m`.
@@ -789,6 +886,9 @@ class Runtime:
         """Freeze every vCPU of the container's VM (QMP `stop`)."""
         live = self._find(ref)
         self._outcome(live, Op.PAUSE, ref)
+        if live.record.config.pod_of:
+            raise Conflict(f"container {live.record.id[:12]} shares its pod's VM, which "
+                           "pauses as a whole: pause the pod's sandbox container")
         machine, _ = self._run_parts(live)
         await machine.pause()
         self._apply(live, Op.PAUSE, ref)
@@ -929,7 +1029,8 @@ class Runtime:
             with contextlib.suppress(GuestProtocolError):
                 await live.process.signal(signal_module.SIGKILL)
         if not await self._wait_exit(live, seq, REMOVE_KILL_WAIT_S) and live.machine is not None:
-            await live.machine.close()  # the guest does not answer: pull the plug
+            if not live.record.config.pod_of:  # a member's VM is its whole pod's
+                await live.machine.close()  # the guest does not answer: pull the plug
             await self._wait_exit(live, seq, 10.0)
 
     async def _wait_exit(self, live: _Live, seq: int, timeout_s: float | None) -> bool:
@@ -1017,6 +1118,9 @@ class Runtime:
         self.publish_event(live.record, "destroy")
         # Its private directory last (unmounting the overlay syncs the host filesystem); if the
         # daemon stops before this, `recover` deletes the directory.
+        # A member whose run is still ending may not have unbound its root from this sandbox's
+        # share: never delete through it.
+        await asyncio.to_thread(_unbind_members_of, self.container_dir(record.id))
         await asyncio.to_thread(rootfs_module.remove, self.container_dir(record.id))
 
     # -- extra processes, files --------------------------------------------------------------
@@ -1027,7 +1131,7 @@ class Runtime:
         live = self._find(ref)
         self._outcome(live, op, ref)
         machine, _ = self._run_parts(live)
-        return await machine.guest.start(spec)
+        return await machine.guest.start(replace(spec, container=live.pod_index))
 
     @contextlib.asynccontextmanager
     async def holding_files(self, ref: str, op: Op = Op.FILES) -> AsyncIterator[ContainerRecord]:
@@ -1104,7 +1208,7 @@ class Runtime:
         for live in list(self._containers.values()):
             if live.record.id in kept:
                 continue
-            if live.machine is not None:
+            if live.machine is not None and not live.record.config.pod_of:  # the sandbox's
                 live.stopping = True
                 with contextlib.suppress(Exception):
                     await live.machine.close()
@@ -1121,6 +1225,10 @@ class Runtime:
         be kept: not running or paused, or its process has ended."""
         record = live.record
         machine, process = live.machine, live.process
+        if record.config.pod_sandbox and any(
+                lv.record.config.pod_of == record.id and lv.machine is not None
+                for lv in self._containers.values()):
+            return False  # its members could not be re-attached: the pod stops (live-restore.md)
         if (record.state.status not in (Status.RUNNING, Status.PAUSED) or machine is None
                 or process is None
                 or process.exit_status is not None
@@ -1294,6 +1402,33 @@ async def _batches_in_thread(
         close = getattr(entries, "close", None)
         if close is not None:
             close()  # a generator left early closes its open file now
+
+
+def _bind_member(root: Path, target: Path) -> None:
+    """Bind a pod member's root into its sandbox's share (QEMU exports what is below it)."""
+    target.mkdir(mode=0o755, exist_ok=True)
+    try:
+        sysmount.bind(root, target)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            target.rmdir()
+        raise SteelcupError(f"cannot bind the pod member's root into its sandbox: {exc}") from exc
+
+
+def _unbind_member(target: Path) -> None:
+    """Undo `_bind_member` (lazily: the guest may still hold its files); idempotent."""
+    with contextlib.suppress(OSError):
+        sysmount.umount(target, sysmount.MNT_DETACH)
+    with contextlib.suppress(OSError):
+        target.rmdir()
+
+
+def _unbind_members_of(container_dir: Path) -> None:
+    """Unbind every member root still bound in a sandbox's share (none for other containers)."""
+    pod = container_dir / POD_DIR
+    if pod.is_dir():
+        for target in pod.iterdir():
+            _unbind_member(target)
 
 
 def _check_restart_policy(config: ContainerConfig) -> None:

@@ -104,6 +104,11 @@ class ContainerConfig:
     rootfs_dir: str = ""
     # Swarm secrets and configs of a service's task (runtime.swarmfiles), placed each run.
     swarm_files: tuple[SwarmFile, ...] = ()
+    # Pods in one VM (HostConfig.SteelcupPodSandbox / SteelcupPodOf, the operator's only:
+    # steelcup-runtime's pods): a sandbox's VM can take further containers; a member runs in
+    # the VM of the sandbox container `pod_of` (its full id) instead of a VM of its own.
+    pod_sandbox: bool = False
+    pod_of: str = ""
 
     def rlimits(self) -> tuple[str, ...]:
         """The ulimits as the guest protocol's RLIMIT fields."""

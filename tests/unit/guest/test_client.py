@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from steelcup.errors import GuestProtocolError, ProcessStartError
+from steelcup.errors import GuestProtocolError, InvalidArgument, ProcessStartError
 from steelcup.guest import protocol as p
 from steelcup.guest.client import (
     ExitStatus,
@@ -600,3 +600,18 @@ def test_output_is_credited_only_once_the_consumer_is_done_with_it() -> None:
         assert credits == [10]
 
     asyncio.run(run_with_guest(guest, body))
+
+
+def test_a_pod_members_requests_name_its_container() -> None:
+    assert (Tag.CONTAINER, 2) in ProcessSpec(args=("sh",), container=2).fields()
+    assert all(tag is not Tag.CONTAINER for tag, _ in ProcessSpec(args=("sh",)).fields())
+
+    async def body(c: GuestClient) -> None:
+        await c.hello(5.0, resend_s=0.05)
+        await c.setup_root("pod", subdir="m2", container=2)
+        for bad in ({"subdir": ""}, {"subdir": "m2", "hostname": "h"},
+                    {"subdir": "m2", "pids_max": 5}):
+            with pytest.raises(InvalidArgument, match="pod member"):
+                await c.setup_root("pod", container=2, **bad)  # type: ignore[arg-type]
+
+    asyncio.run(run_with_guest(basic_guest(), body))

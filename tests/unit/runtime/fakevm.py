@@ -80,8 +80,11 @@ class FakeGuest:
     def __init__(self, machine: FakeMachine) -> None:
         self.machine = machine
 
-    async def setup_root(self, source: str, hostname: str, readonly: bool,
-                         subdir: str = "", pids_max: int = 0) -> None:
+    async def setup_root(self, source: str, hostname: str | None = None, readonly: bool = False,
+                         subdir: str = "", pids_max: int = 0, container: int = 0) -> None:
+        if container:  # a pod member's root: (CONTAINER, SOURCE, SUBDIR, READONLY)
+            self.machine.member_roots.append((container, source, subdir, readonly))
+            return
         self.machine.root_readonly = readonly
         self.machine.pids_max = pids_max
 
@@ -122,6 +125,7 @@ class FakeMachine:
     root_readonly: bool | None = None  # as SETUP_ROOT got it (None: not set up)
     pids_max: int = 0
     sysctls: list[str] = field(default_factory=list)  # SYSCTL requests, in order
+    member_roots: list[tuple[int, str, str, bool]] = field(default_factory=list)
     pid: int | None = None  # no QEMU: no host figures (steelcup.metrics)
 
     def __post_init__(self) -> None:

@@ -1,0 +1,211 @@
+"""A Kubernetes pod through containerd 1.6's CRI plugin with a `steelcup` runtime handler (the
+runc shim, steelcup-runtime as its BinaryName), driven over CRI v1 gRPC as the kubelet would:
+RunPodSandbox, CreateContainer, StartContainer, ExecSync, ContainerStatus, StopPodSandbox,
+RemovePodSandbox. The pod's containers share the sandbox's VM. The pod uses the node's network
+(no CNI here); containerd runs on the test's own config, sockets and state dirs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import shutil
+import signal
+import subprocess
+import tarfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+from tests.compat.podmanutil import write_runtime_wrapper
+from tests.vm.support import (
+    BUSYBOX_TAR,
+    Daemon,
+    leftovers_of,
+    need_assets,
+    start_daemon,
+    stop_daemon,
+)
+
+pytestmark = pytest.mark.vm
+
+IMG = "docker.io/steelcup/busybox:latest"
+PAUSE = "docker.io/steelcup/pause:1"
+BOOT_ID = "/proc/sys/kernel/random/boot_id"
+CONFIG = """version = 2
+root = "{base}/root"
+state = "{base}/state"
+[grpc]
+  address = "{base}/containerd.sock"
+[ttrpc]
+  address = "{base}/containerd-ttrpc.sock"
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "{pause}"
+  disable_tcp_service = true
+  stream_server_address = "127.0.0.1"
+  stream_server_port = "0"
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    snapshotter = "overlayfs"
+    default_runtime_name = "runc"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.steelcup]
+      runtime_type = "io.containerd.runc.v2"
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.steelcup.options]
+        BinaryName = "{runtime}"
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "{base}/cni/bin"
+    conf_dir = "{base}/cni/conf"
+"""
+
+
+@dataclass
+class Cri:
+    daemon: Daemon
+    base: Path
+    pb: ModuleType
+    rt: Any  # RuntimeServiceStub
+
+    def sandbox_config(self) -> Any:
+        pb = self.pb
+        return pb.PodSandboxConfig(
+            metadata=pb.PodSandboxMetadata(name="web", uid="uid-1", namespace="default"),
+            hostname="web", log_directory=str(self.base / "pods" / "web"),
+            linux=pb.LinuxPodSandboxConfig(security_context=pb.LinuxSandboxSecurityContext(
+                namespace_options=pb.NamespaceOption(network=pb.NODE, pid=pb.CONTAINER))))
+
+    def container(self, sandbox_id: str, name: str, script: str) -> str:
+        pb = self.pb
+        config = pb.ContainerConfig(
+            metadata=pb.ContainerMetadata(name=name), image=pb.ImageSpec(image=IMG),
+            command=["sh", "-c", script], log_path=f"{name}.log",
+            linux=pb.LinuxContainerConfig(security_context=pb.LinuxContainerSecurityContext(
+                namespace_options=pb.NamespaceOption(network=pb.NODE, pid=pb.CONTAINER))))
+        created = self.rt.CreateContainer(pb.CreateContainerRequest(
+            pod_sandbox_id=sandbox_id, config=config, sandbox_config=self.sandbox_config()),
+            timeout=120)
+        self.rt.StartContainer(pb.StartContainerRequest(container_id=created.container_id),
+                               timeout=120)
+        return str(created.container_id)
+
+    def exec_sync(self, container_id: str, *cmd: str) -> Any:
+        return self.rt.ExecSync(self.pb.ExecSyncRequest(container_id=container_id, cmd=cmd,
+                                                        timeout=60), timeout=90)
+
+    def status(self, container_id: str) -> Any:
+        return self.rt.ContainerStatus(
+            self.pb.ContainerStatusRequest(container_id=container_id), timeout=30).status
+
+    def wait_state(self, container_id: str, state: int, timeout_s: float = 60) -> Any:
+        deadline = time.monotonic() + timeout_s
+        while (status := self.status(container_id)).state != state:
+            assert time.monotonic() < deadline, f"{container_id}: still {status.state}"
+            time.sleep(0.2)
+        return status
+
+
+def pause_image(busybox_tar: Path, out: Path) -> Path:
+    """A pause image of the busybox layer: a sandbox's process must run until it is killed."""
+    with tarfile.open(busybox_tar) as src:
+        members = {m.name: src.extractfile(m).read() for m in src.getmembers()  # type: ignore[union-attr]
+                   if m.isfile()}
+    (manifest,) = json.loads(members["manifest.json"])
+    config = json.loads(members[manifest["Config"]])
+    config["config"]["Cmd"] = ["sleep", "2147483647"]
+    raw = json.dumps(config).encode()
+    name = hashlib.sha256(raw).hexdigest() + ".json"
+    files = {layer: members[layer] for layer in manifest["Layers"]}
+    files[name] = raw
+    files["manifest.json"] = json.dumps([{"Config": name, "RepoTags": ["steelcup/pause:1"],
+                                          "Layers": manifest["Layers"]}]).encode()
+    with tarfile.open(out, "w") as dst:
+        for path, data in files.items():
+            info = tarfile.TarInfo(path)
+            info.size = len(data)
+            dst.addfile(info, io.BytesIO(data))
+    return out
+
+
+@pytest.fixture(scope="module")
+def cri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cri]:
+    need_assets()
+    if shutil.which("containerd") is None or shutil.which("ctr") is None:
+        pytest.fail("containerd is needed (apt-get install --no-install-recommends containerd)")
+    try:
+        import grpc
+    except ImportError:
+        pytest.fail("grpcio and grpcio-tools are needed (pip install -e '.[dev]')")
+    from tests.compat.cri import compile_api
+
+    base = tmp_path_factory.mktemp("cri")
+    pb, stubs = compile_api(base / "proto")
+    daemon = start_daemon(base / "sc", base / "sc-run" / "steelcup.sock")
+    wrapper = write_runtime_wrapper(base / "steelcup-runtime", daemon.socket, base / "oci")
+    (base / "config.toml").write_text(CONFIG.format(base=base, pause=PAUSE, runtime=wrapper))
+    with open(base / "containerd.log", "wb") as log:
+        proc = subprocess.Popen(["containerd", "--config", str(base / "config.toml")],
+                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    channel = None
+    try:
+        deadline = time.monotonic() + 30
+        while not (base / "containerd.sock").exists():
+            assert proc.poll() is None, (base / "containerd.log").read_text()
+            assert time.monotonic() < deadline, "containerd did not come up"
+            time.sleep(0.1)
+        ctr = ["ctr", "--address", str(base / "containerd.sock"), "-n", "k8s.io"]
+        for tar in (BUSYBOX_TAR, pause_image(BUSYBOX_TAR, base / "pause.tar")):
+            imported = subprocess.run([*ctr, "images", "import", str(tar)], capture_output=True,
+                                      timeout=120)
+            assert imported.returncode == 0, imported.stderr
+        channel = grpc.insecure_channel(f"unix://{base / 'containerd.sock'}")
+        yield Cri(daemon, base, pb, stubs.RuntimeServiceStub(channel))
+    finally:
+        if channel is not None:
+            channel.close()
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        stop_daemon(daemon)
+        problems = leftovers_of(base / "sc")
+        subprocess.run(["umount", "-R", str(base / "state")], capture_output=True)
+        subprocess.run(["umount", "-R", str(base / "root")], capture_output=True)
+        assert not problems, "after daemon shutdown: " + "\n".join(problems)
+
+
+def test_a_cri_pod_runs_in_one_vm(cri: Cri) -> None:
+    pb = cri.pb
+    version = cri.rt.Version(pb.VersionRequest(version="v1"), timeout=30)
+    assert version.runtime_name == "containerd"
+    sandbox_id = cri.rt.RunPodSandbox(pb.RunPodSandboxRequest(
+        config=cri.sandbox_config(), runtime_handler="steelcup"), timeout=180).pod_sandbox_id
+    try:
+        app = cri.container(sandbox_id, "app", "sleep 1000")
+        server = cri.container(sandbox_id, "server", "echo pong | nc -l -p 7000; exit 3")
+        assert cri.status(app).state == pb.CONTAINER_RUNNING
+        boot_ids = {cri.exec_sync(c, "cat", BOOT_ID).stdout for c in (app, server)}
+        assert len(boot_ids) == 1, boot_ids  # one VM for the pod
+        assert boot_ids != {Path(BOOT_ID).read_bytes()}
+        # localhost is the pod's; each container has its own exit status
+        reached = cri.exec_sync(app, "sh", "-c", "for i in $(seq 100); do "
+                                "nc 127.0.0.1 7000 </dev/null && exit 0; sleep 0.2; done; exit 9")
+        assert (reached.exit_code, reached.stdout) == (0, b"pong\n"), reached.stderr
+        assert cri.wait_state(server, pb.CONTAINER_EXITED).exit_code == 3
+        failed = cri.exec_sync(app, "sh", "-c", "echo err >&2; exit 4")
+        assert (failed.exit_code, failed.stderr) == (4, b"err\n")
+        assert cri.status(app).state == pb.CONTAINER_RUNNING
+        cri.rt.StopPodSandbox(pb.StopPodSandboxRequest(pod_sandbox_id=sandbox_id), timeout=180)
+        assert cri.wait_state(app, pb.CONTAINER_EXITED).state == pb.CONTAINER_EXITED
+    finally:
+        cri.rt.StopPodSandbox(pb.StopPodSandboxRequest(pod_sandbox_id=sandbox_id), timeout=180)
+        cri.rt.RemovePodSandbox(pb.RemovePodSandboxRequest(pod_sandbox_id=sandbox_id),
+                                timeout=180)
+    assert cri.daemon.out("ps", "-aq").strip() == ""
