@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
+import json
 import os
 import re
 import shutil
@@ -47,7 +49,7 @@ sys.path.insert(0, str(REPO / "src"))
 
 from bench.peer import peer_argv  # noqa: E402
 from steelcup.defaults import VM_MAX_CPUS  # noqa: E402
-from steelcup.vm.qemu_args import NicSpec, VmSpec, build_argv  # noqa: E402
+from steelcup.vm.qemu_args import NicSpec, Share, VmSpec, build_argv  # noqa: E402
 from tests.vm.support import (  # noqa: E402
     delete_netns,
     new_netns,
@@ -128,10 +130,21 @@ ip link set lo up; ip link set eth0 up; ip addr add {BARE_GUEST_IP}/24 dev eth0
 for d in /sys/class/virtio-ports/*; do
   [ "$(cat $d/name)" = steelcup.ctl ] && port=/dev/${{d##*/}}
 done
+# scw.root9p=MODE: run the commands in the rootfs exported over 9p with that cache mode (the
+# transport steelcup uses), chrooted, instead of in the initramfs copy.
+run=""
+for word in $(cat /proc/cmdline); do
+  case "$word" in scw.root9p=*)
+    r=/mnt/root; mkdir -p $r
+    mount -t 9p rootfs $r -o trans=virtio,version=9p2000.L,msize=262144,cache=${{word#*=}}
+    for m in proc sys dev dev/pts dev/shm run tmp; do mount --bind /$m $r/$m; done
+    run="chroot $r";;
+  esac
+done
 exec 3<>"$port"
 echo READY >&3
 while IFS= read -r line <&3; do
-  sh -c "$line" </dev/null >&3 2>&1 3>&-
+  $run sh -c "$line" </dev/null >&3 2>&1 3>&-
   echo "__END $?" >&3
 done
 poweroff -f
@@ -140,7 +153,8 @@ poweroff -f
 
 def initramfs(rootfs: Path) -> Path:
     """The rootfs as a newc cpio with our /init appended (the kernel unpacks both)."""
-    out = IMAGE_DIR / "bare-initramfs.cpio"
+    init_digest = hashlib.sha256(BARE_INIT.encode()).hexdigest()[:8]
+    out = IMAGE_DIR / f"bare-initramfs-{init_digest}.cpio"
     if out.exists():
         return out
     with tempfile.TemporaryDirectory(prefix="scw-init-") as tmp, open(f"{out}.tmp", "wb") as f:
@@ -198,6 +212,9 @@ class HostSide:
     prefix: list[str]  # `ip netns exec NS` or nothing
     host: str
     port: int
+    # A host address that is not loopback, where the published port is DNATed by nftables
+    # (steelcup only: its netns is the script's; "" = not measured).
+    dnat_host: str = ""
 
     def python(self, code: str, *args: str) -> subprocess.Popen[bytes]:
         return subprocess.Popen([*self.prefix, sys.executable, "-c", code, *args],
@@ -220,8 +237,9 @@ class HostSide:
                 poller.kill()
                 poller.wait()
 
-    def download_s(self) -> float:
-        proc = self.python(DOWNLOADER, self.host, str(self.port), BIG_FILE, str(BIG_BYTES))
+    def download_s(self, host: str = "") -> float:
+        proc = self.python(DOWNLOADER, host or self.host, str(self.port), BIG_FILE,
+                           str(BIG_BYTES))
         return float(self.finish(proc, 300))
 
 
@@ -266,8 +284,9 @@ class CliEngine:
 
     def start_web(self) -> None:
         self.web = self._name("web")
+        bind = "" if self.side.dnat_host else "127.0.0.1:"
         self.cli("run", "-d", *self.run_opts, "--name", self.web, "-p",
-                 f"127.0.0.1:{HOST_PORT}:80", self.image, "nginx", "-g", "daemon off;")
+                 f"{bind}{HOST_PORT}:80", self.image, "nginx", "-g", "daemon off;")
 
     def stop_web(self) -> None:
         self.cli("rm", "-f", self.web)
@@ -287,7 +306,8 @@ class CliEngine:
 class BareVm:
     """The limit: one QEMU booted on the initramfs, commands over its serial port."""
 
-    def __init__(self, tmp: Path, netns: str, cpio: Path, kernel: Path, max_cpus: int) -> None:
+    def __init__(self, tmp: Path, netns: str, cpio: Path, kernel: Path, max_cpus: int,
+                 root9p: tuple[str, Path] | None = None) -> None:
         self.tap = "scwtap0"
         subprocess.run(["ip", "-n", netns, "tuntap", "add", "dev", self.tap, "mode", "tap",
                         "vnet_hdr"], check=True)
@@ -295,8 +315,13 @@ class BareVm:
                         self.tap], check=True)
         subprocess.run(["ip", "-n", netns, "link", "set", self.tap, "up"], check=True)
         nic = NicSpec(self.tap, "02:00:0a:e7:00:02")
+        shares, extra = (), ()
+        if root9p is not None:
+            shares = (Share("rootfs", root9p[1]),)
+            extra = (f"scw.root9p={root9p[0]}",)
         self.spec = VmSpec(kernel=kernel, initrd=cpio, state_dir=tmp, mem_mib=BARE_MEM_MIB,
-                           cpus=1, max_cpus=max_cpus, nics=(nic,))
+                           cpus=1, max_cpus=max_cpus, nics=(nic,), shares=shares,
+                           cmdline_extra=extra)
         self.console = open(tmp / "console.log", "wb")  # noqa: SIM115 - closed in close()
         self.proc = subprocess.Popen(["ip", "netns", "exec", netns, *build_argv(self.spec)],
                                      stdin=subprocess.DEVNULL, stdout=self.console,
@@ -346,7 +371,7 @@ class BareVm:
 class BareEngine:
     vm: BareVm
     side: HostSide
-    name: str = "bare QEMU"
+    name: str
 
     def start_web(self) -> None:
         self.vm.run("nginx")
@@ -371,7 +396,8 @@ REDIS_WAIT = ("for i in $(seq 600); do redis-cli ping 2>/dev/null | grep -q PONG
               "sleep 0.1; done; exit 1")
 ROWS = (
     ("web", "nginx `run -d` → first HTTP 200 (s)", False),
-    ("dl", "10 MiB static file through the published port (MiB/s)", True),
+    ("dl", "10 MiB static file, published port on 127.0.0.1 (MiB/s)", True),
+    ("dnat", "10 MiB static file, published port on a host address: DNAT (MiB/s)", True),
     ("set", f"redis-benchmark SET, -n {REDIS_N}, client in the container (req/s)", True),
     ("get", f"redis-benchmark GET, -n {REDIS_N}, client in the container (req/s)", True),
     ("py", "`python3 -c pass` in a running container (s)", False),
@@ -394,6 +420,9 @@ def one_run(engine: Engine, downloads: int) -> dict[str, list[float]]:
     try:
         for _ in range(downloads):
             got["dl"].append(BIG_BYTES / (1 << 20) / engine.side.download_s())
+            if engine.side.dnat_host:
+                got["dnat"].append(BIG_BYTES / (1 << 20)
+                                   / engine.side.download_s(engine.side.dnat_host))
     finally:
         engine.stop_web()
     engine.start_box()
@@ -425,7 +454,7 @@ def measure(engines: Sequence[Engine], runs: int, warmup: int, downloads: int,
             for key, values in got.items():
                 results[engine.name][key] += values
             log(f"run {run + 1} {engine.name}: " + ", ".join(
-                f"{k}={statistics.median(v):.3g}" for k, v in got.items()))
+                f"{k}={statistics.median(v):.3g}" for k, v in got.items() if v))
     return results
 
 
@@ -436,12 +465,15 @@ def table(results: dict[str, dict[str, list[float]]]) -> str:
         heads += [f"steelcup ÷ {n}" for n in names if n != "steelcup"]
     lines = ["| workload | " + " | ".join(heads) + " |", "|---|" + "---:|" * len(heads)]
     for key, label, higher_better in ROWS:
-        med = {n: statistics.median(results[n][key]) for n in names}
-        cells = [f"{med[n]:.3g}" for n in names]
+        med = {n: statistics.median(results[n][key]) for n in names if results[n][key]}
+        cells = [f"{med[n]:.3g}" if n in med else "n/a" for n in names]
         ratios = []
-        if "steelcup" in med:
+        if "steelcup" in names:
             for n in names:
                 if n == "steelcup":
+                    continue
+                if n not in med or "steelcup" not in med:
+                    ratios.append("")
                     continue
                 # ratio as "times slower": > 1 means steelcup is behind
                 r = med[n] / med["steelcup"] if higher_better else med["steelcup"] / med[n]
@@ -471,6 +503,10 @@ def steelcup_engine(name: str, tmp: Path, tar: Path, extra_args: tuple[str, ...]
             engine = CliEngine(name, [sys.executable, "-m", "steelcup"], [], IMAGE_REF, env,
                                HostSide(["ip", "netns", "exec", netns], "127.0.0.1", HOST_PORT))
             engine.cli("import", str(tar), IMAGE_REF, timeout=600)
+            # The default bridge's gateway: an address of the daemon's netns that is not
+            # loopback, so a client there takes the DNAT path.
+            bridge = json.loads(engine.cli("network", "inspect", "bridge"))
+            engine.side.dnat_host = bridge[0]["IPAM"]["Config"][0]["Gateway"]
             wait_pool_ready(daemon)
             yield engine
         finally:
@@ -483,13 +519,22 @@ def steelcup_engine(name: str, tmp: Path, tar: Path, extra_args: tuple[str, ...]
 
 
 @contextlib.contextmanager
-def bare_engine(tmp: Path, cpio: Path, max_cpus: int) -> Iterator[BareEngine]:
-    netns = new_netns("bare")
+def bare_engine(tmp: Path, cpio: Path, max_cpus: int, rootfs: Path,
+                cache9p: str = "") -> Iterator[BareEngine]:
+    """The bare VM; with `cache9p`, commands run in a writable copy of the rootfs over 9p with
+    that cache mode (to tell 9p's share of a gap from the rest)."""
+    netns = new_netns(f"b{cache9p}"[:8])
     try:
         tmp.mkdir()
-        vm = BareVm(tmp, netns, cpio, REPO / "build" / "guest" / "vmlinux", max_cpus)
+        root9p = None
+        if cache9p:
+            subprocess.run(["cp", "-a", str(rootfs), str(tmp / "root")], check=True)
+            root9p = (cache9p, tmp / "root")
+        vm = BareVm(tmp, netns, cpio, REPO / "build" / "guest" / "vmlinux", max_cpus, root9p)
+        name = f"bare 9p {cache9p}" if cache9p else "bare QEMU"
         try:
-            yield BareEngine(vm, HostSide(["ip", "netns", "exec", netns], BARE_GUEST_IP, 80))
+            yield BareEngine(vm, HostSide(["ip", "netns", "exec", netns], BARE_GUEST_IP, 80),
+                             name)
         finally:
             vm.close()
     finally:
@@ -518,6 +563,9 @@ def main() -> int:
     ap.add_argument("--only", default="steelcup,bare,podman")
     ap.add_argument("--bare-max-cpus", type=int, default=VM_MAX_CPUS,
                     help="vCPUs present in the bare VM (1 online), as in a steelcup clone")
+    ap.add_argument("--bare-9p", default="", metavar="MODES",
+                    help="also bare VMs whose commands run on the rootfs over 9p with these "
+                         "cache modes (e.g. none,loose)")
     ap.add_argument("--before", type=Path, default=None,
                     help="another steelcup checkout to run as a second engine")
     ap.add_argument("--daemon-arg", action="append", default=[],
@@ -541,7 +589,11 @@ def main() -> int:
                 args.before)))
         if "bare" in wanted:
             engines.append(stack.enter_context(bare_engine(
-                Path(tmp) / "bare", initramfs(rootfs), args.bare_max_cpus)))
+                Path(tmp) / "bare", initramfs(rootfs), args.bare_max_cpus, rootfs)))
+        for mode in filter(None, args.bare_9p.split(",")):
+            engines.append(stack.enter_context(bare_engine(
+                Path(tmp) / f"bare-{mode}", initramfs(rootfs), args.bare_max_cpus, rootfs,
+                mode)))
         if "podman" in wanted:
             engines.append(stack.enter_context(podman_engine(tar)))
         results = measure(engines, args.runs, args.warmup, args.downloads, log)
