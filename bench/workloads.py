@@ -11,16 +11,18 @@ network namespace this script creates. Rows, each engine in turn within a run:
 - nginx start: `run -d` (bare: `nginx` sent to the booted VM) until the first HTTP 200, timed on
   the host by a poller started beside the command;
 - a 10 MiB static file: host client (the daemon's netns for steelcup) through a port published
-  on 127.0.0.1 (bare: straight to the guest's address over the tap);
+  on 127.0.0.1 (bare: straight to the guest's address over the tap) and, for steelcup, on its
+  bridge gateway address (nftables DNAT, no proxy);
 - `redis-benchmark -q -t set,get -n 20000`, client in the same container as the server;
 - `python3 -c pass` and a CPU loop in a running container, timed inside it (`date +%s%N`).
 
-    sudo .venv/bin/python bench/workloads.py [--runs 3] [--downloads 3] \
-        [--only steelcup,bare,podman] [--before DIR]
+    sudo PYTHONPATH=src .venv/bin/python bench/workloads.py [--runs 3] [--downloads 3] \
+        [--only steelcup,bare,podman] [--bare-9p none,loose] [--before DIR]
 
-`--before DIR` adds a second steelcup engine run from another checkout's `src/` (e.g. a
-`git worktree` of the previous commit) with this checkout's guest assets: a change's before and
-after in the same run.
+`--bare-9p MODES` adds bare VMs whose commands run on the rootfs over 9p with those cache modes
+(what the transport costs, apart from the rest of steelcup). `--before DIR` adds a second
+steelcup engine run from another tree's `src/` (e.g. `git archive REV src | tar -x -C DIR`)
+with this checkout's guest assets: a change's before and after in the same run.
 """
 
 from __future__ import annotations
