@@ -36,7 +36,7 @@ from steelcup.guest.protocol import STAGED_SHARE_PATH
 from steelcup.net import links
 from steelcup.pool import slots
 from steelcup.pool.source import Incompatible, VmRequest
-from steelcup.pool.template import ROOTFS_TAG, TemplateSource, template_mac
+from steelcup.pool.template import ROOTFS_TAG, TEMPLATE_TAP_PREFIX, TemplateSource, template_mac
 from steelcup.vm.machine import Machine
 from steelcup.vm.qemu_args import NicSpec, Share
 
@@ -285,7 +285,8 @@ class CacheSource:
         if self.tap_host is None:
             return
         with contextlib.suppress(links.LinkError):
-            self._delete_taps(tuple(links.list_links(self.tap_host, TAP_PREFIX)))
+            for prefix in (TAP_PREFIX, TEMPLATE_TAP_PREFIX):
+                self._delete_taps(tuple(links.list_links(self.tap_host, prefix)))
 
     # -- status and shutdown ----------------------------------------------------------------
     def ready_vms(self, cls: CacheClass) -> tuple[Machine, ...]:

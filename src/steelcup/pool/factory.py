@@ -250,6 +250,7 @@ def build_factory(
             ids_for=ids_for,
             tenant_base_mib=tenant_base_mib,
             outlive_daemon=outlive_daemon,
+            tap_host=tap_host,
         )
     cache = None
     if template is not None and options.cache_size > 0:

@@ -9,11 +9,14 @@ at SETUP_ROOT, so each clone's `-fsdev path=` is its container's rootfs; the con
 per clone too. At hand-out a clone gets its fix-ups (clock, RNG reseed, vCPUs) and its memory.
 
 Devices a clone cannot add are provided by the template as slots the clone re-points:
-- NICs: a template boots with `nic_slots` virtio-net devices on placeholder backends (hub ports
-  with no peer); a clone restores the same devices on the container's taps (the device state
-  migrates; the backend is the clone's). The guest still has the template's MAC: NET_CONFIG
-  gives the NIC, selected by IFNAME, the container's MAC. Templates are kept per NIC count, so
-  a `--network none` container sees no NIC at all.
+- NICs: a template boots with `nic_slots` virtio-net devices on placeholder backends; a clone
+  restores the same devices on the container's taps (the device state migrates; the backend is
+  the clone's). With a tap host the placeholders are taps of the template's own, down and on
+  no bridge, opened with vnet headers: the guest negotiates checksum and segmentation offloads
+  (TSO/GSO) at boot, which a hub port cannot offer, and its clones keep them on their taps
+  (clones need vnet-header taps then). Without one they are hub ports with no peer. The guest
+  still has the template's MAC: NET_CONFIG gives the NIC, selected by IFNAME, the container's
+  MAC. Templates are kept per NIC count, so a `--network none` container sees no NIC at all.
 - Volumes: a template for containers with volumes has `volume_slots` spare 9p devices (tags
   v0..v{K-1}, the volume manager's tags) exported from an empty read-only dir and never
   mounted; a clone exports each volume's dir under its tag and the rest from the empty dir.
@@ -38,6 +41,7 @@ from pathlib import Path
 
 from steelcup.errors import SteelcupError, VmLaunchError
 from steelcup.idmap import IdRange, IdsFor, host_root
+from steelcup.net import links
 from steelcup.pool.direct import KeepConsoleMachine
 from steelcup.pool.integrity import Fingerprint, content_digest, fingerprint
 from steelcup.pool.source import Incompatible, VmRequest
@@ -62,6 +66,16 @@ def template_mac(i: int) -> str:
 
 def volume_tag(i: int) -> str:
     return f"{VOLUME_TAG_PREFIX}{i}"
+
+
+TEMPLATE_TAP_PREFIX = "scp"  # + 10 hex of the template's directory + NIC index
+
+
+def template_tap(directory: Path, i: int) -> str:
+    """The placeholder tap of NIC i of the template built in `directory` (unique per build:
+    two daemons sharing a network namespace never pick the same name)."""
+    token = hashlib.sha256(str(directory).encode()).hexdigest()[:10]
+    return f"{TEMPLATE_TAP_PREFIX}{token}{i}"
 TEMPLATE_BOOT_DEADLINE_S = 30.0
 CLONE_DEADLINE_S = 10.0
 BALLOON_DEADLINE_S = 20.0
@@ -88,6 +102,8 @@ class TemplateKey:
     volume_slots: int = 0  # spare 9p devices v0..v{K-1}
     ids: IdRange | None = None
     grows: bool = False  # its balloon deflates when the guest runs out of memory
+    # Its NICs negotiated offloads on vnet-header taps (its clones' taps need vnet headers).
+    offloads: bool = False
 
     def digest(self) -> str:
         return hashlib.sha256(repr(self).encode()).hexdigest()[:16]
@@ -153,6 +169,7 @@ class TemplateSource:
         ids_for: IdsFor = host_root,
         tenant_base_mib: Callable[[str], int] | None = None,
         outlive_daemon: bool = False,
+        tap_host: links.Host | None = None,
     ) -> None:
         if not 64 <= base_mem_mib <= max_mem_mib:
             raise ValueError("need 64 <= base_mem_mib <= max_mem_mib")
@@ -166,6 +183,8 @@ class TemplateSource:
         self.max_cpus = max(1, max_cpus)
         self.max_nics = max(0, max_nics)
         self.volume_slots = max(0, volume_slots)
+        # Where the templates' placeholder taps are made (None: hub ports, no offloads).
+        self.tap_host = tap_host
         # Each template and clone runs in a memory cgroup limited to its size (None: no limit).
         self.cgroups = cgroups
         # Each tenant's QEMUs run in its user namespace (steelcup.idmap); None: host root.
@@ -217,6 +236,7 @@ class TemplateSource:
             # volumes come from a template without the slots.
             volume_slots=self.volume_slots if len(request.shares) > 1 else 0,
             grows=request.grows,
+            offloads=self.tap_host is not None and bool(request.nics),
         )
 
     def check(self, request: VmRequest) -> None:
@@ -272,7 +292,12 @@ class TemplateSource:
         for i in range(key.volume_slots):
             tag = volume_tag(i)
             shares.append(given.get(tag, Share(tag, t.empty_dir, readonly=True)))
-        taps = [n.tap for n in request.nics] if request is not None else []
+        if request is not None:
+            taps = [n.tap for n in request.nics]
+        elif key.offloads:
+            taps = [template_tap(t.directory, i) for i in range(key.nic_slots)]
+        else:
+            taps = []
         nics = tuple(
             NicSpec(taps[i] if i < len(taps) else "", template_mac(i))
             for i in range(key.nic_slots)
@@ -291,7 +316,7 @@ class TemplateSource:
             mem_path=t.mem_file,
             shares=tuple(shares),
             nics=nics,
-            nic_vnet_hdr=False,
+            nic_vnet_hdr=key.offloads,
             # Debian kernels zero every page they allocate (init_on_alloc=1): inflating the
             # balloon would then write the template's whole RAM file, and under TCG each
             # zeroed page costs. Clones run one container each; the zeroing buys little.
@@ -326,17 +351,23 @@ class TemplateSource:
         # (kernel, initrd, the page array of max_mem) is a fraction of that.
         machine = Machine(spec, cgroup=self._cgroup(f"t-{directory.name}"),
                           limit_mib=key.base_mem_mib)
+        taps = [n.tap for n in spec.nics if n.tap]
         started = time.monotonic()
         try:
+            for tap in taps:
+                assert self.tap_host is not None  # key.offloads needs one
+                await asyncio.to_thread(links.create_tap, self.tap_host, tap)
             await machine.start(TEMPLATE_BOOT_DEADLINE_S)
             if key.base_mem_mib < key.max_mem_mib:
                 await set_balloon(machine, key.base_mem_mib, BALLOON_DEADLINE_S)
             await machine.save_state(t.state_file)
         except BaseException:
             await machine.close()
+            await self._delete_taps(taps)
             shutil.rmtree(directory, ignore_errors=True)
             raise
         await machine.close()
+        await self._delete_taps(taps)
         for path in (t.mem_file, t.state_file):
             path.chmod(0o400)  # nothing writes them again (clones map the RAM copy-on-write)
         t.digest = await asyncio.to_thread(content_digest, t.mem_file)
@@ -344,6 +375,15 @@ class TemplateSource:
         t.boot_s = time.monotonic() - started
         log.info("template %s (tenant %r) ready in %.2fs", key.digest(), key.tenant, t.boot_s)
         return t
+
+    async def _delete_taps(self, taps: list[str]) -> None:
+        if self.tap_host is None:
+            return
+        for tap in taps:
+            try:
+                await asyncio.to_thread(links.delete_link, self.tap_host, tap)
+            except links.LinkError as exc:
+                log.warning("template tap %s not deleted: %s", tap, exc)
 
     def _unchanged(self, t: Template) -> bool:
         """Whether the template's RAM file is the one it saved (one stat)."""

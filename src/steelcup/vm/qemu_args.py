@@ -126,8 +126,8 @@ class VmSpec:
     incoming: Path | None = None
     # virtio-net NICs, in guest order (eth0, eth1, ...).
     nics: tuple[NicSpec, ...] = ()
-    # Tap NICs with IFF_VNET_HDR off: a clone's NIC must match the placeholder-backed NIC of
-    # its template, whose virtio-net device never negotiated vnet headers (offloads).
+    # Tap NICs with IFF_VNET_HDR (checksum/segmentation offloads). Off: a clone of a template
+    # whose NICs were hub ports, which never negotiated offloads (pool/template.py).
     nic_vnet_hdr: bool = True
     # Device arguments owned by other layers, appended as given.
     extra_args: tuple[str, ...] = ()
