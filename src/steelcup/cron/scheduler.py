@@ -58,6 +58,8 @@ class Crons:
 
     # -- what the API asks -------------------------------------------------------------------
     def create(self, spec: CronSpec, suspended: bool = False) -> CronSpec:
+        """A new cron; refused now if its job's container would be refused at each run."""
+        self.jobs.check(spec)
         with self.admit(spec.tenant, need(crons=1)):
             self.store.add(spec, CronState(suspended, self.clock()))
         self._event(spec, "create", schedule=spec.schedule)

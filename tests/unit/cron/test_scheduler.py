@@ -17,7 +17,7 @@ from steelcup.cron.model import CronRun, CronSpec, CronState, RunStatus
 from steelcup.cron.schedule import Concurrency
 from steelcup.cron.scheduler import Crons
 from steelcup.cron.store import CronStore
-from steelcup.errors import Conflict, NotFound, SteelcupError
+from steelcup.errors import Conflict, Forbidden, NotFound, SteelcupError
 from steelcup.runtime.events import EventBus
 from steelcup.state.db import open_db
 from tests.unit.cron.fakejobs import FakeJobs
@@ -391,3 +391,11 @@ def test_the_store_keeps_crons_across_reopen(tmp_path: Path) -> None:
     store.add(spec, CronState(True, T0))
     again, state = CronStore(open_db(tmp_path)).get("alice/nightly")
     assert again == spec and state == CronState(True, T0)
+
+
+@scenario
+async def test_a_job_a_run_would_refuse_is_refused_at_create(w: World) -> None:
+    w.jobs.refuse_check = "bind mounts of host paths are not available to tenants"
+    with pytest.raises(Forbidden, match="not available to tenants"):
+        w.crons.create(w.spec())
+    assert w.crons.list(None) == [] and w.event_actions() == []
