@@ -4,7 +4,8 @@ side of a veth whose other end is in an "outside" network namespace (198.51.100.
 
 From outside, HTTP to the FIP is answered by both replicas (each answers its hostname); the
 replicas' security groups still apply (a group allowing port 80 only closes port 81 through the
-FIP); scaled down to one replica the FIP still reaches the service, through the one left; the
+FIP); a daemon restart keeps the FIP on the service, reached again once its replicas are back;
+scaled down to one replica the FIP still reaches the service, through the one left; the
 service's removal detaches the FIP (still allocated) and the FIP answers nothing.
 """
 
@@ -156,6 +157,18 @@ def test_a_service_fip_reaches_both_replicas_under_their_groups(setup: Setup) ->
     for cid in replicas:
         daemon.out("update", "--sg-add", "web", cid)
     assert setup.poll(f"http://{fip}:81/", 2) == ({}, 2)
+    assert setup.poll(f"http://{fip}/", 4)[1] == 0
+
+
+def test_a_service_fip_survives_a_daemon_restart(setup: Setup) -> None:
+    assert setup.daemon is not None
+    fip = setup.daemon.out("fip", "ls", "-q").strip()
+    stop_daemon(setup.daemon)  # --no-live-restore: the replicas stop with it
+    daemon = setup.start()
+    service_id = json.loads(daemon.out("service", "inspect", "web"))[0]["ID"]
+    assert json.loads(daemon.out("fip", "inspect", fip))[0]["Service"] == service_id
+    wait_until(lambda: len(setup.tasks()) == 2, "both replicas running again", 300)
+    _until_answered(setup, f"http://{fip}/", 120)  # as its replicas come back
     assert setup.poll(f"http://{fip}/", 4)[1] == 0
 
 
