@@ -64,9 +64,10 @@ class DaemonOptions:
     multi_tenant: bool = False
     allow_tcg: bool = False
     tls_names: tuple[str, ...] = ()  # bridges, NAT, DNS; False = containers get loopback only
-    # The func gateway (docs/funcs.md): plain HTTP, each call authenticated by its func's
-    # secret or a tenant's bearer token.
+    # The func gateway (docs/funcs.md): each call authenticated by its func's secret or a
+    # tenant's bearer token; TLS unless on loopback (func_listen_tls: there too).
     func_listen: tuple[str, int] | None = None
+    func_listen_tls: bool = False
     # Floating IPs (docs/networking.md): the operator's pool (a CIDR) and the host interface
     # its addresses are answered on; None: no FIPs.
     fip_pool: str | None = None

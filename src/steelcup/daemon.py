@@ -20,6 +20,7 @@ from steelcup.api.http import HttpServer, Principal, server_tls_context
 from steelcup.api.router import Router
 from steelcup.api.routes import Services, build_router, metrics_handler
 from steelcup.api.swarm_routes import Swarm
+from steelcup.api.tls import listener_tls
 from steelcup.api.versions import DEFAULT_HEADERS
 from steelcup.boundedfs import DiskMaker, check_size
 from steelcup.config import DaemonOptions
@@ -225,9 +226,7 @@ async def _serve(options: DaemonOptions) -> int:
     console = _console_server(options, router, tenants)
     if console is not None:
         console.observe = metrics.observe_request
-    gateway = (HttpServer(func_routes.gateway_router(funcs, tenants), tcp=options.func_listen,
-                          default_headers=(), plain_tcp_anywhere=True)
-               if options.func_listen is not None else None)
+    gateway = func_gateway(options, funcs, tenants)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signo in (signal.SIGTERM, signal.SIGINT):
@@ -361,6 +360,26 @@ def _console_server(options: DaemonOptions, router: Router,
              scheme, host, port, token, options.root / console_auth.TOKEN_FILE)
     return HttpServer(ConsoleRouter(router, auth, StaticFiles(STATIC_DIR)),
                       tcp=options.console_listen, tls=tls)
+
+
+def func_gateway(options: DaemonOptions, funcs: Funcs, tenants: Tenants) -> HttpServer | None:
+    """`--func-listen`: the func gateway (docs/funcs.md). Its callers say who they are with a
+    func's secret or a tenant's token, which must not cross a network in the clear: TLS as
+    the console has it (the operator's --tlscert/--tlskey, else a certificate of the daemon's
+    CA under ROOT/tls for the listener's names), plain HTTP only on loopback, unless
+    --func-listen-tls."""
+    if options.func_listen is None:
+        return None
+    host, port = options.func_listen
+    names = tenant_listener.server_names(host, list(options.tls_names))
+    tls = listener_tls(host, options.tls_cert, options.tls_key,
+                       lambda: tenants.authority.server_files(names), what="the func gateway",
+                       force=options.func_listen_tls)
+    log.info("func gateway on %s://%s:%d/%s", "https" if tls is not None else "http", host,
+             port, f" (CA {tenants.authority.ca_pem_path})" if tls is not None
+             and options.tls_cert is None else "")
+    return HttpServer(func_routes.gateway_router(funcs, tenants), tcp=options.func_listen,
+                      tls=tls, default_headers=())
 
 
 def start_metering(runtime: Runtime, tenants: Tenants) -> Meter:

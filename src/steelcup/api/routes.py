@@ -67,6 +67,7 @@ from steelcup.image.store import ImageStore
 from steelcup.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from steelcup.metrics import Metrics
 from steelcup.net.manager import NetworkManager
+from steelcup.net.model import VipRecord
 from steelcup.net.sgmanager import requested as requested_groups
 from steelcup.pool.factory import Factory
 from steelcup.runtime import inspection
@@ -217,7 +218,8 @@ def build_router(svc: Services) -> Router:
                             settle=addressing.settle_network if addressing else None)
         sg_routes.scope(r, svc.networks)
         sg_routes.register(r, svc.networks, lambda cid: rt.record(cid).config.tenant)
-        fip_routes.register(r, svc.networks.fips, rt.resolve, svc.events)
+        fip_routes.register(r, svc.networks.fips, rt.resolve, svc.events,
+                            _service_vip(svc.swarm) if svc.swarm is not None else None)
     else:
         # Without networking there are no networks: lookups answer as for any missing one
         # (`docker inspect NAME` tries every kind), changes say why they cannot be made.
@@ -236,6 +238,18 @@ def build_router(svc: Services) -> Router:
     if svc.funcs is not None:
         func_routes.register(r, svc.funcs)
     return r
+
+
+def _service_vip(swarm: swarm_routes.Swarm) -> fip_routes.ServiceResolver | None:
+    """The VIP a floating IP attached to a service goes to (`fip attach IP SERVICE`)."""
+    addressing = swarm.addressing
+    if addressing is None:
+        return None
+
+    async def resolve(ref: str, tenant: str | None) -> tuple[str, VipRecord]:
+        service_id = swarm.manager.resolve(ref, tenant)
+        return service_id, await addressing.vip_for_fip(service_id)
+    return resolve
 
 
 _UNSUPPORTED = [
@@ -492,8 +506,8 @@ class _Api:
                                   "daemon")
         rec = self.svc.networks.fips.get(address, config.tenant)
         if rec.attached:
-            raise Conflict(f"floating IP {rec.address} is attached to container "
-                           f"{rec.container_id[:12]}: detach it first")
+            raise Conflict(f"floating IP {rec.address} is attached to {rec.holder}: detach "
+                           "it first")
         return rec.address
 
     def _security_groups(self, config: ContainerConfig) -> list[str]:

@@ -13,7 +13,7 @@ from typing import Any
 
 from steelcup.api.http_types import Handler, HijackResponse, RawResponse, Request, Response
 from steelcup.api.router import Router
-from steelcup.api.tls import is_loopback_host
+from steelcup.api.tls import listener_tls
 from steelcup.console.auth import (
     WS_PROTOCOL,
     ConsoleAuth,
@@ -21,7 +21,7 @@ from steelcup.console.auth import (
     check_same_origin,
     offers_console_protocol,
 )
-from steelcup.errors import InvalidArgument, NotFound, Unauthorized
+from steelcup.errors import NotFound, Unauthorized
 
 log = logging.getLogger(__name__)
 STATIC_DIR = Path(__file__).parent / "static"
@@ -126,19 +126,4 @@ def console_tls(host: str, cert: Path | None, key: Path | None,
     """The listener's TLS: the operator's certificate if given, else one the daemon's CA
     issues for `made_for()`'s names; None (plain HTTP) only on loopback with none given.
     Browsers are not asked for client certificates: the token says who they are."""
-    if cert is None and key is None and is_loopback_host(host):
-        return None
-    if (cert is None) != (key is None):
-        raise InvalidArgument("the console's TLS needs both --tlscert and --tlskey (or neither: "
-                              "the daemon's CA makes one)")
-    if cert is None or key is None:
-        cert, key = made_for()
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.verify_mode = ssl.CERT_NONE
-    try:
-        context.load_cert_chain(str(cert), str(key))
-    except (OSError, ssl.SSLError) as exc:
-        raise InvalidArgument(f"cannot set up the console's TLS from {cert}, {key}: {exc}"
-                              ) from exc
-    return context
+    return listener_tls(host, cert, key, made_for, what="the console")

@@ -27,6 +27,7 @@ STOP_GRACE_S = 5  # SIGTERM to SIGKILL when the `replace` policy stops a run
 class Jobs(Protocol):
     """What the scheduler asks of containers (a fake in the unit tests)."""
 
+    def check(self, spec: CronSpec) -> None: ...  # what a run's create would refuse
     def create(self, spec: CronSpec, run_id: str) -> str: ...
     async def start(self, container_id: str) -> None: ...
     async def wait(self, container_id: str) -> int: ...
@@ -53,6 +54,13 @@ class RuntimeJobs:
     def __init__(self, runtime: Runtime, admission: ContainerAdmission) -> None:
         self.rt = runtime
         self.admission = admission
+
+    def check(self, spec: CronSpec) -> None:
+        """Refuse now, with the message a run would get, a job container whose mounts its
+        tenant may not have (a bind of a host path, a volume it cannot use): the runtime's
+        own check of a create's mounts."""
+        config = replace(job_config(spec.container), tenant=spec.tenant)
+        self.rt.resources.check_mounts(config)
 
     def create(self, spec: CronSpec, run_id: str) -> str:
         config = job_config(spec.container)

@@ -191,3 +191,17 @@ def due(schedule: Schedule, last: datetime, now: datetime,
     if in_time:
         return Due(latest, count - 1, previous, fire)
     return Due(None, count, latest, fire)
+
+
+def on_resume(schedule: Schedule, last: datetime, now: datetime,
+              starting_deadline_s: float | None) -> datetime | None:
+    """Kubernetes CronJob's resume: of the fire times in (last, now], which passed while the
+    cron was suspended, the latest runs once if it is at most `starting_deadline_s` late
+    (always, with no deadline); none of the others runs, nor is recorded as missed (a
+    suspended cron is not late: it was told not to run)."""
+    if schedule.next_after(last) > now:
+        return None
+    latest = schedule.latest_at_or_before(now)
+    if starting_deadline_s is not None and (now - latest).total_seconds() > starting_deadline_s:
+        return None
+    return latest

@@ -58,6 +58,8 @@ class Crons:
 
     # -- what the API asks -------------------------------------------------------------------
     def create(self, spec: CronSpec, suspended: bool = False) -> CronSpec:
+        """A new cron; refused now if its job's container would be refused at each run."""
+        self.jobs.check(spec)
         with self.admit(spec.tenant, need(crons=1)):
             self.store.add(spec, CronState(suspended, self.clock()))
         self._event(spec, "create", schedule=spec.schedule)
@@ -100,10 +102,19 @@ class Crons:
         self._event(spec, "suspend")
 
     def resume(self, key: str) -> None:
-        """Runs that fell due while suspended are not run: the schedule starts again now."""
+        """As a Kubernetes CronJob's: the schedule goes on from now; of the fire times that
+        passed while suspended, the latest runs now, once, if it is within the starting
+        deadline (always, with none), under the concurrency policy like any run; the others
+        are neither run nor recorded as missed (`schedule.on_resume`)."""
         spec, state = self.store.get(key)
-        self.store.set_state(key, CronState(False, max(state.considered, self.clock())))
+        if not state.suspended:
+            return
+        now = self.clock()
+        fire = sched.on_resume(spec.parsed(), state.considered, now, spec.starting_deadline_s)
+        self.store.set_state(key, CronState(False, max(state.considered, now)))
         self._event(spec, "resume")
+        if fire is not None:
+            self._fire(spec, fire)
         self._wake.set()
 
     def run_now(self, key: str) -> CronRun:

@@ -14,21 +14,27 @@ for it there, and the pool's router or neighbours send its traffic to the host),
 - flows made through a FIP pass only while that FIP is attached to that container: after a
   detach or release, conntrack's entries of the old mapping are dropped, not carried on (a
   released address may be the next tenant's).
-A FIP attached to a service's virtual IP is a later step (the services issue): a target is an
-address on a bridge, which a VIP's address could be, but a VIP's connections are DNATed by the
-`vips` chain, and one connection gets one DNAT: it would need the VIP's backends here (as
-`vip.port_rules` does for published ports).
+
+A FIP attached to a service goes to the service's virtual IP (hyper.sh's semantics): inbound
+only. One connection gets one DNAT, so the FIP is DNATed straight to the VIP's live backends,
+one picked per connection (as `vip.port_rules` does for published ports); the replicas' own
+connections out keep their own path (their network's masquerade, or a FIP of their own), a
+service has no single source address. While the VIP has no live backend, connections to the
+FIP are refused at once (tcp reset, ICMP port unreachable), as the VIP's own are. The
+replicas' security groups filter these connections like any other ingress (they match the
+backend's address, after the DNAT).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from ipaddress import IPv4Address, IPv4Network
 from typing import Any
 
 from steelcup.errors import Conflict, InvalidArgument
+from steelcup.net.vip import VipTarget, balance
 
 NAME_MAX = 64
 FIP_IN = "fip_in"  # forward: flows DNATed from a FIP, checked against the current mapping
@@ -38,8 +44,10 @@ NAT_CHAIN = "fips"  # nat prerouting: FIP -> container
 
 @dataclass(frozen=True)
 class FipRecord:
-    """An allocated floating IP of `tenant`; `container_id` and `network_id` (the endpoint
-    its traffic goes to) while attached, else ""."""
+    """An allocated floating IP of `tenant`. Attached to a container: `container_id` and
+    `network_id` (the endpoint its traffic goes to); to a service: `service_id`, `vip_id`
+    (the service's virtual IP it goes to, kept current by the service layer) and that VIP's
+    `network_id`. Detached: all "". """
 
     address: str
     tenant: str = ""
@@ -47,10 +55,19 @@ class FipRecord:
     container_id: str = ""
     network_id: str = ""
     created: str = ""
+    service_id: str = ""
+    vip_id: str = ""
 
     @property
     def attached(self) -> bool:
-        return bool(self.container_id)
+        return bool(self.container_id or self.service_id)
+
+    @property
+    def holder(self) -> str:
+        """What it is attached to, for messages ("" when detached)."""
+        if self.service_id:
+            return f"service {self.service_id[:12]}"
+        return f"container {self.container_id[:12]}" if self.container_id else ""
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -63,12 +80,23 @@ class FipRecord:
 
 @dataclass(frozen=True)
 class FipTarget:
-    """An attached FIP as the ruleset needs it: where its traffic goes (the container's
-    address) and the bridge that address is on."""
+    """An attached FIP as the ruleset needs it: where its traffic goes (a container's
+    address, 1:1 NAT) and the bridge that address is on; or, for a service, `target` is ""
+    and `backends` are its VIP's live backends (on `bridge`; none: refused)."""
 
     address: str
     target: str
     bridge: str
+    backends: tuple[str, ...] = ()
+
+    @property
+    def service(self) -> bool:
+        return not self.target
+
+    @property
+    def receivers(self) -> tuple[str, ...]:
+        """The addresses its connections are DNATed to."""
+        return self.backends if self.service else (self.target,)
 
 
 def parse_pool(cidr: str, reserved: Sequence[IPv4Network] = ()) -> IPv4Network:
@@ -146,45 +174,72 @@ def flow_chains(pool: IPv4Network | None, targets: Sequence[FipTarget]) -> list[
         return []
     lines = [f"\tchain {FIP_IN} {{"]
     for t in targets:
-        lines.append(f"\t\tct original ip daddr {t.address} ct reply ip saddr {t.target} return")
+        if t.receivers:
+            lines.append(f"\t\tct original ip daddr {t.address} ct reply ip saddr "
+                         f"{_one_or_set(t.receivers)} return")
     lines += ["\t\tcounter drop", "\t}", f"\tchain {FIP_OUT} {{"]
     for t in targets:
-        lines.append(f"\t\tct reply ip daddr {t.address} ct original ip saddr {t.target} return")
+        if not t.service:  # a service's FIP is inbound only
+            lines.append(f"\t\tct reply ip daddr {t.address} ct original ip saddr {t.target} "
+                         "return")
     lines += ["\t\tcounter drop", "\t}"]
     return lines
 
 
-def input_rules(pool: IPv4Network | None) -> list[str]:
+def _one_or_set(addresses: Sequence[str]) -> str:
+    return addresses[0] if len(addresses) == 1 else "{ " + ", ".join(addresses) + " }"
+
+
+def input_rules(pool: IPv4Network | None, targets: Sequence[FipTarget] = ()) -> list[str]:
     """At the end of the input chain: a pool address is never the host's own service (an
-    attached FIP's connections are DNATed before input; anything else is dropped)."""
-    return [] if pool is None else [f'\t\tiifname != "lo" ip daddr {pool} counter drop']
+    attached FIP's connections are DNATed before input; anything else is dropped). A
+    service's FIP whose VIP has no live backend refuses a new connection at once instead
+    (its first packet only, as `vip` refuses its own)."""
+    if pool is None:
+        return []
+    empty = [t.address for t in targets if t.service and not t.backends]
+    lines = []
+    if empty:
+        match = f'\t\tiifname != "lo" ip daddr {_one_or_set(empty)}'
+        lines += [f"{match} tcp flags & (syn | ack) == syn reject with tcp reset",
+                  f"{match} meta l4proto udp reject"]
+    return [*lines, f'\t\tiifname != "lo" ip daddr {pool} counter drop']
 
 
 def nat_chain(targets: Sequence[FipTarget]) -> list[str]:
     """The `fips` nat chain, jumped to from prerouting for packets that did not come from a
-    steelcup bridge: each FIP DNATed to its container, every port."""
+    steelcup bridge: each FIP DNATed to its container, or to one of its service's backends
+    per connection, every port."""
     lines = [f"\tchain {NAT_CHAIN} {{"]
     for t in targets:
-        lines.append(f"\t\tip daddr {t.address} dnat ip to {t.target}")
+        if t.receivers:
+            lines.append(f"\t\tip daddr {t.address} dnat ip to {balance(t.receivers)}")
     lines.append("\t}")
     return lines
 
 
 def snat_rules(targets: Sequence[FipTarget]) -> list[str]:
     """In postrouting, before the networks' masquerade: a container with a FIP leaves its
-    bridge from the FIP."""
+    bridge from the FIP (a service's replicas keep their own path)."""
     return [f"\t\tip saddr {t.target} oifname != {_q(t.bridge)} snat ip to {t.address}"
-            for t in targets]
+            for t in targets if not t.service]
 
 
-def targets(records: Sequence[FipRecord], endpoints: dict[tuple[str, str], tuple[str, str]]
-            ) -> list[FipTarget]:
+def targets(records: Sequence[FipRecord], endpoints: Mapping[tuple[str, str], tuple[str, str]],
+            vips: Mapping[str, VipTarget] | None = None) -> list[FipTarget]:
     """The render's view of the attached `records`: `endpoints[(container id, network id)]`
-    is (address, bridge); a record whose endpoint is gone has no target. Sorted by FIP."""
+    is (address, bridge), `vips[vip id]` a service's VIP as rendered (its live backends); a
+    record whose endpoint or VIP is gone has no target. Sorted by FIP."""
     out = []
     for rec in records:
+        address = str(IPv4Address(rec.address))
+        if rec.service_id:
+            v = (vips or {}).get(rec.vip_id)
+            if v is not None:
+                out.append(FipTarget(address, "", v.bridge,
+                                     tuple(str(IPv4Address(b)) for b in v.backends)))
+            continue
         ep = endpoints.get((rec.container_id, rec.network_id)) if rec.attached else None
         if ep is not None:
-            out.append(FipTarget(str(IPv4Address(rec.address)), str(IPv4Address(ep[0])),
-                                 ep[1]))
+            out.append(FipTarget(address, str(IPv4Address(ep[0])), ep[1]))
     return sorted(out, key=lambda t: IPv4Address(t.address))

@@ -1,9 +1,11 @@
 """`FloatingIps`: a tenant's floating IPs (allocated from the operator's pool, persisted) and
-their attachment to its containers; the rules are rendered by net/fip.py into the table the
-NetworkManager loads, and the attached addresses are held on the pool's interface.
+their attachment to its containers and services; the rules are rendered by net/fip.py into the
+table the NetworkManager loads, and the attached addresses are held on the pool's interface.
 
 Everything is per tenant: an address of another tenant's answers as a missing one, and a FIP
-is attached only to a container on one of its own tenant's networks.
+is attached only to a container on one of its own tenant's networks, or to one of its own
+services' virtual IPs (the service layer names the VIP, `follow_service` keeps it current and
+detaches the FIP when the service goes).
 """
 
 from __future__ import annotations
@@ -21,7 +23,9 @@ from steelcup.net import fip, links
 from steelcup.net.fip import FipRecord, FipTarget
 from steelcup.net.fipstore import FipStore
 from steelcup.net.links import Host
+from steelcup.net.model import VipRecord
 from steelcup.net.store import NetStore
+from steelcup.net.vip import VipTarget
 from steelcup.tenancy.quota import Admit, unlimited
 
 log = logging.getLogger(__name__)
@@ -79,6 +83,9 @@ class FloatingIps:
     def of_container(self, container_id: str) -> FipRecord | None:
         return next((r for r in self.store.all() if r.container_id == container_id), None)
 
+    def of_service(self, service_id: str) -> FipRecord | None:
+        return next((r for r in self.store.all() if r.service_id == service_id), None)
+
     # -- allocation ----------------------------------------------------------------------------
 
     async def allocate(self, tenant: str, count: int = 1) -> builtins.list[FipRecord]:
@@ -122,8 +129,8 @@ class FloatingIps:
         if rec.attached:
             if rec.container_id == container_id:
                 return rec
-            raise Conflict(f"floating IP {rec.address} is attached to container "
-                           f"{rec.container_id[:12]}: detach it first")
+            raise Conflict(f"floating IP {rec.address} is attached to {rec.holder}: detach it "
+                           "first")
         other = self.of_container(container_id)
         if other is not None:
             raise Conflict(f"container {container_id[:12]} already has floating IP "
@@ -134,6 +141,58 @@ class FloatingIps:
         await self._reload_or(lambda: self.store.update(rec))
         self.notify("attach", new)
         return new
+
+    async def attach_service(self, address: str, service_id: str, vip: VipRecord,
+                             tenant: str) -> FipRecord:
+        """The FIP goes to the service's virtual IP `vip` (inbound only: its connections are
+        spread over the VIP's live backends); the VIP must be `tenant`'s, with an address, on
+        a network that reaches the outside. A service holds one FIP at a time."""
+        rec = self.get(address, tenant)
+        if vip.tenant != tenant:  # the API resolves services in the caller's tenant
+            raise NotFound(f"service {service_id[:12]} not found")
+        if rec.attached:
+            if rec.service_id == service_id and rec.vip_id == vip.id:
+                return rec
+            raise Conflict(f"floating IP {rec.address} is attached to {rec.holder}: detach it "
+                           "first")
+        other = self.of_service(service_id)
+        if other is not None:
+            raise Conflict(f"service {service_id[:12]} already has floating IP "
+                           f"{other.address}: detach it first")
+        check_service_vip(vip, self._internal(vip.network_id))
+        new = replace(rec, service_id=service_id, vip_id=vip.id, network_id=vip.network_id)
+        self.store.update(new)
+        await self._reload_or(lambda: self.store.update(rec))
+        self.notify("attach", new)
+        return new
+
+    async def follow_service(self, service_id: str, vip: VipRecord | None) -> None:
+        """The service layer's word on the VIP the service's FIP goes to now (its VIPs were
+        made again: a new endpoint mode, other aliases or networks); None, or a VIP a FIP
+        cannot go to: the service is gone or has no such VIP any more, the FIP is detached
+        (it stays allocated)."""
+        rec = self.of_service(service_id)
+        if rec is None:
+            return
+        if vip is not None:
+            try:
+                check_service_vip(vip, self._internal(vip.network_id))
+            except (InvalidArgument, NotFound):
+                vip = None
+        if vip is not None and (rec.vip_id, rec.network_id) == (vip.id, vip.network_id):
+            return
+        new = (replace(rec, vip_id=vip.id, network_id=vip.network_id) if vip is not None
+               else replace(rec, service_id="", vip_id="", network_id=""))
+        self.store.update(new)
+        await self._reload_or(lambda: self.store.update(rec))
+        if vip is None:
+            self.notify("detach", rec)
+
+    def _internal(self, network_id: str) -> bool:
+        net = next((n for n in self.net.networks() if n.id == network_id), None)
+        if net is None:
+            raise NotFound(f"network {network_id[:12]} not found")
+        return net.internal
 
     def _endpoint_network(self, container_id: str, tenant: str) -> str:
         networks = {n.id: n for n in self.net.networks()}
@@ -154,7 +213,7 @@ class FloatingIps:
         rec = self.get(address, tenant)
         if not rec.attached:
             raise Conflict(f"floating IP {rec.address} is not attached")
-        new = replace(rec, container_id="", network_id="")
+        new = replace(rec, container_id="", network_id="", service_id="", vip_id="")
         self.store.update(new)
         await self._reload_or(lambda: self.store.update(rec))
         self.notify("detach", rec)
@@ -191,11 +250,11 @@ class FloatingIps:
 
     # -- rules and addresses --------------------------------------------------------------------
 
-    def targets(self, endpoints: dict[tuple[str, str], tuple[str, str]]
-                ) -> builtins.list[FipTarget]:
+    def targets(self, endpoints: dict[tuple[str, str], tuple[str, str]],
+                vips: dict[str, VipTarget] | None = None) -> builtins.list[FipTarget]:
         """The attached FIPs with a target; `endpoints[(container, network)]` = (address,
-        bridge)."""
-        return fip.targets(self.store.all(), endpoints) if self.pool is not None else []
+        bridge), `vips[vip id]` the VIPs as rendered."""
+        return fip.targets(self.store.all(), endpoints, vips) if self.pool is not None else []
 
     async def sync_addresses(self, attached: Sequence[FipTarget]) -> None:
         """Hold on the interface exactly the /32s of the attached FIPs (after their rules are
@@ -234,6 +293,16 @@ class FloatingIps:
         out = links.run(self.host.ip("-4", "-o", "addr", "show")).stdout
         words = out.split()
         return {words[i + 1].split("/")[0] for i, w in enumerate(words[:-1]) if w == "inet"}
+
+
+def check_service_vip(vip: VipRecord, internal: bool) -> None:
+    """Whether a FIP can go to the service VIP `vip` (on an `internal` network or not)."""
+    if not vip.address:
+        raise InvalidArgument(f"service {vip.name} has no virtual IP (endpoint mode "
+                              f"{vip.mode}): a floating IP has nothing to go to")
+    if internal:
+        raise InvalidArgument(f"service {vip.name}'s virtual IP is on an --internal network: "
+                              "a floating IP has nothing to go to")
 
 
 def _now() -> str:

@@ -448,11 +448,15 @@ class NetworkManager:
         container that ran before leaves it as it was: no `nft`)."""
         ports = [p for live in self._live.values() for p in live.ports]
         nets = self.store.networks()
-        vips = vip_rules.targets(self.store.vips(), nets, self._live_addresses())
+        vip_records = self.store.vips()
+        vips = vip_rules.targets(vip_records, nets, self._live_addresses())
         bridges = {n.id: n.bridge for n in nets}
+        by_address = {v.address: v for v in vips}
         fips = self.fips.targets({(ep.container_id, ep.network_id): (ep.address,
                                                                     bridges[ep.network_id])
-                                  for ep in self.store.endpoints()})
+                                  for ep in self.store.endpoints()},
+                                 {v.id: by_address[str(IPv4Address(v.address))]
+                                  for v in vip_records if v.address})
         text = nft.render(nets, ports, vips, fips, self.fips.pool)
         text += antispoof.render(self._tap_guards(), TAP_PREFIX)
         nics = self._endpoint_nics()

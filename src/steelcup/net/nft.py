@@ -103,7 +103,7 @@ def render(networks: Sequence[NetworkRecord], ports: Sequence[PublishedPort] = (
         lines.extend(vip.input_rules(n.bridge, vips))
         out(f"\t\tiifname {b} drop")
     lines.extend(vip.input_tail(vips))
-    lines.extend(fip.input_rules(fip_pool))
+    lines.extend(fip.input_rules(fip_pool, fips))
     out("\t}")
 
     lines.extend(fip.flow_chains(fip_pool, fips))

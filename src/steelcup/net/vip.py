@@ -58,7 +58,7 @@ def targets(vips: Sequence[VipRecord], networks: Sequence[NetworkRecord],
     return sorted(out, key=lambda t: _ip_key(t.address))
 
 
-def _balance(backends: Sequence[str], port: int | None = None) -> str:
+def balance(backends: Sequence[str], port: int | None = None) -> str:
     """The DNAT target: the one backend, or a random pick among several."""
     if len(backends) == 1:
         return backends[0] if port is None else f"{backends[0]}:{port}"
@@ -76,7 +76,7 @@ def chain(vips: Sequence[VipTarget]) -> list[str]:
     lines = [f"\tchain {CHAIN} {{"]
     for v in vips:
         if v.backends:
-            lines.append(f"\t\tip daddr {v.address} dnat ip to {_balance(v.backends)}")
+            lines.append(f"\t\tip daddr {v.address} dnat ip to {balance(v.backends)}")
     lines.append("\t}")
     return lines
 
@@ -90,7 +90,7 @@ def port_rules(vips: Sequence[VipTarget]) -> list[str]:
         for p in sorted(v.ports, key=lambda p: (p.proto, p.host_port, p.host_ip)):
             match = f"ip daddr {p.host_ip} " if p.host_ip else ""
             rules.append(f"\t\t{match}{p.proto} dport {p.host_port} "
-                         f"dnat ip to {_balance(v.backends, p.container_port)}")
+                         f"dnat ip to {balance(v.backends, p.container_port)}")
     return rules
 
 

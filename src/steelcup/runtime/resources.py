@@ -113,18 +113,29 @@ class Resources:
         for network in named:  # the container's tenant's networks only
             self.networks.resolve(network, config.tenant)
 
-    def plan(self, config: ContainerConfig, image: Image) -> ContainerConfig:
-        """Resolve mounts (creating named and anonymous volumes, in the container's tenant's
-        namespace) into the config; a tenant's bind of a host path is Forbidden."""
+    def check_mounts(self, config: ContainerConfig,
+                     image_volumes: tuple[str, ...] = ()) -> list[MountPlan]:
+        """The container's mounts, checked as its create checks them and nothing made: a
+        tenant's bind of a host path is Forbidden, a volume it cannot have is refused (the
+        image's VOLUMEs, when known, become anonymous volumes). `cron create` checks its job's
+        container with this, so a cron that could never run is refused at once."""
         plans = resolve_mounts(
             config.binds,
             config.mounts,
-            [*image.config.volumes, *config.volumes],
+            [*image_volumes, *config.volumes],
             dict(config.tmpfs),
         )
         check_tenant_mounts(plans, config.tenant)
         if plans and self.volumes is None:
             raise InvalidArgument("volumes are not available on this daemon")
+        if self.volumes is not None:
+            self.volumes.check_plans(plans, config.tenant)
+        return plans
+
+    def plan(self, config: ContainerConfig, image: Image) -> ContainerConfig:
+        """Resolve mounts (creating named and anonymous volumes, in the container's tenant's
+        namespace) into the config; a tenant's bind of a host path is Forbidden."""
+        plans = self.check_mounts(config, tuple(image.config.volumes))
         if self.volumes is not None:
             plans = self.volumes.materialize(plans, config.tenant)
         exposed = sorted({*image.config.exposed_ports, *config.exposed_ports})

@@ -8,6 +8,10 @@ the addresses of the service's running, healthy tasks' containers, its published
 the service's `EndpointSpec.Ports`. Which VIP is whose is kept in the service store, so a
 restarted daemon picks up where it was and a removed service's VIPs are released.
 
+A floating IP attached to a service (`fip attach IP SERVICE`) goes to its first VIP on a
+network that reaches the outside (`fip_vip`); each sync tells the network layer which VIP that
+is now, and a removed service's FIP is detached before its VIPs go.
+
 Driven by the orchestrator's task changes (and service changes); the orchestrator awaits
 `withdraw` before it stops a task's container, so the task leaves the VIP before its server
 goes away (what makes a start-first update lose no connection).
@@ -18,10 +22,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from typing import Any
 
-from steelcup.errors import NotFound, SteelcupError
+from steelcup.errors import InvalidArgument, NotFound, SteelcupError
 from steelcup.net.manager import NetworkManager
 from steelcup.net.model import PortMapping, VipRecord
 from steelcup.runtime.healthcheck import HealthStatus
@@ -87,6 +91,12 @@ def ports_differ(wanted: Iterable[PortMapping], have: Iterable[PortMapping]) -> 
     if {key(pm) for pm in wanted_list} != set(have_by):
         return True
     return any(pm.host_port and pm.host_port != have_by[key(pm)] for pm in wanted_list)
+
+
+def fip_vip(vips: Iterable[VipRecord], internal: Collection[str]) -> VipRecord | None:
+    """The VIP a service's floating IP goes to: of `vips` (in the order of the service's
+    networks) the first with an address on a network not in `internal`."""
+    return next((v for v in vips if v.address and v.network_id not in internal), None)
 
 
 class ServiceAddressing:
@@ -200,6 +210,7 @@ class ServiceAddressing:
         service = self.manager.services.get(service_id)
         held = self.store.service_vips(service_id)  # network id -> vip id
         if service is None:
+            await self.networks.fips.follow_service(service_id, None)  # before its VIP goes
             for network_id, vip_id in held.items():
                 await self._release(service_id, network_id, vip_id)
             return
@@ -234,6 +245,28 @@ class ServiceAddressing:
         published = first.ports if first is not None else ()
         if addresses != service.virtual_ips or published != service.published_ports:
             self.manager.set_virtual_ips(service_id, addresses, published)
+        await self.networks.fips.follow_service(
+            service_id, fip_vip((vips[n] for n in wanted if n in vips), self._internal()))
+
+    def _internal(self) -> set[str]:
+        return {n.id for n in self.networks.networks() if n.internal}
+
+    async def vip_for_fip(self, service_id: str) -> VipRecord:
+        """The VIP a floating IP attached to the service goes to (its VIPs made first, if
+        the service is new); InvalidArgument if it has none a FIP can go to."""
+        await self.sync(service_id)
+        service = self.manager.get(service_id)
+        held = self.store.service_vips(service_id)
+        vips = [v for v in (self._vip(held[n]) for n in self._network_ids(service) if n in held)
+                if v is not None]
+        chosen = fip_vip(vips, self._internal())
+        if chosen is None:
+            why = ("its endpoint mode is dnsrr" if service.endpoint_mode != "vip"
+                   else "it is on no network that reaches the outside (none, or only "
+                   "--internal ones)")
+            raise InvalidArgument(f"service {service.name} has no virtual IP a floating IP "
+                                  f"can go to: {why}")
+        return chosen
 
     def _network_ids(self, service: ServiceRecord) -> dict[str, tuple[str, ...]]:
         """The ids of the service's networks (in order) and its aliases on each."""

@@ -426,12 +426,24 @@ class VolumeManager:
                             continue
                         _recover_dir(entry)
 
+    def check_plans(self, plans: Sequence[MountPlan], tenant: str = "") -> None:
+        """What `materialize` refuses, refused without making anything: a tenant's bind of a
+        host path (Forbidden), a volume name or option that cannot be, a snapshot `tenant`
+        does not have. (A create checks its mounts with this before it makes any volume, and
+        so does `cron create` for its job's container, long before its first run.)"""
+        check_tenant_mounts(plans, tenant)
+        for plan in plans:
+            if plan.kind is MountKind.VOLUME:
+                if plan.source:
+                    check_volume_name(plan.source)
+                self._size(dict(plan.volume_options), tenant)
+
     def materialize(self, plans: Sequence[MountPlan], tenant: str = ""
                     ) -> builtins.list[MountPlan]:
         """At container create: create every volume now, in the container's `tenant`'s
         namespace, and name the anonymous ones, so the record stores names and a restarted
         container gets the same volumes back. A tenant's bind of a host path is Forbidden."""
-        check_tenant_mounts(plans, tenant)
+        self.check_plans(plans, tenant)
         out = []
         for plan in plans:
             if plan.kind is MountKind.VOLUME:

@@ -7,7 +7,7 @@ import asyncio
 from dataclasses import dataclass, field
 
 from steelcup.cron.model import CronSpec
-from steelcup.errors import Conflict, NotFound, SteelcupError
+from steelcup.errors import Conflict, Forbidden, NotFound, SteelcupError
 
 
 @dataclass
@@ -27,12 +27,17 @@ class FakeJobs:
         self.containers: dict[str, FakeContainer] = {}
         self.fail_create: str = ""  # an error message to refuse creates with
         self.crash_for: str = ""  # the name of a cron whose creates hit a bug (RuntimeError)
+        self.refuse_check: str = ""  # an error message to refuse `check` with (Forbidden)
 
     def _get(self, container_id: str) -> FakeContainer:
         c = self.containers.get(container_id)
         if c is None or c.removed:
             raise NotFound(f"No such container: {container_id}")
         return c
+
+    def check(self, spec: CronSpec) -> None:
+        if self.refuse_check:
+            raise Forbidden(self.refuse_check)
 
     def create(self, spec: CronSpec, run_id: str) -> str:
         if self.fail_create:

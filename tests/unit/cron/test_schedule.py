@@ -13,6 +13,7 @@ from steelcup.cron.schedule import (
     Concurrency,
     due,
     on_due,
+    on_resume,
     parse_every,
     parse_schedule,
 )
@@ -143,3 +144,15 @@ def test_concurrency_words() -> None:
     assert Concurrency.parse("") is Concurrency.ALLOW
     with pytest.raises(InvalidArgument, match="allow, forbid, replace"):
         Concurrency.parse("sometimes")
+
+
+def test_a_resume_runs_the_latest_fire_time_once_within_the_deadline() -> None:
+    every = parse_schedule("@every 10s", anchor=T0)
+    # suspended from 0 to 35 s: fire times 10, 20, 30 passed; only 30 is a candidate
+    assert on_resume(every, T0, at(seconds=35), None) == at(seconds=30)
+    assert on_resume(every, T0, at(seconds=35), 5) == at(seconds=30)
+    assert on_resume(every, T0, at(seconds=35), 4.9) is None
+    assert on_resume(every, T0, at(seconds=9), None) is None  # nothing passed
+    hourly = parse_schedule("0 * * * *")
+    assert on_resume(hourly, T0, T0 + timedelta(hours=5, minutes=1), 120) == (
+        T0 + timedelta(hours=5))

@@ -17,7 +17,7 @@ from steelcup.cron.model import CronRun, CronSpec, CronState, RunStatus
 from steelcup.cron.schedule import Concurrency
 from steelcup.cron.scheduler import Crons
 from steelcup.cron.store import CronStore
-from steelcup.errors import Conflict, NotFound, SteelcupError
+from steelcup.errors import Conflict, Forbidden, NotFound, SteelcupError
 from steelcup.runtime.events import EventBus
 from steelcup.state.db import open_db
 from tests.unit.cron.fakejobs import FakeJobs
@@ -280,16 +280,45 @@ async def test_suspend_and_resume(w: World) -> None:
     w.crons.create(w.spec())
     w.crons.suspend("job")
     w.tick(20)
-    assert w.history() == []
+    assert w.history() == []  # suspended: no run, and nothing recorded as missed
     spec, state = w.crons.get("job")
     assert state.suspended and w.crons.next_run(spec, state) is None
-    w.crons.resume("job")  # what fell due while suspended is not run
-    w.tick(21)
-    assert w.history() == []
+    w.clock.at(21)
+    w.crons.resume("job")  # no deadline: the latest fire time passed runs once, now
+    await settle()
+    [run] = w.history()
+    assert (run.status, run.scheduled, run.started) == (
+        RunStatus.RUNNING, T0 + timedelta(seconds=20), T0 + timedelta(seconds=21))
+    w.tick(21.5)
+    await settle()
+    assert len(w.history()) == 1  # not once more from the loop
     w.tick(25)
     await settle()
-    assert len(w.jobs.live()) == 1
-    assert w.event_actions()[:3] == ["create", "suspend", "resume"]
+    assert len(w.jobs.live()) == 2 and len(w.history()) == 2
+    assert w.event_actions()[:4] == ["create", "suspend", "resume", "start"]
+    w.crons.resume("job")  # not suspended: nothing to do
+    assert len(w.history()) == 2
+
+
+@scenario
+async def test_a_resume_runs_a_missed_fire_time_only_within_the_starting_deadline(
+        w: World) -> None:
+    w.crons.create(w.spec("late", starting_deadline_s=2))
+    w.crons.create(w.spec("soon", starting_deadline_s=2))
+    w.crons.suspend("late")
+    w.crons.suspend("soon")
+    w.clock.at(21)
+    w.crons.resume("soon")  # fire time 20 is 1 s late: within the deadline
+    w.clock.at(23)
+    w.crons.resume("late")  # fire time 20 is 3 s late: not run, not recorded as missed
+    await settle()
+    assert [(r.status, r.scheduled) for r in w.history("soon")] == [
+        (RunStatus.RUNNING, T0 + timedelta(seconds=20))]
+    assert w.history("late") == []
+    w.tick(25)  # the schedule goes on from the resume
+    await settle()
+    assert [r.scheduled for r in w.history("late")] == [T0 + timedelta(seconds=25)]
+    assert all(r.status is not RunStatus.MISSED for r in w.history("soon"))
 
 
 @scenario
@@ -362,3 +391,11 @@ def test_the_store_keeps_crons_across_reopen(tmp_path: Path) -> None:
     store.add(spec, CronState(True, T0))
     again, state = CronStore(open_db(tmp_path)).get("alice/nightly")
     assert again == spec and state == CronState(True, T0)
+
+
+@scenario
+async def test_a_job_a_run_would_refuse_is_refused_at_create(w: World) -> None:
+    w.jobs.refuse_check = "bind mounts of host paths are not available to tenants"
+    with pytest.raises(Forbidden, match="not available to tenants"):
+        w.crons.create(w.spec())
+    assert w.crons.list(None) == [] and w.event_actions() == []

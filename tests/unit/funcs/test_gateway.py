@@ -5,12 +5,17 @@ failed, over-cap, queued-out and async call, and the func events."""
 from __future__ import annotations
 
 import asyncio
+import ssl
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
+import pytest
 
 from steelcup.api.func_routes import gateway_router
 from steelcup.api.http import HttpServer
+from steelcup.config import DaemonOptions
+from steelcup.daemon import func_gateway
 from steelcup.funcs.model import Auth, Limits
 from steelcup.funcs.service import Funcs
 from steelcup.runtime.containers import Runtime
@@ -119,5 +124,46 @@ def test_a_refused_call_is_answered_without_reading_its_upload(tmp_path: Path) -
             writer.close()
         finally:
             await server.close()
+
+    run(tmp_path, body)
+
+
+def test_the_gateway_speaks_tls_with_the_daemons_certificate(tmp_path: Path) -> None:
+    """`--func-listen` as the daemon builds it (`daemon.func_gateway`): TLS on any address
+    that is not loopback, and on loopback with --func-listen-tls, with a certificate of the
+    daemon's CA under ROOT/tls; a real client that trusts only that CA calls a func."""
+    async def body(unscoped: Funcs, rt: Runtime, vms: FakeVms) -> None:
+        tenants = Tenants(TenantStore(open_db(tmp_path / "t")), Authority(tmp_path / "tls"))
+        funcs = Funcs(unscoped.store, rt, rt.create, rt.events, tenants)
+        image = rt.images.get("base:1")
+        rt.images.get = lambda ref, tenant=None: image  # type: ignore[method-assign]
+        echoing = funcs.create("", "echo", SPEC, Auth.SECRET, Limits())
+        options = DaemonOptions(root=tmp_path, func_listen=("127.0.0.1", 0))
+        plain = func_gateway(options, funcs, tenants)
+        assert plain is not None and plain.tls is None  # loopback, not asked: plain
+        wide = func_gateway(replace(options, func_listen=("0.0.0.0", 0)), funcs, tenants)
+        assert wide is not None and wide.tls is not None  # never plain off loopback
+        server = func_gateway(replace(options, func_listen_tls=True), funcs, tenants)
+        assert server is not None and server.tls is not None
+        await server.start()
+        try:
+            trust = ssl.create_default_context(cafile=str(tenants.authority.ca_pem_path))
+            async with httpx.AsyncClient(base_url=f"https://127.0.0.1:{server.tcp_port}",
+                                         verify=trust, timeout=10) as https:
+                request = asyncio.create_task(https.post(f"/call/echo/{echoing.secret}",
+                                                         content=b"over tls"))
+                await echo(await vms.next_process())
+                answer = await request
+                assert (answer.status_code, answer.content) == (200, b"over tls")
+                assert answer.headers["steelcup-exit-code"] == "0"
+            # plain HTTP to the TLS listener gets no answer from a func
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.tcp_port}",
+                                         timeout=5) as http:
+                with pytest.raises(httpx.HTTPError):
+                    await http.post(f"/call/echo/{echoing.secret}", content=b"x")
+            assert vms.started.empty()
+        finally:
+            await server.close()
+            await funcs.close()
 
     run(tmp_path, body)

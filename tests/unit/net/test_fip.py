@@ -21,8 +21,9 @@ from steelcup.net.fip import FipRecord, FipTarget
 from steelcup.net.fipmanager import FloatingIps
 from steelcup.net.fipstore import FipStore
 from steelcup.net.links import Host
-from steelcup.net.model import Endpoint, NetworkRecord
+from steelcup.net.model import Endpoint, NetworkRecord, VipRecord
 from steelcup.net.store import NetStore
+from steelcup.net.vip import VipTarget
 from steelcup.state.db import open_db
 
 GOLDEN = Path(__file__).resolve().parents[2] / "golden" / "nft_ruleset_fips.txt"
@@ -265,3 +266,100 @@ def test_attached_addresses_are_held_on_the_interface(fips: FloatingIps,
     calls.clear()
     asyncio.run(fips.sync_addresses([FipTarget("203.0.113.17", "10.213.2.2", "sc-a")]))
     assert calls == []  # known: nothing to run
+
+
+# -- a FIP attached to a service (its VIP's backends) -----------------------------------------
+
+SERVICE_GOLDEN = GOLDEN.with_name("nft_ruleset_fip_service.txt")
+SERVICE_FIPS = [FipTarget("203.0.113.17", "10.213.2.2", "sc-aaaaaaaaaaaa"),
+                FipTarget("203.0.113.19", "", "sc-aaaaaaaaaaaa", ("10.213.2.5", "10.213.2.6")),
+                FipTarget("203.0.113.20", "", "sc-bbbbbbbbbbbb")]  # no live backend
+
+
+def _service_ruleset() -> str:
+    return nft.render(NETS, PORTS, (), SERVICE_FIPS, POOL)
+
+
+def test_golden_ruleset_with_a_service_fip() -> None:
+    text = _service_ruleset()
+    if os.environ.get("STEELCUP_UPDATE_GOLDEN"):
+        SERVICE_GOLDEN.write_text(text)
+    assert text == SERVICE_GOLDEN.read_text()
+
+
+def test_a_service_fip_is_balanced_inbound_only_and_refused_without_backends() -> None:
+    text = _service_ruleset()
+    assert _chain(text, "fips") == [
+        "\t\tip daddr 203.0.113.17 dnat ip to 10.213.2.2",
+        "\t\tip daddr 203.0.113.19 dnat ip to numgen random mod 2 map "
+        "{ 0 : 10.213.2.5, 1 : 10.213.2.6 }"]
+    assert _chain(text, "fip_in")[1] == ("\t\tct original ip daddr 203.0.113.19 ct reply ip "
+                                         "saddr { 10.213.2.5, 10.213.2.6 } return")
+    # replicas keep their own way out: no SNAT to the service's FIP, no flow of it outbound
+    assert "snat ip to 203.0.113.19" not in text and "203.0.113.19" not in "".join(
+        _chain(text, "fip_out"))
+    inp = _chain(text, "input")
+    refuse = inp.index('\t\tiifname != "lo" ip daddr 203.0.113.20 tcp flags & (syn | ack) == '
+                       "syn reject with tcp reset")
+    assert refuse < inp.index('\t\tiifname != "lo" ip daddr 203.0.113.16/28 counter drop')
+    assert "203.0.113.20" not in "".join(_chain(text, "fips"))
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="loads the ruleset into a namespace: needs root")
+def test_nft_accepts_the_service_fip_ruleset_in_a_scratch_namespace() -> None:
+    ns = f"sct-fips-{uuid.uuid4().hex[:8]}"
+    if subprocess.run(["ip", "netns", "add", ns], capture_output=True).returncode != 0:
+        pytest.skip("cannot create a network namespace")
+    try:
+        run = subprocess.run(["ip", "netns", "exec", ns, "nft", "-f", "-"],
+                             input=_service_ruleset() + nft.render_delete(),
+                             capture_output=True, text=True)
+        assert run.returncode == 0, run.stderr
+    finally:
+        subprocess.run(["ip", "netns", "delete", ns], capture_output=True)
+
+
+def _vip(vid: str, network: str, tenant: str, address: str = "10.213.2.100",
+         mode: str = "vip") -> VipRecord:
+    return VipRecord(vid, network, "web", address, tenant, mode=mode)
+
+
+def test_a_tenant_attaches_its_fip_only_to_its_services_vip(fips: FloatingIps,
+                                                            tmp_path: Path) -> None:
+    alice = asyncio.run(fips.allocate("alice"))[0].address
+    with pytest.raises(NotFound, match="service s1"):  # bob's service's VIP
+        asyncio.run(fips.attach_service(alice, "s1" * 32, _vip("v", "b" * 64, "bob"), "alice"))
+    with pytest.raises(InvalidArgument, match="--internal"):
+        asyncio.run(fips.attach_service(alice, "s1" * 32, _vip("v", "c" * 64, "alice"),
+                                        "alice"))
+    with pytest.raises(InvalidArgument, match="endpoint mode dnsrr"):
+        asyncio.run(fips.attach_service(alice, "s1" * 32,
+                                        _vip("v", "a" * 64, "alice", "", "dnsrr"), "alice"))
+    rec = asyncio.run(fips.attach_service(alice, "s1" * 32, _vip("v1", "a" * 64, "alice"),
+                                          "alice"))
+    assert (rec.service_id, rec.vip_id, rec.network_id, rec.container_id) == (
+        "s1" * 32, "v1", "a" * 64, "")
+    with pytest.raises(Conflict, match="attached to service s1s1"):
+        asyncio.run(fips.attach(alice, "1" * 64, "alice"))
+    second = asyncio.run(fips.allocate("alice"))[0].address
+    with pytest.raises(Conflict, match="already has floating IP"):
+        asyncio.run(fips.attach_service(second, "s1" * 32, _vip("v1", "a" * 64, "alice"),
+                                        "alice"))
+    rendered = VipTarget("10.213.2.100", "sc-aaaaaaaaaaaa", "10.213.2.1",
+                         ("10.213.2.5", "10.213.2.6"))
+    assert fips.targets({}, {"v1": rendered}) == [
+        FipTarget(alice, "", "sc-aaaaaaaaaaaa", ("10.213.2.5", "10.213.2.6"))]
+    assert fips.targets({}, {}) == []  # its VIP gone: nothing to go to
+    # persisted: a restarted daemon's manager sees the same attachment
+    again = FloatingIps(FipStore(fips.store._db), fips.net, Host(), fips._reload, POOL,
+                        "fipx0")
+    assert again.get(alice, "alice") == rec
+    # the service layer moves it to a new VIP, then the service goes
+    asyncio.run(fips.follow_service("s1" * 32, _vip("v2", "a" * 64, "alice", "10.213.2.101")))
+    assert fips.get(alice, "alice").vip_id == "v2"
+    asyncio.run(fips.follow_service("s1" * 32, None))
+    left = fips.get(alice, "alice")
+    assert not left.attached and left.tenant == "alice" and left.vip_id == ""
+    # detach by address works for a service's FIP too
+    asyncio.run(fips.attach_service(alice, "s1" * 32, _vip("v2", "a" * 64, "alice"), "alice"))
+    assert not asyncio.run(fips.detach(alice, "alice")).attached

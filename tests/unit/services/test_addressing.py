@@ -10,7 +10,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, cast
 
-from steelcup.errors import NotFound
+import pytest
+
+from steelcup.errors import InvalidArgument, NotFound
 from steelcup.net.manager import NetworkManager
 from steelcup.net.model import Endpoint, PortMapping, VipRecord
 from steelcup.runtime.events import EventBus
@@ -19,6 +21,7 @@ from steelcup.runtime.model import ContainerConfig, ContainerRecord, ContainerSt
 from steelcup.services.addressing import (
     ServiceAddressing,
     endpoint_ports,
+    fip_vip,
     is_backend,
     ports_differ,
     wanted_networks,
@@ -84,6 +87,17 @@ class Net:
     id: str
     name: str
     prefix: int = 24
+    internal: bool = False
+
+
+class FakeFips:
+    """The network layer's `FloatingIps.follow_service`, recorded: (service, VIP id or None)."""
+
+    def __init__(self) -> None:
+        self.followed: list[tuple[str, str | None]] = []
+
+    async def follow_service(self, service_id: str, vip: VipRecord | None) -> None:
+        self.followed.append((service_id, vip.id if vip else None))
 
 
 class FakeNetworks:
@@ -94,6 +108,10 @@ class FakeNetworks:
         self.vips: dict[str, VipRecord] = {}
         self.endpoints: dict[str, list[Endpoint]] = {}
         self.calls: list[str] = []
+        self.fips = FakeFips()
+
+    def networks(self) -> list[Net]:
+        return list(self.nets.values())
 
     def default_network(self, tenant: str) -> Net:
         return self.nets["n-default"]
@@ -229,5 +247,50 @@ def test_a_stack_service_is_known_by_its_alias_on_its_network(tmp_path: Path) ->
                        force_changed=False)
         await addressing.sync()  # other names: a VIP with them (the address may change)
         assert nets.calls == ["release n-app", "reserve n-app st_app vip +api"]
+
+    asyncio.run(main())
+
+
+def test_a_fip_goes_to_the_first_vip_with_an_address_on_an_outside_network() -> None:
+    internal = VipRecord("v1", "n-back", "web", "10.0.9.5")
+    dnsrr = VipRecord("v2", "n-app", "web", "", mode="dnsrr")
+    outside = VipRecord("v3", "n-default", "web", "10.0.0.7")
+    assert fip_vip([internal, dnsrr, outside], {"n-back"}) == outside
+    assert fip_vip([internal], {"n-back"}) is None
+    assert fip_vip([internal, outside], set()) == internal  # the service's first network
+
+
+def test_a_services_fip_follows_its_vip_and_goes_with_the_service(tmp_path: Path) -> None:
+    async def main() -> None:
+        store = ServiceStore(open_db(tmp_path))
+        manager = ServiceManager(store, EventBus())
+        nets = FakeNetworks()
+        nets.nets["n-app"] = Net("n-app", "app", internal=True)
+        addressing = ServiceAddressing(manager, store, cast(NetworkManager, nets),
+                                       lambda: [], lambda cid: None)
+        plan = ServicePlan(mode=Mode.REPLICATED, replicas=1, restart=RestartPolicy(),
+                           template=ContainerConfig(image="x", image_id="", network_mode="app",
+                                                    extra_networks=(("bridge", ()),)))
+        svc = manager.create("", "web", spec_doc={"Name": "web"}, task_doc={}, plan=plan)
+        chosen = await addressing.vip_for_fip(svc.id)
+        # its first network is --internal: the FIP goes to its VIP on the default one
+        assert (chosen.network_id, nets.fips.followed[-1]) == ("n-default", (svc.id, chosen.id))
+        task_doc = {"Networks": [{"Target": "bridge", "Aliases": ["front"]}]}
+        manager.update(svc.id, svc.version, spec_doc=svc.spec_doc, plan=plan,
+                       task_doc=task_doc, force_changed=False)
+        await addressing.sync()  # other aliases: a new VIP, the FIP is told which
+        moved = nets.fips.followed[-1][1]
+        assert moved is not None and moved != chosen.id
+        assert nets.vips[moved].network_id == "n-default"
+        manager.remove(svc.id)
+        nets.calls.clear()
+        await addressing.sync()
+        assert nets.fips.followed[-1] == (svc.id, None)  # detached, before the VIPs went
+        assert sorted(nets.calls) == ["release n-app", "release n-default"]
+
+        db = manager.create("", "db", spec_doc={"Name": "db"}, task_doc={}, plan=replace(
+            plan, template=ContainerConfig(image="x", image_id="")), endpoint_mode="dnsrr")
+        with pytest.raises(InvalidArgument, match="endpoint mode is dnsrr"):
+            await addressing.vip_for_fip(db.id)
 
     asyncio.run(main())

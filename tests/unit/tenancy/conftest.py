@@ -40,6 +40,7 @@ from steelcup.runtime.admission import ContainerAdmission, metered_by
 from steelcup.runtime.containers import Runtime
 from steelcup.runtime.execs import ExecManager
 from steelcup.runtime.resources import Resources, volume_users
+from steelcup.services.addressing import ServiceAddressing
 from steelcup.services.manager import ServiceManager
 from steelcup.services.object_store import ObjectStore
 from steelcup.services.objects import ObjectManager, users_of
@@ -160,14 +161,17 @@ def cloud(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Cloud]:
                       tenants)
         tenant_objects.wire_funcs(tenants, funcs)
         orchestrator = Orchestrator(services, service_store, runtime, admission.create)
+        addressing = ServiceAddressing.attach(orchestrator, networks)  # services' VIPs
         orchestrator.start()
+        addressing.start()
         metrics = Metrics()
         metrics.watch(StateCollector(runtime, None, tenants, networks))
         svc = Services(runtime=runtime, execs=ExecManager(runtime), images=runtime.images,
                        events=runtime.events, root=tmp_path, accel="tcg", tenants=tenants,
                        networks=networks, volumes=volumes, capacity=CAPACITY, crons=crons,
                        funcs=funcs, metrics=metrics, admission=admission,
-                       swarm=Swarm(services, orchestrator, runtime, swarm_objects))
+                       swarm=Swarm(services, orchestrator, runtime, swarm_objects,
+                                   addressing=addressing))
         router = build_router(svc)
         server = HttpServer(router, unix_path=socket, tcp=("127.0.0.1", 0), tls=server_tls,
                             identify=tenant_routes.identify_with(tenants))
@@ -178,6 +182,7 @@ def cloud(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Cloud]:
         await stop.wait()
         await server.close()
         await orchestrator.close()
+        await addressing.close()
         await crons.close()
         await runtime.shutdown()
         await networks.close()

@@ -120,3 +120,39 @@ def test_bad_crons_are_refused_with_what_is_wrong(cloud: Cloud) -> None:
             assert answer.status_code == 400, (body, answer.text)
             assert words in answer.json()["message"], (body, answer.text)
         assert _ok(alice.get("/crons")) == []
+
+
+def _snapshot_mount(snapshot: str) -> dict[str, Any]:
+    return {"Type": "volume", "Target": "/data", "VolumeOptions": {
+        "DriverConfig": {"Name": "local", "Options": {"snapshot": snapshot}}}}
+
+
+def test_a_cron_whose_job_mounts_what_its_tenant_may_not_is_refused_at_create(
+        cloud: Cloud) -> None:
+    """The create answers what `run` of the same container answers (the runtime's own check
+    of a create's mounts), and no cron is made: not a failure at its first run."""
+    with cloud.client("alice") as alice, cloud.client("bob") as bob:
+        _ok(alice.post("/volumes/create", json={"Name": "private"}), 201)
+        _ok(alice.post("/steelcup/snapshots", json={"Volume": "private", "Name": "snap"}), 201)
+        forbidden = [
+            {**JOB, "HostConfig": {"Binds": ["/etc:/host-etc"]}},  # a host path
+            {**JOB, "HostConfig": {"Mounts": [{"Type": "bind", "Source": "/root",
+                                               "Target": "/r"}]}},
+            {**JOB, "HostConfig": {"Mounts": [_snapshot_mount("snap")]}},  # alice's snapshot
+            {**JOB, "HostConfig": {"Mounts": [_snapshot_mount("alice/snap")]}},
+            {**JOB, "HostConfig": {"Binds": ["data:/d:rw"], "Mounts": [{
+                "Type": "volume", "Target": "/e", "VolumeOptions": {"DriverConfig": {
+                    "Options": {"device": "/dev/sda"}}}}]}},  # a device: the host's
+        ]
+        for i, job in enumerate(forbidden):
+            run = bob.post("/containers/create", params={"name": f"probe{i}"}, json=job)
+            cron = bob.post("/crons", json={"Name": f"c{i}", "Schedule": "@every 1h",
+                                            "Container": job})
+            assert run.status_code >= 400, (job, run.text)
+            assert (cron.status_code, cron.json()["message"]) == (
+                run.status_code, run.json()["message"]), job
+        assert _ok(bob.get("/crons")) == []
+        # alice's own snapshot is hers to use, in a cron as in a run
+        _ok(alice.post("/crons", json={"Name": "restore", "Schedule": "@every 1h",
+                                       "Container": {**JOB, "HostConfig": {
+                                           "Mounts": [_snapshot_mount("snap")]}}}), 201)

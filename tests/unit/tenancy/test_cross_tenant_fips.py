@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 
 import httpx
 
@@ -112,3 +113,63 @@ def test_leaving_the_fips_network_detaches_it_at_once(cloud: Cloud) -> None:
         assert left.status_code == 200, left.text
         assert alice.get(f"/fips/{ip}").json()["Container"] == ""
         assert f"ip daddr {ip} dnat" not in cloud.last_ruleset()  # reloaded, not at next start
+
+
+def _service(client: httpx.Client, name: str, replicas: int = 2) -> str:
+    made = client.post("/services/create", json={
+        "Name": name, "TaskTemplate": {"ContainerSpec": {"Image": "base:1", "Args": ["serve"]}},
+        "Mode": {"Replicated": {"Replicas": replicas}}})
+    assert made.status_code == 201, made.text
+    return str(made.json()["ID"])
+
+
+def _fip_chain(rules: str) -> str:
+    return rules.split("chain fips {", 1)[-1].split("}", 1)[0]
+
+
+def _until(check: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + 10
+    while not check():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.05)
+
+
+def test_a_fip_goes_to_a_service_of_its_own_tenant_only(cloud: Cloud) -> None:
+    with cloud.client("alice") as alice, cloud.client("bob") as bob:
+        mine = _allocate(alice).json()[0]["Address"]
+        bobs = _allocate(bob).json()[0]["Address"]
+        sid = _service(alice, "web")
+        # bob names alice's service (by name and id) with his own FIP: as missing
+        for ref in ("web", sid, sid[:12]):
+            stolen = bob.post(f"/fips/{bobs}/attach", params={"service": ref})
+            assert stolen.status_code == 404, stolen.text
+            assert stolen.json()["message"] == f"service {ref} not found"
+        # nor can he use alice's FIP, nor alice put hers on a service of bob's
+        assert bob.post(f"/fips/{mine}/attach", params={"service": "web"}).status_code == 404
+        _service(bob, "bobweb", 1)
+        crossed = alice.post(f"/fips/{mine}/attach", params={"service": "bobweb"})
+        assert crossed.status_code == 404 and "bobweb" in crossed.text
+        both = alice.post(f"/fips/{mine}/attach", params={"service": "web", "container": "x"})
+        assert both.status_code == 400
+
+        ok = alice.post(f"/fips/{mine}/attach", params={"service": "web"})
+        assert ok.status_code == 200, ok.text
+        assert (ok.json()["Service"], ok.json()["Container"]) == (sid, "")
+        # inbound to both replicas (once they run), never SNATed: replicas keep their path
+        _until(lambda: f"ip daddr {mine} dnat ip to numgen random mod 2 map"
+               in _fip_chain(cloud.last_ruleset()), "the FIP balanced over both replicas")
+        assert f"snat ip to {mine}" not in cloud.last_ruleset()
+        assert alice.post(f"/fips/{mine}/attach",
+                          params={"container": "anything"}).status_code in (404, 409)
+        # one FIP per service
+        second = _allocate(alice).json()[0]["Address"]
+        again = alice.post(f"/fips/{second}/attach", params={"service": "web"})
+        assert again.status_code == 409 and "already has floating IP" in again.text
+
+        # the service goes: its FIP is detached (still alice's), its rules with it
+        assert alice.delete(f"/services/{sid}").status_code == 200
+        _until(lambda: alice.get(f"/fips/{mine}").json()["Service"] == "",
+               "the FIP detached from the removed service")
+        assert f"ip daddr {mine} " not in _fip_chain(cloud.last_ruleset())
+        assert [f["Address"] for f in alice.get("/fips", params={"filters": json.dumps(
+            {"dangling": ["true"]})}).json()] == [mine, second]

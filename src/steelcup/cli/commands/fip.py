@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from ipaddress import IPv4Address
 from typing import Any
 
 from steelcup.cli.client import path_quote
@@ -35,13 +36,18 @@ def register(sub: Any, name: str, help_text: str) -> None:
     p.add_argument("name")
     p.set_defaults(func=cmd_name)
 
-    p = fsub.add_parser("attach", help="attach a floating IP to a container (1:1 NAT)")
+    p = fsub.add_parser("attach", help="attach a floating IP to a container (1:1 NAT) or a "
+                        "service (inbound, to its virtual IP)")
     p.add_argument("ip")
-    p.add_argument("container")
+    p.add_argument("target", metavar="CONTAINER|SERVICE",
+                   help="a container, or else a service, of that name or id")
+    p.add_argument("--service", action="store_true",
+                   help="TARGET is a service (do not look for a container of that name)")
     p.set_defaults(func=cmd_attach)
 
-    p = fsub.add_parser("detach", help="detach a container's floating IP (it stays yours)")
-    p.add_argument("container")
+    p = fsub.add_parser("detach", help="detach a floating IP (it stays yours)")
+    p.add_argument("target", metavar="IP|CONTAINER|SERVICE",
+                   help="the floating IP, or the container or service it is attached to")
     p.set_defaults(func=cmd_detach)
 
     p = fsub.add_parser("release", aliases=["rm"], help="give floating IPs back to the pool")
@@ -80,8 +86,9 @@ def cmd_ls(ctx: Context, args: argparse.Namespace) -> int:
         for r in rows:
             print(r["Address"])
         return 0
-    sys.stdout.write(table(["FLOATING IP", "NAME", "CONTAINER", "CREATED"], [
-        [r["Address"], r["Name"], r["Container"][:12], r["CreatedAt"]] for r in rows]))
+    sys.stdout.write(table(["FLOATING IP", "NAME", "CONTAINER", "SERVICE", "CREATED"], [
+        [r["Address"], r["Name"], r["Container"][:12], r.get("Service", "")[:12],
+         r["CreatedAt"]] for r in rows]))
     return 0
 
 
@@ -91,21 +98,50 @@ def cmd_name(ctx: Context, args: argparse.Namespace) -> int:
     return 0
 
 
+def _container_id(client: Any, ref: str) -> str | None:
+    """The id of the container `ref` names, None if there is none."""
+    try:
+        return str(client.get_json(f"/containers/{path_quote(ref)}/json")["Id"])
+    except NotFound:
+        return None
+
+
 def cmd_attach(ctx: Context, args: argparse.Namespace) -> int:
-    ctx.client().post_json(f"/fips/{path_quote(args.ip)}/attach",
-                           {"container": args.container})
+    """A container of that name first (hyper.sh's `fip attach IP CONTAINER|SERVICE`), else a
+    service: the daemon says which service names exist, and whose."""
+    client = ctx.client()
+    kind = "service" if args.service or _container_id(client, args.target) is None \
+        else "container"
+    client.post_json(f"/fips/{path_quote(args.ip)}/attach", {kind: args.target})
     print(args.ip)
     return 0
 
 
+def _is_address(text: str) -> bool:
+    try:
+        IPv4Address(text)
+    except ValueError:
+        return False
+    return True
+
+
 def cmd_detach(ctx: Context, args: argparse.Namespace) -> int:
     client = ctx.client()
-    cid = client.get_json(f"/containers/{path_quote(args.container)}/json")["Id"]
-    held = [r for r in client.get_json("/fips") if r["Container"] == cid]
-    if not held:
-        raise NotFound(f"container {args.container} has no floating IP")
-    client.post_json(f"/fips/{path_quote(held[0]['Address'])}/detach")
-    print(held[0]["Address"])
+    if _is_address(args.target):
+        address = args.target
+    else:
+        cid = _container_id(client, args.target)
+        if cid is not None:
+            key, wanted, what = "Container", cid, "container"
+        else:
+            sid = client.get_json(f"/services/{path_quote(args.target)}")["ID"]
+            key, wanted, what = "Service", sid, "service"
+        held = [r for r in client.get_json("/fips") if r.get(key) == wanted]
+        if not held:
+            raise NotFound(f"{what} {args.target} has no floating IP")
+        address = held[0]["Address"]
+    client.post_json(f"/fips/{path_quote(address)}/detach")
+    print(address)
     return 0
 
 

@@ -140,8 +140,11 @@ def register(sub: Any, name: str, help_text: str) -> None:
                        help="also serve the API over plain TCP (loopback addresses only)")
         p.add_argument("--func-listen", metavar="HOST:PORT", default=None,
                        help="serve the func gateway here (POST /call/NAME, GET /calls/ID; "
-                            "plain HTTP, each call authenticated by its func's secret or a "
-                            "tenant's bearer token; docs/funcs.md)")
+                            "each call authenticated by its func's secret or a tenant's "
+                            "bearer token): TLS (--tlscert/--tlskey, else a certificate from "
+                            "the daemon's CA) unless on loopback (docs/funcs.md)")
+        p.add_argument("--func-listen-tls", action="store_true",
+                       help="the func gateway speaks TLS on loopback too")
         p.add_argument("--userns-base", type=int, default=defaults.USERNS_BASE, metavar="UID",
                        help="QEMU runs as root of a user namespace: guest uid/gid k is host "
                             "id UID+k (k < 65536), for containers' files too; pick a range "
@@ -379,6 +382,7 @@ def cmd_daemon(ctx: Context, args: argparse.Namespace) -> int:
         allow_tcg=args.allow_tcg,
         tls_names=tuple(args.tls_name),
         func_listen=_host_port(args.func_listen),
+        func_listen_tls=args.func_listen_tls,
         fip_pool=args.fip_pool,
         fip_interface=args.fip_interface,
         console_listen=_host_port(args.console_listen),
