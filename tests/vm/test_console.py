@@ -197,8 +197,9 @@ def page_quotas(browser: Browser) -> dict[str, list[str]]:
         "[r.querySelector('.used').textContent, r.querySelector('.limit').textContent]])"))
 
 
-def api_quotas(web: httpx.Client) -> dict[str, list[str]]:
-    answer = web.get("/steelcup/quotas")
+def api_quotas(web: httpx.Client, headers: dict[str, str] | None = None, **params: str
+               ) -> dict[str, list[str]]:
+    answer = web.get("/steelcup/quotas", params=params, headers=headers)
     answer.raise_for_status()
     return {q["Name"]: ["–" if q["Used"] is None else str(q["Used"]), str(q["Limit"])]
             for q in answer.json()["Quotas"]}
@@ -307,6 +308,21 @@ def test_console_services_crons_funcs_and_quotas_as_a_tenant(
             assert web.get("/services").json() == []
             web.delete("/crons/tick").raise_for_status()
             web.delete("/funcs/upper").raise_for_status()
+
+            # The operator (the console token) picks the tenant whose quotas it reads.
+            browser.js("sessionStorage.clear(), location.hash = '#/login', true")
+            console_token = (d.root / "console-token").read_text().strip()
+            log_in(browser, f"http://127.0.0.1:{port}", console_token)
+            go(browser, "quotas", "(document.getElementById('quota-tenant') || {}).value "
+               "=== 'alice' && document.querySelectorAll('#quotas tr[data-quota]').length",
+               "alice's quotas in the operator's view")
+            operator = {"Authorization": f"Bearer {console_token}"}
+            deadline = time.monotonic() + 60
+            while (shown := page_quotas(browser)) != (wanted := api_quotas(
+                    web, tenant="alice", headers=operator)):
+                assert time.monotonic() < deadline, (shown, wanted)
+                time.sleep(1)
+            assert shown["services"] == ["0", "2"] and shown["funcs"] == ["0", "2"]
     finally:
         stop_daemon(d)
     docs = os.environ.get("STEELCUP_CONSOLE_DOCS")
