@@ -1,6 +1,6 @@
 """The operator's tenant administration (steelcup extension, `/steelcup/tenants...`): thin
-adapters from JSON to `Tenants`. Served to the operator only (the unix socket): never on a
-tenant listener."""
+adapters from JSON to `Tenants`, for the operator only. And `/steelcup/quotas`: a tenant's own
+quotas, what it uses of each and its container-seconds, which any caller may read of itself."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from steelcup.api.http import (
     Response,
     Router,
 )
-from steelcup.errors import InvalidArgument
+from steelcup.errors import Forbidden, InvalidArgument, Unsupported
 from steelcup.tenancy.manager import Tenants
 from steelcup.tenancy.model import Tenant
 from steelcup.tenancy.objects import Teardown
@@ -39,6 +39,8 @@ def register(router: Router, tenants: Tenants, teardown: Teardown | None = None)
         ("GET", "/steelcup/tenants/{name}/usage", api.usage),
     ):
         router.add(method, path, handler, operator=True)
+    # Names no object in its path: a tenant reads its own; the operator names one (?tenant=).
+    router.add("GET", "/steelcup/quotas", api.quotas)
 
 
 def identify_with(tenants: Tenants) -> Identify:
@@ -69,6 +71,15 @@ def usage_json(name: str, since_ns: int, until_ns: int, lines: list[UsageLine]
     return {"Tenant": name, "Since": when(since_ns), "Until": when(until_ns),
             "Lines": [line.to_json() for line in lines],
             "TotalSeconds": sum(line.seconds for line in lines)}
+
+
+def quotas_json(tenant: Tenant, used: dict[str, int], usage: dict[str, Any] | None
+                ) -> dict[str, Any]:
+    """Every quota with its limit and use (None: nothing counts that kind on this daemon)."""
+    return {"Tenant": tenant.name, "SizeDefault": tenant.size_default,
+            "Quotas": [{"Name": name, "Limit": limit, "Used": used.get(name)}
+                       for name, limit in tenant.quotas.to_json().items()],
+            "Usage": usage}
 
 
 def _words(body: dict[str, Any]) -> list[str]:
@@ -137,6 +148,28 @@ class _TenantApi:
     async def key_remove(self, req: Request) -> Response:
         self.tenants.remove_key(req.params["name"], req.params["key"])
         return EmptyResponse(204)
+
+    async def quotas(self, req: Request) -> Response:
+        """The caller's own tenant; the operator (who has no quotas) names one with `tenant`.
+        `since`/`until` bound the container-seconds as for `/steelcup/tenants/{name}/usage`."""
+        named = req.q("tenant")
+        me = req.principal.tenant
+        if me is None and not named:
+            raise InvalidArgument("the operator's own objects have no quotas: name a tenant "
+                                  "with ?tenant=NAME")
+        if me is not None and named and named != me:
+            raise Forbidden("only the operator may read another tenant's quotas")
+        name = me or named or ""
+        tenant = self.tenants.get(name)
+        used = {q: u.used for q, u in self.tenants.quotas.usage(name).items()}
+        since_ns, until_ns = time_param(req.q("since")), time_param(req.q("until"))
+        try:
+            lines = self.tenants.usage_report(name, since_ns, until_ns)
+        except Unsupported:
+            usage = None
+        else:
+            usage = usage_json(name, since_ns, until_ns, lines)
+        return JsonResponse(quotas_json(tenant, used, usage))
 
     async def usage(self, req: Request) -> Response:
         """Container-seconds per size class (`since`/`until`: docker's time values)."""

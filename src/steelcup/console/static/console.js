@@ -424,10 +424,16 @@
 
   // xterm.js is loaded only when a terminal is opened: the other pages stay light.
   let xtermLoading = null;
-  function loadXterm() {
-    const script = (src) => new Promise((resolve, reject) => {
+  function loadScript(src) {
+    return new Promise((resolve, reject) => {
       document.head.append(h("script", { src, onload: resolve,
-        onerror: () => reject(new Error(`${src} is missing: build it with \`make console\``)) }));
+        onerror: () => reject(new Error(`${src} did not load`)) }));
+    });
+  }
+
+  function loadXterm() {
+    const script = (src) => loadScript(src).catch(() => {
+      throw new Error(`${src} is missing: build it with \`make console\``);
     });
     if (!xtermLoading) {
       document.head.append(h("link", { rel: "stylesheet", href: "/console/vendor/xterm.css" }));
@@ -507,113 +513,14 @@
       stats, h("div", { class: "tabs" }, Object.values(tabs)), body];
   }
 
-  // ---- images, networks, volumes, crons, funcs, account --------------------------------------
-  function table(headers, rows, empty) {
-    return h("table", {}, h("thead", {}, h("tr", {}, headers.map((t) => h("th", {}, t)))),
-      h("tbody", {}, rows.length ? rows.map((r) => h("tr", {}, r.map((c) =>
-        c instanceof Node ? h("td", {}, c) : h("td", { class: "mono" }, c ?? ""))))
-        : h("tr", {}, h("td", { colspan: headers.length, class: "muted" }, empty))));
-  }
-
-  const when = (seconds) => seconds ? new Date(seconds * 1000).toLocaleString() : "";
-
-  async function imagesPage() {
-    const holder = h("div", {});
-    const bar = h("progress", { id: "pull-progress", max: 1, value: 0, hidden: true });
-    const status = h("span", { id: "pull-status", class: "muted" });
-    async function refresh() {
-      const list = await get("/images/json");
-      holder.replaceChildren(table(["Tags", "Id", "Size", "Created", ""], list.map((i) => [
-        (i.RepoTags || []).join(", ") || "<none>", shortId(i.Id), mib(i.Size), when(i.Created),
-        h("button", { type: "button", class: "danger", onclick: async () => {
-          try { await api("DELETE", `/images/${encodeURIComponent(i.Id)}`); await refresh(); }
-          catch (e) { toast("remove failed: " + e.message, true); }
-        } }, "remove")]), "No images."));
-    }
-    const form = h("form", { class: "inline", onsubmit: async (ev) => {
-      ev.preventDefault();
-      const layers = {};
-      bar.hidden = false;
-      status.textContent = "starting…";
-      try {
-        await pullImage(form.ref.value.trim(), (msg) => {
-          if (msg.id && msg.progressDetail && msg.progressDetail.total) layers[msg.id] = msg.progressDetail;
-          const all = Object.values(layers);
-          const total = all.reduce((a, d) => a + d.total, 0);
-          if (total) { bar.max = total; bar.value = all.reduce((a, d) => a + (d.current || 0), 0); }
-          status.textContent = [msg.id, msg.status, msg.progress].filter(Boolean).join(" ");
-        });
-        toast("pulled " + form.ref.value);
-        await refresh();
-      } catch (e) {
-        status.textContent = "pull failed: " + e.message;
-      } finally {
-        bar.hidden = true;
-      }
-    } }, h("label", {}, "Image", h("input", { name: "ref", id: "pull-ref", required: true,
-      placeholder: "busybox:latest" })),
-    h("button", { class: "primary", type: "submit" }, "Pull"), bar, status);
-    await refresh();
-    return [h("h1", {}, "Images"), form, holder];
-  }
-
-  async function networksPage() {
-    const list = await get("/networks");
-    return [h("h1", {}, "Networks"), table(["Name", "Id", "Driver", "Subnet", "Containers"],
-      list.map((n) => [n.Name, shortId(n.Id), n.Driver,
-        ((n.IPAM && n.IPAM.Config) || []).map((c) => c.Subnet).join(", "),
-        Object.keys(n.Containers || {}).length]), "No networks.")];
-  }
-
-  async function volumesPage() {
-    const list = (await get("/volumes")).Volumes || [];
-    return [h("h1", {}, "Volumes"), table(["Name", "Driver", "Created"],
-      list.map((v) => [v.Name, v.Driver, v.CreatedAt]), "No volumes.")];
-  }
-
-  async function cronsPage() {
-    const list = await get("/crons");
-    return [h("h1", {}, "Crons"), table(["Name", "Schedule", "Next run", "Last run", "Suspended"],
-      list.map((c) => [c.Name, `${c.Schedule} (${c.Timezone})`, c.NextRun || "",
-        c.LastRun ? `${c.LastRun.Status} ${c.LastRun.Finished || c.LastRun.Started || ""}` : "",
-        c.Suspended ? "yes" : ""]), "No crons (steelcup cron create).")];
-  }
-
-  async function funcsPage() {
-    const list = await get("/funcs");
-    return [h("h1", {}, "Funcs"), table(["Name", "Image", "Auth", "Running", "Queued",
-      "Concurrency", "Timeout"], list.map((f) => [f.Name, f.Image, f.Auth, f.Running, f.Queued,
-      f.Concurrency, f.Timeout + " s"]), "No funcs (steelcup func create).")];
-  }
-
-  async function accountPage() {
-    const info = await get("/info");
-    const rows = [["Containers", info.Containers], ["Running", info.ContainersRunning],
-      ["Stopped", info.ContainersStopped], ["Images", info.Images],
-      ["Defaults", (info.Labels || []).join(" ")], ["Server", info.ServerVersion],
-      ["Isolation", info.Isolation], ...(info.Warnings || []).map((w) => ["Warning", w])];
-    const out = [h("h1", {}, "Account"), h("table", { class: "kv", id: "account" },
-      h("tbody", {}, rows.map(([k, v]) => h("tr", {}, h("td", {}, k), h("td", {}, String(v ?? ""))))))];
-    // Quotas and usage are the operator's to read (a tenant's token gets 403 here).
-    try {
-      const tenants = await get("/steelcup/tenants");
-      out.push(h("h2", {}, "Tenants (operator)"), table(["Tenant", "Size", "Quotas",
-        "Container-seconds"], await Promise.all(tenants.map(async (t) => {
-        const usage = await get(`/steelcup/tenants/${encodeURIComponent(t.Name)}/usage`);
-        return [t.Name, t.SizeDefault, Object.entries(t.Quotas || {})
-          .map(([k, v]) => `${k}=${v}`).join(" "), Math.round(usage.TotalSeconds)];
-      })), "No tenants."));
-    } catch (e) {
-      out.push(h("p", { class: "muted" }, "Your quotas are set by the operator; " +
-        "the counts above are what this tenant uses."));
-    }
-    return out;
-  }
-
   // ---- routing ---------------------------------------------------------------------------------
-  const pages = { containers: containersPage, container: containerPage, images: imagesPage,
-    networks: networksPage, volumes: volumesPage, crons: cronsPage, funcs: funcsPage,
-    account: accountPage };
+  const pages = { containers: containersPage, container: containerPage };
+  // The other pages are in pages.js, loaded when one of them is first opened.
+  const LATER = ["images", "networks", "volumes", "services", "crons", "funcs", "quotas",
+    "account"];
+  let pagesLoading = null;
+  window.steelcupConsole = { h, api, get, call, token, toast, mib, shortId, pullImage, ApiError,
+    pages, onLeave: (f) => cleanups.push(f) };
 
   async function route() {
     for (const f of cleanups.splice(0)) f();
@@ -626,8 +533,13 @@
     for (const a of document.querySelectorAll("header nav a")) {
       a.classList.toggle("active", a.getAttribute("href") === `#/${page}`);
     }
-    const render = pages[page] || containersPage;
     try {
+      if (!pages[page] && LATER.includes(page)) {
+        pagesLoading = pagesLoading || loadScript("/console/pages.js")
+          .catch((e) => { pagesLoading = null; throw e; }); // the next visit tries again
+        await pagesLoading;
+      }
+      const render = pages[page] || containersPage;
       const content = await render(arg && decodeURIComponent(arg));
       view.replaceChildren(...[content].flat());
     } catch (e) {
