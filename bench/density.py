@@ -4,7 +4,10 @@ podman+runc, in the same run.
 For each runtime: start N `sleep 1d` containers (detached, `--parallel` at a time), then report
 - the time to start the batch;
 - the host's MemAvailable drop per container;
-- per VM (steelcup): QEMU's Pss and private memory from /proc/PID/smaps_rollup (medians);
+- per VM (steelcup): QEMU's Pss and private memory from /proc/PID/smaps (medians), the private
+  part split into the TCG translation cache, guest RAM held privately (a clone's copy-on-write
+  pages) and the rest (QEMU itself: bench/smaps.py); the template RAM files the clones map
+  are reported apart, once per host (their allocated size), since every clone shares them;
 - the host CPU the idle containers use over `--window` seconds, `--reps` times: all threads of
   every QEMU of the daemon (its warm-cache VMs included: they idle too) from schedstat, per VM,
   and the daemon's own CPU; for podman, each container's conmon and its `sleep`;
@@ -43,6 +46,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.peer import PEER_RUN, peer_argv  # noqa: E402
+from bench.smaps import file_kib, qemu_memory  # noqa: E402
 from tests.vm.support import (  # noqa: E402
     ASSETS,
     BUSYBOX_TAR,
@@ -112,18 +116,6 @@ def descendants(root_pid: int) -> dict[int, str]:
     return found
 
 
-def smaps_rollup(pid: int) -> tuple[int, int]:
-    """(Pss, Private_Clean + Private_Dirty) of `pid`, kB."""
-    pss = private = 0
-    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-        key, _, value = line.partition(":")
-        if key == "Pss":
-            pss = int(value.split()[0])
-        elif key in ("Private_Clean", "Private_Dirty"):
-            private += int(value.split()[0])
-    return pss, private
-
-
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
@@ -137,6 +129,10 @@ class Result:
     mem_drop_mib: float = 0.0  # per container
     pss_mib: float | None = None  # per VM, median
     private_mib: float | None = None
+    tcg_mib: float | None = None  # of private: translation cache, guest RAM, the rest
+    guest_ram_mib: float | None = None
+    rest_mib: float | None = None
+    template_ram_mib: float | None = None  # shared by the clones, counted once
     units: int = 0  # processes whose CPU is counted (QEMUs; conmon + sleep pairs)
     cpu_pct_per: list[float] = field(default_factory=list)  # % of a core per container, by rep
     daemon_pct: list[float] = field(default_factory=list)
@@ -204,9 +200,18 @@ def steelcup(tree: Path, args: argparse.Namespace, base: Path, peer_rm: list[str
         def qemus() -> list[int]:
             return [p for p, n in descendants(daemon.proc.pid).items() if n.startswith("qemu")]
 
-        rollups = [smaps_rollup(p) for p in qemus()]
-        res.pss_mib = statistics.median(r[0] for r in rollups) / KIB_PER_MIB
-        res.private_mib = statistics.median(r[1] for r in rollups) / KIB_PER_MIB
+        mems = [qemu_memory(p) for p in qemus()]
+
+        def median_mib(values: list[int]) -> float:
+            return statistics.median(values) / KIB_PER_MIB
+
+        res.pss_mib = median_mib([m.pss_kib for m in mems])
+        res.private_mib = median_mib([m.private_kib for m in mems])
+        res.tcg_mib = median_mib([m.tcg_kib for m in mems])
+        res.guest_ram_mib = median_mib([m.guest_ram_kib for m in mems])
+        res.rest_mib = median_mib([m.rest_kib for m in mems])
+        ram_files = set().union(*(m.ram_files for m in mems))
+        res.template_ram_mib = sum(file_kib(f) for f in ram_files) / KIB_PER_MIB
         # per VM: the warm cache's ready VMs idle too, and count
         idle_cpu(res, qemus, daemon.proc.pid, args.window, args.reps, per_process=True)
         cli = [sys.executable, "-m", "steelcup", "run", "--rm", "steelcup/busybox", "true"]
@@ -261,6 +266,12 @@ def ratio(value: float | None, ref: float | None) -> str:
     return f"{value / ref:.2f}x" if value and ref else ""
 
 
+def split(r: Result) -> str:
+    if r.tcg_mib is None or r.guest_ram_mib is None or r.rest_mib is None:
+        return ""
+    return f"{r.tcg_mib:.1f} / {r.guest_ram_mib:.1f} / {r.rest_mib:.1f}"
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--count", type=int, default=20, help="idle containers (e.g. 50, 100)")
@@ -300,10 +311,12 @@ def main() -> int:
           f"{args.daemon_args or '(defaults)'}, "
           f"{'networking in a namespace of its own' if args.network else '--no-networking'}\n")
     print("| runtime | start N (s) | MemAvailable drop / container (MiB) | QEMU Pss (MiB) "
-          "| QEMU private (MiB) | processes watched | idle CPU / VM or container (% of a core) "
+          "| QEMU private (MiB) | of which TCG cache / guest RAM / rest "
+          "| template RAM, shared (MiB, all) | processes watched "
+          "| idle CPU / VM or container (% of a core) "
           "| daemon CPU (%) | host busy (%) | run --rm p50 (ms) | p90 (ms) "
           "| p50 vs podman interleaved |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         p50 = statistics.median(r.run_rm_s) if r.run_rm_s else None
         peer = alongside.get(r.name)
@@ -311,7 +324,8 @@ def main() -> int:
         cpu = " / ".join(f"{v:.3f}" for v in r.cpu_pct_per)
         print(f"| {r.name} | {fmt(r.start_batch_s or None, '.1f')} "
               f"| {fmt(r.mem_drop_mib or None, '.1f')} | {fmt(r.pss_mib, '.1f')} "
-              f"| {fmt(r.private_mib, '.1f')} | {r.units or ''} | {cpu} "
+              f"| {fmt(r.private_mib, '.1f')} | {split(r)} "
+              f"| {fmt(r.template_ram_mib, '.0f')} | {r.units or ''} | {cpu} "
               f"| {' / '.join(f'{v:.2f}' for v in r.daemon_pct)} "
               f"| {' / '.join(f'{v:.0f}' for v in r.host_busy_pct)} "
               f"| {fmt(p50 and p50 * 1000, '.0f')} "
