@@ -138,6 +138,7 @@ class Result:
     daemon_pct: list[float] = field(default_factory=list)
     host_busy_pct: list[float] = field(default_factory=list)
     run_rm_s: list[float] = field(default_factory=list)
+    loadavg: tuple[float, float, float] | None = None  # the host's, after the idle windows
 
 
 def idle_cpu(res: Result, pids: Callable[[], list[int]], daemon_pid: int | None,
@@ -158,6 +159,7 @@ def idle_cpu(res: Result, pids: Callable[[], list[int]], daemon_pid: int | None,
             res.daemon_pct.append(100 * (cpu_ns(daemon_pid) - d0) / 1e9 / elapsed)
         res.host_busy_pct.append(100 * (h1[0] - h0[0]) / max(1, h1[1] - h0[1]))
         res.units = len(watched)
+    res.loadavg = os.getloadavg()
 
 
 def timed(argv: list[str], env: dict[str, str] | None = None) -> float:
@@ -188,14 +190,28 @@ def steelcup(tree: Path, args: argparse.Namespace, base: Path, peer_rm: list[str
         daemon.cli("load", "-i", str(BUSYBOX_TAR), check=True)
         wait_pool_ready(daemon)
         time.sleep(SETTLE_S)
+        net_args: tuple[str, ...] = ()
+        if args.network and args.subnet:  # the default network is a /24: ~250 addresses
+            daemon.cli("network", "create", "--subnet", args.subnet, "dens", check=True)
+            net_args = ("--network", "dens")
         mem0 = mem_available_kib()
-        res.start_batch_s = in_parallel(
-            [lambda i=i: daemon.cli("run", "-d", "--name", f"idle{i}", "steelcup/busybox",
-                                    "sleep", "1d", check=True)
-             for i in range(args.count)], args.parallel)
+        started: list[int] = []
+
+        def start(i: int) -> None:
+            if mem_available_kib() < args.min_available_mib * KIB_PER_MIB:
+                return  # the host is running out of memory: stop adding containers
+            daemon.cli("run", "-d", "--name", f"idle{i}", *net_args, "steelcup/busybox",
+                       "sleep", "1d", check=True)
+            started.append(i)
+
+        res.start_batch_s = in_parallel([lambda i=i: start(i) for i in range(args.count)],
+                                        args.parallel)
+        res.count = len(started)
+        if res.count < args.count:
+            res.name += f", {res.count} started (MemAvailable floor)"
         time.sleep(SETTLE_S)  # the warm cache refills meanwhile
         wait_pool_ready(daemon)
-        res.mem_drop_mib = (mem0 - mem_available_kib()) / args.count / KIB_PER_MIB
+        res.mem_drop_mib = (mem0 - mem_available_kib()) / max(1, res.count) / KIB_PER_MIB
 
         def qemus() -> list[int]:
             return [p for p, n in descendants(daemon.proc.pid).items() if n.startswith("qemu")]
@@ -214,7 +230,8 @@ def steelcup(tree: Path, args: argparse.Namespace, base: Path, peer_rm: list[str
         res.template_ram_mib = sum(file_kib(f) for f in ram_files) / KIB_PER_MIB
         # per VM: the warm cache's ready VMs idle too, and count
         idle_cpu(res, qemus, daemon.proc.pid, args.window, args.reps, per_process=True)
-        cli = [sys.executable, "-m", "steelcup", "run", "--rm", "steelcup/busybox", "true"]
+        cli = [sys.executable, "-m", "steelcup", "run", "--rm", *net_args, "steelcup/busybox",
+               "true"]
         for i in range(args.warmup + args.runs):
             ours = timed(cli, daemon.env)
             theirs = timed(peer_rm)
@@ -284,6 +301,11 @@ def main() -> int:
                     help="comma-separated steelcup source trees to measure, in order")
     ap.add_argument("--daemon-args", default="", help="extra `steelcup daemon` flags")
     ap.add_argument("--no-podman", action="store_true")
+    ap.add_argument("--subnet", default="",
+                    help="with --network: run the containers on a network of this subnet "
+                         "(e.g. 10.214.0.0/22 for more than ~250 of them)")
+    ap.add_argument("--min-available-mib", type=int, default=3072,
+                    help="start no more containers once MemAvailable is below this")
     ap.add_argument("--network", action="store_true",
                     help="daemons with networking (a NIC per VM) in a network namespace of "
                          "the benchmark's own; default --no-networking")
@@ -331,6 +353,8 @@ def main() -> int:
               f"| {fmt(p50 and p50 * 1000, '.0f')} "
               f"| {fmt(r.run_rm_s and pct(r.run_rm_s, 0.9) * 1000, '.0f')} "
               f"| {ratio(p50, podman_p50)} |")
+    print("\nhost load average (1/5/15 min) after each row's idle windows: " + "; ".join(
+        f"{r.name}: {' / '.join(f'{v:.1f}' for v in r.loadavg)}" for r in rows if r.loadavg))
     if ref is not None and ref.cpu_pct_per:
         for r in rows:
             if r.name not in alongside:
