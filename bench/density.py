@@ -4,7 +4,10 @@ podman+runc, in the same run.
 For each runtime: start N `sleep 1d` containers (detached, `--parallel` at a time), then report
 - the time to start the batch;
 - the host's MemAvailable drop per container;
-- per VM (steelcup): QEMU's Pss and private memory from /proc/PID/smaps_rollup (medians);
+- per VM (steelcup): QEMU's Pss and private memory from /proc/PID/smaps (medians), the private
+  part split into the TCG translation cache, guest RAM held privately (a clone's copy-on-write
+  pages) and the rest (QEMU itself: bench/smaps.py); the template RAM files the clones map
+  are reported apart, once per host (their allocated size), since every clone shares them;
 - the host CPU the idle containers use over `--window` seconds, `--reps` times: all threads of
   every QEMU of the daemon (its warm-cache VMs included: they idle too) from schedstat, per VM,
   and the daemon's own CPU; for podman, each container's conmon and its `sleep`;
@@ -43,6 +46,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.peer import PEER_RUN, peer_argv  # noqa: E402
+from bench.smaps import file_kib, qemu_memory  # noqa: E402
 from tests.vm.support import (  # noqa: E402
     ASSETS,
     BUSYBOX_TAR,
@@ -112,18 +116,6 @@ def descendants(root_pid: int) -> dict[int, str]:
     return found
 
 
-def smaps_rollup(pid: int) -> tuple[int, int]:
-    """(Pss, Private_Clean + Private_Dirty) of `pid`, kB."""
-    pss = private = 0
-    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-        key, _, value = line.partition(":")
-        if key == "Pss":
-            pss = int(value.split()[0])
-        elif key in ("Private_Clean", "Private_Dirty"):
-            private += int(value.split()[0])
-    return pss, private
-
-
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
@@ -137,11 +129,16 @@ class Result:
     mem_drop_mib: float = 0.0  # per container
     pss_mib: float | None = None  # per VM, median
     private_mib: float | None = None
+    tcg_mib: float | None = None  # of private: translation cache, guest RAM, the rest
+    guest_ram_mib: float | None = None
+    rest_mib: float | None = None
+    template_ram_mib: float | None = None  # shared by the clones, counted once
     units: int = 0  # processes whose CPU is counted (QEMUs; conmon + sleep pairs)
     cpu_pct_per: list[float] = field(default_factory=list)  # % of a core per container, by rep
     daemon_pct: list[float] = field(default_factory=list)
     host_busy_pct: list[float] = field(default_factory=list)
     run_rm_s: list[float] = field(default_factory=list)
+    loadavg: tuple[float, float, float] | None = None  # the host's, after the idle windows
 
 
 def idle_cpu(res: Result, pids: Callable[[], list[int]], daemon_pid: int | None,
@@ -162,6 +159,7 @@ def idle_cpu(res: Result, pids: Callable[[], list[int]], daemon_pid: int | None,
             res.daemon_pct.append(100 * (cpu_ns(daemon_pid) - d0) / 1e9 / elapsed)
         res.host_busy_pct.append(100 * (h1[0] - h0[0]) / max(1, h1[1] - h0[1]))
         res.units = len(watched)
+    res.loadavg = os.getloadavg()
 
 
 def timed(argv: list[str], env: dict[str, str] | None = None) -> float:
@@ -192,24 +190,48 @@ def steelcup(tree: Path, args: argparse.Namespace, base: Path, peer_rm: list[str
         daemon.cli("load", "-i", str(BUSYBOX_TAR), check=True)
         wait_pool_ready(daemon)
         time.sleep(SETTLE_S)
+        net_args: tuple[str, ...] = ()
+        if args.network and args.subnet:  # the default network is a /24: ~250 addresses
+            daemon.cli("network", "create", "--subnet", args.subnet, "dens", check=True)
+            net_args = ("--network", "dens")
         mem0 = mem_available_kib()
-        res.start_batch_s = in_parallel(
-            [lambda i=i: daemon.cli("run", "-d", "--name", f"idle{i}", "steelcup/busybox",
-                                    "sleep", "1d", check=True)
-             for i in range(args.count)], args.parallel)
+        started: list[int] = []
+
+        def start(i: int) -> None:
+            if mem_available_kib() < args.min_available_mib * KIB_PER_MIB:
+                return  # the host is running out of memory: stop adding containers
+            daemon.cli("run", "-d", "--name", f"idle{i}", *net_args, "steelcup/busybox",
+                       "sleep", "1d", check=True)
+            started.append(i)
+
+        res.start_batch_s = in_parallel([lambda i=i: start(i) for i in range(args.count)],
+                                        args.parallel)
+        res.count = len(started)
+        if res.count < args.count:
+            res.name += f", {res.count} started (MemAvailable floor)"
         time.sleep(SETTLE_S)  # the warm cache refills meanwhile
         wait_pool_ready(daemon)
-        res.mem_drop_mib = (mem0 - mem_available_kib()) / args.count / KIB_PER_MIB
+        res.mem_drop_mib = (mem0 - mem_available_kib()) / max(1, res.count) / KIB_PER_MIB
 
         def qemus() -> list[int]:
             return [p for p, n in descendants(daemon.proc.pid).items() if n.startswith("qemu")]
 
-        rollups = [smaps_rollup(p) for p in qemus()]
-        res.pss_mib = statistics.median(r[0] for r in rollups) / KIB_PER_MIB
-        res.private_mib = statistics.median(r[1] for r in rollups) / KIB_PER_MIB
+        mems = [qemu_memory(p) for p in qemus()]
+
+        def median_mib(values: list[int]) -> float:
+            return statistics.median(values) / KIB_PER_MIB
+
+        res.pss_mib = median_mib([m.pss_kib for m in mems])
+        res.private_mib = median_mib([m.private_kib for m in mems])
+        res.tcg_mib = median_mib([m.tcg_kib for m in mems])
+        res.guest_ram_mib = median_mib([m.guest_ram_kib for m in mems])
+        res.rest_mib = median_mib([m.rest_kib for m in mems])
+        ram_files = set().union(*(m.ram_files for m in mems))
+        res.template_ram_mib = sum(file_kib(f) for f in ram_files) / KIB_PER_MIB
         # per VM: the warm cache's ready VMs idle too, and count
         idle_cpu(res, qemus, daemon.proc.pid, args.window, args.reps, per_process=True)
-        cli = [sys.executable, "-m", "steelcup", "run", "--rm", "steelcup/busybox", "true"]
+        cli = [sys.executable, "-m", "steelcup", "run", "--rm", *net_args, "steelcup/busybox",
+               "true"]
         for i in range(args.warmup + args.runs):
             ours = timed(cli, daemon.env)
             theirs = timed(peer_rm)
@@ -261,6 +283,12 @@ def ratio(value: float | None, ref: float | None) -> str:
     return f"{value / ref:.2f}x" if value and ref else ""
 
 
+def split(r: Result) -> str:
+    if r.tcg_mib is None or r.guest_ram_mib is None or r.rest_mib is None:
+        return ""
+    return f"{r.tcg_mib:.1f} / {r.guest_ram_mib:.1f} / {r.rest_mib:.1f}"
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--count", type=int, default=20, help="idle containers (e.g. 50, 100)")
@@ -273,6 +301,11 @@ def main() -> int:
                     help="comma-separated steelcup source trees to measure, in order")
     ap.add_argument("--daemon-args", default="", help="extra `steelcup daemon` flags")
     ap.add_argument("--no-podman", action="store_true")
+    ap.add_argument("--subnet", default="",
+                    help="with --network: run the containers on a network of this subnet "
+                         "(e.g. 10.214.0.0/22 for more than ~250 of them)")
+    ap.add_argument("--min-available-mib", type=int, default=3072,
+                    help="start no more containers once MemAvailable is below this")
     ap.add_argument("--network", action="store_true",
                     help="daemons with networking (a NIC per VM) in a network namespace of "
                          "the benchmark's own; default --no-networking")
@@ -300,10 +333,12 @@ def main() -> int:
           f"{args.daemon_args or '(defaults)'}, "
           f"{'networking in a namespace of its own' if args.network else '--no-networking'}\n")
     print("| runtime | start N (s) | MemAvailable drop / container (MiB) | QEMU Pss (MiB) "
-          "| QEMU private (MiB) | processes watched | idle CPU / VM or container (% of a core) "
+          "| QEMU private (MiB) | of which TCG cache / guest RAM / rest "
+          "| template RAM, shared (MiB, all) | processes watched "
+          "| idle CPU / VM or container (% of a core) "
           "| daemon CPU (%) | host busy (%) | run --rm p50 (ms) | p90 (ms) "
           "| p50 vs podman interleaved |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         p50 = statistics.median(r.run_rm_s) if r.run_rm_s else None
         peer = alongside.get(r.name)
@@ -311,12 +346,15 @@ def main() -> int:
         cpu = " / ".join(f"{v:.3f}" for v in r.cpu_pct_per)
         print(f"| {r.name} | {fmt(r.start_batch_s or None, '.1f')} "
               f"| {fmt(r.mem_drop_mib or None, '.1f')} | {fmt(r.pss_mib, '.1f')} "
-              f"| {fmt(r.private_mib, '.1f')} | {r.units or ''} | {cpu} "
+              f"| {fmt(r.private_mib, '.1f')} | {split(r)} "
+              f"| {fmt(r.template_ram_mib, '.0f')} | {r.units or ''} | {cpu} "
               f"| {' / '.join(f'{v:.2f}' for v in r.daemon_pct)} "
               f"| {' / '.join(f'{v:.0f}' for v in r.host_busy_pct)} "
               f"| {fmt(p50 and p50 * 1000, '.0f')} "
               f"| {fmt(r.run_rm_s and pct(r.run_rm_s, 0.9) * 1000, '.0f')} "
               f"| {ratio(p50, podman_p50)} |")
+    print("\nhost load average (1/5/15 min) after each row's idle windows: " + "; ".join(
+        f"{r.name}: {' / '.join(f'{v:.1f}' for v in r.loadavg)}" for r in rows if r.loadavg))
     if ref is not None and ref.cpu_pct_per:
         for r in rows:
             if r.name not in alongside:

@@ -23,13 +23,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.peer import PEER_RUN, peer_argv  # noqa: E402
+from bench.smaps import qemu_memory  # noqa: E402
 from steelcup.guest.client import ProcessSpec  # noqa: E402
 from steelcup.pool.factory import PoolOptions, build_factory  # noqa: E402
 from steelcup.pool.source import VmRequest  # noqa: E402
@@ -47,44 +47,6 @@ def mem_available_kib() -> int:
         if line.startswith("MemAvailable:"):
             return int(line.split()[1])
     raise RuntimeError("no MemAvailable")
-
-
-@dataclass
-class Split:
-    private_kib: int = 0
-    tb_kib: int = 0
-    guest_ram_kib: int = 0
-
-    @property
-    def rest_kib(self) -> int:
-        return self.private_kib - self.tb_kib - self.guest_ram_kib
-
-
-def qemu_split(pid: int, tb_mib: int, ram_marker: str) -> Split:
-    """Private (clean + dirty) kB of one QEMU, split by mapping."""
-    out = Split()
-    head = ""
-    size_kib = 0
-    private = 0
-    for line in Path(f"/proc/{pid}/smaps").read_text().splitlines():
-        first = line.split(maxsplit=1)[0]
-        if not first.endswith(":"):  # a mapping header line
-            head = line
-            continue
-        if first == "Size:":
-            size_kib = int(line.split()[1])
-        elif first in ("Private_Clean:", "Private_Dirty:"):
-            private = int(line.split()[1])
-            out.private_kib += private
-            perms = head.split()[1]
-            # The translation cache is QEMU's only anonymous RWX memory: one tb-size mapping,
-            # or (restored clones) several 2 MiB regions of it.
-            if perms.startswith("rwx") and len(head.split()) < 6:
-                out.tb_kib += private
-            elif ram_marker in head or (size_kib >= 64 * MIB and "rw-" in perms
-                                        and len(head.split()) < 6):
-                out.guest_ram_kib += private
-    return out
 
 
 async def start_vms(mode: str, count: int, tb_mib: int, base: Path, src: Path) -> list[str]:
@@ -117,7 +79,7 @@ async def start_vms(mode: str, count: int, tb_mib: int, base: Path, src: Path) -
         await asyncio.gather(*(one(i) for i in range(count)))
         await asyncio.sleep(SETTLE_S)
         after = mem_available_kib()
-        splits = [qemu_split(m.pid, tb_mib, "/ram") for m in machines if m.pid is not None]
+        splits = [qemu_memory(m.pid) for m in machines if m.pid is not None]
         tmpl_mib = 0.0
         if factory.template is not None:
             tmpl_mib = sum(t.ram_file_mib for t in factory.template.status())
@@ -129,7 +91,7 @@ async def start_vms(mode: str, count: int, tb_mib: int, base: Path, src: Path) -
         lines.append(
             f"| {'template clones' if mode == 'clone' else 'direct boot'} | {tb_mib} | "
             f"{per_kib / MIB:.1f} | {med([s.private_kib for s in splits])} | "
-            f"{med([s.tb_kib for s in splits])} | {med([s.guest_ram_kib for s in splits])} | "
+            f"{med([s.tcg_kib for s in splits])} | {med([s.guest_ram_kib for s in splits])} | "
             f"{med([s.rest_kib for s in splits])} | {tmpl_mib:.0f} |")
     finally:
         await asyncio.gather(*(m.close() for m in machines))

@@ -11,6 +11,7 @@ import contextlib
 import os
 import signal as signal_module
 import time
+from collections.abc import Callable
 from dataclasses import replace
 
 from steelcup.errors import InvalidArgument, ProcessStartError, SteelcupError, Unsupported
@@ -30,6 +31,8 @@ from steelcup.vm.cputime import host_cpu_total_ns
 
 GUEST_EXEC_TIMEOUT_S = 20.0
 SAMPLER_KEEP = 3  # readings kept per container: at 1 s, a 2-3 s CPU window for a single answer
+SAMPLER_UNWATCHED_PERIOD_S = 10.0  # how often a container nobody asks about is read
+SAMPLER_WATCH_S = 60.0  # a stats call keeps its container read every second this long
 GUEST_EXEC_OUTPUT_MAX = 4 << 20
 
 
@@ -133,22 +136,54 @@ class CpuSampler:
     """The host's CPU reading of every running container, refreshed each `interval_s`, so a
     single stats answer (`docker stats --no-stream`) has a reading from before it at hand, as
     dockerd's collector does, instead of measuring a window of its own. Reading QEMU's /proc
-    costs the host microseconds and the guest nothing."""
+    costs the host microseconds and the guest nothing.
 
-    def __init__(self, rt: Runtime, interval_s: float = 1.0) -> None:
+    A container nobody asked about for `watch_s` is read only every `unwatched_period_s`: at
+    hundreds of idle containers the once-a-second sweep was the daemon's largest idle cost
+    (docs/benchmarks.md, issue 19). Its first stats answer then spans up to that period; a
+    stats call makes it watched, read every `interval_s` again."""
+
+    def __init__(self, rt: Runtime, interval_s: float = 1.0,
+                 unwatched_period_s: float = SAMPLER_UNWATCHED_PERIOD_S,
+                 watch_s: float = SAMPLER_WATCH_S,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.rt = rt
         self.interval_s = interval_s
+        self.unwatched_period_s = unwatched_period_s
+        self.watch_s = watch_s
+        self._clock = clock
         self._readings: dict[str, list[VmSample]] = {}  # id -> the last few, oldest first
+        self._read_at: dict[str, float] = {}  # id -> clock() of its last reading
+        self._asked_at: dict[str, float] = {}  # id -> clock() of its last stats call
+
+    def _watched(self, container_id: str, now: float) -> bool:
+        asked = self._asked_at.get(container_id)
+        return asked is not None and now - asked < self.watch_s
+
+    def _due(self, container_id: str, now: float, watched: bool) -> bool:
+        last = self._read_at.get(container_id)
+        if last is None:
+            return True
+        # a little early rather than a whole sweep late
+        period = self.interval_s if watched else self.unwatched_period_s
+        return now - last >= period - self.interval_s / 2
 
     def sample_all(self) -> None:
         running = set()
+        now = self._clock()
         # One read of the host's total for the sweep (it moves in 10 ms ticks): read per
         # container it was a quarter of the sweep's cost, which runs every second for every
         # idle container.
-        host_ns = host_total_ns()
+        host_ns: int | None = None
         for record in self.rt.list():
             if record.state.status is not Status.RUNNING:
                 continue
+            watched = self._watched(record.id, now)
+            if not self._due(record.id, now, watched):
+                running.add(record.id)
+                continue
+            if host_ns is None:
+                host_ns = host_total_ns()
             try:
                 reading = with_host_cpu(self.rt, record.id, VmSample(time_ns=time.time_ns()),
                                         host_ns)
@@ -157,16 +192,22 @@ class CpuSampler:
             if reading.host_cpu is None:
                 continue
             running.add(record.id)
+            self._read_at[record.id] = now
             kept = self._readings.setdefault(record.id, [])
             kept.append(reading)
-            del kept[:-SAMPLER_KEEP]
+            # unwatched: the latest alone, so a first answer spans one period, not several
+            del kept[:-(SAMPLER_KEEP if watched else 1)]
         for gone in set(self._readings) - running:
             del self._readings[gone]
+            self._read_at.pop(gone, None)
+        for gone in set(self._asked_at) - running:
+            del self._asked_at[gone]
 
     def previous(self, container_id: str, min_age_s: float) -> VmSample | None:
         """The oldest reading kept if it is at least `min_age_s` old (None: none yet). The
         longest window: the guest's stats helpers, which a previous stats call ran inside it,
-        weigh least there."""
+        weigh least there. Asking makes the container watched (read every `interval_s`)."""
+        self._asked_at[container_id] = self._clock()
         kept = self._readings.get(container_id, [])
         if kept and kept[0].time_ns <= time.time_ns() - int(min_age_s * 1e9):
             return kept[0]
