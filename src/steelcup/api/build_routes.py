@@ -2,9 +2,10 @@
 or without buildx, docker-py's `images.build`), and `POST /build/prune`.
 
 The body is the build context (a tar, plain or compressed), spooled with a size bound and
-unpacked by `build.context`; query parameters are decoded here into a `BuildRequest`. A bad
-Dockerfile or parameter is an HTTP error (nothing has streamed yet, as dockerd); what fails
-once steps run is an in-stream `errorDetail`, whose `code` is a failing RUN's exit code.
+unpacked by `build.context`, unless `remote` names a URL to fetch it from (`build.remote`);
+query parameters are decoded here into a `BuildRequest`. A bad Dockerfile or parameter is an
+HTTP error (nothing has streamed yet, as dockerd); what fails once steps run is an in-stream
+`errorDetail`, whose `code` is a failing RUN's exit code.
 """
 
 from __future__ import annotations
