@@ -42,7 +42,7 @@ CMD ["cat", "/out.txt"]
 """
 
 
-def build(docker: Docker, context: Path, *args: str, timeout: float = 600,
+def build(docker: Docker, context: Path | str, *args: str, timeout: float = 600,
           stdin: bytes | None = None) -> tuple[int, str]:
     env = dict(docker.env, DOCKER_BUILDKIT="0")
     result = subprocess.run([DOCKER, "build", *args, str(context)], capture_output=True,
@@ -440,6 +440,62 @@ def test_add_of_a_url_served_on_loopback(dockerd: Docker, tmp_path: Path) -> Non
         code, out = build(dockerd, ctx)
         assert code != 0 and "line 2: ADD failed" in out and "404" in out, out
     finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def tar_of(files: dict[str, str], mode: str) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode=mode) as tar:  # type: ignore[call-overload]
+        for name, text in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(text.encode())
+            tar.addfile(info, io.BytesIO(text.encode()))
+    return buf.getvalue()
+
+
+def test_remote_contexts_from_a_loopback_server(dockerd: Docker, tmp_path: Path) -> None:
+    """`docker build http://.../ctx.tar.gz` (the CLI downloads it and sends the body) and
+    docker-py's `images.build(path=URL)` (it sends `remote=URL`: the daemon fetches, here as the
+    operator, who may reach loopback): a compressed tar context whose image runs, a URL that is
+    the Dockerfile itself, and a git URL refused by name."""
+    docker = pytest.importorskip("docker")
+    served = tmp_path / "served"
+    served.mkdir()
+    files = {"Dockerfile": f"FROM {IMG}\nCOPY greeting.txt /greeting.txt\n"
+                           'CMD ["cat", "/greeting.txt"]\n',
+             "greeting.txt": "hello from a remote context\n"}
+    (served / "ctx.tar.gz").write_bytes(tar_of(files, "w:gz"))
+    (served / "ctx.tar.bz2").write_bytes(tar_of(files, "w:bz2"))
+    (served / "ctx.tar.xz").write_bytes(tar_of(
+        dict(files, Dockerfile=files["Dockerfile"] + "RUN echo ran-$(cat /greeting.txt)\n"),
+        "w:xz"))
+    (served / "Dockerfile").write_text(f"FROM {IMG}\nLABEL from.remote=dockerfile\n")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    client = docker.DockerClient(base_url=dockerd.host, version="1.43")
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        code, out = build(dockerd, f"{url}/ctx.tar.gz", "-t", "remotecli:gz")
+        assert code == 0, out
+        assert dockerd.out("run", "--rm", "remotecli:gz") == "hello from a remote context\n"
+        code, out = build(dockerd, f"{url}/ctx.tar.bz2", "-t", "remotecli:bz2")
+        assert code == 0 and "Using cache" in out, out  # same steps as the gzip one
+        image, logs = client.images.build(path=f"{url}/ctx.tar.xz", tag="remotepy:xz",
+                                          timeout=600)
+        text = "".join(str(chunk.get("stream", "")) for chunk in logs)
+        assert "remotepy:xz" in image.tags and "ran-hello from a remote context" in text, text
+        image, _ = client.images.build(path=f"{url}/Dockerfile", tag="remotepy:df",
+                                       timeout=600)
+        assert image.labels.get("from.remote") == "dockerfile"
+        with pytest.raises(docker.errors.DockerException,
+                           match="git build contexts are not supported"):
+            client.images.build(path="https://github.com/owner/repo.git", timeout=60)
+    finally:
+        client.close()
         server.shutdown()
         server.server_close()
         thread.join()

@@ -2,9 +2,10 @@
 or without buildx, docker-py's `images.build`), and `POST /build/prune`.
 
 The body is the build context (a tar, plain or compressed), spooled with a size bound and
-unpacked by `build.context`; query parameters are decoded here into a `BuildRequest`. A bad
-Dockerfile or parameter is an HTTP error (nothing has streamed yet, as dockerd); what fails
-once steps run is an in-stream `errorDetail`, whose `code` is a failing RUN's exit code.
+unpacked by `build.context`, unless `remote` names a URL to fetch it from (`build.remote`);
+query parameters are decoded here into a `BuildRequest`. A bad Dockerfile or parameter is an
+HTTP error (nothing has streamed yet, as dockerd); what fails once steps run is an in-stream
+`errorDetail`, whose `code` is a failing RUN's exit code.
 """
 
 from __future__ import annotations
@@ -22,8 +23,9 @@ from steelcup.api.http import Request
 from steelcup.api.http_types import JsonResponse, Response, StreamResponse
 from steelcup.api.router import Router
 from steelcup.build import context as context_module
+from steelcup.build import remote as remote_module
 from steelcup.build.builder import Builder, BuildFailed, BuildRequest, Create
-from steelcup.errors import InvalidArgument, SteelcupError, Unsupported
+from steelcup.errors import InvalidArgument, SteelcupError
 from steelcup.image import registry
 from steelcup.image.credentials import TenantCredentials
 from steelcup.image.reference import parse_reference
@@ -45,8 +47,7 @@ def register(router: Router, runtime: Runtime, root: Path, create: Create | None
 def build_request(req: Request) -> BuildRequest:
     """The query of `POST /build`, checked."""
     if req.q("remote"):
-        raise Unsupported("steelcup's builder takes the context in the request body only "
-                          "(remote contexts are not supported)")
+        remote_module.remote_url(req.q("remote"))  # refused before anything is fetched
     tags = [t for t in req.q_all("t") if t]
     for tag in tags:
         parse_reference(tag)  # InvalidArgument in docker's words
@@ -131,14 +132,22 @@ class _BuildApi:
         await asyncio.to_thread(registry.pull, ref, self.rt.images, None, credentials=creds,
                                 options=registry.RegistryOptions(), tenant=tenant)
 
-    async def build(self, req: Request) -> Response:
-        breq = build_request(req)
+    async def _context(self, req: Request, tenant: str | None) -> context_module.Context:
+        """The context from `remote` (the body is then ignored, as dockerd) or the body."""
+        if remote := req.q("remote"):
+            url = remote_module.remote_url(remote)
+            return await asyncio.to_thread(remote_module.fetch_context, url, self.spool_dir,
+                                           req.q("dockerfile"), tenant is None)
         spool = await spool_body(req, self.spool_dir, CONTEXT_UPLOAD_MAX_BYTES)
         try:
-            ctx = await asyncio.to_thread(context_module.unpack, spool, self.spool_dir,
-                                          req.q("dockerfile"))
+            return await asyncio.to_thread(context_module.unpack, spool, self.spool_dir,
+                                           req.q("dockerfile"))
         finally:
             spool.close()
+
+    async def build(self, req: Request) -> Response:
+        breq = build_request(req)
+        ctx = await self._context(req, breq.tenant)
         queue: asyncio.Queue[bytes | None] = asyncio.Queue(64)
 
         async def send(msg: dict[str, Any]) -> None:

@@ -17,9 +17,10 @@ from pathlib import Path
 from typing import IO
 
 from steelcup.boundedfs import GIB
+from steelcup.build.compression import decompressed
 from steelcup.build.ignore import IgnoreRules
 from steelcup.errors import ImageError, InvalidArgument
-from steelcup.image.layers import LayerLimits, _Extractor, apply_layer, decompressed
+from steelcup.image.layers import LayerLimits, _Extractor, apply_layer
 from steelcup.runtime.fs_paths import DIR_FLAGS, open_dir, resolve
 
 CONTEXT_MAX_BYTES = 4 * GIB  # unpacked
@@ -80,7 +81,8 @@ class _Completed(io.RawIOBase):
 
 def unpack(stream: IO[bytes], work_dir: Path, dockerfile: str = "",
            max_bytes: int = CONTEXT_MAX_BYTES) -> Context:
-    """Unpack the context tar (plain or compressed) under `work_dir`, read its Dockerfile
+    """Unpack the context tar (plain, gzip, bzip2, xz or zstd) under `work_dir`, read its
+    Dockerfile
     (`dockerfile`: a path inside the context) and drop what .dockerignore leaves out."""
     work_dir.mkdir(parents=True, exist_ok=True)
     top = Path(tempfile.mkdtemp(dir=work_dir, prefix="context-"))
@@ -105,6 +107,16 @@ def unpack(stream: IO[bytes], work_dir: Path, dockerfile: str = "",
     except BaseException:
         shutil.rmtree(top, ignore_errors=True)
         raise
+
+
+def from_dockerfile(text: str, work_dir: Path) -> Context:
+    """A context that is only a Dockerfile (a remote URL whose content is one, as dockerd
+    reads it): nothing to COPY from, the text is not a file of the context."""
+    work_dir.mkdir(parents=True, exist_ok=True)
+    top = Path(tempfile.mkdtemp(dir=work_dir, prefix="context-"))
+    root = top / "root"
+    root.mkdir(mode=0o755)
+    return Context(root, text, DEFAULT_DOCKERFILE, IgnoreRules.parse(""))
 
 
 def read_file(root: Path, name: str, max_bytes: int) -> str | None:

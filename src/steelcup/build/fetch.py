@@ -43,6 +43,7 @@ class Fetched:
     size: int
     digest: str  # sha256:...
     mtime: float | None  # from Last-Modified
+    content_type: str = ""  # the server's Content-Type ("" if none)
 
 
 def is_url(src: str) -> bool:
@@ -182,7 +183,7 @@ def _body(resp: http.client.HTTPResponse, out: IO[bytes], limits: FetchLimits,
         out.write(chunk)
     out.flush()
     return Fetched(file_name(url), size, "sha256:" + h.hexdigest(),
-                   _mtime(resp.getheader("Last-Modified")))
+                   _mtime(resp.getheader("Last-Modified")), resp.getheader("Content-Type") or "")
 
 
 def _mtime(header: str | None) -> float | None:

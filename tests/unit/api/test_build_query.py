@@ -36,7 +36,9 @@ def test_docker_cli_query() -> None:
     ([("buildargs", '{"X": 1}')], InvalidArgument),
     ([("extrahosts", "nohost")], InvalidArgument),
     ([("networkmode", "host")], InvalidArgument),
-    ([("remote", "https://example.invalid/ctx.tar")], Unsupported),
+    ([("remote", "https://github.com/owner/repo.git")], Unsupported),
+    ([("remote", "git://example.invalid/repo")], Unsupported),
+    ([("remote", "ctx.tar")], InvalidArgument),
 ])
 def test_bad_queries(pairs: list[tuple[str, str]], error: type[Exception]) -> None:
     with pytest.raises(error):
@@ -48,3 +50,7 @@ def test_error_messages_carry_a_run_exit_code() -> None:
     assert failed["errorDetail"] == {"message": "The command 'x' returned ... 3", "code": 3}
     assert error_message(NotFound("No such image: x"))["error"] == "No such image: x"
     assert error_message(RuntimeError("boom"))["error"] == "internal error: boom"
+
+
+def test_an_http_remote_is_taken() -> None:
+    assert build_request(request([("remote", "https://example.invalid/ctx.tar.gz")])).tags == ()
