@@ -25,6 +25,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from steelcup.errors import SteelcupError
+from steelcup.vm.hostio import HostIo, read_host_io
 
 if TYPE_CHECKING:
     from steelcup.net.manager import NetworkManager
@@ -111,6 +112,7 @@ class ContainerFigures:
     cpu_seconds: float | None
     memory_limit_bytes: int
     host_memory_bytes: int | None
+    io: HostIo | None  # the storage I/O its QEMU caused (docker stats' BlockIO)
     restarts: int
     health: str  # "" without a health check
     nics: tuple[tuple[str, dict[str, int]], ...]  # (ethN, tap statistics)
@@ -172,6 +174,7 @@ class StateCollector(Collector):
             cpu_seconds=cpu.total_ns / 1e9 if cpu is not None else None,
             memory_limit_bytes=self.runtime.vm_size(record.config)[1] << 20,
             host_memory_bytes=private_memory(pid) if pid is not None else None,
+            io=read_host_io(pid) if pid is not None else None,
             restarts=record.restart_count,
             health=health,
             nics=tuple((f"eth{i}", tap_counters(self.sys_net, tap))
@@ -245,6 +248,14 @@ def container_families(figures: Iterable[ContainerFigures]) -> Iterator[Metric]:
         "steelcup_container_host_memory_bytes",
         "Host memory the container's VM holds privately (QEMU's private pages)",
         labels=CONTAINER_LABELS)
+    fs_read = CounterMetricFamily(
+        "steelcup_container_fs_read_bytes",
+        "Bytes the container's VM read from the host's storage (its root, volumes, binds)",
+        labels=CONTAINER_LABELS)
+    fs_write = CounterMetricFamily(
+        "steelcup_container_fs_write_bytes",
+        "Bytes the container's VM wrote to the host's storage (its root, volumes, binds)",
+        labels=CONTAINER_LABELS)
     restarts = CounterMetricFamily("steelcup_container_restarts",
                                    "Restarts by the container's restart policy",
                                    labels=CONTAINER_LABELS)
@@ -265,6 +276,9 @@ def container_families(figures: Iterable[ContainerFigures]) -> Iterator[Metric]:
         limit.add_metric(labels, f.memory_limit_bytes)
         if f.host_memory_bytes is not None:
             host_mem.add_metric(labels, f.host_memory_bytes)
+        if f.io is not None:
+            fs_read.add_metric(labels, f.io.read_bytes)
+            fs_write.add_metric(labels, f.io.write_bytes)
         restarts.add_metric(labels, f.restarts)
         if f.health:
             health.add_metric([*labels, f.health], 1)
@@ -275,7 +289,7 @@ def container_families(figures: Iterable[ContainerFigures]) -> Iterator[Metric]:
                                 ("transmit_packets", "rx_packets")):
                 if key in stats:
                     net[family].add_metric([*labels, nic], stats[key])
-    yield from (cpu, limit, host_mem, restarts, health, *net.values())
+    yield from (cpu, limit, host_mem, fs_read, fs_write, restarts, health, *net.values())
 
 
 def tap_counters(sys_net: Path, tap: str) -> dict[str, int]:

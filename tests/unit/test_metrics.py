@@ -11,6 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from steelcup import config
 from steelcup.daemon import _metrics_server
 from steelcup.metrics import ContainerFigures, Metrics, container_families, parse_private_kib
+from steelcup.vm.hostio import HostIo
 
 
 def _samples(metrics: Metrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -20,7 +21,8 @@ def _samples(metrics: Metrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], 
 
 def test_the_taps_receive_side_is_what_the_container_sent() -> None:
     figures = ContainerFigures(labels=("abc", "web", "nginx", "alice"), cpu_seconds=None,
-                               memory_limit_bytes=1 << 30, host_memory_bytes=None, restarts=2,
+                               memory_limit_bytes=1 << 30, host_memory_bytes=None, io=None,
+                               restarts=2,
                                health="unhealthy",
                                nics=(("eth0", {"rx_bytes": 10, "tx_bytes": 700,
                                                "rx_packets": 1, "tx_packets": 7}),))
@@ -77,3 +79,16 @@ def test_the_metrics_listener_serves_metrics_and_nothing_else() -> None:
 
     asyncio.run(scenario())
     assert _metrics_server(config.DaemonOptions(), metrics) is None
+
+
+def test_storage_io_is_a_pair_of_counters_per_container() -> None:
+    figures = ContainerFigures(labels=("abc", "web", "nginx", "alice"), cpu_seconds=None,
+                               memory_limit_bytes=1 << 30, host_memory_bytes=None,
+                               io=HostIo(read_bytes=4096, write_bytes=8 << 20), restarts=0,
+                               health="", nics=())
+    got = {s.name: s.value for f in container_families([figures]) for s in f.samples}
+    assert got["steelcup_container_fs_read_bytes_total"] == 4096
+    assert got["steelcup_container_fs_write_bytes_total"] == 8 << 20
+    unread = dataclasses.replace(figures, io=None)
+    assert not any(s.name.startswith("steelcup_container_fs")
+                   for f in container_families([unread]) for s in f.samples)

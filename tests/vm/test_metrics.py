@@ -79,6 +79,15 @@ def test_metrics_are_all_there_and_move_with_a_run(daemon: Daemon) -> None:
         time.sleep(1)  # it spins: its VM's CPU time grows
         wait_until(lambda: _value(_scrape(daemon), "steelcup_container_cpu_seconds_total",
                                   **ours) > cpu, "CPU seconds growing")
+        # Storage I/O: 8 MiB written to its root reach the host's storage through QEMU,
+        # in the metrics and in docker's stats (one source for both).
+        written = _value(_scrape(daemon), "steelcup_container_fs_write_bytes_total", **ours)
+        daemon.out("exec", cid, "sh", "-c", "dd if=/dev/zero of=/io bs=1M count=8 && sync")
+        grown = _value(_scrape(daemon), "steelcup_container_fs_write_bytes_total", **ours)
+        assert grown - written >= 8 << 20, (written, grown)
+        row = re.split(r"\s{2,}", daemon.out("stats", "--no-stream", cid).splitlines()[-1])
+        block_write = row[6].split(" / ")[1]  # BLOCK I/O: read / write, docker's units
+        assert block_write.endswith("MB") and float(block_write[:-2]) >= 8.3, row
         # Every family the docs list is present (a counter's samples end in _total, a
         # histogram's in _bucket/_sum/_count).
         # (The tenant families need tenants: tests/unit/test_metrics.py has them.)

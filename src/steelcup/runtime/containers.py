@@ -58,6 +58,7 @@ from steelcup.runtime.spec import merge_env, parse_signal, resolve_argv, start_f
 from steelcup.runtime.store import ContainerStore
 from steelcup.tenancy.sizing import vm_cpus
 from steelcup.vm.cputime import QemuCpuTime
+from steelcup.vm.hostio import HostIo, read_host_io
 from steelcup.vm.machine import Machine, VmHandle
 from steelcup.vm.process import QemuProcess
 
@@ -349,6 +350,11 @@ class Runtime:
         """The host CPU time the container's running VM has cost; None without one."""
         machine = self._find(ref).machine
         return machine.cpu_time() if machine is not None else None
+
+    def vm_io(self, ref: str) -> HostIo | None:
+        """The host storage I/O the container's running VM has caused; None without one."""
+        pid = self.vm_pid(ref)
+        return read_host_io(pid) if pid is not None else None
 
     def vm_pid(self, ref: str) -> int | None:
         """The host pid of the container's running VM (its QEMU); None without one."""

@@ -104,7 +104,7 @@ async def sample(rt: Runtime, ref: str) -> VmSample | None:
             reading = replace(reading, pids=len(rows))
     elif isinstance(ps_result, BaseException) and not isinstance(ps_result, SteelcupError):
         raise ps_result
-    return with_host_cpu(rt, ref, reading)
+    return with_host_view(rt, ref, reading)
 
 
 def host_total_ns() -> int | None:
@@ -114,6 +114,15 @@ def host_total_ns() -> int | None:
             return host_cpu_total_ns(f.read())
     except OSError:
         return None
+
+
+def with_host_view(rt: Runtime, ref: str, reading: VmSample) -> VmSample:
+    """`reading` with the host's view of the VM as of now: its CPU (`with_host_cpu`) and the
+    storage I/O its QEMU caused (left as it was if /proc cannot tell)."""
+    io = rt.vm_io(ref)
+    if io is not None:
+        reading = replace(reading, host_io=io)
+    return with_host_cpu(rt, ref, reading)
 
 
 def with_host_cpu(rt: Runtime, ref: str, reading: VmSample,

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from steelcup.errors import InvalidArgument
+from steelcup.vm.hostio import HostIo
 
 # Linux reports /proc/stat in USER_HZ ticks, which is 100 on every architecture we boot.
 USER_HZ = 100
@@ -59,6 +60,7 @@ class VmSample:
     networks: dict[str, NetCounters] = field(default_factory=dict)
     pids: int = 0
     host_cpu: HostCpu | None = None  # when set, the CPU figures docker shows
+    host_io: HostIo | None = None  # QEMU's storage I/O: docker's block I/O figures
     # Pages the balloon holds now (/proc/vmstat balloon_inflate - balloon_deflate). A VM whose
     # memory grows on demand keeps them in MemTotal, so they are not the container's use.
     balloon_bytes: int = 0

@@ -8,9 +8,11 @@ from dataclasses import replace
 import pytest
 
 from steelcup.api import docker_codec as codec
+from steelcup.cli.commands.observe import stats_row
 from steelcup.errors import InvalidArgument, NotFound, Unsupported
 from steelcup.runtime.model import ContainerConfig, ContainerRecord, Status
 from steelcup.runtime.vmstats import HostCpu, parse_sample
+from steelcup.vm.hostio import HostIo
 
 
 def record(cid: str, name: str, created: str, status: Status = Status.RUNNING,
@@ -100,6 +102,18 @@ def test_stats_document_feeds_the_cli_formula() -> None:
     assert doc["name"] == "/s" and doc["read"].startswith("1970-01-01T00:00:02")
     stopped = codec.encode_stats(r, None, None)
     assert stopped["memory_stats"] == {} and stopped["read"].startswith("0001")
+    assert doc["blkio_stats"]["io_service_bytes_recursive"] is None  # nothing read from QEMU
+
+
+def test_stats_block_io_is_qemus_storage_io_in_the_cli_shape() -> None:
+    """The docker CLI's BlockIO sums the `read` and `write` entries (any case)."""
+    r = record("d" * 64, "s", "2024-01-01T00:00:00Z")
+    cur = replace(parse_sample("MemTotal: 1000 kB\nMemAvailable: 500 kB\n", 1),
+                  host_io=HostIo(read_bytes=4096, write_bytes=8 << 20))
+    entries = codec.encode_stats(r, cur, None)["blkio_stats"]["io_service_bytes_recursive"]
+    assert {e["op"]: e["value"] for e in entries} == {"read": 4096, "write": 8 << 20}
+    assert stats_row(json.loads(json.dumps(codec.encode_stats(r, cur, None))))[6] \
+        == "4.1kB / 8.39MB"
 
 
 def test_stats_cpu_is_the_hosts_view_when_known() -> None:
