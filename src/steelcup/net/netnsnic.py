@@ -49,22 +49,35 @@ def tap_name(container_id: str) -> str:
     return TAP_PREFIX + digest[:12]
 
 
-def _json_list(text: str, what: str) -> list[dict[str, Any]]:
+# What `ip -j -batch -` reads in the netns: its interfaces, then its (IPv4) routes.
+READ_BATCH = "addr show\nroute show\n"
+
+
+def parse_read_batch(text: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """`ip -j -batch -` output of READ_BATCH (one JSON list per command) -> (links, routes)."""
+    decoder = json.JSONDecoder()
+    docs: list[list[dict[str, Any]]] = []
+    pos = 0
     try:
-        value = json.loads(text or "[]")
+        while len(docs) < 2:
+            while pos < len(text) and text[pos].isspace():
+                pos += 1
+            value, pos = decoder.raw_decode(text, pos)
+            if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+                raise ValueError("not a list of objects")
+            docs.append(value)
     except ValueError as exc:
-        raise InvalidArgument(f"cannot read {what} of the network namespace: {exc}") from exc
-    if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
-        raise InvalidArgument(f"cannot read {what} of the network namespace: not a list")
-    return value
+        raise InvalidArgument(f"cannot read the network namespace's interfaces and routes "
+                              f"(`ip -j` output): {exc}") from exc
+    return docs[0], docs[1]
 
 
-def find_interface(addr_json: str, route_json: str, netns: str = "") -> NetnsInterface:
-    """The interface to bridge, from `ip -j addr show` and `ip -j -4 route show` in the netns:
+def find_interface(text: str) -> NetnsInterface | None:
+    """The interface to bridge, from `ip -j -batch -` output of READ_BATCH in the netns:
     the one the default route leaves by, else the first one with an IPv4 address (not
-    loopback). InvalidArgument if there is none."""
-    links = _json_list(addr_json, "the interfaces")
-    routes = _json_list(route_json, "the routes")
+    loopback). None if there is none (podman's `--network none` netns has loopback only:
+    the VM gets loopback only as well)."""
+    links, routes = parse_read_batch(text)
     gateways = {str(r.get("dev", "")): str(r.get("gateway", "")) for r in routes
                 if r.get("dst") == "default" and r.get("gateway")}
     candidates: list[NetnsInterface] = []
@@ -85,11 +98,7 @@ def find_interface(addr_json: str, route_json: str, netns: str = "") -> NetnsInt
     for iface in candidates:
         if iface.gateway:
             return iface
-    if candidates:
-        return candidates[0]
-    where = f" {netns}" if netns else ""
-    raise InvalidArgument(f"the network namespace{where} has no interface with an IPv4 "
-                          "address to give the VM (the engine's network setup did not run?)")
+    return candidates[0] if candidates else None
 
 
 def netns_link_batch(wiring: NetnsWiring) -> str:

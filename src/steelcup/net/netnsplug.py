@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from steelcup.errors import InvalidArgument
 from steelcup.net import links
 from steelcup.net.netnsnic import (
+    READ_BATCH,
     NetnsInterface,
     NetnsWiring,
     find_interface,
@@ -33,15 +34,16 @@ def check_netns(netns: str) -> None:
                               f"{netns!r}")
 
 
-def read_interface(netns: str) -> NetnsInterface:
-    """The interface of `netns` whose place the guest NIC takes (netnsnic.find_interface)."""
+def read_interface(netns: str) -> NetnsInterface | None:
+    """The interface of `netns` whose place the guest NIC takes (netnsnic.find_interface);
+    None if it has only loopback."""
     check_netns(netns)
     try:
-        addrs = links.run(_in(netns, [links.IP, "-j", "addr", "show"])).stdout
-        routes = links.run(_in(netns, [links.IP, "-j", "-4", "route", "show"])).stdout
+        out = links.run(_in(netns, [links.IP, "-j", "-batch", "-"]),
+                        input_text=READ_BATCH).stdout
     except links.LinkError as exc:
         raise InvalidArgument(f"cannot read the network namespace {netns}: {exc}") from exc
-    return find_interface(addrs, routes, netns)
+    return find_interface(out)
 
 
 def plug(host: links.Host, wiring: NetnsWiring) -> None:

@@ -8,6 +8,7 @@ import pytest
 
 from steelcup.errors import InvalidArgument
 from steelcup.net.netnsnic import (
+    READ_BATCH,
     NetnsInterface,
     NetnsWiring,
     find_interface,
@@ -34,7 +35,8 @@ def test_the_interface_of_the_default_route_with_its_mac_address_mtu_and_gateway
                         _link("eth0", "2E:6E:70:D6:73:B2", "10.88.0.5", 16, mtu=1450)])
     routes = json.dumps([{"dst": "default", "gateway": "10.88.0.1", "dev": "eth0"},
                          {"dst": "10.88.0.0/16", "dev": "eth0"}])
-    assert find_interface(addrs, routes) == NetnsInterface(
+    # as `ip -j -batch -` prints them: one document per line
+    assert find_interface(f"{addrs}\n{routes}\n") == NetnsInterface(
         name="eth0", mac="2e:6e:70:d6:73:b2", mtu=1450, address="10.88.0.5", prefix=16,
         gateway="10.88.0.1")
 
@@ -42,22 +44,21 @@ def test_the_interface_of_the_default_route_with_its_mac_address_mtu_and_gateway
 def test_without_a_default_route_the_first_interface_with_an_ipv4_address() -> None:
     addrs = json.dumps([LO, _link("v6only", "aa:00:00:00:00:09", None),
                         _link("net1", "aa:00:00:00:00:02", "192.168.5.9", 24)])
-    iface = find_interface(addrs, "[]")
+    iface = find_interface(addrs + "[]")
+    assert iface is not None
     assert (iface.name, iface.address, iface.prefix, iface.gateway) == (
         "net1", "192.168.5.9", 24, "")
 
 
 @pytest.mark.parametrize("addrs", [[LO], [LO, _link("eth0", "aa:00:00:00:00:01", None)], []])
-def test_a_netns_with_nothing_to_bridge_is_an_error_naming_it(addrs: list[dict]) -> None:
-    with pytest.raises(InvalidArgument, match="/run/netns/x has no interface with an IPv4"):
-        find_interface(json.dumps(addrs), "[]", "/run/netns/x")
+def test_a_netns_with_loopback_only_has_nothing_to_bridge(addrs: list[dict]) -> None:
+    assert find_interface(json.dumps(addrs) + "\n[]\n") is None
 
 
-def test_output_that_is_not_ip_json_is_an_error() -> None:
-    with pytest.raises(InvalidArgument, match="cannot read the interfaces"):
-        find_interface("not json", "[]")
-    with pytest.raises(InvalidArgument, match="cannot read the routes"):
-        find_interface("[]", '{"a": 1}')
+@pytest.mark.parametrize("text", ["not json", "[]", '[]\n{"a": 1}', "[1]\n[]"])
+def test_output_that_is_not_two_ip_json_lists_is_an_error(text: str) -> None:
+    with pytest.raises(InvalidArgument, match="cannot read the network namespace's"):
+        find_interface(text)
 
 
 def test_tap_names_fit_an_ifname_and_differ_per_container() -> None:
@@ -78,3 +79,7 @@ def test_the_tc_batches_mirror_both_ways_and_removal_drops_the_interfaces_qdisc(
         "action mirred egress redirect dev eth0",
     ]
     assert tc_unwire_batch(wiring) == "qdisc del dev eth0 ingress\n"
+
+
+def test_the_read_batch_asks_for_interfaces_then_routes() -> None:
+    assert READ_BATCH.splitlines() == ["addr show", "route show"]
