@@ -137,13 +137,22 @@ def _mounts(doc: Mapping[str, Any]) -> tuple[list[str], dict[str, str]]:
     return binds, tmpfs
 
 
-def _network_mode(linux: Mapping[str, Any]) -> str:
-    """A new, empty network namespace asked for: none; one the engine made (a path) or the
-    host's: the daemon's default networking (the VM has its own NIC; docs/oci-runtime.md)."""
+def _network(linux: Mapping[str, Any]) -> tuple[str, str | None]:
+    """(NetworkMode, SteelcupNetns). A new, empty network namespace asked for: none. One the
+    engine made (a path): none of the daemon's networks, the VM's NIC goes into that netns
+    instead (steelcup.net.netnsnic). No network namespace (the host's): the daemon's default
+    networking, the VM's own NIC on its bridge (docs/oci-runtime.md)."""
     for ns in _list(linux, "namespaces", "linux."):
-        if isinstance(ns, dict) and ns.get("type") == "network" and not ns.get("path"):
-            return "none"
-    return ""
+        if isinstance(ns, dict) and ns.get("type") == "network":
+            path = ns.get("path")
+            if path and not isinstance(path, str):
+                raise InvalidArgument("config.json: linux.namespaces[network].path must be a "
+                                      "string")
+            if path and not path.startswith("/"):
+                raise InvalidArgument(f"config.json: the network namespace path {path!r} "
+                                      "must be absolute")
+            return "none", path or None
+    return "", None
 
 
 def _resources(linux: Mapping[str, Any]) -> dict[str, Any]:
@@ -203,13 +212,16 @@ def translate(doc: Any, bundle: str) -> Bundle:
     terminal = process.get("terminal") is True
     cgroups_path = linux.get("cgroupsPath")
     pod = pod_role(annotations, cgroups_path if isinstance(cgroups_path, str) else "")
+    network_mode, netns = _network(linux)
     host: dict[str, Any] = {
         "SteelcupRootfs": root_path(doc, bundle),
         "SteelcupPodSandbox": True if pod.sandbox else None,
         "ReadonlyRootfs": _obj(doc, "root", "").get("readonly") is True,
         "Binds": binds or None,
         "Tmpfs": tmpfs or None,
-        "NetworkMode": _network_mode(linux),
+        "NetworkMode": network_mode,
+        # a pod member shares its sandbox's VM and so the NIC the sandbox has in this netns
+        "SteelcupNetns": None if pod.sandbox_id else netns,
         "Privileged": privileged,
         "CapAdd": None if privileged else cap_add or None,
         "CapDrop": None if privileged else cap_drop or None,

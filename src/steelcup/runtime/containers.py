@@ -703,6 +703,7 @@ class Runtime:
         )
         machine = await self.vms.acquire(request)
         stack.push_async_callback(machine.close)
+        await self.resources.plug_netns(record.id, stack)
         live.pod_next = 1
         await machine.guest.setup_root("rootfs", config.hostname, config.read_only,
                                        subdir=machine.rootfs_subdir,
