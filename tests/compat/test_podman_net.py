@@ -1,0 +1,104 @@
+"""podman's own network reaches a steelcup VM: with `--runtime steelcup-runtime` and podman's
+default bridge network (netavark), the VM's NIC is mirrored into the container's netns
+(steelcup.net.netnsnic), so the guest has the address podman assigned and a server in it
+answers at that address and on podman's published port. podman, its bridge and its firewall
+rules, and the daemon all live in a network namespace of the test's. One VM boot.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import pytest
+
+from tests.compat.podmanutil import IMG, Podman, keepers_of, write_runtime_wrapper
+from tests.vm.support import (
+    BUSYBOX_TAR,
+    delete_netns,
+    in_netns,
+    leftovers_of,
+    need_assets,
+    new_netns,
+    start_daemon,
+    stop_daemon,
+    wait_until,
+)
+
+pytestmark = pytest.mark.vm
+
+FETCH = ("import sys, urllib.request\n"
+         "print(urllib.request.urlopen(sys.argv[1], timeout=5).read().decode(), end='')\n")
+
+
+@pytest.fixture(scope="module")
+def podman(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Podman]:
+    need_assets()
+    if shutil.which("podman") is None:
+        pytest.fail("podman is needed (apt-get install podman)")
+    base = tmp_path_factory.mktemp("podnet")
+    netns = new_netns("podnet")
+    daemon = start_daemon(base / "sc", base / "sc-run" / "steelcup.sock", netns,
+                          host_mounts=True)
+    runtime_root = base / "oci"
+    wrapper = write_runtime_wrapper(base / "steelcup-runtime", daemon.socket, runtime_root)
+    p = Podman(daemon, base, wrapper, runtime_root, netns)
+    try:
+        p.run("load", "-i", str(BUSYBOX_TAR), check=True)
+        yield p
+    finally:
+        subprocess.run(p.argv("rm", "-a", "-f", "-t", "0"), capture_output=True, timeout=120)
+        stop_daemon(daemon)
+        problems = leftovers_of(base / "sc", netns=netns)
+        keepers = keepers_of(runtime_root)
+        for pid in keepers:
+            os.kill(pid, 9)
+        delete_netns(netns)
+        assert not keepers, f"keeper processes left running: {keepers}"
+        assert not problems, "after daemon shutdown: " + "\n".join(problems)
+
+
+def _fetch(netns: str, url: str) -> str:
+    result = in_netns(netns, sys.executable, "-c", FETCH, url, timeout=30)
+    return result.stdout.decode() if result.returncode == 0 else ""
+
+
+def test_podmans_bridge_network_reaches_the_vm(podman: Podman) -> None:
+    assert podman.netns is not None
+    run = podman.run(
+        "run", "-d", "--rm", "--name", "web", "--network", "bridge", "-p", "18080:80",
+        "--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024", IMG, "sh", "-c",
+        "mkdir -p /www && echo hello-from-the-vm > /www/index.html && exec httpd -f -p 80 "
+        "-h /www", check=True)
+    cid = run.stdout.decode().strip()
+    inspect = json.loads(podman.run("inspect", cid, check=True).stdout)[0]
+    address = inspect["NetworkSettings"]["IPAddress"]
+    assert address, inspect["NetworkSettings"]
+    # inside the VM (its own kernel): the address podman assigned, on eth0, and podman's
+    # gateway as the default route
+    inside = podman.run("exec", cid, "sh", "-c", "uname -r; ip -4 addr show eth0; ip route",
+                        check=True).stdout.decode()
+    assert inside.splitlines()[0] != os.uname().release, inside
+    assert f"inet {address}/" in inside, inside
+    gateway = inspect["NetworkSettings"]["Gateway"]
+    assert f"default via {gateway}" in inside, inside
+    # the server answers at the container's address and on the published port
+    wait_until(lambda: _fetch(podman.netns or "", f"http://{address}/") == "hello-from-the-vm\n",
+               f"httpd in the VM answering at {address}", timeout_s=60)
+    wait_until(lambda: _fetch(podman.netns or "", f"http://{gateway}:18080/")
+               == "hello-from-the-vm\n", "the published port 18080", timeout_s=30)
+    # the container's netns: the veth mirrored to a tap of steelcup's
+    netns_path = inspect["NetworkSettings"]["SandboxKey"]
+    filters = subprocess.run(["nsenter", f"--net={netns_path}", "tc", "filter", "show",
+                              "dev", "eth0", "ingress"], capture_output=True, text=True)
+    assert "mirred (Egress Redirect to device scn" in filters.stdout, filters
+    podman.run("stop", "-t", "1", cid, check=True)
+    wait_until(lambda: podman.run("container", "exists", cid).returncode == 1,
+               "the --rm container removed", timeout_s=60)
+    # nothing of the run stays in the daemon's namespace
+    links = in_netns(podman.netns, "ip", "-o", "link", "show").stdout.decode()
+    assert " scn" not in links, links
