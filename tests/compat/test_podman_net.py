@@ -2,7 +2,8 @@
 default bridge network (netavark), the VM's NIC is mirrored into the container's netns
 (steelcup.net.netnsnic), so the guest has the address podman assigned and a server in it
 answers at that address and on podman's published port. podman, its bridge and its firewall
-rules, and the daemon all live in a network namespace of the test's. One VM boot.
+rules, and the daemon all live in a network namespace of the test's. A pod on that network
+shares its sandbox's NIC. Two VM boots.
 """
 
 from __future__ import annotations
@@ -51,6 +52,8 @@ def podman(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Podman]:
         p.run("load", "-i", str(BUSYBOX_TAR), check=True)
         yield p
     finally:
+        subprocess.run(p.argv("pod", "rm", "-a", "-f", "-t", "0"), capture_output=True,
+                       timeout=180)
         subprocess.run(p.argv("rm", "-a", "-f", "-t", "0"), capture_output=True, timeout=120)
         stop_daemon(daemon)
         problems = leftovers_of(base / "sc", netns=netns)
@@ -100,5 +103,33 @@ def test_podmans_bridge_network_reaches_the_vm(podman: Podman) -> None:
     wait_until(lambda: podman.run("container", "exists", cid).returncode == 1,
                "the --rm container removed", timeout_s=60)
     # nothing of the run stays in the daemon's namespace
+    links = in_netns(podman.netns, "ip", "-o", "link", "show").stdout.decode()
+    assert " scn" not in links, links
+
+
+def test_a_pod_on_podmans_network_shares_its_sandboxs_nic(podman: Podman) -> None:
+    assert podman.netns is not None
+    podman.run("pod", "create", "--name", "pnet", "--network", "bridge", "-p", "18081:80",
+               check=True)
+    try:
+        member = podman.run(
+            "run", "-d", "--pod", "pnet", "--ulimit", "nofile=1024:1024", "--ulimit",
+            "nproc=1024:1024", IMG, "sh", "-c",
+            "mkdir -p /www && echo hello-from-the-pod > /www/index.html && exec httpd -f "
+            "-p 80 -h /www", check=True).stdout.decode().strip()
+        infra = json.loads(podman.run("pod", "inspect", "pnet", check=True).stdout)
+        infra_id = infra["InfraContainerID"]
+        settings = json.loads(podman.run("inspect", infra_id, check=True).stdout)[0][
+            "NetworkSettings"]
+        address, gateway = settings["IPAddress"], settings["Gateway"]
+        inside = podman.run("exec", member, "ip", "-4", "addr", "show", "eth0",
+                            check=True).stdout.decode()
+        assert f"inet {address}/" in inside, inside  # the member sees the sandbox's NIC
+        wait_until(lambda: _fetch(podman.netns or "", f"http://{address}/")
+                   == "hello-from-the-pod\n", f"the pod's httpd at {address}", timeout_s=60)
+        wait_until(lambda: _fetch(podman.netns or "", f"http://{gateway}:18081/")
+                   == "hello-from-the-pod\n", "the pod's published port 18081", timeout_s=30)
+    finally:
+        podman.run("pod", "rm", "-f", "-t", "0", "pnet", timeout=180)
     links = in_netns(podman.netns, "ip", "-o", "link", "show").stdout.decode()
     assert " scn" not in links, links
