@@ -1,8 +1,10 @@
 """A Kubernetes pod through containerd 1.6's CRI plugin with a `steelcup` runtime handler (the
 runc shim, steelcup-runtime as its BinaryName), driven over CRI v1 gRPC as the kubelet would:
 RunPodSandbox, CreateContainer, StartContainer, ExecSync, ContainerStatus, StopPodSandbox,
-RemovePodSandbox. The pod's containers share the sandbox's VM. The pod uses the node's network
-(no CNI here); containerd runs on the test's own config, sockets and state dirs.
+RemovePodSandbox. The pod's containers share the sandbox's VM. The pod is on a CNI bridge
+network (containernetworking-plugins' bridge and host-local, /usr/lib/cni), whose netns gets
+the VM's NIC (steelcup.net.netnsnic). containerd, its CNI bridge and the steelcup daemon run
+in a network namespace of the test's, on the test's own config, sockets and state dirs.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import json
 import shutil
 import signal
 import subprocess
+import sys
 import tarfile
 import time
 from collections.abc import Iterator
@@ -27,10 +30,14 @@ from tests.compat.podmanutil import write_runtime_wrapper
 from tests.vm.support import (
     BUSYBOX_TAR,
     Daemon,
+    delete_netns,
+    in_netns,
     leftovers_of,
     need_assets,
+    new_netns,
     start_daemon,
     stop_daemon,
+    wait_until,
 )
 
 pytestmark = pytest.mark.vm
@@ -60,9 +67,20 @@ state = "{base}/state"
       [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.steelcup.options]
         BinaryName = "{runtime}"
   [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = "{base}/cni/bin"
+    bin_dir = "{cni_bin}"
     conf_dir = "{base}/cni/conf"
 """
+CNI_BIN = Path("/usr/lib/cni")
+SUBNET, GATEWAY = "10.77.0.0/24", "10.77.0.1"
+CNI_CONF = {
+    "cniVersion": "0.4.0", "name": "sct-cri",
+    "plugins": [{"type": "bridge", "bridge": "cricni0", "isGateway": True, "ipMasq": False,
+                 "ipam": {"type": "host-local", "ranges": [[{"subnet": SUBNET,
+                                                             "gateway": GATEWAY}]],
+                          "routes": [{"dst": "0.0.0.0/0"}], "dataDir": "{base}/cni/ipam"}}],
+}
+FETCH = ("import sys, urllib.request\n"
+         "print(urllib.request.urlopen(sys.argv[1], timeout=5).read().decode(), end='')\n")
 
 
 @dataclass
@@ -71,6 +89,7 @@ class Cri:
     base: Path
     pb: ModuleType
     rt: Any  # RuntimeServiceStub
+    netns: str  # the test's, where containerd and its CNI bridge live
 
     def sandbox_config(self) -> Any:
         pb = self.pb
@@ -78,7 +97,7 @@ class Cri:
             metadata=pb.PodSandboxMetadata(name="web", uid="uid-1", namespace="default"),
             hostname="web", log_directory=str(self.base / "pods" / "web"),
             linux=pb.LinuxPodSandboxConfig(security_context=pb.LinuxSandboxSecurityContext(
-                namespace_options=pb.NamespaceOption(network=pb.NODE, pid=pb.CONTAINER))))
+                namespace_options=pb.NamespaceOption(network=pb.POD, pid=pb.CONTAINER))))
 
     def container(self, sandbox_id: str, name: str, script: str) -> str:
         pb = self.pb
@@ -86,7 +105,7 @@ class Cri:
             metadata=pb.ContainerMetadata(name=name), image=pb.ImageSpec(image=IMG),
             command=["sh", "-c", script], log_path=f"{name}.log",
             linux=pb.LinuxContainerConfig(security_context=pb.LinuxContainerSecurityContext(
-                namespace_options=pb.NamespaceOption(network=pb.NODE, pid=pb.CONTAINER))))
+                namespace_options=pb.NamespaceOption(network=pb.POD, pid=pb.CONTAINER))))
         created = self.rt.CreateContainer(pb.CreateContainerRequest(
             pod_sandbox_id=sandbox_id, config=config, sandbox_config=self.sandbox_config()),
             timeout=120)
@@ -145,11 +164,22 @@ def cri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cri]:
 
     base = tmp_path_factory.mktemp("cri")
     pb, stubs = compile_api(base / "proto")
-    daemon = start_daemon(base / "sc", base / "sc-run" / "steelcup.sock")
+    if not (CNI_BIN / "bridge").exists():
+        pytest.fail("the CNI plugins are needed (apt-get install containernetworking-plugins)")
+    netns = new_netns("cri")
+    # nsenter, not `ip netns exec`: containerd's netns files and roots must be in the host's
+    # mounts, where the daemon sees them
+    enter = ["nsenter", f"--net=/run/netns/{netns}"]
+    daemon = start_daemon(base / "sc", base / "sc-run" / "steelcup.sock", netns,
+                          host_mounts=True)
     wrapper = write_runtime_wrapper(base / "steelcup-runtime", daemon.socket, base / "oci")
-    (base / "config.toml").write_text(CONFIG.format(base=base, pause=PAUSE, runtime=wrapper))
+    (base / "config.toml").write_text(CONFIG.format(base=base, pause=PAUSE, runtime=wrapper,
+                                                    cni_bin=CNI_BIN))
+    (base / "cni" / "conf").mkdir(parents=True)
+    (base / "cni" / "conf" / "10-sct.conflist").write_text(
+        json.dumps(CNI_CONF).replace("{base}", str(base)))
     with open(base / "containerd.log", "wb") as log:
-        proc = subprocess.Popen(["containerd", "--config", str(base / "config.toml")],
+        proc = subprocess.Popen([*enter, "containerd", "--config", str(base / "config.toml")],
                                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     channel = None
     try:
@@ -164,7 +194,7 @@ def cri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cri]:
                                       timeout=120)
             assert imported.returncode == 0, imported.stderr
         channel = grpc.insecure_channel(f"unix://{base / 'containerd.sock'}")
-        yield Cri(daemon, base, pb, stubs.RuntimeServiceStub(channel))
+        yield Cri(daemon, base, pb, stubs.RuntimeServiceStub(channel), netns)
     finally:
         if channel is not None:
             channel.close()
@@ -175,10 +205,16 @@ def cri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cri]:
             proc.kill()
             proc.wait()
         stop_daemon(daemon)
-        problems = leftovers_of(base / "sc")
+        problems = leftovers_of(base / "sc", netns=netns)
         subprocess.run(["umount", "-R", str(base / "state")], capture_output=True)
         subprocess.run(["umount", "-R", str(base / "root")], capture_output=True)
+        delete_netns(netns)
         assert not problems, "after daemon shutdown: " + "\n".join(problems)
+
+
+def _fetch(netns: str, url: str) -> str:
+    result = in_netns(netns, sys.executable, "-c", FETCH, url, timeout=30)
+    return result.stdout.decode() if result.returncode == 0 else ""
 
 
 def test_a_cri_pod_runs_in_one_vm(cri: Cri) -> None:
@@ -202,6 +238,17 @@ def test_a_cri_pod_runs_in_one_vm(cri: Cri) -> None:
         failed = cri.exec_sync(app, "sh", "-c", "echo err >&2; exit 4")
         assert (failed.exit_code, failed.stderr) == (4, b"err\n")
         assert cri.status(app).state == pb.CONTAINER_RUNNING
+        # the pod's CNI address is the VM's, and the node reaches a server in the pod there
+        pod_ip = cri.rt.PodSandboxStatus(pb.PodSandboxStatusRequest(
+            pod_sandbox_id=sandbox_id), timeout=30).status.network.ip
+        assert pod_ip.startswith("10.77.0."), pod_ip
+        shown = cri.exec_sync(app, "sh", "-c", "ip -4 addr show eth0; ip route")
+        assert f"inet {pod_ip}/24" in shown.stdout.decode(), shown
+        assert f"default via {GATEWAY}" in shown.stdout.decode(), shown
+        cri.container(sandbox_id, "web", "mkdir -p /www && echo hello-from-the-pod > "
+                      "/www/index.html && exec httpd -f -p 80 -h /www")
+        wait_until(lambda: _fetch(cri.netns, f"http://{pod_ip}/") == "hello-from-the-pod\n",
+                   f"the pod's httpd at {pod_ip}", timeout_s=60)
         cri.rt.StopPodSandbox(pb.StopPodSandboxRequest(pod_sandbox_id=sandbox_id), timeout=180)
         assert cri.wait_state(app, pb.CONTAINER_EXITED).state == pb.CONTAINER_EXITED
     finally:
