@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -83,12 +84,17 @@ def test_podmans_bridge_network_reaches_the_vm(podman: Podman) -> None:
     assert address, inspect["NetworkSettings"]
     # inside the VM (its own kernel): the address podman assigned, on eth0, and podman's
     # gateway as the default route
-    inside = podman.run("exec", cid, "sh", "-c", "uname -r; ip -4 addr show eth0; ip route",
-                        check=True).stdout.decode()
+    inside = podman.run("exec", cid, "sh", "-c", "uname -r; ip -4 addr show eth0; ip route; "
+                        "cat /etc/resolv.conf", check=True).stdout.decode()
     assert inside.splitlines()[0] != os.uname().release, inside
     assert f"inet {address}/" in inside, inside
     gateway = inspect["NetworkSettings"]["Gateway"]
     assert f"default via {gateway}" in inside, inside
+    # and podman's DNS servers
+    engine_resolv = Path(inspect["ResolvConfPath"]).read_text().splitlines()
+    servers = [line for line in engine_resolv if line.startswith("nameserver ")]
+    assert servers and all(line in inside.splitlines() for line in servers), (
+        engine_resolv, inside)
     # the server answers at the container's address and on the published port
     wait_until(lambda: _fetch(podman.netns or "", f"http://{address}/") == "hello-from-the-vm\n",
                f"httpd in the VM answering at {address}", timeout_s=60)

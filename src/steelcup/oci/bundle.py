@@ -38,6 +38,9 @@ class Bundle:
     terminal: bool = False
     # a pod's sandbox (the body says so) or member (its sandbox's OCI id: main.py resolves it)
     pod: PodRole = PodRole()
+    # The engine's /etc/resolv.conf for a container on the engine's network (its netns):
+    # main.py reads it into the body with `resolv_settings`; "" = none.
+    resolv_conf: str = ""
 
 
 def _obj(doc: Mapping[str, Any], key: str, where: str) -> dict[str, Any]:
@@ -155,6 +158,35 @@ def _network(linux: Mapping[str, Any]) -> tuple[str, str | None]:
     return "", None
 
 
+def _engine_file(doc: Mapping[str, Any], target: str) -> str:
+    """The host file the engine binds at `target` ("" if it binds none)."""
+    for mount in _list(doc, "mounts", ""):
+        if (isinstance(mount, dict) and mount.get("destination") == target
+                and isinstance(mount.get("source"), str)):
+            return str(mount["source"])
+    return ""
+
+
+def resolv_settings(text: str) -> dict[str, list[str]]:
+    """An engine's resolv.conf as HostConfig.Dns, DnsSearch and DnsOptions (empty ones left
+    out), so the daemon writes the same servers into the container's root."""
+    servers: list[str] = []
+    search: list[str] = []
+    options: list[str] = []
+    for line in text.splitlines():
+        words = line.split("#", 1)[0].split(";", 1)[0].split()
+        if len(words) < 2:
+            continue
+        if words[0] == "nameserver":
+            servers.append(words[1])
+        elif words[0] in ("search", "domain"):
+            search = words[1:]  # the last one counts, as for the resolver
+        elif words[0] == "options":
+            options += words[1:]
+    out = {"Dns": servers, "DnsSearch": search, "DnsOptions": options}
+    return {k: v for k, v in out.items() if v}
+
+
 def _resources(linux: Mapping[str, Any]) -> dict[str, Any]:
     return resources_body(_obj(linux, "resources", "linux."))
 
@@ -246,4 +278,5 @@ def translate(doc: Any, bundle: str) -> Bundle:
         "AttachStdin": True,
         "HostConfig": {k: v for k, v in host.items() if v is not None},
     }
-    return Bundle(body=body, annotations=annotations, terminal=terminal, pod=pod)
+    return Bundle(body=body, annotations=annotations, terminal=terminal, pod=pod,
+                  resolv_conf=_engine_file(doc, "/etc/resolv.conf") if netns else "")

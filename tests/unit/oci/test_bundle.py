@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from steelcup.errors import InvalidArgument
-from steelcup.oci.bundle import translate
+from steelcup.oci.bundle import resolv_settings, translate
 
 BUNDLE = "/var/lib/containers/c1/userdata"
 
@@ -174,8 +174,21 @@ def test_a_pod_member_leaves_the_netns_to_its_sandbox() -> None:
 def test_no_network_namespace_is_the_daemons_default_networking() -> None:
     doc = copy.deepcopy(PODMAN)
     doc["linux"]["namespaces"] = [{"type": "pid"}, {"type": "mount"}]
-    host = translate(doc, BUNDLE).body["HostConfig"]
+    spec = translate(doc, BUNDLE)
+    host = spec.body["HostConfig"]
     assert host["NetworkMode"] == "" and "SteelcupNetns" not in host
+    assert spec.resolv_conf == ""  # the daemon's network's DNS, not the engine's
+
+
+def test_on_the_engines_network_its_resolv_conf_gives_the_dns_settings() -> None:
+    assert translate(PODMAN, BUNDLE).resolv_conf == "/run/c1/resolv.conf"
+    text = ("# written by podman\nsearch corp.example\nnameserver 10.0.2.3\n"
+            "nameserver 192.168.1.1 ; second\noptions ndots:5 edns0\nsearch dns.podman "
+            "lan\nnameserver\n")
+    assert resolv_settings(text) == {"Dns": ["10.0.2.3", "192.168.1.1"],
+                                     "DnsSearch": ["dns.podman", "lan"],
+                                     "DnsOptions": ["ndots:5", "edns0"]}
+    assert resolv_settings("") == {}
 
 
 def test_a_document_that_is_not_an_object_is_refused() -> None:
