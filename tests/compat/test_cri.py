@@ -1,10 +1,13 @@
-"""A Kubernetes pod through containerd 1.6's CRI plugin with a `steelcup` runtime handler (the
-runc shim, steelcup-runtime as its BinaryName), driven over CRI v1 gRPC as the kubelet would:
-RunPodSandbox, CreateContainer, StartContainer, ExecSync, ContainerStatus, StopPodSandbox,
-RemovePodSandbox. The pod's containers share the sandbox's VM. The pod is on a CNI bridge
-network (containernetworking-plugins' bridge and host-local, /usr/lib/cni), whose netns gets
-the VM's NIC (steelcup.net.netnsnic). containerd, its CNI bridge and the steelcup daemon run
-in a network namespace of the test's, on the test's own config, sockets and state dirs.
+"""A Kubernetes pod through containerd 1.6's CRI plugin with a `steelcup` runtime handler (the runc
+shim, steelcup-runtime as its BinaryName), driven over CRI v1 gRPC as the kubelet would:
+RunPodSandbox, PullImage and ImageStatus (the image from a registry of the test's, which a
+hosts.toml of containerd's names and reaches over plain HTTP), CreateContainer, StartContainer,
+ExecSync, ContainerStatus, StopPodSandbox, RemovePodSandbox. The pod's containers share the
+sandbox's VM. The pod is on a CNI bridge network (containernetworking-plugins' bridge and
+host-local, /usr/lib/cni), whose netns gets the VM's NIC (steelcup.net.netnsnic). containerd, its
+CNI bridge and the steelcup daemon run in a network namespace of the test's, on the test's own
+config, sockets and state dirs, and so does the registry (Debian's docker-registry), which skopeo
+fills with busybox and a pause image made from it.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from typing import Any
 import pytest
 
 from tests.compat.podmanutil import write_runtime_wrapper
+from tests.compat.test_registry import REGISTRY_BIN, Registry, start_registry, stop
 from tests.vm.support import (
     BUSYBOX_TAR,
     Daemon,
@@ -42,8 +46,13 @@ from tests.vm.support import (
 
 pytestmark = pytest.mark.vm
 
-IMG = "docker.io/steelcup/busybox:latest"
-PAUSE = "docker.io/steelcup/pause:1"
+# The test's registry by a name of the node's: no DNS knows it, only the CRI plugin's hosts.toml
+# (containerd would try HTTP by itself for a registry at 127.0.0.1, not for a named host).
+REGISTRY = "registry.sct.test"
+IMG_REPO, IMG_TAG = "steelcup/busybox", "latest"
+IMG = f"{REGISTRY}/{IMG_REPO}:{IMG_TAG}"
+PAUSE_NAME = "steelcup/pause:1"
+PAUSE = f"{REGISTRY}/{PAUSE_NAME}"
 BOOT_ID = "/proc/sys/kernel/random/boot_id"
 CONFIG = """version = 2
 root = "{base}/root"
@@ -57,6 +66,8 @@ state = "{base}/state"
   disable_tcp_service = true
   stream_server_address = "127.0.0.1"
   stream_server_port = "0"
+  [plugins."io.containerd.grpc.v1.cri".registry]
+    config_path = "{base}/certs.d"
   [plugins."io.containerd.grpc.v1.cri".containerd]
     snapshotter = "overlayfs"
     default_runtime_name = "runc"
@@ -69,6 +80,10 @@ state = "{base}/state"
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "{cni_bin}"
     conf_dir = "{base}/cni/conf"
+"""
+HOSTS_TOML = """server = "{url}"
+[host."{url}"]
+  capabilities = ["pull", "resolve"]
 """
 CNI_BIN = Path("/usr/lib/cni")
 SUBNET, GATEWAY = "10.77.0.0/24", "10.77.0.1"
@@ -89,7 +104,8 @@ class Cri:
     base: Path
     pb: ModuleType
     rt: Any  # RuntimeServiceStub
-    netns: str  # the test's, where containerd and its CNI bridge live
+    images: Any  # ImageServiceStub
+    netns: str  # the test's, where containerd, its CNI bridge and the registry live
 
     def sandbox_config(self) -> Any:
         pb = self.pb
@@ -151,11 +167,29 @@ def pause_image(busybox_tar: Path, out: Path) -> Path:
     return out
 
 
+def config_digest(image_tar: Path) -> str:
+    """The image ID of a docker-archive: the digest of its config, which a push keeps."""
+    with tarfile.open(image_tar) as tar:
+        (manifest,) = json.load(tar.extractfile("manifest.json"))  # type: ignore[arg-type]
+        config = tar.extractfile(manifest["Config"]).read()  # type: ignore[union-attr]
+    return "sha256:" + hashlib.sha256(config).hexdigest()
+
+
+def push(enter: list[str], image_tar: Path, ref: str) -> None:
+    copied = subprocess.run([*enter, "skopeo", "copy", "--dest-tls-verify=false",
+                             f"docker-archive:{image_tar}", f"docker://{ref}"],
+                            capture_output=True, timeout=120)
+    assert copied.returncode == 0, copied.stderr
+
+
 @pytest.fixture(scope="module")
 def cri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cri]:
     need_assets()
-    if shutil.which("containerd") is None or shutil.which("ctr") is None:
+    if shutil.which("containerd") is None:
         pytest.fail("containerd is needed (apt-get install --no-install-recommends containerd)")
+    if shutil.which("skopeo") is None or not Path(REGISTRY_BIN).exists():
+        pytest.fail("skopeo and docker-registry are needed (apt-get install skopeo "
+                    "docker-registry)")
     try:
         import grpc
     except ImportError:
@@ -172,9 +206,27 @@ def cri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cri]:
     enter = ["nsenter", f"--net=/run/netns/{netns}"]
     daemon = start_daemon(base / "sc", base / "sc-run" / "steelcup.sock", netns,
                           host_mounts=True)
+    (base / "registry").mkdir()
+    registry: Registry | None = None
+    try:
+        registry = start_registry(base / "registry", enter=enter)
+        push(enter, BUSYBOX_TAR, f"{registry.host}/{IMG_REPO}:{IMG_TAG}")
+        push(enter, pause_image(BUSYBOX_TAR, base / "pause.tar"),
+             f"{registry.host}/{PAUSE_NAME}")
+    except BaseException:
+        if registry is not None:
+            stop(registry)
+        stop_daemon(daemon)
+        delete_netns(netns)
+        raise
+    # the CRI plugin's registry hosts: REGISTRY is the test's, over plain HTTP (containerd 1.6
+    # rejects a hosts.toml without a [host] table: "invalid `host` tree")
+    hosts = base / "certs.d" / REGISTRY
+    hosts.mkdir(parents=True)
+    (hosts / "hosts.toml").write_text(HOSTS_TOML.format(url=f"http://{registry.host}"))
     wrapper = write_runtime_wrapper(base / "steelcup-runtime", daemon.socket, base / "oci")
-    (base / "config.toml").write_text(CONFIG.format(base=base, pause=PAUSE, runtime=wrapper,
-                                                    cni_bin=CNI_BIN))
+    (base / "config.toml").write_text(CONFIG.format(
+        base=base, pause=PAUSE, runtime=wrapper, cni_bin=CNI_BIN))
     (base / "cni" / "conf").mkdir(parents=True)
     (base / "cni" / "conf" / "10-sct.conflist").write_text(
         json.dumps(CNI_CONF).replace("{base}", str(base)))
@@ -188,13 +240,9 @@ def cri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cri]:
             assert proc.poll() is None, (base / "containerd.log").read_text()
             assert time.monotonic() < deadline, "containerd did not come up"
             time.sleep(0.1)
-        ctr = ["ctr", "--address", str(base / "containerd.sock"), "-n", "k8s.io"]
-        for tar in (BUSYBOX_TAR, pause_image(BUSYBOX_TAR, base / "pause.tar")):
-            imported = subprocess.run([*ctr, "images", "import", str(tar)], capture_output=True,
-                                      timeout=120)
-            assert imported.returncode == 0, imported.stderr
         channel = grpc.insecure_channel(f"unix://{base / 'containerd.sock'}")
-        yield Cri(daemon, base, pb, stubs.RuntimeServiceStub(channel), netns)
+        yield Cri(daemon, base, pb, stubs.RuntimeServiceStub(channel),
+                  stubs.ImageServiceStub(channel), netns)
     finally:
         if channel is not None:
             channel.close()
@@ -204,6 +252,7 @@ def cri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cri]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+        stop(registry)
         stop_daemon(daemon)
         problems = leftovers_of(base / "sc", netns=netns)
         subprocess.run(["umount", "-R", str(base / "state")], capture_output=True)
@@ -224,6 +273,19 @@ def test_a_cri_pod_runs_in_one_vm(cri: Cri) -> None:
     sandbox_id = cri.rt.RunPodSandbox(pb.RunPodSandboxRequest(
         config=cri.sandbox_config(), runtime_handler="steelcup"), timeout=180).pod_sandbox_id
     try:
+        # the CRI plugin pulled the sandbox image itself; the kubelet pulls the containers'
+        pause = cri.images.ImageStatus(pb.ImageStatusRequest(
+            image=pb.ImageSpec(image=PAUSE)), timeout=30).image
+        assert pause.repo_tags == [PAUSE], pause
+        pulled = cri.images.PullImage(pb.PullImageRequest(
+            image=pb.ImageSpec(image=IMG), sandbox_config=cri.sandbox_config()),
+            timeout=180)
+        assert pulled.image_ref == config_digest(BUSYBOX_TAR), pulled
+        image = cri.images.ImageStatus(pb.ImageStatusRequest(
+            image=pb.ImageSpec(image=IMG)), timeout=30).image
+        assert (image.id, list(image.repo_tags)) == (pulled.image_ref, [IMG]), image
+        assert [d.split("@")[0] for d in image.repo_digests] == [f"{REGISTRY}/{IMG_REPO}"], image
+        assert image.size > 0, image
         app = cri.container(sandbox_id, "app", "sleep 1000")
         server = cri.container(sandbox_id, "server", "echo pong | nc -l -p 7000; exit 3")
         assert cri.status(app).state == pb.CONTAINER_RUNNING
