@@ -27,9 +27,15 @@ class Podman:
     base: Path
     runtime: Path  # the wrapper podman runs as its OCI runtime
     runtime_root: Path
+    # podman run in this network namespace of the test's (its networks and firewall rules
+    # then live there, not on the host): tests/compat/test_podman_net.py
+    netns: str | None = None
 
     def argv(self, *args: str) -> list[str]:
-        return [PODMAN, "--root", str(self.base / "storage"), "--runroot",
+        # nsenter, not `ip netns exec`: podman's netns files must be in the host's mounts,
+        # where the daemon sees them
+        prefix = ["nsenter", f"--net=/run/netns/{self.netns}"] if self.netns else []
+        return [*prefix, PODMAN, "--root", str(self.base / "storage"), "--runroot",
                 str(self.base / "run"), "--tmpdir", str(self.base / "libpod"),
                 "--storage-driver", "overlay", "--cgroup-manager", "cgroupfs",
                 "--events-backend", "file", "--runtime", str(self.runtime), *args]

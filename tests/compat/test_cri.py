@@ -1,8 +1,13 @@
-"""A Kubernetes pod through containerd 1.6's CRI plugin with a `steelcup` runtime handler (the
-runc shim, steelcup-runtime as its BinaryName), driven over CRI v1 gRPC as the kubelet would:
-RunPodSandbox, CreateContainer, StartContainer, ExecSync, ContainerStatus, StopPodSandbox,
-RemovePodSandbox. The pod's containers share the sandbox's VM. The pod uses the node's network
-(no CNI here); containerd runs on the test's own config, sockets and state dirs.
+"""A Kubernetes pod through containerd 1.6's CRI plugin with a `steelcup` runtime handler (the runc
+shim, steelcup-runtime as its BinaryName), driven over CRI v1 gRPC as the kubelet would:
+RunPodSandbox, PullImage and ImageStatus (the image from a registry of the test's, which a
+hosts.toml of containerd's names and reaches over plain HTTP), CreateContainer, StartContainer,
+ExecSync, ContainerStatus, StopPodSandbox, RemovePodSandbox. The pod's containers share the
+sandbox's VM. The pod is on a CNI bridge network (containernetworking-plugins' bridge and
+host-local, /usr/lib/cni), whose netns gets the VM's NIC (steelcup.net.netnsnic). containerd, its
+CNI bridge and the steelcup daemon run in a network namespace of the test's, on the test's own
+config, sockets and state dirs, and so does the registry (Debian's docker-registry), which skopeo
+fills with busybox and a pause image made from it.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import json
 import shutil
 import signal
 import subprocess
+import sys
 import tarfile
 import time
 from collections.abc import Iterator
@@ -24,19 +30,29 @@ from typing import Any
 import pytest
 
 from tests.compat.podmanutil import write_runtime_wrapper
+from tests.compat.test_registry import REGISTRY_BIN, Registry, start_registry, stop
 from tests.vm.support import (
     BUSYBOX_TAR,
     Daemon,
+    delete_netns,
+    in_netns,
     leftovers_of,
     need_assets,
+    new_netns,
     start_daemon,
     stop_daemon,
+    wait_until,
 )
 
 pytestmark = pytest.mark.vm
 
-IMG = "docker.io/steelcup/busybox:latest"
-PAUSE = "docker.io/steelcup/pause:1"
+# The test's registry by a name of the node's: no DNS knows it, only the CRI plugin's hosts.toml
+# (containerd would try HTTP by itself for a registry at 127.0.0.1, not for a named host).
+REGISTRY = "registry.sct.test"
+IMG_REPO, IMG_TAG = "steelcup/busybox", "latest"
+IMG = f"{REGISTRY}/{IMG_REPO}:{IMG_TAG}"
+PAUSE_NAME = "steelcup/pause:1"
+PAUSE = f"{REGISTRY}/{PAUSE_NAME}"
 BOOT_ID = "/proc/sys/kernel/random/boot_id"
 CONFIG = """version = 2
 root = "{base}/root"
@@ -50,6 +66,8 @@ state = "{base}/state"
   disable_tcp_service = true
   stream_server_address = "127.0.0.1"
   stream_server_port = "0"
+  [plugins."io.containerd.grpc.v1.cri".registry]
+    config_path = "{base}/certs.d"
   [plugins."io.containerd.grpc.v1.cri".containerd]
     snapshotter = "overlayfs"
     default_runtime_name = "runc"
@@ -60,9 +78,24 @@ state = "{base}/state"
       [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.steelcup.options]
         BinaryName = "{runtime}"
   [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = "{base}/cni/bin"
+    bin_dir = "{cni_bin}"
     conf_dir = "{base}/cni/conf"
 """
+HOSTS_TOML = """server = "{url}"
+[host."{url}"]
+  capabilities = ["pull", "resolve"]
+"""
+CNI_BIN = Path("/usr/lib/cni")
+SUBNET, GATEWAY = "10.77.0.0/24", "10.77.0.1"
+CNI_CONF = {
+    "cniVersion": "0.4.0", "name": "sct-cri",
+    "plugins": [{"type": "bridge", "bridge": "cricni0", "isGateway": True, "ipMasq": False,
+                 "ipam": {"type": "host-local", "ranges": [[{"subnet": SUBNET,
+                                                             "gateway": GATEWAY}]],
+                          "routes": [{"dst": "0.0.0.0/0"}], "dataDir": "{base}/cni/ipam"}}],
+}
+FETCH = ("import sys, urllib.request\n"
+         "print(urllib.request.urlopen(sys.argv[1], timeout=5).read().decode(), end='')\n")
 
 
 @dataclass
@@ -71,6 +104,8 @@ class Cri:
     base: Path
     pb: ModuleType
     rt: Any  # RuntimeServiceStub
+    images: Any  # ImageServiceStub
+    netns: str  # the test's, where containerd, its CNI bridge and the registry live
 
     def sandbox_config(self) -> Any:
         pb = self.pb
@@ -78,7 +113,7 @@ class Cri:
             metadata=pb.PodSandboxMetadata(name="web", uid="uid-1", namespace="default"),
             hostname="web", log_directory=str(self.base / "pods" / "web"),
             linux=pb.LinuxPodSandboxConfig(security_context=pb.LinuxSandboxSecurityContext(
-                namespace_options=pb.NamespaceOption(network=pb.NODE, pid=pb.CONTAINER))))
+                namespace_options=pb.NamespaceOption(network=pb.POD, pid=pb.CONTAINER))))
 
     def container(self, sandbox_id: str, name: str, script: str) -> str:
         pb = self.pb
@@ -86,7 +121,7 @@ class Cri:
             metadata=pb.ContainerMetadata(name=name), image=pb.ImageSpec(image=IMG),
             command=["sh", "-c", script], log_path=f"{name}.log",
             linux=pb.LinuxContainerConfig(security_context=pb.LinuxContainerSecurityContext(
-                namespace_options=pb.NamespaceOption(network=pb.NODE, pid=pb.CONTAINER))))
+                namespace_options=pb.NamespaceOption(network=pb.POD, pid=pb.CONTAINER))))
         created = self.rt.CreateContainer(pb.CreateContainerRequest(
             pod_sandbox_id=sandbox_id, config=config, sandbox_config=self.sandbox_config()),
             timeout=120)
@@ -132,11 +167,29 @@ def pause_image(busybox_tar: Path, out: Path) -> Path:
     return out
 
 
+def config_digest(image_tar: Path) -> str:
+    """The image ID of a docker-archive: the digest of its config, which a push keeps."""
+    with tarfile.open(image_tar) as tar:
+        (manifest,) = json.load(tar.extractfile("manifest.json"))  # type: ignore[arg-type]
+        config = tar.extractfile(manifest["Config"]).read()  # type: ignore[union-attr]
+    return "sha256:" + hashlib.sha256(config).hexdigest()
+
+
+def push(enter: list[str], image_tar: Path, ref: str) -> None:
+    copied = subprocess.run([*enter, "skopeo", "copy", "--dest-tls-verify=false",
+                             f"docker-archive:{image_tar}", f"docker://{ref}"],
+                            capture_output=True, timeout=120)
+    assert copied.returncode == 0, copied.stderr
+
+
 @pytest.fixture(scope="module")
 def cri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cri]:
     need_assets()
-    if shutil.which("containerd") is None or shutil.which("ctr") is None:
+    if shutil.which("containerd") is None:
         pytest.fail("containerd is needed (apt-get install --no-install-recommends containerd)")
+    if shutil.which("skopeo") is None or not Path(REGISTRY_BIN).exists():
+        pytest.fail("skopeo and docker-registry are needed (apt-get install skopeo "
+                    "docker-registry)")
     try:
         import grpc
     except ImportError:
@@ -145,11 +198,40 @@ def cri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cri]:
 
     base = tmp_path_factory.mktemp("cri")
     pb, stubs = compile_api(base / "proto")
-    daemon = start_daemon(base / "sc", base / "sc-run" / "steelcup.sock")
+    if not (CNI_BIN / "bridge").exists():
+        pytest.fail("the CNI plugins are needed (apt-get install containernetworking-plugins)")
+    netns = new_netns("cri")
+    # nsenter, not `ip netns exec`: containerd's netns files and roots must be in the host's
+    # mounts, where the daemon sees them
+    enter = ["nsenter", f"--net=/run/netns/{netns}"]
+    daemon = start_daemon(base / "sc", base / "sc-run" / "steelcup.sock", netns,
+                          host_mounts=True)
+    (base / "registry").mkdir()
+    registry: Registry | None = None
+    try:
+        registry = start_registry(base / "registry", enter=enter)
+        push(enter, BUSYBOX_TAR, f"{registry.host}/{IMG_REPO}:{IMG_TAG}")
+        push(enter, pause_image(BUSYBOX_TAR, base / "pause.tar"),
+             f"{registry.host}/{PAUSE_NAME}")
+    except BaseException:
+        if registry is not None:
+            stop(registry)
+        stop_daemon(daemon)
+        delete_netns(netns)
+        raise
+    # the CRI plugin's registry hosts: REGISTRY is the test's, over plain HTTP (containerd 1.6
+    # rejects a hosts.toml without a [host] table: "invalid `host` tree")
+    hosts = base / "certs.d" / REGISTRY
+    hosts.mkdir(parents=True)
+    (hosts / "hosts.toml").write_text(HOSTS_TOML.format(url=f"http://{registry.host}"))
     wrapper = write_runtime_wrapper(base / "steelcup-runtime", daemon.socket, base / "oci")
-    (base / "config.toml").write_text(CONFIG.format(base=base, pause=PAUSE, runtime=wrapper))
+    (base / "config.toml").write_text(CONFIG.format(
+        base=base, pause=PAUSE, runtime=wrapper, cni_bin=CNI_BIN))
+    (base / "cni" / "conf").mkdir(parents=True)
+    (base / "cni" / "conf" / "10-sct.conflist").write_text(
+        json.dumps(CNI_CONF).replace("{base}", str(base)))
     with open(base / "containerd.log", "wb") as log:
-        proc = subprocess.Popen(["containerd", "--config", str(base / "config.toml")],
+        proc = subprocess.Popen([*enter, "containerd", "--config", str(base / "config.toml")],
                                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     channel = None
     try:
@@ -158,13 +240,9 @@ def cri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cri]:
             assert proc.poll() is None, (base / "containerd.log").read_text()
             assert time.monotonic() < deadline, "containerd did not come up"
             time.sleep(0.1)
-        ctr = ["ctr", "--address", str(base / "containerd.sock"), "-n", "k8s.io"]
-        for tar in (BUSYBOX_TAR, pause_image(BUSYBOX_TAR, base / "pause.tar")):
-            imported = subprocess.run([*ctr, "images", "import", str(tar)], capture_output=True,
-                                      timeout=120)
-            assert imported.returncode == 0, imported.stderr
         channel = grpc.insecure_channel(f"unix://{base / 'containerd.sock'}")
-        yield Cri(daemon, base, pb, stubs.RuntimeServiceStub(channel))
+        yield Cri(daemon, base, pb, stubs.RuntimeServiceStub(channel),
+                  stubs.ImageServiceStub(channel), netns)
     finally:
         if channel is not None:
             channel.close()
@@ -174,11 +252,18 @@ def cri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cri]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+        stop(registry)
         stop_daemon(daemon)
-        problems = leftovers_of(base / "sc")
+        problems = leftovers_of(base / "sc", netns=netns)
         subprocess.run(["umount", "-R", str(base / "state")], capture_output=True)
         subprocess.run(["umount", "-R", str(base / "root")], capture_output=True)
+        delete_netns(netns)
         assert not problems, "after daemon shutdown: " + "\n".join(problems)
+
+
+def _fetch(netns: str, url: str) -> str:
+    result = in_netns(netns, sys.executable, "-c", FETCH, url, timeout=30)
+    return result.stdout.decode() if result.returncode == 0 else ""
 
 
 def test_a_cri_pod_runs_in_one_vm(cri: Cri) -> None:
@@ -188,6 +273,19 @@ def test_a_cri_pod_runs_in_one_vm(cri: Cri) -> None:
     sandbox_id = cri.rt.RunPodSandbox(pb.RunPodSandboxRequest(
         config=cri.sandbox_config(), runtime_handler="steelcup"), timeout=180).pod_sandbox_id
     try:
+        # the CRI plugin pulled the sandbox image itself; the kubelet pulls the containers'
+        pause = cri.images.ImageStatus(pb.ImageStatusRequest(
+            image=pb.ImageSpec(image=PAUSE)), timeout=30).image
+        assert pause.repo_tags == [PAUSE], pause
+        pulled = cri.images.PullImage(pb.PullImageRequest(
+            image=pb.ImageSpec(image=IMG), sandbox_config=cri.sandbox_config()),
+            timeout=180)
+        assert pulled.image_ref == config_digest(BUSYBOX_TAR), pulled
+        image = cri.images.ImageStatus(pb.ImageStatusRequest(
+            image=pb.ImageSpec(image=IMG)), timeout=30).image
+        assert (image.id, list(image.repo_tags)) == (pulled.image_ref, [IMG]), image
+        assert [d.split("@")[0] for d in image.repo_digests] == [f"{REGISTRY}/{IMG_REPO}"], image
+        assert image.size > 0, image
         app = cri.container(sandbox_id, "app", "sleep 1000")
         server = cri.container(sandbox_id, "server", "echo pong | nc -l -p 7000; exit 3")
         assert cri.status(app).state == pb.CONTAINER_RUNNING
@@ -202,6 +300,17 @@ def test_a_cri_pod_runs_in_one_vm(cri: Cri) -> None:
         failed = cri.exec_sync(app, "sh", "-c", "echo err >&2; exit 4")
         assert (failed.exit_code, failed.stderr) == (4, b"err\n")
         assert cri.status(app).state == pb.CONTAINER_RUNNING
+        # the pod's CNI address is the VM's, and the node reaches a server in the pod there
+        pod_ip = cri.rt.PodSandboxStatus(pb.PodSandboxStatusRequest(
+            pod_sandbox_id=sandbox_id), timeout=30).status.network.ip
+        assert pod_ip.startswith("10.77.0."), pod_ip
+        shown = cri.exec_sync(app, "sh", "-c", "ip -4 addr show eth0; ip route")
+        assert f"inet {pod_ip}/24" in shown.stdout.decode(), shown
+        assert f"default via {GATEWAY}" in shown.stdout.decode(), shown
+        cri.container(sandbox_id, "web", "mkdir -p /www && echo hello-from-the-pod > "
+                      "/www/index.html && exec httpd -f -p 80 -h /www")
+        wait_until(lambda: _fetch(cri.netns, f"http://{pod_ip}/") == "hello-from-the-pod\n",
+                   f"the pod's httpd at {pod_ip}", timeout_s=60)
         cri.rt.StopPodSandbox(pb.StopPodSandboxRequest(pod_sandbox_id=sandbox_id), timeout=180)
         assert cri.wait_state(app, pb.CONTAINER_EXITED).state == pb.CONTAINER_EXITED
     finally:

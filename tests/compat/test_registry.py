@@ -13,7 +13,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,7 +49,26 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_registry(workdir: Path, *, tls: bool = False, htpasswd: Path | None = None) -> Registry:
+PROBE = "import socket, sys; socket.create_connection(('127.0.0.1', int(sys.argv[1])), 0.5)"
+
+
+def listening(port: int, enter: Sequence[str] = ()) -> bool:
+    """Whether 127.0.0.1:`port` takes connections, in the network namespace `enter` runs in."""
+    if enter:
+        probe = subprocess.run([*enter, sys.executable, "-c", PROBE, str(port)],
+                               capture_output=True, timeout=10)
+        return probe.returncode == 0
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def start_registry(workdir: Path, *, tls: bool = False, htpasswd: Path | None = None,
+                   enter: Sequence[str] = ()) -> Registry:
+    """A registry on 127.0.0.1; `enter` (e.g. nsenter --net=...) runs it in another network
+    namespace, whose port is then free as the host's is (a fresh namespace has none bound)."""
     port = free_port()
     lines = [
         "version: 0.1",
@@ -73,16 +92,15 @@ def start_registry(workdir: Path, *, tls: bool = False, htpasswd: Path | None = 
     config = workdir / "config.yml"
     config.write_text("\n".join(lines) + "\n")
     log = open(workdir / "registry.log", "wb")  # noqa: SIM115 - owned by the process
-    proc = subprocess.Popen([REGISTRY_BIN, "serve", str(config)], stdout=log, stderr=log)
+    proc = subprocess.Popen([*enter, REGISTRY_BIN, "serve", str(config)], stdout=log,
+                            stderr=log)
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError((workdir / "registry.log").read_text())
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return Registry(f"127.0.0.1:{port}", proc, ca)
-        except OSError:
-            time.sleep(0.05)  # polling a port that has no ready message
+        if listening(port, enter):
+            return Registry(f"127.0.0.1:{port}", proc, ca)
+        time.sleep(0.05)  # polling a port that has no ready message
     proc.kill()
     raise RuntimeError("registry did not start")
 

@@ -112,12 +112,15 @@ def in_netns(netns: str, *argv: str, timeout: float = 60) -> subprocess.Complete
 
 
 def start_daemon(root: Path, sock: Path, netns: str | None = None,
-                 extra_args: tuple[str, ...] = ()) -> Daemon:
+                 extra_args: tuple[str, ...] = (), host_mounts: bool = False) -> Daemon:
     """A daemon whose bridges, NAT rules and VMs live in `netns` (the tests' own namespace:
-    nothing they do touches the host's network); `extra_args` go to `steelcup daemon`."""
+    nothing they do touches the host's network); `extra_args` go to `steelcup daemon`.
+    `host_mounts`: in the host's mount namespace (nsenter rather than `ip netns exec`), so
+    that it sees what another program mounts later (podman's roots and netns files)."""
     log = root / "daemon.log"
     root.mkdir(parents=True, exist_ok=True)
-    prefix = ["ip", "netns", "exec", netns] if netns else []
+    prefix = ((["nsenter", f"--net=/run/netns/{netns}"] if host_mounts
+               else ["ip", "netns", "exec", netns]) if netns else [])
     # Without a namespace of the test's own, the daemon must not touch the host's network.
     no_net = [] if netns else ["--no-networking"]
     # A test's daemon stops what it ran when it stops (the fixtures check nothing is left),

@@ -380,6 +380,12 @@ def decode_create(body: Any) -> ContainerConfig:
     pod_of = _get(host, "SteelcupPodOf", str, "")
     host.pop("SteelcupPodSandbox", None)
     host.pop("SteelcupPodOf", None)
+    # and a netns of the engine's for the VM's NIC (steelcup-runtime; operator only as well)
+    netns_path = _get(host, "SteelcupNetns", str, "")
+    host.pop("SteelcupNetns", None)
+    if netns_path and not netns_path.startswith("/"):
+        raise InvalidArgument(f"HostConfig.SteelcupNetns must be an absolute path, not "
+                              f"{netns_path!r}")
     check_host_settings(host)
     check_endpoint_settings(body)
     if body.get("MacAddress"):  # where clients before API 1.44 put --mac-address
@@ -469,6 +475,7 @@ def decode_create(body: Any) -> ContainerConfig:
         rootfs_dir=rootfs_dir,
         pod_sandbox=pod_sandbox,
         pod_of=pod_of,
+        netns_path=netns_path,
     )
 
 
@@ -819,6 +826,7 @@ def encode_inspect(
             **({"SteelcupRootfs": config.rootfs_dir} if config.rootfs_dir else {}),
             **({"SteelcupPodSandbox": True} if config.pod_sandbox else {}),
             **({"SteelcupPodOf": config.pod_of} if config.pod_of else {}),
+            **({"SteelcupNetns": config.netns_path} if config.netns_path else {}),
         },
         "GraphDriver": {"Name": "overlay", "Data": None},
         "Mounts": encode_mounts(config),

@@ -128,28 +128,35 @@ def create_tap(host: Host, name: str) -> None:
     run(host.ip("tuntap", "add", "dev", name, "mode", "tap", "user", str(TAP_OWNER_UID)))
 
 
-def ensure_tap(host: Host, name: str, bridge: str, mtu: int) -> None:
-    """A persistent tap enslaved to `bridge`, up, ready for QEMU to open by name."""
-    check_ifname(name)
+def _placement(name: str, bridge: str, mtu: int, rename_from: str = "") -> str:
+    """`ip -batch` input that gives a tap its name, MTU and bridge (hairpin on) and brings it
+    up. No bridge (""): the tap is to be moved into an engine's netns once QEMU has it
+    (steelcup.net.netnsplug), so it gets only its name and MTU here."""
+    rename = f"dev {rename_from} name {name}" if rename_from else f"dev {name}"
+    if not bridge:
+        return f"link set {rename} mtu {mtu}\n"
     check_ifname(bridge)
+    return f"link set {rename} mtu {mtu} master {bridge} up\n" + _hairpin(name)
+
+
+def ensure_tap(host: Host, name: str, bridge: str, mtu: int) -> None:
+    """A persistent tap enslaved to `bridge` ("": on none), up, ready for QEMU to open by
+    name."""
+    check_ifname(name)
     if not link_exists(host, name):
         create_tap(host, name)
-    run(host.ip("-batch", "-"),
-        input_text=f"link set dev {name} mtu {mtu} master {bridge} up\n" + _hairpin(name))
+    run(host.ip("-batch", "-"), input_text=_placement(name, bridge, mtu))
 
 
 def take_place(host: Host, spare: str, name: str, bridge: str, mtu: int) -> None:
     """Give the tap `spare` (a pooled VM's, down, on no bridge) the name `name`, the MTU and
-    the bridge the network layer planned for a container's NIC, turn on hairpin and bring it
-    up: one `ip` process (a batch). On failure `spare` is back as it was (as far as it can be)
-    and LinkError is raised."""
+    the bridge the network layer planned for a container's NIC ("": none, see _placement),
+    turn on hairpin and bring it up: one `ip` process (a batch). On failure `spare` is back
+    as it was (as far as it can be) and LinkError is raised."""
     check_ifname(spare)
     check_ifname(name)
-    check_ifname(bridge)
     try:
-        run(host.ip("-batch", "-"),
-            input_text=(f"link set dev {spare} name {name} mtu {mtu} master {bridge} up\n"
-                        + _hairpin(name)))
+        run(host.ip("-batch", "-"), input_text=_placement(name, bridge, mtu, spare))
     except LinkError:
         if link_exists(host, name) and not link_exists(host, spare):
             with contextlib.suppress(LinkError):  # renamed, then failed: undo the rename

@@ -23,7 +23,7 @@ from ipaddress import IPv4Address, IPv4Network
 
 from steelcup.errors import Conflict, InvalidArgument, NotFound, Unsupported
 from steelcup.guest.ops import GuestNic
-from steelcup.net import antispoof, dns, fip, ipam, links, nft
+from steelcup.net import antispoof, dns, fip, ipam, links, netnsnic, nft
 from steelcup.net import vip as vip_rules
 from steelcup.net.fipmanager import FloatingIps
 from steelcup.net.fipstore import FipStore
@@ -323,6 +323,11 @@ class NetworkManager:
                 if tap in keep_taps:
                     continue
                 await asyncio.to_thread(links.delete_link, self.host, tap)  # a crashed run's
+            # A tap for an engine's netns is here only until it is moved there: one left
+            # here is a crashed start's (netnsnic)
+            for tap in await asyncio.to_thread(links.list_links, self.host,
+                                               netnsnic.TAP_PREFIX):
+                await asyncio.to_thread(links.delete_link, self.host, tap)
             if not any(n.name == DEFAULT_NETWORK for n in self.store.networks("")):
                 await self._create_locked(DEFAULT_NETWORK, bridge=DEFAULT_BRIDGE)
             for net in self.store.networks():

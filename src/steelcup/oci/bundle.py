@@ -38,6 +38,9 @@ class Bundle:
     terminal: bool = False
     # a pod's sandbox (the body says so) or member (its sandbox's OCI id: main.py resolves it)
     pod: PodRole = PodRole()
+    # The engine's /etc/resolv.conf for a container on the engine's network (its netns):
+    # main.py reads it into the body with `resolv_settings`; "" = none.
+    resolv_conf: str = ""
 
 
 def _obj(doc: Mapping[str, Any], key: str, where: str) -> dict[str, Any]:
@@ -137,13 +140,51 @@ def _mounts(doc: Mapping[str, Any]) -> tuple[list[str], dict[str, str]]:
     return binds, tmpfs
 
 
-def _network_mode(linux: Mapping[str, Any]) -> str:
-    """A new, empty network namespace asked for: none; one the engine made (a path) or the
-    host's: the daemon's default networking (the VM has its own NIC; docs/oci-runtime.md)."""
+def _network(linux: Mapping[str, Any]) -> tuple[str, str | None]:
+    """(NetworkMode, SteelcupNetns). A new, empty network namespace asked for: none. One the
+    engine made (a path): none of the daemon's networks, the VM's NIC goes into that netns
+    instead (steelcup.net.netnsnic). No network namespace (the host's): the daemon's default
+    networking, the VM's own NIC on its bridge (docs/oci-runtime.md)."""
     for ns in _list(linux, "namespaces", "linux."):
-        if isinstance(ns, dict) and ns.get("type") == "network" and not ns.get("path"):
-            return "none"
+        if isinstance(ns, dict) and ns.get("type") == "network":
+            path = ns.get("path")
+            if path and not isinstance(path, str):
+                raise InvalidArgument("config.json: linux.namespaces[network].path must be a "
+                                      "string")
+            if path and not path.startswith("/"):
+                raise InvalidArgument(f"config.json: the network namespace path {path!r} "
+                                      "must be absolute")
+            return "none", path or None
+    return "", None
+
+
+def _engine_file(doc: Mapping[str, Any], target: str) -> str:
+    """The host file the engine binds at `target` ("" if it binds none)."""
+    for mount in _list(doc, "mounts", ""):
+        if (isinstance(mount, dict) and mount.get("destination") == target
+                and isinstance(mount.get("source"), str)):
+            return str(mount["source"])
     return ""
+
+
+def resolv_settings(text: str) -> dict[str, list[str]]:
+    """An engine's resolv.conf as HostConfig.Dns, DnsSearch and DnsOptions (empty ones left
+    out), so the daemon writes the same servers into the container's root."""
+    servers: list[str] = []
+    search: list[str] = []
+    options: list[str] = []
+    for line in text.splitlines():
+        words = line.split("#", 1)[0].split(";", 1)[0].split()
+        if len(words) < 2:
+            continue
+        if words[0] == "nameserver":
+            servers.append(words[1])
+        elif words[0] in ("search", "domain"):
+            search = words[1:]  # the last one counts, as for the resolver
+        elif words[0] == "options":
+            options += words[1:]
+    out = {"Dns": servers, "DnsSearch": search, "DnsOptions": options}
+    return {k: v for k, v in out.items() if v}
 
 
 def _resources(linux: Mapping[str, Any]) -> dict[str, Any]:
@@ -203,13 +244,16 @@ def translate(doc: Any, bundle: str) -> Bundle:
     terminal = process.get("terminal") is True
     cgroups_path = linux.get("cgroupsPath")
     pod = pod_role(annotations, cgroups_path if isinstance(cgroups_path, str) else "")
+    network_mode, netns = _network(linux)
     host: dict[str, Any] = {
         "SteelcupRootfs": root_path(doc, bundle),
         "SteelcupPodSandbox": True if pod.sandbox else None,
         "ReadonlyRootfs": _obj(doc, "root", "").get("readonly") is True,
         "Binds": binds or None,
         "Tmpfs": tmpfs or None,
-        "NetworkMode": _network_mode(linux),
+        "NetworkMode": network_mode,
+        # a pod member shares its sandbox's VM and so the NIC the sandbox has in this netns
+        "SteelcupNetns": None if pod.sandbox_id else netns,
         "Privileged": privileged,
         "CapAdd": None if privileged else cap_add or None,
         "CapDrop": None if privileged else cap_drop or None,
@@ -234,4 +278,5 @@ def translate(doc: Any, bundle: str) -> Bundle:
         "AttachStdin": True,
         "HostConfig": {k: v for k, v in host.items() if v is not None},
     }
-    return Bundle(body=body, annotations=annotations, terminal=terminal, pod=pod)
+    return Bundle(body=body, annotations=annotations, terminal=terminal, pod=pod,
+                  resolv_conf=_engine_file(doc, "/etc/resolv.conf") if netns else "")

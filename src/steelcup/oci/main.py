@@ -172,6 +172,13 @@ def cmd_create(rt: Runtime, a: argparse.Namespace) -> int:
     except (OSError, ValueError) as exc:
         raise InvalidArgument(f"cannot read {bundle_dir}/config.json: {exc}") from exc
     spec = bundle_module.translate(doc, bundle_dir)
+    if spec.resolv_conf:  # on the engine's network: its DNS servers (docs/oci-runtime.md)
+        try:
+            spec.body["HostConfig"].update(
+                bundle_module.resolv_settings(Path(spec.resolv_conf).read_text()))
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InvalidArgument(f"cannot read the engine's resolv.conf "
+                                  f"{spec.resolv_conf}: {exc}") from exc
     try:  # as runc, so that engines tell a missing program (127) from one not executable (126)
         check_program(Path(spec.body["HostConfig"]["SteelcupRootfs"]), spec.body["Entrypoint"][0],
                       spec.body["Env"], spec.body["WorkingDir"])

@@ -428,7 +428,7 @@ class Runtime:
     def create(self, config: ContainerConfig, name: str | None) -> ContainerRecord:
         # Settings first, then the image, as dockerd: a bad CapAdd is a 400 even for an image
         # that still has to be pulled.
-        config = self._pod_config(config)
+        config = self._pod_config(self._netns_config(config))
         caps = capability_set(config.cap_add, config.cap_drop, config.privileged)
         for linked, _alias in config.links:
             self._linked(linked, config.tenant)
@@ -526,6 +526,25 @@ class Runtime:
             raise InvalidArgument("a pod member shares its sandbox's network: give ports and "
                                   "networks to the sandbox")
         return replace(config, pod_of=sandbox.id, network_mode="none")
+
+    @staticmethod
+    def _netns_config(config: ContainerConfig) -> ContainerConfig:
+        """A container whose NIC goes into the engine's netns (HostConfig.SteelcupNetns) has
+        that network only: the engine publishes its ports and joins its networks."""
+        if not config.netns_path:
+            return config
+        if config.tenant:
+            raise Forbidden("a host network namespace for a container's NIC is for the "
+                            "operator only (steelcup-runtime), not for a tenant")
+        if config.pod_of:
+            raise InvalidArgument("a pod member shares its sandbox's network: give the "
+                                  "network namespace to the sandbox")
+        if (config.port_bindings or config.publish_all_ports or config.extra_networks
+                or config.network_mode not in ("", "none", "default", "bridge")):
+            raise InvalidArgument("a container in an engine's network namespace "
+                                  "(HostConfig.SteelcupNetns) has that network only: publish "
+                                  "ports and join networks with the engine")
+        return replace(config, network_mode="none")
 
     def _image_for(self, config: ContainerConfig) -> Image:
         """The image a container is made from, in its tenant's names; for a root directory
@@ -690,6 +709,7 @@ class Runtime:
         )
         machine = await self.vms.acquire(request)
         stack.push_async_callback(machine.close)
+        await self.resources.plug_netns(record.id, stack)
         live.pod_next = 1
         await machine.guest.setup_root("rootfs", config.hostname, config.read_only,
                                        subdir=machine.rootfs_subdir,

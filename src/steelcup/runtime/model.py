@@ -109,6 +109,10 @@ class ContainerConfig:
     # the VM of the sandbox container `pod_of` (its full id) instead of a VM of its own.
     pod_sandbox: bool = False
     pod_of: str = ""
+    # A network namespace the engine made (HostConfig.SteelcupNetns, the operator's only:
+    # steelcup-runtime's OCI netns path): the VM's one NIC is mirrored into it
+    # (steelcup.net.netnsnic) and the daemon's own networks are not used; "" = they are.
+    netns_path: str = ""
 
     def rlimits(self) -> tuple[str, ...]:
         """The ulimits as the guest protocol's RLIMIT fields."""

@@ -20,9 +20,10 @@ from steelcup.guest import ops as guest_ops
 from steelcup.guest.client import GuestClient
 from steelcup.idmap import IdsFor, host_root
 from steelcup.image.store import Image
-from steelcup.net import ipam
+from steelcup.net import ipam, netnsplug
 from steelcup.net.etcfiles import write_etc_files
 from steelcup.net.manager import DEFAULT_NETWORK, Attachment, NetworkManager
+from steelcup.net.netnsnic import NetnsWiring, tap_name
 from steelcup.net.nft import PublishedPort
 from steelcup.net.ports import port_mappings
 from steelcup.pool.source import TapPlace
@@ -77,6 +78,8 @@ class Resources:
         # container that uses some cannot start.
         self.swarm_data: DataOf | None = None
         self._secret_dirs: dict[str, Path] = {}  # container id -> its run's secrets
+        # container id -> its run's tap in an engine's netns (HostConfig.SteelcupNetns)
+        self._netns: dict[str, NetnsWiring] = {}
 
     # -- create ------------------------------------------------------------------------------
 
@@ -212,6 +215,11 @@ class Resources:
         elif mode not in ("none", "default", "bridge") or config.port_bindings:
             raise InvalidArgument("networking is not available on this daemon "
                                   "(see the daemon log); use --network none")
+        netns_nics: tuple[tuple[NicSpec, TapPlace, guest_ops.GuestNic], ...] = ()
+        if config.netns_path:
+            netns_nics = await self._plan_netns(record)
+            if netns_nics:
+                stack.callback(self._forget_netns, record.id)
         files = {"hostname": config.hostname + "\n",
                  "hosts": attachment.hosts_file(config.hostname,
                                                 (*config.extra_hosts, *link_hosts))}
@@ -235,11 +243,46 @@ class Resources:
             await asyncio.to_thread(make_mount_points, root, [m.target for m in mounts], owner)
         return RunResources(
             shares=(*(p.share for p in prepared if p.share is not None), *secret_shares),
-            vm_nics=tuple(NicSpec(n.tap, n.mac) for n in attachment.nics),
-            tap_places=tuple(TapPlace(n.bridge, n.mtu) for n in attachment.nics),
-            nics=tuple(n.guest_nic() for n in attachment.nics),
+            vm_nics=(*(NicSpec(n.tap, n.mac) for n in attachment.nics),
+                     *(vm for vm, _place, _guest in netns_nics)),
+            tap_places=(*(TapPlace(n.bridge, n.mtu) for n in attachment.nics),
+                        *(place for _vm, place, _guest in netns_nics)),
+            nics=(*(n.guest_nic() for n in attachment.nics),
+                  *(guest for _vm, _place, guest in netns_nics)),
             mounts=(*shm_mount(config), *mounts),
         )
+
+    async def _plan_netns(self, record: ContainerRecord
+                          ) -> tuple[tuple[NicSpec, TapPlace, guest_ops.GuestNic], ...]:
+        """The NIC of a container in an engine's netns: the netns's interface (its MAC,
+        address, gateway and MTU) on a tap on no bridge, which `plug_netns` moves into the
+        netns once the VM has it. None for a netns with loopback only."""
+        netns = record.config.netns_path
+        iface = await asyncio.to_thread(netnsplug.read_interface, netns)
+        if iface is None:
+            return ()
+        if self.networks is None:
+            raise InvalidArgument(f"the network namespace {netns} has the interface "
+                                  f"{iface.name}, but networking is not available on this "
+                                  "daemon (see the daemon log) to give the VM a NIC there")
+        tap = tap_name(record.id)
+        self._netns[record.id] = NetnsWiring(netns, tap, iface)
+        guest = guest_ops.GuestNic(mac=iface.mac, ifname="eth0", address=iface.address,
+                                   prefix=iface.prefix, gateway=iface.gateway, mtu=iface.mtu)
+        return ((NicSpec(tap, iface.mac), TapPlace("", iface.mtu), guest),)
+
+    def _forget_netns(self, container_id: str) -> None:
+        self._netns.pop(container_id, None)
+
+    async def plug_netns(self, container_id: str, stack: contextlib.AsyncExitStack) -> None:
+        """Once the VM has its taps open: move its netns tap, if it has one, into the
+        engine's netns and mirror it to the interface there; undone by `stack` if the start
+        fails, else by `release_run`."""
+        wiring = self._netns.get(container_id)
+        if wiring is None or self.networks is None:
+            return
+        await asyncio.to_thread(netnsplug.plug, self.networks.host, wiring)
+        stack.push_async_callback(asyncio.to_thread, netnsplug.unplug, wiring)
 
     def _place_swarm_files(self, record: ContainerRecord, root: Path,
                            run_dir: Path | None) -> Path | None:
@@ -274,6 +317,9 @@ class Resources:
         """The run ended and its VM is gone: detach its NICs, unmount the volumes it held,
         remove its secrets' copy."""
         await asyncio.to_thread(self._drop_secrets, container_id)
+        wiring = self._netns.pop(container_id, None)
+        if wiring is not None:
+            await asyncio.to_thread(netnsplug.unplug, wiring)
         if self.networks is not None:
             with contextlib.suppress(SteelcupError, OSError):
                 await self.networks.detach(container_id)

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from steelcup.errors import InvalidArgument
-from steelcup.oci.bundle import translate
+from steelcup.oci.bundle import resolv_settings, translate
 
 BUNDLE = "/var/lib/containers/c1/userdata"
 
@@ -88,7 +88,8 @@ def test_a_podman_bundle_becomes_a_create_body() -> None:
     assert host["NanoCpus"] == 1_500_000_000 and host["CpuShares"] == 512
     assert host["PidsLimit"] == 2048
     assert host["Sysctls"] == {"net.ipv4.ping_group_range": "0 0"}
-    assert host["NetworkMode"] == ""  # the engine's netns: the daemon's own networking
+    # the engine's netns: the VM's NIC goes there, none of the daemon's networks
+    assert host["NetworkMode"] == "none" and host["SteelcupNetns"] == "/run/netns/n1"
     assert host["ReadonlyRootfs"] is False
     assert spec.annotations == {"io.container.manager": "libpod"}
     assert not spec.terminal
@@ -103,6 +104,7 @@ def test_a_relative_root_is_in_the_bundle_and_readonly_and_terminal_are_kept() -
     assert spec.body["HostConfig"]["SteelcupRootfs"] == BUNDLE + "/rootfs"
     assert spec.body["HostConfig"]["ReadonlyRootfs"] is True
     assert spec.body["HostConfig"]["NetworkMode"] == "none"
+    assert "SteelcupNetns" not in spec.body["HostConfig"]
     assert spec.terminal and spec.body["Tty"] is True
 
 
@@ -149,12 +151,44 @@ def test_no_capabilities_means_none() -> None:
      "linux.devices"),
     (lambda d: d["linux"].update(uidMappings=[{"containerID": 0, "hostID": 1000,
                                               "size": 1}]), "linux.uidMappings"),
+    (lambda d: d["linux"].update(namespaces=[{"type": "network", "path": "netns-1"}]),
+     "must be absolute"),
 ])
 def test_what_cannot_be_honoured_is_refused_by_name(change: Any, message: str) -> None:
     doc = copy.deepcopy(PODMAN)
     change(doc)
     with pytest.raises(InvalidArgument, match=message):
         translate(doc, BUNDLE)
+
+
+def test_a_pod_member_leaves_the_netns_to_its_sandbox() -> None:
+    doc = copy.deepcopy(PODMAN)
+    doc["annotations"] = {"io.kubernetes.cri.container-type": "container",
+                          "io.kubernetes.cri.sandbox-id": "abc"}
+    host = translate(doc, BUNDLE).body["HostConfig"]
+    assert host["NetworkMode"] == "none" and "SteelcupNetns" not in host
+    doc["annotations"]["io.kubernetes.cri.container-type"] = "sandbox"
+    assert translate(doc, BUNDLE).body["HostConfig"]["SteelcupNetns"] == "/run/netns/n1"
+
+
+def test_no_network_namespace_is_the_daemons_default_networking() -> None:
+    doc = copy.deepcopy(PODMAN)
+    doc["linux"]["namespaces"] = [{"type": "pid"}, {"type": "mount"}]
+    spec = translate(doc, BUNDLE)
+    host = spec.body["HostConfig"]
+    assert host["NetworkMode"] == "" and "SteelcupNetns" not in host
+    assert spec.resolv_conf == ""  # the daemon's network's DNS, not the engine's
+
+
+def test_on_the_engines_network_its_resolv_conf_gives_the_dns_settings() -> None:
+    assert translate(PODMAN, BUNDLE).resolv_conf == "/run/c1/resolv.conf"
+    text = ("# written by podman\nsearch corp.example\nnameserver 10.0.2.3\n"
+            "nameserver 192.168.1.1 ; second\noptions ndots:5 edns0\nsearch dns.podman "
+            "lan\nnameserver\n")
+    assert resolv_settings(text) == {"Dns": ["10.0.2.3", "192.168.1.1"],
+                                     "DnsSearch": ["dns.podman", "lan"],
+                                     "DnsOptions": ["ndots:5", "edns0"]}
+    assert resolv_settings("") == {}
 
 
 def test_a_document_that_is_not_an_object_is_refused() -> None:

@@ -20,3 +20,13 @@ def test_a_tenant_cannot_make_a_host_directory_its_root(cloud: Cloud, tmp_path: 
         assert bob.get("/containers/json", params={"all": 1}).json() == []
         made = operator.post("/containers/create", json=body)
         assert made.status_code == 201, made.text
+
+
+def test_a_tenant_cannot_put_its_nic_into_a_host_netns(cloud: Cloud) -> None:
+    body = {"Image": "base:1", "Cmd": ["true"],
+            "HostConfig": {"SteelcupNetns": "/proc/1/ns/net"}}
+    with cloud.client("bob") as bob:
+        refused = bob.post("/containers/create", json=body)
+        assert refused.status_code == 403, refused.text
+        assert "operator only" in refused.json()["message"]
+        assert bob.get("/containers/json", params={"all": 1}).json() == []
