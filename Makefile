@@ -8,7 +8,8 @@ BUILD := build
 GUEST_KERNEL_APT := linux-source-6.1 gcc make flex bison bc libelf-dev
 APT_PACKAGES := qemu-system-x86 qemu-utils busybox-static musl-tools cpio kmod e2fsprogs \
 	erofs-utils xz-utils zstd iproute2 nftables util-linux openssl docker-registry skopeo \
-	apache2-utils podman runc chromium chromium-driver $(GUEST_KERNEL_APT)
+	apache2-utils podman runc netavark containernetworking-plugins chromium chromium-driver \
+	$(GUEST_KERNEL_APT)
 # npm (for `make console`) only where no npm is installed: NodeSource's nodejs ships its own
 # and conflicts with Debian's npm package.
 # Installed without their Recommends (docker-compose would pull in a whole docker.io engine).
