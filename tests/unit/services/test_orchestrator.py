@@ -36,12 +36,19 @@ from steelcup.state.db import open_db
 from tests.unit.image.tarutil import make_tar
 from tests.unit.runtime.fakevm import FakeProcess, FakeVms
 from tests.unit.runtime.support import make_runtime
-from tests.unit.runtime.test_manager import eventually, plain_dirs
+from tests.unit.runtime.test_manager import eventually as _eventually
+from tests.unit.runtime.test_manager import plain_dirs
 
 __all__ = ["plain_dirs"]  # the fixture, used here as in test_manager
 
 T = TypeVar("T")
 Body = Callable[[Runtime, FakeVms, ServiceManager, Orchestrator], Awaitable[T]]
+
+
+async def eventually(predicate: Callable[[], bool], timeout_s: float = 20.0) -> None:
+    """test_manager's, with room for a loaded host (CI next to other work): each step here
+    goes through the runtime's threads; a passing run takes well under a second."""
+    await _eventually(predicate, timeout_s)
 
 
 def make(db: sqlite3.Connection, runtime: Runtime) -> tuple[ServiceManager, Orchestrator]:
@@ -59,10 +66,11 @@ def run(tmp_path: Path, body: Body[T]) -> T:
         runtime = make_runtime(tmp_path, db, vms=vms.source())
         manager, orchestrator = make(db, runtime)
         try:
-            return await asyncio.wait_for(body(runtime, vms, manager, orchestrator), 20)
+            return await asyncio.wait_for(body(runtime, vms, manager, orchestrator), 60)
         finally:
-            await orchestrator.close()
-            await runtime.shutdown()
+            # Bounded: a teardown that hangs fails here, naming itself, not the suite's timeout.
+            await asyncio.wait_for(orchestrator.close(), 30)
+            await asyncio.wait_for(runtime.shutdown(), 30)
 
     return asyncio.run(main())
 
