@@ -17,12 +17,14 @@ network namespace this script creates. Rows, each engine in turn within a run:
 - `python3 -c pass` and a CPU loop in a running container, timed inside it (`date +%s%N`).
 
     sudo PYTHONPATH=src .venv/bin/python bench/workloads.py [--runs 3] [--downloads 3] \
-        [--only steelcup,bare,podman] [--bare-9p none,loose] [--before DIR]
+        [--only steelcup,bare,podman] [--bare-9p none,loose] [--before DIR] \
+        [--rootfs-cache loose]
 
 `--bare-9p MODES` adds bare VMs whose commands run on the rootfs over 9p with those cache modes
 (what the transport costs, apart from the rest of steelcup). `--before DIR` adds a second
 steelcup engine run from another tree's `src/` (e.g. `git archive REV src | tar -x -C DIR`)
 with this checkout's guest assets: a change's before and after in the same run.
+`--rootfs-cache MODES` adds steelcup daemons started with `--rootfs-cache MODE`.
 """
 
 from __future__ import annotations
@@ -570,6 +572,9 @@ def main() -> int:
                          "cache modes (e.g. none,loose)")
     ap.add_argument("--before", type=Path, default=None,
                     help="another steelcup checkout to run as a second engine")
+    ap.add_argument("--rootfs-cache", default="", metavar="MODES",
+                    help="also steelcup daemons with `--rootfs-cache MODE` for these modes "
+                         "(e.g. loose): a column \"steelcup MODE\" each, same run")
     ap.add_argument("--daemon-arg", action="append", default=[],
                     help="extra `steelcup daemon` argument (repeatable)")
     args = ap.parse_args()
@@ -585,6 +590,10 @@ def main() -> int:
         if "steelcup" in wanted:
             engines.append(stack.enter_context(steelcup_engine(
                 "steelcup", Path(tmp) / "sc", tar, tuple(args.daemon_arg), log)))
+        for mode in filter(None, args.rootfs_cache.split(",")):
+            engines.append(stack.enter_context(steelcup_engine(
+                f"steelcup {mode}", Path(tmp) / f"sc-{mode}", tar,
+                (*args.daemon_arg, "--rootfs-cache", mode), log)))
         if args.before is not None:
             engines.append(stack.enter_context(steelcup_engine(
                 "steelcup before", Path(tmp) / "sb", tar, tuple(args.daemon_arg), log,

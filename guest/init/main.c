@@ -113,7 +113,7 @@ static void copy_str(const struct proto_frame *f, uint16_t tag, char *out, size_
 
 static void handle_setup_root(const struct proto_frame *f)
 {
-	uint32_t id = f->hdr.id, ro = 0, pids_max = 0;
+	uint32_t id = f->hdr.id, ro = 0, pids_max = 0, cache = 0;
 	char tag[256], host[256], subdir[1024], msg[300];
 	uint32_t container = 0;
 	proto_frame_u32(f, PROTO_TAG_CONTAINER, &container);
@@ -126,6 +126,7 @@ static void handle_setup_root(const struct proto_frame *f)
 	copy_str(f, PROTO_TAG_SUBDIR, subdir, sizeof(subdir));
 	proto_frame_u32(f, PROTO_TAG_READONLY, &ro);
 	proto_frame_u32(f, PROTO_TAG_PIDS_MAX, &pids_max);
+	proto_frame_u32(f, PROTO_TAG_CACHE, &cache);
 	if (tag[0] == 0) {
 		channel_send_error(id, EINVAL, "SETUP_ROOT needs SOURCE (at most 255 bytes)");
 		return;
@@ -150,7 +151,7 @@ static void handle_setup_root(const struct proto_frame *f)
 			channel_send_ok(id);
 		return;
 	}
-	rc = mounts_setup_root(tag, subdir, ro != 0, msg, sizeof(msg));
+	rc = mounts_setup_root(tag, subdir, ro != 0, cache, msg, sizeof(msg));
 	if (rc < 0) {
 		channel_send_error(id, -rc, msg);
 		return;
@@ -166,6 +167,22 @@ static void handle_setup_root(const struct proto_frame *f)
 	}
 	root_ready = 1;
 	channel_send_ok(id);
+}
+
+static void handle_sync_root(const struct proto_frame *f)
+{
+	uint32_t drop = 0;
+	char msg[300];
+	if (!root_ready) {
+		channel_send_error(f->hdr.id, EINVAL, "no root to sync (SETUP_ROOT first)");
+		return;
+	}
+	proto_frame_u32(f, PROTO_TAG_DROP, &drop);
+	int rc = mounts_sync_root(drop != 0, msg, sizeof(msg));
+	if (rc < 0)
+		channel_send_error(f->hdr.id, -rc, msg);
+	else
+		channel_send_ok(f->hdr.id);
 }
 
 static void handle_stage_root(const struct proto_frame *f)
@@ -315,6 +332,9 @@ static void dispatch(const struct proto_frame *f)
 		break;
 	case PROTO_OP_SETUP_ROOT:
 		handle_setup_root(f);
+		break;
+	case PROTO_OP_SYNC_ROOT:
+		handle_sync_root(f);
 		break;
 	case PROTO_OP_START:
 		handle_start(f);

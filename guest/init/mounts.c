@@ -66,6 +66,7 @@ int mounts_initial(void)
 #define SHARE_STAGING MOUNTS_SHARE_STAGING
 #define SCRATCH_ROOT "/run/scratch"
 #define NINEP_OPTIONS "trans=virtio,version=9p2000.L,msize=262144"
+#define DROP_CACHES "/proc/sys/vm/drop_caches"
 
 /* The tag mounted at SHARE_STAGING by STAGE_ROOT, or "" if none. */
 static char staged_tag[256];
@@ -211,8 +212,45 @@ int mounts_member_root(const char *share, const char *subdir, const char *root, 
 	return rc;
 }
 
-int mounts_setup_root(const char *tag, const char *subdir, int readonly, char *msg,
-		      unsigned msglen)
+const char *mounts_root_options(unsigned cache)
+{
+	switch (cache) {
+	case MOUNTS_CACHE_NONE:
+		return NINEP_OPTIONS;
+	case MOUNTS_CACHE_LOOSE:
+		return NINEP_OPTIONS ",cache=loose";
+	default:
+		return NULL;
+	}
+}
+
+int mounts_sync_root(int drop, char *msg, unsigned msglen)
+{
+	int fd = open(INIT_ROOT, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0 || syncfs(fd) < 0) {
+		int rc = -errno;
+		snprintf(msg, msglen, "syncfs %s: %s", INIT_ROOT, strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		return rc;
+	}
+	close(fd);
+	if (!drop)
+		return 0;
+	fd = open(DROP_CACHES, O_WRONLY | O_CLOEXEC);
+	if (fd < 0 || write(fd, "3", 1) != 1) {
+		int rc = -errno;
+		snprintf(msg, msglen, "write %s: %s", DROP_CACHES, strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		return rc;
+	}
+	close(fd);
+	return 0;
+}
+
+int mounts_setup_root(const char *tag, const char *subdir, int readonly, unsigned cache,
+		      char *msg, unsigned msglen)
 {
 	const char *root = INIT_ROOT;
 	int rc = 0;
@@ -223,9 +261,24 @@ int mounts_setup_root(const char *tag, const char *subdir, int readonly, char *m
 				 staged_tag);
 			return -EINVAL;
 		}
-	} else {
+	}
+	const char *options = mounts_root_options(cache);
+	if (!options) {
+		snprintf(msg, msglen, "unknown CACHE %u (0 none, 1 loose)", cache);
+		return -EINVAL;
+	}
+	if (staged_tag[0] && cache != MOUNTS_CACHE_NONE) {
+		/* STAGE_ROOT mounted the share uncached: mount it afresh with this cache mode (a
+		 * virtio 9p tag serves one mount at a time, so the staged one goes first). */
+		if (umount2(SHARE_STAGING, 0) == 0)
+			staged_tag[0] = 0;
+		else /* still in use: the root stays uncached, which is always coherent */
+			main_log("umount %s for CACHE %u: %s; root stays uncached", SHARE_STAGING,
+				 cache, strerror(errno));
+	}
+	if (!staged_tag[0]) {
 		const char *at = subdir[0] ? SHARE_STAGING : root;
-		rc = do_mount(tag, at, "9p", 0, NINEP_OPTIONS);
+		rc = do_mount(tag, at, "9p", 0, options);
 		if (rc < 0) {
 			snprintf(msg, msglen, "mount 9p %s: %s", tag, strerror(-rc));
 			return rc;

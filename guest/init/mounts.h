@@ -7,8 +7,17 @@ int mounts_initial(void);
 /* Mounts the 9p share tag (or, with a non-empty subdir, the directory subdir inside it) at
  * INIT_ROOT with its API filesystems (/proc only as a directory: each process tree mounts its
  * own, mounts_pivot); returns 0 or -errno. */
-int mounts_setup_root(const char *tag, const char *subdir, int readonly, char *msg,
-		      unsigned msglen);
+int mounts_setup_root(const char *tag, const char *subdir, int readonly, unsigned cache,
+		      char *msg, unsigned msglen);
+/* SETUP_ROOT's CACHE: how the guest caches the root's 9p share. */
+#define MOUNTS_CACHE_NONE 0u  /* every access goes to the host (coherent with host writes) */
+#define MOUNTS_CACHE_LOOSE 1u /* page, dentry and attribute caches; host writes unseen */
+/* The 9p mount options of a container root with that CACHE, or NULL for an unknown value. */
+const char *mounts_root_options(unsigned cache);
+/* SYNC_ROOT: syncfs of the container root (the guest's cached writes reach the host), then,
+ * with drop, the guest drops its clean page, dentry and inode caches (so files the host wrote
+ * since are read afresh). Returns 0 or -errno with msg. */
+int mounts_sync_root(int drop, char *msg, unsigned msglen);
 /* A pod member's root: binds the directory subdir (walked as mounts_open_target does) of the share
  * mounted at share onto root, with the root's API filesystems; read-only on request. Returns 0,
  * or -errno with msg (nothing is left mounted at root). */

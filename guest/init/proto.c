@@ -84,6 +84,8 @@ enum proto_type proto_tag_type(uint16_t tag)
 	case PROTO_TAG_LAST_ID:
 	case PROTO_TAG_PROC:
 	case PROTO_TAG_CONTAINER:
+	case PROTO_TAG_CACHE:
+	case PROTO_TAG_DROP:
 		return PROTO_TYPE_U32;
 	case PROTO_TAG_CAPS:
 	case PROTO_TAG_RECEIVED:

@@ -32,6 +32,7 @@ from steelcup.cron.store import CronStore
 from steelcup.errors import InvalidArgument, NotFound, SteelcupError
 from steelcup.funcs.service import Funcs
 from steelcup.funcs.store import FuncStore
+from steelcup.guest.protocol import RootfsCache
 from steelcup.idmap import IdRange, IdsFor
 from steelcup.image.layers import GIB, LayerLimits
 from steelcup.image.store import ImageStore
@@ -168,7 +169,7 @@ async def _serve(options: DaemonOptions) -> int:
                  mem_grows=options.vm_mem_grows and options.vm_templates,
                  storage_bytes=options.storage_default_bytes,
                  log_max_bytes=options.log_max_bytes, log_max_files=options.log_max_files,
-                 ids=ids),
+                 ids=ids, rootfs_cache=RootfsCache.from_name(options.rootfs_cache)),
         Resources(networks, volumes, ids_for),
     )
     runtime.ids_for = ids_for

@@ -33,7 +33,7 @@ from steelcup.guest.client import (
     ProcessSpec,
     Stream,
 )
-from steelcup.guest.protocol import INITIAL_CREDIT_BYTES
+from steelcup.guest.protocol import INITIAL_CREDIT_BYTES, RootfsCache
 from steelcup.vm.accel import choose_accel
 from steelcup.vm.assets import GuestAssets
 from steelcup.vm.machine import Machine, VmHandle
@@ -376,6 +376,48 @@ def test_killed_qemu_fails_waiters_fast_and_close_cleans_up(
         assert not (state_dir / "qmp.sock").exists()
         assert (state_dir / "console.log").exists()
     finally:
+        shutil.rmtree(state_dir, ignore_errors=True)
+
+
+def test_a_loose_root_is_synced_and_dropped_by_sync_root(
+    assets: GuestAssets, rootfs: Path
+) -> None:
+    """SETUP_ROOT with CACHE loose (a directly booted VM: the share is not staged); SYNC_ROOT
+    is refused before it, then makes the guest's writes reach the host and, with DROP, makes
+    the guest read a file the host replaced."""
+    state_dir = new_state_dir()
+    machine = Machine(make_spec(assets, state_dir, rootfs))
+
+    async def guest_out(script: str) -> bytes:
+        proc = await machine.guest.start(sh(script))
+        out, _, status = await collect(proc)
+        assert status.status == 0
+        return out
+
+    async def body() -> None:
+        try:
+            await machine.start(BOOT_DEADLINE_S)
+            with pytest.raises(GuestRequestError) as refused:
+                await machine.guest.sync_root()
+            assert refused.value.errno_value == errno.EINVAL
+            await machine.guest.setup_root("rootfs", cache=RootfsCache.LOOSE)
+            mounts = (await guest_out("cat /proc/mounts")).decode().splitlines()
+            root = next(m for m in mounts if m.split()[1] == "/")
+            assert "loose" in root.split()[3].split(","), root
+            await guest_out("echo written-in-guest > /tmp/loose; cat /tmp/loose")
+            await machine.guest.sync_root()
+            assert (rootfs / "tmp" / "loose").read_text() == "written-in-guest\n"
+            (rootfs / "tmp" / "loose").unlink()
+            (rootfs / "tmp" / "loose").write_text("replaced on the host, longer\n")
+            await machine.guest.sync_root(drop=True)
+            assert await guest_out("cat /tmp/loose") == b"replaced on the host, longer\n"
+        finally:
+            await machine.close()
+
+    try:
+        asyncio.run(body())
+    finally:
+        (rootfs / "tmp" / "loose").unlink(missing_ok=True)
         shutil.rmtree(state_dir, ignore_errors=True)
 
 

@@ -1,6 +1,6 @@
 /* Unit tests of the MOUNT target walk (real syscalls in a temp dir), of the pivot into a
- * container root (for real, as root, in a child's own mount and PID namespaces) and of the MAC
- * parser. */
+ * container root (for real, as root, in a child's own mount and PID namespaces), of the root's
+ * 9p options per CACHE mode and of the MAC parser. */
 #define _GNU_SOURCE
 #include "../mounts.h"
 #include "../net.h"
@@ -185,8 +185,20 @@ static void test_parse_mac(void)
 	CHECK(net_parse_mac("", m) == -EINVAL, "empty");
 }
 
+static void test_root_options(void)
+{
+	const char *none = mounts_root_options(MOUNTS_CACHE_NONE);
+	const char *loose = mounts_root_options(MOUNTS_CACHE_LOOSE);
+	CHECK(none && strstr(none, "trans=virtio") && !strstr(none, "cache="), "none: %s", none);
+	CHECK(loose && strstr(loose, "trans=virtio") && strstr(loose, ",cache=loose"),
+	      "loose: %s", loose);
+	CHECK(mounts_root_options(2) == NULL, "unknown CACHE 2 accepted");
+	CHECK(mounts_root_options(0xffffffffu) == NULL, "unknown CACHE ~0 accepted");
+}
+
 int main(void)
 {
+	test_root_options();
 	test_open_target();
 	test_pivot();
 	test_parse_mac();

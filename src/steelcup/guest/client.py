@@ -28,7 +28,7 @@ from steelcup.errors import (
     SteelcupError,
 )
 from steelcup.guest import protocol as p
-from steelcup.guest.protocol import Frame, Op, Tag
+from steelcup.guest.protocol import Frame, Op, RootfsCache, Tag
 from steelcup.guestlog import GuestLog, clip
 
 log = logging.getLogger(__name__)
@@ -661,13 +661,15 @@ class GuestClient:
         subdir: str = "",
         pids_max: int = 0,
         container: int = 0,
+        cache: RootfsCache = RootfsCache.NONE,
         timeout_s: float = REQUEST_TIMEOUT_S,
     ) -> None:
         """Mount the 9p share `source` (or the directory `subdir` inside it: a pooled VM's slot)
         as the container root (once per VM); `pids_max` > 0 puts the container's processes in
         a pids cgroup of that limit. With `container` n > 0, the root of pod member n instead:
         the directory `subdir` of the share (the VM's hostname and pids cgroup stay the first
-        container's, so neither is sent)."""
+        container's, so neither is sent). `cache` is how the guest caches the first
+        container's root (RootfsCache); a member's root is always uncached."""
         if container:
             if not subdir or hostname is not None or pids_max:
                 raise InvalidArgument("a pod member's root is a SUBDIR of a share, without a "
@@ -682,7 +684,17 @@ class GuestClient:
             fields.append((Tag.PIDS_MAX, pids_max))
         if container:
             fields.append((Tag.CONTAINER, container))
+        if cache is not RootfsCache.NONE:
+            fields.append((Tag.CACHE, int(cache)))
         await self._simple(Op.SETUP_ROOT, fields, timeout_s)
+
+    async def sync_root(self, *, drop: bool = False,
+                        timeout_s: float = REQUEST_TIMEOUT_S) -> None:
+        """SYNC_ROOT: the guest's cached writes to the root reach the host (before the host
+        reads it); with `drop`, the guest also forgets its clean caches, so what the host wrote
+        into the root since is read afresh."""
+        fields: list[tuple[Tag, p.FieldValue]] = [(Tag.DROP, 1)] if drop else []
+        await self._simple(Op.SYNC_ROOT, fields, timeout_s)
 
     async def sysctl(
         self, settings: Iterable[str], *, timeout_s: float = REQUEST_TIMEOUT_S

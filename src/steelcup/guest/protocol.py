@@ -10,7 +10,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 
-from steelcup.errors import GuestProtocolError
+from steelcup.errors import GuestProtocolError, InvalidArgument
 
 PROTOCOL_VERSION = 1
 MAGIC = 0x70756373  # the bytes b"scup" little-endian
@@ -58,6 +58,22 @@ class Op(IntEnum):
     STAGE_ROOT = 20
     SYSCTL = 21
     RESUME = 22
+    SYNC_ROOT = 23
+
+
+class RootfsCache(IntEnum):
+    """SETUP_ROOT's CACHE: how the guest caches the container root's 9p share."""
+
+    NONE = 0  # every access goes to the host: coherent with files the host writes
+    LOOSE = 1  # page, dentry and attribute caches; the host syncs and drops them (SYNC_ROOT)
+
+    @classmethod
+    def from_name(cls, name: str) -> RootfsCache:
+        """"none" or "loose" (the daemon's --rootfs-cache)."""
+        try:
+            return cls[name.upper()]
+        except KeyError:
+            raise InvalidArgument(f"unknown root cache mode {name!r}: none or loose") from None
 
 
 # Where STAGE_ROOT mounts its share in the guest (processes started before SETUP_ROOT see it).
@@ -113,6 +129,8 @@ class Tag(IntEnum):
     PROC = 44
     RECEIVED = 45
     CONTAINER = 46
+    CACHE = 47
+    DROP = 48
 
 
 DATA_OPS = frozenset({Op.STDIN, Op.STDOUT, Op.STDERR})

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import contextlib
+import errno
 import itertools
 import logging
 import shutil
@@ -34,7 +35,8 @@ from steelcup.errors import (
     VmLaunchError,
 )
 from steelcup.guest import ops as guest_ops
-from steelcup.guest.client import GuestProcess, ProcessSpec
+from steelcup.guest.client import GuestProcess, GuestRequestError, ProcessSpec
+from steelcup.guest.protocol import RootfsCache
 from steelcup.guestlog import clip
 from steelcup.idmap import IdRange, IdsFor, one_range
 from steelcup.image import rootfs as rootfs_module
@@ -75,6 +77,8 @@ RESTART_RESET_AFTER_S = 10.0
 # How long a force removal waits for the killed process, then for its output relay.
 REMOVE_KILL_WAIT_S = 5.0
 REMOVE_PUMP_WAIT_S = 15.0
+# A syncfs of a root with much dirty page cache in it (cache=loose) writes it all over 9p.
+SYNC_ROOT_TIMEOUT_S = 60.0
 # Live restore: how long a released run's relay may take to log what it had received.
 HAND_OVER_PUMP_WAIT_S = 5.0
 RESTORE_CONCURRENCY = 8
@@ -125,6 +129,9 @@ class _Live:
     handing_over: bool = False
     slot_dir: str = ""  # a pooled VM's rootfs slot on the host (kept with the VM)
     pod_index: int = 0  # a pod member's CONTAINER number in its sandbox's VM (this run's)
+    # How this run's guest caches the root (SETUP_ROOT's CACHE): with LOOSE the host syncs
+    # and drops the guest's caches around its own access to the root (holding_files).
+    rootfs_cache: RootfsCache = RootfsCache.NONE
     pod_next: int = 1  # a sandbox's next CONTAINER number for a member (per run of its VM)
 
     def ended(self, seq: int) -> bool:
@@ -183,6 +190,8 @@ class Defaults:
     # The VMs' user namespace (steelcup.idmap): the ids a container's files are stored with.
     # None: QEMU runs as host root and files hold the guest's own ids.
     ids: IdRange | None = None
+    # How a container's guest caches its root's 9p share (the daemon's --rootfs-cache).
+    rootfs_cache: RootfsCache = RootfsCache.NONE
 
 
 class Runtime:
@@ -713,7 +722,9 @@ class Runtime:
         live.pod_next = 1
         await machine.guest.setup_root("rootfs", config.hostname, config.read_only,
                                        subdir=machine.rootfs_subdir,
-                                       pids_max=config.pids_limit)
+                                       pids_max=config.pids_limit,
+                                       cache=self.defaults.rootfs_cache)
+        live.rootfs_cache = self.defaults.rootfs_cache
         if config.sysctls:
             await machine.guest.sysctl(f"{k}={v}" for k, v in config.sysctls)
         await self.resources.configure_guest(machine.guest, run)
@@ -1166,13 +1177,35 @@ class Runtime:
         live = self._find(ref)
         async with live.busy:
             self._outcome(live, op, ref)
+            await self._sync_root(live, drop=False)  # the guest's writes reach the host
             try:
                 yield live.record
             finally:
+                if op is Op.FILES:  # cp may have written: the guest reads it afresh
+                    await self._sync_root(live, drop=True)
                 state = live.record.state
                 if not state.running and state.status is not Status.REMOVING:
                     await asyncio.to_thread(rootfs_module.release,
                                             self.container_dir(live.record.id))
+
+    async def _sync_root(self, live: _Live, *, drop: bool) -> None:
+        """SYNC_ROOT to a running container whose guest caches its root (loose). A paused
+        VM cannot answer: its cached writes stay unseen until it runs (logged); a guest that
+        fails is logged too, the host's access goes on (the run may be ending)."""
+        machine = live.machine
+        if machine is None or live.rootfs_cache is RootfsCache.NONE:
+            return
+        if live.record.state.status is Status.PAUSED:
+            log.info("container %s is paused: its guest's cached root is not synced",
+                     live.record.id[:12])
+            return
+        try:
+            await machine.guest.sync_root(drop=drop, timeout_s=SYNC_ROOT_TIMEOUT_S)
+        except GuestRequestError as exc:
+            if exc.errno_value != errno.ENOSYS:  # ENOSYS: an init before SYNC_ROOT, uncached
+                log.warning("container %s: SYNC_ROOT failed: %s", live.record.id[:12], exc)
+        except SteelcupError as exc:
+            log.warning("container %s: SYNC_ROOT failed: %s", live.record.id[:12], exc)
 
     # -- I/O ---------------------------------------------------------------------------------
 
@@ -1383,6 +1416,9 @@ class Runtime:
         live.log_last_ns = not_before_ns - 1
         live.log_mark = entry.log_mark if self.live_restore else None
         live.slot_dir = entry.slot_dir
+        # Unknown to this daemon (the previous one may have had another --rootfs-cache):
+        # treated as loose, and a guest too old for SYNC_ROOT has an uncached root.
+        live.rootfs_cache = RootfsCache.LOOSE if not config.pod_of else RootfsCache.NONE
         live.stopping = False
         live.started_mono = time.monotonic()
         live.started.set()

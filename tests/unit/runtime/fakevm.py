@@ -18,6 +18,7 @@ from typing import cast
 
 from steelcup.errors import GuestProtocolError, ProcessStartError, SteelcupError
 from steelcup.guest.client import ExitStatus, GuestProcess, ProcessSpec, Stream
+from steelcup.guest.protocol import RootfsCache
 from steelcup.pool.source import VmRequest, VmSource
 from steelcup.vm.machine import Machine
 
@@ -81,12 +82,19 @@ class FakeGuest:
         self.machine = machine
 
     async def setup_root(self, source: str, hostname: str | None = None, readonly: bool = False,
-                         subdir: str = "", pids_max: int = 0, container: int = 0) -> None:
+                         subdir: str = "", pids_max: int = 0, container: int = 0,
+                         cache: RootfsCache = RootfsCache.NONE) -> None:
         if container:  # a pod member's root: (CONTAINER, SOURCE, SUBDIR, READONLY)
             self.machine.member_roots.append((container, source, subdir, readonly))
             return
         self.machine.root_readonly = readonly
         self.machine.pids_max = pids_max
+        self.machine.root_cache = cache
+
+    async def sync_root(self, *, drop: bool = False, timeout_s: float = 30.0) -> None:
+        if self.machine.sync_error is not None:
+            raise self.machine.sync_error
+        self.machine.syncs.append(drop)
 
     async def sysctl(self, settings: Iterable[str], *, timeout_s: float = 30.0) -> None:
         self.machine.sysctls.extend(settings)
@@ -125,6 +133,9 @@ class FakeMachine:
     root_readonly: bool | None = None  # as SETUP_ROOT got it (None: not set up)
     pids_max: int = 0
     sysctls: list[str] = field(default_factory=list)  # SYSCTL requests, in order
+    root_cache: RootfsCache | None = None  # SETUP_ROOT's CACHE (None: not set up)
+    syncs: list[bool] = field(default_factory=list)  # SYNC_ROOT requests: their DROP
+    sync_error: SteelcupError | None = None  # what SYNC_ROOT raises
     member_roots: list[tuple[int, str, str, bool]] = field(default_factory=list)
     pid: int | None = None  # no QEMU: no host figures (steelcup.metrics)
 

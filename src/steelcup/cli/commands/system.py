@@ -108,6 +108,12 @@ def register(sub: Any, name: str, help_text: str) -> None:
                                             "(a guest writing more gets ENOSPC; volumes made "
                                             "before volumes had a size stay unbounded; "
                                             "default %(default)s)")
+        p.add_argument("--rootfs-cache", choices=("none", "loose"), default="loose",
+                       help="how a container's guest caches its root filesystem (9p): loose "
+                            "keeps a page cache in the guest (python3 starts 1.6x faster under "
+                            "TCG) and the daemon flushes and drops it around cp, diff, commit "
+                            "and export; none reads every file from the host "
+                            "(default %(default)s)")
         p.add_argument("--log-max-size", default=defaults.LOG_MAX_SIZE, metavar="SIZE",
                        help="container logs rotate at this size (json-file max-size); also "
                             "the most a container may ask for (default %(default)s)")
@@ -370,6 +376,7 @@ def cmd_daemon(ctx: Context, args: argparse.Namespace) -> int:
         volume_default_bytes=parse_memory(args.volume_size_default),
         log_max_bytes=parse_memory(args.log_max_size),
         log_max_files=args.log_max_file,
+        rootfs_cache=args.rootfs_cache,
         tcg_tb_mib=args.tcg_tb_size,
         vm_mem_overhead_mib=args.vm_mem_overhead,
         tls_listen=_host_port(args.tls_listen),

@@ -1,0 +1,88 @@
+"""--rootfs-cache loose on real guests: the root is mounted cache=loose, and the daemon keeps
+the host's view and the guest's coherent around cp (both ways), diff, commit and export."""
+
+from __future__ import annotations
+
+import io
+import tarfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.vm.support import (
+    BUSYBOX_TAR,
+    Daemon,
+    delete_netns,
+    leftovers_of,
+    need_assets,
+    new_netns,
+    start_daemon,
+    stop_daemon,
+)
+
+IMG = "steelcup/busybox"
+
+
+@pytest.fixture(scope="module")
+def loose(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
+    need_assets()
+    base = tmp_path_factory.mktemp("loose")
+    netns = new_netns("loose")
+    d = start_daemon(base / "root", base / "run" / "steelcup.sock", netns,
+                     ("--rootfs-cache", "loose"))
+    try:
+        d.cli("load", "-i", str(BUSYBOX_TAR), check=True)
+        yield d
+    finally:
+        stop_daemon(d)
+        problems = leftovers_of(base / "root", netns=netns)
+        delete_netns(netns)
+        assert not problems, "after daemon shutdown: " + "\n".join(problems)
+
+
+def _root_options(daemon: Daemon, cid: str) -> list[str]:
+    """The root's mount options as the guest kernel shows them (6.1: "loose", not
+    "cache=loose")."""
+    mounts = daemon.out("exec", cid, "cat", "/proc/mounts").splitlines()
+    return next(line for line in mounts if line.split()[1] == "/").split()[3].split(",")
+
+
+def test_cp_in_replaces_what_the_guest_has_cached(loose: Daemon, tmp_path: Path) -> None:
+    cid = loose.out("run", "-d", IMG, "sleep", "300").strip()
+    try:
+        assert "loose" in _root_options(loose, cid)
+        # the guest reads (and caches) the old file and a lookup of a missing one
+        assert loose.out("exec", cid, "sh", "-c",
+                         "echo old > /tmp/f; cat /tmp/f; cat /tmp/new 2>/dev/null; true"
+                         ) == "old\n"
+        src = tmp_path / "f"
+        src.write_text("new and longer content from the host\n")
+        loose.out("cp", str(src), f"{cid}:/tmp/f")
+        loose.out("cp", str(src), f"{cid}:/tmp/new")
+        assert loose.out("exec", cid, "cat", "/tmp/f", "/tmp/new") == src.read_text() * 2
+    finally:
+        loose.cli("rm", "-f", cid)
+
+
+def test_guest_writes_reach_cp_diff_commit_and_export(loose: Daemon, tmp_path: Path) -> None:
+    cid = loose.out("run", "-d", IMG, "sleep", "300").strip()
+    try:
+        # written and closed by the guest, still in its page cache (write-back)
+        loose.out("exec", cid, "sh", "-c", "echo from-guest > /root/made-in-vm")
+        loose.out("cp", f"{cid}:/root/made-in-vm", str(tmp_path / "back"))
+        assert (tmp_path / "back").read_text() == "from-guest\n"
+        loose.out("exec", cid, "sh", "-c", "echo second > /root/second")
+        assert "A /root/second" in loose.out("diff", cid).splitlines()
+        exported = loose.cli("export", cid, check=True).stdout
+        with tarfile.open(fileobj=io.BytesIO(exported)) as tar:
+            member = tar.extractfile("root/second")
+            assert member is not None and member.read() == b"second\n"
+        loose.out("exec", cid, "sh", "-c", "echo third > /root/third")
+        loose.out("commit", cid, "loose-committed:1")
+    finally:
+        loose.cli("rm", "-f", cid)
+    out = loose.out("run", "--rm", "loose-committed:1", "cat", "/root/made-in-vm",
+                    "/root/second", "/root/third")
+    assert out == "from-guest\nsecond\nthird\n"
+    loose.out("rmi", "loose-committed:1")
