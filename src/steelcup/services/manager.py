@@ -31,6 +31,7 @@ from steelcup.services.model import (
     UpdateStatus,
     new_object_id,
 )
+from steelcup.services.refs import resolve_ref
 from steelcup.services.store import ServiceStore
 from steelcup.tenancy.quota import Admit, need, unlimited
 
@@ -134,23 +135,7 @@ class ServiceManager:
     def resolve(self, ref: str, tenant: str | None) -> str:
         """The id of the service `ref` (full id, name, or unique id prefix) names for `tenant`
         (None: the operator); another tenant's is exactly as missing as a missing one."""
-        seen = self.list(tenant)
-        for service in seen:
-            if service.id == ref:
-                return service.id
-        named = [s for s in seen if s.name == ref]
-        if named:
-            own = [s for s in named if not s.tenant]
-            if own or len(named) == 1:
-                return (own or named)[0].id
-            raise InvalidArgument(f"{len(named)} services of different tenants are named "
-                                  f"{ref!r}: use the id")
-        matches = [s for s in seen if ref and s.id.startswith(ref)]
-        if len(matches) == 1:
-            return matches[0].id
-        if len(matches) > 1:
-            raise InvalidArgument(f"service {ref} is ambiguous ({len(matches)} matches found)")
-        raise NotFound(f"service {ref} not found")
+        return resolve_ref(self.list(tenant), ref, "service")
 
     def create(self, tenant: str, name: str, *, spec_doc: dict[str, Any],
                task_doc: dict[str, Any], plan: ServicePlan,

@@ -19,6 +19,7 @@ from steelcup.runtime.events import EventBus
 from steelcup.services.manager import ServiceManager, now_rfc3339
 from steelcup.services.model import Kind, SwarmObject, new_object_id
 from steelcup.services.object_store import ObjectStore
+from steelcup.services.refs import resolve_ref
 from steelcup.tenancy.quota import Admit, need, unlimited
 
 # swarmkit's rule for secret and config names.
@@ -65,24 +66,7 @@ class ObjectManager:
     def resolve(self, kind: Kind, ref: str, tenant: str | None) -> str:
         """The id `ref` (full id, name, unique id prefix) names among `tenant`'s objects of
         `kind`; another tenant's is exactly as missing as a missing one."""
-        seen = self.list(kind, tenant)
-        for obj in seen:
-            if obj.id == ref:
-                return obj.id
-        named = [o for o in seen if o.name == ref]
-        if named:
-            own = [o for o in named if not o.tenant]
-            if own or len(named) == 1:
-                return (own or named)[0].id
-            raise InvalidArgument(f"{len(named)} {kind.value}s of different tenants are "
-                                  f"named {ref!r}: use the id")
-        matches = [o for o in seen if ref and o.id.startswith(ref)]
-        if len(matches) == 1:
-            return matches[0].id
-        if len(matches) > 1:
-            raise InvalidArgument(f"{kind.value} {ref} is ambiguous ({len(matches)} matches "
-                                  "found)")
-        raise NotFound(f"{kind.value} {ref} not found")
+        return resolve_ref(self.list(kind, tenant), ref, kind.value)
 
     def create(self, kind: Kind, tenant: str, name: str, data: bytes,
                labels: tuple[tuple[str, str], ...] = ()) -> SwarmObject:
