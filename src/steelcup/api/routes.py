@@ -62,6 +62,7 @@ from steelcup.errors import (
     Unsupported,
 )
 from steelcup.funcs.service import Funcs
+from steelcup.guest.client import ProcessSpec
 from steelcup.image.credentials import TenantCredentials
 from steelcup.image.store import ImageStore
 from steelcup.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
@@ -816,39 +817,15 @@ class _Api:
         # The process's terminal was decided at create; start's Tty says how the client wants
         # the output framed (dockerd: raw with Tty, multiplexed without).
         use_tty = exec_.config.tty if tty is None else tty
-
-        async def run(conn: HijackedStream) -> None:
-            # Started once the client has the upgraded stream (as dockerd does); a start
-            # failure goes into the stream, its exit code (126/127) to exec inspect.
-            try:
-                await execs.launch(exec_, spec)
-            except SteelcupError as exc:
-                with contextlib.suppress(ConnectionError, OSError):
-                    await conn.write(_frame(use_tty, "stderr", f"{exc}\r\n".encode()))
-                await conn.close()
-                return
-            await _relay_exec(execs, exec_, conn, use_tty)
-
-        return HijackResponse(run)
+        return HijackResponse(_exec_runner(execs, exec_, spec, use_tty))
 
     async def exec_start_ws(self, req: Request) -> Response:
         """steelcup extension: start an exec over a websocket (a browser cannot hijack a
         POST): raw output in binary frames, as the websocket attach, input from its frames."""
         execs = self.svc.execs
         exec_, spec = execs.prepare(req.params["id"])
-        use_tty = exec_.config.tty
-
-        async def run(conn: HijackedStream) -> None:
-            try:
-                await execs.launch(exec_, spec)
-            except SteelcupError as exc:
-                with contextlib.suppress(ConnectionError, OSError):
-                    await conn.write(_frame(use_tty, "stderr", f"{exc}\r\n".encode()))
-                await conn.close()
-                return
-            await _relay_exec(execs, exec_, conn, use_tty)
-
-        return HijackResponse(run, websocket=True)
+        return HijackResponse(_exec_runner(execs, exec_, spec, exec_.config.tty),
+                              websocket=True)
 
     async def exec_resize(self, req: Request) -> Response:
         await self.svc.execs.resize(req.params["id"], req.q_int("h", 0) or 0,
@@ -951,6 +928,25 @@ async def _pump_stdin(attached: Attached, conn: HijackedStream, detach_keys: byt
     # As dockerd: a terminal's input stays open when its client goes (it may attach again).
     if attached.record.config.stdin_once and not attached.record.config.tty:
         await attached.close_stdin()
+
+
+def _exec_runner(execs: ExecManager, exec_: Exec, spec: ProcessSpec, use_tty: bool
+                 ) -> Callable[[HijackedStream], Awaitable[None]]:
+    """What runs an exec on the client's upgraded stream (a hijacked POST or a websocket):
+    started once the client has the stream (as dockerd does); a start failure goes into the
+    stream, its exit code (126/127) to exec inspect."""
+
+    async def run(conn: HijackedStream) -> None:
+        try:
+            await execs.launch(exec_, spec)
+        except SteelcupError as exc:
+            with contextlib.suppress(ConnectionError, OSError):
+                await conn.write(_frame(use_tty, "stderr", f"{exc}\r\n".encode()))
+            await conn.close()
+            return
+        await _relay_exec(execs, exec_, conn, use_tty)
+
+    return run
 
 
 async def _relay_exec(execs: ExecManager, exec_: Exec, conn: HijackedStream, tty: bool) -> None:
