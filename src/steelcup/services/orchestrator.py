@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import replace
 from typing import Any
 
-from steelcup.errors import Conflict, InvalidArgument, NotFound, SteelcupError
+from steelcup.errors import Conflict, NotFound, SteelcupError
 from steelcup.runtime.containers import Runtime
 from steelcup.runtime.healthcheck import HealthStatus, probe
 from steelcup.runtime.logs import parse_time_ns
@@ -37,6 +37,7 @@ from steelcup.services.model import (
     new_object_id,
 )
 from steelcup.services.pull import PullImage, has_image
+from steelcup.services.refs import resolve_id
 from steelcup.services.store import ServiceStore
 
 log = logging.getLogger(__name__)
@@ -163,15 +164,7 @@ class Orchestrator:
 
     def resolve(self, ref: str, tenant: str | None) -> str:
         """A task by full id or unique id prefix, among `tenant`'s (None: all)."""
-        seen = self.list(tenant)
-        if any(t.id == ref for t in seen):
-            return ref
-        matches = [t for t in seen if ref and t.id.startswith(ref)]
-        if len(matches) == 1:
-            return matches[0].id
-        if len(matches) > 1:
-            raise InvalidArgument(f"task {ref} is ambiguous ({len(matches)} matches found)")
-        raise NotFound(f"task {ref} not found")
+        return resolve_id([t.id for t in self.list(tenant)], ref, "task")
 
     # -- runtime events ----------------------------------------------------------------------
 

@@ -34,9 +34,17 @@ def resolve_ref(seen: Sequence[Named], ref: str, what: str) -> str:
             return (own or named)[0].id
         raise InvalidArgument(f"{len(named)} {what}s of different tenants are named {ref!r}: "
                               "use the id")
-    matches = [o for o in seen if ref and o.id.startswith(ref)]
+    return resolve_id([o.id for o in seen], ref, what)
+
+
+def resolve_id(ids: Sequence[str], ref: str, what: str) -> str:
+    """The id `ref` names among `ids` by itself or as a unique prefix (tasks, which have no
+    names of their own, are resolved by this alone)."""
+    if ref in ids:
+        return ref
+    matches = [i for i in ids if ref and i.startswith(ref)]
     if len(matches) == 1:
-        return matches[0].id
+        return matches[0]
     if len(matches) > 1:
         raise InvalidArgument(f"{what} {ref} is ambiguous ({len(matches)} matches found)")
     raise NotFound(f"{what} {ref} not found")

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import pytest
 
 from steelcup.errors import InvalidArgument, NotFound
-from steelcup.services.refs import resolve_ref
+from steelcup.services.refs import resolve_id, resolve_ref
 
 
 @dataclass(frozen=True)
@@ -45,3 +45,13 @@ def test_a_name_wins_over_a_prefix() -> None:
 def test_refusals_say_why(ref: str, error: type[Exception], text: str) -> None:
     with pytest.raises(error, match=text.replace("(", r"\(").replace(")", r"\)")):
         resolve_ref(SEEN, ref, "service")
+
+
+def test_an_id_alone_by_itself_or_a_unique_prefix() -> None:
+    ids = ["aa11", "aa22", "bb33"]
+    assert resolve_id(ids, "aa22", "task") == "aa22"
+    assert resolve_id(ids, "b", "task") == "bb33"
+    with pytest.raises(InvalidArgument, match=r"task aa is ambiguous \(2 matches found\)"):
+        resolve_id(ids, "aa", "task")
+    with pytest.raises(NotFound, match="task zz not found"):
+        resolve_id(ids, "zz", "task")
