@@ -259,6 +259,14 @@ class Builder:
         await self.say(f" ---> {hit.short_id}\n")
         return hit
 
+    async def _cached(self, key: str) -> Image | None:
+        """The step's image from the build cache (saying so), unless the build asked for none
+        or the cache has none."""
+        hit = None if self.req.nocache else self.images.cached(self.req.tenant, key)
+        if hit is not None:
+            await self.say(f" ---> Using cache\n ---> {hit.short_id}\n")
+        return hit
+
     def _history(self, created_by: str, state: StageState) -> dict[str, Any]:
         entry: dict[str, Any] = {"created_by": created_by}
         if state.author:
@@ -275,9 +283,8 @@ class Builder:
         created_by = " ".join(argv) if not shown_args else \
             f"|{len(shown_args)} {' '.join(shown_args)} {' '.join(argv)}"
         key = cache_key(parent.id, "RUN " + json.dumps(argv), {"env": env})
-        hit = None if self.req.nocache else self.images.cached(self.req.tenant, key)
+        hit = await self._cached(key)
         if hit is not None:
-            await self.say(f" ---> Using cache\n ---> {hit.short_id}\n")
             return hit
         async with self._container(parent, state, argv, env) as cid:
             await self.say(f" ---> Running in {cid[:12]}\n")
@@ -356,9 +363,8 @@ class Builder:
     async def _workdir(self, parent: Image, state: StageState, shown: str) -> Image:
         path = str(state.config["WorkingDir"])
         key = cache_key(parent.id, "#(nop) " + shown, {"config": clean_config(state.config)})
-        hit = None if self.req.nocache else self.images.cached(self.req.tenant, key)
+        hit = await self._cached(key)
         if hit is not None:
-            await self.say(f" ---> Using cache\n ---> {hit.short_id}\n")
             return hit
         async with self._container(parent, state, _IDLE_ARGV, {}) as cid:
             async with mounted_tree(self.rt, cid) as tree:
@@ -436,9 +442,8 @@ class Builder:
                    for src, h in zip(spools, digests, strict=True)] + ["in", dest])
             key = cache_key(parent.id, shown, {"dest": dest_path, "sources": digests,
                                                "config": clean_config(state.config)})
-            hit = None if self.req.nocache else self.images.cached(self.req.tenant, key)
+            hit = await self._cached(key)
             if hit is not None:
-                await self.say(f" ---> Using cache\n ---> {hit.short_id}\n")
                 return hit
             async with self._container(parent, state, _IDLE_ARGV, {}) as cid:
                 async with mounted_tree(self.rt, cid) as tree:
