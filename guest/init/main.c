@@ -271,8 +271,21 @@ static void handle_mount(const struct proto_frame *f)
 	uint32_t vlen;
 	if (!proto_frame_str(f, PROTO_TAG_FSTYPE, &v, &vlen))
 		snprintf(fstype, sizeof(fstype), "9p");
-	int rc = mounts_mount_into(root, source, fstype, target, options, ro != 0, msg,
-				   sizeof(msg));
+	int rc;
+	if (strcmp(fstype, "bind") == 0) {
+		char subdir[1024], share[300];
+		copy_str(f, PROTO_TAG_SUBDIR, subdir, sizeof(subdir));
+		if (!subdir[0]) {
+			channel_send_error(id, EINVAL, "a bind MOUNT needs a SUBDIR (under 1024 bytes)");
+			return;
+		}
+		rc = pods_share_mount(source, share, sizeof(share), msg, sizeof(msg));
+		if (rc == 0)
+			rc = mounts_bind_into(root, share, subdir, target, ro != 0, msg, sizeof(msg));
+	} else {
+		rc = mounts_mount_into(root, source, fstype, target, options, ro != 0, msg,
+				       sizeof(msg));
+	}
 	if (rc < 0)
 		channel_send_error(id, -rc, msg);
 	else

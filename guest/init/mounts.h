@@ -42,6 +42,21 @@ int mounts_mount_into(const char *root, const char *source, const char *fstype,
 		      const char *target, const char *options, int readonly, char *msg,
 		      unsigned msglen);
 
+/* Opens (O_PATH) the existing path rel (relative, "" refused) inside the directory sharefd
+ * without following any symlink, the last component's included (-ELOOP), without ".."
+ * (-EINVAL) and without creating anything. Returns the fd or -errno. */
+int mounts_open_source(int sharefd, const char *rel);
+/* Opens (O_PATH) the file `target` inside the directory rootfd as a mount point for a file:
+ * its parent is walked as mounts_open_target does (missing directories created), the file is
+ * created empty (0644) if missing; a symlink is -ELOOP, a directory -EISDIR. */
+int mounts_open_target_file(int rootfd, const char *target);
+/* MOUNT with FSTYPE bind: binds the directory or regular file subdir (mounts_open_source) of
+ * the share mounted at share onto target inside root (a directory target as
+ * mounts_open_target walks it, a file target as mounts_open_target_file), read-only on
+ * request. Returns 0 or -errno with msg. */
+int mounts_bind_into(const char *root, const char *share, const char *subdir,
+		     const char *target, int readonly, char *msg, unsigned msglen);
+
 /* Run by a container's first process in a mount namespace of its own (and a PID namespace whose
  * PID 1 it is): makes the mount `root` the root of that namespace with pivot_root, through the
  * empty directory pivot_dir outside it (created if missing), detaches the mounts listed in

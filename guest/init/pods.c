@@ -69,6 +69,15 @@ static int share_mounted(const char *tag, const char *dir, char *msg, unsigned m
 	return 0;
 }
 
+int pods_share_mount(const char *tag, char *out, size_t outlen, char *msg, unsigned msglen)
+{
+	if (pods_share_path(tag, out, outlen) < 0) {
+		snprintf(msg, msglen, "bad SOURCE share tag: %s", tag);
+		return -EINVAL;
+	}
+	return share_mounted(tag, out, msg, msglen);
+}
+
 int pods_setup(uint32_t n, const char *tag, const char *subdir, int readonly, char *msg,
 	       unsigned msglen)
 {

@@ -16,6 +16,9 @@ int pods_root_path(uint32_t n, char *out, size_t outlen);
 /* Writes where the 9p share tag is kept mounted for members' roots; -EINVAL for a tag that is
  * empty, ".", "..", contains '/' or is 256 bytes or more. */
 int pods_share_path(const char *tag, char *out, size_t outlen);
+/* Mounts the 9p share tag at its pods_share_path (once: later calls find it mounted) and
+ * writes that path; 0, or -errno with msg (-EINVAL: a bad tag). MOUNT's binds come from it. */
+int pods_share_mount(const char *tag, char *out, size_t outlen, char *msg, unsigned msglen);
 /* Whether member n (1..PODS_MAX-1) has its root set up. */
 int pods_ready(uint32_t n);
 /* SETUP_ROOT of member n: the share tag mounted once (kept for later members), the directory

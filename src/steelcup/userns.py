@@ -27,6 +27,7 @@ _AT_FDCWD = -100
 _AT_EMPTY_PATH = 0x1000
 _AT_RECURSIVE = 0x8000
 _MOVE_MOUNT_F_EMPTY_PATH = 4
+_MOUNT_ATTR_RDONLY = 0x1
 _MOUNT_ATTR_NOSUID = 0x2
 _MOUNT_ATTR_NODEV = 0x4
 _MOUNT_ATTR_IDMAP = 0x0010_0000
@@ -106,15 +107,18 @@ def enter(ns_fd: int) -> None:
     os.setresuid(0, 0, 0)
 
 
-def idmapped_bind(source: Path, target: Path, uid_map: str, *, recursive: bool = False) -> None:
-    """Attach a copy of the mount tree at `source` on `target`, nosuid and nodev, its ids seen
-    through `uid_map` (file id k shows as the map's host id for k). OSError if refused."""
+def idmapped_bind(source: Path, target: Path, uid_map: str, *, recursive: bool = False,
+                  readonly: bool = False) -> None:
+    """Attach a copy of the mount tree at `source` (a directory or a file) on `target`, nosuid
+    and nodev (and read-only on request), its ids seen through `uid_map` (file id k shows as the
+    map's host id for k). OSError if refused."""
     flags = _OPEN_TREE_CLONE | os.O_CLOEXEC | (_AT_RECURSIVE if recursive else 0)
     fd = _libc.syscall(_SYS_OPEN_TREE, _AT_FDCWD, os.fsencode(source), flags)
     if fd < 0:
         _raise("open_tree", source)
     try:
-        attr = _MountAttr(_MOUNT_ATTR_IDMAP | _MOUNT_ATTR_NOSUID | _MOUNT_ATTR_NODEV, 0, 0,
+        attr = _MountAttr(_MOUNT_ATTR_IDMAP | _MOUNT_ATTR_NOSUID | _MOUNT_ATTR_NODEV
+                          | (_MOUNT_ATTR_RDONLY if readonly else 0), 0, 0,
                           namespace_fd(uid_map))
         if _libc.syscall(_SYS_MOUNT_SETATTR, fd, b"", _AT_EMPTY_PATH | (
                 _AT_RECURSIVE if recursive else 0), ctypes.byref(attr),

@@ -1,6 +1,7 @@
 /* Unit tests of pod members' roots: the paths, and (as root, in a child's own mount namespace)
  * a member root bound from a directory of a share, read-only, with its API mounts, and the
- * SUBDIRs that would leave the share. */
+ * SUBDIRs that would leave the share; MOUNT's binds of a file or directory of a share into a
+ * root, and the sources and targets that would leave either. */
 #define _GNU_SOURCE
 #include "../init.h"
 #include "../mounts.h"
@@ -133,10 +134,146 @@ static void test_member_root(void)
 	CHECK(system(cmd) == 0, "cleanup");
 }
 
+static int read_all(const char *path, char *out, size_t outlen)
+{
+	int fd = open(path, O_RDONLY);
+	if (fd < 0)
+		return -1;
+	ssize_t n = read(fd, out, outlen - 1);
+	close(fd);
+	out[n < 0 ? 0 : n] = 0;
+	return (int)n;
+}
+
+static int write_str(const char *path, const char *text)
+{
+	int fd = open(path, O_WRONLY | O_TRUNC);
+	if (fd < 0)
+		return -errno;
+	ssize_t n = write(fd, text, strlen(text));
+	int rc = n < 0 ? -errno : 0;
+	close(fd);
+	return rc;
+}
+
+/* In a mount namespace of its own: binds from the share into the root. */
+static int bind_child(const char *base, const char *share, const char *root)
+{
+	int before = failed;
+	char msg[300], p[600], q[600], buf[64];
+	if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0) {
+		fprintf(stderr, "make / private: %s\n", strerror(errno));
+		return 1;
+	}
+	/* A file: the target and its parents are made; writes go both ways. */
+	int rc = mounts_bind_into(root, share, "m.mounts/0", "/dev/termination-log", 0, msg,
+				  sizeof(msg));
+	CHECK(rc == 0, "bind a file: %s", msg);
+	snprintf(p, sizeof(p), "%s/dev/termination-log", root);
+	snprintf(q, sizeof(q), "%s/m.mounts/0", share);
+	CHECK(write_str(p, "bye") == 0, "write through the bound file");
+	CHECK(read_all(q, buf, sizeof(buf)) == 3 && strcmp(buf, "bye") == 0,
+	      "the share's file has it: '%s'", buf);
+	CHECK(write_str(q, "host") == 0 && read_all(p, buf, sizeof(buf)) == 4 &&
+	      strcmp(buf, "host") == 0, "the share's write is seen at the target: '%s'", buf);
+	/* Read-only: the bind refuses writes, the share's file stays writable. */
+	rc = mounts_bind_into(root, share, "m.mounts/0", "/etc/ro-file", 1, msg, sizeof(msg));
+	CHECK(rc == 0, "bind a file read-only: %s", msg);
+	snprintf(p, sizeof(p), "%s/etc/ro-file", root);
+	CHECK(write_str(p, "x") == -EROFS, "a read-only file bind refuses writes");
+	CHECK(read_all(p, buf, sizeof(buf)) == 4, "and is readable");
+	/* A directory onto a directory target (made). */
+	rc = mounts_bind_into(root, share, "m.mounts/1", "/var/run/secrets/sa", 1, msg, sizeof(msg));
+	CHECK(rc == 0, "bind a directory: %s", msg);
+	CHECK(exists(root, "var/run/secrets/sa/token"), "the directory's file is seen");
+	snprintf(p, sizeof(p), "%s/var/run/secrets/sa/new", root);
+	CHECK(open(p, O_CREAT | O_WRONLY, 0644) < 0 && errno == EROFS,
+	      "a read-only directory bind refuses new files");
+	/* Sources that leave the share, and targets that leave the root. */
+	CHECK(mounts_bind_into(root, share, "link", "/t1", 0, msg, sizeof(msg)) == -ELOOP,
+	      "a symlink source: %s", msg);
+	CHECK(mounts_bind_into(root, share, "dirlink/x", "/t1", 0, msg, sizeof(msg)) == -ELOOP,
+	      "a symlink on the source's way: %s", msg);
+	CHECK(mounts_bind_into(root, share, "m.mounts/../../outside", "/t1", 0, msg,
+			       sizeof(msg)) == -EINVAL, "a source with ..: %s", msg);
+	CHECK(mounts_bind_into(root, share, "/m.mounts/0", "/t1", 0, msg, sizeof(msg)) == -EINVAL,
+	      "an absolute source: %s", msg);
+	CHECK(mounts_bind_into(root, share, "m.mounts/0/x", "/t1", 0, msg, sizeof(msg)) ==
+	      -ENOTDIR, "a file on the source's way: %s", msg);
+	CHECK(mounts_bind_into(root, share, "missing", "/t1", 0, msg, sizeof(msg)) == -ENOENT,
+	      "a missing source is not made: %s", msg);
+	CHECK(!exists(share, "missing"), "nothing made in the share");
+	CHECK(mounts_bind_into(root, share, "m.mounts/0", "/etc/hosts", 0, msg, sizeof(msg)) ==
+	      -ELOOP, "a symlink target file: %s", msg);
+	CHECK(mounts_bind_into(root, share, "m.mounts/0", "/escape/hosts", 0, msg, sizeof(msg)) ==
+	      -ELOOP, "a symlink on the target's way: %s", msg);
+	CHECK(mounts_bind_into(root, share, "m.mounts/0", "/var", 0, msg, sizeof(msg)) == -EISDIR,
+	      "a file onto a directory: %s", msg);
+	CHECK(mounts_bind_into(root, share, "m.mounts/0", "/etc/..", 0, msg, sizeof(msg)) ==
+	      -EINVAL, "a file target ..: %s", msg);
+	snprintf(p, sizeof(p), "%s/outside", base);
+	CHECK(read_all(p, buf, sizeof(buf)) == 8 && strcmp(buf, "original") == 0,
+	      "the file outside is untouched: '%s'", buf);
+	return failed - before;
+}
+
+static void test_bind(void)
+{
+	if (geteuid() != 0) {
+		fprintf(stderr, "test_pods: not root, skipping the binds\n");
+		return;
+	}
+	char tmpl[] = "/tmp/steelcup-bind-XXXXXX";
+	char *base = mkdtemp(tmpl);
+	CHECK(base != NULL, "mkdtemp");
+	if (!base)
+		return;
+	char share[256], root[256], p[600], q[600];
+	snprintf(share, sizeof(share), "%s/share", base);
+	snprintf(root, sizeof(root), "%s/root", base);
+	snprintf(p, sizeof(p), "%s/m.mounts/1", share);
+	CHECK(mounts_mkdir_p(p, 0755) == 0, "mkdir");
+	snprintf(p, sizeof(p), "%s/m.mounts/1/token", share);
+	close(open(p, O_CREAT | O_WRONLY, 0644));
+	snprintf(p, sizeof(p), "%s/m.mounts/0", share);
+	close(open(p, O_CREAT | O_WRONLY, 0644));
+	snprintf(p, sizeof(p), "%s/outside", base);
+	close(open(p, O_CREAT | O_WRONLY, 0644));
+	CHECK(write_str(p, "original") == 0, "write outside");
+	snprintf(q, sizeof(q), "%s/link", share);
+	CHECK(symlink(p, q) == 0, "symlink source");
+	snprintf(q, sizeof(q), "%s/dirlink", share);
+	CHECK(symlink(base, q) == 0, "symlink dir");
+	snprintf(q, sizeof(q), "%s/etc", root);
+	CHECK(mounts_mkdir_p(q, 0755) == 0, "mkdir etc");
+	snprintf(q, sizeof(q), "%s/etc/hosts", root);
+	CHECK(symlink(p, q) == 0, "symlink target");
+	snprintf(q, sizeof(q), "%s/escape", root);
+	CHECK(symlink(base, q) == 0, "symlink target dir");
+	snprintf(q, sizeof(q), "%s/var", root);
+	CHECK(mounts_mkdir_p(q, 0755) == 0, "mkdir var");
+	pid_t pid = fork();
+	if (pid == 0) {
+		if (unshare(CLONE_NEWNS) < 0) {
+			fprintf(stderr, "unshare: %s\n", strerror(errno));
+			_exit(100);
+		}
+		_exit(bind_child(base, share, root) ? 1 : 0); /* _exit: no LSan in there */
+	}
+	int st = 0;
+	CHECK(pid > 0 && waitpid(pid, &st, 0) == pid, "fork/wait");
+	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0, "binds: the child found failures "
+	      "(above), status %d", WIFEXITED(st) ? WEXITSTATUS(st) : -1);
+	char cmd[700];
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", base);
+	CHECK(system(cmd) == 0, "cleanup");
+}
+
 int main(void)
 {
 	test_paths();
 	test_member_root();
+	test_bind();
 	printf("test_pods: %d passed, %d failed\n", passed, failed);
 	return failed ? 1 : 0;
 }

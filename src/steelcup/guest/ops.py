@@ -41,7 +41,8 @@ class GuestNic:
 
 @dataclass(frozen=True)
 class GuestMount:
-    """One MOUNT request: a 9p share (`source` = tag) or a tmpfs on `target`."""
+    """One MOUNT request on `target`: a 9p share (`source` = tag), a tmpfs, or (`bind`) the
+    file or directory `subdir` of the share `source`, which the guest mounts once for all."""
 
     target: str
     fstype: str = "9p"
@@ -49,11 +50,14 @@ class GuestMount:
     options: str = ""
     readonly: bool = False
     container: int = 0  # 0: the VM's first container; n > 0: pod member n
+    subdir: str = ""  # `bind`: the path inside the share `source`
 
     def fields(self) -> list[tuple[Tag, p.FieldValue]]:
         out: list[tuple[Tag, p.FieldValue]] = []
         if self.source:
             out.append((Tag.SOURCE, self.source))
+        if self.subdir:
+            out.append((Tag.SUBDIR, self.subdir))
         out += [(Tag.FSTYPE, self.fstype), (Tag.TARGET, self.target)]
         if self.options:
             out.append((Tag.OPTIONS, self.options))

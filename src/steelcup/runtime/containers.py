@@ -45,7 +45,7 @@ from steelcup.image.store import Image, ImageStore
 from steelcup.image.users import resolve_user
 from steelcup.pool.slots import release_dir as release_slot
 from steelcup.pool.source import Share, VmRequest, VmSource
-from steelcup.runtime import healthcheck
+from steelcup.runtime import healthcheck, podmounts
 from steelcup.runtime import logs as logs_module
 from steelcup.runtime import restore as restore_module
 from steelcup.runtime.capabilities import capability_set
@@ -745,22 +745,25 @@ class Runtime:
             raise Conflict(f"the pod's sandbox container {config.pod_of[:12]} is not running: "
                            "start it first")
         machine = sandbox.machine
-        if run.shares or run.vm_nics:
-            raise InvalidArgument("a pod member cannot have volumes or bind mounts of its own "
-                                  "(its pod's VM takes no new 9p devices once it runs); give "
-                                  "them to a container with a VM of its own")
+        if run.vm_nics:
+            raise InvalidArgument("a pod member has no network of its own: its pod's VM takes "
+                                  "no new NICs once it runs")
+        planned = podmounts.plan(run.mounts, run.shares, record.id, POD_TAG)
         if sandbox.pod_next > POD_MAX_MEMBERS:
             raise Conflict(f"the pod's VM has run {POD_MAX_MEMBERS} members: restart the pod")
         index, sandbox.pod_next = sandbox.pod_next, sandbox.pod_next + 1
         target = self._member_dir(record)
         await asyncio.to_thread(_bind_member, root, target)
         stack.callback(_unbind_member, target)
+        mounts_dir = podmounts.mounts_dir(target.parent, record.id)
+        stack.callback(podmounts.unbind, mounts_dir)
+        mounts = await asyncio.to_thread(podmounts.bind, mounts_dir, planned)
         await machine.guest.setup_root(POD_TAG, readonly=config.read_only, subdir=record.id,
                                        container=index)
         if config.sysctls:  # the VM's network and IPC namespaces are the whole pod's
             await machine.guest.sysctl(f"{k}={v}" for k, v in config.sysctls)
-        for mount in run.mounts:
-            await guest_ops.mount(machine.guest, replace(mount, container=index))
+        for mount in podmounts.with_container(mounts, index):
+            await guest_ops.mount(machine.guest, mount)
         process = await machine.guest.start(replace(spec, container=index))
         live.pod_index = index
         return machine, process
@@ -830,7 +833,10 @@ class Runtime:
         restore_module.forget(self.container_dir(live.record.id))  # nothing to re-attach
         if live.record.config.pod_of:  # the VM is the sandbox's: only the member's root goes
             live.pod_index = 0
-            await asyncio.to_thread(_unbind_member, self._member_dir(live.record))
+            member_dir = self._member_dir(live.record)
+            await asyncio.to_thread(_unbind_member, member_dir)
+            await asyncio.to_thread(podmounts.unbind,
+                                    podmounts.mounts_dir(member_dir.parent, live.record.id))
         else:
             with contextlib.suppress(Exception):
                 await machine.close()
@@ -1486,11 +1492,15 @@ def _unbind_member(target: Path) -> None:
 
 
 def _unbind_members_of(container_dir: Path) -> None:
-    """Unbind every member root still bound in a sandbox's share (none for other containers)."""
+    """Unbind every member root and mount still bound in a sandbox's share (none for other
+    containers)."""
     pod = container_dir / POD_DIR
     if pod.is_dir():
         for target in pod.iterdir():
-            _unbind_member(target)
+            if podmounts.is_mounts_dir(target):
+                podmounts.unbind(target)
+            else:
+                _unbind_member(target)
 
 
 def _check_restart_policy(config: ContainerConfig) -> None:

@@ -240,9 +240,13 @@ class Resources:
                 mounts = (*mounts, guest_ops.GuestMount(target=SECRETS_DIR, fstype="9p",
                                                         source=SECRETS_TAG, readonly=True))
         if config.read_only:  # the guest cannot make them in a read-only root
-            await asyncio.to_thread(make_mount_points, root, [m.target for m in mounts], owner)
+            await asyncio.to_thread(make_mount_points, root,
+                                    [m.target for m in mounts if m.fstype != "bind"], owner,
+                                    files=[m.target for m in mounts if m.fstype == "bind"])
+        # single-file binds share one share (steelcup.volume.manager), named once
+        shares = dict.fromkeys(p.share for p in prepared if p.share is not None)
         return RunResources(
-            shares=(*(p.share for p in prepared if p.share is not None), *secret_shares),
+            shares=(*shares, *secret_shares),
             vm_nics=(*(NicSpec(n.tap, n.mac) for n in attachment.nics),
                      *(vm for vm, _place, _guest in netns_nics)),
             tap_places=(*(TapPlace(n.bridge, n.mtu) for n in attachment.nics),

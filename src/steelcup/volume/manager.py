@@ -16,6 +16,11 @@ guest ids as-is, shifted on the next use), and a bind-mounted host dir reaches Q
 idmapped mount under ROOT/binds/HOLDER (`IdRange.bind_map`: the guest's root is never host
 root there).
 
+A bind of a single file: 9p shares are directories, so each such file is bound (idmapped with a
+range) on an empty file ROOT/binds/HOLDER/files/N, that directory is the container's one share
+`files`, and the guest binds the file N of it onto the target (MOUNT with FSTYPE `bind`). The
+host's bind is read-only for a read-only mount: the guest's root could write through the share.
+
 Why 9p: it is served inside QEMU (no shared guest RAM), so it also works for template clones
 whose RAM is a private copy-on-write mapping; see docs/networking.md.
 """
@@ -66,6 +71,8 @@ SNAPSHOT_OPTION = "snapshot"  # `volume create --snapshot N`: a new volume from 
 # dockerd's local driver options for mounting something else (nfs, a device, tmpfs)
 _MOUNT_OPTIONS = ("type", "device", "o")
 SHARE_TAG_PREFIX = "v"
+FILES_TAG = "files"  # the share of a container's single-file binds
+FILES_DIR = "files"  # ROOT/binds/HOLDER/files: their mount points
 ANONYMOUS_LABEL = "com.docker.volume.anonymous"
 InUse = Callable[[str], list[str]]  # volume key -> ids of containers that use it
 
@@ -389,6 +396,43 @@ class VolumeManager:
                                     ) from exc
         return point
 
+    def _file_bind(self, holder: str, index: int, plan: MountPlan, ids: IdRange | None
+                   ) -> PreparedMount:
+        """The single file `plan.source` (a symlink resolved, as docker does) bound on the
+        mount point `index` of `holder`'s files share, read-only for a read-only mount."""
+        try:  # the file itself, held open: a path swapped from here on changes nothing
+            fd = os.open(os.path.realpath(plan.source), os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError as exc:
+            raise InvalidArgument(f"bind source {plan.source}: {exc.strerror}") from None
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise Unsupported(f"bind source {plan.source} is neither a directory nor a "
+                                  "regular file: only those can be bind-mounted")
+            source = Path(f"/proc/self/fd/{fd}")
+            if ids is not None:
+                _check_reachable(source, ids, file=True, shown=Path(plan.source))
+            files = self.binds_dir / holder / FILES_DIR
+            point = files / str(index)
+            with self._lock:
+                files.mkdir(parents=True, exist_ok=True)
+                self._holders.setdefault(holder, [])
+                os.close(os.open(point, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_CLOEXEC,
+                                 0o600))
+                try:
+                    if ids is not None:
+                        userns.idmapped_bind(source, point, ids.bind_map(),
+                                             readonly=plan.readonly)
+                    else:
+                        sysmount.bind(source, point, readonly=plan.readonly)
+                except OSError as exc:
+                    raise SteelcupError(f"cannot bind {plan.source} for the VM: {exc}") from exc
+        finally:
+            os.close(fd)
+        share = Share(FILES_TAG, files, remap_devices=True)
+        return PreparedMount(plan, share, GuestMount(
+            target=plan.target, fstype="bind", source=FILES_TAG, subdir=str(index),
+            readonly=plan.readonly))
+
     def release(self, holder: str) -> None:
         """`holder` (a container's run) is done with its volumes: unmount those nobody else
         holds, and its binds. Idempotent."""
@@ -492,8 +536,8 @@ class VolumeManager:
                     if ids is not None:  # the container's root made it: it is theirs
                         os.chown(host, ids.base, ids.base)
                 if not host.is_dir():
-                    raise Unsupported(f"bind-mounting a single file ({host}) is not supported: "
-                                      "9p shares are directories")
+                    out.append(self._file_bind(holder, i, plan, ids))
+                    continue
                 if ids is not None:
                     _check_reachable(host, ids)
                     host = self._idmapped_bind(holder, i, host, ids)
@@ -550,10 +594,12 @@ def _recover_dir(entry: Path) -> None:
         log.warning("cleaning up volume dir %s failed: %s", entry, exc)
 
 
-def _check_reachable(host: Path, ids: IdRange) -> None:
+def _check_reachable(host: Path, ids: IdRange, *, file: bool = False,
+                     shown: Path | None = None) -> None:
     """InvalidArgument, saying what to do, if the container's root could not even open the
-    bind-mounted dir: its root is an unprivileged host uid, whose capabilities reach only
-    files whose owner and group the bind map maps (host ids 1..65535, and its own)."""
+    bind-mounted dir (or read the file): its root is an unprivileged host uid, whose
+    capabilities reach only files whose owner and group the bind map maps (host ids 1..65535,
+    and its own)."""
     st = host.stat()
 
     def mapped(n: int) -> bool:
@@ -561,14 +607,17 @@ def _check_reachable(host: Path, ids: IdRange) -> None:
 
     if mapped(st.st_uid) and mapped(st.st_gid):
         return
-    bits = stat.S_IRGRP | stat.S_IXGRP if st.st_gid == ids.base else stat.S_IROTH | stat.S_IXOTH
+    group, other = (stat.S_IRGRP, stat.S_IROTH) if file else (
+        stat.S_IRGRP | stat.S_IXGRP, stat.S_IROTH | stat.S_IXOTH)
+    bits = group if st.st_gid == ids.base else other
     if st.st_mode & bits == bits:
         return
     raise InvalidArgument(
-        f"bind source {host} is out of the container's reach: it belongs to host root "
+        f"bind source {shown or host} is out of the container's reach: it belongs to host root "
         f"(mode {stat.S_IMODE(st.st_mode):o}) and the container's root is the unprivileged "
-        f"host uid {ids.base}. Let others read it (chmod o+rx), give it to a user, or run the "
-        "daemon with --no-userns (then a container's root is host root in its binds)")
+        f"host uid {ids.base}. Let others read it (chmod o+r{'' if file else 'x'}), give it to "
+        "a user, or run the daemon with --no-userns (then a container's root is host root in "
+        "its binds)")
 
 
 def _remove_binds(holder_dir: Path) -> None:
@@ -577,10 +626,16 @@ def _remove_binds(holder_dir: Path) -> None:
     if not holder_dir.is_dir():
         return
     for point in sorted(holder_dir.iterdir()):
+        if point.name == FILES_DIR and not sysmount.is_mountpoint(point):
+            _remove_binds(point)  # the single-file binds' share (its points are files)
+            continue
         with contextlib.suppress(OSError):
             sysmount.umount(point, sysmount.MNT_DETACH)
         try:
-            point.rmdir()
+            if point.is_dir():
+                point.rmdir()
+            else:
+                point.unlink()
         except OSError as exc:
             log.warning("bind mount point %s not removed: %s", point, exc)
     with contextlib.suppress(OSError):

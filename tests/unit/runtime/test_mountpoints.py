@@ -40,3 +40,15 @@ def test_owner_is_given_to_what_it_makes(tmp_path: Path) -> None:
     make_mount_points(tmp_path, ["/a/b"], owner=100000)
     assert (tmp_path / "a").stat().st_uid == 100000
     assert (tmp_path / "a" / "b").stat().st_gid == 100000
+
+
+def test_a_single_file_binds_mount_point_is_an_empty_file(tmp_path: Path) -> None:
+    rootfs = tmp_path / "rootfs"
+    (rootfs / "etc").mkdir(parents=True)
+    (rootfs / "etc" / "hosts").write_text("kept")
+    (rootfs / "lnk").symlink_to(tmp_path)
+    make_mount_points(rootfs, [], files=["/dev/termination-log", "/etc/hosts", "/lnk/x",
+                                         "/a/.."])
+    assert (rootfs / "dev" / "termination-log").read_text() == ""
+    assert (rootfs / "etc" / "hosts").read_text() == "kept"
+    assert not (tmp_path / "x").exists() and not (rootfs / "a").exists()

@@ -5,6 +5,7 @@ with the sandbox, its root goes when it ends; only the operator may make pods (f
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import signal
 from collections.abc import Awaitable, Callable, Iterator
@@ -42,13 +43,20 @@ def binds(monkeypatch: pytest.MonkeyPatch) -> Iterator[Binds]:
         return cdir / "rootfs"
 
     def unmount(path: Path, flags: int = 0) -> None:
+        if str(path).startswith("/proc/self/fd/"):  # by a dir's fd: the path it names
+            path = Path(os.path.realpath(path))
         if made.pop(path, None) is None:
             raise OSError(22, "not a mount point")
 
     monkeypatch.setattr(rootfs, "prepare", prepare)
     monkeypatch.setattr(rootfs, "release", lambda cdir: None)
     monkeypatch.setattr(rootfs, "remove", lambda cdir: shutil.rmtree(cdir, ignore_errors=True))
-    monkeypatch.setattr(sysmount, "bind", lambda source, target: made.__setitem__(target, source))
+    def bind_at(source: Path, dir_fd: int, name: str, **_flags: bool) -> None:
+        made[Path(os.readlink(f"/proc/self/fd/{dir_fd}")) / name] = source
+
+    monkeypatch.setattr(sysmount, "bind",
+                        lambda source, target, **_flags: made.__setitem__(target, source))
+    monkeypatch.setattr(sysmount, "bind_at", bind_at)
     monkeypatch.setattr(sysmount, "umount", unmount)
     yield made
 
@@ -114,8 +122,7 @@ def test_members_run_in_the_sandboxs_vm_each_as_its_own_container(
     run(tmp_path, body)
 
 
-def test_a_member_needs_its_sandbox_running_and_no_vm_devices_of_its_own(
-        tmp_path: Path, binds: Binds) -> None:
+def test_a_member_needs_its_sandbox_running(tmp_path: Path, binds: Binds) -> None:
     async def body(runtime: Runtime, vms: FakeVms) -> None:
         sandbox = create(runtime, "infra", pod_sandbox=True)
         member = create(runtime, "web", pod_of="infra")
@@ -123,11 +130,6 @@ def test_a_member_needs_its_sandbox_running_and_no_vm_devices_of_its_own(
             await runtime.start(member.id)
         assert vms.machines == [] and binds == {}
         await runtime.start(sandbox.id)
-        with_bind = create(runtime, "data", pod_of="infra",
-                           binds=(f"{tmp_path}:/data",))
-        with pytest.raises(InvalidArgument, match="volumes or bind mounts"):
-            await runtime.start(with_bind.id)
-        assert binds == {} and len(vms.machines) == 1 and not vms.machines[0].closed
         await runtime.start(member.id)
         with pytest.raises(Conflict, match="pause the pod's sandbox"):
             await runtime.pause(member.id)
@@ -181,3 +183,84 @@ def test_a_sandboxs_removal_and_recovery_never_leave_a_members_root_bound(
     binds[left] = tmp_path / "member-root"
     make_runtime(tmp_path, db).recover()
     assert binds == {} and not left.exists()
+
+
+def test_a_members_binds_and_volumes_are_bound_into_the_pod_share_and_go_with_it(
+        tmp_path: Path, binds: Binds) -> None:
+    """The kubelet's mounts: a directory read-only, a single file, a volume and a tmpfs; each
+    source is bound at pod/<id>.mounts/<n> on the host and the guest binds it from there."""
+    sa = tmp_path / "sa"
+    sa.mkdir()
+    (sa / "token").write_text("t")
+    log = tmp_path / "termination-log"
+    log.write_text("")
+
+    async def body(runtime: Runtime, vms: FakeVms) -> None:
+        sandbox = create(runtime, "infra", pod_sandbox=True)
+        await runtime.start(sandbox.id)
+        (vm,) = vms.machines
+        await vms.next_process()
+        member = create(runtime, "app", pod_of="infra",
+                        binds=(f"{sa}:/var/run/secrets/kubernetes.io/serviceaccount:ro",
+                               f"{log}:/dev/termination-log", "cache:/cache"),
+                        tmpfs=(("/scratch", ""),))
+        await runtime.start(member.id)
+        main = await vms.next_process()
+        assert len(vms.machines) == 1 and main.spec.container == 1
+        pod = runtime.container_dir(sandbox.id) / POD_DIR
+        mdir = pod / f"{member.id}.mounts"
+        sent = [dict(fields) for fields in vm.mounts]  # type: ignore[call-overload]
+        by_target = {m[Tag.TARGET]: m for m in sent}
+        assert {m[Tag.CONTAINER] for m in sent} == {1}
+        token = by_target["/var/run/secrets/kubernetes.io/serviceaccount"]
+        assert (token[Tag.FSTYPE], token[Tag.SOURCE], token[Tag.READONLY]) == ("bind", POD_TAG, 1)
+        term = by_target["/dev/termination-log"]
+        assert (term[Tag.FSTYPE], term[Tag.READONLY]) == ("bind", 0)
+        assert by_target["/scratch"][Tag.FSTYPE] == "tmpfs"
+        bound = {mdir / m[Tag.SUBDIR].split("/", 1)[1]: m[Tag.TARGET] for m in sent
+                 if m[Tag.FSTYPE] == "bind"}
+        assert all(m[Tag.SUBDIR].startswith(f"{member.id}.mounts/") for m in sent
+                   if m[Tag.FSTYPE] == "bind")
+        assert len(bound) == 3 and set(bound) <= set(binds)
+        sources = {bound[point]: binds[point] for point in bound}
+        assert sources["/var/run/secrets/kubernetes.io/serviceaccount"] == sa
+        # the file is bound first on the container's files share, then from there
+        point = sources["/dev/termination-log"]
+        assert point.parent.name == "files" and point in binds  # (by the held-open file's fd)
+        at = {target: point for point, target in bound.items()}
+        assert at["/dev/termination-log"].is_file() and at["/cache"].is_dir()
+        assert not vm.request.shares or all(s.tag != "files" for s in vm.request.shares)
+        main.exit(0)
+        assert await runtime.waiter(member.id) == 0
+        assert not mdir.exists() and not any(p in binds for p in bound)
+        # a member started again gets its mounts afresh; the sandbox's end takes them too
+        await runtime.start(member.id)
+        await vms.next_process()
+        assert mdir.is_dir()
+        await runtime.stop(sandbox.id, timeout_s=0)
+        assert await runtime.waiter(member.id) == 128 + signal.SIGKILL
+        assert not mdir.exists() and binds == {}
+
+    run(tmp_path, body)
+
+
+def test_a_members_mounts_dir_the_guest_made_is_never_followed(tmp_path: Path) -> None:
+    """The guest's root can write in the pod share: a symlink where the host puts a
+    member's mounts dir, or in it, is removed, never followed."""
+    from steelcup.runtime import podmounts
+
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "precious").write_text("x")
+    pod = tmp_path / "pod"
+    pod.mkdir()
+    trap = podmounts.mounts_dir(pod, "m1")
+    trap.symlink_to(outside)
+    podmounts.unbind(trap)
+    assert not trap.exists() and not trap.is_symlink()
+    assert (outside / "precious").read_text() == "x"
+    trap.mkdir()
+    (trap / "0").symlink_to(outside / "precious")
+    podmounts.unbind(trap)
+    assert not trap.exists() and (outside / "precious").read_text() == "x"
+    podmounts.unbind(trap)  # idempotent

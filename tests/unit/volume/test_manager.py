@@ -13,10 +13,17 @@ from pathlib import Path
 import pytest
 
 from steelcup import boundedfs, sysmount
-from steelcup.errors import Conflict, InvalidArgument, NotFound, SteelcupError, Unsupported
+from steelcup.errors import (
+    Conflict,
+    Forbidden,
+    InvalidArgument,
+    NotFound,
+    SteelcupError,
+    Unsupported,
+)
 from steelcup.tenancy.model import Quotas, Tenant
 from steelcup.tenancy.quota import QuotaExceeded, QuotaGate
-from steelcup.volume.manager import GIB, VolumeManager
+from steelcup.volume.manager import FILES_TAG, GIB, VolumeManager
 from steelcup.volume.spec import resolve_mounts
 
 MIB = 1 << 20
@@ -76,9 +83,9 @@ def test_prepare_shares_requests_and_copy_up(tmp_path: Path) -> None:
                                       "Target": "/x"}])
     with pytest.raises(InvalidArgument, match="does not exist"):
         vm.prepare(missing, holder="c1")
-    (tmp_path / "file").write_text("f")
-    with pytest.raises(Unsupported):
-        vm.prepare(resolve_mounts(binds=[f"{tmp_path / 'file'}:/f"]), holder="c1")
+    os.mkfifo(tmp_path / "fifo")
+    with pytest.raises(Unsupported, match="neither a directory nor a regular file"):
+        vm.prepare(resolve_mounts(binds=[f"{tmp_path / 'fifo'}:/f"]), holder="c1")
 
 
 def test_materialize_names_anonymous_volumes_and_copy_up_later(tmp_path: Path) -> None:
@@ -325,3 +332,57 @@ def test_a_tenants_volume_sizes_count_against_its_volume_size_quota(tmp_path: Pa
     vm.create("same", options={"size": "2g"})  # the operator's own: never limited
     vm.remove("alice/big")
     vm.create("more", tenant="alice", options={"size": "2g"})  # removal freed its share
+
+
+def test_single_file_binds_are_bound_on_one_files_share_and_stay_live(tmp_path: Path) -> None:
+    """`-v /host/file:/in/ctr/file[:ro]`: each file is bound (a symlink resolved, then held) on
+    a point of the container's one `files` share; writes go both ways through it, a read-only
+    one is read-only on the host's bind (the guest could write through the share), and release
+    and a daemon's recovery leave the host's files alone."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to bind")
+    vm = VolumeManager(tmp_path / "root")
+    log, hosts, real = tmp_path / "termination-log", tmp_path / "hosts", tmp_path / "real"
+    log.write_text("")
+    real.write_text("127.0.0.1 localhost\n")
+    hosts.symlink_to(real)
+    plans = resolve_mounts(binds=[f"{log}:/dev/termination-log", f"{hosts}:/etc/hosts:ro"])
+    prepared = vm.prepare(plans, holder="c1")
+    try:
+        shares = {p.share for p in prepared}
+        assert len(shares) == 1
+        (share,) = shares
+        assert share is not None and share.tag == FILES_TAG and share.remap_devices
+        requests = [p.request for p in prepared]
+        assert [(r.fstype, r.source, r.subdir, r.readonly) for r in requests] == [
+            ("bind", FILES_TAG, "0", False), ("bind", FILES_TAG, "1", True)]
+        point_log, point_hosts = share.host_path / "0", share.host_path / "1"
+        point_log.write_text("bye")  # as the container writes it, through the share
+        assert log.read_text() == "bye"
+        real.write_text("10.0.0.1 web\n")  # the host's change is seen
+        assert point_hosts.read_text() == "10.0.0.1 web\n"
+        with pytest.raises(OSError) as exc:
+            point_hosts.write_text("evil")
+        assert exc.value.errno == errno.EROFS
+        # the symlink was resolved when bound: pointing it elsewhere changes nothing
+        hosts.unlink()
+        hosts.symlink_to(log)
+        assert point_hosts.read_text() == "10.0.0.1 web\n"
+    finally:
+        vm.release("c1")
+    assert not (tmp_path / "root" / "binds" / "c1").exists()
+    assert log.read_text() == "bye" and real.read_text() == "10.0.0.1 web\n"
+    vm.release("c1")  # idempotent
+    # a daemon that died with a file bound: the next one's recovery unbinds it
+    vm.prepare(resolve_mounts(binds=[f"{log}:/f"]), holder="c2")
+    assert sysmount.is_mountpoint(tmp_path / "root" / "binds" / "c2" / "files" / "0")
+    VolumeManager(tmp_path / "root").recover()
+    assert not (tmp_path / "root" / "binds" / "c2").exists() and log.read_text() == "bye"
+
+
+def test_a_tenant_still_cannot_bind_a_host_file(tmp_path: Path) -> None:
+    vm = VolumeManager(tmp_path / "root")
+    (tmp_path / "f").write_text("secret")
+    with pytest.raises(Forbidden, match="not available to tenants"):
+        vm.prepare(resolve_mounts(binds=[f"{tmp_path / 'f'}:/f"]), holder="c1", tenant="acme")
+    assert not (tmp_path / "root" / "binds" / "c1").exists()
