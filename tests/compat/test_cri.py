@@ -3,8 +3,9 @@ shim, steelcup-runtime as its BinaryName), driven over CRI v1 gRPC as the kubele
 RunPodSandbox, PullImage and ImageStatus (the image from a registry of the test's, which a
 hosts.toml of containerd's names and reaches over plain HTTP), CreateContainer, StartContainer,
 ExecSync, ContainerStatus, StopPodSandbox, RemovePodSandbox. The pod's containers share the
-sandbox's VM. The pod is on a CNI bridge network (containernetworking-plugins' bridge and
-host-local, /usr/lib/cni), whose netns gets the VM's NIC (steelcup.net.netnsnic). containerd, its
+sandbox's VM; one gets the kubelet's mounts (a token dir read-only, a termination log file).
+The pod is on a CNI bridge network (containernetworking-plugins' bridge and host-local,
+/usr/lib/cni), whose netns gets the VM's NIC (steelcup.net.netnsnic). containerd, its
 CNI bridge and the steelcup daemon run in a network namespace of the test's, on the test's own
 config, sockets and state dirs, and so does the registry (Debian's docker-registry), which skopeo
 fills with busybox and a pause image made from it.
@@ -15,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -54,6 +56,7 @@ IMG = f"{REGISTRY}/{IMG_REPO}:{IMG_TAG}"
 PAUSE_NAME = "steelcup/pause:1"
 PAUSE = f"{REGISTRY}/{PAUSE_NAME}"
 BOOT_ID = "/proc/sys/kernel/random/boot_id"
+SA_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 CONFIG = """version = 2
 root = "{base}/root"
 state = "{base}/state"
@@ -115,11 +118,12 @@ class Cri:
             linux=pb.LinuxPodSandboxConfig(security_context=pb.LinuxSandboxSecurityContext(
                 namespace_options=pb.NamespaceOption(network=pb.POD, pid=pb.CONTAINER))))
 
-    def container(self, sandbox_id: str, name: str, script: str) -> str:
+    def container(self, sandbox_id: str, name: str, script: str,
+                  mounts: tuple[Any, ...] = ()) -> str:
         pb = self.pb
         config = pb.ContainerConfig(
             metadata=pb.ContainerMetadata(name=name), image=pb.ImageSpec(image=IMG),
-            command=["sh", "-c", script], log_path=f"{name}.log",
+            command=["sh", "-c", script], log_path=f"{name}.log", mounts=mounts,
             linux=pb.LinuxContainerConfig(security_context=pb.LinuxContainerSecurityContext(
                 namespace_options=pb.NamespaceOption(network=pb.POD, pid=pb.CONTAINER))))
         created = self.rt.CreateContainer(pb.CreateContainerRequest(
@@ -261,6 +265,23 @@ def cri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cri]:
         assert not problems, "after daemon shutdown: " + "\n".join(problems)
 
 
+def kubelet_mounts(cri: Cri) -> tuple[Any, ...]:
+    """What the kubelet mounts into a pod's container: its projected service account token (a
+    directory, read-only) and a file for its termination message."""
+    node = cri.base / "kubelet"
+    (node / "token").mkdir(parents=True, mode=0o755)
+    (node / "token" / "token").write_text("tok-123\n")
+    (node / "token" / "token").chmod(0o644)
+    log = node / "termination-log"
+    log.write_text("")
+    # a user's (the kubelet's own, host root's, cannot be truncated through a VM in user
+    # namespaces: docs/kubernetes.md)
+    os.chown(log, 1000, 1000)
+    node.chmod(0o755)
+    return (cri.pb.Mount(container_path=SA_DIR, host_path=str(node / "token"), readonly=True),
+            cri.pb.Mount(container_path="/dev/termination-log", host_path=str(log)))
+
+
 def _fetch(netns: str, url: str) -> str:
     result = in_netns(netns, sys.executable, "-c", FETCH, url, timeout=30)
     return result.stdout.decode() if result.returncode == 0 else ""
@@ -311,6 +332,14 @@ def test_a_cri_pod_runs_in_one_vm(cri: Cri) -> None:
                       "/www/index.html && exec httpd -f -p 80 -h /www")
         wait_until(lambda: _fetch(cri.netns, f"http://{pod_ip}/") == "hello-from-the-pod\n",
                    f"the pod's httpd at {pod_ip}", timeout_s=60)
+        # the kubelet's mounts: the service account token dir read-only, the termination log
+        # the container writes and the kubelet reads on the node after it exited
+        kube = cri.container(sandbox_id, "kube", (
+            f"{{ cat {SA_DIR}/token; touch {SA_DIR}/x 2>/dev/null || echo ro; }} "
+            "> /dev/termination-log; exit 5"), mounts=kubelet_mounts(cri))
+        assert cri.wait_state(kube, pb.CONTAINER_EXITED).exit_code == 5
+        assert (cri.base / "kubelet" / "termination-log").read_text() == "tok-123\nro\n"
+        assert not (cri.base / "kubelet" / "token" / "x").exists()
         cri.rt.StopPodSandbox(pb.StopPodSandboxRequest(pod_sandbox_id=sandbox_id), timeout=180)
         assert cri.wait_state(app, pb.CONTAINER_EXITED).state == pb.CONTAINER_EXITED
     finally:
