@@ -414,11 +414,14 @@ class VolumeManager:
             files = self.binds_dir / holder / FILES_DIR
             point = files / str(index)
             with self._lock:
-                files.mkdir(parents=True, exist_ok=True)
                 self._holders.setdefault(holder, [])
-                os.close(os.open(point, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_CLOEXEC,
-                                 0o600))
                 try:
+                    files.mkdir(parents=True, exist_ok=True)
+                    with contextlib.suppress(OSError):  # a point a cut-short run left
+                        sysmount.umount(point, sysmount.MNT_DETACH)
+                    point.unlink(missing_ok=True)
+                    os.close(os.open(point, os.O_CREAT | os.O_EXCL | os.O_WRONLY
+                                     | os.O_CLOEXEC, 0o600))
                     if ids is not None:
                         userns.idmapped_bind(source, point, ids.bind_map(),
                                              readonly=plan.readonly)
