@@ -153,3 +153,41 @@ def test_a_member_is_its_own_container_in_the_vm_and_its_root_goes_with_it(pod: 
     assert (out, status.status) == (b"read-only\n", 0)
     _unbind_when_released(target)
     target.rmdir()
+
+
+def test_a_member_binds_a_file_and_a_directory_from_the_share_and_no_symlink(pod: Pod) -> None:
+    """MOUNT with FSTYPE bind: what the host bound below the `pod` share (here: plain files
+    of it) reaches the member's target, a file as a file; a symlink in the share (which the
+    guest's root could have planted) is refused, not followed."""
+    target = _bind(pod, "m3")
+    mounts = pod.share / "m3.mounts"
+    (mounts / "0").mkdir(parents=True)
+    (mounts / "0" / "token").write_text("tok")
+    (mounts / "1").write_text("")
+    (mounts / "evil").symlink_to("/")
+    guest = pod.machine.guest
+    try:
+        pod.run(guest.setup_root("pod", subdir="m3", container=3))
+        with pytest.raises(GuestRequestError) as refused:
+            pod.run(mount(guest, GuestMount(target="/x", fstype="bind", source="pod",
+                                            subdir="m3.mounts/evil", container=3)))
+        assert refused.value.errno_value == errno.ELOOP
+        with pytest.raises(GuestRequestError) as escape:
+            pod.run(mount(guest, GuestMount(target="/x", fstype="bind", source="pod",
+                                            subdir="m3.mounts/../m1", container=3)))
+        assert escape.value.errno_value == errno.EINVAL
+        pod.run(mount(guest, GuestMount(target="/var/run/sa", fstype="bind", source="pod",
+                                        subdir="m3.mounts/0", readonly=True, container=3)))
+        pod.run(mount(guest, GuestMount(target="/dev/termination-log", fstype="bind",
+                                        source="pod", subdir="m3.mounts/1", container=3)))
+        out, status = pod.run(collect(pod.run(guest.start(sh(
+            "cat /var/run/sa/token; echo; touch /var/run/sa/x 2>/dev/null || echo ro; "
+            "echo bye > /dev/termination-log; test -e /x || echo no-x", main=True,
+            container=3)))))
+        assert (out.decode().split(), status.status) == (["tok", "ro", "no-x"], 0)
+        assert (mounts / "1").read_text() == "bye\n"
+        assert not (mounts / "0" / "x").exists()
+    finally:
+        _unbind_when_released(target)
+        target.rmdir()
+        shutil.rmtree(mounts)
