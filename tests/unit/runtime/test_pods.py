@@ -171,6 +171,11 @@ def test_a_sandboxs_removal_and_recovery_never_leave_a_members_root_bound(
     sandbox_dir = tmp_path / "sandbox"
     (sandbox_dir / POD_DIR / "m1").mkdir(parents=True)
     binds[sandbox_dir / POD_DIR / "m1"] = tmp_path / "member-root"
+    mounts = sandbox_dir / POD_DIR / "m1.mounts"
+    (mounts / "0").mkdir(parents=True)
+    (mounts / "1").write_text("")
+    binds[mounts / "0"] = tmp_path / "a-volume"
+    binds[mounts / "1"] = tmp_path / "a-file"
     containers._unbind_members_of(sandbox_dir)
     assert binds == {} and list((sandbox_dir / POD_DIR).iterdir()) == []
     containers._unbind_members_of(tmp_path / "plain")  # no share: nothing to do
