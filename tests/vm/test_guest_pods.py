@@ -22,6 +22,7 @@ from steelcup import sysmount
 from steelcup.errors import ProcessStartError
 from steelcup.guest.client import ExitStatus, GuestProcess, GuestRequestError, ProcessSpec, Stream
 from steelcup.guest.ops import GuestMount, mount
+from steelcup.runtime import podmounts
 from steelcup.vm.machine import Machine
 from steelcup.vm.qemu_args import Share, VmSpec
 from tests.vm.support import busybox_root, guest_assets
@@ -191,3 +192,60 @@ def test_a_member_binds_a_file_and_a_directory_from_the_share_and_no_symlink(pod
         _unbind_when_released(target)
         target.rmdir()
         shutil.rmtree(mounts)
+
+
+def test_a_symlink_the_guest_puts_where_a_member_was_bound_is_never_followed(
+        pod: Pod, tmp_path: Path) -> None:
+    """The guest's root can write in the `pod` share (here a member the init gave the whole
+    share to, as a hostile guest root could reach it): it swaps a member's mount point for a
+    symlink to a mount of the host's, and plants another. The host's unbinding (a member's
+    end, the sandbox's removal) removes the symlinks, a member's next bind is on a fresh
+    directory, and the host's mount is untouched throughout."""
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    sysmount.mount("tmpfs", precious, "tmpfs", 0, "size=1m")
+    guest = pod.machine.guest
+    attacker: GuestProcess | None = None
+    try:
+        (precious / "keep").write_text("host\n")
+        podmounts.bind_root(pod.member_root, pod.share, "m6")
+        pod.run(guest.setup_root("pod", subdir="m6", container=6))
+        _, status = pod.run(collect(pod.run(guest.start(sh("true", main=True, container=6)))))
+        assert status.status == 0
+        podmounts.unbind_root(pod.share, "m6")  # the member's end
+        podmounts.bind_root(pod.member_root, pod.share, "m7")
+        pod.run(guest.setup_root("pod", subdir="m7", container=7))
+        pod.run(mount(guest, GuestMount(target="/share", fstype="bind", source="pod",
+                                        subdir=".", container=7)))
+        attacker = pod.run(guest.start(sh("read line", main=True, stdin=True, container=7)))
+
+        def swap() -> None:
+            out, status = pod.run(collect(pod.run(guest.start(sh(
+                f"cd /share && mkdir m6 && rmdir m6 && ln -s {precious} m6 && "
+                f"ln -sfn {precious} planted && readlink m6", container=7)))))
+            assert (out, status.status) == (f"{precious}\n".encode(), 0)
+            assert (pod.share / "m6").is_symlink()
+
+        def untouched() -> None:
+            assert sysmount.is_mountpoint(precious)
+            assert [p.name for p in precious.iterdir()] == ["keep"]
+
+        swap()
+        podmounts.unbind_root(pod.share, "m6")  # a member's end again
+        assert not (pod.share / "m6").is_symlink()
+        untouched()
+        swap()
+        podmounts.bind_root(pod.member_root, pod.share, "m6")  # the member started again
+        bound = pod.share / "m6"
+        assert bound.is_dir() and not bound.is_symlink() and sysmount.is_mountpoint(bound)
+        assert (bound / "marker").read_text() == "member\n"
+        untouched()
+        podmounts.unbind_all(pod.share)  # the sandbox's removal
+        assert not (pod.share / "planted").is_symlink() and not bound.exists()
+        untouched()
+    finally:
+        if attacker is not None:
+            pod.run(attacker.write_stdin(b"done\n"))
+            pod.run(collect(attacker))
+        podmounts.unbind_all(pod.share)
+        sysmount.unmount_all(precious)

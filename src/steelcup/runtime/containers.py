@@ -23,7 +23,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from steelcup import boundedfs, sysmount
+from steelcup import boundedfs
 from steelcup.errors import (
     Conflict,
     Forbidden,
@@ -753,8 +753,8 @@ class Runtime:
             raise Conflict(f"the pod's VM has run {POD_MAX_MEMBERS} members: restart the pod")
         index, sandbox.pod_next = sandbox.pod_next, sandbox.pod_next + 1
         target = self._member_dir(record)
-        await asyncio.to_thread(_bind_member, root, target)
-        stack.callback(_unbind_member, target)
+        await asyncio.to_thread(podmounts.bind_root, root, target.parent, record.id)
+        stack.callback(podmounts.unbind_root, target.parent, record.id)
         mounts_dir = podmounts.mounts_dir(target.parent, record.id)
         stack.callback(podmounts.unbind, mounts_dir)
         mounts = await asyncio.to_thread(podmounts.bind, mounts_dir, planned)
@@ -834,7 +834,7 @@ class Runtime:
         if live.record.config.pod_of:  # the VM is the sandbox's: only the member's root goes
             live.pod_index = 0
             member_dir = self._member_dir(live.record)
-            await asyncio.to_thread(_unbind_member, member_dir)
+            await asyncio.to_thread(podmounts.unbind_root, member_dir.parent, live.record.id)
             await asyncio.to_thread(podmounts.unbind,
                                     podmounts.mounts_dir(member_dir.parent, live.record.id))
         else:
@@ -1472,35 +1472,10 @@ async def _batches_in_thread(
             close()  # a generator left early closes its open file now
 
 
-def _bind_member(root: Path, target: Path) -> None:
-    """Bind a pod member's root into its sandbox's share (QEMU exports what is below it)."""
-    target.mkdir(mode=0o755, exist_ok=True)
-    try:
-        sysmount.bind(root, target)
-    except OSError as exc:
-        with contextlib.suppress(OSError):
-            target.rmdir()
-        raise SteelcupError(f"cannot bind the pod member's root into its sandbox: {exc}") from exc
-
-
-def _unbind_member(target: Path) -> None:
-    """Undo `_bind_member` (lazily: the guest may still hold its files); idempotent."""
-    with contextlib.suppress(OSError):
-        sysmount.umount(target, sysmount.MNT_DETACH)
-    with contextlib.suppress(OSError):
-        target.rmdir()
-
-
 def _unbind_members_of(container_dir: Path) -> None:
     """Unbind every member root and mount still bound in a sandbox's share (none for other
     containers)."""
-    pod = container_dir / POD_DIR
-    if pod.is_dir():
-        for target in pod.iterdir():
-            if podmounts.is_mounts_dir(target):
-                podmounts.unbind(target)
-            else:
-                _unbind_member(target)
+    podmounts.unbind_all(container_dir / POD_DIR)
 
 
 def _check_restart_policy(config: ContainerConfig) -> None:

@@ -1,11 +1,13 @@
-"""A pod member's volumes and binds: its sandbox's VM takes no new 9p devices once it runs, so
-each mount source is bound on the host below the sandbox's `pod` share, at
-pod/<member id>.mounts/<n>, and the guest binds it from there onto the member's target (MOUNT
-with FSTYPE `bind`, docs/guest-protocol.md), as the member's root is bound at pod/<member id>.
+"""A pod member's root, volumes and binds: its sandbox's VM takes no new 9p devices once it
+runs, so the member's root is bound on the host below the sandbox's `pod` share, at
+pod/<member id>, and each mount source at pod/<member id>.mounts/<n>; the guest binds them from
+there (SETUP_ROOT with SUBDIR, MOUNT with FSTYPE `bind`, docs/guest-protocol.md).
 
 The guest's root can write in the `pod` share (the members' roots are in it), so nothing
-below it is trusted: entries are made with O_EXCL, walked by fd without following symlinks,
-and a read-only mount is read-only on the host's bind, not only in the guest.
+below it is trusted: entries are made with O_EXCL (or mkdir), bound, unmounted and removed
+through the directory's fd without following symlinks (a symlink the guest put where a mount
+point was is removed, never what it points at), and a read-only mount is read-only on the
+host's bind, not only in the guest.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import contextlib
 import errno
 import logging
 import os
+import stat
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -125,24 +128,87 @@ def unbind(directory: Path) -> None:
         return
     try:
         for entry in os.scandir(dir_fd):
-            # through the dir's fd: the entry (a mount point) is the one in this very dir
-            with contextlib.suppress(OSError):
-                sysmount.umount(Path(f"/proc/self/fd/{dir_fd}/{entry.name}"),
-                                sysmount.MNT_DETACH | sysmount.UMOUNT_NOFOLLOW)
-            try:
-                if entry.is_dir(follow_symlinks=False):
-                    os.rmdir(entry.name, dir_fd=dir_fd)
-                else:
-                    os.unlink(entry.name, dir_fd=dir_fd)
-            except OSError as exc:
-                log.warning("pod mount point %s/%s not removed: %s", directory, entry.name,
-                            exc)
+            _unbind_entry(dir_fd, directory, entry.name)
     finally:
         os.close(dir_fd)
     try:
         os.rmdir(directory)
     except OSError as exc:
         log.warning("pod mounts dir %s not removed: %s", directory, exc)
+
+
+def bind_root(root: Path, pod_dir: Path, member_id: str) -> None:
+    """Bind a member's root directory at pod_dir/<member id> (nosuid, nodev, not recursive),
+    made afresh: what a run cut short or the guest left there is removed first, never
+    followed. Undo with `unbind_root`."""
+    try:
+        dir_fd = os.open(pod_dir, _DIR_FLAGS)
+    except OSError as exc:
+        raise SteelcupError(f"cannot bind the pod member's root into its sandbox: {exc}") from exc
+    try:
+        _unbind_entry(dir_fd, pod_dir, member_id)
+        try:
+            os.mkdir(member_id, 0o755, dir_fd=dir_fd)
+            sysmount.bind_at(root, dir_fd, member_id)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.rmdir(member_id, dir_fd=dir_fd)
+            raise SteelcupError(
+                f"cannot bind the pod member's root into its sandbox: {exc}") from exc
+    finally:
+        os.close(dir_fd)
+
+
+def unbind_root(pod_dir: Path, member_id: str) -> None:
+    """Undo `bind_root` (lazily: the guest may still hold its files), never following what is
+    at pod_dir/<member id>. Idempotent; what it cannot undo is logged."""
+    try:
+        dir_fd = os.open(pod_dir, _DIR_FLAGS)
+    except OSError as exc:
+        if exc.errno != errno.ENOENT:
+            log.warning("pod share %s not opened to unbind %s: %s", pod_dir, member_id, exc)
+        return
+    try:
+        _unbind_entry(dir_fd, pod_dir, member_id)
+    finally:
+        os.close(dir_fd)
+
+
+def unbind_all(pod_dir: Path) -> None:
+    """Unbind and remove every member root and mounts dir in a sandbox's share, whatever
+    the guest made of them (nothing if there is no share)."""
+    try:
+        dir_fd = os.open(pod_dir, _DIR_FLAGS)
+    except OSError as exc:
+        if exc.errno != errno.ENOENT:
+            log.warning("pod share %s not opened to unbind its members: %s", pod_dir, exc)
+        return
+    try:
+        for entry in os.scandir(dir_fd):
+            if is_mounts_dir(Path(entry.name)):
+                unbind(pod_dir / entry.name)
+            else:
+                _unbind_entry(dir_fd, pod_dir, entry.name)
+    finally:
+        os.close(dir_fd)
+
+
+def _unbind_entry(dir_fd: int, directory: Path, name: str) -> None:
+    """Unmount (lazily) and remove the entry `name` of the directory `dir_fd`; never follows
+    it. Nothing there is fine; what stays is logged."""
+    # through the dir's fd: the entry is the one in this very dir, and not followed
+    with contextlib.suppress(OSError):  # EINVAL: nothing is mounted there
+        sysmount.umount(Path(f"/proc/self/fd/{dir_fd}/{name}"),
+                        sysmount.MNT_DETACH | sysmount.UMOUNT_NOFOLLOW)
+    try:
+        if stat.S_ISDIR(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode):
+            os.rmdir(name, dir_fd=dir_fd)
+        else:
+            os.unlink(name, dir_fd=dir_fd)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        log.warning("pod share entry %s/%s not removed: %s", directory, name, exc)
 
 
 def with_container(requests: Sequence[GuestMount], index: int) -> list[GuestMount]:

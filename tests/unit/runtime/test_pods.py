@@ -43,7 +43,9 @@ def binds(monkeypatch: pytest.MonkeyPatch) -> Iterator[Binds]:
         return cdir / "rootfs"
 
     def unmount(path: Path, flags: int = 0) -> None:
-        if str(path).startswith("/proc/self/fd/"):  # by a dir's fd: the path it names
+        if flags & sysmount.UMOUNT_NOFOLLOW:  # as umount2: the last component is not followed
+            path = Path(os.path.realpath(path.parent)) / path.name
+        elif str(path).startswith("/proc/self/fd/"):  # by a dir's fd: the path it names
             path = Path(os.path.realpath(path))
         if made.pop(path, None) is None:
             raise OSError(22, "not a mount point")
@@ -269,3 +271,34 @@ def test_a_members_mounts_dir_the_guest_made_is_never_followed(tmp_path: Path) -
     podmounts.unbind(trap)
     assert not trap.exists() and (outside / "precious").read_text() == "x"
     podmounts.unbind(trap)  # idempotent
+
+
+def test_a_members_root_entry_the_guest_made_a_symlink_is_never_followed(
+        tmp_path: Path, binds: Binds) -> None:
+    """Where a member's root was bound, the guest's root may leave a symlink (to a host mount
+    point, say): unbinding removes the symlink and unmounts nothing else, and the member's next
+    bind is on a fresh directory in the share."""
+    from steelcup.runtime import podmounts
+
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    binds[outside] = tmp_path / "host-device"  # a mount of the host's
+    pod = tmp_path / "pod"
+    pod.mkdir()
+    (pod / "m1").symlink_to(outside)
+    podmounts.unbind_root(pod, "m1")
+    assert not (pod / "m1").is_symlink() and outside in binds
+    (pod / "m1").symlink_to(outside)
+    (pod / "planted").symlink_to(outside)
+    podmounts.unbind_all(pod)
+    assert list(pod.iterdir()) == [] and outside in binds
+    (pod / "m1").symlink_to(outside)
+    root = tmp_path / "member-root"
+    root.mkdir()
+    podmounts.bind_root(root, pod, "m1")
+    assert (pod / "m1").is_dir() and not (pod / "m1").is_symlink()
+    assert binds == {outside: tmp_path / "host-device", pod / "m1": root}
+    podmounts.unbind_root(pod, "m1")
+    podmounts.unbind_root(pod, "m1")  # idempotent
+    podmounts.unbind_root(tmp_path / "no-share", "m1")
+    assert binds == {outside: tmp_path / "host-device"} and list(pod.iterdir()) == []
