@@ -31,6 +31,7 @@ from typing import Any
 
 import pytest
 
+from tests.compat.cri import stream
 from tests.compat.podmanutil import write_runtime_wrapper
 from tests.compat.test_registry import REGISTRY_BIN, Registry, start_registry, stop
 from tests.vm.support import (
@@ -110,16 +111,16 @@ class Cri:
     images: Any  # ImageServiceStub
     netns: str  # the test's, where containerd, its CNI bridge and the registry live
 
-    def sandbox_config(self) -> Any:
+    def sandbox_config(self, name: str = "web") -> Any:
         pb = self.pb
         return pb.PodSandboxConfig(
-            metadata=pb.PodSandboxMetadata(name="web", uid="uid-1", namespace="default"),
-            hostname="web", log_directory=str(self.base / "pods" / "web"),
+            metadata=pb.PodSandboxMetadata(name=name, uid=f"uid-{name}", namespace="default"),
+            hostname=name, log_directory=str(self.base / "pods" / name),
             linux=pb.LinuxPodSandboxConfig(security_context=pb.LinuxSandboxSecurityContext(
                 namespace_options=pb.NamespaceOption(network=pb.POD, pid=pb.CONTAINER))))
 
     def container(self, sandbox_id: str, name: str, script: str,
-                  mounts: tuple[Any, ...] = ()) -> str:
+                  mounts: tuple[Any, ...] = (), pod: str = "web") -> str:
         pb = self.pb
         config = pb.ContainerConfig(
             metadata=pb.ContainerMetadata(name=name), image=pb.ImageSpec(image=IMG),
@@ -127,7 +128,7 @@ class Cri:
             linux=pb.LinuxContainerConfig(security_context=pb.LinuxContainerSecurityContext(
                 namespace_options=pb.NamespaceOption(network=pb.POD, pid=pb.CONTAINER))))
         created = self.rt.CreateContainer(pb.CreateContainerRequest(
-            pod_sandbox_id=sandbox_id, config=config, sandbox_config=self.sandbox_config()),
+            pod_sandbox_id=sandbox_id, config=config, sandbox_config=self.sandbox_config(pod)),
             timeout=120)
         self.rt.StartContainer(pb.StartContainerRequest(container_id=created.container_id),
                                timeout=120)
@@ -342,6 +343,66 @@ def test_a_cri_pod_runs_in_one_vm(cri: Cri) -> None:
         assert not (cri.base / "kubelet" / "token" / "x").exists()
         cri.rt.StopPodSandbox(pb.StopPodSandboxRequest(pod_sandbox_id=sandbox_id), timeout=180)
         assert cri.wait_state(app, pb.CONTAINER_EXITED).state == pb.CONTAINER_EXITED
+    finally:
+        cri.rt.StopPodSandbox(pb.StopPodSandboxRequest(pod_sandbox_id=sandbox_id), timeout=180)
+        cri.rt.RemovePodSandbox(pb.RemovePodSandboxRequest(pod_sandbox_id=sandbox_id),
+                                timeout=180)
+    assert cri.daemon.out("ps", "-aq").strip() == ""
+
+
+def test_a_cri_pods_streams_stats_and_logs(cri: Cri) -> None:
+    """What the kubelet does besides running containers: `kubectl exec` and `kubectl attach`
+    through containerd's streaming server, stats, and the container logs it reads and
+    rotates."""
+    pb = cri.pb
+    sandbox_id = cri.rt.RunPodSandbox(pb.RunPodSandboxRequest(
+        config=cri.sandbox_config("streams"), runtime_handler="steelcup"),
+        timeout=180).pod_sandbox_id
+    try:
+        cri.images.PullImage(pb.PullImageRequest(
+            image=pb.ImageSpec(image=IMG), sandbox_config=cri.sandbox_config("streams")),
+            timeout=180)
+        busy = cri.container(sandbox_id, "busy", "echo started; echo warn >&2; "
+                             "while :; do :; done", pod="streams")
+        ticker = cri.container(sandbox_id, "ticker", "while :; do echo tick; sleep 0.3; done",
+                               pod="streams")
+
+        def exec_stream(*cmd: str) -> stream.StreamResult:
+            url = cri.rt.Exec(pb.ExecRequest(container_id=busy, cmd=cmd, stdout=True,
+                                             stderr=True), timeout=30).url
+            return stream.run(url, cri.netns)
+
+        said = exec_stream("echo", "hi")
+        assert (said.stdout, said.exit_code) == (b"hi\n", 0), said
+        failed = exec_stream("sh", "-c", "echo oops >&2; exit 3")
+        assert (failed.stdout, failed.stderr, failed.exit_code) == (b"", b"oops\n", 3), failed
+        url = cri.rt.Attach(pb.AttachRequest(container_id=ticker, stdout=True, stderr=True),
+                            timeout=30).url
+        attached = stream.run(url, cri.netns, until=lambda out: out.count(b"tick\n") >= 2)
+        assert attached.stdout.startswith(b"tick\n"), attached
+        # stats answer for the pod's containers; their figures are not the VM's (the runc
+        # shim reads the cgroups of the keeper process: docs/kubernetes.md, "Not done yet")
+        stats = cri.rt.ContainerStats(pb.ContainerStatsRequest(container_id=busy),
+                                      timeout=30).stats
+        assert stats.attributes.id == busy and stats.attributes.metadata.name == "busy", stats
+        listed = cri.rt.ListContainerStats(pb.ListContainerStatsRequest(
+            filter=pb.ContainerStatsFilter(pod_sandbox_id=sandbox_id)), timeout=30).stats
+        assert {s.attributes.id for s in listed} == {busy, ticker}, listed
+        # the log files containerd writes in the CRI format (the kubelet's `kubectl logs`)
+        log_path = Path(cri.status(busy).log_path)
+        assert log_path == cri.base / "pods" / "streams" / "busy.log"
+        lines = {line.split(" ", 1)[1] for line in log_path.read_text().splitlines()}
+        assert lines == {"stdout F started", "stderr F warn"}, lines
+        stamp = log_path.read_text().split(" ", 1)[0]
+        assert stamp.endswith("Z") and "T" in stamp, stamp
+        # the kubelet rotates a log by renaming it and asking for a new one
+        ticks = cri.base / "pods" / "streams" / "ticker.log"
+        ticks.rename(ticks.with_name("ticker.log.1"))
+        cri.rt.ReopenContainerLog(pb.ReopenContainerLogRequest(container_id=ticker),
+                                  timeout=30)
+        wait_until(lambda: ticks.exists() and "stdout F tick" in ticks.read_text(),
+                   "ticks in the reopened log", timeout_s=30)
+        assert "stdout F tick" in ticks.with_name("ticker.log.1").read_text()
     finally:
         cri.rt.StopPodSandbox(pb.StopPodSandboxRequest(pod_sandbox_id=sandbox_id), timeout=180)
         cri.rt.RemovePodSandbox(pb.RemovePodSandboxRequest(pod_sandbox_id=sandbox_id),
