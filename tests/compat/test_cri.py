@@ -367,15 +367,21 @@ def test_a_cri_pods_streams_stats_and_logs(cri: Cri) -> None:
         ticker = cri.container(sandbox_id, "ticker", "while :; do echo tick; sleep 0.3; done",
                                pod="streams")
 
-        def exec_stream(*cmd: str) -> stream.StreamResult:
+        def exec_stream(*cmd: str, tty: bool = False) -> stream.StreamResult:
             url = cri.rt.Exec(pb.ExecRequest(container_id=busy, cmd=cmd, stdout=True,
-                                             stderr=True), timeout=30).url
+                                             stderr=not tty, tty=tty, stdin=tty),
+                              timeout=30).url
             return stream.run(url, cri.netns)
 
         said = exec_stream("echo", "hi")
         assert (said.stdout, said.exit_code) == (b"hi\n", 0), said
         failed = exec_stream("sh", "-c", "echo oops >&2; exit 3")
         assert (failed.stdout, failed.stderr, failed.exit_code) == (b"", b"oops\n", 3), failed
+        # with a terminal and stdin (`kubectl exec -it`): steelcup-runtime exec
+        # --console-socket (a TTY exec without stdin: docs/kubernetes.md)
+        termed = exec_stream("sh", "-c", "test -t 0 && test -t 1 && echo tty; exit 2",
+                             tty=True)
+        assert (termed.stdout, termed.exit_code) == (b"tty\r\n", 2), termed
         url = cri.rt.Attach(pb.AttachRequest(container_id=ticker, stdout=True, stderr=True),
                             timeout=30).url
         attached = stream.run(url, cri.netns, until=lambda out: out.count(b"tick\n") >= 2)
