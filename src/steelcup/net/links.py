@@ -7,6 +7,7 @@ created before QEMU opens it by name (`-netdev tap,ifname=...,script=no`) and de
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -65,11 +66,27 @@ def check_ifname(name: str) -> None:
         raise LinkError(f"bad interface name {name!r} (1-{IFNAME_MAX} chars, no '/' or spaces)")
 
 
+def bridge_mac(name: str) -> str:
+    """The fixed MAC of bridge `name`: locally administered, unicast, from its name (so a
+    daemon restart gives it the same one). Pure.
+
+    A bridge without an address of its own takes the lowest MAC among its ports, so it would
+    change as taps come and go; each change flushes the host's neighbour entries on it,
+    dropping the packets queued for a container that is still starting (a client polling it
+    then waits for TCP's one-second retransmission), and gives every guest a stale gateway."""
+    digest = hashlib.sha256(b"steelcup-bridge\0" + name.encode()).digest()
+    return ":".join(f"{b:02x}" for b in (0x06, *digest[:5]))
+
+
 def ensure_bridge(host: Host, name: str, gateway_cidr: str, mtu: int) -> None:
-    """Create (if missing) the bridge with its gateway address and bring it up."""
+    """Create (if missing) the bridge with its gateway address and fixed MAC, and bring it
+    up."""
     check_ifname(name)
+    mac = bridge_mac(name)
     if not link_exists(host, name):
-        run(host.ip("link", "add", "name", name, "type", "bridge"))
+        run(host.ip("link", "add", "name", name, "address", mac, "type", "bridge"))
+    elif f" {mac} " not in run(host.ip("-o", "link", "show", "dev", name)).stdout:
+        run(host.ip("link", "set", "dev", name, "address", mac))  # one made before this
     # No IPv6 on the host side of a bridge (containers have none yet): with it the bridge gets
     # a link-local address through which a container reaches host services on `::`. (The
     # firewall drops such traffic as well; 255: the host has no IPv6 at all.)
