@@ -455,9 +455,9 @@ int main(void)
 	long long t_start = main_now_ms();
 	modules_load_all("/modules.list", "/modules");
 	long long t_modules = main_now_ms();
-	rc = net_loopback_up();
+	rc = net_boot();
 	if (rc < 0)
-		main_log("lo up: %s", strerror(-rc));
+		main_log("network at boot (arp_notify, lo up): %s", strerror(-rc));
 	rc = channel_open(PORT_NAME, PORT_WAIT_MS);
 	if (rc < 0) {
 		main_log("port %s: %s", PORT_NAME, strerror(-rc));

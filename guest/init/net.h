@@ -17,8 +17,9 @@ struct net_req {
 /* Brings lo up, then finds, renames, addresses and brings up the NIC and adds the default
  * route. Returns 0 or -errno with a message. */
 int net_config(const struct net_req *r, char *msg, unsigned msglen);
-/* Brings lo up (at boot: a template's clones then never pay for it); 0 or -errno. */
-int net_loopback_up(void);
+/* At boot (a template's clones then never pay for it): turns on gratuitous ARP when a NIC comes
+ * up (arp_notify) and brings lo up; 0 or -errno. */
+int net_boot(void);
 
 /* Parses "aa:bb:cc:dd:ee:ff" (case-insensitive); returns 0 or -EINVAL. Pure. */
 int net_parse_mac(const char *s, uint8_t out[6]);

@@ -14,6 +14,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +36,7 @@ pytestmark = pytest.mark.vm
 BOOT_DEADLINE_S = 40.0
 PATH_ENV = ("PATH=/bin",)
 CLONE_MAC = "52:54:00:d5:00:cc"
+CAP_NET_ADMIN = 12
 
 
 class NetMachine(Machine):
@@ -146,8 +148,10 @@ def guests(assets: GuestAssets, netns: Host, rootfs: Path, volume: Path,
             loop.run_until_complete(asyncio.wait_for(g.machine.close(), 30))
 
 
-async def sh(g: Guest, script: str, timeout_s: float = 30.0) -> tuple[int, str]:
-    proc = await g.machine.guest.start(ProcessSpec(args=("/bin/sh", "-c", script), env=PATH_ENV))
+async def sh(g: Guest, script: str, timeout_s: float = 30.0,
+             caps: int | None = None) -> tuple[int, str]:
+    proc = await g.machine.guest.start(ProcessSpec(args=("/bin/sh", "-c", script), env=PATH_ENV,
+                                                   caps=caps))
     buf = bytearray()
     async with asyncio.timeout(timeout_s):
         async for stream, data in proc:
@@ -247,3 +251,34 @@ def test_mount_readonly_tmpfs_and_escape(guests: dict[str, Guest], rootfs: Path,
     assert " /scratch/t type tmpfs" in out and "size=1024k" in out, out
     assert err == errno.ELOOP
     assert not (rootfs / "escape-target" / "inside").exists()
+
+
+def test_bridge_keeps_its_own_mac(guests: dict[str, Guest], netns: Host) -> None:
+    """Ports came and went (three VMs' taps): the bridge's MAC is still its own, so the host's
+    neighbour entries on it were never flushed by a port joining."""
+    for bridge in ("scA", "scB"):
+        shown = subprocess.run(netns.ip("-o", "link", "show", "dev", bridge),
+                               capture_output=True, text=True, check=True).stdout
+        assert f" {links.bridge_mac(bridge)} " in shown, shown
+
+
+def test_nic_up_announces_its_address(guests: dict[str, Guest], netns: Host,
+                                      loop: asyncio.AbstractEventLoop) -> None:
+    """A NIC brought up sends a gratuitous ARP (the init turns arp_notify on at boot): the
+    host's stale entry for b's address is corrected without the host asking. Last in the
+    file: b's link goes down and up."""
+    b = guests["b"]
+    subprocess.run(netns.ip("neigh", "replace", b.ip, "lladdr", "02:00:00:00:00:01", "dev",
+                            "scA", "nud", "stale"), check=True)
+    code, out = loop.run_until_complete(sh(b, "ifconfig eth0 down && ifconfig eth0 up && "
+                                              "route add default gw 10.213.1.1",
+                                           caps=1 << CAP_NET_ADMIN))
+    assert code == 0, out
+    deadline = time.monotonic() + 10
+    while True:
+        shown = subprocess.run(netns.ip("neigh", "show", b.ip, "dev", "scA"),
+                               capture_output=True, text=True, check=True).stdout
+        if b.mac in shown:
+            break
+        assert time.monotonic() < deadline, f"the host still has {shown!r} for {b.ip}"
+        time.sleep(0.1)

@@ -7,9 +7,11 @@ created before QEMU opens it by name (`-netdev tap,ifname=...,script=no`) and de
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
+from ipaddress import ip_address
 
 from steelcup.errors import SteelcupError
 
@@ -65,11 +67,27 @@ def check_ifname(name: str) -> None:
         raise LinkError(f"bad interface name {name!r} (1-{IFNAME_MAX} chars, no '/' or spaces)")
 
 
+def bridge_mac(name: str) -> str:
+    """The fixed MAC of bridge `name`: locally administered, unicast, from its name (so a
+    daemon restart gives it the same one). Pure.
+
+    A bridge without an address of its own takes the lowest MAC among its ports, so it would
+    change as taps come and go; each change flushes the host's neighbour entries on it,
+    dropping the packets queued for a container that is still starting (a client polling it
+    then waits for TCP's one-second retransmission), and gives every guest a stale gateway."""
+    digest = hashlib.sha256(b"steelcup-bridge\0" + name.encode()).digest()
+    return ":".join(f"{b:02x}" for b in (0x06, *digest[:5]))
+
+
 def ensure_bridge(host: Host, name: str, gateway_cidr: str, mtu: int) -> None:
-    """Create (if missing) the bridge with its gateway address and bring it up."""
+    """Create (if missing) the bridge with its gateway address and fixed MAC, and bring it
+    up."""
     check_ifname(name)
+    mac = bridge_mac(name)
     if not link_exists(host, name):
-        run(host.ip("link", "add", "name", name, "type", "bridge"))
+        run(host.ip("link", "add", "name", name, "address", mac, "type", "bridge"))
+    elif f" {mac} " not in run(host.ip("-o", "link", "show", "dev", name)).stdout:
+        run(host.ip("link", "set", "dev", name, "address", mac))  # one made before this
     # No IPv6 on the host side of a bridge (containers have none yet): with it the bridge gets
     # a link-local address through which a container reaches host services on `::`. (The
     # firewall drops such traffic as well; 255: the host has no IPv6 at all.)
@@ -128,27 +146,36 @@ def create_tap(host: Host, name: str) -> None:
     run(host.ip("tuntap", "add", "dev", name, "mode", "tap", "user", str(TAP_OWNER_UID)))
 
 
-def _placement(name: str, bridge: str, mtu: int, rename_from: str = "") -> str:
+def _placement(name: str, bridge: str, mtu: int, rename_from: str = "",
+               address: str = "") -> str:
     """`ip -batch` input that gives a tap its name, MTU and bridge (hairpin on) and brings it
     up. No bridge (""): the tap is to be moved into an engine's netns once QEMU has it
-    (steelcup.net.netnsplug), so it gets only its name and MTU here."""
+    (steelcup.net.netnsplug), so it gets only its name and MTU here.
+
+    With the NIC's `address`, the host's neighbour entry for it on the bridge goes too: an
+    entry left by the address's previous container (same address, same MAC) would send a
+    client's packets to this VM at once, before its guest has the address, and lose them to
+    a one-second TCP retransmission; without one they wait, queued, for the guest's
+    gratuitous ARP (docs/networking.md)."""
     rename = f"dev {rename_from} name {name}" if rename_from else f"dev {name}"
     if not bridge:
         return f"link set {rename} mtu {mtu}\n"
     check_ifname(bridge)
-    return f"link set {rename} mtu {mtu} master {bridge} up\n" + _hairpin(name)
+    flush = f"neigh flush to {ip_address(address)} dev {bridge}\n" if address else ""
+    return f"link set {rename} mtu {mtu} master {bridge} up\n" + _hairpin(name) + flush
 
 
-def ensure_tap(host: Host, name: str, bridge: str, mtu: int) -> None:
+def ensure_tap(host: Host, name: str, bridge: str, mtu: int, address: str = "") -> None:
     """A persistent tap enslaved to `bridge` ("": on none), up, ready for QEMU to open by
-    name."""
+    name; `address`: its NIC's (see _placement)."""
     check_ifname(name)
     if not link_exists(host, name):
         create_tap(host, name)
-    run(host.ip("-batch", "-"), input_text=_placement(name, bridge, mtu))
+    run(host.ip("-batch", "-"), input_text=_placement(name, bridge, mtu, address=address))
 
 
-def take_place(host: Host, spare: str, name: str, bridge: str, mtu: int) -> None:
+def take_place(host: Host, spare: str, name: str, bridge: str, mtu: int,
+               address: str = "") -> None:
     """Give the tap `spare` (a pooled VM's, down, on no bridge) the name `name`, the MTU and
     the bridge the network layer planned for a container's NIC ("": none, see _placement),
     turn on hairpin and bring it up: one `ip` process (a batch). On failure `spare` is back
@@ -156,7 +183,8 @@ def take_place(host: Host, spare: str, name: str, bridge: str, mtu: int) -> None
     check_ifname(spare)
     check_ifname(name)
     try:
-        run(host.ip("-batch", "-"), input_text=_placement(name, bridge, mtu, spare))
+        run(host.ip("-batch", "-"),
+            input_text=_placement(name, bridge, mtu, spare, address))
     except LinkError:
         if link_exists(host, name) and not link_exists(host, spare):
             with contextlib.suppress(LinkError):  # renamed, then failed: undo the rename

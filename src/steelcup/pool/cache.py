@@ -170,7 +170,7 @@ class CacheSource:
         for spare, nic, place in zip(ready.taps, request.nics, request.tap_places, strict=True):
             assert host is not None  # class_of refuses NICs without a host
             await asyncio.to_thread(links.take_place, host, spare, nic.tap, place.bridge,
-                                    place.mtu)
+                                    place.mtu, place.address)
         ready.handed_out = True
 
     # -- refill -----------------------------------------------------------------------------

@@ -126,7 +126,7 @@ class Factory:
             raise SteelcupError("taps were planned but this pool has no network host")
         for nic, place in zip(request.nics, request.tap_places, strict=True):
             await asyncio.to_thread(links.ensure_tap, self.tap_host, nic.tap, place.bridge,
-                                    place.mtu)
+                                    place.mtu, place.address)
 
     async def prewarm(self, nic_slots: Sequence[int] = (0,), grows: bool = False) -> None:
         """Build the default tenant's templates now, then fill its warm cache, so the first

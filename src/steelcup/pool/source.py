@@ -14,10 +14,13 @@ __all__ = ["Incompatible", "NicSpec", "Share", "TapPlace", "VmRequest", "VmSourc
 
 
 class TapPlace(NamedTuple):
-    """The bridge and MTU of a NIC's tap on the host (the network layer's plan for it)."""
+    """The bridge and MTU of a NIC's tap on the host (the network layer's plan for it), and
+    the NIC's IPv4 address ("": none known), whose neighbour entry on the bridge goes as the
+    tap is placed."""
 
     bridge: str
     mtu: int
+    address: str = ""
 
 
 @dataclass(frozen=True)

@@ -249,7 +249,7 @@ class Resources:
             shares=(*shares, *secret_shares),
             vm_nics=(*(NicSpec(n.tap, n.mac) for n in attachment.nics),
                      *(vm for vm, _place, _guest in netns_nics)),
-            tap_places=(*(TapPlace(n.bridge, n.mtu) for n in attachment.nics),
+            tap_places=(*(TapPlace(n.bridge, n.mtu, n.address) for n in attachment.nics),
                         *(place for _vm, place, _guest in netns_nics)),
             nics=(*(n.guest_nic() for n in attachment.nics),
                   *(guest for _vm, _place, guest in netns_nics)),

@@ -22,3 +22,10 @@ def test_a_spare_renamed_onto_no_bridge() -> None:
 def test_a_bad_bridge_name_is_refused() -> None:
     with pytest.raises(LinkError, match="bad interface name"):
         _placement("sct1", "a bridge", 1500)
+
+
+def test_the_nics_old_neighbour_entry_goes_with_the_placement() -> None:
+    assert _placement("sct1", "steelcup0", 1500, address="10.213.0.2").splitlines()[-1] == (
+        "neigh flush to 10.213.0.2 dev steelcup0")
+    with pytest.raises(ValueError):  # nothing but an address reaches the batch
+        _placement("sct1", "steelcup0", 1500, address="10.0.0.1\nlink del dev steelcup0")
