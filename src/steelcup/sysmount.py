@@ -23,13 +23,14 @@ _SYS_OPEN_TREE = 428
 _SYS_MOVE_MOUNT = 429
 _SYS_MOUNT_SETATTR = 442
 _OPEN_TREE_CLONE = 1
-_AT_FDCWD = -100
+AT_FDCWD = -100
 _AT_EMPTY_PATH = 0x1000
 _AT_RECURSIVE = 0x8000
 _MOVE_MOUNT_F_EMPTY_PATH = 0x4
 _MOUNT_ATTR_RDONLY = 0x1
 _MOUNT_ATTR_NOSUID = 0x2
 _MOUNT_ATTR_NODEV = 0x4
+_MOUNT_ATTR_IDMAP = 0x0010_0000
 
 
 class _MountAttr(ctypes.Structure):
@@ -67,21 +68,39 @@ def bind_at(source: Path, dir_fd: int, name: str, *, readonly: bool = False,
     mounts below it too) on the entry `name` of the directory `dir_fd`, nosuid and nodev, and
     read-only on request, in one step: `name` is not followed if it is a symlink, and a path
     is never looked up again between the bind and its flags. OSError on failure."""
+    clone_mount(source, dir_fd, name, readonly=readonly, recursive=recursive)
+
+
+def clone_mount(source: Path, dir_fd: int, name: str, *, readonly: bool = False,
+                recursive: bool = False, userns_fd: int | None = None) -> None:
+    """The new mount API's bind: `open_tree` clones the mount at `source`, `mount_setattr`
+    makes it nosuid, nodev, read-only on request and, with `userns_fd`, idmapped through that
+    user namespace's map, and `move_mount` attaches it on `name` relative to `dir_fd`
+    (AT_FDCWD: a path). OSError naming the step that failed."""
     libc = _libc()
     libc.syscall.restype = ctypes.c_long
     recurse = _AT_RECURSIVE if recursive else 0
-    tree = libc.syscall(_SYS_OPEN_TREE, _AT_FDCWD, os.fsencode(source),
+    tree = libc.syscall(_SYS_OPEN_TREE, AT_FDCWD, os.fsencode(source),
                         _OPEN_TREE_CLONE | os.O_CLOEXEC | recurse)
-    _check(0 if tree >= 0 else -1, source)
+    _check_step(tree >= 0, "open_tree", source)
     try:
-        attr = _MountAttr(_MOUNT_ATTR_NOSUID | _MOUNT_ATTR_NODEV
-                          | (_MOUNT_ATTR_RDONLY if readonly else 0), 0, 0, 0)
-        _check(0 if libc.syscall(_SYS_MOUNT_SETATTR, tree, b"", _AT_EMPTY_PATH | recurse,
-                                 ctypes.byref(attr), ctypes.sizeof(attr)) == 0 else -1, source)
-        _check(0 if libc.syscall(_SYS_MOVE_MOUNT, tree, b"", dir_fd, os.fsencode(name),
-                                 _MOVE_MOUNT_F_EMPTY_PATH) == 0 else -1, Path(name))
+        attrs = _MOUNT_ATTR_NOSUID | _MOUNT_ATTR_NODEV | (_MOUNT_ATTR_RDONLY if readonly else 0)
+        if userns_fd is not None:
+            attrs |= _MOUNT_ATTR_IDMAP
+        attr = _MountAttr(attrs, 0, 0, userns_fd or 0)
+        _check_step(libc.syscall(_SYS_MOUNT_SETATTR, tree, b"", _AT_EMPTY_PATH | recurse,
+                                 ctypes.byref(attr), ctypes.sizeof(attr)) == 0,
+                    "mount_setattr", source)
+        _check_step(libc.syscall(_SYS_MOVE_MOUNT, tree, b"", dir_fd, os.fsencode(name),
+                                 _MOVE_MOUNT_F_EMPTY_PATH) == 0, "move_mount", name)
     finally:
         os.close(tree)
+
+
+def _check_step(ok: bool, step: str, path: object) -> None:
+    if not ok:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{step}: {os.strerror(err)}", str(path))
 
 
 def mount(source: str, target: Path, fstype: str, flags: int, data: str) -> None:

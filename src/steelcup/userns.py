@@ -16,31 +16,15 @@ import os
 import threading
 from pathlib import Path
 
+from steelcup import sysmount
 from steelcup.idmap import IdRange, shift
 
 CLONE_NEWUSER = 0x10000000
-_SYS_OPEN_TREE = 428
-_SYS_MOVE_MOUNT = 429
-_SYS_MOUNT_SETATTR = 442
-_OPEN_TREE_CLONE = 1
-_AT_FDCWD = -100
-_AT_EMPTY_PATH = 0x1000
-_AT_RECURSIVE = 0x8000
-_MOVE_MOUNT_F_EMPTY_PATH = 4
-_MOUNT_ATTR_RDONLY = 0x1
-_MOUNT_ATTR_NOSUID = 0x2
-_MOUNT_ATTR_NODEV = 0x4
-_MOUNT_ATTR_IDMAP = 0x0010_0000
 _PR_SET_PDEATHSIG = 1
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.syscall.restype = ctypes.c_long
 _lock = threading.Lock()
-
-
-class _MountAttr(ctypes.Structure):
-    _fields_ = [("attr_set", ctypes.c_uint64), ("attr_clr", ctypes.c_uint64),
-                ("propagation", ctypes.c_uint64), ("userns_fd", ctypes.c_uint64)]
 
 
 def _raise(what: str, path: object = None) -> None:
@@ -112,23 +96,8 @@ def idmapped_bind(source: Path, target: Path, uid_map: str, *, recursive: bool =
     """Attach a copy of the mount tree at `source` (a directory or a file) on `target`, nosuid
     and nodev (and read-only on request), its ids seen through `uid_map` (file id k shows as the
     map's host id for k). OSError if refused."""
-    flags = _OPEN_TREE_CLONE | os.O_CLOEXEC | (_AT_RECURSIVE if recursive else 0)
-    fd = _libc.syscall(_SYS_OPEN_TREE, _AT_FDCWD, os.fsencode(source), flags)
-    if fd < 0:
-        _raise("open_tree", source)
-    try:
-        attr = _MountAttr(_MOUNT_ATTR_IDMAP | _MOUNT_ATTR_NOSUID | _MOUNT_ATTR_NODEV
-                          | (_MOUNT_ATTR_RDONLY if readonly else 0), 0, 0,
-                          namespace_fd(uid_map))
-        if _libc.syscall(_SYS_MOUNT_SETATTR, fd, b"", _AT_EMPTY_PATH | (
-                _AT_RECURSIVE if recursive else 0), ctypes.byref(attr),
-                ctypes.sizeof(attr)) != 0:
-            _raise("idmapping a mount", source)
-        if _libc.syscall(_SYS_MOVE_MOUNT, fd, b"", _AT_FDCWD, os.fsencode(target),
-                         _MOVE_MOUNT_F_EMPTY_PATH) != 0:
-            _raise("move_mount", target)
-    finally:
-        os.close(fd)
+    sysmount.clone_mount(source, sysmount.AT_FDCWD, str(target), readonly=readonly,
+                         recursive=recursive, userns_fd=namespace_fd(uid_map))
 
 
 @functools.cache
