@@ -14,13 +14,13 @@ import tarfile
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, cast
 
 from steelcup.boundedfs import GIB
 from steelcup.build.compression import decompressed
 from steelcup.build.ignore import IgnoreRules
 from steelcup.errors import ImageError, InvalidArgument
-from steelcup.image.layers import LayerLimits, _Extractor, apply_layer
+from steelcup.image.layers import LayerLimits, SourceCounter, _Extractor, apply_layer
 from steelcup.runtime.fs_paths import DIR_FLAGS, open_dir, resolve
 
 CONTEXT_MAX_BYTES = 4 * GIB  # unpacked
@@ -91,9 +91,11 @@ def unpack(stream: IO[bytes], work_dir: Path, dockerfile: str = "",
     try:
         limits = LayerLimits(max_bytes=max_bytes, max_entries=1_000_000)
         try:
-            with decompressed(stream) as raw:
+            upload = SourceCounter(stream)  # the expansion ratio is against what was sent
+            with decompressed(cast(IO[bytes], upload)) as raw:
                 completed = io.BufferedReader(_Completed(raw))
-                apply_layer(completed, root, limits, extractor_class=_ContextExtractor)
+                apply_layer(completed, root, limits, extractor_class=_ContextExtractor,
+                            compressed=upload)
         except ImageError as exc:
             raise InvalidArgument(f"invalid build context: {exc}") from exc
         name = dockerfile or DEFAULT_DOCKERFILE

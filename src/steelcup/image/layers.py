@@ -25,7 +25,7 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, BinaryIO, cast
+from typing import IO, BinaryIO, Protocol, cast
 
 from steelcup import defaults
 from steelcup.errors import ImageError, Unsupported
@@ -90,19 +90,21 @@ class LayerStats:
 
 def apply_layer(
     stream: BinaryIO | IO[bytes], target: Path, limits: LayerLimits | None = None,
-    extractor_class: type[_Extractor] | None = None,
+    extractor_class: type[_Extractor] | None = None, compressed: ByteCount | None = None,
 ) -> LayerStats:
     """Extract the layer tar in `stream` into the existing directory `target` (with
-    `extractor_class`, a subclass with other rules for some entries: a build context's)."""
+    `extractor_class`, a subclass with other rules for some entries: a build context's).
+    `compressed`: what the expansion ratio is measured against when `stream` was already
+    decompressed by the caller (a counter of the bytes it read); default: `stream`'s bytes."""
     limits = limits or LayerLimits()
     try:
         root_fd = os.open(target, _DIR_FLAGS)
     except OSError as exc:
         raise ImageError(f"layer target {target} is not a directory: {exc.strerror}") from exc
-    source = _SourceCounter(stream)
+    source = SourceCounter(stream)
     try:
         with decompressed(cast(IO[bytes], source)) as raw:  # read() is all it uses
-            counter = _CountingReader(raw, limits, source)
+            counter = _CountingReader(raw, limits, compressed or source)
             extractor = (extractor_class or _Extractor)(root_fd, limits)
             try:
                 tar = open_stream(counter)
@@ -233,7 +235,12 @@ def _zstd_reader(source: IO[bytes]) -> Iterator[IO[bytes]]:
             raise ImageError(f"invalid zstd layer: {err or f'zstd exit code {rc}'}")
 
 
-class _SourceCounter(io.RawIOBase):
+class ByteCount(Protocol):
+    @property
+    def count(self) -> int: ...
+
+
+class SourceCounter(io.RawIOBase):
     """Counts the (compressed) bytes read from a layer stream."""
 
     def __init__(self, inner: IO[bytes]) -> None:
@@ -254,7 +261,7 @@ class _CountingReader(io.RawIOBase):
     """Counts and hashes uncompressed bytes; raises ImageError past the byte limit or when
     they outgrow the compressed bytes read from `source` by more than the allowed ratio."""
 
-    def __init__(self, inner: IO[bytes], limits: LayerLimits, source: _SourceCounter) -> None:
+    def __init__(self, inner: IO[bytes], limits: LayerLimits, source: ByteCount) -> None:
         self._inner = inner
         self._limit = limits.max_bytes
         self._ratio = limits.max_ratio

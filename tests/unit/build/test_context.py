@@ -3,9 +3,11 @@ whiteouts, bounded; its Dockerfile read from inside it; .dockerignore applied.""
 
 from __future__ import annotations
 
+import bz2
 import gzip
 import io
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -94,3 +96,14 @@ def test_a_tar_without_its_end_as_the_docker_cli_sends_for_f_dash(tmp_path: Path
         ctx.close()
     ctx = unpack(io.BytesIO(gzip.compress(cut)), tmp_path / "work", ".dockerfile.x")
     ctx.close()
+
+
+@pytest.mark.parametrize("compress", [lambda b: gzip.compress(b, 1), lambda b: bz2.compress(b, 1)])
+def test_a_context_bomb_is_refused_by_its_ratio_to_the_upload(
+        tmp_path: Path, compress: Callable[[bytes], bytes]) -> None:
+    """70 MiB of zeros (past the 64 MiB floor) sent as a few kilobytes: refused by the
+    100-times expansion check, measured against the bytes uploaded."""
+    tar = make_tar([DOCKERFILE, ("file", "zeros", bytes(70 << 20))])
+    with pytest.raises(InvalidArgument, match="decompression bomb"):
+        unpack(io.BytesIO(compress(tar)), tmp_path / "work")
+    assert list((tmp_path / "work").iterdir()) == []
