@@ -362,19 +362,20 @@ def test_onbuild_add_tar_chown_chmod(dockerd: Docker, tmp_path: Path) -> None:
     child = tmp_path / "child"
     write(child / "trigger.txt", "triggered")
     write(child / "f.txt", "owned")
-    archive = child / "bundle.tar.gz"
-    with tarfile.open(archive, "w:gz") as tar:
-        data = b"unpacked"
-        info = tarfile.TarInfo("inner/file.txt")
-        info.size = len(data)
-        tar.addfile(info, io.BytesIO(data))
+    for kind, data in (("gz", b"unpacked"), ("bz2", b"-bz2"), ("xz", b"-xz")):
+        with tarfile.open(child / f"bundle.tar.{kind}", f"w:{kind}") as tar:
+            info = tarfile.TarInfo(f"inner/{kind}.txt")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
     write(child / "Dockerfile", "FROM onbuild-base\nADD bundle.tar.gz /opt/\n"
+          "ADD bundle.tar.bz2 bundle.tar.xz /opt/\n"
           "COPY --chown=1:2 --chmod=640 f.txt /owned/\n"
-          "RUN cat /from-trigger /opt/inner/file.txt && stat -c '%u:%g %a' /owned/f.txt\n")
+          "RUN cat /from-trigger /opt/inner/gz.txt /opt/inner/bz2.txt /opt/inner/xz.txt && "
+          "stat -c '%u:%g %a' /owned/f.txt\n")
     code, out = build(dockerd, child, "-t", "onbuild-child")
     assert code == 0, out
     assert "# Executing 2 build triggers" in out and "trigger-ran" in out, out
-    assert "triggeredunpacked" in out and "1:2 640" in out, out
+    assert "triggeredunpacked-bz2-xz" in out and "1:2 640" in out, out  # every kind unpacked
     onbuild = dockerd.out("image", "inspect", "-f", "{{json .Config.OnBuild}}", "onbuild-child")
     assert onbuild.strip() in ("null", "[]")  # triggers run once, in the child only
 

@@ -23,10 +23,11 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 
 from steelcup.build import copy as copy_module
 from steelcup.build import fetch as fetch_module
+from steelcup.build.compression import decompressed, is_archive
 from steelcup.build.context import Context
 from steelcup.build.dockerfile import Dockerfile, Instruction, parse, parse_trigger
 from steelcup.build.plan import (
@@ -46,7 +47,7 @@ from steelcup.build.plan import (
 from steelcup.build.words import expand_word, expand_words
 from steelcup.errors import InvalidArgument, NotFound, SteelcupError
 from steelcup.image import rootfs as rootfs_module
-from steelcup.image.layers import apply_layer
+from steelcup.image.layers import SourceCounter, apply_layer
 from steelcup.image.reference import is_full_id
 from steelcup.image.store import Image
 from steelcup.image.users import resolve_user
@@ -569,13 +570,15 @@ class Builder:
         host = Path(f"/proc/self/fd/{tree.root_fd}", *parts)
         with open(host, "rb") as probe:
             head = probe.read(512)
-        if not _looks_like_tar(head):
+        if not is_archive(head):
             return src
         top = Path(tempfile.mkdtemp(dir=self.spool_dir, prefix="add-"))
         files.callback(shutil.rmtree, top, ignore_errors=True)
         with open(host, "rb") as archive:
+            upload = SourceCounter(archive)  # the expansion ratio is against the archive
             try:
-                apply_layer(archive, top)
+                with decompressed(cast(IO[bytes], upload)) as raw:
+                    apply_layer(raw, top, compressed=upload)
             except SteelcupError as exc:
                 raise BuildFailed(f"ADD failed: {name}: {exc}") from exc
         fd = os.open(top, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -633,9 +636,4 @@ class Builder:
 def _shown(argv: tuple[str, ...], instr: Instruction) -> str:
     return json.dumps(list(argv)) if instr.json else " ".join(argv)
 
-
-def _looks_like_tar(head: bytes) -> bool:
-    """gzip, zstd, or a ustar header: what the layer code unpacks."""
-    return (head[:2] == b"\x1f\x8b" or head[:4] == b"\x28\xb5\x2f\xfd"
-            or head[257:262] == b"ustar")
 

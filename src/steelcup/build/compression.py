@@ -1,5 +1,6 @@
-"""Compressed build contexts: what dockerd's classic builder accepts as a context tar (plain,
-gzip, bzip2, xz; zstd too, as the layer code reads it), recognised by magic. gzip and zstd go
+"""Compressed build contexts and ADD archives: what dockerd's classic builder accepts as a
+context tar or unpacks for ADD (plain, gzip, bzip2, xz; zstd too, as the layer code reads it),
+recognised by magic. gzip and zstd go
 through the layer code; bzip2 and xz are read here, xz with a bound on the decoder's memory
 (an xz header names the dictionary size the decoder must allocate, so a hostile context could
 otherwise make the daemon allocate gigabytes).
@@ -77,12 +78,11 @@ class _StreamReader(io.RawIOBase):
             if not self._pending and self._dec.needs_input:
                 self._pending = self._inner.read(_CHUNK)
                 if not self._pending:
-                    raise InvalidArgument(f"invalid build context: the {self._name} stream is "
-                                          "truncated")
+                    raise InvalidArgument(f"the {self._name} stream is truncated")
             try:
                 data = self._dec.decompress(self._pending, max_length=len(buf))
             except (lzma.LZMAError, OSError, EOFError, ValueError) as exc:  # in memory only
-                raise InvalidArgument(f"invalid build context: {self._name}: {exc}") from None
+                raise InvalidArgument(f"{self._name}: {exc}") from None
             self._pending = b""
             if data:
                 buf[:len(data)] = data

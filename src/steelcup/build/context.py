@@ -96,7 +96,7 @@ def unpack(stream: IO[bytes], work_dir: Path, dockerfile: str = "",
                 completed = io.BufferedReader(_Completed(raw))
                 apply_layer(completed, root, limits, extractor_class=_ContextExtractor,
                             compressed=upload)
-        except ImageError as exc:
+        except (ImageError, InvalidArgument) as exc:  # the latter from a decompressor
             raise InvalidArgument(f"invalid build context: {exc}") from exc
         name = dockerfile or DEFAULT_DOCKERFILE
         text = read_file(root, name, DOCKERFILE_MAX_BYTES)

@@ -37,8 +37,8 @@ def test_concatenated_streams_read_through(compress: Callable[[bytes], bytes]) -
 @pytest.mark.parametrize(("data", "match"), [
     (bz2.compress(DATA)[:40], "bzip2 stream is truncated"),
     (lzma.compress(DATA)[:40], "xz stream is truncated"),
-    (b"BZh9" + b"\xff" * 64, "invalid build context: bzip2"),
-    (b"\xfd7zXZ\x00" + b"\xff" * 64, "invalid build context: xz"),
+    (b"BZh9" + b"\xff" * 64, "^bzip2: "),
+    (b"\xfd7zXZ\x00" + b"\xff" * 64, "^xz: "),
 ])
 def test_bad_data_is_the_clients_error(data: bytes, match: str) -> None:
     with pytest.raises(InvalidArgument, match=match):
@@ -48,7 +48,7 @@ def test_bad_data_is_the_clients_error(data: bytes, match: str) -> None:
 def test_xz_decoder_memory_is_bounded() -> None:
     packed = lzma.compress(DATA, preset=6)  # an 8 MiB dictionary: ~9 MiB to decode
     assert read_all(packed, xz_memlimit=64 << 20) == DATA
-    with pytest.raises(InvalidArgument, match="invalid build context: xz: .*[Mm]emory"):
+    with pytest.raises(InvalidArgument, match="^xz: .*[Mm]emory"):
         read_all(packed, xz_memlimit=1 << 20)
 
 
