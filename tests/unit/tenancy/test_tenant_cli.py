@@ -124,3 +124,25 @@ def test_tenant_usage_prints_a_bill_per_size_class(
     assert "no such tenant" in capfd.readouterr().err
     assert cli(host, "usage", "alice", "--since", "soon") == 1
     assert "invalid value for --since" in capfd.readouterr().err
+
+
+def test_quota_shows_a_tenants_limits_and_use(
+        served: tuple[Tenants, str], capfd: pytest.CaptureFixture[str]) -> None:
+    tenants, host = served
+    tenants.create("alice", ["containers=4"])
+    ledger = tenants.usage
+    assert ledger is not None
+    ledger.started("c1", Metered("alice", 1, 300), 1_700_000_000 * NS)
+    ledger.stopped("c1", 1_700_000_090 * NS)
+    assert main(["-H", host, "quota", "--tenant", "alice"]) == 0
+    out = capfd.readouterr().out.splitlines()
+    assert out[0] == "tenant alice (default size s4)"
+    assert out[1].split() == ["QUOTA", "LIMIT", "USED"]
+    rows = {line.split()[0]: line.split()[1:] for line in out[2:-1]}
+    assert rows["containers"] == ["4", "-"]  # no runtime here registers a count
+    assert out[-1] == "container-seconds since the beginning: 90"
+    assert main(["-H", host, "quota", "--tenant", "alice", "--format", "json"]) == 0
+    assert json.loads(capfd.readouterr().out)["Tenant"] == "alice"
+    assert main(["-H", host, "quota"]) == 1  # the operator must name a tenant
+    assert "?tenant=NAME" in capfd.readouterr().err
+    assert main(["-H", host, "quota", "--tenant", "nobody"]) == 1

@@ -56,6 +56,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "snapshot": ("snapshot", "snapshot volumes and make volumes from snapshots"),
     "cron": ("cron", "run containers on a schedule, with a history of runs"),
     "tenant": ("tenant", "manage tenants and their credentials (operator)"),
+    "quota": ("tenant", "show your tenant's quotas and what it uses of each"),
     "func": ("func", "manage funcs: containers started by HTTP calls"),
     "service": ("service", "manage services (replicas kept running, one VM each)"),
     "swarm": ("service", "manage the swarm (one node: this daemon)"),

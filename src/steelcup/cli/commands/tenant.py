@@ -1,4 +1,5 @@
-"""`steelcup tenant ...`: the operator's tenant administration (on the daemon's unix socket)."""
+"""`steelcup tenant ...`: the operator's tenant administration (on the daemon's unix socket);
+`steelcup quota`: a tenant's own quotas and use (the operator names the tenant)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,9 @@ _QUOTA_HELP = ("KEY=VALUE quota (repeatable): containers, cpus, memory (e.g. 8G)
 
 
 def register(sub: Any, name: str, help_text: str) -> None:
+    if name == "quota":
+        _register_quota(sub, name, help_text)
+        return
     if name != "tenant":
         raise ValueError(f"{__name__} has no command {name!r}")
     top = sub.add_parser(name, help=help_text)
@@ -89,6 +93,49 @@ def register(sub: Any, name: str, help_text: str) -> None:
     p.add_argument("name")
     p.add_argument("key_ids", nargs="+", metavar="KEYID")
     p.set_defaults(func=cmd_key_rm)
+
+
+def _register_quota(sub: Any, name: str, help_text: str) -> None:
+    p = sub.add_parser(name, help=help_text, description=(
+        "Each quota of your tenant: its limit and what counts against it now (what exists "
+        "plus creations in flight; '-' where nothing on this daemon counts it), then the "
+        "container-seconds your containers ran. The operator, whose own objects have no "
+        "quotas, names a tenant with --tenant."))
+    p.add_argument("--tenant", default="", metavar="NAME",
+                   help="the tenant to show (the operator only; a tenant sees its own)")
+    p.add_argument("--since", default="", help="container-seconds from a unix time, an RFC "
+                   "3339 date or time, or a duration before now (e.g. 24h); default: the "
+                   "beginning")
+    p.add_argument("--format", default="", choices=["", "json"],
+                   help="json: the daemon's answer as it is")
+    p.set_defaults(func=cmd_quota)
+
+
+def cmd_quota(ctx: Context, args: argparse.Namespace) -> int:
+    import time
+
+    from steelcup.cli.commands.containers import parse_since
+    from steelcup.cli.format import table
+
+    try:
+        query = {k: v for k, v in (("tenant", args.tenant),
+                                   ("since", parse_since(args.since, time.time()))) if v}
+        answer = ctx.client().get_json("/steelcup/quotas", query or None)
+    except SteelcupError as exc:
+        report(exc)
+        return 1
+    if args.format == "json":
+        print(json.dumps(answer, indent=4))
+        return 0
+    print(f"tenant {answer['Tenant']} (default size {answer['SizeDefault']})")
+    rows = [[q["Name"], str(q["Limit"]), "-" if q["Used"] is None else str(q["Used"])]
+            for q in answer["Quotas"]]
+    sys.stdout.write(table(["QUOTA", "LIMIT", "USED"], rows))
+    usage = answer.get("Usage")
+    if usage is not None:
+        print(f"container-seconds since {usage['Since'] or 'the beginning'}: "
+              f"{usage['TotalSeconds']}")
+    return 0
 
 
 def _base(name: str) -> str:
