@@ -174,6 +174,7 @@ async def _serve(options: DaemonOptions) -> int:
     )
     runtime.ids_for = ids_for
     runtime.live_restore = options.live_restore
+    runtime.restorer = vms.restore  # container checkpoints (docs/checkpoints.md)
     runtime_ref.append(runtime)
     images.in_use = runtime.image_in_use
     runtime.recover(kept=set(left))

@@ -386,6 +386,9 @@ def decode_create(body: Any) -> ContainerConfig:
     if netns_path and not netns_path.startswith("/"):
         raise InvalidArgument(f"HostConfig.SteelcupNetns must be an absolute path, not "
                               f"{netns_path!r}")
+    # steelcup's own, for anyone: the root in guest RAM, so the VM can be checkpointed
+    checkpointable = _get(host, "SteelcupCheckpointable", bool, False)
+    host.pop("SteelcupCheckpointable", None)
     check_host_settings(host)
     check_endpoint_settings(body)
     if body.get("MacAddress"):  # where clients before API 1.44 put --mac-address
@@ -476,6 +479,7 @@ def decode_create(body: Any) -> ContainerConfig:
         pod_sandbox=pod_sandbox,
         pod_of=pod_of,
         netns_path=netns_path,
+        checkpointable=checkpointable,
     )
 
 
@@ -827,6 +831,7 @@ def encode_inspect(
             **({"SteelcupPodSandbox": True} if config.pod_sandbox else {}),
             **({"SteelcupPodOf": config.pod_of} if config.pod_of else {}),
             **({"SteelcupNetns": config.netns_path} if config.netns_path else {}),
+            **({"SteelcupCheckpointable": True} if config.checkpointable else {}),
         },
         "GraphDriver": {"Name": "overlay", "Data": None},
         "Mounts": encode_mounts(config),

@@ -15,10 +15,11 @@ import contextlib
 import errno
 import itertools
 import logging
+import os
 import shutil
 import signal as signal_module
 import time
-from collections.abc import AsyncIterator, Callable, Collection, Coroutine, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Coroutine, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,7 @@ from steelcup.image.store import Image, ImageStore
 from steelcup.image.users import resolve_user
 from steelcup.pool.slots import release_dir as release_slot
 from steelcup.pool.source import Share, VmRequest, VmSource
+from steelcup.runtime import checkpoints as checkpoints_module
 from steelcup.runtime import healthcheck
 from steelcup.runtime import logs as logs_module
 from steelcup.runtime import restore as restore_module
@@ -63,6 +65,7 @@ from steelcup.vm.cputime import QemuCpuTime
 from steelcup.vm.hostio import HostIo, read_host_io
 from steelcup.vm.machine import Machine, VmHandle
 from steelcup.vm.process import QemuProcess
+from steelcup.vm.saved import SavedVm
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +94,12 @@ POD_MAX_MEMBERS = 63  # the guest's CONTAINER numbers 1..63
 # Makes the (not yet adopted) Machine for a VM an earlier daemon left running; its console log
 # is kept at the path given (pool.direct.DirectSource.adoptable).
 Adopter = Callable[[VmHandle, Path], Machine]
+# Starts a VM that runs on from a checkpoint (pool.factory.Factory.restore).
+Restorer = Callable[[VmRequest, SavedVm, Path], Awaitable[Machine]]
+# A checkpoint's VM runs on with its clock set and this much fresh entropy, as a clone does.
+CHECKPOINT_ENTROPY_BYTES = 32
+# docker's exit code of a container checkpointed without --leave-running (CRIU kills it).
+EXIT_CODE_CHECKPOINTED = 128 + signal_module.SIGKILL
 
 
 def now_rfc3339() -> str:
@@ -220,6 +229,8 @@ class Runtime:
         self._shutting_down = False
         # The daemon's --live-restore (it passes the same to `shutdown`); said by /info.
         self.live_restore = False
+        # How checkpoints are restored (the daemon sets it); None: `start --checkpoint` fails.
+        self.restorer: Restorer | None = None
         (root / "containers").mkdir(parents=True, exist_ok=True)
         self.disks = boundedfs.DiskMaker(root / "cache" / "layer-disk", defaults.storage_bytes)
         if defaults.log_max_bytes <= 0 or defaults.log_max_files < 1:
@@ -484,6 +495,7 @@ class Runtime:
         _check_restart_policy(resolved)
         self.resources.check_networks(resolved)
         resolved = self.resources.plan(resolved, image)
+        checkpoints_module.check_config(resolved)
         record = ContainerRecord(
             id=container_id,
             name=final_name,
@@ -601,20 +613,25 @@ class Runtime:
 
     # -- start -------------------------------------------------------------------------------
 
-    async def start(self, ref: str) -> bool:
-        """Start the container's process in a fresh VM. False if it was already running.
+    async def start(self, ref: str, checkpoint: str = "") -> bool:
+        """Start the container's process in a fresh VM, or with `checkpoint` run it on from
+        that checkpoint of it (docs/checkpoints.md). False if it was already running.
 
         A `--rm` container whose start fails is removed before the error is raised, as dockerd
         does: nothing is left behind and `wait --condition removed` returns."""
         live = self._find(ref)
         failed: SteelcupError | None = None
         self._outcome(live, Op.START, ref)  # refused at once, not after a start in progress
+        saved = None
+        if checkpoint:
+            saved = await asyncio.to_thread(checkpoints_module.load,
+                                            self.container_dir(live.record.id), checkpoint)
         async with live.busy:
             if self._outcome(live, Op.START, ref) is NOT_MODIFIED:
                 return False
             self._cancel_restart(live)  # `start` of a restarting container: now
             try:
-                await self._start_locked(live)
+                await self._start_locked(live, saved)
             except SteelcupError as exc:
                 if not live.record.config.auto_remove:
                     raise
@@ -625,7 +642,8 @@ class Runtime:
             raise failed
         return True
 
-    async def _start_locked(self, live: _Live) -> None:
+    async def _start_locked(self, live: _Live,
+                            checkpoint: checkpoints_module.Checkpoint | None = None) -> None:
         record = live.record
         config = record.config
         cdir = self.container_dir(record.id)
@@ -654,7 +672,10 @@ class Runtime:
                     caps=config.caps,
                     rlimits=config.rlimits(),
                 )
-                if config.pod_of:
+                if checkpoint is not None:
+                    machine, process = await self._restore_in_vm(live, root, run, spec, stack,
+                                                                 checkpoint)
+                elif config.pod_of:
                     machine, process = await self._start_in_pod(live, root, run, spec, stack)
                 else:
                     machine, process = await self._start_in_vm(live, root, run, spec, stack)
@@ -675,10 +696,12 @@ class Runtime:
             stack.pop_all()
         live.machine = machine
         live.process = process
-        live.logged_bytes = 0
+        # A checkpoint's process has logged that much output already (RESUME replays the rest)
+        live.logged_bytes = checkpoint.logged_bytes if checkpoint is not None else 0
         live.log_mark = None
         if self.live_restore and not config.pod_of:  # a member is not kept (live-restore.md)
-            live.log_mark = restore_module.LogMark(max(time.time_ns(), live.log_last_ns + 1))
+            live.log_mark = restore_module.LogMark(max(time.time_ns(), live.log_last_ns + 1),
+                                                   live.logged_bytes)
         live.slot_dir = (str(machine.spec.shares[0].host_path)
                          if machine.rootfs_subdir and not config.pod_of else "")
         live.stopping = False
@@ -720,15 +743,46 @@ class Runtime:
         stack.push_async_callback(machine.close)
         await self.resources.plug_netns(record.id, stack)
         live.pod_next = 1
+        # A checkpointable container's root is copied into guest RAM: no 9p share stays
+        # mounted to block the VM's migration (docs/checkpoints.md).
+        cache = RootfsCache.RAM if config.checkpointable else self.defaults.rootfs_cache
         await machine.guest.setup_root("rootfs", config.hostname, config.read_only,
                                        subdir=machine.rootfs_subdir,
-                                       pids_max=config.pids_limit,
-                                       cache=self.defaults.rootfs_cache)
-        live.rootfs_cache = self.defaults.rootfs_cache
+                                       pids_max=config.pids_limit, cache=cache)
+        live.rootfs_cache = cache
         if config.sysctls:
             await machine.guest.sysctl(f"{k}={v}" for k, v in config.sysctls)
         await self.resources.configure_guest(machine.guest, run)
         return machine, await machine.guest.start(spec)
+
+    async def _restore_in_vm(self, live: _Live, root: Path, run: RunResources,
+                             spec: ProcessSpec, stack: contextlib.AsyncExitStack,
+                             checkpoint: checkpoints_module.Checkpoint,
+                             ) -> tuple[Machine, GuestProcess]:
+        """A new VM that runs on from `checkpoint`, with this run's taps (same names, MACs and
+        addresses: the network layer keeps a container's endpoints), its clock set and the
+        container's main process re-attached."""
+        record, config = live.record, live.record.config
+        if self.restorer is None:
+            raise Conflict("this daemon cannot restore checkpoints (no VM factory)")
+        checkpoints_module.check_config(config)
+        if run.shares:  # refused at create; a record from elsewhere must not get this far
+            raise InvalidArgument(f"checkpoint {checkpoint.name} cannot run with 9p shares")
+        cdir = self.container_dir(record.id)
+        request = VmRequest(
+            mem_mib=checkpoint.vm.mem_mib, cpus=checkpoint.vm.cpus,
+            shares=(Share("rootfs", root),), nics=run.vm_nics, tap_places=run.tap_places,
+            console_log=cdir / "console.log", name=record.id[:12], tenant=config.tenant)
+        machine = await self.restorer(request, checkpoint.vm,
+                                      checkpoints_module.state_path(cdir, checkpoint.name))
+        stack.push_async_callback(machine.close)
+        # Its clock stood still since the checkpoint; its RNG state is the checkpoint's.
+        await machine.guest.fixup(realtime_ns=time.time_ns(),
+                                  entropy=os.urandom(CHECKPOINT_ENTROPY_BYTES))
+        process = await machine.guest.resume(checkpoint.process_id, checkpoint.logged_bytes,
+                                             spec, pid=checkpoint.pid)
+        live.rootfs_cache = RootfsCache.RAM
+        return machine, process
 
     def _member_dir(self, record: ContainerRecord) -> Path:
         """Where a pod member's root is bound in its sandbox's share."""
@@ -801,7 +855,8 @@ class Runtime:
             exit_code = 128 + signal_module.SIGKILL if killed else EXIT_CODE_DAEMON_LOST
             error = "" if killed else f"the container's VM failed: {exc}"
             vm_lost = True
-            log.warning("container %s: %s", live.record.id[:12], clip(str(exc)))
+            if not live.handing_over:  # else the link was closed on purpose
+                log.warning("container %s: %s", live.record.id[:12], clip(str(exc)))
         except asyncio.CancelledError:
             error = "the daemon shut down"
             cancelled = True
@@ -1243,6 +1298,91 @@ class Runtime:
             if not running or live.removal_done:
                 return
             await self._wait_exit(live, seq, 0.2)
+
+    # -- checkpoints (docs/checkpoints.md) ---------------------------------------------------
+
+    async def checkpoint_create(self, ref: str, name: str, *,
+                                leave_running: bool = False) -> checkpoints_module.Checkpoint:
+        """Save the running container's VM (all its RAM and device state) as checkpoint
+        `name`; without `leave_running` the container is then exited (137, as docker's)."""
+        live = self._find(ref)
+        checkpoints_module.check_name(name)
+        self._outcome(live, Op.CHECKPOINT, ref)
+        if not live.record.config.checkpointable:
+            raise InvalidArgument(checkpoints_module.NOT_CHECKPOINTABLE.format(
+                name=live.record.name))
+        async with live.busy:
+            self._outcome(live, Op.CHECKPOINT, ref)
+            machine, process, pump = live.machine, live.process, live.pump
+            if machine is None or process is None or pump is None or pump.done():
+                raise Conflict(f"Container {live.record.id} is not running")
+            cdir = self.container_dir(live.record.id)
+            tmp = await asyncio.to_thread(checkpoints_module.begin, cdir, name)
+            saved = checkpoints_module.Checkpoint(
+                name=name, created=now_rfc3339(), process_id=process.id,
+                pid=live.record.state.pid, logged_bytes=0,
+                vm=SavedVm.of(machine.spec, machine.limit_mib))
+            # The output relay ends with the guest link (the guest keeps what it did not
+            # credit); the run goes on, or ends, below.
+            live.handing_over = True
+            try:
+                try:
+                    await machine.checkpoint(tmp / checkpoints_module.STATE_FILE)
+                finally:
+                    with contextlib.suppress(Exception):
+                        await asyncio.wait_for(asyncio.shield(pump), HAND_OVER_PUMP_WAIT_S)
+                saved = replace(saved, logged_bytes=live.logged_bytes)
+                saved = await asyncio.to_thread(checkpoints_module.commit, tmp, saved)
+            except BaseException:
+                await asyncio.to_thread(checkpoints_module.abandon, tmp)
+                await self._run_on(live, machine, process)
+                raise
+            self.publish_event(live.record, "checkpoint")
+            if leave_running:
+                await self._run_on(live, machine, process)
+            else:
+                live.handing_over = False
+                live.stopping = True
+                code = await self._end_run(live, machine, EXIT_CODE_CHECKPOINTED, "",
+                                           vm_lost=False, cancelled=False)
+                self.publish_event(live.record, "die", exitCode=str(code))
+        log.info("container %s: checkpoint %s made (%d bytes)%s", live.record.id[:12], name,
+                 saved.state_bytes, ", left running" if leave_running else "")
+        return saved
+
+    async def _run_on(self, live: _Live, machine: Machine, process: GuestProcess) -> None:
+        """After a checkpoint (made or failed): the VM runs again, its guest link and the
+        main process's output relay anew. A VM that does not answer ends the run (255)."""
+        try:
+            await machine.reattach()
+            with contextlib.suppress(SteelcupError):  # it stood still: only a clock behind
+                await machine.guest.fixup(realtime_ns=time.time_ns())
+            resumed = await machine.guest.resume(process.id, live.logged_bytes, process.spec,
+                                                 pid=live.record.state.pid)
+        except SteelcupError as exc:
+            live.handing_over = False
+            code = await self._end_run(
+                live, machine, EXIT_CODE_DAEMON_LOST,
+                f"the container's VM did not run on after its checkpoint: {exc}",
+                vm_lost=True, cancelled=False)
+            self.publish_event(live.record, "die", exitCode=str(code))
+            return
+        live.handing_over = False
+        live.process = resumed
+        live.fanout = Fanout()
+        live.pump = asyncio.create_task(self._run(live, machine, resumed),
+                                        name=f"pump-{live.record.id[:12]}")
+        await self._save_record(live)
+
+    def checkpoints(self, ref: str) -> builtins.list[checkpoints_module.Checkpoint]:
+        """The container's checkpoints, oldest first."""
+        live = self._find(ref)
+        return checkpoints_module.list_all(self.container_dir(live.record.id))
+
+    async def checkpoint_remove(self, ref: str, name: str) -> None:
+        live = self._find(ref)
+        await asyncio.to_thread(checkpoints_module.remove, self.container_dir(live.record.id),
+                                name)
 
     # -- shutdown ----------------------------------------------------------------------------
 

@@ -113,6 +113,9 @@ class ContainerConfig:
     # steelcup-runtime's OCI netns path): the VM's one NIC is mirrored into it
     # (steelcup.net.netnsnic) and the daemon's own networks are not used; "" = they are.
     netns_path: str = ""
+    # --checkpointable (HostConfig.SteelcupCheckpointable, docs/checkpoints.md): the guest holds
+    # the root in RAM and mounts no 9p share, so the VM can be checkpointed; no volumes.
+    checkpointable: bool = False
 
     def rlimits(self) -> tuple[str, ...]:
         """The ulimits as the guest protocol's RLIMIT fields."""

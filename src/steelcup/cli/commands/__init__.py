@@ -54,6 +54,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "update": ("secgroup", "change a container's security groups (--sg-add, --sg-rm)"),
     "volume": ("volume", "manage volumes"),
     "snapshot": ("snapshot", "snapshot volumes and make volumes from snapshots"),
+    "checkpoint": ("checkpoint", "save running containers' VMs and run them on later"),
     "cron": ("cron", "run containers on a schedule, with a history of runs"),
     "tenant": ("tenant", "manage tenants and their credentials (operator)"),
     "func": ("func", "manage funcs: containers started by HTTP calls"),
