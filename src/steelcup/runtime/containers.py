@@ -1232,6 +1232,12 @@ class Runtime:
         live = self._find(ref)
         async with live.busy:
             self._outcome(live, op, ref)
+            if live.machine is not None and live.rootfs_cache is RootfsCache.RAM:
+                raise Conflict(
+                    f"the root of container {live.record.name} is held in its VM's memory "
+                    "while it runs (--checkpointable): the host's copy is the one it started "
+                    "from, so cp, diff, export and commit are refused until it stops; read "
+                    "its files with exec (e.g. exec CONTAINER tar -c PATH)")
             await self._sync_root(live, drop=False)  # the guest's writes reach the host
             try:
                 yield live.record

@@ -206,3 +206,15 @@ def test_decode_exec_detach_keys_in_either_spelling() -> None:
     assert codec.decode_exec("c", {"Cmd": ["sh"], "detachKeys": "ctrl-x,y"}).detach_keys == b"\x18y"
     with pytest.raises(InvalidArgument, match="Invalid detach keys"):
         codec.decode_exec("c", {"Cmd": ["sh"], "DetachKeys": "nope"})
+
+
+def test_checkpointable_decodes_and_inspects_only_when_set() -> None:
+    cfg = codec.decode_create({"Image": "a", "HostConfig": {"SteelcupCheckpointable": True}})
+    assert cfg.checkpointable
+    assert not codec.decode_create({"Image": "a"}).checkpointable
+    with pytest.raises(InvalidArgument):
+        codec.decode_create({"Image": "a", "HostConfig": {"SteelcupCheckpointable": "yes"}})
+    rec = _record()
+    assert "SteelcupCheckpointable" not in codec.encode_inspect(rec, "/x.log")["HostConfig"]
+    given = ContainerRecord(**{**rec.__dict__, "config": cfg})
+    assert codec.encode_inspect(given, "/x.log")["HostConfig"]["SteelcupCheckpointable"] is True

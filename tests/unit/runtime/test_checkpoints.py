@@ -1,0 +1,182 @@
+"""Container checkpoints, the parts without a VM (docs/checkpoints.md): the on-disk store, the
+refusals of settings that keep a 9p share mounted, and the runtime's rules for a
+--checkpointable container (fake VM source; tests/vm/test_checkpoints.py runs real ones)."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from steelcup.errors import Conflict, InvalidArgument, NotFound
+from steelcup.guest.protocol import RootfsCache
+from steelcup.image import rootfs
+from steelcup.runtime import checkpoints
+from steelcup.runtime.checkpoints import Checkpoint
+from steelcup.runtime.containers import Runtime
+from steelcup.runtime.lifecycle import Op, Refusal, transition
+from steelcup.runtime.model import ContainerConfig, Status
+from steelcup.runtime.swarmfiles import SwarmFile
+from steelcup.state.db import open_db
+from steelcup.vm.saved import SavedNic, SavedShare, SavedVm
+from tests.unit.runtime.fakevm import FakeVms
+from tests.unit.runtime.support import make_runtime
+
+VM = SavedVm(mem_mib=2048, cpus=1, max_cpus=4, accel="tcg", tcg_tb_mib=32, tsc_khz=2_000_000,
+             tsc_clock=True, balloon=True, balloon_grows=False, ram_object=True,
+             cmdline_extra=("init_on_alloc=0",),
+             shares=(SavedShare("rootfs", False, True), SavedShare("vol0", True, False)),
+             nics=(SavedNic("52:54:00:00:00:01", True),), nic_vnet_hdr=True, limit_mib=256)
+
+
+def checkpoint(name: str, created: str = "2026-01-01T00:00:00Z") -> Checkpoint:
+    return Checkpoint(name=name, created=created, process_id=3, pid=1, logged_bytes=1234, vm=VM)
+
+
+def make(cdir: Path, cp: Checkpoint, state: bytes = b"stream") -> Checkpoint:
+    tmp = checkpoints.begin(cdir, cp.name)
+    (tmp / checkpoints.STATE_FILE).write_bytes(state)
+    return checkpoints.commit(tmp, cp)
+
+
+def test_a_committed_checkpoint_loads_lists_and_goes(tmp_path: Path) -> None:
+    done = make(tmp_path, checkpoint("cp1"))
+    assert done.state_bytes == len(b"stream")
+    assert checkpoints.load(tmp_path, "cp1") == done
+    make(tmp_path, checkpoint("cp0", created="2026-01-02T00:00:00Z"))
+    assert [c.name for c in checkpoints.list_all(tmp_path)] == ["cp1", "cp0"]  # oldest first
+    assert checkpoints.state_path(tmp_path, "cp1").read_bytes() == b"stream"
+    with pytest.raises(Conflict, match="already exists"):
+        checkpoints.begin(tmp_path, "cp1")
+    checkpoints.remove(tmp_path, "cp1")
+    with pytest.raises(NotFound):
+        checkpoints.load(tmp_path, "cp1")
+    with pytest.raises(NotFound):
+        checkpoints.remove(tmp_path, "cp1")
+
+
+def test_an_unfinished_checkpoint_is_not_listed_and_is_replaced(tmp_path: Path) -> None:
+    tmp = checkpoints.begin(tmp_path, "cp1")
+    (tmp / checkpoints.STATE_FILE).write_bytes(b"half")
+    assert checkpoints.list_all(tmp_path) == []
+    with pytest.raises(NotFound):
+        checkpoints.load(tmp_path, "cp1")
+    assert make(tmp_path, checkpoint("cp1"), b"whole").state_bytes == 5  # begins afresh
+
+
+def test_names_follow_docker_and_impossible_ones_are_missing(tmp_path: Path) -> None:
+    for bad in ("", "a", "-x", ".hidden", "a/b", "..", "x" * 129, "sp ace"):
+        with pytest.raises(InvalidArgument, match="invalid checkpoint name"):
+            checkpoints.check_name(bad)
+        with pytest.raises(NotFound):
+            checkpoints.load(tmp_path, bad)
+    for good in ("cp1", "Before.Upgrade_2", "x" * 128):
+        assert checkpoints.check_name(good) == good
+
+
+def test_an_unreadable_record_is_a_clear_error(tmp_path: Path) -> None:
+    make(tmp_path, checkpoint("cp1"))
+    (tmp_path / "checkpoints" / "cp1" / checkpoints.RECORD_FILE).write_text('{"format": 9}')
+    with pytest.raises(InvalidArgument, match="checkpoint cp1 cannot be read"):
+        checkpoints.load(tmp_path, "cp1")
+    assert checkpoints.list_all(tmp_path) == []
+
+
+def test_settings_that_mount_9p_shares_are_refused_with_the_reason() -> None:
+    base = ContainerConfig(image="i", image_id="", checkpointable=True)
+    checkpoints.check_config(base)  # fine as it is
+    tmpfs = {"kind": "tmpfs", "target": "/scratch"}
+    checkpoints.check_config(ContainerConfig(**{**base.__dict__, "mount_plans": (tmpfs,)}))
+    for kind in ("volume", "bind"):
+        plans = (tmpfs, {"kind": kind, "target": "/data"})
+        with pytest.raises(InvalidArgument, match=r"volumes or bind mounts \(/data\).*9p"):
+            checkpoints.check_config(ContainerConfig(**{**base.__dict__,
+                                                        "mount_plans": plans}))
+    secret = SwarmFile(kind="secret", object_id="o", object_name="s", target="/run/secrets/s")
+    with pytest.raises(InvalidArgument, match="secrets"):
+        checkpoints.check_config(ContainerConfig(**{**base.__dict__,
+                                                    "swarm_files": (secret,)}))
+    with pytest.raises(InvalidArgument, match="pod"):
+        checkpoints.check_config(ContainerConfig(**{**base.__dict__, "pod_sandbox": True}))
+    plain = ContainerConfig(image="i", image_id="",
+                            mount_plans=({"kind": "volume", "target": "/d"},))
+    checkpoints.check_config(plain)  # not checkpointable: anything goes
+
+
+def test_only_a_running_container_can_be_checkpointed() -> None:
+    assert transition(Status.RUNNING, Op.CHECKPOINT) is Status.RUNNING
+    for status in (Status.CREATED, Status.EXITED, Status.PAUSED, Status.RESTARTING,
+                   Status.REMOVING, Status.DEAD):
+        assert isinstance(transition(status, Op.CHECKPOINT), Refusal)
+
+
+# -- the runtime, with fake VMs ------------------------------------------------------------
+
+@pytest.fixture(autouse=True)
+def plain_dirs(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    def prepare(layers: Any, cdir: Path, disks: Any = None, size_bytes: int = 0,
+                ids: Any = None) -> Path:
+        (cdir / "rootfs").mkdir(exist_ok=True)
+        return cdir / "rootfs"
+
+    monkeypatch.setattr(rootfs, "prepare", prepare)
+    monkeypatch.setattr(rootfs, "release", lambda cdir: None)
+    monkeypatch.setattr(rootfs, "remove", lambda cdir: shutil.rmtree(cdir, ignore_errors=True))
+    yield
+
+
+def run(tmp_path: Path, body: Callable[[Runtime, FakeVms], Awaitable[None]]) -> None:
+    async def main() -> None:
+        fake = FakeVms()
+        runtime = make_runtime(tmp_path, open_db(tmp_path), vms=fake.source())
+        try:
+            await asyncio.wait_for(body(runtime, fake), 20)
+        finally:
+            await runtime.shutdown()
+
+    asyncio.run(main())
+
+
+def config(checkpointable: bool) -> ContainerConfig:
+    return ContainerConfig(image="base:1", image_id="", cmd=("serve",),
+                           checkpointable=checkpointable)
+
+
+def test_a_checkpointable_root_is_copied_into_guest_ram_and_held_there(tmp_path: Path) -> None:
+    async def body(runtime: Runtime, vms: FakeVms) -> None:
+        record = runtime.create(config(True), "ram")
+        await runtime.start(record.id)
+        assert vms.machines[0].root_cache is RootfsCache.RAM
+        # The host's copy is stale while it runs: file access is refused, not misleading.
+        with pytest.raises(Conflict, match="held in its VM's memory"):
+            async with runtime.holding_files(record.id, Op.FILES):
+                pass
+        assert runtime.checkpoints(record.id) == []
+        with pytest.raises(NotFound):
+            await runtime.checkpoint_remove(record.id, "nosuch")
+        await runtime.stop(record.id, 0)
+        with pytest.raises(NotFound, match="no checkpoint"):
+            await runtime.start(record.id, "nosuch")
+        assert runtime.record(record.id).state.status is Status.EXITED
+
+    run(tmp_path, body)
+
+
+def test_a_plain_container_cannot_be_checkpointed_and_says_why(tmp_path: Path) -> None:
+    async def body(runtime: Runtime, vms: FakeVms) -> None:
+        record = runtime.create(config(False), "plain")
+        with pytest.raises(Conflict, match="is not running"):
+            await runtime.checkpoint_create(record.id, "cp1")
+        await runtime.start(record.id)
+        assert vms.machines[0].root_cache is RootfsCache.NONE
+        with pytest.raises(InvalidArgument, match="--checkpointable.*9p share"):
+            await runtime.checkpoint_create(record.id, "cp1")
+        with pytest.raises(InvalidArgument, match="invalid checkpoint name"):
+            await runtime.checkpoint_create(record.id, "../x")
+        assert runtime.record(record.id).state.status is Status.RUNNING
+
+    run(tmp_path, body)
