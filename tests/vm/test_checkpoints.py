@@ -21,6 +21,7 @@ from tests.vm.support import (
     new_netns,
     start_daemon,
     stop_daemon,
+    wait_pool_ready,
     wait_until,
 )
 
@@ -41,6 +42,12 @@ def _ticks(daemon: Daemon, cid: str) -> list[int]:
 def _state(daemon: Daemon, cid: str) -> dict[str, object]:
     state: dict[str, object] = json.loads(daemon.out("inspect", cid))[0]["State"]
     return state
+
+
+def _pool(daemon: Daemon) -> dict[str, object]:
+    pool: dict[str, object] = json.loads(
+        daemon.out("system", "info", "-f", "{{json .Steelcup.Pool}}"))
+    return pool
 
 
 def _fetch(netns: str, url: str) -> str:
@@ -68,8 +75,12 @@ def test_a_checkpointed_container_runs_on_from_its_checkpoint(tmp_path: Path) ->
     cid = ""
     try:
         daemon.cli("load", "-i", str(BUSYBOX_TAR), check=True)
+        # A ready VM of the warm cache: a template clone whose root share was staged (mounted)
+        # before it was handed out; the copy into RAM unmounts it.
+        wait_pool_ready(daemon)
         cid = daemon.out("run", "-d", "--checkpointable", "-p", f"127.0.0.1:{PORT}:80", IMG,
                          "sh", "-c", PROGRAM).strip()
+        assert _pool(daemon)["CacheHits"] == 1
         info = json.loads(daemon.out("inspect", cid))[0]
         assert info["HostConfig"]["SteelcupCheckpointable"] is True
         address = info["NetworkSettings"]["IPAddress"]
@@ -201,3 +212,28 @@ def test_the_docker_cli_checkpoints_a_container(daemon: Daemon) -> None:
     finally:
         subprocess.run(["docker", "rm", "-f", "dockerckpt"], capture_output=True, env=env,
                        timeout=180)
+
+
+def test_a_directly_booted_vm_is_checkpointed_too(tmp_path: Path) -> None:
+    """Without templates a VM's RAM is the machine's own (not the backend object a clone's
+    is): its checkpoint restores into a VM with the same."""
+    need_assets()
+    netns = new_netns("ckd")
+    root, sock = tmp_path / "root", tmp_path / "run" / "steelcup.sock"
+    daemon = start_daemon(root, sock, netns, ("--no-templates",))
+    try:
+        daemon.cli("load", "-i", str(BUSYBOX_TAR), check=True)
+        cid = daemon.out("run", "-d", "--checkpointable", IMG, "sh", "-c",
+                         "i=0; while true; do i=$((i+1)); echo tick $i; sleep 0.2; done").strip()
+        wait_until(lambda: len(_ticks(daemon, cid)) >= 5, "ticks", timeout_s=60)
+        daemon.out("checkpoint", "create", cid, "cp1")
+        count = len(_ticks(daemon, cid))
+        daemon.out("start", "--checkpoint", "cp1", cid)
+        assert _resumed_from(daemon, cid, count)[0] == count + 1
+        assert _pool(daemon)["DirectBoots"] == 1  # the restore is not a boot
+        daemon.out("rm", "-f", cid)
+    finally:
+        stop_daemon(daemon)
+        problems = leftovers_of(root, netns=netns)
+        delete_netns(netns)
+    assert not problems, "after daemon shutdown: " + "\n".join(problems)
