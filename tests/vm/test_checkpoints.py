@@ -116,6 +116,7 @@ def test_a_checkpointed_container_runs_on_from_its_checkpoint(tmp_path: Path) ->
         assert abs(guest_now - host_now) <= 5
 
         # --leave-running: saved, and it runs on.
+        pre = len(_ticks(daemon, cid))
         assert daemon.out("checkpoint", "create", "--leave-running", cid, "cp2").strip() \
             == "cp2"
         assert _state(daemon, cid)["Running"] is True
@@ -132,6 +133,13 @@ def test_a_checkpointed_container_runs_on_from_its_checkpoint(tmp_path: Path) ->
         daemon.out("start", "--checkpoint", "cp1", cid)
         again = _resumed_from(daemon, cid, before)
         assert again[0] == len(saved) + 1, again  # from cp1's counter, not from 1
+        daemon.out("stop", "-t", "1", cid)
+        # cp2 was made of a restored VM: it restores as well, from its counter (the log had
+        # between `pre` and `now` ticks when cp2 was made; the guest replays what it lacked).
+        before = len(_ticks(daemon, cid))
+        daemon.out("start", "--checkpoint", "cp2", cid)
+        first = _resumed_from(daemon, cid, before)[0]
+        assert pre + 1 <= first <= now + 1, (pre, first, now)
         daemon.out("stop", "-t", "1", cid)
         assert daemon.out("checkpoint", "rm", cid, "cp1", "cp2").split() == ["cp1", "cp2"]
         assert daemon.out("checkpoint", "ls", "-q", cid).strip() == ""
@@ -233,6 +241,41 @@ def test_a_directly_booted_vm_is_checkpointed_too(tmp_path: Path) -> None:
         assert _pool(daemon)["DirectBoots"] == 1  # the restore is not a boot
         daemon.out("rm", "-f", cid)
     finally:
+        stop_daemon(daemon)
+        problems = leftovers_of(root, netns=netns)
+        delete_netns(netns)
+    assert not problems, "after daemon shutdown: " + "\n".join(problems)
+
+
+def test_a_restored_container_outlives_a_live_restore_restart(tmp_path: Path) -> None:
+    """The VM a checkpoint was restored into is adopted by the next daemon like any other."""
+    need_assets()
+    netns = new_netns("ckl")
+    root, sock = tmp_path / "root", tmp_path / "run" / "steelcup.sock"
+    args = ("--live-restore", "--no-templates")
+    daemon = start_daemon(root, sock, netns, args)
+    cid = ""
+    try:
+        daemon.cli("load", "-i", str(BUSYBOX_TAR), check=True)
+        cid = daemon.out("run", "-d", "--checkpointable", IMG, "sh", "-c",
+                         "i=0; while true; do i=$((i+1)); echo tick $i; sleep 0.2; done").strip()
+        wait_until(lambda: len(_ticks(daemon, cid)) >= 5, "ticks", timeout_s=60)
+        daemon.out("checkpoint", "create", cid, "cp1")
+        count = len(_ticks(daemon, cid))
+        daemon.out("start", "--checkpoint", "cp1", cid)
+        _resumed_from(daemon, cid, count)
+        stop_daemon(daemon)  # --live-restore: the restored VM runs on
+        daemon = start_daemon(root, sock, netns, args)
+        assert _state(daemon, cid)["Running"] is True
+        ticks = _ticks(daemon, cid)
+        more = _resumed_from(daemon, cid, len(ticks))
+        assert ticks + more == list(range(1, len(ticks) + len(more) + 1))
+        daemon.out("exec", cid, "true")
+        daemon.out("rm", "-f", cid)
+        cid = ""
+    finally:
+        if cid and daemon.proc.poll() is None:
+            daemon.cli("rm", "-f", cid)
         stop_daemon(daemon)
         problems = leftovers_of(root, netns=netns)
         delete_netns(netns)

@@ -1331,12 +1331,14 @@ class Runtime:
             # The output relay ends with the guest link (the guest keeps what it did not
             # credit); the run goes on, or ends, below.
             live.handing_over = True
+            began = time.monotonic()
             try:
                 try:
                     await machine.checkpoint(tmp / checkpoints_module.STATE_FILE)
                 finally:
                     with contextlib.suppress(Exception):
                         await asyncio.wait_for(asyncio.shield(pump), HAND_OVER_PUMP_WAIT_S)
+                migrated = time.monotonic()
                 saved = replace(saved, logged_bytes=live.logged_bytes)
                 saved = await asyncio.to_thread(checkpoints_module.commit, tmp, saved)
             except BaseException:
@@ -1352,8 +1354,10 @@ class Runtime:
                 code = await self._end_run(live, machine, EXIT_CODE_CHECKPOINTED, "",
                                            vm_lost=False, cancelled=False)
                 self.publish_event(live.record, "die", exitCode=str(code))
-        log.info("container %s: checkpoint %s made (%d bytes)%s", live.record.id[:12], name,
-                 saved.state_bytes, ", left running" if leave_running else "")
+        log.info("container %s: checkpoint %s made (%d bytes; VM saved in %.2f s, written "
+                 "out in %.2f s)%s", live.record.id[:12], name, saved.state_bytes,
+                 migrated - began, time.monotonic() - migrated,
+                 ", left running" if leave_running else "")
         return saved
 
     async def _run_on(self, live: _Live, machine: Machine, process: GuestProcess) -> None:

@@ -47,6 +47,7 @@ QEMU_LOG_HEAD_BYTES = QEMU_LOG_TAIL_BYTES = 16 * 1024
 LOG_DRAIN_GRACE_S = 1.0  # after QEMU died: wait this long for the last of its output
 SAVE_STATE_DEADLINE_S = 30.0
 CHECKPOINT_DEADLINE_S = 300.0  # all of a VM's RAM written under TCG
+MIGRATE_MAX_BANDWIDTH = 64 * 1024**3  # bytes/s: no limit that matters for a file
 RESUME_CLOCK_DEADLINE_S = 5.0
 CGROUP_REMOVE_DEADLINE_S = 2.0
 ADOPT_DEADLINE_S = 10.0  # a live VM's QMP and guest channel answer within this
@@ -677,6 +678,9 @@ class Machine:
                 {"capabilities": [{"capability": "x-ignore-shared", "state": ignore_shared},
                                   {"capability": "events", "state": True}]},
             )
+            # Into a local file: QEMU's default cap (128 MiB/s, meant for a network link)
+            # would make a checkpoint of all guest RAM take seconds for nothing.
+            await self.qmp("migrate-set-parameters", {"max-bandwidth": MIGRATE_MAX_BANDWIDTH})
             assert self._qmp is not None  # qmp() above checked it
             # Straight into the file through an fd QEMU is handed (no `exec:cat` helper: QEMU
             # reports completion before such a helper has written the last of its pipe, and
