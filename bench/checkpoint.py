@@ -94,7 +94,7 @@ def main() -> int:
             wait_pool_ready(daemon)  # no cache refill competing for the CPU meanwhile
             _, out = steelcup(daemon, "run", "-d", "--checkpointable", IMG, "sh", "-c", COUNTER)
             cid = out.strip()
-            wait_until(lambda: len(ticks(daemon, cid)) >= 5, "ticks", timeout_s=60)
+            wait_until(lambda c=cid: len(ticks(daemon, c)) >= 5, "ticks", timeout_s=60)
             wait_pool_ready(daemon)
             wall, _ = steelcup(daemon, "checkpoint", "create", cid, f"cp{i}")
             rows["checkpoint create (s)"].append(wall)
@@ -102,8 +102,8 @@ def main() -> int:
             count = len(ticks(daemon, cid))
             wall, _ = steelcup(daemon, "start", "--checkpoint", f"cp{i}", cid)
             rows["start --checkpoint (s)"].append(wall)
-            wait_until(lambda: len(ticks(daemon, cid)) > count, "ticks after the restore",
-                       timeout_s=60)
+            wait_until(lambda c=cid, n=count: len(ticks(daemon, c)) > n,
+                       "ticks after the restore", timeout_s=60)
             assert ticks(daemon, cid)[count] == count + 1, "the counter did not go on"
             daemon.out("rm", "-f", cid)
             for name, flags in (("steelcup run -d --checkpointable (s)", ("--checkpointable",)),
