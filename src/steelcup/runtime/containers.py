@@ -1351,6 +1351,9 @@ class Runtime:
             else:
                 live.handing_over = False
                 live.stopping = True
+                # As a stop: a restart policy does not start it afresh (here or at the next
+                # daemon's autostart); `start --checkpoint` runs it on.
+                self._save(live, live.record.with_state(manually_stopped=True))
                 code = await self._end_run(live, machine, EXIT_CODE_CHECKPOINTED, "",
                                            vm_lost=False, cancelled=False)
                 self.publish_event(live.record, "die", exitCode=str(code))

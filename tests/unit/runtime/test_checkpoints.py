@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from steelcup.errors import Conflict, InvalidArgument, NotFound
+from steelcup.errors import Conflict, InvalidArgument, NotFound, VmLaunchError
 from steelcup.guest.protocol import RootfsCache
 from steelcup.image import rootfs
 from steelcup.runtime import checkpoints
@@ -180,3 +180,83 @@ def test_a_plain_container_cannot_be_checkpointed_and_says_why(tmp_path: Path) -
         assert runtime.record(record.id).state.status is Status.RUNNING
 
     run(tmp_path, body)
+
+
+def checkpointing(tmp_path: Path, body: Callable[[Runtime, FakeVms], Awaitable[None]]) -> None:
+    async def with_restorer(runtime: Runtime, vms: FakeVms) -> None:
+        runtime.restorer = vms.restore
+        await body(runtime, vms)
+
+    run(tmp_path, with_restorer)
+
+
+async def logged(runtime: Runtime, cid: str, text: bytes) -> None:
+    path = runtime.log_path(cid)
+    for _ in range(200):
+        if path.exists() and text in path.read_bytes():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"{text!r} never reached the log")
+
+
+def test_a_checkpoint_exits_the_container_and_start_runs_it_on(tmp_path: Path) -> None:
+    async def body(runtime: Runtime, vms: FakeVms) -> None:
+        record = runtime.create(config(True), "web")
+        await runtime.start(record.id)
+        first = await vms.next_process()
+        first.write(b"before\n")
+        await logged(runtime, record.id, b"before")
+        made = await runtime.checkpoint_create(record.id, "cp1")
+        assert made.logged_bytes == len(b"before\n") and made.process_id == first.id
+        state = runtime.record(record.id).state
+        assert (state.status, state.exit_code, state.manually_stopped) == (Status.EXITED, 137,
+                                                                          True)
+        assert vms.machines[0].closed and vms.machines[0].reattached == 0
+        assert [c.name for c in runtime.checkpoints(record.id)] == ["cp1"]
+
+        await runtime.start(record.id, "cp1")
+        restored = vms.machines[-1]
+        assert restored.restored_from is not None and restored.restored_from.parent.name == "cp1"
+        # Clock and entropy fixed, the main process re-attached with the bytes logged.
+        assert restored.fixups == [(True, 32)]
+        assert restored.resumes == [(first.id, len(b"before\n"))]
+        resumed = await vms.next_process()
+        assert runtime.record(record.id).state.pid == first.pid
+        resumed.write(b"after\n")
+        await logged(runtime, record.id, b"after")
+        with pytest.raises(Conflict, match="already exists"):
+            await runtime.checkpoint_create(record.id, "cp1")
+        assert runtime.record(record.id).state.status is Status.RUNNING
+        resumed.exit(0)
+        assert await runtime.waiter(record.id) == 0
+
+    checkpointing(tmp_path, body)
+
+
+def test_leave_running_and_a_failed_checkpoint_run_on(tmp_path: Path) -> None:
+    async def body(runtime: Runtime, vms: FakeVms) -> None:
+        record = runtime.create(config(True), "web")
+        await runtime.start(record.id)
+        first = await vms.next_process()
+        first.write(b"one\n")
+        await logged(runtime, record.id, b"one")
+        machine = vms.machines[0]
+        await runtime.checkpoint_create(record.id, "cp1", leave_running=True)
+        assert machine.reattached == 1 and machine.resumes == [(first.id, 4)]
+        assert runtime.record(record.id).state.status is Status.RUNNING
+        second = await vms.next_process()
+        second.write(b"two\n")
+        await logged(runtime, record.id, b"two")
+
+        machine.checkpoint_error = VmLaunchError("saving VM state failed: blocked")
+        with pytest.raises(VmLaunchError, match="blocked"):
+            await runtime.checkpoint_create(record.id, "cp2")
+        assert machine.reattached == 2 and machine.resumes[-1] == (first.id, 8)
+        assert [c.name for c in runtime.checkpoints(record.id)] == ["cp1"]
+        assert not list((runtime.container_dir(record.id) / "checkpoints").glob(".*"))
+        third = await vms.next_process()
+        third.write(b"three\n")
+        await logged(runtime, record.id, b"three")
+        assert runtime.record(record.id).state.status is Status.RUNNING
+
+    checkpointing(tmp_path, body)
