@@ -1317,6 +1317,10 @@ class Runtime:
         if not live.record.config.checkpointable:
             raise InvalidArgument(checkpoints_module.NOT_CHECKPOINTABLE.format(
                 name=live.record.name))
+        if live.record.config.auto_remove and not leave_running:
+            raise InvalidArgument(f"container {live.record.name} is removed when it exits "
+                                  "(--rm), and its checkpoints with it: checkpoint it with "
+                                  "--leave-running")
         async with live.busy:
             self._outcome(live, Op.CHECKPOINT, ref)
             machine, process, pump = live.machine, live.process, live.pump

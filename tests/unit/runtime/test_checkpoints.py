@@ -178,6 +178,11 @@ def test_a_plain_container_cannot_be_checkpointed_and_says_why(tmp_path: Path) -
         with pytest.raises(InvalidArgument, match="invalid checkpoint name"):
             await runtime.checkpoint_create(record.id, "../x")
         assert runtime.record(record.id).state.status is Status.RUNNING
+        removed = runtime.create(ContainerConfig(**{**config(True).__dict__,
+                                                    "auto_remove": True}), "rm")
+        await runtime.start(removed.id)
+        with pytest.raises(InvalidArgument, match="--leave-running"):
+            await runtime.checkpoint_create(removed.id, "cp1")
 
     run(tmp_path, body)
 
