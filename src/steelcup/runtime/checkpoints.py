@@ -23,6 +23,9 @@ CHECKPOINTS_DIR = "checkpoints"
 STATE_FILE = "vm.state"
 RECORD_FILE = "checkpoint.json"
 FORMAT = 1
+# Each holds up to all of the VM's RAM on the host's disk: a client must not fill the disk with
+# them (the tenant quotas bound the containers, this the checkpoints of each).
+MAX_PER_CONTAINER = 8
 # docker's restricted name pattern (daemon/names); at most 128 bytes here (a file name).
 _NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{1,127}$")
 
@@ -101,7 +104,11 @@ def begin(container_dir: Path, name: str) -> Path:
     top = directory(container_dir)
     top.mkdir(mode=0o700, exist_ok=True)
     if (top / name).exists():
-        raise Conflict(f"checkpoint {name} already exists for this container")
+        raise Conflict(f"checkpoint with name {name} already exists for this container")
+    kept = [e for e in top.iterdir() if not e.name.startswith(".")]
+    if len(kept) >= MAX_PER_CONTAINER:
+        raise Conflict(f"this container has {len(kept)} checkpoints, the most it may keep: "
+                       "remove one first (checkpoint rm)")
     tmp = top / f".{name}.part"
     shutil.rmtree(tmp, ignore_errors=True)  # a checkpoint cut short by a crash
     tmp.mkdir(mode=0o700)
@@ -121,7 +128,8 @@ def commit(tmp: Path, checkpoint: Checkpoint) -> Checkpoint:
         os.fsync(f.fileno())
     final = tmp.parent / checkpoint.name
     if final.exists():
-        raise Conflict(f"checkpoint {checkpoint.name} already exists for this container")
+        raise Conflict(f"checkpoint with name {checkpoint.name} already exists for this "
+                       "container")
     tmp.rename(final)
     return done
 

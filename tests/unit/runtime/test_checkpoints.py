@@ -59,6 +59,15 @@ def test_a_committed_checkpoint_loads_lists_and_goes(tmp_path: Path) -> None:
         checkpoints.remove(tmp_path, "cp1")
 
 
+def test_a_container_keeps_a_bounded_number_of_checkpoints(tmp_path: Path) -> None:
+    for i in range(checkpoints.MAX_PER_CONTAINER):
+        make(tmp_path, checkpoint(f"cp{i}"))
+    with pytest.raises(Conflict, match="remove one first"):
+        checkpoints.begin(tmp_path, "one-more")
+    checkpoints.remove(tmp_path, "cp0")
+    make(tmp_path, checkpoint("one-more"))
+
+
 def test_an_unfinished_checkpoint_is_not_listed_and_is_replaced(tmp_path: Path) -> None:
     tmp = checkpoints.begin(tmp_path, "cp1")
     (tmp / checkpoints.STATE_FILE).write_bytes(b"half")
