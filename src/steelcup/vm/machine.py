@@ -160,6 +160,13 @@ def _tail(path: Path, max_bytes: int) -> str:
         return ""
 
 
+def migration_summary(info: dict[str, Any]) -> str:
+    """What `query-migrate` says of a finished migration's RAM pass, in a log line. Pure."""
+    ram = info.get("ram") or {}
+    return (f"{ram.get('total', 0) // 2**20} MiB of RAM scanned: {ram.get('normal', 0)} pages "
+            f"written, {ram.get('duplicate', 0)} zero; {ram.get('transferred', 0)} bytes")
+
+
 class Machine:
     """One QEMU microVM. Not reusable: after `close()` create a new one."""
 
@@ -698,8 +705,8 @@ class Machine:
                     and e.get("data", {}).get("status") in ("completed", "failed", "cancelled"),
                     timeout_s,
                 )
+            info = await self.qmp("query-migrate")
             if done["data"]["status"] != "completed":
-                info = await self.qmp("query-migrate")
                 raise VmLaunchError(
                     f"saving VM state failed: {info.get('error-desc', info)}",
                     argv=self.argv, log_tail=self.log_tail()
@@ -715,6 +722,8 @@ class Machine:
                 tmp.unlink()
             raise
         tmp.replace(path)
+        log.info("VM %s: state saved in %s ms (%s)", self.spec.state_dir.name,
+                 info.get("total-time"), migration_summary(info))
 
     def set_nice(self, nice: int) -> None:
         """Give every QEMU thread scheduling priority `nice` (nice is per thread in Linux)."""
