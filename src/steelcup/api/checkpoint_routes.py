@@ -17,6 +17,9 @@ def register(router: Router, runtime: Runtime) -> None:
     router.add("POST", "/containers/{id}/checkpoints", api.create)
     router.add("GET", "/containers/{id}/checkpoints", api.list)
     router.add("DELETE", "/containers/{id}/checkpoints/{name}", api.remove)
+    # steelcup's own: suspend and resume (docs/checkpoints.md); 304 if already so
+    router.add("POST", "/containers/{id}/suspend", api.suspend)
+    router.add("POST", "/containers/{id}/resume", api.resume)
 
 
 def check_no_dir(req: Request) -> None:
@@ -49,6 +52,12 @@ class _CheckpointApi:
             raise InvalidArgument("Exit must be a boolean")
         await self.rt.checkpoint_create(req.params["id"], name, leave_running=not exit_)
         return EmptyResponse(201)
+
+    async def suspend(self, req: Request) -> Response:
+        return EmptyResponse(204 if await self.rt.suspend(req.params["id"]) else 304)
+
+    async def resume(self, req: Request) -> Response:
+        return EmptyResponse(204 if await self.rt.resume(req.params["id"]) else 304)
 
     async def list(self, req: Request) -> Response:
         check_no_dir(req)

@@ -603,6 +603,7 @@ class _Api:
         stream = req.q_bool("stream")
         keys = parse_detach_keys(req.q("detachKeys"))
         attached = self.rt.attach(req.params["id"], want_stdout, want_stderr)
+        await self.rt.resume_if_suspended(req.params["id"])  # subscribed: nothing missed
         tty = attached.record.config.tty
         rt = self.rt
 
@@ -671,6 +672,7 @@ class _Api:
         want_stderr = req.q_bool("stderr")
         keys = parse_detach_keys(req.q("detachKeys"))
         attached = self.rt.attach(req.params["id"], want_stdout, want_stderr)
+        await self.rt.resume_if_suspended(req.params["id"])  # subscribed: nothing missed
         tty = attached.record.config.tty
 
         async def run(conn: HijackedStream) -> None:
@@ -800,6 +802,7 @@ class _Api:
 
     async def exec_create(self, req: Request) -> Response:
         config = codec.decode_exec(req.params["id"], await req.json())
+        await self.rt.resume_if_suspended(req.params["id"])  # an exec needs its VM
         exec_ = self.svc.execs.create(config)
         return JsonResponse({"Id": exec_.id}, status=201)
 

@@ -20,6 +20,10 @@ from steelcup.runtime.model import ContainerConfig
 from steelcup.vm.saved import SavedVm
 
 CHECKPOINTS_DIR = "checkpoints"
+# A suspended container's VM (docs/checkpoints.md, "Suspend"): a checkpoint of its own, in a
+# directory `checkpoint ls` does not read, made by `suspend` and dropped once it ran on.
+SUSPEND_DIR = "suspended"
+SUSPEND_NAME = "suspend"
 STATE_FILE = "vm.state"
 RECORD_FILE = "checkpoint.json"
 FORMAT = 1
@@ -93,16 +97,20 @@ def check_name(name: str) -> str:
     return name
 
 
-def directory(container_dir: Path) -> Path:
-    return container_dir / CHECKPOINTS_DIR
+def directory(container_dir: Path, top: str = CHECKPOINTS_DIR) -> Path:
+    return container_dir / top
 
 
-def begin(container_dir: Path, name: str) -> Path:
+def begin(container_dir: Path, name: str, top_dir: str = CHECKPOINTS_DIR) -> Path:
     """A fresh temp directory for checkpoint `name` (Conflict if it exists already); its
-    `STATE_FILE` is for the VM's stream, `commit` makes it the checkpoint. Blocking."""
+    `STATE_FILE` is for the VM's stream, `commit` makes it the checkpoint. In `top_dir`
+    SUSPEND_DIR a stale suspend state (one that ran on, cut short by a crash) is replaced.
+    Blocking."""
     check_name(name)
-    top = directory(container_dir)
+    top = directory(container_dir, top_dir)
     top.mkdir(mode=0o700, exist_ok=True)
+    if top_dir == SUSPEND_DIR:
+        shutil.rmtree(top / name, ignore_errors=True)
     if (top / name).exists():
         raise Conflict(f"checkpoint with name {name} already exists for this container")
     kept = [e for e in top.iterdir() if not e.name.startswith(".")]
@@ -145,10 +153,10 @@ def _known(name: str) -> str:
     return name
 
 
-def load(container_dir: Path, name: str) -> Checkpoint:
+def load(container_dir: Path, name: str, top: str = CHECKPOINTS_DIR) -> Checkpoint:
     """Checkpoint `name` (NotFound: none of that name; InvalidArgument: unreadable)."""
     _known(name)
-    path = directory(container_dir) / name / RECORD_FILE
+    path = directory(container_dir, top) / name / RECORD_FILE
     try:
         data = json.loads(path.read_bytes())
     except FileNotFoundError:
@@ -164,8 +172,14 @@ def load(container_dir: Path, name: str) -> Checkpoint:
     return checkpoint
 
 
-def state_path(container_dir: Path, name: str) -> Path:
-    return directory(container_dir) / _known(name) / STATE_FILE
+def state_path(container_dir: Path, name: str, top: str = CHECKPOINTS_DIR) -> Path:
+    return directory(container_dir, top) / _known(name) / STATE_FILE
+
+
+def drop_suspended(container_dir: Path) -> None:
+    """Forget a suspended container's saved VM (it ran on, or the container was stopped).
+    Blocking."""
+    shutil.rmtree(directory(container_dir, SUSPEND_DIR), ignore_errors=True)
 
 
 def list_all(container_dir: Path) -> list[Checkpoint]:

@@ -620,6 +620,8 @@ class Runtime:
         A `--rm` container whose start fails is removed before the error is raised, as dockerd
         does: nothing is left behind and `wait --condition removed` returns."""
         live = self._find(ref)
+        if live.record.state.suspended and not checkpoint:
+            return await self.resume(ref)
         failed: SteelcupError | None = None
         self._outcome(live, Op.START, ref)  # refused at once, not after a start in progress
         saved = None
@@ -643,7 +645,8 @@ class Runtime:
         return True
 
     async def _start_locked(self, live: _Live,
-                            checkpoint: checkpoints_module.Checkpoint | None = None) -> None:
+                            checkpoint: checkpoints_module.Checkpoint | None = None,
+                            checkpoint_dir: str = checkpoints_module.CHECKPOINTS_DIR) -> None:
         record = live.record
         config = record.config
         cdir = self.container_dir(record.id)
@@ -674,7 +677,7 @@ class Runtime:
                 )
                 if checkpoint is not None:
                     machine, process = await self._restore_in_vm(live, root, run, spec, stack,
-                                                                 checkpoint)
+                                                                 checkpoint, checkpoint_dir)
                 elif config.pod_of:
                     machine, process = await self._start_in_pod(live, root, run, spec, stack)
                 else:
@@ -708,7 +711,7 @@ class Runtime:
         live.started_mono = time.monotonic()
         self._apply(live, Op.STARTED, pid=process.pid, exit_code=0, error="",
                     started_at=now_rfc3339(), finished_at="0001-01-01T00:00:00Z",
-                    manually_stopped=False, oom_killed=False)
+                    manually_stopped=False, oom_killed=False, suspended=False)
         live.started.set()
         live.pump = asyncio.create_task(
             self._run(live, machine, process), name=f"pump-{record.id[:12]}"
@@ -758,7 +761,7 @@ class Runtime:
     async def _restore_in_vm(self, live: _Live, root: Path, run: RunResources,
                              spec: ProcessSpec, stack: contextlib.AsyncExitStack,
                              checkpoint: checkpoints_module.Checkpoint,
-                             ) -> tuple[Machine, GuestProcess]:
+                             checkpoint_dir: str) -> tuple[Machine, GuestProcess]:
         """A new VM that runs on from `checkpoint`, with this run's taps (same names, MACs and
         addresses: the network layer keeps a container's endpoints), its clock set and the
         container's main process re-attached."""
@@ -774,7 +777,8 @@ class Runtime:
             shares=(Share("rootfs", root),), nics=run.vm_nics, tap_places=run.tap_places,
             console_log=cdir / "console.log", name=record.id[:12], tenant=config.tenant)
         machine = await self.restorer(request, checkpoint.vm,
-                                      checkpoints_module.state_path(cdir, checkpoint.name))
+                                      checkpoints_module.state_path(cdir, checkpoint.name,
+                                                                    checkpoint_dir))
         stack.push_async_callback(machine.close)
         # Its clock stood still since the checkpoint; its RNG state is the checkpoint's.
         await machine.guest.fixup(realtime_ns=time.time_ns(),
@@ -965,6 +969,8 @@ class Runtime:
         unless a user stopped it), like dockerd does at boot."""
         for live in list(self._containers.values()):
             policy = live.record.config.restart_policy
+            if live.record.state.suspended:  # stays suspended until asked
+                continue
             if policy == "always" or (policy == "unless-stopped"
                                       and not live.record.state.manually_stopped):
                 try:
@@ -1062,6 +1068,9 @@ class Runtime:
     async def kill(self, ref: str, signal: str | int = "SIGKILL") -> None:
         live = self._find(ref)
         signo = parse_signal(signal)
+        if live.record.state.suspended:  # no process to signal: the run ends here
+            await self._end_suspension(live, "kill")
+            return
         outcome = self._outcome(live, Op.KILL, ref)
         if outcome is Status.EXITED:  # restarting: the kill cancels the pending restart
             await self._stop_restarting(live, Op.KILL)
@@ -1090,6 +1099,9 @@ class Runtime:
     async def stop(self, ref: str, timeout_s: int | None = None, signal: str = "") -> bool:
         """Stop signal, then SIGKILL after the timeout. False if it was not running."""
         live = self._find(ref)
+        if live.record.state.suspended:  # stopped without running it on first
+            await self._end_suspension(live, "stop")
+            return True
         outcome = self._outcome(live, Op.STOP, ref)
         if outcome is NOT_MODIFIED:
             return False
@@ -1298,7 +1310,7 @@ class Runtime:
             return
         while True:
             seq = live.exit_seq
-            running = live.record.state.running
+            running = live.record.state.running or live.record.state.suspended
             async for entry in _batches_in_thread(cursor.iter_new()):
                 yield entry
             if not running or live.removal_done:
@@ -1323,49 +1335,133 @@ class Runtime:
                                   "--leave-running")
         async with live.busy:
             self._outcome(live, Op.CHECKPOINT, ref)
-            machine, process, pump = live.machine, live.process, live.pump
-            if machine is None or process is None or pump is None or pump.done():
-                raise Conflict(f"Container {live.record.id} is not running")
-            cdir = self.container_dir(live.record.id)
-            tmp = await asyncio.to_thread(checkpoints_module.begin, cdir, name)
-            saved = checkpoints_module.Checkpoint(
-                name=name, created=now_rfc3339(), process_id=process.id,
-                pid=live.record.state.pid, logged_bytes=0,
-                vm=SavedVm.of(machine.spec, machine.limit_mib))
-            # The output relay ends with the guest link (the guest keeps what it did not
-            # credit); the run goes on, or ends, below.
-            live.handing_over = True
-            began = time.monotonic()
-            try:
-                try:
-                    await machine.checkpoint(tmp / checkpoints_module.STATE_FILE)
-                finally:
-                    with contextlib.suppress(Exception):
-                        await asyncio.wait_for(asyncio.shield(pump), HAND_OVER_PUMP_WAIT_S)
-                migrated = time.monotonic()
-                saved = replace(saved, logged_bytes=live.logged_bytes)
-                saved = await asyncio.to_thread(checkpoints_module.commit, tmp, saved)
-            except BaseException:
-                await asyncio.to_thread(checkpoints_module.abandon, tmp)
-                await self._run_on(live, machine, process)
-                raise
+            saved, machine, process, saved_s = await self._save_run(
+                live, name, checkpoints_module.CHECKPOINTS_DIR)
             self.publish_event(live.record, "checkpoint")
             if leave_running:
                 await self._run_on(live, machine, process)
             else:
-                live.handing_over = False
-                live.stopping = True
                 # As a stop: a restart policy does not start it afresh (here or at the next
                 # daemon's autostart); `start --checkpoint` runs it on.
-                self._save(live, live.record.with_state(manually_stopped=True))
-                code = await self._end_run(live, machine, EXIT_CODE_CHECKPOINTED, "",
-                                           vm_lost=False, cancelled=False)
+                code = await self._end_saved_run(live, machine, manually_stopped=True)
                 self.publish_event(live.record, "die", exitCode=str(code))
-        log.info("container %s: checkpoint %s made (%d bytes; VM saved in %.2f s, written "
-                 "out in %.2f s)%s", live.record.id[:12], name, saved.state_bytes,
-                 migrated - began, time.monotonic() - migrated,
+        log.info("container %s: checkpoint %s made (%d bytes; VM saved in %.2f s)%s",
+                 live.record.id[:12], name, saved.state_bytes, saved_s,
                  ", left running" if leave_running else "")
         return saved
+
+    async def _save_run(self, live: _Live, name: str, checkpoint_dir: str,
+                        ) -> tuple[checkpoints_module.Checkpoint, Machine, GuestProcess, float]:
+        """The running container's VM saved as checkpoint `name` in `checkpoint_dir` (the VM
+        ends paused: `_run_on` or `_end_saved_run` next); on failure the run goes on and the
+        error is raised. Under `live.busy`. Returns the checkpoint, the run's VM and process
+        and the seconds the save took."""
+        machine, process, pump = live.machine, live.process, live.pump
+        if machine is None or process is None or pump is None or pump.done():
+            raise Conflict(f"Container {live.record.id} is not running")
+        cdir = self.container_dir(live.record.id)
+        tmp = await asyncio.to_thread(checkpoints_module.begin, cdir, name, checkpoint_dir)
+        saved = checkpoints_module.Checkpoint(
+            name=name, created=now_rfc3339(), process_id=process.id,
+            pid=live.record.state.pid, logged_bytes=0,
+            vm=SavedVm.of(machine.spec, machine.limit_mib))
+        # The output relay ends with the guest link (the guest keeps what it did not
+        # credit); the run goes on, or ends, after.
+        live.handing_over = True
+        began = time.monotonic()
+        try:
+            try:
+                await machine.checkpoint(tmp / checkpoints_module.STATE_FILE)
+            finally:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(asyncio.shield(pump), HAND_OVER_PUMP_WAIT_S)
+            saved = replace(saved, logged_bytes=live.logged_bytes)
+            saved = await asyncio.to_thread(checkpoints_module.commit, tmp, saved)
+        except BaseException:
+            await asyncio.to_thread(checkpoints_module.abandon, tmp)
+            await self._run_on(live, machine, process)
+            raise
+        return saved, machine, process, time.monotonic() - began
+
+    async def _end_saved_run(self, live: _Live, machine: Machine, *, manually_stopped: bool,
+                             suspended: bool = False) -> int:
+        """After `_save_run`: the VM is closed and the run ends (docker's 137 for a
+        checkpointed container)."""
+        live.handing_over = False
+        live.stopping = True
+        self._save(live, live.record.with_state(manually_stopped=manually_stopped,
+                                                suspended=suspended))
+        return await self._end_run(live, machine, EXIT_CODE_CHECKPOINTED, "",
+                                   vm_lost=False, cancelled=False)
+
+    # -- suspend (docs/checkpoints.md) -------------------------------------------------------
+
+    async def suspend(self, ref: str) -> bool:
+        """Save the running checkpointable container's VM to disk and end its QEMU; the
+        container keeps its name, addresses and published ports, and clients see it running
+        (suspended). False if it was suspended already."""
+        live = self._find(ref)
+        if live.record.state.suspended:
+            return False
+        self._outcome(live, Op.CHECKPOINT, ref)
+        if not live.record.config.checkpointable:
+            raise InvalidArgument(f"container {live.record.name} cannot be suspended: it "
+                                  "was not created with --checkpointable (HostConfig."
+                                  "SteelcupCheckpointable), and only such a container's VM "
+                                  "can be saved")
+        if live.record.config.auto_remove:
+            raise InvalidArgument(f"container {live.record.name} is removed when its run "
+                                  "ends (--rm), which a suspend is: it cannot be suspended")
+        async with live.busy:
+            if live.record.state.suspended:
+                return False
+            self._outcome(live, Op.CHECKPOINT, ref)
+            saved, machine, _, saved_s = await self._save_run(
+                live, checkpoints_module.SUSPEND_NAME, checkpoints_module.SUSPEND_DIR)
+            await self._end_saved_run(live, machine, manually_stopped=True, suspended=True)
+        self.publish_event(live.record, "suspend")
+        log.info("container %s: suspended (%d bytes; VM saved in %.2f s)", live.record.id[:12],
+                 saved.state_bytes, saved_s)
+        return True
+
+    async def resume(self, ref: str) -> bool:
+        """Run a suspended container's VM on from where `suspend` saved it. False if it was
+        not suspended (running already, or stopped: `start` it)."""
+        live = self._find(ref)
+        if not live.record.state.suspended:
+            return False
+        cdir = self.container_dir(live.record.id)
+        saved = await asyncio.to_thread(checkpoints_module.load, cdir,
+                                        checkpoints_module.SUSPEND_NAME,
+                                        checkpoints_module.SUSPEND_DIR)
+        async with live.busy:
+            if not live.record.state.suspended:
+                return False
+            self._outcome(live, Op.START, ref)
+            self._cancel_restart(live)
+            await self._start_locked(live, saved, checkpoints_module.SUSPEND_DIR)
+        await asyncio.to_thread(checkpoints_module.drop_suspended, cdir)
+        self.publish_event(live.record, "resume")
+        return True
+
+    async def resume_if_suspended(self, ref: str) -> None:
+        """Before what needs the container's VM (exec, attach): a suspended one runs on."""
+        if self._find(ref).record.state.suspended:
+            await self.resume(ref)
+
+    async def _end_suspension(self, live: _Live, action: str) -> None:
+        """stop/kill of a suspended container: its saved VM is dropped, unresumed; the
+        container is exited as of now."""
+        async with live.busy:
+            if not live.record.state.suspended:
+                return
+            self._save(live, live.record.with_state(suspended=False, manually_stopped=True,
+                                                    finished_at=now_rfc3339()))
+        await asyncio.to_thread(checkpoints_module.drop_suspended,
+                                self.container_dir(live.record.id))
+        self.publish_event(live.record, action)
+        self.publish_event(live.record, "die", exitCode=str(live.record.state.exit_code))
+        await self._notify(live)
 
     async def _run_on(self, live: _Live, machine: Machine, process: GuestProcess) -> None:
         """After a checkpoint (made or failed): the VM runs again, its guest link and the

@@ -187,6 +187,9 @@ class ContainerState:
     # Stopped by stop/kill from a user: restart policies leave it alone (docker's
     # HasBeenManuallyStopped).
     manually_stopped: bool = False
+    # Suspended (docs/checkpoints.md): its run ended with its VM saved to disk; clients are
+    # shown it running, and `resume` (or exec, attach, start) runs the VM on.
+    suspended: bool = False
     health: HealthState | None = None  # State.Health: set by the health monitor
 
     @property

@@ -16,6 +16,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "stop": ("containers", "stop running containers"),
     "restart": ("containers", "restart containers"),
     "kill": ("containers", "kill running containers"),
+    "suspend": ("containers", "save checkpointable containers' VMs to disk and end their "
+                              "QEMU until resumed (they keep their name, addresses and ports)"),
+    "resume": ("containers", "run suspended containers' VMs on from where they were saved"),
     "pause": ("containers", "freeze every process of containers (their VMs' vCPUs stop)"),
     "unpause": ("containers", "let paused containers run again"),
     "rm": ("containers", "remove containers"),

@@ -306,7 +306,7 @@ def register(sub: Any, name: str, help_text: str) -> None:
         p.add_argument("-s", "--signal", default="", help="signal to send first")
         p.add_argument("containers", nargs="+", metavar="CONTAINER")
         p.set_defaults(func=cmd_stop if name == "stop" else cmd_restart)
-    elif name in ("pause", "unpause"):
+    elif name in ("pause", "unpause", "suspend", "resume"):
         p = sub.add_parser(name, help=help_text, description=help_text + ".")
         p.add_argument("containers", nargs="+", metavar="CONTAINER")
         p.set_defaults(func=cmd_pause_unpause, action=name)

@@ -1,0 +1,127 @@
+"""Suspend and resume with real VMs (docs/checkpoints.md, "Suspend"): a suspended container's
+QEMU is gone while clients see it running; resume, exec or start runs its VM on from where it
+was saved (the counter in its memory goes on); stop ends it unresumed; it stays suspended
+across a daemon restart."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from steelcup.daemon import vm_run_dir
+from tests.vm.support import (
+    BUSYBOX_TAR,
+    Daemon,
+    delete_netns,
+    in_netns,
+    leftovers_of,
+    need_assets,
+    new_netns,
+    our_qemus,
+    start_daemon,
+    stop_daemon,
+    wait_pool_ready,
+    wait_until,
+)
+
+pytestmark = pytest.mark.vm
+IMG = "steelcup/busybox"
+PORT = 18291
+PROGRAM = ("mkdir -p /www && echo hello from suspend > /www/index.html && httpd -p 80 -h /www"
+           " && i=0; while true; do i=$((i+1)); echo tick $i; sleep 0.2; done")
+
+
+def _ticks(daemon: Daemon, cid: str) -> list[int]:
+    return [int(m) for m in re.findall(r"^tick (\d+)$", daemon.out("logs", cid), re.M)]
+
+
+def _state(daemon: Daemon, cid: str) -> dict[str, object]:
+    state: dict[str, object] = json.loads(daemon.out("inspect", cid))[0]["State"]
+    return state
+
+
+def _qemus(daemon: Daemon) -> int:
+    wait_pool_ready(daemon)  # the warm cache full: only containers' VMs change the count
+    return len(our_qemus(str(vm_run_dir(daemon.root))))
+
+
+def _fetch(netns: str, url: str) -> str:
+    probe = ("import urllib.request\n"
+             f"print(urllib.request.urlopen('{url}', timeout=60).read().decode(), end='')\n")
+    return in_netns(netns, "python3", "-c", probe, timeout=90).stdout.decode()
+
+
+def test_a_suspended_container_runs_on_when_resumed(tmp_path: Path) -> None:
+    need_assets()
+    netns = new_netns("susp")
+    root, sock = tmp_path / "root", tmp_path / "run" / "steelcup.sock"
+    daemon = start_daemon(root, sock, netns)
+    try:
+        daemon.cli("load", "-i", str(BUSYBOX_TAR), check=True)
+        wait_pool_ready(daemon)
+        plain = daemon.out("run", "-d", IMG, "sleep", "1000").strip()
+        refused = daemon.cli("suspend", plain)
+        assert refused.returncode != 0 and b"--checkpointable" in refused.stderr
+        daemon.out("rm", "-f", plain)
+
+        cid = daemon.out("run", "-d", "--checkpointable", "--name", "sleepy", "-p",
+                         f"127.0.0.1:{PORT}:80", IMG, "sh", "-c", PROGRAM).strip()
+        wait_until(lambda: len(_ticks(daemon, cid)) >= 5, "ticks", timeout_s=60)
+        address = json.loads(daemon.out("inspect", cid))[0]["NetworkSettings"]["IPAddress"]
+        running = _qemus(daemon)
+
+        daemon.out("suspend", "sleepy")
+        state = _state(daemon, cid)
+        assert state["Status"] == "running" and state["Running"] is True
+        assert state["SteelcupSuspended"] is True
+        assert "(suspended)" in daemon.out("ps")
+        assert _qemus(daemon) == running - 1  # its QEMU is gone
+        assert "suspend" not in daemon.out("checkpoint", "ls", cid)  # not a user's checkpoint
+        saved = _ticks(daemon, cid)
+        assert saved == list(range(1, len(saved) + 1))
+
+        daemon.out("resume", "sleepy")
+        assert _state(daemon, cid)["SteelcupSuspended"] is False
+        wait_until(lambda: len(_ticks(daemon, cid)) >= len(saved) + 3, "ticks after resume",
+                   timeout_s=60)
+        assert _ticks(daemon, cid)[len(saved)] == len(saved) + 1  # on from its memory
+        assert _qemus(daemon) == running
+        assert json.loads(daemon.out("inspect", cid))[0]["NetworkSettings"]["IPAddress"] \
+            == address
+        assert _fetch(netns, f"http://127.0.0.1:{PORT}/") == "hello from suspend\n"
+
+        # exec of a suspended container resumes it first.
+        daemon.out("suspend", cid)
+        counted = len(_ticks(daemon, cid))
+        assert daemon.out("exec", cid, "echo", "awake").strip() == "awake"
+        assert _state(daemon, cid)["SteelcupSuspended"] is False
+        wait_until(lambda: len(_ticks(daemon, cid)) > counted, "ticks after exec", timeout_s=60)
+        assert _ticks(daemon, cid)[counted] == counted + 1
+
+        # A suspended container stays suspended across a daemon restart, and resumes after.
+        daemon.out("suspend", cid)
+        counted = len(_ticks(daemon, cid))
+        stop_daemon(daemon)
+        daemon = start_daemon(root, sock, netns)
+        assert _state(daemon, cid)["SteelcupSuspended"] is True
+        daemon.out("start", cid)  # start of a suspended container is a resume
+        wait_until(lambda: len(_ticks(daemon, cid)) > counted, "ticks after restart",
+                   timeout_s=60)
+        assert _ticks(daemon, cid)[counted] == counted + 1
+
+        # stop ends a suspended container without running it on.
+        daemon.out("suspend", cid)
+        gone = _qemus(daemon)
+        daemon.out("stop", cid)
+        state = _state(daemon, cid)
+        assert state["Running"] is False and state["SteelcupSuspended"] is False
+        assert _qemus(daemon) == gone
+        assert not (root / "containers" / cid / "suspended").exists()
+        daemon.out("rm", cid)
+    finally:
+        stop_daemon(daemon)
+        delete_netns(netns)
+    assert leftovers_of(root, netns=netns) == []
