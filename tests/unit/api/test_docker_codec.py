@@ -158,6 +158,22 @@ def test_status_text() -> None:
     assert codec.status_text(_record(Status.CREATED)) == "Created"
 
 
+def test_a_suspended_container_is_shown_running_and_suspended() -> None:
+    start = parse_time_ns("2026-11-25T10:00:00Z") / 1e9
+    rec = _record(Status.EXITED, exit_code=137, suspended=True,
+                  finished_at="2026-11-25T10:00:05.000000000Z")
+    assert codec.status_text(rec, start + 60) == "Up About a minute (suspended)"
+    doc = codec.encode_inspect(rec, "/x.log")
+    assert doc["State"]["Status"] == "running" and doc["State"]["Running"] is True
+    assert doc["State"]["SteelcupSuspended"] is True
+    assert codec.encode_summary(rec)["State"] == "running"
+    assert codec.select_containers([rec], {}, all_=False) == [rec]  # `ps` lists it
+    assert codec.select_containers([rec], {"status": ["running"]}, all_=False) == [rec]
+    assert codec.select_containers([rec], {"status": ["exited"]}, all_=True) == []
+    plain = codec.encode_inspect(_record(), "/x.log")
+    assert plain["State"]["SteelcupSuspended"] is False
+
+
 def test_filters() -> None:
     rec = _record()
     f = codec.decode_filters(json.dumps({"label": ["tier=front"], "status": ["running"]}))

@@ -274,3 +274,96 @@ def test_leave_running_and_a_failed_checkpoint_run_on(tmp_path: Path) -> None:
         assert runtime.record(record.id).state.status is Status.RUNNING
 
     checkpointing(tmp_path, body)
+
+
+# -- suspend and resume ----------------------------------------------------------------------
+
+def test_suspend_ends_the_vm_and_resume_runs_it_on(tmp_path: Path) -> None:
+    async def body(runtime: Runtime, vms: FakeVms) -> None:
+        record = runtime.create(config(True), "web")
+        with pytest.raises(Conflict, match="is not running"):
+            await runtime.suspend(record.id)
+        assert await runtime.resume(record.id) is False  # not suspended: nothing to do
+        await runtime.start(record.id)
+        first = await vms.next_process()
+        first.write(b"before\n")
+        await logged(runtime, record.id, b"before")
+        assert await runtime.suspend(record.id) is True
+        assert await runtime.suspend(record.id) is False  # already
+        state = runtime.record(record.id).state
+        assert state.suspended and state.status is Status.EXITED and vms.machines[0].closed
+        cdir = runtime.container_dir(record.id)
+        assert (cdir / checkpoints.SUSPEND_DIR / checkpoints.SUSPEND_NAME /
+                checkpoints.STATE_FILE).exists()
+        assert runtime.checkpoints(record.id) == []  # not one of the user's checkpoints
+
+        assert await runtime.resume(record.id) is True
+        restored = vms.machines[-1]
+        assert restored.restored_from is not None
+        assert restored.restored_from.parent.parent.name == checkpoints.SUSPEND_DIR
+        assert restored.resumes == [(first.id, len(b"before\n"))]
+        state = runtime.record(record.id).state
+        assert state.status is Status.RUNNING and not state.suspended
+        assert not (cdir / checkpoints.SUSPEND_DIR).exists()  # dropped once it ran on
+        resumed = await vms.next_process()
+        resumed.write(b"after\n")
+        await logged(runtime, record.id, b"after")
+
+        # start and exec's resume_if_suspended run a suspended container on as resume does.
+        await runtime.suspend(record.id)
+        assert await runtime.start(record.id) is True
+        assert not runtime.record(record.id).state.suspended
+        await vms.next_process()
+        await runtime.suspend(record.id)
+        await runtime.resume_if_suspended(record.id)
+        assert runtime.record(record.id).state.status is Status.RUNNING
+
+    checkpointing(tmp_path, body)
+
+
+def test_stop_and_kill_end_a_suspended_container_without_resuming_it(tmp_path: Path) -> None:
+    async def body(runtime: Runtime, vms: FakeVms) -> None:
+        for end in ("stop", "kill"):
+            record = runtime.create(config(True), end)
+            await runtime.start(record.id)
+            await vms.next_process()
+            await runtime.suspend(record.id)
+            machines = len(vms.machines)
+            if end == "stop":
+                assert await runtime.stop(record.id, 10) is True
+            else:
+                await runtime.kill(record.id)
+            state = runtime.record(record.id).state
+            assert (state.status, state.suspended, state.manually_stopped) == (
+                Status.EXITED, False, True)
+            assert len(vms.machines) == machines  # no VM was started to end it
+            assert not (runtime.container_dir(record.id) / checkpoints.SUSPEND_DIR).exists()
+            assert await runtime.resume(record.id) is False
+
+    checkpointing(tmp_path, body)
+
+
+def test_only_a_checkpointable_long_lived_container_can_be_suspended(tmp_path: Path) -> None:
+    async def body(runtime: Runtime, vms: FakeVms) -> None:
+        plain = runtime.create(config(False), "plain")
+        await runtime.start(plain.id)
+        with pytest.raises(InvalidArgument, match="cannot be suspended.*--checkpointable"):
+            await runtime.suspend(plain.id)
+        removed = runtime.create(ContainerConfig(**{**config(True).__dict__,
+                                                    "auto_remove": True}), "rm")
+        await runtime.start(removed.id)
+        with pytest.raises(InvalidArgument, match="--rm"):
+            await runtime.suspend(removed.id)
+        assert runtime.record(removed.id).state.status is Status.RUNNING
+
+    checkpointing(tmp_path, body)
+
+
+def test_a_suspended_record_reads_back_suspended() -> None:
+    from steelcup.runtime.model import ContainerState
+
+    state = ContainerState(status=Status.EXITED, suspended=True)
+    assert ContainerState.from_json(state.to_json()).suspended is True
+    old = state.to_json()
+    del old["suspended"]  # a record written before suspend existed
+    assert ContainerState.from_json(old).suspended is False
