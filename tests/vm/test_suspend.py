@@ -30,6 +30,7 @@ from tests.vm.support import (
 pytestmark = pytest.mark.vm
 IMG = "steelcup/busybox"
 PORT = 18291
+AUTO_PORT = 18292
 PROGRAM = ("mkdir -p /www && echo hello from suspend > /www/index.html && httpd -p 80 -h /www"
            " && i=0; while true; do i=$((i+1)); echo tick $i; sleep 0.2; done")
 
@@ -121,6 +122,42 @@ def test_a_suspended_container_runs_on_when_resumed(tmp_path: Path) -> None:
         assert _qemus(daemon) == gone
         assert not (root / "containers" / cid / "suspended").exists()
         daemon.out("rm", cid)
+    finally:
+        stop_daemon(daemon)
+        delete_netns(netns)
+    assert leftovers_of(root, netns=netns) == []
+
+
+def test_an_idle_container_is_suspended_and_a_connection_resumes_it(tmp_path: Path) -> None:
+    need_assets()
+    netns = new_netns("autosusp")
+    root, sock = tmp_path / "root", tmp_path / "run" / "steelcup.sock"
+    daemon = start_daemon(root, sock, netns)
+    try:
+        daemon.cli("load", "-i", str(BUSYBOX_TAR), check=True)
+        wait_pool_ready(daemon)
+        refused = daemon.cli("run", "-d", "--auto-suspend", "5s", IMG, "true")
+        assert refused.returncode != 0 and b"--checkpointable" in refused.stderr
+        cid = daemon.out("run", "-d", "--checkpointable", "--auto-suspend", "4s", "-p",
+                         f"127.0.0.1:{AUTO_PORT}:80", IMG, "sh", "-c", PROGRAM).strip()
+        assert json.loads(daemon.out("inspect", cid))[0]["HostConfig"][
+            "SteelcupAutoSuspend"] == 4
+        assert _fetch(netns, f"http://127.0.0.1:{AUTO_PORT}/") == "hello from suspend\n"
+        wait_until(lambda: _state(daemon, cid)["SteelcupSuspended"] is True,
+                   "the idle container suspended", timeout_s=120)
+        counted = len(_ticks(daemon, cid))
+        # A client's request to the suspended container is held while it resumes, then
+        # answered: no refusal, no error.
+        assert _fetch(netns, f"http://127.0.0.1:{AUTO_PORT}/") == "hello from suspend\n"
+        assert _state(daemon, cid)["SteelcupSuspended"] is False
+        wait_until(lambda: len(_ticks(daemon, cid)) > counted, "ticks after the wake",
+                   timeout_s=60)
+        assert _ticks(daemon, cid)[counted] == counted + 1  # on from where it slept
+        # Idle again: suspended again, and woken again.
+        wait_until(lambda: _state(daemon, cid)["SteelcupSuspended"] is True,
+                   "suspended again", timeout_s=120)
+        assert _fetch(netns, f"http://127.0.0.1:{AUTO_PORT}/") == "hello from suspend\n"
+        daemon.out("rm", "-f", cid)
     finally:
         stop_daemon(daemon)
         delete_netns(netns)

@@ -21,6 +21,7 @@ from steelcup.errors import InvalidArgument, NotFound, Unsupported
 from steelcup.humanize import human_duration
 from steelcup.image.config import HealthConfig
 from steelcup.runtime import healthcheck as health_rules
+from steelcup.runtime.autosuspend import parse_idle
 from steelcup.runtime.healthcheck import HealthState, HealthStatus
 from steelcup.runtime.logs import format_time_ns, parse_time_ns
 from steelcup.runtime.model import (
@@ -390,6 +391,9 @@ def decode_create(body: Any) -> ContainerConfig:
     # steelcup's own, for anyone: the root in guest RAM, so the VM can be checkpointed
     checkpointable = _get(host, "SteelcupCheckpointable", bool, False)
     host.pop("SteelcupCheckpointable", None)
+    # ... and suspended when idle that long (seconds, or a duration such as "5m")
+    auto_suspend_s = parse_idle(host.pop("SteelcupAutoSuspend", 0) or 0,
+                                "HostConfig.SteelcupAutoSuspend")
     check_host_settings(host)
     check_endpoint_settings(body)
     if body.get("MacAddress"):  # where clients before API 1.44 put --mac-address
@@ -481,6 +485,7 @@ def decode_create(body: Any) -> ContainerConfig:
         pod_of=pod_of,
         netns_path=netns_path,
         checkpointable=checkpointable,
+        auto_suspend_s=auto_suspend_s,
     )
 
 
@@ -843,6 +848,7 @@ def encode_inspect(
             **({"SteelcupPodOf": config.pod_of} if config.pod_of else {}),
             **({"SteelcupNetns": config.netns_path} if config.netns_path else {}),
             **({"SteelcupCheckpointable": True} if config.checkpointable else {}),
+            **({"SteelcupAutoSuspend": config.auto_suspend_s} if config.auto_suspend_s else {}),
         },
         "GraphDriver": {"Name": "overlay", "Data": None},
         "Mounts": encode_mounts(config),

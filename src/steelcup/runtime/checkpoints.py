@@ -12,10 +12,12 @@ import json
 import os
 import re
 import shutil
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from steelcup.errors import Conflict, InvalidArgument, NotFound
+from steelcup.net.nft import PublishedPort
 from steelcup.runtime.model import ContainerConfig
 from steelcup.vm.saved import SavedVm
 
@@ -24,6 +26,7 @@ CHECKPOINTS_DIR = "checkpoints"
 # directory `checkpoint ls` does not read, made by `suspend` and dropped once it ran on.
 SUSPEND_DIR = "suspended"
 SUSPEND_NAME = "suspend"
+PORTS_FILE = "ports.json"
 STATE_FILE = "vm.state"
 RECORD_FILE = "checkpoint.json"
 FORMAT = 1
@@ -74,7 +77,14 @@ NOT_CHECKPOINTABLE = ("container {name} was not created with --checkpointable "
 
 def check_config(config: ContainerConfig) -> None:
     """InvalidArgument if a --checkpointable container has something that keeps a 9p share
-    mounted in its guest, or shares its VM (pods, an engine's netns). Pure."""
+    mounted in its guest, or shares its VM (pods, an engine's netns), or if --auto-suspend is
+    asked of a container that cannot be suspended. Pure."""
+    if config.auto_suspend_s and not config.checkpointable:
+        raise InvalidArgument("--auto-suspend needs --checkpointable (only such a container's "
+                              "VM can be saved while it is suspended)")
+    if config.auto_suspend_s and config.auto_remove:
+        raise InvalidArgument("--auto-suspend cannot be used with --rm (a suspend ends the "
+                              "run, which would remove the container)")
     if not config.checkpointable:
         return
     shared = sorted({str(p.get("target", "")) for p in config.mount_plans
@@ -174,6 +184,22 @@ def load(container_dir: Path, name: str, top: str = CHECKPOINTS_DIR) -> Checkpoi
 
 def state_path(container_dir: Path, name: str, top: str = CHECKPOINTS_DIR) -> Path:
     return directory(container_dir, top) / _known(name) / STATE_FILE
+
+
+def save_suspended_ports(container_dir: Path, ports: Sequence[PublishedPort]) -> None:
+    """The ports the suspended container's run had published (a connection to one resumes
+    a container with --auto-suspend, also after a daemon restart). Blocking."""
+    path = directory(container_dir, SUSPEND_DIR) / PORTS_FILE
+    path.write_text(json.dumps([asdict(p) for p in ports]))
+
+
+def suspended_ports(container_dir: Path) -> list[PublishedPort]:
+    """What `save_suspended_ports` wrote (empty if nothing readable). Blocking."""
+    try:
+        data = json.loads((directory(container_dir, SUSPEND_DIR) / PORTS_FILE).read_text())
+        return [PublishedPort(**p) for p in data]
+    except (OSError, ValueError, TypeError):
+        return []
 
 
 def drop_suspended(container_dir: Path) -> None:

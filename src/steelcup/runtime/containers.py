@@ -44,6 +44,7 @@ from steelcup.image import rootfs as rootfs_module
 from steelcup.image.config import ImageConfig
 from steelcup.image.store import Image, ImageStore
 from steelcup.image.users import resolve_user
+from steelcup.net.nft import PublishedPort
 from steelcup.pool.slots import release_dir as release_slot
 from steelcup.pool.source import Share, VmRequest, VmSource
 from steelcup.runtime import checkpoints as checkpoints_module
@@ -1416,8 +1417,12 @@ class Runtime:
             if live.record.state.suspended:
                 return False
             self._outcome(live, Op.CHECKPOINT, ref)
+            _, ports = self.resources.kept_network(live.record.id)
             saved, machine, _, saved_s = await self._save_run(
                 live, checkpoints_module.SUSPEND_NAME, checkpoints_module.SUSPEND_DIR)
+            with contextlib.suppress(OSError):  # only what wakes it on a connection is lost
+                await asyncio.to_thread(checkpoints_module.save_suspended_ports,
+                                        self.container_dir(live.record.id), ports)
             await self._end_saved_run(live, machine, manually_stopped=True, suspended=True)
         self.publish_event(live.record, "suspend")
         log.info("container %s: suspended (%d bytes; VM saved in %.2f s)", live.record.id[:12],
@@ -1443,6 +1448,17 @@ class Runtime:
         await asyncio.to_thread(checkpoints_module.drop_suspended, cdir)
         self.publish_event(live.record, "resume")
         return True
+
+    def suspended_ports(self, ref: str) -> builtins.list[PublishedPort]:
+        """The ports a suspended container's run had published (empty if not suspended)."""
+        live = self._find(ref)
+        if not live.record.state.suspended:
+            return []
+        return checkpoints_module.suspended_ports(self.container_dir(live.record.id))
+
+    def run_taps(self, ref: str) -> tuple[str, ...]:
+        """The host side of the running container's NICs (empty when it does not run)."""
+        return self.resources.kept_network(self._find(ref).record.id)[0]
 
     async def resume_if_suspended(self, ref: str) -> None:
         """Before what needs the container's VM (exec, attach): a suspended one runs on."""

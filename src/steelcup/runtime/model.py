@@ -116,6 +116,10 @@ class ContainerConfig:
     # --checkpointable (HostConfig.SteelcupCheckpointable, docs/checkpoints.md): the guest holds
     # the root in RAM and mounts no 9p share, so the VM can be checkpointed; no volumes.
     checkpointable: bool = False
+    # --auto-suspend (HostConfig.SteelcupAutoSuspend, docs/checkpoints.md): suspended after
+    # this many seconds without network traffic, resumed by a connection to a published
+    # port; 0 = never. Only with `checkpointable`.
+    auto_suspend_s: int = 0
 
     def rlimits(self) -> tuple[str, ...]:
         """The ulimits as the guest protocol's RLIMIT fields."""

@@ -367,3 +367,13 @@ def test_a_suspended_record_reads_back_suspended() -> None:
     old = state.to_json()
     del old["suspended"]  # a record written before suspend existed
     assert ContainerState.from_json(old).suspended is False
+
+
+def test_auto_suspend_needs_a_checkpointable_container_without_rm() -> None:
+    with pytest.raises(InvalidArgument, match="--auto-suspend needs --checkpointable"):
+        checkpoints.check_config(ContainerConfig(image="b", image_id="", auto_suspend_s=30))
+    with pytest.raises(InvalidArgument, match="--auto-suspend cannot be used with --rm"):
+        checkpoints.check_config(ContainerConfig(image="b", image_id="", auto_suspend_s=30,
+                                                 checkpointable=True, auto_remove=True))
+    checkpoints.check_config(ContainerConfig(image="b", image_id="", auto_suspend_s=30,
+                                             checkpointable=True))

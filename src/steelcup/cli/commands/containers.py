@@ -133,6 +133,12 @@ def add_container_flags(p: argparse.ArgumentParser, *, run: bool, job: bool = Fa
         "when it exits) so that `steelcup checkpoint create` can save the running container; "
         "no volumes or bind mounts (sent as HostConfig.SteelcupCheckpointable)",
     )
+    p.add_argument(
+        "--auto-suspend", default="", metavar="IDLE",
+        help="with --checkpointable: suspend the container after IDLE (e.g. 30s, 5m) without "
+        "network traffic; a connection to a published port resumes it (sent as "
+        "HostConfig.SteelcupAutoSuspend, seconds)",
+    )
     p.add_argument("image", metavar="IMAGE")
     p.add_argument("command", nargs=argparse.REMAINDER, metavar="COMMAND [ARG...]")
 
@@ -212,6 +218,7 @@ def _options(args: argparse.Namespace, *, run: bool) -> ContainerOptions:
         cap_drop=args.cap_drop,
         privileged=args.privileged,
         checkpointable=args.checkpointable,
+        auto_suspend=args.auto_suspend,
         healthcheck=health_config(
             cmd=args.health_cmd, interval=args.health_interval, timeout=args.health_timeout,
             start_period=args.health_start_period, start_interval=args.health_start_interval,
