@@ -234,3 +234,18 @@ def test_checkpointable_decodes_and_inspects_only_when_set() -> None:
     assert "SteelcupCheckpointable" not in codec.encode_inspect(rec, "/x.log")["HostConfig"]
     given = ContainerRecord(**{**rec.__dict__, "config": cfg})
     assert codec.encode_inspect(given, "/x.log")["HostConfig"]["SteelcupCheckpointable"] is True
+
+
+def test_auto_suspend_decodes_seconds_or_a_duration_and_inspects_as_seconds() -> None:
+    def idle(value: object) -> int:
+        return codec.decode_create({"Image": "a", "HostConfig": {
+            "SteelcupCheckpointable": True, "SteelcupAutoSuspend": value}}).auto_suspend_s
+
+    assert idle(30) == 30 and idle("5m") == 300 and idle(None) == 0
+    with pytest.raises(InvalidArgument, match="SteelcupAutoSuspend"):
+        idle("later")
+    rec = _record()
+    assert "SteelcupAutoSuspend" not in codec.encode_inspect(rec, "/x.log")["HostConfig"]
+    cfg = codec.decode_create({"Image": "a", "HostConfig": {"SteelcupAutoSuspend": "1m"}})
+    given = ContainerRecord(**{**rec.__dict__, "config": cfg})
+    assert codec.encode_inspect(given, "/x.log")["HostConfig"]["SteelcupAutoSuspend"] == 60
