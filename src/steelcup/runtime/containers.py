@@ -273,6 +273,9 @@ class Runtime:
                 self.store.save(record)
             _unbind_members_of(self.container_dir(record.id))  # their runs ended with the VM
             rootfs_module.release(self.container_dir(record.id))
+            if record.state.suspended:  # its ports stay its own until it runs or stops
+                self.resources.hold_ports(record.id, checkpoints_module.suspended_ports(
+                    self.container_dir(record.id)))
             self._containers[record.id] = _Live(record)
 
     async def remove_ended_auto_remove(self) -> None:
@@ -714,6 +717,7 @@ class Runtime:
                     started_at=now_rfc3339(), finished_at="0001-01-01T00:00:00Z",
                     manually_stopped=False, oom_killed=False, suspended=False)
         live.started.set()
+        self.resources.drop_held_ports(record.id)  # a suspended run's: published again
         live.pump = asyncio.create_task(
             self._run(live, machine, process), name=f"pump-{record.id[:12]}"
         )
@@ -1208,6 +1212,7 @@ class Runtime:
             # A start in progress finds the container removing (the table refuses its
             # STARTED) and gives up its VM; file access finishes first.
             async with live.busy:
+                self.resources.drop_held_ports(live.record.id)
                 await self.resources.release_container(live.record, volumes)
                 self.store.delete(record.id)
         except (SteelcupError, OSError) as exc:
@@ -1424,6 +1429,7 @@ class Runtime:
                 await asyncio.to_thread(checkpoints_module.save_suspended_ports,
                                         self.container_dir(live.record.id), ports)
             await self._end_saved_run(live, machine, manually_stopped=True, suspended=True)
+            self.resources.hold_ports(live.record.id, ports)
         self.publish_event(live.record, "suspend")
         log.info("container %s: suspended (%d bytes; VM saved in %.2f s)", live.record.id[:12],
                  saved.state_bytes, saved_s)
@@ -1473,6 +1479,7 @@ class Runtime:
                 return
             self._save(live, live.record.with_state(suspended=False, manually_stopped=True,
                                                     finished_at=now_rfc3339()))
+            self.resources.drop_held_ports(live.record.id)
         await asyncio.to_thread(checkpoints_module.drop_suspended,
                                 self.container_dir(live.record.id))
         self.publish_event(live.record, action)

@@ -11,8 +11,10 @@ from pathlib import Path
 import pytest
 
 from steelcup.errors import InvalidArgument
+from steelcup.net.nft import PublishedPort
 from steelcup.net.proxy import TcpProxy
-from steelcup.runtime.autosuspend import IdleClock, parse_idle, read_counters
+from steelcup.runtime.autosuspend import AutoSuspender, IdleClock, parse_idle, read_counters
+from steelcup.runtime.model import ContainerConfig, ContainerRecord, ContainerState, Status
 
 
 def test_idle_is_seconds_or_a_duration() -> None:
@@ -105,5 +107,87 @@ def test_a_wake_that_fails_drops_the_connection() -> None:
             writer.close()
         finally:
             await proxy.close()
+
+    asyncio.run(main())
+
+
+class FakeRuntime:
+    """What AutoSuspender asks of the runtime: one --auto-suspend container whose resume
+    brings up `target_port` on the loopback, as a resumed VM's service."""
+
+    def __init__(self, record: ContainerRecord, host_port: int, target_port: int) -> None:
+        self.record = record
+        self.host_port = host_port
+        self.target_port = target_port
+        self.calls: list[str] = []
+        self.servers: list[asyncio.Server] = []
+
+    def list(self) -> list[ContainerRecord]:
+        return [self.record]
+
+    def run_taps(self, ref: str) -> tuple[str, ...]:
+        return ("sct1",)
+
+    def suspended_ports(self, ref: str) -> list[PublishedPort]:
+        return [PublishedPort("127.0.0.1", self.host_port, "127.0.0.1", self.target_port),
+                PublishedPort("127.0.0.1", self.host_port, "127.0.0.1", 53, "udp")]
+
+    async def suspend(self, ref: str) -> bool:
+        self.calls.append("suspend")
+        self.record = self.record.with_state(status=Status.EXITED, suspended=True)
+        return True
+
+    async def resume(self, ref: str) -> bool:
+        self.calls.append("resume")
+
+        async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            writer.write(b"awake")
+            await writer.drain()
+            writer.close()
+
+        self.servers.append(await asyncio.start_server(answer, "127.0.0.1", self.target_port))
+        self.record = self.record.with_state(status=Status.RUNNING, suspended=False)
+        return True
+
+
+def test_an_idle_container_is_suspended_and_a_connection_resumes_it_once(
+        tmp_path: Path) -> None:
+    stats = tmp_path / "sct1" / "statistics"
+    stats.mkdir(parents=True)
+    for key in ("rx_packets", "tx_packets"):
+        (stats / key).write_text("5\n")
+
+    async def main() -> None:
+        record = ContainerRecord(
+            id="c" * 64, name="web", created="2026-01-01T00:00:00Z",
+            config=ContainerConfig(image="b", image_id="", checkpointable=True,
+                                   auto_suspend_s=4),
+            path="httpd", args=(), state=ContainerState(status=Status.RUNNING))
+        runtime = FakeRuntime(record, _free_port(), _free_port())
+        suspender = AutoSuspender(runtime, None, sys_net=tmp_path)  # type: ignore[arg-type]
+        try:
+            await suspender.tick(100.0)
+            (stats / "rx_packets").write_text("6\n")  # traffic: the clock starts again
+            await suspender.tick(103.0)
+            await suspender.tick(106.0)
+            assert runtime.calls == []
+            await suspender.tick(107.0)
+            assert runtime.calls == ["suspend"]
+            # Two clients at once: held, one resume, both answered.
+            clients = [await asyncio.open_connection("127.0.0.1", runtime.host_port)
+                       for _ in range(2)]
+            for reader, writer in clients:
+                assert await asyncio.wait_for(reader.read(), 10) == b"awake"
+                writer.close()
+            assert runtime.calls == ["suspend", "resume"]
+            await suspender.tick(108.0)  # running again: its clock starts afresh
+            await suspender.tick(111.0)
+            assert runtime.calls == ["suspend", "resume"]
+            with pytest.raises(OSError):  # the wake proxy listens no more
+                await asyncio.open_connection("127.0.0.1", runtime.host_port)
+        finally:
+            await suspender.close()
+            for server in runtime.servers:
+                server.close()
 
     asyncio.run(main())
