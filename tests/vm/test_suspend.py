@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -168,6 +169,48 @@ def test_an_idle_container_is_suspended_and_a_connection_resumes_it(tmp_path: Pa
         assert _fetch(netns, f"http://127.0.0.1:{AUTO_PORT}/") == "hello from suspend\n"
         daemon.out("rm", "-f", cid)
     finally:
+        stop_daemon(daemon)
+        delete_netns(netns)
+    assert leftovers_of(root, netns=netns) == []
+
+
+def test_docker_clients_take_a_suspended_container_as_running(tmp_path: Path) -> None:
+    import docker  # docker-py
+
+    need_assets()
+    netns = new_netns("suspdock")
+    root, sock = tmp_path / "root", tmp_path / "run" / "steelcup.sock"
+    daemon = start_daemon(root, sock, netns)
+    env = {"DOCKER_HOST": f"unix://{sock}", "PATH": "/usr/local/bin:/usr/bin:/bin",
+           "HOME": str(root)}
+
+    def docker_cli(*args: str) -> str:
+        result = subprocess.run(["docker", *args], capture_output=True, env=env, timeout=180)
+        assert result.returncode == 0, result.stderr.decode()
+        return result.stdout.decode()
+
+    client = docker.DockerClient(base_url=f"unix://{sock}")
+    try:
+        daemon.cli("load", "-i", str(BUSYBOX_TAR), check=True)
+        wait_pool_ready(daemon)
+        cid = daemon.out("run", "-d", "--checkpointable", "--name", "napper", IMG, "sh", "-c",
+                         PROGRAM).strip()
+        wait_until(lambda: len(_ticks(daemon, cid)) >= 3, "ticks", timeout_s=60)
+        daemon.out("suspend", cid)
+        assert "(suspended)" in docker_cli("ps")
+        assert docker_cli("inspect", "-f", "{{.State.Running}} {{.State.Status}}",
+                          "napper").split() == ["true", "running"]
+        assert client.containers.get(cid).status == "running"
+        assert [c.id for c in client.containers.list()] == [cid]
+        assert docker_cli("exec", "napper", "echo", "hi").strip() == "hi"  # resumed first
+        assert _state(daemon, cid)["SteelcupSuspended"] is False
+        daemon.out("suspend", cid)
+        client.containers.get(cid).stop(timeout=1)  # ends it unresumed
+        assert client.containers.get(cid).status == "exited"
+        assert _qemus_of(cid) == 0
+        docker_cli("rm", "napper")
+    finally:
+        client.close()
         stop_daemon(daemon)
         delete_netns(netns)
     assert leftovers_of(root, netns=netns) == []
