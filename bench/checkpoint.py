@@ -53,16 +53,18 @@ IMG = "steelcup/busybox"
 COUNTER = "i=0; while true; do i=$((i+1)); echo tick $i; sleep 0.1; done"
 HTTPD = "mkdir -p /www && echo hi > /www/index.html && exec httpd -f -p 80 -h /www"
 WAKE_PORT = 18301
-# Connects to 127.0.0.1:PORT until an HTTP answer's first byte comes; prints when (epoch s).
+# Connects to 127.0.0.1:PORT until an HTTP answer's first byte comes; prints when it first
+# tried and when the byte came (epoch s).
 FIRST_BYTE = """
 import socket, sys, time
 port, deadline = int(sys.argv[1]), time.time() + 120
+tried = time.time()
 while time.time() < deadline:
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=60) as s:
             s.sendall(b"GET / HTTP/1.0\\r\\n\\r\\n")
             if s.recv(1):
-                print(time.time())
+                print(tried, time.time())
                 sys.exit(0)
     except OSError:
         pass
@@ -100,11 +102,13 @@ def size_mb(daemon: Daemon, cid: str, name: str) -> float:
     return path.stat().st_size / 1e6
 
 
-def first_byte_after(start: float, client: subprocess.Popen[bytes]) -> float:
+def first_byte_after(start: float | None, client: subprocess.Popen[bytes]) -> float:
+    """Seconds from `start` (None: the client's first try) to the answer's first byte."""
     out, err = client.communicate(timeout=180)
     if client.returncode != 0:
         raise RuntimeError(f"first-byte client: {err[-500:]!r}")
-    return float(out.decode().strip()) - start
+    tried, answered = (float(x) for x in out.decode().split())
+    return answered - (tried if start is None else start)
 
 
 def wake_round(daemon: Daemon, netns: str, podman: list[str]) -> dict[str, float]:
@@ -118,9 +122,8 @@ def wake_round(daemon: Daemon, netns: str, podman: list[str]) -> dict[str, float
     wait_until(lambda: '"SteelcupSuspended":true' in daemon.out(
         "inspect", "-f", "{{json .State}}", cid).replace(" ", ""), "suspended", timeout_s=120)
     wait_pool_ready(daemon)
-    start = time.time()
     times["suspended, woken by the connection"] = first_byte_after(
-        start, subprocess.Popen(in_ns, stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+        None, subprocess.Popen(in_ns, stdout=subprocess.PIPE, stderr=subprocess.PIPE))
     daemon.out("rm", "-f", cid)
     wait_pool_ready(daemon)
     client = subprocess.Popen(in_ns, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
