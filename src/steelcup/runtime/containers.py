@@ -1191,6 +1191,9 @@ class Runtime:
     async def remove(self, ref: str, force: bool = False, volumes: bool = False) -> None:
         """Delete the container; `volumes` (docker's -v) also removes its anonymous volumes."""
         live = self._find(ref)
+        if live.record.state.suspended and not force:  # running, as its clients see it
+            raise Conflict(f'cannot remove container "/{live.record.name}": container is '
+                           "suspended: stop the container before removing or force remove")
         await self._remove(live, ref, force=force,
                            volumes=volumes or live.record.config.auto_remove)
 

@@ -339,6 +339,14 @@ def test_stop_and_kill_end_a_suspended_container_without_resuming_it(tmp_path: P
             assert len(vms.machines) == machines  # no VM was started to end it
             assert not (runtime.container_dir(record.id) / checkpoints.SUSPEND_DIR).exists()
             assert await runtime.resume(record.id) is False
+        kept = runtime.create(config(True), "kept")
+        await runtime.start(kept.id)
+        await vms.next_process()
+        await runtime.suspend(kept.id)
+        with pytest.raises(Conflict, match="suspended: stop the container"):
+            await runtime.remove(kept.id)
+        await runtime.remove(kept.id, force=True)
+        assert not runtime.container_dir(kept.id).exists()
 
     checkpointing(tmp_path, body)
 
