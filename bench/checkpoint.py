@@ -112,7 +112,8 @@ def first_byte_after(start: float | None, client: subprocess.Popen[bytes]) -> fl
 
 
 def wake_round(daemon: Daemon, netns: str, podman: list[str]) -> dict[str, float]:
-    """Time to first byte: a suspended container woken by the client, a fresh run, podman's."""
+    """Time to first byte: a suspended container woken by the client, a fresh run, podman's
+    (`podman`: its `run -d` command up to and with the image)."""
     times = {}
     in_ns = ["ip", "netns", "exec", netns, sys.executable, "-c", FIRST_BYTE, str(WAKE_PORT)]
     wait_pool_ready(daemon)
@@ -261,7 +262,7 @@ def main() -> int:
             subprocess.run(["podman", "rm", "-f", "-t", "0", out.strip()], capture_output=True,
                            timeout=120)
         for _ in range(args.wake_runs):
-            for name, value in wake_round(daemon, netns, podman).items():
+            for name, value in wake_round(daemon, netns, podman_detached()).items():
                 wakes.setdefault(name, []).append(value)
         if args.density:
             dense = density(daemon, args.density, args.window)
