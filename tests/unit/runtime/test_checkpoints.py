@@ -385,3 +385,36 @@ def test_auto_suspend_needs_a_checkpointable_container_without_rm() -> None:
                                                  checkpointable=True, auto_remove=True))
     checkpoints.check_config(ContainerConfig(image="b", image_id="", auto_suspend_s=30,
                                              checkpointable=True))
+
+
+def test_logs_follow_through_a_suspend_and_attach_resumes_it(tmp_path: Path) -> None:
+    from steelcup.runtime.logs import LogFilter
+
+    async def body(runtime: Runtime, vms: FakeVms) -> None:
+        record = runtime.create(config(True), "web")
+        await runtime.start(record.id)
+        first = await vms.next_process()
+        first.write(b"one\n")
+        await logged(runtime, record.id, b"one")
+        seen: list[bytes] = []
+
+        async def follow() -> None:
+            async for entry in runtime.follow_logs(record.id, follow=True, want=LogFilter()):
+                seen.append(entry.data)
+
+        follower = asyncio.create_task(follow())
+        await runtime.suspend(record.id)
+        await asyncio.sleep(0.5)  # several of the follower's polls while it is suspended
+        assert not follower.done()  # a suspended container is still followed
+        attached = runtime.attach(record.id, True, True)
+        await runtime.resume_if_suspended(record.id)  # what the attach route does next
+        resumed = await vms.next_process()
+        resumed.write(b"two\n")
+        assert await asyncio.wait_for(attached.subscriber.queue.get(), 5) == ("stdout",
+                                                                              b"two\n")
+        await logged(runtime, record.id, b"two")
+        resumed.exit(0)
+        await asyncio.wait_for(follower, 5)  # ends with the run, as for any container
+        assert b"".join(seen) == b"one\ntwo\n"
+
+    checkpointing(tmp_path, body)
