@@ -988,6 +988,9 @@ class Runtime:
     async def pause(self, ref: str) -> None:
         """Freeze every vCPU of the container's VM (QMP `stop`)."""
         live = self._find(ref)
+        if live.record.state.suspended:
+            raise Conflict(f"container {live.record.name} is suspended (its VM is saved on "
+                           "disk, nothing runs): resume it first")
         self._outcome(live, Op.PAUSE, ref)
         if live.record.config.pod_of:
             raise Conflict(f"container {live.record.id[:12]} shares its pod's VM, which "

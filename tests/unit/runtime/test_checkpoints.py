@@ -311,6 +311,8 @@ def test_suspend_ends_the_vm_and_resume_runs_it_on(tmp_path: Path) -> None:
 
         # start and exec's resume_if_suspended run a suspended container on as resume does.
         await runtime.suspend(record.id)
+        with pytest.raises(Conflict, match="is suspended.*resume it first"):
+            await runtime.pause(record.id)
         assert await runtime.start(record.id) is True
         assert not runtime.record(record.id).state.suspended
         await vms.next_process()
