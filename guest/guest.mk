@@ -1,7 +1,7 @@
 # Guest assets: kernel, static init, initrd, and the init's C unit tests.
 #   make guest       -> build/guest/vmlinux (boot this one), build/guest/initrd.img
 #   make guest-test  -> codec tests against tests/golden/guest_protocol.txt, mount walk,
-#                       capability and limit-parser tests, pod member roots (ASan/UBSan)
+#                       capability and limit-parser tests, pod member roots, root copy (ASan/UBSan)
 # GUEST_KERNEL=source (default): our own kernel, built from Debian's linux-source package with
 #   guest/kernel/steelcup.config and everything built in; the initrd carries no modules.
 # GUEST_KERNEL=debian: Debian's packaged kernel (+ build/guest/vmlinuz) with its virtio/9p/overlay
@@ -104,10 +104,11 @@ $(GUEST_BUILD)/test_proto: guest/init/tests/test_proto.c guest/init/proto.c gues
 	gcc $(GUEST_TEST_CFLAGS) $(GUEST_SANITIZE) -o $@ guest/init/tests/test_proto.c guest/init/proto.c
 
 $(GUEST_BUILD)/test_mounts_net: guest/init/tests/test_mounts_net.c guest/init/mounts.c \
-		guest/init/net.c guest/init/mounts.h guest/init/net.h guest/init/tests/check.h
+		guest/init/net.c guest/init/rootcopy.c guest/init/mounts.h guest/init/net.h \
+		guest/init/tests/check.h
 	@mkdir -p $(GUEST_BUILD)
 	gcc $(GUEST_TEST_CFLAGS) $(GUEST_SANITIZE) -o $@ guest/init/tests/test_mounts_net.c \
-		guest/init/mounts.c guest/init/net.c
+		guest/init/mounts.c guest/init/net.c guest/init/rootcopy.c
 
 $(GUEST_BUILD)/test_caps: guest/init/tests/test_caps.c guest/init/caps.c guest/init/caps.h \
 		guest/init/tests/check.h
@@ -121,18 +122,25 @@ $(GUEST_BUILD)/test_ctlimits: guest/init/tests/test_ctlimits.c guest/init/ctlimi
 		guest/init/ctlimits.c
 
 $(GUEST_BUILD)/test_pods: guest/init/tests/test_pods.c guest/init/pods.c guest/init/pods.h \
-		guest/init/mounts.c guest/init/mounts.h guest/init/tests/check.h
+		guest/init/mounts.c guest/init/mounts.h guest/init/rootcopy.c guest/init/tests/check.h
 	@mkdir -p $(GUEST_BUILD)
 	gcc $(GUEST_TEST_CFLAGS) $(GUEST_SANITIZE) -o $@ guest/init/tests/test_pods.c \
-		guest/init/pods.c guest/init/mounts.c
+		guest/init/pods.c guest/init/mounts.c guest/init/rootcopy.c
+
+$(GUEST_BUILD)/test_rootcopy: guest/init/tests/test_rootcopy.c guest/init/rootcopy.c \
+		guest/init/rootcopy.h guest/init/tests/check.h
+	@mkdir -p $(GUEST_BUILD)
+	gcc $(GUEST_TEST_CFLAGS) $(GUEST_SANITIZE) -o $@ guest/init/tests/test_rootcopy.c \
+		guest/init/rootcopy.c
 
 guest-test: $(GUEST_BUILD)/test_proto $(GUEST_BUILD)/test_mounts_net $(GUEST_BUILD)/test_caps \
-		$(GUEST_BUILD)/test_ctlimits $(GUEST_BUILD)/test_pods
+		$(GUEST_BUILD)/test_ctlimits $(GUEST_BUILD)/test_pods $(GUEST_BUILD)/test_rootcopy
 	$(GUEST_BUILD)/test_proto tests/golden/guest_protocol.txt
 	$(GUEST_BUILD)/test_mounts_net
 	$(GUEST_BUILD)/test_caps
 	$(GUEST_BUILD)/test_ctlimits
 	$(GUEST_BUILD)/test_pods
+	$(GUEST_BUILD)/test_rootcopy
 
 guest-clean:
 	rm -rf $(GUEST_BUILD)

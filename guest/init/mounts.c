@@ -4,6 +4,7 @@
 #include "mounts.h"
 
 #include "init.h"
+#include "rootcopy.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -269,11 +270,93 @@ int mounts_sync_root(int drop, char *msg, unsigned msglen)
 	return 0;
 }
 
+/* CACHE 2: the share (or its directory subdir) is mounted at the staging point, copied into a
+ * tmpfs at root and unmounted: the VM then holds no 9p mount of it (QEMU's virtio-9p blocks
+ * migration while one is mounted), and the root lives in guest RAM. */
+static int copy_root_to_ram(const char *tag, const char *subdir, const char *root, char *msg,
+			    unsigned msglen)
+{
+	int rc = 0;
+	if (!staged_tag[0]) {
+		rc = do_mount(tag, SHARE_STAGING, "9p", 0, NINEP_OPTIONS);
+		if (rc < 0) {
+			snprintf(msg, msglen, "mount 9p %s: %s", tag, strerror(-rc));
+			return rc;
+		}
+		strcpy(staged_tag, tag);
+	}
+	int src = -1, dst = -1;
+	char rel[1100];
+	if (subdir[0] == '/') {
+		snprintf(msg, msglen, "SUBDIR must be a relative path: %s", subdir);
+		rc = -EINVAL;
+	} else {
+		snprintf(rel, sizeof(rel), "/%s", subdir);
+		int sharefd = open(SHARE_STAGING, O_PATH | O_DIRECTORY | O_CLOEXEC);
+		int at = sharefd < 0 ? -errno : subdir[0] ? mounts_open_target(sharefd, rel)
+							  : dup(sharefd);
+		if (sharefd >= 0)
+			close(sharefd);
+		if (at >= 0) {
+			src = openat(at, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+			rc = src < 0 ? -errno : 0;
+			close(at);
+		} else {
+			rc = at;
+		}
+		if (rc < 0)
+			snprintf(msg, msglen, "open %s/%s: %s", SHARE_STAGING, subdir, strerror(-rc));
+	}
+	if (rc == 0) {
+		rc = mounts_mkdir_p(root, 0755);
+		if (rc == 0)
+			rc = do_mount("root", root, "tmpfs", 0, "mode=0755");
+		if (rc < 0)
+			snprintf(msg, msglen, "mount tmpfs at %s: %s", root, strerror(-rc));
+	}
+	if (rc == 0) {
+		dst = open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		rc = dst < 0 ? -errno : 0;
+		if (rc < 0)
+			snprintf(msg, msglen, "open %s: %s", root, strerror(-rc));
+	}
+	if (rc == 0)
+		rc = rootcopy_tree(src, dst, msg, msglen);
+	if (src >= 0)
+		close(src);
+	if (dst >= 0)
+		close(dst);
+	if (rc < 0)
+		umount2(root, MNT_DETACH);
+	/* Not detached: a share still referenced would keep the migration blocker. */
+	if (umount2(SHARE_STAGING, 0) < 0) {
+		int err = errno;
+		if (rc == 0) {
+			snprintf(msg, msglen, "umount %s after the copy: %s", SHARE_STAGING,
+				 strerror(err));
+			umount2(root, MNT_DETACH);
+			rc = -err;
+		}
+		umount2(SHARE_STAGING, MNT_DETACH);
+	}
+	staged_tag[0] = 0;
+	return rc;
+}
+
 int mounts_setup_root(const char *tag, const char *subdir, int readonly, unsigned cache,
 		      char *msg, unsigned msglen)
 {
 	const char *root = INIT_ROOT;
 	int rc = 0;
+	if (cache == MOUNTS_CACHE_RAM) {
+		if (staged_tag[0] && (!subdir[0] || strcmp(tag, staged_tag) != 0)) {
+			snprintf(msg, msglen, "share %s is staged: SETUP_ROOT needs it with a SUBDIR",
+				 staged_tag);
+			return -EINVAL;
+		}
+		rc = copy_root_to_ram(tag, subdir, root, msg, msglen);
+		return rc < 0 ? rc : finish_root(root, 0, readonly, msg, msglen);
+	}
 	if (staged_tag[0]) {
 		/* STAGE_ROOT mounted the share already: only a directory inside it can be the root. */
 		if (!subdir[0] || strcmp(tag, staged_tag) != 0) {

@@ -12,7 +12,9 @@ int mounts_setup_root(const char *tag, const char *subdir, int readonly, unsigne
 /* SETUP_ROOT's CACHE: how the guest caches the root's 9p share. */
 #define MOUNTS_CACHE_NONE 0u  /* every access goes to the host (coherent with host writes) */
 #define MOUNTS_CACHE_LOOSE 1u /* page, dentry and attribute caches; host writes unseen */
-/* The 9p mount options of a container root with that CACHE, or NULL for an unknown value. */
+#define MOUNTS_CACHE_RAM 2u   /* copied into a tmpfs, share unmounted (checkpointable) */
+/* The 9p mount options of a container root with that CACHE, or NULL for an unknown value or
+ * CACHE 2 (its root is a tmpfs, not a 9p mount). */
 const char *mounts_root_options(unsigned cache);
 /* SYNC_ROOT: syncfs of the container root (the guest's cached writes reach the host), then,
  * with drop, the guest drops its clean page, dentry and inode caches (so files the host wrote

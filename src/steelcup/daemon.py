@@ -44,6 +44,7 @@ from steelcup.net.store import NetStore
 from steelcup.pool.factory import PoolOptions, build_factory, reset_run_dir
 from steelcup.runtime import restore as restore_module
 from steelcup.runtime.admission import ContainerAdmission, metered_by
+from steelcup.runtime.autosuspend import AutoSuspender
 from steelcup.runtime.containers import Defaults, Runtime
 from steelcup.runtime.events import EventBus
 from steelcup.runtime.execs import ExecManager
@@ -174,6 +175,7 @@ async def _serve(options: DaemonOptions) -> int:
     )
     runtime.ids_for = ids_for
     runtime.live_restore = options.live_restore
+    runtime.restorer = vms.restore  # container checkpoints (docs/checkpoints.md)
     runtime_ref.append(runtime)
     images.in_use = runtime.image_in_use
     runtime.recover(kept=set(left))
@@ -197,6 +199,8 @@ async def _serve(options: DaemonOptions) -> int:
         await asyncio.to_thread(volumes.disks.template)
     await runtime.remove_ended_auto_remove()  # before serving: clients never see them
     health = HealthMonitor.attach(runtime)  # probes health checks, driven by events
+    # --auto-suspend: idle containers suspended, woken by a connection (docs/checkpoints.md)
+    suspender = AutoSuspender(runtime, networks.host.netns if networks is not None else None)
     cpu_sampler = CpuSampler(runtime)
     funcs = Funcs(FuncStore(db), runtime, admission.create, events, tenants)
     await funcs.recover()
@@ -245,6 +249,7 @@ async def _serve(options: DaemonOptions) -> int:
     heartbeats = asyncio.create_task(meter.heartbeats(), name="usage-heartbeats")
     loop_lag = asyncio.create_task(metrics.measure_loop_lag(), name="loop-lag")
     scheduler = asyncio.create_task(crons.run(), name="cron-scheduler")
+    auto_suspend = asyncio.create_task(suspender.run(), name="auto-suspend")
     # The default network gives each container one NIC: build that template (and fill the
     # warm cache of its ready VMs) first.
     prewarm = asyncio.create_task(vms.prewarm((1,) if networks is not None else (0,),
@@ -265,10 +270,12 @@ async def _serve(options: DaemonOptions) -> int:
             await console.close()
         await funcs.close()
         # The scheduler first: no job container starts while the runtime stops them all.
-        for task in (scheduler, autostart, prewarm, sampler, heartbeats, loop_lag):
+        for task in (scheduler, auto_suspend, autostart, prewarm, sampler, heartbeats,
+                     loop_lag):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        await suspender.close()  # held connections end with the daemon
         if addressing is not None:
             await addressing.close()  # the VIPs stay, with their services
         await orchestrator.close()  # the VMs stopping now are not tasks failing

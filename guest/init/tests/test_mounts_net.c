@@ -192,7 +192,8 @@ static void test_root_options(void)
 	CHECK(none && strstr(none, "trans=virtio") && !strstr(none, "cache="), "none: %s", none);
 	CHECK(loose && strstr(loose, "trans=virtio") && strstr(loose, ",cache=loose"),
 	      "loose: %s", loose);
-	CHECK(mounts_root_options(2) == NULL, "unknown CACHE 2 accepted");
+	CHECK(mounts_root_options(MOUNTS_CACHE_RAM) == NULL, "CACHE 2 (ram) has 9p options");
+	CHECK(mounts_root_options(3) == NULL, "unknown CACHE 3 accepted");
 	CHECK(mounts_root_options(0xffffffffu) == NULL, "unknown CACHE ~0 accepted");
 }
 

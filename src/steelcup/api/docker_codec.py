@@ -21,12 +21,14 @@ from steelcup.errors import InvalidArgument, NotFound, Unsupported
 from steelcup.humanize import human_duration
 from steelcup.image.config import HealthConfig
 from steelcup.runtime import healthcheck as health_rules
+from steelcup.runtime.autosuspend import parse_idle
 from steelcup.runtime.healthcheck import HealthState, HealthStatus
 from steelcup.runtime.logs import format_time_ns, parse_time_ns
 from steelcup.runtime.model import (
     HOST_GATEWAY,
     ContainerConfig,
     ContainerRecord,
+    ContainerState,
     ExecConfig,
     NetView,
     Status,
@@ -386,6 +388,12 @@ def decode_create(body: Any) -> ContainerConfig:
     if netns_path and not netns_path.startswith("/"):
         raise InvalidArgument(f"HostConfig.SteelcupNetns must be an absolute path, not "
                               f"{netns_path!r}")
+    # steelcup's own, for anyone: the root in guest RAM, so the VM can be checkpointed
+    checkpointable = _get(host, "SteelcupCheckpointable", bool, False)
+    host.pop("SteelcupCheckpointable", None)
+    # ... and suspended when idle that long (seconds, or a duration such as "5m")
+    auto_suspend_s = parse_idle(host.pop("SteelcupAutoSuspend", 0) or 0,
+                                "HostConfig.SteelcupAutoSuspend")
     check_host_settings(host)
     check_endpoint_settings(body)
     if body.get("MacAddress"):  # where clients before API 1.44 put --mac-address
@@ -476,6 +484,8 @@ def decode_create(body: Any) -> ContainerConfig:
         pod_sandbox=pod_sandbox,
         pod_of=pod_of,
         netns_path=netns_path,
+        checkpointable=checkpointable,
+        auto_suspend_s=auto_suspend_s,
     )
 
 
@@ -662,10 +672,18 @@ def _ts(text: str) -> float:
     return parse_time_ns(text) / 1e9
 
 
+def shown_status(state: ContainerState) -> Status:
+    """The status clients are shown: a suspended container is running to them (its VM runs
+    on when they use it; docs/checkpoints.md)."""
+    return Status.RUNNING if state.suspended else state.status
+
+
 def status_text(record: ContainerRecord, now: float | None = None) -> str:
     """The STATUS column of `docker ps`."""
     now = time.time() if now is None else now
     state = record.state
+    if state.suspended:
+        return f"Up {human_duration(now - _ts(state.started_at))} (suspended)"
     if state.status is Status.RUNNING:
         up = f"Up {human_duration(now - _ts(state.started_at))}"
         if state.health is None:
@@ -704,7 +722,7 @@ def encode_summary(record: ContainerRecord, net: NetView | None = None) -> dict[
         "Created": int(_ts(record.created)),
         "Ports": _summary_ports(record, net),
         "Labels": dict(config.labels),
-        "State": record.state.status.value,
+        "State": shown_status(record.state).value,
         "Status": status_text(record),
         "HostConfig": {"NetworkMode": config.network_mode or "default"},
         "NetworkSettings": {"Networks": _endpoints(record, net)},
@@ -764,8 +782,10 @@ def encode_inspect(
         "Path": record.path,
         "Args": list(record.args),
         "State": {
-            "Status": state.status.value,
-            "Running": state.status in (Status.RUNNING, Status.PAUSED, Status.RESTARTING),
+            "Status": shown_status(state).value,
+            "Running": shown_status(state) in (Status.RUNNING, Status.PAUSED,
+                                               Status.RESTARTING),
+            "SteelcupSuspended": state.suspended,
             "Paused": state.status is Status.PAUSED,
             "Restarting": state.status is Status.RESTARTING,
             "OOMKilled": state.oom_killed,
@@ -827,6 +847,8 @@ def encode_inspect(
             **({"SteelcupPodSandbox": True} if config.pod_sandbox else {}),
             **({"SteelcupPodOf": config.pod_of} if config.pod_of else {}),
             **({"SteelcupNetns": config.netns_path} if config.netns_path else {}),
+            **({"SteelcupCheckpointable": True} if config.checkpointable else {}),
+            **({"SteelcupAutoSuspend": config.auto_suspend_s} if config.auto_suspend_s else {}),
         },
         "GraphDriver": {"Name": "overlay", "Data": None},
         "Mounts": encode_mounts(config),
@@ -964,8 +986,8 @@ def select_containers(
     """GET /containers/json: filter, newest first (before/since resolve against `records`)."""
     chosen = list(records)
     if not all_ and "status" not in filters and "exited" not in filters:
-        chosen = [r for r in chosen if r.state.status in (Status.RUNNING, Status.PAUSED,
-                                                          Status.RESTARTING)]
+        chosen = [r for r in chosen if shown_status(r.state) in (Status.RUNNING, Status.PAUSED,
+                                                                 Status.RESTARTING)]
     for value in filters.get("before", []):
         before = _find(records, value).created
         chosen = [r for r in chosen if r.created < before]
@@ -984,11 +1006,11 @@ def matches(record: ContainerRecord, filters: dict[str, list[str]]) -> bool:
     checks: dict[str, Callable[[str], bool]] = {
         "id": lambda v: record.id.startswith(v),
         "name": lambda v: _name_match(v, record.name),
-        "status": lambda v: record.state.status.value == v,
+        "status": lambda v: shown_status(record.state).value == v,
         "ancestor": lambda v: v in (config.image, config.image_id)
         or config.image == f"{v}:latest"
         or config.image_id.startswith(v if v.startswith("sha256:") else "sha256:" + v),
-        "exited": lambda v: record.state.status is Status.EXITED
+        "exited": lambda v: shown_status(record.state) is Status.EXITED
         and not record.state.finished_at.startswith("0001")
         and str(record.state.exit_code) == v,
         "label": lambda v: _label_match(config.labels, v),

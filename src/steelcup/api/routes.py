@@ -20,6 +20,7 @@ from typing import Any
 from steelcup import __version__, stdcopy
 from steelcup.api import (
     build_routes,
+    checkpoint_routes,
     cron_routes,
     fip_routes,
     fs_routes,
@@ -211,6 +212,7 @@ def build_router(svc: Services) -> Router:
     image_routes.register(r, svc.images, svc.events, svc.root)
     build_routes.register(r, svc.runtime, svc.root, api.admission.create)
     fs_routes.register(r, svc.runtime, svc.images, svc.events)
+    checkpoint_routes.register(r, svc.runtime)
     if svc.networks is not None:
         rt = svc.runtime
         addressing = svc.swarm.addressing if svc.swarm is not None else None
@@ -257,8 +259,6 @@ _UNSUPPORTED = [
     ("GET", "/plugins", "plugins"),
     ("POST", "/session", "build sessions"),
     ("GET", "/distribution/{name:path}/json", "distribution inspect"),
-    ("POST", "/containers/{id}/checkpoints", "checkpoints"),
-    ("GET", "/containers/{id}/checkpoints", "checkpoints"),
 ]
 
 
@@ -559,7 +559,8 @@ class _Api:
                                                  self.rt.resources.net_view(record)))
 
     async def start(self, req: Request) -> Response:
-        started = await self.rt.start(req.params["id"])
+        checkpoint_routes.check_no_dir(req)
+        started = await self.rt.start(req.params["id"], req.q("checkpoint"))
         return EmptyResponse(204 if started else 304)
 
     async def stop(self, req: Request) -> Response:
@@ -602,6 +603,7 @@ class _Api:
         stream = req.q_bool("stream")
         keys = parse_detach_keys(req.q("detachKeys"))
         attached = self.rt.attach(req.params["id"], want_stdout, want_stderr)
+        await self.rt.resume_if_suspended(req.params["id"])  # subscribed: nothing missed
         tty = attached.record.config.tty
         rt = self.rt
 
@@ -670,6 +672,7 @@ class _Api:
         want_stderr = req.q_bool("stderr")
         keys = parse_detach_keys(req.q("detachKeys"))
         attached = self.rt.attach(req.params["id"], want_stdout, want_stderr)
+        await self.rt.resume_if_suspended(req.params["id"])  # subscribed: nothing missed
         tty = attached.record.config.tty
 
         async def run(conn: HijackedStream) -> None:
@@ -799,6 +802,7 @@ class _Api:
 
     async def exec_create(self, req: Request) -> Response:
         config = codec.decode_exec(req.params["id"], await req.json())
+        await self.rt.resume_if_suspended(req.params["id"])  # an exec needs its VM
         exec_ = self.svc.execs.create(config)
         return JsonResponse({"Id": exec_.id}, status=201)
 

@@ -12,7 +12,9 @@ API_VERSION = "1.43"
 MIN_API_VERSION = "1.24"
 DEFAULT_HEADERS: tuple[tuple[str, str], ...] = (
     ("Api-Version", API_VERSION),
-    ("Docker-Experimental", "false"),
+    # true: the docker CLI offers its server-experimental commands, of which steelcup serves
+    # `checkpoint` and `start --checkpoint` (docs/checkpoints.md).
+    ("Docker-Experimental", "true"),
     ("Ostype", "linux"),
     ("Server", "steelcup"),
 )

@@ -175,6 +175,8 @@ class ContainerOptions:
         dns_options: Sequence[str] = (),
         group_add: Sequence[str] = (),
         healthcheck: dict[str, Any] | None = None,  # Config.Healthcheck (health_config)
+        checkpointable: bool = False,  # HostConfig.SteelcupCheckpointable
+        auto_suspend: str = "",  # HostConfig.SteelcupAutoSuspend (a duration)
     ) -> None:
         self.image = image
         self.command = list(command)
@@ -200,6 +202,8 @@ class ContainerOptions:
         self.cap_add = list(cap_add)
         self.cap_drop = list(cap_drop)
         self.privileged = privileged
+        self.checkpointable = checkpointable
+        self.auto_suspend = auto_suspend
         self.add_hosts = list(add_hosts)
         self.dns = list(dns)
         self.dns_search = list(dns_search)
@@ -249,6 +253,11 @@ def create_body(opts: ContainerOptions, *, for_run: bool) -> dict[str, Any]:
         host_config["CapDrop"] = list(opts.cap_drop)
     if opts.privileged:
         host_config["Privileged"] = True
+    if opts.checkpointable:
+        host_config["SteelcupCheckpointable"] = True
+    if opts.auto_suspend:
+        idle_ns = parse_duration(opts.auto_suspend, "--auto-suspend")
+        host_config["SteelcupAutoSuspend"] = max(1, round(idle_ns / 1e9)) if idle_ns else 0
     for key, values in (("ExtraHosts", opts.add_hosts), ("Dns", opts.dns),
                         ("DnsSearch", opts.dns_search), ("DnsOptions", opts.dns_options),
                         ("GroupAdd", opts.group_add)):

@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 READ_CHUNK_BYTES = 1 << 18
 HELLO_RESEND_S = 0.25
 REQUEST_TIMEOUT_S = 30.0
+ROOT_COPY_TIMEOUT_S = 300.0  # SETUP_ROOT with CACHE RAM: a large root read over 9p under TCG
 PING_TIMEOUT_S = 5.0
 POWEROFF_TIMEOUT_S = 5.0
 # From a frame's first byte to its last. The guest writes a frame (at most 1 MiB) in one go from
@@ -669,7 +670,9 @@ class GuestClient:
         a pids cgroup of that limit. With `container` n > 0, the root of pod member n instead:
         the directory `subdir` of the share (the VM's hostname and pids cgroup stay the first
         container's, so neither is sent). `cache` is how the guest caches the first
-        container's root (RootfsCache); a member's root is always uncached."""
+        container's root (RootfsCache); a member's root is always uncached. With RAM the
+        guest copies the root into its memory before it answers (the deadline grows to
+        `ROOT_COPY_TIMEOUT_S`: the copy reads the whole root over 9p)."""
         if container:
             if not subdir or hostname is not None or pids_max:
                 raise InvalidArgument("a pod member's root is a SUBDIR of a share, without a "
@@ -685,7 +688,11 @@ class GuestClient:
         if container:
             fields.append((Tag.CONTAINER, container))
         if cache is not RootfsCache.NONE:
+            if container:
+                raise InvalidArgument("a pod member's root is always uncached")
             fields.append((Tag.CACHE, int(cache)))
+        if cache is RootfsCache.RAM:
+            timeout_s = max(timeout_s, ROOT_COPY_TIMEOUT_S)
         await self._simple(Op.SETUP_ROOT, fields, timeout_s)
 
     async def sync_root(self, *, drop: bool = False,

@@ -66,12 +66,18 @@ class RootfsCache(IntEnum):
 
     NONE = 0  # every access goes to the host: coherent with files the host writes
     LOOSE = 1  # page, dentry and attribute caches; the host syncs and drops them (SYNC_ROOT)
+    # Copied into a tmpfs in guest RAM, the share unmounted: a checkpointable container's root
+    # (QEMU refuses to migrate a VM with a 9p share mounted). Not a daemon-wide mode.
+    RAM = 2
 
     @classmethod
     def from_name(cls, name: str) -> RootfsCache:
         """"none" or "loose" (the daemon's --rootfs-cache)."""
         try:
-            return cls[name.upper()]
+            mode = cls[name.upper()]
+            if mode is cls.RAM:
+                raise KeyError(name)
+            return mode
         except KeyError:
             raise InvalidArgument(f"unknown root cache mode {name!r}: none or loose") from None
 

@@ -233,6 +233,7 @@ class NetworkManager:
         self._applied: str | None = None  # the ruleset this manager loaded last
         self._dns: dict[str, dns.DnsServer] = {}
         self._live: dict[str, _Live] = {}
+        self._held: dict[str, tuple[nft.PublishedPort, ...]] = {}  # suspended containers'
         self._vip_proxies: dict[str, list[str]] = {}  # port keeper keys, by VIP id
         self._lock = asyncio.Lock()
         # the tenant's quota gate around a creation (steelcup.tenancy.quota; none: unlimited)
@@ -828,7 +829,7 @@ class NetworkManager:
             host_port = pm.host_port or await asyncio.to_thread(self._free_port, pm.proto)
             pub = nft.PublishedPort(pm.host_ip if pm.host_ip not in ("", "0.0.0.0") else "",
                                     host_port, nic.address, pm.container_port, pm.proto)
-            if (host_port, pm.proto) in self._ports_taken():
+            if (host_port, pm.proto) in self._ports_taken(but_container=container_id):
                 raise Conflict(f"Bind for {pm.host_ip or '0.0.0.0'}:{host_port} failed: port "
                                "is already allocated")
             # The host's loopback gets a userspace proxy (in the port keeper): DNAT cannot
@@ -839,10 +840,21 @@ class NetworkManager:
                 live.proxies.append(key)
             live.ports.append(pub)
 
-    def _ports_taken(self, but_vip: str = "") -> set[tuple[int, str]]:
-        """(host port, proto) published now: by running containers and by virtual IPs (but
+    def hold_ports(self, container_id: str, ports: Sequence[nft.PublishedPort]) -> None:
+        """A suspended container's ports stay its own while it is not attached: no other
+        container or VIP publishes them (its wake proxies listen there; docs/checkpoints.md)."""
+        self._held[container_id] = tuple(ports)
+
+    def drop_held_ports(self, container_id: str) -> None:
+        self._held.pop(container_id, None)
+
+    def _ports_taken(self, but_vip: str = "", but_container: str = "") -> set[tuple[int, str]]:
+        """(host port, proto) published now: by running containers, held for suspended ones
+        (but `but_container`'s, which is being attached again) and by virtual IPs (but
         `but_vip`'s, which it is replacing)."""
         taken = {(p.host_port, p.proto) for live in self._live.values() for p in live.ports}
+        taken |= {(p.host_port, p.proto) for cid, held in self._held.items()
+                  if cid != but_container for p in held}
         taken |= {(p.host_port, p.proto) for v in self.store.vips() if v.id != but_vip
                   for p in v.ports}
         return taken

@@ -13,12 +13,13 @@ from steelcup import namespaces
 
 
 def socket_in(netns: str | None, family: int, type_: int,
-              bind: tuple[str, int] | None = None) -> socket.socket:
-    """A socket created (and bound) inside /run/netns/<netns>, or here when netns is None."""
+              bind: tuple[str, int] | None = None, reuse_port: bool = False) -> socket.socket:
+    """A socket created (and bound) inside /run/netns/<netns>, or here when netns is None.
+    `reuse_port`: SO_REUSEPORT, so that another such socket may listen on the port too."""
     if netns is None:
         sock = socket.socket(family, type_)
         if bind is not None:
-            _bind(sock, bind)
+            _bind(sock, bind, reuse_port)
         return sock
     result: list[socket.socket | BaseException] = []
 
@@ -28,7 +29,7 @@ def socket_in(netns: str | None, family: int, type_: int,
             sock = socket.socket(family, type_)
             if bind is not None:
                 try:
-                    _bind(sock, bind)
+                    _bind(sock, bind, reuse_port)
                 except OSError:
                     sock.close()
                     raise
@@ -45,6 +46,8 @@ def socket_in(netns: str | None, family: int, type_: int,
     return got
 
 
-def _bind(sock: socket.socket, addr: tuple[str, int]) -> None:
+def _bind(sock: socket.socket, addr: tuple[str, int], reuse_port: bool) -> None:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     sock.bind(addr)

@@ -10,6 +10,7 @@ import contextlib
 import logging
 import socket
 import time
+from collections.abc import Awaitable, Callable
 from typing import cast
 
 from steelcup.net.netns import socket_in
@@ -22,13 +23,23 @@ UDP_IDLE_S = 60.0
 
 
 class TcpProxy:
-    """Listens on (listen_ip, listen_port) and relays to (target_ip, target_port)."""
+    """Listens on (listen_ip, listen_port) and relays to (target_ip, target_port).
+
+    The port is bound with SO_REUSEPORT: a suspended container's wake proxy (the same class,
+    with `before_connect` resuming it; runtime/autosuspend.py) listens on the port while the
+    container's own proxy is opened again, so no connection is refused in between.
+    `before_connect` is awaited for each connection before it is relayed (one that raises
+    drops the connection)."""
 
     def __init__(self, listen_ip: str, listen_port: int, target_ip: str, target_port: int,
-                 netns: str | None = None) -> None:
+                 netns: str | None = None,
+                 before_connect: Callable[[], Awaitable[None]] | None = None,
+                 connect_timeout_s: float = CONNECT_TIMEOUT_S) -> None:
         self.listen = (listen_ip, listen_port)
         self.target = (target_ip, target_port)
         self.netns = netns
+        self.before_connect = before_connect
+        self.connect_timeout_s = connect_timeout_s
         self._server: asyncio.Server | None = None
         self._conns: set[asyncio.Task[None]] = set()
 
@@ -38,7 +49,8 @@ class TcpProxy:
         return int(self._server.sockets[0].getsockname()[1])
 
     async def start(self) -> None:
-        sock = socket_in(self.netns, socket.AF_INET, socket.SOCK_STREAM, bind=self.listen)
+        sock = socket_in(self.netns, socket.AF_INET, socket.SOCK_STREAM, bind=self.listen,
+                         reuse_port=True)
         sock.listen(128)
         sock.setblocking(False)
         self._server = await asyncio.start_server(self._handle, sock=sock)
@@ -48,10 +60,16 @@ class TcpProxy:
         assert task is not None
         self._conns.add(task)
         try:
+            if self.before_connect is not None:
+                try:
+                    await self.before_connect()
+                except Exception as exc:  # noqa: BLE001 - the client's connection is dropped
+                    log.warning("proxy %s: not relayed: %s", self.listen, exc)
+                    return
             sock = socket_in(self.netns, socket.AF_INET, socket.SOCK_STREAM)
             sock.setblocking(False)
             try:
-                async with asyncio.timeout(CONNECT_TIMEOUT_S):
+                async with asyncio.timeout(self.connect_timeout_s):
                     await asyncio.get_running_loop().sock_connect(sock, self.target)
             except (OSError, TimeoutError) as exc:
                 sock.close()
@@ -64,9 +82,17 @@ class TcpProxy:
             writer.close()
             self._conns.discard(task)
 
-    async def close(self) -> None:
+    def stop_listening(self) -> None:
+        """No new connections; those relayed go on until they end (or `close`)."""
         if self._server is not None:
             self._server.close()
+
+    @property
+    def relaying(self) -> int:
+        return len(self._conns)
+
+    async def close(self) -> None:
+        self.stop_listening()
         for task in list(self._conns):
             task.cancel()
         for task in list(self._conns):

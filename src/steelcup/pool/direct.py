@@ -7,12 +7,16 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from steelcup.errors import InvalidArgument
 from steelcup.idmap import IdsFor, host_root
 from steelcup.pool.source import VmRequest
 from steelcup.vm.assets import GuestAssets
 from steelcup.vm.cgroup import MemoryCgroups, VmCgroup
 from steelcup.vm.machine import Machine, VmHandle
 from steelcup.vm.qemu_args import VmSpec
+from steelcup.vm.saved import ROOTFS_TAG, SavedVm
+
+RESTORE_DEADLINE_S = 60.0  # a checkpoint's RAM read back and the guest's HELLO, under TCG
 
 
 class DirectSource:
@@ -53,6 +57,36 @@ class DirectSource:
                                      outlive_daemon=self.outlive_daemon)
         try:
             await machine.start()
+        except BaseException:
+            await machine.close()
+            raise
+        return machine
+
+    async def restore(self, request: VmRequest, saved: SavedVm, stream: Path) -> Machine:
+        """A VM that runs on from the checkpoint `stream` of a VM with the devices `saved`
+        (docs/checkpoints.md): the request's rootfs share and taps behind them; handshaken
+        (HELLO), not yet fixed up. VmLaunchError if QEMU cannot load the checkpoint."""
+        rootfs = next((s.host_path for s in request.shares if s.tag == ROOTFS_TAG), None)
+        if rootfs is None:
+            raise InvalidArgument("a restored VM needs the container's rootfs share")
+        state_dir = Path(tempfile.mkdtemp(prefix=(request.name or "vm")[:12] + "-",
+                                          dir=self.run_dir))
+        empty = state_dir / "empty"
+        empty.mkdir()
+        try:
+            spec = saved.restore_spec(
+                kernel=self.assets.kernel, initrd=self.assets.initrd, state_dir=state_dir,
+                incoming=stream, rootfs=rootfs, empty_dir=empty,
+                taps=tuple(n.tap for n in request.nics), ids=self.ids_for(request.tenant))
+        except BaseException:
+            shutil.rmtree(state_dir, ignore_errors=True)
+            raise
+        cgroup = self.cgroups.vm(state_dir.name) if self.cgroups is not None else None
+        machine = KeepConsoleMachine(spec, keep_console_at=request.console_log, cgroup=cgroup,
+                                     limit_mib=saved.limit_mib, boot_attempts=1,
+                                     outlive_daemon=self.outlive_daemon)
+        try:
+            await machine.start(RESTORE_DEADLINE_S)
         except BaseException:
             await machine.close()
             raise

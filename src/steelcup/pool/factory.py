@@ -29,6 +29,7 @@ from steelcup.pool.template import TemplateSource, TemplateStatus
 from steelcup.vm.assets import GuestAssets
 from steelcup.vm.cgroup import MemoryCgroups
 from steelcup.vm.machine import Machine
+from steelcup.vm.saved import SavedVm
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +117,12 @@ class Factory:
         self.direct_boots += 1
         self.observe("direct", time.monotonic() - began, True)
         return machine
+
+    async def restore(self, request: VmRequest, saved: SavedVm, stream: Path) -> Machine:
+        """A VM restored from a container checkpoint (always a fresh QEMU: `direct`), its taps
+        made where the network layer planned them."""
+        await self._make_taps(request)
+        return await self.direct.restore(request, saved, stream)
 
     async def _make_taps(self, request: VmRequest) -> None:
         """The request's taps where the network layer planned them: a clone or a fresh boot

@@ -15,10 +15,11 @@ import contextlib
 import errno
 import itertools
 import logging
+import os
 import shutil
 import signal as signal_module
 import time
-from collections.abc import AsyncIterator, Callable, Collection, Coroutine, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Coroutine, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -43,8 +44,10 @@ from steelcup.image import rootfs as rootfs_module
 from steelcup.image.config import ImageConfig
 from steelcup.image.store import Image, ImageStore
 from steelcup.image.users import resolve_user
+from steelcup.net.nft import PublishedPort
 from steelcup.pool.slots import release_dir as release_slot
 from steelcup.pool.source import Share, VmRequest, VmSource
+from steelcup.runtime import checkpoints as checkpoints_module
 from steelcup.runtime import healthcheck, podmounts
 from steelcup.runtime import logs as logs_module
 from steelcup.runtime import restore as restore_module
@@ -63,6 +66,7 @@ from steelcup.vm.cputime import QemuCpuTime
 from steelcup.vm.hostio import HostIo, read_host_io
 from steelcup.vm.machine import Machine, VmHandle
 from steelcup.vm.process import QemuProcess
+from steelcup.vm.saved import SavedVm
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +95,12 @@ POD_MAX_MEMBERS = 63  # the guest's CONTAINER numbers 1..63
 # Makes the (not yet adopted) Machine for a VM an earlier daemon left running; its console log
 # is kept at the path given (pool.direct.DirectSource.adoptable).
 Adopter = Callable[[VmHandle, Path], Machine]
+# Starts a VM that runs on from a checkpoint (pool.factory.Factory.restore).
+Restorer = Callable[[VmRequest, SavedVm, Path], Awaitable[Machine]]
+# A checkpoint's VM runs on with its clock set and this much fresh entropy, as a clone does.
+CHECKPOINT_ENTROPY_BYTES = 32
+# docker's exit code of a container checkpointed without --leave-running (CRIU kills it).
+EXIT_CODE_CHECKPOINTED = 128 + signal_module.SIGKILL
 
 
 def now_rfc3339() -> str:
@@ -220,6 +230,8 @@ class Runtime:
         self._shutting_down = False
         # The daemon's --live-restore (it passes the same to `shutdown`); said by /info.
         self.live_restore = False
+        # How checkpoints are restored (the daemon sets it); None: `start --checkpoint` fails.
+        self.restorer: Restorer | None = None
         (root / "containers").mkdir(parents=True, exist_ok=True)
         self.disks = boundedfs.DiskMaker(root / "cache" / "layer-disk", defaults.storage_bytes)
         if defaults.log_max_bytes <= 0 or defaults.log_max_files < 1:
@@ -261,6 +273,9 @@ class Runtime:
                 self.store.save(record)
             _unbind_members_of(self.container_dir(record.id))  # their runs ended with the VM
             rootfs_module.release(self.container_dir(record.id))
+            if record.state.suspended:  # its ports stay its own until it runs or stops
+                self.resources.hold_ports(record.id, checkpoints_module.suspended_ports(
+                    self.container_dir(record.id)))
             self._containers[record.id] = _Live(record)
 
     async def remove_ended_auto_remove(self) -> None:
@@ -484,6 +499,7 @@ class Runtime:
         _check_restart_policy(resolved)
         self.resources.check_networks(resolved)
         resolved = self.resources.plan(resolved, image)
+        checkpoints_module.check_config(resolved)
         record = ContainerRecord(
             id=container_id,
             name=final_name,
@@ -601,20 +617,27 @@ class Runtime:
 
     # -- start -------------------------------------------------------------------------------
 
-    async def start(self, ref: str) -> bool:
-        """Start the container's process in a fresh VM. False if it was already running.
+    async def start(self, ref: str, checkpoint: str = "") -> bool:
+        """Start the container's process in a fresh VM, or with `checkpoint` run it on from
+        that checkpoint of it (docs/checkpoints.md). False if it was already running.
 
         A `--rm` container whose start fails is removed before the error is raised, as dockerd
         does: nothing is left behind and `wait --condition removed` returns."""
         live = self._find(ref)
+        if live.record.state.suspended and not checkpoint:
+            return await self.resume(ref)
         failed: SteelcupError | None = None
         self._outcome(live, Op.START, ref)  # refused at once, not after a start in progress
+        saved = None
+        if checkpoint:
+            saved = await asyncio.to_thread(checkpoints_module.load,
+                                            self.container_dir(live.record.id), checkpoint)
         async with live.busy:
             if self._outcome(live, Op.START, ref) is NOT_MODIFIED:
                 return False
             self._cancel_restart(live)  # `start` of a restarting container: now
             try:
-                await self._start_locked(live)
+                await self._start_locked(live, saved)
             except SteelcupError as exc:
                 if not live.record.config.auto_remove:
                     raise
@@ -625,7 +648,9 @@ class Runtime:
             raise failed
         return True
 
-    async def _start_locked(self, live: _Live) -> None:
+    async def _start_locked(self, live: _Live,
+                            checkpoint: checkpoints_module.Checkpoint | None = None,
+                            checkpoint_dir: str = checkpoints_module.CHECKPOINTS_DIR) -> None:
         record = live.record
         config = record.config
         cdir = self.container_dir(record.id)
@@ -654,7 +679,10 @@ class Runtime:
                     caps=config.caps,
                     rlimits=config.rlimits(),
                 )
-                if config.pod_of:
+                if checkpoint is not None:
+                    machine, process = await self._restore_in_vm(live, root, run, spec, stack,
+                                                                 checkpoint, checkpoint_dir)
+                elif config.pod_of:
                     machine, process = await self._start_in_pod(live, root, run, spec, stack)
                 else:
                     machine, process = await self._start_in_vm(live, root, run, spec, stack)
@@ -675,18 +703,21 @@ class Runtime:
             stack.pop_all()
         live.machine = machine
         live.process = process
-        live.logged_bytes = 0
+        # A checkpoint's process has logged that much output already (RESUME replays the rest)
+        live.logged_bytes = checkpoint.logged_bytes if checkpoint is not None else 0
         live.log_mark = None
         if self.live_restore and not config.pod_of:  # a member is not kept (live-restore.md)
-            live.log_mark = restore_module.LogMark(max(time.time_ns(), live.log_last_ns + 1))
+            live.log_mark = restore_module.LogMark(max(time.time_ns(), live.log_last_ns + 1),
+                                                   live.logged_bytes)
         live.slot_dir = (str(machine.spec.shares[0].host_path)
                          if machine.rootfs_subdir and not config.pod_of else "")
         live.stopping = False
         live.started_mono = time.monotonic()
         self._apply(live, Op.STARTED, pid=process.pid, exit_code=0, error="",
                     started_at=now_rfc3339(), finished_at="0001-01-01T00:00:00Z",
-                    manually_stopped=False, oom_killed=False)
+                    manually_stopped=False, oom_killed=False, suspended=False)
         live.started.set()
+        self.resources.drop_held_ports(record.id)  # a suspended run's: published again
         live.pump = asyncio.create_task(
             self._run(live, machine, process), name=f"pump-{record.id[:12]}"
         )
@@ -720,15 +751,47 @@ class Runtime:
         stack.push_async_callback(machine.close)
         await self.resources.plug_netns(record.id, stack)
         live.pod_next = 1
+        # A checkpointable container's root is copied into guest RAM: no 9p share stays
+        # mounted to block the VM's migration (docs/checkpoints.md).
+        cache = RootfsCache.RAM if config.checkpointable else self.defaults.rootfs_cache
         await machine.guest.setup_root("rootfs", config.hostname, config.read_only,
                                        subdir=machine.rootfs_subdir,
-                                       pids_max=config.pids_limit,
-                                       cache=self.defaults.rootfs_cache)
-        live.rootfs_cache = self.defaults.rootfs_cache
+                                       pids_max=config.pids_limit, cache=cache)
+        live.rootfs_cache = cache
         if config.sysctls:
             await machine.guest.sysctl(f"{k}={v}" for k, v in config.sysctls)
         await self.resources.configure_guest(machine.guest, run)
         return machine, await machine.guest.start(spec)
+
+    async def _restore_in_vm(self, live: _Live, root: Path, run: RunResources,
+                             spec: ProcessSpec, stack: contextlib.AsyncExitStack,
+                             checkpoint: checkpoints_module.Checkpoint,
+                             checkpoint_dir: str) -> tuple[Machine, GuestProcess]:
+        """A new VM that runs on from `checkpoint`, with this run's taps (same names, MACs and
+        addresses: the network layer keeps a container's endpoints), its clock set and the
+        container's main process re-attached."""
+        record, config = live.record, live.record.config
+        if self.restorer is None:
+            raise Conflict("this daemon cannot restore checkpoints (no VM factory)")
+        checkpoints_module.check_config(config)
+        if run.shares:  # refused at create; a record from elsewhere must not get this far
+            raise InvalidArgument(f"checkpoint {checkpoint.name} cannot run with 9p shares")
+        cdir = self.container_dir(record.id)
+        request = VmRequest(
+            mem_mib=checkpoint.vm.mem_mib, cpus=checkpoint.vm.cpus,
+            shares=(Share("rootfs", root),), nics=run.vm_nics, tap_places=run.tap_places,
+            console_log=cdir / "console.log", name=record.id[:12], tenant=config.tenant)
+        machine = await self.restorer(request, checkpoint.vm,
+                                      checkpoints_module.state_path(cdir, checkpoint.name,
+                                                                    checkpoint_dir))
+        stack.push_async_callback(machine.close)
+        # Its clock stood still since the checkpoint; its RNG state is the checkpoint's.
+        await machine.guest.fixup(realtime_ns=time.time_ns(),
+                                  entropy=os.urandom(CHECKPOINT_ENTROPY_BYTES))
+        process = await machine.guest.resume(checkpoint.process_id, checkpoint.logged_bytes,
+                                             spec, pid=checkpoint.pid)
+        live.rootfs_cache = RootfsCache.RAM
+        return machine, process
 
     def _member_dir(self, record: ContainerRecord) -> Path:
         """Where a pod member's root is bound in its sandbox's share."""
@@ -804,7 +867,8 @@ class Runtime:
             exit_code = 128 + signal_module.SIGKILL if killed else EXIT_CODE_DAEMON_LOST
             error = "" if killed else f"the container's VM failed: {exc}"
             vm_lost = True
-            log.warning("container %s: %s", live.record.id[:12], clip(str(exc)))
+            if not live.handing_over:  # else the link was closed on purpose
+                log.warning("container %s: %s", live.record.id[:12], clip(str(exc)))
         except asyncio.CancelledError:
             error = "the daemon shut down"
             cancelled = True
@@ -916,6 +980,8 @@ class Runtime:
         unless a user stopped it), like dockerd does at boot."""
         for live in list(self._containers.values()):
             policy = live.record.config.restart_policy
+            if live.record.state.suspended:  # stays suspended until asked
+                continue
             if policy == "always" or (policy == "unless-stopped"
                                       and not live.record.state.manually_stopped):
                 try:
@@ -928,6 +994,9 @@ class Runtime:
     async def pause(self, ref: str) -> None:
         """Freeze every vCPU of the container's VM (QMP `stop`)."""
         live = self._find(ref)
+        if live.record.state.suspended:
+            raise Conflict(f"container {live.record.name} is suspended (its VM is saved on "
+                           "disk, nothing runs): resume it first")
         self._outcome(live, Op.PAUSE, ref)
         if live.record.config.pod_of:
             raise Conflict(f"container {live.record.id[:12]} shares its pod's VM, which "
@@ -1013,6 +1082,9 @@ class Runtime:
     async def kill(self, ref: str, signal: str | int = "SIGKILL") -> None:
         live = self._find(ref)
         signo = parse_signal(signal)
+        if live.record.state.suspended:  # no process to signal: the run ends here
+            await self._end_suspension(live, "kill")
+            return
         outcome = self._outcome(live, Op.KILL, ref)
         if outcome is Status.EXITED:  # restarting: the kill cancels the pending restart
             await self._stop_restarting(live, Op.KILL)
@@ -1041,6 +1113,9 @@ class Runtime:
     async def stop(self, ref: str, timeout_s: int | None = None, signal: str = "") -> bool:
         """Stop signal, then SIGKILL after the timeout. False if it was not running."""
         live = self._find(ref)
+        if live.record.state.suspended:  # stopped without running it on first
+            await self._end_suspension(live, "stop")
+            return True
         outcome = self._outcome(live, Op.STOP, ref)
         if outcome is NOT_MODIFIED:
             return False
@@ -1125,6 +1200,9 @@ class Runtime:
     async def remove(self, ref: str, force: bool = False, volumes: bool = False) -> None:
         """Delete the container; `volumes` (docker's -v) also removes its anonymous volumes."""
         live = self._find(ref)
+        if live.record.state.suspended and not force:  # running, as its clients see it
+            raise Conflict(f'cannot remove container "/{live.record.name}": container is '
+                           "suspended: stop the container before removing or force remove")
         await self._remove(live, ref, force=force,
                            volumes=volumes or live.record.config.auto_remove)
 
@@ -1146,6 +1224,7 @@ class Runtime:
             # A start in progress finds the container removing (the table refuses its
             # STARTED) and gives up its VM; file access finishes first.
             async with live.busy:
+                self.resources.drop_held_ports(live.record.id)
                 await self.resources.release_container(live.record, volumes)
                 self.store.delete(record.id)
         except (SteelcupError, OSError) as exc:
@@ -1183,6 +1262,12 @@ class Runtime:
         live = self._find(ref)
         async with live.busy:
             self._outcome(live, op, ref)
+            if live.machine is not None and live.rootfs_cache is RootfsCache.RAM:
+                raise Conflict(
+                    f"the root of container {live.record.name} is held in its VM's memory "
+                    "while it runs (--checkpointable): the host's copy is the one it started "
+                    "from, so cp, diff, export and commit are refused until it stops; read "
+                    "its files with exec (e.g. exec CONTAINER tar -c PATH)")
             await self._sync_root(live, drop=False)  # the guest's writes reach the host
             try:
                 yield live.record
@@ -1243,12 +1328,209 @@ class Runtime:
             return
         while True:
             seq = live.exit_seq
-            running = live.record.state.running
+            running = live.record.state.running or live.record.state.suspended
             async for entry in _batches_in_thread(cursor.iter_new()):
                 yield entry
             if not running or live.removal_done:
                 return
             await self._wait_exit(live, seq, 0.2)
+
+    # -- checkpoints (docs/checkpoints.md) ---------------------------------------------------
+
+    async def checkpoint_create(self, ref: str, name: str, *,
+                                leave_running: bool = False) -> checkpoints_module.Checkpoint:
+        """Save the running container's VM (all its RAM and device state) as checkpoint
+        `name`; without `leave_running` the container is then exited (137, as docker's)."""
+        live = self._find(ref)
+        checkpoints_module.check_name(name)
+        self._outcome(live, Op.CHECKPOINT, ref)
+        if not live.record.config.checkpointable:
+            raise InvalidArgument(checkpoints_module.NOT_CHECKPOINTABLE.format(
+                name=live.record.name))
+        if live.record.config.auto_remove and not leave_running:
+            raise InvalidArgument(f"container {live.record.name} is removed when it exits "
+                                  "(--rm), and its checkpoints with it: checkpoint it with "
+                                  "--leave-running")
+        async with live.busy:
+            self._outcome(live, Op.CHECKPOINT, ref)
+            saved, machine, process, saved_s = await self._save_run(
+                live, name, checkpoints_module.CHECKPOINTS_DIR)
+            self.publish_event(live.record, "checkpoint")
+            if leave_running:
+                await self._run_on(live, machine, process)
+            else:
+                # As a stop: a restart policy does not start it afresh (here or at the next
+                # daemon's autostart); `start --checkpoint` runs it on.
+                code = await self._end_saved_run(live, machine, manually_stopped=True)
+                self.publish_event(live.record, "die", exitCode=str(code))
+        log.info("container %s: checkpoint %s made (%d bytes; VM saved in %.2f s)%s",
+                 live.record.id[:12], name, saved.state_bytes, saved_s,
+                 ", left running" if leave_running else "")
+        return saved
+
+    async def _save_run(self, live: _Live, name: str, checkpoint_dir: str,
+                        ) -> tuple[checkpoints_module.Checkpoint, Machine, GuestProcess, float]:
+        """The running container's VM saved as checkpoint `name` in `checkpoint_dir` (the VM
+        ends paused: `_run_on` or `_end_saved_run` next); on failure the run goes on and the
+        error is raised. Under `live.busy`. Returns the checkpoint, the run's VM and process
+        and the seconds the save took."""
+        machine, process, pump = live.machine, live.process, live.pump
+        if machine is None or process is None or pump is None or pump.done():
+            raise Conflict(f"Container {live.record.id} is not running")
+        cdir = self.container_dir(live.record.id)
+        tmp = await asyncio.to_thread(checkpoints_module.begin, cdir, name, checkpoint_dir)
+        saved = checkpoints_module.Checkpoint(
+            name=name, created=now_rfc3339(), process_id=process.id,
+            pid=live.record.state.pid, logged_bytes=0,
+            vm=SavedVm.of(machine.spec, machine.limit_mib))
+        # The output relay ends with the guest link (the guest keeps what it did not
+        # credit); the run goes on, or ends, after.
+        live.handing_over = True
+        began = time.monotonic()
+        try:
+            try:
+                await machine.checkpoint(tmp / checkpoints_module.STATE_FILE)
+            finally:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(asyncio.shield(pump), HAND_OVER_PUMP_WAIT_S)
+            saved = replace(saved, logged_bytes=live.logged_bytes)
+            saved = await asyncio.to_thread(checkpoints_module.commit, tmp, saved)
+        except BaseException:
+            await asyncio.to_thread(checkpoints_module.abandon, tmp)
+            await self._run_on(live, machine, process)
+            raise
+        return saved, machine, process, time.monotonic() - began
+
+    async def _end_saved_run(self, live: _Live, machine: Machine, *, manually_stopped: bool,
+                             suspended: bool = False) -> int:
+        """After `_save_run`: the VM is closed and the run ends (docker's 137 for a
+        checkpointed container)."""
+        live.handing_over = False
+        live.stopping = True
+        self._save(live, live.record.with_state(manually_stopped=manually_stopped,
+                                                suspended=suspended))
+        return await self._end_run(live, machine, EXIT_CODE_CHECKPOINTED, "",
+                                   vm_lost=False, cancelled=False)
+
+    # -- suspend (docs/checkpoints.md) -------------------------------------------------------
+
+    async def suspend(self, ref: str) -> bool:
+        """Save the running checkpointable container's VM to disk and end its QEMU; the
+        container keeps its name, addresses and published ports, and clients see it running
+        (suspended). False if it was suspended already."""
+        live = self._find(ref)
+        if live.record.state.suspended:
+            return False
+        self._outcome(live, Op.CHECKPOINT, ref)
+        if not live.record.config.checkpointable:
+            raise InvalidArgument(f"container {live.record.name} cannot be suspended: it "
+                                  "was not created with --checkpointable (HostConfig."
+                                  "SteelcupCheckpointable), and only such a container's VM "
+                                  "can be saved")
+        if live.record.config.auto_remove:
+            raise InvalidArgument(f"container {live.record.name} is removed when its run "
+                                  "ends (--rm), which a suspend is: it cannot be suspended")
+        async with live.busy:
+            if live.record.state.suspended:
+                return False
+            self._outcome(live, Op.CHECKPOINT, ref)
+            _, ports = self.resources.kept_network(live.record.id)
+            saved, machine, _, saved_s = await self._save_run(
+                live, checkpoints_module.SUSPEND_NAME, checkpoints_module.SUSPEND_DIR)
+            with contextlib.suppress(OSError):  # only what wakes it on a connection is lost
+                await asyncio.to_thread(checkpoints_module.save_suspended_ports,
+                                        self.container_dir(live.record.id), ports)
+            await self._end_saved_run(live, machine, manually_stopped=True, suspended=True)
+            self.resources.hold_ports(live.record.id, ports)
+        self.publish_event(live.record, "suspend")
+        log.info("container %s: suspended (%d bytes; VM saved in %.2f s)", live.record.id[:12],
+                 saved.state_bytes, saved_s)
+        return True
+
+    async def resume(self, ref: str) -> bool:
+        """Run a suspended container's VM on from where `suspend` saved it. False if it was
+        not suspended (running already, or stopped: `start` it)."""
+        live = self._find(ref)
+        if not live.record.state.suspended:
+            return False
+        cdir = self.container_dir(live.record.id)
+        saved = await asyncio.to_thread(checkpoints_module.load, cdir,
+                                        checkpoints_module.SUSPEND_NAME,
+                                        checkpoints_module.SUSPEND_DIR)
+        async with live.busy:
+            if not live.record.state.suspended:
+                return False
+            self._outcome(live, Op.START, ref)
+            self._cancel_restart(live)
+            await self._start_locked(live, saved, checkpoints_module.SUSPEND_DIR)
+        await asyncio.to_thread(checkpoints_module.drop_suspended, cdir)
+        self.publish_event(live.record, "resume")
+        return True
+
+    def suspended_ports(self, ref: str) -> builtins.list[PublishedPort]:
+        """The ports a suspended container's run had published (empty if not suspended)."""
+        live = self._find(ref)
+        if not live.record.state.suspended:
+            return []
+        return checkpoints_module.suspended_ports(self.container_dir(live.record.id))
+
+    def run_taps(self, ref: str) -> tuple[str, ...]:
+        """The host side of the running container's NICs (empty when it does not run)."""
+        return self.resources.kept_network(self._find(ref).record.id)[0]
+
+    async def resume_if_suspended(self, ref: str) -> None:
+        """Before what needs the container's VM (exec, attach): a suspended one runs on."""
+        if self._find(ref).record.state.suspended:
+            await self.resume(ref)
+
+    async def _end_suspension(self, live: _Live, action: str) -> None:
+        """stop/kill of a suspended container: its saved VM is dropped, unresumed; the
+        container is exited as of now."""
+        async with live.busy:
+            if not live.record.state.suspended:
+                return
+            self._save(live, live.record.with_state(suspended=False, manually_stopped=True,
+                                                    finished_at=now_rfc3339()))
+            self.resources.drop_held_ports(live.record.id)
+        await asyncio.to_thread(checkpoints_module.drop_suspended,
+                                self.container_dir(live.record.id))
+        self.publish_event(live.record, action)
+        self.publish_event(live.record, "die", exitCode=str(live.record.state.exit_code))
+        await self._notify(live)
+
+    async def _run_on(self, live: _Live, machine: Machine, process: GuestProcess) -> None:
+        """After a checkpoint (made or failed): the VM runs again, its guest link and the
+        main process's output relay anew. A VM that does not answer ends the run (255)."""
+        try:
+            await machine.reattach()
+            with contextlib.suppress(SteelcupError):  # it stood still: only a clock behind
+                await machine.guest.fixup(realtime_ns=time.time_ns())
+            resumed = await machine.guest.resume(process.id, live.logged_bytes, process.spec,
+                                                 pid=live.record.state.pid)
+        except SteelcupError as exc:
+            live.handing_over = False
+            code = await self._end_run(
+                live, machine, EXIT_CODE_DAEMON_LOST,
+                f"the container's VM did not run on after its checkpoint: {exc}",
+                vm_lost=True, cancelled=False)
+            self.publish_event(live.record, "die", exitCode=str(code))
+            return
+        live.handing_over = False
+        live.process = resumed
+        live.fanout = Fanout()
+        live.pump = asyncio.create_task(self._run(live, machine, resumed),
+                                        name=f"pump-{live.record.id[:12]}")
+        await self._save_record(live)
+
+    def checkpoints(self, ref: str) -> builtins.list[checkpoints_module.Checkpoint]:
+        """The container's checkpoints, oldest first."""
+        live = self._find(ref)
+        return checkpoints_module.list_all(self.container_dir(live.record.id))
+
+    async def checkpoint_remove(self, ref: str, name: str) -> None:
+        live = self._find(ref)
+        await asyncio.to_thread(checkpoints_module.remove, self.container_dir(live.record.id),
+                                name)
 
     # -- shutdown ----------------------------------------------------------------------------
 

@@ -36,6 +36,7 @@ class Op(enum.Enum):
     COMMIT = "commit"
     EXPORT = "export"
     FILES = "files"  # cp, diff, sizes: the root filesystem, mounted while stopped
+    CHECKPOINT = "checkpoint"  # save the running VM (docs/checkpoints.md)
     # what happens to a container
     STARTED = "started"  # its process runs
     START_FAILED = "start-failed"
@@ -135,6 +136,10 @@ TABLE: dict[Op, dict[Status, Outcome]] = {
                            "removed"),
                    DEAD=Refusal("You cannot access the files of container {id} which is Dead"),
                    **_unchanged(C, R, P, RS, X)),
+    Op.CHECKPOINT: _row(NOT_RUNNING, RUNNING=R, RESTARTING=IS_RESTARTING,
+                        PAUSED=Refusal("Container {id} is paused, unpause the container "
+                                       "before checkpoint"),
+                        REMOVING=REMOVAL_IN_PROGRESS),
     # A start that finds the container being removed meanwhile is abandoned.
     Op.STARTED: _row(IMPOSSIBLE, CREATED=R, EXITED=R, RESTARTING=R,
                      REMOVING=MARKED_FOR_REMOVAL),

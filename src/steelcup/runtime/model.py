@@ -113,6 +113,13 @@ class ContainerConfig:
     # steelcup-runtime's OCI netns path): the VM's one NIC is mirrored into it
     # (steelcup.net.netnsnic) and the daemon's own networks are not used; "" = they are.
     netns_path: str = ""
+    # --checkpointable (HostConfig.SteelcupCheckpointable, docs/checkpoints.md): the guest holds
+    # the root in RAM and mounts no 9p share, so the VM can be checkpointed; no volumes.
+    checkpointable: bool = False
+    # --auto-suspend (HostConfig.SteelcupAutoSuspend, docs/checkpoints.md): suspended after
+    # this many seconds without network traffic, resumed by a connection to a published
+    # port; 0 = never. Only with `checkpointable`.
+    auto_suspend_s: int = 0
 
     def rlimits(self) -> tuple[str, ...]:
         """The ulimits as the guest protocol's RLIMIT fields."""
@@ -184,6 +191,9 @@ class ContainerState:
     # Stopped by stop/kill from a user: restart policies leave it alone (docker's
     # HasBeenManuallyStopped).
     manually_stopped: bool = False
+    # Suspended (docs/checkpoints.md): its run ended with its VM saved to disk; clients are
+    # shown it running, and `resume` (or exec, attach, start) runs the VM on.
+    suspended: bool = False
     health: HealthState | None = None  # State.Health: set by the health monitor
 
     @property

@@ -12,6 +12,7 @@ import contextlib
 import json
 import logging
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -339,6 +340,15 @@ class Resources:
         if self.networks is None:
             return (), ()
         return self.networks.run_state(container_id)
+
+    def hold_ports(self, container_id: str, ports: Sequence[PublishedPort]) -> None:
+        """A suspended container's published ports stay reserved for it."""
+        if self.networks is not None and ports:
+            self.networks.hold_ports(container_id, ports)
+
+    def drop_held_ports(self, container_id: str) -> None:
+        if self.networks is not None:
+            self.networks.drop_held_ports(container_id)
 
     def kept_volumes(self, container_id: str) -> tuple[str, ...]:
         """The volumes (keys) mounted for a running container the daemon leaves running."""

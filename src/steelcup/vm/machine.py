@@ -46,6 +46,8 @@ CONSOLE_HEAD_BYTES = CONSOLE_TAIL_BYTES = 64 * 1024
 QEMU_LOG_HEAD_BYTES = QEMU_LOG_TAIL_BYTES = 16 * 1024
 LOG_DRAIN_GRACE_S = 1.0  # after QEMU died: wait this long for the last of its output
 SAVE_STATE_DEADLINE_S = 30.0
+CHECKPOINT_DEADLINE_S = 300.0  # all of a VM's RAM written under TCG
+MIGRATE_MAX_BANDWIDTH = 64 * 1024**3  # bytes/s: no limit that matters for a file
 RESUME_CLOCK_DEADLINE_S = 5.0
 CGROUP_REMOVE_DEADLINE_S = 2.0
 ADOPT_DEADLINE_S = 10.0  # a live VM's QMP and guest channel answer within this
@@ -156,6 +158,13 @@ def _tail(path: Path, max_bytes: int) -> str:
             return f.read().decode("utf-8", errors="replace")
     except OSError:
         return ""
+
+
+def migration_summary(info: dict[str, Any]) -> str:
+    """What `query-migrate` says of a finished migration's RAM pass, in a log line. Pure."""
+    ram = info.get("ram") or {}
+    return (f"{ram.get('total', 0) // 2**20} MiB of RAM scanned: {ram.get('normal', 0)} pages "
+            f"written, {ram.get('duplicate', 0)} zero; {ram.get('transferred', 0)} bytes")
 
 
 class Machine:
@@ -557,12 +566,13 @@ class Machine:
 
     async def _restore(self, session: qmp.QmpClient) -> None:
         # QEMU was started with `-incoming defer`: enable x-ignore-shared (the template's
-        # stream has no RAM, the RAM file is mapped instead), then load the device state. The
-        # VM runs by itself once the state is in.
+        # stream has no RAM, the RAM file is mapped instead; a checkpoint's has all of it),
+        # then load the device state. The VM runs by itself once the state is in.
         try:
             await session.execute(
                 "migrate-set-capabilities",
-                {"capabilities": [{"capability": "x-ignore-shared", "state": True}]},
+                {"capabilities": [{"capability": "x-ignore-shared",
+                                   "state": not self.spec.incoming_full}]},
             )
             await session.execute("migrate-incoming", {"uri": f"fd:{self._incoming_fd}"})
         except qmp.QmpError as exc:
@@ -612,19 +622,72 @@ class Machine:
         """
         if self.spec.mem_path is None or not self.spec.mem_shared:
             raise Conflict("only a VM with shared file-backed RAM can be saved as a template")
+        await self._drop_guest_link()
+        await self._migrate_to(path, ignore_shared=True, timeout_s=timeout_s)
+
+    async def checkpoint(self, path: Path, *,
+                         timeout_s: float = CHECKPOINT_DEADLINE_S) -> None:
+        """Write the VM's whole state, all of its RAM included, to `path` (a container
+        checkpoint: a VM started with `incoming=path, incoming_full=True` and the same devices
+        runs on from here). The guest link is dropped first (the restored VM's host connects
+        anew); the VM ends paused: `reattach` it to run on, or close it. A clone's RAM maps
+        its template's file copy-on-write: every page is written, so the checkpoint does not
+        depend on that file. VmLaunchError if QEMU refuses (a 9p share still mounted in the
+        guest blocks migration)."""
+        await self._drop_guest_link()
+        await self._migrate_to(path, ignore_shared=False, timeout_s=timeout_s)
+
+    async def reattach(self, deadline_s: float = ADOPT_DEADLINE_S) -> GuestInfo:
+        """After `checkpoint` (done or failed): run the vCPUs again if the VM is stopped,
+        connect the guest channel and say HELLO. The guest's clock is the caller's to fix
+        (it stood still while the VM was stopped). VmLaunchError if the guest does not
+        answer."""
+        if self._proc is None or self._closing or self._stack is None:
+            raise Conflict("machine is not running")
+        try:
+            async with asyncio.timeout(deadline_s):
+                status = await self.qmp("query-status")
+                if isinstance(status, dict) and status.get("status") != "running":
+                    await self.qmp("cont")
+                client = await GuestClient.connect(self.spec.ctl_socket, deadline_s)
+                try:
+                    info = await client.hello(deadline_s)
+                except BaseException:
+                    await client.close()
+                    raise
+        except (TimeoutError, qmp.QmpError, GuestProtocolError) as exc:
+            raise VmLaunchError(f"the VM (pid {self.pid}) does not answer after its "
+                                f"checkpoint: {exc}", argv=self.argv,
+                                log_tail=self.log_tail()) from exc
+        self._stack.push_async_callback(client.close)
+        client.add_lost_callback(self._on_guest_lost)
+        self._client = client
+        self._detached = False
+        self.info = info
+        return info
+
+    async def _drop_guest_link(self) -> None:
+        """Close the guest channel on purpose: its loss does not kill the VM."""
         self._detached = True
         client, self._client = self._client, None
         if client is not None:
             await client.close()
+
+    async def _migrate_to(self, path: Path, *, ignore_shared: bool, timeout_s: float) -> None:
+        """QMP `migrate` of the VM into the file `path` (written whole: a temp file renamed
+        once QEMU reports completion); the VM ends paused."""
         tmp = path.with_name(path.name + ".part")
         try:
             # Not paused first: a stream saved from a running VM makes the clone run as soon as
             # its state is in (one QMP round trip less per clone than a `cont`).
             await self.qmp(
                 "migrate-set-capabilities",
-                {"capabilities": [{"capability": "x-ignore-shared", "state": True},
+                {"capabilities": [{"capability": "x-ignore-shared", "state": ignore_shared},
                                   {"capability": "events", "state": True}]},
             )
+            # Into a local file: QEMU's default cap (128 MiB/s, meant for a network link)
+            # would make a checkpoint of all guest RAM take seconds for nothing.
+            await self.qmp("migrate-set-parameters", {"max-bandwidth": MIGRATE_MAX_BANDWIDTH})
             assert self._qmp is not None  # qmp() above checked it
             # Straight into the file through an fd QEMU is handed (no `exec:cat` helper: QEMU
             # reports completion before such a helper has written the last of its pipe, and
@@ -642,14 +705,25 @@ class Machine:
                     and e.get("data", {}).get("status") in ("completed", "failed", "cancelled"),
                     timeout_s,
                 )
+            info = await self.qmp("query-migrate")
             if done["data"]["status"] != "completed":
-                info = await self.qmp("query-migrate")
                 raise VmLaunchError(
-                    f"saving VM state failed: {info}", argv=self.argv, log_tail=self.log_tail()
+                    f"saving VM state failed: {info.get('error-desc', info)}",
+                    argv=self.argv, log_tail=self.log_tail()
                 )
         except qmp.QmpError as exc:
+            with contextlib.suppress(SteelcupError):  # a timed-out migration goes on otherwise
+                await self.qmp("migrate_cancel")
+            with contextlib.suppress(OSError):
+                tmp.unlink()
             raise VmLaunchError(f"saving VM state failed: {exc}", argv=self.argv) from exc
+        except BaseException:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise
         tmp.replace(path)
+        log.info("VM %s: state saved in %s ms (%s)", self.spec.state_dir.name,
+                 info.get("total-time"), migration_summary(info))
 
     def set_nice(self, nice: int) -> None:
         """Give every QEMU thread scheduling priority `nice` (nice is per thread in Linux)."""

@@ -124,6 +124,12 @@ class VmSpec:
     # Restore from saved device state (a template's) instead of booting (`-incoming defer`;
     # Machine hands QEMU the file as an fd).
     incoming: Path | None = None
+    # The incoming stream holds all of guest RAM (a container checkpoint, docs/checkpoints.md):
+    # it needs no RAM file, and is read without x-ignore-shared.
+    incoming_full: bool = False
+    # Anonymous RAM as the memory backend object `ram` (the RAM block name a template clone's
+    # file-backed RAM has): a VM restored from a clone's checkpoint. Not with `mem_path`.
+    ram_object: bool = False
     # virtio-net NICs, in guest order (eth0, eth1, ...).
     nics: tuple[NicSpec, ...] = ()
     # Tap NICs with IFF_VNET_HDR (checksum/segmentation offloads). Off: a clone of a template
@@ -180,8 +186,10 @@ def _check(spec: VmSpec) -> None:
         raise InvalidArgument(f"cpus must be 1..255, got {spec.cpus}")
     if spec.max_cpus and not spec.cpus <= spec.max_cpus <= 255:
         raise InvalidArgument(f"max_cpus must be cpus..255, got {spec.max_cpus}")
-    if spec.incoming is not None and spec.mem_path is None:
+    if spec.incoming is not None and spec.mem_path is None and not spec.incoming_full:
         raise InvalidArgument("restoring from a template needs its RAM file (mem_path)")
+    if spec.ram_object and spec.mem_path is not None:
+        raise InvalidArgument("RAM is either a file (mem_path) or anonymous (ram_object)")
     if spec.tcg_tb_mib < 1:
         raise InvalidArgument(f"tcg_tb_mib must be positive, got {spec.tcg_tb_mib}")
     # -qmp unix: uses the legacy chardev syntax, which cannot escape commas.
@@ -285,6 +293,9 @@ def build_argv(spec: VmSpec, fds: PassedFds | None = None) -> list[str]:
             f"mem-path={mem_path},share={shared}",
             "-machine", "memory-backend=ram",
         ]  # fmt: skip
+    elif spec.ram_object:
+        argv += ["-object", f"memory-backend-ram,id=ram,size={spec.mem_mib}M",
+                 "-machine", "memory-backend=ram"]
     argv += spec.extra_args
     # QEMU's own seccomp sandbox: no obsolete syscalls, no setuid/setgid, no scheduler or
     # resource control, no spawning processes (restore and save go through fds).
@@ -295,7 +306,7 @@ def build_argv(spec: VmSpec, fds: PassedFds | None = None) -> list[str]:
         argv += ["-chardev", f"socket,id=qmp,fd={fds.qmp},server=on,wait=off",
                  "-mon", "chardev=qmp,mode=control"]
     if spec.incoming is not None:
-        # Deferred: the x-ignore-shared capability must be on before the stream is read (QEMU
+        # Deferred: the x-ignore-shared capability must be set before the stream is read (QEMU
         # 7.2 has no -global for it), so Machine sends it and then `migrate-incoming`.
         argv += ["-incoming", "defer"]
     return argv

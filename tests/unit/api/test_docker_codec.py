@@ -158,6 +158,22 @@ def test_status_text() -> None:
     assert codec.status_text(_record(Status.CREATED)) == "Created"
 
 
+def test_a_suspended_container_is_shown_running_and_suspended() -> None:
+    start = parse_time_ns("2026-11-25T10:00:00Z") / 1e9
+    rec = _record(Status.EXITED, exit_code=137, suspended=True,
+                  finished_at="2026-11-25T10:00:05.000000000Z")
+    assert codec.status_text(rec, start + 60) == "Up About a minute (suspended)"
+    doc = codec.encode_inspect(rec, "/x.log")
+    assert doc["State"]["Status"] == "running" and doc["State"]["Running"] is True
+    assert doc["State"]["SteelcupSuspended"] is True
+    assert codec.encode_summary(rec)["State"] == "running"
+    assert codec.select_containers([rec], {}, all_=False) == [rec]  # `ps` lists it
+    assert codec.select_containers([rec], {"status": ["running"]}, all_=False) == [rec]
+    assert codec.select_containers([rec], {"status": ["exited"]}, all_=True) == []
+    plain = codec.encode_inspect(_record(), "/x.log")
+    assert plain["State"]["SteelcupSuspended"] is False
+
+
 def test_filters() -> None:
     rec = _record()
     f = codec.decode_filters(json.dumps({"label": ["tier=front"], "status": ["running"]}))
@@ -206,3 +222,30 @@ def test_decode_exec_detach_keys_in_either_spelling() -> None:
     assert codec.decode_exec("c", {"Cmd": ["sh"], "detachKeys": "ctrl-x,y"}).detach_keys == b"\x18y"
     with pytest.raises(InvalidArgument, match="Invalid detach keys"):
         codec.decode_exec("c", {"Cmd": ["sh"], "DetachKeys": "nope"})
+
+
+def test_checkpointable_decodes_and_inspects_only_when_set() -> None:
+    cfg = codec.decode_create({"Image": "a", "HostConfig": {"SteelcupCheckpointable": True}})
+    assert cfg.checkpointable
+    assert not codec.decode_create({"Image": "a"}).checkpointable
+    with pytest.raises(InvalidArgument):
+        codec.decode_create({"Image": "a", "HostConfig": {"SteelcupCheckpointable": "yes"}})
+    rec = _record()
+    assert "SteelcupCheckpointable" not in codec.encode_inspect(rec, "/x.log")["HostConfig"]
+    given = ContainerRecord(**{**rec.__dict__, "config": cfg})
+    assert codec.encode_inspect(given, "/x.log")["HostConfig"]["SteelcupCheckpointable"] is True
+
+
+def test_auto_suspend_decodes_seconds_or_a_duration_and_inspects_as_seconds() -> None:
+    def idle(value: object) -> int:
+        return codec.decode_create({"Image": "a", "HostConfig": {
+            "SteelcupCheckpointable": True, "SteelcupAutoSuspend": value}}).auto_suspend_s
+
+    assert idle(30) == 30 and idle("5m") == 300 and idle(None) == 0
+    with pytest.raises(InvalidArgument, match="SteelcupAutoSuspend"):
+        idle("later")
+    rec = _record()
+    assert "SteelcupAutoSuspend" not in codec.encode_inspect(rec, "/x.log")["HostConfig"]
+    cfg = codec.decode_create({"Image": "a", "HostConfig": {"SteelcupAutoSuspend": "1m"}})
+    given = ContainerRecord(**{**rec.__dict__, "config": cfg})
+    assert codec.encode_inspect(given, "/x.log")["HostConfig"]["SteelcupAutoSuspend"] == 60

@@ -278,3 +278,15 @@ def test_health_flags_have_help(capsys: pytest.CaptureFixture[str]) -> None:
     for flag in ("--health-cmd", "--health-interval", "--health-timeout", "--health-retries",
                  "--health-start-period", "--health-start-interval", "--no-healthcheck"):
         assert flag in text
+
+
+def test_checkpoint_flags() -> None:
+    assert parse_run("--checkpointable", "busybox")["HostConfig"] == {
+        "AutoRemove": False, "SteelcupCheckpointable": True}
+    args = build_parser("start").parse_args(["start", "--checkpoint", "cp1", "c1"])
+    assert args.checkpoint == "cp1" and args.containers == ["c1"]
+    args = build_parser("checkpoint").parse_args(
+        ["checkpoint", "create", "--leave-running", "c1", "cp1"])
+    assert (args.container, args.name, args.leave_running) == ("c1", "cp1", True)
+    args = build_parser("checkpoint").parse_args(["checkpoint", "rm", "c1", "a", "b"])
+    assert (args.container, args.names) == ("c1", ["a", "b"])

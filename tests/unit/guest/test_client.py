@@ -615,3 +615,35 @@ def test_a_pod_members_requests_name_its_container() -> None:
                 await c.setup_root("pod", container=2, **bad)  # type: ignore[arg-type]
 
     asyncio.run(run_with_guest(basic_guest(), body))
+
+
+def test_setup_root_ram_sends_cache_2_and_a_member_cannot_ask_for_it() -> None:
+    """CACHE 2 (docs/guest-protocol.md): the checkpointable root, copied into guest RAM."""
+    seen: list[int | None] = []
+
+    async def guest(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        dec = p.FrameDecoder()
+        try:
+            while True:
+                f = await frames(reader, dec)
+                if f.op == Op.SETUP_ROOT:
+                    seen.append(p.get_u32(f.fields(), Tag.CACHE))
+                    send(writer, Op.OK, f.id, [])
+                    await writer.drain()
+        except (EOFError, ConnectionError):
+            writer.close()
+
+    async def body(c: GuestClient) -> None:
+        await c.setup_root("rootfs", cache=p.RootfsCache.RAM)
+        await c.setup_root("rootfs")
+        with pytest.raises(InvalidArgument, match="always uncached"):
+            await c.setup_root("pod", subdir="m1", container=1, cache=p.RootfsCache.RAM)
+
+    asyncio.run(run_with_guest(guest, body))
+    assert seen == [2, None]
+
+
+def test_root_cache_ram_is_not_a_daemon_mode() -> None:
+    assert p.RootfsCache.from_name("loose") is p.RootfsCache.LOOSE
+    with pytest.raises(InvalidArgument, match="none or loose"):
+        p.RootfsCache.from_name("ram")

@@ -222,3 +222,27 @@ def test_dnsrr_holds_no_address_and_its_name_answers_the_backends(tmp_path: Path
         await mgr.release_vip(db.id)
         assert mgr._resolve(ALICE, "db") is None
     asyncio.run(scenario())
+
+
+def test_a_suspended_containers_held_ports_are_its_own(tmp_path: Path) -> None:
+    from steelcup.net.nft import PublishedPort
+
+    async def scenario() -> None:
+        mgr = _manager(tmp_path)
+        sleeper, other = "1" * 64, "2" * 64
+        mgr.hold_ports(sleeper, [PublishedPort("10.9.9.9", 18400, "10.213.1.9", 80)])
+        wanted = [PortMapping(80, "tcp", "10.9.9.9", 18400)]
+        with pytest.raises(Conflict, match="already allocated"):
+            await mgr.attach(other, "other", "appnet", tenant="alice", ports=wanted)
+        web = await mgr.reserve_vip("appnet", "web", "alice")
+        with pytest.raises(Conflict, match="already allocated"):
+            await mgr.publish_vip(web.id, [PortMapping(80, "tcp", "", 18400)])
+        # Its own resume publishes them again.
+        att = await mgr.attach(sleeper, "sleeper", "appnet", tenant="alice", ports=wanted)
+        assert [p.host_port for p in att.ports] == [18400]
+        await mgr.detach(sleeper)
+        mgr.drop_held_ports(sleeper)
+        att = await mgr.attach(other, "other", "appnet", tenant="alice", ports=wanted)
+        assert [p.host_port for p in att.ports] == [18400]
+        await mgr.detach(other)
+    asyncio.run(scenario())

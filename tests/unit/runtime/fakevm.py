@@ -14,6 +14,7 @@ import itertools
 import signal as signal_module
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import cast
 
 from steelcup.errors import GuestProtocolError, ProcessStartError, SteelcupError
@@ -21,15 +22,20 @@ from steelcup.guest.client import ExitStatus, GuestProcess, ProcessSpec, Stream
 from steelcup.guest.protocol import RootfsCache
 from steelcup.pool.source import VmRequest, VmSource
 from steelcup.vm.machine import Machine
+from steelcup.vm.qemu_args import VmSpec
+from steelcup.vm.saved import SavedVm
 
 _pids = itertools.count(100)
+_ids = itertools.count(1)
 
 
 class FakeProcess:
-    def __init__(self, machine: FakeMachine, spec: ProcessSpec) -> None:
+    def __init__(self, machine: FakeMachine, spec: ProcessSpec, id_: int = 0,
+                 pid: int = 0) -> None:
         self.machine = machine
         self.spec = spec
-        self.pid = next(_pids)
+        self.id = id_ or next(_ids)  # the guest protocol's process id
+        self.pid = pid or next(_pids)
         self.stdin = bytearray()
         self.stdin_closed = False
         self.signals: list[int] = []
@@ -105,6 +111,21 @@ class FakeGuest:
     async def mount(self, fields: object, *, timeout_s: float) -> None:
         self.machine.mounts.append(fields)
 
+    async def fixup(self, *, realtime_ns: int | None = None, entropy: bytes = b"",
+                    cpus: int = 0, timeout_s: float = 30.0) -> int:
+        self.machine.fixups.append((realtime_ns is not None, len(entropy)))
+        return 0
+
+    async def resume(self, process_id: int, received_bytes: int, spec: ProcessSpec, *,
+                     pid: int = 0) -> GuestProcess:
+        """RESUME: the same guest process on a new link (`FakeMachine.resumes` says with how
+        many output bytes the host had)."""
+        self.machine.resumes.append((process_id, received_bytes))
+        process = FakeProcess(self.machine, spec, process_id, pid)
+        self.machine.processes.append(process)
+        self.machine.vms.started.put_nowait(process)
+        return cast(GuestProcess, process)
+
     async def start(self, spec: ProcessSpec) -> GuestProcess:
         vms = self.machine.vms
         if vms.start_gate is not None:
@@ -138,9 +159,31 @@ class FakeMachine:
     sync_error: SteelcupError | None = None  # what SYNC_ROOT raises
     member_roots: list[tuple[int, str, str, bool]] = field(default_factory=list)
     pid: int | None = None  # no QEMU: no host figures (steelcup.metrics)
+    # Checkpoints: the machine's devices, what `checkpoint` raises (a VM QEMU cannot save),
+    # how often it was reattached, its FIXUPs (clock set, entropy bytes), RESUMEs (process id,
+    # bytes the host had) and the stream a restored machine was started from.
+    spec: VmSpec = field(default_factory=lambda: VmSpec(Path("/k"), Path("/i"), Path("/s")))
+    limit_mib: int = 256
+    checkpoint_error: SteelcupError | None = None
+    reattached: int = 0
+    fixups: list[tuple[bool, int]] = field(default_factory=list)
+    resumes: list[tuple[int, int]] = field(default_factory=list)
+    restored_from: Path | None = None
 
     def __post_init__(self) -> None:
         self.guest = FakeGuest(self)
+
+    async def checkpoint(self, path: Path) -> None:
+        """The guest link goes (the processes' output streams fail; the processes live on),
+        then the state is written, or `checkpoint_error` raised."""
+        for process in self.processes:
+            process.lose()
+        if self.checkpoint_error is not None:
+            raise self.checkpoint_error
+        path.write_bytes(b"fake VM state")
+
+    async def reattach(self) -> None:
+        self.reattached += 1
 
     def cpu_time(self) -> None:
         return None
@@ -175,6 +218,15 @@ class FakeVms:
         if self.fail_with is not None:
             raise self.fail_with
         machine = FakeMachine(self, request)
+        self.machines.append(machine)
+        return cast(Machine, machine)
+
+    async def restore(self, request: VmRequest, saved: SavedVm, stream: Path) -> Machine:
+        """The Restorer (`Runtime.restorer`): a machine that runs on from `stream`."""
+        if self.fail_with is not None:
+            raise self.fail_with
+        assert stream.read_bytes() == b"fake VM state"
+        machine = FakeMachine(self, request, restored_from=stream, limit_mib=saved.limit_mib)
         self.machines.append(machine)
         return cast(Machine, machine)
 

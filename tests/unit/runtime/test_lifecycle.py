@@ -66,6 +66,8 @@ EXPECTED: dict[Op, tuple[Status | NotModified | str, ...]] = {
                 f"You cannot export container {ID} which is Dead"),
     Op.FILES: (C, R, P, RS, f"You cannot access the files of container {ID} which is being "
                "removed", X, f"You cannot access the files of container {ID} which is Dead"),
+    Op.CHECKPOINT: (NOT_RUNNING, R, f"Container {ID} is paused, unpause the container before "
+                    "checkpoint", RESTARTING, IN_PROGRESS, NOT_RUNNING, NOT_RUNNING),
     Op.STARTED: (R, IMPOSSIBLE, IMPOSSIBLE, R, MARKED, R, IMPOSSIBLE),
     Op.START_FAILED: (C, IMPOSSIBLE, IMPOSSIBLE, X, RM, X, IMPOSSIBLE),
     Op.EXITED: (IMPOSSIBLE, X, X, IMPOSSIBLE, RM, IMPOSSIBLE, IMPOSSIBLE),

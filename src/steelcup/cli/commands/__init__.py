@@ -16,6 +16,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "stop": ("containers", "stop running containers"),
     "restart": ("containers", "restart containers"),
     "kill": ("containers", "kill running containers"),
+    "suspend": ("containers", "save checkpointable containers' VMs to disk and end their "
+                              "QEMU until resumed (they keep their name, addresses and ports)"),
+    "resume": ("containers", "run suspended containers' VMs on from where they were saved"),
     "pause": ("containers", "freeze every process of containers (their VMs' vCPUs stop)"),
     "unpause": ("containers", "let paused containers run again"),
     "rm": ("containers", "remove containers"),
@@ -54,6 +57,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "update": ("secgroup", "change a container's security groups (--sg-add, --sg-rm)"),
     "volume": ("volume", "manage volumes"),
     "snapshot": ("snapshot", "snapshot volumes and make volumes from snapshots"),
+    "checkpoint": ("checkpoint", "save running containers' VMs and run them on later"),
     "cron": ("cron", "run containers on a schedule, with a history of runs"),
     "tenant": ("tenant", "manage tenants and their credentials (operator)"),
     "quota": ("tenant", "show your tenant's quotas and what it uses of each"),

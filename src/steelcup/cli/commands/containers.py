@@ -127,6 +127,18 @@ def add_container_flags(p: argparse.ArgumentParser, *, run: bool, job: bool = Fa
         "--privileged", action="store_true",
         help="give the container's processes every Linux capability",
     )
+    p.add_argument(
+        "--checkpointable", action="store_true",
+        help="hold the container's root in its VM's memory (copied at start; changes are lost "
+        "when it exits) so that `steelcup checkpoint create` can save the running container; "
+        "no volumes or bind mounts (sent as HostConfig.SteelcupCheckpointable)",
+    )
+    p.add_argument(
+        "--auto-suspend", default="", metavar="IDLE",
+        help="with --checkpointable: suspend the container after IDLE (e.g. 30s, 5m) without "
+        "network traffic; a connection to a published port resumes it (sent as "
+        "HostConfig.SteelcupAutoSuspend, seconds)",
+    )
     p.add_argument("image", metavar="IMAGE")
     p.add_argument("command", nargs=argparse.REMAINDER, metavar="COMMAND [ARG...]")
 
@@ -205,6 +217,8 @@ def _options(args: argparse.Namespace, *, run: bool) -> ContainerOptions:
         group_add=args.group_add,
         cap_drop=args.cap_drop,
         privileged=args.privileged,
+        checkpointable=args.checkpointable,
+        auto_suspend=args.auto_suspend,
         healthcheck=health_config(
             cmd=args.health_cmd, interval=args.health_interval, timeout=args.health_timeout,
             start_period=args.health_start_period, start_interval=args.health_start_interval,
@@ -229,6 +243,9 @@ def register(sub: Any, name: str, help_text: str) -> None:
         p = sub.add_parser(name, help=help_text)
         p.add_argument("-a", "--attach", action="store_true", help="attach STDOUT/STDERR")
         p.add_argument("-i", "--interactive", action="store_true", help="attach STDIN")
+        p.add_argument("--checkpoint", default="", metavar="NAME",
+                       help="run the container on from its checkpoint NAME (steelcup "
+                            "checkpoint create) instead of starting it afresh")
         p.add_argument("containers", nargs="+", metavar="CONTAINER")
         p.set_defaults(func=cmd_start)
     elif name == "exec":
@@ -296,7 +313,7 @@ def register(sub: Any, name: str, help_text: str) -> None:
         p.add_argument("-s", "--signal", default="", help="signal to send first")
         p.add_argument("containers", nargs="+", metavar="CONTAINER")
         p.set_defaults(func=cmd_stop if name == "stop" else cmd_restart)
-    elif name in ("pause", "unpause"):
+    elif name in ("pause", "unpause", "suspend", "resume"):
         p = sub.add_parser(name, help=help_text, description=help_text + ".")
         p.add_argument("containers", nargs="+", metavar="CONTAINER")
         p.set_defaults(func=cmd_pause_unpause, action=name)
@@ -538,6 +555,10 @@ def cmd_run(ctx: Context, args: argparse.Namespace) -> int:
 
 def cmd_start(ctx: Context, args: argparse.Namespace) -> int:
     client = ctx.client()
+    query = {"checkpoint": args.checkpoint} if args.checkpoint else None
+    if args.checkpoint and (len(args.containers) > 1 or args.attach or args.interactive):
+        print("steelcup: --checkpoint starts one container, unattached", file=sys.stderr)
+        return 1
     if args.attach or args.interactive:
         if len(args.containers) > 1:
             print(
@@ -557,7 +578,7 @@ def cmd_start(ctx: Context, args: argparse.Namespace) -> int:
     failed = []
     for name in args.containers:
         try:
-            client.post(f"{_c(name)}/start")
+            client.post(f"{_c(name)}/start", query)
             print(name)
         except SteelcupError as exc:
             report(exc)

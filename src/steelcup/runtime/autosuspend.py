@@ -1,0 +1,208 @@
+"""--auto-suspend (docs/checkpoints.md, "Auto-suspend"): a checkpointable container without
+network traffic for its IDLE is suspended, and a connection to one of its published TCP ports
+resumes it; the connection is held meanwhile, not refused.
+
+Idle means its NICs' host-side counters (tap rx/tx packets) did not move: traffic through its
+published ports, and any other. While it is suspended its ports are unpublished (its taps and
+NAT rules go with its VM), so the daemon listens on each of its TCP ports itself (a wake
+proxy, net/proxy.py's TcpProxy with a `before_connect` that resumes it, bound with
+SO_REUSEPORT). The first connection resumes the container, which publishes its ports again
+(its own loopback proxy can bind beside the wake proxy's socket, and DNAT takes the other
+addresses' traffic first), then is relayed to the container's address; once the resume is
+done the wake proxy takes no more connections and relays those it holds to their end.
+
+`parse_idle` and `IdleClock` are pure; `AutoSuspender` is the daemon's loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from steelcup.errors import InvalidArgument, SteelcupError
+from steelcup.net.proxy import TcpProxy
+from steelcup.runtime.model import Status
+
+if TYPE_CHECKING:
+    from steelcup.net.nft import PublishedPort
+    from steelcup.runtime.containers import Runtime
+
+log = logging.getLogger(__name__)
+
+PERIOD_S = 1.0  # how often the counters are read
+MAX_IDLE_S = 30 * 24 * 3600
+# A resumed VM answers within seconds; a held connection waits this long for its target.
+WAKE_CONNECT_TIMEOUT_S = 60.0
+_UNITS = {"s": 1, "m": 60, "h": 3600}
+_IDLE_RE = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
+
+
+def parse_idle(value: object, field: str) -> int:
+    """Seconds of idleness from an API value: an integer of seconds, or a duration of whole
+    hours, minutes and seconds ("90s", "5m", "1h30m"); 0 = never. Pure."""
+    if isinstance(value, bool):
+        raise InvalidArgument(f"{field}: expected seconds or a duration such as 5m")
+    seconds: int
+    if isinstance(value, int):
+        seconds = value
+    elif isinstance(value, float) and value.is_integer():
+        seconds = int(value)
+    elif isinstance(value, str):
+        text = value.strip()
+        match = _IDLE_RE.match(text)
+        if text.isdigit():
+            seconds = int(text)
+        elif text and match is not None:
+            h, m, s = (int(g) if g else 0 for g in match.groups())
+            seconds = h * _UNITS["h"] + m * _UNITS["m"] + s
+        else:
+            raise InvalidArgument(f"{field}: {value!r} is not seconds or a duration such as "
+                                  "30s, 5m or 1h30m")
+    else:
+        raise InvalidArgument(f"{field}: expected seconds or a duration such as 5m")
+    if seconds < 0 or seconds > MAX_IDLE_S:
+        raise InvalidArgument(f"{field}: {seconds} s is out of range (0 to {MAX_IDLE_S})")
+    return seconds
+
+
+@dataclass(frozen=True)
+class IdleClock:
+    """The last counters seen and since when they have not moved."""
+
+    counters: tuple[int, ...]
+    since: float
+
+    def observe(self, counters: tuple[int, ...], now: float) -> IdleClock:
+        """The clock after seeing `counters` at `now`. Pure."""
+        return self if counters == self.counters else IdleClock(counters, now)
+
+    def idle_s(self, now: float) -> float:
+        return now - self.since
+
+
+def read_counters(sys_net: Path, taps: tuple[str, ...]) -> tuple[int, ...]:
+    """Packets each way on each tap (a tap gone reads as -1: that is a change too)."""
+    values = []
+    for tap in taps:
+        for key in ("rx_packets", "tx_packets"):
+            try:
+                values.append(int((sys_net / tap / "statistics" / key).read_text()))
+            except (OSError, ValueError):
+                values.append(-1)
+    return tuple(values)
+
+
+class AutoSuspender:
+    """Suspends idle --auto-suspend containers and serves their ports while they sleep."""
+
+    def __init__(self, runtime: Runtime, netns: str | None,
+                 sys_net: Path = Path("/sys/class/net"), period_s: float = PERIOD_S) -> None:
+        self.runtime = runtime
+        self.netns = netns
+        self.sys_net = sys_net
+        self.period_s = period_s
+        self._clocks: dict[str, IdleClock] = {}
+        self._wake: dict[str, list[TcpProxy]] = {}  # listening for a suspended container
+        self._waking: dict[str, asyncio.Task[None]] = {}
+        self._draining: list[TcpProxy] = []  # no longer listening; relays held connections
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            with contextlib.suppress(SteelcupError, OSError):
+                await self.tick(loop.time())
+            await asyncio.sleep(self.period_s)  # a polling period, not a synchronisation
+
+    async def tick(self, now: float) -> None:
+        """One look at every --auto-suspend container."""
+        seen = set()
+        for record in self.runtime.list():
+            if not record.config.auto_suspend_s:
+                continue
+            cid = record.id
+            seen.add(cid)
+            if record.state.suspended:
+                self._clocks.pop(cid, None)
+                if cid not in self._wake and cid not in self._waking:
+                    await self._listen(cid, self.runtime.suspended_ports(cid))
+                continue
+            self._stop_listening(cid)
+            if record.state.status is not Status.RUNNING:
+                self._clocks.pop(cid, None)
+                continue
+            counters = await asyncio.to_thread(read_counters, self.sys_net,
+                                               self.runtime.run_taps(cid))
+            clock = self._clocks.get(cid)
+            clock = IdleClock(counters, now) if clock is None else clock.observe(counters, now)
+            self._clocks[cid] = clock
+            if clock.idle_s(now) >= record.config.auto_suspend_s:
+                await self._suspend(cid, clock.idle_s(now))
+        for cid in [c for c in (*self._wake, *self._clocks) if c not in seen]:
+            self._clocks.pop(cid, None)
+            self._stop_listening(cid)
+        self._draining = [p for p in self._draining if p.relaying]
+
+    async def _suspend(self, cid: str, idle_s: float) -> None:
+        self._clocks.pop(cid, None)
+        try:
+            if not await self.runtime.suspend(cid):
+                return
+        except SteelcupError as exc:  # not running any more, or the save failed: runs on
+            log.warning("container %s: auto-suspend failed: %s", cid[:12], exc)
+            return
+        log.info("container %s: suspended after %.0f s without network traffic", cid[:12],
+                 idle_s)
+        await self._listen(cid, self.runtime.suspended_ports(cid))
+
+    async def _listen(self, cid: str, ports: list[PublishedPort]) -> None:
+        """Wake proxies on the container's TCP ports (UDP ports do not wake it)."""
+        proxies = []
+
+        async def wake() -> None:
+            task = self._waking.get(cid)
+            if task is None:
+                task = asyncio.create_task(self._resume(cid), name=f"wake-{cid[:12]}")
+                self._waking[cid] = task
+            await asyncio.shield(task)
+
+        for port in ports:
+            if port.proto != "tcp":
+                continue
+            proxy = TcpProxy(port.host_ip or "0.0.0.0", port.host_port, port.container_ip,
+                             port.container_port, self.netns, before_connect=wake,
+                             connect_timeout_s=WAKE_CONNECT_TIMEOUT_S)
+            try:
+                await proxy.start()
+            except OSError as exc:
+                log.warning("container %s: cannot listen on port %d to resume it on a "
+                            "connection: %s", cid[:12], port.host_port, exc)
+                continue
+            proxies.append(proxy)
+        self._wake[cid] = proxies
+
+    async def _resume(self, cid: str) -> None:
+        try:
+            await self.runtime.resume(cid)
+            log.info("container %s: resumed by a connection", cid[:12])
+        finally:
+            self._waking.pop(cid, None)
+            self._stop_listening(cid)
+
+    def _stop_listening(self, cid: str) -> None:
+        for proxy in self._wake.pop(cid, []):
+            proxy.stop_listening()
+            self._draining.append(proxy)
+
+    async def close(self) -> None:
+        for task in list(self._waking.values()):
+            task.cancel()
+        for cid in list(self._wake):
+            self._stop_listening(cid)
+        for proxy in self._draining:
+            await proxy.close()
+        self._draining = []

@@ -1,0 +1,193 @@
+"""--auto-suspend's parts without a VM (runtime/autosuspend.py): the IDLE setting, the idle
+clock, the tap counters, and the wake proxy that holds a connection until its target is up
+(on the host's loopback; tests/vm/test_suspend.py runs it with a real VM)."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from pathlib import Path
+
+import pytest
+
+from steelcup.errors import InvalidArgument
+from steelcup.net.nft import PublishedPort
+from steelcup.net.proxy import TcpProxy
+from steelcup.runtime.autosuspend import AutoSuspender, IdleClock, parse_idle, read_counters
+from steelcup.runtime.model import ContainerConfig, ContainerRecord, ContainerState, Status
+
+
+def test_idle_is_seconds_or_a_duration() -> None:
+    assert parse_idle(30, "f") == 30
+    assert parse_idle(30.0, "f") == 30
+    assert parse_idle("45", "f") == 45
+    assert parse_idle("90s", "f") == 90
+    assert parse_idle("5m", "f") == 300
+    assert parse_idle("1h30m", "f") == 5400
+    assert parse_idle(0, "f") == 0
+    for bad in ("soon", "5 m", "1.5m", "", True, -1, [], 10**9, 1.5):
+        with pytest.raises(InvalidArgument, match="f"):
+            parse_idle(bad, "f")
+
+
+def test_the_idle_clock_restarts_when_counters_move() -> None:
+    clock = IdleClock((1, 2), since=100.0)
+    assert clock.observe((1, 2), 130.0) is clock and clock.idle_s(130.0) == 30.0
+    moved = clock.observe((1, 3), 131.0)
+    assert moved.since == 131.0 and moved.idle_s(140.0) == 9.0
+
+
+def test_counters_are_read_per_tap_and_a_missing_tap_reads_as_a_change(tmp_path: Path) -> None:
+    stats = tmp_path / "sct1" / "statistics"
+    stats.mkdir(parents=True)
+    (stats / "rx_packets").write_text("7\n")
+    (stats / "tx_packets").write_text("9\n")
+    assert read_counters(tmp_path, ("sct1",)) == (7, 9)
+    assert read_counters(tmp_path, ("sct1", "gone")) == (7, 9, -1, -1)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_a_wake_proxy_holds_a_connection_until_its_target_is_up() -> None:
+    async def main() -> None:
+        front, back = _free_port(), _free_port()
+        servers: list[asyncio.Server] = []
+
+        async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            writer.write(b"up:" + await reader.readline())
+            await writer.drain()
+            writer.close()
+
+        async def wake() -> None:  # as a resume does: the target comes up meanwhile
+            await asyncio.sleep(0.3)
+            servers.append(await asyncio.start_server(echo, "127.0.0.1", back))
+
+        proxy = TcpProxy("0.0.0.0", front, "127.0.0.1", back, before_connect=wake)
+        await proxy.start()
+        # The container's own proxy binds the port beside it (SO_REUSEPORT), as a resume's
+        # publication does, and takes the loopback's new connections from then on.
+        own = TcpProxy("127.0.0.1", front, "127.0.0.1", back)
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", front)
+            writer.write(b"hello\n")
+            await writer.drain()
+            assert await asyncio.wait_for(reader.read(), 10) == b"up:hello\n"
+            writer.close()
+            await own.start()
+            proxy.stop_listening()
+            reader, writer = await asyncio.open_connection("127.0.0.1", front)
+            writer.write(b"again\n")
+            assert await asyncio.wait_for(reader.read(), 10) == b"up:again\n"
+            writer.close()
+        finally:
+            await proxy.close()
+            await own.close()
+            for server in servers:
+                server.close()
+
+    asyncio.run(main())
+
+
+def test_a_wake_that_fails_drops_the_connection() -> None:
+    async def main() -> None:
+        front = _free_port()
+
+        async def wake() -> None:
+            raise InvalidArgument("no checkpoint")
+
+        proxy = TcpProxy("127.0.0.1", front, "127.0.0.1", 9, before_connect=wake)
+        await proxy.start()
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", front)
+            assert await asyncio.wait_for(reader.read(), 10) == b""
+            writer.close()
+        finally:
+            await proxy.close()
+
+    asyncio.run(main())
+
+
+class FakeRuntime:
+    """What AutoSuspender asks of the runtime: one --auto-suspend container whose resume
+    brings up `target_port` on the loopback, as a resumed VM's service."""
+
+    def __init__(self, record: ContainerRecord, host_port: int, target_port: int) -> None:
+        self.record = record
+        self.host_port = host_port
+        self.target_port = target_port
+        self.calls: list[str] = []
+        self.servers: list[asyncio.Server] = []
+
+    def list(self) -> list[ContainerRecord]:
+        return [self.record]
+
+    def run_taps(self, ref: str) -> tuple[str, ...]:
+        return ("sct1",)
+
+    def suspended_ports(self, ref: str) -> list[PublishedPort]:
+        return [PublishedPort("127.0.0.1", self.host_port, "127.0.0.1", self.target_port),
+                PublishedPort("127.0.0.1", self.host_port, "127.0.0.1", 53, "udp")]
+
+    async def suspend(self, ref: str) -> bool:
+        self.calls.append("suspend")
+        self.record = self.record.with_state(status=Status.EXITED, suspended=True)
+        return True
+
+    async def resume(self, ref: str) -> bool:
+        self.calls.append("resume")
+
+        async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            writer.write(b"awake")
+            await writer.drain()
+            writer.close()
+
+        self.servers.append(await asyncio.start_server(answer, "127.0.0.1", self.target_port))
+        self.record = self.record.with_state(status=Status.RUNNING, suspended=False)
+        return True
+
+
+def test_an_idle_container_is_suspended_and_a_connection_resumes_it_once(
+        tmp_path: Path) -> None:
+    stats = tmp_path / "sct1" / "statistics"
+    stats.mkdir(parents=True)
+    for key in ("rx_packets", "tx_packets"):
+        (stats / key).write_text("5\n")
+
+    async def main() -> None:
+        record = ContainerRecord(
+            id="c" * 64, name="web", created="2026-01-01T00:00:00Z",
+            config=ContainerConfig(image="b", image_id="", checkpointable=True,
+                                   auto_suspend_s=4),
+            path="httpd", args=(), state=ContainerState(status=Status.RUNNING))
+        runtime = FakeRuntime(record, _free_port(), _free_port())
+        suspender = AutoSuspender(runtime, None, sys_net=tmp_path)  # type: ignore[arg-type]
+        try:
+            await suspender.tick(100.0)
+            (stats / "rx_packets").write_text("6\n")  # traffic: the clock starts again
+            await suspender.tick(103.0)
+            await suspender.tick(106.0)
+            assert runtime.calls == []
+            await suspender.tick(107.0)
+            assert runtime.calls == ["suspend"]
+            # Two clients at once: held, one resume, both answered.
+            clients = [await asyncio.open_connection("127.0.0.1", runtime.host_port)
+                       for _ in range(2)]
+            for reader, writer in clients:
+                assert await asyncio.wait_for(reader.read(), 10) == b"awake"
+                writer.close()
+            assert runtime.calls == ["suspend", "resume"]
+            await suspender.tick(108.0)  # running again: its clock starts afresh
+            await suspender.tick(111.0)
+            assert runtime.calls == ["suspend", "resume"]
+            with pytest.raises(OSError):  # the wake proxy listens no more
+                await asyncio.open_connection("127.0.0.1", runtime.host_port)
+        finally:
+            await suspender.close()
+            for server in runtime.servers:
+                server.close()
+
+    asyncio.run(main())

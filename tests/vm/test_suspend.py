@@ -1,0 +1,216 @@
+"""Suspend and resume with real VMs (docs/checkpoints.md, "Suspend"): a suspended container's
+QEMU is gone while clients see it running; resume, exec or start runs its VM on from where it
+was saved (the counter in its memory goes on); stop ends it unresumed; it stays suspended
+across a daemon restart."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.vm.support import (
+    BUSYBOX_TAR,
+    Daemon,
+    delete_netns,
+    in_netns,
+    leftovers_of,
+    need_assets,
+    new_netns,
+    start_daemon,
+    stop_daemon,
+    wait_pool_ready,
+    wait_until,
+)
+
+pytestmark = pytest.mark.vm
+IMG = "steelcup/busybox"
+PORT = 18291
+AUTO_PORT = 18292
+PROGRAM = ("mkdir -p /www && echo hello from suspend > /www/index.html && httpd -p 80 -h /www"
+           " && i=0; while true; do i=$((i+1)); echo tick $i; sleep 0.2; done")
+
+
+def _ticks(daemon: Daemon, cid: str) -> list[int]:
+    return [int(m) for m in re.findall(r"^tick (\d+)$", daemon.out("logs", cid), re.M)]
+
+
+def _state(daemon: Daemon, cid: str) -> dict[str, object]:
+    state: dict[str, object] = json.loads(daemon.out("inspect", cid))[0]["State"]
+    return state
+
+
+def _qemus_of(cid: str) -> int:
+    """QEMU processes of the container's restored VMs: their state directory (in the command
+    line, or the cgroup named after it) starts with its short id. A VM of the warm cache it
+    started in was named before it existed."""
+    found = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            cgroup = (entry / "cgroup").read_text()
+        except OSError:
+            continue
+        if "qemu-system" in cmdline and (f"/{cid[:12]}-" in cmdline or f"/{cid[:12]}-" in cgroup):
+            found += 1
+    return found
+
+
+def _fetch(netns: str, url: str) -> str:
+    probe = ("import urllib.request\n"
+             f"print(urllib.request.urlopen('{url}', timeout=60).read().decode(), end='')\n")
+    return in_netns(netns, "python3", "-c", probe, timeout=90).stdout.decode()
+
+
+def test_a_suspended_container_runs_on_when_resumed(tmp_path: Path) -> None:
+    need_assets()
+    netns = new_netns("susp")
+    root, sock = tmp_path / "root", tmp_path / "run" / "steelcup.sock"
+    daemon = start_daemon(root, sock, netns)
+    try:
+        daemon.cli("load", "-i", str(BUSYBOX_TAR), check=True)
+        wait_pool_ready(daemon)
+        plain = daemon.out("run", "-d", IMG, "sleep", "1000").strip()
+        refused = daemon.cli("suspend", plain)
+        assert refused.returncode != 0 and b"--checkpointable" in refused.stderr
+        daemon.out("rm", "-f", plain)
+
+        cid = daemon.out("run", "-d", "--checkpointable", "--name", "sleepy", "-p",
+                         f"127.0.0.1:{PORT}:80", IMG, "sh", "-c", PROGRAM).strip()
+        wait_until(lambda: len(_ticks(daemon, cid)) >= 5, "ticks", timeout_s=60)
+        address = json.loads(daemon.out("inspect", cid))[0]["NetworkSettings"]["IPAddress"]
+
+        daemon.out("suspend", "sleepy")
+        state = _state(daemon, cid)
+        assert state["Status"] == "running" and state["Running"] is True
+        assert state["SteelcupSuspended"] is True
+        assert "(suspended)" in daemon.out("ps")
+        assert "suspend" not in daemon.out("checkpoint", "ls", cid)  # not a user's checkpoint
+        saved = _ticks(daemon, cid)
+        assert saved == list(range(1, len(saved) + 1))
+
+        daemon.out("resume", "sleepy")
+        assert _state(daemon, cid)["SteelcupSuspended"] is False
+        wait_until(lambda: len(_ticks(daemon, cid)) >= len(saved) + 3, "ticks after resume",
+                   timeout_s=60)
+        assert _ticks(daemon, cid)[len(saved)] == len(saved) + 1  # on from its memory
+        assert _qemus_of(cid) == 1  # a QEMU of its own again
+        assert json.loads(daemon.out("inspect", cid))[0]["NetworkSettings"]["IPAddress"] \
+            == address
+        assert _fetch(netns, f"http://127.0.0.1:{PORT}/") == "hello from suspend\n"
+
+        # exec of a suspended container resumes it first.
+        daemon.out("suspend", cid)
+        assert _qemus_of(cid) == 0  # its QEMU is gone
+        counted = len(_ticks(daemon, cid))
+        assert daemon.out("exec", cid, "echo", "awake").strip() == "awake"
+        assert _state(daemon, cid)["SteelcupSuspended"] is False
+        wait_until(lambda: len(_ticks(daemon, cid)) > counted, "ticks after exec", timeout_s=60)
+        assert _ticks(daemon, cid)[counted] == counted + 1
+
+        # A suspended container stays suspended across a daemon restart, and resumes after.
+        daemon.out("suspend", cid)
+        counted = len(_ticks(daemon, cid))
+        stop_daemon(daemon)
+        daemon = start_daemon(root, sock, netns)
+        assert _state(daemon, cid)["SteelcupSuspended"] is True
+        daemon.out("start", cid)  # start of a suspended container is a resume
+        wait_until(lambda: len(_ticks(daemon, cid)) > counted, "ticks after restart",
+                   timeout_s=60)
+        assert _ticks(daemon, cid)[counted] == counted + 1
+
+        # stop ends a suspended container without running it on.
+        daemon.out("suspend", cid)
+        daemon.out("stop", cid)
+        state = _state(daemon, cid)
+        assert state["Running"] is False and state["SteelcupSuspended"] is False
+        assert _qemus_of(cid) == 0  # not resumed to be stopped
+        assert not (root / "containers" / cid / "suspended").exists()
+        daemon.out("rm", cid)
+    finally:
+        stop_daemon(daemon)
+        delete_netns(netns)
+    assert leftovers_of(root, netns=netns) == []
+
+
+def test_an_idle_container_is_suspended_and_a_connection_resumes_it(tmp_path: Path) -> None:
+    need_assets()
+    netns = new_netns("autosusp")
+    root, sock = tmp_path / "root", tmp_path / "run" / "steelcup.sock"
+    daemon = start_daemon(root, sock, netns)
+    try:
+        daemon.cli("load", "-i", str(BUSYBOX_TAR), check=True)
+        wait_pool_ready(daemon)
+        refused = daemon.cli("run", "-d", "--auto-suspend", "5s", IMG, "true")
+        assert refused.returncode != 0 and b"--checkpointable" in refused.stderr
+        cid = daemon.out("run", "-d", "--checkpointable", "--auto-suspend", "4s", "-p",
+                         f"127.0.0.1:{AUTO_PORT}:80", IMG, "sh", "-c", PROGRAM).strip()
+        assert json.loads(daemon.out("inspect", cid))[0]["HostConfig"][
+            "SteelcupAutoSuspend"] == 4
+        assert _fetch(netns, f"http://127.0.0.1:{AUTO_PORT}/") == "hello from suspend\n"
+        wait_until(lambda: _state(daemon, cid)["SteelcupSuspended"] is True,
+                   "the idle container suspended", timeout_s=120)
+        counted = len(_ticks(daemon, cid))
+        # A client's request to the suspended container is held while it resumes, then
+        # answered: no refusal, no error.
+        assert _fetch(netns, f"http://127.0.0.1:{AUTO_PORT}/") == "hello from suspend\n"
+        assert _state(daemon, cid)["SteelcupSuspended"] is False
+        wait_until(lambda: len(_ticks(daemon, cid)) > counted, "ticks after the wake",
+                   timeout_s=60)
+        assert _ticks(daemon, cid)[counted] == counted + 1  # on from where it slept
+        # Idle again: suspended again, and woken again.
+        wait_until(lambda: _state(daemon, cid)["SteelcupSuspended"] is True,
+                   "suspended again", timeout_s=120)
+        assert _fetch(netns, f"http://127.0.0.1:{AUTO_PORT}/") == "hello from suspend\n"
+        daemon.out("rm", "-f", cid)
+    finally:
+        stop_daemon(daemon)
+        delete_netns(netns)
+    assert leftovers_of(root, netns=netns) == []
+
+
+def test_docker_clients_take_a_suspended_container_as_running(tmp_path: Path) -> None:
+    import docker  # docker-py
+
+    need_assets()
+    netns = new_netns("suspdock")
+    root, sock = tmp_path / "root", tmp_path / "run" / "steelcup.sock"
+    daemon = start_daemon(root, sock, netns)
+    env = {"DOCKER_HOST": f"unix://{sock}", "PATH": "/usr/local/bin:/usr/bin:/bin",
+           "HOME": str(root)}
+
+    def docker_cli(*args: str) -> str:
+        result = subprocess.run(["docker", *args], capture_output=True, env=env, timeout=180)
+        assert result.returncode == 0, result.stderr.decode()
+        return result.stdout.decode()
+
+    client = docker.DockerClient(base_url=f"unix://{sock}")
+    try:
+        daemon.cli("load", "-i", str(BUSYBOX_TAR), check=True)
+        wait_pool_ready(daemon)
+        cid = daemon.out("run", "-d", "--checkpointable", "--name", "napper", IMG, "sh", "-c",
+                         PROGRAM).strip()
+        wait_until(lambda: len(_ticks(daemon, cid)) >= 3, "ticks", timeout_s=60)
+        daemon.out("suspend", cid)
+        assert "(suspended)" in docker_cli("ps")
+        assert docker_cli("inspect", "-f", "{{.State.Running}} {{.State.Status}}",
+                          "napper").split() == ["true", "running"]
+        assert client.containers.get(cid).status == "running"
+        assert [c.id for c in client.containers.list()] == [cid]
+        assert docker_cli("exec", "napper", "echo", "hi").strip() == "hi"  # resumed first
+        assert _state(daemon, cid)["SteelcupSuspended"] is False
+        daemon.out("suspend", cid)
+        client.containers.get(cid).stop(timeout=1)  # ends it unresumed
+        assert client.containers.get(cid).status == "exited"
+        assert _qemus_of(cid) == 0
+        docker_cli("rm", "napper")
+    finally:
+        client.close()
+        stop_daemon(daemon)
+        delete_netns(netns)
+    assert leftovers_of(root, netns=netns) == []
