@@ -17,6 +17,7 @@ from typing import Any
 from steelcup import boundedfs
 from steelcup.api.detach_keys import parse_detach_keys
 from steelcup.api.filters import parse_filters
+from steelcup.cgroups import paths as cgroup_paths
 from steelcup.errors import InvalidArgument, NotFound, Unsupported
 from steelcup.humanize import human_duration
 from steelcup.image.config import HealthConfig
@@ -386,6 +387,11 @@ def decode_create(body: Any) -> ContainerConfig:
     if netns_path and not netns_path.startswith("/"):
         raise InvalidArgument(f"HostConfig.SteelcupNetns must be an absolute path, not "
                               f"{netns_path!r}")
+    # and the container's cgroup on the host, which the VM's QEMU joins (operator only)
+    cgroup_path = _get(host, "SteelcupCgroup", str, "")
+    host.pop("SteelcupCgroup", None)
+    if cgroup_path:
+        cgroup_path = cgroup_paths.validate(cgroup_path)
     check_host_settings(host)
     check_endpoint_settings(body)
     if body.get("MacAddress"):  # where clients before API 1.44 put --mac-address
@@ -476,6 +482,7 @@ def decode_create(body: Any) -> ContainerConfig:
         pod_sandbox=pod_sandbox,
         pod_of=pod_of,
         netns_path=netns_path,
+        cgroup_path=cgroup_path,
     )
 
 
@@ -827,6 +834,7 @@ def encode_inspect(
             **({"SteelcupPodSandbox": True} if config.pod_sandbox else {}),
             **({"SteelcupPodOf": config.pod_of} if config.pod_of else {}),
             **({"SteelcupNetns": config.netns_path} if config.netns_path else {}),
+            **({"SteelcupCgroup": config.cgroup_path} if config.cgroup_path else {}),
         },
         "GraphDriver": {"Name": "overlay", "Data": None},
         "Mounts": encode_mounts(config),

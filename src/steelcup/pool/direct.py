@@ -67,6 +67,9 @@ class DirectSource:
         cgroup = None
         if handle.cgroup and self.cgroups is not None:
             cgroup = self.cgroups.vm(state_dir.name)
+            if handle.cgroup != str(cgroup.path):  # a container's cgroup it was moved to
+                cgroup = VmCgroup(Path(handle.cgroup), cgroup.layout, cgroup.overhead_mib,
+                                  borrowed=True)
         return KeepConsoleMachine(spec, keep_console_at=keep_console_at, cgroup=cgroup,
                                   limit_mib=handle.limit_mib, outlive_daemon=True)
 

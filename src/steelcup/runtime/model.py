@@ -113,6 +113,11 @@ class ContainerConfig:
     # steelcup-runtime's OCI netns path): the VM's one NIC is mirrored into it
     # (steelcup.net.netnsnic) and the daemon's own networks are not used; "" = they are.
     netns_path: str = ""
+    # The container's cgroup on the host (HostConfig.SteelcupCgroup, the operator's only:
+    # steelcup-runtime's OCI linux.cgroupsPath), a path from the hierarchy's root: the VM's
+    # QEMU is moved into it once acquired (steelcup.cgroups); "" = QEMU stays where the
+    # daemon put it.
+    cgroup_path: str = ""
 
     def rlimits(self) -> tuple[str, ...]:
         """The ulimits as the guest protocol's RLIMIT fields."""

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from steelcup import userns
+from steelcup.cgroups import place as cgroup_place
 from steelcup.errors import Conflict, GuestProtocolError, SteelcupError, VmLaunchError
 from steelcup.guest.client import GuestClient, GuestInfo
 from steelcup.guestlog import clip
@@ -229,6 +230,40 @@ class Machine:
     def oom_killed(self) -> bool:
         """Whether the host's OOM killer ended this VM's QEMU (it went over its limit)."""
         return self.cgroup is not None and self.cgroup.oom_kills() > 0
+
+    def place_in_cgroup(self, path: str) -> None:
+        """Move QEMU into the container's host cgroup `path` (made where missing) in every
+        hierarchy below /sys/fs/cgroup. In the memory controller's hierarchy the cgroup
+        becomes the VM's memory cgroup: it gets the VM's limit (guest RAM plus overhead) and
+        the daemon's own for the VM is removed. Blocking; CgroupPlaceError if the host
+        refuses (docs/oci-runtime.md, "The container's cgroup")."""
+        pid = self.pid
+        if pid is None:
+            raise Conflict("machine is not running (start() it first)")
+        placed = cgroup_place.make(path)
+        vm_cgroup, old = self.cgroup, None
+        if vm_cgroup is not None:
+            memory = next((p for p in placed
+                           if Path(p.hierarchy.mount) in vm_cgroup.path.parents), None)
+            if memory is not None:
+                try:
+                    old = vm_cgroup.lend_to(memory.directory)
+                except OSError as exc:
+                    raise cgroup_place.CgroupPlaceError(
+                        f"cannot set the VM's memory limit on the cgroup {path}: {exc}",
+                        exc.errno or 0) from exc
+        try:
+            cgroup_place.enter(placed, pid)
+        except cgroup_place.CgroupPlaceError:
+            if vm_cgroup is not None and old is not None:
+                vm_cgroup.take_back(old)
+            raise
+        if old is not None:
+            try:
+                old.rmdir()
+            except OSError as exc:
+                log.warning("vm %s: its former memory cgroup %s is left: %s",
+                            self.spec.state_dir.name, old, exc)
 
     def set_memory_limit(self, mem_mib: int) -> None:
         """Limit the VM to `mem_mib` of guest RAM (plus overhead) from the host: before the

@@ -138,9 +138,13 @@ class FakeMachine:
     sync_error: SteelcupError | None = None  # what SYNC_ROOT raises
     member_roots: list[tuple[int, str, str, bool]] = field(default_factory=list)
     pid: int | None = None  # no QEMU: no host figures (steelcup.metrics)
+    cgroups: list[str] = field(default_factory=list)  # place_in_cgroup calls, in order
 
     def __post_init__(self) -> None:
         self.guest = FakeGuest(self)
+
+    def place_in_cgroup(self, path: str) -> None:
+        self.cgroups.append(path)
 
     def cpu_time(self) -> None:
         return None
