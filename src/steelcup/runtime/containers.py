@@ -730,6 +730,7 @@ class Runtime:
             console_log=cdir / "console.log",
             name=record.id[:12],
             tenant=config.tenant,
+            cgroup_path=config.cgroup_path,
         )
         machine = await self.vms.acquire(request)
         stack.push_async_callback(machine.close)

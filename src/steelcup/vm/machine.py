@@ -173,8 +173,12 @@ class Machine:
         cgroup: VmCgroup | None = None,
         limit_mib: int | None = None,
         outlive_daemon: bool = False,
+        host_cgroups: tuple[Path, ...] = (),
     ) -> None:
         self.spec = spec
+        # A container's cgroup (HostConfig.SteelcupCgroup) in the hierarchies other than the
+        # memory one (that is `cgroup`, then borrowed): QEMU joins them before exec.
+        self.host_cgroups = host_cgroups
         # Live restore: QEMU does not die with the daemon (no death signal), so a running
         # container's VM can be `release`d and `adopt`ed by the next daemon.
         self.outlive_daemon = outlive_daemon
@@ -235,8 +239,9 @@ class Machine:
         """Move QEMU into the container's host cgroup `path` (made where missing) in every
         hierarchy below /sys/fs/cgroup. In the memory controller's hierarchy the cgroup
         becomes the VM's memory cgroup: it gets the VM's limit (guest RAM plus overhead) and
-        the daemon's own for the VM is removed. Blocking; CgroupPlaceError if the host
-        refuses (docs/oci-runtime.md, "The container's cgroup")."""
+        the daemon's own for the VM is removed. A VM booted there already (`host_cgroups`)
+        stays. Blocking; CgroupPlaceError if the host refuses (docs/oci-runtime.md, "The
+        container's cgroup")."""
         pid = self.pid
         if pid is None:
             raise Conflict("machine is not running (start() it first)")
@@ -245,7 +250,7 @@ class Machine:
         if vm_cgroup is not None:
             memory = next((p for p in placed
                            if Path(p.hierarchy.mount) in vm_cgroup.path.parents), None)
-            if memory is not None:
+            if memory is not None and memory.directory != vm_cgroup.path:  # not booted there
                 try:
                     old = vm_cgroup.lend_to(memory.directory)
                 except OSError as exc:
@@ -421,7 +426,9 @@ class Machine:
                                 argv=self.argv) from exc
         jail = jail_for(nice=self.nice, filter_prog=self._filter, netns=self.netns,
                         cgroup_procs=procs_file, userns_fd=ns_fd,
-                        die_with_daemon=not self.outlive_daemon)
+                        die_with_daemon=not self.outlive_daemon,
+                        more_cgroup_procs=tuple(str(d / cgroup_place.PROCS_FILE)
+                                                for d in self.host_cgroups))
         try:
             popen = subprocess.Popen(
                 self.argv,

@@ -71,6 +71,8 @@ def test_the_vm_is_placed_once_acquired(tmp_path: Path) -> None:
 
     asyncio.run(asyncio.wait_for(main(), 20))
     assert [m.cgroups for m in fake.machines] == [[CGROUP], []]
+    # and asked of the VM source, which boots a fresh VM in it
+    assert [m.request.cgroup_path for m in fake.machines] == [CGROUP, ""]
 
 
 @pytest.mark.parametrize(("kw", "error", "text"), [
