@@ -123,3 +123,38 @@ def test_a_path_out_of_the_cgroup_tree_is_refused(daemon: Daemon) -> None:
             api.post_json("/containers/create", None, {
                 "Image": IMG, "Cmd": ["true"], "HostConfig": {"SteelcupCgroup": bad}})
     assert daemon.out("ps", "-aq").strip() == ""
+
+
+def test_a_live_restore_keeps_the_vm_in_its_cgroup(tmp_path: Path) -> None:
+    need_assets()
+    cgroup = f"/sct-{os.getpid()}-lr/vm-cg"
+    found = paths.hierarchies(Path("/proc/self/mountinfo").read_text())
+    root, sock = tmp_path / "root", tmp_path / "run" / "steelcup.sock"
+    d = start_daemon(root, sock, extra_args=("--live-restore",))
+    cid = ""
+    try:
+        d.cli("load", "-i", str(BUSYBOX_TAR), check=True)
+        cid = str(ApiClient(d.socket).post_json("/containers/create", None, {
+            "Image": IMG, "Cmd": ["sleep", "1000"],
+            "HostConfig": {"SteelcupCgroup": cgroup}})["Id"])
+        d.out("start", cid)
+        directory = Path(paths.directory(found[0], cgroup))
+        (qemu,) = _procs(directory)
+        stop_daemon(d)
+        assert _procs(directory) == [qemu]  # the VM outlived the daemon, where it was
+        d = start_daemon(root, sock, extra_args=("--live-restore",))
+        assert d.out("inspect", "-f", "{{.State.Running}}", cid).strip() == "true"
+        assert _procs(directory) == [qemu]
+        assert d.out("exec", cid, "echo", "still here") == "still here\n"
+        d.out("rm", "-f", cid)
+        cid = ""
+        wait_until(lambda: not _procs(directory), "the cgroup empty", timeout_s=30)
+    finally:
+        if cid:
+            d.cli("rm", "-f", cid)
+        stop_daemon(d)
+        problems = leftovers_of(root)
+        wait_until(lambda: place.remove(cgroup, found) == [], "the test's cgroup removed",
+                   timeout_s=30)
+        place.remove(f"/sct-{os.getpid()}-lr", found)
+        assert not problems, "after daemon shutdown: " + "\n".join(problems)
