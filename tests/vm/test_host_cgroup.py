@@ -116,6 +116,42 @@ def test_the_vms_qemu_is_in_the_containers_cgroup(daemon: Daemon, kind: str) -> 
             place.remove(f"/sct-{os.getpid()}", found)
 
 
+def test_a_parent_limit_below_the_vms_needs(daemon: Daemon) -> None:
+    """The engine's limit on a parent (the kubelet's pod cgroup) bounds QEMU as a whole: a VM
+    booted under too small a limit fails to start, saying why; a warm VM moved there is
+    OOM-killed once the guest uses the memory, and its container ends as docker's would."""
+    parent = f"/sct-{os.getpid()}/small"
+    found = paths.hierarchies(Path("/proc/self/mountinfo").read_text())
+    memory = next((p for p in place.make(parent, found)
+                   if p.hierarchy.version == 1 and "memory" in p.hierarchy.controllers), None)
+    if memory is None:
+        pytest.skip("written for a v1 memory hierarchy (this machine's)")
+    (memory.directory / "memory.limit_in_bytes").write_text(str(48 << 20))
+    api = ApiClient(daemon.socket)
+    cids = []
+    try:
+        for kind, extra in (("fresh", {"SteelcupPodSandbox": True}), ("warm", {})):
+            cids.append(str(api.post_json("/containers/create", None, {
+                "Image": IMG, "Cmd": ["sh", "-c", "head -c 100000000 /dev/zero | tail"],
+                "HostConfig": {"SteelcupCgroup": f"{parent}/{kind}", **extra}})["Id"]))
+        fresh = daemon.cli("start", cids[0])
+        assert fresh.returncode != 0
+        assert b"killed by the host's OOM killer" in fresh.stderr, fresh.stderr
+        daemon.out("start", cids[1])
+        wait_until(lambda: daemon.out("inspect", "-f", "{{.State.Status}}", cids[1]).strip()
+                   == "exited", "the warm VM's end", timeout_s=60)
+        assert daemon.out("inspect", "-f", "{{.State.ExitCode}} {{.State.OOMKilled}}",
+                          cids[1]).split() == ["137", "true"]
+    finally:
+        for cid in cids:
+            daemon.cli("rm", "-f", cid)
+        for leaf in (f"{parent}/fresh", f"{parent}/warm"):
+            wait_until(lambda leaf=leaf: place.remove(leaf, found) == [],
+                       "the test's cgroups removed", timeout_s=30)
+        place.remove(parent, found)
+        place.remove(f"/sct-{os.getpid()}", found)
+
+
 def test_a_path_out_of_the_cgroup_tree_is_refused(daemon: Daemon) -> None:
     api = ApiClient(daemon.socket)
     for bad, text in (("/a/../../../etc", "'..' components"), ("relative/x", "absolute")):

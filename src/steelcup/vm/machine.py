@@ -377,7 +377,10 @@ class Machine:
             if exit_task in done:
                 await asyncio.wait(drains, timeout=LOG_DRAIN_GRACE_S)  # QEMU's last words
                 raise VmLaunchError(
-                    "QEMU exited during boot",
+                    "QEMU exited during boot" + (
+                        f" (killed by the host's OOM killer: the memory limit of its cgroup "
+                        f"{self.cgroup.path} or of a parent is below what the VM needs)"
+                        if self.oom_killed and self.cgroup is not None else ""),
                     exit_code=proc.returncode,
                     argv=self.argv,
                     log_tail=self.log_tail(),
