@@ -78,6 +78,9 @@ def test_bad_paths_are_refused_with_the_reason(given: str, text: str) -> None:
      "cri-containerd-abc.scope"),
     ("machine.slice:libpod:abc", False, "/machine.slice/libpod-abc.scope"),  # told by form
     (":cri-containerd:abc", True, "/system.slice/cri-containerd-abc.scope"),
+    # podman's pod infra container with its systemd cgroup manager
+    ("machine-libpod_pod_p1.slice:libpod:abc", True,
+     "/machine.slice/machine-libpod_pod_p1.slice/libpod-abc.scope"),
     ("-.slice::abc", True, "/abc.scope"),
 ])
 def test_oci_cgroups_paths(oci: str, systemd: bool, path: str) -> None:
