@@ -31,6 +31,7 @@ from typing import Any
 
 import pytest
 
+from steelcup.cgroups import paths as cgroup_paths
 from tests.compat.cri import stream
 from tests.compat.podmanutil import write_runtime_wrapper
 from tests.compat.test_registry import REGISTRY_BIN, Registry, start_registry, stop
@@ -110,14 +111,20 @@ class Cri:
     rt: Any  # RuntimeServiceStub
     images: Any  # ImageServiceStub
     netns: str  # the test's, where containerd, its CNI bridge and the registry live
+    cgroup_root: str  # the test's kubepods: the pods' cgroups, as the kubelet's cgroupfs ones
+
+    def pod_cgroup(self, name: str) -> str:
+        return f"{self.cgroup_root}/besteffort/poduid-{name}"
 
     def sandbox_config(self, name: str = "web") -> Any:
         pb = self.pb
         return pb.PodSandboxConfig(
             metadata=pb.PodSandboxMetadata(name=name, uid=f"uid-{name}", namespace="default"),
             hostname=name, log_directory=str(self.base / "pods" / name),
-            linux=pb.LinuxPodSandboxConfig(security_context=pb.LinuxSandboxSecurityContext(
-                namespace_options=pb.NamespaceOption(network=pb.POD, pid=pb.CONTAINER))))
+            linux=pb.LinuxPodSandboxConfig(
+                cgroup_parent=self.pod_cgroup(name),
+                security_context=pb.LinuxSandboxSecurityContext(
+                    namespace_options=pb.NamespaceOption(network=pb.POD, pid=pb.CONTAINER))))
 
     def container(self, sandbox_id: str, name: str, script: str,
                   mounts: tuple[Any, ...] = (), pod: str = "web") -> str:
@@ -202,6 +209,7 @@ def cri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cri]:
     from tests.compat.cri import compile_api
 
     base = tmp_path_factory.mktemp("cri")
+    cgroup_root = f"/sct-{os.getpid()}-kubepods"
     pb, stubs = compile_api(base / "proto")
     if not (CNI_BIN / "bridge").exists():
         pytest.fail("the CNI plugins are needed (apt-get install containernetworking-plugins)")
@@ -247,7 +255,7 @@ def cri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cri]:
             time.sleep(0.1)
         channel = grpc.insecure_channel(f"unix://{base / 'containerd.sock'}")
         yield Cri(daemon, base, pb, stubs.RuntimeServiceStub(channel),
-                  stubs.ImageServiceStub(channel), netns)
+                  stubs.ImageServiceStub(channel), netns, cgroup_root)
     finally:
         if channel is not None:
             channel.close()
@@ -263,7 +271,33 @@ def cri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cri]:
         subprocess.run(["umount", "-R", str(base / "state")], capture_output=True)
         subprocess.run(["umount", "-R", str(base / "root")], capture_output=True)
         delete_netns(netns)
+        cgroups_left = remove_cgroup_tree(cgroup_root)
         assert not problems, "after daemon shutdown: " + "\n".join(problems)
+        assert not cgroups_left, cgroups_left
+
+
+def remove_cgroup_tree(path: str) -> list[str]:
+    """Remove the test's cgroups (what the kubelet removes on a node: the pod cgroups and
+    their parents; the containers' own are gone with them); what could not be."""
+    left = []
+    for hierarchy in cgroup_paths.hierarchies(Path("/proc/self/mountinfo").read_text()):
+        top = Path(cgroup_paths.directory(hierarchy, path))
+        if not top.is_dir():
+            continue
+        for directory, _subdirs, _files in os.walk(top, topdown=False):
+            try:
+                os.rmdir(directory)
+            except OSError as exc:
+                left.append(f"{directory}: {exc}")
+    return left
+
+
+def cgroup_dir(cgroup: str, controller: str) -> Path:
+    """The cgroup's directory in the hierarchy with `controller` (v1), else the unified one."""
+    found = cgroup_paths.hierarchies(Path("/proc/self/mountinfo").read_text())
+    hierarchy = next((h for h in found if controller in h.controllers),
+                     next(h for h in found if h.version == 2))
+    return Path(cgroup_paths.directory(hierarchy, cgroup))
 
 
 def kubelet_mounts(cri: Cri) -> tuple[Any, ...]:
@@ -386,11 +420,39 @@ def test_a_cri_pods_streams_stats_and_logs(cri: Cri) -> None:
                             timeout=30).url
         attached = stream.run(url, cri.netns, until=lambda out: out.count(b"tick\n") >= 2)
         assert attached.stdout.startswith(b"tick\n"), attached
-        # stats answer for the pod's containers; their figures are not the VM's (the runc
-        # shim reads the cgroups of the keeper process: docs/kubernetes.md, "Not done yet")
+        # The pod's VM (its QEMU) is in the sandbox's cgroup, below the pod's cgroup (the
+        # sandbox config's cgroup_parent), and each container's keeper in the container's
+        sandbox_cg = f"{cri.pod_cgroup('streams')}/{sandbox_id}"
+        qemus = [int(p) for p in (cgroup_dir(sandbox_cg, "cpuacct") / "cgroup.procs"
+                                  ).read_text().split()
+                 if Path(f"/proc/{p}/comm").read_text().startswith("qemu")]
+        assert len(qemus) == 1, qemus
+        assert (cgroup_dir(f"{cri.pod_cgroup('streams')}/{busy}", "cpuacct") / "cgroup.procs"
+                ).read_text().split(), "the busy container's keeper"
+        # so the pod's figures, which containerd reads from the pod's cgroup, are the VM's:
+        # the busy loop's CPU grows them, and the VM's memory is there
+        def pod_stats() -> Any:
+            return cri.rt.PodSandboxStats(pb.PodSandboxStatsRequest(
+                pod_sandbox_id=sandbox_id), timeout=30).stats
+
+        first = pod_stats()
+        time.sleep(2)
+        second = pod_stats()
+        assert second.attributes.id == sandbox_id, second
+        cpu_ns = (first.linux.cpu.usage_core_nano_seconds.value,
+                  second.linux.cpu.usage_core_nano_seconds.value)
+        assert cpu_ns[1] - cpu_ns[0] > 200_000_000, cpu_ns  # > 0.2 s of 2 s: the busy loop
+        # the sandbox's VM booted in its cgroup: its whole memory, not a keeper's kilobytes
+        assert second.linux.memory.working_set_bytes.value > 32 << 20, second.linux.memory
+        (listed_pod,) = cri.rt.ListPodSandboxStats(pb.ListPodSandboxStatsRequest(
+            filter=pb.PodSandboxStatsFilter(id=sandbox_id)), timeout=30).stats
+        assert listed_pod.linux.cpu.usage_core_nano_seconds.value >= cpu_ns[1], listed_pod
+        # a container's own figures are its cgroup's: a member's VM is the sandbox's, so only
+        # its keeper is there (docs/kubernetes.md, "Container stats")
         stats = cri.rt.ContainerStats(pb.ContainerStatsRequest(container_id=busy),
                                       timeout=30).stats
         assert stats.attributes.id == busy and stats.attributes.metadata.name == "busy", stats
+        assert stats.cpu.usage_core_nano_seconds.value < cpu_ns[1], stats.cpu
         listed = cri.rt.ListContainerStats(pb.ListContainerStatsRequest(
             filter=pb.ContainerStatsFilter(pod_sandbox_id=sandbox_id)), timeout=30).stats
         assert {s.attributes.id for s in listed} == {busy, ticker}, listed

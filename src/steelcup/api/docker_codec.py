@@ -17,6 +17,7 @@ from typing import Any
 from steelcup import boundedfs
 from steelcup.api.detach_keys import parse_detach_keys
 from steelcup.api.filters import parse_filters
+from steelcup.cgroups import paths as cgroup_paths
 from steelcup.errors import InvalidArgument, NotFound, Unsupported
 from steelcup.humanize import human_duration
 from steelcup.image.config import HealthConfig
@@ -394,6 +395,11 @@ def decode_create(body: Any) -> ContainerConfig:
     # ... and suspended when idle that long (seconds, or a duration such as "5m")
     auto_suspend_s = parse_idle(host.pop("SteelcupAutoSuspend", 0) or 0,
                                 "HostConfig.SteelcupAutoSuspend")
+    # and the container's cgroup on the host, which the VM's QEMU joins (operator only)
+    cgroup_path = _get(host, "SteelcupCgroup", str, "")
+    host.pop("SteelcupCgroup", None)
+    if cgroup_path:
+        cgroup_path = cgroup_paths.validate(cgroup_path)
     check_host_settings(host)
     check_endpoint_settings(body)
     if body.get("MacAddress"):  # where clients before API 1.44 put --mac-address
@@ -486,6 +492,7 @@ def decode_create(body: Any) -> ContainerConfig:
         netns_path=netns_path,
         checkpointable=checkpointable,
         auto_suspend_s=auto_suspend_s,
+        cgroup_path=cgroup_path,
     )
 
 
@@ -849,6 +856,7 @@ def encode_inspect(
             **({"SteelcupNetns": config.netns_path} if config.netns_path else {}),
             **({"SteelcupCheckpointable": True} if config.checkpointable else {}),
             **({"SteelcupAutoSuspend": config.auto_suspend_s} if config.auto_suspend_s else {}),
+            **({"SteelcupCgroup": config.cgroup_path} if config.cgroup_path else {}),
         },
         "GraphDriver": {"Name": "overlay", "Data": None},
         "Mounts": encode_mounts(config),

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from steelcup.cgroups import paths as cgroup_paths
 from steelcup.errors import InvalidArgument
 from steelcup.oci.pods import PodRole, pod_role
 from steelcup.runtime.capabilities import DEFAULT_NAMES, NAMES
@@ -41,6 +42,10 @@ class Bundle:
     # The engine's /etc/resolv.conf for a container on the engine's network (its netns):
     # main.py reads it into the body with `resolv_settings`; "" = none.
     resolv_conf: str = ""
+    # linux.cgroupsPath as a cgroup path (steelcup.cgroups.paths): main.py makes it and puts
+    # the keeper there; the daemon puts the VM's QEMU there (not a member's: the sandbox's
+    # VM is in the sandbox's). "" = none given.
+    cgroup: str = ""
 
 
 def _obj(doc: Mapping[str, Any], key: str, where: str) -> dict[str, Any]:
@@ -212,8 +217,9 @@ def resources_body(resources: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def translate(doc: Any, bundle: str) -> Bundle:
-    """config.json (parsed) of the bundle directory `bundle` -> the create request."""
+def translate(doc: Any, bundle: str, systemd_cgroup: bool = False) -> Bundle:
+    """config.json (parsed) of the bundle directory `bundle` -> the create request.
+    `systemd_cgroup`: the runtime's `--systemd-cgroup` (cgroupsPath is slice:prefix:name)."""
     if not isinstance(doc, dict):
         raise InvalidArgument("config.json must be a JSON object")
     hooks = _obj(doc, "hooks", "")
@@ -243,7 +249,10 @@ def translate(doc: Any, bundle: str) -> Bundle:
     sysctls = _obj(linux, "sysctl", "linux.")
     terminal = process.get("terminal") is True
     cgroups_path = linux.get("cgroupsPath")
-    pod = pod_role(annotations, cgroups_path if isinstance(cgroups_path, str) else "")
+    if cgroups_path is not None and not isinstance(cgroups_path, str):
+        raise InvalidArgument("config.json: linux.cgroupsPath must be a string")
+    pod = pod_role(annotations, cgroups_path or "")
+    cgroup = cgroup_paths.from_oci(cgroups_path, systemd_cgroup) if cgroups_path else ""
     network_mode, netns = _network(linux)
     host: dict[str, Any] = {
         "SteelcupRootfs": root_path(doc, bundle),
@@ -254,6 +263,8 @@ def translate(doc: Any, bundle: str) -> Bundle:
         "NetworkMode": network_mode,
         # a pod member shares its sandbox's VM and so the NIC the sandbox has in this netns
         "SteelcupNetns": None if pod.sandbox_id else netns,
+        # a member's VM is its sandbox's, in the sandbox's cgroup
+        "SteelcupCgroup": None if pod.sandbox_id else cgroup or None,
         "Privileged": privileged,
         "CapAdd": None if privileged else cap_add or None,
         "CapDrop": None if privileged else cap_drop or None,
@@ -279,4 +290,5 @@ def translate(doc: Any, bundle: str) -> Bundle:
         "HostConfig": {k: v for k, v in host.items() if v is not None},
     }
     return Bundle(body=body, annotations=annotations, terminal=terminal, pod=pod,
-                  resolv_conf=_engine_file(doc, "/etc/resolv.conf") if netns else "")
+                  resolv_conf=_engine_file(doc, "/etc/resolv.conf") if netns else "",
+                  cgroup=cgroup)

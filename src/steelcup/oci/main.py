@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from steelcup import __version__
+from steelcup.cgroups import place as cgroup_place
 from steelcup.cli.client import ApiClient, path_quote
 from steelcup.errors import Conflict, InvalidArgument, NotFound, SteelcupError
 from steelcup.oci import bundle as bundle_module
@@ -35,6 +36,7 @@ DEFAULT_ROOT = "/run/steelcup-runtime"
 SOCKET_NAME = "daemon.sock"
 DAEMON_DIR = "daemon"
 KEEPER_READY_S = 60.0
+CGROUP_REMOVE_DEADLINE_S = 2.0  # delete: for the keeper and QEMU to leave the cgroup
 
 
 class RuntimeError_(SteelcupError):
@@ -171,7 +173,7 @@ def cmd_create(rt: Runtime, a: argparse.Namespace) -> int:
         doc = json.loads(Path(bundle_dir, "config.json").read_text())
     except (OSError, ValueError) as exc:
         raise InvalidArgument(f"cannot read {bundle_dir}/config.json: {exc}") from exc
-    spec = bundle_module.translate(doc, bundle_dir)
+    spec = bundle_module.translate(doc, bundle_dir, systemd_cgroup=rt.args.systemd_cgroup)
     if spec.resolv_conf:  # on the engine's network: its DNS servers (docs/oci-runtime.md)
         try:
             spec.body["HostConfig"].update(
@@ -200,26 +202,57 @@ def cmd_create(rt: Runtime, a: argparse.Namespace) -> int:
                                   "of this steelcup-runtime (--root): a pod's containers must "
                                   "all use it") from None
         spec.body["HostConfig"]["SteelcupPodOf"] = sandbox.container
+    # the container's cgroup, as runc makes it: the keeper's (and so what the engine reads
+    # for the container's figures), and the VM's QEMU's (the daemon moves it there)
+    placed = cgroup_place.make(spec.cgroup) if spec.cgroup else ()
     client = rt.client()
-    created = client.post_json("/containers/create", {"name": daemon_name(container_id)},
-                               spec.body)
+    try:
+        created = client.post_json("/containers/create", {"name": daemon_name(container_id)},
+                                   spec.body)
+    except BaseException:
+        _remove_cgroup(spec.cgroup)
+        raise
     record = Record(id=container_id, container=str(created["Id"]), bundle=bundle_dir,
-                    created=_now(), annotations=spec.annotations, terminal=spec.terminal)
+                    created=_now(), annotations=spec.annotations, terminal=spec.terminal,
+                    cgroup=spec.cgroup)
     try:
         rt.states.create(record)
         slave = open_console(a.console_socket) if spec.terminal else None
         tail = ["--tty"] if spec.terminal else []
         pid = _spawn_keeper(rt, record, tail, slave)
         record = rt.states.with_keeper(record, pid)
+        cgroup_place.enter(placed, pid)
         _write_pid_file(a.pid_file, pid)
     except BaseException:
+        if keeper_alive(record):
+            os.kill(record.keeper_pid, 9)
         try:
             client.delete(f"/containers/{record.container}", {"force": True})
         except SteelcupError:
             pass
         rt.states.remove(container_id)
+        _remove_cgroup(spec.cgroup)
         raise
     return 0
+
+
+def _remove_cgroup(path: str) -> None:
+    """The container's cgroup goes with it (not its parents: the engine's), as with runc; a
+    cgroup still busy (a VM not yet reaped) is left, with a warning."""
+    if not path:
+        return
+    deadline = time.monotonic() + CGROUP_REMOVE_DEADLINE_S
+    while True:
+        try:
+            left = cgroup_place.remove(path)
+        except SteelcupError as exc:
+            left = [str(exc)]
+            break
+        if not left or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)  # the keeper or QEMU ending: the engine waits for no event here
+    for why in left:
+        print(f"steelcup-runtime: warning: cgroup not removed: {why}", file=sys.stderr)
 
 
 def cmd_keeper(rt: Runtime, a: argparse.Namespace) -> int:
@@ -290,6 +323,7 @@ def cmd_delete(rt: Runtime, a: argparse.Namespace) -> int:
     if keeper_alive(record) and status == "created":
         os.kill(record.keeper_pid, 9)
     rt.states.remove(record.id)
+    _remove_cgroup(record.cgroup)
     return 0
 
 
@@ -349,6 +383,8 @@ def cmd_exec(rt: Runtime, a: argparse.Namespace) -> int:
     tail = ["--exec-id", exec_id] + (["--tty"] if tty else [])
     if a.detach:
         pid = _spawn_keeper(rt, record, tail, slave)
+        if record.cgroup:  # in the container's cgroup, as runc's exec'd process would be
+            cgroup_place.enter(cgroup_place.make(record.cgroup), pid)
         _write_pid_file(a.pid_file, pid)
         return 0
     if slave is not None:
@@ -383,7 +419,9 @@ def cmd_features(_rt: Runtime, _a: argparse.Namespace) -> int:
         "linux": {
             "namespaces": ["network", "pid", "ipc", "uts", "mount"],
             "capabilities": [],
-            "cgroup": {"v1": False, "v2": False, "systemd": False},
+            # the container's cgroup is made as a path in each hierarchy (systemd's form too,
+            # without its D-Bus: docs/oci-runtime.md)
+            "cgroup": {"v1": True, "v2": True, "systemd": False},
         },
         "annotations": {"org.opencontainers.runc.version": "steelcup " + __version__},
     }, indent=2))
@@ -406,7 +444,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--log", default="", help="where errors go, besides stderr")
     p.add_argument("--log-format", default="text", choices=("text", "json"))
     p.add_argument("--debug", action="store_true")
-    p.add_argument("--systemd-cgroup", action="store_true", help="accepted, ignored")
+    p.add_argument("--systemd-cgroup", action="store_true",
+                   help="linux.cgroupsPath is systemd's slice:prefix:name")
     p.add_argument("--rootless", default="", help="accepted, ignored")
     p.add_argument("--criu", default="", help="accepted, ignored")
     p.add_argument("--host", default="", help="a steelcup daemon's socket (no autostart)")

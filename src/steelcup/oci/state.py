@@ -44,6 +44,7 @@ class Record:
     annotations: Mapping[str, str] = field(default_factory=dict)
     keeper_pid: int = 0
     terminal: bool = False
+    cgroup: str = ""  # the container's host cgroup (linux.cgroupsPath), removed by delete
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import shutil
 import tempfile
 from pathlib import Path
 
+from steelcup.cgroups import place as cgroup_place
 from steelcup.errors import InvalidArgument
 from steelcup.idmap import IdsFor, host_root
 from steelcup.pool.source import VmRequest
@@ -36,6 +38,11 @@ class DirectSource:
         self.run_dir.mkdir(parents=True, exist_ok=True)
 
     async def acquire(self, request: VmRequest) -> Machine:
+        host_cgroups: tuple[Path, ...] = ()
+        borrowed: VmCgroup | None = None
+        if request.cgroup_path:  # booted in the container's cgroup: all it uses is counted there
+            host_cgroups, borrowed = await asyncio.to_thread(self._container_cgroup,
+                                                             request.cgroup_path)
         # Unix socket paths are limited to 107 bytes: keep the state dir short.
         state_dir = Path(tempfile.mkdtemp(prefix=(request.name or "vm")[:12] + "-",
                                           dir=self.run_dir))
@@ -53,8 +60,10 @@ class DirectSource:
             ids=self.ids_for(request.tenant),
         )
         cgroup = self.cgroups.vm(state_dir.name) if self.cgroups is not None else None
-        machine = KeepConsoleMachine(spec, keep_console_at=request.console_log, cgroup=cgroup,
-                                     outlive_daemon=self.outlive_daemon)
+        machine = KeepConsoleMachine(spec, keep_console_at=request.console_log,
+                                     cgroup=borrowed or cgroup,
+                                     outlive_daemon=self.outlive_daemon,
+                                     host_cgroups=host_cgroups)
         try:
             await machine.start()
         except BaseException:
@@ -81,16 +90,37 @@ class DirectSource:
         except BaseException:
             shutil.rmtree(state_dir, ignore_errors=True)
             raise
+        host_cgroups: tuple[Path, ...] = ()
+        borrowed: VmCgroup | None = None
+        if request.cgroup_path:  # as a boot: restored in the container's cgroup
+            host_cgroups, borrowed = await asyncio.to_thread(self._container_cgroup,
+                                                             request.cgroup_path)
         cgroup = self.cgroups.vm(state_dir.name) if self.cgroups is not None else None
-        machine = KeepConsoleMachine(spec, keep_console_at=request.console_log, cgroup=cgroup,
-                                     limit_mib=saved.limit_mib, boot_attempts=1,
-                                     outlive_daemon=self.outlive_daemon)
+        machine = KeepConsoleMachine(spec, keep_console_at=request.console_log,
+                                     cgroup=borrowed or cgroup, limit_mib=saved.limit_mib,
+                                     boot_attempts=1, outlive_daemon=self.outlive_daemon,
+                                     host_cgroups=host_cgroups)
         try:
             await machine.start(RESTORE_DEADLINE_S)
         except BaseException:
             await machine.close()
             raise
         return machine
+
+    def _container_cgroup(self, path: str) -> tuple[tuple[Path, ...], VmCgroup | None]:
+        """The container's cgroup `path`, made in every hierarchy: its directories but the
+        memory one, and the memory one as the VM's (borrowed) memory cgroup. Blocking."""
+        placed = cgroup_place.make(path)
+        memory = None
+        if self.cgroups is not None:
+            parent = self.cgroups.parent
+            memory = next((p for p in placed if Path(p.hierarchy.mount) in parent.parents),
+                          None)
+        borrowed = None
+        if memory is not None and self.cgroups is not None:
+            borrowed = VmCgroup(memory.directory, self.cgroups.layout, self.cgroups.overhead_mib,
+                                borrowed=True)
+        return tuple(p.directory for p in placed if p is not memory), borrowed
 
     def adoptable(self, handle: VmHandle, keep_console_at: Path) -> Machine:
         """A Machine (to `adopt`) for the VM an earlier daemon left running, whatever source
@@ -101,6 +131,9 @@ class DirectSource:
         cgroup = None
         if handle.cgroup and self.cgroups is not None:
             cgroup = self.cgroups.vm(state_dir.name)
+            if handle.cgroup != str(cgroup.path):  # a container's cgroup it was moved to
+                cgroup = VmCgroup(Path(handle.cgroup), cgroup.layout, cgroup.overhead_mib,
+                                  borrowed=True)
         return KeepConsoleMachine(spec, keep_console_at=keep_console_at, cgroup=cgroup,
                                   limit_mib=handle.limit_mib, outlive_daemon=True)
 
@@ -115,10 +148,11 @@ class KeepConsoleMachine(Machine):
     def __init__(
         self, spec: VmSpec, *, keep_console_at: Path | None, boot_attempts: int = 2,
         nice: int = 0, cgroup: VmCgroup | None = None, limit_mib: int | None = None,
-        outlive_daemon: bool = False,
+        outlive_daemon: bool = False, host_cgroups: tuple[Path, ...] = (),
     ) -> None:
         super().__init__(spec, remove_state_dir=True, boot_attempts=boot_attempts, nice=nice,
-                         cgroup=cgroup, limit_mib=limit_mib, outlive_daemon=outlive_daemon)
+                         cgroup=cgroup, limit_mib=limit_mib, outlive_daemon=outlive_daemon,
+                         host_cgroups=host_cgroups)
         self.keep_console_at = keep_console_at
 
     async def close(self) -> None:

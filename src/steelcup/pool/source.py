@@ -44,6 +44,10 @@ class VmRequest:
     tap_places: tuple[TapPlace, ...] = ()
     # Raw extra QEMU arguments (deprecated: use `nics`); pooled sources cannot serve these.
     extra_args: tuple[str, ...] = ()
+    # The container's host cgroup (HostConfig.SteelcupCgroup): a VM booted for the request
+    # boots in it; a pooled one is handed out as it is (the runtime moves it: Machine.
+    # place_in_cgroup). "" = none.
+    cgroup_path: str = ""
 
 
 class Incompatible(SteelcupError):

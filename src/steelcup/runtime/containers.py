@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from steelcup import boundedfs
+from steelcup.cgroups import paths as cgroup_paths
 from steelcup.errors import (
     Conflict,
     Forbidden,
@@ -452,7 +453,7 @@ class Runtime:
     def create(self, config: ContainerConfig, name: str | None) -> ContainerRecord:
         # Settings first, then the image, as dockerd: a bad CapAdd is a 400 even for an image
         # that still has to be pulled.
-        config = self._pod_config(self._netns_config(config))
+        config = self._pod_config(self._netns_config(self._cgroup_config(config)))
         caps = capability_set(config.cap_add, config.cap_drop, config.privileged)
         for linked, _alias in config.links:
             self._linked(linked, config.tenant)
@@ -551,6 +552,20 @@ class Runtime:
             raise InvalidArgument("a pod member shares its sandbox's network: give ports and "
                                   "networks to the sandbox")
         return replace(config, pod_of=sandbox.id, network_mode="none")
+
+    @staticmethod
+    def _cgroup_config(config: ContainerConfig) -> ContainerConfig:
+        """HostConfig.SteelcupCgroup: a host cgroup for the VM's QEMU is the operator's
+        (steelcup-runtime's) only, and only for a VM of the container's own."""
+        if not config.cgroup_path:
+            return config
+        if config.tenant:
+            raise Forbidden("a host cgroup for a container's VM is for the operator only "
+                            "(steelcup-runtime), not for a tenant")
+        if config.pod_of:
+            raise InvalidArgument("a pod member runs in its sandbox's VM: give the cgroup to "
+                                  "the sandbox (HostConfig.SteelcupCgroup)")
+        return replace(config, cgroup_path=cgroup_paths.validate(config.cgroup_path))
 
     @staticmethod
     def _netns_config(config: ContainerConfig) -> ContainerConfig:
@@ -746,9 +761,12 @@ class Runtime:
             console_log=cdir / "console.log",
             name=record.id[:12],
             tenant=config.tenant,
+            cgroup_path=config.cgroup_path,
         )
         machine = await self.vms.acquire(request)
         stack.push_async_callback(machine.close)
+        if config.cgroup_path:  # before the guest does any work: its CPU is the cgroup's
+            await asyncio.to_thread(machine.place_in_cgroup, config.cgroup_path)
         await self.resources.plug_netns(record.id, stack)
         live.pod_next = 1
         # A checkpointable container's root is copied into guest RAM: no 9p share stays
@@ -780,7 +798,8 @@ class Runtime:
         request = VmRequest(
             mem_mib=checkpoint.vm.mem_mib, cpus=checkpoint.vm.cpus,
             shares=(Share("rootfs", root),), nics=run.vm_nics, tap_places=run.tap_places,
-            console_log=cdir / "console.log", name=record.id[:12], tenant=config.tenant)
+            console_log=cdir / "console.log", name=record.id[:12], tenant=config.tenant,
+            cgroup_path=config.cgroup_path)
         machine = await self.restorer(request, checkpoint.vm,
                                       checkpoints_module.state_path(cdir, checkpoint.name,
                                                                     checkpoint_dir))

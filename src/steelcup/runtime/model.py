@@ -120,6 +120,11 @@ class ContainerConfig:
     # this many seconds without network traffic, resumed by a connection to a published
     # port; 0 = never. Only with `checkpointable`.
     auto_suspend_s: int = 0
+    # The container's cgroup on the host (HostConfig.SteelcupCgroup, the operator's only:
+    # steelcup-runtime's OCI linux.cgroupsPath), a path from the hierarchy's root: the VM's
+    # QEMU is moved into it once acquired (steelcup.cgroups); "" = QEMU stays where the
+    # daemon put it.
+    cgroup_path: str = ""
 
     def rlimits(self) -> tuple[str, ...]:
         """The ulimits as the guest protocol's RLIMIT fields."""

@@ -214,12 +214,33 @@ class CgroupError(OSError):
 class VmCgroup:
     """One VM's cgroup: created before its QEMU starts, removed after it is reaped."""
 
-    def __init__(self, path: Path, layout: Layout, overhead_mib: int) -> None:
+    def __init__(self, path: Path, layout: Layout, overhead_mib: int,
+                 borrowed: bool = False) -> None:
         self.path = path
         self.layout = layout
         self.overhead_mib = overhead_mib
         self.mem_mib = 0
         self._oom_kills_at_remove = 0
+        # A cgroup that is not the daemon's (a container's host cgroup, HostConfig.
+        # SteelcupCgroup): the VM's limit is set there, but its owner removes it.
+        self.borrowed = borrowed
+
+    def lend_to(self, path: Path) -> Path:
+        """Make `path` (a container's cgroup, which QEMU joins next) this VM's memory cgroup,
+        with the VM's limit; returns the cgroup it had, to remove once QEMU has left it
+        (CgroupError if the limit cannot be set there)."""
+        old, old_borrowed = self.path, self.borrowed
+        self.path, self.borrowed = path, True
+        try:
+            self.set_limit(self.mem_mib)
+        except CgroupError:
+            self.path, self.borrowed = old, old_borrowed
+            raise
+        return old
+
+    def take_back(self, path: Path, borrowed: bool = False) -> None:
+        """Undo `lend_to` (QEMU could not join the container's cgroup)."""
+        self.path, self.borrowed = path, borrowed
 
     def __repr__(self) -> str:
         return f"<VmCgroup {self.path} {self.mem_mib}+{self.overhead_mib} MiB>"
@@ -275,6 +296,8 @@ class VmCgroup:
         (page cache) stay accounted to the parent's hierarchy until they are freed."""
         with contextlib.suppress(OSError):
             self._oom_kills_at_remove = oom_kills(self._read(events_file(self.layout)))
+        if self.borrowed:  # its owner's to remove (steelcup-runtime's delete)
+            return True
         try:
             self.path.rmdir()
         except FileNotFoundError:

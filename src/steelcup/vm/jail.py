@@ -70,6 +70,8 @@ class Jail:
     filter_prog: bytes | None = None
     netns: str | None = None  # a named network namespace (`ip netns`) to run QEMU in
     cgroup_procs: str | None = None  # the VM's memory cgroup (its procs file) to join
+    # a container's cgroup in the other hierarchies (HostConfig.SteelcupCgroup): procs files
+    more_cgroup_procs: tuple[str, ...] = ()
     # A user namespace (steelcup.userns) whose root QEMU becomes: an unprivileged host uid.
     userns_fd: int | None = None
     die_with_daemon: bool = True  # PR_SET_PDEATHSIG SIGKILL
@@ -78,6 +80,8 @@ class Jail:
         # The memory cgroup first: QEMU never runs a guest instruction outside its limit.
         if self.cgroup_procs is not None:
             cgroup.join(self.cgroup_procs)
+        for procs in self.more_cgroup_procs:
+            cgroup.join(procs)
         libc = ctypes.CDLL(None, use_errno=True)
         death = int(signal.SIGKILL) if self.die_with_daemon else 0
         libc.prctl(_PR_SET_PDEATHSIG, death, 0, 0, 0)
@@ -104,9 +108,9 @@ class Jail:
 
 def jail_for(*, nice: int, filter_prog: bytes | None, netns: str | None = None,
              cgroup_procs: str | None = None, userns_fd: int | None = None,
-             die_with_daemon: bool = True) -> Jail:
+             die_with_daemon: bool = True, more_cgroup_procs: tuple[str, ...] = ()) -> Jail:
     # Without root there is no bounding set to narrow (and nothing to drop it with).
     drops = caps_to_drop(last_cap()) if os.geteuid() == 0 else ()
     return Jail(nice=nice, drop_caps=drops, filter_prog=filter_prog, netns=netns,
                 cgroup_procs=cgroup_procs, userns_fd=userns_fd,
-                die_with_daemon=die_with_daemon)
+                die_with_daemon=die_with_daemon, more_cgroup_procs=more_cgroup_procs)

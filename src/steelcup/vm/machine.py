@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from steelcup import userns
+from steelcup.cgroups import place as cgroup_place
 from steelcup.errors import Conflict, GuestProtocolError, SteelcupError, VmLaunchError
 from steelcup.guest.client import GuestClient, GuestInfo
 from steelcup.guestlog import clip
@@ -181,8 +182,12 @@ class Machine:
         cgroup: VmCgroup | None = None,
         limit_mib: int | None = None,
         outlive_daemon: bool = False,
+        host_cgroups: tuple[Path, ...] = (),
     ) -> None:
         self.spec = spec
+        # A container's cgroup (HostConfig.SteelcupCgroup) in the hierarchies other than the
+        # memory one (that is `cgroup`, then borrowed): QEMU joins them before exec.
+        self.host_cgroups = host_cgroups
         # Live restore: QEMU does not die with the daemon (no death signal), so a running
         # container's VM can be `release`d and `adopt`ed by the next daemon.
         self.outlive_daemon = outlive_daemon
@@ -238,6 +243,41 @@ class Machine:
     def oom_killed(self) -> bool:
         """Whether the host's OOM killer ended this VM's QEMU (it went over its limit)."""
         return self.cgroup is not None and self.cgroup.oom_kills() > 0
+
+    def place_in_cgroup(self, path: str) -> None:
+        """Move QEMU into the container's host cgroup `path` (made where missing) in every
+        hierarchy below /sys/fs/cgroup. In the memory controller's hierarchy the cgroup
+        becomes the VM's memory cgroup: it gets the VM's limit (guest RAM plus overhead) and
+        the daemon's own for the VM is removed. A VM booted there already (`host_cgroups`)
+        stays. Blocking; CgroupPlaceError if the host refuses (docs/oci-runtime.md, "The
+        container's cgroup")."""
+        pid = self.pid
+        if pid is None:
+            raise Conflict("machine is not running (start() it first)")
+        placed = cgroup_place.make(path)
+        vm_cgroup, old = self.cgroup, None
+        if vm_cgroup is not None:
+            memory = next((p for p in placed
+                           if Path(p.hierarchy.mount) in vm_cgroup.path.parents), None)
+            if memory is not None and memory.directory != vm_cgroup.path:  # not booted there
+                try:
+                    old = vm_cgroup.lend_to(memory.directory)
+                except OSError as exc:
+                    raise cgroup_place.CgroupPlaceError(
+                        f"cannot set the VM's memory limit on the cgroup {path}: {exc}",
+                        exc.errno or 0) from exc
+        try:
+            cgroup_place.enter(placed, pid)
+        except cgroup_place.CgroupPlaceError:
+            if vm_cgroup is not None and old is not None:
+                vm_cgroup.take_back(old)
+            raise
+        if old is not None:
+            try:
+                old.rmdir()
+            except OSError as exc:
+                log.warning("vm %s: its former memory cgroup %s is left: %s",
+                            self.spec.state_dir.name, old, exc)
 
     def set_memory_limit(self, mem_mib: int) -> None:
         """Limit the VM to `mem_mib` of guest RAM (plus overhead) from the host: before the
@@ -346,7 +386,10 @@ class Machine:
             if exit_task in done:
                 await asyncio.wait(drains, timeout=LOG_DRAIN_GRACE_S)  # QEMU's last words
                 raise VmLaunchError(
-                    "QEMU exited during boot",
+                    "QEMU exited during boot" + (
+                        f" (killed by the host's OOM killer: the memory limit of its cgroup "
+                        f"{self.cgroup.path} or of a parent is below what the VM needs)"
+                        if self.oom_killed and self.cgroup is not None else ""),
                     exit_code=proc.returncode,
                     argv=self.argv,
                     log_tail=self.log_tail(),
@@ -395,7 +438,9 @@ class Machine:
                                 argv=self.argv) from exc
         jail = jail_for(nice=self.nice, filter_prog=self._filter, netns=self.netns,
                         cgroup_procs=procs_file, userns_fd=ns_fd,
-                        die_with_daemon=not self.outlive_daemon)
+                        die_with_daemon=not self.outlive_daemon,
+                        more_cgroup_procs=tuple(str(d / cgroup_place.PROCS_FILE)
+                                                for d in self.host_cgroups))
         try:
             popen = subprocess.Popen(
                 self.argv,

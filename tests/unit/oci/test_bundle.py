@@ -171,6 +171,25 @@ def test_a_pod_member_leaves_the_netns_to_its_sandbox() -> None:
     assert translate(doc, BUNDLE).body["HostConfig"]["SteelcupNetns"] == "/run/netns/n1"
 
 
+def test_the_cgroups_path_is_the_keepers_and_a_vm_of_its_own_goes_there() -> None:
+    assert translate(PODMAN, BUNDLE).cgroup == ""
+    doc = copy.deepcopy(PODMAN)
+    doc["linux"]["cgroupsPath"] = "/k8s.io/abc"
+    spec = translate(doc, BUNDLE)
+    assert spec.cgroup == spec.body["HostConfig"]["SteelcupCgroup"] == "/k8s.io/abc"
+    doc["linux"]["cgroupsPath"] = "kubepods-pod1.slice:cri-containerd:abc"
+    spec = translate(doc, BUNDLE, systemd_cgroup=True)
+    assert spec.cgroup == "/kubepods.slice/kubepods-pod1.slice/cri-containerd-abc.scope"
+    # a member's keeper only: its VM is the sandbox's, in the sandbox's cgroup
+    doc["annotations"] = {"io.kubernetes.cri.container-type": "container",
+                          "io.kubernetes.cri.sandbox-id": "sb"}
+    member = translate(doc, BUNDLE, systemd_cgroup=True)
+    assert member.cgroup and "SteelcupCgroup" not in member.body["HostConfig"]
+    doc["linux"]["cgroupsPath"] = "/k8s.io/../../etc"
+    with pytest.raises(InvalidArgument, match="linux.cgroupsPath must not contain"):
+        translate(doc, BUNDLE)
+
+
 def test_no_network_namespace_is_the_daemons_default_networking() -> None:
     doc = copy.deepcopy(PODMAN)
     doc["linux"]["namespaces"] = [{"type": "pid"}, {"type": "mount"}]

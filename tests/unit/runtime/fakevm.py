@@ -169,6 +169,7 @@ class FakeMachine:
     fixups: list[tuple[bool, int]] = field(default_factory=list)
     resumes: list[tuple[int, int]] = field(default_factory=list)
     restored_from: Path | None = None
+    cgroups: list[str] = field(default_factory=list)  # place_in_cgroup calls, in order
 
     def __post_init__(self) -> None:
         self.guest = FakeGuest(self)
@@ -184,6 +185,9 @@ class FakeMachine:
 
     async def reattach(self) -> None:
         self.reattached += 1
+
+    def place_in_cgroup(self, path: str) -> None:
+        self.cgroups.append(path)
 
     def cpu_time(self) -> None:
         return None

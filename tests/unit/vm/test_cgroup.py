@@ -132,6 +132,26 @@ def test_set_limit_writes_the_files_and_skips_absent_optional_ones(tmp_path: Pat
         vm.set_limit(512)
 
 
+def test_a_vm_lent_to_a_containers_cgroup_limits_it_and_leaves_it(tmp_path: Path) -> None:
+    cgs = MemoryCgroups(Layout.V2, tmp_path / "parent", overhead_mib=64)
+    vm = cgs.vm("clone-1")
+    vm.path.mkdir(parents=True)
+    (vm.path / "memory.max").write_text("max")
+    vm.set_limit(256)
+    container = tmp_path / "kubepods" / "c1"
+    container.mkdir(parents=True)
+    with pytest.raises(cgroup.CgroupError, match="memory.max"):  # no memory controller there
+        vm.lend_to(container)
+    assert (vm.path, vm.borrowed) == (cgs.parent / "clone-1", False)
+    (container / "memory.max").write_text("max")
+    assert vm.lend_to(container) == cgs.parent / "clone-1"
+    assert (container / "memory.max").read_text() == str(320 << 20)
+    assert vm.path == container and vm.borrowed
+    assert vm.remove() and container.is_dir()  # the container's owner removes it
+    vm.take_back(cgs.parent / "clone-1")
+    assert (vm.path, vm.borrowed) == (cgs.parent / "clone-1", False)
+
+
 def test_vm_names_stay_below_the_parent(tmp_path: Path) -> None:
     cgs = MemoryCgroups(Layout.V1, tmp_path, overhead_mib=64)
     for bad in ("", "..", "a/b"):
