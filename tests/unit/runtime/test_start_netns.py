@@ -48,6 +48,9 @@ class NoNetworks:
     def container_endpoints(self, _container_id: str) -> list[Any]:
         return []
 
+    def drop_held_ports(self, _container_id: str) -> None:
+        pass
+
 
 @pytest.fixture(autouse=True)
 def plain_dirs(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
