@@ -93,6 +93,32 @@ def from_oci(cgroups_path: str, systemd: bool) -> str:
 
 
 @dataclass(frozen=True)
+class CgroupMount:
+    """A cgroup or cgroup2 mount as /proc/self/mountinfo shows it."""
+
+    root: PurePosixPath  # which cgroup the mount shows as its top (cgroup namespaces, binds)
+    point: PurePosixPath
+    fstype: str  # cgroup (v1) or cgroup2
+    super_options: tuple[str, ...]  # v1: the controllers (and name=, release_agent=, ...)
+
+
+def cgroup_mounts(mountinfo: str) -> list[CgroupMount]:
+    """The cgroup and cgroup2 mounts of /proc/self/mountinfo text, in its order. Mount
+    points escape blanks as octal (\\040); cgroup mount points have none."""
+    out = []
+    for line in mountinfo.splitlines():
+        fields = line.split()
+        if "-" not in fields:
+            continue
+        sep = fields.index("-")
+        if sep < 5 or len(fields) < sep + 4 or fields[sep + 1] not in ("cgroup", "cgroup2"):
+            continue
+        out.append(CgroupMount(PurePosixPath(fields[3]), PurePosixPath(fields[4]),
+                               fields[sep + 1], tuple(fields[sep + 3].split(","))))
+    return out
+
+
+@dataclass(frozen=True)
 class Hierarchy:
     """One cgroup hierarchy mounted below /sys/fs/cgroup."""
 
@@ -108,21 +134,15 @@ def hierarchies(mountinfo: str) -> tuple[Hierarchy, ...]:
     root cannot be placed through it."""
     out: list[Hierarchy] = []
     seen: set[tuple[int, frozenset[str]]] = set()
-    for line in mountinfo.splitlines():
-        fields = line.split()
-        if "-" not in fields:
-            continue
-        sep = fields.index("-")
-        if sep < 5 or len(fields) < sep + 4:
-            continue
-        root, point, fstype = fields[3], PurePosixPath(fields[4]), fields[sep + 1]
-        if fstype not in ("cgroup", "cgroup2") or root != "/":
+    for m in cgroup_mounts(mountinfo):
+        point = m.point
+        if str(m.root) != "/":
             continue
         if point != CGROUP_MOUNT and CGROUP_MOUNT not in point.parents:
             continue
-        version = 2 if fstype == "cgroup2" else 1
+        version = 2 if m.fstype == "cgroup2" else 1
         controllers = frozenset() if version == 2 else frozenset(
-            o for o in fields[sep + 3].split(",")
+            o for o in m.super_options
             if o not in _NOT_CONTROLLERS and not o.startswith("release_agent="))
         if (version, controllers) in seen:
             continue

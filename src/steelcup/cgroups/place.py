@@ -43,7 +43,8 @@ def host_hierarchies() -> tuple[paths.Hierarchy, ...]:
     return found
 
 
-def _write(path: Path, value: str) -> None:
+def write_file(path: Path, value: str) -> None:
+    """One write(2) of `value` to a cgroup file (no truncation, no buffering)."""
     fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
     try:
         os.write(fd, value.encode())
@@ -60,7 +61,7 @@ def _mkdir(hierarchy: paths.Hierarchy, directory: Path) -> None:
             offered = (directory.parent / "cgroup.controllers").read_text().split()
             for name in offered:
                 with contextlib.suppress(OSError):
-                    _write(directory.parent / "cgroup.subtree_control", f"+{name}")
+                    write_file(directory.parent / "cgroup.subtree_control", f"+{name}")
     try:
         directory.mkdir()
     except FileExistsError:
@@ -69,7 +70,7 @@ def _mkdir(hierarchy: paths.Hierarchy, directory: Path) -> None:
         for name in ("cpuset.cpus", "cpuset.mems"):
             with contextlib.suppress(OSError):
                 if not (directory / name).read_text().strip():
-                    _write(directory / name, (directory.parent / name).read_text().strip())
+                    write_file(directory / name, (directory.parent / name).read_text().strip())
 
 
 def make(path: str, found: tuple[paths.Hierarchy, ...] | None = None) -> tuple[Placed, ...]:
@@ -94,7 +95,7 @@ def enter(placed: tuple[Placed, ...], pid: int) -> None:
     """Move the process `pid` (all its threads) into the cgroup in every hierarchy."""
     for p in placed:
         try:
-            _write(p.directory / PROCS_FILE, str(pid))
+            write_file(p.directory / PROCS_FILE, str(pid))
         except OSError as exc:
             raise CgroupPlaceError(f"cannot move process {pid} into the cgroup "
                                    f"{p.directory}: {exc.strerror}", exc.errno or 0) from exc

@@ -23,6 +23,8 @@ from enum import Enum
 from pathlib import Path, PurePosixPath
 
 from steelcup import sysmount
+from steelcup.cgroups.paths import cgroup_mounts
+from steelcup.cgroups.place import write_file
 
 log = logging.getLogger(__name__)
 
@@ -48,29 +50,6 @@ class Hierarchy:
     layout: Layout
     mount: Path  # the hierarchy's mount point
     own: PurePosixPath  # the daemon's cgroup, relative to the mount ("/" = its root)
-
-
-@dataclass(frozen=True)
-class _Mount:
-    root: PurePosixPath  # which cgroup the mount shows as its top (cgroup namespaces, binds)
-    point: Path
-    fstype: str
-    super_options: tuple[str, ...]
-
-
-def _mounts(mountinfo: str) -> list[_Mount]:
-    out = []
-    for line in mountinfo.splitlines():
-        fields = line.split()
-        if "-" not in fields:
-            continue
-        sep = fields.index("-")
-        if sep < 5 or len(fields) < sep + 4:
-            continue
-        # Mount points escape blanks as octal (\040); cgroup mount points have none.
-        out.append(_Mount(PurePosixPath(fields[3]), Path(fields[4]), fields[sep + 1],
-                          tuple(fields[sep + 3].split(","))))
-    return out
 
 
 def own_cgroups(proc_cgroup: str) -> tuple[PurePosixPath | None, PurePosixPath | None]:
@@ -104,14 +83,14 @@ def find_hierarchy(
     (`v2_controllers(mount)` reads its cgroup.controllers), else a v1 `memory` mount (hybrid
     layouts), else None."""
     v2_own, v1_own = own_cgroups(proc_cgroup)
-    mounts = _mounts(mountinfo)
+    mounts = cgroup_mounts(mountinfo)
     for m in mounts:
         if m.fstype == "cgroup2" and v2_own is not None:
-            if "memory" in v2_controllers(m.point).split():
-                return Hierarchy(Layout.V2, m.point, _relative_to_mount(v2_own, m.root))
+            if "memory" in v2_controllers(Path(m.point)).split():
+                return Hierarchy(Layout.V2, Path(m.point), _relative_to_mount(v2_own, m.root))
     for m in mounts:
         if m.fstype == "cgroup" and "memory" in m.super_options and v1_own is not None:
-            return Hierarchy(Layout.V1, m.point, _relative_to_mount(v1_own, m.root))
+            return Hierarchy(Layout.V1, Path(m.point), _relative_to_mount(v1_own, m.root))
     return None
 
 
@@ -194,17 +173,9 @@ def oom_kills(text: str) -> int:
     return 0
 
 
-def _write(path: Path, value: str) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
-    try:
-        os.write(fd, value.encode())
-    finally:
-        os.close(fd)
-
-
 def join(procs_file: str) -> None:
     """Move the calling process into a cgroup (a forked child, before it execs QEMU)."""
-    _write(Path(procs_file), str(os.getpid()))
+    write_file(Path(procs_file), str(os.getpid()))
 
 
 class CgroupError(OSError):
@@ -260,7 +231,7 @@ class VmCgroup:
         it: at hand-out the limit is raised first, then the balloon deflated)."""
         for w in limit_writes(self.layout, limit_bytes(mem_mib, self.overhead_mib)):
             try:
-                _write(self.path / w.file, w.value)
+                write_file(self.path / w.file, w.value)
             except OSError as exc:
                 if not w.optional or exc.errno not in (errno.ENOENT, errno.EINVAL):
                     raise CgroupError(exc.errno, f"cannot set {w.file} of {self.path} to "
@@ -360,7 +331,7 @@ class MemoryCgroups:
             if self.layout is Layout.V2:
                 # Children of steelcup/ and of steelcup/<instance> need the controller.
                 for d in (self.parent.parent, self.parent):
-                    _write(d / "cgroup.subtree_control", "+memory")
+                    write_file(d / "cgroup.subtree_control", "+memory")
         except OSError as exc:
             raise CgroupError(exc.errno, f"cannot create memory cgroup {self.parent}: "
                                          f"{exc.strerror}") from exc
