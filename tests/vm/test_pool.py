@@ -839,7 +839,8 @@ def _status(pid: int) -> dict[str, str]:
 async def test_a_clones_qemu_is_jailed(factory: Factory, base: Path, rootfs_src: Path) -> None:
     """QEMU runs as root (9p passthrough), so what that root can do is narrowed: a bounding set
     of five capabilities, no new privileges, QEMU's seccomp sandbox plus the clone filter, and
-    no helper process (the restore stream comes from an inherited fd, not `exec:cat`)."""
+    no helper process (the restore stream comes from an inherited fd, not `exec:cat`), and no
+    transparent huge pages."""
     m = await factory.acquire(_req(_rootfs(base, rootfs_src, "jail")))
     try:
         assert m.pid is not None
@@ -848,6 +849,11 @@ async def test_a_clones_qemu_is_jailed(factory: Factory, base: Path, rootfs_src:
         assert int(status["CapBnd"], 16) == keep and int(status["CapEff"], 16) == keep
         assert status["NoNewPrivs"] == "1" and status["Seccomp"] == "2"
         assert int(status["Seccomp_filters"]) >= 2  # QEMU's -sandbox and the clone filter
+        # no transparent huge pages: they held its translation cache in whole 2 MiB pages
+        assert status["THP_enabled"] == "0"
+        smaps = Path(f"/proc/{m.pid}/smaps").read_text().splitlines()
+        assert [line for line in smaps if line.startswith("AnonHugePages:")
+                and line.split()[1] != "0"] == []
         children = Path(f"/proc/{m.pid}/task/{m.pid}/children").read_text().split()
         assert children == []
         await m.guest.setup_root("rootfs")

@@ -122,6 +122,8 @@ class CacheSource:
         self.template.check(request)
         if request.mem_mib < self.template.base_of(request.tenant):
             raise Incompatible("ready VMs are at the base size and never shrink")
+        if request.cpus > 1:
+            raise Incompatible("ready VMs have one vCPU: more come from a template that has them")
         if len(request.shares) != 1:
             raise Incompatible("volumes are attached at restore: the cache serves rootfs only")
         if request.nics and self.tap_host is None:

@@ -41,7 +41,7 @@ class PoolOptions:
     templates: bool = True
     base_mem_mib: int = 256  # a clone's size before resizing
     max_mem_mib: int = 2048  # the most a clone can be resized to (template RAM)
-    max_cpus: int = 4  # vCPUs present in a clone; `--cpus` onlines up to this many
+    max_cpus: int = 4  # the most vCPUs a clone has (`--cpus`; one-vCPU clones have one present)
     max_nics: int = 1  # NICs a clone can have (templates are kept per NIC count 0..max_nics)
     volume_slots: int = 2  # spare 9p devices per template: volumes a clone can have
     cache_size: int = 0  # ready (restored, warmed) VMs kept per class; 0 = no warm cache

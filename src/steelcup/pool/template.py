@@ -228,7 +228,10 @@ class TemplateSource:
             tcg_tb_mib=self.tcg_tb_mib,
             base_mem_mib=self.base_for(request.mem_mib, request.tenant),
             max_mem_mib=self.max_mem_mib,
-            max_cpus=self.max_cpus,
+            # A running VM's vCPUs are fixed (`update --cpus` applies at the next start), so
+            # a one-vCPU container comes from a template with no offline vCPUs: each present
+            # one cost an idle clone ~0.4 MiB of QEMU memory (docs/benchmarks.md, issue 19).
+            max_cpus=1 if request.cpus <= 1 else self.max_cpus,
             tenant=request.tenant,
             nic_slots=len(request.nics),
             ids=self.ids_for(request.tenant),

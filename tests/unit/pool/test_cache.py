@@ -167,6 +167,8 @@ def test_requests_the_cache_cannot_serve(
         source.class_of(volume)
     with pytest.raises(Incompatible, match="network host"):  # NICs but no host for taps
         source.class_of(_req(tmp_path, nics=(NicSpec("t0", "02:00:00:00:00:01"),)))
+    with pytest.raises(Incompatible, match="one vCPU"):  # ready VMs come from a 1-vCPU template
+        source.class_of(VmRequest(256, 2, shares=(Share("rootfs", tmp_path),)))
     with pytest.raises(Incompatible, match="too big"):
         source.class_of(VmRequest(4096, 1, shares=(Share("rootfs", tmp_path),)))
     # a tenant's ready VMs start at its default size and never shrink below it

@@ -5,8 +5,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
+from steelcup.pool.source import Incompatible, VmRequest
 from steelcup.pool.template import TemplateSource
 from steelcup.vm.assets import GuestAssets
+from steelcup.vm.qemu_args import Share
 
 
 def _source(tmp_path: Path) -> TemplateSource:
@@ -14,7 +18,7 @@ def _source(tmp_path: Path) -> TemplateSource:
     return TemplateSource(
         assets=GuestAssets(kernel=tmp_path / "k", initrd=tmp_path / "i", init=tmp_path / "n"),
         accel="tcg", tcg_tb_mib=8, run_dir=tmp_path, template_dir=tmp_path / "t",
-        base_mem_mib=256, max_mem_mib=2048, tenant_base_mib=defaults.__getitem__)
+        base_mem_mib=256, max_mem_mib=2048, max_cpus=4, tenant_base_mib=defaults.__getitem__)
 
 
 def test_a_tenants_base_is_its_default_size_within_the_template(tmp_path: Path) -> None:
@@ -33,3 +37,14 @@ def test_a_smaller_request_gets_a_smaller_template_never_a_shrink(tmp_path: Path
     assert source.base_for(300, "m1") == 256
     assert source.base_for(300) == 256
     assert source.base_for(128) == 128
+
+
+def test_a_one_vcpu_request_gets_a_template_without_offline_vcpus(tmp_path: Path) -> None:
+    source = _source(tmp_path)
+    rootfs = (Share("rootfs", tmp_path),)
+    one = source.key_for(VmRequest(256, 1, shares=rootfs))
+    assert one.max_cpus == 1
+    for cpus in (2, 4):  # more vCPUs: the template with all of them present
+        assert source.key_for(VmRequest(256, cpus, shares=rootfs)).max_cpus == 4
+    with pytest.raises(Incompatible, match="vCPUs over"):
+        source.check(VmRequest(256, 5, shares=rootfs))

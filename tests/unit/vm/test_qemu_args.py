@@ -43,7 +43,7 @@ def test_tcg_golden() -> None:
         "console=ttyS0 reboot=t panic=-1 quiet rdinit=/init sysctl.vm.compaction_proactiveness=0"
         " tsc_early_khz=1996248 tsc=reliable",
         "-serial", "stdio",
-        "-device", "virtio-serial-device",
+        "-device", "virtio-serial-device,max_ports=2",
         "-chardev", "socket,id=ctl,path=/run/steelcup/vm/abc/ctl.sock,server=on,wait=off",
         "-device", "virtserialport,chardev=ctl,name=steelcup.ctl",
         "-fsdev", "local,id=rootfs,path=/var/lib/steelcup/c1/rootfs,security_model=passthrough",
