@@ -1192,7 +1192,9 @@ class Runtime:
             raise InvalidArgument(f"invalid condition: {condition!r}")
         self._outcome(live, Op.WAIT, ref)
         seq = live.exit_seq
-        running = live.record.state.running
+        # A suspended container is running to its clients: its run ends when it is stopped
+        # or killed (_end_suspension) or, resumed, when its process exits.
+        running = live.record.state.running or live.record.state.suspended
 
         async def wait() -> int:
             async with live.changed:
@@ -1510,6 +1512,7 @@ class Runtime:
                 return
             self._save(live, live.record.with_state(suspended=False, manually_stopped=True,
                                                     finished_at=now_rfc3339()))
+            live.exit_seq += 1  # the run its clients saw ends now (a waiter wakes)
             self.resources.drop_held_ports(live.record.id)
         await asyncio.to_thread(checkpoints_module.drop_suspended,
                                 self.container_dir(live.record.id))

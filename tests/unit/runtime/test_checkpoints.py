@@ -353,6 +353,33 @@ def test_stop_and_kill_end_a_suspended_container_without_resuming_it(tmp_path: P
     checkpointing(tmp_path, body)
 
 
+def test_wait_on_a_suspended_container_waits_for_its_run_to_end(tmp_path: Path) -> None:
+    """`docker wait` of a suspended container (running, to its clients) returns when it is
+    stopped without resuming, or when its process exits once resumed; not at once."""
+    async def body(runtime: Runtime, vms: FakeVms) -> None:
+        record = runtime.create(config(True), "waited")
+        await runtime.start(record.id)
+        await vms.next_process()
+        await runtime.suspend(record.id)
+        waiting = asyncio.ensure_future(runtime.waiter(record.id))
+        await asyncio.sleep(0.05)
+        assert not waiting.done()
+        assert await runtime.stop(record.id, 10) is True
+        assert await asyncio.wait_for(waiting, 5) == runtime.record(record.id).state.exit_code
+        await runtime.start(record.id)
+        await vms.next_process()
+        await runtime.suspend(record.id)
+        waiting = asyncio.ensure_future(runtime.waiter(record.id))
+        assert await runtime.resume(record.id) is True
+        resumed = await vms.next_process()  # the same guest process on the new link
+        await asyncio.sleep(0.05)
+        assert not waiting.done()
+        resumed.exit(3)
+        assert await asyncio.wait_for(waiting, 5) == 3
+
+    checkpointing(tmp_path, body)
+
+
 def test_only_a_checkpointable_long_lived_container_can_be_suspended(tmp_path: Path) -> None:
     async def body(runtime: Runtime, vms: FakeVms) -> None:
         plain = runtime.create(config(False), "plain")
