@@ -59,6 +59,7 @@ from steelcup.services.objects import ObjectManager, users_of
 from steelcup.services.orchestrator import Orchestrator
 from steelcup.services.pull import puller
 from steelcup.services.store import ServiceStore
+from steelcup.services.waker import ServiceWaker
 from steelcup.state.db import open_db
 from steelcup.tenancy import objects as tenant_objects
 from steelcup.tenancy.credentials import Authority
@@ -211,9 +212,13 @@ async def _serve(options: DaemonOptions) -> int:
     # Their virtual IPs and published ports (a daemon with networking)
     addressing = (ServiceAddressing.attach(orchestrator, networks) if networks is not None
                   else None)
+    # Services with --auto-suspend whose replicas all sleep wake on a connection
+    waker = (ServiceWaker.attach(orchestrator, networks) if networks is not None else None)
     orchestrator.start()
     if addressing is not None:
         addressing.start()
+    if waker is not None:
+        waker.start()
     metrics = Metrics()
     metrics.watch(StateCollector(runtime, vms, tenants, networks))
     vms.observe = metrics.observe_vm_start
@@ -276,6 +281,8 @@ async def _serve(options: DaemonOptions) -> int:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         await suspender.close()  # held connections end with the daemon
+        if waker is not None:
+            await waker.close()
         if addressing is not None:
             await addressing.close()  # the VIPs stay, with their services
         await orchestrator.close()  # the VMs stopping now are not tasks failing

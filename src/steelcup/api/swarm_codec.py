@@ -18,6 +18,8 @@ from typing import Any
 from steelcup.api import docker_codec, object_codec
 from steelcup.api.filters import labels_match, str_map
 from steelcup.errors import InvalidArgument, Unsupported
+from steelcup.runtime import checkpoints
+from steelcup.runtime.autosuspend import parse_idle
 from steelcup.runtime.model import ContainerConfig
 from steelcup.runtime.names import random_name
 from steelcup.services.model import (
@@ -68,7 +70,14 @@ _CONTAINER_KEYS: dict[str, str | None] = {
     "Ulimits": "HostConfig.Ulimits", "Isolation": "HostConfig.Isolation",
     "StopGracePeriod": None, "Hosts": None, "DNSConfig": None, "Privileges": None,
     "Secrets": None, "Configs": None,
+    # steelcup's own (docs/services.md, "Auto-suspend"): each replica's HostConfig fields
+    "SteelcupCheckpointable": "HostConfig.SteelcupCheckpointable",
+    "SteelcupAutoSuspend": "HostConfig.SteelcupAutoSuspend",
 }
+# Service labels that say the same, for clients that send only docker's fields (the docker
+# CLI's `service create --label`, a stack file's `deploy.labels`).
+CHECKPOINTABLE_LABEL = "steelcup.checkpointable"
+AUTO_SUSPEND_LABEL = "steelcup.auto-suspend"
 
 
 @dataclass(frozen=True)
@@ -246,8 +255,13 @@ def decode_service(body: Any, node: dict[str, Any]) -> DecodedService:
     grace = container.get("StopGracePeriod")
     stop_grace_s = None if grace is None else _int(container, "StopGracePeriod",
                                                    "ContainerSpec") // NS
+    container = with_suspend_labels(container, labels)
     template = replace(decode_task_container(container, task, networks),
                        swarm_files=object_codec.decode_references(container))
+    try:
+        checkpoints.check_config(template)
+    except InvalidArgument as exc:
+        raise InvalidArgument(f"service {name}: {exc}") from None
     plan = ServicePlan(mode=mode, replicas=replicas, template=template,
                        restart=decode_restart(_dict(task.get("RestartPolicy"),
                                                     "RestartPolicy")),
@@ -266,6 +280,35 @@ def decode_service(body: Any, node: dict[str, Any]) -> DecodedService:
     return DecodedService(name=name, labels=tuple(sorted(labels.items())), spec_doc=spec_doc,
                           task_doc=copy.deepcopy(task), plan=plan, endpoint_mode=endpoint_mode,
                           force_update=_int(task, "ForceUpdate", "TaskTemplate"))
+
+
+def with_suspend_labels(container: dict[str, Any], labels: dict[str, str]) -> dict[str, Any]:
+    """The ContainerSpec with the service labels `steelcup.checkpointable` (true/false) and
+    `steelcup.auto-suspend` (a duration) as its SteelcupCheckpointable and
+    SteelcupAutoSuspend; a label that says otherwise than the field is refused."""
+    out = dict(container)
+    checkpointable = labels.get(CHECKPOINTABLE_LABEL)
+    if checkpointable is not None:
+        value = checkpointable.strip().lower()
+        if value not in ("true", "false", "1", "0", ""):
+            raise InvalidArgument(f"label {CHECKPOINTABLE_LABEL}={checkpointable!r}: true or "
+                                  "false")
+        _label_field(out, "SteelcupCheckpointable", value in ("true", "1", ""),
+                     CHECKPOINTABLE_LABEL)
+    idle = labels.get(AUTO_SUSPEND_LABEL)
+    if idle is not None:
+        _label_field(out, "SteelcupAutoSuspend", parse_idle(idle, f"label {AUTO_SUSPEND_LABEL}"),
+                     AUTO_SUSPEND_LABEL)
+    return out
+
+
+def _label_field(container: dict[str, Any], key: str, value: Any, label: str) -> None:
+    given = container.get(key)
+    if given is not None and given != value and not (
+            key == "SteelcupAutoSuspend" and parse_idle(given, f"ContainerSpec.{key}") == value):
+        raise InvalidArgument(f"label {label} says otherwise than ContainerSpec.{key}: give "
+                              "one of them")
+    container[key] = value
 
 
 def check_endpoint_ports(endpoint: dict[str, Any], mode: str) -> None:

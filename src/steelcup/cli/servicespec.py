@@ -75,6 +75,8 @@ class ServiceOptions:
     endpoint_mode: str = "vip"
     secrets: list[str] = field(default_factory=list)  # --secret source=,target=,uid=,gid=,mode=
     configs: list[str] = field(default_factory=list)  # --config, the same fields
+    checkpointable: bool = False  # ContainerSpec.SteelcupCheckpointable
+    auto_suspend: str = ""  # ContainerSpec.SteelcupAutoSuspend (a duration)
 
 
 def service_spec(opts: ServiceOptions, environ: dict[str, str]) -> dict[str, Any]:
@@ -109,6 +111,7 @@ def service_spec(opts: ServiceOptions, environ: dict[str, str]) -> dict[str, Any
         container["Healthcheck"] = health
     if opts.mounts:
         container["Mounts"] = [parse_mount(m) for m in opts.mounts]
+    container.update(suspend_fields(opts.checkpointable or None, opts.auto_suspend))
     task: dict[str, Any] = {"ContainerSpec": container,
                             "Resources": resources(opts), "ForceUpdate": 0}
     restart = restart_policy(opts)
@@ -142,6 +145,19 @@ def service_spec(opts: ServiceOptions, environ: dict[str, str]) -> dict[str, Any
         endpoint["Ports"] = [parse_publish(p) for p in opts.publish]
     spec["EndpointSpec"] = endpoint
     return spec
+
+
+def suspend_fields(checkpointable: bool | None, auto_suspend: str) -> dict[str, Any]:
+    """ContainerSpec's SteelcupCheckpointable and SteelcupAutoSuspend (seconds) from
+    --checkpointable / --no-checkpointable (None: neither) and --auto-suspend DURATION (""
+    not given; 0 turns it off)."""
+    out: dict[str, Any] = {}
+    if checkpointable is not None:
+        out["SteelcupCheckpointable"] = checkpointable
+    if auto_suspend:
+        idle_ns = parse_duration(auto_suspend, "--auto-suspend")
+        out["SteelcupAutoSuspend"] = max(1, round(idle_ns / 1e9)) if idle_ns else 0
+    return out
 
 
 def roll_config(kind: str, parallelism: int | None, order: str, delay: str, action: str,

@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import logging
 import socket
+import struct
 import time
 from collections.abc import Awaitable, Callable
 from typing import cast
@@ -20,6 +21,25 @@ log = logging.getLogger(__name__)
 CHUNK_BYTES = 65536
 CONNECT_TIMEOUT_S = 5.0
 UDP_IDLE_S = 60.0
+SO_ORIGINAL_DST = 80  # linux/netfilter_ipv4.h: a DNATed connection's destination before NAT
+
+# (where the client's connection was going, before DNAT) -> where to relay it
+ChooseTarget = Callable[[tuple[str, int]], Awaitable[tuple[str, int]]]
+
+
+def parse_sockaddr_in(raw: bytes) -> tuple[str, int]:
+    """A `struct sockaddr_in` (as SO_ORIGINAL_DST returns it) -> (address, port). Pure."""
+    if len(raw) < 8:
+        raise ValueError(f"a sockaddr_in is 8 bytes at least, not {len(raw)}")
+    family, port = struct.unpack_from("=HH", raw)
+    if family != socket.AF_INET:
+        raise ValueError(f"not an IPv4 address (family {family})")
+    return socket.inet_ntoa(raw[4:8]), socket.ntohs(port)
+
+
+def original_destination(sock: socket.socket) -> tuple[str, int]:
+    """Where an accepted, DNATed connection was going (conntrack's original destination)."""
+    return parse_sockaddr_in(sock.getsockopt(socket.SOL_IP, SO_ORIGINAL_DST, 16))
 
 
 class TcpProxy:
@@ -29,16 +49,20 @@ class TcpProxy:
     with `before_connect` resuming it; runtime/autosuspend.py) listens on the port while the
     container's own proxy is opened again, so no connection is refused in between.
     `before_connect` is awaited for each connection before it is relayed (one that raises
-    drops the connection)."""
+    drops the connection). With `choose_target` the target is chosen per connection instead,
+    from where the connection was going before it was DNATed to this listener (a service's
+    wake listener, services/waker.py); one that raises drops the connection."""
 
     def __init__(self, listen_ip: str, listen_port: int, target_ip: str, target_port: int,
                  netns: str | None = None,
                  before_connect: Callable[[], Awaitable[None]] | None = None,
-                 connect_timeout_s: float = CONNECT_TIMEOUT_S) -> None:
+                 connect_timeout_s: float = CONNECT_TIMEOUT_S,
+                 choose_target: ChooseTarget | None = None) -> None:
         self.listen = (listen_ip, listen_port)
         self.target = (target_ip, target_port)
         self.netns = netns
         self.before_connect = before_connect
+        self.choose_target = choose_target
         self.connect_timeout_s = connect_timeout_s
         self._server: asyncio.Server | None = None
         self._conns: set[asyncio.Task[None]] = set()
@@ -60,20 +84,24 @@ class TcpProxy:
         assert task is not None
         self._conns.add(task)
         try:
-            if self.before_connect is not None:
-                try:
+            target = self.target
+            try:
+                if self.before_connect is not None:
                     await self.before_connect()
-                except Exception as exc:  # noqa: BLE001 - the client's connection is dropped
-                    log.warning("proxy %s: not relayed: %s", self.listen, exc)
-                    return
+                if self.choose_target is not None:
+                    target = await self.choose_target(
+                        original_destination(writer.get_extra_info("socket")))
+            except Exception as exc:  # noqa: BLE001 - the client's connection is dropped
+                log.warning("proxy %s: not relayed: %s", self.listen, exc)
+                return
             sock = socket_in(self.netns, socket.AF_INET, socket.SOCK_STREAM)
             sock.setblocking(False)
             try:
                 async with asyncio.timeout(self.connect_timeout_s):
-                    await asyncio.get_running_loop().sock_connect(sock, self.target)
+                    await asyncio.get_running_loop().sock_connect(sock, target)
             except (OSError, TimeoutError) as exc:
                 sock.close()
-                log.debug("proxy %s -> %s: %s", self.listen, self.target, exc)
+                log.debug("proxy %s -> %s: %s", self.listen, target, exc)
                 return
             up_reader, up_writer = await asyncio.open_connection(sock=sock)
             await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))

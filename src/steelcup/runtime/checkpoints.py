@@ -87,8 +87,13 @@ def check_config(config: ContainerConfig) -> None:
                               "run, which would remove the container)")
     if not config.checkpointable:
         return
+    # Resolved at create (`mount_plans`), or as asked (a service's template, checked before
+    # any of its replicas is made).
     shared = sorted({str(p.get("target", "")) for p in config.mount_plans
-                     if p.get("kind") != "tmpfs"})
+                     if p.get("kind") != "tmpfs"}
+                    | {str(m.get("Target", "")) for m in config.mounts
+                       if str(m.get("Type", "volume")).lower() != "tmpfs"}
+                    | {b.split(":")[1] if ":" in b else b for b in config.binds})
     if shared:
         raise InvalidArgument(f"a --checkpointable container cannot have volumes or bind "
                               f"mounts ({', '.join(shared)}): {WHY_9P}; use --tmpfs, or "

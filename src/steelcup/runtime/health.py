@@ -30,7 +30,8 @@ from steelcup.runtime.model import ContainerRecord, Status
 log = logging.getLogger(__name__)
 
 _RESUME = ("start", "unpause")
-_HALT = ("die", "pause", "stop", "destroy")
+# A suspended container is not probed (nothing runs); its resume is a "start".
+_HALT = ("die", "pause", "stop", "destroy", "suspend")
 
 
 class HealthMonitor:

@@ -26,7 +26,7 @@ from steelcup.runtime.containers import Runtime
 from steelcup.runtime.healthcheck import HealthStatus, probe
 from steelcup.runtime.logs import parse_time_ns
 from steelcup.runtime.model import ContainerConfig, ContainerRecord
-from steelcup.services import reconcile, rollout
+from steelcup.services import dormancy, reconcile, rollout
 from steelcup.services.manager import ServiceManager, now_rfc3339
 from steelcup.services.model import (
     Mode,
@@ -140,13 +140,18 @@ class Orchestrator:
                 self._end(task, why="No such container: the daemon stopped before the task's "
                           "container was made" if not task.container_id else
                           f"No such container: {task.container_id}")
-            elif record.state.running:
+                continue
+            verdict = dormancy.after_restart(task.state, record.state.running,
+                                             record.state.suspended)
+            if verdict is dormancy.AfterRestart.SUSPENDED:
+                continue  # as it was: a connection to its service resumes it
+            if verdict is dormancy.AfterRestart.RUNNING:
                 if awaits_health(record):
                     if task.state is not TaskState.STARTING:
                         self._set(task, state=TaskState.STARTING, message=WAITING_HEALTHY)
                 elif task.state is not TaskState.RUNNING:
                     self._set(task, state=TaskState.RUNNING, message="started")
-            elif task.state is not TaskState.RUNNING:  # made, never started
+            elif verdict is dormancy.AfterRestart.NEVER_STARTED:
                 self._end(task, why="the daemon stopped while the task was starting")
             else:
                 self._ended(task, record.state.exit_code)
@@ -189,6 +194,11 @@ class Orchestrator:
             if task.desired is TaskState.RUNNING and not task.state.terminal:
                 task = self._set(task, unhealthy=True)
                 self._spawn(task.id, self._stop_container(task.id))
+        elif action in ("suspend", "resume"):
+            # Its task runs on (a suspend is no exit); its service's addressing looks again:
+            # a suspended replica is no backend, and a service whose replicas all sleep wakes
+            # on a connection (services/waker.py).
+            self.task_changed(task)
         elif action == "health_status: healthy":
             if (task.state is TaskState.STARTING and task.desired is TaskState.RUNNING
                     and task.id not in self._acting):
@@ -394,7 +404,8 @@ class Orchestrator:
             return
         await self.before_stop(task)
         record = self._container(task.container_id)
-        if record is not None and record.state.running:
+        # A suspended replica is stopped without running it on (its saved VM is dropped).
+        if record is not None and (record.state.running or record.state.suspended):
             grace = self.manager.services[task.service_id].plan.stop_grace_s \
                 if task.service_id in self.manager.services else None
             with contextlib.suppress(NotFound, Conflict):  # Conflict: being removed

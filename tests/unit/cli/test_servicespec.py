@@ -104,3 +104,22 @@ def test_rollback_flags_and_file_references() -> None:
                        (ServiceOptions(image="x", secrets=["source=a,driver=v"]), "driver")):
         with pytest.raises(InvalidArgument, match=words):
             service_spec(bad, {})
+
+
+def test_checkpointable_and_auto_suspend_flags() -> None:
+    from steelcup.cli.servicespec import suspend_fields
+
+    spec = service_spec(ServiceOptions(image="busybox", checkpointable=True,
+                                       auto_suspend="1m30s"), {})
+    container = spec["TaskTemplate"]["ContainerSpec"]
+    assert container["SteelcupCheckpointable"] is True
+    assert container["SteelcupAutoSuspend"] == 90
+    plain = service_spec(ServiceOptions(image="busybox"), {})["TaskTemplate"]["ContainerSpec"]
+    assert "SteelcupCheckpointable" not in plain and "SteelcupAutoSuspend" not in plain
+    # service update: only what was given changes; 0 turns auto-suspend off
+    assert suspend_fields(None, "") == {}
+    assert suspend_fields(False, "0") == {"SteelcupCheckpointable": False,
+                                          "SteelcupAutoSuspend": 0}
+    assert suspend_fields(None, "500ms") == {"SteelcupAutoSuspend": 1}
+    with pytest.raises(InvalidArgument, match="--auto-suspend"):
+        suspend_fields(None, "soon")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import subprocess
 import uuid
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -122,6 +123,51 @@ def test_nft_accepts_the_vip_ruleset_in_a_scratch_namespace() -> None:
         run = subprocess.run(["ip", "netns", "exec", ns, "nft", "-f", "-"],
                              input=_ruleset() + nft.render_delete(), capture_output=True,
                              text=True)
+        assert run.returncode == 0, run.stderr
+    finally:
+        subprocess.run(["ip", "netns", "delete", ns], capture_output=True)
+
+
+def test_a_waking_vip_sends_its_tcp_to_the_wake_listener() -> None:
+    """A VIP without live backends but with a wake port: tcp to any of its ports, and to its
+    published tcp ports, is DNATed to the host's listener on its address; its containers may
+    reach that listener only as DNATed; udp is still refused; with backends the wake port
+    changes nothing."""
+    asleep = [VipRecord("3" * 64, "b" * 64, "db", "10.213.1.100",
+                        ports=(PortMapping(5432, "tcp", "", 5432),
+                               PortMapping(53, "udp", "", 5353)))]
+    text = nft.render(NETS, [], vip.targets(asleep, NETS, LIVE, {"3" * 64: 41000}))
+    assert "ip daddr 10.213.1.100 meta l4proto tcp dnat ip to 10.213.1.100:41000" in text
+    assert "tcp dport 5432 dnat ip to 10.213.1.100:41000" in text
+    assert "udp dport 5353" not in text  # no DNAT for udp: nothing listens for it
+    assert ('iifname "sc-bbbbbbbbbbbb" ip daddr 10.213.1.100 tcp dport 41000 '
+            "ct status dnat accept") in text
+    # the accept comes before the bridge's drop; tcp is not refused, udp is
+    input_chain = text.split("chain input {")[1].split("\n\t}")[0]
+    assert input_chain.index("tcp dport 41000") < input_chain.index(
+        'iifname "sc-bbbbbbbbbbbb" drop')
+    assert "10.213.1.100 } tcp flags" not in text
+    assert "ip daddr { 10.213.1.100 } meta l4proto udp reject" in text
+    # without the wake port: refused as before
+    refused = nft.render(NETS, [], vip.targets(asleep, NETS, LIVE))
+    assert "41000" not in refused and "10.213.1.100 } tcp flags" in refused
+    # with a live backend the VIP balances as usual
+    awake = [replace(asleep[0], backends=("10.213.1.6",))]
+    text = nft.render(NETS, [], vip.targets(awake, NETS, LIVE, {"3" * 64: 41000}))
+    assert "41000" not in text
+    assert "tcp dport 5432 dnat ip to 10.213.1.6:5432" in text
+
+
+def test_nft_accepts_a_waking_vip_ruleset_in_a_scratch_namespace() -> None:
+    ns = f"sct-vip-{uuid.uuid4().hex[:8]}"
+    if subprocess.run(["ip", "netns", "add", ns], capture_output=True).returncode != 0:
+        pytest.skip("cannot create a network namespace")
+    waking = vip.targets(VIPS, NETS, LIVE, {"3" * 64: 41000})
+    assert [t.waking for t in waking] == [False, False, True]
+    try:
+        run = subprocess.run(["ip", "netns", "exec", ns, "nft", "-f", "-"],
+                             input=nft.render(NETS, PORTS, waking) + nft.render_delete(),
+                             capture_output=True, text=True)
         assert run.returncode == 0, run.stderr
     finally:
         subprocess.run(["ip", "netns", "delete", ns], capture_output=True)

@@ -119,6 +119,7 @@ def _register_service(sub: Any, name: str, help_text: str) -> None:
     p.add_argument("--config", action="append", default=[],
                    help="NAME or source=NAME,target=/PATH,uid=,gid=,mode=")
     p.add_argument("--endpoint-mode", default="vip", choices=("vip", "dnsrr"))
+    _suspend_flags(p)
     p.add_argument("-d", "--detach", action="store_true",
                    help="do not wait for the tasks to run")
     p.set_defaults(func=cmd_create)
@@ -155,8 +156,11 @@ def _register_service(sub: Any, name: str, help_text: str) -> None:
     p.add_argument("--env-rm", action="append", default=[], help="KEY")
     p.add_argument("--force", action="store_true", help="replace the tasks even if nothing "
                    "changed")
+    _suspend_flags(p)
+    p.add_argument("--no-checkpointable", dest="checkpointable", action="store_false",
+                   help="replicas' roots on the host again (needs --auto-suspend 0)")
     p.add_argument("-d", "--detach", action="store_true")
-    p.set_defaults(func=cmd_update)
+    p.set_defaults(func=cmd_update, checkpointable=None)
 
     p = ssub.add_parser("rm", aliases=["remove"], help="remove services (and their tasks)")
     p.add_argument("services", nargs="+")
@@ -169,6 +173,18 @@ def _register_service(sub: Any, name: str, help_text: str) -> None:
     p.add_argument("-t", "--timestamps", action="store_true")
     p.add_argument("--raw", action="store_true", help="no task prefix")
     p.set_defaults(func=cmd_logs)
+
+
+def _suspend_flags(p: Any) -> None:
+    p.add_argument("--checkpointable", action="store_true", default=None,
+                   help="hold each replica's root in its VM's memory, so its VM can be saved "
+                   "(suspended); no volumes, bind mounts or secrets "
+                   "(ContainerSpec.SteelcupCheckpointable)")
+    p.add_argument("--auto-suspend", default="", metavar="IDLE",
+                   help="with --checkpointable: suspend each replica after IDLE (e.g. 30s, "
+                   "5m) without network traffic; a connection to the service's published "
+                   "port or virtual IP resumes them (ContainerSpec.SteelcupAutoSuspend; 0: "
+                   "never)")
 
 
 def _register_swarm(sub: Any, name: str, help_text: str) -> None:
@@ -209,6 +225,7 @@ def cmd_create(ctx: Context, args: argparse.Namespace) -> int:
     options["mounts"], options["networks"] = args.mount, args.network
     options["constraints"] = args.constraint
     options["secrets"], options["configs"] = args.secret, args.config
+    options["checkpointable"] = bool(args.checkpointable)
     args_list = list(args.args)
     if args_list and args_list[0] == "--":
         args_list = args_list[1:]
@@ -387,6 +404,9 @@ def cmd_update(ctx: Context, args: argparse.Namespace) -> int:
             container["Env"] = env + list(args.env_add)
         if args.force:
             task["ForceUpdate"] = int(task.get("ForceUpdate") or 0) + 1
+        container.update(suspend_fields(args.checkpointable, args.auto_suspend))
+
+    from steelcup.cli.servicespec import suspend_fields
 
     try:
         service_id = _update(ctx, args.service, change)
