@@ -1,11 +1,13 @@
 """A service with --auto-suspend, with real VMs (docs/services.md, "Auto-suspend"): its idle
 replica is suspended (its QEMU gone) and keeps its task; a request to the service's published
 port, or to its virtual IP from a container on its network, is held while the replica
-resumes, then answered; the service still has its one task, not a replacement."""
+resumes, then answered; the service still has its one task, not a replacement. The docker
+CLI asks for it with the service labels steelcup.checkpointable / steelcup.auto-suspend."""
 
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -96,6 +98,44 @@ def test_a_sleeping_service_wakes_on_a_connection(tmp_path: Path) -> None:
         assert _tasks(daemon) == tasks
 
         daemon.out("service", "rm", "web")
+        wait_until(lambda: not daemon.out("ps", "-aq").split(), "the replica removed",
+                   timeout_s=60)
+    finally:
+        stop_daemon(daemon)
+        delete_netns(netns)
+    assert leftovers_of(root, netns=netns) == []
+
+
+def test_the_docker_cli_asks_for_it_with_service_labels(tmp_path: Path) -> None:
+    need_assets()
+    netns = new_netns("svcsuspd")
+    root, sock = tmp_path / "root", tmp_path / "run" / "steelcup.sock"
+    daemon = start_daemon(root, sock, netns)
+    env = {"DOCKER_HOST": f"unix://{sock}", "PATH": "/usr/local/bin:/usr/bin:/bin",
+           "HOME": str(root)}
+
+    def docker_cli(*args: str) -> str:
+        result = subprocess.run(["docker", *args], capture_output=True, env=env, timeout=180)
+        assert result.returncode == 0, result.stderr.decode()
+        return result.stdout.decode()
+
+    try:
+        daemon.cli("load", "-i", str(BUSYBOX_TAR), check=True)
+        wait_pool_ready(daemon)
+        docker_cli("swarm", "init")
+        docker_cli("service", "create", "-d", "--name", "web", "--label",
+                   "steelcup.checkpointable=true", "--label", "steelcup.auto-suspend=2s",
+                   "-p", f"{PORT + 1}:80", IMG, "sh", "-c", SERVER)
+        wait_until(lambda: len(daemon.out("ps", "-q").split()) == 1, "the replica runs",
+                   timeout_s=120)
+        cid = _replica(daemon)
+        host = json.loads(daemon.out("inspect", cid))[0]["HostConfig"]
+        assert host["SteelcupCheckpointable"] is True and host["SteelcupAutoSuspend"] == 2
+        wait_until(lambda: _suspended(daemon, cid), "the idle replica suspended",
+                   timeout_s=180)
+        assert _fetch(netns, f"http://127.0.0.1:{PORT + 1}/") == PAGE
+        assert docker_cli("service", "ls", "--format", "{{.Replicas}}").strip() == "1/1"
+        docker_cli("service", "rm", "web")
         wait_until(lambda: not daemon.out("ps", "-aq").split(), "the replica removed",
                    timeout_s=60)
     finally:
