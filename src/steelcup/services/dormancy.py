@@ -53,12 +53,15 @@ def to_resume(replicas: Iterable[Replica]) -> list[str]:
 
 
 def relay_target(original: tuple[str, int], vip_networks: Mapping[str, str],
-                 published: Sequence[PortMapping], first_network: str
-                 ) -> tuple[str, int] | None:
+                 published: Sequence[PortMapping], first_network: str,
+                 listener: tuple[str, int]) -> tuple[str, int] | None:
     """Where a connection the wake listener holds goes, as (network id, port) on a replica:
     one to a VIP's address (`vip_networks`: address -> its network id) keeps its port, on
     that network; one to a published tcp port goes to its target port on the service's
-    first network (where its ports are published). None: neither (nothing to relay to)."""
+    first network (where its ports are published). None: neither, or one made to the
+    `listener` itself (not DNATed there: its port is no port of the service's)."""
+    if original == listener:
+        return None
     address, port = original
     network = vip_networks.get(address)
     if network is not None:

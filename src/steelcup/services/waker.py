@@ -143,10 +143,12 @@ class ServiceWaker:
             if not vip.address or vip.id in listening:
                 continue
             proxy = TcpProxy(vip.address, 0, "", 0, self.netns,
-                             connect_timeout_s=WAKE_CONNECT_TIMEOUT_S,
-                             choose_target=functools.partial(self._relay, service.id))
+                             connect_timeout_s=WAKE_CONNECT_TIMEOUT_S)
             try:
                 await proxy.start()
+                # before anything is DNATed to it (the port is the kernel's choice)
+                proxy.choose_target = functools.partial(self._relay, service.id,
+                                                        (vip.address, proxy.port))
                 await self.networks.set_vip_wake(vip.id, proxy.port)
             except (OSError, SteelcupError) as exc:
                 await proxy.close()
@@ -181,23 +183,26 @@ class ServiceWaker:
 
     # -- a connection ------------------------------------------------------------------------
 
-    async def _relay(self, service_id: str, original: tuple[str, int]) -> tuple[str, int]:
-        """A held connection's target: a running replica of the service, resumed first."""
+    async def _relay(self, service_id: str, listener: tuple[str, int],
+                     original: tuple[str, int]) -> tuple[str, int]:
+        """A held connection's target: a running replica of the service, resumed first (a
+        connection that is for none of the service's ports wakes nothing)."""
+        vips = self._vips(service_id)
+        published = next((v for v in vips if v.ports), None)
+        target = dormancy.relay_target(
+            original, {v.address: v.network_id for v in vips if v.address},
+            published.ports if published is not None else (),
+            published.network_id if published is not None else "",
+            listener)
+        if target is None:
+            raise NotFound(f"{original[0]}:{original[1]} is neither a virtual IP nor a "
+                           "published port of the service")
         task = self._waking.get(service_id)
         if task is None:
             task = asyncio.create_task(self._resume(service_id),
                                        name=f"wake-service-{service_id[:12]}")
             self._waking[service_id] = task
         await asyncio.shield(task)
-        vips = self._vips(service_id)
-        published = next((v for v in vips if v.ports), None)
-        target = dormancy.relay_target(
-            original, {v.address: v.network_id for v in vips if v.address},
-            published.ports if published is not None else (),
-            published.network_id if published is not None else "")
-        if target is None:
-            raise NotFound(f"{original[0]}:{original[1]} is neither a virtual IP nor a "
-                           "published port of the service")
         network_id, port = target
         addresses = [e.address for r in self.replicas(service_id) if r.serving and r.running
                      for e in self.networks.container_endpoints(r.container_id)

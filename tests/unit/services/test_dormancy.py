@@ -16,6 +16,7 @@ from steelcup.services.dormancy import (
 from steelcup.services.model import TaskState
 
 RUNNING, SHUTDOWN = TaskState.RUNNING, TaskState.SHUTDOWN
+LISTENER = ("10.0.0.100", 41000)
 
 
 def replica(n: int, *, suspended: bool = True, running: bool = False,
@@ -59,15 +60,17 @@ def test_a_held_connection_goes_to_the_port_it_was_made_to() -> None:
     published = (PortMapping(80, "tcp", "", 18080), PortMapping(53, "udp", "", 18053),
                  PortMapping(443, "tcp", "192.0.2.5", 18443))
     # to a VIP: its own port, on that VIP's network (the loopback proxy's too)
-    assert relay_target(("10.0.1.100", 8080), vips, published, "net-a") == ("net-b", 8080)
-    assert relay_target(("10.0.0.100", 80), vips, published, "net-a") == ("net-a", 80)
+    assert relay_target(("10.0.1.100", 8080), vips, published, "net-a", LISTENER) == ("net-b", 8080)
+    assert relay_target(("10.0.0.100", 80), vips, published, "net-a", LISTENER) == ("net-a", 80)
     # to a published port on any host address: its target port, on the first network
-    assert relay_target(("192.0.2.9", 18080), vips, published, "net-a") == ("net-a", 80)
-    assert relay_target(("192.0.2.5", 18443), vips, published, "net-a") == ("net-a", 443)
+    assert relay_target(("192.0.2.9", 18080), vips, published, "net-a", LISTENER) == ("net-a", 80)
+    assert relay_target(("192.0.2.5", 18443), vips, published, "net-a", LISTENER) == ("net-a", 443)
     # a port published on another address only, a udp port, an unknown port: nothing
-    assert relay_target(("192.0.2.9", 18443), vips, published, "net-a") is None
-    assert relay_target(("192.0.2.9", 18053), vips, published, "net-a") is None
-    assert relay_target(("192.0.2.9", 9999), vips, published, "net-a") is None
+    assert relay_target(("192.0.2.9", 18443), vips, published, "net-a", LISTENER) is None
+    assert relay_target(("192.0.2.9", 18053), vips, published, "net-a", LISTENER) is None
+    assert relay_target(("192.0.2.9", 9999), vips, published, "net-a", LISTENER) is None
+    # nor one made to the listener itself, not DNATed there (its port is no service's)
+    assert relay_target(LISTENER, vips, published, "net-a", LISTENER) is None
 
 
 def test_a_daemon_restart_keeps_a_suspended_replica_s_task() -> None:
