@@ -1,0 +1,92 @@
+"""The service waker with the fake VM source and a recording network layer: it listens (and
+has the VIP's connections sent to it) once every replica of an --auto-suspend service is
+suspended, not before; a held connection resumes every suspended replica and is relayed to
+one of them, on the port it was made to; once a replica runs it stops listening. (The DNAT
+and conntrack's original destination are the VM tier's: tests/vm/test_service_suspend.py.)"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any, cast
+
+import pytest
+
+from steelcup.errors import NotFound
+from steelcup.net.manager import NetworkManager
+from steelcup.net.model import Endpoint, PortMapping, VipRecord
+from steelcup.services.orchestrator import Orchestrator
+from steelcup.services.waker import ServiceWaker
+from steelcup.state.db import open_db
+from tests.unit.runtime.fakevm import FakeVms
+from tests.unit.runtime.support import make_runtime
+from tests.unit.services.test_orchestrator import eventually, make, running
+from tests.unit.services.test_suspended_replicas import sleepy
+
+VIP = VipRecord("v" * 64, "n" * 64, "web", "127.0.0.1",
+                ports=(PortMapping(80, "tcp", "", 18080),))
+
+
+class Networks:
+    """What the waker asks of the network layer, recorded."""
+
+    def __init__(self, orchestrator: Orchestrator) -> None:
+        self.orchestrator = orchestrator
+        self.wake_ports: list[int] = []
+
+    def get_vip(self, vip_id: str) -> VipRecord:
+        if vip_id != VIP.id:
+            raise NotFound(vip_id)
+        return VIP
+
+    async def set_vip_wake(self, vip_id: str, port: int) -> None:
+        self.wake_ports.append(port)
+
+    def container_endpoints(self, container_id: str) -> list[Endpoint]:
+        slot = next(t.slot for t in self.orchestrator.tasks.values()
+                    if t.container_id == container_id)
+        return [Endpoint(VIP.network_id, container_id, "", f"10.0.0.{slot}", "")]
+
+
+def test_a_sleeping_service_is_listened_for_and_woken(tmp_path: Path) -> None:
+    async def main() -> None:
+        vms = FakeVms()
+        db = open_db(tmp_path)
+        runtime = make_runtime(tmp_path, db, vms=vms.source())
+        runtime.restorer = vms.restore
+        manager, orch = make(db, runtime)
+        networks = Networks(orch)
+        waker = ServiceWaker(manager, orch.store, cast(NetworkManager, networks), runtime,
+                             lambda: orch.tasks.values(), None)
+        runtime.events.listen(waker._observe)
+        waker.start()
+        try:
+            svc = sleepy(manager, 2)
+            orch.store.save_service_vip(svc.id, VIP.network_id, VIP.id)
+            tasks = await running(orch, 2)
+            await runtime.suspend(tasks[0].container_id)
+            await asyncio.sleep(0.2)
+            assert networks.wake_ports == []  # one replica still serves the VIP
+            await runtime.suspend(tasks[1].container_id)
+            await eventually(lambda: bool(networks.wake_ports))
+            [port] = networks.wake_ports
+            assert port > 0
+            listener = ("127.0.0.1", port)
+            relay: Any = waker._relay
+            # a connection made to the listener itself wakes nothing
+            with pytest.raises(NotFound):
+                await relay(svc.id, listener, listener)
+            assert all(runtime.record(t.container_id).state.suspended for t in tasks)
+            # one to the published port: every replica resumes; relayed to the target port
+            address, target_port = await relay(svc.id, listener, ("192.0.2.1", 18080))
+            assert target_port == 80 and address in ("10.0.0.1", "10.0.0.2")
+            await eventually(lambda: all(runtime.record(t.container_id).state.running
+                                         for t in tasks))
+            await eventually(lambda: networks.wake_ports[-1:] == [0])  # listening no more
+            assert {t.id for t in orch.list(None)} == {t.id for t in tasks}
+        finally:
+            await waker.close()
+            await orch.close()
+            await runtime.shutdown()
+
+    asyncio.run(asyncio.wait_for(main(), 30))
