@@ -1,7 +1,8 @@
 """A service with --auto-suspend, with real VMs (docs/services.md, "Auto-suspend"): its idle
 replica is suspended (its QEMU gone) and keeps its task; a request to the service's published
 port, or to its virtual IP from a container on its network, is held while the replica
-resumes, then answered; the service still has its one task, not a replacement. The docker
+resumes, then answered; the service still has its one task, not a replacement; removed
+while asleep, it is not woken. The docker
 CLI asks for it with the service labels steelcup.checkpointable / steelcup.auto-suspend."""
 
 from __future__ import annotations
@@ -97,9 +98,13 @@ def test_a_sleeping_service_wakes_on_a_connection(tmp_path: Path) -> None:
         assert _fetch(netns, f"http://{vip}/") == PAGE
         assert _tasks(daemon) == tasks
 
+        # A sleeping service is removed without being woken.
+        wait_until(lambda: _suspended(daemon, cid), "suspended a fourth time", timeout_s=180)
         daemon.out("service", "rm", "web")
         wait_until(lambda: not daemon.out("ps", "-aq").split(), "the replica removed",
                    timeout_s=60)
+        assert _qemus_of(cid) == 0
+        assert not (root / "containers" / cid).exists()  # its saved VM went with it
     finally:
         stop_daemon(daemon)
         delete_netns(netns)
