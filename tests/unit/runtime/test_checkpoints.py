@@ -5,16 +5,13 @@ refusals of settings that keep a 9p share mounted, and the runtime's rules for a
 from __future__ import annotations
 
 import asyncio
-import shutil
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from steelcup.errors import Conflict, InvalidArgument, NotFound, VmLaunchError
 from steelcup.guest.protocol import RootfsCache
-from steelcup.image import rootfs
 from steelcup.runtime import checkpoints
 from steelcup.runtime.checkpoints import Checkpoint
 from steelcup.runtime.containers import Runtime
@@ -25,6 +22,8 @@ from steelcup.state.db import open_db
 from steelcup.vm.saved import SavedNic, SavedShare, SavedVm
 from tests.unit.runtime.fakevm import FakeVms
 from tests.unit.runtime.support import make_runtime
+
+pytestmark = pytest.mark.usefixtures("plain_dirs")  # conftest: roots are plain dirs
 
 VM = SavedVm(mem_mib=2048, cpus=1, max_cpus=4, accel="tcg", tcg_tb_mib=32, tsc_khz=2_000_000,
              tsc_clock=True, balloon=True, balloon_grows=False, ram_object=True,
@@ -124,19 +123,6 @@ def test_only_a_running_container_can_be_checkpointed() -> None:
 
 
 # -- the runtime, with fake VMs ------------------------------------------------------------
-
-@pytest.fixture(autouse=True)
-def plain_dirs(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    def prepare(layers: Any, cdir: Path, disks: Any = None, size_bytes: int = 0,
-                ids: Any = None) -> Path:
-        (cdir / "rootfs").mkdir(exist_ok=True)
-        return cdir / "rootfs"
-
-    monkeypatch.setattr(rootfs, "prepare", prepare)
-    monkeypatch.setattr(rootfs, "release", lambda cdir: None)
-    monkeypatch.setattr(rootfs, "remove", lambda cdir: shutil.rmtree(cdir, ignore_errors=True))
-    yield
-
 
 def run(tmp_path: Path, body: Callable[[Runtime, FakeVms], Awaitable[None]]) -> None:
     async def main() -> None:

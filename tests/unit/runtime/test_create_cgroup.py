@@ -5,36 +5,21 @@ source), and refused to a tenant and to a pod member."""
 from __future__ import annotations
 
 import asyncio
-import shutil
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from steelcup.api import docker_codec as codec
 from steelcup.errors import Forbidden, InvalidArgument
-from steelcup.image import rootfs
 from steelcup.runtime.model import ContainerConfig
 from steelcup.state.db import open_db
 from tests.unit.runtime.fakevm import FakeVms
 from tests.unit.runtime.support import make_runtime
 
+pytestmark = pytest.mark.usefixtures("plain_dirs")  # conftest: roots are plain dirs
+
 CGROUP = "/kubepods/besteffort/pod1/abc"
-
-
-@pytest.fixture(autouse=True)
-def plain_dirs(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    def prepare(layers: Any, cdir: Path, disks: Any = None, size_bytes: int = 0,
-                ids: Any = None) -> Path:
-        (cdir / "rootfs").mkdir(exist_ok=True)
-        return cdir / "rootfs"
-
-    monkeypatch.setattr(rootfs, "prepare", prepare)
-    monkeypatch.setattr(rootfs, "release", lambda cdir: None)
-    monkeypatch.setattr(rootfs, "remove", lambda cdir: shutil.rmtree(cdir, ignore_errors=True))
-    yield
 
 
 def _config(**kw: object) -> ContainerConfig:

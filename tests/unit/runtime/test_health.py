@@ -22,9 +22,9 @@ from steelcup.state.db import open_db
 from tests.unit.image.tarutil import make_tar
 from tests.unit.runtime.fakevm import FakeProcess, FakeVms
 from tests.unit.runtime.support import make_runtime
-from tests.unit.runtime.test_manager import actions, create, eventually, plain_dirs
+from tests.unit.runtime.test_manager import actions, create, eventually
 
-__all__ = ["plain_dirs"]  # the fixture, used here as in test_manager
+pytestmark = pytest.mark.usefixtures("plain_dirs")  # conftest: roots are plain dirs
 
 T = TypeVar("T")
 MS = 1_000_000

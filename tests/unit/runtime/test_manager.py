@@ -5,10 +5,9 @@ pause/unpause, removal during start, half-failed removal."""
 from __future__ import annotations
 
 import asyncio
-import shutil
 import signal
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -16,7 +15,6 @@ import pytest
 
 from steelcup.errors import Conflict, ProcessStartError, SteelcupError, VmLaunchError
 from steelcup.guest.client import ProcessSpec
-from steelcup.image import rootfs
 from steelcup.runtime.containers import Runtime
 from steelcup.runtime.lifecycle import Op
 from steelcup.runtime.model import ContainerConfig, ContainerRecord, Status
@@ -25,21 +23,9 @@ from steelcup.state.db import open_db
 from tests.unit.runtime.fakevm import FakeProcess, FakeVms
 from tests.unit.runtime.support import make_runtime
 
+pytestmark = pytest.mark.usefixtures("plain_dirs")  # conftest: roots are plain dirs
+
 T = TypeVar("T")
-
-
-@pytest.fixture(autouse=True)
-def plain_dirs(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """A container's root is a plain directory here: the overlay is not what is tested."""
-    def prepare(layers: Any, cdir: Path, disks: Any = None, size_bytes: int = 0,
-                ids: Any = None) -> Path:
-        (cdir / "rootfs").mkdir(exist_ok=True)
-        return cdir / "rootfs"
-
-    monkeypatch.setattr(rootfs, "prepare", prepare)
-    monkeypatch.setattr(rootfs, "release", lambda cdir: None)
-    monkeypatch.setattr(rootfs, "remove", lambda cdir: shutil.rmtree(cdir, ignore_errors=True))
-    yield
 
 
 def run(tmp_path: Path, body: Callable[[Runtime, FakeVms], Awaitable[T]],

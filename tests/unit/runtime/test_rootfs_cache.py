@@ -6,17 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import shutil
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from steelcup.errors import InvalidArgument
 from steelcup.guest.client import GuestRequestError
 from steelcup.guest.protocol import RootfsCache
-from steelcup.image import rootfs
 from steelcup.runtime.containers import Defaults, Runtime
 from steelcup.runtime.lifecycle import Op
 from steelcup.runtime.model import ContainerConfig, ContainerRecord
@@ -24,18 +21,7 @@ from steelcup.state.db import open_db
 from tests.unit.runtime.fakevm import FakeVms
 from tests.unit.runtime.support import make_runtime
 
-
-@pytest.fixture(autouse=True)
-def plain_dirs(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    def prepare(layers: Any, cdir: Path, disks: Any = None, size_bytes: int = 0,
-                ids: Any = None) -> Path:
-        (cdir / "rootfs").mkdir(exist_ok=True)
-        return cdir / "rootfs"
-
-    monkeypatch.setattr(rootfs, "prepare", prepare)
-    monkeypatch.setattr(rootfs, "release", lambda cdir: None)
-    monkeypatch.setattr(rootfs, "remove", lambda cdir: shutil.rmtree(cdir, ignore_errors=True))
-    yield
+pytestmark = pytest.mark.usefixtures("plain_dirs")  # conftest: roots are plain dirs
 
 
 def run(tmp_path: Path, cache: RootfsCache,

@@ -6,15 +6,12 @@ The `ip`/`tc` effects (steelcup.net.netnsplug) are recorded, not run."""
 from __future__ import annotations
 
 import asyncio
-import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, cast
 
 import pytest
 
 from steelcup.guest.protocol import Tag
-from steelcup.image import rootfs
 from steelcup.net import netnsplug
 from steelcup.net.links import Host
 from steelcup.net.manager import Attachment, NetworkManager
@@ -26,6 +23,8 @@ from steelcup.state.db import open_db
 from steelcup.vm.qemu_args import NicSpec
 from tests.unit.runtime.fakevm import FakeVms
 from tests.unit.runtime.support import make_runtime
+
+pytestmark = pytest.mark.usefixtures("plain_dirs")  # conftest: roots are plain dirs
 
 NETNS = "/run/netns/netns-test"
 ETH0 = NetnsInterface("eth0", "0a:58:0a:58:00:05", 1450, "10.88.0.5", 16, "10.88.0.1")
@@ -50,19 +49,6 @@ class NoNetworks:
 
     def drop_held_ports(self, _container_id: str) -> None:
         pass
-
-
-@pytest.fixture(autouse=True)
-def plain_dirs(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    def prepare(layers: Any, cdir: Path, disks: Any = None, size_bytes: int = 0,
-                ids: Any = None) -> Path:
-        (cdir / "rootfs").mkdir(exist_ok=True)
-        return cdir / "rootfs"
-
-    monkeypatch.setattr(rootfs, "prepare", prepare)
-    monkeypatch.setattr(rootfs, "release", lambda cdir: None)
-    monkeypatch.setattr(rootfs, "remove", lambda cdir: shutil.rmtree(cdir, ignore_errors=True))
-    yield
 
 
 def _run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, iface: NetnsInterface | None,

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import shutil
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +11,6 @@ import pytest
 
 from steelcup.errors import Conflict, InvalidArgument
 from steelcup.guest.protocol import Tag
-from steelcup.image import rootfs
 from steelcup.runtime.containers import Runtime
 from steelcup.runtime.model import ContainerConfig, ContainerRecord
 from steelcup.runtime.resources import Resources
@@ -21,18 +19,7 @@ from steelcup.volume.manager import VolumeManager
 from tests.unit.runtime.fakevm import FakeMachine, FakeVms
 from tests.unit.runtime.support import make_runtime
 
-
-@pytest.fixture(autouse=True)
-def plain_dirs(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    def prepare(layers: Any, cdir: Path, disks: Any = None, size_bytes: int = 0,
-                ids: Any = None) -> Path:
-        (cdir / "rootfs").mkdir(exist_ok=True)
-        return cdir / "rootfs"
-
-    monkeypatch.setattr(rootfs, "prepare", prepare)
-    monkeypatch.setattr(rootfs, "release", lambda cdir: None)
-    monkeypatch.setattr(rootfs, "remove", lambda cdir: shutil.rmtree(cdir, ignore_errors=True))
-    yield
+pytestmark = pytest.mark.usefixtures("plain_dirs")  # conftest: roots are plain dirs
 
 
 def run(tmp_path: Path, body: Callable[[Runtime, FakeVms], Awaitable[None]]) -> None:

@@ -12,6 +12,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
+import pytest
+
 from steelcup.errors import NotFound
 from steelcup.image.config import HealthConfig
 from steelcup.runtime.containers import Runtime
@@ -35,11 +37,11 @@ from steelcup.services.store import ServiceStore
 from steelcup.state.db import open_db
 from tests.unit.image.tarutil import make_tar
 from tests.unit.runtime.fakevm import FakeProcess, FakeVms
-from tests.unit.runtime.support import make_runtime
+from tests.unit.runtime.support import make_runtime, plain_dirs
 from tests.unit.runtime.test_manager import eventually as _eventually
-from tests.unit.runtime.test_manager import plain_dirs
 
-__all__ = ["plain_dirs"]  # the fixture, used here as in test_manager
+__all__ = ["plain_dirs"]  # the fixture (from runtime.support), for every test here
+pytestmark = pytest.mark.usefixtures("plain_dirs")
 
 T = TypeVar("T")
 Body = Callable[[Runtime, FakeVms, ServiceManager, Orchestrator], Awaitable[T]]
