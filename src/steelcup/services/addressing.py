@@ -123,12 +123,7 @@ class ServiceAddressing:
         orchestrator.task_changed = lambda task: addressing.wake()
         orchestrator.runtime.events.listen(addressing._observe)
         orchestrator.before_stop = addressing.withdraw
-        told = orchestrator.manager.changed
-
-        def changed() -> None:
-            told()
-            addressing.wake()
-        orchestrator.manager.changed = changed
+        orchestrator.manager.on_change(addressing.wake)
         return addressing
 
     def wake(self) -> None:

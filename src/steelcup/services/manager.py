@@ -67,8 +67,17 @@ class ServiceManager:
             swarm = SwarmState(node_id=new_object_id(), created_at=now_rfc3339())
             store.save_swarm(swarm)
         self.swarm = swarm
-        # Told after every change of a service (the orchestrator's wake-up).
-        self.changed: Callable[[], None] = lambda: None
+        # Told after every change of a service (the orchestrator's wake-up, the addressing
+        # layer's, the waker's): `on_change`.
+        self._listeners: list[Callable[[], None]] = []
+
+    def on_change(self, listener: Callable[[], None]) -> None:
+        """Call `listener` after every change of a service, after those added before it."""
+        self._listeners.append(listener)
+
+    def _changed(self) -> None:
+        for listener in self._listeners:
+            listener()
 
     # -- the swarm ---------------------------------------------------------------------------
 
@@ -117,7 +126,7 @@ class ServiceManager:
             raise Conflict("update out of sequence")
         self.swarm = replace(self.swarm, spec_doc=spec_doc, version=self.swarm.version + 1,
                              updated_at=now_rfc3339(), history_limit=history_limit)
-        self.changed()
+        self._changed()
         self.store.save_swarm(self.swarm)
 
     # -- services ----------------------------------------------------------------------------
@@ -152,7 +161,7 @@ class ServiceManager:
             self.store.insert_service(record)
             self.services[record.id] = record
         self._event(record, "create")
-        self.changed()
+        self._changed()
         return record
 
     def update(self, service_id: str, version: int, *, spec_doc: dict[str, Any],
@@ -221,7 +230,7 @@ class ServiceManager:
         self.store.save_service(record)
         self.services[record.id] = record
         self._event(record, "update")
-        self.changed()
+        self._changed()
         return record
 
     def set_update_status(self, service_id: str, status: UpdateStatus) -> None:
@@ -229,7 +238,7 @@ class ServiceManager:
         record = replace(self.get(service_id), update_status=status)
         self.store.save_service(record)
         self.services[record.id] = record
-        self.changed()
+        self._changed()
 
     def set_virtual_ips(self, service_id: str, vips: tuple[tuple[str, str], ...],
                         ports: tuple[PortMapping, ...] = ()) -> None:
@@ -246,7 +255,7 @@ class ServiceManager:
         self.store.delete_service(service_id)
         del self.services[service_id]
         self._event(record, "remove")
-        self.changed()
+        self._changed()
 
     def _event(self, record: ServiceRecord, action: str) -> None:
         self.events.publish("service", action, record.id, {"name": record.name}, record.tenant)

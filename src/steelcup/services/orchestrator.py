@@ -110,7 +110,7 @@ class Orchestrator:
         # a task's container is stopped (it leaves the service's virtual IP first).
         self.task_changed: Callable[[TaskRecord], None] = lambda task: None
         self.before_stop: Callable[[TaskRecord], Awaitable[None]] = _nothing
-        manager.changed = self._wake.set
+        manager.on_change(self._wake.set)
         runtime.events.listen(self.observe)
 
     # -- lifecycle ---------------------------------------------------------------------------

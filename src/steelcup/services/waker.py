@@ -64,12 +64,7 @@ class ServiceWaker:
         waker = cls(orchestrator.manager, orchestrator.store, networks, orchestrator.runtime,
                     lambda: orchestrator.tasks.values(), networks.host.netns)
         orchestrator.runtime.events.listen(waker._observe)
-        told = orchestrator.manager.changed
-
-        def changed() -> None:
-            told()
-            waker.wake()
-        orchestrator.manager.changed = changed
+        orchestrator.manager.on_change(waker.wake)
         return waker
 
     def wake(self) -> None:
