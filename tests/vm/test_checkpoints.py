@@ -5,7 +5,6 @@ after a daemon restart too; and the refusals."""
 from __future__ import annotations
 
 import json
-import re
 import subprocess
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from tests.vm.support import (
     wait_pool_ready,
     wait_until,
 )
+from tests.vm.suspend_support import state_of, ticks_of
 
 pytestmark = pytest.mark.vm
 IMG = "steelcup/busybox"
@@ -33,15 +33,6 @@ PORT = 18281
 PROGRAM = ("mkdir -p /www && echo hello from checkpoint > /www/index.html && httpd -p 80 -h /www"
            " && i=0; while true; do i=$((i+1)); echo tick $i; echo $i >> /count.log; "
            "sleep 0.2; done")
-
-
-def _ticks(daemon: Daemon, cid: str) -> list[int]:
-    return [int(m) for m in re.findall(r"^tick (\d+)$", daemon.out("logs", cid), re.M)]
-
-
-def _state(daemon: Daemon, cid: str) -> dict[str, object]:
-    state: dict[str, object] = json.loads(daemon.out("inspect", cid))[0]["State"]
-    return state
 
 
 def _pool(daemon: Daemon) -> dict[str, object]:
@@ -62,9 +53,9 @@ def _fetch(netns: str, url: str) -> str:
 
 def _resumed_from(daemon: Daemon, cid: str, count: int) -> list[int]:
     """The ticks logged after the first `count` once a few more came."""
-    wait_until(lambda: len(_ticks(daemon, cid)) >= count + 5, "ticks after the restore",
+    wait_until(lambda: len(ticks_of(daemon, cid)) >= count + 5, "ticks after the restore",
                timeout_s=60)
-    return _ticks(daemon, cid)[count:]
+    return ticks_of(daemon, cid)[count:]
 
 
 def test_a_checkpointed_container_runs_on_from_its_checkpoint(tmp_path: Path) -> None:
@@ -84,13 +75,13 @@ def test_a_checkpointed_container_runs_on_from_its_checkpoint(tmp_path: Path) ->
         info = json.loads(daemon.out("inspect", cid))[0]
         assert info["HostConfig"]["SteelcupCheckpointable"] is True
         address = info["NetworkSettings"]["IPAddress"]
-        wait_until(lambda: len(_ticks(daemon, cid)) >= 10, "ticks", timeout_s=60)
+        wait_until(lambda: len(ticks_of(daemon, cid)) >= 10, "ticks", timeout_s=60)
         assert _fetch(netns, f"http://127.0.0.1:{PORT}/") == "hello from checkpoint\n"
 
         assert daemon.out("checkpoint", "create", cid, "cp1").strip() == "cp1"
-        state = _state(daemon, cid)
+        state = state_of(daemon, cid)
         assert state["Running"] is False and state["ExitCode"] == 137
-        saved = _ticks(daemon, cid)
+        saved = ticks_of(daemon, cid)
         assert saved == list(range(1, len(saved) + 1))
         listed = daemon.out("checkpoint", "ls", cid)
         assert "cp1" in listed and "CHECKPOINT NAME" in listed
@@ -98,11 +89,11 @@ def test_a_checkpointed_container_runs_on_from_its_checkpoint(tmp_path: Path) ->
             > 1024 * 1024
 
         assert daemon.out("start", "--checkpoint", "cp1", cid).strip() == cid
-        assert _state(daemon, cid)["Running"] is True
+        assert state_of(daemon, cid)["Running"] is True
         # The counter goes on where it stopped: every tick once, none from 1 again.
         after = _resumed_from(daemon, cid, len(saved))
         assert after[:3] == [len(saved) + 1, len(saved) + 2, len(saved) + 3], after
-        ticks = _ticks(daemon, cid)  # once: the counter goes on between two reads
+        ticks = ticks_of(daemon, cid)  # once: the counter goes on between two reads
         assert ticks == list(range(1, len(ticks) + 1))
         # The file in the root is intact and went on growing; exec, the same address, the port.
         counted = [int(x) for x in daemon.out("exec", cid, "cat", "/count.log").split()]
@@ -117,11 +108,11 @@ def test_a_checkpointed_container_runs_on_from_its_checkpoint(tmp_path: Path) ->
         assert abs(guest_now - host_now) <= 5
 
         # --leave-running: saved, and it runs on.
-        pre = len(_ticks(daemon, cid))
+        pre = len(ticks_of(daemon, cid))
         assert daemon.out("checkpoint", "create", "--leave-running", cid, "cp2").strip() \
             == "cp2"
-        assert _state(daemon, cid)["Running"] is True
-        now = len(_ticks(daemon, cid))
+        assert state_of(daemon, cid)["Running"] is True
+        now = len(ticks_of(daemon, cid))
         assert _resumed_from(daemon, cid, now)[0] == now + 1
         daemon.out("exec", cid, "true")
         assert daemon.out("checkpoint", "ls", "-q", cid).split() == ["cp1", "cp2"]
@@ -129,15 +120,15 @@ def test_a_checkpointed_container_runs_on_from_its_checkpoint(tmp_path: Path) ->
         # A checkpoint survives a daemon restart (this daemon stops what runs when it stops).
         stop_daemon(daemon)
         daemon = start_daemon(root, sock, netns)
-        assert _state(daemon, cid)["Running"] is False
-        before = len(_ticks(daemon, cid))
+        assert state_of(daemon, cid)["Running"] is False
+        before = len(ticks_of(daemon, cid))
         daemon.out("start", "--checkpoint", "cp1", cid)
         again = _resumed_from(daemon, cid, before)
         assert again[0] == len(saved) + 1, again  # from cp1's counter, not from 1
         daemon.out("stop", "-t", "1", cid)
         # cp2 was made of a restored VM: it restores as well, from its counter (the log had
         # between `pre` and `now` ticks when cp2 was made; the guest replays what it lacked).
-        before = len(_ticks(daemon, cid))
+        before = len(ticks_of(daemon, cid))
         daemon.out("start", "--checkpoint", "cp2", cid)
         first = _resumed_from(daemon, cid, before)[0]
         assert pre + 1 <= first <= now + 1, (pre, first, now)
@@ -183,7 +174,7 @@ def test_checkpoint_refusals(daemon: Daemon) -> None:
         assert _status(daemon, "DELETE", f"/containers/{ckpt}/checkpoints/nosuch") == 404
         refused = daemon.cli("start", "--checkpoint", "nosuch", ckpt)
         assert refused.returncode != 0 and b"no checkpoint" in refused.stderr
-        assert _state(daemon, ckpt)["Status"] == "created"
+        assert state_of(daemon, ckpt)["Status"] == "created"
         daemon.out("start", ckpt)
         refused = daemon.cli("checkpoint", "create", ckpt, "bad/name")
         assert refused.returncode != 0 and b"invalid checkpoint name" in refused.stderr
@@ -210,10 +201,10 @@ def test_the_docker_cli_checkpoints_a_container(daemon: Daemon) -> None:
         cid = daemon.out("run", "-d", "--checkpointable", "--name", "dockerckpt", IMG, "sh",
                          "-c", "i=0; while true; do i=$((i+1)); echo tick $i; sleep 0.2; done"
                          ).strip()
-        wait_until(lambda: len(_ticks(daemon, cid)) >= 5, "ticks", timeout_s=60)
+        wait_until(lambda: len(ticks_of(daemon, cid)) >= 5, "ticks", timeout_s=60)
         docker("checkpoint", "create", "dockerckpt", "c1")
         assert "c1" in docker("checkpoint", "ls", "dockerckpt")
-        count = len(_ticks(daemon, cid))
+        count = len(ticks_of(daemon, cid))
         docker("start", "--checkpoint", "c1", "dockerckpt")
         assert _resumed_from(daemon, cid, count)[0] == count + 1
         docker("checkpoint", "rm", "dockerckpt", "c1")
@@ -234,9 +225,9 @@ def test_a_directly_booted_vm_is_checkpointed_too(tmp_path: Path) -> None:
         daemon.cli("load", "-i", str(BUSYBOX_TAR), check=True)
         cid = daemon.out("run", "-d", "--checkpointable", IMG, "sh", "-c",
                          "i=0; while true; do i=$((i+1)); echo tick $i; sleep 0.2; done").strip()
-        wait_until(lambda: len(_ticks(daemon, cid)) >= 5, "ticks", timeout_s=60)
+        wait_until(lambda: len(ticks_of(daemon, cid)) >= 5, "ticks", timeout_s=60)
         daemon.out("checkpoint", "create", cid, "cp1")
-        count = len(_ticks(daemon, cid))
+        count = len(ticks_of(daemon, cid))
         daemon.out("start", "--checkpoint", "cp1", cid)
         assert _resumed_from(daemon, cid, count)[0] == count + 1
         assert _pool(daemon)["DirectBoots"] == 1  # the restore is not a boot
@@ -260,15 +251,15 @@ def test_a_restored_container_outlives_a_live_restore_restart(tmp_path: Path) ->
         daemon.cli("load", "-i", str(BUSYBOX_TAR), check=True)
         cid = daemon.out("run", "-d", "--checkpointable", IMG, "sh", "-c",
                          "i=0; while true; do i=$((i+1)); echo tick $i; sleep 0.2; done").strip()
-        wait_until(lambda: len(_ticks(daemon, cid)) >= 5, "ticks", timeout_s=60)
+        wait_until(lambda: len(ticks_of(daemon, cid)) >= 5, "ticks", timeout_s=60)
         daemon.out("checkpoint", "create", cid, "cp1")
-        count = len(_ticks(daemon, cid))
+        count = len(ticks_of(daemon, cid))
         daemon.out("start", "--checkpoint", "cp1", cid)
         _resumed_from(daemon, cid, count)
         stop_daemon(daemon)  # --live-restore: the restored VM runs on
         daemon = start_daemon(root, sock, netns, args)
-        assert _state(daemon, cid)["Running"] is True
-        ticks = _ticks(daemon, cid)
+        assert state_of(daemon, cid)["Running"] is True
+        ticks = ticks_of(daemon, cid)
         more = _resumed_from(daemon, cid, len(ticks))
         assert ticks + more == list(range(1, len(ticks) + len(more) + 1))
         daemon.out("exec", cid, "true")

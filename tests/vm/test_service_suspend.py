@@ -8,7 +8,6 @@ CLI asks for it with the service labels steelcup.checkpointable / steelcup.auto-
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -26,7 +25,7 @@ from tests.vm.support import (
     wait_pool_ready,
     wait_until,
 )
-from tests.vm.test_suspend import _qemus_of
+from tests.vm.suspend_support import docker_cli_for, qemus_of
 
 pytestmark = pytest.mark.vm
 IMG = "steelcup/busybox"
@@ -79,12 +78,12 @@ def test_a_sleeping_service_wakes_on_a_connection(tmp_path: Path) -> None:
 
         wait_until(lambda: _suspended(daemon, cid), "the idle replica suspended",
                    timeout_s=180)
-        assert _qemus_of(cid) == 0  # its VM is on disk, its QEMU gone
+        assert qemus_of(cid) == 0  # its VM is on disk, its QEMU gone
         assert _tasks(daemon) == tasks  # a suspend is no failure: not replaced
         # The request is held while the replica resumes, then answered.
         assert _fetch(netns, f"http://127.0.0.1:{PORT}/") == PAGE
         assert not _suspended(daemon, cid)
-        assert _qemus_of(cid) == 1
+        assert qemus_of(cid) == 1
         assert _tasks(daemon) == tasks and _replica(daemon) == cid
 
         # Idle again: suspended again; a container on the service's network reaches it by
@@ -103,7 +102,7 @@ def test_a_sleeping_service_wakes_on_a_connection(tmp_path: Path) -> None:
         daemon.out("service", "rm", "web")
         wait_until(lambda: not daemon.out("ps", "-aq").split(), "the replica removed",
                    timeout_s=60)
-        assert _qemus_of(cid) == 0
+        assert qemus_of(cid) == 0
         assert not (root / "containers" / cid).exists()  # its saved VM went with it
     finally:
         stop_daemon(daemon)
@@ -116,13 +115,7 @@ def test_the_docker_cli_asks_for_it_with_service_labels(tmp_path: Path) -> None:
     netns = new_netns("svcsuspd")
     root, sock = tmp_path / "root", tmp_path / "run" / "steelcup.sock"
     daemon = start_daemon(root, sock, netns)
-    env = {"DOCKER_HOST": f"unix://{sock}", "PATH": "/usr/local/bin:/usr/bin:/bin",
-           "HOME": str(root)}
-
-    def docker_cli(*args: str) -> str:
-        result = subprocess.run(["docker", *args], capture_output=True, env=env, timeout=180)
-        assert result.returncode == 0, result.stderr.decode()
-        return result.stdout.decode()
+    docker_cli = docker_cli_for(sock, root)
 
     try:
         daemon.cli("load", "-i", str(BUSYBOX_TAR), check=True)

@@ -6,15 +6,12 @@ across a daemon restart."""
 from __future__ import annotations
 
 import json
-import re
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from tests.vm.support import (
     BUSYBOX_TAR,
-    Daemon,
     delete_netns,
     in_netns,
     leftovers_of,
@@ -25,6 +22,7 @@ from tests.vm.support import (
     wait_pool_ready,
     wait_until,
 )
+from tests.vm.suspend_support import docker_cli_for, qemus_of, state_of, ticks_of
 
 pytestmark = pytest.mark.vm
 IMG = "steelcup/busybox"
@@ -32,33 +30,6 @@ PORT = 18291
 AUTO_PORT = 18292
 PROGRAM = ("mkdir -p /www && echo hello from suspend > /www/index.html && httpd -p 80 -h /www"
            " && i=0; while true; do i=$((i+1)); echo tick $i; sleep 0.2; done")
-
-
-def _ticks(daemon: Daemon, cid: str) -> list[int]:
-    return [int(m) for m in re.findall(r"^tick (\d+)$", daemon.out("logs", cid), re.M)]
-
-
-def _state(daemon: Daemon, cid: str) -> dict[str, object]:
-    state: dict[str, object] = json.loads(daemon.out("inspect", cid))[0]["State"]
-    return state
-
-
-def _qemus_of(cid: str) -> int:
-    """QEMU processes of the container's restored VMs: their state directory (in the command
-    line, or the cgroup named after it) starts with its short id. A VM of the warm cache it
-    started in was named before it existed."""
-    found = 0
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-            cgroup = (entry / "cgroup").read_text()
-        except OSError:
-            continue
-        if "qemu-system" in cmdline and (f"/{cid[:12]}-" in cmdline or f"/{cid[:12]}-" in cgroup):
-            found += 1
-    return found
 
 
 def _fetch(netns: str, url: str) -> str:
@@ -82,54 +53,54 @@ def test_a_suspended_container_runs_on_when_resumed(tmp_path: Path) -> None:
 
         cid = daemon.out("run", "-d", "--checkpointable", "--name", "sleepy", "-p",
                          f"127.0.0.1:{PORT}:80", IMG, "sh", "-c", PROGRAM).strip()
-        wait_until(lambda: len(_ticks(daemon, cid)) >= 5, "ticks", timeout_s=60)
+        wait_until(lambda: len(ticks_of(daemon, cid)) >= 5, "ticks", timeout_s=60)
         address = json.loads(daemon.out("inspect", cid))[0]["NetworkSettings"]["IPAddress"]
 
         daemon.out("suspend", "sleepy")
-        state = _state(daemon, cid)
+        state = state_of(daemon, cid)
         assert state["Status"] == "running" and state["Running"] is True
         assert state["SteelcupSuspended"] is True
         assert "(suspended)" in daemon.out("ps")
         assert "suspend" not in daemon.out("checkpoint", "ls", cid)  # not a user's checkpoint
-        saved = _ticks(daemon, cid)
+        saved = ticks_of(daemon, cid)
         assert saved == list(range(1, len(saved) + 1))
 
         daemon.out("resume", "sleepy")
-        assert _state(daemon, cid)["SteelcupSuspended"] is False
-        wait_until(lambda: len(_ticks(daemon, cid)) >= len(saved) + 3, "ticks after resume",
+        assert state_of(daemon, cid)["SteelcupSuspended"] is False
+        wait_until(lambda: len(ticks_of(daemon, cid)) >= len(saved) + 3, "ticks after resume",
                    timeout_s=60)
-        assert _ticks(daemon, cid)[len(saved)] == len(saved) + 1  # on from its memory
-        assert _qemus_of(cid) == 1  # a QEMU of its own again
+        assert ticks_of(daemon, cid)[len(saved)] == len(saved) + 1  # on from its memory
+        assert qemus_of(cid) == 1  # a QEMU of its own again
         assert json.loads(daemon.out("inspect", cid))[0]["NetworkSettings"]["IPAddress"] \
             == address
         assert _fetch(netns, f"http://127.0.0.1:{PORT}/") == "hello from suspend\n"
 
         # exec of a suspended container resumes it first.
         daemon.out("suspend", cid)
-        assert _qemus_of(cid) == 0  # its QEMU is gone
-        counted = len(_ticks(daemon, cid))
+        assert qemus_of(cid) == 0  # its QEMU is gone
+        counted = len(ticks_of(daemon, cid))
         assert daemon.out("exec", cid, "echo", "awake").strip() == "awake"
-        assert _state(daemon, cid)["SteelcupSuspended"] is False
-        wait_until(lambda: len(_ticks(daemon, cid)) > counted, "ticks after exec", timeout_s=60)
-        assert _ticks(daemon, cid)[counted] == counted + 1
+        assert state_of(daemon, cid)["SteelcupSuspended"] is False
+        wait_until(lambda: len(ticks_of(daemon, cid)) > counted, "ticks after exec", timeout_s=60)
+        assert ticks_of(daemon, cid)[counted] == counted + 1
 
         # A suspended container stays suspended across a daemon restart, and resumes after.
         daemon.out("suspend", cid)
-        counted = len(_ticks(daemon, cid))
+        counted = len(ticks_of(daemon, cid))
         stop_daemon(daemon)
         daemon = start_daemon(root, sock, netns)
-        assert _state(daemon, cid)["SteelcupSuspended"] is True
+        assert state_of(daemon, cid)["SteelcupSuspended"] is True
         daemon.out("start", cid)  # start of a suspended container is a resume
-        wait_until(lambda: len(_ticks(daemon, cid)) > counted, "ticks after restart",
+        wait_until(lambda: len(ticks_of(daemon, cid)) > counted, "ticks after restart",
                    timeout_s=60)
-        assert _ticks(daemon, cid)[counted] == counted + 1
+        assert ticks_of(daemon, cid)[counted] == counted + 1
 
         # stop ends a suspended container without running it on.
         daemon.out("suspend", cid)
         daemon.out("stop", cid)
-        state = _state(daemon, cid)
+        state = state_of(daemon, cid)
         assert state["Running"] is False and state["SteelcupSuspended"] is False
-        assert _qemus_of(cid) == 0  # not resumed to be stopped
+        assert qemus_of(cid) == 0  # not resumed to be stopped
         assert not (root / "containers" / cid / "suspended").exists()
         daemon.out("rm", cid)
     finally:
@@ -153,18 +124,18 @@ def test_an_idle_container_is_suspended_and_a_connection_resumes_it(tmp_path: Pa
         assert json.loads(daemon.out("inspect", cid))[0]["HostConfig"][
             "SteelcupAutoSuspend"] == 4
         assert _fetch(netns, f"http://127.0.0.1:{AUTO_PORT}/") == "hello from suspend\n"
-        wait_until(lambda: _state(daemon, cid)["SteelcupSuspended"] is True,
+        wait_until(lambda: state_of(daemon, cid)["SteelcupSuspended"] is True,
                    "the idle container suspended", timeout_s=120)
-        counted = len(_ticks(daemon, cid))
+        counted = len(ticks_of(daemon, cid))
         # A client's request to the suspended container is held while it resumes, then
         # answered: no refusal, no error.
         assert _fetch(netns, f"http://127.0.0.1:{AUTO_PORT}/") == "hello from suspend\n"
-        assert _state(daemon, cid)["SteelcupSuspended"] is False
-        wait_until(lambda: len(_ticks(daemon, cid)) > counted, "ticks after the wake",
+        assert state_of(daemon, cid)["SteelcupSuspended"] is False
+        wait_until(lambda: len(ticks_of(daemon, cid)) > counted, "ticks after the wake",
                    timeout_s=60)
-        assert _ticks(daemon, cid)[counted] == counted + 1  # on from where it slept
+        assert ticks_of(daemon, cid)[counted] == counted + 1  # on from where it slept
         # Idle again: suspended again, and woken again.
-        wait_until(lambda: _state(daemon, cid)["SteelcupSuspended"] is True,
+        wait_until(lambda: state_of(daemon, cid)["SteelcupSuspended"] is True,
                    "suspended again", timeout_s=120)
         assert _fetch(netns, f"http://127.0.0.1:{AUTO_PORT}/") == "hello from suspend\n"
         daemon.out("rm", "-f", cid)
@@ -181,13 +152,7 @@ def test_docker_clients_take_a_suspended_container_as_running(tmp_path: Path) ->
     netns = new_netns("suspdock")
     root, sock = tmp_path / "root", tmp_path / "run" / "steelcup.sock"
     daemon = start_daemon(root, sock, netns)
-    env = {"DOCKER_HOST": f"unix://{sock}", "PATH": "/usr/local/bin:/usr/bin:/bin",
-           "HOME": str(root)}
-
-    def docker_cli(*args: str) -> str:
-        result = subprocess.run(["docker", *args], capture_output=True, env=env, timeout=180)
-        assert result.returncode == 0, result.stderr.decode()
-        return result.stdout.decode()
+    docker_cli = docker_cli_for(sock, root)
 
     client = docker.DockerClient(base_url=f"unix://{sock}")
     try:
@@ -195,7 +160,7 @@ def test_docker_clients_take_a_suspended_container_as_running(tmp_path: Path) ->
         wait_pool_ready(daemon)
         cid = daemon.out("run", "-d", "--checkpointable", "--name", "napper", IMG, "sh", "-c",
                          PROGRAM).strip()
-        wait_until(lambda: len(_ticks(daemon, cid)) >= 3, "ticks", timeout_s=60)
+        wait_until(lambda: len(ticks_of(daemon, cid)) >= 3, "ticks", timeout_s=60)
         daemon.out("suspend", cid)
         assert "(suspended)" in docker_cli("ps")
         assert docker_cli("inspect", "-f", "{{.State.Running}} {{.State.Status}}",
@@ -203,11 +168,11 @@ def test_docker_clients_take_a_suspended_container_as_running(tmp_path: Path) ->
         assert client.containers.get(cid).status == "running"
         assert [c.id for c in client.containers.list()] == [cid]
         assert docker_cli("exec", "napper", "echo", "hi").strip() == "hi"  # resumed first
-        assert _state(daemon, cid)["SteelcupSuspended"] is False
+        assert state_of(daemon, cid)["SteelcupSuspended"] is False
         daemon.out("suspend", cid)
         client.containers.get(cid).stop(timeout=1)  # ends it unresumed
         assert client.containers.get(cid).status == "exited"
-        assert _qemus_of(cid) == 0
+        assert qemus_of(cid) == 0
         docker_cli("rm", "napper")
     finally:
         client.close()
