@@ -1,6 +1,7 @@
 """Userspace port proxy for the host's loopback (like docker-proxy): DNAT does not apply to
 127.0.0.1 without route_localnet, so `-p 8080:80` listens on 127.0.0.1:8080 here and relays
-each TCP connection / UDP flow to container_ip:container_port.
+each TCP connection / UDP flow to container_ip:container_port. The same classes, with a hook
+before they relay, are a suspended container's wake listeners (runtime/autosuspend.py).
 """
 
 from __future__ import annotations
@@ -11,16 +12,19 @@ import logging
 import socket
 import struct
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import cast
 
 from steelcup.net.netns import socket_in
+from steelcup.net.udphold import DEFAULT_LIMITS, Address, HeldDatagrams, HoldLimits
 
 log = logging.getLogger(__name__)
 
 CHUNK_BYTES = 65536
 CONNECT_TIMEOUT_S = 5.0
 UDP_IDLE_S = 60.0
+UDP_MAX_FLOWS = 4096  # client addresses relayed at once (one socket each)
+UDP_PENDING = 64  # a client's datagrams held while its flow is being opened
 SO_ORIGINAL_DST = 80  # linux/netfilter_ipv4.h: a DNATed connection's destination before NAT
 
 # (where the client's connection was going, before DNAT) -> where to relay it
@@ -140,7 +144,7 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
 
 
 class _UdpFlow(asyncio.DatagramProtocol):
-    def __init__(self, proxy: UdpProxy, client: tuple[str, int]) -> None:
+    def __init__(self, proxy: UdpProxy, client: Address) -> None:
         self.proxy = proxy
         self.client = client
         self.transport: asyncio.DatagramTransport | None = None
@@ -152,51 +156,138 @@ class _UdpFlow(asyncio.DatagramProtocol):
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         self.last = time.monotonic()
+        self.proxy.last_datagram = self.last
         if self.proxy.transport is not None:
             self.proxy.transport.sendto(data, self.client)
 
 
 class UdpProxy(asyncio.DatagramProtocol):
-    """One upstream socket per client address; idle flows close after UDP_IDLE_S."""
+    """One upstream socket per client address; idle flows close after UDP_IDLE_S. At most
+    `max_flows` flows, and UDP_PENDING datagrams of a client whose flow is being opened: a
+    flood from many addresses is dropped (and counted in `dropped`), not relayed.
+
+    With `before_relay` (a suspended container's UDP wake listener, runtime/autosuspend.py)
+    nothing is relayed until it returns: the first datagram starts it and the datagrams are
+    held meanwhile (net/udphold.py: within `hold`, the excess dropped), then relayed in the
+    order they came (each client's from its own flow, so replies reach it), and the proxy
+    relays as usual from then on. One that raises drops what is held; the next datagram
+    starts it again."""
 
     def __init__(self, listen_ip: str, listen_port: int, target_ip: str, target_port: int,
-                 netns: str | None = None) -> None:
+                 netns: str | None = None,
+                 before_relay: Callable[[], Awaitable[None]] | None = None,
+                 hold: HoldLimits = DEFAULT_LIMITS, max_flows: int = UDP_MAX_FLOWS) -> None:
         self.listen = (listen_ip, listen_port)
         self.target = (target_ip, target_port)
         self.netns = netns
+        self.before_relay = before_relay
+        self.hold = hold
+        self.max_flows = max_flows
         self.transport: asyncio.DatagramTransport | None = None
-        self._flows: dict[tuple[str, int], _UdpFlow] = {}
+        self.received = 0  # datagrams from clients
+        self.dropped = 0  # datagrams not relayed: over the limits, or a failed before_relay
+        self.last_datagram = time.monotonic()  # either way
+        self.held: HeldDatagrams | None = HeldDatagrams(hold) if before_relay else None
+        self._flows: dict[Address, _UdpFlow] = {}
+        self._opening: dict[Address, list[bytes]] = {}
         self._pending: set[asyncio.Task[None]] = set()
+        self._lost = asyncio.Event()  # its socket is closed
 
     async def start(self) -> None:
         sock = socket_in(self.netns, socket.AF_INET, socket.SOCK_DGRAM, bind=self.listen)
         sock.setblocking(False)
         await asyncio.get_running_loop().create_datagram_endpoint(lambda: self, sock=sock)
 
+    @property
+    def port(self) -> int:
+        assert self.transport is not None
+        return int(self.transport.get_extra_info("sockname")[1])
+
+    @property
+    def relaying(self) -> bool:
+        """Datagrams go to the target (no `before_relay`, or it returned)."""
+        return self.held is None
+
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # selector transports are not DatagramTransport subclasses in 3.11
         self.transport = cast(asyncio.DatagramTransport, transport)
 
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._lost.set()
+
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.last_datagram = time.monotonic()
+        self.received += 1
+        if self.held is not None:
+            if self.held.push(addr, data):
+                self._spawn(self._wake(self.held))
+            return
+        self._relay(addr, data)
+
+    def _relay(self, addr: Address, data: bytes) -> None:
         flow = self._flows.get(addr)
         if flow is not None and flow.transport is not None:
             flow.last = time.monotonic()
             flow.transport.sendto(data)
             return
-        task = asyncio.get_running_loop().create_task(self._open(addr, data))
+        waiting = self._opening.get(addr)
+        if waiting is not None:  # its flow is being opened: sent after the first, in order
+            if len(waiting) < UDP_PENDING:
+                waiting.append(data)
+            else:
+                self.dropped += 1
+            return
+        if len(self._flows) + len(self._opening) >= self.max_flows:
+            self._expire()
+            if len(self._flows) + len(self._opening) >= self.max_flows:
+                self.dropped += 1
+                return
+        self._opening[addr] = [data]
+        self._spawn(self._open(addr))
+
+    def _spawn(self, coro: Coroutine[None, None, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
 
-    async def _open(self, addr: tuple[str, int], first: bytes) -> None:
+    async def _wake(self, held: HeldDatagrams) -> None:
+        assert self.before_relay is not None
+        try:
+            await self.before_relay()
+        except Exception as exc:  # noqa: BLE001 - the held datagrams are dropped
+            count = held.discard()
+            self.dropped += held.dropped
+            log.warning("proxy %s/udp: %d datagrams not relayed: %s", self.listen, count, exc)
+            self.held = HeldDatagrams(self.hold)
+            return
+        if held.dropped:
+            log.warning("proxy %s/udp: %d datagrams (%d bytes) dropped while waiting for "
+                        "%s:%d (more than %d datagrams or %d bytes)", self.listen,
+                        held.dropped, held.dropped_bytes, *self.target,
+                        self.hold.max_datagrams, self.hold.max_bytes)
+        self.dropped += held.dropped
+        self.held = None  # from now on datagram_received relays; nothing runs in between
+        for addr, data in held.drain():
+            self._relay(addr, data)
+
+    async def _open(self, addr: Address) -> None:
         self._expire()
-        sock = socket_in(self.netns, socket.AF_INET, socket.SOCK_DGRAM)
-        sock.setblocking(False)
-        sock.connect(self.target)
-        loop = asyncio.get_running_loop()
-        _, flow = await loop.create_datagram_endpoint(lambda: _UdpFlow(self, addr), sock=sock)
+        try:
+            sock = socket_in(self.netns, socket.AF_INET, socket.SOCK_DGRAM)
+            sock.setblocking(False)
+            sock.connect(self.target)
+            loop = asyncio.get_running_loop()
+            _, flow = await loop.create_datagram_endpoint(lambda: _UdpFlow(self, addr),
+                                                          sock=sock)
+        except OSError as exc:
+            lost = self._opening.pop(addr, [])
+            self.dropped += len(lost)
+            log.debug("proxy %s/udp -> %s: %s", self.listen, self.target, exc)
+            return
         self._flows[addr] = flow
         assert flow.transport is not None
-        flow.transport.sendto(first)
+        for data in self._opening.pop(addr, []):
+            flow.transport.sendto(data)
 
     def _expire(self) -> None:
         now = time.monotonic()
@@ -205,12 +296,24 @@ class UdpProxy(asyncio.DatagramProtocol):
                 flow.transport.close()
                 del self._flows[addr]
 
+    def quiet_s(self) -> float:
+        """Seconds since the last datagram, from a client or back from the target."""
+        return time.monotonic() - self.last_datagram
+
     async def close(self) -> None:
+        """`stop`, and wait until the port is free again."""
+        self.stop()
+        if self.transport is not None:
+            await self._lost.wait()  # the transport closes its socket on the loop's next turn
+
+    def stop(self) -> None:
+        """Closes the socket and every flow; what is held or pending is dropped."""
         for task in list(self._pending):
             task.cancel()
         for flow in self._flows.values():
             if flow.transport is not None:
                 flow.transport.close()
         self._flows.clear()
+        self._opening.clear()
         if self.transport is not None:
             self.transport.close()

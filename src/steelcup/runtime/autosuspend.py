@@ -1,15 +1,23 @@
 """--auto-suspend (docs/checkpoints.md, "Auto-suspend"): a checkpointable container without
-network traffic for its IDLE is suspended, and a connection to one of its published TCP ports
-resumes it; the connection is held meanwhile, not refused.
+network traffic for its IDLE is suspended, and a connection or a datagram to one of its
+published ports resumes it; the connection is held meanwhile, not refused, and datagrams are
+held (up to a limit) and delivered once it runs.
 
 Idle means its NICs' host-side counters (tap rx/tx packets) did not move: traffic through its
-published ports, and any other. While it is suspended its ports are unpublished (its taps and
-NAT rules go with its VM), so the daemon listens on each of its TCP ports itself (a wake
-proxy, net/proxy.py's TcpProxy with a `before_connect` that resumes it, bound with
-SO_REUSEPORT). The first connection resumes the container, which publishes its ports again
-(its own loopback proxy can bind beside the wake proxy's socket, and DNAT takes the other
-addresses' traffic first), then is relayed to the container's address; once the resume is
-done the wake proxy takes no more connections and relays those it holds to their end.
+published ports, TCP or UDP, and any other. While it is suspended its ports are unpublished
+(its taps and NAT rules go with its VM), so the daemon listens on each of its ports itself (a
+wake proxy: net/proxy.py's TcpProxy with a `before_connect`, or UdpProxy with a
+`before_relay`, that resumes it). The first connection or datagram resumes the container,
+which publishes its ports again: its own loopback proxy binds beside the wake proxy's socket
+(SO_REUSEPORT for TCP, SO_REUSEADDR for UDP; the address-specific or newer socket takes new
+traffic) and DNAT takes the other addresses' new traffic first. Then:
+- a TCP wake proxy relays the connections it holds to the container's address, takes no more
+  and ends with them;
+- a UDP wake proxy relays the datagrams it held, in order, from one socket per client (so the
+  replies reach it), and goes on relaying whatever still comes to it: a client's flow that
+  reached it has a conntrack entry without DNAT, so its later datagrams come to this socket,
+  not the container, until the entry expires. It closes once it has been quiet for
+  UDP_DRAIN_S, longer than conntrack keeps an idle UDP flow.
 
 `parse_idle` and `IdleClock` are pure; `AutoSuspender` is the daemon's loop.
 """
@@ -25,7 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from steelcup.errors import InvalidArgument, SteelcupError
-from steelcup.net.proxy import TcpProxy
+from steelcup.net.proxy import TcpProxy, UdpProxy
 from steelcup.runtime.model import Status
 
 if TYPE_CHECKING:
@@ -38,6 +46,8 @@ PERIOD_S = 1.0  # how often the counters are read
 MAX_IDLE_S = 30 * 24 * 3600
 # A resumed VM answers within seconds; a held connection waits this long for its target.
 WAKE_CONNECT_TIMEOUT_S = 60.0
+# conntrack forgets an idle UDP flow after 120 s (nf_conntrack_udp_timeout_stream) at most.
+UDP_DRAIN_S = 180.0
 _UNITS = {"s": 1, "m": 60, "h": 3600}
 _IDLE_RE = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
 
@@ -107,9 +117,12 @@ class AutoSuspender:
         self.sys_net = sys_net
         self.period_s = period_s
         self._clocks: dict[str, IdleClock] = {}
-        self._wake: dict[str, list[TcpProxy]] = {}  # listening for a suspended container
+        # listening for a suspended container
+        self._wake: dict[str, list[TcpProxy | UdpProxy]] = {}
         self._waking: dict[str, asyncio.Task[None]] = {}
         self._draining: list[TcpProxy] = []  # no longer listening; relays held connections
+        # UDP wake proxies of resumed containers: relaying flows conntrack sends them.
+        self._udp_draining: dict[str, list[UdpProxy]] = {}
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -128,6 +141,7 @@ class AutoSuspender:
             seen.add(cid)
             if record.state.suspended:
                 self._clocks.pop(cid, None)
+                await self._close_udp(cid)  # its flows' target has gone to sleep
                 if cid not in self._wake and cid not in self._waking:
                     await self._listen(cid, self.runtime.suspended_ports(cid))
                 continue
@@ -142,10 +156,19 @@ class AutoSuspender:
             self._clocks[cid] = clock
             if clock.idle_s(now) >= record.config.auto_suspend_s:
                 await self._suspend(cid, clock.idle_s(now))
-        for cid in [c for c in (*self._wake, *self._clocks) if c not in seen]:
+        for cid in [c for c in (*self._wake, *self._clocks, *self._udp_draining)
+                    if c not in seen]:
             self._clocks.pop(cid, None)
             self._stop_listening(cid)
+            await self._close_udp(cid)
         self._draining = [p for p in self._draining if p.relaying]
+        for cid, proxies in list(self._udp_draining.items()):
+            quiet = [p for p in proxies if p.quiet_s() >= UDP_DRAIN_S]
+            for proxy in quiet:
+                await proxy.close()
+            self._udp_draining[cid] = [p for p in proxies if p not in quiet]
+            if not self._udp_draining[cid]:
+                del self._udp_draining[cid]
 
     async def _suspend(self, cid: str, idle_s: float) -> None:
         self._clocks.pop(cid, None)
@@ -160,8 +183,8 @@ class AutoSuspender:
         await self._listen(cid, self.runtime.suspended_ports(cid))
 
     async def _listen(self, cid: str, ports: list[PublishedPort]) -> None:
-        """Wake proxies on the container's TCP ports (UDP ports do not wake it)."""
-        proxies = []
+        """Wake proxies on the container's ports, TCP and UDP."""
+        proxies: list[TcpProxy | UdpProxy] = []
 
         async def wake() -> None:
             task = self._waking.get(cid)
@@ -171,32 +194,50 @@ class AutoSuspender:
             await asyncio.shield(task)
 
         for port in ports:
-            if port.proto != "tcp":
-                continue
-            proxy = TcpProxy(port.host_ip or "0.0.0.0", port.host_port, port.container_ip,
-                             port.container_port, self.netns, before_connect=wake,
-                             connect_timeout_s=WAKE_CONNECT_TIMEOUT_S)
+            proxy: TcpProxy | UdpProxy
+            listen_ip = port.host_ip or "0.0.0.0"
+            if port.proto == "udp":
+                proxy = UdpProxy(listen_ip, port.host_port, port.container_ip,
+                                 port.container_port, self.netns, before_relay=wake)
+            else:
+                proxy = TcpProxy(listen_ip, port.host_port, port.container_ip,
+                                 port.container_port, self.netns, before_connect=wake,
+                                 connect_timeout_s=WAKE_CONNECT_TIMEOUT_S)
             try:
                 await proxy.start()
             except OSError as exc:
-                log.warning("container %s: cannot listen on port %d to resume it on a "
-                            "connection: %s", cid[:12], port.host_port, exc)
+                log.warning("container %s: cannot listen on port %d/%s to resume it: %s",
+                            cid[:12], port.host_port, port.proto, exc)
                 continue
             proxies.append(proxy)
         self._wake[cid] = proxies
 
     async def _resume(self, cid: str) -> None:
+        resumed = False
         try:
             await self.runtime.resume(cid)
-            log.info("container %s: resumed by a connection", cid[:12])
+            resumed = True
+            log.info("container %s: resumed by a connection or datagram", cid[:12])
         finally:
             self._waking.pop(cid, None)
             self._stop_listening(cid)
+            if not resumed:  # nothing to relay to: the next tick listens afresh
+                await self._close_udp(cid)
 
     def _stop_listening(self, cid: str) -> None:
         for proxy in self._wake.pop(cid, []):
-            proxy.stop_listening()
-            self._draining.append(proxy)
+            if isinstance(proxy, UdpProxy):
+                if proxy.received:  # its clients' flows may come to it (conntrack)
+                    self._udp_draining.setdefault(cid, []).append(proxy)
+                else:
+                    proxy.stop()
+            else:
+                proxy.stop_listening()
+                self._draining.append(proxy)
+
+    async def _close_udp(self, cid: str) -> None:
+        for proxy in self._udp_draining.pop(cid, []):
+            await proxy.close()
 
     async def close(self) -> None:
         for task in list(self._waking.values()):
@@ -206,3 +247,5 @@ class AutoSuspender:
         for proxy in self._draining:
             await proxy.close()
         self._draining = []
+        for cid in list(self._udp_draining):
+            await self._close_udp(cid)

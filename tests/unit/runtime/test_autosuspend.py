@@ -1,6 +1,7 @@
 """--auto-suspend's parts without a VM (runtime/autosuspend.py): the IDLE setting, the idle
-clock, the tap counters, and the wake proxy that holds a connection until its target is up
-(on the host's loopback; tests/vm/test_suspend.py runs it with a real VM)."""
+clock, the tap counters, and the wake proxies that hold a connection or datagrams until their
+target is up (on the host's loopback; tests/vm/test_suspend.py and tests/vm/test_udp_wake.py
+run them with a real VM)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import pytest
 from steelcup.errors import InvalidArgument
 from steelcup.net.nft import PublishedPort
 from steelcup.net.proxy import TcpProxy
+from steelcup.runtime import autosuspend
 from steelcup.runtime.autosuspend import AutoSuspender, IdleClock, parse_idle, read_counters
 from steelcup.runtime.model import ContainerConfig, ContainerRecord, ContainerState, Status
 
@@ -46,10 +48,24 @@ def test_counters_are_read_per_tap_and_a_missing_tap_reads_as_a_change(tmp_path:
     assert read_counters(tmp_path, ("sct1", "gone")) == (7, 9, -1, -1)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
+def _free_port(kind: int = socket.SOCK_STREAM) -> int:
+    with socket.socket(socket.AF_INET, kind) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+class UdpAnswer(asyncio.DatagramProtocol):
+    """A resumed container's UDP service: answers `awake:` + the datagram."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        assert self.transport is not None
+        self.transport.sendto(b"awake:" + data, addr)
 
 
 def test_a_wake_proxy_holds_a_connection_until_its_target_is_up() -> None:
@@ -119,8 +135,11 @@ class FakeRuntime:
         self.record = record
         self.host_port = host_port
         self.target_port = target_port
+        self.udp_port = _free_port(socket.SOCK_DGRAM)
+        self.udp_target_port = _free_port(socket.SOCK_DGRAM)
         self.calls: list[str] = []
         self.servers: list[asyncio.Server] = []
+        self.udp: list[UdpAnswer] = []
 
     def list(self) -> list[ContainerRecord]:
         return [self.record]
@@ -130,7 +149,8 @@ class FakeRuntime:
 
     def suspended_ports(self, ref: str) -> list[PublishedPort]:
         return [PublishedPort("127.0.0.1", self.host_port, "127.0.0.1", self.target_port),
-                PublishedPort("127.0.0.1", self.host_port, "127.0.0.1", 53, "udp")]
+                PublishedPort("127.0.0.1", self.udp_port, "127.0.0.1", self.udp_target_port,
+                              "udp")]
 
     async def suspend(self, ref: str) -> bool:
         self.calls.append("suspend")
@@ -139,6 +159,7 @@ class FakeRuntime:
 
     async def resume(self, ref: str) -> bool:
         self.calls.append("resume")
+        await asyncio.sleep(0.2)  # a resume takes a while: datagrams come meanwhile
 
         async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             writer.write(b"awake")
@@ -146,8 +167,18 @@ class FakeRuntime:
             writer.close()
 
         self.servers.append(await asyncio.start_server(answer, "127.0.0.1", self.target_port))
+        _, udp = await asyncio.get_running_loop().create_datagram_endpoint(
+            UdpAnswer, local_addr=("127.0.0.1", self.udp_target_port))
+        self.udp.append(udp)
         self.record = self.record.with_state(status=Status.RUNNING, suspended=False)
         return True
+
+    def close(self) -> None:
+        for server in self.servers:
+            server.close()
+        for udp in self.udp:
+            if udp.transport is not None:
+                udp.transport.close()
 
 
 def test_an_idle_container_is_suspended_and_a_connection_resumes_it_once(
@@ -187,7 +218,93 @@ def test_an_idle_container_is_suspended_and_a_connection_resumes_it_once(
                 await asyncio.open_connection("127.0.0.1", runtime.host_port)
         finally:
             await suspender.close()
-            for server in runtime.servers:
-                server.close()
+            runtime.close()
+
+    asyncio.run(main())
+
+
+def _counters(tmp_path: Path) -> None:
+    stats = tmp_path / "sct1" / "statistics"
+    stats.mkdir(parents=True)
+    for key in ("rx_packets", "tx_packets"):
+        (stats / key).write_text("5\n")
+
+
+def _sleepy() -> ContainerRecord:
+    return ContainerRecord(
+        id="d" * 64, name="dns", created="2026-01-01T00:00:00Z",
+        config=ContainerConfig(image="b", image_id="", checkpointable=True, auto_suspend_s=2),
+        path="named", args=(), state=ContainerState(status=Status.RUNNING))
+
+
+async def _recv(sock: socket.socket) -> bytes:
+    return await asyncio.wait_for(asyncio.get_running_loop().sock_recv(sock, 2048), 10)
+
+
+def test_a_datagram_resumes_a_suspended_container_and_is_answered(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _counters(tmp_path)
+
+    async def main() -> None:
+        runtime = FakeRuntime(_sleepy(), _free_port(), _free_port())
+        suspender = AutoSuspender(runtime, None, sys_net=tmp_path)  # type: ignore[arg-type]
+        client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        client.setblocking(False)
+        wake_port = ("127.0.0.1", runtime.udp_port)
+        try:
+            await suspender.tick(100.0)
+            await suspender.tick(102.0)
+            assert runtime.calls == ["suspend"]
+            # Datagrams sent while it resumes are held and answered in order, one resume.
+            for query in (b"q1", b"q2", b"q3"):
+                client.sendto(query, wake_port)
+            assert [await _recv(client) for _ in range(3)] == [b"awake:q1", b"awake:q2",
+                                                                b"awake:q3"]
+            assert runtime.calls == ["suspend", "resume"]
+            await suspender.tick(103.0)  # running: the UDP wake proxy relays on (conntrack)
+            client.sendto(b"q4", wake_port)
+            assert await _recv(client) == b"awake:q4"
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken, \
+                    pytest.raises(OSError):  # still bound: its clients' flows may come to it
+                taken.bind(wake_port)
+            monkeypatch.setattr(autosuspend, "UDP_DRAIN_S", 0.0)
+            await suspender.tick(104.0)  # quiet long enough (not yet idle): it is closed
+            assert runtime.calls == ["suspend", "resume"]
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as free:
+                free.bind(wake_port)
+        finally:
+            client.close()
+            await suspender.close()
+            runtime.close()
+
+    asyncio.run(main())
+
+
+def test_suspended_again_the_udp_relay_makes_way_for_a_new_wake_listener(
+        tmp_path: Path) -> None:
+    _counters(tmp_path)
+
+    async def main() -> None:
+        runtime = FakeRuntime(_sleepy(), _free_port(), _free_port())
+        suspender = AutoSuspender(runtime, None, sys_net=tmp_path)  # type: ignore[arg-type]
+        client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        client.setblocking(False)
+        wake_port = ("127.0.0.1", runtime.udp_port)
+        try:
+            await suspender.tick(100.0)
+            await suspender.tick(102.0)
+            client.sendto(b"one", wake_port)
+            assert await _recv(client) == b"awake:one"
+            runtime.close()  # its service went away with the VM
+            await suspender.tick(103.0)
+            await suspender.tick(106.0)  # idle: suspended again
+            assert runtime.calls == ["suspend", "resume", "suspend"]
+            client.sendto(b"two", wake_port)  # the same client: a new wake, not a dead relay
+            assert await _recv(client) == b"awake:two"
+            assert runtime.calls == ["suspend", "resume", "suspend", "resume"]
+        finally:
+            client.close()
+            await suspender.close()
+            runtime.close()
 
     asyncio.run(main())
