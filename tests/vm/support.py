@@ -94,6 +94,20 @@ class Daemon:
         return self.cli(*args, input=input, check=True).stdout.decode()
 
 
+HELPERS = Path(__file__).parent / "helpers"
+
+
+def static_helper(name: str, out_dir: Path) -> Path:
+    """tests/vm/helpers/<name>.c built static with musl-gcc, to be copied into a busybox
+    container (`cp`) for what busybox has no tool for."""
+    if shutil.which("musl-gcc") is None:
+        pytest.skip("musl-gcc (musl-tools) is needed to build the test's helper program")
+    out = out_dir / name
+    subprocess.run(["musl-gcc", "-static", "-O2", "-Wall", "-Werror", "-o", str(out),
+                    str(HELPERS / f"{name}.c")], check=True, capture_output=True, timeout=120)
+    return out
+
+
 def new_netns(tag: str) -> str:
     """A network namespace of the test's own (loopback up); remove with `delete_netns`."""
     name = f"sct-{os.getpid() % 100000}-{tag}"

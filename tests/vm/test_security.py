@@ -24,7 +24,7 @@ import pytest
 from steelcup import defaults
 from steelcup.daemon import vm_run_dir
 from steelcup.net.netns import socket_in
-from tests.vm.support import Daemon, wait_until
+from tests.vm.support import Daemon, static_helper, wait_until
 
 pytestmark = pytest.mark.vm
 IMG = "steelcup/busybox"
@@ -208,19 +208,6 @@ def test_host_services_on_ipv6_are_out_of_containers_reach(daemon: Daemon) -> No
     assert "inet6" not in addrs, addrs
 
 
-HELPERS = Path(__file__).parent / "helpers"
-
-
-def _static_helper(name: str, out_dir: Path) -> Path:
-    """tests/vm/helpers/<name>.c built static with musl-gcc (busybox has no pidfd tools)."""
-    if shutil.which("musl-gcc") is None:
-        pytest.skip("musl-gcc (musl-tools) is needed to build the attack helper")
-    out = out_dir / name
-    subprocess.run(["musl-gcc", "-static", "-O2", "-Wall", "-Werror", "-o", str(out),
-                    str(HELPERS / f"{name}.c")], check=True, capture_output=True, timeout=120)
-    return out
-
-
 def _steal_report(out: str) -> tuple[set[int], list[str], str]:
     """The helper's output: (pids it tried, links of the fds it took, frames it forged)."""
     scanned = {int(line.split()[1]) for line in out.splitlines() if line.startswith("scanned ")}
@@ -251,7 +238,7 @@ def test_a_container_cannot_take_its_inits_control_channel(daemon: Daemon,
     and wrote its own EXIT frames: forged exit codes, or a half frame that left it "Up". The
     helper tries every process the container can see; none holds the port, and the container's
     exit code is the one its process returned."""
-    helper = _static_helper("steal_ctl_fd", tmp_path)
+    helper = static_helper("steal_ctl_fd", tmp_path)
     code, out = _run_steal(daemon, helper)
     scanned, taken, forged = _steal_report(out)
     assert code == "3", f"exit code {code}, not the process's own 3:\n{out}"
@@ -400,7 +387,7 @@ def test_cap_add_sys_ptrace_no_longer_hands_over_the_channel(daemon: Daemon,
     holds the port) has no pid: as the main process the helper sees only itself, and run with
     `exec` beside a main process it takes that process's fds (the capability works) but never
     the port, so its exec's exit code is its own too."""
-    helper = _static_helper("steal_ctl_fd", tmp_path)
+    helper = static_helper("steal_ctl_fd", tmp_path)
     code, out = _run_steal(daemon, helper, "--cap-add", "SYS_PTRACE")
     scanned, taken, forged = _steal_report(out)
     assert (code, forged) == ("3", "0"), out
@@ -462,7 +449,7 @@ def test_the_initramfs_is_out_of_a_containers_reach(daemon: Daemon, tmp_path: Pa
     CAP_SYS_CHROOT of docker's default set, and with CAP_SYS_PTRACE through
     /proc/<kernel thread>/root. Now the container root is pivoted to in a mount namespace of its
     own, and its PID namespace shows no process whose root is elsewhere."""
-    helper = _static_helper("escape_root", tmp_path)
+    helper = static_helper("escape_root", tmp_path)
     cid = daemon.out("create", *caps, IMG, "/escape").strip()
     try:
         daemon.out("cp", str(helper), f"{cid}:/escape")
