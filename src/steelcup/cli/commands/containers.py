@@ -136,8 +136,8 @@ def add_container_flags(p: argparse.ArgumentParser, *, run: bool, job: bool = Fa
     p.add_argument(
         "--auto-suspend", default="", metavar="IDLE",
         help="with --checkpointable: suspend the container after IDLE (e.g. 30s, 5m) without "
-        "network traffic; a connection to a published port resumes it (sent as "
-        "HostConfig.SteelcupAutoSuspend, seconds)",
+        "network traffic; a connection or datagram to a published port (TCP or UDP) resumes "
+        "it (sent as HostConfig.SteelcupAutoSuspend, seconds)",
     )
     p.add_argument("image", metavar="IMAGE")
     p.add_argument("command", nargs=argparse.REMAINDER, metavar="COMMAND [ARG...]")

@@ -1,0 +1,129 @@
+"""Auto-suspend with a UDP service and real VMs (docs/checkpoints.md, "Auto-suspend"): a
+datagram to a suspended container's published UDP port resumes it, reaches the program
+inside, in order with those sent meanwhile, and its replies reach the sender; on the host's
+loopback (the port keeper's proxy after the wake) and on another local address (DNAT); a
+flood wakes it once and the daemon runs on."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from tests.vm.support import (
+    BUSYBOX_TAR,
+    Daemon,
+    delete_netns,
+    in_netns,
+    leftovers_of,
+    need_assets,
+    new_netns,
+    start_daemon,
+    static_helper,
+    stop_daemon,
+    wait_pool_ready,
+    wait_until,
+)
+from tests.vm.suspend_support import qemus_of, state_of
+
+pytestmark = pytest.mark.vm
+IMG = "steelcup/busybox"
+PORT = 18353
+SERVICE_PORT = 5353
+
+# Sends PREFIX0..PREFIX{COUNT-1} from one socket, then prints the replies as JSON: up to
+# WANT of them, the first within 90 s (a resume under TCG), the others within 5 s each.
+CLIENT = """
+import json, socket, sys
+host, port, want, prefix, count = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), \\
+    sys.argv[4], int(sys.argv[5])
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+for i in range(count):
+    s.sendto(f"{prefix}{i}".encode(), (host, port))
+replies = []
+s.settimeout(90)
+try:
+    while len(replies) < want:
+        replies.append(s.recv(4096).decode())
+        s.settimeout(5)
+except socket.timeout:
+    pass
+print(json.dumps(replies))
+"""
+
+
+def _exchange(netns: str, host: str, prefix: str, count: int, want: int) -> list[str]:
+    done = in_netns(netns, "python3", "-c", CLIENT, host, str(PORT), str(want), prefix,
+                    str(count), timeout=180)
+    assert done.returncode == 0, done.stderr.decode()
+    replies: list[str] = json.loads(done.stdout)
+    return replies
+
+
+def _received(daemon: Daemon, cid: str, prefix: str) -> list[str]:
+    """The datagrams with `prefix` the program in the container got, in order."""
+    return re.findall(rf"^got ({prefix}\d+) from ", daemon.out("logs", cid), re.M)
+
+
+def _resumes(daemon: Daemon, cid: str) -> int:
+    return daemon.log.read_text().count(f"container {cid[:12]}: resumed by a connection")
+
+
+def _asleep(daemon: Daemon, cid: str) -> None:
+    wait_until(lambda: state_of(daemon, cid)["SteelcupSuspended"] is True,
+               "the idle container suspended", timeout_s=120)
+    assert qemus_of(cid) == 0
+
+
+def test_a_datagram_wakes_a_suspended_udp_service(tmp_path: Path) -> None:
+    need_assets()
+    echo = static_helper("udp_echo", tmp_path)
+    netns = new_netns("udpwake")
+    root, sock = tmp_path / "root", tmp_path / "run" / "steelcup.sock"
+    daemon = start_daemon(root, sock, netns)
+    try:
+        daemon.cli("load", "-i", str(BUSYBOX_TAR), check=True)
+        wait_pool_ready(daemon)
+        cid = daemon.out("create", "--checkpointable", "--auto-suspend", "3s", "-p",
+                         f"{PORT}:{SERVICE_PORT}/udp", IMG, "/udp_echo",
+                         str(SERVICE_PORT)).strip()
+        daemon.out("cp", str(echo), f"{cid}:/udp_echo")
+        daemon.out("start", cid)
+        wait_until(lambda: "listening on" in daemon.out("logs", cid), "the service up",
+                   timeout_s=60)
+        gateway = json.loads(daemon.out("inspect", cid))[0]["NetworkSettings"]["Gateway"]
+        # Running: the port is served as usual.
+        assert _exchange(netns, "127.0.0.1", "run", 1, 1) == ["echo:run0"]
+
+        # Suspended: the first datagram wakes it; those sent meanwhile are held, then all
+        # are delivered in order and each reply reaches the sender.
+        _asleep(daemon, cid)
+        assert _exchange(netns, "127.0.0.1", "lo", 3, 3) == ["echo:lo0", "echo:lo1",
+                                                             "echo:lo2"]
+        assert _received(daemon, cid, "lo") == ["lo0", "lo1", "lo2"]
+        assert state_of(daemon, cid)["SteelcupSuspended"] is False
+        assert _resumes(daemon, cid) == 1
+
+        # Idle again: asleep, and woken on another of the host's addresses, the one DNAT
+        # serves once it runs.
+        _asleep(daemon, cid)
+        assert _exchange(netns, gateway, "gw", 2, 2) == ["echo:gw0", "echo:gw1"]
+        assert _received(daemon, cid, "gw") == ["gw0", "gw1"]
+        assert _resumes(daemon, cid) == 2
+
+        # A flood while it sleeps: one resume, what was held delivered in order, the rest
+        # dropped; the daemon answers on.
+        _asleep(daemon, cid)
+        replies = _exchange(netns, "127.0.0.1", "flood", 3000, 3000)
+        got = [int(r.removeprefix("echo:flood")) for r in replies]
+        assert got and got[0] == 0 and got == sorted(got) and len(got) <= 256, got
+        assert _resumes(daemon, cid) == 3  # (it may be asleep again by now: 3 s idle)
+        assert daemon.proc.poll() is None
+        assert _exchange(netns, "127.0.0.1", "after", 1, 1) == ["echo:after0"]
+        daemon.out("rm", "-f", cid)
+    finally:
+        stop_daemon(daemon)
+        delete_netns(netns)
+    assert leftovers_of(root, netns=netns) == []
