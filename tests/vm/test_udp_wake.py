@@ -67,6 +67,13 @@ def _received(daemon: Daemon, cid: str, prefix: str) -> list[str]:
     return re.findall(rf"^got ({prefix}\d+) from ", daemon.out("logs", cid), re.M)
 
 
+def _logged(daemon: Daemon, cid: str, prefix: str, want: list[str]) -> None:
+    """The program logged `want`, in this order (its log may trail its replies)."""
+    wait_until(lambda: len(_received(daemon, cid, prefix)) >= len(want),
+               f"{prefix} datagrams in the logs", timeout_s=30)
+    assert _received(daemon, cid, prefix) == want
+
+
 def _resumes(daemon: Daemon, cid: str) -> int:
     return daemon.log.read_text().count(f"container {cid[:12]}: resumed by a connection")
 
@@ -102,7 +109,7 @@ def test_a_datagram_wakes_a_suspended_udp_service(tmp_path: Path) -> None:
         _asleep(daemon, cid)
         assert _exchange(netns, "127.0.0.1", "lo", 3, 3) == ["echo:lo0", "echo:lo1",
                                                              "echo:lo2"]
-        assert _received(daemon, cid, "lo") == ["lo0", "lo1", "lo2"]
+        _logged(daemon, cid, "lo", ["lo0", "lo1", "lo2"])
         assert state_of(daemon, cid)["SteelcupSuspended"] is False
         assert _resumes(daemon, cid) == 1
 
@@ -110,7 +117,7 @@ def test_a_datagram_wakes_a_suspended_udp_service(tmp_path: Path) -> None:
         # serves once it runs.
         _asleep(daemon, cid)
         assert _exchange(netns, gateway, "gw", 2, 2) == ["echo:gw0", "echo:gw1"]
-        assert _received(daemon, cid, "gw") == ["gw0", "gw1"]
+        _logged(daemon, cid, "gw", ["gw0", "gw1"])
         assert _resumes(daemon, cid) == 2
 
         # A flood while it sleeps: one resume, what was held delivered in order, the rest
