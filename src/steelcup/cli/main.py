@@ -2,12 +2,13 @@
 
 Start-up time is part of every `steelcup run`, so only the invoked command's module is imported
 and only its parser built; `steelcup --help` lists the commands from `commands.COMMANDS`.
+docs/benchmarks.md, "CLI start-up (issue 19)", has what each of the rest costs.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
+import gc
 import os
 import sys
 
@@ -19,13 +20,43 @@ from steelcup.errors import DaemonUnavailable, SteelcupError
 TYPE_CHECKING = False  # typing costs ~5 ms of every CLI start; only mypy needs it
 if TYPE_CHECKING:
     from collections.abc import Sequence
-    from typing import NoReturn
+    from typing import Any, NoReturn
 
 EXIT_CLI_ERROR = 125  # docker's code for "the CLI or daemon failed, not the container"
 
 
+def terminal_columns() -> int:
+    """`shutil.get_terminal_size().columns`: $COLUMNS, else the width of the terminal on
+    stdout, else 80."""
+    try:
+        columns = int(os.environ["COLUMNS"])
+    except (KeyError, ValueError):
+        columns = 0
+    if columns <= 0:
+        stdout = sys.__stdout__  # None when started without one
+        try:
+            columns = os.get_terminal_size(stdout.fileno()).columns if stdout else 0
+        except (AttributeError, ValueError, OSError):  # no fileno, closed, not a terminal
+            columns = 0
+    return columns or 80
+
+
+class _Formatter(argparse.HelpFormatter):
+    """argparse's formatter, given the width: left to find it itself, argparse imports shutil
+    (and with it zlib, bz2, lzma and fnmatch: ~1.5 ms of every start)."""
+
+    def __init__(self, prog: str, indent_increment: int = 2, max_help_position: int = 24,
+                 width: int | None = None) -> None:
+        super().__init__(prog, indent_increment, max_help_position,
+                         terminal_columns() - 2 if width is None else width)  # as argparse
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse that fails like docker: message, a hint, exit 125."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _Formatter)  # argparse makes subparsers so
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         self.print_usage(sys.stderr)
@@ -76,7 +107,14 @@ def _add_global_options(parser: argparse.ArgumentParser) -> None:
 def invoked_command(argv: Sequence[str]) -> str | None:
     """The command `argv` runs; None if it asks for the top-level help, names no command or
     has a usage error before the command (the full parser then reports it)."""
-    probe = _Probe(prog="steelcup", add_help=False)
+    if argv and not argv[0].startswith("-"):
+        return argv[0]  # what probed_command finds, without building a parser (~0.3 ms)
+    return probed_command(argv)
+
+
+def probed_command(argv: Sequence[str]) -> str | None:
+    """`invoked_command` by parsing: the global options (which may take values) come first."""
+    probe = _Probe(prog="steelcup", add_help=False, formatter_class=_Formatter)
     probe.add_argument("-h", "--help", action="store_true")  # as add_help=True would
     _add_global_options(probe)
     probe.add_argument("rest", nargs=argparse.PARSER)  # what the subparsers action consumes
@@ -100,7 +138,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     if command in COMMANDS:
         module_name, help_text = COMMANDS[command]
-        module = importlib.import_module(f"steelcup.cli.commands.{module_name}")
+        # __import__ with a fromlist returns the submodule (importlib would add ~0.3 ms)
+        module = __import__(f"steelcup.cli.commands.{module_name}", fromlist=["register"])
         module.register(sub, command, help_text)
     else:
         for name, (_, help_text) in COMMANDS.items():
@@ -109,9 +148,22 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command. `argv` None: this process is the program (the console script,
+    `python -m steelcup`) and `sys.argv` its arguments."""
+    program = argv is None
     argv = sys.argv[1:] if argv is None else list(argv)
-    parser = build_parser(invoked_command(argv))
-    args = parser.parse_args(argv)
+    collecting = gc.isenabled()
+    gc.disable()  # what start-up allocates lives until exit: collections would free nothing
+    try:
+        parser = build_parser(invoked_command(argv))
+        args = parser.parse_args(argv)
+    finally:
+        if collecting:
+            gc.enable()
+    if program:
+        # start-up's objects live to the end: out of the collector's sight, no collection
+        # (the command's, exit's) walks them again; a test's main(argv) leaves gc alone
+        gc.freeze()
     if not getattr(args, "func", None):  # no command, or a group like `image` without one
         (parser if args.command is None else build_parser()).print_help()
         return 0

@@ -2,25 +2,40 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from steelcup.cli.commands import COMMANDS
-from steelcup.cli.main import build_parser, invoked_command
+from steelcup.cli.main import build_parser, invoked_command, probed_command, terminal_columns
+from tests.unit.cli.fake_daemon import FakeDaemon
 
-# Never on the path of a plain `version` or `run` (each costs milliseconds of every start).
+# Never on the path of a plain `version` or `run` (each costs milliseconds of every start):
+# docs/benchmarks.md, "CLI start-up (issue 19)". socket: the client uses _socket for unix://;
+# shutil: argparse imports it unless told the terminal's width; importlib: __import__ does.
 HEAVY = ("asyncio", "dataclasses", "typing", "pathlib", "logging", "platform", "h11",
-         "threading", "subprocess", "ipaddress")
+         "threading", "subprocess", "ipaddress", "ssl", "socket", "selectors", "shutil",
+         "importlib", "tempfile", "urllib")
+# The only steelcup modules outside steelcup.cli that the CLI may load: the daemon's packages
+# (api, runtime, tenancy, vm, ...) are not for the client.
+SHARED = {"steelcup", "steelcup.defaults", "steelcup.errors", "steelcup.stdcopy"}
 
 
 def subcommands(parser: object) -> list[tuple[str, str | None]]:
     """(name, one-line help) of the top-level commands a parser offers, in order."""
     action = next(a for a in parser._actions if a.dest == "command")  # type: ignore[attr-defined]
     return [(c.dest, c.help) for c in action._choices_actions]
+
+
+def subcommand_parser(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:
+    action = next(a for a in parser._actions if a.dest == "command")
+    return action.choices[name]  # type: ignore[index,no-any-return]
 
 
 def test_the_listing_is_the_table() -> None:
@@ -57,6 +72,53 @@ def test_each_command_builds_alone_and_has_help(
 )
 def test_probe_finds_the_command_like_the_parser(argv: list[str], command: str | None) -> None:
     assert invoked_command(argv) == command
+    assert probed_command(argv) == command  # the shortcut for a first word agrees with it
+
+
+@pytest.mark.parametrize("columns", [None, "120", "33", "0", "-5", "wide"])
+def test_help_is_laid_out_as_argparse_would(
+    columns: str | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The CLI tells argparse the width (so it need not import shutil): the same width."""
+    if columns is None:
+        monkeypatch.delenv("COLUMNS", raising=False)
+    else:
+        monkeypatch.setenv("COLUMNS", columns)
+    assert terminal_columns() == shutil.get_terminal_size().columns
+    top = build_parser("run")
+    run = subcommand_parser(top, "run")
+    for parser in (top, run):
+        ours = parser.format_help()
+        parser.formatter_class = argparse.HelpFormatter  # argparse's own, finding the width
+        assert parser.format_help() == ours
+
+
+PROBE = (
+    "import contextlib, io, json, sys\n"
+    "from steelcup.cli.main import main\n"
+    "with contextlib.redirect_stdout(io.StringIO()) as out, "
+    "contextlib.redirect_stderr(io.StringIO()):\n"
+    "    code = main(sys.argv[1:])\n"
+    "print(json.dumps([code, out.getvalue(), sorted(sys.modules)]))\n"
+)
+
+
+def loaded_by(argv: list[str], host: str) -> tuple[int, str, list[str]]:
+    """(exit code, stdout, modules loaded at exit) of the CLI run as its own process."""
+    env = dict(os.environ, STEELCUP_NO_AUTOSTART="1", STEELCUP_HOST=host)
+    out = subprocess.run([sys.executable, "-c", PROBE, *argv], capture_output=True, text=True,
+                         env=env, timeout=60, check=True).stdout
+    *direct, last = out.splitlines(keepends=True)  # attach writes to fd 1 itself
+    code, printed, modules = json.loads(last)
+    return int(code), "".join(direct) + printed, list(modules)
+
+
+def assert_light(modules: list[str], command_module: str) -> None:
+    loaded = [m for m in modules if m.startswith("steelcup.cli.commands.")]
+    assert loaded == [f"steelcup.cli.commands.{command_module}"]
+    assert [m for m in HEAVY if m in modules] == []
+    assert [m for m in modules if m.startswith("steelcup")
+            and not m.startswith("steelcup.cli") and m not in SHARED] == []
 
 
 @pytest.mark.parametrize(
@@ -67,20 +129,16 @@ def test_probe_finds_the_command_like_the_parser(argv: list[str], command: str |
     ],
 )
 def test_only_the_invoked_command_module_is_imported(argv: list[str], module: str) -> None:
-    probe = (
-        "import contextlib, io, json, sys\n"
-        "from steelcup.cli.main import main\n"
-        "with contextlib.redirect_stdout(io.StringIO()), "
-        "contextlib.redirect_stderr(io.StringIO()):\n"
-        "    code = main(sys.argv[1:])\n"
-        "print(json.dumps([code, sorted(sys.modules)]))\n"
-    )
-    env = dict(os.environ, STEELCUP_NO_AUTOSTART="1",
-               STEELCUP_HOST="unix:///nonexistent/steelcup.sock")
-    out = subprocess.run([sys.executable, "-c", probe, *argv], capture_output=True, text=True,
-                         env=env, timeout=60, check=True).stdout
-    code, modules = json.loads(out)
+    code, _, modules = loaded_by(argv, "unix:///nonexistent/steelcup.sock")
     assert code == 125  # no daemon: the command really ran up to its first request
-    loaded = [m for m in modules if m.startswith("steelcup.cli.commands.")]
-    assert loaded == [f"steelcup.cli.commands.{module}"]
-    assert [m for m in HEAVY if m in modules] == []
+    assert_light(modules, module)
+
+
+def test_a_whole_run_rm_stays_light(tmp_path: Path) -> None:
+    """create, attach, wait, start and the output, against a daemon: still nothing heavy."""
+    sock = tmp_path / "d.sock"
+    with FakeDaemon().serve(sock):
+        code, out, modules = loaded_by(["run", "--rm", "busybox", "echo", "hi"],
+                                       f"unix://{sock}")
+    assert (code, out) == (3, "hello out\n")  # the fake's exit status and output
+    assert_light(modules, "containers")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import sys
 
@@ -405,5 +404,7 @@ def cmd_daemon(ctx: Context, args: argparse.Namespace) -> int:
         print("steelcup daemon: --tls-listen needs --tlscacert, --tlscert and --tlskey "
               "(or --multi-tenant, which makes its own)", file=sys.stderr)
         return 125
+    import importlib  # here: ~0.3 ms of every other command's start (docs/benchmarks.md)
+
     daemon: Any = importlib.import_module("steelcup.daemon")  # written by the lead; heavy
     return int(daemon.run(options))
