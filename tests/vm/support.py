@@ -161,6 +161,20 @@ def start_daemon(root: Path, sock: Path, netns: str | None = None,
     raise AssertionError(f"daemon did not come up:\n{log.read_text()}")
 
 
+def print_diagnostics(root: Path, lines: int = 60) -> None:
+    """The tails of a daemon's log and of its containers' VM consoles under `root`, on
+    stdout: pytest shows them with a failing test (a rare failure is then read from CI's
+    output, not guessed)."""
+    logs = [root / "daemon.log", *sorted(root.glob("containers/*/console.log"))]
+    for path in logs:
+        try:
+            tail = path.read_text(errors="replace").splitlines()[-lines:]
+        except OSError:
+            continue
+        print(f"----- {path} (last {len(tail)} lines)")
+        print("\n".join(tail))
+
+
 def stop_daemon(daemon: Daemon) -> None:
     if daemon.proc.poll() is None:
         daemon.proc.send_signal(signal.SIGTERM)

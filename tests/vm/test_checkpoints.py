@@ -18,6 +18,7 @@ from tests.vm.support import (
     leftovers_of,
     need_assets,
     new_netns,
+    print_diagnostics,
     start_daemon,
     stop_daemon,
     wait_pool_ready,
@@ -137,6 +138,9 @@ def test_a_checkpointed_container_runs_on_from_its_checkpoint(tmp_path: Path) ->
         assert daemon.out("checkpoint", "ls", "-q", cid).strip() == ""
         daemon.out("rm", cid)
         cid = ""
+    except BaseException:
+        print_diagnostics(root)
+        raise
     finally:
         if cid and daemon.proc.poll() is None:
             daemon.cli("rm", "-f", cid)
