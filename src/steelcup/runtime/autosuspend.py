@@ -1,6 +1,7 @@
 """--auto-suspend (docs/checkpoints.md, "Auto-suspend"): a checkpointable container without
 network traffic for its IDLE is suspended, and a connection to one of its published TCP ports
-resumes it; the connection is held meanwhile, not refused.
+resumes it; the connection is held meanwhile, not refused (up to WAKE_MAX_CONNECTIONS per
+container at once; a relayed connection silent for the container's IDLE is closed).
 
 Idle means its NICs' host-side counters (tap rx/tx packets) did not move: traffic through its
 published ports, and any other. While it is suspended its ports are unpublished (its taps and
@@ -25,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from steelcup.errors import InvalidArgument, SteelcupError
-from steelcup.net.proxy import TcpProxy
+from steelcup.net.proxy import ConnectionCap, TcpProxy
 from steelcup.runtime.model import Status
 
 if TYPE_CHECKING:
@@ -38,6 +39,13 @@ PERIOD_S = 1.0  # how often the counters are read
 MAX_IDLE_S = 30 * 24 * 3600
 # A resumed VM answers within seconds; a held connection waits this long for its target.
 WAKE_CONNECT_TIMEOUT_S = 60.0
+# Connections a sleeping container's wake proxies hold and relay at once (its ports are open
+# to anyone); more are closed at once. Each holds a descriptor or two of the daemon's.
+WAKE_MAX_CONNECTIONS = 256
+# A connection its wake proxy relays that carries nothing for its container's IDLE and this
+# is closed: the container has (or could have) been suspended meanwhile, and the relay leads
+# nowhere until a new connection wakes it; it must not hold a slot of the cap for ever.
+WAKE_RELAY_GRACE_S = 5.0
 _UNITS = {"s": 1, "m": 60, "h": 3600}
 _IDLE_RE = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
 
@@ -109,6 +117,7 @@ class AutoSuspender:
         self._clocks: dict[str, IdleClock] = {}
         self._wake: dict[str, list[TcpProxy]] = {}  # listening for a suspended container
         self._waking: dict[str, asyncio.Task[None]] = {}
+        self._caps: dict[str, ConnectionCap] = {}  # per container, over all its wake proxies
         self._draining: list[TcpProxy] = []  # no longer listening; relays held connections
 
     async def run(self) -> None:
@@ -129,7 +138,8 @@ class AutoSuspender:
             if record.state.suspended:
                 self._clocks.pop(cid, None)
                 if cid not in self._wake and cid not in self._waking:
-                    await self._listen(cid, self.runtime.suspended_ports(cid))
+                    await self._listen(cid, self.runtime.suspended_ports(cid),
+                                       record.config.auto_suspend_s)
                 continue
             self._stop_listening(cid)
             if record.state.status is not Status.RUNNING:
@@ -141,13 +151,14 @@ class AutoSuspender:
             clock = IdleClock(counters, now) if clock is None else clock.observe(counters, now)
             self._clocks[cid] = clock
             if clock.idle_s(now) >= record.config.auto_suspend_s:
-                await self._suspend(cid, clock.idle_s(now))
-        for cid in [c for c in (*self._wake, *self._clocks) if c not in seen]:
+                await self._suspend(cid, clock.idle_s(now), record.config.auto_suspend_s)
+        for cid in [c for c in (*self._wake, *self._clocks, *self._caps) if c not in seen]:
             self._clocks.pop(cid, None)
+            self._caps.pop(cid, None)  # its draining proxies keep theirs to their end
             self._stop_listening(cid)
         self._draining = [p for p in self._draining if p.relaying]
 
-    async def _suspend(self, cid: str, idle_s: float) -> None:
+    async def _suspend(self, cid: str, idle_s: float, auto_suspend_s: int) -> None:
         self._clocks.pop(cid, None)
         try:
             if not await self.runtime.suspend(cid):
@@ -157,11 +168,12 @@ class AutoSuspender:
             return
         log.info("container %s: suspended after %.0f s without network traffic", cid[:12],
                  idle_s)
-        await self._listen(cid, self.runtime.suspended_ports(cid))
+        await self._listen(cid, self.runtime.suspended_ports(cid), auto_suspend_s)
 
-    async def _listen(self, cid: str, ports: list[PublishedPort]) -> None:
+    async def _listen(self, cid: str, ports: list[PublishedPort], auto_suspend_s: int) -> None:
         """Wake proxies on the container's TCP ports (UDP ports do not wake it)."""
         proxies = []
+        cap = self._caps.setdefault(cid, ConnectionCap(WAKE_MAX_CONNECTIONS))
 
         async def wake() -> None:
             task = self._waking.get(cid)
@@ -175,7 +187,8 @@ class AutoSuspender:
                 continue
             proxy = TcpProxy(port.host_ip or "0.0.0.0", port.host_port, port.container_ip,
                              port.container_port, self.netns, before_connect=wake,
-                             connect_timeout_s=WAKE_CONNECT_TIMEOUT_S)
+                             connect_timeout_s=WAKE_CONNECT_TIMEOUT_S, cap=cap,
+                             idle_timeout_s=auto_suspend_s + WAKE_RELAY_GRACE_S)
             try:
                 await proxy.start()
             except OSError as exc:
