@@ -46,6 +46,36 @@ def original_destination(sock: socket.socket) -> tuple[str, int]:
     return parse_sockaddr_in(sock.getsockopt(socket.SOL_IP, SO_ORIGINAL_DST, 16))
 
 
+class ConnectionCap:
+    """A bound on the connections open at once through the proxies that share it. A wake
+    proxy listens on a published port anyone may connect to: without a bound, connections
+    held while the container resumes (and relays that outlive its run) would take the
+    daemon's file descriptors and memory without end."""
+
+    def __init__(self, limit: int) -> None:
+        if limit < 1:
+            raise ValueError(f"a connection cap needs a limit of 1 or more, not {limit}")
+        self.limit = limit
+        self.open = 0
+
+    def take(self) -> bool:
+        """One more connection, if there is room for it."""
+        if self.open >= self.limit:
+            return False
+        self.open += 1
+        return True
+
+    def give(self) -> None:
+        self.open -= 1
+
+
+class _Activity:
+    """When a relayed connection last carried a byte, either way."""
+
+    def __init__(self, now: float) -> None:
+        self.last = now
+
+
 class TcpProxy:
     """Listens on (listen_ip, listen_port) and relays to (target_ip, target_port).
 
@@ -55,19 +85,26 @@ class TcpProxy:
     `before_connect` is awaited for each connection before it is relayed (one that raises
     drops the connection). With `choose_target` the target is chosen per connection instead,
     from where the connection was going before it was DNATed to this listener (a service's
-    wake listener, services/waker.py); one that raises drops the connection."""
+    wake listener, services/waker.py); one that raises drops the connection.
+
+    With `cap`, a connection beyond it is closed at once (the cap may be shared by several
+    proxies); with `idle_timeout_s`, a relayed connection that carried nothing either way
+    for that long is closed."""
 
     def __init__(self, listen_ip: str, listen_port: int, target_ip: str, target_port: int,
                  netns: str | None = None,
                  before_connect: Callable[[], Awaitable[None]] | None = None,
                  connect_timeout_s: float = CONNECT_TIMEOUT_S,
-                 choose_target: ChooseTarget | None = None) -> None:
+                 choose_target: ChooseTarget | None = None, cap: ConnectionCap | None = None,
+                 idle_timeout_s: float | None = None) -> None:
         self.listen = (listen_ip, listen_port)
         self.target = (target_ip, target_port)
         self.netns = netns
         self.before_connect = before_connect
         self.choose_target = choose_target
         self.connect_timeout_s = connect_timeout_s
+        self.cap = cap
+        self.idle_timeout_s = idle_timeout_s
         self._server: asyncio.Server | None = None
         self._conns: set[asyncio.Task[None]] = set()
 
@@ -84,6 +121,11 @@ class TcpProxy:
         self._server = await asyncio.start_server(self._handle, sock=sock)
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.cap is not None and not self.cap.take():
+            log.debug("proxy %s: %d connections open, the most it holds: one refused",
+                      self.listen, self.cap.limit)
+            writer.close()
+            return
         task = asyncio.current_task()
         assert task is not None
         self._conns.add(task)
@@ -108,11 +150,15 @@ class TcpProxy:
                 log.debug("proxy %s -> %s: %s", self.listen, target, exc)
                 return
             up_reader, up_writer = await asyncio.open_connection(sock=sock)
-            await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
+            activity = _Activity(asyncio.get_running_loop().time())
+            await asyncio.gather(_pipe(reader, up_writer, activity, self.idle_timeout_s),
+                                 _pipe(up_reader, writer, activity, self.idle_timeout_s))
             up_writer.close()
         finally:
             writer.close()
             self._conns.discard(task)
+            if self.cap is not None:
+                self.cap.give()
 
     def stop_listening(self) -> None:
         """No new connections; those relayed go on until they end (or `close`)."""
@@ -132,9 +178,26 @@ class TcpProxy:
                 await task
 
 
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                activity: _Activity, idle_timeout_s: float | None) -> None:
+    """Copy one direction. With `idle_timeout_s`, once neither direction has carried a byte
+    for that long, close `writer` (its peer's reader then ends, and with it the other
+    direction)."""
+    loop = asyncio.get_running_loop()
     try:
-        while data := await reader.read(CHUNK_BYTES):
+        while True:
+            try:
+                async with asyncio.timeout(idle_timeout_s):
+                    data = await reader.read(CHUNK_BYTES)
+            except TimeoutError:
+                assert idle_timeout_s is not None  # only a deadline times out
+                if loop.time() - activity.last < idle_timeout_s:
+                    continue  # the other direction is busy
+                writer.close()
+                return
+            if not data:
+                break
+            activity.last = loop.time()
             writer.write(data)
             await writer.drain()
         if writer.can_write_eof():

@@ -1,7 +1,8 @@
 """--auto-suspend (docs/checkpoints.md, "Auto-suspend"): a checkpointable container without
 network traffic for its IDLE is suspended, and a connection or a datagram to one of its
-published ports resumes it; the connection is held meanwhile, not refused, and datagrams are
-held (up to a limit) and delivered once it runs.
+published ports resumes it; the connection is held meanwhile, not refused (up to
+WAKE_MAX_CONNECTIONS per container at once; a relayed connection silent for the container's
+IDLE is closed), and datagrams are held (up to a limit) and delivered once it runs.
 
 Idle means its NICs' host-side counters (tap rx/tx packets) did not move: traffic through its
 published ports, TCP or UDP, and any other. While it is suspended its ports are unpublished
@@ -33,7 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from steelcup.errors import InvalidArgument, SteelcupError
-from steelcup.net.proxy import TcpProxy, UdpProxy
+from steelcup.net.proxy import ConnectionCap, TcpProxy, UdpProxy
 from steelcup.runtime.model import Status
 
 if TYPE_CHECKING:
@@ -48,6 +49,13 @@ MAX_IDLE_S = 30 * 24 * 3600
 WAKE_CONNECT_TIMEOUT_S = 60.0
 # conntrack forgets an idle UDP flow after 120 s (nf_conntrack_udp_timeout_stream) at most.
 UDP_DRAIN_S = 180.0
+# Connections a sleeping container's wake proxies hold and relay at once (its ports are open
+# to anyone); more are closed at once. Each holds a descriptor or two of the daemon's.
+WAKE_MAX_CONNECTIONS = 256
+# A connection its wake proxy relays that carries nothing for its container's IDLE and this
+# is closed: the container has (or could have) been suspended meanwhile, and the relay leads
+# nowhere until a new connection wakes it; it must not hold a slot of the cap for ever.
+WAKE_RELAY_GRACE_S = 5.0
 _UNITS = {"s": 1, "m": 60, "h": 3600}
 _IDLE_RE = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
 
@@ -120,6 +128,7 @@ class AutoSuspender:
         # listening for a suspended container
         self._wake: dict[str, list[TcpProxy | UdpProxy]] = {}
         self._waking: dict[str, asyncio.Task[None]] = {}
+        self._caps: dict[str, ConnectionCap] = {}  # per container, over all its wake proxies
         self._draining: list[TcpProxy] = []  # no longer listening; relays held connections
         # UDP wake proxies of resumed containers: relaying flows conntrack sends them.
         self._udp_draining: dict[str, list[UdpProxy]] = {}
@@ -143,7 +152,8 @@ class AutoSuspender:
                 self._clocks.pop(cid, None)
                 await self._close_udp(cid)  # its flows' target has gone to sleep
                 if cid not in self._wake and cid not in self._waking:
-                    await self._listen(cid, self.runtime.suspended_ports(cid))
+                    await self._listen(cid, self.runtime.suspended_ports(cid),
+                                       record.config.auto_suspend_s)
                 continue
             self._stop_listening(cid)
             if record.state.status is not Status.RUNNING:
@@ -155,10 +165,11 @@ class AutoSuspender:
             clock = IdleClock(counters, now) if clock is None else clock.observe(counters, now)
             self._clocks[cid] = clock
             if clock.idle_s(now) >= record.config.auto_suspend_s:
-                await self._suspend(cid, clock.idle_s(now))
-        for cid in [c for c in (*self._wake, *self._clocks, *self._udp_draining)
+                await self._suspend(cid, clock.idle_s(now), record.config.auto_suspend_s)
+        for cid in [c for c in (*self._wake, *self._clocks, *self._caps, *self._udp_draining)
                     if c not in seen]:
             self._clocks.pop(cid, None)
+            self._caps.pop(cid, None)  # its draining proxies keep theirs to their end
             self._stop_listening(cid)
             await self._close_udp(cid)
         self._draining = [p for p in self._draining if p.relaying]
@@ -170,7 +181,7 @@ class AutoSuspender:
             if not self._udp_draining[cid]:
                 del self._udp_draining[cid]
 
-    async def _suspend(self, cid: str, idle_s: float) -> None:
+    async def _suspend(self, cid: str, idle_s: float, auto_suspend_s: int) -> None:
         self._clocks.pop(cid, None)
         try:
             if not await self.runtime.suspend(cid):
@@ -180,11 +191,13 @@ class AutoSuspender:
             return
         log.info("container %s: suspended after %.0f s without network traffic", cid[:12],
                  idle_s)
-        await self._listen(cid, self.runtime.suspended_ports(cid))
+        await self._listen(cid, self.runtime.suspended_ports(cid), auto_suspend_s)
 
-    async def _listen(self, cid: str, ports: list[PublishedPort]) -> None:
-        """Wake proxies on the container's ports, TCP and UDP."""
+    async def _listen(self, cid: str, ports: list[PublishedPort], auto_suspend_s: int) -> None:
+        """Wake proxies on the container's ports, TCP (held connections bounded by its cap)
+        and UDP (held datagrams bounded by net/udphold.py)."""
         proxies: list[TcpProxy | UdpProxy] = []
+        cap = self._caps.setdefault(cid, ConnectionCap(WAKE_MAX_CONNECTIONS))
 
         async def wake() -> None:
             task = self._waking.get(cid)
@@ -202,7 +215,8 @@ class AutoSuspender:
             else:
                 proxy = TcpProxy(listen_ip, port.host_port, port.container_ip,
                                  port.container_port, self.netns, before_connect=wake,
-                                 connect_timeout_s=WAKE_CONNECT_TIMEOUT_S)
+                                 connect_timeout_s=WAKE_CONNECT_TIMEOUT_S, cap=cap,
+                                 idle_timeout_s=auto_suspend_s + WAKE_RELAY_GRACE_S)
             try:
                 await proxy.start()
             except OSError as exc:

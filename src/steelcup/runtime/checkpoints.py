@@ -34,7 +34,8 @@ FORMAT = 1
 # them (the tenant quotas bound the containers, this the checkpoints of each).
 MAX_PER_CONTAINER = 8
 # docker's restricted name pattern (daemon/names); at most 128 bytes here (a file name).
-_NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{1,127}$")
+# Matched whole (`fullmatch`): `$` alone also matches before a final newline.
+_NAME_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{1,127}")
 
 
 @dataclass(frozen=True)
@@ -106,7 +107,7 @@ def check_config(config: ContainerConfig) -> None:
 
 
 def check_name(name: str) -> str:
-    if not _NAME_RE.match(name):
+    if not _NAME_RE.fullmatch(name):
         raise InvalidArgument(f"invalid checkpoint name {name!r}: 2-128 characters of "
                               "[a-zA-Z0-9_.-], starting with a letter or digit")
     return name
@@ -163,7 +164,7 @@ def abandon(tmp: Path) -> None:
 
 def _known(name: str) -> str:
     """A name no checkpoint can have is simply not found."""
-    if not _NAME_RE.match(name):
+    if not _NAME_RE.fullmatch(name):
         raise NotFound(f"no checkpoint {name!r} for this container")
     return name
 

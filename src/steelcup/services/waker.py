@@ -23,8 +23,12 @@ from typing import Any
 from steelcup.errors import NotFound, SteelcupError
 from steelcup.net.manager import NetworkManager
 from steelcup.net.model import VipRecord
-from steelcup.net.proxy import TcpProxy
-from steelcup.runtime.autosuspend import WAKE_CONNECT_TIMEOUT_S
+from steelcup.net.proxy import ConnectionCap, TcpProxy
+from steelcup.runtime.autosuspend import (
+    WAKE_CONNECT_TIMEOUT_S,
+    WAKE_MAX_CONNECTIONS,
+    WAKE_RELAY_GRACE_S,
+)
 from steelcup.runtime.containers import Runtime
 from steelcup.runtime.model import ContainerRecord
 from steelcup.services import dormancy
@@ -53,6 +57,8 @@ class ServiceWaker:
         self.netns = netns
         self._listening: dict[str, dict[str, TcpProxy]] = {}  # service id -> VIP id -> proxy
         self._waking: dict[str, asyncio.Task[None]] = {}  # service id -> its resume
+        # service id -> the bound on what its listeners hold and relay at once (all its VIPs)
+        self._caps: dict[str, ConnectionCap] = {}
         self._resuming: set[asyncio.Task[bool]] = set()  # each replica's resume
         self._draining: list[TcpProxy] = []  # closed to new connections, relaying held ones
         self._wake = asyncio.Event()
@@ -130,15 +136,20 @@ class ServiceWaker:
                 await self._stop_listening(service_id)
         for service_id in [s for s in self._listening if s not in self.manager.services]:
             await self._stop_listening(service_id)
+        for service_id in [s for s in self._caps if s not in self.manager.services]:
+            del self._caps[service_id]  # its draining listeners keep theirs to their end
         self._draining = [p for p in self._draining if p.relaying]
 
     async def _listen(self, service: ServiceRecord) -> None:
         listening = self._listening.setdefault(service.id, {})
+        cap = self._caps.setdefault(service.id, ConnectionCap(WAKE_MAX_CONNECTIONS))
+        idle_s = service.plan.template.auto_suspend_s + WAKE_RELAY_GRACE_S
         for vip in self._vips(service.id):
             if not vip.address or vip.id in listening:
                 continue
             proxy = TcpProxy(vip.address, 0, "", 0, self.netns,
-                             connect_timeout_s=WAKE_CONNECT_TIMEOUT_S)
+                             connect_timeout_s=WAKE_CONNECT_TIMEOUT_S, cap=cap,
+                             idle_timeout_s=idle_s)
             try:
                 await proxy.start()
                 # before anything is DNATed to it (the port is the kernel's choice)
