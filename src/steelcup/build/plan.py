@@ -133,7 +133,7 @@ def _parse_from(instr: Instruction, scope: Mapping[str, str], escape: str,
         raise fail(instr, f"base name ({args[0]}) should not be blank")
     name = args[2].lower() if len(args) == 3 else ""
     if name:
-        if not _NAME.match(name):
+        if not _NAME.fullmatch(name):
             raise fail(instr, f"invalid name for build stage: {args[2]!r}, name can't start "
                        "with a number or contain symbols")
         if name in earlier:
@@ -351,7 +351,7 @@ def _duration_ns(instr: Instruction, name: str, default: int = 0) -> int:
         return default
     if raw in ("0", ""):
         return 0
-    if not _DURATION.match(raw):
+    if not _DURATION.fullmatch(raw):
         raise fail(instr, f"--{name}: time: invalid duration {raw!r}")
     return int(sum(float(n) * _DURATION_NS[u] for n, u in _DURATION_PART.findall(raw)))
 

@@ -22,7 +22,7 @@ HISTORY_MAX = 1000  # the largest --history-limit
 
 
 def check_cron_name(name: str) -> str:
-    if not _NAME_RE.match(name):
+    if not _NAME_RE.fullmatch(name):
         raise InvalidArgument(f"invalid cron name {name!r}: 1-63 of [a-zA-Z0-9_.-], starting "
                               "with a letter or digit")
     return name

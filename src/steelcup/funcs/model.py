@@ -105,7 +105,7 @@ class Func:
 
 
 def check_func_name(name: str) -> str:
-    if not _NAME_RE.match(name):
+    if not _NAME_RE.fullmatch(name):
         raise InvalidArgument(f"invalid func name {name!r}: 1-63 of [a-zA-Z0-9_.-], starting "
                               "with a letter or digit")
     return name

@@ -72,7 +72,7 @@ def parse_idle(value: object, field: str) -> int:
         seconds = int(value)
     elif isinstance(value, str):
         text = value.strip()
-        match = _IDLE_RE.match(text)
+        match = _IDLE_RE.fullmatch(text)
         if text.isdigit():
             seconds = int(text)
         elif text and match is not None:

@@ -126,7 +126,7 @@ def id_range(userns_base: int, slot: int) -> IdRange:
 
 
 def check_tenant_name(name: str) -> str:
-    if not _NAME_RE.match(name):
+    if not _NAME_RE.fullmatch(name):
         raise InvalidArgument(f"invalid tenant name {name!r}: 1-63 of [a-z0-9_.-], starting "
                               "with a letter or digit")
     return name

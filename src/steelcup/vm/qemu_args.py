@@ -203,12 +203,12 @@ def _check(spec: VmSpec) -> None:
     if len(set(tags)) != len(tags):
         raise InvalidArgument(f"duplicate 9p share tags: {tags}")
     for share in spec.shares:
-        if not _TAG_RE.match(share.tag):
+        if not _TAG_RE.fullmatch(share.tag):
             raise InvalidArgument(f"bad 9p tag {share.tag!r} (1-31 chars of [A-Za-z0-9_.-])")
     for nic in spec.nics:
-        if not _MAC_RE.match(nic.mac):
+        if not _MAC_RE.fullmatch(nic.mac):
             raise InvalidArgument(f"bad MAC {nic.mac!r} (lowercase aa:bb:cc:dd:ee:ff)")
-        if nic.tap and not _IFNAME_RE.match(nic.tap):
+        if nic.tap and not _IFNAME_RE.fullmatch(nic.tap):
             raise InvalidArgument(f"bad tap name {nic.tap!r}")
     for word in spec.cmdline_extra:
         if not word or any(c.isspace() for c in word) or '"' in word:

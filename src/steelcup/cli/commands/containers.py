@@ -648,7 +648,7 @@ def parse_since(value: str, now: float) -> str:
         return ""
     if re.fullmatch(r"\d+(\.\d+)?", value):
         return value
-    match = _DURATION.match(value)
+    match = _DURATION.fullmatch(value)
     if match and any(match.groups()):
         hours, minutes, seconds = (float(g) if g else 0.0 for g in match.groups())
         return f"{now - (hours * 3600 + minutes * 60 + seconds):.9f}".rstrip("0").rstrip(".")
