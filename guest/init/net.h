@@ -14,11 +14,11 @@ struct net_req {
 	uint32_t mtu;            /* 0: leave as is */
 };
 
-/* Brings lo up, then finds, renames, addresses and brings up the NIC and adds the default
- * route. Returns 0 or -errno with a message. */
+/* Brings lo up, then finds, renames and brings up the NIC, gives it its address, announces it
+ * (gratuitous ARP) and adds the default route. Returns 0 or -errno with a message. */
 int net_config(const struct net_req *r, char *msg, unsigned msglen);
-/* At boot (a template's clones then never pay for it): turns on gratuitous ARP when a NIC comes
- * up (arp_notify) and brings lo up; 0 or -errno. */
+/* At boot (a template's clones then never pay for it): turns on gratuitous ARP when a NIC's
+ * hardware address is set or it comes up (arp_notify) and brings lo up; 0 or -errno. */
 int net_boot(void);
 
 /* Parses "aa:bb:cc:dd:ee:ff" (case-insensitive); returns 0 or -EINVAL. Pure. */
