@@ -5,7 +5,9 @@ the VIP's tcp connections and those to its published tcp ports (`NetworkManager.
 DNATs them there). The first connection resumes the suspended replicas (all of them, at once;
 one resume per replica for any number of connections); each held connection is relayed, once
 a replica runs, to that replica's address on the network and port it was going to (read from
-conntrack: `SO_ORIGINAL_DST`). Once a replica runs, the service's addressing makes it a
+conntrack: `SO_ORIGINAL_DST`). A floating IP attached to the service is DNATed to the same
+listener while it sleeps (net/fip.py): its connections go to the port they were made to on
+the FIP's VIP's network. Once a replica runs, the service's addressing makes it a
 backend again, the VIP's own DNAT takes new connections, and the listener closes, relaying
 the connections it holds to their end.
 """
@@ -181,11 +183,12 @@ class ServiceWaker:
     async def _relay(self, service_id: str, listener: tuple[str, int],
                      original: tuple[str, int]) -> tuple[str, int]:
         """A held connection's target: a running replica of the service, resumed first (a
-        connection that is for none of the service's ports wakes nothing)."""
+        connection that is for none of its VIPs, its FIP or its published ports wakes
+        nothing)."""
         vips = self._vips(service_id)
         published = next((v for v in vips if v.ports), None)
         target = dormancy.relay_target(
-            original, {v.address: v.network_id for v in vips if v.address},
+            original, dormancy.wake_addresses(vips, self.networks.fips.of_service(service_id)),
             published.ports if published is not None else (),
             published.network_id if published is not None else "",
             listener)
