@@ -8,6 +8,7 @@ and conntrack's original destination are the VM tier's: tests/vm/test_service_su
 from __future__ import annotations
 
 import asyncio
+import socket
 from pathlib import Path
 from typing import Any, cast
 
@@ -26,7 +27,7 @@ from tests.unit.services.test_orchestrator import eventually, make, running
 from tests.unit.services.test_suspended_replicas import sleepy
 
 VIP = VipRecord("v" * 64, "n" * 64, "web", "127.0.0.1",
-                ports=(PortMapping(80, "tcp", "", 18080),))
+                ports=(PortMapping(80, "tcp", "", 18080), PortMapping(53, "udp", "", 18053)))
 FIP = "203.0.113.7"
 
 
@@ -48,6 +49,7 @@ class Networks:
     def __init__(self, orchestrator: Orchestrator) -> None:
         self.orchestrator = orchestrator
         self.wake_ports: list[int] = []
+        self.udp_wake_ports: list[int] = []
         self.fips = Fips()
 
     def get_vip(self, vip_id: str) -> VipRecord:
@@ -55,8 +57,9 @@ class Networks:
             raise NotFound(vip_id)
         return VIP
 
-    async def set_vip_wake(self, vip_id: str, port: int) -> None:
+    async def set_vip_wake(self, vip_id: str, port: int, udp_port: int = 0) -> None:
         self.wake_ports.append(port)
+        self.udp_wake_ports.append(udp_port)
 
     def container_endpoints(self, container_id: str) -> list[Endpoint]:
         slot = next(t.slot for t in self.orchestrator.tasks.values()
@@ -95,6 +98,14 @@ def test_a_sleeping_service_is_listened_for_and_woken(tmp_path: Path) -> None:
             # nor one to a FIP that is not the service's
             with pytest.raises(NotFound):
                 await relay(svc.id, listener, (FIP, 80))
+            # its udp listener too: a datagram sent to it straight (not DNATed) wakes nothing
+            [udp_port] = networks.udp_wake_ports
+            udp = waker._udp[svc.id][VIP.id]
+            assert udp_port == udp.port > 0
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
+                client.sendto(b"straight", ("127.0.0.1", udp_port))
+                await eventually(lambda: udp.dropped == 1)
+            assert udp.holding
             assert all(runtime.record(t.container_id).state.suspended for t in tasks)
             # one to the published port: every replica resumes; relayed to the target port
             address, target_port = await relay(svc.id, listener, ("192.0.2.1", 18080))
@@ -115,6 +126,12 @@ def test_a_sleeping_service_is_listened_for_and_woken(tmp_path: Path) -> None:
             assert target_port == 8080 and address in ("10.0.0.1", "10.0.0.2")
             await eventually(lambda: all(runtime.record(t.container_id).state.running
                                          for t in tasks))
+            # awake, a udp flow to its published port goes to the port's target: no resume
+            assert networks.udp_wake_ports[2] == udp_port  # the same listener, held again
+            udp_listener = ("127.0.0.1", udp_port)
+            assert (await relay(svc.id, udp_listener, ("192.0.2.1", 18053), "udp"))[1] == 53
+            with pytest.raises(NotFound):  # a tcp port is no udp port
+                await relay(svc.id, udp_listener, ("192.0.2.1", 18080), "udp")
         finally:
             await waker.close()
             await orch.close()
