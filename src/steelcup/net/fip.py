@@ -20,9 +20,14 @@ only. One connection gets one DNAT, so the FIP is DNATed straight to the VIP's l
 one picked per connection (as `vip.port_rules` does for published ports); the replicas' own
 connections out keep their own path (their network's masquerade, or a FIP of their own), a
 service has no single source address. While the VIP has no live backend, connections to the
-FIP are refused at once (tcp reset, ICMP port unreachable), as the VIP's own are. The
-replicas' security groups filter these connections like any other ingress (they match the
-backend's address, after the DNAT).
+FIP are refused at once (tcp reset, ICMP port unreachable), as the VIP's own are, unless the
+service sleeps (every replica suspended, `--auto-suspend`): then the VIP has a wake listener
+(net/vip.py, services/waker.py) and the FIP's tcp connections are DNATed to it as the VIP's
+own are, held while a replica resumes and relayed to it (the FIP's udp is still refused).
+Once a replica runs, the FIP is DNATed to it again. The listener is reached only through this
+DNAT from outside the bridges (the `fips` chain is not jumped to from them). The replicas'
+security groups filter these connections like any other ingress (they match the backend's
+address, after the DNAT).
 """
 
 from __future__ import annotations
@@ -82,12 +87,20 @@ class FipRecord:
 class FipTarget:
     """An attached FIP as the ruleset needs it: where its traffic goes (a container's
     address, 1:1 NAT) and the bridge that address is on; or, for a service, `target` is ""
-    and `backends` are its VIP's live backends (on `bridge`; none: refused)."""
+    and `backends` are its VIP's live backends (on `bridge`; none: refused, or its tcp
+    DNATed to `wake`, the VIP's wake listener as "address:port", while the service
+    sleeps)."""
 
     address: str
     target: str
     bridge: str
     backends: tuple[str, ...] = ()
+    wake: str = ""
+
+    @property
+    def waking(self) -> bool:
+        """A service's FIP without live backends whose tcp goes to the wake listener."""
+        return self.service and not self.backends and bool(self.wake)
 
     @property
     def service(self) -> bool:
@@ -194,26 +207,32 @@ def input_rules(pool: IPv4Network | None, targets: Sequence[FipTarget] = ()) -> 
     """At the end of the input chain: a pool address is never the host's own service (an
     attached FIP's connections are DNATed before input; anything else is dropped). A
     service's FIP whose VIP has no live backend refuses a new connection at once instead
-    (its first packet only, as `vip` refuses its own)."""
+    (its first packet only, as `vip` refuses its own): its udp, and its tcp unless the
+    service sleeps (then DNATed to the wake listener before input)."""
     if pool is None:
         return []
-    empty = [t.address for t in targets if t.service and not t.backends]
+    empty = [t for t in targets if t.service and not t.backends]
+    refused = [t.address for t in empty if not t.waking]
     lines = []
+    if refused:
+        lines.append(f'\t\tiifname != "lo" ip daddr {_one_or_set(refused)} '
+                     "tcp flags & (syn | ack) == syn reject with tcp reset")
     if empty:
-        match = f'\t\tiifname != "lo" ip daddr {_one_or_set(empty)}'
-        lines += [f"{match} tcp flags & (syn | ack) == syn reject with tcp reset",
-                  f"{match} meta l4proto udp reject"]
+        lines.append(f'\t\tiifname != "lo" ip daddr {_one_or_set([t.address for t in empty])} '
+                     "meta l4proto udp reject")
     return [*lines, f'\t\tiifname != "lo" ip daddr {pool} counter drop']
 
 
 def nat_chain(targets: Sequence[FipTarget]) -> list[str]:
     """The `fips` nat chain, jumped to from prerouting for packets that did not come from a
     steelcup bridge: each FIP DNATed to its container, or to one of its service's backends
-    per connection, every port."""
+    per connection, every port; a sleeping service's tcp to its VIP's wake listener."""
     lines = [f"\tchain {NAT_CHAIN} {{"]
     for t in targets:
         if t.receivers:
             lines.append(f"\t\tip daddr {t.address} dnat ip to {balance(t.receivers)}")
+        elif t.waking:
+            lines.append(f"\t\tip daddr {t.address} meta l4proto tcp dnat ip to {t.wake}")
     lines.append("\t}")
     return lines
 
@@ -228,16 +247,18 @@ def snat_rules(targets: Sequence[FipTarget]) -> list[str]:
 def targets(records: Sequence[FipRecord], endpoints: Mapping[tuple[str, str], tuple[str, str]],
             vips: Mapping[str, VipTarget] | None = None) -> list[FipTarget]:
     """The render's view of the attached `records`: `endpoints[(container id, network id)]`
-    is (address, bridge), `vips[vip id]` a service's VIP as rendered (its live backends); a
-    record whose endpoint or VIP is gone has no target. Sorted by FIP."""
+    is (address, bridge), `vips[vip id]` a service's VIP as rendered (its live backends, or
+    its wake listener); a record whose endpoint or VIP is gone has no target. Sorted by
+    FIP."""
     out = []
     for rec in records:
         address = str(IPv4Address(rec.address))
         if rec.service_id:
             v = (vips or {}).get(rec.vip_id)
             if v is not None:
+                wake = f"{v.address}:{v.wake_port}" if v.waking else ""
                 out.append(FipTarget(address, "", v.bridge,
-                                     tuple(str(IPv4Address(b)) for b in v.backends)))
+                                     tuple(str(IPv4Address(b)) for b in v.backends), wake))
             continue
         ep = endpoints.get((rec.container_id, rec.network_id)) if rec.attached else None
         if ep is not None:

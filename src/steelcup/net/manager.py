@@ -235,9 +235,10 @@ class NetworkManager:
         self._live: dict[str, _Live] = {}
         self._held: dict[str, tuple[nft.PublishedPort, ...]] = {}  # suspended containers'
         self._vip_proxies: dict[str, list[str]] = {}  # port keeper keys, by VIP id
-        # The host's wake listener on a VIP's address (services/waker.py), by VIP id: while
-        # the VIP has no live backends its tcp connections go there (net/vip.py).
+        # The host's wake listeners on a VIP's address (services/waker.py), by VIP id: while
+        # the VIP has no live backends its tcp connections and datagrams go there (net/vip.py).
         self._wake_ports: dict[str, int] = {}
+        self._udp_wake_ports: dict[str, int] = {}
         self._lock = asyncio.Lock()
         # the tenant's quota gate around a creation (steelcup.tenancy.quota; none: unlimited)
         self.admit: Admit = unlimited
@@ -458,7 +459,8 @@ class NetworkManager:
         ports = [p for live in self._live.values() for p in live.ports]
         nets = self.store.networks()
         vip_records = self.store.vips()
-        vips = vip_rules.targets(vip_records, nets, self._live_addresses(), self._wake_ports)
+        vips = vip_rules.targets(vip_records, nets, self._live_addresses(), self._wake_ports,
+                                 self._udp_wake_ports)
         bridges = {n.id: n.bridge for n in nets}
         by_address = {v.address: v for v in vips}
         fips = self.fips.targets({(ep.container_id, ep.network_id): (ep.address,
@@ -1006,18 +1008,24 @@ class NetworkManager:
             await self._apply_rules()
             return new
 
-    async def set_vip_wake(self, vip_id: str, port: int) -> None:
+    async def set_vip_wake(self, vip_id: str, port: int, udp_port: int = 0) -> None:
         """While the VIP has no live backends, send its tcp connections (and those to its
-        published tcp ports) to the host's listener on the VIP's address at `port` (0: refuse
-        them again). The listener must be bound first."""
-        if not 0 <= port <= 65535:
-            raise InvalidArgument(f"invalid wake port {port}")
+        published tcp ports) to the host's listener on the VIP's address at `port`, and its
+        datagrams (to any port, and its published udp ports) to the host's udp listener there
+        at `udp_port` (0: refuse them again). The listeners must be bound first."""
+        for value in (port, udp_port):
+            if not 0 <= value <= 65535:
+                raise InvalidArgument(f"invalid wake port {value}")
         async with self._lock:
             self.get_vip(vip_id)
-            if port:
-                self._wake_ports[vip_id] = port
-            elif self._wake_ports.pop(vip_id, None) is None:
+            before = (self._wake_ports.get(vip_id, 0), self._udp_wake_ports.get(vip_id, 0))
+            if before == (port, udp_port):
                 return
+            for ports, value in ((self._wake_ports, port), (self._udp_wake_ports, udp_port)):
+                if value:
+                    ports[vip_id] = value
+                else:
+                    ports.pop(vip_id, None)
             await self._apply_rules()
 
     async def release_vip(self, vip_id: str) -> None:
@@ -1025,6 +1033,7 @@ class NetworkManager:
         async with self._lock:
             vip = self.get_vip(vip_id)
             self._wake_ports.pop(vip.id, None)
+            self._udp_wake_ports.pop(vip.id, None)
             for key in self._vip_proxies.pop(vip.id, []):
                 await self.ports.close(key)
             self.store.delete_vip(vip.id)

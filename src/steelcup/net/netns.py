@@ -13,11 +13,12 @@ from steelcup import namespaces
 
 
 def socket_in(netns: str | None, family: int, type_: int,
-              bind: tuple[str, int] | None = None, reuse_port: bool = False) -> socket.socket:
+              bind: tuple[str, int] | None = None, reuse_port: bool = False,
+              proto: int = 0) -> socket.socket:
     """A socket created (and bound) inside /run/netns/<netns>, or here when netns is None.
     `reuse_port`: SO_REUSEPORT, so that another such socket may listen on the port too."""
     if netns is None:
-        sock = socket.socket(family, type_)
+        sock = socket.socket(family, type_, proto)
         if bind is not None:
             _bind(sock, bind, reuse_port)
         return sock
@@ -26,7 +27,7 @@ def socket_in(netns: str | None, family: int, type_: int,
     def work() -> None:
         try:
             namespaces.enter_netns(netns)
-            sock = socket.socket(family, type_)
+            sock = socket.socket(family, type_, proto)
             if bind is not None:
                 try:
                     _bind(sock, bind, reuse_port)

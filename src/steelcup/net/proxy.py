@@ -250,7 +250,8 @@ class UdpProxy(asyncio.DatagramProtocol):
         self.received = 0  # datagrams from clients
         self.dropped = 0  # datagrams not relayed: over the limits, or a failed before_relay
         self.last_datagram = time.monotonic()  # either way
-        self.held: HeldDatagrams | None = HeldDatagrams(hold) if before_relay else None
+        self.held: HeldDatagrams[Address] | None = (HeldDatagrams(hold) if before_relay
+                                                    else None)
         self._flows: dict[Address, _UdpFlow] = {}
         self._opening: dict[Address, list[bytes]] = {}
         self._pending: set[asyncio.Task[None]] = set()
@@ -313,7 +314,7 @@ class UdpProxy(asyncio.DatagramProtocol):
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
 
-    async def _wake(self, held: HeldDatagrams) -> None:
+    async def _wake(self, held: HeldDatagrams[Address]) -> None:
         assert self.before_relay is not None
         try:
             await self.before_relay()

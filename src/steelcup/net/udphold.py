@@ -1,14 +1,18 @@
 """Datagrams held while their destination is not up yet (a suspended container's UDP wake
-listener, net/proxy.py's UdpProxy with `before_relay`): kept in arrival order within a count
-and a byte limit; what does not fit is dropped and counted. Pure: no sockets, no clock."""
+listener, net/proxy.py's UdpProxy with `before_relay`; a sleeping service's, net/udpwake.py):
+kept in arrival order within a count and a byte limit; what does not fit is dropped and
+counted. Each is held with its key: the client's address, or whatever the listener needs to
+relay it (the service's: client and original destination). Pure: no sockets, no clock."""
 
 from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 Address = tuple[str, int]
+K = TypeVar("K")
 
 # A resume takes about a second; a DNS or syslog client sends a few datagrams in that time.
 HOLD_DATAGRAMS = 256
@@ -31,19 +35,20 @@ class HoldLimits:
 DEFAULT_LIMITS = HoldLimits()
 
 
-class HeldDatagrams:
-    """A bounded queue of (client address, payload), oldest first. The first datagram held
-    is the one that starts the wake (`push` says so); the excess is dropped, not queued."""
+class HeldDatagrams(Generic[K]):
+    """A bounded queue of (key, payload), oldest first (the key: who sent it, and where).
+    The first datagram held is the one that starts the wake (`push` says so); the excess is
+    dropped, not queued."""
 
     def __init__(self, limits: HoldLimits = DEFAULT_LIMITS) -> None:
         self.limits = limits
-        self._queue: deque[tuple[Address, bytes]] = deque()
+        self._queue: deque[tuple[K, bytes]] = deque()
         self.held_bytes = 0
         self.dropped = 0
         self.dropped_bytes = 0
         self.seen = 0  # every datagram pushed, held or dropped
 
-    def push(self, addr: Address, data: bytes) -> bool:
+    def push(self, addr: K, data: bytes) -> bool:
         """Hold `data` from `addr` if it fits (else drop and count it); True only for the
         first datagram ever pushed, whatever became of it."""
         first = self.seen == 0
@@ -60,7 +65,7 @@ class HeldDatagrams:
     def __len__(self) -> int:
         return len(self._queue)
 
-    def drain(self) -> Iterator[tuple[Address, bytes]]:
+    def drain(self) -> Iterator[tuple[K, bytes]]:
         """The held datagrams in arrival order, each removed as it is taken."""
         while self._queue:
             addr, data = self._queue.popleft()

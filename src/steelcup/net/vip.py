@@ -12,7 +12,9 @@ without live backends is refused at once (tcp reset, ICMP port unreachable), not
 unless it has a wake port: then its tcp connections (to any port of it, and to its published
 tcp ports) are DNATed to the host's own listener on the VIP's address at that port (a service
 whose replicas are all suspended: services/waker.py resumes one and relays, reading where the
-connection was going from conntrack); udp is still refused.
+connection was going from conntrack); and with a udp wake port its udp (any port, and its
+published udp ports) goes to the host's udp listener on its address (net/udpwake.py) the same
+way; without one its udp is refused.
 Its published ports DNAT straight to the backends (one NAT per connection: there is no second
 DNAT from the VIP).
 """
@@ -32,7 +34,7 @@ CHAIN = "vips"
 class VipTarget:
     """One virtual IP as the ruleset needs it: its bridge and gateway, the backends that are
     live now (sorted; none: connections are refused, or sent to `wake_port`), its published
-    ports and the port of the host's wake listener on its address (0: none)."""
+    ports and the ports of the host's wake listeners on its address, tcp and udp (0: none)."""
 
     address: str
     bridge: str
@@ -40,11 +42,25 @@ class VipTarget:
     backends: tuple[str, ...] = ()
     ports: tuple[PortMapping, ...] = ()
     wake_port: int = 0
+    udp_wake_port: int = 0
 
     @property
     def waking(self) -> bool:
         """No live backends, and a listener to hold its tcp connections."""
         return not self.backends and self.wake_port > 0
+
+    @property
+    def udp_waking(self) -> bool:
+        """No live backends, and a listener to hold its datagrams."""
+        return not self.backends and self.udp_wake_port > 0
+
+    def wake_to(self, proto: str) -> str:
+        """The DNAT target of its `proto` traffic while it wakes ("": none)."""
+        if proto == "tcp" and self.waking:
+            return f"{self.address}:{self.wake_port}"
+        if proto == "udp" and self.udp_waking:
+            return f"{self.address}:{self.udp_wake_port}"
+        return ""
 
 
 def _ip_key(address: str) -> IPv4Address:
@@ -53,12 +69,14 @@ def _ip_key(address: str) -> IPv4Address:
 
 def targets(vips: Sequence[VipRecord], networks: Sequence[NetworkRecord],
             live: Mapping[str, Collection[str]],
-            wake_ports: Mapping[str, int] | None = None) -> list[VipTarget]:
+            wake_ports: Mapping[str, int] | None = None,
+            udp_wake_ports: Mapping[str, int] | None = None) -> list[VipTarget]:
     """The render's view of `vips`: each on its network's bridge, its backends narrowed to
     `live[network_id]` (addresses of running containers on that network: a stopped or removed
-    replica drops out at once, whatever the service layer last said), with its wake port from
-    `wake_ports` (by VIP id)."""
+    replica drops out at once, whatever the service layer last said), with its wake ports from
+    `wake_ports` and `udp_wake_ports` (by VIP id)."""
     wake_ports = wake_ports or {}
+    udp_wake_ports = udp_wake_ports or {}
     by_id = {n.id: n for n in networks}
     out = []
     for v in vips:
@@ -68,7 +86,8 @@ def targets(vips: Sequence[VipRecord], networks: Sequence[NetworkRecord],
         up = live.get(v.network_id, ())
         backends = sorted((b for b in set(v.backends) if b in up), key=_ip_key)
         out.append(VipTarget(str(_ip_key(v.address)), net.bridge, net.gateway,
-                             tuple(backends), v.ports, wake_ports.get(v.id, 0)))
+                             tuple(backends), v.ports, wake_ports.get(v.id, 0),
+                             udp_wake_ports.get(v.id, 0)))
     return sorted(out, key=lambda t: _ip_key(t.address))
 
 
@@ -91,27 +110,24 @@ def chain(vips: Sequence[VipTarget]) -> list[str]:
     for v in vips:
         if v.backends:
             lines.append(f"\t\tip daddr {v.address} dnat ip to {balance(v.backends)}")
-        elif v.waking:
-            lines.append(f"\t\tip daddr {v.address} meta l4proto tcp "
-                         f"dnat ip to {v.address}:{v.wake_port}")
+        else:
+            for proto in ("tcp", "udp"):
+                if to := v.wake_to(proto):
+                    lines.append(f"\t\tip daddr {v.address} meta l4proto {proto} "
+                                 f"dnat ip to {to}")
     lines.append("\t}")
     return lines
 
 
 def port_rules(vips: Sequence[VipTarget]) -> list[str]:
-    """The published ports of VIPs with live backends (and the tcp ones of waking VIPs, to
-    their wake listener), for the `ports` chain."""
+    """The published ports of VIPs with live backends (and those of waking VIPs, to their
+    wake listener of the port's protocol, if it has one), for the `ports` chain."""
     rules = []
     for v in vips:
-        if not v.backends and not v.waking:
-            continue
         for p in sorted(v.ports, key=lambda p: (p.proto, p.host_port, p.host_ip)):
             match = f"ip daddr {p.host_ip} " if p.host_ip else ""
-            if v.backends:
-                to = balance(v.backends, p.container_port)
-            elif p.proto == "tcp":
-                to = f"{v.address}:{v.wake_port}"
-            else:
+            to = balance(v.backends, p.container_port) if v.backends else v.wake_to(p.proto)
+            if not to:
                 continue
             rules.append(f"\t\t{match}{p.proto} dport {p.host_port} dnat ip to {to}")
     return rules
@@ -123,24 +139,33 @@ def _refuse(prefix: str, vips: Sequence[VipTarget]) -> list[str]:
         return []
     # Only a connection's first packet (a SYN, a datagram): the host's own connection to a
     # VIP has the VIP as source, so the reset or ICMP error it gets back is addressed to the VIP
-    # as well and must not be refused in turn. A waking VIP's tcp goes to its wake listener
-    # (DNATed to the same address): only its udp is refused.
+    # as well and must not be refused in turn. A waking VIP's tcp (and udp, with a udp
+    # listener) goes to its wake listener (DNATed to the same address): not refused.
     rules = []
     refused = [v for v in empty if not v.waking]
     if refused:
         rules.append(f"\t\t{prefix}ip daddr {_addresses(refused)} "
                      "tcp flags & (syn | ack) == syn reject with tcp reset")
-    rules.append(f"\t\t{prefix}ip daddr {_addresses(empty)} meta l4proto udp reject")
+    refused = [v for v in empty if not v.udp_waking]
+    if refused:
+        # (a new flow's datagram only: the reply to the host's own flow that a wake listener
+        # relayed, sent as the service woke, has the VIP as destination too)
+        rules.append(f"\t\t{prefix}ip daddr {_addresses(refused)} meta l4proto udp "
+                     "ct state new reject")
     return rules
 
 
 def input_rules(bridge: str, vips: Sequence[VipTarget]) -> list[str]:
     """In the input chain, in `bridge`'s block (before its drop): its containers' connections
-    to its waking VIPs reach the wake listener (only as DNATed there: the listener's port is
-    no service of the host's); those to its other VIPs without backends are refused."""
+    and datagrams to its waking VIPs reach the wake listeners (only as DNATed there: a
+    listener's port is no service of the host's); those to its other VIPs without backends
+    are refused."""
     mine = [v for v in vips if v.bridge == bridge]
-    accept = [f'\t\tiifname "{bridge}" ip daddr {v.address} tcp dport {v.wake_port} '
-              "ct status dnat accept" for v in mine if v.waking]
+    accept = [f'\t\tiifname "{bridge}" ip daddr {v.address} {proto} dport {port} '
+              "ct status dnat accept"
+              for v in mine for proto, port, on in (("tcp", v.wake_port, v.waking),
+                                                    ("udp", v.udp_wake_port, v.udp_waking))
+              if on]
     return [*accept, *_refuse(f'iifname "{bridge}" ', mine)]
 
 

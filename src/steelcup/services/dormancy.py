@@ -2,8 +2,8 @@
 "Auto-suspend"): each replica's container is suspended by the daemon's auto-suspender on its
 own idleness; a suspended replica's task runs on (it is no failure: no replacement, no health
 probe), and when every replica the service has running is suspended the service is *asleep*:
-its virtual IPs and published tcp ports go to a wake listener (`waker.py`) that resumes the
-replicas and relays the connection it holds.
+its virtual IPs, its floating IP and its published ports go to wake listeners (`waker.py`)
+that resume the replicas and relay the connections and datagrams they hold.
 """
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
 
-from steelcup.net.model import PortMapping
+from steelcup.net.fip import FipRecord
+from steelcup.net.model import PortMapping, VipRecord
 from steelcup.services.model import TaskState
 
 
@@ -52,14 +53,28 @@ def to_resume(replicas: Iterable[Replica]) -> list[str]:
     return sorted(r.container_id for r in replicas if r.serving and r.suspended)
 
 
+def wake_addresses(vips: Iterable[VipRecord], floating: FipRecord | None) -> dict[str, str]:
+    """The addresses a connection held by the wake listener may have been made to, each with
+    the network its replicas are reached on: the service's VIPs, and its floating IP (which
+    goes to one of them: that VIP's network; none if that VIP is not among `vips`)."""
+    out = {v.address: v.network_id for v in vips if v.address}
+    if floating is not None and floating.service_id:
+        network = next((v.network_id for v in vips if v.id == floating.vip_id and v.address),
+                       None)
+        if network is not None:
+            out[floating.address] = network
+    return out
+
+
 def relay_target(original: tuple[str, int], vip_networks: Mapping[str, str],
                  published: Sequence[PortMapping], first_network: str,
-                 listener: tuple[str, int]) -> tuple[str, int] | None:
-    """Where a connection the wake listener holds goes, as (network id, port) on a replica:
-    one to a VIP's address (`vip_networks`: address -> its network id) keeps its port, on
-    that network; one to a published tcp port goes to its target port on the service's
-    first network (where its ports are published). None: neither, or one made to the
-    `listener` itself (not DNATed there: its port is no port of the service's)."""
+                 listener: tuple[str, int], proto: str = "tcp") -> tuple[str, int] | None:
+    """Where a connection (or datagram) a wake listener holds goes, as (network id, port) on
+    a replica: one to a VIP's or the FIP's address (`vip_networks`: address -> its network
+    id, as `wake_addresses` makes it) keeps its port, on that network; one to a published
+    port of the listener's protocol `proto` (tcp or udp) goes to its target port on the
+    service's first network (where its ports are published). None: neither, or one made to
+    the `listener` itself (not DNATed there: its port is no port of the service's)."""
     if original == listener:
         return None
     address, port = original
@@ -67,7 +82,7 @@ def relay_target(original: tuple[str, int], vip_networks: Mapping[str, str],
     if network is not None:
         return network, port
     for mapping in published:
-        if (mapping.proto == "tcp" and mapping.host_port == port
+        if (mapping.proto == proto and mapping.host_port == port
                 and mapping.host_ip in ("", "0.0.0.0", address)):
             return first_network, mapping.container_port
     return None

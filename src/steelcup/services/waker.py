@@ -5,9 +5,18 @@ the VIP's tcp connections and those to its published tcp ports (`NetworkManager.
 DNATs them there). The first connection resumes the suspended replicas (all of them, at once;
 one resume per replica for any number of connections); each held connection is relayed, once
 a replica runs, to that replica's address on the network and port it was going to (read from
-conntrack: `SO_ORIGINAL_DST`). Once a replica runs, the service's addressing makes it a
-backend again, the VIP's own DNAT takes new connections, and the listener closes, relaying
-the connections it holds to their end.
+conntrack: `SO_ORIGINAL_DST`). A floating IP attached to the service is DNATed to the same
+listener while it sleeps (net/fip.py): its connections go to the port they were made to on
+the FIP's VIP's network. Once a replica runs, the service's addressing makes it a backend
+again, the VIP's own DNAT takes new connections, and the listener closes, relaying the
+connections it holds to their end.
+
+The VIP's udp (any port, and its published udp ports) goes to a udp listener on its address
+the same way (net/udpwake.py): the first datagram resumes the replicas, those that come
+meanwhile are held (bounded), then each is relayed to a replica on the port it was sent to,
+and the replies reach the client. That listener outlives the sleep: a client's flow keeps
+coming to it while conntrack remembers its DNAT, so it relays until it has been quiet for
+UDP_DRAIN_S, and holds again if the service falls asleep before.
 """
 
 from __future__ import annotations
@@ -24,7 +33,9 @@ from steelcup.errors import NotFound, SteelcupError
 from steelcup.net.manager import NetworkManager
 from steelcup.net.model import VipRecord
 from steelcup.net.proxy import ConnectionCap, TcpProxy
+from steelcup.net.udpwake import UdpWakeRelay
 from steelcup.runtime.autosuspend import (
+    UDP_DRAIN_S,
     WAKE_CONNECT_TIMEOUT_S,
     WAKE_MAX_CONNECTIONS,
     WAKE_RELAY_GRACE_S,
@@ -61,6 +72,7 @@ class ServiceWaker:
         self._caps: dict[str, ConnectionCap] = {}
         self._resuming: set[asyncio.Task[bool]] = set()  # each replica's resume
         self._draining: list[TcpProxy] = []  # closed to new connections, relaying held ones
+        self._udp: dict[str, dict[str, UdpWakeRelay]] = {}  # service id -> VIP id -> relay
         self._wake = asyncio.Event()
         self._loop: asyncio.Task[None] | None = None
 
@@ -98,10 +110,16 @@ class ServiceWaker:
         for proxy in self._draining:
             await proxy.close()
         self._draining = []
+        for service_id in list(self._udp):
+            self._close_udp(service_id)
 
     async def _run(self) -> None:
         while True:
-            await self._wake.wait()
+            # a udp listener of an awake service closes once quiet: look again by then
+            # (asyncio.timeout, not wait_for: 3.11's wait_for may swallow a cancellation)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(UDP_DRAIN_S if self._udp else None):
+                    await self._wake.wait()
             self._wake.clear()
             try:
                 await self.sync()
@@ -132,12 +150,16 @@ class ServiceWaker:
                                        self.replicas(service_id))
             if sleeping and service_id not in self._waking:
                 await self._listen(service)
-            elif not sleeping and service_id in self._listening:
-                await self._stop_listening(service_id)
+            elif not sleeping:
+                if service_id in self._listening:
+                    await self._stop_listening(service_id)
+                self._expire_udp(service_id)
         for service_id in [s for s in self._listening if s not in self.manager.services]:
             await self._stop_listening(service_id)
         for service_id in [s for s in self._caps if s not in self.manager.services]:
             del self._caps[service_id]  # its draining listeners keep theirs to their end
+        for service_id in [s for s in self._udp if s not in self.manager.services]:
+            self._close_udp(service_id)
         self._draining = [p for p in self._draining if p.relaying]
 
     async def _listen(self, service: ServiceRecord) -> None:
@@ -155,15 +177,45 @@ class ServiceWaker:
                 # before anything is DNATed to it (the port is the kernel's choice)
                 proxy.choose_target = functools.partial(self._relay, service.id,
                                                         (vip.address, proxy.port))
-                await self.networks.set_vip_wake(vip.id, proxy.port)
+                udp = await self._udp_listener(service, vip)
+                await self.networks.set_vip_wake(vip.id, proxy.port,
+                                                 udp.port if udp is not None else 0)
             except (OSError, SteelcupError) as exc:
                 await proxy.close()
                 log.warning("service %s: cannot listen on %s to wake it on a connection: %s",
                             service.name, vip.address, exc)
                 continue
             listening[vip.id] = proxy
-            log.info("service %s: every replica is suspended; a connection to %s wakes it",
-                     service.name, vip.address)
+            log.info("service %s: every replica is suspended; a connection or datagram to %s "
+                     "wakes it", service.name, vip.address)
+
+    async def _udp_listener(self, service: ServiceRecord, vip: VipRecord
+                            ) -> UdpWakeRelay | None:
+        """The VIP's udp listener, holding (the one still relaying from the last wake, or a
+        new one); None if it cannot be bound (its udp is refused, its tcp still wakes it)."""
+        relays = self._udp.setdefault(service.id, {})
+        relay = relays.get(vip.id)
+        if relay is not None:
+            relay.hold()
+            return relay
+        relay = UdpWakeRelay(vip.address, self.netns,
+                             functools.partial(self._wake_udp, service.id),
+                             functools.partial(self._relay, service.id, proto="udp"))
+        try:
+            await relay.start()
+        except OSError as exc:
+            log.warning("service %s: cannot listen for udp on %s to wake it: %s",
+                        service.name, vip.address, exc)
+            return None
+        relays[vip.id] = relay
+        return relay
+
+    async def _wake_udp(self, service_id: str, listener: tuple[str, int],
+                        original: tuple[str, int]) -> None:
+        """A first datagram: the service's resume (none for a datagram to none of its
+        ports)."""
+        self._target(service_id, listener, original, "udp")
+        await self._awake(service_id)
 
     async def _stop_listening(self, service_id: str) -> None:
         for vip_id, proxy in self._listening.pop(service_id, {}).items():
@@ -171,6 +223,21 @@ class ServiceWaker:
                 await self.networks.set_vip_wake(vip_id, 0)
             proxy.stop_listening()
             self._draining.append(proxy)
+
+    def _expire_udp(self, service_id: str) -> None:
+        """An awake service's udp listeners close once quiet for longer than conntrack keeps
+        a flow DNATed to them (a holding one that never woke: as soon as it is that old)."""
+        relays = self._udp.get(service_id, {})
+        for vip_id, relay in list(relays.items()):
+            if relay.quiet_s() >= UDP_DRAIN_S:
+                relay.close()
+                del relays[vip_id]
+        if not relays:
+            self._udp.pop(service_id, None)
+
+    def _close_udp(self, service_id: str) -> None:
+        for relay in self._udp.pop(service_id, {}).values():
+            relay.close()
 
     def _vips(self, service_id: str) -> list[VipRecord]:
         out = []
@@ -189,27 +256,37 @@ class ServiceWaker:
 
     # -- a connection ------------------------------------------------------------------------
 
-    async def _relay(self, service_id: str, listener: tuple[str, int],
-                     original: tuple[str, int]) -> tuple[str, int]:
-        """A held connection's target: a running replica of the service, resumed first (a
-        connection that is for none of the service's ports wakes nothing)."""
+    def _target(self, service_id: str, listener: tuple[str, int], original: tuple[str, int],
+                proto: str) -> tuple[str, int]:
+        """Where a held connection or datagram goes, as (network id, port) on a replica."""
         vips = self._vips(service_id)
         published = next((v for v in vips if v.ports), None)
         target = dormancy.relay_target(
-            original, {v.address: v.network_id for v in vips if v.address},
+            original, dormancy.wake_addresses(vips, self.networks.fips.of_service(service_id)),
             published.ports if published is not None else (),
             published.network_id if published is not None else "",
-            listener)
+            listener, proto)
         if target is None:
-            raise NotFound(f"{original[0]}:{original[1]} is neither a virtual IP nor a "
-                           "published port of the service")
+            raise NotFound(f"{original[0]}:{original[1]}/{proto} is neither a virtual IP nor "
+                           "a published port of the service")
+        return target
+
+    async def _awake(self, service_id: str) -> None:
+        """Until a replica of the service runs: its resume, started by the first caller."""
         task = self._waking.get(service_id)
         if task is None:
             task = asyncio.create_task(self._resume(service_id),
                                        name=f"wake-service-{service_id[:12]}")
             self._waking[service_id] = task
         await asyncio.shield(task)
-        network_id, port = target
+
+    async def _relay(self, service_id: str, listener: tuple[str, int],
+                     original: tuple[str, int], proto: str = "tcp") -> tuple[str, int]:
+        """A held connection's (or datagram flow's) target: a running replica of the service,
+        resumed first (one that is for none of its VIPs, its FIP or its published ports
+        wakes nothing)."""
+        network_id, port = self._target(service_id, listener, original, proto)
+        await self._awake(service_id)
         addresses = [e.address for r in self.replicas(service_id) if r.serving and r.running
                      for e in self.networks.container_endpoints(r.container_id)
                      if e.network_id == network_id]
@@ -221,8 +298,11 @@ class ServiceWaker:
         """Resume the service's suspended replicas at once; done once one runs (the others
         go on resuming)."""
         try:
+            replicas = self.replicas(service_id)
+            if any(r.serving and r.running for r in replicas):
+                return  # awake already (a flow that reached the listener after the wake)
             pending = {asyncio.create_task(self._resume_one(cid))
-                       for cid in dormancy.to_resume(self.replicas(service_id))}
+                       for cid in dormancy.to_resume(replicas)}
             for job in pending:  # each goes on after the first is done
                 self._resuming.add(job)
                 job.add_done_callback(self._resuming.discard)

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from steelcup.errors import Conflict, Forbidden, InvalidArgument, NotFound, Unsupported
-from steelcup.net import fip, links, nft
+from steelcup.net import fip, links, nft, vip
 from steelcup.net.fip import FipRecord, FipTarget
 from steelcup.net.fipmanager import FloatingIps
 from steelcup.net.fipstore import FipStore
@@ -363,3 +363,66 @@ def test_a_tenant_attaches_its_fip_only_to_its_services_vip(fips: FloatingIps,
     # detach by address works for a service's FIP too
     asyncio.run(fips.attach_service(alice, "s1" * 32, _vip("v2", "a" * 64, "alice"), "alice"))
     assert not asyncio.run(fips.detach(alice, "alice")).attached
+
+
+# -- a FIP attached to a sleeping service (its VIP's wake listener) ---------------------------
+
+SLEEPY_VIP = VipRecord("e" * 64, "a" * 64, "web", "10.213.2.100", "alice")
+SLEEPY_FIP = FipRecord("203.0.113.21", "alice", service_id="s1", vip_id="e" * 64,
+                       network_id="a" * 64)
+
+
+def _sleepy_ruleset(live: Mapping[str, set[str]], backends: tuple[str, ...] = ()) -> str:
+    vip_record = VipRecord(SLEEPY_VIP.id, SLEEPY_VIP.network_id, "web", SLEEPY_VIP.address,
+                           "alice", backends=backends)
+    vips = vip.targets([vip_record], NETS, live, {SLEEPY_VIP.id: 41000})
+    fips = fip.targets([SLEEPY_FIP], {}, {SLEEPY_VIP.id: vips[0]})
+    return nft.render(NETS, PORTS, vips, fips, POOL)
+
+
+def test_a_sleeping_service_fip_sends_its_tcp_to_the_wake_listener() -> None:
+    """While the service's VIP has a wake listener and no live backend, the FIP's tcp is
+    DNATed to that listener (from outside the bridges only), not refused; its udp still is;
+    once a replica runs the FIP goes to it again and the listener is out of its rules."""
+    text = _sleepy_ruleset({})
+    assert _chain(text, "fips") == [
+        "\t\tip daddr 203.0.113.21 meta l4proto tcp dnat ip to 10.213.2.100:41000"]
+    prerouting = _chain(text, "prerouting")
+    assert f'\t\tiifname != {{ "{NETS[0].bridge}", "{NETS[1].bridge}", "{NETS[2].bridge}" }} '\
+           "jump fips" in prerouting
+    inp = _chain(text, "input")
+    assert not any("203.0.113.21" in line and "tcp flags" in line for line in inp)
+    assert '\t\tiifname != "lo" ip daddr 203.0.113.21 meta l4proto udp reject' in inp
+    # a container reaches the listener only as its own VIP's DNAT: its bridge's accept
+    # matches the VIP's own bridge, and a FIP is never DNATed from a bridge
+    assert [line for line in inp if "41000" in line] == [
+        '\t\tiifname "sc-aaaaaaaaaaaa" ip daddr 10.213.2.100 tcp dport 41000 ct status dnat '
+        "accept"]
+    # a replica runs: the FIP is balanced to it, the listener's port is gone from its rules
+    awake = _sleepy_ruleset({"a" * 64: {"10.213.2.5"}}, ("10.213.2.5",))
+    assert _chain(awake, "fips") == ["\t\tip daddr 203.0.113.21 dnat ip to 10.213.2.5"]
+    assert "41000" not in awake
+
+
+def test_a_service_fip_without_a_wake_listener_is_refused_as_before() -> None:
+    vips = vip.targets([SLEEPY_VIP], NETS, {})
+    [target] = fip.targets([SLEEPY_FIP], {}, {SLEEPY_VIP.id: vips[0]})
+    assert not target.waking and target.wake == ""
+    text = nft.render(NETS, PORTS, vips, [target], POOL)
+    assert _chain(text, "fips") == []
+    assert ('\t\tiifname != "lo" ip daddr 203.0.113.21 tcp flags & (syn | ack) == syn '
+            "reject with tcp reset") in _chain(text, "input")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="loads the ruleset into a namespace: needs root")
+def test_nft_accepts_the_sleeping_service_fip_ruleset_in_a_scratch_namespace() -> None:
+    ns = f"sct-fips-{uuid.uuid4().hex[:8]}"
+    if subprocess.run(["ip", "netns", "add", ns], capture_output=True).returncode != 0:
+        pytest.skip("cannot create a network namespace")
+    try:
+        run = subprocess.run(["ip", "netns", "exec", ns, "nft", "-f", "-"],
+                             input=_sleepy_ruleset({}) + nft.render_delete(),
+                             capture_output=True, text=True)
+        assert run.returncode == 0, run.stderr
+    finally:
+        subprocess.run(["ip", "netns", "delete", ns], capture_output=True)

@@ -90,7 +90,7 @@ def test_balancing_is_per_connection_and_covers_every_backend() -> None:
     own = inp.index('\t\tiifname "sc-bbbbbbbbbbbb" ip daddr { 10.213.1.100 } tcp flags & '
                     "(syn | ack) == syn reject with tcp reset")
     assert inp[own + 2] == '\t\tiifname "sc-bbbbbbbbbbbb" drop'
-    assert inp[-1] == "\t\tip daddr { 10.213.1.100 } meta l4proto udp reject"
+    assert inp[-1] == "\t\tip daddr { 10.213.1.100 } meta l4proto udp ct state new reject"
 
 
 def test_tenant_rules_stay_first_and_cover_a_vip() -> None:
@@ -147,7 +147,7 @@ def test_a_waking_vip_sends_its_tcp_to_the_wake_listener() -> None:
     assert input_chain.index("tcp dport 41000") < input_chain.index(
         'iifname "sc-bbbbbbbbbbbb" drop')
     assert "10.213.1.100 } tcp flags" not in text
-    assert "ip daddr { 10.213.1.100 } meta l4proto udp reject" in text
+    assert "ip daddr { 10.213.1.100 } meta l4proto udp ct state new reject" in text
     # without the wake port: refused as before
     refused = nft.render(NETS, [], vip.targets(asleep, NETS, LIVE))
     assert "41000" not in refused and "10.213.1.100 } tcp flags" in refused
@@ -158,12 +158,48 @@ def test_a_waking_vip_sends_its_tcp_to_the_wake_listener() -> None:
     assert "tcp dport 5432 dnat ip to 10.213.1.6:5432" in text
 
 
+def test_a_waking_vip_with_a_udp_listener_sends_its_udp_there_too() -> None:
+    """With a udp wake port as well, the VIP's udp (any port) and its published udp ports go
+    to the udp listener, its containers reach it only as DNATed, and its udp is no longer
+    refused; a live backend takes both back."""
+    asleep = [VipRecord("3" * 64, "b" * 64, "db", "10.213.1.100",
+                        ports=(PortMapping(5432, "tcp", "", 5432),
+                               PortMapping(53, "udp", "", 5353)))]
+    text = nft.render(NETS, [], vip.targets(asleep, NETS, LIVE, {"3" * 64: 41000},
+                                            {"3" * 64: 42000}))
+    assert _chain_lines(text, "vips") == [
+        "\t\tip daddr 10.213.1.100 meta l4proto tcp dnat ip to 10.213.1.100:41000",
+        "\t\tip daddr 10.213.1.100 meta l4proto udp dnat ip to 10.213.1.100:42000"]
+    assert "udp dport 5353 dnat ip to 10.213.1.100:42000" in text
+    input_chain = _chain_lines(text, "input")
+    accept = ('\t\tiifname "sc-bbbbbbbbbbbb" ip daddr 10.213.1.100 udp dport 42000 '
+              "ct status dnat accept")
+    assert input_chain.index(accept) < input_chain.index('\t\tiifname "sc-bbbbbbbbbbbb" drop')
+    assert not any("udp reject" in line for line in input_chain)
+    # a udp port with no tcp listener: tcp refused, udp held
+    udp_only = vip.targets(asleep, NETS, LIVE, None, {"3" * 64: 42000})
+    assert udp_only[0].udp_waking and not udp_only[0].waking
+    text = nft.render(NETS, [], udp_only)
+    assert "10.213.1.100 } tcp flags" in text and "udp reject" not in text
+    # with a live backend: balanced as usual, both listeners out of the rules
+    awake = [replace(asleep[0], backends=("10.213.1.6",))]
+    text = nft.render(NETS, [], vip.targets(awake, NETS, LIVE, {"3" * 64: 41000},
+                                            {"3" * 64: 42000}))
+    assert "41000" not in text and "42000" not in text
+    assert "udp dport 5353 dnat ip to 10.213.1.6:53" in text
+
+
+def _chain_lines(text: str, name: str) -> list[str]:
+    return text.split(f"\tchain {name} {{\n", 1)[1].split("\t}\n", 1)[0].splitlines()
+
+
 def test_nft_accepts_a_waking_vip_ruleset_in_a_scratch_namespace() -> None:
     ns = f"sct-vip-{uuid.uuid4().hex[:8]}"
     if subprocess.run(["ip", "netns", "add", ns], capture_output=True).returncode != 0:
         pytest.skip("cannot create a network namespace")
-    waking = vip.targets(VIPS, NETS, LIVE, {"3" * 64: 41000})
+    waking = vip.targets(VIPS, NETS, LIVE, {"3" * 64: 41000}, {"3" * 64: 42000})
     assert [t.waking for t in waking] == [False, False, True]
+    assert [t.udp_waking for t in waking] == [False, False, True]
     try:
         run = subprocess.run(["ip", "netns", "exec", ns, "nft", "-f", "-"],
                              input=nft.render(NETS, PORTS, waking) + nft.render_delete(),

@@ -4,7 +4,8 @@ connection is relayed, and what a daemon restart makes of a suspended replica's 
 
 from __future__ import annotations
 
-from steelcup.net.model import PortMapping
+from steelcup.net.fip import FipRecord
+from steelcup.net.model import PortMapping, VipRecord
 from steelcup.services.dormancy import (
     AfterRestart,
     Replica,
@@ -12,6 +13,7 @@ from steelcup.services.dormancy import (
     asleep,
     relay_target,
     to_resume,
+    wake_addresses,
 )
 from steelcup.services.model import TaskState
 
@@ -71,6 +73,25 @@ def test_a_held_connection_goes_to_the_port_it_was_made_to() -> None:
     assert relay_target(("192.0.2.9", 9999), vips, published, "net-a", LISTENER) is None
     # nor one made to the listener itself, not DNATed there (its port is no service's)
     assert relay_target(LISTENER, vips, published, "net-a", LISTENER) is None
+
+
+def test_a_held_connection_to_the_service_fip_goes_to_its_vip_s_network() -> None:
+    vips = [VipRecord("v1", "net-a", "web", "10.0.0.100"),
+            VipRecord("v2", "net-b", "web", "10.0.1.100"),
+            VipRecord("v3", "net-c", "web", "", mode="dnsrr")]
+    floating = FipRecord("203.0.113.5", "t", service_id="s", vip_id="v2", network_id="net-b")
+    addresses = wake_addresses(vips, floating)
+    assert addresses == {"10.0.0.100": "net-a", "10.0.1.100": "net-b", "203.0.113.5": "net-b"}
+    assert relay_target(("203.0.113.5", 8080), addresses, (), "net-a", LISTENER) == ("net-b",
+                                                                                      8080)
+    # no FIP, a detached one, or one whose VIP is none of the service's: the VIPs only
+    assert wake_addresses(vips, None) == {"10.0.0.100": "net-a", "10.0.1.100": "net-b"}
+    detached = FipRecord("203.0.113.5", "t")
+    assert "203.0.113.5" not in wake_addresses(vips, detached)
+    stale = FipRecord("203.0.113.5", "t", service_id="s", vip_id="gone", network_id="net-b")
+    assert "203.0.113.5" not in wake_addresses(vips, stale)
+    assert relay_target(("203.0.113.5", 80), wake_addresses(vips, stale), (), "net-a",
+                        LISTENER) is None
 
 
 def test_a_daemon_restart_keeps_a_suspended_replica_s_task() -> None:

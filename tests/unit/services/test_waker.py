@@ -1,18 +1,21 @@
 """The service waker with the fake VM source and a recording network layer: it listens (and
 has the VIP's connections sent to it) once every replica of an --auto-suspend service is
 suspended, not before; a held connection resumes every suspended replica and is relayed to
-one of them, on the port it was made to; once a replica runs it stops listening. (The DNAT
+one of them, on the port it was made to (its floating IP's too); once a replica runs it
+stops listening. (The DNAT
 and conntrack's original destination are the VM tier's: tests/vm/test_service_suspend.py.)"""
 
 from __future__ import annotations
 
 import asyncio
+import socket
 from pathlib import Path
 from typing import Any, cast
 
 import pytest
 
 from steelcup.errors import NotFound
+from steelcup.net.fip import FipRecord
 from steelcup.net.manager import NetworkManager
 from steelcup.net.model import Endpoint, PortMapping, VipRecord
 from steelcup.services.orchestrator import Orchestrator
@@ -24,7 +27,20 @@ from tests.unit.services.test_orchestrator import eventually, make, running
 from tests.unit.services.test_suspended_replicas import sleepy
 
 VIP = VipRecord("v" * 64, "n" * 64, "web", "127.0.0.1",
-                ports=(PortMapping(80, "tcp", "", 18080),))
+                ports=(PortMapping(80, "tcp", "", 18080), PortMapping(53, "udp", "", 18053)))
+FIP = "203.0.113.7"
+
+
+class Fips:
+    """The service's floating IP, attached to its VIP once `service_id` is set."""
+
+    def __init__(self) -> None:
+        self.service_id = ""
+
+    def of_service(self, service_id: str) -> FipRecord | None:
+        if service_id != self.service_id:
+            return None
+        return FipRecord(FIP, service_id=service_id, vip_id=VIP.id, network_id=VIP.network_id)
 
 
 class Networks:
@@ -33,14 +49,17 @@ class Networks:
     def __init__(self, orchestrator: Orchestrator) -> None:
         self.orchestrator = orchestrator
         self.wake_ports: list[int] = []
+        self.udp_wake_ports: list[int] = []
+        self.fips = Fips()
 
     def get_vip(self, vip_id: str) -> VipRecord:
         if vip_id != VIP.id:
             raise NotFound(vip_id)
         return VIP
 
-    async def set_vip_wake(self, vip_id: str, port: int) -> None:
+    async def set_vip_wake(self, vip_id: str, port: int, udp_port: int = 0) -> None:
         self.wake_ports.append(port)
+        self.udp_wake_ports.append(udp_port)
 
     def container_endpoints(self, container_id: str) -> list[Endpoint]:
         slot = next(t.slot for t in self.orchestrator.tasks.values()
@@ -76,6 +95,17 @@ def test_a_sleeping_service_is_listened_for_and_woken(tmp_path: Path) -> None:
             # a connection made to the listener itself wakes nothing
             with pytest.raises(NotFound):
                 await relay(svc.id, listener, listener)
+            # nor one to a FIP that is not the service's
+            with pytest.raises(NotFound):
+                await relay(svc.id, listener, (FIP, 80))
+            # its udp listener too: a datagram sent to it straight (not DNATed) wakes nothing
+            [udp_port] = networks.udp_wake_ports
+            udp = waker._udp[svc.id][VIP.id]
+            assert udp_port == udp.port > 0
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
+                client.sendto(b"straight", ("127.0.0.1", udp_port))
+                await eventually(lambda: udp.dropped == 1)
+            assert udp.holding
             assert all(runtime.record(t.container_id).state.suspended for t in tasks)
             # one to the published port: every replica resumes; relayed to the target port
             address, target_port = await relay(svc.id, listener, ("192.0.2.1", 18080))
@@ -84,6 +114,24 @@ def test_a_sleeping_service_is_listened_for_and_woken(tmp_path: Path) -> None:
                                          for t in tasks))
             await eventually(lambda: networks.wake_ports[-1:] == [0])  # listening no more
             assert {t.id for t in orch.list(None)} == {t.id for t in tasks}
+
+            # asleep again, with a FIP attached: a connection to it wakes the service and
+            # goes to the port it was made to, on the FIP's VIP's network
+            networks.fips.service_id = svc.id
+            for task in tasks:
+                await runtime.suspend(task.container_id)
+            await eventually(lambda: networks.wake_ports[-1] > 0)
+            listener = ("127.0.0.1", networks.wake_ports[-1])
+            address, target_port = await relay(svc.id, listener, (FIP, 8080))
+            assert target_port == 8080 and address in ("10.0.0.1", "10.0.0.2")
+            await eventually(lambda: all(runtime.record(t.container_id).state.running
+                                         for t in tasks))
+            # awake, a udp flow to its published port goes to the port's target: no resume
+            assert networks.udp_wake_ports[2] == udp_port  # the same listener, held again
+            udp_listener = ("127.0.0.1", udp_port)
+            assert (await relay(svc.id, udp_listener, ("192.0.2.1", 18053), "udp"))[1] == 53
+            with pytest.raises(NotFound):  # a tcp port is no udp port
+                await relay(svc.id, udp_listener, ("192.0.2.1", 18080), "udp")
         finally:
             await waker.close()
             await orch.close()

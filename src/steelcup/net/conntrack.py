@@ -1,0 +1,108 @@
+"""Where a DNATed udp flow was going, asked of conntrack over ctnetlink (a sleeping service's
+udp wake listener, net/udpwake.py: a datagram carries only its destination after the DNAT,
+and IP_RECVORIGDSTADDR reports that one, so the flow's original destination is looked up by
+its reply tuple: from the listener to the client). The message codec is pure; `lookup` asks
+the kernel of the daemon's network namespace.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+import struct
+
+from steelcup.net.netns import socket_in
+
+NETLINK_NETFILTER = 12
+NFNL_SUBSYS_CTNETLINK = 1
+IPCTNL_MSG_CT_NEW = 0
+IPCTNL_MSG_CT_GET = 1
+NLMSG_ERROR = 2
+NLM_F_REQUEST = 1
+NLA_F_NESTED = 0x8000
+CTA_TUPLE_ORIG = 1
+CTA_TUPLE_REPLY = 2
+CTA_TUPLE_IP = 1
+CTA_TUPLE_PROTO = 2
+CTA_IP_V4_SRC = 1
+CTA_IP_V4_DST = 2
+CTA_PROTO_NUM = 1
+CTA_PROTO_SRC_PORT = 2
+CTA_PROTO_DST_PORT = 3
+TIMEOUT_S = 1.0
+
+Address = tuple[str, int]
+
+
+class ConntrackError(OSError):
+    """The kernel's answer was an error (errno), or not one this module can read."""
+
+
+def _attr(kind: int, payload: bytes) -> bytes:
+    length = 4 + len(payload)
+    return struct.pack("=HH", length, kind) + payload + b"\0" * (-length % 4)
+
+
+def _tuple(src: Address, dst: Address, proto: int) -> bytes:
+    ip = (_attr(CTA_IP_V4_SRC, socket.inet_aton(src[0]))
+          + _attr(CTA_IP_V4_DST, socket.inet_aton(dst[0])))
+    ports = (_attr(CTA_PROTO_NUM, struct.pack("=B", proto))
+             + _attr(CTA_PROTO_SRC_PORT, struct.pack("!H", src[1]))
+             + _attr(CTA_PROTO_DST_PORT, struct.pack("!H", dst[1])))
+    return (_attr(CTA_TUPLE_IP | NLA_F_NESTED, ip)
+            + _attr(CTA_TUPLE_PROTO | NLA_F_NESTED, ports))
+
+
+def get_request(reply_src: Address, reply_dst: Address, proto: int, seq: int) -> bytes:
+    """An IPCTNL_MSG_CT_GET for the entry whose reply tuple is `reply_src` -> `reply_dst`."""
+    body = struct.pack("!BBH", socket.AF_INET, 0, 0) + _attr(
+        CTA_TUPLE_REPLY | NLA_F_NESTED, _tuple(reply_src, reply_dst, proto))
+    kind = (NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_GET
+    return struct.pack("=IHHII", 16 + len(body), kind, NLM_F_REQUEST, seq, 0) + body
+
+
+def _attrs(data: bytes) -> dict[int, bytes]:
+    out = {}
+    offset = 0
+    while offset + 4 <= len(data):
+        length, kind = struct.unpack_from("=HH", data, offset)
+        if length < 4 or offset + length > len(data):
+            raise ConntrackError(errno.EPROTO, "a truncated ctnetlink attribute")
+        out[kind & ~NLA_F_NESTED] = data[offset + 4:offset + length]
+        offset += length + (-length % 4)
+    return out
+
+
+def parse_original_destination(message: bytes) -> Address:
+    """The original destination (address, port) in the kernel's answer to `get_request`;
+    ConntrackError for an error answer (ENOENT: no such flow) or one without it."""
+    if len(message) < 16:
+        raise ConntrackError(errno.EPROTO, "a short netlink message")
+    length, kind = struct.unpack_from("=IH", message)
+    if kind == NLMSG_ERROR:
+        (code,) = struct.unpack_from("=i", message, 16)
+        raise ConntrackError(-code, os.strerror(-code))
+    if kind != (NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_NEW:
+        raise ConntrackError(errno.EPROTO, f"an unexpected netlink message (type {kind})")
+    try:
+        original = _attrs(_attrs(message[20:length])[CTA_TUPLE_ORIG])
+        ip = _attrs(original[CTA_TUPLE_IP])
+        ports = _attrs(original[CTA_TUPLE_PROTO])
+        (port,) = struct.unpack("!H", ports[CTA_PROTO_DST_PORT])
+        return socket.inet_ntoa(ip[CTA_IP_V4_DST]), port
+    except (KeyError, struct.error, OSError) as exc:
+        raise ConntrackError(errno.EPROTO, f"no original destination in the answer: {exc}"
+                             ) from None
+
+
+def lookup(netns: str | None, reply_src: Address, reply_dst: Address,
+           proto: int = socket.IPPROTO_UDP) -> Address:
+    """The original destination of the flow that `reply_src` answers to `reply_dst` (a
+    listener and its client), from the kernel of `netns` (blocking, TIMEOUT_S at most)."""
+    sock = socket_in(netns, socket.AF_NETLINK, socket.SOCK_RAW, proto=NETLINK_NETFILTER)
+    with sock:
+        sock.settimeout(TIMEOUT_S)
+        sock.bind((0, 0))
+        sock.send(get_request(reply_src, reply_dst, proto, 1))
+        return parse_original_destination(sock.recv(65536))

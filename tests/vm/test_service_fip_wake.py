@@ -1,0 +1,155 @@
+"""A sleeping service reached through its floating IP, with real VMs (docs/services.md,
+"Auto-suspend"; docs/fips.md): a daemon of the file's own with `--fip-pool 198.51.100.48/28
+--fip-interface` the daemon side of a veth whose other end is an "outside" network namespace.
+
+A service with --auto-suspend and a FIP, its one replica suspended: a container on another
+network cannot reach the FIP (nor the service's wake listener through it) and wakes nothing;
+an HTTP request from outside to the FIP is held while the replica resumes, then answered, by
+the same task; once it runs the FIP is DNATed to the replica again, not to the listener.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.vm.support import (
+    BUSYBOX_TAR,
+    Daemon,
+    delete_netns,
+    in_netns,
+    leftovers_of,
+    need_assets,
+    new_netns,
+    start_daemon,
+    stop_daemon,
+    wait_pool_ready,
+    wait_until,
+)
+from tests.vm.suspend_support import qemus_of
+
+pytestmark = pytest.mark.vm
+IMG = "steelcup/busybox"
+POOL = "198.51.100.48/28"
+OUTSIDE_IP = "198.51.100.1"
+HOST_IP = "198.51.100.2"
+DAEMON_IF = "fipwd0"
+OUTSIDE_IF = "fipwo0"
+SERVER = "mkdir -p /www && echo hello through a fip > /www/index.html && httpd -f -p 80 -h /www"
+PAGE = "hello through a fip\n"
+
+
+class Setup:
+    def __init__(self, tmp: Path) -> None:
+        self.root, self.sock = tmp / "root", tmp / "run" / "steelcup.sock"
+        self.inner = new_netns("fipwd")
+        self.outside = new_netns("fipwo")
+        self.daemon: Daemon | None = None
+
+    def wire(self) -> None:
+        ip = ["ip", "-n", self.inner]
+        subprocess.run([*ip, "link", "add", DAEMON_IF, "type", "veth", "peer", "name",
+                        OUTSIDE_IF, "netns", self.outside], check=True)
+        subprocess.run([*ip, "addr", "add", f"{HOST_IP}/24", "dev", DAEMON_IF], check=True)
+        subprocess.run([*ip, "link", "set", DAEMON_IF, "up"], check=True)
+        out = ["ip", "-n", self.outside]
+        subprocess.run([*out, "addr", "add", f"{OUTSIDE_IP}/24", "dev", OUTSIDE_IF], check=True)
+        subprocess.run([*out, "link", "set", OUTSIDE_IF, "up"], check=True)
+
+    def fetch(self, url: str) -> str:
+        """From outside, one GET (a resume under TCG takes seconds: held that long)."""
+        probe = ("import urllib.request\n"
+                 f"print(urllib.request.urlopen('{url}', timeout=90).read().decode(), end='')\n")
+        run = in_netns(self.outside, "python3", "-c", probe, timeout=120)
+        assert run.returncode == 0, run.stderr.decode()
+        return run.stdout.decode()
+
+    def fips_chain(self) -> str:
+        run = in_netns(self.inner, "nft", "list", "chain", "inet", "steelcup", "fips")
+        assert run.returncode == 0, run.stderr.decode()
+        return run.stdout.decode()
+
+    def close(self) -> list[str]:
+        problems = []
+        if self.daemon is not None:
+            stop_daemon(self.daemon)
+            problems = leftovers_of(self.root, netns=self.inner)
+        delete_netns(self.inner)
+        delete_netns(self.outside)
+        return problems
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
+    need_assets()
+    s = Setup(tmp_path_factory.mktemp("fipwake"))
+    try:
+        s.wire()
+        s.daemon = start_daemon(s.root, s.sock, s.inner, extra_args=(
+            "--fip-pool", POOL, "--fip-interface", DAEMON_IF))
+        s.daemon.cli("load", "-i", str(BUSYBOX_TAR), check=True)
+        wait_pool_ready(s.daemon)
+        s.daemon.out("swarm", "init")
+        yield s
+    finally:
+        problems = s.close()
+        assert not problems, "\n".join(problems)
+
+
+def _suspended(daemon: Daemon, cid: str) -> bool:
+    return bool(json.loads(daemon.out("inspect", cid))[0]["State"]["SteelcupSuspended"])
+
+
+def _resumes(daemon: Daemon, cid: str) -> int:
+    return daemon.log.read_text().count(
+        f"container {cid[:12]}: resumed by a connection to its service")
+
+
+def test_a_sleeping_service_wakes_on_a_connection_to_its_fip(setup: Setup) -> None:
+    daemon = setup.daemon
+    assert daemon is not None
+    daemon.out("network", "create", "other")
+    daemon.out("service", "create", "-d", "--name", "web", "--checkpointable",
+               "--auto-suspend", "3s", IMG, "sh", "-c", SERVER)
+    wait_until(lambda: len(daemon.out("ps", "-q").split()) == 1, "the replica runs",
+               timeout_s=120)
+    [cid] = daemon.out("ps", "-q", "--no-trunc").split()
+    tasks = daemon.out("service", "ps", "-q", "--no-trunc", "web").split()
+    fip = daemon.out("fip", "allocate").strip()
+    daemon.out("fip", "attach", fip, "web")
+    replica = json.loads(daemon.out("inspect", cid))[0]["NetworkSettings"]["IPAddress"]
+    spec = json.loads(daemon.out("service", "inspect", "web"))[0]
+    vip = spec["Endpoint"]["VirtualIPs"][0]["Addr"].split("/")[0]
+
+    wait_until(lambda: _suspended(daemon, cid), "the idle replica suspended", timeout_s=180)
+    assert qemus_of(cid) == 0
+    # its FIP's tcp goes to the service's wake listener on its VIP
+    wait_until(lambda: f"dnat ip to {vip}:" in setup.fips_chain(),
+               "the FIP DNATed to the wake listener", timeout_s=30)
+    assert replica not in setup.fips_chain()
+
+    # The attack: a container on another network sends to the FIP (its tcp, to the port the
+    # service serves); the pool is not reachable from a bridge, and neither is the service's
+    # wake listener through it: nothing answers and nothing wakes.
+    probe = daemon.cli("run", "--rm", "--network", "other", IMG, "wget", "-T", "5", "-qO-",
+                       f"http://{fip}/", timeout=180)
+    assert probe.returncode != 0 and PAGE.encode() not in probe.stdout
+    assert _suspended(daemon, cid) and _resumes(daemon, cid) == 0
+
+    # From outside, the request is held while the replica resumes, then answered.
+    assert setup.fetch(f"http://{fip}/") == PAGE
+    assert not _suspended(daemon, cid) and qemus_of(cid) == 1
+    assert _resumes(daemon, cid) == 1
+    assert daemon.out("service", "ps", "-q", "--no-trunc", "web").split() == tasks
+    # The FIP goes to the replica again, not to the listener.
+    wait_until(lambda: f"dnat ip to {replica}" in setup.fips_chain(),
+               "the FIP DNATed to the running replica", timeout_s=30)
+
+    daemon.out("service", "rm", "web")
+    wait_until(lambda: not daemon.out("ps", "-aq").split(), "the replica removed",
+               timeout_s=60)
+    daemon.out("network", "rm", "other")
