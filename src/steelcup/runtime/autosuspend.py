@@ -191,6 +191,9 @@ class AutoSuspender:
             return
         log.info("container %s: suspended after %.0f s without network traffic", cid[:12],
                  idle_s)
+        # The last wake's UDP relays lead to a VM that is gone: they make way for the new
+        # wake proxies at once, not at the next tick (a datagram meanwhile would go to one).
+        await self._close_udp(cid)
         await self._listen(cid, self.runtime.suspended_ports(cid), auto_suspend_s)
 
     async def _listen(self, cid: str, ports: list[PublishedPort], auto_suspend_s: int) -> None:
