@@ -16,15 +16,13 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import cast
 
 from steelcup.net.netns import socket_in
+from steelcup.net.udpflows import UDP_MAX_FLOWS, UdpFlows
 from steelcup.net.udphold import DEFAULT_LIMITS, Address, HeldDatagrams, HoldLimits
 
 log = logging.getLogger(__name__)
 
 CHUNK_BYTES = 65536
 CONNECT_TIMEOUT_S = 5.0
-UDP_IDLE_S = 60.0
-UDP_MAX_FLOWS = 4096  # client addresses relayed at once (one socket each)
-UDP_PENDING = 64  # a client's datagrams held while its flow is being opened
 SO_ORIGINAL_DST = 80  # linux/netfilter_ipv4.h: a DNATed connection's destination before NAT
 
 # (where the client's connection was going, before DNAT) -> where to relay it
@@ -206,24 +204,6 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
         writer.close()
 
 
-class _UdpFlow(asyncio.DatagramProtocol):
-    def __init__(self, proxy: UdpProxy, client: Address) -> None:
-        self.proxy = proxy
-        self.client = client
-        self.transport: asyncio.DatagramTransport | None = None
-        self.last = time.monotonic()
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # selector transports are not DatagramTransport subclasses in 3.11
-        self.transport = cast(asyncio.DatagramTransport, transport)
-
-    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        self.last = time.monotonic()
-        self.proxy.last_datagram = self.last
-        if self.proxy.transport is not None:
-            self.proxy.transport.sendto(data, self.client)
-
-
 class UdpProxy(asyncio.DatagramProtocol):
     """One upstream socket per client address; idle flows close after UDP_IDLE_S. At most
     `max_flows` flows, and UDP_PENDING datagrams of a client whose flow is being opened: a
@@ -248,14 +228,19 @@ class UdpProxy(asyncio.DatagramProtocol):
         self.max_flows = max_flows
         self.transport: asyncio.DatagramTransport | None = None
         self.received = 0  # datagrams from clients
-        self.dropped = 0  # datagrams not relayed: over the limits, or a failed before_relay
         self.last_datagram = time.monotonic()  # either way
         self.held: HeldDatagrams[Address] | None = (HeldDatagrams(hold) if before_relay
                                                     else None)
-        self._flows: dict[Address, _UdpFlow] = {}
-        self._opening: dict[Address, list[bytes]] = {}
+        self.flows = UdpFlows(netns, self._target_of, self._reply,
+                              f"proxy {listen_ip}:{listen_port}/udp", max_flows)
+        self._dropped = 0  # by a failed before_relay, or over the hold limits
         self._pending: set[asyncio.Task[None]] = set()
         self._lost = asyncio.Event()  # its socket is closed
+
+    @property
+    def dropped(self) -> int:
+        """Datagrams not relayed: over the limits, or a failed before_relay."""
+        return self._dropped + self.flows.dropped
 
     async def start(self) -> None:
         sock = socket_in(self.netns, socket.AF_INET, socket.SOCK_DGRAM, bind=self.listen)
@@ -286,28 +271,15 @@ class UdpProxy(asyncio.DatagramProtocol):
             if self.held.push(addr, data):
                 self._spawn(self._wake(self.held))
             return
-        self._relay(addr, data)
+        self.flows.relay(addr, data)
 
-    def _relay(self, addr: Address, data: bytes) -> None:
-        flow = self._flows.get(addr)
-        if flow is not None and flow.transport is not None:
-            flow.last = time.monotonic()
-            flow.transport.sendto(data)
-            return
-        waiting = self._opening.get(addr)
-        if waiting is not None:  # its flow is being opened: sent after the first, in order
-            if len(waiting) < UDP_PENDING:
-                waiting.append(data)
-            else:
-                self.dropped += 1
-            return
-        if len(self._flows) + len(self._opening) >= self.max_flows:
-            self._expire()
-            if len(self._flows) + len(self._opening) >= self.max_flows:
-                self.dropped += 1
-                return
-        self._opening[addr] = [data]
-        self._spawn(self._open(addr))
+    async def _target_of(self, client: Address) -> Address:
+        return self.target
+
+    def _reply(self, data: bytes, client: Address) -> None:
+        self.last_datagram = time.monotonic()
+        if self.transport is not None:
+            self.transport.sendto(data, client)
 
     def _spawn(self, coro: Coroutine[None, None, None]) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -320,7 +292,7 @@ class UdpProxy(asyncio.DatagramProtocol):
             await self.before_relay()
         except Exception as exc:  # noqa: BLE001 - the held datagrams are dropped
             count = held.discard()
-            self.dropped += held.dropped
+            self._dropped += held.dropped
             log.warning("proxy %s/udp: %d datagrams not relayed: %s", self.listen, count, exc)
             self.held = HeldDatagrams(self.hold)
             return
@@ -329,36 +301,10 @@ class UdpProxy(asyncio.DatagramProtocol):
                         "%s:%d (more than %d datagrams or %d bytes)", self.listen,
                         held.dropped, held.dropped_bytes, *self.target,
                         self.hold.max_datagrams, self.hold.max_bytes)
-        self.dropped += held.dropped
+        self._dropped += held.dropped
         self.held = None  # from now on datagram_received relays; nothing runs in between
         for addr, data in held.drain():
-            self._relay(addr, data)
-
-    async def _open(self, addr: Address) -> None:
-        self._expire()
-        try:
-            sock = socket_in(self.netns, socket.AF_INET, socket.SOCK_DGRAM)
-            sock.setblocking(False)
-            sock.connect(self.target)
-            loop = asyncio.get_running_loop()
-            _, flow = await loop.create_datagram_endpoint(lambda: _UdpFlow(self, addr),
-                                                          sock=sock)
-        except OSError as exc:
-            lost = self._opening.pop(addr, [])
-            self.dropped += len(lost)
-            log.debug("proxy %s/udp -> %s: %s", self.listen, self.target, exc)
-            return
-        self._flows[addr] = flow
-        assert flow.transport is not None
-        for data in self._opening.pop(addr, []):
-            flow.transport.sendto(data)
-
-    def _expire(self) -> None:
-        now = time.monotonic()
-        for addr, flow in list(self._flows.items()):
-            if now - flow.last > UDP_IDLE_S and flow.transport is not None:
-                flow.transport.close()
-                del self._flows[addr]
+            self.flows.relay(addr, data)
 
     def quiet_s(self) -> float:
         """Seconds since the last datagram, from a client or back from the target."""
@@ -374,10 +320,6 @@ class UdpProxy(asyncio.DatagramProtocol):
         """Closes the socket and every flow; what is held or pending is dropped."""
         for task in list(self._pending):
             task.cancel()
-        for flow in self._flows.values():
-            if flow.transport is not None:
-                flow.transport.close()
-        self._flows.clear()
-        self._opening.clear()
+        self.flows.clear()
         if self.transport is not None:
             self.transport.close()

@@ -26,11 +26,10 @@ import logging
 import socket
 import time
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import cast
 
 from steelcup.net import conntrack
 from steelcup.net.netns import socket_in
-from steelcup.net.proxy import UDP_IDLE_S, UDP_MAX_FLOWS, UDP_PENDING
+from steelcup.net.udpflows import UDP_MAX_FLOWS, UdpFlows
 from steelcup.net.udphold import DEFAULT_LIMITS, Address, HeldDatagrams, HoldLimits
 
 log = logging.getLogger(__name__)
@@ -44,24 +43,6 @@ ChooseTarget = Callable[[Address, Address], Awaitable[Address]]
 # (the listener's own address, a client) -> the client's flow's original destination
 # (blocking; ConntrackError ENOENT: it was not DNATed, sent to the listener straight)
 Origin = Callable[[Address, Address], Address]
-
-
-class _Upstream(asyncio.DatagramProtocol):
-    """One flow's socket to its target: what the target answers goes back to the client."""
-
-    def __init__(self, relay: UdpWakeRelay, client: Address) -> None:
-        self.relay = relay
-        self.client = client
-        self.transport: asyncio.DatagramTransport | None = None
-        self.last = time.monotonic()
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # selector transports are not DatagramTransport subclasses in 3.11
-        self.transport = cast(asyncio.DatagramTransport, transport)
-
-    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        self.last = time.monotonic()
-        self.relay.reply(data, self.client)
 
 
 class UdpWakeRelay:
@@ -78,13 +59,18 @@ class UdpWakeRelay:
         self.limits = hold
         self.max_flows = max_flows
         self.received = 0
-        self.dropped = 0  # over the limits, no target, or a failed wake
         self.last_datagram = time.monotonic()  # from a client or back from a target
         self.held: HeldDatagrams[Address] | None = HeldDatagrams(hold)
+        self.flows = UdpFlows(netns, self._target_of, self.reply,
+                              f"udp wake listener {listen_ip}", max_flows)
+        self._dropped = 0  # by a failed wake, or over the hold limits
         self._sock: socket.socket | None = None
-        self._flows: dict[Address, _Upstream] = {}
-        self._opening: dict[Address, list[bytes]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def dropped(self) -> int:
+        """Datagrams not relayed: over the limits, no target, or a failed wake."""
+        return self._dropped + self.flows.dropped
 
     @property
     def port(self) -> int:
@@ -130,7 +116,7 @@ class UdpWakeRelay:
             if self.held.push(client, data):
                 self._spawn(self._wake(self.held, client))
             return
-        self._relay(client, data)
+        self.flows.relay(client, data)
 
     async def _original(self, client: Address) -> Address:
         """Where the client's flow was going before the DNAT (the listener: not DNATed)."""
@@ -157,7 +143,7 @@ class UdpWakeRelay:
             await self.wake(self.listen, await self._original(first))
         except Exception as exc:  # noqa: BLE001 - the held datagrams are dropped
             count = held.discard()
-            self.dropped += held.dropped
+            self._dropped += held.dropped
             log.warning("udp wake listener %s: %d datagrams not relayed: %s", self.listen_ip,
                         count, exc)
             if self.held is held:
@@ -170,77 +156,19 @@ class UdpWakeRelay:
                         "service woke (more than %d datagrams or %d bytes)", self.listen_ip,
                         held.dropped, held.dropped_bytes, self.limits.max_datagrams,
                         self.limits.max_bytes)
-        self.dropped += held.dropped
+        self._dropped += held.dropped
         self.held = None  # from now on datagrams are relayed; nothing runs in between
         for client, data in held.drain():
-            self._relay(client, data)
+            self.flows.relay(client, data)
 
-    def _relay(self, client: Address, data: bytes) -> None:
-        upstream = self._flows.get(client)
-        if upstream is not None and upstream.transport is not None:
-            upstream.last = time.monotonic()
-            upstream.transport.sendto(data)
-            return
-        waiting = self._opening.get(client)
-        if waiting is not None:  # its flow is being opened: sent after the first, in order
-            if len(waiting) < UDP_PENDING:
-                waiting.append(data)
-            else:
-                self.dropped += 1
-            return
-        if len(self._flows) + len(self._opening) >= self.max_flows:
-            self._expire()
-            if len(self._flows) + len(self._opening) >= self.max_flows:
-                self.dropped += 1
-                return
-        self._opening[client] = [data]
-        self._spawn(self._open(client))
-
-    async def _open(self, client: Address) -> None:
-        original = self.listen
-        try:
-            original = await self._original(client)
-            target = await self.choose_target(self.listen, original)
-            sock = socket_in(self.netns, socket.AF_INET, socket.SOCK_DGRAM)
-            try:
-                sock.setblocking(False)
-                sock.connect(target)
-            except OSError:
-                sock.close()
-                raise
-            _, upstream = await asyncio.get_running_loop().create_datagram_endpoint(
-                lambda: _Upstream(self, client), sock=sock)
-        except Exception as exc:  # noqa: BLE001 - the flow's datagrams are dropped
-            lost = self._opening.pop(client, [])
-            self.dropped += len(lost)
-            log.info("udp wake listener %s: %d datagrams to %s:%d not relayed: %s",
-                     self.listen_ip, len(lost), *original, exc)
-            return
-        pending = self._opening.pop(client, None)
-        if pending is None:  # `hold` or `close` came meanwhile
-            if upstream.transport is not None:
-                upstream.transport.close()
-            return
-        self._flows[client] = upstream
-        assert upstream.transport is not None
-        for data in pending:
-            upstream.transport.sendto(data)
-
-    def _expire(self) -> None:
-        now = time.monotonic()
-        for client, upstream in list(self._flows.items()):
-            if now - upstream.last > UDP_IDLE_S and upstream.transport is not None:
-                upstream.transport.close()
-                del self._flows[client]
+    async def _target_of(self, client: Address) -> Address:
+        """The replica the client's flow goes to: chosen for where it was going."""
+        return await self.choose_target(self.listen, await self._original(client))
 
     def _drop_flows(self) -> None:
         for task in list(self._tasks):
             task.cancel()
-        for upstream in self._flows.values():
-            if upstream.transport is not None:
-                upstream.transport.close()
-        self._flows.clear()
-        self._opening.clear()
+        self.flows.clear()
 
     def hold(self) -> None:
         """The service sleeps again: its flows' targets are suspended; hold and wake anew."""
