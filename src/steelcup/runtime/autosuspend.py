@@ -31,7 +31,7 @@ import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from steelcup.errors import InvalidArgument, SteelcupError
 from steelcup.net.proxy import ConnectionCap, TcpProxy, UdpProxy
@@ -132,13 +132,27 @@ class AutoSuspender:
         self._draining: list[TcpProxy] = []  # no longer listening; relays held connections
         # UDP wake proxies of resumed containers: relaying flows conntrack sends them.
         self._udp_draining: dict[str, list[UdpProxy]] = {}
+        self._nudged = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def observe(self, event: dict[str, Any]) -> None:
+        """A container suspended by hand (`steelcup suspend`) gets its wake proxies at once,
+        not at the next period (its ports would refuse connections meanwhile). Events may be
+        published off the loop."""
+        if (event.get("Type") == "container" and event.get("Action") == "suspend"
+                and self._loop is not None):
+            self._loop.call_soon_threadsafe(self._nudged.set)
 
     async def run(self) -> None:
-        loop = asyncio.get_running_loop()
+        loop = self._loop = asyncio.get_running_loop()
         while True:
+            self._nudged.clear()
             with contextlib.suppress(SteelcupError, OSError):
                 await self.tick(loop.time())
-            await asyncio.sleep(self.period_s)  # a polling period, not a synchronisation
+            # a polling period (counters are read), cut short by `observe`
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.period_s):
+                    await self._nudged.wait()
 
     async def tick(self, now: float) -> None:
         """One look at every --auto-suspend container."""

@@ -6,6 +6,7 @@ run them with a real VM)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 from pathlib import Path
 
@@ -304,6 +305,42 @@ def test_suspended_again_the_udp_relay_makes_way_for_a_new_wake_listener(
             assert runtime.calls == ["suspend", "resume", "suspend", "resume"]
         finally:
             client.close()
+            await suspender.close()
+            runtime.close()
+
+    asyncio.run(main())
+
+
+def test_a_container_suspended_by_hand_is_served_at_once(tmp_path: Path) -> None:
+    """`steelcup suspend` publishes a suspend event: the wake proxies listen without waiting
+    for the next period (here an hour)."""
+    _counters(tmp_path)
+
+    async def main() -> None:
+        runtime = FakeRuntime(_sleepy(), _free_port(), _free_port())
+        suspender = AutoSuspender(runtime, None, sys_net=tmp_path,  # type: ignore[arg-type]
+                                  period_s=3600)
+        loop = asyncio.create_task(suspender.run())
+        try:
+            await asyncio.sleep(0.1)  # the first tick: running, not idle
+            await runtime.suspend(runtime.record.id)  # by hand, not by the suspender
+            suspender.observe({"Type": "container", "Action": "suspend"})
+            for _ in range(100):  # listening within moments, not within the hour
+                try:
+                    reader, writer = await asyncio.open_connection("127.0.0.1",
+                                                                   runtime.host_port)
+                    break
+                except ConnectionRefusedError:
+                    await asyncio.sleep(0.05)
+            else:
+                raise AssertionError("no wake proxy 5 s after the suspend event")
+            assert await asyncio.wait_for(reader.read(), 10) == b"awake"
+            writer.close()
+            assert runtime.calls == ["suspend", "resume"]
+        finally:
+            loop.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await loop
             await suspender.close()
             runtime.close()
 
