@@ -71,8 +71,13 @@ def _suspended(daemon: Daemon, cid: str) -> bool:
     return bool(json.loads(daemon.out("inspect", cid))[0]["State"]["SteelcupSuspended"])
 
 
-def _asleep(daemon: Daemon, cid: str) -> None:
-    wait_until(lambda: _suspended(daemon, cid), "the idle replica suspended", timeout_s=180)
+def _asleep(daemon: Daemon, cid: str, times: int, vips: int) -> None:
+    """The replica suspended for the `times`th time, and the waker listening on its `vips`
+    VIPs (it does just after: a datagram in between is refused, docs/services.md)."""
+    wait_until(lambda: daemon.log.read_text().count(
+        "service echo: every replica is suspended") >= times * vips,
+        "the idle replica suspended and the VIP's wake listener up", timeout_s=180)
+    assert _suspended(daemon, cid)
     assert qemus_of(cid) == 0
 
 
@@ -114,8 +119,9 @@ def test_a_datagram_wakes_a_sleeping_udp_service(tmp_path: Path) -> None:
         spec = json.loads(daemon.out("service", "inspect", "echo"))[0]
         vip = spec["Endpoint"]["VirtualIPs"][0]["Addr"].split("/")[0]
         network = spec["Endpoint"]["VirtualIPs"][0]["NetworkID"]
+        vips = len([v for v in spec["Endpoint"]["VirtualIPs"] if v.get("Addr")])
 
-        _asleep(daemon, cid)
+        _asleep(daemon, cid, 1, vips)
         # Another network's container cannot reach the VIP, nor wake the service.
         probe = _send(daemon, "other", vip, "intruder", 5)
         assert probe.returncode != 0 and b"echo:" not in probe.stdout
@@ -130,7 +136,7 @@ def test_a_datagram_wakes_a_sleeping_udp_service(tmp_path: Path) -> None:
         assert "intruder" not in _received(daemon, cid)
 
         # Asleep again: datagrams to the published port, on the host's loopback.
-        _asleep(daemon, cid)
+        _asleep(daemon, cid, 2, vips)
         done = in_netns(netns, "python3", "-c", CLIENT, "127.0.0.1", str(PORT), "p", "3",
                         timeout=180)
         assert done.returncode == 0, done.stderr.decode()

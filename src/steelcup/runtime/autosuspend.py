@@ -203,12 +203,12 @@ class AutoSuspender:
         except SteelcupError as exc:  # not running any more, or the save failed: runs on
             log.warning("container %s: auto-suspend failed: %s", cid[:12], exc)
             return
-        log.info("container %s: suspended after %.0f s without network traffic", cid[:12],
-                 idle_s)
         # The last wake's UDP relays lead to a VM that is gone: they make way for the new
         # wake proxies at once, not at the next tick (a datagram meanwhile would go to one).
         await self._close_udp(cid)
         await self._listen(cid, self.runtime.suspended_ports(cid), auto_suspend_s)
+        log.info("container %s: suspended after %.0f s without network traffic; its ports "
+                 "wake it", cid[:12], idle_s)
 
     async def _listen(self, cid: str, ports: list[PublishedPort], auto_suspend_s: int) -> None:
         """Wake proxies on the container's ports, TCP (held connections bounded by its cap)
