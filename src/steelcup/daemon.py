@@ -202,7 +202,6 @@ async def _serve(options: DaemonOptions) -> int:
     health = HealthMonitor.attach(runtime)  # probes health checks, driven by events
     # --auto-suspend: idle containers suspended, woken by a connection (docs/checkpoints.md)
     suspender = AutoSuspender(runtime, networks.host.netns if networks is not None else None)
-    runtime.events.listen(suspender.observe)
     cpu_sampler = CpuSampler(runtime)
     funcs = Funcs(FuncStore(db), runtime, admission.create, events, tenants)
     await funcs.recover()

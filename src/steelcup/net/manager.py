@@ -134,11 +134,14 @@ class Attachment:
 
 @dataclass
 class _Live:
-    """Per running container: its taps, ports and the keys of its loopback proxies."""
+    """Per running container: its taps, ports and the keys of its loopback proxies.
+    `dormant`: its ports are its own but not published (no DNAT, no loopback proxy, no
+    virtual IP's traffic): a VM being restored or saved (`unpublish`, `publish`)."""
 
     taps: list[str] = field(default_factory=list)
     ports: list[nft.PublishedPort] = field(default_factory=list)
     proxies: list[str] = field(default_factory=list)
+    dormant: bool = False
 
 
 def _tap_name(container_id: str, network_id: str) -> str:
@@ -456,7 +459,7 @@ class NetworkManager:
         """Load the ruleset for the current networks, endpoints, published ports and security
         groups, unless it is the one this manager loaded last (a run without ports of a
         container that ran before leaves it as it was: no `nft`)."""
-        ports = [p for live in self._live.values() for p in live.ports]
+        ports = [p for live in self._live.values() if not live.dormant for p in live.ports]
         nets = self.store.networks()
         vip_records = self.store.vips()
         vips = vip_rules.targets(vip_records, nets, self._live_addresses(), self._wake_ports,
@@ -481,10 +484,11 @@ class NetworkManager:
         await self.fips.sync_addresses(fips)  # after the rules: no address before its DNAT
 
     def _live_addresses(self) -> dict[str, set[str]]:
-        """Addresses of running containers, by network id."""
+        """Addresses of running containers (but dormant ones: no VM answers), by network id."""
         out: dict[str, set[str]] = {}
         for ep in self.store.endpoints():
-            if ep.container_id in self._live:
+            live = self._live.get(ep.container_id)
+            if live is not None and not live.dormant:
                 out.setdefault(ep.network_id, set()).add(ep.address)
         return out
 
@@ -772,11 +776,14 @@ class NetworkManager:
         aliases: Sequence[str] = (),
         ports: Sequence[PortMapping] = (),
         tenant: str = "",
+        dormant: bool = False,
     ) -> Attachment:
         """Plan the NICs of every network the container is on (connecting it to
         `network_mode` first if needed: tap names, bridges, MTUs, addresses), publish its ports,
         and say how to boot the VM. The taps themselves are the pool's to make (a ready VM
-        brings its own); `detach` deletes whatever carries their names."""
+        brings its own); `detach` deletes whatever carries their names. `dormant`: its ports
+        are reserved, and published only by `publish` (a restored VM, which answers nothing
+        until its state is loaded: a connection meanwhile would wait in vain for its ARP)."""
         mode = network_mode or "default"
         if mode == "none":
             if ports:
@@ -794,7 +801,7 @@ class NetworkManager:
                 self.connect(primary.id, container_id, container_name, aliases, tenant=tenant)
                 eps = self.container_endpoints(container_id)
             eps.sort(key=lambda e: e.network_id != primary.id)  # primary first: default route
-            live = _Live()
+            live = _Live(dormant=dormant)
             self._live[container_id] = live
             try:
                 nics = []
@@ -819,14 +826,62 @@ class NetworkManager:
                         ifname=f"eth{i}", default_route=(i == 0 and not net.internal),
                         aliases=ep.aliases,
                     ))
-                await self._publish(container_id, live, nics[0], ports)
+                await self._reserve(container_id, live, nics[0], ports)
+                if not dormant:
+                    await self._open_proxies(container_id, live, strict=True)
                 await self._apply_rules()
             except BaseException:
                 await self._detach_locked(container_id)
                 raise
             return Attachment(tuple(nics), tuple(live.ports))
 
-    async def _publish(self, container_id: str, live: _Live, nic: NicPlan,
+    async def publish(self, container_id: str) -> None:
+        """A dormant container's ports are published (its VM answers now): DNAT, loopback
+        proxies, its virtual IPs' traffic. A proxy whose port is taken is logged."""
+        async with self._lock:
+            live = self._live.get(container_id)
+            if live is None or not live.dormant:
+                return
+            live.dormant = False
+            try:
+                await self._open_proxies(container_id, live, strict=False)
+            finally:
+                await self._apply_rules()
+
+    async def unpublish(self, container_id: str) -> None:
+        """The running container's ports stop taking new connections (its DNAT and loopback
+        proxies go; established flows keep their conntrack entries) but stay its own: its VM
+        is about to be saved, and what comes meanwhile goes to whoever listens beside (the
+        auto-suspender's wake proxies). `publish` undoes it."""
+        async with self._lock:
+            live = self._live.get(container_id)
+            if live is None or live.dormant:
+                return
+            live.dormant = True
+            for key in live.proxies:
+                await self.ports.close(key)
+            live.proxies = []
+            await self._apply_rules()
+
+    async def _open_proxies(self, container_id: str, live: _Live, *, strict: bool) -> None:
+        """The host's loopback gets a userspace proxy per port (in the port keeper): DNAT
+        cannot reach it. Not `strict`: a port that cannot be had is logged and skipped."""
+        for pub in live.ports:
+            if pub.host_ip not in ("", "127.0.0.1"):
+                continue
+            key = _proxy_key(container_id, pub)
+            try:
+                await self.ports.open(key, pub.proto, pub.host_port,
+                                      (pub.container_ip, pub.container_port))
+            except (Conflict, OSError) as exc:
+                if strict:
+                    raise
+                log.warning("container %s: no proxy for 127.0.0.1:%d: %s", container_id[:12],
+                            pub.host_port, exc)
+                continue
+            live.proxies.append(key)
+
+    async def _reserve(self, container_id: str, live: _Live, nic: NicPlan,
                        ports: Sequence[PortMapping]) -> None:
         for pm in ports:
             if pm.proto not in ("tcp", "udp"):
@@ -837,12 +892,6 @@ class NetworkManager:
             if (host_port, pm.proto) in self._ports_taken(but_container=container_id):
                 raise Conflict(f"Bind for {pm.host_ip or '0.0.0.0'}:{host_port} failed: port "
                                "is already allocated")
-            # The host's loopback gets a userspace proxy (in the port keeper): DNAT cannot
-            # reach it.
-            if pub.host_ip in ("", "127.0.0.1"):
-                key = _proxy_key(container_id, pub)
-                await self.ports.open(key, pm.proto, host_port, (nic.address, pm.container_port))
-                live.proxies.append(key)
             live.ports.append(pub)
 
     def hold_ports(self, container_id: str, ports: Sequence[nft.PublishedPort]) -> None:

@@ -8,8 +8,11 @@ Idle means its NICs' host-side counters (tap rx/tx packets) did not move: traffi
 published ports, TCP or UDP, and any other. While it is suspended its ports are unpublished
 (its taps and NAT rules go with its VM), so the daemon listens on each of its ports itself (a
 wake proxy: net/proxy.py's TcpProxy with a `before_connect`, or UdpProxy with a
-`before_relay`, that resumes it). The first connection or datagram resumes the container,
-which publishes its ports again: its own loopback proxy binds beside the wake proxy's socket
+`before_relay`, that resumes it). The wake proxies bind as the suspend begins, beside the
+still published ports (the runtime tells `suspend_changed`), and the runtime unpublishes the
+ports before it saves the VM: what comes during the save is held, and its resume waits for
+the save to end. The first connection or datagram resumes the container, which publishes its
+ports again once its VM runs: its own loopback proxy binds beside the wake proxy's socket
 (SO_REUSEPORT for TCP, SO_REUSEADDR for UDP; the address-specific or newer socket takes new
 traffic) and DNAT takes the other addresses' new traffic first. Then:
 - a TCP wake proxy relays the connections it holds to the container's address, takes no more
@@ -31,9 +34,9 @@ import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from steelcup.errors import InvalidArgument, SteelcupError
+from steelcup.errors import InvalidArgument, NotFound, SteelcupError
 from steelcup.net.proxy import ConnectionCap, TcpProxy, UdpProxy
 from steelcup.runtime.model import Status
 
@@ -132,27 +135,35 @@ class AutoSuspender:
         self._draining: list[TcpProxy] = []  # no longer listening; relays held connections
         # UDP wake proxies of resumed containers: relaying flows conntrack sends them.
         self._udp_draining: dict[str, list[UdpProxy]] = {}
-        self._nudged = asyncio.Event()
-        self._loop: asyncio.AbstractEventLoop | None = None
+        runtime.suspend_watchers.append(self.suspend_changed)
 
-    def observe(self, event: dict[str, Any]) -> None:
-        """A container suspended by hand (`steelcup suspend`) gets its wake proxies at once,
-        not at the next period (its ports would refuse connections meanwhile). Events may be
-        published off the loop."""
-        if (event.get("Type") == "container" and event.get("Action") == "suspend"
-                and self._loop is not None):
-            self._loop.call_soon_threadsafe(self._nudged.set)
+    async def suspend_changed(self, cid: str) -> None:
+        """The runtime's suspend watcher (`Runtime.suspend_watchers`): as a suspend of an
+        --auto-suspend container begins (by this suspender or by hand), its wake proxies bind
+        beside its still published ports, so what comes while its VM is saved is held and
+        resumes it after; if the suspend fails they go (the container runs on)."""
+        try:
+            record = self.runtime.record(cid)
+        except NotFound:
+            return
+        if not record.config.auto_suspend_s:
+            return
+        if self.runtime.suspending(cid):
+            self._clocks.pop(cid, None)
+            # The last wake's UDP relays lead to a VM that is going: they make way for the
+            # new wake proxies (a datagram would go to the newer socket).
+            await self._close_udp(cid)
+            if cid not in self._wake:
+                await self._listen(cid, self.runtime.run_ports(cid), record.config.auto_suspend_s)
+        elif not record.state.suspended and cid not in self._waking:
+            self._stop_listening(cid)
 
     async def run(self) -> None:
-        loop = self._loop = asyncio.get_running_loop()
+        loop = asyncio.get_running_loop()
         while True:
-            self._nudged.clear()
             with contextlib.suppress(SteelcupError, OSError):
                 await self.tick(loop.time())
-            # a polling period (counters are read), cut short by `observe`
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.period_s):
-                    await self._nudged.wait()
+            await asyncio.sleep(self.period_s)
 
     async def tick(self, now: float) -> None:
         """One look at every --auto-suspend container."""
@@ -168,6 +179,8 @@ class AutoSuspender:
                 if cid not in self._wake and cid not in self._waking:
                     await self._listen(cid, self.runtime.suspended_ports(cid),
                                        record.config.auto_suspend_s)
+                continue
+            if self.runtime.suspending(cid):  # its wake proxies listen already
                 continue
             self._stop_listening(cid)
             if record.state.status is not Status.RUNNING:
@@ -203,10 +216,8 @@ class AutoSuspender:
         except SteelcupError as exc:  # not running any more, or the save failed: runs on
             log.warning("container %s: auto-suspend failed: %s", cid[:12], exc)
             return
-        # The last wake's UDP relays lead to a VM that is gone: they make way for the new
-        # wake proxies at once, not at the next tick (a datagram meanwhile would go to one).
-        await self._close_udp(cid)
-        await self._listen(cid, self.runtime.suspended_ports(cid), auto_suspend_s)
+        if cid not in self._wake and cid not in self._waking:  # `suspend_changed` could not
+            await self._listen(cid, self.runtime.suspended_ports(cid), auto_suspend_s)
         log.info("container %s: suspended after %.0f s without network traffic; its ports "
                  "wake it", cid[:12], idle_s)
 

@@ -233,6 +233,12 @@ class Runtime:
         self.live_restore = False
         # How checkpoints are restored (the daemon sets it); None: `start --checkpoint` fails.
         self.restorer: Restorer | None = None
+        # Told, with the container's id, as a suspend begins (its ports are still published)
+        # and again if it fails: whoever listens for a sleeping container's traffic (the
+        # auto-suspender, the service waker) binds before the ports are unpublished for the
+        # save, so no connection finds nothing listening in between (docs/checkpoints.md).
+        self.suspend_watchers: builtins.list[Callable[[str], Awaitable[None]]] = []
+        self._suspending: set[str] = set()  # saving for a suspend now
         (root / "containers").mkdir(parents=True, exist_ok=True)
         self.disks = boundedfs.DiskMaker(root / "cache" / "layer-disk", defaults.storage_bytes)
         if defaults.log_max_bytes <= 0 or defaults.log_max_files < 1:
@@ -677,8 +683,10 @@ class Runtime:
             try:
                 root = await asyncio.to_thread(self.prepare_rootfs, record)
                 uid, gid, groups = resolve_user(root, config.user, config.group_add)
+                # A restored VM's ports are published once it runs (`_publish_restored`).
                 run = await self.resources.acquire(record, root, stack,
-                                                   self._link_hosts(record), run_dir=cdir)
+                                                   self._link_hosts(record), run_dir=cdir,
+                                                   dormant=checkpoint is not None)
                 spec = ProcessSpec(
                     args=(record.path, *record.args),
                     env=config.env,
@@ -732,12 +740,24 @@ class Runtime:
                     started_at=now_rfc3339(), finished_at="0001-01-01T00:00:00Z",
                     manually_stopped=False, oom_killed=False, suspended=False)
         live.started.set()
+        if checkpoint is not None:
+            await self._publish_restored(live)
         self.resources.drop_held_ports(record.id)  # a suspended run's: published again
         live.pump = asyncio.create_task(
             self._run(live, machine, process), name=f"pump-{record.id[:12]}"
         )
         self.publish_event(live.record, "start")
         await self._save_record(live)
+
+    async def _publish_restored(self, live: _Live) -> None:
+        """A restored VM runs: its ports take connections now. Published earlier, a
+        connection would go to a VM still loading and its SYN wait for an ARP answer that
+        comes too late ("No route to host" after 3 s on a busy host)."""
+        try:
+            await self.resources.publish(live.record.id)
+        except (SteelcupError, OSError) as exc:  # its ports refuse; the container runs
+            log.warning("container %s: publishing its ports failed: %s",
+                        live.record.id[:12], exc)
 
     async def _start_in_vm(self, live: _Live, root: Path, run: RunResources, spec: ProcessSpec,
                            stack: contextlib.AsyncExitStack) -> tuple[Machine, GuestProcess]:
@@ -1451,36 +1471,66 @@ class Runtime:
         if live.record.config.auto_remove:
             raise InvalidArgument(f"container {live.record.name} is removed when its run "
                                   "ends (--rm), which a suspend is: it cannot be suspended")
+        cid = live.record.id
         async with live.busy:
             if live.record.state.suspended:
                 return False
             self._outcome(live, Op.CHECKPOINT, ref)
-            _, ports = self.resources.kept_network(live.record.id)
-            saved, machine, _, saved_s = await self._save_run(
-                live, checkpoints_module.SUSPEND_NAME, checkpoints_module.SUSPEND_DIR)
-            with contextlib.suppress(OSError):  # only what wakes it on a connection is lost
-                await asyncio.to_thread(checkpoints_module.save_suspended_ports,
-                                        self.container_dir(live.record.id), ports)
-            await self._end_saved_run(live, machine, manually_stopped=True, suspended=True)
-            self.resources.hold_ports(live.record.id, ports)
+            _, ports = self.resources.kept_network(cid)
+            self._suspending.add(cid)
+            try:
+                await self._tell_suspend_watchers(cid)
+                # What comes during the save goes to the wake listeners (a resume waits for
+                # `busy`), not to a VM that is being saved and will be gone.
+                await self.resources.unpublish(cid)
+                try:
+                    saved, machine, _, saved_s = await self._save_run(
+                        live, checkpoints_module.SUSPEND_NAME, checkpoints_module.SUSPEND_DIR)
+                except BaseException:
+                    if live.machine is not None:  # it runs on (or its end detached it)
+                        await self.resources.publish(cid)
+                    raise
+                self.resources.hold_ports(cid, ports)  # no one else takes them meanwhile
+                with contextlib.suppress(OSError):  # only what wakes it on a connection is lost
+                    await asyncio.to_thread(checkpoints_module.save_suspended_ports,
+                                            self.container_dir(cid), ports)
+                await self._end_saved_run(live, machine, manually_stopped=True, suspended=True)
+            except BaseException:
+                self._suspending.discard(cid)
+                await self._tell_suspend_watchers(cid)  # their listeners go: it runs on
+                raise
+            self._suspending.discard(cid)
         self.publish_event(live.record, "suspend")
         log.info("container %s: suspended (%d bytes; VM saved in %.2f s)", live.record.id[:12],
                  saved.state_bytes, saved_s)
         return True
 
+    def suspending(self, ref: str) -> bool:
+        """Whether the container's VM is being saved for a suspend now."""
+        return self._find(ref).record.id in self._suspending
+
+    async def _tell_suspend_watchers(self, container_id: str) -> None:
+        for watcher in self.suspend_watchers:
+            try:
+                await watcher(container_id)
+            except (SteelcupError, OSError) as exc:  # its listeners are late, not the save
+                log.warning("container %s: a suspend watcher failed: %s", container_id[:12],
+                            exc)
+
     async def resume(self, ref: str) -> bool:
         """Run a suspended container's VM on from where `suspend` saved it. False if it was
-        not suspended (running already, or stopped: `start` it)."""
+        not suspended (running already, or stopped: `start` it). A suspend under way is
+        waited for (a wake listener's connection may come during its save)."""
         live = self._find(ref)
-        if not live.record.state.suspended:
+        if not (live.record.state.suspended or live.record.id in self._suspending):
             return False
         cdir = self.container_dir(live.record.id)
-        saved = await asyncio.to_thread(checkpoints_module.load, cdir,
-                                        checkpoints_module.SUSPEND_NAME,
-                                        checkpoints_module.SUSPEND_DIR)
         async with live.busy:
             if not live.record.state.suspended:
                 return False
+            saved = await asyncio.to_thread(checkpoints_module.load, cdir,
+                                            checkpoints_module.SUSPEND_NAME,
+                                            checkpoints_module.SUSPEND_DIR)
             self._outcome(live, Op.START, ref)
             self._cancel_restart(live)
             await self._start_locked(live, saved, checkpoints_module.SUSPEND_DIR)
@@ -1494,6 +1544,10 @@ class Runtime:
         if not live.record.state.suspended:
             return []
         return checkpoints_module.suspended_ports(self.container_dir(live.record.id))
+
+    def run_ports(self, ref: str) -> builtins.list[PublishedPort]:
+        """The ports the running container's run publishes (or holds, while it is saved)."""
+        return list(self.resources.kept_network(self._find(ref).record.id)[1])
 
     def run_taps(self, ref: str) -> tuple[str, ...]:
         """The host side of the running container's NICs (empty when it does not run)."""

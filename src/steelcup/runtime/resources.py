@@ -184,11 +184,13 @@ class Resources:
     async def acquire(
         self, record: ContainerRecord, root: Path, stack: contextlib.AsyncExitStack,
         link_hosts: tuple[tuple[str, str], ...] = (), run_dir: Path | None = None,
+        dormant: bool = False,
     ) -> RunResources:
         """Volumes, NICs, /etc files, swarm secrets and configs for this run; undone by
         `stack` if the start fails. `link_hosts`: /etc/hosts lines (names, address) of its
         links (runtime.links); `run_dir`: the container's own directory (its secrets go
-        there for the run)."""
+        there for the run); `dormant`: its ports are reserved but published only by
+        `publish` (a restored VM answers nothing until its state is loaded)."""
         config = record.config
         prepared: list[PreparedMount] = []
         plans = [MountPlan.from_json(p) for p in config.mount_plans]
@@ -210,7 +212,7 @@ class Resources:
             )
             attachment = await self.networks.attach(
                 record.id, record.name, mode, aliases=config.network_aliases, ports=ports,
-                tenant=config.tenant,
+                tenant=config.tenant, dormant=dormant,
             )
             stack.push_async_callback(self.networks.detach, record.id)
         elif mode not in ("none", "default", "bridge") or config.port_bindings:
@@ -340,6 +342,16 @@ class Resources:
         if self.networks is None:
             return (), ()
         return self.networks.run_state(container_id)
+
+    async def publish(self, container_id: str) -> None:
+        """The run's ports take connections (after `acquire(dormant=True)` or `unpublish`)."""
+        if self.networks is not None:
+            await self.networks.publish(container_id)
+
+    async def unpublish(self, container_id: str) -> None:
+        """The run's ports stop taking new connections but stay its own (a save is coming)."""
+        if self.networks is not None:
+            await self.networks.unpublish(container_id)
 
     def hold_ports(self, container_id: str, ports: Sequence[PublishedPort]) -> None:
         """A suspended container's published ports stay reserved for it."""

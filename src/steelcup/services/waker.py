@@ -74,6 +74,7 @@ class ServiceWaker:
         self._draining: list[TcpProxy] = []  # closed to new connections, relaying held ones
         self._udp: dict[str, dict[str, UdpWakeRelay]] = {}  # service id -> VIP id -> relay
         self._wake = asyncio.Event()
+        self._syncing = asyncio.Lock()
         self._loop: asyncio.Task[None] | None = None
 
     @classmethod
@@ -82,6 +83,7 @@ class ServiceWaker:
         waker = cls(orchestrator.manager, orchestrator.store, networks, orchestrator.runtime,
                     lambda: orchestrator.tasks.values(), networks.host.netns)
         orchestrator.runtime.events.listen(waker._observe)
+        orchestrator.runtime.suspend_watchers.append(waker.suspend_changed)
         orchestrator.manager.on_change(waker.wake)
         return waker
 
@@ -134,14 +136,28 @@ class ServiceWaker:
             if task.service_id != service_id:
                 continue
             record = self._container(task.container_id)
+            # One being saved for a suspend is asleep already: its address takes nothing
+            # (the runtime unpublished it), and its resume waits for the save.
+            saving = record is not None and self.runtime.suspending(record.id)
             out.append(dormancy.Replica(
                 task.id, task.container_id, task.desired, task.state,
-                running=record is not None and record.state.running,
-                suspended=record is not None and record.state.suspended))
+                running=record is not None and record.state.running and not saving,
+                suspended=record is not None and (record.state.suspended or saving)))
         return out
 
+    async def suspend_changed(self, container_id: str) -> None:
+        """The runtime's suspend watcher: a replica's suspend begins (or failed). If that
+        puts its service to sleep, the wake listeners bind and take the VIPs now, before the
+        runtime unpublishes the replica for its save; what comes meanwhile is held."""
+        await self.sync()
+
     async def sync(self) -> None:
-        """Listen for each service that sleeps; stop for the others."""
+        """Listen for each service that sleeps; stop for the others. One at a time (the loop's
+        and a suspend watcher's)."""
+        async with self._syncing:
+            await self._sync()
+
+    async def _sync(self) -> None:
         for service_id in list(self.manager.services):
             service = self.manager.services.get(service_id)
             if service is None:

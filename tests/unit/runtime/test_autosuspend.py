@@ -6,8 +6,8 @@ run them with a real VM)."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import socket
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -133,7 +133,7 @@ class FakeRuntime:
     brings up `target_port` on the loopback, as a resumed VM's service."""
 
     def __init__(self, record: ContainerRecord, host_port: int, target_port: int) -> None:
-        self.record = record
+        self.current = record
         self.host_port = host_port
         self.target_port = target_port
         self.udp_port = _free_port(socket.SOCK_DGRAM)
@@ -141,24 +141,50 @@ class FakeRuntime:
         self.calls: list[str] = []
         self.servers: list[asyncio.Server] = []
         self.udp: list[UdpAnswer] = []
+        self.suspend_watchers: list[Callable[[str], Awaitable[None]]] = []
+        self.saving = False
+        self.save_s = 0.0  # how long a suspend's save takes
+        self.busy = asyncio.Lock()  # as the runtime's per container: a resume waits a save
 
     def list(self) -> list[ContainerRecord]:
-        return [self.record]
+        return [self.current]
+
+    def record(self, ref: str) -> ContainerRecord:
+        return self.current
+
+    def suspending(self, ref: str) -> bool:
+        return self.saving
 
     def run_taps(self, ref: str) -> tuple[str, ...]:
         return ("sct1",)
 
-    def suspended_ports(self, ref: str) -> list[PublishedPort]:
+    def run_ports(self, ref: str) -> list[PublishedPort]:
         return [PublishedPort("127.0.0.1", self.host_port, "127.0.0.1", self.target_port),
                 PublishedPort("127.0.0.1", self.udp_port, "127.0.0.1", self.udp_target_port,
                               "udp")]
 
+    def suspended_ports(self, ref: str) -> list[PublishedPort]:
+        return self.run_ports(ref) if self.current.state.suspended else []
+
     async def suspend(self, ref: str) -> bool:
-        self.calls.append("suspend")
-        self.record = self.record.with_state(status=Status.EXITED, suspended=True)
+        """As the runtime's: its watchers are told before the save, which takes `save_s`."""
+        async with self.busy:
+            self.calls.append("suspend")
+            self.saving = True
+            for watcher in self.suspend_watchers:
+                await watcher(ref)
+            await asyncio.sleep(self.save_s)
+            self.current = self.current.with_state(status=Status.EXITED, suspended=True)
+            self.saving = False
         return True
 
     async def resume(self, ref: str) -> bool:
+        if not (self.current.state.suspended or self.saving):
+            return False
+        async with self.busy:
+            return await self._resume()
+
+    async def _resume(self) -> bool:
         self.calls.append("resume")
         await asyncio.sleep(0.2)  # a resume takes a while: datagrams come meanwhile
 
@@ -171,7 +197,7 @@ class FakeRuntime:
         _, udp = await asyncio.get_running_loop().create_datagram_endpoint(
             UdpAnswer, local_addr=("127.0.0.1", self.udp_target_port))
         self.udp.append(udp)
-        self.record = self.record.with_state(status=Status.RUNNING, suspended=False)
+        self.current = self.current.with_state(status=Status.RUNNING, suspended=False)
         return True
 
     def close(self) -> None:
@@ -311,36 +337,46 @@ def test_suspended_again_the_udp_relay_makes_way_for_a_new_wake_listener(
     asyncio.run(main())
 
 
-def test_a_container_suspended_by_hand_is_served_at_once(tmp_path: Path) -> None:
-    """`steelcup suspend` publishes a suspend event: the wake proxies listen without waiting
-    for the next period (here an hour)."""
-    _counters(tmp_path)
+def test_a_connection_during_a_suspend_is_held_and_resumes_it_after() -> None:
+    """`steelcup suspend` by hand (not the suspender's own): its watcher binds the wake
+    proxies as the save begins, so a connection made during the save is held, and resumes
+    the container once the save is done (not refused, not lost with the VM)."""
 
     async def main() -> None:
         runtime = FakeRuntime(_sleepy(), _free_port(), _free_port())
-        suspender = AutoSuspender(runtime, None, sys_net=tmp_path,  # type: ignore[arg-type]
-                                  period_s=3600)
-        loop = asyncio.create_task(suspender.run())
+        runtime.save_s = 0.5
+        suspender = AutoSuspender(runtime, None, period_s=3600)  # type: ignore[arg-type]
         try:
-            await asyncio.sleep(0.1)  # the first tick: running, not idle
-            await runtime.suspend(runtime.record.id)  # by hand, not by the suspender
-            suspender.observe({"Type": "container", "Action": "suspend"})
-            for _ in range(100):  # listening within moments, not within the hour
-                try:
-                    reader, writer = await asyncio.open_connection("127.0.0.1",
-                                                                   runtime.host_port)
-                    break
-                except ConnectionRefusedError:
-                    await asyncio.sleep(0.05)
-            else:
-                raise AssertionError("no wake proxy 5 s after the suspend event")
+            suspending = asyncio.create_task(runtime.suspend(runtime.current.id))
+            await asyncio.sleep(0.1)  # saving now
+            assert runtime.saving
+            reader, writer = await asyncio.open_connection("127.0.0.1", runtime.host_port)
             assert await asyncio.wait_for(reader.read(), 10) == b"awake"
             writer.close()
+            assert await suspending
             assert runtime.calls == ["suspend", "resume"]
         finally:
-            loop.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await loop
+            await suspender.close()
+            runtime.close()
+
+    asyncio.run(main())
+
+
+def test_a_failed_suspend_takes_its_wake_proxies_away() -> None:
+    async def main() -> None:
+        runtime = FakeRuntime(_sleepy(), _free_port(), _free_port())
+        suspender = AutoSuspender(runtime, None, period_s=3600)  # type: ignore[arg-type]
+        try:
+            runtime.saving = True
+            await suspender.suspend_changed(runtime.current.id)
+            with socket.socket() as taken, pytest.raises(OSError):  # a wake proxy has it
+                taken.bind(("127.0.0.1", runtime.host_port))
+            runtime.saving = False  # the save failed: it runs on
+            await suspender.suspend_changed(runtime.current.id)
+            with socket.socket() as free:
+                free.bind(("127.0.0.1", runtime.host_port))
+            assert runtime.calls == []
+        finally:
             await suspender.close()
             runtime.close()
 

@@ -42,9 +42,13 @@ class SleepingRuntime:
         self.resumes = 0
         self.servers: list[asyncio.Server] = []
         self.published: list[TcpProxy] = []
+        self.suspend_watchers: list[object] = []
 
     def list(self) -> list[ContainerRecord]:
         return [self.record]
+
+    def suspending(self, ref: str) -> bool:
+        return False
 
     def run_taps(self, ref: str) -> tuple[str, ...]:
         return ()

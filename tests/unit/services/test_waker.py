@@ -138,3 +138,43 @@ def test_a_sleeping_service_is_listened_for_and_woken(tmp_path: Path) -> None:
             await runtime.shutdown()
 
     asyncio.run(asyncio.wait_for(main(), 30))
+
+
+def test_the_last_replica_s_suspend_has_the_service_listened_for_before_its_save(
+        tmp_path: Path) -> None:
+    """The waker is a suspend watcher: as the last serving replica's suspend begins (its
+    address is still published), the service is asleep and its wake listener takes the VIP,
+    so nothing that comes during the save finds the VIP without a taker."""
+
+    async def main() -> None:
+        vms = FakeVms()
+        db = open_db(tmp_path)
+        runtime = make_runtime(tmp_path, db, vms=vms.source())
+        runtime.restorer = vms.restore
+        manager, orch = make(db, runtime)
+        networks = Networks(orch)
+        waker = ServiceWaker(manager, orch.store, cast(NetworkManager, networks), runtime,
+                             lambda: orch.tasks.values(), None)
+        seen: list[tuple[bool, list[int]]] = []
+
+        async def after_the_waker(container_id: str) -> None:
+            seen.append((runtime.suspending(container_id), list(networks.wake_ports)))
+
+        runtime.suspend_watchers += [waker.suspend_changed, after_the_waker]
+        try:
+            svc = sleepy(manager, 2)
+            orch.store.save_service_vip(svc.id, VIP.network_id, VIP.id)
+            tasks = await running(orch, 2)
+            await runtime.suspend(tasks[0].container_id)
+            assert seen == [(True, [])]  # one replica still serves the VIP
+            await runtime.suspend(tasks[1].container_id)
+            saving, ports = seen[-1]
+            assert saving and ports and ports[-1] > 0
+            # during that save the replica counted as asleep, not as a running backend
+            assert not runtime.suspending(tasks[1].container_id)
+        finally:
+            await waker.close()
+            await orch.close()
+            await runtime.shutdown()
+
+    asyncio.run(asyncio.wait_for(main(), 30))

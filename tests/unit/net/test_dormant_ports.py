@@ -1,0 +1,80 @@
+"""A run's ports reserved but not published (`attach(dormant=True)`, `unpublish`, `publish`):
+a restored VM's ports take connections only once it runs, and a VM being saved for a suspend
+takes none (docs/checkpoints.md). Without a kernel: the rules the manager would load, the port
+keeper's loopback proxies (in this process) and the reservations."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from pathlib import Path
+
+import pytest
+
+from steelcup.errors import Conflict
+from steelcup.net.manager import NetworkManager
+from steelcup.net.model import PortMapping
+from tests.unit.net.test_vips import ALICE, _manager
+
+CID = "c" * 64
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _dnat(mgr: NetworkManager, port: int) -> bool:
+    return f"tcp dport {port} dnat ip to" in (mgr._applied or "")
+
+
+def test_a_dormant_run_holds_its_ports_and_publishes_them_on_demand(tmp_path: Path) -> None:
+    port = _free_port()
+
+    async def scenario() -> None:
+        mgr = _manager(tmp_path)
+        try:
+            att = await mgr.attach(CID, "web", "appnet", tenant="alice", dormant=True,
+                                   ports=[PortMapping(80, "tcp", host_port=port)])
+            assert [p.host_port for p in att.ports] == [port]
+            assert not _dnat(mgr, port) and not _listening(port)
+            with pytest.raises(Conflict, match="already allocated"):  # reserved all the same
+                await mgr.attach("d" * 64, "other", "appnet", tenant="alice",
+                                 ports=[PortMapping(80, "tcp", host_port=port)])
+            await mgr.publish(CID)
+            assert _dnat(mgr, port) and _listening(port)
+            await mgr.publish(CID)  # once is enough
+            await mgr.unpublish(CID)
+            assert not _dnat(mgr, port) and not _listening(port)
+            assert mgr.run_state(CID)[1] == att.ports  # still its own
+            await mgr.publish(CID)
+            assert _dnat(mgr, port) and _listening(port)
+        finally:
+            await mgr.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_dormant_backend_takes_no_virtual_ip_traffic(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        mgr = _manager(tmp_path)
+        try:
+            vip = await mgr.reserve_vip("appnet", "web", "alice")
+            att = await mgr.attach(CID, "web.1", "appnet", tenant="alice")
+            address = att.nics[0].address
+            await mgr.set_backends(vip.id, [address])
+            assert address in mgr._live_addresses()[ALICE]
+            await mgr.unpublish(CID)  # being saved: no VM answers
+            assert address not in mgr._live_addresses().get(ALICE, set())
+            await mgr.publish(CID)
+            assert address in mgr._live_addresses()[ALICE]
+        finally:
+            await mgr.close()
+
+    asyncio.run(scenario())
