@@ -1,6 +1,6 @@
 """What the checkpoint and suspend VM tests read of a container: its ticks (a shell loop
-counting in memory and logging `tick N`), its State, the QEMUs of its restored VMs; and the
-docker CLI pointed at a test's daemon."""
+counting in memory and logging `tick N`), its State, the QEMUs of its restored VMs; the
+docker CLI pointed at a test's daemon; and the UDP wake tests' echo image and client."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.vm.support import Daemon
+from tests.vm.support import Daemon, in_netns, static_helper
 
 
 def ticks_of(daemon: Daemon, cid: str) -> list[int]:
@@ -50,3 +50,45 @@ def docker_cli_for(sock: Path, home: Path) -> Callable[..., str]:
         assert result.returncode == 0, result.stderr.decode()
         return result.stdout.decode()
     return docker_cli
+
+
+# Sends PREFIX0..PREFIX{COUNT-1} from one socket, then prints the replies as JSON: up to
+# WANT of them, the first within 90 s (a resume under TCG), the others within 5 s each.
+_UDP_CLIENT = """
+import json, socket, sys
+host, port, want, prefix, count = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), \\
+    sys.argv[4], int(sys.argv[5])
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+for i in range(count):
+    s.sendto(f"{prefix}{i}".encode(), (host, port))
+replies = []
+s.settimeout(90)
+try:
+    while len(replies) < want:
+        replies.append(s.recv(4096).decode())
+        s.settimeout(5)
+except socket.timeout:
+    pass
+print(json.dumps(replies))
+"""
+
+
+def udp_exchange(netns: str, host: str, port: int, prefix: str, count: int,
+                 want: int | None = None) -> list[str]:
+    """From `netns`, `count` datagrams to host:port from one socket; the replies (up to
+    `want`, all by default), in the order they came."""
+    done = in_netns(netns, "python3", "-c", _UDP_CLIENT, host, str(port),
+                    str(count if want is None else want), prefix, str(count), timeout=180)
+    assert done.returncode == 0, done.stderr.decode()
+    replies: list[str] = json.loads(done.stdout)
+    return replies
+
+
+def udp_echo_image(daemon: Daemon, tmp: Path, image: str, base: str) -> None:
+    """`image`: `base` with tests/vm/helpers/udp_echo.c's program at /udp_echo (a service's
+    replicas cannot be `cp`ed into before they start)."""
+    echo = static_helper("udp_echo", tmp)
+    cid = daemon.out("create", base, "true").strip()
+    daemon.out("cp", str(echo), f"{cid}:/udp_echo")
+    daemon.out("commit", cid, image)
+    daemon.out("rm", cid)

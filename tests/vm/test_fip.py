@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.vm.fip_support import HOST_IP, OUTSIDE_IP, start_fip_daemon, wire_outside
 from tests.vm.support import (
     BUSYBOX_TAR,
     Daemon,
@@ -28,15 +29,12 @@ from tests.vm.support import (
     leftovers_of,
     need_assets,
     new_netns,
-    start_daemon,
     stop_daemon,
 )
 
 pytestmark = pytest.mark.vm
 IMG = "steelcup/busybox"
 POOL = "198.51.100.16/28"
-OUTSIDE_IP = "198.51.100.1"
-HOST_IP = "198.51.100.2"
 DAEMON_IF = "fipd0"
 OUTSIDE_IF = "fipo0"
 LOG_PORT = 9000  # the outside's HTTP server that logs who connects
@@ -68,14 +66,7 @@ class Setup:
         self.server_log = tmp / "clients.log"
 
     def wire(self) -> None:
-        ip = ["ip", "-n", self.inner]
-        subprocess.run([*ip, "link", "add", DAEMON_IF, "type", "veth", "peer", "name",
-                        OUTSIDE_IF, "netns", self.outside], check=True)
-        subprocess.run([*ip, "addr", "add", f"{HOST_IP}/24", "dev", DAEMON_IF], check=True)
-        subprocess.run([*ip, "link", "set", DAEMON_IF, "up"], check=True)
-        out = ["ip", "-n", self.outside]
-        subprocess.run([*out, "addr", "add", f"{OUTSIDE_IP}/24", "dev", OUTSIDE_IF], check=True)
-        subprocess.run([*out, "link", "set", OUTSIDE_IF, "up"], check=True)
+        wire_outside(self.inner, self.outside, DAEMON_IF, OUTSIDE_IF)
         with open(self.server_log, "wb") as log:
             self.server = subprocess.Popen(
                 ["ip", "netns", "exec", self.outside, sys.executable, "-m", "http.server",
@@ -83,8 +74,7 @@ class Setup:
                 stdout=log, stderr=subprocess.STDOUT)
 
     def start(self) -> Daemon:
-        self.daemon = start_daemon(self.root, self.sock, self.inner, extra_args=(
-            "--fip-pool", POOL, "--fip-interface", DAEMON_IF))
+        self.daemon = start_fip_daemon(self.root, self.sock, self.inner, POOL, DAEMON_IF)
         return self.daemon
 
     def clients(self) -> list[str]:

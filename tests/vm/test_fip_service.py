@@ -12,7 +12,6 @@ service's removal detaches the FIP (still allocated) and the FIP answers nothing
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -20,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.vm.fip_support import start_fip_daemon, wire_outside
 from tests.vm.support import (
     BUSYBOX_TAR,
     Daemon,
@@ -28,7 +28,6 @@ from tests.vm.support import (
     leftovers_of,
     need_assets,
     new_netns,
-    start_daemon,
     stop_daemon,
     wait_until,
 )
@@ -36,8 +35,6 @@ from tests.vm.support import (
 pytestmark = pytest.mark.vm
 IMG = "steelcup/busybox"
 POOL = "198.51.100.32/28"
-OUTSIDE_IP = "198.51.100.1"
-HOST_IP = "198.51.100.2"
 DAEMON_IF = "fipsd0"
 OUTSIDE_IF = "fipso0"
 # each replica answers its hostname (its task's container) on 80 and 81
@@ -68,18 +65,10 @@ class Setup:
         self.daemon: Daemon | None = None
 
     def wire(self) -> None:
-        ip = ["ip", "-n", self.inner]
-        subprocess.run([*ip, "link", "add", DAEMON_IF, "type", "veth", "peer", "name",
-                        OUTSIDE_IF, "netns", self.outside], check=True)
-        subprocess.run([*ip, "addr", "add", f"{HOST_IP}/24", "dev", DAEMON_IF], check=True)
-        subprocess.run([*ip, "link", "set", DAEMON_IF, "up"], check=True)
-        out = ["ip", "-n", self.outside]
-        subprocess.run([*out, "addr", "add", f"{OUTSIDE_IP}/24", "dev", OUTSIDE_IF], check=True)
-        subprocess.run([*out, "link", "set", OUTSIDE_IF, "up"], check=True)
+        wire_outside(self.inner, self.outside, DAEMON_IF, OUTSIDE_IF)
 
     def start(self) -> Daemon:
-        self.daemon = start_daemon(self.root, self.sock, self.inner, extra_args=(
-            "--fip-pool", POOL, "--fip-interface", DAEMON_IF))
+        self.daemon = start_fip_daemon(self.root, self.sock, self.inner, POOL, DAEMON_IF)
         return self.daemon
 
     def poll(self, url: str, count: int) -> tuple[dict[str, int], int]:

@@ -6,17 +6,18 @@ A service with --auto-suspend and a FIP, its one replica suspended: a container 
 network cannot reach the FIP (nor the service's wake listener through it) and wakes nothing;
 an HTTP request from outside to the FIP is held while the replica resumes, then answered, by
 the same task; once it runs the FIP is DNATed to the replica again, not to the listener.
+A UDP echo service the same way: datagrams from outside to its FIP wake it and are answered.
 """
 
 from __future__ import annotations
 
 import json
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.vm.fip_support import fetch_from, start_fip_daemon, wire_outside
 from tests.vm.support import (
     BUSYBOX_TAR,
     Daemon,
@@ -25,22 +26,21 @@ from tests.vm.support import (
     leftovers_of,
     need_assets,
     new_netns,
-    start_daemon,
     stop_daemon,
     wait_pool_ready,
     wait_until,
 )
-from tests.vm.suspend_support import qemus_of
+from tests.vm.suspend_support import qemus_of, udp_echo_image, udp_exchange
 
 pytestmark = pytest.mark.vm
 IMG = "steelcup/busybox"
 POOL = "198.51.100.48/28"
-OUTSIDE_IP = "198.51.100.1"
-HOST_IP = "198.51.100.2"
 DAEMON_IF = "fipwd0"
 OUTSIDE_IF = "fipwo0"
 SERVER = "mkdir -p /www && echo hello through a fip > /www/index.html && httpd -f -p 80 -h /www"
 PAGE = "hello through a fip\n"
+ECHO_IMG = "udpecho:1"
+ECHO_PORT = 5353
 
 
 class Setup:
@@ -51,22 +51,7 @@ class Setup:
         self.daemon: Daemon | None = None
 
     def wire(self) -> None:
-        ip = ["ip", "-n", self.inner]
-        subprocess.run([*ip, "link", "add", DAEMON_IF, "type", "veth", "peer", "name",
-                        OUTSIDE_IF, "netns", self.outside], check=True)
-        subprocess.run([*ip, "addr", "add", f"{HOST_IP}/24", "dev", DAEMON_IF], check=True)
-        subprocess.run([*ip, "link", "set", DAEMON_IF, "up"], check=True)
-        out = ["ip", "-n", self.outside]
-        subprocess.run([*out, "addr", "add", f"{OUTSIDE_IP}/24", "dev", OUTSIDE_IF], check=True)
-        subprocess.run([*out, "link", "set", OUTSIDE_IF, "up"], check=True)
-
-    def fetch(self, url: str) -> str:
-        """From outside, one GET (a resume under TCG takes seconds: held that long)."""
-        probe = ("import urllib.request\n"
-                 f"print(urllib.request.urlopen('{url}', timeout=90).read().decode(), end='')\n")
-        run = in_netns(self.outside, "python3", "-c", probe, timeout=120)
-        assert run.returncode == 0, run.stderr.decode()
-        return run.stdout.decode()
+        wire_outside(self.inner, self.outside, DAEMON_IF, OUTSIDE_IF)
 
     def fips_chain(self) -> str:
         run = in_netns(self.inner, "nft", "list", "chain", "inet", "steelcup", "fips")
@@ -89,8 +74,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     s = Setup(tmp_path_factory.mktemp("fipwake"))
     try:
         s.wire()
-        s.daemon = start_daemon(s.root, s.sock, s.inner, extra_args=(
-            "--fip-pool", POOL, "--fip-interface", DAEMON_IF))
+        s.daemon = start_fip_daemon(s.root, s.sock, s.inner, POOL, DAEMON_IF)
         s.daemon.cli("load", "-i", str(BUSYBOX_TAR), check=True)
         wait_pool_ready(s.daemon)
         s.daemon.out("swarm", "init")
@@ -141,7 +125,7 @@ def test_a_sleeping_service_wakes_on_a_connection_to_its_fip(setup: Setup) -> No
     assert _suspended(daemon, cid) and _resumes(daemon, cid) == 0
 
     # From outside, the request is held while the replica resumes, then answered.
-    assert setup.fetch(f"http://{fip}/") == PAGE
+    assert fetch_from(setup.outside, f"http://{fip}/") == PAGE
     assert not _suspended(daemon, cid) and qemus_of(cid) == 1
     assert _resumes(daemon, cid) == 1
     assert daemon.out("service", "ps", "-q", "--no-trunc", "web").split() == tasks
@@ -153,3 +137,37 @@ def test_a_sleeping_service_wakes_on_a_connection_to_its_fip(setup: Setup) -> No
     wait_until(lambda: not daemon.out("ps", "-aq").split(), "the replica removed",
                timeout_s=60)
     daemon.out("network", "rm", "other")
+
+
+def test_a_sleeping_service_wakes_on_a_datagram_to_its_fip(setup: Setup, tmp_path: Path) -> None:
+    """The FIP's udp goes to the VIP's udp wake listener while the service sleeps: the
+    datagrams from outside are held while the replica resumes, delivered in order, and the
+    replies reach the client (from the FIP)."""
+    daemon = setup.daemon
+    assert daemon is not None
+    udp_echo_image(daemon, tmp_path, ECHO_IMG, IMG)
+    daemon.out("service", "create", "-d", "--name", "echo", "--checkpointable",
+               "--auto-suspend", "3s", ECHO_IMG, "/udp_echo", str(ECHO_PORT))
+    wait_until(lambda: len(daemon.out("ps", "-q").split()) == 1, "the replica runs",
+               timeout_s=120)
+    [cid] = daemon.out("ps", "-q", "--no-trunc").split()
+    wait_until(lambda: "listening on" in daemon.out("logs", cid), "the echo up", 60)
+    fip = daemon.out("fip", "allocate").strip()
+    daemon.out("fip", "attach", fip, "echo")
+    replica = json.loads(daemon.out("inspect", cid))[0]["NetworkSettings"]["IPAddress"]
+    spec = json.loads(daemon.out("service", "inspect", "echo"))[0]
+    vip = spec["Endpoint"]["VirtualIPs"][0]["Addr"].split("/")[0]
+
+    wait_until(lambda: _suspended(daemon, cid), "the idle replica suspended", timeout_s=180)
+    wait_until(lambda: f"meta l4proto udp dnat ip to {vip}:" in setup.fips_chain(),
+               "the FIP's udp DNATed to the wake listener", timeout_s=30)
+    assert udp_exchange(setup.outside, fip, ECHO_PORT, "f", 3) == ["echo:f0", "echo:f1",
+                                                                    "echo:f2"]
+    assert not _suspended(daemon, cid) and _resumes(daemon, cid) == 1
+    wait_until(lambda: f"dnat ip to {replica}" in setup.fips_chain(),
+               "the FIP DNATed to the running replica", timeout_s=30)
+
+    daemon.out("service", "rm", "echo")
+    wait_until(lambda: not daemon.out("ps", "-aq").split(), "the replica removed",
+               timeout_s=60)
+    daemon.out("fip", "release", fip)

@@ -19,53 +19,21 @@ from tests.vm.support import (
     BUSYBOX_TAR,
     Daemon,
     delete_netns,
-    in_netns,
     leftovers_of,
     need_assets,
     new_netns,
     start_daemon,
-    static_helper,
     stop_daemon,
     wait_pool_ready,
     wait_until,
 )
-from tests.vm.suspend_support import qemus_of
+from tests.vm.suspend_support import qemus_of, udp_echo_image, udp_exchange
 
 pytestmark = pytest.mark.vm
 IMG = "steelcup/busybox"
 ECHO_IMG = "udpecho:1"
 PORT = 18397
 SERVICE_PORT = 5353
-
-# Sends PREFIX0..PREFIX{COUNT-1} from one socket to HOST:PORT and prints the replies as JSON
-# (the first within 90 s: a resume under TCG).
-CLIENT = """
-import json, socket, sys
-host, port, prefix, count = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-for i in range(count):
-    s.sendto(f"{prefix}{i}".encode(), (host, port))
-replies = []
-s.settimeout(90)
-try:
-    while len(replies) < count:
-        replies.append(s.recv(4096).decode())
-        s.settimeout(5)
-except socket.timeout:
-    pass
-print(json.dumps(replies))
-"""
-
-
-def _echo_image(daemon: Daemon, tmp: Path) -> None:
-    """The busybox image with the echo program in it (a service's replicas cannot be `cp`ed
-    into before they start)."""
-    echo = static_helper("udp_echo", tmp)
-    cid = daemon.out("create", IMG, "true").strip()
-    daemon.out("cp", str(echo), f"{cid}:/udp_echo")
-    daemon.out("commit", cid, ECHO_IMG)
-    daemon.out("rm", cid)
-
 
 def _suspended(daemon: Daemon, cid: str) -> bool:
     return bool(json.loads(daemon.out("inspect", cid))[0]["State"]["SteelcupSuspended"])
@@ -104,7 +72,7 @@ def test_a_datagram_wakes_a_sleeping_udp_service(tmp_path: Path) -> None:
     daemon = start_daemon(root, sock, netns)
     try:
         daemon.cli("load", "-i", str(BUSYBOX_TAR), check=True)
-        _echo_image(daemon, tmp_path)
+        udp_echo_image(daemon, tmp_path, ECHO_IMG, IMG)
         wait_pool_ready(daemon)
         daemon.out("swarm", "init")
         daemon.out("network", "create", "other")
@@ -137,10 +105,8 @@ def test_a_datagram_wakes_a_sleeping_udp_service(tmp_path: Path) -> None:
 
         # Asleep again: datagrams to the published port, on the host's loopback.
         _asleep(daemon, cid, 2, vips)
-        done = in_netns(netns, "python3", "-c", CLIENT, "127.0.0.1", str(PORT), "p", "3",
-                        timeout=180)
-        assert done.returncode == 0, done.stderr.decode()
-        assert json.loads(done.stdout) == ["echo:p0", "echo:p1", "echo:p2"]
+        assert udp_exchange(netns, "127.0.0.1", PORT, "p", 3) == ["echo:p0", "echo:p1",
+                                                                  "echo:p2"]
         assert _resumes(daemon, cid) == 2
         assert daemon.out("service", "ps", "-q", "--no-trunc", "echo").split() == tasks
 

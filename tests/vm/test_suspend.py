@@ -6,6 +6,8 @@ across a daemon restart."""
 from __future__ import annotations
 
 import json
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -28,6 +30,7 @@ pytestmark = pytest.mark.vm
 IMG = "steelcup/busybox"
 PORT = 18291
 AUTO_PORT = 18292
+HOLD_PORT = 18293
 PROGRAM = ("mkdir -p /www && echo hello from suspend > /www/index.html && httpd -p 80 -h /www"
            " && i=0; while true; do i=$((i+1)); echo tick $i; sleep 0.2; done")
 
@@ -138,6 +141,76 @@ def test_an_idle_container_is_suspended_and_a_connection_resumes_it(tmp_path: Pa
         wait_until(lambda: state_of(daemon, cid)["SteelcupSuspended"] is True,
                    "suspended again", timeout_s=120)
         assert _fetch(netns, f"http://127.0.0.1:{AUTO_PORT}/") == "hello from suspend\n"
+        daemon.out("rm", "-f", cid)
+    finally:
+        stop_daemon(daemon)
+        delete_netns(netns)
+    assert leftovers_of(root, netns=netns) == []
+
+
+# A request on a new connection every 25 ms for 5 s, to each address in turn; a line per
+# request: "ok", or what went wrong.
+_STEADY_CLIENT = """
+import sys, threading, time, urllib.request
+urls = sys.argv[1:]
+results = []
+def get(i):
+    try:
+        body = urllib.request.urlopen(urls[i % len(urls)], timeout=90).read().decode()
+        results.append("ok" if body == "hello from suspend\\n" else f"bad {i}: {body!r}")
+    except Exception as exc:
+        results.append(f"error {i} ({urls[i % len(urls)]}): {exc!r}")
+threads = []
+end = time.monotonic() + 5
+while time.monotonic() < end:
+    threads.append(threading.Thread(target=get, args=(len(threads),)))
+    threads[-1].start()
+    time.sleep(0.025)
+for t in threads:
+    t.join()
+print("\\n".join(results))
+"""
+
+
+def test_requests_during_a_suspend_are_held_and_answered(tmp_path: Path) -> None:
+    """Clients keep making requests to an --auto-suspend container while it is suspended by
+    hand, through its loopback proxy and through DNAT: those during the save are held by its
+    wake proxies (bound before its ports were unpublished), which resume it after, and every
+    request is answered; none is refused or lost with the VM."""
+    need_assets()
+    netns = new_netns("susphold")
+    root, sock = tmp_path / "root", tmp_path / "run" / "steelcup.sock"
+    daemon = start_daemon(root, sock, netns)
+    try:
+        daemon.cli("load", "-i", str(BUSYBOX_TAR), check=True)
+        wait_pool_ready(daemon)
+        cid = daemon.out("run", "-d", "--checkpointable", "--auto-suspend", "1h", "-p",
+                         f"{HOLD_PORT}:80", IMG, "sh", "-c", PROGRAM).strip()
+        gateway = json.loads(daemon.out("inspect", cid))[0]["NetworkSettings"]["Gateway"]
+        urls = [f"http://127.0.0.1:{HOLD_PORT}/", f"http://{gateway}:{HOLD_PORT}/"]
+        for url in urls:
+            assert _fetch(netns, url) == "hello from suspend\n"
+        client = subprocess.Popen(["ip", "netns", "exec", netns, "python3", "-c",
+                                   _STEADY_CLIENT, *urls], stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE)
+        try:
+            time.sleep(0.5)  # some are answered before the suspend
+            daemon.out("suspend", cid)
+            out, err = client.communicate(timeout=240)
+        finally:
+            if client.poll() is None:
+                client.kill()
+        results = out.decode().splitlines()
+        assert client.returncode == 0, err.decode()
+        assert len(results) >= 100, results
+        failed = [r for r in results if r != "ok"]
+        assert failed == [], failed
+        # It was suspended, and requests that came meanwhile woke it.
+        events = [json.loads(line)["Action"] for line in daemon.out(
+            "events", "--since", "0", "--until", f"{time.time() + 1:.3f}", "--filter",
+            f"container={cid}", "--format", "json").splitlines()]
+        assert "suspend" in events and "resume" in events, events
+        assert state_of(daemon, cid)["SteelcupSuspended"] is False
         daemon.out("rm", "-f", cid)
     finally:
         stop_daemon(daemon)

@@ -16,7 +16,6 @@ from tests.vm.support import (
     BUSYBOX_TAR,
     Daemon,
     delete_netns,
-    in_netns,
     leftovers_of,
     need_assets,
     new_netns,
@@ -26,41 +25,12 @@ from tests.vm.support import (
     wait_pool_ready,
     wait_until,
 )
-from tests.vm.suspend_support import qemus_of, state_of
+from tests.vm.suspend_support import qemus_of, state_of, udp_exchange
 
 pytestmark = pytest.mark.vm
 IMG = "steelcup/busybox"
 PORT = 18353
 SERVICE_PORT = 5353
-
-# Sends PREFIX0..PREFIX{COUNT-1} from one socket, then prints the replies as JSON: up to
-# WANT of them, the first within 90 s (a resume under TCG), the others within 5 s each.
-CLIENT = """
-import json, socket, sys
-host, port, want, prefix, count = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), \\
-    sys.argv[4], int(sys.argv[5])
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-for i in range(count):
-    s.sendto(f"{prefix}{i}".encode(), (host, port))
-replies = []
-s.settimeout(90)
-try:
-    while len(replies) < want:
-        replies.append(s.recv(4096).decode())
-        s.settimeout(5)
-except socket.timeout:
-    pass
-print(json.dumps(replies))
-"""
-
-
-def _exchange(netns: str, host: str, prefix: str, count: int, want: int) -> list[str]:
-    done = in_netns(netns, "python3", "-c", CLIENT, host, str(PORT), str(want), prefix,
-                    str(count), timeout=180)
-    assert done.returncode == 0, done.stderr.decode()
-    replies: list[str] = json.loads(done.stdout)
-    return replies
-
 
 def _received(daemon: Daemon, cid: str, prefix: str) -> list[str]:
     """The datagrams with `prefix` the program in the container got, in order."""
@@ -106,12 +76,12 @@ def test_a_datagram_wakes_a_suspended_udp_service(tmp_path: Path) -> None:
                    timeout_s=60)
         gateway = json.loads(daemon.out("inspect", cid))[0]["NetworkSettings"]["Gateway"]
         # Running: the port is served as usual.
-        assert _exchange(netns, "127.0.0.1", "run", 1, 1) == ["echo:run0"]
+        assert udp_exchange(netns, "127.0.0.1", PORT, "run", 1, 1) == ["echo:run0"]
 
         # Suspended: the first datagram wakes it; those sent meanwhile are held, then all
         # are delivered in order and each reply reaches the sender.
         _asleep(daemon, cid, 1)
-        assert _exchange(netns, "127.0.0.1", "lo", 3, 3) == ["echo:lo0", "echo:lo1",
+        assert udp_exchange(netns, "127.0.0.1", PORT, "lo", 3, 3) == ["echo:lo0", "echo:lo1",
                                                              "echo:lo2"]
         _logged(daemon, cid, "lo", ["lo0", "lo1", "lo2"])
         assert state_of(daemon, cid)["SteelcupSuspended"] is False
@@ -120,19 +90,19 @@ def test_a_datagram_wakes_a_suspended_udp_service(tmp_path: Path) -> None:
         # Idle again: asleep, and woken on another of the host's addresses, the one DNAT
         # serves once it runs.
         _asleep(daemon, cid, 2)
-        assert _exchange(netns, gateway, "gw", 2, 2) == ["echo:gw0", "echo:gw1"]
+        assert udp_exchange(netns, gateway, PORT, "gw", 2, 2) == ["echo:gw0", "echo:gw1"]
         _logged(daemon, cid, "gw", ["gw0", "gw1"])
         assert _resumes(daemon, cid) == 2
 
         # A flood while it sleeps: one resume, what was held delivered in order, the rest
         # dropped; the daemon answers on.
         _asleep(daemon, cid, 3)
-        replies = _exchange(netns, "127.0.0.1", "flood", 3000, 3000)
+        replies = udp_exchange(netns, "127.0.0.1", PORT, "flood", 3000, 3000)
         got = [int(r.removeprefix("echo:flood")) for r in replies]
         assert got and got[0] == 0 and got == sorted(got) and len(got) <= 256, got
         assert _resumes(daemon, cid) == 3  # (it may be asleep again by now: 3 s idle)
         assert daemon.proc.poll() is None
-        assert _exchange(netns, "127.0.0.1", "after", 1, 1) == ["echo:after0"]
+        assert udp_exchange(netns, "127.0.0.1", PORT, "after", 1, 1) == ["echo:after0"]
         daemon.out("rm", "-f", cid)
     finally:
         stop_daemon(daemon)

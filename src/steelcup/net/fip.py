@@ -23,7 +23,9 @@ service has no single source address. While the VIP has no live backend, connect
 FIP are refused at once (tcp reset, ICMP port unreachable), as the VIP's own are, unless the
 service sleeps (every replica suspended, `--auto-suspend`): then the VIP has a wake listener
 (net/vip.py, services/waker.py) and the FIP's tcp connections are DNATed to it as the VIP's
-own are, held while a replica resumes and relayed to it (the FIP's udp is still refused).
+own are, held while a replica resumes and relayed to it; its udp goes to the VIP's udp wake
+listener the same way (net/udpwake.py: conntrack tells it the FIP and port each flow was
+sent to).
 Once a replica runs, the FIP is DNATed to it again. The listener is reached only through this
 DNAT from outside the bridges (the `fips` chain is not jumped to from them). The replicas'
 security groups filter these connections like any other ingress (they match the backend's
@@ -88,19 +90,25 @@ class FipTarget:
     """An attached FIP as the ruleset needs it: where its traffic goes (a container's
     address, 1:1 NAT) and the bridge that address is on; or, for a service, `target` is ""
     and `backends` are its VIP's live backends (on `bridge`; none: refused, or its tcp
-    DNATed to `wake`, the VIP's wake listener as "address:port", while the service
-    sleeps)."""
+    DNATed to `wake` and its udp to `udp_wake`, the VIP's wake listeners as "address:port",
+    while the service sleeps)."""
 
     address: str
     target: str
     bridge: str
     backends: tuple[str, ...] = ()
     wake: str = ""
+    udp_wake: str = ""
 
     @property
     def waking(self) -> bool:
         """A service's FIP without live backends whose tcp goes to the wake listener."""
         return self.service and not self.backends and bool(self.wake)
+
+    @property
+    def udp_waking(self) -> bool:
+        """A service's FIP without live backends whose udp goes to the udp wake listener."""
+        return self.service and not self.backends and bool(self.udp_wake)
 
     @property
     def service(self) -> bool:
@@ -207,8 +215,8 @@ def input_rules(pool: IPv4Network | None, targets: Sequence[FipTarget] = ()) -> 
     """At the end of the input chain: a pool address is never the host's own service (an
     attached FIP's connections are DNATed before input; anything else is dropped). A
     service's FIP whose VIP has no live backend refuses a new connection at once instead
-    (its first packet only, as `vip` refuses its own): its udp, and its tcp unless the
-    service sleeps (then DNATed to the wake listener before input)."""
+    (its first packet only, as `vip` refuses its own): its tcp and its udp, each unless the
+    service sleeps with a listener for it (then DNATed to that listener before input)."""
     if pool is None:
         return []
     empty = [t for t in targets if t.service and not t.backends]
@@ -217,8 +225,9 @@ def input_rules(pool: IPv4Network | None, targets: Sequence[FipTarget] = ()) -> 
     if refused:
         lines.append(f'\t\tiifname != "lo" ip daddr {_one_or_set(refused)} '
                      "tcp flags & (syn | ack) == syn reject with tcp reset")
-    if empty:
-        lines.append(f'\t\tiifname != "lo" ip daddr {_one_or_set([t.address for t in empty])} '
+    refused = [t.address for t in empty if not t.udp_waking]
+    if refused:
+        lines.append(f'\t\tiifname != "lo" ip daddr {_one_or_set(refused)} '
                      "meta l4proto udp reject")
     return [*lines, f'\t\tiifname != "lo" ip daddr {pool} counter drop']
 
@@ -226,13 +235,18 @@ def input_rules(pool: IPv4Network | None, targets: Sequence[FipTarget] = ()) -> 
 def nat_chain(targets: Sequence[FipTarget]) -> list[str]:
     """The `fips` nat chain, jumped to from prerouting for packets that did not come from a
     steelcup bridge: each FIP DNATed to its container, or to one of its service's backends
-    per connection, every port; a sleeping service's tcp to its VIP's wake listener."""
+    per connection, every port; a sleeping service's tcp and udp to its VIP's wake
+    listeners."""
     lines = [f"\tchain {NAT_CHAIN} {{"]
     for t in targets:
         if t.receivers:
             lines.append(f"\t\tip daddr {t.address} dnat ip to {balance(t.receivers)}")
-        elif t.waking:
-            lines.append(f"\t\tip daddr {t.address} meta l4proto tcp dnat ip to {t.wake}")
+        else:
+            if t.waking:
+                lines.append(f"\t\tip daddr {t.address} meta l4proto tcp dnat ip to {t.wake}")
+            if t.udp_waking:
+                lines.append(f"\t\tip daddr {t.address} meta l4proto udp dnat ip to "
+                             f"{t.udp_wake}")
     lines.append("\t}")
     return lines
 
@@ -257,8 +271,10 @@ def targets(records: Sequence[FipRecord], endpoints: Mapping[tuple[str, str], tu
             v = (vips or {}).get(rec.vip_id)
             if v is not None:
                 wake = f"{v.address}:{v.wake_port}" if v.waking else ""
+                udp_wake = f"{v.address}:{v.udp_wake_port}" if v.udp_waking else ""
                 out.append(FipTarget(address, "", v.bridge,
-                                     tuple(str(IPv4Address(b)) for b in v.backends), wake))
+                                     tuple(str(IPv4Address(b)) for b in v.backends), wake,
+                                     udp_wake))
             continue
         ep = endpoints.get((rec.container_id, rec.network_id)) if rec.attached else None
         if ep is not None:

@@ -36,6 +36,8 @@ class Ports(Protocol):
 
     async def close(self, key: str) -> None: ...
 
+    async def release(self, key: str) -> None: ...
+
     async def listing(self) -> list[Opened]: ...
 
     async def stop(self) -> None: ...
@@ -177,6 +179,17 @@ class PortKeeper:
                 return  # no keeper, nothing open
             with contextlib.suppress(KeeperError):
                 await self._ask_locked({"op": "close", "key": key})
+
+    async def release(self, key: str) -> None:
+        """The key's port takes no new connections; those relayed go on until they end or
+        `close` (a keeper of before this order closes it)."""
+        async with self._lock:
+            if self._conn is None:
+                return
+            with contextlib.suppress(KeeperError):
+                reply = await self._ask_locked({"op": "release", "key": key})
+                if "error" in reply:
+                    await self._ask_locked({"op": "close", "key": key})
 
     async def listing(self) -> list[Opened]:
         """What the keeper has open (nothing when no keeper runs)."""

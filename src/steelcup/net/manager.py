@@ -141,6 +141,7 @@ class _Live:
     taps: list[str] = field(default_factory=list)
     ports: list[nft.PublishedPort] = field(default_factory=list)
     proxies: list[str] = field(default_factory=list)
+    released: list[str] = field(default_factory=list)  # keys of proxies relaying, not listening
     dormant: bool = False
 
 
@@ -858,8 +859,9 @@ class NetworkManager:
             if live is None or live.dormant:
                 return
             live.dormant = True
-            for key in live.proxies:
-                await self.ports.close(key)
+            for key in live.proxies:  # what they relay now may end before the VM stops
+                await self.ports.release(key)
+            live.released = list(dict.fromkeys((*live.released, *live.proxies)))
             live.proxies = []
             await self._apply_rules()
 
@@ -934,7 +936,7 @@ class NetworkManager:
         live = self._live.pop(container_id, None)
         if live is None:
             return
-        for key in live.proxies:
+        for key in (*live.proxies, *live.released):
             await self.ports.close(key)
         for tap in live.taps:
             try:

@@ -15,6 +15,9 @@ The control protocol: one JSON object per line each way, an answer per request, 
                                                 -> {} | {"error": TEXT}
       (opening a key that is open with the same port and target is a no-op)
     {"op": "close", "key": K}                   -> {}
+    {"op": "release", "key": K}                 -> {} | {"error": TEXT}
+      (a tcp proxy stops listening; the connections it relays go on until they end or the
+      key is closed; a udp proxy closes)
     {"op": "list"}                              -> {"ports": [{"key", "proto", "port", "target"}]}
     {"op": "exit"}                              -> {}, then every proxy closes and it exits
 """
@@ -65,6 +68,7 @@ class Keeper:
     def __init__(self, netns: str | None) -> None:
         self.netns = netns
         self.opened: dict[str, tuple[Opened, TcpProxy | UdpProxy]] = {}
+        self.released: dict[str, TcpProxy] = {}  # listening no more, relaying on
         self.done = asyncio.Event()
 
     async def answer(self, request: Any) -> dict[str, Any]:
@@ -78,6 +82,9 @@ class Keeper:
                 return await self._open(_opened(request))
             if op == "close":
                 await self._close(str(request.get("key", "")))
+                return {}
+            if op == "release":
+                await self._release(str(request.get("key", "")))
                 return {}
             if op == "list":
                 return {"ports": [o.to_json() for o, _ in self.opened.values()]}
@@ -107,13 +114,35 @@ class Keeper:
 
     async def _close(self, key: str) -> None:
         entry = self.opened.pop(key, None)
-        if entry is not None:
-            log.info("close %s", key)
-            with contextlib.suppress(Exception):
-                await entry[1].close()
+        released = self.released.pop(key, None)
+        for proxy in (entry[1] if entry is not None else None, released):
+            if proxy is not None:
+                log.info("close %s", key)
+                with contextlib.suppress(Exception):
+                    await proxy.close()
+
+    async def _release(self, key: str) -> None:
+        """No new connections on the key's port (someone else takes them: a sleeping
+        container's wake proxy); what it relays goes on until it ends or `close`."""
+        self.released = {k: p for k, p in self.released.items() if p.relaying}
+        entry = self.opened.pop(key, None)
+        if entry is None:
+            return
+        proxy = entry[1]
+        if isinstance(proxy, TcpProxy) and proxy.relaying:
+            proxy.stop_listening()
+            older = self.released.pop(key, None)  # released before, opened again since
+            if older is not None:
+                await older.close()
+            self.released[key] = proxy
+            log.info("release %s (%d connections relayed on)", key, proxy.relaying)
+            return
+        log.info("close %s", key)
+        with contextlib.suppress(Exception):
+            await proxy.close()
 
     async def close_all(self) -> None:
-        for key in list(self.opened):
+        for key in {*self.opened, *self.released}:
             await self._close(key)
 
     async def serve_client(self, reader: asyncio.StreamReader,
@@ -198,6 +227,9 @@ class InProcessPorts:
 
     async def close(self, key: str) -> None:
         await self._keeper.answer({"op": "close", "key": key})
+
+    async def release(self, key: str) -> None:
+        await self._keeper.answer({"op": "release", "key": key})
 
     async def listing(self) -> list[Opened]:
         return [o for o, _ in self._keeper.opened.values()]

@@ -372,10 +372,12 @@ SLEEPY_FIP = FipRecord("203.0.113.21", "alice", service_id="s1", vip_id="e" * 64
                        network_id="a" * 64)
 
 
-def _sleepy_ruleset(live: Mapping[str, set[str]], backends: tuple[str, ...] = ()) -> str:
+def _sleepy_ruleset(live: Mapping[str, set[str]], backends: tuple[str, ...] = (),
+                    udp_wake_port: int = 0) -> str:
     vip_record = VipRecord(SLEEPY_VIP.id, SLEEPY_VIP.network_id, "web", SLEEPY_VIP.address,
                            "alice", backends=backends)
-    vips = vip.targets([vip_record], NETS, live, {SLEEPY_VIP.id: 41000})
+    vips = vip.targets([vip_record], NETS, live, {SLEEPY_VIP.id: 41000},
+                       {SLEEPY_VIP.id: udp_wake_port} if udp_wake_port else {})
     fips = fip.targets([SLEEPY_FIP], {}, {SLEEPY_VIP.id: vips[0]})
     return nft.render(NETS, PORTS, vips, fips, POOL)
 
@@ -404,6 +406,25 @@ def test_a_sleeping_service_fip_sends_its_tcp_to_the_wake_listener() -> None:
     assert "41000" not in awake
 
 
+def test_a_sleeping_service_fip_sends_its_udp_to_the_udp_wake_listener() -> None:
+    """With a udp wake listener too, the FIP's udp is DNATed to it (from outside the bridges
+    only), not refused; awake, the FIP goes to the replica and neither listener is named."""
+    text = _sleepy_ruleset({}, udp_wake_port=41001)
+    assert _chain(text, "fips") == [
+        "\t\tip daddr 203.0.113.21 meta l4proto tcp dnat ip to 10.213.2.100:41000",
+        "\t\tip daddr 203.0.113.21 meta l4proto udp dnat ip to 10.213.2.100:41001"]
+    inp = _chain(text, "input")
+    assert not any("203.0.113.21" in line and ("udp" in line or "tcp flags" in line)
+                   for line in inp)
+    # a container reaches the listeners only as its VIP's own DNAT, on the VIP's bridge
+    assert [line for line in inp if "41001" in line] == [
+        '\t\tiifname "sc-aaaaaaaaaaaa" ip daddr 10.213.2.100 udp dport 41001 ct status dnat '
+        "accept"]
+    awake = _sleepy_ruleset({"a" * 64: {"10.213.2.5"}}, ("10.213.2.5",), udp_wake_port=41001)
+    assert _chain(awake, "fips") == ["\t\tip daddr 203.0.113.21 dnat ip to 10.213.2.5"]
+    assert "41001" not in awake
+
+
 def test_a_service_fip_without_a_wake_listener_is_refused_as_before() -> None:
     vips = vip.targets([SLEEPY_VIP], NETS, {})
     [target] = fip.targets([SLEEPY_FIP], {}, {SLEEPY_VIP.id: vips[0]})
@@ -421,7 +442,7 @@ def test_nft_accepts_the_sleeping_service_fip_ruleset_in_a_scratch_namespace() -
         pytest.skip("cannot create a network namespace")
     try:
         run = subprocess.run(["ip", "netns", "exec", ns, "nft", "-f", "-"],
-                             input=_sleepy_ruleset({}) + nft.render_delete(),
+                             input=_sleepy_ruleset({}, udp_wake_port=41001) + nft.render_delete(),
                              capture_output=True, text=True)
         assert run.returncode == 0, run.stderr
     finally:

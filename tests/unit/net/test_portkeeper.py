@@ -95,6 +95,43 @@ def test_proxies_outlive_the_daemons_connection_and_are_taken_over(tmp_path: Pat
     _with_echo(scenario)
 
 
+def test_a_released_port_takes_no_connection_and_relays_the_ones_it_has(
+        tmp_path: Path) -> None:
+    """`release` (a container's ports unpublished for its save): the port is free for a
+    wake proxy, and a request relayed at that moment is answered; `close` ends it."""
+
+    async def main() -> None:
+        gate = asyncio.Event()
+
+        async def slow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            line = await reader.readline()
+            await gate.wait()
+            writer.write(b"late:" + line)
+            await writer.drain()
+            writer.close()
+
+        server = await asyncio.start_server(slow, "127.0.0.1", 0)
+        target = int(server.sockets[0].getsockname()[1])
+        port = _free_port()
+        keeper = PortKeeper(tmp_path / "ports", None)
+        try:
+            await keeper.open("c1/tcp/1", "tcp", port, ("127.0.0.1", target))
+            in_flight = asyncio.create_task(_through(port, b"one"))
+            await asyncio.sleep(0.3)  # relayed, waiting for its answer
+            await keeper.release("c1/tcp/1")
+            with pytest.raises(OSError):
+                await asyncio.open_connection("127.0.0.1", port)
+            assert await keeper.listing() == []
+            gate.set()
+            assert await asyncio.wait_for(in_flight, 10) == b"late:one\n"
+            await keeper.close("c1/tcp/1")
+        finally:
+            server.close()
+            await keeper.stop()
+
+    asyncio.run(main())
+
+
 def test_a_port_in_use_is_a_conflict(tmp_path: Path) -> None:
     async def scenario(echo: int) -> None:
         keeper = PortKeeper(tmp_path / "ports", None)
