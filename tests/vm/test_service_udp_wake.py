@@ -40,13 +40,12 @@ def _suspended(daemon: Daemon, cid: str) -> bool:
 
 
 def _asleep(daemon: Daemon, cid: str, times: int, vips: int) -> None:
-    """The replica suspended for the `times`th time, and the waker listening on its `vips`
-    VIPs (it does just after: a datagram in between is refused, docs/services.md)."""
+    """The replica suspended for the `times`th time, its QEMU gone, and the waker listening
+    on its `vips` VIPs (from the start of the suspend: docs/services.md)."""
     wait_until(lambda: daemon.log.read_text().count(
-        "service echo: every replica is suspended") >= times * vips,
+        "service echo: every replica is suspended") >= times * vips
+        and _suspended(daemon, cid) and qemus_of(cid) == 0,
         "the idle replica suspended and the VIP's wake listener up", timeout_s=180)
-    assert _suspended(daemon, cid)
-    assert qemus_of(cid) == 0
 
 
 def _received(daemon: Daemon, cid: str) -> list[str]:

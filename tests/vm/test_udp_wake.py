@@ -49,8 +49,8 @@ def _resumes(daemon: Daemon, cid: str) -> int:
 
 
 def _asleep(daemon: Daemon, cid: str, times: int) -> None:
-    """Suspended for the `times`th time, and its wake proxies listen (they bind just after
-    the suspend: a datagram in between is lost, docs/checkpoints.md)."""
+    """Suspended for the `times`th time (its wake proxies listen from the start of the
+    suspend: docs/checkpoints.md), its QEMU gone."""
     wait_until(lambda: daemon.log.read_text().count(
         f"container {cid[:12]}: suspended after") >= times,
         "the idle container suspended and its ports listening", timeout_s=120)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import socket
 import struct
 import time
@@ -22,6 +23,7 @@ from steelcup.net.udphold import DEFAULT_LIMITS, Address, HeldDatagrams, HoldLim
 log = logging.getLogger(__name__)
 
 CHUNK_BYTES = 65536
+LISTEN_BACKLOG = 128
 CONNECT_TIMEOUT_S = 5.0
 SO_ORIGINAL_DST = 80  # linux/netfilter_ipv4.h: a DNATed connection's destination before NAT
 
@@ -87,7 +89,10 @@ class TcpProxy:
 
     With `cap`, a connection beyond it is closed at once (the cap may be shared by several
     proxies); with `idle_timeout_s`, a relayed connection that carried nothing either way
-    for that long is closed."""
+    for that long is closed.
+
+    The bytes are moved by the kernel (`splice` through a pipe per direction): they are not
+    copied into this process, which a download through the loopback proxy is bound by."""
 
     def __init__(self, listen_ip: str, listen_port: int, target_ip: str, target_port: int,
                  netns: str | None = None,
@@ -103,65 +108,87 @@ class TcpProxy:
         self.connect_timeout_s = connect_timeout_s
         self.cap = cap
         self.idle_timeout_s = idle_timeout_s
-        self._server: asyncio.Server | None = None
+        self._listener: socket.socket | None = None
+        self._port = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._conns: set[asyncio.Task[None]] = set()
 
     @property
     def port(self) -> int:
-        assert self._server is not None
-        return int(self._server.sockets[0].getsockname()[1])
+        """The port it listens (or listened) on."""
+        assert self._port, "not started"
+        return self._port
 
     async def start(self) -> None:
         sock = socket_in(self.netns, socket.AF_INET, socket.SOCK_STREAM, bind=self.listen,
                          reuse_port=True)
-        sock.listen(128)
+        sock.listen(LISTEN_BACKLOG)
         sock.setblocking(False)
-        self._server = await asyncio.start_server(self._handle, sock=sock)
+        self._loop = asyncio.get_running_loop()
+        self._listener = sock
+        self._port = int(sock.getsockname()[1])
+        self._loop.add_reader(sock.fileno(), self._accept)
 
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if self.cap is not None and not self.cap.take():
-            log.debug("proxy %s: %d connections open, the most it holds: one refused",
-                      self.listen, self.cap.limit)
-            writer.close()
-            return
-        task = asyncio.current_task()
-        assert task is not None
-        self._conns.add(task)
+    def _accept(self) -> None:
+        """The listener is readable: take what is in its queue (a batch, as asyncio's server
+        does), a task per connection."""
+        listener, loop = self._listener, self._loop
+        assert listener is not None and loop is not None
+        for _ in range(LISTEN_BACKLOG):
+            try:
+                conn, _ = listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # out of descriptors: the queue waits for the next turn
+                log.warning("proxy %s: accept: %s", self.listen, exc)
+                return
+            conn.setblocking(False)
+            if self.cap is not None and not self.cap.take():
+                log.debug("proxy %s: %d connections open, the most it holds: one refused",
+                          self.listen, self.cap.limit)
+                conn.close()
+                continue
+            task = loop.create_task(self._handle(conn), name=f"proxy-{self.listen[1]}")
+            self._conns.add(task)
+            task.add_done_callback(self._conns.discard)
+
+    async def _handle(self, conn: socket.socket) -> None:
+        up: socket.socket | None = None
         try:
             target = self.target
             try:
                 if self.before_connect is not None:
                     await self.before_connect()
                 if self.choose_target is not None:
-                    target = await self.choose_target(
-                        original_destination(writer.get_extra_info("socket")))
+                    target = await self.choose_target(original_destination(conn))
             except Exception as exc:  # noqa: BLE001 - the client's connection is dropped
                 log.warning("proxy %s: not relayed: %s", self.listen, exc)
                 return
-            sock = socket_in(self.netns, socket.AF_INET, socket.SOCK_STREAM)
-            sock.setblocking(False)
+            up = socket_in(self.netns, socket.AF_INET, socket.SOCK_STREAM)
+            up.setblocking(False)
             try:
                 async with asyncio.timeout(self.connect_timeout_s):
-                    await asyncio.get_running_loop().sock_connect(sock, target)
+                    await asyncio.get_running_loop().sock_connect(up, target)
             except (OSError, TimeoutError) as exc:
-                sock.close()
                 log.debug("proxy %s -> %s: %s", self.listen, target, exc)
                 return
-            up_reader, up_writer = await asyncio.open_connection(sock=sock)
             activity = _Activity(asyncio.get_running_loop().time())
-            await asyncio.gather(_pipe(reader, up_writer, activity, self.idle_timeout_s),
-                                 _pipe(up_reader, writer, activity, self.idle_timeout_s))
-            up_writer.close()
+            await asyncio.gather(_splice(conn, up, activity, self.idle_timeout_s),
+                                 _splice(up, conn, activity, self.idle_timeout_s))
         finally:
-            writer.close()
-            self._conns.discard(task)
+            if up is not None:
+                up.close()
+            conn.close()
             if self.cap is not None:
                 self.cap.give()
 
     def stop_listening(self) -> None:
         """No new connections; those relayed go on until they end (or `close`)."""
-        if self._server is not None:
-            self._server.close()
+        if self._listener is not None:
+            if self._loop is not None and not self._loop.is_closed():
+                self._loop.remove_reader(self._listener.fileno())
+            self._listener.close()
+            self._listener = None
 
     @property
     def relaying(self) -> int:
@@ -176,32 +203,73 @@ class TcpProxy:
                 await task
 
 
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                activity: _Activity, idle_timeout_s: float | None) -> None:
-    """Copy one direction. With `idle_timeout_s`, once neither direction has carried a byte
-    for that long, close `writer` (its peer's reader then ends, and with it the other
-    direction)."""
+async def _ready(fd: int, writable: bool, timeout_s: float | None) -> None:
+    """Until `fd` can be read (or written); TimeoutError after `timeout_s`."""
     loop = asyncio.get_running_loop()
+    ready: asyncio.Future[None] = loop.create_future()
+
+    def wake() -> None:
+        if not ready.done():
+            ready.set_result(None)
+
+    if writable:
+        loop.add_writer(fd, wake)
+    else:
+        loop.add_reader(fd, wake)
+    try:
+        async with asyncio.timeout(timeout_s):
+            await ready
+    finally:
+        if writable:
+            loop.remove_writer(fd)
+        else:
+            loop.remove_reader(fd)
+
+
+async def _splice(src: socket.socket, dst: socket.socket, activity: _Activity,
+                  idle_timeout_s: float | None) -> None:
+    """Move one direction, src to dst, through a pipe of its own; at src's end, dst's write
+    side is shut. With `idle_timeout_s`, once neither direction has carried a byte for that
+    long, both sockets are shut (the other direction ends with it). An error either way
+    shuts both, so the other direction ends too."""
+    loop = asyncio.get_running_loop()
+    flags = os.SPLICE_F_MOVE | os.SPLICE_F_NONBLOCK
+    pipe_r, pipe_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
     try:
         while True:
             try:
-                async with asyncio.timeout(idle_timeout_s):
-                    data = await reader.read(CHUNK_BYTES)
-            except TimeoutError:
-                assert idle_timeout_s is not None  # only a deadline times out
-                if loop.time() - activity.last < idle_timeout_s:
-                    continue  # the other direction is busy
-                writer.close()
+                moved = os.splice(src.fileno(), pipe_w, CHUNK_BYTES, flags=flags)
+            except (BlockingIOError, InterruptedError):
+                try:
+                    await _ready(src.fileno(), False, idle_timeout_s)
+                except TimeoutError:
+                    assert idle_timeout_s is not None  # only a deadline times out
+                    if loop.time() - activity.last < idle_timeout_s:
+                        continue  # the other direction is busy
+                    _shut(src, dst)
+                    return
+                continue
+            if moved == 0:  # src's end
+                with contextlib.suppress(OSError):
+                    dst.shutdown(socket.SHUT_WR)
                 return
-            if not data:
-                break
             activity.last = loop.time()
-            writer.write(data)
-            await writer.drain()
-        if writer.can_write_eof():
-            writer.write_eof()
+            while moved:
+                try:
+                    moved -= os.splice(pipe_r, dst.fileno(), moved, flags=flags)
+                except (BlockingIOError, InterruptedError):
+                    await _ready(dst.fileno(), True, None)
     except OSError:
-        writer.close()
+        _shut(src, dst)
+    finally:
+        os.close(pipe_r)
+        os.close(pipe_w)
+
+
+def _shut(*socks: socket.socket) -> None:
+    for sock in socks:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
 
 
 class UdpProxy(asyncio.DatagramProtocol):

@@ -1,0 +1,137 @@
+"""The TCP proxy's relay on the loopback (the bytes moved with splice): what goes through
+arrives whole both ways, a half-close reaches the other end and the answer still comes back,
+a reset upstream ends the client's connection, an idle relay is closed, and a proxy that
+stops listening relays on what it has."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import socket
+import struct
+from collections.abc import Awaitable, Callable
+
+import pytest
+
+from steelcup.net.proxy import TcpProxy
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def _proxied(handler: Handler, **kwargs: float) -> tuple[TcpProxy, asyncio.Server]:
+    server = await asyncio.start_server(handler, "127.0.0.1", 0)
+    target = int(server.sockets[0].getsockname()[1])
+    proxy = TcpProxy("127.0.0.1", _free_port(), "127.0.0.1", target, **kwargs)  # type: ignore[arg-type]
+    await proxy.start()
+    return proxy, server
+
+
+def test_megabytes_go_through_whole_both_ways() -> None:
+    upload = os.urandom(12 << 20)
+    download = os.urandom(20 << 20)
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        got = await reader.readexactly(len(upload))
+        writer.write(hashlib.sha256(got).digest())
+        writer.write(download)
+        await writer.drain()
+        writer.close()
+
+    async def main() -> None:
+        proxy, server = await _proxied(serve)
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+            writer.write(upload)
+            await writer.drain()
+            digest = await reader.readexactly(32)
+            assert digest == hashlib.sha256(upload).digest()
+            assert await reader.read() == download
+            writer.close()
+        finally:
+            await proxy.close()
+            server.close()
+
+    asyncio.run(asyncio.wait_for(main(), 60))
+
+
+def test_a_half_close_reaches_the_server_and_its_answer_comes_back() -> None:
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        question = await reader.read()  # to the client's end of writing
+        writer.write(b"answer to " + question)
+        await writer.drain()
+        writer.close()
+
+    async def main() -> None:
+        proxy, server = await _proxied(serve)
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+            writer.write(b"ping")
+            writer.write_eof()
+            assert await asyncio.wait_for(reader.read(), 10) == b"answer to ping"
+            writer.close()
+        finally:
+            await proxy.close()
+            server.close()
+
+    asyncio.run(main())
+
+
+def test_a_reset_upstream_ends_the_client_s_connection() -> None:
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readexactly(4)
+        sock = writer.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        writer.transport.abort()  # a reset, not a FIN
+
+    async def main() -> None:
+        proxy, server = await _proxied(serve)
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+            writer.write(b"ping")
+            with pytest.raises((ConnectionResetError, asyncio.IncompleteReadError)):
+                await asyncio.wait_for(reader.readexactly(1), 10)
+            writer.close()
+            await asyncio.sleep(0.1)
+            assert proxy.relaying == 0
+        finally:
+            await proxy.close()
+            server.close()
+
+    asyncio.run(main())
+
+
+def test_an_idle_relay_is_closed_and_a_stopped_proxy_relays_on() -> None:
+    async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while line := await reader.readline():
+            writer.write(line)
+            await writer.drain()
+        writer.close()
+
+    async def main() -> None:
+        proxy, server = await _proxied(echo, idle_timeout_s=0.5)
+        try:
+            quiet = await asyncio.open_connection("127.0.0.1", proxy.port)
+            busy = await asyncio.open_connection("127.0.0.1", proxy.port)
+            proxy.stop_listening()
+            with pytest.raises(OSError):
+                await asyncio.open_connection("127.0.0.1", proxy.port)
+            for _ in range(8):  # every 0.2 s: never idle for 0.5 s
+                busy[1].write(b"tick\n")
+                assert await asyncio.wait_for(busy[0].readline(), 5) == b"tick\n"
+                await asyncio.sleep(0.2)
+            assert await asyncio.wait_for(quiet[0].read(), 5) == b""  # closed as idle
+            assert proxy.relaying == 1
+            busy[1].close()
+            quiet[1].close()
+        finally:
+            await proxy.close()
+            server.close()
+
+    asyncio.run(main())
