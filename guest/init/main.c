@@ -254,7 +254,7 @@ static void handle_start(const struct proto_frame *f)
 
 static void handle_mount(const struct proto_frame *f)
 {
-	uint32_t id = f->hdr.id, ro = 0, container;
+	uint32_t id = f->hdr.id, ro = 0, container, cache = 0;
 	char source[256], fstype[16], target[4096], options[512], msg[300], root[256];
 	if (!container_root(f, &container, root, sizeof(root)))
 		return;
@@ -263,6 +263,7 @@ static void handle_mount(const struct proto_frame *f)
 	copy_str(f, PROTO_TAG_TARGET, target, sizeof(target));
 	copy_str(f, PROTO_TAG_OPTIONS, options, sizeof(options));
 	proto_frame_u32(f, PROTO_TAG_READONLY, &ro);
+	proto_frame_u32(f, PROTO_TAG_CACHE, &cache);
 	if (target[0] != '/') {
 		channel_send_error(id, EINVAL, "MOUNT needs an absolute TARGET (under 4096 bytes)");
 		return;
@@ -271,8 +272,15 @@ static void handle_mount(const struct proto_frame *f)
 	uint32_t vlen;
 	if (!proto_frame_str(f, PROTO_TAG_FSTYPE, &v, &vlen))
 		snprintf(fstype, sizeof(fstype), "9p");
+	if (cache != 0 && (cache != MOUNTS_CACHE_RAM || strcmp(fstype, "9p") != 0)) {
+		channel_send_error(id, EINVAL, "MOUNT takes CACHE 2 (copy into RAM) for a 9p share "
+					       "only");
+		return;
+	}
 	int rc;
-	if (strcmp(fstype, "bind") == 0) {
+	if (cache == MOUNTS_CACHE_RAM) {
+		rc = mounts_copy_into(root, source, target, ro != 0, msg, sizeof(msg));
+	} else if (strcmp(fstype, "bind") == 0) {
 		char subdir[1024], share[300];
 		copy_str(f, PROTO_TAG_SUBDIR, subdir, sizeof(subdir));
 		if (!subdir[0]) {

@@ -488,6 +488,88 @@ int mounts_mount_into(const char *root, const char *source, const char *fstype,
 	return rc;
 }
 
+/* An O_RDONLY directory fd of target inside root (walked, created if missing), or -errno. */
+static int open_target_dir(const char *root, const char *target)
+{
+	int rootfd = open(root, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (rootfd < 0)
+		return -errno;
+	int at = mounts_open_target(rootfd, target);
+	close(rootfd);
+	if (at < 0)
+		return at;
+	int fd = openat(at, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	int rc = fd < 0 ? -errno : fd;
+	close(at);
+	return rc;
+}
+
+int mounts_copy_into(const char *root, const char *tag, const char *target, int readonly,
+		     char *msg, unsigned msglen)
+{
+	if (!tag[0]) {
+		snprintf(msg, msglen, "a copied MOUNT needs SOURCE (the share tag)");
+		return -EINVAL;
+	}
+	int rc = do_mount(tag, MOUNTS_COPY_STAGING, "9p", MS_RDONLY, NINEP_OPTIONS);
+	if (rc < 0) {
+		snprintf(msg, msglen, "mount 9p %s: %s", tag, strerror(-rc));
+		return rc;
+	}
+	int mounted = 0, src = -1, dst = -1;
+	rc = mounts_mount_into(root, "", "tmpfs", target, "mode=0755", 0, msg, msglen);
+	mounted = rc == 0;
+	if (rc == 0) {
+		src = open(MOUNTS_COPY_STAGING, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		rc = src < 0 ? -errno : 0;
+		if (rc < 0)
+			snprintf(msg, msglen, "open %s: %s", MOUNTS_COPY_STAGING, strerror(-rc));
+	}
+	if (rc == 0) {
+		/* Walked again: the new tmpfs is what the name leads to now. */
+		dst = open_target_dir(root, target);
+		rc = dst < 0 ? dst : 0;
+		if (rc < 0)
+			snprintf(msg, msglen, "open %s: %s", target, strerror(-rc));
+	}
+	if (rc == 0)
+		rc = rootcopy_tree(src, dst, msg, msglen);
+	if (rc == 0 && readonly) {
+		char fdpath[64];
+		snprintf(fdpath, sizeof(fdpath), "/proc/self/fd/%d", dst);
+		if (mount(NULL, fdpath, NULL, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV,
+			  NULL) < 0) {
+			rc = -errno;
+			snprintf(msg, msglen, "remount %s read-only: %s", target, strerror(errno));
+		}
+	}
+	if (src >= 0)
+		close(src);
+	if (rc < 0 && mounted) {
+		int at = dst >= 0 ? dst : open_target_dir(root, target);
+		if (at >= 0) {
+			char fdpath[64];
+			snprintf(fdpath, sizeof(fdpath), "/proc/self/fd/%d", at);
+			umount2(fdpath, MNT_DETACH);
+			if (at != dst)
+				close(at);
+		}
+	}
+	if (dst >= 0)
+		close(dst);
+	/* Not detached: a share still referenced would keep the migration blocker. */
+	if (umount2(MOUNTS_COPY_STAGING, 0) < 0) {
+		int err = errno;
+		if (rc == 0) {
+			snprintf(msg, msglen, "umount %s after the copy: %s", MOUNTS_COPY_STAGING,
+				 strerror(err));
+			rc = -err;
+		}
+		umount2(MOUNTS_COPY_STAGING, MNT_DETACH);
+	}
+	return rc;
+}
+
 int mounts_pivot(const char *root, const char *pivot_dir, const char *const *detach,
 		 const char **what)
 {

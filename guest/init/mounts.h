@@ -44,6 +44,15 @@ int mounts_mount_into(const char *root, const char *source, const char *fstype,
 		      const char *target, const char *options, int readonly, char *msg,
 		      unsigned msglen);
 
+/* MOUNT with CACHE 2: the 9p share `tag` is mounted at a staging point of its own, copied (as a
+ * RAM root is) into a tmpfs mounted on target inside root (walked as mounts_open_target does),
+ * which is made read-only with `readonly`, and unmounted, not detached: the VM keeps no 9p
+ * mount of it (a checkpointable container's secrets). Nothing stays mounted on failure.
+ * Returns 0 or -errno with msg. */
+int mounts_copy_into(const char *root, const char *tag, const char *target, int readonly,
+		     char *msg, unsigned msglen);
+#define MOUNTS_COPY_STAGING "/run/steelcup/copy"
+
 /* Opens (O_PATH) the existing path rel (relative, "" refused) inside the directory sharefd
  * without following any symlink, the last component's included (-ELOOP), without ".."
  * (-EINVAL) and without creating anything. Returns the fd or -errno. */

@@ -66,12 +66,21 @@ def test_a_sleeping_service_wakes_on_a_connection(tmp_path: Path) -> None:
         refused = daemon.cli("service", "create", "-d", "--name", "bad", "--auto-suspend",
                              "2s", IMG, "true")
         assert refused.returncode != 0 and b"--checkpointable" in refused.stderr
+        # A secret: copied into the replica's RAM (no 9p share may stay mounted in a VM
+        # that is to be saved), and there after each resume.
+        (tmp_path / "pw").write_text("s3cret\n")
+        daemon.out("secret", "create", "dbpass", str(tmp_path / "pw"))
         daemon.out("service", "create", "-d", "--name", "web", "--checkpointable",
-                   "--auto-suspend", "2s", "-p", f"{PORT}:80", IMG, "sh", "-c", SERVER)
+                   "--auto-suspend", "2s", "--secret", "dbpass", "-p", f"{PORT}:80", IMG,
+                   "sh", "-c", SERVER)
         wait_until(lambda: len(daemon.out("ps", "-q").split()) == 1, "the replica runs",
                    timeout_s=120)
         cid = _replica(daemon)
         tasks = _tasks(daemon)
+        mounts = daemon.out("exec", cid, "cat", "/proc/mounts").splitlines()
+        assert not [m for m in mounts if m.split()[2] == "9p"], mounts
+        [secrets] = [m.split() for m in mounts if m.split()[1] == "/run/secrets"]
+        assert secrets[2] == "tmpfs" and secrets[3].startswith("ro,"), secrets
         assert len(tasks) == 1
         spec = json.loads(daemon.out("service", "inspect", "web"))[0]
         vip = spec["Endpoint"]["VirtualIPs"][0]["Addr"].split("/")[0]
@@ -85,6 +94,9 @@ def test_a_sleeping_service_wakes_on_a_connection(tmp_path: Path) -> None:
         assert not _suspended(daemon, cid)
         assert qemus_of(cid) == 1
         assert _tasks(daemon) == tasks and _replica(daemon) == cid
+        assert daemon.out("exec", cid, "cat", "/run/secrets/dbpass") == "s3cret\n"
+        written = daemon.cli("exec", cid, "sh", "-c", "echo x > /run/secrets/dbpass")
+        assert written.returncode != 0 and b"Read-only" in written.stderr
 
         # Idle again: suspended again; a container on the service's network reaches it by
         # its name (its virtual IP), held as well.

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from steelcup.guest import protocol as p
 from steelcup.guest.client import REQUEST_TIMEOUT_S, GuestClient
-from steelcup.guest.protocol import Tag
+from steelcup.guest.protocol import RootfsCache, Tag
 
 
 @dataclass(frozen=True)
@@ -51,6 +51,9 @@ class GuestMount:
     readonly: bool = False
     container: int = 0  # 0: the VM's first container; n > 0: pod member n
     subdir: str = ""  # `bind`: the path inside the share `source`
+    # 9p only: copied into a tmpfs at `target` and the share unmounted (a checkpointable
+    # container's secrets: no 9p mount may stay for its VM to be saved)
+    copied: bool = False
 
     def fields(self) -> list[tuple[Tag, p.FieldValue]]:
         out: list[tuple[Tag, p.FieldValue]] = []
@@ -62,6 +65,8 @@ class GuestMount:
         if self.options:
             out.append((Tag.OPTIONS, self.options))
         out.append((Tag.READONLY, int(self.readonly)))
+        if self.copied:
+            out.append((Tag.CACHE, int(RootfsCache.RAM)))
         if self.container:
             out.append((Tag.CONTAINER, self.container))
         return out

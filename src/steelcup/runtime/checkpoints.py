@@ -68,8 +68,8 @@ class Checkpoint:
             raise ValueError(f"bad checkpoint record: {exc!r}") from exc
 
 
-WHY_9P = ("QEMU cannot save a VM while its guest has a 9p share mounted, and volumes, bind "
-          "mounts and secrets reach the guest as 9p shares")
+WHY_9P = ("QEMU cannot save a VM while its guest has a 9p share mounted, and volumes and bind "
+          "mounts reach the guest as 9p shares")
 NOT_CHECKPOINTABLE = ("container {name} was not created with --checkpointable "
                       "(HostConfig.SteelcupCheckpointable): its root is a 9p share of the host, "
                       "and QEMU cannot save a VM while its guest has one mounted; create it with "
@@ -99,8 +99,6 @@ def check_config(config: ContainerConfig) -> None:
         raise InvalidArgument(f"a --checkpointable container cannot have volumes or bind "
                               f"mounts ({', '.join(shared)}): {WHY_9P}; use --tmpfs, or "
                               "leave out --checkpointable")
-    if any(f.kind == "secret" for f in config.swarm_files):
-        raise InvalidArgument(f"a --checkpointable container cannot have secrets: {WHY_9P}")
     if config.pod_sandbox or config.pod_of or config.netns_path:
         raise InvalidArgument("a --checkpointable container cannot be in a pod or an engine's "
                               "network namespace (its VM is not its own to save)")

@@ -62,6 +62,7 @@ from steelcup.runtime.output import Fanout, Subscriber
 from steelcup.runtime.resources import Resources, RunResources
 from steelcup.runtime.spec import merge_env, parse_signal, resolve_argv, start_failure_text
 from steelcup.runtime.store import ContainerStore
+from steelcup.runtime.swarmfiles import SECRETS_TAG
 from steelcup.tenancy.sizing import vm_cpus
 from steelcup.vm.cputime import QemuCpuTime
 from steelcup.vm.hostio import HostIo, read_host_io
@@ -812,7 +813,9 @@ class Runtime:
         if self.restorer is None:
             raise Conflict("this daemon cannot restore checkpoints (no VM factory)")
         checkpoints_module.check_config(config)
-        if run.shares:  # refused at create; a record from elsewhere must not get this far
+        # Refused at create; a record from elsewhere must not get this far. (Its secrets'
+        # share was copied into its guest's RAM: the restored VM has them.)
+        if any(share.tag != SECRETS_TAG for share in run.shares):
             raise InvalidArgument(f"checkpoint {checkpoint.name} cannot run with 9p shares")
         cdir = self.container_dir(record.id)
         request = VmRequest(

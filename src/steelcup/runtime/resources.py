@@ -240,8 +240,11 @@ class Resources:
             if secret_dir is not None:
                 stack.callback(self._drop_secrets, record.id)
                 secret_shares = (Share(SECRETS_TAG, secret_dir, True),)
+                # A checkpointable container's copy lives in its guest's RAM (no 9p mount
+                # may stay; docs/checkpoints.md), read-only as the share would be.
                 mounts = (*mounts, guest_ops.GuestMount(target=SECRETS_DIR, fstype="9p",
-                                                        source=SECRETS_TAG, readonly=True))
+                                                        source=SECRETS_TAG, readonly=True,
+                                                        copied=config.checkpointable))
         if config.read_only:  # the guest cannot make them in a read-only root
             await asyncio.to_thread(make_mount_points, root,
                                     [m.target for m in mounts if m.fstype != "bind"], owner,

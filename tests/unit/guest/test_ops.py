@@ -22,3 +22,10 @@ def test_a_bind_from_a_share_names_the_share_and_the_path_in_it() -> None:
 def test_a_9p_or_tmpfs_mount_has_no_subdir() -> None:
     assert Tag.SUBDIR not in dict(GuestMount(target="/d", source="v0").fields())
     assert dict(GuestMount(target="/t", fstype="tmpfs").fields())[Tag.FSTYPE] == "tmpfs"
+
+
+def test_a_copied_9p_mount_asks_for_the_copy_with_cache_2() -> None:
+    copied = dict(GuestMount(target="/run/secrets", source="swarmsecrets", readonly=True,
+                             copied=True).fields())
+    assert copied[Tag.CACHE] == 2 and copied[Tag.READONLY] == 1
+    assert Tag.CACHE not in dict(GuestMount(target="/d", source="v0").fields())

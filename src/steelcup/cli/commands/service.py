@@ -178,7 +178,7 @@ def _register_service(sub: Any, name: str, help_text: str) -> None:
 def _suspend_flags(p: Any) -> None:
     p.add_argument("--checkpointable", action="store_true", default=None,
                    help="hold each replica's root in its VM's memory, so its VM can be saved "
-                   "(suspended); no volumes, bind mounts or secrets "
+                   "(suspended); no volumes or bind mounts "
                    "(ContainerSpec.SteelcupCheckpointable)")
     p.add_argument("--auto-suspend", default="", metavar="IDLE",
                    help="with --checkpointable: suspend each replica after IDLE (e.g. 30s, "
