@@ -10,7 +10,8 @@ import hashlib
 import os
 import socket
 import struct
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 
 import pytest
 
@@ -25,12 +26,20 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-async def _proxied(handler: Handler, **kwargs: float) -> tuple[TcpProxy, asyncio.Server]:
+@asynccontextmanager
+async def _proxied(handler: Handler, idle_timeout_s: float | None = None
+                   ) -> AsyncIterator[TcpProxy]:
+    """A proxy on a free loopback port to a server running `handler`."""
     server = await asyncio.start_server(handler, "127.0.0.1", 0)
     target = int(server.sockets[0].getsockname()[1])
-    proxy = TcpProxy("127.0.0.1", _free_port(), "127.0.0.1", target, **kwargs)  # type: ignore[arg-type]
-    await proxy.start()
-    return proxy, server
+    proxy = TcpProxy("127.0.0.1", _free_port(), "127.0.0.1", target,
+                     idle_timeout_s=idle_timeout_s)
+    try:
+        await proxy.start()
+        yield proxy
+    finally:
+        await proxy.close()
+        server.close()
 
 
 def test_megabytes_go_through_whole_both_ways() -> None:
@@ -45,8 +54,7 @@ def test_megabytes_go_through_whole_both_ways() -> None:
         writer.close()
 
     async def main() -> None:
-        proxy, server = await _proxied(serve)
-        try:
+        async with _proxied(serve) as proxy:
             reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
             writer.write(upload)
             await writer.drain()
@@ -54,9 +62,6 @@ def test_megabytes_go_through_whole_both_ways() -> None:
             assert digest == hashlib.sha256(upload).digest()
             assert await reader.read() == download
             writer.close()
-        finally:
-            await proxy.close()
-            server.close()
 
     asyncio.run(asyncio.wait_for(main(), 60))
 
@@ -69,16 +74,12 @@ def test_a_half_close_reaches_the_server_and_its_answer_comes_back() -> None:
         writer.close()
 
     async def main() -> None:
-        proxy, server = await _proxied(serve)
-        try:
+        async with _proxied(serve) as proxy:
             reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
             writer.write(b"ping")
             writer.write_eof()
             assert await asyncio.wait_for(reader.read(), 10) == b"answer to ping"
             writer.close()
-        finally:
-            await proxy.close()
-            server.close()
 
     asyncio.run(main())
 
@@ -91,8 +92,7 @@ def test_a_reset_upstream_ends_the_client_s_connection() -> None:
         writer.transport.abort()  # a reset, not a FIN
 
     async def main() -> None:
-        proxy, server = await _proxied(serve)
-        try:
+        async with _proxied(serve) as proxy:
             reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
             writer.write(b"ping")
             with pytest.raises((ConnectionResetError, asyncio.IncompleteReadError)):
@@ -100,9 +100,6 @@ def test_a_reset_upstream_ends_the_client_s_connection() -> None:
             writer.close()
             await asyncio.sleep(0.1)
             assert proxy.relaying == 0
-        finally:
-            await proxy.close()
-            server.close()
 
     asyncio.run(main())
 
@@ -115,8 +112,7 @@ def test_an_idle_relay_is_closed_and_a_stopped_proxy_relays_on() -> None:
         writer.close()
 
     async def main() -> None:
-        proxy, server = await _proxied(echo, idle_timeout_s=0.5)
-        try:
+        async with _proxied(echo, idle_timeout_s=0.5) as proxy:
             quiet = await asyncio.open_connection("127.0.0.1", proxy.port)
             busy = await asyncio.open_connection("127.0.0.1", proxy.port)
             proxy.stop_listening()
@@ -130,8 +126,5 @@ def test_an_idle_relay_is_closed_and_a_stopped_proxy_relays_on() -> None:
             assert proxy.relaying == 1
             busy[1].close()
             quiet[1].close()
-        finally:
-            await proxy.close()
-            server.close()
 
     asyncio.run(main())

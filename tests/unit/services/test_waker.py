@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
@@ -18,6 +21,8 @@ from steelcup.errors import NotFound
 from steelcup.net.fip import FipRecord
 from steelcup.net.manager import NetworkManager
 from steelcup.net.model import Endpoint, PortMapping, VipRecord
+from steelcup.runtime.containers import Runtime
+from steelcup.services.manager import ServiceManager
 from steelcup.services.orchestrator import Orchestrator
 from steelcup.services.waker import ServiceWaker
 from steelcup.state.db import open_db
@@ -67,19 +72,42 @@ class Networks:
         return [Endpoint(VIP.network_id, container_id, "", f"10.0.0.{slot}", "")]
 
 
+@dataclass
+class World:
+    """A runtime on fake VMs, the orchestrator, the recording network layer and the waker."""
+
+    runtime: Runtime
+    manager: ServiceManager
+    orch: Orchestrator
+    networks: Networks
+    waker: ServiceWaker
+
+
+@asynccontextmanager
+async def _world(tmp_path: Path) -> AsyncIterator[World]:
+    vms = FakeVms()
+    db = open_db(tmp_path)
+    runtime = make_runtime(tmp_path, db, vms=vms.source())
+    runtime.restorer = vms.restore
+    manager, orch = make(db, runtime)
+    networks = Networks(orch)
+    waker = ServiceWaker(manager, orch.store, cast(NetworkManager, networks), runtime,
+                         lambda: orch.tasks.values(), None)
+    try:
+        yield World(runtime, manager, orch, networks, waker)
+    finally:
+        await waker.close()
+        await orch.close()
+        await runtime.shutdown()
+
+
 def test_a_sleeping_service_is_listened_for_and_woken(tmp_path: Path) -> None:
     async def main() -> None:
-        vms = FakeVms()
-        db = open_db(tmp_path)
-        runtime = make_runtime(tmp_path, db, vms=vms.source())
-        runtime.restorer = vms.restore
-        manager, orch = make(db, runtime)
-        networks = Networks(orch)
-        waker = ServiceWaker(manager, orch.store, cast(NetworkManager, networks), runtime,
-                             lambda: orch.tasks.values(), None)
-        runtime.events.listen(waker._observe)
-        waker.start()
-        try:
+        async with _world(tmp_path) as world:
+            runtime, manager, orch = world.runtime, world.manager, world.orch
+            networks, waker = world.networks, world.waker
+            runtime.events.listen(waker._observe)
+            waker.start()
             svc = sleepy(manager, 2)
             orch.store.save_service_vip(svc.id, VIP.network_id, VIP.id)
             tasks = await running(orch, 2)
@@ -132,10 +160,6 @@ def test_a_sleeping_service_is_listened_for_and_woken(tmp_path: Path) -> None:
             assert (await relay(svc.id, udp_listener, ("192.0.2.1", 18053), "udp"))[1] == 53
             with pytest.raises(NotFound):  # a tcp port is no udp port
                 await relay(svc.id, udp_listener, ("192.0.2.1", 18080), "udp")
-        finally:
-            await waker.close()
-            await orch.close()
-            await runtime.shutdown()
 
     asyncio.run(asyncio.wait_for(main(), 30))
 
@@ -147,21 +171,14 @@ def test_the_last_replica_s_suspend_has_the_service_listened_for_before_its_save
     so nothing that comes during the save finds the VIP without a taker."""
 
     async def main() -> None:
-        vms = FakeVms()
-        db = open_db(tmp_path)
-        runtime = make_runtime(tmp_path, db, vms=vms.source())
-        runtime.restorer = vms.restore
-        manager, orch = make(db, runtime)
-        networks = Networks(orch)
-        waker = ServiceWaker(manager, orch.store, cast(NetworkManager, networks), runtime,
-                             lambda: orch.tasks.values(), None)
-        seen: list[tuple[bool, list[int]]] = []
+        async with _world(tmp_path) as world:
+            runtime, manager, orch = world.runtime, world.manager, world.orch
+            seen: list[tuple[bool, list[int]]] = []
 
-        async def after_the_waker(container_id: str) -> None:
-            seen.append((runtime.suspending(container_id), list(networks.wake_ports)))
+            async def after_the_waker(container_id: str) -> None:
+                seen.append((runtime.suspending(container_id), list(world.networks.wake_ports)))
 
-        runtime.suspend_watchers += [waker.suspend_changed, after_the_waker]
-        try:
+            runtime.suspend_watchers += [world.waker.suspend_changed, after_the_waker]
             svc = sleepy(manager, 2)
             orch.store.save_service_vip(svc.id, VIP.network_id, VIP.id)
             tasks = await running(orch, 2)
@@ -172,9 +189,5 @@ def test_the_last_replica_s_suspend_has_the_service_listened_for_before_its_save
             assert saving and ports and ports[-1] > 0
             # during that save the replica counted as asleep, not as a running backend
             assert not runtime.suspending(tasks[1].container_id)
-        finally:
-            await waker.close()
-            await orch.close()
-            await runtime.shutdown()
 
     asyncio.run(asyncio.wait_for(main(), 30))
