@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -93,21 +94,36 @@ def _resumes(daemon: Daemon, cid: str) -> int:
         f"container {cid[:12]}: resumed by a connection to its service")
 
 
+@dataclass(frozen=True)
+class Sleeper:
+    """A 1-replica --auto-suspend service with a FIP attached, as the tests start it."""
+
+    cid: str  # its replica's container
+    fip: str
+    replica: str  # the replica's address
+    vip: str
+
+
+def _sleeper(daemon: Daemon, name: str, *image_and_cmd: str) -> Sleeper:
+    daemon.out("service", "create", "-d", "--name", name, "--checkpointable",
+               "--auto-suspend", "3s", *image_and_cmd)
+    wait_until(lambda: len(daemon.out("ps", "-q").split()) == 1, "the replica runs",
+               timeout_s=120)
+    [cid] = daemon.out("ps", "-q", "--no-trunc").split()
+    fip = daemon.out("fip", "allocate").strip()
+    daemon.out("fip", "attach", fip, name)
+    replica = json.loads(daemon.out("inspect", cid))[0]["NetworkSettings"]["IPAddress"]
+    spec = json.loads(daemon.out("service", "inspect", name))[0]
+    return Sleeper(cid, fip, replica, spec["Endpoint"]["VirtualIPs"][0]["Addr"].split("/")[0])
+
+
 def test_a_sleeping_service_wakes_on_a_connection_to_its_fip(setup: Setup) -> None:
     daemon = setup.daemon
     assert daemon is not None
     daemon.out("network", "create", "other")
-    daemon.out("service", "create", "-d", "--name", "web", "--checkpointable",
-               "--auto-suspend", "3s", IMG, "sh", "-c", SERVER)
-    wait_until(lambda: len(daemon.out("ps", "-q").split()) == 1, "the replica runs",
-               timeout_s=120)
-    [cid] = daemon.out("ps", "-q", "--no-trunc").split()
+    web = _sleeper(daemon, "web", IMG, "sh", "-c", SERVER)
+    cid, fip, replica, vip = web.cid, web.fip, web.replica, web.vip
     tasks = daemon.out("service", "ps", "-q", "--no-trunc", "web").split()
-    fip = daemon.out("fip", "allocate").strip()
-    daemon.out("fip", "attach", fip, "web")
-    replica = json.loads(daemon.out("inspect", cid))[0]["NetworkSettings"]["IPAddress"]
-    spec = json.loads(daemon.out("service", "inspect", "web"))[0]
-    vip = spec["Endpoint"]["VirtualIPs"][0]["Addr"].split("/")[0]
 
     wait_until(lambda: _suspended(daemon, cid), "the idle replica suspended", timeout_s=180)
     assert qemus_of(cid) == 0
@@ -146,17 +162,9 @@ def test_a_sleeping_service_wakes_on_a_datagram_to_its_fip(setup: Setup, tmp_pat
     daemon = setup.daemon
     assert daemon is not None
     udp_echo_image(daemon, tmp_path, ECHO_IMG, IMG)
-    daemon.out("service", "create", "-d", "--name", "echo", "--checkpointable",
-               "--auto-suspend", "3s", ECHO_IMG, "/udp_echo", str(ECHO_PORT))
-    wait_until(lambda: len(daemon.out("ps", "-q").split()) == 1, "the replica runs",
-               timeout_s=120)
-    [cid] = daemon.out("ps", "-q", "--no-trunc").split()
+    echo = _sleeper(daemon, "echo", ECHO_IMG, "/udp_echo", str(ECHO_PORT))
+    cid, fip, replica, vip = echo.cid, echo.fip, echo.replica, echo.vip
     wait_until(lambda: "listening on" in daemon.out("logs", cid), "the echo up", 60)
-    fip = daemon.out("fip", "allocate").strip()
-    daemon.out("fip", "attach", fip, "echo")
-    replica = json.loads(daemon.out("inspect", cid))[0]["NetworkSettings"]["IPAddress"]
-    spec = json.loads(daemon.out("service", "inspect", "echo"))[0]
-    vip = spec["Endpoint"]["VirtualIPs"][0]["Addr"].split("/")[0]
 
     wait_until(lambda: _suspended(daemon, cid), "the idle replica suspended", timeout_s=180)
     wait_until(lambda: f"meta l4proto udp dnat ip to {vip}:" in setup.fips_chain(),
