@@ -92,3 +92,44 @@ def udp_echo_image(daemon: Daemon, tmp: Path, image: str, base: str) -> None:
     daemon.out("cp", str(echo), f"{cid}:/udp_echo")
     daemon.out("commit", cid, image)
     daemon.out("rm", cid)
+
+
+# One socket for the session's life: each line of stdin is sent as a datagram to HOST:PORT,
+# and the reply (within 90 s: a resume under TCG) or "timeout" is printed as a line.
+_UDP_SESSION = """
+import socket, sys
+host, port = sys.argv[1], int(sys.argv[2])
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(90)
+for line in sys.stdin:
+    s.sendto(line.strip().encode(), (host, port))
+    try:
+        print(s.recv(4096).decode(), flush=True)
+    except socket.timeout:
+        print("timeout", flush=True)
+"""
+
+
+class UdpSession:
+    """A UDP client in `netns` keeping one socket (one conntrack flow) across `ask`s."""
+
+    def __init__(self, netns: str, host: str, port: int) -> None:
+        self.proc = subprocess.Popen(
+            ["ip", "netns", "exec", netns, "python3", "-c", _UDP_SESSION, host, str(port)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+    def ask(self, payload: str) -> str:
+        """The reply to `payload`, or "timeout"."""
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(payload + "\n")
+        self.proc.stdin.flush()
+        return self.proc.stdout.readline().strip()
+
+    def close(self) -> None:
+        if self.proc.stdin is not None:
+            self.proc.stdin.close()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(10)

@@ -25,7 +25,7 @@ from tests.vm.support import (
     wait_pool_ready,
     wait_until,
 )
-from tests.vm.suspend_support import qemus_of, state_of, udp_exchange
+from tests.vm.suspend_support import UdpSession, qemus_of, state_of, udp_exchange
 
 pytestmark = pytest.mark.vm
 IMG = "steelcup/busybox"
@@ -56,6 +56,24 @@ def _asleep(daemon: Daemon, cid: str, times: int) -> None:
         "the idle container suspended and its ports listening", timeout_s=120)
     assert state_of(daemon, cid)["SteelcupSuspended"] is True
     assert qemus_of(cid) == 0
+
+
+def _suspends(daemon: Daemon, cid: str) -> int:
+    return daemon.log.read_text().count(f"container {cid[:12]}: suspended after")
+
+
+def _dnated_session(daemon: Daemon, cid: str, netns: str, host: str) -> UdpSession:
+    """A client whose first datagram the running container answered through DNAT (one that
+    came while it slept woke it through the wake proxy instead: then a new client)."""
+    for _ in range(3):
+        if state_of(daemon, cid)["SteelcupSuspended"]:
+            udp_exchange(netns, "127.0.0.1", PORT, "wake", 1)
+        resumes = _resumes(daemon, cid)
+        session = UdpSession(netns, host, PORT)
+        if session.ask("s0") == "echo:s0" and _resumes(daemon, cid) == resumes:
+            return session
+        session.close()
+    raise AssertionError("no datagram reached the container awake in 3 tries")
 
 
 def test_a_datagram_wakes_a_suspended_udp_service(tmp_path: Path) -> None:
@@ -94,13 +112,26 @@ def test_a_datagram_wakes_a_suspended_udp_service(tmp_path: Path) -> None:
         _logged(daemon, cid, "gw", ["gw0", "gw1"])
         assert _resumes(daemon, cid) == 2
 
+        # A client whose flow was DNATed to the running container: suspended, its next
+        # datagram (same socket, same conntrack flow) wakes it too, not lost on the way to
+        # the VM that is gone (the suspend had conntrack forget the container's udp flows).
+        session = _dnated_session(daemon, cid, netns, gateway)
+        try:
+            _asleep(daemon, cid, _suspends(daemon, cid) + 1)
+            resumes = _resumes(daemon, cid)
+            assert session.ask("s1") == "echo:s1"
+        finally:
+            session.close()
+        assert _resumes(daemon, cid) == resumes + 1
+
         # A flood while it sleeps: one resume, what was held delivered in order, the rest
         # dropped; the daemon answers on.
-        _asleep(daemon, cid, 3)
+        _asleep(daemon, cid, _suspends(daemon, cid) + 1)
+        resumes = _resumes(daemon, cid)
         replies = udp_exchange(netns, "127.0.0.1", PORT, "flood", 3000, 3000)
         got = [int(r.removeprefix("echo:flood")) for r in replies]
         assert got and got[0] == 0 and got == sorted(got) and len(got) <= 256, got
-        assert _resumes(daemon, cid) == 3  # (it may be asleep again by now: 3 s idle)
+        assert _resumes(daemon, cid) == resumes + 1  # (it may be asleep again: 3 s idle)
         assert daemon.proc.poll() is None
         assert udp_exchange(netns, "127.0.0.1", PORT, "after", 1, 1) == ["echo:after0"]
         daemon.out("rm", "-f", cid)

@@ -23,7 +23,7 @@ from ipaddress import IPv4Address, IPv4Network
 
 from steelcup.errors import Conflict, InvalidArgument, NotFound, Unsupported
 from steelcup.guest.ops import GuestNic
-from steelcup.net import antispoof, dns, fip, ipam, links, netnsnic, nft
+from steelcup.net import antispoof, conntrack, dns, fip, ipam, links, netnsnic, nft
 from steelcup.net import vip as vip_rules
 from steelcup.net.fipmanager import FloatingIps
 from steelcup.net.fipstore import FipStore
@@ -244,6 +244,7 @@ class NetworkManager:
         self._wake_ports: dict[str, int] = {}
         self._udp_wake_ports: dict[str, int] = {}
         self._lock = asyncio.Lock()
+        self.forget_udp_flows = conntrack.forget_udp_flows  # (netns, address); tests replace it
         # the tenant's quota gate around a creation (steelcup.tenancy.quota; none: unlimited)
         self.admit: Admit = unlimited
         self.security_groups = SecurityGroups(SecurityGroupStore(store.connection),
@@ -864,6 +865,16 @@ class NetworkManager:
             live.released = list(dict.fromkeys((*live.released, *live.proxies)))
             live.proxies = []
             await self._apply_rules()
+            # A udp client's flow DNATed to it would stay DNATed to its address (a VM that is
+            # going) until conntrack forgets it; forgotten, its next datagram is a new flow,
+            # which finds the wake listener. (tcp flows stay: a held connection lives on in
+            # the saved VM and answers again after its resume.)
+            for address in self._addresses_of(container_id):
+                try:
+                    await asyncio.to_thread(self.forget_udp_flows, self.host.netns, address)
+                except OSError as exc:
+                    log.warning("container %s: forgetting its udp flows: %s",
+                                container_id[:12], exc)
 
     async def _open_proxies(self, container_id: str, live: _Live, *, strict: bool) -> None:
         """The host's loopback gets a userspace proxy per port (in the port keeper): DNAT

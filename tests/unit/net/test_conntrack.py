@@ -15,7 +15,15 @@ from pathlib import Path
 import pytest
 
 from steelcup.net import conntrack
-from steelcup.net.conntrack import ConntrackError, get_request, parse_original_destination
+from steelcup.net.conntrack import (
+    ConntrackError,
+    answered_by,
+    delete_request,
+    dump_request,
+    get_request,
+    parse_original_destination,
+    split_messages,
+)
 
 SRC = Path(__file__).resolve().parents[3] / "src"
 
@@ -82,6 +90,12 @@ try:
     conntrack.lookup(None, ("10.9.9.9", 4000), ("10.9.9.8", 1))
 except conntrack.ConntrackError as exc:
     print(exc.errno)
+# forgotten by its answerer's address (none of another's), then looked up in vain
+print(conntrack.forget_udp_flows(None, "10.9.9.7"), conntrack.forget_udp_flows(None, "10.9.9.9"))
+try:
+    conntrack.lookup(None, ("10.9.9.9", 4000), client)
+except conntrack.ConntrackError as exc:
+    print(exc.errno)
 """
 RULES = """table ip t {
 \tchain out {
@@ -90,6 +104,24 @@ RULES = """table ip t {
 \t}
 }
 """
+
+
+def test_a_dump_entry_is_matched_by_its_answerer_and_deleted_by_its_original_tuple() -> None:
+    original = tuple_attr(1, ("192.0.2.7", 5000), ("198.51.100.2", 53))
+    reply = tuple_attr(2, ("10.213.0.5", 53), ("192.0.2.7", 5000))
+    entry = answer(original + reply)
+    assert split_messages(entry + entry) == [entry, entry]
+    assert answered_by(entry, "10.213.0.5") == original[4:]
+    assert answered_by(entry, "10.213.0.6") is None
+    assert answered_by(entry, "10.213.0.5", proto=6) is None  # a udp entry is no tcp one
+    request = delete_request(original[4:], 9)
+    assert struct.unpack_from("=HH", request, 4) == ((1 << 8) | 2, 1 | 4)
+    assert request[20:] == original
+    assert dump_request(1)[6:8] == struct.pack("=H", 1 | 0x300)
+    with pytest.raises(ConntrackError, match="truncated"):
+        split_messages(entry[:-4])
+    with pytest.raises(ConntrackError, match="without its tuples"):
+        answered_by(answer(original), "10.213.0.5")
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="DNAT in a namespace of its own: needs root")
@@ -106,6 +138,6 @@ def test_a_real_dnated_flow_is_found_by_its_reply_tuple() -> None:
                              capture_output=True, text=True, timeout=30,
                              env={**os.environ, "PYTHONPATH": str(SRC)})
         assert run.returncode == 0, run.stderr
-        assert run.stdout.split("\n")[:2] == ["('10.9.9.9', 53)", "2"]
+        assert run.stdout.split("\n")[:4] == ["('10.9.9.9', 53)", "2", "0 1", "2"]
     finally:
         subprocess.run(["ip", "netns", "delete", ns], capture_output=True)

@@ -39,6 +39,8 @@ def test_a_dormant_run_holds_its_ports_and_publishes_them_on_demand(tmp_path: Pa
 
     async def scenario() -> None:
         mgr = _manager(tmp_path)
+        forgotten: list[tuple[str | None, str]] = []
+        mgr.forget_udp_flows = lambda netns, address: forgotten.append((netns, address)) or 0
         try:
             att = await mgr.attach(CID, "web", "appnet", tenant="alice", dormant=True,
                                    ports=[PortMapping(80, "tcp", host_port=port)])
@@ -53,6 +55,8 @@ def test_a_dormant_run_holds_its_ports_and_publishes_them_on_demand(tmp_path: Pa
             await mgr.unpublish(CID)
             assert not _dnat(mgr, port) and not _listening(port)
             assert mgr.run_state(CID)[1] == att.ports  # still its own
+            # its udp flows are forgotten: their next datagrams find the wake listener
+            assert forgotten == [(None, att.nics[0].address)]
             await mgr.publish(CID)
             assert _dnat(mgr, port) and _listening(port)
         finally:
@@ -70,6 +74,7 @@ def test_a_dormant_backend_takes_no_virtual_ip_traffic(tmp_path: Path) -> None:
             address = att.nics[0].address
             await mgr.set_backends(vip.id, [address])
             assert address in mgr._live_addresses()[ALICE]
+            mgr.forget_udp_flows = lambda netns, address: 0
             await mgr.unpublish(CID)  # being saved: no VM answers
             assert address not in mgr._live_addresses().get(ALICE, set())
             await mgr.publish(CID)
