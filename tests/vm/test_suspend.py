@@ -19,6 +19,7 @@ from tests.vm.support import (
     leftovers_of,
     need_assets,
     new_netns,
+    print_diagnostics,
     start_daemon,
     stop_daemon,
     wait_pool_ready,
@@ -212,6 +213,9 @@ def test_requests_during_a_suspend_are_held_and_answered(tmp_path: Path) -> None
         assert "suspend" in events and "resume" in events, events
         assert state_of(daemon, cid)["SteelcupSuspended"] is False
         daemon.out("rm", "-f", cid)
+    except BaseException:
+        print_diagnostics(root)
+        raise
     finally:
         stop_daemon(daemon)
         delete_netns(netns)

@@ -414,6 +414,12 @@ class NetworkManager:
 
     def _enable_forwarding(self) -> None:
         links.run(self.host.wrap(["sysctl", "-q", "-w", "net.ipv4.ip_forward=1"]))
+        # A published port's listeners take turns (SO_REUSEPORT: the loopback proxy and a
+        # suspended container's wake proxy, one closing as the other opens). Without this, a
+        # connection the kernel had queued on the one that closes is reset; with it, it moves
+        # to the other (Linux 5.14; an older kernel keeps the old behaviour).
+        with contextlib.suppress(links.LinkError):
+            links.run(self.host.wrap(["sysctl", "-q", "-w", "net.ipv4.tcp_migrate_req=1"]))
 
     async def _start_dns(self, net: NetworkRecord) -> dns.DnsServer:
         server = dns.DnsServer(lambda name, client: self._resolve(net.id, name, client),

@@ -183,10 +183,13 @@ class TcpProxy:
                 self.cap.give()
 
     def stop_listening(self) -> None:
-        """No new connections; those relayed go on until they end (or `close`)."""
+        """No new connections; those relayed go on until they end (or `close`). What the
+        kernel has queued is taken first: closing the listener would reset it (a port's
+        listeners hand over to each other: the loopback proxy and a wake proxy)."""
         if self._listener is not None:
             if self._loop is not None and not self._loop.is_closed():
                 self._loop.remove_reader(self._listener.fileno())
+                self._accept()
             self._listener.close()
             self._listener = None
 

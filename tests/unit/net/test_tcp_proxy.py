@@ -128,3 +128,27 @@ def test_an_idle_relay_is_closed_and_a_stopped_proxy_relays_on() -> None:
             quiet[1].close()
 
     asyncio.run(main())
+
+
+def test_connections_queued_when_it_stops_listening_are_relayed_not_reset() -> None:
+    """The kernel completes handshakes before the proxy accepts: those still queued when it
+    stops listening are taken and relayed (a wake proxy closes as the loopback proxy opens)."""
+
+    async def hello(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"hello")
+        await writer.drain()
+        writer.close()
+
+    async def main() -> None:
+        async with _proxied(hello) as proxy:
+            port = proxy.port
+            clients = [socket.create_connection(("127.0.0.1", port)) for _ in range(5)]
+            proxy.stop_listening()  # before the loop ran `_accept` for them: all queued
+            for client in clients:
+                client.setblocking(False)
+                data = await asyncio.wait_for(
+                    asyncio.get_running_loop().sock_recv(client, 16), 10)
+                assert data == b"hello"
+                client.close()
+
+    asyncio.run(main())
