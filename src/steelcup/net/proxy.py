@@ -89,7 +89,10 @@ class TcpProxy:
 
     With `cap`, a connection beyond it is closed at once (the cap may be shared by several
     proxies); with `idle_timeout_s`, a relayed connection that carried nothing either way
-    for that long is closed.
+    for that long is closed; with `connects_at_once`, at most that many connections to the
+    target are being opened at a time (a wake proxy's held connections go on together once
+    their container runs: a burst that would overflow a small listen backlog in the guest,
+    whose dropped SYNs then wait for TCP's retransmissions, seconds apart).
 
     The bytes are moved by the kernel (`splice` through a pipe per direction): they are not
     copied into this process, which a download through the loopback proxy is bound by."""
@@ -99,7 +102,8 @@ class TcpProxy:
                  before_connect: Callable[[], Awaitable[None]] | None = None,
                  connect_timeout_s: float = CONNECT_TIMEOUT_S,
                  choose_target: ChooseTarget | None = None, cap: ConnectionCap | None = None,
-                 idle_timeout_s: float | None = None) -> None:
+                 idle_timeout_s: float | None = None,
+                 connects_at_once: int | None = None) -> None:
         self.listen = (listen_ip, listen_port)
         self.target = (target_ip, target_port)
         self.netns = netns
@@ -108,6 +112,8 @@ class TcpProxy:
         self.connect_timeout_s = connect_timeout_s
         self.cap = cap
         self.idle_timeout_s = idle_timeout_s
+        self._connecting = (asyncio.Semaphore(connects_at_once) if connects_at_once
+                            else contextlib.nullcontext())
         self._listener: socket.socket | None = None
         self._port = 0
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -167,10 +173,10 @@ class TcpProxy:
             up = socket_in(self.netns, socket.AF_INET, socket.SOCK_STREAM)
             up.setblocking(False)
             try:
-                async with asyncio.timeout(self.connect_timeout_s):
+                async with asyncio.timeout(self.connect_timeout_s), self._connecting:
                     await asyncio.get_running_loop().sock_connect(up, target)
             except (OSError, TimeoutError) as exc:
-                log.debug("proxy %s -> %s: %s", self.listen, target, exc)
+                log.info("proxy %s -> %s: %r", self.listen, target, exc)
                 return
             activity = _Activity(asyncio.get_running_loop().time())
             await asyncio.gather(_splice(conn, up, activity, self.idle_timeout_s),

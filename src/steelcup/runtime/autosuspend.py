@@ -59,6 +59,9 @@ WAKE_MAX_CONNECTIONS = 256
 # is closed: the container has (or could have) been suspended meanwhile, and the relay leads
 # nowhere until a new connection wakes it; it must not hold a slot of the cap for ever.
 WAKE_RELAY_GRACE_S = 5.0
+# Held connections opened to a woken container at a time (net/proxy.py: a burst overflows a
+# small listen backlog, and a dropped SYN waits seconds for its retransmission).
+WAKE_CONNECTS_AT_ONCE = 8
 _UNITS = {"s": 1, "m": 60, "h": 3600}
 _IDLE_RE = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
 
@@ -244,7 +247,8 @@ class AutoSuspender:
                 proxy = TcpProxy(listen_ip, port.host_port, port.container_ip,
                                  port.container_port, self.netns, before_connect=wake,
                                  connect_timeout_s=WAKE_CONNECT_TIMEOUT_S, cap=cap,
-                                 idle_timeout_s=auto_suspend_s + WAKE_RELAY_GRACE_S)
+                                 idle_timeout_s=auto_suspend_s + WAKE_RELAY_GRACE_S,
+                                 connects_at_once=WAKE_CONNECTS_AT_ONCE)
             try:
                 await proxy.start()
             except OSError as exc:

@@ -37,6 +37,7 @@ from steelcup.net.udpwake import UdpWakeRelay
 from steelcup.runtime.autosuspend import (
     UDP_DRAIN_S,
     WAKE_CONNECT_TIMEOUT_S,
+    WAKE_CONNECTS_AT_ONCE,
     WAKE_MAX_CONNECTIONS,
     WAKE_RELAY_GRACE_S,
 )
@@ -187,7 +188,7 @@ class ServiceWaker:
                 continue
             proxy = TcpProxy(vip.address, 0, "", 0, self.netns,
                              connect_timeout_s=WAKE_CONNECT_TIMEOUT_S, cap=cap,
-                             idle_timeout_s=idle_s)
+                             idle_timeout_s=idle_s, connects_at_once=WAKE_CONNECTS_AT_ONCE)
             try:
                 await proxy.start()
                 # before anything is DNATed to it (the port is the kernel's choice)

@@ -152,3 +152,42 @@ def test_connections_queued_when_it_stops_listening_are_relayed_not_reset() -> N
                 client.close()
 
     asyncio.run(main())
+
+
+def test_connects_at_once_opens_that_many_upstream_connections_at_a_time() -> None:
+    async def hello(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"hi")
+        await writer.drain()
+        writer.close()
+
+    async def main() -> None:
+        server = await asyncio.start_server(hello, "127.0.0.1", 0)
+        target = int(server.sockets[0].getsockname()[1])
+        proxy = TcpProxy("127.0.0.1", _free_port(), "127.0.0.1", target, connects_at_once=2)
+        loop = asyncio.get_running_loop()
+        real_connect = loop.sock_connect
+        opening = peak = 0
+
+        async def slow_connect(sock: socket.socket, address: tuple[str, int]) -> None:
+            nonlocal opening, peak
+            opening += 1
+            peak = max(peak, opening)
+            await asyncio.sleep(0.05)  # a handshake that takes a while
+            await real_connect(sock, address)
+            opening -= 1
+
+        loop.sock_connect = slow_connect  # type: ignore[method-assign]
+        try:
+            await proxy.start()
+            clients = [await asyncio.open_connection("127.0.0.1", proxy.port)
+                       for _ in range(6)]
+            for reader, writer in clients:
+                assert await asyncio.wait_for(reader.read(), 10) == b"hi"
+                writer.close()
+            assert peak == 2
+        finally:
+            loop.sock_connect = real_connect  # type: ignore[method-assign]
+            await proxy.close()
+            server.close()
+
+    asyncio.run(main())
