@@ -1537,7 +1537,8 @@ class Runtime:
             self._outcome(live, Op.START, ref)
             self._cancel_restart(live)
             await self._start_locked(live, saved, checkpoints_module.SUSPEND_DIR)
-        await asyncio.to_thread(checkpoints_module.drop_suspended, cdir)
+            # Under `busy`: a suspend right after would write the state this would delete.
+            await asyncio.to_thread(checkpoints_module.drop_suspended, cdir)
         self.publish_event(live.record, "resume")
         return True
 
@@ -1571,8 +1572,8 @@ class Runtime:
                                                     finished_at=now_rfc3339()))
             live.exit_seq += 1  # the run its clients saw ends now (a waiter wakes)
             self.resources.drop_held_ports(live.record.id)
-        await asyncio.to_thread(checkpoints_module.drop_suspended,
-                                self.container_dir(live.record.id))
+            await asyncio.to_thread(checkpoints_module.drop_suspended,
+                                    self.container_dir(live.record.id))
         self.publish_event(live.record, action)
         self.publish_event(live.record, "die", exitCode=str(live.record.state.exit_code))
         await self._notify(live)

@@ -5,6 +5,7 @@ refusals of settings that keep a 9p share mounted, and the runtime's rules for a
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -303,6 +304,40 @@ def test_suspend_ends_the_vm_and_resume_runs_it_on(tmp_path: Path) -> None:
         await vms.next_process()
         await runtime.suspend(record.id)
         await runtime.resume_if_suspended(record.id)
+        assert runtime.record(record.id).state.status is Status.RUNNING
+
+    checkpointing(tmp_path, body)
+
+
+def test_a_suspend_right_after_a_resume_keeps_its_own_state(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The resume drops the old saved state under the container's lock: a suspend asked for
+    as soon as the container runs again waits for that, and what it saves is not deleted by
+    the resume that came before (here the drop is made slow, as a busy disk makes it)."""
+    drop = checkpoints.drop_suspended
+
+    def slow_drop(cdir: Path) -> None:
+        time.sleep(0.3)
+        drop(cdir)
+
+    monkeypatch.setattr(checkpoints, "drop_suspended", slow_drop)
+
+    async def body(runtime: Runtime, vms: FakeVms) -> None:
+        record = runtime.create(config(True), "web")
+        await runtime.start(record.id)
+        await vms.next_process()
+        assert await runtime.suspend(record.id)
+        resuming = asyncio.create_task(runtime.resume(record.id))
+        for _ in range(500):  # running again, the resume not yet done
+            if runtime.record(record.id).state.status is Status.RUNNING:
+                break
+            await asyncio.sleep(0.01)
+        assert not resuming.done()
+        assert await runtime.suspend(record.id)
+        assert await resuming
+        state = runtime.container_dir(record.id) / checkpoints.SUSPEND_DIR
+        assert (state / checkpoints.SUSPEND_NAME / checkpoints.STATE_FILE).exists()
+        assert await runtime.resume(record.id)  # runs on from the second suspend
         assert runtime.record(record.id).state.status is Status.RUNNING
 
     checkpointing(tmp_path, body)
