@@ -270,6 +270,23 @@ int mounts_sync_root(int drop, char *msg, unsigned msglen)
 	return 0;
 }
 
+/* After a share's copy (rc: how it went): the share mounted at staging is unmounted, not
+ * detached (a share still referenced would keep QEMU's migration blocker); if that fails, a
+ * copy that had gone well fails with the reason, and the share is detached after all.
+ * Returns the copy's outcome. */
+static int unmount_staged(const char *staging, int rc, char *msg, unsigned msglen)
+{
+	if (umount2(staging, 0) < 0) {
+		int err = errno;
+		if (rc == 0) {
+			snprintf(msg, msglen, "umount %s after the copy: %s", staging, strerror(err));
+			rc = -err;
+		}
+		umount2(staging, MNT_DETACH);
+	}
+	return rc;
+}
+
 /* CACHE 2: the share (or its directory subdir) is mounted at the staging point, copied into a
  * tmpfs at root and unmounted: the VM then holds no 9p mount of it (QEMU's virtio-9p blocks
  * migration while one is mounted), and the root lives in guest RAM. */
@@ -326,19 +343,9 @@ static int copy_root_to_ram(const char *tag, const char *subdir, const char *roo
 		close(src);
 	if (dst >= 0)
 		close(dst);
+	rc = unmount_staged(SHARE_STAGING, rc, msg, msglen);
 	if (rc < 0)
 		umount2(root, MNT_DETACH);
-	/* Not detached: a share still referenced would keep the migration blocker. */
-	if (umount2(SHARE_STAGING, 0) < 0) {
-		int err = errno;
-		if (rc == 0) {
-			snprintf(msg, msglen, "umount %s after the copy: %s", SHARE_STAGING,
-				 strerror(err));
-			umount2(root, MNT_DETACH);
-			rc = -err;
-		}
-		umount2(SHARE_STAGING, MNT_DETACH);
-	}
 	staged_tag[0] = 0;
 	return rc;
 }
@@ -545,6 +552,7 @@ int mounts_copy_into(const char *root, const char *tag, const char *target, int 
 	}
 	if (src >= 0)
 		close(src);
+	rc = unmount_staged(MOUNTS_COPY_STAGING, rc, msg, msglen);
 	if (rc < 0 && mounted) {
 		int at = dst >= 0 ? dst : open_target_dir(root, target);
 		if (at >= 0) {
@@ -557,16 +565,6 @@ int mounts_copy_into(const char *root, const char *tag, const char *target, int 
 	}
 	if (dst >= 0)
 		close(dst);
-	/* Not detached: a share still referenced would keep the migration blocker. */
-	if (umount2(MOUNTS_COPY_STAGING, 0) < 0) {
-		int err = errno;
-		if (rc == 0) {
-			snprintf(msg, msglen, "umount %s after the copy: %s", MOUNTS_COPY_STAGING,
-				 strerror(err));
-			rc = -err;
-		}
-		umount2(MOUNTS_COPY_STAGING, MNT_DETACH);
-	}
 	return rc;
 }
 

@@ -67,10 +67,8 @@ def _tuple(src: Address, dst: Address, proto: int) -> bytes:
 
 def get_request(reply_src: Address, reply_dst: Address, proto: int, seq: int) -> bytes:
     """An IPCTNL_MSG_CT_GET for the entry whose reply tuple is `reply_src` -> `reply_dst`."""
-    body = struct.pack("!BBH", socket.AF_INET, 0, 0) + _attr(
-        CTA_TUPLE_REPLY | NLA_F_NESTED, _tuple(reply_src, reply_dst, proto))
-    kind = (NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_GET
-    return struct.pack("=IHHII", 16 + len(body), kind, NLM_F_REQUEST, seq, 0) + body
+    return _message(IPCTNL_MSG_CT_GET, NLM_F_REQUEST, seq,
+                    _attr(CTA_TUPLE_REPLY | NLA_F_NESTED, _tuple(reply_src, reply_dst, proto)))
 
 
 def _attrs(data: bytes) -> dict[int, bytes]:
@@ -92,8 +90,8 @@ def parse_original_destination(message: bytes) -> Address:
         raise ConntrackError(errno.EPROTO, "a short netlink message")
     length, kind = struct.unpack_from("=IH", message)
     if kind == NLMSG_ERROR:
-        (code,) = struct.unpack_from("=i", message, 16)
-        raise ConntrackError(-code, os.strerror(-code))
+        code = _error_code(message)
+        raise ConntrackError(code, os.strerror(code))
     if kind != (NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_NEW:
         raise ConntrackError(errno.EPROTO, f"an unexpected netlink message (type {kind})")
     try:
@@ -111,12 +109,17 @@ def lookup(netns: str | None, reply_src: Address, reply_dst: Address,
            proto: int = socket.IPPROTO_UDP) -> Address:
     """The original destination of the flow that `reply_src` answers to `reply_dst` (a
     listener and its client), from the kernel of `netns` (blocking, TIMEOUT_S at most)."""
-    sock = socket_in(netns, socket.AF_NETLINK, socket.SOCK_RAW, proto=NETLINK_NETFILTER)
-    with sock:
-        sock.settimeout(TIMEOUT_S)
-        sock.bind((0, 0))
+    with _ctnetlink(netns) as sock:
         sock.send(get_request(reply_src, reply_dst, proto, 1))
         return parse_original_destination(sock.recv(65536))
+
+
+def _ctnetlink(netns: str | None) -> socket.socket:
+    """A netfilter netlink socket in `netns`, bound, reads bounded by TIMEOUT_S."""
+    sock = socket_in(netns, socket.AF_NETLINK, socket.SOCK_RAW, proto=NETLINK_NETFILTER)
+    sock.settimeout(TIMEOUT_S)
+    sock.bind((0, 0))
+    return sock
 
 
 def _message(msg_type: int, flags: int, seq: int, body: bytes) -> bytes:
@@ -180,10 +183,7 @@ def answered_by(message: bytes, address: str, proto: int = socket.IPPROTO_UDP) -
 def forget_udp_flows(netns: str | None, address: str) -> int:
     """Delete the udp entries `address` answers (blocking); how many went. An entry that
     went meanwhile is no error."""
-    sock = socket_in(netns, socket.AF_NETLINK, socket.SOCK_RAW, proto=NETLINK_NETFILTER)
-    with sock:
-        sock.settimeout(TIMEOUT_S)
-        sock.bind((0, 0))
+    with _ctnetlink(netns) as sock:
         sock.send(dump_request(1))
         doomed = []
         done = False

@@ -123,23 +123,23 @@ class Keeper:
 
     async def _release(self, key: str) -> None:
         """No new connections on the key's port (someone else takes them: a sleeping
-        container's wake proxy); what it relays goes on until it ends or `close`."""
+        container's wake proxy); what it relays goes on until it ends or `close`. A proxy
+        relaying nothing (or a udp one) is closed."""
         self.released = {k: p for k, p in self.released.items() if p.relaying}
-        entry = self.opened.pop(key, None)
+        entry = self.opened.get(key)
         if entry is None:
             return
         proxy = entry[1]
-        if isinstance(proxy, TcpProxy) and proxy.relaying:
-            proxy.stop_listening()
-            older = self.released.pop(key, None)  # released before, opened again since
-            if older is not None:
-                await older.close()
-            self.released[key] = proxy
-            log.info("release %s (%d connections relayed on)", key, proxy.relaying)
+        if not (isinstance(proxy, TcpProxy) and proxy.relaying):
+            await self._close(key)
             return
-        log.info("close %s", key)
-        with contextlib.suppress(Exception):
-            await proxy.close()
+        del self.opened[key]
+        proxy.stop_listening()
+        older = self.released.pop(key, None)  # released before, opened again since
+        if older is not None:
+            await older.close()
+        self.released[key] = proxy
+        log.info("release %s (%d connections relayed on)", key, proxy.relaying)
 
     async def close_all(self) -> None:
         for key in {*self.opened, *self.released}:

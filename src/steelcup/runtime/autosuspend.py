@@ -195,7 +195,7 @@ class AutoSuspender:
             clock = IdleClock(counters, now) if clock is None else clock.observe(counters, now)
             self._clocks[cid] = clock
             if clock.idle_s(now) >= record.config.auto_suspend_s:
-                await self._suspend(cid, clock.idle_s(now), record.config.auto_suspend_s)
+                await self._suspend(cid, clock.idle_s(now))
         for cid in [c for c in (*self._wake, *self._clocks, *self._caps, *self._udp_draining)
                     if c not in seen]:
             self._clocks.pop(cid, None)
@@ -211,7 +211,7 @@ class AutoSuspender:
             if not self._udp_draining[cid]:
                 del self._udp_draining[cid]
 
-    async def _suspend(self, cid: str, idle_s: float, auto_suspend_s: int) -> None:
+    async def _suspend(self, cid: str, idle_s: float) -> None:
         self._clocks.pop(cid, None)
         try:
             if not await self.runtime.suspend(cid):
@@ -219,8 +219,7 @@ class AutoSuspender:
         except SteelcupError as exc:  # not running any more, or the save failed: runs on
             log.warning("container %s: auto-suspend failed: %s", cid[:12], exc)
             return
-        if cid not in self._wake and cid not in self._waking:  # `suspend_changed` could not
-            await self._listen(cid, self.runtime.suspended_ports(cid), auto_suspend_s)
+        # (its wake proxies listen since the suspend began: `suspend_changed`)
         log.info("container %s: suspended after %.0f s without network traffic; its ports "
                  "wake it", cid[:12], idle_s)
 
