@@ -169,6 +169,14 @@ def test_a_sleeping_service_wakes_on_a_datagram_to_its_fip(setup: Setup, tmp_pat
     wait_until(lambda: _suspended(daemon, cid), "the idle replica suspended", timeout_s=180)
     wait_until(lambda: f"meta l4proto udp dnat ip to {vip}:" in setup.fips_chain(),
                "the FIP's udp DNATed to the wake listener", timeout_s=30)
+    # The attack: a container on another network sends udp to the FIP; the FIP's DNAT is
+    # not taken from a bridge, so it reaches neither the replica nor the wake listener.
+    daemon.out("network", "create", "udpother")
+    probe = daemon.cli("run", "--rm", "--network", "udpother", ECHO_IMG, "/udp_echo", "send",
+                       fip, str(ECHO_PORT), "intruder", "5", timeout=180)
+    assert probe.returncode != 0 and b"echo:" not in probe.stdout
+    assert _suspended(daemon, cid) and _resumes(daemon, cid) == 0
+    daemon.out("network", "rm", "udpother")
     assert udp_exchange(setup.outside, fip, ECHO_PORT, "f", 3) == ["echo:f0", "echo:f1",
                                                                     "echo:f2"]
     assert not _suspended(daemon, cid) and _resumes(daemon, cid) == 1
