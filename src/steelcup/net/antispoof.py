@@ -28,18 +28,27 @@ rules look up, so the table loads as fast with 400 containers as with 2 (a chain
 every container's start load ~35 ms more per 150 taps). A `sct*` tap of no endpoint is in no
 set: it sends nothing, and is sent no unicast and no ARP request.
 
+A new endpoint's guard is added to the loaded sets (`update`: ~3 ms) instead of reloading the
+table, whose base chains' hooks make every reload wait for the kernel's RCU grace periods
+(12-40 ms here). Deleting an element waits for one too (~20 ms), so the guards of endpoints
+that are gone stay until the next full load (at most `STALE_MAX` of them): their taps no
+longer exist, and a tap name comes back only with its container and network, which makes
+that update a full load. A stale guard whose tap still runs (a running container
+disconnected with `--force`) is never left: that, too, is a full load.
+
 Runs at bridge prerouting priority -300, before br_netfilter hands the frame to the IP hooks
 (and conntrack): a forged packet never creates a connection-tracking entry.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence, Set
 from dataclasses import dataclass
 
 from steelcup.net import links
 
 TABLE = "steelcup_guard"
+STALE_MAX = 128  # guards of gone endpoints left loaded before a full load drops them
 GROUP_BIT = "01:00:00:00:00:00"  # the I/G bit of a MAC: set for broadcast and multicast
 ZERO_MAC = "00:00:00:00:00:00"
 
@@ -62,6 +71,35 @@ def _set(name: str, kind: str, elements: Sequence[str]) -> str:
     return f"\tset {name} {{ type {kind};{listed} }}"
 
 
+def _macs(guards: Iterable[TapGuard]) -> list[str]:
+    return [f'"{g.tap}" . {g.mac}' for g in guards]
+
+
+def _addresses(guards: Iterable[TapGuard]) -> list[str]:
+    return [f'"{g.tap}" . {g.address}' for g in guards]
+
+
+def _arp_senders(guards: Iterable[TapGuard]) -> list[str]:
+    return [f'"{g.tap}" . {g.mac} . {g.address}' for g in guards]
+
+
+def update(loaded: Set[TapGuard], wanted: Set[TapGuard], live_taps: Set[str]) -> str | None:
+    """The `nft -f` input that brings the loaded guards to `wanted` by adding elements ("":
+    nothing to add), or None when the table must be loaded whole: a stale guard's tap runs
+    or comes back in `wanted`, or too many stale guards piled up."""
+    stale = loaded - wanted
+    if (len(stale) > STALE_MAX or any(g.tap in live_taps for g in stale)
+            or {g.tap for g in stale} & {g.tap for g in wanted}):
+        return None
+    new = sorted(wanted - loaded, key=lambda g: g.tap)
+    for g in new:
+        links.check_ifname(g.tap)
+    return "".join(f"add element bridge {TABLE} {name} {{ {', '.join(elements)} }}\n"
+                   for name, elements in (("macs", _macs(new)),
+                                          ("addresses", _addresses(new)),
+                                          ("arp_senders", _arp_senders(new))) if elements)
+
+
 def render(guards: Sequence[TapGuard], tap_prefix: str) -> str:
     """The `nft -f` input (delete, then recreate) for the taps `guards` (sorted: stable
     output); taps named `tap_prefix*` that are not among them send nothing."""
@@ -72,10 +110,9 @@ def render(guards: Sequence[TapGuard], tap_prefix: str) -> str:
     return "\n".join([
         *delete_lines(),
         f"table bridge {TABLE} {{",
-        _set("macs", "ifname . ether_addr", [f'"{g.tap}" . {g.mac}' for g in taps]),
-        _set("addresses", "ifname . ipv4_addr", [f'"{g.tap}" . {g.address}' for g in taps]),
-        _set("arp_senders", "ifname . ether_addr . ipv4_addr",
-             [f'"{g.tap}" . {g.mac} . {g.address}' for g in taps]),
+        _set("macs", "ifname . ether_addr", _macs(taps)),
+        _set("addresses", "ifname . ipv4_addr", _addresses(taps)),
+        _set("arp_senders", "ifname . ether_addr . ipv4_addr", _arp_senders(taps)),
         "\tchain from_guests {",
         "\t\ttype filter hook prerouting priority -300; policy accept;",
         f"\t\tiifname != {ours} accept",

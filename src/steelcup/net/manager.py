@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import logging
 import os
@@ -234,11 +235,17 @@ class NetworkManager:
         self.upstreams = list(upstreams)
         self._host_routes = host_routes or (lambda: _host_routes(self.host))
         self.dns_port = dns_port
-        self._applied: str | None = None  # the ruleset this manager loaded last
+        # What this manager loaded last (None: unknown): the ruleset but the guards' elements,
+        # and the guards (net/antispoof.py `update`: a new endpoint's are added, not reloaded)
+        self._applied: str | None = None
+        self._guards_loaded: frozenset[antispoof.TapGuard] = frozenset()
         self._dns: dict[str, dns.DnsServer] = {}
         self._live: dict[str, _Live] = {}
         self._held: dict[str, tuple[nft.PublishedPort, ...]] = {}  # suspended containers'
         self._vip_proxies: dict[str, list[str]] = {}  # port keeper keys, by VIP id
+        # Taps being deleted, by name (`_delete_taps`): a tap's name is its container's on its
+        # network, so only that container's next attach waits for it.
+        self._deleting: dict[str, asyncio.Task[None]] = {}
         # The host's wake listeners on a VIP's address (services/waker.py), by VIP id: while
         # the VIP has no live backends its tcp connections and datagrams go there (net/vip.py).
         self._wake_ports: dict[str, int] = {}
@@ -392,6 +399,7 @@ class NetworkManager:
             if keep:
                 kept_proxies |= any(self._vip_proxies.values())
             self._vip_proxies.clear()
+            await self._taps_deleted()
             for server in self._dns.values():
                 server.close()
             self._dns.clear()
@@ -479,16 +487,24 @@ class NetworkManager:
                                   for ep in self.store.endpoints()},
                                  {v.id: by_address[str(IPv4Address(v.address))]
                                   for v in vip_records if v.address})
-        text = nft.render(nets, ports, vips, fips, self.fips.pool)
-        text += antispoof.render(self._tap_guards(), TAP_PREFIX)
+        main = nft.render(nets, ports, vips, fips, self.fips.pool)
         nics = self._endpoint_nics()
         if any(self.security_groups.groups_of(cid) for cid in nics):
             await asyncio.to_thread(self._ensure_bridge_netfilter)
-        text += self.security_groups.render(nics)
-        if text != self._applied:
+        groups = self.security_groups.render(nics)
+        guards = frozenset(self._tap_guards())
+        added = None
+        if main + groups == self._applied:
+            live_taps = {tap for live in self._live.values() for tap in live.taps}
+            added = antispoof.update(self._guards_loaded, guards, live_taps)
+        if added is None or added:
+            loaded = self._guards_loaded | guards if added else guards
             self._applied = None  # unknown until the load succeeds
-            await asyncio.to_thread(nft.apply, self.host, text)
-            self._applied = text
+            await asyncio.to_thread(
+                nft.apply, self.host,
+                added or main + antispoof.render(sorted(guards, key=lambda g: g.tap),
+                                                 TAP_PREFIX) + groups)
+            self._applied, self._guards_loaded = main + groups, loaded
         await self.fips.sync_addresses(fips)  # after the rules: no address before its DNAT
 
     def _live_addresses(self) -> dict[str, set[str]]:
@@ -834,6 +850,7 @@ class NetworkManager:
                         ifname=f"eth{i}", default_route=(i == 0 and not net.internal),
                         aliases=ep.aliases,
                     ))
+                await self._taps_deleted(live.taps)  # a restart's: its last run's taps
                 await self._reserve(container_id, live, nics[0], ports)
                 if not dormant:
                     await self._open_proxies(container_id, live, strict=True)
@@ -955,13 +972,36 @@ class NetworkManager:
             return
         for key in (*live.proxies, *live.released):
             await self.ports.close(key)
-        for tap in live.taps:
-            try:
-                await asyncio.to_thread(links.delete_link, self.host, tap)
-            except links.LinkError as exc:
-                log.warning("deleting tap %s: %s", tap, exc)
+        self._delete_taps(live.taps)
         if live.ports or self._is_backend(container_id):
             await self._apply_rules()
+
+    def _delete_taps(self, taps: Sequence[str]) -> None:
+        """Delete a gone VM's taps, in the background: the kernel unregisters a device only
+        after RCU grace periods (15-50 ms a tap here), which a `run --rm` would otherwise wait
+        for. The tap no longer carries anything (QEMU closed it, so the bridge port is down and
+        its forwarding entries flushed); `attach` waits for a deletion of a tap it plans,
+        `close` for all."""
+        for tap in taps:
+            task = asyncio.create_task(self._delete_tap(tap), name=f"delete-{tap}")
+            self._deleting[tap] = task
+            task.add_done_callback(functools.partial(self._tap_deleted, tap))
+
+    def _tap_deleted(self, tap: str, task: asyncio.Task[None]) -> None:
+        if self._deleting.get(tap) is task:
+            del self._deleting[tap]
+
+    async def _delete_tap(self, tap: str) -> None:
+        try:
+            await asyncio.to_thread(links.delete_link, self.host, tap)
+        except links.LinkError as exc:
+            log.warning("deleting tap %s: %s", tap, exc)
+
+    async def _taps_deleted(self, taps: Collection[str] | None = None) -> None:
+        """Until the deletions of `taps` (None: of all) have ended."""
+        pending = [t for name, t in self._deleting.items() if taps is None or name in taps]
+        if pending:
+            await asyncio.gather(*pending)
 
     def _is_backend(self, container_id: str) -> bool:
         addresses = {(e.network_id, e.address) for e in self.container_endpoints(container_id)}

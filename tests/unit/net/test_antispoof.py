@@ -56,6 +56,39 @@ def test_no_container_still_drops_unknown_taps() -> None:
     assert 'iifname != "sct*" accept' in text and "iifname . ether saddr != @macs" in text
 
 
+A = TapGuard("scta", "02:42:0a:09:00:02", "10.9.0.2")
+B = TapGuard("sctb", "02:42:0a:09:00:03", "10.9.0.3")
+C = TapGuard("sctc", "02:42:0a:09:00:04", "10.9.0.4")
+
+
+def test_a_new_endpoints_guard_is_added_not_reloaded() -> None:
+    text = antispoof.update({A, B}, {A, B, C}, {"scta", "sctb", "sctc"})
+    assert text == (
+        'add element bridge steelcup_guard macs { "sctc" . 02:42:0a:09:00:04 }\n'
+        'add element bridge steelcup_guard addresses { "sctc" . 10.9.0.4 }\n'
+        'add element bridge steelcup_guard arp_senders { "sctc" . 02:42:0a:09:00:04 . '
+        '10.9.0.4 }\n')
+    assert antispoof.update({A, B}, {A, B}, {"scta"}) == ""
+
+
+def test_guards_of_gone_taps_stay_until_a_full_load() -> None:
+    text = antispoof.update({A, B}, {B, C}, {"sctb", "sctc"})
+    assert text is not None and "scta" not in text and "sctc" in text
+    many = {TapGuard(f"sctx{i}", A.mac, A.address) for i in range(antispoof.STALE_MAX + 1)}
+    assert antispoof.update(many, {C}, set()) is None
+
+
+def test_a_stale_guard_of_a_running_tap_needs_a_full_load() -> None:
+    """A running container disconnected with --force: its tap may no longer send as the
+    address it had, which may be another container's next."""
+    assert antispoof.update({A, B}, {B}, {"scta", "sctb"}) is None
+
+
+def test_a_tap_back_with_other_addresses_needs_a_full_load() -> None:
+    moved = TapGuard("scta", "02:42:0a:09:00:09", "10.9.0.9")
+    assert antispoof.update({A, B}, {moved, B}, set()) is None
+
+
 def test_bad_tap_name_rejected() -> None:
     with pytest.raises(LinkError):
         antispoof.render([TapGuard('x" drop', "02:42:0a:d5:00:02", "10.213.0.2")], "sct")
@@ -221,3 +254,16 @@ def test_a_forged_or_unknown_sender_reaches_nobody(lan: Lan) -> None:
     lan.guard(True)
     lan.ping("a", "10.9.0.3", count=2)
     assert lan.seen("b") == 2
+
+
+def test_an_added_guard_lets_its_tap_send(lan: Lan) -> None:
+    """The table loaded for a and b; c's guard comes by `update`, as a new endpoint's does."""
+    a, b, c = lan.guards
+    lan.guards = [a, b]
+    lan.guard(True)
+    assert lan.ping("c", "10.9.0.3", count=2) != 0
+    text = antispoof.update({a, b}, {a, b, c}, {"scta", "sctb", "sctc"})
+    assert text
+    load = lan.run("h", "nft", "-f", "-", text=text)
+    assert load.returncode == 0, load.stderr
+    assert lan.ping("c", "10.9.0.3", count=2) == 0

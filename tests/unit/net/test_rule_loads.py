@@ -1,0 +1,127 @@
+"""What the network manager loads into the kernel, and when, as containers come and go: a new
+endpoint's anti-spoofing guard is added to the loaded sets rather than the ruleset reloaded
+(each reload waits for RCU grace periods), and a gone VM's taps are deleted in the background,
+with a restart of the same container waiting for them. Without a kernel (tests/unit/net/
+test_vips.py's DryHost): the texts `nft.apply` is given and the order of the deletions."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from steelcup.net import links, nft
+from steelcup.net.links import Host
+from steelcup.net.manager import NetworkManager
+from steelcup.net.model import PortMapping
+from tests.unit.net.test_vips import ALICE, _manager
+
+
+@pytest.fixture
+def loads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    seen: list[str] = []
+    monkeypatch.setattr(nft, "apply", lambda host, text: seen.append(text))
+    return seen
+
+
+async def _start(mgr: NetworkManager, cid: str) -> str:
+    """The container (on appnet, no ports) runs; its tap."""
+    att = await mgr.attach(cid * 64, f"c{cid}", "appnet", tenant="alice")
+    return att.nics[0].tap
+
+
+def test_a_new_container_adds_its_guard_and_a_restart_loads_nothing(
+        tmp_path: Path, loads: list[str]) -> None:
+    async def scenario() -> None:
+        mgr = _manager(tmp_path)
+        try:
+            first = await _start(mgr, "a")
+            assert len(loads) == 1 and "delete table bridge steelcup_guard" in loads[0]
+            await mgr.detach("a" * 64)
+            second = await _start(mgr, "b")
+            assert len(loads) == 2
+            assert loads[1].startswith("add element bridge steelcup_guard macs")
+            assert second in loads[1] and first not in loads[1]
+            assert "table" not in loads[1].replace("add element bridge steelcup_guard", "")
+            await mgr.detach("b" * 64)
+            await _start(mgr, "b")  # its guard is loaded: nothing to do
+            assert len(loads) == 2
+        finally:
+            await mgr.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_removed_containers_guard_goes_with_the_next_full_load(
+        tmp_path: Path, loads: list[str]) -> None:
+    async def scenario() -> None:
+        mgr = _manager(tmp_path)
+        try:
+            gone = await _start(mgr, "a")
+            await mgr.release("a" * 64)
+            await _start(mgr, "b")
+            assert gone not in loads[-1]  # an addition only: its guard stays meanwhile
+            await mgr.release("b" * 64)
+            # a published port changes the main table: the load is whole, and current
+            await mgr.attach("c" * 64, "cc", "appnet", tenant="alice",
+                             ports=[PortMapping(80, "tcp", host_port=18080)])
+            assert "delete table bridge steelcup_guard" in loads[-1]
+            assert gone not in loads[-1]
+        finally:
+            await mgr.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_running_container_disconnected_by_force_loses_its_guard_at_the_next_load(
+        tmp_path: Path, loads: list[str]) -> None:
+    """Its address is free for the next container; its VM, still running, must not keep the
+    right to send as it."""
+    async def scenario() -> None:
+        mgr = _manager(tmp_path)
+        try:
+            running = await _start(mgr, "a")
+            mgr.disconnect(ALICE, "a" * 64, force=True)
+            await _start(mgr, "b")
+            assert "delete table bridge steelcup_guard" in loads[-1]
+            assert running not in loads[-1]
+        finally:
+            await mgr.close()
+
+    asyncio.run(scenario())
+
+
+def test_taps_are_deleted_in_the_background_and_a_restart_waits(
+        tmp_path: Path, loads: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    events: list[str] = []
+    release = threading.Event()
+
+    def slow_delete(host: Host, name: str) -> None:
+        release.wait(5)
+        time.sleep(0.05)
+        events.append(f"deleted {name}")
+
+    monkeypatch.setattr(links, "delete_link", slow_delete)
+
+    async def scenario() -> None:
+        mgr = _manager(tmp_path)
+        try:
+            tap = await _start(mgr, "a")
+            await mgr.detach("a" * 64)
+            events.append("detached")  # before the deletion: it waits for `release`
+            restart = asyncio.create_task(_start(mgr, "a"))
+            await asyncio.sleep(0.1)
+            assert not restart.done()  # its tap's name is still taken
+            release.set()
+            assert await restart == tap
+            events.append("restarted")
+            assert events == ["detached", f"deleted {tap}", "restarted"]
+            await mgr.detach("a" * 64)
+        finally:
+            await mgr.close()
+        assert events[-1] == f"deleted {tap}"  # close waits for the deletions under way
+
+    asyncio.run(scenario())
