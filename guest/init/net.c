@@ -63,6 +63,31 @@ static int find_by_mac(int sock, const uint8_t mac[6], char name[IFNAMSIZ])
 	return rc;
 }
 
+/* Writes `value` to the /proc/sys file `path`. */
+static int write_sysctl(const char *path, const char *value)
+{
+	int fd = open(path, O_WRONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	size_t len = strlen(value);
+	int rc = write(fd, value, len) == (ssize_t)len ? 0 : -errno;
+	close(fd);
+	return rc;
+}
+
+/* The NIC gets no IPv6, as dockerd does for an endpoint on an IPv4-only network: containers
+ * have none (the host's guard drops every IPv6 frame a guest sends), and bringing the NIC up
+ * with IPv6 on costs a link-local address, its duplicate detection, MLD reports and router
+ * solicitations, and keeps their timers waking the idle VM. Sockets bound to :: still work.
+ * A kernel without IPv6 has no such file: nothing to do. */
+static int no_ipv6(const char *name)
+{
+	char path[64 + IFNAMSIZ];
+	snprintf(path, sizeof(path), "/proc/sys/net/ipv6/conf/%s/disable_ipv6", name);
+	int rc = write_sysctl(path, "1");
+	return rc == -ENOENT ? 0 : rc;
+}
+
 static int set_up(int sock, const char *name)
 {
 	struct ifreq ifr;
@@ -183,6 +208,11 @@ static int configure(int sock, const struct net_req *r, char *msg, unsigned msgl
 			return rc;
 		}
 	}
+	rc = no_ipv6(name);
+	if (rc < 0) {
+		snprintf(msg, msglen, "disable IPv6 on %s: %s", name, strerror(-rc));
+		return rc;
+	}
 	/* Up before the address, and the announcement after it: see announce(). */
 	rc = set_up(sock, name);
 	if (rc < 0) {
@@ -233,11 +263,7 @@ static int configure(int sock, const struct net_req *r, char *msg, unsigned msgl
 
 int net_boot(void)
 {
-	int fd = open(ARP_NOTIFY, O_WRONLY | O_CLOEXEC);
-	if (fd < 0)
-		return -errno;
-	int rc = write(fd, "1", 1) == 1 ? 0 : -errno;
-	close(fd);
+	int rc = write_sysctl(ARP_NOTIFY, "1");
 	if (rc < 0)
 		return rc;
 	int sock = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);

@@ -147,3 +147,17 @@ def test_docker_cli_volume_size_inspect_and_system_df(daemon: Daemon) -> None:
         assert info["Options"] == {"size": "48m"}
     finally:
         _docker(daemon, "volume", "rm", "sized", "bymount")
+
+
+def test_a_containers_nic_has_no_ipv6_and_its_loopback_keeps_it(daemon: Daemon) -> None:
+    """As dockerd on an IPv4-only network: no link-local address, duplicate detection or MLD
+    on the NIC (the host drops a guest's IPv6 anyway); `::1` stays, and `::` can be bound."""
+    out = daemon.out("run", "--rm", IMG, "sh", "-c",
+                     "cat /proc/sys/net/ipv6/conf/eth0/disable_ipv6; echo ==; "
+                     "ip -6 addr show dev eth0; echo ==; ip -6 addr show dev lo; echo ==; "
+                     "httpd -p '[::]:8080' -h / && netstat -ltn | grep 8080")
+    flag, nic, loopback, listening = out.split("==")
+    assert flag.strip() == "1", out
+    assert "inet6" not in nic, out
+    assert "inet6 ::1" in loopback, out
+    assert ":::8080" in listening, out
