@@ -477,22 +477,23 @@ class NetworkManager:
         container that ran before leaves it as it was: no `nft`)."""
         ports = [p for live in self._live.values() if not live.dormant for p in live.ports]
         nets = self.store.networks()
+        endpoints = self.store.endpoints()  # read once: hundreds of rows, decoded each time
         vip_records = self.store.vips()
-        vips = vip_rules.targets(vip_records, nets, self._live_addresses(), self._wake_ports,
-                                 self._udp_wake_ports)
+        vips = vip_rules.targets(vip_records, nets, self._live_addresses(endpoints),
+                                 self._wake_ports, self._udp_wake_ports)
         bridges = {n.id: n.bridge for n in nets}
         by_address = {v.address: v for v in vips}
         fips = self.fips.targets({(ep.container_id, ep.network_id): (ep.address,
                                                                     bridges[ep.network_id])
-                                  for ep in self.store.endpoints()},
+                                  for ep in endpoints},
                                  {v.id: by_address[str(IPv4Address(v.address))]
                                   for v in vip_records if v.address})
         main = nft.render(nets, ports, vips, fips, self.fips.pool)
-        nics = self._endpoint_nics()
-        if any(self.security_groups.groups_of(cid) for cid in nics):
+        nics = self._endpoint_nics(nets, endpoints)
+        if self.security_groups.has_members(nics):
             await asyncio.to_thread(self._ensure_bridge_netfilter)
         groups = self.security_groups.render(nics)
-        guards = frozenset(self._tap_guards())
+        guards = frozenset(self._tap_guards(endpoints))
         added = None
         if main + groups == self._applied:
             live_taps = {tap for live in self._live.values() for tap in live.taps}
@@ -507,10 +508,11 @@ class NetworkManager:
             self._applied, self._guards_loaded = main + groups, loaded
         await self.fips.sync_addresses(fips)  # after the rules: no address before its DNAT
 
-    def _live_addresses(self) -> dict[str, set[str]]:
+    def _live_addresses(self, endpoints: Sequence[Endpoint] | None = None
+                        ) -> dict[str, set[str]]:
         """Addresses of running containers (but dormant ones: no VM answers), by network id."""
         out: dict[str, set[str]] = {}
-        for ep in self.store.endpoints():
+        for ep in self.store.endpoints() if endpoints is None else endpoints:
             live = self._live.get(ep.container_id)
             if live is not None and not live.dormant:
                 out.setdefault(ep.network_id, set()).add(ep.address)
@@ -524,12 +526,14 @@ class NetworkManager:
     def _addresses_of(self, container_id: str) -> list[str]:
         return [ep.address for ep in self.container_endpoints(container_id)]
 
-    def _endpoint_nics(self) -> dict[str, list[tuple[str, str]]]:
+    @staticmethod
+    def _endpoint_nics(nets: Sequence[NetworkRecord], endpoints: Sequence[Endpoint]
+                       ) -> dict[str, list[tuple[str, str]]]:
         """(address, gateway) of every endpoint, by container id: a stopped container's
         address stays its own, so its rules can stay too (a start or stop loads nothing)."""
-        gateways = {n.id: n.gateway for n in self.store.networks()}
+        gateways = {n.id: n.gateway for n in nets}
         out: dict[str, list[tuple[str, str]]] = {}
-        for ep in self.store.endpoints():
+        for ep in endpoints:
             out.setdefault(ep.container_id, []).append((ep.address, gateways[ep.network_id]))
         return out
 
@@ -546,13 +550,14 @@ class NetworkManager:
                               f"br_netfilter), which is not available: {exc}") from exc
         self._bridge_netfilter = True
 
-    def _tap_guards(self) -> list[antispoof.TapGuard]:
+    @staticmethod
+    def _tap_guards(endpoints: Sequence[Endpoint]) -> list[antispoof.TapGuard]:
         """Every endpoint's tap with the one MAC and address it may send from. A tap's name is
         a function of container and network, and an endpoint keeps its address while it
         exists: the guard is there before the tap is made, and stays across stop and start,
         so only a new endpoint changes this part of the ruleset."""
         return [antispoof.TapGuard(_tap_name(ep.container_id, ep.network_id), ep.mac,
-                                   ep.address) for ep in self.store.endpoints()]
+                                   ep.address) for ep in endpoints]
 
     # -- networks ----------------------------------------------------------------------------
 

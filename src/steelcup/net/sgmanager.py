@@ -10,7 +10,7 @@ Everything is per tenant: a group's name is looked up in the caller's tenant onl
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 
 from steelcup.defaults import SECURITY_GROUPS_LABEL
 from steelcup.errors import Conflict, InvalidArgument, NotFound
@@ -100,6 +100,10 @@ class SecurityGroups:
 
     def groups_of(self, container_id: str) -> list[str]:
         return self.store.groups_of(container_id)
+
+    def has_members(self, container_ids: Collection[str]) -> bool:
+        """Whether any of `container_ids` is in a group (one query, however many)."""
+        return any(cid in container_ids for _, _, cid in self.store.memberships())
 
     async def join(self, container_id: str, tenant: str, names: Sequence[str]) -> None:
         """At create: the container is in `names` (checked) from its first start."""
