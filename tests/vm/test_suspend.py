@@ -39,7 +39,9 @@ PROGRAM = ("mkdir -p /www && echo hello from suspend > /www/index.html && httpd 
 def _fetch(netns: str, url: str) -> str:
     probe = ("import urllib.request\n"
              f"print(urllib.request.urlopen('{url}', timeout=60).read().decode(), end='')\n")
-    return in_netns(netns, "python3", "-c", probe, timeout=90).stdout.decode()
+    got = in_netns(netns, "python3", "-c", probe, timeout=90)
+    # a failure says why (the client's error), not just that nothing came
+    return got.stdout.decode() if got.returncode == 0 else f"failed: {got.stderr.decode()}"
 
 
 def test_a_suspended_container_runs_on_when_resumed(tmp_path: Path) -> None:
@@ -143,6 +145,9 @@ def test_an_idle_container_is_suspended_and_a_connection_resumes_it(tmp_path: Pa
                    "suspended again", timeout_s=120)
         assert _fetch(netns, f"http://127.0.0.1:{AUTO_PORT}/") == "hello from suspend\n"
         daemon.out("rm", "-f", cid)
+    except BaseException:
+        print_diagnostics(root)
+        raise
     finally:
         stop_daemon(daemon)
         delete_netns(netns)

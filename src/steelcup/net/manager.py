@@ -235,10 +235,12 @@ class NetworkManager:
         self.upstreams = list(upstreams)
         self._host_routes = host_routes or (lambda: _host_routes(self.host))
         self.dns_port = dns_port
-        # What this manager loaded last (None: unknown): the ruleset but the guards' elements,
-        # and the guards (net/antispoof.py `update`: a new endpoint's are added, not reloaded)
+        # What this manager loaded last (None: unknown): the ruleset but the guards' elements
+        # and the published ports' rules, then the guards and the ports. A new endpoint's
+        # guard and a new port's rule are added to what is loaded (`_apply_rules`).
         self._applied: str | None = None
         self._guards_loaded: frozenset[antispoof.TapGuard] = frozenset()
+        self._ports_loaded: frozenset[nft.PublishedPort] = frozenset()
         self._dns: dict[str, dns.DnsServer] = {}
         self._live: dict[str, _Live] = {}
         self._held: dict[str, tuple[nft.PublishedPort, ...]] = {}  # suspended containers'
@@ -488,24 +490,30 @@ class NetworkManager:
                                   for ep in endpoints},
                                  {v.id: by_address[str(IPv4Address(v.address))]
                                   for v in vip_records if v.address})
-        main = nft.render(nets, ports, vips, fips, self.fips.pool)
         nics = self._endpoint_nics(nets, endpoints)
         if self.security_groups.has_members(nics):
             await asyncio.to_thread(self._ensure_bridge_netfilter)
         groups = self.security_groups.render(nics)
+        # Without the published ports' rules: those are compared apart, as the guards are
+        rest = nft.render(nets, (), vips, fips, self.fips.pool) + groups
         guards = frozenset(self._tap_guards(endpoints))
-        added = None
-        if main + groups == self._applied:
+        wanted_ports = frozenset(ports)
+        added = None  # None: load the whole ruleset
+        if rest == self._applied and wanted_ports >= self._ports_loaded:
             live_taps = {tap for live in self._live.values() for tap in live.taps}
             added = antispoof.update(self._guards_loaded, guards, live_taps)
+            if added is not None:
+                added += nft.add_ports(sorted(wanted_ports - self._ports_loaded,
+                                              key=lambda p: (p.proto, p.host_port)))
         if added is None or added:
             loaded = self._guards_loaded | guards if added else guards
             self._applied = None  # unknown until the load succeeds
             await asyncio.to_thread(
                 nft.apply, self.host,
-                added or main + antispoof.render(sorted(guards, key=lambda g: g.tap),
-                                                 TAP_PREFIX) + groups)
-            self._applied, self._guards_loaded = main + groups, loaded
+                added or (nft.render(nets, ports, vips, fips, self.fips.pool)
+                          + antispoof.render(sorted(guards, key=lambda g: g.tap), TAP_PREFIX)
+                          + groups))
+            self._applied, self._guards_loaded, self._ports_loaded = rest, loaded, wanted_ports
         await self.fips.sync_addresses(fips)  # after the rules: no address before its DNAT
 
     def _live_addresses(self, endpoints: Sequence[Endpoint] | None = None

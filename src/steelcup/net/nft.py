@@ -114,9 +114,7 @@ def render(networks: Sequence[NetworkRecord], ports: Sequence[PublishedPort] = (
 
     out("\tchain ports {")
     for p in sorted(ports, key=lambda p: (p.proto, p.host_port, p.host_ip)):
-        match = f"ip daddr {p.host_ip} " if p.host_ip else ""
-        out(f"\t\t{match}{p.proto} dport {p.host_port} "
-            f"dnat ip to {p.container_ip}:{p.container_port}")
+        out(f"\t\t{port_rule(p)}")
     lines.extend(vip.port_rules(vips))
     out("\t}")
 
@@ -146,6 +144,21 @@ def render(networks: Sequence[NetworkRecord], ports: Sequence[PublishedPort] = (
     out("\t}")
     out("}")
     return "\n".join(lines) + "\n"
+
+
+def port_rule(p: PublishedPort) -> str:
+    """The `ports` chain's rule for a published port. No two published ports (of containers
+    or VIPs) share a host port and protocol, so the chain's rules never overlap and their
+    order does not matter."""
+    match = f"ip daddr {p.host_ip} " if p.host_ip else ""
+    return f"{match}{p.proto} dport {p.host_port} dnat ip to {p.container_ip}:{p.container_port}"
+
+
+def add_ports(ports: Sequence[PublishedPort]) -> str:
+    """`nft -f` input that adds the rules of `ports` to a loaded table's `ports` chain: ~3 ms,
+    where reloading the table waits for RCU grace periods (deleting a rule does too)."""
+    return "".join(f"add rule inet {TABLE} ports {port_rule(p)}\n"
+                   for p in sorted(ports, key=lambda p: (p.proto, p.host_port, p.host_ip)))
 
 
 def _tenant_isolation(nets: Sequence[NetworkRecord]) -> list[str]:

@@ -31,7 +31,7 @@ def _listening(port: int) -> bool:
 
 
 def _dnat(mgr: NetworkManager, port: int) -> bool:
-    return f"tcp dport {port} dnat ip to" in (mgr._applied or "")
+    return any(p.host_port == port for p in mgr._ports_loaded)
 
 
 def test_a_dormant_run_holds_its_ports_and_publishes_them_on_demand(tmp_path: Path) -> None:

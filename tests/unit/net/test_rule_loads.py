@@ -65,9 +65,10 @@ def test_a_removed_containers_guard_goes_with_the_next_full_load(
             await _start(mgr, "b")
             assert gone not in loads[-1]  # an addition only: its guard stays meanwhile
             await mgr.release("b" * 64)
-            # a published port changes the main table: the load is whole, and current
+            # a published port that goes away makes the next load whole, and current
             await mgr.attach("c" * 64, "cc", "appnet", tenant="alice",
                              ports=[PortMapping(80, "tcp", host_port=18080)])
+            await mgr.detach("c" * 64)
             assert "delete table bridge steelcup_guard" in loads[-1]
             assert gone not in loads[-1]
         finally:
@@ -123,5 +124,31 @@ def test_taps_are_deleted_in_the_background_and_a_restart_waits(
         finally:
             await mgr.close()
         assert events[-1] == f"deleted {tap}"  # close waits for the deletions under way
+
+    asyncio.run(scenario())
+
+
+def test_a_published_port_is_added_and_its_removal_reloads(tmp_path: Path,
+                                                           loads: list[str]) -> None:
+    """A port's DNAT rule is added to the loaded `ports` chain; taking one away (a rule's
+    deletion waits for RCU anyway) loads the whole ruleset, without it."""
+    async def scenario() -> None:
+        mgr = _manager(tmp_path)
+        try:
+            await _start(mgr, "a")
+            await mgr.attach("b" * 64, "web", "appnet", tenant="alice",
+                             ports=[PortMapping(80, "tcp", host_port=18081)])
+            assert loads[-1].startswith("add element")  # b's guard, then its port
+            assert "add rule inet steelcup ports tcp dport 18081 dnat ip to 10.213.1." in loads[-1]
+            assert "table" not in loads[-1].replace("bridge steelcup_guard", "").replace(
+                "inet steelcup ports", "")
+            await mgr.detach("b" * 64)
+            assert "delete table inet steelcup" in loads[-1]
+            assert "dport 18081" not in loads[-1]
+            await mgr.attach("b" * 64, "web", "appnet", tenant="alice",
+                             ports=[PortMapping(80, "tcp", host_port=18081)])
+            assert loads[-1].startswith("add rule inet steelcup ports tcp dport 18081")
+        finally:
+            await mgr.close()
 
     asyncio.run(scenario())
