@@ -234,18 +234,22 @@ def test_a_forged_or_unknown_sender_reaches_nobody(lan: Lan) -> None:
     lan.guard(True)
     assert lan.ping("a", "10.9.0.3", count=2) == 0
     lan.count_at("b", "icmp type echo-request")
-    lan.ip("addr", "del", "10.9.0.2/24", "dev", "eth0", ns="a")
-    lan.ip("addr", "add", "10.9.0.4/24", "dev", "eth0", ns="a")
-    lan.ip("neigh", "replace", "10.9.0.3", "lladdr", "02:42:0a:09:00:03", "dev", "eth0",
-           ns="a")
-    lan.ping("a", "10.9.0.3", count=2)
+
+    def readdress(old: str, new: str) -> None:
+        lan.ip("addr", "del", f"{old}/24", "dev", "eth0", ns="a")
+        lan.ip("addr", "add", f"{new}/24", "dev", "eth0", ns="a")
+
+    def ping_b_knowing_its_mac() -> None:
+        lan.ip("neigh", "replace", "10.9.0.3", "lladdr", "02:42:0a:09:00:03", "dev", "eth0",
+               ns="a")
+        lan.ping("a", "10.9.0.3", count=2)
+
+    readdress("10.9.0.2", "10.9.0.4")
+    ping_b_knowing_its_mac()
     assert lan.seen("b") == 0
-    lan.ip("addr", "del", "10.9.0.4/24", "dev", "eth0", ns="a")
-    lan.ip("addr", "add", "10.9.0.2/24", "dev", "eth0", ns="a")
+    readdress("10.9.0.4", "10.9.0.2")
     lan.ip("link", "set", "eth0", "address", "02:42:de:ad:be:ef", ns="a")
-    lan.ip("neigh", "replace", "10.9.0.3", "lladdr", "02:42:0a:09:00:03", "dev", "eth0",
-           ns="a")
-    lan.ping("a", "10.9.0.3", count=2)
+    ping_b_knowing_its_mac()
     assert lan.seen("b") == 0
     lan.ip("link", "set", "eth0", "address", "02:42:0a:09:00:02", ns="a")
     assert lan.ping("a", "10.9.0.3", count=2) == 0
