@@ -272,7 +272,8 @@ class _NetApi:
                                         req.principal.tenant)
         self.networks.disconnect(req.params["id"], record.id,
                                  force=bool(body.get("Force", False)))
-        # its address may go to another container next: its guard and a floating IP's NAT to
-        # it go now (a no-op when the ruleset is the same)
+        # its address may go to another container next: a floating IP's NAT to it goes now,
+        # and so does a running container's guard (its tap runs on: net/antispoof.py `update`;
+        # a stopped one's tap is gone, and its guard with the next full load)
         await self.networks.reload_rules()
         return EmptyResponse(200)
