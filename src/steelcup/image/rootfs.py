@@ -126,13 +126,24 @@ def prepare(
     for d in lowers:
         if not d.is_dir():
             raise ImageError(f"layer directory {d} is missing")
+    # nosuid,nodev: whatever a guest or an image made of its files, executing or opening them
+    # through this mount grants nothing on the host.
+    direct = _direct_options(lowers, Path(os.path.abspath(container_dir / upper)),
+                             Path(os.path.abspath(container_dir / work)))
+    if direct is not None:
+        try:
+            sysmount.mount("overlay", rootfs, "overlay", sysmount.MS_NOSUID | sysmount.MS_NODEV,
+                           direct)
+        except OSError as exc:
+            release(container_dir)
+            raise SteelcupError(f"mounting the container rootfs failed: {exc.strerror or exc}"
+                                ) from exc
+        return rootfs
     # topmost first; relative short names, resolved against the mount's cwd
     names = []
     for i, d in enumerate(reversed(lowers)):
         os.symlink(d, links / str(i))
         names.append(f"l/{i}")
-    # nosuid,nodev: whatever a guest or an image made of its files, executing or opening them
-    # through this mount grants nothing on the host.
     options = f"nosuid,nodev,lowerdir={':'.join(names)},upperdir={upper},workdir={work}"
     if len(options) > _MAX_OPTIONS_BYTES:
         raise ImageError(f"image has too many layers ({len(lowers)}) for one overlay mount")
@@ -149,6 +160,20 @@ def prepare(
             f"mounting the container rootfs failed: {proc.stderr.strip() or proc.returncode}"
         )
     return rootfs
+
+
+def _direct_options(lowers: list[Path], upper: Path, work: Path) -> str | None:
+    """The overlay's mount data with absolute paths, for mount(2) from this process: no
+    `mount` process, which costs a fork and an exec and reads the whole mount table (20 -> 39
+    ms per start with 400 containers running). None when a path holds a character the
+    overlay's option parser treats specially, or the data would not fit in the one page the
+    kernel copies (many layers): then `mount` runs in the container's directory with short
+    relative names."""
+    paths = [str(d) for d in reversed(lowers)] + [str(upper), str(work)]
+    if any(c in path for path in paths for c in ",:\\="):
+        return None
+    options = f"lowerdir={':'.join(paths[:-2])},upperdir={paths[-2]},workdir={paths[-1]}"
+    return options if len(options) <= _MAX_OPTIONS_BYTES else None
 
 
 HOST_LAYER = "host-root"

@@ -220,3 +220,17 @@ def test_remove_refuses_to_delete_through_a_mounted_host_directory(
     finally:
         sysmount.unmount_all(view)
     assert (host / "precious").read_text() == "keep"
+
+
+def test_the_overlay_is_mounted_with_absolute_paths_when_they_fit() -> None:
+    """mount(2) from the daemon (no `mount` process): the layers topmost first; a path the
+    overlay's option parser would split, or data longer than a page, falls back to `mount`
+    with short relative names."""
+    from steelcup.image.rootfs import _direct_options
+    lowers = [Path("/s/layers/a"), Path("/s/layers/b")]  # lowest first
+    assert _direct_options(lowers, Path("/s/c/upper"), Path("/s/c/work")) == (
+        "lowerdir=/s/layers/b:/s/layers/a,upperdir=/s/c/upper,workdir=/s/c/work")
+    for odd in ("/s/a,b", "/s/a:b", "/s/a=b", "/s/a\\b"):
+        assert _direct_options([Path(odd)], Path("/s/c/upper"), Path("/s/c/work")) is None
+    many = [Path(f"/s/layers/{i:064x}") for i in range(60)]
+    assert _direct_options(many, Path("/s/c/upper"), Path("/s/c/work")) is None
