@@ -100,7 +100,7 @@ def update(loaded: Set[TapGuard], wanted: Set[TapGuard], live_taps: Set[str]) ->
                                           ("arp_senders", _arp_senders(new))) if elements)
 
 
-def render(guards: Sequence[TapGuard], tap_prefix: str) -> str:
+def render(guards: Iterable[TapGuard], tap_prefix: str) -> str:
     """The `nft -f` input (delete, then recreate) for the taps `guards` (sorted: stable
     output); taps named `tap_prefix*` that are not among them send nothing."""
     taps = sorted(guards, key=lambda g: g.tap)

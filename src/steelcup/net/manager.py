@@ -503,15 +503,14 @@ class NetworkManager:
             live_taps = {tap for live in self._live.values() for tap in live.taps}
             added = antispoof.update(self._guards_loaded, guards, live_taps)
             if added is not None:
-                added += nft.add_ports(sorted(wanted_ports - self._ports_loaded,
-                                              key=lambda p: (p.proto, p.host_port)))
+                added += nft.add_ports(wanted_ports - self._ports_loaded)
         if added is None or added:
             loaded = self._guards_loaded | guards if added else guards
             self._applied = None  # unknown until the load succeeds
             await asyncio.to_thread(
                 nft.apply, self.host,
                 added or (nft.render(nets, ports, vips, fips, self.fips.pool)
-                          + antispoof.render(sorted(guards, key=lambda g: g.tap), TAP_PREFIX)
+                          + antispoof.render(guards, TAP_PREFIX)
                           + groups))
             self._applied, self._guards_loaded, self._ports_loaded = rest, loaded, wanted_ports
         await self.fips.sync_addresses(fips)  # after the rules: no address before its DNAT

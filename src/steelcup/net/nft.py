@@ -23,7 +23,7 @@ Only steelcup's own table is touched: the file deletes and recreates it in one t
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Network
 
@@ -113,7 +113,7 @@ def render(networks: Sequence[NetworkRecord], ports: Sequence[PublishedPort] = (
         lines.extend(fip.nat_chain(fips))
 
     out("\tchain ports {")
-    for p in sorted(ports, key=lambda p: (p.proto, p.host_port, p.host_ip)):
+    for p in sorted(ports, key=_port_order):
         out(f"\t\t{port_rule(p)}")
     lines.extend(vip.port_rules(vips))
     out("\t}")
@@ -146,6 +146,10 @@ def render(networks: Sequence[NetworkRecord], ports: Sequence[PublishedPort] = (
     return "\n".join(lines) + "\n"
 
 
+def _port_order(p: PublishedPort) -> tuple[str, int, str]:
+    return p.proto, p.host_port, p.host_ip
+
+
 def port_rule(p: PublishedPort) -> str:
     """The `ports` chain's rule for a published port. No two published ports (of containers
     or VIPs) share a host port and protocol, so the chain's rules never overlap and their
@@ -154,11 +158,11 @@ def port_rule(p: PublishedPort) -> str:
     return f"{match}{p.proto} dport {p.host_port} dnat ip to {p.container_ip}:{p.container_port}"
 
 
-def add_ports(ports: Sequence[PublishedPort]) -> str:
+def add_ports(ports: Iterable[PublishedPort]) -> str:
     """`nft -f` input that adds the rules of `ports` to a loaded table's `ports` chain: ~3 ms,
     where reloading the table waits for RCU grace periods (deleting a rule does too)."""
     return "".join(f"add rule inet {TABLE} ports {port_rule(p)}\n"
-                   for p in sorted(ports, key=lambda p: (p.proto, p.host_port, p.host_ip)))
+                   for p in sorted(ports, key=_port_order))
 
 
 def _tenant_isolation(nets: Sequence[NetworkRecord]) -> list[str]:
