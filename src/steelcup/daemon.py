@@ -196,6 +196,7 @@ async def _serve(options: DaemonOptions) -> int:
                         services=service_manager, swarm_objects=swarm_objects)
     meter = start_metering(runtime, tenants)
     await asyncio.to_thread(runtime.disks.template)  # off the first run's path
+    runtime.disks.fill_spares()  # in the background
     if volumes.disks is not None:
         await asyncio.to_thread(volumes.disks.template)
     await runtime.remove_ended_auto_remove()  # before serving: clients never see them

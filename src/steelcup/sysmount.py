@@ -8,6 +8,7 @@ import ctypes.util
 import errno
 import functools
 import os
+import struct
 from pathlib import Path
 
 MS_RDONLY = 0x1
@@ -31,6 +32,11 @@ _MOUNT_ATTR_RDONLY = 0x1
 _MOUNT_ATTR_NOSUID = 0x2
 _MOUNT_ATTR_NODEV = 0x4
 _MOUNT_ATTR_IDMAP = 0x0010_0000
+# struct statx (Linux 4.11): its size, the offsets of stx_attributes and stx_attributes_mask
+_STATX_SIZE = 256
+_STATX_ATTRIBUTES = 8
+_STATX_ATTRIBUTES_MASK = 56
+_STATX_ATTR_MOUNT_ROOT = 0x2000  # Linux 5.8
 
 
 class _MountAttr(ctypes.Structure):
@@ -140,10 +146,32 @@ def mounts_under(path: Path) -> list[Path]:
 
 
 def is_mountpoint(path: Path) -> bool:
-    """Whether `path` (symlinks resolved) is a mount point, from /proc/self/mountinfo."""
+    """Whether `path` (symlinks resolved) is a mount point: statx's STATX_ATTR_MOUNT_ROOT, a
+    lookup of the path alone (Linux 5.8), where /proc/self/mountinfo grows with every mount on
+    the host (~4 ms a read with 400 containers' mounts). mountinfo where statx cannot tell."""
+    root = _mount_root(path)
+    if root is not None:
+        return root
     if not path.exists():
         return False
     return os.fsencode(os.path.realpath(path)) in _mount_points()
+
+
+def _mount_root(path: Path) -> bool | None:
+    """statx's answer for `path` (False if it does not exist); None if statx cannot give it
+    (no such call, or a filesystem or kernel that does not report the attribute)."""
+    libc = _libc()
+    if not hasattr(libc, "statx"):
+        return None
+    buf = ctypes.create_string_buffer(_STATX_SIZE)
+    if libc.statx(AT_FDCWD, os.fsencode(path), 0, 0, buf) != 0:
+        err = ctypes.get_errno()
+        return False if err in (errno.ENOENT, errno.ENOTDIR) else None
+    attributes, = struct.unpack_from("=Q", buf, _STATX_ATTRIBUTES)
+    supported, = struct.unpack_from("=Q", buf, _STATX_ATTRIBUTES_MASK)
+    if not supported & _STATX_ATTR_MOUNT_ROOT:
+        return None
+    return bool(attributes & _STATX_ATTR_MOUNT_ROOT)
 
 
 def _mount_points() -> list[bytes]:

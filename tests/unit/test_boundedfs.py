@@ -4,6 +4,7 @@ volumes."""
 from __future__ import annotations
 
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -89,6 +90,59 @@ def test_empty_root_images_have_no_lost_and_found(tmp_path: Path) -> None:
     layers = boundedfs.DiskMaker(tmp_path / "lcache", 64 * MIB)
     layers.make(tmp_path / "layer.img", 32 * MIB)
     assert "lost+found" in _root_entries(tmp_path / "layer.img")
+
+
+def _spares(maker: boundedfs.DiskMaker) -> list[Path]:
+    return sorted((maker.cache_dir / boundedfs.SPARE_DIR).iterdir())
+
+
+def _wait_for_spares(maker: boundedfs.DiskMaker, count: int) -> list[Path]:
+    deadline = time.monotonic() + 30
+    while len(spares := _spares(maker)) != count or any(
+            not p.name.endswith(".spare") for p in spares):
+        assert time.monotonic() < deadline, spares
+        time.sleep(0.01)
+    return spares
+
+
+def test_default_size_images_are_spares_made_ahead_and_taken_whole(tmp_path: Path) -> None:
+    """A start takes a spare by renaming it; the maker makes it up again in the background.
+    What an earlier daemon left behind (a half-made spare, spares of another default size)
+    is deleted, never handed out."""
+    maker = boundedfs.DiskMaker(tmp_path / "cache", 64 * MIB, spares=2)
+    spare_dir = tmp_path / "cache" / boundedfs.SPARE_DIR
+    spare_dir.mkdir(parents=True)
+    (spare_dir / "ext4-v1-1234.img.00.spare").write_bytes(b"another size")
+    half_made = spare_dir / f"{maker.template().name}.01.part"
+    half_made.write_bytes(b"cut short")
+    filler = maker.fill_spares()
+    assert filler is not None
+    filler.join()
+    spares = _spares(maker)
+    assert len(spares) == 2
+    assert all(p.name.startswith(maker.template().name) and p.name.endswith(".spare")
+               for p in spares)
+    made_ahead = {p.stat().st_ino for p in spares}
+
+    image = tmp_path / "a.img"
+    assert maker.make(image, 64 * MIB) is True
+    assert image.stat().st_ino in made_ahead  # renamed, not copied
+    assert image.stat().st_size == 64 * MIB and "lost+found" in _root_entries(image)
+    assert maker.make(image, 64 * MIB) is False  # exists: left as it is
+    refilled = _wait_for_spares(maker, 2)
+    assert len({p.stat().st_ino for p in refilled} - made_ahead) == 1
+
+    other = tmp_path / "b.img"  # another size: mkfs, the spares untouched
+    assert maker.make(other, 32 * MIB) is True
+    assert other.stat().st_size == 32 * MIB
+    assert _spares(maker) == refilled
+
+
+def test_a_maker_without_spares_copies_the_template(tmp_path: Path) -> None:
+    maker = boundedfs.DiskMaker(tmp_path / "cache", 64 * MIB)
+    assert maker.fill_spares() is None
+    assert maker.make(tmp_path / "a.img", 64 * MIB) is True
+    assert not (tmp_path / "cache" / boundedfs.SPARE_DIR).exists()
 
 
 @pytest.mark.parametrize(("size", "text"), [

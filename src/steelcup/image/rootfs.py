@@ -67,12 +67,13 @@ def upper_dir(container_dir: Path) -> Path:
     return container_dir / "upper"
 
 
-def mount_layer(container_dir: Path) -> Path:
+def mount_layer(container_dir: Path, *, fresh: bool = False) -> Path:
     """Mount the writable layer if it has a disk image that is not mounted; its upper dir (which
-    does not exist for a container that never ran). Undo with `release`."""
+    does not exist for a container that never ran). `fresh`: its image was made just now.
+    Undo with `release`."""
     image = container_dir / DISK_IMAGE
     if image.exists() and not sysmount.is_mountpoint(container_dir / DISK_MOUNT):
-        boundedfs.mount(image, container_dir / DISK_MOUNT)
+        boundedfs.mount(image, container_dir / DISK_MOUNT, fresh=fresh)
     return upper_dir(container_dir)
 
 
@@ -99,8 +100,8 @@ def prepare(
     for name in ("rootfs", "l"):
         (container_dir / name).mkdir(parents=True, exist_ok=True)
     if disks is not None and size_bytes and _bounded(container_dir):
-        disks.make(container_dir / DISK_IMAGE, size_bytes)
-        mount_layer(container_dir)
+        made = disks.make(container_dir / DISK_IMAGE, size_bytes)
+        mount_layer(container_dir, fresh=made)
         rw = container_dir / DISK_MOUNT
     else:
         rw = container_dir

@@ -82,6 +82,9 @@ RESTART_DELAY_MAX_S = 60.0
 RESTART_RESET_AFTER_S = 10.0
 # How long a force removal waits for the killed process, then for its output relay.
 REMOVE_KILL_WAIT_S = 5.0
+# Writable-layer disk images made ahead (boundedfs): as many as the daemon starts at once in a
+# burst (`compose up`, a service's replicas); each is ~4 MiB of the host's disk.
+LAYER_DISK_SPARES = 4
 REMOVE_PUMP_WAIT_S = 15.0
 # A syncfs of a root with much dirty page cache in it (cache=loose) writes it all over 9p.
 SYNC_ROOT_TIMEOUT_S = 60.0
@@ -241,7 +244,8 @@ class Runtime:
         self.suspend_watchers: builtins.list[Callable[[str], Awaitable[None]]] = []
         self._suspending: set[str] = set()  # saving for a suspend now
         (root / "containers").mkdir(parents=True, exist_ok=True)
-        self.disks = boundedfs.DiskMaker(root / "cache" / "layer-disk", defaults.storage_bytes)
+        self.disks = boundedfs.DiskMaker(root / "cache" / "layer-disk", defaults.storage_bytes,
+                                         spares=LAYER_DISK_SPARES)
         if defaults.log_max_bytes <= 0 or defaults.log_max_files < 1:
             raise InvalidArgument("container logs need a positive max-size and max-file")
 

@@ -88,3 +88,28 @@ def test_no_loop_device_outlives_the_mount(root_dir: Path) -> None:
     rootfs.release(cdir)
     loops = subprocess.run(["losetup", "-j", str(image)], capture_output=True, text=True)
     assert loops.stdout.strip() == ""
+
+
+def test_a_new_layer_is_mounted_without_looking_for_earlier_mounts_of_it(
+        root_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only an image mounted before can still have a lazily detached mount going
+    (boundedfs.wait_released); looking for one reads every loop device's backing file."""
+    looked = []
+    real = boundedfs._loops_backed_by
+
+    def spy(image: Path) -> list[str]:
+        looked.append(image)
+        return real(image)
+
+    monkeypatch.setattr(boundedfs, "_loops_backed_by", spy)
+    layer = root_dir / "layer"
+    layer.mkdir()
+    maker = boundedfs.DiskMaker(root_dir / "cache", 10 << 30, spares=1)
+    cdir = root_dir / "c1"
+    cdir.mkdir()
+    rootfs.prepare([layer], cdir, maker, 10 << 30)
+    assert looked == []
+    rootfs.release(cdir)
+    rootfs.prepare([layer], cdir, maker, 10 << 30)  # the same container started again
+    assert looked == [cdir / "rw.img"]
+    rootfs.release(cdir)
