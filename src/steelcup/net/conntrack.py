@@ -19,6 +19,20 @@ import os
 import socket
 import struct
 
+from steelcup.net.netlink import (
+    NLA_F_NESTED,
+    NLM_F_ACK,
+    NLM_F_DUMP,
+    NLM_F_REQUEST,
+    NLMSG_DONE,
+    NLMSG_ERROR,
+    NetlinkError,
+    attr,
+    error_code,
+    parse_attrs,
+    split_messages,
+)
+from steelcup.net.netlink import message as netlink_message
 from steelcup.net.netns import socket_in
 
 NETLINK_NETFILTER = 12
@@ -26,12 +40,6 @@ NFNL_SUBSYS_CTNETLINK = 1
 IPCTNL_MSG_CT_NEW = 0
 IPCTNL_MSG_CT_GET = 1
 IPCTNL_MSG_CT_DELETE = 2
-NLMSG_ERROR = 2
-NLMSG_DONE = 3
-NLM_F_REQUEST = 1
-NLM_F_ACK = 4
-NLM_F_DUMP = 0x300
-NLA_F_NESTED = 0x8000
 CTA_TUPLE_ORIG = 1
 CTA_TUPLE_REPLY = 2
 CTA_TUPLE_IP = 1
@@ -46,41 +54,24 @@ TIMEOUT_S = 1.0
 Address = tuple[str, int]
 
 
-class ConntrackError(OSError):
-    """The kernel's answer was an error (errno), or not one this module can read."""
-
-
-def _attr(kind: int, payload: bytes) -> bytes:
-    length = 4 + len(payload)
-    return struct.pack("=HH", length, kind) + payload + b"\0" * (-length % 4)
+# The kernel's answer was an error (errno), or not one this module can read.
+ConntrackError = NetlinkError
 
 
 def _tuple(src: Address, dst: Address, proto: int) -> bytes:
-    ip = (_attr(CTA_IP_V4_SRC, socket.inet_aton(src[0]))
-          + _attr(CTA_IP_V4_DST, socket.inet_aton(dst[0])))
-    ports = (_attr(CTA_PROTO_NUM, struct.pack("=B", proto))
-             + _attr(CTA_PROTO_SRC_PORT, struct.pack("!H", src[1]))
-             + _attr(CTA_PROTO_DST_PORT, struct.pack("!H", dst[1])))
-    return (_attr(CTA_TUPLE_IP | NLA_F_NESTED, ip)
-            + _attr(CTA_TUPLE_PROTO | NLA_F_NESTED, ports))
+    ip = (attr(CTA_IP_V4_SRC, socket.inet_aton(src[0]))
+          + attr(CTA_IP_V4_DST, socket.inet_aton(dst[0])))
+    ports = (attr(CTA_PROTO_NUM, struct.pack("=B", proto))
+             + attr(CTA_PROTO_SRC_PORT, struct.pack("!H", src[1]))
+             + attr(CTA_PROTO_DST_PORT, struct.pack("!H", dst[1])))
+    return (attr(CTA_TUPLE_IP | NLA_F_NESTED, ip)
+            + attr(CTA_TUPLE_PROTO | NLA_F_NESTED, ports))
 
 
 def get_request(reply_src: Address, reply_dst: Address, proto: int, seq: int) -> bytes:
     """An IPCTNL_MSG_CT_GET for the entry whose reply tuple is `reply_src` -> `reply_dst`."""
     return _message(IPCTNL_MSG_CT_GET, NLM_F_REQUEST, seq,
-                    _attr(CTA_TUPLE_REPLY | NLA_F_NESTED, _tuple(reply_src, reply_dst, proto)))
-
-
-def _attrs(data: bytes) -> dict[int, bytes]:
-    out = {}
-    offset = 0
-    while offset + 4 <= len(data):
-        length, kind = struct.unpack_from("=HH", data, offset)
-        if length < 4 or offset + length > len(data):
-            raise ConntrackError(errno.EPROTO, "a truncated ctnetlink attribute")
-        out[kind & ~NLA_F_NESTED] = data[offset + 4:offset + length]
-        offset += length + (-length % 4)
-    return out
+                    attr(CTA_TUPLE_REPLY | NLA_F_NESTED, _tuple(reply_src, reply_dst, proto)))
 
 
 def parse_original_destination(message: bytes) -> Address:
@@ -90,14 +81,14 @@ def parse_original_destination(message: bytes) -> Address:
         raise ConntrackError(errno.EPROTO, "a short netlink message")
     length, kind = struct.unpack_from("=IH", message)
     if kind == NLMSG_ERROR:
-        code = _error_code(message)
+        code = error_code(message)
         raise ConntrackError(code, os.strerror(code))
     if kind != (NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_NEW:
         raise ConntrackError(errno.EPROTO, f"an unexpected netlink message (type {kind})")
     try:
-        original = _attrs(_attrs(message[20:length])[CTA_TUPLE_ORIG])
-        ip = _attrs(original[CTA_TUPLE_IP])
-        ports = _attrs(original[CTA_TUPLE_PROTO])
+        original = parse_attrs(parse_attrs(message[20:length])[CTA_TUPLE_ORIG])
+        ip = parse_attrs(original[CTA_TUPLE_IP])
+        ports = parse_attrs(original[CTA_TUPLE_PROTO])
         (port,) = struct.unpack("!H", ports[CTA_PROTO_DST_PORT])
         return socket.inet_ntoa(ip[CTA_IP_V4_DST]), port
     except (KeyError, struct.error, OSError) as exc:
@@ -123,9 +114,8 @@ def _ctnetlink(netns: str | None) -> socket.socket:
 
 
 def _message(msg_type: int, flags: int, seq: int, body: bytes) -> bytes:
-    kind = (NFNL_SUBSYS_CTNETLINK << 8) | msg_type
     head = struct.pack("!BBH", socket.AF_INET, 0, 0)
-    return struct.pack("=IHHII", 16 + len(head) + len(body), kind, flags, seq, 0) + head + body
+    return netlink_message((NFNL_SUBSYS_CTNETLINK << 8) | msg_type, flags, seq, head + body)
 
 
 def dump_request(seq: int) -> bytes:
@@ -137,28 +127,7 @@ def delete_request(original: bytes, seq: int) -> bytes:
     """An IPCTNL_MSG_CT_DELETE of the entry whose original tuple's attributes are `original`
     (as a dump gave them), asking for an acknowledgement."""
     return _message(IPCTNL_MSG_CT_DELETE, NLM_F_REQUEST | NLM_F_ACK, seq,
-                    _attr(CTA_TUPLE_ORIG | NLA_F_NESTED, original))
-
-
-def split_messages(data: bytes) -> list[bytes]:
-    """The netlink messages of one read, each whole. Pure."""
-    out = []
-    offset = 0
-    while offset + 16 <= len(data):
-        (length,) = struct.unpack_from("=I", data, offset)
-        if length < 16 or offset + length > len(data):
-            raise ConntrackError(errno.EPROTO, "a truncated netlink message")
-        out.append(data[offset:offset + length])
-        offset += length + (-length % 4)
-    return out
-
-
-def _error_code(message: bytes) -> int:
-    """0 for an acknowledgement, else the (positive) errno of an NLMSG_ERROR."""
-    if len(message) < 20:
-        raise ConntrackError(errno.EPROTO, "a short netlink error message")
-    code: int = struct.unpack_from("=i", message, 16)[0]
-    return -code
+                    attr(CTA_TUPLE_ORIG | NLA_F_NESTED, original))
 
 
 def answered_by(message: bytes, address: str, proto: int = socket.IPPROTO_UDP) -> bytes | None:
@@ -169,10 +138,10 @@ def answered_by(message: bytes, address: str, proto: int = socket.IPPROTO_UDP) -
     if kind != (NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_NEW:
         raise ConntrackError(errno.EPROTO, f"an unexpected netlink message (type {kind})")
     try:
-        attrs = _attrs(message[20:])
-        reply = _attrs(attrs[CTA_TUPLE_REPLY])
-        ip = _attrs(reply[CTA_TUPLE_IP])
-        (number,) = struct.unpack("=B", _attrs(reply[CTA_TUPLE_PROTO])[CTA_PROTO_NUM])
+        attrs = parse_attrs(message[20:])
+        reply = parse_attrs(attrs[CTA_TUPLE_REPLY])
+        ip = parse_attrs(reply[CTA_TUPLE_IP])
+        (number,) = struct.unpack("=B", parse_attrs(reply[CTA_TUPLE_PROTO])[CTA_PROTO_NUM])
         source = socket.inet_ntoa(ip[CTA_IP_V4_SRC])
         original = attrs[CTA_TUPLE_ORIG]
     except (KeyError, struct.error, OSError) as exc:
@@ -194,7 +163,7 @@ def forget_udp_flows(netns: str | None, address: str) -> int:
                     done = True
                     break
                 if kind == NLMSG_ERROR:
-                    code = _error_code(message)
+                    code = error_code(message)
                     raise ConntrackError(code, os.strerror(code))
                 original = answered_by(message, address)
                 if original is not None:
@@ -203,7 +172,7 @@ def forget_udp_flows(netns: str | None, address: str) -> int:
         for seq, original in enumerate(doomed, start=2):
             sock.send(delete_request(original, seq))
             [ack] = split_messages(sock.recv(1 << 16))[:1]
-            code = _error_code(ack)
+            code = error_code(ack)
             if code == 0:
                 forgotten += 1
             elif code != errno.ENOENT:

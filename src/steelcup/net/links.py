@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from ipaddress import ip_address
 
 from steelcup.errors import SteelcupError
+from steelcup.net import rtnl
 
 IP = "ip"
 NFT = "nft"
@@ -59,7 +60,12 @@ def run(argv: Sequence[str], *, input_text: str | None = None, ok_codes: tuple[i
 
 
 def link_exists(host: Host, name: str) -> bool:
-    return run(host.ip("link", "show", "dev", name), ok_codes=(0, 1)).returncode == 0
+    check_ifname(name)
+    try:
+        with rtnl.open_rtnl(host.netns) as nl:
+            return nl.index(name) is not None
+    except OSError as exc:
+        raise LinkError(f"looking up link {name}: {exc}") from exc
 
 
 def check_ifname(name: str) -> None:
@@ -130,9 +136,13 @@ def set_hairpin(host: Host, dev: str) -> None:
 
 
 def delete_link(host: Host, name: str) -> None:
-    """Delete a bridge or tap; a missing one is fine (one `ip` call)."""
+    """Delete a bridge or tap; a missing one is fine (one netlink request)."""
     check_ifname(name)
-    run(host.ip("link", "del", "dev", name), ok_codes=(0, 1))
+    try:
+        with rtnl.open_rtnl(host.netns) as nl:
+            nl.delete_link(name)
+    except OSError as exc:
+        raise LinkError(f"deleting link {name}: {exc}") from exc
 
 
 # The uid whose processes may attach to our taps without CAP_NET_ADMIN: QEMU's. (QEMU keeps
@@ -146,50 +156,70 @@ def create_tap(host: Host, name: str) -> None:
     run(host.ip("tuntap", "add", "dev", name, "mode", "tap", "user", str(TAP_OWNER_UID)))
 
 
-def _placement(name: str, bridge: str, mtu: int, rename_from: str = "",
-               address: str = "") -> str:
-    """`ip -batch` input that gives a tap its name, MTU and bridge (hairpin on) and brings it
-    up. No bridge (""): the tap is to be moved into an engine's netns once QEMU has it
-    (steelcup.net.netnsplug), so it gets only its name and MTU here.
+def _place(nl: rtnl.Rtnl, index: int, name: str, bridge: str, mtu: int, rename_from: str,
+           address: str) -> None:
+    """Give the link `index` its name (when `rename_from`), MTU and bridge, hairpin on, and
+    bring it up. No bridge (""): the tap is to be moved into an engine's netns once QEMU has
+    it (steelcup.net.netnsplug), so it gets only its name and MTU here.
 
     With the NIC's `address`, the host's neighbour entry for it on the bridge goes too: an
     entry left by the address's previous container (same address, same MAC) would send a
     client's packets to this VM at once, before its guest has the address, and lose them to
     a one-second TCP retransmission; without one they wait, queued, for the guest's
     gratuitous ARP (docs/networking.md)."""
-    rename = f"dev {rename_from} name {name}" if rename_from else f"dev {name}"
+    new_name = name if rename_from else ""
     if not bridge:
-        return f"link set {rename} mtu {mtu}\n"
-    check_ifname(bridge)
-    flush = f"neigh flush to {ip_address(address)} dev {bridge}\n" if address else ""
-    return f"link set {rename} mtu {mtu} master {bridge} up\n" + _hairpin(name) + flush
+        nl.set_link(index, name=new_name, mtu=mtu)
+        return
+    master = nl.index(bridge)
+    if master is None:
+        raise LinkError(f"bridge {bridge} does not exist")
+    nl.set_link(index, name=new_name, mtu=mtu, master=master, up=True)
+    nl.hairpin(index)
+    if address:
+        nl.delete_neighbour(master, str(ip_address(address)))
 
 
 def ensure_tap(host: Host, name: str, bridge: str, mtu: int, address: str = "") -> None:
     """A persistent tap enslaved to `bridge` ("": on none), up, ready for QEMU to open by
-    name; `address`: its NIC's (see _placement)."""
-    check_ifname(name)
+    name; `address`: its NIC's (see _place)."""
+    for ifname in (name, *([bridge] if bridge else [])):
+        check_ifname(ifname)
     if not link_exists(host, name):
         create_tap(host, name)
-    run(host.ip("-batch", "-"), input_text=_placement(name, bridge, mtu, address=address))
+    try:
+        with rtnl.open_rtnl(host.netns) as nl:
+            index = nl.index(name)
+            if index is None:
+                raise LinkError(f"tap {name} went away while being placed")
+            _place(nl, index, name, bridge, mtu, "", address)
+    except OSError as exc:
+        raise LinkError(f"placing tap {name} on {bridge or 'no bridge'}: {exc}") from exc
 
 
 def take_place(host: Host, spare: str, name: str, bridge: str, mtu: int,
                address: str = "") -> None:
     """Give the tap `spare` (a pooled VM's, down, on no bridge) the name `name`, the MTU and
-    the bridge the network layer planned for a container's NIC ("": none, see _placement),
-    turn on hairpin and bring it up: one `ip` process (a batch). On failure `spare` is back
-    as it was (as far as it can be) and LinkError is raised."""
-    check_ifname(spare)
-    check_ifname(name)
+    the bridge the network layer planned for a container's NIC ("": none, see _place), turn
+    on hairpin and bring it up: requests of one netlink socket, no process. On failure
+    `spare` is back as it was (as far as it can be) and LinkError is raised."""
+    for ifname in (spare, name, *([bridge] if bridge else [])):
+        check_ifname(ifname)
     try:
-        run(host.ip("-batch", "-"),
-            input_text=_placement(name, bridge, mtu, spare, address))
-    except LinkError:
-        if link_exists(host, name) and not link_exists(host, spare):
-            with contextlib.suppress(LinkError):  # renamed, then failed: undo the rename
-                run(host.ip("link", "set", "dev", name, "down", "nomaster", "name", spare))
-        raise
+        with rtnl.open_rtnl(host.netns) as nl:
+            index = nl.index(spare)
+            if index is None:
+                raise LinkError(f"tap {spare} does not exist")
+            try:
+                _place(nl, index, name, bridge, mtu, spare, address)
+            except (OSError, LinkError):
+                with contextlib.suppress(OSError):  # as it was: down, on no bridge, its name
+                    nl.set_link(index, master=0, up=False)
+                    nl.set_link(index, name=spare)
+                raise
+    except OSError as exc:
+        raise LinkError(f"placing tap {spare} as {name} on {bridge or 'no bridge'}: {exc}"
+                        ) from exc
 
 
 def list_links(host: Host, prefix: str) -> list[str]:
