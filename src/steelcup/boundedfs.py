@@ -60,6 +60,9 @@ RELEASE_DEADLINE_S = 30.0
 _RELEASE_POLL_S = 0.01
 SPARE_DIR = "spares"
 SPARE_NICE = 10  # making spares yields the CPU to the runs that take them
+# A spare is made once no start took one for this long: its write-back commits the host
+# filesystem's journal, and a start's LOOP_CONFIGURE waits for the commit under way (~10 ms).
+SPARE_QUIET_S = 0.2
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +110,7 @@ class DiskMaker:
         self._lock = threading.Lock()
         self._spare_lock = threading.Lock()
         self._filling: threading.Thread | None = None
+        self._last_take = 0.0  # time.monotonic()
 
     def template(self) -> Path:
         """The default-size template, made on first use (thread-safe)."""
@@ -171,6 +175,7 @@ class DiskMaker:
                 os.replace(spare, image)  # the same filesystem: the daemon's state root
             except FileNotFoundError:  # another start took it meanwhile
                 continue
+            self._last_take = time.monotonic()
             return True
         return False
 
@@ -184,6 +189,8 @@ class DiskMaker:
                     if len(self._ready_spares()) >= self.spares:
                         self._filling = None
                         return
+                while (quiet := self._last_take + SPARE_QUIET_S - time.monotonic()) > 0:
+                    time.sleep(quiet)
                 self._make_spare()
         except (OSError, SteelcupError) as exc:
             log.warning("making spare disk images in %s failed: %s", self._spare_dir(), exc)
