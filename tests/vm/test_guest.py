@@ -442,6 +442,47 @@ def test_close_leaves_no_qemu(assets: GuestAssets) -> None:
     assert not state_dir.exists()
 
 
+def _killed(pid: int) -> bool:
+    """`pid` is gone, a zombie, or has SIGKILL pending (the kernel is tearing it down)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return True
+    fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+    pending = int(fields["ShdPnd"], 16) | int(fields["SigPnd"], 16)
+    return fields["State"].split()[0] in ("Z", "X") or bool(pending & (1 << (signal.SIGKILL - 1)))
+
+
+def test_close_can_leave_the_reaping_to_the_background(assets: GuestAssets) -> None:
+    """close(reap_later=True) returns once QEMU is killed; the reaping, the sockets, the
+    state dir and the on_close callbacks follow (wait_closed), and a plain close meanwhile
+    waits for them."""
+    state_dir = new_state_dir()
+    machine = Machine(make_spec(assets, state_dir, None), remove_state_dir=True)
+    closed: list[bool] = []
+    machine.on_close(lambda: closed.append(True))
+
+    async def body() -> None:
+        await machine.start(BOOT_DEADLINE_S)
+        pid = machine.pid
+        assert pid is not None
+        await machine.close(reap_later=True)
+        assert _killed(pid)
+        assert closed == []  # the rest has not run yet: nothing awaited since
+        await machine.close()  # waits for it
+        assert closed == [True]
+        await asyncio.wait_for(machine.wait_closed(), 1)
+        await machine.close(reap_later=True)  # idempotent
+        assert closed == [True]
+
+    try:
+        asyncio.run(body())
+    finally:
+        asyncio.run(machine.close())
+    assert qemu_pids_for(state_dir) == []
+    assert not state_dir.exists()
+
+
 def test_qemu_failing_to_start_is_a_launch_error(assets: GuestAssets, tmp_path: Path) -> None:
     state_dir = new_state_dir()
     spec = VmSpec(kernel=tmp_path / "no-kernel", initrd=assets.initrd, state_dir=state_dir)

@@ -155,8 +155,8 @@ class KeepConsoleMachine(Machine):
                          host_cgroups=host_cgroups)
         self.keep_console_at = keep_console_at
 
-    async def close(self) -> None:
+    async def close(self, *, reap_later: bool = False) -> None:
         if self.keep_console_at is not None and self.spec.console_log.exists():
             with contextlib.suppress(OSError):
                 shutil.copyfile(self.spec.console_log, self.keep_console_at)
-        await super().close()
+        await super().close(reap_later=reap_later)

@@ -121,6 +121,7 @@ class _Live:
     # still have them while its removal ends the run).
     machine: Machine | None = None
     process: GuestProcess | None = None
+    vm_going: Machine | None = None  # the ended run's VM, killed, not yet reaped
     fanout: Fanout = field(default_factory=Fanout)
     # Set once the current run's process started (or failed to); stdin waits for it.
     started: asyncio.Event = field(default_factory=asyncio.Event)
@@ -243,6 +244,7 @@ class Runtime:
         # save, so no connection finds nothing listening in between (docs/checkpoints.md).
         self.suspend_watchers: builtins.list[Callable[[str], Awaitable[None]]] = []
         self._suspending: set[str] = set()  # saving for a suspend now
+        self._vms_going: set[Machine] = set()  # killed VMs of ended `--rm` runs, being reaped
         (root / "containers").mkdir(parents=True, exist_ok=True)
         self.disks = boundedfs.DiskMaker(root / "cache" / "layer-disk", defaults.storage_bytes,
                                          spares=LAYER_DISK_SPARES)
@@ -948,8 +950,14 @@ class Runtime:
             await asyncio.to_thread(podmounts.unbind,
                                     podmounts.mounts_dir(member_dir.parent, live.record.id))
         else:
+            # A `--rm` container's VM is reaped after its waiters were answered (`_remove`
+            # waits for it before unmounting its root): nothing of it is used again.
+            reap_later = live.record.config.auto_remove and not cancelled
             with contextlib.suppress(Exception):
-                await machine.close()
+                await machine.close(reap_later=reap_later)
+            if reap_later:
+                live.vm_going = machine
+                self._vms_going.add(machine)
         if vm_lost and machine.oom_killed:
             # The host's OOM killer ended the VM at its memory limit (docs/security.md):
             # docker's answer for a container killed at its `-m`.
@@ -1290,6 +1298,10 @@ class Runtime:
         # daemon stops before this, `recover` deletes the directory.
         # A member whose run is still ending may not have unbound its root from this sandbox's
         # share: never delete through it.
+        if live.vm_going is not None:  # its QEMU holds files of the root until reaped
+            await live.vm_going.wait_closed()
+            self._vms_going.discard(live.vm_going)
+            live.vm_going = None
         await asyncio.to_thread(_unbind_members_of, self.container_dir(record.id))
         await asyncio.to_thread(rootfs_module.remove, self.container_dir(record.id))
 
@@ -1645,6 +1657,7 @@ class Runtime:
                     await live.machine.close()
         pumps = [lv.pump for lv in self._containers.values()
                  if lv.pump is not None and lv.record.id not in kept]
+        pumps += [asyncio.ensure_future(vm.wait_closed()) for vm in self._vms_going]
         if pumps:
             await asyncio.wait(pumps, timeout=15)
         return kept
