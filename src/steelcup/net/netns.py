@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import socket
 import threading
+from collections.abc import Callable
+from typing import TypeVar
 
 from steelcup import namespaces
+
+T = TypeVar("T")
 
 
 def socket_in(netns: str | None, family: int, type_: int,
@@ -17,24 +21,31 @@ def socket_in(netns: str | None, family: int, type_: int,
               proto: int = 0) -> socket.socket:
     """A socket created (and bound) inside /run/netns/<netns>, or here when netns is None.
     `reuse_port`: SO_REUSEPORT, so that another such socket may listen on the port too."""
-    if netns is None:
+
+    def make() -> socket.socket:
         sock = socket.socket(family, type_, proto)
         if bind is not None:
-            _bind(sock, bind, reuse_port)
+            try:
+                _bind(sock, bind, reuse_port)
+            except OSError:
+                sock.close()
+                raise
         return sock
-    result: list[socket.socket | BaseException] = []
+
+    return call_in(netns, make)
+
+
+def call_in(netns: str | None, make: Callable[[], T]) -> T:
+    """`make()` called inside /run/netns/<netns> (here when netns is None): what it makes
+    there (a socket, a netlink context) stays in that namespace."""
+    if netns is None:
+        return make()
+    result: list[T | BaseException] = []
 
     def work() -> None:
         try:
             namespaces.enter_netns(netns)
-            sock = socket.socket(family, type_, proto)
-            if bind is not None:
-                try:
-                    _bind(sock, bind, reuse_port)
-                except OSError:
-                    sock.close()
-                    raise
-            result.append(sock)
+            result.append(make())
         except BaseException as exc:  # handed to the caller's thread
             result.append(exc)
 
