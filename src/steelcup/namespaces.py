@@ -14,8 +14,14 @@ def enter_netns(name: str) -> None:
     """Move the calling thread into /run/netns/<name> (needs CAP_SYS_ADMIN); OSError if not."""
     fd = os.open(f"/run/netns/{name}", os.O_RDONLY | os.O_CLOEXEC)
     try:
-        if _libc.setns(fd, CLONE_NEWNET) != 0:
-            err = ctypes.get_errno()
-            raise OSError(err, f"setns {name}: {os.strerror(err)}")
+        enter_netns_fd(fd, name)
     finally:
         os.close(fd)
+
+
+def enter_netns_fd(fd: int, name: str = "") -> None:
+    """Move the calling thread into the network namespace `fd` refers to (a /proc/.../ns/net
+    or /run/netns file); OSError if not."""
+    if _libc.setns(fd, CLONE_NEWNET) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"setns {name or fd}: {os.strerror(err)}")

@@ -8,7 +8,8 @@ capabilities reach only the files stored with the VM's shifted ids (steelcup.idm
   and cannot come back;
 - no new privileges (setuid binaries or file capabilities cannot raise them);
 - its memory cgroup (vm/cgroup.py), joined before anything else;
-- death signal: the daemon thread that spawned it dies, QEMU gets SIGKILL (not with live
+- death signal: the daemon's thread that spawned it (vm/machine.py's one spawner thread, which
+  lives as long as the daemon) dies, QEMU gets SIGKILL (not with live
   restore, `die_with_daemon=False`: the VM outlives the daemon, docs/live-restore.md);
 - a clone's extra seccomp filter (vm/seccomp.py), on top of QEMU's own `-sandbox`
   (vm/qemu_args.py);
