@@ -421,6 +421,17 @@ def test_a_loose_root_is_synced_and_dropped_by_sync_root(
         shutil.rmtree(state_dir, ignore_errors=True)
 
 
+def _run_and_check_nothing_left(body: Coroutine[Any, Any, None], machine: Machine,
+                                state_dir: Path) -> None:
+    """Run `body`, close `machine` whatever happened, then: no QEMU, no state dir."""
+    try:
+        asyncio.run(body)
+    finally:
+        asyncio.run(machine.close())
+    assert qemu_pids_for(state_dir) == []
+    assert not state_dir.exists()
+
+
 def test_close_leaves_no_qemu(assets: GuestAssets) -> None:
     state_dir = new_state_dir()
     machine = Machine(make_spec(assets, state_dir, None), remove_state_dir=True)
@@ -434,12 +445,7 @@ def test_close_leaves_no_qemu(assets: GuestAssets) -> None:
         await machine.close()
         print(f"close took {time.monotonic() - t0:.2f}s")
 
-    try:
-        asyncio.run(body())
-    finally:
-        asyncio.run(machine.close())
-    assert qemu_pids_for(state_dir) == []
-    assert not state_dir.exists()
+    _run_and_check_nothing_left(body(), machine, state_dir)
 
 
 def _killed(pid: int) -> bool:
@@ -475,12 +481,7 @@ def test_close_can_leave_the_reaping_to_the_background(assets: GuestAssets) -> N
         await machine.close(reap_later=True)  # idempotent
         assert closed == [True]
 
-    try:
-        asyncio.run(body())
-    finally:
-        asyncio.run(machine.close())
-    assert qemu_pids_for(state_dir) == []
-    assert not state_dir.exists()
+    _run_and_check_nothing_left(body(), machine, state_dir)
 
 
 def test_qemu_failing_to_start_is_a_launch_error(assets: GuestAssets, tmp_path: Path) -> None:
