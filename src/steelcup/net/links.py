@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from ipaddress import ip_address
 
 from steelcup.errors import SteelcupError
-from steelcup.net import rtnl
+from steelcup.net import nftlib, rtnl
 
 IP = "ip"
 NFT = "nft"
@@ -28,7 +28,8 @@ class LinkError(SteelcupError):
 
 @dataclass(frozen=True)
 class Host:
-    """Where links live: the host's namespace (netns None) or a named one (tests)."""
+    """Where links live: the host's namespace (netns None) or a named one (tests). What
+    touches the kernel goes through its methods and `run`."""
 
     netns: str | None = None
 
@@ -42,6 +43,25 @@ class Host:
     def wrap(self, argv: Sequence[str]) -> list[str]:
         """`argv` run inside this namespace (e.g. QEMU, which must open its tap there)."""
         return [IP, "netns", "exec", self.netns, *argv] if self.netns else list(argv)
+
+    def load_nft(self, ruleset: str) -> None:
+        """Load an nftables ruleset in this namespace as one transaction (nothing of it if
+        refused: LinkError with nft's message). In the daemon's process through libnftables
+        (net.nftlib) where it loads, else with the `nft` process."""
+        if not nftlib.available():
+            run(self.nft("-f", "-"), input_text=ruleset)
+            return
+        try:
+            nftlib.load(self.netns, ruleset)
+        except (nftlib.NftError, OSError) as exc:
+            raise LinkError(f"nft -f - failed: {exc}") from exc
+
+    def rtnl(self) -> contextlib.AbstractContextManager[rtnl.Rtnl]:
+        """A route netlink socket in this namespace: links and neighbours without a process."""
+        return rtnl.open_rtnl(self.netns)
+
+    # What touches the kernel goes through these five methods and `run`: a test's dry host
+    # overrides them all (tests/unit/net/dry.py).
 
 
 def run(argv: Sequence[str], *, input_text: str | None = None, ok_codes: tuple[int, ...] = (0,)
@@ -62,7 +82,7 @@ def run(argv: Sequence[str], *, input_text: str | None = None, ok_codes: tuple[i
 def link_exists(host: Host, name: str) -> bool:
     check_ifname(name)
     try:
-        with rtnl.open_rtnl(host.netns) as nl:
+        with host.rtnl() as nl:
             return nl.index(name) is not None
     except OSError as exc:
         raise LinkError(f"looking up link {name}: {exc}") from exc
@@ -139,7 +159,7 @@ def delete_link(host: Host, name: str) -> None:
     """Delete a bridge or tap; a missing one is fine (one netlink request)."""
     check_ifname(name)
     try:
-        with rtnl.open_rtnl(host.netns) as nl:
+        with host.rtnl() as nl:
             nl.delete_link(name)
     except OSError as exc:
         raise LinkError(f"deleting link {name}: {exc}") from exc
@@ -188,7 +208,7 @@ def ensure_tap(host: Host, name: str, bridge: str, mtu: int, address: str = "") 
     if not link_exists(host, name):
         create_tap(host, name)
     try:
-        with rtnl.open_rtnl(host.netns) as nl:
+        with host.rtnl() as nl:
             index = nl.index(name)
             if index is None:
                 raise LinkError(f"tap {name} went away while being placed")
@@ -206,7 +226,7 @@ def take_place(host: Host, spare: str, name: str, bridge: str, mtu: int,
     for ifname in (spare, name, *([bridge] if bridge else [])):
         check_ifname(ifname)
     try:
-        with rtnl.open_rtnl(host.netns) as nl:
+        with host.rtnl() as nl:
             index = nl.index(spare)
             if index is None:
                 raise LinkError(f"tap {spare} does not exist")

@@ -27,8 +27,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Network
 
-from steelcup.net import antispoof, fip, links, nftlib, sgrender, vip
-from steelcup.net.links import Host, LinkError
+from steelcup.net import antispoof, fip, links, sgrender, vip
+from steelcup.net.links import Host
 from steelcup.net.model import NetworkRecord
 
 TABLE = "steelcup"
@@ -199,10 +199,4 @@ def apply(host: Host, ruleset: str) -> None:
     """Load `ruleset` atomically: nft applies the whole file as one transaction or nothing.
     In the daemon's process through libnftables (net.nftlib), else with the `nft` process;
     LinkError with nft's message if it is refused."""
-    if not nftlib.available():
-        links.run(host.nft("-f", "-"), input_text=ruleset)
-        return
-    try:
-        nftlib.load(host.netns, ruleset)
-    except (nftlib.NftError, OSError) as exc:
-        raise LinkError(f"nft -f - failed: {exc}") from exc
+    host.load_nft(ruleset)

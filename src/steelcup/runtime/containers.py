@@ -82,6 +82,7 @@ RESTART_DELAY_MAX_S = 60.0
 RESTART_RESET_AFTER_S = 10.0
 # How long a force removal waits for the killed process, then for its output relay.
 REMOVE_KILL_WAIT_S = 5.0
+REAP_WAIT_S = 60.0  # a --rm container's killed VM, before its files go
 # Writable-layer disk images made ahead (boundedfs): as many as the daemon starts at once in a
 # burst (`compose up`, a service's replicas); each is ~4 MiB of the host's disk.
 LAYER_DISK_SPARES = 4
@@ -1299,7 +1300,11 @@ class Runtime:
         # A member whose run is still ending may not have unbound its root from this sandbox's
         # share: never delete through it.
         if live.vm_going is not None:  # its QEMU holds files of the root until reaped
-            await live.vm_going.wait_closed()
+            try:
+                await asyncio.wait_for(live.vm_going.wait_closed(), REAP_WAIT_S)
+            except TimeoutError:
+                log.warning("container %s: its VM was not reaped in %.0f s; removing its "
+                            "files anyway", record.id[:12], REAP_WAIT_S)
             self._vms_going.discard(live.vm_going)
             live.vm_going = None
         await asyncio.to_thread(_unbind_members_of, self.container_dir(record.id))

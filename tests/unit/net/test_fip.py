@@ -25,6 +25,7 @@ from steelcup.net.model import Endpoint, NetworkRecord, VipRecord
 from steelcup.net.store import NetStore
 from steelcup.net.vip import VipTarget
 from steelcup.state.db import open_db
+from tests.unit.net.dry import make_host_dry, recorder
 
 GOLDEN = Path(__file__).resolve().parents[2] / "golden" / "nft_ruleset_fips.txt"
 POOL = IPv4Network("203.0.113.16/28")
@@ -161,13 +162,9 @@ class _Gate:
 def fips(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FloatingIps]:
     commands: list[list[str]] = []
 
-    def record(argv: list[str], *, input_text: str | None = None,
-               ok_codes: tuple[int, ...] = (0,)) -> subprocess.CompletedProcess[str]:
-        commands.append(list(argv))
-        out = "1: lo    inet 127.0.0.1/8 scope host lo\n" if "show" in argv else ""
-        return subprocess.CompletedProcess(list(argv), 0, out, "")
-
-    monkeypatch.setattr(links, "run", record)
+    make_host_dry(monkeypatch, commands, recorder(
+        commands, lambda argv: "1: lo    inet 127.0.0.1/8 scope host lo\n" if "show" in argv
+        else ""))
     db = open_db(tmp_path)
     net = NetStore(db)
     for n in NETS:

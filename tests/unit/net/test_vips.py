@@ -8,6 +8,7 @@ same calls against a real kernel and real VMs.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address
@@ -21,6 +22,7 @@ from steelcup.net.manager import NetworkManager
 from steelcup.net.model import NetworkRecord, PortMapping
 from steelcup.net.store import NetStore
 from steelcup.state.db import open_db
+from tests.unit.net.dry import DryRtnl
 
 ALICE = "a" * 64
 BOB = "b" * 64
@@ -28,7 +30,8 @@ BOB = "b" * 64
 
 @dataclass(frozen=True)
 class DryHost(Host):
-    """Every command of the network layer is `true`: the bookkeeping without a kernel."""
+    """Every command of the network layer is `true`, every ruleset load and rtnetlink request
+    nothing: the bookkeeping without a kernel."""
 
     def ip(self, *args: str) -> list[str]:
         return ["true"]
@@ -38,6 +41,12 @@ class DryHost(Host):
 
     def wrap(self, argv: Sequence[str]) -> list[str]:
         return ["true"]
+
+    def load_nft(self, ruleset: str) -> None:
+        return None
+
+    def rtnl(self) -> contextlib.AbstractContextManager[DryRtnl]:  # type: ignore[override]
+        return contextlib.nullcontext(DryRtnl())
 
 
 def _manager(tmp_path: Path) -> NetworkManager:

@@ -170,6 +170,7 @@ class FakeMachine:
     resumes: list[tuple[int, int]] = field(default_factory=list)
     restored_from: Path | None = None
     cgroups: list[str] = field(default_factory=list)  # place_in_cgroup calls, in order
+    reaped_later: bool = False  # closed with reap_later (a `--rm` run's end)
 
     def __post_init__(self) -> None:
         self.guest = FakeGuest(self)
@@ -198,11 +199,17 @@ class FakeMachine:
     async def resume(self) -> None:
         self.paused = False
 
-    async def close(self) -> None:
+    async def close(self, *, reap_later: bool = False) -> None:
+        """As Machine.close; `reap_later` is recorded (a fake has no QEMU to reap later)."""
+        if reap_later:
+            self.reaped_later = True
         if not self.closed:
             self.closed = True
             for process in self.processes:
                 process.lose()
+
+    async def wait_closed(self) -> None:
+        assert self.closed, "wait_closed before close"
 
 
 @dataclass(eq=False)

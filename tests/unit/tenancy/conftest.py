@@ -10,10 +10,9 @@ import asyncio
 import io
 import shutil
 import ssl
-import subprocess
 import tempfile
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,7 +32,6 @@ from steelcup.funcs.service import Funcs
 from steelcup.funcs.store import FuncStore
 from steelcup.image import rootfs
 from steelcup.metrics import Metrics, StateCollector
-from steelcup.net import links
 from steelcup.net.manager import NetworkManager
 from steelcup.net.store import NetStore
 from steelcup.runtime.admission import ContainerAdmission, metered_by
@@ -55,6 +53,7 @@ from steelcup.tenancy.store import TenantStore
 from steelcup.tenancy.usage import Meter, UsageLedger
 from steelcup.volume.manager import VolumeManager
 from tests.unit.image.tarutil import make_tar
+from tests.unit.net.dry import make_host_dry, recorder
 from tests.unit.runtime.fakevm import FakeVms
 from tests.unit.runtime.support import make_runtime
 
@@ -106,13 +105,7 @@ FIP_POOL = "203.0.113.16/29"  # the operator's floating IPs (6 usable)
 @pytest.fixture
 def cloud(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Cloud]:
     host_commands: list[list[str]] = []
-
-    def record(argv: Sequence[str], *, input_text: str | None = None,
-               ok_codes: tuple[int, ...] = (0,)) -> subprocess.CompletedProcess[str]:
-        host_commands.append([*argv, *([input_text] if input_text is not None else [])])
-        return subprocess.CompletedProcess(list(argv), 0, "", "")
-
-    monkeypatch.setattr(links, "run", record)
+    make_host_dry(monkeypatch, host_commands, recorder(host_commands))
     tenant_db = open_db(tmp_path / "t")
     tenants = Tenants(TenantStore(tenant_db), Authority(tmp_path / "tls"),
                       usage=UsageLedger(tenant_db))
