@@ -19,8 +19,8 @@ import os
 import socket
 import struct
 
+from steelcup.net.netlink import NLA_F_NESTED as NLA_F_NESTED  # the tests read dumps with it
 from steelcup.net.netlink import (
-    NLA_F_NESTED,
     NLM_F_ACK,
     NLM_F_DUMP,
     NLM_F_REQUEST,
@@ -29,6 +29,7 @@ from steelcup.net.netlink import (
     NetlinkError,
     attr,
     error_code,
+    nested,
     parse_attrs,
     split_messages,
 )
@@ -64,14 +65,13 @@ def _tuple(src: Address, dst: Address, proto: int) -> bytes:
     ports = (attr(CTA_PROTO_NUM, struct.pack("=B", proto))
              + attr(CTA_PROTO_SRC_PORT, struct.pack("!H", src[1]))
              + attr(CTA_PROTO_DST_PORT, struct.pack("!H", dst[1])))
-    return (attr(CTA_TUPLE_IP | NLA_F_NESTED, ip)
-            + attr(CTA_TUPLE_PROTO | NLA_F_NESTED, ports))
+    return nested(CTA_TUPLE_IP, ip) + nested(CTA_TUPLE_PROTO, ports)
 
 
 def get_request(reply_src: Address, reply_dst: Address, proto: int, seq: int) -> bytes:
     """An IPCTNL_MSG_CT_GET for the entry whose reply tuple is `reply_src` -> `reply_dst`."""
     return _message(IPCTNL_MSG_CT_GET, NLM_F_REQUEST, seq,
-                    attr(CTA_TUPLE_REPLY | NLA_F_NESTED, _tuple(reply_src, reply_dst, proto)))
+                    nested(CTA_TUPLE_REPLY, _tuple(reply_src, reply_dst, proto)))
 
 
 def parse_original_destination(message: bytes) -> Address:
@@ -127,7 +127,7 @@ def delete_request(original: bytes, seq: int) -> bytes:
     """An IPCTNL_MSG_CT_DELETE of the entry whose original tuple's attributes are `original`
     (as a dump gave them), asking for an acknowledgement."""
     return _message(IPCTNL_MSG_CT_DELETE, NLM_F_REQUEST | NLM_F_ACK, seq,
-                    attr(CTA_TUPLE_ORIG | NLA_F_NESTED, original))
+                    nested(CTA_TUPLE_ORIG, original))
 
 
 def answered_by(message: bytes, address: str, proto: int = socket.IPPROTO_UDP) -> bytes | None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from ipaddress import ip_address
 
@@ -29,7 +29,8 @@ class LinkError(SteelcupError):
 @dataclass(frozen=True)
 class Host:
     """Where links live: the host's namespace (netns None) or a named one (tests). What
-    touches the kernel goes through its methods and `run`."""
+    touches the kernel goes through its methods and `run`: a test's dry host overrides them
+    all (tests/unit/net/dry.py)."""
 
     netns: str | None = None
 
@@ -60,9 +61,6 @@ class Host:
         """A route netlink socket in this namespace: links and neighbours without a process."""
         return rtnl.open_rtnl(self.netns)
 
-    # What touches the kernel goes through these five methods and `run`: a test's dry host
-    # overrides them all (tests/unit/net/dry.py).
-
 
 def run(argv: Sequence[str], *, input_text: str | None = None, ok_codes: tuple[int, ...] = (0,)
         ) -> subprocess.CompletedProcess[str]:
@@ -79,13 +77,20 @@ def run(argv: Sequence[str], *, input_text: str | None = None, ok_codes: tuple[i
     return result
 
 
-def link_exists(host: Host, name: str) -> bool:
-    check_ifname(name)
+@contextlib.contextmanager
+def _netlink(host: Host, what: str) -> Iterator[rtnl.Rtnl]:
+    """`host`'s rtnetlink socket, for `what`: a request that fails is a LinkError saying so."""
     try:
         with host.rtnl() as nl:
-            return nl.index(name) is not None
+            yield nl
     except OSError as exc:
-        raise LinkError(f"looking up link {name}: {exc}") from exc
+        raise LinkError(f"{what}: {exc}") from exc
+
+
+def link_exists(host: Host, name: str) -> bool:
+    check_ifname(name)
+    with _netlink(host, f"looking up link {name}") as nl:
+        return nl.index(name) is not None
 
 
 def check_ifname(name: str) -> None:
@@ -140,29 +145,21 @@ def delete_address(host: Host, dev: str, cidr: str) -> None:
     run(host.ip("addr", "del", cidr, "dev", dev), ok_codes=(0, 1, 2))
 
 
-def _hairpin(tap: str) -> str:
-    """The `ip -batch` line that lets the bridge send a frame back out of the port it came in
-    on. With br_netfilter loaded (bridge-nf-call-iptables), a container's connection to a
-    virtual IP is DNATed at the bridge; when the pick is the container itself (a backend
-    reaching its own VIP), the frame must go back out of its own port. (`ip` cannot set this
-    in the same line that enslaves the tap, hence a batch of two.)"""
-    return f"link set dev {tap} type bridge_slave hairpin on\n"
-
-
 def set_hairpin(host: Host, dev: str) -> None:
-    """Hairpin on for a port already on a bridge (one `ip` call)."""
+    """Hairpin on for a port already on a bridge, as a placed tap has it (see _place)."""
     check_ifname(dev)
-    run(host.ip("-batch", "-"), input_text=_hairpin(dev))
+    with _netlink(host, f"hairpin on for {dev}") as nl:
+        index = nl.index(dev)
+        if index is None:
+            raise LinkError(f"no link {dev}")
+        nl.hairpin(index)
 
 
 def delete_link(host: Host, name: str) -> None:
     """Delete a bridge or tap; a missing one is fine (one netlink request)."""
     check_ifname(name)
-    try:
-        with host.rtnl() as nl:
-            nl.delete_link(name)
-    except OSError as exc:
-        raise LinkError(f"deleting link {name}: {exc}") from exc
+    with _netlink(host, f"deleting link {name}") as nl:
+        nl.delete_link(name)
 
 
 # The uid whose processes may attach to our taps without CAP_NET_ADMIN: QEMU's. (QEMU keeps
@@ -181,6 +178,12 @@ def _place(nl: rtnl.Rtnl, index: int, name: str, bridge: str, mtu: int, rename_f
     """Give the link `index` its name (when `rename_from`), MTU and bridge, hairpin on, and
     bring it up. No bridge (""): the tap is to be moved into an engine's netns once QEMU has
     it (steelcup.net.netnsplug), so it gets only its name and MTU here.
+
+    Hairpin lets the bridge send a frame back out of the port it came in on: with
+    br_netfilter loaded (bridge-nf-call-iptables), a container's connection to a virtual IP
+    is DNATed at the bridge, and when the pick is the container itself (a backend reaching
+    its own VIP), the frame must go back out of its own port. (The kernel takes a port's
+    settings only once the link is on the bridge, hence a request of its own.)
 
     With the NIC's `address`, the host's neighbour entry for it on the bridge goes too: an
     entry left by the address's previous container (same address, same MAC) would send a
@@ -205,16 +208,14 @@ def ensure_tap(host: Host, name: str, bridge: str, mtu: int, address: str = "") 
     name; `address`: its NIC's (see _place)."""
     for ifname in (name, *([bridge] if bridge else [])):
         check_ifname(ifname)
-    if not link_exists(host, name):
-        create_tap(host, name)
-    try:
-        with host.rtnl() as nl:
+    with _netlink(host, f"placing tap {name} on {bridge or 'no bridge'}") as nl:
+        index = nl.index(name)
+        if index is None:
+            create_tap(host, name)
             index = nl.index(name)
-            if index is None:
-                raise LinkError(f"tap {name} went away while being placed")
-            _place(nl, index, name, bridge, mtu, "", address)
-    except OSError as exc:
-        raise LinkError(f"placing tap {name} on {bridge or 'no bridge'}: {exc}") from exc
+        if index is None:
+            raise LinkError(f"tap {name} went away while being placed")
+        _place(nl, index, name, bridge, mtu, "", address)
 
 
 def take_place(host: Host, spare: str, name: str, bridge: str, mtu: int,
@@ -225,21 +226,17 @@ def take_place(host: Host, spare: str, name: str, bridge: str, mtu: int,
     `spare` is back as it was (as far as it can be) and LinkError is raised."""
     for ifname in (spare, name, *([bridge] if bridge else [])):
         check_ifname(ifname)
-    try:
-        with host.rtnl() as nl:
-            index = nl.index(spare)
-            if index is None:
-                raise LinkError(f"tap {spare} does not exist")
-            try:
-                _place(nl, index, name, bridge, mtu, spare, address)
-            except (OSError, LinkError):
-                with contextlib.suppress(OSError):  # as it was: down, on no bridge, its name
-                    nl.set_link(index, master=0, up=False)
-                    nl.set_link(index, name=spare)
-                raise
-    except OSError as exc:
-        raise LinkError(f"placing tap {spare} as {name} on {bridge or 'no bridge'}: {exc}"
-                        ) from exc
+    with _netlink(host, f"placing tap {spare} as {name} on {bridge or 'no bridge'}") as nl:
+        index = nl.index(spare)
+        if index is None:
+            raise LinkError(f"tap {spare} does not exist")
+        try:
+            _place(nl, index, name, bridge, mtu, spare, address)
+        except (OSError, LinkError):
+            with contextlib.suppress(OSError):  # as it was: down, on no bridge, its name
+                nl.set_link(index, master=0, up=False)
+                nl.set_link(index, name=spare)
+            raise
 
 
 def list_links(host: Host, prefix: str) -> list[str]:

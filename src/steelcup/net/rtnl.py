@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from ipaddress import IPv4Address
 
 from steelcup.net.netlink import (
+    HEADER_BYTES,
     NLM_F_ACK,
     NLM_F_REQUEST,
     NLMSG_ERROR,
@@ -109,10 +110,10 @@ def link_index(answer: bytes) -> int:
     if kind_of(answer) == NLMSG_ERROR:
         code = error_code(answer)
         raise NetlinkError(code, os.strerror(code))
-    if kind_of(answer) != RTM_NEWLINK or len(answer) < 16 + struct.calcsize(_IFINFOMSG):
+    if kind_of(answer) != RTM_NEWLINK or len(answer) < HEADER_BYTES + struct.calcsize(_IFINFOMSG):
         raise NetlinkError(errno.EPROTO, f"an unexpected rtnetlink answer (type "
                                          f"{kind_of(answer)})")
-    return int(struct.unpack_from(_IFINFOMSG, answer, 16)[2])
+    return int(struct.unpack_from(_IFINFOMSG, answer, HEADER_BYTES)[2])
 
 
 class Rtnl:
@@ -163,7 +164,7 @@ class Rtnl:
         self._sock.send(build(self._seq))
         while True:
             answer = self._sock.recv(1 << 16)
-            if len(answer) >= 16 and seq_of(answer) == self._seq:
+            if len(answer) >= HEADER_BYTES and seq_of(answer) == self._seq:
                 return answer
 
 

@@ -82,11 +82,11 @@ RESTART_DELAY_MAX_S = 60.0
 RESTART_RESET_AFTER_S = 10.0
 # How long a force removal waits for the killed process, then for its output relay.
 REMOVE_KILL_WAIT_S = 5.0
+REMOVE_PUMP_WAIT_S = 15.0
 REAP_WAIT_S = 60.0  # a --rm container's killed VM, before its files go
 # Writable-layer disk images made ahead (boundedfs): as many as the daemon starts at once in a
 # burst (`compose up`, a service's replicas); each is ~4 MiB of the host's disk.
 LAYER_DISK_SPARES = 4
-REMOVE_PUMP_WAIT_S = 15.0
 # A syncfs of a root with much dirty page cache in it (cache=loose) writes it all over 9p.
 SYNC_ROOT_TIMEOUT_S = 60.0
 # Live restore: how long a released run's relay may take to log what it had received.
