@@ -7,7 +7,9 @@ port) it may send only:
 - frames whose source MAC is the MAC steelcup gave that NIC;
 - ARP whose sender hardware and protocol addresses are that MAC and the NIC's IPv4 address (so
   it cannot answer ARP for a neighbour's address nor poison a neighbour's cache);
-- IPv4 whose source is the NIC's address; no other ethertype (IPv6, VLAN tags, ...).
+- IPv4 whose source is the NIC's address, to anything but 127.0.0.0/8 (the bridges route
+  loopback addresses for the host's connections to published ports: net/nft.py); no other
+  ethertype (IPv6, VLAN tags, ...).
 Anything else is dropped and counted (`nft list table bridge steelcup_guard`, a counter per
 rule).
 
@@ -120,6 +122,7 @@ def render(guards: Iterable[TapGuard], tap_prefix: str) -> str:
         "\t\tether type arp iifname . arp saddr ether . arp saddr ip != @arp_senders "
         "counter drop",
         "\t\tether type ip iifname . ip saddr != @addresses counter drop",
+        "\t\tether type ip ip daddr 127.0.0.0/8 counter drop",
         "\t\tether type != { ip, arp } counter drop",
         "\t}",
         "\tchain to_guests {",

@@ -124,6 +124,10 @@ def ensure_bridge(host: Host, name: str, gateway_cidr: str, mtu: int) -> None:
     # firewall drops such traffic as well; 255: the host has no IPv6 at all.)
     run(host.wrap(["sysctl", "-q", "-w", f"net.ipv6.conf.{name}.disable_ipv6=1"]),
         ok_codes=(0, 255))
+    # The host's own connections to 127.0.0.1 are DNATed to containers (net/nft.py): their
+    # packets leave through the bridge with a loopback source, and its replies come back to
+    # one. What a container sends to 127.0.0.0/8 is dropped (the guard table and nft.py).
+    run(host.wrap(["sysctl", "-q", "-w", f"net.ipv4.conf.{name}.route_localnet=1"]))
     run(host.ip("link", "set", "dev", name, "mtu", str(mtu)))
     addrs = run(host.ip("-o", "addr", "show", "dev", name)).stdout
     if f" {gateway_cidr} " not in addrs:

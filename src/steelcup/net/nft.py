@@ -13,8 +13,14 @@ Policy per network (bridge B, subnet S, gateway G):
 - containers reach the host only for DNS (G:53) and ping of G: the host's services are not
   exposed to them;
 - egress to anything else is forwarded and masqueraded, unless the network is internal;
-- published ports: DNAT from the host's non-loopback local addresses to the container (the
-  host's loopback is served by the userspace proxy, as with docker-proxy);
+- published ports: DNAT from the host's local addresses to the container, its loopback
+  (127.0.0.1) included: the bridges route loopback sources (`route_localnet`, set by
+  links.ensure_bridge) and such connections leave masqueraded as the gateway. As netavark and
+  docker without its userland proxy do; the userspace proxy (net/proxy.py) still holds the
+  port on 127.0.0.1 and serves it when no rule does (a dormant container's wake, a VIP);
+- nothing addressed to 127.0.0.0/8 comes in from a bridge (`route_localnet` would deliver it
+  to the host's loopback services): dropped before conntrack, as the guard table
+  (net/antispoof.py) drops it from a tap;
 - virtual IPs (net/vip.py): connections to a VIP are spread over its live backends;
 - floating IPs (net/fip.py): 1:1 NAT between an attached FIP and its container; no container
   reaches the pool directly.
@@ -32,6 +38,8 @@ from steelcup.net.links import Host
 from steelcup.net.model import NetworkRecord
 
 TABLE = "steelcup"
+LOOPBACK = "127.0.0.1"  # the host's loopback address ports are published on
+LOOPBACK_CHAIN = "loopback_ports"
 
 
 @dataclass(frozen=True)
@@ -114,8 +122,21 @@ def render(networks: Sequence[NetworkRecord], ports: Sequence[PublishedPort] = (
 
     out("\tchain ports {")
     for p in sorted(ports, key=_port_order):
-        out(f"\t\t{port_rule(p)}")
+        if p.host_ip != LOOPBACK:
+            out(f"\t\t{port_rule(p)}")
     lines.extend(vip.port_rules(vips))
+    out("\t}")
+
+    out(f"\tchain {LOOPBACK_CHAIN} {{")
+    for p in sorted(ports, key=_port_order):
+        if p.host_ip in ("", LOOPBACK):
+            out(f"\t\t{loopback_rule(p)}")
+    out("\t}")
+
+    out("\tchain loopback_guard {")
+    out("\t\ttype filter hook prerouting priority raw; policy accept;")
+    if nets:
+        out(f"\t\tiifname {_set(bridges)} ip daddr 127.0.0.0/8 counter drop")
     out("\t}")
 
     out("\tchain prerouting {")
@@ -131,6 +152,7 @@ def render(networks: Sequence[NetworkRecord], ports: Sequence[PublishedPort] = (
     out("\t\ttype nat hook output priority -100; policy accept;")
     if vips:
         out(f"\t\tjump {vip.CHAIN}")
+    out(f"\t\tip daddr {LOOPBACK} jump {LOOPBACK_CHAIN}")
     out("\t\tip daddr != 127.0.0.0/8 fib daddr type local jump ports")
     out("\t}")
 
@@ -141,6 +163,8 @@ def render(networks: Sequence[NetworkRecord], ports: Sequence[PublishedPort] = (
     for n in nets:
         if not n.internal:
             out(f"\t\tip saddr {n.subnet} oifname != {_q(n.bridge)} masquerade")
+    if nets:  # the host's loopback connections to published ports
+        out(f"\t\tip saddr 127.0.0.0/8 oifname {_set(bridges)} masquerade")
     out("\t}")
     out("}")
     return "\n".join(lines) + "\n"
@@ -158,11 +182,22 @@ def port_rule(p: PublishedPort) -> str:
     return f"{match}{p.proto} dport {p.host_port} dnat ip to {p.container_ip}:{p.container_port}"
 
 
+def loopback_rule(p: PublishedPort) -> str:
+    """The rule of the chain the host's connections to 127.0.0.1 go through, for a port
+    published there or on every address."""
+    return f"{p.proto} dport {p.host_port} dnat ip to {p.container_ip}:{p.container_port}"
+
+
 def add_ports(ports: Iterable[PublishedPort]) -> str:
-    """`nft -f` input that adds the rules of `ports` to a loaded table's `ports` chain: ~3 ms,
+    """`nft -f` input that adds the rules of `ports` to a loaded table's port chains: ~3 ms,
     where reloading the table waits for RCU grace periods (deleting a rule does too)."""
-    return "".join(f"add rule inet {TABLE} ports {port_rule(p)}\n"
-                   for p in sorted(ports, key=_port_order))
+    out = []
+    for p in sorted(ports, key=_port_order):
+        if p.host_ip != LOOPBACK:
+            out.append(f"add rule inet {TABLE} ports {port_rule(p)}\n")
+        if p.host_ip in ("", LOOPBACK):
+            out.append(f"add rule inet {TABLE} {LOOPBACK_CHAIN} {loopback_rule(p)}\n")
+    return "".join(out)
 
 
 def _tenant_isolation(nets: Sequence[NetworkRecord]) -> list[str]:
