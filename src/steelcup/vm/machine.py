@@ -525,7 +525,7 @@ class Machine:
         stack.push_async_callback(session.close)
         self._qmp = session
         if self.spec.incoming is not None:
-            await self._restore(session)
+            await self._restore(session, deadline_s)
         client = await GuestClient.connect(self.spec.ctl_socket, deadline_s + 1.0)
         stack.push_async_callback(client.close)
         info = await client.hello(max(0.1, end - loop.time()))
@@ -651,17 +651,30 @@ class Machine:
             with contextlib.suppress(FileNotFoundError):
                 sock.unlink()
 
-    async def _restore(self, session: qmp.QmpClient) -> None:
+    async def _restore(self, session: qmp.QmpClient, deadline_s: float) -> None:
         # QEMU was started with `-incoming defer`: enable x-ignore-shared (the template's
         # stream has no RAM, the RAM file is mapped instead; a checkpoint's has all of it),
-        # then load the device state. The VM runs by itself once the state is in.
+        # then load the device state. A template's clone runs by itself once the state is in
+        # (its stream was saved from a running VM); a checkpoint was saved from a stopped VM
+        # (`checkpoint`), so it stays paused until `cont`.
         try:
             await session.execute(
                 "migrate-set-capabilities",
                 {"capabilities": [{"capability": "x-ignore-shared",
-                                   "state": not self.spec.incoming_full}]},
+                                   "state": not self.spec.incoming_full},
+                                  {"capability": "events", "state": self.spec.incoming_full}]},
             )
-            await session.execute("migrate-incoming", {"uri": f"fd:{self._incoming_fd}"})
+            if not self.spec.incoming_full:
+                await session.execute("migrate-incoming", {"uri": f"fd:{self._incoming_fd}"})
+                return
+            async with session.events() as events:
+                await session.execute("migrate-incoming", {"uri": f"fd:{self._incoming_fd}"})
+                done = await session.wait_event(
+                    events, lambda e: e["event"] == "MIGRATION"
+                    and e.get("data", {}).get("status") in ("completed", "failed"), deadline_s)
+            if done["data"]["status"] != "completed":
+                raise qmp.QmpError("the state could not be loaded (QEMU's log says why)")
+            await session.execute("cont")  # running already if saved running (before 2026-12)
         except qmp.QmpError as exc:
             raise GuestProtocolError(f"restore from {self.spec.incoming} failed: {exc}") from exc
 
@@ -722,6 +735,13 @@ class Machine:
         depend on that file. VmLaunchError if QEMU refuses (a 9p share still mounted in the
         guest blocks migration)."""
         await self._drop_guest_link()
+        # Stopped first, not saved live: under TCG a vCPU's store that passed its TLB's dirty
+        # check just before the migration thread cleaned that page and sent it is never sent
+        # again (a busy host can preempt the vCPU between the two), and a stale page of a
+        # guest kernel is a crash after the restore: the likely cause of two such crashes in
+        # CI on a loaded host. The VM is paused for the whole save, as CRIU freezes a
+        # container for its dump.
+        await self.qmp("stop")
         await self._migrate_to(path, ignore_shared=False, timeout_s=timeout_s)
 
     async def reattach(self, deadline_s: float = ADOPT_DEADLINE_S) -> GuestInfo:
