@@ -215,6 +215,7 @@ static void handle_net_config(const struct proto_frame *f)
 	copy_str(f, PROTO_TAG_GATEWAY, r.gateway, sizeof(r.gateway));
 	proto_frame_u32(f, PROTO_TAG_PREFIX, &r.prefix);
 	proto_frame_u32(f, PROTO_TAG_MTU, &r.mtu);
+	proto_frame_u32(f, PROTO_TAG_REHEARSE, &r.rehearse);
 	int rc = net_config(&r, msg, sizeof(msg));
 	if (rc < 0)
 		channel_send_error(f->hdr.id, -rc, msg);

@@ -274,6 +274,30 @@ int net_boot(void)
 	return rc;
 }
 
+/* Undoes a rehearsal's configure() on the NIC `name`: its address goes (SIOCSIFADDR with
+ * 0.0.0.0 deletes it) and it goes down, which flushes the routes and neighbours through it. */
+static int unrehearse(int sock, const char *name, char *msg, unsigned msglen)
+{
+	struct in_addr none = {0};
+	int rc = set_addr(sock, name, SIOCSIFADDR, none);
+	if (rc == -EADDRNOTAVAIL)
+		rc = 0; /* it had none */
+	if (rc < 0) {
+		snprintf(msg, msglen, "rehearsal: remove the address of %s: %s", name, strerror(-rc));
+		return rc;
+	}
+	struct ifreq ifr;
+	memset(&ifr, 0, sizeof(ifr));
+	snprintf(ifr.ifr_name, IFNAMSIZ, "%s", name);
+	if (ioctl(sock, SIOCGIFFLAGS, &ifr) < 0 ||
+	    (ifr.ifr_flags &= ~IFF_UP, ioctl(sock, SIOCSIFFLAGS, &ifr) < 0)) {
+		rc = -errno;
+		snprintf(msg, msglen, "rehearsal: %s down: %s", name, strerror(errno));
+		return rc;
+	}
+	return 0;
+}
+
 int net_config(const struct net_req *r, char *msg, unsigned msglen)
 {
 	int sock = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
@@ -282,7 +306,15 @@ int net_config(const struct net_req *r, char *msg, unsigned msglen)
 		snprintf(msg, msglen, "socket: %s", strerror(errno));
 		return rc;
 	}
-	int rc = configure(sock, r, msg, msglen);
+	int rc;
+	if (r->rehearse && !r->ifname[0]) {
+		snprintf(msg, msglen, "a rehearsal names its NIC (IFNAME)");
+		rc = -EINVAL;
+	} else {
+		rc = configure(sock, r, msg, msglen);
+		if (rc == 0 && r->rehearse)
+			rc = unrehearse(sock, r->ifname, msg, msglen);
+	}
 	close(sock);
 	return rc;
 }

@@ -86,6 +86,7 @@ enum proto_type proto_tag_type(uint16_t tag)
 	case PROTO_TAG_CONTAINER:
 	case PROTO_TAG_CACHE:
 	case PROTO_TAG_DROP:
+	case PROTO_TAG_REHEARSE:
 		return PROTO_TYPE_U32;
 	case PROTO_TAG_CAPS:
 	case PROTO_TAG_RECEIVED:

@@ -54,6 +54,7 @@ class Guest:
     machine: NetMachine
     ip: str
     mac: str
+    rehearsed: str = ""  # c: its NIC and routes after a pooled VM's rehearsal, before NET_CONFIG
 
 
 @pytest.fixture(scope="module")
@@ -132,8 +133,15 @@ def guests(assets: GuestAssets, netns: Host, rootfs: Path, volume: Path,
         await g.machine.start(BOOT_DEADLINE_S)
         await g.machine.guest.setup_root("rootfs", hostname=f"net-{key}")
         gw = plan[key][3]
-        # c is configured like a template clone: the NIC's MAC differs from the wanted one
+        # c is configured like a template clone: the NIC's MAC differs from the wanted one,
+        # and a pooled VM's warm-up rehearsed the configuration first (pool/cache.py)
         mac = CLONE_MAC if key == "c" else g.mac
+        if key == "c":
+            await net_config(g.machine.guest, GuestNic(
+                mac=g.mac, ifname="eth0", address="192.0.2.2", prefix=24, gateway="192.0.2.1",
+                mtu=1500, rehearse=True))
+            code, g.rehearsed = await sh(g, "ifconfig eth0; cat /proc/net/route")
+            assert code == 0, g.rehearsed
         await net_config(g.machine.guest, GuestNic(mac=mac, ifname="eth0", address=g.ip,
                                                    prefix=24, gateway=gw, mtu=1400))
 
@@ -260,6 +268,23 @@ def test_bridge_keeps_its_own_mac(guests: dict[str, Guest], netns: Host) -> None
         shown = subprocess.run(netns.ip("-o", "link", "show", "dev", bridge),
                                capture_output=True, text=True, check=True).stdout
         assert f" {links.bridge_mac(bridge)} " in shown, shown
+
+
+def test_a_rehearsal_leaves_the_nic_down_without_address_or_routes(
+        guests: dict[str, Guest], loop: asyncio.AbstractEventLoop) -> None:
+    """What the rehearsal configured is gone before the container's NET_CONFIG (which then
+    works: test_gateway_reachable_with_clone_style_mac); a rehearsal must name its NIC."""
+    shown = guests["c"].rehearsed
+    nic, _, routes = shown.partition("Iface")
+    assert "eth0" in nic and "inet addr" not in nic and " UP " not in nic, shown
+    assert "MTU:1500" in nic, shown  # the MTU it set stays (NET_CONFIG sets the NIC's own)
+    assert "eth0" not in routes, shown  # neither the default route nor the prefix's
+    with pytest.raises(GuestRequestError) as refused:
+        loop.run_until_complete(net_config(guests["a"].machine.guest, GuestNic(
+            mac=guests["a"].mac, address="192.0.2.3", prefix=24, rehearse=True)))
+    assert refused.value.errno_value == errno.EINVAL
+    code, out = loop.run_until_complete(sh(guests["a"], "ifconfig eth0"))
+    assert code == 0 and "inet addr:10.213.1.10" in out, out  # refused before any change
 
 
 def test_nic_up_announces_its_address(guests: dict[str, Guest], netns: Host,

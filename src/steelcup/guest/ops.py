@@ -21,6 +21,9 @@ class GuestNic:
     prefix: int = 0
     gateway: str = ""
     mtu: int = 0
+    # Configure, then take the NIC down without its address: a pooled VM's warm-up runs the
+    # path once so that the container's own NET_CONFIG finds it translated (TCG).
+    rehearse: bool = False
 
     def fields(self) -> list[tuple[Tag, p.FieldValue]]:
         out: list[tuple[Tag, p.FieldValue]] = []
@@ -36,6 +39,8 @@ class GuestNic:
             out.append((Tag.PREFIX, self.prefix))
         if self.mtu:
             out.append((Tag.MTU, self.mtu))
+        if self.rehearse:
+            out.append((Tag.REHEARSE, 1))
         return out
 
 

@@ -137,6 +137,7 @@ class Tag(IntEnum):
     CONTAINER = 46
     CACHE = 47
     DROP = 48
+    REHEARSE = 49
 
 
 DATA_OPS = frozenset({Op.STDIN, Op.STDOUT, Op.STDERR})
