@@ -912,8 +912,9 @@ class NetworkManager:
                                 container_id[:12], exc)
 
     async def _open_proxies(self, container_id: str, live: _Live, *, strict: bool) -> None:
-        """The host's loopback gets a userspace proxy per port (in the port keeper): DNAT
-        cannot reach it. Not `strict`: a port that cannot be had is logged and skipped."""
+        """The host's loopback gets a userspace proxy per port (in the port keeper): it holds
+        the port, and serves it when the loopback's DNAT does not (net/nft.py). Not
+        `strict`: a port that cannot be had is logged and skipped."""
         for pub in live.ports:
             if pub.host_ip not in ("", "127.0.0.1"):
                 continue
@@ -1165,9 +1166,9 @@ class NetworkManager:
 
     async def _vip_loopback(self, vip: VipRecord, *, strict: bool) -> list[str]:
         """Proxies (in the port keeper) from 127.0.0.1 to the VIP for its published ports
-        (DNAT cannot serve the loopback; the host's connection to the VIP is balanced by the
-        `vips` chain). A port that cannot be bound: Conflict when `strict` (none is left
-        open), else logged."""
+        (the loopback's DNAT chain has containers' ports only; the proxy's connection to the
+        VIP is balanced by the `vips` chain). A port that cannot be bound: Conflict when
+        `strict` (none is left open), else logged."""
         opened: list[str] = []
         for key, (proto, port, target) in _vip_proxies(vip).items():
             try:

@@ -1,9 +1,10 @@
 """The port keeper: the process that holds the loopback proxies of published ports, so that
 they outlive the daemon (live restore; docs/live-restore.md, "The gap").
 
-DNAT cannot reach the host's 127.0.0.1 (without route_localnet), so a port published there is
-served by a userspace proxy (net/proxy.py), as docker's docker-proxy does. A proxy inside the
-daemon stops answering the moment the daemon stops; this process runs the proxies instead. It
+A port published on the host's 127.0.0.1 is held by a userspace proxy (net/proxy.py), as
+docker's docker-proxy does; it serves what the loopback's DNAT (net/nft.py) does not take (a
+VIP's ports). A proxy inside the daemon stops answering the moment the daemon stops; this
+process runs the proxies instead. It
 is started by the daemon (`python -m steelcup.net.portkeeper --control SOCK [--netns NAME]`)
 in its own session, takes orders over a unix socket, and is not tied to the daemon's life: the
 next daemon connects to the same socket, lists what is open and closes what it does not keep.

@@ -1,6 +1,7 @@
-"""Userspace port proxy for the host's loopback (like docker-proxy): DNAT does not apply to
-127.0.0.1 without route_localnet, so `-p 8080:80` listens on 127.0.0.1:8080 here and relays
-each TCP connection / UDP flow to container_ip:container_port. The same classes, with a hook
+"""Userspace port proxy for the host's loopback (like docker-proxy): `-p 8080:80` listens on
+127.0.0.1:8080 here and relays each TCP connection / UDP flow to container_ip:container_port.
+It holds the port; the loopback's DNAT (net/nft.py) takes a running container's connections
+before they reach it, so it serves what no rule takes (a VIP's ports). The same classes, with a hook
 before they relay, are a suspended container's wake listeners (runtime/autosuspend.py).
 """
 
