@@ -7,9 +7,12 @@ only for what is written (mounted with `discard`: deleted files give it back). I
 daemon's default size are sparse copies of one template made once (mkfs costs more than the
 copy); other sizes are made by mkfs directly, so clients asking for many sizes cannot fill the
 host with templates. A maker with `spares` keeps that many default-size images made ahead and
-written back to disk (a background thread makes them): taking one is a rename, where a copy
-costs ~2 ms and attaching a just-written image to a loop device waits ~8 ms for the kernel to
-write it back (LOOP_CONFIGURE syncs its backing file).
+written back to disk and attached to a loop device (a background thread makes them): taking
+one is a rename and an ext4 mount of its loop device. A copy costs ~2 ms, attaching a
+just-written image to a loop device waits ~8 ms for the kernel to write it back
+(LOOP_CONFIGURE syncs its backing file), and LOOP_CONFIGURE freezes the device's queue, which
+waits for an RCU grace period: 0.2 ms on a quiet host, 90-280 ms in 3 of 8 starts on a busy
+one (docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ import struct
 import subprocess
 import threading
 import time
+import weakref
+from dataclasses import dataclass
 from pathlib import Path
 
 from steelcup import sysmount
@@ -95,10 +100,29 @@ def check_size(size_bytes: int, what: str = "storage size") -> int:
     return size_bytes
 
 
+@dataclass(frozen=True)
+class Loop:
+    """A loop device bound to an image (autoclear) and the open fd that keeps it bound: it is
+    let go when the fd is closed, unless a mount of it holds it by then."""
+
+    device: str
+    fd: int
+
+
+def _let_go(loops: dict[Path, Loop | None]) -> None:
+    for loop in loops.values():
+        if loop is not None:
+            with contextlib.suppress(OSError):
+                os.close(loop.fd)
+    loops.clear()
+
+
 class DiskMaker:
     """Makes filesystem images labelled `label`; keeps the template of `default_bytes` in
     `cache_dir` (one maker, and one cache dir, per kind of image). With `empty_root`, the root
-    directory of each image is empty (no lost+found)."""
+    directory of each image is empty (no lost+found). With `spares`, that many default-size
+    images are kept made, each bound to a loop device the maker holds open (`close`, or the
+    maker's end, lets them go)."""
 
     def __init__(self, cache_dir: Path, default_bytes: int, *, label: str = "steelcup-rw",
                  empty_root: bool = False, spares: int = 0) -> None:
@@ -111,6 +135,13 @@ class DiskMaker:
         self._spare_lock = threading.Lock()
         self._filling: threading.Thread | None = None
         self._last_take = 0.0  # time.monotonic()
+        # This maker's ready spares and their loop devices (None: it could not bind one); a
+        # taken spare's moves to `_taken`, by the image it became, until `take_loop`.
+        self._loops: dict[Path, Loop | None] = {}
+        self._taken: dict[Path, Loop | None] = {}
+        self._closed = False
+        self._finalizer = weakref.finalize(self, _let_go, self._loops)
+        self._finalizer_taken = weakref.finalize(self, _let_go, self._taken)
 
     def template(self) -> Path:
         """The default-size template, made on first use (thread-safe)."""
@@ -145,13 +176,25 @@ class DiskMaker:
         os.replace(tmp, image)
         return True
 
+    def take_loop(self, image: Path) -> Loop | None:
+        """The loop device bound to `image` if `make` made it of a spare (for `mount`), once."""
+        with self._spare_lock:
+            return self._taken.pop(image, None)
+
+    def close(self) -> None:
+        """Make no more spares and let the spares' loop devices go (the images stay)."""
+        with self._spare_lock:
+            self._closed = True
+            _let_go(self._loops)
+            _let_go(self._taken)
+
     # -- spares --------------------------------------------------------------------------------
 
     def fill_spares(self) -> threading.Thread | None:
         """Make spares up to `spares` in a background thread (one at a time); that thread, or
         None when there is nothing to do or one is already at it."""
         with self._spare_lock:
-            if self.spares <= 0 or self._filling is not None:
+            if self.spares <= 0 or self._filling is not None or self._closed:
                 return None
             self._filling = threading.Thread(target=self._fill, name="spare-disks", daemon=True)
             self._filling.start()
@@ -170,13 +213,15 @@ class DiskMaker:
                 if n.startswith(prefix) and n.endswith(".spare")]
 
     def _take_spare(self, image: Path) -> bool:
-        for spare in self._ready_spares():
-            try:
-                os.replace(spare, image)  # the same filesystem: the daemon's state root
-            except FileNotFoundError:  # another start took it meanwhile
-                continue
-            self._last_take = time.monotonic()
-            return True
+        with self._spare_lock:  # a spare and its loop device change hands together
+            for spare in self._ready_spares():
+                try:
+                    os.replace(spare, image)  # the same filesystem: the daemon's state root
+                except FileNotFoundError:  # another start took it meanwhile
+                    continue
+                self._last_take = time.monotonic()
+                self._taken[image] = self._loops.pop(spare, None)
+                return True
         return False
 
     def _fill(self) -> None:
@@ -186,7 +231,7 @@ class DiskMaker:
             self._forget_stale_spares()
             while True:
                 with self._spare_lock:
-                    if len(self._ready_spares()) >= self.spares:
+                    if len(self._ready_spares()) >= self.spares or self._closed:
                         self._filling = None
                         return
                 while (quiet := self._last_take + SPARE_QUIET_S - time.monotonic()) > 0:
@@ -198,10 +243,11 @@ class DiskMaker:
             self._filling = None
 
     def _make_spare(self) -> None:
-        """One default-size image, written back to disk (so that attaching it to a loop device
-        has nothing to write), under a name no start takes until it is complete."""
+        """One default-size image, written back to disk and bound to a loop device (where the
+        kernel lets this process have one), under a name no start takes until it is both."""
         self._spare_dir().mkdir(parents=True, exist_ok=True)
         tmp = self._spare_dir() / f"{self._template_path().name}.{secrets.token_hex(8)}.part"
+        loop = None
         try:
             sparse_copy(self.template(), tmp)
             fd = os.open(tmp, os.O_RDONLY | os.O_CLOEXEC)
@@ -209,15 +255,28 @@ class DiskMaker:
                 os.fsync(fd)
             finally:
                 os.close(fd)
-            os.replace(tmp, tmp.with_suffix(".spare"))
+            try:
+                device, loop_fd = _attach_loop(tmp)
+                loop = Loop(device, loop_fd)
+            except OSError as exc:  # no loop devices here: a start attaches one itself
+                log.debug("spare %s: no loop device: %s", tmp.name, exc)
+            with self._spare_lock:
+                if not self._closed:
+                    spare = tmp.with_suffix(".spare")
+                    os.replace(tmp, spare)
+                    self._loops[spare], loop = loop, None
         finally:
+            if loop is not None:
+                os.close(loop.fd)
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
 
     def _forget_stale_spares(self) -> None:
-        """Delete what is not a spare of this maker's format and size: half-made ones of a
-        daemon that stopped while making them, those of an earlier default size or format."""
-        ready = set(self._ready_spares())
+        """Delete what is not a spare this maker made: half-made ones of a daemon that stopped
+        while making them, those of an earlier default size or format, and an earlier
+        daemon's ready ones (their loop devices went with it)."""
+        with self._spare_lock:
+            ready = set(self._loops)
         try:
             entries = list(self._spare_dir().iterdir())
         except FileNotFoundError:
@@ -265,26 +324,31 @@ def sparse_copy(src: Path, dst: Path) -> None:
         fout.truncate(size)
 
 
-def mount(image: Path, target: Path, *, fresh: bool = False) -> None:
+def mount(image: Path, target: Path, *, fresh: bool = False, loop: Loop | None = None) -> None:
     """Loop-mount `image` on `target`; the loop device goes away with the mount (autoclear).
     `fresh`: the image was just made and never mounted, so no earlier mount of it can still
     be going (`wait_released` reads every loop device's backing file: ~400 files on a host
-    that has run 400 containers at once).
+    that has run 400 containers at once). `loop`: the image's loop device, bound already (a
+    spare's, `DiskMaker.take_loop`); its fd is closed here.
 
     Through ioctls and mount(2), ~1 ms, where spawning mount(8) costs ~9 ms of every start;
     mount(8) remains the fallback for kernels without LOOP_CONFIGURE.
     """
     target.mkdir(exist_ok=True)
-    if not fresh:
-        wait_released(image)
-    try:
-        device, loop_fd = _attach_loop(image)
-    except OSError as exc:
-        if exc.errno not in (errno.EINVAL, errno.ENOTTY, errno.ENOENT):
-            raise SteelcupError(f"attaching {image} to a loop device failed: {exc}") from exc
-        _run(["mount", "-t", "ext4", "-o", f"loop,nosuid,nodev,{MOUNT_DATA}", str(image),
-              str(target)], f"mounting {image}")
-        return
+    if loop is not None:
+        device, loop_fd = loop.device, loop.fd
+    else:
+        if not fresh:
+            wait_released(image)
+        try:
+            device, loop_fd = _attach_loop(image)
+        except OSError as exc:
+            if exc.errno not in (errno.EINVAL, errno.ENOTTY, errno.ENOENT):
+                raise SteelcupError(f"attaching {image} to a loop device failed: {exc}"
+                                    ) from exc
+            _run(["mount", "-t", "ext4", "-o", f"loop,nosuid,nodev,{MOUNT_DATA}", str(image),
+                  str(target)], f"mounting {image}")
+            return
     try:
         sysmount.mount(device, target, "ext4", MOUNT_FLAGS, MOUNT_DATA)
     except OSError as exc:

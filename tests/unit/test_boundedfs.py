@@ -3,6 +3,7 @@ volumes."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import time
 from pathlib import Path
@@ -115,11 +116,13 @@ def test_default_size_images_are_spares_made_ahead_and_taken_whole(tmp_path: Pat
     (spare_dir / "ext4-v1-1234.img.00.spare").write_bytes(b"another size")
     half_made = spare_dir / f"{maker.template().name}.01.part"
     half_made.write_bytes(b"cut short")
+    earlier = spare_dir / f"{maker.template().name}.02.spare"  # an earlier daemon's: no loop
+    earlier.write_bytes(b"ready, once")
     filler = maker.fill_spares()
     assert filler is not None
     filler.join()
     spares = _spares(maker)
-    assert len(spares) == 2
+    assert len(spares) == 2 and earlier not in spares
     assert all(p.name.startswith(maker.template().name) and p.name.endswith(".spare")
                for p in spares)
     made_ahead = {p.stat().st_ino for p in spares}
@@ -128,6 +131,12 @@ def test_default_size_images_are_spares_made_ahead_and_taken_whole(tmp_path: Pat
     assert maker.make(image, 64 * MIB) is True
     assert image.stat().st_ino in made_ahead  # renamed, not copied
     assert image.stat().st_size == 64 * MIB and "lost+found" in _root_entries(image)
+    if os.geteuid() == 0:  # a loop device came with it, bound to it under its new name
+        loop = maker.take_loop(image)
+        assert loop is not None and _backed_by(image) == [loop.device]
+        os.close(loop.fd)  # unmounted: let go at once (autoclear)
+        _wait_unbound(image)
+    assert maker.take_loop(image) is None  # once
     assert maker.make(image, 64 * MIB) is False  # exists: left as it is
     refilled = _wait_for_spares(maker, 2)
     assert len({p.stat().st_ino for p in refilled} - made_ahead) == 1
@@ -136,6 +145,39 @@ def test_default_size_images_are_spares_made_ahead_and_taken_whole(tmp_path: Pat
     assert maker.make(other, 32 * MIB) is True
     assert other.stat().st_size == 32 * MIB
     assert _spares(maker) == refilled
+
+
+def _backed_by(image: Path) -> list[str]:
+    """The loop devices bound to `image` (losetup names them by path)."""
+    out = subprocess.run(["losetup", "-n", "-O", "NAME", "-j", str(image)], capture_output=True,
+                         text=True, check=True).stdout
+    return out.split()
+
+
+def _wait_unbound(*images: Path) -> None:
+    deadline = time.monotonic() + 10  # autoclear's rundown runs after the last close
+    while any(_backed_by(i) for i in images):
+        assert time.monotonic() < deadline, [(i, _backed_by(i)) for i in images]
+        time.sleep(0.01)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="binds loop devices: needs root")
+def test_spares_come_bound_to_loop_devices_that_close_lets_go(tmp_path: Path) -> None:
+    """A spare's LOOP_CONFIGURE is made ahead with it (it waits for the kernel's RCU grace
+    period, which a busy host stretches to 100+ ms); the maker holds the devices, and its
+    close (the daemon's shutdown) lets them go."""
+    maker = boundedfs.DiskMaker(tmp_path / "cache", 64 * MIB, spares=2)
+    filler = maker.fill_spares()
+    assert filler is not None
+    filler.join()
+    spares = _spares(maker)
+    assert len(spares) == 2 and all(len(_backed_by(p)) == 1 for p in spares)
+    maker.close()
+    _wait_unbound(*spares)
+    assert maker.fill_spares() is None  # closed: no more
+    image = tmp_path / "a.img"
+    assert maker.make(image, 64 * MIB) is True  # a spare still, without its loop
+    assert maker.take_loop(image) is None
 
 
 def test_a_maker_without_spares_copies_the_template(tmp_path: Path) -> None:

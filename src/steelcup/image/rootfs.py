@@ -67,13 +67,17 @@ def upper_dir(container_dir: Path) -> Path:
     return container_dir / "upper"
 
 
-def mount_layer(container_dir: Path, *, fresh: bool = False) -> Path:
+def mount_layer(container_dir: Path, *, fresh: bool = False,
+                loop: boundedfs.Loop | None = None) -> Path:
     """Mount the writable layer if it has a disk image that is not mounted; its upper dir (which
-    does not exist for a container that never ran). `fresh`: its image was made just now.
+    does not exist for a container that never ran). `fresh`: its image was made just now;
+    `loop`: the loop device bound to it already (a spare's), let go here if not used.
     Undo with `release`."""
     image = container_dir / DISK_IMAGE
     if image.exists() and not sysmount.is_mountpoint(container_dir / DISK_MOUNT):
-        boundedfs.mount(image, container_dir / DISK_MOUNT, fresh=fresh)
+        boundedfs.mount(image, container_dir / DISK_MOUNT, fresh=fresh, loop=loop)
+    elif loop is not None:
+        os.close(loop.fd)
     return upper_dir(container_dir)
 
 
@@ -101,7 +105,7 @@ def prepare(
         (container_dir / name).mkdir(parents=True, exist_ok=True)
     if disks is not None and size_bytes and _bounded(container_dir):
         made = disks.make(container_dir / DISK_IMAGE, size_bytes)
-        mount_layer(container_dir, fresh=made)
+        mount_layer(container_dir, fresh=made, loop=disks.take_loop(container_dir / DISK_IMAGE))
         rw = container_dir / DISK_MOUNT
     else:
         rw = container_dir

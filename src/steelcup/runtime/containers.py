@@ -1640,6 +1640,7 @@ class Runtime:
         `live_restore`, running containers are left running for the next daemon instead (those
         it can keep, docs/live-restore.md); returns their ids."""
         self._shutting_down = True
+        self.disks.close()  # the spare layer disks' loop devices
         for live in list(self._containers.values()):
             self._cancel_restart(live)
         kept = []

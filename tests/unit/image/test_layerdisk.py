@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import os
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -113,3 +114,36 @@ def test_a_new_layer_is_mounted_without_looking_for_earlier_mounts_of_it(
     rootfs.prepare([layer], cdir, maker, 10 << 30)  # the same container started again
     assert looked == [cdir / "rw.img"]
     rootfs.release(cdir)
+
+
+def test_a_spares_layer_is_mounted_on_the_loop_device_that_came_with_it(
+        root_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No LOOP_CONFIGURE on a start that takes a spare; its mount holds the device, which
+    goes with the mount."""
+    layer = root_dir / "layer"
+    layer.mkdir()
+    maker = boundedfs.DiskMaker(root_dir / "cache", 10 << 30, spares=1)
+    filler = maker.fill_spares()
+    assert filler is not None
+    filler.join()
+    attached = []
+    real = boundedfs._attach_loop
+
+    def spy(image: Path) -> tuple[str, int]:
+        attached.append(image)
+        return real(image)
+
+    monkeypatch.setattr(boundedfs, "_attach_loop", spy)
+    cdir = root_dir / "c1"
+    cdir.mkdir()
+    rootfs.prepare([layer], cdir, maker, 10 << 30)
+    assert attached == []
+    (rootfs.upper_dir(cdir) / "x").write_text("written")
+    assert sysmount.is_mountpoint(cdir / "rw")
+    rootfs.release(cdir)
+    maker.close()
+    deadline = time.monotonic() + 10
+    while subprocess.run(["losetup", "-j", str(cdir / "rw.img")], capture_output=True,
+                         text=True).stdout.strip():
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
