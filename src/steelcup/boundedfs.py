@@ -11,8 +11,8 @@ written back to disk and attached to a loop device (a background thread makes th
 one is a rename and an ext4 mount of its loop device. A copy costs ~2 ms, attaching a
 just-written image to a loop device waits ~8 ms for the kernel to write it back
 (LOOP_CONFIGURE syncs its backing file), and LOOP_CONFIGURE freezes the device's queue, which
-waits for an RCU grace period: 0.2 ms on a quiet host, 90-280 ms in 3 of 8 starts on a busy
-one (docs/benchmarks.md).
+waits for an RCU grace period: 0.2 ms on a quiet host, 89-279 ms in 4 of 18 traced starts
+on a busy one (docs/benchmarks.md).
 """
 
 from __future__ import annotations
