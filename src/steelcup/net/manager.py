@@ -146,6 +146,7 @@ class _Live:
     dormant: bool = False
 
 
+@functools.lru_cache(maxsize=4096)  # every ruleset load names every endpoint's tap
 def _tap_name(container_id: str, network_id: str) -> str:
     digest = hashlib.sha256(f"{container_id}/{network_id}".encode()).hexdigest()
     return TAP_PREFIX + digest[: links.IFNAME_MAX - len(TAP_PREFIX)]

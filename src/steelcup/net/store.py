@@ -21,6 +21,10 @@ _NETWORKS = ("CREATE TABLE IF NOT EXISTS networks ("
 class NetStore:
     def __init__(self, db: sqlite3.Connection) -> None:
         self._db = db
+        # Endpoints decoded by their row's text (an Endpoint is immutable, so the same text is
+        # the same endpoint): every ruleset load lists them all, and decoding 400 rows was
+        # half of a load's 4.5 ms.
+        self._decoded: dict[str, Endpoint] = {}
         columns = [r[1] for r in self._db.execute("PRAGMA table_info(networks)")]
         if columns and "tenant" not in columns:
             self._migrate_to_tenants()
@@ -120,7 +124,10 @@ class NetStore:
                 "SELECT data FROM net_endpoints WHERE network_id = ? ORDER BY rowid",
                 (network_id,),
             ).fetchall()
-        return [Endpoint.from_json(r[0]) for r in rows]
+        out = [self._decoded.get(r[0]) or Endpoint.from_json(r[0]) for r in rows]
+        if network_id is None:  # keep what the table holds now, no more
+            self._decoded = {r[0]: ep for r, ep in zip(rows, out, strict=True)}
+        return out
 
     def insert_vip(self, vip: VipRecord) -> None:
         try:

@@ -43,3 +43,32 @@ def test_reopen_keeps_allocations(tmp_path: Path) -> None:
         reopened.insert_network(_net())
     reopened.delete_network("n" * 64)
     assert reopened.networks() == [] and reopened.endpoints() == []
+
+
+def test_endpoints_are_decoded_once_and_always_current(tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every ruleset load lists every endpoint: a row's text is decoded once, and a listing
+    shows what the table holds now (a changed row decoded anew, a deleted one gone)."""
+    decoded: list[str] = []
+    real = Endpoint.from_json
+
+    def counting(text: str) -> Endpoint:
+        decoded.append(text)
+        return real(text)
+
+    monkeypatch.setattr(Endpoint, "from_json", staticmethod(counting))
+    store = NetStore(open_db(tmp_path))
+    store.insert_network(_net())
+    a = Endpoint("n" * 64, "a" * 64, "a", "10.213.5.2", "02:42:0a:d5:05:02")
+    b = Endpoint("n" * 64, "b" * 64, "b", "10.213.5.3", "02:42:0a:d5:05:03")
+    store.insert_endpoint(a)
+    store.insert_endpoint(b)
+    assert store.endpoints() == [a, b] and len(decoded) == 2
+    assert store.endpoints() == [a, b] and len(decoded) == 2  # decoded before
+    renamed = Endpoint("n" * 64, "a" * 64, "a2", "10.213.5.2", "02:42:0a:d5:05:02")
+    store.delete_endpoint("n" * 64, "a" * 64)
+    store.insert_endpoint(renamed)
+    assert store.endpoints() == [b, renamed] and len(decoded) == 3
+    store.delete_endpoint("n" * 64, "b" * 64)
+    assert store.endpoints() == [renamed] and store.endpoints("n" * 64) == [renamed]
+    assert len(decoded) == 3
