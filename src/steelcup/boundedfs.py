@@ -109,12 +109,13 @@ class Loop:
     fd: int
 
 
-def _let_go(loops: dict[Path, Loop | None]) -> None:
-    for loop in loops.values():
-        if loop is not None:
-            with contextlib.suppress(OSError):
-                os.close(loop.fd)
-    loops.clear()
+def _let_go(*held: dict[Path, Loop | None]) -> None:
+    for loops in held:
+        for loop in loops.values():
+            if loop is not None:
+                with contextlib.suppress(OSError):
+                    os.close(loop.fd)
+        loops.clear()
 
 
 class DiskMaker:
@@ -140,8 +141,7 @@ class DiskMaker:
         self._loops: dict[Path, Loop | None] = {}
         self._taken: dict[Path, Loop | None] = {}
         self._closed = False
-        self._finalizer = weakref.finalize(self, _let_go, self._loops)
-        self._finalizer_taken = weakref.finalize(self, _let_go, self._taken)
+        self._finalizer = weakref.finalize(self, _let_go, self._loops, self._taken)
 
     def template(self) -> Path:
         """The default-size template, made on first use (thread-safe)."""
@@ -185,8 +185,7 @@ class DiskMaker:
         """Make no more spares and let the spares' loop devices go (the images stay)."""
         with self._spare_lock:
             self._closed = True
-            _let_go(self._loops)
-            _let_go(self._taken)
+            _let_go(self._loops, self._taken)
 
     # -- spares --------------------------------------------------------------------------------
 

@@ -121,16 +121,12 @@ def render(networks: Sequence[NetworkRecord], ports: Sequence[PublishedPort] = (
         lines.extend(fip.nat_chain(fips))
 
     out("\tchain ports {")
-    for p in sorted(ports, key=_port_order):
-        if p.host_ip != LOOPBACK:
-            out(f"\t\t{port_rule(p)}")
+    lines.extend(f"\t\t{rule}" for rule in _chain_rules(ports, "ports"))
     lines.extend(vip.port_rules(vips))
     out("\t}")
 
     out(f"\tchain {LOOPBACK_CHAIN} {{")
-    for p in sorted(ports, key=_port_order):
-        if p.host_ip in ("", LOOPBACK):
-            out(f"\t\t{loopback_rule(p)}")
+    lines.extend(f"\t\t{rule}" for rule in _chain_rules(ports, LOOPBACK_CHAIN))
     out("\t}")
 
     out("\tchain loopback_guard {")
@@ -179,7 +175,7 @@ def port_rule(p: PublishedPort) -> str:
     or VIPs) share a host port and protocol, so the chain's rules never overlap and their
     order does not matter."""
     match = f"ip daddr {p.host_ip} " if p.host_ip else ""
-    return f"{match}{p.proto} dport {p.host_port} dnat ip to {p.container_ip}:{p.container_port}"
+    return match + loopback_rule(p)
 
 
 def loopback_rule(p: PublishedPort) -> str:
@@ -191,13 +187,17 @@ def loopback_rule(p: PublishedPort) -> str:
 def add_ports(ports: Iterable[PublishedPort]) -> str:
     """`nft -f` input that adds the rules of `ports` to a loaded table's port chains: ~3 ms,
     where reloading the table waits for RCU grace periods (deleting a rule does too)."""
-    out = []
-    for p in sorted(ports, key=_port_order):
-        if p.host_ip != LOOPBACK:
-            out.append(f"add rule inet {TABLE} ports {port_rule(p)}\n")
-        if p.host_ip in ("", LOOPBACK):
-            out.append(f"add rule inet {TABLE} {LOOPBACK_CHAIN} {loopback_rule(p)}\n")
-    return "".join(out)
+    return "".join(f"add rule inet {TABLE} {chain} {rule}\n"
+                   for chain in ("ports", LOOPBACK_CHAIN) for rule in _chain_rules(ports, chain))
+
+
+def _chain_rules(ports: Iterable[PublishedPort], chain: str) -> list[str]:
+    """The rules of `ports` in the chain `ports` (every address but the loopback) or
+    `LOOPBACK_CHAIN` (ports of the loopback or of every address)."""
+    if chain == LOOPBACK_CHAIN:
+        return [loopback_rule(p) for p in sorted(ports, key=_port_order)
+                if p.host_ip in ("", LOOPBACK)]
+    return [port_rule(p) for p in sorted(ports, key=_port_order) if p.host_ip != LOOPBACK]
 
 
 def _tenant_isolation(nets: Sequence[NetworkRecord]) -> list[str]:
