@@ -12,7 +12,9 @@ For each runtime: start N `sleep 1d` containers (detached, `--parallel` at a tim
   every QEMU of the daemon (its warm-cache VMs included: they idle too) from schedstat, per VM,
   and the daemon's own CPU; for podman, each container's conmon and its `sleep`;
 - `run --rm busybox true` latency with the N idle in the background, each run followed by one
-  podman run (`peer-run --print`) so both see the same machine.
+  podman run (`peer-run --print`) so both see the same machine. The CLI runs as users run it:
+  the console script, its bytecode cached (bench/run_latency.py's `cli_env`), even if the
+  shell sets PYTHONDONTWRITEBYTECODE (the warm-up runs fill the cache).
 CPU time is per process, so other work on the machine barely moves it (it can only add cache
 misses); the host's total busy share in the same windows is printed as the context.
 
@@ -46,6 +48,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.peer import PEER_RUN, peer_argv  # noqa: E402
+from bench.run_latency import cli_env, steelcup_argv  # noqa: E402
 from bench.smaps import file_kib, qemu_memory  # noqa: E402
 from tests.vm.support import (  # noqa: E402
     ASSETS,
@@ -230,10 +233,10 @@ def steelcup(tree: Path, args: argparse.Namespace, base: Path, peer_rm: list[str
         res.template_ram_mib = sum(file_kib(f) for f in ram_files) / KIB_PER_MIB
         # per VM: the warm cache's ready VMs idle too, and count
         idle_cpu(res, qemus, daemon.proc.pid, args.window, args.reps, per_process=True)
-        cli = [sys.executable, "-m", "steelcup", "run", "--rm", *net_args, "steelcup/busybox",
-               "true"]
+        cli = [*steelcup_argv(), "run", "--rm", *net_args, "steelcup/busybox", "true"]
+        env = cli_env(daemon, work / "pycache")
         for i in range(args.warmup + args.runs):
-            ours = timed(cli, daemon.env)
+            ours = timed(cli, env)
             theirs = timed(peer_rm)
             if i >= args.warmup:
                 res.run_rm_s.append(ours)

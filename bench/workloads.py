@@ -54,6 +54,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "src"))
 
 from bench.peer import peer_argv  # noqa: E402
+from bench.run_latency import cli_env, steelcup_argv  # noqa: E402
 from steelcup.defaults import VM_MAX_CPUS  # noqa: E402
 from steelcup.vm.qemu_args import NicSpec, Share, VmSpec, build_argv  # noqa: E402
 from tests.vm.support import (  # noqa: E402
@@ -494,7 +495,8 @@ def table(results: dict[str, dict[str, list[float]]]) -> str:
 def steelcup_engine(name: str, tmp: Path, tar: Path, extra_args: tuple[str, ...],
                     log: Callable[[str], None], src: Path = REPO) -> Iterator[CliEngine]:
     """A daemon in a netns of its own, daemon and CLI run from the source tree `src` (its
-    `src/`) with this checkout's guest assets."""
+    `src/`) with this checkout's guest assets; the CLI as installed (the console script, its
+    bytecode cached even if the shell sets PYTHONDONTWRITEBYTECODE)."""
     netns = new_netns(f"wl{len(name)}")
     saved = dict(os.environ)
     try:
@@ -503,12 +505,12 @@ def steelcup_engine(name: str, tmp: Path, tar: Path, extra_args: tuple[str, ...]
         os.environ["STEELCUP_ASSETS"] = str(REPO / "build" / "guest")
         try:
             daemon = start_daemon(tmp / "root", tmp / "s.sock", netns, extra_args)
-            env = daemon.env
+            env = cli_env(daemon, tmp / "pycache")  # as installed: bytecode cached
         finally:
             os.environ.clear()
             os.environ.update(saved)
         try:
-            engine = CliEngine(name, [sys.executable, "-m", "steelcup"], [], IMAGE_REF, env,
+            engine = CliEngine(name, steelcup_argv(), [], IMAGE_REF, env,
                                HostSide(["ip", "netns", "exec", netns], "127.0.0.1", HOST_PORT))
             engine.cli("import", str(tar), IMAGE_REF, timeout=600)
             # The default bridge's gateway: an address of the daemon's netns that is not
