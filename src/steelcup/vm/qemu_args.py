@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
+from steelcup.defaults import TCG_TB_MIB
 from steelcup.errors import InvalidArgument
 from steelcup.idmap import IdRange
 
@@ -99,7 +100,7 @@ class VmSpec:
     mem_mib: int = 256
     cpus: int = 1
     accel: str = "tcg"  # kvm | tcg (resolve 'auto' with vm.accel.choose_accel first)
-    tcg_tb_mib: int = 32
+    tcg_tb_mib: int = TCG_TB_MIB
     cmdline_extra: tuple[str, ...] = ()
     shares: tuple[Share, ...] = ()
     qemu_binary: str = QEMU_BINARY

@@ -82,9 +82,10 @@ def register(sub: Any, name: str, help_text: str) -> None:
                             "and NIC count, so a run skips the restore; 0 turns the warm cache off "
                             "(default %(default)s)")
         p.add_argument("--tcg-tb-size", type=int, default=defaults.TCG_TB_MIB, metavar="MIB",
-                       help="TCG translation cache per VM (no KVM): most of a clone's private "
-                            "memory; smaller saves memory, busy containers retranslate more "
-                            "(default %(default)s)")
+                       help="TCG translation cache per VM (no KVM): what a busy VM's QEMU may "
+                            "grow by (an idle clone fills ~12 MiB of it whatever the size); "
+                            "smaller saves that memory, and code-heavy containers (Python, "
+                            "nginx) retranslate more often (default %(default)s)")
         p.add_argument("--vm-mem-overhead", type=int, default=defaults.VM_MEM_OVERHEAD_MIB,
                        metavar="MIB",
                        help="memory each VM's QEMU may use beyond the container's -m before the "
