@@ -1,8 +1,7 @@
 # Guest assets: kernel, static init, initrd, and the init's C unit tests.
 #   make guest       -> build/guest/vmlinux (boot this one), build/guest/initrd.img
 #   make guest-test  -> codec tests against tests/golden/guest_protocol.txt, mount walk,
-#                       capability and limit-parser tests, pod member roots, root copy, the
-#                       network warm-up (ASan/UBSan)
+#                       capability and limit-parser tests, pod member roots, root copy (ASan/UBSan)
 # GUEST_KERNEL=source (default): our own kernel, built from Debian's linux-source package with
 #   guest/kernel/steelcup.config and everything built in; the initrd carries no modules.
 # GUEST_KERNEL=debian: Debian's packaged kernel (+ build/guest/vmlinuz) with its virtio/9p/overlay
@@ -134,22 +133,14 @@ $(GUEST_BUILD)/test_rootcopy: guest/init/tests/test_rootcopy.c guest/init/rootco
 	gcc $(GUEST_TEST_CFLAGS) $(GUEST_SANITIZE) -o $@ guest/init/tests/test_rootcopy.c \
 		guest/init/rootcopy.c
 
-$(GUEST_BUILD)/test_warm: guest/init/tests/test_warm.c guest/init/warm.c guest/init/warm.h \
-		guest/init/tests/check.h
-	@mkdir -p $(GUEST_BUILD)
-	gcc $(GUEST_TEST_CFLAGS) $(GUEST_SANITIZE) -o $@ guest/init/tests/test_warm.c \
-		guest/init/warm.c
-
 guest-test: $(GUEST_BUILD)/test_proto $(GUEST_BUILD)/test_mounts_net $(GUEST_BUILD)/test_caps \
-		$(GUEST_BUILD)/test_ctlimits $(GUEST_BUILD)/test_pods $(GUEST_BUILD)/test_rootcopy \
-		$(GUEST_BUILD)/test_warm
+		$(GUEST_BUILD)/test_ctlimits $(GUEST_BUILD)/test_pods $(GUEST_BUILD)/test_rootcopy
 	$(GUEST_BUILD)/test_proto tests/golden/guest_protocol.txt
 	$(GUEST_BUILD)/test_mounts_net
 	$(GUEST_BUILD)/test_caps
 	$(GUEST_BUILD)/test_ctlimits
 	$(GUEST_BUILD)/test_pods
 	$(GUEST_BUILD)/test_rootcopy
-	$(GUEST_BUILD)/test_warm
 
 guest-clean:
 	rm -rf $(GUEST_BUILD)

@@ -10,7 +10,6 @@
 #include "pods.h"
 #include "proc.h"
 #include "proto.h"
-#include "warm.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -445,21 +444,12 @@ static int min_timeout(int a, int b)
 	return a < b ? a : b;
 }
 
-int main(int argc, char **argv)
+int main(void)
 {
-	/* Started as a process (a pooled VM's warm-up runs this binary): print the version and,
-	 * with --warm, make one TCP exchange over the loopback (warm.h); touch nothing else. Only
-	 * PID 1 mounts, loads modules and opens the control port. */
+	/* Started as a process (a pooled VM's warm-up runs this binary): print the version, touch
+	 * nothing. Only PID 1 mounts, loads modules and opens the control port. */
 	if (getpid() != 1) {
 		puts(INIT_VERSION);
-		if (argc > 1 && strcmp(argv[1], "--warm") == 0) {
-			const char *step = "";
-			int rc = warm_network(argv[0], &step);
-			if (rc < 0) {
-				fprintf(stderr, "warm-up: %s: %s\n", step, strerror(-rc));
-				return 3;
-			}
-		}
 		return 0;
 	}
 	/* Container processes cannot name us: they run in PID namespaces of their own (proc.c).

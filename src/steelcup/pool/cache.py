@@ -9,9 +9,7 @@ template clone (template.py) whose
 - guest has run the warm-up program once from the slot share. Under TCG every clone starts with
   an empty translation cache, so the first SETUP_ROOT and exec in a clone pay for translating
   the guest kernel's mount, exec, page-fault and 9p paths: measured 320 ms cold vs 120 ms
-  after the warm-up (docs/benchmarks.md). With `--warm` the program also makes one TCP
-  exchange over the guest's loopback (guest/init/warm.h), so a container's server does not
-  pay for translating the socket, TCP, epoll and sendfile paths on its first connection;
+  after the warm-up (docs/benchmarks.md);
 - guest has rehearsed each NIC's NET_CONFIG (an address of TEST-NET-1, its gateway, the
   announcement; then down without it), for the same reason: the container's NET_CONFIG
   took ~19 ms cold and ~2.5 ms once the path had run.
@@ -334,7 +332,7 @@ async def warm_up(machine: Machine, slot: slots.Slot, nics: int = 0) -> None:
     await machine.guest.stage_root(ROOTFS_TAG)
     program = (f"{STAGED_SHARE_PATH}/{slots.WARM_NAME}" if slot.has_warm
                else INITRD_WARM_PROGRAM)
-    process = await machine.guest.start(ProcessSpec(args=(program, "--warm")))
+    process = await machine.guest.start(ProcessSpec(args=(program,)))
     async for _ in process.output():
         pass
     status = await process.wait(WARM_DEADLINE_S)
