@@ -252,6 +252,9 @@ class HostSide:
                            str(BIG_BYTES))
         return float(self.finish(proc, 300))
 
+    def download_mib_s(self, host: str = "") -> float:
+        return BIG_BYTES / (1 << 20) / self.download_s(host)
+
 
 # -- engines -------------------------------------------------------------------------------------
 
@@ -430,12 +433,11 @@ def one_run(engine: Engine, downloads: int) -> dict[str, list[float]]:
     t0: list[float] = []
     got["web"].append(engine.side.first_200_after(t0, engine.start_web))
     try:
-        got["dl1"].append(BIG_BYTES / (1 << 20) / engine.side.download_s())
+        got["dl1"].append(engine.side.download_mib_s())
         for _ in range(downloads):
-            got["dl"].append(BIG_BYTES / (1 << 20) / engine.side.download_s())
+            got["dl"].append(engine.side.download_mib_s())
             if engine.side.dnat_host:
-                got["dnat"].append(BIG_BYTES / (1 << 20)
-                                   / engine.side.download_s(engine.side.dnat_host))
+                got["dnat"].append(engine.side.download_mib_s(engine.side.dnat_host))
     finally:
         engine.stop_web()
     engine.start_box()

@@ -83,7 +83,7 @@ def register(sub: Any, name: str, help_text: str) -> None:
                             "(default %(default)s)")
         p.add_argument("--tcg-tb-size", type=int, default=defaults.TCG_TB_MIB, metavar="MIB",
                        help="TCG translation cache per VM (no KVM): what a busy VM's QEMU may "
-                            "grow by (an idle clone fills ~12 MiB of it whatever the size); "
+                            "grow by (an idle clone fills 12-14 MiB of it whatever the size); "
                             "smaller saves that memory, and code-heavy containers (Python, "
                             "nginx) retranslate more often (default %(default)s)")
         p.add_argument("--vm-mem-overhead", type=int, default=defaults.VM_MEM_OVERHEAD_MIB,
