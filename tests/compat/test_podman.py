@@ -164,17 +164,20 @@ def test_detached_exec_state_stop_and_remove(podman: Podman) -> None:
 
 
 def daemons_below(root: Path) -> list[int]:
-    """Pids of `steelcup daemon` processes whose state root is below `root`."""
-    found = []
+    """Pids of `steelcup daemon` processes whose state root is below `root`. A daemon's child
+    between its fork and its exec (a QEMU being spawned) still shows the daemon's command
+    line: one whose parent is such a daemon is not another daemon."""
+    found: dict[int, int] = {}
     for entry in Path("/proc").iterdir():
         try:
             argv = (entry / "cmdline").read_bytes().split(b"\0")
+            stat = (entry / "stat").read_text()
         except OSError:
             continue
         if b"daemon" in argv and b"steelcup" in argv and any(
                 a.startswith(str(root).encode()) for a in argv):
-            found.append(int(entry.name))
-    return found
+            found[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+    return sorted(pid for pid, parent in found.items() if parent not in found)
 
 
 def test_without_a_daemon_the_runtime_starts_one_below_its_root(podman: Podman) -> None:

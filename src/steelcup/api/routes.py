@@ -613,8 +613,9 @@ class _Api:
                 stdin_task = asyncio.create_task(
                     _pump_stdin(attached, conn, keys if tty else b""))
             try:
-                if replay_logs:
-                    want = logs_module.LogFilter(stdout=want_stdout, stderr=want_stderr)
+                if replay_logs:  # up to where the subscription's stream takes over
+                    want = logs_module.LogFilter(stdout=want_stdout, stderr=want_stderr,
+                                                 until_ns=attached.logged_until_ns)
                     async for entry in rt.follow_logs(attached.record.id, follow=False,
                                                       want=want):
                         await conn.write(_frame(tty, entry.stream, entry.data))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
 from steelcup.cli.client import HijackedSocket
 from steelcup.stdcopy import STDOUT, Demuxer
@@ -35,8 +36,10 @@ def pump(
     stdin_fd: int = 0,
     stdout_fd: int = 1,
     stderr_fd: int = 2,
+    take: Callable[[int, bytes], bytes] | None = None,
 ) -> None:
-    """Run until the daemon ends the stream. Raw copy with a TTY, stdcopy demux without."""
+    """Run until the daemon ends the stream. Raw copy with a TTY, stdcopy demux without.
+    `take(stream, data)` sees each chunk first and returns what of it to write."""
     if stdin:
         import threading
 
@@ -47,10 +50,10 @@ def pump(
             data = conn.recv(64 * 1024)
             if not data:
                 return
-            if demux is None:
-                write_all(stdout_fd, data)
-                continue
-            for stream, payload in demux.feed(data):
+            chunks = [(STDOUT, data)] if demux is None else demux.feed(data)
+            for stream, payload in chunks:
+                if take is not None:
+                    payload = take(stream, payload)
                 write_all(stdout_fd if stream == STDOUT else stderr_fd, payload)
     except BrokenPipeError:
         return  # our stdout went away (e.g. `| head`)

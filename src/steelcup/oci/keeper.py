@@ -4,7 +4,8 @@ It attaches to the container through the daemon before `start` (so no output is 
 its stdio (the engine's pipes, or a pty's slave with --console-socket), forwards the signals it
 gets, and exits with the process's exit status once it ends: the engine reaps it for that.
 A daemon restart (live restore keeps the VM running) does not end it: it waits for the daemon
-to come back and attaches again; what the container printed meanwhile is only in its log.
+to come back and attaches again with the log replayed, dropping of each stream as many bytes
+as it already relayed, so what the container printed meanwhile arrives too, once.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from collections.abc import Callable
 from steelcup.cli.attach import pump
 from steelcup.cli.client import ApiClient, HijackedSocket, path_quote
 from steelcup.errors import NotFound, SteelcupError
+from steelcup.stdcopy import STDERR, STDOUT
 
 FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
              signal.SIGUSR2)
@@ -40,6 +42,27 @@ def _window(fd: int) -> tuple[int, int] | None:
     return (rows, cols) if rows and cols else None
 
 
+class Relayed:
+    """How many bytes of each stream the keeper wrote out, and how many of a replay of the
+    log it still drops (what it wrote before the daemon went away)."""
+
+    def __init__(self) -> None:
+        self.written = {STDOUT: 0, STDERR: 0}
+        self.skip = {STDOUT: 0, STDERR: 0}
+
+    def replaying(self) -> None:
+        """The next bytes are the log from the run's start: drop what was written."""
+        self.skip = dict(self.written)
+
+    def take(self, stream: int, data: bytes) -> bytes:
+        drop = min(self.skip.get(stream, 0), len(data))
+        if drop:
+            self.skip[stream] -= drop
+            data = data[drop:]
+        self.written[stream] = self.written.get(stream, 0) + len(data)
+        return data
+
+
 class Keeper:
     """One attached process: a container's main process or one exec."""
 
@@ -49,14 +72,20 @@ class Keeper:
         self.container = container
         self.exec_id = exec_id
         self.tty = tty
+        self.relayed = Relayed()
 
-    def attach(self) -> HijackedSocket:
+    def attach(self, replay: bool = False, stream: bool = True) -> HijackedSocket:
+        """The process's stream; with `replay` (a container's) the log first, from which
+        `relayed` drops what was already written, and without `stream` only that."""
         if self.exec_id:
             return self.client.hijack("POST", f"/exec/{self.exec_id}/start",
                                       json_body={"Detach": False, "Tty": self.tty})
+        query = {"stream": stream, "stdin": stream, "stdout": True, "stderr": True}
+        if replay:
+            query["logs"] = True
+            self.relayed.replaying()
         return self.client.hijack("POST", f"/containers/{path_quote(self.container)}/attach",
-                                  {"stream": True, "stdin": True, "stdout": True,
-                                   "stderr": True})
+                                  query)
 
     def exit_code(self) -> int:
         if not self.exec_id:
@@ -100,17 +129,36 @@ class Keeper:
                 time.sleep(0.2)
         threading.Thread(target=retry, daemon=True).start()
 
+    def _run_started(self) -> str | None:
+        """The start time of the container's current run; None if it does not run."""
+        info = self.client.get_json(f"/containers/{path_quote(self.container)}/json")
+        state = info.get("State") if isinstance(info, dict) else None
+        if isinstance(state, dict) and state.get("Running"):
+            return str(state.get("StartedAt", ""))
+        return None
+
     def _back(self) -> HijackedSocket | None:
-        """After the daemon went away: once it answers again, a new attach if the container
-        still runs (None: it does not, or the daemon did not come back)."""
+        """After the daemon went away: once it answers again, the log replayed from where the
+        keeper's relay stopped, then, if the run still goes, its stream (None: the container
+        is gone, or the daemon did not come back). An attach made just after the run ended
+        would wait for the container's next run, so the run is checked again once attached:
+        the same run still going means the stream will end with it."""
         deadline = time.monotonic() + DAEMON_BACK_S
         while time.monotonic() < deadline:
             try:
-                info = self.client.get_json(f"/containers/{path_quote(self.container)}/json")
-                state = info.get("State") if isinstance(info, dict) else None
-                if isinstance(state, dict) and state.get("Running"):
-                    return self.attach()
-                return None
+                started = self._run_started()
+                conn = self.attach(replay=True, stream=started is not None)
+                if started is None:
+                    return conn  # the log only: it ends after the replay
+                try:
+                    same = self._run_started() == started
+                except BaseException:
+                    conn.close()
+                    raise
+                if same:
+                    return conn
+                conn.close()
+                return self.attach(replay=True, stream=False)
             except NotFound:
                 return None
             except (SteelcupError, OSError):
@@ -128,7 +176,7 @@ class Keeper:
         ready()
         stdin = True  # through the first attach only: a daemon restart ends its stdin
         while True:
-            pump(conn, tty=self.tty, stdin=stdin)
+            pump(conn, tty=self.tty, stdin=stdin, take=self.relayed.take)
             stdin = False
             try:
                 return self.exit_code()
@@ -145,7 +193,7 @@ class Keeper:
                     return EXIT_REMOVED
                 except (SteelcupError, OSError):
                     return EXIT_DAEMON_LOST
-            conn = again
+            conn = again  # relayed; then the exit status (at once if the run has ended)
 
 
 def make_controlling_tty(fd: int) -> None:

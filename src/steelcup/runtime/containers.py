@@ -164,6 +164,9 @@ class Attached:
     record: ContainerRecord  # as it was when the client attached
     subscriber: Subscriber
     _live: _Live
+    # What of the log the subscriber will not get: entries stamped up to this (a replay of
+    # the log up to here and then the subscription's stream miss nothing and repeat nothing).
+    logged_until_ns: int = 0
 
     async def write_stdin(self, data: bytes) -> bool:
         """Feed stdin of the current run once it has started; False if there is no process."""
@@ -901,12 +904,14 @@ class Runtime:
                 writer.write(stream.value, data)
                 live.logged_bytes += len(data)
                 live.log_last_ns = writer.last_ns
+                # Published before anything else is awaited: an attach between the two would
+                # get the chunk from the log's replay and from its stream (Runtime.attach).
+                await live.fanout.publish(stream.value, data)
                 if writer.rotations != rotations and live.log_mark is not None:
                     # The file holding the run's start may go with a later rotation: the
                     # record counts from here on (before the chunk is credited to the guest).
                     live.log_mark = restore_module.LogMark(writer.last_ns + 1, live.logged_bytes)
                     await self._save_record(live)
-                await live.fanout.publish(stream.value, data)
             status = await process.wait()
             exit_code = status.status
         except GuestProtocolError as exc:
@@ -1369,7 +1374,10 @@ class Runtime:
         """Subscribe to the output of the current (or next) run of the container."""
         live = self._find(ref)
         self._outcome(live, Op.ATTACH, ref)
-        return Attached(live.record, live.fanout.subscribe(stdout, stderr), live)
+        # A chunk is logged and published in one step of the loop (`_run`): every later one
+        # is stamped above both the writer's last stamp and the clock now.
+        until_ns = max(live.log_last_ns, time.time_ns())
+        return Attached(live.record, live.fanout.subscribe(stdout, stderr), live, until_ns)
 
     async def resize(self, ref: str, rows: int, cols: int) -> None:
         live = self._find(ref)
