@@ -262,6 +262,7 @@ class Engine(Protocol):
     name: str
     side: HostSide
 
+    def new_round(self) -> None: ...
     def start_web(self) -> None: ...
     def stop_web(self) -> None: ...
     def start_box(self) -> None: ...
@@ -295,6 +296,9 @@ class CliEngine:
         self.serial += 1
         return f"{TAG}-{what}-{self.serial}"
 
+    def new_round(self) -> None:
+        pass  # each round's containers are new
+
     def start_web(self) -> None:
         self.web = self._name("web")
         bind = "" if self.side.dnat_host else "127.0.0.1:"
@@ -321,17 +325,20 @@ class BareVm:
 
     def __init__(self, tmp: Path, netns: str, cpio: Path, kernel: Path, max_cpus: int,
                  root9p: tuple[str, Path] | None = None) -> None:
-        self.tap = "scwtap0"
+        self.tap, self.netns = "scwtap0", netns
         subprocess.run(["ip", "-n", netns, "tuntap", "add", "dev", self.tap, "mode", "tap",
                         "vnet_hdr"], check=True)
         subprocess.run(["ip", "-n", netns, "addr", "add", f"{BARE_HOST_IP}/24", "dev",
                         self.tap], check=True)
         subprocess.run(["ip", "-n", netns, "link", "set", self.tap, "up"], check=True)
         nic = NicSpec(self.tap, "02:00:0a:e7:00:02")
-        shares, extra = (), ()
+        # A fresh VM's first Python would wait seconds for the random pool (a steelcup VM's
+        # init is seeded by the host): TCG's `-cpu max` has RDRAND, trusted at boot.
+        shares: tuple[Share, ...] = ()
+        extra: tuple[str, ...] = ("random.trust_cpu=on",)
         if root9p is not None:
             shares = (Share("rootfs", root9p[1]),)
-            extra = (f"scw.root9p={root9p[0]}",)
+            extra += (f"scw.root9p={root9p[0]}",)
         self.spec = VmSpec(kernel=kernel, initrd=cpio, state_dir=tmp, mem_mib=BARE_MEM_MIB,
                            cpus=1, max_cpus=max_cpus, nics=(nic,), shares=shares,
                            cmdline_extra=extra)
@@ -378,13 +385,24 @@ class BareVm:
             self.proc.kill()
         self.proc.wait()
         self.console.close()
+        subprocess.run(["ip", "-n", self.netns, "link", "del", self.tap], check=False)
 
 
 @dataclass
 class BareEngine:
+    """One bare VM for all rounds; with `boot`, a new one booted before each round (cold
+    translation cache, like a fresh container, but files already in RAM). The boot is not
+    timed."""
+
     vm: BareVm
     side: HostSide
     name: str
+    boot: Callable[[], BareVm] | None = None
+
+    def new_round(self) -> None:
+        if self.boot is not None:
+            self.vm.close()
+            self.vm = self.boot()
 
     def start_web(self) -> None:
         self.vm.run("nginx")
@@ -431,6 +449,7 @@ def timed(engine: Engine, cmd: str) -> float:
 def one_run(engine: Engine, downloads: int) -> dict[str, list[float]]:
     got: dict[str, list[float]] = {key: [] for key, _, _ in ROWS}
     t0: list[float] = []
+    engine.new_round()
     got["web"].append(engine.side.first_200_after(t0, engine.start_web))
     try:
         got["dl1"].append(engine.side.download_mib_s())
@@ -537,23 +556,29 @@ def steelcup_engine(name: str, tmp: Path, tar: Path, extra_args: tuple[str, ...]
 
 @contextlib.contextmanager
 def bare_engine(tmp: Path, cpio: Path, max_cpus: int, rootfs: Path,
-                cache9p: str = "") -> Iterator[BareEngine]:
+                cache9p: str = "", fresh: bool = False) -> Iterator[BareEngine]:
     """The bare VM; with `cache9p`, commands run in a writable copy of the rootfs over 9p with
-    that cache mode (to tell 9p's share of a gap from the rest)."""
-    netns = new_netns(f"b{cache9p}"[:8])
+    that cache mode (to tell 9p's share of a gap from the rest); with `fresh`, a new VM each
+    round."""
+    netns = new_netns(f"b{cache9p}{'f' if fresh else ''}"[:8])
     try:
         tmp.mkdir()
         root9p = None
         if cache9p:
             subprocess.run(["cp", "-a", str(rootfs), str(tmp / "root")], check=True)
             root9p = (cache9p, tmp / "root")
-        vm = BareVm(tmp, netns, cpio, REPO / "build" / "guest" / "vmlinux", max_cpus, root9p)
-        name = f"bare 9p {cache9p}" if cache9p else "bare QEMU"
+
+        def boot() -> BareVm:
+            return BareVm(tmp, netns, cpio, REPO / "build" / "guest" / "vmlinux", max_cpus,
+                          root9p)
+
+        name = (f"bare 9p {cache9p}" if cache9p else "bare QEMU") + (" fresh" if fresh else "")
+        engine = BareEngine(boot(), HostSide(["ip", "netns", "exec", netns], BARE_GUEST_IP, 80),
+                            name, boot if fresh else None)
         try:
-            yield BareEngine(vm, HostSide(["ip", "netns", "exec", netns], BARE_GUEST_IP, 80),
-                             name)
+            yield engine
         finally:
-            vm.close()
+            engine.vm.close()
     finally:
         delete_netns(netns)
 
@@ -577,7 +602,9 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--warmup", type=int, default=1, help="unrecorded runs first")
     ap.add_argument("--downloads", type=int, default=3, help="downloads of the file per run")
-    ap.add_argument("--only", default="steelcup,bare,podman")
+    ap.add_argument("--only", default="steelcup,bare,bare-fresh,podman",
+                    help="engines: steelcup, bare (one VM for all rounds), bare-fresh (a new "
+                         "VM booted before each round), podman")
     ap.add_argument("--bare-max-cpus", type=int, default=VM_MAX_CPUS,
                     help="vCPUs present in the bare VM (1 online), as in a steelcup clone")
     ap.add_argument("--bare-9p", default="", metavar="MODES",
@@ -614,6 +641,10 @@ def main() -> int:
         if "bare" in wanted:
             engines.append(stack.enter_context(bare_engine(
                 Path(tmp) / "bare", initramfs(rootfs), args.bare_max_cpus, rootfs)))
+        if "bare-fresh" in wanted:
+            engines.append(stack.enter_context(bare_engine(
+                Path(tmp) / "bare-fresh", initramfs(rootfs), args.bare_max_cpus, rootfs,
+                fresh=True)))
         for mode in filter(None, args.bare_9p.split(",")):
             engines.append(stack.enter_context(bare_engine(
                 Path(tmp) / f"bare-{mode}", initramfs(rootfs), args.bare_max_cpus, rootfs,

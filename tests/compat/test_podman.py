@@ -21,6 +21,7 @@ from tests.compat.podmanutil import IMG, Podman, keepers_of, write_runtime_wrapp
 from tests.vm.support import (
     BUSYBOX_TAR,
     REPO,
+    Daemon,
     leftovers_of,
     need_assets,
     start_daemon,
@@ -214,6 +215,21 @@ def test_without_a_daemon_the_runtime_starts_one_below_its_root(podman: Podman) 
         assert not problems, problems
 
 
+def _restart_facts(daemon: Daemon, cid: str, keeper: object) -> str:
+    """What the daemon, the container and the keeper say when an exit does not arrive."""
+    facts = [daemon.cli("ps", "-a", "--no-trunc").stdout.decode(),
+             daemon.cli("inspect", "-f", "{{json .State}}", cid).stdout.decode(),
+             daemon.cli("exec", cid, "sh", "-c", "ls -la /tmp; ps").stdout.decode()]
+    try:
+        facts.append(f"keeper {keeper}: " + Path(f"/proc/{keeper}/status").read_text()[:300])
+        facts += [f"thread {t.name}: " + (t / "wchan").read_text()
+                  for t in Path(f"/proc/{keeper}/task").iterdir()]
+    except OSError as exc:
+        facts.append(f"keeper {keeper}: {exc}")
+    facts.append(daemon.log.read_text()[-6000:])
+    return "\n".join(facts)
+
+
 def test_a_live_restore_restart_of_the_daemon_does_not_end_the_container(
         podman: Podman) -> None:
     """The keeper outlives a daemon restart that keeps the VM (live restore, the default):
@@ -236,7 +252,11 @@ def test_a_live_restore_restart_of_the_daemon_does_not_end_the_container(
         daemon = start_daemon(base / "sc", base / "steelcup.sock", extra_args=args)
         ran = podman.run("exec", cid, "touch", "/tmp/go")
         assert ran.returncode == 0, ran.stderr
-        waited = podman.run("wait", cid, check=True, timeout=120)
+        try:
+            waited = podman.run("wait", cid, check=True, timeout=120)
+        except subprocess.TimeoutExpired:
+            raise AssertionError("no exit after the restart:\n" + _restart_facts(
+                daemon, cid, keeper)) from None
         assert waited.stdout.strip() == b"4"
         assert podman.run("logs", cid, check=True).stdout == b"before\nafter\n"
         podman.run("rm", cid, check=True)

@@ -733,6 +733,7 @@ class Runtime:
             except Conflict:  # removed meanwhile: the stack closes the VM it got
                 live.started.set()
                 await live.fanout.end()
+                live.fanout = Fanout()
                 raise
             stack.pop_all()
         live.machine = machine
@@ -887,6 +888,7 @@ class Runtime:
         self._apply(live, Op.START_FAILED, exit_code=exit_code, error=error)
         live.started.set()
         await live.fanout.end()
+        live.fanout = Fanout()  # attaches from now on are for the next start
         await self._notify(live)
 
     async def _run(self, live: _Live, machine: Machine, process: GuestProcess) -> None:
@@ -982,6 +984,8 @@ class Runtime:
         self._apply(live, Op.EXITED, pid=0, exit_code=exit_code, error=error,
                     finished_at=now_rfc3339(), oom_killed=oom_killed)
         live.exit_seq += 1
+        # The run's own fanout ended with its output (`_run`): attaches made since (the state
+        # still said running) were told at once; from now on they are for the next run.
         live.fanout = Fanout()
         await self._notify(live)
         return exit_code

@@ -32,10 +32,16 @@ class Fanout:
 
     def __init__(self) -> None:
         self._subs: set[Subscriber] = set()
+        self.ended = False
 
     def subscribe(self, stdout: bool, stderr: bool) -> Subscriber:
+        """A subscriber of this run; of a run that has ended (its container's state may not
+        say so yet), one whose stream is over at once, not one waiting forever."""
         sub = Subscriber(stdout=stdout, stderr=stderr)
-        self._subs.add(sub)
+        if self.ended:
+            sub.queue.put_nowait(None)
+        else:
+            self._subs.add(sub)
         return sub
 
     def unsubscribe(self, sub: Subscriber) -> None:
@@ -52,6 +58,7 @@ class Fanout:
 
     async def end(self) -> None:
         """Tell every subscriber the stream is over and forget them."""
+        self.ended = True
         for sub in list(self._subs):
             if not sub.closed:
                 await sub.queue.put(None)

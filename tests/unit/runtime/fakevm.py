@@ -200,9 +200,13 @@ class FakeMachine:
         self.paused = False
 
     async def close(self, *, reap_later: bool = False) -> None:
-        """As Machine.close; `reap_later` is recorded (a fake has no QEMU to reap later)."""
+        """As Machine.close; `reap_later` is recorded (a fake has no QEMU to reap later).
+        With the source's `close_gate`, it waits for that first (a VM that takes its time
+        to stop)."""
         if reap_later:
             self.reaped_later = True
+        if self.vms.close_gate is not None:
+            await self.vms.close_gate.wait()
         if not self.closed:
             self.closed = True
             for process in self.processes:
@@ -221,6 +225,7 @@ class FakeVms:
     fail_with: SteelcupError | None = None
     missing: set[str] = field(default_factory=set)
     start_gate: asyncio.Event | None = None
+    close_gate: asyncio.Event | None = None
     ignored: set[int] = field(default_factory=set)
     machines: list[FakeMachine] = field(default_factory=list)
     started: asyncio.Queue[FakeProcess] = field(default_factory=asyncio.Queue)

@@ -29,6 +29,14 @@ async def logged(runtime: Runtime, cid: str, text: bytes) -> None:
     raise AssertionError(f"{text!r} never reached the log")
 
 
+async def exited(runtime: Runtime, cid: str) -> None:
+    for _ in range(250):
+        if not runtime.record(cid).state.running:
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("the container did not exit")
+
+
 async def replayed(runtime: Runtime, cid: str, until_ns: int) -> list[tuple[str, bytes]]:
     """What the attach route replays before the stream."""
     want = LogFilter(stdout=True, stderr=True, until_ns=until_ns)
@@ -59,12 +67,48 @@ def test_the_replay_ends_where_the_stream_begins(tmp_path: Path) -> None:
                 "stdout", b"two\n")
             process.exit(3)
             assert await asyncio.wait_for(attached.subscriber.queue.get(), 5) is None
+            await exited(runtime, record.id)
             # attached after the run: the whole log, and no stream (the next run's)
             late = runtime.attach(record.id, True, True)
             assert [data for _s, data in await replayed(runtime, record.id,
                                                         late.logged_until_ns)] == [
                 b"one\n", b"err\n", b"two\n"]
             assert late.subscriber.queue.empty()
+        finally:
+            await runtime.shutdown()
+
+    asyncio.run(asyncio.wait_for(main(), 20))
+
+
+def test_an_attach_as_the_run_ends_ends_with_it(tmp_path: Path) -> None:
+    """Between the end of a run's output and its container's state saying so (the VM is
+    still being stopped), an attach belongs to the run that ended: its stream ends at once
+    rather than waiting for a next run. Once the state says exited, it is for the next run."""
+    vms = FakeVms(close_gate=asyncio.Event())
+
+    async def main() -> None:
+        runtime = make_runtime(tmp_path, open_db(tmp_path), vms=vms.source())
+        try:
+            record = runtime.create(ContainerConfig(image="base:1", image_id="",
+                                                    cmd=("serve",)), "web")
+            await runtime.start(record.id)
+            process = await vms.next_process()
+            first = runtime.attach(record.id, True, True)
+            process.write(b"last\n")
+            process.exit(4)
+            assert await asyncio.wait_for(first.subscriber.queue.get(), 5) == (
+                "stdout", b"last\n")
+            assert await asyncio.wait_for(first.subscriber.queue.get(), 5) is None
+            assert runtime.record(record.id).state.running  # its VM is still stopping
+            during = runtime.attach(record.id, True, True)
+            assert await asyncio.wait_for(during.subscriber.queue.get(), 5) is None
+            assert vms.close_gate is not None
+            vms.close_gate.set()
+            await exited(runtime, record.id)
+            assert runtime.record(record.id).state.exit_code == 4
+            after = runtime.attach(record.id, True, True)
+            await asyncio.sleep(0.1)
+            assert after.subscriber.queue.empty()  # waits for the next start
         finally:
             await runtime.shutdown()
 
