@@ -1379,8 +1379,8 @@ class Runtime:
         live = self._find(ref)
         self._outcome(live, Op.ATTACH, ref)
         # A chunk is logged and published in one step of the loop (`_run`): every later one
-        # is stamped above both the writer's last stamp and the clock now.
-        until_ns = max(live.log_last_ns, time.time_ns())
+        # is stamped above the writer's last stamp and at or above the clock now.
+        until_ns = max(live.log_last_ns, time.time_ns() - 1)
         return Attached(live.record, live.fanout.subscribe(stdout, stderr), live, until_ns)
 
     async def resize(self, ref: str, rows: int, cols: int) -> None:
