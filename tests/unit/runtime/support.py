@@ -6,6 +6,7 @@ below tests/unit/runtime, whose conftest has it)."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import shutil
 import sqlite3
@@ -48,3 +49,13 @@ def plain_dirs(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setattr(rootfs, "release", lambda cdir: None)
     monkeypatch.setattr(rootfs, "remove", lambda cdir: shutil.rmtree(cdir, ignore_errors=True))
     yield
+
+
+async def logged(runtime: Runtime, cid: str, text: bytes) -> None:
+    """Until `text` is in the container's log (AssertionError after ~2 s)."""
+    path = runtime.log_path(cid)
+    for _ in range(200):
+        if path.exists() and text in path.read_bytes():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"{text!r} never reached the log")

@@ -22,7 +22,7 @@ from steelcup.runtime.swarmfiles import SwarmFile
 from steelcup.state.db import open_db
 from steelcup.vm.saved import SavedNic, SavedShare, SavedVm
 from tests.unit.runtime.fakevm import FakeVms
-from tests.unit.runtime.support import make_runtime
+from tests.unit.runtime.support import logged, make_runtime
 
 pytestmark = pytest.mark.usefixtures("plain_dirs")  # conftest: roots are plain dirs
 
@@ -188,15 +188,6 @@ def checkpointing(tmp_path: Path, body: Callable[[Runtime, FakeVms], Awaitable[N
         await body(runtime, vms)
 
     run(tmp_path, with_restorer)
-
-
-async def logged(runtime: Runtime, cid: str, text: bytes) -> None:
-    path = runtime.log_path(cid)
-    for _ in range(200):
-        if path.exists() and text in path.read_bytes():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"{text!r} never reached the log")
 
 
 def test_a_checkpoint_exits_the_container_and_start_runs_it_on(tmp_path: Path) -> None:
