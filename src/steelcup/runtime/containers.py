@@ -166,7 +166,7 @@ class Attached:
     _live: _Live
     # What of the log the subscriber will not get: entries stamped up to this (a replay of
     # the log up to here and then the subscription's stream miss nothing and repeat nothing).
-    logged_until_ns: int = 0
+    logged_until_ns: int
 
     async def write_stdin(self, data: bytes) -> bool:
         """Feed stdin of the current run once it has started; False if there is no process."""
