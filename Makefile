@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 BUILD := build
 # The guest kernel's source and what building it takes (GUEST_KERNEL=source, guest/guest.mk).
-GUEST_KERNEL_APT := linux-source-6.1 gcc make flex bison bc libelf-dev
+GUEST_KERNEL_APT := linux-source-6.1 gcc make flex bison bc libelf-dev patch
 APT_PACKAGES := qemu-system-x86 qemu-utils busybox-static musl-tools cpio kmod e2fsprogs \
 	erofs-utils xz-utils zstd iproute2 nftables util-linux openssl docker-registry skopeo \
 	apache2-utils podman runc netavark containernetworking-plugins chromium chromium-driver \

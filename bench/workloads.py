@@ -29,6 +29,8 @@ network namespace this script creates. Rows, each engine in turn within a run:
 (what the transport costs, apart from the rest of steelcup). `--before DIR` adds a second
 steelcup engine run from another tree's `src/` (e.g. `git archive REV src | tar -x -C DIR`)
 with this checkout's guest assets: a change's before and after in the same run.
+`--assets-before DIR` adds a second steelcup engine booting the guest assets in DIR (a kernel or
+init change's before and after).
 `--rootfs-cache MODES` adds steelcup daemons started with `--rootfs-cache MODE`.
 """
 
@@ -519,16 +521,18 @@ def table(results: dict[str, dict[str, list[float]]]) -> str:
 
 @contextlib.contextmanager
 def steelcup_engine(name: str, tmp: Path, tar: Path, extra_args: tuple[str, ...],
-                    log: Callable[[str], None], src: Path = REPO) -> Iterator[CliEngine]:
+                    log: Callable[[str], None], src: Path = REPO,
+                    assets: Path = REPO / "build" / "guest") -> Iterator[CliEngine]:
     """A daemon in a netns of its own, daemon and CLI run from the source tree `src` (its
-    `src/`) with this checkout's guest assets; the CLI as installed (the console script, its
-    bytecode cached even if the shell sets PYTHONDONTWRITEBYTECODE)."""
+    `src/`) with the guest assets in `assets` (this checkout's unless told); the CLI as
+    installed (the console script, its bytecode cached even if the shell sets
+    PYTHONDONTWRITEBYTECODE)."""
     netns = new_netns(f"wl{len(name)}")
     saved = dict(os.environ)
     try:
         tmp.mkdir()
         os.environ["PYTHONPATH"] = str(src / "src")
-        os.environ["STEELCUP_ASSETS"] = str(REPO / "build" / "guest")
+        os.environ["STEELCUP_ASSETS"] = str(assets)
         try:
             daemon = start_daemon(tmp / "root", tmp / "s.sock", netns, extra_args)
             env = cli_env(daemon, tmp / "pycache")  # as installed: bytecode cached
@@ -612,6 +616,9 @@ def main() -> int:
                          "cache modes (e.g. none,loose)")
     ap.add_argument("--before", type=Path, default=None,
                     help="another steelcup checkout to run as a second engine")
+    ap.add_argument("--assets-before", type=Path, default=None, metavar="DIR",
+                    help="a second steelcup engine with the guest assets (vmlinux, initrd.img) "
+                         "in DIR: a guest change's before and after in the same run")
     ap.add_argument("--rootfs-cache", default="", metavar="MODES",
                     help="also steelcup daemons with `--rootfs-cache MODE` for these modes "
                          "(e.g. loose): a column \"steelcup MODE\" each, same run")
@@ -638,6 +645,10 @@ def main() -> int:
             engines.append(stack.enter_context(steelcup_engine(
                 "steelcup before", Path(tmp) / "sb", tar, tuple(args.daemon_arg), log,
                 args.before)))
+        if args.assets_before is not None:
+            engines.append(stack.enter_context(steelcup_engine(
+                "steelcup assets before", Path(tmp) / "sa", tar, tuple(args.daemon_arg), log,
+                assets=args.assets_before)))
         if "bare" in wanted:
             engines.append(stack.enter_context(bare_engine(
                 Path(tmp) / "bare", initramfs(rootfs), args.bare_max_cpus, rootfs)))

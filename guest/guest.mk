@@ -19,6 +19,9 @@ GUEST_KSRC_TAR := /usr/src/$(GUEST_KSRC_PKG).tar.xz
 GUEST_KSRC := $(GUEST_BUILD)/kernel-src
 GUEST_KOBJ := $(GUEST_BUILD)/kernel-obj
 GUEST_KFRAGMENT := guest/kernel/steelcup.config
+# Our changes to the kernel's source, applied in name order after unpacking (docs/architecture.md,
+# "Guest kernel and boot").
+GUEST_KPATCHES := $(sort $(wildcard guest/kernel/patches/*.patch))
 # none or gzip: an uncompressed initrd boots faster under TCG (see the guest report).
 GUEST_INITRD_COMPRESS ?= none
 GUEST_INIT_SRCS := $(wildcard guest/init/*.c)
@@ -49,15 +52,19 @@ $(GUEST_BUILD)/init: $(GUEST_INIT_SRCS) $(GUEST_INIT_HDRS) $(GUEST_INIT_CFG)
 		-o $@ $(GUEST_INIT_SRCS)
 
 ifeq ($(GUEST_KERNEL),source)
-# Kernel source: Debian's linux-source tarball (an apt package, see APT_PACKAGES), unpacked once;
-# a newer tarball (package upgrade) unpacks afresh and rebuilds from scratch.
+# Kernel source: Debian's linux-source tarball (an apt package, see APT_PACKAGES), unpacked once
+# with our patches applied; a newer tarball (package upgrade) or a changed patch set unpacks
+# afresh and rebuilds from scratch (a reverted file would keep the tarball's old mtime).
 $(GUEST_KSRC_TAR): | $(BUILD)/.apt-stamp
 	@test -f $@ || { echo "$@ missing: apt-get install $(GUEST_KSRC_PKG)" >&2; exit 1; }
 
-$(GUEST_KSRC)/.stamp: $(GUEST_KSRC_TAR)
+GUEST_KPATCH_CFG := $(call guest_setting,kpatch.cfg,$(notdir $(GUEST_KPATCHES)))
+$(GUEST_KSRC)/.stamp: $(GUEST_KSRC_TAR) $(GUEST_KPATCHES) $(GUEST_KPATCH_CFG)
 	@rm -rf $(GUEST_KSRC) $(GUEST_KOBJ) && mkdir -p $(GUEST_KSRC)
 	@echo "guest: unpacking $<"
 	tar -xJf $< -C $(GUEST_KSRC) --strip-components=1
+	@for p in $(GUEST_KPATCHES); do echo "guest: applying $$p"; \
+		patch -s -p1 -d $(GUEST_KSRC) --no-backup-if-mismatch -F0 < $$p || exit 1; done
 	@touch $@
 
 # Out of tree in $(GUEST_KOBJ): a changed fragment re-runs the config and Kbuild recompiles only

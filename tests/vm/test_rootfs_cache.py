@@ -65,6 +65,26 @@ def test_cp_in_replaces_what_the_guest_has_cached(loose: Daemon, tmp_path: Path)
         loose.cli("rm", "-f", cid)
 
 
+def test_names_looked_up_in_vain_stay_cached_until_cp_writes_one(loose: Daemon,
+                                                                 tmp_path: Path) -> None:
+    """The guest kernel's 9p patch (guest/kernel/patches): a cached root keeps negative
+    dentries (6.1 dropped each at its last use, so every lookup of a missing name was a host
+    round trip), and the cache drop after a cp still lets the guest see what cp made."""
+    cid = loose.out("run", "-d", IMG, "sleep", "300").strip()
+    try:
+        negative = "awk '{print $5}' /proc/sys/fs/dentry-state"
+        before, after = loose.out("exec", cid, "sh", "-c",
+                                  f"{negative}; for i in $(seq 300); do test -e /nope$i; done; "
+                                  f"{negative}").split()
+        assert int(after) - int(before) >= 300
+        src = tmp_path / "made"
+        src.write_text("made by the host\n")
+        loose.out("cp", str(src), f"{cid}:/nope7")
+        assert loose.out("exec", cid, "cat", "/nope7") == "made by the host\n"
+    finally:
+        loose.cli("rm", "-f", cid)
+
+
 def test_guest_writes_reach_cp_diff_commit_and_export(loose: Daemon, tmp_path: Path) -> None:
     cid = loose.out("run", "-d", IMG, "sleep", "300").strip()
     try:
