@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import tarfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -81,6 +82,27 @@ def test_names_looked_up_in_vain_stay_cached_until_cp_writes_one(loose: Daemon,
         src.write_text("made by the host\n")
         loose.out("cp", str(src), f"{cid}:/nope7")
         assert loose.out("exec", cid, "cat", "/nope7") == "made by the host\n"
+    finally:
+        loose.cli("rm", "-f", cid)
+
+
+def test_cp_replacing_a_file_held_open_in_the_guest_is_read_afresh(loose: Daemon,
+                                                                    tmp_path: Path) -> None:
+    """The guest kernel's read fids (guest/kernel/patches): read-only opens of a file share
+    one open on the host, kept while the guest's inode lives. cp replaces a file with a new
+    one on the host; the sync before it ends every shared open, so a file the guest holds
+    open (its inode stays cached) is read afresh, not through the old file's open."""
+    cid = loose.out("run", "-d", IMG, "sh", "-c",
+                    "echo old-content > /tmp/held; exec sleep 300 < /tmp/held").strip()
+    try:
+        deadline = time.monotonic() + 30
+        while loose.cli("exec", cid, "cat", "/tmp/held").stdout != b"old-content\n":
+            assert time.monotonic() < deadline, "the container never wrote /tmp/held"
+            time.sleep(0.2)
+        src = tmp_path / "held"
+        src.write_text("new-content\n")  # the same size: a held file keeps its cached size
+        loose.out("cp", str(src), f"{cid}:/tmp/held")
+        assert loose.out("exec", cid, "cat", "/tmp/held") == "new-content\n"
     finally:
         loose.cli("rm", "-f", cid)
 
