@@ -107,6 +107,30 @@ def test_cp_replacing_a_file_held_open_in_the_guest_is_read_afresh(loose: Daemon
         loose.cli("rm", "-f", cid)
 
 
+def test_a_symlink_is_read_from_the_host_once_and_cp_replaces_it(loose: Daemon,
+                                                                  tmp_path: Path) -> None:
+    """The guest kernel's symlink patch (guest/kernel/patches): a cached root keeps a link's
+    target after its first read. Changed on the host behind the daemon's back (which only
+    this test does: the daemon writes into a running root through cp, which drops the
+    guest's caches), the guest still follows the old target; replaced by cp, the new one."""
+    cid = loose.out("run", "-d", IMG, "sh", "-c", "ln -s first /tmp/ln; exec sleep 300").strip()
+    try:
+        deadline = time.monotonic() + 30
+        while loose.cli("exec", cid, "readlink", "/tmp/ln").stdout != b"first\n":
+            assert time.monotonic() < deadline, "the container never made /tmp/ln"
+            time.sleep(0.2)
+        # the root is mounted in the daemon's mount namespace
+        on_host = Path(f"/proc/{loose.proc.pid}/root{loose.root}/containers/{cid}/rootfs/tmp/ln")
+        on_host.unlink()
+        on_host.symlink_to("second")
+        assert loose.out("exec", cid, "readlink", "/tmp/ln") == "first\n"
+        (tmp_path / "ln").symlink_to("third")
+        loose.out("cp", str(tmp_path / "ln"), f"{cid}:/tmp/")
+        assert loose.out("exec", cid, "readlink", "/tmp/ln") == "third\n"
+    finally:
+        loose.cli("rm", "-f", cid)
+
+
 def test_guest_writes_reach_cp_diff_commit_and_export(loose: Daemon, tmp_path: Path) -> None:
     cid = loose.out("run", "-d", IMG, "sleep", "300").strip()
     try:
