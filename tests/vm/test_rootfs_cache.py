@@ -3,6 +3,7 @@ the host's view and the guest's coherent around cp (both ways), diff, commit and
 
 from __future__ import annotations
 
+import hashlib
 import io
 import tarfile
 import time
@@ -127,6 +128,45 @@ def test_a_symlink_is_read_from_the_host_once_and_cp_replaces_it(loose: Daemon,
         (tmp_path / "ln").symlink_to("third")
         loose.out("cp", str(tmp_path / "ln"), f"{cid}:/tmp/")
         assert loose.out("exec", cid, "readlink", "/tmp/ln") == "third\n"
+    finally:
+        loose.cli("rm", "-f", cid)
+
+
+def test_a_directory_listing_follows_every_change_but_one_behind_the_daemons_back(
+        loose: Daemon, tmp_path: Path) -> None:
+    """The guest kernel's listing patch (guest/kernel/patches): a cached root keeps a
+    directory's listing once read to its end. Every change the guest makes shows in the next
+    listing, as does what cp writes; a file made on the host behind the daemon's back (which
+    only this test does) does not, until a cp drops the guest's caches."""
+    cid = loose.out("run", "-d", IMG, "sleep", "300").strip()
+    try:
+        steps = ("mkdir /tmp/d; touch /tmp/d/a", "", "touch /tmp/d/b", "mv /tmp/d/a /tmp/d/c",
+                 "rm /tmp/d/b", "mkdir /tmp/d/e; ln -s x /tmp/d/f; ln /tmp/d/c /tmp/d/g",
+                 "rmdir /tmp/d/e; mv /tmp/d/g /tmp/g; echo > /tmp/d/p")
+        script = "; ".join(f"{step}{'; ' if step else ''}ls /tmp/d | tr '\\n' ' '; echo"
+                           for step in steps)
+        listings = loose.out("exec", cid, "sh", "-c", script).splitlines()
+        assert listings == ["a ", "a ", "a b ", "b c ", "c ", "c e f g ", "c f p "]
+        # a listing longer than one 9p reply (msize 256 KiB), kept and read again
+        many = tmp_path / "many"
+        many.mkdir()
+        names = sorted(f"{i:05d}{'x' * 75}" for i in range(3000))
+        for name in names:
+            (many / name).write_text("")
+        loose.out("cp", str(many), f"{cid}:/tmp/")
+        want = hashlib.md5("".join(f"{n}\n" for n in [".", "..", *names]).encode()).hexdigest()
+        sums = loose.out("exec", cid, "sh", "-c", "for i in 1 2 3; do ls -a /tmp/many | md5sum; "
+                         "done").split()
+        assert sums == [want, "-"] * 3
+        # behind the daemon's back: the guest's listing of /tmp/d stays as it was
+        assert loose.out("exec", cid, "ls", "/tmp/d").split() == ["c", "f", "p"]
+        on_host = Path(f"/proc/{loose.proc.pid}/root{loose.root}/containers/{cid}/rootfs/tmp/d")
+        (on_host / "h").write_text("")
+        assert loose.out("exec", cid, "ls", "/tmp/d").split() == ["c", "f", "p"]
+        src = tmp_path / "k"
+        src.write_text("")
+        loose.out("cp", str(src), f"{cid}:/tmp/d/")
+        assert loose.out("exec", cid, "ls", "/tmp/d").split() == ["c", "f", "h", "k", "p"]
     finally:
         loose.cli("rm", "-f", cid)
 
