@@ -3,6 +3,7 @@ the host's view and the guest's coherent around cp (both ways), diff, commit and
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import tarfile
@@ -50,9 +51,39 @@ def _root_options(daemon: Daemon, cid: str) -> list[str]:
     return next(line for line in mounts if line.split()[1] == "/").split()[3].split(",")
 
 
-def test_cp_in_replaces_what_the_guest_has_cached(loose: Daemon, tmp_path: Path) -> None:
-    cid = loose.out("run", "-d", IMG, "sleep", "300").strip()
+@contextlib.contextmanager
+def _container(daemon: Daemon, *run_args: str) -> Iterator[str]:
+    """A container started with `run -d *run_args`, removed on the way out."""
+    cid = daemon.out("run", "-d", *run_args).strip()
     try:
+        yield cid
+    finally:
+        daemon.cli("rm", "-f", cid)
+
+
+def _wait_for(daemon: Daemon, cid: str, want: bytes, *argv: str) -> None:
+    """Until `exec cid argv` prints `want` (the container's main process made it)."""
+    deadline = time.monotonic() + 30
+    while daemon.cli("exec", cid, *argv).stdout != want:
+        assert time.monotonic() < deadline, f"{' '.join(argv)} never printed {want!r}"
+        time.sleep(0.2)
+
+
+def _on_host(daemon: Daemon, cid: str, path: str) -> Path:
+    """`path` in the container's root as the host sees it (the root is mounted in the
+    daemon's mount namespace)."""
+    return Path(f"/proc/{daemon.proc.pid}/root{daemon.root}/containers/{cid}/rootfs{path}")
+
+
+def _cp_text(daemon: Daemon, cid: str, tmp_path: Path, text: str, dest: str) -> None:
+    """cp a host file holding `text` to `dest` in the container."""
+    src = tmp_path / "cp-src"
+    src.write_text(text)
+    daemon.out("cp", str(src), f"{cid}:{dest}")
+
+
+def test_cp_in_replaces_what_the_guest_has_cached(loose: Daemon, tmp_path: Path) -> None:
+    with _container(loose, IMG, "sleep", "300") as cid:
         assert "loose" in _root_options(loose, cid)
         # the guest reads (and caches) the old file and a lookup of a missing one
         assert loose.out("exec", cid, "sh", "-c",
@@ -63,8 +94,6 @@ def test_cp_in_replaces_what_the_guest_has_cached(loose: Daemon, tmp_path: Path)
         loose.out("cp", str(src), f"{cid}:/tmp/f")
         loose.out("cp", str(src), f"{cid}:/tmp/new")
         assert loose.out("exec", cid, "cat", "/tmp/f", "/tmp/new") == src.read_text() * 2
-    finally:
-        loose.cli("rm", "-f", cid)
 
 
 def test_names_looked_up_in_vain_stay_cached_until_cp_writes_one(loose: Daemon,
@@ -72,19 +101,14 @@ def test_names_looked_up_in_vain_stay_cached_until_cp_writes_one(loose: Daemon,
     """The guest kernel's 9p patch (guest/kernel/patches): a cached root keeps negative
     dentries (6.1 dropped each at its last use, so every lookup of a missing name was a host
     round trip), and the cache drop after a cp still lets the guest see what cp made."""
-    cid = loose.out("run", "-d", IMG, "sleep", "300").strip()
-    try:
+    with _container(loose, IMG, "sleep", "300") as cid:
         negative = "awk '{print $5}' /proc/sys/fs/dentry-state"
         before, after = loose.out("exec", cid, "sh", "-c",
                                   f"{negative}; for i in $(seq 300); do test -e /nope$i; done; "
                                   f"{negative}").split()
         assert int(after) - int(before) >= 300
-        src = tmp_path / "made"
-        src.write_text("made by the host\n")
-        loose.out("cp", str(src), f"{cid}:/nope7")
+        _cp_text(loose, cid, tmp_path, "made by the host\n", "/nope7")
         assert loose.out("exec", cid, "cat", "/nope7") == "made by the host\n"
-    finally:
-        loose.cli("rm", "-f", cid)
 
 
 def test_cp_replacing_a_file_held_open_in_the_guest_is_read_afresh(loose: Daemon,
@@ -93,19 +117,12 @@ def test_cp_replacing_a_file_held_open_in_the_guest_is_read_afresh(loose: Daemon
     one open on the host, kept while the guest's inode lives. cp replaces a file with a new
     one on the host; the sync before it ends every shared open, so a file the guest holds
     open (its inode stays cached) is read afresh, not through the old file's open."""
-    cid = loose.out("run", "-d", IMG, "sh", "-c",
-                    "echo old-content > /tmp/held; exec sleep 300 < /tmp/held").strip()
-    try:
-        deadline = time.monotonic() + 30
-        while loose.cli("exec", cid, "cat", "/tmp/held").stdout != b"old-content\n":
-            assert time.monotonic() < deadline, "the container never wrote /tmp/held"
-            time.sleep(0.2)
-        src = tmp_path / "held"
-        src.write_text("new-content\n")  # the same size: a held file keeps its cached size
-        loose.out("cp", str(src), f"{cid}:/tmp/held")
+    with _container(loose, IMG, "sh", "-c",
+                    "echo old-content > /tmp/held; exec sleep 300 < /tmp/held") as cid:
+        _wait_for(loose, cid, b"old-content\n", "cat", "/tmp/held")
+        # the same size: a held file keeps its cached size
+        _cp_text(loose, cid, tmp_path, "new-content\n", "/tmp/held")
         assert loose.out("exec", cid, "cat", "/tmp/held") == "new-content\n"
-    finally:
-        loose.cli("rm", "-f", cid)
 
 
 def test_a_symlink_is_read_from_the_host_once_and_cp_replaces_it(loose: Daemon,
@@ -114,22 +131,15 @@ def test_a_symlink_is_read_from_the_host_once_and_cp_replaces_it(loose: Daemon,
     target after its first read. Changed on the host behind the daemon's back (which only
     this test does: the daemon writes into a running root through cp, which drops the
     guest's caches), the guest still follows the old target; replaced by cp, the new one."""
-    cid = loose.out("run", "-d", IMG, "sh", "-c", "ln -s first /tmp/ln; exec sleep 300").strip()
-    try:
-        deadline = time.monotonic() + 30
-        while loose.cli("exec", cid, "readlink", "/tmp/ln").stdout != b"first\n":
-            assert time.monotonic() < deadline, "the container never made /tmp/ln"
-            time.sleep(0.2)
-        # the root is mounted in the daemon's mount namespace
-        on_host = Path(f"/proc/{loose.proc.pid}/root{loose.root}/containers/{cid}/rootfs/tmp/ln")
+    with _container(loose, IMG, "sh", "-c", "ln -s first /tmp/ln; exec sleep 300") as cid:
+        _wait_for(loose, cid, b"first\n", "readlink", "/tmp/ln")
+        on_host = _on_host(loose, cid, "/tmp/ln")
         on_host.unlink()
         on_host.symlink_to("second")
         assert loose.out("exec", cid, "readlink", "/tmp/ln") == "first\n"
         (tmp_path / "ln").symlink_to("third")
         loose.out("cp", str(tmp_path / "ln"), f"{cid}:/tmp/")
         assert loose.out("exec", cid, "readlink", "/tmp/ln") == "third\n"
-    finally:
-        loose.cli("rm", "-f", cid)
 
 
 def test_a_directory_listing_follows_every_change_but_one_behind_the_daemons_back(
@@ -138,8 +148,7 @@ def test_a_directory_listing_follows_every_change_but_one_behind_the_daemons_bac
     directory's listing once read to its end. Every change the guest makes shows in the next
     listing, as does what cp writes; a file made on the host behind the daemon's back (which
     only this test does) does not, until a cp drops the guest's caches."""
-    cid = loose.out("run", "-d", IMG, "sleep", "300").strip()
-    try:
+    with _container(loose, IMG, "sleep", "300") as cid:
         steps = ("mkdir /tmp/d; touch /tmp/d/a", "", "touch /tmp/d/b", "mv /tmp/d/a /tmp/d/c",
                  "rm /tmp/d/b", "mkdir /tmp/d/e; ln -s x /tmp/d/f; ln /tmp/d/c /tmp/d/g",
                  "rmdir /tmp/d/e; mv /tmp/d/g /tmp/g; echo > /tmp/d/p")
@@ -160,20 +169,17 @@ def test_a_directory_listing_follows_every_change_but_one_behind_the_daemons_bac
         assert sums == [want, "-"] * 3
         # behind the daemon's back: the guest's listing of /tmp/d stays as it was
         assert loose.out("exec", cid, "ls", "/tmp/d").split() == ["c", "f", "p"]
-        on_host = Path(f"/proc/{loose.proc.pid}/root{loose.root}/containers/{cid}/rootfs/tmp/d")
+        on_host = _on_host(loose, cid, "/tmp/d")
         (on_host / "h").write_text("")
         assert loose.out("exec", cid, "ls", "/tmp/d").split() == ["c", "f", "p"]
         src = tmp_path / "k"
         src.write_text("")
         loose.out("cp", str(src), f"{cid}:/tmp/d/")
         assert loose.out("exec", cid, "ls", "/tmp/d").split() == ["c", "f", "h", "k", "p"]
-    finally:
-        loose.cli("rm", "-f", cid)
 
 
 def test_guest_writes_reach_cp_diff_commit_and_export(loose: Daemon, tmp_path: Path) -> None:
-    cid = loose.out("run", "-d", IMG, "sleep", "300").strip()
-    try:
+    with _container(loose, IMG, "sleep", "300") as cid:
         # written and closed by the guest, still in its page cache (write-back)
         loose.out("exec", cid, "sh", "-c", "echo from-guest > /root/made-in-vm")
         loose.out("cp", f"{cid}:/root/made-in-vm", str(tmp_path / "back"))
@@ -186,8 +192,6 @@ def test_guest_writes_reach_cp_diff_commit_and_export(loose: Daemon, tmp_path: P
             assert member is not None and member.read() == b"second\n"
         loose.out("exec", cid, "sh", "-c", "echo third > /root/third")
         loose.out("commit", cid, "loose-committed:1")
-    finally:
-        loose.cli("rm", "-f", cid)
     out = loose.out("run", "--rm", "loose-committed:1", "cat", "/root/made-in-vm",
                     "/root/second", "/root/third")
     assert out == "from-guest\nsecond\nthird\n"
