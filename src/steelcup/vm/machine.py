@@ -59,6 +59,19 @@ def _in_net_namespace_of_caller() -> Callable[[Callable[[], T]], T]:
     return run
 
 
+def _kill_late_spawn(spawning: asyncio.Future[subprocess.Popen[bytes]]) -> None:
+    """A spawn whose caller was cancelled while it ran: kill the QEMU it started, if any, and
+    reap it off the event loop."""
+    if spawning.cancelled() or spawning.exception() is not None:
+        return
+    popen = spawning.result()
+    popen.kill()
+    for pipe in (popen.stdout, popen.stderr):
+        if pipe is not None:
+            pipe.close()
+    asyncio.get_running_loop().run_in_executor(None, popen.wait)
+
+
 @functools.cache
 def _spawner() -> concurrent.futures.ThreadPoolExecutor:
     """The one thread that forks every QEMU, for the daemon's life: a QEMU's death signal
@@ -486,12 +499,18 @@ class Machine:
                 preexec_fn=jail.enter,
             )
 
+        # Off the event loop: Popen waits until the child has run the jail and exec'd, and
+        # joining the VM's cgroup waits for an RCU grace period in the kernel (31 ms a spawn
+        # measured with 400 VMs running), which held up every other request.
+        spawning = asyncio.get_running_loop().run_in_executor(
+            _spawner(), _in_net_namespace_of_caller(), spawn)
         try:
-            # Off the event loop: Popen waits until the child has run the jail and exec'd, and
-            # joining the VM's cgroup waits for an RCU grace period in the kernel (31 ms a
-            # spawn measured with 400 VMs running), which held up every other request.
-            popen = await asyncio.get_running_loop().run_in_executor(
-                _spawner(), _in_net_namespace_of_caller(), spawn)
+            popen = await asyncio.shield(spawning)
+        except asyncio.CancelledError:
+            # The thread goes on: the QEMU it may still start belongs to nobody (a warm-cache
+            # refill cancelled at shutdown left such a QEMU running).
+            spawning.add_done_callback(_kill_late_spawn)
+            raise
         except (OSError, subprocess.SubprocessError) as exc:
             # SubprocessError: the pre-exec hook failed (seccomp filter, cgroup, namespace).
             raise VmLaunchError(f"cannot run {self.argv[0]}: {exc}", argv=self.argv) from exc
