@@ -72,6 +72,18 @@ def _kill_late_spawn(spawning: asyncio.Future[subprocess.Popen[bytes]]) -> None:
     asyncio.get_running_loop().run_in_executor(None, popen.wait)
 
 
+async def _await_spawn(spawning: asyncio.Future[subprocess.Popen[bytes]]
+                       ) -> subprocess.Popen[bytes]:
+    """The process the spawn thread starts. Cancelled, the thread goes on: the QEMU it may
+    still start belongs to nobody and is killed once started (a warm-cache refill cancelled
+    at shutdown left such a QEMU running)."""
+    try:
+        return await asyncio.shield(spawning)
+    except asyncio.CancelledError:
+        spawning.add_done_callback(_kill_late_spawn)
+        raise
+
+
 @functools.cache
 def _spawner() -> concurrent.futures.ThreadPoolExecutor:
     """The one thread that forks every QEMU, for the daemon's life: a QEMU's death signal
@@ -505,12 +517,7 @@ class Machine:
         spawning = asyncio.get_running_loop().run_in_executor(
             _spawner(), _in_net_namespace_of_caller(), spawn)
         try:
-            popen = await asyncio.shield(spawning)
-        except asyncio.CancelledError:
-            # The thread goes on: the QEMU it may still start belongs to nobody (a warm-cache
-            # refill cancelled at shutdown left such a QEMU running).
-            spawning.add_done_callback(_kill_late_spawn)
-            raise
+            popen = await _await_spawn(spawning)
         except (OSError, subprocess.SubprocessError) as exc:
             # SubprocessError: the pre-exec hook failed (seccomp filter, cgroup, namespace).
             raise VmLaunchError(f"cannot run {self.argv[0]}: {exc}", argv=self.argv) from exc

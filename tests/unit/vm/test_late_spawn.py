@@ -1,5 +1,5 @@
 """A QEMU spawn whose caller is cancelled while the spawn thread runs: the process it still
-starts is killed and reaped, not left running (machine._kill_late_spawn)."""
+starts is killed and reaped, not left running (machine._await_spawn)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import asyncio
 import subprocess
 import threading
 
-from steelcup.vm.machine import _kill_late_spawn
+from steelcup.vm.machine import _await_spawn, _kill_late_spawn
 
 
 async def _cancelled_spawn() -> subprocess.Popen[bytes]:
@@ -24,14 +24,7 @@ async def _cancelled_spawn() -> subprocess.Popen[bytes]:
 
     spawning = loop.run_in_executor(None, spawn)
 
-    async def caller() -> None:
-        try:
-            await asyncio.shield(spawning)
-        except asyncio.CancelledError:
-            spawning.add_done_callback(_kill_late_spawn)
-            raise
-
-    task = asyncio.create_task(caller())
+    task = asyncio.create_task(_await_spawn(spawning))
     await asyncio.sleep(0.05)
     task.cancel()
     go.set()
