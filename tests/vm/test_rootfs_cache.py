@@ -7,7 +7,6 @@ import contextlib
 import hashlib
 import io
 import tarfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from tests.vm.support import (
     new_netns,
     start_daemon,
     stop_daemon,
+    wait_until,
 )
 
 IMG = "steelcup/busybox"
@@ -70,10 +70,8 @@ def _container(daemon: Daemon, *run_args: str) -> Iterator[str]:
 
 def _wait_for(daemon: Daemon, cid: str, want: bytes, *argv: str) -> None:
     """Until `exec cid argv` prints `want` (the container's main process made it)."""
-    deadline = time.monotonic() + 30
-    while daemon.cli("exec", cid, *argv).stdout != want:
-        assert time.monotonic() < deadline, f"{' '.join(argv)} never printed {want!r}"
-        time.sleep(0.2)
+    wait_until(lambda: daemon.cli("exec", cid, *argv).stdout == want,
+               f"{' '.join(argv)} printing {want!r}")
 
 
 def _on_host(daemon: Daemon, cid: str, path: str) -> Path:
