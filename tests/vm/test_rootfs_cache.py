@@ -1,5 +1,6 @@
 """--rootfs-cache loose on real guests: the root is mounted cache=loose, and the daemon keeps
-the host's view and the guest's coherent around cp (both ways), diff, commit and export."""
+the host's view and the guest's coherent around cp (both ways), diff, commit and export; and
+the guest kernel's patches for that root (guest/kernel/patches), each tested here."""
 
 from __future__ import annotations
 
@@ -203,3 +204,45 @@ def test_guest_writes_reach_cp_diff_commit_and_export(loose: Daemon, tmp_path: P
                     "/root/second", "/root/third")
     assert out == "from-guest\nsecond\nthird\n"
     loose.out("rmi", "loose-committed:1")
+
+
+# A FIFO passed through and a unix socket bound (syslogd's /dev/log, chrooted into the 9p root
+# since the container's /dev is the guest's own devtmpfs), then both looked up afresh after a
+# chmod and a cache drop (the stand-in keeps its mark; the FIFO's inode was evicted).
+_SPECIAL_NODES = """
+set -e
+mkfifo -m 640 /tmp/fifo
+(echo through the fifo > /tmp/fifo &)
+cat /tmp/fifo
+j=/tmp/jail; mkdir -p $j/bin $j/dev $j/var/log; cp /bin/busybox $j/bin/
+chroot $j /bin/busybox syslogd -O /var/log/messages
+for i in $(seq 50); do test -S $j/dev/log && break; sleep 0.1; done
+chroot $j /bin/busybox logger -t t over-a-socket
+chmod 600 /tmp/fifo
+echo 3 > /proc/sys/vm/drop_caches
+stat -c '%F %a' /tmp/fifo $j/dev/log
+"""
+
+
+def test_fifos_and_sockets_can_be_made_in_the_root(loose: Daemon, patched: bool) -> None:
+    """QEMU's 9p server will not make a FIFO or socket (mkfifo, or bind of a unix socket,
+    failed with ENXIO): the guest kernel keeps each as a marked stand-in file
+    (guest/kernel/patches/05-9p-stand-ins.patch), shown for what it is in the guest and by
+    export and commit on the host."""
+    if not patched:
+        pytest.skip("a guest without guest/kernel/patches cannot make FIFOs or sockets here")
+    with _container(loose, IMG, "sleep", "300") as cid:
+        assert loose.out("exec", cid, "sh", "-c", _SPECIAL_NODES).splitlines() == [
+            "through the fifo", "fifo 600", "socket 666"]
+        _wait_for(loose, cid, b"over-a-socket\n",
+                  "grep", "-o", "over-a-socket", "/tmp/jail/var/log/messages")
+        exported = loose.cli("export", cid, check=True).stdout
+        with tarfile.open(fileobj=io.BytesIO(exported)) as tar:
+            assert tar.getmember("tmp/fifo").isfifo() and tar.getmember("tmp/fifo").mode == 0o600
+            assert "tmp/jail/dev/log" not in tar.getnames()  # sockets are not archived
+        loose.out("commit", cid, "loose-nodes:1")
+    try:
+        assert loose.out("run", "--rm", "loose-nodes:1", "sh", "-c",
+                         "(echo again > /tmp/fifo &); cat /tmp/fifo") == "again\n"
+    finally:
+        loose.out("rmi", "loose-nodes:1")

@@ -1,7 +1,8 @@
 """Directory trees into tar streams through fds, never following a symlink (for cp, export
 and commit); overlay whiteouts can be written as OCI `.wh.` entries. Set-id bits and file
 capabilities an image or a cp declared (kept inert on the host, see `image/privileges.py`) are
-written out as declared.
+written out as declared, and the stand-ins the guest keeps for FIFOs and sockets
+(`runtime/stand_ins.py`) as what they stand for.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from steelcup.image.layers import OPAQUE_MARKER, WHITEOUT_PREFIX
 from steelcup.image.privileges import CAPABILITY_XATTR, declared_for
 from steelcup.runtime.fs_changes import is_opaque, is_whiteout
 from steelcup.runtime.fs_paths import DIR_FLAGS, MAX_DEPTH
+from steelcup.runtime.stand_ins import stand_in_kind, stood_in_mode
 
 _FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _CHUNK = 1 << 20
@@ -121,9 +123,17 @@ class TreeWriter:
                 now = os.fstat(fd)
                 if not stat.S_ISREG(now.st_mode) or now.st_ino != st.st_ino:
                     raise SteelcupError(f"{arcname} changed while it was archived")
-                info = self._info(arcname, st, fd=fd)
-                info.size = st.st_size
-                self.tar.addfile(info, _SizedReader(fd, st.st_size))
+                kind = stand_in_kind(fd, now)
+                if kind == stat.S_IFSOCK:
+                    return  # as a socket below
+                if kind == stat.S_IFIFO:
+                    info = self._info(arcname, st)
+                    info.type, info.mode = tarfile.FIFOTYPE, stat.S_IMODE(stood_in_mode(st, kind))
+                    self.tar.addfile(info)
+                else:
+                    info = self._info(arcname, st, fd=fd)
+                    info.size = st.st_size
+                    self.tar.addfile(info, _SizedReader(fd, st.st_size))
             finally:
                 os.close(fd)
             if st.st_nlink > 1:

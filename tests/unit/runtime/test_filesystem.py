@@ -8,6 +8,7 @@ import io
 import json
 import os
 import shutil
+import stat
 import subprocess
 import tarfile
 from collections.abc import Iterator
@@ -27,6 +28,7 @@ from steelcup.runtime import fs_admin, fs_archive, fs_changes, fs_commit, fs_pat
 from steelcup.runtime.containers import Runtime
 from steelcup.runtime.events import EventBus
 from steelcup.runtime.model import ContainerConfig
+from steelcup.runtime.stand_ins import STAND_IN_XATTR
 from steelcup.runtime.store import ContainerStore
 from steelcup.state.db import open_db
 from tests.unit.runtime.fakevm import FakeVms
@@ -370,6 +372,51 @@ def test_declared_privileges_survive_commit_export_and_cp(env: Env) -> None:
     assert not (env.upper(cid) / "cp/bin/su").stat().st_mode & 0o6000
     assert "security.capability" not in os.listxattr(env.upper(cid) / "cp/bin/ping")
     _declared(_tar_names(asyncio.run(_get(env, "c1", "/cp"))[1]), "cp/")
+
+
+def _stand_in(path: Path, mode: int, kind: bytes, data: bytes = b"") -> None:
+    """What the guest kernel leaves on the host for a FIFO or socket (runtime/stand_ins.py)."""
+    path.write_bytes(data)
+    path.chmod(mode)
+    os.setxattr(path, STAND_IN_XATTR, kind)
+
+
+def test_stand_ins_are_exported_and_committed_as_what_they_stand_for(env: Env) -> None:
+    cid = env.create("c1")
+    root = env.mount(cid)
+    _stand_in(root / "tmp/fifo", 0o1640, b"fifo")
+    _stand_in(root / "tmp/sock", 0o1755, b"socket")
+    _stand_in(root / "tmp/not-empty", 0o1644, b"fifo", b"data")  # not a stand-in's shape
+    _stand_in(root / "tmp/device", 0o1644, b"c 1:1")  # a mark that means nothing
+    (root / "tmp/sticky").write_bytes(b"")
+    (root / "tmp/sticky").chmod(0o1600)
+    os.link(root / "tmp/fifo", root / "tmp/fifo-link")
+    env.release(cid)
+
+    async def export() -> bytes:
+        async with fs_paths.mounted_root(env.runtime, "c1") as root_fd:
+            out = io.BytesIO()
+            fs_commit.write_export(root_fd, out)
+            return out.getvalue()
+
+    image = asyncio.run(fs_commit.commit(env.runtime, "c1", repo_tag="stood:1",
+                                         spool_dir=env.tmp / "spool"))
+    for members in (_tar_names(asyncio.run(export())), _layer_members(env, image.diff_ids[-1])):
+        fifo = members["tmp/fifo"]
+        assert fifo.isfifo() and fifo.mode == 0o640
+        assert "SCHILY.xattr." + STAND_IN_XATTR not in fifo.pax_headers
+        assert members["tmp/fifo-link"].islnk()
+        assert members["tmp/fifo-link"].linkname == "tmp/fifo"
+        assert "tmp/sock" not in members  # sockets are not archived (nor by docker)
+        for name, mode in (("tmp/not-empty", 0o1644), ("tmp/device", 0o1644),
+                           ("tmp/sticky", 0o1600)):
+            assert members[name].isreg() and members[name].mode == mode
+    c2 = env.create("c2", image="stood:1")
+    root = env.mount(c2)
+    try:
+        assert stat.S_ISFIFO((root / "tmp/fifo").lstat().st_mode)
+    finally:
+        env.release(c2)
 
 
 def test_apply_changes() -> None:
