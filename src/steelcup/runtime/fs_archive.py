@@ -16,6 +16,7 @@ from steelcup.idmap import IdRange
 from steelcup.image.layers import LayerLimits, _Extractor, decompressed, open_stream
 from steelcup.runtime.fs_paths import ContainerTree, lstat_at, open_dir, resolve, split_path
 from steelcup.runtime.fs_tar import TreeWriter, open_tar
+from steelcup.runtime.stand_ins import may_stand_in, stand_in_kind, stood_in_mode
 
 # Go's os.FileMode bits: docker's path-stat header carries a Go FileMode, not a unix mode.
 _GO_DIR = 1 << 31
@@ -27,6 +28,7 @@ _GO_SETUID = 1 << 23
 _GO_SETGID = 1 << 22
 _GO_CHARDEV = 1 << 21
 _GO_STICKY = 1 << 20
+_PEEK_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
 
 @dataclass(frozen=True)
@@ -80,7 +82,8 @@ def locate(tree: ContainerTree, path: str, container: str) -> Source:
         arcname = asked[-1] if asked and asked[-1] != ".." else (parts[-1] if parts else ".")
     name = split_path(path)[-1] if split_path(path) else "/"
     info = PathStat(name=name if not _wants_contents(path) else ".", size=st.st_size,
-                    mode=_go_mode(st), mtime=_rfc3339(st.st_mtime_ns), link_target=link)
+                    mode=_go_mode(_shown_mode(tree, parts, st)), mtime=_rfc3339(st.st_mtime_ns),
+                    link_target=link)
     return Source(parts, st, arcname, info)
 
 
@@ -89,9 +92,30 @@ def _wants_contents(path: str) -> bool:
     return path == "." or path.endswith("/.")
 
 
-def _go_mode(st: os.stat_result) -> int:
-    mode = stat.S_IMODE(st.st_mode) & 0o777
-    kind = stat.S_IFMT(st.st_mode)
+def _shown_mode(tree: ContainerTree, parts: tuple[str, ...], st: os.stat_result) -> int:
+    """The mode of what is at `parts`: a stand-in's is the FIFO's or socket's it stands for."""
+    if not parts or not may_stand_in(st):
+        return st.st_mode
+    fd, rest, _ = tree.locate(parts)
+    if not rest:
+        return st.st_mode
+    parent = open_dir(fd, rest[:-1])
+    try:
+        file_fd = os.open(rest[-1], _PEEK_FLAGS, dir_fd=parent)
+    except OSError:
+        return st.st_mode
+    finally:
+        os.close(parent)
+    try:
+        kind = stand_in_kind(file_fd, os.fstat(file_fd))
+    finally:
+        os.close(file_fd)
+    return st.st_mode if kind is None else stood_in_mode(st, kind)
+
+
+def _go_mode(st_mode: int) -> int:
+    mode = stat.S_IMODE(st_mode) & 0o777
+    kind = stat.S_IFMT(st_mode)
     mode |= {
         stat.S_IFDIR: _GO_DIR,
         stat.S_IFLNK: _GO_SYMLINK,
@@ -100,11 +124,11 @@ def _go_mode(st: os.stat_result) -> int:
         stat.S_IFBLK: _GO_DEVICE,
         stat.S_IFCHR: _GO_DEVICE | _GO_CHARDEV,
     }.get(kind, 0)
-    if st.st_mode & stat.S_ISUID:
+    if st_mode & stat.S_ISUID:
         mode |= _GO_SETUID
-    if st.st_mode & stat.S_ISGID:
+    if st_mode & stat.S_ISGID:
         mode |= _GO_SETGID
-    if st.st_mode & stat.S_ISVTX:
+    if st_mode & stat.S_ISVTX:
         mode |= _GO_STICKY
     return mode
 

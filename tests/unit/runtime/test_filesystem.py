@@ -411,6 +411,14 @@ def test_stand_ins_are_exported_and_committed_as_what_they_stand_for(env: Env) -
         for name, mode in (("tmp/not-empty", 0o1644), ("tmp/device", 0o1644),
                            ("tmp/sticky", 0o1600)):
             assert members[name].isreg() and members[name].mode == mode
+    # docker cp: the path-stat header and the archive
+    fifo_source, data = asyncio.run(_get(env, "c1", "/tmp/fifo"))
+    assert fifo_source.stat.mode == (1 << 25) | 0o640  # Go's ModeNamedPipe
+    assert _tar_names(data)["fifo"].isfifo()
+    sock_source, data = asyncio.run(_get(env, "c1", "/tmp/sock"))
+    assert sock_source.stat.mode == (1 << 24) | 0o755 and _tar_names(data) == {}
+    sticky_source, _ = asyncio.run(_get(env, "c1", "/tmp/sticky"))
+    assert sticky_source.stat.mode == (1 << 20) | 0o600
     c2 = env.create("c2", image="stood:1")
     root = env.mount(c2)
     try:
