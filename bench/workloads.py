@@ -22,11 +22,14 @@ network namespace this script creates. Rows, each engine in turn within a run:
   page cache and translation cache warm from earlier rounds); the second run is both warm.
 
     sudo PYTHONPATH=src .venv/bin/python bench/workloads.py [--runs 3] [--downloads 3] \
-        [--only steelcup,bare,podman] [--bare-9p none,loose] [--before DIR] \
+        [--only steelcup,bare,podman] [--bare-9p none,loose] [--bare-9p-fresh loose] \
+        [--before DIR] \
         [--rootfs-cache loose]
 
 `--bare-9p MODES` adds bare VMs whose commands run on the rootfs over 9p with those cache modes
-(what the transport costs, apart from the rest of steelcup). `--before DIR` adds a second
+(what the transport costs, apart from the rest of steelcup); `--bare-9p-fresh MODES` the same
+booted anew before each round (cold page and translation caches, like a fresh container's).
+`--before DIR` adds a second
 steelcup engine run from another tree's `src/` (e.g. `git archive REV src | tar -x -C DIR`)
 with this checkout's guest assets: a change's before and after in the same run.
 `--assets-before DIR` adds a second steelcup engine booting the guest assets in DIR (a kernel or
@@ -614,6 +617,9 @@ def main() -> int:
     ap.add_argument("--bare-9p", default="", metavar="MODES",
                     help="also bare VMs whose commands run on the rootfs over 9p with these "
                          "cache modes (e.g. none,loose)")
+    ap.add_argument("--bare-9p-fresh", default="", metavar="MODES",
+                    help="the same, each booted anew before each round (a fresh container's "
+                         "cold caches on the 9p root: the transport's own first-run cost)")
     ap.add_argument("--before", type=Path, default=None,
                     help="another steelcup checkout to run as a second engine")
     ap.add_argument("--assets-before", type=Path, default=None, metavar="DIR",
@@ -660,6 +666,10 @@ def main() -> int:
             engines.append(stack.enter_context(bare_engine(
                 Path(tmp) / f"bare-{mode}", initramfs(rootfs), args.bare_max_cpus, rootfs,
                 mode)))
+        for mode in filter(None, args.bare_9p_fresh.split(",")):
+            engines.append(stack.enter_context(bare_engine(
+                Path(tmp) / f"bare-{mode}-fresh", initramfs(rootfs), args.bare_max_cpus, rootfs,
+                mode, fresh=True)))
         if "podman" in wanted:
             engines.append(stack.enter_context(podman_engine(tar)))
         results = measure(engines, args.runs, args.warmup, args.downloads, log)
