@@ -23,15 +23,18 @@ network namespace this script creates. Rows, each engine in turn within a run:
 
     sudo PYTHONPATH=src .venv/bin/python bench/workloads.py [--runs 3] [--downloads 3] \
         [--only steelcup,bare,podman] [--bare-9p none,loose] [--bare-9p-fresh loose] \
-        [--before DIR] \
+        [--bare-blk-fresh] [--before DIR] \
         [--rootfs-cache loose]
 
 `--bare-9p MODES` adds bare VMs whose commands run on the rootfs over 9p with those cache modes
 (what the transport costs, apart from the rest of steelcup); `--bare-9p-fresh MODES` the same
-booted anew before each round (cold page and translation caches, like a fresh container's).
-`--before DIR` adds a second
-steelcup engine run from another tree's `src/` (e.g. `git archive REV src | tar -x -C DIR`)
-with this checkout's guest assets: a change's before and after in the same run.
+booted anew before each round (cold page and translation caches, like a fresh container's);
+`--bare-blk-fresh` one with the rootfs as an erofs image on a virtio-blk disk under a tmpfs
+overlay, booted anew each round (the issue's "rootfs on a virtio-blk device" limit; its kernel
+is ours plus the block layer, virtio-blk and erofs, built once under build/bench).
+`--before DIR` adds a second steelcup engine run from another tree's `src/` (e.g. `git archive
+REV src | tar -x -C DIR`) with this checkout's guest assets: a change's before and after in the
+same run.
 `--assets-before DIR` adds a second steelcup engine booting the guest assets in DIR (a kernel or
 init change's before and after).
 `--rootfs-cache MODES` adds steelcup daemons started with `--rootfs-cache MODE`.
@@ -133,6 +136,38 @@ def rootfs_tar(rootfs: Path) -> Path:
     return tar
 
 
+def blk_kernel(log: Callable[[str], None]) -> Path:
+    """Our guest kernel with block support, virtio-blk and erofs added (the product's has no
+    block layer), built once from the unpacked source `make guest` left in build/guest."""
+    src = REPO / "build" / "guest" / "kernel-src"
+    if not src.is_dir():
+        raise SystemExit("build/guest/kernel-src is missing: run `make guest` first")
+    fragment = "".join(line for line in (REPO / "guest/kernel/steelcup.config").read_text()
+                       .splitlines(keepends=True) if line.strip() != "# CONFIG_BLOCK is not set")
+    fragment += "".join(f"CONFIG_{o}=y\n" for o in ("BLOCK", "BLK_DEV", "VIRTIO_BLK",
+                                                    "MISC_FILESYSTEMS", "EROFS_FS"))
+    patches = b"".join(p.read_bytes() for p in sorted((REPO / "guest/kernel/patches").iterdir()))
+    digest = hashlib.sha256(fragment.encode() + patches).hexdigest()[:8]
+    out = IMAGE_DIR.parent / f"vmlinux-blk-{digest}"
+    if out.exists():
+        return out
+    log("building the guest kernel with block support (a few minutes, once)")
+    config = IMAGE_DIR.parent / f"kernel-blk-{digest}.config"
+    config.write_text(fragment)
+    subprocess.run([str(REPO / "guest/kernel/build.sh"), str(src),
+                    str(IMAGE_DIR.parent / "kernel-blk-obj"), str(config), str(out)],
+                   check=True, stdout=subprocess.DEVNULL)
+    return out
+
+
+def erofs_image(rootfs: Path) -> Path:
+    out = IMAGE_DIR / "rootfs.erofs"
+    if not out.exists():
+        subprocess.run(["mkfs.erofs", "--quiet", f"{out}.tmp", str(rootfs)], check=True)
+        os.rename(f"{out}.tmp", out)
+    return out
+
+
 # The bare VM's init: the API mounts, a static address, then a command loop on the virtio-serial
 # port: one line in (run by sh), its output and "__END <status>" out.
 BARE_INIT = f"""#!/bin/sh
@@ -146,16 +181,27 @@ for d in /sys/class/virtio-ports/*; do
   [ "$(cat $d/name)" = steelcup.ctl ] && port=/dev/${{d##*/}}
 done
 # scw.root9p=MODE: run the commands in the rootfs exported over 9p with that cache mode (the
-# transport steelcup uses), chrooted, instead of in the initramfs copy.
+# transport steelcup uses), chrooted, instead of in the initramfs copy; scw.rootblk=1: in the
+# rootfs as an erofs image on a virtio-blk disk under a tmpfs overlay (the block transport).
 run=""
+r=/mnt/root
 for word in $(cat /proc/cmdline); do
-  case "$word" in scw.root9p=*)
-    r=/mnt/root; mkdir -p $r
+  case "$word" in
+  scw.root9p=*)
+    mkdir -p $r
     mount -t 9p rootfs $r -o trans=virtio,version=9p2000.L,msize=262144,cache=${{word#*=}}
-    for m in proc sys dev dev/pts dev/shm run tmp; do mount --bind /$m $r/$m; done
+    run="chroot $r";;
+  scw.rootblk=*)
+    mkdir -p /mnt/lower /mnt/upper $r
+    mount -t erofs -o ro /dev/vda /mnt/lower
+    mount -t tmpfs tmpfs /mnt/upper; mkdir -p /mnt/upper/u /mnt/upper/w
+    mount -t overlay overlay -o lowerdir=/mnt/lower,upperdir=/mnt/upper/u,workdir=/mnt/upper/w $r
     run="chroot $r";;
   esac
 done
+if [ -n "$run" ]; then
+  for m in proc sys dev dev/pts dev/shm run tmp; do mount --bind /$m $r/$m; done
+fi
 exec 3<>"$port"
 echo READY >&3
 while IFS= read -r line <&3; do
@@ -329,7 +375,7 @@ class BareVm:
     """The limit: one QEMU booted on the initramfs, commands over its serial port."""
 
     def __init__(self, tmp: Path, netns: str, cpio: Path, kernel: Path, max_cpus: int,
-                 root9p: tuple[str, Path] | None = None) -> None:
+                 root9p: tuple[str, Path] | None = None, rootblk: Path | None = None) -> None:
         self.tap, self.netns = "scwtap0", netns
         subprocess.run(["ip", "-n", netns, "tuntap", "add", "dev", self.tap, "mode", "tap",
                         "vnet_hdr"], check=True)
@@ -344,11 +390,17 @@ class BareVm:
         if root9p is not None:
             shares = (Share("rootfs", root9p[1]),)
             extra += (f"scw.root9p={root9p[0]}",)
+        disk: list[str] = []
+        if rootblk is not None:
+            extra += ("scw.rootblk=1",)
+            disk = ["-drive", f"file={rootblk},if=none,id=rootblk,format=raw,readonly=on",
+                    "-device", "virtio-blk-device,drive=rootblk"]
         self.spec = VmSpec(kernel=kernel, initrd=cpio, state_dir=tmp, mem_mib=BARE_MEM_MIB,
                            cpus=1, max_cpus=max_cpus, nics=(nic,), shares=shares,
                            cmdline_extra=extra)
         self.console = open(tmp / "console.log", "wb")  # noqa: SIM115 - closed in close()
-        self.proc = subprocess.Popen(["ip", "netns", "exec", netns, *build_argv(self.spec)],
+        self.proc = subprocess.Popen(["ip", "netns", "exec", netns, *build_argv(self.spec),
+                                      *disk],
                                      stdin=subprocess.DEVNULL, stdout=self.console,
                                      stderr=subprocess.STDOUT)
         self.sock = socket.socket(socket.AF_UNIX)
@@ -563,23 +615,26 @@ def steelcup_engine(name: str, tmp: Path, tar: Path, extra_args: tuple[str, ...]
 
 @contextlib.contextmanager
 def bare_engine(tmp: Path, cpio: Path, max_cpus: int, rootfs: Path,
-                cache9p: str = "", fresh: bool = False) -> Iterator[BareEngine]:
+                cache9p: str = "", fresh: bool = False,
+                blk: tuple[Path, Path] | None = None) -> Iterator[BareEngine]:
     """The bare VM; with `cache9p`, commands run in a writable copy of the rootfs over 9p with
-    that cache mode (to tell 9p's share of a gap from the rest); with `fresh`, a new VM each
-    round."""
-    netns = new_netns(f"b{cache9p}{'f' if fresh else ''}"[:8])
+    that cache mode (to tell 9p's share of a gap from the rest); with `blk` (a kernel with
+    block support, an erofs image of the rootfs), on that image on a virtio-blk disk under a
+    tmpfs overlay; with `fresh`, a new VM each round."""
+    netns = new_netns(f"b{cache9p}{'b' if blk else ''}{'f' if fresh else ''}"[:8])
     try:
         tmp.mkdir()
         root9p = None
         if cache9p:
             subprocess.run(["cp", "-a", str(rootfs), str(tmp / "root")], check=True)
             root9p = (cache9p, tmp / "root")
+        kernel = blk[0] if blk else REPO / "build" / "guest" / "vmlinux"
 
         def boot() -> BareVm:
-            return BareVm(tmp, netns, cpio, REPO / "build" / "guest" / "vmlinux", max_cpus,
-                          root9p)
+            return BareVm(tmp, netns, cpio, kernel, max_cpus, root9p, blk[1] if blk else None)
 
-        name = (f"bare 9p {cache9p}" if cache9p else "bare QEMU") + (" fresh" if fresh else "")
+        name = (f"bare 9p {cache9p}" if cache9p else "bare blk" if blk else "bare QEMU") + (
+            " fresh" if fresh else "")
         engine = BareEngine(boot(), HostSide(["ip", "netns", "exec", netns], BARE_GUEST_IP, 80),
                             name, boot if fresh else None)
         try:
@@ -620,6 +675,10 @@ def main() -> int:
     ap.add_argument("--bare-9p-fresh", default="", metavar="MODES",
                     help="the same, each booted anew before each round (a fresh container's "
                          "cold caches on the 9p root: the transport's own first-run cost)")
+    ap.add_argument("--bare-blk-fresh", action="store_true",
+                    help="also a bare VM booted anew each round with the rootfs as an erofs "
+                         "image on a virtio-blk disk (the block transport's first-run cost; "
+                         "builds a guest kernel with block support once)")
     ap.add_argument("--before", type=Path, default=None,
                     help="another steelcup checkout to run as a second engine")
     ap.add_argument("--assets-before", type=Path, default=None, metavar="DIR",
@@ -670,6 +729,11 @@ def main() -> int:
             engines.append(stack.enter_context(bare_engine(
                 Path(tmp) / f"bare-{mode}-fresh", initramfs(rootfs), args.bare_max_cpus, rootfs,
                 mode, fresh=True)))
+        if args.bare_blk_fresh:
+            blk = (blk_kernel(log), erofs_image(rootfs))
+            engines.append(stack.enter_context(bare_engine(
+                Path(tmp) / "bare-blk-fresh", initramfs(rootfs), args.bare_max_cpus, rootfs,
+                fresh=True, blk=blk)))
         if "podman" in wanted:
             engines.append(stack.enter_context(podman_engine(tar)))
         results = measure(engines, args.runs, args.warmup, args.downloads, log)
