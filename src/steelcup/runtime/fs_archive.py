@@ -99,7 +99,10 @@ def _shown_mode(tree: ContainerTree, parts: tuple[str, ...], st: os.stat_result)
     fd, rest, _ = tree.locate(parts)
     if not rest:
         return st.st_mode
-    parent = open_dir(fd, rest[:-1])
+    try:
+        parent = open_dir(fd, rest[:-1])
+    except OSError:
+        return st.st_mode  # gone meanwhile: the archive will say so
     try:
         file_fd = os.open(rest[-1], _PEEK_FLAGS, dir_fd=parent)
     except OSError:
