@@ -448,18 +448,20 @@ class BareVm:
 @dataclass
 class BareEngine:
     """One bare VM for all rounds; with `boot`, a new one booted before each round (cold
-    translation cache, like a fresh container, but files already in RAM). The boot is not
-    timed."""
+    translation and page caches, like a fresh container's; an initramfs root is in RAM from
+    the start). The boot is not timed."""
 
     vm: BareVm
     side: HostSide
     name: str
     boot: Callable[[], BareVm] | None = None
+    used: bool = False  # whether `vm` has run a round (the first round takes the first VM)
 
     def new_round(self) -> None:
-        if self.boot is not None:
+        if self.boot is not None and self.used:
             self.vm.close()
             self.vm = self.boot()
+        self.used = True
 
     def start_web(self) -> None:
         self.vm.run("nginx")
