@@ -16,7 +16,7 @@ from steelcup.idmap import IdRange
 from steelcup.image.layers import LayerLimits, _Extractor, decompressed, open_stream
 from steelcup.runtime.fs_paths import ContainerTree, lstat_at, open_dir, resolve, split_path
 from steelcup.runtime.fs_tar import TreeWriter, open_tar
-from steelcup.runtime.stand_ins import may_stand_in, stand_in_kind, stood_in_mode
+from steelcup.runtime.stand_ins import may_stand_in, stand_in_kind_at, stood_in_mode
 
 # Go's os.FileMode bits: docker's path-stat header carries a Go FileMode, not a unix mode.
 _GO_DIR = 1 << 31
@@ -28,7 +28,6 @@ _GO_SETUID = 1 << 23
 _GO_SETGID = 1 << 22
 _GO_CHARDEV = 1 << 21
 _GO_STICKY = 1 << 20
-_PEEK_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
 
 @dataclass(frozen=True)
@@ -104,15 +103,9 @@ def _shown_mode(tree: ContainerTree, parts: tuple[str, ...], st: os.stat_result)
     except OSError:
         return st.st_mode  # gone meanwhile: the archive will say so
     try:
-        file_fd = os.open(rest[-1], _PEEK_FLAGS, dir_fd=parent)
-    except OSError:
-        return st.st_mode
+        kind = stand_in_kind_at(parent, rest[-1])
     finally:
         os.close(parent)
-    try:
-        kind = stand_in_kind(file_fd, os.fstat(file_fd))
-    finally:
-        os.close(file_fd)
     return st.st_mode if kind is None else stood_in_mode(st, kind)
 
 

@@ -19,6 +19,7 @@ import stat
 
 STAND_IN_XATTR = "user.steelcup.node"
 _KINDS = {b"fifo": stat.S_IFIFO, b"socket": stat.S_IFSOCK}
+_PEEK_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
 
 def may_stand_in(st: os.stat_result) -> bool:
@@ -36,6 +37,18 @@ def stand_in_kind(fd: int, st: os.stat_result) -> int | None:
         return _KINDS.get(os.getxattr(fd, STAND_IN_XATTR))
     except OSError:
         return None
+
+
+def stand_in_kind_at(dir_fd: int, name: str) -> int | None:
+    """`stand_in_kind` of entry `name` of directory `dir_fd` (None if it cannot be opened)."""
+    try:
+        fd = os.open(name, _PEEK_FLAGS, dir_fd=dir_fd)
+    except OSError:
+        return None
+    try:
+        return stand_in_kind(fd, os.fstat(fd))
+    finally:
+        os.close(fd)
 
 
 def stood_in_mode(st: os.stat_result, kind: int) -> int:
