@@ -86,7 +86,6 @@ int mounts_initial(void)
 
 #define SHARE_STAGING MOUNTS_SHARE_STAGING
 #define SCRATCH_ROOT "/run/scratch"
-#define NINEP_OPTIONS "trans=virtio,version=9p2000.L,msize=262144"
 #define DROP_CACHES "/proc/sys/vm/drop_caches"
 
 /* The tag mounted at SHARE_STAGING by STAGE_ROOT, or "" if none. */
@@ -139,7 +138,7 @@ int mounts_stage(const char *tag, char *msg, unsigned msglen)
 		snprintf(msg, msglen, "SOURCE over 255 bytes");
 		return -EINVAL;
 	}
-	int rc = do_mount(tag, SHARE_STAGING, "9p", 0, NINEP_OPTIONS);
+	int rc = do_mount(tag, SHARE_STAGING, "9p", 0, MOUNTS_NINEP_OPTIONS);
 	if (rc < 0) {
 		snprintf(msg, msglen, "mount 9p %s: %s", tag, strerror(-rc));
 		return rc;
@@ -237,9 +236,9 @@ const char *mounts_root_options(unsigned cache)
 {
 	switch (cache) {
 	case MOUNTS_CACHE_NONE:
-		return NINEP_OPTIONS;
+		return MOUNTS_NINEP_OPTIONS;
 	case MOUNTS_CACHE_LOOSE:
-		return NINEP_OPTIONS ",cache=loose";
+		return MOUNTS_NINEP_BASE ",cache=loose";
 	default:
 		return NULL;
 	}
@@ -295,7 +294,7 @@ static int copy_root_to_ram(const char *tag, const char *subdir, const char *roo
 {
 	int rc = 0;
 	if (!staged_tag[0]) {
-		rc = do_mount(tag, SHARE_STAGING, "9p", 0, NINEP_OPTIONS);
+		rc = do_mount(tag, SHARE_STAGING, "9p", 0, MOUNTS_NINEP_OPTIONS);
 		if (rc < 0) {
 			snprintf(msg, msglen, "mount 9p %s: %s", tag, strerror(-rc));
 			return rc;
@@ -461,8 +460,8 @@ int mounts_mount_into(const char *root, const char *source, const char *fstype,
 			return -EINVAL;
 		}
 		src = source;
-		snprintf(data, sizeof(data), "trans=virtio,version=9p2000.L,msize=262144%s%s",
-			 options[0] ? "," : "", options);
+		snprintf(data, sizeof(data), "%s%s%s", MOUNTS_NINEP_OPTIONS, options[0] ? "," : "",
+			 options);
 	} else if (strcmp(fstype, "tmpfs") == 0) {
 		src = "tmpfs";
 		flags |= MS_NOSUID | MS_NODEV;
@@ -518,7 +517,7 @@ int mounts_copy_into(const char *root, const char *tag, const char *target, int 
 		snprintf(msg, msglen, "a copied MOUNT needs SOURCE (the share tag)");
 		return -EINVAL;
 	}
-	int rc = do_mount(tag, MOUNTS_COPY_STAGING, "9p", MS_RDONLY, NINEP_OPTIONS);
+	int rc = do_mount(tag, MOUNTS_COPY_STAGING, "9p", MS_RDONLY, MOUNTS_NINEP_OPTIONS);
 	if (rc < 0) {
 		snprintf(msg, msglen, "mount 9p %s: %s", tag, strerror(-rc));
 		return rc;

@@ -9,6 +9,12 @@ int mounts_initial(void);
  * own, mounts_pivot); returns 0 or -errno. */
 int mounts_setup_root(const char *tag, const char *subdir, int readonly, unsigned cache,
 		      char *msg, unsigned msglen);
+/* How every 9p share is mounted. `cache=mmap`: reads, writes and lookups go to the host (what
+ * the host writes is seen at once, an fsync reaches the host file), and only the pages a
+ * process maps are cached in the guest, so shared writable mappings work (SQLite's WAL index,
+ * LMDB); without it mmap(MAP_SHARED, PROT_WRITE) of a file on the share is EINVAL. */
+#define MOUNTS_NINEP_BASE "trans=virtio,version=9p2000.L,msize=262144"
+#define MOUNTS_NINEP_OPTIONS MOUNTS_NINEP_BASE ",cache=mmap"
 /* SETUP_ROOT's CACHE: how the guest caches the root's 9p share. */
 #define MOUNTS_CACHE_NONE 0u  /* every access goes to the host (coherent with host writes) */
 #define MOUNTS_CACHE_LOOSE 1u /* page, dentry and attribute caches; host writes unseen */

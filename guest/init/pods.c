@@ -13,7 +13,6 @@
 #include <string.h>
 #include <sys/mount.h>
 
-#define NINEP_OPTIONS "trans=virtio,version=9p2000.L,msize=262144"
 #define MAX_SHARES 8
 
 static unsigned char ready[PODS_MAX];
@@ -59,7 +58,7 @@ static int share_mounted(const char *tag, const char *dir, char *msg, unsigned m
 		return -ENOSPC;
 	}
 	int rc = mounts_mkdir_p(dir, 0700);
-	if (rc == 0 && mount(tag, dir, "9p", 0, NINEP_OPTIONS) < 0)
+	if (rc == 0 && mount(tag, dir, "9p", 0, MOUNTS_NINEP_OPTIONS) < 0)
 		rc = -errno;
 	if (rc < 0) {
 		snprintf(msg, msglen, "mount 9p %s: %s", tag, strerror(-rc));

@@ -21,6 +21,7 @@ from tests.vm.support import (
     need_assets,
     new_netns,
     start_daemon,
+    static_helper,
     stop_daemon,
     wait_until,
 )
@@ -246,3 +247,77 @@ def test_fifos_and_sockets_can_be_made_in_the_root(loose: Daemon, patched: bool)
                          "(echo again > /tmp/fifo &); cat /tmp/fifo") == "again\n"
     finally:
         loose.out("rmi", "loose-nodes:1")
+
+
+def test_shared_writable_maps_of_volume_files_reach_the_host(loose: Daemon,
+                                                            tmp_path: Path) -> None:
+    """A volume's 9p share was mounted uncached, where mmap(MAP_SHARED, PROT_WRITE) is
+    EINVAL: SQLite in WAL mode failed with "disk I/O error" on a volume. Shares are mounted
+    `cache=mmap` now (guest/init/mounts.h), which caches only the mapped pages."""
+    helper = static_helper("fsops", tmp_path)
+    with _container(loose, "-v", "mapped-vol:/vol", IMG, "sleep", "300") as cid:
+        loose.out("cp", str(helper), f"{cid}:/fsops")
+        assert loose.out("exec", cid, "/fsops", "mmap", "/vol/m", "through-a-map") == "mapped\n"
+    try:
+        assert loose.out("run", "--rm", "-v", "mapped-vol:/vol", IMG,
+                         "head", "-c", "13", "/vol/m") == "through-a-map"
+    finally:
+        loose.cli("volume", "rm", "mapped-vol")
+
+
+def test_renameat2_exchanges_and_refuses_to_replace_in_the_root(loose: Daemon, patched: bool,
+                                                                tmp_path: Path) -> None:
+    """9p's Trenameat has no flags, and 6.1's client refused every renameat2 flag (EINVAL);
+    the guest kernel emulates RENAME_EXCHANGE with three renames and lets the VFS check
+    RENAME_NOREPLACE (guest/kernel/patches/06-9p-rename-flags.patch)."""
+    if not patched:
+        pytest.skip("a guest without guest/kernel/patches refuses renameat2's flags on 9p")
+    helper = static_helper("fsops", tmp_path)
+    with _container(loose, IMG, "sleep", "300") as cid:
+        loose.out("cp", str(helper), f"{cid}:/fsops")
+        script = ("mkdir /tmp/x; echo file > /tmp/x/a; mkdir /tmp/x/b; "
+                  "/fsops exchange /tmp/x/a /tmp/x/b; test -d /tmp/x/a; cat /tmp/x/b; "
+                  "/fsops noreplace /tmp/x/b /tmp/x/a; /fsops noreplace /tmp/x/b /tmp/x/c; "
+                  "ls /tmp/x")
+        assert loose.cli("exec", cid, "sh", "-c", script).stdout.decode().splitlines() == [
+            "exchanged", "file", "renameat2: File exists", "renamed", "a", "c"]
+        with tarfile.open(fileobj=io.BytesIO(loose.cli("export", cid, check=True).stdout)
+                          ) as tar:
+            assert tar.getmember("tmp/x/a").isdir() and tar.getmember("tmp/x/c").isfile()
+            assert not any(n.startswith("tmp/x/.steelcup") for n in tar.getnames())
+
+
+_OVERLAY_ON_A_VOLUME = """
+set -e
+mkdir -p /lo /m /vol/u /vol/w
+mount -t tmpfs lo /lo
+mkdir -p /lo/d/sub /lo/e; echo a > /lo/f; echo b > /lo/g; echo c > /lo/d/sub/x
+options=lowerdir=/lo,upperdir=/vol/u,workdir=/vol/w,userxattr
+mount -t overlay ov -o $options /m
+rm /m/f
+rm -r /m/d
+mkdir /m/d
+mv /m/g /m/g2
+echo new > /m/d/n
+umount /m
+mount -t overlay ov -o $options /m
+echo $(ls -A /m) / $(ls -A /m/d) / $(cat /m/g2 /m/d/n)
+stat -c '%F %t:%T' /vol/u/f
+"""
+
+
+def test_an_overlay_in_the_guest_can_keep_its_upper_on_a_volume(loose: Daemon,
+                                                                patched: bool) -> None:
+    """overlayfs needs of its upper what QEMU's 9p server does not do: whiteouts (a
+    character device 0:0, which it refuses to make), RENAME_EXCHANGE and RENAME_WHITEOUT.
+    The guest kernel stands in for whiteouts (patch 05), emulates the rename flags (06) and
+    has overlayfs look up a 9p upper's regular files that may be stand-ins (07), so a
+    privileged container's overlay can write to a volume (and the container root can later
+    be an image's layers on a block device under a 9p upper)."""
+    if not patched:
+        pytest.skip("a guest without guest/kernel/patches cannot make whiteouts on 9p")
+    with _container(loose, "--privileged", "-v", "overlay-upper:/vol", IMG,
+                    "sleep", "300") as cid:
+        assert loose.out("exec", cid, "sh", "-c", _OVERLAY_ON_A_VOLUME).splitlines() == [
+            "d e g2 / n / b new", "character special file 0:0"]
+    loose.cli("volume", "rm", "overlay-upper")
