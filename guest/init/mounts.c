@@ -10,6 +10,7 @@
 #include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -349,11 +350,103 @@ static int copy_root_to_ram(const char *tag, const char *subdir, const char *roo
 	return rc;
 }
 
+/* The directory subdir of the share mounted at SHARE_STAGING ("" = the share itself), opened
+ * O_PATH without creating anything or following a symlink. Returns the fd or -errno. */
+static int open_share_dir(const char *subdir)
+{
+	int sharefd = open(SHARE_STAGING, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (sharefd < 0)
+		return -errno;
+	if (!subdir[0])
+		return sharefd;
+	int fd = mounts_open_source(sharefd, subdir);
+	close(sharefd);
+	return fd;
+}
+
+/* CACHE 3: the image's files are an erofs filesystem on the root disk, the container's
+ * writable layer the directories upper/ and work/ of the share (or of its SUBDIR), cache=mmap;
+ * an overlay of the two (user.overlay.* xattrs: QEMU may set those) is the root. The erofs
+ * mount and the share stay mounted only as the overlay's layers: both are detached from the
+ * init's namespace, so no container sees them. */
+static int setup_block_root(const char *tag, const char *subdir, const char *root, int readonly,
+			    char *msg, unsigned msglen)
+{
+	int rc = 0, layer = -1, upper = -1, work = -1;
+	if (!staged_tag[0]) {
+		rc = do_mount(tag, SHARE_STAGING, "9p", 0, MOUNTS_NINEP_OPTIONS);
+		if (rc < 0) {
+			snprintf(msg, msglen, "mount 9p %s: %s", tag, strerror(-rc));
+			return rc;
+		}
+		strcpy(staged_tag, tag);
+	}
+	layer = open_share_dir(subdir);
+	if (layer < 0) {
+		rc = layer;
+		snprintf(msg, msglen, "open %s/%s: %s", SHARE_STAGING, subdir, strerror(-rc));
+		goto out;
+	}
+	upper = openat(layer, "upper", O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	work = openat(layer, "work", O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (upper < 0 || work < 0) {
+		rc = -errno;
+		snprintf(msg, msglen, "open %s/%s/%s: %s", SHARE_STAGING, subdir,
+			 upper < 0 ? "upper" : "work", strerror(-rc));
+		goto out;
+	}
+	/* Nothing has read the disk (no partition tables), but a buffer of the placeholder it
+	 * had must not stand for the image now behind it. */
+	int disk = open(MOUNTS_ROOT_DISK, O_RDONLY | O_CLOEXEC);
+	if (disk < 0 || ioctl(disk, BLKFLSBUF, 0) < 0) {
+		rc = -errno;
+		snprintf(msg, msglen, "flush %s: %s", MOUNTS_ROOT_DISK, strerror(-rc));
+		if (disk >= 0)
+			close(disk);
+		goto out;
+	}
+	close(disk);
+	rc = do_mount(MOUNTS_ROOT_DISK, MOUNTS_BLOCK_LOWER, "erofs", MS_RDONLY, NULL);
+	if (rc < 0) {
+		snprintf(msg, msglen, "mount erofs %s: %s", MOUNTS_ROOT_DISK, strerror(-rc));
+		goto out;
+	}
+	char options[256];
+	snprintf(options, sizeof(options),
+		 "lowerdir=%s,upperdir=/proc/self/fd/%d,workdir=/proc/self/fd/%d,userxattr",
+		 MOUNTS_BLOCK_LOWER, upper, work);
+	rc = do_mount("overlay", root, "overlay", 0, options);
+	if (rc < 0)
+		snprintf(msg, msglen, "mount overlay at %s: %s", root, strerror(-rc));
+	umount2(MOUNTS_BLOCK_LOWER, MNT_DETACH);
+	if (rc == 0)
+		rc = finish_root(root, 0, readonly, msg, msglen);
+	if (rc < 0)
+		umount2(root, MNT_DETACH);
+out:
+	if (upper >= 0)
+		close(upper);
+	if (work >= 0)
+		close(work);
+	if (layer >= 0)
+		close(layer);
+	umount2(SHARE_STAGING, MNT_DETACH);
+	staged_tag[0] = 0;
+	return rc;
+}
+
 int mounts_setup_root(const char *tag, const char *subdir, int readonly, unsigned cache,
 		      char *msg, unsigned msglen)
 {
 	const char *root = INIT_ROOT;
 	int rc = 0;
+	if (cache == MOUNTS_CACHE_BLOCK) {
+		if (staged_tag[0] && strcmp(tag, staged_tag) != 0) {
+			snprintf(msg, msglen, "share %s is staged: SETUP_ROOT needs it", staged_tag);
+			return -EINVAL;
+		}
+		return setup_block_root(tag, subdir, root, readonly, msg, msglen);
+	}
 	if (cache == MOUNTS_CACHE_RAM) {
 		if (staged_tag[0] && (!subdir[0] || strcmp(tag, staged_tag) != 0)) {
 			snprintf(msg, msglen, "share %s is staged: SETUP_ROOT needs it with a SUBDIR",

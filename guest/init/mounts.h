@@ -19,6 +19,11 @@ int mounts_setup_root(const char *tag, const char *subdir, int readonly, unsigne
 #define MOUNTS_CACHE_NONE 0u  /* every access goes to the host (coherent with host writes) */
 #define MOUNTS_CACHE_LOOSE 1u /* page, dentry and attribute caches; host writes unseen */
 #define MOUNTS_CACHE_RAM 2u   /* copied into a tmpfs, share unmounted (checkpointable) */
+#define MOUNTS_CACHE_BLOCK 3u /* erofs on the root disk under the share's upper/ (overlay) */
+/* CACHE 3's disk (the VM's first virtio-blk disk) and where its erofs is mounted (detached once
+ * the overlay holds it). */
+#define MOUNTS_ROOT_DISK "/dev/vda"
+#define MOUNTS_BLOCK_LOWER "/run/steelcup/lower"
 /* The 9p mount options of a container root with that CACHE, or NULL for an unknown value or
  * CACHE 2 (its root is a tmpfs, not a 9p mount). */
 const char *mounts_root_options(unsigned cache);

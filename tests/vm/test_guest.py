@@ -19,7 +19,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Coroutine, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -34,6 +34,7 @@ from steelcup.guest.client import (
     Stream,
 )
 from steelcup.guest.protocol import INITIAL_CREDIT_BYTES, RootfsCache
+from steelcup.image import erofs
 from steelcup.vm.accel import choose_accel
 from steelcup.vm.assets import GuestAssets
 from steelcup.vm.machine import Machine, VmHandle
@@ -418,6 +419,63 @@ def test_a_loose_root_is_synced_and_dropped_by_sync_root(
         asyncio.run(body())
     finally:
         (rootfs / "tmp" / "loose").unlink(missing_ok=True)
+        shutil.rmtree(state_dir, ignore_errors=True)
+
+
+def test_a_block_root_is_the_disks_erofs_under_the_shares_upper(
+    assets: GuestAssets, rootfs: Path, tmp_path: Path
+) -> None:
+    """SETUP_ROOT with CACHE block: the image's files as erofs on the root disk
+    (image/erofs.py), the writable layer the share's upper/ and work/, overlaid in the guest.
+    The VM boots with the empty placeholder (as a pooled VM does) and gets the image by
+    `replace_root_disk`; a SETUP_ROOT before that fails on the placeholder and leaves nothing
+    behind, and the one after reads the image, not a buffer of the placeholder. The guest's
+    writes reach the host's upper/, a deleted image file as a whiteout's stand-in."""
+    layer = tmp_path / "layer"
+    shutil.copytree(rootfs, layer, symlinks=True)
+    (layer / "etc" / "marker").write_text("from the image\n")
+    image = tmp_path / "image.erofs"
+    erofs.build([layer], image, tmp_path / "scratch")
+    rw = tmp_path / "rw"
+    for name in ("upper", "work"):
+        (rw / name).mkdir(parents=True)
+    state_dir = new_state_dir()
+    machine = Machine(replace(make_spec(assets, state_dir, rw),
+                              root_disk=erofs.make_placeholder(tmp_path / "placeholder")))
+
+    async def guest_out(script: str) -> bytes:
+        out, err, status = await collect(await machine.guest.start(sh(script)))
+        assert status.status == 0, err
+        return out
+
+    async def body() -> None:
+        await machine.start(BOOT_DEADLINE_S)
+        with pytest.raises(GuestRequestError) as placeholder:
+            await machine.guest.setup_root("rootfs", cache=RootfsCache.BLOCK)
+        assert "mount erofs /dev/vda" in str(placeholder.value)
+        await machine.replace_root_disk(image, "image1")
+        await machine.guest.setup_root("rootfs", cache=RootfsCache.BLOCK)
+        assert await guest_out("cat /etc/marker") == b"from the image\n"
+        mounts = (await guest_out("cat /proc/mounts")).decode().splitlines()
+        assert [m.split()[2] for m in mounts if m.split()[1] == "/"] == ["overlay"]
+        assert not [m for m in mounts if m.split()[2] in ("erofs", "9p")], mounts
+        await guest_out("echo written > /etc/new; rm /etc/marker; ls /etc")
+        await machine.guest.sync_root()
+        assert (rw / "upper" / "etc" / "new").read_text() == "written\n"
+        marker = rw / "upper" / "etc" / "marker"
+        assert stat.S_ISREG(marker.lstat().st_mode) and marker.lstat().st_size == 0
+        assert os.getxattr(marker, "user.steelcup.node", follow_symlinks=False) == b"whiteout"
+        assert await guest_out("ls /etc/marker 2>&1 || true") != b"/etc/marker\n"
+
+    async def checked() -> None:
+        try:
+            await body()
+        finally:
+            await machine.close()
+
+    try:
+        asyncio.run(checked())
+    finally:
         shutil.rmtree(state_dir, ignore_errors=True)
 
 

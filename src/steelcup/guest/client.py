@@ -670,7 +670,9 @@ class GuestClient:
         a pids cgroup of that limit. With `container` n > 0, the root of pod member n instead:
         the directory `subdir` of the share (the VM's hostname and pids cgroup stay the first
         container's, so neither is sent). `cache` is how the guest caches the first
-        container's root (RootfsCache); a member's root is always uncached. With RAM the
+        container's root (RootfsCache; BLOCK: the VM's root disk holds the image's files
+        and `source` (or `subdir`) the writable layer's `upper/` and `work/`); a member's
+        root is always uncached. With RAM the
         guest copies the root into its memory before it answers (the deadline grows to
         `ROOT_COPY_TIMEOUT_S`: the copy reads the whole root over 9p)."""
         if container:

@@ -69,13 +69,16 @@ class RootfsCache(IntEnum):
     # Copied into a tmpfs in guest RAM, the share unmounted: a checkpointable container's root
     # (QEMU refuses to migrate a VM with a 9p share mounted). Not a daemon-wide mode.
     RAM = 2
+    # The image's files as erofs on the VM's root disk, the container's writable layer the
+    # share's upper/ and work/ (cache=mmap), an overlay of the two in the guest.
+    BLOCK = 3
 
     @classmethod
     def from_name(cls, name: str) -> RootfsCache:
         """"none" or "loose" (the daemon's --rootfs-cache)."""
         try:
             mode = cls[name.upper()]
-            if mode is cls.RAM:
+            if mode in (cls.RAM, cls.BLOCK):  # per container, not daemon-wide (yet)
                 raise KeyError(name)
             return mode
         except KeyError:

@@ -33,7 +33,7 @@ from steelcup.vm.cgroup import VmCgroup
 from steelcup.vm.cputime import QemuCpuTime
 from steelcup.vm.jail import jail_for
 from steelcup.vm.process import QemuProcess, start_time
-from steelcup.vm.qemu_args import PassedFds, VmSpec, build_argv
+from steelcup.vm.qemu_args import ROOT_DISK_NODE, PassedFds, VmSpec, build_argv
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -191,6 +191,8 @@ def _pass_to_qemu(spec: VmSpec, stack: ExitStack, netns: str | None) -> PassedFd
         shares=tuple(_open(s.host_path, os.O_PATH | os.O_DIRECTORY, stack)
                      for s in spec.shares),
         mem=mem,
+        disk=(-1 if spec.root_disk is None
+              else _open(spec.root_disk, os.O_RDONLY, stack)),
     )
 
 
@@ -277,6 +279,8 @@ class Machine:
         # Where the container root is inside the rootfs share (SETUP_ROOT's SUBDIR): "" for a
         # VM whose share is the root itself, a subdirectory for a pooled VM's slot.
         self.rootfs_subdir = ""
+        # The root disk's file node (replace_root_disk swaps it).
+        self._root_disk_file = f"{ROOT_DISK_NODE}-file"
 
     def __repr__(self) -> str:
         return f"<Machine pid={self.pid} state_dir={self.spec.state_dir}>"
@@ -481,8 +485,7 @@ class Machine:
                 self.argv = build_argv(self.spec, given)
                 fds = (given.ctl, given.qmp, given.kernel, given.initrd, *given.shares,
                        *(fd for fd in given.taps if fd >= 0))
-                if given.mem >= 0:
-                    fds += (given.mem,)
+                fds += tuple(fd for fd in (given.mem, given.disk) if fd >= 0)
                 ns_fd = userns.qemu_namespace_fd(self.spec.ids)
             # A clone restores from an fd it inherits (`migrate-incoming fd:N`), so its
             # sandbox can refuse to spawn processes (no `exec:cat`).
@@ -710,6 +713,30 @@ class Machine:
         if self._proc is None or self._closing or self._qmp is None:
             raise Conflict("machine is not running")
         return await self._qmp.execute(command, arguments)
+
+    async def replace_root_disk(self, path: Path, node: str) -> None:
+        """Point the root disk (`VmSpec.root_disk`, read-only) at the file `path`: QEMU gets
+        the file as an fd (it opens nothing by path), a file node named `node` is added on it,
+        the disk's raw node is reopened onto that node and the file node it had goes. The guest
+        is not told: a disk whose file changes must keep its size (image/erofs.py makes every
+        image and the placeholder one size), and the guest must not have read it before."""
+        if self.spec.root_disk is None:
+            raise Conflict("this VM has no root disk")
+        if self._proc is None or self._closing or self._qmp is None:
+            raise Conflict("machine is not running")
+        session = self._qmp
+        fd = await asyncio.to_thread(os.open, path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            fdset = await session.add_fd(fd)
+        finally:
+            os.close(fd)
+        await session.execute("blockdev-add", {
+            "driver": "file", "node-name": node, "filename": f"/dev/fdset/{fdset}",
+            "read-only": True})
+        await session.execute("blockdev-reopen", {"options": [{
+            "driver": "raw", "node-name": ROOT_DISK_NODE, "file": node, "read-only": True}]})
+        previous, self._root_disk_file = self._root_disk_file, node
+        await session.execute("blockdev-del", {"node-name": previous})
 
     async def pause(self) -> None:
         """Stop every vCPU (QMP `stop`). The guest link's partial-frame deadline is held

@@ -28,6 +28,9 @@ BASE_CMDLINE = ("console=ttyS0", "reboot=t", "panic=-1", "quiet", "rdinit=/init"
                 # host core per idle VM under TCG. Our guests have no huge pages to make;
                 # compaction on demand (balloon, allocations) is unchanged.
                 "sysctl.vm.compaction_proactiveness=0")
+# The root disk's raw block node (its file node is ROOT_DISK_NODE + "-file"): the node whose
+# file a hand-out re-points with `blockdev-reopen`.
+ROOT_DISK_NODE = "rootdisk"
 SERIAL_PORTS = 2  # virtio-serial: the reserved console port 0 and CTL_PORT_NAME
 UNIX_PATH_MAX = 107  # sun_path is 108 bytes including the NUL
 _TAG_RE = re.compile(r"^[A-Za-z0-9_.-]{1,31}$")
@@ -137,6 +140,10 @@ class VmSpec:
     # Tap NICs with IFF_VNET_HDR (checksum/segmentation offloads). Off: a clone of a template
     # whose NICs were hub ports, which never negotiated offloads (pool/template.py).
     nic_vnet_hdr: bool = True
+    # A read-only virtio-blk disk (the guest's /dev/vda): an image's files as erofs, or the
+    # empty placeholder a template and its clones boot with, whose file the pool swaps for an
+    # image's at hand-out (`ROOT_DISK_NODE`; pool/rootdisk.py). None = no disk.
+    root_disk: Path | None = None
     # Device arguments owned by other layers, appended as given.
     extra_args: tuple[str, ...] = ()
     # QEMU runs as root of a user namespace with these ids (steelcup.idmap); None = host root.
@@ -167,6 +174,7 @@ class PassedFds(NamedTuple):
     shares: tuple[int, ...]  # one O_PATH directory fd per share, in spec order
     mem: int = -1  # the RAM file, when the spec has one
     taps: tuple[int, ...] = ()  # one attached tap fd per NIC (-1: a placeholder NIC)
+    disk: int = -1  # the root disk's file, read-only, when the spec has one
 
 
 def _fd_path(fd: int) -> str:
@@ -285,6 +293,15 @@ def build_argv(spec: VmSpec, fds: PassedFds | None = None) -> list[str]:
         else:
             netdev = f"hubport,id=net{i},hubid={i}"
         argv += ["-netdev", netdev, "-device", f"virtio-net-device,netdev=net{i},mac={nic.mac}"]
+    if spec.root_disk is not None:
+        disk = _opt(str(spec.root_disk)) if fds is None else _fd_path(fds.disk)
+        argv += [
+            "-blockdev", f"driver=file,node-name={ROOT_DISK_NODE}-file,filename={disk},"
+                         "read-only=on",
+            "-blockdev", f"driver=raw,node-name={ROOT_DISK_NODE},file={ROOT_DISK_NODE}-file,"
+                         "read-only=on",
+            "-device", f"virtio-blk-device,drive={ROOT_DISK_NODE}",
+        ]  # fmt: skip
     if spec.balloon:
         grows = ",deflate-on-oom=on" if spec.balloon_grows else ""
         argv += ["-device", f"virtio-balloon-device{grows}"]

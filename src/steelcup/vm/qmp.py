@@ -90,6 +90,12 @@ class QmpClient:
         """Run `command`; its `return` value, or QmpError with QEMU's error class/desc."""
         return await self._call(command, arguments, timeout_s)
 
+    async def add_fd(self, fd: int, *, timeout_s: float = QMP_TIMEOUT_S) -> int:
+        """Hand QEMU a copy of `fd` in a new fd set (QMP `add-fd`, SCM_RIGHTS); the set's id,
+        which QEMU opens as `/dev/fdset/ID` wherever it takes a file name."""
+        added = await self._call("add-fd", None, timeout_s, fd=fd)
+        return int(added["fdset-id"])
+
     async def send_fd(self, name: str, fd: int, *, timeout_s: float = QMP_TIMEOUT_S) -> None:
         """Hand QEMU a copy of `fd` under `name` (QMP `getfd`, the fd passed with SCM_RIGHTS on
         the monitor socket), e.g. for `migrate` to `fd:<name>`."""

@@ -187,3 +187,24 @@ def test_a_qemu_without_host_root_gets_everything_as_fds() -> None:
         assert path not in text
     with pytest.raises(InvalidArgument):
         build_argv(s, fds._replace(taps=(9,)))
+
+
+def test_a_root_disk_is_a_read_only_raw_node_on_a_file_node() -> None:
+    """The root disk (issue 19's block root): a file node and a raw node, both read-only, the
+    raw one named ROOT_DISK_NODE (what a hand-out reopens onto another file), under a
+    virtio-blk device; by fd for a QEMU without host root."""
+    from steelcup.vm.qemu_args import ROOT_DISK_NODE, PassedFds
+
+    s = spec(root_disk=Path("/img/a,b.erofs"))
+    argv = build_argv(s)
+    i = argv.index("-blockdev")
+    assert argv[i:i + 6] == [
+        "-blockdev", f"driver=file,node-name={ROOT_DISK_NODE}-file,filename=/img/a,,b.erofs,"
+                     "read-only=on",
+        "-blockdev", f"driver=raw,node-name={ROOT_DISK_NODE},file={ROOT_DISK_NODE}-file,"
+                     "read-only=on",
+        "-device", f"virtio-blk-device,drive={ROOT_DISK_NODE}"]  # fmt: skip
+    fds = PassedFds(ctl=3, qmp=4, kernel=5, initrd=6, shares=(7,), disk=10)
+    text = " ".join(build_argv(s, fds))
+    assert "filename=/proc/self/fd/10,read-only=on" in text and "/img/" not in text
+    assert "-blockdev" not in build_argv(spec())

@@ -1,0 +1,103 @@
+"""An image's files as one erofs filesystem image: the read-only lower layer a VM mounts from a
+virtio-blk disk when its container's root is a block device (docs/architecture.md, "The root as
+a block device").
+
+One file per image, made from the image's layers merged (a read-only overlay of the unpacked
+layer directories, so whiteouts and opaque directories are already applied) with `mkfs.erofs`:
+uncompressed (a TCG guest would pay for every decompression), each file's owner, mode, mtime and
+xattrs as in the layers (the image's own ids: the guest sees them as the image has them, as it
+does through 9p). The file is then extended, sparsely, to `CAPACITY_BYTES`: every image and the
+pooled VMs' empty placeholder have the same apparent size, so a disk whose backing file changes
+at hand-out never changes capacity in the guest.
+
+The host builds the image from files it unpacked itself; the guest only ever reads it (the disk
+is read-only), so the guest kernel parses nothing a container wrote.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import tempfile
+from pathlib import Path
+
+from steelcup import sysmount
+from steelcup.errors import ImageError
+
+# The apparent size of every erofs image and of the placeholder: larger than any image.
+CAPACITY_BYTES = 1 << 40
+MKFS_TIMEOUT_S = 1800.0
+SUFFIX = ".erofs"
+# Bump when the mkfs options change: images of an older format are made again.
+FORMAT = "v1"
+# Defaults otherwise: no compression, each file's own mtime (an inode whose mtime is not the
+# build time is stored extended), xattrs kept (security.capability, ACLs, user.*; an overlay
+# shows none of its own trusted.overlay.* ones).
+_MKFS = ("mkfs.erofs", "--quiet", "--preserve-mtime", "-x", "2")
+
+
+def image_path(store_dir: Path, image_id: str) -> Path:
+    """Where the erofs image of `image_id` ("sha256:...") lives in `store_dir`."""
+    return store_dir / f"{image_id.removeprefix('sha256:')}-{FORMAT}{SUFFIX}"
+
+
+def build(layer_dirs: list[Path], out: Path, scratch: Path) -> None:
+    """Make `out` from `layer_dirs` (lowest first), merged; blocking (seconds for a large
+    image). Written to a temporary name first: `out` is either whole or absent."""
+    if not layer_dirs:
+        raise ImageError("an image without layers has no erofs image")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    scratch.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=scratch, prefix="erofs-") as tmp:
+        merged = Path(tmp) / "merged"
+        merged.mkdir()
+        empty = Path(tmp) / "empty"
+        empty.mkdir()
+        # Two lowers at least (an overlay without an upper needs them): an empty one below.
+        lowers = ":".join(str(d) for d in [*reversed(layer_dirs), empty])
+        try:
+            sysmount.mount("overlay", merged, "overlay",
+                           sysmount.MS_RDONLY | sysmount.MS_NOSUID | sysmount.MS_NODEV,
+                           f"lowerdir={lowers}")
+        except OSError as exc:
+            raise ImageError(f"merging the image's layers failed: {exc.strerror or exc}"
+                             ) from exc
+        partial = out.with_name(f".{out.name}.partial")
+        try:
+            _mkfs(merged, partial)
+            with open(partial, "r+b") as f:
+                f.truncate(max(CAPACITY_BYTES, os.fstat(f.fileno()).st_size))
+                os.fsync(f.fileno())
+            os.chmod(partial, 0o600)
+            os.rename(partial, out)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                partial.unlink()
+            sysmount.umount(merged, sysmount.MNT_DETACH)
+
+
+def _mkfs(source: Path, out: Path) -> None:
+    try:
+        proc = subprocess.run([*_MKFS, str(out), str(source)], capture_output=True, text=True,
+                              timeout=MKFS_TIMEOUT_S)
+    except FileNotFoundError as exc:
+        raise ImageError("mkfs.erofs is not installed (apt-get install erofs-utils)") from exc
+    except subprocess.TimeoutExpired as exc:
+        raise ImageError(f"mkfs.erofs took longer than {MKFS_TIMEOUT_S:.0f} s") from exc
+    if proc.returncode != 0:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+        raise ImageError(f"mkfs.erofs failed ({proc.returncode}): {' / '.join(tail)}")
+
+
+def make_placeholder(path: Path) -> Path:
+    """An empty file of `CAPACITY_BYTES` (sparse) at `path`, made once: the disk a pooled VM
+    boots with until hand-out gives it an image."""
+    if path.exists() and path.stat().st_size == CAPACITY_BYTES:
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.partial")
+    with open(partial, "wb") as f:
+        f.truncate(CAPACITY_BYTES)
+    os.rename(partial, path)
+    return path
