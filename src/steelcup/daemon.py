@@ -34,6 +34,7 @@ from steelcup.funcs.service import Funcs
 from steelcup.funcs.store import FuncStore
 from steelcup.guest.protocol import RootfsCache
 from steelcup.idmap import IdRange, IdsFor
+from steelcup.image.erofs import ErofsImages, make_placeholder
 from steelcup.image.layers import GIB, LayerLimits
 from steelcup.image.store import ImageStore
 from steelcup.metrics import Metrics, StateCollector
@@ -150,6 +151,15 @@ async def _serve(options: DaemonOptions) -> int:
         tenant_base_mib=lambda t: size_class(tenants.get(t).size_default).mem_mib,
         outlive_daemon=options.live_restore,
     )
+    rootfs_cache = RootfsCache.from_name(options.rootfs_cache)
+    erofs_images = None
+    if rootfs_cache is RootfsCache.BLOCK:  # docs/architecture.md, "The root as a block device"
+        erofs_images = ErofsImages(options.root / "images" / "erofs",
+                                   options.root / "images" / "tmp")
+        await asyncio.to_thread(erofs_images.prune, {i.id for i in images.list()})
+        if vms.template is not None:
+            vms.template.placeholder = await asyncio.to_thread(
+                make_placeholder, options.root / "cache" / "root-disk-placeholder")
     if vms.cache is not None:
         await asyncio.to_thread(vms.cache.remove_leftover_taps)  # a killed daemon's
     runtime_ref: list[Runtime] = []
@@ -171,10 +181,11 @@ async def _serve(options: DaemonOptions) -> int:
                  mem_grows=options.vm_mem_grows and options.vm_templates,
                  storage_bytes=options.storage_default_bytes,
                  log_max_bytes=options.log_max_bytes, log_max_files=options.log_max_files,
-                 ids=ids, rootfs_cache=RootfsCache.from_name(options.rootfs_cache)),
+                 ids=ids, rootfs_cache=rootfs_cache),
         Resources(networks, volumes, ids_for),
     )
     runtime.ids_for = ids_for
+    runtime.erofs = erofs_images
     runtime.live_restore = options.live_restore
     runtime.restorer = vms.restore  # container checkpoints (docs/checkpoints.md)
     runtime_ref.append(runtime)
@@ -294,6 +305,8 @@ async def _serve(options: DaemonOptions) -> int:
         await asyncio.to_thread(volumes.recover, {cid: volumes.held_by(cid)
                                                   for cid in left_running})
         images.close()
+        if erofs_images is not None:
+            await asyncio.to_thread(erofs_images.close)  # a build under way is finished
         if cgroups is not None:
             cgroups.close()
             with contextlib.suppress(OSError):

@@ -75,14 +75,16 @@ class RootfsCache(IntEnum):
 
     @classmethod
     def from_name(cls, name: str) -> RootfsCache:
-        """"none" or "loose" (the daemon's --rootfs-cache)."""
+        """"none", "loose" or "block" (the daemon's --rootfs-cache; with block, a container
+        whose image has no erofs image yet when it is created is loose)."""
         try:
             mode = cls[name.upper()]
-            if mode in (cls.RAM, cls.BLOCK):  # per container, not daemon-wide (yet)
+            if mode is cls.RAM:  # a checkpointable container's, never daemon-wide
                 raise KeyError(name)
             return mode
         except KeyError:
-            raise InvalidArgument(f"unknown root cache mode {name!r}: none or loose") from None
+            raise InvalidArgument(f"unknown root cache mode {name!r}: none, loose or block"
+                                  ) from None
 
 
 # Where STAGE_ROOT mounts its share in the guest (processes started before SETUP_ROOT see it).

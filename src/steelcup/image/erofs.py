@@ -16,18 +16,27 @@ is read-only), so the guest kernel parses nothing a container wrote.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
+import logging
 import os
 import subprocess
 import tempfile
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
 from pathlib import Path
 
 from steelcup import sysmount
-from steelcup.errors import ImageError
+from steelcup.errors import ImageError, SteelcupError
+
+log = logging.getLogger(__name__)
 
 # The apparent size of every erofs image and of the placeholder: larger than any image.
 CAPACITY_BYTES = 1 << 40
 MKFS_TIMEOUT_S = 1800.0
+BUILD_NICE = 10
 SUFFIX = ".erofs"
 # Bump when the mkfs options change: images of an older format are made again.
 FORMAT = "v1"
@@ -101,3 +110,65 @@ def make_placeholder(path: Path) -> Path:
         f.truncate(CAPACITY_BYTES)
     os.rename(partial, path)
     return path
+
+
+class ErofsImages:
+    """The erofs images of a daemon's images, in `directory`: made in the background, one at
+    a time, the first time a container of an image asks (`ensure`); a container created before
+    its image's is ready keeps its root over 9p. Thread-safe."""
+
+    def __init__(self, directory: Path, scratch: Path) -> None:
+        self.directory = directory
+        self.scratch = scratch
+        self._lock = threading.Lock()
+        self._building: set[str] = set()
+        self._failed: dict[str, str] = {}  # image id -> why its build failed (not retried)
+        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1,
+                                                           thread_name_prefix="erofs")
+        directory.mkdir(parents=True, exist_ok=True)
+        for leftover in directory.glob(".*.partial"):  # from a crash mid-build
+            leftover.unlink(missing_ok=True)
+
+    def ready(self, image_id: str) -> Path | None:
+        """The erofs image of `image_id` if it is made."""
+        path = image_path(self.directory, image_id)
+        return path if path.exists() else None
+
+    def ensure(self, image_id: str, layer_dirs: Callable[[], list[Path]]) -> Future[None] | None:
+        """Start making the erofs image of `image_id` from its layers (`layer_dirs()`, lowest
+        first, read in the builder's thread) unless it is made, being made, or failed before.
+        The build's future, or None."""
+        with self._lock:
+            if (self.ready(image_id) is not None or image_id in self._building
+                    or image_id in self._failed):
+                return None
+            self._building.add(image_id)
+        return self._pool.submit(self._build, image_id, layer_dirs)
+
+    def _build(self, image_id: str, layer_dirs: Callable[[], list[Path]]) -> None:
+        # this thread (and its mkfs) makes way for running containers
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), BUILD_NICE)
+        began = time.monotonic()
+        try:
+            build(layer_dirs(), image_path(self.directory, image_id), self.scratch)
+        except (SteelcupError, OSError) as exc:
+            with self._lock:
+                self._failed[image_id] = str(exc)
+            log.warning("image %s: no erofs image, its containers' roots stay on 9p: %s",
+                        image_id.removeprefix("sha256:")[:12], exc)
+        else:
+            log.info("image %s: erofs image made in %.1f s",
+                     image_id.removeprefix("sha256:")[:12], time.monotonic() - began)
+        finally:
+            with self._lock:
+                self._building.discard(image_id)
+
+    def prune(self, image_ids: set[str]) -> None:
+        """Delete the erofs images of images not in `image_ids` (removed ones)."""
+        keep = {image_path(self.directory, i).name for i in image_ids}
+        for path in self.directory.glob(f"*{SUFFIX}"):
+            if path.name not in keep:
+                path.unlink(missing_ok=True)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)

@@ -29,6 +29,11 @@ _MAX_OPTIONS_BYTES = 4000  # the kernel copies at most one page of mount data
 DISK_IMAGE = "rw.img"
 DISK_MOUNT = "rw"
 IDS_FILE = "ids"
+# --rootfs-cache block: the host's overlay work dir (the guest's overlay has `work/`), and the
+# host overlay's options over a writable layer the guest wrote: the guest's xattrs, and no
+# redirect, metacopy or index xattr of its making followed.
+HOST_WORK = "hwork"
+GUEST_OVERLAY = "userxattr,redirect_dir=nofollow,index=off,metacopy=off,xino=off"
 
 
 def ids_of(container_dir: Path) -> IdRange | None:
@@ -60,6 +65,12 @@ def _bounded(container_dir: Path) -> bool:
     return (container_dir / DISK_IMAGE).exists() or not (container_dir / "upper").is_dir()
 
 
+def guest_layer(container_dir: Path) -> Path:
+    """The directory holding the writable layer's `upper/` and `work/`, once mounted: the
+    share of a container whose guest overlays its root (`prepare(guest_overlay=True)`)."""
+    return container_dir / DISK_MOUNT
+
+
 def upper_dir(container_dir: Path) -> Path:
     """Where the container's writable layer (the overlay's upper dir) is, once mounted."""
     if _bounded(container_dir):
@@ -87,6 +98,7 @@ def prepare(
     disks: boundedfs.DiskMaker | None = None,
     size_bytes: int = 0,
     ids: IdRange | None = None,
+    guest_overlay: bool = False,
 ) -> Path:
     """Mount the overlay (lowest layer first in `layer_dirs`) at `container_dir/rootfs`.
 
@@ -94,6 +106,11 @@ def prepare(
     first use); without, or for a container made before layers had a size, a plain directory.
     With `ids`, `layer_dirs` are the idmapped view of the layers for that range
     (ImageStore.layer_dirs) and the writable layer holds ids shifted to it.
+
+    `guest_overlay` (--rootfs-cache block): the guest overlays the writable layer's `upper/`
+    and `work/` itself (`guest_layer` is its share), so the host's view of the root is an
+    overlay of its own with the guest's xattrs (`user.overlay.*`), a work dir of its own
+    (`hwork/`) and nothing a guest could have written that it would follow (`GUEST_OVERLAY`).
     """
     rootfs = container_dir / "rootfs"
     if sysmount.is_mountpoint(rootfs):
@@ -109,11 +126,15 @@ def prepare(
         rw = container_dir / DISK_MOUNT
     else:
         rw = container_dir
+    if guest_overlay and rw == container_dir:
+        raise SteelcupError("a root the guest overlays needs a writable layer of its own size")
     fresh = not (rw / "upper").exists()
-    for name in ("upper", "work"):
+    for name in ("upper", "work", *((HOST_WORK,) if guest_overlay else ())):
         (rw / name).mkdir(exist_ok=True)
     if fresh and ids is not None:
         os.chown(rw / "upper", ids.base, ids.base)  # the root dir, as the guest's root's
+        if guest_overlay:  # the guest's overlay works in it (through QEMU)
+            os.chown(rw / "work", ids.base, ids.base)
         (container_dir / IDS_FILE).write_text(f"{ids.base} {ids.count}\n")
     try:
         _store_ids(container_dir, rw / "upper", ids)
@@ -122,7 +143,8 @@ def prepare(
         raise SteelcupError(f"re-storing the container's files for its VM failed: {exc}"
                             ) from exc
     upper = os.path.relpath(rw / "upper", container_dir)
-    work = os.path.relpath(rw / "work", container_dir)
+    work = os.path.relpath(rw / (HOST_WORK if guest_overlay else "work"), container_dir)
+    extra = f",{GUEST_OVERLAY}" if guest_overlay else ""
     lowers = [Path(d).resolve() for d in layer_dirs]
     if not lowers:
         empty = container_dir / "empty"
@@ -136,6 +158,7 @@ def prepare(
     direct = _direct_options(lowers, Path(os.path.abspath(container_dir / upper)),
                              Path(os.path.abspath(container_dir / work)))
     if direct is not None:
+        direct += extra
         try:
             sysmount.mount("overlay", rootfs, "overlay", sysmount.MS_NOSUID | sysmount.MS_NODEV,
                            direct)
@@ -149,7 +172,7 @@ def prepare(
     for i, d in enumerate(reversed(lowers)):
         os.symlink(d, links / str(i))
         names.append(f"l/{i}")
-    options = f"nosuid,nodev,lowerdir={':'.join(names)},upperdir={upper},workdir={work}"
+    options = f"nosuid,nodev,lowerdir={':'.join(names)},upperdir={upper},workdir={work}{extra}"
     if len(options) > _MAX_OPTIONS_BYTES:
         raise ImageError(f"image has too many layers ({len(lowers)}) for one overlay mount")
     argv = ["mount", "-t", "overlay", "overlay", "-o", options, "rootfs"]

@@ -53,6 +53,7 @@ REHEARSAL_MTU = 1500  # the default network's (a NIC's own MTU is set again at N
 # A refill's QEMU runs at this priority until hand-out: on a busy host it yields the CPU to
 # running containers (nice is relative: an idle host still gives it all it wants).
 REFILL_NICE = 10
+ROOT_IMAGE_NODE = "image"  # the block node of the image's erofs a hand-out gives a VM
 REFILL_DELAY_S = 0.5  # after a hand-out: let the container start before a refill competes for CPU
 RETRY_BASE_S = 1.0
 RETRY_MAX_S = 30.0
@@ -170,6 +171,8 @@ class CacheSource:
         machine.rootfs_subdir = slots.ROOT_SUBDIR
         if hasattr(machine, "keep_console_at"):
             machine.keep_console_at = request.console_log
+        if request.root_disk is not None:  # its placeholder until now (pool/template.py)
+            await machine.replace_root_disk(request.root_disk, ROOT_IMAGE_NODE)
         await self.template.hand_out(machine, request)
         # Taps last: until here a failure leaves the container's tap names free, so the request
         # can still go to a clone (take_place itself rolls back).

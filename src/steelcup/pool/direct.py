@@ -58,6 +58,7 @@ class DirectSource:
             nics=request.nics,
             extra_args=request.extra_args,
             ids=self.ids_for(request.tenant),
+            root_disk=request.root_disk,
         )
         cgroup = self.cgroups.vm(state_dir.name) if self.cgroups is not None else None
         machine = KeepConsoleMachine(spec, keep_console_at=request.console_log,

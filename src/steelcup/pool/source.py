@@ -48,6 +48,9 @@ class VmRequest:
     # boots in it; a pooled one is handed out as it is (the runtime moves it: Machine.
     # place_in_cgroup). "" = none.
     cgroup_path: str = ""
+    # The image's erofs as the VM's read-only root disk (--rootfs-cache block): a pooled VM
+    # gets it in place of its placeholder at hand-out. None = no disk is needed.
+    root_disk: Path | None = None
 
 
 class Incompatible(SteelcupError):

@@ -104,6 +104,9 @@ class TemplateKey:
     grows: bool = False  # its balloon deflates when the guest runs out of memory
     # Its NICs negotiated offloads on vnet-header taps (its clones' taps need vnet headers).
     offloads: bool = False
+    # It has a read-only root disk on the placeholder (--rootfs-cache block): its clones get
+    # the image's erofs there (`Machine.replace_root_disk`, or on their command line).
+    root_disk: bool = False
 
     def digest(self) -> str:
         return hashlib.sha256(repr(self).encode()).hexdigest()[:16]
@@ -194,6 +197,9 @@ class TemplateSource:
         self.tenant_base_mib = tenant_base_mib
         # Live restore: clones survive the daemon (templates do not: they are rebuilt).
         self.outlive_daemon = outlive_daemon
+        # The empty file every template's root disk is on (--rootfs-cache block; the daemon
+        # sets it, image/erofs.py); None: templates have no root disk.
+        self.placeholder: Path | None = None
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.template_dir.mkdir(parents=True, exist_ok=True)
         self._templates: dict[TemplateKey, Template] = {}
@@ -240,6 +246,7 @@ class TemplateSource:
             volume_slots=self.volume_slots if len(request.shares) > 1 else 0,
             grows=request.grows,
             offloads=self.tap_host is not None and bool(request.nics),
+            root_disk=self.placeholder is not None,
         )
 
     def check(self, request: VmRequest) -> None:
@@ -260,6 +267,8 @@ class TemplateSource:
             raise Incompatible(f"{len(request.nics)} NICs over the template's {self.max_nics}")
         if request.extra_args:
             raise Incompatible("raw QEMU arguments cannot be added to a clone")
+        if request.root_disk is not None and self.placeholder is None:
+            raise Incompatible("the templates have no root disk (--rootfs-cache block)")
 
     def status(self) -> list[TemplateStatus]:
         out = []
@@ -325,7 +334,19 @@ class TemplateSource:
             # zeroed page costs. Clones run one container each; the zeroing buys little.
             cmdline_extra=("init_on_alloc=0",),
             ids=key.ids,
+            root_disk=self._root_disk(key, request),
         )
+
+    def _root_disk(self, key: TemplateKey, request: VmRequest | None) -> Path | None:
+        """A template's root disk file: the placeholder, or for a clone the request's image
+        (a pooled clone has none yet: it gets the image at hand-out)."""
+        if not key.root_disk:
+            return None
+        if request is not None and request.root_disk is not None:
+            return request.root_disk
+        if self.placeholder is None:
+            raise Incompatible("the templates have no root disk (--rootfs-cache block)")
+        return self.placeholder
 
     def _cgroup(self, name: str) -> VmCgroup | None:
         return self.cgroups.vm(name) if self.cgroups is not None else None

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from steelcup import boundedfs
+from steelcup import boundedfs, sysmount
 from steelcup.cgroups import paths as cgroup_paths
 from steelcup.errors import (
     Conflict,
@@ -43,13 +43,14 @@ from steelcup.guestlog import clip
 from steelcup.idmap import IdRange, IdsFor, one_range
 from steelcup.image import rootfs as rootfs_module
 from steelcup.image.config import ImageConfig
+from steelcup.image.erofs import ErofsImages
 from steelcup.image.store import Image, ImageStore
 from steelcup.image.users import resolve_user
 from steelcup.net.nft import PublishedPort
 from steelcup.pool.slots import release_dir as release_slot
 from steelcup.pool.source import Share, VmRequest, VmSource
 from steelcup.runtime import checkpoints as checkpoints_module
-from steelcup.runtime import healthcheck, podmounts
+from steelcup.runtime import healthcheck, podmounts, stand_ins
 from steelcup.runtime import logs as logs_module
 from steelcup.runtime import restore as restore_module
 from steelcup.runtime.capabilities import capability_set
@@ -249,6 +250,8 @@ class Runtime:
         self.suspend_watchers: builtins.list[Callable[[str], Awaitable[None]]] = []
         self._suspending: set[str] = set()  # saving for a suspend now
         self._vms_going: set[Machine] = set()  # killed VMs of ended `--rm` runs, being reaped
+        # The images' erofs images (--rootfs-cache block; the daemon sets it).
+        self.erofs: ErofsImages | None = None
         (root / "containers").mkdir(parents=True, exist_ok=True)
         self.disks = boundedfs.DiskMaker(root / "cache" / "layer-disk", defaults.storage_bytes,
                                          spares=LAYER_DISK_SPARES)
@@ -325,9 +328,31 @@ class Runtime:
                                                    self.container_dir(record.id), ids)
         else:
             layers = self.images.layer_dirs(self.images.get(record.config.image_id), ids)
+        cdir = self.container_dir(record.id)
+        if record.config.block_root and not sysmount.is_mountpoint(cdir / "rootfs"):
+            upper = rootfs_module.mount_layer(cdir)  # the guest's whiteouts, for the host's view
+            if upper.is_dir():
+                stand_ins.realize_whiteouts(upper)
         return rootfs_module.prepare(layers,
                                      self.container_dir(record.id), self.disks,
-                                     record.config.storage_bytes, ids)
+                                     record.config.storage_bytes, ids,
+                                     guest_overlay=record.config.block_root)
+
+    def _block_root_for(self, config: ContainerConfig, image: Image) -> bool:
+        """Whether a container created now has a block root (--rootfs-cache block): its
+        image's erofs is made (else its making starts, for the image's next container), and
+        it is not a pod's, a checkpointable one (its root is in RAM) or on a host directory."""
+        if self.erofs is None or self.defaults.rootfs_cache is not RootfsCache.BLOCK:
+            return False
+        if config.rootfs_dir or config.pod_of or config.pod_sandbox or config.checkpointable:
+            return False
+        if not (config.storage_bytes or self.defaults.storage_bytes):
+            return False  # its writable layer is a plain directory, not a disk of its own
+        if self.erofs.ready(image.id) is not None:
+            return True
+        store = self.images
+        self.erofs.ensure(image.id, lambda: store.layer_dirs(image))
+        return False
 
     def log_rotation(self, config: ContainerConfig) -> logs_module.Rotation:
         """A container's log rotation (the daemon's for a container made before it had one)."""
@@ -499,6 +524,7 @@ class Runtime:
                 "user": config.user or image.config.user,
                 "hostname": config.hostname or container_id[:12],
                 "storage_bytes": config.storage_bytes or self.defaults.storage_bytes,
+                "block_root": self._block_root_for(config, image),
                 "log_max_bytes": config.log_max_bytes or self.defaults.log_max_bytes,
                 "log_max_files": config.log_max_files or self.defaults.log_max_files,
                 "stop_signal": config.stop_signal or image.config.stop_signal or "SIGTERM",
@@ -783,11 +809,17 @@ class Runtime:
             # remap: the members' roots are other filesystems bound below it (as a slot's)
             pod_shares = (Share(POD_TAG, cdir / POD_DIR, remap_devices=True),)
         cpus, mem_mib = self.vm_size(config)
+        root_disk = None
+        share = root
+        if config.block_root:
+            root_disk = self._erofs_of(config)
+            share = rootfs_module.guest_layer(cdir)
         request = VmRequest(
             mem_mib=mem_mib,
             cpus=cpus,
             grows=self.memory_grows(config),
-            shares=(Share("rootfs", root), *run.shares, *pod_shares),
+            shares=(Share("rootfs", share), *run.shares, *pod_shares),
+            root_disk=root_disk,
             nics=run.vm_nics,
             tap_places=run.tap_places,
             console_log=cdir / "console.log",
@@ -803,7 +835,10 @@ class Runtime:
         live.pod_next = 1
         # A checkpointable container's root is copied into guest RAM: no 9p share stays
         # mounted to block the VM's migration (docs/checkpoints.md).
-        cache = RootfsCache.RAM if config.checkpointable else self.defaults.rootfs_cache
+        cache = (RootfsCache.RAM if config.checkpointable
+                 else RootfsCache.BLOCK if config.block_root
+                 else RootfsCache.LOOSE if self.defaults.rootfs_cache is RootfsCache.BLOCK
+                 else self.defaults.rootfs_cache)
         await machine.guest.setup_root("rootfs", config.hostname, config.read_only,
                                        subdir=machine.rootfs_subdir,
                                        pids_max=config.pids_limit, cache=cache)
@@ -812,6 +847,32 @@ class Runtime:
             await machine.guest.sysctl(f"{k}={v}" for k, v in config.sysctls)
         await self.resources.configure_guest(machine.guest, run)
         return machine, await machine.guest.start(spec)
+
+    def _erofs_of(self, config: ContainerConfig) -> Path:
+        """The erofs image a block-root container's VM gets as its disk."""
+        short = config.image_id.removeprefix("sha256:")[:12]
+        if self.erofs is None:
+            raise SteelcupError(f"this container's root is image {short}'s erofs disk under "
+                                "its writable layer: start the daemon with --rootfs-cache block")
+        disk = self.erofs.ready(config.image_id)
+        if disk is None:
+            image = self.images.get(config.image_id)
+            store = self.images
+            self.erofs.ensure(config.image_id, lambda: store.layer_dirs(image))
+            raise SteelcupError(f"the erofs disk of image {short} is missing (deleted on the "
+                                "host?): it is being made again, start the container later")
+        return disk
+
+    def _refresh_block_view(self, record: ContainerRecord) -> None:
+        """Before the host reads or writes a block-root container's files: the guest's
+        whiteout stand-ins in its writable layer become real whiteouts, and the host's view
+        of the root (an overlay, which caches what it looked up while the guest changed the
+        layer) is unmounted, to be mounted afresh by whoever reads it next; blocking."""
+        cdir = self.container_dir(record.id)
+        upper = rootfs_module.mount_layer(cdir)
+        if upper.is_dir():
+            stand_ins.realize_whiteouts(upper)
+        boundedfs.unmount(cdir / "rootfs")  # mounted afresh by its next reader (prepare_rootfs)
 
     async def _restore_in_vm(self, live: _Live, root: Path, run: RunResources,
                              spec: ProcessSpec, stack: contextlib.AsyncExitStack,
@@ -1343,6 +1404,8 @@ class Runtime:
                     "from, so cp, diff, export and commit are refused until it stops; read "
                     "its files with exec (e.g. exec CONTAINER tar -c PATH)")
             await self._sync_root(live, drop=False)  # the guest's writes reach the host
+            if live.record.config.block_root:
+                await asyncio.to_thread(self._refresh_block_view, live.record)
             try:
                 yield live.record
             finally:
@@ -1821,7 +1884,8 @@ class Runtime:
         live.slot_dir = entry.slot_dir
         # Unknown to this daemon (the previous one may have had another --rootfs-cache):
         # treated as loose, and a guest too old for SYNC_ROOT has an uncached root.
-        live.rootfs_cache = RootfsCache.LOOSE if not config.pod_of else RootfsCache.NONE
+        live.rootfs_cache = (RootfsCache.BLOCK if config.block_root
+                             else RootfsCache.LOOSE if not config.pod_of else RootfsCache.NONE)
         live.stopping = False
         live.started_mono = time.monotonic()
         live.started.set()

@@ -180,10 +180,22 @@ def is_whiteout(st: os.stat_result) -> bool:
     return stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
 
 
+# An overlay mounted with `userxattr` marks opaque directories so: a block-root container's
+# guest overlay (--rootfs-cache block) and the host's view of its layer.
+USER_OPAQUE_XATTR = "user.overlay.opaque"
+
+
 def is_opaque(path: str | int) -> bool:
-    try:
-        if isinstance(path, int):
-            return os.getxattr(path, OPAQUE_XATTR) == b"y"
-        return os.getxattr(path, OPAQUE_XATTR, follow_symlinks=False) == b"y"
-    except OSError:
-        return False
+    """Whether the directory `path` (or open as fd `path`) of a writable layer is opaque, by
+    either overlay's mark."""
+    for name in (OPAQUE_XATTR, USER_OPAQUE_XATTR):
+        try:
+            if isinstance(path, int):
+                value = os.getxattr(path, name)
+            else:
+                value = os.getxattr(path, name, follow_symlinks=False)
+        except OSError:
+            continue
+        if value == b"y":
+            return True
+    return False

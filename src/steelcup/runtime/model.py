@@ -116,6 +116,11 @@ class ContainerConfig:
     # --checkpointable (HostConfig.SteelcupCheckpointable, docs/checkpoints.md): the guest holds
     # the root in RAM and mounts no 9p share, so the VM can be checkpointed; no volumes.
     checkpointable: bool = False
+    # The root is the image's erofs on a disk under the writable layer over 9p, overlaid in
+    # the guest (--rootfs-cache block). Fixed at create, when the image's erofs is ready: the
+    # writable layer of such a container holds user.overlay.* xattrs and whiteout stand-ins,
+    # that of another trusted.overlay.* ones, so neither is ever mounted the other way.
+    block_root: bool = False
     # --auto-suspend (HostConfig.SteelcupAutoSuspend, docs/checkpoints.md): suspended after
     # this many seconds without network traffic, resumed by a connection to a published
     # port; 0 = never. Only with `checkpointable`.

@@ -9,13 +9,18 @@ and removes it again (ENXIO). The guest kernel therefore keeps each as a stand-i
 host (export, commit, cp) does the same through `stand_in_kind`.
 
 The mark is a container's own doing, so it can only ever turn an empty file into a FIFO or a
-socket, never a device.
+socket, never a device. The one other kind, "whiteout", is an overlay's deleted file in the
+writable layer of a container whose guest overlays its root (--rootfs-cache block): the host
+turns those into real whiteouts (character devices 0:0, which open nothing) before it mounts
+its own view of the layer (`realize_whiteouts`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
+from pathlib import Path
 
 STAND_IN_XATTR = "user.steelcup.node"
 _KINDS = {b"fifo": stat.S_IFIFO, b"socket": stat.S_IFSOCK}
@@ -54,3 +59,44 @@ def stand_in_kind_at(dir_fd: int, name: str) -> int | None:
 def stood_in_mode(st: os.stat_result, kind: int) -> int:
     """The mode of the node a stand-in with stat `st` stands for."""
     return kind | (stat.S_IMODE(st.st_mode) & ~stat.S_ISVTX)
+
+
+# An overlay whiteout's stand-in (the guest's overlay over a 9p upper: --rootfs-cache block).
+WHITEOUT = b"whiteout"
+
+
+def realize_whiteouts(upper: Path) -> int:
+    """Replace each whiteout stand-in below `upper` (the writable layer of a container whose
+    guest overlays it, --rootfs-cache block) with the whiteout it stands for, a character
+    device 0:0 (the host may make one; its mount is nodev), so that the host's own overlay of
+    the layer sees the file as deleted. Walks by directory fd, following no symlink: the
+    guest may be changing the tree meanwhile, and a stand-in it makes after this pass is
+    realized by the next. Returns how many were replaced."""
+    done = 0
+    for _dir, _dirs, files, dir_fd in os.fwalk(upper, follow_symlinks=False):
+        for name in files:
+            if not _is_whiteout_stand_in(dir_fd, name):
+                continue
+            temp = f".steelcup-whiteout-{os.getpid()}-{done}"
+            try:
+                os.mknod(temp, stat.S_IFCHR, 0, dir_fd=dir_fd)
+                os.rename(temp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+            except OSError:
+                with contextlib.suppress(OSError):
+                    os.unlink(temp, dir_fd=dir_fd)
+                continue
+            done += 1
+    return done
+
+
+def _is_whiteout_stand_in(dir_fd: int, name: str) -> bool:
+    try:
+        fd = os.open(name, _PEEK_FLAGS, dir_fd=dir_fd)
+    except OSError:
+        return False
+    try:
+        return may_stand_in(os.fstat(fd)) and os.getxattr(fd, STAND_IN_XATTR) == WHITEOUT
+    except OSError:
+        return False
+    finally:
+        os.close(fd)

@@ -31,6 +31,7 @@ BASE_CMDLINE = ("console=ttyS0", "reboot=t", "panic=-1", "quiet", "rdinit=/init"
 # The root disk's raw block node (its file node is ROOT_DISK_NODE + "-file"): the node whose
 # file a hand-out re-points with `blockdev-reopen`.
 ROOT_DISK_NODE = "rootdisk"
+ROOT_DISK_FDSET = 1  # the fd set the root disk's file is in, for a QEMU given fds
 SERIAL_PORTS = 2  # virtio-serial: the reserved console port 0 and CTL_PORT_NAME
 UNIX_PATH_MAX = 107  # sun_path is 108 bytes including the NUL
 _TAG_RE = re.compile(r"^[A-Za-z0-9_.-]{1,31}$")
@@ -294,7 +295,13 @@ def build_argv(spec: VmSpec, fds: PassedFds | None = None) -> list[str]:
             netdev = f"hubport,id=net{i},hubid={i}"
         argv += ["-netdev", netdev, "-device", f"virtio-net-device,netdev=net{i},mac={nic.mac}"]
     if spec.root_disk is not None:
-        disk = _opt(str(spec.root_disk)) if fds is None else _fd_path(fds.disk)
+        if fds is None:
+            disk = _opt(str(spec.root_disk))
+        else:
+            # Not reopened through /proc/self/fd like the others: an image's erofs is 0600,
+            # root's, and QEMU would be refused; an fd set hands it the open file itself.
+            disk = f"/dev/fdset/{ROOT_DISK_FDSET}"
+            argv += ["-add-fd", f"fd={fds.disk},set={ROOT_DISK_FDSET}"]
         argv += [
             "-blockdev", f"driver=file,node-name={ROOT_DISK_NODE}-file,filename={disk},"
                          "read-only=on",

@@ -16,7 +16,7 @@ from steelcup.image import rootfs
 @pytest.fixture(autouse=True)
 def plain_dirs(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     def prepare(layers: Any, cdir: Path, disks: Any = None, size_bytes: int = 0,
-                ids: Any = None) -> Path:
+                ids: Any = None, guest_overlay: bool = False) -> Path:
         (cdir / "rootfs").mkdir(exist_ok=True)
         return cdir / "rootfs"
 

@@ -646,5 +646,5 @@ def test_setup_root_ram_sends_cache_2_and_a_member_cannot_ask_for_it() -> None:
 
 def test_root_cache_ram_is_not_a_daemon_mode() -> None:
     assert p.RootfsCache.from_name("loose") is p.RootfsCache.LOOSE
-    with pytest.raises(InvalidArgument, match="none or loose"):
+    with pytest.raises(InvalidArgument, match="none, loose or block"):
         p.RootfsCache.from_name("ram")

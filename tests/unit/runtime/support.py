@@ -41,7 +41,7 @@ def plain_dirs(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """A container's root is a plain directory: the overlay is not what these tests test
     (`pytestmark = pytest.mark.usefixtures("plain_dirs")`)."""
     def prepare(layers: Any, cdir: Path, disks: Any = None, size_bytes: int = 0,
-                ids: Any = None) -> Path:
+                ids: Any = None, guest_overlay: bool = False) -> Path:
         (cdir / "rootfs").mkdir(exist_ok=True)
         return cdir / "rootfs"
 

@@ -38,7 +38,7 @@ def binds(monkeypatch: pytest.MonkeyPatch) -> Iterator[Binds]:
     made: Binds = {}
 
     def prepare(layers: Any, cdir: Path, disks: Any = None, size_bytes: int = 0,
-                ids: Any = None) -> Path:
+                ids: Any = None, guest_overlay: bool = False) -> Path:
         (cdir / "rootfs").mkdir(exist_ok=True)
         return cdir / "rootfs"
 

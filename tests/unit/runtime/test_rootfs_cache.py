@@ -92,5 +92,6 @@ def test_a_paused_or_failing_guest_does_not_block_file_access(tmp_path: Path) ->
 def test_cache_mode_names() -> None:
     assert RootfsCache.from_name("loose") is RootfsCache.LOOSE
     assert RootfsCache.from_name("none") is RootfsCache.NONE
-    with pytest.raises(InvalidArgument, match="none or loose"):
+    assert RootfsCache.from_name("block") is RootfsCache.BLOCK
+    with pytest.raises(InvalidArgument, match="none, loose or block"):
         RootfsCache.from_name("mmap")

@@ -64,7 +64,7 @@ CAPACITY = HostCapacity(cpus=4, mem_mib=8192)
 @pytest.fixture(autouse=True)
 def plain_dirs(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     def prepare(layers: Any, cdir: Path, disks: Any = None, size_bytes: int = 0,
-                ids: Any = None) -> Path:
+                ids: Any = None, guest_overlay: bool = False) -> Path:
         (cdir / "rootfs").mkdir(parents=True, exist_ok=True)
         return cdir / "rootfs"
 

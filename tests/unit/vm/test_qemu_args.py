@@ -206,5 +206,6 @@ def test_a_root_disk_is_a_read_only_raw_node_on_a_file_node() -> None:
         "-device", f"virtio-blk-device,drive={ROOT_DISK_NODE}"]  # fmt: skip
     fds = PassedFds(ctl=3, qmp=4, kernel=5, initrd=6, shares=(7,), disk=10)
     text = " ".join(build_argv(s, fds))
-    assert "filename=/proc/self/fd/10,read-only=on" in text and "/img/" not in text
+    assert "-add-fd fd=10,set=1" in text and "/img/" not in text
+    assert "filename=/dev/fdset/1,read-only=on" in text
     assert "-blockdev" not in build_argv(spec())

@@ -1,0 +1,136 @@
+"""An image's erofs (--rootfs-cache block): made from its layers merged, mounted back here to
+check it (needs root, mkfs.erofs, and a host kernel with erofs and overlayfs; skips otherwise);
+and the background maker's bookkeeping."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from steelcup.image import erofs
+from steelcup.runtime import stand_ins
+from steelcup.runtime.fs_changes import is_opaque
+
+
+def _usable() -> bool:
+    if os.geteuid() != 0 or shutil.which("mkfs.erofs") is None:
+        return False
+    return "erofs" in Path("/proc/filesystems").read_text()
+
+
+@pytest.fixture
+def mounted(tmp_path: Path) -> Iterator[Path]:
+    """A mount point; whatever is mounted there is unmounted afterwards."""
+    if not _usable():
+        pytest.skip("needs root, mkfs.erofs (erofs-utils) and erofs in the host kernel")
+    point = tmp_path / "mnt"
+    point.mkdir()
+    yield point
+    subprocess.run(["umount", str(point)], capture_output=True)
+
+
+def _layers(base: Path) -> list[Path]:
+    """Two layers: the upper one changes a file, deletes one (a whiteout) and replaces a
+    directory (opaque)."""
+    low, up = base / "low", base / "up"
+    for d in (low / "etc", low / "gone", low / "opaque" / "old", up / "etc", up / "opaque"):
+        d.mkdir(parents=True)
+    (low / "etc" / "f").write_text("low")
+    (low / "etc" / "deleted").write_text("x")
+    (low / "opaque" / "old" / "x").write_text("x")
+    (low / "bin").write_bytes(b"\x7fELF")
+    os.chown(low / "bin", 1234, 5678)
+    os.chmod(low / "bin", 0o4755)  # after chown, which clears set-user-ID
+    os.utime(low / "bin", (1_000_000_000, 1_000_000_000))
+    os.setxattr(low / "bin", "user.kept", b"yes")
+    (up / "etc" / "f").write_text("up")
+    os.mknod(up / "etc" / "deleted", stat.S_IFCHR, 0)  # overlayfs' whiteout
+    os.setxattr(up / "opaque", "trusted.overlay.opaque", b"y")
+    (up / "opaque" / "new").write_text("new")
+    return [low, up]
+
+
+def test_an_image_is_its_layers_merged_at_one_apparent_size(tmp_path: Path,
+                                                              mounted: Path) -> None:
+    out = tmp_path / "store" / erofs.image_path(Path(), "sha256:ab").name
+    erofs.build(_layers(tmp_path), out, tmp_path / "scratch")
+    assert out.stat().st_size == erofs.CAPACITY_BYTES
+    assert out.stat().st_blocks * 512 < 16 << 20  # sparse
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600
+    subprocess.run(["mount", "-t", "erofs", "-o", "ro,loop", str(out), str(mounted)],
+                   check=True)
+    assert (mounted / "etc" / "f").read_text() == "up"
+    assert not (mounted / "etc" / "deleted").exists()
+    assert sorted(p.name for p in (mounted / "opaque").iterdir()) == ["new"]
+    st = (mounted / "bin").stat()
+    assert (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, int(st.st_mtime)) == (
+        0o4755, 1234, 5678, 1_000_000_000)
+    assert os.getxattr(mounted / "bin", "user.kept") == b"yes"
+    assert not [n for n in os.listxattr(mounted / "opaque") if n.startswith("trusted.overlay")]
+    assert not list((tmp_path / "scratch").iterdir())  # its merged view is gone
+
+
+def test_the_maker_makes_each_image_once_and_forgets_removed_ones(tmp_path: Path,
+                                                                 mounted: Path) -> None:
+    del mounted
+    images = erofs.ErofsImages(tmp_path / "erofs", tmp_path / "scratch")
+    try:
+        layers = _layers(tmp_path)
+        future = images.ensure("sha256:aa", lambda: layers)
+        assert future is not None
+        future.result(timeout=120)
+        assert images.ready("sha256:aa") == erofs.image_path(tmp_path / "erofs", "sha256:aa")
+        assert images.ensure("sha256:aa", lambda: layers) is None  # made already
+        broken = images.ensure("sha256:bb", lambda: [tmp_path / "missing"])
+        assert broken is not None
+        broken.result(timeout=120)  # logged, not raised
+        assert images.ready("sha256:bb") is None
+        assert images.ensure("sha256:bb", lambda: layers) is None  # not retried
+        images.prune({"sha256:cc"})
+        assert images.ready("sha256:aa") is None
+    finally:
+        images.close()
+
+
+def test_whiteout_stand_ins_become_whiteouts_and_nothing_else_changes(tmp_path: Path) -> None:
+    """What a guest's overlay left in its 9p upper: stand-ins (empty, sticky, marked) become
+    character devices 0:0; a marked file that is not empty, a FIFO's stand-in and a symlink
+    stay as they are."""
+    if os.geteuid() != 0:
+        pytest.skip("making a device node needs root")
+    upper = tmp_path / "upper"
+    (upper / "etc" / "deep").mkdir(parents=True)
+
+    def marked(path: Path, kind: bytes, content: str = "") -> None:
+        path.write_text(content)
+        os.chmod(path, 0o1000)
+        os.setxattr(path, stand_ins.STAND_IN_XATTR, kind)
+
+    marked(upper / "etc" / "gone", stand_ins.WHITEOUT)
+    marked(upper / "etc" / "deep" / "gone", stand_ins.WHITEOUT)
+    marked(upper / "etc" / "full", stand_ins.WHITEOUT, "data")
+    marked(upper / "etc" / "pipe", b"fifo")
+    (upper / "link").symlink_to("etc/gone")
+    assert stand_ins.realize_whiteouts(upper) == 2
+    for path in (upper / "etc" / "gone", upper / "etc" / "deep" / "gone"):
+        st = path.lstat()
+        assert stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
+    assert (upper / "etc" / "full").read_text() == "data"
+    assert stat.S_ISREG((upper / "etc" / "pipe").lstat().st_mode)
+    assert (upper / "link").is_symlink()
+    assert stand_ins.realize_whiteouts(upper) == 0
+    assert not [p for p in upper.rglob(".steelcup-*")]
+
+
+def test_a_userxattr_overlays_opaque_mark_counts(tmp_path: Path) -> None:
+    plain, marked = tmp_path / "plain", tmp_path / "marked"
+    plain.mkdir()
+    marked.mkdir()
+    os.setxattr(marked, "user.overlay.opaque", b"y")
+    assert not is_opaque(str(plain)) and is_opaque(str(marked))

@@ -1,0 +1,126 @@
+"""--rootfs-cache block on real guests (issue 19): a container's root is its image's files as
+erofs on a read-only disk under its writable layer over 9p, overlaid in the guest
+(docs/architecture.md, "Guest kernel and boot", patches 05-07; docs/guest-protocol.md, CACHE 3).
+An image's first container keeps a 9p root while the image's erofs is made; the host's view of
+a block root (cp, diff, commit, export) and a restart see what the guest did, deletions
+included."""
+
+from __future__ import annotations
+
+import io
+import tarfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.vm.support import (
+    BUSYBOX_TAR,
+    Daemon,
+    delete_netns,
+    leftovers_of,
+    need_assets,
+    new_netns,
+    start_daemon,
+    stop_daemon,
+    wait_until,
+)
+
+IMG = "steelcup/busybox"
+
+
+def _root_mount(daemon: Daemon, *run_args: str) -> list[str]:
+    """The root's line of /proc/mounts in a new container: [source, dir, type, options]."""
+    mounts = daemon.out("run", "--rm", *run_args, IMG, "cat", "/proc/mounts").splitlines()
+    return next(line for line in mounts if line.split()[1] == "/").split()[:4]
+
+
+@pytest.fixture(scope="module")
+def block(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
+    """A daemon with --rootfs-cache block whose busybox image has its erofs made (the first
+    container asked for it and kept a 9p root)."""
+    need_assets()
+    base = tmp_path_factory.mktemp("block")
+    netns = new_netns("block")
+    d = start_daemon(base / "root", base / "run" / "steelcup.sock", netns,
+                     ("--rootfs-cache", "block"))
+    try:
+        d.cli("load", "-i", str(BUSYBOX_TAR), check=True)
+        first = _root_mount(d)
+        assert first[2] == "9p", first  # the image's erofs did not exist at its create
+        erofs_dir = base / "root" / "images" / "erofs"
+        wait_until(lambda: any(erofs_dir.glob("*.erofs")), "the image's erofs being made")
+        yield d
+    finally:
+        stop_daemon(d)
+        problems = leftovers_of(base / "root", netns=netns)
+        delete_netns(netns)
+        assert not problems, "after daemon shutdown: " + "\n".join(problems)
+
+
+def test_later_containers_have_the_images_erofs_under_an_overlay(block: Daemon) -> None:
+    """The root is an overlay whose lower is the erofs disk; neither the disk's mount nor the
+    9p share of the writable layer is visible in the container."""
+    source, _, fstype, options = _root_mount(block)
+    assert (source, fstype) == ("overlay", "overlay")
+    assert "lowerdir=/run/steelcup/lower" in options and "userxattr" in options
+    mounts = block.out("run", "--rm", IMG, "cat", "/proc/mounts")
+    assert "erofs" not in mounts and " 9p " not in mounts, mounts
+
+
+# Made once: the next run (after a restart) only shows what the first one left.
+_CHANGES = ("[ -e /done ] || { echo hi > /etc/new; rm /etc/passwd; mkdir -p /var/d; "
+            "rm -rf /usr; mkdir /usr; echo x > /usr/y; touch /done; }; exec sleep 300")
+
+
+def test_a_block_roots_changes_reach_cp_diff_export_commit_and_a_restart(
+        block: Daemon, tmp_path: Path) -> None:
+    """Files written, an image file deleted (a whiteout the guest's 9p stands in for, made
+    a real whiteout on the host before the host reads), an image directory replaced (opaque)
+    and a file cp'd in by the host: each is seen alike by the guest, diff, cp, export,
+    commit, and the container's next run."""
+    cid = block.out("run", "-d", IMG, "sh", "-c", _CHANGES).strip()
+    try:
+        wait_until(lambda: block.cli("exec", cid, "ls", "/done").returncode == 0,
+                   "the container's changes")
+        diff = set(block.out("diff", cid).splitlines())
+        assert {"A /etc/new", "D /etc/passwd", "A /usr/y", "A /var/d", "A /done"} <= diff, diff
+        assert "D /usr/bin" in diff, diff  # the image's /usr is gone: its dir is opaque
+        out = tmp_path / "new"
+        block.out("cp", f"{cid}:/etc/new", str(out))
+        assert out.read_text() == "hi\n"
+        src = tmp_path / "fromhost"
+        src.write_text("from the host\n")
+        block.out("cp", str(src), f"{cid}:/etc/fromhost")
+        assert block.out("exec", cid, "cat", "/etc/fromhost") == "from the host\n"
+        assert block.cli("exec", cid, "ls", "/etc/passwd").returncode != 0
+        with tarfile.open(fileobj=io.BytesIO(block.cli("export", cid, check=True).stdout)
+                          ) as tar:
+            names = set(tar.getnames())
+        assert {"etc/new", "etc/fromhost", "usr/y"} <= names
+        assert "etc/passwd" not in names and "usr/bin" not in names
+        block.out("commit", cid, "block-changes:1")
+        try:
+            assert block.out("run", "--rm", "block-changes:1", "sh", "-c",
+                             "cat /etc/new /etc/fromhost; ls /usr; ls /etc/passwd || true"
+                             ) == "hi\nfrom the host\ny\n"
+        finally:
+            block.cli("rmi", "block-changes:1")
+        block.out("stop", "-t", "1", cid)
+        block.out("start", cid)
+        assert block.out("exec", cid, "sh", "-c",
+                         "cat /etc/new; ls /usr; ls /etc/passwd 2>/dev/null || echo gone"
+                         ) == "hi\ny\ngone\n"
+    finally:
+        block.cli("rm", "-f", cid)
+
+
+def test_a_block_root_beside_a_volume(block: Daemon) -> None:
+    """A volume is its own 9p mount beside the overlay root, written through to the host."""
+    try:
+        assert block.out("run", "--rm", "-v", "block-vol:/data", IMG, "sh", "-c",
+                         "echo kept > /data/f") == ""
+        assert block.out("run", "--rm", "-v", "block-vol:/data", IMG, "cat", "/data/f"
+                         ) == "kept\n"
+    finally:
+        block.cli("volume", "rm", "block-vol")
