@@ -287,21 +287,30 @@ static int unmount_staged(const char *staging, int rc, char *msg, unsigned msgle
 	return rc;
 }
 
+/* The share tag at the staging point, mounted now unless STAGE_ROOT did. Returns 0 or -errno
+ * with msg. */
+static int stage_share(const char *tag, char *msg, unsigned msglen)
+{
+	if (staged_tag[0])
+		return 0;
+	int rc = do_mount(tag, SHARE_STAGING, "9p", 0, MOUNTS_NINEP_OPTIONS);
+	if (rc < 0) {
+		snprintf(msg, msglen, "mount 9p %s: %s", tag, strerror(-rc));
+		return rc;
+	}
+	strcpy(staged_tag, tag);
+	return 0;
+}
+
 /* CACHE 2: the share (or its directory subdir) is mounted at the staging point, copied into a
  * tmpfs at root and unmounted: the VM then holds no 9p mount of it (QEMU's virtio-9p blocks
  * migration while one is mounted), and the root lives in guest RAM. */
 static int copy_root_to_ram(const char *tag, const char *subdir, const char *root, char *msg,
 			    unsigned msglen)
 {
-	int rc = 0;
-	if (!staged_tag[0]) {
-		rc = do_mount(tag, SHARE_STAGING, "9p", 0, MOUNTS_NINEP_OPTIONS);
-		if (rc < 0) {
-			snprintf(msg, msglen, "mount 9p %s: %s", tag, strerror(-rc));
-			return rc;
-		}
-		strcpy(staged_tag, tag);
-	}
+	int rc = stage_share(tag, msg, msglen);
+	if (rc < 0)
+		return rc;
 	int src = -1, dst = -1;
 	char rel[1100];
 	if (subdir[0] == '/') {
@@ -372,15 +381,10 @@ static int open_share_dir(const char *subdir)
 static int setup_block_root(const char *tag, const char *subdir, const char *root, int readonly,
 			    char *msg, unsigned msglen)
 {
-	int rc = 0, layer = -1, upper = -1, work = -1;
-	if (!staged_tag[0]) {
-		rc = do_mount(tag, SHARE_STAGING, "9p", 0, MOUNTS_NINEP_OPTIONS);
-		if (rc < 0) {
-			snprintf(msg, msglen, "mount 9p %s: %s", tag, strerror(-rc));
-			return rc;
-		}
-		strcpy(staged_tag, tag);
-	}
+	int layer = -1, upper = -1, work = -1;
+	int rc = stage_share(tag, msg, msglen);
+	if (rc < 0)
+		return rc;
 	layer = open_share_dir(subdir);
 	if (layer < 0) {
 		rc = layer;
