@@ -68,6 +68,18 @@ def test_later_containers_have_the_images_erofs_under_an_overlay(block: Daemon) 
     assert "erofs" not in mounts and " 9p " not in mounts, mounts
 
 
+def test_exec_finds_named_users_after_the_host_view_is_remounted(block: Daemon) -> None:
+    """exec reads a named user from the host's view of the root, which diff (like every host
+    access) remounts (the host's overlay would hold stale lookups): it stays mounted while
+    the container runs."""
+    cid = block.out("run", "-d", IMG, "sleep", "300").strip()
+    try:
+        block.out("diff", cid)
+        assert block.out("exec", "-u", "nobody", cid, "id", "-u") == "65534\n"
+    finally:
+        block.cli("rm", "-f", cid)
+
+
 # Made once: the next run (after a restart) only shows what the first one left.
 _CHANGES = ("[ -e /done ] || { echo hi > /etc/new; rm /etc/passwd; mkdir -p /var/d; "
             "rm -rf /usr; mkdir /usr; echo x > /usr/y; touch /done; }; exec sleep 300")

@@ -867,12 +867,15 @@ class Runtime:
         """Before the host reads or writes a block-root container's files: the guest's
         whiteout stand-ins in its writable layer become real whiteouts, and the host's view
         of the root (an overlay, which caches what it looked up while the guest changed the
-        layer) is unmounted, to be mounted afresh by whoever reads it next; blocking."""
+        layer) is mounted afresh if it is mounted (exec and health checks read users from it
+        while the container runs); blocking."""
         cdir = self.container_dir(record.id)
         upper = rootfs_module.mount_layer(cdir)
         if upper.is_dir():
             stand_ins.realize_whiteouts(upper)
-        boundedfs.unmount(cdir / "rootfs")  # mounted afresh by its next reader (prepare_rootfs)
+        if sysmount.is_mountpoint(cdir / "rootfs"):
+            boundedfs.unmount(cdir / "rootfs")
+            self.prepare_rootfs(record)
 
     async def _restore_in_vm(self, live: _Live, root: Path, run: RunResources,
                              spec: ProcessSpec, stack: contextlib.AsyncExitStack,
