@@ -128,10 +128,12 @@ def test_a_block_roots_changes_reach_cp_diff_export_commit_and_a_restart(
 
 
 def test_a_block_root_beside_a_volume(block: Daemon) -> None:
-    """A volume is its own 9p mount beside the overlay root, written through to the host."""
+    """A volume is its own 9p mount beside the overlay root, written through to the host;
+    with --read-only the overlay is read-only and the volume is not."""
     try:
-        assert block.out("run", "--rm", "-v", "block-vol:/data", IMG, "sh", "-c",
-                         "echo kept > /data/f") == ""
+        out = block.cli("run", "--rm", "--read-only", "-v", "block-vol:/data", IMG, "sh", "-c",
+                        "echo kept > /data/f; echo no > /etc/x")
+        assert out.returncode != 0 and b"Read-only file system" in out.stderr, out
         assert block.out("run", "--rm", "-v", "block-vol:/data", IMG, "cat", "/data/f"
                          ) == "kept\n"
     finally:

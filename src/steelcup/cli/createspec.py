@@ -169,6 +169,7 @@ class ContainerOptions:
         cap_add: Sequence[str] = (),
         cap_drop: Sequence[str] = (),
         privileged: bool = False,
+        read_only: bool = False,  # --read-only: HostConfig.ReadonlyRootfs
         add_hosts: Sequence[str] = (),  # --add-host NAME:IP
         dns: Sequence[str] = (),
         dns_search: Sequence[str] = (),
@@ -202,6 +203,7 @@ class ContainerOptions:
         self.cap_add = list(cap_add)
         self.cap_drop = list(cap_drop)
         self.privileged = privileged
+        self.read_only = read_only
         self.checkpointable = checkpointable
         self.auto_suspend = auto_suspend
         self.add_hosts = list(add_hosts)
@@ -253,6 +255,8 @@ def create_body(opts: ContainerOptions, *, for_run: bool) -> dict[str, Any]:
         host_config["CapDrop"] = list(opts.cap_drop)
     if opts.privileged:
         host_config["Privileged"] = True
+    if opts.read_only:
+        host_config["ReadonlyRootfs"] = True
     if opts.checkpointable:
         host_config["SteelcupCheckpointable"] = True
     if opts.auto_suspend:

@@ -280,6 +280,12 @@ def test_health_flags_have_help(capsys: pytest.CaptureFixture[str]) -> None:
         assert flag in text
 
 
+def test_read_only_is_docker_run_read_only() -> None:
+    assert parse_run("--read-only", "busybox")["HostConfig"] == {
+        "AutoRemove": False, "ReadonlyRootfs": True}
+    assert "ReadonlyRootfs" not in parse_run("busybox")["HostConfig"]  # type: ignore[operator]
+
+
 def test_checkpoint_flags() -> None:
     assert parse_run("--checkpointable", "busybox")["HostConfig"] == {
         "AutoRemove": False, "SteelcupCheckpointable": True}

@@ -128,6 +128,11 @@ def add_container_flags(p: argparse.ArgumentParser, *, run: bool, job: bool = Fa
         help="give the container's processes every Linux capability",
     )
     p.add_argument(
+        "--read-only", action="store_true",
+        help="mount the container's root filesystem read-only (volumes, binds and tmpfs "
+             "mounts stay as they are)",
+    )
+    p.add_argument(
         "--checkpointable", action="store_true",
         help="hold the container's root in its VM's memory (copied at start; changes are lost "
         "when it exits) so that `steelcup checkpoint create` can save the running container; "
@@ -217,6 +222,7 @@ def _options(args: argparse.Namespace, *, run: bool) -> ContainerOptions:
         group_add=args.group_add,
         cap_drop=args.cap_drop,
         privileged=args.privileged,
+        read_only=args.read_only,
         checkpointable=args.checkpointable,
         auto_suspend=args.auto_suspend,
         healthcheck=health_config(
