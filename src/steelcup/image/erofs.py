@@ -122,7 +122,7 @@ class ErofsImages:
         self.scratch = scratch
         self._lock = threading.Lock()
         self._building: set[str] = set()
-        self._failed: dict[str, str] = {}  # image id -> why its build failed (not retried)
+        self._failed: set[str] = set()  # image ids whose build failed (logged, not retried)
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1,
                                                            thread_name_prefix="erofs")
         directory.mkdir(parents=True, exist_ok=True)
@@ -153,7 +153,7 @@ class ErofsImages:
             build(layer_dirs(), image_path(self.directory, image_id), self.scratch)
         except (SteelcupError, OSError) as exc:
             with self._lock:
-                self._failed[image_id] = str(exc)
+                self._failed.add(image_id)
             log.warning("image %s: no erofs image, its containers' roots stay on 9p: %s",
                         image_id.removeprefix("sha256:")[:12], exc)
         else:

@@ -344,9 +344,7 @@ class TemplateSource:
             return None
         if request is not None and request.root_disk is not None:
             return request.root_disk
-        if self.placeholder is None:
-            raise Incompatible("the templates have no root disk (--rootfs-cache block)")
-        return self.placeholder
+        return self.placeholder  # set whenever a key has a root disk (key_for)
 
     def _cgroup(self, name: str) -> VmCgroup | None:
         return self.cgroups.vm(name) if self.cgroups is not None else None

@@ -215,6 +215,14 @@ class Defaults:
     rootfs_cache: RootfsCache = RootfsCache.NONE
 
 
+def _realize_whiteouts(cdir: Path) -> None:
+    """A block root's whiteout stand-ins in its writable layer (mounted here if it is not)
+    made real whiteouts (stand_ins.realize_whiteouts); blocking."""
+    upper = rootfs_module.mount_layer(cdir)
+    if upper.is_dir():
+        stand_ins.realize_whiteouts(upper)
+
+
 class Runtime:
     """Creates, runs, stops and removes containers. All methods run on the daemon's loop."""
 
@@ -330,13 +338,9 @@ class Runtime:
             layers = self.images.layer_dirs(self.images.get(record.config.image_id), ids)
         cdir = self.container_dir(record.id)
         if record.config.block_root and not sysmount.is_mountpoint(cdir / "rootfs"):
-            upper = rootfs_module.mount_layer(cdir)  # the guest's whiteouts, for the host's view
-            if upper.is_dir():
-                stand_ins.realize_whiteouts(upper)
-        return rootfs_module.prepare(layers,
-                                     self.container_dir(record.id), self.disks,
-                                     record.config.storage_bytes, ids,
-                                     guest_overlay=record.config.block_root)
+            _realize_whiteouts(cdir)  # the guest's, for the host's view mounted below
+        return rootfs_module.prepare(layers, cdir, self.disks, record.config.storage_bytes,
+                                     ids, guest_overlay=record.config.block_root)
 
     def _block_root_for(self, config: ContainerConfig, image: Image) -> bool:
         """Whether a container created now has a block root (--rootfs-cache block): its
@@ -350,9 +354,13 @@ class Runtime:
             return False  # its writable layer is a plain directory, not a disk of its own
         if self.erofs.ready(image.id) is not None:
             return True
-        store = self.images
-        self.erofs.ensure(image.id, lambda: store.layer_dirs(image))
+        self._make_erofs(self.erofs, image)  # for the image's next container
         return False
+
+    def _make_erofs(self, erofs: ErofsImages, image: Image) -> None:
+        """Start making `image`'s erofs in the background (unless made or under way)."""
+        store = self.images
+        erofs.ensure(image.id, lambda: store.layer_dirs(image))
 
     def log_rotation(self, config: ContainerConfig) -> logs_module.Rotation:
         """A container's log rotation (the daemon's for a container made before it had one)."""
@@ -856,9 +864,7 @@ class Runtime:
                                 "its writable layer: start the daemon with --rootfs-cache block")
         disk = self.erofs.ready(config.image_id)
         if disk is None:
-            image = self.images.get(config.image_id)
-            store = self.images
-            self.erofs.ensure(config.image_id, lambda: store.layer_dirs(image))
+            self._make_erofs(self.erofs, self.images.get(config.image_id))
             raise SteelcupError(f"the erofs disk of image {short} is missing (deleted on the "
                                 "host?): it is being made again, start the container later")
         return disk
@@ -870,12 +876,11 @@ class Runtime:
         layer) is mounted afresh if it is mounted (exec and health checks read users from it
         while the container runs); blocking."""
         cdir = self.container_dir(record.id)
-        upper = rootfs_module.mount_layer(cdir)
-        if upper.is_dir():
-            stand_ins.realize_whiteouts(upper)
         if sysmount.is_mountpoint(cdir / "rootfs"):
             boundedfs.unmount(cdir / "rootfs")
-            self.prepare_rootfs(record)
+            self.prepare_rootfs(record)  # realizes the whiteouts before it mounts
+        else:
+            _realize_whiteouts(cdir)
 
     async def _restore_in_vm(self, live: _Live, root: Path, run: RunResources,
                              spec: ProcessSpec, stack: contextlib.AsyncExitStack,

@@ -36,22 +36,33 @@ def may_stand_in(st: os.stat_result) -> bool:
 def stand_in_kind(fd: int, st: os.stat_result) -> int | None:
     """`stat.S_IFIFO` or `stat.S_IFSOCK` if the regular file open as `fd` (with stat `st`) is
     a stand-in for one, else None."""
-    if not may_stand_in(st):
-        return None
-    try:
-        return _KINDS.get(os.getxattr(fd, STAND_IN_XATTR))
-    except OSError:
-        return None
+    return _KINDS.get(_mark(fd, st) or b"")
 
 
 def stand_in_kind_at(dir_fd: int, name: str) -> int | None:
     """`stand_in_kind` of entry `name` of directory `dir_fd` (None if it cannot be opened)."""
+    return _KINDS.get(_mark_at(dir_fd, name) or b"")
+
+
+def _mark(fd: int, st: os.stat_result) -> bytes | None:
+    """The stand-in mark of the file open as `fd` (with stat `st`) if it has a stand-in's
+    shape and a mark, else None."""
+    if not may_stand_in(st):
+        return None
+    try:
+        return os.getxattr(fd, STAND_IN_XATTR)
+    except OSError:
+        return None
+
+
+def _mark_at(dir_fd: int, name: str) -> bytes | None:
+    """`_mark` of entry `name` of directory `dir_fd` (None if it cannot be opened)."""
     try:
         fd = os.open(name, _PEEK_FLAGS, dir_fd=dir_fd)
     except OSError:
         return None
     try:
-        return stand_in_kind(fd, os.fstat(fd))
+        return _mark(fd, os.fstat(fd))
     finally:
         os.close(fd)
 
@@ -75,7 +86,7 @@ def realize_whiteouts(upper: Path) -> int:
     done = 0
     for _dir, _dirs, files, dir_fd in os.fwalk(upper, follow_symlinks=False):
         for name in files:
-            if not _is_whiteout_stand_in(dir_fd, name):
+            if _mark_at(dir_fd, name) != WHITEOUT:
                 continue
             temp = f".steelcup-whiteout-{os.getpid()}-{done}"
             try:
@@ -88,15 +99,3 @@ def realize_whiteouts(upper: Path) -> int:
             done += 1
     return done
 
-
-def _is_whiteout_stand_in(dir_fd: int, name: str) -> bool:
-    try:
-        fd = os.open(name, _PEEK_FLAGS, dir_fd=dir_fd)
-    except OSError:
-        return False
-    try:
-        return may_stand_in(os.fstat(fd)) and os.getxattr(fd, STAND_IN_XATTR) == WHITEOUT
-    except OSError:
-        return False
-    finally:
-        os.close(fd)

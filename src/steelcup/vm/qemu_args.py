@@ -143,7 +143,7 @@ class VmSpec:
     nic_vnet_hdr: bool = True
     # A read-only virtio-blk disk (the guest's /dev/vda): an image's files as erofs, or the
     # empty placeholder a template and its clones boot with, whose file the pool swaps for an
-    # image's at hand-out (`ROOT_DISK_NODE`; pool/rootdisk.py). None = no disk.
+    # image's at hand-out (`ROOT_DISK_NODE`, `Machine.replace_root_disk`). None = no disk.
     root_disk: Path | None = None
     # Device arguments owned by other layers, appended as given.
     extra_args: tuple[str, ...] = ()
