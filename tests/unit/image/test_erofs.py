@@ -117,7 +117,13 @@ def test_whiteout_stand_ins_become_whiteouts_and_nothing_else_changes(tmp_path: 
     marked(upper / "etc" / "full", stand_ins.WHITEOUT, "data")
     marked(upper / "etc" / "pipe", b"fifo")
     (upper / "link").symlink_to("etc/gone")
+    # A hostile guest's directory symlink out of the layer: nothing beyond it is touched.
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    marked(outside / "host-file", stand_ins.WHITEOUT)
+    (upper / "escape").symlink_to(outside)
     assert stand_ins.realize_whiteouts(upper) == 2
+    assert stat.S_ISREG((outside / "host-file").lstat().st_mode)
     for path in (upper / "etc" / "gone", upper / "etc" / "deep" / "gone"):
         st = path.lstat()
         assert stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
