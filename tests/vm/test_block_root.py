@@ -8,6 +8,7 @@ included."""
 from __future__ import annotations
 
 import io
+import os
 import tarfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -123,6 +124,50 @@ def test_a_block_roots_changes_reach_cp_diff_export_commit_and_a_restart(
         assert block.out("exec", cid, "sh", "-c",
                          "cat /etc/new; ls /usr; ls /etc/passwd 2>/dev/null || echo gone"
                          ) == "hi\ny\ngone\n"
+    finally:
+        block.cli("rm", "-f", cid)
+
+
+def test_overlay_marks_a_hostile_guest_plants_are_never_followed(block: Daemon,
+                                                                  tmp_path: Path) -> None:
+    """The attack: a guest whose kernel is its own writes `user.overlay.*` xattrs into its
+    writable layer through 9p (planted here on the host, which is what such a guest's QEMU
+    would do): a directory redirected to the image's /bin and a metacopy file whose data is
+    the image's busybox. The host's view (cp, export, exec's user lookup) shows neither (its
+    overlay follows no redirect or metacopy a guest wrote), errors stay the container's own,
+    and a commit carries no mark into an image."""
+    cid = block.out("run", "-d", IMG, "sleep", "300").strip()
+    try:
+        full = block.out("inspect", "-f", "{{.Id}}", cid).strip()
+        # through the daemon's mount namespace (it runs under `ip netns exec`)
+        upper = (Path(f"/proc/{block.proc.pid}/root") / str(block.root).lstrip("/")
+                 / "containers" / full / "rw" / "upper")
+        assert upper.is_dir(), upper
+        (upper / "planted").mkdir()
+        os.setxattr(upper / "planted", "user.overlay.redirect", b"/bin")
+        (upper / "meta").write_bytes(b"")
+        os.setxattr(upper / "meta", "user.overlay.metacopy", b"")
+        os.setxattr(upper / "meta", "user.overlay.redirect", b"/bin/busybox")
+        listed = block.cli("exec", cid, "ls", "/planted")  # the guest's overlay: its business
+        copied = block.cli("cp", f"{cid}:/planted", str(tmp_path / "planted"))
+        assert copied.returncode != 0 or not any((tmp_path / "planted").iterdir()), listed
+        meta = block.cli("cp", f"{cid}:/meta", str(tmp_path / "meta"))
+        assert meta.returncode != 0 or (tmp_path / "meta").read_bytes() == b"", meta
+        if meta.returncode != 0:
+            assert b"not permitted" in meta.stderr.lower(), meta.stderr
+        exported = block.cli("export", cid)
+        if exported.returncode == 0:
+            with tarfile.open(fileobj=io.BytesIO(exported.stdout)) as tar:
+                names = set(tar.getnames())
+            assert not any(n.startswith("planted/") for n in names), names
+        assert block.out("exec", "-u", "nobody", cid, "id", "-u") == "65534\n"
+        block.out("commit", cid, "block-marks:1")
+        try:
+            saved = block.cli("save", "block-marks:1", check=True).stdout
+            assert b"user.overlay" not in saved
+        finally:
+            block.cli("rmi", "block-marks:1")
+        assert full in block.out("ps", "-q", "--no-trunc")  # the daemon and container carry on
     finally:
         block.cli("rm", "-f", cid)
 

@@ -44,6 +44,11 @@ _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 # xattrs a layer may set on host files; security.capability is recorded inert (privileges.py),
 # everything else (trusted.*, security.selinux, system.*, ...) is dropped.
 _ALLOWED_XATTRS = ("user.",)
+# user.* xattrs that are not a file's content but an overlay's bookkeeping (a `userxattr`
+# overlay's opaque, redirect, metacopy, origin marks: the guest's own overlay of a block root
+# writes them, and the host's view of such a root reads them) or steelcup's (stand-in marks):
+# never taken from a layer, never written into one.
+PRIVATE_XATTRS = ("user.overlay.", "user.steelcup.")
 _XATTR_PAX = "SCHILY.xattr."
 # pax and GNU long-name headers are read into memory whole, and each one recurses into the next
 # header: cap both (Go's archive/tar also caps such headers at 1 MiB)
@@ -581,7 +586,7 @@ class _Extractor:
             if not key.startswith(_XATTR_PAX):
                 continue
             name = key[len(_XATTR_PAX) :]
-            if name.startswith(_ALLOWED_XATTRS):
+            if name.startswith(_ALLOWED_XATTRS) and not name.startswith(PRIVATE_XATTRS):
                 out.append((name, value.encode("utf-8", "surrogateescape")))
         return out
 

@@ -11,7 +11,7 @@ import tarfile
 from dataclasses import dataclass
 from typing import IO, Any
 
-from steelcup.errors import ImageError, InvalidArgument, NotFound
+from steelcup.errors import ImageError, InvalidArgument, NotFound, SteelcupError
 from steelcup.idmap import IdRange
 from steelcup.image.layers import LayerLimits, _Extractor, decompressed, open_stream
 from steelcup.runtime.fs_paths import ContainerTree, lstat_at, open_dir, resolve, split_path
@@ -65,13 +65,17 @@ def locate(tree: ContainerTree, path: str, container: str) -> Source:
     if not path:
         raise InvalidArgument("path must not be empty")
     follow = path.endswith("/") or _wants_contents(path)
-    parts = resolve(tree, path, follow_last=follow)
-    st = tree.lstat(parts)
-    if st is None:
-        raise NotFound(f"Could not find the file {path} in container {container}")
-    link = ""
-    if stat.S_ISLNK(st.st_mode):
-        link = "/" + "/".join(resolve(tree, path, follow_last=True))
+    try:
+        parts = resolve(tree, path, follow_last=follow)
+        st = tree.lstat(parts)
+        if st is None:
+            raise NotFound(f"Could not find the file {path} in container {container}")
+        link = ""
+        if stat.S_ISLNK(st.st_mode):
+            link = "/" + "/".join(resolve(tree, path, follow_last=True))
+    except OSError as exc:  # e.g. an overlay refusing a mark its guest wrote (EPERM)
+        raise SteelcupError(f"cannot read {path} in container {container}: "
+                            f"{exc.strerror or exc}") from exc
     if _wants_contents(path):
         if not stat.S_ISDIR(st.st_mode):
             raise InvalidArgument(f"{path}: not a directory")

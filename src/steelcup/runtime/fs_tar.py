@@ -16,7 +16,7 @@ from typing import IO
 
 from steelcup.errors import SteelcupError
 from steelcup.idmap import IdRange
-from steelcup.image.layers import OPAQUE_MARKER, WHITEOUT_PREFIX
+from steelcup.image.layers import OPAQUE_MARKER, PRIVATE_XATTRS, WHITEOUT_PREFIX
 from steelcup.image.privileges import CAPABILITY_XATTR, declared_for
 from steelcup.runtime.fs_changes import is_opaque, is_whiteout
 from steelcup.runtime.fs_paths import DIR_FLAGS, MAX_DEPTH
@@ -194,7 +194,7 @@ class TreeWriter:
         if fd is not None:
             headers: dict[str, str] = {}
             for key in _listxattr(fd):
-                if key.startswith(_XATTRS_KEPT):
+                if key.startswith(_XATTRS_KEPT) and not key.startswith(PRIVATE_XATTRS):
                     with contextlib.suppress(OSError):
                         value = os.getxattr(fd, key)
                         headers["SCHILY.xattr." + key] = value.decode("utf-8", "surrogateescape")

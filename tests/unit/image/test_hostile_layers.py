@@ -243,6 +243,19 @@ HOSTILE: list[Hostile] = [
                 + END), None, xattrs_only("d")),
     Hostile("trusted-overlay-metacopy-xattr",
             raw(xattr_member("f", "trusted.overlay.metacopy", "") + END), None, xattrs_only("f")),
+    # a userxattr overlay's own marks (the host's view of a block root reads them) and
+    # steelcup's stand-in mark are bookkeeping, never a layer's content
+    Hostile("user-overlay-redirect-xattr",
+            raw(xattr_member("d", "user.overlay.redirect", "/etc", type_=tarfile.DIRTYPE)
+                + END), None, xattrs_only("d")),
+    Hostile("user-overlay-opaque-xattr",
+            raw(xattr_member("d", "user.overlay.opaque", "y", type_=tarfile.DIRTYPE) + END),
+            None, xattrs_only("d")),
+    Hostile("user-overlay-metacopy-xattr",
+            raw(xattr_member("f", "user.overlay.metacopy", "") + END), None, xattrs_only("f")),
+    Hostile("steelcup-stand-in-mark",
+            raw(xattr_member("f", "user.steelcup.node", "whiteout") + END), None,
+            xattrs_only("f")),
     Hostile("forged-steelcup-record",
             raw(xattr_member("f", RECORD_XATTR, "v1 mode=4755 uid=0 gid=0 sha256=-") + END),
             None, xattrs_only("f")),

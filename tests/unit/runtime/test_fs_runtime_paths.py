@@ -1,7 +1,8 @@
 """What steelcup puts in a container's writable layer for each run (/dev, /proc, /sys mount
 points, /etc/hosts, /etc/hostname, /etc/resolv.conf) is not the container's change: `diff`
 hides it, the commit layer leaves it out and export has the /etc files empty, as dockerd
-(its init layer)."""
+(its init layer). Nor are the overlay's own marks (the guest's overlay of a block root writes
+`user.overlay.*` into the writable layer) or steelcup's stand-in marks: no tar carries them."""
 
 from __future__ import annotations
 
@@ -69,3 +70,28 @@ def test_commit_layer_and_export_leave_it_out(tmp_path: Path) -> None:
     assert {"dev", "proc", "sys", "tmp/x"} <= set(exported) and "proc/1" not in exported
     assert [exported[f"etc/{n}"] for n in ("hosts", "hostname", "resolv.conf")] == [0, 0, 0]
     assert exported["tmp/x"] > 0
+
+
+def test_no_tar_carries_an_overlays_or_steelcups_own_xattrs(tmp_path: Path) -> None:
+    """A copy-up in a block root's guest leaves `user.overlay.origin` on the file; a hostile
+    guest can write any `user.overlay.*` or stand-in mark there. A commit carrying them would
+    make the new image's files redirects, metacopies or opaque dirs to the next block root."""
+    _lower, upper = _layers(tmp_path)
+    x = upper / "tmp" / "x"
+    for key, value in (("user.overlay.origin", b"\0\xfb"), ("user.overlay.redirect", b"/etc"),
+                       ("user.steelcup.node", b"whiteout"), ("user.mime", b"text/plain")):
+        os.setxattr(x, key, value)
+    os.setxattr(upper / "tmp", "user.overlay.impure", b"y")
+    out = io.BytesIO()
+    write_layer(upper, out)
+    fd = os.open(upper, DIR_FLAGS)
+    try:
+        exported = io.BytesIO()
+        write_export(fd, exported)
+    finally:
+        os.close(fd)
+    for data in (out.getvalue(), exported.getvalue()):
+        with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+            headers = {m.name.rstrip("/"): m.pax_headers for m in tar.getmembers()}
+        assert headers["tmp/x"] == {"SCHILY.xattr.user.mime": "text/plain"}
+        assert not headers["tmp"]
