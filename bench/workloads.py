@@ -584,7 +584,7 @@ def steelcup_engine(name: str, tmp: Path, tar: Path, extra_args: tuple[str, ...]
     `src/`) with the guest assets in `assets` (this checkout's unless told); the CLI as
     installed (the console script, its bytecode cached even if the shell sets
     PYTHONDONTWRITEBYTECODE)."""
-    netns = new_netns(f"wl{len(name)}")
+    netns = new_netns("wl" + hashlib.sha256(name.encode()).hexdigest()[:6])  # one per engine
     saved = dict(os.environ)
     try:
         tmp.mkdir()

@@ -72,11 +72,17 @@ def test_later_containers_have_the_images_erofs_under_an_overlay(block: Daemon) 
 def test_exec_finds_named_users_after_the_host_view_is_remounted(block: Daemon) -> None:
     """exec reads a named user from the host's view of the root, which diff (like every host
     access) remounts (the host's overlay would hold stale lookups): it stays mounted while
-    the container runs."""
+    the container runs; a name it does not know is looked up again in a view mounted
+    afresh (a user added since)."""
     cid = block.out("run", "-d", IMG, "sleep", "300").strip()
     try:
         block.out("diff", cid)
         assert block.out("exec", "-u", "nobody", cid, "id", "-u") == "65534\n"
+        # a user the container adds after the view was mounted: looked up in a fresh view
+        block.out("exec", cid, "sh", "-c", "echo newbie:x:4321:4321::/:/bin/sh >> /etc/passwd")
+        assert block.out("exec", "-u", "newbie", cid, "id", "-u") == "4321\n"
+        missing = block.cli("exec", "-u", "nosuchuser", cid, "true")
+        assert missing.returncode != 0 and b"unable to find user" in missing.stderr, missing
     finally:
         block.cli("rm", "-f", cid)
 

@@ -818,7 +818,7 @@ class _Api:
             exec_ = await execs.start(req.params["id"])
             asyncio.create_task(_drain_exec(execs, exec_))
             return EmptyResponse(200)
-        exec_, spec = execs.prepare(req.params["id"])
+        exec_, spec = await execs.prepare(req.params["id"])
         # The process's terminal was decided at create; start's Tty says how the client wants
         # the output framed (dockerd: raw with Tty, multiplexed without).
         use_tty = exec_.config.tty if tty is None else tty
@@ -828,7 +828,7 @@ class _Api:
         """steelcup extension: start an exec over a websocket (a browser cannot hijack a
         POST): raw output in binary frames, as the websocket attach, input from its frames."""
         execs = self.svc.execs
-        exec_, spec = execs.prepare(req.params["id"])
+        exec_, spec = await execs.prepare(req.params["id"])
         return HijackResponse(_exec_runner(execs, exec_, spec, exec_.config.tty),
                               websocket=True)
 

@@ -19,7 +19,15 @@ import os
 import shutil
 import signal as signal_module
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Coroutine, Iterator
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Collection,
+    Coroutine,
+    Iterator,
+    Sequence,
+)
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -1397,6 +1405,20 @@ class Runtime:
         self._outcome(live, op, ref)
         machine, _ = self._run_parts(live)
         return await machine.guest.start(replace(spec, container=live.pod_index))
+
+    async def resolve_user_of(self, record: ContainerRecord, user: str,
+                              group_add: Sequence[str] = ()) -> tuple[int, int, builtins.list[int]]:
+        """`resolve_user` in the running container's root, for exec. A block root's host view
+        caches what it looked up while the guest changed the writable layer (a user added
+        since): a name it does not find is looked up again in a view mounted afresh."""
+        root = self.container_dir(record.id) / "rootfs"
+        try:
+            return resolve_user(root, user, group_add)
+        except InvalidArgument:
+            if not record.config.block_root:
+                raise
+        async with self.holding_files(record.id, Op.EXEC):
+            return await asyncio.to_thread(resolve_user, root, user, group_add)
 
     @contextlib.asynccontextmanager
     async def holding_files(self, ref: str, op: Op = Op.FILES) -> AsyncIterator[ContainerRecord]:

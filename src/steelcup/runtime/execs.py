@@ -8,7 +8,6 @@ from dataclasses import dataclass, field
 
 from steelcup.errors import Conflict, GuestProtocolError, NotFound, ProcessStartError
 from steelcup.guest.client import GuestProcess, ProcessSpec
-from steelcup.image.users import resolve_user
 from steelcup.runtime.capabilities import ALL_CAPS
 from steelcup.runtime.containers import Runtime
 from steelcup.runtime.lifecycle import Op
@@ -59,10 +58,10 @@ class ExecManager:
 
     async def start(self, exec_id: str) -> Exec:
         """Start the process; afterwards `exec_.process` streams its output."""
-        exec_, spec = self.prepare(exec_id)
+        exec_, spec = await self.prepare(exec_id)
         return await self.launch(exec_, spec)
 
-    def prepare(self, exec_id: str) -> tuple[Exec, ProcessSpec]:
+    async def prepare(self, exec_id: str) -> tuple[Exec, ProcessSpec]:
         """Check that the exec may start now (NotFound, Conflict) and what it will run; `launch`
         starts it. Apart so that an attached client's stream is set up in between: a process
         that had already written would otherwise have its output follow the HTTP upgrade in
@@ -71,9 +70,8 @@ class ExecManager:
         exec_ = self.get(exec_id)
         record = self._startable(exec_)
         config = exec_.config
-        root = self.runtime.container_dir(record.id) / "rootfs"
-        uid, gid, groups = resolve_user(root, config.user or record.config.user,
-                                        record.config.group_add)
+        uid, gid, groups = await self.runtime.resolve_user_of(
+            record, config.user or record.config.user, record.config.group_add)
         spec = ProcessSpec(
             args=config.cmd,
             env=tuple(merge_env(record.config.env, config.env)),
