@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from steelcup.cli.commands import service as service_commands
 from steelcup.cli.main import main
 from tests.unit.tenancy.conftest import Cloud, cloud, plain_dirs
 
@@ -54,6 +55,26 @@ def test_service_commands(cloud: Cloud, capsys: pytest.CaptureFixture[str]) -> N
     assert out == ""
     code, out, _ = cli(cloud, capsys, "swarm", "leave", "--force")
     assert code == 0
+
+
+def test_a_service_that_cannot_start_says_why_and_gives_up(
+        cloud: Cloud, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Waiting for convergence, each failed task's error is shown once (docker's progress
+    says it per slot); past the deadline the CLI gives up, pointing at `service ps`."""
+    monkeypatch.setattr(service_commands, "CONVERGE_TIMEOUT_S", 2.0)
+    cloud.vms.missing.add("nosuch")
+    assert cli(cloud, capsys, "swarm", "init")[0] == 0
+    try:
+        code, out, err = cli(cloud, capsys, "service", "create", "--name", "broken",
+                             "--restart-delay", "0s", "base:1", "nosuch")
+        assert code == 1 and "did not converge" in err and "service ps" in err, err
+        assert "overall progress: 0 out of 1 tasks" in out, out
+        failures = [line for line in out.splitlines() if line.startswith("1/1: ")]
+        assert failures and "No such file or directory" in failures[0], out
+    finally:
+        cli(cloud, capsys, "service", "rm", "broken")
+        cli(cloud, capsys, "swarm", "leave", "--force")
 
 
 def test_secret_config_and_a_service_using_them(cloud: Cloud, tmp_path: Path,

@@ -11,7 +11,7 @@ import sys
 import time
 from typing import Any
 
-from steelcup.cli.client import path_quote
+from steelcup.cli.client import ApiClient, path_quote
 from steelcup.cli.context import Context, delete_each, inspect_each, report
 from steelcup.errors import SteelcupError
 
@@ -243,22 +243,29 @@ def cmd_create(ctx: Context, args: argparse.Namespace) -> int:
 
 
 def _converge(ctx: Context, service_id: str) -> int:
-    """Wait until the service runs as many tasks as it wants, saying how far it is."""
+    """Wait until the service runs as many tasks as it wants, saying how far it is and why a
+    task failed (each failed task once, as `SLOT/DESIRED: error`, like docker's progress)."""
     deadline = time.monotonic() + CONVERGE_TIMEOUT_S
     shown = ""
+    reported: set[str] = set()
     while True:
         try:
-            rows = ctx.client().get_json("/services", {
+            client = ctx.client()
+            rows = client.get_json("/services", {
                 "filters": json.dumps({"id": [service_id]}), "status": True})
+            status = rows[0].get("ServiceStatus") or {} if rows else {}
+            running, desired = status.get("RunningTasks", 0), status.get("DesiredTasks", 0)
+            failures = ([] if running == desired
+                        else _new_task_errors(client, service_id, desired, reported))
         except SteelcupError as exc:
             report(exc)
             return 1
-        status = rows[0].get("ServiceStatus") or {} if rows else {}
-        running, desired = status.get("RunningTasks", 0), status.get("DesiredTasks", 0)
         line = f"overall progress: {running} out of {desired} tasks"
         if line != shown:
             print(line)
             shown = line
+        for failure in failures:
+            print(failure)
         if running == desired:
             print(f"verify: Service {service_id} converged")
             return 0
@@ -267,6 +274,20 @@ def _converge(ctx: Context, service_id: str) -> int:
                   f"`steelcup service ps {service_id}`", file=sys.stderr)
             return 1
         time.sleep(0.5)  # the progress display's refresh, as docker's
+
+
+def _new_task_errors(client: ApiClient, service_id: str, desired: int,
+                     reported: set[str]) -> list[str]:
+    """`SLOT/DESIRED: error` for each of the service's failed tasks not in `reported`
+    (added to it), oldest first."""
+    tasks = client.get_json("/tasks", {"filters": json.dumps({"service": [service_id]})})
+    lines = []
+    for task in sorted(tasks, key=lambda t: str(t.get("CreatedAt", ""))):
+        error = (task.get("Status") or {}).get("Err", "")
+        if error and task["ID"] not in reported:
+            reported.add(task["ID"])
+            lines.append(f"{task.get('Slot') or task.get('NodeID', '')[:12]}/{desired}: {error}")
+    return lines
 
 
 def cmd_ls(ctx: Context, args: argparse.Namespace) -> int:
