@@ -186,6 +186,7 @@ async def _serve(options: DaemonOptions) -> int:
     )
     runtime.ids_for = ids_for
     runtime.erofs = erofs_images
+    images.on_added = runtime.image_added
     runtime.live_restore = options.live_restore
     runtime.restorer = vms.restore  # container checkpoints (docs/checkpoints.md)
     runtime_ref.append(runtime)

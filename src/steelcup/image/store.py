@@ -223,6 +223,9 @@ class ImageStore:
         self._db = db
         # (image id, tenant) -> whether a container of `tenant` (None: of anyone) uses it
         self.in_use: Callable[[str, str | None], bool] = in_use or (lambda _id, _tenant: False)
+        # Told of each image a tenant gets (pull, load, import, build, commit), from whichever
+        # thread registered it: e.g. the block root's erofs is started then (the daemon sets it).
+        self.on_added: Callable[[Image], None] | None = None
         self.limits = limits or LayerLimits()
         # a tenant's `images` quota (None: unlimited, a single-user daemon)
         self.images_quota: Callable[[str], int] | None = None
@@ -1090,7 +1093,10 @@ class ImageStore:
                 )
             if own:
                 self._add_names(image_id, tags, owner)
-        return self._image(image_id, tenant if own else None)
+        image = self._image(image_id, tenant if own else None)
+        if own and self.on_added is not None:
+            self.on_added(image)
+        return image
 
     def _add_names(self, image_id: str, tags: builtins.list[str], owner: str) -> None:
         """`owner` has the image, with `tags` pointing at it (moved from any other image).

@@ -365,6 +365,12 @@ class Runtime:
         self._make_erofs(self.erofs, image)  # for the image's next container
         return False
 
+    def image_added(self, image: Image) -> None:
+        """A tenant got `image` (pulled, loaded, imported, built, committed): in block mode its
+        erofs is made now, so that its first container has a block root too."""
+        if self.erofs is not None and self.defaults.rootfs_cache is RootfsCache.BLOCK:
+            self._make_erofs(self.erofs, image)
+
     def _make_erofs(self, erofs: ErofsImages, image: Image) -> None:
         """Start making `image`'s erofs in the background (unless made or under way)."""
         store = self.images
