@@ -88,6 +88,7 @@ class _FipApi:
 
     async def list(self, req: Request) -> Response:
         dangling = _dangling(parse_filters(req.q("filters"), FILTERS).get("dangling", []))
+        await self.fips.settled()
         records = self.fips.list(_tenant(req.principal))
         if dangling is not None:
             records = [r for r in records if r.attached != dangling]
@@ -103,6 +104,7 @@ class _FipApi:
         return JsonResponse([fip_json(r) for r in records], 201)
 
     async def inspect(self, req: Request) -> Response:
+        await self.fips.settled()
         return JsonResponse(fip_json(self.fips.get(req.params["ip"], _tenant(req.principal))))
 
     async def release(self, req: Request) -> Response:

@@ -58,6 +58,10 @@ class FloatingIps:
         self.admit: Admit = unlimited  # the tenant's quota gate (counts `fips`)
         self.notify: Notify = _quiet
         self._held: set[str] | None = None  # /32s on the interface; None: not read yet
+        # Changes whose record is saved and whose rules are not loaded yet (`settled`).
+        self._loading = 0
+        self._loaded = asyncio.Event()
+        self._loaded.set()
 
     # -- lookup -------------------------------------------------------------------------------
 
@@ -242,11 +246,25 @@ class FloatingIps:
             self.store.delete(rec.address)
 
     async def _reload_or(self, undo: Callable[[], None]) -> None:
+        """Load the rules of a change whose record was just saved (`undo` puts it back if
+        they fail); `settled` waits for it."""
+        self._loading += 1
+        self._loaded.clear()
         try:
             await self._reload()
         except BaseException:
             undo()
             raise
+        finally:
+            self._loading -= 1
+            if not self._loading:
+                self._loaded.set()
+
+    async def settled(self) -> None:
+        """Until every change made so far has its rules loaded: a reader of the records then
+        sees what the host's packets do (a record is saved before its rules are loaded, since
+        the ruleset is rendered from the records)."""
+        await self._loaded.wait()
 
     # -- rules and addresses --------------------------------------------------------------------
 

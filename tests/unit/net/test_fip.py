@@ -230,6 +230,39 @@ def test_a_failed_load_leaves_the_fip_as_it_was(fips: FloatingIps) -> None:
     assert not fips.get(address, "alice").attached
 
 
+def test_a_reader_waits_for_the_rules_of_a_saved_change(fips: FloatingIps) -> None:
+    """The record is saved before the ruleset (rendered from the records) is loaded: a reader
+    that waits for `settled` sees a detach only once its rules are gone."""
+    address = asyncio.run(fips.allocate("alice"))[0].address
+    asyncio.run(fips.attach(address, "1" * 64, "alice"))
+
+    async def main() -> list[str]:
+        gate = asyncio.Event()
+        seen: list[str] = []
+
+        async def slow_reload() -> None:
+            seen.append("loading")
+            await gate.wait()
+            seen.append("loaded")
+
+        async def reader() -> None:
+            await fips.settled()
+            seen.append("read " + ("attached" if fips.get(address, "alice").attached
+                                   else "detached"))
+
+        fips._reload = slow_reload
+        detach = asyncio.create_task(fips.detach(address, "alice"))
+        await asyncio.sleep(0)  # the detach saved its record and waits for its rules
+        read = asyncio.create_task(reader())
+        await asyncio.sleep(0.05)
+        gate.set()
+        await asyncio.gather(detach, read)
+        await fips.settled()  # nothing pending: at once
+        return seen
+
+    assert asyncio.run(main()) == ["loading", "loaded", "read detached"]
+
+
 def test_no_pool_says_what_the_operator_must_do(tmp_path: Path) -> None:
     db = open_db(tmp_path)
 
