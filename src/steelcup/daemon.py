@@ -187,6 +187,8 @@ async def _serve(options: DaemonOptions) -> int:
     runtime.ids_for = ids_for
     runtime.erofs = erofs_images
     images.on_added = runtime.image_added
+    if erofs_images is not None:
+        images.on_deleted = erofs_images.forget
     runtime.live_restore = options.live_restore
     runtime.restorer = vms.restore  # container checkpoints (docs/checkpoints.md)
     runtime_ref.append(runtime)

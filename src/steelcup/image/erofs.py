@@ -114,8 +114,9 @@ def make_placeholder(path: Path) -> Path:
 
 class ErofsImages:
     """The erofs images of a daemon's images, in `directory`: made in the background, one at
-    a time, the first time a container of an image asks (`ensure`); a container created before
-    its image's is ready keeps its root over 9p. Thread-safe."""
+    a time, when asked (`ensure`: an image arrived, or a container of an image that has none
+    was created); a container created before its image's is ready keeps its root over 9p.
+    Deleted with their image (`forget`). Thread-safe."""
 
     def __init__(self, directory: Path, scratch: Path) -> None:
         self.directory = directory
@@ -123,6 +124,7 @@ class ErofsImages:
         self._lock = threading.Lock()
         self._building: set[str] = set()
         self._failed: set[str] = set()  # image ids whose build failed (logged, not retried)
+        self._forgotten: set[str] = set()  # removed while being made: deleted once made
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1,
                                                            thread_name_prefix="erofs")
         directory.mkdir(parents=True, exist_ok=True)
@@ -162,6 +164,19 @@ class ErofsImages:
         finally:
             with self._lock:
                 self._building.discard(image_id)
+                if image_id in self._forgotten:
+                    self._forgotten.discard(image_id)
+                    image_path(self.directory, image_id).unlink(missing_ok=True)
+
+    def forget(self, image_id: str) -> None:
+        """`image_id` was removed: its erofs goes now, or once made if it is being made (a VM
+        that has it open keeps reading it)."""
+        with self._lock:
+            self._failed.discard(image_id)
+            if image_id in self._building:
+                self._forgotten.add(image_id)
+                return
+            image_path(self.directory, image_id).unlink(missing_ok=True)
 
     def prune(self, image_ids: set[str]) -> None:
         """Delete the erofs images of images not in `image_ids` (removed ones)."""

@@ -226,6 +226,8 @@ class ImageStore:
         # Told of each image a tenant gets (pull, load, import, build, commit), from whichever
         # thread registered it: e.g. the block root's erofs is started then (the daemon sets it).
         self.on_added: Callable[[Image], None] | None = None
+        # Told of each image id deleted (its last tenant and container let go of it).
+        self.on_deleted: Callable[[str], None] | None = None
         self.limits = limits or LayerLimits()
         # a tenant's `images` quota (None: unlimited, a single-user daemon)
         self.images_quota: Callable[[str], int] | None = None
@@ -1289,6 +1291,8 @@ class ImageStore:
             self._db.execute("DELETE FROM build_cache WHERE image_id = ?", (image_id,))
             self._db.execute("DELETE FROM image_manifests WHERE image_id = ?", (image_id,))
             self._db.execute("DELETE FROM image_repo_digests WHERE image_id = ?", (image_id,))
+        if self.on_deleted is not None:
+            self.on_deleted(image_id)
         blobs = {image_id}
         for diff_id in set(diff_ids):
             used = self._db.execute(

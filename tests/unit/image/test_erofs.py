@@ -8,6 +8,7 @@ import os
 import shutil
 import stat
 import subprocess
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -94,6 +95,24 @@ def test_the_maker_makes_each_image_once_and_forgets_removed_ones(tmp_path: Path
         assert images.ensure("sha256:bb", lambda: layers) is None  # not retried
         images.prune({"sha256:cc"})
         assert images.ready("sha256:aa") is None
+        # removed: deleted at once, or once made when removed while being made
+        images.ensure("sha256:aa", lambda: layers).result(timeout=120)  # type: ignore[union-attr]
+        images.forget("sha256:aa")
+        assert images.ready("sha256:aa") is None
+        gate = threading.Event()
+
+        def held_layers() -> list[Path]:
+            gate.wait(30)
+            return layers
+
+        slow = images.ensure("sha256:dd", held_layers)
+        assert slow is not None
+        images.forget("sha256:dd")
+        gate.set()
+        slow.result(timeout=120)
+        assert images.ready("sha256:dd") is None
+        images.forget("sha256:bb")  # a failed one may be made again if it comes back
+        assert images.ensure("sha256:bb", lambda: layers) is not None
     finally:
         images.close()
 

@@ -1,8 +1,9 @@
 """Which containers get a block root (--rootfs-cache block): an image's erofs is started when
 a tenant gets the image (import here; pull, load, build and commit alike), so a container
 created once it is made has a block root; one created before keeps a 9p root and starts the
-making if nothing did. Pods, checkpointable containers and host-directory roots never do.
-The erofs maker is a stand-in (its real builds: tests/unit/image/test_erofs.py)."""
+making if nothing did; a removed image's goes with it. Pods, checkpointable containers and
+host-directory roots never do. The erofs maker is a stand-in (its real builds:
+tests/unit/image/test_erofs.py)."""
 
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ class FakeErofs:
         self.made = made
         self.asked: list[str] = []
         self.done: set[str] = set()
+        self.forgotten: list[str] = []
 
     def ready(self, image_id: str) -> Path | None:
         return self.made if image_id in self.done else None
@@ -37,13 +39,17 @@ class FakeErofs:
         self.asked.append(image_id)
         return None
 
+    def forget(self, image_id: str) -> None:
+        self.forgotten.append(image_id)
+
 
 def _block_runtime(tmp_path: Path) -> tuple[Runtime, FakeErofs]:
     runtime = make_runtime(tmp_path, open_db(tmp_path))
     runtime.defaults = Defaults(rootfs_cache=RootfsCache.BLOCK)
     erofs = FakeErofs(tmp_path / "made.erofs")
     runtime.erofs = cast(ErofsImages, erofs)
-    runtime.images.on_added = runtime.image_added
+    runtime.images.on_added = runtime.image_added  # as the daemon wires them
+    runtime.images.on_deleted = erofs.forget
     return runtime, erofs
 
 
@@ -69,3 +75,10 @@ def test_a_daemon_in_another_mode_makes_no_erofs(tmp_path: Path) -> None:
     runtime.images.import_rootfs(io.BytesIO(make_tar([("dir", "etc")])), "app:1")
     assert erofs.asked == []
     assert not runtime.create(_config(), "loose").config.block_root
+
+
+def test_a_removed_images_erofs_goes_with_it(tmp_path: Path) -> None:
+    runtime, erofs = _block_runtime(tmp_path)
+    image = runtime.images.import_rootfs(io.BytesIO(make_tar([("dir", "etc")])), "app:1")
+    runtime.images.remove("app:1")
+    assert erofs.forgotten == [image.id]
