@@ -156,6 +156,10 @@ def test_overlay_marks_a_hostile_guest_plants_are_never_followed(block: Daemon,
         listed = block.cli("exec", cid, "ls", "/planted")  # the guest's overlay: its business
         copied = block.cli("cp", f"{cid}:/planted", str(tmp_path / "planted"))
         assert copied.returncode != 0 or not any((tmp_path / "planted").iterdir()), listed
+        src = tmp_path / "in"
+        src.write_text("x")
+        into = block.cli("cp", str(src), f"{cid}:/planted/")
+        assert into.returncode != 0 and b"not permitted" in into.stderr.lower(), into
         meta = block.cli("cp", f"{cid}:/meta", str(tmp_path / "meta"))
         assert meta.returncode != 0 or (tmp_path / "meta").read_bytes() == b"", meta
         if meta.returncode != 0:

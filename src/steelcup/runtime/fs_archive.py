@@ -65,17 +65,10 @@ def locate(tree: ContainerTree, path: str, container: str) -> Source:
     if not path:
         raise InvalidArgument("path must not be empty")
     follow = path.endswith("/") or _wants_contents(path)
-    try:
-        parts = resolve(tree, path, follow_last=follow)
-        st = tree.lstat(parts)
-        if st is None:
-            raise NotFound(f"Could not find the file {path} in container {container}")
-        link = ""
-        if stat.S_ISLNK(st.st_mode):
-            link = "/" + "/".join(resolve(tree, path, follow_last=True))
-    except OSError as exc:  # e.g. an overlay refusing a mark its guest wrote (EPERM)
-        raise SteelcupError(f"cannot read {path} in container {container}: "
-                            f"{exc.strerror or exc}") from exc
+    parts, st = _existing(tree, path, container, follow_last=follow)
+    link = ""
+    if stat.S_ISLNK(st.st_mode):
+        link = "/" + "/".join(_existing(tree, path, container, follow_last=True)[0])
     if _wants_contents(path):
         if not stat.S_ISDIR(st.st_mode):
             raise InvalidArgument(f"{path}: not a directory")
@@ -88,6 +81,22 @@ def locate(tree: ContainerTree, path: str, container: str) -> Source:
                     mode=_go_mode(_shown_mode(tree, parts, st)), mtime=_rfc3339(st.st_mtime_ns),
                     link_target=link)
     return Source(parts, st, arcname, info)
+
+
+def _existing(tree: ContainerTree, path: str, container: str, *,
+              follow_last: bool) -> tuple[tuple[str, ...], os.stat_result]:
+    """`path` resolved in the container, and its lstat. NotFound with docker's message if it
+    is missing; a clear error if the host may not look at it (an overlay refusing a mark its
+    guest wrote, EPERM), not the daemon's 500."""
+    try:
+        parts = resolve(tree, path, follow_last=follow_last)
+        st = tree.lstat(parts)
+    except OSError as exc:
+        raise SteelcupError(f"cannot read {path} in container {container}: "
+                            f"{exc.strerror or exc}") from exc
+    if st is None:
+        raise NotFound(f"Could not find the file {path} in container {container}")
+    return parts, st
 
 
 def _wants_contents(path: str) -> bool:
@@ -202,10 +211,7 @@ def extract_archive(
 ) -> None:
     """Extract a tar (plain or compressed) into directory `path` of the container (into the
     volume or bind mount it is under, if any)."""
-    parts = resolve(tree, path, follow_last=True)
-    st = tree.lstat(parts)
-    if st is None:
-        raise NotFound(f"Could not find the file {path} in container {container}")
+    parts, st = _existing(tree, path, container, follow_last=True)
     if not stat.S_ISDIR(st.st_mode):
         raise InvalidArgument("extraction point is not a directory")
     fd, rest, readonly = tree.locate(parts)

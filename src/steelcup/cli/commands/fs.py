@@ -253,6 +253,8 @@ def stat_path(client: ApiClient, container: str, path: str) -> dict[str, Any] | 
     if response.status == 404:
         return None
     if response.status >= 400:
+        # a HEAD answer carries no message: the same GET says why (raising it)
+        client.open("GET", f"{_c(container)}/archive", {"path": path}).close()
         raise SteelcupError(f"Error response from daemon: HTTP {response.status} for "
                             f"{container}:{path}")
     return decode_stat(response.headers.get(STAT_HEADER, ""))
