@@ -28,12 +28,13 @@ from steelcup.errors import SteelcupError
 from steelcup.guest.client import ProcessSpec
 from steelcup.guest.ops import GuestMount, GuestNic, configure
 from steelcup.idmap import IdRange, IdsFor, host_root
-from steelcup.net.links import Host, LinkError, take_place
+from steelcup.net.links import Host, LinkError, create_tap, delete_link, take_place
+from steelcup.pool import cache as cache_module
 from steelcup.pool.cache import CacheClass, CacheSource
 from steelcup.pool.factory import Factory, PoolOptions, build_factory
 from steelcup.pool.integrity import content_digest, fingerprint
 from steelcup.pool.source import NicSpec, TapPlace, VmRequest
-from steelcup.pool.template import set_balloon
+from steelcup.pool.template import set_balloon, tap_tag
 from steelcup.vm import cgroup, jail
 from steelcup.vm.assets import find_assets
 from steelcup.vm.machine import Machine
@@ -698,7 +699,8 @@ async def test_spare_taps_are_the_caches_and_a_killed_daemons_are_removed(
 ) -> None:
     """QEMU may not make taps (no CAP_NET_ADMIN): the cache makes its ready VMs' spares,
     persistent and owned by QEMU's uid. Closing a ready VM deletes them; after a crash (QEMUs
-    killed, nothing closed) the next daemon's cache removes what is left."""
+    killed, nothing closed) the next daemon's cache removes what is left, and only what its
+    daemon made (another daemon's running VMs in the namespace keep theirs)."""
     def spares() -> list[str]:
         out = subprocess.run(["ip", "-n", netns, "-o", "link"], capture_output=True, text=True,
                              check=True).stdout
@@ -713,10 +715,17 @@ async def test_spare_taps_are_the_caches_and_a_killed_daemons_are_removed(
         assert ready.pid is not None
         os.kill(ready.pid, signal.SIGKILL)  # the daemon "dies": nothing is closed
         assert len(spares()) == 1  # persistent: still there
-        again = _cache_factory(shared, base, "slots-t2", size=0, tap_host=Host(netns))
-        assert again.cache is not None
-        again.cache.remove_leftover_taps()
-        assert spares() == []
+        # another daemon's spare in the same namespace (its run dir, so its tag, differs)
+        other = f"{cache_module.TAP_PREFIX}{tap_tag(base / 'another-run-dir')}deadbeef0"
+        assert not other.startswith(cache_module.TAP_PREFIX + shared.template.tap_tag)
+        create_tap(Host(netns), other)
+        try:
+            again = _cache_factory(shared, base, "slots-t2", size=0, tap_host=Host(netns))
+            assert again.cache is not None
+            again.cache.remove_leftover_taps()
+            assert spares() == [other]  # this daemon's gone, the other daemon's kept
+        finally:
+            delete_link(Host(netns), other)
         await f.cache.close()
 
 

@@ -46,7 +46,7 @@ from steelcup.vm.qemu_args import NicSpec, Share
 
 log = logging.getLogger(__name__)
 
-TAP_PREFIX = "scw"  # + 8 hex + NIC index: at most 15 characters
+TAP_PREFIX = "scw"  # + the daemon's tap tag (3 hex) + 8 hex + NIC index: 15 characters
 INITRD_WARM_PROGRAM = "/init"  # in the initrd: used when the assets have no init binary
 WARM_DEADLINE_S = 20.0
 REHEARSAL_MTU = 1500  # the default network's (a NIC's own MTU is set again at NET_CONFIG)
@@ -241,7 +241,7 @@ class CacheSource:
         slot = await asyncio.to_thread(slots.create, self.slot_dir, self.warm_program,
                                        ids.base if ids is not None else None)
         token = secrets.token_hex(4)
-        taps = tuple(f"{TAP_PREFIX}{token}{i}" for i in range(cls.nics))
+        taps = tuple(f"{TAP_PREFIX}{self.template.tap_tag}{token}{i}" for i in range(cls.nics))
         try:
             # Made here, not by QEMU: QEMU may attach to a tap its uid owns, but it has no
             # CAP_NET_ADMIN to create one.
@@ -291,11 +291,13 @@ class CacheSource:
                 links.delete_link(self.tap_host, tap)
 
     def remove_leftover_taps(self) -> None:
-        """Delete spare taps a killed daemon left behind (they are persistent); at start-up."""
+        """Delete the spare and template taps this daemon (its run dir: `tap_tag`) left behind
+        when it was killed (they are persistent); at start-up. Other daemons' are theirs."""
         if self.tap_host is None:
             return
+        tag = self.template.tap_tag
         with contextlib.suppress(links.LinkError):
-            for prefix in (TAP_PREFIX, TEMPLATE_TAP_PREFIX):
+            for prefix in (TAP_PREFIX + tag, TEMPLATE_TAP_PREFIX + tag):
                 self._delete_taps(tuple(links.list_links(self.tap_host, prefix)))
 
     # -- status and shutdown ----------------------------------------------------------------

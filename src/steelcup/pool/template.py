@@ -68,14 +68,23 @@ def volume_tag(i: int) -> str:
     return f"{VOLUME_TAG_PREFIX}{i}"
 
 
-TEMPLATE_TAP_PREFIX = "scp"  # + 10 hex of the template's directory + NIC index
+TEMPLATE_TAP_PREFIX = "scp"  # + the daemon's tap tag + 7 hex of the template's dir + NIC index
 
 
-def template_tap(directory: Path, i: int) -> str:
-    """The placeholder tap of NIC i of the template built in `directory` (unique per build:
-    two daemons sharing a network namespace never pick the same name)."""
-    token = hashlib.sha256(str(directory).encode()).hexdigest()[:10]
-    return f"{TEMPLATE_TAP_PREFIX}{token}{i}"
+def tap_tag(run_dir: Path) -> str:
+    """3 hex naming the daemon (by its VM run dir, one per state root) in the persistent taps
+    its pool makes: its start-up sweep of leftovers deletes its own, never the taps of another
+    daemon's running VMs in the same network namespace (a deleted tap leaves its QEMU spinning
+    on a dead fd)."""
+    return hashlib.sha256(str(run_dir).encode()).hexdigest()[:3]
+
+
+def template_tap(tag: str, directory: Path, i: int) -> str:
+    """The placeholder tap of NIC i of the template built in `directory` by the daemon tagged
+    `tag` (unique per build: two daemons sharing a network namespace never pick the same
+    name)."""
+    token = hashlib.sha256(str(directory).encode()).hexdigest()[:7]
+    return f"{TEMPLATE_TAP_PREFIX}{tag}{token}{i}"
 TEMPLATE_BOOT_DEADLINE_S = 30.0
 CLONE_DEADLINE_S = 10.0
 BALLOON_DEADLINE_S = 20.0
@@ -180,6 +189,7 @@ class TemplateSource:
         self.accel = accel
         self.tcg_tb_mib = tcg_tb_mib
         self.run_dir = run_dir
+        self.tap_tag = tap_tag(run_dir)  # in the taps of its templates and its cache's spares
         self.template_dir = template_dir
         self.base_mem_mib = base_mem_mib
         self.max_mem_mib = max_mem_mib
@@ -307,7 +317,7 @@ class TemplateSource:
         if request is not None:
             taps = [n.tap for n in request.nics]
         elif key.offloads:
-            taps = [template_tap(t.directory, i) for i in range(key.nic_slots)]
+            taps = [template_tap(self.tap_tag, t.directory, i) for i in range(key.nic_slots)]
         else:
             taps = []
         nics = tuple(

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from steelcup.net.links import Host
 from steelcup.pool.source import VmRequest
-from steelcup.pool.template import Template, TemplateSource, template_tap
+from steelcup.pool.template import Template, TemplateSource, tap_tag, template_tap
 from steelcup.vm.assets import GuestAssets
 from steelcup.vm.qemu_args import NicSpec, Share, build_argv
 
@@ -32,9 +32,9 @@ def test_with_a_tap_host_the_template_boots_on_taps_with_vnet_headers(tmp_path: 
     t = Template(key, tmp_path / "t" / "abc")
     spec = source._base_spec(key, tmp_path / "v", t)
     assert spec.nic_vnet_hdr
-    assert [n.tap for n in spec.nics] == [template_tap(t.directory, 0)]
+    assert [n.tap for n in spec.nics] == [template_tap(source.tap_tag, t.directory, 0)]
     argv = " ".join(build_argv(spec))
-    assert f"tap,id=net0,ifname={template_tap(t.directory, 0)}" in argv
+    assert f"tap,id=net0,ifname={template_tap(source.tap_tag, t.directory, 0)}" in argv
     assert "vnet_hdr=off" not in argv and "hubport" not in argv
     clone = source._base_spec(key, tmp_path / "c", t, request)
     assert clone.nic_vnet_hdr and [n.tap for n in clone.nics] == ["sctc0"]
@@ -62,6 +62,8 @@ def test_a_nicless_template_has_no_offload_key_and_keys_differ_by_offloads(tmp_p
 
 
 def test_template_tap_names_fit_an_ifname_and_differ_per_build(tmp_path: Path) -> None:
-    a, b = template_tap(tmp_path / "x", 0), template_tap(tmp_path / "y", 0)
-    assert a != b and a.startswith("scp") and len(a) <= 15
-    assert template_tap(tmp_path / "x", 1) != a
+    tag = tap_tag(tmp_path / "run")
+    a, b = template_tap(tag, tmp_path / "x", 0), template_tap(tag, tmp_path / "y", 0)
+    assert a != b and a.startswith("scp" + tag) and len(a) <= 15
+    assert template_tap(tag, tmp_path / "x", 1) != a
+    assert tap_tag(tmp_path / "other-run") != tag  # another daemon's
