@@ -342,6 +342,8 @@ class Orchestrator:
         job = asyncio.create_task(run(), name=f"task-{task_id[:12]}")
         self._effects.add(job)
         job.add_done_callback(self._effects.discard)
+        # cancelled before it ran (the orchestrator closing): `effect` was never awaited
+        job.add_done_callback(lambda _job: effect.close())
 
     def _launch(self, service: ServiceRecord, slot: int) -> None:
         now = now_rfc3339()
