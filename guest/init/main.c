@@ -188,6 +188,7 @@ static void handle_sync_root(const struct proto_frame *f)
 static void handle_stage_root(const struct proto_frame *f)
 {
 	char tag[256], msg[300];
+	uint32_t cache = MOUNTS_CACHE_NONE;
 	if (root_ready) {
 		channel_send_error(f->hdr.id, EBUSY, "root already set up");
 		return;
@@ -197,7 +198,8 @@ static void handle_stage_root(const struct proto_frame *f)
 		channel_send_error(f->hdr.id, EINVAL, "STAGE_ROOT needs SOURCE (at most 255 bytes)");
 		return;
 	}
-	int rc = mounts_stage(tag, msg, sizeof(msg));
+	proto_frame_u32(f, PROTO_TAG_CACHE, &cache);
+	int rc = mounts_stage(tag, cache, msg, sizeof(msg));
 	if (rc < 0)
 		channel_send_error(f->hdr.id, -rc, msg);
 	else

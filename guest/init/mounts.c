@@ -89,8 +89,10 @@ int mounts_initial(void)
 #define SCRATCH_ROOT "/run/scratch"
 #define DROP_CACHES "/proc/sys/vm/drop_caches"
 
-/* The tag mounted at SHARE_STAGING by STAGE_ROOT, or "" if none. */
+/* The tag mounted at SHARE_STAGING by STAGE_ROOT, or "" if none, and how it is cached
+ * (MOUNTS_CACHE_NONE or MOUNTS_CACHE_LOOSE). */
 static char staged_tag[256];
+static unsigned staged_cache;
 
 struct api_mount {
 	const char *src, *dir, *type;
@@ -129,7 +131,7 @@ static int mount_api(const char *root, int all, char *msg, unsigned msglen)
 	return 0;
 }
 
-int mounts_stage(const char *tag, char *msg, unsigned msglen)
+int mounts_stage(const char *tag, unsigned cache, char *msg, unsigned msglen)
 {
 	if (staged_tag[0]) {
 		snprintf(msg, msglen, "share %s already staged", staged_tag);
@@ -139,12 +141,18 @@ int mounts_stage(const char *tag, char *msg, unsigned msglen)
 		snprintf(msg, msglen, "SOURCE over 255 bytes");
 		return -EINVAL;
 	}
-	int rc = do_mount(tag, SHARE_STAGING, "9p", 0, MOUNTS_NINEP_OPTIONS);
+	const char *options = mounts_root_options(cache);
+	if (!options) {
+		snprintf(msg, msglen, "STAGE_ROOT: unknown CACHE %u (0 none, 1 loose)", cache);
+		return -EINVAL;
+	}
+	int rc = do_mount(tag, SHARE_STAGING, "9p", 0, options);
 	if (rc < 0) {
 		snprintf(msg, msglen, "mount 9p %s: %s", tag, strerror(-rc));
 		return rc;
 	}
 	strcpy(staged_tag, tag);
+	staged_cache = cache;
 	/* Rehearsal: the same mounts SETUP_ROOT makes, on a scratch tmpfs, then all detached. */
 	rc = do_mount("scratch", SCRATCH_ROOT, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0700");
 	if (rc == 0)
@@ -299,6 +307,30 @@ static int stage_share(const char *tag, char *msg, unsigned msglen)
 		return rc;
 	}
 	strcpy(staged_tag, tag);
+	staged_cache = MOUNTS_CACHE_NONE;
+	return 0;
+}
+
+/* The staged share mounted afresh with CACHE cache's options if STAGE_ROOT mounted it with
+ * others (a virtio 9p tag serves one mount at a time, so the staged one goes first). Returns 0,
+ * or -errno with msg: if the staged mount cannot be unmounted (in use) it stays as it was. */
+static int restage(unsigned cache, char *msg, unsigned msglen)
+{
+	if (!staged_tag[0] || staged_cache == cache)
+		return 0;
+	if (umount2(SHARE_STAGING, 0) < 0) {
+		int rc = -errno;
+		snprintf(msg, msglen, "umount %s to mount it with CACHE %u: %s", SHARE_STAGING, cache,
+			 strerror(errno));
+		return rc;
+	}
+	int rc = do_mount(staged_tag, SHARE_STAGING, "9p", 0, mounts_root_options(cache));
+	if (rc < 0) {
+		snprintf(msg, msglen, "mount 9p %s: %s", staged_tag, strerror(-rc));
+		staged_tag[0] = 0;
+		return rc;
+	}
+	staged_cache = cache;
 	return 0;
 }
 
@@ -449,6 +481,11 @@ int mounts_setup_root(const char *tag, const char *subdir, int readonly, unsigne
 			snprintf(msg, msglen, "share %s is staged: SETUP_ROOT needs it", staged_tag);
 			return -EINVAL;
 		}
+		/* The writable layer is uncached (the overlay's upper on a cached 9p is not coherent
+		 * with the host's reads). */
+		rc = restage(MOUNTS_CACHE_NONE, msg, msglen);
+		if (rc < 0)
+			return rc;
 		return setup_block_root(tag, subdir, root, readonly, msg, msglen);
 	}
 	if (cache == MOUNTS_CACHE_RAM) {
@@ -473,14 +510,13 @@ int mounts_setup_root(const char *tag, const char *subdir, int readonly, unsigne
 		snprintf(msg, msglen, "unknown CACHE %u (0 none, 1 loose)", cache);
 		return -EINVAL;
 	}
-	if (staged_tag[0] && cache != MOUNTS_CACHE_NONE) {
-		/* STAGE_ROOT mounted the share uncached: mount it afresh with this cache mode (a
-		 * virtio 9p tag serves one mount at a time, so the staged one goes first). */
-		if (umount2(SHARE_STAGING, 0) == 0)
-			staged_tag[0] = 0;
-		else /* still in use: the root stays uncached, which is always coherent */
-			main_log("umount %s for CACHE %u: %s; root stays uncached", SHARE_STAGING,
-				 cache, strerror(errno));
+	rc = restage(cache, msg, msglen);
+	if (rc < 0) {
+		if (!staged_tag[0] || cache == MOUNTS_CACHE_NONE)
+			return rc;
+		/* loose asked, the uncached staged mount still in use: the root stays uncached,
+		 * which is always coherent */
+		main_log("%s; root stays uncached", msg);
 	}
 	if (!staged_tag[0]) {
 		const char *at = subdir[0] ? SHARE_STAGING : root;

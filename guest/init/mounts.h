@@ -39,7 +39,7 @@ int mounts_member_root(const char *share, const char *subdir, const char *root, 
 /* STAGE_ROOT: mounts the 9p share tag at the staging point (kept for a later SETUP_ROOT with a
  * SUBDIR of the same tag) and rehearses the root's API mounts in a scratch dir, so that a
  * pooled VM has run those code paths before it is handed out. Returns 0 or -errno with msg. */
-int mounts_stage(const char *tag, char *msg, unsigned msglen);
+int mounts_stage(const char *tag, unsigned cache, char *msg, unsigned msglen);
 /* The path a staged share is mounted at (visible to processes started before SETUP_ROOT). */
 #define MOUNTS_SHARE_STAGING "/run/share"
 /* mkdir -p; returns 0 or -errno. */

@@ -136,6 +136,7 @@ async def _serve(options: DaemonOptions) -> int:
              options.root / RUN_DIR_LINK)
     cgroups = memory_cgroups(options, accel, run_dir,
                              keep={Path(k.vm.state_dir).name for k in kept.values()})
+    rootfs_cache = RootfsCache.from_name(options.rootfs_cache)
     vms = build_factory(
         assets=assets,
         accel=accel,
@@ -143,7 +144,10 @@ async def _serve(options: DaemonOptions) -> int:
         run_dir=run_dir,
         options=PoolOptions(templates=options.vm_templates, base_mem_mib=options.vm_mem_mib,
                             max_mem_mib=options.vm_max_mem_mib, max_cpus=options.vm_max_cpus,
-                            cache_size=options.vm_pool_size),
+                            cache_size=options.vm_pool_size,
+                            # block roots' writable layer is uncached, as a `none` root
+                            stage_cache=(rootfs_cache if rootfs_cache is RootfsCache.LOOSE
+                                         else RootfsCache.NONE)),
         warm_program=assets.init,
         tap_host=networks.host if networks is not None else None,
         cgroups=cgroups,
@@ -151,7 +155,6 @@ async def _serve(options: DaemonOptions) -> int:
         tenant_base_mib=lambda t: size_class(tenants.get(t).size_default).mem_mib,
         outlive_daemon=options.live_restore,
     )
-    rootfs_cache = RootfsCache.from_name(options.rootfs_cache)
     erofs_images = None
     if rootfs_cache is RootfsCache.BLOCK:  # docs/architecture.md, "The root as a block device"
         erofs_images = ErofsImages(options.root / "images" / "erofs",

@@ -27,6 +27,7 @@ from steelcup import userns
 from steelcup.errors import SteelcupError
 from steelcup.guest.client import ProcessSpec
 from steelcup.guest.ops import GuestMount, GuestNic, configure
+from steelcup.guest.protocol import RootfsCache
 from steelcup.idmap import IdRange, IdsFor, host_root
 from steelcup.net.links import Host, LinkError, create_tap, delete_link, take_place
 from steelcup.pool import cache as cache_module
@@ -508,11 +509,13 @@ async def test_setup_root_subdir_sees_only_the_slot_root(
 
 
 def _cache_factory(shared: Factory, base: Path, name: str, *, size: int = 2,
-                   tap_host: Host | None = None) -> Factory:
+                   tap_host: Host | None = None,
+                   stage_cache: RootfsCache = RootfsCache.NONE) -> Factory:
     """A factory with a warm cache over the module's shared templates."""
     assert shared.template is not None
     cache = CacheSource(shared.template, size=size, slot_dir=base / name,
-                        warm_program=find_assets(ASSETS).init, tap_host=tap_host)
+                        warm_program=find_assets(ASSETS).init, tap_host=tap_host,
+                        stage_cache=stage_cache)
     return Factory(direct=shared.direct, template=shared.template, cache=cache,
                    tap_host=tap_host)
 
@@ -560,6 +563,44 @@ async def test_cache_hands_out_a_warmed_vm_and_refills(
         await f.cache.close()  # not f.close(): the templates are the module's
     assert not (base / "slots-a").exists()
     assert not our_qemus(str(base / "slots-a"))
+
+
+@on_loop
+async def test_a_share_staged_loose_serves_loose_roots_and_is_remounted_for_uncached_ones(
+    shared: Factory, base: Path, rootfs_src: Path
+) -> None:
+    """Ready VMs stage their slot share as the daemon's roots are cached (loose by default),
+    so a loose root is only bound; an uncached root asked of such a VM is mounted afresh, and
+    is really uncached: a file the host rewrites is read anew."""
+    f = _cache_factory(shared, base, "slots-loose", stage_cache=RootfsCache.LOOSE)
+    assert f.cache is not None
+    cls = CacheClass("", 0)
+    try:
+        await f.cache.fill([cls])
+        for cache in (RootfsCache.LOOSE, RootfsCache.NONE):
+            root = _rootfs(base, rootfs_src, f"staged-{cache.name.lower()}")
+            m = await f.acquire(_req(root))
+            try:
+                assert f.cache_hits == (1 if cache is RootfsCache.LOOSE else 2)
+                await m.guest.setup_root("rootfs", "s", subdir=m.rootfs_subdir, cache=cache)
+                before = await _sh(m, "cat /marker; echo; grep ' / ' /proc/mounts; "
+                                      "grep -c /run/share /proc/mounts; true")
+                (root / "marker").write_text("rewritten")
+                after = await _sh(m, "cat /marker")
+            finally:
+                await m.close()
+            marker, mount, staged = before.splitlines()
+            assert marker == f"staged-{cache.name.lower()}" and staged == "0", before
+            assert mount.startswith("rootfs / 9p ") and "trans=virtio" in mount, before
+            options = mount.split()[3].split(",")  # the kernel names the mode alone
+            if cache is RootfsCache.LOOSE:
+                assert "loose" in options, mount
+            else:
+                assert "mmap" in options and "loose" not in options, mount
+                assert after == "rewritten", after
+    finally:
+        await f.cache.close()  # not f.close(): the templates are the module's
+    assert not our_qemus(str(base / "slots-loose"))
 
 
 @on_loop

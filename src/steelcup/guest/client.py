@@ -712,10 +712,18 @@ class GuestClient:
         that fails)."""
         await self._simple(Op.SYSCTL, [(Tag.SYSCTL, s) for s in settings], timeout_s)
 
-    async def stage_root(self, source: str, *, timeout_s: float = REQUEST_TIMEOUT_S) -> None:
+    async def stage_root(self, source: str, *, cache: RootfsCache = RootfsCache.NONE,
+                         timeout_s: float = REQUEST_TIMEOUT_S) -> None:
         """Mount the 9p share `source` at the guest's staging point ahead of time (a pooled VM's
-        slot) and rehearse the root's mounts; SETUP_ROOT with a SUBDIR of it then only binds."""
-        await self._simple(Op.STAGE_ROOT, [(Tag.SOURCE, source)], timeout_s)
+        slot), cached as `cache` says (NONE or LOOSE), and rehearse the root's mounts;
+        SETUP_ROOT with a SUBDIR of it then only binds when it asks for that cache mode (else
+        the guest mounts the share afresh first)."""
+        if cache not in (RootfsCache.NONE, RootfsCache.LOOSE):
+            raise InvalidArgument(f"a share is staged uncached or loose, not {cache.name}")
+        fields: list[tuple[Tag, p.FieldValue]] = [(Tag.SOURCE, source)]
+        if cache is not RootfsCache.NONE:
+            fields.append((Tag.CACHE, int(cache)))
+        await self._simple(Op.STAGE_ROOT, fields, timeout_s)
 
     async def start(
         self, spec: ProcessSpec, *, timeout_s: float = REQUEST_TIMEOUT_S

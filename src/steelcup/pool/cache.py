@@ -12,7 +12,10 @@ template clone (template.py) whose
   after the warm-up (docs/benchmarks.md);
 - guest has rehearsed each NIC's NET_CONFIG (an address of TEST-NET-1, its gateway, the
   announcement; then down without it), for the same reason: the container's NET_CONFIG
-  took ~19 ms cold and ~2.5 ms once the path had run.
+  took ~19 ms cold and ~2.5 ms once the path had run;
+- guest has rehearsed the hand-out's FIXUP (clock, entropy, one vCPU: what a ready VM has):
+  the hand-out's own took 4-6 ms cold and ~0.5 ms once the path had run (the entropy it mixes
+  in then is fresh, so clones still never share random output).
 
 Hand-out (`acquire`): take a ready VM of the request's class (never another tenant's: the class
 includes the tenant), bind the container's rootfs into its slot, give its taps the names,
@@ -27,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import secrets
 import time
 from collections import deque
@@ -36,11 +40,17 @@ from pathlib import Path
 from steelcup.errors import SteelcupError
 from steelcup.guest.client import ProcessSpec
 from steelcup.guest.ops import GuestNic, net_config
-from steelcup.guest.protocol import STAGED_SHARE_PATH
+from steelcup.guest.protocol import STAGED_SHARE_PATH, RootfsCache
 from steelcup.net import links
 from steelcup.pool import slots
 from steelcup.pool.source import Incompatible, VmRequest
-from steelcup.pool.template import ROOTFS_TAG, TEMPLATE_TAP_PREFIX, TemplateSource, template_mac
+from steelcup.pool.template import (
+    ENTROPY_BYTES,
+    ROOTFS_TAG,
+    TEMPLATE_TAP_PREFIX,
+    TemplateSource,
+    template_mac,
+)
 from steelcup.vm.machine import Machine
 from steelcup.vm.qemu_args import NicSpec, Share
 
@@ -54,6 +64,7 @@ REHEARSAL_MTU = 1500  # the default network's (a NIC's own MTU is set again at N
 # running containers (nice is relative: an idle host still gives it all it wants).
 REFILL_NICE = 10
 ROOT_IMAGE_NODE = "image"  # the block node of the image's erofs a hand-out gives a VM
+READY_CPUS = 1  # a ready VM's vCPUs online (a clone's at restore); more: a template clone
 REFILL_DELAY_S = 0.5  # after a hand-out: let the container start before a refill competes for CPU
 RETRY_BASE_S = 1.0
 RETRY_MAX_S = 30.0
@@ -111,8 +122,10 @@ class CacheSource:
         slot_dir: Path,
         warm_program: Path | None,
         tap_host: links.Host | None,
+        stage_cache: RootfsCache = RootfsCache.NONE,
     ) -> None:
         self.template = template
+        self.stage_cache = stage_cache
         self.size = max(0, size)
         self.slot_dir = slot_dir
         self.warm_program = warm_program
@@ -128,7 +141,7 @@ class CacheSource:
         self.template.check(request)
         if request.mem_mib < self.template.base_of(request.tenant):
             raise Incompatible("ready VMs are at the base size and never shrink")
-        if request.cpus > 1:
+        if request.cpus > READY_CPUS:
             raise Incompatible("ready VMs have one vCPU: more come from a template that has them")
         if len(request.shares) != 1:
             raise Incompatible("volumes are attached at restore: the cache serves rootfs only")
@@ -270,7 +283,7 @@ class CacheSource:
         ready = Ready(machine, slot, taps)
         machine.on_close(lambda: self._release(ready))
         try:
-            await warm_up(machine, slot, cls.nics)
+            await warm_up(machine, slot, cls.nics, self.stage_cache)
         except BaseException:
             await machine.close()
             raise
@@ -331,10 +344,11 @@ class CacheSource:
             self.slot_dir.rmdir()  # empty unless a VM handed out still runs
 
 
-async def warm_up(machine: Machine, slot: slots.Slot, nics: int = 0) -> None:
-    """Stage the slot share, run the warm-up program once and rehearse each NIC's
-    configuration (see the module docstring)."""
-    await machine.guest.stage_root(ROOTFS_TAG)
+async def warm_up(machine: Machine, slot: slots.Slot, nics: int = 0,
+                  stage_cache: RootfsCache = RootfsCache.NONE) -> None:
+    """Stage the slot share (cached as `stage_cache` says), run the warm-up program once and
+    rehearse each NIC's configuration and the hand-out's fix-ups (see the module docstring)."""
+    await machine.guest.stage_root(ROOTFS_TAG, cache=stage_cache)
     program = (f"{STAGED_SHARE_PATH}/{slots.WARM_NAME}" if slot.has_warm
                else INITRD_WARM_PROGRAM)
     process = await machine.guest.start(ProcessSpec(args=(program,)))
@@ -345,6 +359,8 @@ async def warm_up(machine: Machine, slot: slots.Slot, nics: int = 0) -> None:
         raise SteelcupError(f"warm-up program {program} exited {status.status}")
     for i in range(nics):
         await net_config(machine.guest, rehearsal(i))
+    await machine.guest.fixup(realtime_ns=time.time_ns(), entropy=os.urandom(ENTROPY_BYTES),
+                              cpus=READY_CPUS)
 
 
 def rehearsal(i: int) -> GuestNic:

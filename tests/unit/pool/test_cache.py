@@ -4,6 +4,7 @@ NIC count, refills, discards, fallbacks. tests/vm/test_pool.py covers it with re
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -12,10 +13,12 @@ import pytest
 
 from steelcup.errors import VmLaunchError
 from steelcup.guest.client import ExitStatus, ProcessSpec
+from steelcup.guest.protocol import RootfsCache
 from steelcup.pool import cache as cache_module
 from steelcup.pool import slots
 from steelcup.pool.cache import CacheClass, CacheSource
 from steelcup.pool.source import Incompatible, VmRequest
+from steelcup.pool.template import ENTROPY_BYTES
 from steelcup.vm.qemu_args import NicSpec, Share
 
 
@@ -32,8 +35,13 @@ class FakeGuest:
         self.lost: Exception | None = None
         self.calls: list[str] = []
 
-    async def stage_root(self, source: str) -> None:
-        self.calls.append(f"stage:{source}")
+    async def stage_root(self, source: str, *, cache: RootfsCache) -> None:
+        self.calls.append(f"stage:{source}:{cache.name.lower()}")
+
+    async def fixup(self, *, realtime_ns: int, entropy: bytes, cpus: int) -> int:
+        assert abs(realtime_ns - time.time_ns()) < 60e9 and len(entropy) == ENTROPY_BYTES
+        self.calls.append(f"fixup:{cpus}")
+        return cpus
 
     async def start(self, spec: ProcessSpec) -> FakeProcess:
         self.calls.append(f"start:{spec.args[0]}")
@@ -116,7 +124,7 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[CacheSource, F
     warm = tmp_path / "init"
     warm.write_bytes(b"\x7fELF")
     source = CacheSource(template, size=2, slot_dir=tmp_path / "slots",  # type: ignore[arg-type]
-                         warm_program=warm, tap_host=None)
+                         warm_program=warm, tap_host=None, stage_cache=RootfsCache.LOOSE)
     return source, template
 
 
@@ -139,7 +147,9 @@ def test_ready_vms_are_staged_warmed_and_handed_out_per_tenant(
         alices = source.ready_vms(CacheClass("alice", 0))
         assert len(alices) == 2
         for m in alices:
-            assert m.guest.calls == ["stage:rootfs", "start:/run/share/warm"]  # type: ignore
+            # staged as the daemon's roots are cached, warmed, the hand-out's FIXUP rehearsed
+            assert m.guest.calls == ["stage:rootfs:loose", "start:/run/share/warm",  # type: ignore
+                                     "fixup:1"]
             assert m.request.shares[0].remap_devices  # type: ignore[attr-defined]
         with pytest.raises(Incompatible):  # bob never gets alice's VMs: a miss...
             await source.acquire(_req(tmp_path, "bob"))
