@@ -36,8 +36,9 @@ int mounts_sync_root(int drop, char *msg, unsigned msglen);
  * or -errno with msg (nothing is left mounted at root). */
 int mounts_member_root(const char *share, const char *subdir, const char *root, int readonly,
 		       char *msg, unsigned msglen);
-/* STAGE_ROOT: mounts the 9p share tag at the staging point (kept for a later SETUP_ROOT with a
- * SUBDIR of the same tag) and rehearses the root's API mounts in a scratch dir, so that a
+/* STAGE_ROOT: mounts the 9p share tag at the staging point, cached as `cache` says (NONE or
+ * LOOSE; a SETUP_ROOT asking for another mode mounts it afresh), kept for a later SETUP_ROOT
+ * with a SUBDIR of the same tag, and rehearses the root's API mounts in a scratch dir, so that a
  * pooled VM has run those code paths before it is handed out. Returns 0 or -errno with msg. */
 int mounts_stage(const char *tag, unsigned cache, char *msg, unsigned msglen);
 /* The path a staged share is mounted at (visible to processes started before SETUP_ROOT). */
