@@ -131,6 +131,22 @@ static int mount_api(const char *root, int all, char *msg, unsigned msglen)
 	return 0;
 }
 
+/* The share tag at the staging point, mounted now with CACHE cache's options (none or loose)
+ * unless one is staged already. Returns 0 or -errno with msg. */
+static int stage_share(const char *tag, unsigned cache, char *msg, unsigned msglen)
+{
+	if (staged_tag[0])
+		return 0;
+	int rc = do_mount(tag, SHARE_STAGING, "9p", 0, mounts_root_options(cache));
+	if (rc < 0) {
+		snprintf(msg, msglen, "mount 9p %s: %s", tag, strerror(-rc));
+		return rc;
+	}
+	strcpy(staged_tag, tag);
+	staged_cache = cache;
+	return 0;
+}
+
 int mounts_stage(const char *tag, unsigned cache, char *msg, unsigned msglen)
 {
 	if (staged_tag[0]) {
@@ -141,18 +157,13 @@ int mounts_stage(const char *tag, unsigned cache, char *msg, unsigned msglen)
 		snprintf(msg, msglen, "SOURCE over 255 bytes");
 		return -EINVAL;
 	}
-	const char *options = mounts_root_options(cache);
-	if (!options) {
+	if (!mounts_root_options(cache)) {
 		snprintf(msg, msglen, "STAGE_ROOT: unknown CACHE %u (0 none, 1 loose)", cache);
 		return -EINVAL;
 	}
-	int rc = do_mount(tag, SHARE_STAGING, "9p", 0, options);
-	if (rc < 0) {
-		snprintf(msg, msglen, "mount 9p %s: %s", tag, strerror(-rc));
+	int rc = stage_share(tag, cache, msg, msglen);
+	if (rc < 0)
 		return rc;
-	}
-	strcpy(staged_tag, tag);
-	staged_cache = cache;
 	/* Rehearsal: the same mounts SETUP_ROOT makes, on a scratch tmpfs, then all detached. */
 	rc = do_mount("scratch", SCRATCH_ROOT, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0700");
 	if (rc == 0)
@@ -295,22 +306,6 @@ static int unmount_staged(const char *staging, int rc, char *msg, unsigned msgle
 	return rc;
 }
 
-/* The share tag at the staging point, mounted now unless STAGE_ROOT did. Returns 0 or -errno
- * with msg. */
-static int stage_share(const char *tag, char *msg, unsigned msglen)
-{
-	if (staged_tag[0])
-		return 0;
-	int rc = do_mount(tag, SHARE_STAGING, "9p", 0, MOUNTS_NINEP_OPTIONS);
-	if (rc < 0) {
-		snprintf(msg, msglen, "mount 9p %s: %s", tag, strerror(-rc));
-		return rc;
-	}
-	strcpy(staged_tag, tag);
-	staged_cache = MOUNTS_CACHE_NONE;
-	return 0;
-}
-
 /* The staged share mounted afresh with CACHE cache's options if STAGE_ROOT mounted it with
  * others (a virtio 9p tag serves one mount at a time, so the staged one goes first). Returns 0,
  * or -errno with msg: if the staged mount cannot be unmounted (in use) it stays as it was. */
@@ -324,14 +319,10 @@ static int restage(unsigned cache, char *msg, unsigned msglen)
 			 strerror(errno));
 		return rc;
 	}
-	int rc = do_mount(staged_tag, SHARE_STAGING, "9p", 0, mounts_root_options(cache));
-	if (rc < 0) {
-		snprintf(msg, msglen, "mount 9p %s: %s", staged_tag, strerror(-rc));
-		staged_tag[0] = 0;
-		return rc;
-	}
-	staged_cache = cache;
-	return 0;
+	char tag[sizeof(staged_tag)];
+	strcpy(tag, staged_tag);
+	staged_tag[0] = 0;
+	return stage_share(tag, cache, msg, msglen);
 }
 
 /* CACHE 2: the share (or its directory subdir) is mounted at the staging point, copied into a
@@ -340,7 +331,7 @@ static int restage(unsigned cache, char *msg, unsigned msglen)
 static int copy_root_to_ram(const char *tag, const char *subdir, const char *root, char *msg,
 			    unsigned msglen)
 {
-	int rc = stage_share(tag, msg, msglen);
+	int rc = stage_share(tag, MOUNTS_CACHE_NONE, msg, msglen);
 	if (rc < 0)
 		return rc;
 	int src = -1, dst = -1;
@@ -414,7 +405,7 @@ static int setup_block_root(const char *tag, const char *subdir, const char *roo
 			    char *msg, unsigned msglen)
 {
 	int layer = -1, upper = -1, work = -1;
-	int rc = stage_share(tag, msg, msglen);
+	int rc = stage_share(tag, MOUNTS_CACHE_NONE, msg, msglen);
 	if (rc < 0)
 		return rc;
 	layer = open_share_dir(subdir);
