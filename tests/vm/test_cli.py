@@ -61,6 +61,28 @@ def test_user_and_hostname(daemon: Daemon) -> None:
     assert out.split() == ["65534", "65534", "box1"]
 
 
+def test_process_env_is_dockers(daemon: Daemon) -> None:
+    """As dockerd and runc: PATH and HOSTNAME under the container's env, HOME from the user's
+    passwd entry ("/" for a uid it does not list) unless the env sets it; Config.Env keeps only
+    the container's own. (Without HOME, Python's `site` looks the user up in passwd.)"""
+    env = daemon.out("run", "--rm", "-h", "box2", "-e", "A=1", IMG, "env").splitlines()
+    assert {"HOSTNAME=box2", "HOME=/root", "A=1"} <= set(env), env
+    assert not [e for e in env if e.startswith("TERM=")], env  # no tty
+    cid = daemon.out("run", "-d", IMG, "sleep", "1000").strip()
+    try:
+        env = daemon.out("exec", "-u", "nobody", cid, "env").splitlines()
+        assert {f"HOSTNAME={cid[:12]}", "HOME=/nonexistent"} <= set(env), env
+        env = daemon.out("exec", "-u", "4242", cid, "env").splitlines()
+        assert "HOME=/" in env, env
+        env = daemon.out("exec", "-e", "HOME=/srv", "-e", "HOSTNAME=mine", cid,
+                         "env").splitlines()
+        assert {"HOME=/srv", "HOSTNAME=mine"} <= set(env), env
+        config_env = json.loads(daemon.out("inspect", cid))[0]["Config"]["Env"]
+        assert [e.split("=")[0] for e in config_env] == ["PATH"], config_env
+    finally:
+        daemon.cli("rm", "-f", cid)
+
+
 def test_unknown_image_is_exit_125(daemon: Daemon) -> None:
     result = daemon.cli("run", "--rm", "no/such-image:1", "true")
     assert result.returncode == 125
@@ -192,9 +214,10 @@ def test_interactive_tty(daemon: Daemon) -> None:
 
     try:
         set_size(fd, 33, 101)
-        os.write(fd, b"tty; echo TTY-$((6*7))\n")
-        read_until(b"TTY-42")
+        os.write(fd, b"tty; echo TTY-$TERM-$((6*7))\n")
+        read_until(b"-42")
         assert b"/dev/pts/" in transcript
+        assert b"TTY-xterm-42" in transcript  # dockerd's TERM with a tty
         assert stty_size() == b"33 101"
         set_size(fd, 40, 120)  # the kernel sends SIGWINCH to the CLI, which resizes the VM pty
         deadline = time.monotonic() + 30

@@ -627,10 +627,10 @@ class Builder:
         if user.isdigit() and (not group or group.isdigit()):
             return copy_module.Ownership(int(user), int(group or user))
         try:
-            uid, gid, _ = resolve_user(Path(f"/proc/self/fd/{tree.root_fd}"), chown)
+            owner = resolve_user(Path(f"/proc/self/fd/{tree.root_fd}"), chown)
         except InvalidArgument as exc:
             raise fail(instr, f"--chown={chown}: {exc}") from None
-        return copy_module.Ownership(uid, gid)
+        return copy_module.Ownership(owner.uid, owner.gid)
 
 
 def _shown(argv: tuple[str, ...], instr: Instruction) -> str:

@@ -10,6 +10,7 @@ import errno
 import os
 import stat
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from steelcup.errors import InvalidArgument
@@ -17,13 +18,23 @@ from steelcup.errors import InvalidArgument
 MAX_ID = 2**31 - 1
 MAX_FILE_BYTES = 16 << 20
 _MAX_SYMLINKS = 40
+DEFAULT_HOME = "/"  # runc's, for a user the passwd file does not list
 
 
-def resolve_user(rootfs: Path, user: str, group_add: Sequence[str] = ()
-                 ) -> tuple[int, int, list[int]]:
-    """`user` is "", "name", "uid", "name:group" or "uid:gid"; returns (uid, gid, groups).
-    `group_add` (docker's --group-add: names of the container's /etc/group or gids) are
-    supplementary groups on top."""
+@dataclass(frozen=True)
+class User:
+    """Who a container's process runs as."""
+
+    uid: int
+    gid: int
+    groups: tuple[int, ...]  # supplementary
+    home: str  # the passwd entry's home directory: the process's HOME unless its env sets one
+
+
+def resolve_user(rootfs: Path, user: str, group_add: Sequence[str] = ()) -> User:
+    """`user` is "", "name", "uid", "name:group" or "uid:gid". `group_add` (docker's
+    --group-add: names of the container's /etc/group or gids) are supplementary groups on
+    top."""
     spec_user, has_group, spec_group = user.partition(":")
     if has_group and not spec_group:
         raise InvalidArgument(f"invalid user spec {user!r}: empty group")
@@ -35,6 +46,7 @@ def resolve_user(rootfs: Path, user: str, group_add: Sequence[str] = ()
     uid: int
     gid = 0
     name = ""
+    home = DEFAULT_HOME
     matched = None
     if spec_user.isdigit():
         uid = _id(spec_user, user)
@@ -49,6 +61,7 @@ def resolve_user(rootfs: Path, user: str, group_add: Sequence[str] = ()
     if matched is not None:
         name = matched[0]
         gid = _id(matched[3], user)
+        home = matched[5] or DEFAULT_HOME
     groups_db = _read_db(rootfs, "etc/group", 4)
     groups: list[int] = []
     if has_group:
@@ -78,7 +91,7 @@ def resolve_user(rootfs: Path, user: str, group_add: Sequence[str] = ()
             value = _id(entry[2], extra)
         if value not in groups:
             groups.append(value)
-    return uid, gid, groups
+    return User(uid, gid, tuple(groups), home)
 
 
 def _id(text: str, spec: str) -> int:

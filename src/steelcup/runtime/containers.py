@@ -53,7 +53,7 @@ from steelcup.image import rootfs as rootfs_module
 from steelcup.image.config import ImageConfig
 from steelcup.image.erofs import ErofsImages
 from steelcup.image.store import Image, ImageStore
-from steelcup.image.users import resolve_user
+from steelcup.image.users import User, resolve_user
 from steelcup.net.nft import PublishedPort
 from steelcup.pool.slots import release_dir as release_slot
 from steelcup.pool.source import Share, VmRequest, VmSource
@@ -69,7 +69,13 @@ from steelcup.runtime.model import ContainerConfig, ContainerRecord, Status
 from steelcup.runtime.names import new_id, random_name, validate_name
 from steelcup.runtime.output import Fanout, Subscriber
 from steelcup.runtime.resources import Resources, RunResources
-from steelcup.runtime.spec import merge_env, parse_signal, resolve_argv, start_failure_text
+from steelcup.runtime.spec import (
+    merge_env,
+    parse_signal,
+    process_env,
+    resolve_argv,
+    start_failure_text,
+)
 from steelcup.runtime.store import ContainerStore
 from steelcup.runtime.swarmfiles import SECRETS_TAG
 from steelcup.tenancy.sizing import vm_cpus
@@ -741,18 +747,19 @@ class Runtime:
             stack.callback(rootfs_module.release, cdir)
             try:
                 root = await asyncio.to_thread(self.prepare_rootfs, record)
-                uid, gid, groups = resolve_user(root, config.user, config.group_add)
+                user = resolve_user(root, config.user, config.group_add)
                 # A restored VM's ports are published once it runs (`_publish_restored`).
                 run = await self.resources.acquire(record, root, stack,
                                                    self._link_hosts(record), run_dir=cdir,
                                                    dormant=checkpoint is not None)
                 spec = ProcessSpec(
                     args=(record.path, *record.args),
-                    env=config.env,
+                    env=process_env(config.env, home=user.home, hostname=config.hostname,
+                                    tty=config.tty, dockerd=not config.rootfs_dir),
                     cwd=config.working_dir,
-                    uid=uid,
-                    gid=gid,
-                    groups=tuple(groups),
+                    uid=user.uid,
+                    gid=user.gid,
+                    groups=user.groups,
                     tty=config.tty,
                     rows=24,
                     cols=80,
@@ -1413,7 +1420,7 @@ class Runtime:
         return await machine.guest.start(replace(spec, container=live.pod_index))
 
     async def resolve_user_of(self, record: ContainerRecord, user: str,
-                              group_add: Sequence[str] = ()) -> tuple[int, int, builtins.list[int]]:
+                              group_add: Sequence[str] = ()) -> User:
         """`resolve_user` in the running container's root, for exec. A block root's host view
         caches what it looked up while the guest changed the writable layer (a user added
         since): a name it does not find is looked up again in a view mounted afresh."""

@@ -13,7 +13,7 @@ from steelcup.runtime.containers import Runtime
 from steelcup.runtime.lifecycle import Op
 from steelcup.runtime.model import ContainerRecord, ExecConfig
 from steelcup.runtime.names import new_id
-from steelcup.runtime.spec import merge_env
+from steelcup.runtime.spec import merge_env, process_env
 
 MAX_EXECS = 4096
 
@@ -70,15 +70,17 @@ class ExecManager:
         exec_ = self.get(exec_id)
         record = self._startable(exec_)
         config = exec_.config
-        uid, gid, groups = await self.runtime.resolve_user_of(
+        user = await self.runtime.resolve_user_of(
             record, config.user or record.config.user, record.config.group_add)
         spec = ProcessSpec(
             args=config.cmd,
-            env=tuple(merge_env(record.config.env, config.env)),
+            env=process_env(merge_env(record.config.env, config.env), home=user.home,
+                            hostname=record.config.hostname, tty=config.tty,
+                            dockerd=not record.config.rootfs_dir),
             cwd=config.working_dir or record.config.working_dir,
-            uid=uid,
-            gid=gid,
-            groups=tuple(groups),
+            uid=user.uid,
+            gid=user.gid,
+            groups=user.groups,
             tty=config.tty,  # decided at create, as dockerd; start's Tty only frames output
             rows=24,
             cols=80,

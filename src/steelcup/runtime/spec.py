@@ -52,6 +52,21 @@ def merge_env(image_env: Sequence[str], env: Sequence[str]) -> list[str]:
     return [f"{k}={v}" for k, v in merged.items()]
 
 
+def process_env(env: Sequence[str], *, home: str, hostname: str, tty: bool,
+                dockerd: bool = True) -> tuple[str, ...]:
+    """What a container's process starts with. As dockerd gives it (`dockerd`): PATH,
+    HOSTNAME and (with a tty) TERM=xterm, each overridden by the container's merged `env`,
+    which follows; an OCI bundle's container (not `dockerd`) gets its `env` as the engine
+    that wrote the bundle gave it. Either way, as runc: HOME, when still unset, the user's
+    home directory (`users.User.home`). The container's Config.Env stays without these, as
+    docker's."""
+    base = [f"PATH={DEFAULT_PATH}", f"HOSTNAME={hostname}", *(["TERM=xterm"] if tty else [])]
+    merged = merge_env(base if dockerd else [], env)
+    if not any(entry.startswith("HOME=") for entry in merged):
+        merged.append(f"HOME={home}")
+    return tuple(merged)
+
+
 def parse_signal(value: str | int, default: int = signal_module.SIGKILL) -> int:
     """A signal given as a number, `KILL` or `SIGKILL` (docker accepts all three)."""
     if isinstance(value, int):

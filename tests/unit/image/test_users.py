@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from steelcup.errors import InvalidArgument
-from steelcup.image.users import resolve_user
+from steelcup.image.users import User, resolve_user
 
 PASSWD = "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1001::/home/app:/bin/sh\n" \
          "nobody:x:65534:65534::/:/bin/false\n"
@@ -23,14 +23,18 @@ def root(tmp_path: Path) -> Path:
     return tmp_path
 
 
+def ids(user: User) -> tuple[int, int, list[int]]:
+    return user.uid, user.gid, list(user.groups)
+
+
 def test_forms(root: Path) -> None:
-    assert resolve_user(root, "") == (0, 0, [10])
-    assert resolve_user(root, "app") == (1000, 1001, [10, 50])
-    assert resolve_user(root, "1000") == (1000, 1001, [10, 50])
-    assert resolve_user(root, "4242") == (4242, 0, [])
-    assert resolve_user(root, "app:staff") == (1000, 50, [])
-    assert resolve_user(root, "1000:77") == (1000, 77, [])
-    assert resolve_user(root, "nobody") == (65534, 65534, [])
+    assert ids(resolve_user(root, "")) == (0, 0, [10])
+    assert ids(resolve_user(root, "app")) == (1000, 1001, [10, 50])
+    assert ids(resolve_user(root, "1000")) == (1000, 1001, [10, 50])
+    assert ids(resolve_user(root, "4242")) == (4242, 0, [])
+    assert ids(resolve_user(root, "app:staff")) == (1000, 50, [])
+    assert ids(resolve_user(root, "1000:77")) == (1000, 77, [])
+    assert ids(resolve_user(root, "nobody")) == (65534, 65534, [])
 
 
 def test_errors(root: Path) -> None:
@@ -47,7 +51,7 @@ def test_errors(root: Path) -> None:
 
 
 def test_missing_files(tmp_path: Path) -> None:
-    assert resolve_user(tmp_path, "123:45") == (123, 45, [])
+    assert ids(resolve_user(tmp_path, "123:45")) == (123, 45, [])
     with pytest.raises(InvalidArgument, match="unable to find user app"):
         resolve_user(tmp_path, "app")
 
@@ -69,9 +73,9 @@ def test_symlinks_never_leave_rootfs(tmp_path: Path) -> None:
     (root / "real").mkdir()
     (root / "real/passwd").write_text("inside:x:7:8::/:/bin/sh\n")
     (root / "etc/passwd").symlink_to("/real/passwd")  # absolute link within the rootfs works
-    assert resolve_user(root, "inside") == (7, 8, [])
+    assert ids(resolve_user(root, "inside")) == (7, 8, [])
     (root / "etc/group").symlink_to("group")  # loop
-    assert resolve_user(root, "inside:9") == (7, 9, [])
+    assert ids(resolve_user(root, "inside:9")) == (7, 9, [])
 
 
 def test_etc_symlink_to_host(tmp_path: Path) -> None:
@@ -83,11 +87,20 @@ def test_etc_symlink_to_host(tmp_path: Path) -> None:
 
 
 def test_group_add_appends_gids_and_names_of_the_containers_group_file(tmp_path: Path) -> None:
-    from steelcup.image.users import resolve_user
-
     (tmp_path / "etc").mkdir(exist_ok=True)
     (tmp_path / "etc/passwd").write_text("root:x:0:0:root:/root:/bin/sh\n")
     (tmp_path / "etc/group").write_text("root:x:0:\naudio:x:29:\n")
-    assert resolve_user(tmp_path, "", ("audio", "1234", "29")) == (0, 0, [29, 1234])
+    assert ids(resolve_user(tmp_path, "", ("audio", "1234", "29"))) == (0, 0, [29, 1234])
     with pytest.raises(InvalidArgument, match="Unable to find group video"):
         resolve_user(tmp_path, "", ("video",))
+
+
+def test_home_is_the_passwd_entrys_or_runcs_default(root: Path, tmp_path: Path) -> None:
+    assert resolve_user(root, "").home == "/root"
+    assert resolve_user(root, "app:staff").home == "/home/app"
+    assert resolve_user(root, "1000").home == "/home/app"
+    assert resolve_user(root, "4242").home == "/"  # not in passwd
+    (root / "etc/passwd").write_text("blank:x:5:5:::/bin/sh\n")
+    assert resolve_user(root, "blank").home == "/"
+    (tmp_path / "bare").mkdir()
+    assert resolve_user(tmp_path / "bare", "0").home == "/"  # no passwd file

@@ -11,6 +11,7 @@ from steelcup.runtime.spec import (
     merge_env,
     parse_mem_bytes,
     parse_signal,
+    process_env,
     resolve_argv,
     start_failure_text,
 )
@@ -48,6 +49,22 @@ def test_merge_env_overrides_by_key_and_defaults_path() -> None:
     assert merge_env(["PATH=/x"], []) == ["PATH=/x"]
     with pytest.raises(InvalidArgument):
         merge_env([], ["=oops"])
+
+
+def test_process_env_is_dockerds_and_runcs() -> None:
+    env = ["PATH=/img/bin", "A=1"]
+    # dockerd: PATH, HOSTNAME, TERM (with a tty) under the container's env; runc: HOME
+    assert process_env(env, home="/root", hostname="c0ffee", tty=False) == (
+        "PATH=/img/bin", "HOSTNAME=c0ffee", "A=1", "HOME=/root")
+    assert process_env(env, home="/", hostname="h", tty=True) == (
+        "PATH=/img/bin", "HOSTNAME=h", "TERM=xterm", "A=1", "HOME=/")
+    # the container's own values win, in dockerd's places
+    assert process_env(["TERM=dumb", "HOSTNAME=mine", "HOME=/srv"], home="/root",
+                       hostname="h", tty=True) == (
+        f"PATH={DEFAULT_PATH}", "HOSTNAME=mine", "TERM=dumb", "HOME=/srv")
+    # an OCI bundle's env is the engine's: only runc's HOME is added
+    assert process_env(["PATH=/x"], home="/root", hostname="h", tty=True, dockerd=False) == (
+        "PATH=/x", "HOME=/root")
 
 
 @pytest.mark.parametrize(("text", "want"), [("KILL", 9), ("SIGTERM", 15), ("10", 10),
