@@ -12,6 +12,7 @@ import gc
 import os
 import sys
 
+from steelcup import __version__
 from steelcup.cli.commands import COMMANDS
 from steelcup.cli.context import Context
 from steelcup.defaults import default_root, default_socket
@@ -135,6 +136,10 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         "`steelcup daemon` (started automatically when absent).",
     )
     _add_global_options(parser)
+    parser.add_argument("-v", "--version", action="version",
+                        version=f"steelcup version {__version__}",
+                        help="print the client's version and exit (`steelcup version` also "
+                             "asks the daemon)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     if command in COMMANDS:
         module_name, help_text = COMMANDS[command]

@@ -142,3 +142,15 @@ def test_a_whole_run_rm_stays_light(tmp_path: Path) -> None:
                                        f"unix://{sock}")
     assert (code, out) == (3, "hello out\n")  # the fake's exit status and output
     assert_light(modules, "containers")
+
+
+@pytest.mark.parametrize("flag", ["--version", "-v"])
+def test_version_flag_prints_the_clients_version(flag: str) -> None:
+    """As `docker --version`: the client's version, no daemon asked."""
+    from steelcup import __version__
+
+    out = subprocess.run([sys.executable, "-m", "steelcup", flag], capture_output=True,
+                         env={**os.environ, "STEELCUP_HOST": "unix:///nonexistent/s.sock",
+                              "STEELCUP_NO_AUTOSTART": "1"}, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.decode() == f"steelcup version {__version__}\n"
