@@ -23,6 +23,7 @@ from steelcup.guest.protocol import RootfsCache
 from steelcup.idmap import IdsFor, host_root
 from steelcup.net import links
 from steelcup.net.links import Host
+from steelcup.pool import taptags
 from steelcup.pool.cache import CacheClass, CacheSource, CacheStatus
 from steelcup.pool.direct import DirectSource
 from steelcup.pool.source import Incompatible, VmRequest
@@ -246,6 +247,8 @@ def build_factory(
                           cgroups=cgroups, ids_for=ids_for, outlive_daemon=outlive_daemon)
     template = None
     if options.templates:
+        # A daemon with taps claims its tag among the run dirs beside its own (pool/taptags.py)
+        tag = taptags.claim(run_dir) if tap_host is not None else ""
         template = TemplateSource(
             assets=assets,
             accel=accel,
@@ -262,6 +265,7 @@ def build_factory(
             tenant_base_mib=tenant_base_mib,
             outlive_daemon=outlive_daemon,
             tap_host=tap_host,
+            tag=tag,
         )
     cache = None
     if template is not None and options.cache_size > 0:

@@ -71,12 +71,16 @@ def volume_tag(i: int) -> str:
 TEMPLATE_TAP_PREFIX = "scp"  # + the daemon's tap tag + 7 hex of the template's dir + NIC index
 
 
+TAP_TAG_DIGITS = 3
+
+
 def tap_tag(run_dir: Path) -> str:
     """3 hex naming the daemon (by its VM run dir, one per state root) in the persistent taps
     its pool makes: its start-up sweep of leftovers deletes its own, never the taps of another
     daemon's running VMs in the same network namespace (a deleted tap leaves its QEMU spinning
-    on a dead fd)."""
-    return hashlib.sha256(str(run_dir).encode()).hexdigest()[:3]
+    on a dead fd). The hash's: the tag a daemon with taps claims (`taptags.claim`) unless
+    another run dir holds it."""
+    return hashlib.sha256(str(run_dir).encode()).hexdigest()[:TAP_TAG_DIGITS]
 
 
 def template_tap(tag: str, directory: Path, i: int) -> str:
@@ -182,6 +186,7 @@ class TemplateSource:
         tenant_base_mib: Callable[[str], int] | None = None,
         outlive_daemon: bool = False,
         tap_host: links.Host | None = None,
+        tag: str = "",
     ) -> None:
         if not 64 <= base_mem_mib <= max_mem_mib:
             raise ValueError("need 64 <= base_mem_mib <= max_mem_mib")
@@ -189,7 +194,8 @@ class TemplateSource:
         self.accel = accel
         self.tcg_tb_mib = tcg_tb_mib
         self.run_dir = run_dir
-        self.tap_tag = tap_tag(run_dir)  # in the taps of its templates and its cache's spares
+        # in the taps of its templates and its cache's spares (the factory claims it)
+        self.tap_tag = tag or tap_tag(run_dir)
         self.template_dir = template_dir
         self.base_mem_mib = base_mem_mib
         self.max_mem_mib = max_mem_mib
