@@ -287,6 +287,26 @@ def test_renameat2_exchanges_and_refuses_to_replace_in_the_root(loose: Daemon, p
             assert not any(n.startswith("tmp/x/.steelcup") for n in tar.getnames())
 
 
+def test_a_directory_opened_without_the_server_lists_syncs_and_fails_as_a_local_one(
+        loose: Daemon, patched: bool, tmp_path: Path) -> None:
+    """A cached root's directory is opened on the server only when its listing must be asked
+    for (guest/kernel/patches/09-9p-loose-dir-opens.patch): an fsync still reaches it, a
+    listing never read before is asked for, a directory removed while open lists as ENOENT
+    (as on a local filesystem), and a user's open is still checked against the mode."""
+    if not patched:
+        pytest.skip("a guest without guest/kernel/patches opens every directory on the server")
+    helper = static_helper("fsops", tmp_path)
+    with _container(loose, IMG, "sleep", "300") as cid:
+        loose.out("cp", str(helper), f"{cid}:/fsops")
+        script = ("mkdir -p /tmp/d/sub; touch /tmp/d/a /tmp/d/b; /fsops dirsync /tmp/d; "
+                  "ls /tmp/d | tr '\\n' ' '; echo; mkdir /tmp/gone; touch /tmp/gone/x; "
+                  "rm /tmp/gone/x; /fsops listgone /tmp/gone; mkdir -m 700 /tmp/private")
+        out = loose.out("exec", cid, "sh", "-c", script).splitlines()
+        assert out == ["synced", "a b sub ", "list: No such file or directory"], out
+        denied = loose.cli("exec", "-u", "nobody", cid, "ls", "/tmp/private")
+        assert denied.returncode != 0 and b"Permission denied" in denied.stderr, denied
+
+
 _OVERLAY_ON_A_VOLUME = """
 set -e
 mkdir -p /lo /m /vol/u /vol/w

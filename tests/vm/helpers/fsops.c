@@ -3,6 +3,9 @@
  *                        mapping, msync, and prints "mapped"
  *   exchange A B         renameat2(A, B, RENAME_EXCHANGE), prints "exchanged"
  *   noreplace A B        renameat2(A, B, RENAME_NOREPLACE), prints "renamed"
+ *   dirsync DIR          opens DIR and fsyncs it, prints "synced"
+ *   listgone DIR         opens DIR, removes it (rmdir), then lists the open directory: prints
+ *                        "listed N" (entries) or "list: strerror"
  * A failure prints "STEP: strerror" and exits 1. musl's headers may lack renameat2: it is
  * called through syscall(2). */
 #define _GNU_SOURCE
@@ -10,6 +13,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 #include <errno.h>
@@ -50,14 +54,50 @@ static int rename2(const char *a, const char *b, unsigned flags, const char *don
     return 0;
 }
 
+static int dir_sync(const char *path)
+{
+    int fd = open(path, O_RDONLY | O_DIRECTORY);
+    if (fd < 0)
+        return fail("open");
+    if (fsync(fd) < 0)
+        return fail("fsync");
+    close(fd);
+    puts("synced");
+    return 0;
+}
+
+static int list_gone(const char *path)
+{
+    char buf[4096];
+    long n, entries = 0;
+    int fd = open(path, O_RDONLY | O_DIRECTORY);
+    if (fd < 0)
+        return fail("open");
+    if (rmdir(path) < 0)
+        return fail("rmdir");
+    while ((n = syscall(SYS_getdents64, fd, buf, sizeof(buf))) > 0) {
+        for (long at = 0; at < n; entries++)
+            at += *(unsigned short *)(buf + at + 16); /* d_reclen, after d_ino and d_off */
+    }
+    if (n < 0)
+        return fail("list");
+    printf("listed %ld\n", entries);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
+    if (argc == 3 && strcmp(argv[1], "dirsync") == 0)
+        return dir_sync(argv[2]);
+    if (argc == 3 && strcmp(argv[1], "listgone") == 0)
+        return list_gone(argv[2]);
     if (argc == 4 && strcmp(argv[1], "mmap") == 0)
         return mapped_write(argv[2], argv[3]);
     if (argc == 4 && strcmp(argv[1], "exchange") == 0)
         return rename2(argv[2], argv[3], EXCHANGE, "exchanged");
     if (argc == 4 && strcmp(argv[1], "noreplace") == 0)
         return rename2(argv[2], argv[3], NOREPLACE, "renamed");
-    fprintf(stderr, "usage: fsops mmap PATH TEXT | exchange A B | noreplace A B\n");
+    fprintf(stderr, "usage: fsops mmap PATH TEXT | exchange A B | noreplace A B | dirsync DIR"
+                    " | listgone DIR\n");
     return 2;
 }
