@@ -20,7 +20,9 @@ network namespace this script creates. Rows, each engine in turn within a run:
   `python3 -c pass` first, then the median of 5 more: the first run in a fresh steelcup
   container reads Python over 9p and translates its code for the first time, while the bare
   VM is one VM for all rounds (its page cache and translation cache warm from earlier
-  rounds); the later runs are warm in both.
+  rounds); the later runs are warm in both;
+- `find /usr` warm (a directory walk: ~400 directories opened and listed, the metadata path
+  of package managers and build tools), the median of 5 after one that fills the caches.
 
     sudo PYTHONPATH=src .venv/bin/python bench/workloads.py [--runs 3] [--downloads 3] \
         [--only steelcup,bare,podman] [--bare-9p none,loose] [--bare-9p-fresh loose] \
@@ -88,6 +90,7 @@ HOST_PORT = 18080
 CPU_LOOP_N = 2_000_000
 REDIS_N = 20000
 WARM_RUNS = 5  # warm `python3 -c pass` runs per round, of which the row takes the median
+WALK = "find /usr > /dev/null"  # a directory walk: every directory opened and listed
 BARE_MEM_MIB = 768  # the rootfs (~140 MiB) lives in guest RAM
 BARE_HOST_IP, BARE_GUEST_IP = "10.231.0.1", "10.231.0.2"
 TAG = f"scw{os.getpid()}"
@@ -496,6 +499,8 @@ ROWS = (
     ("py", "`python3 -c pass` in a running container, first run (s)", False),
     ("py2", f"`python3 -c pass` again, same container, median of {WARM_RUNS} (s)", False),
     ("cpu", f"CPU loop: python3 `for i in range({CPU_LOOP_N:,}): pass` (s)", False),
+    ("walk", f"`find /usr` (~400 directories), warm: median of {WARM_RUNS} after one (s)",
+     False),
 )
 
 
@@ -535,6 +540,8 @@ def one_run(engine: Engine, downloads: int) -> dict[str, list[float]]:
         got["py2"].append(statistics.median(timed(engine, "python3 -c pass")
                                             for _ in range(WARM_RUNS)))
         got["cpu"].append(timed(engine, f'python3 -c "for i in range({CPU_LOOP_N}): pass"'))
+        timed(engine, WALK)  # fills the page and dentry caches
+        got["walk"].append(statistics.median(timed(engine, WALK) for _ in range(WARM_RUNS)))
     finally:
         engine.stop_box()
     return got
