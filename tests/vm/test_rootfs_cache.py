@@ -70,6 +70,15 @@ def _container(daemon: Daemon, *run_args: str) -> Iterator[str]:
         daemon.cli("rm", "-f", cid)
 
 
+@contextlib.contextmanager
+def _fsops_container(daemon: Daemon, tmp_path: Path, *run_args: str) -> Iterator[str]:
+    """`_container` with tests/vm/helpers/fsops.c copied in as /fsops."""
+    helper = static_helper("fsops", tmp_path)
+    with _container(daemon, *run_args) as cid:
+        daemon.out("cp", str(helper), f"{cid}:/fsops")
+        yield cid
+
+
 def _wait_for(daemon: Daemon, cid: str, want: bytes, *argv: str) -> None:
     """Until `exec cid argv` prints `want` (the container's main process made it)."""
     wait_until(lambda: daemon.cli("exec", cid, *argv).stdout == want,
@@ -254,9 +263,7 @@ def test_shared_writable_maps_of_volume_files_reach_the_host(loose: Daemon,
     """A volume's 9p share was mounted uncached, where mmap(MAP_SHARED, PROT_WRITE) is
     EINVAL: SQLite in WAL mode failed with "disk I/O error" on a volume. Shares are mounted
     `cache=mmap` now (guest/init/mounts.h), which caches only the mapped pages."""
-    helper = static_helper("fsops", tmp_path)
-    with _container(loose, "-v", "mapped-vol:/vol", IMG, "sleep", "300") as cid:
-        loose.out("cp", str(helper), f"{cid}:/fsops")
+    with _fsops_container(loose, tmp_path, "-v", "mapped-vol:/vol", IMG, "sleep", "300") as cid:
         assert loose.out("exec", cid, "/fsops", "mmap", "/vol/m", "through-a-map") == "mapped\n"
     try:
         assert loose.out("run", "--rm", "-v", "mapped-vol:/vol", IMG,
@@ -272,9 +279,7 @@ def test_renameat2_exchanges_and_refuses_to_replace_in_the_root(loose: Daemon, p
     RENAME_NOREPLACE (guest/kernel/patches/06-9p-rename-flags.patch)."""
     if not patched:
         pytest.skip("a guest without guest/kernel/patches refuses renameat2's flags on 9p")
-    helper = static_helper("fsops", tmp_path)
-    with _container(loose, IMG, "sleep", "300") as cid:
-        loose.out("cp", str(helper), f"{cid}:/fsops")
+    with _fsops_container(loose, tmp_path, IMG, "sleep", "300") as cid:
         script = ("mkdir /tmp/x; echo file > /tmp/x/a; mkdir /tmp/x/b; "
                   "/fsops exchange /tmp/x/a /tmp/x/b; test -d /tmp/x/a; cat /tmp/x/b; "
                   "/fsops noreplace /tmp/x/b /tmp/x/a; /fsops noreplace /tmp/x/b /tmp/x/c; "
@@ -295,9 +300,7 @@ def test_a_directory_opened_without_the_server_lists_syncs_and_fails_as_a_local_
     (as on a local filesystem), and a user's open is still checked against the mode."""
     if not patched:
         pytest.skip("a guest without guest/kernel/patches opens every directory on the server")
-    helper = static_helper("fsops", tmp_path)
-    with _container(loose, IMG, "sleep", "300") as cid:
-        loose.out("cp", str(helper), f"{cid}:/fsops")
+    with _fsops_container(loose, tmp_path, IMG, "sleep", "300") as cid:
         script = ("mkdir -p /tmp/d/sub; touch /tmp/d/a /tmp/d/b; /fsops dirsync /tmp/d; "
                   "ls /tmp/d | tr '\\n' ' '; echo; mkdir /tmp/gone; touch /tmp/gone/x; "
                   "rm /tmp/gone/x; /fsops listgone /tmp/gone; mkdir -m 700 /tmp/private")
