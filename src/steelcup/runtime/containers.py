@@ -72,7 +72,6 @@ from steelcup.runtime.resources import Resources, RunResources
 from steelcup.runtime.spec import (
     merge_env,
     parse_signal,
-    process_env,
     resolve_argv,
     start_failure_text,
 )
@@ -754,8 +753,7 @@ class Runtime:
                                                    dormant=checkpoint is not None)
                 spec = ProcessSpec(
                     args=(record.path, *record.args),
-                    env=process_env(config.env, home=user.home, hostname=config.hostname,
-                                    tty=config.tty, dockerd=not config.rootfs_dir),
+                    env=config.process_env(user.home, config.tty),
                     cwd=config.working_dir,
                     uid=user.uid,
                     gid=user.gid,

@@ -13,7 +13,7 @@ from steelcup.runtime.containers import Runtime
 from steelcup.runtime.lifecycle import Op
 from steelcup.runtime.model import ContainerRecord, ExecConfig
 from steelcup.runtime.names import new_id
-from steelcup.runtime.spec import merge_env, process_env
+from steelcup.runtime.spec import merge_env
 
 MAX_EXECS = 4096
 
@@ -74,9 +74,8 @@ class ExecManager:
             record, config.user or record.config.user, record.config.group_add)
         spec = ProcessSpec(
             args=config.cmd,
-            env=process_env(merge_env(record.config.env, config.env), home=user.home,
-                            hostname=record.config.hostname, tty=config.tty,
-                            dockerd=not record.config.rootfs_dir),
+            env=record.config.process_env(user.home, config.tty,
+                                          merge_env(record.config.env, config.env)),
             cwd=config.working_dir or record.config.working_dir,
             uid=user.uid,
             gid=user.gid,

@@ -26,7 +26,6 @@ from steelcup.runtime.healthcheck import HealthResult, HealthState, HealthStatus
 from steelcup.runtime.lifecycle import Op
 from steelcup.runtime.logs import format_time_ns, parse_time_ns
 from steelcup.runtime.model import ContainerRecord, Status
-from steelcup.runtime.spec import process_env
 
 log = logging.getLogger(__name__)
 
@@ -156,9 +155,7 @@ class HealthMonitor:
             root = self.runtime.container_dir(record.id) / "rootfs"
             user = resolve_user(root, config.user, config.group_add)
             spec = ProcessSpec(args=probe.argv,
-                               env=process_env(config.env, home=user.home,
-                                               hostname=config.hostname, tty=False,
-                                               dockerd=not config.rootfs_dir),
+                               env=config.process_env(user.home, False),
                                cwd=config.working_dir, uid=user.uid, gid=user.gid,
                                groups=user.groups, tty=False, rows=24,
                                cols=80, stdin=False, main=False, caps=config.caps,

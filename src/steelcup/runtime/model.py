@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from steelcup.image.config import HealthConfig
 from steelcup.runtime.capabilities import DEFAULT_CAPS
 from steelcup.runtime.healthcheck import HealthState
+from steelcup.runtime.spec import process_env
 from steelcup.runtime.swarmfiles import SwarmFile
 
 
@@ -134,6 +136,14 @@ class ContainerConfig:
     def rlimits(self) -> tuple[str, ...]:
         """The ulimits as the guest protocol's RLIMIT fields."""
         return tuple(f"{name}={soft}:{hard}" for name, soft, hard in self.ulimits)
+
+    def process_env(self, home: str, tty: bool, env: Sequence[str] | None = None
+                    ) -> tuple[str, ...]:
+        """What a process of this container starts with (`spec.process_env`): its `env`
+        (an exec's, merged over the container's) or the container's own, with dockerd's
+        defaults unless the container is an OCI bundle's."""
+        return process_env(self.env if env is None else env, home=home,
+                           hostname=self.hostname, tty=tty, dockerd=not self.rootfs_dir)
     tenant: str = ""  # who owns it ("" = the operator's own: single-user use)
 
     def to_json(self) -> dict[str, Any]:
