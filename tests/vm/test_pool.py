@@ -269,15 +269,35 @@ async def test_resize_at_hand_out(factory: Factory, base: Path, rootfs_src: Path
     assert 62 <= shrunk_mib <= 66, sizes  # ... and takes 64 MiB back from a small container
 
 
+def _private_ram_mib(pid: int, mem_file: Path) -> float:
+    """What a clone's QEMU holds of its guest RAM itself: the private pages (copies) of its
+    mapping of the template's RAM file, from /proc/PID/smaps."""
+    kib, inside = 0, False
+    for line in Path(f"/proc/{pid}/smaps").read_text().splitlines():
+        if re.match(r"[0-9a-f]+-[0-9a-f]+ ", line):
+            inside = line.split(maxsplit=5)[-1] == str(mem_file)
+        elif inside and line.startswith(("Private_Clean:", "Private_Dirty:")):
+            kib += int(line.split()[1])
+    return kib / 1024
+
+
 @on_loop
-async def test_memory_that_grows_on_demand(factory: Factory, base: Path,
-                                           rootfs_src: Path) -> None:
+async def test_memory_that_grows_on_demand_and_is_given_back(
+        factory: Factory, base: Path, rootfs_src: Path) -> None:
     """A container that asked for no limit starts at the base size and takes memory back
     from its balloon when it runs out (deflate-on-oom), up to the template's RAM, which is
-    also its host limit. 350 MiB in a 256 MiB VM's /dev/shm, no OOM kill."""
+    also its host limit. 350 MiB in a 256 MiB VM's /dev/shm, no OOM kill. Freed, the memory
+    goes back to the host (free page reporting): QEMU's discard of a clone's pages is the
+    template file's hole punch, which the clone's filter answers without making, and then
+    dropping its own copies; the template stays as it was."""
     request = replace(_req(_rootfs(base, rootfs_src, "grows")), grows=True)
+    template = factory.template
+    assert template is not None
+    t = await template.template(template.key_for(request))
+    saved = (fingerprint(t.mem_file), content_digest(t.mem_file))
     m = await factory.acquire(request)
     try:
+        assert m.spec.mem_path == t.mem_file and m.pid is not None
         assert _limit_mib(m) == 768  # the template's RAM: the most it may grow to
         await m.guest.setup_root("rootfs")
         out = await _sh(m, "dd if=/dev/zero of=/dev/shm/x bs=1M count=350 2>&1 | tail -1; "
@@ -285,8 +305,22 @@ async def test_memory_that_grows_on_demand(factory: Factory, base: Path,
         assert f"{350 << 20}" in out.split(), out
         balloon = await m.qmp("query-balloon")
         assert int(balloon["actual"]) >= (256 + 80) << 20  # it grew past its start
+        pid = m.pid
+        held = _private_ram_mib(pid, t.mem_file)
+        assert held >= 340, held
+        await _sh(m, "rm /dev/shm/x")
+        await _until(lambda: _private_ram_mib(pid, t.mem_file) < held - 250, 90)
+        # the guest uses what it gave back as before
+        out = await _sh(m, "dd if=/dev/zero of=/dev/shm/y bs=1M count=300 2>&1 | tail -1; "
+                           "md5sum < /dev/shm/y; rm /dev/shm/y")
+        zeros = subprocess.run(["sh", "-c", "head -c 314572800 /dev/zero | md5sum"],
+                               capture_output=True, text=True, check=True).stdout.split()[0]
+        assert zeros in out, out
+        assert "Failed to fallocate" not in m.qemu_log.read_text()
     finally:
         await m.close()
+    assert (fingerprint(t.mem_file), content_digest(t.mem_file)) == saved
+    assert not await template.verify()
 
 
 @on_loop

@@ -234,9 +234,9 @@ class TemplateSource:
         """The base size of the template that serves a `mem_mib` clone of `tenant`: its base
         (`base_of`), or for a smaller clone the next multiple of 64 MiB below its size. A
         clone only ever
-        grows from its base (deflates its balloon): inflating it would make QEMU 7.2 discard
-        pages, which for a clone means punching holes in the template's RAM file (refused by
-        the clone's seccomp filter, at the cost of one error line per page in its log)."""
+        grows from its base (deflates its balloon): inflating one at hand-out would cost its
+        start the balloon's time under TCG (the pages' discard itself is safe: the clone's
+        seccomp filter keeps it off the template's file, vm/seccomp.py)."""
         base = self.base_of(tenant)
         if mem_mib >= base:
             return base

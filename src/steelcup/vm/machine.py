@@ -98,7 +98,7 @@ REAP_DEADLINE_S = 10.0
 EXIT_GRACE_S = 2.0  # after the guest link broke during boot, wait this long for QEMU's exit
 LOG_TAIL_BYTES = 4000
 # What a guest's console and QEMU's stderr may take on disk: the first and the last KiBs (a
-# guest can print without end, or make QEMU print one error line per balloon page).
+# guest can print without end, or make QEMU print error lines about its devices without end).
 CONSOLE_HEAD_BYTES = CONSOLE_TAIL_BYTES = 64 * 1024
 QEMU_LOG_HEAD_BYTES = QEMU_LOG_TAIL_BYTES = 16 * 1024
 LOG_DRAIN_GRACE_S = 1.0  # after QEMU died: wait this long for the last of its output

@@ -119,6 +119,8 @@ class VmSpec:
     # rest are onlined by the guest at hand-out. 0 = exactly `cpus`.
     max_cpus: int = 0
     # A virtio-balloon: RAM is `mem_mib`, the pool inflates the balloon to shrink the guest.
+    # It has free page reporting on: the guest hands memory it freed back to the host (QEMU
+    # discards it; a clone's discard drops only its own copies, vm/seccomp.py).
     balloon: bool = False
     # The balloon gives pages back to a guest out of memory (virtio's DEFLATE_ON_OOM, 1 MiB
     # per OOM): a container with no -m grows on demand up to `mem_mib` (docs/architecture.md).
@@ -311,7 +313,7 @@ def build_argv(spec: VmSpec, fds: PassedFds | None = None) -> list[str]:
         ]  # fmt: skip
     if spec.balloon:
         grows = ",deflate-on-oom=on" if spec.balloon_grows else ""
-        argv += ["-device", f"virtio-balloon-device{grows}"]
+        argv += ["-device", f"virtio-balloon-device,free-page-reporting=on{grows}"]
     if spec.mem_path is not None:
         shared = "on" if spec.mem_shared else "off"
         mem_path = _opt(str(spec.mem_path)) if fds is None else _fd_path(fds.mem)

@@ -209,3 +209,13 @@ def test_a_root_disk_is_a_read_only_raw_node_on_a_file_node() -> None:
     assert "-add-fd fd=10,set=1" in text and "/img/" not in text
     assert "filename=/dev/fdset/1,read-only=on" in text
     assert "-blockdev" not in build_argv(spec())
+
+
+def test_a_balloon_reports_free_pages_and_may_deflate_on_oom() -> None:
+    """Free page reporting on every balloon (the guest hands back memory it freed; a clone's
+    discard drops only its own copies, vm/seccomp.py); deflate-on-oom for growing VMs."""
+    assert "virtio-balloon-device" not in " ".join(build_argv(spec()))
+    fixed = build_argv(spec(balloon=True))
+    assert fixed[fixed.index("virtio-balloon-device,free-page-reporting=on") - 1] == "-device"
+    grows = build_argv(spec(balloon=True, balloon_grows=True))
+    assert "virtio-balloon-device,free-page-reporting=on,deflate-on-oom=on" in grows
