@@ -270,10 +270,6 @@ class _NetApi:
         body = await req.json()
         record = self.resolve_container(str(body.get("Container", "")),
                                         req.principal.tenant)
-        self.networks.disconnect(req.params["id"], record.id,
-                                 force=bool(body.get("Force", False)))
-        # its address may go to another container next: a floating IP's NAT to it goes now,
-        # and so does a running container's guard (its tap runs on: net/antispoof.py `update`;
-        # a stopped one's tap is gone, and its guard with the next full load)
-        await self.networks.reload_rules()
+        await self.networks.leave(req.params["id"], record.id,
+                                  force=bool(body.get("Force", False)))
         return EmptyResponse(200)

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import replace
 from ipaddress import IPv4Address, IPv4Network
 
@@ -232,7 +233,8 @@ class FloatingIps:
 
     def forget_container(self, container_id: str, network_id: str | None = None) -> bool:
         """The container is removed (or leaves `network_id`, the FIP's network): its FIP stays
-        allocated, detached. Whether there was one (the caller reloads the rules)."""
+        allocated, detached. Whether there was one (the caller reloads the rules, inside
+        `changing`)."""
         rec = self.of_container(container_id)
         if rec is None or (network_id is not None and rec.network_id != network_id):
             return False
@@ -245,20 +247,28 @@ class FloatingIps:
         for rec in self.store.all(tenant):
             self.store.delete(rec.address)
 
-    async def _reload_or(self, undo: Callable[[], None]) -> None:
-        """Load the rules of a change whose record was just saved (`undo` puts it back if
-        they fail); `settled` waits for it."""
+    @contextlib.contextmanager
+    def changing(self) -> Iterator[None]:
+        """Around a change of the records and the load of its rules (the ruleset is rendered
+        from the records, so the records change first): `settled` waits until it is done."""
         self._loading += 1
         self._loaded.clear()
         try:
-            await self._reload()
-        except BaseException:
-            undo()
-            raise
+            yield
         finally:
             self._loading -= 1
             if not self._loading:
                 self._loaded.set()
+
+    async def _reload_or(self, undo: Callable[[], None]) -> None:
+        """Load the rules of a change whose record was just saved (`undo` puts it back if
+        they fail); `settled` waits for it."""
+        with self.changing():
+            try:
+                await self._reload()
+            except BaseException:
+                undo()
+                raise
 
     async def settled(self) -> None:
         """Until every change made so far has its rules loaded: a reader of the records then

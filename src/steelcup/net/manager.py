@@ -781,6 +781,15 @@ class NetworkManager:
                            "hot-unplug): stop it first")
         self._delete_endpoint(net.id, container_id)
 
+    async def leave(self, ref: str, container_id: str, *, force: bool = False) -> None:
+        """`network disconnect`: `disconnect`, then the rules without its endpoint (its
+        address may go to another container next: a floating IP's NAT to it goes now, and so
+        does a running container's guard; a stopped one's tap is gone, and its guard with the
+        next full load). A reader of its floating IP waits for them (FloatingIps.settled)."""
+        with self.fips.changing():
+            self.disconnect(ref, container_id, force=force)
+            await self.reload_rules()
+
     def _delete_endpoint(self, network_id: str, container_id: str) -> None:
         """Free the container's address, and take it out of the network's virtual IPs: the
         address may go to another container next."""
@@ -797,10 +806,12 @@ class NetworkManager:
         """The container is removed: stop its NICs and free all its addresses."""
         await self.detach(container_id)
         had_fip = self.fips.of_container(container_id) is not None
-        for ep in self.container_endpoints(container_id):
-            self._delete_endpoint(ep.network_id, container_id)
-        if self.security_groups.forget(container_id) or had_fip:
-            await self.reload_rules()  # its addresses leave its groups' remote_group rules
+        # a reader of its floating IP sees it detached once its NAT is gone (`settled`)
+        with self.fips.changing():
+            for ep in self.container_endpoints(container_id):
+                self._delete_endpoint(ep.network_id, container_id)
+            if self.security_groups.forget(container_id) or had_fip:
+                await self.reload_rules()  # its addresses leave its groups' remote_group rules
 
     # -- running containers ------------------------------------------------------------------
 

@@ -16,8 +16,10 @@ import pytest
 from steelcup.net import links, nft
 from steelcup.net.links import Host
 from steelcup.net.manager import NetworkManager
-from steelcup.net.model import PortMapping
-from tests.unit.net.test_vips import ALICE, _manager
+from steelcup.net.model import NetworkRecord, PortMapping
+from steelcup.net.store import NetStore
+from steelcup.state.db import open_db
+from tests.unit.net.test_vips import ALICE, DryHost, _manager
 
 
 @pytest.fixture
@@ -149,6 +151,60 @@ def test_a_published_port_is_added_and_its_removal_reloads(tmp_path: Path,
                              ports=[PortMapping(80, "tcp", host_port=18081)])
             assert loads[-1].startswith("add rule inet steelcup ports tcp dport 18081")
         finally:
+            await mgr.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_removed_containers_floating_ip_reads_detached_once_its_nat_is_gone(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Removal detaches the container's FIP in its record first (the ruleset is rendered from
+    the records), then loads the rules: a reader that waits for `settled` (fip ls/inspect) sees
+    it detached only once the DNAT to the old address is gone, as for `fip detach`."""
+    gate, loading = threading.Event(), threading.Event()
+    hold = False
+    loaded: list[str] = []
+
+    def apply(host: Host, text: str) -> None:
+        if hold:
+            loading.set()
+            gate.wait(10)
+        loaded.append(text)
+
+    monkeypatch.setattr(nft, "apply", apply)
+
+    async def scenario() -> None:
+        nonlocal hold
+        store = NetStore(open_db(tmp_path))
+        store.insert_network(NetworkRecord(ALICE, "appnet", "10.213.1.0/24", "10.213.1.1",
+                                           "sc-aaaaaaaaaaaa", tenant="alice"))
+        mgr = NetworkManager(store, DryHost(), upstreams=[], host_routes=lambda: [],
+                             dns_port=0, fip_pool="203.0.113.16/28", fip_interface="scfip0")
+        try:
+            cid = "a" * 64
+            await mgr.attach(cid, "ca", "appnet", tenant="alice")
+            address = (await mgr.fips.allocate("alice"))[0].address
+            await mgr.fips.attach(address, cid, "alice")
+            assert address in loaded[-1]
+            await mgr.detach(cid)
+            hold = True
+            release = asyncio.create_task(mgr.release(cid))
+            assert await asyncio.to_thread(loading.wait, 10)  # its rules are being loaded
+            assert not mgr.fips.get(address, "alice").attached  # the record is saved
+
+            async def reader() -> bool:
+                await mgr.fips.settled()
+                return mgr.fips.get(address, "alice").attached
+
+            read = asyncio.create_task(reader())
+            await asyncio.sleep(0.05)
+            assert not read.done()  # the old DNAT is still loaded
+            gate.set()
+            await release
+            assert await read is False
+            assert address not in loaded[-1]
+        finally:
+            gate.set()
             await mgr.close()
 
     asyncio.run(scenario())
