@@ -122,14 +122,21 @@ def measure(engines: list[Engine], runs: int, mib: int,
     return results
 
 
-def table(results: dict[str, dict[str, list[float]]], mib: int) -> str:
+def table(results: dict[str, dict[str, list[float]]], mib: int,
+          peer: str = "podman+runc") -> str:
+    """Medians per engine, its peak against the peer's, and the share of its peak it has
+    given back 10 s after the burst."""
     keys = ["peak", *(f"{a:g} s" for a in AFTER_S)]
-    lines = ["| engine | " + " | ".join(f"held at {k}" if k == "peak" else f"{k} after"
-                                         for k in keys) + " |",
-             "|---|" + "---:|" * len(keys)]
-    for name, res in results.items():
-        lines.append(f"| {name} | " + " | ".join(
-            f"{statistics.median(res[k]):.0f}" for k in keys) + " |")
+    med = {name: {k: statistics.median(res[k]) for k in keys} for name, res in results.items()}
+    lines = ["| engine | held at peak | " + " | ".join(f"{k} after" for k in keys[1:])
+             + f" | peak ÷ {peer} | given back by 10 s |",
+             "|---|" + "---:|" * (len(keys) + 2)]
+    for name, row in med.items():
+        ratio = (f"{row['peak'] / med[peer]['peak']:.2f}x"
+                 if peer in med and med[peer]["peak"] > 0 else "")
+        back = (f"{100 * (1 - row['10 s'] / row['peak']):.0f}%" if row["peak"] > 0 else "")
+        lines.append(f"| {name} | " + " | ".join(f"{row[k]:.0f}" for k in keys)
+                     + f" | {ratio} | {back} |")
     lines.append(f"\nMiB of the host's anonymous memory held, after an exec that wrote {mib} MiB "
                  "and exited.")
     return "\n".join(lines)
