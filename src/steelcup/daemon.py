@@ -14,7 +14,7 @@ import sys
 from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 
-from steelcup import userns
+from steelcup import sysmount, userns
 from steelcup.api import func_routes, tenant_listener, tenant_routes
 from steelcup.api.http import HttpServer, Principal, server_tls_context
 from steelcup.api.router import Router
@@ -42,7 +42,7 @@ from steelcup.net.keeper import PortKeeper
 from steelcup.net.manager import NetworkManager
 from steelcup.net.nft import PublishedPort
 from steelcup.net.store import NetStore
-from steelcup.pool.factory import PoolOptions, build_factory, reset_run_dir
+from steelcup.pool.factory import PoolOptions, build_factory, reset_run_dir, reset_template_dir
 from steelcup.runtime import restore as restore_module
 from steelcup.runtime.admission import ContainerAdmission, metered_by
 from steelcup.runtime.autosuspend import AutoSuspender
@@ -134,6 +134,9 @@ async def _serve(options: DaemonOptions) -> int:
     link_run_dir(options.root, run_dir)
     log.info("VM run dir %s (for root %s; %s links to it)", run_dir, options.root,
              options.root / RUN_DIR_LINK)
+    template_dir = options.root / TEMPLATES_DIR
+    await asyncio.to_thread(reset_template_dir, template_dir)
+    warn_memory_filesystem(options.root)
     cgroups = memory_cgroups(options, accel, run_dir,
                              keep={Path(k.vm.state_dir).name for k in kept.values()})
     rootfs_cache = RootfsCache.from_name(options.rootfs_cache)
@@ -154,6 +157,7 @@ async def _serve(options: DaemonOptions) -> int:
         ids_for=ids_for,
         tenant_base_mib=lambda t: size_class(tenants.get(t).size_default).mem_mib,
         outlive_daemon=options.live_restore,
+        template_dir=template_dir,
     )
     erofs_images = None
     if rootfs_cache is RootfsCache.BLOCK:  # docs/architecture.md, "The root as a block device"
@@ -519,6 +523,22 @@ def make_private(path: Path) -> None:
 
 VM_RUN_BASE = Path("/run/steelcup")
 RUN_DIR_LINK = "vm-run-dir"  # in the state root: which run dir is this root's
+# In the state root, not the run dir: a template's RAM file must be on a disk filesystem
+# (warn_memory_filesystem).
+TEMPLATES_DIR = "templates"
+
+
+def warn_memory_filesystem(root: Path) -> None:
+    """Templates keep their RAM files in the state root. A clone maps its template's file
+    copy-on-write, and the first write to a page the template never wrote reads the file's
+    hole: on a disk filesystem that is a clean page of page cache the kernel may drop again,
+    on tmpfs a page of the file itself, kept as long as the template is (and refused with
+    SIGBUS, killing the clone, once the tmpfs is full)."""
+    kind = sysmount.memory_filesystem(root)
+    if kind is not None:
+        log.warning("the state root %s is on %s: each template's RAM file there grows by a "
+                    "page of memory for every page its clones first write, up to the "
+                    "template's RAM; give --root a disk filesystem", root, kind)
 
 
 def vm_run_dir(root: Path) -> Path:

@@ -9,6 +9,7 @@ import errno
 import functools
 import os
 import struct
+import sys
 from pathlib import Path
 
 MS_RDONLY = 0x1
@@ -198,6 +199,28 @@ def filesystem_at(path: Path) -> tuple[str, str] | None:
                 if len(tail) >= 3:
                     found = (os.fsdecode(tail[0]), os.fsdecode(_unescape(tail[2])))
     return found
+
+
+# linux/magic.h: filesystems whose files are memory, not a cache of something on disk
+MEMORY_FS_MAGICS = {0x01021994: "tmpfs", 0x858458F6: "ramfs"}
+
+
+def _statfs_type(path: Path) -> int:
+    """statfs(2)'s f_type of the filesystem holding `path` (OSError if it cannot be read)."""
+    buf = ctypes.create_string_buffer(256)  # struct statfs is 120 bytes on 64-bit Linux
+    if _libc().statfs(os.fsencode(path), buf) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err), str(path))
+    return int.from_bytes(buf.raw[:ctypes.sizeof(ctypes.c_long)], sys.byteorder)
+
+
+def memory_filesystem(path: Path) -> str | None:
+    """The name of the memory filesystem (tmpfs, ramfs) holding `path`, or None if its files
+    live on something else (or it cannot be told)."""
+    try:
+        return MEMORY_FS_MAGICS.get(_statfs_type(path))
+    except OSError:
+        return None
 
 
 def _unescape(field: bytes) -> bytes:

@@ -1,9 +1,11 @@
 """Mount points as statx tells them (STATX_ATTR_MOUNT_ROOT) and as /proc/self/mountinfo
 does (the fallback): the same answers for bind mounts, their sources, symlinks to them,
-mounted files and paths that do not exist."""
+mounted files and paths that do not exist; and which filesystems keep their files in memory
+(tmpfs), where template RAM files must not go."""
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -65,3 +67,26 @@ def test_unmount_all_takes_off_every_stacked_mount(tmp_path: Path, way: str) -> 
     sysmount.unmount_all(target)
     assert not sysmount.is_mountpoint(target) and not any(target.iterdir())
     sysmount.unmount_all(target)  # idempotent
+
+
+def test_memory_filesystems_are_told_apart_from_the_rest(tmp_path: Path) -> None:
+    """Template RAM files must not live on one (steelcup.daemon.warn_memory_filesystem)."""
+    shm = Path("/dev/shm")
+    if not shm.is_dir():
+        pytest.skip("no /dev/shm")
+    assert sysmount.memory_filesystem(shm) == "tmpfs"
+    assert sysmount.memory_filesystem(Path("/proc")) is None  # procfs: not a memory fs
+    assert sysmount.memory_filesystem(tmp_path / "missing") is None  # cannot be told
+
+
+def test_the_daemon_warns_of_a_state_root_in_memory(caplog: pytest.LogCaptureFixture) -> None:
+    from steelcup.daemon import warn_memory_filesystem
+
+    shm = Path("/dev/shm")
+    if not shm.is_dir():
+        pytest.skip("no /dev/shm")
+    with caplog.at_level(logging.WARNING, logger="steelcup.daemon"):
+        warn_memory_filesystem(Path("/proc"))
+        assert not caplog.records
+        warn_memory_filesystem(shm)
+    assert "on tmpfs" in caplog.text and "give --root a disk filesystem" in caplog.text

@@ -221,9 +221,9 @@ def unpack_busybox(dest: Path) -> Path:
 def leftovers_of(root: Path, kill: bool = True, netns: str | None = None) -> list[str]:
     """What a stopped daemon with state root `root` left behind: QEMU processes (killed when
     `kill`), mounts that mention its root or its VM run dir (pooled VMs' slots live there),
-    files in that run dir and, given its network namespace, taps (containers' and spares of the
-    warm cache: they are persistent)."""
-    from steelcup.daemon import vm_run_dir
+    files in that run dir, template files in its root and, given its network namespace, taps
+    (containers' and spares of the warm cache: they are persistent)."""
+    from steelcup.daemon import TEMPLATES_DIR, vm_run_dir
 
     markers = (str(root), str(vm_run_dir(root)))
     problems = []
@@ -245,12 +245,16 @@ def leftovers_of(root: Path, kill: bool = True, netns: str | None = None) -> lis
         mounts = [line for line in f.read().splitlines() if any(m in line for m in markers)]
     if mounts:
         problems.append("mounts left behind:\n" + "\n".join(mounts))
-    files = []  # template RAM files, sockets, slots (in /run: memory); not below mounts
+    files = []  # sockets, slots (in /run: memory); not below mounts
     for top, dirs, names in os.walk(vm_run_dir(root)):
         dirs[:] = [d for d in dirs if not os.path.ismount(os.path.join(top, d))]
         files += [os.path.join(top, n) for n in names]
     if files:
         problems.append("files left in the VM run dir:\n" + "\n".join(sorted(files)[:40]))
+    templates = [os.path.join(top, n) for top, _, names in os.walk(root / TEMPLATES_DIR)
+                 for n in names]
+    if templates:
+        problems.append("template files left:\n" + "\n".join(sorted(templates)[:40]))
     if netns is not None:
         out = subprocess.run(["ip", "-n", netns, "-o", "link", "show"], capture_output=True,
                              text=True).stdout

@@ -188,9 +188,10 @@ class Factory:
 
 def reset_run_dir(run_dir: Path, keep: Collection[Path] = ()) -> None:
     """Empty the VM run dir a previous daemon on this root left behind (it owned it alone): a
-    crash leaves template RAM files (in /run: memory) and ready VMs' slot binds there. `keep`:
-    the state dirs and slots of VMs that outlived that daemon (live restore) stay, with the
-    mounts below them; a template RAM file their clones map is only unlinked."""
+    crash leaves sockets, state dirs and ready VMs' slot binds there (and, for a factory whose
+    templates live in it, their RAM files). `keep`: the state dirs and slots of VMs that
+    outlived that daemon (live restore) stay, with the mounts below them; a template RAM file
+    their clones map is only unlinked."""
     kept = [Path(k) for k in keep]
 
     def holds_kept(path: Path) -> bool:  # is, is below or is above something kept
@@ -224,6 +225,13 @@ def _remove_except(directory: Path, kept: list[Path]) -> None:
                 child.unlink()
 
 
+def reset_template_dir(template_dir: Path) -> None:
+    """Delete the templates a previous daemon left (a crash leaves their RAM files; templates
+    are built anew by each daemon). A clone that outlived that daemon keeps its template's
+    RAM through its mapping: the file is only unlinked."""
+    shutil.rmtree(template_dir, ignore_errors=True)
+
+
 def build_factory(
     *,
     assets: GuestAssets,
@@ -237,12 +245,15 @@ def build_factory(
     ids_for: IdsFor = host_root,
     tenant_base_mib: Callable[[str], int] | None = None,
     outlive_daemon: bool = False,
+    template_dir: Path | None = None,
 ) -> Factory:
     """The sources `options` ask for. `warm_program`: a static program ready VMs run once
     (the guest init binary); `tap_host`: where the network layer's taps live (None: no
     networking, the cache serves only NIC-less VMs); `cgroups`: where each VM's memory limit
     is enforced (None: nowhere, the guest's balloon driver is trusted); `ids`: the user
-    namespace each tenant's QEMUs run in (None: QEMU runs as host root)."""
+    namespace each tenant's QEMUs run in (None: QEMU runs as host root); `template_dir`:
+    where templates keep their RAM files (the daemon's is on its state root, a disk
+    filesystem: docs/architecture.md; None: `run_dir`/t)."""
     direct = DirectSource(assets=assets, accel=accel, tcg_tb_mib=tcg_tb_mib, run_dir=run_dir,
                           cgroups=cgroups, ids_for=ids_for, outlive_daemon=outlive_daemon)
     template = None
@@ -254,7 +265,7 @@ def build_factory(
             accel=accel,
             tcg_tb_mib=tcg_tb_mib,
             run_dir=run_dir,
-            template_dir=run_dir / "t",
+            template_dir=template_dir if template_dir is not None else run_dir / "t",
             base_mem_mib=options.base_mem_mib,
             max_mem_mib=max(options.base_mem_mib, options.max_mem_mib),
             max_cpus=options.max_cpus,

@@ -47,8 +47,10 @@ def register(sub: Any, name: str, help_text: str) -> None:
         )
         p.add_argument(
             "--root", dest="daemon_root", default=None, metavar="ROOT",
-            help="state directory. VM sockets, template RAM and ready VMs live apart from it, "
-                 "in /run/steelcup/vms-HASH (HASH: the first 10 hex digits of the SHA-256 of "
+            help="state directory, on a disk filesystem (VM templates keep their RAM files "
+                 "in ROOT/templates; on tmpfs they would grow with every page their clones "
+                 "write). VM sockets and ready VMs live apart from it, in "
+                 "/run/steelcup/vms-HASH (HASH: the first 10 hex digits of the SHA-256 of "
                  "the resolved root; unix socket paths must stay short); ROOT/vm-run-dir links "
                  "to it and `docker info` shows it (Steelcup.VmRunDir)")
         p.add_argument("--socket", default=None, help="API unix socket path")
