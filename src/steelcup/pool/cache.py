@@ -29,13 +29,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import secrets
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from steelcup.errors import SteelcupError
 from steelcup.guest.client import ProcessSpec
@@ -53,6 +56,8 @@ from steelcup.pool.template import (
 )
 from steelcup.vm.machine import Machine
 from steelcup.vm.qemu_args import NicSpec, Share
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -251,8 +256,9 @@ class CacheSource:
 
     async def _make(self, cls: CacheClass) -> Ready:
         ids = self.template.ids_for(cls.tenant)
-        slot = await asyncio.to_thread(slots.create, self.slot_dir, self.warm_program,
-                                       ids.base if ids is not None else None)
+        owner = ids.base if ids is not None else None
+        slot = await made_in_thread(
+            lambda: slots.create(self.slot_dir, self.warm_program, owner), slots.release)
         token = secrets.token_hex(4)
         taps = tuple(f"{TAP_PREFIX}{self.template.tap_tag}{token}{i}" for i in range(cls.nics))
         try:
@@ -260,7 +266,8 @@ class CacheSource:
             # CAP_NET_ADMIN to create one.
             for tap in taps:
                 assert self.tap_host is not None  # class_of refuses NICs without a host
-                await asyncio.to_thread(links.create_tap, self.tap_host, tap)
+                await made_in_thread(functools.partial(links.create_tap, self.tap_host, tap),
+                                     functools.partial(self._delete_tap, tap))
         except BaseException:
             await asyncio.to_thread(self._delete_taps, taps)
             slots.release(slot)
@@ -295,6 +302,9 @@ class CacheSource:
         slots.release(ready.slot)
         if not ready.handed_out:
             self._delete_taps(ready.taps)
+
+    def _delete_tap(self, tap: str, _made: object = None) -> None:
+        self._delete_taps((tap,))
 
     def _delete_taps(self, taps: tuple[str, ...]) -> None:
         if self.tap_host is None:
@@ -369,6 +379,19 @@ def rehearsal(i: int) -> GuestNic:
     the frames it sends (its announcement) go to a tap that is down and on no bridge."""
     return GuestNic(mac=template_mac(i), ifname=f"eth{i}", address=f"192.0.2.{2 + i}",
                     prefix=24, gateway="192.0.2.1", mtu=REHEARSAL_MTU, rehearse=True)
+
+
+async def made_in_thread(make: Callable[[], T], undo: Callable[[T], None]) -> T:
+    """`make()` in a worker thread. A caller cancelled meanwhile (the cache closing) leaves
+    the thread running, and what it then makes would stay behind (a slot, a tap): it is
+    undone as soon as it is made, and the cancellation goes on."""
+    making = asyncio.ensure_future(asyncio.to_thread(make))
+    try:
+        return await asyncio.shield(making)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            undo(await making)
+        raise
 
 
 def _alive(machine: Machine) -> bool:

@@ -4,6 +4,7 @@ NIC count, refills, discards, fallbacks. tests/vm/test_pool.py covers it with re
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -225,3 +226,35 @@ def test_fill_returns_when_refills_keep_failing(
         await source.close()
 
     run(main())
+
+
+def test_a_refill_cancelled_while_its_slot_is_made_leaves_no_slot(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`close` cancels a refill whose slot a worker thread is making: the thread runs on, and
+    what it makes is removed then (a daemon's stop left a slot with the warm-up program in its
+    run dir behind)."""
+    real_create = slots.create
+    making = threading.Event()
+
+    def slow_create(*args: Any, **kw: Any) -> slots.Slot:
+        making.set()
+        time.sleep(0.3)
+        return real_create(*args, **kw)
+
+    monkeypatch.setattr(slots, "create", slow_create)
+    monkeypatch.setattr(cache_module, "REFILL_DELAY_S", 0.0)
+    warm = tmp_path / "init"
+    warm.write_bytes(b"\x7fELF")
+    source = CacheSource(FakeTemplate(), size=1, slot_dir=tmp_path / "slots",  # type: ignore[arg-type]
+                         warm_program=warm, tap_host=None, stage_cache=RootfsCache.LOOSE)
+
+    async def main() -> None:
+        source._fill(CacheClass("", 0))
+        assert await asyncio.to_thread(making.wait, 5)
+        await source.close()
+        await asyncio.sleep(0.5)  # the thread has long finished
+
+    run(main())
+    left = list((tmp_path / "slots").iterdir()) if (tmp_path / "slots").exists() else []
+    assert not left
