@@ -258,7 +258,8 @@ class CacheSource:
         ids = self.template.ids_for(cls.tenant)
         owner = ids.base if ids is not None else None
         slot = await made_in_thread(
-            lambda: slots.create(self.slot_dir, self.warm_program, owner), slots.release)
+            functools.partial(slots.create, self.slot_dir, self.warm_program, owner),
+            slots.release)
         token = secrets.token_hex(4)
         taps = tuple(f"{TAP_PREFIX}{self.template.tap_tag}{token}{i}" for i in range(cls.nics))
         try:
@@ -266,8 +267,8 @@ class CacheSource:
             # CAP_NET_ADMIN to create one.
             for tap in taps:
                 assert self.tap_host is not None  # class_of refuses NICs without a host
-                await made_in_thread(functools.partial(links.create_tap, self.tap_host, tap),
-                                     functools.partial(self._delete_tap, tap))
+                # a cancelled refill's taps go in the `except` below, the last one made too
+                await made_in_thread(functools.partial(links.create_tap, self.tap_host, tap))
         except BaseException:
             await asyncio.to_thread(self._delete_taps, taps)
             slots.release(slot)
@@ -302,9 +303,6 @@ class CacheSource:
         slots.release(ready.slot)
         if not ready.handed_out:
             self._delete_taps(ready.taps)
-
-    def _delete_tap(self, tap: str, _made: object = None) -> None:
-        self._delete_taps((tap,))
 
     def _delete_taps(self, taps: tuple[str, ...]) -> None:
         if self.tap_host is None:
@@ -381,16 +379,19 @@ def rehearsal(i: int) -> GuestNic:
                     prefix=24, gateway="192.0.2.1", mtu=REHEARSAL_MTU, rehearse=True)
 
 
-async def made_in_thread(make: Callable[[], T], undo: Callable[[T], None]) -> T:
-    """`make()` in a worker thread. A caller cancelled meanwhile (the cache closing) leaves
-    the thread running, and what it then makes would stay behind (a slot, a tap): it is
-    undone as soon as it is made, and the cancellation goes on."""
+async def made_in_thread(make: Callable[[], T], undo: Callable[[T], None] | None = None) -> T:
+    """`make()` in a worker thread. A caller cancelled meanwhile (the cache closing) would
+    leave the thread running, and what it then makes behind (a slot, a tap): the cancellation
+    waits for the thread, then `undo`es what it made (None: the caller undoes it, knowing what
+    was being made) and goes on."""
     making = asyncio.ensure_future(asyncio.to_thread(make))
     try:
         return await asyncio.shield(making)
     except asyncio.CancelledError:
         with contextlib.suppress(Exception):
-            undo(await making)
+            made = await making
+            if undo is not None:
+                undo(made)
         raise
 
 
