@@ -47,6 +47,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.meminfo import meminfo_kib  # noqa: E402
 from bench.peer import PEER_RUN, peer_argv  # noqa: E402
 from bench.run_latency import cli_env, steelcup_argv  # noqa: E402
 from bench.smaps import file_kib, qemu_memory  # noqa: E402
@@ -66,11 +67,6 @@ KIB_PER_MIB = 1024
 TICKS_PER_S = os.sysconf("SC_CLK_TCK")
 
 
-def mem_available_kib() -> int:
-    for line in Path("/proc/meminfo").read_text().splitlines():
-        if line.startswith("MemAvailable:"):
-            return int(line.split()[1])
-    raise RuntimeError("no MemAvailable in /proc/meminfo")
 
 
 def host_busy_ticks() -> tuple[int, int]:
@@ -197,11 +193,11 @@ def steelcup(tree: Path, args: argparse.Namespace, base: Path, peer_rm: list[str
         if args.network and args.subnet:  # the default network is a /24: ~250 addresses
             daemon.cli("network", "create", "--subnet", args.subnet, "dens", check=True)
             net_args = ("--network", "dens")
-        mem0 = mem_available_kib()
+        mem0 = meminfo_kib("MemAvailable")
         started: list[int] = []
 
         def start(i: int) -> None:
-            if mem_available_kib() < args.min_available_mib * KIB_PER_MIB:
+            if meminfo_kib("MemAvailable") < args.min_available_mib * KIB_PER_MIB:
                 return  # the host is running out of memory: stop adding containers
             daemon.cli("run", "-d", "--name", f"idle{i}", *net_args, "steelcup/busybox",
                        "sleep", "1d", check=True)
@@ -214,7 +210,8 @@ def steelcup(tree: Path, args: argparse.Namespace, base: Path, peer_rm: list[str
             res.name += f", {res.count} started (MemAvailable floor)"
         time.sleep(SETTLE_S)  # the warm cache refills meanwhile
         wait_pool_ready(daemon)
-        res.mem_drop_mib = (mem0 - mem_available_kib()) / max(1, res.count) / KIB_PER_MIB
+        drop_kib = mem0 - meminfo_kib("MemAvailable")
+        res.mem_drop_mib = drop_kib / max(1, res.count) / KIB_PER_MIB
 
         def qemus() -> list[int]:
             return [p for p, n in descendants(daemon.proc.pid).items() if n.startswith("qemu")]
@@ -254,13 +251,13 @@ def podman_idle(args: argparse.Namespace, peer_rm: list[str]) -> Result:
     base_cmd = peer_argv()
     base_cmd = base_cmd[:base_cmd.index("run")]
     try:
-        mem0 = mem_available_kib()
+        mem0 = meminfo_kib("MemAvailable")
         res.start_batch_s = in_parallel(
             [lambda n=n: subprocess.run([str(PEER_RUN), "-d", "--name", n, "--", "sleep", "1d"],
                                         check=True, capture_output=True)
              for n in names], args.parallel)
         time.sleep(SETTLE_S)
-        res.mem_drop_mib = (mem0 - mem_available_kib()) / args.count / KIB_PER_MIB
+        res.mem_drop_mib = (mem0 - meminfo_kib("MemAvailable")) / args.count / KIB_PER_MIB
 
         def pids() -> list[int]:
             out = subprocess.run([*base_cmd, "inspect", "-f",

@@ -28,6 +28,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.meminfo import meminfo_kib  # noqa: E402
 from bench.peer import PEER_RUN, peer_argv  # noqa: E402
 from bench.smaps import qemu_memory  # noqa: E402
 from steelcup.guest.client import ProcessSpec  # noqa: E402
@@ -42,11 +43,6 @@ SETTLE_S = 5.0
 MIB = 1024  # smaps and meminfo are in kB
 
 
-def mem_available_kib() -> int:
-    for line in Path("/proc/meminfo").read_text().splitlines():
-        if line.startswith("MemAvailable:"):
-            return int(line.split()[1])
-    raise RuntimeError("no MemAvailable")
 
 
 async def start_vms(mode: str, count: int, tb_mib: int, base: Path, src: Path) -> list[str]:
@@ -68,17 +64,17 @@ async def start_vms(mode: str, count: int, tb_mib: int, base: Path, src: Path) -
             await m.guest.start(ProcessSpec(args=("sleep", "86400"), main=True))
 
     lines: list[str] = []
-    before = mem_available_kib()
+    before = meminfo_kib("MemAvailable")
     try:
         if mode == "clone":  # the template is built once; its RAM file is counted below
             template = factory.template
             assert template is not None
             await template.template(template.key_for(
                 VmRequest(256, 1, shares=(Share("rootfs", src),))))
-            before = mem_available_kib()
+            before = meminfo_kib("MemAvailable")
         await asyncio.gather(*(one(i) for i in range(count)))
         await asyncio.sleep(SETTLE_S)
-        after = mem_available_kib()
+        after = meminfo_kib("MemAvailable")
         splits = [qemu_memory(m.pid) for m in machines if m.pid is not None]
         tmpl_mib = 0.0
         if factory.template is not None:
@@ -101,13 +97,13 @@ async def start_vms(mode: str, count: int, tb_mib: int, base: Path, src: Path) -
 
 def podman(count: int) -> str:
     names = [f"scbench-mem-{os.getpid()}-{i}" for i in range(count)]
-    before = mem_available_kib()
+    before = meminfo_kib("MemAvailable")
     try:
         for name in names:
             subprocess.run([str(PEER_RUN), "-d", "--name", name, "--", "sleep", "1d"],
                            check=True, capture_output=True)
         time.sleep(SETTLE_S)
-        after = mem_available_kib()
+        after = meminfo_kib("MemAvailable")
     finally:
         peer = peer_argv()
         base = peer[:peer.index("run")]

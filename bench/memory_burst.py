@@ -36,6 +36,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.meminfo import meminfo_kib  # noqa: E402
 from bench.workloads import (  # noqa: E402
     Engine,
     ensure_rootfs,
@@ -51,12 +52,6 @@ SAMPLE_S = 0.1
 KIB_PER_MIB = 1024
 
 
-def anon_kib() -> int:
-    """The host's AnonPages (kB)."""
-    for line in Path("/proc/meminfo").read_text().splitlines():
-        if line.startswith("AnonPages:"):
-            return int(line.split()[1])
-    raise RuntimeError("no AnonPages in /proc/meminfo")
 
 
 def burst_script(mib: int) -> str:
@@ -73,14 +68,14 @@ class Sampler:
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
-        self.highest_kib = anon_kib()
+        self.highest_kib = meminfo_kib("AnonPages")
         self._stop.clear()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
         while not self._stop.wait(SAMPLE_S):
-            self.highest_kib = max(self.highest_kib, anon_kib())
+            self.highest_kib = max(self.highest_kib, meminfo_kib("AnonPages"))
 
     def stop(self) -> int:
         self._stop.set()
@@ -95,7 +90,7 @@ def one_round(engine: Engine, mib: int) -> dict[str, float]:
     engine.start_box()
     try:
         time.sleep(SETTLE_S)
-        before = anon_kib()
+        before = meminfo_kib("AnonPages")
         sampler = Sampler()
         sampler.start()
         engine.sh(burst_script(mib))
@@ -103,7 +98,7 @@ def one_round(engine: Engine, mib: int) -> dict[str, float]:
         row = {"peak": (sampler.stop() - before) / KIB_PER_MIB}
         for after in AFTER_S:
             time.sleep(max(0.0, done + after - time.monotonic()))
-            row[f"{after:g} s"] = (anon_kib() - before) / KIB_PER_MIB
+            row[f"{after:g} s"] = (meminfo_kib("AnonPages") - before) / KIB_PER_MIB
         return row
     finally:
         engine.stop_box()
