@@ -9,7 +9,7 @@ where a clone's QEMU keeps its copies of guest pages) is sampled every 0.1 s fro
 exec; the table shows how much more of it there was at the peak and at each time after the
 exec returned (MiB, medians of `--runs` rounds). podman's process memory goes back at its
 exit; a steelcup container's guest frees it at once and hands it to the host by free page
-reporting (2 MiB blocks, ~2 s later), where QEMU discards it. (Not MemAvailable: on a host
+reporting (blocks of 128 KiB and up, ~2 s later), where QEMU discards it. (Not MemAvailable: on a host
 that is itself a VM handing free memory to its own host, MemFree lags what was freed by
 seconds to minutes, for podman as for steelcup.) Run it on a quiet host.
 
