@@ -41,7 +41,7 @@ def test_tcg_golden() -> None:
         "-initrd", "/g/initrd.img",
         "-append",
         "console=ttyS0 reboot=t panic=-1 quiet rdinit=/init sysctl.vm.compaction_proactiveness=0"
-        " tsc_early_khz=1996248 tsc=reliable",
+        " page_reporting.page_reporting_order=5 tsc_early_khz=1996248 tsc=reliable",
         "-serial", "stdio",
         "-device", "virtio-serial-device,max_ports=2",
         "-chardev", "socket,id=ctl,path=/run/steelcup/vm/abc/ctl.sock,server=on,wait=off",
@@ -71,7 +71,7 @@ def test_kvm_sizes_extras_and_readonly_share() -> None:
     assert argv[argv.index("-M") + 1] == "microvm,pit=on,pic=on,rtc=on"
     assert argv[argv.index("-m") + 1] == "512"
     assert argv[argv.index("-smp") + 1] == "2"
-    assert argv[argv.index("-append") + 1].endswith("proactiveness=0 loglevel=7")
+    assert argv[argv.index("-append") + 1].endswith("page_reporting_order=5 loglevel=7")
     fsdevs = [argv[j + 1] for j, a in enumerate(argv) if a == "-fsdev"]
     assert fsdevs == [
         "local,id=rootfs,path=/r,,x,security_model=passthrough,readonly=on",
