@@ -30,6 +30,7 @@ from pathlib import Path
 
 from steelcup import sysmount
 from steelcup.errors import ImageError, SteelcupError
+from steelcup.image.erofs_files import drop_cached
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +79,8 @@ def build(layer_dirs: list[Path], out: Path, scratch: Path) -> None:
             with open(partial, "r+b") as f:
                 f.truncate(max(CAPACITY_BYTES, os.fstat(f.fileno()).st_size))
                 os.fsync(f.fileno())
+                # what the host caches of it from now on is what guests read (erofs_files)
+                drop_cached(f.fileno())
             os.chmod(partial, 0o600)
             os.rename(partial, out)
         finally:
