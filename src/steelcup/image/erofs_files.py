@@ -17,7 +17,6 @@ Format: the kernel's fs/erofs/erofs_fs.h.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import mmap
 import os
 import stat
@@ -181,7 +180,7 @@ class ErofsReader:
 
 
 # -- what the host has cached -----------------------------------------------------------------
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+_libc = ctypes.CDLL(None, use_errno=True)  # the process's own libc, found without a search
 _libc.mmap.restype = ctypes.c_void_p
 _libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
                        ctypes.c_int, ctypes.c_long]
