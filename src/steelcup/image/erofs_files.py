@@ -63,6 +63,8 @@ class ErofsReader:
 
     def __init__(self, f: BinaryIO) -> None:
         self._f = f
+        f.seek(0, os.SEEK_END)
+        self._limit = f.tell()
         sb = self._read(SUPER_OFFSET, 128)
         magic, _checksum, _compat, blkszbits, _ext, root_nid = struct.unpack_from("<IIIBBH", sb)
         if magic != MAGIC:
@@ -74,8 +76,7 @@ class ErofsReader:
         self.blocks: int = blocks
         self._meta_blkaddr: int = meta_blkaddr
         self.root_nid = root_nid
-        f.seek(0, os.SEEK_END)
-        self._limit = min(f.tell(), self.data_bytes)  # nothing is read past the filesystem
+        self._limit = min(self._limit, self.data_bytes)  # nothing is read past the filesystem
 
     @property
     def data_bytes(self) -> int:
@@ -107,7 +108,7 @@ class ErofsReader:
 
     # -- the on-disk format ---------------------------------------------------------------
     def _read(self, offset: int, length: int) -> bytes:
-        if offset + length > getattr(self, "_limit", offset + length):
+        if offset + length > self._limit:
             raise ImageError(f"erofs: {length} bytes at {offset} lie past the image's end")
         self._f.seek(offset)
         data = self._f.read(length)
