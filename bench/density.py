@@ -67,8 +67,6 @@ KIB_PER_MIB = 1024
 TICKS_PER_S = os.sysconf("SC_CLK_TCK")
 
 
-
-
 def host_busy_ticks() -> tuple[int, int]:
     """(busy, total) ticks of the whole host from /proc/stat."""
     fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]

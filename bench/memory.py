@@ -43,8 +43,6 @@ SETTLE_S = 5.0
 MIB = 1024  # smaps and meminfo are in kB
 
 
-
-
 async def start_vms(mode: str, count: int, tb_mib: int, base: Path, src: Path) -> list[str]:
     run_dir = base / f"run-{mode}-{tb_mib}"
     factory = build_factory(

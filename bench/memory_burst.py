@@ -9,9 +9,9 @@ where a clone's QEMU keeps its copies of guest pages) is sampled every 0.1 s fro
 exec; the table shows how much more of it there was at the peak and at each time after the
 exec returned (MiB, medians of `--runs` rounds). podman's process memory goes back at its
 exit; a steelcup container's guest frees it at once and hands it to the host by free page
-reporting (blocks of 128 KiB and up, ~2 s later), where QEMU discards it. (Not MemAvailable: on a host
-that is itself a VM handing free memory to its own host, MemFree lags what was freed by
-seconds to minutes, for podman as for steelcup.) Run it on a quiet host.
+reporting (blocks of 128 KiB and up, ~2 s later), where QEMU discards it. (Not
+MemAvailable: on a host that is itself a VM handing free memory to its own host, MemFree lags
+what was freed by seconds to minutes, for podman as for steelcup.) Run it on a quiet host.
 
     PYTHONPATH=src .venv/bin/python bench/memory_burst.py [--mib 512] [--runs 3] \
         [--before DIR] [--only steelcup,podman]
@@ -50,8 +50,6 @@ AFTER_S = (1.0, 3.0, 5.0, 10.0, 20.0)  # samples after the exec returned
 SETTLE_S = 3.0  # an idle container first: its start's own memory settles
 SAMPLE_S = 0.1
 KIB_PER_MIB = 1024
-
-
 
 
 def burst_script(mib: int) -> str:
