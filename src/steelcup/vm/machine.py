@@ -108,6 +108,7 @@ MIGRATE_MAX_BANDWIDTH = 64 * 1024**3  # bytes/s: no limit that matters for a fil
 RESUME_CLOCK_DEADLINE_S = 5.0
 CGROUP_REMOVE_DEADLINE_S = 2.0
 ADOPT_DEADLINE_S = 10.0  # a live VM's QMP and guest channel answer within this
+ADOPT_HELLO_SHARE = 0.45  # of it for each of the two HELLO attempts (Machine._hello_adopted)
 
 
 @dataclass(frozen=True)
@@ -625,18 +626,31 @@ class Machine:
                                 argv=self.argv) from exc
         async with AsyncExitStack() as stack:
             stack.push_async_callback(self._reap_unless_released, proc)
+            step = "connect to its QMP socket"
             try:
                 async with asyncio.timeout(deadline_s):
                     session = await qmp.QmpClient.connect(self.spec.qmp_socket, deadline_s)
                     stack.push_async_callback(session.close)
+                    step = "QMP query-status"
                     status = await session.execute("query-status")
-                    if isinstance(status, dict) and status.get("status") == "paused":
-                        await session.execute("cont")
+                    paused = isinstance(status, dict) and status.get("status") == "paused"
+                    # Connected before a paused guest runs again: it finds a host there, and
+                    # never runs a moment with none.
+                    step = "connect to its guest channel"
                     client = await GuestClient.connect(self.spec.ctl_socket, deadline_s)
+                    stack.push_async_callback(client.close)  # idempotent
+                    if paused:
+                        step = "QMP cont"
+                        await session.execute("cont")
+                    step = "the guest's HELLO"
+                    client, info = await self._hello_adopted(client, deadline_s)
                     stack.push_async_callback(client.close)
-                    info = await client.hello(deadline_s)
-            except (TimeoutError, qmp.QmpError, GuestProtocolError) as exc:
-                raise VmLaunchError(f"the VM (pid {handle.pid}) does not answer: {exc}",
+            except TimeoutError as exc:
+                raise VmLaunchError(
+                    f"the VM (pid {handle.pid}) does not answer: no answer to {step} within "
+                    f"{deadline_s:g} s", argv=self.argv, log_tail=self.log_tail()) from exc
+            except (qmp.QmpError, GuestProtocolError) as exc:
+                raise VmLaunchError(f"the VM (pid {handle.pid}) does not answer: {step}: {exc}",
                                     argv=self.argv, log_tail=self.log_tail()) from exc
             client.add_lost_callback(self._on_guest_lost)
             self._proc = proc
@@ -645,6 +659,25 @@ class Machine:
             self.info = info
             self._stack = stack.pop_all()
         return info
+
+    async def _hello_adopted(self, client: GuestClient,
+                             deadline_s: float) -> tuple[GuestClient, GuestInfo]:
+        """HELLO to an adopted VM's guest. Without an answer in half the time, once more over
+        a new connection: closing one makes QEMU drop what the port held for the last host
+        (the released daemon's), which could keep the guest's answer from this one."""
+        share = deadline_s * ADOPT_HELLO_SHARE
+        try:
+            return client, await client.hello(share)
+        except GuestProtocolError as exc:
+            await client.close()
+            log.warning("VM %s: no answer to HELLO over the first connection (%s); "
+                        "connecting again", self.spec.state_dir.name, exc)
+        client = await GuestClient.connect(self.spec.ctl_socket, share)
+        try:
+            return client, await client.hello(share)
+        except BaseException:
+            await client.close()
+            raise
 
     def _on_guest_lost(self, err: GuestProtocolError) -> None:
         # A broken or vanished guest link is fatal for the VM (docs/guest-protocol.md).
