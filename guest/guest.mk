@@ -1,7 +1,8 @@
 # Guest assets: kernel, static init, initrd, and the init's C unit tests.
 #   make guest       -> build/guest/vmlinux (boot this one), build/guest/initrd.img
 #   make guest-test  -> codec tests against tests/golden/guest_protocol.txt, mount walk,
-#                       capability and limit-parser tests, pod member roots, root copy (ASan/UBSan)
+#                       capability and limit-parser tests, pod member roots, root copy,
+#                       STAGE_LOWER's reads (ASan/UBSan)
 # GUEST_KERNEL=source (default): our own kernel, built from Debian's linux-source package with
 #   guest/kernel/steelcup.config and everything built in; the initrd carries no modules.
 # GUEST_KERNEL=debian: Debian's packaged kernel (+ build/guest/vmlinuz) with its virtio/9p/overlay
@@ -140,14 +141,22 @@ $(GUEST_BUILD)/test_rootcopy: guest/init/tests/test_rootcopy.c guest/init/rootco
 	gcc $(GUEST_TEST_CFLAGS) $(GUEST_SANITIZE) -o $@ guest/init/tests/test_rootcopy.c \
 		guest/init/rootcopy.c
 
+$(GUEST_BUILD)/test_lower: guest/init/tests/test_lower.c guest/init/lower.c guest/init/lower.h \
+		guest/init/tests/check.h
+	@mkdir -p $(GUEST_BUILD)
+	gcc $(GUEST_TEST_CFLAGS) $(GUEST_SANITIZE) -o $@ guest/init/tests/test_lower.c \
+		guest/init/lower.c
+
 guest-test: $(GUEST_BUILD)/test_proto $(GUEST_BUILD)/test_mounts_net $(GUEST_BUILD)/test_caps \
-		$(GUEST_BUILD)/test_ctlimits $(GUEST_BUILD)/test_pods $(GUEST_BUILD)/test_rootcopy
+		$(GUEST_BUILD)/test_ctlimits $(GUEST_BUILD)/test_pods $(GUEST_BUILD)/test_rootcopy \
+		$(GUEST_BUILD)/test_lower
 	$(GUEST_BUILD)/test_proto tests/golden/guest_protocol.txt
 	$(GUEST_BUILD)/test_mounts_net
 	$(GUEST_BUILD)/test_caps
 	$(GUEST_BUILD)/test_ctlimits
 	$(GUEST_BUILD)/test_pods
 	$(GUEST_BUILD)/test_rootcopy
+	$(GUEST_BUILD)/test_lower
 
 guest-clean:
 	rm -rf $(GUEST_BUILD)

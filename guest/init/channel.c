@@ -188,6 +188,15 @@ void channel_send_ok_pid(uint32_t id, uint32_t pid)
 	channel_send(buf, proto_writer_end(&w));
 }
 
+void channel_send_ok_u32(uint32_t id, uint16_t tag, uint32_t v)
+{
+	uint8_t buf[64];
+	struct proto_writer w;
+	proto_writer_begin(&w, buf, sizeof(buf), PROTO_OP_OK, id);
+	proto_writer_u32(&w, tag, v);
+	channel_send(buf, proto_writer_end(&w));
+}
+
 void channel_send_error(uint32_t id, int err, const char *msg)
 {
 	uint8_t buf[600];

@@ -4,6 +4,7 @@
 #include "fixup.h"
 #include "init.h"
 #include "ctlimits.h"
+#include "lower.h"
 #include "modules.h"
 #include "mounts.h"
 #include "net.h"
@@ -113,7 +114,7 @@ static void copy_str(const struct proto_frame *f, uint16_t tag, char *out, size_
 
 static void handle_setup_root(const struct proto_frame *f)
 {
-	uint32_t id = f->hdr.id, ro = 0, pids_max = 0, cache = 0;
+	uint32_t id = f->hdr.id, ro = 0, pids_max = 0, cache = 0, staged = 0;
 	char tag[256], host[256], subdir[1024], msg[300];
 	uint32_t container = 0;
 	proto_frame_u32(f, PROTO_TAG_CONTAINER, &container);
@@ -127,6 +128,7 @@ static void handle_setup_root(const struct proto_frame *f)
 	proto_frame_u32(f, PROTO_TAG_READONLY, &ro);
 	proto_frame_u32(f, PROTO_TAG_PIDS_MAX, &pids_max);
 	proto_frame_u32(f, PROTO_TAG_CACHE, &cache);
+	proto_frame_u32(f, PROTO_TAG_STAGED, &staged);
 	if (tag[0] == 0) {
 		channel_send_error(id, EINVAL, "SETUP_ROOT needs SOURCE (at most 255 bytes)");
 		return;
@@ -151,7 +153,7 @@ static void handle_setup_root(const struct proto_frame *f)
 			channel_send_ok(id);
 		return;
 	}
-	rc = mounts_setup_root(tag, subdir, ro != 0, cache, msg, sizeof(msg));
+	rc = mounts_setup_root(tag, subdir, ro != 0, cache, staged != 0, msg, sizeof(msg));
 	if (rc < 0) {
 		channel_send_error(id, -rc, msg);
 		return;
@@ -204,6 +206,51 @@ static void handle_stage_root(const struct proto_frame *f)
 		channel_send_error(f->hdr.id, -rc, msg);
 	else
 		channel_send_ok(f->hdr.id);
+}
+
+/* STAGE_LOWER: a pooled VM made for a known image mounts its erofs before the container is
+ * known and reads the files a container of it will likely read, so they are in the guest's
+ * caches when SETUP_ROOT (STAGED 1) makes that mount the root's lower. */
+static void handle_stage_lower(const struct proto_frame *f)
+{
+	uint32_t id = f->hdr.id, cap = 0;
+	char msg[300];
+	if (root_ready) {
+		channel_send_error(id, EBUSY, "root already set up");
+		return;
+	}
+	proto_frame_u32(f, PROTO_TAG_BYTES, &cap);
+	/* The PATH fields as C strings in wire order: each field's header on the wire is room for
+	 * its NUL, so the payload's size bounds them all. */
+	const char **paths = calloc(f->nfields + 1, sizeof(char *));
+	char *text = malloc((size_t)f->hdr.len + 1);
+	size_t npaths = 0, at = 0;
+	if (!paths || !text) {
+		channel_send_error(id, ENOMEM, "STAGE_LOWER: out of memory");
+		goto out;
+	}
+	for (size_t i = 0; i < f->nfields; i++) {
+		const struct proto_field *fl = &f->fields[i];
+		if (fl->tag != PROTO_TAG_PATH)
+			continue;
+		memcpy(text + at, fl->val, fl->len);
+		text[at + fl->len] = 0;
+		paths[npaths++] = text + at;
+		at += (size_t)fl->len + 1;
+	}
+	int dirfd = mounts_keep_lower(msg, sizeof(msg));
+	if (dirfd < 0) {
+		channel_send_error(id, -dirfd, msg);
+		goto out;
+	}
+	struct lower_read got;
+	lower_read_files(dirfd, paths, npaths, cap ? cap : LOWER_DEFAULT_CAP, &got);
+	close(dirfd);
+	channel_send_ok_u32(id, PROTO_TAG_BYTES,
+			    got.bytes > UINT32_MAX ? UINT32_MAX : (uint32_t)got.bytes);
+out:
+	free(paths);
+	free(text);
 }
 
 static void handle_net_config(const struct proto_frame *f)
@@ -404,6 +451,9 @@ static void dispatch(const struct proto_frame *f)
 		break;
 	case PROTO_OP_RESUME:
 		proc_resume(f);
+		break;
+	case PROTO_OP_STAGE_LOWER:
+		handle_stage_lower(f);
 		break;
 	default:
 		channel_send_error(id, ENOSYS, "unknown opcode");

@@ -93,6 +93,10 @@ int mounts_initial(void)
  * (MOUNTS_CACHE_NONE or MOUNTS_CACHE_LOOSE). */
 static char staged_tag[256];
 static unsigned staged_cache;
+/* Whether STAGE_LOWER mounted the root disk's erofs at MOUNTS_BLOCK_LOWER and keeps it there for
+ * a SETUP_ROOT with STAGED 1: set once that mount is made, cleared once it is unmounted or the
+ * overlay has taken it (detached). */
+static int lower_kept;
 
 struct api_mount {
 	const char *src, *dir, *type;
@@ -396,13 +400,71 @@ static int open_share_dir(const char *subdir)
 	return fd;
 }
 
+/* The root disk's buffers dropped and its erofs mounted read-only at MOUNTS_BLOCK_LOWER. Returns
+ * 0, or -errno with msg (nothing mounted). */
+static int mount_lower(char *msg, unsigned msglen)
+{
+	/* Nothing has read the disk (no partition tables), but a buffer of the placeholder it
+	 * had must not stand for the image now behind it. */
+	int disk = open(MOUNTS_ROOT_DISK, O_RDONLY | O_CLOEXEC);
+	if (disk < 0 || ioctl(disk, BLKFLSBUF, 0) < 0) {
+		int rc = -errno;
+		snprintf(msg, msglen, "flush %s: %s", MOUNTS_ROOT_DISK, strerror(-rc));
+		if (disk >= 0)
+			close(disk);
+		return rc;
+	}
+	close(disk);
+	int rc = do_mount(MOUNTS_ROOT_DISK, MOUNTS_BLOCK_LOWER, "erofs", MS_RDONLY, NULL);
+	if (rc < 0)
+		snprintf(msg, msglen, "mount erofs %s: %s", MOUNTS_ROOT_DISK, strerror(-rc));
+	return rc;
+}
+
+/* The lower STAGE_LOWER kept, unmounted, not detached: its superblock (and with it the page
+ * cache of the file the disk had then) must be gone before the disk is flushed and mounted
+ * afresh. Returns 0, or -errno with msg (it stays mounted and kept). */
+static int drop_kept_lower(char *msg, unsigned msglen)
+{
+	if (!lower_kept)
+		return 0;
+	if (umount2(MOUNTS_BLOCK_LOWER, 0) < 0) {
+		int rc = -errno;
+		snprintf(msg, msglen, "unmount staged lower: %s", strerror(errno));
+		return rc;
+	}
+	lower_kept = 0;
+	return 0;
+}
+
+int mounts_keep_lower(char *msg, unsigned msglen)
+{
+	if (!lower_kept) {
+		int rc = mount_lower(msg, msglen);
+		if (rc < 0)
+			return rc;
+		lower_kept = 1;
+	}
+	int fd = open(MOUNTS_BLOCK_LOWER, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0) {
+		int rc = -errno;
+		snprintf(msg, msglen, "open %s: %s", MOUNTS_BLOCK_LOWER, strerror(errno));
+		/* An ERROR leaves nothing kept: the host stages no SETUP_ROOT on it. */
+		umount2(MOUNTS_BLOCK_LOWER, MNT_DETACH);
+		lower_kept = 0;
+		return rc;
+	}
+	return fd;
+}
+
 /* CACHE 3: the image's files are an erofs filesystem on the root disk, the container's
  * writable layer the directories upper/ and work/ of the share (or of its SUBDIR), cache=mmap;
  * an overlay of the two (user.overlay.* xattrs: QEMU may set those) is the root. The erofs
- * mount and the share stay mounted only as the overlay's layers: both are detached from the
- * init's namespace, so no container sees them. */
+ * mount (mounted now, or the one STAGE_LOWER kept when staged) and the share stay mounted only
+ * as the overlay's layers: both are detached from the init's namespace, so no container sees
+ * them. */
 static int setup_block_root(const char *tag, const char *subdir, const char *root, int readonly,
-			    char *msg, unsigned msglen)
+			    int staged, char *msg, unsigned msglen)
 {
 	int layer = -1, upper = -1, work = -1;
 	int rc = stage_share(tag, MOUNTS_CACHE_NONE, msg, msglen);
@@ -422,21 +484,12 @@ static int setup_block_root(const char *tag, const char *subdir, const char *roo
 			 upper < 0 ? "upper" : "work", strerror(-rc));
 		goto out;
 	}
-	/* Nothing has read the disk (no partition tables), but a buffer of the placeholder it
-	 * had must not stand for the image now behind it. */
-	int disk = open(MOUNTS_ROOT_DISK, O_RDONLY | O_CLOEXEC);
-	if (disk < 0 || ioctl(disk, BLKFLSBUF, 0) < 0) {
-		rc = -errno;
-		snprintf(msg, msglen, "flush %s: %s", MOUNTS_ROOT_DISK, strerror(-rc));
-		if (disk >= 0)
-			close(disk);
-		goto out;
-	}
-	close(disk);
-	rc = do_mount(MOUNTS_ROOT_DISK, MOUNTS_BLOCK_LOWER, "erofs", MS_RDONLY, NULL);
-	if (rc < 0) {
-		snprintf(msg, msglen, "mount erofs %s: %s", MOUNTS_ROOT_DISK, strerror(-rc));
-		goto out;
+	/* STAGED: the erofs STAGE_LOWER mounted and read is the lower, from the same disk file
+	 * (the host swapped none in since, or it would not say STAGED). */
+	if (!staged) {
+		rc = mount_lower(msg, msglen);
+		if (rc < 0)
+			goto out;
 	}
 	char options[256];
 	snprintf(options, sizeof(options),
@@ -446,6 +499,7 @@ static int setup_block_root(const char *tag, const char *subdir, const char *roo
 	if (rc < 0)
 		snprintf(msg, msglen, "mount overlay at %s: %s", root, strerror(-rc));
 	umount2(MOUNTS_BLOCK_LOWER, MNT_DETACH);
+	lower_kept = 0;
 	if (rc == 0)
 		rc = finish_root(root, 0, readonly, msg, msglen);
 	if (rc < 0)
@@ -463,10 +517,25 @@ out:
 }
 
 int mounts_setup_root(const char *tag, const char *subdir, int readonly, unsigned cache,
-		      char *msg, unsigned msglen)
+		      int staged, char *msg, unsigned msglen)
 {
 	const char *root = INIT_ROOT;
 	int rc = 0;
+	if (staged && cache != MOUNTS_CACHE_BLOCK) {
+		snprintf(msg, msglen, "STAGED needs CACHE 3 (block), not %u", cache);
+		return -EINVAL;
+	}
+	if (staged && !lower_kept) {
+		snprintf(msg, msglen, "no staged lower (STAGE_LOWER)");
+		return -EINVAL;
+	}
+	/* Not staged: the disk may have another file behind it by now, so the kept mount is stale
+	 * (and no image mount is to linger in the init's namespace under a root of another kind). */
+	if (!staged) {
+		rc = drop_kept_lower(msg, msglen);
+		if (rc < 0)
+			return rc;
+	}
 	if (cache == MOUNTS_CACHE_BLOCK) {
 		if (staged_tag[0] && strcmp(tag, staged_tag) != 0) {
 			snprintf(msg, msglen, "share %s is staged: SETUP_ROOT needs it", staged_tag);
@@ -477,7 +546,7 @@ int mounts_setup_root(const char *tag, const char *subdir, int readonly, unsigne
 		rc = restage(MOUNTS_CACHE_NONE, msg, msglen);
 		if (rc < 0)
 			return rc;
-		return setup_block_root(tag, subdir, root, readonly, msg, msglen);
+		return setup_block_root(tag, subdir, root, readonly, staged, msg, msglen);
 	}
 	if (cache == MOUNTS_CACHE_RAM) {
 		if (staged_tag[0] && (!subdir[0] || strcmp(tag, staged_tag) != 0)) {

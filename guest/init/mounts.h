@@ -6,9 +6,11 @@
 int mounts_initial(void);
 /* Mounts the 9p share tag (or, with a non-empty subdir, the directory subdir inside it) at
  * INIT_ROOT with its API filesystems (/proc only as a directory: each process tree mounts its
- * own, mounts_pivot); returns 0 or -errno. */
+ * own, mounts_pivot); returns 0 or -errno. With staged (CACHE 3 only, else -EINVAL) a block
+ * root's lower is the erofs mounts_keep_lower kept (-EINVAL if none); without, a kept one is
+ * unmounted first (the disk may have another file behind it now). */
 int mounts_setup_root(const char *tag, const char *subdir, int readonly, unsigned cache,
-		      char *msg, unsigned msglen);
+		      int staged, char *msg, unsigned msglen);
 /* How every 9p share is mounted. `cache=mmap`: reads, writes and lookups go to the host (what
  * the host writes is seen at once, an fsync reaches the host file), and only the pages a
  * process maps are cached in the guest, so shared writable mappings work (SQLite's WAL index,
@@ -24,6 +26,11 @@ int mounts_setup_root(const char *tag, const char *subdir, int readonly, unsigne
  * the overlay holds it). */
 #define MOUNTS_ROOT_DISK "/dev/vda"
 #define MOUNTS_BLOCK_LOWER "/run/steelcup/lower"
+/* STAGE_LOWER: the root disk's erofs mounted read-only at MOUNTS_BLOCK_LOWER (its buffers
+ * dropped first, as for a block root), or the one an earlier call mounted, and kept there for a
+ * SETUP_ROOT with STAGED 1. Returns an O_PATH fd of its root directory, or -errno with msg
+ * (then nothing is mounted there, nor kept). */
+int mounts_keep_lower(char *msg, unsigned msglen);
 /* The 9p mount options of a container root with that CACHE, or NULL for an unknown value or
  * CACHE 2 (its root is a tmpfs, not a 9p mount). */
 const char *mounts_root_options(unsigned cache);

@@ -61,6 +61,7 @@ enum proto_type proto_tag_type(uint16_t tag)
 	case PROTO_TAG_SUBDIR:
 	case PROTO_TAG_RLIMIT:
 	case PROTO_TAG_SYSCTL:
+	case PROTO_TAG_PATH:
 		return PROTO_TYPE_STRING;
 	case PROTO_TAG_VERSION:
 	case PROTO_TAG_ERRNO:
@@ -87,6 +88,7 @@ enum proto_type proto_tag_type(uint16_t tag)
 	case PROTO_TAG_CACHE:
 	case PROTO_TAG_DROP:
 	case PROTO_TAG_REHEARSE:
+	case PROTO_TAG_STAGED:
 		return PROTO_TYPE_U32;
 	case PROTO_TAG_CAPS:
 	case PROTO_TAG_RECEIVED:

@@ -212,6 +212,32 @@ static void test_u64(void)
 	CHECK(proto_decode_frame(buf, n, &f) == PROTO_RES_INT_SIZE, "4-byte CAPS accepted");
 }
 
+/* STAGE_LOWER's PATH is a repeated string, SETUP_ROOT's STAGED a u32: both decode, and are
+ * checked as such before the golden file has vectors of them. */
+static void test_stage_lower_tags(void)
+{
+	uint8_t buf[128];
+	struct proto_writer w;
+	proto_writer_begin(&w, buf, sizeof(buf), PROTO_OP_STAGE_LOWER, 5);
+	proto_writer_str(&w, PROTO_TAG_PATH, "usr/bin/python3");
+	proto_writer_str(&w, PROTO_TAG_PATH, "/etc/passwd");
+	proto_writer_u32(&w, PROTO_TAG_BYTES, 1u << 20);
+	size_t n = proto_writer_end(&w);
+	struct proto_frame f = {.fields = fields};
+	CHECK(proto_decode_frame(buf, n, &f) == 0 && f.nfields == 3, "decode STAGE_LOWER");
+	CHECK(proto_tag_type(PROTO_TAG_PATH) == PROTO_TYPE_STRING, "PATH is not a string");
+	CHECK(proto_tag_type(PROTO_TAG_STAGED) == PROTO_TYPE_U32, "STAGED is not a u32");
+	/* a NUL inside a PATH, a 2-byte STAGED */
+	proto_writer_begin(&w, buf, sizeof(buf), PROTO_OP_STAGE_LOWER, 5);
+	proto_writer_bytes(&w, PROTO_TAG_PATH, "a\0b", 3);
+	n = proto_writer_end(&w);
+	CHECK(proto_decode_frame(buf, n, &f) == PROTO_RES_NUL_IN_STRING, "NUL in PATH accepted");
+	proto_writer_begin(&w, buf, sizeof(buf), PROTO_OP_SETUP_ROOT, 6);
+	proto_writer_bytes(&w, PROTO_TAG_STAGED, "\1\0", 2);
+	n = proto_writer_end(&w);
+	CHECK(proto_decode_frame(buf, n, &f) == PROTO_RES_INT_SIZE, "2-byte STAGED accepted");
+}
+
 static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
 static uint32_t rnd(void)
 {
@@ -296,6 +322,7 @@ int main(int argc, char **argv)
 	test_writer_overflow();
 	test_last_wins();
 	test_u64();
+	test_stage_lower_tags();
 	fuzz(corpus, corpus_len, ncorpus, rounds);
 	for (size_t i = 0; i < ncorpus; i++)
 		free(corpus[i]);

@@ -16,7 +16,7 @@ import json
 import logging
 import os
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -36,6 +36,9 @@ log = logging.getLogger(__name__)
 READ_CHUNK_BYTES = 1 << 18
 HELLO_RESEND_S = 0.25
 REQUEST_TIMEOUT_S = 30.0
+STAGE_LOWER_TIMEOUT_S = 60.0  # a batch of files read from the root disk under TCG
+STAGE_LOWER_BATCH_PATHS = 512  # paths per STAGE_LOWER frame
+STAGE_LOWER_BATCH_BYTES = 256 * 1024  # of path bytes per frame (the payload cap is 1 MiB)
 ROOT_COPY_TIMEOUT_S = 300.0  # SETUP_ROOT with CACHE RAM: a large root read over 9p under TCG
 PING_TIMEOUT_S = 5.0
 POWEROFF_TIMEOUT_S = 5.0
@@ -152,6 +155,23 @@ def _mark_retrieved(fut: asyncio.Future[Frame]) -> None:
     # A send can fail after the connection-loss handler already failed this future.
     if fut.done() and not fut.cancelled():
         fut.exception()
+
+
+def _path_batches(paths: Sequence[str]) -> Iterator[list[str]]:
+    """`paths` in runs that fit a STAGE_LOWER frame (`STAGE_LOWER_BATCH_PATHS` paths and
+    `STAGE_LOWER_BATCH_BYTES` of them at most; a path alone over that is its own run)."""
+    batch: list[str] = []
+    size = 0
+    for path in paths:
+        n = len(path.encode()) + p.FIELD_HEADER_SIZE
+        if batch and (len(batch) == STAGE_LOWER_BATCH_PATHS
+                      or size + n > STAGE_LOWER_BATCH_BYTES):
+            yield batch
+            batch, size = [], 0
+        batch.append(path)
+        size += n
+    if batch:
+        yield batch
 
 
 def _error_text(frame: Frame) -> tuple[int, str]:
@@ -663,6 +683,7 @@ class GuestClient:
         pids_max: int = 0,
         container: int = 0,
         cache: RootfsCache = RootfsCache.NONE,
+        staged: bool = False,
         timeout_s: float = REQUEST_TIMEOUT_S,
     ) -> None:
         """Mount the 9p share `source` (or the directory `subdir` inside it: a pooled VM's slot)
@@ -674,11 +695,14 @@ class GuestClient:
         and `source` (or `subdir`) the writable layer's `upper/` and `work/`); a member's
         root is always uncached. With RAM the
         guest copies the root into its memory before it answers (the deadline grows to
-        `ROOT_COPY_TIMEOUT_S`: the copy reads the whole root over 9p)."""
+        `ROOT_COPY_TIMEOUT_S`: the copy reads the whole root over 9p). `staged` (BLOCK only):
+        the root disk is still the file `stage_lower` read, whose mount the overlay takes."""
         if container:
             if not subdir or hostname is not None or pids_max:
                 raise InvalidArgument("a pod member's root is a SUBDIR of a share, without a "
                                       "hostname or pids limit of its own")
+        if staged and cache is not RootfsCache.BLOCK:
+            raise InvalidArgument("only a block root has a staged lower")
         fields: list[tuple[Tag, p.FieldValue]] = [(Tag.SOURCE, source)]
         if hostname is not None:
             fields.append((Tag.HOSTNAME, hostname))
@@ -693,9 +717,33 @@ class GuestClient:
             if container:
                 raise InvalidArgument("a pod member's root is always uncached")
             fields.append((Tag.CACHE, int(cache)))
+        if staged:
+            fields.append((Tag.STAGED, 1))
         if cache is RootfsCache.RAM:
             timeout_s = max(timeout_s, ROOT_COPY_TIMEOUT_S)
         await self._simple(Op.SETUP_ROOT, fields, timeout_s)
+
+    async def stage_lower(self, paths: Sequence[str], *, max_bytes: int = 0,
+                          timeout_s: float = STAGE_LOWER_TIMEOUT_S) -> int:
+        """Before SETUP_ROOT: have the guest mount the root disk's erofs (once; it keeps the
+        mount for a `setup_root(..., staged=True)`) and read each of `paths` (files of the
+        image, relative to its root) to its end, at most `max_bytes` in all (0: the guest's
+        own cap); what cannot be read is skipped. The bytes read. Long lists go in several
+        frames."""
+        total = 0
+        left = max_bytes
+        for batch in _path_batches(paths):
+            fields: list[tuple[Tag, p.FieldValue]] = [(Tag.PATH, path) for path in batch]
+            if max_bytes:
+                fields.append((Tag.BYTES, left))
+            frame = await self._simple(Op.STAGE_LOWER, fields, timeout_s)
+            read = p.get_u32(frame.fields(), Tag.BYTES, 0) or 0
+            total += read
+            if max_bytes:
+                left -= read
+                if left <= 0:
+                    break
+        return total
 
     async def sync_root(self, *, drop: bool = False,
                         timeout_s: float = REQUEST_TIMEOUT_S) -> None:

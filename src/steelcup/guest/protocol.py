@@ -59,6 +59,7 @@ class Op(IntEnum):
     SYSCTL = 21
     RESUME = 22
     SYNC_ROOT = 23
+    STAGE_LOWER = 24
 
 
 class RootfsCache(IntEnum):
@@ -143,6 +144,8 @@ class Tag(IntEnum):
     CACHE = 47
     DROP = 48
     REHEARSE = 49
+    PATH = 50
+    STAGED = 51
 
 
 DATA_OPS = frozenset({Op.STDIN, Op.STDOUT, Op.STDERR})
@@ -167,6 +170,7 @@ STRING_TAGS = frozenset(
         Tag.SUBDIR,
         Tag.RLIMIT,
         Tag.SYSCTL,
+        Tag.PATH,
     }
 )
 SIGNED_TAGS = frozenset({Tag.STATUS})

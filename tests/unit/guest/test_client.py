@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from steelcup.errors import GuestProtocolError, InvalidArgument, ProcessStartError
+from steelcup.guest import client as client_module
 from steelcup.guest import protocol as p
 from steelcup.guest.client import (
     ExitStatus,
@@ -648,3 +649,74 @@ def test_root_cache_ram_is_not_a_daemon_mode() -> None:
     assert p.RootfsCache.from_name("loose") is p.RootfsCache.LOOSE
     with pytest.raises(InvalidArgument, match="none, loose or block"):
         p.RootfsCache.from_name("ram")
+
+
+def test_stage_lower_splits_long_lists_and_stops_at_the_byte_cap() -> None:
+    """STAGE_LOWER (docs/guest-protocol.md): paths in frames of at most
+    STAGE_LOWER_BATCH_PATHS, the cap sent as what is left of it, the bytes read summed; no
+    further frame once the guest has read the cap."""
+    seen: list[tuple[list[bytes], int | None]] = []
+
+    async def guest(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        dec = p.FrameDecoder()
+        try:
+            while True:
+                f = await frames(reader, dec)
+                if f.op == Op.STAGE_LOWER:
+                    paths = p.get_all(f.fields(), Tag.PATH)
+                    cap = p.get_u32(f.fields(), Tag.BYTES)
+                    seen.append((paths, cap))
+                    read = len(paths) * 100 if cap is None else min(cap, len(paths) * 100)
+                    send(writer, Op.OK, f.id, [(Tag.BYTES, read)])
+                    await writer.drain()
+        except (EOFError, ConnectionError):
+            writer.close()
+
+    batch = client_module.STAGE_LOWER_BATCH_PATHS
+    paths = [f"usr/lib/f{i}" for i in range(batch + 10)]
+
+    async def body(c: GuestClient) -> None:
+        assert await c.stage_lower(paths) == len(paths) * 100
+        assert await c.stage_lower(paths, max_bytes=batch * 100 - 50) == batch * 100 - 50
+        assert await c.stage_lower([]) == 0
+
+    asyncio.run(run_with_guest(guest, body))
+    assert [len(paths) for paths, _ in seen] == [batch, 10, batch]
+    assert [cap for _, cap in seen] == [None, None, batch * 100 - 50]
+    assert b"".join(path for paths, _ in seen[:2] for path in paths) == "".join(paths).encode()
+
+
+def test_path_batches_bound_the_frame_by_bytes_too() -> None:
+    long = ["d/" + "x" * 4000 + str(i) for i in range(200)]
+    batches = list(client_module._path_batches(long))
+    assert sum(len(b) for b in batches) == 200 and len(batches) > 1
+    for b in batches:
+        size = sum(len(path) + p.FIELD_HEADER_SIZE for path in b)
+        assert size <= client_module.STAGE_LOWER_BATCH_BYTES
+        p.make_frame(Op.STAGE_LOWER, 1, [(Tag.PATH, path) for path in b])  # within the caps
+
+
+def test_a_staged_setup_root_is_a_block_roots_only() -> None:
+    seen: list[tuple[int | None, int | None]] = []
+
+    async def guest(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        dec = p.FrameDecoder()
+        try:
+            while True:
+                f = await frames(reader, dec)
+                if f.op == Op.SETUP_ROOT:
+                    seen.append((p.get_u32(f.fields(), Tag.CACHE),
+                                 p.get_u32(f.fields(), Tag.STAGED)))
+                    send(writer, Op.OK, f.id, [])
+                    await writer.drain()
+        except (EOFError, ConnectionError):
+            writer.close()
+
+    async def body(c: GuestClient) -> None:
+        await c.setup_root("rootfs", cache=p.RootfsCache.BLOCK, staged=True)
+        await c.setup_root("rootfs", cache=p.RootfsCache.BLOCK)
+        with pytest.raises(InvalidArgument, match="block root"):
+            await c.setup_root("rootfs", cache=p.RootfsCache.LOOSE, staged=True)
+
+    asyncio.run(run_with_guest(guest, body))
+    assert seen == [(3, 1), (3, None)]

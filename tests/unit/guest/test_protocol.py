@@ -181,8 +181,8 @@ def test_constants_match_spec() -> None:
     assert p.MAX_PAYLOAD_BYTES == 1048576
     assert p.INITIAL_CREDIT_BYTES == 262144
     assert struct.calcsize("<IHHII") == p.HEADER_SIZE
-    assert [op.value for op in p.Op] == list(range(1, 24))
-    assert [tag.value for tag in p.Tag] == list(range(1, 50))
+    assert [op.value for op in p.Op] == list(range(1, 25))
+    assert [tag.value for tag in p.Tag] == list(range(1, 52))
 
 
 def test_u64_field_round_trips_past_32_bits() -> None:
