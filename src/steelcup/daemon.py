@@ -167,6 +167,8 @@ async def _serve(options: DaemonOptions) -> int:
         if vms.template is not None:
             vms.template.placeholder = await asyncio.to_thread(
                 make_placeholder, options.root / "cache" / "root-disk-placeholder")
+        if vms.cache is not None:  # ready VMs read their tenant's image ahead (pool/cache.py)
+            vms.cache.hot_paths = erofs_images.hot_paths
     if vms.cache is not None:
         await asyncio.to_thread(vms.cache.remove_leftover_taps)  # a killed daemon's
     runtime_ref: list[Runtime] = []

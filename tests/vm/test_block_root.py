@@ -8,6 +8,7 @@ included."""
 from __future__ import annotations
 
 import io
+import json
 import os
 import tarfile
 from collections.abc import Iterator
@@ -66,6 +67,29 @@ def test_later_containers_have_the_images_erofs_under_an_overlay(block: Daemon) 
     assert "lowerdir=/run/steelcup/lower" in options and "userxattr" in options
     mounts = block.out("run", "--rm", IMG, "cat", "/proc/mounts")
     assert "erofs" not in mounts and " 9p " not in mounts, mounts
+
+
+def _cache_counts(daemon: Daemon) -> tuple[int, int]:
+    """(ready VMs staged for an image, hand-outs of one to a container of its image)."""
+    pool = json.loads(daemon.out("system", "info", "-f", "{{json .Steelcup.Pool}}"))
+    cache = pool.get("Cache") or []
+    return (sum(c.get("Staged", 0) for c in cache),
+            sum(c.get("StagedHandOuts", 0) for c in cache))
+
+
+def test_a_ready_vm_made_for_the_image_serves_its_next_container(block: Daemon) -> None:
+    """After a block-root container, the warm cache's refill gives a ready VM that image and
+    has its guest read the files the host saw read (pool/cache.py, STAGE_LOWER); the next
+    container of the image gets that VM, whose mount is its root's lower (SETUP_ROOT
+    STAGED): the image's files, its own writes, nothing of the erofs mount left in sight."""
+    block.out("run", "--rm", IMG, "sh", "-c", "cat /etc/passwd >/dev/null")
+    wait_until(lambda: _cache_counts(block)[0] >= 1, "a ready VM staged for the image")
+    used = _cache_counts(block)[1]
+    out = block.out("run", "--rm", IMG, "sh", "-c",
+                    "grep -c root /etc/passwd; echo mine > /etc/new; cat /etc/new; "
+                    "grep -c erofs /proc/mounts || true")
+    assert out.split() == ["1", "mine", "0"], out
+    assert _cache_counts(block)[1] == used + 1
 
 
 def test_exec_finds_named_users_after_the_host_view_is_remounted(block: Daemon) -> None:

@@ -479,6 +479,79 @@ def test_a_block_root_is_the_disks_erofs_under_the_shares_upper(
         shutil.rmtree(state_dir, ignore_errors=True)
 
 
+def test_a_staged_lower_is_the_overlays_lower_and_a_swapped_disk_is_mounted_afresh(
+    assets: GuestAssets, rootfs: Path, tmp_path: Path
+) -> None:
+    """STAGE_LOWER (a ready VM made for an image, pool/cache.py): the guest mounts the root
+    disk's erofs, keeps the mount and reads the files it is given (what it cannot read
+    beneath the mount is skipped); SETUP_ROOT with STAGED takes that mount as the overlay's
+    lower. A disk swapped after staging (a hand-out for another image) is mounted afresh by a
+    SETUP_ROOT without STAGED: the container sees the new image, not the staged one's caches."""
+    images = {}
+    for name in ("one", "two"):
+        layer = tmp_path / f"layer-{name}"
+        shutil.copytree(rootfs, layer, symlinks=True)
+        (layer / "etc" / "marker").write_text(f"image {name}\n")
+        (layer / "etc" / "big").write_bytes(os.urandom(300_000))
+        os.symlink("/etc/marker", layer / "etc" / "link")
+        images[name] = tmp_path / f"{name}.erofs"
+        erofs.build([layer], images[name], tmp_path / "scratch")
+    rw = tmp_path / "rw"
+    for sub in ("upper", "work"):
+        (rw / sub).mkdir(parents=True)
+    placeholder = erofs.make_placeholder(tmp_path / "placeholder")
+    state_dirs = [new_state_dir(), new_state_dir()]
+    machines = [Machine(replace(make_spec(assets, d, rw), root_disk=placeholder))
+                for d in state_dirs]
+
+    async def guest_out(machine: Machine, script: str) -> bytes:
+        out, err, status = await collect(await machine.guest.start(sh(script)))
+        assert status.status == 0, err
+        return out
+
+    async def staged(machine: Machine) -> None:
+        await machine.replace_root_disk(images["one"], "image1")
+        read = await machine.guest.stage_lower(
+            ["etc/marker", "/etc/big", "etc/link", "../etc/marker", "etc/../etc/big", "etc",
+             "no/such/file", ""])
+        assert read == len("image one\n") + 300_000  # the two regular files, once each
+        assert await machine.guest.stage_lower(["etc/big"], max_bytes=1000) == 1000
+        await machine.guest.setup_root("rootfs", cache=RootfsCache.BLOCK, staged=True)
+        assert await guest_out(machine, "cat /etc/marker") == b"image one\n"
+        mounts = (await guest_out(machine, "cat /proc/mounts")).decode().splitlines()
+        assert [m.split()[2] for m in mounts if m.split()[1] == "/"] == ["overlay"]
+        assert not [m for m in mounts if m.split()[2] == "erofs"], mounts
+        with pytest.raises(GuestRequestError) as after_root:
+            await machine.guest.stage_lower(["etc/marker"])
+        assert after_root.value.errno_value == errno.EBUSY
+
+    async def swapped(machine: Machine) -> None:
+        await machine.replace_root_disk(images["one"], "image1")
+        with pytest.raises(GuestRequestError) as nothing_staged:
+            await machine.guest.setup_root("rootfs", cache=RootfsCache.BLOCK, staged=True)
+        assert nothing_staged.value.errno_value == errno.EINVAL
+        assert await machine.guest.stage_lower(["etc/marker", "etc/big"]) == 300_010
+        await machine.replace_root_disk(images["two"], "image2")
+        await machine.guest.setup_root("rootfs", cache=RootfsCache.BLOCK)
+        assert await guest_out(machine, "cat /etc/marker") == b"image two\n"
+        big = (await guest_out(machine, "md5sum /etc/big")).split()[0].decode()
+        assert big == hashlib.md5((tmp_path / "layer-two" / "etc" / "big").read_bytes()).hexdigest()
+
+    async def body() -> None:
+        try:
+            await asyncio.gather(*(m.start(BOOT_DEADLINE_S) for m in machines))
+            await staged(machines[0])
+            await swapped(machines[1])
+        finally:
+            await asyncio.gather(*(m.close() for m in machines))
+
+    try:
+        asyncio.run(body())
+    finally:
+        for d in state_dirs:
+            shutil.rmtree(d, ignore_errors=True)
+
+
 def _run_and_check_nothing_left(body: Coroutine[Any, Any, None], machine: Machine,
                                 state_dir: Path) -> None:
     """Run `body`, close `machine` whatever happened, then: no QEMU, no state dir."""

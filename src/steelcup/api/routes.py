@@ -420,7 +420,8 @@ class _Api:
             "Cache": [
                 {"Tenant": c.tenant, "Nics": c.nics, "Target": c.target, "Ready": c.ready,
                  "Filling": c.filling, "HandedOut": c.handed_out, "Misses": c.misses,
-                 "Discarded": c.discarded, "WarmSeconds": c.warm_s}
+                 "Discarded": c.discarded, "WarmSeconds": c.warm_s, "Staged": c.staged,
+                 "StagedHandOuts": c.staged_hand_outs}
                 for c in status.cache
             ],
         }

@@ -24,13 +24,14 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import Future
 from pathlib import Path
 
 from steelcup import sysmount
 from steelcup.errors import ImageError, SteelcupError
-from steelcup.image.erofs_files import drop_cached
+from steelcup.image.erofs_files import Layout, drop_cached, hot_paths, read_layout_quietly
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,7 @@ log = logging.getLogger(__name__)
 CAPACITY_BYTES = 1 << 40
 MKFS_TIMEOUT_S = 1800.0
 BUILD_NICE = 10
+LAYOUTS_KEPT = 8  # images whose layout (ErofsImages.hot_paths) stays in memory
 SUFFIX = ".erofs"
 # Bump when the mkfs options change: images of an older format are made again.
 FORMAT = "v1"
@@ -128,6 +130,7 @@ class ErofsImages:
         self._building: set[str] = set()
         self._failed: set[str] = set()  # image ids whose build failed (logged, not retried)
         self._forgotten: set[str] = set()  # removed while being made: deleted once made
+        self._layouts: OrderedDict[tuple[str, int, int], Layout] = OrderedDict()
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1,
                                                            thread_name_prefix="erofs")
         directory.mkdir(parents=True, exist_ok=True)
@@ -170,6 +173,29 @@ class ErofsImages:
                 if image_id in self._forgotten:
                     self._forgotten.discard(image_id)
                     image_path(self.directory, image_id).unlink(missing_ok=True)
+
+    def hot_paths(self, image: Path, max_bytes: int) -> list[str]:
+        """The files of the erofs image `image` (one of this store's) that guests have read
+        lately (`erofs_files.hot_paths`: the host's page cache of it), at most `max_bytes` of
+        them. Its layout is read once and kept (the last `LAYOUTS_KEPT` images). Blocking;
+        OSError or ImageError if the image is gone or unreadable."""
+        st = image.stat()
+        key = (str(image), st.st_ino, st.st_mtime_ns)
+        with self._lock:
+            layout = self._layouts.get(key)
+            if layout is not None:
+                self._layouts.move_to_end(key)
+        if layout is None:
+            layout = read_layout_quietly(image)
+            with self._lock:
+                self._layouts[key] = layout
+                while len(self._layouts) > LAYOUTS_KEPT:
+                    self._layouts.popitem(last=False)
+        fd = os.open(image, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            return hot_paths(layout, fd, max_bytes)
+        finally:
+            os.close(fd)
 
     def forget(self, image_id: str) -> None:
         """`image_id` was removed: its erofs goes now, or once made if it is being made (a VM

@@ -17,13 +17,16 @@ Format: the kernel's fs/erofs/erofs_fs.h.
 from __future__ import annotations
 
 import ctypes
+import errno
 import mmap
 import os
 import stat
 import struct
+from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import BinaryIO
+from pathlib import Path
+from typing import Protocol
 
 from steelcup.errors import ImageError
 
@@ -58,10 +61,20 @@ class _Inode:
     tail_at: int  # where inline data starts (after the inode and its xattrs)
 
 
+class RandomAccess(Protocol):
+    """What the reader needs of a file: a binary file object, or `_UncachedFile`."""
+
+    def seek(self, offset: int, whence: int = ..., /) -> int: ...
+
+    def tell(self) -> int: ...
+
+    def read(self, n: int, /) -> bytes: ...
+
+
 class ErofsReader:
     """Reads the layout of the erofs image open as `f` (any readable, seekable binary file)."""
 
-    def __init__(self, f: BinaryIO) -> None:
+    def __init__(self, f: RandomAccess) -> None:
         self._f = f
         f.seek(0, os.SEEK_END)
         self._limit = f.tell()
@@ -220,9 +233,117 @@ class Layout:
     files: tuple[FileExtents, ...]
 
 
-def read_layout(f: BinaryIO) -> Layout:
+def read_layout(f: RandomAccess) -> Layout:
     reader = ErofsReader(f)
     return Layout(reader.data_bytes, tuple(reader.files()))
+
+
+def read_layout_quietly(path: Path) -> Layout:
+    """The layout of the erofs image at `path`, leaving the host's page cache of it as it was,
+    so that what it holds goes on saying what guests read: read with O_DIRECT, around the page
+    cache. Where the filesystem has no O_DIRECT (tmpfs), read without readahead and the pages
+    that brings in dropped again (with the large folios they lie in: a neighbour may go too)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_DIRECT)
+    except OSError as exc:
+        if exc.errno != errno.EINVAL:
+            raise
+        return _read_layout_dropping(path)
+    try:
+        return read_layout(_UncachedFile(fd))
+    finally:
+        os.close(fd)
+
+
+class _UncachedFile:
+    """The seek/tell/read an ErofsReader needs, over an O_DIRECT file descriptor: aligned
+    reads of `CHUNK` bytes into an aligned buffer, the last `CHUNKS_KEPT` kept (the metadata
+    a layout walk reads lies close together)."""
+
+    CHUNK = 64 * 1024
+    CHUNKS_KEPT = 64
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        self._size = os.fstat(fd).st_size
+        self._pos = 0
+        self._buffer = mmap.mmap(-1, self.CHUNK)  # page-aligned, as O_DIRECT needs
+        self._chunks: OrderedDict[int, bytes] = OrderedDict()
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        base = {os.SEEK_SET: 0, os.SEEK_CUR: self._pos, os.SEEK_END: self._size}[whence]
+        self._pos = base + offset
+        return self._pos
+
+    def tell(self) -> int:
+        return self._pos
+
+    def read(self, n: int) -> bytes:
+        out = bytearray()
+        while n > 0 and self._pos < self._size:
+            start = self._pos - self._pos % self.CHUNK
+            chunk = self._chunk(start)
+            part = chunk[self._pos - start:self._pos - start + n]
+            if not part:
+                break
+            out += part
+            self._pos += len(part)
+            n -= len(part)
+        return bytes(out)
+
+    def _chunk(self, start: int) -> bytes:
+        chunk = self._chunks.get(start)
+        if chunk is None:
+            got = os.preadv(self._fd, [self._buffer], start)
+            chunk = self._buffer[:got]
+            self._chunks[start] = chunk
+            if len(self._chunks) > self.CHUNKS_KEPT:
+                self._chunks.popitem(last=False)
+        else:
+            self._chunks.move_to_end(start)
+        return chunk
+
+
+def _read_layout_dropping(path: Path) -> Layout:
+    with open(path, "rb", buffering=0) as f:
+        fd = f.fileno()
+        size = os.fstat(fd).st_size
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_RANDOM)
+        before = cached_pages(fd, size)
+        layout = read_layout(f)
+        after = cached_pages(fd, size)
+        for first, count in _new_runs(before, after):
+            os.posix_fadvise(fd, first * mmap.PAGESIZE, count * mmap.PAGESIZE,
+                             os.POSIX_FADV_DONTNEED)
+    return layout
+
+
+def _new_runs(before: bytes, after: bytes) -> Iterator[tuple[int, int]]:
+    """(first page, count) of each run of pages cached in `after` but not in `before`."""
+    first = -1
+    for i, (was, now) in enumerate(zip(before, after, strict=True)):
+        new = bool(now & 1) and not was & 1
+        if new and first < 0:
+            first = i
+        elif not new and first >= 0:
+            yield first, i - first
+            first = -1
+    if first >= 0:
+        yield first, len(after) - first
+
+
+def hot_paths(layout: Layout, fd: int, max_bytes: int) -> list[str]:
+    """The paths of `hot_files`, in the order their data lies in the image (a guest reading
+    them reads the disk front to back), as many as fit in `max_bytes` of file data."""
+    hot = sorted(hot_files(layout, fd), key=lambda f: f.extents[0][0] if f.extents else 0)
+    paths: list[str] = []
+    total = 0
+    for file in hot:
+        if total + file.size > max_bytes:
+            continue  # a smaller one may still fit
+        paths.append(file.path)
+        total += file.size
+    return paths
 
 
 def hot_files(layout: Layout, fd: int) -> list[FileExtents]:

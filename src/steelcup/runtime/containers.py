@@ -866,9 +866,11 @@ class Runtime:
                  else RootfsCache.BLOCK if config.block_root
                  else RootfsCache.LOOSE if self.defaults.rootfs_cache is RootfsCache.BLOCK
                  else self.defaults.rootfs_cache)
+        staged = (cache is RootfsCache.BLOCK and root_disk is not None
+                  and machine.has_staged_lower(root_disk))
         await machine.guest.setup_root("rootfs", config.hostname, config.read_only,
                                        subdir=machine.rootfs_subdir,
-                                       pids_max=config.pids_limit, cache=cache)
+                                       pids_max=config.pids_limit, cache=cache, staged=staged)
         live.rootfs_cache = cache
         if config.sysctls:
             await machine.guest.sysctl(f"{k}={v}" for k, v in config.sysctls)

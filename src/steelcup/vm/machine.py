@@ -282,6 +282,10 @@ class Machine:
         self.rootfs_subdir = ""
         # The root disk's file node (replace_root_disk swaps it).
         self._root_disk_file = f"{ROOT_DISK_NODE}-file"
+        # The file behind the root disk whose erofs the guest has mounted and read ahead
+        # (GuestClient.stage_lower; pool/cache.py): a block root's SETUP_ROOT of that image
+        # may take the guest's mount (`staged`). Cleared when the disk gets another file.
+        self.lower_staged_for: Path | None = None
 
     def __repr__(self) -> str:
         return f"<Machine pid={self.pid} state_dir={self.spec.state_dir}>"
@@ -747,6 +751,11 @@ class Machine:
             raise Conflict("machine is not running")
         return await self._qmp.execute(command, arguments)
 
+    def has_staged_lower(self, image: Path) -> bool:
+        """Whether the root disk is still `image` and the guest has its erofs mounted and read
+        ahead: a block root's SETUP_ROOT of that image then passes `staged`."""
+        return self.lower_staged_for is not None and self.lower_staged_for == image
+
     async def replace_root_disk(self, path: Path, node: str) -> None:
         """Point the root disk (`VmSpec.root_disk`, read-only) at the file `path`: QEMU gets
         the file as an fd (it opens nothing by path), a file node named `node` is added on it,
@@ -758,6 +767,7 @@ class Machine:
         if self._proc is None or self._closing or self._qmp is None:
             raise Conflict("machine is not running")
         session = self._qmp
+        self.lower_staged_for = None  # a mount the guest has is of the file before
         fd = await asyncio.to_thread(os.open, path, os.O_RDONLY | os.O_CLOEXEC)
         try:
             fdset = await session.add_fd(fd)

@@ -13,13 +13,16 @@ from pathlib import Path
 import pytest
 
 from steelcup.errors import ImageError
-from steelcup.image import erofs
+from steelcup.image import erofs, erofs_files
 from steelcup.image.erofs_files import (
     ErofsReader,
     FileExtents,
+    cached_pages,
     drop_cached,
     hot_files,
+    hot_paths,
     read_layout,
+    read_layout_quietly,
 )
 
 pytestmark = pytest.mark.skipif(shutil.which("mkfs.erofs") is None,
@@ -133,3 +136,56 @@ def test_hot_files_are_those_the_page_cache_holds(tmp_path: Path) -> None:
         hot = [file.path for file in hot_files(layout, f.fileno())]
     assert "sizes/f70001" in hot
     assert "sizes/f10000" not in hot and "x/old" not in hot and "a/b/c/d/e/deep" not in hot
+
+
+def _read_like_a_guest(image: Path, file: FileExtents) -> None:
+    with open(image, "rb") as f:  # through QEMU: the host's page cache, no readahead
+        os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_RANDOM)
+        for offset, length in file.extents:
+            os.pread(f.fileno(), length, offset)
+
+
+def test_reading_the_layout_quietly_leaves_the_page_cache_as_it_was(tmp_path: Path) -> None:
+    image, _ = _image(tmp_path)
+    with open(image, "rb") as f:
+        layout = read_layout(f)
+        drop_cached(f.fileno())
+    big = next(file for file in layout.files if file.path == "sizes/f70001")
+    _read_like_a_guest(image, big)
+    size = image.stat().st_size
+    with open(image, "rb") as f:
+        before = cached_pages(f.fileno(), size)
+        hot_before = hot_files(layout, f.fileno())
+    assert big in hot_before  # with the files whose inline tails share its tail's page
+    assert read_layout_quietly(image) == layout
+    with open(image, "rb") as f:
+        assert cached_pages(f.fileno(), size) == before  # O_DIRECT: around the page cache
+        assert hot_files(layout, f.fileno()) == hot_before
+    # Where there is no O_DIRECT: what the read brought in is dropped again, nothing more stays.
+    assert erofs_files._read_layout_dropping(image) == layout
+    with open(image, "rb") as f:
+        after = cached_pages(f.fileno(), size)
+    assert not [i for i, (was, now) in enumerate(zip(before, after, strict=True))
+                if now & 1 and not was & 1]
+
+
+def test_hot_paths_lie_in_disk_order_and_fit_the_cap(tmp_path: Path) -> None:
+    image, _ = _image(tmp_path)
+    with open(image, "rb") as f:
+        layout = read_layout(f)
+        drop_cached(f.fileno())
+    by_path = {file.path: file for file in layout.files}
+    read = [by_path[name] for name in ("sizes/f70001", "sizes/f8192", "a/b/c/d/e/deep")]
+    for file in reversed(read):
+        _read_like_a_guest(image, file)
+    with open(image, "rb") as f:
+        every = hot_paths(layout, f.fileno(), 1 << 30)
+        firsts = [by_path[path].extents[0][0] for path in every if by_path[path].extents]
+        assert firsts == sorted(firsts)
+        assert {file.path for file in read} <= set(every)
+        # Too small for the 70001-byte file: the others still fit.
+        capped = hot_paths(layout, f.fileno(), 70000)
+        assert "sizes/f70001" not in capped
+        assert {"sizes/f8192", "a/b/c/d/e/deep"} <= set(capped)
+        assert sum(by_path[path].size for path in capped) <= 70000
+        assert hot_paths(layout, f.fileno(), 0) == [p for p in every if by_path[p].size == 0]

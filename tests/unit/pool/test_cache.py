@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+import types
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,10 @@ class FakeGuest:
         self.calls.append(f"start:{spec.args[0]}")
         return FakeProcess()
 
+    async def stage_lower(self, paths: list[str], *, max_bytes: int) -> int:
+        self.calls.append(f"stage_lower:{','.join(paths)}:{max_bytes}")
+        return 1000 * len(paths)
+
 
 class FakeMachine:
     def __init__(self, request: VmRequest) -> None:
@@ -59,6 +64,16 @@ class FakeMachine:
         self.closed = False
         self.nice = 0
         self._on_close: list[Any] = []
+        self.spec = types.SimpleNamespace(root_disk=Path("/placeholder"))
+        self.disks: list[tuple[Path, str]] = []  # replace_root_disk's calls
+        self.lower_staged_for: Path | None = None
+
+    def has_staged_lower(self, image: Path) -> bool:
+        return self.lower_staged_for == image
+
+    async def replace_root_disk(self, path: Path, node: str) -> None:
+        self.lower_staged_for = None
+        self.disks.append((path, node))
 
     def set_nice(self, nice: int) -> None:
         self.nice = nice
@@ -258,3 +273,80 @@ def test_a_refill_cancelled_while_its_slot_is_made_leaves_no_slot(
     run(main())
     left = list((tmp_path / "slots").iterdir()) if (tmp_path / "slots").exists() else []
     assert not left
+
+
+def test_ready_vms_are_staged_for_their_tenants_last_image_and_preferred_for_it(
+    env: tuple[CacheSource, FakeTemplate], tmp_path: Path
+) -> None:
+    """A refill after a block-root hand-out gives the ready VM that image and has the guest
+    read its hot files (at most a quarter of the VM's RAM, 64 MiB); a request for the image
+    takes a VM staged for it before older ones and keeps its disk; another image's request
+    swaps the disk (and the SETUP_ROOT then says the lower is not staged)."""
+    source, template = env
+    img1, img2 = tmp_path / "one.erofs", tmp_path / "two.erofs"
+    asked: list[tuple[Path, int]] = []
+
+    def hot_paths(image: Path, limit: int) -> list[str]:
+        asked.append((image, limit))
+        if image == img2:
+            raise OSError(2, "No such file or directory")  # deleted meanwhile
+        return ["usr/bin/python3", "etc/passwd"]
+
+    source.hot_paths = hot_paths
+
+    async def main() -> None:
+        alice = CacheClass("alice", 0)
+        await source.fill([alice])
+        old = source.ready_vms(alice)
+        assert [m.lower_staged_for for m in old] == [None, None]  # no image known yet
+        first = await source.acquire(_req(tmp_path, "alice", root_disk=img1))
+        assert first is old[0] and first.disks == [(img1, "image")]  # type: ignore[attr-defined]
+        await asyncio.sleep(0.05)
+        unstaged, staged = source.ready_vms(alice)
+        assert unstaged is old[1] and staged.lower_staged_for == img1
+        assert staged.disks == [(img1, "staged-image")]  # type: ignore[attr-defined]
+        assert staged.guest.calls[-1] == (  # type: ignore[attr-defined]
+            f"stage_lower:usr/bin/python3,etc/passwd:{64 << 20}")
+        assert asked == [(img1, 64 << 20)]
+        assert (source.status()[0].staged, source.status()[0].staged_hand_outs) == (1, 0)
+
+        got = await source.acquire(_req(tmp_path, "alice", root_disk=img1))
+        assert got is staged and got.disks == [(img1, "staged-image")]  # type: ignore
+        assert got.has_staged_lower(img1)
+        assert source.status()[0].staged_hand_outs == 1
+        await asyncio.sleep(0.05)
+
+        other = await source.acquire(_req(tmp_path, "alice", root_disk=img2))
+        assert other.disks[-1] == (img2, "image") and not other.has_staged_lower(img2)  # type: ignore
+        await asyncio.sleep(0.05)  # the refill for img2 fails to stage: the VM stays ready
+        assert len(source.ready_vms(alice)) == 2
+        assert asked[-1][0] == img2 and source.ready_vms(alice)[-1].lower_staged_for is None
+
+        big = CacheClass("big", 0)  # a tenant whose VMs have 512 MiB: the 64 MiB cap holds
+        await source.fill([big])
+        await source.acquire(VmRequest(mem_mib=512, cpus=1, shares=(Share("rootfs", tmp_path),),
+                                       tenant="big", root_disk=img1, name="c"))
+        await asyncio.sleep(0.05)
+        assert asked[-1] == (img1, 64 << 20)
+        await source.close()
+
+    run(main())
+
+
+def test_a_small_vm_reads_ahead_at_most_a_quarter_of_its_ram(
+    env: tuple[CacheSource, FakeTemplate], tmp_path: Path
+) -> None:
+    source, template = env
+    template.base_mem_mib = 128
+    limits: list[int] = []
+    source.hot_paths = lambda image, limit: limits.append(limit) or ["bin/sh"]
+
+    async def main() -> None:
+        await source.fill([CacheClass("", 0)])
+        await source.acquire(VmRequest(mem_mib=128, cpus=1, shares=(Share("rootfs", tmp_path),),
+                                       root_disk=tmp_path / "i.erofs", name="c"))
+        await asyncio.sleep(0.05)
+        assert limits == [32 << 20]
+        await source.close()
+
+    run(main())

@@ -89,13 +89,14 @@ class FakeGuest:
 
     async def setup_root(self, source: str, hostname: str | None = None, readonly: bool = False,
                          subdir: str = "", pids_max: int = 0, container: int = 0,
-                         cache: RootfsCache = RootfsCache.NONE) -> None:
+                         cache: RootfsCache = RootfsCache.NONE, staged: bool = False) -> None:
         if container:  # a pod member's root: (CONTAINER, SOURCE, SUBDIR, READONLY)
             self.machine.member_roots.append((container, source, subdir, readonly))
             return
         self.machine.root_readonly = readonly
         self.machine.pids_max = pids_max
         self.machine.root_cache = cache
+        self.machine.root_staged = staged
 
     async def sync_root(self, *, drop: bool = False, timeout_s: float = 30.0) -> None:
         if self.machine.sync_error is not None:
@@ -155,6 +156,8 @@ class FakeMachine:
     pids_max: int = 0
     sysctls: list[str] = field(default_factory=list)  # SYSCTL requests, in order
     root_cache: RootfsCache | None = None  # SETUP_ROOT's CACHE (None: not set up)
+    root_staged: bool | None = None  # SETUP_ROOT's STAGED
+    lower_staged_for: Path | None = None  # the image a warm cache staged it for
     syncs: list[bool] = field(default_factory=list)  # SYNC_ROOT requests: their DROP
     sync_error: SteelcupError | None = None  # what SYNC_ROOT raises
     member_roots: list[tuple[int, str, str, bool]] = field(default_factory=list)
@@ -186,6 +189,9 @@ class FakeMachine:
 
     async def reattach(self) -> None:
         self.reattached += 1
+
+    def has_staged_lower(self, image: Path) -> bool:
+        return self.lower_staged_for == image
 
     def place_in_cgroup(self, path: str) -> None:
         self.cgroups.append(path)

@@ -331,7 +331,8 @@ def cmd_pool_ls(ctx: Context, args: argparse.Namespace) -> int:
     cache = [
         [c.get("Tenant") or "(default)", str(c.get("Nics")), f"{c.get('Ready')}/{c.get('Target')}",
          str(c.get("Filling")), str(c.get("HandedOut")), str(c.get("Misses")),
-         str(c.get("Discarded")), f"{c.get('WarmSeconds')}s"]
+         str(c.get("Discarded")), f"{c.get('WarmSeconds')}s",
+         f"{c.get('Staged', 0)}/{c.get('StagedHandOuts', 0)}"]
         for c in pool.get("Cache") or []
     ]
     print()
@@ -339,7 +340,7 @@ def cmd_pool_ls(ctx: Context, args: argparse.Namespace) -> int:
         print("(the warm cache is off: each run restores a clone)")
     else:
         sys.stdout.write(table(["TENANT", "NICS", "READY", "FILLING", "HANDED OUT", "MISSES",
-                                "DISCARDED", "WARM-UP"], cache))
+                                "DISCARDED", "WARM-UP", "STAGED/USED"], cache))
     return 0
 
 
