@@ -157,13 +157,13 @@ def _mark_retrieved(fut: asyncio.Future[Frame]) -> None:
         fut.exception()
 
 
-def _path_batches(paths: Sequence[str]) -> Iterator[list[str]]:
+def _path_batches(paths: Sequence[bytes]) -> Iterator[list[bytes]]:
     """`paths` in runs that fit a STAGE_LOWER frame (`STAGE_LOWER_BATCH_PATHS` paths and
     `STAGE_LOWER_BATCH_BYTES` of them at most; a path alone over that is its own run)."""
-    batch: list[str] = []
+    batch: list[bytes] = []
     size = 0
     for path in paths:
-        n = len(path.encode()) + p.FIELD_HEADER_SIZE
+        n = len(path) + p.FIELD_HEADER_SIZE
         if batch and (len(batch) == STAGE_LOWER_BATCH_PATHS
                       or size + n > STAGE_LOWER_BATCH_BYTES):
             yield batch
@@ -727,12 +727,12 @@ class GuestClient:
                           timeout_s: float = STAGE_LOWER_TIMEOUT_S) -> int:
         """Before SETUP_ROOT: have the guest mount the root disk's erofs (once; it keeps the
         mount for a `setup_root(..., staged=True)`) and read each of `paths` (files of the
-        image, relative to its root) to its end, at most `max_bytes` in all (0: the guest's
-        own cap); what cannot be read is skipped. The bytes read. Long lists go in several
-        frames."""
+        image, relative to its root; a name that is not UTF-8 goes as the bytes it stands for,
+        `os.fsencode`) to its end, at most `max_bytes` in all (0: the guest's own cap); what
+        cannot be read is skipped. The bytes read. Long lists go in several frames."""
         total = 0
         left = max_bytes
-        for batch in _path_batches(paths):
+        for batch in _path_batches([os.fsencode(path) for path in paths]):
             fields: list[tuple[Tag, p.FieldValue]] = [(Tag.PATH, path) for path in batch]
             if max_bytes:
                 fields.append((Tag.BYTES, left))

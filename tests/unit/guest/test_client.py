@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import os
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
@@ -673,7 +674,9 @@ def test_stage_lower_splits_long_lists_and_stops_at_the_byte_cap() -> None:
             writer.close()
 
     batch = client_module.STAGE_LOWER_BATCH_PATHS
-    paths = [f"usr/lib/f{i}" for i in range(batch + 10)]
+    # An image's name that is not UTF-8 (the layout reader's surrogateescape) goes as its bytes.
+    paths = [f"usr/lib/f{i}" for i in range(batch + 9)] + [b"usr/\xff\xfe".decode(
+        "utf-8", "surrogateescape")]
 
     async def body(c: GuestClient) -> None:
         assert await c.stage_lower(paths) == len(paths) * 100
@@ -683,11 +686,13 @@ def test_stage_lower_splits_long_lists_and_stops_at_the_byte_cap() -> None:
     asyncio.run(run_with_guest(guest, body))
     assert [len(paths) for paths, _ in seen] == [batch, 10, batch]
     assert [cap for _, cap in seen] == [None, None, batch * 100 - 50]
-    assert b"".join(path for paths, _ in seen[:2] for path in paths) == "".join(paths).encode()
+    assert b"".join(path for paths, _ in seen[:2] for path in paths) == b"".join(
+        os.fsencode(path) for path in paths)
+    assert seen[1][0][-1] == b"usr/\xff\xfe"
 
 
 def test_path_batches_bound_the_frame_by_bytes_too() -> None:
-    long = ["d/" + "x" * 4000 + str(i) for i in range(200)]
+    long = [b"d/" + b"x" * 4000 + bytes(str(i), "ascii") for i in range(200)]
     batches = list(client_module._path_batches(long))
     assert sum(len(b) for b in batches) == 200 and len(batches) > 1
     for b in batches:
