@@ -620,21 +620,33 @@ def test_a_pod_members_requests_name_its_container() -> None:
     asyncio.run(run_with_guest(basic_guest(), body))
 
 
-def test_setup_root_ram_sends_cache_2_and_a_member_cannot_ask_for_it() -> None:
-    """CACHE 2 (docs/guest-protocol.md): the checkpointable root, copied into guest RAM."""
-    seen: list[int | None] = []
+def answering_guest(op: Op, answer: Callable[[Frame], list[tuple[Tag, object]]]) -> Guest:
+    """A guest that answers every `op` request with OK carrying `answer(frame)`'s fields (the
+    test records what it saw there) and nothing else."""
 
     async def guest(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         dec = p.FrameDecoder()
         try:
             while True:
                 f = await frames(reader, dec)
-                if f.op == Op.SETUP_ROOT:
-                    seen.append(p.get_u32(f.fields(), Tag.CACHE))
-                    send(writer, Op.OK, f.id, [])
+                if f.op == op:
+                    send(writer, Op.OK, f.id, answer(f))
                     await writer.drain()
         except (EOFError, ConnectionError):
             writer.close()
+
+    return guest
+
+
+def test_setup_root_ram_sends_cache_2_and_a_member_cannot_ask_for_it() -> None:
+    """CACHE 2 (docs/guest-protocol.md): the checkpointable root, copied into guest RAM."""
+    seen: list[int | None] = []
+
+    def answer(f: Frame) -> list[tuple[Tag, object]]:
+        seen.append(p.get_u32(f.fields(), Tag.CACHE))
+        return []
+
+    guest = answering_guest(Op.SETUP_ROOT, answer)
 
     async def body(c: GuestClient) -> None:
         await c.setup_root("rootfs", cache=p.RootfsCache.RAM)
@@ -658,20 +670,13 @@ def test_stage_lower_splits_long_lists_and_stops_at_the_byte_cap() -> None:
     further frame once the guest has read the cap."""
     seen: list[tuple[list[bytes], int | None]] = []
 
-    async def guest(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        dec = p.FrameDecoder()
-        try:
-            while True:
-                f = await frames(reader, dec)
-                if f.op == Op.STAGE_LOWER:
-                    paths = p.get_all(f.fields(), Tag.PATH)
-                    cap = p.get_u32(f.fields(), Tag.BYTES)
-                    seen.append((paths, cap))
-                    read = len(paths) * 100 if cap is None else min(cap, len(paths) * 100)
-                    send(writer, Op.OK, f.id, [(Tag.BYTES, read)])
-                    await writer.drain()
-        except (EOFError, ConnectionError):
-            writer.close()
+    def answer(f: Frame) -> list[tuple[Tag, object]]:
+        paths = p.get_all(f.fields(), Tag.PATH)
+        cap = p.get_u32(f.fields(), Tag.BYTES)
+        seen.append((paths, cap))
+        return [(Tag.BYTES, len(paths) * 100 if cap is None else min(cap, len(paths) * 100))]
+
+    guest = answering_guest(Op.STAGE_LOWER, answer)
 
     batch = client_module.STAGE_LOWER_BATCH_PATHS
     # An image's name that is not UTF-8 (the layout reader's surrogateescape) goes as its bytes.
@@ -704,18 +709,11 @@ def test_path_batches_bound_the_frame_by_bytes_too() -> None:
 def test_a_staged_setup_root_is_a_block_roots_only() -> None:
     seen: list[tuple[int | None, int | None]] = []
 
-    async def guest(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        dec = p.FrameDecoder()
-        try:
-            while True:
-                f = await frames(reader, dec)
-                if f.op == Op.SETUP_ROOT:
-                    seen.append((p.get_u32(f.fields(), Tag.CACHE),
-                                 p.get_u32(f.fields(), Tag.STAGED)))
-                    send(writer, Op.OK, f.id, [])
-                    await writer.drain()
-        except (EOFError, ConnectionError):
-            writer.close()
+    def answer(f: Frame) -> list[tuple[Tag, object]]:
+        seen.append((p.get_u32(f.fields(), Tag.CACHE), p.get_u32(f.fields(), Tag.STAGED)))
+        return []
+
+    guest = answering_guest(Op.SETUP_ROOT, answer)
 
     async def body(c: GuestClient) -> None:
         await c.setup_root("rootfs", cache=p.RootfsCache.BLOCK, staged=True)
