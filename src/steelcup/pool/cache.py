@@ -19,9 +19,8 @@ template clone (template.py) whose
 - when its tenant's last container had a block root (an image's erofs on the root disk): the
   disk has that image and the guest has mounted it and read the image's hot files (the ones
   the host's page cache holds: what containers of the image read, `erofs.ErofsImages
-  .hot_paths`), so a container of that image finds them in the guest's caches. A first
-  `python3 -c pass` took 457 ms cold against 351 ms with its files read ahead
-  (docs/benchmarks.md).
+  .hot_paths`), so a container of that image finds them in the guest's caches: a first
+  `python3 -c pass` took 0.54 s against 0.66 s in an unstaged VM (docs/benchmarks.md).
 
 Hand-out (`acquire`): take a ready VM of the request's class (never another tenant's: the class
 includes the tenant; one staged for the request's image first), bind the container's rootfs
@@ -338,6 +337,8 @@ class CacheSource:
             await machine.replace_root_disk(image, STAGED_IMAGE_NODE)
             read = await machine.guest.stage_lower(paths, max_bytes=limit)
         except (SteelcupError, OSError) as exc:
+            if isinstance(exc, FileNotFoundError) and self._images.get(tenant) == image:
+                del self._images[tenant]  # the image was removed: stage nothing until the next
             log.info("warm cache: a ready VM of tenant %r stays unstaged (%s)", tenant,
                      str(exc).splitlines()[0])
             return

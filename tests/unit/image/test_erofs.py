@@ -161,3 +161,32 @@ def test_a_userxattr_overlays_opaque_mark_counts(tmp_path: Path) -> None:
     marked.mkdir()
     os.setxattr(marked, "user.overlay.opaque", b"y")
     assert not is_opaque(str(plain)) and is_opaque(str(marked))
+
+
+def test_a_made_images_hot_paths_are_the_files_read_since(tmp_path: Path, mounted: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """`ErofsImages.hot_paths`: nothing right after the build; then the file a guest read
+    (through the host's page cache, as QEMU reads); the layout read once per image."""
+    del mounted
+    images = erofs.ErofsImages(tmp_path / "erofs", tmp_path / "scratch")
+    try:
+        images.ensure("sha256:aa", lambda: _layers(tmp_path)).result(  # type: ignore[union-attr]
+            timeout=120)
+        image = images.ready("sha256:aa")
+        assert image is not None
+        reads: list[Path] = []
+        quiet = erofs.read_layout_quietly
+        monkeypatch.setattr(erofs, "read_layout_quietly",
+                            lambda path: reads.append(path) or quiet(path))
+        assert images.hot_paths(image, 1 << 30) == []
+        with open(image, "rb") as f:
+            layout = erofs_files.read_layout(f)
+            erofs_files.drop_cached(f.fileno())  # what that read cached
+            os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_RANDOM)
+            up = next(file for file in layout.files if file.path == "opaque/new")
+            for offset, length in up.extents:
+                os.pread(f.fileno(), length, offset)
+        assert "opaque/new" in images.hot_paths(image, 1 << 30)
+        assert reads == [image]  # kept since
+    finally:
+        images.close()

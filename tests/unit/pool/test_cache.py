@@ -321,6 +321,10 @@ def test_ready_vms_are_staged_for_their_tenants_last_image_and_preferred_for_it(
         await asyncio.sleep(0.05)  # the refill for img2 fails to stage: the VM stays ready
         assert len(source.ready_vms(alice)) == 2
         assert asked[-1][0] == img2 and source.ready_vms(alice)[-1].lower_staged_for is None
+        before = len(asked)
+        await source.acquire(_req(tmp_path, "alice"))  # a 9p root: its refill stages nothing
+        await asyncio.sleep(0.05)
+        assert len(asked) == before  # the removed image is forgotten
 
         big = CacheClass("big", 0)  # a tenant whose VMs have 512 MiB: the 64 MiB cap holds
         await source.fill([big])
