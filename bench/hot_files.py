@@ -1,9 +1,10 @@
 """Benchmark: what a container's first start reads of its image — the hot set a VM made ready
 for that image would read ahead of its hand-out.
 
-A daemon with block roots (`--rootfs-cache block`) on the Debian workloads image
-(`bench/workloads.py` builds it): its erofs is read by guests only, through the host's page
-cache. Per workload and round: the image's pages dropped from the host's page cache, one fresh
+A daemon with block roots (`--rootfs-cache block`) and no ready VMs (`--pool-size 0`: a ready
+VM made for the image would have read its hot files already, and its refill would read them
+again) on the Debian workloads image (`bench/workloads.py` builds it): its erofs is read by
+guests only, through the host's page cache. Per workload and round: the image's pages dropped from the host's page cache, one fresh
 container runs the workload, then the files of the image with pages cached again
 (`steelcup.image.erofs_files.hot_files`) are counted: how many, their size in all, and how much
 of them was cached. The host's readahead around each read counts its neighbours too, so this is
@@ -103,7 +104,7 @@ def main() -> int:
     results: dict[str, list[tuple[int, float, float]]] = {name: [] for name in WORKLOADS}
     with tempfile.TemporaryDirectory(prefix="scb-hot-") as tmp, \
             steelcup_engine("steelcup block", Path(tmp) / "steelcup", tar,
-                            ("--rootfs-cache", "block"), log) as engine:
+                            ("--rootfs-cache", "block", "--pool-size", "0"), log) as engine:
         image = _erofs(Path(tmp) / "steelcup" / "root")
         with open(image, "rb") as f:
             layout = read_layout(f)
