@@ -104,7 +104,8 @@ def main() -> int:
     results: dict[str, list[tuple[int, float, float]]] = {name: [] for name in WORKLOADS}
     with tempfile.TemporaryDirectory(prefix="scb-hot-") as tmp, \
             steelcup_engine("steelcup block", Path(tmp) / "steelcup", tar,
-                            ("--rootfs-cache", "block", "--pool-size", "0"), log) as engine:
+                            ("--rootfs-cache", "block", "--pool-size", "0"), log,
+                            warm_cache=False) as engine:
         image = _erofs(Path(tmp) / "steelcup" / "root")
         with open(image, "rb") as f:
             layout = read_layout(f)

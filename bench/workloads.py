@@ -591,11 +591,13 @@ def table(results: dict[str, dict[str, list[float]]]) -> str:
 @contextlib.contextmanager
 def steelcup_engine(name: str, tmp: Path, tar: Path, extra_args: tuple[str, ...],
                     log: Callable[[str], None], src: Path = REPO,
-                    assets: Path = REPO / "build" / "guest") -> Iterator[CliEngine]:
+                    assets: Path = REPO / "build" / "guest",
+                    warm_cache: bool = True) -> Iterator[CliEngine]:
     """A daemon in a netns of its own, daemon and CLI run from the source tree `src` (its
     `src/`) with the guest assets in `assets` (this checkout's unless told); the CLI as
     installed (the console script, its bytecode cached even if the shell sets
-    PYTHONDONTWRITEBYTECODE)."""
+    PYTHONDONTWRITEBYTECODE). Without `warm_cache` (a daemon told `--pool-size 0`) only its
+    template is waited for."""
     netns = new_netns("wl" + hashlib.sha256(name.encode()).hexdigest()[:6])  # one per engine
     saved = dict(os.environ)
     try:
@@ -616,7 +618,7 @@ def steelcup_engine(name: str, tmp: Path, tar: Path, extra_args: tuple[str, ...]
             # loopback, so a client there takes the DNAT path.
             bridge = json.loads(engine.cli("network", "inspect", "bridge"))
             engine.side.dnat_host = bridge[0]["IPAM"]["Config"][0]["Gateway"]
-            wait_pool_ready(daemon)
+            wait_pool_ready(daemon, cache=warm_cache)
             yield engine
         finally:
             stop_daemon(daemon)
