@@ -511,11 +511,8 @@ def test_a_staged_lower_is_the_overlays_lower_and_a_swapped_disk_is_mounted_afre
 
     async def staged(machine: Machine) -> None:
         await machine.replace_root_disk(images["one"], "image1")
-        read = await machine.guest.stage_lower(
-            ["etc/marker", "/etc/big", "etc/link", "../etc/marker", "etc/../etc/big", "etc",
-             "no/such/file", ""])
-        assert read == len("image one\n") + 300_000  # the two regular files, once each
-        assert await machine.guest.stage_lower(["etc/big"], max_bytes=1000) == 1000
+        # No hot file known yet (a new image): the mount is staged all the same.
+        assert await machine.guest.stage_lower([]) == 0
         await machine.guest.setup_root("rootfs", cache=RootfsCache.BLOCK, staged=True)
         assert await guest_out(machine, "cat /etc/marker") == b"image one\n"
         mounts = (await guest_out(machine, "cat /proc/mounts")).decode().splitlines()
@@ -530,7 +527,11 @@ def test_a_staged_lower_is_the_overlays_lower_and_a_swapped_disk_is_mounted_afre
         with pytest.raises(GuestRequestError) as nothing_staged:
             await machine.guest.setup_root("rootfs", cache=RootfsCache.BLOCK, staged=True)
         assert nothing_staged.value.errno_value == errno.EINVAL
-        assert await machine.guest.stage_lower(["etc/marker", "etc/big"]) == 300_010
+        read = await machine.guest.stage_lower(
+            ["etc/marker", "/etc/big", "etc/link", "../etc/marker", "etc/../etc/big", "etc",
+             "no/such/file", ""])
+        assert read == len("image one\n") + 300_000  # the two regular files, once each
+        assert await machine.guest.stage_lower(["etc/big"], max_bytes=1000) == 1000
         await machine.replace_root_disk(images["two"], "image2")
         await machine.guest.setup_root("rootfs", cache=RootfsCache.BLOCK)
         assert await guest_out(machine, "cat /etc/marker") == b"image two\n"

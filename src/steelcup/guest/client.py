@@ -729,10 +729,11 @@ class GuestClient:
         mount for a `setup_root(..., staged=True)`) and read each of `paths` (files of the
         image, relative to its root; a name that is not UTF-8 goes as the bytes it stands for,
         `os.fsencode`) to its end, at most `max_bytes` in all (0: the guest's own cap); what
-        cannot be read is skipped. The bytes read. Long lists go in several frames."""
+        cannot be read is skipped. The bytes read. Long lists go in several frames; an empty one
+        in one frame all the same (the mount is what `staged` needs)."""
         total = 0
         left = max_bytes
-        for batch in _path_batches([os.fsencode(path) for path in paths]):
+        for batch in list(_path_batches([os.fsencode(path) for path in paths])) or [[]]:
             fields: list[tuple[Tag, p.FieldValue]] = [(Tag.PATH, path) for path in batch]
             if max_bytes:
                 fields.append((Tag.BYTES, left))
