@@ -179,15 +179,6 @@ void channel_send_ok(uint32_t id)
 	channel_send(buf, proto_writer_end(&w));
 }
 
-void channel_send_ok_pid(uint32_t id, uint32_t pid)
-{
-	uint8_t buf[64];
-	struct proto_writer w;
-	proto_writer_begin(&w, buf, sizeof(buf), PROTO_OP_OK, id);
-	proto_writer_u32(&w, PROTO_TAG_PID, pid);
-	channel_send(buf, proto_writer_end(&w));
-}
-
 void channel_send_ok_u32(uint32_t id, uint16_t tag, uint32_t v)
 {
 	uint8_t buf[64];

@@ -25,8 +25,7 @@ size_t channel_pending(void);
 /* Queues a complete frame. */
 void channel_send(const uint8_t *frame, size_t n);
 void channel_send_ok(uint32_t id);
-void channel_send_ok_pid(uint32_t id, uint32_t pid);
-/* OK carrying one u32 field (STAGE_LOWER's BYTES). */
+/* OK carrying one u32 field (START's PID, STAGE_LOWER's BYTES). */
 void channel_send_ok_u32(uint32_t id, uint16_t tag, uint32_t v);
 void channel_send_error(uint32_t id, int err, const char *msg);
 void channel_send_credit(uint32_t id, uint32_t bytes);

@@ -649,7 +649,7 @@ void proc_start(const struct proto_frame *f, const char *root, uint32_t containe
 	}
 	p->next = procs;
 	procs = p;
-	channel_send_ok_pid(id, (uint32_t)nspid);
+	channel_send_ok_u32(id, PROTO_TAG_PID, (uint32_t)nspid);
 	free_req(&r);
 	return;
 fail_errno:

@@ -212,8 +212,8 @@ static void test_u64(void)
 	CHECK(proto_decode_frame(buf, n, &f) == PROTO_RES_INT_SIZE, "4-byte CAPS accepted");
 }
 
-/* STAGE_LOWER's PATH is a repeated string, SETUP_ROOT's STAGED a u32: both decode, and are
- * checked as such before the golden file has vectors of them. */
+/* STAGE_LOWER's PATH is a repeated string, SETUP_ROOT's STAGED a u32: both decode and are
+ * type-checked (the golden file has their frames; a NUL inside a PATH is tested only here). */
 static void test_stage_lower_tags(void)
 {
 	uint8_t buf[128];

@@ -666,9 +666,10 @@ class Machine:
 
     async def _hello_adopted(self, client: GuestClient,
                              deadline_s: float) -> tuple[GuestClient, GuestInfo]:
-        """HELLO to an adopted VM's guest. Without an answer in half the time, once more over
-        a new connection: closing one makes QEMU drop what the port held for the last host
-        (the released daemon's), which could keep the guest's answer from this one."""
+        """HELLO to an adopted VM's guest. Without an answer in `ADOPT_HELLO_SHARE` of the
+        time, once more over a new connection: closing one makes QEMU drop what the port held
+        for the last host (the released daemon's), which could keep the guest's answer from
+        this one."""
         share = deadline_s * ADOPT_HELLO_SHARE
         try:
             return client, await client.hello(share)
@@ -754,7 +755,7 @@ class Machine:
     def has_staged_lower(self, image: Path) -> bool:
         """Whether the root disk is still `image` and the guest has its erofs mounted and read
         ahead: a block root's SETUP_ROOT of that image then passes `staged`."""
-        return self.lower_staged_for is not None and self.lower_staged_for == image
+        return self.lower_staged_for == image
 
     async def replace_root_disk(self, path: Path, node: str) -> None:
         """Point the root disk (`VmSpec.root_disk`, read-only) at the file `path`: QEMU gets
