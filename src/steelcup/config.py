@@ -40,10 +40,11 @@ class DaemonOptions:
     volume_default_bytes: int = 10 << 30  # defaults.VOLUME_SIZE_DEFAULT
     log_max_bytes: int = 20 << 20  # defaults.LOG_MAX_SIZE; also the most a container may ask
     log_max_files: int = defaults.LOG_MAX_FILE
-    # How each container's guest caches its root's 9p share: "loose" (page cache; the host
-    # syncs around cp/diff/commit/export) or "none" (every access a 9p request);
+    # How each container's guest gets its root: "block" (the image's erofs as a disk under
+    # the writable layer over 9p), "loose" (all over 9p with a page cache; the host syncs
+    # around cp/diff/commit/export) or "none" (every access a 9p request);
     # docs/architecture.md
-    rootfs_cache: str = "loose"
+    rootfs_cache: str = "block"
     networking: bool = True
     # A graceful stop (or a crash) leaves running containers running (their VMs outlive the
     # daemon) for the next daemon to re-attach (docs/live-restore.md); False

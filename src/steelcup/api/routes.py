@@ -485,6 +485,8 @@ class _Api:
         name = req.q("name") or None
         groups = self._security_groups(config)
         fip = self._floating_ip(config)
+        # an image's first container after its pull has a block root too (--rootfs-cache block)
+        await self.rt.wait_for_root_disk(config)
         # quick, and counted against the tenant's quotas atomically; it touches loop-owned state
         record = self.admission.create(config, name)
         if groups and self.svc.networks is not None:  # no await since the check: still there

@@ -57,7 +57,7 @@ from steelcup.runtime.fs_commit import write_layer
 from steelcup.runtime.fs_paths import ContainerTree, mounted_tree, resolve, writable_layer
 from steelcup.runtime.fs_tar import open_tar
 from steelcup.runtime.lifecycle import Op
-from steelcup.runtime.model import ContainerConfig, ContainerRecord
+from steelcup.runtime.model import BUILD_STEP_LABEL, ContainerConfig, ContainerRecord
 
 log = logging.getLogger(__name__)
 Send = Callable[[dict[str, Any]], Awaitable[None]]
@@ -330,7 +330,7 @@ class Builder:
             working_dir=str(state.config.get("WorkingDir") or ""),
             user=str(state.config.get("User") or ""),
             network_mode=self.req.network_mode, extra_hosts=self.req.extra_hosts,
-            tenant=self.req.tenant or "", labels=(("steelcup.build", "step"),),
+            tenant=self.req.tenant or "", labels=(BUILD_STEP_LABEL,),
         )
         record = self._create(config, None)
         try:

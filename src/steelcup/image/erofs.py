@@ -127,7 +127,7 @@ class ErofsImages:
         self.directory = directory
         self.scratch = scratch
         self._lock = threading.Lock()
-        self._building: set[str] = set()
+        self._building: dict[str, Future[None]] = {}
         self._failed: set[str] = set()  # image ids whose build failed (logged, not retried)
         self._forgotten: set[str] = set()  # removed while being made: deleted once made
         self._layouts: OrderedDict[tuple[str, int, int], Layout] = OrderedDict()
@@ -144,14 +144,18 @@ class ErofsImages:
 
     def ensure(self, image_id: str, layer_dirs: Callable[[], list[Path]]) -> Future[None] | None:
         """Start making the erofs image of `image_id` from its layers (`layer_dirs()`, lowest
-        first, read in the builder's thread) unless it is made, being made, or failed before.
-        The build's future, or None."""
+        first, read in the builder's thread) unless it is made or failed before. The future
+        of its build (this one or the one under way; it never raises), or None."""
         with self._lock:
-            if (self.ready(image_id) is not None or image_id in self._building
-                    or image_id in self._failed):
+            if self.ready(image_id) is not None or image_id in self._failed:
                 return None
-            self._building.add(image_id)
-        return self._pool.submit(self._build, image_id, layer_dirs)
+            under_way = self._building.get(image_id)
+            if under_way is not None:
+                self._forgotten.discard(image_id)  # removed, and back: its build is kept
+                return under_way
+            future = self._pool.submit(self._build, image_id, layer_dirs)
+            self._building[image_id] = future
+            return future
 
     def _build(self, image_id: str, layer_dirs: Callable[[], list[Path]]) -> None:
         # this thread (and its mkfs) makes way for running containers
@@ -169,7 +173,7 @@ class ErofsImages:
                      image_id.removeprefix("sha256:")[:12], time.monotonic() - began)
         finally:
             with self._lock:
-                self._building.discard(image_id)
+                self._building.pop(image_id, None)
                 if image_id in self._forgotten:
                     self._forgotten.discard(image_id)
                     image_path(self.directory, image_id).unlink(missing_ok=True)

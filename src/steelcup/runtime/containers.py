@@ -65,7 +65,7 @@ from steelcup.runtime.capabilities import capability_set
 from steelcup.runtime.events import EventBus
 from steelcup.runtime.lifecycle import NOT_MODIFIED, NotModified, Op, Refusal, transition
 from steelcup.runtime.links import LinkTarget, hosts_lines, not_found_text
-from steelcup.runtime.model import ContainerConfig, ContainerRecord, Status
+from steelcup.runtime.model import BUILD_STEP_LABEL, ContainerConfig, ContainerRecord, Status
 from steelcup.runtime.names import new_id, random_name, validate_name
 from steelcup.runtime.output import Fanout, Subscriber
 from steelcup.runtime.resources import Resources, RunResources
@@ -96,6 +96,10 @@ RESTART_DELAY_MAX_S = 60.0
 RESTART_RESET_AFTER_S = 10.0
 # How long a force removal waits for the killed process, then for its output relay.
 REMOVE_KILL_WAIT_S = 5.0
+# How long a container's create waits for its image's erofs being made (--rootfs-cache
+# block): an image's first container right after its pull then has a block root too, unless
+# the image is so big that a 9p root now beats a block root later.
+ROOT_DISK_WAIT_S = 20.0
 REMOVE_PUMP_WAIT_S = 15.0
 REAP_WAIT_S = 60.0  # a --rm container's killed VM, before its files go
 # Writable-layer disk images made ahead (boundedfs): as many as the daemon starts at once in a
@@ -355,20 +359,51 @@ class Runtime:
         return rootfs_module.prepare(layers, cdir, self.disks, record.config.storage_bytes,
                                      ids, guest_overlay=record.config.block_root)
 
+    def _may_have_block_root(self, config: ContainerConfig) -> bool:
+        """Whether a container of `config` would have a block root once its image's erofs is
+        made: the daemon's mode, and not a pod's, a checkpointable one (its root is in RAM),
+        one on a host directory, or one whose writable layer is no disk of its own."""
+        if self.defaults.rootfs_cache is not RootfsCache.BLOCK:
+            return False
+        if config.rootfs_dir or config.pod_of or config.pod_sandbox or config.checkpointable:
+            return False
+        return bool(config.storage_bytes or self.defaults.storage_bytes)
+
     def _block_root_for(self, config: ContainerConfig, image: Image) -> bool:
         """Whether a container created now has a block root (--rootfs-cache block): its
         image's erofs is made (else its making starts, for the image's next container), and
         it is not a pod's, a checkpointable one (its root is in RAM) or on a host directory."""
-        if self.erofs is None or self.defaults.rootfs_cache is not RootfsCache.BLOCK:
+        if self.erofs is None or not self._may_have_block_root(config):
             return False
-        if config.rootfs_dir or config.pod_of or config.pod_sandbox or config.checkpointable:
-            return False
-        if not (config.storage_bytes or self.defaults.storage_bytes):
-            return False  # its writable layer is a plain directory, not a disk of its own
         if self.erofs.ready(image.id) is not None:
             return True
-        self._make_erofs(self.erofs, image)  # for the image's next container
+        if BUILD_STEP_LABEL not in config.labels:  # a build's intermediate images get none
+            self._make_erofs(self.erofs, image)  # for the image's next container
         return False
+
+    async def wait_for_root_disk(self, config: ContainerConfig,
+                                 timeout_s: float = ROOT_DISK_WAIT_S) -> None:
+        """Before `create` (--rootfs-cache block): wait, at most `timeout_s`, for the erofs of
+        the container's image to be made (starting its making if nothing has), so that the
+        container gets a block root. Returns at once when there is nothing to wait for: the
+        erofs is made, its making failed, the daemon has other roots, or the image is unknown
+        (create says so)."""
+        if self.erofs is None or not self._may_have_block_root(config):
+            return
+        try:
+            image = self._image_for(config)
+        except SteelcupError:
+            return
+        store = self.images
+        making = self.erofs.ensure(image.id, lambda: store.layer_dirs(image))
+        if making is None:
+            return
+        began = time.monotonic()
+        # asyncio.wait leaves the build alone when it times out (wait_for would cancel it)
+        await asyncio.wait({asyncio.wrap_future(making)}, timeout=timeout_s)
+        if not making.done():
+            log.info("image %s: its erofs is not made after %.0f s; this container's root is "
+                     "on 9p", image.short_id, time.monotonic() - began)
 
     def image_added(self, image: Image) -> None:
         """A tenant got `image` (pulled, loaded, imported, built, committed): in block mode its

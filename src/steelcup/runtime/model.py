@@ -26,6 +26,8 @@ class Status(enum.Enum):
     DEAD = "dead"
 
 
+# The label of a build step's container (its image is most often an intermediate one).
+BUILD_STEP_LABEL = ("steelcup.build", "step")
 HOST_GATEWAY = "host-gateway"  # --add-host NAME:host-gateway: the network's gateway
 
 

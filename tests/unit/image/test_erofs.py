@@ -109,10 +109,19 @@ def test_the_maker_makes_each_image_once_and_forgets_removed_ones(tmp_path: Path
 
         slow = images.ensure("sha256:dd", held_layers)
         assert slow is not None
+        assert images.ensure("sha256:dd", held_layers) is slow  # one build, one future
         images.forget("sha256:dd")
         gate.set()
         slow.result(timeout=120)
         assert images.ready("sha256:dd") is None
+        # removed while being made and back before it was made: it is kept
+        gate.clear()
+        again = images.ensure("sha256:ee", held_layers)
+        images.forget("sha256:ee")
+        assert images.ensure("sha256:ee", held_layers) is again
+        gate.set()
+        again.result(timeout=120)  # type: ignore[union-attr]
+        assert images.ready("sha256:ee") is not None
         images.forget("sha256:bb")  # a failed one may be made again if it comes back
         assert images.ensure("sha256:bb", lambda: layers) is not None
     finally:

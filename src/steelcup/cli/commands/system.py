@@ -110,15 +110,15 @@ def register(sub: Any, name: str, help_text: str) -> None:
                                             "(a guest writing more gets ENOSPC; volumes made "
                                             "before volumes had a size stay unbounded; "
                                             "default %(default)s)")
-        p.add_argument("--rootfs-cache", choices=("none", "loose", "block"), default="loose",
-                       help="how a container's guest caches its root filesystem (9p): loose "
-                            "keeps a page cache in the guest (python3 starts 1.6x faster under "
-                            "TCG) and the daemon flushes and drops it around cp, diff, commit "
-                            "and export; none reads every file from the host; block "
-                            "(experimental) gives the guest the image's files as an erofs disk "
-                            "made once per image in the background, with the container's "
-                            "writable layer over 9p (a container of an image whose disk is not "
-                            "made yet is loose) (default %(default)s)")
+        p.add_argument("--rootfs-cache", choices=("none", "loose", "block"), default="block",
+                       help="how a container's guest gets its root filesystem: block gives the "
+                            "guest the image's files as an erofs disk, made once per image "
+                            "when the image arrives (a container created while it is being made "
+                            "waits up to 20 s for it, else is loose), with the container's "
+                            "writable layer over 9p; loose is the whole root over 9p with a "
+                            "page cache in the guest (the daemon flushes and drops it around "
+                            "cp, diff, commit and export); none reads every file from the host "
+                            "(default %(default)s)")
         p.add_argument("--log-max-size", default=defaults.LOG_MAX_SIZE, metavar="SIZE",
                        help="container logs rotate at this size (json-file max-size); also "
                             "the most a container may ask for (default %(default)s)")
