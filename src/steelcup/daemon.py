@@ -160,13 +160,16 @@ async def _serve(options: DaemonOptions) -> int:
         template_dir=template_dir,
     )
     erofs_images = None
+    # A sparse empty file: a block daemon's pooled VMs' root disk until hand-out, and what a
+    # checkpoint of a VM that had a root disk is restored with in any mode.
+    vms.direct.placeholder = await asyncio.to_thread(
+        make_placeholder, options.root / "cache" / "root-disk-placeholder")
     if rootfs_cache is RootfsCache.BLOCK:  # docs/architecture.md, "The root as a block device"
         erofs_images = ErofsImages(options.root / "images" / "erofs",
                                    options.root / "images" / "tmp")
         await asyncio.to_thread(erofs_images.prune, {i.id for i in images.list()})
         if vms.template is not None:
-            vms.template.placeholder = await asyncio.to_thread(
-                make_placeholder, options.root / "cache" / "root-disk-placeholder")
+            vms.template.placeholder = vms.direct.placeholder
         if vms.cache is not None:  # ready VMs read their tenant's image ahead (pool/cache.py)
             vms.cache.hot_paths = erofs_images.hot_paths
     if vms.cache is not None:

@@ -36,6 +36,9 @@ class DirectSource:
         self.tcg_tb_mib = tcg_tb_mib
         self.run_dir = run_dir
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        # The empty disk a restored VM gets behind the root disk its checkpointed VM had
+        # (image/erofs.make_placeholder; the daemon sets it). None: such a restore fails.
+        self.placeholder: Path | None = None
 
     async def acquire(self, request: VmRequest) -> Machine:
         host_cgroups: tuple[Path, ...] = ()
@@ -87,7 +90,8 @@ class DirectSource:
             spec = saved.restore_spec(
                 kernel=self.assets.kernel, initrd=self.assets.initrd, state_dir=state_dir,
                 incoming=stream, rootfs=rootfs, empty_dir=empty,
-                taps=tuple(n.tap for n in request.nics), ids=self.ids_for(request.tenant))
+                taps=tuple(n.tap for n in request.nics), ids=self.ids_for(request.tenant),
+                placeholder=self.placeholder)
         except BaseException:
             shutil.rmtree(state_dir, ignore_errors=True)
             raise

@@ -49,6 +49,10 @@ class SavedVm:
     nics: tuple[SavedNic, ...]
     nic_vnet_hdr: bool
     limit_mib: int  # the host memory limit it ran with
+    # It had the read-only root disk of a block daemon's VMs (`VmSpec.root_disk`): a
+    # checkpointable container never reads it (its root is in RAM), but the restoring VM
+    # must have the device.
+    root_disk: bool = False
 
     @classmethod
     def of(cls, spec: VmSpec, limit_mib: int) -> SavedVm:
@@ -63,6 +67,7 @@ class SavedVm:
             shares=tuple(SavedShare(s.tag, s.readonly, s.remap_devices) for s in spec.shares),
             nics=tuple(SavedNic(n.mac, bool(n.tap)) for n in spec.nics),
             nic_vnet_hdr=spec.nic_vnet_hdr, limit_mib=limit_mib,
+            root_disk=spec.root_disk is not None,
         )
 
     @property
@@ -71,10 +76,14 @@ class SavedVm:
 
     def restore_spec(self, *, kernel: Path, initrd: Path, state_dir: Path, incoming: Path,
                      rootfs: Path, empty_dir: Path, taps: tuple[str, ...],
-                     ids: IdRange | None) -> VmSpec:
+                     ids: IdRange | None, placeholder: Path | None = None) -> VmSpec:
         """The VM that loads the checkpoint `incoming`: the container's root behind the
         rootfs share (the guest no longer mounts it), `empty_dir` behind any other (a
-        clone's spare volume slots), `taps` behind the NICs that had one, in order."""
+        clone's spare volume slots), `taps` behind the NICs that had one, in order, and
+        `placeholder` (an empty disk of the size every root disk has) behind a root disk."""
+        if self.root_disk and placeholder is None:
+            raise InvalidArgument("the checkpointed VM had a root disk and this daemon has no "
+                                  "placeholder disk to restore it with")
         if len(taps) != self.taps_needed:
             raise InvalidArgument(f"the checkpointed VM had {self.taps_needed} NIC(s) on the "
                                   f"network, this run has {len(taps)}: the container's "
@@ -90,6 +99,7 @@ class SavedVm:
                                s.readonly, s.remap_devices) for s in self.shares),
             nics=tuple(NicSpec(next(left) if n.tapped else "", n.mac) for n in self.nics),
             nic_vnet_hdr=self.nic_vnet_hdr, incoming=incoming, incoming_full=True, ids=ids,
+            root_disk=placeholder if self.root_disk else None,
         )
 
     def to_json(self) -> dict[str, object]:
@@ -102,6 +112,7 @@ class SavedVm:
             "shares": [[s.tag, s.readonly, s.remap_devices] for s in self.shares],
             "nics": [[n.mac, n.tapped] for n in self.nics],
             "nic_vnet_hdr": self.nic_vnet_hdr, "limit_mib": self.limit_mib,
+            "root_disk": self.root_disk,
         }
 
     @classmethod
@@ -121,6 +132,7 @@ class SavedVm:
                              for t, r, m in data["shares"]),
                 nics=tuple(SavedNic(str(mac), bool(tapped)) for mac, tapped in data["nics"]),
                 nic_vnet_hdr=bool(data["nic_vnet_hdr"]), limit_mib=_int(data["limit_mib"]),
+                root_disk=bool(data.get("root_disk", False)),  # absent before block roots
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"bad saved VM: {exc!r}") from exc

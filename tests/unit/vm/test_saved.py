@@ -5,6 +5,7 @@ device, with today's paths and taps and the RAM the stream carries."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -62,6 +63,30 @@ def test_a_direct_boot_keeps_the_machines_own_ram() -> None:
     argv = build_argv(restored(SavedVm.of(direct, 256), taps=()))
     assert "-object" not in argv and "memory-backend=ram" not in argv
     assert values_of(argv, "-device") == values_of(build_argv(direct), "-device")
+
+
+def test_a_block_daemons_clone_is_restored_with_the_placeholder_behind_its_root_disk() -> None:
+    """A checkpointable container's VM of a block daemon had the read-only root disk (on the
+    placeholder or an image's erofs: its RAM root never read it); the restoring VM has the
+    same device, on the placeholder. A checkpoint from before root disks has none."""
+    with_disk = replace(CLONE, root_disk=Path("/images/erofs/abc.erofs"))
+    saved = SavedVm.of(with_disk, limit_mib=256)
+    assert saved.root_disk
+    assert SavedVm.from_json(json.loads(json.dumps(saved.to_json()))) == saved
+    spec = saved.restore_spec(kernel=Path("/k2"), initrd=Path("/i2"),
+                              state_dir=Path("/run/vms/restored-1"),
+                              incoming=Path("/c/vm.state"), rootfs=Path("/c/rootfs"),
+                              empty_dir=Path("/run/vms/e"), taps=("sc-abc",), ids=None,
+                              placeholder=Path("/cache/root-disk-placeholder"))
+    assert spec.root_disk == Path("/cache/root-disk-placeholder")
+    assert (values_of(build_argv(spec), "-device")
+            == values_of(build_argv(with_disk), "-device"))
+    with pytest.raises(InvalidArgument, match="no placeholder disk"):
+        restored(saved)
+    old = saved.to_json()
+    del old["root_disk"]
+    assert not SavedVm.from_json(old).root_disk
+    assert restored(SavedVm.of(CLONE, limit_mib=256)).root_disk is None
 
 
 def test_other_networks_than_at_the_checkpoint_are_refused() -> None:
