@@ -31,9 +31,9 @@ from tests.vm.support import (
 IMG = "steelcup/busybox"
 
 
-def _root_mount(daemon: Daemon, *run_args: str) -> list[str]:
+def _root_mount(daemon: Daemon, image: str = IMG) -> list[str]:
     """The root's line of /proc/mounts in a new container: [source, dir, type, options]."""
-    mounts = daemon.out("run", "--rm", *run_args, IMG, "cat", "/proc/mounts").splitlines()
+    mounts = daemon.out("run", "--rm", image, "cat", "/proc/mounts").splitlines()
     return next(line for line in mounts if line.split()[1] == "/").split()[:4]
 
 
@@ -67,6 +67,35 @@ def test_later_containers_have_the_images_erofs_under_an_overlay(block: Daemon) 
     assert "lowerdir=/run/steelcup/lower" in options and "userxattr" in options
     mounts = block.out("run", "--rm", IMG, "cat", "/proc/mounts")
     assert "erofs" not in mounts and " 9p " not in mounts, mounts
+
+
+def test_a_default_daemon_gives_block_roots(daemon: Daemon) -> None:
+    """Block roots are the default (no --rootfs-cache): the shared daemon's busybox, loaded
+    at its start, is under an overlay on its erofs."""
+    source, _, fstype, options = _root_mount(daemon)
+    assert (source, fstype) == ("overlay", "overlay")
+    assert "lowerdir=/run/steelcup/lower" in options
+
+
+def test_an_images_first_container_right_after_its_import_has_a_block_root(
+        block: Daemon, tmp_path: Path) -> None:
+    """An image imported and run at once: the create of its first container waits for the
+    erofs the import started (Runtime.wait_for_root_disk; the wait itself, with a build that
+    ends when the test says: tests/unit/runtime/test_block_root_choice.py) and the container
+    has a block root, as the next ones will."""
+    cid = block.out("create", IMG, "true").strip()
+    try:
+        rootfs = tmp_path / "rootfs.tar"
+        rootfs.write_bytes(block.cli("export", cid, check=True).stdout)
+    finally:
+        block.cli("rm", "-f", cid)
+    block.out("import", str(rootfs), "steelcup/reimported:1")
+    try:
+        source, _, fstype, options = _root_mount(block, "steelcup/reimported:1")
+        assert (source, fstype) == ("overlay", "overlay")
+        assert "lowerdir=/run/steelcup/lower" in options
+    finally:
+        block.cli("rmi", "steelcup/reimported:1")
 
 
 def _cache_counts(daemon: Daemon) -> tuple[int, int]:
