@@ -884,16 +884,17 @@ class NetworkManager:
                 raise
             return Attachment(tuple(nics), tuple(live.ports))
 
-    async def publish(self, container_id: str) -> None:
+    async def publish(self, container_id: str, *, strict: bool = False) -> None:
         """A dormant container's ports are published (its VM answers now): DNAT, loopback
-        proxies, its virtual IPs' traffic. A proxy whose port is taken is logged."""
+        proxies, its virtual IPs' traffic. A proxy whose port is taken is logged, or with
+        `strict` raised (Conflict, OSError; a start fails and detaches)."""
         async with self._lock:
             live = self._live.get(container_id)
             if live is None or not live.dormant:
                 return
             live.dormant = False
             try:
-                await self._open_proxies(container_id, live, strict=False)
+                await self._open_proxies(container_id, live, strict=strict)
             finally:
                 await self._apply_rules()
 

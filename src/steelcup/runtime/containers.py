@@ -782,10 +782,13 @@ class Runtime:
             try:
                 root = await asyncio.to_thread(self.prepare_rootfs, record)
                 user = resolve_user(root, config.user, config.group_add)
-                # A restored VM's ports are published once it runs (`_publish_restored`).
+                # Its ports are published once its guest has its addresses (`_start_in_vm`),
+                # a restored VM's once it runs (`_publish_restored`): published earlier, a
+                # connection's SYN would wait for an ARP answer the guest cannot give yet,
+                # and TCP would send it again only a second later.
                 run = await self.resources.acquire(record, root, stack,
                                                    self._link_hosts(record), run_dir=cdir,
-                                                   dormant=checkpoint is not None)
+                                                   dormant=True)
                 spec = ProcessSpec(
                     args=(record.path, *record.args),
                     env=config.process_env(user.home, config.tty),
@@ -910,6 +913,7 @@ class Runtime:
         if config.sysctls:
             await machine.guest.sysctl(f"{k}={v}" for k, v in config.sysctls)
         await self.resources.configure_guest(machine.guest, run)
+        await self.resources.publish(record.id, strict=True)  # the guest answers ARP now
         return machine, await machine.guest.start(spec)
 
     def _erofs_of(self, config: ContainerConfig) -> Path:

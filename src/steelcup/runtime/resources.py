@@ -346,10 +346,11 @@ class Resources:
             return (), ()
         return self.networks.run_state(container_id)
 
-    async def publish(self, container_id: str) -> None:
-        """The run's ports take connections (after `acquire(dormant=True)` or `unpublish`)."""
+    async def publish(self, container_id: str, *, strict: bool = False) -> None:
+        """The run's ports take connections (after `acquire(dormant=True)` or `unpublish`);
+        `strict`: a loopback port that cannot be had raises Conflict (else it is logged)."""
         if self.networks is not None:
-            await self.networks.publish(container_id)
+            await self.networks.publish(container_id, strict=strict)
 
     async def unpublish(self, container_id: str) -> None:
         """The run's ports stop taking new connections but stay its own (a save is coming)."""

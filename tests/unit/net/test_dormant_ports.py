@@ -83,3 +83,31 @@ def test_a_dormant_backend_takes_no_virtual_ip_traffic(tmp_path: Path) -> None:
             await mgr.close()
 
     asyncio.run(scenario())
+
+
+def test_a_starts_strict_publish_fails_on_a_loopback_port_someone_else_holds(
+        tmp_path: Path) -> None:
+    """A start publishes its ports once the guest has its address (dormant until then); a
+    loopback port another host process listens on fails it (Conflict or OSError), where a
+    restore's publish only logs it."""
+    async def scenario() -> None:
+        mgr = _manager(tmp_path)
+        with socket.socket() as squatter:
+            squatter.bind(("127.0.0.1", 0))
+            squatter.listen()
+            port = int(squatter.getsockname()[1])
+            try:
+                await mgr.attach(CID, "web", "appnet", tenant="alice", dormant=True,
+                                 ports=[PortMapping(80, "tcp", host_ip="127.0.0.1",
+                                                    host_port=port)])
+                with pytest.raises((Conflict, OSError)):
+                    await mgr.publish(CID, strict=True)
+                await mgr.detach(CID)
+                await mgr.attach(CID, "web", "appnet", tenant="alice", dormant=True,
+                                 ports=[PortMapping(80, "tcp", host_ip="127.0.0.1",
+                                                    host_port=port)])
+                await mgr.publish(CID)  # logged; the rest of the run goes on
+            finally:
+                await mgr.close()
+
+    asyncio.run(scenario())

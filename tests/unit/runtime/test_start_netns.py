@@ -31,9 +31,19 @@ ETH0 = NetnsInterface("eth0", "0a:58:0a:58:00:05", 1450, "10.88.0.5", 16, "10.88
 
 
 class NoNetworks:
-    """The network layer of a container on none of the daemon's networks."""
+    """The network layer of a container on none of the daemon's networks; `publish` is
+    recorded with (NICs the guest was given, processes started) at that moment."""
 
     host = Host()
+
+    def __init__(self, calls: list[tuple[str, object, int]], fake: FakeVms) -> None:
+        self.calls, self.fake = calls, fake
+
+    async def publish(self, _container_id: str, *, strict: bool = False) -> None:
+        assert strict, "a start's ports are published strictly (a taken port fails it)"
+        nics = sum(len(m.nics) for m in self.fake.machines)
+        self.calls.append(("publish", (nics, self.fake.started.qsize()),
+                           len(self.fake.machines)))
 
     async def attach(self, *_a: Any, **_k: Any) -> Attachment:
         return Attachment((), ())
@@ -64,7 +74,7 @@ def _run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, iface: NetnsInterface 
         ("unplug", wiring, len(fake.machines))))
 
     async def main() -> None:
-        resources = Resources(networks=cast(NetworkManager, NoNetworks()))
+        resources = Resources(networks=cast(NetworkManager, NoNetworks(calls, fake)))
         runtime = make_runtime(tmp_path, open_db(tmp_path), resources, fake.source())
         try:
             record = runtime.create(ContainerConfig(image="base:1", image_id="",
@@ -95,8 +105,10 @@ def test_the_vm_takes_the_netns_interfaces_place(tmp_path: Path,
     assert (nic[Tag.MAC], nic[Tag.ADDRESS], nic[Tag.PREFIX], nic[Tag.GATEWAY], nic[Tag.MTU]) == (
         ETH0.mac, "10.88.0.5", 16, "10.88.0.1", 1450)
     wiring = NetnsWiring(NETNS, tap, ETH0)
-    # read before the VM, plugged once the VM has its tap, unplugged at the run's end
-    assert calls == [("read", NETNS, 0), ("plug", wiring, 1), ("unplug", wiring, 1)]
+    # read before the VM, plugged once the VM has its tap, unplugged at the run's end; the
+    # ports published once the guest has its NIC, before the process starts
+    assert calls == [("read", NETNS, 0), ("plug", wiring, 1), ("publish", (1, 0), 1),
+                     ("unplug", wiring, 1)]
 
 
 def test_a_loopback_only_netns_gives_no_nic(tmp_path: Path,
@@ -104,7 +116,7 @@ def test_a_loopback_only_netns_gives_no_nic(tmp_path: Path,
     fake, calls = _run(tmp_path, monkeypatch, None)
     (machine,) = fake.machines
     assert machine.request.nics == () and machine.request.tap_places == ()
-    assert calls == [("read", NETNS, 0)]
+    assert calls == [("read", NETNS, 0), ("publish", (0, 0), 1)]
 
 
 def test_tap_names_are_the_containers() -> None:
