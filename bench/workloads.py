@@ -9,7 +9,9 @@ block device from above), a shell script as init, and a tap with offloads (vnet 
 network namespace this script creates. Rows, each engine in turn within a run:
 
 - nginx start: `run -d` (bare: `nginx` sent to the booted VM) until the first HTTP 200, timed on
-  the host by a poller started beside the command;
+  the host by a poller started beside the command; once at the start of a round, and once
+  right after the round's other container was removed (`rm -f`; bare: redis shut down), as a
+  user running one container after another does;
 - a 10 MiB static file: host client (the daemon's netns for steelcup) through a port published
   on 127.0.0.1 (bare: straight to the guest's address over the tap) and, for steelcup, on its
   bridge gateway address (nftables DNAT from a non-loopback address). The first download after
@@ -491,6 +493,7 @@ REDIS_WAIT = ("for i in $(seq 600); do redis-cli ping 2>/dev/null | grep -q PONG
               "sleep 0.1; done; exit 1")
 ROWS = (
     ("web", "nginx `run -d` → first HTTP 200 (s)", False),
+    ("web2", "the same right after `rm -f` of another container (s)", False),
     ("dl1", "10 MiB static file, the first download after the start, 127.0.0.1 (MiB/s)", True),
     ("dl", "10 MiB static file, later downloads, published port on 127.0.0.1 (MiB/s)", True),
     ("dnat", "10 MiB static file, later downloads, port on a host address (MiB/s)", True),
@@ -544,6 +547,8 @@ def one_run(engine: Engine, downloads: int) -> dict[str, list[float]]:
         got["walk"].append(statistics.median(timed(engine, WALK) for _ in range(WARM_RUNS)))
     finally:
         engine.stop_box()
+    got["web2"].append(engine.side.first_200_after(t0, engine.start_web))
+    engine.stop_web()
     return got
 
 

@@ -906,9 +906,21 @@ class Runtime:
                  else self.defaults.rootfs_cache)
         staged = (cache is RootfsCache.BLOCK and root_disk is not None
                   and machine.has_staged_lower(root_disk))
-        await machine.guest.setup_root("rootfs", config.hostname, config.read_only,
-                                       subdir=machine.rootfs_subdir,
-                                       pids_max=config.pids_limit, cache=cache, staged=staged)
+        try:
+            await machine.guest.setup_root("rootfs", config.hostname, config.read_only,
+                                           subdir=machine.rootfs_subdir,
+                                           pids_max=config.pids_limit, cache=cache,
+                                           staged=staged)
+        except GuestRequestError as exc:
+            if not staged:
+                raise
+            # The host thought the VM staged and the guest has no such mount (it said so and
+            # mounted nothing): the disk is the image's all the same, mounted afresh.
+            log.warning("container %s: the guest refused its staged lower (%s); its root is "
+                        "mounted afresh", record.id[:12], exc)
+            await machine.guest.setup_root("rootfs", config.hostname, config.read_only,
+                                           subdir=machine.rootfs_subdir,
+                                           pids_max=config.pids_limit, cache=cache)
         live.rootfs_cache = cache
         if config.sysctls:
             await machine.guest.sysctl(f"{k}={v}" for k, v in config.sysctls)

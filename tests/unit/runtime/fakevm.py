@@ -18,7 +18,13 @@ from pathlib import Path
 from typing import cast
 
 from steelcup.errors import GuestProtocolError, ProcessStartError, SteelcupError
-from steelcup.guest.client import ExitStatus, GuestProcess, ProcessSpec, Stream
+from steelcup.guest.client import (
+    ExitStatus,
+    GuestProcess,
+    GuestRequestError,
+    ProcessSpec,
+    Stream,
+)
 from steelcup.guest.protocol import RootfsCache
 from steelcup.pool.source import VmRequest, VmSource
 from steelcup.vm.machine import Machine
@@ -93,6 +99,9 @@ class FakeGuest:
         if container:  # a pod member's root: (CONTAINER, SOURCE, SUBDIR, READONLY)
             self.machine.member_roots.append((container, source, subdir, readonly))
             return
+        if staged and self.machine.refuse_staged:
+            raise GuestRequestError("guest SETUP_ROOT failed: no staged lower",
+                                    errno_value=errno.EINVAL)
         self.machine.root_readonly = readonly
         self.machine.pids_max = pids_max
         self.machine.root_cache = cache
@@ -158,6 +167,7 @@ class FakeMachine:
     root_cache: RootfsCache | None = None  # SETUP_ROOT's CACHE (None: not set up)
     root_staged: bool | None = None  # SETUP_ROOT's STAGED
     lower_staged_for: Path | None = None  # the image a warm cache staged it for
+    refuse_staged: bool = False  # SETUP_ROOT with STAGED fails (the guest has no such mount)
     syncs: list[bool] = field(default_factory=list)  # SYNC_ROOT requests: their DROP
     sync_error: SteelcupError | None = None  # what SYNC_ROOT raises
     member_roots: list[tuple[int, str, str, bool]] = field(default_factory=list)
@@ -233,13 +243,19 @@ class FakeVms:
     start_gate: asyncio.Event | None = None
     close_gate: asyncio.Event | None = None
     ignored: set[int] = field(default_factory=set)
+    # Machines are handed out staged for their request's root disk (a warm cache's), and
+    # with `refuse_staged` their guest has no such mount after all.
+    staged: bool = False
+    refuse_staged: bool = False
     machines: list[FakeMachine] = field(default_factory=list)
     started: asyncio.Queue[FakeProcess] = field(default_factory=asyncio.Queue)
 
     async def acquire(self, request: VmRequest) -> Machine:
         if self.fail_with is not None:
             raise self.fail_with
-        machine = FakeMachine(self, request)
+        machine = FakeMachine(self, request, refuse_staged=self.refuse_staged)
+        if self.staged:
+            machine.lower_staged_for = request.root_disk
         self.machines.append(machine)
         return cast(Machine, machine)
 
