@@ -4,8 +4,9 @@ for that image would read ahead of its hand-out.
 A daemon with block roots (`--rootfs-cache block`) and no ready VMs (`--pool-size 0`: a ready
 VM made for the image would have read its hot files already, and its refill would read them
 again) on the Debian workloads image (`bench/workloads.py` builds it): its erofs is read by
-guests only, through the host's page cache. Per workload and round: the image's pages dropped from the host's page cache, one fresh
-container runs the workload, then the files of the image with pages cached again
+guests only, through the host's page cache. Per workload and round: the image's pages
+dropped from the host's page cache, one fresh container runs the workload, then the files of
+the image with pages cached again
 (`steelcup.image.erofs_files.hot_files`) are counted: how many, their size in all, and how much
 of them was cached. The host's readahead around each read counts its neighbours too, so this is
 an upper bound of what the workload itself read. Medians of `--runs` rounds.

@@ -35,8 +35,8 @@ network namespace this script creates. Rows, each engine in turn within a run:
 (what the transport costs, apart from the rest of steelcup); `--bare-9p-fresh MODES` the same
 booted anew before each round (cold page and translation caches, like a fresh container's);
 `--bare-blk-fresh` one with the rootfs as an erofs image on a virtio-blk disk under a tmpfs
-overlay, booted anew each round (the issue's "rootfs on a virtio-blk device" limit; its kernel
-is ours plus the block layer, virtio-blk and erofs, built once under build/bench).
+overlay, booted anew each round (the issue's "rootfs on a virtio-blk device" limit, on the
+product's guest kernel, which has the block layer, virtio-blk and erofs).
 `--before DIR` adds a second steelcup engine run from another tree's `src/` (e.g. `git archive
 REV src | tar -x -C DIR`) with this checkout's guest assets: a change's before and after in the
 same run.
@@ -144,27 +144,18 @@ def rootfs_tar(rootfs: Path) -> Path:
 
 
 def blk_kernel(log: Callable[[str], None]) -> Path:
-    """Our guest kernel with block support, virtio-blk and erofs added (the product's has no
-    block layer), built once from the unpacked source `make guest` left in build/guest."""
-    src = REPO / "build" / "guest" / "kernel-src"
-    if not src.is_dir():
-        raise SystemExit("build/guest/kernel-src is missing: run `make guest` first")
-    fragment = "".join(line for line in (REPO / "guest/kernel/steelcup.config").read_text()
-                       .splitlines(keepends=True) if line.strip() != "# CONFIG_BLOCK is not set")
-    fragment += "".join(f"CONFIG_{o}=y\n" for o in ("BLOCK", "BLK_DEV", "VIRTIO_BLK",
-                                                    "MISC_FILESYSTEMS", "EROFS_FS"))
-    patches = b"".join(p.read_bytes() for p in sorted((REPO / "guest/kernel/patches").iterdir()))
-    digest = hashlib.sha256(fragment.encode() + patches).hexdigest()[:8]
-    out = IMAGE_DIR.parent / f"vmlinux-blk-{digest}"
-    if out.exists():
-        return out
-    log("building the guest kernel with block support (a few minutes, once)")
-    config = IMAGE_DIR.parent / f"kernel-blk-{digest}.config"
-    config.write_text(fragment)
-    subprocess.run([str(REPO / "guest/kernel/build.sh"), str(src),
-                    str(IMAGE_DIR.parent / "kernel-blk-obj"), str(config), str(out)],
-                   check=True, stdout=subprocess.DEVNULL)
-    return out
+    """The guest kernel for the virtio-blk limit: the product's own (`make guest`), which has
+    the block layer, virtio-blk and erofs since block roots (so the limit runs the very
+    kernel steelcup's guests run)."""
+    kernel = REPO / "build" / "guest" / "vmlinux"
+    config = (REPO / "guest/kernel/steelcup.config").read_text().splitlines()
+    missing = [o for o in ("BLOCK", "VIRTIO_BLK", "EROFS_FS") if f"CONFIG_{o}=y" not in config]
+    if missing:
+        raise SystemExit(f"the guest kernel config lacks {', '.join(missing)}")
+    if not kernel.exists():
+        raise SystemExit("build/guest/vmlinux is missing: run `make guest` first")
+    log(f"virtio-blk limit on the guest kernel {kernel}")
+    return kernel
 
 
 def erofs_image(rootfs: Path) -> Path:
@@ -698,8 +689,7 @@ def main() -> int:
                          "cold caches on the 9p root: the transport's own first-run cost)")
     ap.add_argument("--bare-blk-fresh", action="store_true",
                     help="also a bare VM booted anew each round with the rootfs as an erofs "
-                         "image on a virtio-blk disk (the block transport's first-run cost; "
-                         "builds a guest kernel with block support once)")
+                         "image on a virtio-blk disk (the block transport's first-run cost)")
     ap.add_argument("--before", type=Path, default=None,
                     help="another steelcup checkout to run as a second engine")
     ap.add_argument("--assets-before", type=Path, default=None, metavar="DIR",
