@@ -78,7 +78,7 @@ test-unit: venv
 	$(PY) -m pytest -q tests/unit
 
 lint: venv
-	$(VENV)/bin/ruff check src tests tools
+	$(VENV)/bin/ruff check src tests tools bench
 	$(VENV)/bin/mypy
 
 clean:
