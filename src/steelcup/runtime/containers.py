@@ -96,11 +96,11 @@ RESTART_DELAY_MAX_S = 60.0
 RESTART_RESET_AFTER_S = 10.0
 # How long a force removal waits for the killed process, then for its output relay.
 REMOVE_KILL_WAIT_S = 5.0
+REMOVE_PUMP_WAIT_S = 15.0
 # How long a container's create waits for its image's erofs being made (--rootfs-cache
 # block): an image's first container right after its pull then has a block root too, unless
 # the image is so big that a 9p root now beats a block root later.
 ROOT_DISK_WAIT_S = 20.0
-REMOVE_PUMP_WAIT_S = 15.0
 REAP_WAIT_S = 60.0  # a --rm container's killed VM, before its files go
 # Writable-layer disk images made ahead (boundedfs): as many as the daemon starts at once in a
 # burst (`compose up`, a service's replicas); each is ~4 MiB of the host's disk.
