@@ -37,6 +37,14 @@ def _root_mount(daemon: Daemon, image: str = IMG) -> list[str]:
     return next(line for line in mounts if line.split()[1] == "/").split()[:4]
 
 
+def _block_root_options(daemon: Daemon, image: str = IMG) -> str:
+    """A new container's root mount options, once checked to be an overlay on the erofs."""
+    source, _, fstype, options = _root_mount(daemon, image)
+    assert (source, fstype) == ("overlay", "overlay")
+    assert "lowerdir=/run/steelcup/lower" in options
+    return options
+
+
 @pytest.fixture(scope="module")
 def block(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
     """A daemon with --rootfs-cache block whose busybox image has its erofs made (its load
@@ -62,9 +70,7 @@ def block(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
 def test_later_containers_have_the_images_erofs_under_an_overlay(block: Daemon) -> None:
     """The root is an overlay whose lower is the erofs disk; neither the disk's mount nor the
     9p share of the writable layer is visible in the container."""
-    source, _, fstype, options = _root_mount(block)
-    assert (source, fstype) == ("overlay", "overlay")
-    assert "lowerdir=/run/steelcup/lower" in options and "userxattr" in options
+    assert "userxattr" in _block_root_options(block)
     mounts = block.out("run", "--rm", IMG, "cat", "/proc/mounts")
     assert "erofs" not in mounts and " 9p " not in mounts, mounts
 
@@ -72,9 +78,7 @@ def test_later_containers_have_the_images_erofs_under_an_overlay(block: Daemon) 
 def test_a_default_daemon_gives_block_roots(daemon: Daemon) -> None:
     """Block roots are the default (no --rootfs-cache): the shared daemon's busybox, loaded
     at its start, is under an overlay on its erofs."""
-    source, _, fstype, options = _root_mount(daemon)
-    assert (source, fstype) == ("overlay", "overlay")
-    assert "lowerdir=/run/steelcup/lower" in options
+    _block_root_options(daemon)
 
 
 def test_an_images_first_container_right_after_its_import_has_a_block_root(
@@ -91,9 +95,7 @@ def test_an_images_first_container_right_after_its_import_has_a_block_root(
         block.cli("rm", "-f", cid)
     block.out("import", str(rootfs), "steelcup/reimported:1")
     try:
-        source, _, fstype, options = _root_mount(block, "steelcup/reimported:1")
-        assert (source, fstype) == ("overlay", "overlay")
-        assert "lowerdir=/run/steelcup/lower" in options
+        _block_root_options(block, "steelcup/reimported:1")
     finally:
         block.cli("rmi", "steelcup/reimported:1")
 

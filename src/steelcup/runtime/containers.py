@@ -13,6 +13,7 @@ import asyncio
 import builtins
 import contextlib
 import errno
+import functools
 import itertools
 import logging
 import os
@@ -28,6 +29,7 @@ from collections.abc import (
     Iterator,
     Sequence,
 )
+from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -394,8 +396,7 @@ class Runtime:
             image = self._image_for(config)
         except SteelcupError:
             return
-        store = self.images
-        making = self.erofs.ensure(image.id, lambda: store.layer_dirs(image))
+        making = self._make_erofs(self.erofs, image)
         if making is None:
             return
         began = time.monotonic()
@@ -411,10 +412,11 @@ class Runtime:
         if self.erofs is not None and self.defaults.rootfs_cache is RootfsCache.BLOCK:
             self._make_erofs(self.erofs, image)
 
-    def _make_erofs(self, erofs: ErofsImages, image: Image) -> None:
-        """Start making `image`'s erofs in the background (unless made or under way)."""
+    def _make_erofs(self, erofs: ErofsImages, image: Image) -> Future[None] | None:
+        """Start making `image`'s erofs in the background (unless made or failed before);
+        the future of its build, this one or the one under way (None: nothing to wait for)."""
         store = self.images
-        erofs.ensure(image.id, lambda: store.layer_dirs(image))
+        return erofs.ensure(image.id, lambda: store.layer_dirs(image))
 
     def log_rotation(self, config: ContainerConfig) -> logs_module.Rotation:
         """A container's log rotation (the daemon's for a container made before it had one)."""
@@ -783,12 +785,9 @@ class Runtime:
                 root = await asyncio.to_thread(self.prepare_rootfs, record)
                 user = resolve_user(root, config.user, config.group_add)
                 # Its ports are published once its guest has its addresses (`_start_in_vm`),
-                # a restored VM's once it runs (`_publish_restored`): published earlier, a
-                # connection's SYN would wait for an ARP answer the guest cannot give yet,
-                # and TCP would send it again only a second later.
+                # a restored VM's once it runs (`_publish_restored`).
                 run = await self.resources.acquire(record, root, stack,
-                                                   self._link_hosts(record), run_dir=cdir,
-                                                   dormant=True)
+                                                   self._link_hosts(record), run_dir=cdir)
                 spec = ProcessSpec(
                     args=(record.path, *record.args),
                     env=config.process_env(user.home, config.tty),
@@ -906,11 +905,11 @@ class Runtime:
                  else self.defaults.rootfs_cache)
         staged = (cache is RootfsCache.BLOCK and root_disk is not None
                   and machine.has_staged_lower(root_disk))
+        setup_root = functools.partial(machine.guest.setup_root, "rootfs", config.hostname,
+                                       config.read_only, subdir=machine.rootfs_subdir,
+                                       pids_max=config.pids_limit, cache=cache)
         try:
-            await machine.guest.setup_root("rootfs", config.hostname, config.read_only,
-                                           subdir=machine.rootfs_subdir,
-                                           pids_max=config.pids_limit, cache=cache,
-                                           staged=staged)
+            await setup_root(staged=staged)
         except GuestRequestError as exc:
             if not staged:
                 raise
@@ -918,9 +917,7 @@ class Runtime:
             # mounted nothing): the disk is the image's all the same, mounted afresh.
             log.warning("container %s: the guest refused its staged lower (%s); its root is "
                         "mounted afresh", record.id[:12], exc)
-            await machine.guest.setup_root("rootfs", config.hostname, config.read_only,
-                                           subdir=machine.rootfs_subdir,
-                                           pids_max=config.pids_limit, cache=cache)
+            await setup_root()
         live.rootfs_cache = cache
         if config.sysctls:
             await machine.guest.sysctl(f"{k}={v}" for k, v in config.sysctls)

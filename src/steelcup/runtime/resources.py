@@ -184,13 +184,14 @@ class Resources:
     async def acquire(
         self, record: ContainerRecord, root: Path, stack: contextlib.AsyncExitStack,
         link_hosts: tuple[tuple[str, str], ...] = (), run_dir: Path | None = None,
-        dormant: bool = False,
     ) -> RunResources:
         """Volumes, NICs, /etc files, swarm secrets and configs for this run; undone by
         `stack` if the start fails. `link_hosts`: /etc/hosts lines (names, address) of its
         links (runtime.links); `run_dir`: the container's own directory (its secrets go
-        there for the run); `dormant`: its ports are reserved but published only by
-        `publish` (a restored VM answers nothing until its state is loaded)."""
+        there for the run). Its ports are reserved, and take connections only once `publish`
+        says the VM answers (its guest has its addresses, or a restored VM runs): published
+        earlier, a client's SYN would wait for an ARP answer the guest cannot give yet, and
+        TCP would send it again only a second later."""
         config = record.config
         prepared: list[PreparedMount] = []
         plans = [MountPlan.from_json(p) for p in config.mount_plans]
@@ -212,7 +213,7 @@ class Resources:
             )
             attachment = await self.networks.attach(
                 record.id, record.name, mode, aliases=config.network_aliases, ports=ports,
-                tenant=config.tenant, dormant=dormant,
+                tenant=config.tenant, dormant=True,
             )
             stack.push_async_callback(self.networks.detach, record.id)
         elif mode not in ("none", "default", "bridge") or config.port_bindings:
@@ -347,7 +348,7 @@ class Resources:
         return self.networks.run_state(container_id)
 
     async def publish(self, container_id: str, *, strict: bool = False) -> None:
-        """The run's ports take connections (after `acquire(dormant=True)` or `unpublish`);
+        """The run's ports take connections (after `acquire` or `unpublish`);
         `strict`: a loopback port that cannot be had raises Conflict (else it is logged)."""
         if self.networks is not None:
             await self.networks.publish(container_id, strict=strict)

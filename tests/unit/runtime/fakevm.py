@@ -99,7 +99,7 @@ class FakeGuest:
         if container:  # a pod member's root: (CONTAINER, SOURCE, SUBDIR, READONLY)
             self.machine.member_roots.append((container, source, subdir, readonly))
             return
-        if staged and self.machine.refuse_staged:
+        if staged and self.machine.vms.refuse_staged:
             raise GuestRequestError("guest SETUP_ROOT failed: no staged lower",
                                     errno_value=errno.EINVAL)
         self.machine.root_readonly = readonly
@@ -167,7 +167,6 @@ class FakeMachine:
     root_cache: RootfsCache | None = None  # SETUP_ROOT's CACHE (None: not set up)
     root_staged: bool | None = None  # SETUP_ROOT's STAGED
     lower_staged_for: Path | None = None  # the image a warm cache staged it for
-    refuse_staged: bool = False  # SETUP_ROOT with STAGED fails (the guest has no such mount)
     syncs: list[bool] = field(default_factory=list)  # SYNC_ROOT requests: their DROP
     sync_error: SteelcupError | None = None  # what SYNC_ROOT raises
     member_roots: list[tuple[int, str, str, bool]] = field(default_factory=list)
@@ -253,7 +252,7 @@ class FakeVms:
     async def acquire(self, request: VmRequest) -> Machine:
         if self.fail_with is not None:
             raise self.fail_with
-        machine = FakeMachine(self, request, refuse_staged=self.refuse_staged)
+        machine = FakeMachine(self, request)
         if self.staged:
             machine.lower_staged_for = request.root_disk
         self.machines.append(machine)
