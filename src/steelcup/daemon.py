@@ -207,6 +207,7 @@ async def _serve(options: DaemonOptions) -> int:
     images.in_use = runtime.image_in_use
     runtime.recover(kept=set(left))
     await runtime.restore(left, vms.direct.adoptable)
+    await asyncio.to_thread(runtime.queue_root_disks)
     # Cron jobs', funcs' and services' containers are made as POST /containers/create makes
     # them: one admission, sized and counted against their tenant's quotas.
     capacity = HostCapacity.probe()

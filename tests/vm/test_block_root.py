@@ -247,3 +247,23 @@ def test_a_block_root_beside_a_volume(block: Daemon) -> None:
                          ) == "kept\n"
     finally:
         block.cli("volume", "rm", "block-vol")
+
+
+
+def test_system_df_counts_each_images_erofs(block: Daemon) -> None:
+    """An image's disk usage is its layers and its erofs image: `system df` (the API's
+    LayersSize and each image's Size) counts the erofs file's blocks and says how much of the
+    images' size the root disks are."""
+    du = json.loads(block.out("system", "df", "-f", "{{json .}}"))
+    made = {p.name.split("-")[0]: p.stat().st_blocks * 512
+            for p in (block.root / "images" / "erofs").glob("*.erofs")}
+    row = next(i for i in du["Images"] if f"{IMG}:latest" in i["RepoTags"])
+    root_disk = made[row["Id"].removeprefix("sha256:")]
+    assert row["RootDiskSize"] == root_disk > 0
+    layers = int(block.out("image", "inspect", "-f", "{{.Size}}", IMG))
+    assert row["Size"] == layers + root_disk
+    assert du["LayersSize"] == sum(i["Size"] for i in du["Images"])
+    table = block.out("system", "df")
+    assert table.splitlines()[0].split() == ["TYPE", "TOTAL", "ACTIVE", "SIZE", "RECLAIMABLE"]
+    assert "is their block-root disks" in table
+    assert "ROOT DISK" in block.out("system", "df", "-v")

@@ -16,7 +16,6 @@ is read-only), so the guest kernel parses nothing a container wrote.
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
 import logging
 import os
@@ -32,6 +31,7 @@ from pathlib import Path
 from steelcup import sysmount
 from steelcup.errors import ImageError, SteelcupError
 from steelcup.image.erofs_files import Layout, drop_cached, hot_paths, read_layout_quietly
+from steelcup.image.fair_queue import FairQueue
 
 log = logging.getLogger(__name__)
 
@@ -121,45 +121,85 @@ class ErofsImages:
     """The erofs images of a daemon's images, in `directory`: made in the background, one at
     a time, when asked (`ensure`: an image arrived, or a container of an image that has none
     was created); a container created before its image's is ready keeps its root over 9p.
-    Deleted with their image (`forget`). Thread-safe."""
+    Builds are done in a fair order (`FairQueue`): one a create waits for first, then the
+    tenants' in turn. Deleted with their image (`forget`). Thread-safe."""
 
     def __init__(self, directory: Path, scratch: Path) -> None:
         self.directory = directory
         self.scratch = scratch
         self._lock = threading.Lock()
-        self._building: dict[str, Future[None]] = {}
+        self._wake = threading.Condition(self._lock)
+        self._queue = FairQueue()  # image ids to make, not yet begun
+        self._sources: dict[str, Callable[[], list[Path]]] = {}  # their layer_dirs
+        self._building: dict[str, Future[None]] = {}  # queued or being made
         self._failed: set[str] = set()  # image ids whose build failed (logged, not retried)
         self._forgotten: set[str] = set()  # removed while being made: deleted once made
+        self._closed = False
         self._layouts: OrderedDict[tuple[str, int, int], Layout] = OrderedDict()
-        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1,
-                                                           thread_name_prefix="erofs")
         directory.mkdir(parents=True, exist_ok=True)
         for leftover in directory.glob(".*.partial"):  # from a crash mid-build
             leftover.unlink(missing_ok=True)
+        self._worker = threading.Thread(target=self._work, name="erofs", daemon=True)
+        self._worker.start()
 
     def ready(self, image_id: str) -> Path | None:
         """The erofs image of `image_id` if it is made."""
         path = image_path(self.directory, image_id)
         return path if path.exists() else None
 
-    def ensure(self, image_id: str, layer_dirs: Callable[[], list[Path]]) -> Future[None] | None:
-        """Start making the erofs image of `image_id` from its layers (`layer_dirs()`, lowest
-        first, read in the builder's thread) unless it is made or failed before. The future
-        of its build (this one or the one under way; it never raises), or None."""
+    def disk_bytes(self, image_id: str) -> int:
+        """The disk space `image_id`'s erofs image takes (0 if it is not made)."""
+        try:
+            return image_path(self.directory, image_id).stat().st_blocks * 512
+        except FileNotFoundError:
+            return 0
+
+    def ensure(self, image_id: str, layer_dirs: Callable[[], list[Path]], *, owner: str = "",
+               urgent: bool = False) -> Future[None] | None:
+        """Queue the making of the erofs image of `image_id` from its layers (`layer_dirs()`,
+        lowest first, read in the builder's thread) for tenant `owner`, unless it is made or
+        failed before; `urgent`: somebody waits for it (it goes first). The future of its
+        build (this one or the one queued or under way; it never raises; cancelled if the
+        daemon stops first), or None."""
         with self._lock:
-            if self.ready(image_id) is not None or image_id in self._failed:
+            if self.ready(image_id) is not None or image_id in self._failed or self._closed:
                 return None
             under_way = self._building.get(image_id)
             if under_way is not None:
                 self._forgotten.discard(image_id)  # removed, and back: its build is kept
+                if urgent:
+                    self._queue.promote(image_id)
                 return under_way
-            future = self._pool.submit(self._build, image_id, layer_dirs)
+            future: Future[None] = Future()
             self._building[image_id] = future
+            self._sources[image_id] = layer_dirs
+            self._queue.add(image_id, owner, urgent=urgent)
+            self._wake.notify()
             return future
 
-    def _build(self, image_id: str, layer_dirs: Callable[[], list[Path]]) -> None:
+    def _work(self) -> None:
         # this thread (and its mkfs) makes way for running containers
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), BUILD_NICE)
+        while True:
+            with self._lock:
+                while not self._closed and not self._queue:
+                    self._wake.wait()
+                if self._closed:
+                    return
+                image_id = self._queue.take()
+                assert image_id is not None
+                layer_dirs = self._sources.pop(image_id)
+                future = self._building[image_id]
+            if not future.set_running_or_notify_cancel():  # cancelled while it waited
+                with self._lock:
+                    self._building.pop(image_id, None)
+                continue
+            try:
+                self._build(image_id, layer_dirs)
+            finally:
+                future.set_result(None)
+
+    def _build(self, image_id: str, layer_dirs: Callable[[], list[Path]]) -> None:
         began = time.monotonic()
         try:
             build(layer_dirs(), image_path(self.directory, image_id), self.scratch)
@@ -206,6 +246,11 @@ class ErofsImages:
         that has it open keeps reading it)."""
         with self._lock:
             self._failed.discard(image_id)
+            if image_id in self._queue:  # not begun: it never will be
+                self._queue.discard(image_id)
+                del self._sources[image_id]
+                self._building.pop(image_id).cancel()
+                return
             if image_id in self._building:
                 self._forgotten.add(image_id)
                 return
@@ -219,4 +264,11 @@ class ErofsImages:
                 path.unlink(missing_ok=True)
 
     def close(self) -> None:
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        """Stop: the builds not begun are cancelled; the one under way is waited for."""
+        with self._lock:
+            self._closed = True
+            while (image_id := self._queue.take()) is not None:
+                del self._sources[image_id]
+                self._building.pop(image_id).cancel()
+            self._wake.notify_all()
+        self._worker.join()

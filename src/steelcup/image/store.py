@@ -223,9 +223,10 @@ class ImageStore:
         self._db = db
         # (image id, tenant) -> whether a container of `tenant` (None: of anyone) uses it
         self.in_use: Callable[[str, str | None], bool] = in_use or (lambda _id, _tenant: False)
-        # Told of each image a tenant gets (pull, load, import, build, commit), from whichever
-        # thread registered it: e.g. the block root's erofs is started then (the daemon sets it).
-        self.on_added: Callable[[Image], None] | None = None
+        # Told of each image a tenant gets (pull, load, import, build, commit) and who ("":
+        # the operator), from whichever thread registered it: e.g. the block root's erofs is
+        # queued then (the daemon sets it).
+        self.on_added: Callable[[Image, str], None] | None = None
         # Told of each image id deleted (its last tenant and container let go of it).
         self.on_deleted: Callable[[str], None] | None = None
         self.limits = limits or LayerLimits()
@@ -1097,7 +1098,7 @@ class ImageStore:
                 self._add_names(image_id, tags, owner)
         image = self._image(image_id, tenant if own else None)
         if own and self.on_added is not None:
-            self.on_added(image)
+            self.on_added(image, owner)
         return image
 
     def _add_names(self, image_id: str, tags: builtins.list[str], owner: str) -> None:

@@ -380,7 +380,7 @@ class Runtime:
         if self.erofs.ready(image.id) is not None:
             return True
         if BUILD_STEP_LABEL not in config.labels:  # a build's intermediate images get none
-            self._make_erofs(self.erofs, image)  # for the image's next container
+            self._make_erofs(self.erofs, image, config.tenant)  # for its next container
         return False
 
     async def wait_for_root_disk(self, config: ContainerConfig,
@@ -396,7 +396,7 @@ class Runtime:
             image = self._image_for(config)
         except SteelcupError:
             return
-        making = self._make_erofs(self.erofs, image)
+        making = self._make_erofs(self.erofs, image, config.tenant, urgent=True)
         if making is None:
             return
         began = time.monotonic()
@@ -406,17 +406,29 @@ class Runtime:
             log.info("image %s: its erofs is not made after %.0f s; this container's root is "
                      "on 9p", image.short_id, time.monotonic() - began)
 
-    def image_added(self, image: Image) -> None:
-        """A tenant got `image` (pulled, loaded, imported, built, committed): in block mode its
-        erofs is made now, so that its first container has a block root too."""
+    def image_added(self, image: Image, tenant: str) -> None:
+        """`tenant` got `image` (pulled, loaded, imported, built, committed): in block mode
+        its erofs is made now, so that its first container has a block root too."""
         if self.erofs is not None and self.defaults.rootfs_cache is RootfsCache.BLOCK:
-            self._make_erofs(self.erofs, image)
+            self._make_erofs(self.erofs, image, tenant)
 
-    def _make_erofs(self, erofs: ErofsImages, image: Image) -> Future[None] | None:
-        """Start making `image`'s erofs in the background (unless made or failed before);
-        the future of its build, this one or the one under way (None: nothing to wait for)."""
+    def queue_root_disks(self) -> None:
+        """At the daemon's start (block mode): queue the erofs of every image that has none,
+        those from before the daemon made block roots (an upgrade from loose) or whose making
+        a stop cut short, in the operator's line, behind what creates wait for. Blocking."""
+        if self.erofs is None or self.defaults.rootfs_cache is not RootfsCache.BLOCK:
+            return
+        for image in self.images.list():
+            self._make_erofs(self.erofs, image, "")
+
+    def _make_erofs(self, erofs: ErofsImages, image: Image, tenant: str, *,
+                    urgent: bool = False) -> Future[None] | None:
+        """Queue the making of `image`'s erofs for `tenant` (unless made or failed before;
+        `urgent`: a create waits for it); the future of its build, this one or the one
+        queued or under way (None: nothing to wait for)."""
         store = self.images
-        return erofs.ensure(image.id, lambda: store.layer_dirs(image))
+        return erofs.ensure(image.id, lambda: store.layer_dirs(image), owner=tenant,
+                            urgent=urgent)
 
     def log_rotation(self, config: ContainerConfig) -> logs_module.Rotation:
         """A container's log rotation (the daemon's for a container made before it had one)."""
@@ -933,7 +945,7 @@ class Runtime:
                                 "its writable layer: start the daemon with --rootfs-cache block")
         disk = self.erofs.ready(config.image_id)
         if disk is None:
-            self._make_erofs(self.erofs, self.images.get(config.image_id))
+            self._make_erofs(self.erofs, self.images.get(config.image_id), config.tenant)
             raise SteelcupError(f"the erofs disk of image {short} is missing (deleted on the "
                                 "host?): it is being made again, start the container later")
         return disk

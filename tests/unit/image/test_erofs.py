@@ -9,7 +9,7 @@ import shutil
 import stat
 import subprocess
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -101,27 +101,36 @@ def test_the_maker_makes_each_image_once_and_forgets_removed_ones(tmp_path: Path
         images.ensure("sha256:aa", lambda: layers).result(timeout=120)  # type: ignore[union-attr]
         images.forget("sha256:aa")
         assert images.ready("sha256:aa") is None
-        gate = threading.Event()
+        gate, begun = threading.Event(), threading.Event()
 
         def held_layers() -> list[Path]:
+            begun.set()
             gate.wait(30)
             return layers
 
         slow = images.ensure("sha256:dd", held_layers)
         assert slow is not None
         assert images.ensure("sha256:dd", held_layers) is slow  # one build, one future
+        assert begun.wait(30)
+        # removed before its build began: never made
+        queued = images.ensure("sha256:ff", lambda: layers)
+        images.forget("sha256:ff")
+        assert queued is not None and queued.cancelled()
         images.forget("sha256:dd")
         gate.set()
         slow.result(timeout=120)
         assert images.ready("sha256:dd") is None
         # removed while being made and back before it was made: it is kept
         gate.clear()
+        begun.clear()
         again = images.ensure("sha256:ee", held_layers)
+        assert begun.wait(30)
         images.forget("sha256:ee")
         assert images.ensure("sha256:ee", held_layers) is again
         gate.set()
         again.result(timeout=120)  # type: ignore[union-attr]
         assert images.ready("sha256:ee") is not None
+        assert images.ready("sha256:ff") is None
         images.forget("sha256:bb")  # a failed one may be made again if it comes back
         assert images.ensure("sha256:bb", lambda: layers) is not None
     finally:
@@ -199,3 +208,52 @@ def test_a_made_images_hot_paths_are_the_files_read_since(tmp_path: Path, mounte
         assert reads == [image]  # kept since
     finally:
         images.close()
+
+
+def test_builds_go_waited_for_first_then_tenants_in_turn(tmp_path: Path,
+                                                         mounted: Path) -> None:
+    """While one build runs, alice queues three images and bob one; then a create waits for
+    alice's last: it is made next, then bob's comes before alice's other two. A stop cancels
+    the builds not begun."""
+    del mounted
+    layers = _layers(tmp_path)
+    images = erofs.ErofsImages(tmp_path / "erofs", tmp_path / "scratch")
+    order: list[str] = []
+    gate, begun = threading.Event(), threading.Event()
+
+    def source(name: str) -> Callable[[], list[Path]]:
+        def layer_dirs() -> list[Path]:
+            order.append(name)
+            if name == "first":
+                begun.set()
+                gate.wait(30)
+            return layers
+        return layer_dirs
+
+    try:
+        first = images.ensure("sha256:01", source("first"), owner="carol")
+        assert first is not None and begun.wait(30)
+        futures = [images.ensure(f"sha256:a{i}", source(f"a{i}"), owner="alice")
+                   for i in range(3)]
+        futures.append(images.ensure("sha256:b0", source("b0"), owner="bob"))
+        assert images.ensure("sha256:a2", source("a2"), owner="alice", urgent=True) \
+            is futures[2]
+        gate.set()
+        for future in futures:
+            assert future is not None
+            future.result(timeout=120)
+        assert order == ["first", "a2", "a0", "b0", "a1"]
+        assert images.disk_bytes("sha256:b0") > 0 and images.disk_bytes("sha256:zz") == 0
+        gate.clear()
+        begun.clear()
+        order.clear()
+        held = images.ensure("sha256:02", source("first"))
+        assert held is not None and begun.wait(30)
+        queued = images.ensure("sha256:03", source("never"))
+        threading.Timer(0.2, gate.set).start()
+    finally:
+        images.close()
+    assert held.done() and not held.cancelled()
+    assert queued is not None and queued.cancelled()
+    assert order == ["first"]
+    assert images.ensure("sha256:04", source("closed")) is None

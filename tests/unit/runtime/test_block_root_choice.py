@@ -32,6 +32,7 @@ class FakeErofs:
     def __init__(self, made: Path) -> None:
         self.made = made
         self.asked: list[str] = []
+        self.asked_by: list[tuple[str, bool]] = []  # (owner, urgent) of each ask
         self.done: set[str] = set()
         self.forgotten: list[str] = []
         self.building: dict[str, Future[None]] = {}
@@ -39,9 +40,11 @@ class FakeErofs:
     def ready(self, image_id: str) -> Path | None:
         return self.made if image_id in self.done else None
 
-    def ensure(self, image_id: str, layer_dirs: Callable[[], list[Path]]) -> Future[None] | None:
+    def ensure(self, image_id: str, layer_dirs: Callable[[], list[Path]], *, owner: str = "",
+               urgent: bool = False) -> Future[None] | None:
         assert layer_dirs(), "the maker gets the image's layer directories"
         self.asked.append(image_id)
+        self.asked_by.append((owner, urgent))
         if image_id in self.done:
             return None
         return self.building.setdefault(image_id, Future())
@@ -107,6 +110,40 @@ def test_a_create_waits_for_the_erofs_being_made_and_gets_a_block_root(tmp_path:
     assert time.monotonic() - began < 20, "returned when the build ended, not at the bound"
     assert runtime.create(_config(), "first").config.block_root
     asyncio.run(runtime.wait_for_root_disk(_config(), timeout_s=30))  # made: at once
+
+
+def test_builds_are_queued_for_their_tenant_and_a_waited_for_one_is_urgent(
+        tmp_path: Path) -> None:
+    """The maker is told whose image it makes (it takes tenants in turn) and that a create
+    waits for it (it goes first); a create that does not wait does not hurry it."""
+    runtime, erofs = _block_runtime(tmp_path)
+    image = runtime.images.import_rootfs(io.BytesIO(make_tar([("dir", "etc")])), "app:1",
+                                         tenant="alice")
+    assert erofs.asked_by == [("alice", False)]
+    mine = _config(tenant="alice")
+    asyncio.run(runtime.wait_for_root_disk(mine, timeout_s=0.05))
+    assert erofs.asked_by[-1] == ("alice", True)
+    assert not runtime.create(mine, "early").config.block_root
+    assert erofs.asked_by[-1] == ("alice", False)
+    erofs.finish(image.id)
+
+
+def test_a_daemon_new_to_block_roots_queues_the_images_it_had(tmp_path: Path) -> None:
+    """An upgrade from loose roots: the images the daemon had are queued at its start, in
+    the operator's line; a made one is not made again."""
+    runtime, erofs = _block_runtime(tmp_path)
+    runtime.defaults = Defaults(rootfs_cache=RootfsCache.LOOSE)
+    runtime.queue_root_disks()
+    ids = [runtime.images.import_rootfs(io.BytesIO(make_tar([("dir", name)])), f"{name}:1",
+                                        tenant=name).id for name in ("alice", "bob")]
+    assert erofs.asked == []
+    runtime.defaults = Defaults(rootfs_cache=RootfsCache.BLOCK)
+    erofs.done.add(ids[1])
+    runtime.queue_root_disks()
+    every = {image.id for image in runtime.images.list()}
+    assert set(ids) <= every and sorted(erofs.asked) == sorted(every)
+    assert set(erofs.asked_by) == {("", False)}
+    assert set(erofs.building) == every - {ids[1]}
 
 
 def test_a_create_waits_no_longer_than_its_bound_and_the_build_goes_on(tmp_path: Path) -> None:

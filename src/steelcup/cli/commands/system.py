@@ -33,6 +33,15 @@ def register(sub: Any, name: str, help_text: str) -> None:
         p = system_sub.add_parser("info", help="system-wide information, accelerator and VM pool")
         p.add_argument("-f", "--format", default="", help="Go-template subset over the info object")
         p.set_defaults(func=cmd_info)
+        p = system_sub.add_parser(
+            "df", help="show disk usage: images (with their block-root disks), containers' "
+                       "writable layers, volumes")
+        p.add_argument("-v", "--verbose", action="store_true",
+                       help="each image, container and volume with its size")
+        p.add_argument("-f", "--format", default="",
+                       help="Go-template subset over the daemon's answer (LayersSize, Images, "
+                            "Containers, Volumes)")
+        p.set_defaults(func=cmd_df)
     elif name == "pool":
         pool = sub.add_parser(name, help=help_text)
         pool_sub = pool.add_subparsers(dest="pool_command", metavar="COMMAND", required=True)
@@ -304,6 +313,26 @@ def cmd_info(ctx: Context, args: argparse.Namespace) -> int:
           f" ({ready} ready, {pool.get('CacheHits', 0)} handed out)")
     for warning in info.get("Warnings") or []:
         print(warning, file=sys.stderr)
+    return 0
+
+
+def cmd_df(ctx: Context, args: argparse.Namespace) -> int:
+    try:
+        du = ctx.client().get_json("/system/df")
+    except SteelcupError as exc:
+        report(exc)
+        return 1
+    if args.format:
+        from steelcup.cli.format import render_template
+
+        print(render_template(args.format, du))
+        return 0
+    import time
+
+    from steelcup.cli import disk_usage
+
+    sys.stdout.write(disk_usage.verbose(du, now=time.time()) if args.verbose
+                     else disk_usage.summary(du))
     return 0
 
 
