@@ -485,7 +485,9 @@ class _Api:
         name = req.q("name") or None
         groups = self._security_groups(config)
         fip = self._floating_ip(config)
-        # an image's first container after its pull has a block root too (--rootfs-cache block)
+        # an image's first container after its pull has a block root too (--rootfs-cache
+        # block); one its quotas refuse is refused before it waits
+        self.admission.check(config)
         await self.rt.wait_for_root_disk(config)
         # quick, and counted against the tenant's quotas atomically; it touches loop-owned state
         record = self.admission.create(config, name)

@@ -9,7 +9,7 @@ container holds its vCPUs and memory against the quota until it is removed.
 from __future__ import annotations
 
 import builtins
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 
 from steelcup.errors import NotFound
@@ -50,13 +50,26 @@ class ContainerAdmission:
         return replace(config, mem_mib=sized.mem_mib, cpus=sized.cpus,
                        labels=tuple(sorted(labels.items())))
 
-    def create(self, config: ContainerConfig, name: str | None) -> ContainerRecord:
+    def _sized(self, config: ContainerConfig) -> tuple[ContainerConfig, Mapping[str, int]]:
+        """`config` sized, and what it needs of its tenant's quotas."""
         config = self.size(config)
         cpus, mem_mib = self.rt.vm_size(config)
+        return config, need(containers=1, cpus=cpus, memory_mib=mem_mib)
+
+    def check(self, config: ContainerConfig) -> None:
+        """Refuse now (a bad size, QuotaExceeded) what `create` would refuse, holding nothing:
+        for a caller that waits before it creates (`Runtime.wait_for_root_disk`). `create`
+        checks again."""
+        config, wanted = self._sized(config)
+        if self.tenants is not None:
+            with self.tenants.quotas.admit(config.tenant, wanted):
+                pass
+
+    def create(self, config: ContainerConfig, name: str | None) -> ContainerRecord:
+        config, wanted = self._sized(config)
         if self.tenants is None:
             return self.rt.create(config, name)
-        with self.tenants.quotas.admit(config.tenant,
-                                       need(containers=1, cpus=cpus, memory_mib=mem_mib)):
+        with self.tenants.quotas.admit(config.tenant, wanted):
             return self.rt.create(config, name)
 
     def update(self, ref: str, *, restart_policy: tuple[str, int] | None = None,

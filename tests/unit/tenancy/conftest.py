@@ -85,6 +85,7 @@ class Cloud:
     tenants: Tenants  # the operator's side (quotas, usage)
     vms: FakeVms  # the VMs containers got (their requests' sizes)
     crons: Crons  # the cron scheduler (its loop is not running: tests call `tick`)
+    runtime: Runtime  # the daemon's runtime (owned by its loop's thread)
 
     def last_ruleset(self) -> str:
         """The nftables ruleset loaded last."""
@@ -170,7 +171,7 @@ def cloud(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Cloud]:
                             identify=tenant_routes.identify_with(tenants))
         await server.start()
         stop = asyncio.Event()
-        box.extend([asyncio.get_running_loop(), stop, server, router, crons])
+        box.extend([asyncio.get_running_loop(), stop, server, router, crons, runtime])
         ready.set()
         await stop.wait()
         await server.close()
@@ -183,10 +184,10 @@ def cloud(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Cloud]:
     thread = threading.Thread(target=asyncio.run, args=(run(),), daemon=True)
     thread.start()
     assert ready.wait(10)
-    loop, stop, server, router, crons = box
+    loop, stop, server, router, crons, runtime = box
     yield Cloud(f"https://127.0.0.1:{server.tcp_port}",
                 ssl.create_default_context(cafile=str(tenants.authority.ca_pem_path)), tokens,
-                router.table, host_commands, socket, tenants, vms, crons)
+                router.table, host_commands, socket, tenants, vms, crons, runtime)
     loop.call_soon_threadsafe(stop.set)
     thread.join(20)
     shutil.rmtree(socket_dir, ignore_errors=True)

@@ -3,8 +3,9 @@ tokens, the real router, runtime and quota gate, a fake VM source (docs/tenancy.
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import replace
+from typing import Any, cast
 
 import httpx
 import pytest
@@ -13,6 +14,8 @@ from steelcup.cli.commands.containers import _options
 from steelcup.cli.createspec import create_body
 from steelcup.cli.main import build_parser
 from steelcup.errors import InvalidArgument
+from steelcup.guest.protocol import RootfsCache
+from steelcup.image.erofs import ErofsImages
 from steelcup.tenancy.quota import QuotaExceeded, QuotaGate, need
 from steelcup.tenancy.sizing import SIZE_LABEL, HostCapacity, resolve
 from tests.unit.tenancy.conftest import Cloud
@@ -153,3 +156,27 @@ def test_steelcup_run_size_sends_the_size_label() -> None:
     body = create_body(_options(args, run=True), for_run=True)
     assert body["Labels"] == {"a": "b", SIZE_LABEL: "m1"}
     assert "Memory" not in body["HostConfig"]
+
+
+def test_a_create_its_quota_refuses_does_not_wait_for_a_root_disk(cloud: Cloud) -> None:
+    """With block roots, a create waits (bounded) for its image's erofs; one the tenant's
+    quota refuses is refused first, and asks for no erofs at all."""
+    asked: list[str] = []
+
+    class NeverMade:
+        def ready(self, image_id: str) -> None:
+            return None
+
+        def ensure(self, image_id: str, *_: Any, **__: Any) -> Future[None]:
+            asked.append(image_id)
+            return Future()  # never done: a create that waits, waits its whole bound
+
+    cloud.runtime.defaults = replace(cloud.runtime.defaults, rootfs_cache=RootfsCache.BLOCK,
+                                     storage_bytes=GIB)
+    cloud.runtime.erofs = cast(ErofsImages, NeverMade())
+    cloud.tenants.update("alice", ["containers=0"])
+    with cloud.client("alice") as alice:
+        refused = create(alice)
+        assert refused.status_code == 403, refused.text
+        assert create(alice, {SIZE_LABEL: "x9"}).status_code == 400
+    assert asked == []
