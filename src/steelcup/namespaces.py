@@ -3,11 +3,11 @@ for a thread that makes sockets there, or a forked child before it execs QEMU.""
 
 from __future__ import annotations
 
-import ctypes
 import os
 
+from steelcup.libc import SETNS, last_error
+
 CLONE_NEWNET = 0x40000000
-_libc = ctypes.CDLL(None, use_errno=True)
 
 
 def enter_netns(name: str) -> None:
@@ -22,6 +22,5 @@ def enter_netns(name: str) -> None:
 def enter_netns_fd(fd: int, name: str = "") -> None:
     """Move the calling thread into the network namespace `fd` refers to (a /proc/.../ns/net
     or /run/netns file); OSError if not."""
-    if _libc.setns(fd, CLONE_NEWNET) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"setns {name or fd}: {os.strerror(err)}")
+    if SETNS(fd, CLONE_NEWNET) != 0:
+        raise last_error(f"setns {name or fd}")

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import ctypes.util
 import errno
-import functools
 import os
 import struct
 import sys
 from pathlib import Path
+
+from steelcup.libc import LIBC
 
 MS_RDONLY = 0x1
 MS_NOSUID = 0x2
@@ -45,11 +45,6 @@ class _MountAttr(ctypes.Structure):
                 ("propagation", ctypes.c_uint64), ("userns_fd", ctypes.c_uint64)]
 
 
-@functools.cache
-def _libc() -> ctypes.CDLL:
-    return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-
-
 def _check(rc: int, path: Path) -> None:
     if rc != 0:
         err = ctypes.get_errno()
@@ -60,12 +55,11 @@ def bind(source: Path, target: Path, *, readonly: bool = False) -> None:
     """Bind-mount the directory or file `source` on `target` (non-recursive), nosuid and nodev,
     read-only on request (a bind takes its flags from a second, remounting call); OSError on
     failure."""
-    libc = _libc()
-    _check(libc.mount(os.fsencode(source), os.fsencode(target), None, MS_BIND, None), target)
+    _check(LIBC.mount(os.fsencode(source), os.fsencode(target), None, MS_BIND, None), target)
     flags = MS_BIND | MS_REMOUNT | MS_NOSUID | MS_NODEV | (MS_RDONLY if readonly else 0)
-    if libc.mount(None, os.fsencode(target), None, flags, None) != 0:
+    if LIBC.mount(None, os.fsencode(target), None, flags, None) != 0:
         err = ctypes.get_errno()
-        libc.umount2(os.fsencode(target), MNT_DETACH)
+        LIBC.umount2(os.fsencode(target), MNT_DETACH)
         raise OSError(err, os.strerror(err), str(target))
 
 
@@ -84,10 +78,8 @@ def clone_mount(source: Path, dir_fd: int, name: str, *, readonly: bool = False,
     makes it nosuid, nodev, read-only on request and, with `userns_fd`, idmapped through that
     user namespace's map, and `move_mount` attaches it on `name` relative to `dir_fd`
     (AT_FDCWD: a path). OSError naming the step that failed."""
-    libc = _libc()
-    libc.syscall.restype = ctypes.c_long
     recurse = _AT_RECURSIVE if recursive else 0
-    tree = libc.syscall(_SYS_OPEN_TREE, AT_FDCWD, os.fsencode(source),
+    tree = LIBC.syscall(_SYS_OPEN_TREE, AT_FDCWD, os.fsencode(source),
                         _OPEN_TREE_CLONE | os.O_CLOEXEC | recurse)
     _check_step(tree >= 0, "open_tree", source)
     try:
@@ -95,10 +87,10 @@ def clone_mount(source: Path, dir_fd: int, name: str, *, readonly: bool = False,
         if userns_fd is not None:
             attrs |= _MOUNT_ATTR_IDMAP
         attr = _MountAttr(attrs, 0, 0, userns_fd or 0)
-        _check_step(libc.syscall(_SYS_MOUNT_SETATTR, tree, b"", _AT_EMPTY_PATH | recurse,
+        _check_step(LIBC.syscall(_SYS_MOUNT_SETATTR, tree, b"", _AT_EMPTY_PATH | recurse,
                                  ctypes.byref(attr), ctypes.sizeof(attr)) == 0,
                     "mount_setattr", source)
-        _check_step(libc.syscall(_SYS_MOVE_MOUNT, tree, b"", dir_fd, os.fsencode(name),
+        _check_step(LIBC.syscall(_SYS_MOVE_MOUNT, tree, b"", dir_fd, os.fsencode(name),
                                  _MOVE_MOUNT_F_EMPTY_PATH) == 0, "move_mount", name)
     finally:
         os.close(tree)
@@ -112,7 +104,7 @@ def _check_step(ok: bool, step: str, path: object) -> None:
 
 def mount(source: str, target: Path, fstype: str, flags: int, data: str) -> None:
     """mount(2) of a filesystem `fstype` from `source` on `target`; OSError on failure."""
-    _check(_libc().mount(os.fsencode(source), os.fsencode(target), fstype.encode(), flags,
+    _check(LIBC.mount(os.fsencode(source), os.fsencode(target), fstype.encode(), flags,
                          data.encode() if data else None), target)
 
 
@@ -124,7 +116,7 @@ def mount_kernel_fs(fstype: str, target: Path, options: str = "",
 
 def umount(path: Path, flags: int = 0) -> None:
     """umount2(path, flags); OSError on failure (EINVAL: not a mount point)."""
-    _check(_libc().umount2(os.fsencode(path), flags), path)
+    _check(LIBC.umount2(os.fsencode(path), flags), path)
 
 
 def unmount_all(path: Path) -> None:
@@ -161,11 +153,10 @@ def is_mountpoint(path: Path) -> bool:
 def _mount_root(path: Path) -> bool | None:
     """statx's answer for `path` (False if it does not exist); None if statx cannot give it
     (no such call, or a filesystem or kernel that does not report the attribute)."""
-    libc = _libc()
-    if not hasattr(libc, "statx"):
+    if not hasattr(LIBC, "statx"):
         return None
     buf = ctypes.create_string_buffer(_STATX_SIZE)
-    if libc.statx(AT_FDCWD, os.fsencode(path), 0, 0, buf) != 0:
+    if LIBC.statx(AT_FDCWD, os.fsencode(path), 0, 0, buf) != 0:
         err = ctypes.get_errno()
         return False if err in (errno.ENOENT, errno.ENOTDIR) else None
     attributes, = struct.unpack_from("=Q", buf, _STATX_ATTRIBUTES)
@@ -208,7 +199,7 @@ MEMORY_FS_MAGICS = {0x01021994: "tmpfs", 0x858458F6: "ramfs"}
 def _statfs_type(path: Path) -> int:
     """statfs(2)'s f_type of the filesystem holding `path` (OSError if it cannot be read)."""
     buf = ctypes.create_string_buffer(256)  # struct statfs is 120 bytes on 64-bit Linux
-    if _libc().statfs(os.fsencode(path), buf) != 0:
+    if LIBC.statfs(os.fsencode(path), buf) != 0:
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err), str(path))
     return int.from_bytes(buf.raw[:ctypes.sizeof(ctypes.c_long)], sys.byteorder)

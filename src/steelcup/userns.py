@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import ctypes
 import functools
 import os
 import threading
@@ -18,20 +17,12 @@ from pathlib import Path
 
 from steelcup import sysmount
 from steelcup.idmap import IdRange, shift
+from steelcup.libc import LIBC, PRCTL, SETNS, UNSHARE, last_error
 
 CLONE_NEWUSER = 0x10000000
 _PR_SET_PDEATHSIG = 1
 
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.syscall.restype = ctypes.c_long
 _lock = threading.Lock()
-
-
-def _raise(what: str, path: object = None) -> None:
-    err = ctypes.get_errno()
-    if path is None:
-        raise OSError(err, f"{what}: {os.strerror(err)}")
-    raise OSError(err, f"{what}: {os.strerror(err)}", str(path))
 
 
 def make_namespace(uid_map: str, gid_map: str) -> int:
@@ -44,8 +35,8 @@ def make_namespace(uid_map: str, gid_map: str) -> int:
         try:
             os.close(ready_r)
             os.close(done_w)
-            ok = _libc.unshare(CLONE_NEWUSER) == 0
-            _libc.prctl(_PR_SET_PDEATHSIG, 9, 0, 0, 0)
+            ok = UNSHARE(CLONE_NEWUSER) == 0
+            PRCTL(_PR_SET_PDEATHSIG, 9, 0, 0, 0)
             os.write(ready_w, b"1" if ok else b"0")
             os.read(done_r, 1)
         finally:
@@ -84,8 +75,8 @@ def enter(ns_fd: int) -> None:
     """In a forked child before exec: join the namespace and become its root (the host id of
     its guest id 0). OSError if refused. The death signal is reset by the id change: callers
     set it again after."""
-    if _libc.setns(ns_fd, CLONE_NEWUSER) != 0:
-        _raise("setns user namespace")
+    if SETNS(ns_fd, CLONE_NEWUSER) != 0:
+        raise last_error("setns user namespace")
     os.setgroups([])
     os.setresgid(0, 0, 0)
     os.setresuid(0, 0, 0)
@@ -114,7 +105,7 @@ def supported() -> bool:
             try:
                 return dst.stat().st_uid == (1 << 20) + src.stat().st_uid
             finally:
-                _libc.umount2(os.fsencode(dst), 2)
+                LIBC.umount2(os.fsencode(dst), 2)
     except OSError:
         return False
 

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Protocol
 
 from steelcup.errors import ImageError
+from steelcup.libc import LIBC, last_error
 
 SUPER_OFFSET = 1024
 MAGIC = 0xE0F5E1E2
@@ -194,12 +195,6 @@ class ErofsReader:
 
 
 # -- what the host has cached -----------------------------------------------------------------
-_libc = ctypes.CDLL(None, use_errno=True)  # the process's own libc, found without a search
-_libc.mmap.restype = ctypes.c_void_p
-_libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
-                       ctypes.c_int, ctypes.c_long]
-_libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
-_libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p]
 _MAP_FAILED = ctypes.c_void_p(-1).value
 
 
@@ -209,18 +204,16 @@ def cached_pages(fd: int, length: int) -> bytes:
     the page cache and reads nothing)."""
     if length <= 0:
         return b""
-    addr = _libc.mmap(None, length, mmap.PROT_READ, mmap.MAP_SHARED, fd, 0)
+    addr = LIBC.mmap(None, length, mmap.PROT_READ, mmap.MAP_SHARED, fd, 0)
     if addr in (None, _MAP_FAILED):
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err))
+        raise last_error("mmap")
     try:
         vec = ctypes.create_string_buffer((length + mmap.PAGESIZE - 1) // mmap.PAGESIZE)
-        if _libc.mincore(addr, length, vec) != 0:
-            err = ctypes.get_errno()
-            raise OSError(err, os.strerror(err))
+        if LIBC.mincore(addr, length, vec) != 0:
+            raise last_error("mincore")
         return vec.raw
     finally:
-        _libc.munmap(addr, length)
+        LIBC.munmap(addr, length)
 
 
 @dataclass(frozen=True)

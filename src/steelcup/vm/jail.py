@@ -23,7 +23,6 @@ computed before the fork).
 
 from __future__ import annotations
 
-import ctypes
 import functools
 import os
 import signal
@@ -31,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from steelcup import namespaces, userns
+from steelcup.libc import PRCTL, last_error
 from steelcup.vm import cgroup, seccomp
 
 _PR_SET_PDEATHSIG = 1
@@ -87,28 +87,24 @@ class Jail:
             cgroup.join(self.cgroup_procs)
         for procs in self.more_cgroup_procs:
             cgroup.join(procs)
-        libc = ctypes.CDLL(None, use_errno=True)
         death = int(signal.SIGKILL) if self.die_with_daemon else 0
-        libc.prctl(_PR_SET_PDEATHSIG, death, 0, 0, 0)
+        PRCTL(_PR_SET_PDEATHSIG, death, 0, 0, 0)
         if self.netns is not None:  # while we still may (CAP_SYS_ADMIN goes below)
             namespaces.enter_netns(self.netns)
-        if libc.prctl(_PR_SET_THP_DISABLE, 1, 0, 0, 0) != 0:
-            err = ctypes.get_errno()
-            raise OSError(err, f"PR_SET_THP_DISABLE: {os.strerror(err)}")
+        if PRCTL(_PR_SET_THP_DISABLE, 1, 0, 0, 0) != 0:
+            raise last_error("PR_SET_THP_DISABLE")
         if self.nice:
             os.setpriority(os.PRIO_PROCESS, 0, self.nice)  # QEMU's threads inherit it
         if self.userns_fd is not None:
             # Last of what needs host root; joining resets the bounding set (narrowed below)
             # and the id change clears the death signal (set again).
             userns.enter(self.userns_fd)
-            libc.prctl(_PR_SET_PDEATHSIG, death, 0, 0, 0)
+            PRCTL(_PR_SET_PDEATHSIG, death, 0, 0, 0)
         for cap in self.drop_caps:
-            if libc.prctl(_PR_CAPBSET_DROP, cap, 0, 0, 0) != 0 and os.geteuid() == 0:
-                err = ctypes.get_errno()
-                raise OSError(err, f"PR_CAPBSET_DROP {cap}: {os.strerror(err)}")
-        if libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
-            err = ctypes.get_errno()
-            raise OSError(err, f"PR_SET_NO_NEW_PRIVS: {os.strerror(err)}")
+            if PRCTL(_PR_CAPBSET_DROP, cap, 0, 0, 0) != 0 and os.geteuid() == 0:
+                raise last_error(f"PR_CAPBSET_DROP {cap}")
+        if PRCTL(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+            raise last_error("PR_SET_NO_NEW_PRIVS")
         if self.filter_prog is not None:
             # an OSError here fails the exec: QEMU never runs unfiltered
             seccomp.install(self.filter_prog)

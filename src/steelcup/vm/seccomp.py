@@ -23,6 +23,8 @@ import errno
 import platform
 import struct
 
+from steelcup.libc import PRCTL, last_error
+
 # linux/filter.h, linux/seccomp.h, linux/audit.h
 _BPF_LD_W_ABS = 0x20  # BPF_LD | BPF_W | BPF_ABS
 _BPF_JEQ_K = 0x15  # BPF_JMP | BPF_JEQ | BPF_K
@@ -96,13 +98,10 @@ def install(prog: bytes) -> None:
     Meant for a forked child's pre-exec hook: allocate `prog` before forking, this only makes
     two prctl calls.
     """
-    libc = ctypes.CDLL(None, use_errno=True)
     buf = ctypes.create_string_buffer(prog, len(prog))
     fprog = _SockFprog(len(prog) // 8, ctypes.cast(buf, ctypes.c_void_p))
     # No new privileges: QEMU needs none, and it lets the filter load without CAP_SYS_ADMIN.
-    if libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"PR_SET_NO_NEW_PRIVS: {errno.errorcode.get(err, err)}")
-    if libc.prctl(_PR_SET_SECCOMP, _SECCOMP_MODE_FILTER, ctypes.byref(fprog), 0, 0) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"PR_SET_SECCOMP: {errno.errorcode.get(err, err)}")
+    if PRCTL(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+        raise last_error("PR_SET_NO_NEW_PRIVS")
+    if PRCTL(_PR_SET_SECCOMP, _SECCOMP_MODE_FILTER, ctypes.byref(fprog), 0, 0) != 0:
+        raise last_error("PR_SET_SECCOMP")
