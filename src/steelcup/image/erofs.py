@@ -196,6 +196,10 @@ class ErofsImages:
                 continue
             try:
                 self._build(image_id, layer_dirs)
+            except Exception:  # a bug: the next images are still made
+                log.exception("image %s: making its erofs failed", image_id)
+                with self._lock:
+                    self._failed.add(image_id)
             finally:
                 future.set_result(None)
 

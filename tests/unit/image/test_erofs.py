@@ -257,3 +257,23 @@ def test_builds_go_waited_for_first_then_tenants_in_turn(tmp_path: Path,
     assert queued is not None and queued.cancelled()
     assert order == ["first"]
     assert images.ensure("sha256:04", source("closed")) is None
+
+
+def test_a_bug_in_one_making_leaves_the_maker_working(tmp_path: Path, mounted: Path) -> None:
+    del mounted
+    images = erofs.ErofsImages(tmp_path / "erofs", tmp_path / "scratch")
+
+    def broken() -> list[Path]:
+        raise RuntimeError("a bug")
+
+    try:
+        failed = images.ensure("sha256:aa", broken)
+        assert failed is not None
+        failed.result(timeout=60)
+        assert images.ensure("sha256:aa", broken) is None  # logged, not retried
+        made = images.ensure("sha256:bb", lambda: _layers(tmp_path))
+        assert made is not None
+        made.result(timeout=120)
+        assert images.ready("sha256:bb") is not None
+    finally:
+        images.close()
