@@ -259,17 +259,27 @@ def cmd_version(ctx: Context, args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_info(ctx: Context, args: argparse.Namespace) -> int:
+def _fetch(ctx: Context, path: str, template: str) -> tuple[Any, int | None]:
+    """The daemon's JSON answer at `path`, and None; or, when the command is done, the exit
+    code: 1 with the error reported, 0 with the answer printed through `template`
+    (--format)."""
     try:
-        info = ctx.client().get_json("/info")
+        answer = ctx.client().get_json(path)
     except SteelcupError as exc:
         report(exc)
-        return 1
-    if args.format:
+        return None, 1
+    if template:
         from steelcup.cli.format import render_template
 
-        print(render_template(args.format, info))
-        return 0
+        print(render_template(template, answer))
+        return None, 0
+    return answer, None
+
+
+def cmd_info(ctx: Context, args: argparse.Namespace) -> int:
+    info, done = _fetch(ctx, "/info", args.format)
+    if done is not None:
+        return done
     from steelcup.cli.format import human_size
 
     mem = info.get("MemTotal")
@@ -317,16 +327,9 @@ def cmd_info(ctx: Context, args: argparse.Namespace) -> int:
 
 
 def cmd_df(ctx: Context, args: argparse.Namespace) -> int:
-    try:
-        du = ctx.client().get_json("/system/df")
-    except SteelcupError as exc:
-        report(exc)
-        return 1
-    if args.format:
-        from steelcup.cli.format import render_template
-
-        print(render_template(args.format, du))
-        return 0
+    du, done = _fetch(ctx, "/system/df", args.format)
+    if done is not None:
+        return done
     import time
 
     from steelcup.cli import disk_usage
