@@ -260,7 +260,8 @@ def test_system_df_counts_each_images_erofs(block: Daemon) -> None:
     row = next(i for i in du["Images"] if f"{IMG}:latest" in i["RepoTags"])
     root_disk = made[row["Id"].removeprefix("sha256:")]
     assert row["RootDiskSize"] == root_disk > 0
-    layers = json.loads(block.out("image", "inspect", IMG))[0]["Size"]
+    layers = int(block.out("image", "inspect", "-f", "{{.Size}}", IMG))
+    assert block.out("image", "inspect", "-f", "{{.ID}}", IMG).strip() == row["Id"]
     assert row["Size"] == layers + root_disk
     assert du["LayersSize"] == sum(i["Size"] for i in du["Images"])
     table = block.out("system", "df")

@@ -50,7 +50,9 @@ def register(sub: Any, name: str, help_text: str) -> None:
         image = sub.add_parser(name, help=help_text)
         isub = image.add_subparsers(dest="image_command", metavar="COMMAND")
         p = isub.add_parser("inspect", help="display detailed information on images")
-        p.add_argument("-f", "--format", default=None, help="only {{.Id}} / {{json .}} supported")
+        p.add_argument("-f", "--format", default=None,
+                       help="Go-template subset over each image's inspect object "
+                            "({{.Id}}, {{.Size}}, {{json .Config}}, ...)")
         p.add_argument("images", nargs="+", metavar="IMAGE")
         p.set_defaults(func=cmd_image_inspect)
         p = isub.add_parser("prune", help="remove unused images and unreferenced data")
@@ -304,14 +306,18 @@ def cmd_image_inspect(ctx: Context, args: argparse.Namespace) -> int:
         except SteelcupError as exc:
             report(exc)
             status = 1
-    if args.format in ("{{.Id}}", "{{.ID}}"):
-        for r in results:
-            print(r.get("Id", ""))
-    elif args.format == "{{json .}}":
-        for r in results:
-            print(json.dumps(r))
-    else:
+    if not args.format:
         print(json.dumps(results, indent=4))
+        return status
+    from steelcup.cli.format import render_template
+
+    try:
+        for r in results:
+            # docker's {{.ID}} is the image's Id
+            print(render_template(args.format.replace("{{.ID}}", "{{.Id}}"), r))
+    except InvalidArgument as exc:
+        print(f"steelcup: {exc}", file=sys.stderr)
+        return 1
     return status
 
 
