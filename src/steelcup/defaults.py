@@ -14,7 +14,7 @@ DEFAULT_SOCKET = "/run/steelcup/steelcup.sock"
 VM_MAX_MEM_MIB = 2048  # the most a clone can grow to (template RAM)
 VM_MAX_CPUS = 4  # the most vCPUs a clone has (present in the templates of `--cpus` > 1)
 VM_POOL_SIZE = 2  # ready (restored, warmed) VMs kept per tenant and NIC count
-TCG_TB_MIB = 64  # TCG translation cache per VM
+TCG_TB_MIB = 128  # TCG translation cache per VM (docs/benchmarks.md: a clone's first Python)
 VM_MEM_OVERHEAD_MIB = 0  # a VM's memory limit beyond -m; 0 = QEMU's measured need + TCG cache
 LAYER_MAX_GIB = 8  # an image layer's uncompressed size
 LAYER_MAX_RATIO = 100  # how many times a compressed layer may expand (past 64 MiB)

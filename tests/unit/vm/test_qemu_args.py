@@ -29,7 +29,7 @@ def test_tcg_golden() -> None:
     assert build_argv(spec()) == [
         "qemu-system-x86_64",
         "-M", "microvm,pit=off,pic=on,rtc=on",
-        "-accel", "tcg,tb-size=64",
+        "-accel", "tcg,tb-size=128",
         "-cpu", "max",
         "-m", "256",
         "-smp", "1",

@@ -96,7 +96,8 @@ def register(sub: Any, name: str, help_text: str) -> None:
                        help="TCG translation cache per VM (no KVM): what a busy VM's QEMU may "
                             "grow by (an idle clone fills 12-14 MiB of it whatever the size); "
                             "smaller saves that memory, and code-heavy containers (Python, "
-                            "nginx) retranslate more often (default %(default)s)")
+                            "nginx) retranslate more often: at 64 a clone's first Python start "
+                            "overflows it (default %(default)s)")
         p.add_argument("--vm-mem-overhead", type=int, default=defaults.VM_MEM_OVERHEAD_MIB,
                        metavar="MIB",
                        help="memory each VM's QEMU may use beyond the container's -m before the "
