@@ -773,15 +773,16 @@ class _Api:
     async def system_df(self, req: Request) -> Response:
         images = await asyncio.to_thread(self.svc.images.list, req.principal.tenant)
         records = self.rt.list(req.principal.tenant)
+        # The disk an image takes is its layers and, with block roots, its erofs image (the
+        # same files a second time); "RootDiskSize" says how much of it that is.
         erofs = self.rt.erofs
+        root_disks = {} if erofs is None else await asyncio.to_thread(
+            lambda: {image.id: erofs.disk_bytes(image.id) for image in images})
         image_rows = []
         for image in images:
             row = image_codec.encode_summary(image)
             row["Containers"] = sum(1 for r in records if r.config.image_id == image.id)
-            # The disk an image takes is its layers and, with block roots, its erofs image
-            # (the same files a second time); "RootDiskSize" says how much of it that is.
-            root_disk = 0 if erofs is None else await asyncio.to_thread(erofs.disk_bytes,
-                                                                          image.id)
+            root_disk = root_disks.get(image.id, 0)
             row["Size"] = row["VirtualSize"] = row["Size"] + root_disk
             row["RootDiskSize"] = root_disk
             image_rows.append(row)

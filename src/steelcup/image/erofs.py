@@ -252,8 +252,7 @@ class ErofsImages:
             self._failed.discard(image_id)
             if image_id in self._queue:  # not begun: it never will be
                 self._queue.discard(image_id)
-                del self._sources[image_id]
-                self._building.pop(image_id).cancel()
+                self._drop_queued(image_id)
                 return
             if image_id in self._building:
                 self._forgotten.add(image_id)
@@ -272,7 +271,12 @@ class ErofsImages:
         with self._lock:
             self._closed = True
             while (image_id := self._queue.take()) is not None:
-                del self._sources[image_id]
-                self._building.pop(image_id).cancel()
+                self._drop_queued(image_id)
             self._wake.notify_all()
         self._worker.join()
+
+    def _drop_queued(self, image_id: str) -> None:
+        """Forget the making of `image_id`, taken out of the queue before it began (the lock
+        held): its waiters see its future cancelled."""
+        del self._sources[image_id]
+        self._building.pop(image_id).cancel()
