@@ -10,17 +10,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from steelcup.cli.format import ellipsis, human_size, parse_time, short_id, table
-from steelcup.humanize import human_duration
+from steelcup.cli.format import created_ago, ellipsis, human_size, short_id, split_ref, table
 
 
 def _int(value: Any) -> int:
     return value if isinstance(value, int) and value > 0 else 0
-
-
-def _ago(created: Any, now: float) -> str:
-    when = parse_time(created)
-    return "N/A" if when is None or when <= 0 else f"{human_duration(max(0.0, now - when))} ago"
 
 
 def _reclaimable(free: int, total: int) -> str:
@@ -65,11 +59,10 @@ def verbose(du: dict[str, Any], *, now: float) -> str:
     image_rows = []
     for image in du.get("Images") or []:
         tags = image.get("RepoTags") or ["<none>:<none>"]
-        repo, _, tag = tags[0].rpartition(":")
-        if "/" in tag:  # a registry's port, not a tag
-            repo, tag = tags[0], "<none>"
+        repo, tag = split_ref(tags[0])
         image_rows.append([
-            repo, tag, short_id(str(image.get("Id", ""))), _ago(image.get("Created"), now),
+            repo, tag, short_id(str(image.get("Id", ""))),
+            created_ago(image.get("Created"), now) or "N/A",
             human_size(_int(image.get("Size"))), human_size(_int(image.get("RootDiskSize"))),
             str(_int(image.get("Containers"))),
         ])
@@ -78,7 +71,8 @@ def verbose(du: dict[str, Any], *, now: float) -> str:
         names = [n.lstrip("/") for n in c.get("Names") or []]
         container_rows.append([
             short_id(str(c.get("Id", ""))), str(c.get("Image", "")),
-            f'"{ellipsis(str(c.get("Command", "")), 20)}"', _ago(c.get("Created"), now),
+            f'"{ellipsis(str(c.get("Command", "")), 20)}"',
+            created_ago(c.get("Created"), now) or "N/A",
             str(c.get("Status", "")), human_size(_int(c.get("SizeRw"))), ",".join(names),
         ])
     volume_rows = []

@@ -60,6 +60,22 @@ def parse_time(value: Any) -> float | None:
     return parsed.timestamp() + (float("0" + frac) if frac else 0.0)
 
 
+def created_ago(created: Any, now: float) -> str | None:
+    """'3 hours ago' for a unix time as the API gives it (None if there is none)."""
+    if isinstance(created, int | float) and created > 0:
+        return human_duration(max(0.0, now - created)) + " ago"
+    return None
+
+
+def split_ref(ref: str) -> tuple[str, str]:
+    """A 'repo:tag' reference's repository and tag as `docker images` shows them: a ':'
+    before the last '/' is a registry's port, and such a reference has the tag '<none>'."""
+    repo, _, tag = ref.rpartition(":")
+    if "/" in tag:
+        return ref, "<none>"
+    return repo, tag
+
+
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     """docker's tabwriter layout (minwidth 10, padding 3): widest cell + 3 spaces, at least 10."""
     widths = [len(h) for h in headers]
@@ -126,9 +142,7 @@ def ps_row(c: dict[str, Any], *, now: float, no_trunc: bool = False) -> dict[str
     cid = str(c.get("Id", ""))
     command = str(c.get("Command", ""))
     created = c.get("Created")
-    running_for = ""
-    if isinstance(created, int | float) and created > 0:
-        running_for = human_duration(max(0.0, now - created)) + " ago"
+    running_for = created_ago(created, now) or ""
     labels = c.get("Labels") or {}
     return {
         "ID": cid if no_trunc else cid[:12],
@@ -149,18 +163,13 @@ def images_table(images: Sequence[dict[str, Any]], *, now: float, no_trunc: bool
     for image in images:
         image_id = str(image.get("Id", ""))
         image_id = image_id if no_trunc else short_id(image_id)
-        created = image.get("Created")
-        created_text = "N/A"
-        if isinstance(created, int | float) and created > 0:
-            created_text = human_duration(max(0.0, now - created)) + " ago"
+        created_text = created_ago(image.get("Created"), now) or "N/A"
         size = human_size(float(image.get("Size") or 0))
         tags = [t for t in image.get("RepoTags") or [] if t != "<none>:<none>"]
         if not tags:
             tags = ["<none>:<none>"]
         for ref in tags:
-            repo, _, tag = ref.rpartition(":")
-            if "/" in tag:  # a registry port, not a tag
-                repo, tag = ref, "<none>"
+            repo, tag = split_ref(ref)
             rows.append([repo, tag, image_id, created_text, size])
     return table(["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"], rows)
 
